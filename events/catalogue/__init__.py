@@ -1,0 +1,120 @@
+"""The event catalogue: every kind of fact kernelhub's log may hold.
+
+Names and fields are Backend.AI 23.03's (``ai.backend.common.events``), so people who know
+Backend.AI read our log without a glossary. Only *state* events are log events. These upstream
+events are deliberately **not** in the catalogue:
+
+* commands — ``do_schedule``, ``do_prepare``, ``do_scale``, ``do_idle_check``,
+  ``do_terminate_session``, ``do_sync_kernel_logs``: in kernelhub they are Ray actor calls
+  carrying a ``command_id``; their *effects* are events.
+* telemetry — ``agent_heartbeat``, ``kernel_pull_progress``, ``execution_started``,
+  ``execution_finished``, ``execution_timeout``, ``execution_cancelled``,
+  ``bgtask_updated``: high-rate samples live in TTL'd telemetry keys; what is derived from
+  them and matters (an agent lost, a session idle since T) becomes an event.
+
+Adding an event: define a payload class with a ``Literal`` ``type`` in the module of its
+aggregate, add it to ``_PAYLOAD_CLASSES`` below, add a file to ``tests/fixtures/events/``.
+Changing one: add optional fields only; anything else bumps ``SCHEMA_VERSION`` and registers
+an upcaster (``events.upcasting``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Union, get_args
+
+from pydantic import Field, TypeAdapter
+
+from ._base import EventPayload, JsonObject
+from .agent import AgentError, AgentStarted, AgentTerminated
+from .bgtask import BgtaskCancelled, BgtaskDone, BgtaskFailed
+from .kernel import (
+    KernelCancelled,
+    KernelCreating,
+    KernelPreparing,
+    KernelPulling,
+    KernelStarted,
+    KernelTerminated,
+    KernelTerminating,
+)
+from .reasons import KernelLifecycleEventReason, LogSeverity
+from .session import (
+    SessionCancelled,
+    SessionEnqueued,
+    SessionFailure,
+    SessionPreparing,
+    SessionScheduled,
+    SessionStarted,
+    SessionSuccess,
+    SessionTerminated,
+    SessionTerminating,
+)
+
+AnyPayload = Annotated[
+    Union[  # noqa: UP007 - a discriminated union reads best spelled out
+        AgentStarted,
+        AgentTerminated,
+        AgentError,
+        KernelPreparing,
+        KernelPulling,
+        KernelCreating,
+        KernelStarted,
+        KernelCancelled,
+        KernelTerminating,
+        KernelTerminated,
+        SessionEnqueued,
+        SessionScheduled,
+        SessionPreparing,
+        SessionCancelled,
+        SessionStarted,
+        SessionTerminating,
+        SessionTerminated,
+        SessionSuccess,
+        SessionFailure,
+        BgtaskDone,
+        BgtaskCancelled,
+        BgtaskFailed,
+    ],
+    Field(discriminator="type"),
+]
+"""Any payload of the catalogue, told apart by its ``type``."""
+
+_PAYLOAD_CLASSES: tuple[type[EventPayload], ...] = get_args(get_args(AnyPayload)[0])
+
+PAYLOAD_TYPES: dict[str, type[EventPayload]] = {
+    cls.model_fields["type"].default: cls for cls in _PAYLOAD_CLASSES
+}
+"""Event name -> payload class, for every type in the catalogue."""
+
+PAYLOAD_ADAPTER: TypeAdapter[AnyPayload] = TypeAdapter(AnyPayload)
+
+__all__ = [
+    "PAYLOAD_ADAPTER",
+    "PAYLOAD_TYPES",
+    "AgentError",
+    "AgentStarted",
+    "AgentTerminated",
+    "AnyPayload",
+    "BgtaskCancelled",
+    "BgtaskDone",
+    "BgtaskFailed",
+    "EventPayload",
+    "JsonObject",
+    "KernelCancelled",
+    "KernelCreating",
+    "KernelLifecycleEventReason",
+    "KernelPreparing",
+    "KernelPulling",
+    "KernelStarted",
+    "KernelTerminated",
+    "KernelTerminating",
+    "LogSeverity",
+    "SessionCancelled",
+    "SessionEnqueued",
+    "SessionFailure",
+    "SessionPreparing",
+    "SessionScheduled",
+    "SessionStarted",
+    "SessionSuccess",
+    "SessionTerminated",
+    "SessionTerminating",
+]

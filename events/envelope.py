@@ -1,0 +1,119 @@
+"""The envelope around every payload: identity, causality and place in the log.
+
+Two shapes: :class:`NewEvent` is what a writer hands to the store (no stream, version or
+position yet); :class:`Event` is what comes back from the log, with all three.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from .catalogue import AnyPayload
+
+__all__ = [
+    "Event",
+    "NewEvent",
+    "Position",
+    "StreamName",
+    "events_for_command",
+    "position_key",
+    "validate_stream_name",
+]
+
+_STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$")
+
+
+def validate_stream_name(name: str) -> str:
+    """Stream names become Redis key suffixes and CLI arguments: keep them plain."""
+    if not _STREAM_NAME.match(name):
+        raise ValueError(
+            f"invalid stream name {name!r}: use 1-200 characters of letters, digits and _.:@- "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+StreamName = Annotated[str, AfterValidator(validate_stream_name)]
+
+Position = str
+"""A place in the global log: the Redis stream ID of ``kh:log`` (``"<ms>-<seq>"``).
+
+It is also kernelhub's clock: Redis server time, monotonic across the whole log.
+"""
+
+
+def position_key(position: Position) -> tuple[int, int]:
+    """Sort key of a position (string order is wrong: ``"9-0" > "10-0"``)."""
+    ms, _, seq = position.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _EnvelopeFields(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    occurred_at: datetime = Field(
+        default_factory=_utcnow,
+        description="Writer's wall clock; informational only. Order and time come from position.",
+    )
+    correlation_id: uuid.UUID | None = None
+    causation_id: uuid.UUID | None = None
+    command_id: uuid.UUID | None = None
+    actor: str = "kernelhub"
+    data: AnyPayload
+
+    @property
+    def type(self) -> str:
+        return self.data.type
+
+
+class NewEvent(_EnvelopeFields):
+    """An event about to be appended.
+
+    Give it a ``command_id`` and build it with :meth:`for_command` so a retried command
+    produces the same ``event_id`` and the store recognises the retry.
+    """
+
+    @classmethod
+    def for_command(
+        cls, command_id: uuid.UUID, index: int, data: AnyPayload, **envelope: object
+    ) -> NewEvent:
+        return cls.model_validate(
+            {
+                "event_id": uuid.uuid5(command_id, str(index)),
+                "command_id": command_id,
+                "data": data,
+                **envelope,
+            }
+        )
+
+
+def events_for_command(
+    command_id: uuid.UUID, payloads: Sequence[AnyPayload], **envelope: object
+) -> list[NewEvent]:
+    """The events of one command decision, with ids ``uuid5(command_id, i)``."""
+    return [NewEvent.for_command(command_id, i, p, **envelope) for i, p in enumerate(payloads)]
+
+
+class Event(_EnvelopeFields):
+    """An event as recorded in the log."""
+
+    schema_version: int = Field(ge=1)
+    stream: StreamName
+    version: int = Field(ge=1, description="1-based position of the event in its stream")
+    position: Position
+
+    @property
+    def position_ms(self) -> int:
+        """Redis server time (ms) at which the event was appended."""
+        return position_key(self.position)[0]

@@ -1,0 +1,284 @@
+"""The event store: kernelhub's log on Redis Streams.
+
+Delivery semantics, said out loud:
+
+* **append is exactly-once per event id.** Writers derive event ids from their command id,
+  so a retried command (after a timeout, a Ray actor error, a client-level reconnect) is
+  recognised by the append script and answered with the original positions.
+* **appends are atomic** per call, across every stream of an ``append_multi``: all events
+  are stored, or none (a version conflict or a partial duplicate stores nothing).
+* **acknowledged means durable** only with ``appendfsync always``; the embedded default
+  ``everysec`` may lose up to about one second of acknowledged events on power loss.
+* **subscriptions are at-least-once** across reconnects at the consumer (they resume after
+  the last delivered position, so in practice each event is seen once, in log order).
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib.resources
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from ._canonical import canonical_dumps, loads
+from .codec import EventCodec, default_codec
+from .envelope import Event, NewEvent, Position, validate_stream_name
+from .errors import DuplicateBatchError, EventStoreError, WrongExpectedVersionError
+from .keys import DEFAULT_PREFIX, KeySpace
+from .subscription import Subscription
+
+__all__ = [
+    "ANY_VERSION",
+    "NO_STREAM",
+    "AppendResult",
+    "Durability",
+    "RedisEventStore",
+    "Snapshot",
+    "StreamBatch",
+]
+
+ANY_VERSION: None = None
+"""Expected version meaning "append whatever the stream's version is"."""
+NO_STREAM = 0
+"""Expected version of a stream that has no events yet."""
+
+_READ_PAGE = 1000
+
+
+class Durability(enum.StrEnum):
+    """Redis ``appendfsync``: when an acknowledged append is on disk."""
+
+    EVERYSEC = "everysec"
+    ALWAYS = "always"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBatch:
+    """Events for one stream within an ``append_multi``."""
+
+    stream: str
+    events: Sequence[NewEvent]
+    expected_version: int | None = ANY_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    stream: str
+    positions: tuple[Position, ...]
+    version: int
+    """The stream's version after this batch (the version of its last event)."""
+    duplicate: bool = False
+    """True when the batch had been stored before: this call was a retry and changed nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    stream: str
+    version: int
+    schema: str
+    state: Any
+
+
+def _script(name: str) -> str:
+    return importlib.resources.files("events").joinpath("lua", name).read_text()
+
+
+def _s(value: bytes | str | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+BatchLike = StreamBatch | tuple[str, int | None, Sequence[NewEvent]]
+
+
+class RedisEventStore:
+    """Append, read and subscribe to the log. One instance per event loop; cheap to share."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        codec: EventCodec | None = None,
+    ) -> None:
+        self.redis = client
+        self.keys = KeySpace(prefix)
+        self.codec = codec or default_codec
+        self._append = client.register_script(_script("append.lua"))
+        self._read_stream = client.register_script(_script("read_stream.lua"))
+        self._save_snapshot = client.register_script(_script("save_snapshot.lua"))
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> RedisEventStore:
+        """``redis://127.0.0.1:PORT/0`` or ``unix:///path/redis.sock``."""
+        return cls(aioredis.Redis.from_url(url, decode_responses=False), **kwargs)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    # ---- server ---------------------------------------------------------------------------
+
+    async def check_server(self, durability: Durability | None = None) -> None:
+        """Refuse a Redis that could silently drop events; optionally set ``appendfsync``."""
+        reply = {_s(k): _s(v) for k, v in (await self.redis.config_get("maxmemory-policy")).items()}
+        policy = reply.get("maxmemory-policy", "unknown")
+        if policy != "noeviction":
+            raise EventStoreError(
+                f"Redis maxmemory-policy is {policy!r}: evictions would silently lose events; "
+                "set it to 'noeviction'"
+            )
+        if durability is not None:
+            await self.redis.config_set("appendonly", "yes")
+            await self.redis.config_set("appendfsync", durability.value)
+
+    # ---- append ---------------------------------------------------------------------------
+
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: int | None
+    ) -> AppendResult:
+        """Append ``events`` to ``stream`` if it is at ``expected_version`` (``None``: any)."""
+        (result,) = await self.append_multi([StreamBatch(stream, events, expected_version)])
+        return result
+
+    async def append_multi(self, batches: Iterable[BatchLike]) -> list[AppendResult]:
+        """Append to several streams atomically, each with its own expected version."""
+        items = [b if isinstance(b, StreamBatch) else StreamBatch(b[0], b[2], b[1]) for b in batches]
+        if not items:
+            return []
+        keys = [self.keys.log, self.keys.event_ids]
+        head: list[Any] = [len(items)]
+        tail: list[Any] = []
+        seen_streams: set[str] = set()
+        seen_ids: set[str] = set()
+        for item in items:
+            validate_stream_name(item.stream)
+            if item.stream in seen_streams:
+                raise ValueError(f"stream {item.stream!r} appears twice in one append_multi")
+            seen_streams.add(item.stream)
+            if item.expected_version is not None and item.expected_version < 0:
+                raise ValueError(f"expected_version must be >= 0, got {item.expected_version}")
+            keys.append(self.keys.stream_index(item.stream))
+            expected = -1 if item.expected_version is None else item.expected_version
+            head += [item.stream, expected, len(item.events)]
+            for event in item.events:
+                event_id = str(event.event_id)
+                if event_id in seen_ids:
+                    raise ValueError(f"event id {event_id} appears twice in one append")
+                seen_ids.add(event_id)
+                tail += [event_id, self.codec.encode(event)]
+        reply = await self._append(keys=keys, args=head + tail)
+        return self._append_results(items, reply)
+
+    @staticmethod
+    def _append_results(items: list[StreamBatch], reply: list[Any]) -> list[AppendResult]:
+        kind = _s(reply[0])
+        if kind == "conflict":
+            raise WrongExpectedVersionError(_s(reply[1]), int(reply[2]), int(reply[3]))
+        if kind == "partial":
+            raise DuplicateBatchError(int(reply[1]), int(reply[2]), _s(reply[3]))
+        results: list[AppendResult] = []
+        if kind == "dup":
+            # each record is "<position> <version>", in the order the batch sent the events
+            records = iter(_s(r).split(" ") for r in reply[1])
+            for item in items:
+                mine = [next(records) for _ in item.events]
+                version = max((int(v) for _, v in mine), default=0)
+                results.append(
+                    AppendResult(item.stream, tuple(p for p, _ in mine), version, duplicate=True)
+                )
+            return results
+        positions = iter(reply[2])
+        for item, version in zip(items, reply[1], strict=True):
+            mine = tuple(_s(next(positions)) for _ in item.events)
+            results.append(AppendResult(item.stream, mine, int(version)))
+        return results
+
+    # ---- read -----------------------------------------------------------------------------
+
+    async def stream_version(self, stream: str) -> int:
+        return int(await self.redis.llen(self.keys.stream_index(stream)))
+
+    async def read_stream(
+        self, stream: str, from_version: int = 1, to_version: int | None = None
+    ) -> list[Event]:
+        """Events of ``stream`` with ``from_version <= version <= to_version``, in order."""
+        if from_version < 1:
+            raise ValueError("stream versions start at 1")
+        events: list[Event] = []
+        start = from_version - 1
+        last = -1 if to_version is None else to_version - 1
+        while last < 0 or start <= last:
+            stop = start + _READ_PAGE - 1 if last < 0 else min(start + _READ_PAGE - 1, last)
+            keys = [self.keys.log, self.keys.stream_index(stream)]
+            entries = await self._read_stream(keys=keys, args=[start, stop])
+            events += [self.codec.decode(_s(pos), _pairs(fields)) for pos, fields in entries]
+            if len(entries) < stop - start + 1:
+                break
+            start = stop + 1
+        return events
+
+    async def read_log(
+        self, after: Position = "0-0", count: int = _READ_PAGE, until: Position | None = None
+    ) -> list[Event]:
+        """Up to ``count`` events strictly after ``after`` (and up to ``until``), in log order."""
+        entries = await self.redis.xrange(
+            self.keys.log, min=f"({after}", max=until or "+", count=count
+        )
+        return [self.codec.decode(_s(pos), fields) for pos, fields in entries]
+
+    async def iter_log(
+        self, after: Position = "0-0", until: Position | None = None, page_size: int = _READ_PAGE
+    ) -> AsyncIterator[Event]:
+        """Every event after ``after``, paged so memory stays flat on a long log."""
+        while True:
+            page = await self.read_log(after, page_size, until)
+            for event in page:
+                yield event
+            if len(page) < page_size:
+                return
+            after = page[-1].position
+
+    async def head(self) -> Position:
+        """The position of the last event ever appended (``"0-0"`` for an empty log)."""
+        try:
+            info = await self.redis.xinfo_stream(self.keys.log)
+        except ResponseError:
+            return "0-0"
+        return _s(info["last-generated-id"])
+
+    async def log_length(self) -> int:
+        return int(await self.redis.xlen(self.keys.log))
+
+    def subscribe(
+        self, after: Position | Literal["$"] = "$", *, block_ms: int = 1000, batch: int = 500
+    ) -> Subscription:
+        """An async iterator over events after ``after`` (``"$"``: from now on) that blocks
+        for new ones and survives Redis restarts."""
+        return Subscription(self, after, block_ms=block_ms, batch=batch)
+
+    # ---- snapshots --------------------------------------------------------------------------
+
+    async def save_snapshot(self, stream: str, version: int, state: Any, schema: str) -> bool:
+        """Store ``state`` folded up to ``version``; ``schema`` names the code that folded it."""
+        keys = [self.keys.snapshot(stream), self.keys.stream_index(stream)]
+        stored = await self._save_snapshot(keys=keys, args=[version, schema, canonical_dumps(state)])
+        return bool(stored)
+
+    async def load_snapshot(self, stream: str, schema: str) -> Snapshot | None:
+        """The latest snapshot, or ``None`` when there is none or it cannot be trusted (folded
+        by other code, or ahead of the stream after an import): the caller replays instead."""
+        raw = await self.redis.hgetall(self.keys.snapshot(stream))
+        if not raw:
+            return None
+        version = int(raw[b"version"])
+        if _s(raw[b"schema"]) != schema or version > await self.stream_version(stream):
+            await self.redis.delete(self.keys.snapshot(stream))
+            return None
+        return Snapshot(stream, version, schema, loads(raw[b"state"]))
+
+
+def _pairs(flat: list[Any]) -> dict[bytes, Any]:
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}

@@ -1,0 +1,89 @@
+"""Following the log as it grows.
+
+A :class:`Subscription` blocks on ``XREAD`` for events after the last one it delivered, so
+after a Redis restart (or any dropped connection) it reconnects with backoff and resumes at
+exactly the next event: nothing skipped, nothing repeated within one subscription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Any, Literal
+
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .envelope import Event, Position
+
+if TYPE_CHECKING:
+    from .store import RedisEventStore
+
+__all__ = ["Subscription"]
+
+log = structlog.get_logger(__name__)
+
+_TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+_MAX_BACKOFF_S = 1.0
+
+
+class Subscription:
+    """Async iterator of :class:`Event` after a position; ``"$"`` means "from now on"."""
+
+    def __init__(
+        self,
+        store: RedisEventStore,
+        after: Position | Literal["$"],
+        *,
+        block_ms: int = 1000,
+        batch: int = 500,
+    ) -> None:
+        self._store = store
+        self._after: str = after
+        self._block_ms = block_ms
+        self._batch = batch
+        self._buffer: deque[Event] = deque()
+        self._closed = False
+        self._backoff = 0.05
+        self.position: Position | None = None if after == "$" else after
+        """Position of the last event handed out (``None`` before the first, with ``"$"``)."""
+        self.reconnects = 0
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        while not self._buffer:
+            if self._closed:
+                raise StopAsyncIteration
+            await self._fill()
+        event = self._buffer.popleft()
+        self.position = event.position
+        return event
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    async def _fill(self) -> None:
+        try:
+            if self._after == "$":
+                # pin "now" to a concrete position so a reconnect cannot skip what came between
+                self._after = await self._store.head()
+                self.position = self._after
+            reply: Any = await self._store.redis.xread(
+                {self._store.keys.log: self._after}, count=self._batch, block=self._block_ms
+            )
+        except _TRANSIENT as exc:
+            self.reconnects += 1
+            log.warning("log subscription lost Redis; retrying", error=str(exc),
+                        after=self._after, backoff_s=self._backoff)
+            await asyncio.sleep(self._backoff)
+            self._backoff = min(self._backoff * 2, _MAX_BACKOFF_S)
+            return
+        self._backoff = 0.05
+        for _key, entries in reply or ():
+            for raw_position, fields in entries:
+                position = raw_position.decode()
+                self._buffer.append(self._store.codec.decode(position, fields))
+                self._after = position

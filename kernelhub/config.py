@@ -1,0 +1,54 @@
+"""Configuration of a kernelhub installation, from the environment (``KH_*``).
+
+Every interval and path is configuration so that tests can run the real thing on second
+scales in temporary directories.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from events import Durability
+from events.keys import DEFAULT_PREFIX
+
+__all__ = ["Settings", "default_data_dir"]
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "kernelhub"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    redis_url: str | None = Field(
+        default=None,
+        description="An external Redis (redis:// or unix://); unset: the embedded one.",
+    )
+    redis_port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="Embedded Redis TCP port on 127.0.0.1 (0: a free one); unset: unix socket.",
+    )
+    durability: Durability = Durability.EVERYSEC
+    key_prefix: str = DEFAULT_PREFIX
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field, var in (
+            ("data_dir", "KH_DATA_DIR"),
+            ("redis_url", "KH_REDIS_URL"),
+            ("redis_port", "KH_REDIS_PORT"),
+            ("durability", "KH_DURABILITY"),
+            ("key_prefix", "KH_KEY_PREFIX"),
+        ):
+            if env.get(var):
+                values[field] = env[var]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)

@@ -1,0 +1,1 @@
+"""The read side: the projector runtime, read models and replay tooling (later issues)."""
