@@ -25,7 +25,8 @@ __all__ = ["EventCodec", "default_codec"]
 def _first_error(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:3]:
-        loc = ".".join(str(p) for p in err["loc"]) or "payload"
+        # drop the union tag pydantic puts in the path ("data.session_enqueued.session_id")
+        loc = ".".join(str(p) for p in err["loc"] if p not in PAYLOAD_TYPES) or "payload"
         parts.append(f"{loc}: {err['msg']}")
     more = exc.error_count() - len(parts)
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")

@@ -28,4 +28,5 @@ class EventPayload(BaseModel):
 
     def data_dict(self) -> dict[str, Any]:
         """The payload in JSON shape, without the discriminator (the envelope carries it)."""
-        return self.model_dump(mode="json", exclude={"type"})
+        # no serializer warnings: a model_construct'd payload is re-validated by the codec
+        return self.model_dump(mode="json", exclude={"type"}, warnings=False)

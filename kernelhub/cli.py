@@ -1,0 +1,190 @@
+"""``kh``: the kernelhub command line.
+
+Every failure a user can cause ends in one line on stderr and a non-zero exit, never a
+traceback (``KH_DEBUG=1`` shows the traceback for bug reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from events import Durability, EventStoreError, RedisEventStore
+
+from . import embedded
+from .config import Settings
+from .errors import KernelhubError
+from .logging import configure_logging
+
+__all__ = ["main"]
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        data_dir=getattr(args, "data_dir", None),
+        redis_port=getattr(args, "redis_port", None),
+        durability=getattr(args, "durability", None),
+    )
+
+
+async def _log_facts(url: str, prefix: str) -> dict[str, Any]:
+    store = RedisEventStore.from_url(url, prefix=prefix)
+    try:
+        await store.check_server()
+        info = await store.redis.info()
+        config = await store.redis.config_get("appendfsync")
+        return {
+            "events": await store.log_length(),
+            "head": await store.head(),
+            "redis_version": info.get("redis_version"),
+            "used_memory_human": info.get("used_memory_human"),
+            "appendfsync": next(iter(config.values()), None),
+        }
+    finally:
+        await store.close()
+
+
+async def _apply_durability(url: str, prefix: str, durability: Durability) -> None:
+    store = RedisEventStore.from_url(url, prefix=prefix)
+    try:
+        await store.check_server(durability)
+    finally:
+        await store.close()
+
+
+def _print_connect(settings: Settings, state: embedded.EmbeddedState, facts: dict[str, Any]) -> None:
+    print(f"  redis      {state.redis_url}")
+    print(f"             redis-server {facts['redis_version']} ({state.redis_binary}), "
+          f"pid {state.redis_pid}, appendfsync {facts['appendfsync']}, noeviction")
+    print(f"  data dir   {settings.data_dir}")
+    print(f"  log        {facts['events']} events, head {facts['head']}")
+    print()
+    print("Connect (SDK, tools and tests read these):")
+    print(f"  export KH_REDIS_URL={state.redis_url}")
+    print(f"  export KH_DATA_DIR={settings.data_dir}")
+    print()
+    print("Ray, the agent and the gateway join the embedded stack as their issues land.")
+    print("Status: kh status    Stop: kh down")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings.redis_url:
+        running = embedded.read_state(settings)
+        if running is None or running.redis_url != settings.redis_url:
+            raise KernelhubError(
+                "KH_REDIS_URL points at an external Redis; `kh up` runs the embedded one: unset it"
+            )
+    state, started = embedded.up(settings)
+    asyncio.run(_apply_durability(state.redis_url, settings.key_prefix, settings.durability))
+    facts = asyncio.run(_log_facts(state.redis_url, settings.key_prefix))
+    print("kernelhub is up" + ("" if started else " (already running)"))
+    _print_connect(settings, state, facts)
+    if args.foreground:
+        print("Running in the foreground: Ctrl-C stops it.", flush=True)
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        embedded.down(settings)
+        print("kernelhub is down")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    state = embedded.down(settings)
+    print("kernelhub is down" if state else f"nothing was running (data dir {settings.data_dir})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    url = settings.redis_url
+    state = None if url else embedded.read_state(settings)
+    if state:
+        url = state.redis_url
+    if not url:
+        if args.json:
+            print(json.dumps({"running": False, "data_dir": str(settings.data_dir)}))
+        else:
+            print(f"kernelhub is not running (data dir {settings.data_dir}); start it: kh up")
+        return 3
+    facts = asyncio.run(_log_facts(url, settings.key_prefix))
+    report = {"running": True, "redis_url": url, "data_dir": str(settings.data_dir), **facts}
+    if state:
+        report["redis_pid"] = state.redis_pid
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        for key, value in report.items():
+            print(f"{key:18} {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kh", description="kernelhub: event-sourced compute sessions on Ray and Redis"
+    )
+    parser.add_argument("--log-level", default=os.environ.get("KH_LOG_LEVEL", "WARNING"))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def with_data_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--data-dir", type=Path, help="state directory (default $KH_DATA_DIR)")
+        return p
+
+    up = with_data_dir(sub.add_parser("up", help="start the embedded stack on 127.0.0.1"))
+    up.add_argument("--redis-port", type=int, help="TCP port for Redis (0: free); default: socket")
+    up.add_argument("--durability", choices=[d.value for d in Durability],
+                    help="appendfsync: always (acknowledged = durable) or everysec (default)")
+    up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops")
+    up.set_defaults(func=cmd_up)
+
+    down = with_data_dir(sub.add_parser("down", help="stop what `kh up` started"))
+    down.set_defaults(func=cmd_down)
+
+    status = with_data_dir(sub.add_parser("status", help="is it running, and how is the log"))
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    configure_logging(args.log_level)
+    try:
+        return int(args.func(args))
+    except (KernelhubError, EventStoreError) as exc:
+        return _fail(str(exc))
+    except redis.exceptions.RedisError as exc:
+        return _fail(f"Redis: {exc}")
+    except ValueError as exc:  # pydantic ValidationError is a ValueError: bad settings
+        return _fail(f"invalid configuration: {exc}".splitlines()[0] + _first_detail(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _first_detail(exc: Exception) -> str:
+    lines = str(exc).splitlines()
+    return f" ({lines[1].strip()}: {lines[2].strip()})" if len(lines) > 2 else ""
+
+
+def _fail(message: str) -> int:
+    if os.environ.get("KH_DEBUG"):
+        raise
+    print(f"kh: error: {message}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

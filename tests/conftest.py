@@ -1,0 +1,49 @@
+"""Shared fixtures: one real redis-server per test session, a clean keyspace per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from hypothesis import settings
+
+from events import RedisEventStore
+from kernelhub.redis_server import EmbeddedRedis
+from kernelhub.testing import temporary_redis
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+settings.register_profile("ci", max_examples=50, deadline=None)
+settings.register_profile("dev", max_examples=20, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+_LAYER_ORDER = ["unit", "redis", "fault", "ray", "docker", "bench_smoke", "e2e", "multinode", "gpu"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the fast pure layer first, so a broken domain fails the run in seconds."""
+
+    def layer(item: pytest.Item) -> int:
+        for rank, name in enumerate(_LAYER_ORDER):
+            if item.get_closest_marker(name):
+                return rank
+        return len(_LAYER_ORDER)
+
+    items.sort(key=layer)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    with temporary_redis() as server:
+        yield server
+
+
+@pytest.fixture
+async def store(redis_server: EmbeddedRedis) -> AsyncIterator[RedisEventStore]:
+    event_store = RedisEventStore.from_url(redis_server.url)
+    await event_store.redis.flushall()
+    try:
+        yield event_store
+    finally:
+        await event_store.close()
