@@ -144,13 +144,15 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.port is None and self.socket_path.exists():
             self.socket_path.unlink()
-        self.process = subprocess.Popen(
-            self.command_line(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=detach,
-        )
+        with open(self.data_dir / "redis.stderr", "wb") as stderr:
+            # configuration errors go to stderr before the log file is opened
+            self.process = subprocess.Popen(
+                self.command_line(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=detach,
+            )
         self._wait_ready(timeout)
         return self
 
@@ -178,11 +180,14 @@ class EmbeddedRedis:
         raise RedisStartError(f"redis-server did not get ready in {timeout:.0f}s ({last_error})")
 
     def _log_tail(self, lines: int = 3) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "no log"
-        return " | ".join(text[-lines:]) or "empty log"
+        text: list[str] = []
+        for path in (self.data_dir / "redis.stderr", self.log_path):
+            try:
+                text += path.read_text(errors="replace").strip().splitlines()
+            except OSError:
+                pass
+        text = [line.strip() for line in text if line.strip() and not line.startswith(">>>")]
+        return " | ".join(text[-lines:]) or "no output"
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM: Redis fsyncs its AOF and exits. SIGKILL if it takes longer than ``timeout``."""

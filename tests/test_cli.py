@@ -1,0 +1,79 @@
+"""``kh`` as a user runs it: a real process, a real embedded Redis, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+pytestmark = pytest.mark.redis
+
+KH = [sys.executable, "-m", "kernelhub.cli"]
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="kh-cli-") as path:
+        yield Path(path)
+        subprocess.run([*KH, "down"], env={**os.environ, "KH_DATA_DIR": path}, capture_output=True)
+
+
+def kh(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "KH_DATA_DIR": str(data_dir), **env}
+    environ.pop("KH_REDIS_URL", None)
+    return subprocess.run([*KH, *args], env=environ, capture_output=True, text=True, timeout=60)
+
+
+def test_up_status_down(data_dir: Path) -> None:
+    up = kh(data_dir, "up", "--durability", "always")
+    assert up.returncode == 0, up.stderr
+    assert "kernelhub is up" in up.stdout
+    assert "export KH_REDIS_URL=unix://" in up.stdout
+    url = next(line.split("=", 1)[1] for line in up.stdout.splitlines() if "KH_REDIS_URL=" in line)
+    client = redis.Redis.from_url(url)
+    assert client.config_get("appendfsync")["appendfsync"] == "always"
+    client.close()
+
+    again = kh(data_dir, "up")
+    assert again.returncode == 0 and "already running" in again.stdout
+
+    status = kh(data_dir, "status", "--json")
+    report = json.loads(status.stdout)
+    assert report["running"] and report["redis_url"] == url and report["events"] == 0
+
+    down = kh(data_dir, "down")
+    assert down.returncode == 0 and "kernelhub is down" in down.stdout
+    stopped = kh(data_dir, "status")
+    assert stopped.returncode == 3 and "not running" in stopped.stdout
+    with pytest.raises(redis.exceptions.ConnectionError):
+        redis.Redis.from_url(url).ping()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["up"], {"KH_DURABILITY": "sometimes"}, "kh: error: invalid configuration"),
+        (["up", "--redis-port", "99999"], {}, "kh: error: invalid configuration"),
+        (["up"], {"KH_REDIS_SERVER": "/nonexistent"}, "kh: error: redis-server '/nonexistent'"),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(
+    data_dir: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    result = kh(data_dir, *args, **env)
+    assert result.returncode == 1
+    assert result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_no_command_prints_help(data_dir: Path) -> None:
+    result = kh(data_dir)
+    assert result.returncode == 2 and "usage: kh" in result.stdout

@@ -1,0 +1,48 @@
+"""Configuration defaults and environment overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from events import Durability
+from kernelhub.config import Settings
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({"HOME": "/home/u"})
+    assert settings.durability is Durability.EVERYSEC
+    assert settings.redis_url is None and settings.redis_port is None
+    assert settings.key_prefix == "kh"
+    assert settings.data_dir.name == "kernelhub"
+
+
+def test_environment_and_overrides() -> None:
+    env = {"KH_DATA_DIR": "/srv/kh", "KH_DURABILITY": "always", "KH_REDIS_PORT": "7001"}
+    settings = Settings.from_env(env)
+    assert settings.data_dir == Path("/srv/kh")
+    assert settings.durability is Durability.ALWAYS
+    assert settings.redis_port == 7001
+    assert Settings.from_env(env, durability="everysec").durability is Durability.EVERYSEC
+
+
+def test_bad_values_are_refused() -> None:
+    with pytest.raises(ValidationError, match="durability"):
+        Settings.from_env({"KH_DURABILITY": "sometimes"})
+    with pytest.raises(ValidationError, match="redis_port"):
+        Settings.from_env({"KH_REDIS_PORT": "70000"})
+
+
+def test_ray_cluster_yaml_is_a_valid_node_types_config() -> None:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "ray_cluster.yaml").read_text())
+    for key in ("cluster_name", "provider", "head_node_type", "available_node_types"):
+        assert key in config
+    assert config["head_node_type"] in config["available_node_types"]
+    validate_config(prepare_config(config))  # what `ray up` runs before anything else
