@@ -29,7 +29,9 @@ def decimal_to_plain(value: Decimal) -> str:
     return text or "0"
 
 
-PlainDecimal = Annotated[Decimal, PlainSerializer(decimal_to_plain, return_type=str, when_used="json")]
+PlainDecimal = Annotated[
+    Decimal, PlainSerializer(decimal_to_plain, return_type=str, when_used="json")
+]
 """A Decimal that serialises to its plain string form in JSON mode."""
 
 
@@ -42,7 +44,11 @@ def _default(value: Any) -> Any:
 def canonical_dumps(obj: Any) -> str:
     """Serialise already-JSON-shaped data (``model_dump(mode="json")``) canonically."""
     return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+        obj,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
         default=_default,
     )
 

@@ -87,7 +87,7 @@ def _script(name: str) -> str:
     return importlib.resources.files("events").joinpath("lua", name).read_text()
 
 
-def _s(value: bytes | str | int) -> str:
+def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -145,7 +145,9 @@ class RedisEventStore:
 
     async def append_multi(self, batches: Iterable[BatchLike]) -> list[AppendResult]:
         """Append to several streams atomically, each with its own expected version."""
-        items = [b if isinstance(b, StreamBatch) else StreamBatch(b[0], b[2], b[1]) for b in batches]
+        items = [
+            b if isinstance(b, StreamBatch) else StreamBatch(b[0], b[2], b[1]) for b in batches
+        ]
         if not items:
             return []
         keys = [self.keys.log, self.keys.event_ids]
@@ -184,10 +186,11 @@ class RedisEventStore:
             # each record is "<position> <version>", in the order the batch sent the events
             records = iter(_s(r).split(" ") for r in reply[1])
             for item in items:
-                mine = [next(records) for _ in item.events]
-                version = max((int(v) for _, v in mine), default=0)
+                records_of_item = [next(records) for _ in item.events]
+                version = max((int(v) for _, v in records_of_item), default=0)
+                positions_of_item = tuple(p for p, _ in records_of_item)
                 results.append(
-                    AppendResult(item.stream, tuple(p for p, _ in mine), version, duplicate=True)
+                    AppendResult(item.stream, positions_of_item, version, duplicate=True)
                 )
             return results
         positions = iter(reply[2])
@@ -227,7 +230,7 @@ class RedisEventStore:
         entries = await self.redis.xrange(
             self.keys.log, min=f"({after}", max=until or "+", count=count
         )
-        return [self.codec.decode(_s(pos), fields) for pos, fields in entries]
+        return [self.codec.decode(_s(pos), fields or {}) for pos, fields in entries or ()]
 
     async def iter_log(
         self, after: Position = "0-0", until: Position | None = None, page_size: int = _READ_PAGE
@@ -264,7 +267,9 @@ class RedisEventStore:
     async def save_snapshot(self, stream: str, version: int, state: Any, schema: str) -> bool:
         """Store ``state`` folded up to ``version``; ``schema`` names the code that folded it."""
         keys = [self.keys.snapshot(stream), self.keys.stream_index(stream)]
-        stored = await self._save_snapshot(keys=keys, args=[version, schema, canonical_dumps(state)])
+        stored = await self._save_snapshot(
+            keys=keys, args=[version, schema, canonical_dumps(state)]
+        )
         return bool(stored)
 
     async def load_snapshot(self, stream: str, schema: str) -> Snapshot | None:

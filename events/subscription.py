@@ -76,8 +76,12 @@ class Subscription:
             )
         except _TRANSIENT as exc:
             self.reconnects += 1
-            log.warning("log subscription lost Redis; retrying", error=str(exc),
-                        after=self._after, backoff_s=self._backoff)
+            log.warning(
+                "log subscription lost Redis; retrying",
+                error=str(exc),
+                after=self._after,
+                backoff_s=self._backoff,
+            )
             await asyncio.sleep(self._backoff)
             self._backoff = min(self._backoff * 2, _MAX_BACKOFF_S)
             return

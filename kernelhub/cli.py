@@ -61,10 +61,14 @@ async def _apply_durability(url: str, prefix: str, durability: Durability) -> No
         await store.close()
 
 
-def _print_connect(settings: Settings, state: embedded.EmbeddedState, facts: dict[str, Any]) -> None:
+def _print_connect(
+    settings: Settings, state: embedded.EmbeddedState, facts: dict[str, Any]
+) -> None:
     print(f"  redis      {state.redis_url}")
-    print(f"             redis-server {facts['redis_version']} ({state.redis_binary}), "
-          f"pid {state.redis_pid}, appendfsync {facts['appendfsync']}, noeviction")
+    print(
+        f"             redis-server {facts['redis_version']} ({state.redis_binary}), "
+        f"pid {state.redis_pid}, appendfsync {facts['appendfsync']}, noeviction"
+    )
     print(f"  data dir   {settings.data_dir}")
     print(f"  log        {facts['events']} events, head {facts['head']}")
     print()
@@ -141,8 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = with_data_dir(sub.add_parser("up", help="start the embedded stack on 127.0.0.1"))
     up.add_argument("--redis-port", type=int, help="TCP port for Redis (0: free); default: socket")
-    up.add_argument("--durability", choices=[d.value for d in Durability],
-                    help="appendfsync: always (acknowledged = durable) or everysec (default)")
+    up.add_argument(
+        "--durability",
+        choices=[d.value for d in Durability],
+        help="appendfsync: always (acknowledged = durable) or everysec (default)",
+    )
     up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops")
     up.set_defaults(func=cmd_up)
 

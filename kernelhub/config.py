@@ -31,7 +31,9 @@ class Settings(BaseModel):
         description="An external Redis (redis:// or unix://); unset: the embedded one.",
     )
     redis_port: int | None = Field(
-        default=None, ge=0, le=65535,
+        default=None,
+        ge=0,
+        le=65535,
         description="Embedded Redis TCP port on 127.0.0.1 (0: a free one); unset: unix socket.",
     )
     durability: Durability = Durability.EVERYSEC

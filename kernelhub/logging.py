@@ -21,7 +21,9 @@ __all__ = ["bind_command", "configure_logging", "get_logger"]
 _configured = False
 
 
-def configure_logging(level: str = "INFO", *, json: bool | None = None, force: bool = False) -> None:
+def configure_logging(
+    level: str = "INFO", *, json: bool | None = None, force: bool = False
+) -> None:
     """Set up structlog and the stdlib root logger; later calls are no-ops unless ``force``."""
     global _configured
     if _configured and not force:
@@ -46,7 +48,9 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None, force: b
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
+    )
     _configured = True
 
 

@@ -25,7 +25,10 @@ T = TypeVar("T")
 
 @contextmanager
 def temporary_redis(
-    durability: Durability = Durability.EVERYSEC, *, port: int | None = None, binary: str | None = None
+    durability: Durability = Durability.EVERYSEC,
+    *,
+    port: int | None = None,
+    binary: str | None = None,
 ) -> Iterator[EmbeddedRedis]:
     """A fresh ``redis-server`` in a short-lived temp dir (short path: unix socket limits)."""
     with tempfile.TemporaryDirectory(prefix="kh-") as data_dir:
@@ -63,4 +66,6 @@ def assert_event_types(events: Sequence[Event], expected: Sequence[str]) -> None
     """Assert the exact sequence of event types, with a readable diff on failure."""
     actual = [e.type for e in events]
     if actual != list(expected):
-        raise AssertionError(f"event types differ:\n  expected {list(expected)}\n  actual   {actual}")
+        raise AssertionError(
+            f"event types differ:\n  expected {list(expected)}\n  actual   {actual}"
+        )

@@ -29,28 +29,58 @@ KID = "0c8e6f7a-1d2b-4c3e-8f9a-7b6c5d4e3f21"
 REALISTIC: dict[str, dict[str, object]] = {
     "agent_started": {"reason": "self-started"},
     "agent_terminated": {"reason": "agent-lost"},
-    "agent_error": {"message": "docker daemon not answering", "traceback": None,
-                    "context_env": {"agent": "i-node1"}, "severity": "critical"},
+    "agent_error": {
+        "message": "docker daemon not answering",
+        "traceback": None,
+        "context_env": {"agent": "i-node1"},
+        "severity": "critical",
+    },
     "kernel_preparing": {"kernel_id": KID, "session_id": SID},
-    "kernel_pulling": {"kernel_id": KID, "session_id": SID,
-                       "reason": "cr.backend.ai/stable/python:3.11-ubuntu22.04"},
+    "kernel_pulling": {
+        "kernel_id": KID,
+        "session_id": SID,
+        "reason": "cr.backend.ai/stable/python:3.11-ubuntu22.04",
+    },
     "kernel_creating": {"kernel_id": KID, "session_id": SID},
-    "kernel_started": {"kernel_id": KID, "session_id": SID, "creation_info": {
-        "id": KID, "container_id": "4f" * 32, "kernel_host": "127.0.0.1",
-        "service_ports": [{"name": "jupyter", "protocol": "http", "container_ports": [8080],
-                           "host_ports": [30001], "is_inference": False}],
-        "resource_spec": {"slots": {"cpu": "1", "mem": "1073741824"}},
-        "repl_in_port": 2000, "repl_out_port": 2001, "scaling_group": "default",
-        "agent_addr": "unix:///run/kernelhub/agent.sock"}},
+    "kernel_started": {
+        "kernel_id": KID,
+        "session_id": SID,
+        "creation_info": {
+            "id": KID,
+            "container_id": "4f" * 32,
+            "kernel_host": "127.0.0.1",
+            "service_ports": [
+                {
+                    "name": "jupyter",
+                    "protocol": "http",
+                    "container_ports": [8080],
+                    "host_ports": [30001],
+                    "is_inference": False,
+                }
+            ],
+            "resource_spec": {"slots": {"cpu": "1", "mem": "1073741824"}},
+            "repl_in_port": 2000,
+            "repl_out_port": 2001,
+            "scaling_group": "default",
+            "agent_addr": "unix:///run/kernelhub/agent.sock",
+        },
+    },
     "kernel_cancelled": {"kernel_id": KID, "session_id": SID, "reason": "pending-timeout"},
     "kernel_terminating": {"kernel_id": KID, "session_id": SID, "reason": "user-requested"},
-    "kernel_terminated": {"kernel_id": KID, "session_id": SID, "reason": "self-terminated",
-                          "exit_code": 137},
+    "kernel_terminated": {
+        "kernel_id": KID,
+        "session_id": SID,
+        "reason": "self-terminated",
+        "exit_code": 137,
+    },
     "session_enqueued": {"session_id": SID, "creation_id": "ZpXDDyGxKtgR6bY9"},
     "session_scheduled": {"session_id": SID, "creation_id": "ZpXDDyGxKtgR6bY9"},
     "session_preparing": {"session_id": SID, "creation_id": "ZpXDDyGxKtgR6bY9"},
-    "session_cancelled": {"session_id": SID, "creation_id": "ZpXDDyGxKtgR6bY9",
-                          "reason": "failed-to-start"},
+    "session_cancelled": {
+        "session_id": SID,
+        "creation_id": "ZpXDDyGxKtgR6bY9",
+        "reason": "failed-to-start",
+    },
     "session_started": {"session_id": SID, "creation_id": "ZpXDDyGxKtgR6bY9"},
     "session_terminating": {"session_id": SID, "reason": "idle-timeout"},
     "session_terminated": {"session_id": SID, "reason": "idle-timeout"},
@@ -68,8 +98,9 @@ def example_payload(event_type: str) -> object:
         return PAYLOAD_TYPES[event_type](**REALISTIC[event_type])
     found: list[object] = []
 
-    @settings(max_examples=1, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=1, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
     @given(payloads_of(PAYLOAD_TYPES[event_type]))
     def pick(payload: object) -> None:
         found.append(payload)

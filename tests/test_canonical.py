@@ -14,7 +14,10 @@ pytestmark = pytest.mark.unit
 
 
 def test_keys_are_sorted_and_whitespace_free() -> None:
-    assert canonical_dumps({"b": 1, "a": {"d": [1, 2], "c": None}}) == '{"a":{"c":null,"d":[1,2]},"b":1}'
+    assert (
+        canonical_dumps({"b": 1, "a": {"d": [1, 2], "c": None}})
+        == '{"a":{"c":null,"d":[1,2]},"b":1}'
+    )
 
 
 def test_unicode_is_written_as_utf8_not_escaped() -> None:

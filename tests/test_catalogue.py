@@ -70,7 +70,10 @@ def test_reason_enum_is_the_complete_2303_list() -> None:
 
 
 def test_from_value_gives_none_for_unknown_reasons() -> None:
-    assert KernelLifecycleEventReason.from_value("idle-timeout") is KernelLifecycleEventReason.IDLE_TIMEOUT
+    assert (
+        KernelLifecycleEventReason.from_value("idle-timeout")
+        is KernelLifecycleEventReason.IDLE_TIMEOUT
+    )
     assert KernelLifecycleEventReason.from_value("no-such-reason") is None
     assert KernelLifecycleEventReason.from_value(None) is None
 

@@ -81,5 +81,5 @@ def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
 
 def test_bad_configuration_is_reported_from_the_log(tmp_path: Path) -> None:
     server = EmbeddedRedis(tmp_path, port=0, maxmemory="lots")
-    with pytest.raises(RedisStartError, match="redis-server exited.*memory value"):
+    with pytest.raises(RedisStartError, match=r"redis-server exited.*memory value"):
         server.start(timeout=5)

@@ -85,7 +85,9 @@ class TestIdempotentRetries:
         command = uuid.uuid4()
         events = events_for_command(command, [enqueued(), enqueued()])
         first = await store.append("session-c", events, NO_STREAM)
-        retry = await store.append("session-c", events_for_command(command, [enqueued(), enqueued()]), NO_STREAM)
+        retry = await store.append(
+            "session-c", events_for_command(command, [enqueued(), enqueued()]), NO_STREAM
+        )
         assert not first.duplicate and retry.duplicate
         assert retry.positions == first.positions
         assert retry.version == first.version == 2
@@ -103,7 +105,9 @@ class TestIdempotentRetries:
         assert await store.stream_version("session-d") == 2
         assert await store.log_length() == 2
 
-    async def test_a_retry_after_other_appends_is_not_a_conflict(self, store: RedisEventStore) -> None:
+    async def test_a_retry_after_other_appends_is_not_a_conflict(
+        self, store: RedisEventStore
+    ) -> None:
         command = uuid.uuid4()
         original = await store.append("session-e", events_for_command(command, [enqueued()]), 0)
         await store.append("session-e", [NewEvent(data=enqueued())], 1)
@@ -134,7 +138,11 @@ class TestAppendMulti:
         ]
         with pytest.raises(WrongExpectedVersionError) as info:
             await store.append_multi(batches)
-        assert (info.value.stream, info.value.expected, info.value.actual) == ("alloc-default", 0, 1)
+        assert (info.value.stream, info.value.expected, info.value.actual) == (
+            "alloc-default",
+            0,
+            1,
+        )
         assert await store.stream_version("session-g1") == 0
         assert await store.stream_version("session-g2") == 0
         assert await store.log_length() == 1
@@ -150,7 +158,9 @@ class TestAppendMulti:
         ]  # fmt: skip
         log = await store.read_log()
         assert [e.position for e in log] == [*results[0].positions, *results[1].positions]
-        assert [position_key(e.position) for e in log] == sorted(position_key(e.position) for e in log)
+        assert [position_key(e.position) for e in log] == sorted(
+            position_key(e.position) for e in log
+        )
 
     async def test_the_same_stream_twice_is_refused(self, store: RedisEventStore) -> None:
         with pytest.raises(ValueError, match="appears twice"):
@@ -209,7 +219,9 @@ class TestReads:
         assert [e.version for e in middle] == [1000, 1001, 1002, 1003, 1004, 1005]
         assert await store.read_stream("session-long", 2701) == []
 
-    async def test_read_log_is_exclusive_of_its_start_and_pages(self, store: RedisEventStore) -> None:
+    async def test_read_log_is_exclusive_of_its_start_and_pages(
+        self, store: RedisEventStore
+    ) -> None:
         for i in range(25):
             await store.append(f"session-{i % 3}", [NewEvent(data=enqueued())], None)
         page = await store.read_log(count=10)

@@ -1,4 +1,7 @@
-"""Background-task outcomes (Backend.AI ``bgtask_*``); progress (``bgtask_updated``) is telemetry."""
+"""Background-task outcomes (Backend.AI ``bgtask_*``).
+
+Progress (``bgtask_updated``) is telemetry, not a log event.
+"""
 
 from __future__ import annotations
 

@@ -73,6 +73,7 @@ class SessionSuccess(_SessionResultArgs):
 
 
 class SessionFailure(_SessionResultArgs):
-    """A batch session failed: ``task-failed`` (exit code), ``task-timeout``/``task-cancelled`` (-2)."""
+    """A batch session failed: ``task-failed`` (with the exit code), or
+    ``task-timeout`` / ``task-cancelled`` (exit code -2)."""
 
     type: Literal["session_failure"] = "session_failure"

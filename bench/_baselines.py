@@ -1,0 +1,60 @@
+"""Baselines the benchmarks compare against: as fast as they honestly can be.
+
+Same client library (redis-py asyncio with hiredis), same server, same payload bytes, same
+batch size as the code under test. Nothing here validates, checks versions or dedups: that
+is exactly the cost the ratios expose.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+__all__ = ["Fields", "machine", "raw_xadd_pipelined", "raw_xadd_single"]
+
+Fields = dict[str, str | int]
+
+
+async def raw_xadd_single(client: aioredis.Redis, key: str, entries: Sequence[Fields]) -> None:
+    """One XADD per round trip."""
+    for fields in entries:
+        await client.xadd(key, fields)  # type: ignore[arg-type]
+
+
+async def raw_xadd_pipelined(
+    client: aioredis.Redis, key: str, entries: Sequence[Fields], batch: int
+) -> None:
+    """Pipelines of ``batch`` XADDs (no MULTI), one round trip each."""
+    for start in range(0, len(entries), batch):
+        pipe = client.pipeline(transaction=False)
+        for fields in entries[start : start + batch]:
+            pipe.xadd(key, fields)  # type: ignore[arg-type]
+        await pipe.execute()
+
+
+def machine(redis_version: str | None = None) -> dict[str, object]:
+    """What the figures were measured on (bench rules: every line names its machine)."""
+    try:
+        import ray
+
+        ray_version: str | None = ray.__version__
+    except Exception:  # pragma: no cover - ray is a dependency; report rather than fail
+        ray_version = None
+    cpu = ""
+    try:
+        cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        cpu = next((line.split(":", 1)[1].strip() for line in cpu.splitlines()
+                    if line.startswith("Model name")), "")  # fmt: skip
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "redis": redis_version,
+        "ray": ray_version,
+    }

@@ -1,0 +1,28 @@
+"""Every benchmark runs at a tiny size, so the scripts never rot. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.bench_smoke
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_append_bench_prints_its_figures() -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/append.py", "--single", "50", "--batches", "2", "--rounds", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("ours_single_per_s", "raw_single_per_s", "ours_batch_per_s", "raw_batch_per_s",
+                "ratio_single", "ratio_batch"):  # fmt: skip
+        assert figures[key] > 0, key
+    assert figures["batch_events"] == 200
+    assert figures["machine"]["nproc"] >= 1 and figures["machine"]["redis"]
