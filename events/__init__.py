@@ -4,6 +4,9 @@ Imports point one way: ``kernelhub -> actors/projections -> events``; this packa
 none of them.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._canonical import PlainDecimal, canonical_dumps
 from .catalogue import PAYLOAD_TYPES, AnyPayload, EventPayload, KernelLifecycleEventReason
 from .codec import EventCodec, default_codec
@@ -25,17 +28,39 @@ from .errors import (
     WrongExpectedVersionError,
 )
 from .keys import KeySpace
-from .store import (
-    ANY_VERSION,
-    NO_STREAM,
-    AppendResult,
-    Durability,
-    RedisEventStore,
-    Snapshot,
-    StreamBatch,
-)
-from .subscription import Subscription
 from .upcasting import UpcasterRegistry, default_upcasters
+
+if TYPE_CHECKING:
+    from .store import (
+        ANY_VERSION,
+        NO_STREAM,
+        AppendResult,
+        Durability,
+        RedisEventStore,
+        Snapshot,
+        StreamBatch,
+    )
+    from .subscription import Subscription
+
+# The store pulls in redis; loading it lazily keeps ``events`` importable from pure domain
+# code (state machines, folds) without dragging a client library along.
+_LAZY = {
+    **dict.fromkeys(
+        ["ANY_VERSION", "NO_STREAM", "AppendResult", "Durability", "RedisEventStore",
+         "Snapshot", "StreamBatch"],
+        "store",
+    ),
+    "Subscription": "subscription",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'events' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "ANY_VERSION",

@@ -1,0 +1,192 @@
+"""Agents as the scheduler sees them, and the index that picks one without scanning all.
+
+Inside a pass everything is integer units in one :class:`~actors.domain.slots.SlotLayout`
+order; only the chosen agent's occupancy changes per pick. :class:`AgentIndex` keeps one
+lazy heap per architecture and *signature* (the set of slots an agent has capacity for),
+keyed by the selection policy; a pick pops until it finds an agent that fits, puts the
+skipped ones back, and re-keys only the chosen agent. Agents that can no longer fit any
+request (no free cpu or no free memory) leave the index for the rest of the pass.
+
+Tie-breaks are explicit (ResourceSlot's order is only partial): whatever the policy's key
+leaves equal is decided by the smallest agent id.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ..slots import SlotLayout
+
+__all__ = ["AgentIndex", "AgentState", "SelectionKey", "selection_key"]
+
+Units = tuple[int, ...]
+
+
+@dataclass(eq=False, slots=True)
+class AgentState:
+    agent_id: str
+    architecture: str
+    capacity: Units
+    """Total capacity (upstream ``available_slots``)."""
+    occupied: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.occupied:
+            self.occupied = [0] * len(self.capacity)
+
+    def free(self) -> Units:
+        return tuple(c - o for c, o in zip(self.capacity, self.occupied, strict=True))
+
+    def fits(self, request: Units) -> bool:
+        return all(
+            o + r <= c for c, o, r in zip(self.capacity, self.occupied, request, strict=True)
+        )
+
+    def reserve(self, request: Units) -> None:
+        for i, r in enumerate(request):
+            self.occupied[i] += r
+
+    def release(self, amount: Units) -> None:
+        for i, r in enumerate(amount):
+            self.occupied[i] -= r
+            if self.occupied[i] < 0:
+                raise ValueError(f"agent {self.agent_id} would go negative on slot #{i}")
+
+    @property
+    def signature(self) -> frozenset[int]:
+        """Indexes of the slots this agent has any capacity for."""
+        return frozenset(i for i, c in enumerate(self.capacity) if c > 0)
+
+
+SelectionKey = Callable[[AgentState], tuple[int, ...]]
+"""Smaller is preferred; the agent id breaks what the key leaves equal."""
+
+
+def selection_key(name: str) -> SelectionKey:
+    """The agent preference of a plugin or selector.
+
+    * ``largest`` (fifo, lifo, drf): the biggest total capacity first, compared slot by slot
+      in the layout's (alphabetical) slot order.
+    * ``least-occupied`` (mof): the smallest occupancy first, same comparison.
+    * ``concentrated`` (extension, 23.09): the least free capacity that fits (bin packing).
+    * ``dispersed`` (extension, 23.09): the most free capacity first (spreading).
+    """
+    if name == "largest":
+        return lambda a: tuple(-c for c in a.capacity)
+    if name == "least-occupied":
+        return lambda a: tuple(a.occupied)
+    if name == "concentrated":
+        return lambda a: a.free()
+    if name == "dispersed":
+        return lambda a: tuple(-f for f in a.free())
+    raise ValueError(f"unknown agent selection {name!r}")
+
+
+class _Group:
+    """Agents of one architecture and signature in a lazy heap."""
+
+    def __init__(self, agents: Iterable[AgentState], key: SelectionKey) -> None:
+        self.key = key
+        self.version: dict[str, int] = {}
+        self.heap: list[tuple[tuple[int, ...], str, int, AgentState]] = []
+        for agent in agents:
+            self.version[agent.agent_id] = 0
+            self.heap.append((key(agent), agent.agent_id, 0, agent))
+        heapq.heapify(self.heap)
+
+    def best_fit(
+        self, request: Units, exclude: frozenset[str], exhausted: Callable[[AgentState], bool]
+    ) -> AgentState | None:
+        skipped = []
+        found = None
+        while self.heap:
+            entry = heapq.heappop(self.heap)
+            _, agent_id, version, agent = entry
+            if self.version.get(agent_id) != version:
+                continue  # stale entry
+            if exhausted(agent):
+                del self.version[agent_id]
+                continue
+            if agent_id not in exclude and agent.fits(request):
+                found = entry
+                break
+            skipped.append(entry)
+        for entry in skipped:
+            heapq.heappush(self.heap, entry)
+        if found is not None:
+            heapq.heappush(self.heap, found)  # still a candidate until re-keyed
+            return found[3]
+        return None
+
+    def rekey(self, agent: AgentState) -> None:
+        version = self.version.get(agent.agent_id)
+        if version is None:
+            return
+        self.version[agent.agent_id] = version + 1
+        heapq.heappush(self.heap, (self.key(agent), agent.agent_id, version + 1, agent))
+
+
+class AgentIndex:
+    """Candidate agents of one scaling group for one pass."""
+
+    def __init__(
+        self,
+        agents: Sequence[AgentState],
+        layout: SlotLayout,
+        key: SelectionKey,
+        *,
+        prefer_fewer_extras: bool = False,
+    ) -> None:
+        self.layout = layout
+        self.agents = {a.agent_id: a for a in agents}
+        self.prefer_fewer_extras = prefer_fewer_extras
+        by_kind: dict[tuple[str, frozenset[int]], list[AgentState]] = {}
+        for agent in agents:
+            by_kind.setdefault((agent.architecture, agent.signature), []).append(agent)
+        self.groups = {kind: _Group(members, key) for kind, members in by_kind.items()}
+        self._intrinsic = [layout.names.index(n) for n in ("cpu", "mem") if n in layout.names]
+
+    def _exhausted(self, agent: AgentState) -> bool:
+        return any(agent.capacity[i] - agent.occupied[i] <= 0 for i in self._intrinsic)
+
+    def total_capacity(self) -> Units:
+        width = len(self.layout.names)
+        return tuple(sum(a.capacity[i] for a in self.agents.values()) for i in range(width))
+
+    def pick(
+        self,
+        request: Units,
+        *,
+        architecture: str | None = None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> AgentState | None:
+        """The preferred agent that fits ``request`` (and the architecture), or ``None``."""
+        used = {i for i, r in enumerate(request) if r > 0}
+        candidates: list[tuple[int, tuple[int, ...], str, AgentState]] = []
+        for (arch, signature), group in self.groups.items():
+            if not used <= signature or (architecture is not None and arch != architecture):
+                continue
+            agent = group.best_fit(request, exclude, self._exhausted)
+            if agent is None:
+                continue
+            # upstream fifo/lifo: prefer agents without accelerators the request does not use
+            extras = len(signature - used) if self.prefer_fewer_extras else 0
+            candidates.append((extras, group.key(agent), agent.agent_id, agent))
+        if not candidates:
+            return None
+        return min(candidates, key=lambda c: c[:3])[3]
+
+    def reserve(self, agent: AgentState, request: Units) -> None:
+        agent.reserve(request)
+        self.groups[(agent.architecture, agent.signature)].rekey(agent)
+
+    def release(self, agent: AgentState, amount: Units) -> None:
+        agent.release(amount)
+        group = self.groups[(agent.architecture, agent.signature)]
+        if agent.agent_id not in group.version:  # it had left as exhausted: it may fit again
+            group.version[agent.agent_id] = 0
+            heapq.heappush(group.heap, (group.key(agent), agent.agent_id, 0, agent))
+        else:
+            group.rekey(agent)

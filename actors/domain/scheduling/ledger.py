@@ -1,0 +1,130 @@
+"""The allocation ledger of one scaling group: what each agent has and what is held on it.
+
+Reservations are made when the scheduler decides, settled to the agent's actual allocation
+when a kernel starts, and released when it terminates. Occupancy never goes negative, a
+multi-kernel reservation is all-or-nothing, and every reservation records each agent's free
+capacity *at decision time*, so "it fitted when we decided" can be checked from the entry
+alone (``kh events verify`` does).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ..errors import InstanceNotAvailable
+from ..slots import ResourceSlot
+
+__all__ = ["Allocation", "Ledger", "Reservation"]
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    kernel_id: uuid.UUID
+    agent_id: str
+    slots: ResourceSlot
+    free_before: ResourceSlot
+    """The agent's free capacity just before this allocation (earlier ones of the same
+    reservation already deducted)."""
+
+    def fitted(self) -> bool:
+        return self.slots <= self.free_before
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    session_id: uuid.UUID
+    allocations: tuple[Allocation, ...]
+
+    def fitted(self) -> bool:
+        """The ledger invariant, checkable from the entry alone."""
+        return all(a.fitted() for a in self.allocations)
+
+
+@dataclass(slots=True)
+class _Hold:
+    session_id: uuid.UUID
+    agent_id: str
+    slots: ResourceSlot
+
+
+class Ledger:
+    def __init__(self, capacity: Mapping[str, ResourceSlot] | None = None) -> None:
+        self.capacity: dict[str, ResourceSlot] = dict(capacity or {})
+        self.occupied: dict[str, ResourceSlot] = {a: ResourceSlot() for a in self.capacity}
+        self._holds: dict[uuid.UUID, _Hold] = {}
+
+    def set_capacity(self, agent_id: str, capacity: ResourceSlot) -> None:
+        self.capacity[agent_id] = capacity
+        self.occupied.setdefault(agent_id, ResourceSlot())
+
+    def free(self, agent_id: str) -> ResourceSlot:
+        return self.capacity[agent_id] - self.occupied[agent_id]
+
+    def held(self, kernel_id: uuid.UUID) -> ResourceSlot | None:
+        hold = self._holds.get(kernel_id)
+        return hold.slots if hold else None
+
+    def reserve(
+        self, session_id: uuid.UUID, placements: Sequence[tuple[uuid.UUID, str, ResourceSlot]]
+    ) -> Reservation:
+        """Hold ``slots`` on ``agent`` for each kernel, all or none.
+
+        Raises :class:`InstanceNotAvailable` (and changes nothing) if any placement does not
+        fit what is free after the earlier placements of the same call.
+        """
+        pending: dict[str, ResourceSlot] = {}
+        allocations = []
+        for kernel_id, agent_id, slots in placements:
+            if agent_id not in self.capacity:
+                raise InstanceNotAvailable(f"unknown agent {agent_id!r}")
+            if kernel_id in self._holds:
+                raise ValueError(f"kernel {kernel_id} already holds a reservation")
+            free = self.free(agent_id) - pending.get(agent_id, ResourceSlot())
+            if not slots <= free:
+                raise InstanceNotAvailable(
+                    f"agent {agent_id} has {free.to_json()} free, kernel {kernel_id} needs "
+                    f"{slots.to_json()}"
+                )
+            allocations.append(Allocation(kernel_id, agent_id, slots, free))
+            pending[agent_id] = pending.get(agent_id, ResourceSlot()) + slots
+        for allocation in allocations:
+            self._apply_hold(
+                session_id, allocation.kernel_id, allocation.agent_id, allocation.slots
+            )
+        return Reservation(session_id, tuple(allocations))
+
+    def _apply_hold(
+        self, session_id: uuid.UUID, kernel_id: uuid.UUID, agent_id: str, slots: ResourceSlot
+    ) -> None:
+        self.occupied[agent_id] = self.occupied[agent_id] + slots
+        self._holds[kernel_id] = _Hold(session_id, agent_id, slots)
+
+    def settle(self, kernel_id: uuid.UUID, actual: ResourceSlot) -> ResourceSlot:
+        """Replace the requested amount by what the agent actually allocated; returns the
+        change. The agent's report is a fact, so this never refuses."""
+        hold = self._holds[kernel_id]
+        delta = actual - hold.slots
+        self._set_occupied(hold.agent_id, self.occupied[hold.agent_id] + delta)
+        hold.slots = actual
+        return delta
+
+    def release(self, kernel_id: uuid.UUID) -> ResourceSlot | None:
+        """Give back a kernel's hold; releasing twice is a no-op (returns ``None``)."""
+        hold = self._holds.pop(kernel_id, None)
+        if hold is None:
+            return None
+        self._set_occupied(hold.agent_id, self.occupied[hold.agent_id] - hold.slots)
+        return hold.slots
+
+    def release_session(self, session_id: uuid.UUID) -> list[uuid.UUID]:
+        kernels = [k for k, h in self._holds.items() if h.session_id == session_id]
+        for kernel_id in kernels:
+            self.release(kernel_id)
+        return kernels
+
+    def _set_occupied(self, agent_id: str, value: ResourceSlot) -> None:
+        if any(v < 0 for v in value.values()):
+            raise ValueError(f"occupancy of agent {agent_id} would go negative: {value.to_json()}")
+        self.occupied[agent_id] = value

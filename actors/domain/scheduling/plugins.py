@@ -1,0 +1,162 @@
+"""Scheduler plugins (23.03 §3.3): which pending session goes next, and which agents it likes.
+
+A plugin instance lives for one pass of one scaling group (as upstream builds them), so DRF's
+shares are recomputed from state each pass and never drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from ..session import SessionSpec
+from ..slots import ResourceSlot
+from ..statuses import SessionStatus
+
+__all__ = [
+    "DRFScheduler",
+    "ExistingSession",
+    "FIFOScheduler",
+    "LIFOScheduler",
+    "MOFScheduler",
+    "PendingSession",
+    "SchedulerPlugin",
+    "make_plugin",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSession:
+    spec: SessionSpec
+    retries: int = 0
+    """``status_data.scheduler.retries``: failed attempts so far."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingSession:
+    spec: SessionSpec
+    status: SessionStatus
+    occupying: ResourceSlot
+
+
+class SchedulerPlugin:
+    name: ClassVar[str]
+    agent_key: ClassVar[str] = "largest"
+    prefer_fewer_extras: ClassVar[bool] = False
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        self.config = dict(config or {})
+
+    @property
+    def blocks_on_head(self) -> bool:
+        """Whether a session that fits no agent stops the pass (strict FIFO only)."""
+        return False
+
+    def begin(self, total_capacity: ResourceSlot, existing: Sequence[ExistingSession]) -> None:
+        """Called once at the start of a pass."""
+
+    def pick_session(self, pending: Sequence[PendingSession]) -> int | None:
+        """Index into ``pending`` (oldest first) of the next session to try."""
+        raise NotImplementedError
+
+    def on_scheduled(self, session: SessionSpec) -> None:
+        """Called after ``session`` was placed."""
+
+
+class FIFOScheduler(SchedulerPlugin):
+    """Oldest first. ``num_retries_to_skip`` > 0 lets sessions that failed that many times
+    step aside (no head-of-line blocking); 0 is strict FIFO, where a head that fits no
+    agent blocks the group."""
+
+    name = "fifo"
+    prefer_fewer_extras = True
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        super().__init__(config)
+        self.num_retries_to_skip = int(self.config.get("num_retries_to_skip", 0))
+        if self.num_retries_to_skip < 0:
+            raise ValueError("num_retries_to_skip must be >= 0")
+
+    @property
+    def blocks_on_head(self) -> bool:
+        return self.num_retries_to_skip == 0
+
+    def pick_session(self, pending: Sequence[PendingSession]) -> int | None:
+        if not pending:
+            return None
+        if self.num_retries_to_skip == 0:
+            return 0
+        for index, session in enumerate(pending):
+            if session.retries < self.num_retries_to_skip:
+                return index
+        return 0
+
+
+class LIFOScheduler(SchedulerPlugin):
+    name = "lifo"
+    prefer_fewer_extras = True
+
+    def pick_session(self, pending: Sequence[PendingSession]) -> int | None:
+        return len(pending) - 1 if pending else None
+
+
+class MOFScheduler(SchedulerPlugin):
+    """ "Minimum occupied slot first": oldest session, on the least occupied agent."""
+
+    name = "mof"
+    agent_key = "least-occupied"
+
+    def pick_session(self, pending: Sequence[PendingSession]) -> int | None:
+        return 0 if pending else None
+
+
+class DRFScheduler(SchedulerPlugin):
+    """Dominant Resource Fairness: the keypair with the lowest dominant share goes next.
+
+    A keypair's share is the **max** (not the sum, as upstream) over its sessions of
+    ``max over slots of occupying / total capacity``. Ties: the keypair whose first pending
+    session is oldest, then the access key.
+    """
+
+    name = "drf"
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        super().__init__(config)
+        self.total_capacity = ResourceSlot()
+        self.shares: dict[str, Decimal] = {}
+
+    def begin(self, total_capacity: ResourceSlot, existing: Sequence[ExistingSession]) -> None:
+        self.total_capacity = total_capacity
+        self.shares = {}
+        for session in existing:
+            share = session.occupying.dominant_share(total_capacity)
+            key = session.spec.access_key
+            self.shares[key] = max(self.shares.get(key, Decimal(0)), share)
+
+    def pick_session(self, pending: Sequence[PendingSession]) -> int | None:
+        first_of: dict[str, int] = {}
+        for index, session in enumerate(pending):
+            first_of.setdefault(session.spec.access_key, index)
+        if not first_of:
+            return None
+        best = min(first_of, key=lambda ak: (self.shares.get(ak, Decimal(0)), first_of[ak], ak))
+        return first_of[best]
+
+    def on_scheduled(self, session: SessionSpec) -> None:
+        share = session.requested_slots.dominant_share(self.total_capacity)
+        key = session.access_key
+        self.shares[key] = max(self.shares.get(key, Decimal(0)), share)
+
+
+_PLUGINS: dict[str, type[SchedulerPlugin]] = {
+    cls.name: cls for cls in (FIFOScheduler, LIFOScheduler, DRFScheduler, MOFScheduler)
+}
+
+
+def make_plugin(name: str, config: Mapping[str, Any] | None = None) -> SchedulerPlugin:
+    try:
+        return _PLUGINS[name](config)
+    except KeyError:
+        raise ValueError(f"unknown scheduler {name!r}: use one of {sorted(_PLUGINS)}") from None

@@ -1,0 +1,225 @@
+"""One scheduling pass over one scaling group (23.03 §3.2), as a pure function.
+
+Input: the group, its pending sessions (oldest first), the sessions holding resources, the
+candidate agents with their ledger occupancy, and the predicate context. Output: decisions
+(each with its ledger reservation), attempts that failed (with the ``status_info`` and
+predicate lists to record), and cancellations (pending timeout, private sessions that fail
+predicates). The caller turns these into events; nothing here reads a clock or a database.
+
+Deliberate deviation (design.md): a session that fits no agent does not abort the group's
+pass; the next session is tried. Strict FIFO (``num_retries_to_skip = 0``) still blocks on
+its head, which is the point of strict FIFO.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from events import KernelLifecycleEventReason
+
+from ..predicates import Occupancy, PredicateContext, check_predicates
+from ..scaling_groups import ScalingGroup
+from ..session import ClusterMode, SessionSpec
+from ..slots import ResourceSlot, SlotLayout
+from ..statuses import USER_RESOURCE_OCCUPYING_SESSION_STATUSES
+from .agents import AgentIndex, AgentState, selection_key
+from .ledger import Ledger, Reservation
+from .plugins import ExistingSession, PendingSession, make_plugin
+
+__all__ = [
+    "AgentInfo",
+    "Cancellation",
+    "Decision",
+    "FailedAttempt",
+    "PassResult",
+    "occupancy_of",
+    "schedule_pass",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    agent_id: str
+    capacity: ResourceSlot
+    occupied: ResourceSlot = field(default_factory=ResourceSlot)
+    architecture: str = "x86_64"
+    schedulable: bool = True
+    alive: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    session_id: uuid.UUID
+    reservation: Reservation
+    passed_predicates: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAttempt:
+    session_id: uuid.UUID
+    status_info: str
+    """``predicate-checks-failed`` or ``no-available-instances``."""
+    failed_predicates: tuple[tuple[str, str], ...] = ()
+    passed_predicates: tuple[str, ...] = ()
+    msg: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    session_id: uuid.UUID
+    reason: str
+
+
+@dataclass
+class PassResult:
+    decisions: list[Decision] = field(default_factory=list)
+    failures: list[FailedAttempt] = field(default_factory=list)
+    cancellations: list[Cancellation] = field(default_factory=list)
+
+
+def _expired(session: SessionSpec, group: ScalingGroup, now: datetime) -> bool:
+    timeout = group.pending_timeout
+    return timeout > 0 and (now - session.created_at).total_seconds() >= timeout
+
+
+def schedule_pass(
+    *,
+    group: ScalingGroup,
+    pending: Sequence[PendingSession],
+    existing: Sequence[ExistingSession],
+    agents: Sequence[AgentInfo],
+    ctx: PredicateContext,
+    ledger: Ledger | None = None,
+) -> PassResult:
+    """Place what can be placed now. ``ctx.occupancy`` and ``ledger`` are updated in place
+    as sessions are placed (a new ``Ledger`` is built from ``agents`` when none is given)."""
+    result = PassResult()
+    candidates = [a for a in agents if a.alive and a.schedulable]
+    layout = SlotLayout(ctx.known_slot_types)
+    if ledger is None:
+        ledger = Ledger()
+        for agent in candidates:
+            ledger.set_capacity(agent.agent_id, agent.capacity)
+            ledger.occupied[agent.agent_id] = agent.occupied
+    plugin = make_plugin(group.scheduler, group.scheduler_config)
+    key = selection_key(group.agent_selector or plugin.agent_key)
+    index = AgentIndex(
+        [
+            AgentState(a.agent_id, a.architecture, layout.to_units(a.capacity),
+                       list(layout.to_units(ledger.occupied[a.agent_id])))
+            for a in sorted(candidates, key=lambda a: a.agent_id)
+        ],
+        layout,
+        key,
+        prefer_fewer_extras=plugin.prefer_fewer_extras and group.agent_selector is None,
+    )  # fmt: skip
+    plugin.begin(layout.from_units(index.total_capacity()), existing)
+
+    queue: list[PendingSession] = []
+    for session in sorted(pending, key=lambda p: (p.spec.created_at, str(p.spec.session_id))):
+        if _expired(session.spec, group, ctx.now):
+            result.cancellations.append(
+                Cancellation(session.spec.session_id, KernelLifecycleEventReason.PENDING_TIMEOUT)
+            )
+        else:
+            queue.append(session)
+
+    while queue:
+        picked = plugin.pick_session(queue)
+        if picked is None:
+            break
+        spec = queue.pop(picked).spec
+        checks = check_predicates(spec, ctx)
+        passed = tuple(c.name for c in checks if c.passed)
+        failed = tuple((c.name, c.message or "") for c in checks if not c.passed)
+        if failed:
+            result.failures.append(
+                FailedAttempt(spec.session_id, "predicate-checks-failed", failed, passed)
+            )
+            if spec.is_private:  # B5: private sessions do not wait; they are cancelled at once
+                result.cancellations.append(
+                    Cancellation(spec.session_id, KernelLifecycleEventReason.PENDING_TIMEOUT)
+                )
+            continue
+        placements, problem = _place(spec, index, layout, group)
+        if placements is None:
+            result.failures.append(
+                FailedAttempt(spec.session_id, "no-available-instances", (), passed, problem)
+            )
+            if plugin.blocks_on_head:
+                break
+            continue
+        reservation = ledger.reserve(spec.session_id, placements)
+        for allocation in reservation.allocations:
+            index.reserve(index.agents[allocation.agent_id], layout.to_units(allocation.slots))
+        ctx.occupancy.add(spec)
+        plugin.on_scheduled(spec)
+        result.decisions.append(Decision(spec.session_id, reservation, passed))
+    return result
+
+
+def _place(
+    spec: SessionSpec, index: AgentIndex, layout: SlotLayout, group: ScalingGroup
+) -> tuple[list[tuple[uuid.UUID, str, ResourceSlot]] | None, str | None]:
+    """Choose agents without reserving; ``(None, message)`` when the session fits nowhere."""
+    architectures = {k.architecture for k in spec.kernels}
+    if spec.cluster_mode is ClusterMode.SINGLE_NODE:
+        if len(architectures) > 1:
+            return None, "All kernels of a single-node session must have the same architecture"
+        (arch,) = architectures
+        if not any(a.architecture == arch for a in index.agents.values()):
+            return None, f"No agents found to be compatible with the image architecture ({arch})"
+        request = layout.to_units(spec.requested_slots)
+        designated = spec.main_kernel.agent
+        if designated is not None:
+            agent = index.agents.get(designated)
+            if agent is None or agent.architecture != arch or not agent.fits(request):
+                return None, f"The designated agent {designated} cannot host the session"
+        else:
+            agent = index.pick(request, architecture=arch)
+        if agent is None:
+            return None, (
+                "Could not find a contiguous resource region in any agent big enough to host "
+                f"the session (id: {spec.session_id}, resource group: {group.name})"
+            )
+        return [(k.kernel_id, agent.agent_id, k.requested_slots) for k in spec.kernels], None
+
+    # multi-node: one agent per kernel, all distinct; roll back the trial if any kernel fails
+    chosen: list[tuple[uuid.UUID, str, ResourceSlot]] = []
+    trial: list[tuple[AgentState, tuple[int, ...]]] = []
+    used: set[str] = set()
+    message = None
+    for kernel in spec.kernels:
+        request = layout.to_units(kernel.requested_slots)
+        if kernel.agent is not None:
+            agent = index.agents.get(kernel.agent)
+            if agent is None or kernel.agent in used or not agent.fits(request):
+                agent = None
+        else:
+            agent = index.pick(request, architecture=kernel.architecture, exclude=frozenset(used))
+        if agent is None:
+            message = (
+                f"Could not find an agent for kernel {kernel.cluster_hostname} of session "
+                f"{spec.session_id} (resource group: {group.name})"
+            )
+            break
+        index.reserve(agent, request)
+        trial.append((agent, request))
+        used.add(agent.agent_id)
+        chosen.append((kernel.kernel_id, agent.agent_id, kernel.requested_slots))
+    for agent, request in trial:  # the caller reserves for real; undo the trial either way
+        index.release(agent, request)
+    return (chosen, None) if message is None else (None, message)
+
+
+def occupancy_of(existing: Sequence[ExistingSession]) -> Occupancy:
+    """Usage that counts against quotas and concurrency: sessions in a user-resource-occupying
+    status, with what they actually occupy."""
+    occupancy = Occupancy()
+    for session in existing:
+        if session.status in USER_RESOURCE_OCCUPYING_SESSION_STATUSES:
+            occupancy.add(session.spec, session.occupying)
+    return occupancy
