@@ -26,3 +26,14 @@ def test_append_bench_prints_its_figures() -> None:
         assert figures[key] > 0, key
     assert figures["batch_events"] == 200
     assert figures["machine"]["nproc"] >= 1 and figures["machine"]["redis"]
+
+
+def test_policy_bench_prints_its_figures() -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/policy.py", "--sessions", "200", "--agents", "20", "--rounds", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (figures["sessions"], figures["agents"], figures["placed"]) == (200, 20, 200)
+    assert figures["policy_only_per_s"] > 0

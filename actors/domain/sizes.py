@@ -60,7 +60,7 @@ def format_size(value: int | Decimal) -> str:
     """The short form: ``"1g"``, ``"1.5g"``, ``"512m"``, plain digits under 1 KiB."""
     size = Decimal(value)
     if size.is_infinite():
-        return "inf"
+        return "Infinity"
     for power in range(len(_SCALES), 0, -1):
         unit = Decimal(1024) ** power
         if abs(size) >= unit:

@@ -1,0 +1,222 @@
+"""Scheduler plugins, agent selection and placement (manager-core §3; items 6, 12-14; B5, B8)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from actors.domain.predicates import QuotaPolicy
+from actors.domain.scaling_groups import ScalingGroup
+from actors.domain.scheduling import (
+    AgentInfo,
+    ExistingSession,
+    PassResult,
+    make_plugin,
+    occupancy_of,
+    schedule_pass,
+)
+from actors.domain.session import ClusterMode, KernelRole
+from actors.domain.statuses import SessionStatus
+
+from .domain_builders import G, agent, context, make_session, pending, slots
+
+pytestmark = pytest.mark.unit
+
+
+def run(
+    sessions: list,  # type: ignore[type-arg]
+    agents: list[AgentInfo],
+    *,
+    scheduler: str = "fifo",
+    config: dict | None = None,  # type: ignore[type-arg]
+    existing: list[ExistingSession] | None = None,
+    selector: str | None = None,
+    pending_timeout: float = 0,
+    policies: dict[str, QuotaPolicy] | None = None,
+) -> PassResult:
+    group = ScalingGroup(
+        "default",
+        scheduler=scheduler,
+        scheduler_config=config or {},
+        agent_selector=selector,
+        pending_timeout=pending_timeout,
+    )
+    return schedule_pass(
+        group=group,
+        pending=sessions,
+        existing=existing or [],
+        agents=agents,
+        ctx=context(policies=policies),
+    )
+
+
+def placed(result: PassResult) -> list[tuple[str, list[str]]]:
+    return [
+        (str(d.session_id), [a.agent_id for a in d.reservation.allocations])
+        for d in result.decisions
+    ]
+
+
+class TestPendingTimeout:
+    def test_sessions_pending_too_long_are_cancelled_not_scheduled(self) -> None:
+        # the context's clock is T0 + 1 day
+        recent = make_session(age_s=-3600 * 23)  # created T0 + 23 h: pending for 1 h
+        stale = make_session()  # created around T0: pending for a day
+        result = run(pending(recent, stale), [agent("a1")], pending_timeout=7200)
+        assert [(c.session_id, c.reason) for c in result.cancellations] == [
+            (stale.session_id, "pending-timeout")
+        ]
+        assert [d.session_id for d in result.decisions] == [recent.session_id]
+
+    def test_zero_means_never(self) -> None:
+        result = run(pending(make_session(age_s=10**7)), [agent("a1")], pending_timeout=0)
+        assert not result.cancellations and len(result.decisions) == 1
+
+
+class TestPlugins:
+    def test_fifo_picks_the_oldest_and_strict_fifo_blocks_on_its_head(self) -> None:
+        big, small = make_session(request=slots(32)), make_session(request=slots(1))
+        result = run(pending(big, small), [agent("a1")])
+        assert not result.decisions
+        assert [(f.session_id, f.status_info) for f in result.failures] == [
+            (big.session_id, "no-available-instances")
+        ]
+        assert "Could not find a contiguous resource region" in (result.failures[0].msg or "")
+
+    def test_fifo_num_retries_to_skip_lets_others_pass_a_stuck_head(self) -> None:
+        big, small = make_session(request=slots(32)), make_session(request=slots(1))
+        sessions = [*pending(big, retries=3), *pending(small)]
+        result = run(sessions, [agent("a1")], config={"num_retries_to_skip": 2})
+        assert [d.session_id for d in result.decisions] == [small.session_id]
+        # the head is tried too (last), and fails without blocking anyone
+        assert [f.session_id for f in result.failures] == [big.session_id]
+
+    def test_other_plugins_do_not_block_on_the_head(self) -> None:
+        big, small = make_session(request=slots(32)), make_session(request=slots(1))
+        result = run(pending(big, small), [agent("a1")], scheduler="mof")
+        assert [d.session_id for d in result.decisions] == [small.session_id]
+
+    def test_lifo_picks_the_newest(self) -> None:
+        first, second = make_session(request=slots(10)), make_session(request=slots(10))
+        result = run(pending(first, second), [agent("a1")], scheduler="lifo")
+        assert [d.session_id for d in result.decisions] == [second.session_id]
+
+    def test_drf_picks_the_keypair_with_the_lowest_dominant_share(self) -> None:
+        heavy = make_session("AK-heavy", request=slots(8, 8 * G))  # 50% cpu share
+        light = make_session("AK-light", request=slots(1, 32 * G))  # 50% mem share, 6% cpu
+        existing = [
+            ExistingSession(heavy, SessionStatus.RUNNING, heavy.requested_slots),
+            ExistingSession(light, SessionStatus.RUNNING, slots(1, 2 * G)),
+        ]
+        a = make_session("AK-heavy", request=slots(1))  # older
+        b = make_session("AK-light", request=slots(1))
+        result = run(pending(a, b), [agent("a1", 16, 64 * G)], scheduler="drf", existing=existing)
+        assert [d.session_id for d in result.decisions] == [b.session_id, a.session_id]
+
+    def test_drf_share_is_the_max_over_sessions_not_the_sum(self) -> None:
+        plugin = make_plugin("drf")
+        many = [make_session("AK1", request=slots(2)) for _ in range(4)]  # sum 8/16, max 2/16
+        one = make_session("AK2", request=slots(4))  # 4/16
+        plugin.begin(
+            slots(16, 64 * G),
+            [ExistingSession(s, SessionStatus.RUNNING, s.requested_slots) for s in [*many, one]],
+        )
+        pick = plugin.pick_session(pending(make_session("AK2"), make_session("AK1")))
+        assert pick == 1  # AK1's share (0.125) is lower than AK2's (0.25)
+
+    def test_mof_picks_the_least_occupied_agent(self) -> None:
+        busy = AgentInfo("a1", slots(16, 64 * G), occupied=slots(8, 8 * G))
+        idle = AgentInfo("a2", slots(16, 64 * G), occupied=slots(2, 2 * G))
+        result = run(pending(make_session()), [busy, idle], scheduler="mof")
+        assert placed(result)[0][1] == ["a2"]
+
+    def test_fifo_prefers_agents_without_unrequested_accelerators(self) -> None:
+        gpu = agent("a-gpu", 64, 256 * G, cuda_device=4)
+        cpu = agent("b-cpu", 8, 32 * G)
+        result = run(pending(make_session()), [gpu, cpu])
+        assert placed(result)[0][1] == ["b-cpu"]
+        wants_gpu = make_session(request=slots(1, G, cuda_device=1))
+        assert placed(run(pending(wants_gpu), [gpu, cpu]))[0][1] == ["a-gpu"]
+
+    def test_fifo_prefers_the_biggest_agent_and_ties_go_to_the_smallest_id(self) -> None:
+        agents = [agent("c", 16), agent("a", 16), agent("b", 32)]
+        assert placed(run(pending(make_session()), agents))[0][1] == ["b"]
+        agents = [agent("c", 16), agent("a", 16)]
+        assert placed(run(pending(make_session()), agents))[0][1] == ["a"]
+
+    def test_unknown_plugin(self) -> None:
+        with pytest.raises(ValueError, match="unknown scheduler 'nope'"):
+            make_plugin("nope")
+
+
+class TestSelectors:
+    """kernelhub extension (Backend.AI 23.09): concentrated / dispersed."""
+
+    def test_concentrated_packs_and_dispersed_spreads(self) -> None:
+        agents = [agent("a", 16), AgentInfo("b", slots(16, 64 * G), occupied=slots(12, 4 * G))]
+        assert placed(run(pending(make_session()), agents, selector="concentrated"))[0][1] == ["b"]
+        assert placed(run(pending(make_session()), agents, selector="dispersed"))[0][1] == ["a"]
+
+
+class TestPlacement:
+    def test_architecture_mismatch_is_no_available_instances(self) -> None:
+        arm = make_session(architecture="aarch64")
+        result = run(pending(arm), [agent("a1")])
+        (failure,) = result.failures
+        assert failure.status_info == "no-available-instances"
+        assert "compatible with the image architecture (aarch64)" in (failure.msg or "")
+
+    def test_single_node_cluster_lands_on_one_agent_with_the_total(self) -> None:
+        session = make_session(size=3, request=slots(4, 4 * G))
+        result = run(pending(session), [agent("a1", 8), agent("a2", 16)])
+        (decision,) = result.decisions
+        assert {a.agent_id for a in decision.reservation.allocations} == {"a2"}
+        assert len(decision.reservation.allocations) == 3
+
+    def test_multi_node_places_kernels_on_distinct_agents(self) -> None:
+        """B8: no manual agent list needed."""
+        session = make_session(size=2, mode=ClusterMode.MULTI_NODE, request=slots(2))
+        result = run(pending(session), [agent("a1"), agent("a2"), agent("a3")])
+        (decision,) = result.decisions
+        hosts = [a.agent_id for a in decision.reservation.allocations]
+        assert len(set(hosts)) == 2
+
+    def test_multi_node_rolls_back_every_reservation_if_one_kernel_fails(self) -> None:
+        session = make_session(size=3, mode=ClusterMode.MULTI_NODE, request=slots(8))
+        small = make_session(request=slots(16))
+        agents = [agent("a1"), agent("a2")]
+        result = run(
+            [*pending(session), *pending(small)], agents, config={"num_retries_to_skip": 1}
+        )
+        assert [f.session_id for f in result.failures] == [session.session_id]
+        # nothing of the failed trial remains: a full-agent session still fits
+        assert [d.session_id for d in result.decisions] == [small.session_id]
+
+    def test_designated_agent(self) -> None:
+        session = make_session(agents=("a2",))
+        assert placed(run(pending(session), [agent("a1", 64), agent("a2")]))[0][1] == ["a2"]
+        too_big = make_session(agents=("a2",), request=slots(32))
+        result = run(pending(too_big), [agent("a1", 64), agent("a2")])
+        assert "designated agent a2" in (result.failures[0].msg or "")
+
+    def test_unschedulable_and_dead_agents_are_never_chosen(self) -> None:
+        agents = [
+            replace(agent("a1", 64), schedulable=False),
+            replace(agent("a2", 64), alive=False),
+        ]
+        result = run(pending(make_session()), agents)
+        assert not result.decisions and result.failures[0].status_info == "no-available-instances"
+
+    def test_private_session_failing_predicates_is_cancelled_at_once(self) -> None:
+        """B5."""
+        sftp = make_session("AK1", role=KernelRole.SYSTEM)
+        running = make_session("AK1", role=KernelRole.SYSTEM)
+        existing = [ExistingSession(running, SessionStatus.RUNNING, running.requested_slots)]
+        group = ScalingGroup("default")
+        ctx = context(policies={"AK1": QuotaPolicy(max_concurrent_sftp_sessions=1)})
+        ctx.occupancy = occupancy_of(existing)
+        result = schedule_pass(
+            group=group, pending=pending(sftp), existing=existing, agents=[agent("a1")], ctx=ctx
+        )
+        assert [c.session_id for c in result.cancellations] == [sftp.session_id]
