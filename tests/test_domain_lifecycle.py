@@ -14,8 +14,11 @@ from actors.domain.lifecycle import (
     merge_status_history,
     record_no_available_instances,
     record_predicate_results,
+    error_status_data,
     status_changed_at,
+    terminating_status_data,
     transit_session_status,
+    with_exit_code,
 )
 from actors.domain.statuses import KernelStatus, SessionStatus
 
@@ -133,3 +136,21 @@ def test_status_data_retries_and_predicate_lists() -> None:
     }
     data = record_no_available_instances(data, "t3", "no agent")
     assert data["scheduler"]["retries"] == 3 and data["scheduler"]["msg"] == "no agent"
+
+
+def test_status_data_of_termination_and_errors() -> None:
+    data = terminating_status_data()
+    assert data == {"kernel": {"exit_code": None}, "session": {"status": "terminating"}}
+    assert with_exit_code(data, 137) == {
+        "kernel": {"exit_code": 137},
+        "session": {"status": "terminating"},
+    }
+    assert error_status_data("agent", "AgentError", "AgentError('boom')", "i-1") == {
+        "error": {
+            "src": "agent",
+            "name": "AgentError",
+            "repr": "AgentError('boom')",
+            "agent_id": "i-1",
+        }
+    }
+    assert "agent_id" not in error_status_data("other", "KeyError", "KeyError('x')")["error"]

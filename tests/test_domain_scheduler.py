@@ -158,6 +158,27 @@ class TestSelectors:
         assert placed(run(pending(make_session()), agents, selector="concentrated"))[0][1] == ["b"]
         assert placed(run(pending(make_session()), agents, selector="dispersed"))[0][1] == ["a"]
 
+    def test_round_robin_takes_turns_across_passes(self) -> None:
+        agents = [agent("a"), agent("b"), agent("c")]
+        group = ScalingGroup("default", agent_selector="round-robin")
+        first = schedule_pass(
+            group=group,
+            pending=pending(make_session(), make_session()),
+            existing=[],
+            agents=agents,
+            ctx=context(),
+        )
+        assert [p[1] for p in placed(first)] == [["a"], ["b"]]
+        second = schedule_pass(
+            group=group,
+            pending=pending(make_session(), make_session()),
+            existing=[],
+            agents=agents,
+            ctx=context(),
+            round_robin_last=first.round_robin_last,
+        )
+        assert [p[1] for p in placed(second)] == [["c"], ["a"]]
+
 
 class TestPlacement:
     def test_architecture_mismatch_is_no_available_instances(self) -> None:

@@ -27,13 +27,16 @@ __all__ = [
     "MainKernelNotFound",
     "StatusHistory",
     "determine_session_status",
+    "error_status_data",
     "kernel_accepts_termination",
     "merge_status_history",
     "record_no_available_instances",
     "record_predicate_results",
     "status_changed_at",
+    "terminating_status_data",
     "transit_kernel_status",
     "transit_session_status",
+    "with_exit_code",
 ]
 
 DEFAULT_ROLE = "main"
@@ -147,3 +150,25 @@ def record_no_available_instances(
     scheduler = dict((status_data or {}).get("scheduler") or {})
     scheduler.update(last_try=at, msg=msg, retries=int(scheduler.get("retries", 0)) + 1)
     return {**(status_data or {}), "scheduler": scheduler}
+
+
+def terminating_status_data() -> dict[str, Any]:
+    """``status_data`` of a kernel being destroyed, before its exit code is known."""
+    return {"kernel": {"exit_code": None}, "session": {"status": "terminating"}}
+
+
+def with_exit_code(status_data: Mapping[str, Any] | None, exit_code: int) -> dict[str, Any]:
+    """``mark_kernel_terminated`` merges the exit code into what was there."""
+    data = dict(status_data or {})
+    data["kernel"] = {**(data.get("kernel") or {}), "exit_code": exit_code}
+    return data
+
+
+def error_status_data(
+    src: str, name: str, representation: str, agent_id: str | None = None
+) -> dict[str, Any]:
+    """``convert_to_status_data``: where an error came from (``agent`` or ``other``)."""
+    error: dict[str, Any] = {"src": src, "name": name, "repr": representation}
+    if src == "agent":
+        error["agent_id"] = agent_id
+    return {"error": error}

@@ -13,6 +13,7 @@ leaves equal is decided by the smallest agent id.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +73,8 @@ def selection_key(name: str) -> SelectionKey:
     * ``least-occupied`` (mof): the smallest occupancy first, same comparison.
     * ``concentrated`` (extension, 23.09): the least free capacity that fits (bin packing).
     * ``dispersed`` (extension, 23.09): the most free capacity first (spreading).
+
+    ``round-robin`` (extension, 23.09) is not a key but a turn: see ``AgentIndex``.
     """
     if name == "largest":
         return lambda a: tuple(-c for c in a.capacity)
@@ -138,8 +141,14 @@ class AgentIndex:
         key: SelectionKey,
         *,
         prefer_fewer_extras: bool = False,
+        round_robin: bool = False,
+        last_chosen: str | None = None,
     ) -> None:
         self.layout = layout
+        self.round_robin = round_robin
+        self.last_chosen = last_chosen
+        """Round-robin's turn: the agent chosen last (kept by the caller across passes)."""
+        self._order = sorted(a.agent_id for a in agents)
         self.agents = {a.agent_id: a for a in agents}
         self.prefer_fewer_extras = prefer_fewer_extras
         by_kind: dict[tuple[str, frozenset[int]], list[AgentState]] = {}
@@ -163,6 +172,8 @@ class AgentIndex:
         exclude: frozenset[str] = frozenset(),
     ) -> AgentState | None:
         """The preferred agent that fits ``request`` (and the architecture), or ``None``."""
+        if self.round_robin:
+            return self._next_in_turn(request, architecture, exclude)
         used = {i for i, r in enumerate(request) if r > 0}
         candidates: list[tuple[int, tuple[int, ...], str, AgentState]] = []
         for (arch, signature), group in self.groups.items():
@@ -177,6 +188,22 @@ class AgentIndex:
         if not candidates:
             return None
         return min(candidates, key=lambda c: c[:3])[3]
+
+    def _next_in_turn(
+        self, request: Units, architecture: str | None, exclude: frozenset[str]
+    ) -> AgentState | None:
+        """Round-robin (extension): the first agent after the last one chosen, in id order,
+        that fits; the turn passes on only when an agent is chosen."""
+        start = bisect.bisect_right(self._order, self.last_chosen) if self.last_chosen else 0
+        count = len(self._order)
+        for step in range(count):
+            agent = self.agents[self._order[(start + step) % count]]
+            if agent.agent_id in exclude or (architecture and agent.architecture != architecture):
+                continue
+            if agent.fits(request):
+                self.last_chosen = agent.agent_id
+                return agent
+        return None
 
     def reserve(self, agent: AgentState, request: Units) -> None:
         agent.reserve(request)

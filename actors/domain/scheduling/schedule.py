@@ -78,6 +78,8 @@ class PassResult:
     decisions: list[Decision] = field(default_factory=list)
     failures: list[FailedAttempt] = field(default_factory=list)
     cancellations: list[Cancellation] = field(default_factory=list)
+    round_robin_last: str | None = None
+    """With the round-robin selector: the agent chosen last, for the next pass to continue."""
 
 
 def _expired(session: SessionSpec, group: ScalingGroup, now: datetime) -> bool:
@@ -93,6 +95,7 @@ def schedule_pass(
     agents: Sequence[AgentInfo],
     ctx: PredicateContext,
     ledger: Ledger | None = None,
+    round_robin_last: str | None = None,
 ) -> PassResult:
     """Place what can be placed now. ``ctx.occupancy`` and ``ledger`` are updated in place
     as sessions are placed (a new ``Ledger`` is built from ``agents`` when none is given)."""
@@ -105,7 +108,10 @@ def schedule_pass(
             ledger.set_capacity(agent.agent_id, agent.capacity)
             ledger.occupied[agent.agent_id] = agent.occupied
     plugin = make_plugin(group.scheduler, group.scheduler_config)
-    key = selection_key(group.agent_selector or plugin.agent_key)
+    round_robin = group.agent_selector == "round-robin"
+    key = selection_key(
+        plugin.agent_key if round_robin else group.agent_selector or plugin.agent_key
+    )
     index = AgentIndex(
         [
             AgentState(a.agent_id, a.architecture, layout.to_units(a.capacity),
@@ -115,6 +121,8 @@ def schedule_pass(
         layout,
         key,
         prefer_fewer_extras=plugin.prefer_fewer_extras and group.agent_selector is None,
+        round_robin=round_robin,
+        last_chosen=round_robin_last,
     )  # fmt: skip
     plugin.begin(layout.from_units(index.total_capacity()), existing)
 
@@ -158,6 +166,7 @@ def schedule_pass(
         ctx.occupancy.add(spec)
         plugin.on_scheduled(spec)
         result.decisions.append(Decision(spec.session_id, reservation, passed))
+    result.round_robin_last = index.last_chosen
     return result
 
 
