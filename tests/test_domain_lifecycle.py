@@ -10,11 +10,11 @@ import pytest
 from actors.domain.lifecycle import (
     MainKernelNotFound,
     determine_session_status,
+    error_status_data,
     kernel_accepts_termination,
     merge_status_history,
     record_no_available_instances,
     record_predicate_results,
-    error_status_data,
     status_changed_at,
     terminating_status_data,
     transit_session_status,
