@@ -64,3 +64,17 @@ def test_running_sessions_go_through_terminating_with_the_reason() -> None:
 def test_ended_sessions_need_nothing() -> None:
     plan = plan_destroy(SID, "c", S.TERMINATED, kernels(K.TERMINATED))
     assert plan.session_status is None and plan.events == []
+
+
+def test_pending_timeout_cancels_the_kernels_too() -> None:
+    """B4: upstream's pending-timeout update failed and never touched the kernels."""
+    plan = plan_destroy(
+        SID, "c", S.PENDING, kernels(K.PENDING, K.PENDING), reason="pending-timeout"
+    )
+    assert plan.session_status is S.CANCELLED
+    assert set(plan.kernel_statuses.values()) == {K.CANCELLED}
+    assert [(e.type, e.reason) for e in plan.events] == [  # type: ignore[union-attr]
+        ("kernel_cancelled", "pending-timeout"),
+        ("kernel_cancelled", "pending-timeout"),
+        ("session_cancelled", "pending-timeout"),
+    ]
