@@ -12,7 +12,7 @@ import json
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import PlainSerializer
+from pydantic import AfterValidator, Field, PlainSerializer
 
 __all__ = ["PlainDecimal", "canonical_dumps", "decimal_to_plain", "loads"]
 
@@ -29,10 +29,19 @@ def decimal_to_plain(value: Decimal) -> str:
     return text or "0"
 
 
+def _no_nan(value: Decimal) -> Decimal:
+    if value.is_nan():
+        raise ValueError("NaN is not a valid quantity")
+    return value
+
+
 PlainDecimal = Annotated[
-    Decimal, PlainSerializer(decimal_to_plain, return_type=str, when_used="json")
+    Decimal,
+    Field(allow_inf_nan=True),
+    AfterValidator(_no_nan),
+    PlainSerializer(decimal_to_plain, return_type=str, when_used="json"),
 ]
-"""A Decimal that serialises to its plain string form in JSON mode."""
+"""A Decimal (Infinity allowed: "unlimited") that serialises to its plain string in JSON."""
 
 
 def _default(value: Any) -> Any:

@@ -89,6 +89,86 @@ REALISTIC: dict[str, dict[str, object]] = {
     "bgtask_done": {"task_id": "9d3c2b1a-0f1e-4d2c-8b3a-1e2f3a4b5c6d", "message": "pushed"},
     "bgtask_cancelled": {"task_id": "9d3c2b1a-0f1e-4d2c-8b3a-1e2f3a4b5c6d"},
     "bgtask_failed": {"task_id": "9d3c2b1a-0f1e-4d2c-8b3a-1e2f3a4b5c6d", "message": "no space"},
+    "session_status_changed": {
+        "session_id": SID,
+        "status": "RUNNING_DEGRADED",
+        "status_info": "kernel-error",
+    },
+    "session_scheduling_failed": {
+        "session_id": SID,
+        "status_info": "predicate-checks-failed",
+        "retries": 2,
+        "failed_predicates": [
+            {"name": "concurrency", "msg": "You cannot run more than 2 concurrent sessions"}
+        ],
+        "passed_predicates": ["reserved_time", "dependencies"],
+    },
+    "agent_registered": {
+        "agent_id": "i-node1",
+        "scaling_group": "default",
+        "available_slots": {"cpu": "16", "mem": "68719476736", "cuda.device": "2"},
+        "addr": "unix:///run/kernelhub/agent.sock",
+        "version": "0.1.0",
+    },
+    "alloc_reserved": {
+        "session_id": SID,
+        "scaling_group": "default",
+        "allocations": [
+            {
+                "kernel_id": KID,
+                "agent_id": "i-node1",
+                "slots": {"cpu": "1", "mem": "1073741824"},
+                "free_before": {"cpu": "16", "mem": "68719476736"},
+            }
+        ],
+    },
+    "alloc_settled": {
+        "session_id": SID,
+        "kernel_id": KID,
+        "agent_id": "i-node1",
+        "actual": {"cpu": "1", "mem": "1073741824"},
+    },
+    "alloc_released": {
+        "session_id": SID,
+        "kernel_id": KID,
+        "agent_id": "i-node1",
+        "slots": {"cpu": "1", "mem": "1073741824"},
+    },
+}
+
+VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
+    # events with the optional fields kernelhub added, beside their plain upstream shape
+    "session_enqueued.v1.with-spec": (
+        "session_enqueued",
+        {
+            "session_id": SID,
+            "creation_id": "ZpXDDyGxKtgR6bY9",
+            "spec": {
+                "name": "train-1",
+                "access_key": "AKIAIOSFODNN7EXAMPLE",
+                "user_id": "3b0f7a4e-8d1c-4c2b-9e6f-5a4d3c2b1a09",
+                "domain": "default",
+                "session_type": "batch",
+                "image": "python:3.11",
+                "cluster_size": 1,
+                "scaling_group": "default",
+                "startup_command": "python train.py",
+                "starts_at": "2026-11-25T13:00:00Z",
+                "kernels": [
+                    {"kernel_id": KID, "requested_slots": {"cpu": "1", "mem": "1073741824"}}
+                ],
+            },
+        },
+    ),
+    "session_scheduled.v1.with-placements": (
+        "session_scheduled",
+        {
+            "session_id": SID,
+            "creation_id": "ZpXDDyGxKtgR6bY9",
+            "scaling_group": "default",
+            "placements": [{"kernel_id": KID, "agent_id": "i-node1"}],
+        },
+    ),
 }
 
 
@@ -111,15 +191,25 @@ def example_payload(event_type: str) -> object:
 
 def main() -> None:
     CORPUS.mkdir(parents=True, exist_ok=True)
-    for index, event_type in enumerate(sorted(PAYLOAD_TYPES), start=1):
-        stream = {"agent": "agent-i-node1", "bgtask": "bgtask-9d3c2b1a"}.get(
-            event_type.split("_")[0], f"session-{SID}"
-        )
-        path = CORPUS / f"{event_type}.v{PAYLOAD_TYPES[event_type].SCHEMA_VERSION}.json"
+    wanted = [
+        (f"{t}.v{PAYLOAD_TYPES[t].SCHEMA_VERSION}", t, None) for t in sorted(PAYLOAD_TYPES)
+    ] + [(name, t, values) for name, (t, values) in VARIANTS.items()]
+    for index, (name, event_type, values) in enumerate(wanted, start=1):
+        stream = {
+            "agent": "agent-i-node1",
+            "bgtask": "bgtask-9d3c2b1a",
+            "alloc": "alloc-default",
+        }.get(event_type.split("_")[0], f"session-{SID}")
+        path = CORPUS / f"{name}.json"
         if path.exists():
             continue
+        payload = (
+            PAYLOAD_TYPES[event_type](**values)
+            if values is not None
+            else example_payload(event_type)
+        )
         event = NewEvent(
-            data=example_payload(event_type),
+            data=payload,
             event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"kernelhub-golden/{event_type}"),
             occurred_at=datetime(2026, 11, 25, 12, 0, index, tzinfo=UTC),
             command_id=uuid.uuid5(uuid.NAMESPACE_URL, "kernelhub-golden/command"),

@@ -11,10 +11,11 @@ import types
 import typing
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from hypothesis import strategies as st
-from pydantic import JsonValue
+from pydantic import BaseModel, JsonValue
 
 from events import PAYLOAD_TYPES, EventPayload, NewEvent
 
@@ -35,11 +36,47 @@ json_values = st.recursive(
 json_objects = st.dictionaries(st.text(max_size=8), json_values, max_size=5)
 
 
+slot_values = st.one_of(
+    st.integers(0, 2**40).map(Decimal),
+    st.decimals(min_value=0, max_value=10**6, places=3, allow_nan=False, allow_infinity=False),
+    st.just(Decimal("Infinity")),
+)
+
+
+def _for_field(info: Any) -> st.SearchStrategy[Any]:
+    if info.annotation is int:
+        low = next((m.ge for m in info.metadata if hasattr(m, "ge")), -(2**31))
+        return st.integers(min_value=low, max_value=2**31)
+    return _for_annotation(info.annotation)
+
+
 def _for_annotation(annotation: Any) -> st.SearchStrategy[Any]:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
         return st.one_of([_for_annotation(a) for a in args])
+    if origin is typing.Annotated:
+        if args[0] is Decimal:
+            return slot_values
+        return _for_annotation(args[0])
+    if origin is typing.Literal:
+        return st.sampled_from(args)
+    if origin is list:
+        return st.lists(_for_annotation(args[0]), max_size=3)
+    if origin is dict and args and args[1] is not JsonValue:
+        return st.dictionaries(
+            st.sampled_from(["cpu", "mem", "cuda.device"]), _for_annotation(args[1])
+        )
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return st.fixed_dictionaries(
+            {n: _for_field(i) for n, i in annotation.model_fields.items()}
+        ).map(lambda values: annotation(**values))
+    if annotation is bool:
+        return st.booleans()
+    if annotation is datetime:
+        return st.datetimes(
+            min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+        )
     if annotation is type(None):
         return st.none()
     if annotation is uuid.UUID:
@@ -58,11 +95,7 @@ def _for_annotation(annotation: Any) -> st.SearchStrategy[Any]:
 
 
 def payloads_of(cls: type[EventPayload]) -> st.SearchStrategy[EventPayload]:
-    fields = {
-        name: _for_annotation(info.annotation)
-        for name, info in cls.model_fields.items()
-        if name != "type"
-    }
+    fields = {name: _for_field(info) for name, info in cls.model_fields.items() if name != "type"}
     return st.fixed_dictionaries(fields).map(lambda values: cls(**values))
 
 

@@ -50,11 +50,30 @@ NOT_LOG_EVENTS = [
 ]  # fmt: skip
 
 
+KERNELHUB_EVENTS = {
+    "session_status_changed", "session_scheduling_failed", "agent_registered",
+    "alloc_reserved", "alloc_settled", "alloc_released",
+}  # fmt: skip
+
+
 def test_every_state_event_is_catalogued_with_upstream_fields_in_order() -> None:
-    assert set(PAYLOAD_TYPES) == set(STATE_EVENTS)
+    assert set(PAYLOAD_TYPES) == set(STATE_EVENTS) | KERNELHUB_EVENTS
     for name, fields in STATE_EVENTS.items():
-        declared = [f for f in PAYLOAD_TYPES[name].model_fields if f != "type"]
-        assert declared == fields, name
+        model_fields = PAYLOAD_TYPES[name].model_fields
+        upstream = [
+            f for f, info in model_fields.items() if f != "type" and info.exclude_if is None
+        ]
+        assert upstream == fields, name
+
+
+def test_fields_added_later_are_optional_and_leave_old_bytes_alone() -> None:
+    sid = uuid.uuid4()
+    plain = SessionEnqueued(session_id=sid, creation_id="c")
+    assert plain.data_dict() == {"session_id": str(sid), "creation_id": "c", "reason": ""}
+    for name in STATE_EVENTS:
+        for field, info in PAYLOAD_TYPES[name].model_fields.items():
+            if info.exclude_if is not None:
+                assert not info.is_required() and info.default is None, (name, field)
 
 
 @pytest.mark.parametrize("name", NOT_LOG_EVENTS)

@@ -12,6 +12,10 @@ events are deliberately **not** in the catalogue:
   ``bgtask_updated``: high-rate samples live in TTL'd telemetry keys; what is derived from
   them and matters (an agent lost, a session idle since T) becomes an event.
 
+kernelhub's own events (``events.catalogue.kernelhub``) say what upstream keeps in rows:
+agent registration, ledger reservations, scheduling attempts, status changes without an
+upstream event.
+
 Adding an event: define a payload class with a ``Literal`` ``type`` in the module of its
 aggregate, add it to ``_PAYLOAD_CLASSES`` below, add a file to ``tests/fixtures/events/``.
 Changing one: add optional fields only; anything else bumps ``SCHEMA_VERSION`` and registers
@@ -24,7 +28,7 @@ from typing import Annotated, Union, get_args
 
 from pydantic import Field, TypeAdapter
 
-from ._base import EventPayload, JsonObject
+from ._base import EventPayload, JsonObject, Slots
 from .agent import AgentError, AgentStarted, AgentTerminated
 from .bgtask import BgtaskCancelled, BgtaskDone, BgtaskFailed
 from .kernel import (
@@ -36,9 +40,22 @@ from .kernel import (
     KernelTerminated,
     KernelTerminating,
 )
+from .kernelhub import (
+    AgentRegistered,
+    Allocation,
+    AllocReleased,
+    AllocReserved,
+    AllocSettled,
+    PredicateFailure,
+    SessionSchedulingFailed,
+    SessionStatusChanged,
+)
 from .reasons import KernelLifecycleEventReason, LogSeverity
 from .session import (
+    KernelCreationSpec,
+    KernelPlacement,
     SessionCancelled,
+    SessionCreationSpec,
     SessionEnqueued,
     SessionFailure,
     SessionPreparing,
@@ -73,6 +90,12 @@ AnyPayload = Annotated[
         BgtaskDone,
         BgtaskCancelled,
         BgtaskFailed,
+        SessionStatusChanged,
+        SessionSchedulingFailed,
+        AgentRegistered,
+        AllocReserved,
+        AllocSettled,
+        AllocReleased,
     ],
     Field(discriminator="type"),
 ]
@@ -91,8 +114,13 @@ __all__ = [
     "PAYLOAD_ADAPTER",
     "PAYLOAD_TYPES",
     "AgentError",
+    "AgentRegistered",
     "AgentStarted",
     "AgentTerminated",
+    "AllocReleased",
+    "AllocReserved",
+    "AllocSettled",
+    "Allocation",
     "AnyPayload",
     "BgtaskCancelled",
     "BgtaskDone",
@@ -101,20 +129,27 @@ __all__ = [
     "JsonObject",
     "KernelCancelled",
     "KernelCreating",
+    "KernelCreationSpec",
     "KernelLifecycleEventReason",
+    "KernelPlacement",
     "KernelPreparing",
     "KernelPulling",
     "KernelStarted",
     "KernelTerminated",
     "KernelTerminating",
     "LogSeverity",
+    "PredicateFailure",
     "SessionCancelled",
+    "SessionCreationSpec",
     "SessionEnqueued",
     "SessionFailure",
     "SessionPreparing",
     "SessionScheduled",
+    "SessionSchedulingFailed",
     "SessionStarted",
+    "SessionStatusChanged",
     "SessionSuccess",
     "SessionTerminated",
     "SessionTerminating",
+    "Slots",
 ]

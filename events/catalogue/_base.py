@@ -4,12 +4,33 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-__all__ = ["EventPayload", "JsonObject"]
+from .._canonical import PlainDecimal
+
+__all__ = ["EventPayload", "JsonObject", "Record", "Slots", "added_later"]
 
 JsonObject = dict[str, JsonValue]
 """A JSON object; payload fields of free shape use it so they stay canonical-encodable."""
+
+Slots = dict[str, PlainDecimal]
+"""Resource slots on the wire: ``{"cpu": "1.5", "mem": "1073741824"}`` (plain decimals)."""
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+def added_later() -> Any:
+    """An optional field added to an existing event: left out of the JSON while unset, so
+    events stored before it existed keep their exact bytes."""
+    return Field(default=None, exclude_if=_is_none)
+
+
+class Record(BaseModel):
+    """A nested structure inside a payload: immutable, no unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class EventPayload(BaseModel):

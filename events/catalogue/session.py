@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from ._base import EventPayload
+from ._base import EventPayload, Record, Slots, added_later
 from .reasons import KernelLifecycleEventReason
 
 __all__ = [
+    "KernelCreationSpec",
+    "KernelPlacement",
     "SessionCancelled",
+    "SessionCreationSpec",
     "SessionEnqueued",
     "SessionFailure",
     "SessionPreparing",
@@ -27,12 +31,57 @@ class _SessionCreationArgs(EventPayload):
     reason: str = ""
 
 
+class KernelCreationSpec(Record):
+    """One kernel of a new session, as the creation request resolved it."""
+
+    kernel_id: UUID
+    cluster_role: str = "main"
+    cluster_idx: int = 1
+    local_rank: int = 0
+    cluster_hostname: str = "main1"
+    role: str = "COMPUTE"
+    image: str = ""
+    architecture: str = "x86_64"
+    requested_slots: Slots
+    agent: str | None = None
+    """Pre-assigned agent (superadmin ``agent_list``)."""
+
+
+class SessionCreationSpec(Record):
+    """kernelhub: everything about a new session that the read side and the scheduler need."""
+
+    name: str
+    access_key: str
+    user_id: UUID | None = None
+    project_id: UUID | None = None
+    domain: str = "default"
+    session_type: Literal["interactive", "batch", "inference"] = "interactive"
+    image: str = ""
+    architecture: str = "x86_64"
+    cluster_mode: Literal["single-node", "multi-node"] = "single-node"
+    cluster_size: int = 1
+    scaling_group: str
+    kernels: list[KernelCreationSpec]
+    dependencies: list[UUID] = []
+    starts_at: datetime | None = None
+    startup_command: str | None = None
+
+
+class KernelPlacement(Record):
+    kernel_id: UUID
+    agent_id: str
+    agent_addr: str | None = None
+
+
 class SessionEnqueued(_SessionCreationArgs):
     type: Literal["session_enqueued"] = "session_enqueued"
+    spec: SessionCreationSpec | None = added_later()
 
 
 class SessionScheduled(_SessionCreationArgs):
     type: Literal["session_scheduled"] = "session_scheduled"
+    scaling_group: str | None = added_later()
+    placements: list[KernelPlacement] | None = added_later()
 
 
 class SessionPreparing(_SessionCreationArgs):
