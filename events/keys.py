@@ -9,6 +9,14 @@ key                         type    holds
 ``<p>:ids``                 hash    event_id -> "<position> <version>" (retry detection)
 ``<p>:s:<stream>``          list    global positions of the stream's events, in version order
 ``<p>:snap:<stream>``       hash    latest snapshot: version, schema, state (canonical JSON)
+``<p>:p:<name>:active``     string  the generation of projection ``<name>`` that serves reads
+``<p>:p:<name>:next``       string  generation counter (INCR) for rebuilds
+``<p>:p:<name>:g<N>:ckpt``  string  last log position folded into generation N
+``<p>:p:<name>:g<N>:r:<k>`` hash    read-model records of kind k: id -> canonical JSON
+``<p>:p:<name>:g<N>:i:...`` zset/   secondary indexes of generation N (see each model)
+                            hash
+``<p>:p:<name>:status``     hash    position, lag, rate, state, error (for ``kh projections``)
+``<p>:p:alarms``            hash    projection name -> why it stopped
 ==========================  ======  ===================================================
 
 Streams are named ``session-<uuid>``, ``alloc-<scaling group>``, ``agent-<id>``,
@@ -41,3 +49,21 @@ class KeySpace:
 
     def snapshot(self, stream: str) -> str:
         return f"{self.prefix}:snap:{stream}"
+
+    # ---- projections ----------------------------------------------------------------------
+    def projection_active(self, name: str) -> str:
+        return f"{self.prefix}:p:{name}:active"
+
+    def projection_counter(self, name: str) -> str:
+        return f"{self.prefix}:p:{name}:next"
+
+    def projection_generation(self, name: str, generation: int) -> str:
+        """Prefix of every key of one generation (records, indexes, checkpoint)."""
+        return f"{self.prefix}:p:{name}:g{generation}"
+
+    def projection_status(self, name: str) -> str:
+        return f"{self.prefix}:p:{name}:status"
+
+    @property
+    def projection_alarms(self) -> str:
+        return f"{self.prefix}:p:alarms"

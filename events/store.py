@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import importlib.resources
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -227,10 +227,17 @@ class RedisEventStore:
         self, after: Position = "0-0", count: int = _READ_PAGE, until: Position | None = None
     ) -> list[Event]:
         """Up to ``count`` events strictly after ``after`` (and up to ``until``), in log order."""
+        return [self.codec.decode(pos, f) for pos, f in await self.read_raw(after, count, until)]
+
+    async def read_raw(
+        self, after: Position = "0-0", count: int = _READ_PAGE, until: Position | None = None
+    ) -> list[tuple[Position, Mapping[Any, Any]]]:
+        """Like :meth:`read_log` but undecoded, for readers that must know exactly which
+        entry fails to decode (the projector halts there, after folding the ones before)."""
         entries = await self.redis.xrange(
             self.keys.log, min=f"({after}", max=until or "+", count=count
         )
-        return [self.codec.decode(_s(pos), fields or {}) for pos, fields in entries or ()]
+        return [(_s(pos), fields or {}) for pos, fields in entries or ()]
 
     async def iter_log(
         self, after: Position = "0-0", until: Position | None = None, page_size: int = _READ_PAGE

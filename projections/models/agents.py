@@ -1,0 +1,104 @@
+"""Agents with their capacity and what the ledger holds on them (Backend.AI's ``agents`` rows).
+
+``occupied_slots`` is folded from the ledger (``alloc_reserved`` / ``alloc_settled`` /
+``alloc_released``), per kernel hold, so a release gives back exactly what was held and a
+settle replaces it with the actual allocation. Status from ``agent_started`` /
+``agent_terminated`` (``agent-lost`` -> LOST, ``agent-restart`` -> RESTARTING, else
+TERMINATED), capacity and placement facts from ``agent_registered``.
+
+Indexes: ``i:all``, ``i:sg:<group>``, ``i:status:<STATUS>`` (sorted sets, score 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from events import Event
+
+from ..base import IndexedProjection, IndexEntries, Record, RecordRef, WorkingSet, iso_of
+from ..slots import add_slots, slots_json, sum_slots
+
+__all__ = ["AgentsProjection"]
+
+KIND = "agent"
+
+
+def _new_agent(agent_id: str, event: Event) -> Record:
+    return {
+        "id": agent_id, "status": "ALIVE", "status_changed": iso_of(event.position_ms),
+        "scaling_group": "default", "architecture": "x86_64", "available_slots": {},
+        "occupied_slots": {}, "holds": {}, "addr": "", "public_host": None, "region": None,
+        "version": "", "schedulable": True, "compute_plugins": {},
+        "first_contact": iso_of(event.position_ms), "lost_at": None,
+    }  # fmt: skip
+
+
+def _agent_of_stream(event: Event) -> str | None:
+    return event.stream[len("agent-") :] if event.stream.startswith("agent-") else None
+
+
+class AgentsProjection(IndexedProjection):
+    name = "agents"
+    version = 1
+
+    def refs(self, event: Event) -> Iterable[RecordRef]:
+        data = event.data
+        if event.type == "agent_registered":
+            return ((KIND, data.agent_id),)  # type: ignore[union-attr]
+        if event.type in ("agent_started", "agent_terminated"):
+            agent_id = _agent_of_stream(event)
+            return ((KIND, agent_id),) if agent_id else ()
+        if event.type == "alloc_reserved":
+            return tuple(dict.fromkeys((KIND, a.agent_id) for a in data.allocations))  # type: ignore[union-attr]
+        if event.type in ("alloc_settled", "alloc_released"):
+            return ((KIND, data.agent_id),)  # type: ignore[union-attr]
+        return ()
+
+    def apply(self, event: Event, records: WorkingSet) -> None:
+        for kind, agent_id in self.refs(event):
+            record = records.get(kind, agent_id) or _new_agent(agent_id, event)
+            self._fold(record, event, agent_id)
+            record["occupied_slots"] = sum_slots(record["holds"].values())
+            records.put(kind, agent_id, record)
+
+    @staticmethod
+    def _fold(record: Record, event: Event, agent_id: str) -> None:
+        data = event.data
+        at = iso_of(event.position_ms)
+        if event.type == "agent_registered":
+            record.update(
+                scaling_group=data.scaling_group, architecture=data.architecture,  # type: ignore[union-attr]
+                available_slots=slots_json(data.available_slots), addr=data.addr,  # type: ignore[union-attr]
+                public_host=data.public_host, region=data.region, version=data.version,  # type: ignore[union-attr]
+                schedulable=data.schedulable, compute_plugins=data.compute_plugins,  # type: ignore[union-attr]
+            )  # fmt: skip
+        elif event.type == "agent_started":
+            if record["status"] != "ALIVE":
+                record.update(status="ALIVE", status_changed=at, lost_at=None)
+        elif event.type == "agent_terminated":
+            reason = data.reason  # type: ignore[union-attr]
+            status = {"agent-lost": "LOST", "agent-restart": "RESTARTING"}.get(reason, "TERMINATED")
+            if record["status"] != status:
+                record.update(status=status, status_changed=at)
+                if status in ("LOST", "TERMINATED"):
+                    record["lost_at"] = at
+        elif event.type == "alloc_reserved":
+            for allocation in data.allocations:  # type: ignore[union-attr]
+                if allocation.agent_id == agent_id:
+                    held = record["holds"].get(str(allocation.kernel_id), {})
+                    record["holds"][str(allocation.kernel_id)] = add_slots(
+                        held, slots_json(allocation.slots)
+                    )
+        elif event.type == "alloc_settled":
+            record["holds"][str(data.kernel_id)] = slots_json(data.actual)  # type: ignore[union-attr]
+        elif event.type == "alloc_released":
+            # give back exactly what was held (idempotent: a second release finds nothing)
+            record["holds"].pop(str(data.kernel_id), None)  # type: ignore[union-attr]
+
+    def zset_entries(self, ref: RecordRef, record: Record) -> IndexEntries:
+        agent_id = record["id"]
+        return {
+            ("i:all", agent_id): 0,
+            (f"i:sg:{record['scaling_group']}", agent_id): 0,
+            (f"i:status:{record['status']}", agent_id): 0,
+        }

@@ -1,0 +1,346 @@
+"""Sessions and their kernels, as users list and inspect them (Backend.AI's ``sessions`` and
+``kernels`` rows), plus the pending queue and usage intervals derived from them.
+
+The fold records what the events say; it never decides a status itself (the write side did,
+and said so in the log). Records keep ``status_history`` with Backend.AI's merge rule, the
+``status_info`` of the last change and the ``status_data`` the spec describes.
+
+Indexes (relative to the generation prefix):
+``i:all``, ``i:owner:<ak>``, ``i:status:<STATUS>``, ``i:type:<type>``, ``i:sg:<group>``,
+``i:project:<id>`` (sorted sets by creation time); ``i:pending:<group>`` (PENDING sessions in
+scheduling order); ``i:name:<ak>`` (name -> latest id); ``i:kernel`` (kernel id -> session
+id); ``i:usage:open:<scope>`` (running: id -> interval) and ``i:usage:closed:<scope>``
+(ended intervals scored by their end), for scopes ``keypair:``, ``user:``, ``project:``,
+``domain:``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from events import Event, canonical_dumps
+
+from ..base import IndexedProjection, IndexEntries, Record, RecordRef, WorkingSet, iso_of
+from ..slots import slots_json, sum_slots
+
+__all__ = ["SessionsProjection", "usage_scopes"]
+
+KIND = "session"
+_TERMINAL = ("TERMINATED", "CANCELLED")
+
+
+def _new_kernel(kernel_id: str) -> Record:
+    return {
+        "id": kernel_id, "cluster_role": "main", "cluster_idx": 1, "local_rank": 0,
+        "cluster_hostname": "main1", "role": "COMPUTE", "image": "", "architecture": "x86_64",
+        "status": "PENDING", "status_info": "", "status_data": None, "status_history": {},
+        "agent": None, "agent_addr": None, "requested_slots": {}, "occupied_slots": {},
+        "container_id": None, "exit_code": None, "service_ports": [], "kernel_host": None,
+        "created_at": None, "terminated_at": None,
+    }  # fmt: skip
+
+
+def _new_session(session_id: str, event: Event) -> Record:
+    return {
+        "id": session_id, "name": None, "creation_id": None, "access_key": None,
+        "user_id": None, "project_id": None, "domain": None, "type": "interactive",
+        "image": "", "architecture": "x86_64", "cluster_mode": "single-node",
+        "cluster_size": 1, "scaling_group": None, "status": "PENDING", "status_info": "",
+        "status_data": None, "status_history": {}, "created_at": iso_of(event.position_ms),
+        "created_ms": event.position_ms, "order": _order(event.position),
+        "terminated_at": None, "starts_at": None, "startup_command": None,
+        "dependencies": [], "result": "undefined", "requested_slots": {},
+        "occupying_slots": {}, "usage_slots": {}, "running_since_ms": None, "ended_ms": None,
+        "kernels": {},
+        "version": 0, "position": event.position,
+    }  # fmt: skip
+
+
+def _order(position: str) -> int:
+    """Scheduling order from the enqueue position: ms * 1000 + sequence."""
+    ms, _, seq = position.partition("-")
+    return int(ms) * 1000 + min(int(seq or 0), 999)
+
+
+def _set_status(record: Record, status: str, at: str, info: str | None = None) -> None:
+    record["status"] = status
+    record["status_history"] = {**record["status_history"], status: at}
+    if info is not None:
+        record["status_info"] = info
+
+
+def _kernel(record: Record, kernel_id: Any) -> Record:
+    kid = str(kernel_id)
+    if kid not in record["kernels"]:
+        record["kernels"][kid] = _new_kernel(kid)
+    kernel: Record = record["kernels"][kid]
+    return kernel
+
+
+def _end(record: Record, event: Event, status: str, reason: str) -> None:
+    at = iso_of(event.position_ms)
+    _set_status(record, status, at, reason)
+    record["terminated_at"] = at
+    record["ended_ms"] = event.position_ms
+
+
+def _on_enqueued(record: Record, event: Event) -> None:
+    data = event.data
+    record["creation_id"] = data.creation_id  # type: ignore[union-attr]
+    spec = getattr(data, "spec", None)
+    if spec is not None:
+        record.update(
+            name=spec.name, access_key=spec.access_key, domain=spec.domain,
+            user_id=str(spec.user_id) if spec.user_id else None,
+            project_id=str(spec.project_id) if spec.project_id else None,
+            type=spec.session_type, image=spec.image, architecture=spec.architecture,
+            cluster_mode=spec.cluster_mode, cluster_size=spec.cluster_size,
+            scaling_group=spec.scaling_group,
+            dependencies=[str(d) for d in spec.dependencies],
+            starts_at=spec.starts_at.isoformat().replace("+00:00", "Z") if spec.starts_at else None,
+            startup_command=spec.startup_command,
+        )  # fmt: skip
+        for k in spec.kernels:
+            kernel = _kernel(record, k.kernel_id)
+            kernel.update(
+                cluster_role=k.cluster_role, cluster_idx=k.cluster_idx, local_rank=k.local_rank,
+                cluster_hostname=k.cluster_hostname, role=k.role, image=k.image or spec.image,
+                architecture=k.architecture, agent=k.agent,
+                requested_slots=slots_json(k.requested_slots),
+                occupied_slots=slots_json(k.requested_slots),
+            )  # fmt: skip
+        record["requested_slots"] = sum_slots(
+            k["requested_slots"] for k in record["kernels"].values()
+        )
+    at = iso_of(event.position_ms)
+    _set_status(record, "PENDING", at, data.reason)  # type: ignore[union-attr]
+    for kernel in record["kernels"].values():
+        kernel["created_at"] = at
+        _set_status(kernel, "PENDING", at, "")
+
+
+def _on_scheduled(record: Record, event: Event) -> None:
+    data = event.data
+    at = iso_of(event.position_ms)
+    _set_status(record, "SCHEDULED", at, "scheduled")
+    record["status_data"] = {}
+    if getattr(data, "scaling_group", None):
+        record["scaling_group"] = data.scaling_group  # type: ignore[union-attr]
+    for placement in getattr(data, "placements", None) or ():
+        kernel = _kernel(record, placement.kernel_id)
+        kernel["agent"] = placement.agent_id
+        kernel["agent_addr"] = placement.agent_addr
+    for kernel in record["kernels"].values():
+        _set_status(kernel, "SCHEDULED", at, "scheduled")
+        kernel["status_data"] = {}
+
+
+def _on_preparing(record: Record, event: Event) -> None:
+    at = iso_of(event.position_ms)
+    _set_status(record, "PREPARING", at, "")
+    record["status_data"] = {}
+    for kernel in record["kernels"].values():
+        if kernel["status"] == "SCHEDULED":
+            _set_status(kernel, "PREPARING", at, "")
+            kernel["status_data"] = {}
+
+
+def _kernel_status(
+    status: str, *, session_status: str | None = None
+) -> Callable[[Record, Event], None]:
+    def handle(record: Record, event: Event) -> None:
+        at = iso_of(event.position_ms)
+        kernel = _kernel(record, event.data.kernel_id)  # type: ignore[union-attr]
+        _set_status(kernel, status, at, str(event.data.reason))  # type: ignore[union-attr]
+        if session_status is not None:
+            _set_status(record, session_status, at)
+
+    return handle
+
+
+def _on_kernel_started(record: Record, event: Event) -> None:
+    data = event.data
+    kernel = _kernel(record, data.kernel_id)  # type: ignore[union-attr]
+    _set_status(kernel, "RUNNING", iso_of(event.position_ms), data.reason)  # type: ignore[union-attr]
+    info = data.creation_info  # type: ignore[union-attr]
+    kernel["container_id"] = info.get("container_id")
+    kernel["kernel_host"] = info.get("kernel_host")
+    kernel["service_ports"] = info.get("service_ports") or []
+
+
+def _on_kernel_cancelled(record: Record, event: Event) -> None:
+    data = event.data
+    kernel = _kernel(record, data.kernel_id)  # type: ignore[union-attr]
+    at = iso_of(event.position_ms)
+    _set_status(kernel, "CANCELLED", at, data.reason)  # type: ignore[union-attr]
+    kernel["terminated_at"] = at
+
+
+def _on_kernel_terminating(record: Record, event: Event) -> None:
+    data = event.data
+    kernel = _kernel(record, data.kernel_id)  # type: ignore[union-attr]
+    _set_status(kernel, "TERMINATING", iso_of(event.position_ms), str(data.reason))  # type: ignore[union-attr]
+    kernel["status_data"] = {"kernel": {"exit_code": None}, "session": {"status": "terminating"}}
+
+
+def _on_kernel_terminated(record: Record, event: Event) -> None:
+    data = event.data
+    kernel = _kernel(record, data.kernel_id)  # type: ignore[union-attr]
+    at = iso_of(event.position_ms)
+    _set_status(kernel, "TERMINATED", at, str(data.reason))  # type: ignore[union-attr]
+    kernel["terminated_at"] = at
+    kernel["exit_code"] = data.exit_code  # type: ignore[union-attr]
+    status_data = dict(kernel["status_data"] or {})
+    status_data["kernel"] = {**(status_data.get("kernel") or {}), "exit_code": data.exit_code}  # type: ignore[union-attr]
+    kernel["status_data"] = status_data
+
+
+def _on_session_started(record: Record, event: Event) -> None:
+    _set_status(record, "RUNNING", iso_of(event.position_ms), event.data.reason)  # type: ignore[union-attr]
+    record["status_data"] = None
+    if record["running_since_ms"] is None:
+        record["running_since_ms"] = event.position_ms
+        record["usage_slots"] = sum_slots(
+            k["occupied_slots"] for k in record["kernels"].values() if k["status"] == "RUNNING"
+        )
+
+
+def _on_session_terminating(record: Record, event: Event) -> None:
+    _set_status(record, "TERMINATING", iso_of(event.position_ms), event.data.reason)  # type: ignore[union-attr]
+
+
+def _on_session_ended(status: str) -> Callable[[Record, Event], None]:
+    def handle(record: Record, event: Event) -> None:
+        _end(record, event, status, str(event.data.reason))  # type: ignore[union-attr]
+
+    return handle
+
+
+def _on_result(result: str) -> Callable[[Record, Event], None]:
+    def handle(record: Record, event: Event) -> None:
+        record["result"] = result
+
+    return handle
+
+
+def _on_status_changed(record: Record, event: Event) -> None:
+    data = event.data
+    _set_status(record, data.status, iso_of(event.position_ms), data.status_info)  # type: ignore[union-attr]
+    record["status_data"] = data.status_data  # type: ignore[union-attr]
+
+
+def _on_scheduling_failed(record: Record, event: Event) -> None:
+    data = event.data
+    record["status_info"] = data.status_info  # type: ignore[union-attr]
+    scheduler: Record = {
+        "retries": data.retries,  # type: ignore[union-attr]
+        "last_try": iso_of(event.position_ms),
+        "failed_predicates": [p.model_dump() for p in data.failed_predicates],  # type: ignore[union-attr]
+        "passed_predicates": [{"name": n} for n in data.passed_predicates],  # type: ignore[union-attr]
+    }
+    if data.msg is not None:  # type: ignore[union-attr]
+        scheduler["msg"] = data.msg  # type: ignore[union-attr]
+    record["status_data"] = {**(record["status_data"] or {}), "scheduler": scheduler}
+
+
+def _on_alloc_settled(record: Record, event: Event) -> None:
+    data = event.data
+    kernel = _kernel(record, data.kernel_id)  # type: ignore[union-attr]
+    kernel["occupied_slots"] = slots_json(data.actual)  # type: ignore[union-attr]
+
+
+_HANDLERS: dict[str, Callable[[Record, Event], None]] = {
+    "session_enqueued": _on_enqueued,
+    "session_scheduled": _on_scheduled,
+    "session_preparing": _on_preparing,
+    "kernel_pulling": _kernel_status("PULLING", session_status="PULLING"),  # B15
+    "kernel_creating": _kernel_status("PREPARING"),
+    "kernel_started": _on_kernel_started,
+    "kernel_cancelled": _on_kernel_cancelled,
+    "kernel_terminating": _on_kernel_terminating,
+    "kernel_terminated": _on_kernel_terminated,
+    "session_started": _on_session_started,
+    "session_cancelled": _on_session_ended("CANCELLED"),
+    "session_terminating": _on_session_terminating,
+    "session_terminated": _on_session_ended("TERMINATED"),
+    "session_success": _on_result("success"),
+    "session_failure": _on_result("failure"),
+    "session_status_changed": _on_status_changed,
+    "session_scheduling_failed": _on_scheduling_failed,
+    "alloc_settled": _on_alloc_settled,
+}
+
+
+def usage_scopes(record: Record) -> list[str]:
+    scopes = []
+    for kind, key in (("keypair", "access_key"), ("user", "user_id"), ("project", "project_id"),
+                      ("domain", "domain")):  # fmt: skip
+        if record.get(key):
+            scopes.append(f"{kind}:{record[key]}")
+    return scopes
+
+
+class SessionsProjection(IndexedProjection):
+    name = "sessions"
+    version = 1
+
+    def refs(self, event: Event) -> Iterable[RecordRef]:
+        if event.type not in _HANDLERS:
+            return ()
+        return ((KIND, str(event.data.session_id)),)  # type: ignore[union-attr]
+
+    def apply(self, event: Event, records: WorkingSet) -> None:
+        handler = _HANDLERS.get(event.type)
+        if handler is None:
+            return
+        session_id = str(event.data.session_id)  # type: ignore[union-attr]
+        record = records.get(KIND, session_id)
+        if record is None:
+            record = _new_session(session_id, event)
+        handler(record, event)
+        record["occupying_slots"] = sum_slots(
+            k["occupied_slots"] for k in record["kernels"].values()
+            if k["status"] not in ("PENDING", "CANCELLED", "TERMINATED")
+        )  # fmt: skip
+        record["version"] = record["version"] + 1
+        record["position"] = event.position
+        records.put(KIND, session_id, record)
+
+    def zset_entries(self, ref: RecordRef, record: Record) -> IndexEntries:
+        sid, created = record["id"], record["created_ms"]
+        entries: IndexEntries = {
+            ("i:all", sid): created,
+            (f"i:status:{record['status']}", sid): created,
+            (f"i:type:{record['type']}", sid): created,
+        }
+        if record["access_key"]:
+            entries[(f"i:owner:{record['access_key']}", sid)] = created
+        if record["scaling_group"]:
+            entries[(f"i:sg:{record['scaling_group']}", sid)] = created
+            if record["status"] == "PENDING":
+                entries[(f"i:pending:{record['scaling_group']}", sid)] = record["order"]
+        if record["project_id"]:
+            entries[(f"i:project:{record['project_id']}", sid)] = created
+        if record["running_since_ms"] is not None and record["ended_ms"] is not None:
+            interval = canonical_dumps({
+                "session": sid, "start": record["running_since_ms"], "end": record["ended_ms"],
+                "slots": record["usage_slots"] or record["requested_slots"],
+            })  # fmt: skip
+            for scope in usage_scopes(record):
+                entries[(f"i:usage:closed:{scope}", interval)] = record["ended_ms"]
+        return entries
+
+    def hash_entries(self, ref: RecordRef, record: Record) -> IndexEntries:
+        sid = record["id"]
+        entries: IndexEntries = {("i:kernel", kid): sid for kid in record["kernels"]}
+        if record["access_key"] and record["name"]:
+            entries[(f"i:name:{record['access_key']}", record["name"])] = sid
+        if record["running_since_ms"] is not None and record["ended_ms"] is None:
+            interval = canonical_dumps({
+                "session": sid, "start": record["running_since_ms"],
+                "slots": record["usage_slots"] or record["requested_slots"],
+            })  # fmt: skip
+            for scope in usage_scopes(record):
+                entries[(f"i:usage:open:{scope}", sid)] = interval
+        return entries

@@ -1,0 +1,317 @@
+"""The projector runtime: reads the log once, folds every projection, commits exactly once.
+
+Each projection has its own *generation* (a key prefix) and checkpoint. A batch of events
+is read once; for each projection the events after its checkpoint are folded and the
+changed records, their index operations and the new checkpoint are committed in one
+MULTI/EXEC (see ``targets``). A crash before EXEC leaves nothing; after it, everything. An
+event that cannot be decoded, or whose fold fails, stops the projections that have not
+passed it and raises an alarm: it is never skipped.
+
+Rebuild builds a new generation from position 0 in memory, bulk-writes it, catches up to
+the head, flips the active pointer and unlinks the old generation in the background; the
+old one serves reads until the flip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from events import Event, EventDecodeError, RedisEventStore, position_key
+from events._canonical import loads
+
+from .base import Op, Projection, RecordRef, WorkingSet
+from .targets import MemoryTarget, RedisTarget, StaleGeneration
+
+__all__ = ["ProjectionHalted", "ProjectionState", "Projector"]
+
+log = structlog.get_logger(__name__)
+
+CommitHook = Callable[[str, Sequence[Event], float], None]
+ProgressHook = Callable[[int, int], None]
+
+
+class ProjectionHalted(Exception):
+    """A projection stopped on an event it cannot fold; the message says which and why."""
+
+
+@dataclass
+class ProjectionState:
+    projection: Projection
+    generation: int
+    checkpoint: str = "0-0"
+    running: bool = True
+    error: str | None = None
+    events_per_s: float = 0.0
+    committed_at: float = 0.0
+
+
+async def fold(
+    projection: Projection, events: Sequence[Event], target: RedisTarget | MemoryTarget
+) -> tuple[dict[RecordRef, str | None], list[Op]]:
+    """Fold ``events`` into the records they touch; return the writes and index ops."""
+    refs: dict[RecordRef, None] = {}
+    for event in events:
+        for ref in projection.refs(event):
+            refs[ref] = None
+    original = await target.load(refs)
+    working = WorkingSet(
+        original=original,
+        current={ref: (None if raw is None else loads(raw)) for ref, raw in original.items()},
+    )
+    for event in events:
+        projection.apply(event, working)
+    records: dict[RecordRef, str | None] = {}
+    ops: list[Op] = []
+    for ref, old, new, encoded in working.changes():
+        records[ref] = encoded
+        ops.extend(projection.index_ops(ref, old, new))
+    return records, ops
+
+
+class Projector:
+    def __init__(
+        self,
+        store: RedisEventStore,
+        projections: Sequence[Projection],
+        *,
+        batch_size: int = 1000,
+        block_ms: int = 500,
+        on_commit: CommitHook | None = None,
+    ) -> None:
+        self.store = store
+        self.redis = store.redis
+        self.keys = store.keys
+        self.projections = {p.name: p for p in projections}
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.on_commit = on_commit
+        self.states: dict[str, ProjectionState] = {}
+        self._cleanup: set[asyncio.Task[None]] = set()
+
+    # ---- generations ----------------------------------------------------------------------
+    async def _active_generation(self, name: str) -> int:
+        active = await self.redis.get(self.keys.projection_active(name))
+        if active is not None:
+            return int(active)
+        generation = int(await self.redis.incr(self.keys.projection_counter(name)))
+        await self.redis.hset(self._prefix(name, generation) + ":meta",
+                              mapping={"version": self.projections[name].version})  # fmt: skip
+        await self.redis.set(self.keys.projection_active(name), generation, nx=True)
+        return int(await self.redis.get(self.keys.projection_active(name)) or generation)
+
+    def _prefix(self, name: str, generation: int) -> str:
+        return self.keys.projection_generation(name, generation)
+
+    async def load(self) -> None:
+        """Find each projection's active generation and checkpoint; rebuild a generation
+        folded by another version of the code."""
+        for name, projection in self.projections.items():
+            generation = await self._active_generation(name)
+            version = await self.redis.hget(self._prefix(name, generation) + ":meta", "version")
+            if version is not None and int(version) != projection.version:
+                log.warning("projection folded by other code: rebuilding", projection=name,
+                            stored=int(version), code=projection.version)  # fmt: skip
+                generation = await self.rebuild(name)
+            ckpt = await self._checkpoint(name, generation)
+            self.states[name] = ProjectionState(projection, generation, ckpt)
+
+    # ---- the live loop --------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Tail the log until ``stop`` is set; return early if every projection halted."""
+        if not self.states:
+            await self.load()
+        while not (stop and stop.is_set()):
+            if not any(s.running for s in self.states.values()):
+                return
+            processed = await self.step()
+            if processed == 0:
+                await self._wait_for_more()
+
+    async def catch_up(self) -> int:
+        """Fold until every running projection has reached the head; returns events folded."""
+        if not self.states:
+            await self.load()
+        total = 0
+        while True:
+            processed = await self.step()
+            total += processed
+            if processed == 0:
+                return total
+
+    async def _wait_for_more(self) -> None:
+        after = self._read_from()
+        if after is None:
+            return
+        await self.redis.xread({self.keys.log: after}, count=1, block=self.block_ms)
+
+    def _read_from(self) -> str | None:
+        running = [s.checkpoint for s in self.states.values() if s.running]
+        return min(running, key=position_key) if running else None
+
+    async def step(self) -> int:
+        """Read one batch and fold it into every projection behind it."""
+        after = self._read_from()
+        if after is None:
+            return 0
+        entries = await self.store.read_raw(after, self.batch_size)
+        if not entries:
+            return 0
+        events: list[Event] = []
+        halt: tuple[str, str] | None = None
+        for position, fields in entries:
+            try:
+                events.append(self.store.codec.decode(position, fields))
+            except EventDecodeError as exc:
+                halt = (position, str(exc))
+                break
+        for state in self.states.values():
+            if state.running:
+                await self._fold_and_commit(state, events)
+        if halt is not None:
+            await self._halt_all_behind(*halt)
+        return len(events) + (1 if halt else 0)
+
+    async def _fold_and_commit(self, state: ProjectionState, events: Sequence[Event]) -> None:
+        mine = [e for e in events if position_key(e.position) > position_key(state.checkpoint)]
+        if not mine:
+            return
+        name = state.projection.name
+        target = RedisTarget(self.redis, self._prefix(name, state.generation))
+        try:
+            records, ops = await fold(state.projection, mine, target)
+        except Exception as exc:  # a fold that breaks halts the projection, never skips
+            await self._halt(state, mine[0].position, f"fold failed: {exc!r}")
+            return
+        started = time.perf_counter()
+        now = time.time()
+        elapsed = max(now - state.committed_at, 1e-3) if state.committed_at else 1.0
+        rate = len(mine) / elapsed
+        status = {
+            "generation": str(state.generation),
+            "version": str(state.projection.version),
+            "checkpoint": mine[-1].position,
+            "committed_at_ms": str(int(now * 1000)),
+            "events_per_s": f"{0.8 * state.events_per_s + 0.2 * rate:.1f}",
+            "state": "running",
+            "error": "",
+        }
+        try:
+            await target.commit(
+                active_key=self.keys.projection_active(name),
+                generation=state.generation,
+                expected_checkpoint=state.checkpoint,
+                checkpoint=mine[-1].position,
+                records=records,
+                ops=ops,
+                status_key=self.keys.projection_status(name),
+                status=status,
+            )
+        except StaleGeneration as exc:
+            log.info("projection generation moved; reloading", projection=name, why=str(exc))
+            await self._reload(state)
+            return
+        state.checkpoint = mine[-1].position
+        state.events_per_s = float(status["events_per_s"])
+        state.committed_at = now
+        if self.on_commit:
+            self.on_commit(name, mine, time.time())
+        log.debug("projection committed", projection=name, events=len(mine),
+                  ms=round((time.perf_counter() - started) * 1000, 2))  # fmt: skip
+
+    async def _reload(self, state: ProjectionState) -> None:
+        name = state.projection.name
+        state.generation = int(await self.redis.get(self.keys.projection_active(name)) or 1)
+        state.checkpoint = await self._checkpoint(name, state.generation)
+
+    async def _checkpoint(self, name: str, generation: int) -> str:
+        raw = await self.redis.get(self._prefix(name, generation) + ":ckpt")
+        return "0-0" if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    async def _halt_all_behind(self, position: str, reason: str) -> None:
+        for state in self.states.values():
+            if state.running and position_key(state.checkpoint) < position_key(position):
+                await self._halt(state, position, reason)
+
+    async def _halt(self, state: ProjectionState, position: str, reason: str) -> None:
+        name = state.projection.name
+        message = f"projection {name} stopped at log position {position}: {reason}"
+        state.running = False
+        state.error = message
+        await self.redis.hset(self.keys.projection_alarms, name, message)
+        await self.redis.hset(self.keys.projection_status(name),
+                              mapping={"state": "stopped", "error": message})  # fmt: skip
+        log.error("projection halted", projection=name, position=position, reason=reason)
+
+    # ---- rebuild ----------------------------------------------------------------------------
+    async def rebuild(self, name: str, progress: ProgressHook | None = None) -> int:
+        """Build a fresh generation of ``name`` from position 0 and make it the active one."""
+        projection = self.projections[name]
+        generation = int(await self.redis.incr(self.keys.projection_counter(name)))
+        prefix = self._prefix(name, generation)
+        memory = MemoryTarget()
+        head = await self.store.head()
+        total = await self.store.log_length()
+        position, done = "0-0", 0
+        while position_key(position) < position_key(head):
+            events = await self.store.read_log(position, self.batch_size * 5, until=head)
+            if not events:
+                break
+            records, ops = await fold(projection, events, memory)
+            memory.apply(records, ops)
+            position = events[-1].position
+            done += len(events)
+            if progress:
+                progress(done, total)
+        await memory.flush(self.redis, prefix)
+        await self.redis.set(prefix + ":ckpt", position)
+        await self.redis.hset(prefix + ":meta", mapping={"version": projection.version})
+        # catch up on what arrived meanwhile, then flip
+        state = ProjectionState(projection, generation, position)
+        while True:
+            events = await self.store.read_log(state.checkpoint, self.batch_size)
+            if not events:
+                break
+            target = RedisTarget(self.redis, prefix)
+            records, ops = await fold(projection, events, target)
+            await target.commit(
+                active_key=self.keys.projection_active(name),
+                generation=generation,
+                expected_checkpoint=state.checkpoint,
+                checkpoint=events[-1].position,
+                records=records,
+                ops=ops,
+                require_active=False,
+            )
+            state.checkpoint = events[-1].position
+        old = await self.redis.getset(self.keys.projection_active(name), generation)
+        await self.redis.hdel(self.keys.projection_alarms, name)
+        if old is not None and int(old) != generation:
+            task = asyncio.create_task(self._unlink_generation(name, int(old)))
+            self._cleanup.add(task)
+            task.add_done_callback(self._cleanup.discard)
+        if name in self.states:
+            self.states[name] = ProjectionState(projection, generation, state.checkpoint)
+        log.info("projection rebuilt", projection=name, generation=generation, events=done)
+        return generation
+
+    async def _unlink_generation(self, name: str, generation: int) -> None:
+        """Drop a retired generation's keys (maintenance, not a query: SCAN is fine here)."""
+        prefix = self._prefix(name, generation)
+        batch: list[Any] = []
+        async for key in self.redis.scan_iter(match=f"{prefix}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                await self.redis.unlink(*batch)
+                batch = []
+        if batch:
+            await self.redis.unlink(*batch)
+
+    async def wait_cleanup(self) -> None:
+        if self._cleanup:
+            await asyncio.gather(*self._cleanup)
