@@ -20,7 +20,7 @@ import redis
 
 from events import Durability, EventStoreError, RedisEventStore
 
-from . import embedded
+from . import embedded, projections_cli
 from .config import Settings
 from .errors import KernelhubError
 from .logging import configure_logging
@@ -132,6 +132,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _redis_url(settings: Settings) -> str:
+    if settings.redis_url:
+        return settings.redis_url
+    state = embedded.read_state(settings)
+    if state is None:
+        raise KernelhubError("kernelhub is not running: start it with `kh up` or set KH_REDIS_URL")
+    return state.redis_url
+
+
+def cmd_projections(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def go() -> int:
+        store = RedisEventStore.from_url(_redis_url(settings), prefix=settings.key_prefix)
+        try:
+            return await projections_cli.run_command(store, args)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kh", description="kernelhub: event-sourced compute sessions on Ray and Redis"
@@ -159,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = with_data_dir(sub.add_parser("status", help="is it running, and how is the log"))
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+
+    projections_cli.add_parser(sub)
+    sub.choices["projections"].set_defaults(func=cmd_projections)
+    with_data_dir(sub.choices["projections"])
     return parser
 
 
