@@ -7,6 +7,7 @@ is exactly the cost the ratios expose.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-__all__ = ["Fields", "machine", "raw_xadd_pipelined", "raw_xadd_single"]
+__all__ = ["Fields", "machine", "raw_read_decode", "raw_xadd_pipelined", "raw_xadd_single"]
 
 Fields = dict[str, str | int]
 
@@ -58,3 +59,17 @@ def machine(redis_version: str | None = None) -> dict[str, object]:
         "redis": redis_version,
         "ray": ray_version,
     }
+
+
+async def raw_read_decode(client: aioredis.Redis, key: str, page: int = 5000) -> int:
+    """Read the whole log with XRANGE pages and ``json.loads`` every body: the floor any
+    replay has to pay."""
+    after, count = "-", 0
+    while True:
+        entries = await client.xrange(key, min=after, count=page)
+        if not entries:
+            return count
+        for _, fields in entries:
+            json.loads(fields[b"e"])
+        count += len(entries)
+        after = "(" + entries[-1][0].decode()

@@ -8,10 +8,12 @@ it is encoded, so the bytes in the log are exactly the bytes the writer validate
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from ._canonical import canonical_dumps, loads
 from .catalogue import PAYLOAD_ADAPTER, PAYLOAD_TYPES
@@ -68,10 +70,45 @@ class EventCodec:
         try:
             stream = _text(fields[b"s"] if b"s" in fields else fields["s"])
             version = int(fields[b"v"] if b"v" in fields else fields["v"])
-            body = loads(fields[b"e"] if b"e" in fields else fields["e"])
+            raw_body = fields[b"e"] if b"e" in fields else fields["e"]
         except (KeyError, ValueError, TypeError) as exc:
             raise EventDecodeError(position, f"malformed log entry ({exc})") from None
+        fast = self._decode_current(raw_body, stream, version, position)
+        if fast is not None:
+            return fast
+        try:
+            body = loads(raw_body)
+        except (ValueError, TypeError) as exc:
+            raise EventDecodeError(position, f"malformed log entry ({exc})") from None
         return self.decode_body(body, stream=stream, version=version, position=position)
+
+    def _decode_current(
+        self, raw_body: str | bytes, stream: str, version: int, position: str
+    ) -> Event | None:
+        """The fast path for events stored by the current code (almost all of them): one
+        validation of the JSON bytes in pydantic-core. ``None`` sends the event down the
+        general path (old schema versions to upcast, or anything invalid, for the error)."""
+        try:
+            body = _STORED_BODY.validate_json(raw_body)
+        except ValidationError:
+            return None
+        if self.upcasters.has_step(body.type, body.schema_version):
+            return None
+        # Every field was just validated (stream/version/position were written by the store
+        # itself), so the Event is assembled without a second validation pass; this is
+        # ``model_construct`` without its per-field bookkeeping, on the replay hot path.
+        event = Event.__new__(Event)
+        object.__setattr__(event, "__dict__", {
+            "event_id": body.event_id, "occurred_at": body.occurred_at,
+            "correlation_id": body.correlation_id, "causation_id": body.causation_id,
+            "command_id": body.command_id, "actor": body.actor, "data": body.data,
+            "schema_version": body.schema_version, "stream": stream, "version": version,
+            "position": position,
+        })  # fmt: skip
+        object.__setattr__(event, "__pydantic_fields_set__", _EVENT_FIELDS)
+        object.__setattr__(event, "__pydantic_extra__", None)
+        object.__setattr__(event, "__pydantic_private__", None)
+        return event
 
     def decode_body(self, body: Any, *, stream: str, version: int, position: str) -> Event:
         if not isinstance(body, dict):
@@ -98,6 +135,41 @@ class EventCodec:
             return Event.model_validate(envelope)
         except ValidationError as exc:
             raise EventDecodeError(position, _first_error(exc)) from None
+
+
+class _StoredBody(BaseModel):
+    """The envelope as stored (no stream, version or position: those sit beside it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: uuid.UUID
+    occurred_at: datetime
+    correlation_id: uuid.UUID | None = None
+    causation_id: uuid.UUID | None = None
+    command_id: uuid.UUID | None = None
+    actor: str
+
+
+def _stored_body_adapter() -> TypeAdapter[Any]:
+    """One model per event type, ``type`` and ``schema_version`` pinned to the current
+    ones, joined in a union discriminated by ``type``: the whole stored body validates from
+    JSON in one call (the payload's own ``type`` defaults, since storage leaves it out)."""
+    models = [
+        create_model(
+            f"Stored_{name}",
+            __base__=_StoredBody,
+            type=(Literal[name], ...),  # type: ignore[valid-type]
+            schema_version=(Literal[cls.SCHEMA_VERSION], ...),  # type: ignore[valid-type]
+            data=(cls, ...),
+        )
+        for name, cls in PAYLOAD_TYPES.items()
+    ]
+    union = Annotated[Union[tuple(models)], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007
+    return TypeAdapter(union)
+
+
+_STORED_BODY = _stored_body_adapter()
+_EVENT_FIELDS = frozenset(Event.model_fields)
 
 
 def _text(value: Any) -> str:

@@ -77,8 +77,8 @@ async def run_command(store: RedisEventStore, args: argparse.Namespace) -> int:
             raise KernelhubError(
                 f"no projection named {unknown[0]!r}: use {sorted(projector.projections)}"
             )
-        for name in names:
-            generation = await projector.rebuild(name, progress=_progress(name))
+        generations = await projector.rebuild_many(names, progress=_progress(",".join(names)))
+        for name, generation in generations.items():
             print(f"{name}: generation {generation} is active")
         await projector.wait_cleanup()
         return 0

@@ -12,8 +12,9 @@ Time comes from events (their log position), never from a clock.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -43,6 +44,7 @@ Op = tuple[Any, ...]
 ``("hdel", key, field)``."""
 
 
+@functools.lru_cache(maxsize=4096)
 def iso_of(position_ms: int) -> str:
     """An event's time (its log position) as ISO 8601 UTC with milliseconds."""
     moment = datetime.fromtimestamp(position_ms / 1000, UTC)
@@ -64,11 +66,16 @@ class WorkingSet:
             raise KeyError(f"record {kind}/{record_id} was not named by refs()")
         self.current[(kind, record_id)] = record
 
-    def changes(self) -> Iterator[tuple[RecordRef, Record | None, Record | None, str | None]]:
-        """(ref, old, new, new canonical JSON) for every record that differs from its load."""
+    def changes(
+        self, finalize: Callable[[RecordRef, Record], None] | None = None
+    ) -> Iterator[tuple[RecordRef, Record | None, Record | None, str | None]]:
+        """(ref, old, new, new canonical JSON) for every record that differs from its load,
+        after ``finalize`` completed each record's derived fields."""
         from events._canonical import loads
 
         for ref, record in self.current.items():
+            if record is not None and finalize is not None:
+                finalize(ref, record)
             encoded = None if record is None else canonical_dumps(record)
             before = self.original.get(ref)
             if encoded != before:
@@ -90,6 +97,11 @@ class Projection(ABC):
     @abstractmethod
     def apply(self, event: Event, records: WorkingSet) -> None:
         """Fold ``event`` into the records (pure: no I/O, no clock)."""
+
+    def finalize(self, ref: RecordRef, record: Record) -> None:
+        """Complete fields derived from the rest of the record, once per record and batch
+        (not per event): totals, counts. Nothing to derive by default."""
+        return None
 
     def index_ops(self, ref: RecordRef, old: Record | None, new: Record | None) -> Iterable[Op]:
         """Secondary-index changes implied by one record's change."""

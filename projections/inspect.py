@@ -25,7 +25,8 @@ async def dump_generation(client: aioredis.Redis, prefix: str) -> dict[str, Any]
         if kind == "hash":
             dump[suffix] = {_s(k): _s(v) for k, v in (await client.hgetall(key)).items()}
         elif kind == "zset":
-            dump[suffix] = [(_s(m), s) for m, s in await client.zrange(key, 0, -1, withscores=True)]
+            scored: list[Any] = await client.zrange(key, 0, -1, withscores=True)
+            dump[suffix] = [(_s(member), score) for member, score in scored]
         elif kind == "string":
             dump[suffix] = _s(await client.get(key))
         else:

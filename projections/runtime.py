@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 
 from events import Event, EventDecodeError, RedisEventStore, position_key
-from events._canonical import loads
+from events._canonical import canonical_dumps, loads
 
 from .base import Op, Projection, RecordRef, WorkingSet
 from .targets import MemoryTarget, RedisTarget, StaleGeneration
@@ -68,7 +68,7 @@ async def fold(
         projection.apply(event, working)
     records: dict[RecordRef, str | None] = {}
     ops: list[Op] = []
-    for ref, old, new, encoded in working.changes():
+    for ref, old, new, encoded in working.changes(projection.finalize):
         records[ref] = encoded
         ops.extend(projection.index_ops(ref, old, new))
     return records, ops
@@ -251,10 +251,23 @@ class Projector:
     # ---- rebuild ----------------------------------------------------------------------------
     async def rebuild(self, name: str, progress: ProgressHook | None = None) -> int:
         """Build a fresh generation of ``name`` from position 0 and make it the active one."""
-        projection = self.projections[name]
-        generation = int(await self.redis.incr(self.keys.projection_counter(name)))
-        prefix = self._prefix(name, generation)
-        memory = MemoryTarget()
+        return (await self.rebuild_many([name], progress))[name]
+
+    async def rebuild_many(
+        self, names: Sequence[str], progress: ProgressHook | None = None
+    ) -> dict[str, int]:
+        """Rebuild several projections reading the log once; returns their new generations.
+
+        Records are folded in memory and written once at the end, with their indexes
+        derived from the final records (an indexed projection's indexes are a function of
+        its records, which is what makes this equal to the live, diff-by-diff result).
+        """
+        projections = [self.projections[n] for n in names]
+        generations = {
+            p.name: int(await self.redis.incr(self.keys.projection_counter(p.name)))
+            for p in projections
+        }
+        working = {p.name: WorkingSet() for p in projections}
         head = await self.store.head()
         total = await self.store.log_length()
         position, done = "0-0", 0
@@ -262,16 +275,50 @@ class Projector:
             events = await self.store.read_log(position, self.batch_size * 5, until=head)
             if not events:
                 break
-            records, ops = await fold(projection, events, memory)
-            memory.apply(records, ops)
+            for projection in projections:
+                records = working[projection.name]
+                for event in events:
+                    for ref in projection.refs(event):
+                        records.current.setdefault(ref, None)
+                    projection.apply(event, records)
             position = events[-1].position
             done += len(events)
             if progress:
                 progress(done, total)
+        result = {}
+        for projection in projections:
+            generation = generations[projection.name]
+            await self._write_generation(projection, generation, working[projection.name], position)
+            result[projection.name] = await self._catch_up_and_flip(
+                projection, generation, position
+            )
+        log.info("projections rebuilt", generations=result, events=done)
+        return result
+
+    async def _write_generation(
+        self, projection: Projection, generation: int, records: WorkingSet, position: str
+    ) -> None:
+        memory = MemoryTarget()
+        encoded: dict[RecordRef, str | None] = {}
+        ops: list[Op] = []
+        for ref, record in records.current.items():
+            if record is None:
+                continue
+            projection.finalize(ref, record)
+            encoded[ref] = canonical_dumps(record)
+            ops.extend(projection.index_ops(ref, None, record))
+        memory.apply(encoded, ops)
+        prefix = self._prefix(projection.name, generation)
         await memory.flush(self.redis, prefix)
         await self.redis.set(prefix + ":ckpt", position)
         await self.redis.hset(prefix + ":meta", mapping={"version": projection.version})
-        # catch up on what arrived meanwhile, then flip
+
+    async def _catch_up_and_flip(
+        self, projection: Projection, generation: int, position: str
+    ) -> int:
+        """Fold what arrived during the rebuild, then make the generation the active one."""
+        name = projection.name
+        prefix = self._prefix(name, generation)
         state = ProjectionState(projection, generation, position)
         while True:
             events = await self.store.read_log(state.checkpoint, self.batch_size)
@@ -297,7 +344,6 @@ class Projector:
             task.add_done_callback(self._cleanup.discard)
         if name in self.states:
             self.states[name] = ProjectionState(projection, generation, state.checkpoint)
-        log.info("projection rebuilt", projection=name, generation=generation, events=done)
         return generation
 
     async def _unlink_generation(self, name: str, generation: int) -> None:

@@ -20,15 +20,20 @@ def slots_json(values: Mapping[str, object]) -> dict[str, str]:
     return {k: decimal_to_plain(Decimal(str(v))) for k, v in sorted(values.items())}
 
 
-def add_slots(a: SlotsJson, b: SlotsJson, sign: int = 1) -> dict[str, str]:
-    keys = sorted(set(a) | set(b))
-    return {
-        k: decimal_to_plain(Decimal(a.get(k, "0")) + sign * Decimal(b.get(k, "0"))) for k in keys
-    }
+def add_slots(
+    a: SlotsJson, b: SlotsJson, sign: int = 1, *, drop_zero: bool = False
+) -> dict[str, str]:
+    """Key-wise ``a + sign * b``; with ``drop_zero`` slots that come out 0 are left out."""
+    result = {}
+    for k in sorted(set(a) | set(b)):
+        value = Decimal(a.get(k, "0")) + sign * Decimal(b.get(k, "0"))
+        if value or not drop_zero:
+            result[k] = decimal_to_plain(value)
+    return result
 
 
-def sub_slots(a: SlotsJson, b: SlotsJson) -> dict[str, str]:
-    return add_slots(a, b, -1)
+def sub_slots(a: SlotsJson, b: SlotsJson, *, drop_zero: bool = False) -> dict[str, str]:
+    return add_slots(a, b, -1, drop_zero=drop_zero)
 
 
 def sum_slots(items: Iterable[SlotsJson]) -> dict[str, str]:

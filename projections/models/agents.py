@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from events import Event
 
 from ..base import IndexedProjection, IndexEntries, Record, RecordRef, WorkingSet, iso_of
-from ..slots import add_slots, slots_json, sum_slots
+from ..slots import add_slots, slots_json, sub_slots
 
 __all__ = ["AgentsProjection"]
 
@@ -35,6 +35,14 @@ def _new_agent(agent_id: str, event: Event) -> Record:
 
 def _agent_of_stream(event: Event) -> str | None:
     return event.stream[len("agent-") :] if event.stream.startswith("agent-") else None
+
+
+def _hold(record: Record, kernel_id: str, slots: dict[str, str]) -> None:
+    """Replace a kernel's hold (reserve or settle), keeping the total in step."""
+    previous = record["holds"].get(kernel_id, {})
+    record["holds"][kernel_id] = slots
+    remaining = sub_slots(record["occupied_slots"], previous, drop_zero=True)
+    record["occupied_slots"] = add_slots(remaining, slots, drop_zero=True)
 
 
 class AgentsProjection(IndexedProjection):
@@ -58,7 +66,6 @@ class AgentsProjection(IndexedProjection):
         for kind, agent_id in self.refs(event):
             record = records.get(kind, agent_id) or _new_agent(agent_id, event)
             self._fold(record, event, agent_id)
-            record["occupied_slots"] = sum_slots(record["holds"].values())
             records.put(kind, agent_id, record)
 
     @staticmethod
@@ -85,15 +92,14 @@ class AgentsProjection(IndexedProjection):
         elif event.type == "alloc_reserved":
             for allocation in data.allocations:  # type: ignore[union-attr]
                 if allocation.agent_id == agent_id:
-                    held = record["holds"].get(str(allocation.kernel_id), {})
-                    record["holds"][str(allocation.kernel_id)] = add_slots(
-                        held, slots_json(allocation.slots)
-                    )
+                    _hold(record, str(allocation.kernel_id), slots_json(allocation.slots))
         elif event.type == "alloc_settled":
-            record["holds"][str(data.kernel_id)] = slots_json(data.actual)  # type: ignore[union-attr]
+            _hold(record, str(data.kernel_id), slots_json(data.actual))  # type: ignore[union-attr]
         elif event.type == "alloc_released":
             # give back exactly what was held (idempotent: a second release finds nothing)
-            record["holds"].pop(str(data.kernel_id), None)  # type: ignore[union-attr]
+            held = record["holds"].pop(str(data.kernel_id), None)  # type: ignore[union-attr]
+            if held:
+                record["occupied_slots"] = sub_slots(record["occupied_slots"], held, drop_zero=True)
 
     def zset_entries(self, ref: RecordRef, record: Record) -> IndexEntries:
         agent_id = record["id"]

@@ -65,9 +65,17 @@ def _order(position: str) -> int:
 
 def _set_status(record: Record, status: str, at: str, info: str | None = None) -> None:
     record["status"] = status
-    record["status_history"] = {**record["status_history"], status: at}
+    record["status_history"][status] = at  # merge: a later visit overwrites the time
     if info is not None:
         record["status_info"] = info
+
+
+def _occupying(record: Record) -> dict[str, str]:
+    """What the session's kernels hold now (those not PENDING, CANCELLED or TERMINATED)."""
+    return sum_slots(
+        k["occupied_slots"] for k in record["kernels"].values()
+        if k["status"] not in ("PENDING", "CANCELLED", "TERMINATED")
+    )  # fmt: skip
 
 
 def _kernel(record: Record, kernel_id: Any) -> Record:
@@ -201,9 +209,7 @@ def _on_session_started(record: Record, event: Event) -> None:
     record["status_data"] = None
     if record["running_since_ms"] is None:
         record["running_since_ms"] = event.position_ms
-        record["usage_slots"] = sum_slots(
-            k["occupied_slots"] for k in record["kernels"].values() if k["status"] == "RUNNING"
-        )
+        record["usage_slots"] = _occupying(record)
 
 
 def _on_session_terminating(record: Record, event: Event) -> None:
@@ -299,13 +305,12 @@ class SessionsProjection(IndexedProjection):
         if record is None:
             record = _new_session(session_id, event)
         handler(record, event)
-        record["occupying_slots"] = sum_slots(
-            k["occupied_slots"] for k in record["kernels"].values()
-            if k["status"] not in ("PENDING", "CANCELLED", "TERMINATED")
-        )  # fmt: skip
         record["version"] = record["version"] + 1
         record["position"] = event.position
         records.put(KIND, session_id, record)
+
+    def finalize(self, ref: RecordRef, record: Record) -> None:
+        record["occupying_slots"] = _occupying(record)
 
     def zset_entries(self, ref: RecordRef, record: Record) -> IndexEntries:
         sid, created = record["id"], record["created_ms"]
