@@ -8,6 +8,7 @@ it is encoded, so the bytes in the log are exactly the bytes the writer validate
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from ._canonical import canonical_dumps, loads
 from .catalogue import PAYLOAD_ADAPTER, PAYLOAD_TYPES
-from .envelope import Event, NewEvent
+from .envelope import Event, NewEvent, StoredEvent
 from .errors import EventDecodeError, InvalidEventError, UnknownEventTypeError
 from .upcasting import UpcasterRegistry, default_upcasters
 
@@ -110,6 +111,39 @@ class EventCodec:
         object.__setattr__(event, "__pydantic_private__", None)
         return event
 
+    def decode_stored(self, position: str, fields: Mapping[Any, Any]) -> StoredEvent:
+        """The read side's decode: JSON, upcasting, and a check that the type and schema
+        version are ones this code folds; the payload itself is trusted (see StoredEvent)."""
+        try:
+            try:
+                stream, version, raw_body = fields[b"s"], fields[b"v"], fields[b"e"]
+            except KeyError:
+                stream, version, raw_body = fields["s"], fields["v"], fields["e"]
+            body = json.loads(raw_body)
+            stream = stream.decode() if isinstance(stream, bytes) else str(stream)
+            version = int(version)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise EventDecodeError(position, f"malformed log entry ({exc})") from None
+        if not isinstance(body, dict):
+            raise EventDecodeError(position, "event body is not a JSON object")
+        event_type, schema_version = body.get("type"), body.get("schema_version")
+        if self.upcasters.has_step(event_type, schema_version):
+            try:
+                body = self.upcasters.upcast(body)
+            except ValueError as exc:
+                raise EventDecodeError(position, str(exc)) from None
+            event_type, schema_version = body.get("type"), body.get("schema_version")
+        current = _CURRENT_VERSIONS.get(event_type) if isinstance(event_type, str) else None
+        if current is None or not isinstance(event_type, str):
+            raise EventDecodeError(position, f"unknown event type {event_type!r}")
+        if schema_version != current or not isinstance(schema_version, int):
+            raise EventDecodeError(position, _version_message(event_type, schema_version))
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise EventDecodeError(position, "the event has no data object")
+        ms = int(position.partition("-")[0])
+        return StoredEvent(position, ms, stream, version, event_type, data, body)
+
     def decode_body(self, body: Any, *, stream: str, version: int, position: str) -> Event:
         if not isinstance(body, dict):
             raise EventDecodeError(position, "event body is not a JSON object")
@@ -119,15 +153,11 @@ class EventCodec:
             raise EventDecodeError(position, str(exc)) from None
         event_type = raw.get("type")
         payload_cls = PAYLOAD_TYPES.get(event_type) if isinstance(event_type, str) else None
-        if payload_cls is None:
+        if payload_cls is None or not isinstance(event_type, str):
             raise EventDecodeError(position, f"unknown event type {event_type!r}")
         schema_version = raw.get("schema_version")
         if schema_version != payload_cls.SCHEMA_VERSION:
-            raise EventDecodeError(
-                position,
-                f"{event_type} schema_version {schema_version!r} cannot be read by this code "
-                f"(it reads v{payload_cls.SCHEMA_VERSION}; no upcaster applies)",
-            )
+            raise EventDecodeError(position, _version_message(event_type, schema_version))
         envelope = {k: v for k, v in raw.items() if k != "type"}
         envelope["data"] = {"type": event_type, **(raw.get("data") or {})}
         envelope.update(stream=stream, version=version, position=position)
@@ -158,18 +188,27 @@ def _stored_body_adapter() -> TypeAdapter[Any]:
         create_model(
             f"Stored_{name}",
             __base__=_StoredBody,
-            type=(Literal[name], ...),  # type: ignore[valid-type]
-            schema_version=(Literal[cls.SCHEMA_VERSION], ...),  # type: ignore[valid-type]
+            type=(Literal[name], ...),  # type: ignore[arg-type]
+            schema_version=(Literal[cls.SCHEMA_VERSION], ...),  # type: ignore[arg-type]
             data=(cls, ...),
         )
         for name, cls in PAYLOAD_TYPES.items()
     ]
-    union = Annotated[Union[tuple(models)], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007
+    union: Any = Annotated[Union[tuple(models)], Field(discriminator="type")]  # noqa: UP007
     return TypeAdapter(union)
 
 
 _STORED_BODY = _stored_body_adapter()
 _EVENT_FIELDS = frozenset(Event.model_fields)
+_CURRENT_VERSIONS = {name: cls.SCHEMA_VERSION for name, cls in PAYLOAD_TYPES.items()}
+
+
+def _version_message(event_type: str, schema_version: Any) -> str:
+    current = PAYLOAD_TYPES[event_type].SCHEMA_VERSION
+    return (
+        f"{event_type} schema_version {schema_version!r} cannot be read by this code "
+        f"(it reads v{current}; no upcaster applies)"
+    )
 
 
 def _text(value: Any) -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -20,6 +21,7 @@ __all__ = [
     "Event",
     "NewEvent",
     "Position",
+    "StoredEvent",
     "StreamName",
     "events_for_command",
     "position_key",
@@ -117,3 +119,32 @@ class Event(_EnvelopeFields):
     def position_ms(self) -> int:
         """Redis server time (ms) at which the event was appended."""
         return position_key(self.position)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as the read side sees it: the stored JSON, not re-validated.
+
+    Projections replay the whole log; re-validating every payload would make a rebuild
+    several times slower than reading it. Every event was validated when it was appended,
+    so readers that only fold get the body as decoded JSON (UUIDs, times and quantities as
+    the strings they are stored as). Unknown types and schema versions are still refused,
+    and upcasters still apply. ``kh events verify`` re-validates everything.
+    """
+
+    position: Position
+    position_ms: int
+    stream: str
+    version: int
+    type: str
+    data: dict[str, Any]
+    body: dict[str, Any]
+    """The whole stored envelope (``event_id``, ``occurred_at``, ``actor``, ids, ...)."""
+
+    @property
+    def event_id(self) -> str:
+        return str(self.body["event_id"])
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.body["schema_version"])

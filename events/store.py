@@ -26,7 +26,7 @@ from redis.exceptions import ResponseError
 
 from ._canonical import canonical_dumps, loads
 from .codec import EventCodec, default_codec
-from .envelope import Event, NewEvent, Position, validate_stream_name
+from .envelope import Event, NewEvent, Position, StoredEvent, validate_stream_name
 from .errors import DuplicateBatchError, EventStoreError, WrongExpectedVersionError
 from .keys import DEFAULT_PREFIX, KeySpace
 from .subscription import Subscription
@@ -238,6 +238,14 @@ class RedisEventStore:
             self.keys.log, min=f"({after}", max=until or "+", count=count
         )
         return [(_s(pos), fields or {}) for pos, fields in entries or ()]
+
+    async def read_stored(
+        self, after: Position = "0-0", count: int = _READ_PAGE, until: Position | None = None
+    ) -> list[StoredEvent]:
+        """Like :meth:`read_log`, decoded for folding (see :class:`StoredEvent`)."""
+        return [
+            self.codec.decode_stored(pos, f) for pos, f in await self.read_raw(after, count, until)
+        ]
 
     async def iter_log(
         self, after: Position = "0-0", until: Position | None = None, page_size: int = _READ_PAGE

@@ -54,7 +54,7 @@ class UpcasterRegistry:
             raw = lifted
         raise ValueError(f"more than {_MAX_STEPS} upcasting steps: is there a cycle?")
 
-    def has_step(self, event_type: str, version: int) -> bool:
+    def has_step(self, event_type: Any, version: Any) -> bool:
         return (event_type, version) in self._steps
 
     def __len__(self) -> int:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from events import Event, canonical_dumps
+from events import StoredEvent, canonical_dumps
 
 __all__ = [
     "IndexEntries",
@@ -57,12 +57,15 @@ class WorkingSet:
 
     original: dict[RecordRef, str | None] = field(default_factory=dict)
     current: dict[RecordRef, Record | None] = field(default_factory=dict)
+    complete: bool = False
+    """True when ``current`` holds every record there is (a rebuild): any record may be put.
+    Otherwise only records loaded for the batch, which ``refs()`` must have named."""
 
     def get(self, kind: str, record_id: str) -> Record | None:
         return self.current.get((kind, record_id))
 
     def put(self, kind: str, record_id: str, record: Record | None) -> None:
-        if (kind, record_id) not in self.current:
+        if not self.complete and (kind, record_id) not in self.current:
             raise KeyError(f"record {kind}/{record_id} was not named by refs()")
         self.current[(kind, record_id)] = record
 
@@ -91,11 +94,11 @@ class Projection(ABC):
     """Bump when the fold changes: the stored generation then no longer matches."""
 
     @abstractmethod
-    def refs(self, event: Event) -> Iterable[RecordRef]:
+    def refs(self, event: StoredEvent) -> Iterable[RecordRef]:
         """The records ``event`` reads or writes (it may ignore the event: nothing)."""
 
     @abstractmethod
-    def apply(self, event: Event, records: WorkingSet) -> None:
+    def apply(self, event: StoredEvent, records: WorkingSet) -> None:
         """Fold ``event`` into the records (pure: no I/O, no clock)."""
 
     def finalize(self, ref: RecordRef, record: Record) -> None:

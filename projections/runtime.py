@@ -15,25 +15,44 @@ old one serves reads until the flip.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from events import Event, EventDecodeError, RedisEventStore, position_key
+from events import EventDecodeError, RedisEventStore, StoredEvent, position_key
 from events._canonical import canonical_dumps, loads
 
 from .base import Op, Projection, RecordRef, WorkingSet
-from .targets import MemoryTarget, RedisTarget, StaleGeneration
+from .targets import RedisTarget, StaleGeneration, bulk_write
 
 __all__ = ["ProjectionHalted", "ProjectionState", "Projector"]
 
 log = structlog.get_logger(__name__)
 
-CommitHook = Callable[[str, Sequence[Event], float], None]
+CommitHook = Callable[[str, Sequence[StoredEvent], float], None]
 ProgressHook = Callable[[int, int], None]
+
+
+async def _nothing() -> list[Any]:
+    return []
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic GC while a rebuild piles up records: every collection would walk the whole
+    growing heap (records are trees, so nothing cyclic is left behind meanwhile)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class ProjectionHalted(Exception):
@@ -52,7 +71,7 @@ class ProjectionState:
 
 
 async def fold(
-    projection: Projection, events: Sequence[Event], target: RedisTarget | MemoryTarget
+    projection: Projection, events: Sequence[StoredEvent], target: RedisTarget
 ) -> tuple[dict[RecordRef, str | None], list[Op]]:
     """Fold ``events`` into the records they touch; return the writes and index ops."""
     refs: dict[RecordRef, None] = {}
@@ -162,11 +181,11 @@ class Projector:
         entries = await self.store.read_raw(after, self.batch_size)
         if not entries:
             return 0
-        events: list[Event] = []
+        events: list[StoredEvent] = []
         halt: tuple[str, str] | None = None
         for position, fields in entries:
             try:
-                events.append(self.store.codec.decode(position, fields))
+                events.append(self.store.codec.decode_stored(position, fields))
             except EventDecodeError as exc:
                 halt = (position, str(exc))
                 break
@@ -177,7 +196,7 @@ class Projector:
             await self._halt_all_behind(*halt)
         return len(events) + (1 if halt else 0)
 
-    async def _fold_and_commit(self, state: ProjectionState, events: Sequence[Event]) -> None:
+    async def _fold_and_commit(self, state: ProjectionState, events: Sequence[StoredEvent]) -> None:
         mine = [e for e in events if position_key(e.position) > position_key(state.checkpoint)]
         if not mine:
             return
@@ -267,24 +286,9 @@ class Projector:
             p.name: int(await self.redis.incr(self.keys.projection_counter(p.name)))
             for p in projections
         }
-        working = {p.name: WorkingSet() for p in projections}
-        head = await self.store.head()
-        total = await self.store.log_length()
-        position, done = "0-0", 0
-        while position_key(position) < position_key(head):
-            events = await self.store.read_log(position, self.batch_size * 5, until=head)
-            if not events:
-                break
-            for projection in projections:
-                records = working[projection.name]
-                for event in events:
-                    for ref in projection.refs(event):
-                        records.current.setdefault(ref, None)
-                    projection.apply(event, records)
-            position = events[-1].position
-            done += len(events)
-            if progress:
-                progress(done, total)
+        working = {p.name: WorkingSet(complete=True) for p in projections}
+        with _gc_paused():
+            position, done = await self._fold_in_memory(projections, working, progress)
         result = {}
         for projection in projections:
             generation = generations[projection.name]
@@ -295,11 +299,42 @@ class Projector:
         log.info("projections rebuilt", generations=result, events=done)
         return result
 
+    async def _fold_in_memory(
+        self,
+        projections: Sequence[Projection],
+        working: dict[str, WorkingSet],
+        progress: ProgressHook | None,
+    ) -> tuple[str, int]:
+        head = await self.store.head()
+        total = await self.store.log_length()
+        position, done = "0-0", 0
+        page = self.batch_size * 5
+        decode = self.store.codec.decode_stored
+        # read the next page while this one is folded: Redis works on the other core
+        pending = asyncio.ensure_future(self.store.read_raw(position, page, until=head))
+        while True:
+            entries = await pending
+            if not entries:
+                break
+            position = entries[-1][0]
+            if position_key(position) < position_key(head):
+                pending = asyncio.ensure_future(self.store.read_raw(position, page, until=head))
+            else:
+                pending = asyncio.ensure_future(_nothing())
+            events = [decode(p, fields) for p, fields in entries]
+            for projection in projections:
+                records, apply = working[projection.name], projection.apply
+                for event in events:
+                    apply(event, records)
+            done += len(events)
+            if progress:
+                progress(done, total)
+        return position, done
+
     async def _write_generation(
         self, projection: Projection, generation: int, records: WorkingSet, position: str
     ) -> None:
-        memory = MemoryTarget()
-        encoded: dict[RecordRef, str | None] = {}
+        encoded: dict[RecordRef, str] = {}
         ops: list[Op] = []
         for ref, record in records.current.items():
             if record is None:
@@ -307,9 +342,8 @@ class Projector:
             projection.finalize(ref, record)
             encoded[ref] = canonical_dumps(record)
             ops.extend(projection.index_ops(ref, None, record))
-        memory.apply(encoded, ops)
         prefix = self._prefix(projection.name, generation)
-        await memory.flush(self.redis, prefix)
+        await bulk_write(self.redis, prefix, encoded, ops)
         await self.redis.set(prefix + ":ckpt", position)
         await self.redis.hset(prefix + ":meta", mapping={"version": projection.version})
 
@@ -321,7 +355,7 @@ class Projector:
         prefix = self._prefix(name, generation)
         state = ProjectionState(projection, generation, position)
         while True:
-            events = await self.store.read_log(state.checkpoint, self.batch_size)
+            events = await self.store.read_stored(state.checkpoint, self.batch_size)
             if not events:
                 break
             target = RedisTarget(self.redis, prefix)

@@ -3,8 +3,8 @@
 :class:`RedisTarget` is the live path: records are loaded per batch with one HMGET per kind
 and everything a batch changed is committed with the checkpoint in one MULTI/EXEC, guarded by
 WATCH on the active-generation pointer and the checkpoint (so a zombie projector or a
-concurrent rebuild can never double-apply). :class:`MemoryTarget` is the rebuild path: the
-same operations on dicts, bulk-written to Redis once at the end.
+concurrent rebuild can never double-apply). :func:`bulk_write` is the rebuild path: a whole
+generation folded in memory, written once.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from redis.exceptions import WatchError
 
 from .base import Op, RecordRef
 
-__all__ = ["MemoryTarget", "RedisTarget", "StaleGeneration", "failpoint"]
+__all__ = ["RedisTarget", "StaleGeneration", "bulk_write", "failpoint"]
 
 _BULK = 500
 
@@ -138,62 +138,34 @@ def _queue_op(pipe: Any, key: Any, op: Op) -> None:
         raise ValueError(f"unknown index operation {name!r}")
 
 
-class MemoryTarget:
-    """A generation held in dicts while a rebuild folds the whole log."""
-
-    def __init__(self) -> None:
-        self.hashes: dict[str, dict[str, str]] = defaultdict(dict)
-        self.zsets: dict[str, dict[str, float]] = defaultdict(dict)
-
-    async def load(self, refs: Iterable[RecordRef]) -> dict[RecordRef, str | None]:
-        return {(kind, rid): self.hashes.get(f"r:{kind}", {}).get(rid) for kind, rid in refs}
-
-    def apply(self, records: Mapping[RecordRef, str | None], ops: Iterable[Op]) -> None:
-        for (kind, record_id), value in records.items():
-            self._hash_set(f"r:{kind}", record_id, value)
-        for op in ops:
-            name = op[0]
-            if name == "zadd":
-                self.zsets[op[1]][op[3]] = float(op[2])
-            elif name == "zrem":
-                self.zsets.get(op[1], {}).pop(op[2], None)
-                if op[1] in self.zsets and not self.zsets[op[1]]:
-                    del self.zsets[op[1]]
-            elif name == "hset":
-                self._hash_set(op[1], op[2], op[3])
-            elif name == "hdel":
-                self._hash_set(op[1], op[2], None)
-            else:
-                raise ValueError(f"unknown index operation {name!r}")
-
-    def _hash_set(self, key: str, field: str, value: str | None) -> None:
-        if value is None:
-            self.hashes.get(key, {}).pop(field, None)
-            if key in self.hashes and not self.hashes[key]:
-                del self.hashes[key]
+async def bulk_write(
+    client: aioredis.Redis, prefix: str, records: Mapping[RecordRef, str], ops: Iterable[Op]
+) -> None:
+    """Write a whole generation at once (a rebuild): records and index entries grouped by
+    key, in pipelines of large multi-member commands. Only additions: it starts empty."""
+    hashes: dict[str, dict[str, str]] = defaultdict(dict)
+    zsets: dict[str, dict[str, float]] = defaultdict(dict)
+    for (kind, record_id), value in records.items():
+        hashes[f"r:{kind}"][record_id] = value
+    for op in ops:
+        if op[0] == "zadd":
+            zsets[op[1]][op[3]] = float(op[2])
+        elif op[0] == "hset":
+            hashes[op[1]][op[2]] = op[3]
         else:
-            self.hashes[key][field] = value
-
-    async def flush(self, client: aioredis.Redis, prefix: str) -> int:
-        """Bulk-write everything under ``prefix``; returns the number of keys written."""
-        pipe = client.pipeline(transaction=False)
-        queued = 0
-        for key, mapping in self.hashes.items():
-            for chunk in _chunks(list(mapping.items())):
-                pipe.hset(f"{prefix}:{key}", mapping=dict(chunk))
-                queued += 1
-            if queued >= _BULK:
-                await pipe.execute()
-                queued = 0
-        for key, members in self.zsets.items():
-            for chunk in _chunks(list(members.items())):
-                pipe.zadd(f"{prefix}:{key}", dict(chunk))
-                queued += 1
-            if queued >= _BULK:
-                await pipe.execute()
-                queued = 0
+            raise ValueError(f"a fresh generation cannot {op[0]}")
+    pipe = client.pipeline(transaction=False)
+    queued = 0
+    for key, mapping in hashes.items():
+        for chunk in _chunks(list(mapping.items())):
+            pipe.hset(f"{prefix}:{key}", mapping=dict(chunk))
+            queued += 1
+    for key, members in zsets.items():
+        for chunk in _chunks(list(members.items())):
+            pipe.zadd(f"{prefix}:{key}", dict(chunk))
+            queued += 1
+    if queued:
         await pipe.execute()
-        return len(self.hashes) + len(self.zsets)
 
 
 def _chunks(items: list[Any]) -> Iterable[list[Any]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from events import Event
+from events import StoredEvent
 
 from ..base import IndexedProjection, IndexEntries, Record, RecordRef, WorkingSet, iso_of
 from ..slots import add_slots, slots_json, sub_slots
@@ -23,7 +23,7 @@ __all__ = ["AgentsProjection"]
 KIND = "agent"
 
 
-def _new_agent(agent_id: str, event: Event) -> Record:
+def _new_agent(agent_id: str, event: StoredEvent) -> Record:
     return {
         "id": agent_id, "status": "ALIVE", "status_changed": iso_of(event.position_ms),
         "scaling_group": "default", "architecture": "x86_64", "available_slots": {},
@@ -33,7 +33,13 @@ def _new_agent(agent_id: str, event: Event) -> Record:
     }  # fmt: skip
 
 
-def _agent_of_stream(event: Event) -> str | None:
+_FOLDED = frozenset({
+    "agent_registered", "agent_started", "agent_terminated",
+    "alloc_reserved", "alloc_settled", "alloc_released",
+})  # fmt: skip
+
+
+def _agent_of_stream(event: StoredEvent) -> str | None:
     return event.stream[len("agent-") :] if event.stream.startswith("agent-") else None
 
 
@@ -49,55 +55,59 @@ class AgentsProjection(IndexedProjection):
     name = "agents"
     version = 1
 
-    def refs(self, event: Event) -> Iterable[RecordRef]:
+    def refs(self, event: StoredEvent) -> Iterable[RecordRef]:
         data = event.data
         if event.type == "agent_registered":
-            return ((KIND, data.agent_id),)  # type: ignore[union-attr]
+            return ((KIND, data["agent_id"]),)
         if event.type in ("agent_started", "agent_terminated"):
             agent_id = _agent_of_stream(event)
             return ((KIND, agent_id),) if agent_id else ()
         if event.type == "alloc_reserved":
-            return tuple(dict.fromkeys((KIND, a.agent_id) for a in data.allocations))  # type: ignore[union-attr]
+            return tuple(dict.fromkeys((KIND, a["agent_id"]) for a in data["allocations"]))
         if event.type in ("alloc_settled", "alloc_released"):
-            return ((KIND, data.agent_id),)  # type: ignore[union-attr]
+            return ((KIND, data["agent_id"]),)
         return ()
 
-    def apply(self, event: Event, records: WorkingSet) -> None:
+    def apply(self, event: StoredEvent, records: WorkingSet) -> None:
+        if event.type not in _FOLDED:
+            return
         for kind, agent_id in self.refs(event):
             record = records.get(kind, agent_id) or _new_agent(agent_id, event)
             self._fold(record, event, agent_id)
             records.put(kind, agent_id, record)
 
     @staticmethod
-    def _fold(record: Record, event: Event, agent_id: str) -> None:
+    def _fold(record: Record, event: StoredEvent, agent_id: str) -> None:
         data = event.data
         at = iso_of(event.position_ms)
         if event.type == "agent_registered":
             record.update(
-                scaling_group=data.scaling_group, architecture=data.architecture,  # type: ignore[union-attr]
-                available_slots=slots_json(data.available_slots), addr=data.addr,  # type: ignore[union-attr]
-                public_host=data.public_host, region=data.region, version=data.version,  # type: ignore[union-attr]
-                schedulable=data.schedulable, compute_plugins=data.compute_plugins,  # type: ignore[union-attr]
+                scaling_group=data.get("scaling_group", "default"),
+                architecture=data.get("architecture", "x86_64"),
+                available_slots=slots_json(data["available_slots"]), addr=data.get("addr", ""),
+                public_host=data.get("public_host"), region=data.get("region"),
+                version=data.get("version", ""), schedulable=data.get("schedulable", True),
+                compute_plugins=data.get("compute_plugins") or {},
             )  # fmt: skip
         elif event.type == "agent_started":
             if record["status"] != "ALIVE":
                 record.update(status="ALIVE", status_changed=at, lost_at=None)
         elif event.type == "agent_terminated":
-            reason = data.reason  # type: ignore[union-attr]
+            reason = data.get("reason", "")
             status = {"agent-lost": "LOST", "agent-restart": "RESTARTING"}.get(reason, "TERMINATED")
             if record["status"] != status:
                 record.update(status=status, status_changed=at)
                 if status in ("LOST", "TERMINATED"):
                     record["lost_at"] = at
         elif event.type == "alloc_reserved":
-            for allocation in data.allocations:  # type: ignore[union-attr]
-                if allocation.agent_id == agent_id:
-                    _hold(record, str(allocation.kernel_id), slots_json(allocation.slots))
+            for allocation in data["allocations"]:
+                if allocation["agent_id"] == agent_id:
+                    _hold(record, allocation["kernel_id"], slots_json(allocation["slots"]))
         elif event.type == "alloc_settled":
-            _hold(record, str(data.kernel_id), slots_json(data.actual))  # type: ignore[union-attr]
+            _hold(record, data["kernel_id"], slots_json(data["actual"]))
         elif event.type == "alloc_released":
             # give back exactly what was held (idempotent: a second release finds nothing)
-            held = record["holds"].pop(str(data.kernel_id), None)  # type: ignore[union-attr]
+            held = record["holds"].pop(data["kernel_id"], None)
             if held:
                 record["occupied_slots"] = sub_slots(record["occupied_slots"], held, drop_zero=True)
 

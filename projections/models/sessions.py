@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from events import Event, canonical_dumps
+from events import StoredEvent, canonical_dumps
 
 from ..base import IndexedProjection, IndexEntries, Record, RecordRef, WorkingSet, iso_of
 from ..slots import slots_json, sum_slots
@@ -41,7 +41,7 @@ def _new_kernel(kernel_id: str) -> Record:
     }  # fmt: skip
 
 
-def _new_session(session_id: str, event: Event) -> Record:
+def _new_session(session_id: str, event: StoredEvent) -> Record:
     return {
         "id": session_id, "name": None, "creation_id": None, "access_key": None,
         "user_id": None, "project_id": None, "domain": None, "type": "interactive",
@@ -86,65 +86,66 @@ def _kernel(record: Record, kernel_id: Any) -> Record:
     return kernel
 
 
-def _end(record: Record, event: Event, status: str, reason: str) -> None:
+def _end(record: Record, event: StoredEvent, status: str, reason: str) -> None:
     at = iso_of(event.position_ms)
     _set_status(record, status, at, reason)
     record["terminated_at"] = at
     record["ended_ms"] = event.position_ms
 
 
-def _on_enqueued(record: Record, event: Event) -> None:
+def _on_enqueued(record: Record, event: StoredEvent) -> None:
     data = event.data
-    record["creation_id"] = data.creation_id  # type: ignore[union-attr]
-    spec = getattr(data, "spec", None)
+    record["creation_id"] = data["creation_id"]
+    spec = data.get("spec")
     if spec is not None:
         record.update(
-            name=spec.name, access_key=spec.access_key, domain=spec.domain,
-            user_id=str(spec.user_id) if spec.user_id else None,
-            project_id=str(spec.project_id) if spec.project_id else None,
-            type=spec.session_type, image=spec.image, architecture=spec.architecture,
-            cluster_mode=spec.cluster_mode, cluster_size=spec.cluster_size,
-            scaling_group=spec.scaling_group,
-            dependencies=[str(d) for d in spec.dependencies],
-            starts_at=spec.starts_at.isoformat().replace("+00:00", "Z") if spec.starts_at else None,
-            startup_command=spec.startup_command,
+            name=spec["name"], access_key=spec["access_key"],
+            domain=spec.get("domain", "default"), user_id=spec.get("user_id"),
+            project_id=spec.get("project_id"), type=spec.get("session_type", "interactive"),
+            image=spec.get("image", ""), architecture=spec.get("architecture", "x86_64"),
+            cluster_mode=spec.get("cluster_mode", "single-node"),
+            cluster_size=spec.get("cluster_size", 1), scaling_group=spec["scaling_group"],
+            dependencies=list(spec.get("dependencies") or []),
+            starts_at=spec.get("starts_at"), startup_command=spec.get("startup_command"),
         )  # fmt: skip
-        for k in spec.kernels:
-            kernel = _kernel(record, k.kernel_id)
+        for k in spec["kernels"]:
+            kernel = _kernel(record, k["kernel_id"])
+            requested = slots_json(k["requested_slots"])
             kernel.update(
-                cluster_role=k.cluster_role, cluster_idx=k.cluster_idx, local_rank=k.local_rank,
-                cluster_hostname=k.cluster_hostname, role=k.role, image=k.image or spec.image,
-                architecture=k.architecture, agent=k.agent,
-                requested_slots=slots_json(k.requested_slots),
-                occupied_slots=slots_json(k.requested_slots),
+                cluster_role=k.get("cluster_role", "main"), cluster_idx=k.get("cluster_idx", 1),
+                local_rank=k.get("local_rank", 0),
+                cluster_hostname=k.get("cluster_hostname", "main1"),
+                role=k.get("role", "COMPUTE"), image=k.get("image") or record["image"],
+                architecture=k.get("architecture", "x86_64"), agent=k.get("agent"),
+                requested_slots=requested, occupied_slots=requested,
             )  # fmt: skip
         record["requested_slots"] = sum_slots(
             k["requested_slots"] for k in record["kernels"].values()
         )
     at = iso_of(event.position_ms)
-    _set_status(record, "PENDING", at, data.reason)  # type: ignore[union-attr]
+    _set_status(record, "PENDING", at, data.get("reason", ""))
     for kernel in record["kernels"].values():
         kernel["created_at"] = at
         _set_status(kernel, "PENDING", at, "")
 
 
-def _on_scheduled(record: Record, event: Event) -> None:
+def _on_scheduled(record: Record, event: StoredEvent) -> None:
     data = event.data
     at = iso_of(event.position_ms)
     _set_status(record, "SCHEDULED", at, "scheduled")
     record["status_data"] = {}
-    if getattr(data, "scaling_group", None):
-        record["scaling_group"] = data.scaling_group  # type: ignore[union-attr]
-    for placement in getattr(data, "placements", None) or ():
-        kernel = _kernel(record, placement.kernel_id)
-        kernel["agent"] = placement.agent_id
-        kernel["agent_addr"] = placement.agent_addr
+    if data.get("scaling_group"):
+        record["scaling_group"] = data["scaling_group"]
+    for placement in data.get("placements") or ():
+        kernel = _kernel(record, placement["kernel_id"])
+        kernel["agent"] = placement["agent_id"]
+        kernel["agent_addr"] = placement.get("agent_addr")
     for kernel in record["kernels"].values():
         _set_status(kernel, "SCHEDULED", at, "scheduled")
         kernel["status_data"] = {}
 
 
-def _on_preparing(record: Record, event: Event) -> None:
+def _on_preparing(record: Record, event: StoredEvent) -> None:
     at = iso_of(event.position_ms)
     _set_status(record, "PREPARING", at, "")
     record["status_data"] = {}
@@ -156,107 +157,110 @@ def _on_preparing(record: Record, event: Event) -> None:
 
 def _kernel_status(
     status: str, *, session_status: str | None = None
-) -> Callable[[Record, Event], None]:
-    def handle(record: Record, event: Event) -> None:
+) -> Callable[[Record, StoredEvent], None]:
+    def handle(record: Record, event: StoredEvent) -> None:
         at = iso_of(event.position_ms)
-        kernel = _kernel(record, event.data.kernel_id)  # type: ignore[union-attr]
-        _set_status(kernel, status, at, str(event.data.reason))  # type: ignore[union-attr]
+        kernel = _kernel(record, event.data["kernel_id"])
+        _set_status(kernel, status, at, event.data.get("reason", ""))
         if session_status is not None:
             _set_status(record, session_status, at)
 
     return handle
 
 
-def _on_kernel_started(record: Record, event: Event) -> None:
+def _on_kernel_started(record: Record, event: StoredEvent) -> None:
     data = event.data
-    kernel = _kernel(record, data.kernel_id)  # type: ignore[union-attr]
-    _set_status(kernel, "RUNNING", iso_of(event.position_ms), data.reason)  # type: ignore[union-attr]
-    info = data.creation_info  # type: ignore[union-attr]
+    kernel = _kernel(record, data["kernel_id"])
+    _set_status(kernel, "RUNNING", iso_of(event.position_ms), data.get("reason", ""))
+    info = data.get("creation_info") or {}
     kernel["container_id"] = info.get("container_id")
     kernel["kernel_host"] = info.get("kernel_host")
     kernel["service_ports"] = info.get("service_ports") or []
 
 
-def _on_kernel_cancelled(record: Record, event: Event) -> None:
-    data = event.data
-    kernel = _kernel(record, data.kernel_id)  # type: ignore[union-attr]
+def _on_kernel_cancelled(record: Record, event: StoredEvent) -> None:
+    kernel = _kernel(record, event.data["kernel_id"])
     at = iso_of(event.position_ms)
-    _set_status(kernel, "CANCELLED", at, data.reason)  # type: ignore[union-attr]
+    _set_status(kernel, "CANCELLED", at, event.data.get("reason", ""))
     kernel["terminated_at"] = at
 
 
-def _on_kernel_terminating(record: Record, event: Event) -> None:
-    data = event.data
-    kernel = _kernel(record, data.kernel_id)  # type: ignore[union-attr]
-    _set_status(kernel, "TERMINATING", iso_of(event.position_ms), str(data.reason))  # type: ignore[union-attr]
+def _on_kernel_terminating(record: Record, event: StoredEvent) -> None:
+    kernel = _kernel(record, event.data["kernel_id"])
+    _set_status(
+        kernel, "TERMINATING", iso_of(event.position_ms), event.data.get("reason", "unknown")
+    )
     kernel["status_data"] = {"kernel": {"exit_code": None}, "session": {"status": "terminating"}}
 
 
-def _on_kernel_terminated(record: Record, event: Event) -> None:
+def _on_kernel_terminated(record: Record, event: StoredEvent) -> None:
     data = event.data
-    kernel = _kernel(record, data.kernel_id)  # type: ignore[union-attr]
+    kernel = _kernel(record, data["kernel_id"])
     at = iso_of(event.position_ms)
-    _set_status(kernel, "TERMINATED", at, str(data.reason))  # type: ignore[union-attr]
+    exit_code = data.get("exit_code", -1)
+    _set_status(kernel, "TERMINATED", at, data.get("reason", "unknown"))
     kernel["terminated_at"] = at
-    kernel["exit_code"] = data.exit_code  # type: ignore[union-attr]
+    kernel["exit_code"] = exit_code
     status_data = dict(kernel["status_data"] or {})
-    status_data["kernel"] = {**(status_data.get("kernel") or {}), "exit_code": data.exit_code}  # type: ignore[union-attr]
+    status_data["kernel"] = {**(status_data.get("kernel") or {}), "exit_code": exit_code}
     kernel["status_data"] = status_data
 
 
-def _on_session_started(record: Record, event: Event) -> None:
-    _set_status(record, "RUNNING", iso_of(event.position_ms), event.data.reason)  # type: ignore[union-attr]
+def _on_session_started(record: Record, event: StoredEvent) -> None:
+    _set_status(record, "RUNNING", iso_of(event.position_ms), event.data.get("reason", ""))
     record["status_data"] = None
     if record["running_since_ms"] is None:
         record["running_since_ms"] = event.position_ms
         record["usage_slots"] = _occupying(record)
 
 
-def _on_session_terminating(record: Record, event: Event) -> None:
-    _set_status(record, "TERMINATING", iso_of(event.position_ms), event.data.reason)  # type: ignore[union-attr]
+def _on_session_terminating(record: Record, event: StoredEvent) -> None:
+    _set_status(record, "TERMINATING", iso_of(event.position_ms), event.data.get("reason", ""))
 
 
-def _on_session_ended(status: str) -> Callable[[Record, Event], None]:
-    def handle(record: Record, event: Event) -> None:
-        _end(record, event, status, str(event.data.reason))  # type: ignore[union-attr]
+def _on_session_ended(status: str) -> Callable[[Record, StoredEvent], None]:
+    def handle(record: Record, event: StoredEvent) -> None:
+        _end(record, event, status, event.data.get("reason", ""))
 
     return handle
 
 
-def _on_result(result: str) -> Callable[[Record, Event], None]:
-    def handle(record: Record, event: Event) -> None:
+def _on_result(result: str) -> Callable[[Record, StoredEvent], None]:
+    def handle(record: Record, event: StoredEvent) -> None:
         record["result"] = result
 
     return handle
 
 
-def _on_status_changed(record: Record, event: Event) -> None:
+def _on_status_changed(record: Record, event: StoredEvent) -> None:
     data = event.data
-    _set_status(record, data.status, iso_of(event.position_ms), data.status_info)  # type: ignore[union-attr]
-    record["status_data"] = data.status_data  # type: ignore[union-attr]
+    _set_status(record, data["status"], iso_of(event.position_ms), data.get("status_info", ""))
+    record["status_data"] = data.get("status_data")
 
 
-def _on_scheduling_failed(record: Record, event: Event) -> None:
+def _on_scheduling_failed(record: Record, event: StoredEvent) -> None:
     data = event.data
-    record["status_info"] = data.status_info  # type: ignore[union-attr]
+    record["status_info"] = data["status_info"]
     scheduler: Record = {
-        "retries": data.retries,  # type: ignore[union-attr]
+        "retries": data["retries"],
         "last_try": iso_of(event.position_ms),
-        "failed_predicates": [p.model_dump() for p in data.failed_predicates],  # type: ignore[union-attr]
-        "passed_predicates": [{"name": n} for n in data.passed_predicates],  # type: ignore[union-attr]
+        "failed_predicates": [
+            {"name": p["name"], "msg": p.get("msg", "")}
+            for p in data.get("failed_predicates") or ()
+        ],
+        "passed_predicates": [{"name": n} for n in data.get("passed_predicates") or ()],
     }
-    if data.msg is not None:  # type: ignore[union-attr]
-        scheduler["msg"] = data.msg  # type: ignore[union-attr]
+    if data.get("msg") is not None:
+        scheduler["msg"] = data["msg"]
     record["status_data"] = {**(record["status_data"] or {}), "scheduler": scheduler}
 
 
-def _on_alloc_settled(record: Record, event: Event) -> None:
-    data = event.data
-    kernel = _kernel(record, data.kernel_id)  # type: ignore[union-attr]
-    kernel["occupied_slots"] = slots_json(data.actual)  # type: ignore[union-attr]
+def _on_alloc_settled(record: Record, event: StoredEvent) -> None:
+    kernel = _kernel(record, event.data["kernel_id"])
+    kernel["occupied_slots"] = slots_json(event.data["actual"])
 
 
-_HANDLERS: dict[str, Callable[[Record, Event], None]] = {
+_HANDLERS: dict[str, Callable[[Record, StoredEvent], None]] = {
     "session_enqueued": _on_enqueued,
     "session_scheduled": _on_scheduled,
     "session_preparing": _on_preparing,
@@ -291,16 +295,16 @@ class SessionsProjection(IndexedProjection):
     name = "sessions"
     version = 1
 
-    def refs(self, event: Event) -> Iterable[RecordRef]:
+    def refs(self, event: StoredEvent) -> Iterable[RecordRef]:
         if event.type not in _HANDLERS:
             return ()
-        return ((KIND, str(event.data.session_id)),)  # type: ignore[union-attr]
+        return ((KIND, event.data["session_id"]),)
 
-    def apply(self, event: Event, records: WorkingSet) -> None:
+    def apply(self, event: StoredEvent, records: WorkingSet) -> None:
         handler = _HANDLERS.get(event.type)
         if handler is None:
             return
-        session_id = str(event.data.session_id)  # type: ignore[union-attr]
+        session_id = event.data["session_id"]
         record = records.get(KIND, session_id)
         if record is None:
             record = _new_session(session_id, event)
