@@ -7,13 +7,13 @@ is exactly the cost the ratios expose.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
+from pydantic_core import from_json
 
 __all__ = ["Fields", "machine", "raw_read_decode", "raw_xadd_pipelined", "raw_xadd_single"]
 
@@ -62,7 +62,8 @@ def machine(redis_version: str | None = None) -> dict[str, object]:
 
 
 async def raw_read_decode(client: aioredis.Redis, key: str, page: int = 5000) -> int:
-    """Read the whole log with XRANGE pages and ``json.loads`` every body: the floor any
+    """Read the whole log with XRANGE pages and decode every body with the JSON parser the
+    read path uses (pydantic-core's, about twice as fast as ``json.loads``): the floor any
     replay has to pay."""
     after, count = "-", 0
     while True:
@@ -70,6 +71,6 @@ async def raw_read_decode(client: aioredis.Redis, key: str, page: int = 5000) ->
         if not entries:
             return count
         for _, fields in entries:
-            json.loads(fields[b"e"])
+            from_json(fields[b"e"])
         count += len(entries)
         after = "(" + entries[-1][0].decode()

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._baselines import machine, raw_read_decode
 from events import RedisEventStore
+from kernelhub.logging import configure_logging
 from kernelhub.testing import temporary_redis
 from kernelhub.workload import Workload, append_steps
 from projections.models import default_projections
@@ -51,6 +52,7 @@ def _live_projector(url: str, lags: Any, ready: Any, stop: Any) -> None:
     """Child process: the live projector, recording each event's commit lag."""
 
     async def main() -> None:
+        configure_logging("WARNING")
         store = RedisEventStore.from_url(url)
 
         def on_commit(name: str, events: Any, committed_at: float) -> None:
@@ -146,6 +148,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    configure_logging("WARNING")
     print(json.dumps(asyncio.run(run(args)), sort_keys=True))
 
 

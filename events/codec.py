@@ -8,13 +8,13 @@ it is encoded, so the bytes in the log are exactly the bytes the writer validate
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic_core import from_json
 
 from ._canonical import canonical_dumps, loads
 from .catalogue import PAYLOAD_ADAPTER, PAYLOAD_TYPES
@@ -119,7 +119,7 @@ class EventCodec:
                 stream, version, raw_body = fields[b"s"], fields[b"v"], fields[b"e"]
             except KeyError:
                 stream, version, raw_body = fields["s"], fields["v"], fields["e"]
-            body = json.loads(raw_body)
+            body = from_json(raw_body)
             stream = stream.decode() if isinstance(stream, bytes) else str(stream)
             version = int(version)
         except (KeyError, ValueError, TypeError) as exc:

@@ -71,6 +71,8 @@ def _print_connect(
     )
     print(f"  data dir   {settings.data_dir}")
     print(f"  log        {facts['events']} events, head {facts['head']}")
+    if state.projector_pid:
+        print(f"  projector  pid {state.projector_pid} (read models; kh projections status)")
     print()
     print("Connect (SDK, tools and tests read these):")
     print(f"  export KH_REDIS_URL={state.redis_url}")
@@ -124,6 +126,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     report = {"running": True, "redis_url": url, "data_dir": str(settings.data_dir), **facts}
     if state:
         report["redis_pid"] = state.redis_pid
+        report["projector_pid"] = state.projector_pid
     if args.json:
         print(json.dumps(report, sort_keys=True))
     else:

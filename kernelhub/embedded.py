@@ -1,8 +1,9 @@
 """The embedded default: everything kernelhub needs on one machine, on 127.0.0.1.
 
-For now that is the embedded Redis holding the log; Ray, the actors, an agent and the
-gateway join it as their issues land. ``up`` is idempotent and leaves the services running
-after the CLI exits (like ``ray start``); ``down`` stops them. What is running is recorded in
+For now that is the embedded Redis holding the log and the projector keeping the read
+models current; Ray, the actors, an agent and the gateway join it as their issues land.
+``up`` is idempotent and leaves the services running after the CLI exits (like
+``ray start``); ``down`` stops them. What is running is recorded in
 ``<data dir>/embedded.json``.
 """
 
@@ -11,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import redis
@@ -33,6 +36,7 @@ class EmbeddedState:
     redis_binary: str
     durability: str
     data_dir: str
+    projector_pid: int | None = None
 
 
 def _state_path(data_dir: Path) -> Path:
@@ -92,8 +96,23 @@ def up(settings: Settings) -> tuple[EmbeddedState, bool]:
         durability=settings.durability.value,
         data_dir=str(settings.data_dir),
     )
+    state = replace(state, projector_pid=_start_projector(settings, server.url))
     _state_path(settings.data_dir).write_text(json.dumps(asdict(state), indent=2))
     return state, True
+
+
+def _start_projector(settings: Settings, redis_url: str) -> int:
+    """The read models' projector, as its own process (a Ray actor once Ray joins the
+    stack). Killing it at any moment is safe: every batch commits atomically."""
+    log_path = settings.data_dir / "projector.log"
+    env = {**os.environ, "KH_REDIS_URL": redis_url, "KH_KEY_PREFIX": settings.key_prefix}
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kernelhub.cli", "--log-level", "INFO", "projections", "run"],
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+    return process.pid
 
 
 def down(settings: Settings, timeout: float = 15.0) -> EmbeddedState | None:
@@ -101,6 +120,9 @@ def down(settings: Settings, timeout: float = 15.0) -> EmbeddedState | None:
     state = read_state(settings)
     if state is None:
         return None
+    if state.projector_pid and _alive(state.projector_pid):
+        os.kill(state.projector_pid, signal.SIGTERM)
+        _reap(state.projector_pid)
     os.kill(state.redis_pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while _alive(state.redis_pid) and time.monotonic() < deadline:

@@ -74,9 +74,8 @@ async def run_command(store: RedisEventStore, args: argparse.Namespace) -> int:
         names = [args.name] if args.name else list(projector.projections)
         unknown = [n for n in names if n not in projector.projections]
         if unknown:
-            raise KernelhubError(
-                f"no projection named {unknown[0]!r}: use {sorted(projector.projections)}"
-            )
+            known = ", ".join(sorted(projector.projections))
+            raise KernelhubError(f"no projection named {unknown[0]!r} (there are: {known})")
         generations = await projector.rebuild_many(names, progress=_progress(",".join(names)))
         for name, generation in generations.items():
             print(f"{name}: generation {generation} is active")

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,3 +78,51 @@ def test_bad_input_is_one_line_and_non_zero(
 def test_no_command_prints_help(data_dir: Path) -> None:
     result = kh(data_dir)
     assert result.returncode == 2 and "usage: kh" in result.stdout
+
+
+def test_projections_commands(data_dir: Path) -> None:
+    up = kh(data_dir, "up")
+    assert up.returncode == 0, up.stderr
+    assert "projector  pid" in up.stdout
+    url = next(line.split("=", 1)[1] for line in up.stdout.splitlines() if "KH_REDIS_URL=" in line)
+    appended = subprocess.run(
+        [sys.executable, "-c", APPEND_WORKLOAD, url], capture_output=True, text=True, timeout=60
+    )
+    assert appended.returncode == 0, appended.stderr
+    events = int(appended.stdout)
+
+    def caught_up() -> bool:
+        rows = json.loads(kh(data_dir, "projections", "status", "--json").stdout)
+        return all(r["state"] == "running" and r["lag_ms"] == 0 for r in rows)
+
+    deadline = time.monotonic() + 30
+    while not caught_up():  # the background projector started by `kh up` folds the log
+        assert time.monotonic() < deadline, "the projector never caught up"
+        time.sleep(0.2)
+    rows = json.loads(kh(data_dir, "projections", "status", "--json").stdout)
+    assert {r["projection"] for r in rows} == {"sessions", "agents"}
+
+    rebuilt = kh(data_dir, "projections", "rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert f"{events}/{events} events" in rebuilt.stderr  # the progress bar
+    assert "sessions: generation 2 is active" in rebuilt.stdout
+
+    bad = kh(data_dir, "projections", "rebuild", "nope")
+    assert bad.returncode == 1
+    assert (
+        bad.stderr.strip() == "kh: error: no projection named 'nope' (there are: agents, sessions)"
+    )
+
+
+APPEND_WORKLOAD = """
+import asyncio, sys
+from events import RedisEventStore
+from kernelhub.workload import Workload, append_steps
+
+async def main():
+    store = RedisEventStore.from_url(sys.argv[1])
+    print(await append_steps(store, Workload(sessions=40, agents=2, seed=9).steps()))
+    await store.close()
+
+asyncio.run(main())
+"""

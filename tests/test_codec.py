@@ -147,3 +147,37 @@ def test_an_upcaster_that_does_not_move_forward_is_caught() -> None:
         EventCodec(registry).decode("9-0", _entry(_body()))
     with pytest.raises(ValueError, match="already exists"):
         registry.register("session_enqueued", 1)(lambda raw: raw)
+
+
+@given(new_events)
+def test_the_read_path_sees_the_stored_json(event: NewEvent) -> None:
+    body = codec.encode(event)
+    stored = codec.decode_stored("1700000000000-3", _entry(body, "agent-a", 7))
+    assert (stored.type, stored.stream, stored.version) == (event.type, "agent-a", 7)
+    assert stored.position_ms == 1700000000000
+    assert stored.data == json.loads(body)["data"]
+    assert stored.event_id == str(event.event_id)
+
+
+def test_the_read_path_refuses_what_it_cannot_fold() -> None:
+    with pytest.raises(EventDecodeError, match="unknown event type 'session_exploded'"):
+        codec.decode_stored("5-0", _entry(_body(type="session_exploded")))
+    with pytest.raises(EventDecodeError, match="schema_version 2 cannot be read"):
+        codec.decode_stored("5-0", _entry(_body(schema_version=2)))
+    with pytest.raises(EventDecodeError, match="malformed log entry"):
+        codec.decode_stored("5-0", {b"s": b"x", b"v": b"1", b"e": b"{not json"})
+    with pytest.raises(EventDecodeError, match="no data object"):
+        codec.decode_stored("5-0", _entry(_body(data=None)))
+
+
+def test_the_read_path_applies_upcasters() -> None:
+    registry = UpcasterRegistry()
+
+    @registry.register("session_enqueued", 0)
+    def lift(raw: dict[str, Any]) -> dict[str, Any]:
+        return {**raw, "schema_version": 1, "data": {**raw["data"], "creation_id": "lifted"}}
+
+    old = json.loads(_body())
+    old["schema_version"] = 0
+    stored = EventCodec(registry).decode_stored("9-0", _entry(json.dumps(old)))
+    assert stored.data["creation_id"] == "lifted"
