@@ -37,3 +37,17 @@ def test_policy_bench_prints_its_figures() -> None:
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert (figures["sessions"], figures["agents"], figures["placed"]) == (200, 20, 200)
     assert figures["policy_only_per_s"] > 0
+
+
+def test_replay_bench_prints_its_figures() -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/replay.py", "--events", "1500", "--rounds", "1",
+         "--seconds", "2", "--rate", "200"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["events"] >= 1500
+    for key in ("rebuild_events_per_s", "raw_read_events_per_s", "ratio", "live_lag_ms"):
+        assert figures[key] > 0, key
+    assert figures["live_events"] > 0
