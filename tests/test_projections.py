@@ -315,3 +315,34 @@ async def test_an_undecodable_event_halts_with_an_alarm_and_is_not_skipped(
     models = ReadModels(store)
     assert (await models.sessions(limit=100)).total == 5  # before the bad event: folded; after: not
     await projector.run(asyncio.Event())  # returns at once: every projection halted
+
+
+async def test_usage_is_binned_by_15_minutes_in_slot_seconds(store: RedisEventStore) -> None:
+    sid, kid = uuid.uuid4(), uuid.uuid4()
+    s = f"session-{sid}"
+    await store.append(s, [
+        NewEvent(data=SessionEnqueued(session_id=sid, creation_id="c", spec=spec("u", kid, "AKU"))),
+        NewEvent(data=KernelStarted(kernel_id=kid, session_id=sid)),
+        NewEvent(data=SessionStarted(session_id=sid, creation_id="c")),
+    ], 0)  # fmt: skip
+    await folded(store)
+    models = ReadModels(store)
+    record = await models.session(str(sid))
+    assert record is not None
+    start = record["running_since_ms"]
+    now = start + 1_800_000  # still running half an hour later
+    bins = await models.usage("keypair:AKU", start - 3_600_000, now + 3_600_000, now_ms=now)
+    assert all(b.start_ms % 900_000 == 0 for b in bins)
+    assert [b.start_ms for b in bins] == list(
+        range(bins[0].start_ms, bins[-1].start_ms + 1, 900_000)
+    )
+    assert bins[0].start_ms <= start < bins[0].start_ms + 900_000
+    assert all(b.num_sessions == 1 for b in bins)
+    total_cpu = sum(Decimal(b.slot_seconds["cpu"]) for b in bins)
+    total_mem = sum(Decimal(b.slot_seconds["mem"]) for b in bins)
+    assert total_cpu == 2 * 1800  # 2 cpus for 1800 s
+    assert total_mem == G * 1800
+    # a window that ends before the session started sees nothing
+    assert await models.usage("keypair:AKU", 0, start - 1, now_ms=now) == []
+    # other scopes of the same session
+    assert await models.usage("domain:default", start, now, now_ms=now)
