@@ -28,14 +28,14 @@ __all__ = [
     "validate_stream_name",
 ]
 
-_STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$")
+_STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,199}$")
 
 
 def validate_stream_name(name: str) -> str:
     """Stream names become Redis key suffixes and CLI arguments: keep them plain."""
     if not _STREAM_NAME.match(name):
         raise ValueError(
-            f"invalid stream name {name!r}: use 1-200 characters of letters, digits and _.:@- "
+            f"invalid stream name {name!r}: use 1-200 characters of letters, digits and _.:@/- "
             "starting with a letter or digit"
         )
     return name

@@ -26,6 +26,8 @@ CORPUS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "events"
 
 SID = "5b1f9c1e-8a57-4a8e-9f0e-3c2d1b0a9f11"
 KID = "0c8e6f7a-1d2b-4c3e-8f9a-7b6c5d4e3f21"
+PID = "7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c2d"
+UID = "3b0f7a4e-8d1c-4c2b-9e6f-5a4d3c2b1a09"
 REALISTIC: dict[str, dict[str, object]] = {
     "agent_started": {"reason": "self-started"},
     "agent_terminated": {"reason": "agent-lost"},
@@ -134,7 +136,63 @@ REALISTIC: dict[str, dict[str, object]] = {
         "agent_id": "i-node1",
         "slots": {"cpu": "1", "mem": "1073741824"},
     },
+    "domain_created": {"name": "default", "description": "the default domain"},
+    "domain_updated": {"name": "default", "total_resource_slots": {"cpu": "64"}},
+    "project_created": {"project_id": PID, "name": "default", "domain": "default"},
+    "project_updated": {"project_id": PID, "is_active": False},
+    "project_member_added": {"project_id": PID, "user_id": UID},
+    "project_member_removed": {"project_id": PID, "user_id": UID},
+    "user_created": {
+        "user_id": UID,
+        "username": "admin",
+        "email": "admin@kernelhub.local",
+        "domain": "default",
+        "role": "superadmin",
+    },
+    "user_updated": {"user_id": UID, "status": "inactive"},
+    "keypair_issued": {
+        "access_key": "AKIAKERNELHUB0000001",
+        "user_id": UID,
+        "is_admin": True,
+        "secret_key": "gAAAAABn-ciphertext-not-a-real-secret-ZmVybmV0dG9rZW4=",
+    },
+    "keypair_updated": {"access_key": "AKIAKERNELHUB0000001", "is_active": False},
+    "keypair_policy_set": {
+        "name": "default",
+        "max_concurrent_sessions": 5,
+        "total_resource_slots": {"cpu": "16", "mem": "68719476736"},
+        "default_for_unspecified": "LIMITED",
+        "idle_timeout": 600,
+    },
+    "scaling_group_set": {
+        "name": "default",
+        "scheduler": "fifo",
+        "pending_timeout": 3600.0,
+        "scheduler_config": {"num_retries_to_skip": 2},
+    },
+    "scaling_group_associated": {"name": "default", "target_kind": "domain", "target": "default"},
+    "scaling_group_dissociated": {
+        "name": "default",
+        "target_kind": "keypair",
+        "target": "AKIAKERNELHUB0000001",
+    },
+    "image_registered": {
+        "name": "kernelhub/python:3.11",
+        "labels": {
+            "ai.backend.kernelspec": "1",
+            "ai.backend.resource.min.cpu": "1",
+            "ai.backend.resource.min.mem": "256m",
+            "ai.backend.role": "COMPUTE",
+        },
+    },
+    "image_alias_set": {"alias": "python", "target": "kernelhub/python:3.11"},
 }
+
+STREAMS = {
+    "agent": "agent-i-node1", "bgtask": "bgtask-9d3c2b1a", "alloc": "alloc-default",
+    "domain": "tenancy-domains", "project": "tenancy-projects", "user": "tenancy-users",
+    "keypair": "tenancy-keypairs", "scaling": "tenancy-sgroups", "image": "image-catalogue",
+}  # fmt: skip
 
 VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     # events with the optional fields kernelhub added, beside their plain upstream shape
@@ -195,11 +253,7 @@ def main() -> None:
         (f"{t}.v{PAYLOAD_TYPES[t].SCHEMA_VERSION}", t, None) for t in sorted(PAYLOAD_TYPES)
     ] + [(name, t, values) for name, (t, values) in VARIANTS.items()]
     for index, (name, event_type, values) in enumerate(wanted, start=1):
-        stream = {
-            "agent": "agent-i-node1",
-            "bgtask": "bgtask-9d3c2b1a",
-            "alloc": "alloc-default",
-        }.get(event_type.split("_")[0], f"session-{SID}")
+        stream = STREAMS.get(event_type.split("_")[0], f"session-{SID}")
         path = CORPUS / f"{name}.json"
         if path.exists():
             continue

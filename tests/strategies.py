@@ -44,9 +44,15 @@ slot_values = st.one_of(
 
 
 def _for_field(info: Any) -> st.SearchStrategy[Any]:
-    if info.annotation is int:
-        low = next((m.ge for m in info.metadata if hasattr(m, "ge")), -(2**31))
-        return st.integers(min_value=low, max_value=2**31)
+    low = next((m.ge for m in info.metadata if hasattr(m, "ge")), None)
+    if low is not None:
+        args = set(typing.get_args(info.annotation)) or {info.annotation}
+        numbers = (
+            st.integers(min_value=low, max_value=2**31)
+            if int in args
+            else st.floats(min_value=low, max_value=1e6, allow_nan=False)
+        )
+        return numbers | st.none() if type(None) in args else numbers
     return _for_annotation(info.annotation)
 
 
@@ -73,6 +79,8 @@ def _for_annotation(annotation: Any) -> st.SearchStrategy[Any]:
         ).map(lambda values: annotation(**values))
     if annotation is bool:
         return st.booleans()
+    if annotation is float:
+        return st.floats(min_value=0, max_value=1e6, allow_nan=False)
     if annotation is datetime:
         return st.datetimes(
             min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)

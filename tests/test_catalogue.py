@@ -53,6 +53,11 @@ NOT_LOG_EVENTS = [
 KERNELHUB_EVENTS = {
     "session_status_changed", "session_scheduling_failed", "agent_registered",
     "alloc_reserved", "alloc_settled", "alloc_released",
+    "domain_created", "domain_updated", "project_created", "project_updated",
+    "project_member_added", "project_member_removed", "user_created", "user_updated",
+    "keypair_issued", "keypair_updated", "keypair_policy_set", "scaling_group_set",
+    "scaling_group_associated", "scaling_group_dissociated", "image_registered",
+    "image_alias_set",
 }  # fmt: skip
 
 
@@ -131,3 +136,13 @@ def test_discriminated_union_picks_the_class_by_type() -> None:
     assert parsed.reason is KernelLifecycleEventReason.TASK_FAILED
     with pytest.raises(ValidationError, match="does not match any of the expected tags"):
         PAYLOAD_ADAPTER.validate_python({"type": "session_exploded", "session_id": sid})
+
+
+def test_secret_fields_are_marked_and_redacted() -> None:
+    from events.catalogue import SECRET_FIELDS, redact
+
+    assert SECRET_FIELDS["keypair_issued"] == {"secret_key"}
+    assert {t for t, fields in SECRET_FIELDS.items() if fields} == {"keypair_issued"}
+    data = {"access_key": "AKIA0", "secret_key": "gAAAA-ciphertext", "user_id": "u"}
+    assert redact("keypair_issued", data) == {**data, "secret_key": "***"}
+    assert redact("session_enqueued", {"a": 1}) == {"a": 1}

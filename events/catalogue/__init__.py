@@ -24,10 +24,11 @@ an upcaster (``events.upcasting``).
 
 from __future__ import annotations
 
-from typing import Annotated, Union, get_args
+from typing import Annotated, Any, Union, get_args
 
 from pydantic import Field, TypeAdapter
 
+from ..secrets import REDACTED, is_secret_field
 from ._base import EventPayload, JsonObject, Slots
 from .agent import AgentError, AgentStarted, AgentTerminated
 from .bgtask import BgtaskCancelled, BgtaskDone, BgtaskFailed
@@ -65,6 +66,24 @@ from .session import (
     SessionTerminated,
     SessionTerminating,
 )
+from .tenancy import (
+    DomainCreated,
+    DomainUpdated,
+    ImageAliasSet,
+    ImageRegistered,
+    KeypairIssued,
+    KeypairPolicySet,
+    KeypairUpdated,
+    ProjectCreated,
+    ProjectMemberAdded,
+    ProjectMemberRemoved,
+    ProjectUpdated,
+    ScalingGroupAssociated,
+    ScalingGroupDissociated,
+    ScalingGroupSet,
+    UserCreated,
+    UserUpdated,
+)
 
 AnyPayload = Annotated[
     Union[  # noqa: UP007 - a discriminated union reads best spelled out
@@ -96,6 +115,22 @@ AnyPayload = Annotated[
         AllocReserved,
         AllocSettled,
         AllocReleased,
+        DomainCreated,
+        DomainUpdated,
+        ProjectCreated,
+        ProjectUpdated,
+        ProjectMemberAdded,
+        ProjectMemberRemoved,
+        UserCreated,
+        UserUpdated,
+        KeypairIssued,
+        KeypairUpdated,
+        KeypairPolicySet,
+        ScalingGroupSet,
+        ScalingGroupAssociated,
+        ScalingGroupDissociated,
+        ImageRegistered,
+        ImageAliasSet,
     ],
     Field(discriminator="type"),
 ]
@@ -109,6 +144,23 @@ PAYLOAD_TYPES: dict[str, type[EventPayload]] = {
 """Event name -> payload class, for every type in the catalogue."""
 
 PAYLOAD_ADAPTER: TypeAdapter[AnyPayload] = TypeAdapter(AnyPayload)
+
+SECRET_FIELDS: dict[str, frozenset[str]] = {
+    name: frozenset(
+        f for f, info in cls.model_fields.items() if is_secret_field(info.json_schema_extra)
+    )
+    for name, cls in PAYLOAD_TYPES.items()
+}
+"""Event type -> the data fields that hold ciphertext."""
+
+
+def redact(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with every secret field replaced by ``***`` (for tail, show and export)."""
+    secret = SECRET_FIELDS.get(event_type)
+    if not secret:
+        return data
+    return {k: (REDACTED if k in secret else v) for k, v in data.items()}
+
 
 __all__ = [
     "PAYLOAD_ADAPTER",
@@ -125,7 +177,11 @@ __all__ = [
     "BgtaskCancelled",
     "BgtaskDone",
     "BgtaskFailed",
+    "DomainCreated",
+    "DomainUpdated",
     "EventPayload",
+    "ImageAliasSet",
+    "ImageRegistered",
     "JsonObject",
     "KernelCancelled",
     "KernelCreating",
@@ -137,8 +193,18 @@ __all__ = [
     "KernelStarted",
     "KernelTerminated",
     "KernelTerminating",
+    "KeypairIssued",
+    "KeypairPolicySet",
+    "KeypairUpdated",
     "LogSeverity",
     "PredicateFailure",
+    "ProjectCreated",
+    "ProjectMemberAdded",
+    "ProjectMemberRemoved",
+    "ProjectUpdated",
+    "ScalingGroupAssociated",
+    "ScalingGroupDissociated",
+    "ScalingGroupSet",
     "SessionCancelled",
     "SessionCreationSpec",
     "SessionEnqueued",
@@ -152,4 +218,7 @@ __all__ = [
     "SessionTerminated",
     "SessionTerminating",
     "Slots",
+    "UserCreated",
+    "UserUpdated",
+    "redact",
 ]

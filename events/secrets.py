@@ -1,0 +1,64 @@
+"""Secrets in the log: encrypted with a master key that never enters Redis.
+
+HMAC authentication needs each secret key in clear, so secrets are stored reversibly:
+Fernet (AES-128-CBC + HMAC-SHA256, from ``cryptography``) with a master key kept in a 0600
+file beside the data. Events carry only the ciphertext; fields holding one are marked with
+:data:`SECRET` in the catalogue so every reader can redact them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+
+__all__ = ["REDACTED", "SECRET", "SecretBox", "SecretError", "is_secret_field"]
+
+SECRET: dict[str, Any] = {"secret": True}
+"""``json_schema_extra`` of a payload field that holds ciphertext."""
+
+REDACTED = "***"
+
+
+class SecretError(Exception):
+    pass
+
+
+def is_secret_field(extra: Any) -> bool:
+    return isinstance(extra, dict) and bool(extra.get("secret"))
+
+
+class SecretBox:
+    """Encrypts and decrypts with one master key."""
+
+    def __init__(self, key: bytes) -> None:
+        try:
+            self._fernet = Fernet(key)
+        except (ValueError, TypeError) as exc:
+            raise SecretError(f"invalid master key: {exc}") from None
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, create: bool = False) -> SecretBox:
+        """Load the master key, creating it (0600) when ``create`` and it does not exist."""
+        key_path = Path(path)
+        if not key_path.exists():
+            if not create:
+                raise SecretError(f"master key {key_path} is missing: secrets cannot be read")
+            key_path.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(Fernet.generate_key())
+        if key_path.stat().st_mode & 0o077:
+            raise SecretError(f"master key {key_path} is readable by others: chmod 600 it")
+        return cls(key_path.read_bytes().strip())
+
+    def encrypt(self, clear: str) -> str:
+        return self._fernet.encrypt(clear.encode()).decode()
+
+    def decrypt(self, token: str) -> str:
+        try:
+            return self._fernet.decrypt(token.encode()).decode()
+        except InvalidToken:
+            raise SecretError("cannot decrypt a secret: wrong master key or corrupt data") from None
