@@ -12,8 +12,10 @@ __all__ = [
     "DomainError",
     "GenericBadRequest",
     "GenericForbidden",
+    "ImageNotFound",
     "InstanceNotAvailable",
     "InvalidAPIParameters",
+    "ObjectNotFound",
     "QuotaExceeded",
     "ScalingGroupNotFound",
 ]
@@ -51,3 +53,21 @@ class ScalingGroupNotFound(DomainError):
 
 class InstanceNotAvailable(DomainError):
     status, error_type, title = 503, "instance-not-available", "There is no available instance."
+
+
+class ObjectNotFound(DomainError):
+    """``No such {object}.``, Backend.AI's 404 family."""
+
+    status, error_type = 404, "object-not-found"
+
+    def __init__(self, object_name: str, msg: str = "") -> None:
+        super().__init__(msg)
+        self.title = f"No such {object_name}."  # type: ignore[misc]
+        self.object_name = object_name
+        if not msg:
+            self.args = (self.title,)
+
+
+class ImageNotFound(ObjectNotFound):
+    def __init__(self, msg: str = "") -> None:
+        super().__init__("environment image", msg)

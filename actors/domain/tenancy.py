@@ -1,0 +1,350 @@
+"""Tenancy as pure decisions: who exists, who may use what, under which limits.
+
+:class:`TenancyState` is folded from the tenancy streams; each ``decide_*`` function checks a
+command against it and returns the events to append (an empty list when the command would
+change nothing, so a repeated command is harmless), or raises a :class:`DomainError`.
+The single tenancy writer appends them to the kind's stream with its expected version,
+which is what makes names unique even if two writers race.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from events.catalogue import (
+    AnyPayload,
+    DomainCreated,
+    DomainUpdated,
+    ImageAliasSet,
+    ImageRegistered,
+    KeypairIssued,
+    KeypairPolicySet,
+    KeypairUpdated,
+    ProjectCreated,
+    ProjectMemberAdded,
+    ProjectMemberRemoved,
+    ProjectUpdated,
+    ScalingGroupAssociated,
+    ScalingGroupDissociated,
+    ScalingGroupSet,
+    UserCreated,
+    UserUpdated,
+)
+
+from .errors import GenericBadRequest, ImageNotFound, InvalidAPIParameters, ObjectNotFound
+
+__all__ = [
+    "STREAM_OF",
+    "TenancyState",
+    "decide_add_member",
+    "decide_alias",
+    "decide_associate",
+    "decide_create_domain",
+    "decide_create_project",
+    "decide_create_user",
+    "decide_issue_keypair",
+    "decide_register_image",
+    "decide_set",
+    "decide_update",
+    "generate_access_key",
+    "generate_secret_key",
+    "image_slot_limits",
+]
+
+STREAM_OF: Mapping[str, str] = {
+    "domain_created": "tenancy-domains", "domain_updated": "tenancy-domains",
+    "project_created": "tenancy-projects", "project_updated": "tenancy-projects",
+    "project_member_added": "tenancy-projects", "project_member_removed": "tenancy-projects",
+    "user_created": "tenancy-users", "user_updated": "tenancy-users",
+    "keypair_issued": "tenancy-keypairs", "keypair_updated": "tenancy-keypairs",
+    "keypair_policy_set": "tenancy-policies",
+    "scaling_group_set": "tenancy-sgroups", "scaling_group_associated": "tenancy-sgroups",
+    "scaling_group_dissociated": "tenancy-sgroups",
+    "image_registered": "image-catalogue", "image_alias_set": "image-catalogue",
+}  # fmt: skip
+"""Which stream each tenancy event belongs to (one per kind)."""
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+_KEY_ALPHABET = string.ascii_uppercase + string.digits
+
+
+def generate_access_key(choice: Callable[[str], str] = secrets.choice) -> str:
+    """Backend.AI's format: ``AKIA`` + 16 upper-case letters and digits (20 characters)."""
+    return "AKIA" + "".join(choice(_KEY_ALPHABET) for _ in range(16))
+
+
+def generate_secret_key() -> str:
+    """40 URL-safe characters from the OS's CSPRNG."""
+    return secrets.token_urlsafe(30)[:40]
+
+
+def _check_name(kind: str, name: str) -> None:
+    if not _NAME.match(name):
+        raise InvalidAPIParameters(
+            f"invalid {kind} name {name!r}: 1-64 letters, digits, '.', '_' or '-'"
+        )
+
+
+@dataclass
+class TenancyState:
+    domains: dict[str, dict[str, Any]] = field(default_factory=dict)
+    projects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    keypairs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    policies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sgroups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    images: dict[str, dict[str, Any]] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+    """Stream -> version folded so far (the expected version of the next append)."""
+
+    # ---- lookups used by the decisions -------------------------------------------------------
+    def user_by(
+        self, *, username: str | None = None, email: str | None = None
+    ) -> dict[str, Any] | None:
+        for user in self.users.values():
+            if (username and user["username"] == username) or (email and user["email"] == email):
+                return user
+        return None
+
+    def project_named(self, domain: str, name: str) -> dict[str, Any] | None:
+        return next(
+            (p for p in self.projects.values() if p["domain"] == domain and p["name"] == name), None
+        )
+
+    def resolve_image(self, name_or_alias: str) -> dict[str, Any]:
+        name = self.aliases.get(name_or_alias, name_or_alias)
+        image = self.images.get(name)
+        if image is None:
+            raise ImageNotFound()
+        return image
+
+    # ---- fold --------------------------------------------------------------------------------
+    def apply(self, stream: str, version: int, payload: AnyPayload) -> None:
+        self.versions[stream] = version
+        data = payload.model_dump(mode="json")
+        kind = data.pop("type")
+        handler = getattr(self, f"_on_{kind}", None)
+        if handler is not None:
+            handler(data)
+
+    def _on_domain_created(self, d: dict[str, Any]) -> None:
+        self.domains[d["name"]] = d
+
+    def _on_domain_updated(self, d: dict[str, Any]) -> None:
+        self.domains[d["name"]].update({k: v for k, v in d.items() if v is not None})
+
+    def _on_project_created(self, d: dict[str, Any]) -> None:
+        self.projects[d["project_id"]] = {**d, "members": []}
+
+    def _on_project_updated(self, d: dict[str, Any]) -> None:
+        self.projects[d["project_id"]].update({k: v for k, v in d.items() if v is not None})
+
+    def _on_project_member_added(self, d: dict[str, Any]) -> None:
+        members = self.projects[d["project_id"]]["members"]
+        if d["user_id"] not in members:
+            members.append(d["user_id"])
+
+    def _on_project_member_removed(self, d: dict[str, Any]) -> None:
+        members = self.projects[d["project_id"]]["members"]
+        if d["user_id"] in members:
+            members.remove(d["user_id"])
+
+    def _on_user_created(self, d: dict[str, Any]) -> None:
+        self.users[d["user_id"]] = d
+
+    def _on_user_updated(self, d: dict[str, Any]) -> None:
+        self.users[d["user_id"]].update({k: v for k, v in d.items() if v is not None})
+
+    def _on_keypair_issued(self, d: dict[str, Any]) -> None:
+        self.keypairs[d["access_key"]] = d
+
+    def _on_keypair_updated(self, d: dict[str, Any]) -> None:
+        self.keypairs[d["access_key"]].update({k: v for k, v in d.items() if v is not None})
+
+    def _on_keypair_policy_set(self, d: dict[str, Any]) -> None:
+        self.policies[d["name"]] = d
+
+    def _on_scaling_group_set(self, d: dict[str, Any]) -> None:
+        previous = self.sgroups.get(d["name"], {})
+        self.sgroups[d["name"]] = {**d, "for": previous.get("for", [])}
+
+    def _on_scaling_group_associated(self, d: dict[str, Any]) -> None:
+        target = [d["target_kind"], d["target"]]
+        if target not in self.sgroups[d["name"]]["for"]:
+            self.sgroups[d["name"]]["for"].append(target)
+
+    def _on_scaling_group_dissociated(self, d: dict[str, Any]) -> None:
+        target = [d["target_kind"], d["target"]]
+        if target in self.sgroups[d["name"]]["for"]:
+            self.sgroups[d["name"]]["for"].remove(target)
+
+    def _on_image_registered(self, d: dict[str, Any]) -> None:
+        self.images[d["name"]] = d
+
+    def _on_image_alias_set(self, d: dict[str, Any]) -> None:
+        self.aliases[d["alias"]] = d["target"]
+
+
+# ---- decisions ----------------------------------------------------------------------------
+
+
+def decide_create_domain(state: TenancyState, event: DomainCreated) -> list[AnyPayload]:
+    _check_name("domain", event.name)
+    existing = state.domains.get(event.name)
+    if existing is not None:
+        if _same(existing, event):
+            return []
+        raise InvalidAPIParameters(f"domain {event.name!r} already exists")
+    return [event]
+
+
+def decide_create_project(state: TenancyState, event: ProjectCreated) -> list[AnyPayload]:
+    _check_name("project", event.name)
+    if event.domain not in state.domains:
+        raise ObjectNotFound("domain", f"domain {event.domain!r} does not exist")
+    if str(event.project_id) in state.projects:
+        return [] if _same(state.projects[str(event.project_id)], event) else _exists(event)
+    if state.project_named(event.domain, event.name) is not None:
+        raise InvalidAPIParameters(
+            f"project {event.name!r} already exists in domain {event.domain!r}"
+        )
+    return [event]
+
+
+def decide_create_user(state: TenancyState, event: UserCreated) -> list[AnyPayload]:
+    _check_name("user", event.username)
+    if not _EMAIL.match(event.email):
+        raise InvalidAPIParameters(f"invalid e-mail address {event.email!r}")
+    if event.domain not in state.domains:
+        raise ObjectNotFound("domain", f"domain {event.domain!r} does not exist")
+    if str(event.user_id) in state.users:
+        return [] if _same(state.users[str(event.user_id)], event) else _exists(event)
+    if state.user_by(username=event.username) is not None:
+        raise InvalidAPIParameters(f"username {event.username!r} is taken")
+    if state.user_by(email=event.email) is not None:
+        raise InvalidAPIParameters(f"e-mail {event.email!r} is taken")
+    return [event]
+
+
+def decide_update(
+    state: TenancyState, event: DomainUpdated | ProjectUpdated | UserUpdated | KeypairUpdated
+) -> list[AnyPayload]:
+    """Partial updates: a no-op when every given field already has that value."""
+    if isinstance(event, DomainUpdated):
+        record, what = state.domains.get(event.name), ("domain", event.name)
+    elif isinstance(event, ProjectUpdated):
+        record, what = (
+            state.projects.get(str(event.project_id)),
+            ("user group", str(event.project_id)),
+        )
+    elif isinstance(event, UserUpdated):
+        record, what = state.users.get(str(event.user_id)), ("user", str(event.user_id))
+    else:
+        record, what = state.keypairs.get(event.access_key), ("keypair", event.access_key)
+        if event.resource_policy is not None and event.resource_policy not in state.policies:
+            raise ObjectNotFound(
+                "keypair resource policy", f"policy {event.resource_policy!r} does not exist"
+            )
+    if record is None:
+        raise ObjectNotFound(what[0], f"{what[0]} {what[1]} does not exist")
+    return [] if _same(record, event, only_set=True) else [event]
+
+
+def decide_add_member(
+    state: TenancyState, event: ProjectMemberAdded | ProjectMemberRemoved
+) -> list[AnyPayload]:
+    project = state.projects.get(str(event.project_id))
+    user = state.users.get(str(event.user_id))
+    if project is None:
+        raise ObjectNotFound("user group", f"project {event.project_id} does not exist")
+    if user is None:
+        raise ObjectNotFound("user", f"user {event.user_id} does not exist")
+    member = str(event.user_id) in project["members"]
+    if isinstance(event, ProjectMemberAdded):
+        if user["domain"] != project["domain"]:
+            raise GenericBadRequest("a user can only join projects of their own domain")
+        return [] if member else [event]
+    return [event] if member else []
+
+
+def decide_issue_keypair(state: TenancyState, event: KeypairIssued) -> list[AnyPayload]:
+    if str(event.user_id) not in state.users:
+        raise ObjectNotFound("user", f"user {event.user_id} does not exist")
+    if event.resource_policy not in state.policies:
+        raise ObjectNotFound(
+            "keypair resource policy", f"policy {event.resource_policy!r} does not exist"
+        )
+    if event.access_key in state.keypairs:
+        raise InvalidAPIParameters(f"access key {event.access_key} already exists")
+    return [event]
+
+
+def decide_associate(
+    state: TenancyState, event: ScalingGroupAssociated | ScalingGroupDissociated
+) -> list[AnyPayload]:
+    group = state.sgroups.get(event.name)
+    if group is None:
+        raise ObjectNotFound("scaling group", f"scaling group {event.name!r} does not exist")
+    exists = {
+        "domain": event.target in state.domains,
+        "project": event.target in state.projects,
+        "keypair": event.target in state.keypairs,
+    }[event.target_kind]
+    if not exists:
+        raise ObjectNotFound(
+            event.target_kind, f"{event.target_kind} {event.target!r} does not exist"
+        )
+    associated = [event.target_kind, event.target] in group["for"]
+    if isinstance(event, ScalingGroupAssociated):
+        return [] if associated else [event]
+    return [event] if associated else []
+
+
+def decide_register_image(state: TenancyState, event: ImageRegistered) -> list[AnyPayload]:
+    existing = state.images.get(event.name)
+    return [] if existing is not None and _same(existing, event) else [event]
+
+
+def decide_alias(state: TenancyState, event: ImageAliasSet) -> list[AnyPayload]:
+    if event.target not in state.images:
+        raise ImageNotFound(f"alias target {event.target!r} is not in the image catalogue")
+    return [] if state.aliases.get(event.alias) == event.target else [event]
+
+
+def decide_set(state: TenancyState, event: KeypairPolicySet | ScalingGroupSet) -> list[AnyPayload]:
+    """Policies and scaling groups are set whole: a no-op when nothing differs."""
+    _check_name("policy" if isinstance(event, KeypairPolicySet) else "scaling group", event.name)
+    current = (state.policies if isinstance(event, KeypairPolicySet) else state.sgroups).get(
+        event.name
+    )
+    return [] if current is not None and _same(current, event) else [event]
+
+
+def _same(record: Mapping[str, Any], event: AnyPayload, *, only_set: bool = False) -> bool:
+    data = event.model_dump(mode="json", exclude={"type"})
+    return all(record.get(k) == v for k, v in data.items() if not (only_set and v is None))
+
+
+def _exists(event: AnyPayload) -> list[AnyPayload]:
+    raise InvalidAPIParameters(f"{event.type.split('_')[0]} already exists with other settings")
+
+
+def image_slot_limits(image: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(min, max) slots from ``ai.backend.resource.{min,max}.<slot>`` labels."""
+    minimum: dict[str, str] = {}
+    maximum: dict[str, str] = {}
+    for label, value in (image.get("labels") or {}).items():
+        for prefix, target in (
+            ("ai.backend.resource.min.", minimum),
+            ("ai.backend.resource.max.", maximum),
+        ):
+            if label.startswith(prefix):
+                target[label[len(prefix) :]] = value
+    return minimum, maximum
