@@ -18,9 +18,12 @@ from typing import Any
 
 import redis
 
+from actors.domain.errors import DomainError
 from events import Durability, EventStoreError, RedisEventStore
+from events.secrets import SecretBox, SecretError
 
 from . import embedded, projections_cli
+from .bootstrap import Bootstrap, bootstrap, write_client_config
 from .config import Settings
 from .errors import KernelhubError
 from .logging import configure_logging
@@ -53,16 +56,19 @@ async def _log_facts(url: str, prefix: str) -> dict[str, Any]:
         await store.close()
 
 
-async def _apply_durability(url: str, prefix: str, durability: Durability) -> None:
-    store = RedisEventStore.from_url(url, prefix=prefix)
+async def _prepare(settings: Settings, url: str) -> Bootstrap:
+    """Durability on the server, then the idempotent tenancy bootstrap."""
+    store = RedisEventStore.from_url(url, prefix=settings.key_prefix)
     try:
-        await store.check_server(durability)
+        await store.check_server(settings.durability)
+        box = SecretBox.from_file(settings.master_key_path, create=True)
+        return await bootstrap(store, box)
     finally:
         await store.close()
 
 
 def _print_connect(
-    settings: Settings, state: embedded.EmbeddedState, facts: dict[str, Any]
+    settings: Settings, state: embedded.EmbeddedState, facts: dict[str, Any], keys: Bootstrap
 ) -> None:
     print(f"  redis      {state.redis_url}")
     print(
@@ -73,10 +79,13 @@ def _print_connect(
     print(f"  log        {facts['events']} events, head {facts['head']}")
     if state.projector_pid:
         print(f"  projector  pid {state.projector_pid} (read models; kh projections status)")
+    print(f"  admin      {keys.access_key} (also in {settings.client_config_path})")
     print()
-    print("Connect (SDK, tools and tests read these):")
-    print(f"  export KH_REDIS_URL={state.redis_url}")
-    print(f"  export KH_DATA_DIR={settings.data_dir}")
+    print("Connect (the Backend.AI client, the SDK and kh read these):")
+    print(f"export BACKEND_ACCESS_KEY={keys.access_key}")
+    print(f"export BACKEND_SECRET_KEY={keys.secret_key}")
+    print(f"export KH_REDIS_URL={state.redis_url}")
+    print(f"export KH_DATA_DIR={settings.data_dir}")
     print()
     print("Ray, the agent and the gateway join the embedded stack as their issues land.")
     print("Status: kh status    Stop: kh down")
@@ -91,10 +100,11 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "KH_REDIS_URL points at an external Redis; `kh up` runs the embedded one: unset it"
             )
     state, started = embedded.up(settings)
-    asyncio.run(_apply_durability(state.redis_url, settings.key_prefix, settings.durability))
+    keys = asyncio.run(_prepare(settings, state.redis_url))
+    write_client_config(settings.client_config_path, keys)
     facts = asyncio.run(_log_facts(state.redis_url, settings.key_prefix))
     print("kernelhub is up" + ("" if started else " (already running)"))
-    _print_connect(settings, state, facts)
+    _print_connect(settings, state, facts, keys)
     if args.foreground:
         print("Running in the foreground: Ctrl-C stops it.", flush=True)
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
@@ -200,8 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         return int(args.func(args))
-    except (KernelhubError, EventStoreError) as exc:
+    except (KernelhubError, EventStoreError, SecretError) as exc:
         return _fail(str(exc))
+    except DomainError as exc:
+        return _fail(exc.msg or exc.title)
     except redis.exceptions.RedisError as exc:
         return _fail(f"Redis: {exc}")
     except ValueError as exc:  # pydantic ValidationError is a ValueError: bad settings

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from events import Durability
 from events.keys import DEFAULT_PREFIX
 
-__all__ = ["Settings", "default_data_dir"]
+__all__ = ["Settings", "default_config_dir", "default_data_dir"]
 
 
 def default_data_dir() -> Path:
@@ -22,10 +22,19 @@ def default_data_dir() -> Path:
     return Path(base) / "kernelhub"
 
 
+def default_config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "kernelhub"
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     data_dir: Path = Field(default_factory=default_data_dir)
+    config_dir: Path = Field(
+        default_factory=default_config_dir,
+        description="Where `kh up` writes config.toml with the admin keypair (0600).",
+    )
     redis_url: str | None = Field(
         default=None,
         description="An external Redis (redis:// or unix://); unset: the embedded one.",
@@ -39,12 +48,22 @@ class Settings(BaseModel):
     durability: Durability = Durability.EVERYSEC
     key_prefix: str = DEFAULT_PREFIX
 
+    @property
+    def master_key_path(self) -> Path:
+        """The key that encrypts secrets in the log; never stored in Redis."""
+        return self.data_dir / "master.key"
+
+    @property
+    def client_config_path(self) -> Path:
+        return self.config_dir / "config.toml"
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for field, var in (
             ("data_dir", "KH_DATA_DIR"),
+            ("config_dir", "KH_CONFIG_DIR"),
             ("redis_url", "KH_REDIS_URL"),
             ("redis_port", "KH_REDIS_PORT"),
             ("durability", "KH_DURABILITY"),

@@ -27,7 +27,12 @@ def data_dir() -> Iterator[Path]:
 
 
 def kh(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {**os.environ, "KH_DATA_DIR": str(data_dir), **env}
+    environ = {
+        **os.environ,
+        "KH_DATA_DIR": str(data_dir),
+        "KH_CONFIG_DIR": str(data_dir / "cfg"),
+        **env,
+    }
     environ.pop("KH_REDIS_URL", None)
     return subprocess.run([*KH, *args], env=environ, capture_output=True, text=True, timeout=60)
 
@@ -45,9 +50,19 @@ def test_up_status_down(data_dir: Path) -> None:
     again = kh(data_dir, "up")
     assert again.returncode == 0 and "already running" in again.stdout
 
+    access_key = next(line.split("=", 1)[1] for line in up.stdout.splitlines()
+                      if line.startswith("export BACKEND_ACCESS_KEY="))  # fmt: skip
+    secret_key = next(line.split("=", 1)[1] for line in up.stdout.splitlines()
+                      if line.startswith("export BACKEND_SECRET_KEY="))  # fmt: skip
+    assert len(access_key) == 20 and len(secret_key) == 40
+    assert f"export BACKEND_SECRET_KEY={secret_key}" in again.stdout  # the same keypair
+    config = data_dir / "cfg" / "config.toml"
+    assert config.stat().st_mode & 0o777 == 0o600 and secret_key in config.read_text()
+
     status = kh(data_dir, "status", "--json")
     report = json.loads(status.stdout)
-    assert report["running"] and report["redis_url"] == url and report["events"] == 0
+    assert report["running"] and report["redis_url"] == url
+    assert report["events"] > 0  # the bootstrap: domain, project, policy, admin, ...
 
     down = kh(data_dir, "down")
     assert down.returncode == 0 and "kernelhub is down" in down.stdout
@@ -89,7 +104,8 @@ def test_projections_commands(data_dir: Path) -> None:
         [sys.executable, "-c", APPEND_WORKLOAD, url], capture_output=True, text=True, timeout=60
     )
     assert appended.returncode == 0, appended.stderr
-    events = int(appended.stdout)
+    assert int(appended.stdout) > 0
+    events = json.loads(kh(data_dir, "status", "--json").stdout)["events"]  # bootstrap + workload
 
     def caught_up() -> bool:
         rows = json.loads(kh(data_dir, "projections", "status", "--json").stdout)
@@ -100,7 +116,7 @@ def test_projections_commands(data_dir: Path) -> None:
         assert time.monotonic() < deadline, "the projector never caught up"
         time.sleep(0.2)
     rows = json.loads(kh(data_dir, "projections", "status", "--json").stdout)
-    assert {r["projection"] for r in rows} == {"sessions", "agents"}
+    assert {r["projection"] for r in rows} == {"sessions", "agents", "tenancy"}
 
     rebuilt = kh(data_dir, "projections", "rebuild")
     assert rebuilt.returncode == 0, rebuilt.stderr
@@ -110,7 +126,8 @@ def test_projections_commands(data_dir: Path) -> None:
     bad = kh(data_dir, "projections", "rebuild", "nope")
     assert bad.returncode == 1
     assert (
-        bad.stderr.strip() == "kh: error: no projection named 'nope' (there are: agents, sessions)"
+        bad.stderr.strip()
+        == "kh: error: no projection named 'nope' (there are: agents, sessions, tenancy)"
     )
 
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from .session import SessionResult, SessionSpec, SessionType
-from .slots import DefaultForUnspecified, ResourceSlot, SlotType
+from .slots import DefaultForUnspecified, ResourceSlot, SlotType, cap_from
 
 __all__ = [
     "PREDICATE_ORDER",
@@ -138,30 +138,23 @@ def _within(
 
 def _keypair_limit(session: SessionSpec, ctx: PredicateContext) -> str | None:
     policy = ctx.policy(session.access_key)
-    limit = ResourceSlot.from_policy(
-        {"total_resource_slots": policy.total_resource_slots,
-         "default_for_unspecified": policy.default_for_unspecified},
-        ctx.known_slot_types,
-    )  # fmt: skip
+    limit = cap_from(
+        policy.total_resource_slots, ctx.known_slot_types, policy.default_for_unspecified
+    )
     if _within(ctx.occupancy.keypair[session.access_key], session, limit, ctx):
         return None
     return _quota_message("keypair", limit, ctx)
 
 
-def _unlimited_unless_listed(slots: Mapping[str, Any], ctx: PredicateContext) -> ResourceSlot:
-    policy = {"total_resource_slots": slots, "default_for_unspecified": "UNLIMITED"}
-    return ResourceSlot.from_policy(policy, ctx.known_slot_types)
-
-
 def _group_limit(session: SessionSpec, ctx: PredicateContext) -> str | None:
-    limit = _unlimited_unless_listed(ctx.project_limits.get(session.project_id, {}), ctx)
+    limit = cap_from(ctx.project_limits.get(session.project_id, {}), ctx.known_slot_types)
     if _within(ctx.occupancy.project[session.project_id], session, limit, ctx):
         return None
     return _quota_message("group", limit, ctx)
 
 
 def _domain_limit(session: SessionSpec, ctx: PredicateContext) -> str | None:
-    limit = _unlimited_unless_listed(ctx.domain_limits.get(session.domain, {}), ctx)
+    limit = cap_from(ctx.domain_limits.get(session.domain, {}), ctx.known_slot_types)
     if _within(ctx.occupancy.domain[session.domain], session, limit, ctx):
         return None
     return _quota_message("domain", limit, ctx)

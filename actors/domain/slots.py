@@ -29,6 +29,7 @@ __all__ = [
     "SlotLayout",
     "SlotType",
     "UnknownSlotError",
+    "cap_from",
 ]
 
 _QUANTUM = Decimal("0.001")
@@ -210,6 +211,18 @@ class ResourceSlot(Mapping[str, Decimal]):
         """max over slots of self[slot] / capacity[slot], skipping slots with no capacity."""
         shares = [v / capacity[k] for k, v in self._data.items() if capacity.get(k, ZERO) > 0]
         return max(shares, default=ZERO)
+
+
+def cap_from(
+    slots: Mapping[str, Any],
+    known: Mapping[str, SlotType],
+    default: DefaultForUnspecified | str = DefaultForUnspecified.UNLIMITED,
+) -> ResourceSlot:
+    """A quota over the known slots: listed ones as given, the others 0 (LIMITED) or
+    infinite (UNLIMITED)."""
+    return ResourceSlot.from_policy(
+        {"total_resource_slots": slots, "default_for_unspecified": default}, known
+    )
 
 
 class SlotLayout:

@@ -1,0 +1,126 @@
+"""O(1) tenancy lookups for the scheduler, the gateway and the CLI (from the ``tenancy``
+read model). Secrets stay ciphertext here; only the auth cache decrypts them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from events import RedisEventStore
+from events._canonical import loads
+
+from .base import Record
+
+__all__ = ["TenancyLookups"]
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class TenancyLookups:
+    def __init__(self, store: RedisEventStore) -> None:
+        self.redis = store.redis
+        self.keys = store.keys
+
+    async def _prefix(self) -> str | None:
+        active = await self.redis.get(self.keys.projection_active("tenancy"))
+        return None if active is None else self.keys.projection_generation("tenancy", int(active))
+
+    async def _get(self, kind: str, record_id: str) -> Record | None:
+        prefix = await self._prefix()
+        if prefix is None:
+            return None
+        raw = await self.redis.hget(f"{prefix}:r:{kind}", record_id)
+        return None if raw is None else loads(raw)
+
+    async def _many(self, kind: str, ids: list[str]) -> list[Record]:
+        prefix = await self._prefix()
+        if prefix is None or not ids:
+            return []
+        return [
+            loads(r) for r in await self.redis.hmget(f"{prefix}:r:{kind}", ids) if r is not None
+        ]
+
+    async def _index(self, key: str, field: str) -> str | None:
+        prefix = await self._prefix()
+        if prefix is None:
+            return None
+        value = await self.redis.hget(f"{prefix}:{key}", field)
+        return None if value is None else _s(value)
+
+    async def _members(self, key: str) -> list[str]:
+        prefix = await self._prefix()
+        if prefix is None:
+            return []
+        return [_s(m) for m in await self.redis.zrange(f"{prefix}:{key}", 0, -1)]
+
+    # ---- records by key -------------------------------------------------------------------
+    async def domain(self, name: str) -> Record | None:
+        return await self._get("domain", name)
+
+    async def project(self, project_id: str) -> Record | None:
+        return await self._get("project", str(project_id))
+
+    async def project_by_name(self, domain: str, name: str) -> Record | None:
+        project_id = await self._index(f"i:project:{domain}", name)
+        return None if project_id is None else await self.project(project_id)
+
+    async def user(self, user_id: str) -> Record | None:
+        return await self._get("user", str(user_id))
+
+    async def user_by_email(self, email: str) -> Record | None:
+        user_id = await self._index("i:user:email", email)
+        return None if user_id is None else await self.user(user_id)
+
+    async def keypair(self, access_key: str) -> Record | None:
+        return await self._get("keypair", access_key)
+
+    async def keypairs_of(self, user_id: str) -> list[Record]:
+        return await self._many("keypair", await self._members(f"i:keypairs:{user_id}"))
+
+    async def projects_of(self, user_id: str) -> list[Record]:
+        return await self._many("project", await self._members(f"i:projects:{user_id}"))
+
+    async def policy(self, name: str) -> Record | None:
+        return await self._get("policy", name)
+
+    async def scaling_group(self, name: str) -> Record | None:
+        return await self._get("sgroup", name)
+
+    async def image(self, name_or_alias: str) -> Record | None:
+        """An image by canonical name or alias; ``None`` -> "No such environment image."."""
+        alias = await self._get("alias", name_or_alias)
+        return await self._get("image", alias["target"] if alias else name_or_alias)
+
+    # ---- derived --------------------------------------------------------------------------
+    async def allowed_scaling_groups(
+        self, domain: str, project_id: str | None, access_key: str | None
+    ) -> list[Record]:
+        """Active scaling groups associated with the domain, the project or the keypair
+        (their union, by name), as Backend.AI's ``query_allowed_sgroups``."""
+        names: set[str] = set(await self._members(f"i:sg_for:domain:{domain}"))
+        if project_id:
+            names |= set(await self._members(f"i:sg_for:project:{project_id}"))
+        if access_key:
+            names |= set(await self._members(f"i:sg_for:keypair:{access_key}"))
+        groups = await self._many("sgroup", sorted(names))
+        return [g for g in groups if g.get("is_active", True)]
+
+    async def limits_of(
+        self, access_key: str, project_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """Everything that caps what a keypair may occupy: its resource policy, and the
+        ``total_resource_slots`` of its user's domain and of the project (when given)."""
+        keypair = await self.keypair(access_key)
+        if keypair is None:
+            return None
+        user = await self.user(keypair["user_id"])
+        policy = await self.policy(keypair["resource_policy"])
+        domain = await self.domain(user["domain"]) if user else None
+        project = await self.project(project_id) if project_id else None
+        return {
+            "access_key": access_key,
+            "policy": policy,
+            "domain_slots": (domain or {}).get("total_resource_slots", {}),
+            "project_slots": (project or {}).get("total_resource_slots", {}),
+        }

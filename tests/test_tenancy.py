@@ -1,0 +1,305 @@
+"""Tenancy against a real Redis: commands and invariants, limits, secrets, bootstrap, lookups."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from actors.auth import AuthCache
+from actors.domain.errors import GenericBadRequest, InvalidAPIParameters, ObjectNotFound
+from actors.domain.limits import effective_limits
+from actors.domain.slots import INTRINSIC_SLOTS, SlotType
+from actors.tenancy import TenancyService
+from events import RedisEventStore
+from events.catalogue import redact
+from events.secrets import SecretBox
+from kernelhub.bootstrap import BASE_IMAGE, bootstrap, write_client_config
+from kernelhub.testing import eventually
+from projections.inspect import dump_generation
+from projections.models import TenancyProjection
+from projections.runtime import Projector
+from projections.tenancy_queries import TenancyLookups
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> SecretBox:
+    return SecretBox.from_file(tmp_path / "master.key", create=True)
+
+
+@pytest.fixture
+async def tenancy(store: RedisEventStore, box: SecretBox) -> AsyncIterator[TenancyService]:
+    service = await TenancyService(store, box).load()
+    await service.create_domain("lab")
+    await service.set_policy("default")
+    yield service
+
+
+async def fold(store: RedisEventStore) -> TenancyLookups:
+    await Projector(store, [TenancyProjection()]).catch_up()
+    return TenancyLookups(store)
+
+
+class TestCommandsAndInvariants:
+    async def test_names_are_unique(self, tenancy: TenancyService) -> None:
+        with pytest.raises(InvalidAPIParameters, match="domain 'lab' already exists"):
+            await tenancy.create_domain("lab", description="another")
+        await tenancy.create_domain("lab")  # the very same command again: a no-op
+        await tenancy.create_domain("other")
+        await tenancy.create_project("ml", "lab")
+        await tenancy.create_project("ml", "other")  # the same name in another domain is fine
+        with pytest.raises(
+            InvalidAPIParameters, match=r"project 'ml' already exists in domain 'lab'"
+        ):
+            await tenancy.create_project("ml", "lab", project_id=uuid.uuid4())
+        await tenancy.create_user("ana", "ana@lab.org", "lab")
+        with pytest.raises(InvalidAPIParameters, match="username 'ana' is taken"):
+            await tenancy.create_user("ana", "ana2@lab.org", "lab")
+        with pytest.raises(InvalidAPIParameters, match=r"e-mail 'ana@lab\.org' is taken"):
+            await tenancy.create_user("ana2", "ana@lab.org", "lab")
+        with pytest.raises(InvalidAPIParameters, match="invalid domain name"):
+            await tenancy.create_domain("has space")
+
+    async def test_references_must_exist(self, tenancy: TenancyService) -> None:
+        with pytest.raises(ObjectNotFound, match="domain 'nowhere' does not exist"):
+            await tenancy.create_user("bo", "bo@x.org", "nowhere")
+        with pytest.raises(ObjectNotFound, match="does not exist"):
+            await tenancy.issue_keypair(uuid.uuid4())
+        user = await tenancy.create_user("bo", "bo@x.org", "lab")
+        with pytest.raises(ObjectNotFound, match="policy 'gold' does not exist"):
+            await tenancy.issue_keypair(user, resource_policy="gold")
+
+    async def test_membership(self, tenancy: TenancyService) -> None:
+        await tenancy.create_domain("other")
+        project = await tenancy.create_project("ml", "lab")
+        ana = await tenancy.create_user("ana", "ana@lab.org", "lab")
+        outsider = await tenancy.create_user("out", "out@x.org", "other")
+        await tenancy.add_member(project, ana)
+        await tenancy.add_member(project, ana)  # idempotent
+        assert tenancy.state.projects[str(project)]["members"] == [str(ana)]
+        with pytest.raises(GenericBadRequest, match="own domain"):
+            await tenancy.add_member(project, outsider)
+        await tenancy.remove_member(project, ana)
+        assert tenancy.state.projects[str(project)]["members"] == []
+
+    async def test_keypairs_deactivation_and_retries(
+        self, tenancy: TenancyService, store: RedisEventStore, box: SecretBox
+    ) -> None:
+        user = await tenancy.create_user("ana", "ana@lab.org", "lab")
+        command = uuid.uuid4()
+        access_key, secret = await tenancy.issue_keypair(user, command_id=command)
+        assert len(access_key) == 20 and access_key.startswith("AKIA") and access_key.isupper()
+        assert len(secret) == 40
+        again = await tenancy.issue_keypair(user, command_id=command)  # a retried command
+        assert again == (access_key, secret)
+        assert len(tenancy.keypairs_of(user)) == 1
+        await tenancy.update_keypair(access_key, is_active=False)
+        lookups = await fold(store)
+        record = await lookups.keypair(access_key)
+        assert record is not None and record["is_active"] is False
+        assert box.decrypt(record["secret_key"]) == secret
+
+    async def test_two_writers_race_on_one_stream(
+        self, store: RedisEventStore, box: SecretBox
+    ) -> None:
+        first, second = (
+            await TenancyService(store, box).load(),
+            await TenancyService(store, box).load(),
+        )
+        await asyncio.gather(first.create_domain("a"), second.create_domain("b"))
+        await first.load()
+        assert set(first.state.domains) == {"a", "b"}
+        results = await asyncio.gather(
+            first.create_user("same", "one@x.org", "a"),
+            second.create_user("same", "two@x.org", "b"),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(r, InvalidAPIParameters) for r in results) == 1
+
+
+async def test_effective_limits_combine_keypair_project_and_domain(
+    tenancy: TenancyService, store: RedisEventStore
+) -> None:
+    policy_slots = {"cpu": Decimal(4), "tpu.device": Decimal(9)}  # tpu: unknown to the cluster
+    await tenancy.set_policy(
+        "small", default_for_unspecified="LIMITED", total_resource_slots=policy_slots
+    )
+    await tenancy.update_domain("lab", total_resource_slots={"cpu": Decimal(2)})
+    project = await tenancy.create_project(
+        "ml", "lab", total_resource_slots={"mem": Decimal(8 * 2**30)}
+    )
+    user = await tenancy.create_user("ana", "ana@lab.org", "lab")
+    access_key, _ = await tenancy.issue_keypair(user, resource_policy="small")
+    lookups = await fold(store)
+    limits = await lookups.limits_of(access_key, str(project))
+    assert limits is not None
+    known = {**INTRINSIC_SLOTS, "cuda.device": SlotType.UNIQUE}
+    caps = effective_limits(limits, known)
+    inf = Decimal("Infinity")
+    # LIMITED: unlisted known slots are 0; the unknown tpu slot is dropped
+    assert dict(caps.keypair) == {"cpu": 4, "mem": 0, "cuda.device": 0}
+    # project and domain leave what they do not list unlimited
+    assert dict(caps.project) == {"cpu": inf, "mem": 8 * 2**30, "cuda.device": inf}
+    assert dict(caps.domain) == {"cpu": 2, "mem": inf, "cuda.device": inf}
+    assert dict(caps.combined) == {"cpu": 2, "mem": 0, "cuda.device": 0}
+    await tenancy.set_policy("small", default_for_unspecified="UNLIMITED",
+                             total_resource_slots={"cpu": Decimal(4)})  # fmt: skip
+    await Projector(store, [TenancyProjection()]).catch_up()
+    caps = effective_limits(await lookups.limits_of(access_key, str(project)) or {}, known)
+    assert dict(caps.combined) == {"cpu": 2, "mem": 8 * 2**30, "cuda.device": inf}
+
+
+async def test_lookups(tenancy: TenancyService, store: RedisEventStore) -> None:
+    project = await tenancy.create_project("ml", "lab")
+    user = await tenancy.create_user("ana", "ana@lab.org", "lab")
+    await tenancy.add_member(project, user)
+    access_key, _ = await tenancy.issue_keypair(user)
+    for name, public in (("shared", True), ("gpu", True), ("private", False), ("retired", True)):
+        await tenancy.set_scaling_group(name, is_public=public)
+    await tenancy.associate("shared", "domain", "lab")
+    await tenancy.associate("gpu", "project", str(project))
+    await tenancy.associate("private", "keypair", access_key)
+    await tenancy.associate("retired", "domain", "lab")
+    await tenancy.set_scaling_group("retired", is_active=False)
+    await tenancy.register_image("kernelhub/python:3.11", {"ai.backend.resource.min.cpu": "1"})
+    await tenancy.set_alias("python", "kernelhub/python:3.11")
+    lookups = await fold(store)
+    assert (await lookups.user_by_email("ana@lab.org"))["user_id"] == str(user)  # type: ignore[index]
+    assert (await lookups.project_by_name("lab", "ml"))["project_id"] == str(project)  # type: ignore[index]
+    assert [p["name"] for p in await lookups.projects_of(str(user))] == ["ml"]
+    assert [k["access_key"] for k in await lookups.keypairs_of(str(user))] == [access_key]
+    allowed = await lookups.allowed_scaling_groups("lab", str(project), access_key)
+    assert [g["name"] for g in allowed] == ["gpu", "private", "shared"]
+    assert [g["name"] for g in await lookups.allowed_scaling_groups("lab", None, None)] == [
+        "shared"
+    ]
+    assert (await lookups.image("python"))["name"] == "kernelhub/python:3.11"  # type: ignore[index]
+    assert await lookups.image("nope") is None
+    with pytest.raises(Exception, match="No such environment image"):
+        tenancy.state.resolve_image("nope")
+
+
+async def test_deactivation_bites_within_a_second(
+    tenancy: TenancyService, store: RedisEventStore, box: SecretBox
+) -> None:
+    user = await tenancy.create_user("ana", "ana@lab.org", "lab")
+    access_key, secret = await tenancy.issue_keypair(user)
+    cache = await AuthCache(store, box).start()
+    try:
+        credentials = cache.lookup(access_key)
+        assert credentials is not None and credentials.secret_key == secret
+        await tenancy.update_keypair(access_key, is_active=False)
+        await eventually(
+            lambda: cache.lookup(access_key) is None, timeout=1.0, message="keypair off"
+        )
+        await tenancy.update_keypair(access_key, is_active=True)
+        await eventually(
+            lambda: cache.lookup(access_key) is not None, timeout=1.0, message="on again"
+        )
+        await tenancy.update_user(user, status="inactive")
+        await eventually(lambda: cache.lookup(access_key) is None, timeout=1.0, message="user off")
+        assert cache.lookup("AKIANOSUCHKEY0000000") is None
+    finally:
+        await cache.stop()
+
+
+async def _every_value(store: RedisEventStore) -> list[str]:
+    """Every byte Redis holds for us, as text: all keys of every type."""
+    values: list[str] = []
+    async for raw_key in store.redis.scan_iter(count=1000):
+        key = raw_key.decode()
+        kind = (await store.redis.type(key)).decode()
+        if kind == "string":
+            values.append((await store.redis.get(key)).decode())
+        elif kind == "hash":
+            values += [f"{k!r}{v!r}" for k, v in (await store.redis.hgetall(key)).items()]
+        elif kind == "list":
+            values += [v.decode() for v in await store.redis.lrange(key, 0, -1)]
+        elif kind == "zset":
+            values += [m.decode() for m in await store.redis.zrange(key, 0, -1)]
+        elif kind == "stream":
+            values += [f"{f!r}" for _, f in await store.redis.xrange(key)]
+        values.append(key)
+    return values
+
+
+async def test_secrets_never_appear_in_clear(store: RedisEventStore, box: SecretBox) -> None:
+    result = await bootstrap(store, box)
+    tenancy = await TenancyService(store, box).load()
+    _, second_secret = await tenancy.issue_keypair(result.user_id)
+    await Projector(store, [TenancyProjection()]).catch_up()
+    everything = "\n".join(await _every_value(store))
+    for secret in (result.secret_key, second_secret):
+        assert secret not in everything
+    for event in await store.read_stream("tenancy-keypairs"):
+        body = event.data.model_dump(mode="json")
+        shown = json.dumps(redact(event.type, body))
+        assert result.secret_key not in shown and second_secret not in shown
+        if event.type == "keypair_issued":
+            assert '"secret_key": "***"' in shown
+            assert body["secret_key"] not in shown  # not even the ciphertext
+
+
+async def test_bootstrap_is_idempotent_and_replays_identically(
+    store: RedisEventStore, box: SecretBox, tmp_path: Path
+) -> None:
+    first = await bootstrap(store, box)
+    length = await store.log_length()
+    second = await bootstrap(store, box)
+    assert second == first
+    assert await store.log_length() == length, "a second bootstrap appended events"
+    lookups = await fold(store)
+    admin = await lookups.user_by_email("admin@kernelhub.local")
+    assert admin is not None and admin["role"] == "superadmin"
+    keypair = await lookups.keypair(first.access_key)
+    assert (
+        keypair is not None
+        and keypair["is_admin"]
+        and box.decrypt(keypair["secret_key"]) == first.secret_key
+    )
+    assert (await lookups.image("python"))["name"] == BASE_IMAGE  # type: ignore[index]
+    assert [g["name"] for g in await lookups.allowed_scaling_groups("default", None, None)] == [
+        "default"
+    ]
+
+    projector = Projector(store, [TenancyProjection()])
+    await projector.catch_up()
+    live = await dump_generation(store.redis, store.keys.projection_generation("tenancy", 1))
+    generation = await projector.rebuild("tenancy")
+    assert (
+        await dump_generation(store.redis, store.keys.projection_generation("tenancy", generation))
+        == live
+    )
+
+    config = tmp_path / "cfg" / "config.toml"
+    write_client_config(config, first)
+    assert config.stat().st_mode & 0o777 == 0o600
+    text = config.read_text()
+    assert (
+        f'access_key = "{first.access_key}"' in text
+        and f'secret_key = "{first.secret_key}"' in text
+    )
+
+
+def test_a_master_key_others_can_read_is_refused(tmp_path: Path) -> None:
+    from events.secrets import SecretError
+
+    path = tmp_path / "master.key"
+    SecretBox.from_file(path, create=True)
+    path.chmod(0o644)
+    with pytest.raises(SecretError, match="readable by others"):
+        SecretBox.from_file(path)
+    with pytest.raises(SecretError, match="is missing"):
+        SecretBox.from_file(tmp_path / "nope.key")
+    other = SecretBox.from_file(tmp_path / "other.key", create=True)
+    token = other.encrypt("x")
+    path.chmod(0o600)
+    with pytest.raises(SecretError, match="wrong master key"):
+        SecretBox.from_file(path).decrypt(token)
