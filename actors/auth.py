@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from events import RedisEventStore
+from events import RedisEventStore, Subscription
 from events.secrets import SecretBox
 
 from .domain.tenancy import TenancyState
@@ -50,6 +50,7 @@ class AuthCache:
         self.state = TenancyState()
         self._clear: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
+        self._subscription: Subscription | None = None
         self.position = "0-0"
         """Log position up to which changes are known."""
 
@@ -62,13 +63,16 @@ class AuthCache:
         return self
 
     async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.aclose()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
     async def _follow(self) -> None:
-        async for event in self.store.subscribe(self.position, block_ms=250):
+        self._subscription = self.store.subscribe(self.position, block_ms=250)
+        async for event in self._subscription:
             if event.stream in _STREAMS:
                 try:
                     self.state.apply(event.stream, event.version, event.data)

@@ -75,6 +75,11 @@ class Subscription:
                 {self._store.keys.log: self._after}, count=self._batch, block=self._block_ms
             )
         except _TRANSIENT as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # redis-py may turn a cancelled read into a connection error; swallowing it
+                # here would lose the cancellation and leave the follower running forever
+                raise asyncio.CancelledError from exc
             self.reconnects += 1
             log.warning(
                 "log subscription lost Redis; retrying",

@@ -86,3 +86,21 @@ async def test_resumes_after_a_redis_restart_without_gaps_or_repeats() -> None:
         assert [e.version for e in seen] == list(range(1, 11))
         await writer.close()
         await store.close()
+
+
+async def test_a_blocked_follower_can_always_be_cancelled(store: RedisEventStore) -> None:
+    """Cancelling a task blocked in XREAD must end it, whatever redis-py turns the
+    cancellation into (a swallowed cancel would leave it running forever)."""
+    for _ in range(20):
+        subscription = store.subscribe("$", block_ms=200)
+
+        async def follow(sub: Subscription = subscription) -> None:
+            async for _event in sub:
+                pass
+
+        task = asyncio.create_task(follow())
+        await eventually(lambda s=subscription: s.position is not None, message="started")  # type: ignore[misc]
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
