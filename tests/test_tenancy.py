@@ -15,7 +15,7 @@ from actors.auth import AuthCache
 from actors.domain.errors import GenericBadRequest, InvalidAPIParameters, ObjectNotFound
 from actors.domain.limits import effective_limits
 from actors.domain.slots import INTRINSIC_SLOTS, SlotType
-from actors.tenancy import TenancyService
+from actors.tenancy import TENANCY_STREAMS, TenancyService
 from events import RedisEventStore
 from events.catalogue import redact
 from events.secrets import SecretBox
@@ -238,7 +238,9 @@ async def test_secrets_never_appear_in_clear(store: RedisEventStore, box: Secret
     everything = "\n".join(await _every_value(store))
     for secret in (result.secret_key, second_secret):
         assert secret not in everything
-    for event in await store.read_stream("tenancy-keypairs"):
+    tenancy_events = [e for stream in TENANCY_STREAMS for e in await store.read_stream(stream)]
+    assert {e.type for e in tenancy_events} >= {"keypair_issued", "user_created", "domain_created"}
+    for event in tenancy_events:
         body = event.data.model_dump(mode="json")
         shown = json.dumps(redact(event.type, body))
         assert result.secret_key not in shown and second_secret not in shown
