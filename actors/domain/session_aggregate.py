@@ -1,0 +1,208 @@
+"""One session and its kernels as the write side holds them: folded from the session's
+stream, deciding what each report or command appends.
+
+Kernel reports are checked against the kernel map (termination through its own idempotent
+path), and the session's status is re-derived from its kernels after every change, with the
+session events emitted from the *new* status: exactly one ``session_started`` after the last
+kernel started (B2), exactly one ``session_terminated`` after the last one ended (B1), and
+PULLING shown on the session (B15).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from events.catalogue import (
+    AnyPayload,
+    KernelCancelled,
+    KernelCreating,
+    KernelPulling,
+    KernelStarted,
+    KernelTerminated,
+    SessionFailure,
+    SessionPreparing,
+    SessionSchedulingFailed,
+    SessionStarted,
+    SessionStatusChanged,
+    SessionSuccess,
+    SessionTerminated,
+)
+
+from .destroy import DestroyPlan, KernelView, plan_destroy
+from .lifecycle import DEFAULT_ROLE, kernel_accepts_termination, transit_session_status
+from .statuses import (
+    DEAD_SESSION_STATUSES,
+    KernelStatus,
+    SessionStatus,
+    kernel_transition_allowed,
+)
+
+__all__ = ["KernelReport", "SessionAggregate"]
+
+
+def _failure_signature(failure: SessionSchedulingFailed) -> tuple[Any, ...]:
+    return (
+        failure.status_info,
+        tuple((p.name, p.msg) for p in failure.failed_predicates),
+        failure.msg,
+    )
+
+
+KernelReport = KernelPulling | KernelCreating | KernelStarted | KernelTerminated | KernelCancelled
+
+_REPORTED_STATUS = {
+    "kernel_pulling": KernelStatus.PULLING,
+    "kernel_creating": KernelStatus.PREPARING,
+    "kernel_started": KernelStatus.RUNNING,
+    "kernel_terminated": KernelStatus.TERMINATED,
+    "kernel_cancelled": KernelStatus.CANCELLED,
+}
+
+
+@dataclass
+class KernelState:
+    kernel_id: uuid.UUID
+    cluster_role: str = DEFAULT_ROLE
+    status: KernelStatus = KernelStatus.PENDING
+    agent: str | None = None
+
+    @property
+    def view(self) -> KernelView:
+        return KernelView(self.kernel_id, self.status, self.cluster_role)
+
+
+@dataclass
+class SessionAggregate:
+    session_id: uuid.UUID
+    creation_id: str = ""
+    status: SessionStatus = SessionStatus.PENDING
+    kernels: dict[uuid.UUID, KernelState] = field(default_factory=dict)
+    scaling_group: str | None = None
+    session_type: str = "interactive"
+    result: str = "undefined"
+    version: int = 0
+    spec: dict[str, Any] | None = None
+    last_failure: tuple[Any, ...] | None = None
+    """What the last ``session_scheduling_failed`` said (appended only when it changes)."""
+
+    # ---- fold ------------------------------------------------------------------------------
+    def apply(self, payload: AnyPayload, version: int) -> None:
+        self.version = version
+        kind = payload.type
+        if kind == "session_enqueued":
+            self.creation_id = payload.creation_id  # type: ignore[union-attr]
+            spec = payload.spec  # type: ignore[union-attr]
+            if spec is not None:
+                self.spec = spec.model_dump(mode="json")
+                self.scaling_group = spec.scaling_group
+                self.session_type = spec.session_type
+                for k in spec.kernels:
+                    self.kernels[k.kernel_id] = KernelState(
+                        k.kernel_id, k.cluster_role, agent=k.agent
+                    )
+        elif kind == "session_scheduled":
+            self.status = SessionStatus.SCHEDULED
+            self.scaling_group = payload.scaling_group or self.scaling_group  # type: ignore[union-attr]
+            for placement in payload.placements or ():  # type: ignore[union-attr]
+                self._kernel(placement.kernel_id).agent = placement.agent_id
+            for kernel in self.kernels.values():
+                kernel.status = KernelStatus.SCHEDULED
+        elif kind == "session_preparing":
+            self.status = SessionStatus.PREPARING
+            for kernel in self.kernels.values():
+                if kernel.status is KernelStatus.SCHEDULED:
+                    kernel.status = KernelStatus.PREPARING
+        elif kind in _REPORTED_STATUS:
+            self._kernel(payload.kernel_id).status = _REPORTED_STATUS[kind]  # type: ignore[union-attr]
+        elif kind == "kernel_terminating":
+            self._kernel(payload.kernel_id).status = KernelStatus.TERMINATING  # type: ignore[union-attr]
+        elif kind in ("session_started",):
+            self.status = SessionStatus.RUNNING
+        elif kind == "session_terminating":
+            self.status = SessionStatus.TERMINATING
+        elif kind == "session_terminated":
+            self.status = SessionStatus.TERMINATED
+        elif kind == "session_cancelled":
+            self.status = SessionStatus.CANCELLED
+        elif kind == "session_status_changed":
+            self.status = SessionStatus[str(payload.status)]  # type: ignore[union-attr]
+        elif kind == "session_scheduling_failed":
+            self.last_failure = _failure_signature(payload)  # type: ignore[arg-type]
+        elif kind == "session_success":
+            self.result = "success"
+        elif kind == "session_failure":
+            self.result = "failure"
+        if kind == "kernel_pulling":
+            self.status = SessionStatus.PULLING  # B15: set directly, as 23.3.5
+
+    def _kernel(self, kernel_id: uuid.UUID) -> KernelState:
+        if kernel_id not in self.kernels:
+            self.kernels[kernel_id] = KernelState(kernel_id)
+        return self.kernels[kernel_id]
+
+    @property
+    def ended(self) -> bool:
+        return self.status in DEAD_SESSION_STATUSES
+
+    # ---- decisions ---------------------------------------------------------------------------
+    def decide_prepare(self) -> list[AnyPayload]:
+        if self.status is not SessionStatus.SCHEDULED:
+            return []
+        return [SessionPreparing(session_id=self.session_id, creation_id=self.creation_id)]
+
+    def decide_report(self, report: KernelReport) -> list[AnyPayload]:
+        """A kernel's progress from its agent; duplicates and reports that would move a
+        kernel backwards are ignored (an empty decision)."""
+        kernel = self.kernels.get(report.kernel_id)
+        if kernel is None or self.ended:
+            return []
+        new = _REPORTED_STATUS[report.type]
+        if new is KernelStatus.TERMINATED:
+            if not kernel_accepts_termination(kernel.status):
+                return []
+        elif new is kernel.status or not kernel_transition_allowed(kernel.status, new):
+            return []
+        events: list[AnyPayload] = [report]
+        before = kernel.status
+        kernel.status = new
+        try:
+            events += self._session_follows(str(getattr(report, "reason", "")))
+        finally:
+            kernel.status = before  # the fold applies it for real, from the log
+        return events
+
+    def _session_follows(self, reason: str) -> list[AnyPayload]:
+        if any(k.status is KernelStatus.PULLING for k in self.kernels.values()) and (
+            self.status in (SessionStatus.PREPARING, SessionStatus.SCHEDULED)
+        ):
+            return []  # B15: the kernel_pulling event itself makes the session PULLING
+        new = transit_session_status(self.status, [k.view for k in self.kernels.values()])
+        if new is None:
+            return []
+        sid = self.session_id
+        if new is SessionStatus.RUNNING and self.status is not SessionStatus.RESTARTING:
+            return [SessionStarted(session_id=sid, creation_id=self.creation_id)]
+        if new in (SessionStatus.TERMINATED, SessionStatus.CANCELLED):
+            return [SessionTerminated(session_id=sid, reason=reason)]
+        if new.name in ("RESTARTING", "RUNNING", "RUNNING_DEGRADED", "ERROR"):
+            return [SessionStatusChanged(session_id=sid, status=new.name)]
+        return []
+
+    def decide_destroy(self, *, forced: bool = False, reason: str | None = None) -> DestroyPlan:
+        return plan_destroy(
+            self.session_id, self.creation_id, self.status,
+            [k.view for k in self.kernels.values()], forced=forced, reason=reason,
+        )  # fmt: skip
+
+    def decide_scheduling_failed(self, failure: SessionSchedulingFailed) -> list[AnyPayload]:
+        """Only a change of what the user would see is worth an event."""
+        if self.status is not SessionStatus.PENDING:
+            return []
+        return [] if _failure_signature(failure) == self.last_failure else [failure]
+
+    def decide_result(self, result: SessionSuccess | SessionFailure) -> list[AnyPayload]:
+        if self.result != "undefined" or self.ended:
+            return []
+        return [result]

@@ -1,0 +1,175 @@
+"""The session shard: owner of ``session-<uuid>`` streams.
+
+A plain class for now (the ``sessions:<n>`` Ray actor wraps it next). It activates a
+session by folding its stream, serialises commands per session with a lock, decides with
+:class:`SessionAggregate`, and appends with the stream's expected version. The scheduler
+also appends to session streams (its decisions are ``append_multi`` over the ledger and the
+sessions), so every decision first catches up with the stream; a conflict is a reload and
+a second look, never a double effect. Commands carry ids: a retry has one effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from decimal import Decimal
+
+from events import (
+    NO_STREAM,
+    AnyPayload,
+    RedisEventStore,
+    WrongExpectedVersionError,
+    events_for_command,
+)
+from events.catalogue import (
+    KernelCreationSpec,
+    SessionCreationSpec,
+    SessionEnqueued,
+    SessionFailure,
+    SessionSchedulingFailed,
+    SessionSuccess,
+)
+
+from .domain.session import ClusterMode, SessionType, validate_creation
+from .domain.session_aggregate import KernelReport, SessionAggregate
+from .domain.slots import ResourceSlot
+
+__all__ = ["SessionShard", "session_stream"]
+
+_RETRIES = 8
+
+
+def session_stream(session_id: uuid.UUID) -> str:
+    return f"session-{session_id}"
+
+
+class SessionShard:
+    def __init__(self, store: RedisEventStore, *, actor: str = "sessions:0") -> None:
+        self.store = store
+        self.actor = actor
+        self.active: dict[uuid.UUID, SessionAggregate] = {}
+        self._locks: defaultdict[uuid.UUID, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def _catch_up(self, session_id: uuid.UUID) -> SessionAggregate:
+        aggregate = self.active.get(session_id) or SessionAggregate(session_id)
+        for event in await self.store.read_stream(
+            session_stream(session_id), aggregate.version + 1
+        ):
+            aggregate.apply(event.data, event.version)
+        self.active[session_id] = aggregate
+        return aggregate
+
+    async def _decide(
+        self,
+        session_id: uuid.UUID,
+        command_id: uuid.UUID | None,
+        decide: Callable[[SessionAggregate], list[AnyPayload]],
+    ) -> list[AnyPayload]:
+        command = command_id or uuid.uuid4()
+        async with self._locks[session_id]:
+            for _ in range(_RETRIES):
+                aggregate = await self._catch_up(session_id)
+                payloads = decide(aggregate)
+                if not payloads:
+                    return []
+                batch = events_for_command(command, payloads, actor=self.actor)
+                try:
+                    await self.store.append(session_stream(session_id), batch, aggregate.version)
+                except WrongExpectedVersionError:
+                    continue  # the scheduler (or a retry) wrote first: look again
+                await self._catch_up(session_id)
+                if aggregate.ended:
+                    self.active.pop(session_id, None)  # passivate: it will not change again
+                return payloads
+        raise RuntimeError(f"session {session_id} kept changing under {_RETRIES} attempts")
+
+    # ---- commands ----------------------------------------------------------------------------
+    async def create(
+        self,
+        *,
+        name: str,
+        access_key: str,
+        scaling_group: str,
+        image: str,
+        requested: Sequence[ResourceSlot],
+        cluster_size: int = 1,
+        cluster_mode: ClusterMode = ClusterMode.SINGLE_NODE,
+        session_type: SessionType = SessionType.INTERACTIVE,
+        startup_command: str | None = None,
+        starts_at: datetime | None = None,
+        max_containers_per_session: int = 0,
+        domain: str = "default",
+        user_id: uuid.UUID | None = None,
+        project_id: uuid.UUID | None = None,
+        session_id: uuid.UUID | None = None,
+        command_id: uuid.UUID | None = None,
+    ) -> uuid.UUID:
+        """Enqueue a session (validated first: nothing invalid reaches the log)."""
+        validate_creation(
+            session_type=session_type, starts_at="set" if starts_at else None,
+            startup_command=startup_command, cluster_size=cluster_size,
+            max_containers_per_session=max_containers_per_session, requested=requested,
+        )  # fmt: skip
+        command = command_id or uuid.uuid4()
+        sid = session_id or uuid.uuid5(command, "session")
+        configs = list(requested) * cluster_size if len(requested) == 1 else list(requested)
+        kernels = [
+            KernelCreationSpec(
+                kernel_id=uuid.uuid5(sid, f"kernel-{i}"),
+                cluster_role="main" if i == 0 else "sub", cluster_idx=1 if i == 0 else i,
+                local_rank=i, cluster_hostname="main1" if i == 0 else f"sub{i}", image=image,
+                requested_slots={k: Decimal(v) for k, v in slots.items()},
+            )
+            for i, slots in enumerate(configs)
+        ]  # fmt: skip
+        spec = SessionCreationSpec(
+            name=name, access_key=access_key, user_id=user_id, project_id=project_id,
+            domain=domain, session_type=session_type.value, image=image,
+            cluster_mode=cluster_mode.value, cluster_size=cluster_size,
+            scaling_group=scaling_group, kernels=kernels, starts_at=starts_at,
+            startup_command=startup_command,
+        )  # fmt: skip
+        event = SessionEnqueued(session_id=sid, creation_id=command.hex[:16], spec=spec)
+        batch = events_for_command(command, [event], actor=self.actor)
+        await self.store.append(session_stream(sid), batch, NO_STREAM)
+        return sid
+
+    async def prepare(self, session_id: uuid.UUID, *, command_id: uuid.UUID | None = None) -> bool:
+        return bool(await self._decide(session_id, command_id, lambda s: s.decide_prepare()))
+
+    async def report(
+        self, report: KernelReport, *, command_id: uuid.UUID | None = None
+    ) -> list[AnyPayload]:
+        """A kernel's progress, from its agent."""
+        return await self._decide(report.session_id, command_id, lambda s: s.decide_report(report))
+
+    async def destroy(
+        self,
+        session_id: uuid.UUID,
+        *,
+        forced: bool = False,
+        reason: str | None = None,
+        command_id: uuid.UUID | None = None,
+    ) -> list[AnyPayload]:
+        return await self._decide(
+            session_id, command_id, lambda s: s.decide_destroy(forced=forced, reason=reason).events
+        )
+
+    async def scheduling_failed(
+        self, failure: SessionSchedulingFailed, *, command_id: uuid.UUID | None = None
+    ) -> list[AnyPayload]:
+        return await self._decide(
+            failure.session_id, command_id, lambda s: s.decide_scheduling_failed(failure)
+        )
+
+    async def batch_result(
+        self, result: SessionSuccess | SessionFailure, *, command_id: uuid.UUID | None = None
+    ) -> list[AnyPayload]:
+        return await self._decide(result.session_id, command_id, lambda s: s.decide_result(result))
+
+    async def get(self, session_id: uuid.UUID) -> SessionAggregate:
+        async with self._locks[session_id]:
+            return await self._catch_up(session_id)
