@@ -158,6 +158,11 @@ class SessionShard:
             session_id, command_id, lambda s: s.decide_destroy(forced=forced, reason=reason).events
         )
 
+    async def start_failed(
+        self, session_id: uuid.UUID, *, command_id: uuid.UUID | None = None
+    ) -> list[AnyPayload]:
+        return await self._decide(session_id, command_id, lambda s: s.decide_start_failed())
+
     async def scheduling_failed(
         self, failure: SessionSchedulingFailed, *, command_id: uuid.UUID | None = None
     ) -> list[AnyPayload]:

@@ -9,10 +9,12 @@ import pytest
 from hypothesis import settings
 
 from events import RedisEventStore
+from kernelhub.logging import configure_logging
 from kernelhub.redis_server import EmbeddedRedis
 from kernelhub.testing import temporary_redis
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+configure_logging(os.environ.get("KH_TEST_LOG_LEVEL", "WARNING"), json=False)
 
 settings.register_profile("ci", max_examples=50, deadline=None)
 settings.register_profile("dev", max_examples=20, deadline=None)

@@ -21,6 +21,7 @@ from events.catalogue import (
     KernelPulling,
     KernelStarted,
     KernelTerminated,
+    SessionCancelled,
     SessionFailure,
     SessionPreparing,
     SessionSchedulingFailed,
@@ -67,6 +68,8 @@ class KernelState:
     cluster_role: str = DEFAULT_ROLE
     status: KernelStatus = KernelStatus.PENDING
     agent: str | None = None
+    reported: set[str] = field(default_factory=set)
+    """Report types already recorded for this kernel (a repeated report is a no-op)."""
 
     @property
     def view(self) -> KernelView:
@@ -115,7 +118,9 @@ class SessionAggregate:
                 if kernel.status is KernelStatus.SCHEDULED:
                     kernel.status = KernelStatus.PREPARING
         elif kind in _REPORTED_STATUS:
-            self._kernel(payload.kernel_id).status = _REPORTED_STATUS[kind]  # type: ignore[union-attr]
+            kernel = self._kernel(payload.kernel_id)  # type: ignore[union-attr]
+            kernel.status = _REPORTED_STATUS[kind]
+            kernel.reported.add(kind)
         elif kind == "kernel_terminating":
             self._kernel(payload.kernel_id).status = KernelStatus.TERMINATING  # type: ignore[union-attr]
         elif kind in ("session_started",):
@@ -156,14 +161,14 @@ class SessionAggregate:
         """A kernel's progress from its agent; duplicates and reports that would move a
         kernel backwards are ignored (an empty decision)."""
         kernel = self.kernels.get(report.kernel_id)
-        if kernel is None or self.ended:
+        if kernel is None or self.ended or report.type in kernel.reported:
             return []
         new = _REPORTED_STATUS[report.type]
         if new is KernelStatus.TERMINATED:
             if not kernel_accepts_termination(kernel.status):
                 return []
-        elif new is kernel.status or not kernel_transition_allowed(kernel.status, new):
-            return []
+        elif new is not kernel.status and not kernel_transition_allowed(kernel.status, new):
+            return []  # e.g. kernel_creating after kernel_started: a step backwards
         events: list[AnyPayload] = [report]
         before = kernel.status
         kernel.status = new
@@ -195,6 +200,23 @@ class SessionAggregate:
             self.session_id, self.creation_id, self.status,
             [k.view for k in self.kernels.values()], forced=forced, reason=reason,
         )  # fmt: skip
+
+    def decide_start_failed(self, reason: str = "failed-to-start") -> list[AnyPayload]:
+        """An agent could not create the kernels: the whole session is cancelled (23.03
+        §1.7), every kernel with it; the ledger releases their holds on the cancellations."""
+        if self.ended or self.status in (SessionStatus.RUNNING, SessionStatus.TERMINATING):
+            return []
+        events: list[AnyPayload] = [
+            KernelCancelled(kernel_id=k.kernel_id, session_id=self.session_id, reason=reason)
+            for k in self.kernels.values()
+            if k.status not in (KernelStatus.CANCELLED, KernelStatus.TERMINATED)
+        ]
+        events.append(
+            SessionCancelled(
+                session_id=self.session_id, creation_id=self.creation_id, reason=reason
+            )
+        )
+        return events
 
     def decide_scheduling_failed(self, failure: SessionSchedulingFailed) -> list[AnyPayload]:
         """Only a change of what the user would see is worth an event."""

@@ -101,6 +101,14 @@ class Ledger:
         self.occupied[agent_id] = self.occupied[agent_id] + slots
         self._holds[kernel_id] = _Hold(session_id, agent_id, slots)
 
+    def apply_reservation(
+        self, session_id: uuid.UUID, placements: Sequence[tuple[uuid.UUID, str, ResourceSlot]]
+    ) -> None:
+        """Replay a reservation already decided (folding the ledger stream): it was checked
+        when it was made, so it is applied as recorded, even past today's capacity."""
+        for kernel_id, agent_id, slots in placements:
+            self._apply_hold(session_id, kernel_id, agent_id, slots)
+
     def settle(self, kernel_id: uuid.UUID, actual: ResourceSlot) -> ResourceSlot:
         """Replace the requested amount by what the agent actually allocated; returns the
         change. The agent's report is a fact, so this never refuses."""

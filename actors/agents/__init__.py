@@ -1,0 +1,1 @@
+"""Agents: register capacity, run kernels through a backend, report progress."""

@@ -1,0 +1,170 @@
+"""The write side wired together in one process: shard, scheduler, agents, projector.
+
+Until the Ray actors land, this is how the pieces meet: every reaction is driven by the log
+(one subscription), exactly as the actors will be — a ``session_scheduled`` makes the shard
+prepare, a ``session_preparing`` makes the agents create kernels, kernel reports flow back
+to the shard, terminations release the ledger, and the scheduler wakes on the leading edge
+of anything that may free or need capacity (plus a slow safety tick).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from events import Event, RedisEventStore, Subscription
+from projections.models import default_projections
+from projections.runtime import Projector
+
+from .agents.sim import SimAgent
+from .domain.statuses import KernelStatus
+from .scheduler import Scheduler
+from .sessions import SessionShard
+
+__all__ = ["LocalCluster"]
+
+log = structlog.get_logger(__name__)
+
+_WAKES_SCHEDULER = frozenset({
+    "session_enqueued", "session_terminated", "session_cancelled", "agent_started",
+    "agent_registered", "alloc_released",
+})  # fmt: skip
+
+
+class LocalCluster:
+    def __init__(
+        self,
+        store: RedisEventStore,
+        agents: Sequence[tuple[str, dict[str, Any]]] = (
+            ("i-sim0", {"cpu": 16, "mem": 64 * 2**30}),
+        ),
+        *,
+        scaling_group: str = "default",
+        safety_tick_s: float = 2.0,
+        **agent_options: Any,
+    ) -> None:
+        self.store = store
+        self.shard = SessionShard(store)
+        self.scheduler = Scheduler(store, self.shard, scaling_group)
+        self.agents = {
+            agent_id: SimAgent(store, self.shard, agent_id, capacity, scaling_group=scaling_group,
+                               **agent_options)
+            for agent_id, capacity in agents
+        }  # fmt: skip
+        self.projector = Projector(
+            store, default_projections(), on_commit=self._committed, block_ms=100
+        )
+        self.safety_tick_s = safety_tick_s
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._work: set[asyncio.Task[Any]] = set()
+        self._stop = asyncio.Event()
+        self._subscription: Subscription | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> LocalCluster:
+        await self.projector.load()
+        for agent in self.agents.values():
+            await agent.register()
+        self._subscription = self.store.subscribe(await self.store.head(), block_ms=100)
+        self._tasks = [
+            asyncio.create_task(self.projector.run(self._stop), name="projector"),
+            asyncio.create_task(self._dispatch(), name="dispatcher"),
+            asyncio.create_task(self._schedule_loop(), name="scheduler"),
+        ]
+        self._wake.set()
+        return self
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._subscription is not None:
+            await self._subscription.aclose()
+        for task in [*self._tasks, *self._work]:
+            task.cancel()
+        for task in [*self._tasks, *self._work]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._work.add(task)
+        task.add_done_callback(self._work.discard)
+        task.add_done_callback(_log_failure)
+
+    def _committed(self, name: str, events: Sequence[Any], _at: float) -> None:
+        if name == "sessions" or name == "agents":
+            if any(e.type in _WAKES_SCHEDULER for e in events):
+                self._wake.set()
+
+    async def _schedule_loop(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.safety_tick_s)
+            self._wake.clear()
+            try:
+                await self.scheduler.run_pass()
+            except Exception:
+                log.exception("scheduling pass failed; retrying on the next wake-up")
+
+    # ---- reactions -----------------------------------------------------------------------------
+    async def _dispatch(self) -> None:
+        assert self._subscription is not None
+        async for event in self._subscription:
+            try:
+                await self._react(event)
+            except Exception:
+                log.exception("reaction failed", event_type=event.type, position=event.position)
+
+    async def _react(self, event: Event) -> None:
+        data: Any = event.data
+        kind = event.type
+        if kind in ("kernel_started", "kernel_terminated", "kernel_cancelled"):
+            await self.scheduler.on_event(event)
+        if kind == "session_scheduled":
+            self._spawn(
+                self.shard.prepare(
+                    data.session_id, command_id=uuid.uuid5(event.event_id, "prepare")
+                )
+            )
+        elif kind == "session_preparing":
+            session = await self.shard.get(data.session_id)
+            by_agent: dict[str, list[uuid.UUID]] = {}
+            for kernel in session.kernels.values():
+                if kernel.agent:
+                    by_agent.setdefault(kernel.agent, []).append(kernel.kernel_id)
+            for agent_id, kernels in by_agent.items():
+                agent = self.agents.get(agent_id)
+                if agent is not None:
+                    self._spawn(
+                        agent.create_kernels(
+                            data.session_id, kernels, batch=session.session_type == "batch"
+                        )
+                    )
+        elif kind == "session_terminating":
+            session = await self.shard.get(data.session_id)
+            by_agent = {}
+            for kernel in session.kernels.values():
+                if kernel.status is KernelStatus.TERMINATING and kernel.agent:
+                    by_agent.setdefault(kernel.agent, []).append(kernel.kernel_id)
+            for agent_id, kernels in by_agent.items():
+                agent = self.agents.get(agent_id)
+                if agent is not None:
+                    self._spawn(agent.destroy_kernels(data.session_id, kernels, str(data.reason)))
+        elif kind in ("session_success", "session_failure"):
+            self._spawn(
+                self.shard.destroy(
+                    data.session_id,
+                    reason="task-finished",
+                    command_id=uuid.uuid5(event.event_id, "finish"),
+                )
+            )
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background step failed", error=repr(task.exception()))

@@ -1,0 +1,179 @@
+"""The whole session lifecycle on the write side (shard + scheduler + simulated agents),
+driven by the log, against a real Redis; the exact event sequences asserted."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from actors.domain.session import ClusterMode, SessionType
+from actors.domain.slots import ResourceSlot
+from actors.local import LocalCluster
+from events import RedisEventStore
+from kernelhub.testing import eventually
+
+pytestmark = pytest.mark.redis
+G = 2**30
+SMALL = ResourceSlot(cpu=1, mem=G)
+
+
+@pytest.fixture
+async def cluster(store: RedisEventStore) -> AsyncIterator[LocalCluster]:
+    local = LocalCluster(
+        store,
+        [("i-a", {"cpu": 8, "mem": 16 * G}), ("i-b", {"cpu": 8, "mem": 16 * G})],
+        safety_tick_s=0.5,
+    )
+    await local.start()
+    try:
+        yield local
+    finally:
+        await local.stop()
+
+
+async def types_of(store: RedisEventStore, stream: str) -> list[str]:
+    return [e.type for e in await store.read_stream(stream)]
+
+
+async def wait_status(cluster: LocalCluster, session_id: uuid.UUID, status: str) -> None:
+    async def reached() -> bool:
+        return (await cluster.shard.get(session_id)).status.name == status
+
+    await eventually(reached, timeout=20, message=f"session {status}")
+
+
+async def create(cluster: LocalCluster, **kwargs: object) -> uuid.UUID:
+    options: dict[str, object] = {
+        "name": "s",
+        "access_key": "AK1",
+        "scaling_group": "default",
+        "image": "kernelhub/python:3.11",
+        "requested": [SMALL],
+    }
+    options.update(kwargs)
+    return await cluster.shard.create(**options)  # type: ignore[arg-type]
+
+
+async def test_single_kernel_session_from_enqueue_to_termination(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    sid = await create(cluster)
+    await wait_status(cluster, sid, "RUNNING")
+    await cluster.shard.destroy(sid)
+    await wait_status(cluster, sid, "TERMINATED")
+    assert await types_of(store, f"session-{sid}") == [
+        "session_enqueued", "session_scheduled", "session_preparing", "kernel_creating",
+        "kernel_started", "session_started", "session_terminating", "kernel_terminating",
+        "kernel_terminated", "session_terminated",
+    ]  # fmt: skip
+
+    async def released() -> bool:
+        ledger = await types_of(store, "alloc-default")
+        return ledger == ["alloc_reserved", "alloc_settled", "alloc_released"]
+
+    await eventually(released, timeout=10, message="hold released")
+    occupied = cluster.scheduler.ledger.occupied.values()
+    assert all(v == 0 for slots in occupied for v in slots.values())
+
+
+@pytest.mark.parametrize("mode", [ClusterMode.SINGLE_NODE, ClusterMode.MULTI_NODE])
+async def test_a_cluster_starts_and_ends_exactly_once(
+    cluster: LocalCluster, store: RedisEventStore, mode: ClusterMode
+) -> None:
+    size = 3 if mode is ClusterMode.SINGLE_NODE else 2
+    sid = await create(cluster, cluster_size=size, cluster_mode=mode)
+    await wait_status(cluster, sid, "RUNNING")
+    session = await cluster.shard.get(sid)
+    agents = {k.agent for k in session.kernels.values()}
+    assert len(agents) == (1 if mode is ClusterMode.SINGLE_NODE else size)
+    await cluster.shard.destroy(sid)
+    await wait_status(cluster, sid, "TERMINATED")
+    events = await types_of(store, f"session-{sid}")
+    assert events.count("session_started") == 1
+    assert events.index("session_started") > max(
+        i for i, t in enumerate(events) if t == "kernel_started"
+    )
+    assert events.count("session_terminated") == 1
+    assert events[-1] == "session_terminated"
+    assert events.count("kernel_terminated") == size
+
+
+@pytest.mark.parametrize(("exit_code", "result"), [(0, "success"), (3, "failure")])
+async def test_batch_sessions_report_their_result_then_finish(
+    store: RedisEventStore, exit_code: int, result: str
+) -> None:
+    local = LocalCluster(store, safety_tick_s=0.5, batch_exit_code=exit_code)
+    await local.start()
+    try:
+        sid = await create(local, session_type=SessionType.BATCH, startup_command="python main.py")
+        await wait_status(local, sid, "TERMINATED")
+        session = await local.shard.get(sid)
+        assert session.result == result
+        events = await store.read_stream(f"session-{sid}")
+        outcome = [e for e in events if e.type in ("session_success", "session_failure")]
+        assert len(outcome) == 1
+        assert outcome[0].data.exit_code == exit_code  # type: ignore[union-attr]
+        assert outcome[0].data.reason == ("task-done" if exit_code == 0 else "task-failed")  # type: ignore[union-attr]
+        terminating = next(e for e in events if e.type == "session_terminating")
+        assert terminating.data.reason == "task-finished"  # type: ignore[union-attr]
+    finally:
+        await local.stop()
+
+
+async def test_destroying_a_pending_session_cancels_it(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    huge = await create(cluster, requested=[ResourceSlot(cpu=64, mem=G)])
+    await eventually(
+        lambda: _has(store, huge, "session_scheduling_failed"), timeout=10, message="tried"
+    )
+    await cluster.shard.destroy(huge)
+    await wait_status(cluster, huge, "CANCELLED")
+    events = await store.read_stream(f"session-{huge}")
+    assert [e.type for e in events] == [
+        "session_enqueued",
+        "session_scheduling_failed",
+        "kernel_cancelled",
+        "session_cancelled",
+    ]
+    enqueued, cancelled = events[0], events[-1]
+    assert cancelled.data.creation_id == enqueued.data.creation_id  # type: ignore[union-attr]
+
+
+async def test_a_scheduling_failure_is_recorded_once(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    huge = await create(cluster, requested=[ResourceSlot(cpu=64, mem=G)])
+    for _ in range(3):
+        await cluster.scheduler.run_pass()
+    failures = [
+        e
+        for e in await store.read_stream(f"session-{huge}")
+        if e.type == "session_scheduling_failed"
+    ]
+    assert len(failures) == 1
+    assert failures[0].data.status_info == "no-available-instances"  # type: ignore[union-attr]
+    assert cluster.scheduler.retries[huge] >= 3
+
+
+async def test_an_agent_error_cancels_the_session_and_frees_its_slots(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    for agent in cluster.agents.values():
+        agent.fail_next_start = True
+    sid = await create(cluster)
+    await wait_status(cluster, sid, "CANCELLED")
+    events = await store.read_stream(f"session-{sid}")
+    assert events[-1].type == "session_cancelled"
+    assert events[-1].data.reason == "failed-to-start"  # type: ignore[union-attr]
+
+    async def released() -> bool:
+        return (await types_of(store, "alloc-default")) == ["alloc_reserved", "alloc_released"]
+
+    await eventually(released, timeout=10, message="slots released")
+
+
+async def _has(store: RedisEventStore, sid: uuid.UUID, event_type: str) -> bool:
+    return any(e.type == event_type for e in await store.read_stream(f"session-{sid}"))
