@@ -58,7 +58,7 @@ class SessionShard:
         for event in await self.store.read_stream(
             session_stream(session_id), aggregate.version + 1
         ):
-            aggregate.apply(event.data, event.version)
+            aggregate.apply(event.data, event.version, event.command_id)
         self.active[session_id] = aggregate
         return aggregate
 
@@ -72,6 +72,8 @@ class SessionShard:
         async with self._locks[session_id]:
             for _ in range(_RETRIES):
                 aggregate = await self._catch_up(session_id)
+                if command in aggregate.commands:
+                    return []  # a retry of a command that already took effect
                 payloads = decide(aggregate)
                 if not payloads:
                     return []

@@ -112,9 +112,16 @@ class RedisEventStore:
         self._save_snapshot = client.register_script(_script("save_snapshot.lua"))
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> RedisEventStore:
-        """``redis://127.0.0.1:PORT/0`` or ``unix:///path/redis.sock``."""
-        return cls(aioredis.Redis.from_url(url, decode_responses=False), **kwargs)
+    def from_url(cls, url: str, *, max_connections: int = 256, **kwargs: Any) -> RedisEventStore:
+        """``redis://127.0.0.1:PORT/0`` or ``unix:///path/redis.sock``.
+
+        Connections come from a blocking pool: a burst of concurrent commands waits for a
+        free connection instead of failing (blocking reads each hold one while they wait).
+        """
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, decode_responses=False, max_connections=max_connections, timeout=30
+        )
+        return cls(aioredis.Redis(connection_pool=pool), **kwargs)
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -87,12 +87,16 @@ class SessionAggregate:
     result: str = "undefined"
     version: int = 0
     spec: dict[str, Any] | None = None
+    commands: set[uuid.UUID] = field(default_factory=set)
+    """Commands already applied: a retried command is recognised before it is re-decided."""
     last_failure: tuple[Any, ...] | None = None
     """What the last ``session_scheduling_failed`` said (appended only when it changes)."""
 
     # ---- fold ------------------------------------------------------------------------------
-    def apply(self, payload: AnyPayload, version: int) -> None:
+    def apply(self, payload: AnyPayload, version: int, command_id: uuid.UUID | None = None) -> None:
         self.version = version
+        if command_id is not None:
+            self.commands.add(command_id)
         kind = payload.type
         if kind == "session_enqueued":
             self.creation_id = payload.creation_id  # type: ignore[union-attr]
