@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -21,7 +22,8 @@ from events import Event, RedisEventStore, Subscription
 from projections.models import default_projections
 from projections.runtime import Projector
 
-from .agents.sim import SimAgent
+from .agents.agent import Agent, SimAgent
+from .agents.backends import Backend, KernelLaunch
 from .domain.statuses import KernelStatus
 from .scheduler import Scheduler
 from .sessions import SessionShard
@@ -46,14 +48,20 @@ class LocalCluster:
         *,
         scaling_group: str = "default",
         safety_tick_s: float = 2.0,
+        backend: Callable[[str], Backend] | None = None,
         **agent_options: Any,
     ) -> None:
         self.store = store
         self.shard = SessionShard(store)
         self.scheduler = Scheduler(store, self.shard, scaling_group)
-        self.agents = {
-            agent_id: SimAgent(store, self.shard, agent_id, capacity, scaling_group=scaling_group,
-                               **agent_options)
+        self.agents: dict[str, Agent] = {
+            agent_id: (
+                Agent(store, self.shard, agent_id, capacity, backend=backend(agent_id),
+                      scaling_group=scaling_group, **agent_options)
+                if backend is not None
+                else SimAgent(store, self.shard, agent_id, capacity, scaling_group=scaling_group,
+                              **agent_options)
+            )
             for agent_id, capacity in agents
         }  # fmt: skip
         self.projector = Projector(
@@ -137,14 +145,22 @@ class LocalCluster:
             for kernel in session.kernels.values():
                 if kernel.agent:
                     by_agent.setdefault(kernel.agent, []).append(kernel.kernel_id)
+            spec = session.spec or {}
+            slots = {k["kernel_id"]: k["requested_slots"] for k in spec.get("kernels", [])}
             for agent_id, kernels in by_agent.items():
                 agent = self.agents.get(agent_id)
-                if agent is not None:
-                    self._spawn(
-                        agent.create_kernels(
-                            data.session_id, kernels, batch=session.session_type == "batch"
-                        )
+                if agent is None:
+                    continue
+                launches = [
+                    KernelLaunch(
+                        kernel_id, data.session_id,
+                        {name: Decimal(v) for name, v in slots.get(str(kernel_id), {}).items()},
+                        session_type=session.session_type,
+                        startup_command=spec.get("startup_command"),
                     )
+                    for kernel_id in kernels
+                ]  # fmt: skip
+                self._spawn(agent.create_kernels(data.session_id, launches))
         elif kind == "session_terminating":
             session = await self.shard.get(data.session_id)
             by_agent = {}

@@ -17,6 +17,7 @@ key                         type    holds
                             hash
 ``<p>:p:<name>:status``     hash    position, lag, rate, state, error (for ``kh projections``)
 ``<p>:p:alarms``            hash    projection name -> why it stopped
+``<p>:hb``                  zset    agent id -> last heartbeat (Redis time, s): telemetry
 ==========================  ======  ===================================================
 
 Streams are named ``session-<uuid>``, ``alloc-<scaling group>``, ``agent-<id>``,
@@ -63,6 +64,10 @@ class KeySpace:
 
     def projection_status(self, name: str) -> str:
         return f"{self.prefix}:p:{name}:status"
+
+    @property
+    def heartbeats(self) -> str:
+        return f"{self.prefix}:hb"
 
     @property
     def projection_alarms(self) -> str:

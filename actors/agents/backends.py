@@ -1,0 +1,173 @@
+"""Kernel backends: how an agent turns a scheduled kernel into something running.
+
+One small interface, several implementations: ``sim`` (delays only, for scale and tests),
+``process`` (a local subprocess per kernel) and, in its own issue, ``docker``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import shutil
+import signal
+import sys
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = ["Backend", "KernelLaunch", "ProcessBackend", "SimBackend"]
+
+
+@dataclass(frozen=True)
+class KernelLaunch:
+    kernel_id: uuid.UUID
+    session_id: uuid.UUID
+    slots: dict[str, Decimal]
+    session_type: str = "interactive"
+    startup_command: str | None = None
+    environ: dict[str, str] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    async def start(self, launch: KernelLaunch) -> dict[str, Any]:
+        """Start the kernel; returns its creation info (container id, host, ...)."""
+
+    async def wait(self, kernel_id: uuid.UUID) -> int:
+        """Wait for a batch kernel's command; its exit code."""
+
+    async def stop(self, kernel_id: uuid.UUID, grace_s: float) -> int | None:
+        """Stop the kernel; its exit code, or None if it was unknown."""
+
+    def running(self) -> set[uuid.UUID]: ...
+
+
+class SimBackend:
+    """No processes: configurable delays and a fixed batch exit code."""
+
+    def __init__(
+        self, start_delay: float = 0.02, stop_delay: float = 0.01, batch_exit_code: int = 0
+    ) -> None:
+        self.start_delay = start_delay
+        self.stop_delay = stop_delay
+        self.batch_exit_code = batch_exit_code
+        self._running: set[uuid.UUID] = set()
+
+    async def start(self, launch: KernelLaunch) -> dict[str, Any]:
+        await asyncio.sleep(self.start_delay)
+        self._running.add(launch.kernel_id)
+        return {"container_id": launch.kernel_id.hex, "kernel_host": "127.0.0.1"}
+
+    async def wait(self, kernel_id: uuid.UUID) -> int:
+        await asyncio.sleep(self.start_delay)
+        return self.batch_exit_code
+
+    async def stop(self, kernel_id: uuid.UUID, grace_s: float) -> int | None:
+        await asyncio.sleep(self.stop_delay)
+        if kernel_id not in self._running:
+            return None
+        self._running.discard(kernel_id)
+        return 0
+
+    def running(self) -> set[uuid.UUID]:
+        return set(self._running)
+
+
+_IDLE_KERNEL = "import signal; signal.pause()"
+
+
+class ProcessBackend:
+    """Each kernel a local process in its own work dir and process group, with resource
+    limits from its slots (address space from ``mem``, CPU time unlimited, a cap on
+    processes). A batch kernel runs its startup command with ``/bin/sh -c``; an interactive
+    one idles until the kernel runner (its own issue) takes over. Destroying a kernel kills
+    its whole process group: SIGTERM, then SIGKILL after the grace period."""
+
+    def __init__(self, work_root: str | os.PathLike[str], *, max_processes: int = 256) -> None:
+        self.work_root = Path(work_root)
+        self.max_processes = max_processes
+        self._procs: dict[uuid.UUID, asyncio.subprocess.Process] = {}
+
+    def work_dir(self, kernel_id: uuid.UUID) -> Path:
+        return self.work_root / kernel_id.hex
+
+    def _limits(self, slots: dict[str, Decimal]) -> Any:
+        memory = int(slots.get("mem", 0))
+
+        def apply() -> None:
+            if (
+                memory > 0
+            ):  # address space: generous headroom over the slot, as RSS is not limitable
+                limit = max(memory * 4, 512 * 2**20)
+                resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            resource.setrlimit(resource.RLIMIT_NPROC, (self.max_processes, self.max_processes))
+
+        return apply
+
+    async def start(self, launch: KernelLaunch) -> dict[str, Any]:
+        work_dir = self.work_dir(launch.kernel_id)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        if launch.session_type == "batch" and launch.startup_command:
+            argv = ["/bin/sh", "-c", launch.startup_command]
+        else:
+            argv = [sys.executable, "-c", _IDLE_KERNEL]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work_dir),
+               "BACKENDAI_KERNEL_ID": str(launch.kernel_id),
+               "BACKENDAI_SESSION_ID": str(launch.session_id), **launch.environ}  # fmt: skip
+        if launch.session_type == "batch":
+            env["_BACKEND_BATCH_MODE"] = "1"
+        log_fd = os.open(work_dir / "kernel.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv, cwd=work_dir, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_fd, stderr=log_fd, start_new_session=True,
+                preexec_fn=self._limits(launch.slots),
+            )  # fmt: skip
+        finally:
+            os.close(log_fd)
+        self._procs[launch.kernel_id] = process
+        return {"container_id": f"pid-{process.pid}", "kernel_host": "127.0.0.1",
+                "pid": process.pid, "work_dir": str(work_dir)}  # fmt: skip
+
+    async def wait(self, kernel_id: uuid.UUID) -> int:
+        return await self._procs[kernel_id].wait()
+
+    async def stop(self, kernel_id: uuid.UUID, grace_s: float) -> int | None:
+        process = self._procs.pop(kernel_id, None)
+        if process is None:
+            return None
+        if process.returncode is None:
+            _signal_group(process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), grace_s)
+            except TimeoutError:
+                _signal_group(process.pid, signal.SIGKILL)
+                await process.wait()
+        shutil.rmtree(self.work_dir(kernel_id), ignore_errors=True)
+        return process.returncode
+
+    def running(self) -> set[uuid.UUID]:
+        return {k for k, p in self._procs.items() if p.returncode is None}
+
+    def stats(self, kernel_id: uuid.UUID) -> dict[str, int] | None:
+        """Live stats from /proc (telemetry, not events): resident memory and CPU ticks."""
+        process = self._procs.get(kernel_id)
+        if process is None or process.returncode is not None:
+            return None
+        try:
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return {
+            "cpu_ticks": int(fields[11]) + int(fields[12]),
+            "rss_bytes": int(fields[21]) * os.sysconf("SC_PAGE_SIZE"),
+        }
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
