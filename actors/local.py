@@ -24,7 +24,9 @@ from projections.runtime import Projector
 
 from .agents.agent import Agent, SimAgent
 from .agents.backends import Backend, KernelLaunch
+from .domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
 from .domain.statuses import KernelStatus
+from .liveness import LivenessMonitor
 from .scheduler import Scheduler
 from .sessions import SessionShard
 
@@ -49,6 +51,8 @@ class LocalCluster:
         scaling_group: str = "default",
         safety_tick_s: float = 2.0,
         backend: Callable[[str], Backend] | None = None,
+        heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S,
+        lost_timeout_s: float = DEFAULT_LOST_TIMEOUT_S,
         **agent_options: Any,
     ) -> None:
         self.store = store
@@ -68,6 +72,8 @@ class LocalCluster:
             store, default_projections(), on_commit=self._committed, block_ms=100
         )
         self.safety_tick_s = safety_tick_s
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.liveness = LivenessMonitor(store, lost_timeout_s=lost_timeout_s)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._work: set[asyncio.Task[Any]] = set()
@@ -84,6 +90,7 @@ class LocalCluster:
             asyncio.create_task(self.projector.run(self._stop), name="projector"),
             asyncio.create_task(self._dispatch(), name="dispatcher"),
             asyncio.create_task(self._schedule_loop(), name="scheduler"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeats"),
         ]
         self._wake.set()
         return self
@@ -108,6 +115,18 @@ class LocalCluster:
         if name == "sessions" or name == "agents":
             if any(e.type in _WAKES_SCHEDULER for e in events):
                 self._wake.set()
+
+    async def _heartbeat_loop(self) -> None:
+        """Agents beat, and the monitor judges, every interval."""
+        while not self._stop.is_set():
+            for agent in self.agents.values():
+                await agent.heartbeat()
+            try:
+                await self.liveness.check()
+            except Exception:
+                log.exception("liveness check failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.heartbeat_interval_s)
 
     async def _schedule_loop(self) -> None:
         while not self._stop.is_set():

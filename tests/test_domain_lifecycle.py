@@ -154,3 +154,19 @@ def test_status_data_of_termination_and_errors() -> None:
         }
     }
     assert "agent_id" not in error_status_data("other", "KeyError", "KeyError('x')")["error"]
+
+
+def test_liveness_decisions() -> None:
+    """Heartbeat-based liveness (manager-core item 17; B6: the default timeout is 40 s)."""
+    from actors.domain.liveness import DEFAULT_LOST_TIMEOUT_S, decide_liveness
+    from actors.domain.statuses import AgentStatus
+
+    assert DEFAULT_LOST_TIMEOUT_S == 40.0
+    assert decide_liveness(AgentStatus.ALIVE, 100.0, 139.0, 40.0) == []  # not after 5-39 s
+    (lost,) = decide_liveness(AgentStatus.ALIVE, 100.0, 141.0, 40.0)
+    assert (lost.type, lost.reason) == ("agent_terminated", "agent-lost")  # type: ignore[union-attr]
+    (back,) = decide_liveness(AgentStatus.LOST, 140.0, 141.0, 40.0)
+    assert (back.type, back.reason) == ("agent_started", "revived")  # type: ignore[union-attr]
+    assert decide_liveness(AgentStatus.LOST, 100.0, 141.0, 40.0) == []  # still silent
+    assert decide_liveness(AgentStatus.RESTARTING, 140.0, 141.0, 40.0) == []
+    assert decide_liveness(None, 140.0, 141.0, 40.0) == []

@@ -123,3 +123,48 @@ async def test_retried_commands_have_one_effect(store: RedisEventStore) -> None:
         assert events.count("session_terminating") == 1
     finally:
         await cluster.stop()
+
+
+async def test_an_agent_that_stops_heartbeating_goes_lost_and_comes_back_revived(
+    store: RedisEventStore,
+) -> None:
+    cluster = await LocalCluster(
+        store, AGENTS, safety_tick_s=0.2, heartbeat_interval_s=0.2, lost_timeout_s=1.0
+    ).start()
+    try:
+        sid = await cluster.shard.create(
+            name="l", access_key="AK1", scaling_group="default",
+            image="kernelhub/python:3.11", requested=[TINY],
+        )  # fmt: skip
+
+        async def running() -> bool:
+            return (await cluster.shard.get(sid)).status.name == "RUNNING"
+
+        await eventually(running, timeout=20, message="RUNNING")
+        frozen = cluster.agents["i-a"]
+        frozen.heartbeating = False
+
+        async def stream_types() -> list[str]:
+            return [e.type for e in await store.read_stream("agent-i-a")]
+
+        async def lost() -> bool:
+            return (await stream_types())[-1:] == ["agent_terminated"]
+
+        await eventually_changed(lost)
+        last = (await store.read_stream("agent-i-a"))[-1]
+        assert last.data.reason == "agent-lost"  # type: ignore[union-attr]
+        assert (await cluster.shard.get(sid)).status.name == "RUNNING"  # kernels left as they are
+        frozen.heartbeating = True
+
+        async def revived() -> bool:
+            return (await stream_types())[-1:] == ["agent_started"]
+
+        await eventually_changed(revived)
+        assert (await store.read_stream("agent-i-a"))[-1].data.reason == "revived"  # type: ignore[union-attr]
+        assert (await stream_types()).count("agent_terminated") == 1  # no flapping
+    finally:
+        await cluster.stop()
+
+
+async def eventually_changed(predicate: object) -> None:
+    await eventually(predicate, timeout=10, message="liveness change")  # type: ignore[arg-type]

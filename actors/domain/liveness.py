@@ -1,0 +1,48 @@
+"""Agent liveness from heartbeats (23.03 §4.2-4.3): silence longer than the timeout makes an
+ALIVE agent LOST; a heartbeat from a LOST (or TERMINATED) agent revives it. Kernels on a lost
+agent are left as they are (faithful to 23.03); they resync when it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from events.catalogue import AgentStarted, AgentTerminated, AnyPayload
+
+from .statuses import AgentStatus
+
+__all__ = [
+    "DEFAULT_HEARTBEAT_INTERVAL_S",
+    "DEFAULT_LOST_TIMEOUT_S",
+    "agent_status",
+    "decide_liveness",
+]
+
+DEFAULT_HEARTBEAT_INTERVAL_S = 20.0
+DEFAULT_LOST_TIMEOUT_S = 40.0
+"""23.3.1 raised it from 5 s, which made agents flap (B6)."""
+
+
+def agent_status(payloads: Iterable[AnyPayload]) -> AgentStatus | None:
+    """An agent's status from its stream (``None``: never started)."""
+    status: AgentStatus | None = None
+    for payload in payloads:
+        if isinstance(payload, AgentStarted):
+            status = AgentStatus.ALIVE
+        elif isinstance(payload, AgentTerminated):
+            status = {"agent-lost": AgentStatus.LOST, "agent-restart": AgentStatus.RESTARTING}.get(
+                payload.reason, AgentStatus.TERMINATED
+            )
+    return status
+
+
+def decide_liveness(
+    status: AgentStatus | None, last_seen: float | None, now: float, timeout: float
+) -> list[AnyPayload]:
+    if status is None or last_seen is None:
+        return []
+    silent = now - last_seen > timeout
+    if status is AgentStatus.ALIVE and silent:
+        return [AgentTerminated(reason="agent-lost")]
+    if status in (AgentStatus.LOST, AgentStatus.TERMINATED) and not silent:
+        return [AgentStarted(reason="revived")]
+    return []
