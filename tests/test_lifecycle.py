@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from actors.domain.session import ClusterMode, SessionType
 from actors.domain.slots import ResourceSlot
 from actors.local import LocalCluster
+from actors.tenancy import TenancyService
 from events import RedisEventStore
+from events.secrets import SecretBox
 from kernelhub.testing import eventually
 
 pytestmark = pytest.mark.redis
@@ -177,3 +180,23 @@ async def test_an_agent_error_cancels_the_session_and_frees_its_slots(
 
 async def _has(store: RedisEventStore, sid: uuid.UUID, event_type: str) -> bool:
     return any(e.type == event_type for e in await store.read_stream(f"session-{sid}"))
+
+
+async def test_pending_timeout_cancels_the_session_and_its_kernels(
+    cluster: LocalCluster, store: RedisEventStore, tmp_path: Path
+) -> None:
+    """Item 6 and B4: after ``pending_timeout`` the session and its kernels are CANCELLED."""
+    tenancy = await TenancyService(store, SecretBox.from_file(tmp_path / "k", create=True)).load()
+    await tenancy.set_scaling_group("default", pending_timeout=1.0)
+    stuck = await create(cluster, cluster_size=2, requested=[ResourceSlot(cpu=64, mem=G)])
+    await wait_status(cluster, stuck, "CANCELLED")
+    events = await store.read_stream(f"session-{stuck}")
+    cancels = [e for e in events if e.type in ("kernel_cancelled", "session_cancelled")]
+    assert [e.type for e in cancels] == [
+        "kernel_cancelled",
+        "kernel_cancelled",
+        "session_cancelled",
+    ]
+    assert {e.data.reason for e in cancels} == {"pending-timeout"}  # type: ignore[union-attr]
+    waited_ms = events[-1].position_ms - events[0].position_ms
+    assert waited_ms >= 1000
