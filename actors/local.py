@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import Callable, Sequence
-from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -23,9 +21,8 @@ from projections.models import default_projections
 from projections.runtime import Projector
 
 from .agents.agent import Agent, SimAgent
-from .agents.backends import Backend, KernelLaunch
+from .agents.backends import Backend
 from .domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
-from .domain.statuses import KernelStatus
 from .liveness import LivenessMonitor
 from .scheduler import Scheduler
 from .sessions import SessionShard
@@ -76,7 +73,6 @@ class LocalCluster:
         self.liveness = LivenessMonitor(store, lost_timeout_s=lost_timeout_s)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._work: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
         self._subscription: Subscription | None = None
 
@@ -99,17 +95,14 @@ class LocalCluster:
         self._stop.set()
         if self._subscription is not None:
             await self._subscription.aclose()
-        for task in [*self._tasks, *self._work]:
+        for task in self._tasks:
             task.cancel()
-        for task in [*self._tasks, *self._work]:
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._work.add(task)
-        task.add_done_callback(self._work.discard)
-        task.add_done_callback(_log_failure)
+        await self.shard.drain()
+        for agent in self.agents.values():
+            await agent.drain()
 
     def _committed(self, name: str, events: Sequence[Any], _at: float) -> None:
         if name == "sessions" or name == "agents":
@@ -148,58 +141,7 @@ class LocalCluster:
                 log.exception("reaction failed", event_type=event.type, position=event.position)
 
     async def _react(self, event: Event) -> None:
-        data: Any = event.data
-        kind = event.type
-        if kind in ("kernel_started", "kernel_terminated", "kernel_cancelled"):
-            await self.scheduler.on_event(event)
-        if kind == "session_scheduled":
-            self._spawn(
-                self.shard.prepare(
-                    data.session_id, command_id=uuid.uuid5(event.event_id, "prepare")
-                )
-            )
-        elif kind == "session_preparing":
-            session = await self.shard.get(data.session_id)
-            by_agent: dict[str, list[uuid.UUID]] = {}
-            for kernel in session.kernels.values():
-                if kernel.agent:
-                    by_agent.setdefault(kernel.agent, []).append(kernel.kernel_id)
-            spec = session.spec or {}
-            slots = {k["kernel_id"]: k["requested_slots"] for k in spec.get("kernels", [])}
-            for agent_id, kernels in by_agent.items():
-                agent = self.agents.get(agent_id)
-                if agent is None:
-                    continue
-                launches = [
-                    KernelLaunch(
-                        kernel_id, data.session_id,
-                        {name: Decimal(v) for name, v in slots.get(str(kernel_id), {}).items()},
-                        session_type=session.session_type,
-                        startup_command=spec.get("startup_command"),
-                    )
-                    for kernel_id in kernels
-                ]  # fmt: skip
-                self._spawn(agent.create_kernels(data.session_id, launches))
-        elif kind == "session_terminating":
-            session = await self.shard.get(data.session_id)
-            by_agent = {}
-            for kernel in session.kernels.values():
-                if kernel.status is KernelStatus.TERMINATING and kernel.agent:
-                    by_agent.setdefault(kernel.agent, []).append(kernel.kernel_id)
-            for agent_id, kernels in by_agent.items():
-                agent = self.agents.get(agent_id)
-                if agent is not None:
-                    self._spawn(agent.destroy_kernels(data.session_id, kernels, str(data.reason)))
-        elif kind in ("session_success", "session_failure"):
-            self._spawn(
-                self.shard.destroy(
-                    data.session_id,
-                    reason="task-finished",
-                    command_id=uuid.uuid5(event.event_id, "finish"),
-                )
-            )
-
-
-def _log_failure(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("background step failed", error=repr(task.exception()))
+        await self.scheduler.on_event(event)
+        await self.shard.on_event(event)
+        for agent in self.agents.values():
+            await agent.on_event(event)

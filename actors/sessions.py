@@ -16,10 +16,12 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from events import (
     NO_STREAM,
     AnyPayload,
+    Event,
     RedisEventStore,
     WrongExpectedVersionError,
     events_for_command,
@@ -33,11 +35,12 @@ from events.catalogue import (
     SessionSuccess,
 )
 
+from .background import Background
 from .domain.session import ClusterMode, SessionType, validate_creation
 from .domain.session_aggregate import KernelReport, SessionAggregate
 from .domain.slots import ResourceSlot
 
-__all__ = ["SessionShard", "session_stream"]
+__all__ = ["SessionShard", "load_session", "session_stream"]
 
 _RETRIES = 8
 
@@ -46,12 +49,37 @@ def session_stream(session_id: uuid.UUID) -> str:
     return f"session-{session_id}"
 
 
+async def load_session(store: RedisEventStore, session_id: uuid.UUID) -> SessionAggregate:
+    """A session folded from its stream, read-only (for agents and tools)."""
+    aggregate = SessionAggregate(session_id)
+    for event in await store.read_stream(session_stream(session_id)):
+        aggregate.apply(event.data, event.version, event.command_id)
+    return aggregate
+
+
 class SessionShard:
     def __init__(self, store: RedisEventStore, *, actor: str = "sessions:0") -> None:
         self.store = store
         self.actor = actor
         self.active: dict[uuid.UUID, SessionAggregate] = {}
         self._locks: defaultdict[uuid.UUID, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.background = Background()
+
+    async def on_event(self, event: Event) -> None:
+        """The shard's reactions to the log: a scheduled session is prepared; a batch
+        session that reported its result is destroyed with ``task-finished``."""
+        data: Any = event.data
+        if event.type == "session_scheduled":
+            command = uuid.uuid5(event.event_id, "prepare")
+            self.background.spawn(self.prepare(data.session_id, command_id=command))
+        elif event.type in ("session_success", "session_failure"):
+            command = uuid.uuid5(event.event_id, "finish")
+            self.background.spawn(
+                self.destroy(data.session_id, reason="task-finished", command_id=command)
+            )
+
+    async def drain(self) -> None:
+        await self.background.drain()
 
     async def _catch_up(self, session_id: uuid.UUID) -> SessionAggregate:
         aggregate = self.active.get(session_id) or SessionAggregate(session_id)

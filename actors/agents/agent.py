@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from events import AnyPayload, RedisEventStore, events_for_command
+from events import AnyPayload, Event, RedisEventStore, events_for_command
 from events.catalogue import (
     AgentRegistered,
     AgentStarted,
@@ -24,7 +24,9 @@ from events.catalogue import (
     SessionSuccess,
 )
 
-from ..sessions import SessionShard
+from ..background import Background
+from ..domain.statuses import KernelStatus
+from ..sessions import SessionShard, load_session
 from .backends import Backend, KernelLaunch, SimBackend
 
 __all__ = ["Agent", "SimAgent"]
@@ -53,6 +55,40 @@ class Agent:
         """Test hook: the next kernel creation fails as an agent error would."""
         self.heartbeating = True
         """Test hook: a "frozen" agent stops heartbeating."""
+        self.background = Background()
+
+    async def on_event(self, event: Event) -> None:
+        """The agent's reactions to the log: create the kernels placed on it when their
+        session is prepared; stop them when it is destroyed."""
+        data: Any = event.data
+        if event.type not in ("session_preparing", "session_terminating"):
+            return
+        session = await load_session(self.store, data.session_id)
+        mine = [k for k in session.kernels.values() if k.agent == self.agent_id]
+        if not mine:
+            return
+        if event.type == "session_preparing":
+            spec = session.spec or {}
+            slots = {k["kernel_id"]: k["requested_slots"] for k in spec.get("kernels", [])}
+            launches = [
+                KernelLaunch(
+                    k.kernel_id, session.session_id,
+                    {name: Decimal(v) for name, v in slots.get(str(k.kernel_id), {}).items()},
+                    session_type=session.session_type,
+                    startup_command=spec.get("startup_command"),
+                )
+                for k in mine
+            ]  # fmt: skip
+            self.background.spawn(self.create_kernels(session.session_id, launches))
+        else:
+            stopping = [k.kernel_id for k in mine if k.status is KernelStatus.TERMINATING]
+            if stopping:
+                self.background.spawn(
+                    self.destroy_kernels(session.session_id, stopping, str(data.reason))
+                )
+
+    async def drain(self) -> None:
+        await self.background.drain()
 
     @property
     def stream(self) -> str:
