@@ -62,7 +62,7 @@ from .domain.session import (
 )
 from .domain.slots import INTRINSIC_SLOTS, ResourceSlot, SlotType
 from .domain.statuses import AGENT_RESOURCE_OCCUPYING_SESSION_STATUSES, SessionStatus
-from .sessions import SessionShard, session_stream
+from .sessions import ShardClient, session_stream
 
 __all__ = ["Scheduler"]
 
@@ -114,7 +114,7 @@ class Scheduler:
     def __init__(
         self,
         store: RedisEventStore,
-        shard: SessionShard,
+        shard: ShardClient,
         scaling_group: str = "default",
         *,
         actor: str | None = None,

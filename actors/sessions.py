@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from events import (
     NO_STREAM,
@@ -40,7 +40,7 @@ from .domain.session import ClusterMode, SessionType, validate_creation
 from .domain.session_aggregate import KernelReport, SessionAggregate
 from .domain.slots import ResourceSlot
 
-__all__ = ["SessionShard", "load_session", "session_stream"]
+__all__ = ["SessionShard", "ShardClient", "load_session", "session_stream"]
 
 _RETRIES = 8
 
@@ -55,6 +55,34 @@ async def load_session(store: RedisEventStore, session_id: uuid.UUID) -> Session
     for event in await store.read_stream(session_stream(session_id)):
         aggregate.apply(event.data, event.version, event.command_id)
     return aggregate
+
+
+class ShardClient(Protocol):
+    """What agents and the scheduler need from the shard: the shard itself in one process,
+    a proxy to its actor on Ray."""
+
+    async def get(self, session_id: uuid.UUID) -> SessionAggregate: ...
+
+    async def report(self, report: KernelReport, *, command_id: uuid.UUID | None = None) -> Any: ...
+
+    async def start_failed(
+        self, session_id: uuid.UUID, *, command_id: uuid.UUID | None = None
+    ) -> Any: ...
+
+    async def batch_result(self, result: Any, *, command_id: uuid.UUID | None = None) -> Any: ...
+
+    async def scheduling_failed(
+        self, failure: Any, *, command_id: uuid.UUID | None = None
+    ) -> Any: ...
+
+    async def destroy(
+        self,
+        session_id: uuid.UUID,
+        *,
+        forced: bool = False,
+        reason: str | None = None,
+        command_id: uuid.UUID | None = None,
+    ) -> Any: ...
 
 
 class SessionShard:

@@ -18,6 +18,7 @@ key                         type    holds
 ``<p>:p:<name>:status``     hash    position, lag, rate, state, error (for ``kh projections``)
 ``<p>:p:alarms``            hash    projection name -> why it stopped
 ``<p>:hb``                  zset    agent id -> last heartbeat (Redis time, s): telemetry
+``<p>:follow:<actor>``      string  last log position an actor has reacted to
 ==========================  ======  ===================================================
 
 Streams are named ``session-<uuid>``, ``alloc-<scaling group>``, ``agent-<id>``,
@@ -64,6 +65,9 @@ class KeySpace:
 
     def projection_status(self, name: str) -> str:
         return f"{self.prefix}:p:{name}:status"
+
+    def follower(self, actor: str) -> str:
+        return f"{self.prefix}:follow:{actor}"
 
     @property
     def heartbeats(self) -> str:

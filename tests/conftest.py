@@ -49,3 +49,22 @@ async def store(redis_server: EmbeddedRedis) -> AsyncIterator[RedisEventStore]:
         yield event_store
     finally:
         await event_store.close()
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """One local Ray for the whole session, bound to loopback (testing.md)."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        object_store_memory=256 * 1024 * 1024,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+        namespace="kernelhub-tests",
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -26,7 +26,7 @@ from events.catalogue import (
 
 from ..background import Background
 from ..domain.statuses import KernelStatus
-from ..sessions import SessionShard, load_session
+from ..sessions import ShardClient, load_session
 from .backends import Backend, KernelLaunch, SimBackend
 
 __all__ = ["Agent", "SimAgent"]
@@ -36,7 +36,7 @@ class Agent:
     def __init__(
         self,
         store: RedisEventStore,
-        shard: SessionShard,
+        shard: ShardClient,
         agent_id: str,
         capacity: Mapping[str, Decimal | int | str],
         *,
@@ -165,7 +165,7 @@ class Agent:
 
 def SimAgent(
     store: RedisEventStore,
-    shard: SessionShard,
+    shard: ShardClient,
     agent_id: str,
     capacity: Mapping[str, Decimal | int | str],
     *,
