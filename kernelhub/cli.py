@@ -77,8 +77,11 @@ def _print_connect(
     )
     print(f"  data dir   {settings.data_dir}")
     print(f"  log        {facts['events']} events, head {facts['head']}")
-    if state.projector_pid:
-        print(f"  projector  pid {state.projector_pid} (read models; kh projections status)")
+    if state.ray_address:
+        print(f"  ray        {state.ray_address} (pid {state.ray_pid})")
+        print(f"  dashboard  {state.dashboard_url} (token: ray get-auth-token)")
+        actors = "projector, sessions:0, scheduler:default, agents:0"
+        print(f"  actors     {actors} ({state.backend} backend)")
     print(f"  admin      {keys.access_key} (also in {settings.client_config_path})")
     print()
     print("Connect (the Backend.AI client, the SDK and kh read these):")
@@ -87,8 +90,7 @@ def _print_connect(
     print(f"export KH_REDIS_URL={state.redis_url}")
     print(f"export KH_DATA_DIR={settings.data_dir}")
     print()
-    print("Ray, the agent and the gateway join the embedded stack as their issues land.")
-    print("Status: kh status    Stop: kh down")
+    print("Try: kh session create --wait 60    Status: kh status    Stop: kh down")
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -102,6 +104,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     state, started = embedded.up(settings)
     keys = asyncio.run(_prepare(settings, state.redis_url))
     write_client_config(settings.client_config_path, keys)
+    state = embedded.start_ray(settings, state, backend=args.backend, agents=args.agents)
     facts = asyncio.run(_log_facts(state.redis_url, settings.key_prefix))
     print("kernelhub is up" + ("" if started else " (already running)"))
     _print_connect(settings, state, facts, keys)
@@ -186,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="appendfsync: always (acknowledged = durable) or everysec (default)",
     )
     up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops")
+    up.add_argument(
+        "--backend",
+        choices=["process", "sim"],
+        default="process",
+        help="how agents run kernels (default: local processes)",
+    )
+    up.add_argument("--agents", type=int, default=1, help="simulated agents (with --backend sim)")
     up.set_defaults(func=cmd_up)
 
     down = with_data_dir(sub.add_parser("down", help="stop what `kh up` started"))

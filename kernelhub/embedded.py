@@ -1,7 +1,7 @@
 """The embedded default: everything kernelhub needs on one machine, on 127.0.0.1.
 
-For now that is the embedded Redis holding the log and the projector keeping the read
-models current; Ray, the actors, an agent and the gateway join it as their issues land.
+The embedded Redis holding the log, a local Ray head, and the actors (projector, session
+shard, scheduler with the liveness monitor, agents); the gateway joins with its issue.
 ``up`` is idempotent and leaves the services running after the CLI exits (like
 ``ray start``); ``down`` stops them. What is running is recorded in
 ``<data dir>/embedded.json``.
@@ -12,16 +12,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from events import Durability
 
+from . import ray_head
 from .config import Settings
 from .errors import KernelhubError
 from .redis_server import EmbeddedRedis
@@ -37,6 +37,10 @@ class EmbeddedState:
     durability: str
     data_dir: str
     projector_pid: int | None = None
+    ray_pid: int | None = None
+    ray_address: str | None = None
+    dashboard_url: str | None = None
+    backend: str | None = None
 
 
 def _state_path(data_dir: Path) -> Path:
@@ -96,23 +100,46 @@ def up(settings: Settings) -> tuple[EmbeddedState, bool]:
         durability=settings.durability.value,
         data_dir=str(settings.data_dir),
     )
-    state = replace(state, projector_pid=_start_projector(settings, server.url))
-    _state_path(settings.data_dir).write_text(json.dumps(asdict(state), indent=2))
+    _save(settings, state)
     return state, True
 
 
-def _start_projector(settings: Settings, redis_url: str) -> int:
-    """The read models' projector, as its own process (a Ray actor once Ray joins the
-    stack). Killing it at any moment is safe: every batch commits atomically."""
-    log_path = settings.data_dir / "projector.log"
-    env = {**os.environ, "KH_REDIS_URL": redis_url, "KH_KEY_PREFIX": settings.key_prefix}
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "kernelhub.cli", "--log-level", "INFO", "projections", "run"],
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
-            start_new_session=True,
+def _save(settings: Settings, state: EmbeddedState) -> None:
+    _state_path(settings.data_dir).write_text(json.dumps(asdict(state), indent=2))
+
+
+def start_ray(
+    settings: Settings, state: EmbeddedState, *, backend: str, agents: int
+) -> EmbeddedState:
+    """The Ray head and the actors (idempotent: a live head is reused, the named actors are
+    found rather than created twice)."""
+    os.environ.update(ray_head.RAY_ENV)  # before Ray is imported: it reads them at import
+    import ray
+
+    from actors.ray_actors import start_actors
+
+    if state.ray_pid is None or not _alive(state.ray_pid):
+        pid, address, dashboard = ray_head.start_head(settings.data_dir / "logs")
+        state = replace(state, ray_pid=pid, ray_address=address, dashboard_url=dashboard,
+                        backend=backend)  # fmt: skip
+        _save(settings, state)
+    assert state.ray_address is not None
+    ray_head.connect(state.ray_address)
+    try:
+        start_actors(
+            state.redis_url, prefix=settings.key_prefix, detached=True, backend=backend,
+            agents=_agent_specs(backend, agents), work_root=str(settings.data_dir / "kernels"),
         )  # fmt: skip
-    return process.pid
+    finally:
+        ray.shutdown()
+    return state
+
+
+def _agent_specs(backend: str, count: int) -> list[tuple[str, dict[str, Any]]]:
+    if backend == "process":
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return [("i-local", {"cpu": os.cpu_count() or 1, "mem": memory})]
+    return [(f"i-sim{n:03d}", {"cpu": 16, "mem": 64 * 2**30}) for n in range(count)]
 
 
 def down(settings: Settings, timeout: float = 15.0) -> EmbeddedState | None:
@@ -120,6 +147,8 @@ def down(settings: Settings, timeout: float = 15.0) -> EmbeddedState | None:
     state = read_state(settings)
     if state is None:
         return None
+    if state.ray_pid and _alive(state.ray_pid):
+        ray_head.stop_head(state.ray_pid)  # its actors go with it; the log keeps their state
     if state.projector_pid and _alive(state.projector_pid):
         os.kill(state.projector_pid, signal.SIGTERM)
         _reap(state.projector_pid)

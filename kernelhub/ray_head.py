@@ -1,0 +1,115 @@
+"""The embedded stack's local Ray head: ``ray start --head --block`` as a child we own.
+
+Everything binds to 127.0.0.1 (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` keeps Ray from
+rewriting loopback to the machine's address) on explicit ports. ``--block`` makes the head a
+single process to stop: SIGTERM to it stops every Ray process it started, and nothing else
+(``ray stop`` would stop every Ray on the machine).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .errors import KernelhubError
+from .redis_server import free_loopback_port
+
+__all__ = ["connect", "start_head", "stop_head"]
+
+
+def _ray_executable() -> str:
+    local = Path(sys.executable).with_name("ray")
+    return str(local) if local.exists() else (shutil.which("ray") or "ray")
+
+
+def start_head(
+    log_dir: Path, *, dashboard_port: int = 8265, timeout: float = 60.0
+) -> tuple[int, str, str]:
+    """Start the head; returns (pid, GCS address, dashboard URL) once a driver can connect."""
+    port = free_loopback_port()
+    if not _port_free(dashboard_port):
+        dashboard_port = free_loopback_port()
+    ensure_auth_token()
+    env = {**os.environ, **RAY_ENV}
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "ray-head.log", "ab") as log:
+        process = subprocess.Popen(
+            [_ray_executable(), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+             f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+             "--disable-usage-stats", f"--num-cpus={os.cpu_count() or 2}",
+             "--object-store-memory=268435456"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True,
+        )  # fmt: skip
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise KernelhubError(
+                f"ray start failed (exit {process.returncode}); see {log_dir / 'ray-head.log'}"
+            )
+        if not _port_free(port):
+            return process.pid, address, f"http://127.0.0.1:{dashboard_port}"
+        time.sleep(0.2)
+    process.kill()
+    raise KernelhubError(
+        f"the Ray head did not come up in {timeout:.0f}s; see {log_dir / 'ray-head.log'}"
+    )
+
+
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+"""Loopback stays loopback; the head and every driver use token authentication."""
+
+
+def ensure_auth_token() -> None:
+    """Ray's token (``~/.ray/auth_token``), generated once; drivers read the same file."""
+    subprocess.run([_ray_executable(), "get-auth-token", "--generate"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={**os.environ, **RAY_ENV})  # fmt: skip
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def connect(address: str, namespace: str = "kernelhub", attempts: int = 5) -> None:
+    """Attach this process to the head as a driver (retrying while the head finishes booting)."""
+    import ray
+
+    os.environ.update(RAY_ENV)
+    last: Exception | None = None
+    for _ in range(attempts):
+        try:
+            ray.init(address=address, namespace=namespace, log_to_driver=False,
+                     _node_ip_address="127.0.0.1")  # fmt: skip
+            return
+        except Exception as exc:  # the GCS may accept connections before it serves them
+            last = exc
+            time.sleep(0.5)
+    raise KernelhubError(f"cannot connect to Ray at {address}: {last}")
+
+
+def stop_head(pid: int, timeout: float = 30.0) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
