@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/kh up
+	KH=$(VENV)/bin/kh scripts/demo.sh
 
 down: $(STAMP)
 	$(VENV)/bin/kh down

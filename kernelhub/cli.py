@@ -22,7 +22,7 @@ from actors.domain.errors import DomainError
 from events import Durability, EventStoreError, RedisEventStore
 from events.secrets import SecretBox, SecretError
 
-from . import embedded, projections_cli
+from . import embedded, projections_cli, ray_head, session_cli
 from .bootstrap import Bootstrap, bootstrap, write_client_config
 from .config import Settings
 from .errors import KernelhubError
@@ -170,6 +170,37 @@ def cmd_projections(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def cmd_session(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    url = _redis_url(settings)
+    keys = asyncio.run(_admin_keys(settings, url))
+    if args.session_command in ("create", "destroy"):
+        state = embedded.read_state(settings)
+        if state is None or not state.ray_address:
+            raise KernelhubError("kernelhub's actors are not running: start them with `kh up`")
+        ray_head.connect(state.ray_address)
+        if args.session_command == "create":
+            return session_cli.create(args, keys.access_key)
+        return session_cli.destroy(args)
+
+    async def go() -> int:
+        store = RedisEventStore.from_url(url, prefix=settings.key_prefix)
+        try:
+            return await session_cli.run_command(args, store, keys.access_key)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+async def _admin_keys(settings: Settings, url: str) -> Bootstrap:
+    store = RedisEventStore.from_url(url, prefix=settings.key_prefix)
+    try:
+        return await bootstrap(store, SecretBox.from_file(settings.master_key_path))
+    finally:
+        await store.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kh", description="kernelhub: event-sourced compute sessions on Ray and Redis"
@@ -204,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = with_data_dir(sub.add_parser("status", help="is it running, and how is the log"))
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+
+    session_cli.add_parser(sub)
+    sub.choices["session"].set_defaults(func=cmd_session)
+    with_data_dir(sub.choices["session"])
 
     projections_cli.add_parser(sub)
     sub.choices["projections"].set_defaults(func=cmd_projections)

@@ -48,13 +48,7 @@ def _state_path(data_dir: Path) -> Path:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return ray_head.process_alive(pid)
 
 
 def _answers(url: str) -> bool:
@@ -151,24 +145,14 @@ def down(settings: Settings, timeout: float = 15.0) -> EmbeddedState | None:
         ray_head.stop_head(state.ray_pid)  # its actors go with it; the log keeps their state
     if state.projector_pid and _alive(state.projector_pid):
         os.kill(state.projector_pid, signal.SIGTERM)
-        _reap(state.projector_pid)
     os.kill(state.redis_pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while _alive(state.redis_pid) and time.monotonic() < deadline:
-        _reap(state.redis_pid)
         time.sleep(0.05)
     if _alive(state.redis_pid):
         os.kill(state.redis_pid, signal.SIGKILL)
     _state_path(settings.data_dir).unlink(missing_ok=True)
     return state
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status when the server is our own child (``up`` in this process)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def durability_of(state: EmbeddedState) -> Durability:

@@ -57,6 +57,7 @@ def ray_local() -> Iterator[None]:
     import ray
 
     ray.init(
+        address="local",  # a new instance, whatever ray_current_cluster says
         num_cpus=2,
         object_store_memory=256 * 1024 * 1024,
         include_dashboard=False,

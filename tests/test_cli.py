@@ -98,7 +98,7 @@ def test_no_command_prints_help(data_dir: Path) -> None:
 def test_projections_commands(data_dir: Path) -> None:
     up = kh(data_dir, "up")
     assert up.returncode == 0, up.stderr
-    assert "projector  pid" in up.stdout
+    assert "actors     projector, sessions:0" in up.stdout
     url = next(line.split("=", 1)[1] for line in up.stdout.splitlines() if "KH_REDIS_URL=" in line)
     appended = subprocess.run(
         [sys.executable, "-c", APPEND_WORKLOAD, url], capture_output=True, text=True, timeout=60
