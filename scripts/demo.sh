@@ -6,7 +6,9 @@ KH=${KH:-.venv/bin/kh}
 "$KH" up "$@"
 echo
 echo "== a session, from enqueue to termination =="
-sid=$("$KH" session create --name demo --wait 60 | head -1)
+created=$("$KH" session create --name demo --wait 60)
+sid=${created%%$'\n'*}
+echo "$created"
 "$KH" session destroy "$sid" --wait 60 >/dev/null
 "$KH" session show "$sid"
 echo
