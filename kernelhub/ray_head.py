@@ -92,8 +92,13 @@ def connect(address: str, namespace: str = "kernelhub", attempts: int = 5) -> No
     last: Exception | None = None
     for _ in range(attempts):
         try:
-            ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level="WARNING",
-                     _node_ip_address="127.0.0.1")  # fmt: skip
+            ray.init(
+                address=address,
+                namespace=namespace,
+                log_to_driver=False,
+                logging_level="WARNING",
+                _node_ip_address="127.0.0.1",
+            )
             return
         except Exception as exc:  # the GCS may accept connections before it serves them
             last = exc
