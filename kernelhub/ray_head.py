@@ -8,6 +8,7 @@ single process to stop: SIGTERM to it stops every Ray process it started, and no
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -96,7 +97,7 @@ def connect(address: str, namespace: str = "kernelhub", attempts: int = 5) -> No
                 address=address,
                 namespace=namespace,
                 log_to_driver=False,
-                logging_level="WARNING",
+                logging_level=logging.WARNING,
                 _node_ip_address="127.0.0.1",
             )
             return
