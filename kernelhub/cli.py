@@ -139,7 +139,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     report = {"running": True, "redis_url": url, "data_dir": str(settings.data_dir), **facts}
     if state:
         report["redis_pid"] = state.redis_pid
-        report["projector_pid"] = state.projector_pid
+        report["ray_address"] = state.ray_address
     if args.json:
         print(json.dumps(report, sort_keys=True))
     else:

@@ -19,8 +19,6 @@ from typing import Any
 
 import redis
 
-from events import Durability
-
 from . import ray_head
 from .config import Settings
 from .errors import KernelhubError
@@ -36,7 +34,6 @@ class EmbeddedState:
     redis_binary: str
     durability: str
     data_dir: str
-    projector_pid: int | None = None
     ray_pid: int | None = None
     ray_address: str | None = None
     dashboard_url: str | None = None
@@ -143,8 +140,6 @@ def down(settings: Settings, timeout: float = 15.0) -> EmbeddedState | None:
         return None
     if state.ray_pid and _alive(state.ray_pid):
         ray_head.stop_head(state.ray_pid)  # its actors go with it; the log keeps their state
-    if state.projector_pid and _alive(state.projector_pid):
-        os.kill(state.projector_pid, signal.SIGTERM)
     os.kill(state.redis_pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while _alive(state.redis_pid) and time.monotonic() < deadline:
@@ -153,7 +148,3 @@ def down(settings: Settings, timeout: float = 15.0) -> EmbeddedState | None:
         os.kill(state.redis_pid, signal.SIGKILL)
     _state_path(settings.data_dir).unlink(missing_ok=True)
     return state
-
-
-def durability_of(state: EmbeddedState) -> Durability:
-    return Durability(state.durability)

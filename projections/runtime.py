@@ -30,7 +30,7 @@ from events._canonical import canonical_dumps, loads
 from .base import Op, Projection, RecordRef, WorkingSet
 from .targets import RedisTarget, StaleGeneration, bulk_write
 
-__all__ = ["ProjectionHalted", "ProjectionState", "Projector"]
+__all__ = ["ProjectionState", "Projector"]
 
 log = structlog.get_logger(__name__)
 
@@ -53,10 +53,6 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-class ProjectionHalted(Exception):
-    """A projection stopped on an event it cannot fold; the message says which and why."""
 
 
 @dataclass
