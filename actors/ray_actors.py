@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +26,7 @@ from .agents.backends import Backend, ProcessBackend, SimBackend
 from .domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
 from .domain.session_aggregate import KernelReport, SessionAggregate
 from .liveness import LivenessMonitor
+from .metrics import ActorMetrics
 from .scheduler import Scheduler
 from .sessions import SessionShard, load_session
 
@@ -77,7 +79,18 @@ class SessionsActor(_Follower):
         self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
         self.follower_name = name
         self.shard = SessionShard(self.store, actor=name)
+        self.metrics = ActorMetrics(
+            "kernelhub_session_commands_total", "kernelhub_session_events_total"
+        )
         self._boot = _boot(self._start_following())
+
+    def _count(self, command: str, events: list[Any]) -> None:
+        self.metrics.inc("kernelhub_session_commands_total", command=command)
+        for event in events:
+            self.metrics.inc("kernelhub_session_events_total", type=event.type)
+
+    async def metrics_snapshot(self) -> dict[str, float]:
+        return self.metrics.snapshot()
 
     async def ready(self) -> bool:
         await asyncio.shield(self._boot)
@@ -87,7 +100,10 @@ class SessionsActor(_Follower):
         await self.shard.on_event(event)
 
     async def create(self, **options: Any) -> str:
-        return str(await self.shard.create(**options))
+        session_id = str(await self.shard.create(**options))
+        self.metrics.inc("kernelhub_session_commands_total", command="create")
+        self.metrics.inc("kernelhub_session_events_total", type="session_enqueued")
+        return session_id
 
     async def destroy(
         self,
@@ -100,10 +116,11 @@ class SessionsActor(_Follower):
         events = await self.shard.destroy(
             uuid.UUID(session_id), forced=forced, reason=reason, command_id=command
         )
+        self._count("destroy", events)
         return [e.type for e in events]
 
     async def report(self, report: KernelReport, command_id: uuid.UUID | None = None) -> None:
-        await self.shard.report(report, command_id=command_id)
+        self._count("report", await self.shard.report(report, command_id=command_id))
 
     async def start_failed(
         self, session_id: uuid.UUID, command_id: uuid.UUID | None = None
@@ -199,15 +216,20 @@ class SchedulerActor(_Follower):
         self.liveness_interval_s = liveness_interval_s
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
+        self.group = scaling_group
+        self.metrics = ActorMetrics(
+            "kernelhub_scheduling_decisions_total", "kernelhub_scheduling_pass_seconds",
+            "kernelhub_pending_sessions",
+        )  # fmt: skip
+        self._boot = _boot(self._start())
+
+    async def _start(self) -> None:
+        await self._start_following()
+        self._loops = [asyncio.create_task(self._schedule()), asyncio.create_task(self._watch())]
+        self._wake.set()
 
     async def ready(self) -> bool:
-        if not self._loops:
-            await self._start_following()
-            self._loops = [
-                asyncio.create_task(self._schedule()),
-                asyncio.create_task(self._watch()),
-            ]
-            self._wake.set()
+        await asyncio.shield(self._boot)
         return True
 
     async def react(self, event: Event) -> None:
@@ -236,7 +258,7 @@ class SchedulerActor(_Follower):
                 await asyncio.wait_for(self._wake.wait(), self.safety_tick_s)
             self._wake.clear()
             with contextlib.suppress(Exception):
-                await self.scheduler.run_pass()
+                await self.run_pass()
 
     async def _watch(self) -> None:
         while True:
@@ -245,7 +267,20 @@ class SchedulerActor(_Follower):
             await asyncio.sleep(self.liveness_interval_s)
 
     async def run_pass(self) -> int:
-        return await self.scheduler.run_pass()
+        started = time.perf_counter()
+        scheduled = await self.scheduler.run_pass()
+        group = self.group
+        self.metrics.observe("kernelhub_scheduling_pass_seconds", time.perf_counter() - started,
+                             scaling_group=group)  # fmt: skip
+        self.metrics.set(
+            "kernelhub_pending_sessions", self.scheduler.last_pending, scaling_group=group
+        )
+        if scheduled:
+            self.metrics.inc("kernelhub_scheduling_decisions_total", scheduled, scaling_group=group)
+        return scheduled
+
+    async def metrics_snapshot(self) -> dict[str, float]:
+        return self.metrics.snapshot()
 
 
 @ray.remote(max_restarts=-1)
@@ -272,6 +307,9 @@ class AgentsActor(_Follower):
                 return ProcessBackend(Path(work_root) / agent_id)
             return SimBackend()
 
+        self.metrics = ActorMetrics(
+            "kernelhub_kernels_started_total", "kernelhub_kernels_terminated_total"
+        )
         self.agents = [
             Agent(
                 self.store,
@@ -280,6 +318,7 @@ class AgentsActor(_Follower):
                 {k: Decimal(str(v)) for k, v in capacity.items()},
                 backend=make_backend(agent_id),
                 scaling_group=scaling_group,
+                metrics=self.metrics,
             )
             for agent_id, capacity in agents
         ]
@@ -301,6 +340,9 @@ class AgentsActor(_Follower):
         for agent in self.agents:
             await agent.on_event(event)
 
+    async def metrics_snapshot(self) -> dict[str, float]:
+        return self.metrics.snapshot()
+
     async def _heartbeat(self) -> None:
         while True:
             for agent in self.agents:
@@ -316,9 +358,18 @@ class ProjectorActor:
         from projections.runtime import Projector
 
         self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
-        self.projector = Projector(self.store, default_projections(), block_ms=100)
+        self.metrics = ActorMetrics("kernelhub_projection_lag_ms")
+        self.projector = Projector(self.store, default_projections(), block_ms=100,
+                                   on_commit=self._committed)  # fmt: skip
         self._task: asyncio.Task[None] | None = None
         self._boot = _boot(self._start())
+
+    def _committed(self, name: str, events: Any, committed_at: float) -> None:
+        lag = committed_at * 1000 - events[-1].position_ms
+        self.metrics.set("kernelhub_projection_lag_ms", max(0.0, lag), projection=name)
+
+    async def metrics_snapshot(self) -> dict[str, float]:
+        return self.metrics.snapshot()
 
     async def _start(self) -> None:
         await self.projector.load()

@@ -131,6 +131,8 @@ class Scheduler:
         self.holds: dict[uuid.UUID, tuple[uuid.UUID, str]] = {}
         """kernel -> (session, agent) of every live hold, for settling and releasing."""
         self.retries: dict[uuid.UUID, int] = {}
+        self.last_pending = 0
+        """How many pending sessions the last pass saw (a metric)."""
         self._lock = asyncio.Lock()
 
     # ---- the ledger --------------------------------------------------------------------------
@@ -254,6 +256,7 @@ class Scheduler:
                 if aggregate.status is SessionStatus.PENDING:  # the stream, not the projection
                     spec = _spec_of(record)
                     pending.append(PendingSession(spec, self.retries.get(spec.session_id, 0)))
+            self.last_pending = len(pending)
             if not pending:
                 return 0
             occupying = [s.name for s in AGENT_RESOURCE_OCCUPYING_SESSION_STATUSES]

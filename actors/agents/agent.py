@@ -43,6 +43,7 @@ class Agent:
         backend: Backend,
         scaling_group: str = "default",
         stop_grace_s: float = 1.0,
+        metrics: Any = None,
     ) -> None:
         self.store = store
         self.shard = shard
@@ -51,6 +52,8 @@ class Agent:
         self.scaling_group = scaling_group
         self.backend = backend
         self.stop_grace_s = stop_grace_s
+        self.metrics = metrics
+        """An ``ActorMetrics`` when hosted by an actor."""
         self.fail_next_start = False
         """Test hook: the next kernel creation fails as an agent error would."""
         self.heartbeating = True
@@ -156,6 +159,8 @@ class Agent:
         for kernel_id in kernel_ids:
             exit_code = await self.backend.stop(kernel_id, self.stop_grace_s)
             known = exit_code is not None
+            if known and self.metrics is not None:
+                self.metrics.inc("kernelhub_kernels_terminated_total", agent=self.agent_id)
             await self.shard.report(KernelTerminated(
                 kernel_id=kernel_id, session_id=session_id,
                 reason=reason if known else "already-terminated",

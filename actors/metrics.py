@@ -1,0 +1,81 @@
+"""What the actors report to the Ray dashboard (``ray.util.metrics``, exported through the
+head's Prometheus endpoint), with a local copy each actor can return for inspection.
+
+============================================  =========  ===================================
+metric                                        kind       tags / meaning
+============================================  =========  ===================================
+``kernelhub_session_commands_total``          counter    command: create, destroy, report, ...
+``kernelhub_session_events_total``            counter    type: events the shard appended
+``kernelhub_scheduling_decisions_total``      counter    scaling_group: sessions scheduled
+``kernelhub_scheduling_pass_seconds``         histogram  scaling_group: one pass, wall time
+``kernelhub_pending_sessions``                gauge      scaling_group: queue seen by a pass
+``kernelhub_kernels_started_total``           counter    agent
+``kernelhub_kernels_terminated_total``        counter    agent
+``kernelhub_projection_lag_ms``               gauge      projection: commit time - event time
+============================================  =========  ===================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ActorMetrics"]
+
+_COUNTER, _GAUGE, _HISTOGRAM = "counter", "gauge", "histogram"
+_DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "kernelhub_session_commands_total": (
+        _COUNTER, "commands handled by a session shard", ("command",)),
+    "kernelhub_session_events_total": (
+        _COUNTER, "events a session shard appended", ("type",)),
+    "kernelhub_scheduling_decisions_total": (
+        _COUNTER, "sessions scheduled", ("scaling_group",)),
+    "kernelhub_scheduling_pass_seconds": (
+        _HISTOGRAM, "wall time of a scheduling pass", ("scaling_group",)),
+    "kernelhub_pending_sessions": (
+        _GAUGE, "pending sessions seen by the last pass", ("scaling_group",)),
+    "kernelhub_kernels_started_total": (_COUNTER, "kernels an agent started", ("agent",)),
+    "kernelhub_kernels_terminated_total": (_COUNTER, "kernels an agent stopped", ("agent",)),
+    "kernelhub_projection_lag_ms": (
+        _GAUGE, "commit time minus the newest event's time", ("projection",)),
+}  # fmt: skip
+
+
+class ActorMetrics:
+    """The metrics one actor uses, created lazily (inside the actor's process)."""
+
+    def __init__(self, *names: str) -> None:
+        from ray.util import metrics
+
+        self._metrics: dict[str, Any] = {}
+        for name in names:
+            kind, description, tags = _DEFINITIONS[name]
+            if kind == _COUNTER:
+                self._metrics[name] = metrics.Counter(name, description, tag_keys=tags)
+            elif kind == _GAUGE:
+                self._metrics[name] = metrics.Gauge(name, description, tag_keys=tags)
+            else:
+                self._metrics[name] = metrics.Histogram(
+                    name, description, boundaries=[0.001, 0.01, 0.05, 0.1, 0.5, 1, 5], tag_keys=tags
+                )
+        self.local: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+
+    def inc(self, name: str, value: float = 1, **tags: str) -> None:
+        self._metrics[name].inc(value, tags=tags)
+        key = _key(name, tags)
+        self.local[key] = self.local.get(key, 0) + value
+
+    def set(self, name: str, value: float, **tags: str) -> None:
+        self._metrics[name].set(value, tags=tags)
+        self.last[_key(name, tags)] = value
+
+    def observe(self, name: str, value: float, **tags: str) -> None:
+        self._metrics[name].observe(value, tags=tags)
+        self.last[_key(name, tags)] = value
+
+    def snapshot(self) -> dict[str, float]:
+        return {**self.last, **self.local}
+
+
+def _key(name: str, tags: dict[str, str]) -> str:
+    return name + "".join(f"{{{k}={v}}}" for k, v in sorted(tags.items()))
