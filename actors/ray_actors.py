@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import structlog
 
 from events import Event, RedisEventStore, Subscription
 
@@ -33,6 +34,8 @@ from .sessions import SessionShard, load_session
 __all__ = ["NAMESPACE", "RemoteShard", "start_actors"]
 
 NAMESPACE = "kernelhub"
+
+log = structlog.get_logger(__name__)
 
 
 def _boot(coro: Any) -> asyncio.Task[None]:
@@ -65,8 +68,10 @@ class _Follower:
     async def _follow(self, key: str) -> None:
         assert self._subscription is not None
         async for event in self._subscription:
-            with contextlib.suppress(Exception):
+            try:
                 await self.react(event)
+            except Exception:  # one failed reaction must not stop the actor following the log
+                log.exception("reaction failed", actor=self.follower_name, position=event.position)
             await self.store.redis.set(key, event.position)
 
     async def react(self, event: Event) -> None:
