@@ -262,13 +262,17 @@ class SchedulerActor(_Follower):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.safety_tick_s)
             self._wake.clear()
-            with contextlib.suppress(Exception):
+            try:
                 await self.run_pass()
+            except Exception:
+                log.exception("scheduling pass failed; retrying on the next wake-up")
 
     async def _watch(self) -> None:
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 await self.liveness.check()
+            except Exception:
+                log.exception("liveness check failed")
             await asyncio.sleep(self.liveness_interval_s)
 
     async def run_pass(self) -> int:
