@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -173,32 +174,35 @@ def cmd_projections(args: argparse.Namespace) -> int:
 def cmd_session(args: argparse.Namespace) -> int:
     settings = _settings(args)
     url = _redis_url(settings)
-    keys = asyncio.run(_admin_keys(settings, url))
+    access_key = _admin_access_key(settings)
     if args.session_command in ("create", "destroy"):
         state = embedded.read_state(settings)
         if state is None or not state.ray_address:
             raise KernelhubError("kernelhub's actors are not running: start them with `kh up`")
         ray_head.connect(state.ray_address)
         if args.session_command == "create":
-            return session_cli.create(args, keys.access_key)
+            return session_cli.create(args, access_key)
         return session_cli.destroy(args)
 
     async def go() -> int:
         store = RedisEventStore.from_url(url, prefix=settings.key_prefix)
         try:
-            return await session_cli.run_command(args, store, keys.access_key)
+            return await session_cli.run_command(args, store, access_key)
         finally:
             await store.close()
 
     return asyncio.run(go())
 
 
-async def _admin_keys(settings: Settings, url: str) -> Bootstrap:
-    store = RedisEventStore.from_url(url, prefix=settings.key_prefix)
+def _admin_access_key(settings: Settings) -> str:
+    """The keypair `kh up` wrote for this installation (reading it changes nothing)."""
     try:
-        return await bootstrap(store, SecretBox.from_file(settings.master_key_path))
-    finally:
-        await store.close()
+        with open(settings.client_config_path, "rb") as handle:
+            return str(tomllib.load(handle)["access_key"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        raise KernelhubError(
+            f"no admin keypair in {settings.client_config_path}: run `kh up` first"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ Commands go to the ``sessions:0`` actor; what is shown comes from the read model
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
 import uuid
@@ -122,6 +123,7 @@ async def run_command(args: argparse.Namespace, store: Any, access_key: str) -> 
         deadline = time.monotonic() + 5  # the projection may be a moment behind a fresh write
         record = await models.session(args.session_id)
         while record is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
             record = await models.session(args.session_id)
         if record is None:
             raise KernelhubError(f"no session {args.session_id}")

@@ -143,3 +143,20 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+def test_session_commands_run_a_session_through_its_life(data_dir: Path) -> None:
+    assert kh(data_dir, "up").returncode == 0
+    created = kh(data_dir, "session", "create", "--name", "cli", "--wait", "60")
+    assert created.returncode == 0, created.stderr
+    session_id, status_line = created.stdout.strip().splitlines()
+    assert status_line == f"{session_id} RUNNING"
+    destroyed = kh(data_dir, "session", "destroy", session_id, "--wait", "60")
+    assert destroyed.returncode == 0 and destroyed.stdout.strip() == f"{session_id} TERMINATED"
+    shown = kh(data_dir, "session", "show", session_id)
+    history = [line.split()[-1] for line in shown.stdout.splitlines() if line.startswith("  20")]
+    assert history == ["PENDING", "SCHEDULED", "PREPARING", "RUNNING", "TERMINATING", "TERMINATED"]
+    listed = kh(data_dir, "session", "list")
+    assert session_id in listed.stdout and "(1 in all)" in listed.stdout
+    missing = kh(data_dir, "session", "show", "nope")
+    assert missing.returncode == 1 and missing.stderr.strip() == "kh: error: no session nope"
