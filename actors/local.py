@@ -24,17 +24,12 @@ from .agents.agent import Agent, SimAgent
 from .agents.backends import Backend
 from .domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
 from .liveness import LivenessMonitor
-from .scheduler import Scheduler
+from .scheduler import WAKES_SCHEDULER, Scheduler
 from .sessions import SessionShard
 
 __all__ = ["LocalCluster"]
 
 log = structlog.get_logger(__name__)
-
-_WAKES_SCHEDULER = frozenset({
-    "session_enqueued", "session_terminated", "session_cancelled", "agent_started",
-    "agent_registered", "alloc_released",
-})  # fmt: skip
 
 
 class LocalCluster:
@@ -106,7 +101,7 @@ class LocalCluster:
 
     def _committed(self, name: str, events: Sequence[Any], _at: float) -> None:
         if name == "sessions" or name == "agents":
-            if any(e.type in _WAKES_SCHEDULER for e in events):
+            if any(e.type in WAKES_SCHEDULER for e in events):
                 self._wake.set()
 
     async def _heartbeat_loop(self) -> None:

@@ -28,7 +28,7 @@ from .domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_
 from .domain.session_aggregate import KernelReport, SessionAggregate
 from .liveness import LivenessMonitor
 from .metrics import ActorMetrics
-from .scheduler import Scheduler
+from .scheduler import WAKES_SCHEDULER, Scheduler
 from .sessions import SessionShard, load_session
 
 __all__ = ["NAMESPACE", "RemoteShard", "start_actors"]
@@ -188,18 +188,6 @@ class RemoteShard:
         return []
 
 
-_WAKES = frozenset(
-    {
-        "session_enqueued",
-        "session_terminated",
-        "session_cancelled",
-        "agent_started",
-        "agent_registered",
-        "alloc_released",
-    }
-)
-
-
 @ray.remote(max_restarts=-1)
 class SchedulerActor(_Follower):
     def __init__(
@@ -239,7 +227,7 @@ class SchedulerActor(_Follower):
 
     async def react(self, event: Event) -> None:
         await self.scheduler.on_event(event)
-        if event.type in _WAKES:
+        if event.type in WAKES_SCHEDULER:
             await self._projection_reached(event.position)
             self._wake.set()
 

@@ -64,7 +64,13 @@ from .domain.slots import INTRINSIC_SLOTS, ResourceSlot, SlotType
 from .domain.statuses import AGENT_RESOURCE_OCCUPYING_SESSION_STATUSES, SessionStatus
 from .sessions import ShardClient, session_stream
 
-__all__ = ["Scheduler"]
+__all__ = ["WAKES_SCHEDULER", "Scheduler"]
+
+WAKES_SCHEDULER = frozenset({
+    "session_enqueued", "session_terminated", "session_cancelled", "agent_started",
+    "agent_registered", "alloc_released",
+})  # fmt: skip
+"""Events after which a pass may find something new to place (work, or room for it)."""
 
 log = structlog.get_logger(__name__)
 

@@ -40,7 +40,7 @@ from .domain.session import ClusterMode, SessionType, validate_creation
 from .domain.session_aggregate import KernelReport, SessionAggregate
 from .domain.slots import ResourceSlot
 
-__all__ = ["SessionShard", "ShardClient", "load_session", "session_stream"]
+__all__ = ["SessionShard", "ShardClient", "catch_up", "load_session", "session_stream"]
 
 _RETRIES = 8
 
@@ -51,8 +51,13 @@ def session_stream(session_id: uuid.UUID) -> str:
 
 async def load_session(store: RedisEventStore, session_id: uuid.UUID) -> SessionAggregate:
     """A session folded from its stream, read-only (for agents and tools)."""
-    aggregate = SessionAggregate(session_id)
-    for event in await store.read_stream(session_stream(session_id)):
+    return await catch_up(store, SessionAggregate(session_id))
+
+
+async def catch_up(store: RedisEventStore, aggregate: SessionAggregate) -> SessionAggregate:
+    """Fold into ``aggregate`` whatever its stream holds past the version it has seen."""
+    stream = session_stream(aggregate.session_id)
+    for event in await store.read_stream(stream, aggregate.version + 1):
         aggregate.apply(event.data, event.version, event.command_id)
     return aggregate
 
@@ -111,11 +116,7 @@ class SessionShard:
 
     async def _catch_up(self, session_id: uuid.UUID) -> SessionAggregate:
         aggregate = self.active.get(session_id) or SessionAggregate(session_id)
-        for event in await self.store.read_stream(
-            session_stream(session_id), aggregate.version + 1
-        ):
-            aggregate.apply(event.data, event.version, event.command_id)
-        self.active[session_id] = aggregate
+        self.active[session_id] = await catch_up(self.store, aggregate)
         return aggregate
 
     async def _decide(
