@@ -3,6 +3,11 @@
 Heartbeats are telemetry (``<p>:hb``, Redis time); only the *changes* they imply are
 events, so a quiet cluster appends nothing. Runs where the manager side runs (one per
 installation; two would only race on the agent stream's expected version).
+
+Kernels on a lost agent are left as they are (23.03). With ``terminate_after_s`` set (an
+opt-in, docs/deviations.md), an agent LOST for longer than that has its sessions destroyed:
+their kernels there are recorded TERMINATED (``agent-termination``), since that agent will
+never report them.
 """
 
 from __future__ import annotations
@@ -13,18 +18,39 @@ from typing import Any
 import structlog
 
 from events import RedisEventStore, WrongExpectedVersionError, events_for_command
+from projections.queries import ReadModels
 
 from .domain.liveness import agent_status, decide_liveness
+from .domain.statuses import AgentStatus
 
 __all__ = ["LivenessMonitor"]
 
 log = structlog.get_logger(__name__)
 
+_LIVE_SESSION_STATUSES = [
+    "SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING", "RUNNING_DEGRADED",
+    "TERMINATING", "ERROR",
+]  # fmt: skip
+
 
 class LivenessMonitor:
-    def __init__(self, store: RedisEventStore, *, lost_timeout_s: float) -> None:
+    def __init__(
+        self,
+        store: RedisEventStore,
+        *,
+        lost_timeout_s: float,
+        terminate_after_s: float | None = None,
+        shard: Any = None,
+    ) -> None:
+        if terminate_after_s is not None and shard is None:
+            raise ValueError("terminating a lost agent's sessions needs the session shards")
         self.store = store
         self.lost_timeout_s = lost_timeout_s
+        self.terminate_after_s = terminate_after_s
+        self.shard = shard
+        self.models = ReadModels(store)
+        self._reclaimed: set[tuple[str, int]] = set()
+        """(agent, version of its LOST event) whose sessions were already destroyed."""
 
     async def check(self) -> list[tuple[str, str]]:
         """One round; returns the (agent, event type) changes it appended."""
@@ -41,6 +67,10 @@ class LivenessMonitor:
             status = agent_status(e.data for e in events)
             decided = decide_liveness(status, float(last_seen), now, self.lost_timeout_s)
             if not decided:
+                if status is AgentStatus.LOST and self.terminate_after_s is not None:
+                    lost = events[-1]
+                    if now - lost.position_ms / 1000 > self.terminate_after_s:
+                        await self._reclaim(agent_id, lost.version)
                 continue
             command = uuid.uuid5(uuid.NAMESPACE_URL, f"{stream}/liveness/{len(events)}")
             batch = events_for_command(command, decided, actor="liveness")
@@ -51,3 +81,18 @@ class LivenessMonitor:
             log.info("agent liveness changed", agent=agent_id, event_type=decided[0].type)
             changes.append((agent_id, decided[0].type))
         return changes
+
+    async def _reclaim(self, agent_id: str, lost_version: int) -> None:
+        """Destroy every live session with a kernel on the lost agent, once per loss (the
+        command ids make a repeat after a restart harmless)."""
+        if (agent_id, lost_version) in self._reclaimed:
+            return
+        page = await self.models.sessions(statuses=_LIVE_SESSION_STATUSES, limit=1_000_000)
+        for record in page.items:
+            if any(k["agent"] == agent_id for k in record["kernels"].values()):
+                session_id = uuid.UUID(record["id"])
+                command = uuid.uuid5(session_id, f"agent-gone/{agent_id}/{lost_version}")
+                log.info("terminating a lost agent's session", agent=agent_id,
+                         session=record["id"])  # fmt: skip
+                await self.shard.agent_gone(session_id, agent_id, command_id=command)
+        self._reclaimed.add((agent_id, lost_version))

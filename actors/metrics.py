@@ -12,6 +12,8 @@ metric                                        kind       tags / meaning
 ``kernelhub_kernels_started_total``           counter    agent
 ``kernelhub_kernels_terminated_total``        counter    agent
 ``kernelhub_projection_lag_ms``               gauge      projection: commit time - event time
+``kernelhub_sessions``                        gauge      status: sessions in each status
+``kernelhub_sessions_by_type``                gauge      type: interactive, batch, inference
 ============================================  =========  ===================================
 """
 
@@ -37,6 +39,8 @@ _DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "kernelhub_kernels_terminated_total": (_COUNTER, "kernels an agent stopped", ("agent",)),
     "kernelhub_projection_lag_ms": (
         _GAUGE, "commit time minus the newest event's time", ("projection",)),
+    "kernelhub_sessions": (_GAUGE, "sessions by status (read model)", ("status",)),
+    "kernelhub_sessions_by_type": (_GAUGE, "sessions by type (read model)", ("type",)),
 }  # fmt: skip
 
 

@@ -1,7 +1,9 @@
 """The session shard: owner of ``session-<uuid>`` streams.
 
-A plain class for now (the ``sessions:<n>`` Ray actor wraps it next). It activates a
-session by folding its stream, serialises commands per session with a lock, decides with
+Hosted by the ``sessions:<k>`` Ray actors: shard ``k`` of ``n`` owns the sessions whose
+``uuid.int % n == k`` (:func:`shard_of`), and refuses commands for the others, so each
+session stream keeps exactly one writer. It activates a session by folding its stream,
+serialises commands per session with a lock, decides with
 :class:`SessionAggregate`, and appends with the stream's expected version. The scheduler
 also appends to session streams (its decisions are ``append_multi`` over the ledger and the
 sessions), so every decision first catches up with the stream; a conflict is a reload and
@@ -11,6 +13,7 @@ a second look, never a double effect. Commands carry ids: a retry has one effect
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -36,13 +39,34 @@ from events.catalogue import (
 )
 
 from .background import Background
+from .domain.errors import InvalidAPIParameters
 from .domain.session import ClusterMode, SessionType, validate_creation
 from .domain.session_aggregate import KernelReport, SessionAggregate
 from .domain.slots import ResourceSlot
 
-__all__ = ["SessionShard", "ShardClient", "catch_up", "load_session", "session_stream"]
+__all__ = [
+    "SessionShard",
+    "ShardClient",
+    "WrongShardError",
+    "catch_up",
+    "load_session",
+    "session_stream",
+    "shard_of",
+]
 
 _RETRIES = 8
+_SETTLED = frozenset({"RUNNING", "TERMINATED", "CANCELLED", "ERROR"})
+"""Where ``create(wait=...)`` returns: running, or an end (23.03's blocking create)."""
+
+
+def shard_of(session_id: uuid.UUID, count: int) -> int:
+    """The shard that owns a session (design.md: ``uuid.int % N``, N fixed at install)."""
+    return session_id.int % count
+
+
+class WrongShardError(ValueError):
+    """A command reached a shard that does not own the session: a routing bug, refused
+    rather than letting two writers share a stream."""
 
 
 def session_stream(session_id: uuid.UUID) -> str:
@@ -80,6 +104,14 @@ class ShardClient(Protocol):
         self, failure: Any, *, command_id: uuid.UUID | None = None
     ) -> Any: ...
 
+    async def restart_failed(
+        self, session_id: uuid.UUID, msg: str, *, command_id: uuid.UUID | None = None
+    ) -> Any: ...
+
+    async def agent_gone(
+        self, session_id: uuid.UUID, agent_id: str, *, command_id: uuid.UUID | None = None
+    ) -> Any: ...
+
     async def destroy(
         self,
         session_id: uuid.UUID,
@@ -91,17 +123,46 @@ class ShardClient(Protocol):
 
 
 class SessionShard:
-    def __init__(self, store: RedisEventStore, *, actor: str = "sessions:0") -> None:
+    def __init__(
+        self,
+        store: RedisEventStore,
+        *,
+        actor: str = "sessions:0",
+        index: int = 0,
+        count: int = 1,
+    ) -> None:
+        if not 0 <= index < count:
+            raise ValueError(f"shard index {index} is not in 0..{count - 1}")
         self.store = store
         self.actor = actor
+        self.index = index
+        self.count = count
         self.active: dict[uuid.UUID, SessionAggregate] = {}
         self._locks: defaultdict[uuid.UUID, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._changed: defaultdict[uuid.UUID, set[asyncio.Event]] = defaultdict(set)
+        """Sessions someone waits on: set when their stream gets an event."""
         self.background = Background()
 
+    def owns(self, session_id: uuid.UUID) -> bool:
+        return shard_of(session_id, self.count) == self.index
+
+    def _check_owner(self, session_id: uuid.UUID) -> None:
+        if not self.owns(session_id):
+            raise WrongShardError(
+                f"session {session_id} belongs to shard {shard_of(session_id, self.count)}, "
+                f"not {self.index}"
+            )
+
     async def on_event(self, event: Event) -> None:
-        """The shard's reactions to the log: a scheduled session is prepared; a batch
-        session that reported its result is destroyed with ``task-finished``."""
+        """The shard's reactions to the log (its own sessions only): a scheduled session is
+        prepared; a batch session that reported its result is destroyed with
+        ``task-finished``; waiters on the session look again."""
         data: Any = event.data
+        session_id = getattr(data, "session_id", None)
+        if not isinstance(session_id, uuid.UUID) or not self.owns(session_id):
+            return
+        for changed in self._changed.get(session_id, ()):
+            changed.set()
         if event.type == "session_scheduled":
             command = uuid.uuid5(event.event_id, "prepare")
             self.background.spawn(self.prepare(data.session_id, command_id=command))
@@ -125,6 +186,7 @@ class SessionShard:
         command_id: uuid.UUID | None,
         decide: Callable[[SessionAggregate], list[AnyPayload]],
     ) -> list[AnyPayload]:
+        self._check_owner(session_id)
         command = command_id or uuid.uuid4()
         async with self._locks[session_id]:
             for _ in range(_RETRIES):
@@ -160,6 +222,7 @@ class SessionShard:
         startup_command: str | None = None,
         starts_at: datetime | None = None,
         max_containers_per_session: int = 0,
+        dependencies: Sequence[uuid.UUID] = (),
         domain: str = "default",
         user_id: uuid.UUID | None = None,
         project_id: uuid.UUID | None = None,
@@ -174,6 +237,12 @@ class SessionShard:
         )  # fmt: skip
         command = command_id or uuid.uuid4()
         sid = session_id or uuid.uuid5(command, "session")
+        self._check_owner(sid)
+        for dependency in dependencies:  # before the append: no B14 regression
+            if await self.store.stream_version(session_stream(dependency)) == 0:
+                raise InvalidAPIParameters(
+                    f"Unknown session ID or name in dependencies: {dependency}"
+                )
         configs = list(requested) * cluster_size if len(requested) == 1 else list(requested)
         kernels = [
             KernelCreationSpec(
@@ -189,7 +258,7 @@ class SessionShard:
             domain=domain, session_type=session_type.value, image=image,
             cluster_mode=cluster_mode.value, cluster_size=cluster_size,
             scaling_group=scaling_group, kernels=kernels, starts_at=starts_at,
-            startup_command=startup_command,
+            startup_command=startup_command, dependencies=list(dependencies),
         )  # fmt: skip
         event = SessionEnqueued(session_id=sid, creation_id=command.hex[:16], spec=spec)
         batch = events_for_command(command, [event], actor=self.actor)
@@ -222,6 +291,48 @@ class SessionShard:
     ) -> list[AnyPayload]:
         return await self._decide(session_id, command_id, lambda s: s.decide_start_failed())
 
+    async def restart(
+        self, session_id: uuid.UUID, *, command_id: uuid.UUID | None = None
+    ) -> list[AnyPayload]:
+        """Restart a RUNNING session's kernels in place (their agents do the work)."""
+        return await self._decide(session_id, command_id, lambda s: s.decide_restart())
+
+    async def restart_failed(
+        self, session_id: uuid.UUID, msg: str, *, command_id: uuid.UUID | None = None
+    ) -> list[AnyPayload]:
+        return await self._decide(session_id, command_id, lambda s: s.decide_restart_failed(msg))
+
+    async def agent_gone(
+        self, session_id: uuid.UUID, agent_id: str, *, command_id: uuid.UUID | None = None
+    ) -> list[AnyPayload]:
+        """A lost agent's ``terminate_after`` ran out (see ``decide_agent_gone``)."""
+        return await self._decide(session_id, command_id, lambda s: s.decide_agent_gone(agent_id))
+
+    async def wait(
+        self, session_id: uuid.UUID, timeout: float, until: frozenset[str] = _SETTLED
+    ) -> str:
+        """The session's status once it is one of ``until`` or ``timeout`` seconds passed
+        (whichever first). Woken by the shard's own log tail, so waiting costs no polling."""
+        self._check_owner(session_id)
+        changed = asyncio.Event()
+        self._changed[session_id].add(changed)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            while True:
+                changed.clear()
+                status = (await self.get(session_id)).status.name
+                left = deadline - loop.time()
+                if status in until or left <= 0:
+                    return status
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), min(left, 1.0))
+        finally:
+            waiters = self._changed[session_id]
+            waiters.discard(changed)
+            if not waiters:
+                del self._changed[session_id]
+
     async def scheduling_failed(
         self, failure: SessionSchedulingFailed, *, command_id: uuid.UUID | None = None
     ) -> list[AnyPayload]:
@@ -235,5 +346,6 @@ class SessionShard:
         return await self._decide(result.session_id, command_id, lambda s: s.decide_result(result))
 
     async def get(self, session_id: uuid.UUID) -> SessionAggregate:
+        self._check_owner(session_id)
         async with self._locks[session_id]:
             return await self._catch_up(session_id)

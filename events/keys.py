@@ -19,6 +19,8 @@ key                         type    holds
 ``<p>:p:alarms``            hash    projection name -> why it stopped
 ``<p>:hb``                  zset    agent id -> last heartbeat (Redis time, s): telemetry
 ``<p>:follow:<actor>``      string  last log position an actor has reacted to
+``<p>:stat:<kernel>``       string  a kernel's live stats (JSON, TTL'd): telemetry
+``<p>:install``             hash    facts fixed at install (``shards``: session shards)
 ==========================  ======  ===================================================
 
 Streams are named ``session-<uuid>``, ``alloc-<scaling group>``, ``agent-<id>``,
@@ -68,6 +70,13 @@ class KeySpace:
 
     def follower(self, actor: str) -> str:
         return f"{self.prefix}:follow:{actor}"
+
+    def kernel_stats(self, kernel_id: str) -> str:
+        return f"{self.prefix}:stat:{kernel_id}"
+
+    @property
+    def install(self) -> str:
+        return f"{self.prefix}:install"
 
     @property
     def heartbeats(self) -> str:

@@ -68,6 +68,11 @@ async def _prepare(settings: Settings, url: str) -> Bootstrap:
         await store.close()
 
 
+def _abbreviated(names: Sequence[str], most: int = 8) -> list[str]:
+    """Actor names for one line: a thousand simulated agents' hosts are not listed."""
+    return list(names[:most]) + ([f"... {len(names) - most} more"] if len(names) > most else [])
+
+
 def _print_connect(
     settings: Settings, state: embedded.EmbeddedState, facts: dict[str, Any], keys: Bootstrap
 ) -> None:
@@ -81,7 +86,7 @@ def _print_connect(
     if state.ray_address:
         print(f"  ray        {state.ray_address} (pid {state.ray_pid})")
         print(f"  dashboard  {state.dashboard_url} (token: ray get-auth-token)")
-        actors = "projector, sessions:0, scheduler:default, agents:0"
+        actors = ", ".join(_abbreviated(state.actors or []))
         print(f"  actors     {actors} ({state.backend} backend)")
     print(f"  admin      {keys.access_key} (also in {settings.client_config_path})")
     print()
@@ -105,7 +110,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     state, started = embedded.up(settings)
     keys = asyncio.run(_prepare(settings, state.redis_url))
     write_client_config(settings.client_config_path, keys)
-    state = embedded.start_ray(settings, state, backend=args.backend, agents=args.agents)
+    state = embedded.start_ray(
+        settings, state, backend=args.backend, agents=args.agents, shards=args.shards
+    )
     facts = asyncio.run(_log_facts(state.redis_url, settings.key_prefix))
     print("kernelhub is up" + ("" if started else " (already running)"))
     _print_connect(settings, state, facts, keys)
@@ -175,14 +182,11 @@ def cmd_session(args: argparse.Namespace) -> int:
     settings = _settings(args)
     url = _redis_url(settings)
     access_key = _admin_access_key(settings)
-    if args.session_command in ("create", "destroy"):
+    if args.session_command in session_cli.WRITES:
         state = embedded.read_state(settings)
         if state is None or not state.ray_address:
             raise KernelhubError("kernelhub's actors are not running: start them with `kh up`")
         ray_head.connect(state.ray_address)
-        if args.session_command == "create":
-            return session_cli.create(args, access_key)
-        return session_cli.destroy(args)
 
     async def go() -> int:
         store = RedisEventStore.from_url(url, prefix=settings.key_prefix)
@@ -231,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="how agents run kernels (default: local processes)",
     )
     up.add_argument("--agents", type=int, default=1, help="simulated agents (with --backend sim)")
+    up.add_argument("--shards", type=int, default=2,
+                    help="session shards (fixed at install: later values are ignored)")  # fmt: skip
     up.set_defaults(func=cmd_up)
 
     down = with_data_dir(sub.add_parser("down", help="stop what `kh up` started"))

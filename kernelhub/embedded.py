@@ -1,7 +1,8 @@
 """The embedded default: everything kernelhub needs on one machine, on 127.0.0.1.
 
-The embedded Redis holding the log, a local Ray head, and the actors (projector, session
-shard, scheduler with the liveness monitor, agents); the gateway joins with its issue.
+The embedded Redis holding the log, a local Ray head, and the actors (projector, tenancy,
+session shards, scheduler with the liveness monitor, agents); the gateway joins with its
+issue.
 ``up`` is idempotent and leaves the services running after the CLI exits (like
 ``ray start``); ``down`` stops them. What is running is recorded in
 ``<data dir>/embedded.json``.
@@ -38,6 +39,7 @@ class EmbeddedState:
     ray_address: str | None = None
     dashboard_url: str | None = None
     backend: str | None = None
+    actors: list[str] | None = None
 
 
 def _state_path(data_dir: Path) -> Path:
@@ -100,7 +102,7 @@ def _save(settings: Settings, state: EmbeddedState) -> None:
 
 
 def start_ray(
-    settings: Settings, state: EmbeddedState, *, backend: str, agents: int
+    settings: Settings, state: EmbeddedState, *, backend: str, agents: int, shards: int = 2
 ) -> EmbeddedState:
     """The Ray head and the actors (idempotent: a live head is reused, the named actors are
     found rather than created twice)."""
@@ -117,12 +119,15 @@ def start_ray(
     assert state.ray_address is not None
     ray_head.connect(state.ray_address)
     try:
-        start_actors(
+        installation = start_actors(
             state.redis_url, prefix=settings.key_prefix, detached=True, backend=backend,
             agents=_agent_specs(backend, agents), work_root=str(settings.data_dir / "kernels"),
+            shards=shards, master_key_path=str(settings.master_key_path),
         )  # fmt: skip
     finally:
         ray.shutdown()
+    state = replace(state, actors=installation.names, backend=backend)
+    _save(settings, state)
     return state
 
 

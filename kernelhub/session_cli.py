@@ -1,7 +1,8 @@
-"""``kh session ...``: create, destroy, show and list sessions on the embedded stack.
+"""``kh session ...``: create, destroy, restart, show and list sessions on the embedded stack.
 
-Commands go to the ``sessions:0`` actor; what is shown comes from the read models, so
-``show`` prints exactly what the log says (status history included).
+Commands go to the owning ``sessions:<k>`` actor through the shard router; what is shown
+comes from the read models, so ``show`` prints exactly what the log says (status history
+included).
 """
 
 from __future__ import annotations
@@ -16,65 +17,91 @@ from typing import Any
 
 from .errors import KernelhubError
 
-__all__ = ["add_parser", "run_command"]
+__all__ = ["WRITES", "add_parser", "run_command"]
 
-_TERMINAL = {"TERMINATED", "CANCELLED", "ERROR"}
+WRITES = frozenset({"create", "destroy", "restart"})
+"""Subcommands that talk to the actors (the others read the projections only)."""
+_TERMINAL = frozenset({"TERMINATED", "CANCELLED", "ERROR"})
 
 
-def _sessions_actor() -> Any:
+def _router(store: Any) -> Any:
     import ray
 
-    try:
-        return ray.get_actor("sessions:0", namespace="kernelhub")
-    except ValueError:
-        raise KernelhubError(
-            "the sessions actor is not running: start kernelhub with `kh up`"
-        ) from None
+    from actors.hosts import NAMESPACE
+    from actors.routing import ShardRouter
+
+    shards: list[Any] = []  # sessions:0 .. sessions:<N-1>, N fixed at install
+    while True:
+        try:
+            shards.append(ray.get_actor(f"sessions:{len(shards)}", namespace=NAMESPACE))
+        except ValueError:
+            break
+    if not shards:
+        raise KernelhubError("the session actors are not running: start kernelhub with `kh up`")
+    return ShardRouter(store, shards)
 
 
-def _wait(actor: Any, session_id: str, wanted: set[str], timeout: float) -> str:
-    import ray
+async def _wait_until(router: Any, session_id: uuid.UUID, wanted: frozenset[str],
+                      timeout: float) -> str:  # fmt: skip
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    status = await router.wait(session_id, timeout)
+    while status not in wanted and loop.time() < deadline:
+        status = await router.wait(session_id, max(0.1, deadline - loop.time()))
+        if status not in wanted:
+            await asyncio.sleep(0.1)  # e.g. RUNNING while we wait for an end
+    if status not in wanted:
+        raise KernelhubError(f"session {session_id} is still {status} after {timeout:.0f}s")
+    return status
 
-    deadline = time.monotonic() + timeout
-    status = ""
-    while time.monotonic() < deadline:
-        status = ray.get(actor.status.remote(session_id))
-        if status in wanted:
-            return str(status)
-        time.sleep(0.1)
-    raise KernelhubError(f"session {session_id} is still {status} after {timeout:.0f}s")
 
-
-def create(args: argparse.Namespace, access_key: str) -> int:
-    import ray
-
+async def create(args: argparse.Namespace, store: Any, access_key: str) -> int:
     from actors.domain.session import SessionType
     from actors.domain.sizes import parse_size
     from actors.domain.slots import ResourceSlot
 
-    actor = _sessions_actor()
+    router = _router(store)
     slots = ResourceSlot(cpu=Decimal(args.cpu), mem=parse_size(args.mem))
     kind = SessionType.BATCH if args.command else SessionType.INTERACTIVE
-    session_id = ray.get(actor.create.remote(
+    session_id = await router.create(
         name=args.name, access_key=access_key, scaling_group="default", image=args.image,
         requested=[slots], session_type=kind, startup_command=args.command,
-        command_id=uuid.uuid4(),
-    ))  # fmt: skip
-    print(session_id)
+        dependencies=[uuid.UUID(d) for d in args.depends_on or ()],
+    )  # fmt: skip
+    print(session_id, flush=True)
     if args.wait:
-        status = _wait(actor, session_id, {"RUNNING"} | _TERMINAL, args.wait)
+        status = await router.wait(session_id, args.wait)
+        if status not in {"RUNNING"} | _TERMINAL:
+            raise KernelhubError(f"session {session_id} is still {status} after {args.wait:.0f}s")
         print(f"{session_id} {status}")
     return 0
 
 
-def destroy(args: argparse.Namespace) -> int:
-    import ray
-
-    actor = _sessions_actor()
-    ray.get(actor.destroy.remote(args.session_id, args.forced, None, str(uuid.uuid4())))
+async def destroy(args: argparse.Namespace, store: Any) -> int:
+    router = _router(store)
+    session_id = _session_id(args.session_id)
+    await router.destroy(session_id, forced=args.forced, recursive=args.recursive)
     if args.wait:
-        print(f"{args.session_id} {_wait(actor, args.session_id, _TERMINAL, args.wait)}")
+        print(f"{session_id} {await _wait_until(router, session_id, _TERMINAL, args.wait)}")
     return 0
+
+
+async def restart(args: argparse.Namespace, store: Any) -> int:
+    router = _router(store)
+    session_id = _session_id(args.session_id)
+    await router.restart(session_id)
+    if args.wait:
+        status = await _wait_until(router, session_id, frozenset({"RUNNING"}) | _TERMINAL,
+                                   args.wait)  # fmt: skip
+        print(f"{session_id} {status}")
+    return 0
+
+
+def _session_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise KernelhubError(f"not a session id: {text!r}") from None
 
 
 def describe(record: dict[str, Any]) -> list[str]:
@@ -94,7 +121,7 @@ def describe(record: dict[str, Any]) -> list[str]:
 
 
 def add_parser(sub: Any) -> None:
-    parser = sub.add_parser("session", help="create, destroy, show and list sessions")
+    parser = sub.add_parser("session", help="create, destroy, restart, show and list sessions")
     commands = parser.add_subparsers(dest="session_command", metavar="COMMAND", required=True)
     create_p = commands.add_parser("create", help="enqueue a session (as the bootstrap admin)")
     create_p.add_argument("--name", default=f"s-{uuid.uuid4().hex[:6]}")
@@ -102,11 +129,18 @@ def add_parser(sub: Any) -> None:
     create_p.add_argument("--cpu", default="1")
     create_p.add_argument("--mem", default="256m")
     create_p.add_argument("--command", help="a batch session's startup command")
+    create_p.add_argument("--depends-on", action="append", metavar="SESSION_ID",
+                          help="start only after this session succeeded (repeatable)")  # fmt: skip
     create_p.add_argument("--wait", type=float, default=0, help="seconds to wait for RUNNING")
     destroy_p = commands.add_parser("destroy", help="destroy a session")
     destroy_p.add_argument("session_id")
     destroy_p.add_argument("--forced", action="store_true")
+    destroy_p.add_argument("--recursive", action="store_true",
+                           help="also destroy the sessions that depend on it")  # fmt: skip
     destroy_p.add_argument("--wait", type=float, default=0, help="seconds to wait for the end")
+    restart_p = commands.add_parser("restart", help="restart a running session's kernels")
+    restart_p.add_argument("session_id")
+    restart_p.add_argument("--wait", type=float, default=0, help="seconds to wait for RUNNING")
     show_p = commands.add_parser("show", help="a session with its status history")
     show_p.add_argument("session_id")
     show_p.add_argument("--json", action="store_true")
@@ -118,6 +152,12 @@ def add_parser(sub: Any) -> None:
 async def run_command(args: argparse.Namespace, store: Any, access_key: str) -> int:
     from projections.queries import ReadModels
 
+    if args.session_command == "create":
+        return await create(args, store, access_key)
+    if args.session_command == "destroy":
+        return await destroy(args, store)
+    if args.session_command == "restart":
+        return await restart(args, store)
     models = ReadModels(store)
     if args.session_command == "show":
         deadline = time.monotonic() + 5  # the projection may be a moment behind a fresh write

@@ -80,6 +80,7 @@ class ReadModels:
             return None
         kernel: Record = dict(session["kernels"][str(kernel_id)])
         kernel["session_id"] = session["id"]
+        kernel["session_status"] = session["status"]
         return kernel
 
     async def sessions(
@@ -154,6 +155,15 @@ class ReadModels:
                         items.append(record)
                     total += 1
         return Page(total, items)
+
+    async def dependants(self, session_id: str) -> list[str]:
+        """Ids of the sessions that name ``session_id`` among their dependencies."""
+        prefix = await self._prefix("sessions")
+        if prefix is None:
+            return []
+        return [
+            _s(m) for m in await self.redis.zrange(f"{prefix}:i:dependants:{session_id}", 0, -1)
+        ]
 
     async def pending_queue(self, scaling_group: str, offset: int = 0, limit: int = 100) -> Page:
         """PENDING sessions of a scaling group in scheduling order (oldest first)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from actors.ray_actors import start_actors
+from actors.hosts import Installation, start_actors
 from events import RedisEventStore
 from kernelhub.redis_server import EmbeddedRedis
 from kernelhub.testing import eventually
@@ -22,42 +22,43 @@ G = 2**30
 @pytest.fixture
 def actors(
     ray_local: None, redis_server: EmbeddedRedis, store: RedisEventStore
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[Installation]:
     import ray
 
     namespace = f"t-{uuid.uuid4().hex[:8]}"
-    handles = start_actors(
+    installation = start_actors(
         redis_server.url,
         namespace=namespace,
         safety_tick_s=0.3,
         heartbeat_interval_s=0.5,
         lost_timeout_s=5.0,
+        shards=2,
         agents=[("i-r1", {"cpu": 8, "mem": 16 * G}), ("i-r2", {"cpu": 8, "mem": 16 * G})],
     )
     try:
-        yield handles
+        yield installation
     finally:
-        for handle in handles.values():
+        for handle in installation.handles():
             ray.kill(handle, no_restart=True)
 
 
-async def status(actors: dict[str, Any], sid: str) -> str:
+async def status(actors: Installation, sid: uuid.UUID) -> str:
     from ray.exceptions import ActorUnavailableError, RayActorError
 
     try:
-        return await actors["sessions"].status.remote(sid)  # type: ignore[no-any-return]
+        return await actors.router(None).handle(sid).status.remote(sid)  # type: ignore[no-any-return,arg-type]
     except (ActorUnavailableError, RayActorError):
         return "(restarting)"
 
 
-async def wait_for(actors: dict[str, Any], sid: str, wanted: str) -> None:
+async def wait_for(actors: Installation, sid: uuid.UUID, wanted: str) -> None:
     async def reached() -> bool:
         return await status(actors, sid) == wanted
 
     await eventually(reached, timeout=30, message=wanted)
 
 
-def options(n: int = 0) -> dict[str, Any]:
+def options(n: int = 0) -> Installation:
     from actors.domain.slots import ResourceSlot
 
     return {
@@ -70,11 +71,12 @@ def options(n: int = 0) -> dict[str, Any]:
 
 
 async def test_a_session_lives_and_ends_through_the_actors(
-    actors: dict[str, Any], store: RedisEventStore
+    actors: Installation, store: RedisEventStore
 ) -> None:
-    sid = await actors["sessions"].create.remote(**options())
-    await wait_for(actors, sid, "RUNNING")
-    await actors["sessions"].destroy.remote(sid)
+    router = actors.router(store)
+    sid = await router.create(**options())
+    assert await router.wait(sid, 30) == "RUNNING"
+    await router.destroy(sid)
     await wait_for(actors, sid, "TERMINATED")
     assert [e.type for e in await store.read_stream(f"session-{sid}")] == [
         "session_enqueued",
@@ -91,17 +93,16 @@ async def test_a_session_lives_and_ends_through_the_actors(
 
 
 async def test_the_scheduler_killed_mid_enqueue_loses_and_doubles_nothing(
-    actors: dict[str, Any], store: RedisEventStore
+    actors: Installation, store: RedisEventStore
 ) -> None:
     import ray
 
+    router = actors.router(store)
     sessions = []
     for n in range(60):
-        sessions.append(await actors["sessions"].create.remote(**options(n)))
+        sessions.append(await router.create(**options(n)))
         if n == 30:
-            ray.kill(
-                actors["scheduler"], no_restart=False
-            )  # Ray restarts it; it rebuilds from the log
+            ray.kill(actors.scheduler, no_restart=False)  # Ray restarts it; it rebuilds
     # nobody calls the restarted scheduler: it rebuilds from the log and resumes by itself
 
     async def all_running() -> bool:
@@ -115,12 +116,13 @@ async def test_the_scheduler_killed_mid_enqueue_loses_and_doubles_nothing(
 
 
 async def test_a_shard_killed_mid_start_still_ends_running_or_cancelled(
-    actors: dict[str, Any], store: RedisEventStore
+    actors: Installation, store: RedisEventStore
 ) -> None:
     import ray
 
-    sid = await actors["sessions"].create.remote(**options())
-    ray.kill(actors["sessions"], no_restart=False)  # it restarts and resumes by itself
+    router = actors.router(store)
+    sid = await router.create(**options())
+    ray.kill(router.handle(sid), no_restart=False)  # it restarts and resumes by itself
 
     async def settled() -> bool:
         return await status(actors, sid) in ("RUNNING", "CANCELLED")

@@ -2,8 +2,15 @@
 session shard, and heartbeats to telemetry.
 
 Heartbeats are not events (design.md): each one refreshes the agent's score in the
-``<p>:hb`` sorted set. The liveness monitor turns silence into ``agent_terminated``
-(``agent-lost``) and a heartbeat after that into ``agent_started`` (``revived``).
+``<p>:hb`` sorted set, and writes each running kernel's live stats to ``<p>:stat:<kernel>``
+(TTL'd). The liveness monitor turns silence into ``agent_terminated`` (``agent-lost``) and a
+heartbeat after that into ``agent_started`` (``revived``).
+
+Reconciliation compares what the backend runs with what the log says runs here, and acts on
+a difference seen twice in a row (once may be a report still on its way): a kernel running
+that the log does not expect is stopped (``terminated-unknown-container``); a kernel the log
+calls running that the backend lost is reported ended (``already-terminated``); a kernel the
+log is preparing here that nobody is starting (the agent restarted mid-start) is started.
 """
 
 from __future__ import annotations
@@ -13,16 +20,18 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from events import AnyPayload, Event, RedisEventStore, events_for_command
+from events import AnyPayload, Event, RedisEventStore, canonical_dumps, events_for_command
 from events.catalogue import (
     AgentRegistered,
     AgentStarted,
     KernelCreating,
+    KernelLifecycleEventReason,
     KernelStarted,
     KernelTerminated,
     SessionFailure,
     SessionSuccess,
 )
+from projections.queries import ReadModels
 
 from ..background import Background
 from ..domain.statuses import KernelStatus
@@ -30,6 +39,12 @@ from ..sessions import ShardClient, load_session
 from .backends import Backend, KernelLaunch, SimBackend
 
 __all__ = ["Agent", "SimAgent"]
+
+_LIVE_IN_LOG = frozenset({"SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING",
+                          "TERMINATING", "ERROR"})  # fmt: skip
+"""Kernel statuses under which a running kernel is expected (not a stray)."""
+_STARTED_IN_LOG = frozenset({"RUNNING"})
+"""Kernel statuses under which the backend must be running it."""
 
 
 class Agent:
@@ -54,41 +69,59 @@ class Agent:
         self.stop_grace_s = stop_grace_s
         self.metrics = metrics
         """An ``ActorMetrics`` when hosted by an actor."""
+        self.schedulable = True
+        self.models = ReadModels(store)
+        self._starting: set[uuid.UUID] = set()
+        """Kernels being created or restarted right now (not strays, not missing)."""
+        self._suspects: dict[str, set[uuid.UUID]] = {"stray": set(), "missing": set(),
+                                                     "stalled": set()}  # fmt: skip
         self.fail_next_start = False
         """Test hook: the next kernel creation fails as an agent error would."""
         self.heartbeating = True
         """Test hook: a "frozen" agent stops heartbeating."""
+        self.stats_ttl_s = 60
         self.background = Background()
 
     async def on_event(self, event: Event) -> None:
         """The agent's reactions to the log: create the kernels placed on it when their
         session is prepared; stop them when it is destroyed."""
         data: Any = event.data
-        if event.type not in ("session_preparing", "session_terminating"):
+        restarting = event.type == "session_status_changed" and data.status == "RESTARTING"
+        if event.type not in ("session_preparing", "session_terminating") and not restarting:
             return
         session = await load_session(self.store, data.session_id)
         mine = [k for k in session.kernels.values() if k.agent == self.agent_id]
         if not mine:
             return
         if event.type == "session_preparing":
-            spec = session.spec or {}
-            slots = {k["kernel_id"]: k["requested_slots"] for k in spec.get("kernels", [])}
-            launches = [
-                KernelLaunch(
-                    k.kernel_id, session.session_id,
-                    {name: Decimal(v) for name, v in slots.get(str(k.kernel_id), {}).items()},
-                    session_type=session.session_type,
-                    startup_command=spec.get("startup_command"),
-                )
-                for k in mine
-            ]  # fmt: skip
-            self.background.spawn(self.create_kernels(session.session_id, launches))
+            self._spawn_creation(session, [k.kernel_id for k in mine])
+        elif restarting:
+            ids = [k.kernel_id for k in mine if k.status is KernelStatus.RESTARTING]
+            self._starting.update(ids)
+            self.background.spawn(self.restart_kernels(session, ids))
         else:
             stopping = [k.kernel_id for k in mine if k.status is KernelStatus.TERMINATING]
             if stopping:
                 self.background.spawn(
                     self.destroy_kernels(session.session_id, stopping, str(data.reason))
                 )
+
+    def _launches(self, session: Any, kernel_ids: Iterable[uuid.UUID]) -> list[KernelLaunch]:
+        spec = session.spec or {}
+        slots = {k["kernel_id"]: k["requested_slots"] for k in spec.get("kernels", [])}
+        return [
+            KernelLaunch(
+                kernel_id, session.session_id,
+                {name: Decimal(v) for name, v in slots.get(str(kernel_id), {}).items()},
+                session_type=session.session_type, startup_command=spec.get("startup_command"),
+            )
+            for kernel_id in kernel_ids
+        ]  # fmt: skip
+
+    def _spawn_creation(self, session: Any, kernel_ids: list[uuid.UUID]) -> None:
+        self._starting.update(kernel_ids)
+        launches = self._launches(session, kernel_ids)
+        self.background.spawn(self.create_kernels(session.session_id, launches))
 
     async def drain(self) -> None:
         await self.background.drain()
@@ -97,28 +130,123 @@ class Agent:
     def stream(self) -> str:
         return f"agent-{self.agent_id}"
 
+    def _registration(self) -> AgentRegistered:
+        return AgentRegistered(agent_id=self.agent_id, scaling_group=self.scaling_group,
+                               available_slots=self.capacity, version="kernelhub",
+                               schedulable=self.schedulable)  # fmt: skip
+
     async def register(self) -> None:
-        """Announce capacity and liveness."""
-        version = await self.store.stream_version(self.stream)
-        command = uuid.uuid5(uuid.NAMESPACE_URL, f"{self.agent_id}/start/{version}")
-        payloads: list[AnyPayload] = [
-            AgentRegistered(agent_id=self.agent_id, scaling_group=self.scaling_group,
-                            available_slots=self.capacity, version="kernelhub"),
-            AgentStarted(reason="self-started"),
-        ]  # fmt: skip
+        """Announce capacity and liveness; a drained agent stays drained across restarts
+        (the flag comes back from its stream), and kernels left running are adopted."""
+        events = await self.store.read_stream(self.stream)
+        registered = [e.data for e in events if isinstance(e.data, AgentRegistered)]
+        if registered:
+            self.schedulable = registered[-1].schedulable
+        command = uuid.uuid5(uuid.NAMESPACE_URL, f"{self.agent_id}/start/{len(events)}")
+        payloads: list[AnyPayload] = [self._registration(), AgentStarted(reason="self-started")]
         batch = events_for_command(command, payloads, actor=self.agent_id)
-        await self.store.append(self.stream, batch, version)
+        await self.store.append(self.stream, batch, len(events))
         await self.heartbeat()
+        for kernel_id in await self.backend.adopt():
+            self.background.spawn(self._resume(kernel_id))
+
+    async def set_schedulable(self, schedulable: bool) -> bool:
+        """Drain (``False``) or undrain the agent: the scheduler places nothing new on a
+        drained agent; what runs there keeps running. Returns whether anything changed."""
+        if schedulable == self.schedulable:
+            return False
+        self.schedulable = schedulable
+        version = await self.store.stream_version(self.stream)
+        command = uuid.uuid5(uuid.NAMESPACE_URL, f"{self.agent_id}/schedulable/{version}")
+        batch = events_for_command(command, [self._registration()], actor=self.agent_id)
+        await self.store.append(self.stream, batch, version)
+        return True
 
     async def heartbeat(self) -> None:
-        if self.heartbeating:
-            seconds, micros = await self.store.redis.time()
-            await self.store.redis.zadd(
-                self.store.keys.heartbeats, {self.agent_id: seconds + micros / 1e6}
+        if not self.heartbeating:
+            return
+        seconds, micros = await self.store.redis.time()
+        redis = self.store.redis
+        pipe = redis.pipeline(transaction=False)
+        pipe.zadd(self.store.keys.heartbeats, {self.agent_id: seconds + micros / 1e6})
+        for kernel_id in self.backend.running():
+            stats = self.backend.stats(kernel_id)
+            if stats is not None:
+                stats = {**stats, "at": seconds, "agent": self.agent_id}
+                pipe.set(self.store.keys.kernel_stats(str(kernel_id)), canonical_dumps(stats),
+                         ex=self.stats_ttl_s)  # fmt: skip
+        await pipe.execute()
+
+    # ---- reconciliation ------------------------------------------------------------------------
+    async def _expected(self) -> dict[uuid.UUID, dict[str, Any]]:
+        """Kernels the log places on this agent (its ledger holds), with their records."""
+        record = await self.models.agent(self.agent_id)
+        kernels: dict[uuid.UUID, dict[str, Any]] = {}
+        for kernel_id in (record or {}).get("holds", {}):
+            kernel = await self.models.kernel(kernel_id)
+            if kernel is not None:
+                kernels[uuid.UUID(kernel_id)] = kernel
+        return kernels
+
+    def _twice(self, kind: str, seen: set[uuid.UUID]) -> set[uuid.UUID]:
+        """The differences of this kind seen in the previous round too."""
+        confirmed = seen & self._suspects[kind]
+        self._suspects[kind] = seen - confirmed
+        return confirmed
+
+    async def reconcile(self) -> dict[str, set[uuid.UUID]]:
+        """One round (see the module docstring); returns what it acted on."""
+        expected = await self._expected()
+        running, known = self.backend.running(), self.backend.known()
+        live = {k for k, r in expected.items() if r["status"] in _LIVE_IN_LOG}
+        started = {k for k, r in expected.items() if r["status"] in _STARTED_IN_LOG}
+        stalled_now = {k for k, r in expected.items() if r["status"] in ("SCHEDULED", "PREPARING")
+                       and r["session_status"] == "PREPARING"}  # fmt: skip
+        acted = {
+            "stray": self._twice("stray", running - live - self._starting),
+            "missing": self._twice("missing", started - known - self._starting),
+            "stalled": self._twice("stalled", stalled_now - known - self._starting),
+        }
+        for kernel_id in acted["stray"]:
+            await self.backend.stop(kernel_id, self.stop_grace_s)
+            session_id = expected[kernel_id]["session_id"] if kernel_id in expected else None
+            if session_id is not None:  # a kernel the log knows, in an ended session
+                await self.shard.report(KernelTerminated(
+                    kernel_id=kernel_id, session_id=uuid.UUID(session_id),
+                    reason=KernelLifecycleEventReason.TERMINATED_UNKNOWN_CONTAINER,
+                ), command_id=uuid.uuid5(kernel_id, "stray"))  # fmt: skip
+        for kernel_id in acted["missing"]:
+            await self.shard.report(KernelTerminated(
+                kernel_id=kernel_id, session_id=uuid.UUID(expected[kernel_id]["session_id"]),
+                reason=KernelLifecycleEventReason.ALREADY_TERMINATED, exit_code=-1,
+            ), command_id=uuid.uuid5(kernel_id, "missing"))  # fmt: skip
+        by_session: dict[uuid.UUID, list[uuid.UUID]] = {}
+        for kernel_id in acted["stalled"]:
+            by_session.setdefault(uuid.UUID(expected[kernel_id]["session_id"]), []).append(
+                kernel_id
             )
+        for session_id, kernel_ids in by_session.items():
+            self._spawn_creation(await load_session(self.store, session_id), kernel_ids)
+        return acted
+
+    async def _resume(self, kernel_id: uuid.UUID) -> None:
+        """An adopted batch kernel: wait for its command again, as the lost agent did."""
+        kernel = await self.models.kernel(str(kernel_id))
+        if kernel is None:
+            return
+        session = await load_session(self.store, uuid.UUID(kernel["session_id"]))
+        main = kernel.get("cluster_role", "main") == "main"
+        if session.session_type == "batch" and main and session.result == "undefined":
+            await self._report_batch_result(session.session_id, kernel_id)
 
     async def create_kernels(self, session_id: uuid.UUID, launches: Iterable[KernelLaunch]) -> None:
         kernels = list(launches)
+        try:
+            await self._create_kernels(session_id, kernels)
+        finally:
+            self._starting.difference_update(k.kernel_id for k in kernels)
+
+    async def _create_kernels(self, session_id: uuid.UUID, kernels: list[KernelLaunch]) -> None:
         if self.fail_next_start:
             self.fail_next_start = False
             await self.shard.start_failed(session_id)
@@ -142,16 +270,34 @@ class Agent:
             raise
         batch = [k for k in kernels if k.session_type == "batch"]
         if batch:
-            main = batch[0]
-            exit_code = await self.backend.wait(main.kernel_id)
-            result: SessionSuccess | SessionFailure = (
-                SessionSuccess(session_id=session_id, reason="task-done", exit_code=0)
-                if exit_code == 0
-                else SessionFailure(
-                    session_id=session_id, reason="task-failed", exit_code=exit_code
-                )
-            )
-            await self.shard.batch_result(result)
+            self._starting.difference_update(k.kernel_id for k in kernels)
+            await self._report_batch_result(session_id, batch[0].kernel_id)
+
+    async def _report_batch_result(self, session_id: uuid.UUID, kernel_id: uuid.UUID) -> None:
+        exit_code = await self.backend.wait(kernel_id)
+        result: SessionSuccess | SessionFailure = (
+            SessionSuccess(session_id=session_id, reason="task-done", exit_code=0)
+            if exit_code == 0
+            else SessionFailure(session_id=session_id, reason="task-failed", exit_code=exit_code)
+        )
+        await self.shard.batch_result(result, command_id=uuid.uuid5(kernel_id, "result"))
+
+    async def restart_kernels(self, session: Any, kernel_ids: list[uuid.UUID]) -> None:
+        """Stop and start each kernel again; the session is RUNNING once all reported."""
+        try:
+            for launch in self._launches(session, kernel_ids):
+                await self.backend.stop(launch.kernel_id, self.stop_grace_s)
+                info = await self.backend.start(launch)
+                info["agent"] = self.agent_id
+                await self.shard.report(KernelStarted(
+                    kernel_id=launch.kernel_id, session_id=session.session_id,
+                    reason="restarting", creation_info=info,
+                ), command_id=uuid.uuid5(launch.kernel_id, f"up@{session.version}"))  # fmt: skip
+        except Exception as exc:
+            await self.shard.restart_failed(session.session_id, repr(exc))
+            raise
+        finally:
+            self._starting.difference_update(kernel_ids)
 
     async def destroy_kernels(
         self, session_id: uuid.UUID, kernel_ids: Iterable[uuid.UUID], reason: str

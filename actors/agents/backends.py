@@ -2,6 +2,11 @@
 
 One small interface, several implementations: ``sim`` (delays only, for scale and tests),
 ``process`` (a local subprocess per kernel) and, in its own issue, ``docker``.
+
+A backend outlives the agent that drives it: kernels keep running while the agent's actor
+restarts, and :meth:`Backend.adopt` finds them again (a process group recorded in the
+kernel's work dir, later a container label), so reconciliation can tell a kernel that is
+still running from one that ended while nobody watched.
 """
 
 from __future__ import annotations
@@ -41,7 +46,17 @@ class Backend(Protocol):
     async def stop(self, kernel_id: uuid.UUID, grace_s: float) -> int | None:
         """Stop the kernel; its exit code, or None if it was unknown."""
 
-    def running(self) -> set[uuid.UUID]: ...
+    def running(self) -> set[uuid.UUID]:
+        """Kernels whose process/container is alive."""
+
+    def known(self) -> set[uuid.UUID]:
+        """Kernels this backend tracks, alive or exited but not yet stopped."""
+
+    def stats(self, kernel_id: uuid.UUID) -> dict[str, int] | None:
+        """Live stats (telemetry), or None for a kernel not running."""
+
+    async def adopt(self) -> set[uuid.UUID]:
+        """Find the kernels left running by a previous agent process; returns their ids."""
 
 
 class SimBackend:
@@ -74,6 +89,15 @@ class SimBackend:
     def running(self) -> set[uuid.UUID]:
         return set(self._running)
 
+    def known(self) -> set[uuid.UUID]:
+        return set(self._running)
+
+    def stats(self, kernel_id: uuid.UUID) -> dict[str, int] | None:
+        return {"cpu_ticks": 0, "rss_bytes": 0} if kernel_id in self._running else None
+
+    async def adopt(self) -> set[uuid.UUID]:
+        return set()  # simulated kernels die with their host
+
 
 _IDLE_KERNEL = "import signal; signal.pause()"
 
@@ -89,6 +113,8 @@ class ProcessBackend:
         self.work_root = Path(work_root)
         self.max_processes = max_processes
         self._procs: dict[uuid.UUID, asyncio.subprocess.Process] = {}
+        self._adopted: dict[uuid.UUID, int] = {}
+        """Kernels started by an earlier agent process: kernel -> process group id."""
 
     def work_dir(self, kernel_id: uuid.UUID) -> Path:
         return self.work_root / kernel_id.hex
@@ -110,7 +136,8 @@ class ProcessBackend:
         work_dir = self.work_dir(launch.kernel_id)
         work_dir.mkdir(parents=True, exist_ok=True)
         if launch.session_type == "batch" and launch.startup_command:
-            argv = ["/bin/sh", "-c", launch.startup_command]
+            # the exit code is also written down, for an agent that restarts meanwhile
+            argv = ["/bin/sh", "-c", _RECORD_EXIT, "kh-batch", launch.startup_command]
         else:
             argv = [sys.executable, "-c", _IDLE_KERNEL]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work_dir),
@@ -128,13 +155,52 @@ class ProcessBackend:
         finally:
             os.close(log_fd)
         self._procs[launch.kernel_id] = process
+        (work_dir / _PID_FILE).write_text(str(process.pid))
         return {"container_id": f"pid-{process.pid}", "kernel_host": "127.0.0.1",
                 "pid": process.pid, "work_dir": str(work_dir)}  # fmt: skip
 
     async def wait(self, kernel_id: uuid.UUID) -> int:
+        if kernel_id in self._adopted:
+            await _exited(self._adopted[kernel_id])
+            return self._recorded_exit(kernel_id)
         return await self._procs[kernel_id].wait()
 
+    def _recorded_exit(self, kernel_id: uuid.UUID) -> int:
+        try:
+            return int((self.work_dir(kernel_id) / _EXIT_FILE).read_text().strip())
+        except (OSError, ValueError):
+            return -1  # killed before it could say
+
+    async def adopt(self) -> set[uuid.UUID]:
+        """Process groups recorded in work dirs whose leader still runs this kernel."""
+        found: set[uuid.UUID] = set()
+        if not self.work_root.is_dir():
+            return found
+        for pid_file in self.work_root.glob(f"*/{_PID_FILE}"):
+            try:
+                kernel_id = uuid.UUID(pid_file.parent.name)
+                pid = int(pid_file.read_text().strip())
+            except (ValueError, OSError):
+                continue
+            if kernel_id in self._procs or not _runs_kernel(pid, kernel_id):
+                continue
+            self._adopted[kernel_id] = pid
+            found.add(kernel_id)
+        return found
+
+    async def _stop_adopted(self, kernel_id: uuid.UUID, grace_s: float) -> int:
+        pgid = self._adopted.pop(kernel_id)
+        _signal_group(pgid, signal.SIGTERM)
+        if not await _exited(pgid, grace_s):
+            _signal_group(pgid, signal.SIGKILL)
+            await _exited(pgid)
+        code = self._recorded_exit(kernel_id)
+        shutil.rmtree(self.work_dir(kernel_id), ignore_errors=True)
+        return code
+
     async def stop(self, kernel_id: uuid.UUID, grace_s: float) -> int | None:
+        if kernel_id in self._adopted:
+            return await self._stop_adopted(kernel_id, grace_s)
         process = self._procs.pop(kernel_id, None)
         if process is None:
             return None
@@ -149,15 +215,26 @@ class ProcessBackend:
         return process.returncode
 
     def running(self) -> set[uuid.UUID]:
-        return {k for k, p in self._procs.items() if p.returncode is None}
+        alive = {k for k, p in self._procs.items() if p.returncode is None}
+        return alive | {k for k, pid in self._adopted.items() if _runs_kernel(pid, k)}
+
+    def known(self) -> set[uuid.UUID]:
+        return set(self._procs) | set(self._adopted)
+
+    def _pid(self, kernel_id: uuid.UUID) -> int | None:
+        process = self._procs.get(kernel_id)
+        if process is not None:
+            return process.pid if process.returncode is None else None
+        pid = self._adopted.get(kernel_id)
+        return pid if pid is not None and _runs_kernel(pid, kernel_id) else None
 
     def stats(self, kernel_id: uuid.UUID) -> dict[str, int] | None:
         """Live stats from /proc (telemetry, not events): resident memory and CPU ticks."""
-        process = self._procs.get(kernel_id)
-        if process is None or process.returncode is not None:
+        pid = self._pid(kernel_id)
+        if pid is None:
             return None
         try:
-            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             return None
         return {
@@ -166,8 +243,43 @@ class ProcessBackend:
         }
 
 
+_PID_FILE = ".kh-pid"
+_EXIT_FILE = ".kh-exit"
+_RECORD_EXIT = '/bin/sh -c "$1"; code=$?; echo $code > .kh-exit; exit $code'
+
+
 def _signal_group(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)
     except ProcessLookupError:
         pass
+
+
+async def _exited(pid: int, timeout: float | None = None) -> bool:
+    """Wait for a process that is not our child (an adopted kernel) to exit, through a
+    pidfd (readable once the process has exited); False if ``timeout`` passed first."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    loop.add_reader(fd, done.set)
+    try:
+        await asyncio.wait_for(done.wait(), timeout)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+def _runs_kernel(pid: int, kernel_id: uuid.UUID) -> bool:
+    """The process is alive and was started for this kernel (pids get reused)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z" and f"BACKENDAI_KERNEL_ID={kernel_id}".encode() in environ

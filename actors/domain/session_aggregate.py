@@ -10,6 +10,7 @@ PULLING shown on the session (B15).
 
 from __future__ import annotations
 
+import copy
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from events.catalogue import (
     KernelPulling,
     KernelStarted,
     KernelTerminated,
+    KernelTerminating,
     SessionCancelled,
     SessionFailure,
     SessionPreparing,
@@ -29,9 +31,12 @@ from events.catalogue import (
     SessionStatusChanged,
     SessionSuccess,
     SessionTerminated,
+    SessionTerminating,
 )
+from events.catalogue.reasons import KernelLifecycleEventReason
 
 from .destroy import DestroyPlan, KernelView, plan_destroy
+from .errors import GenericForbidden
 from .lifecycle import DEFAULT_ROLE, kernel_accepts_termination, transit_session_status
 from .statuses import (
     DEAD_SESSION_STATUSES,
@@ -137,6 +142,11 @@ class SessionAggregate:
             self.status = SessionStatus.CANCELLED
         elif kind == "session_status_changed":
             self.status = SessionStatus[str(payload.status)]  # type: ignore[union-attr]
+            if self.status is SessionStatus.RESTARTING:
+                for kernel in self.kernels.values():
+                    if kernel.status is KernelStatus.RUNNING:  # each comes back with a report
+                        kernel.status = KernelStatus.RESTARTING
+                        kernel.reported -= {"kernel_creating", "kernel_started"}
         elif kind == "session_scheduling_failed":
             self.last_failure = _failure_signature(payload)  # type: ignore[arg-type]
         elif kind == "session_success":
@@ -227,6 +237,45 @@ class SessionAggregate:
         if self.status is not SessionStatus.PENDING:
             return []
         return [] if _failure_signature(failure) == self.last_failure else [failure]
+
+    def decide_restart(self) -> list[AnyPayload]:
+        """Restart every kernel in place (23.03 ``restart_session``): the session shows
+        RESTARTING until each kernel's agent reports it started again, then RUNNING."""
+        if self.status is not SessionStatus.RUNNING:
+            raise GenericForbidden(f"Cannot restart sessions in {self.status.name.lower()} status")
+        return [SessionStatusChanged(session_id=self.session_id, status="RESTARTING",
+                                     status_info="restarting")]  # fmt: skip
+
+    def decide_restart_failed(self, msg: str) -> list[AnyPayload]:
+        """A kernel did not come back: the session is ERROR (a forced destroy ends it)."""
+        if self.status is not SessionStatus.RESTARTING:
+            return []
+        error = {"error": {"src": "agent", "repr": msg}}
+        return [SessionStatusChanged(session_id=self.session_id, status="ERROR",
+                                     status_info="restart-failed", status_data=error)]  # fmt: skip
+
+    def decide_agent_gone(self, agent_id: str) -> list[AnyPayload]:
+        """The opt-in ``terminate_after`` policy for a lost agent: the session is destroyed
+        (forced, reason ``agent-termination``); its kernels on that agent can never report
+        again, so they are recorded TERMINATED here, the others are stopped by their agents
+        as usual, and the session follows its kernels."""
+        on_agent = {k.kernel_id for k in self.kernels.values() if k.agent == agent_id}
+        if self.ended or not on_agent:
+            return []
+        reason = KernelLifecycleEventReason.AGENT_TERMINATION
+        plan = self.decide_destroy(forced=True, reason=str(reason))
+        events: list[AnyPayload] = [
+            KernelTerminated(kernel_id=e.kernel_id, session_id=self.session_id, reason=reason)
+            if isinstance(e, KernelTerminating) and e.kernel_id in on_agent
+            else e
+            for e in plan.events
+        ]
+        if self.status is SessionStatus.TERMINATING:  # already on its way: finish our kernels
+            events = [e for e in events if not isinstance(e, SessionTerminating)]
+        after = copy.deepcopy(self)
+        for payload in events:
+            after.apply(payload, after.version)
+        return events + after._session_follows(str(reason))
 
     def decide_result(self, result: SessionSuccess | SessionFailure) -> list[AnyPayload]:
         if self.result != "undefined" or self.ended:

@@ -7,7 +7,8 @@ and said so in the log). Records keep ``status_history`` with Backend.AI's merge
 
 Indexes (relative to the generation prefix):
 ``i:all``, ``i:owner:<ak>``, ``i:status:<STATUS>``, ``i:type:<type>``, ``i:sg:<group>``,
-``i:project:<id>`` (sorted sets by creation time); ``i:pending:<group>`` (PENDING sessions in
+``i:project:<id>``, ``i:dependants:<id>`` (sessions depending on ``<id>``) (sorted sets by
+creation time); ``i:pending:<group>`` (PENDING sessions in
 scheduling order); ``i:name:<ak>`` (name -> latest id); ``i:kernel`` (kernel id -> session
 id); ``i:usage:open:<scope>`` (running: id -> interval) and ``i:usage:closed:<scope>``
 (ended intervals scored by their end), for scopes ``keypair:``, ``user:``, ``project:``,
@@ -234,8 +235,13 @@ def _on_result(result: str) -> Callable[[Record, StoredEvent], None]:
 
 def _on_status_changed(record: Record, event: StoredEvent) -> None:
     data = event.data
-    _set_status(record, data["status"], iso_of(event.position_ms), data.get("status_info", ""))
+    at = iso_of(event.position_ms)
+    _set_status(record, data["status"], at, data.get("status_info", ""))
     record["status_data"] = data.get("status_data")
+    if data["status"] == "RESTARTING":  # each kernel comes back with its kernel_started
+        for kernel in record["kernels"].values():
+            if kernel["status"] == "RUNNING":
+                _set_status(kernel, "RESTARTING", at, "restarting")
 
 
 def _on_scheduling_failed(record: Record, event: StoredEvent) -> None:
@@ -293,7 +299,7 @@ def usage_scopes(record: Record) -> list[str]:
 
 class SessionsProjection(IndexedProjection):
     name = "sessions"
-    version = 1
+    version = 2
 
     def refs(self, event: StoredEvent) -> Iterable[RecordRef]:
         if event.type not in _HANDLERS:
@@ -331,6 +337,8 @@ class SessionsProjection(IndexedProjection):
                 entries[(f"i:pending:{record['scaling_group']}", sid)] = record["order"]
         if record["project_id"]:
             entries[(f"i:project:{record['project_id']}", sid)] = created
+        for dependency in record["dependencies"]:
+            entries[(f"i:dependants:{dependency}", sid)] = created
         if record["running_since_ms"] is not None and record["ended_ms"] is not None:
             interval = canonical_dumps({
                 "session": sid, "start": record["running_since_ms"], "end": record["ended_ms"],

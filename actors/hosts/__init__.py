@@ -1,0 +1,21 @@
+"""The Ray actor shells around the write side and the read side: each loads state from the
+log, calls the domain, and appends; nothing else (design.md)."""
+
+from .agents import AgentsActor
+from .projector import ProjectorActor
+from .scheduler import SchedulerActor
+from .sessions import SessionsActor
+from .start import NAMESPACE, Installation, install_shard_count, start_actors
+from .tenancy import TenancyActor
+
+__all__ = [
+    "NAMESPACE",
+    "AgentsActor",
+    "Installation",
+    "ProjectorActor",
+    "SchedulerActor",
+    "SessionsActor",
+    "TenancyActor",
+    "install_shard_count",
+    "start_actors",
+]

@@ -1,0 +1,62 @@
+"""What every actor shell shares: booting from the constructor, and following the log.
+
+Ray runs an async actor's ``__init__`` inside its event loop, so loops started there make a
+restarted actor (``max_restarts=-1``) resume its work by itself, without anyone calling it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+
+from events import Event, RedisEventStore, Subscription
+
+__all__ = ["Follower", "boot"]
+
+log = structlog.get_logger(__name__)
+
+
+def boot(coro: Any) -> asyncio.Task[None]:
+    """Start an actor's loops from its constructor (see the module docstring)."""
+    return asyncio.get_event_loop().create_task(coro)
+
+
+class Follower:
+    """Runs ``self.react`` for every event, resuming after a restart from the last position
+    it recorded: reactions are at-least-once, and idempotent (their command ids derive from
+    the event's id), so nothing an actor was told before it died is lost."""
+
+    store: RedisEventStore
+    follower_name: str
+    _boot: asyncio.Task[None]
+    _subscription: Subscription | None = None
+    _task: asyncio.Task[None] | None = None
+
+    async def _start_following(self) -> None:
+        key = self.store.keys.follower(self.follower_name)
+        recorded = await self.store.redis.get(key)
+        after = recorded.decode() if isinstance(recorded, bytes) else recorded
+        if after is None:
+            after = await self.store.head()
+            await self.store.redis.set(key, after)
+        self._subscription = self.store.subscribe(after, block_ms=200)
+        self._task = asyncio.create_task(self._follow(key))
+
+    async def _follow(self, key: str) -> None:
+        assert self._subscription is not None
+        async for event in self._subscription:
+            try:
+                await self.react(event)
+            except Exception:  # one failed reaction must not stop the actor following the log
+                log.exception("reaction failed", actor=self.follower_name, position=event.position)
+            await self.store.redis.set(key, event.position)
+
+    async def react(self, event: Event) -> None:
+        raise NotImplementedError
+
+    async def ready(self) -> bool:
+        """Returns once the actor has rebuilt from the log and follows it."""
+        await asyncio.shield(self._boot)
+        return True

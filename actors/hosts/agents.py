@@ -1,0 +1,125 @@
+"""Agents as Ray actors: ``agent:<id>`` for a real node (one agent, process or Docker
+backend), ``agents-sim:<k>`` hosting many simulated agents in one process (one Ray process
+per simulated agent would be unaffordable; design.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import ray
+import structlog
+
+from events import Event, RedisEventStore
+
+from ..agents.agent import Agent
+from ..agents.backends import Backend, ProcessBackend, SimBackend
+from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S
+from ..metrics import ActorMetrics
+from ..routing import ShardRouter
+from ._follower import Follower, boot
+
+__all__ = ["DEFAULT_RECONCILE_INTERVAL_S", "AgentsActor"]
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_RECONCILE_INTERVAL_S = 30.0
+
+
+@ray.remote(max_restarts=-1)
+class AgentsActor(Follower):
+    def __init__(
+        self,
+        name: str,
+        redis_url: str,
+        shards: tuple[int, str],
+        agents: list[tuple[str, dict[str, Any]]],
+        prefix: str = "kh",
+        backend: str = "sim",
+        work_root: str = "/tmp/kernelhub-kernels",
+        scaling_group: str = "default",
+        heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S,
+        reconcile_interval_s: float = DEFAULT_RECONCILE_INTERVAL_S,
+        stop_grace_s: float = 1.0,
+    ) -> None:
+        self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
+        router = ShardRouter.named(self.store, *shards)  # (count, namespace)
+        self.follower_name = name
+
+        def make_backend(agent_id: str) -> Backend:
+            if backend == "process":
+                return ProcessBackend(Path(work_root) / agent_id)
+            return SimBackend()
+
+        self.metrics = ActorMetrics(
+            "kernelhub_kernels_started_total", "kernelhub_kernels_terminated_total"
+        )
+        self.agents = {
+            agent_id: Agent(
+                self.store, router, agent_id, {k: Decimal(str(v)) for k, v in capacity.items()},
+                backend=make_backend(agent_id), scaling_group=scaling_group,
+                metrics=self.metrics, stop_grace_s=stop_grace_s,
+            )
+            for agent_id, capacity in agents
+        }  # fmt: skip
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.reconcile_interval_s = reconcile_interval_s
+        self._loops: list[asyncio.Task[None]] = []
+        self._boot = boot(self._start())
+
+    async def _start(self) -> None:
+        await self._start_following()
+        for agent in self.agents.values():
+            await agent.register()
+        self._loops = [asyncio.create_task(self._heartbeat()),
+                       asyncio.create_task(self._reconcile())]  # fmt: skip
+
+    async def react(self, event: Event) -> None:
+        for agent in self.agents.values():
+            await agent.on_event(event)
+
+    async def metrics_snapshot(self) -> dict[str, float]:
+        return self.metrics.snapshot()
+
+    async def set_schedulable(self, agent_id: str, schedulable: bool) -> bool:
+        """Drain (or undrain) one of the hosted agents."""
+        return await self._agent(agent_id).set_schedulable(schedulable)
+
+    async def reconcile(self, agent_id: str) -> dict[str, list[str]]:
+        acted = await self._agent(agent_id).reconcile()
+        return {kind: sorted(str(k) for k in ids) for kind, ids in acted.items()}
+
+    async def running(self, agent_id: str) -> list[str]:
+        return sorted(str(k) for k in self._agent(agent_id).backend.running())
+
+    async def freeze(self, agent_id: str, frozen: bool = True) -> None:
+        """Stop (or resume) an agent's heartbeats, as a hung node would (fault tests)."""
+        self._agent(agent_id).heartbeating = not frozen
+
+    def _agent(self, agent_id: str) -> Agent:
+        try:
+            return self.agents[agent_id]
+        except KeyError:
+            raise ValueError(f"{self.follower_name} hosts no agent {agent_id!r}") from None
+
+    async def _heartbeat(self) -> None:
+        while True:
+            for agent in self.agents.values():
+                try:
+                    await agent.heartbeat()
+                except Exception:
+                    log.exception("heartbeat failed", agent=agent.agent_id)
+            await asyncio.sleep(self.heartbeat_interval_s)
+
+    async def _reconcile(self) -> None:
+        while True:
+            await asyncio.sleep(self.reconcile_interval_s)
+            for agent in self.agents.values():
+                with contextlib.suppress(asyncio.CancelledError):
+                    try:
+                        await agent.reconcile()
+                    except Exception:
+                        log.exception("reconciliation failed", agent=agent.agent_id)

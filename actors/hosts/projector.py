@@ -1,0 +1,81 @@
+"""``projector``: every read model, folded by one :class:`~projections.runtime.Projector`,
+plus the gauges only the read side can give (sessions by status and type)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import ray
+import structlog
+
+from events import RedisEventStore
+
+from ..domain.statuses import SessionStatus
+from ..metrics import ActorMetrics
+from ._follower import boot
+
+__all__ = ["ProjectorActor"]
+
+log = structlog.get_logger(__name__)
+
+_SESSION_TYPES = ("interactive", "batch", "inference")
+
+
+@ray.remote(max_restarts=-1)
+class ProjectorActor:
+    def __init__(self, redis_url: str, prefix: str = "kh", gauge_interval_s: float = 5.0) -> None:
+        from projections.models import default_projections
+        from projections.runtime import Projector
+
+        self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
+        self.metrics = ActorMetrics(
+            "kernelhub_projection_lag_ms", "kernelhub_sessions", "kernelhub_sessions_by_type"
+        )
+        self.projector = Projector(self.store, default_projections(), block_ms=100,
+                                   on_commit=self._committed)  # fmt: skip
+        self.gauge_interval_s = gauge_interval_s
+        self._tasks: list[asyncio.Task[None]] = []
+        self._boot = boot(self._start())
+
+    def _committed(self, name: str, events: Any, committed_at: float) -> None:
+        lag = committed_at * 1000 - events[-1].position_ms
+        self.metrics.set("kernelhub_projection_lag_ms", max(0.0, lag), projection=name)
+
+    async def metrics_snapshot(self) -> dict[str, float]:
+        await self.count_sessions()
+        return self.metrics.snapshot()
+
+    async def count_sessions(self) -> None:
+        """Sessions by status and by type: one ZCARD per index, never a scan."""
+        active = await self.store.redis.get(self.store.keys.projection_active("sessions"))
+        if active is None:
+            return
+        prefix = self.store.keys.projection_generation("sessions", int(active))
+        pipe = self.store.redis.pipeline(transaction=False)
+        for status in SessionStatus:
+            pipe.zcard(f"{prefix}:i:status:{status.name}")
+        for kind in _SESSION_TYPES:
+            pipe.zcard(f"{prefix}:i:type:{kind}")
+        counts = await pipe.execute()
+        for status, count in zip(SessionStatus, counts, strict=False):
+            self.metrics.set("kernelhub_sessions", count, status=status.name)
+        for kind, count in zip(_SESSION_TYPES, counts[len(SessionStatus) :], strict=True):
+            self.metrics.set("kernelhub_sessions_by_type", count, type=kind)
+
+    async def _gauges(self) -> None:
+        while True:
+            try:
+                await self.count_sessions()
+            except Exception:
+                log.exception("counting sessions failed")
+            await asyncio.sleep(self.gauge_interval_s)
+
+    async def _start(self) -> None:
+        await self.projector.load()
+        self._tasks = [asyncio.create_task(self.projector.run()),
+                       asyncio.create_task(self._gauges())]  # fmt: skip
+
+    async def ready(self) -> bool:
+        await asyncio.shield(self._boot)
+        return True

@@ -1,0 +1,120 @@
+"""``scheduler:<group>``: the scheduler of one scaling group (see :mod:`actors.scheduler`),
+with the agent liveness monitor, as a Ray actor.
+
+Wake-ups are leading-edge: an event that may bring work or room (``WAKES_SCHEDULER``) sets
+a flag the pass loop is waiting on, so a pass starts as soon as the previous one ended;
+events arriving during a pass coalesce into the next one. A slow safety tick covers
+anything missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import ray
+import structlog
+
+from events import Event, RedisEventStore, position_key
+
+from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
+from ..liveness import LivenessMonitor
+from ..metrics import ActorMetrics
+from ..routing import ShardRouter
+from ..scheduler import WAKES_SCHEDULER, Scheduler
+from ._follower import Follower, boot
+
+__all__ = ["SchedulerActor"]
+
+log = structlog.get_logger(__name__)
+
+
+@ray.remote(max_restarts=-1)
+class SchedulerActor(Follower):
+    def __init__(
+        self,
+        redis_url: str,
+        shards: tuple[int, str],
+        prefix: str = "kh",
+        scaling_group: str = "default",
+        safety_tick_s: float = 2.0,
+        lost_timeout_s: float = DEFAULT_LOST_TIMEOUT_S,
+        liveness_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S,
+        terminate_lost_after_s: float | None = None,
+    ) -> None:
+        self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
+        router = ShardRouter.named(self.store, *shards)  # (count, namespace)
+        self.follower_name = f"scheduler:{scaling_group}"
+        self.scheduler = Scheduler(self.store, router, scaling_group)
+        self.liveness = LivenessMonitor(
+            self.store, lost_timeout_s=lost_timeout_s, terminate_after_s=terminate_lost_after_s,
+            shard=router,
+        )  # fmt: skip
+        self.safety_tick_s = safety_tick_s
+        self.liveness_interval_s = min(liveness_interval_s, lost_timeout_s / 2)
+        self._wake = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self.group = scaling_group
+        self.metrics = ActorMetrics(
+            "kernelhub_scheduling_decisions_total", "kernelhub_scheduling_pass_seconds",
+            "kernelhub_pending_sessions",
+        )  # fmt: skip
+        self._boot = boot(self._start())
+
+    async def _start(self) -> None:
+        await self._start_following()
+        self._loops = [asyncio.create_task(self._schedule()), asyncio.create_task(self._watch())]
+        self._wake.set()
+
+    async def react(self, event: Event) -> None:
+        await self.scheduler.on_event(event)
+        if event.type in WAKES_SCHEDULER:
+            await self._projection_reached(event.position)
+            self._wake.set()
+
+    async def _projection_reached(self, position: str, timeout_s: float = 2.0) -> None:
+        """The pass reads the pending queue from the sessions projection: let it catch up to
+        the event that woke us (bounded: the safety tick covers a stalled projector)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        status_key = self.store.keys.projection_status("sessions")
+        while asyncio.get_running_loop().time() < deadline:
+            raw = await self.store.redis.hget(status_key, "checkpoint")
+            reached = raw.decode() if isinstance(raw, bytes) else raw
+            if reached is not None and position_key(reached) >= position_key(position):
+                return
+            await asyncio.sleep(0.01)
+
+    async def _schedule(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.safety_tick_s)
+            self._wake.clear()
+            try:
+                await self.run_pass()
+            except Exception:
+                log.exception("scheduling pass failed; retrying on the next wake-up")
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                await self.liveness.check()
+            except Exception:
+                log.exception("liveness check failed")
+            await asyncio.sleep(self.liveness_interval_s)
+
+    async def run_pass(self) -> int:
+        started = time.perf_counter()
+        scheduled = await self.scheduler.run_pass()
+        group = self.group
+        self.metrics.observe("kernelhub_scheduling_pass_seconds", time.perf_counter() - started,
+                             scaling_group=group)  # fmt: skip
+        self.metrics.set(
+            "kernelhub_pending_sessions", self.scheduler.last_pending, scaling_group=group
+        )
+        if scheduled:
+            self.metrics.inc("kernelhub_scheduling_decisions_total", scheduled, scaling_group=group)
+        return scheduled
+
+    async def metrics_snapshot(self) -> dict[str, float]:
+        return self.metrics.snapshot()

@@ -1,0 +1,101 @@
+"""``sessions:<k>``: one session shard (see :mod:`actors.sessions`) as a Ray actor."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import ray
+
+from events import Event, RedisEventStore
+
+from ..domain.session_aggregate import KernelReport
+from ..metrics import ActorMetrics
+from ..sessions import SessionShard
+from ._follower import Follower, boot
+
+__all__ = ["SessionsActor"]
+
+
+@ray.remote(max_restarts=-1)
+class SessionsActor(Follower):
+    def __init__(self, redis_url: str, prefix: str = "kh", index: int = 0, count: int = 1) -> None:
+        self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
+        self.follower_name = f"sessions:{index}"
+        self.shard = SessionShard(self.store, actor=self.follower_name, index=index, count=count)
+        self.metrics = ActorMetrics(
+            "kernelhub_session_commands_total", "kernelhub_session_events_total"
+        )
+        self._boot = boot(self._start_following())
+
+    def _count(self, command: str, events: list[Any]) -> list[str]:
+        self.metrics.inc("kernelhub_session_commands_total", command=command)
+        for event in events:
+            self.metrics.inc("kernelhub_session_events_total", type=event.type)
+        return [e.type for e in events]
+
+    async def metrics_snapshot(self) -> dict[str, float]:
+        return self.metrics.snapshot()
+
+    async def react(self, event: Event) -> None:
+        await self.shard.on_event(event)
+
+    async def create(self, **options: Any) -> str:
+        session_id = str(await self.shard.create(**options))
+        self._count("create", [])
+        self.metrics.inc("kernelhub_session_events_total", type="session_enqueued")
+        return session_id
+
+    async def wait(self, session_id: uuid.UUID, timeout: float) -> str:
+        return await self.shard.wait(uuid.UUID(str(session_id)), timeout)
+
+    async def destroy(
+        self,
+        session_id: uuid.UUID | str,
+        forced: bool = False,
+        reason: str | None = None,
+        command_id: uuid.UUID | str | None = None,
+    ) -> list[str]:
+        command = uuid.UUID(str(command_id)) if command_id else None
+        events = await self.shard.destroy(
+            uuid.UUID(str(session_id)), forced=forced, reason=reason, command_id=command
+        )
+        return self._count("destroy", events)
+
+    async def restart(self, session_id: uuid.UUID, command_id: uuid.UUID) -> list[str]:
+        return self._count("restart", await self.shard.restart(session_id, command_id=command_id))
+
+    async def report(self, report: KernelReport, command_id: uuid.UUID | None = None) -> list[str]:
+        return self._count("report", await self.shard.report(report, command_id=command_id))
+
+    async def start_failed(
+        self, session_id: uuid.UUID, command_id: uuid.UUID | None = None
+    ) -> list[str]:
+        events = await self.shard.start_failed(session_id, command_id=command_id)
+        return self._count("start_failed", events)
+
+    async def restart_failed(
+        self, session_id: uuid.UUID, msg: str, command_id: uuid.UUID | None = None
+    ) -> list[str]:
+        events = await self.shard.restart_failed(session_id, msg, command_id=command_id)
+        return self._count("restart_failed", events)
+
+    async def agent_gone(
+        self, session_id: uuid.UUID, agent_id: str, command_id: uuid.UUID | None = None
+    ) -> list[str]:
+        events = await self.shard.agent_gone(session_id, agent_id, command_id=command_id)
+        return self._count("agent_gone", events)
+
+    async def batch_result(self, result: Any, command_id: uuid.UUID | None = None) -> list[str]:
+        return self._count(
+            "batch_result", await self.shard.batch_result(result, command_id=command_id)
+        )
+
+    async def scheduling_failed(
+        self, failure: Any, command_id: uuid.UUID | None = None
+    ) -> list[str]:
+        events = await self.shard.scheduling_failed(failure, command_id=command_id)
+        return self._count("scheduling_failed", events)
+
+    async def status(self, session_id: uuid.UUID | str) -> str:
+        return (await self.shard.get(uuid.UUID(str(session_id)))).status.name

@@ -1,0 +1,152 @@
+"""Creating (or finding) the named actors of one installation, in namespace ``kernelhub``.
+
+Names are stable, for the dashboard and for ``ray.get_actor``: ``projector``, ``tenancy``,
+``sessions:<k>``, ``scheduler:<group>``, ``agent:<id>`` (a real node's agent) and
+``agents-sim:<k>`` (hosts of simulated agents). The number of session shards is fixed at
+install (``<p>:install`` ``shards``): sessions are routed by ``uuid.int % N``, so changing N
+later would hand streams to a second writer; a different request is ignored, loudly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+import redis
+import structlog
+
+from events import KeySpace, RedisEventStore
+
+from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
+from ..routing import ShardRouter
+from .agents import DEFAULT_RECONCILE_INTERVAL_S, AgentsActor
+from .projector import ProjectorActor
+from .scheduler import SchedulerActor
+from .sessions import SessionsActor
+from .tenancy import TenancyActor
+
+__all__ = ["NAMESPACE", "Installation", "install_shard_count", "start_actors"]
+
+NAMESPACE = "kernelhub"
+_SIM_AGENTS_PER_HOST = 500
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Installation:
+    """Handles to the actors of one installation."""
+
+    projector: Any
+    shards: list[Any]
+    scheduler: Any
+    agent_hosts: dict[str, Any]
+    """Actor name -> handle."""
+    host_of: dict[str, str]
+    """Agent id -> the name of the actor hosting it."""
+    tenancy: Any | None = None
+    names: list[str] = field(default_factory=list)
+
+    def router(self, store: RedisEventStore) -> ShardRouter:
+        return ShardRouter(store, self.shards)
+
+    def agent_host(self, agent_id: str) -> Any:
+        return self.agent_hosts[self.host_of[agent_id]]
+
+    def handles(self) -> Iterator[Any]:
+        yield self.projector
+        yield from self.shards
+        yield self.scheduler
+        yield from self.agent_hosts.values()
+        if self.tenancy is not None:
+            yield self.tenancy
+
+
+def install_shard_count(redis_url: str, prefix: str, wanted: int) -> int:
+    """The shard count recorded at install, recording ``wanted`` on a fresh one."""
+    if wanted < 1:
+        raise ValueError("at least one session shard")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        key = KeySpace(prefix).install
+        client.hsetnx(key, "shards", wanted)
+        count = int(client.hget(key, "shards") or wanted)
+    finally:
+        client.close()
+    if count != wanted:
+        log.warning("the session shard count is fixed at install", installed=count, asked=wanted)
+    return count
+
+
+def _agent_hosts(
+    backend: str, agents: list[tuple[str, dict[str, Any]]], sim_hosts: int | None
+) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    if backend != "sim":
+        return {f"agent:{agent_id}": [(agent_id, capacity)] for agent_id, capacity in agents}
+    hosts = sim_hosts or max(1, math.ceil(len(agents) / _SIM_AGENTS_PER_HOST))
+    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for n, agent in enumerate(agents):
+        groups.setdefault(f"agents-sim:{n % hosts}", []).append(agent)
+    return groups
+
+
+def start_actors(
+    redis_url: str,
+    *,
+    prefix: str = "kh",
+    namespace: str = NAMESPACE,
+    detached: bool = False,
+    agents: list[tuple[str, dict[str, Any]]] | None = None,
+    backend: str = "sim",
+    work_root: str = "/tmp/kernelhub-kernels",
+    scaling_group: str = "default",
+    shards: int = 1,
+    sim_hosts: int | None = None,
+    master_key_path: str | None = None,
+    safety_tick_s: float = 2.0,
+    heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S,
+    lost_timeout_s: float = DEFAULT_LOST_TIMEOUT_S,
+    terminate_lost_after_s: float | None = None,
+    reconcile_interval_s: float = DEFAULT_RECONCILE_INTERVAL_S,
+    stop_grace_s: float = 1.0,
+) -> Installation:
+    """Create (or find) the named actors and wait until each has rebuilt from the log."""
+    lifetime = "detached" if detached else None
+    agents = agents or [("i-local", {"cpu": 4, "mem": 8 * 2**30})]
+    names: list[str] = []
+
+    def named(cls: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        names.append(name)
+        return cls.options(
+            name=name, namespace=namespace, lifetime=lifetime, get_if_exists=True, num_cpus=0
+        ).remote(*args, **kwargs)
+
+    count = install_shard_count(redis_url, prefix, shards)
+    projector = named(ProjectorActor, "projector", redis_url, prefix)
+    shard_handles = [
+        named(SessionsActor, f"sessions:{k}", redis_url, prefix, k, count) for k in range(count)
+    ]
+    scheduler = named(
+        SchedulerActor, f"scheduler:{scaling_group}", redis_url, (count, namespace), prefix,
+        scaling_group, safety_tick_s, lost_timeout_s, heartbeat_interval_s,
+        terminate_lost_after_s,
+    )  # fmt: skip
+    hosts, host_of = {}, {}
+    for name, hosted in _agent_hosts(backend, agents, sim_hosts).items():
+        hosts[name] = named(
+            AgentsActor, name, name, redis_url, (count, namespace), hosted, prefix, backend,
+            work_root, scaling_group, heartbeat_interval_s, reconcile_interval_s, stop_grace_s,
+        )  # fmt: skip
+        host_of.update({agent_id: name for agent_id, _ in hosted})
+    tenancy = (
+        named(TenancyActor, "tenancy", redis_url, master_key_path, prefix)
+        if master_key_path
+        else None
+    )
+    installation = Installation(projector, shard_handles, scheduler, hosts, host_of, tenancy,
+                                names)  # fmt: skip
+    ray.get([h.ready.remote() for h in installation.handles()])
+    return installation

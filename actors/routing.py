@@ -1,0 +1,177 @@
+"""Reaching the ``sessions:<k>`` shard actors: every command routed by session id.
+
+Ray actor calls are at-most-once and a ``RayActorError`` may come after the method ran
+(design.md), so each command gets its id *before* the first attempt and is retried with the
+same id while the owning actor restarts: the shard recognises a retry by that id, so a
+command has one effect however often it is delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from events import RedisEventStore
+from projections.queries import ReadModels
+
+from .domain.errors import GenericForbidden, ObjectNotFound
+from .domain.session_aggregate import KernelReport, SessionAggregate
+from .sessions import load_session, shard_of
+
+__all__ = ["ShardRouter", "dependants_of"]
+
+log = structlog.get_logger(__name__)
+
+_RETRY_FOR_S = 60.0
+
+
+async def dependants_of(models: ReadModels, session_id: uuid.UUID) -> list[uuid.UUID]:
+    """Every session that depends on ``session_id``, transitively, nearest first."""
+    seen: dict[uuid.UUID, None] = {}
+    frontier = [session_id]
+    while frontier:
+        found = [uuid.UUID(d) for s in frontier for d in await models.dependants(str(s))]
+        frontier = [d for d in found if d not in seen and d != session_id]
+        seen.update(dict.fromkeys(frontier))
+    return list(seen)
+
+
+class ShardRouter:
+    """The shards as one :class:`~actors.sessions.ShardClient`: reads fold the stream here
+    (read-only), writes go to the owning actor."""
+
+    def __init__(self, store: RedisEventStore, handles: Sequence[Any]) -> None:
+        if not handles:
+            raise ValueError("a router needs at least one shard")
+        self.store = store
+        self.handles: list[Any] = list(handles)
+        self.namespace: str | None = None
+
+    @classmethod
+    def named(cls, store: RedisEventStore, count: int, namespace: str) -> ShardRouter:
+        """Shards found by name (``sessions:<k>``) when first used. Actors pass names, not
+        handles, to each other: constructor arguments held in the object store can go out
+        of scope once the driver that created a detached actor exits, and a restart would
+        then fail (ray-project/ray#53727)."""
+        router = cls(store, [None] * count)
+        router.namespace = namespace
+        return router
+
+    def handle(self, session_id: uuid.UUID) -> Any:
+        k = shard_of(session_id, len(self.handles))
+        if self.handles[k] is None:
+            import ray
+
+            self.handles[k] = ray.get_actor(f"sessions:{k}", namespace=self.namespace)
+        return self.handles[k]
+
+    async def _call(self, target: uuid.UUID, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Call the owning shard, retrying (same arguments, hence the same command id) while
+        it is unreachable or restarting."""
+        from ray.exceptions import ActorUnavailableError, RayActorError
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _RETRY_FOR_S
+        delay = 0.05
+        while True:
+            try:
+                handle = self.handle(target)
+            except ValueError:  # not registered (yet): being created or restarted
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                continue
+            try:
+                return await getattr(handle, method).remote(*args, **kwargs)
+            except (RayActorError, ActorUnavailableError) as exc:
+                if loop.time() > deadline:
+                    raise
+                log.info("shard unavailable; retrying", method=method, error=type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    # ---- commands from users ------------------------------------------------------------------
+    async def create(self, *, command_id: uuid.UUID | None = None, **options: Any) -> uuid.UUID:
+        """Enqueue a session; its id is fixed here (from the command id) so the right shard
+        gets it and a retried create finds its first attempt."""
+        command = command_id or uuid.uuid4()
+        session_id = options.pop("session_id", None) or uuid.uuid5(command, "session")
+        await self._call(session_id, "create", session_id=session_id, command_id=command,
+                         **options)  # fmt: skip
+        return session_id
+
+    async def wait(self, session_id: uuid.UUID, timeout: float) -> str:
+        """RUNNING or an end, or whatever it is after ``timeout`` seconds."""
+        return str(await self._call(session_id, "wait", session_id, timeout))
+
+    async def status(self, session_id: uuid.UUID) -> str:
+        return str(await self._call(session_id, "status", session_id))
+
+    async def restart(
+        self, session_id: uuid.UUID, *, command_id: uuid.UUID | None = None
+    ) -> list[str]:
+        result = await self._call(session_id, "restart", session_id, command_id or uuid.uuid4())
+        return list(result)
+
+    async def destroy(
+        self,
+        session_id: uuid.UUID,
+        *,
+        forced: bool = False,
+        reason: str | None = None,
+        command_id: uuid.UUID | None = None,
+        recursive: bool = False,
+    ) -> list[str]:
+        """Destroy a session; ``recursive`` also destroys, concurrently, every session that
+        depends on it (23.03 #893: refusals and unknown dependants are dropped)."""
+        command = command_id or uuid.uuid4()
+        types = list(await self._call(session_id, "destroy", session_id, forced, reason, command))
+        if recursive:
+            dependants = await dependants_of(ReadModels(self.store), session_id)
+
+            async def one(dependant: uuid.UUID) -> None:
+                try:
+                    await self._call(dependant, "destroy", dependant, forced, reason,
+                                     uuid.uuid5(command, f"dependant/{dependant}"))  # fmt: skip
+                except (GenericForbidden, ObjectNotFound) as exc:
+                    log.info("dependant not destroyed", session=str(dependant), why=str(exc))
+
+            await asyncio.gather(*(one(d) for d in dependants))
+        return types
+
+    # ---- the ShardClient protocol (agents, scheduler, liveness) -------------------------------
+    async def get(self, session_id: uuid.UUID) -> SessionAggregate:
+        return await load_session(self.store, session_id)
+
+    async def report(self, report: KernelReport, *, command_id: uuid.UUID | None = None) -> Any:
+        return await self._call(report.session_id, "report", report, command_id or uuid.uuid4())
+
+    async def start_failed(
+        self, session_id: uuid.UUID, *, command_id: uuid.UUID | None = None
+    ) -> Any:
+        return await self._call(session_id, "start_failed", session_id,
+                                command_id or uuid.uuid4())  # fmt: skip
+
+    async def restart_failed(
+        self, session_id: uuid.UUID, msg: str, *, command_id: uuid.UUID | None = None
+    ) -> Any:
+        return await self._call(session_id, "restart_failed", session_id, msg,
+                                command_id or uuid.uuid4())  # fmt: skip
+
+    async def agent_gone(
+        self, session_id: uuid.UUID, agent_id: str, *, command_id: uuid.UUID | None = None
+    ) -> Any:
+        return await self._call(session_id, "agent_gone", session_id, agent_id,
+                                command_id or uuid.uuid4())  # fmt: skip
+
+    async def batch_result(self, result: Any, *, command_id: uuid.UUID | None = None) -> Any:
+        return await self._call(result.session_id, "batch_result", result,
+                                command_id or uuid.uuid4())  # fmt: skip
+
+    async def scheduling_failed(self, failure: Any, *, command_id: uuid.UUID | None = None) -> Any:
+        return await self._call(failure.session_id, "scheduling_failed", failure,
+                                command_id or uuid.uuid4())  # fmt: skip
