@@ -1,7 +1,7 @@
 """The write side wired together in one process: shard, scheduler, agents, projector.
 
-Until the Ray actors land, this is how the pieces meet: every reaction is driven by the log
-(one subscription), exactly as the actors will be — a ``session_scheduled`` makes the shard
+For tests and tools that want the whole write side without Ray: every reaction is driven
+by the log (one subscription), exactly as in the actors — a ``session_scheduled`` makes the shard
 prepare, a ``session_preparing`` makes the agents create kernels, kernel reports flow back
 to the shard, terminations release the ledger, and the scheduler wakes on the leading edge
 of anything that may free or need capacity (plus a slow safety tick).
@@ -45,6 +45,7 @@ class LocalCluster:
         backend: Callable[[str], Backend] | None = None,
         heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S,
         lost_timeout_s: float = DEFAULT_LOST_TIMEOUT_S,
+        terminate_lost_after_s: float | None = None,
         **agent_options: Any,
     ) -> None:
         self.store = store
@@ -65,7 +66,10 @@ class LocalCluster:
         )
         self.safety_tick_s = safety_tick_s
         self.heartbeat_interval_s = heartbeat_interval_s
-        self.liveness = LivenessMonitor(store, lost_timeout_s=lost_timeout_s)
+        self.liveness = LivenessMonitor(
+            store, lost_timeout_s=lost_timeout_s, terminate_after_s=terminate_lost_after_s,
+            shard=self.shard,
+        )  # fmt: skip
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()

@@ -27,6 +27,7 @@ from events import (
     StreamBatch,
     WrongExpectedVersionError,
     events_for_command,
+    position_key,
 )
 from events.catalogue import (
     Allocation,
@@ -73,6 +74,10 @@ WAKES_SCHEDULER = frozenset({
 """Events after which a pass may find something new to place (work, or room for it)."""
 
 log = structlog.get_logger(__name__)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _slots(values: dict[str, str]) -> ResourceSlot:
@@ -247,9 +252,27 @@ class Scheduler:
             agent_selector=record.get("agent_selector"),
         )
 
+    async def _projections_caught_up(self, timeout_s: float = 2.0) -> None:
+        """Read what was appended before the pass began: wait (bounded, the safety tick
+        covers a stalled projector) until the sessions and agents read models reach the log
+        head as it is now, so a drain or an enqueue just acknowledged is never missed."""
+        head = position_key(await self.store.head())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        keys = [self.store.keys.projection_status(name) for name in ("sessions", "agents")]
+        while loop.time() < deadline:
+            pipe = self.store.redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.hget(key, "checkpoint")
+            reached = await pipe.execute()
+            if all(r is not None and position_key(_text(r)) >= head for r in reached):
+                return
+            await asyncio.sleep(0.005)
+
     async def run_pass(self, now: datetime | None = None) -> int:
         """One pass; returns how many sessions were scheduled."""
         async with self._lock:
+            await self._projections_caught_up()
             agents = await self._agents()
             await self._load_ledger(agents)
             group = await self._group()

@@ -16,7 +16,7 @@ import time
 import ray
 import structlog
 
-from events import Event, RedisEventStore, position_key
+from events import Event, RedisEventStore
 
 from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
 from ..liveness import LivenessMonitor
@@ -70,20 +70,7 @@ class SchedulerActor(Follower):
     async def react(self, event: Event) -> None:
         await self.scheduler.on_event(event)
         if event.type in WAKES_SCHEDULER:
-            await self._projection_reached(event.position)
-            self._wake.set()
-
-    async def _projection_reached(self, position: str, timeout_s: float = 2.0) -> None:
-        """The pass reads the pending queue from the sessions projection: let it catch up to
-        the event that woke us (bounded: the safety tick covers a stalled projector)."""
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        status_key = self.store.keys.projection_status("sessions")
-        while asyncio.get_running_loop().time() < deadline:
-            raw = await self.store.redis.hget(status_key, "checkpoint")
-            reached = raw.decode() if isinstance(raw, bytes) else raw
-            if reached is not None and position_key(reached) >= position_key(position):
-                return
-            await asyncio.sleep(0.01)
+            self._wake.set()  # the pass itself waits for the read models to catch up
 
     async def _schedule(self) -> None:
         while True:

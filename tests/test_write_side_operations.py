@@ -1,0 +1,232 @@
+"""Operations on running sessions and agents, on the log-driven write side (no Ray):
+restart, dependencies and recursive destroy, drain, reconciliation, lost-agent policy,
+kernel stats in telemetry, shard ownership."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from actors.agents.backends import KernelLaunch, ProcessBackend
+from actors.domain.errors import GenericForbidden, InvalidAPIParameters
+from actors.domain.slots import ResourceSlot
+from actors.local import LocalCluster
+from actors.routing import dependants_of
+from actors.sessions import SessionShard, WrongShardError, shard_of
+from events import RedisEventStore
+from kernelhub.testing import eventually
+from projections.queries import ReadModels
+
+pytestmark = pytest.mark.redis
+G = 2**30
+
+
+def options(**extra: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "name": "s", "access_key": "AK1", "scaling_group": "default",
+        "image": "kernelhub/python:3.11", "requested": [ResourceSlot(cpu=1, mem=G // 4)],
+    }  # fmt: skip
+    base.update(extra)
+    return base
+
+
+@pytest.fixture
+async def cluster(store: RedisEventStore, tmp_path: Path) -> AsyncIterator[LocalCluster]:
+    local = LocalCluster(
+        store, [("i-p1", {"cpu": 4, "mem": 8 * G}), ("i-p2", {"cpu": 4, "mem": 8 * G})],
+        safety_tick_s=0.3, backend=lambda agent_id: ProcessBackend(tmp_path / agent_id),
+        heartbeat_interval_s=0.3, lost_timeout_s=1.0, terminate_lost_after_s=1.0,
+    )  # fmt: skip
+    await local.start()
+    try:
+        yield local
+    finally:
+        await local.stop()
+
+
+async def status_of(cluster: LocalCluster, sid: uuid.UUID) -> str:
+    return (await cluster.shard.get(sid)).status.name
+
+
+async def reach(cluster: LocalCluster, sid: uuid.UUID, wanted: str, timeout: float = 20) -> None:
+    async def reached() -> bool:
+        return await status_of(cluster, sid) == wanted
+
+    await eventually(reached, timeout=timeout, message=f"{sid} {wanted}")
+
+
+async def types_of(store: RedisEventStore, sid: uuid.UUID) -> list[str]:
+    return [e.type for e in await store.read_stream(f"session-{sid}")]
+
+
+def pid_of(cluster: LocalCluster, sid: uuid.UUID, agent: str) -> int:
+    backend = cluster.agents[agent].backend
+    assert isinstance(backend, ProcessBackend)
+    kernel_id = uuid.uuid5(sid, "kernel-0")
+    return backend._procs[kernel_id].pid
+
+
+async def test_restart_brings_the_kernels_back_with_new_processes(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    sid = await cluster.shard.create(**options())  # type: ignore[arg-type]
+    await reach(cluster, sid, "RUNNING")
+    agent = (await cluster.shard.get(sid)).kernels[uuid.uuid5(sid, "kernel-0")].agent
+    assert agent is not None
+    before = pid_of(cluster, sid, agent)
+    await cluster.shard.restart(sid)
+
+    async def back() -> bool:
+        types = await types_of(store, sid)
+        return types[-1] == "session_status_changed" and types.count("kernel_started") == 2
+
+    await eventually(back, timeout=20, message="restarted")
+    assert await status_of(cluster, sid) == "RUNNING"
+    assert pid_of(cluster, sid, agent) != before
+    events = await store.read_stream(f"session-{sid}")
+    tail = [(e.type, getattr(e.data, "status", None)) for e in events[6:]]
+    assert tail == [("session_status_changed", "RESTARTING"), ("kernel_started", None),
+                    ("session_status_changed", "RUNNING")]  # fmt: skip
+    assert (await store.read_stream(f"session-{sid}"))[5].type == "session_started"  # only one
+    record = await ReadModels(store).session(str(sid))
+    assert record is not None and "RESTARTING" in record["status_history"]
+
+
+async def test_restart_is_refused_unless_running(cluster: LocalCluster) -> None:
+    cluster.scheduler.group_name = "nowhere"  # nothing gets scheduled: the session stays PENDING
+    sid = await cluster.shard.create(**options())  # type: ignore[arg-type]
+    with pytest.raises(GenericForbidden):
+        await cluster.shard.restart(sid)
+
+
+async def test_an_unknown_dependency_is_refused_before_anything_is_appended(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    head = await store.head()
+    with pytest.raises(InvalidAPIParameters):
+        await cluster.shard.create(**options(dependencies=[uuid.uuid4()]))  # type: ignore[arg-type]
+    assert await store.head() == head
+
+
+async def test_recursive_destroy_takes_the_dependants_along(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    first = await cluster.shard.create(**options(name="a"))  # type: ignore[arg-type]
+    await reach(cluster, first, "RUNNING")
+    second = await cluster.shard.create(**options(name="b", dependencies=[first]))  # type: ignore[arg-type]
+    third = await cluster.shard.create(**options(name="c", dependencies=[second]))  # type: ignore[arg-type]
+    models = ReadModels(store)
+
+    async def indexed() -> bool:
+        return await dependants_of(models, first) == [second, third]
+
+    await eventually(indexed, message="dependants indexed")
+    # without recursion the dependants stay PENDING (waiting on a result that never comes)
+    await cluster.shard.destroy(first)
+    await reach(cluster, first, "TERMINATED")
+    assert await status_of(cluster, second) == "PENDING"
+    for dependant in await dependants_of(models, first):  # what the router does, concurrently
+        await cluster.shard.destroy(dependant)
+    await reach(cluster, second, "CANCELLED")
+    await reach(cluster, third, "CANCELLED")
+
+
+async def test_a_drained_agent_gets_nothing_new_and_stays_drained_after_a_restart(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    for agent in cluster.agents.values():
+        assert await agent.set_schedulable(False)
+    sid = await cluster.shard.create(**options())  # type: ignore[arg-type]
+
+    async def failed() -> bool:
+        return "session_scheduling_failed" in await types_of(store, sid)
+
+    await eventually(failed, message="no agent for it")
+    assert await status_of(cluster, sid) == "PENDING"
+    agent = cluster.agents["i-p1"]
+    agent.schedulable = True  # what a fresh process would assume...
+    await agent.register()  # ...until it reads its stream
+    assert agent.schedulable is False
+    assert await cluster.agents["i-p2"].set_schedulable(True)
+    await reach(cluster, sid, "RUNNING")
+    assert (await cluster.shard.get(sid)).kernels[uuid.uuid5(sid, "kernel-0")].agent == "i-p2"
+
+
+async def test_reconciliation_stops_strays_and_reports_lost_kernels(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    agent = cluster.agents["i-p1"]
+    for other in ("i-p2",):
+        await cluster.agents[other].set_schedulable(False)
+    stray = uuid.uuid4()
+    await agent.backend.start(KernelLaunch(stray, uuid.uuid4(), {"mem": G // 8}))
+    sid = await cluster.shard.create(**options())  # type: ignore[arg-type]
+    await reach(cluster, sid, "RUNNING")
+    kernel_id = uuid.uuid5(sid, "kernel-0")
+    assert (await agent.reconcile())["stray"] == set()  # once may be a report in flight
+    assert (await agent.reconcile())["stray"] == {stray}
+    assert agent.backend.running() == {kernel_id}
+
+    # the backend loses the kernel (as after a node reboot): the log hears of it
+    backend = agent.backend
+    assert isinstance(backend, ProcessBackend)
+    await backend.stop(kernel_id, 0.5)
+    await agent.reconcile()
+    assert (await agent.reconcile())["missing"] == {kernel_id}
+    await reach(cluster, sid, "TERMINATED")
+
+    async def reason() -> str | None:
+        record = await ReadModels(store).kernel(str(kernel_id))
+        return record["status_info"] if record and record["status"] == "TERMINATED" else None
+
+    assert await eventually(reason, message="projected") == "already-terminated"
+
+
+async def test_a_lost_agent_past_terminate_after_has_its_sessions_ended(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    sid = await cluster.shard.create(**options())  # type: ignore[arg-type]
+    await reach(cluster, sid, "RUNNING")
+    agent_id = (await cluster.shard.get(sid)).kernels[uuid.uuid5(sid, "kernel-0")].agent
+    assert agent_id is not None
+    cluster.agents[agent_id].heartbeating = False
+    await reach(cluster, sid, "TERMINATED", timeout=30)
+    events = await store.read_stream(f"session-{sid}")
+    terminated = [e.data for e in events if e.type == "kernel_terminated"]
+    assert [str(t.reason) for t in terminated] == ["agent-termination"]  # type: ignore[union-attr]
+    agent_types = [e.type for e in await store.read_stream(f"agent-{agent_id}")]
+    assert agent_types[-1] == "agent_terminated"  # LOST; the session went after the policy
+
+
+async def test_running_kernels_publish_live_stats(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    sid = await cluster.shard.create(**options())  # type: ignore[arg-type]
+    await reach(cluster, sid, "RUNNING")
+    key = store.keys.kernel_stats(str(uuid.uuid5(sid, "kernel-0")))
+
+    async def published() -> bytes | None:
+        return await store.redis.get(key)  # type: ignore[no-any-return]
+
+    stats = json.loads(await eventually(published, message="stats"))
+    assert stats["rss_bytes"] > 0 and stats["agent"] in cluster.agents
+    assert 0 < await store.redis.ttl(key) <= 60
+
+
+async def test_a_shard_refuses_sessions_it_does_not_own(store: RedisEventStore) -> None:
+    shards = [SessionShard(store, actor=f"sessions:{k}", index=k, count=3) for k in range(3)]
+    command = uuid.uuid4()
+    sid = uuid.uuid5(command, "session")
+    owner = shards[shard_of(sid, 3)]
+    wrong = shards[(shard_of(sid, 3) + 1) % 3]
+    with pytest.raises(WrongShardError):
+        await wrong.create(session_id=sid, command_id=command, **options())  # type: ignore[arg-type]
+    assert await owner.create(session_id=sid, command_id=command, **options()) == sid  # type: ignore[arg-type]
+    with pytest.raises(WrongShardError):
+        await wrong.destroy(sid)
+    events = await store.read_stream(f"session-{sid}")
+    assert [(e.type, e.actor) for e in events] == [("session_enqueued", owner.actor)]
