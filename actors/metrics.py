@@ -7,6 +7,7 @@ metric                                        kind       tags / meaning
 ``kernelhub_session_commands_total``          counter    command: create, destroy, report, ...
 ``kernelhub_session_events_total``            counter    type: events the shard appended
 ``kernelhub_scheduling_decisions_total``      counter    scaling_group: sessions scheduled
+``kernelhub_scheduling_passes_total``         counter    scaling_group: passes run (coalescing)
 ``kernelhub_scheduling_pass_seconds``         histogram  scaling_group: one pass, wall time
 ``kernelhub_pending_sessions``                gauge      scaling_group: queue seen by a pass
 ``kernelhub_kernels_started_total``           counter    agent
@@ -31,6 +32,8 @@ _DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         _COUNTER, "events a session shard appended", ("type",)),
     "kernelhub_scheduling_decisions_total": (
         _COUNTER, "sessions scheduled", ("scaling_group",)),
+    "kernelhub_scheduling_passes_total": (
+        _COUNTER, "scheduling passes run", ("scaling_group",)),
     "kernelhub_scheduling_pass_seconds": (
         _HISTOGRAM, "wall time of a scheduling pass", ("scaling_group",)),
     "kernelhub_pending_sessions": (

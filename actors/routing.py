@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -104,9 +104,13 @@ class ShardRouter:
                          **options)  # fmt: skip
         return session_id
 
-    async def wait(self, session_id: uuid.UUID, timeout: float) -> str:
-        """RUNNING or an end, or whatever it is after ``timeout`` seconds."""
-        return str(await self._call(session_id, "wait", session_id, timeout))
+    async def wait(
+        self, session_id: uuid.UUID, timeout: float, until: Iterable[str] | None = None
+    ) -> str:
+        """The status once it is one of ``until`` (default: RUNNING or an end), or whatever
+        it is after ``timeout`` seconds."""
+        wanted = sorted(until) if until is not None else None
+        return str(await self._call(session_id, "wait", session_id, timeout, wanted))
 
     async def status(self, session_id: uuid.UUID) -> str:
         return str(await self._call(session_id, "status", session_id))

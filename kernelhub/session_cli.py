@@ -41,15 +41,10 @@ def _router(store: Any) -> Any:
     return ShardRouter(store, shards)
 
 
-async def _wait_until(router: Any, session_id: uuid.UUID, wanted: frozenset[str],
-                      timeout: float) -> str:  # fmt: skip
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    status = await router.wait(session_id, timeout)
-    while status not in wanted and loop.time() < deadline:
-        status = await router.wait(session_id, max(0.1, deadline - loop.time()))
-        if status not in wanted:
-            await asyncio.sleep(0.1)  # e.g. RUNNING while we wait for an end
+async def _wait_until(
+    router: Any, session_id: uuid.UUID, wanted: frozenset[str], timeout: float
+) -> str:
+    status = str(await router.wait(session_id, timeout, wanted))
     if status not in wanted:
         raise KernelhubError(f"session {session_id} is still {status} after {timeout:.0f}s")
     return status
@@ -70,9 +65,8 @@ async def create(args: argparse.Namespace, store: Any, access_key: str) -> int:
     )  # fmt: skip
     print(session_id, flush=True)
     if args.wait:
-        status = await router.wait(session_id, args.wait)
-        if status not in {"RUNNING"} | _TERMINAL:
-            raise KernelhubError(f"session {session_id} is still {status} after {args.wait:.0f}s")
+        status = await _wait_until(router, session_id, frozenset({"RUNNING"}) | _TERMINAL,
+                                   args.wait)  # fmt: skip
         print(f"{session_id} {status}")
     return 0
 

@@ -98,7 +98,11 @@ def test_no_command_prints_help(data_dir: Path) -> None:
 def test_projections_commands(data_dir: Path) -> None:
     up = kh(data_dir, "up")
     assert up.returncode == 0, up.stderr
-    assert "actors     projector, sessions:0" in up.stdout
+    actors = next(line for line in up.stdout.splitlines() if line.startswith("  actors"))
+    assert actors.split(None, 1)[1] == (
+        "projector, sessions:0, sessions:1, scheduler:default, agent:i-local, tenancy "
+        "(process backend)"
+    )
     url = next(line.split("=", 1)[1] for line in up.stdout.splitlines() if "KH_REDIS_URL=" in line)
     appended = subprocess.run(
         [sys.executable, "-c", APPEND_WORKLOAD, url], capture_output=True, text=True, timeout=60
@@ -151,11 +155,17 @@ def test_session_commands_run_a_session_through_its_life(data_dir: Path) -> None
     assert created.returncode == 0, created.stderr
     session_id, status_line = created.stdout.strip().splitlines()
     assert status_line == f"{session_id} RUNNING"
+    restarted = kh(data_dir, "session", "restart", session_id, "--wait", "60")
+    assert restarted.returncode == 0 and restarted.stdout.strip() == f"{session_id} RUNNING"
     destroyed = kh(data_dir, "session", "destroy", session_id, "--wait", "60")
     assert destroyed.returncode == 0 and destroyed.stdout.strip() == f"{session_id} TERMINATED"
     shown = kh(data_dir, "session", "show", session_id)
     history = [line.split()[-1] for line in shown.stdout.splitlines() if line.startswith("  20")]
-    assert history == ["PENDING", "SCHEDULED", "PREPARING", "RUNNING", "TERMINATING", "TERMINATED"]
+    assert history == ["PENDING", "SCHEDULED", "PREPARING", "RESTARTING", "RUNNING",
+                       "TERMINATING", "TERMINATED"]  # fmt: skip
+    refused = kh(data_dir, "session", "restart", session_id)  # a refusal from inside an actor
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == "kh: error: Cannot restart sessions in terminated status"
     listed = kh(data_dir, "session", "list")
     assert session_id in listed.stdout and "(1 in all)" in listed.stdout
     missing = kh(data_dir, "session", "show", "nope")

@@ -5,14 +5,17 @@ kernel stats in telemetry, shard ownership."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from actors.agents.agent import Agent
 from actors.agents.backends import KernelLaunch, ProcessBackend
 from actors.domain.errors import GenericForbidden, InvalidAPIParameters
+from actors.domain.session import SessionType
 from actors.domain.slots import ResourceSlot
 from actors.local import LocalCluster
 from actors.routing import dependants_of
@@ -230,3 +233,50 @@ async def test_a_shard_refuses_sessions_it_does_not_own(store: RedisEventStore) 
         await wrong.destroy(sid)
     events = await store.read_stream(f"session-{sid}")
     assert [(e.type, e.actor) for e in events] == [("session_enqueued", owner.actor)]
+
+
+async def replace_agent(cluster: LocalCluster, agent_id: str, root: Path) -> Agent:
+    """What an agent restart looks like on a node whose kernels survived it: the old agent
+    is gone (its tasks cancelled), a new one with a fresh backend takes its place."""
+    old = cluster.agents[agent_id]
+    await old.drain()
+    new = Agent(cluster.store, cluster.shard, agent_id, old.capacity,
+                backend=ProcessBackend(root / agent_id), stop_grace_s=0.5)  # fmt: skip
+    cluster.agents[agent_id] = new
+    await new.register()
+    return new
+
+
+@pytest.mark.parametrize("batch", [False, True])
+async def test_a_restarted_agent_adopts_the_kernels_that_survived_it(
+    cluster: LocalCluster, store: RedisEventStore, tmp_path: Path, batch: bool
+) -> None:
+    await cluster.agents["i-p2"].set_schedulable(False)
+    extra = (
+        {"session_type": SessionType.BATCH, "startup_command": "sleep 2; exit 7"} if batch else {}
+    )
+    sid = await cluster.shard.create(**options(**extra))  # type: ignore[arg-type]
+    await reach(cluster, sid, "RUNNING")
+    kernel_id = uuid.uuid5(sid, "kernel-0")
+    pid = pid_of(cluster, sid, "i-p1")
+    agent = await replace_agent(cluster, "i-p1", tmp_path)
+    assert agent.backend.running() == {kernel_id}
+    for _ in range(3):
+        assert await agent.reconcile() == {"stray": set(), "missing": set(), "stalled": set()}
+    if batch:  # the new agent waits for the command in place of the old one
+        await reach(cluster, sid, "TERMINATED")
+        outcome = [e.data for e in await store.read_stream(f"session-{sid}")
+                   if e.type == "session_failure"]  # fmt: skip
+        assert [o.exit_code for o in outcome] == [7]  # type: ignore[union-attr]
+    else:
+        await cluster.shard.destroy(sid)
+        await reach(cluster, sid, "TERMINATED")
+
+    def stopped() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+    await eventually(stopped, message="kernel process gone")

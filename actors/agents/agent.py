@@ -172,8 +172,8 @@ class Agent:
         for kernel_id in self.backend.running():
             stats = self.backend.stats(kernel_id)
             if stats is not None:
-                stats = {**stats, "at": seconds, "agent": self.agent_id}
-                pipe.set(self.store.keys.kernel_stats(str(kernel_id)), canonical_dumps(stats),
+                sample = {**stats, "at": seconds, "agent": self.agent_id}
+                pipe.set(self.store.keys.kernel_stats(str(kernel_id)), canonical_dumps(sample),
                          ex=self.stats_ttl_s)  # fmt: skip
         await pipe.execute()
 
@@ -263,6 +263,8 @@ class Agent:
                         kernel_id=launch.kernel_id, session_id=session_id, creation_info=info
                     )
                 )
+                if self.metrics is not None:
+                    self.metrics.inc("kernelhub_kernels_started_total", agent=self.agent_id)
         except Exception:
             for launch in kernels:
                 await self.backend.stop(launch.kernel_id, self.stop_grace_s)

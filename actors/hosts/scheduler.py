@@ -58,7 +58,7 @@ class SchedulerActor(Follower):
         self.group = scaling_group
         self.metrics = ActorMetrics(
             "kernelhub_scheduling_decisions_total", "kernelhub_scheduling_pass_seconds",
-            "kernelhub_pending_sessions",
+            "kernelhub_pending_sessions", "kernelhub_scheduling_passes_total",
         )  # fmt: skip
         self._boot = boot(self._start())
 
@@ -94,6 +94,7 @@ class SchedulerActor(Follower):
         started = time.perf_counter()
         scheduled = await self.scheduler.run_pass()
         group = self.group
+        self.metrics.inc("kernelhub_scheduling_passes_total", scaling_group=group)
         self.metrics.observe("kernelhub_scheduling_pass_seconds", time.perf_counter() - started,
                              scaling_group=group)  # fmt: skip
         self.metrics.set(

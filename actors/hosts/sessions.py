@@ -46,8 +46,13 @@ class SessionsActor(Follower):
         self.metrics.inc("kernelhub_session_events_total", type="session_enqueued")
         return session_id
 
-    async def wait(self, session_id: uuid.UUID, timeout: float) -> str:
-        return await self.shard.wait(uuid.UUID(str(session_id)), timeout)
+    async def wait(
+        self, session_id: uuid.UUID, timeout: float, until: list[str] | None = None
+    ) -> str:
+        sid = uuid.UUID(str(session_id))
+        if until is None:
+            return await self.shard.wait(sid, timeout)
+        return await self.shard.wait(sid, timeout, frozenset(until))
 
     async def destroy(
         self,

@@ -1,0 +1,245 @@
+"""The write side on Ray with real processes: the process backend on two ``agent:<id>``
+actors, two session shards. Exact event sequences for single-node, multi-node and batch
+sessions; create-and-wait; commands retried across a killed shard; an agent actor killed
+with its kernel running (the restarted one adopts it); coalesced scheduling of a burst; the
+tenancy actor; the metrics each actor registers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.domain.session import ClusterMode, SessionType
+from actors.domain.slots import ResourceSlot
+from actors.hosts import Installation, start_actors
+from actors.sessions import shard_of
+from events import RedisEventStore
+from kernelhub.redis_server import EmbeddedRedis
+from kernelhub.testing import eventually
+
+pytestmark = [pytest.mark.ray, pytest.mark.redis]
+G = 2**30
+SMALL = ResourceSlot(cpu="0.5", mem=G // 8)
+
+
+@pytest.fixture
+def stack(
+    ray_local: None, redis_server: EmbeddedRedis, store: RedisEventStore, tmp_path: Path
+) -> Iterator[Installation]:
+    import ray
+
+    installation = start_actors(
+        redis_server.url, namespace=f"t-{uuid.uuid4().hex[:8]}", backend="process",
+        work_root=str(tmp_path / "kernels"), shards=2, safety_tick_s=0.5,
+        heartbeat_interval_s=0.5, lost_timeout_s=5.0, reconcile_interval_s=0.5,
+        master_key_path=str(tmp_path / "master.key"),
+        agents=[("i-p1", {"cpu": 4, "mem": 4 * G}), ("i-p2", {"cpu": 4, "mem": 4 * G})],
+    )  # fmt: skip
+    try:
+        yield installation
+    finally:
+        for handle in installation.handles():
+            ray.kill(handle, no_restart=True)
+
+
+def options(name: str = "s", **extra: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "name": name, "access_key": "AK1", "scaling_group": "default",
+        "image": "kernelhub/python:3.11", "requested": [SMALL],
+    }  # fmt: skip
+    base.update(extra)
+    return base
+
+
+async def types_of(store: RedisEventStore, sid: uuid.UUID) -> list[str]:
+    return [e.type for e in await store.read_stream(f"session-{sid}")]
+
+
+async def ends_with(store: RedisEventStore, sid: uuid.UUID, last: str, timeout: float = 30) -> None:
+    async def done() -> bool:
+        types = await types_of(store, sid)
+        return bool(types) and types[-1] == last
+
+    await eventually(done, timeout=timeout, message=f"{sid} ends with {last}")
+
+
+async def test_single_node_session_through_two_shards_and_process_agents(
+    stack: Installation, store: RedisEventStore
+) -> None:
+    router = stack.router(store)
+    sids = [await router.create(**options(f"s{n}")) for n in range(4)]
+    assert {shard_of(s, 2) for s in sids} == {0, 1} or len(sids) < 2  # both shards in use
+    for sid in sids:
+        assert await router.wait(sid, 30) == "RUNNING"
+    for sid in sids:
+        await router.destroy(sid)
+    for sid in sids:
+        await ends_with(store, sid, "session_terminated")
+        events = await store.read_stream(f"session-{sid}")
+        assert [e.type for e in events] == [
+            "session_enqueued", "session_scheduled", "session_preparing", "kernel_creating",
+            "kernel_started", "session_started", "session_terminating", "kernel_terminating",
+            "kernel_terminated", "session_terminated",
+        ]  # fmt: skip
+        owner = f"sessions:{shard_of(sid, 2)}"
+        shard_written = {e.actor for e in events if e.type.startswith("session_terminat")}
+        assert shard_written == {owner}  # one writer per stream: the owning shard
+
+
+async def test_multi_node_cluster_lands_on_both_agents_and_ends_once(
+    stack: Installation, store: RedisEventStore
+) -> None:
+    router = stack.router(store)
+    sid = await router.create(**options("mn", cluster_size=2,
+                                        cluster_mode=ClusterMode.MULTI_NODE))  # fmt: skip
+    assert await router.wait(sid, 30) == "RUNNING"
+    events = await store.read_stream(f"session-{sid}")
+    placements = events[1].data.placements  # type: ignore[union-attr]
+    assert sorted(p.agent_id for p in placements) == ["i-p1", "i-p2"]
+    types = [e.type for e in events]
+    assert types[:3] == ["session_enqueued", "session_scheduled", "session_preparing"]
+    assert types.count("kernel_started") == 2 and types[-1] == "session_started"
+    assert types.count("session_started") == 1
+    await router.destroy(sid)
+    await ends_with(store, sid, "session_terminated")
+    types = await types_of(store, sid)
+    assert types.count("kernel_terminated") == 2 and types.count("session_terminated") == 1
+
+
+@pytest.mark.parametrize(
+    ("command", "result", "exit_code"),
+    [("exit 0", "session_success", 0), ("exit 3", "session_failure", 3)],
+)
+async def test_batch_sessions_record_their_exit_and_finish(
+    stack: Installation, store: RedisEventStore, command: str, result: str, exit_code: int
+) -> None:
+    router = stack.router(store)
+    sid = await router.create(**options("b", session_type=SessionType.BATCH,
+                                        startup_command=command))  # fmt: skip
+    await ends_with(store, sid, "session_terminated")
+    events = await store.read_stream(f"session-{sid}")
+    assert [e.type for e in events][5:] == [
+        "session_started", result, "session_terminating", "kernel_terminating",
+        "kernel_terminated", "session_terminated",
+    ]  # fmt: skip
+    outcome = events[6].data
+    assert outcome.exit_code == exit_code  # type: ignore[union-attr]
+    assert str(events[-1].data.reason) == "task-finished"  # type: ignore[union-attr]
+
+
+async def test_create_and_wait_wakes_when_a_pending_session_is_destroyed(
+    stack: Installation, store: RedisEventStore
+) -> None:
+    router = stack.router(store)
+    huge = ResourceSlot(cpu=64, mem=G)  # fits no agent: stays PENDING
+    sid = await router.create(**options("big", requested=[huge]))
+    waiter = asyncio.ensure_future(router.wait(sid, 30))
+    await asyncio.sleep(0.5)
+    assert not waiter.done()
+    await router.destroy(sid)
+    assert await asyncio.wait_for(waiter, 10) == "CANCELLED"  # B9: the waiter returns
+    cancelled = (await store.read_stream(f"session-{sid}"))[-1]
+    enqueued = (await store.read_stream(f"session-{sid}"))[0]
+    assert cancelled.type == "session_cancelled"
+    assert cancelled.data.creation_id == enqueued.data.creation_id  # type: ignore[union-attr]
+
+
+async def test_commands_retried_across_a_killed_shard_have_one_effect(
+    stack: Installation, store: RedisEventStore
+) -> None:
+    import ray
+
+    router = stack.router(store)
+    command = uuid.uuid4()
+    sid = await router.create(command_id=command, **options("retry"))
+    ray.kill(router.handle(sid), no_restart=False)  # the acknowledgement may have been lost
+    assert await router.create(command_id=command, **options("retry")) == sid
+    assert await router.wait(sid, 30) == "RUNNING"
+    destroy = uuid.uuid4()
+    await router.destroy(sid, command_id=destroy)
+    ray.kill(router.handle(sid), no_restart=False)
+    await router.destroy(sid, command_id=destroy)
+    await ends_with(store, sid, "session_terminated")
+    types = await types_of(store, sid)
+    assert types.count("session_enqueued") == 1 and types.count("session_terminating") == 1
+
+
+async def test_a_killed_agent_reports_the_kernels_that_died_with_it(
+    stack: Installation, store: RedisEventStore
+) -> None:
+    """Ray kills a dead worker's child processes, so a process-backend kernel ends with its
+    agent's actor; the restarted agent finds the log calling it RUNNING and says it ended
+    (``already-terminated``), which frees its slots. (Kernels that do survive, such as
+    containers, are adopted instead: tests/test_write_side_operations.py.)"""
+    import ray
+
+    router = stack.router(store)
+    sid = await router.create(**options("lost-with-agent"))
+    assert await router.wait(sid, 30) == "RUNNING"
+    kernel = (await store.read_stream(f"session-{sid}"))[4].data
+    agent_id = kernel.creation_info["agent"]  # type: ignore[union-attr]
+    ray.kill(stack.agent_host(agent_id), no_restart=False)
+    await ends_with(store, sid, "session_terminated", timeout=60)
+    events = await store.read_stream(f"session-{sid}")
+    terminated = [e.data for e in events if e.type == "kernel_terminated"]
+    assert [str(t.reason) for t in terminated] == ["already-terminated"]  # type: ignore[union-attr]
+    ledger = [e.type for e in await store.read_stream("alloc-default")]
+    assert ledger.count("alloc_released") == ledger.count("alloc_reserved")
+
+
+async def test_a_burst_of_enqueues_is_coalesced_into_few_passes(
+    stack: Installation, store: RedisEventStore
+) -> None:
+    router = stack.router(store)
+    key = "kernelhub_scheduling_passes_total{scaling_group=default}"
+    passes_before = (await stack.scheduler.metrics_snapshot.remote()).get(key, 0)
+    tiny = ResourceSlot(cpu="0.01", mem=2**20)
+    sids = await asyncio.gather(*(router.create(**options(f"c{n}", requested=[tiny]))
+                                  for n in range(100)))  # fmt: skip
+    for sid in sids:
+        assert await router.wait(sid, 60) == "RUNNING"
+    for sid in sids:
+        assert (await types_of(store, sid)).count("session_scheduled") == 1
+    after = await stack.scheduler.metrics_snapshot.remote()
+    passes = after[key] - passes_before
+    assert passes < 50  # 100 wake-ups, coalesced (must-test 25)
+    await asyncio.gather(*(router.destroy(sid) for sid in sids))
+
+
+async def test_the_tenancy_actor_runs_commands_and_refuses_others(
+    stack: Installation, store: RedisEventStore
+) -> None:
+    assert stack.tenancy is not None
+    command = uuid.uuid4()
+    for _ in range(2):  # a retry has one effect
+        await stack.tenancy.execute.remote("create_domain", {"name": "lab", "command_id": command})
+    assert [e.type for e in await store.read_stream("tenancy-domains")] == ["domain_created"]
+    with pytest.raises(ValueError, match="unknown tenancy command"):
+        await stack.tenancy.execute.remote("drop_everything", {})
+
+
+async def test_actors_register_their_metrics(stack: Installation, store: RedisEventStore) -> None:
+    router = stack.router(store)
+    sid = await router.create(**options("m"))
+    assert await router.wait(sid, 30) == "RUNNING"
+
+    async def counted() -> dict[str, float] | None:
+        snapshot: dict[str, float] = await stack.projector.metrics_snapshot.remote()
+        return snapshot if snapshot.get("kernelhub_sessions{status=RUNNING}") else None
+
+    projector = await eventually(counted, message="sessions by status")
+    assert projector["kernelhub_sessions_by_type{type=interactive}"] >= 1
+    assert any(k.startswith("kernelhub_projection_lag_ms") for k in projector)
+    shard = await router.handle(sid).metrics_snapshot.remote()
+    assert shard["kernelhub_session_commands_total{command=create}"] >= 1
+    scheduler = await stack.scheduler.metrics_snapshot.remote()
+    assert scheduler["kernelhub_scheduling_decisions_total{scaling_group=default}"] >= 1
+    agents = [await h.metrics_snapshot.remote() for h in stack.agent_hosts.values()]
+    assert sum(a.get(f"kernelhub_kernels_started_total{{agent={n}}}", 0)
+               for a in agents for n in ("i-p1", "i-p2")) >= 1  # fmt: skip
+    await router.destroy(sid)
