@@ -109,7 +109,7 @@ def start_ray(
     os.environ.update(ray_head.RAY_ENV)  # before Ray is imported: it reads them at import
     import ray
 
-    from actors.ray_actors import start_actors
+    from actors.hosts import start_actors
 
     if state.ray_pid is None or not _alive(state.ray_pid):
         pid, address, dashboard = ray_head.start_head(settings.data_dir / "logs")

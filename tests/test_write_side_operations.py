@@ -73,13 +73,19 @@ def pid_of(cluster: LocalCluster, sid: uuid.UUID, agent: str) -> int:
     return backend._procs[kernel_id].pid
 
 
-async def test_restart_brings_the_kernels_back_with_new_processes(
-    cluster: LocalCluster, store: RedisEventStore
-) -> None:
+async def running_session(cluster: LocalCluster) -> tuple[uuid.UUID, str]:
+    """A new RUNNING session and the agent its kernel runs on."""
     sid = await cluster.shard.create(**options())  # type: ignore[arg-type]
     await reach(cluster, sid, "RUNNING")
     agent = (await cluster.shard.get(sid)).kernels[uuid.uuid5(sid, "kernel-0")].agent
     assert agent is not None
+    return sid, agent
+
+
+async def test_restart_brings_the_kernels_back_with_new_processes(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    sid, agent = await running_session(cluster)
     before = pid_of(cluster, sid, agent)
     await cluster.shard.restart(sid)
 
@@ -192,10 +198,7 @@ async def test_reconciliation_stops_strays_and_reports_lost_kernels(
 async def test_a_lost_agent_past_terminate_after_has_its_sessions_ended(
     cluster: LocalCluster, store: RedisEventStore
 ) -> None:
-    sid = await cluster.shard.create(**options())  # type: ignore[arg-type]
-    await reach(cluster, sid, "RUNNING")
-    agent_id = (await cluster.shard.get(sid)).kernels[uuid.uuid5(sid, "kernel-0")].agent
-    assert agent_id is not None
+    sid, agent_id = await running_session(cluster)
     cluster.agents[agent_id].heartbeating = False
     await reach(cluster, sid, "TERMINATED", timeout=30)
     events = await store.read_stream(f"session-{sid}")

@@ -31,7 +31,6 @@ from events.catalogue import (
     SessionStatusChanged,
     SessionSuccess,
     SessionTerminated,
-    SessionTerminating,
 )
 from events.catalogue.reasons import KernelLifecycleEventReason
 
@@ -197,6 +196,10 @@ class SessionAggregate:
             self.status in (SessionStatus.PREPARING, SessionStatus.SCHEDULED)
         ):
             return []  # B15: the kernel_pulling event itself makes the session PULLING
+        if self.status is SessionStatus.RESTARTING and any(
+            k.status is KernelStatus.RESTARTING for k in self.kernels.values()
+        ):
+            return []  # RUNNING again only once every kernel is back (23.03 restart_session)
         new = transit_session_status(self.status, [k.view for k in self.kernels.values()])
         if new is None:
             return []
@@ -259,19 +262,24 @@ class SessionAggregate:
         (forced, reason ``agent-termination``); its kernels on that agent can never report
         again, so they are recorded TERMINATED here, the others are stopped by their agents
         as usual, and the session follows its kernels."""
-        on_agent = {k.kernel_id for k in self.kernels.values() if k.agent == agent_id}
+        ended = (KernelStatus.TERMINATED, KernelStatus.CANCELLED)
+        on_agent = {k.kernel_id for k in self.kernels.values()
+                    if k.agent == agent_id and k.status not in ended}  # fmt: skip
         if self.ended or not on_agent:
             return []
         reason = KernelLifecycleEventReason.AGENT_TERMINATION
-        plan = self.decide_destroy(forced=True, reason=str(reason))
-        events: list[AnyPayload] = [
-            KernelTerminated(kernel_id=e.kernel_id, session_id=self.session_id, reason=reason)
-            if isinstance(e, KernelTerminating) and e.kernel_id in on_agent
-            else e
-            for e in plan.events
-        ]
-        if self.status is SessionStatus.TERMINATING:  # already on its way: finish our kernels
-            events = [e for e in events if not isinstance(e, SessionTerminating)]
+        events: list[AnyPayload]
+        if self.status is SessionStatus.TERMINATING:  # on its way already: end ours only
+            events = [KernelTerminated(kernel_id=k, session_id=self.session_id, reason=reason)
+                      for k in on_agent]  # fmt: skip
+        else:
+            plan = self.decide_destroy(forced=True, reason=str(reason))
+            events = [
+                KernelTerminated(kernel_id=e.kernel_id, session_id=self.session_id, reason=reason)
+                if isinstance(e, KernelTerminating) and e.kernel_id in on_agent
+                else e
+                for e in plan.events
+            ]
         after = copy.deepcopy(self)
         for payload in events:
             after.apply(payload, after.version)

@@ -1,0 +1,124 @@
+"""The session aggregate's decisions for restart and for a lost agent's policy (pure: the
+aggregate is folded from payloads, no store)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from actors.domain.errors import GenericForbidden
+from actors.domain.session_aggregate import SessionAggregate
+from actors.domain.statuses import KernelStatus, SessionStatus
+from events.catalogue import (
+    AnyPayload,
+    KernelCreationSpec,
+    KernelPlacement,
+    KernelStarted,
+    SessionCreationSpec,
+    SessionEnqueued,
+    SessionPreparing,
+    SessionScheduled,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def running(agents: list[str]) -> SessionAggregate:
+    """A session RUNNING with one kernel per agent (the first one is main)."""
+    sid = uuid.uuid4()
+    kernels = [uuid.uuid5(sid, f"kernel-{i}") for i in range(len(agents))]
+    spec = SessionCreationSpec(
+        name="s", access_key="AK", scaling_group="default", cluster_size=len(agents),
+        cluster_mode="multi-node" if len(agents) > 1 else "single-node",
+        kernels=[KernelCreationSpec(kernel_id=k, cluster_role="main" if i == 0 else "sub",
+                                    requested_slots={"cpu": 1}) for i, k in enumerate(kernels)],
+    )  # fmt: skip
+    aggregate = SessionAggregate(sid)
+    history: list[AnyPayload] = [
+        SessionEnqueued(session_id=sid, creation_id="c", spec=spec),
+        SessionScheduled(session_id=sid, creation_id="c", placements=[
+            KernelPlacement(kernel_id=k, agent_id=a) for k, a in zip(kernels, agents, strict=True)
+        ]),
+        SessionPreparing(session_id=sid, creation_id="c"),
+    ]  # fmt: skip
+    for payload in history:
+        aggregate.apply(payload, aggregate.version + 1)
+    for kernel in kernels:
+        for payload in aggregate.decide_report(KernelStarted(kernel_id=kernel, session_id=sid)):
+            aggregate.apply(payload, aggregate.version + 1)
+    assert aggregate.status is SessionStatus.RUNNING
+    return aggregate
+
+
+def apply_all(aggregate: SessionAggregate, payloads: list[AnyPayload]) -> list[str]:
+    for payload in payloads:
+        aggregate.apply(payload, aggregate.version + 1)
+    return [p.type for p in payloads]
+
+
+def test_restart_goes_through_restarting_and_back_to_running_once_every_kernel_is_up() -> None:
+    session = running(["a", "b"])
+    assert apply_all(session, session.decide_restart()) == ["session_status_changed"]
+    assert session.status is SessionStatus.RESTARTING
+    assert {k.status for k in session.kernels.values()} == {KernelStatus.RESTARTING}
+    first, second = session.kernels
+    back = KernelStarted(kernel_id=first, session_id=session.session_id, reason="restarting")
+    assert apply_all(session, session.decide_report(back)) == ["kernel_started"]
+    assert session.status is SessionStatus.RESTARTING  # one kernel is still restarting
+    again = KernelStarted(kernel_id=second, session_id=session.session_id)
+    assert apply_all(session, session.decide_report(again)) == [
+        "kernel_started", "session_status_changed",
+    ]  # fmt: skip
+    assert session.status is SessionStatus.RUNNING  # not a second session_started
+    assert session.decide_report(again) == []  # a repeated report is a no-op
+
+
+def test_restart_is_refused_unless_running() -> None:
+    session = running(["a"])
+    apply_all(session, session.decide_restart())
+    with pytest.raises(GenericForbidden, match="restarting status"):
+        session.decide_restart()
+
+
+def test_a_failed_restart_leaves_the_session_in_error() -> None:
+    session = running(["a"])
+    apply_all(session, session.decide_restart())
+    (changed,) = session.decide_restart_failed("OSError('no space')")
+    apply_all(session, [changed])
+    assert session.status is SessionStatus.ERROR
+    assert changed.status_data == {"error": {"src": "agent", "repr": "OSError('no space')"}}  # type: ignore[union-attr]
+    assert session.decide_restart_failed("again") == []
+    with pytest.raises(GenericForbidden):
+        session.decide_destroy()  # ERROR needs a forced destroy
+    assert session.decide_destroy(forced=True).events
+
+
+def test_a_gone_agent_ends_its_kernels_and_the_others_are_stopped() -> None:
+    session = running(["a", "b"])
+    main, sub = session.kernels
+    decided = session.decide_agent_gone("b")
+    assert [(p.type, getattr(p, "kernel_id", None)) for p in decided] == [
+        ("session_terminating", None), ("kernel_terminating", main), ("kernel_terminated", sub),
+    ]  # fmt: skip
+    assert {str(getattr(p, "reason", "")) for p in decided} == {"agent-termination"}
+    apply_all(session, decided)
+    assert session.status is SessionStatus.TERMINATING
+    assert session.decide_agent_gone("b") == []  # nothing left there to end
+    assert session.kernels[main].status is KernelStatus.TERMINATING  # its agent stops it
+    # then "a" is lost too: its kernel ends, and with it the session
+    assert [p.type for p in session.decide_agent_gone("a")] == [
+        "kernel_terminated", "session_terminated",
+    ]  # fmt: skip
+
+
+def test_a_gone_agent_holding_every_kernel_ends_the_session_at_once() -> None:
+    session = running(["a"])
+    types = apply_all(session, session.decide_agent_gone("a"))
+    assert types == ["session_terminating", "kernel_terminated", "session_terminated"]
+    assert session.status is SessionStatus.TERMINATED
+    assert session.decide_agent_gone("a") == []
+
+
+def test_an_agent_with_none_of_the_kernels_changes_nothing() -> None:
+    assert running(["a"]).decide_agent_gone("elsewhere") == []
