@@ -20,7 +20,7 @@ from events import Event, RedisEventStore, Subscription
 from projections.models import default_projections
 from projections.runtime import Projector
 
-from .agents.agent import Agent, SimAgent
+from .agents.agent import Agent, SimAgent, dispatch
 from .agents.backends import Backend
 from .domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
 from .liveness import LivenessMonitor
@@ -142,5 +142,4 @@ class LocalCluster:
     async def _react(self, event: Event) -> None:
         await self.scheduler.on_event(event)
         await self.shard.on_event(event)
-        for agent in self.agents.values():
-            await agent.on_event(event)
+        await dispatch(self.store, self.agents, event)

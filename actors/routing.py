@@ -104,6 +104,24 @@ class ShardRouter:
                          **options)  # fmt: skip
         return session_id
 
+    async def create_many(self, requests: Sequence[dict[str, Any]]) -> list[uuid.UUID]:
+        """Enqueue many sessions, one ``append_multi`` per owning shard (in parallel). Each
+        request may carry its ``command_id``; the result is in request order."""
+        prepared = []
+        for options in requests:
+            options = dict(options)
+            command = options.pop("command_id", None) or uuid.uuid4()
+            session_id = options.pop("session_id", None) or uuid.uuid5(command, "session")
+            prepared.append({**options, "session_id": session_id, "command_id": command})
+        by_shard: dict[int, list[dict[str, Any]]] = {}
+        for request in prepared:
+            by_shard.setdefault(shard_of(request["session_id"], len(self.handles)), []).append(
+                request
+            )
+        await asyncio.gather(*(self._call(group[0]["session_id"], "create_many", group)
+                               for group in by_shard.values()))  # fmt: skip
+        return [request["session_id"] for request in prepared]
+
     async def wait(
         self, session_id: uuid.UUID, timeout: float, until: Iterable[str] | None = None
     ) -> str:

@@ -14,7 +14,9 @@ actual allocation, ``kernel_terminated``/``kernel_cancelled`` release it.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -62,7 +64,7 @@ from .domain.session import (
     SessionType,
 )
 from .domain.slots import INTRINSIC_SLOTS, ResourceSlot, SlotType
-from .domain.statuses import AGENT_RESOURCE_OCCUPYING_SESSION_STATUSES, SessionStatus
+from .domain.statuses import SessionStatus
 from .sessions import ShardClient, session_stream
 
 __all__ = ["WAKES_SCHEDULER", "Scheduler"]
@@ -74,6 +76,41 @@ WAKES_SCHEDULER = frozenset({
 """Events after which a pass may find something new to place (work, or room for it)."""
 
 log = structlog.get_logger(__name__)
+
+LEDGER_SNAPSHOT_SCHEMA = "ledger-v1"
+LEDGER_SNAPSHOT_EVERY = 500
+_READ_MODELS = ("sessions", "agents")
+_LIMITS_TTL_S = 1.0
+_LEDGER_MOVES = frozenset({"kernel_started", "kernel_terminated", "kernel_cancelled"})
+_STATUS_AFTER = {
+    "session_started": SessionStatus.RUNNING, "session_terminating": SessionStatus.TERMINATING,
+    "session_terminated": SessionStatus.TERMINATED, "session_cancelled": SessionStatus.CANCELLED,
+}  # fmt: skip
+DECISIONS_PER_APPEND = 100
+"""Decisions committed per ``append_multi`` (the ledger plus one stream per session)."""
+
+
+def _failure_key(failure: SessionSchedulingFailed) -> tuple[Any, ...]:
+    return (failure.status_info, tuple((p.name, p.msg) for p in failure.failed_predicates),
+            failure.msg)  # fmt: skip
+
+
+def _recorded_failure(record: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What the read model shows of the last scheduling failure (``None``: none yet)."""
+    scheduler = (record.get("status_data") or {}).get("scheduler")
+    if not scheduler or record["status_info"] not in (
+        "predicate-checks-failed", "no-available-instances", "scheduler-error",
+    ):  # fmt: skip
+        return None
+    failed = tuple((p["name"], p.get("msg", "")) for p in scheduler.get("failed_predicates", ()))
+    return (record["status_info"], failed, scheduler.get("msg"))
+
+
+def _actual_allocation(creation_info: dict[str, Any]) -> ResourceSlot | None:
+    """What the agent says it allocated (``occupied_slots`` in the creation info), if it
+    says; otherwise the reservation stands as it is."""
+    occupied = creation_info.get("occupied_slots")
+    return _slots(occupied) if isinstance(occupied, dict) and occupied else None
 
 
 def _text(value: bytes | str) -> str:
@@ -144,16 +181,56 @@ class Scheduler:
         self.retries: dict[uuid.UUID, int] = {}
         self.last_pending = 0
         """How many pending sessions the last pass saw (a metric)."""
+        self._ledger_current = False
+        """Whether the in-memory ledger is exactly what the log says (up to its version)."""
+        self._specs: dict[uuid.UUID, SessionSpec] = {}
+        self._statuses: dict[uuid.UUID, SessionStatus] = {}
+        """Specs and statuses of the sessions holding slots (which ones, and how much, the
+        ledger says exactly), kept from the log so a pass never re-reads them all."""
+        self._limits: dict[tuple[str, Any], tuple[float, dict[str, Any] | None]] = {}
+        self._pending_specs: dict[uuid.UUID, SessionSpec] = {}
+        self._snapshot_version = 0
+        self.batch_size = DECISIONS_PER_APPEND
         self._lock = asyncio.Lock()
 
     # ---- the ledger --------------------------------------------------------------------------
     async def _load_ledger(self, agents: list[AgentInfo]) -> None:
+        """The ledger from its latest snapshot plus the events after it."""
         self.ledger = Ledger({a.agent_id: a.capacity for a in agents})
         self.holds = {}
-        events = await self.store.read_stream(self.stream)
-        for event in events:
+        self.ledger_version = 0
+        snapshot = await self.store.load_snapshot(self.stream, LEDGER_SNAPSHOT_SCHEMA)
+        if snapshot is not None:
+            for kernel, session, agent, slots in snapshot.state["holds"]:
+                if agent not in self.ledger.capacity:
+                    self.ledger.set_capacity(agent, ResourceSlot())
+                kernel_id, session_id = uuid.UUID(kernel), uuid.UUID(session)
+                self.ledger.apply_reservation(session_id, [(kernel_id, agent, _slots(slots))])
+                self.holds[kernel_id] = (session_id, agent)
+            self.ledger_version = self._snapshot_version = snapshot.version
+        for event in await self.store.read_stream(self.stream, self.ledger_version + 1):
             self._fold(event)
-        self.ledger_version = events[-1].version if events else 0
+        self._ledger_current = True
+
+    async def _sync_ledger(self, agents: list[AgentInfo]) -> None:
+        """Bring the in-memory ledger up to the log: a full load after anything that may
+        have left it off the log (a lost race, a failed pass), else capacities refreshed and
+        only the new events folded. Snapshots every ``LEDGER_SNAPSHOT_EVERY`` events keep a
+        restart from replaying the group's whole history."""
+        if not self._ledger_current:
+            await self._load_ledger(agents)
+        else:
+            for agent in agents:
+                self.ledger.set_capacity(agent.agent_id, agent.capacity)
+            for event in await self.store.read_stream(self.stream, self.ledger_version + 1):
+                self._fold(event)
+        if self.ledger_version - self._snapshot_version >= LEDGER_SNAPSHOT_EVERY:
+            state = {"holds": [[str(k), str(s), a, {n: str(v) for n, v in slots.items()}]
+                               for k, s, a, slots in self.ledger.holds()]}  # fmt: skip
+            await self.store.save_snapshot(
+                self.stream, self.ledger_version, state, LEDGER_SNAPSHOT_SCHEMA
+            )
+            self._snapshot_version = self.ledger_version
 
     def _fold(self, event: Event) -> None:
         data = event.data
@@ -175,9 +252,9 @@ class Scheduler:
             self.holds.pop(data.kernel_id, None)
         self.ledger_version = event.version
 
-    async def _append_ledger(self, payload: Any, command_id: uuid.UUID) -> bool:
-        """Append one ledger event at the version we hold; False if someone else wrote."""
-        batch = events_for_command(command_id, [payload], actor=self.actor)
+    async def _append_ledger(self, payloads: list[Any], command_id: uuid.UUID) -> bool:
+        """Append ledger events at the version we hold; False if someone else wrote."""
+        batch = events_for_command(command_id, payloads, actor=self.actor)
         try:
             result = await self.store.append(self.stream, batch, self.ledger_version)
         except WrongExpectedVersionError:
@@ -190,44 +267,95 @@ class Scheduler:
 
     # ---- reacting to kernels -------------------------------------------------------------------
     async def on_event(self, event: Event) -> None:
-        """Settle and release holds as kernels start and end (called for every log event)."""
-        data = event.data
-        kernel_id = getattr(data, "kernel_id", None)
-        if kernel_id is None or event.type not in (
-            "kernel_started",
-            "kernel_terminated",
-            "kernel_cancelled",
-        ):
+        await self.on_events([event])
+
+    async def on_events(self, events: Sequence[Event]) -> None:
+        """Keep the ledger true to the kernels (called with every log event, in order): a
+        kernel that ended releases its hold; one that started settles it when the agent
+        allocated other than was reserved. One append for a whole batch of events; what the
+        ledger already reflects (a replay after a restart) appends nothing."""
+        for event in events:
+            self._track_status(event)
+        kernel_events = [e for e in events if e.type in _LEDGER_MOVES]
+        if not kernel_events:
             return
         async with self._lock:
+            if not self._ledger_current:  # a fresh actor: know the holds before judging
+                await self._reload()
             for _ in range(8):
-                hold = self.holds.get(kernel_id)
-                if hold is None:
+                payloads = self._ledger_moves(kernel_events)
+                if not payloads:
                     return
-                session_id, agent_id = hold
-                held = self.ledger.held(kernel_id) or ResourceSlot()
-                command = uuid.uuid5(event.event_id, "ledger")
-                if event.type == "kernel_started":
-                    payload: Any = AllocSettled(
-                        session_id=session_id,
-                        kernel_id=kernel_id,
-                        agent_id=agent_id,
-                        actual=dict(held),
-                    )
-                else:
-                    payload = AllocReleased(
-                        session_id=session_id,
-                        kernel_id=kernel_id,
-                        agent_id=agent_id,
-                        slots=dict(held),
-                    )
-                if await self._append_ledger(payload, command):
+                command = uuid.uuid5(kernel_events[0].event_id, f"ledger/{len(kernel_events)}")
+                if await self._append_ledger(payloads, command):
                     return
                 await self._reload()
 
+    def _ledger_moves(self, events: Sequence[Event]) -> list[Any]:
+        payloads: list[Any] = []
+        released: set[uuid.UUID] = set()
+        for event in events:
+            data: Any = event.data
+            hold = self.holds.get(data.kernel_id)
+            if hold is None or data.kernel_id in released:
+                continue
+            session_id, agent_id = hold
+            held = self.ledger.held(data.kernel_id) or ResourceSlot()
+            if event.type == "kernel_started":
+                actual = _actual_allocation(data.creation_info)
+                if actual is not None and actual != held:
+                    payloads.append(AllocSettled(
+                        session_id=session_id, kernel_id=data.kernel_id, agent_id=agent_id,
+                        actual=dict(actual),
+                    ))  # fmt: skip
+            else:
+                released.add(data.kernel_id)
+                payloads.append(AllocReleased(session_id=session_id, kernel_id=data.kernel_id,
+                                              agent_id=agent_id, slots=dict(held)))  # fmt: skip
+        return payloads
+
+    def _track_status(self, event: Event) -> None:
+        data: Any = event.data
+        status = _STATUS_AFTER.get(event.type)
+        if event.type == "session_status_changed":
+            status = SessionStatus[data.status]
+        if status is None:
+            return
+        if status in (SessionStatus.TERMINATED, SessionStatus.CANCELLED):
+            self._statuses.pop(data.session_id, None)
+            self._specs.pop(data.session_id, None)
+        elif data.session_id in self._specs:
+            self._statuses[data.session_id] = status
+
+    async def _existing(self) -> list[ExistingSession]:
+        """The sessions holding slots in this group, from the ledger (exact) with their
+        specs and statuses (from the log; the read model only for ones not seen yet)."""
+        occupying = self.ledger.occupying_by_session()
+        unseen = [str(sid) for sid in occupying if sid not in self._specs]
+        for record in await self.models.sessions_by_id(unseen):
+            sid = uuid.UUID(record["id"])
+            self._specs[sid] = _spec_of(record)
+            self._statuses.setdefault(sid, SessionStatus[record["status"]])
+        return [
+            ExistingSession(self._specs[sid], self._statuses.get(sid, SessionStatus.RUNNING), held)
+            for sid, held in occupying.items()
+            if sid in self._specs
+        ]
+
+    async def _limits_of(self, access_key: str, project_id: Any) -> dict[str, Any] | None:
+        """A keypair's limits, re-read at most once a second (a policy change applies
+        within a second; a pass does not read every owner's five records)."""
+        now = time.monotonic()
+        cached = self._limits.get((access_key, project_id))
+        if cached is not None and now - cached[0] < _LIMITS_TTL_S:
+            return cached[1]
+        limits = await self.tenancy.limits_of(access_key, str(project_id) if project_id else None)
+        self._limits[(access_key, project_id)] = (now, limits)
+        return limits
+
     async def _reload(self) -> None:
-        agents = await self._agents()
-        await self._load_ledger(agents)
+        self._ledger_current = False
+        await self._sync_ledger(await self._agents())
 
     # ---- a pass --------------------------------------------------------------------------------
     async def _agents(self) -> list[AgentInfo]:
@@ -252,87 +380,85 @@ class Scheduler:
             agent_selector=record.get("agent_selector"),
         )
 
-    async def _projections_caught_up(self, timeout_s: float = 2.0) -> None:
-        """Read what was appended before the pass began: wait (bounded, the safety tick
-        covers a stalled projector) until the sessions and agents read models reach the log
-        head as it is now, so a drain or an enqueue just acknowledged is never missed."""
-        head = position_key(await self.store.head())
+    async def _checkpoints(self, names: tuple[str, ...]) -> list[tuple[int, int] | None]:
+        pipe = self.store.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hget(self.store.keys.projection_status(name), "checkpoint")
+        return [position_key(_text(r)) if r else None for r in await pipe.execute()]
+
+    async def _read_models_reach(
+        self, position: tuple[int, int], names: tuple[str, ...], timeout_s: float = 2.0
+    ) -> None:
+        """Wait (bounded: the safety tick covers a stalled projector) until the read models
+        have folded the log up to ``position``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        keys = [self.store.keys.projection_status(name) for name in ("sessions", "agents")]
-        while loop.time() < deadline:
-            pipe = self.store.redis.pipeline(transaction=False)
-            for key in keys:
-                pipe.hget(key, "checkpoint")
-            reached = await pipe.execute()
-            if all(r is not None and position_key(_text(r)) >= head for r in reached):
+        while True:
+            reached = await self._checkpoints(names)
+            if all(r is not None and r >= position for r in reached):
+                return
+            if loop.time() >= deadline:
+                log.warning("read models behind the log; scheduling on what they show",
+                            position=position, reached=reached)  # fmt: skip
                 return
             await asyncio.sleep(0.005)
 
     async def run_pass(self, now: datetime | None = None) -> int:
         """One pass; returns how many sessions were scheduled."""
         async with self._lock:
-            await self._projections_caught_up()
-            agents = await self._agents()
-            await self._load_ledger(agents)
-            group = await self._group()
-            pending_records = (
-                await self.models.pending_queue(self.group_name, limit=100_000)
-            ).items
-            pending = []
-            for record in pending_records:
-                aggregate = await self.shard.get(uuid.UUID(record["id"]))
-                if aggregate.status is SessionStatus.PENDING:  # the stream, not the projection
-                    spec = _spec_of(record)
-                    pending.append(PendingSession(spec, self.retries.get(spec.session_id, 0)))
-            self.last_pending = len(pending)
-            if not pending:
-                return 0
-            occupying = [s.name for s in AGENT_RESOURCE_OCCUPYING_SESSION_STATUSES]
-            existing = [
-                ExistingSession(
-                    _spec_of(r), SessionStatus[r["status"]], _slots(r["occupying_slots"])
-                )
-                for r in (
-                    await self.models.sessions(
-                        scaling_group=self.group_name, statuses=occupying, limit=100_000
-                    )
-                ).items
-            ]
-            ctx = await self._context(pending, existing, agents, now)
-            result = schedule_pass(
-                group=group,
-                pending=pending,
-                existing=existing,
-                agents=agents,
-                ctx=ctx,
-                ledger=self.ledger,
+            try:
+                return await self._run_pass(now)
+            except BaseException:
+                self._ledger_current = False  # the pass may have reserved what never landed
+                raise
+
+    async def _run_pass(self, now: datetime | None) -> int:
+        # Read what was appended before the pass began, and agents no older than the queue:
+        # a drain acknowledged before an enqueue is always seen by the pass that places it.
+        await self._read_models_reach(position_key(await self.store.head()), _READ_MODELS)
+        records = {
+            r["id"]: r
+            for r in (await self.models.pending_queue(self.group_name, limit=100_000)).items
+            if r["status"] == "PENDING"
+        }
+        queue_position = (await self._checkpoints(("sessions",)))[0]
+        if queue_position is not None:
+            await self._read_models_reach(queue_position, ("agents",))
+        agents = await self._agents()
+        await self._sync_ledger(agents)
+        group = await self._group()
+        pending = [
+            PendingSession(_spec_of(r), self.retries.get(uuid.UUID(r["id"]), 0))
+            for r in records.values()
+        ]
+        self._pending_specs = {p.spec.session_id: p.spec for p in pending}
+        self.last_pending = len(pending)
+        if not pending:
+            return 0
+        existing = await self._existing()
+        ctx = await self._context(pending, existing, agents, now)
+        result = schedule_pass(
+            group=group, pending=pending, existing=existing, agents=agents, ctx=ctx,
+            ledger=self.ledger,
+        )  # fmt: skip
+        scheduled = await self._commit_all(result.decisions, records)
+        for failure in result.failures:
+            retries = self.retries[failure.session_id] = self.retries.get(failure.session_id, 0) + 1
+            report = SessionSchedulingFailed(
+                session_id=failure.session_id,
+                status_info=failure.status_info,
+                retries=retries,
+                failed_predicates=[
+                    PredicateFailure(name=n, msg=m) for n, m in failure.failed_predicates
+                ],
+                passed_predicates=list(failure.passed_predicates),
+                msg=failure.msg,
             )
-            scheduled = 0
-            for decision in result.decisions:
-                if not await self._commit(decision):
-                    break  # the ledger moved under us: the next pass starts from the log
-                scheduled += 1
-                self.retries.pop(decision.session_id, None)
-            for failure in result.failures:
-                retries = self.retries[failure.session_id] = (
-                    self.retries.get(failure.session_id, 0) + 1
-                )
-                await self.shard.scheduling_failed(
-                    SessionSchedulingFailed(
-                        session_id=failure.session_id,
-                        status_info=failure.status_info,
-                        retries=retries,
-                        failed_predicates=[
-                            PredicateFailure(name=n, msg=m) for n, m in failure.failed_predicates
-                        ],
-                        passed_predicates=list(failure.passed_predicates),
-                        msg=failure.msg,
-                    )
-                )
-            for cancel in result.cancellations:
-                await self.shard.destroy(cancel.session_id, reason=str(cancel.reason))
-            return scheduled
+            if _recorded_failure(records[str(failure.session_id)]) != _failure_key(report):
+                await self.shard.scheduling_failed(report)  # only a change is worth a call
+        for cancel in result.cancellations:
+            await self.shard.destroy(cancel.session_id, reason=str(cancel.reason))
+        return scheduled
 
     async def _context(
         self,
@@ -346,15 +472,13 @@ class Scheduler:
             for slot in agent.capacity:
                 known.setdefault(slot, SlotType.COUNT)
         policies, projects, domains = {}, {}, {}
-        for session in pending:
-            spec = session.spec
-            limits = await self.tenancy.limits_of(
-                spec.access_key, str(spec.project_id) if spec.project_id else None
-            )
+        owners = {(p.spec.access_key, p.spec.project_id, p.spec.domain) for p in pending}
+        for access_key, project_id, domain in owners:  # once per owner, not per session
+            limits = await self._limits_of(access_key, project_id)
             if limits:
-                policies[spec.access_key] = quota_policy(limits["policy"])
-                projects[spec.project_id] = limits["project_slots"]
-                domains[spec.domain] = limits["domain_slots"]
+                policies[access_key] = quota_policy(limits["policy"])
+                projects[project_id] = limits["project_slots"]
+                domains[domain] = limits["domain_slots"]
         dependencies = {}
         for session in pending:
             for dep in session.spec.dependencies:
@@ -377,54 +501,104 @@ class Scheduler:
             dependencies=dependencies,
         )
 
-    async def _commit(self, decision: Any) -> bool:
+    def _decision_events(
+        self, decision: Any, record: dict[str, Any], version: int
+    ) -> tuple[AllocReserved, StreamBatch, uuid.UUID]:
+        """The ledger reservation, the session's batch (at ``version``) and the command id
+        of one decision."""
         reservation = decision.reservation
         session_id = reservation.session_id
-        aggregate = await self.shard.get(session_id)
-        command = uuid.uuid5(session_id, f"scheduled@{aggregate.version}")
+        command = uuid.uuid5(session_id, f"scheduled@{version}")
         reserved = AllocReserved(
             session_id=session_id,
             scaling_group=self.group_name,
             allocations=[
-                Allocation(
-                    kernel_id=a.kernel_id,
-                    agent_id=a.agent_id,
-                    slots=dict(a.slots),
-                    free_before=dict(a.free_before),
-                )
+                Allocation(kernel_id=a.kernel_id, agent_id=a.agent_id, slots=dict(a.slots),
+                           free_before=dict(a.free_before))
                 for a in reservation.allocations
             ],
-        )
+        )  # fmt: skip
         scheduled = SessionScheduled(
-            session_id=session_id,
-            creation_id=aggregate.creation_id,
-            reason="scheduled",
+            session_id=session_id, creation_id=record["creation_id"] or "", reason="scheduled",
             scaling_group=self.group_name,
-            placements=[
-                KernelPlacement(kernel_id=a.kernel_id, agent_id=a.agent_id)
-                for a in reservation.allocations
-            ],
+            placements=[KernelPlacement(kernel_id=a.kernel_id, agent_id=a.agent_id)
+                        for a in reservation.allocations],
+        )  # fmt: skip
+        session = StreamBatch(
+            session_stream(session_id),
+            events_for_command(uuid.uuid5(command, "session"), [scheduled], actor=self.actor),
+            version,
         )
+        return reserved, session, command
+
+    async def _commit_all(self, decisions: list[Any], records: dict[str, Any]) -> int:
+        """Commit decisions ``batch_size`` at a time, each batch one ``append_multi`` of the
+        ledger (the fencing token) and every session's stream at the version the read model
+        showed. A conflict in a batch (a session changed meanwhile) retries its decisions one
+        by one against their streams; a conflict on the ledger (another scheduler) ends the
+        pass, and the next one starts from the log."""
+        committed = 0
+        for start in range(0, len(decisions), self.batch_size):
+            chunk = decisions[start : start + self.batch_size]
+            parts = [
+                self._decision_events(d, records[str(d.session_id)],
+                                      records[str(d.session_id)]["stream_version"])
+                for d in chunk
+            ]  # fmt: skip
+            ledger = StreamBatch(
+                self.stream,
+                events_for_command(uuid.uuid5(parts[0][2], f"ledger/{len(parts)}"),
+                                   [p[0] for p in parts], actor=self.actor),
+                self.ledger_version,
+            )  # fmt: skip
+            try:
+                await self.store.append_multi([ledger, *(p[1] for p in parts)])
+            except WrongExpectedVersionError as exc:
+                if exc.stream == self.stream:
+                    log.info("the ledger moved under the pass", stream=exc.stream)
+                    self._ledger_current = False
+                    return committed
+                for decision in chunk:
+                    outcome = await self._commit_one(decision, records[str(decision.session_id)])
+                    if outcome is None:
+                        return committed
+                    committed += outcome
+                continue
+            self._committed(chunk)
+            committed += len(chunk)
+        return committed
+
+    def _committed(self, decisions: list[Any]) -> None:
+        self.ledger_version += len(decisions)  # one ledger entry per decision
+        for decision in decisions:
+            allocations = decision.reservation.allocations
+            self.holds.update({a.kernel_id: (decision.session_id, a.agent_id) for a in allocations})
+            self.retries.pop(decision.session_id, None)
+            spec = self._pending_specs.get(decision.session_id)
+            if spec is not None:
+                self._specs[decision.session_id] = spec
+                self._statuses[decision.session_id] = SessionStatus.SCHEDULED
+
+    async def _commit_one(self, decision: Any, record: dict[str, Any]) -> int | None:
+        """One decision at the session's current stream version: 1 if committed, 0 if the
+        session is no longer pending (its reservation is dropped with a reload), ``None`` if
+        the ledger moved (stop)."""
+        session_id = decision.session_id
+        aggregate = await self.shard.get(session_id)
+        if aggregate.status is not SessionStatus.PENDING:
+            self._ledger_current = False  # the in-memory reservation never lands
+            return 0
+        reserved, session, scheduled = self._decision_events(decision, record, aggregate.version)
+        command = uuid.uuid5(scheduled, "ledger/1")
+        ledger = StreamBatch(
+            self.stream, events_for_command(command, [reserved], actor=self.actor),
+            self.ledger_version,
+        )  # fmt: skip
         try:
-            await self.store.append_multi(
-                [
-                    StreamBatch(
-                        self.stream,
-                        events_for_command(command, [reserved], actor=self.actor),
-                        self.ledger_version,
-                    ),
-                    StreamBatch(
-                        session_stream(session_id),
-                        events_for_command(
-                            uuid.uuid5(command, "session"), [scheduled], actor=self.actor
-                        ),
-                        aggregate.version,
-                    ),
-                ]
-            )
+            await self.store.append_multi([ledger, session])
         except WrongExpectedVersionError as exc:
             log.info("scheduling decision lost a race", session=str(session_id), stream=exc.stream)
-            return False
-        self.ledger_version += 1
-        self.holds.update({a.kernel_id: (session_id, a.agent_id) for a in reservation.allocations})
-        return True
+            self._ledger_current = False
+            return None if exc.stream == self.stream else 0
+        self._committed([decision])
+        return 1

@@ -26,6 +26,7 @@ from events import (
     AnyPayload,
     Event,
     RedisEventStore,
+    StreamBatch,
     WrongExpectedVersionError,
     events_for_command,
 )
@@ -208,7 +209,21 @@ class SessionShard:
         raise RuntimeError(f"session {session_id} kept changing under {_RETRIES} attempts")
 
     # ---- commands ----------------------------------------------------------------------------
-    async def create(
+    async def create(self, **options: Any) -> uuid.UUID:
+        """Enqueue a session (validated first: nothing invalid reaches the log)."""
+        session_id, batch = await self._enqueued(**options)
+        await self.store.append(batch.stream, batch.events, NO_STREAM)
+        return session_id
+
+    async def create_many(self, requests: Sequence[dict[str, Any]]) -> list[uuid.UUID]:
+        """Enqueue several sessions in one atomic ``append_multi`` (each its own stream):
+        a burst of submissions costs one round trip, and all or none are enqueued."""
+        enqueued = [await self._enqueued(**options) for options in requests]
+        if enqueued:
+            await self.store.append_multi([batch for _, batch in enqueued])
+        return [session_id for session_id, _ in enqueued]
+
+    async def _enqueued(
         self,
         *,
         name: str,
@@ -228,8 +243,8 @@ class SessionShard:
         project_id: uuid.UUID | None = None,
         session_id: uuid.UUID | None = None,
         command_id: uuid.UUID | None = None,
-    ) -> uuid.UUID:
-        """Enqueue a session (validated first: nothing invalid reaches the log)."""
+    ) -> tuple[uuid.UUID, StreamBatch]:
+        """A validated ``session_enqueued`` for a new session, ready to append."""
         validate_creation(
             session_type=session_type, starts_at="set" if starts_at else None,
             startup_command=startup_command, cluster_size=cluster_size,
@@ -262,8 +277,7 @@ class SessionShard:
         )  # fmt: skip
         event = SessionEnqueued(session_id=sid, creation_id=command.hex[:16], spec=spec)
         batch = events_for_command(command, [event], actor=self.actor)
-        await self.store.append(session_stream(sid), batch, NO_STREAM)
-        return sid
+        return sid, StreamBatch(session_stream(sid), batch, NO_STREAM)
 
     async def prepare(self, session_id: uuid.UUID, *, command_id: uuid.UUID | None = None) -> bool:
         return bool(await self._decide(session_id, command_id, lambda s: s.decide_prepare()))

@@ -62,6 +62,15 @@ class Subscription:
         self.position = event.position
         return event
 
+    def take_buffered(self) -> list[Event]:
+        """Everything already read but not yet handed out, handed out now (consumers that
+        react in batches: one reaction and one checkpoint for many events)."""
+        events = list(self._buffer)
+        self._buffer.clear()
+        if events:
+            self.position = events[-1].position
+        return events
+
     async def aclose(self) -> None:
         self._closed = True
 

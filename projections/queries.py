@@ -63,6 +63,11 @@ class ReadModels:
         found = await self._records(prefix, "session", [str(session_id)])
         return found[0] if found else None
 
+    async def sessions_by_id(self, session_ids: Sequence[str]) -> list[Record]:
+        """Several sessions in one round trip (unknown ids are left out)."""
+        prefix = await self._prefix("sessions")
+        return [] if prefix is None else await self._records(prefix, "session", session_ids)
+
     async def session_by_name(self, access_key: str, name: str) -> Record | None:
         prefix = await self._prefix("sessions")
         if prefix is None:

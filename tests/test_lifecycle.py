@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from actors.agents.backends import KernelLaunch, SimBackend
 from actors.domain.session import ClusterMode, SessionType
 from actors.domain.slots import ResourceSlot
 from actors.local import LocalCluster
@@ -16,6 +17,7 @@ from actors.tenancy import TenancyService
 from events import RedisEventStore
 from events.secrets import SecretBox
 from kernelhub.testing import eventually
+from projections.queries import ReadModels
 
 pytestmark = pytest.mark.redis
 G = 2**30
@@ -74,7 +76,7 @@ async def test_single_kernel_session_from_enqueue_to_termination(
 
     async def released() -> bool:
         ledger = await types_of(store, "alloc-default")
-        return ledger == ["alloc_reserved", "alloc_settled", "alloc_released"]
+        return ledger == ["alloc_reserved", "alloc_released"]  # nothing to settle: as reserved
 
     await eventually(released, timeout=10, message="hold released")
     occupied = cluster.scheduler.ledger.occupied.values()
@@ -200,3 +202,34 @@ async def test_pending_timeout_cancels_the_session_and_its_kernels(
     assert {e.data.reason for e in cancels} == {"pending-timeout"}  # type: ignore[union-attr]
     waited_ms = events[-1].position_ms - events[0].position_ms
     assert waited_ms >= 1000
+
+
+class FrugalBackend(SimBackend):
+    """An agent that allocates less memory than was reserved, and says so."""
+
+    async def start(self, launch: KernelLaunch) -> dict[str, object]:
+        info = await super().start(launch)
+        return {**info, "occupied_slots": {"cpu": "1", "mem": str(G // 2)}}
+
+
+async def test_an_allocation_other_than_reserved_is_settled(store: RedisEventStore) -> None:
+    local = LocalCluster(store, [("i-f", {"cpu": 8, "mem": 16 * G})], safety_tick_s=0.5,
+                         backend=lambda _: FrugalBackend())  # fmt: skip
+    await local.start()
+    try:
+        sid = await create(local)
+        await wait_status(local, sid, "RUNNING")
+
+        async def settled() -> bool:
+            return await types_of(store, "alloc-default") == ["alloc_reserved", "alloc_settled"]
+
+        await eventually(settled, message="settled to the actual allocation")
+        assert local.scheduler.ledger.occupied["i-f"] == ResourceSlot(cpu=1, mem=G // 2)
+
+        async def projected() -> bool:
+            agent = await ReadModels(store).agent("i-f")
+            return agent is not None and agent["occupied_slots"] == {"cpu": "1", "mem": str(G // 2)}
+
+        await eventually(projected, message="the agents read model follows")
+    finally:
+        await local.stop()

@@ -151,10 +151,12 @@ async def test_a_drained_agent_gets_nothing_new_and_stays_drained_after_a_restar
         assert await agent.set_schedulable(False)
     sid = await cluster.shard.create(**options())  # type: ignore[arg-type]
 
-    async def failed() -> bool:
-        return "session_scheduling_failed" in await types_of(store, sid)
+    async def decided() -> list[str]:
+        types = await types_of(store, sid)
+        return types if {"session_scheduling_failed", "session_scheduled"} & set(types) else []
 
-    await eventually(failed, message="no agent for it")
+    types = await eventually(decided, message="a scheduling attempt")
+    assert "session_scheduled" not in types and "session_scheduling_failed" in types
     assert await status_of(cluster, sid) == "PENDING"
     agent = cluster.agents["i-p1"]
     agent.schedulable = True  # what a fresh process would assume...

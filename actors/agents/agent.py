@@ -34,11 +34,12 @@ from events.catalogue import (
 from projections.queries import ReadModels
 
 from ..background import Background
+from ..domain.session_aggregate import SessionAggregate
 from ..domain.statuses import KernelStatus
 from ..sessions import ShardClient, load_session
 from .backends import Backend, KernelLaunch, SimBackend
 
-__all__ = ["Agent", "SimAgent"]
+__all__ = ["Agent", "SimAgent", "dispatch"]
 
 _LIVE_IN_LOG = frozenset({"SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING",
                           "TERMINATING", "ERROR"})  # fmt: skip
@@ -82,20 +83,21 @@ class Agent:
         self.stats_ttl_s = 60
         self.background = Background()
 
-    async def on_event(self, event: Event) -> None:
+    async def on_event(self, event: Event, session: SessionAggregate | None = None) -> None:
         """The agent's reactions to the log: create the kernels placed on it when their
-        session is prepared; stop them when it is destroyed."""
+        session is prepared; restart them; stop them when it is destroyed. A host of many
+        agents passes the session it folded once (see :func:`dispatch`)."""
         data: Any = event.data
-        restarting = event.type == "session_status_changed" and data.status == "RESTARTING"
-        if event.type not in ("session_preparing", "session_terminating") and not restarting:
+        if not _concerns_agents(event):
             return
-        session = await load_session(self.store, data.session_id)
+        if session is None:
+            session = await load_session(self.store, data.session_id)
         mine = [k for k in session.kernels.values() if k.agent == self.agent_id]
         if not mine:
             return
         if event.type == "session_preparing":
             self._spawn_creation(session, [k.kernel_id for k in mine])
-        elif restarting:
+        elif event.type == "session_status_changed":
             ids = [k.kernel_id for k in mine if k.status is KernelStatus.RESTARTING]
             self._starting.update(ids)
             self.background.spawn(self.restart_kernels(session, ids))
@@ -314,6 +316,26 @@ class Agent:
                 reason=reason if known else "already-terminated",
                 exit_code=exit_code if exit_code is not None else -1,
             ))  # fmt: skip
+
+
+def _concerns_agents(event: Event) -> bool:
+    data: Any = event.data
+    if event.type == "session_status_changed":
+        return bool(data.status == "RESTARTING")
+    return event.type in ("session_preparing", "session_terminating")
+
+
+async def dispatch(store: RedisEventStore, agents: Mapping[str, Agent], event: Event) -> None:
+    """Hand an event to the hosted agents it concerns: the session is folded once per host,
+    not once per agent (a host of a thousand simulated agents would otherwise read the
+    stream a thousand times)."""
+    if not _concerns_agents(event):
+        return
+    session = await load_session(store, event.data.session_id)  # type: ignore[union-attr]
+    for agent_id in dict.fromkeys(k.agent for k in session.kernels.values()):
+        agent = agents.get(agent_id) if agent_id else None
+        if agent is not None:
+            await agent.on_event(event, session)
 
 
 def SimAgent(

@@ -45,13 +45,21 @@ class Follower:
         self._task = asyncio.create_task(self._follow(key))
 
     async def _follow(self, key: str) -> None:
-        assert self._subscription is not None
-        async for event in self._subscription:
+        """React to what the log holds, a buffered batch at a time, and record the position
+        once per batch (a restart replays at most one batch: reactions are idempotent)."""
+        subscription = self._subscription
+        assert subscription is not None
+        async for event in subscription:
+            batch = [event, *subscription.take_buffered()]
+            await self.react_many(batch)
+            await self.store.redis.set(key, batch[-1].position)
+
+    async def react_many(self, events: list[Event]) -> None:
+        for event in events:
             try:
                 await self.react(event)
             except Exception:  # one failed reaction must not stop the actor following the log
                 log.exception("reaction failed", actor=self.follower_name, position=event.position)
-            await self.store.redis.set(key, event.position)
 
     async def react(self, event: Event) -> None:
         raise NotImplementedError

@@ -15,7 +15,7 @@ import structlog
 
 from events import Event, RedisEventStore
 
-from ..agents.agent import Agent
+from ..agents.agent import Agent, dispatch
 from ..agents.backends import Backend, ProcessBackend, SimBackend
 from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S
 from ..metrics import ActorMetrics
@@ -78,8 +78,7 @@ class AgentsActor(Follower):
                        asyncio.create_task(self._reconcile())]  # fmt: skip
 
     async def react(self, event: Event) -> None:
-        for agent in self.agents.values():
-            await agent.on_event(event)
+        await dispatch(self.store, self.agents, event)
 
     async def metrics_snapshot(self) -> dict[str, float]:
         return self.metrics.snapshot()

@@ -54,6 +54,7 @@ class SchedulerActor(Follower):
         self.safety_tick_s = safety_tick_s
         self.liveness_interval_s = min(liveness_interval_s, lost_timeout_s / 2)
         self._wake = asyncio.Event()
+        self._paused = False
         self._loops: list[asyncio.Task[None]] = []
         self.group = scaling_group
         self.metrics = ActorMetrics(
@@ -67,16 +68,21 @@ class SchedulerActor(Follower):
         self._loops = [asyncio.create_task(self._schedule()), asyncio.create_task(self._watch())]
         self._wake.set()
 
-    async def react(self, event: Event) -> None:
-        await self.scheduler.on_event(event)
-        if event.type in WAKES_SCHEDULER:
-            self._wake.set()  # the pass itself waits for the read models to catch up
+    async def react_many(self, events: list[Event]) -> None:
+        if any(e.type in WAKES_SCHEDULER for e in events):
+            self._wake.set()  # at once: the pass itself waits for the read models
+        try:
+            await self.scheduler.on_events(events)
+        except Exception:
+            log.exception("ledger reaction failed", position=events[-1].position)
 
     async def _schedule(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.safety_tick_s)
             self._wake.clear()
+            if self._paused:
+                continue
             try:
                 await self.run_pass()
             except Exception:
@@ -89,6 +95,13 @@ class SchedulerActor(Follower):
             except Exception:
                 log.exception("liveness check failed")
             await asyncio.sleep(self.liveness_interval_s)
+
+    async def set_paused(self, paused: bool) -> None:
+        """Hold scheduling (an operator's freeze; benchmarks enqueue a queue first): while
+        paused nothing is placed; resuming runs a pass at once."""
+        self._paused = paused
+        if not paused:
+            self._wake.set()
 
     async def run_pass(self) -> int:
         started = time.perf_counter()

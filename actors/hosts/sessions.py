@@ -46,6 +46,14 @@ class SessionsActor(Follower):
         self.metrics.inc("kernelhub_session_events_total", type="session_enqueued")
         return session_id
 
+    async def create_many(self, requests: list[dict[str, Any]]) -> list[str]:
+        session_ids = await self.shard.create_many(requests)
+        self._count("create_many", [])
+        self.metrics.inc(
+            "kernelhub_session_events_total", len(session_ids), type="session_enqueued"
+        )
+        return [str(s) for s in session_ids]
+
     async def wait(
         self, session_id: uuid.UUID, timeout: float, until: list[str] | None = None
     ) -> str:

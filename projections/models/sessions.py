@@ -54,7 +54,7 @@ def _new_session(session_id: str, event: StoredEvent) -> Record:
         "dependencies": [], "result": "undefined", "requested_slots": {},
         "occupying_slots": {}, "usage_slots": {}, "running_since_ms": None, "ended_ms": None,
         "kernels": {},
-        "version": 0, "position": event.position,
+        "version": 0, "position": event.position, "stream_version": 0,
     }  # fmt: skip
 
 
@@ -317,6 +317,8 @@ class SessionsProjection(IndexedProjection):
         handler(record, event)
         record["version"] = record["version"] + 1
         record["position"] = event.position
+        if event.stream == f"session-{session_id}":
+            record["stream_version"] = event.version  # the writers' expected version
         records.put(KIND, session_id, record)
 
     def finalize(self, ref: RecordRef, record: Record) -> None:

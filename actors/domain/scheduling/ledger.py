@@ -62,6 +62,19 @@ class Ledger:
     def free(self, agent_id: str) -> ResourceSlot:
         return self.capacity[agent_id] - self.occupied[agent_id]
 
+    def holds(self) -> list[tuple[uuid.UUID, uuid.UUID, str, ResourceSlot]]:
+        """Every live hold as (kernel, session, agent, slots): what a snapshot keeps."""
+        return [(k, h.session_id, h.agent_id, h.slots) for k, h in self._holds.items()]
+
+    def occupying_by_session(self) -> dict[uuid.UUID, ResourceSlot]:
+        """What each session holds, summed over its kernels: the sessions occupying agent
+        slots are exactly those with a hold (reserved at decision, released as kernels end)."""
+        totals: dict[uuid.UUID, ResourceSlot] = {}
+        for hold in self._holds.values():
+            held = totals.get(hold.session_id)
+            totals[hold.session_id] = hold.slots if held is None else held + hold.slots
+        return totals
+
     def held(self, kernel_id: uuid.UUID) -> ResourceSlot | None:
         hold = self._holds.get(kernel_id)
         return hold.slots if hold else None
