@@ -13,7 +13,6 @@ never report them.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -21,7 +20,8 @@ import structlog
 from events import RedisEventStore, WrongExpectedVersionError, events_for_command
 from projections.queries import ReadModels
 
-from .domain.liveness import agent_status, decide_liveness
+from .agent_streams import AgentStreams
+from .domain.liveness import decide_liveness
 from .domain.statuses import AgentStatus
 
 __all__ = ["LivenessMonitor"]
@@ -32,14 +32,6 @@ _LIVE_SESSION_STATUSES = [
     "SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING", "RUNNING_DEGRADED",
     "TERMINATING", "ERROR",
 ]  # fmt: skip
-
-
-@dataclass
-class _AgentView:
-    status: AgentStatus | None = None
-    version: int = 0
-    changed_ms: int = 0
-    """Log time of the event that set the status (when a LOST agent was lost)."""
 
 
 class LivenessMonitor:
@@ -59,8 +51,7 @@ class LivenessMonitor:
         self.shard = shard
         self.models = ReadModels(store)
         self._reclaimed: set[tuple[str, int]] = set()
-        self._agents: dict[str, _AgentView] = {}
-        """Each agent's status as folded from its stream so far."""
+        self.streams = AgentStreams(store)
         """(agent, version of its LOST event) whose sessions were already destroyed."""
 
     async def check(self) -> list[tuple[str, str]]:
@@ -71,11 +62,11 @@ class LivenessMonitor:
             self.store.keys.heartbeats, 0, -1, withscores=True
         )
         agent_ids = [a.decode() if isinstance(a, bytes) else str(a) for a, _ in beats]
-        await self._refresh(agent_ids)
+        views = await self.streams.refresh(agent_ids)
         changes: list[tuple[str, str]] = []
-        for agent_id, (_, last_seen) in zip(agent_ids, beats, strict=True):
+        for known, (_, last_seen) in zip(views, beats, strict=True):
+            agent_id = known.agent_id
             stream = f"agent-{agent_id}"
-            known = self._agents[agent_id]
             decided = decide_liveness(known.status, float(last_seen), now, self.lost_timeout_s)
             if not decided:
                 if known.status is AgentStatus.LOST and self.terminate_after_s is not None:
@@ -91,24 +82,6 @@ class LivenessMonitor:
             log.info("agent liveness changed", agent=agent_id, event_type=decided[0].type)
             changes.append((agent_id, decided[0].type))
         return changes
-
-    async def _refresh(self, agent_ids: list[str]) -> None:
-        """Fold what is new in the agents' streams: one pipelined length check for all of
-        them, then reads only for the streams that grew (a thousand quiet agents cost one
-        round trip per check, not a thousand)."""
-        pipe = self.store.redis.pipeline(transaction=False)
-        for agent_id in agent_ids:
-            pipe.llen(self.store.keys.stream_index(f"agent-{agent_id}"))
-        lengths = await pipe.execute()
-        for agent_id, length in zip(agent_ids, lengths, strict=True):
-            known = self._agents.setdefault(agent_id, _AgentView())
-            if int(length) <= known.version:
-                continue
-            for event in await self.store.read_stream(f"agent-{agent_id}", known.version + 1):
-                status = agent_status([event.data])
-                if status is not None and status is not known.status:
-                    known.status, known.changed_ms = status, event.position_ms
-                known.version = event.version
 
     async def _reclaim(self, agent_id: str, lost_version: int) -> None:
         """Destroy every live session with a kernel on the lost agent, once per loss (the

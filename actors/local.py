@@ -99,7 +99,6 @@ class LocalCluster:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self.shard.drain()
         for agent in self.agents.values():
             await agent.drain()
 

@@ -44,6 +44,7 @@ from events.catalogue import (
 from projections.queries import ReadModels
 from projections.tenancy_queries import TenancyLookups
 
+from .agent_streams import AgentStreams
 from .domain.limits import quota_policy
 from .domain.predicates import PredicateContext
 from .domain.scaling_groups import ScalingGroup
@@ -64,10 +65,10 @@ from .domain.session import (
     SessionType,
 )
 from .domain.slots import INTRINSIC_SLOTS, ResourceSlot, SlotType
-from .domain.statuses import SessionStatus
+from .domain.statuses import AgentStatus, SessionStatus
 from .sessions import ShardClient, session_stream
 
-__all__ = ["WAKES_SCHEDULER", "Scheduler"]
+__all__ = ["SCHEDULER_REACTS_TO", "WAKES_SCHEDULER", "Scheduler"]
 
 WAKES_SCHEDULER = frozenset({
     "session_enqueued", "session_terminated", "session_cancelled", "agent_started",
@@ -79,9 +80,13 @@ log = structlog.get_logger(__name__)
 
 LEDGER_SNAPSHOT_SCHEMA = "ledger-v1"
 LEDGER_SNAPSHOT_EVERY = 500
-_READ_MODELS = ("sessions", "agents")
 _LIMITS_TTL_S = 1.0
 _LEDGER_MOVES = frozenset({"kernel_started", "kernel_terminated", "kernel_cancelled"})
+_AGENT_EVENTS = frozenset({"agent_registered", "agent_started", "agent_terminated"})
+SCHEDULER_REACTS_TO = WAKES_SCHEDULER | _LEDGER_MOVES | _AGENT_EVENTS | {
+    "session_started", "session_terminating", "session_status_changed",
+}  # fmt: skip
+"""What the scheduler's actor reads from the log (the rest is never decoded there)."""
 _STATUS_AFTER = {
     "session_started": SessionStatus.RUNNING, "session_terminating": SessionStatus.TERMINATING,
     "session_terminated": SessionStatus.TERMINATED, "session_cancelled": SessionStatus.CANCELLED,
@@ -174,6 +179,13 @@ class Scheduler:
         self.stream = f"alloc-{scaling_group}"
         self.models = ReadModels(store)
         self.tenancy = TenancyLookups(store)
+        self.agent_streams = AgentStreams(store)
+        self._agent_infos: dict[str, tuple[int, AgentInfo]] = {}
+        self._capacities: dict[str, ResourceSlot] = {}
+        self.follows_log = False
+        """Set by a host that feeds :meth:`on_events` every event in log order before it
+        wakes a pass (the Ray actor): agents are then folded from those events, and a
+        pass reads nothing about them. Otherwise each pass checks the agents' streams."""
         self.ledger = Ledger()
         self.ledger_version = 0
         self.holds: dict[uuid.UUID, tuple[uuid.UUID, str]] = {}
@@ -197,6 +209,7 @@ class Scheduler:
     async def _load_ledger(self, agents: list[AgentInfo]) -> None:
         """The ledger from its latest snapshot plus the events after it."""
         self.ledger = Ledger({a.agent_id: a.capacity for a in agents})
+        self._capacities = {a.agent_id: a.capacity for a in agents}
         self.holds = {}
         self.ledger_version = 0
         snapshot = await self.store.load_snapshot(self.stream, LEDGER_SNAPSHOT_SCHEMA)
@@ -220,8 +233,10 @@ class Scheduler:
         if not self._ledger_current:
             await self._load_ledger(agents)
         else:
-            for agent in agents:
-                self.ledger.set_capacity(agent.agent_id, agent.capacity)
+            for agent in agents:  # only what changed: a thousand agents, rarely resized
+                if self._capacities.get(agent.agent_id) is not agent.capacity:
+                    self.ledger.set_capacity(agent.agent_id, agent.capacity)
+                    self._capacities[agent.agent_id] = agent.capacity
             for event in await self.store.read_stream(self.stream, self.ledger_version + 1):
                 self._fold(event)
         if self.ledger_version - self._snapshot_version >= LEDGER_SNAPSHOT_EVERY:
@@ -276,6 +291,8 @@ class Scheduler:
         ledger already reflects (a replay after a restart) appends nothing."""
         for event in events:
             self._track_status(event)
+            if event.type in _AGENT_EVENTS:
+                self.agent_streams.apply(event)
         kernel_events = [e for e in events if e.type in _LEDGER_MOVES]
         if not kernel_events:
             return
@@ -359,16 +376,29 @@ class Scheduler:
 
     # ---- a pass --------------------------------------------------------------------------------
     async def _agents(self) -> list[AgentInfo]:
-        return [
-            AgentInfo(
-                a["id"],
-                _slots(a["available_slots"]),
-                architecture=a["architecture"],
-                schedulable=a["schedulable"],
-                alive=a["status"] == "ALIVE",
-            )
-            for a in await self.models.agents(self.group_name)
-        ]
+        """This group's agents, from their own streams (see :mod:`actors.agent_streams`)."""
+        streams = self.agent_streams
+        if self.follows_log and streams.agents:  # fed in log order by on_events
+            if streams.stale:
+                await streams.refresh(sorted(streams.stale))
+            known = list(streams.agents.values())
+        else:
+            known = await streams.refresh(await streams.known_ids())
+        agents = []
+        for facts in known:
+            registration = facts.registration
+            if registration is None or registration.scaling_group != self.group_name:
+                continue
+            cached = self._agent_infos.get(facts.agent_id)
+            if cached is None or cached[0] != facts.version:  # rebuilt only when it changed
+                info = AgentInfo(
+                    facts.agent_id, ResourceSlot(registration.available_slots),
+                    architecture=registration.architecture,
+                    schedulable=registration.schedulable, alive=facts.status is AgentStatus.ALIVE,
+                )  # fmt: skip
+                cached = self._agent_infos[facts.agent_id] = (facts.version, info)
+            agents.append(cached[1])
+        return agents
 
     async def _group(self) -> ScalingGroup:
         record = await self.tenancy.scaling_group(self.group_name) or {}
@@ -403,27 +433,26 @@ class Scheduler:
                 return
             await asyncio.sleep(0.005)
 
-    async def run_pass(self, now: datetime | None = None) -> int:
-        """One pass; returns how many sessions were scheduled."""
+    async def run_pass(self, now: datetime | None = None, reach: str | None = None) -> int:
+        """One pass; returns how many sessions were scheduled. ``reach``: the log position
+        of the newest event that woke it (default: the head when the pass begins)."""
         async with self._lock:
             try:
-                return await self._run_pass(now)
+                return await self._run_pass(now, reach)
             except BaseException:
                 self._ledger_current = False  # the pass may have reserved what never landed
                 raise
 
-    async def _run_pass(self, now: datetime | None) -> int:
-        # Read what was appended before the pass began, and agents no older than the queue:
-        # a drain acknowledged before an enqueue is always seen by the pass that places it.
-        await self._read_models_reach(position_key(await self.store.head()), _READ_MODELS)
+    async def _run_pass(self, now: datetime | None, reach: str | None) -> int:
+        # The queue must show what woke the pass (or, unasked, all appended before it);
+        # agents come from their own streams, so a drain acknowledged before is always seen.
+        target = position_key(reach) if reach else position_key(await self.store.head())
+        await self._read_models_reach(target, ("sessions",))
         records = {
             r["id"]: r
             for r in (await self.models.pending_queue(self.group_name, limit=100_000)).items
             if r["status"] == "PENDING"
         }
-        queue_position = (await self._checkpoints(("sessions",)))[0]
-        if queue_position is not None:
-            await self._read_models_reach(queue_position, ("agents",))
         agents = await self._agents()
         await self._sync_ledger(agents)
         group = await self._group()

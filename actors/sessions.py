@@ -16,10 +16,12 @@ import asyncio
 import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
+
+import structlog
 
 from events import (
     NO_STREAM,
@@ -39,13 +41,13 @@ from events.catalogue import (
     SessionSuccess,
 )
 
-from .background import Background
 from .domain.errors import InvalidAPIParameters
 from .domain.session import ClusterMode, SessionType, validate_creation
 from .domain.session_aggregate import KernelReport, SessionAggregate
 from .domain.slots import ResourceSlot
 
 __all__ = [
+    "SHARD_REACTS_TO",
     "SessionShard",
     "ShardClient",
     "WrongShardError",
@@ -55,7 +57,16 @@ __all__ = [
     "shard_of",
 ]
 
+log = structlog.get_logger(__name__)
+
 _RETRIES = 8
+SHARD_REACTS_TO = frozenset({
+    "session_enqueued", "session_scheduled", "session_preparing", "session_cancelled",
+    "session_started", "session_terminating", "session_terminated", "session_success",
+    "session_failure", "session_status_changed", "session_scheduling_failed", "kernel_pulling",
+})  # fmt: skip
+"""What a shard's actor reads from the log: its reactions and every status change a waiter
+may be waiting for."""
 _SETTLED = frozenset({"RUNNING", "TERMINATED", "CANCELLED", "ERROR"})
 """Where ``create(wait=...)`` returns: running, or an end (23.03's blocking create)."""
 
@@ -142,7 +153,6 @@ class SessionShard:
         self._locks: defaultdict[uuid.UUID, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._changed: defaultdict[uuid.UUID, set[asyncio.Event]] = defaultdict(set)
         """Sessions someone waits on: set when their stream gets an event."""
-        self.background = Background()
 
     def owns(self, session_id: uuid.UUID) -> bool:
         return shard_of(session_id, self.count) == self.index
@@ -155,26 +165,33 @@ class SessionShard:
             )
 
     async def on_event(self, event: Event) -> None:
+        await self.on_events([event])
+
+    async def on_events(self, events: Sequence[Event]) -> None:
         """The shard's reactions to the log (its own sessions only): a scheduled session is
         prepared; a batch session that reported its result is destroyed with
-        ``task-finished``; waiters on the session look again."""
-        data: Any = event.data
-        session_id = getattr(data, "session_id", None)
-        if not isinstance(session_id, uuid.UUID) or not self.owns(session_id):
-            return
-        for changed in self._changed.get(session_id, ()):
-            changed.set()
-        if event.type == "session_scheduled":
-            command = uuid.uuid5(event.event_id, "prepare")
-            self.background.spawn(self.prepare(data.session_id, command_id=command))
-        elif event.type in ("session_success", "session_failure"):
-            command = uuid.uuid5(event.event_id, "finish")
-            self.background.spawn(
-                self.destroy(data.session_id, reason="task-finished", command_id=command)
-            )
-
-    async def drain(self) -> None:
-        await self.background.drain()
+        ``task-finished``; waiters on the session look again. The reactions of a batch run
+        concurrently (different sessions) and are finished when this returns, so a follower
+        that records its position afterwards never skips one (at-least-once)."""
+        reactions: list[Coroutine[Any, Any, Any]] = []
+        for event in events:
+            data: Any = event.data
+            session_id = getattr(data, "session_id", None)
+            if not isinstance(session_id, uuid.UUID) or not self.owns(session_id):
+                continue
+            for changed in self._changed.get(session_id, ()):
+                changed.set()
+            if event.type == "session_scheduled":
+                command = uuid.uuid5(event.event_id, "prepare")
+                reactions.append(self.prepare(session_id, command_id=command))
+            elif event.type in ("session_success", "session_failure"):
+                command = uuid.uuid5(event.event_id, "finish")
+                reactions.append(
+                    self.destroy(session_id, reason="task-finished", command_id=command)
+                )
+        for outcome in await asyncio.gather(*reactions, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.error("shard reaction failed", error=repr(outcome))
 
     async def _catch_up(self, session_id: uuid.UUID) -> SessionAggregate:
         aggregate = self.active.get(session_id) or SessionAggregate(session_id)

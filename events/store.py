@@ -110,6 +110,7 @@ class RedisEventStore:
         self._append = client.register_script(_script("append.lua"))
         self._read_stream = client.register_script(_script("read_stream.lua"))
         self._save_snapshot = client.register_script(_script("save_snapshot.lua"))
+        self._stream_versions = client.register_script(_script("stream_versions.lua"))
 
     @classmethod
     def from_url(cls, url: str, *, max_connections: int = 256, **kwargs: Any) -> RedisEventStore:
@@ -211,6 +212,13 @@ class RedisEventStore:
     async def stream_version(self, stream: str) -> int:
         return int(await self.redis.llen(self.keys.stream_index(stream)))
 
+    async def stream_versions(self, streams: Sequence[str]) -> list[int]:
+        """The versions of many streams in one round trip (watchers of many aggregates)."""
+        if not streams:
+            return []
+        keys = [self.keys.stream_index(stream) for stream in streams]
+        return [int(v) for v in await self._stream_versions(keys=keys)]
+
     async def read_stream(
         self, stream: str, from_version: int = 1, to_version: int | None = None
     ) -> list[Event]:
@@ -278,11 +286,16 @@ class RedisEventStore:
         return int(await self.redis.xlen(self.keys.log))
 
     def subscribe(
-        self, after: Position | Literal["$"] = "$", *, block_ms: int = 1000, batch: int = 500
+        self,
+        after: Position | Literal["$"] = "$",
+        *,
+        block_ms: int = 1000,
+        batch: int = 500,
+        types: frozenset[str] | None = None,
     ) -> Subscription:
         """An async iterator over events after ``after`` (``"$"``: from now on) that blocks
-        for new ones and survives Redis restarts."""
-        return Subscription(self, after, block_ms=block_ms, batch=batch)
+        for new ones and survives Redis restarts; only events of ``types`` when given."""
+        return Subscription(self, after, block_ms=block_ms, batch=batch, types=types)
 
     # ---- snapshots --------------------------------------------------------------------------
 

@@ -72,8 +72,13 @@ async def test_single_node_session_through_two_shards_and_process_agents(
     stack: Installation, store: RedisEventStore
 ) -> None:
     router = stack.router(store)
-    sids = [await router.create(**options(f"s{n}")) for n in range(4)]
-    assert {shard_of(s, 2) for s in sids} == {0, 1} or len(sids) < 2  # both shards in use
+    commands: dict[int, list[uuid.UUID]] = {0: [], 1: []}
+    while min(len(c) for c in commands.values()) < 2:  # two sessions on each shard
+        command = uuid.uuid4()
+        commands[shard_of(uuid.uuid5(command, "session"), 2)].append(command)
+    chosen = commands[0][:2] + commands[1][:2]
+    sids = [await router.create(command_id=c, **options(f"s{n}")) for n, c in enumerate(chosen)]
+    assert [shard_of(s, 2) for s in sids] == [0, 0, 1, 1]
     for sid in sids:
         assert await router.wait(sid, 30) == "RUNNING"
     for sid in sids:

@@ -39,7 +39,9 @@ from ..domain.statuses import KernelStatus
 from ..sessions import ShardClient, load_session
 from .backends import Backend, KernelLaunch, SimBackend
 
-__all__ = ["Agent", "SimAgent", "dispatch"]
+__all__ = ["AGENTS_REACT_TO", "Agent", "SimAgent", "dispatch"]
+
+AGENTS_REACT_TO = frozenset({"session_preparing", "session_terminating", "session_status_changed"})
 
 _LIVE_IN_LOG = frozenset({"SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING",
                           "TERMINATING", "ERROR"})  # fmt: skip

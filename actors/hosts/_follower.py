@@ -30,6 +30,8 @@ class Follower:
 
     store: RedisEventStore
     follower_name: str
+    interests: frozenset[str] | None = None
+    """The event types ``react`` cares about (``None``: all); others are never decoded."""
     _boot: asyncio.Task[None]
     _subscription: Subscription | None = None
     _task: asyncio.Task[None] | None = None
@@ -41,7 +43,7 @@ class Follower:
         if after is None:
             after = await self.store.head()
             await self.store.redis.set(key, after)
-        self._subscription = self.store.subscribe(after, block_ms=200)
+        self._subscription = self.store.subscribe(after, block_ms=200, types=self.interests)
         self._task = asyncio.create_task(self._follow(key))
 
     async def _follow(self, key: str) -> None:

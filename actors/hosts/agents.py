@@ -15,7 +15,7 @@ import structlog
 
 from events import Event, RedisEventStore
 
-from ..agents.agent import Agent, dispatch
+from ..agents.agent import AGENTS_REACT_TO, Agent, dispatch
 from ..agents.backends import Backend, ProcessBackend, SimBackend
 from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S
 from ..metrics import ActorMetrics
@@ -48,6 +48,7 @@ class AgentsActor(Follower):
         self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
         router = ShardRouter.named(self.store, *shards)  # (count, namespace)
         self.follower_name = name
+        self.interests = AGENTS_REACT_TO
 
         def make_backend(agent_id: str) -> Backend:
             if backend == "process":

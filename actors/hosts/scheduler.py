@@ -22,7 +22,7 @@ from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT
 from ..liveness import LivenessMonitor
 from ..metrics import ActorMetrics
 from ..routing import ShardRouter
-from ..scheduler import WAKES_SCHEDULER, Scheduler
+from ..scheduler import SCHEDULER_REACTS_TO, WAKES_SCHEDULER, Scheduler
 from ._follower import Follower, boot
 
 __all__ = ["SchedulerActor"]
@@ -46,7 +46,9 @@ class SchedulerActor(Follower):
         self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
         router = ShardRouter.named(self.store, *shards)  # (count, namespace)
         self.follower_name = f"scheduler:{scaling_group}"
+        self.interests = SCHEDULER_REACTS_TO
         self.scheduler = Scheduler(self.store, router, scaling_group)
+        self.scheduler.follows_log = True  # react_many feeds it every event it cares for
         self.liveness = LivenessMonitor(
             self.store, lost_timeout_s=lost_timeout_s, terminate_after_s=terminate_lost_after_s,
             shard=router,
@@ -55,6 +57,7 @@ class SchedulerActor(Follower):
         self.liveness_interval_s = min(liveness_interval_s, lost_timeout_s / 2)
         self._wake = asyncio.Event()
         self._paused = False
+        self._reach: str | None = None
         self._loops: list[asyncio.Task[None]] = []
         self.group = scaling_group
         self.metrics = ActorMetrics(
@@ -69,8 +72,10 @@ class SchedulerActor(Follower):
         self._wake.set()
 
     async def react_many(self, events: list[Event]) -> None:
-        if any(e.type in WAKES_SCHEDULER for e in events):
-            self._wake.set()  # at once: the pass itself waits for the read models
+        waking = [e for e in events if e.type in WAKES_SCHEDULER]
+        if waking:
+            self._reach = waking[-1].position  # the pass waits for the read model to show it
+            self._wake.set()
         try:
             await self.scheduler.on_events(events)
         except Exception:
@@ -105,7 +110,8 @@ class SchedulerActor(Follower):
 
     async def run_pass(self) -> int:
         started = time.perf_counter()
-        scheduled = await self.scheduler.run_pass()
+        reach, self._reach = self._reach, None
+        scheduled = await self.scheduler.run_pass(reach=reach)
         group = self.group
         self.metrics.inc("kernelhub_scheduling_passes_total", scaling_group=group)
         self.metrics.observe("kernelhub_scheduling_pass_seconds", time.perf_counter() - started,

@@ -11,7 +11,7 @@ from events import Event, RedisEventStore
 
 from ..domain.session_aggregate import KernelReport
 from ..metrics import ActorMetrics
-from ..sessions import SessionShard
+from ..sessions import SHARD_REACTS_TO, SessionShard
 from ._follower import Follower, boot
 
 __all__ = ["SessionsActor"]
@@ -22,6 +22,7 @@ class SessionsActor(Follower):
     def __init__(self, redis_url: str, prefix: str = "kh", index: int = 0, count: int = 1) -> None:
         self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
         self.follower_name = f"sessions:{index}"
+        self.interests = SHARD_REACTS_TO
         self.shard = SessionShard(self.store, actor=self.follower_name, index=index, count=count)
         self.metrics = ActorMetrics(
             "kernelhub_session_commands_total", "kernelhub_session_events_total"
@@ -37,8 +38,8 @@ class SessionsActor(Follower):
     async def metrics_snapshot(self) -> dict[str, float]:
         return self.metrics.snapshot()
 
-    async def react(self, event: Event) -> None:
-        await self.shard.on_event(event)
+    async def react_many(self, events: list[Event]) -> None:
+        await self.shard.on_events(events)
 
     async def create(self, **options: Any) -> str:
         session_id = str(await self.shard.create(**options))
