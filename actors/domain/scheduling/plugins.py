@@ -115,24 +115,44 @@ class MOFScheduler(SchedulerPlugin):
 class DRFScheduler(SchedulerPlugin):
     """Dominant Resource Fairness: the keypair with the lowest dominant share goes next.
 
-    A keypair's share is the **max** (not the sum, as upstream) over its sessions of
-    ``max over slots of occupying / total capacity``. Ties: the keypair whose first pending
-    session is oldest, then the access key.
+    ``drf_share`` (``scheduler_opts.config``) says how a keypair's share is measured:
+
+    - ``max`` (the default, as 23.03): the **max** over its sessions of each session's
+      dominant share. Every keypair with one session running has the same share however
+      many it runs, so a heavy submitter is not held back (must-test 12 records this).
+    - ``sum`` (a kernelhub deviation, docs/deviations.md): the dominant share of everything
+      the keypair occupies, summed per slot, which is DRF as published: while both have
+      sessions waiting, two keypairs' shares differ by at most one session's share.
+
+    Ties: the keypair whose first pending session is oldest, then the access key.
     """
 
     name = "drf"
+    SHARES: ClassVar[tuple[str, ...]] = ("max", "sum")
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         super().__init__(config)
+        self.share_mode = str(self.config.get("drf_share", "max"))
+        if self.share_mode not in self.SHARES:
+            raise ValueError(f"drf_share must be one of {self.SHARES}, not {self.share_mode!r}")
         self.total_capacity = ResourceSlot()
         self.shares: dict[str, Decimal] = {}
+        self.allocated: dict[str, ResourceSlot] = {}
+        """``sum``: what each keypair occupies, per slot."""
 
     def begin(self, total_capacity: ResourceSlot, existing: Sequence[ExistingSession]) -> None:
         self.total_capacity = total_capacity
-        self.shares = {}
+        self.shares, self.allocated = {}, {}
         for session in existing:
-            share = session.occupying.dominant_share(total_capacity)
-            key = session.spec.access_key
+            self._count(session.spec.access_key, session.occupying)
+
+    def _count(self, key: str, slots: ResourceSlot) -> None:
+        if self.share_mode == "sum":
+            total = self.allocated.get(key, ResourceSlot()) + slots
+            self.allocated[key] = total
+            self.shares[key] = total.dominant_share(self.total_capacity)
+        else:
+            share = slots.dominant_share(self.total_capacity)
             self.shares[key] = max(self.shares.get(key, Decimal(0)), share)
 
     def pick_session(self, pending: Sequence[PendingSession]) -> int | None:
@@ -145,9 +165,7 @@ class DRFScheduler(SchedulerPlugin):
         return first_of[best]
 
     def on_scheduled(self, session: SessionSpec) -> None:
-        share = session.requested_slots.dominant_share(self.total_capacity)
-        key = session.access_key
-        self.shares[key] = max(self.shares.get(key, Decimal(0)), share)
+        self._count(session.access_key, session.requested_slots)
 
 
 _PLUGINS: dict[str, type[SchedulerPlugin]] = {
