@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) bench/append.py
 	$(PY) bench/policy.py
 	$(PY) bench/replay.py
+	$(PY) bench/schedule.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

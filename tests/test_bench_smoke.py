@@ -51,3 +51,16 @@ def test_replay_bench_prints_its_figures() -> None:
     for key in ("rebuild_events_per_s", "raw_read_events_per_s", "ratio", "live_lag_ms"):
         assert figures[key] > 0, key
     assert figures["live_events"] > 0
+
+
+def test_schedule_bench_prints_its_figures() -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/schedule.py", "--sessions", "60", "--agents", "6", "--rate", "20",
+         "--seconds", "1", "--rounds", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (figures["sessions"], figures["agents"], figures["open_loop_sessions"]) == (60, 6, 20)
+    for key in ("enqueue_per_s", "ours_per_s", "policy_only_per_s", "ratio", "open_loop_p99_ms"):
+        assert figures[key] > 0, key
