@@ -216,10 +216,16 @@ class SessionShard:
                     return []
                 batch = events_for_command(command, payloads, actor=self.actor)
                 try:
-                    await self.store.append(session_stream(session_id), batch, aggregate.version)
+                    result = await self.store.append(
+                        session_stream(session_id), batch, aggregate.version
+                    )
                 except WrongExpectedVersionError:
                     continue  # the scheduler (or a retry) wrote first: look again
-                await self._catch_up(session_id)
+                if result.duplicate:
+                    await self._catch_up(session_id)  # someone else's copy: read what is there
+                else:  # what we appended is what the stream now ends with: no need to re-read
+                    for payload in payloads:
+                        aggregate.apply(payload, aggregate.version + 1, command)
                 if aggregate.ended:
                     self.active.pop(session_id, None)  # passivate: it will not change again
                 return payloads
