@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -57,15 +56,19 @@ from .domain.scheduling import (
     schedule_pass,
 )
 from .domain.session import (
-    ClusterMode,
-    KernelRole,
-    KernelSpec,
     SessionResult,
     SessionSpec,
-    SessionType,
 )
 from .domain.slots import INTRINSIC_SLOTS, ResourceSlot, SlotType
 from .domain.statuses import AgentStatus, SessionStatus
+from .scheduling_records import (
+    actual_allocation,
+    failure_key,
+    recorded_failure,
+    slots_of,
+    spec_of,
+    text,
+)
 from .sessions import ShardClient, session_stream
 
 __all__ = ["SCHEDULER_REACTS_TO", "WAKES_SCHEDULER", "Scheduler"]
@@ -93,74 +96,6 @@ _STATUS_AFTER = {
 }  # fmt: skip
 DECISIONS_PER_APPEND = 100
 """Decisions committed per ``append_multi`` (the ledger plus one stream per session)."""
-
-
-def _failure_key(failure: SessionSchedulingFailed) -> tuple[Any, ...]:
-    return (failure.status_info, tuple((p.name, p.msg) for p in failure.failed_predicates),
-            failure.msg)  # fmt: skip
-
-
-def _recorded_failure(record: dict[str, Any]) -> tuple[Any, ...] | None:
-    """What the read model shows of the last scheduling failure (``None``: none yet)."""
-    scheduler = (record.get("status_data") or {}).get("scheduler")
-    if not scheduler or record["status_info"] not in (
-        "predicate-checks-failed", "no-available-instances", "scheduler-error",
-    ):  # fmt: skip
-        return None
-    failed = tuple((p["name"], p.get("msg", "")) for p in scheduler.get("failed_predicates", ()))
-    return (record["status_info"], failed, scheduler.get("msg"))
-
-
-def _actual_allocation(creation_info: dict[str, Any]) -> ResourceSlot | None:
-    """What the agent says it allocated (``occupied_slots`` in the creation info), if it
-    says; otherwise the reservation stands as it is."""
-    occupied = creation_info.get("occupied_slots")
-    return _slots(occupied) if isinstance(occupied, dict) and occupied else None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _slots(values: dict[str, str]) -> ResourceSlot:
-    return ResourceSlot({k: Decimal(v) for k, v in values.items()})
-
-
-def _spec_of(record: dict[str, Any]) -> SessionSpec:
-    """A pending session as the policy sees it, from its read-model record."""
-    kernels = tuple(
-        KernelSpec(
-            kernel_id=uuid.UUID(k["id"]),
-            cluster_role=k["cluster_role"],
-            cluster_idx=k["cluster_idx"],
-            local_rank=k["local_rank"],
-            cluster_hostname=k["cluster_hostname"],
-            requested_slots=_slots(k["requested_slots"]),
-            image=k["image"],
-            architecture=k["architecture"],
-            role=KernelRole(k["role"]),
-            agent=k["agent"],
-        )
-        for k in sorted(record["kernels"].values(), key=lambda k: k["local_rank"])
-    )
-    starts_at = record.get("starts_at")
-    return SessionSpec(
-        session_id=uuid.UUID(record["id"]),
-        name=record["name"] or record["id"],
-        access_key=record["access_key"] or "",
-        kernels=kernels,
-        created_at=datetime.fromtimestamp(record["created_ms"] / 1000, UTC),
-        session_type=SessionType(record["type"]),
-        cluster_mode=ClusterMode(record["cluster_mode"]),
-        user_id=uuid.UUID(record["user_id"]) if record.get("user_id") else None,
-        project_id=uuid.UUID(record["project_id"]) if record.get("project_id") else None,
-        domain=record["domain"] or "default",
-        scaling_group=record["scaling_group"],
-        dependencies=tuple(uuid.UUID(d) for d in record["dependencies"]),
-        starts_at=datetime.fromisoformat(starts_at.replace("Z", "+00:00")) if starts_at else None,
-        startup_command=record.get("startup_command"),
-        creation_id=record["creation_id"] or "",
-    )
 
 
 class Scheduler:
@@ -218,7 +153,7 @@ class Scheduler:
                 if agent not in self.ledger.capacity:
                     self.ledger.set_capacity(agent, ResourceSlot())
                 kernel_id, session_id = uuid.UUID(kernel), uuid.UUID(session)
-                self.ledger.apply_reservation(session_id, [(kernel_id, agent, _slots(slots))])
+                self.ledger.apply_reservation(session_id, [(kernel_id, agent, slots_of(slots))])
                 self.holds[kernel_id] = (session_id, agent)
             self.ledger_version = self._snapshot_version = snapshot.version
         for event in await self.store.read_stream(self.stream, self.ledger_version + 1):
@@ -319,7 +254,7 @@ class Scheduler:
             session_id, agent_id = hold
             held = self.ledger.held(data.kernel_id) or ResourceSlot()
             if event.type == "kernel_started":
-                actual = _actual_allocation(data.creation_info)
+                actual = actual_allocation(data.creation_info)
                 if actual is not None and actual != held:
                     payloads.append(AllocSettled(
                         session_id=session_id, kernel_id=data.kernel_id, agent_id=agent_id,
@@ -351,7 +286,7 @@ class Scheduler:
         unseen = [str(sid) for sid in occupying if sid not in self._specs]
         for record in await self.models.sessions_by_id(unseen):
             sid = uuid.UUID(record["id"])
-            self._specs[sid] = _spec_of(record)
+            self._specs[sid] = spec_of(record)
             self._statuses.setdefault(sid, SessionStatus[record["status"]])
         return [
             ExistingSession(self._specs[sid], self._statuses.get(sid, SessionStatus.RUNNING), held)
@@ -414,7 +349,7 @@ class Scheduler:
         pipe = self.store.redis.pipeline(transaction=False)
         for name in names:
             pipe.hget(self.store.keys.projection_status(name), "checkpoint")
-        return [position_key(_text(r)) if r else None for r in await pipe.execute()]
+        return [position_key(text(r)) if r else None for r in await pipe.execute()]
 
     async def _read_models_reach(
         self, position: tuple[int, int], names: tuple[str, ...], timeout_s: float = 2.0
@@ -457,7 +392,7 @@ class Scheduler:
         await self._sync_ledger(agents)
         group = await self._group()
         pending = [
-            PendingSession(_spec_of(r), self.retries.get(uuid.UUID(r["id"]), 0))
+            PendingSession(spec_of(r), self.retries.get(uuid.UUID(r["id"]), 0))
             for r in records.values()
         ]
         self._pending_specs = {p.spec.session_id: p.spec for p in pending}
@@ -483,7 +418,7 @@ class Scheduler:
                 passed_predicates=list(failure.passed_predicates),
                 msg=failure.msg,
             )
-            if _recorded_failure(records[str(failure.session_id)]) != _failure_key(report):
+            if recorded_failure(records[str(failure.session_id)]) != failure_key(report):
                 await self.shard.scheduling_failed(report)  # only a change is worth a call
         for cancel in result.cancellations:
             await self.shard.destroy(cancel.session_id, reason=str(cancel.reason))

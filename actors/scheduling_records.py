@@ -1,0 +1,91 @@
+"""Read-model records as the scheduler uses them: a pending session's spec, what the last
+scheduling failure showed, and what an agent said it allocated. Pure conversions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from events.catalogue import SessionSchedulingFailed
+
+from .domain.session import ClusterMode, KernelRole, KernelSpec, SessionSpec, SessionType
+from .domain.slots import ResourceSlot
+
+__all__ = [
+    "actual_allocation",
+    "failure_key",
+    "recorded_failure",
+    "slots_of",
+    "spec_of",
+    "text",
+]
+
+
+def failure_key(failure: SessionSchedulingFailed) -> tuple[Any, ...]:
+    return (failure.status_info, tuple((p.name, p.msg) for p in failure.failed_predicates),
+            failure.msg)  # fmt: skip
+
+
+def recorded_failure(record: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What the read model shows of the last scheduling failure (``None``: none yet)."""
+    scheduler = (record.get("status_data") or {}).get("scheduler")
+    if not scheduler or record["status_info"] not in (
+        "predicate-checks-failed", "no-available-instances", "scheduler-error",
+    ):  # fmt: skip
+        return None
+    failed = tuple((p["name"], p.get("msg", "")) for p in scheduler.get("failed_predicates", ()))
+    return (record["status_info"], failed, scheduler.get("msg"))
+
+
+def actual_allocation(creation_info: dict[str, Any]) -> ResourceSlot | None:
+    """What the agent says it allocated (``occupied_slots`` in the creation info), if it
+    says; otherwise the reservation stands as it is."""
+    occupied = creation_info.get("occupied_slots")
+    return slots_of(occupied) if isinstance(occupied, dict) and occupied else None
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def slots_of(values: dict[str, str]) -> ResourceSlot:
+    return ResourceSlot({k: Decimal(v) for k, v in values.items()})
+
+
+def spec_of(record: dict[str, Any]) -> SessionSpec:
+    """A pending session as the policy sees it, from its read-model record."""
+    kernels = tuple(
+        KernelSpec(
+            kernel_id=uuid.UUID(k["id"]),
+            cluster_role=k["cluster_role"],
+            cluster_idx=k["cluster_idx"],
+            local_rank=k["local_rank"],
+            cluster_hostname=k["cluster_hostname"],
+            requested_slots=slots_of(k["requested_slots"]),
+            image=k["image"],
+            architecture=k["architecture"],
+            role=KernelRole(k["role"]),
+            agent=k["agent"],
+        )
+        for k in sorted(record["kernels"].values(), key=lambda k: k["local_rank"])
+    )
+    starts_at = record.get("starts_at")
+    return SessionSpec(
+        session_id=uuid.UUID(record["id"]),
+        name=record["name"] or record["id"],
+        access_key=record["access_key"] or "",
+        kernels=kernels,
+        created_at=datetime.fromtimestamp(record["created_ms"] / 1000, UTC),
+        session_type=SessionType(record["type"]),
+        cluster_mode=ClusterMode(record["cluster_mode"]),
+        user_id=uuid.UUID(record["user_id"]) if record.get("user_id") else None,
+        project_id=uuid.UUID(record["project_id"]) if record.get("project_id") else None,
+        domain=record["domain"] or "default",
+        scaling_group=record["scaling_group"],
+        dependencies=tuple(uuid.UUID(d) for d in record["dependencies"]),
+        starts_at=datetime.fromisoformat(starts_at.replace("Z", "+00:00")) if starts_at else None,
+        startup_command=record.get("startup_command"),
+        creation_id=record["creation_id"] or "",
+    )
