@@ -24,10 +24,12 @@ TINY = ResourceSlot(cpu=Decimal("0.05"), mem=G // 16)
 AGENTS = [("i-a", {"cpu": 8, "mem": 16 * G}), ("i-b", {"cpu": 8, "mem": 16 * G})]
 
 
-async def fold_ledger_checking(store: RedisEventStore) -> Ledger:
+async def fold_ledger_checking(
+    store: RedisEventStore, agents: list[tuple[str, dict[str, int]]] = AGENTS
+) -> Ledger:
     """Replay the ledger stream through the domain ledger, which refuses any reservation
     that does not fit: an over-allocation anywhere in history fails here."""
-    ledger = Ledger({agent: ResourceSlot(capacity) for agent, capacity in AGENTS})
+    ledger = Ledger({agent: ResourceSlot(capacity) for agent, capacity in agents})
     for event in await store.read_stream("alloc-default"):
         data = event.data
         if isinstance(data, AllocReserved):

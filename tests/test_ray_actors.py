@@ -9,13 +9,18 @@ from collections.abc import Iterator
 
 import pytest
 
+from actors.domain.slots import ResourceSlot
 from actors.hosts import Installation, start_actors
 from events import RedisEventStore
 from kernelhub.redis_server import EmbeddedRedis
 from kernelhub.testing import eventually
 
+from .test_lifecycle_fault import fold_ledger_checking
+
 pytestmark = [pytest.mark.ray, pytest.mark.redis]
 G = 2**30
+AGENTS = [("i-r1", {"cpu": 8, "mem": 16 * G}), ("i-r2", {"cpu": 8, "mem": 16 * G})]
+TINY = ResourceSlot(cpu="0.05", mem=G // 16)
 
 
 @pytest.fixture
@@ -32,7 +37,7 @@ def actors(
         heartbeat_interval_s=0.5,
         lost_timeout_s=5.0,
         shards=2,
-        agents=[("i-r1", {"cpu": 8, "mem": 16 * G}), ("i-r2", {"cpu": 8, "mem": 16 * G})],
+        agents=AGENTS,
     )
     try:
         yield installation
@@ -98,9 +103,9 @@ async def test_the_scheduler_killed_mid_enqueue_loses_and_doubles_nothing(
 
     router = actors.router(store)
     sessions = []
-    for n in range(60):
-        sessions.append(await router.create(**options(n)))
-        if n == 30:
+    for n in range(200):
+        sessions.append(await router.create(**{**options(n), "requested": [TINY]}))
+        if n == 100:
             ray.kill(actors.scheduler, no_restart=False)  # Ray restarts it; it rebuilds
     # nobody calls the restarted scheduler: it rebuilds from the log and resumes by itself
 
@@ -112,6 +117,7 @@ async def test_the_scheduler_killed_mid_enqueue_loses_and_doubles_nothing(
     for sid in sessions:
         types = [e.type for e in await store.read_stream(f"session-{sid}")]
         assert types.count("session_scheduled") == 1
+    await fold_ledger_checking(store, AGENTS)  # never over-allocated, anywhere in history
 
 
 async def test_a_shard_killed_mid_start_still_ends_running_or_cancelled(
