@@ -23,7 +23,7 @@ from actors.domain.errors import DomainError
 from events import Durability, EventStoreError, RedisEventStore
 from events.secrets import SecretBox, SecretError
 
-from . import embedded, projections_cli, ray_head, session_cli
+from . import agent_cli, embedded, projections_cli, ray_head, session_cli
 from .bootstrap import Bootstrap, bootstrap, write_client_config
 from .config import Settings
 from .errors import KernelhubError
@@ -178,6 +178,15 @@ def cmd_projections(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    state = embedded.read_state(settings)
+    if state is None or not state.ray_address:
+        raise KernelhubError("kernelhub's actors are not running: start them with `kh up`")
+    ray_head.connect(state.ray_address)
+    return agent_cli.run_command(args, state.actors or [])
+
+
 def cmd_session(args: argparse.Namespace) -> int:
     settings = _settings(args)
     url = _redis_url(settings)
@@ -249,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     session_cli.add_parser(sub)
     sub.choices["session"].set_defaults(func=cmd_session)
     with_data_dir(sub.choices["session"])
+
+    agent_cli.add_parser(sub)
+    sub.choices["agent"].set_defaults(func=cmd_agent)
+    with_data_dir(sub.choices["agent"])
 
     projections_cli.add_parser(sub)
     sub.choices["projections"].set_defaults(func=cmd_projections)

@@ -168,5 +168,16 @@ def test_session_commands_run_a_session_through_its_life(data_dir: Path) -> None
     assert refused.stderr.strip() == "kh: error: Cannot restart sessions in terminated status"
     listed = kh(data_dir, "session", "list")
     assert session_id in listed.stdout and "(1 in all)" in listed.stdout
+    drained = kh(data_dir, "agent", "drain", "i-local")
+    assert drained.returncode == 0 and drained.stdout.strip() == "i-local drained"
+    waiting = kh(data_dir, "session", "create", "--name", "held", "--wait", "3")
+    assert waiting.returncode == 1 and "is still PENDING after 3s" in waiting.stderr
+    held = waiting.stdout.strip()
+    undrained = kh(data_dir, "agent", "undrain", "i-local")
+    assert undrained.returncode == 0 and undrained.stdout.strip() == "i-local schedulable"
+    assert kh(data_dir, "session", "destroy", held, "--wait", "30").returncode == 0
+    unknown = kh(data_dir, "agent", "drain", "i-nowhere")
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == "kh: error: no agent 'i-nowhere' in this installation"
     missing = kh(data_dir, "session", "show", "nope")
     assert missing.returncode == 1 and missing.stderr.strip() == "kh: error: no session nope"

@@ -84,6 +84,9 @@ class AgentsActor(Follower):
     async def metrics_snapshot(self) -> dict[str, float]:
         return self.metrics.snapshot()
 
+    async def agent_ids(self) -> list[str]:
+        return sorted(self.agents)
+
     async def set_schedulable(self, agent_id: str, schedulable: bool) -> bool:
         """Drain (or undrain) one of the hosted agents."""
         return await self._agent(agent_id).set_schedulable(schedulable)
