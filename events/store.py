@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import importlib.resources
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -292,10 +292,14 @@ class RedisEventStore:
         block_ms: int = 1000,
         batch: int = 500,
         types: frozenset[str] | None = None,
+        streams: Callable[[str], bool] | None = None,
     ) -> Subscription:
         """An async iterator over events after ``after`` (``"$"``: from now on) that blocks
-        for new ones and survives Redis restarts; only events of ``types`` when given."""
-        return Subscription(self, after, block_ms=block_ms, batch=batch, types=types)
+        for new ones and survives Redis restarts; only events of ``types`` and of the
+        streams ``streams`` accepts, when given (the others are never decoded)."""
+        return Subscription(
+            self, after, block_ms=block_ms, batch=batch, types=types, streams=streams
+        )
 
     # ---- snapshots --------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
@@ -39,8 +40,11 @@ class Subscription:
         block_ms: int = 1000,
         batch: int = 500,
         types: frozenset[str] | None = None,
+        streams: Callable[[str], bool] | None = None,
     ) -> None:
         self._store = store
+        self._streams = streams
+        """Entries of streams this refuses are skipped undecoded (a shard's own sessions)."""
         self._markers = None if types is None else [f'"type":"{t}"'.encode() for t in types]
         """Entries whose body holds none of these bytes are skipped undecoded: an actor that
         reacts to a few event types does not validate every event of the log."""
@@ -113,4 +117,6 @@ class Subscription:
                     body = fields.get(b"e", b"")
                     if not any(marker in body for marker in markers):
                         continue  # canonical JSON: the type is spelled exactly so
+                if self._streams is not None and not self._streams(fields.get(b"s", b"").decode()):
+                    continue
                 self._buffer.append(self._store.codec.decode(position, fields))

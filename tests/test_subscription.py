@@ -104,3 +104,24 @@ async def test_a_blocked_follower_can_always_be_cancelled(store: RedisEventStore
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, 5)
+
+
+async def test_filters_skip_other_types_and_streams_but_keep_the_position(
+    store: RedisEventStore,
+) -> None:
+    from events.catalogue import SessionCancelled
+
+    def cancelled(tag: str) -> NewEvent:
+        return NewEvent(data=SessionCancelled(session_id=uuid.uuid4(), creation_id=tag))
+
+    start = await store.head()
+    await store.append("session-mine", [event("a"), cancelled("b")], None)
+    await store.append("session-theirs", [cancelled("c")], None)
+    await store.append("session-mine", [cancelled("d")], 2)
+    subscription = store.subscribe(
+        start, block_ms=200, types=frozenset({"session_cancelled"}),
+        streams=lambda stream: stream == "session-mine",
+    )  # fmt: skip
+    seen = await take(subscription, 2)
+    assert [e.data.creation_id for e in seen] == ["b", "d"]  # type: ignore[union-attr]
+    assert subscription.position == await store.head()

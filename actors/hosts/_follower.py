@@ -32,6 +32,11 @@ class Follower:
     follower_name: str
     interests: frozenset[str] | None = None
     """The event types ``react`` cares about (``None``: all); others are never decoded."""
+
+    def follows_stream(self, stream: str) -> bool:
+        """Whether events of ``stream`` concern this actor (all, unless narrowed)."""
+        return True
+
     _boot: asyncio.Task[None]
     _subscription: Subscription | None = None
     _task: asyncio.Task[None] | None = None
@@ -43,7 +48,9 @@ class Follower:
         if after is None:
             after = await self.store.head()
             await self.store.redis.set(key, after)
-        self._subscription = self.store.subscribe(after, block_ms=200, types=self.interests)
+        self._subscription = self.store.subscribe(
+            after, block_ms=200, types=self.interests, streams=self.follows_stream
+        )
         self._task = asyncio.create_task(self._follow(key))
 
     async def _follow(self, key: str) -> None:

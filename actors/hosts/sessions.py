@@ -29,6 +29,15 @@ class SessionsActor(Follower):
         )
         self._boot = boot(self._start_following())
 
+    def follows_stream(self, stream: str) -> bool:
+        """Only this shard's sessions: the other shards' are never decoded here."""
+        if not stream.startswith("session-"):
+            return True
+        try:
+            return self.shard.owns(uuid.UUID(stream[len("session-") :]))
+        except ValueError:
+            return True
+
     def _count(self, command: str, events: list[Any]) -> list[str]:
         self.metrics.inc("kernelhub_session_commands_total", command=command)
         for event in events:
