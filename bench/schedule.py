@@ -158,6 +158,16 @@ async def open_loop(url: str, agents: int, rate: float, seconds: float) -> dict[
             ray.kill(handle, no_restart=True)
 
 
+def _redis_version(url: str) -> str:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return str(client.info("server")["redis_version"])
+    finally:
+        client.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sessions", type=int, default=10_000)
@@ -173,11 +183,13 @@ def main() -> None:
              include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
              logging_level="ERROR")  # fmt: skip
     rounds: list[dict[str, float]] = []
+    redis_version = ""
     policy: list[float] = []
     try:
         for _ in range(args.rounds):  # interleaved: ours, then the baseline, per round
             with temporary_redis() as server:
                 rounds.append(asyncio.run(queue_round(server.url, args.sessions, args.agents)))
+                redis_version = _redis_version(server.url)
             placed, elapsed = one_round(args.sessions, args.agents)
             policy.append(placed / elapsed)
         with temporary_redis() as server:
@@ -198,7 +210,7 @@ def main() -> None:
         "open_loop_rate": args.rate,
         **{k: round(v, 1) for k, v in latency.items()},
         "targets_met": ours >= TARGET_PER_S and latency["open_loop_p99_ms"] <= TARGET_P99_MS,
-        "machine": machine(),
+        "machine": machine(redis_version),
     }
     print(json.dumps(figures, sort_keys=True))
 

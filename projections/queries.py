@@ -88,6 +88,24 @@ class ReadModels:
         kernel["session_status"] = session["status"]
         return kernel
 
+    async def kernels(self, kernel_ids: Sequence[str]) -> dict[str, Record]:
+        """Several kernels (with ``session_id`` and ``session_status``) in two round trips,
+        keyed by kernel id; unknown ids are left out."""
+        prefix = await self._prefix("sessions")
+        if prefix is None or not kernel_ids:
+            return {}
+        owners = await self.redis.hmget(f"{prefix}:i:kernel", list(kernel_ids))
+        wanted = sorted({_s(o) for o in owners if o is not None})
+        sessions = {r["id"]: r for r in await self._records(prefix, "session", wanted)}
+        found: dict[str, Record] = {}
+        for kernel_id, owner in zip(kernel_ids, owners, strict=True):
+            session = sessions.get(_s(owner)) if owner is not None else None
+            if session is not None and str(kernel_id) in session["kernels"]:
+                kernel = dict(session["kernels"][str(kernel_id)])
+                kernel.update(session_id=session["id"], session_status=session["status"])
+                found[str(kernel_id)] = kernel
+        return found
+
     async def sessions(
         self,
         *,

@@ -185,12 +185,8 @@ class Agent:
     async def _expected(self) -> dict[uuid.UUID, dict[str, Any]]:
         """Kernels the log places on this agent (its ledger holds), with their records."""
         record = await self.models.agent(self.agent_id)
-        kernels: dict[uuid.UUID, dict[str, Any]] = {}
-        for kernel_id in (record or {}).get("holds", {}):
-            kernel = await self.models.kernel(kernel_id)
-            if kernel is not None:
-                kernels[uuid.UUID(kernel_id)] = kernel
-        return kernels
+        holds = list((record or {}).get("holds", {}))
+        return {uuid.UUID(k): r for k, r in (await self.models.kernels(holds)).items()}
 
     def _twice(self, kind: str, seen: set[uuid.UUID]) -> set[uuid.UUID]:
         """The differences of this kind seen in the previous round too."""
