@@ -22,8 +22,10 @@ from projections.runtime import Projector
 
 from .agents.agent import Agent, SimAgent, dispatch
 from .agents.backends import Backend
+from .domain.idle import IdleConfig
 from .domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
 from .liveness import LivenessMonitor
+from .reaper import REAPER_REACTS_TO, Reaper
 from .scheduler import WAKES_SCHEDULER, Scheduler
 from .sessions import SessionShard
 
@@ -46,6 +48,7 @@ class LocalCluster:
         heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S,
         lost_timeout_s: float = DEFAULT_LOST_TIMEOUT_S,
         terminate_lost_after_s: float | None = None,
+        idle: IdleConfig | None = None,
         **agent_options: Any,
     ) -> None:
         self.store = store
@@ -70,6 +73,7 @@ class LocalCluster:
             store, lost_timeout_s=lost_timeout_s, terminate_after_s=terminate_lost_after_s,
             shard=self.shard,
         )  # fmt: skip
+        self.reaper = Reaper(store, self.shard, idle, max_sleep_s=0.2)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()
@@ -86,6 +90,7 @@ class LocalCluster:
             asyncio.create_task(self._dispatch(), name="dispatcher"),
             asyncio.create_task(self._schedule_loop(), name="scheduler"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeats"),
+            asyncio.create_task(self.reaper.run(self._stop), name="reaper"),
         ]
         self._wake.set()
         return self
@@ -141,4 +146,6 @@ class LocalCluster:
     async def _react(self, event: Event) -> None:
         await self.scheduler.on_event(event)
         await self.shard.on_event(event)
+        if event.type in REAPER_REACTS_TO:
+            await self.reaper.on_events([event])
         await dispatch(self.store, self.agents, event)

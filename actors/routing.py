@@ -190,6 +190,17 @@ class ShardRouter:
         return await self._call(session_id, "agent_gone", session_id, agent_id,
                                 command_id or uuid.uuid4())  # fmt: skip
 
+    async def destroy_if_idle(
+        self,
+        session_id: uuid.UUID,
+        reason: str,
+        judged_access: float | None,
+        *,
+        command_id: uuid.UUID | None = None,
+    ) -> Any:
+        return await self._call(session_id, "destroy_if_idle", session_id, reason, judged_access,
+                                command_id or uuid.uuid4())  # fmt: skip
+
     async def batch_result(self, result: Any, *, command_id: uuid.UUID | None = None) -> Any:
         return await self._call(result.session_id, "batch_result", result,
                                 command_id or uuid.uuid4())  # fmt: skip

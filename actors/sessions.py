@@ -328,6 +328,25 @@ class SessionShard:
     ) -> list[AnyPayload]:
         return await self._decide(session_id, command_id, lambda s: s.decide_start_failed())
 
+    async def destroy_if_idle(
+        self,
+        session_id: uuid.UUID,
+        reason: str,
+        judged_access: float | None,
+        *,
+        command_id: uuid.UUID | None = None,
+    ) -> list[AnyPayload]:
+        """The reaper's destroy, re-checked here: a session touched after the reaper judged
+        it idle (its read model lagging, a touch in flight) is left alone. Lifetime and
+        utilization reclaims do not depend on activity and go ahead."""
+        self._check_owner(session_id)
+        if reason == "idle-timeout":
+            raw = await self.store.redis.get(self.store.keys.idle_access(str(session_id)))
+            latest = float(raw) if raw else None
+            if latest is None or (judged_access is not None and latest > judged_access):
+                return []  # active since (or the timer is off): not idle after all
+        return await self.destroy(session_id, reason=reason, command_id=command_id)
+
     async def restart(
         self, session_id: uuid.UUID, *, command_id: uuid.UUID | None = None
     ) -> list[AnyPayload]:

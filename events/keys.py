@@ -21,6 +21,9 @@ key                         type    holds
 ``<p>:follow:<actor>``      string  last log position an actor has reacted to
 ``<p>:stat:<kernel>``       string  a kernel's live stats (JSON, TTL'd): telemetry
 ``<p>:install``             hash    facts fixed at install (``shards``: session shards)
+``<p>:idle:due``            zset    session id -> when the reaper judges it next (Redis s)
+``<p>:idle:access:<sid>``   string  the session's last activity (Redis time): telemetry
+``<p>:idle:report:<sid>``   string  the idle checkers' last report (JSON, TTL 150 s)
 ==========================  ======  ===================================================
 
 Streams are named ``session-<uuid>``, ``alloc-<scaling group>``, ``agent-<id>``,
@@ -73,6 +76,16 @@ class KeySpace:
 
     def kernel_stats(self, kernel_id: str) -> str:
         return f"{self.prefix}:stat:{kernel_id}"
+
+    @property
+    def idle_due(self) -> str:
+        return f"{self.prefix}:idle:due"
+
+    def idle_access(self, session_id: str) -> str:
+        return f"{self.prefix}:idle:access:{session_id}"
+
+    def idle_report(self, session_id: str) -> str:
+        return f"{self.prefix}:idle:report:{session_id}"
 
     @property
     def install(self) -> str:

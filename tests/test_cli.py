@@ -100,8 +100,8 @@ def test_projections_commands(data_dir: Path) -> None:
     assert up.returncode == 0, up.stderr
     actors = next(line for line in up.stdout.splitlines() if line.startswith("  actors"))
     assert actors.split(None, 1)[1] == (
-        "projector, sessions:0, sessions:1, scheduler:default, agent:i-local, tenancy "
-        "(process backend)"
+        "projector, sessions:0, sessions:1, scheduler:default, agent:i-local, tenancy, "
+        "reaper (process backend)"
     )
     url = next(line.split("=", 1)[1] for line in up.stdout.splitlines() if "KH_REDIS_URL=" in line)
     appended = subprocess.run(

@@ -3,6 +3,7 @@ log, calls the domain, and appends; nothing else (design.md)."""
 
 from .agents import AgentsActor
 from .projector import ProjectorActor
+from .reaper import ReaperActor
 from .scheduler import SchedulerActor
 from .sessions import SessionsActor
 from .start import NAMESPACE, Installation, install_shard_count, start_actors
@@ -13,6 +14,7 @@ __all__ = [
     "AgentsActor",
     "Installation",
     "ProjectorActor",
+    "ReaperActor",
     "SchedulerActor",
     "SessionsActor",
     "TenancyActor",

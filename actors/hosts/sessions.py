@@ -85,6 +85,18 @@ class SessionsActor(Follower):
         )
         return self._count("destroy", events)
 
+    async def destroy_if_idle(
+        self,
+        session_id: uuid.UUID,
+        reason: str,
+        judged_access: float | None,
+        command_id: uuid.UUID | None = None,
+    ) -> list[str]:
+        events = await self.shard.destroy_if_idle(
+            session_id, reason, judged_access, command_id=command_id
+        )
+        return self._count("destroy_if_idle", events)
+
     async def restart(self, session_id: uuid.UUID, command_id: uuid.UUID) -> list[str]:
         return self._count("restart", await self.shard.restart(session_id, command_id=command_id))
 

@@ -1,8 +1,8 @@
 """Creating (or finding) the named actors of one installation, in namespace ``kernelhub``.
 
 Names are stable, for the dashboard and for ``ray.get_actor``: ``projector``, ``tenancy``,
-``sessions:<k>``, ``scheduler:<group>``, ``agent:<id>`` (a real node's agent) and
-``agents-sim:<k>`` (hosts of simulated agents). The number of session shards is fixed at
+``sessions:<k>``, ``scheduler:<group>``, ``reaper``, ``agent:<id>`` (a real node's
+agent) and ``agents-sim:<k>`` (hosts of simulated agents). The number of session shards is fixed at
 install (``<p>:install`` ``shards``): sessions are routed by ``uuid.int % N``, so changing N
 later would hand streams to a second writer; a different request is ignored, loudly.
 """
@@ -24,6 +24,7 @@ from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT
 from ..routing import ShardRouter
 from .agents import DEFAULT_RECONCILE_INTERVAL_S, AgentsActor
 from .projector import ProjectorActor
+from .reaper import ReaperActor
 from .scheduler import SchedulerActor
 from .sessions import SessionsActor
 from .tenancy import TenancyActor
@@ -48,6 +49,7 @@ class Installation:
     host_of: dict[str, str]
     """Agent id -> the name of the actor hosting it."""
     tenancy: Any | None = None
+    reaper: Any | None = None
     names: list[str] = field(default_factory=list)
 
     def router(self, store: RedisEventStore) -> ShardRouter:
@@ -63,6 +65,8 @@ class Installation:
         yield from self.agent_hosts.values()
         if self.tenancy is not None:
             yield self.tenancy
+        if self.reaper is not None:
+            yield self.reaper
 
 
 def install_shard_count(redis_url: str, prefix: str, wanted: int) -> int:
@@ -112,6 +116,7 @@ def start_actors(
     terminate_lost_after_s: float | None = None,
     reconcile_interval_s: float = DEFAULT_RECONCILE_INTERVAL_S,
     stop_grace_s: float = 1.0,
+    idle: dict[str, Any] | None = None,
 ) -> Installation:
     """Create (or find) the named actors and wait until each has rebuilt from the log."""
     lifetime = "detached" if detached else None
@@ -146,7 +151,8 @@ def start_actors(
         if master_key_path
         else None
     )
+    reaper = named(ReaperActor, "reaper", redis_url, (count, namespace), prefix, idle)
     installation = Installation(projector, shard_handles, scheduler, hosts, host_of, tenancy,
-                                names)  # fmt: skip
+                                reaper, names)  # fmt: skip
     ray.get([h.ready.remote() for h in installation.handles()])
     return installation

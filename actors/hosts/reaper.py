@@ -1,0 +1,42 @@
+"""``reaper``: the idle and lifetime checks (see :mod:`actors.reaper`) as a Ray actor."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import ray
+
+from events import Event, RedisEventStore
+
+from ..domain.idle import IdleConfig
+from ..reaper import REAPER_REACTS_TO, Reaper
+from ..routing import ShardRouter
+from ._follower import Follower, boot
+
+__all__ = ["ReaperActor"]
+
+
+@ray.remote(max_restarts=-1)
+class ReaperActor(Follower):
+    def __init__(
+        self, redis_url: str, shards: tuple[int, str], prefix: str = "kh",
+        idle: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
+        self.follower_name = "reaper"
+        self.interests = REAPER_REACTS_TO
+        self.reaper = Reaper(self.store, ShardRouter.named(self.store, *shards),
+                             IdleConfig.parse(idle or {}))  # fmt: skip
+        self._loop: asyncio.Task[None] | None = None
+        self._boot = boot(self._start())
+
+    async def _start(self) -> None:
+        await self._start_following()
+        self._loop = asyncio.create_task(self.reaper.run())
+
+    async def react_many(self, events: list[Event]) -> None:
+        await self.reaper.on_events(events)
+
+    async def report(self, session_id: str) -> dict[str, dict[str, Any]]:
+        return await self.reaper.report(session_id)

@@ -1,0 +1,182 @@
+"""The reaper: reclaims sessions that outlived their policy or went idle (23.03 §5).
+
+Activity is telemetry, not events: ``touch`` sets the session's last access (Redis time)
+and makes sure it has a check time in the ``<p>:idle:due`` sorted set; one pipeline, on the
+request path. A check time is never later than the session's true deadline (activity only
+moves deadlines later), so the reaper can sleep until the earliest one, judge the session
+afresh with the pure checkers (:mod:`actors.domain.idle`), and either ask its shard for a
+*conditional* destroy or schedule the next check at the earliest remaining time. The shard
+re-reads the last access before destroying for ``idle-timeout``: activity that came after
+the judgment (a lagging read model, a touch in flight) always wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from events import Event, RedisEventStore
+from projections.queries import ReadModels
+from projections.tenancy_queries import TenancyLookups
+
+from .domain.idle import IdleConfig, SessionFacts, judge
+
+__all__ = ["REAPER_REACTS_TO", "Reaper", "touch"]
+
+log = structlog.get_logger(__name__)
+
+REAPER_REACTS_TO = frozenset({"session_started", "session_terminating", "session_terminated",
+                              "session_cancelled"})  # fmt: skip
+_REPORT_TTL_S = 150
+_RETRY_S = 1.0
+_GONE = frozenset({"TERMINATING", "TERMINATED", "CANCELLED", "ERROR"})
+_ACCESS_TTL_S = 86_400
+
+
+async def touch(store: RedisEventStore, session_id: uuid.UUID | str) -> None:
+    """Activity on a session (an execution started or finished, an app disconnected)."""
+    seconds, micros = await store.redis.time()
+    now = seconds + micros / 1e6
+    pipe = store.redis.pipeline(transaction=False)
+    pipe.set(store.keys.idle_access(str(session_id)), repr(now), ex=_ACCESS_TTL_S)
+    pipe.zadd(store.keys.idle_due, {str(session_id): now}, nx=True)
+    await pipe.execute()
+
+
+class Reaper:
+    def __init__(
+        self,
+        store: RedisEventStore,
+        shard: Any,
+        config: IdleConfig | None = None,
+        *,
+        max_sleep_s: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.shard = shard
+        self.config = config or IdleConfig()
+        self.max_sleep_s = max_sleep_s
+        self.models = ReadModels(store)
+        self.tenancy = TenancyLookups(store)
+        self._wake = asyncio.Event()
+        for warning in self.config.warnings:
+            log.warning("idle configuration", problem=warning)
+
+    async def now(self) -> float:
+        seconds, micros = await self.store.redis.time()
+        return float(seconds + micros / 1e6)
+
+    # ---- following the log -------------------------------------------------------------------
+    async def on_events(self, events: Sequence[Event]) -> None:
+        """A session that started gets its first access (its start time) and a check; one
+        that ends leaves the schedule."""
+        pipe = self.store.redis.pipeline(transaction=False)
+        for event in events:
+            sid = str(getattr(event.data, "session_id", ""))
+            if event.type == "session_started":
+                started = event.position_ms / 1000
+                pipe.set(self.store.keys.idle_access(sid), repr(started), ex=_ACCESS_TTL_S,
+                         nx=True)  # fmt: skip
+                pipe.zadd(self.store.keys.idle_due, {sid: started}, nx=True)
+            elif event.type in REAPER_REACTS_TO:
+                pipe.zrem(self.store.keys.idle_due, sid)
+        await pipe.execute()
+        self._wake.set()
+
+    # ---- judging -------------------------------------------------------------------------------
+    async def facts(self, session_id: str) -> SessionFacts | None:
+        """What the checkers need, fresh: the read model's record (RUNNING sessions only),
+        the owner's policy, the last access."""
+        record = await self.models.session(session_id)
+        if record is None or record["status"] != "RUNNING":
+            return None
+        return await self._facts_of(record)
+
+    async def _facts_of(self, record: dict[str, Any]) -> SessionFacts:
+        session_id = record["id"]
+        access_key = record["access_key"]
+        limits = await self.tenancy.limits_of(access_key) if access_key else None
+        policy = (limits or {}).get("policy") or {}
+        raw = await self.store.redis.get(self.store.keys.idle_access(session_id))
+        occupied = {k: float(v) for k, v in (record.get("occupying_slots") or {}).items()}
+        return SessionFacts(
+            session_id=session_id, session_type=record["type"],
+            created_at=record["created_ms"] / 1000, occupied_slots=occupied,
+            policy_idle_timeout=float(policy.get("idle_timeout", -1)),
+            policy_max_session_lifetime=float(policy.get("max_session_lifetime", 0)),
+            last_access=float(raw) if raw else None,
+        )  # fmt: skip
+
+    async def report(self, session_id: str) -> dict[str, dict[str, Any]]:
+        """Each checker's remaining time, as 23.03's ``idle_checks`` (empty when the session
+        is not running)."""
+        facts = await self.facts(session_id)
+        return {} if facts is None else judge(facts, self.config, await self.now())[1]
+
+    async def run_once(self) -> list[tuple[str, str]]:
+        """Judge every session whose check time has come; returns what it asked to destroy."""
+        now = await self.now()
+        members: list[Any] = await self.store.redis.zrangebyscore(
+            self.store.keys.idle_due, "-inf", now
+        )
+        due = [_text(m) for m in members]
+        reclaimed: list[tuple[str, str]] = []
+        for session_id in due:
+            record = await self.models.session(session_id)
+            status = record["status"] if record else None
+            if status in _GONE:
+                await self.store.redis.zrem(self.store.keys.idle_due, session_id)
+                continue
+            if status != "RUNNING":  # the read model is behind, or the session is restarting
+                await self.store.redis.zadd(self.store.keys.idle_due,
+                                            {session_id: now + _RETRY_S})  # fmt: skip
+                continue
+            assert record is not None
+            facts = await self._facts_of(record)
+            reason, reports = judge(facts, self.config, now)
+            await self.store.redis.set(self.store.keys.idle_report(session_id),
+                                       json.dumps(reports), ex=_REPORT_TTL_S)  # fmt: skip
+            if reason is not None:
+                sid = uuid.UUID(session_id)
+                await self.shard.destroy_if_idle(
+                    sid, reason, facts.last_access, command_id=uuid.uuid5(sid, f"idle/{reason}")
+                )
+                await self.store.redis.zrem(self.store.keys.idle_due, session_id)
+                reclaimed.append((session_id, reason))
+                log.info("session reclaimed", session=session_id, reason=reason)
+                continue
+            waits = [r["remaining"] for r in reports.values() if (r["remaining"] or 0) > 0]
+            if waits:  # the earliest moment something could change its verdict
+                await self.store.redis.zadd(self.store.keys.idle_due,
+                                            {session_id: now + min(waits)})  # fmt: skip
+            else:  # nothing measures it (no policy, timer off): a touch brings it back
+                await self.store.redis.zrem(self.store.keys.idle_due, session_id)
+        return reclaimed
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Sleep until the earliest check time (or a new session), judge, repeat."""
+        while not (stop and stop.is_set()):
+            try:
+                await self.run_once()
+                head: list[Any] = await self.store.redis.zrange(
+                    self.store.keys.idle_due, 0, 0, withscores=True
+                )
+                wait = self.max_sleep_s
+                if head:
+                    wait = max(0.0, min(wait, float(head[0][1]) - await self.now()))
+            except Exception:
+                log.exception("idle check failed; retrying")
+                wait = self.max_sleep_s
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

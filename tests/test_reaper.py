@@ -1,0 +1,147 @@
+"""The reaper on the log-driven write side: idle and lifetime reclaims with seconds-scale
+configuration, activity pushing the deadline, the conditional destroy that activity wins,
+exemptions, and the report (real Redis, simulated agents)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from actors.domain.idle import IdleConfig
+from actors.domain.session import SessionType
+from actors.domain.slots import ResourceSlot
+from actors.local import LocalCluster
+from actors.reaper import touch
+from events import RedisEventStore
+from events.secrets import SecretBox
+from kernelhub.bootstrap import bootstrap
+from kernelhub.testing import eventually
+
+pytestmark = pytest.mark.redis
+G = 2**30
+NETWORK_2S = IdleConfig.parse({"enabled": "network_timeout",
+                               "checkers": {"network_timeout": {"threshold": "2s"}}})  # fmt: skip
+
+
+@pytest.fixture
+async def cluster(store: RedisEventStore) -> AsyncIterator[LocalCluster]:
+    local = LocalCluster(store, [("i-a", {"cpu": 8, "mem": 16 * G})], safety_tick_s=0.5,
+                         idle=NETWORK_2S)  # fmt: skip
+    await local.start()
+    try:
+        yield local
+    finally:
+        await local.stop()
+
+
+async def running(cluster: LocalCluster, access_key: str = "AK1", **extra: object) -> uuid.UUID:
+    sid = await cluster.shard.create(  # type: ignore[arg-type]
+        name="idle", access_key=access_key, scaling_group="default",
+        image="kernelhub/python:3.11", requested=[ResourceSlot(cpu=1, mem=G)], **extra,
+    )  # fmt: skip
+
+    async def started() -> bool:
+        return (await cluster.shard.get(sid)).status.name == "RUNNING"
+
+    await eventually(started, timeout=20, message="RUNNING")
+    return sid
+
+
+async def ended_with(store: RedisEventStore, sid: uuid.UUID, timeout: float = 20) -> str:
+    async def reason() -> str | None:
+        events = await store.read_stream(f"session-{sid}")
+        last = events[-1]
+        return str(last.data.reason) if last.type == "session_terminated" else None  # type: ignore[union-attr]
+
+    return await eventually(reason, timeout=timeout, message="terminated")
+
+
+async def test_an_untouched_session_is_reclaimed_by_its_session_id(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    sid = await running(cluster)
+    assert await ended_with(store, sid) == "idle-timeout"  # B7: the session, not a kernel id
+    types = [e.type for e in await store.read_stream(f"session-{sid}")]
+    assert types.count("session_terminating") == 1  # one termination
+
+
+async def test_activity_pushes_the_deadline(cluster: LocalCluster, store: RedisEventStore) -> None:
+    sid = await running(cluster)
+    loop_time = 0.0
+    import asyncio
+
+    while loop_time < 5.0:  # 2.5 thresholds of activity
+        await touch(store, sid)
+        await asyncio.sleep(0.5)
+        loop_time += 0.5
+    assert (await cluster.shard.get(sid)).status.name == "RUNNING"
+    report = await cluster.reaper.report(str(sid))
+    assert report["network_timeout"]["remaining"] > 0
+    assert report["network_timeout"]["remaining_time_type"] == "expire_after"
+    assert await ended_with(store, sid) == "idle-timeout"  # then it stops: reclaimed
+
+
+async def test_activity_after_the_judgment_wins_over_a_late_destroy(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    """What a lagging read model or a touch in flight looks like to the shard: the reaper
+    judged on an old access time; the session was touched since; nothing is destroyed."""
+    sid = await running(cluster)
+    judged = float(await store.redis.get(store.keys.idle_access(str(sid))))
+    await touch(store, sid)
+    assert await cluster.shard.destroy_if_idle(sid, "idle-timeout", judged) == []
+    assert (await cluster.shard.get(sid)).status.name == "RUNNING"
+    decided = await cluster.shard.destroy_if_idle(sid, "idle-session-lifetime", judged)
+    assert decided[0].type == "session_terminating"  # lifetime does not wait
+
+
+async def test_batch_sessions_are_not_network_checked(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    sid = await running(cluster, session_type=SessionType.BATCH, startup_command="sleep 60")
+    await eventually(lambda: cluster.reaper.report(str(sid)), message="judged once")
+    assert (await cluster.shard.get(sid)).status.name in ("RUNNING", "TERMINATING", "TERMINATED")
+    report = await cluster.reaper.report(str(sid))
+    assert report == {} or report["network_timeout"]["remaining"] is None
+
+
+async def test_the_policy_lifetime_reclaims_with_its_reason(
+    store: RedisEventStore, tmp_path: Path
+) -> None:
+    from actors.tenancy import TenancyService
+
+    box = SecretBox.from_file(tmp_path / "master.key", create=True)
+    admin = await bootstrap(store, box)
+    tenancy = await TenancyService(store, box).load()
+    await tenancy.set_policy("default", max_session_lifetime=2, idle_timeout=0)
+    local = LocalCluster(store, [("i-a", {"cpu": 8, "mem": 16 * G})], safety_tick_s=0.5,
+                         idle=NETWORK_2S)  # fmt: skip
+    await local.start()
+    try:
+        sid = await running(local, access_key=admin.access_key)
+        for _ in range(3):
+            await touch(store, sid)  # activity does not extend a lifetime
+        assert await ended_with(store, sid) == "idle-session-lifetime"
+        events = await store.read_stream(f"session-{sid}")
+        assert events[-1].position_ms - events[0].position_ms >= 2000
+    finally:
+        await local.stop()
+
+
+async def test_no_checker_and_no_policy_means_never_reclaimed(store: RedisEventStore) -> None:
+    local = LocalCluster(store, [("i-a", {"cpu": 8, "mem": 16 * G})], safety_tick_s=0.5)
+    await local.start()
+    try:
+        sid = await running(local)
+
+        async def unscheduled() -> bool:  # judged, and nothing will ever be due
+            judged = await store.redis.get(store.keys.idle_report(str(sid))) is not None
+            return judged and await store.redis.zscore(store.keys.idle_due, str(sid)) is None
+
+        await eventually(unscheduled, message="judged and left alone")
+        assert (await local.shard.get(sid)).status.name == "RUNNING"
+    finally:
+        await local.stop()
