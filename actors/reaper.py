@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +36,7 @@ REAPER_REACTS_TO = frozenset({"session_started", "session_terminating", "session
                               "session_cancelled"})  # fmt: skip
 _REPORT_TTL_S = 150
 _RETRY_S = 1.0
+_POLICY_TTL_S = 1.0
 _GONE = frozenset({"TERMINATING", "TERMINATED", "CANCELLED", "ERROR"})
 _ACCESS_TTL_S = 86_400
 
@@ -65,6 +67,7 @@ class Reaper:
         self.models = ReadModels(store)
         self.tenancy = TenancyLookups(store)
         self._wake = asyncio.Event()
+        self._policies: dict[str, tuple[float, dict[str, Any]]] = {}
         for warning in self.config.warnings:
             log.warning("idle configuration", problem=warning)
 
@@ -99,18 +102,29 @@ class Reaper:
         return await self._facts_of(record)
 
     async def _facts_of(self, record: dict[str, Any]) -> SessionFacts:
-        session_id = record["id"]
-        access_key = record["access_key"]
-        limits = await self.tenancy.limits_of(access_key) if access_key else None
-        policy = (limits or {}).get("policy") or {}
-        raw = await self.store.redis.get(self.store.keys.idle_access(session_id))
+        raw = await self.store.redis.get(self.store.keys.idle_access(record["id"]))
+        return self._facts(record, await self._policy(record["access_key"]), raw)
+
+    async def _policy(self, access_key: str | None) -> dict[str, Any]:
+        """The owner's resource policy, re-read at most once a second."""
+        if not access_key:
+            return {}
+        now = time.monotonic()
+        cached = self._policies.get(access_key)
+        if cached is None or now - cached[0] >= _POLICY_TTL_S:
+            limits = await self.tenancy.limits_of(access_key)
+            cached = self._policies[access_key] = (now, dict((limits or {}).get("policy") or {}))
+        return cached[1]
+
+    @staticmethod
+    def _facts(record: dict[str, Any], policy: dict[str, Any], raw_access: Any) -> SessionFacts:
         occupied = {k: float(v) for k, v in (record.get("occupying_slots") or {}).items()}
         return SessionFacts(
-            session_id=session_id, session_type=record["type"],
+            session_id=record["id"], session_type=record["type"],
             created_at=record["created_ms"] / 1000, occupied_slots=occupied,
             policy_idle_timeout=float(policy.get("idle_timeout", -1)),
             policy_max_session_lifetime=float(policy.get("max_session_lifetime", 0)),
-            last_access=float(raw) if raw else None,
+            last_access=float(raw_access) if raw_access else None,
         )  # fmt: skip
 
     async def report(self, session_id: str) -> dict[str, dict[str, Any]]:
@@ -120,43 +134,55 @@ class Reaper:
         return {} if facts is None else judge(facts, self.config, await self.now())[1]
 
     async def run_once(self) -> list[tuple[str, str]]:
-        """Judge every session whose check time has come; returns what it asked to destroy."""
+        """Judge every session whose check time has come; returns what it asked to destroy.
+
+        Reads are batched (the due sessions' records in one round trip, their last accesses
+        in another, each owner's policy once) and the destroys go to the shards together,
+        so a pass costs a few round trips however many sessions are due."""
         now = await self.now()
         members: list[Any] = await self.store.redis.zrangebyscore(
             self.store.keys.idle_due, "-inf", now
         )
         due = [_text(m) for m in members]
+        if not due:
+            return []
+        records = {r["id"]: r for r in await self.models.sessions_by_id(due)}
+        accesses = await self.store.redis.mget([self.store.keys.idle_access(s) for s in due])
+        owners = {r["access_key"] for r in records.values() if r["access_key"]}
+        policies = {access_key: await self._policy(access_key) for access_key in owners}
+        pipe = self.store.redis.pipeline(transaction=False)
+        destroys: list[tuple[uuid.UUID, str, float | None, uuid.UUID]] = []
         reclaimed: list[tuple[str, str]] = []
-        for session_id in due:
-            record = await self.models.session(session_id)
+        for session_id, raw_access in zip(due, accesses, strict=True):
+            record = records.get(session_id)
             status = record["status"] if record else None
             if status in _GONE:
-                await self.store.redis.zrem(self.store.keys.idle_due, session_id)
+                pipe.zrem(self.store.keys.idle_due, session_id)
                 continue
-            if status != "RUNNING":  # the read model is behind, or the session is restarting
-                await self.store.redis.zadd(self.store.keys.idle_due,
-                                            {session_id: now + _RETRY_S})  # fmt: skip
+            if record is None or status != "RUNNING":  # behind, or restarting: look again
+                pipe.zadd(self.store.keys.idle_due, {session_id: now + _RETRY_S})
                 continue
-            assert record is not None
-            facts = await self._facts_of(record)
+            facts = self._facts(record, policies.get(record["access_key"], {}), raw_access)
             reason, reports = judge(facts, self.config, now)
-            await self.store.redis.set(self.store.keys.idle_report(session_id),
-                                       json.dumps(reports), ex=_REPORT_TTL_S)  # fmt: skip
+            pipe.set(self.store.keys.idle_report(session_id), json.dumps(reports),
+                     ex=_REPORT_TTL_S)  # fmt: skip
             if reason is not None:
                 sid = uuid.UUID(session_id)
-                await self.shard.destroy_if_idle(
-                    sid, reason, facts.last_access, command_id=uuid.uuid5(sid, f"idle/{reason}")
-                )
-                await self.store.redis.zrem(self.store.keys.idle_due, session_id)
+                command = uuid.uuid5(sid, f"idle/{reason}")
+                destroys.append((sid, reason, facts.last_access, command))
+                pipe.zrem(self.store.keys.idle_due, session_id)
                 reclaimed.append((session_id, reason))
-                log.info("session reclaimed", session=session_id, reason=reason)
                 continue
             waits = [r["remaining"] for r in reports.values() if (r["remaining"] or 0) > 0]
             if waits:  # the earliest moment something could change its verdict
-                await self.store.redis.zadd(self.store.keys.idle_due,
-                                            {session_id: now + min(waits)})  # fmt: skip
+                pipe.zadd(self.store.keys.idle_due, {session_id: now + min(waits)})
             else:  # nothing measures it (no policy, timer off): a touch brings it back
-                await self.store.redis.zrem(self.store.keys.idle_due, session_id)
+                pipe.zrem(self.store.keys.idle_due, session_id)
+        await pipe.execute()
+        if destroys:
+            await self.shard.destroy_many_if_idle(destroys)
+            for session_id, reason in reclaimed:
+                log.info("session reclaimed", session=session_id, reason=reason)
         return reclaimed
 
     async def run(self, stop: asyncio.Event | None = None) -> None:

@@ -201,6 +201,24 @@ class ShardRouter:
         return await self._call(session_id, "destroy_if_idle", session_id, reason, judged_access,
                                 command_id or uuid.uuid4())  # fmt: skip
 
+    async def destroy_many_if_idle(
+        self, requests: Sequence[tuple[uuid.UUID, str, float | None, uuid.UUID]]
+    ) -> list[Any]:
+        """One call per owning shard, in parallel; outcomes in request order."""
+        by_shard: dict[int, list[int]] = {}
+        for index, request in enumerate(requests):
+            by_shard.setdefault(shard_of(request[0], len(self.handles)), []).append(index)
+        outcomes: list[Any] = [None] * len(requests)
+        groups = list(by_shard.values())
+        replies = await asyncio.gather(*(
+            self._call(requests[g[0]][0], "destroy_many_if_idle", [requests[i] for i in g])
+            for g in groups
+        ))  # fmt: skip
+        for group, reply in zip(groups, replies, strict=True):
+            for index, outcome in zip(group, reply, strict=True):
+                outcomes[index] = outcome
+        return outcomes
+
     async def batch_result(self, result: Any, *, command_id: uuid.UUID | None = None) -> Any:
         return await self._call(result.session_id, "batch_result", result,
                                 command_id or uuid.uuid4())  # fmt: skip

@@ -339,13 +339,34 @@ class SessionShard:
         """The reaper's destroy, re-checked here: a session touched after the reaper judged
         it idle (its read model lagging, a touch in flight) is left alone. Lifetime and
         utilization reclaims do not depend on activity and go ahead."""
-        self._check_owner(session_id)
-        if reason == "idle-timeout":
-            raw = await self.store.redis.get(self.store.keys.idle_access(str(session_id)))
-            latest = float(raw) if raw else None
-            if latest is None or (judged_access is not None and latest > judged_access):
-                return []  # active since (or the timer is off): not idle after all
-        return await self.destroy(session_id, reason=reason, command_id=command_id)
+        (outcome,) = await self.destroy_many_if_idle(
+            [(session_id, reason, judged_access, command_id or uuid.uuid4())]
+        )
+        return outcome
+
+    async def destroy_many_if_idle(
+        self, requests: Sequence[tuple[uuid.UUID, str, float | None, uuid.UUID]]
+    ) -> list[list[AnyPayload]]:
+        """Several of :meth:`destroy_if_idle` at once: the latest accesses in one read, the
+        destroys concurrently (different sessions)."""
+        for session_id, *_ in requests:
+            self._check_owner(session_id)
+        latest = await self.store.redis.mget(
+            [self.store.keys.idle_access(str(session_id)) for session_id, *_ in requests]
+        )
+
+        async def one(
+            request: tuple[uuid.UUID, str, float | None, uuid.UUID], raw: Any
+        ) -> list[AnyPayload]:
+            session_id, reason, judged, command = request
+            if reason == "idle-timeout":
+                access = float(raw) if raw else None
+                if access is None or (judged is not None and access > judged):
+                    return []  # active since (or the timer is off): not idle after all
+            return await self.destroy(session_id, reason=reason, command_id=command)
+
+        return list(await asyncio.gather(*(one(r, raw) for r, raw in zip(requests, latest,
+                                                                        strict=True))))  # fmt: skip
 
     async def restart(
         self, session_id: uuid.UUID, *, command_id: uuid.UUID | None = None
