@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) bench/policy.py
 	$(PY) bench/replay.py
 	$(PY) bench/schedule.py
+	$(PY) bench/idle.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

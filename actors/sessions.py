@@ -41,7 +41,7 @@ from events.catalogue import (
     SessionSuccess,
 )
 
-from .domain.errors import InvalidAPIParameters
+from .domain.errors import DomainError, InvalidAPIParameters
 from .domain.session import ClusterMode, SessionType, validate_creation
 from .domain.session_aggregate import KernelReport, SessionAggregate
 from .domain.slots import ResourceSlot
@@ -69,6 +69,10 @@ SHARD_REACTS_TO = frozenset({
 may be waiting for."""
 _SETTLED = frozenset({"RUNNING", "TERMINATED", "CANCELLED", "ERROR"})
 """Where ``create(wait=...)`` returns: running, or an end (23.03's blocking create)."""
+
+
+def _destroy_decision(reason: str) -> Callable[[SessionAggregate], list[Any]]:
+    return lambda aggregate: aggregate.decide_destroy(reason=reason).events
 
 
 def shard_of(session_id: uuid.UUID, count: int) -> int:
@@ -231,6 +235,54 @@ class SessionShard:
                 return payloads
         raise RuntimeError(f"session {session_id} kept changing under {_RETRIES} attempts")
 
+    async def _decide_many(
+        self,
+        decisions: Sequence[tuple[uuid.UUID, uuid.UUID, Callable[[SessionAggregate], list[Any]]]],
+    ) -> list[list[AnyPayload]]:
+        """Several sessions' decisions in one ``append_multi`` (all or none); if any stream
+        moved meanwhile, or a decision refuses, each is decided again on its own."""
+        ordered = sorted({sid for sid, _, _ in decisions})
+        async with contextlib.AsyncExitStack() as locks:
+            for sid in ordered:  # a fixed order: two batches never wait on each other
+                self._check_owner(sid)
+                await locks.enter_async_context(self._locks[sid])
+            aggregates = await asyncio.gather(*(self._catch_up(sid) for sid, _, _ in decisions))
+            decided: list[list[AnyPayload]] = []
+            batches = []
+            fallback = False
+            try:
+                for (sid, command, decide), aggregate in zip(decisions, aggregates, strict=True):
+                    payloads = [] if command in aggregate.commands else decide(aggregate)
+                    decided.append(payloads)
+                    if payloads:
+                        events = events_for_command(command, payloads, actor=self.actor)
+                        batches.append(StreamBatch(session_stream(sid), events, aggregate.version))
+                if batches:
+                    results = await self.store.append_multi(batches)
+                    fallback = any(r.duplicate for r in results)  # a retry: read what is there
+            except (WrongExpectedVersionError, DomainError):
+                fallback = True
+        if fallback:  # one at a time, each with its own retries and refusals
+            return [await self._decide_or_refuse(sid, command, decide)
+                    for sid, command, decide in decisions]  # fmt: skip
+        for (_, command, _), aggregate, payloads in zip(decisions, aggregates, decided,
+                                                         strict=True):  # fmt: skip
+            for payload in payloads:
+                aggregate.apply(payload, aggregate.version + 1, command)
+            if aggregate.ended:
+                self.active.pop(aggregate.session_id, None)
+        return decided
+
+    async def _decide_or_refuse(
+        self, session_id: uuid.UUID, command: uuid.UUID,
+        decide: Callable[[SessionAggregate], list[Any]],
+    ) -> list[AnyPayload]:  # fmt: skip
+        try:
+            return await self._decide(session_id, command, decide)
+        except DomainError as exc:
+            log.info("decision refused", session=str(session_id), why=str(exc))
+            return []
+
     # ---- commands ----------------------------------------------------------------------------
     async def create(self, **options: Any) -> uuid.UUID:
         """Enqueue a session (validated first: nothing invalid reaches the log)."""
@@ -355,18 +407,22 @@ class SessionShard:
             [self.store.keys.idle_access(str(session_id)) for session_id, *_ in requests]
         )
 
-        async def one(
-            request: tuple[uuid.UUID, str, float | None, uuid.UUID], raw: Any
-        ) -> list[AnyPayload]:
-            session_id, reason, judged, command = request
-            if reason == "idle-timeout":
-                access = float(raw) if raw else None
-                if access is None or (judged is not None and access > judged):
-                    return []  # active since (or the timer is off): not idle after all
-            return await self.destroy(session_id, reason=reason, command_id=command)
+        def still_idle(request: tuple[uuid.UUID, str, float | None, uuid.UUID], raw: Any) -> bool:
+            _, reason, judged, _ = request
+            if reason != "idle-timeout":
+                return True
+            access = float(raw) if raw else None
+            return access is not None and (judged is None or access <= judged)
 
-        return list(await asyncio.gather(*(one(r, raw) for r, raw in zip(requests, latest,
-                                                                        strict=True))))  # fmt: skip
+        chosen = [i for i, (r, raw) in enumerate(zip(requests, latest, strict=True))
+                  if still_idle(r, raw)]  # fmt: skip
+        decided = await self._decide_many([
+            (requests[i][0], requests[i][3], _destroy_decision(requests[i][1])) for i in chosen
+        ])  # fmt: skip
+        outcomes: list[list[AnyPayload]] = [[] for _ in requests]
+        for index, payloads in zip(chosen, decided, strict=True):
+            outcomes[index] = payloads
+        return outcomes
 
     async def restart(
         self, session_id: uuid.UUID, *, command_id: uuid.UUID | None = None

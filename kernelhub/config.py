@@ -6,10 +6,12 @@ scales in temporary directories.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from events import Durability
 from events.keys import DEFAULT_PREFIX
@@ -47,6 +49,20 @@ class Settings(BaseModel):
     )
     durability: Durability = Durability.EVERYSEC
     key_prefix: str = DEFAULT_PREFIX
+    idle: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Backend.AI's config/idle as JSON: enabled checkers and their settings.",
+    )
+
+    @field_validator("idle", mode="before")
+    @classmethod
+    def _idle_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"KH_IDLE is not JSON: {exc}") from None
+        return value
 
     @property
     def master_key_path(self) -> Path:
@@ -68,6 +84,7 @@ class Settings(BaseModel):
             ("redis_port", "KH_REDIS_PORT"),
             ("durability", "KH_DURABILITY"),
             ("key_prefix", "KH_KEY_PREFIX"),
+            ("idle", "KH_IDLE"),
         ):
             if env.get(var):
                 values[field] = env[var]

@@ -122,7 +122,7 @@ def start_ray(
         installation = start_actors(
             state.redis_url, prefix=settings.key_prefix, detached=True, backend=backend,
             agents=_agent_specs(backend, agents), work_root=str(settings.data_dir / "kernels"),
-            shards=shards, master_key_path=str(settings.master_key_path),
+            shards=shards, master_key_path=str(settings.master_key_path), idle=settings.idle,
         )  # fmt: skip
     finally:
         ray.shutdown()

@@ -98,7 +98,7 @@ def _session_id(text: str) -> uuid.UUID:
         raise KernelhubError(f"not a session id: {text!r}") from None
 
 
-def describe(record: dict[str, Any]) -> list[str]:
+def describe(record: dict[str, Any], idle: dict[str, Any] | None = None) -> list[str]:
     lines = [
         f"session   {record['id']} ({record['name']}, {record['type']})",
         f"status    {record['status']} {record['status_info']}".rstrip(),
@@ -111,7 +111,22 @@ def describe(record: dict[str, Any]) -> list[str]:
     for kernel in record["kernels"].values():
         lines.append(f"kernel    {kernel['id']} {kernel['cluster_hostname']} on {kernel['agent']}: "
                      f"{kernel['status']} {kernel['status_info']}".rstrip())  # fmt: skip
+    for checker, report in sorted((idle or {}).items()):
+        lines.append(f"idle      {checker}: {_remaining(report)}")
     return lines
+
+
+def _remaining(report: dict[str, Any]) -> str:
+    """``idle in 4m 10s`` style, as a user reads it (the reaper's last report)."""
+    left = report.get("remaining")
+    if left is None:
+        return "not measured"
+    if left < 0:
+        return "expired"
+    minutes, seconds = divmod(int(left), 60)
+    when = f"{minutes}m {seconds}s" if minutes else f"{seconds}s"
+    kind = "grace period ends" if report.get("remaining_time_type") == "grace_period" else "in"
+    return f"{kind} {when}"
 
 
 def add_parser(sub: Any) -> None:
@@ -161,10 +176,13 @@ async def run_command(args: argparse.Namespace, store: Any, access_key: str) -> 
             record = await models.session(args.session_id)
         if record is None:
             raise KernelhubError(f"no session {args.session_id}")
+        raw = await store.redis.get(store.keys.idle_report(args.session_id))
+        idle = json.loads(raw) if raw else {}
+        record = {**record, "idle_checks": idle}
         print(
             json.dumps(record, indent=2, sort_keys=True)
             if args.json
-            else "\n".join(describe(record))
+            else "\n".join(describe(record, idle))
         )
         return 0
     page = await models.sessions(statuses=args.status, limit=args.limit)

@@ -64,3 +64,15 @@ def test_schedule_bench_prints_its_figures() -> None:
     assert (figures["sessions"], figures["agents"], figures["open_loop_sessions"]) == (60, 6, 20)
     for key in ("enqueue_per_s", "ours_per_s", "policy_only_per_s", "ratio", "open_loop_p99_ms"):
         assert figures[key] > 0, key
+
+
+def test_idle_bench_prints_its_figures() -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/idle.py", "--sessions", "300", "--rounds", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (figures["sessions"], figures["expired"], figures["reclaimed_per_round"]) == (300, 3, 3)
+    for key in ("idle_pass_ms_10k", "scan_ms_10k", "ratio"):
+        assert figures[key] > 0, key

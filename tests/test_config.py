@@ -46,3 +46,27 @@ def test_ray_cluster_yaml_is_a_valid_node_types_config() -> None:
         assert key in config
     assert config["head_node_type"] in config["available_node_types"]
     validate_config(prepare_config(config))  # what `ray up` runs before anything else
+
+
+def test_idle_configuration_from_the_environment() -> None:
+    from actors.domain.idle import IdleConfig
+
+    assert Settings.from_env({}).idle == {}
+    raw = '{"enabled": "timeout", "checkers": {"timeout": {"threshold": "90s"}}}'
+    settings = Settings.from_env({"KH_IDLE": raw})
+    config = IdleConfig.parse(settings.idle)
+    assert config.enabled == ("network_timeout",) and config.network_threshold == 90
+    assert config.warnings  # the old name is said out loud
+    with pytest.raises(ValidationError, match="KH_IDLE is not JSON"):
+        Settings.from_env({"KH_IDLE": "{nope"})
+
+
+def test_the_documented_defaults_of_the_idle_checkers() -> None:
+    from actors.domain.idle import IdleConfig
+
+    defaults = IdleConfig.parse({})
+    assert defaults.enabled == ()  # as 23.03: only the policy's session lifetime
+    assert defaults.network_threshold == 600
+    assert defaults.utilization.time_window == 600
+    assert defaults.utilization.initial_grace_period == 300
+    assert defaults.utilization.thresholds_check_operator == "and"

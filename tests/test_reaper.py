@@ -145,3 +145,39 @@ async def test_no_checker_and_no_policy_means_never_reclaimed(store: RedisEventS
         assert (await local.shard.get(sid)).status.name == "RUNNING"
     finally:
         await local.stop()
+
+
+async def test_one_refusal_in_a_batch_of_destroys_does_not_spare_the_others(
+    store: RedisEventStore,
+) -> None:
+    """Destroys go to a shard together (one append); a session that may not be destroyed
+    now (PREPARING, unless forced) makes the shard decide each on its own instead."""
+    from actors.agents.backends import SimBackend
+
+    local = LocalCluster(
+        store, [("i-fast", {"cpu": 8, "mem": 16 * G}), ("i-slow", {"cpu": 8, "mem": 16 * G})],
+        safety_tick_s=0.3, backend=lambda agent: SimBackend(60.0 if agent == "i-slow" else 0.01),
+    )  # fmt: skip
+    await local.start()
+    try:
+        await local.agents["i-slow"].set_schedulable(False)
+        done = [await running(local) for _ in range(2)]
+        await local.agents["i-fast"].set_schedulable(False)
+        await local.agents["i-slow"].set_schedulable(True)
+        slow = await local.shard.create(  # type: ignore[arg-type]
+            name="slow", access_key="AK1", scaling_group="default",
+            image="kernelhub/python:3.11", requested=[ResourceSlot(cpu=1, mem=G)],
+        )  # fmt: skip
+
+        async def preparing() -> bool:
+            return (await local.shard.get(slow)).status.name == "PREPARING"
+
+        await eventually(preparing, message="stuck starting")
+        requests = [(sid, "idle-session-lifetime", None, uuid.uuid4()) for sid in [*done, slow]]
+        outcomes = await local.shard.destroy_many_if_idle(requests)
+        assert [bool(o) for o in outcomes] == [True, True, False]
+        assert (await local.shard.get(slow)).status.name == "PREPARING"
+        for sid in done:
+            assert await ended_with(store, sid) == "idle-session-lifetime"
+    finally:
+        await local.stop()
