@@ -68,6 +68,7 @@ class Reaper:
         self.tenancy = TenancyLookups(store)
         self._wake = asyncio.Event()
         self._policies: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._users: dict[str, tuple[float, float | None]] = {}
         for warning in self.config.warnings:
             log.warning("idle configuration", problem=warning)
 
@@ -103,7 +104,32 @@ class Reaper:
 
     async def _facts_of(self, record: dict[str, Any]) -> SessionFacts:
         raw = await self.store.redis.get(self.store.keys.idle_access(record["id"]))
-        return self._facts(record, await self._policy(record["access_key"]), raw)
+        owner = await self._owner(record)
+        return self._facts(record, owner, raw)
+
+    async def _owner(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The owner's policy and, when the session names its user, when that user was
+        created (the new-user grace period counts from it)."""
+        owner: dict[str, Any] = {"policy": await self._policy(record["access_key"])}
+        if self.config.user_initial_grace_period is None:
+            return owner
+        user_id = record.get("user_id")
+        if not user_id and record["access_key"]:
+            keypair = await self.tenancy.keypair(record["access_key"])
+            user_id = (keypair or {}).get("user_id")
+        created = await self._user_created(str(user_id)) if user_id else None
+        if created is not None:
+            owner["user_created_at"] = created
+        return owner
+
+    async def _user_created(self, user_id: str) -> float | None:
+        cached = self._users.get(user_id)
+        if cached is None or time.monotonic() - cached[0] >= _POLICY_TTL_S:
+            user = await self.tenancy.user(user_id)
+            created = user.get("created_ms") if user else None
+            cached = self._users[user_id] = (time.monotonic(),
+                                             created / 1000 if created else None)  # fmt: skip
+        return cached[1]
 
     async def _policy(self, access_key: str | None) -> dict[str, Any]:
         """The owner's resource policy, re-read at most once a second."""
@@ -117,7 +143,8 @@ class Reaper:
         return cached[1]
 
     @staticmethod
-    def _facts(record: dict[str, Any], policy: dict[str, Any], raw_access: Any) -> SessionFacts:
+    def _facts(record: dict[str, Any], owner: dict[str, Any], raw_access: Any) -> SessionFacts:
+        policy = owner["policy"]
         occupied = {k: float(v) for k, v in (record.get("occupying_slots") or {}).items()}
         return SessionFacts(
             session_id=record["id"], session_type=record["type"],
@@ -125,6 +152,7 @@ class Reaper:
             policy_idle_timeout=float(policy.get("idle_timeout", -1)),
             policy_max_session_lifetime=float(policy.get("max_session_lifetime", 0)),
             last_access=float(raw_access) if raw_access else None,
+            user_created_at=owner.get("user_created_at"),
         )  # fmt: skip
 
     async def report(self, session_id: str) -> dict[str, dict[str, Any]]:
@@ -148,8 +176,7 @@ class Reaper:
             return []
         records = {r["id"]: r for r in await self.models.sessions_by_id(due)}
         accesses = await self.store.redis.mget([self.store.keys.idle_access(s) for s in due])
-        owners = {r["access_key"] for r in records.values() if r["access_key"]}
-        policies = {access_key: await self._policy(access_key) for access_key in owners}
+        owners = {r["id"]: await self._owner(r) for r in records.values()}
         pipe = self.store.redis.pipeline(transaction=False)
         destroys: list[tuple[uuid.UUID, str, float | None, uuid.UUID]] = []
         reclaimed: list[tuple[str, str]] = []
@@ -162,7 +189,7 @@ class Reaper:
             if record is None or status != "RUNNING":  # behind, or restarting: look again
                 pipe.zadd(self.store.keys.idle_due, {session_id: now + _RETRY_S})
                 continue
-            facts = self._facts(record, policies.get(record["access_key"], {}), raw_access)
+            facts = self._facts(record, owners[session_id], raw_access)
             reason, reports = judge(facts, self.config, now)
             pipe.set(self.store.keys.idle_report(session_id), json.dumps(reports),
                      ex=_REPORT_TTL_S)  # fmt: skip

@@ -4,6 +4,7 @@ exemptions, and the report (real Redis, simulated agents)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -179,5 +180,35 @@ async def test_one_refusal_in_a_batch_of_destroys_does_not_spare_the_others(
         assert (await local.shard.get(slow)).status.name == "PREPARING"
         for sid in done:
             assert await ended_with(store, sid) == "idle-session-lifetime"
+    finally:
+        await local.stop()
+
+
+async def test_a_new_user_is_given_the_grace_period_first(
+    store: RedisEventStore, tmp_path: Path
+) -> None:
+    """The network timeout counts from the end of the user's grace period (an hour after
+    the admin user was created), not from the session's last access."""
+    box = SecretBox.from_file(tmp_path / "master.key", create=True)
+    admin = await bootstrap(store, box)
+    from actors.tenancy import TenancyService
+
+    tenancy = await TenancyService(store, box).load()
+    await tenancy.set_policy("default", idle_timeout=2)
+    graceful = IdleConfig.parse({"enabled": "network_timeout", "checkers": {
+        "user_grace_period": {"user_initial_grace_period": "1h"}}})  # fmt: skip
+    local = LocalCluster(store, [("i-a", {"cpu": 8, "mem": 16 * G})], safety_tick_s=0.5,
+                         idle=graceful)  # fmt: skip
+    await local.start()
+    try:
+        sid = await running(local, access_key=admin.access_key)
+
+        async def judged() -> dict | None:  # type: ignore[type-arg]
+            raw = await store.redis.get(store.keys.idle_report(str(sid)))
+            return json.loads(raw) if raw else None
+
+        report = await eventually(judged, message="judged")
+        assert 3500 < report["network_timeout"]["remaining"] <= 3600 + 2  # grace end + timeout
+        assert (await local.shard.get(sid)).status.name == "RUNNING"
     finally:
         await local.stop()

@@ -40,7 +40,7 @@ def _merge(record: Record | None, data: dict[str, Any]) -> Record:
 
 class TenancyProjection(IndexedProjection):
     name = "tenancy"
-    version = 1
+    version = 2
 
     def refs(self, event: StoredEvent) -> Iterable[RecordRef]:
         key = _KEY.get(event.type)
@@ -77,6 +77,8 @@ class TenancyProjection(IndexedProjection):
             record = _merge(record, data)
             if event.type == "project_created":
                 record.setdefault("members", [])
+            if event.type == "user_created":  # the new-user grace period starts here
+                record["created_ms"] = event.position_ms
         records.put(kind, record_id, record)
 
     def zset_entries(self, ref: RecordRef, record: Record) -> IndexEntries:
