@@ -91,6 +91,7 @@ class LocalCluster:
             asyncio.create_task(self._schedule_loop(), name="scheduler"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeats"),
             asyncio.create_task(self.reaper.run(self._stop), name="reaper"),
+            asyncio.create_task(self._sample_loop(), name="utilization"),
         ]
         self._wake.set()
         return self
@@ -123,6 +124,17 @@ class LocalCluster:
                 log.exception("liveness check failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.heartbeat_interval_s)
+
+    async def _sample_loop(self) -> None:
+        """Utilization samples, at the idle configuration's sample interval."""
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.reaper.config.utilization.interval)
+            for agent in self.agents.values():
+                try:
+                    await agent.sample_utilization()
+                except Exception:
+                    log.exception("utilization sample failed", agent=agent.agent_id)
 
     async def _schedule_loop(self) -> None:
         while not self._stop.is_set():

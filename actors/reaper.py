@@ -105,7 +105,26 @@ class Reaper:
     async def _facts_of(self, record: dict[str, Any]) -> SessionFacts:
         raw = await self.store.redis.get(self.store.keys.idle_access(record["id"]))
         owner = await self._owner(record)
+        owner["utilization"] = (await self._utilization([record]))[record["id"]]
         return self._facts(record, owner, raw)
+
+    async def _utilization(
+        self, records: list[dict[str, Any]]
+    ) -> dict[str, dict[str, list[float]]]:
+        """Each session's utilization series from its running kernels' samples (one read
+        for all), averaged kernel by kernel for cluster sessions (23.03 §5.3)."""
+        if "utilization" not in self.config.enabled:
+            return {r["id"]: {} for r in records}
+        kernels = [(r["id"], k) for r in records for k, kernel in r["kernels"].items()
+                   if kernel["status"] == "RUNNING"]  # fmt: skip
+        raw = await self.store.redis.mget(
+            [self.store.keys.idle_utilization(k) for _, k in kernels]
+        ) if kernels else []  # fmt: skip
+        per_session: dict[str, list[dict[str, list[float]]]] = {r["id"]: [] for r in records}
+        for (session_id, _), value in zip(kernels, raw, strict=True):
+            if value:
+                per_session[session_id].append(json.loads(value))
+        return {sid: _average(series) for sid, series in per_session.items()}
 
     async def _owner(self, record: dict[str, Any]) -> dict[str, Any]:
         """The owner's policy and, when the session names its user, when that user was
@@ -153,6 +172,7 @@ class Reaper:
             policy_max_session_lifetime=float(policy.get("max_session_lifetime", 0)),
             last_access=float(raw_access) if raw_access else None,
             user_created_at=owner.get("user_created_at"),
+            utilization_series=owner.get("utilization") or {},
         )  # fmt: skip
 
     async def report(self, session_id: str) -> dict[str, dict[str, Any]]:
@@ -177,6 +197,9 @@ class Reaper:
         records = {r["id"]: r for r in await self.models.sessions_by_id(due)}
         accesses = await self.store.redis.mget([self.store.keys.idle_access(s) for s in due])
         owners = {r["id"]: await self._owner(r) for r in records.values()}
+        series = await self._utilization([r for r in records.values() if r["status"] == "RUNNING"])
+        for session_id, samples in series.items():
+            owners[session_id]["utilization"] = samples
         pipe = self.store.redis.pipeline(transaction=False)
         destroys: list[tuple[uuid.UUID, str, float | None, uuid.UUID]] = []
         reclaimed: list[tuple[str, str]] = []
@@ -201,6 +224,8 @@ class Reaper:
                 reclaimed.append((session_id, reason))
                 continue
             waits = [r["remaining"] for r in reports.values() if (r["remaining"] or 0) > 0]
+            if "utilization" in reports:  # samples keep coming: look again each interval
+                waits.append(self.config.utilization.interval)
             if waits:  # the earliest moment something could change its verdict
                 pipe.zadd(self.store.keys.idle_due, {session_id: now + min(waits)})
             else:  # nothing measures it (no policy, timer off): a touch brings it back
@@ -229,6 +254,19 @@ class Reaper:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
+
+
+def _average(kernels: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Sample-wise averages over kernels, aligned on the newest samples."""
+    if len(kernels) <= 1:
+        return kernels[0] if kernels else {}
+    metrics = set.intersection(*(set(k) for k in kernels))
+    averaged: dict[str, list[float]] = {}
+    for metric in metrics:
+        length = min(len(k[metric]) for k in kernels)
+        columns = [k[metric][len(k[metric]) - length :] for k in kernels]
+        averaged[metric] = [sum(values) / len(values) for values in zip(*columns, strict=True)]
+    return averaged
 
 
 def _text(value: bytes | str) -> str:

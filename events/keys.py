@@ -24,6 +24,7 @@ key                         type    holds
 ``<p>:idle:due``            zset    session id -> when the reaper judges it next (Redis s)
 ``<p>:idle:access:<sid>``   string  the session's last activity (Redis time): telemetry
 ``<p>:idle:report:<sid>``   string  the idle checkers' last report (JSON, TTL 150 s)
+``<p>:idle:util:<kernel>``  string  a kernel's recent utilization samples (JSON, TTL'd)
 ==========================  ======  ===================================================
 
 Streams are named ``session-<uuid>``, ``alloc-<scaling group>``, ``agent-<id>``,
@@ -83,6 +84,9 @@ class KeySpace:
 
     def idle_access(self, session_id: str) -> str:
         return f"{self.prefix}:idle:access:{session_id}"
+
+    def idle_utilization(self, kernel_id: str) -> str:
+        return f"{self.prefix}:idle:util:{kernel_id}"
 
     def idle_report(self, session_id: str) -> str:
         return f"{self.prefix}:idle:report:{session_id}"

@@ -99,3 +99,16 @@ async def test_a_batch_session_runs_its_command(
     assert outcome.type == result
     assert outcome.data.exit_code == exit_code  # type: ignore[union-attr]
     assert (await cluster.shard.get(sid)).result == ("success" if exit_code == 0 else "failure")
+
+
+def test_utilization_is_a_share_of_the_allocation() -> None:
+    from decimal import Decimal
+
+    from actors.agents.utilization import _TICKS, UtilizationSampler
+
+    sampler = UtilizationSampler()
+    kernel = uuid.uuid4()
+    slots = {"cpu": Decimal(2), "mem": Decimal(4 * G)}
+    assert sampler.sample(kernel, {"cpu_ticks": 0, "rss_bytes": G}, slots, now=100.0) is None
+    series = sampler.sample(kernel, {"cpu_ticks": _TICKS * 10, "rss_bytes": G}, slots, now=110.0)
+    assert series == {"cpu_util": [50.0], "mem": [25.0]}  # 1 of 2 cores, 1 of 4 GiB

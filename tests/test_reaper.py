@@ -212,3 +212,41 @@ async def test_a_new_user_is_given_the_grace_period_first(
         assert (await local.shard.get(sid)).status.name == "RUNNING"
     finally:
         await local.stop()
+
+
+UTILIZATION = IdleConfig.parse({"enabled": "utilization", "checkers": {"utilization": {
+    "time-window": "2s", "initial-grace-period": "0s", "sample-interval": "0.5s",
+    "resource-thresholds": {"cpu_util": {"average": 30}, "mem": {"average": 30}},
+}}})  # fmt: skip
+
+
+@pytest.mark.parametrize(("use", "reclaimed"), [({"cpu_util": 2, "mem": 5}, True),
+                                                ({"cpu_util": 80, "mem": 5}, False)])  # fmt: skip
+async def test_utilization_below_every_threshold_for_a_window_reclaims(
+    store: RedisEventStore, use: dict[str, float], reclaimed: bool
+) -> None:
+    import asyncio
+
+    from actors.agents.backends import SimBackend
+
+    local = LocalCluster(
+        store,
+        [("i-a", {"cpu": 8, "mem": 16 * G})],
+        safety_tick_s=0.5,
+        idle=UTILIZATION,
+        backend=lambda _: SimBackend(utilization=use),
+    )
+    await local.start()
+    try:
+        sid = await running(local)
+        if reclaimed:
+            assert await ended_with(store, sid) == "idle-utilization"
+            return
+        await asyncio.sleep(4)  # two windows of busy samples
+        assert (await local.shard.get(sid)).status.name == "RUNNING"
+        report = json.loads(await store.redis.get(store.keys.idle_report(str(sid))))
+        extra = report["utilization"]["extra"]
+        assert extra["thresholds_check_operator"] == "and"
+        assert extra["resources"]["cpu_util"] == [80.0, 30.0]
+    finally:
+        await local.stop()

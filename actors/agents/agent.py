@@ -38,6 +38,7 @@ from ..domain.session_aggregate import SessionAggregate
 from ..domain.statuses import KernelStatus
 from ..sessions import ShardClient, load_session
 from .backends import Backend, KernelLaunch, SimBackend
+from .utilization import UtilizationSampler
 
 __all__ = ["AGENTS_REACT_TO", "Agent", "SimAgent", "dispatch"]
 
@@ -47,6 +48,7 @@ _LIVE_IN_LOG = frozenset({"SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTA
                           "TERMINATING", "ERROR"})  # fmt: skip
 """Kernel statuses under which a running kernel is expected (not a stray)."""
 _STARTED_IN_LOG = frozenset({"RUNNING"})
+_UTIL_TTL_S = 3600
 """Kernel statuses under which the backend must be running it."""
 
 
@@ -83,6 +85,9 @@ class Agent:
         self.heartbeating = True
         """Test hook: a "frozen" agent stops heartbeating."""
         self.stats_ttl_s = 60
+        self.sampler = UtilizationSampler()
+        self._slots: dict[uuid.UUID, dict[str, Decimal]] = {}
+        """What each kernel started here was allocated (utilization is a share of it)."""
         self.background = Background()
 
     async def on_event(self, event: Event, session: SessionAggregate | None = None) -> None:
@@ -181,6 +186,25 @@ class Agent:
                          ex=self.stats_ttl_s)  # fmt: skip
         await pipe.execute()
 
+    async def sample_utilization(self) -> int:
+        """One utilization sample of every running kernel, to telemetry; returns how many."""
+        seconds, micros = await self.store.redis.time()
+        now = seconds + micros / 1e6
+        pipe = self.store.redis.pipeline(transaction=False)
+        published = 0
+        for kernel_id in self.backend.running():
+            stats, slots = self.backend.stats(kernel_id), self._slots.get(kernel_id)
+            if stats is None or slots is None:
+                continue
+            series = self.sampler.sample(kernel_id, stats, slots, now)
+            if series is not None:
+                pipe.set(self.store.keys.idle_utilization(str(kernel_id)),
+                         canonical_dumps(series), ex=_UTIL_TTL_S)  # fmt: skip
+                published += 1
+        if published:
+            await pipe.execute()
+        return published
+
     # ---- reconciliation ------------------------------------------------------------------------
     async def _expected(self) -> dict[uuid.UUID, dict[str, Any]]:
         """Kernels the log places on this agent (its ledger holds), with their records."""
@@ -258,6 +282,7 @@ class Agent:
                 )
                 info = await self.backend.start(launch)
                 info["agent"] = self.agent_id
+                self._slots[launch.kernel_id] = dict(launch.slots)
                 await self.shard.report(
                     KernelStarted(
                         kernel_id=launch.kernel_id, session_id=session_id, creation_info=info
@@ -289,8 +314,10 @@ class Agent:
         try:
             for launch in self._launches(session, kernel_ids):
                 await self.backend.stop(launch.kernel_id, self.stop_grace_s)
+                self.sampler.forget(launch.kernel_id)
                 info = await self.backend.start(launch)
                 info["agent"] = self.agent_id
+                self._slots[launch.kernel_id] = dict(launch.slots)
                 await self.shard.report(KernelStarted(
                     kernel_id=launch.kernel_id, session_id=session.session_id,
                     reason="restarting", creation_info=info,
@@ -306,6 +333,8 @@ class Agent:
     ) -> None:
         for kernel_id in kernel_ids:
             exit_code = await self.backend.stop(kernel_id, self.stop_grace_s)
+            self._slots.pop(kernel_id, None)
+            self.sampler.forget(kernel_id)
             known = exit_code is not None
             if known and self.metrics is not None:
                 self.metrics.inc("kernelhub_kernels_terminated_total", agent=self.agent_id)

@@ -52,7 +52,7 @@ class Backend(Protocol):
     def known(self) -> set[uuid.UUID]:
         """Kernels this backend tracks, alive or exited but not yet stopped."""
 
-    def stats(self, kernel_id: uuid.UUID) -> dict[str, int] | None:
+    def stats(self, kernel_id: uuid.UUID) -> dict[str, Any] | None:
         """Live stats (telemetry), or None for a kernel not running."""
 
     async def adopt(self) -> set[uuid.UUID]:
@@ -63,11 +63,17 @@ class SimBackend:
     """No processes: configurable delays and a fixed batch exit code."""
 
     def __init__(
-        self, start_delay: float = 0.02, stop_delay: float = 0.01, batch_exit_code: int = 0
+        self,
+        start_delay: float = 0.02,
+        stop_delay: float = 0.01,
+        batch_exit_code: int = 0,
+        utilization: dict[str, float] | None = None,
     ) -> None:
         self.start_delay = start_delay
         self.stop_delay = stop_delay
         self.batch_exit_code = batch_exit_code
+        self.utilization = dict(utilization or {"cpu_util": 0.0, "mem": 0.0})
+        """What every simulated kernel reports using, in percent of its allocation."""
         self._running: set[uuid.UUID] = set()
 
     async def start(self, launch: KernelLaunch) -> dict[str, Any]:
@@ -92,8 +98,10 @@ class SimBackend:
     def known(self) -> set[uuid.UUID]:
         return set(self._running)
 
-    def stats(self, kernel_id: uuid.UUID) -> dict[str, int] | None:
-        return {"cpu_ticks": 0, "rss_bytes": 0} if kernel_id in self._running else None
+    def stats(self, kernel_id: uuid.UUID) -> dict[str, Any] | None:
+        if kernel_id not in self._running:
+            return None
+        return {"cpu_ticks": 0, "rss_bytes": 0, "pct": dict(self.utilization)}
 
     async def adopt(self) -> set[uuid.UUID]:
         return set()  # simulated kernels die with their host

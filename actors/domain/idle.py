@@ -60,8 +60,11 @@ class UtilizationConfig(BaseModel):
         default_factory=dict, alias="resource-thresholds"
     )
     """Metric -> average percent below which it counts as idle (``None``: not judged)."""
+    interval: float = Field(CHECK_INTERVAL_S, alias="sample-interval", gt=0)
+    """kernelhub: how often agents sample (23.03 fixes it at 15 s); the window holds
+    ``time_window / interval`` samples."""
 
-    @field_validator("time_window", "initial_grace_period", mode="before")
+    @field_validator("time_window", "initial_grace_period", "interval", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
         return _seconds(value)
@@ -234,7 +237,7 @@ def utilization_idle(
 def utilization(facts: SessionFacts, config: IdleConfig, now: float) -> Judgment:
     settings = config.utilization
     window = facts.policy_idle_timeout if facts.policy_idle_timeout >= 0 else settings.time_window
-    window_size = int(window / CHECK_INTERVAL_S)
+    window_size = int(window / settings.interval)
 
     def verdict(
         alive: bool, remaining: float | None, extra: dict[str, Any] | None = None

@@ -44,6 +44,7 @@ class AgentsActor(Follower):
         heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S,
         reconcile_interval_s: float = DEFAULT_RECONCILE_INTERVAL_S,
         stop_grace_s: float = 1.0,
+        sample_interval_s: float = 15.0,
     ) -> None:
         self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
         router = ShardRouter.named(self.store, *shards)  # (count, namespace)
@@ -68,6 +69,7 @@ class AgentsActor(Follower):
         }  # fmt: skip
         self.heartbeat_interval_s = heartbeat_interval_s
         self.reconcile_interval_s = reconcile_interval_s
+        self.sample_interval_s = sample_interval_s
         self._loops: list[asyncio.Task[None]] = []
         self._boot = boot(self._start())
 
@@ -76,7 +78,8 @@ class AgentsActor(Follower):
         for agent in self.agents.values():
             await agent.register()
         self._loops = [asyncio.create_task(self._heartbeat()),
-                       asyncio.create_task(self._reconcile())]  # fmt: skip
+                       asyncio.create_task(self._reconcile()),
+                       asyncio.create_task(self._sample())]  # fmt: skip
 
     async def react(self, event: Event) -> None:
         await dispatch(self.store, self.agents, event)
@@ -116,6 +119,15 @@ class AgentsActor(Follower):
                 except Exception:
                     log.exception("heartbeat failed", agent=agent.agent_id)
             await asyncio.sleep(self.heartbeat_interval_s)
+
+    async def _sample(self) -> None:
+        while True:
+            await asyncio.sleep(self.sample_interval_s)
+            for agent in self.agents.values():
+                try:
+                    await agent.sample_utilization()
+                except Exception:
+                    log.exception("utilization sample failed", agent=agent.agent_id)
 
     async def _reconcile(self) -> None:
         while True:

@@ -20,6 +20,7 @@ import structlog
 
 from events import KeySpace, RedisEventStore
 
+from ..domain.idle import IdleConfig
 from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
 from ..routing import ShardRouter
 from .agents import DEFAULT_RECONCILE_INTERVAL_S, AgentsActor
@@ -130,6 +131,7 @@ def start_actors(
         ).remote(*args, **kwargs)
 
     count = install_shard_count(redis_url, prefix, shards)
+    sample_interval_s = IdleConfig.parse(idle or {}).utilization.interval
     projector = named(ProjectorActor, "projector", redis_url, prefix)
     shard_handles = [
         named(SessionsActor, f"sessions:{k}", redis_url, prefix, k, count) for k in range(count)
@@ -144,6 +146,7 @@ def start_actors(
         hosts[name] = named(
             AgentsActor, name, name, redis_url, (count, namespace), hosted, prefix, backend,
             work_root, scaling_group, heartbeat_interval_s, reconcile_interval_s, stop_grace_s,
+            sample_interval_s,
         )  # fmt: skip
         host_of.update({agent_id: name for agent_id, _ in hosted})
     tenancy = (
