@@ -28,7 +28,7 @@ from projections.tenancy_queries import TenancyLookups
 
 from .domain.idle import IdleConfig, SessionFacts, judge
 
-__all__ = ["REAPER_REACTS_TO", "Reaper", "touch"]
+__all__ = ["REAPER_REACTS_TO", "Reaper", "app_closed", "app_opened", "touch"]
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +49,20 @@ async def touch(store: RedisEventStore, session_id: uuid.UUID | str) -> None:
     pipe.set(store.keys.idle_access(str(session_id)), repr(now), ex=_ACCESS_TTL_S)
     pipe.zadd(store.keys.idle_due, {str(session_id): now}, nx=True)
     await pipe.execute()
+
+
+async def app_opened(store: RedisEventStore, session_id: uuid.UUID | str, connection: str) -> None:
+    """An app connection opened: while any is open the network timer is held."""
+    seconds, _ = await store.redis.time()
+    await store.redis.zadd(store.keys.idle_apps(str(session_id)), {connection: seconds})
+
+
+async def app_closed(store: RedisEventStore, session_id: uuid.UUID | str, connection: str) -> None:
+    """An app connection closed; the last one closing restarts the timer (a touch)."""
+    key = store.keys.idle_apps(str(session_id))
+    await store.redis.zrem(key, connection)
+    if not await store.redis.zcard(key):
+        await touch(store, session_id)
 
 
 class Reaper:
@@ -106,6 +120,7 @@ class Reaper:
         raw = await self.store.redis.get(self.store.keys.idle_access(record["id"]))
         owner = await self._owner(record)
         owner["utilization"] = (await self._utilization([record]))[record["id"]]
+        owner["apps"] = int(await self.store.redis.zcard(self.store.keys.idle_apps(record["id"])))
         return self._facts(record, owner, raw)
 
     async def _utilization(
@@ -173,6 +188,7 @@ class Reaper:
             last_access=float(raw_access) if raw_access else None,
             user_created_at=owner.get("user_created_at"),
             utilization_series=owner.get("utilization") or {},
+            active_app_connections=int(owner.get("apps", 0)),
         )  # fmt: skip
 
     async def report(self, session_id: str) -> dict[str, dict[str, Any]]:
@@ -197,6 +213,11 @@ class Reaper:
         records = {r["id"]: r for r in await self.models.sessions_by_id(due)}
         accesses = await self.store.redis.mget([self.store.keys.idle_access(s) for s in due])
         owners = {r["id"]: await self._owner(r) for r in records.values()}
+        apps = self.store.redis.pipeline(transaction=False)
+        for session_id in records:
+            apps.zcard(self.store.keys.idle_apps(session_id))
+        for session_id, open_apps in zip(records, await apps.execute(), strict=True):
+            owners[session_id]["apps"] = int(open_apps)
         series = await self._utilization([r for r in records.values() if r["status"] == "RUNNING"])
         for session_id, samples in series.items():
             owners[session_id]["utilization"] = samples

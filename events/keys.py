@@ -25,6 +25,7 @@ key                         type    holds
 ``<p>:idle:access:<sid>``   string  the session's last activity (Redis time): telemetry
 ``<p>:idle:report:<sid>``   string  the idle checkers' last report (JSON, TTL 150 s)
 ``<p>:idle:util:<kernel>``  string  a kernel's recent utilization samples (JSON, TTL'd)
+``<p>:idle:apps:<sid>``     zset    the session's open app connections (id -> opened at)
 ==========================  ======  ===================================================
 
 Streams are named ``session-<uuid>``, ``alloc-<scaling group>``, ``agent-<id>``,
@@ -87,6 +88,9 @@ class KeySpace:
 
     def idle_utilization(self, kernel_id: str) -> str:
         return f"{self.prefix}:idle:util:{kernel_id}"
+
+    def idle_apps(self, session_id: str) -> str:
+        return f"{self.prefix}:idle:apps:{session_id}"
 
     def idle_report(self, session_id: str) -> str:
         return f"{self.prefix}:idle:report:{session_id}"

@@ -250,3 +250,26 @@ async def test_utilization_below_every_threshold_for_a_window_reclaims(
         assert extra["resources"]["cpu_util"] == [80.0, 30.0]
     finally:
         await local.stop()
+
+
+async def test_an_open_app_holds_the_timer_and_closing_the_last_restarts_it(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    import asyncio
+
+    from actors.reaper import app_closed, app_opened
+
+    sid = await running(cluster)
+    await app_opened(store, sid, "jupyter-1")
+    await app_opened(store, sid, "ttyd-1")
+    await asyncio.sleep(3)  # longer than the 2 s threshold
+    assert (await cluster.shard.get(sid)).status.name == "RUNNING"
+    await app_closed(store, sid, "jupyter-1")
+    await asyncio.sleep(2.5)  # one is still open
+    assert (await cluster.shard.get(sid)).status.name == "RUNNING"
+    await app_closed(store, sid, "ttyd-1")  # the last one: the timer restarts from now
+    closed_at = float(await store.redis.get(store.keys.idle_access(str(sid))))
+    assert await ended_with(store, sid) == "idle-timeout"
+    terminating = next(e for e in await store.read_stream(f"session-{sid}")
+                       if e.type == "session_terminating")  # fmt: skip
+    assert terminating.position_ms / 1000 >= closed_at + 2
