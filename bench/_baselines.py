@@ -37,6 +37,17 @@ async def raw_xadd_pipelined(
         await pipe.execute()
 
 
+def redis_version_at(url: str) -> str:
+    """The version of the Redis server at ``url`` (for :func:`machine`)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return str(client.info("server")["redis_version"])
+    finally:
+        client.close()
+
+
 def machine(redis_version: str | None = None) -> dict[str, object]:
     """What the figures were measured on (bench rules: every line names its machine)."""
     try:

@@ -29,7 +29,7 @@ from actors.domain.idle import IdleConfig
 from actors.domain.slots import ResourceSlot
 from actors.reaper import Reaper
 from actors.sessions import SessionShard, session_stream
-from bench._baselines import machine
+from bench._baselines import machine, redis_version_at
 from events import RedisEventStore, StreamBatch, events_for_command
 from events.catalogue import (
     KernelPlacement,
@@ -143,18 +143,8 @@ async def run(sessions: int, fraction: float, rounds: int) -> dict[str, object]:
             "bench": "idle", "sessions": sessions, "expired": expired, "rounds": rounds,
             "idle_pass_ms_10k": round(ours, 2), "scan_ms_10k": round(baseline, 2),
             "ratio": round(baseline / ours, 2), "target_met": ours <= TARGET_MS,
-            "reclaimed_per_round": reclaimed, "machine": machine(_redis_version(server.url)),
+            "reclaimed_per_round": reclaimed, "machine": machine(redis_version_at(server.url)),
         }  # fmt: skip
-
-
-def _redis_version(url: str) -> str:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        return str(client.info("server")["redis_version"])
-    finally:
-        client.close()
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from actors.domain.slots import ResourceSlot
 from actors.hosts import Installation, start_actors
-from bench._baselines import machine
+from bench._baselines import machine, redis_version_at
 from bench.policy import one_round
 from events import RedisEventStore, position_key
 from kernelhub.logging import configure_logging
@@ -158,16 +158,6 @@ async def open_loop(url: str, agents: int, rate: float, seconds: float) -> dict[
             ray.kill(handle, no_restart=True)
 
 
-def _redis_version(url: str) -> str:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        return str(client.info("server")["redis_version"])
-    finally:
-        client.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sessions", type=int, default=10_000)
@@ -189,7 +179,7 @@ def main() -> None:
         for _ in range(args.rounds):  # interleaved: ours, then the baseline, per round
             with temporary_redis() as server:
                 rounds.append(asyncio.run(queue_round(server.url, args.sessions, args.agents)))
-                redis_version = _redis_version(server.url)
+                redis_version = redis_version_at(server.url)
             placed, elapsed = one_round(args.sessions, args.agents)
             policy.append(placed / elapsed)
         with temporary_redis() as server:
