@@ -10,7 +10,7 @@ this view is never behind what was appended before the check (a drain is seen at
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from events import Event, RedisEventStore
@@ -30,7 +30,6 @@ class AgentFacts:
     changed_ms: int = 0
     """Log time of the event that set the status (when a LOST agent was lost)."""
     registration: AgentRegistered | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class AgentStreams:

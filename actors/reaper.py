@@ -109,19 +109,31 @@ class Reaper:
 
     # ---- judging -------------------------------------------------------------------------------
     async def facts(self, session_id: str) -> SessionFacts | None:
-        """What the checkers need, fresh: the read model's record (RUNNING sessions only),
-        the owner's policy, the last access."""
+        """What the checkers need, fresh (RUNNING sessions only)."""
         record = await self.models.session(session_id)
         if record is None or record["status"] != "RUNNING":
             return None
-        return await self._facts_of(record)
+        return (await self._facts_many([record]))[session_id]
 
-    async def _facts_of(self, record: dict[str, Any]) -> SessionFacts:
-        raw = await self.store.redis.get(self.store.keys.idle_access(record["id"]))
-        owner = await self._owner(record)
-        owner["utilization"] = (await self._utilization([record]))[record["id"]]
-        owner["apps"] = int(await self.store.redis.zcard(self.store.keys.idle_apps(record["id"])))
-        return self._facts(record, owner, raw)
+    async def _facts_many(self, records: list[dict[str, Any]]) -> dict[str, SessionFacts]:
+        """Facts of several sessions from their read-model records, with their telemetry
+        read in a few round trips (last accesses, open apps, utilization samples) and each
+        owner's policy once."""
+        if not records:
+            return {}
+        ids = [r["id"] for r in records]
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.mget([self.store.keys.idle_access(sid) for sid in ids])
+        for sid in ids:
+            pipe.zcard(self.store.keys.idle_apps(sid))
+        accesses, *apps = await pipe.execute()
+        series = await self._utilization(records)
+        facts = {}
+        for record, raw_access, open_apps in zip(records, accesses, apps, strict=True):
+            owner = await self._owner(record)
+            owner.update(apps=int(open_apps), utilization=series[record["id"]])
+            facts[record["id"]] = self._facts(record, owner, raw_access)
+        return facts
 
     async def _utilization(
         self, records: list[dict[str, Any]]
@@ -211,20 +223,11 @@ class Reaper:
         if not due:
             return []
         records = {r["id"]: r for r in await self.models.sessions_by_id(due)}
-        accesses = await self.store.redis.mget([self.store.keys.idle_access(s) for s in due])
-        owners = {r["id"]: await self._owner(r) for r in records.values()}
-        apps = self.store.redis.pipeline(transaction=False)
-        for session_id in records:
-            apps.zcard(self.store.keys.idle_apps(session_id))
-        for session_id, open_apps in zip(records, await apps.execute(), strict=True):
-            owners[session_id]["apps"] = int(open_apps)
-        series = await self._utilization([r for r in records.values() if r["status"] == "RUNNING"])
-        for session_id, samples in series.items():
-            owners[session_id]["utilization"] = samples
+        facts_of = await self._facts_many([r for r in records.values() if r["status"] == "RUNNING"])
         pipe = self.store.redis.pipeline(transaction=False)
         destroys: list[tuple[uuid.UUID, str, float | None, uuid.UUID]] = []
         reclaimed: list[tuple[str, str]] = []
-        for session_id, raw_access in zip(due, accesses, strict=True):
+        for session_id in due:
             record = records.get(session_id)
             status = record["status"] if record else None
             if status in _GONE:
@@ -233,7 +236,7 @@ class Reaper:
             if record is None or status != "RUNNING":  # behind, or restarting: look again
                 pipe.zadd(self.store.keys.idle_due, {session_id: now + _RETRY_S})
                 continue
-            facts = self._facts(record, owners[session_id], raw_access)
+            facts = facts_of[session_id]
             reason, reports = judge(facts, self.config, now)
             pipe.set(self.store.keys.idle_report(session_id), json.dumps(reports),
                      ex=_REPORT_TTL_S)  # fmt: skip

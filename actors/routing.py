@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -94,33 +94,46 @@ class ShardRouter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
+    @staticmethod
+    def _with_ids(options: dict[str, Any]) -> dict[str, Any]:
+        """A create request with its command id and session id fixed (the session id from
+        the command id), so the right shard gets it and a retry finds its first attempt."""
+        request = dict(options)
+        command = request.pop("command_id", None) or uuid.uuid4()
+        session_id = request.pop("session_id", None) or uuid.uuid5(command, "session")
+        return {**request, "session_id": session_id, "command_id": command}
+
+    async def _per_shard(
+        self, method: str, items: Sequence[Any], session_of: Callable[[Any], uuid.UUID]
+    ) -> list[Any]:
+        """One call of ``method`` per owning shard, in parallel, each with its share of
+        ``items`` (a list); the shards' per-item replies, back in ``items`` order."""
+        groups: dict[int, list[int]] = {}
+        for index, item in enumerate(items):
+            groups.setdefault(shard_of(session_of(item), len(self.handles)), []).append(index)
+        replies = await asyncio.gather(*(
+            self._call(session_of(items[g[0]]), method, [items[i] for i in g])
+            for g in groups.values()
+        ))  # fmt: skip
+        ordered: list[Any] = [None] * len(items)
+        for group, reply in zip(groups.values(), replies, strict=True):
+            for index, outcome in zip(group, reply, strict=True):
+                ordered[index] = outcome
+        return ordered
+
     # ---- commands from users ------------------------------------------------------------------
-    async def create(self, *, command_id: uuid.UUID | None = None, **options: Any) -> uuid.UUID:
-        """Enqueue a session; its id is fixed here (from the command id) so the right shard
-        gets it and a retried create finds its first attempt."""
-        command = command_id or uuid.uuid4()
-        session_id = options.pop("session_id", None) or uuid.uuid5(command, "session")
-        await self._call(session_id, "create", session_id=session_id, command_id=command,
-                         **options)  # fmt: skip
-        return session_id
+    async def create(self, **options: Any) -> uuid.UUID:
+        """Enqueue a session (see :meth:`_with_ids`)."""
+        request = self._with_ids(options)
+        await self._call(request["session_id"], "create", **request)
+        return uuid.UUID(str(request["session_id"]))
 
     async def create_many(self, requests: Sequence[dict[str, Any]]) -> list[uuid.UUID]:
-        """Enqueue many sessions, one ``append_multi`` per owning shard (in parallel). Each
-        request may carry its ``command_id``; the result is in request order."""
-        prepared = []
-        for options in requests:
-            options = dict(options)
-            command = options.pop("command_id", None) or uuid.uuid4()
-            session_id = options.pop("session_id", None) or uuid.uuid5(command, "session")
-            prepared.append({**options, "session_id": session_id, "command_id": command})
-        by_shard: dict[int, list[dict[str, Any]]] = {}
-        for request in prepared:
-            by_shard.setdefault(shard_of(request["session_id"], len(self.handles)), []).append(
-                request
-            )
-        await asyncio.gather(*(self._call(group[0]["session_id"], "create_many", group)
-                               for group in by_shard.values()))  # fmt: skip
-        return [request["session_id"] for request in prepared]
+        """Enqueue many sessions, one ``append_multi`` per owning shard (in parallel); the
+        ids are in request order."""
+        prepared = [self._with_ids(options) for options in requests]
+        await self._per_shard("create_many", prepared, lambda r: r["session_id"])
+        return [r["session_id"] for r in prepared]
 
     async def wait(
         self, session_id: uuid.UUID, timeout: float, until: Iterable[str] | None = None
@@ -190,34 +203,11 @@ class ShardRouter:
         return await self._call(session_id, "agent_gone", session_id, agent_id,
                                 command_id or uuid.uuid4())  # fmt: skip
 
-    async def destroy_if_idle(
-        self,
-        session_id: uuid.UUID,
-        reason: str,
-        judged_access: float | None,
-        *,
-        command_id: uuid.UUID | None = None,
-    ) -> Any:
-        return await self._call(session_id, "destroy_if_idle", session_id, reason, judged_access,
-                                command_id or uuid.uuid4())  # fmt: skip
-
     async def destroy_many_if_idle(
         self, requests: Sequence[tuple[uuid.UUID, str, float | None, uuid.UUID]]
     ) -> list[Any]:
-        """One call per owning shard, in parallel; outcomes in request order."""
-        by_shard: dict[int, list[int]] = {}
-        for index, request in enumerate(requests):
-            by_shard.setdefault(shard_of(request[0], len(self.handles)), []).append(index)
-        outcomes: list[Any] = [None] * len(requests)
-        groups = list(by_shard.values())
-        replies = await asyncio.gather(*(
-            self._call(requests[g[0]][0], "destroy_many_if_idle", [requests[i] for i in g])
-            for g in groups
-        ))  # fmt: skip
-        for group, reply in zip(groups, replies, strict=True):
-            for index, outcome in zip(group, reply, strict=True):
-                outcomes[index] = outcome
-        return outcomes
+        """The reaper's conditional destroys, one call per owning shard, in parallel."""
+        return await self._per_shard("destroy_many_if_idle", requests, lambda r: r[0])
 
     async def batch_result(self, result: Any, *, command_id: uuid.UUID | None = None) -> Any:
         return await self._call(result.session_id, "batch_result", result,

@@ -123,8 +123,6 @@ class Scheduler:
         pass reads nothing about them. Otherwise each pass checks the agents' streams."""
         self.ledger = Ledger()
         self.ledger_version = 0
-        self.holds: dict[uuid.UUID, tuple[uuid.UUID, str]] = {}
-        """kernel -> (session, agent) of every live hold, for settling and releasing."""
         self.retries: dict[uuid.UUID, int] = {}
         self.last_pending = 0
         """How many pending sessions the last pass saw (a metric)."""
@@ -145,7 +143,6 @@ class Scheduler:
         """The ledger from its latest snapshot plus the events after it."""
         self.ledger = Ledger({a.agent_id: a.capacity for a in agents})
         self._capacities = {a.agent_id: a.capacity for a in agents}
-        self.holds = {}
         self.ledger_version = 0
         snapshot = await self.store.load_snapshot(self.stream, LEDGER_SNAPSHOT_SCHEMA)
         if snapshot is not None:
@@ -154,7 +151,6 @@ class Scheduler:
                     self.ledger.set_capacity(agent, ResourceSlot())
                 kernel_id, session_id = uuid.UUID(kernel), uuid.UUID(session)
                 self.ledger.apply_reservation(session_id, [(kernel_id, agent, slots_of(slots))])
-                self.holds[kernel_id] = (session_id, agent)
             self.ledger_version = self._snapshot_version = snapshot.version
         for event in await self.store.read_stream(self.stream, self.ledger_version + 1):
             self._fold(event)
@@ -192,14 +188,10 @@ class Scheduler:
             self.ledger.apply_reservation(
                 data.session_id, [(a.kernel_id, a.agent_id, ResourceSlot(a.slots)) for a in fresh]
             )
-            self.holds.update(
-                {a.kernel_id: (data.session_id, a.agent_id) for a in data.allocations}
-            )
         elif isinstance(data, AllocSettled) and self.ledger.held(data.kernel_id) is not None:
             self.ledger.settle(data.kernel_id, ResourceSlot(data.actual))
         elif isinstance(data, AllocReleased):
             self.ledger.release(data.kernel_id)
-            self.holds.pop(data.kernel_id, None)
         self.ledger_version = event.version
 
     async def _append_ledger(self, payloads: list[Any], command_id: uuid.UUID) -> bool:
@@ -248,7 +240,7 @@ class Scheduler:
         released: set[uuid.UUID] = set()
         for event in events:
             data: Any = event.data
-            hold = self.holds.get(data.kernel_id)
+            hold = self.ledger.holder(data.kernel_id)
             if hold is None or data.kernel_id in released:
                 continue
             session_id, agent_id = hold
@@ -534,9 +526,7 @@ class Scheduler:
 
     def _committed(self, decisions: list[Any]) -> None:
         self.ledger_version += len(decisions)  # one ledger entry per decision
-        for decision in decisions:
-            allocations = decision.reservation.allocations
-            self.holds.update({a.kernel_id: (decision.session_id, a.agent_id) for a in allocations})
+        for decision in decisions:  # their holds are in the ledger since the pass reserved them
             self.retries.pop(decision.session_id, None)
             spec = self._pending_specs.get(decision.session_id)
             if spec is not None:

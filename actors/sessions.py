@@ -227,11 +227,9 @@ class SessionShard:
                     continue  # the scheduler (or a retry) wrote first: look again
                 if result.duplicate:
                     await self._catch_up(session_id)  # someone else's copy: read what is there
-                else:  # what we appended is what the stream now ends with: no need to re-read
-                    for payload in payloads:
-                        aggregate.apply(payload, aggregate.version + 1, command)
-                if aggregate.ended:
-                    self.active.pop(session_id, None)  # passivate: it will not change again
+                    self._passivate_if_ended(aggregate)
+                else:
+                    self._applied(aggregate, payloads, command)
                 return payloads
         raise RuntimeError(f"session {session_id} kept changing under {_RETRIES} attempts")
 
@@ -267,11 +265,20 @@ class SessionShard:
                     for sid, command, decide in decisions]  # fmt: skip
         for (_, command, _), aggregate, payloads in zip(decisions, aggregates, decided,
                                                          strict=True):  # fmt: skip
-            for payload in payloads:
-                aggregate.apply(payload, aggregate.version + 1, command)
-            if aggregate.ended:
-                self.active.pop(aggregate.session_id, None)
+            self._applied(aggregate, payloads, command)
         return decided
+
+    def _applied(
+        self, aggregate: SessionAggregate, payloads: list[AnyPayload], command: uuid.UUID
+    ) -> None:
+        """What we appended is what the stream now ends with: fold it here, no re-read."""
+        for payload in payloads:
+            aggregate.apply(payload, aggregate.version + 1, command)
+        self._passivate_if_ended(aggregate)
+
+    def _passivate_if_ended(self, aggregate: SessionAggregate) -> None:
+        if aggregate.ended:
+            self.active.pop(aggregate.session_id, None)  # it will not change again
 
     async def _decide_or_refuse(
         self, session_id: uuid.UUID, command: uuid.UUID,

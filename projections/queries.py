@@ -57,10 +57,7 @@ class ReadModels:
 
     # ---- sessions ---------------------------------------------------------------------------
     async def session(self, session_id: str) -> Record | None:
-        prefix = await self._prefix("sessions")
-        if prefix is None:
-            return None
-        found = await self._records(prefix, "session", [str(session_id)])
+        found = await self.sessions_by_id([str(session_id)])
         return found[0] if found else None
 
     async def sessions_by_id(self, session_ids: Sequence[str]) -> list[Record]:
@@ -76,17 +73,8 @@ class ReadModels:
         return None if session_id is None else await self.session(_s(session_id))
 
     async def kernel(self, kernel_id: str) -> Record | None:
-        prefix = await self._prefix("sessions")
-        if prefix is None:
-            return None
-        session_id = await self.redis.hget(f"{prefix}:i:kernel", str(kernel_id))
-        session = None if session_id is None else await self.session(_s(session_id))
-        if session is None:
-            return None
-        kernel: Record = dict(session["kernels"][str(kernel_id)])
-        kernel["session_id"] = session["id"]
-        kernel["session_status"] = session["status"]
-        return kernel
+        """One kernel with ``session_id`` and ``session_status`` (see :meth:`kernels`)."""
+        return (await self.kernels([str(kernel_id)])).get(str(kernel_id))
 
     async def kernels(self, kernel_ids: Sequence[str]) -> dict[str, Record]:
         """Several kernels (with ``session_id`` and ``session_status``) in two round trips,

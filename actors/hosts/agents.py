@@ -5,7 +5,6 @@ per simulated agent would be unaffordable; design.md)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -133,8 +132,7 @@ class AgentsActor(Follower):
         while True:
             await asyncio.sleep(self.reconcile_interval_s)
             for agent in self.agents.values():
-                with contextlib.suppress(asyncio.CancelledError):
-                    try:
-                        await agent.reconcile()
-                    except Exception:
-                        log.exception("reconciliation failed", agent=agent.agent_id)
+                try:
+                    await agent.reconcile()
+                except Exception:
+                    log.exception("reconciliation failed", agent=agent.agent_id)

@@ -85,18 +85,6 @@ class SessionsActor(Follower):
         )
         return self._count("destroy", events)
 
-    async def destroy_if_idle(
-        self,
-        session_id: uuid.UUID,
-        reason: str,
-        judged_access: float | None,
-        command_id: uuid.UUID | None = None,
-    ) -> list[str]:
-        events = await self.shard.destroy_if_idle(
-            session_id, reason, judged_access, command_id=command_id
-        )
-        return self._count("destroy_if_idle", events)
-
     async def destroy_many_if_idle(
         self, requests: list[tuple[uuid.UUID, str, float | None, uuid.UUID]]
     ) -> list[list[str]]:

@@ -75,6 +75,11 @@ class Ledger:
             totals[hold.session_id] = hold.slots if held is None else held + hold.slots
         return totals
 
+    def holder(self, kernel_id: uuid.UUID) -> tuple[uuid.UUID, str] | None:
+        """The (session, agent) a kernel's hold belongs to, if it holds anything."""
+        hold = self._holds.get(kernel_id)
+        return (hold.session_id, hold.agent_id) if hold else None
+
     def held(self, kernel_id: uuid.UUID) -> ResourceSlot | None:
         hold = self._holds.get(kernel_id)
         return hold.slots if hold else None
