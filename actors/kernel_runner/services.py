@@ -1,0 +1,234 @@
+"""Services: long-running processes a kernel offers through its service ports (a web app,
+a notebook, a terminal), started on the agent's request from service-definition files
+(``<defs>/<name>.json``, the spec's ServiceDefinition).
+
+Rules as upstream: a ``preopen`` service is "started" without spawning anything; a second
+start of a running one answers "running"; the runner waits (5 s by default) for the port to
+accept on 127.0.0.1 and kills the process when it does not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+log = logging.getLogger("kernelhub.runner")
+
+
+class ServiceError(Exception):
+    pass
+
+
+class ServiceDefinition:
+    def __init__(self, name: str, raw: Dict[str, Any]) -> None:
+        self.name = name
+        command = raw.get("command", [])
+        if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
+            raise ValueError("command must be a list of strings")
+        self.command: List[str] = command
+        self.noop = bool(raw.get("noop", False))
+        self.url_template: str = str(raw.get("url_template", ""))
+        self.prestart_actions: List[Dict[str, Any]] = list(
+            raw.get("prestart_actions", raw.get("prestart", [])) or []
+        )
+        self.env: Dict[str, str] = {str(k): str(v) for k, v in (raw.get("env") or {}).items()}
+        self.allowed_envs: List[str] = list(raw.get("allowed_envs") or [])
+        self.allowed_arguments: List[str] = list(raw.get("allowed_arguments") or [])
+        self.default_arguments: Dict[str, Any] = dict(raw.get("default_arguments") or {})
+
+
+def load_definitions(directory: Optional[str]) -> Dict[str, ServiceDefinition]:
+    """Every ``*.json`` definition in ``directory``; a broken file is logged and skipped."""
+    found: Dict[str, ServiceDefinition] = {}
+    if not directory or not os.path.isdir(directory):
+        return found
+    for entry in sorted(os.listdir(directory)):
+        if not entry.endswith(".json"):
+            continue
+        name = entry[: -len(".json")]
+        try:
+            with open(os.path.join(directory, entry)) as definition:
+                found[name] = ServiceDefinition(name, json.load(definition))
+        except (OSError, ValueError) as exc:
+            log.warning("invalid service definition %s: %s", entry, exc)
+    return found
+
+
+class Services:
+    def __init__(
+        self,
+        definitions: Dict[str, ServiceDefinition],
+        work_dir: str,
+        runtime_path: str,
+        frozen_env: Dict[str, str],
+        port_timeout_s: float = 5.0,
+    ) -> None:
+        self.definitions = definitions
+        self.work_dir = work_dir
+        self.runtime_path = runtime_path
+        self.frozen_env = frozen_env
+        self.port_timeout_s = port_timeout_s
+        self.running: Dict[str, "subprocess.Popen[bytes]"] = {}
+        self._lock = threading.Lock()
+
+    def start(self, info: Dict[str, Any]) -> Dict[str, Any]:
+        """The ``service-result`` for a ``start-service`` request."""
+        with self._lock:
+            try:
+                return self._start(info)
+            except ServiceError as exc:
+                return {"status": "failed", "error": str(exc)}
+            except PermissionError:
+                return {"status": "failed", "error": "the target file is not executable"}
+            except FileNotFoundError:
+                return {"status": "failed", "error": "the executable file is not found"}
+            except Exception as exc:  # a broken definition must not take the runner down
+                log.exception("starting service %s failed", info.get("name"))
+                return {"status": "failed", "error": repr(exc)}
+
+    def _start(self, info: Dict[str, Any]) -> Dict[str, Any]:
+        name = str(info.get("name", ""))
+        if info.get("protocol") == "preopen":
+            return {"status": "started"}
+        process = self.running.get(name)
+        if process is not None and process.poll() is None:
+            return {"status": "running"}
+        if info.get("protocol") == "pty":
+            raise ServiceError("not implemented yet")
+        definition = self.definitions.get(name)
+        if definition is None:
+            raise ServiceError("unsupported service")
+        if definition.noop:
+            return {"status": "started"}
+        port = int(info["port"])
+        ports = [int(p) for p in info.get("ports") or [port]]
+        options = info.get("options") or {}
+        variables: Dict[str, Any] = {"runtime_path": self.runtime_path, "ports": ports}
+        for action in definition.prestart_actions:
+            result = self._prestart(action, variables)
+            if action.get("ref"):
+                variables[str(action["ref"])] = result
+        command = [part.format_map(variables) for part in definition.command]
+        command += self._arguments(definition, options.get("arguments") or {})
+        env = dict(self.frozen_env)
+        env.update({k: v.format_map(variables) for k, v in definition.env.items()})
+        env.update(self._envs(definition, options.get("envs") or {}))
+        env["LD_LIBRARY_PATH"] = env.get("LD_LIBRARY_PATH", "").replace("/opt/backend.ai/lib:", "")
+        process = subprocess.Popen(
+            command, cwd=self.work_dir, env=env, stdin=subprocess.DEVNULL,
+            preexec_fn=os.setpgrp,
+        )  # fmt: skip
+        if not _wait_for_port(port, self.port_timeout_s, process):
+            _stop_group(process)
+            raise ServiceError("opening the service port timed out: " + name)
+        self.running[name] = process
+        threading.Thread(target=self._watch, args=(name, process), daemon=True).start()
+        return {"status": "started"}
+
+    def _arguments(self, definition: ServiceDefinition, requested: Dict[str, Any]) -> List[str]:
+        arguments = dict(definition.default_arguments)
+        for key, value in requested.items():
+            if key not in definition.allowed_arguments:
+                raise ServiceError("DisallowedArgument: " + str(key))
+            arguments[key] = value
+        argv: List[str] = []
+        for key, value in arguments.items():
+            argv.append(str(key))
+            if isinstance(value, list):
+                argv.extend(str(v) for v in value)
+            elif value is not None and value is not True:
+                argv.append(str(value))
+        return argv
+
+    def _envs(self, definition: ServiceDefinition, requested: Dict[str, Any]) -> Dict[str, str]:
+        for key in requested:
+            if key not in definition.allowed_envs or key in self.frozen_env:
+                raise ServiceError("DisallowedEnvironment: " + str(key))
+        return {str(k): str(v) for k, v in requested.items()}
+
+    def _prestart(self, action: Dict[str, Any], variables: Dict[str, Any]) -> Any:
+        kind = action.get("action")
+        args = {k: (v.format_map(variables) if isinstance(v, str) else v)
+                for k, v in (action.get("args") or {}).items()}  # fmt: skip
+        if kind == "write_file":
+            path = os.path.join(self.work_dir, args["filename"])
+            with open(path, "a" if args.get("append") else "w") as target:
+                target.write(args.get("body", ""))
+            os.chmod(path, int(str(args.get("mode", "644")), 8))
+            return path
+        if kind == "write_tempfile":
+            fd, path = tempfile.mkstemp()
+            with os.fdopen(fd, "w") as target:
+                target.write(args.get("body", ""))
+            os.chmod(path, int(str(args.get("mode", "644")), 8))
+            return path
+        if kind == "mkdir":
+            os.makedirs(os.path.join(self.work_dir, args["path"]), exist_ok=True)
+            return None
+        if kind == "run_command":
+            done = subprocess.run(args["command"], cwd=self.work_dir, capture_output=True)
+            return {"out": done.stdout.decode("utf-8", "replace"),
+                    "err": done.stderr.decode("utf-8", "replace")}  # fmt: skip
+        if kind == "log":
+            log.info("%s", args.get("message", ""))
+            return None
+        raise ServiceError("unknown prestart action: " + str(kind))
+
+    def _watch(self, name: str, process: "subprocess.Popen[bytes]") -> None:
+        process.wait()
+        with self._lock:
+            if self.running.get(name) is process:
+                del self.running[name]
+
+    def shutdown(self, name: str) -> None:
+        with self._lock:
+            process = self.running.pop(name, None)
+        if process is not None:
+            _stop_group(process)
+
+    def shutdown_all(self) -> None:
+        for name in list(self.running):
+            self.shutdown(name)
+
+    def apps(self, name: str = "") -> List[Dict[str, Any]]:
+        """The ``apps-result`` data: the definitions (one, or all)."""
+        chosen = [self.definitions[name]] if name in self.definitions else (
+            [] if name else list(self.definitions.values()))  # fmt: skip
+        return [{"name": d.name, "url_template": d.url_template,
+                 "allowed_arguments": d.allowed_arguments, "allowed_envs": d.allowed_envs}
+                for d in chosen]  # fmt: skip
+
+
+def _wait_for_port(port: int, timeout_s: float, process: "subprocess.Popen[bytes]") -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def _stop_group(process: "subprocess.Popen[bytes]", grace_s: float = 2.0) -> None:
+    """SIGTERM, then SIGKILL after the grace period (upstream's 2 s)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            process.wait(grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
