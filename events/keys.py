@@ -79,6 +79,10 @@ class KeySpace:
     def kernel_stats(self, kernel_id: str) -> str:
         return f"{self.prefix}:stat:{kernel_id}"
 
+    def kernel_logs(self, kernel_id: str) -> str:
+        """A terminated kernel's log (capped, TTL'd): telemetry, not state."""
+        return f"{self.prefix}:logs:{kernel_id}"
+
     @property
     def idle_due(self) -> str:
         return f"{self.prefix}:idle:due"

@@ -34,10 +34,15 @@ from events.catalogue import (
 from projections.queries import ReadModels
 
 from ..background import Background
+from ..domain.errors import GenericBadRequest
 from ..domain.session_aggregate import SessionAggregate
 from ..domain.statuses import KernelStatus
+from ..reaper import touch
 from ..sessions import ShardClient, load_session
+from . import workdir
 from .backends import Backend, KernelLaunch, SimBackend
+from .kernel_env import kernel_environ
+from .runner_client import RunnerClient
 from .utilization import UtilizationSampler
 
 __all__ = ["AGENTS_REACT_TO", "Agent", "SimAgent", "dispatch"]
@@ -48,8 +53,11 @@ _LIVE_IN_LOG = frozenset({"SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTA
                           "TERMINATING", "ERROR"})  # fmt: skip
 """Kernel statuses under which a running kernel is expected (not a stray)."""
 _STARTED_IN_LOG = frozenset({"RUNNING"})
-_UTIL_TTL_S = 3600
 """Kernel statuses under which the backend must be running it."""
+_UTIL_TTL_S = 3600
+LOGS_TTL_S = 7 * 86400
+"""How long a terminated kernel's log stays readable (``<p>:logs:<kernel>``)."""
+RUNNER_START_TIMEOUT_S = 30.0
 
 
 class Agent:
@@ -89,6 +97,10 @@ class Agent:
         self._slots: dict[uuid.UUID, dict[str, Decimal]] = {}
         """What each kernel started here was allocated (utilization is a share of it)."""
         self.background = Background()
+        self._runners: dict[uuid.UUID, RunnerClient] = {}
+        """Connections to the kernel runners of kernels running here."""
+        self._session_of: dict[uuid.UUID, uuid.UUID] = {}
+        self.exec_timeout_s: float | None = None
 
     async def on_event(self, event: Event, session: SessionAggregate | None = None) -> None:
         """The agent's reactions to the log: create the kernels placed on it when their
@@ -123,6 +135,8 @@ class Agent:
                 kernel_id, session.session_id,
                 {name: Decimal(v) for name, v in slots.get(str(kernel_id), {}).items()},
                 session_type=session.session_type, startup_command=spec.get("startup_command"),
+                environ=kernel_environ(session.session_id, spec, kernel_id, self.agent_id),
+                main=_role(spec, kernel_id) == "main",
             )
             for kernel_id in kernel_ids
         ]  # fmt: skip
@@ -232,7 +246,7 @@ class Agent:
             "stalled": self._twice("stalled", stalled_now - known - self._starting),
         }
         for kernel_id in acted["stray"]:
-            await self.backend.stop(kernel_id, self.stop_grace_s)
+            await self._stop_kernel(kernel_id)
             session_id = expected[kernel_id]["session_id"] if kernel_id in expected else None
             if session_id is not None:  # a kernel the log knows, in an ended session
                 await self.shard.report(KernelTerminated(
@@ -259,9 +273,11 @@ class Agent:
         if kernel is None:
             return
         session = await load_session(self.store, uuid.UUID(kernel["session_id"]))
+        self._session_of[kernel_id] = session.session_id
         main = kernel.get("cluster_role", "main") == "main"
         if session.session_type == "batch" and main and session.result == "undefined":
-            await self._report_batch_result(session.session_id, kernel_id)
+            # the command is under way (or done): wait for its recorded end, never re-run it
+            await self._report_batch_result(session.session_id, kernel_id, None)
 
     async def create_kernels(self, session_id: uuid.UUID, launches: Iterable[KernelLaunch]) -> None:
         kernels = list(launches)
@@ -280,9 +296,7 @@ class Agent:
                 await self.shard.report(
                     KernelCreating(kernel_id=launch.kernel_id, session_id=session_id)
                 )
-                info = await self.backend.start(launch)
-                info["agent"] = self.agent_id
-                self._slots[launch.kernel_id] = dict(launch.slots)
+                info = await self._start(launch)
                 await self.shard.report(
                     KernelStarted(
                         kernel_id=launch.kernel_id, session_id=session_id, creation_info=info
@@ -292,16 +306,38 @@ class Agent:
                     self.metrics.inc("kernelhub_kernels_started_total", agent=self.agent_id)
         except Exception:
             for launch in kernels:
-                await self.backend.stop(launch.kernel_id, self.stop_grace_s)
+                await self._stop_kernel(launch.kernel_id)
             await self.shard.start_failed(session_id)
             raise
-        batch = [k for k in kernels if k.session_type == "batch"]
+        batch = [k for k in kernels if k.session_type == "batch" and k.main]
         if batch:
             self._starting.difference_update(k.kernel_id for k in kernels)
-            await self._report_batch_result(session_id, batch[0].kernel_id)
+            command = batch[0].startup_command or ""
+            await self._report_batch_result(session_id, batch[0].kernel_id, command)
 
-    async def _report_batch_result(self, session_id: uuid.UUID, kernel_id: uuid.UUID) -> None:
-        exit_code = await self.backend.wait(kernel_id)
+    async def _start(self, launch: KernelLaunch) -> dict[str, Any]:
+        """Start one kernel and wait until its runner answers (upstream's check_status)."""
+        info = await self.backend.start(launch)
+        info["agent"] = self.agent_id
+        self._slots[launch.kernel_id] = dict(launch.slots)
+        self._session_of[launch.kernel_id] = launch.session_id
+        socket = self.backend.runner_socket(launch.kernel_id)
+        if socket is not None:
+            client = RunnerClient(socket, exec_timeout_s=self.exec_timeout_s)
+            self._runners[launch.kernel_id] = client
+            await client.check_status(RUNNER_START_TIMEOUT_S)
+        return info
+
+    async def _report_batch_result(
+        self, session_id: uuid.UUID, kernel_id: uuid.UUID, command: str | None
+    ) -> None:
+        """Run the batch command through the runner (``command`` None: it was sent by an
+        earlier agent process) and report its exit code as the session's result."""
+        client = self._runners.get(kernel_id)
+        if client is None or command is None:
+            exit_code = await self.backend.wait(kernel_id)
+        else:
+            exit_code = await self._run_batch(client, kernel_id, command)
         result: SessionSuccess | SessionFailure = (
             SessionSuccess(session_id=session_id, reason="task-done", exit_code=0)
             if exit_code == 0
@@ -309,15 +345,29 @@ class Agent:
         )
         await self.shard.batch_result(result, command_id=uuid.uuid5(kernel_id, "result"))
 
+    async def _run_batch(self, client: RunnerClient, kernel_id: uuid.UUID, command: str) -> int:
+        run_id = str(uuid.uuid5(kernel_id, "batch"))
+        options = {"clean": "", "build": "", "exec": command}
+        result = await client.execute(run_id, "batch", command, options)
+        while result["status"] != "finished":
+            if result["status"] == "continued":
+                recorded = self.backend.batch_exit(kernel_id)
+                if recorded is not None:  # the record beat the (lost) finished message
+                    return recorded
+                if kernel_id not in self.backend.running():
+                    return await self.backend.wait(kernel_id)
+            result = await client.execute(run_id, "continue")
+        return int(result["exitCode"])
+
     async def restart_kernels(self, session: Any, kernel_ids: list[uuid.UUID]) -> None:
-        """Stop and start each kernel again; the session is RUNNING once all reported."""
+        """Stop and start each kernel again (its work dir kept); the session is RUNNING once
+        all reported."""
         try:
             for launch in self._launches(session, kernel_ids):
+                await self._close_runner(launch.kernel_id)
                 await self.backend.stop(launch.kernel_id, self.stop_grace_s)
                 self.sampler.forget(launch.kernel_id)
-                info = await self.backend.start(launch)
-                info["agent"] = self.agent_id
-                self._slots[launch.kernel_id] = dict(launch.slots)
+                info = await self._start(launch)
                 await self.shard.report(KernelStarted(
                     kernel_id=launch.kernel_id, session_id=session.session_id,
                     reason="restarting", creation_info=info,
@@ -332,9 +382,7 @@ class Agent:
         self, session_id: uuid.UUID, kernel_ids: Iterable[uuid.UUID], reason: str
     ) -> None:
         for kernel_id in kernel_ids:
-            exit_code = await self.backend.stop(kernel_id, self.stop_grace_s)
-            self._slots.pop(kernel_id, None)
-            self.sampler.forget(kernel_id)
+            exit_code = await self._stop_kernel(kernel_id)
             known = exit_code is not None
             if known and self.metrics is not None:
                 self.metrics.inc("kernelhub_kernels_terminated_total", agent=self.agent_id)
@@ -343,6 +391,117 @@ class Agent:
                 reason=reason if known else "already-terminated",
                 exit_code=exit_code if exit_code is not None else -1,
             ))  # fmt: skip
+
+    async def _close_runner(self, kernel_id: uuid.UUID) -> None:
+        client = self._runners.pop(kernel_id, None)
+        if client is not None:
+            await client.close()
+
+    async def _stop_kernel(self, kernel_id: uuid.UUID) -> int | None:
+        """Stop a kernel for good: its log kept (capped, TTL'd), its directories removed;
+        its exit code, or None if the backend did not know it."""
+        await self._close_runner(kernel_id)
+        exit_code = await self.backend.stop(kernel_id, self.stop_grace_s)
+        self._slots.pop(kernel_id, None)
+        self._session_of.pop(kernel_id, None)
+        self.sampler.forget(kernel_id)
+        log = self.backend.logs(kernel_id)
+        if log:
+            await self.store.redis.set(self.store.keys.kernel_logs(str(kernel_id)), log,
+                                       ex=LOGS_TTL_S)  # fmt: skip
+        await self.backend.remove(kernel_id)
+        return exit_code
+
+    # ---- code execution and files (spec §3.4; the API's execute/complete/upload/...) ------
+    def _runner(self, kernel_id: uuid.UUID) -> RunnerClient:
+        if kernel_id not in self.backend.running():
+            raise GenericBadRequest(f"kernel {kernel_id} is not running on {self.agent_id}")
+        client = self._runners.get(kernel_id)
+        if client is None:
+            socket = self.backend.runner_socket(kernel_id)
+            if socket is None:
+                raise GenericBadRequest(f"the {type(self.backend).__name__} runs no code")
+            client = self._runners[kernel_id] = RunnerClient(
+                socket, exec_timeout_s=self.exec_timeout_s
+            )  # an adopted kernel: first use after this agent restarted
+        return client
+
+    def _touch(self, kernel_id: uuid.UUID) -> None:
+        """Activity for the idle checks, off the latency path."""
+        session_id = self._session_of.get(kernel_id)
+        if session_id is not None:
+            self.background.spawn(touch(self.store, session_id))
+
+    async def execute(
+        self,
+        kernel_id: uuid.UUID,
+        run_id: str,
+        mode: str,
+        code: str = "",
+        options: dict[str, Any] | None = None,
+        flush_timeout: float | None = 2.0,
+    ) -> dict[str, Any]:
+        client = self._runner(kernel_id)
+        self._touch(kernel_id)
+        result = await client.execute(run_id, mode, code, options, flush_timeout)
+        if result["status"] != "continued":
+            self._touch(kernel_id)
+        return result
+
+    async def interrupt(self, kernel_id: uuid.UUID) -> None:
+        await self._runner(kernel_id).interrupt()
+
+    async def complete(
+        self, kernel_id: uuid.UUID, code: str, options: dict[str, Any] | None = None
+    ) -> list[str]:
+        return await self._runner(kernel_id).complete(code, options)
+
+    async def start_service(
+        self, kernel_id: uuid.UUID, name: str, port: int, options: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        info = {"name": name, "port": port, "protocol": "http", "options": options or {}}
+        return await self._runner(kernel_id).start_service(info)
+
+    async def shutdown_service(self, kernel_id: uuid.UUID, name: str) -> None:
+        await self._runner(kernel_id).shutdown_service(name)
+
+    async def notify_event(self, kernel_id: uuid.UUID, kind: str, data: dict[str, Any]) -> None:
+        """An event for the runner (``oom`` makes it log what the kernel lost)."""
+        await self._runner(kernel_id).feed_event(kind, data)
+
+    def _work_dir(self, kernel_id: uuid.UUID) -> Any:
+        path = self.backend.work_dir(kernel_id)
+        if path is None or kernel_id not in self.backend.running():
+            raise GenericBadRequest(f"kernel {kernel_id} has no work dir on {self.agent_id}")
+        return path
+
+    async def upload_files(self, kernel_id: uuid.UUID, files: list[tuple[str, bytes]]) -> list[str]:
+        self._touch(kernel_id)
+        return workdir.upload(self._work_dir(kernel_id), files)
+
+    async def download_files(self, kernel_id: uuid.UUID, names: list[str]) -> bytes:
+        return workdir.download(self._work_dir(kernel_id), names)
+
+    async def download_single(self, kernel_id: uuid.UUID, name: str) -> bytes:
+        return workdir.download_single(self._work_dir(kernel_id), name)
+
+    async def list_files(self, kernel_id: uuid.UUID, path: str) -> dict[str, Any]:
+        return workdir.list_files(self._work_dir(kernel_id), path)
+
+    async def logs(self, kernel_id: uuid.UUID) -> str:
+        """The kernel's log: live while it runs, else what was kept when it ended."""
+        if kernel_id in self.backend.known():
+            raw = self.backend.logs(kernel_id)
+        else:
+            raw = await self.store.redis.get(self.store.keys.kernel_logs(str(kernel_id))) or b""
+        return bytes(raw).decode("utf-8", "replace")
+
+
+def _role(spec: dict[str, Any], kernel_id: uuid.UUID) -> str:
+    for kernel in spec.get("kernels", []):
+        if kernel.get("kernel_id") == str(kernel_id):
+            return str(kernel.get("cluster_role", "main"))
+    return "main"
 
 
 def _concerns_agents(event: Event) -> bool:

@@ -12,18 +12,22 @@ still running from one that ended while nobody watched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import resource
 import shutil
 import signal
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["Backend", "KernelLaunch", "ProcessBackend", "SimBackend"]
+from ..kernel_runner.batch import last_exec_code
+
+__all__ = ["Backend", "KernelDirs", "KernelLaunch", "ProcessBackend", "SimBackend"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,8 @@ class KernelLaunch:
     session_type: str = "interactive"
     startup_command: str | None = None
     environ: dict[str, str] = field(default_factory=dict)
+    main: bool = True
+    """The session's main kernel (the one a batch command and user code run on)."""
 
 
 class Backend(Protocol):
@@ -57,6 +63,21 @@ class Backend(Protocol):
 
     async def adopt(self) -> set[uuid.UUID]:
         """Find the kernels left running by a previous agent process; returns their ids."""
+
+    def runner_socket(self, kernel_id: uuid.UUID) -> str | None:
+        """The kernel runner's socket on this host; None for a backend that runs no code."""
+
+    def batch_exit(self, kernel_id: uuid.UUID) -> int | None:
+        """A batch command's exit code as the runner recorded it; None while unknown."""
+
+    def work_dir(self, kernel_id: uuid.UUID) -> Path | None:
+        """The host directory that is ``/home/work`` in the kernel; None without one."""
+
+    def logs(self, kernel_id: uuid.UUID) -> bytes:
+        """The kernel's log (the runner's output and its commands'), the last part."""
+
+    async def remove(self, kernel_id: uuid.UUID) -> None:
+        """Delete what a stopped kernel left (its directories); after :meth:`logs`."""
 
 
 class SimBackend:
@@ -106,26 +127,118 @@ class SimBackend:
     async def adopt(self) -> set[uuid.UUID]:
         return set()  # simulated kernels die with their host
 
+    def runner_socket(self, kernel_id: uuid.UUID) -> str | None:
+        return None
 
-_IDLE_KERNEL = "import signal; signal.pause()"
+    def batch_exit(self, kernel_id: uuid.UUID) -> int | None:
+        return None
+
+    def work_dir(self, kernel_id: uuid.UUID) -> Path | None:
+        return None
+
+    def logs(self, kernel_id: uuid.UUID) -> bytes:
+        return b""
+
+    async def remove(self, kernel_id: uuid.UUID) -> None:
+        return None
+
+
+_RUNNER_PACKAGE = Path(__file__).resolve().parent.parent / "kernel_runner"
+_BOOT_RUNNER = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+                "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)")  # fmt: skip
+"""Start the runner package from where it lies, without putting that folder on the path
+user code sees (the runner drops it again once imported)."""
+MAX_LOG_BYTES = 1 * 2**20
+_MAX_SOCKET_PATH = 100
+
+
+@dataclass(frozen=True)
+class KernelDirs:
+    """A process kernel's directories: ``work`` is its ``/home/work``, ``config`` its
+    ``/home/config`` (``environ.txt``), ``run`` what only the agent and runner share."""
+
+    root: Path
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def socket(self) -> Path:
+        """The runner's socket; through a short link when the real path is too long for a
+        unix socket address (108 bytes, and test or XDG dirs get deep)."""
+        real = self.run / "runner.sock"
+        if len(str(real).encode()) <= _MAX_SOCKET_PATH:
+            return real
+        return self.short_link / "runner.sock"
+
+    @property
+    def short_link(self) -> Path:
+        return Path(tempfile.gettempdir()) / "kh-run" / self.root.name
+
+    @property
+    def batch_record(self) -> Path:
+        return self.run / "batch.jsonl"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "kernel.log"
+
+    def create(self) -> None:
+        for path in (self.work, self.config, self.run):
+            path.mkdir(parents=True, exist_ok=True)
+        self.run.chmod(0o700)
+        if self.socket.parent == self.short_link:
+            self.short_link.parent.mkdir(mode=0o700, exist_ok=True)
+            self.short_link.unlink(missing_ok=True)
+            self.short_link.symlink_to(self.run)
+
+    def remove(self) -> None:
+        self.short_link.unlink(missing_ok=True)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 class ProcessBackend:
-    """Each kernel a local process in its own work dir and process group, with resource
-    limits from its slots (address space from ``mem``, CPU time unlimited, a cap on
-    processes). A batch kernel runs its startup command with ``/bin/sh -c``; an interactive
-    one idles until the kernel runner (its own issue) takes over. Destroying a kernel kills
-    its whole process group: SIGTERM, then SIGKILL after the grace period."""
+    """Each kernel a local process: the kernel runner (:mod:`actors.kernel_runner`) as its
+    main process, in the kernel's own directories and session, with resource limits from
+    its slots (address space from ``mem``, a cap on processes). There is no isolation
+    beyond that: user code sees this host's filesystem and Python; the Docker backend is
+    the isolated one. Destroying a kernel asks the runner to stop (SIGTERM), then kills
+    every process left in the kernel's session after the grace period."""
 
-    def __init__(self, work_root: str | os.PathLike[str], *, max_processes: int = 256) -> None:
+    def __init__(
+        self,
+        work_root: str | os.PathLike[str],
+        *,
+        max_processes: int = 256,
+        service_defs: str | os.PathLike[str] | None = None,
+        runner_options: tuple[str, ...] = (),
+    ) -> None:
         self.work_root = Path(work_root)
         self.max_processes = max_processes
+        self.service_defs = str(service_defs) if service_defs is not None else None
+        self.runner_options = runner_options
+        """Extra runner command-line options (tests shorten its intervals)."""
         self._procs: dict[uuid.UUID, asyncio.subprocess.Process] = {}
         self._adopted: dict[uuid.UUID, int] = {}
         """Kernels started by an earlier agent process: kernel -> process group id."""
 
-    def work_dir(self, kernel_id: uuid.UUID) -> Path:
-        return self.work_root / kernel_id.hex
+    def dirs(self, kernel_id: uuid.UUID) -> KernelDirs:
+        return KernelDirs(self.work_root / kernel_id.hex)
+
+    def work_dir(self, kernel_id: uuid.UUID) -> Path | None:
+        return self.dirs(kernel_id).work
+
+    def runner_socket(self, kernel_id: uuid.UUID) -> str | None:
+        return str(self.dirs(kernel_id).socket)
 
     def _limits(self, slots: dict[str, Decimal]) -> Any:
         memory = int(slots.get("mem", 0))
@@ -140,53 +253,64 @@ class ProcessBackend:
 
         return apply
 
+    def _argv(self, dirs: KernelDirs) -> list[str]:
+        argv = [sys.executable, "-c", _BOOT_RUNNER, str(_RUNNER_PACKAGE.parent),
+                _RUNNER_PACKAGE.name, "python", sys.executable, "--socket", str(dirs.socket),
+                "--work-dir", str(dirs.work), "--config-dir", str(dirs.config),
+                "--batch-record", str(dirs.batch_record)]  # fmt: skip
+        if self.service_defs is not None:
+            argv += ["--service-defs", self.service_defs]
+        return argv + list(self.runner_options)
+
     async def start(self, launch: KernelLaunch) -> dict[str, Any]:
-        work_dir = self.work_dir(launch.kernel_id)
-        work_dir.mkdir(parents=True, exist_ok=True)
-        if launch.session_type == "batch" and launch.startup_command:
-            # the exit code is also written down, for an agent that restarts meanwhile
-            argv = ["/bin/sh", "-c", _RECORD_EXIT, "kh-batch", launch.startup_command]
-        else:
-            argv = [sys.executable, "-c", _IDLE_KERNEL]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work_dir),
+        dirs = self.dirs(launch.kernel_id)
+        dirs.create()
+        dirs.batch_record.unlink(missing_ok=True)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(dirs.work),
                "BACKENDAI_KERNEL_ID": str(launch.kernel_id),
-               "BACKENDAI_SESSION_ID": str(launch.session_id), **launch.environ}  # fmt: skip
-        if launch.session_type == "batch":
-            env["_BACKEND_BATCH_MODE"] = "1"
-        log_fd = os.open(work_dir / "kernel.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+               "BACKENDAI_SESSION_ID": str(launch.session_id), **launch.environ,
+               "KERNELHUB_BACKEND": "process", "KERNELHUB_WORK_DIR": str(dirs.work)}  # fmt: skip
+        (dirs.config / "environ.txt").write_text(
+            "".join(f"{k}={v}\n" for k, v in sorted(launch.environ.items()))
+        )
+        log_fd = os.open(dirs.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             process = await asyncio.create_subprocess_exec(
-                *argv, cwd=work_dir, env=env, stdin=asyncio.subprocess.DEVNULL,
+                *self._argv(dirs), cwd=dirs.work, env=env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_fd, stderr=log_fd, start_new_session=True,
                 preexec_fn=self._limits(launch.slots),
             )  # fmt: skip
         finally:
             os.close(log_fd)
         self._procs[launch.kernel_id] = process
-        (work_dir / _PID_FILE).write_text(str(process.pid))
+        (dirs.run / _PID_FILE).write_text(str(process.pid))
         return {"container_id": f"pid-{process.pid}", "kernel_host": "127.0.0.1",
-                "pid": process.pid, "work_dir": str(work_dir)}  # fmt: skip
+                "pid": process.pid, "work_dir": str(dirs.work)}  # fmt: skip
 
     async def wait(self, kernel_id: uuid.UUID) -> int:
-        if kernel_id in self._adopted:
-            await _exited(self._adopted[kernel_id])
-            return self._recorded_exit(kernel_id)
-        return await self._procs[kernel_id].wait()
+        """A batch kernel's command: its recorded exit code once the runner has one, or -1
+        when the runner ended before it did."""
+        record = str(self.dirs(kernel_id).batch_record)
+        while True:
+            code = last_exec_code(record)
+            if code is not None:
+                return code
+            if self._pid(kernel_id) is None:  # one last look: it may have just finished
+                code = last_exec_code(record)
+                return -1 if code is None else code
+            await asyncio.sleep(0.2)
 
-    def _recorded_exit(self, kernel_id: uuid.UUID) -> int:
-        try:
-            return int((self.work_dir(kernel_id) / _EXIT_FILE).read_text().strip())
-        except (OSError, ValueError):
-            return -1  # killed before it could say
+    def batch_exit(self, kernel_id: uuid.UUID) -> int | None:
+        return last_exec_code(str(self.dirs(kernel_id).batch_record))
 
     async def adopt(self) -> set[uuid.UUID]:
-        """Process groups recorded in work dirs whose leader still runs this kernel."""
+        """Kernel runners recorded in kernel dirs whose process still runs that kernel."""
         found: set[uuid.UUID] = set()
         if not self.work_root.is_dir():
             return found
-        for pid_file in self.work_root.glob(f"*/{_PID_FILE}"):
+        for pid_file in self.work_root.glob(f"*/run/{_PID_FILE}"):
             try:
-                kernel_id = uuid.UUID(pid_file.parent.name)
+                kernel_id = uuid.UUID(pid_file.parent.parent.name)
                 pid = int(pid_file.read_text().strip())
             except (ValueError, OSError):
                 continue
@@ -196,31 +320,39 @@ class ProcessBackend:
             found.add(kernel_id)
         return found
 
-    async def _stop_adopted(self, kernel_id: uuid.UUID, grace_s: float) -> int:
-        pgid = self._adopted.pop(kernel_id)
-        _signal_group(pgid, signal.SIGTERM)
-        if not await _exited(pgid, grace_s):
-            _signal_group(pgid, signal.SIGKILL)
-            await _exited(pgid)
-        code = self._recorded_exit(kernel_id)
-        shutil.rmtree(self.work_dir(kernel_id), ignore_errors=True)
-        return code
-
     async def stop(self, kernel_id: uuid.UUID, grace_s: float) -> int | None:
+        """SIGTERM to the runner, which stops its commands and services; after the grace
+        period SIGKILL to whatever is left in the kernel's session. Its exit code."""
         if kernel_id in self._adopted:
-            return await self._stop_adopted(kernel_id, grace_s)
+            pid = self._adopted.pop(kernel_id)
+            if _runs_kernel(pid, kernel_id):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            if not await _exited(pid, grace_s):
+                _signal_session(pid, signal.SIGKILL)
+                await _exited(pid)
+            _signal_session(pid, signal.SIGKILL)
+            return -signal.SIGTERM  # not our child: its status is not ours to read
         process = self._procs.pop(kernel_id, None)
         if process is None:
             return None
         if process.returncode is None:
-            _signal_group(process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(process.wait(), grace_s)
             except TimeoutError:
-                _signal_group(process.pid, signal.SIGKILL)
+                _signal_session(process.pid, signal.SIGKILL)
                 await process.wait()
-        shutil.rmtree(self.work_dir(kernel_id), ignore_errors=True)
+        _signal_session(process.pid, signal.SIGKILL)  # stragglers the runner left
         return process.returncode
+
+    def logs(self, kernel_id: uuid.UUID) -> bytes:
+        return _tail(self.dirs(kernel_id).log, MAX_LOG_BYTES)
+
+    async def remove(self, kernel_id: uuid.UUID) -> None:
+        if kernel_id not in self._procs and kernel_id not in self._adopted:
+            self.dirs(kernel_id).remove()
 
     def running(self) -> set[uuid.UUID]:
         alive = {k for k, p in self._procs.items() if p.returncode is None}
@@ -251,16 +383,32 @@ class ProcessBackend:
         }
 
 
-_PID_FILE = ".kh-pid"
-_EXIT_FILE = ".kh-exit"
-_RECORD_EXIT = '/bin/sh -c "$1"; code=$?; echo $code > .kh-exit; exit $code'
+_PID_FILE = "pid"
 
 
-def _signal_group(pid: int, sig: int) -> None:
+def _tail(path: Path, limit: int) -> bytes:
     try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
+        with path.open("rb") as log:
+            size = log.seek(0, os.SEEK_END)
+            log.seek(max(0, size - limit))
+            return log.read()
+    except OSError:
+        return b""
+
+
+def _signal_session(session: int, sig: int) -> None:
+    """Signal every process of a session (the runner's, which is its own session leader):
+    commands and services sit in process groups of their own, but never leave it."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry), sig)
 
 
 async def _exited(pid: int, timeout: float | None = None) -> bool:

@@ -15,6 +15,7 @@ __all__ = [
     "ImageNotFound",
     "InstanceNotAvailable",
     "InvalidAPIParameters",
+    "KernelExecutionFailed",
     "ObjectNotFound",
     "QuotaExceeded",
     "ScalingGroupNotFound",
@@ -71,3 +72,10 @@ class ObjectNotFound(DomainError):
 class ImageNotFound(ObjectNotFound):
     def __init__(self, msg: str = "") -> None:
         super().__init__("environment image", msg)
+
+
+class KernelExecutionFailed(DomainError):
+    """The runner could not be reached or failed the request (Backend.AI's agent-details
+    ``agent-failure``)."""
+
+    status, error_type, title = 500, "kernel-execution-failed", "Executing user code failed."

@@ -116,6 +116,7 @@ class BatchEngine:
                 pipe.close()
                 return
             self.outbox.send(name, chunk)
+            _mirror(1 if name == "stdout" else 2, chunk)
             if log is not None:
                 try:
                     log.write(chunk)
@@ -174,6 +175,15 @@ class BatchEngine:
 
 
 _MISSING = "\0missing"
+
+
+def _mirror(fd: int, chunk: bytes) -> None:
+    """Batch output goes to the kernel log too (the runner's own stdout/stderr), so it can
+    be read after the session ended, as a container's log would have it."""
+    try:
+        os.write(fd, chunk)
+    except OSError:
+        pass
 
 
 def _quote(path: str) -> str:

@@ -62,6 +62,9 @@ class Runner:
                                       options.oom_poll_interval, session=os.getsid(0),
                                       report=self._warn)  # fmt: skip
         self.stopping = threading.Event()
+        self.terminated = False
+        """Stopped by SIGTERM: the process then ends *by* SIGTERM, as an unhandled one would
+        (its exit status says so)."""
         self.server: Optional[socket.socket] = None
 
     def _warn(self, message: str) -> None:
@@ -174,6 +177,7 @@ class Runner:
             raise KeyboardInterrupt
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.terminated = True
         self.stopping.set()
         self.tasks.put(_SHUTDOWN)
         if self.query.executing:
@@ -259,3 +263,6 @@ def main(argv: Optional[List[str]] = None) -> None:
     log.info("runner started (pid %d, socket %s)", os.getpid(), options.socket)
     runner.serve_forever()
     log.info("runner stopped")
+    if runner.terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
