@@ -20,6 +20,7 @@ from events import Event, RedisEventStore, Subscription
 from projections.models import default_projections
 from projections.runtime import Projector
 
+from .execution import LocalAgent, SessionExecution
 from .agents.agent import Agent, SimAgent, dispatch
 from .agents.backends import Backend
 from .domain.idle import IdleConfig
@@ -74,6 +75,7 @@ class LocalCluster:
             shard=self.shard,
         )  # fmt: skip
         self.reaper = Reaper(store, self.shard, idle, max_sleep_s=0.2)
+        self.execution = SessionExecution(store, lambda agent_id: LocalAgent(self.agents[agent_id]))
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()
@@ -107,6 +109,7 @@ class LocalCluster:
                 await task
         for agent in self.agents.values():
             await agent.drain()
+            await agent.close(stop_kernels=True)  # a local cluster's kernels end with it
 
     def _committed(self, name: str, events: Sequence[Any], _at: float) -> None:
         if name == "sessions" or name == "agents":

@@ -18,8 +18,9 @@ import structlog
 from events import RedisEventStore
 from projections.queries import ReadModels
 
-from .domain.errors import GenericForbidden, ObjectNotFound
+from .domain.errors import GenericBadRequest, GenericForbidden, ObjectNotFound
 from .domain.session_aggregate import KernelReport, SessionAggregate
+from .execution import RayAgent, SessionExecution
 from .sessions import load_session, shard_of
 
 __all__ = ["ShardRouter", "dependants_of"]
@@ -50,6 +51,7 @@ class ShardRouter:
         self.store = store
         self.handles: list[Any] = list(handles)
         self.namespace: str | None = None
+        self._execution: SessionExecution | None = None
 
     @classmethod
     def named(cls, store: RedisEventStore, count: int, namespace: str) -> ShardRouter:
@@ -60,6 +62,30 @@ class ShardRouter:
         router = cls(store, [None] * count)
         router.namespace = namespace
         return router
+
+    @property
+    def execution(self) -> SessionExecution:
+        """Code, files and logs of sessions: calls to the agent actor (``agent:<id>``) that
+        runs each session's main kernel."""
+        if self._execution is None:
+            import ray
+
+            namespace = self.namespace
+            handles: dict[str, RayAgent] = {}
+
+            def agent(agent_id: str) -> RayAgent:
+                if agent_id not in handles:
+                    try:
+                        actor = ray.get_actor(f"agent:{agent_id}", namespace=namespace)
+                    except ValueError:
+                        raise GenericBadRequest(
+                            f"agent {agent_id} runs no code (a simulated agent?)"
+                        ) from None
+                    handles[agent_id] = RayAgent(actor, agent_id)
+                return handles[agent_id]
+
+            self._execution = SessionExecution(self.store, agent)
+        return self._execution
 
     def handle(self, session_id: uuid.UUID) -> Any:
         k = shard_of(session_id, len(self.handles))

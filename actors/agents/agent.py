@@ -149,6 +149,16 @@ class Agent:
     async def drain(self) -> None:
         await self.background.drain()
 
+    async def close(self, *, stop_kernels: bool = False) -> None:
+        """Let go of the runners; with ``stop_kernels`` also stop every kernel (a local
+        cluster shutting down; a real agent leaves them running, to be adopted)."""
+        for kernel_id in list(self._runners):
+            await self._close_runner(kernel_id)
+        if stop_kernels:
+            for kernel_id in self.backend.known():
+                await self.backend.stop(kernel_id, self.stop_grace_s)
+                await self.backend.remove(kernel_id)
+
     @property
     def stream(self) -> str:
         return f"agent-{self.agent_id}"

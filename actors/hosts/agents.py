@@ -17,6 +17,7 @@ from events import Event, RedisEventStore
 from ..agents.agent import AGENTS_REACT_TO, Agent, dispatch
 from ..agents.backends import Backend, ProcessBackend, SimBackend
 from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S
+from ..execution import KERNEL_OPERATIONS
 from ..metrics import ActorMetrics
 from ..routing import ShardRouter
 from ._follower import Follower, boot
@@ -99,6 +100,13 @@ class AgentsActor(Follower):
 
     async def running(self, agent_id: str) -> list[str]:
         return sorted(str(k) for k in self._agent(agent_id).backend.running())
+
+    async def kernel_call(self, agent_id: str, method: str, kernel_id: Any, *args: Any) -> Any:
+        """A user's operation on a kernel of a hosted agent (execute, files, logs, ...;
+        :data:`~actors.execution.KERNEL_OPERATIONS`)."""
+        if method not in KERNEL_OPERATIONS:
+            raise ValueError(f"not a kernel operation: {method}")
+        return await getattr(self._agent(agent_id), method)(kernel_id, *args)
 
     async def freeze(self, agent_id: str, frozen: bool = True) -> None:
         """Stop (or resume) an agent's heartbeats, as a hung node would (fault tests)."""

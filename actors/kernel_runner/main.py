@@ -182,6 +182,8 @@ class Runner:
         self.tasks.put(_SHUTDOWN)
         if self.query.executing:
             raise _Shutdown(0)
+        # a batch command ends first, so its finished record (and exit code) still goes out
+        threading.Thread(target=self.batch.terminate, daemon=True).start()
 
     def serve_forever(self) -> None:
         signal.signal(signal.SIGINT, self._on_sigint)
