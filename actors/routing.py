@@ -52,6 +52,8 @@ class ShardRouter:
         self.handles: list[Any] = list(handles)
         self.namespace: str | None = None
         self._execution: SessionExecution | None = None
+        self.agent_actors: dict[str, Any] = {}
+        """Agent id -> the actor hosting it, where known; others are found by name."""
 
     @classmethod
     def named(cls, store: RedisEventStore, count: int, namespace: str) -> ShardRouter:
@@ -76,7 +78,9 @@ class ShardRouter:
             def agent(agent_id: str) -> RayAgent:
                 if agent_id not in handles:
                     try:
-                        actor = ray.get_actor(f"agent:{agent_id}", namespace=namespace)
+                        actor = self.agent_actors.get(agent_id) or ray.get_actor(
+                            f"agent:{agent_id}", namespace=namespace
+                        )
                     except ValueError:
                         raise GenericBadRequest(
                             f"agent {agent_id} runs no code (a simulated agent?)"

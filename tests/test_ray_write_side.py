@@ -248,3 +248,21 @@ async def test_actors_register_their_metrics(stack: Installation, store: RedisEv
     assert sum(a.get(f"kernelhub_kernels_started_total{{agent={n}}}", 0)
                for a in agents for n in ("i-p1", "i-p2")) >= 1  # fmt: skip
     await router.destroy(sid)
+
+
+async def test_code_and_files_reach_the_main_kernel_through_its_agent_actor(
+    stack: Installation, store: RedisEventStore
+) -> None:
+    router = stack.router(store)
+    sid = await router.create(**options("exec"))
+    assert await router.wait(sid, 30) == "RUNNING"
+    result = await router.execution.execute(sid, None, "query", "x = 6\nprint(x * 7)")
+    assert (result["status"], result["console"]) == ("finished", [["stdout", "42\n"]])
+    await router.execution.call(sid, "upload_files", [("main.py", b"print('batch ran')\n")])
+    batch = await router.execution.execute(sid, None, "batch", "", {"exec": "*"})
+    while batch["status"] != "finished":
+        batch = await router.execution.execute(sid, batch["runId"], "continue")
+    assert batch["exitCode"] == 0 and ["stdout", "batch ran\n"] in batch["console"]
+    await router.destroy(sid)
+    await ends_with(store, sid, "session_terminated")
+    assert "batch ran" in await router.execution.logs(sid)

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
+import structlog
+
 from events import AnyPayload, Event, RedisEventStore, canonical_dumps, events_for_command
 from events.catalogue import (
     AgentRegistered,
@@ -46,6 +48,8 @@ from .runner_client import RunnerClient
 from .utilization import UtilizationSampler
 
 __all__ = ["AGENTS_REACT_TO", "Agent", "SimAgent", "dispatch"]
+
+log = structlog.get_logger(__name__)
 
 AGENTS_REACT_TO = frozenset({"session_preparing", "session_terminating", "session_status_changed"})
 
@@ -142,6 +146,13 @@ class Agent:
         ]  # fmt: skip
 
     def _spawn_creation(self, session: Any, kernel_ids: list[uuid.UUID]) -> None:
+        """Create kernels not already being created or known here: the log's reaction and
+        reconciliation's "stalled" finding can both ask for the same kernel (the follower
+        lagging behind the read model), and a kernel must start once."""
+        busy = self._starting | self.backend.known()
+        kernel_ids = [k for k in kernel_ids if k not in busy]
+        if not kernel_ids:
+            return
         self._starting.update(kernel_ids)
         launches = self._launches(session, kernel_ids)
         self.background.spawn(self.create_kernels(session.session_id, launches))
@@ -314,8 +325,11 @@ class Agent:
                 )
                 if self.metrics is not None:
                     self.metrics.inc("kernelhub_kernels_started_total", agent=self.agent_id)
-        except Exception:
+        except Exception as exc:
             for launch in kernels:
+                tail = self.backend.logs(launch.kernel_id)[-2000:].decode("utf-8", "replace")
+                log.warning("kernel creation failed", kernel=str(launch.kernel_id),
+                            error=repr(exc), kernel_log=tail)  # fmt: skip
                 await self._stop_kernel(launch.kernel_id)
             await self.shard.start_failed(session_id)
             raise

@@ -54,7 +54,9 @@ class Installation:
     names: list[str] = field(default_factory=list)
 
     def router(self, store: RedisEventStore) -> ShardRouter:
-        return ShardRouter(store, self.shards)
+        router = ShardRouter(store, self.shards)
+        router.agent_actors = {agent: self.agent_hosts[host] for agent, host in self.host_of.items()}
+        return router
 
     def agent_host(self, agent_id: str) -> Any:
         return self.agent_hosts[self.host_of[agent_id]]
