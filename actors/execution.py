@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from events import RedisEventStore
 
+from .agents.agent import kept_logs
 from .domain.errors import GenericBadRequest, ObjectNotFound
 from .domain.session_aggregate import SessionAggregate
 from .domain.statuses import SessionStatus
@@ -45,9 +46,7 @@ def main_kernel(session: SessionAggregate) -> tuple[uuid.UUID, str | None]:
 
 
 class SessionExecution:
-    def __init__(
-        self, store: RedisEventStore, agent: Callable[[str], KernelOperations]
-    ) -> None:
+    def __init__(self, store: RedisEventStore, agent: Callable[[str], KernelOperations]) -> None:
         self.store = store
         self.agent = agent
         """Who answers for an agent id."""
@@ -106,8 +105,7 @@ class SessionExecution:
         kernel_id, agent_id = main_kernel(session)
         if session.status in _CODE_RUNS_WHEN and agent_id is not None:
             return str(await self.agent(agent_id).call("logs", kernel_id))
-        raw = await self.store.redis.get(self.store.keys.kernel_logs(str(kernel_id)))
-        return bytes(raw or b"").decode("utf-8", "replace")
+        return await kept_logs(self.store, kernel_id)
 
 
 class LocalAgent:

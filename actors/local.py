@@ -20,11 +20,11 @@ from events import Event, RedisEventStore, Subscription
 from projections.models import default_projections
 from projections.runtime import Projector
 
-from .execution import LocalAgent, SessionExecution
 from .agents.agent import Agent, SimAgent, dispatch
 from .agents.backends import Backend
 from .domain.idle import IdleConfig
 from .domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
+from .execution import LocalAgent, SessionExecution
 from .liveness import LivenessMonitor
 from .reaper import REAPER_REACTS_TO, Reaper
 from .scheduler import WAKES_SCHEDULER, Scheduler

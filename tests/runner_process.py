@@ -18,7 +18,13 @@ from actors.kernel_runner.framing import encode, read_frame
 class RunnerProcess:
     """``python -m kernel_runner`` in a temp kernel dir; ``log`` is its kernel log."""
 
-    def __init__(self, root: Path, *options: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *options: str,
+        env: dict[str, str] | None = None,
+        python: str = sys.executable,
+    ) -> None:
         self.root = root
         self.work = root / "work"
         self.config = root / "config"
@@ -26,7 +32,7 @@ class RunnerProcess:
             path.mkdir(parents=True, exist_ok=True)
         self.socket_path = str(root / "r.sock")
         self.log_path = root / "kernel.log"
-        argv = [sys.executable, "-c", _BOOT_RUNNER, str(_RUNNER_PACKAGE.parent),
+        argv = [python, "-c", _BOOT_RUNNER, str(_RUNNER_PACKAGE.parent),
                 _RUNNER_PACKAGE.name, "--socket", self.socket_path, "--work-dir",
                 str(self.work), "--config-dir", str(self.config), *options]  # fmt: skip
         with self.log_path.open("ab") as log:

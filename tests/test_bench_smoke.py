@@ -76,3 +76,16 @@ def test_idle_bench_prints_its_figures() -> None:
     assert (figures["sessions"], figures["expired"], figures["reclaimed_per_round"]) == (300, 3, 3)
     for key in ("idle_pass_ms_10k", "scan_ms_10k", "ratio"):
         assert figures[key] > 0, key
+
+
+def test_exec_bench_prints_its_figures() -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/exec.py", "--calls", "50", "--rounds", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["calls"] == 50
+    for key in ("exec_ms", "runner_direct_ms", "agent_actor_ms"):
+        assert figures[key] > 0, key
+    assert figures["exec_overhead_ms"] == round(figures["exec_ms"] - figures["runner_direct_ms"], 3)

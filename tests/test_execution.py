@@ -154,7 +154,9 @@ async def test_ten_megabytes_of_binary_round_trip(cluster: LocalCluster) -> None
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         member = tar.extractfile("data/blob.bin")
         assert member is not None and member.read() == blob
-    result = await run_to_end(cluster, sid, "query", "print(len(open('data/blob.bin','rb').read()))")
+    result = await run_to_end(
+        cluster, sid, "query", "print(len(open('data/blob.bin','rb').read()))"
+    )
     assert stdout(result) == f"{len(blob)}\n"
 
 

@@ -4,9 +4,12 @@ replies, services, OOM forensics, environment, reconnection."""
 
 from __future__ import annotations
 
+import glob
 import json
+import shutil
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +39,7 @@ def test_code_output_comes_before_finished_and_state_persists(runner: RunnerProc
 def test_an_exception_goes_to_stderr_and_still_finishes_with_zero(runner: RunnerProcess) -> None:
     stdout, stderr, finished = runner.query("def f():\n    return 1/0\nf()")
     assert finished == {"exitCode": 0} and stdout == ""
-    assert "ZeroDivisionError: division by zero" in stderr and 'line 2, in f' in stderr
+    assert "ZeroDivisionError: division by zero" in stderr and "line 2, in f" in stderr
     assert "kernel_runner" not in stderr  # the runner's own frames are not the user's
     assert runner.query("print('alive')")[0] == "alive\n"
 
@@ -326,3 +329,29 @@ def test_shutdown_stops_the_runner_and_sigterm_ends_it_by_sigterm(tmp_path: Path
     time.sleep(0.2)
     second.process.send_signal(signal.SIGTERM)
     assert second.process.wait(5) == -signal.SIGTERM
+
+
+def _oldest_python() -> str | None:
+    """A python3.8 that runs (a pyenv shim may exist without the version selected)."""
+    candidates = sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.8*/bin/python3.8")))
+    candidates.append(shutil.which("python3.8") or "")
+    for candidate in filter(None, candidates):
+        if subprocess.run([candidate, "-c", "pass"], capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+def test_the_runner_runs_under_python_3_8(tmp_path: Path) -> None:
+    """Images bring their own python3; the runner promises 3.8 and later."""
+    python = _oldest_python()
+    if python is None:
+        pytest.skip("no python3.8 on this machine")
+    process = RunnerProcess(tmp_path, python=python)
+    try:
+        assert process.query("import sys\nprint(sys.version_info[:2])")[0] == "(3, 8)\n"
+        process.send("exec", "echo batch")
+        assert console(process.records_until("finished"), "stdout") == "batch\n"
+        process.send("complete", {"code": "import o"})
+        assert "os" in json.loads(process.records_until("completion")[-1][1])
+    finally:
+        process.stop()

@@ -46,7 +46,8 @@ async def test_output_without_an_end_is_flushed_as_continued(client: RunnerClien
 
 
 async def test_consecutive_chunks_merge_into_one_console_item(client: RunnerClient) -> None:
-    code = "import sys\nfor i in range(5):\n    print(i)\nsys.stderr.write('e1')\n_ = sys.stderr.write('e2')"
+    code = "import sys\nfor i in range(5):\n    print(i)\n"
+    code += "sys.stderr.write('e1')\n_ = sys.stderr.write('e2')"
     result = await client.execute("r", "query", code, flush_timeout=5)
     assert result["console"] == [["stdout", "0\n1\n2\n3\n4\n"], ["stderr", "e1e2"]]
 

@@ -15,6 +15,7 @@ log is preparing here that nobody is starting (the agent restarted mid-start) is
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
@@ -62,6 +63,7 @@ _UTIL_TTL_S = 3600
 LOGS_TTL_S = 7 * 86400
 """How long a terminated kernel's log stays readable (``<p>:logs:<kernel>``)."""
 RUNNER_START_TIMEOUT_S = 30.0
+_TOUCH_EVERY_S = 1.0
 
 
 class Agent:
@@ -105,6 +107,7 @@ class Agent:
         """Connections to the kernel runners of kernels running here."""
         self._session_of: dict[uuid.UUID, uuid.UUID] = {}
         self.exec_timeout_s: float | None = None
+        self._touched: dict[uuid.UUID, float] = {}
 
     async def on_event(self, event: Event, session: SessionAggregate | None = None) -> None:
         """The agent's reactions to the log: create the kernels placed on it when their
@@ -427,7 +430,8 @@ class Agent:
         await self._close_runner(kernel_id)
         exit_code = await self.backend.stop(kernel_id, self.stop_grace_s)
         self._slots.pop(kernel_id, None)
-        self._session_of.pop(kernel_id, None)
+        session_id = self._session_of.pop(kernel_id, None)
+        self._touched.pop(session_id, None)  # type: ignore[arg-type]
         self.sampler.forget(kernel_id)
         log = self.backend.logs(kernel_id)
         if log:
@@ -451,9 +455,14 @@ class Agent:
         return client
 
     def _touch(self, kernel_id: uuid.UUID) -> None:
-        """Activity for the idle checks, off the latency path."""
+        """Activity for the idle checks, off the latency path and at most once a second per
+        session (idle thresholds are minutes; an exec loop must not become a Redis loop)."""
         session_id = self._session_of.get(kernel_id)
-        if session_id is not None:
+        if session_id is None:
+            return
+        now = asyncio.get_running_loop().time()
+        if now - self._touched.get(session_id, -_TOUCH_EVERY_S) >= _TOUCH_EVERY_S:
+            self._touched[session_id] = now
             self.background.spawn(touch(self.store, session_id))
 
     async def execute(
@@ -515,10 +524,16 @@ class Agent:
     async def logs(self, kernel_id: uuid.UUID) -> str:
         """The kernel's log: live while it runs, else what was kept when it ended."""
         if kernel_id in self.backend.known():
-            raw = self.backend.logs(kernel_id)
-        else:
-            raw = await self.store.redis.get(self.store.keys.kernel_logs(str(kernel_id))) or b""
-        return bytes(raw).decode("utf-8", "replace")
+            return self.backend.logs(kernel_id).decode("utf-8", "replace")
+        return await kept_logs(self.store, kernel_id)
+
+
+async def kept_logs(store: RedisEventStore, kernel_id: uuid.UUID) -> str:
+    """What an agent kept of a terminated kernel's log ("" when nothing, or expired)."""
+    raw = await store.redis.get(store.keys.kernel_logs(str(kernel_id)))
+    if isinstance(raw, str):
+        return raw
+    return bytes(raw or b"").decode("utf-8", "replace")
 
 
 def _role(spec: dict[str, Any], kernel_id: uuid.UUID) -> str:

@@ -144,8 +144,10 @@ class SimBackend:
 
 
 _RUNNER_PACKAGE = Path(__file__).resolve().parent.parent / "kernel_runner"
-_BOOT_RUNNER = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
-                "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)")  # fmt: skip
+_BOOT_RUNNER = (
+    "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)"
+)
 """Start the runner package from where it lies, without putting that folder on the path
 user code sees (the runner drops it again once imported)."""
 MAX_LOG_BYTES = 1 * 2**20

@@ -93,7 +93,9 @@ class RunnerClient:
                     break
                 except OSError as exc:
                     if loop.time() + delay > deadline:
-                        raise RunnerUnavailable(f"the kernel runner does not answer: {exc}") from exc
+                        raise RunnerUnavailable(
+                            f"the kernel runner does not answer: {exc}"
+                        ) from exc
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 0.3)
             self._reader, self._writer = reader, writer

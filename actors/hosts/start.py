@@ -55,7 +55,9 @@ class Installation:
 
     def router(self, store: RedisEventStore) -> ShardRouter:
         router = ShardRouter(store, self.shards)
-        router.agent_actors = {agent: self.agent_hosts[host] for agent, host in self.host_of.items()}
+        router.agent_actors = {
+            agent: self.agent_hosts[host] for agent, host in self.host_of.items()
+        }
         return router
 
     def agent_host(self, agent_id: str) -> Any:

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 import time
-from typing import IO, Dict, List, Optional
+from typing import IO
 
 from .outbox import Outbox
 
@@ -29,7 +29,7 @@ class BatchEngine:
         outbox: Outbox,
         work_dir: str,
         runtime_path: str,
-        record_path: Optional[str] = None,
+        record_path: str | None = None,
         kernel_id: str = "",
     ) -> None:
         self.outbox = outbox
@@ -38,7 +38,7 @@ class BatchEngine:
         self.record_path = record_path
         self.kernel_id = kernel_id
         self.build_ok = True
-        self.process: Optional["subprocess.Popen[bytes]"] = None
+        self.process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
 
     def step(self, op: str, command: str) -> int:
@@ -108,7 +108,7 @@ class BatchEngine:
             if log is not None:
                 log.close()
 
-    def _pump(self, pipe: Optional[IO[bytes]], name: str, log: Optional[IO[bytes]]) -> None:
+    def _pump(self, pipe: IO[bytes] | None, name: str, log: IO[bytes] | None) -> None:
         assert pipe is not None
         while True:
             chunk = os.read(pipe.fileno(), _CHUNK)
@@ -148,7 +148,7 @@ class BatchEngine:
             time.sleep(0.05)
         _signal_group(process.pid, signal.SIGKILL)
 
-    def _task_log(self) -> Optional[IO[bytes]]:
+    def _task_log(self) -> IO[bytes] | None:
         """Upstream's task log: ``.logs/task/<id[:2]>/<id[2:4]>/<id[4:]>.log`` when the work
         dir has a ``.logs`` folder."""
         logs = os.path.join(self.work_dir, ".logs")
@@ -166,7 +166,7 @@ class BatchEngine:
         """Each finished step, for an agent that restarts and asks again."""
         if self.record_path is None:
             return
-        line: Dict[str, object] = {"op": op, "exitCode": code, "at": time.time()}
+        line: dict[str, object] = {"op": op, "exitCode": code, "at": time.time()}
         try:
             with open(self.record_path, "a") as record:
                 record.write(json.dumps(line) + "\n")
@@ -199,9 +199,9 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def last_exec_code(record_path: str) -> Optional[int]:
+def last_exec_code(record_path: str) -> int | None:
     """The exit code of the last finished ``exec`` in a record file, if any."""
-    codes: List[int] = []
+    codes: list[int] = []
     try:
         with open(record_path) as record:
             for line in record:

@@ -9,7 +9,7 @@ import pkgutil
 import re
 import rlcompleter
 import sys
-from typing import Any, Dict, List
+from typing import Any
 
 _IMPORT = re.compile(r"^\s*(?:import|from)\s+([\w.]*)$")
 _FROM_IMPORT = re.compile(r"^\s*from\s+([\w.]+)\s+import\s+(?:.*,\s*)?(\w*)$")
@@ -17,7 +17,7 @@ _TOKEN = re.compile(r"[\w.]*$")
 _LIMIT = 200
 
 
-def complete(namespace: Dict[str, Any], request: Dict[str, Any]) -> List[str]:
+def complete(namespace: dict[str, Any], request: dict[str, Any]) -> list[str]:
     """Completions for the text before the cursor: ``options.line`` up to ``options.col``
     when given (the API's shape), else ``code``."""
     options = request.get("options") or {}
@@ -34,7 +34,7 @@ def complete(namespace: Dict[str, Any], request: Dict[str, Any]) -> List[str]:
     return sorted(dict.fromkeys(matches))[:_LIMIT]
 
 
-def _complete(namespace: Dict[str, Any], text: str) -> List[str]:
+def _complete(namespace: dict[str, Any], text: str) -> list[str]:
     found = _FROM_IMPORT.match(text)
     if found:
         module = sys.modules.get(found.group(1))
@@ -58,7 +58,7 @@ def _complete(namespace: Dict[str, Any], text: str) -> List[str]:
     return [m for m in matches if m not in keyword.kwlist or m.startswith(prefix)]
 
 
-def _submodules(prefix: str) -> List[str]:
+def _submodules(prefix: str) -> list[str]:
     """Importable module names starting with ``prefix`` (dotted: below an imported package)."""
     if "." in prefix:
         package_name, _, rest = prefix.rpartition(".")
@@ -70,5 +70,5 @@ def _submodules(prefix: str) -> List[str]:
                 if m.name.startswith(rest)]  # fmt: skip
     names = set(sys.builtin_module_names)
     names.update(m.name for m in pkgutil.iter_modules())
-    return [n for n in names if n.startswith(prefix) and not n.startswith("_") or
+    return [n for n in names if (n.startswith(prefix) and not n.startswith("_")) or
             (prefix.startswith("_") and n.startswith(prefix))]  # fmt: skip

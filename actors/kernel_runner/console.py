@@ -6,7 +6,7 @@ import base64
 import io
 import json
 import queue
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from .outbox import Outbox
 
@@ -23,7 +23,7 @@ class ConsoleStream(io.TextIOBase):
         self._name = name
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         return "<" + self._name + ">"
 
     @property
@@ -52,7 +52,7 @@ class UserInput:
     def __init__(self, outbox: Outbox, stdout: ConsoleStream) -> None:
         self._outbox = outbox
         self._stdout = stdout
-        self._replies: "queue.Queue[str]" = queue.Queue()
+        self._replies: queue.Queue[str] = queue.Queue()
 
     def provide(self, text: str) -> None:
         self._replies.put(text)
@@ -75,7 +75,7 @@ class UserInput:
         return self._ask(prompt, True)
 
 
-def rich_record(value: Any) -> "Optional[tuple[str, str]]":
+def rich_record(value: Any) -> tuple[str, str] | None:
     """The record that displays ``value``: html, then images, else None (plain ``repr``).
     HTML goes out as an ``html`` record, not as ``media`` (the spec's quirk: the agent
     could not parse the latter)."""
@@ -95,7 +95,7 @@ def rich_record(value: Any) -> "Optional[tuple[str, str]]":
 
 
 def _call(value: Any, method: str) -> Any:
-    function: Optional[Callable[[], Any]] = getattr(value, method, None)
+    function: Callable[[], Any] | None = getattr(value, method, None)
     if function is None or isinstance(value, type):
         return None
     try:

@@ -5,13 +5,13 @@ fixed, ``PATH`` and ``SHELL`` filled in when missing, ``~/.local/bin`` first on 
 from __future__ import annotations
 
 import os
-from typing import Dict, Mapping, Optional
+from typing import Mapping
 
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def read_environ_file(path: str) -> Dict[str, str]:
-    found: Dict[str, str] = {}
+def read_environ_file(path: str) -> dict[str, str]:
+    found: dict[str, str] = {}
     try:
         with open(path) as environ:
             for line in environ:
@@ -24,8 +24,8 @@ def read_environ_file(path: str) -> Dict[str, str]:
 
 
 def child_environ(
-    base: Mapping[str, str], home: str, environ_file: Optional[str] = None
-) -> Dict[str, str]:
+    base: Mapping[str, str], home: str, environ_file: str | None = None
+) -> dict[str, str]:
     env = dict(base)
     if environ_file:
         env.update(read_environ_file(environ_file))
@@ -35,8 +35,16 @@ def child_environ(
     env.setdefault("PATH", _DEFAULT_PATH)
     if "SHELL" not in env:
         env["SHELL"] = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/ash"
-    promoted = [p for p in (os.path.join(home, ".local", "bin"), "/home/linuxbrew/.linuxbrew/bin",
-                            "/usr/local/nvidia/bin", "/usr/local/cuda/bin") if os.path.isdir(p)]
+    promoted = [
+        p
+        for p in (
+            os.path.join(home, ".local", "bin"),
+            "/home/linuxbrew/.linuxbrew/bin",
+            "/usr/local/nvidia/bin",
+            "/usr/local/cuda/bin",
+        )
+        if os.path.isdir(p)
+    ]
     rest = [p for p in env["PATH"].split(":") if p and p not in promoted]
     env["PATH"] = ":".join(promoted + rest)  # fmt: skip
     return env

@@ -7,7 +7,7 @@ has no message boundaries, so each message carries its own lengths instead.
 from __future__ import annotations
 
 import struct
-from typing import BinaryIO, Optional, Tuple
+from typing import BinaryIO
 
 HEADER = struct.Struct("!HI")
 """Op length (bytes), payload length (bytes), big-endian."""
@@ -26,14 +26,14 @@ def encode(op: str, payload: bytes = b"") -> bytes:
     return HEADER.pack(len(name), len(payload)) + name + payload
 
 
-def decode_header(header: bytes) -> Tuple[int, int]:
+def decode_header(header: bytes) -> tuple[int, int]:
     op_length, payload_length = HEADER.unpack(header)
     if payload_length > MAX_PAYLOAD or op_length == 0:
         raise FrameError(f"bad frame header (op {op_length} bytes, payload {payload_length})")
     return op_length, payload_length
 
 
-def read_frame(stream: BinaryIO) -> Optional[Tuple[str, bytes]]:
+def read_frame(stream: BinaryIO) -> tuple[str, bytes] | None:
     """The next frame from a blocking binary stream; None at a clean end of stream."""
     header = _read_exactly(stream, HEADER.size)
     if header is None:
@@ -45,7 +45,7 @@ def read_frame(stream: BinaryIO) -> Optional[Tuple[str, bytes]]:
     return body[:op_length].decode("ascii"), body[op_length:]
 
 
-def _read_exactly(stream: BinaryIO, size: int) -> Optional[bytes]:
+def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
     chunks = []
     remaining = size
     while remaining:

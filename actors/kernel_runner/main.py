@@ -20,7 +20,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable
 
 from .batch import BatchEngine
 from .complete import complete
@@ -46,7 +46,7 @@ class Runner:
         self.options = options
         self.started_at = time.monotonic()
         self.outbox = Outbox()
-        self.tasks: "queue.Queue[Tuple[str, str]]" = queue.Queue()
+        self.tasks: queue.Queue[tuple[str, str]] = queue.Queue()
         self.work_dir = os.path.abspath(options.work_dir)
         env = child_environ(os.environ, os.environ.get("HOME") or self.work_dir,
                             os.path.join(options.config_dir, "environ.txt"))  # fmt: skip
@@ -65,7 +65,7 @@ class Runner:
         self.terminated = False
         """Stopped by SIGTERM: the process then ends *by* SIGTERM, as an unhandled one would
         (its exit status says so)."""
-        self.server: Optional[socket.socket] = None
+        self.server: socket.socket | None = None
 
     def _warn(self, message: str) -> None:
         """A warning to the kernel log and, like upstream's log forwarder, to the console."""
@@ -211,7 +211,7 @@ class Runner:
                 code = self.query.run(text)
             except _Shutdown:
                 raise
-            except BaseException:  # noqa: BLE001 - a stray interrupt must not end the runner
+            except BaseException:
                 log.exception("query failed")
                 code = -1
             self.outbox.send("finished", json.dumps({"exitCode": code}))
@@ -232,7 +232,7 @@ class Runner:
         self.outbox.close()
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="kernelhub-runner")
     parser.add_argument("runtime_type", nargs="?", default="python")
     parser.add_argument("runtime_path", nargs="?", default=sys.executable)
@@ -240,10 +240,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", default="/home/work")
     parser.add_argument("--config-dir", default="/home/config")
     parser.add_argument("--service-defs", default="/etc/backend.ai/service-defs")
-    parser.add_argument("--batch-record", default=None,
-                        help="append each finished batch step here (JSON lines)")
-    parser.add_argument("--no-query", dest="query", action="store_false",
-                        help="query mode off: code requests answer exit code 127")
+    parser.add_argument(
+        "--batch-record", default=None, help="append each finished batch step here (JSON lines)"
+    )
+    parser.add_argument(
+        "--no-query",
+        dest="query",
+        action="store_false",
+        help="query mode off: code requests answer exit code 127",
+    )
     parser.add_argument("--port-timeout", type=float, default=5.0)
     parser.add_argument("--snapshot-interval", type=float, default=2.0)
     parser.add_argument("--oom-polls", type=int, default=30)
@@ -252,10 +257,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     options = parse_args(argv)
     handler = logging.StreamHandler(sys.__stderr__)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s kernelhub-runner: %(message)s"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s kernelhub-runner: %(message)s")
+    )
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if options.debug else logging.INFO)
     log.propagate = False

@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import socket
 import threading
-from typing import Deque, List, Optional, Tuple
 
 from .framing import encode
 
@@ -24,14 +23,14 @@ BACKLOG = 65536
 class Outbox:
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._pending: Deque[Tuple[str, bytes]] = collections.deque()
-        self._conn: Optional[socket.socket] = None
+        self._pending: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._conn: socket.socket | None = None
         self._closed = False
         self._writing = False
         self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
         self._thread.start()
 
-    def send(self, op: str, payload: "bytes | str" = b"") -> None:
+    def send(self, op: str, payload: bytes | str = b"") -> None:
         data = payload.encode("utf-8") if isinstance(payload, str) else payload
         with self._cond:
             self._pending.append((op, data))
@@ -71,13 +70,13 @@ class Outbox:
             self._closed = True
             self._cond.notify()
 
-    def _take(self) -> Optional[Tuple[socket.socket, List[Tuple[str, bytes]]]]:
+    def _take(self) -> tuple[socket.socket, list[tuple[str, bytes]]] | None:
         """The next records to write, consecutive console chunks merged."""
         with self._cond:
             self._cond.wait_for(lambda: self._closed or bool(self._pending and self._conn))
             if self._closed or self._conn is None:
                 return None
-            records: List[Tuple[str, bytes]] = []
+            records: list[tuple[str, bytes]] = []
             while self._pending and len(records) < 256:
                 op, data = self._pending.popleft()
                 while (op in MERGEABLE and self._pending and self._pending[0][0] == op

@@ -9,7 +9,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Dict, List, NamedTuple, Optional
+from typing import Callable, NamedTuple
 
 log = logging.getLogger("kernelhub.runner")
 
@@ -32,11 +32,11 @@ class ProcStat(NamedTuple):
     """Bytes."""
 
 
-def read_proc(pid: int) -> Optional[ProcStat]:
+def read_proc(pid: int) -> ProcStat | None:
     try:
-        with open("/proc/%d/stat" % pid) as stat_file:
+        with open(f"/proc/{pid}/stat") as stat_file:
             stat = stat_file.read()
-        with open("/proc/%d/cmdline" % pid, "rb") as cmd_file:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmd_file:
             cmdline = cmd_file.read().replace(b"\0", b" ").strip().decode("utf-8", "replace")
     except OSError:
         return None
@@ -50,9 +50,9 @@ def read_proc(pid: int) -> Optional[ProcStat]:
     )  # fmt: skip
 
 
-def scan_proc_stats(session: Optional[int] = None) -> Dict[int, ProcStat]:
+def scan_proc_stats(session: int | None = None) -> dict[int, ProcStat]:
     """Every process (of one session, when given: the kernel's on a shared host)."""
-    found: Dict[int, ProcStat] = {}
+    found: dict[int, ProcStat] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -71,16 +71,15 @@ def _uptime() -> float:
 
 
 def describe(stat: ProcStat, now_s: float) -> str:
-    return "%d (running for %ds, vm: %.1fm, rss: %.1fm): %s" % (
-        stat.pid, max(0.0, now_s - stat.started_s), stat.vsize / 2**20, stat.rss / 2**20,
-        stat.cmdline,
-    )  # fmt: skip
+    age = max(0.0, now_s - stat.started_s)
+    return (f"{stat.pid} (running for {age:.0f}s, vm: {stat.vsize / 2**20:.1f}m, "
+            f"rss: {stat.rss / 2**20:.1f}m): {stat.cmdline}")  # fmt: skip
 
 
-def process_chain(victim: int, known: Dict[int, ProcStat], now_s: float) -> str:
+def process_chain(victim: int, known: dict[int, ProcStat], now_s: float) -> str:
     """The victim's ancestry from its root down to it, one indented line per process.
     Ages count from boot (``/proc/uptime``), not from the runner's monotonic clock."""
-    chain: List[ProcStat] = []
+    chain: list[ProcStat] = []
     pid = victim
     while pid in known and len(chain) < 64:
         chain.append(known[pid])
@@ -100,7 +99,7 @@ class ProcessMonitor:
         interval_s: float = 2.0,
         polls: int = 30,
         poll_interval_s: float = 0.5,
-        session: Optional[int] = None,
+        session: int | None = None,
         report: Callable[[str], None] = log.warning,
     ) -> None:
         self.interval_s = interval_s
@@ -108,7 +107,7 @@ class ProcessMonitor:
         self.poll_interval_s = poll_interval_s
         self.session = session
         self.report = report
-        self.history: List[Dict[int, ProcStat]] = []
+        self.history: list[dict[int, ProcStat]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -122,10 +121,10 @@ class ProcessMonitor:
         while not self._stop.is_set():
             snapshot = scan_proc_stats(self.session)
             with self._lock:
-                self.history = (self.history + [snapshot])[-2:]
+                self.history = ([*self.history, snapshot])[-2:]
             self._stop.wait(self.interval_s)
 
-    def on_event(self, event: Dict[str, object]) -> None:
+    def on_event(self, event: dict[str, object]) -> None:
         """An agent-notified event; ``oom`` dumps what the kernel lost."""
         kind = event.get("type")
         if kind == "oom":
@@ -135,7 +134,7 @@ class ProcessMonitor:
 
     def log_oom(self) -> None:
         with self._lock:
-            previous: Dict[int, ProcStat] = {}
+            previous: dict[int, ProcStat] = {}
             for snapshot in self.history:
                 previous.update(snapshot)
         for _ in range(self.polls):

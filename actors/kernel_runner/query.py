@@ -14,7 +14,7 @@ import inspect
 import sys
 import traceback
 import types
-from typing import Any, Dict, Optional
+from typing import Any
 
 from .console import ConsoleStream, UserInput, rich_record
 from .outbox import Outbox
@@ -29,12 +29,12 @@ class QueryEngine:
         self.stdout = ConsoleStream(outbox, "stdout")
         self.stderr = ConsoleStream(outbox, "stderr")
         self.user_input = UserInput(outbox, self.stdout)
-        self.namespace: Dict[str, Any] = {
+        self.namespace: dict[str, Any] = {
             "__name__": "__main__", "__builtins__": builtins, "display": self.display,
         }  # fmt: skip
         self.executing = False
         """Whether user code runs now (SIGINT interrupts it only then)."""
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.count = 0
 
     def install(self) -> None:
@@ -68,7 +68,7 @@ class QueryEngine:
                 if value is not None:
                     self.namespace["_"] = value
                     self.display(value)
-        except BaseException as exc:  # noqa: BLE001 - the user's exception is their output
+        except BaseException as exc:
             if isinstance(exc, SystemExit) and getattr(exc, "_kh_shutdown", False):
                 raise
             self._print_exception(skip=2)
@@ -77,7 +77,7 @@ class QueryEngine:
         return 0
 
     def _evaluate(self, code: types.CodeType) -> Any:
-        result = eval(code, self.namespace)  # noqa: S307 - running the user's code is the job
+        result = eval(code, self.namespace)
         if inspect.iscoroutine(result) and code.co_flags & inspect.CO_COROUTINE:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 log = logging.getLogger("kernelhub.runner")
 
@@ -28,26 +28,26 @@ class ServiceError(Exception):
 
 
 class ServiceDefinition:
-    def __init__(self, name: str, raw: Dict[str, Any]) -> None:
+    def __init__(self, name: str, raw: dict[str, Any]) -> None:
         self.name = name
         command = raw.get("command", [])
         if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
             raise ValueError("command must be a list of strings")
-        self.command: List[str] = command
+        self.command: list[str] = command
         self.noop = bool(raw.get("noop", False))
         self.url_template: str = str(raw.get("url_template", ""))
-        self.prestart_actions: List[Dict[str, Any]] = list(
+        self.prestart_actions: list[dict[str, Any]] = list(
             raw.get("prestart_actions", raw.get("prestart", [])) or []
         )
-        self.env: Dict[str, str] = {str(k): str(v) for k, v in (raw.get("env") or {}).items()}
-        self.allowed_envs: List[str] = list(raw.get("allowed_envs") or [])
-        self.allowed_arguments: List[str] = list(raw.get("allowed_arguments") or [])
-        self.default_arguments: Dict[str, Any] = dict(raw.get("default_arguments") or {})
+        self.env: dict[str, str] = {str(k): str(v) for k, v in (raw.get("env") or {}).items()}
+        self.allowed_envs: list[str] = list(raw.get("allowed_envs") or [])
+        self.allowed_arguments: list[str] = list(raw.get("allowed_arguments") or [])
+        self.default_arguments: dict[str, Any] = dict(raw.get("default_arguments") or {})
 
 
-def load_definitions(directory: Optional[str]) -> Dict[str, ServiceDefinition]:
+def load_definitions(directory: str | None) -> dict[str, ServiceDefinition]:
     """Every ``*.json`` definition in ``directory``; a broken file is logged and skipped."""
-    found: Dict[str, ServiceDefinition] = {}
+    found: dict[str, ServiceDefinition] = {}
     if not directory or not os.path.isdir(directory):
         return found
     for entry in sorted(os.listdir(directory)):
@@ -65,10 +65,10 @@ def load_definitions(directory: Optional[str]) -> Dict[str, ServiceDefinition]:
 class Services:
     def __init__(
         self,
-        definitions: Dict[str, ServiceDefinition],
+        definitions: dict[str, ServiceDefinition],
         work_dir: str,
         runtime_path: str,
-        frozen_env: Dict[str, str],
+        frozen_env: dict[str, str],
         port_timeout_s: float = 5.0,
     ) -> None:
         self.definitions = definitions
@@ -76,10 +76,10 @@ class Services:
         self.runtime_path = runtime_path
         self.frozen_env = frozen_env
         self.port_timeout_s = port_timeout_s
-        self.running: Dict[str, "subprocess.Popen[bytes]"] = {}
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
 
-    def start(self, info: Dict[str, Any]) -> Dict[str, Any]:
+    def start(self, info: dict[str, Any]) -> dict[str, Any]:
         """The ``service-result`` for a ``start-service`` request."""
         with self._lock:
             try:
@@ -94,7 +94,7 @@ class Services:
                 log.exception("starting service %s failed", info.get("name"))
                 return {"status": "failed", "error": repr(exc)}
 
-    def _start(self, info: Dict[str, Any]) -> Dict[str, Any]:
+    def _start(self, info: dict[str, Any]) -> dict[str, Any]:
         name = str(info.get("name", ""))
         if info.get("protocol") == "preopen":
             return {"status": "started"}
@@ -111,7 +111,7 @@ class Services:
         port = int(info["port"])
         ports = [int(p) for p in info.get("ports") or [port]]
         options = info.get("options") or {}
-        variables: Dict[str, Any] = {"runtime_path": self.runtime_path, "ports": ports}
+        variables: dict[str, Any] = {"runtime_path": self.runtime_path, "ports": ports}
         for action in definition.prestart_actions:
             result = self._prestart(action, variables)
             if action.get("ref"):
@@ -133,13 +133,13 @@ class Services:
         threading.Thread(target=self._watch, args=(name, process), daemon=True).start()
         return {"status": "started"}
 
-    def _arguments(self, definition: ServiceDefinition, requested: Dict[str, Any]) -> List[str]:
+    def _arguments(self, definition: ServiceDefinition, requested: dict[str, Any]) -> list[str]:
         arguments = dict(definition.default_arguments)
         for key, value in requested.items():
             if key not in definition.allowed_arguments:
                 raise ServiceError("DisallowedArgument: " + str(key))
             arguments[key] = value
-        argv: List[str] = []
+        argv: list[str] = []
         for key, value in arguments.items():
             argv.append(str(key))
             if isinstance(value, list):
@@ -148,13 +148,13 @@ class Services:
                 argv.append(str(value))
         return argv
 
-    def _envs(self, definition: ServiceDefinition, requested: Dict[str, Any]) -> Dict[str, str]:
+    def _envs(self, definition: ServiceDefinition, requested: dict[str, Any]) -> dict[str, str]:
         for key in requested:
             if key not in definition.allowed_envs or key in self.frozen_env:
                 raise ServiceError("DisallowedEnvironment: " + str(key))
         return {str(k): str(v) for k, v in requested.items()}
 
-    def _prestart(self, action: Dict[str, Any], variables: Dict[str, Any]) -> Any:
+    def _prestart(self, action: dict[str, Any], variables: dict[str, Any]) -> Any:
         kind = action.get("action")
         args = {k: (v.format_map(variables) if isinstance(v, str) else v)
                 for k, v in (action.get("args") or {}).items()}  # fmt: skip
@@ -182,7 +182,7 @@ class Services:
             return None
         raise ServiceError("unknown prestart action: " + str(kind))
 
-    def _watch(self, name: str, process: "subprocess.Popen[bytes]") -> None:
+    def _watch(self, name: str, process: subprocess.Popen[bytes]) -> None:
         process.wait()
         with self._lock:
             if self.running.get(name) is process:
@@ -198,7 +198,7 @@ class Services:
         for name in list(self.running):
             self.shutdown(name)
 
-    def apps(self, name: str = "") -> List[Dict[str, Any]]:
+    def apps(self, name: str = "") -> list[dict[str, Any]]:
         """The ``apps-result`` data: the definitions (one, or all)."""
         chosen = [self.definitions[name]] if name in self.definitions else (
             [] if name else list(self.definitions.values()))  # fmt: skip
@@ -207,7 +207,7 @@ class Services:
                 for d in chosen]  # fmt: skip
 
 
-def _wait_for_port(port: int, timeout_s: float, process: "subprocess.Popen[bytes]") -> bool:
+def _wait_for_port(port: int, timeout_s: float, process: subprocess.Popen[bytes]) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -220,7 +220,7 @@ def _wait_for_port(port: int, timeout_s: float, process: "subprocess.Popen[bytes
     return False
 
 
-def _stop_group(process: "subprocess.Popen[bytes]", grace_s: float = 2.0) -> None:
+def _stop_group(process: subprocess.Popen[bytes], grace_s: float = 2.0) -> None:
     """SIGTERM, then SIGKILL after the grace period (upstream's 2 s)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
