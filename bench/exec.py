@@ -5,8 +5,8 @@ session. ``exec_ms``: one ``execute`` (mode ``query``, code ``pass``) the way th
 serves it: the session's stream caught up in the router, then the ``agent:<id>`` actor's
 call to the kernel's runner, until its result is back (median of ``--calls`` x
 ``--rounds``). The baseline ``runner_direct_ms``: the same request written straight to
-the runner's unix socket by a blocking client in this process, until ``finished`` (median, same run, in blocks of
-50 interleaved with ours so drift hits both alike).
+the runner's unix socket by a blocking client in this process, until ``finished``
+(median, same run, in blocks of 50 interleaved with ours so drift hits both alike).
 ``exec_overhead_ms = exec_ms - runner_direct_ms``. Target: ``<= 3``. Also shown:
 ``agent_actor_ms`` (the actor call alone, without the session lookup).
 
