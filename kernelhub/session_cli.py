@@ -1,4 +1,5 @@
-"""``kh session ...``: create, destroy, restart, show and list sessions on the embedded stack.
+"""``kh session ...``: create, destroy, restart, exec, logs, show and list sessions on the
+embedded stack.
 
 Commands go to the owning ``sessions:<k>`` actor through the shard router; what is shown
 comes from the read models, so ``show`` prints exactly what the log says (status history
@@ -19,7 +20,7 @@ from .errors import KernelhubError
 
 __all__ = ["WRITES", "add_parser", "run_command"]
 
-WRITES = frozenset({"create", "destroy", "restart"})
+WRITES = frozenset({"create", "destroy", "restart", "exec", "logs"})
 """Subcommands that talk to the actors (the others read the projections only)."""
 _TERMINAL = frozenset({"TERMINATED", "CANCELLED", "ERROR"})
 
@@ -38,7 +39,9 @@ def _router(store: Any) -> Any:
             break
     if not shards:
         raise KernelhubError("the session actors are not running: start kernelhub with `kh up`")
-    return ShardRouter(store, shards)
+    router = ShardRouter(store, shards)
+    router.namespace = NAMESPACE
+    return router
 
 
 async def _wait_until(
@@ -88,6 +91,47 @@ async def restart(args: argparse.Namespace, store: Any) -> int:
         status = await _wait_until(router, session_id, frozenset({"RUNNING"}) | _TERMINAL,
                                    args.wait)  # fmt: skip
         print(f"{session_id} {status}")
+    return 0
+
+
+async def execute(args: argparse.Namespace, store: Any) -> int:
+    """Run code (``-c``) or a batch command (``--batch``) in a running session, printing
+    its console as it comes; the exit code is the run's (0 for query-mode code)."""
+    import sys
+
+    from actors.domain.errors import DomainError
+
+    router = _router(store)
+    sid = _session_id(args.session_id)
+    mode, code, options = ("batch", "", {"exec": args.batch}) if args.batch else (
+        "query", args.code, {})  # fmt: skip
+    try:
+        result = await router.execution.execute(sid, None, mode, code, options)
+        while True:
+            for kind, data in result["console"]:
+                stream = sys.stderr if kind == "stderr" else sys.stdout
+                stream.write(data if kind in ("stdout", "stderr") else f"[{kind}] {data}\n")
+                stream.flush()
+            if result["status"] == "finished":
+                return int(result["exitCode"] or 0)
+            if result["status"] == "exec-timeout":
+                raise KernelhubError("the execution timed out")
+            if result["status"] == "waiting-input":
+                reply = sys.stdin.readline().rstrip("\n")
+                result = await router.execution.execute(sid, result["runId"], "input", reply)
+            else:
+                result = await router.execution.execute(sid, result["runId"], "continue")
+    except DomainError as exc:
+        raise KernelhubError(str(exc)) from None
+
+
+async def logs(args: argparse.Namespace, store: Any) -> int:
+    from actors.domain.errors import DomainError
+
+    try:
+        print(await _router(store).execution.logs(_session_id(args.session_id)), end="")
+    except DomainError as exc:
+        raise KernelhubError(str(exc)) from None
     return 0
 
 
@@ -150,6 +194,13 @@ def add_parser(sub: Any) -> None:
     restart_p = commands.add_parser("restart", help="restart a running session's kernels")
     restart_p.add_argument("session_id")
     restart_p.add_argument("--wait", type=float, default=0, help="seconds to wait for RUNNING")
+    exec_p = commands.add_parser("exec", help="run code or a command in a running session")
+    exec_p.add_argument("session_id")
+    what = exec_p.add_mutually_exclusive_group(required=True)
+    what.add_argument("-c", "--code", help="Python code (query mode: state persists)")
+    what.add_argument("--batch", metavar="COMMAND", help="a shell command (batch mode)")
+    logs_p = commands.add_parser("logs", help="a session's kernel log (also after it ended)")
+    logs_p.add_argument("session_id")
     show_p = commands.add_parser("show", help="a session with its status history")
     show_p.add_argument("session_id")
     show_p.add_argument("--json", action="store_true")
@@ -167,6 +218,10 @@ async def run_command(args: argparse.Namespace, store: Any, access_key: str) -> 
         return await destroy(args, store)
     if args.session_command == "restart":
         return await restart(args, store)
+    if args.session_command == "exec":
+        return await execute(args, store)
+    if args.session_command == "logs":
+        return await logs(args, store)
     models = ReadModels(store)
     if args.session_command == "show":
         deadline = time.monotonic() + 5  # the projection may be a moment behind a fresh write

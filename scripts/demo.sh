@@ -9,6 +9,8 @@ echo "== a session, from enqueue to termination =="
 created=$("$KH" session create --name demo --wait 60)
 sid=${created%%$'\n'*}
 echo "$created"
+echo "== code in it: kh session exec $sid -c 'print(6*7)' =="
+"$KH" session exec "$sid" -c 'import os; print(6*7, os.environ["BACKENDAI_SESSION_NAME"])'
 "$KH" session destroy "$sid" --wait 60 >/dev/null
 "$KH" session show "$sid"
 echo

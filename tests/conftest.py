@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -69,3 +71,24 @@ def ray_local() -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_kernel_outlives_the_suite() -> Iterator[None]:
+    """Kernel runners started by tests live in their own sessions (as kernels do), so an
+    actor killed by a test leaves them behind; the suite stops what it started."""
+    yield
+    import signal
+
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ours = b"kernel_runner" in cmdline and b"/pytest-of-" in cmdline
+        if ours and b"BACKENDAI_KERNEL_ID=" in environ:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)

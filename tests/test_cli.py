@@ -155,10 +155,21 @@ def test_session_commands_run_a_session_through_its_life(data_dir: Path) -> None
     assert created.returncode == 0, created.stderr
     session_id, status_line = created.stdout.strip().splitlines()
     assert status_line == f"{session_id} RUNNING"
+    ran = kh(data_dir, "session", "exec", session_id, "-c", "x = 6\nprint(x * 7)")
+    assert (ran.returncode, ran.stdout) == (0, "42\n"), ran.stderr
+    batch = kh(data_dir, "session", "exec", session_id, "--batch", "echo out; echo err >&2; exit 3")
+    assert (batch.returncode, batch.stdout, batch.stderr) == (3, "out\n", "err\n")
     restarted = kh(data_dir, "session", "restart", session_id, "--wait", "60")
     assert restarted.returncode == 0 and restarted.stdout.strip() == f"{session_id} RUNNING"
     destroyed = kh(data_dir, "session", "destroy", session_id, "--wait", "60")
     assert destroyed.returncode == 0 and destroyed.stdout.strip() == f"{session_id} TERMINATED"
+    logged = kh(data_dir, "session", "logs", session_id)  # kept after the session ended
+    assert logged.returncode == 0 and "out\nerr\n" in logged.stdout
+    not_running = kh(data_dir, "session", "exec", session_id, "-c", "1")
+    assert not_running.returncode == 1
+    assert not_running.stderr.strip() == (
+        "kh: error: the session is TERMINATED; code runs while it is RUNNING"
+    )
     shown = kh(data_dir, "session", "show", session_id)
     history = [line.split()[-1] for line in shown.stdout.splitlines() if line.startswith("  20")]
     assert history == ["PENDING", "SCHEDULED", "PREPARING", "RESTARTING", "RUNNING",

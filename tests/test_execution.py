@@ -198,3 +198,19 @@ async def test_executions_count_as_activity_for_idle_checks(
     await store.redis.delete(key)
     await run_to_end(cluster, sid, "query", "1")
     await eventually(lambda: store.redis.exists(key), timeout=5, message="touched")
+
+
+async def test_a_kernel_asked_for_twice_starts_once(cluster: LocalCluster) -> None:
+    """Reconciliation ("stalled") and the log's reaction may both ask an agent to create
+    the same kernel when its follower lags; a second runner would steal the first one's
+    socket and orphan its process."""
+    sid = await session(cluster)
+    agent = cluster.agents["i-exec"]
+    backend = agent.backend
+    assert isinstance(backend, ProcessBackend)
+    kernel_id = next(iter(backend.known()))
+    pid = backend._procs[kernel_id].pid
+    agent._spawn_creation(await cluster.shard.get(sid), [kernel_id])
+    await agent.drain()
+    assert backend._procs[kernel_id].pid == pid
+    assert stdout(await run_to_end(cluster, sid, "query", "print('one runner')")) == "one runner\n"

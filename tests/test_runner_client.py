@@ -121,3 +121,19 @@ async def test_a_lost_connection_is_resumed_with_the_run_intact(
     await asyncio.sleep(0.7)
     result = await client.execute("z", "continue", flush_timeout=5)
     assert (result["status"], result["console"]) == ("finished", [["stdout", "late\n"]])
+
+
+async def test_a_run_that_ended_before_the_caller_continued_keeps_its_records(
+    client: RunnerClient,
+) -> None:
+    """The caller continues after a batch ran to its end (an API round trip is slower than
+    ``echo``): the records wait for it instead of a new, empty run."""
+    first = await client.execute("late", "batch", options={"exec": "echo done"}, flush_timeout=5)
+    assert first["status"] == "clean-finished"
+    await asyncio.sleep(0.5)  # meanwhile build and exec finish
+    second = await client.execute("late", "continue", flush_timeout=1)
+    third = await client.execute("late", "continue", flush_timeout=1)
+    assert (second["status"], third["status"]) == ("build-finished", "finished")
+    assert third["console"] == [["stdout", "done\n"]] and third["exitCode"] == 0
+    after = await client.execute("next", "query", "print('next')", flush_timeout=5)
+    assert after["console"] == [["stdout", "next\n"]]

@@ -40,6 +40,7 @@ _REPLY_TIMEOUT_S = 10.0
 _COMPLETION_TIMEOUT_S = 5.0
 _KEEPALIVE_S = 10.0
 MAX_CONSOLE_RECORD = 10 * 2**20
+_KEEP_ENDED = 256
 
 
 class RunnerUnavailable(KernelExecutionFailed):
@@ -69,6 +70,9 @@ class RunnerClient:
         self._read_task: asyncio.Task[None] | None = None
         self._keepalive: asyncio.Task[None] | None = None
         self._runs: collections.OrderedDict[str, _Run] = collections.OrderedDict()
+        self._ended: collections.OrderedDict[str, _Run] = collections.OrderedDict()
+        """Runs whose end arrived but whose caller has not read it yet (it continues later,
+        and must find its records, not a new empty run)."""
         self._replies: dict[str, asyncio.Queue[bytes]] = collections.defaultdict(asyncio.Queue)
         self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._connect_lock = asyncio.Lock()
@@ -165,6 +169,9 @@ class RunnerClient:
             run.watchdog.cancel()
         if self._runs.get(run.run_id) is run:
             del self._runs[run.run_id]
+            self._ended[run.run_id] = run
+            while len(self._ended) > _KEEP_ENDED:  # callers that never came back
+                self._ended.popitem(last=False)
         if self._runs:
             self._arm(next(iter(self._runs.values())))
 
@@ -230,7 +237,7 @@ class RunnerClient:
     def _attached(self, run_id: str) -> _Run:
         """A run to continue; one this client never saw (the agent restarted) attaches
         now and receives what the runner still had to send."""
-        run = self._runs.get(run_id)
+        run = self._runs.get(run_id) or self._ended.get(run_id)
         if run is None:
             run = self._runs[run_id] = _Run(run_id)
         return run
@@ -277,6 +284,7 @@ class RunnerClient:
                 if op in _ENDS_RUN:
                     for stream in ("stdout", "stderr"):
                         add(stream, run.decode(stream, b"", final=True))
+                    self._ended.pop(run.run_id, None)  # its end is read: done with it
                 break
         return {"runId": run.run_id, "status": status, "exitCode": exit_code,
                 "options": opts, "console": console}  # fmt: skip
