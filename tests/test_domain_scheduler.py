@@ -16,6 +16,7 @@ from actors.domain.scheduling import (
     occupancy_of,
     schedule_pass,
 )
+from actors.domain.scheduling.ledger import Ledger
 from actors.domain.session import ClusterMode, KernelRole
 from actors.domain.statuses import SessionStatus
 
@@ -181,6 +182,22 @@ class TestSelectors:
 
 
 class TestPlacement:
+    def test_a_session_the_ledger_already_holds_is_not_placed_again(self) -> None:
+        """The pending list comes from a read model that may lag the ledger: a session the
+        ledger reserved already is skipped, not re-reserved (which raised and failed the
+        whole pass)."""
+        group = ScalingGroup("default")
+        sessions = pending(make_session(), make_session())
+        agents = [agent("a")]
+        ledger = Ledger()
+        ledger.set_capacity("a", agents[0].capacity)
+        first = schedule_pass(group=group, pending=sessions[:1], existing=[], agents=agents,
+                              ctx=context(), ledger=ledger)  # fmt: skip
+        assert len(first.decisions) == 1
+        second = schedule_pass(group=group, pending=sessions, existing=[], agents=agents,
+                               ctx=context(), ledger=ledger)  # fmt: skip
+        assert [d.session_id for d in second.decisions] == [sessions[1].spec.session_id]
+
     def test_architecture_mismatch_is_no_available_instances(self) -> None:
         arm = make_session(architecture="aarch64")
         result = run(pending(arm), [agent("a1")])

@@ -128,6 +128,8 @@ def schedule_pass(
 
     queue: list[PendingSession] = []
     for session in sorted(pending, key=lambda p: (p.spec.created_at, str(p.spec.session_id))):
+        if any(ledger.holder(k.kernel_id) is not None for k in session.spec.kernels):
+            continue  # already reserved: the pending list (a read model) is behind the ledger
         if _expired(session.spec, group, ctx.now):
             result.cancellations.append(
                 Cancellation(session.spec.session_id, KernelLifecycleEventReason.PENDING_TIMEOUT)
