@@ -36,6 +36,7 @@ from actors.execution import main_kernel
 from actors.hosts import start_actors
 from actors.kernel_runner.framing import encode, read_frame
 from bench._baselines import machine, redis_version_at
+from bench._ray import local_ray
 from events import RedisEventStore
 from kernelhub.logging import configure_logging
 from kernelhub.testing import temporary_redis
@@ -122,17 +123,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     configure_logging("ERROR", json=False)
-    import ray
-
-    ray.init(address="local", num_cpus=2, object_store_memory=256 * 2**20,
-             include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-             logging_level="ERROR")  # fmt: skip
-    try:
-        with temporary_redis() as server, tempfile.TemporaryDirectory() as work_root:
-            figures = asyncio.run(measure(server.url, work_root, args.calls, args.rounds))
-            redis_version = redis_version_at(server.url)
-    finally:
-        ray.shutdown()
+    with local_ray(), temporary_redis() as server, tempfile.TemporaryDirectory() as work_root:
+        figures = asyncio.run(measure(server.url, work_root, args.calls, args.rounds))
+        redis_version = redis_version_at(server.url)
     overhead = figures["exec_ms"] - figures["runner_direct_ms"]
     print(json.dumps({
         "bench": "exec", "calls": args.calls * args.rounds,

@@ -39,6 +39,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 from actors.domain.slots import ResourceSlot
 from actors.hosts import Installation, start_actors
 from bench._baselines import machine, redis_version_at
+from bench._ray import local_ray
 from bench.policy import one_round
 from events import RedisEventStore, position_key
 from kernelhub.logging import configure_logging
@@ -167,15 +168,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     configure_logging("ERROR", json=False)
-    import ray
-
-    ray.init(address="local", num_cpus=2, object_store_memory=256 * 2**20,
-             include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-             logging_level="ERROR")  # fmt: skip
     rounds: list[dict[str, float]] = []
     redis_version = ""
     policy: list[float] = []
-    try:
+    with local_ray():
         for _ in range(args.rounds):  # interleaved: ours, then the baseline, per round
             with temporary_redis() as server:
                 rounds.append(asyncio.run(queue_round(server.url, args.sessions, args.agents)))
@@ -184,8 +180,6 @@ def main() -> None:
             policy.append(placed / elapsed)
         with temporary_redis() as server:
             latency = asyncio.run(open_loop(server.url, args.agents, args.rate, args.seconds))
-    finally:
-        ray.shutdown()
     ours = statistics.median(r["ours_per_s"] for r in rounds)
     policy_only = statistics.median(policy)
     figures = {

@@ -99,39 +99,29 @@ async def execute(args: argparse.Namespace, store: Any) -> int:
     its console as it comes; the exit code is the run's (0 for query-mode code)."""
     import sys
 
-    from actors.domain.errors import DomainError
-
     router = _router(store)
     sid = _session_id(args.session_id)
     mode, code, options = ("batch", "", {"exec": args.batch}) if args.batch else (
         "query", args.code, {})  # fmt: skip
-    try:
-        result = await router.execution.execute(sid, None, mode, code, options)
-        while True:
-            for kind, data in result["console"]:
-                stream = sys.stderr if kind == "stderr" else sys.stdout
-                stream.write(data if kind in ("stdout", "stderr") else f"[{kind}] {data}\n")
-                stream.flush()
-            if result["status"] == "finished":
-                return int(result["exitCode"] or 0)
-            if result["status"] == "exec-timeout":
-                raise KernelhubError("the execution timed out")
-            if result["status"] == "waiting-input":
-                reply = sys.stdin.readline().rstrip("\n")
-                result = await router.execution.execute(sid, result["runId"], "input", reply)
-            else:
-                result = await router.execution.execute(sid, result["runId"], "continue")
-    except DomainError as exc:
-        raise KernelhubError(str(exc)) from None
+    result = await router.execution.execute(sid, None, mode, code, options)
+    while True:
+        for kind, data in result["console"]:
+            stream = sys.stderr if kind == "stderr" else sys.stdout
+            stream.write(data if kind in ("stdout", "stderr") else f"[{kind}] {data}\n")
+            stream.flush()
+        if result["status"] == "finished":
+            return int(result["exitCode"] or 0)
+        if result["status"] == "exec-timeout":
+            raise KernelhubError("the execution timed out")
+        if result["status"] == "waiting-input":
+            reply = sys.stdin.readline().rstrip("\n")
+            result = await router.execution.execute(sid, result["runId"], "input", reply)
+        else:
+            result = await router.execution.execute(sid, result["runId"], "continue")
 
 
 async def logs(args: argparse.Namespace, store: Any) -> int:
-    from actors.domain.errors import DomainError
-
-    try:
-        print(await _router(store).execution.logs(_session_id(args.session_id)), end="")
-    except DomainError as exc:
-        raise KernelhubError(str(exc)) from None
+    print(await _router(store).execution.logs(_session_id(args.session_id)), end="")
     return 0
 
 

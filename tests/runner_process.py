@@ -87,7 +87,7 @@ class RunnerProcess:
         """stdout, stderr and the finished payload of one ``code`` request."""
         self.send("code", code)
         records = self.records_until("finished", timeout=timeout)
-        return (_joined(records, "stdout"), _joined(records, "stderr"),
+        return (console(records, "stdout"), console(records, "stderr"),
                 json.loads(records[-1][1]))  # fmt: skip
 
     def log(self) -> str:
@@ -104,9 +104,6 @@ class RunnerProcess:
         return self.process.returncode
 
 
-def _joined(records: list[tuple[str, bytes]], op: str) -> str:
-    return b"".join(data for kind, data in records if kind == op).decode()
-
-
 def console(records: list[tuple[str, bytes]], op: str) -> str:
-    return _joined(records, op)
+    """The text of every ``op`` (``stdout``/``stderr``) record, in order."""
+    return b"".join(data for kind, data in records if kind == op).decode()

@@ -19,6 +19,7 @@ import asyncio
 import uuid
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -136,14 +137,15 @@ class Agent:
 
     def _launches(self, session: Any, kernel_ids: Iterable[uuid.UUID]) -> list[KernelLaunch]:
         spec = session.spec or {}
-        slots = {k["kernel_id"]: k["requested_slots"] for k in spec.get("kernels", [])}
+        kernels = {k["kernel_id"]: k for k in spec.get("kernels", [])}
         return [
             KernelLaunch(
                 kernel_id, session.session_id,
-                {name: Decimal(v) for name, v in slots.get(str(kernel_id), {}).items()},
+                {name: Decimal(v) for name, v in
+                 kernels.get(str(kernel_id), {}).get("requested_slots", {}).items()},
                 session_type=session.session_type, startup_command=spec.get("startup_command"),
                 environ=kernel_environ(session.session_id, spec, kernel_id, self.agent_id),
-                main=_role(spec, kernel_id) == "main",
+                main=kernels.get(str(kernel_id), {}).get("cluster_role", "main") == "main",
             )
             for kernel_id in kernel_ids
         ]  # fmt: skip
@@ -170,8 +172,7 @@ class Agent:
             await self._close_runner(kernel_id)
         if stop_kernels:
             for kernel_id in self.backend.known():
-                await self.backend.stop(kernel_id, self.stop_grace_s)
-                await self.backend.remove(kernel_id)
+                await self._stop_kernel(kernel_id)
 
     @property
     def stream(self) -> str:
@@ -431,7 +432,8 @@ class Agent:
         exit_code = await self.backend.stop(kernel_id, self.stop_grace_s)
         self._slots.pop(kernel_id, None)
         session_id = self._session_of.pop(kernel_id, None)
-        self._touched.pop(session_id, None)  # type: ignore[arg-type]
+        if session_id is not None:
+            self._touched.pop(session_id, None)
         self.sampler.forget(kernel_id)
         log = self.backend.logs(kernel_id)
         if log:
@@ -502,7 +504,7 @@ class Agent:
         """An event for the runner (``oom`` makes it log what the kernel lost)."""
         await self._runner(kernel_id).feed_event(kind, data)
 
-    def _work_dir(self, kernel_id: uuid.UUID) -> Any:
+    def _work_dir(self, kernel_id: uuid.UUID) -> Path:
         path = self.backend.work_dir(kernel_id)
         if path is None or kernel_id not in self.backend.running():
             raise GenericBadRequest(f"kernel {kernel_id} has no work dir on {self.agent_id}")
@@ -534,13 +536,6 @@ async def kept_logs(store: RedisEventStore, kernel_id: uuid.UUID) -> str:
     if isinstance(raw, str):
         return raw
     return bytes(raw or b"").decode("utf-8", "replace")
-
-
-def _role(spec: dict[str, Any], kernel_id: uuid.UUID) -> str:
-    for kernel in spec.get("kernels", []):
-        if kernel.get("kernel_id") == str(kernel_id):
-            return str(kernel.get("cluster_role", "main"))
-    return "main"
 
 
 def _concerns_agents(event: Event) -> bool:

@@ -292,13 +292,12 @@ class ProcessBackend:
     async def wait(self, kernel_id: uuid.UUID) -> int:
         """A batch kernel's command: its recorded exit code once the runner has one, or -1
         when the runner ended before it did."""
-        record = str(self.dirs(kernel_id).batch_record)
         while True:
-            code = last_exec_code(record)
+            code = self.batch_exit(kernel_id)
             if code is not None:
                 return code
             if self._pid(kernel_id) is None:  # one last look: it may have just finished
-                code = last_exec_code(record)
+                code = self.batch_exit(kernel_id)
                 return -1 if code is None else code
             await asyncio.sleep(0.2)
 

@@ -25,21 +25,19 @@ from typing import Any
 import structlog
 
 from ..domain.errors import KernelExecutionFailed
+from ..kernel_runner.console import MAX_RECORD
 from ..kernel_runner.framing import HEADER, decode_header, encode
 
-__all__ = ["RESULT_STATUSES", "RunnerClient", "RunnerUnavailable"]
+__all__ = ["RunnerClient", "RunnerUnavailable"]
 
 log = structlog.get_logger(__name__)
 
-RESULT_STATUSES = frozenset({"continued", "clean-finished", "build-finished", "finished",
-                             "exec-timeout", "waiting-input"})  # fmt: skip
 _TERMINAL = frozenset({"clean-finished", "build-finished", "finished", "waiting-input"})
 _ENDS_RUN = frozenset({"finished", "exec-timeout"})
 _CONSOLE = frozenset({"stdout", "stderr", "media", "html", "log"})
 _REPLY_TIMEOUT_S = 10.0
 _COMPLETION_TIMEOUT_S = 5.0
 _KEEPALIVE_S = 10.0
-MAX_CONSOLE_RECORD = 10 * 2**20
 _KEEP_ENDED = 256
 
 
@@ -158,7 +156,7 @@ class RunnerClient:
             if not self._runs:
                 return  # nobody attached: dropped, as upstream
             run = next(iter(self._runs.values()))
-            run.records.put_nowait((op, payload[:MAX_CONSOLE_RECORD]))
+            run.records.put_nowait((op, payload[:MAX_RECORD]))
             if op in _ENDS_RUN:
                 self._end_run(run)
         else:
