@@ -147,9 +147,8 @@ class RunnerClient:
         while True:
             await asyncio.sleep(_KEEPALIVE_S)
             with contextlib.suppress(Exception):
-                if self.connected:
-                    await self.send("status")
-                    await asyncio.wait_for(self._replies["status"].get(), _REPLY_TIMEOUT_S)
+                if self.connected:  # the same request (and lock) as any status check
+                    await self.check_status(_REPLY_TIMEOUT_S)
 
     def _route(self, op: str, payload: bytes) -> None:
         if op in _CONSOLE or op in _TERMINAL:
