@@ -216,10 +216,14 @@ class ShardRouter:
         return await self._call(report.session_id, "report", report, command_id or uuid.uuid4())
 
     async def start_failed(
-        self, session_id: uuid.UUID, *, command_id: uuid.UUID | None = None
+        self,
+        session_id: uuid.UUID,
+        *,
+        error: dict[str, Any] | None = None,
+        command_id: uuid.UUID | None = None,
     ) -> Any:
         return await self._call(session_id, "start_failed", session_id,
-                                command_id or uuid.uuid4())  # fmt: skip
+                                command_id or uuid.uuid4(), error)  # fmt: skip
 
     async def restart_failed(
         self, session_id: uuid.UUID, msg: str, *, command_id: uuid.UUID | None = None

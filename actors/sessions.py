@@ -111,7 +111,11 @@ class ShardClient(Protocol):
     async def report(self, report: KernelReport, *, command_id: uuid.UUID | None = None) -> Any: ...
 
     async def start_failed(
-        self, session_id: uuid.UUID, *, command_id: uuid.UUID | None = None
+        self,
+        session_id: uuid.UUID,
+        *,
+        error: dict[str, Any] | None = None,
+        command_id: uuid.UUID | None = None,
     ) -> Any: ...
 
     async def batch_result(self, result: Any, *, command_id: uuid.UUID | None = None) -> Any: ...
@@ -383,9 +387,15 @@ class SessionShard:
         )
 
     async def start_failed(
-        self, session_id: uuid.UUID, *, command_id: uuid.UUID | None = None
+        self,
+        session_id: uuid.UUID,
+        *,
+        error: dict[str, Any] | None = None,
+        command_id: uuid.UUID | None = None,
     ) -> list[AnyPayload]:
-        return await self._decide(session_id, command_id, lambda s: s.decide_start_failed())
+        return await self._decide(
+            session_id, command_id, lambda s: s.decide_start_failed(error=error)
+        )
 
     async def destroy_if_idle(
         self,

@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from actors.agents.backend_kinds import BACKEND_KINDS, resolve_backend_kind
 from actors.domain.errors import DomainError
 from events import Durability, EventStoreError, RedisEventStore
 from events.secrets import SecretBox, SecretError
@@ -111,8 +112,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     keys = asyncio.run(_prepare(settings, state.redis_url))
     write_client_config(settings.client_config_path, keys)
     state = embedded.start_ray(
-        settings, state, backend=args.backend, agents=args.agents, shards=args.shards
-    )
+        settings, state, backend=resolve_backend_kind(args.backend), agents=args.agents,
+        shards=args.shards,
+    )  # fmt: skip
     facts = asyncio.run(_log_facts(state.redis_url, settings.key_prefix))
     print("kernelhub is up" + ("" if started else " (already running)"))
     _print_connect(settings, state, facts, keys)
@@ -239,9 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops")
     up.add_argument(
         "--backend",
-        choices=["process", "sim"],
-        default="process",
-        help="how agents run kernels (default: local processes)",
+        choices=list(BACKEND_KINDS),
+        default="auto",
+        help="how agents run kernels (default auto: Docker when a daemon answers, else local "
+        "processes)",
     )
     up.add_argument("--agents", type=int, default=1, help="simulated agents (with --backend sim)")
     up.add_argument("--shards", type=int, default=2,

@@ -132,7 +132,7 @@ def start_ray(
 
 
 def _agent_specs(backend: str, count: int) -> list[tuple[str, dict[str, Any]]]:
-    if backend == "process":
+    if backend in ("process", "docker"):
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         return [("i-local", {"cpu": os.cpu_count() or 1, "mem": memory})]
     return [(f"i-sim{n:03d}", {"cpu": 16, "mem": 64 * 2**30}) for n in range(count)]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -18,7 +20,16 @@ from events import Durability, Event
 
 from .redis_server import EmbeddedRedis
 
-__all__ = ["assert_event_types", "eventually", "temporary_redis"]
+__all__ = [
+    "BASE_IMAGE",
+    "assert_event_types",
+    "docker_missing",
+    "docker_required",
+    "eventually",
+    "temporary_redis",
+]
+
+BASE_IMAGE = "kernelhub/python:3.11"
 
 T = TypeVar("T")
 
@@ -38,6 +49,24 @@ def temporary_redis(
             yield server
         finally:
             server.kill()
+
+
+def docker_missing(image: str = BASE_IMAGE) -> str | None:
+    """Why Docker tests cannot run here (no daemon, or no base image), or None when they can.
+    A suite run with ``KH_REQUIRE_DOCKER=1`` must fail on a reason, not skip."""
+    try:
+        probe = subprocess.run(["docker", "image", "inspect", image], capture_output=True,
+                               timeout=20, check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"no docker: {exc}"
+    if probe.returncode != 0:
+        detail = probe.stderr.decode(errors="replace").strip().splitlines()
+        return f"docker cannot give {image}: {detail[-1] if detail else probe.returncode}"
+    return None
+
+
+def docker_required() -> bool:
+    return os.environ.get("KH_REQUIRE_DOCKER") == "1"
 
 
 async def eventually(

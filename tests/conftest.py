@@ -13,7 +13,7 @@ from hypothesis import settings
 from events import RedisEventStore
 from kernelhub.logging import configure_logging
 from kernelhub.redis_server import EmbeddedRedis
-from kernelhub.testing import temporary_redis
+from kernelhub.testing import docker_missing, docker_required, temporary_redis
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 configure_logging(os.environ.get("KH_TEST_LOG_LEVEL", "WARNING"), json=False)
@@ -92,3 +92,14 @@ def no_kernel_outlives_the_suite() -> Iterator[None]:
         if ours and b"BACKENDAI_KERNEL_ID=" in environ:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(entry.name), signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def docker() -> None:
+    """Docker tests need a daemon and the base image (``.ci/run`` prepares both): without
+    them they skip, or fail where ``KH_REQUIRE_DOCKER=1`` says they must run."""
+    reason = docker_missing()
+    if reason is not None:
+        if docker_required():
+            pytest.fail(f"KH_REQUIRE_DOCKER=1 but {reason}")
+        pytest.skip(reason)

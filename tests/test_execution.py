@@ -1,6 +1,6 @@
-"""Running code in sessions on the process backend, end to end without Ray: the session's
-main kernel runs the kernel runner; execute, files and logs go through the session to the
-agent that runs it (issue "Code execution")."""
+"""Running code in sessions, end to end without Ray, on the process backend and in Docker
+containers: the session's main kernel runs the kernel runner; execute, files and logs go
+through the session to the agent that runs it (issues "Code execution", "Real containers")."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import os
 import tarfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from actors.agents.backends import ProcessBackend
+from actors.agents.backends import Backend, ProcessBackend
+from actors.agents.docker_backend import DockerBackend
 from actors.domain.errors import GenericBadRequest, InvalidAPIParameters
 from actors.domain.session import SessionType
 from actors.domain.slots import ResourceSlot
@@ -28,11 +29,21 @@ pytestmark = pytest.mark.redis
 G = 2**30
 
 
-@pytest.fixture
-async def cluster(store: RedisEventStore, tmp_path: Path) -> AsyncIterator[LocalCluster]:
+def make_backend(kind: str, root: Path) -> Callable[[str], Backend]:
+    if kind == "docker":
+        return lambda agent_id: DockerBackend(root / agent_id, owner=agent_id)
+    return lambda agent_id: ProcessBackend(root / agent_id)
+
+
+@pytest.fixture(params=["process", pytest.param("docker", marks=pytest.mark.docker)])
+async def cluster(
+    request: pytest.FixtureRequest, store: RedisEventStore, tmp_path: Path
+) -> AsyncIterator[LocalCluster]:
+    if request.param == "docker":
+        request.getfixturevalue("docker")
     local = LocalCluster(
         store, [("i-exec", {"cpu": 4, "mem": 8 * G})], safety_tick_s=0.5,
-        backend=lambda agent_id: ProcessBackend(tmp_path / agent_id), stop_grace_s=1.0,
+        backend=make_backend(request.param, tmp_path), stop_grace_s=1.0,
     )  # fmt: skip
     await local.start()
     try:
@@ -206,11 +217,17 @@ async def test_a_kernel_asked_for_twice_starts_once(cluster: LocalCluster) -> No
     socket and orphan its process."""
     sid = await session(cluster)
     agent = cluster.agents["i-exec"]
-    backend = agent.backend
-    assert isinstance(backend, ProcessBackend)
-    kernel_id = next(iter(backend.known()))
-    pid = backend._procs[kernel_id].pid
+    kernel_id = next(iter(agent.backend.known()))
+    before = incarnation(agent.backend, kernel_id)
     agent._spawn_creation(await cluster.shard.get(sid), [kernel_id])
     await agent.drain()
-    assert backend._procs[kernel_id].pid == pid
+    assert incarnation(agent.backend, kernel_id) == before
     assert stdout(await run_to_end(cluster, sid, "query", "print('one runner')")) == "one runner\n"
+
+
+def incarnation(backend: Backend, kernel_id: uuid.UUID) -> str:
+    """What a second start of the kernel would change: its runner's pid, its container."""
+    if isinstance(backend, DockerBackend):
+        return backend._kernels[kernel_id].container_id
+    assert isinstance(backend, ProcessBackend)
+    return str(backend._procs[kernel_id].pid)

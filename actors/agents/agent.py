@@ -16,6 +16,7 @@ log is preparing here that nobody is starting (the agent restarted mid-start) is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
@@ -30,6 +31,7 @@ from events.catalogue import (
     AgentStarted,
     KernelCreating,
     KernelLifecycleEventReason,
+    KernelPulling,
     KernelStarted,
     KernelTerminated,
     SessionFailure,
@@ -44,7 +46,7 @@ from ..domain.statuses import KernelStatus
 from ..reaper import touch
 from ..sessions import ShardClient, load_session
 from . import workdir
-from .backends import Backend, KernelLaunch, SimBackend
+from .backends import Backend, ImageNotAvailable, KernelLaunch, SimBackend
 from .kernel_env import kernel_environ
 from .runner_client import RunnerClient
 from .utilization import UtilizationSampler
@@ -109,6 +111,7 @@ class Agent:
         self._session_of: dict[uuid.UUID, uuid.UUID] = {}
         self.exec_timeout_s: float | None = None
         self._touched: dict[uuid.UUID, float] = {}
+        self._watcher: asyncio.Task[None] | None = None
 
     async def on_event(self, event: Event, session: SessionAggregate | None = None) -> None:
         """The agent's reactions to the log: create the kernels placed on it when their
@@ -146,6 +149,7 @@ class Agent:
                 session_type=session.session_type, startup_command=spec.get("startup_command"),
                 environ=kernel_environ(session.session_id, spec, kernel_id, self.agent_id),
                 main=kernels.get(str(kernel_id), {}).get("cluster_role", "main") == "main",
+                image=kernels.get(str(kernel_id), {}).get("image") or spec.get("image", ""),
             )
             for kernel_id in kernel_ids
         ]  # fmt: skip
@@ -168,11 +172,17 @@ class Agent:
     async def close(self, *, stop_kernels: bool = False) -> None:
         """Let go of the runners; with ``stop_kernels`` also stop every kernel (a local
         cluster shutting down; a real agent leaves them running, to be adopted)."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watcher
+            self._watcher = None
         for kernel_id in list(self._runners):
             await self._close_runner(kernel_id)
         if stop_kernels:
             for kernel_id in self.backend.known():
                 await self._stop_kernel(kernel_id)
+        await self.backend.close()
 
     @property
     def stream(self) -> str:
@@ -197,6 +207,40 @@ class Agent:
         await self.heartbeat()
         for kernel_id in await self.backend.adopt():
             self.background.spawn(self._resume(kernel_id))
+        if self._watcher is None:  # after adopting: it also reports adopted kernels that ended
+            self._watcher = asyncio.create_task(self.backend.watch(self))
+
+    # ---- what the backend hears of (KernelObserver) ----------------------------------------
+    def kernel_exited(self, kernel_id: uuid.UUID, exit_code: int, oom_killed: bool) -> None:
+        """A kernel ended on its own: its container exited, was OOM-killed or killed from
+        outside. Cleaned up and reported as a kernel the session did not ask to end."""
+        if kernel_id in self._starting:
+            return  # a creation or restart under way reports (or fails) it
+        self.background.spawn(self._report_exit(kernel_id, exit_code, oom_killed))
+
+    def kernel_oom(self, kernel_id: uuid.UUID) -> None:
+        """The kernel lost a process to the OOM killer: the runner logs what went (if it is
+        still there to)."""
+        client = self._runners.get(kernel_id)
+        if client is not None:
+            self.background.spawn(client.feed_event("oom", {}))
+
+    async def _report_exit(self, kernel_id: uuid.UUID, exit_code: int, oom_killed: bool) -> None:
+        kernel = await self.models.kernel(str(kernel_id))
+        session_id = self._session_of.get(kernel_id) or (
+            uuid.UUID(kernel["session_id"]) if kernel is not None else None
+        )
+        reason = (KernelLifecycleEventReason.OOM_KILLED if oom_killed
+                  else KernelLifecycleEventReason.SELF_TERMINATED)  # fmt: skip
+        note = f"kernelhub-agent: the kernel ended by itself ({reason}, exit code {exit_code})\n"
+        await self._stop_kernel(kernel_id, note=note)
+        if session_id is None:
+            return  # not a kernel the log knows: nothing to report
+        if self.metrics is not None:
+            self.metrics.inc("kernelhub_kernels_terminated_total", agent=self.agent_id)
+        await self.shard.report(KernelTerminated(
+            kernel_id=kernel_id, session_id=session_id, reason=reason, exit_code=exit_code,
+        ), command_id=uuid.uuid5(kernel_id, "exited"))  # fmt: skip
 
     async def set_schedulable(self, schedulable: bool) -> bool:
         """Drain (``False``) or undrain the agent: the scheduler places nothing new on a
@@ -318,6 +362,7 @@ class Agent:
             return
         try:
             for launch in kernels:
+                await self._pull(session_id, launch)
                 await self.shard.report(
                     KernelCreating(kernel_id=launch.kernel_id, session_id=session_id)
                 )
@@ -329,19 +374,44 @@ class Agent:
                 )
                 if self.metrics is not None:
                     self.metrics.inc("kernelhub_kernels_started_total", agent=self.agent_id)
+        except ImageNotAvailable as exc:
+            log.warning("kernel creation failed", session=str(session_id), error=str(exc))
+            for launch in kernels:
+                await self._stop_kernel(launch.kernel_id)
+            await self.shard.start_failed(session_id, error=self._error(exc))
+            return
         except Exception as exc:
             for launch in kernels:
-                tail = self.backend.logs(launch.kernel_id)[-2000:].decode("utf-8", "replace")
-                log.warning("kernel creation failed", kernel=str(launch.kernel_id),
-                            error=repr(exc), kernel_log=tail)  # fmt: skip
+                tail = (await self.backend.logs(launch.kernel_id))[-2000:]
+                log.warning("kernel creation failed", kernel=str(launch.kernel_id), error=repr(exc),
+                            kernel_log=tail.decode("utf-8", "replace"))  # fmt: skip
                 await self._stop_kernel(launch.kernel_id)
-            await self.shard.start_failed(session_id)
+            await self.shard.start_failed(session_id, error=self._error(exc))
             raise
         batch = [k for k in kernels if k.session_type == "batch" and k.main]
         if batch:
             self._starting.difference_update(k.kernel_id for k in kernels)
             command = batch[0].startup_command or ""
             await self._report_batch_result(session_id, batch[0].kernel_id, command)
+
+    def _error(self, exc: BaseException) -> dict[str, Any]:
+        """``status_data.error`` of a session that failed to start (23.03's
+        ``convert_to_status_data`` for an agent error, without a traceback)."""
+        error: dict[str, Any] = {"src": "agent", "name": type(exc).__name__, "repr": repr(exc),
+                                 "agent_id": self.agent_id}  # fmt: skip
+        if isinstance(exc, ImageNotAvailable):
+            error["image"] = exc.image
+        return error
+
+    async def _pull(self, session_id: uuid.UUID, launch: KernelLaunch) -> None:
+        """PULLING, when the backend has to fetch the image first (never for Docker here:
+        there is no registry; the simulated backend's pull delay exercises it)."""
+        if await self.backend.check_image(launch.image):
+            pulling = KernelPulling(
+                kernel_id=launch.kernel_id, session_id=session_id, reason=launch.image
+            )
+            await self.shard.report(pulling)
+            await self.backend.pull(launch.image)
 
     async def _start(self, launch: KernelLaunch) -> dict[str, Any]:
         """Start one kernel and wait until its runner answers (upstream's check_status)."""
@@ -425,9 +495,9 @@ class Agent:
         if client is not None:
             await client.close()
 
-    async def _stop_kernel(self, kernel_id: uuid.UUID) -> int | None:
-        """Stop a kernel for good: its log kept (capped, TTL'd), its directories removed;
-        its exit code, or None if the backend did not know it."""
+    async def _stop_kernel(self, kernel_id: uuid.UUID, note: str = "") -> int | None:
+        """Stop a kernel for good: its log kept (capped, TTL'd; ``note`` appended), its
+        directories removed; its exit code, or None if the backend did not know it."""
         await self._close_runner(kernel_id)
         exit_code = await self.backend.stop(kernel_id, self.stop_grace_s)
         self._slots.pop(kernel_id, None)
@@ -435,7 +505,7 @@ class Agent:
         if session_id is not None:
             self._touched.pop(session_id, None)
         self.sampler.forget(kernel_id)
-        log = self.backend.logs(kernel_id)
+        log = await self.backend.logs(kernel_id) + note.encode()
         if log:
             await self.store.redis.set(self.store.keys.kernel_logs(str(kernel_id)), log,
                                        ex=LOGS_TTL_S)  # fmt: skip
@@ -526,7 +596,7 @@ class Agent:
     async def logs(self, kernel_id: uuid.UUID) -> str:
         """The kernel's log: live while it runs, else what was kept when it ended."""
         if kernel_id in self.backend.known():
-            return self.backend.logs(kernel_id).decode("utf-8", "replace")
+            return (await self.backend.logs(kernel_id)).decode("utf-8", "replace")
         return await kept_logs(self.store, kernel_id)
 
 

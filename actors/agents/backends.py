@@ -1,11 +1,11 @@
 """Kernel backends: how an agent turns a scheduled kernel into something running.
 
 One small interface, several implementations: ``sim`` (delays only, for scale and tests),
-``process`` (a local subprocess per kernel) and, in its own issue, ``docker``.
+``process`` (a local subprocess per kernel) and ``docker`` (:mod:`.docker_backend`).
 
 A backend outlives the agent that drives it: kernels keep running while the agent's actor
 restarts, and :meth:`Backend.adopt` finds them again (a process group recorded in the
-kernel's work dir, later a container label), so reconciliation can tell a kernel that is
+kernel's work dir, a container label), so reconciliation can tell a kernel that is
 still running from one that ended while nobody watched.
 """
 
@@ -27,7 +27,16 @@ from typing import Any, Protocol
 
 from ..kernel_runner.batch import last_exec_code
 
-__all__ = ["Backend", "KernelDirs", "KernelLaunch", "ProcessBackend", "SimBackend"]
+__all__ = [
+    "Backend",
+    "BackendBase",
+    "ImageNotAvailable",
+    "KernelDirs",
+    "KernelLaunch",
+    "KernelObserver",
+    "ProcessBackend",
+    "SimBackend",
+]
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,26 @@ class KernelLaunch:
     environ: dict[str, str] = field(default_factory=dict)
     main: bool = True
     """The session's main kernel (the one a batch command and user code run on)."""
+    image: str = ""
+    """The image's canonical name (what the catalogue resolved the request to)."""
+
+
+class ImageNotAvailable(Exception):
+    """The image is in the catalogue but this agent cannot run it: its engine lacks it and
+    there is no registry to pull it from, or it is not a kernel image it supports."""
+
+    def __init__(self, image: str, detail: str = "not available on this agent") -> None:
+        super().__init__(f"image {image!r}: {detail}")
+        self.image = image
+
+
+class KernelObserver(Protocol):
+    """Who hears what happens to kernels on their own (the agent). Called on the backend's
+    watch loop: each must return at once (spawn the work)."""
+
+    def kernel_exited(self, kernel_id: uuid.UUID, exit_code: int, oom_killed: bool) -> None: ...
+
+    def kernel_oom(self, kernel_id: uuid.UUID) -> None: ...
 
 
 class Backend(Protocol):
@@ -73,15 +102,65 @@ class Backend(Protocol):
     def work_dir(self, kernel_id: uuid.UUID) -> Path | None:
         """The host directory that is ``/home/work`` in the kernel; None without one."""
 
-    def logs(self, kernel_id: uuid.UUID) -> bytes:
+    async def logs(self, kernel_id: uuid.UUID) -> bytes:
         """The kernel's log (the runner's output and its commands'), the last part."""
 
     async def remove(self, kernel_id: uuid.UUID) -> None:
         """Delete what a stopped kernel left (its directories); after :meth:`logs`."""
 
+    async def check_image(self, image: str) -> bool:
+        """Whether the image must be pulled before a kernel can start from it; raises
+        :class:`ImageNotAvailable` when it cannot be had at all."""
 
-class SimBackend:
-    """No processes: configurable delays and a fixed batch exit code."""
+    async def pull(self, image: str) -> None:
+        """Pull the image (after :meth:`check_image` said so)."""
+
+    async def watch(self, observer: KernelObserver) -> None:
+        """Tell ``observer`` about kernels that end on their own, until cancelled; returns at
+        once for a backend that cannot (reconciliation then notices)."""
+
+    async def close(self) -> None:
+        """Let go of connections (kernels keep running)."""
+
+
+class BackendBase:
+    """What most backends do about images, events and connections: nothing."""
+
+    async def check_image(self, image: str) -> bool:
+        return False
+
+    async def pull(self, image: str) -> None:
+        return None
+
+    async def watch(self, observer: KernelObserver) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class _WithBatchRecord(Protocol):
+    def batch_exit(self, kernel_id: uuid.UUID) -> int | None: ...
+
+    def running(self) -> set[uuid.UUID]: ...
+
+
+async def wait_for_batch(backend: _WithBatchRecord, kernel_id: uuid.UUID) -> int:
+    """A batch kernel's command: its recorded exit code once the runner has one, or -1 when
+    the kernel ended before it did."""
+    while True:
+        code = backend.batch_exit(kernel_id)
+        if code is not None:
+            return code
+        if kernel_id not in backend.running():  # one last look: it may have just finished
+            code = backend.batch_exit(kernel_id)
+            return -1 if code is None else code
+        await asyncio.sleep(0.2)
+
+
+class SimBackend(BackendBase):
+    """No processes: configurable delays and a fixed batch exit code. With a ``pull_delay``
+    every image is pulled once (PULLING), as an agent without it cached would."""
 
     def __init__(
         self,
@@ -89,10 +168,13 @@ class SimBackend:
         stop_delay: float = 0.01,
         batch_exit_code: int = 0,
         utilization: dict[str, float] | None = None,
+        pull_delay: float = 0.0,
     ) -> None:
         self.start_delay = start_delay
         self.stop_delay = stop_delay
         self.batch_exit_code = batch_exit_code
+        self.pull_delay = pull_delay
+        self.pulled: set[str] = set()
         self.utilization = dict(utilization or {"cpu_util": 0.0, "mem": 0.0})
         """What every simulated kernel reports using, in percent of its allocation."""
         self._running: set[uuid.UUID] = set()
@@ -136,11 +218,18 @@ class SimBackend:
     def work_dir(self, kernel_id: uuid.UUID) -> Path | None:
         return None
 
-    def logs(self, kernel_id: uuid.UUID) -> bytes:
+    async def logs(self, kernel_id: uuid.UUID) -> bytes:
         return b""
 
     async def remove(self, kernel_id: uuid.UUID) -> None:
         return None
+
+    async def check_image(self, image: str) -> bool:
+        return self.pull_delay > 0 and image not in self.pulled
+
+    async def pull(self, image: str) -> None:
+        await asyncio.sleep(self.pull_delay)
+        self.pulled.add(image)
 
 
 _RUNNER_PACKAGE = Path(__file__).resolve().parent.parent / "kernel_runner"
@@ -208,7 +297,14 @@ class KernelDirs:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-class ProcessBackend:
+def write_environ(dirs: KernelDirs, environ: dict[str, str]) -> None:
+    """``/home/config/environ.txt``: the kernel's variables, for shells started later."""
+    (dirs.config / "environ.txt").write_text(
+        "".join(f"{k}={v}\n" for k, v in sorted(environ.items()))
+    )
+
+
+class ProcessBackend(BackendBase):
     """Each kernel a local process: the kernel runner (:mod:`actors.kernel_runner`) as its
     main process, in the kernel's own directories and session, with resource limits from
     its slots (address space from ``mem``, a cap on processes). There is no isolation
@@ -272,9 +368,7 @@ class ProcessBackend:
                "BACKENDAI_KERNEL_ID": str(launch.kernel_id),
                "BACKENDAI_SESSION_ID": str(launch.session_id), **launch.environ,
                "KERNELHUB_BACKEND": "process", "KERNELHUB_WORK_DIR": str(dirs.work)}  # fmt: skip
-        (dirs.config / "environ.txt").write_text(
-            "".join(f"{k}={v}\n" for k, v in sorted(launch.environ.items()))
-        )
+        write_environ(dirs, launch.environ)
         log_fd = os.open(dirs.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             process = await asyncio.create_subprocess_exec(
@@ -290,16 +384,7 @@ class ProcessBackend:
                 "pid": process.pid, "work_dir": str(dirs.work)}  # fmt: skip
 
     async def wait(self, kernel_id: uuid.UUID) -> int:
-        """A batch kernel's command: its recorded exit code once the runner has one, or -1
-        when the runner ended before it did."""
-        while True:
-            code = self.batch_exit(kernel_id)
-            if code is not None:
-                return code
-            if self._pid(kernel_id) is None:  # one last look: it may have just finished
-                code = self.batch_exit(kernel_id)
-                return -1 if code is None else code
-            await asyncio.sleep(0.2)
+        return await wait_for_batch(self, kernel_id)
 
     def batch_exit(self, kernel_id: uuid.UUID) -> int | None:
         return last_exec_code(str(self.dirs(kernel_id).batch_record))
@@ -348,7 +433,7 @@ class ProcessBackend:
         _signal_session(process.pid, signal.SIGKILL)  # stragglers the runner left
         return process.returncode
 
-    def logs(self, kernel_id: uuid.UUID) -> bytes:
+    async def logs(self, kernel_id: uuid.UUID) -> bytes:
         return _tail(self.dirs(kernel_id).log, MAX_LOG_BYTES)
 
     async def remove(self, kernel_id: uuid.UUID) -> None:

@@ -218,7 +218,9 @@ class SessionAggregate:
             [k.view for k in self.kernels.values()], forced=forced, reason=reason,
         )  # fmt: skip
 
-    def decide_start_failed(self, reason: str = "failed-to-start") -> list[AnyPayload]:
+    def decide_start_failed(
+        self, reason: str = "failed-to-start", error: dict[str, Any] | None = None
+    ) -> list[AnyPayload]:
         """An agent could not create the kernels: the whole session is cancelled (23.03
         §1.7), every kernel with it; the ledger releases their holds on the cancellations."""
         if self.ended or self.status in (SessionStatus.RUNNING, SessionStatus.TERMINATING):
@@ -230,7 +232,10 @@ class SessionAggregate:
         ]
         events.append(
             SessionCancelled(
-                session_id=self.session_id, creation_id=self.creation_id, reason=reason
+                session_id=self.session_id,
+                creation_id=self.creation_id,
+                reason=reason,
+                error=error,
             )
         )
         return events

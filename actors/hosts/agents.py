@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -15,7 +14,7 @@ import structlog
 from events import Event, RedisEventStore
 
 from ..agents.agent import AGENTS_REACT_TO, Agent, dispatch
-from ..agents.backends import Backend, ProcessBackend, SimBackend
+from ..agents.backend_kinds import make_backend
 from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S
 from ..execution import KERNEL_OPERATIONS
 from ..metrics import ActorMetrics
@@ -51,18 +50,13 @@ class AgentsActor(Follower):
         self.follower_name = name
         self.interests = AGENTS_REACT_TO
 
-        def make_backend(agent_id: str) -> Backend:
-            if backend == "process":
-                return ProcessBackend(Path(work_root) / agent_id)
-            return SimBackend()
-
         self.metrics = ActorMetrics(
             "kernelhub_kernels_started_total", "kernelhub_kernels_terminated_total"
         )
         self.agents = {
             agent_id: Agent(
                 self.store, router, agent_id, {k: Decimal(str(v)) for k, v in capacity.items()},
-                backend=make_backend(agent_id), scaling_group=scaling_group,
+                backend=make_backend(backend, work_root, agent_id), scaling_group=scaling_group,
                 metrics=self.metrics, stop_grace_s=stop_grace_s,
             )
             for agent_id, capacity in agents

@@ -98,9 +98,12 @@ class SessionsActor(Follower):
         return self._count("report", await self.shard.report(report, command_id=command_id))
 
     async def start_failed(
-        self, session_id: uuid.UUID, command_id: uuid.UUID | None = None
+        self,
+        session_id: uuid.UUID,
+        command_id: uuid.UUID | None = None,
+        error: dict[str, Any] | None = None,
     ) -> list[str]:
-        events = await self.shard.start_failed(session_id, command_id=command_id)
+        events = await self.shard.start_failed(session_id, error=error, command_id=command_id)
         return self._count("start_failed", events)
 
     async def restart_failed(

@@ -8,7 +8,8 @@ __all__ = ["KernelLifecycleEventReason", "LogSeverity"]
 
 
 class KernelLifecycleEventReason(enum.StrEnum):
-    """Why a kernel (or a batch session) ended or changed; the complete 23.03.5 list (26)."""
+    """Why a kernel (or a batch session) ended or changed; the complete 23.03.5 list (26)
+    plus ``oom-killed``."""
 
     AGENT_TERMINATION = "agent-termination"
     ALREADY_TERMINATED = "already-terminated"
@@ -36,6 +37,8 @@ class KernelLifecycleEventReason(enum.StrEnum):
     UNKNOWN = "unknown"
     USER_REQUESTED = "user-requested"
     NOT_FOUND_IN_MANAGER = "not-found-in-manager"
+    OOM_KILLED = "oom-killed"
+    """kernelhub's one addition (docs/deviations.md): 23.03 says ``self-terminated``."""
 
     @classmethod
     def from_value(cls, value: str | None) -> KernelLifecycleEventReason | None:

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from ._base import EventPayload, Record, Slots, added_later
+from ._base import EventPayload, JsonObject, Record, Slots, added_later
 from .reasons import KernelLifecycleEventReason
 
 __all__ = [
@@ -90,6 +90,8 @@ class SessionPreparing(_SessionCreationArgs):
 
 class SessionCancelled(_SessionCreationArgs):
     type: Literal["session_cancelled"] = "session_cancelled"
+    error: JsonObject | None = added_later()
+    """What went wrong (``status_data.error``), when an agent failed to start it."""
 
 
 class SessionStarted(_SessionCreationArgs):

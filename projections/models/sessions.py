@@ -222,6 +222,8 @@ def _on_session_terminating(record: Record, event: StoredEvent) -> None:
 def _on_session_ended(status: str) -> Callable[[Record, StoredEvent], None]:
     def handle(record: Record, event: StoredEvent) -> None:
         _end(record, event, status, event.data.get("reason", ""))
+        if event.data.get("error"):  # an agent failed to start it (23.03 status_data.error)
+            record["status_data"] = {"error": event.data["error"]}
 
     return handle
 

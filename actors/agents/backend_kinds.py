@@ -1,0 +1,36 @@
+"""Backends by name (``sim``, ``process``, ``docker``, or ``auto``): what ``kh up`` and the
+agent hosts are configured with."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from .backends import Backend, ProcessBackend, SimBackend
+
+__all__ = ["BACKEND_KINDS", "make_backend", "resolve_backend_kind"]
+
+BACKEND_KINDS = ("auto", "docker", "process", "sim")
+
+
+def resolve_backend_kind(kind: str, docker_url: str | None = None) -> str:
+    """``auto``: Docker when a daemon answers, else local processes (design.md)."""
+    if kind != "auto":
+        return kind
+    from .docker_backend import docker_answers  # aiodocker only where Docker is asked about
+
+    return "docker" if asyncio.run(docker_answers(docker_url)) else "process"
+
+
+def make_backend(kind: str, work_root: str | Path, agent_id: str, **options: Any) -> Backend:
+    root = Path(work_root) / agent_id
+    if kind == "docker":
+        from .docker_backend import DockerBackend
+
+        return DockerBackend(root, owner=agent_id, **options)
+    if kind == "process":
+        return ProcessBackend(root, **options)
+    if kind == "sim":
+        return SimBackend(**options)
+    raise ValueError(f"unknown backend {kind!r} (one of {', '.join(BACKEND_KINDS[1:])})")

@@ -1,0 +1,414 @@
+"""The Docker backend: each kernel a container, driven through aiodocker.
+
+The container's main process is the kernel runner (:mod:`actors.kernel_runner`), mounted
+read-only from this host at ``/opt/kernelhub/kernel_runner`` and started under Docker's init
+(so the runner is not PID 1, whose default signal actions are ignored, and orphans are
+reaped). The agent reaches it through its unix socket in the kernel's ``run`` dir, bind
+mounted at ``/opt/kernelhub/run``: containers have no network unless asked for
+(``--network none``). Limits come from the kernel's slots: memory with swap equal to it (no
+swap), CPU cores pinned (cpuset) plus a CFS quota for a fractional share, a cap on pids.
+
+What happens to a container on its own (it exits, it is OOM-killed, ``docker kill`` from
+outside) comes from the Docker event stream, never from polling; after every (re)connection
+of that stream the known containers are inspected once, so an exit while the stream was
+down is not lost. A new backend finds the containers of its agent by label (``adopt``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+import aiohttp
+import structlog
+
+from ..kernel_runner.batch import last_exec_code
+from .backends import (
+    _BOOT_RUNNER,
+    _RUNNER_PACKAGE,
+    MAX_LOG_BYTES,
+    BackendBase,
+    ImageNotAvailable,
+    KernelDirs,
+    KernelLaunch,
+    KernelObserver,
+    wait_for_batch,
+    write_environ,
+)
+from .cgroups import cgroup_stats
+
+__all__ = ["DOCKER_LABELS", "DockerBackend", "docker_answers"]
+
+log = structlog.get_logger(__name__)
+
+KERNEL_LABEL = "ai.backend.kernel-id"
+SESSION_LABEL = "ai.backend.session-id"
+OWNER_LABEL = "ai.backend.owner"
+DOCKER_LABELS = (KERNEL_LABEL, SESSION_LABEL, OWNER_LABEL)
+SUPPORTED_KERNELSPEC = range(1, 2)
+"""``ai.backend.kernelspec`` values this agent runs (upstream's [MIN, MAX] = [1, 1])."""
+WORK_UID = 1000
+"""The uid of the image's ``work`` user, which owns the bind-mounted work and run dirs."""
+_IN_CONTAINER_RUN = "/opt/kernelhub/run"
+_IN_CONTAINER_PACKAGE = "/opt/kernelhub"
+_SERVICE_DEFS = "/etc/backend.ai/service-defs"
+_CPU_PERIOD_US = 100_000
+_RECONNECT_S = 1.0
+
+
+@dataclass
+class _Container:
+    container_id: str
+    pid: int
+    cores: tuple[int, ...]
+    running: bool = True
+    exit_code: int | None = None
+    oom: bool = False
+    """An OOM kill happened in the container (Docker's ``oom`` event or State.OOMKilled)."""
+    stopping: bool = False
+    """This backend is stopping it: its ``die`` is expected, not news."""
+    reported: bool = False
+
+
+async def docker_answers(url: str | None = None, timeout: float = 2.0) -> bool:
+    """Whether a Docker daemon answers at ``url`` (``DOCKER_HOST`` or the default socket)."""
+    try:
+        docker = aiodocker.Docker(url)
+    except (ValueError, OSError, aiodocker.DockerError):
+        return False
+    try:
+        await asyncio.wait_for(docker.version(), timeout)
+        return True
+    except (aiodocker.DockerError, aiohttp.ClientError, OSError, TimeoutError):
+        return False
+    finally:
+        await docker.close()
+
+
+class DockerBackend(BackendBase):
+    def __init__(
+        self,
+        work_root: str | os.PathLike[str],
+        *,
+        owner: str,
+        docker_url: str | None = None,
+        network: str = "none",
+        max_processes: int = 256,
+        cores: Sequence[int] | None = None,
+        service_defs: str | os.PathLike[str] | None = None,
+        runner_options: tuple[str, ...] = (),
+    ) -> None:
+        self.work_root = Path(work_root)
+        self.owner = owner
+        """The agent id on the containers' ``ai.backend.owner`` label."""
+        self.docker_url = docker_url
+        self.network = network
+        self.max_processes = max_processes
+        self.cores = sorted(cores if cores is not None else os.sched_getaffinity(0))
+        self.service_defs = str(service_defs) if service_defs is not None else None
+        self.runner_options = runner_options
+        self._docker: aiodocker.Docker | None = None
+        self._kernels: dict[uuid.UUID, _Container] = {}
+        self._images: dict[str, dict[str, str]] = {}
+
+    @property
+    def docker(self) -> aiodocker.Docker:
+        if self._docker is None:  # made on first use: it binds to the running loop
+            self._docker = aiodocker.Docker(self.docker_url)
+        return self._docker
+
+    def dirs(self, kernel_id: uuid.UUID) -> KernelDirs:
+        return KernelDirs(self.work_root / kernel_id.hex)
+
+    def work_dir(self, kernel_id: uuid.UUID) -> Path | None:
+        return self.dirs(kernel_id).work
+
+    def runner_socket(self, kernel_id: uuid.UUID) -> str | None:
+        return str(self.dirs(kernel_id).socket)
+
+    # ---- images ---------------------------------------------------------------------------
+    async def image_labels(self, image: str) -> dict[str, str]:
+        """The image's labels, as dockerd has them; ImageNotAvailable when it lacks it."""
+        if image not in self._images:
+            try:
+                info = await self.docker.images.inspect(image)
+            except aiodocker.DockerError as exc:
+                if exc.status == 404:
+                    raise ImageNotAvailable(image) from exc
+                raise
+            self._images[image] = dict(info.get("Config", {}).get("Labels") or {})
+        return self._images[image]
+
+    async def check_image(self, image: str) -> bool:
+        """There is no registry to pull from: an image dockerd lacks cannot be had."""
+        await self.image_labels(image)
+        return False
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def _allocate_cores(self, cpu: Decimal) -> tuple[int, ...]:
+        """The least used cores, as many as the CPU share rounds up to (all at most)."""
+        wanted = min(len(self.cores), max(1, math.ceil(cpu)))
+        load = Counter(core for k in self._kernels.values() for core in k.cores)
+        return tuple(sorted(sorted(self.cores, key=lambda core: (load[core], core))[:wanted]))
+
+    def _config(self, launch: KernelLaunch, labels: dict[str, str], cores: tuple[int, ...]) -> Any:
+        dirs = self.dirs(launch.kernel_id)
+        runtime = labels.get("ai.backend.runtime-path") or "/usr/bin/python3"
+        entrypoint = [runtime, "-c", _BOOT_RUNNER, _IN_CONTAINER_PACKAGE, _RUNNER_PACKAGE.name,
+                      labels.get("ai.backend.runtime-type", "python"), runtime,
+                      "--socket", f"{_IN_CONTAINER_RUN}/runner.sock", "--work-dir", "/home/work",
+                      "--config-dir", "/home/config",
+                      "--batch-record", f"{_IN_CONTAINER_RUN}/batch.jsonl",
+                      *self.runner_options]  # fmt: skip
+        package = f"{_IN_CONTAINER_PACKAGE}/{_RUNNER_PACKAGE.name}"
+        binds = [
+            f"{dirs.work}:/home/work:rw",
+            f"{dirs.config}:/home/config:ro",
+            f"{dirs.run}:{_IN_CONTAINER_RUN}:rw",
+            f"{_RUNNER_PACKAGE}:{package}:ro",
+        ]
+        if self.service_defs is not None:
+            binds.append(f"{self.service_defs}:{_SERVICE_DEFS}:ro")
+        environ = {**launch.environ, "HOME": "/home/work", "KERNELHUB_BACKEND": "docker",
+                   "KERNELHUB_WORK_DIR": "/home/work"}  # fmt: skip
+        host: dict[str, Any] = {
+            "Init": True,
+            "NetworkMode": self.network,
+            "Binds": binds,
+            "PidsLimit": self.max_processes,
+            "CpusetCpus": ",".join(str(core) for core in cores),
+            "SecurityOpt": ["no-new-privileges"],
+        }
+        cpu = launch.slots.get("cpu", Decimal(0))
+        if cpu > 0:
+            host["CpuPeriod"] = _CPU_PERIOD_US
+            host["CpuQuota"] = max(1000, int(cpu * _CPU_PERIOD_US))
+        memory = int(launch.slots.get("mem", 0))
+        if memory > 0:
+            host["Memory"] = host["MemorySwap"] = memory  # no swap: the limit is the limit
+        return {
+            "Image": launch.image,
+            "Entrypoint": entrypoint,
+            "Cmd": [],
+            "User": "work",
+            "WorkingDir": "/home/work",
+            "Env": [f"{key}={value}" for key, value in sorted(environ.items())],
+            "Labels": {KERNEL_LABEL: str(launch.kernel_id),
+                       SESSION_LABEL: str(launch.session_id), OWNER_LABEL: self.owner,
+                       "ai.backend.service-ports": labels.get("ai.backend.service-ports", "")},
+            "HostConfig": host,
+        }  # fmt: skip
+
+    @staticmethod
+    def container_name(launch: KernelLaunch) -> str:
+        short = launch.image.rsplit("/", 1)[-1].split(":", 1)[0] or "kernel"
+        return f"kernel.{short}.{launch.kernel_id}"
+
+    async def start(self, launch: KernelLaunch) -> dict[str, Any]:
+        labels = await self.image_labels(launch.image)
+        spec = labels.get("ai.backend.kernelspec", "")
+        if not spec.isdigit() or int(spec) not in SUPPORTED_KERNELSPEC:
+            raise ImageNotAvailable(launch.image, f"unsupported kernelspec {spec!r}")
+        dirs = self.dirs(launch.kernel_id)
+        dirs.create()
+        dirs.batch_record.unlink(missing_ok=True)
+        for path in (dirs.work, dirs.run):
+            os.chown(path, WORK_UID, WORK_UID)
+        write_environ(dirs, launch.environ)
+        name = self.container_name(launch)
+        with contextlib.suppress(aiodocker.DockerError):  # a restart's previous container
+            await self.docker.containers.container(name).delete(force=True, v=True)
+        cores = self._allocate_cores(launch.slots.get("cpu", Decimal(0)))
+        container = await self.docker.containers.create(
+            self._config(launch, labels, cores), name=name
+        )
+        try:
+            await container.start()
+            state = (await container.show())["State"]
+        except BaseException:
+            with contextlib.suppress(aiodocker.DockerError):
+                await container.delete(force=True, v=True)
+            raise
+        record = _Container(container.id, int(state.get("Pid") or 0), cores,
+                            running=bool(state.get("Running")))  # fmt: skip
+        if not record.running:
+            record.exit_code = int(state.get("ExitCode", -1))
+        self._kernels[launch.kernel_id] = record
+        return {"container_id": container.id, "kernel_host": "127.0.0.1",
+                "work_dir": str(dirs.work), "image": launch.image,
+                "cpuset": list(cores)}  # fmt: skip
+
+    async def wait(self, kernel_id: uuid.UUID) -> int:
+        return await wait_for_batch(self, kernel_id)
+
+    def batch_exit(self, kernel_id: uuid.UUID) -> int | None:
+        return last_exec_code(str(self.dirs(kernel_id).batch_record))
+
+    async def stop(self, kernel_id: uuid.UUID, grace_s: float) -> int | None:
+        """``docker stop``: SIGTERM to the runner (it ends its commands and services), SIGKILL
+        after the grace period. The container's exit code."""
+        record = self._kernels.get(kernel_id)
+        if record is None:
+            return None
+        record.stopping = True
+        container = self.docker.containers.container(record.container_id)
+        try:
+            if record.running:
+                await container.stop(t=max(0, math.ceil(grace_s)))
+            state = (await container.show())["State"]
+        except aiodocker.DockerError as exc:
+            if exc.status != 404:
+                raise
+            record.running = False  # removed from outside
+            return record.exit_code if record.exit_code is not None else -1
+        record.running = False
+        record.exit_code = int(state.get("ExitCode", -1))
+        return record.exit_code
+
+    async def logs(self, kernel_id: uuid.UUID) -> bytes:
+        record = self._kernels.get(kernel_id)
+        if record is None:
+            return b""
+        try:
+            lines = await self.docker.containers.container(record.container_id).log(
+                stdout=True, stderr=True
+            )
+        except aiodocker.DockerError:
+            return b""
+        return "".join(lines).encode("utf-8", "replace")[-MAX_LOG_BYTES:]
+
+    async def remove(self, kernel_id: uuid.UUID) -> None:
+        record = self._kernels.get(kernel_id)
+        if record is not None and record.running:
+            return  # not stopped: nothing to clean yet
+        self._kernels.pop(kernel_id, None)
+        if record is not None:
+            with contextlib.suppress(aiodocker.DockerError):
+                await self.docker.containers.container(record.container_id).delete(
+                    force=True, v=True
+                )
+        self.dirs(kernel_id).remove()
+
+    def running(self) -> set[uuid.UUID]:
+        return {k for k, record in self._kernels.items() if record.running}
+
+    def known(self) -> set[uuid.UUID]:
+        return set(self._kernels)
+
+    def stats(self, kernel_id: uuid.UUID) -> dict[str, Any] | None:
+        record = self._kernels.get(kernel_id)
+        if record is None or not record.running or record.pid <= 0:
+            return None
+        return cgroup_stats(record.pid)
+
+    async def adopt(self) -> set[uuid.UUID]:
+        """This agent's containers, running or not (the label says whose); the running ones'
+        ids. Exited ones are reported by :meth:`watch` once it runs."""
+        filters = json.dumps({"label": [f"{OWNER_LABEL}={self.owner}"]})
+        found: set[uuid.UUID] = set()
+        for container in await self.docker.containers.list(all=True, filters=filters):
+            info = await container.show()
+            try:
+                kernel_id = uuid.UUID(info["Config"]["Labels"][KERNEL_LABEL])
+            except (KeyError, ValueError):
+                continue
+            if kernel_id in self._kernels:
+                continue
+            state = info["State"]
+            cpuset = str(info.get("HostConfig", {}).get("CpusetCpus") or "")
+            cores = tuple(int(c) for c in cpuset.split(",") if c.isdigit())
+            record = _Container(info["Id"], int(state.get("Pid") or 0), cores,
+                                running=bool(state.get("Running")),
+                                oom=bool(state.get("OOMKilled")))  # fmt: skip
+            if not record.running:
+                record.exit_code = int(state.get("ExitCode", -1))
+            self._kernels[kernel_id] = record
+            if record.running:
+                found.add(kernel_id)
+        return found
+
+    # ---- what happens on its own ----------------------------------------------------------
+    async def watch(self, observer: KernelObserver) -> None:
+        """Follow Docker's events for this agent's containers until cancelled: ``oom`` and
+        ``die`` go to the observer (a ``die`` this backend caused does not)."""
+        filters = json.dumps({"type": ["container"], "event": ["oom", "die"],
+                              "label": [f"{OWNER_LABEL}={self.owner}"]})  # fmt: skip
+        while True:
+            events = self.docker.events
+            subscriber = events.subscribe(filters=filters)  # type: ignore[no-untyped-call]
+            try:
+                await self._resync(observer)
+                while (event := await subscriber.get()) is not None:
+                    self._on_event(event, observer)
+            except (aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
+                log.warning("docker event stream lost", error=repr(exc))
+            finally:
+                with contextlib.suppress(Exception):
+                    await events.stop()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(_RECONNECT_S)
+
+    def _by_container(self, container_id: str) -> tuple[uuid.UUID, _Container] | None:
+        for kernel_id, record in self._kernels.items():
+            if record.container_id == container_id:
+                return kernel_id, record
+        return None
+
+    def _on_event(self, event: dict[str, Any], observer: KernelObserver) -> None:
+        found = self._by_container(str(event.get("Actor", {}).get("ID") or event.get("id")))
+        if found is None:
+            return
+        kernel_id, record = found
+        action = event.get("Action") or event.get("status")
+        if action == "oom":
+            record.oom = True
+            observer.kernel_oom(kernel_id)
+        elif action == "die":
+            attributes = event.get("Actor", {}).get("Attributes") or {}
+            self._exited(kernel_id, record, int(attributes.get("exitCode", 255)), observer)
+
+    def _exited(
+        self, kernel_id: uuid.UUID, record: _Container, exit_code: int, observer: KernelObserver
+    ) -> None:
+        record.running = False
+        record.exit_code = exit_code
+        if record.stopping or record.reported:
+            return
+        record.reported = True
+        observer.kernel_exited(kernel_id, exit_code, record.oom and exit_code != 0)
+
+    async def _resync(self, observer: KernelObserver) -> None:
+        """What the event stream may have missed: containers that ended while it was down
+        (or before this backend existed, for adopted ones)."""
+        for kernel_id, record in list(self._kernels.items()):
+            if record.stopping or record.reported:
+                continue
+            try:
+                state = (await self.docker.containers.container(record.container_id).show())[
+                    "State"
+                ]
+            except aiodocker.DockerError as exc:
+                if exc.status != 404:
+                    raise
+                self._exited(kernel_id, record, record.exit_code or -1, observer)
+                continue
+            if not state.get("Running"):
+                record.oom = record.oom or bool(state.get("OOMKilled"))
+                self._exited(kernel_id, record, int(state.get("ExitCode", -1)), observer)
+
+    async def close(self) -> None:
+        if self._docker is not None:
+            with contextlib.suppress(Exception):
+                await self._docker.events.stop()  # type: ignore[no-untyped-call]
+            await self._docker.close()
+            self._docker = None
