@@ -56,7 +56,7 @@ from .domain.tenancy import (
     generate_secret_key,
 )
 
-__all__ = ["TENANCY_STREAMS", "TenancyService"]
+__all__ = ["TENANCY_STREAMS", "TenancyService", "load_tenancy"]
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +64,15 @@ TENANCY_STREAMS = tuple(dict.fromkeys(STREAM_OF.values()))
 _RETRIES = 8
 
 P = TypeVar("P", bound=AnyPayload)
+
+
+async def load_tenancy(store: RedisEventStore) -> TenancyState:
+    """The tenancy as the log says, for readers that decide nothing (no secrets needed)."""
+    state = TenancyState()
+    for stream in TENANCY_STREAMS:
+        for event in await store.read_stream(stream):
+            state.apply(stream, event.version, event.data)
+    return state
 
 
 class TenancyService:

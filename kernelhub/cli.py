@@ -291,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"invalid configuration: {exc}".splitlines()[0] + _first_detail(exc))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `kh ... | head`: the reader left; not an error to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _first_detail(exc: Exception) -> str:

@@ -58,11 +58,14 @@ async def create(args: argparse.Namespace, store: Any, access_key: str) -> int:
     from actors.domain.sizes import parse_size
     from actors.domain.slots import ResourceSlot
 
+    from actors.tenancy import load_tenancy
+
     router = _router(store)
     slots = ResourceSlot(cpu=Decimal(args.cpu), mem=parse_size(args.mem))
+    image = (await load_tenancy(store)).resolve_image(args.image)["name"]  # alias -> canonical
     kind = SessionType.BATCH if args.command else SessionType.INTERACTIVE
     session_id = await router.create(
-        name=args.name, access_key=access_key, scaling_group="default", image=args.image,
+        name=args.name, access_key=access_key, scaling_group="default", image=image,
         requested=[slots], session_type=kind, startup_command=args.command,
         dependencies=[uuid.UUID(d) for d in args.depends_on or ()],
     )  # fmt: skip

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from redis.exceptions import RedisError
 
 from events import AnyPayload, Event, RedisEventStore, canonical_dumps, events_for_command
 from events.catalogue import (
@@ -505,11 +506,15 @@ class Agent:
         if session_id is not None:
             self._touched.pop(session_id, None)
         self.sampler.forget(kernel_id)
-        log = await self.backend.logs(kernel_id) + note.encode()
-        if log:
-            await self.store.redis.set(self.store.keys.kernel_logs(str(kernel_id)), log,
-                                       ex=LOGS_TTL_S)  # fmt: skip
-        await self.backend.remove(kernel_id)
+        kept = await self.backend.logs(kernel_id) + note.encode()
+        try:
+            if kept:
+                await self.store.redis.set(self.store.keys.kernel_logs(str(kernel_id)), kept,
+                                           ex=LOGS_TTL_S)  # fmt: skip
+        except RedisError as exc:  # a stopped kernel left behind would block its re-creation
+            log.warning("kernel log not kept", kernel=str(kernel_id), error=repr(exc))
+        finally:
+            await self.backend.remove(kernel_id)
         return exit_code
 
     # ---- code execution and files (spec §3.4; the API's execute/complete/upload/...) ------
