@@ -39,6 +39,8 @@ bench: $(STAMP)
 	$(PY) bench/replay.py
 	$(PY) bench/schedule.py
 	$(PY) bench/idle.py
+	$(PY) bench/exec.py
+	$(PY) bench/start.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -57,7 +57,6 @@ async def create(args: argparse.Namespace, store: Any, access_key: str) -> int:
     from actors.domain.session import SessionType
     from actors.domain.sizes import parse_size
     from actors.domain.slots import ResourceSlot
-
     from actors.tenancy import load_tenancy
 
     router = _router(store)

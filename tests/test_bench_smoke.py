@@ -90,3 +90,18 @@ def test_exec_bench_prints_its_figures() -> None:
         assert figures[key] > 0, key
     overhead = figures["exec_ms"] - figures["runner_direct_ms"]  # each rounded on its own
     assert abs(figures["exec_overhead_ms"] - overhead) <= 0.002
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker")
+def test_start_bench_prints_its_figures() -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/start.py", "--rounds", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("start_ms", "docker_run_ms", "docker_start_ms", "docker_cli_ms"):
+        assert figures[key] > 0, key
+    ratio = figures["start_ms"] / figures["docker_run_ms"]  # each rounded on its own
+    assert abs(figures["start_ratio"] - ratio) <= 0.01

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from kernelhub.testing import docker_missing
+
 pytestmark = pytest.mark.redis
 
 KH = [sys.executable, "-m", "kernelhub.cli"]
@@ -41,6 +43,8 @@ def test_up_status_down(data_dir: Path) -> None:
     up = kh(data_dir, "up", "--durability", "always")
     assert up.returncode == 0, up.stderr
     assert "kernelhub is up" in up.stdout
+    backend = "process" if docker_missing() else "docker"  # auto: Docker when it answers
+    assert f"({backend} backend)" in up.stdout
     assert "export KH_REDIS_URL=unix://" in up.stdout
     url = next(line.split("=", 1)[1] for line in up.stdout.splitlines() if "KH_REDIS_URL=" in line)
     client = redis.Redis.from_url(url)
@@ -192,3 +196,6 @@ def test_session_commands_run_a_session_through_its_life(data_dir: Path) -> None
     assert unknown.stderr.strip() == "kh: error: no agent 'i-nowhere' in this installation"
     missing = kh(data_dir, "session", "show", "nope")
     assert missing.returncode == 1 and missing.stderr.strip() == "kh: error: no session nope"
+    no_image = kh(data_dir, "session", "create", "--image", "nope:1")  # not in the catalogue
+    assert no_image.returncode == 1
+    assert no_image.stderr.strip() == "kh: error: No such environment image."

@@ -15,6 +15,7 @@ from events.catalogue import (
     KernelCreationSpec,
     KernelPlacement,
     KernelStarted,
+    SessionCancelled,
     SessionCreationSpec,
     SessionEnqueued,
     SessionPreparing,
@@ -122,3 +123,22 @@ def test_a_gone_agent_holding_every_kernel_ends_the_session_at_once() -> None:
 
 def test_an_agent_with_none_of_the_kernels_changes_nothing() -> None:
     assert running(["a"]).decide_agent_gone("elsewhere") == []
+
+
+def test_a_failed_start_cancels_everything_and_keeps_the_agents_error() -> None:
+    sid, kernel = uuid.uuid4(), uuid.uuid4()
+    only = KernelCreationSpec(kernel_id=kernel, requested_slots={"cpu": 1})
+    spec = SessionCreationSpec(name="s", access_key="AK", scaling_group="default", kernels=[only])
+    session = SessionAggregate(sid)
+    apply_all(session, [
+        SessionEnqueued(session_id=sid, creation_id="c", spec=spec),
+        SessionScheduled(session_id=sid, creation_id="c",
+                         placements=[KernelPlacement(kernel_id=kernel, agent_id="a")]),
+        SessionPreparing(session_id=sid, creation_id="c"),
+    ])  # fmt: skip
+    error = {"src": "agent", "name": "ImageNotAvailable", "image": "x/y:1", "agent_id": "a"}
+    decided = session.decide_start_failed(error=error)
+    assert apply_all(session, decided) == ["kernel_cancelled", "session_cancelled"]
+    assert decided[-1].error == error  # type: ignore[union-attr]
+    assert "error" not in SessionCancelled(session_id=sid, creation_id="c").model_dump_json()
+    assert session.status is SessionStatus.CANCELLED and session.decide_start_failed() == []

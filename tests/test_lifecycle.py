@@ -233,3 +233,31 @@ async def test_an_allocation_other_than_reserved_is_settled(store: RedisEventSto
         await eventually(projected, message="the agents read model follows")
     finally:
         await local.stop()
+
+
+async def test_an_image_to_pull_shows_pulling_once_per_agent(store: RedisEventStore) -> None:
+    """The simulated backend's pull delay exercises PULLING (B15): the session shows it
+    while its kernel's image is fetched; the next session on that agent finds it cached."""
+    backend = SimBackend(pull_delay=0.3)
+    local = LocalCluster(store, [("i-pull", {"cpu": 8, "mem": 16 * G})], safety_tick_s=0.5,
+                         backend=lambda _: backend)  # fmt: skip
+    await local.start()
+    try:
+        first = await create(local)
+        await wait_status(local, first, "PULLING")
+        await wait_status(local, first, "RUNNING")
+        assert (await types_of(store, f"session-{first}"))[3:6] == [
+            "kernel_pulling",
+            "kernel_creating",
+            "kernel_started",
+        ]
+        pulled = next(e for e in await store.read_stream(f"session-{first}")
+                      if e.type == "kernel_pulling")  # fmt: skip
+        assert pulled.data.reason == "kernelhub/python:3.11"  # type: ignore[union-attr]
+        second = await create(local, name="s2")
+        await wait_status(local, second, "RUNNING")
+        assert "kernel_pulling" not in await types_of(store, f"session-{second}")
+        history = (await ReadModels(store).session(str(first)) or {})["status_history"]
+        assert history["PREPARING"] <= history["PULLING"] <= history["RUNNING"]
+    finally:
+        await local.stop()

@@ -38,6 +38,9 @@ _CONSOLE = frozenset({"stdout", "stderr", "media", "html", "log"})
 _REPLY_TIMEOUT_S = 10.0
 _COMPLETION_TIMEOUT_S = 5.0
 _KEEPALIVE_S = 10.0
+_CONNECT_RETRY_MAX_S = 0.005
+"""A kernel's start waits on the runner's socket: a failed local connect costs microseconds,
+a long backoff costs the user up to its length in start time."""
 _KEEP_ENDED = 256
 
 
@@ -99,7 +102,7 @@ class RunnerClient:
                             f"the kernel runner does not answer: {exc}"
                         ) from exc
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.3)
+                    delay = min(delay * 2, _CONNECT_RETRY_MAX_S)
             self._reader, self._writer = reader, writer
             self._read_task = asyncio.create_task(self._read_loop(reader))
             if self._keepalive is None:

@@ -23,7 +23,6 @@ import time
 from typing import Any, Callable
 
 from .batch import BatchEngine
-from .complete import complete
 from .environment import child_environ
 from .framing import FrameError, read_frame
 from .outbox import Outbox
@@ -153,6 +152,8 @@ class Runner:
             request = {"code": text}
         if not isinstance(request, dict):
             request = {"code": str(request)}
+        from .complete import complete  # on first use: a kernel's start waits on imports
+
         self.outbox.send("completion", json.dumps(complete(self.query.namespace, request)))
 
     def _start_service(self, text: str) -> None:

@@ -7,7 +7,6 @@ works."""
 from __future__ import annotations
 
 import ast
-import asyncio
 import builtins
 import getpass
 import inspect
@@ -34,7 +33,9 @@ class QueryEngine:
         }  # fmt: skip
         self.executing = False
         """Whether user code runs now (SIGINT interrupts it only then)."""
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: Any = None
+        """The event loop of top-level ``await`` (asyncio is imported with the first one: a
+        kernel's start waits on the runner's imports)."""
         self.count = 0
 
     def install(self) -> None:
@@ -80,6 +81,8 @@ class QueryEngine:
         result = eval(code, self.namespace)
         if inspect.iscoroutine(result) and code.co_flags & inspect.CO_COROUTINE:
             if self._loop is None:
+                import asyncio
+
                 self._loop = asyncio.new_event_loop()
             result = self._loop.run_until_complete(result)
         return result
