@@ -49,6 +49,13 @@ class Settings(BaseModel):
     )
     durability: Durability = Durability.EVERYSEC
     key_prefix: str = DEFAULT_PREFIX
+    stop_grace_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="How long a kernel's runner has to end after SIGTERM before it is killed "
+        "(Docker's stop timeout; 23.03's 10 s).",
+    )
     idle: dict[str, Any] = Field(
         default_factory=dict,
         description="Backend.AI's config/idle as JSON: enabled checkers and their settings.",
@@ -84,6 +91,7 @@ class Settings(BaseModel):
             ("redis_port", "KH_REDIS_PORT"),
             ("durability", "KH_DURABILITY"),
             ("key_prefix", "KH_KEY_PREFIX"),
+            ("stop_grace_s", "KH_STOP_GRACE_S"),
             ("idle", "KH_IDLE"),
         ):
             if env.get(var):

@@ -123,6 +123,7 @@ def start_ray(
             state.redis_url, prefix=settings.key_prefix, detached=True, backend=backend,
             agents=_agent_specs(backend, agents), work_root=str(settings.data_dir / "kernels"),
             shards=shards, master_key_path=str(settings.master_key_path), idle=settings.idle,
+            stop_grace_s=settings.stop_grace_s,
         )  # fmt: skip
     finally:
         ray.shutdown()

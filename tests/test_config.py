@@ -20,11 +20,14 @@ def test_defaults() -> None:
     assert settings.redis_url is None and settings.redis_port is None
     assert settings.key_prefix == "kh"
     assert settings.data_dir.name == "kernelhub"
+    assert settings.stop_grace_s == 10.0  # 23.03's docker stop timeout
 
 
 def test_environment_and_overrides() -> None:
-    env = {"KH_DATA_DIR": "/srv/kh", "KH_DURABILITY": "always", "KH_REDIS_PORT": "7001"}
+    env = {"KH_DATA_DIR": "/srv/kh", "KH_DURABILITY": "always", "KH_REDIS_PORT": "7001",
+           "KH_STOP_GRACE_S": "1.5"}  # fmt: skip
     settings = Settings.from_env(env)
+    assert settings.stop_grace_s == 1.5
     assert settings.data_dir == Path("/srv/kh")
     assert settings.durability is Durability.ALWAYS
     assert settings.redis_port == 7001
@@ -36,6 +39,8 @@ def test_bad_values_are_refused() -> None:
         Settings.from_env({"KH_DURABILITY": "sometimes"})
     with pytest.raises(ValidationError, match="redis_port"):
         Settings.from_env({"KH_REDIS_PORT": "70000"})
+    with pytest.raises(ValidationError, match="stop_grace_s"):
+        Settings.from_env({"KH_STOP_GRACE_S": "0"})
 
 
 def test_ray_cluster_yaml_is_a_valid_node_types_config() -> None:

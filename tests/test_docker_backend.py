@@ -9,6 +9,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from actors.agents.docker_backend import OWNER_LABEL, DockerBackend
 from actors.domain.slots import ResourceSlot
 from actors.local import LocalCluster
 from events import Durability, RedisEventStore
+from kernelhub.redis_server import EmbeddedRedis
 from kernelhub.testing import BASE_IMAGE, eventually, temporary_redis
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker")]
@@ -298,3 +300,66 @@ async def test_live_stats_come_from_the_containers_cgroup(
     await agent.heartbeat()  # telemetry, not events
     published = json.loads(await store.redis.get(store.keys.kernel_stats(str(kernel_id))))
     assert published["rss_bytes"] >= 64 * M and published["agent"] == AGENT
+
+
+async def test_a_container_the_log_does_not_know_is_stopped_as_a_stray(
+    cluster: LocalCluster,
+) -> None:
+    """A container of this agent's that no session placed here (started before a crash
+    that lost its report, say) is found and stopped: seen twice, then acted on."""
+    agent = cluster.agents[AGENT]
+    stray = uuid.uuid4()
+    await agent.backend.start(KernelLaunch(
+        stray, uuid.uuid4(), {"cpu": Decimal(1), "mem": Decimal(G)}, image=BASE_IMAGE,
+    ))  # fmt: skip
+    assert await agent.reconcile() == {"stray": set(), "missing": set(), "stalled": set()}
+    assert (await agent.reconcile())["stray"] == {stray}
+    assert agent.backend.known() == set()
+    assert docker_cli("ps", "-aq", "--filter", f"label={OWNER_LABEL}={AGENT}").strip() == ""
+
+
+@pytest.mark.ray
+async def test_a_killed_agent_actor_reattaches_to_its_running_container(
+    ray_local: None, redis_server: EmbeddedRedis, store: RedisEventStore, tmp_path: Path
+) -> None:
+    """Unlike a process kernel, a container outlives its agent's Ray actor: the restarted
+    actor adopts it and code runs on in the same interpreter."""
+    import ray
+
+    from actors.hosts import start_actors
+
+    stack = start_actors(
+        redis_server.url, namespace=f"t-{uuid.uuid4().hex[:8]}", backend="docker",
+        work_root=str(tmp_path / "kernels"), shards=1, safety_tick_s=0.5,
+        heartbeat_interval_s=0.5, reconcile_interval_s=0.5,
+        agents=[(AGENT, {"cpu": 2, "mem": 4 * G})],
+    )  # fmt: skip
+    try:
+        router = stack.router(store)
+        sid = await router.create(
+            name="dk", access_key="AK1", scaling_group="default", image=BASE_IMAGE,
+            requested=[ResourceSlot(cpu=1, mem=G)],
+        )  # fmt: skip
+        assert await router.wait(sid, 60) == "RUNNING"
+        await router.execution.execute(sid, None, "query", "kept = 6 * 7")
+        before = docker_cli("ps", "-q", "--filter", f"label={OWNER_LABEL}={AGENT}").split()
+        ray.kill(stack.agent_host(AGENT), no_restart=False)
+
+        async def answers() -> str:
+            try:
+                result = await router.execution.execute(sid, None, "query", "print(kept)")
+            except Exception:  # the actor is restarting
+                return ""
+            return "".join(d for kind, d in result["console"] if kind == "stdout")
+
+        assert await eventually(answers, timeout=60, interval=0.5, message="re-attached") == "42\n"
+        assert docker_cli("ps", "-q", "--filter", f"label={OWNER_LABEL}={AGENT}").split() == before
+        assert (await router.status(sid)) == "RUNNING"
+        await router.destroy(sid)
+        assert await router.wait(sid, 60, until=["TERMINATED"]) == "TERMINATED"
+    finally:
+        for handle in stack.handles():
+            ray.kill(handle, no_restart=True)
+        left = docker_cli("ps", "-aq", "--filter", f"label={OWNER_LABEL}={AGENT}").split()
+        if left:  # the test's own containers, whatever became of them
+            docker_cli("rm", "-f", *left)

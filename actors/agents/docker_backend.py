@@ -227,8 +227,7 @@ class DockerBackend(BackendBase):
             os.chown(path, WORK_UID, WORK_UID)
         write_environ(dirs, launch.environ)
         name = self.container_name(launch)
-        with contextlib.suppress(aiodocker.DockerError):  # a restart's previous container
-            await self.docker.containers.container(name).delete(force=True, v=True)
+        await self._retire(launch.kernel_id, name)
         cores = self._allocate_cores(launch.slots.get("cpu", Decimal(0)))
         container = await self.docker.containers.create(
             self._config(launch, labels, cores), name=name
@@ -248,6 +247,22 @@ class DockerBackend(BackendBase):
         return {"container_id": container.id, "kernel_host": "127.0.0.1",
                 "work_dir": str(dirs.work), "image": launch.image,
                 "cpuset": list(cores)}  # fmt: skip
+
+    async def _retire(self, kernel_id: uuid.UUID, name: str) -> None:
+        """A restart's previous container: its log is carried over (the kernel's log spans
+        its restarts, as on the process backend), then it goes."""
+        previous = self.docker.containers.container(name)
+        try:
+            lines = await previous.log(stdout=True, stderr=True)
+        except aiodocker.DockerError:
+            return  # none
+        with self._earlier_log(kernel_id).open("ab") as kept:
+            kept.write("".join(lines).encode("utf-8", "replace")[-MAX_LOG_BYTES:])
+        with contextlib.suppress(aiodocker.DockerError):
+            await previous.delete(force=True, v=True)
+
+    def _earlier_log(self, kernel_id: uuid.UUID) -> Path:
+        return self.dirs(kernel_id).root / "earlier.log"
 
     async def wait(self, kernel_id: uuid.UUID) -> int:
         return await wait_for_batch(self, kernel_id)
@@ -277,16 +292,21 @@ class DockerBackend(BackendBase):
         return record.exit_code
 
     async def logs(self, kernel_id: uuid.UUID) -> bytes:
+        """The container's output, after what earlier incarnations (restarts) wrote."""
         record = self._kernels.get(kernel_id)
         if record is None:
             return b""
+        try:
+            earlier = self._earlier_log(kernel_id).read_bytes()
+        except OSError:
+            earlier = b""
         try:
             lines = await self.docker.containers.container(record.container_id).log(
                 stdout=True, stderr=True
             )
         except aiodocker.DockerError:
-            return b""
-        return "".join(lines).encode("utf-8", "replace")[-MAX_LOG_BYTES:]
+            lines = []
+        return (earlier + "".join(lines).encode("utf-8", "replace"))[-MAX_LOG_BYTES:]
 
     async def remove(self, kernel_id: uuid.UUID) -> None:
         record = self._kernels.get(kernel_id)
