@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from events import EventDecodeError, RedisEventStore, StoredEvent, position_key
 from events._canonical import canonical_dumps, loads
@@ -33,6 +35,10 @@ from .targets import RedisTarget, StaleGeneration, bulk_write
 __all__ = ["ProjectionState", "Projector"]
 
 log = structlog.get_logger(__name__)
+
+_OUTAGES = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+"""Redis gone for a while: waited out, never a reason to halt a projection."""
+_OUTAGE_BACKOFF_S = (0.05, 2.0)
 
 CommitHook = Callable[[str, Sequence[StoredEvent], float], None]
 ProgressHook = Callable[[int, int], None]
@@ -125,7 +131,9 @@ class Projector:
 
     async def load(self) -> None:
         """Find each projection's active generation and checkpoint; rebuild a generation
-        folded by another version of the code."""
+        folded by another version of the code. All or nothing: a load cut short by an
+        outage leaves no projection half-known."""
+        states: dict[str, ProjectionState] = {}
         for name, projection in self.projections.items():
             generation = await self._active_generation(name)
             version = await self.redis.hget(self._prefix(name, generation) + ":meta", "version")
@@ -134,19 +142,32 @@ class Projector:
                             stored=int(version), code=projection.version)  # fmt: skip
                 generation = await self.rebuild(name)
             ckpt = await self._checkpoint(name, generation)
-            self.states[name] = ProjectionState(projection, generation, ckpt)
+            states[name] = ProjectionState(projection, generation, ckpt)
+        self.states = states
 
     # ---- the live loop --------------------------------------------------------------------
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Tail the log until ``stop`` is set; return early if every projection halted."""
-        if not self.states:
-            await self.load()
+        """Tail the log until ``stop`` is set; return early if every projection halted. A
+        Redis outage is waited out: the checkpoints are re-read and folding goes on."""
+        backoff = _OUTAGE_BACKOFF_S[0]
         while not (stop and stop.is_set()):
-            if not any(s.running for s in self.states.values()):
+            if self.states and not any(s.running for s in self.states.values()):
                 return
-            processed = await self.step()
-            if processed == 0:
-                await self._wait_for_more()
+            try:
+                if not self.states:
+                    await self.load()
+                processed = await self.step()
+                if processed == 0:
+                    await self._wait_for_more()
+            except _OUTAGES as exc:
+                log.warning("projector lost Redis; retrying", error=repr(exc), backoff_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _OUTAGE_BACKOFF_S[1])
+                with contextlib.suppress(*_OUTAGES):  # a commit may have landed unacknowledged
+                    for state in self.states.values():
+                        await self._reload(state)
+                continue
+            backoff = _OUTAGE_BACKOFF_S[0]
 
     async def catch_up(self) -> int:
         """Fold until every running projection has reached the head; returns events folded."""
@@ -200,6 +221,8 @@ class Projector:
         target = RedisTarget(self.redis, self._prefix(name, state.generation))
         try:
             records, ops = await fold(state.projection, mine, target)
+        except _OUTAGES:
+            raise  # Redis, not the fold: retried by the loop
         except Exception as exc:  # a fold that breaks halts the projection, never skips
             await self._halt(state, mine[0].position, f"fold failed: {exc!r}")
             return

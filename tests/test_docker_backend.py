@@ -60,8 +60,13 @@ async def session(
 
 
 async def reach(cluster: LocalCluster, sid: uuid.UUID, status: str) -> None:
+    """The session has the status in the log and in the read model (which tests read)."""
+
     async def reached() -> bool:
-        return (await cluster.shard.get(sid)).status.name == status
+        if (await cluster.shard.get(sid)).status.name != status:
+            return False
+        record = await cluster.agents[AGENT].models.session(str(sid))
+        return record is not None and record["status"] == status
 
     await eventually(reached, timeout=30, message=status)
 
@@ -262,12 +267,16 @@ async def test_redis_killed_between_a_container_start_and_its_event(tmp_path: Pa
                 name="dk", access_key="AK1", scaling_group="default", image=BASE_IMAGE,
                 requested=[ResourceSlot(cpu=1, mem=G)],
             )  # fmt: skip
+            agent = local.agents[AGENT]
             await eventually(lambda: not backend.armed, timeout=30, message="redis killed")
-            await eventually(lambda: not backend.known(), timeout=30, message="cleaned up")
+            # the creation gave up (it could report neither the start nor its failure) and
+            # removed the container it could not report
+            await eventually(lambda: not agent._starting and not backend.known(), timeout=60,
+                             message="creation abandoned")  # fmt: skip
             server.restart()
 
             async def running_again() -> bool:
-                await local.agents[AGENT].reconcile()
+                await agent.reconcile()
                 return (await local.shard.get(sid)).status.name == "RUNNING"
 
             await eventually(running_again, timeout=60, interval=0.5, message="re-created")

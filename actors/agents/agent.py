@@ -375,12 +375,6 @@ class Agent:
                 )
                 if self.metrics is not None:
                     self.metrics.inc("kernelhub_kernels_started_total", agent=self.agent_id)
-        except ImageNotAvailable as exc:
-            log.warning("kernel creation failed", session=str(session_id), error=str(exc))
-            for launch in kernels:
-                await self._stop_kernel(launch.kernel_id)
-            await self.shard.start_failed(session_id, error=self._error(exc))
-            return
         except Exception as exc:
             for launch in kernels:
                 tail = (await self.backend.logs(launch.kernel_id))[-2000:]
@@ -388,6 +382,8 @@ class Agent:
                             kernel_log=tail.decode("utf-8", "replace"))  # fmt: skip
                 await self._stop_kernel(launch.kernel_id)
             await self.shard.start_failed(session_id, error=self._error(exc))
+            if isinstance(exc, ImageNotAvailable):
+                return  # the user's problem, told in status_data: not the agent's failure
             raise
         batch = [k for k in kernels if k.session_type == "batch" and k.main]
         if batch:

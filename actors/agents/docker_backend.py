@@ -121,6 +121,8 @@ class DockerBackend(BackendBase):
         self._docker: aiodocker.Docker | None = None
         self._kernels: dict[uuid.UUID, _Container] = {}
         self._images: dict[str, dict[str, str]] = {}
+        self._reserved: dict[uuid.UUID, tuple[int, ...]] = {}
+        """Cores of kernels being started (two starts at once must not pick the same)."""
 
     @property
     def docker(self) -> aiodocker.Docker:
@@ -159,7 +161,8 @@ class DockerBackend(BackendBase):
     def _allocate_cores(self, cpu: Decimal) -> tuple[int, ...]:
         """The least used cores, as many as the CPU share rounds up to (all at most)."""
         wanted = min(len(self.cores), max(1, math.ceil(cpu)))
-        load = Counter(core for k in self._kernels.values() for core in k.cores)
+        held = [k.cores for k in self._kernels.values()] + list(self._reserved.values())
+        load = Counter(core for cores in held for core in cores)
         return tuple(sorted(sorted(self.cores, key=lambda core: (load[core], core))[:wanted]))
 
     def _config(self, launch: KernelLaunch, labels: dict[str, str], cores: tuple[int, ...]) -> Any:
@@ -228,17 +231,22 @@ class DockerBackend(BackendBase):
         write_environ(dirs, launch.environ)
         name = self.container_name(launch)
         await self._retire(launch.kernel_id, name)
-        cores = self._allocate_cores(launch.slots.get("cpu", Decimal(0)))
-        container = await self.docker.containers.create(
-            self._config(launch, labels, cores), name=name
+        cores = self._reserved[launch.kernel_id] = self._allocate_cores(
+            launch.slots.get("cpu", Decimal(0))
         )
         try:
-            await container.start()
-            state = (await container.show())["State"]
-        except BaseException:
-            with contextlib.suppress(aiodocker.DockerError):
-                await container.delete(force=True, v=True)
-            raise
+            container = await self.docker.containers.create(
+                self._config(launch, labels, cores), name=name
+            )
+            try:
+                await container.start()
+                state = (await container.show())["State"]
+            except BaseException:
+                with contextlib.suppress(aiodocker.DockerError):
+                    await container.delete(force=True, v=True)
+                raise
+        finally:
+            self._reserved.pop(launch.kernel_id, None)
         record = _Container(container.id, int(state.get("Pid") or 0), cores,
                             running=bool(state.get("Running")))  # fmt: skip
         if not record.running:
@@ -371,7 +379,7 @@ class DockerBackend(BackendBase):
                 await self._resync(observer)
                 while (event := await subscriber.get()) is not None:
                     self._on_event(event, observer)
-            except (aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
+            except Exception as exc:  # whatever ended it, the watch goes on
                 log.warning("docker event stream lost", error=repr(exc))
             finally:
                 with contextlib.suppress(Exception):
