@@ -21,6 +21,7 @@ import redis
 
 from actors.agents.backend_kinds import BACKEND_KINDS, resolve_backend_kind
 from actors.domain.errors import DomainError
+from actors.gateway import API_VERSION
 from events import Durability, EventStoreError, RedisEventStore
 from events.secrets import SecretBox, SecretError
 
@@ -89,9 +90,14 @@ def _print_connect(
         print(f"  dashboard  {state.dashboard_url} (token: ray get-auth-token)")
         actors = ", ".join(_abbreviated(state.actors or []))
         print(f"  actors     {actors} ({state.backend} backend)")
+    if state.endpoint:
+        print(f"  gateway    {state.endpoint} (Backend.AI API {API_VERSION})")
     print(f"  admin      {keys.access_key} (also in {settings.client_config_path})")
     print()
     print("Connect (the Backend.AI client, the SDK and kh read these):")
+    if state.endpoint:
+        print(f"export BACKEND_ENDPOINT={state.endpoint}")
+        print("export BACKEND_ENDPOINT_TYPE=api")
     print(f"export BACKEND_ACCESS_KEY={keys.access_key}")
     print(f"export BACKEND_SECRET_KEY={keys.secret_key}")
     print(f"export KH_REDIS_URL={state.redis_url}")

@@ -49,6 +49,12 @@ class Settings(BaseModel):
     )
     durability: Durability = Durability.EVERYSEC
     key_prefix: str = DEFAULT_PREFIX
+    gateway_port: int = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        description="The gateway's port on 127.0.0.1 (Backend.AI manager's 8081; 0: a free one).",
+    )
     stop_grace_s: float = Field(
         default=10.0,
         gt=0,
@@ -92,6 +98,7 @@ class Settings(BaseModel):
             ("durability", "KH_DURABILITY"),
             ("key_prefix", "KH_KEY_PREFIX"),
             ("stop_grace_s", "KH_STOP_GRACE_S"),
+            ("gateway_port", "KH_GATEWAY_PORT"),
             ("idle", "KH_IDLE"),
         ):
             if env.get(var):

@@ -40,6 +40,8 @@ class EmbeddedState:
     dashboard_url: str | None = None
     backend: str | None = None
     actors: list[str] | None = None
+    endpoint: str | None = None
+    """The gateway, where Backend.AI's client connects (``BACKEND_ENDPOINT``)."""
 
 
 def _state_path(data_dir: Path) -> Path:
@@ -123,11 +125,12 @@ def start_ray(
             state.redis_url, prefix=settings.key_prefix, detached=True, backend=backend,
             agents=_agent_specs(backend, agents), work_root=str(settings.data_dir / "kernels"),
             shards=shards, master_key_path=str(settings.master_key_path), idle=settings.idle,
-            stop_grace_s=settings.stop_grace_s,
+            stop_grace_s=settings.stop_grace_s, gateway_port=settings.gateway_port,
         )  # fmt: skip
+        endpoint = installation.gateway_endpoint()
     finally:
         ray.shutdown()
-    state = replace(state, actors=installation.names, backend=backend)
+    state = replace(state, actors=installation.names, backend=backend, endpoint=endpoint)
     _save(settings, state)
     return state
 

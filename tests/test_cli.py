@@ -33,6 +33,7 @@ def kh(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[st
         **os.environ,
         "KH_DATA_DIR": str(data_dir),
         "KH_CONFIG_DIR": str(data_dir / "cfg"),
+        "KH_GATEWAY_PORT": "0",
         **env,
     }
     environ.pop("KH_REDIS_URL", None)

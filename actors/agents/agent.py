@@ -113,6 +113,9 @@ class Agent:
         self.exec_timeout_s: float | None = None
         self._touched: dict[uuid.UUID, float] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._stopped: set[uuid.UUID] = set()
+        """Kernels this agent stopped itself (their end is reported, or being reported):
+        never "missing" while the read model still shows them running."""
 
     async def on_event(self, event: Event, session: SessionAggregate | None = None) -> None:
         """The agent's reactions to the log: create the kernels placed on it when their
@@ -310,9 +313,10 @@ class Agent:
         started = {k for k, r in expected.items() if r["status"] in _STARTED_IN_LOG}
         stalled_now = {k for k, r in expected.items() if r["status"] in ("SCHEDULED", "PREPARING")
                        and r["session_status"] == "PREPARING"}  # fmt: skip
+        self._stopped &= set(expected)  # forgotten once the log no longer places them here
         acted = {
             "stray": self._twice("stray", running - live - self._starting),
-            "missing": self._twice("missing", started - known - self._starting),
+            "missing": self._twice("missing", started - known - self._starting - self._stopped),
             "stalled": self._twice("stalled", stalled_now - known - self._starting),
         }
         for kernel_id in acted["stray"]:
@@ -413,6 +417,7 @@ class Agent:
     async def _start(self, launch: KernelLaunch) -> dict[str, Any]:
         """Start one kernel and wait until its runner answers (upstream's check_status)."""
         info = await self.backend.start(launch)
+        self._stopped.discard(launch.kernel_id)
         info["agent"] = self.agent_id
         self._slots[launch.kernel_id] = dict(launch.slots)
         self._session_of[launch.kernel_id] = launch.session_id
@@ -496,6 +501,7 @@ class Agent:
         """Stop a kernel for good: its log kept (capped, TTL'd; ``note`` appended), its
         directories removed; its exit code, or None if the backend did not know it."""
         await self._close_runner(kernel_id)
+        self._stopped.add(kernel_id)
         exit_code = await self.backend.stop(kernel_id, self.stop_grace_s)
         self._slots.pop(kernel_id, None)
         session_id = self._session_of.pop(kernel_id, None)

@@ -24,6 +24,7 @@ from ..domain.idle import IdleConfig
 from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
 from ..routing import ShardRouter
 from .agents import DEFAULT_RECONCILE_INTERVAL_S, AgentsActor
+from .gateway import GatewayActor
 from .projector import ProjectorActor
 from .reaper import ReaperActor
 from .scheduler import SchedulerActor
@@ -52,6 +53,7 @@ class Installation:
     tenancy: Any | None = None
     reaper: Any | None = None
     names: list[str] = field(default_factory=list)
+    gateway: Any | None = None
 
     def router(self, store: RedisEventStore) -> ShardRouter:
         router = ShardRouter(store, self.shards)
@@ -72,6 +74,15 @@ class Installation:
             yield self.tenancy
         if self.reaper is not None:
             yield self.reaper
+        if self.gateway is not None:
+            yield self.gateway
+
+    def gateway_endpoint(self) -> str | None:
+        """``http://127.0.0.1:<port>``: where Backend.AI's client reaches this installation."""
+        if self.gateway is None:
+            return None
+        host, port = ray.get(self.gateway.address.remote())
+        return f"http://{host}:{port}"
 
 
 def install_shard_count(redis_url: str, prefix: str, wanted: int) -> int:
@@ -122,6 +133,8 @@ def start_actors(
     reconcile_interval_s: float = DEFAULT_RECONCILE_INTERVAL_S,
     stop_grace_s: float = 1.0,
     idle: dict[str, Any] | None = None,
+    gateway_port: int | None = None,
+    gateway_host: str = "127.0.0.1",
 ) -> Installation:
     """Create (or find) the named actors and wait until each has rebuilt from the log."""
     lifetime = "detached" if detached else None
@@ -159,7 +172,13 @@ def start_actors(
         else None
     )
     reaper = named(ReaperActor, "reaper", redis_url, (count, namespace), prefix, idle)
+    gateway = (
+        named(GatewayActor, "gateway", redis_url, (count, namespace), master_key_path, prefix,
+              gateway_host, gateway_port)
+        if gateway_port is not None and master_key_path
+        else None
+    )  # fmt: skip
     installation = Installation(projector, shard_handles, scheduler, hosts, host_of, tenancy,
-                                reaper, names)  # fmt: skip
+                                reaper, names, gateway)  # fmt: skip
     ray.get([h.ready.remote() for h in installation.handles()])
     return installation

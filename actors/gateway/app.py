@@ -1,0 +1,87 @@
+"""The gateway's aiohttp application: routes, and the middlewares every request goes
+through (problem bodies for every error, the API version check, HMAC authentication).
+
+``GET /`` (the version probe) is the only route open without a signature; it answers a
+signed request too (``backend.ai config`` sends both).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from ..domain.errors import DomainError, GenericBadRequest
+from . import API_VERSION, MANAGER_VERSION
+from .context import GatewayContext
+from .graphql import gql
+from .problems import InternalServerError, MethodNotAllowed, URLNotFound, problem
+from .sessions import session_routes
+from .streams import stream_routes
+
+__all__ = ["API_VERSION", "MANAGER_VERSION", "make_app"]
+
+log = structlog.get_logger(__name__)
+
+_VERSION = re.compile(r"^v([4-7])\.(\d{8})$")
+_PUBLIC = frozenset({("GET", "/"), ("GET", ""), ("HEAD", "/")})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes a Backend.AI problem body: never a traceback, never HTML."""
+    try:
+        response = await handler(request)
+    except DomainError as exc:
+        return problem(exc)
+    except web.HTTPNotFound:
+        return problem(URLNotFound(request.path))
+    except web.HTTPMethodNotAllowed:
+        return problem(MethodNotAllowed(f"{request.method} {request.path}"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem(GenericBadRequest(exc.reason or "Bad request."))
+    except Exception:
+        log.exception("request failed", method=request.method, path=request.path)
+        return problem(InternalServerError())
+    response.headers["Server"] = "BackendAI"
+    return response
+
+
+@web.middleware
+async def authenticated(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The API version header, then the signature; public routes answer anyone."""
+    if (request.method, request.path) in _PUBLIC and "Authorization" not in request.headers:
+        return await handler(request)
+    version = request.headers.get("X-BackendAI-Version") or request.headers.get("X-Sorna-Version")
+    if version is not None and not _VERSION.match(version):
+        raise GenericBadRequest("Unsupported API version.")
+    ctx: GatewayContext = request.app["ctx"]
+    request["caller"] = await ctx.auth.authenticate(request)
+    return await handler(request)
+
+
+async def version(request: web.Request) -> web.Response:
+    return web.json_response({"version": API_VERSION, "manager": MANAGER_VERSION})
+
+
+async def announcement(request: web.Request) -> web.Response:
+    return web.json_response({"enabled": False, "message": ""})
+
+
+def make_app(ctx: GatewayContext) -> web.Application:
+    app = web.Application(middlewares=[problems, authenticated], client_max_size=256 * 2**20)
+    app["ctx"] = ctx
+    app.add_routes([
+        web.get("/", version),
+        web.get("/manager/announcement", announcement),
+        web.post("/admin/gql", gql),
+        *session_routes(),
+        *stream_routes(),
+    ])  # fmt: skip
+    return app

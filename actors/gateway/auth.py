@@ -1,0 +1,119 @@
+"""Who is calling: the HMAC keypair check of every authenticated request (wire spec §2).
+
+Keypairs come from the ``tenancy`` read model, their secrets decrypted here and only here,
+held for a few seconds (a deactivated keypair stops working within ``ttl_s``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from events.secrets import SecretBox, SecretError
+from projections.tenancy_queries import TenancyLookups
+
+from .problems import AuthorizationFailed, InvalidAuthParameters
+from .signing import SignatureError, parse_authorization, parse_date, sign, string_to_sign
+
+__all__ = ["MAX_SKEW", "Authenticator", "Caller"]
+
+MAX_SKEW = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class Caller:
+    access_key: str
+    user_id: str
+    domain: str
+    role: str
+    """``superadmin``, ``admin`` or ``user`` (the user's role)."""
+    is_admin: bool
+    """The keypair's admin flag (what ``keypair { is_admin }`` shows)."""
+    keypair: dict[str, Any]
+    user: dict[str, Any]
+
+    @property
+    def is_superadmin(self) -> bool:
+        return self.role == "superadmin"
+
+    @property
+    def may_act_for_others(self) -> bool:
+        return self.is_superadmin or self.role == "admin" or self.is_admin
+
+
+class Authenticator:
+    def __init__(self, lookups: TenancyLookups, secrets: SecretBox, ttl_s: float = 2.0) -> None:
+        self.lookups = lookups
+        self.secrets = secrets
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, str, Caller] | tuple[float, None, None]] = {}
+
+    async def _keypair(self, access_key: str) -> tuple[str, Caller] | None:
+        now = time.monotonic()
+        cached = self._cache.get(access_key)
+        if cached is not None and now - cached[0] < self.ttl_s:
+            return None if cached[1] is None else (cached[1], cached[2])
+        found = await self._load(access_key)
+        self._cache[access_key] = (now, *found) if found else (now, None, None)
+        return found
+
+    async def _load(self, access_key: str) -> tuple[str, Caller] | None:
+        keypair = await self.lookups.keypair(access_key)
+        if keypair is None or not keypair.get("is_active", True):
+            return None
+        user = await self.lookups.user(str(keypair["user_id"])) or {}
+        if user.get("status", "active") != "active":
+            return None
+        try:
+            secret = self.secrets.decrypt(str(keypair["secret_key"]))
+        except SecretError:
+            return None  # another installation's ciphertext: not a keypair of ours
+        caller = Caller(
+            access_key=access_key, user_id=str(keypair["user_id"]),
+            domain=str(user.get("domain", "default")), role=str(user.get("role", "user")),
+            is_admin=bool(keypair.get("is_admin", False)),
+            keypair={k: v for k, v in keypair.items() if k != "secret_key"}, user=user,
+        )  # fmt: skip
+        return secret, caller
+
+    async def secret_of(self, access_key: str) -> str | None:
+        """A keypair's secret in clear (``keypair { secret_key }`` shows the caller its own)."""
+        found = await self._keypair(access_key)
+        return None if found is None else found[0]
+
+    async def authenticate(self, request: web.Request) -> Caller:
+        header = request.headers.get("Authorization")
+        if not header:
+            raise AuthorizationFailed("Unauthorized access")
+        try:
+            credential = parse_authorization(header)
+        except SignatureError as exc:
+            raise InvalidAuthParameters(str(exc)) from None
+        raw_date = (request.headers.get("Date") or request.headers.get("X-BackendAI-Date")
+                    or request.headers.get("X-Sorna-Date"))  # fmt: skip
+        version = request.headers.get("X-BackendAI-Version") or request.headers.get(
+            "X-Sorna-Version"
+        )
+        if not raw_date or not version:
+            raise InvalidAuthParameters("Date and X-BackendAI-Version headers are required")
+        try:
+            date = parse_date(raw_date)
+        except SignatureError as exc:
+            raise InvalidAuthParameters(str(exc)) from None
+        if abs(datetime.now(UTC) - date) > MAX_SKEW:
+            raise InvalidAuthParameters("Date/time sync error")
+        found = await self._keypair(credential.access_key)
+        if found is None:
+            raise AuthorizationFailed("Access key not found")
+        secret, caller = found
+        text = string_to_sign(request.method, request.raw_path, raw_date, request.host,
+                              request.content_type, version)  # fmt: skip
+        expected = sign(secret, date, request.host, text, credential.hash_type)
+        if not hmac.compare_digest(expected, credential.signature):
+            raise AuthorizationFailed("Signature mismatch")
+        return caller

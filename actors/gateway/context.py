@@ -1,0 +1,71 @@
+"""What every handler of the gateway works with, and the rules they share: who acts for
+whom (``owner_access_key``), how a session reference is resolved."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from events import RedisEventStore
+from projections.queries import ReadModels
+from projections.tenancy_queries import TenancyLookups
+
+from ..domain.errors import GenericForbidden, InvalidAPIParameters
+from .auth import Authenticator, Caller
+from .problems import SessionNotFound
+
+__all__ = ["DEAD", "GatewayContext"]
+
+DEAD = frozenset({"TERMINATED", "CANCELLED"})
+
+
+@dataclass
+class GatewayContext:
+    store: RedisEventStore
+    router: Any
+    """The session router (``actors.routing.ShardRouter``): commands and code execution."""
+    auth: Authenticator
+    models: ReadModels
+    lookups: TenancyLookups
+
+    async def acting_for(self, caller: Caller, owner_access_key: str | None) -> str:
+        """The access key a request acts as: the caller's own, or (admins only) the one
+        ``owner_access_key`` names, in the admin's domain unless a superadmin asks."""
+        if not owner_access_key or owner_access_key == caller.access_key:
+            return caller.access_key
+        if not caller.may_act_for_others:
+            raise GenericForbidden("only admins may act on other keypairs' sessions")
+        keypair = await self.lookups.keypair(owner_access_key)
+        if keypair is None:
+            raise InvalidAPIParameters(f"unknown owner access key {owner_access_key!r}")
+        if not caller.is_superadmin:
+            owner = await self.lookups.user(str(keypair["user_id"])) or {}
+            if owner.get("domain") != caller.domain or owner.get("role") == "superadmin":
+                raise GenericForbidden("a domain admin acts only within the domain")
+        return owner_access_key
+
+    async def session(
+        self,
+        caller: Caller,
+        ref: str,
+        owner_access_key: str | None = None,
+        *,
+        allow_stale: bool = False,
+    ) -> dict[str, Any]:
+        """A session by UUID, then by name, among the sessions of the keypair the request
+        acts as (another tenant's session is "not found", never "forbidden"); ended ones
+        only where ``allow_stale`` (logs)."""
+        access_key = await self.acting_for(caller, owner_access_key)
+        record: dict[str, Any] | None = None
+        try:
+            record = await self.models.session(str(uuid.UUID(ref)))
+        except ValueError:
+            pass
+        if record is not None and record.get("access_key") != access_key:
+            record = None
+        if record is None:
+            record = await self.models.session_by_name(access_key, ref)
+        if record is None or (not allow_stale and record.get("status") in DEAD):
+            raise SessionNotFound()
+        return record

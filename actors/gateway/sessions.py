@@ -1,0 +1,332 @@
+"""``/session``: create, info, destroy, restart, execute, files and logs (seed API §1,
+wire spec §3.1-§3.12)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import BodyPartReader, MultipartWriter, web
+
+from ..domain.errors import GenericBadRequest, ImageNotFound, InvalidAPIParameters
+from ..domain.errors import ScalingGroupNotFound as NoScalingGroup
+from ..domain.session import ClusterMode, SessionType
+from ..domain.sizes import parse_size
+from ..domain.slots import ResourceSlot
+from ..domain.tenancy import image_slot_limits
+from .auth import Caller
+from .context import DEAD, GatewayContext
+from .params import CreateParams, DestroyParams, ExecuteParams, OwnerParams, parse, raw_params
+from .problems import SessionAlreadyExists
+from .views import session_info
+
+__all__ = ["session_routes"]
+
+_NAME = re.compile(r"^(?=.{4,64}$)\w[\w.-]*\w$", re.ASCII)
+_READ_YOUR_WRITES_S = 10.0
+_WAIT_CHUNK_S = 60.0
+MAX_UPLOAD_FILES = 20
+MAX_UPLOAD_BYTES = 64 * 2**20
+"""Per file. 23.03 caps uploads at 1 MiB; kernelhub's file path carries 10 MiB and more."""
+
+
+def _ctx(request: web.Request) -> GatewayContext:
+    return request.app["ctx"]  # type: ignore[no-any-return]
+
+
+def _caller(request: web.Request) -> Caller:
+    return request["caller"]  # type: ignore[no-any-return]
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+# ---- create ---------------------------------------------------------------------------------
+def _slots(resources: dict[str, Any] | None, minimum: dict[str, str]) -> ResourceSlot:
+    """The requested slots: what was asked (``"1g"`` sizes for memory), the image's minimum
+    for what was not."""
+    wanted = {**minimum, **{k: v for k, v in (resources or {}).items() if v is not None}}
+    wanted.setdefault("cpu", "1")
+    wanted.setdefault("mem", "1g")
+    slots: dict[str, Decimal] = {}
+    try:
+        for name, value in wanted.items():
+            slots[name] = parse_size(value) if name == "mem" else Decimal(str(value))
+    except (ValueError, InvalidOperation):
+        raise InvalidAPIParameters(f"invalid resource value: {name}={value!r}") from None
+    return ResourceSlot(slots)
+
+
+async def _scaling_group(
+    ctx: GatewayContext, wanted: str | None, domain: str, project_id: str, access_key: str
+) -> str:
+    allowed = [g["name"] for g in await ctx.lookups.allowed_scaling_groups(
+        domain, project_id, access_key)]  # fmt: skip
+    if wanted:
+        if wanted not in allowed:
+            raise NoScalingGroup(f"scaling group {wanted!r} is not allowed here")
+        return wanted
+    if not allowed:
+        raise NoScalingGroup("no scaling group is available to this keypair")
+    return "default" if "default" in allowed else allowed[0]
+
+
+async def _dependencies(ctx: GatewayContext, access_key: str, refs: list[str]) -> list[uuid.UUID]:
+    found = []
+    for ref in refs:
+        try:
+            found.append(uuid.UUID(str(ref)))
+            continue
+        except ValueError:
+            pass
+        record = await ctx.models.session_by_name(access_key, str(ref))
+        if record is None:
+            raise InvalidAPIParameters(f"Unknown session ID or name in dependencies: {ref}")
+        found.append(uuid.UUID(record["id"]))
+    return found
+
+
+def _starts_at(value: datetime | str | None) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidAPIParameters(f"starts_at is not an ISO-8601 time: {value!r}") from None
+
+
+def _created(record_or_id: Any, name: str, status: str, created: bool) -> web.Response:
+    return _json({"sessionId": str(record_or_id), "sessionName": name, "status": status,
+                  "servicePorts": [], "created": created}, status=201)  # fmt: skip
+
+
+async def create(request: web.Request) -> web.Response:
+    ctx, caller = _ctx(request), _caller(request)
+    params = parse(CreateParams, await raw_params(request))
+    if not _NAME.match(params.name) or params.name == "from-template":
+        raise InvalidAPIParameters(f"invalid session name {params.name!r} (4-64 characters: "
+                                   "letters, digits, _, and . or - inside)")  # fmt: skip
+    access_key = await ctx.acting_for(caller, params.owner_access_key)
+    owner = await ctx.lookups.keypair(access_key) or caller.keypair
+    image = await ctx.lookups.image(params.image)
+    if image is None:
+        raise ImageNotFound("unknown alias or disallowed registry")
+    existing = await ctx.models.session_by_name(access_key, params.name)
+    if existing is not None and existing.get("status") not in DEAD:
+        if existing.get("image") != image["name"] or params.reuse_if_exists is False:
+            raise SessionAlreadyExists(str(existing["id"]))
+        return _created(existing["id"], params.name, str(existing["status"]), False)
+    domain = params.domain or caller.domain
+    project = await ctx.lookups.project_by_name(domain, params.group or "default")
+    if project is None:
+        raise InvalidAPIParameters(f"Invalid group name {params.group!r} in domain {domain!r}")
+    config = params.config
+    minimum, _ = image_slot_limits(image)
+    session_type = SessionType(params.session_type or "interactive")
+    sid = await ctx.router.create(
+        name=params.name, access_key=access_key, image=image["name"],
+        scaling_group=await _scaling_group(ctx, config.scaling_group if config else None,
+                                           domain, str(project["project_id"]), access_key),
+        requested=[_slots(config.resources if config else None, minimum)],
+        cluster_size=params.cluster_size or 1,
+        cluster_mode=ClusterMode(params.cluster_mode or "single-node"),
+        session_type=session_type, startup_command=params.startup_command,
+        starts_at=_starts_at(params.starts_at),
+        dependencies=await _dependencies(ctx, access_key, params.dependencies or []),
+        domain=domain, user_id=uuid.UUID(str(owner["user_id"])),
+        project_id=uuid.UUID(str(project["project_id"])),
+    )  # fmt: skip
+    if params.enqueue_only:
+        await _readable(ctx, sid, None)
+        return _created(sid, params.name, "PENDING", True)
+    status = await _wait_settled(ctx, sid, params.max_wait_seconds or 0)
+    await _readable(ctx, sid, None if status == "TIMEOUT" else status)
+    return _created(sid, params.name, status, True)
+
+
+async def _wait_settled(ctx: GatewayContext, sid: uuid.UUID, max_wait_s: int) -> str:
+    """RUNNING or how it ended, or TIMEOUT after ``max_wait_s`` (0: no limit)."""
+    deadline = time.monotonic() + max_wait_s if max_wait_s else None
+    while True:
+        chunk = _WAIT_CHUNK_S if deadline is None else max(0.0, deadline - time.monotonic())
+        status = str(await ctx.router.wait(sid, chunk))
+        if status in ("RUNNING", "ERROR") or status in DEAD:
+            return status
+        if deadline is not None and time.monotonic() >= deadline:
+            return "TIMEOUT"
+
+
+async def _readable(ctx: GatewayContext, sid: uuid.UUID, status: str | None) -> None:
+    """Read your writes: the next request (by name, a listing) finds the session as this
+    answer describes it once the read model shows it (bounded)."""
+    deadline = time.monotonic() + _READ_YOUR_WRITES_S
+    while time.monotonic() < deadline:
+        record = await ctx.models.session(str(sid))
+        if record is not None and (status is None or record.get("status") == status):
+            return
+        await asyncio.sleep(0.01)
+
+
+# ---- one session ----------------------------------------------------------------------------
+async def _session(request: web.Request, *, allow_stale: bool = False) -> dict[str, Any]:
+    owner = parse(OwnerParams, {k: v for k, v in request.query.items()
+                                if k == "owner_access_key"}).owner_access_key  # fmt: skip
+    return await _ctx(request).session(_caller(request), request.match_info["ref"], owner,
+                                       allow_stale=allow_stale)  # fmt: skip
+
+
+async def get_info(request: web.Request) -> web.Response:
+    return _json(session_info(await _session(request)))
+
+
+async def destroy(request: web.Request) -> web.Response:
+    params = parse(DestroyParams, dict(request.query))
+    record = await _ctx(request).session(_caller(request), request.match_info["ref"],
+                                         params.owner_access_key)  # fmt: skip
+    await _ctx(request).router.destroy(uuid.UUID(record["id"]), forced=params.forced,
+                                       recursive=params.recursive)  # fmt: skip
+    return _json([{}] if params.recursive else {"stats": {}})
+
+
+async def restart(request: web.Request) -> web.Response:
+    record = await _session(request)
+    await _ctx(request).router.restart(uuid.UUID(record["id"]))
+    return web.Response(status=204)
+
+
+async def execute(request: web.Request) -> web.Response:
+    params = parse(ExecuteParams, await raw_params(request))
+    record = await _ctx(request).session(_caller(request), request.match_info["ref"],
+                                         params.owner_access_key)  # fmt: skip
+    sid, execution = uuid.UUID(record["id"]), _ctx(request).router.execution
+    if params.mode is None or params.mode == "complete":
+        if params.mode is None and params.options is None:
+            raise InvalidAPIParameters("mode is missing or empty!")
+        completions = await execution.call(sid, "complete", params.code or "",
+                                           params.options or {})  # fmt: skip
+        return _json({"result": {"status": "finished", "completions": completions}})
+    if params.mode in ("continue", "input") and not params.run_id:
+        raise InvalidAPIParameters("continuation requires explicit run ID")
+    result = await execution.execute(sid, params.run_id, params.mode, params.code or "",
+                                     params.options or {})  # fmt: skip
+    return _json({"result": result})
+
+
+async def interrupt(request: web.Request) -> web.Response:
+    record = await _session(request)
+    await _ctx(request).router.execution.call(uuid.UUID(record["id"]), "interrupt")
+    return web.Response(status=204)
+
+
+async def complete(request: web.Request) -> web.Response:
+    params = await raw_params(request)
+    record = await _session(request)
+    completions = await _ctx(request).router.execution.call(
+        uuid.UUID(record["id"]), "complete", str(params.get("code") or ""),
+        dict(params.get("options") or {}),
+    )  # fmt: skip
+    return _json({"result": {"status": "finished", "completions": completions}})
+
+
+async def upload(request: web.Request) -> web.Response:
+    record = await _session(request)
+    if not request.content_type.startswith("multipart/"):
+        raise InvalidAPIParameters("uploads are multipart/form-data, one 'src' part per file")
+    reader = await request.multipart()
+    files: list[tuple[str, bytes]] = []
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader) or part.name != "src" or not part.filename:
+            continue
+        if len(files) == MAX_UPLOAD_FILES:
+            raise InvalidAPIParameters("Too many files")
+        data = await part.read()
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise InvalidAPIParameters("Too large file")
+        files.append((unquote(part.filename), bytes(data)))
+    if not files:
+        raise InvalidAPIParameters("no files (parts named 'src' with a filename)")
+    await _ctx(request).router.execution.call(uuid.UUID(record["id"]), "upload_files", files)
+    return web.Response(status=204)
+
+
+async def download(request: web.Request) -> web.Response:
+    params = await raw_params(request)
+    record = await _session(request)
+    names = params.get("files") or request.query.getall("files", [])
+    if isinstance(names, str):
+        names = [names]
+    if not names:
+        raise InvalidAPIParameters("no files to download")
+    if len(names) > 5:
+        raise InvalidAPIParameters("Too many files")
+    archive = await _ctx(request).router.execution.call(
+        uuid.UUID(record["id"]), "download_files", [str(n) for n in names]
+    )
+    with MultipartWriter("mixed") as body:
+        part = body.append(archive, {"Content-Type": "application/x-tar"})
+        part.set_content_disposition("attachment", filename="files.tar")
+    return web.Response(body=body, headers={"Content-Type": body.content_type})
+
+
+async def download_single(request: web.Request) -> web.Response:
+    params = await raw_params(request)
+    record = await _session(request)
+    name = params.get("file")
+    if not name:
+        raise InvalidAPIParameters("file is required")
+    data = await _ctx(request).router.execution.call(uuid.UUID(record["id"]),
+                                                     "download_single", str(name))  # fmt: skip
+    return web.Response(body=data, content_type="application/octet-stream")
+
+
+async def list_files(request: web.Request) -> web.Response:
+    params = await raw_params(request)
+    record = await _session(request)
+    listing = await _ctx(request).router.execution.call(
+        uuid.UUID(record["id"]), "list_files", str(params.get("path") or ".")
+    )
+    return _json(listing)
+
+
+async def logs(request: web.Request) -> web.Response:
+    record = await _session(request, allow_stale=True)
+    text = await _ctx(request).router.execution.logs(uuid.UUID(record["id"]))
+    return _json({"result": {"logs": text}})
+
+
+async def match(request: web.Request) -> web.Response:
+    """``GET /session/_/match?id=<prefix>``: the caller's sessions whose id or name starts
+    with the prefix."""
+    prefix = request.query.get("id", "")
+    if not prefix:
+        raise GenericBadRequest("id is required")
+    page = await _ctx(request).models.sessions(owner=_caller(request).access_key, limit=1000)
+    matches = [{"id": r["id"], "name": r["name"], "status": r["status"]} for r in page.items
+               if str(r["id"]).startswith(prefix) or str(r["name"]).startswith(prefix)]  # fmt: skip
+    return _json({"matches": matches})
+
+
+def session_routes() -> list[web.RouteDef]:
+    return [
+        web.post("/session", create),
+        web.post("/session/_/create", create),
+        web.get("/session/_/match", match),
+        web.get("/session/{ref}", get_info),
+        web.delete("/session/{ref}", destroy),
+        web.patch("/session/{ref}", restart),
+        web.post("/session/{ref}", execute),
+        web.post("/session/{ref}/interrupt", interrupt),
+        web.post("/session/{ref}/complete", complete),
+        web.post("/session/{ref}/upload", upload),
+        web.get("/session/{ref}/download", download),
+        web.get("/session/{ref}/download_single", download_single),
+        web.get("/session/{ref}/files", list_files),
+        web.get("/session/{ref}/logs", logs),
+    ]

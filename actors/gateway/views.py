@@ -1,0 +1,142 @@
+"""Read-model records in the shapes Backend.AI's API and GraphQL give them (wire spec §3.5,
+§3.6, §3.7): the names, the stringified and JSON-string fields, the enum spellings."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+__all__ = ["COMPUTE_SESSION_FIELDS", "compute_container", "compute_session", "session_info"]
+
+_JSON = json.dumps
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else _JSON(value)
+
+
+def _main_kernel(record: dict[str, Any]) -> dict[str, Any]:
+    kernels = list((record.get("kernels") or {}).values())
+    main = [k for k in kernels if k.get("cluster_role") == "main"]
+    first: dict[str, Any] = (main or kernels or [{}])[0]
+    return first
+
+
+def session_info(record: dict[str, Any]) -> dict[str, Any]:
+    """``GET /session/{ref}``: 23.03's get_info, camelCase, many values stringified."""
+    main = _main_kernel(record)
+    created_ms = int(record.get("created_ms") or 0)
+    return {
+        "domainName": record.get("domain"),
+        "groupId": str(record.get("project_id")),
+        "userId": str(record.get("user_id")),
+        "lang": record.get("image"),
+        "image": record.get("image"),
+        "architecture": record.get("architecture"),
+        "registry": _registry(record.get("image", "")),
+        "tag": record.get("tag"),
+        "containerId": str(main.get("container_id")),
+        "occupiedSlots": str(main.get("occupied_slots") or {}),
+        "occupyingSlots": str(record.get("occupying_slots") or {}),
+        "requestedSlots": str(record.get("requested_slots") or {}),
+        "occupiedShares": str({}),
+        "environ": str({}),
+        "resourceOpts": str({}),
+        "status": record.get("status"),
+        "statusInfo": record.get("status_info") or "",
+        "statusData": record.get("status_data"),
+        "age": max(0, int(time.time() * 1000) - created_ms) if created_ms else 0,
+        "creationTime": record.get("created_at"),
+        "terminationTime": record.get("terminated_at"),
+        "numQueriesExecuted": 0,
+        "lastStat": None,
+        "idleChecks": {},
+    }
+
+
+def _registry(image: str) -> str:
+    first = image.split("/", 1)[0] if "/" in image else ""
+    return first if "." in first or ":" in first else "local"
+
+
+def compute_container(kernel: dict[str, Any], session_id: str) -> dict[str, Any]:
+    """A ``ComputeContainer`` with every field the CLI's ``session info`` reads."""
+    return {
+        "id": kernel.get("id"),
+        "cluster_role": kernel.get("cluster_role"),
+        "cluster_idx": kernel.get("cluster_idx"),
+        "cluster_hostname": kernel.get("cluster_hostname"),
+        "local_rank": kernel.get("local_rank"),
+        "session_id": session_id,
+        "image": kernel.get("image"),
+        "architecture": kernel.get("architecture"),
+        "registry": _registry(kernel.get("image", "")),
+        "status": kernel.get("status"),
+        "status_info": kernel.get("status_info") or None,
+        "status_data": _json_or_none(kernel.get("status_data")),
+        "status_changed": (kernel.get("status_history") or {}).get(kernel.get("status", "")),
+        "agent": kernel.get("agent"),
+        "agent_addr": kernel.get("agent_addr"),
+        "container_id": kernel.get("container_id"),
+        "resource_opts": _JSON({}),
+        "occupied_slots": _JSON(kernel.get("occupied_slots") or {}),
+        "preopen_ports": [],
+        "live_stat": None,
+        "last_stat": None,
+        "created_at": kernel.get("created_at"),
+        "terminated_at": kernel.get("terminated_at"),
+    }
+
+
+def compute_session(record: dict[str, Any]) -> dict[str, Any]:
+    """A ``ComputeSession``: JSONString fields as JSON-encoded strings, enums as 23.03
+    spells them (``INTERACTIVE``, ``UNDEFINED``)."""
+    session_id = str(record.get("id"))
+    main = _main_kernel(record)
+    status = record.get("status", "")
+    return {
+        "id": session_id,
+        "session_id": session_id,
+        "main_kernel_id": main.get("id"),
+        "tag": record.get("tag"),
+        "name": record.get("name"),
+        "type": str(record.get("type", "interactive")).upper(),
+        "main_kernel_role": str(main.get("role", "COMPUTE")),
+        "image": record.get("image"),
+        "architecture": record.get("architecture"),
+        "registry": _registry(record.get("image", "")),
+        "cluster_mode": str(record.get("cluster_mode", "single-node")).upper().replace("-", "_"),
+        "cluster_size": record.get("cluster_size", 1),
+        "domain_name": record.get("domain"),
+        "group_name": record.get("group_name") or "default",
+        "group_id": record.get("project_id"),
+        "user_id": record.get("user_id"),
+        "access_key": record.get("access_key"),
+        "status": status,
+        "status_changed": (record.get("status_history") or {}).get(status),
+        "status_info": record.get("status_info") or None,
+        "status_data": _json_or_none(record.get("status_data")),
+        "status_history": _JSON(record.get("status_history") or {}),
+        "created_at": record.get("created_at"),
+        "terminated_at": record.get("terminated_at"),
+        "starts_at": record.get("starts_at"),
+        "startup_command": record.get("startup_command"),
+        "result": str(record.get("result", "undefined")).upper(),
+        "abusing_reports": [],
+        "idle_checks": _JSON({}),
+        "scaling_group": record.get("scaling_group"),
+        "service_ports": _JSON(main.get("service_ports") or []),
+        "mounts": [],
+        "occupying_slots": _JSON(record.get("occupying_slots") or {}),
+        "occupied_slots": _JSON(record.get("occupying_slots") or {}),
+        "requested_slots": _JSON(record.get("requested_slots") or {}),
+        "num_queries": 0,
+        "containers": [
+            compute_container(k, session_id) for k in (record.get("kernels") or {}).values()
+        ],
+        "dependencies": [],
+    }
+
+
+COMPUTE_SESSION_FIELDS = tuple(compute_session({"id": "x"}))

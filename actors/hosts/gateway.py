@@ -1,0 +1,70 @@
+"""``gateway``: Backend.AI's HTTP API (:mod:`actors.gateway`) served from a Ray actor,
+bound to 127.0.0.1 unless told otherwise. Port 0 takes a free one; :meth:`address` says
+which."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ray
+from aiohttp import web
+
+from events import RedisEventStore
+from events.secrets import SecretBox
+from projections.queries import ReadModels
+from projections.tenancy_queries import TenancyLookups
+
+from ..gateway.app import make_app
+from ..gateway.auth import Authenticator
+from ..gateway.context import GatewayContext
+from ..routing import ShardRouter
+from ._follower import boot
+
+__all__ = ["DEFAULT_GATEWAY_PORT", "GatewayActor"]
+
+DEFAULT_GATEWAY_PORT = 8081
+"""Backend.AI manager's default port."""
+
+
+@ray.remote(max_restarts=-1)
+class GatewayActor:
+    def __init__(
+        self,
+        redis_url: str,
+        shards: tuple[int, str],
+        master_key_path: str,
+        prefix: str = "kh",
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_GATEWAY_PORT,
+    ) -> None:
+        self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
+        secrets = SecretBox.from_file(Path(master_key_path), create=True)
+        lookups = TenancyLookups(self.store)
+        self.ctx = GatewayContext(
+            store=self.store, router=ShardRouter.named(self.store, *shards),
+            auth=Authenticator(lookups, secrets), models=ReadModels(self.store),
+            lookups=lookups,
+        )  # fmt: skip
+        self.host, self.port = host, port
+        self.runner: web.AppRunner | None = None
+        self._boot = boot(self._serve())
+
+    async def _serve(self) -> None:
+        self.runner = web.AppRunner(make_app(self.ctx), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        sockets = [s.getsockname() for s in site._server.sockets]  # type: ignore[union-attr]
+        self.port = int(sockets[0][1])
+
+    async def ready(self) -> bool:
+        await self._boot
+        return True
+
+    async def address(self) -> tuple[str, int]:
+        await self._boot
+        return self.host, self.port
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
