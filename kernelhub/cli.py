@@ -116,11 +116,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             )
     state, started = embedded.up(settings)
     keys = asyncio.run(_prepare(settings, state.redis_url))
-    write_client_config(settings.client_config_path, keys)
     state = embedded.start_ray(
         settings, state, backend=resolve_backend_kind(args.backend), agents=args.agents,
         shards=args.shards,
     )  # fmt: skip
+    write_client_config(settings.client_config_path, keys, state.endpoint)
     facts = asyncio.run(_log_facts(state.redis_url, settings.key_prefix))
     print("kernelhub is up" + ("" if started else " (already running)"))
     _print_connect(settings, state, facts, keys)

@@ -1,0 +1,325 @@
+"""Backend.AI's official client (``backend.ai-client==23.3.12``, unmodified, in its own
+venv) against ``kh up``: its CLI and its SDK, end to end (issue "The front door, part 1").
+
+The client's ``run`` exits 0 even when a creation failed, so these assert on what it
+printed; ``ps`` runs with ``--output json`` (its table mode exits 1 on an empty list when
+stdout is not a terminal). Every call runs in a directory without a ``.env`` file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from actors.gateway.signing import parse_date, sign, string_to_sign
+from actors.tenancy import TenancyService
+from events import RedisEventStore
+from events.secrets import SecretBox
+from kernelhub.testing import eventually
+from projections.tenancy_queries import TenancyLookups
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+ROOT = Path(__file__).parents[1]
+KH = [sys.executable, "-m", "kernelhub.cli"]
+
+
+def client_binary() -> Path:
+    return Path(os.environ.get("KH_BAI_CLIENT") or ROOT / ".venv-bai" / "bin" / "backend.ai")
+
+
+class Stack:
+    def __init__(self, root: Path, exports: dict[str, str]) -> None:
+        self.root = root
+        self.exports = exports
+        self.workdir = root / "work"
+        self.workdir.mkdir()
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("BACKEND_")}
+        return {**base, "HOME": str(self.root / "home"), **self.exports, **overrides}
+
+    def bai(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        command = [str(client_binary()), *args]
+        return subprocess.run(command, env=self.env(**env), cwd=self.workdir,
+                              capture_output=True, text=True, timeout=180)  # fmt: skip
+
+    def sdk(self, code: str, **env: str) -> subprocess.CompletedProcess[str]:
+        python = client_binary().parent / "python"
+        return subprocess.run([str(python), "-c", code], env=self.env(**env), cwd=self.workdir,
+                              capture_output=True, text=True, timeout=180)  # fmt: skip
+
+    def ps(self, *args: str) -> list[dict[str, str]]:
+        listed = self.bai("--output", "json", "ps", *args)
+        assert listed.returncode == 0, listed.stderr
+        items: list[dict[str, str]] = json.loads(listed.stdout)["items"]
+        return items
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    if not client_binary().exists():
+        reason = f"the official client is not installed at {client_binary()}"
+        if os.environ.get("KH_REQUIRE_CLIENT") == "1":
+            pytest.fail(f"KH_REQUIRE_CLIENT=1 but {reason}")
+        pytest.skip(reason)
+    with tempfile.TemporaryDirectory(prefix="kh-e2e-") as path:
+        root = Path(path)
+        env = {**os.environ, "KH_DATA_DIR": str(root / "data"), "KH_CONFIG_DIR": str(root / "cfg"),
+               "KH_GATEWAY_PORT": "0", "KH_STOP_GRACE_S": "1"}  # fmt: skip
+        env.pop("KH_REDIS_URL", None)
+        up = subprocess.run([*KH, "up"], env=env, capture_output=True, text=True, timeout=300)
+        assert up.returncode == 0, up.stderr
+        lines = [line for line in up.stdout.splitlines() if line.startswith("export ")]
+        exports = dict(line.removeprefix("export ").split("=", 1) for line in lines)
+        assert exports["BACKEND_ENDPOINT"].startswith("http://127.0.0.1:")
+        try:
+            yield Stack(root, exports)
+        finally:
+            subprocess.run([*KH, "down"], env=env, capture_output=True, timeout=120)
+
+
+def test_run_rm_prints_42(stack: Stack) -> None:
+    ran = stack.bai("run", "--rm", "python", "-c", "print(6*7)")
+    assert ran.stdout == "42\n", ran.stderr
+    assert "Execution finished. (exit code = 0)" in ran.stderr
+    assert "Traceback" not in ran.stderr
+
+
+def test_a_session_from_create_to_rm(stack: Stack) -> None:
+    created = stack.bai("session", "create", "-t", "e2e-life", "python")
+    assert created.returncode == 0, created.stderr
+    (session_id,) = [s["session_id"] for s in stack.ps() if s["name"] == "e2e-life"]
+    assert str(uuid.UUID(session_id)) == session_id
+    listed = [s for s in stack.ps() if s["name"] == "e2e-life"]
+    assert [(s["status"], s["type"], s["image"]) for s in listed] == [
+        ("RUNNING", "INTERACTIVE", "kernelhub/python:3.11")
+    ]
+    info = stack.bai("session", "info", session_id)
+    assert info.returncode == 0, info.stderr
+    rows = [line.split() for line in info.stdout.splitlines()]
+    assert ["Name", "e2e-life"] in rows and ["Status", "RUNNING"] in rows
+    assert ["Session", "ID", session_id] in rows
+    assert "Cluster Role: main" in info.stdout and "Agent: i-local" in info.stdout
+    logs = stack.bai("session", "logs", "e2e-life")
+    assert logs.returncode == 0 and "runner started" in logs.stdout, logs.stderr
+    removed = stack.bai("session", "rm", "e2e-life")
+    assert removed.returncode == 0 and "Done." in removed.stderr, removed.stderr
+    assert not [s for s in stack.ps() if s["name"] == "e2e-life"]
+    ended = [s for s in stack.ps("--dead") if s["session_id"] == session_id]
+    assert [(s["status"], s["status_info"]) for s in ended] == [("TERMINATED", "user-requested")]
+
+
+def test_a_batch_run_of_an_uploaded_file(stack: Stack) -> None:
+    (stack.workdir / "main.py").write_text("import sys\nprint('uploaded and run', sys.argv[1:])\n")
+    ran = stack.bai("run", "--rm", "--exec", "python3 main.py a b", "python", "main.py")
+    assert "uploaded and run ['a', 'b']\n" in ran.stdout, ran.stderr
+    assert "Build finished." in ran.stderr and "Execution finished. (exit code = 0)" in ran.stderr
+
+
+def test_state_is_kept_across_two_runs_on_one_session(stack: Stack) -> None:
+    first = stack.bai("run", "-t", "e2e-state", "python", "-c", "kept = 6 * 7")
+    assert "Execution finished" in first.stderr, first.stderr
+    second = stack.bai("run", "-t", "e2e-state", "python", "-c", "print(kept)")
+    assert second.stdout == "42\n" and "Reusing session" in second.stderr, second.stderr
+    assert stack.bai("session", "rm", "e2e-state").returncode == 0
+
+
+def test_a_batch_session_runs_its_startup_command(stack: Stack) -> None:
+    created = stack.bai("session", "create", "--type", "batch", "-t", "e2e-batch",
+                        "--startup-command", "echo from-batch; exit 3", "python")  # fmt: skip
+    assert created.returncode == 0, created.stderr
+
+    def ended() -> list[dict[str, str]]:
+        return [s for s in stack.ps("--dead") if s["name"] == "e2e-batch"]
+
+    (session,) = asyncio.run(eventually(ended, timeout=60, interval=0.5, message="batch ended"))
+    assert (session["type"], session["result"]) == ("BATCH", "FAILURE")
+    logs = stack.bai("session", "logs", session["session_id"])
+    assert "from-batch" in logs.stdout, logs.stderr
+
+
+def test_a_wrong_secret_gets_a_clean_401(stack: Stack) -> None:
+    refused = stack.bai("session", "rm", "anything", BACKEND_SECRET_KEY="not-the-secret")
+    assert refused.returncode == 1
+    assert (
+        "401 Unauthorized" in refused.stderr and "Credential/signature mismatch." in refused.stderr
+    )
+    assert "Traceback" not in refused.stderr
+    missing = stack.bai("session", "rm", "no-such-session")
+    assert missing.returncode == 1 and "No such session." in missing.stderr
+
+
+SDK = """
+import json
+from ai.backend.client.session import Session
+with Session() as api:
+    cs = api.ComputeSession.get_or_create(
+        "python", name="e2e-sdk", resources={"cpu": 1, "mem": "512m"})
+    again = api.ComputeSession.get_or_create("python", name="e2e-sdk")
+    assert again.id == cs.id and again.created is False, (again.id, again.created)
+    code = "import os\\nprint(6*7, os.environ['BACKENDAI_SESSION_NAME'])"
+    r = cs.execute(code=code, mode="query")
+    out = list(r["console"])
+    while r["status"] != "finished":
+        r = cs.execute(r["runId"], "", mode="continue")
+        out += r["console"]
+    print("".join(text for kind, text in out if kind == "stdout"), end="")
+    print(cs.get_info()["status"])
+    print(json.dumps(cs.destroy()))
+"""
+
+
+def test_the_sdk_get_or_create_execute_destroy(stack: Stack) -> None:
+    ran = stack.sdk(SDK)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines() == ["42 e2e-sdk", "RUNNING", '{"stats": {}}']
+
+
+def test_another_tenants_session_is_not_found_and_owner_is_for_admins(stack: Stack) -> None:
+    """A second user's keypair: the admin's session does not exist for it, and asking for
+    it by owner is forbidden (not an admin)."""
+    created = stack.bai("session", "create", "-t", "e2e-mine", "python")
+    assert created.returncode == 0, created.stderr
+    other_ak, other_sk = asyncio.run(second_tenant(stack))
+    env = {"BACKEND_ACCESS_KEY": other_ak, "BACKEND_SECRET_KEY": other_sk}
+    hidden = stack.bai("session", "rm", "e2e-mine", **env)
+    assert hidden.returncode == 1 and "No such session." in hidden.stderr, hidden.stderr
+    as_owner = stack.bai("session", "rm", "-o", stack.exports["BACKEND_ACCESS_KEY"], "e2e-mine",
+                         **env)  # fmt: skip
+    assert as_owner.returncode == 1 and "403 Forbidden" in as_owner.stderr, as_owner.stderr
+    listed = stack.bai("--output", "json", "ps", **env)
+    assert json.loads(listed.stdout)["total_count"] == 0
+    assert [s["name"] for s in stack.ps() if s["name"] == "e2e-mine"] == ["e2e-mine"]
+    assert stack.bai("session", "rm", "e2e-mine").returncode == 0
+
+
+async def second_tenant(stack: Stack) -> tuple[str, str]:
+    data = stack.root / "data"
+    url = stack.exports["KH_REDIS_URL"]
+    store = RedisEventStore.from_url(url)
+    try:
+        tenancy = await TenancyService(store, SecretBox.from_file(data / "master.key")).load()
+        user = await tenancy.create_user("other", "other@kernelhub.local", "default")
+        project = (tenancy.state.project_named("default", "default") or {})["project_id"]
+        await tenancy.add_member(uuid.UUID(str(project)), user)
+        access_key, secret_key = await tenancy.issue_keypair(user)
+        lookups = TenancyLookups(store)
+        await eventually(lambda: lookups.keypair(access_key), timeout=20, message="projected")
+        return access_key, secret_key
+    finally:
+        await store.close()
+
+
+# ---- the wire, as any client sees it ---------------------------------------------------------
+def signed(
+    stack: Stack,
+    method: str,
+    path: str,
+    *,
+    body: object = None,
+    date: str | None = None,
+    version: str = "v7.20230615",
+    secret: str | None = None,
+) -> tuple[int, bytes]:
+    """One request signed as the wire spec says (by kernelhub's signer, which the
+    known-answer vectors pin), sent with the standard library."""
+    endpoint = stack.exports["BACKEND_ENDPOINT"]
+    host = endpoint.removeprefix("http://")
+    raw_date = date or datetime.now(UTC).isoformat()
+    content_type = "application/json" if body is not None else "text/plain"
+    text = string_to_sign(method, path, raw_date, host, content_type, version)
+    key = secret or stack.exports["BACKEND_SECRET_KEY"]
+    credential = (
+        f"{stack.exports['BACKEND_ACCESS_KEY']}:{sign(key, parse_date(raw_date), host, text)}"
+    )
+    headers = {
+        "Date": raw_date,
+        "X-BackendAI-Version": version,
+        "Content-Type": content_type,
+        "Authorization": f"BackendAI signMethod=HMAC-SHA256, credential={credential}",
+    }
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(endpoint + path, data, headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def problem_of(reply: tuple[int, bytes]) -> tuple[int, str, str]:
+    status, body = reply
+    data = json.loads(body)
+    return status, data["type"].rsplit("/", 1)[-1], data["title"]
+
+
+def test_the_version_probe_answers_signed_or_not(stack: Stack) -> None:
+    with urllib.request.urlopen(stack.exports["BACKEND_ENDPOINT"] + "/", timeout=10) as reply:
+        assert json.loads(reply.read()) == {"version": "v7.20230615", "manager": "23.03.12"}
+    status, body = signed(stack, "GET", "/")
+    assert status == 200 and json.loads(body)["version"] == "v7.20230615"
+    status, body = signed(stack, "GET", "/manager/announcement")
+    assert (status, json.loads(body)) == (200, {"enabled": False, "message": ""})
+
+
+def test_every_refusal_is_a_problem_body(stack: Stack) -> None:
+    assert problem_of(signed(stack, "POST", "/session", body={
+        "name": "e2e-bad", "image": "python", "no_such_key": 1,
+    }))[:2] == (400, "invalid-api-params")  # fmt: skip
+    assert problem_of(signed(stack, "POST", "/session", body={
+        "name": "e2e-bad", "image": "no-such-image",
+    })) == (404, "object-not-found", "No such environment image.")  # fmt: skip
+    assert problem_of(signed(stack, "POST", "/session", body={"name": "x", "image": "python"}))[
+        :2
+    ] == (400, "invalid-api-params")  # the name rule: 4 to 64 characters
+    assert problem_of(signed(stack, "GET", "/no/such/route")) == (
+        404, "url-not-found", "Unknown URL path.",
+    )  # fmt: skip
+    assert problem_of(signed(stack, "PUT", "/session/x"))[:2] == (405, "method-not-allowed")
+    assert problem_of(signed(stack, "GET", "/session/x", date="2001-01-01T00:00:00+00:00")) == (
+        400, "invalid-auth-params", "Missing or invalid authorization parameters.",
+    )  # fmt: skip
+    assert problem_of(signed(stack, "GET", "/session/x", version="v9.20990101"))[:2] == (
+        400, "generic-bad-request",
+    )  # fmt: skip
+    assert problem_of(signed(stack, "GET", "/session/x", secret="wrong"))[:2] == (
+        401, "auth-failed",
+    )  # fmt: skip
+    status, body = signed(stack, "POST", "/admin/gql", body={"query": "{ nope }"})
+    assert status == 200 and json.loads(body)["errors"]  # GraphQL errors, the reference's way
+
+
+def test_graphql_answers_in_the_order_asked_with_json_strings(stack: Stack) -> None:
+    created = stack.bai("session", "create", "-t", "e2e-gql", "python")
+    assert created.returncode == 0, created.stderr
+    query = ("query($limit:Int!, $offset:Int!, $status:String) { compute_session_list("
+             "limit:$limit, offset:$offset, status:$status) { items { status name occupying_slots "
+             "id containers { occupied_slots agent } } total_count } }")  # fmt: skip
+    status, body = signed(stack, "POST", "/admin/gql", body={
+        "query": query, "variables": {"limit": 20, "offset": 0, "status": "RUNNING,PENDING"},
+    })  # fmt: skip
+    assert status == 200
+    listing = json.loads(body)["data"]["compute_session_list"]
+    (item,) = [i for i in listing["items"] if i["name"] == "e2e-gql"]
+    assert list(item) == ["status", "name", "occupying_slots", "id", "containers"]
+    assert json.loads(item["occupying_slots"])["cpu"] == "1"  # a JSON-encoded string
+    assert json.loads(item["containers"][0]["occupied_slots"])["cpu"] == "1"
+    assert listing["total_count"] >= len(listing["items"]) >= 1
+    one = signed(stack, "POST", "/admin/gql", body={
+        "query": "query($id: UUID!) { compute_session(id: $id) { name status_data } }",
+        "variables": {"id": item["id"]},
+    })  # fmt: skip
+    assert json.loads(one[1])["data"]["compute_session"] == {"name": "e2e-gql", "status_data": None}
+    assert stack.bai("session", "rm", "e2e-gql").returncode == 0
