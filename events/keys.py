@@ -79,6 +79,12 @@ class KeySpace:
     def kernel_stats(self, kernel_id: str) -> str:
         return f"{self.prefix}:stat:{kernel_id}"
 
+    @property
+    def gateway_port(self) -> str:
+        """The port a gateway asked for "any free port" took, kept so a restarted gateway
+        answers where clients were told to connect."""
+        return f"{self.prefix}:gateway:port"
+
     def kernel_logs(self, kernel_id: str) -> str:
         """A terminated kernel's log (capped, TTL'd): telemetry, not state."""
         return f"{self.prefix}:logs:{kernel_id}"

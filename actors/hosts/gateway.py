@@ -1,6 +1,6 @@
 """``gateway``: Backend.AI's HTTP API (:mod:`actors.gateway`) served from a Ray actor,
-bound to 127.0.0.1 unless told otherwise. Port 0 takes a free one; :meth:`address` says
-which."""
+bound to 127.0.0.1 unless told otherwise. Port 0 takes a free one (:meth:`address` says
+which) and records it, so the actor restarted after a crash binds the same one again."""
 
 from __future__ import annotations
 
@@ -52,10 +52,27 @@ class GatewayActor:
     async def _serve(self) -> None:
         self.runner = web.AppRunner(make_app(self.ctx), access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True)
-        await site.start()
+        chosen = self.port
+        if chosen == 0:  # a restart: the port the first incarnation took, if it is free
+            remembered = await self.store.redis.get(self.store.keys.gateway_port)
+            chosen = int(remembered) if remembered else 0
+        try:
+            site = await self._bind(chosen)
+        except OSError:
+            if chosen == self.port:
+                raise
+            site = await self._bind(self.port)  # taken meanwhile: a new free one
         sockets = [s.getsockname() for s in site._server.sockets]  # type: ignore[union-attr]
-        self.port = int(sockets[0][1])
+        bound = int(sockets[0][1])
+        if self.port == 0:
+            await self.store.redis.set(self.store.keys.gateway_port, bound)
+        self.port = bound
+
+    async def _bind(self, port: int) -> web.TCPSite:
+        assert self.runner is not None
+        site = web.TCPSite(self.runner, self.host, port, reuse_address=True)
+        await site.start()
+        return site
 
     async def ready(self) -> bool:
         await self._boot

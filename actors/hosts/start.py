@@ -10,6 +10,7 @@ later would hand streams to a second writer; a different request is ignored, lou
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,8 +82,17 @@ class Installation:
         """``http://127.0.0.1:<port>``: where Backend.AI's client reaches this installation."""
         if self.gateway is None:
             return None
-        host, port = ray.get(self.gateway.address.remote())
-        return f"http://{host}:{port}"
+        from ray.exceptions import ActorUnavailableError
+
+        for attempt in range(50):  # a restarting actor answers again within seconds
+            try:
+                host, port = ray.get(self.gateway.address.remote())
+                return f"http://{host}:{port}"
+            except ActorUnavailableError:
+                if attempt == 49:
+                    raise
+                time.sleep(0.2)
+        raise AssertionError("unreachable")
 
 
 def install_shard_count(redis_url: str, prefix: str, wanted: int) -> int:
