@@ -20,6 +20,8 @@ from events.secrets import SecretBox
 __all__ = ["BASE_IMAGE", "BASE_IMAGE_LABELS", "Bootstrap", "bootstrap", "write_client_config"]
 
 NAMESPACE = uuid.UUID("6d1f3c52-8b0e-4f55-9a47-0c2e7b1d9f30")
+ADMIN_RATE_LIMIT = 30_000
+"""Requests per 15 minutes for the admin keypair (Backend.AI's example admin keypair's)."""
 BASE_IMAGE = "kernelhub/python:3.11"
 BASE_IMAGE_LABELS = {
     "ai.backend.kernelspec": "1",
@@ -71,8 +73,9 @@ async def bootstrap(store: RedisEventStore, secret_box: SecretBox) -> Bootstrap:
         )
     issued = len(tenancy.keypairs_of(user))
     access_key, secret_key = await tenancy.issue_keypair(
-        user, is_admin=True, command_id=_step(f"admin-keypair-{issued}")
-    )
+        user, is_admin=True, rate_limit=ADMIN_RATE_LIMIT,
+        command_id=_step(f"admin-keypair-{issued}"),
+    )  # fmt: skip
     return Bootstrap(access_key, secret_key, user, project)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,8 +21,10 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from actors.gateway.signing import parse_date, sign, string_to_sign
 from actors.tenancy import TenancyService
@@ -205,16 +208,16 @@ def test_another_tenants_session_is_not_found_and_owner_is_for_admins(stack: Sta
     assert stack.bai("session", "rm", "e2e-mine").returncode == 0
 
 
-async def second_tenant(stack: Stack) -> tuple[str, str]:
+async def second_tenant(stack: Stack, name: str = "other", **keypair: Any) -> tuple[str, str]:
     data = stack.root / "data"
     url = stack.exports["KH_REDIS_URL"]
     store = RedisEventStore.from_url(url)
     try:
         tenancy = await TenancyService(store, SecretBox.from_file(data / "master.key")).load()
-        user = await tenancy.create_user("other", "other@kernelhub.local", "default")
+        user = await tenancy.create_user(name, f"{name}@kernelhub.local", "default")
         project = (tenancy.state.project_named("default", "default") or {})["project_id"]
         await tenancy.add_member(uuid.UUID(str(project)), user)
-        access_key, secret_key = await tenancy.issue_keypair(user)
+        access_key, secret_key = await tenancy.issue_keypair(user, **keypair)
         lookups = TenancyLookups(store)
         await eventually(lambda: lookups.keypair(access_key), timeout=20, message="projected")
         return access_key, secret_key
@@ -223,7 +226,12 @@ async def second_tenant(stack: Stack) -> tuple[str, str]:
 
 
 # ---- the wire, as any client sees it ---------------------------------------------------------
-def signed(
+def signed(stack: Stack, method: str, path: str, **options: Any) -> tuple[int, bytes]:
+    status, _, body = signed_full(stack, method, path, **options)
+    return status, body
+
+
+def signed_full(
     stack: Stack,
     method: str,
     path: str,
@@ -232,7 +240,8 @@ def signed(
     date: str | None = None,
     version: str = "v7.20230615",
     secret: str | None = None,
-) -> tuple[int, bytes]:
+    access_key: str | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     """One request signed as the wire spec says (by kernelhub's signer, which the
     known-answer vectors pin), sent with the standard library."""
     endpoint = stack.exports["BACKEND_ENDPOINT"]
@@ -241,9 +250,8 @@ def signed(
     content_type = "application/json" if body is not None else "text/plain"
     text = string_to_sign(method, path, raw_date, host, content_type, version)
     key = secret or stack.exports["BACKEND_SECRET_KEY"]
-    credential = (
-        f"{stack.exports['BACKEND_ACCESS_KEY']}:{sign(key, parse_date(raw_date), host, text)}"
-    )
+    signature = sign(key, parse_date(raw_date), host, text)
+    credential = f"{access_key or stack.exports['BACKEND_ACCESS_KEY']}:{signature}"
     headers = {
         "Date": raw_date,
         "X-BackendAI-Version": version,
@@ -254,9 +262,9 @@ def signed(
     request = urllib.request.Request(endpoint + path, data, headers, method=method)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.read()
+            return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
-        return error.code, error.read()
+        return error.code, dict(error.headers), error.read()
 
 
 def problem_of(reply: tuple[int, bytes]) -> tuple[int, str, str]:
@@ -323,3 +331,81 @@ def test_graphql_answers_in_the_order_asked_with_json_strings(stack: Stack) -> N
     })  # fmt: skip
     assert json.loads(one[1])["data"]["compute_session"] == {"name": "e2e-gql", "status_data": None}
     assert stack.bai("session", "rm", "e2e-gql").returncode == 0
+
+
+def test_session_events_stream_until_the_session_ends(stack: Stack) -> None:
+    created = stack.bai("session", "create", "-t", "e2e-events", "python")
+    assert created.returncode == 0, created.stderr
+    tailing = tails(stack)
+    command = [str(client_binary()), "session", "events", "e2e-events"]
+    watcher = subprocess.Popen(command, env=stack.env(), cwd=stack.workdir, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    other_ak, other_sk = asyncio.run(second_tenant(stack, "events"))
+    snooper = open_events(stack, "/events/session?name=e2e-events&scope=*", other_ak, other_sk)
+    try:
+        asyncio.run(eventually(lambda: tails(stack) >= tailing + 2, timeout=30,
+                               message="both streams on the log tail"))  # fmt: skip
+        assert stack.bai("session", "rm", "e2e-events").returncode == 0
+        out, err = watcher.communicate(timeout=60)  # ends by itself: server_close
+    finally:
+        watcher.kill()
+    names = [line.split(" ", 1)[0] for line in out.splitlines()]
+    assert names == ["session_terminating", "kernel_terminating", "kernel_terminated",
+                     "session_terminated", "server_close"], err  # fmt: skip
+    data = json.loads(out.splitlines()[-2].split(" ", 1)[1])
+    assert (data["sessionName"], data["reason"]) == ("e2e-events", "user-requested")
+    assert watcher.returncode == 0
+    # the other tenant, watching the same name, saw none of it (pings at most)
+    snooper.settimeout(2.0)
+    seen = b""
+    try:
+        while chunk := snooper.recv(65536):
+            seen += chunk
+    except TimeoutError:
+        pass
+    finally:
+        snooper.close()
+    assert b"200 OK" in seen and b"event:" not in seen
+
+
+def tails(stack: Stack) -> int:
+    """Redis clients tailing the log (XREAD): each open event stream adds one."""
+    client = redis.Redis.from_url(stack.exports["KH_REDIS_URL"])
+    try:
+        return sum(1 for c in client.client_list() if c.get("cmd") == "xread")
+    finally:
+        client.close()
+
+
+def open_events(stack: Stack, path: str, access_key: str, secret_key: str) -> socket.socket:
+    """A raw, signed SSE request (no Content-Type, as the client sends it)."""
+    endpoint = stack.exports["BACKEND_ENDPOINT"]
+    host = endpoint.removeprefix("http://")
+    date = datetime.now(UTC).isoformat()
+    text = string_to_sign("GET", path, date, host, "application/octet-stream", "v7.20230615")
+    signature = sign(secret_key, parse_date(date), host, text)
+    address, port = host.rsplit(":", 1)
+    connection = socket.create_connection((address, int(port)), timeout=10)
+    connection.sendall((
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nDate: {date}\r\n"
+        "X-BackendAI-Version: v7.20230615\r\n"
+        f"Authorization: BackendAI signMethod=HMAC-SHA256, credential={access_key}:{signature}"
+        "\r\n\r\n"
+    ).encode())  # fmt: skip
+    return connection
+
+
+def test_the_rate_limit_trips_with_the_right_headers(stack: Stack) -> None:
+    access_key, secret_key = asyncio.run(second_tenant(stack, "limited", rate_limit=3))
+    answers = [signed_full(stack, "GET", "/manager/announcement", access_key=access_key,
+                           secret=secret_key) for _ in range(4)]  # fmt: skip
+    assert [a[0] for a in answers] == [200, 200, 200, 429]
+    assert [a[1]["X-RateLimit-Remaining"] for a in answers] == ["2", "1", "0", "0"]
+    assert {(a[1]["X-RateLimit-Limit"], a[1]["X-RateLimit-Window"]) for a in answers} == {
+        ("3", "900")
+    }
+    assert problem_of((answers[3][0], answers[3][2]))[:2] == (429, "rate-limit-exceeded")
+    status, headers, _ = signed_full(stack, "GET", "/no/such/route")  # errors carry them too
+    assert status == 404 and headers["X-RateLimit-Limit"] == "30000"
+    with urllib.request.urlopen(stack.exports["BACKEND_ENDPOINT"] + "/", timeout=10) as reply:
+        assert reply.headers["X-RateLimit-Limit"] == "1000"  # no keypair: the default

@@ -16,8 +16,10 @@ from aiohttp import web
 from ..domain.errors import DomainError, GenericBadRequest
 from . import API_VERSION, MANAGER_VERSION
 from .context import GatewayContext
+from .events import event_routes
 from .graphql import gql
 from .problems import InternalServerError, MethodNotAllowed, URLNotFound, problem
+from .ratelimit import UNAUTHENTICATED_LIMIT, WINDOW_S, RateLimitExceeded
 from .sessions import session_routes
 from .streams import stream_routes
 
@@ -33,23 +35,28 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes a Backend.AI problem body: never a traceback, never HTML."""
+    """Every failure becomes a Backend.AI problem body: never a traceback, never HTML. Every
+    answer, errors too, says where its keypair stands against the rate limit."""
     try:
         response = await handler(request)
     except DomainError as exc:
-        return problem(exc)
+        response = problem(exc)
     except web.HTTPNotFound:
-        return problem(URLNotFound(request.path))
+        response = problem(URLNotFound(request.path))
     except web.HTTPMethodNotAllowed:
-        return problem(MethodNotAllowed(f"{request.method} {request.path}"))
+        response = problem(MethodNotAllowed(f"{request.method} {request.path}"))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return problem(GenericBadRequest(exc.reason or "Bad request."))
+        response = problem(GenericBadRequest(exc.reason or "Bad request."))
     except Exception:
         log.exception("request failed", method=request.method, path=request.path)
-        return problem(InternalServerError())
-    response.headers["Server"] = "BackendAI"
+        response = problem(InternalServerError())
+    if not response.prepared:  # a stream (websocket, SSE) sent its headers already
+        limit, remaining = request.get("rate", (UNAUTHENTICATED_LIMIT, UNAUTHENTICATED_LIMIT))
+        response.headers.update({"Server": "BackendAI", "X-RateLimit-Limit": str(limit),
+                                 "X-RateLimit-Remaining": str(remaining),
+                                 "X-RateLimit-Window": str(WINDOW_S)})  # fmt: skip
     return response
 
 
@@ -62,7 +69,12 @@ async def authenticated(request: web.Request, handler: Handler) -> web.StreamRes
     if version is not None and not _VERSION.match(version):
         raise GenericBadRequest("Unsupported API version.")
     ctx: GatewayContext = request.app["ctx"]
-    request["caller"] = await ctx.auth.authenticate(request)
+    caller = request["caller"] = await ctx.auth.authenticate(request)
+    count = await ctx.rate_limiter.hit(caller.access_key)
+    limit = int(caller.keypair.get("rate_limit", UNAUTHENTICATED_LIMIT))
+    request["rate"] = (limit, max(0, limit - count))
+    if count > limit:
+        raise RateLimitExceeded(f"{count} requests in {WINDOW_S} s; the limit is {limit}")
     return await handler(request)
 
 
@@ -83,5 +95,6 @@ def make_app(ctx: GatewayContext) -> web.Application:
         web.post("/admin/gql", gql),
         *session_routes(),
         *stream_routes(),
+        *event_routes(),
     ])  # fmt: skip
     return app

@@ -14,6 +14,7 @@ from projections.tenancy_queries import TenancyLookups
 from ..domain.errors import GenericForbidden, InvalidAPIParameters
 from .auth import Authenticator, Caller
 from .problems import SessionNotFound
+from .ratelimit import RateLimiter
 
 __all__ = ["DEAD", "GatewayContext"]
 
@@ -28,6 +29,7 @@ class GatewayContext:
     auth: Authenticator
     models: ReadModels
     lookups: TenancyLookups
+    rate_limiter: RateLimiter
 
     async def acting_for(self, caller: Caller, owner_access_key: str | None) -> str:
         """The access key a request acts as: the caller's own, or (admins only) the one

@@ -17,6 +17,7 @@ from projections.tenancy_queries import TenancyLookups
 from ..gateway.app import make_app
 from ..gateway.auth import Authenticator
 from ..gateway.context import GatewayContext
+from ..gateway.ratelimit import RateLimiter
 from ..routing import ShardRouter
 from ._follower import boot
 
@@ -43,7 +44,7 @@ class GatewayActor:
         self.ctx = GatewayContext(
             store=self.store, router=ShardRouter.named(self.store, *shards),
             auth=Authenticator(lookups, secrets), models=ReadModels(self.store),
-            lookups=lookups,
+            lookups=lookups, rate_limiter=RateLimiter(self.store.redis, self.store.keys.prefix),
         )  # fmt: skip
         self.host, self.port = host, port
         self.runner: web.AppRunner | None = None

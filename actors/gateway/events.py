@@ -1,0 +1,199 @@
+"""``GET /events/session``: session and kernel events as server-sent events, from the log
+tail (seed API §1.22, wire spec §3.13).
+
+Only the caller's own sessions (an admin may name another keypair with ``ownerAccessKey``,
+or ``owner_access_key`` as the 23.03 client spells it), filtered by session id or name,
+project and scope. When the watched session ends the stream says ``server_close`` and
+closes (the reference never does, which leaves ``backend.ai events`` running forever).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from ..domain.errors import ObjectNotFound
+from .context import DEAD
+
+__all__ = ["FORWARDED", "event_routes"]
+
+FORWARDED = frozenset({
+    "session_enqueued", "session_scheduled", "session_started", "session_cancelled",
+    "session_terminating", "session_terminated", "session_success", "session_failure",
+    "kernel_preparing", "kernel_pulling", "kernel_creating", "kernel_started",
+    "kernel_cancelled", "kernel_terminating", "kernel_terminated",
+})  # fmt: skip
+"""The 15 event names 23.03 forwards; ``kernel_preparing`` is told for each kernel of a
+session when it is prepared (kernelhub's log has ``session_preparing`` for that)."""
+_FROM_LOG = (FORWARDED - {"kernel_preparing"}) | {"session_preparing"}
+_ENDS = frozenset({"session_terminated", "session_cancelled", "session_success",
+                   "session_failure"})  # fmt: skip
+_PING_S = 15.0
+
+
+@dataclass
+class _Watch:
+    access_key: str | None
+    """None: every keypair (a superadmin watching all)."""
+    session_id: str | None
+    name: str | None
+    project_id: str | None
+    scope: str
+
+
+def _params(request: web.Request) -> dict[str, str]:
+    query = request.query
+    return {
+        "name": query.get("sessionName") or query.get("name") or "*",
+        "session_id": query.get("sessionId") or "",
+        "owner": query.get("ownerAccessKey") or query.get("owner_access_key") or "",
+        "group": query.get("group") or query.get("groupName") or "*",
+        "scope": query.get("scope") or "*",
+    }
+
+
+class _Sessions:
+    """What an event needs from its session's record (name, owner, kernels), cached per
+    stream: a session's name and owner never change."""
+
+    def __init__(self, models: Any) -> None:
+        self.models = models
+        self._records: dict[str, dict[str, Any]] = {}
+
+    async def get(self, session_id: str) -> dict[str, Any] | None:
+        record = self._records.get(session_id)
+        if record is None:
+            for _ in range(50):  # the projection may be a step behind the log tail
+                record = await self.models.session(session_id)
+                if record is not None:
+                    break
+                await asyncio.sleep(0.02)
+            if record is None:
+                return None
+            self._records[session_id] = record
+        return record
+
+
+def _matches(watch: _Watch, record: dict[str, Any], kind: str) -> bool:
+    in_scope = watch.scope == "*" or kind.startswith(watch.scope + "_")
+    return in_scope and _watches(watch, record)
+
+
+def _watches(watch: _Watch, record: dict[str, Any]) -> bool:
+    if watch.access_key is not None and record.get("access_key") != watch.access_key:
+        return False
+    if watch.session_id is not None:
+        return str(record.get("id")) == watch.session_id
+    if watch.name is not None and record.get("name") != watch.name:
+        return False
+    return watch.project_id is None or str(record.get("project_id")) == watch.project_id
+
+
+def _payloads(kind: str, data: Any, record: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    base = {"reason": str(getattr(data, "reason", "") or ""), "sessionName": record.get("name"),
+            "ownerAccessKey": record.get("access_key"), "sessionId": str(record.get("id")),
+            "exitCode": getattr(data, "exit_code", None)}  # fmt: skip
+    kernels = record.get("kernels") or {}
+    if kind == "session_preparing":
+        return [("kernel_preparing", {**base, **_kernel(k)}) for k in kernels.values()]
+    kernel_id = getattr(data, "kernel_id", None)
+    if kernel_id is not None:
+        return [(kind, {**base, **_kernel(kernels.get(str(kernel_id), {"id": str(kernel_id)}))})]
+    return [(kind, base)]
+
+
+def _kernel(kernel: dict[str, Any]) -> dict[str, Any]:
+    return {"kernelId": str(kernel.get("id")), "clusterRole": kernel.get("cluster_role"),
+            "clusterIdx": kernel.get("cluster_idx")}  # fmt: skip
+
+
+async def _send(response: web.StreamResponse, event: str, data: dict[str, Any]) -> None:
+    await response.write(f"event: {event}\r\ndata: {json.dumps(data)}\r\n\r\n".encode())
+
+
+async def session_events(request: web.Request) -> web.StreamResponse:
+    ctx, caller = request.app["ctx"], request["caller"]
+    params = _params(request)
+    access_key: str | None = await ctx.acting_for(caller, params["owner"] or None)
+    if caller.is_superadmin and not params["owner"] and not params["session_id"]:
+        access_key = None if params["name"] == "*" else access_key
+    project_id = None
+    if params["group"] != "*":
+        project = await ctx.lookups.project_by_name(caller.domain, params["group"])
+        if project is None:
+            raise ObjectNotFound("user group (or project)")
+        project_id = str(project["project_id"])
+    session_id = None
+    if params["session_id"]:
+        try:
+            session_id = str(uuid.UUID(params["session_id"]))
+        except ValueError:
+            session_id = params["session_id"]  # matches nothing: streams nothing
+    watch = _Watch(access_key, session_id, None if params["name"] == "*" else params["name"],
+                   project_id, params["scope"])  # fmt: skip
+    subscription = ctx.store.subscribe("$", block_ms=1000, types=_FROM_LOG,
+                                       streams=lambda s: s.startswith("session-"))  # fmt: skip
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache"})  # fmt: skip
+    await response.prepare(request)
+    watched = await _watched(ctx, watch)
+    if watched is not None and watched.get("status") in DEAD:
+        await _send(response, "server_close", {})  # it ended before the watch began
+        await subscription.aclose()
+        return response
+    sessions = _Sessions(ctx.models)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def tail() -> None:  # the subscription is never cancelled mid-read by a ping
+        async for tailed in subscription:
+            await queue.put(tailed)
+
+    reader = asyncio.create_task(tail())
+    try:
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), _PING_S)
+            except TimeoutError:
+                await response.write(b": ping\r\n\r\n")
+                continue
+            record = await sessions.get(str(event.data.session_id))
+            if record is None or not _matches(watch, record, event.type.replace(
+                    "session_preparing", "kernel_preparing")):  # fmt: skip
+                continue
+            for name, data in _payloads(event.type, event.data, record):
+                await _send(response, name, data)
+            if watched is not None and event.type in _ENDS:
+                await _send(response, "server_close", {})
+                break
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass  # the client left
+    finally:
+        reader.cancel()
+        with contextlib.suppress(BaseException):
+            await reader
+        with contextlib.suppress(Exception):
+            await subscription.aclose()
+    return response
+
+
+async def _watched(ctx: Any, watch: _Watch) -> dict[str, Any] | None:
+    """The one session the stream watches (by id, or by name for a keypair), if any."""
+    if watch.session_id is not None:
+        record = await ctx.models.session(watch.session_id)
+        return record if record is not None and _watches(watch, record) else None
+    if watch.name is not None and watch.access_key is not None:
+        found: dict[str, Any] | None = await ctx.models.session_by_name(
+            watch.access_key, watch.name
+        )
+        return found
+    return None
+
+
+def event_routes() -> list[web.RouteDef]:
+    return [web.get("/events/session", session_events)]
