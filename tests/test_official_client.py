@@ -409,3 +409,58 @@ def test_the_rate_limit_trips_with_the_right_headers(stack: Stack) -> None:
     assert status == 404 and headers["X-RateLimit-Limit"] == "30000"
     with urllib.request.urlopen(stack.exports["BACKEND_ENDPOINT"] + "/", timeout=10) as reply:
         assert reply.headers["X-RateLimit-Limit"] == "1000"  # no keypair: the default
+
+
+def test_files_down_and_listed_restart_and_refusals(stack: Stack) -> None:
+    assert stack.bai("session", "create", "-t", "e2e-files", "python").returncode == 0
+    made = stack.bai("run", "-t", "e2e-files", "python", "-c", (
+        "import os; os.makedirs('d', exist_ok=True); open('d/x', 'w').write('x' * 5)\n"
+        "open('out.txt', 'wb').write(bytes(range(256)) * 4)"
+    ))  # fmt: skip
+    assert "exit code = 0" in made.stderr, made.stderr
+    dest = stack.workdir / "downloaded"
+    got = stack.bai("session", "download", "e2e-files", "out.txt", "d", "--dest", str(dest))
+    assert got.returncode == 0, got.stderr
+    assert (dest / "out.txt").read_bytes() == bytes(range(256)) * 4
+    assert (dest / "d" / "x").read_text() == "xxxxx"
+    listed = stack.bai("session", "ls", "e2e-files")
+    assert listed.returncode == 0, listed.stderr
+    names = {line.split()[0] for line in listed.stdout.splitlines()[2:] if line.strip()}
+    assert {"d", "out.txt"} <= names
+    renamed = stack.bai("session", "rename", "e2e-files", "e2e-renamed")
+    assert renamed.returncode == 1 and "This API query is not implemented." in renamed.stderr
+    assert "Traceback" not in renamed.stderr
+    restarted = stack.bai("session", "restart", "e2e-files")
+    assert restarted.returncode == 0 and "Done." in restarted.stderr, restarted.stderr
+    after = stack.bai("run", "-t", "e2e-files", "python", "-c", "print(open('d/x').read())")
+    assert after.stdout == "xxxxx\n", after.stderr  # the work dir outlives a restart
+    status, body = signed(stack, "GET", "/manager/status")
+    assert status == 200 and json.loads(body)["status"] == "running"
+    assert json.loads(body)["active_sessions"] >= 1
+    status, body = signed(stack, "GET", "/session/_/match?id=e2e-fi")
+    assert [m["name"] for m in json.loads(body)["matches"]] == ["e2e-files"]
+    assert stack.bai("session", "rm", "e2e-files").returncode == 0
+
+
+SDK_CONTROL = """
+import json, threading, time
+from ai.backend.client.session import Session
+with Session() as api:
+    cs = api.ComputeSession.get_or_create("python", name="e2e-control")
+    print(json.dumps(cs.complete("import o", opts={"row": 0, "col": 8, "line": "import o"})))
+    first = cs.execute(code="import time\\nwhile True: time.sleep(0.05)", mode="query")
+    cs.interrupt()
+    r = first
+    while r["status"] != "finished":
+        r = cs.execute(r["runId"], "", mode="continue")
+    print(r["status"], any("KeyboardInterrupt" in text for _, text in r["console"]))
+    cs.destroy()
+"""
+
+
+def test_the_sdk_completes_and_interrupts(stack: Stack) -> None:
+    ran = stack.sdk(SDK_CONTROL)
+    assert ran.returncode == 0, ran.stderr
+    completion, interrupted = ran.stdout.splitlines()
+    assert "os" in json.loads(completion)["result"]["completions"]
+    assert interrupted == "finished True"

@@ -86,12 +86,30 @@ async def announcement(request: web.Request) -> web.Response:
     return web.json_response({"enabled": False, "message": ""})
 
 
+_ACTIVE = ["PENDING", "SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING",
+           "RUNNING_DEGRADED", "TERMINATING", "ERROR"]  # fmt: skip
+
+
+async def manager_status(request: web.Request) -> web.Response:
+    """``GET /manager/status``: this gateway as the one manager node, and the sessions not
+    yet ended."""
+    ctx: GatewayContext = request.app["ctx"]
+    active = (await ctx.models.sessions(statuses=_ACTIVE, limit=1)).total
+    node = {
+        "id": "gateway", "num_proc": 1, "service_addr": request.host, "heartbeat_timeout": 40.0,
+        "ssl_enabled": False, "active_sessions": active, "status": "running",
+        "version": MANAGER_VERSION, "api_version": API_VERSION,
+    }  # fmt: skip
+    return web.json_response({"nodes": [node], "status": "running", "active_sessions": active})
+
+
 def make_app(ctx: GatewayContext) -> web.Application:
     app = web.Application(middlewares=[problems, authenticated], client_max_size=256 * 2**20)
     app["ctx"] = ctx
     app.add_routes([
         web.get("/", version),
         web.get("/manager/announcement", announcement),
+        web.get("/manager/status", manager_status),
         web.post("/admin/gql", gql),
         *session_routes(),
         *stream_routes(),

@@ -19,6 +19,7 @@ __all__ = [
     "InternalServerError",
     "InvalidAuthParameters",
     "MethodNotAllowed",
+    "QueryNotImplemented",
     "SessionAlreadyExists",
     "SessionNotFound",
     "TooManySessionsMatched",
@@ -52,6 +53,10 @@ class MethodNotAllowed(DomainError):
 
 class InternalServerError(DomainError):
     status, error_type, title = 500, "internal-server-error", "Internal server error."
+
+
+class QueryNotImplemented(DomainError):
+    status, error_type, title = 503, "not-implemented", "This API query is not implemented."
 
 
 class SessionNotFound(ObjectNotFound):

@@ -23,7 +23,7 @@ from ..domain.tenancy import image_slot_limits
 from .auth import Caller
 from .context import DEAD, GatewayContext
 from .params import CreateParams, DestroyParams, ExecuteParams, OwnerParams, parse, raw_params
-from .problems import SessionAlreadyExists
+from .problems import QueryNotImplemented, SessionAlreadyExists
 from .views import session_info
 
 __all__ = ["session_routes"]
@@ -301,6 +301,25 @@ async def logs(request: web.Request) -> web.Response:
     return _json({"result": {"logs": text}})
 
 
+async def direct_access_info(request: web.Request) -> web.Response:
+    """Only SYSTEM-role (sftp) sessions have one; kernelhub runs none of those yet."""
+    await _session(request)
+    return _json({})
+
+
+async def abusing_report(request: web.Request) -> web.Response:
+    """No abuse detector reports to kernelhub: an empty report, as 23.03 without one."""
+    await _session(request)
+    return _json({})
+
+
+async def not_implemented(request: web.Request) -> web.Response:
+    """Routes of 23.03 kernelhub does not serve yet: refused as the reference refuses an
+    unimplemented query, after the session is checked (so a stranger's is still 404)."""
+    await _session(request)
+    raise QueryNotImplemented(f"{request.method} {request.path} is not implemented in kernelhub")
+
+
 async def match(request: web.Request) -> web.Response:
     """``GET /session/_/match?id=<prefix>``: the caller's sessions whose id or name starts
     with the prefix."""
@@ -329,4 +348,11 @@ def session_routes() -> list[web.RouteDef]:
         web.get("/session/{ref}/download_single", download_single),
         web.get("/session/{ref}/files", list_files),
         web.get("/session/{ref}/logs", logs),
+        web.get("/session/{ref}/direct-access-info", direct_access_info),
+        web.get("/session/{ref}/abusing-report", abusing_report),
+        web.post("/session/{ref}/rename", not_implemented),
+        web.post("/session/{ref}/commit", not_implemented),
+        web.get("/session/{ref}/commit", not_implemented),
+        web.post("/session/{ref}/start-service", not_implemented),
+        web.post("/session/{ref}/shutdown-service", not_implemented),
     ]
