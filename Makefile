@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) bench/idle.py
 	$(PY) bench/exec.py
 	$(PY) bench/start.py
+	$(PY) bench/gateway.py
 
 clean:
 	rm -rf $(VENV) $(BAI) .pytest_cache .mypy_cache .ruff_cache .hypothesis

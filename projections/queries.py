@@ -38,10 +38,28 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+_RECORDS = """
+local active = redis.call('GET', KEYS[1])
+if not active then return {} end
+return redis.call('HMGET', ARGV[1] .. active .. ':r:' .. ARGV[2], unpack(ARGV, 3))
+"""
+"""Records of the active generation, resolved and read in one round trip (and atomically:
+a rebuild's flip lands before or after, never between)."""
+
+
 class ReadModels:
     def __init__(self, store: RedisEventStore) -> None:
         self.redis = store.redis
         self.keys = store.keys
+        self._records_script = store.redis.register_script(_RECORDS)
+
+    async def _active_records(self, projection: str, kind: str, ids: Sequence[str]) -> list[Record]:
+        if not ids:
+            return []
+        generation_prefix = self.keys.projection_generation(projection, 0)[:-1]  # "...:g"
+        raw = await self._records_script(keys=[self.keys.projection_active(projection)],
+                                         args=[generation_prefix, kind, *ids])  # fmt: skip
+        return [loads(r) for r in raw if r is not None]
 
     async def _prefix(self, projection: str) -> str | None:
         active = await self.redis.get(self.keys.projection_active(projection))
@@ -62,8 +80,7 @@ class ReadModels:
 
     async def sessions_by_id(self, session_ids: Sequence[str]) -> list[Record]:
         """Several sessions in one round trip (unknown ids are left out)."""
-        prefix = await self._prefix("sessions")
-        return [] if prefix is None else await self._records(prefix, "session", session_ids)
+        return await self._active_records("sessions", "session", [str(s) for s in session_ids])
 
     async def session_by_name(self, access_key: str, name: str) -> Record | None:
         prefix = await self._prefix("sessions")

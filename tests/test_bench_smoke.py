@@ -105,3 +105,16 @@ def test_start_bench_prints_its_figures() -> None:
         assert figures[key] > 0, key
     ratio = figures["start_ms"] / figures["docker_run_ms"]  # each rounded on its own
     assert abs(figures["start_ratio"] - ratio) <= 0.01
+
+
+def test_gateway_bench_prints_its_figures() -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/gateway.py", "--requests", "300", "--rounds", "1",
+         "--connections", "4"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("ours_rps", "hello_rps", "p99_ms"):
+        assert figures[key] > 0, key
+    assert abs(figures["ratio"] - figures["ours_rps"] / figures["hello_rps"]) <= 0.01
