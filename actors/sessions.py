@@ -329,6 +329,7 @@ class SessionShard:
         project_id: uuid.UUID | None = None,
         session_id: uuid.UUID | None = None,
         command_id: uuid.UUID | None = None,
+        preopen_ports: Sequence[int] | None = None,
     ) -> tuple[uuid.UUID, StreamBatch]:
         """A validated ``session_enqueued`` for a new session, ready to append."""
         validate_creation(
@@ -360,6 +361,7 @@ class SessionShard:
             cluster_mode=cluster_mode.value, cluster_size=cluster_size,
             scaling_group=scaling_group, kernels=kernels, starts_at=starts_at,
             startup_command=startup_command, dependencies=list(dependencies),
+            preopen_ports=list(preopen_ports) if preopen_ports else None,
         )  # fmt: skip
         event = SessionEnqueued(session_id=sid, creation_id=command.hex[:16], spec=spec)
         batch = events_for_command(command, [event], actor=self.actor)

@@ -464,3 +464,46 @@ def test_the_sdk_completes_and_interrupts(stack: Stack) -> None:
     completion, interrupted = ran.stdout.splitlines()
     assert "os" in json.loads(completion)["result"]["completions"]
     assert interrupted == "finished True"
+
+
+def test_an_app_in_the_session_is_reached_through_the_tunnel(stack: Stack) -> None:
+    """``backend.ai app`` to a web server started in a session whose container has no
+    network: the bytes go through the kernel runner's unix-socket tunnel."""
+    created = stack.bai("session", "create", "-t", "e2e-app", "--preopen", "8080", "python")
+    assert created.returncode == 0, created.stderr
+    served = stack.bai("run", "-t", "e2e-app", "python", "-c", (
+        "open('hello.txt', 'w').write('hello from the kernel')\n"
+        "import subprocess\n"
+        "subprocess.Popen(['python3', '-m', 'http.server', '8080', '--bind', '127.0.0.1'],"
+        " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)"
+    ))  # fmt: skip
+    assert "exit code = 0" in served.stderr, served.stderr
+    status, body = signed(stack, "GET", "/stream/session/e2e-app/apps")
+    assert (status, json.loads(body)) == (
+        200, [{"name": "8080", "protocol": "preopen", "ports": [8080]}]
+    )  # fmt: skip
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(client_binary()), "app", "e2e-app", "8080", "-b", f"127.0.0.1:{port}"]
+    proxy = subprocess.Popen(command, env=stack.env(), cwd=stack.workdir,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+
+        def fetched() -> bytes:
+            try:
+                url = f"http://127.0.0.1:{port}/hello.txt"
+                with urllib.request.urlopen(url, timeout=10) as reply:
+                    return bytes(reply.read())
+            except OSError:
+                return b""  # the client's listener (or the server in the kernel) not up yet
+
+        got = asyncio.run(eventually(fetched, timeout=60, interval=0.5, message="fetched"))
+        assert got == b"hello from the kernel"
+    finally:
+        proxy.kill()
+        proxy.wait(10)
+    assert problem_of(signed(stack, "GET", "/stream/session/e2e-app/tcpproxy?app=nope")) == (
+        404, "object-not-found", "No such app service.",
+    )  # fmt: skip
+    assert stack.bai("session", "rm", "e2e-app").returncode == 0

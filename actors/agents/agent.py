@@ -581,6 +581,14 @@ class Agent:
         """An event for the runner (``oom`` makes it log what the kernel lost)."""
         await self._runner(kernel_id).feed_event(kind, data)
 
+    async def app_tunnel(self, kernel_id: uuid.UUID) -> str:
+        """Where the kernel's app tunnel listens on this host (the runner's ``proxy.sock``):
+        a client on this node connects there and asks for a port in the kernel."""
+        self._runner(kernel_id)  # running, and a backend that runs code
+        socket = self.backend.runner_socket(kernel_id)
+        assert socket is not None
+        return str(Path(socket).parent / "proxy.sock")
+
     def _work_dir(self, kernel_id: uuid.UUID) -> Path:
         path = self.backend.work_dir(kernel_id)
         if path is None or kernel_id not in self.backend.running():

@@ -94,7 +94,8 @@ class Backend(Protocol):
         """Find the kernels left running by a previous agent process; returns their ids."""
 
     def runner_socket(self, kernel_id: uuid.UUID) -> str | None:
-        """The kernel runner's socket on this host; None for a backend that runs no code."""
+        """The kernel runner's socket on this host; None for a backend that runs no code.
+        Its app tunnel (``proxy.sock``) lies beside it."""
 
     def batch_exit(self, kernel_id: uuid.UUID) -> int | None:
         """A batch command's exit code as the runner recorded it; None while unknown."""
@@ -272,6 +273,11 @@ class KernelDirs:
         return self.short_link / "runner.sock"
 
     @property
+    def proxy_socket(self) -> Path:
+        """The runner's app tunnel (see ``kernel_runner.tunnel``), beside its socket."""
+        return self.socket.parent / "proxy.sock"
+
+    @property
     def short_link(self) -> Path:
         return Path(tempfile.gettempdir()) / "kh-run" / self.root.name
 
@@ -355,7 +361,8 @@ class ProcessBackend(BackendBase):
         argv = [sys.executable, "-c", _BOOT_RUNNER, str(_RUNNER_PACKAGE.parent),
                 _RUNNER_PACKAGE.name, "python", sys.executable, "--socket", str(dirs.socket),
                 "--work-dir", str(dirs.work), "--config-dir", str(dirs.config),
-                "--batch-record", str(dirs.batch_record)]  # fmt: skip
+                "--batch-record", str(dirs.batch_record),
+                "--proxy-socket", str(dirs.proxy_socket)]  # fmt: skip
         if self.service_defs is not None:
             argv += ["--service-defs", self.service_defs]
         return argv + list(self.runner_options)

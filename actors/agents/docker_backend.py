@@ -173,6 +173,7 @@ class DockerBackend(BackendBase):
                       "--socket", f"{_IN_CONTAINER_RUN}/runner.sock", "--work-dir", "/home/work",
                       "--config-dir", "/home/config",
                       "--batch-record", f"{_IN_CONTAINER_RUN}/batch.jsonl",
+                      "--proxy-socket", f"{_IN_CONTAINER_RUN}/proxy.sock",
                       *self.runner_options]  # fmt: skip
         package = f"{_IN_CONTAINER_PACKAGE}/{_RUNNER_PACKAGE.name}"
         binds = [

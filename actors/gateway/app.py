@@ -15,6 +15,7 @@ from aiohttp import web
 
 from ..domain.errors import DomainError, GenericBadRequest
 from . import API_VERSION, MANAGER_VERSION
+from .apps import app_routes
 from .context import GatewayContext
 from .events import event_routes
 from .graphql import gql
@@ -114,5 +115,6 @@ def make_app(ctx: GatewayContext) -> web.Application:
         *session_routes(),
         *stream_routes(),
         *event_routes(),
+        *app_routes(),
     ])  # fmt: skip
     return app

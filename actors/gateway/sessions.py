@@ -93,6 +93,13 @@ async def _dependencies(ctx: GatewayContext, access_key: str, refs: list[str]) -
     return found
 
 
+def _preopen(ports: list[int] | None) -> list[int]:
+    for port in ports or []:
+        if not 1024 <= port <= 65535:
+            raise InvalidAPIParameters(f"preopen port {port} is not in 1024..65535")
+    return sorted(set(ports or []))
+
+
 def _starts_at(value: datetime | str | None) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
@@ -142,6 +149,7 @@ async def create(request: web.Request) -> web.Response:
         dependencies=await _dependencies(ctx, access_key, params.dependencies or []),
         domain=domain, user_id=uuid.UUID(str(owner["user_id"])),
         project_id=uuid.UUID(str(project["project_id"])),
+        preopen_ports=_preopen(config.preopen_ports if config else None),
     )  # fmt: skip
     if params.enqueue_only:
         await _readable(ctx, sid, None)

@@ -29,6 +29,7 @@ from .outbox import Outbox
 from .procstat import ProcessMonitor
 from .query import QueryEngine
 from .services import Services, load_definitions
+from .tunnel import Tunnel
 
 log = logging.getLogger("kernelhub.runner")
 
@@ -60,6 +61,7 @@ class Runner:
         self.monitor = ProcessMonitor(options.snapshot_interval, options.oom_polls,
                                       options.oom_poll_interval, session=os.getsid(0),
                                       report=self._warn)  # fmt: skip
+        self.tunnel = Tunnel(options.proxy_socket) if options.proxy_socket else None
         self.stopping = threading.Event()
         self.terminated = False
         """Stopped by SIGTERM: the process then ends *by* SIGTERM, as an unhandled one would
@@ -192,6 +194,8 @@ class Runner:
         os.chdir(self.work_dir)
         self.query.install()
         self.bind()
+        if self.tunnel is not None:
+            self.tunnel.start()
         self.monitor.start()
         try:
             while True:
@@ -221,6 +225,8 @@ class Runner:
 
     def _stop(self) -> None:
         self.monitor.stop()
+        if self.tunnel is not None:
+            self.tunnel.stop()
         self.services.shutdown_all()
         self.batch.terminate()
         self.outbox.flush(1.0)
@@ -243,6 +249,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--service-defs", default="/etc/backend.ai/service-defs")
     parser.add_argument(
         "--batch-record", default=None, help="append each finished batch step here (JSON lines)"
+    )
+    parser.add_argument(
+        "--proxy-socket", default=None, help="tunnel app connections in through this socket"
     )
     parser.add_argument(
         "--no-query",

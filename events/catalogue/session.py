@@ -65,6 +65,8 @@ class SessionCreationSpec(Record):
     dependencies: list[UUID] = []
     starts_at: datetime | None = None
     startup_command: str | None = None
+    preopen_ports: list[int] | None = added_later()
+    """Ports the kernel's apps may listen on, reachable through the app tunnel."""
 
 
 class KernelPlacement(Record):

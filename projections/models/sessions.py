@@ -109,6 +109,8 @@ def _on_enqueued(record: Record, event: StoredEvent) -> None:
             dependencies=list(spec.get("dependencies") or []),
             starts_at=spec.get("starts_at"), startup_command=spec.get("startup_command"),
         )  # fmt: skip
+        if spec.get("preopen_ports"):  # added later: records of older sessions stay as they were
+            record["preopen_ports"] = list(spec["preopen_ports"])
         for k in spec["kernels"]:
             kernel = _kernel(record, k["kernel_id"])
             requested = slots_json(k["requested_slots"])

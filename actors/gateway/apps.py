@@ -1,0 +1,113 @@
+"""Apps of a session and the tunnel to them (wire spec §3.14): ``/stream/session/{ref}/apps``
+lists them, the ``tcpproxy`` websocket carries one TCP connection to one of them.
+
+Containers have no network, so a connection goes through the kernel runner's app tunnel
+(its ``proxy.sock`` in the run dir the agent shares with the kernel, see
+``actors.kernel_runner.tunnel``): the gateway connects to that socket, asks for the app's
+port, and then copies bytes between the websocket's binary frames and the socket. The socket
+is a path on the agent's host, so this reaches kernels on the gateway's own node (the
+embedded installation); a multi-node cluster needs a relay on each node (not built yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from ..domain.errors import ObjectNotFound
+
+__all__ = ["app_routes", "apps_of"]
+
+_CHUNK = 65536
+
+
+class AppNotFound(ObjectNotFound):
+    def __init__(self, msg: str = "") -> None:
+        super().__init__("app service", msg)
+
+
+def _image_ports(label: str) -> list[dict[str, Any]]:
+    """``ai.backend.service-ports``: ``name:protocol:port`` items, comma-separated."""
+    apps = []
+    for item in filter(None, (part.strip() for part in label.split(","))):
+        name, _, rest = item.partition(":")
+        protocol, _, port = rest.partition(":")
+        if port.strip("[]").isdigit():
+            apps.append({"name": name, "protocol": protocol or "tcp",
+                         "ports": [int(port.strip("[]"))]})  # fmt: skip
+    return apps
+
+
+async def apps_of(ctx: Any, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The image's service ports, then the session's pre-opened ports (named by number)."""
+    image = await ctx.lookups.image(str(record.get("image", ""))) or {}
+    apps = _image_ports(str((image.get("labels") or {}).get("ai.backend.service-ports", "")))
+    apps += [{"name": str(port), "protocol": "preopen", "ports": [int(port)]}
+             for port in record.get("preopen_ports") or []]  # fmt: skip
+    return apps
+
+
+async def list_apps(request: web.Request) -> web.Response:
+    ctx = request.app["ctx"]
+    record = await ctx.session(request["caller"], request.match_info["ref"],
+                               request.query.get("owner_access_key"))  # fmt: skip
+    return web.json_response(await apps_of(ctx, record))
+
+
+async def tcpproxy(request: web.Request) -> web.StreamResponse:
+    ctx = request.app["ctx"]
+    record = await ctx.session(request["caller"], request.match_info["ref"],
+                               request.query.get("owner_access_key"))  # fmt: skip
+    name = request.query.get("app", "")
+    app = next((a for a in await apps_of(ctx, record) if a["name"] == name), None)
+    if app is None:
+        raise AppNotFound(f"the session has no app {name!r}")
+    path = await ctx.router.execution.call(uuid.UUID(record["id"]), "app_tunnel")
+    try:
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(f"tcp {app['ports'][0]}\n".encode())
+        answer = (await reader.readline()).decode(errors="replace").strip()
+    except OSError as exc:
+        raise AppNotFound(f"the kernel's app tunnel is unreachable: {exc}") from None
+    if answer != "ok":
+        writer.close()
+        raise AppNotFound(f"app {name!r} is not listening ({answer})")
+    ws = web.WebSocketResponse(autoping=True, heartbeat=30.0)
+    await ws.prepare(request)
+
+    async def downstream() -> None:  # the app -> the client
+        while chunk := await reader.read(_CHUNK):
+            await ws.send_bytes(chunk)
+        await ws.close()
+
+    sending = asyncio.create_task(downstream())
+    try:
+        async for message in ws:  # the client -> the app
+            if message.type == WSMsgType.BINARY:
+                writer.write(message.data)
+                await writer.drain()
+            elif message.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                break
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            if writer.can_write_eof():
+                writer.write_eof()
+        await asyncio.wait([sending], timeout=5)
+        sending.cancel()
+        writer.close()
+        await ws.close()
+    return ws
+
+
+def app_routes() -> list[web.RouteDef]:
+    return [
+        web.get("/stream/session/{ref}/apps", list_apps),
+        web.get("/stream/session/{ref}/tcpproxy", tcpproxy),
+        web.get("/stream/session/{ref}/httpproxy", tcpproxy),
+    ]

@@ -1,0 +1,82 @@
+"""The kernel runner's app tunnel: one line asks for a port in the kernel, then bytes flow
+both ways; a port nothing listens on is refused in words."""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from actors.kernel_runner import tunnel as tunnel_module
+from actors.kernel_runner.tunnel import Tunnel
+
+pytestmark = pytest.mark.unit
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while data := self.request.recv(65536):
+            self.request.sendall(data.upper())
+
+
+@pytest.fixture
+def echo_port() -> Iterator[int]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def tunnel(tmp_path: Path) -> Iterator[str]:
+    path = str(tmp_path / "proxy.sock")
+    running = Tunnel(path)
+    running.start()
+    try:
+        yield path
+    finally:
+        running.stop()
+
+
+def ask(path: str, line: bytes) -> tuple[socket.socket, bytes]:
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(15)
+    conn.connect(path)
+    conn.sendall(line)
+    answer = b""
+    while not answer.endswith(b"\n"):
+        answer += conn.recv(1)
+    return conn, answer
+
+
+def test_bytes_flow_both_ways_after_ok(tunnel: str, echo_port: int) -> None:
+    conn, answer = ask(tunnel, f"tcp {echo_port}\n".encode())
+    assert answer == b"ok\n"
+    payload = bytes(range(97, 123)) * 4000  # 104 kB: more than one chunk
+    conn.sendall(payload)
+    conn.shutdown(socket.SHUT_WR)
+    received = b""
+    while chunk := conn.recv(65536):
+        received += chunk
+    assert received == payload.upper()
+    conn.close()
+
+
+def test_a_port_without_a_listener_is_refused(tunnel: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tunnel_module, "_CONNECT_FOR_S", 0.3)
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    conn, answer = ask(tunnel, f"tcp {port}\n".encode())
+    assert answer == f"error nothing listens on port {port}\n".encode()
+    conn.close()
+    conn, answer = ask(tunnel, b"udp 53\n")
+    assert answer.startswith(b"error expected")
+    conn.close()
