@@ -19,6 +19,7 @@ from .apps import app_routes
 from .context import GatewayContext
 from .events import event_routes
 from .graphql import gql
+from .openapi import openapi_document
 from .problems import InternalServerError, MethodNotAllowed, URLNotFound, problem
 from .ratelimit import UNAUTHENTICATED_LIMIT, WINDOW_S, RateLimitExceeded
 from .sessions import session_routes
@@ -29,7 +30,7 @@ __all__ = ["API_VERSION", "MANAGER_VERSION", "make_app"]
 log = structlog.get_logger(__name__)
 
 _VERSION = re.compile(r"^v([4-7])\.(\d{8})$")
-_PUBLIC = frozenset({("GET", "/"), ("GET", ""), ("HEAD", "/")})
+_PUBLIC = frozenset({("GET", "/"), ("GET", ""), ("HEAD", "/"), ("GET", "/openapi.json")})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -83,6 +84,10 @@ async def version(request: web.Request) -> web.Response:
     return web.json_response({"version": API_VERSION, "manager": MANAGER_VERSION})
 
 
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
 async def announcement(request: web.Request) -> web.Response:
     return web.json_response({"enabled": False, "message": ""})
 
@@ -109,6 +114,7 @@ def make_app(ctx: GatewayContext) -> web.Application:
     app["ctx"] = ctx
     app.add_routes([
         web.get("/", version),
+        web.get("/openapi.json", openapi),
         web.get("/manager/announcement", announcement),
         web.get("/manager/status", manager_status),
         web.post("/admin/gql", gql),

@@ -1,0 +1,180 @@
+"""The OpenAPI 3 document of the gateway's REST routes (``GET /openapi.json``), built from
+the same pydantic models that validate the requests, so the two cannot drift apart.
+
+Websocket and SSE routes are left out (OpenAPI has no words for them); every operation
+needs the HMAC signature (the ``BackendAI`` scheme of the wire spec) except ``GET /``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from . import API_VERSION
+from .params import CreateParams, ExecuteParams
+
+__all__ = ["openapi_document"]
+
+_PROBLEM = {
+    "description": "A Backend.AI problem body",
+    "content": {
+        "application/problem+json": {
+            "schema": {
+                "type": "object",
+                "required": ["type", "title"],
+                "properties": {
+                    "type": {"type": "string"},
+                    "title": {"type": "string"},
+                    "msg": {"type": "string"},
+                    "data": {},
+                },
+            }
+        }
+    },
+}
+_REF = {
+    "name": "ref",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "A session's UUID or name",
+}
+_OWNER = {
+    "name": "owner_access_key",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string"},
+}
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema(by_alias=True, mode="validation")
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _json_object(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+
+
+def _op(
+    summary: str,
+    *,
+    params: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+    ok: str = "200",
+    answer: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "parameters": params or [],
+        "responses": {ok: answer or _json_object("OK"), "4XX": _PROBLEM},
+    }
+    if body is not None:
+        operation["requestBody"] = body
+    return operation
+
+
+def _query(*names: str) -> list[dict[str, Any]]:
+    return [
+        {"name": n, "in": "query", "required": False, "schema": {"type": "string"}} for n in names
+    ]
+
+
+def openapi_document() -> dict[str, Any]:
+    one = [_REF, _OWNER]
+    no_content = {"description": "Done"}
+    paths: dict[str, Any] = {
+        "/": {"get": {**_op("The version probe (no signature needed)"), "security": []}},
+        "/manager/announcement": {"get": _op("The announcement (never enabled)")},
+        "/manager/status": {"get": _op("This manager and its active sessions")},
+        "/session": {
+            "post": _op(
+                "Create a session, or reuse one by name", body=_body(CreateParams), ok="201"
+            )
+        },
+        "/session/_/match": {
+            "get": _op("Sessions whose id or name starts with `id`", params=_query("id"))
+        },
+        "/session/{ref}": {
+            "get": _op("A session's information", params=one),
+            "delete": _op("Destroy a session", params=one + _query("forced", "recursive")),
+            "patch": _op("Restart a session's kernels", params=one, ok="204", answer=no_content),
+            "post": _op(
+                "Execute code (query, batch, continue, input, complete)",
+                params=one,
+                body=_body(ExecuteParams),
+            ),
+        },
+        "/session/{ref}/interrupt": {
+            "post": _op("Interrupt the running code", params=one, ok="204", answer=no_content)
+        },
+        "/session/{ref}/complete": {
+            "post": _op(
+                "Completions for code",
+                params=one,
+                body={
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "code": {"type": "string"},
+                                    "options": {"type": "object"},
+                                },
+                            }
+                        }
+                    }
+                },
+            )
+        },
+        "/session/{ref}/download_single": {
+            "get": _op("One file's bytes", params=one + _query("file"))
+        },
+        "/session/{ref}/files": {"get": _op("A directory listing", params=one + _query("path"))},
+        "/session/{ref}/logs": {"get": _op("The kernel's log, also after the end", params=one)},
+        "/session/{ref}/direct-access-info": {"get": _op("Direct access (none)", params=one)},
+        "/session/{ref}/abusing-report": {"get": _op("Abuse reports (none)", params=one)},
+        "/stream/session/{ref}/apps": {"get": _op("The session's apps", params=one)},
+        "/admin/gql": {
+            "post": _op(
+                "GraphQL: keypair, compute_session(_list)",
+                body={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["query"],
+                                "properties": {
+                                    "query": {"type": "string"},
+                                    "variables": {"type": "object"},
+                                },
+                            }
+                        }
+                    },
+                },
+            )
+        },
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "kernelhub gateway (Backend.AI API)", "version": API_VERSION},
+        "servers": [{"url": "/"}],
+        "components": {
+            "securitySchemes": {
+                "BackendAI": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "BackendAI signMethod=HMAC-SHA256, credential=<access key>:"
+                    "<signature> (with Date and X-BackendAI-Version headers)",
+                }
+            }
+        },
+        "security": [{"BackendAI": []}],
+        "paths": paths,
+    }
