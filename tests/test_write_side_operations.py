@@ -258,7 +258,7 @@ async def test_a_restarted_agent_adopts_the_kernels_that_survived_it(
 ) -> None:
     await cluster.agents["i-p2"].set_schedulable(False)
     extra = (
-        {"session_type": SessionType.BATCH, "startup_command": "sleep 2; exit 7"} if batch else {}
+        {"session_type": SessionType.BATCH, "startup_command": "sleep 4; exit 7"} if batch else {}
     )
     sid = await cluster.shard.create(**options(**extra))  # type: ignore[arg-type]
     await reach(cluster, sid, "RUNNING")
