@@ -98,6 +98,12 @@ class LocalCluster:
         self._wake.set()
         return self
 
+    async def __aenter__(self) -> LocalCluster:
+        return await self.start()
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
     async def stop(self) -> None:
         self._stop.set()
         if self._subscription is not None:

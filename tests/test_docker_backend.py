@@ -34,17 +34,13 @@ _RUNNER_OPTIONS = ("--snapshot-interval", "0.2")
 
 @pytest.fixture
 async def cluster(store: RedisEventStore, tmp_path: Path) -> AsyncIterator[LocalCluster]:
-    local = LocalCluster(
+    async with LocalCluster(
         store, [(AGENT, {"cpu": 4, "mem": 8 * G})], safety_tick_s=0.5,
         backend=lambda agent_id: DockerBackend(tmp_path / agent_id, owner=agent_id,
                                                runner_options=_RUNNER_OPTIONS),
         stop_grace_s=1.0,
-    )  # fmt: skip
-    await local.start()
-    try:
+    ) as local:  # fmt: skip
         yield local
-    finally:
-        await local.stop()
 
 
 async def session(

@@ -41,15 +41,11 @@ async def cluster(
 ) -> AsyncIterator[LocalCluster]:
     if request.param == "docker":
         request.getfixturevalue("docker")
-    local = LocalCluster(
+    async with LocalCluster(
         store, [("i-exec", {"cpu": 4, "mem": 8 * G})], safety_tick_s=0.5,
         backend=make_backend(request.param, tmp_path), stop_grace_s=1.0,
-    )  # fmt: skip
-    await local.start()
-    try:
+    ) as local:  # fmt: skip
         yield local
-    finally:
-        await local.stop()
 
 
 async def session(cluster: LocalCluster, status: str = "RUNNING", **kwargs: Any) -> uuid.UUID:

@@ -30,6 +30,7 @@ from ..kernel_runner.batch import last_exec_code
 __all__ = [
     "Backend",
     "BackendBase",
+    "DirectoryBackend",
     "ImageNotAvailable",
     "KernelDirs",
     "KernelLaunch",
@@ -138,25 +139,6 @@ class BackendBase:
 
     async def close(self) -> None:
         return None
-
-
-class _WithBatchRecord(Protocol):
-    def batch_exit(self, kernel_id: uuid.UUID) -> int | None: ...
-
-    def running(self) -> set[uuid.UUID]: ...
-
-
-async def wait_for_batch(backend: _WithBatchRecord, kernel_id: uuid.UUID) -> int:
-    """A batch kernel's command: its recorded exit code once the runner has one, or -1 when
-    the kernel ended before it did."""
-    while True:
-        code = backend.batch_exit(kernel_id)
-        if code is not None:
-            return code
-        if kernel_id not in backend.running():  # one last look: it may have just finished
-            code = backend.batch_exit(kernel_id)
-            return -1 if code is None else code
-        await asyncio.sleep(0.2)
 
 
 class SimBackend(BackendBase):
@@ -303,6 +285,40 @@ class KernelDirs:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+class DirectoryBackend(BackendBase):
+    """A backend whose kernels each have :class:`KernelDirs` under ``work_root``: the
+    runner's socket, its batch record and the work dir (the process and Docker backends)."""
+
+    work_root: Path
+
+    def dirs(self, kernel_id: uuid.UUID) -> KernelDirs:
+        return KernelDirs(self.work_root / kernel_id.hex)
+
+    def work_dir(self, kernel_id: uuid.UUID) -> Path | None:
+        return self.dirs(kernel_id).work
+
+    def runner_socket(self, kernel_id: uuid.UUID) -> str | None:
+        return str(self.dirs(kernel_id).socket)
+
+    def batch_exit(self, kernel_id: uuid.UUID) -> int | None:
+        return last_exec_code(str(self.dirs(kernel_id).batch_record))
+
+    def running(self) -> set[uuid.UUID]:
+        raise NotImplementedError
+
+    async def wait(self, kernel_id: uuid.UUID) -> int:
+        """A batch kernel's command: its recorded exit code once the runner has one, or -1
+        when the kernel ended before it did."""
+        while True:
+            code = self.batch_exit(kernel_id)
+            if code is not None:
+                return code
+            if kernel_id not in self.running():  # one last look: it may have just finished
+                code = self.batch_exit(kernel_id)
+                return -1 if code is None else code
+            await asyncio.sleep(0.2)
+
+
 def write_environ(dirs: KernelDirs, environ: dict[str, str]) -> None:
     """``/home/config/environ.txt``: the kernel's variables, for shells started later."""
     (dirs.config / "environ.txt").write_text(
@@ -310,7 +326,7 @@ def write_environ(dirs: KernelDirs, environ: dict[str, str]) -> None:
     )
 
 
-class ProcessBackend(BackendBase):
+class ProcessBackend(DirectoryBackend):
     """Each kernel a local process: the kernel runner (:mod:`actors.kernel_runner`) as its
     main process, in the kernel's own directories and session, with resource limits from
     its slots (address space from ``mem``, a cap on processes). There is no isolation
@@ -334,15 +350,6 @@ class ProcessBackend(BackendBase):
         self._procs: dict[uuid.UUID, asyncio.subprocess.Process] = {}
         self._adopted: dict[uuid.UUID, int] = {}
         """Kernels started by an earlier agent process: kernel -> process group id."""
-
-    def dirs(self, kernel_id: uuid.UUID) -> KernelDirs:
-        return KernelDirs(self.work_root / kernel_id.hex)
-
-    def work_dir(self, kernel_id: uuid.UUID) -> Path | None:
-        return self.dirs(kernel_id).work
-
-    def runner_socket(self, kernel_id: uuid.UUID) -> str | None:
-        return str(self.dirs(kernel_id).socket)
 
     def _limits(self, slots: dict[str, Decimal]) -> Any:
         memory = int(slots.get("mem", 0))
@@ -389,12 +396,6 @@ class ProcessBackend(BackendBase):
         (dirs.run / _PID_FILE).write_text(str(process.pid))
         return {"container_id": f"pid-{process.pid}", "kernel_host": "127.0.0.1",
                 "pid": process.pid, "work_dir": str(dirs.work)}  # fmt: skip
-
-    async def wait(self, kernel_id: uuid.UUID) -> int:
-        return await wait_for_batch(self, kernel_id)
-
-    def batch_exit(self, kernel_id: uuid.UUID) -> int | None:
-        return last_exec_code(str(self.dirs(kernel_id).batch_record))
 
     async def adopt(self) -> set[uuid.UUID]:
         """Kernel runners recorded in kernel dirs whose process still runs that kernel."""

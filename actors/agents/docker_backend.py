@@ -33,17 +33,14 @@ import aiodocker
 import aiohttp
 import structlog
 
-from ..kernel_runner.batch import last_exec_code
 from .backends import (
     _BOOT_RUNNER,
     _RUNNER_PACKAGE,
     MAX_LOG_BYTES,
-    BackendBase,
+    DirectoryBackend,
     ImageNotAvailable,
-    KernelDirs,
     KernelLaunch,
     KernelObserver,
-    wait_for_batch,
     write_environ,
 )
 from .cgroups import cgroup_stats
@@ -96,7 +93,7 @@ async def docker_answers(url: str | None = None, timeout: float = 2.0) -> bool:
         await docker.close()
 
 
-class DockerBackend(BackendBase):
+class DockerBackend(DirectoryBackend):
     def __init__(
         self,
         work_root: str | os.PathLike[str],
@@ -129,15 +126,6 @@ class DockerBackend(BackendBase):
         if self._docker is None:  # made on first use: it binds to the running loop
             self._docker = aiodocker.Docker(self.docker_url)
         return self._docker
-
-    def dirs(self, kernel_id: uuid.UUID) -> KernelDirs:
-        return KernelDirs(self.work_root / kernel_id.hex)
-
-    def work_dir(self, kernel_id: uuid.UUID) -> Path | None:
-        return self.dirs(kernel_id).work
-
-    def runner_socket(self, kernel_id: uuid.UUID) -> str | None:
-        return str(self.dirs(kernel_id).socket)
 
     # ---- images ---------------------------------------------------------------------------
     async def image_labels(self, image: str) -> dict[str, str]:
@@ -272,12 +260,6 @@ class DockerBackend(BackendBase):
 
     def _earlier_log(self, kernel_id: uuid.UUID) -> Path:
         return self.dirs(kernel_id).root / "earlier.log"
-
-    async def wait(self, kernel_id: uuid.UUID) -> int:
-        return await wait_for_batch(self, kernel_id)
-
-    def batch_exit(self, kernel_id: uuid.UUID) -> int | None:
-        return last_exec_code(str(self.dirs(kernel_id).batch_record))
 
     async def stop(self, kernel_id: uuid.UUID, grace_s: float) -> int | None:
         """``docker stop``: SIGTERM to the runner (it ends its commands and services), SIGKILL
