@@ -13,5 +13,12 @@ echo "== code in it: kh session exec $sid -c 'print(6*7)' =="
 "$KH" session exec "$sid" -c 'import os; print(6*7, os.environ["BACKENDAI_SESSION_NAME"])'
 "$KH" session destroy "$sid" --wait 60 >/dev/null
 "$KH" session show "$sid"
+BAI=${BAI:-$PWD/.venv-bai/bin/backend.ai}
+if [ -x "$BAI" ]; then
+  echo
+  echo "== Backend.AI's own client through the gateway: backend.ai run --rm python -c 'print(6*7)' =="
+  config=$("$KH" up | grep '^export BACKEND_')
+  (eval "$config"; cd "$(mktemp -d)" && "$BAI" run --rm python -c 'print(6*7)')
+fi
 echo
 echo "kernelhub keeps running: use the exports above; stop it with: make down (or kh down)"
