@@ -555,3 +555,52 @@ def test_no_input_gets_a_5xx_or_a_traceback(case: schemathesis.Case, stack: Stac
     if response.status_code >= 400:
         problem = response.json()
         assert {"type", "title"} <= set(problem), problem
+
+
+def test_another_tenant_cannot_see_exec_download_stream_or_destroy(stack: Stack) -> None:
+    """User B, with a valid keypair, finds none of user A's session: not by name, not by
+    UUID, through no route (REST, websocket, SSE, GraphQL)."""
+    assert stack.bai("session", "create", "-t", "e2e-private", "python").returncode == 0
+    (own,) = [s["session_id"] for s in stack.ps() if s["name"] == "e2e-private"]
+    b_ak, b_sk = asyncio.run(second_tenant(stack, "tenant-b"))
+    as_b = {"access_key": b_ak, "secret": b_sk}
+    for ref in ("e2e-private", own):
+        for method, path, body in (
+            ("GET", f"/session/{ref}", None),
+            ("POST", f"/session/{ref}", {"mode": "query", "code": "print(1)", "runId": None}),
+            ("GET", f"/session/{ref}/download_single?file=x", None),
+            ("GET", f"/session/{ref}/files", None),
+            ("GET", f"/session/{ref}/logs", None),
+            ("GET", f"/stream/session/{ref}/execute", None),
+            ("GET", f"/stream/session/{ref}/apps", None),
+            ("DELETE", f"/session/{ref}", None),
+        ):
+            status, reply = signed(stack, method, path, body=body, **as_b)
+            assert problem_of((status, reply)) == (404, "object-not-found", "No such session."), (
+                method, path,
+            )  # fmt: skip
+    env = {"BACKEND_ACCESS_KEY": b_ak, "BACKEND_SECRET_KEY": b_sk}
+    ran = stack.bai("run", "-t", "e2e-private", "python", "-c", "print('as B')", **env)
+    assert "as B" in ran.stdout  # B's own new session of that name, not A's
+    assert stack.bai("session", "rm", "e2e-private", **env).returncode == 0
+    info = signed(stack, "POST", "/admin/gql", body={
+        "query": "query($id: UUID!) { compute_session(id: $id) { name } }",
+        "variables": {"id": own},
+    }, **as_b)  # fmt: skip
+    assert json.loads(info[1])["data"]["compute_session"] is None
+    snoop = open_events(stack, f"/events/session?sessionId={own}&scope=*", b_ak, b_sk)
+    snoop.settimeout(5)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += snoop.recv(4096)
+    assert head.startswith(b"HTTP/1.1 200")
+    assert stack.bai("session", "rm", "e2e-private").returncode == 0  # A's, by A
+    snoop.settimeout(2)
+    seen = head
+    try:
+        while chunk := snoop.recv(65536):
+            seen += chunk
+    except TimeoutError:
+        pass
+    snoop.close()
+    assert b"event:" not in seen  # A's session ended; B was told nothing of it
