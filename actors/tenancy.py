@@ -31,6 +31,7 @@ from events.catalogue import (
     ProjectMemberAdded,
     ProjectMemberRemoved,
     ProjectUpdated,
+    ResourcePresetSet,
     ScalingGroupAssociated,
     ScalingGroupDissociated,
     ScalingGroupSet,
@@ -208,6 +209,11 @@ class TenancyService:
         self, name: str, *, command_id: uuid.UUID | None = None, **fields: Any
     ) -> None:
         await self._execute(command_id, decide_set, KeypairPolicySet(name=name, **fields))
+
+    async def set_preset(
+        self, name: str, *, command_id: uuid.UUID | None = None, **fields: Any
+    ) -> None:
+        await self._execute(command_id, decide_set, ResourcePresetSet(name=name, **fields))
 
     # ---- scaling groups and images -------------------------------------------------------------
     async def set_scaling_group(

@@ -84,6 +84,9 @@ class TenancyLookups:
     async def policy(self, name: str) -> Record | None:
         return await self._get("policy", name)
 
+    async def presets(self) -> list[Record]:
+        return await self._many("preset", await self._members("i:presets"))
+
     async def scaling_group(self, name: str) -> Record | None:
         return await self._get("sgroup", name)
 

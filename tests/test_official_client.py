@@ -604,3 +604,51 @@ def test_another_tenant_cannot_see_exec_download_stream_or_destroy(stack: Stack)
         pass
     snoop.close()
     assert b"event:" not in seen  # A's session ended; B was told nothing of it
+
+
+async def set_presets(stack: Stack) -> None:
+    store = RedisEventStore.from_url(stack.exports["KH_REDIS_URL"])
+    try:
+        tenancy = await TenancyService(store, SecretBox.from_file(
+            stack.root / "data" / "master.key")).load()  # fmt: skip
+        await tenancy.set_preset("small", resource_slots={"cpu": 1, "mem": 2**28},
+                                 shared_memory="64m")  # fmt: skip
+        await tenancy.set_preset("huge", resource_slots={"cpu": 10_000, "mem": 2**50})
+        lookups = TenancyLookups(store)
+        await eventually(lambda: lookups.presets(), timeout=20, message="projected")
+
+        async def both() -> bool:
+            return len(await lookups.presets()) == 2
+
+        await eventually(both, timeout=20, message="both presets projected")
+    finally:
+        await store.close()
+
+
+def test_presets_say_what_fits_now_and_usage_is_binned(stack: Stack) -> None:
+    asyncio.run(set_presets(stack))
+    status, body = signed(stack, "GET", "/resource/presets")
+    assert status == 200
+    assert {p["name"]: p["resource_slots"] for p in json.loads(body)["presets"]} == {
+        "small": {"cpu": "1", "mem": "268435456"},
+        "huge": {"cpu": "10000", "mem": "1125899906842624"},
+    }
+    assert stack.bai("session", "create", "-t", "e2e-preset", "python").returncode == 0
+    status, body = signed(stack, "POST", "/resource/check-presets", body={"group": "default"})
+    assert status == 200, body
+    checked = json.loads(body)
+    assert {p["name"]: p["allocatable"] for p in checked["presets"]} == {
+        "small": True, "huge": False,
+    }  # fmt: skip
+    assert checked["keypair_using"]["cpu"] == "1"  # the session just created
+    assert checked["keypair_limits"]["cpu"] == "Infinity"  # the default policy: unlimited
+    assert set(checked["scaling_groups"]) == {"default"}
+    refused = signed(stack, "POST", "/resource/check-presets", body={"group": "no-such-group"})
+    assert problem_of(refused)[:2] == (400, "invalid-api-params")
+    today = datetime.now(UTC).strftime("%Y%m%d")
+    status, body = signed(stack, "GET", f"/resource/usage/period?start_date={today}"
+                                        f"&end_date={today}")  # fmt: skip
+    bins = json.loads(body)
+    assert status == 200 and bins and all(b["num_sessions"] >= 1 for b in bins)
+    assert sum(float(b["slot_seconds"].get("cpu", 0)) for b in bins) > 0
+    assert stack.bai("session", "rm", "e2e-preset").returncode == 0

@@ -29,6 +29,7 @@ from events.catalogue import (
     ProjectMemberAdded,
     ProjectMemberRemoved,
     ProjectUpdated,
+    ResourcePresetSet,
     ScalingGroupAssociated,
     ScalingGroupDissociated,
     ScalingGroupSet,
@@ -62,7 +63,7 @@ STREAM_OF: Mapping[str, str] = {
     "project_member_added": "tenancy-projects", "project_member_removed": "tenancy-projects",
     "user_created": "tenancy-users", "user_updated": "tenancy-users",
     "keypair_issued": "tenancy-keypairs", "keypair_updated": "tenancy-keypairs",
-    "keypair_policy_set": "tenancy-policies",
+    "keypair_policy_set": "tenancy-policies", "resource_preset_set": "tenancy-policies",
     "scaling_group_set": "tenancy-sgroups", "scaling_group_associated": "tenancy-sgroups",
     "scaling_group_dissociated": "tenancy-sgroups",
     "image_registered": "image-catalogue", "image_alias_set": "image-catalogue",
@@ -99,6 +100,7 @@ class TenancyState:
     keypairs: dict[str, dict[str, Any]] = field(default_factory=dict)
     policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     sgroups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
@@ -170,6 +172,9 @@ class TenancyState:
 
     def _on_keypair_policy_set(self, d: dict[str, Any]) -> None:
         self.policies[d["name"]] = d
+
+    def _on_resource_preset_set(self, d: dict[str, Any]) -> None:
+        self.presets[d["name"]] = d
 
     def _on_scaling_group_set(self, d: dict[str, Any]) -> None:
         previous = self.sgroups.get(d["name"], {})
@@ -318,12 +323,17 @@ def decide_alias(state: TenancyState, event: ImageAliasSet) -> list[AnyPayload]:
     return [] if state.aliases.get(event.alias) == event.target else [event]
 
 
-def decide_set(state: TenancyState, event: KeypairPolicySet | ScalingGroupSet) -> list[AnyPayload]:
-    """Policies and scaling groups are set whole: a no-op when nothing differs."""
-    _check_name("policy" if isinstance(event, KeypairPolicySet) else "scaling group", event.name)
-    current = (state.policies if isinstance(event, KeypairPolicySet) else state.sgroups).get(
-        event.name
-    )
+def decide_set(
+    state: TenancyState, event: KeypairPolicySet | ScalingGroupSet | ResourcePresetSet
+) -> list[AnyPayload]:
+    """Policies, scaling groups and presets are set whole: a no-op when nothing differs."""
+    kind, records = {
+        "keypair_policy_set": ("policy", state.policies),
+        "scaling_group_set": ("scaling group", state.sgroups),
+        "resource_preset_set": ("resource preset", state.presets),
+    }[event.type]
+    _check_name(kind, event.name)
+    current = records.get(event.name)
     return [] if current is not None and _same(current, event) else [event]
 
 

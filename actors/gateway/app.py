@@ -22,6 +22,7 @@ from .graphql import gql
 from .openapi import openapi_document
 from .problems import InternalServerError, MethodNotAllowed, URLNotFound, problem
 from .ratelimit import UNAUTHENTICATED_LIMIT, WINDOW_S, RateLimitExceeded
+from .resources import resource_routes
 from .sessions import session_routes
 from .streams import stream_routes
 
@@ -122,5 +123,6 @@ def make_app(ctx: GatewayContext) -> web.Application:
         *stream_routes(),
         *event_routes(),
         *app_routes(),
+        *resource_routes(),
     ])  # fmt: skip
     return app

@@ -138,6 +138,31 @@ def openapi_document() -> dict[str, Any]:
         "/session/{ref}/logs": {"get": _op("The kernel's log, also after the end", params=one)},
         "/session/{ref}/direct-access-info": {"get": _op("Direct access (none)", params=one)},
         "/session/{ref}/abusing-report": {"get": _op("Abuse reports (none)", params=one)},
+        "/resource/presets": {"get": _op("The resource presets")},
+        "/resource/check-presets": {
+            "post": _op(
+                "What the caller may still allocate, and which presets fit",
+                body={
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "group": {"type": "string"},
+                                    "scaling_group": {"type": "string"},
+                                },
+                            }
+                        }
+                    }
+                },
+            )
+        },
+        "/resource/usage/period": {
+            "get": _op(
+                "Slot-seconds per 15-minute bin",
+                params=_query("start_date", "end_date", "group_id"),
+            )
+        },
         "/stream/session/{ref}/apps": {"get": _op("The session's apps", params=one)},
         "/admin/gql": {
             "post": _op(

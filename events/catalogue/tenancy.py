@@ -29,6 +29,7 @@ __all__ = [
     "ProjectMemberAdded",
     "ProjectMemberRemoved",
     "ProjectUpdated",
+    "ResourcePresetSet",
     "ScalingGroupAssociated",
     "ScalingGroupDissociated",
     "ScalingGroupSet",
@@ -176,6 +177,17 @@ class ScalingGroupSet(EventPayload):
     scheduler_config: JsonObject = Field(default_factory=dict)
     agent_selector: Literal["concentrated", "dispersed", "round-robin"] | None = None
     use_host_network: bool = False
+
+
+class ResourcePresetSet(EventPayload):
+    """A resource preset (23.03's ``resource_presets`` row), created or replaced whole:
+    a named size users pick at creation and ``check-presets`` says fits or not."""
+
+    type: Literal["resource_preset_set"] = "resource_preset_set"
+    name: str
+    resource_slots: Slots
+    shared_memory: str | None = None
+    scaling_group_name: str | None = None
 
 
 class ScalingGroupAssociated(EventPayload):

@@ -4,7 +4,7 @@ Records: ``domain``, ``project``, ``user``, ``keypair`` (secret as ciphertext, n
 decrypted here), ``policy``, ``sgroup``, ``image``, ``alias``. Indexes: ``i:user:email`` and
 ``i:user:name`` (-> user id), ``i:project:<domain>`` (name -> id), ``i:keypairs:<user>``,
 ``i:projects:<user>`` (memberships), ``i:sg_for:<kind>:<target>`` (scaling groups a domain,
-project or keypair may use).
+project or keypair may use), ``i:presets`` (every resource preset).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ _KEY = {
     "project_member_removed": ("project", "project_id"),
     "user_created": ("user", "user_id"), "user_updated": ("user", "user_id"),
     "keypair_issued": ("keypair", "access_key"), "keypair_updated": ("keypair", "access_key"),
-    "keypair_policy_set": ("policy", "name"),
+    "keypair_policy_set": ("policy", "name"), "resource_preset_set": ("preset", "name"),
     "scaling_group_set": ("sgroup", "name"), "scaling_group_associated": ("sgroup", "name"),
     "scaling_group_dissociated": ("sgroup", "name"),
     "image_registered": ("image", "name"), "image_alias_set": ("alias", "alias"),
@@ -69,7 +69,8 @@ class TenancyProjection(IndexedProjection):
             if event.type == "scaling_group_associated":
                 allowed.append(target)
             record["for"] = sorted(allowed)
-        elif event.type in ("keypair_policy_set", "scaling_group_set", "image_registered"):
+        elif event.type in ("keypair_policy_set", "scaling_group_set", "image_registered",
+                            "resource_preset_set"):  # fmt: skip
             record = (
                 {**data, "for": (record or {}).get("for", [])} if kind == "sgroup" else dict(data)
             )
@@ -89,6 +90,8 @@ class TenancyProjection(IndexedProjection):
             return {(f"i:projects:{member}", record_id): 0 for member in record.get("members", [])}
         if kind == "sgroup":
             return {(f"i:sg_for:{k}:{t}", record_id): 0 for k, t in record.get("for", [])}
+        if kind == "preset":
+            return {("i:presets", record_id): 0}
         return {}
 
     def hash_entries(self, ref: RecordRef, record: Record) -> IndexEntries:
