@@ -651,4 +651,8 @@ def test_presets_say_what_fits_now_and_usage_is_binned(stack: Stack) -> None:
     bins = json.loads(body)
     assert status == 200 and bins and all(b["num_sessions"] >= 1 for b in bins)
     assert sum(float(b["slot_seconds"].get("cpu", 0)) for b in bins) > 0
+    status, body = signed(stack, "POST", "/resource/recalculate-usage")
+    assert (status, json.loads(body)) == (200, {})
+    status, body = signed(stack, "POST", "/resource/check-presets", body={"group": "default"})
+    assert json.loads(body)["keypair_using"]["cpu"] == "1"  # the same, folded again
     assert stack.bai("session", "rm", "e2e-preset").returncode == 0

@@ -139,6 +139,7 @@ def openapi_document() -> dict[str, Any]:
         "/session/{ref}/direct-access-info": {"get": _op("Direct access (none)", params=one)},
         "/session/{ref}/abusing-report": {"get": _op("Abuse reports (none)", params=one)},
         "/resource/presets": {"get": _op("The resource presets")},
+        "/resource/recalculate-usage": {"post": _op("Fold occupancy again (superadmin)")},
         "/resource/check-presets": {
             "post": _op(
                 "What the caller may still allocate, and which presets fit",

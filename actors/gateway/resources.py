@@ -152,8 +152,22 @@ async def usage_period(request: web.Request) -> web.Response:
     ])  # fmt: skip
 
 
+async def recalculate_usage(request: web.Request) -> web.Response:
+    """What sessions, agents and keypairs occupy is a projection: recalculating it is
+    folding those read models again from the log (23.03 recounts rows)."""
+    if not request["caller"].is_superadmin:
+        raise InsufficientPrivilege("only a superadmin recalculates usage")
+    import ray
+
+    ctx: GatewayContext = request.app["ctx"]
+    projector = ray.get_actor("projector", namespace=ctx.router.namespace)
+    await projector.rebuild.remote(["sessions", "agents"])
+    return web.json_response({})
+
+
 def resource_routes() -> list[web.RouteDef]:
     return [
+        web.post("/resource/recalculate-usage", recalculate_usage),
         web.get("/resource/presets", presets),
         web.post("/resource/check-presets", check_presets),
         web.get("/resource/usage/period", usage_period),

@@ -76,6 +76,12 @@ class ProjectorActor:
         self._tasks = [asyncio.create_task(self.projector.run()),
                        asyncio.create_task(self._gauges())]  # fmt: skip
 
+    async def rebuild(self, names: list[str]) -> dict[str, int]:
+        """Fold the named read models again from the start of the log and switch to them
+        (``recalculate-usage``); the new generations."""
+        await asyncio.shield(self._boot)
+        return await self.projector.rebuild_many(names)
+
     async def ready(self) -> bool:
         await asyncio.shield(self._boot)
         return True
