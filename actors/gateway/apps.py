@@ -16,9 +16,12 @@ import contextlib
 import uuid
 from typing import Any
 
+import structlog
 from aiohttp import WSMsgType, web
 
 from ..domain.errors import ObjectNotFound
+
+log = structlog.get_logger(__name__)
 
 __all__ = ["app_routes", "apps_of"]
 
@@ -94,6 +97,8 @@ async def tcpproxy(request: web.Request) -> web.StreamResponse:
                 break
     except (ConnectionResetError, BrokenPipeError):
         pass
+    except Exception:  # the socket is open: close it, never answer a 500 after the upgrade
+        log.exception("app tunnel failed", app=name)
     finally:
         with contextlib.suppress(OSError):
             if writer.can_write_eof():

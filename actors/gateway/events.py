@@ -16,10 +16,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from ..domain.errors import ObjectNotFound
 from .context import DEAD
+
+log = structlog.get_logger(__name__)
 
 __all__ = ["FORWARDED", "event_routes"]
 
@@ -173,6 +176,8 @@ async def session_events(request: web.Request) -> web.StreamResponse:
                 break
     except (ConnectionResetError, asyncio.CancelledError):
         pass  # the client left
+    except Exception:  # the stream is open: end it, never answer a 500 after the headers
+        log.exception("session event stream failed")
     finally:
         reader.cancel()
         with contextlib.suppress(BaseException):

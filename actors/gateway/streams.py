@@ -80,6 +80,9 @@ async def execute(request: web.Request) -> web.StreamResponse:
                 result = await execution.execute(sid, run_id, "continue", "", {}, _FLUSH_S)
     except DomainError as exc:
         return await _error(ws, f"BackendError: {exc.msg or exc.title}")
+    except Exception:  # the socket is open: the client hears of it there, not as a 500
+        log.exception("execute stream failed", session=str(sid))
+        return await _error(ws, "BackendError: Internal server error.")
     if ws.closed and result.get("status") != "finished":
         log.info("execute socket closed mid-run; interrupting", session=str(sid))
         try:
