@@ -53,6 +53,15 @@ def _body(model: type[BaseModel]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
+def _object_body(required: tuple[str, ...] = (), **properties: str) -> dict[str, Any]:
+    """A JSON object body of named, typed properties."""
+    typed = {name: {"type": kind} for name, kind in properties.items()}
+    schema: dict[str, Any] = {"type": "object", "properties": typed}
+    if required:
+        schema["required"] = list(required)
+    return {"required": bool(required), "content": {"application/json": {"schema": schema}}}
+
+
 def _json_object(description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -116,19 +125,7 @@ def openapi_document() -> dict[str, Any]:
             "post": _op(
                 "Completions for code",
                 params=one,
-                body={
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "code": {"type": "string"},
-                                    "options": {"type": "object"},
-                                },
-                            }
-                        }
-                    }
-                },
+                body=_object_body(code="string", options="object"),
             )
         },
         "/session/{ref}/download_single": {
@@ -143,19 +140,7 @@ def openapi_document() -> dict[str, Any]:
         "/resource/check-presets": {
             "post": _op(
                 "What the caller may still allocate, and which presets fit",
-                body={
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "group": {"type": "string"},
-                                    "scaling_group": {"type": "string"},
-                                },
-                            }
-                        }
-                    }
-                },
+                body=_object_body(group="string", scaling_group="string"),
             )
         },
         "/resource/usage/period": {
@@ -168,21 +153,7 @@ def openapi_document() -> dict[str, Any]:
         "/admin/gql": {
             "post": _op(
                 "GraphQL: keypair, compute_session(_list)",
-                body={
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["query"],
-                                "properties": {
-                                    "query": {"type": "string"},
-                                    "variables": {"type": "object"},
-                                },
-                            }
-                        }
-                    },
-                },
+                body=_object_body(("query",), query="string", variables="object"),
             )
         },
     }
