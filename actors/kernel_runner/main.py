@@ -269,6 +269,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     options = parse_args(argv)
+    # The kernel log is one stream, in order. A container's stdout and stderr are kept apart
+    # by Docker, and their relative order is lost, so stdout goes where stderr goes. The
+    # process backend sends both to one file anyway.
+    sys.stdout.flush()
+    os.dup2(2, 1)
     handler = logging.StreamHandler(sys.__stderr__)
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s kernelhub-runner: %(message)s")
