@@ -45,14 +45,13 @@ from .backends import (
 )
 from .cgroups import cgroup_stats
 
-__all__ = ["DOCKER_LABELS", "DockerBackend", "docker_answers"]
+__all__ = ["DockerBackend", "docker_answers"]
 
 log = structlog.get_logger(__name__)
 
 KERNEL_LABEL = "ai.backend.kernel-id"
 SESSION_LABEL = "ai.backend.session-id"
 OWNER_LABEL = "ai.backend.owner"
-DOCKER_LABELS = (KERNEL_LABEL, SESSION_LABEL, OWNER_LABEL)
 SUPPORTED_KERNELSPEC = range(1, 2)
 """``ai.backend.kernelspec`` values this agent runs (upstream's [MIN, MAX] = [1, 1])."""
 WORK_UID = 1000

@@ -16,7 +16,7 @@ from aiohttp import web
 from ..domain.errors import DomainError, GenericBadRequest
 from . import API_VERSION, MANAGER_VERSION
 from .apps import app_routes
-from .context import GatewayContext
+from .context import LIVE, GatewayContext
 from .events import event_routes
 from .graphql import gql
 from .openapi import openapi_document
@@ -93,15 +93,11 @@ async def announcement(request: web.Request) -> web.Response:
     return web.json_response({"enabled": False, "message": ""})
 
 
-_ACTIVE = ["PENDING", "SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING",
-           "RUNNING_DEGRADED", "TERMINATING", "ERROR"]  # fmt: skip
-
-
 async def manager_status(request: web.Request) -> web.Response:
     """``GET /manager/status``: this gateway as the one manager node, and the sessions not
     yet ended."""
     ctx: GatewayContext = request.app["ctx"]
-    active = (await ctx.models.sessions(statuses=_ACTIVE, limit=1)).total
+    active = (await ctx.models.sessions(statuses=LIVE, limit=1)).total
     node = {
         "id": "gateway", "num_proc": 1, "service_addr": request.host, "heartbeat_timeout": 40.0,
         "ssl_enabled": False, "active_sessions": active, "status": "running",

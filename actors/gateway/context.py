@@ -12,13 +12,16 @@ from projections.queries import ReadModels
 from projections.tenancy_queries import TenancyLookups
 
 from ..domain.errors import GenericForbidden, InvalidAPIParameters
+from ..domain.statuses import DEAD_SESSION_STATUSES, SessionStatus
 from .auth import Authenticator, Caller
 from .problems import SessionNotFound
 from .ratelimit import RateLimiter
 
-__all__ = ["DEAD", "GatewayContext"]
+__all__ = ["DEAD", "LIVE", "GatewayContext"]
 
-DEAD = frozenset({"TERMINATED", "CANCELLED"})
+DEAD = frozenset(s.name for s in DEAD_SESSION_STATUSES)
+LIVE = sorted(s.name for s in SessionStatus if s not in DEAD_SESSION_STATUSES)
+"""Statuses of sessions not yet ended, as the read model's status indexes name them."""
 
 
 @dataclass

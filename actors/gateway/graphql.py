@@ -16,7 +16,7 @@ from aiohttp import web
 from graphql import GraphQLError, build_schema, graphql
 
 from .auth import Caller
-from .context import GatewayContext
+from .context import LIVE, GatewayContext
 from .views import compute_session
 
 __all__ = ["SCHEMA", "gql"]
@@ -97,12 +97,7 @@ class _Root:
                               "full_name": user.get("full_name")}}  # fmt: skip
 
     async def _concurrency(self, access_key: str) -> int:
-        page = await self.ctx.models.sessions(
-            owner=access_key,
-            statuses=["PENDING", "SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING",
-                      "RUNNING_DEGRADED", "TERMINATING", "ERROR"], limit=1,
-        )  # fmt: skip
-        return page.total
+        return (await self.ctx.models.sessions(owner=access_key, statuses=LIVE, limit=1)).total
 
     def _visible(self, record: dict[str, Any]) -> bool:
         return record.get("access_key") == self.caller.access_key or self.caller.may_act_for_others

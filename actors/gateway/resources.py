@@ -17,14 +17,14 @@ from aiohttp import web
 from events._canonical import decimal_to_plain
 
 from ..domain.errors import InvalidAPIParameters
+from ..domain.statuses import AGENT_RESOURCE_OCCUPYING_SESSION_STATUSES
 from .context import GatewayContext
 from .params import raw_params
 from .problems import InsufficientPrivilege
 
 __all__ = ["resource_routes"]
 
-_OCCUPYING = ["SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING",
-              "RUNNING_DEGRADED", "TERMINATING", "ERROR"]  # fmt: skip
+_OCCUPYING = sorted(s.name for s in AGENT_RESOURCE_OCCUPYING_SESSION_STATUSES)
 """Statuses whose sessions hold slots on agents (a PENDING one holds none yet)."""
 _INFINITY = Decimal("Infinity")
 

@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-__all__ = ["COMPUTE_SESSION_FIELDS", "compute_container", "compute_session", "session_info"]
+__all__ = ["compute_container", "compute_session", "session_info"]
 
 _JSON = json.dumps
 
@@ -137,6 +137,3 @@ def compute_session(record: dict[str, Any]) -> dict[str, Any]:
         ],
         "dependencies": [],
     }
-
-
-COMPUTE_SESSION_FIELDS = tuple(compute_session({"id": "x"}))
