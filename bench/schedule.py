@@ -103,7 +103,6 @@ async def reserved_positions(store: RedisEventStore, want: int, timeout: float) 
 
 
 async def queue_round(url: str, sessions: int, agents: int) -> dict[str, float]:
-    import ray
 
     installation = install(url, agents)
     store = RedisEventStore.from_url(url)
@@ -123,12 +122,10 @@ async def queue_round(url: str, sessions: int, agents: int) -> dict[str, float]:
                 "ours_per_s": sessions / max((stamps[-1] - trigger) / 1000, 1e-3)}  # fmt: skip
     finally:
         await store.close()
-        for handle in installation.handles():
-            ray.kill(handle, no_restart=True)
+        installation.kill()
 
 
 async def open_loop(url: str, agents: int, rate: float, seconds: float) -> dict[str, float]:
-    import ray
 
     installation = install(url, agents)
     store = RedisEventStore.from_url(url)
@@ -155,8 +152,7 @@ async def open_loop(url: str, agents: int, rate: float, seconds: float) -> dict[
                 "open_loop_p99_ms": p99}  # fmt: skip
     finally:
         await store.close()
-        for handle in installation.handles():
-            ray.kill(handle, no_restart=True)
+        installation.kill()
 
 
 def main() -> None:

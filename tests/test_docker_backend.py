@@ -363,8 +363,7 @@ async def test_a_killed_agent_actor_reattaches_to_its_running_container(
         await router.destroy(sid)
         assert await router.wait(sid, 60, until=["TERMINATED"]) == "TERMINATED"
     finally:
-        for handle in stack.handles():
-            ray.kill(handle, no_restart=True)
+        stack.kill()
         left = docker_cli("ps", "-aq", "--filter", f"label={OWNER_LABEL}={AGENT}").split()
         if left:  # the test's own containers, whatever became of them
             docker_cli("rm", "-f", *left)

@@ -27,7 +27,6 @@ TINY = ResourceSlot(cpu="0.05", mem=G // 16)
 def actors(
     ray_local: None, redis_server: EmbeddedRedis, store: RedisEventStore
 ) -> Iterator[Installation]:
-    import ray
 
     namespace = f"t-{uuid.uuid4().hex[:8]}"
     installation = start_actors(
@@ -42,8 +41,7 @@ def actors(
     try:
         yield installation
     finally:
-        for handle in installation.handles():
-            ray.kill(handle, no_restart=True)
+        installation.kill()
 
 
 async def status(actors: Installation, sid: uuid.UUID) -> str:

@@ -30,7 +30,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.redis]
 def stack(
     ray_local: None, redis_server: EmbeddedRedis, store: RedisEventStore, tmp_path: Path
 ) -> Iterator[Installation]:
-    import ray
 
     installation = start_actors(
         redis_server.url, namespace=f"t-{uuid.uuid4().hex[:8]}", backend="sim", shards=1,
@@ -39,8 +38,7 @@ def stack(
     try:
         yield installation
     finally:
-        for handle in installation.handles():
-            ray.kill(handle, no_restart=True)
+        installation.kill()
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, object]]:

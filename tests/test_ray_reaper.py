@@ -49,5 +49,4 @@ async def test_a_killed_reaper_still_reclaims_the_idle_session(
 
         assert await eventually(reclaimed, timeout=30, message="reclaimed") == "idle-timeout"
     finally:
-        for handle in installation.handles():
-            ray.kill(handle, no_restart=True)
+        installation.kill()

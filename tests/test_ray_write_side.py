@@ -31,7 +31,6 @@ SMALL = ResourceSlot(cpu="0.5", mem=G // 8)
 def stack(
     ray_local: None, redis_server: EmbeddedRedis, store: RedisEventStore, tmp_path: Path
 ) -> Iterator[Installation]:
-    import ray
 
     installation = start_actors(
         redis_server.url, namespace=f"t-{uuid.uuid4().hex[:8]}", backend="process",
@@ -43,8 +42,7 @@ def stack(
     try:
         yield installation
     finally:
-        for handle in installation.handles():
-            ray.kill(handle, no_restart=True)
+        installation.kill()
 
 
 def options(name: str = "s", **extra: Any) -> dict[str, Any]:

@@ -78,6 +78,11 @@ class Installation:
         if self.gateway is not None:
             yield self.gateway
 
+    def kill(self) -> None:
+        """Kill every actor for good (no restart): a test's or a benchmark's stack is done."""
+        for handle in self.handles():
+            ray.kill(handle, no_restart=True)
+
     def gateway_endpoint(self) -> str | None:
         """``http://127.0.0.1:<port>``: where Backend.AI's client reaches this installation."""
         if self.gateway is None:
