@@ -30,7 +30,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.redis]
 def stack(
     ray_local: None, redis_server: EmbeddedRedis, store: RedisEventStore, tmp_path: Path
 ) -> Iterator[Installation]:
-
     installation = start_actors(
         redis_server.url, namespace=f"t-{uuid.uuid4().hex[:8]}", backend="sim", shards=1,
         master_key_path=str(tmp_path / "master.key"), gateway_port=0,

@@ -31,7 +31,6 @@ SMALL = ResourceSlot(cpu="0.5", mem=G // 8)
 def stack(
     ray_local: None, redis_server: EmbeddedRedis, store: RedisEventStore, tmp_path: Path
 ) -> Iterator[Installation]:
-
     installation = start_actors(
         redis_server.url, namespace=f"t-{uuid.uuid4().hex[:8]}", backend="process",
         work_root=str(tmp_path / "kernels"), shards=2, safety_tick_s=0.5,

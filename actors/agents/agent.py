@@ -230,10 +230,10 @@ class Agent:
             self.background.spawn(client.feed_event("oom", {}))
 
     async def _report_exit(self, kernel_id: uuid.UUID, exit_code: int, oom_killed: bool) -> None:
-        kernel = await self.models.kernel(str(kernel_id))
-        session_id = self._session_of.get(kernel_id) or (
-            uuid.UUID(kernel["session_id"]) if kernel is not None else None
-        )
+        session_id = self._session_of.get(kernel_id)
+        if session_id is None:  # adopted and not yet used: the read model knows its session
+            kernel = await self.models.kernel(str(kernel_id))
+            session_id = uuid.UUID(kernel["session_id"]) if kernel is not None else None
         reason = (KernelLifecycleEventReason.OOM_KILLED if oom_killed
                   else KernelLifecycleEventReason.SELF_TERMINATED)  # fmt: skip
         note = f"kernelhub-agent: the kernel ended by itself ({reason}, exit code {exit_code})\n"

@@ -166,8 +166,8 @@ async def session_events(request: web.Request) -> web.StreamResponse:
                 await response.write(b": ping\r\n\r\n")
                 continue
             record = await sessions.get(str(event.data.session_id))
-            if record is None or not _matches(watch, record, event.type.replace(
-                    "session_preparing", "kernel_preparing")):  # fmt: skip
+            told = "kernel_preparing" if event.type == "session_preparing" else event.type
+            if record is None or not _matches(watch, record, told):
                 continue
             for name, data in _payloads(event.type, event.data, record):
                 await _send(response, name, data)

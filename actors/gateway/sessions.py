@@ -121,7 +121,8 @@ async def create(request: web.Request) -> web.Response:
         raise InvalidAPIParameters(f"invalid session name {params.name!r} (4-64 characters: "
                                    "letters, digits, _, and . or - inside)")  # fmt: skip
     access_key = await ctx.acting_for(caller, params.owner_access_key)
-    owner = await ctx.lookups.keypair(access_key) or caller.keypair
+    owner = (caller.keypair if access_key == caller.access_key
+             else await ctx.lookups.keypair(access_key) or caller.keypair)  # fmt: skip
     image = await ctx.lookups.image(params.image)
     if image is None:
         raise ImageNotFound("unknown alias or disallowed registry")
