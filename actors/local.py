@@ -20,6 +20,7 @@ from events import Event, RedisEventStore, Subscription
 from projections.models import default_projections
 from projections.runtime import Projector
 
+from .agents.accelerators import Accelerators
 from .agents.agent import Agent, SimAgent, dispatch
 from .agents.backends import Backend
 from .domain.idle import IdleConfig
@@ -50,6 +51,7 @@ class LocalCluster:
         lost_timeout_s: float = DEFAULT_LOST_TIMEOUT_S,
         terminate_lost_after_s: float | None = None,
         idle: IdleConfig | None = None,
+        accelerators: Callable[[str], Accelerators | None] | None = None,
         **agent_options: Any,
     ) -> None:
         self.store = store
@@ -58,9 +60,12 @@ class LocalCluster:
         self.agents: dict[str, Agent] = {
             agent_id: (
                 Agent(store, self.shard, agent_id, capacity, backend=backend(agent_id),
-                      scaling_group=scaling_group, **agent_options)
+                      scaling_group=scaling_group,
+                      accelerators=accelerators(agent_id) if accelerators else None,
+                      **agent_options)
                 if backend is not None
                 else SimAgent(store, self.shard, agent_id, capacity, scaling_group=scaling_group,
+                              accelerators=accelerators(agent_id) if accelerators else None,
                               **agent_options)
             )
             for agent_id, capacity in agents

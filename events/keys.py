@@ -20,6 +20,7 @@ key                         type    holds
 ``<p>:hb``                  zset    agent id -> last heartbeat (Redis time, s): telemetry
 ``<p>:follow:<actor>``      string  last log position an actor has reacted to
 ``<p>:stat:<kernel>``       string  a kernel's live stats (JSON, TTL'd): telemetry
+``<p>:stat:agent:<a>:...``  string  ``...:devices``: an agent's devices, live (TTL'd)
 ``<p>:install``             hash    facts fixed at install (``shards``: session shards)
 ``<p>:idle:due``            zset    session id -> when the reaper judges it next (Redis s)
 ``<p>:idle:access:<sid>``   string  the session's last activity (Redis time): telemetry
@@ -78,6 +79,10 @@ class KeySpace:
 
     def kernel_stats(self, kernel_id: str) -> str:
         return f"{self.prefix}:stat:{kernel_id}"
+
+    def agent_devices(self, agent_id: str) -> str:
+        """An agent's accelerator devices, live (utilization, memory; TTL'd telemetry)."""
+        return f"{self.prefix}:stat:agent:{agent_id}:devices"
 
     @property
     def gateway_port(self) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from actors.agents.accelerators import ACCELERATOR_CHOICES, accelerator_option
 from actors.agents.backend_kinds import BACKEND_KINDS, resolve_backend_kind
 from actors.domain.errors import DomainError
 from actors.gateway import API_VERSION
@@ -116,9 +117,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             )
     state, started = embedded.up(settings)
     keys = asyncio.run(_prepare(settings, state.redis_url))
+    try:
+        accelerators = accelerator_option(args.accelerator)
+    except ValueError as exc:
+        raise KernelhubError(str(exc)) from None
     state = embedded.start_ray(
         settings, state, backend=resolve_backend_kind(args.backend), agents=args.agents,
-        shards=args.shards,
+        shards=args.shards, accelerators=accelerators,
     )  # fmt: skip
     write_client_config(settings.client_config_path, keys, state.endpoint)
     facts = asyncio.run(_log_facts(state.redis_url, settings.key_prefix))
@@ -253,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
         "processes)",
     )
     up.add_argument("--agents", type=int, default=1, help="simulated agents (with --backend sim)")
+    up.add_argument(
+        "--accelerator",
+        default="auto",
+        help=f"the agent's accelerators: {ACCELERATOR_CHOICES} (default auto: NVIDIA GPUs when "
+        "NVML finds any)",
+    )
     up.add_argument("--shards", type=int, default=2,
                     help="session shards (fixed at install: later values are ignored)")  # fmt: skip
     up.set_defaults(func=cmd_up)

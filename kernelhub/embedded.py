@@ -104,7 +104,13 @@ def _save(settings: Settings, state: EmbeddedState) -> None:
 
 
 def start_ray(
-    settings: Settings, state: EmbeddedState, *, backend: str, agents: int, shards: int = 2
+    settings: Settings,
+    state: EmbeddedState,
+    *,
+    backend: str,
+    agents: int,
+    shards: int = 2,
+    accelerators: list[dict[str, Any]] | None = None,
 ) -> EmbeddedState:
     """The Ray head and the actors (idempotent: a live head is reused, the named actors are
     found rather than created twice)."""
@@ -123,7 +129,8 @@ def start_ray(
     try:
         installation = start_actors(
             state.redis_url, prefix=settings.key_prefix, detached=True, backend=backend,
-            agents=_agent_specs(backend, agents), work_root=str(settings.data_dir / "kernels"),
+            agents=_agent_specs(backend, agents, accelerators or []),
+            work_root=str(settings.data_dir / "kernels"),
             shards=shards, master_key_path=str(settings.master_key_path), idle=settings.idle,
             stop_grace_s=settings.stop_grace_s, gateway_port=settings.gateway_port,
         )  # fmt: skip
@@ -135,11 +142,14 @@ def start_ray(
     return state
 
 
-def _agent_specs(backend: str, count: int) -> list[tuple[str, dict[str, Any]]]:
+def _agent_specs(
+    backend: str, count: int, accelerators: list[dict[str, Any]]
+) -> list[tuple[str, dict[str, Any]]]:
+    devices = {"accelerators": accelerators} if accelerators else {}
     if backend in ("process", "docker"):
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        return [("i-local", {"cpu": os.cpu_count() or 1, "mem": memory})]
-    return [(f"i-sim{n:03d}", {"cpu": 16, "mem": 64 * 2**30}) for n in range(count)]
+        return [("i-local", {"cpu": os.cpu_count() or 1, "mem": memory, **devices})]
+    return [(f"i-sim{n:03d}", {"cpu": 16, "mem": 64 * 2**30, **devices}) for n in range(count)]
 
 
 def down(settings: Settings, timeout: float = 15.0) -> EmbeddedState | None:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -41,12 +42,14 @@ from events.catalogue import (
 from projections.queries import ReadModels
 
 from ..background import Background
+from ..domain.device_alloc import DeviceAllocationError
 from ..domain.errors import GenericBadRequest
 from ..domain.session_aggregate import SessionAggregate
 from ..domain.statuses import KernelStatus
 from ..reaper import touch
 from ..sessions import ShardClient, load_session
 from . import workdir
+from .accelerators import Accelerators
 from .backends import Backend, ImageNotAvailable, KernelLaunch, SimBackend
 from .kernel_env import kernel_environ
 from .runner_client import RunnerClient
@@ -82,11 +85,15 @@ class Agent:
         scaling_group: str = "default",
         stop_grace_s: float = 1.0,
         metrics: Any = None,
+        accelerators: Accelerators | None = None,
     ) -> None:
         self.store = store
         self.shard = shard
         self.agent_id = agent_id
-        self.capacity = {k: Decimal(str(v)) for k, v in capacity.items()}
+        self.accelerators = accelerators or Accelerators()
+        """Its devices and which kernel holds which (the slots they add are offered)."""
+        self.capacity = {**{k: Decimal(str(v)) for k, v in capacity.items()},
+                         **self.accelerators.slots()}  # fmt: skip
         self.scaling_group = scaling_group
         self.backend = backend
         self.stop_grace_s = stop_grace_s
@@ -187,6 +194,7 @@ class Agent:
             for kernel_id in self.backend.known():
                 await self._stop_kernel(kernel_id)
         await self.backend.close()
+        self.accelerators.close()
 
     @property
     def stream(self) -> str:
@@ -195,7 +203,8 @@ class Agent:
     def _registration(self) -> AgentRegistered:
         return AgentRegistered(agent_id=self.agent_id, scaling_group=self.scaling_group,
                                available_slots=self.capacity, version="kernelhub",
-                               schedulable=self.schedulable)  # fmt: skip
+                               schedulable=self.schedulable,
+                               compute_plugins=self.accelerators.info())  # fmt: skip
 
     async def register(self) -> None:
         """Announce capacity and liveness; a drained agent stays drained across restarts
@@ -209,7 +218,9 @@ class Agent:
         batch = events_for_command(command, payloads, actor=self.agent_id)
         await self.store.append(self.stream, batch, len(events))
         await self.heartbeat()
-        for kernel_id in await self.backend.adopt():
+        adopted = await self.backend.adopt()
+        await self._restore_adopted(adopted)
+        for kernel_id in adopted:
             self.background.spawn(self._resume(kernel_id))
         if self._watcher is None:  # after adopting: it also reports adopted kernels that ended
             self._watcher = asyncio.create_task(self.backend.watch(self))
@@ -278,19 +289,35 @@ class Agent:
         seconds, micros = await self.store.redis.time()
         now = seconds + micros / 1e6
         pipe = self.store.redis.pipeline(transaction=False)
-        published = 0
+        sampled: list[uuid.UUID] = []
         for kernel_id in self.backend.running():
             stats, slots = self.backend.stats(kernel_id), self._slots.get(kernel_id)
             if stats is None or slots is None:
                 continue
-            series = self.sampler.sample(kernel_id, stats, slots, now)
-            if series is not None:
-                pipe.set(self.store.keys.idle_utilization(str(kernel_id)),
-                         canonical_dumps(series), ex=_UTIL_TTL_S)  # fmt: skip
-                published += 1
-        if published:
+            if self.sampler.sample(kernel_id, stats, slots, now) is not None:
+                sampled.append(kernel_id)
+        if self.accelerators.plugins:
+            self._sample_devices(pipe, sampled, int(seconds))
+        for kernel_id in sampled:
+            pipe.set(self.store.keys.idle_utilization(str(kernel_id)),
+                     canonical_dumps(self.sampler.of(kernel_id)), ex=_UTIL_TTL_S)  # fmt: skip
+        if sampled or self.accelerators.plugins:
             await pipe.execute()
-        return published
+        return len(sampled)
+
+    def _sample_devices(self, pipe: Any, sampled: list[uuid.UUID], at: int) -> None:
+        """Each device's live stats (the agent's device telemetry) and, for each sampled
+        kernel holding devices, their utilization added to its sample."""
+        cpu_of = {str(k): self.sampler.latest(k, "cpu_util") for k in sampled}
+        sample = self.accelerators.sample(cpu_of)
+        for kernel_id in sampled:
+            metrics = self.accelerators.kernel_metrics(str(kernel_id), sample)
+            if metrics:
+                self.sampler.extend(kernel_id, metrics)
+        devices = {key: {d: s.model_dump() for d, s in stats.items()}
+                   for key, stats in sample.items()}  # fmt: skip
+        pipe.set(self.store.keys.agent_devices(self.agent_id),
+                 canonical_dumps({"at": at, "devices": devices}), ex=self.stats_ttl_s)  # fmt: skip
 
     # ---- reconciliation ------------------------------------------------------------------------
     async def _expected(self) -> dict[uuid.UUID, dict[str, Any]]:
@@ -341,6 +368,18 @@ class Agent:
             self._spawn_creation(await load_session(self.store, session_id), kernel_ids)
         return acted
 
+    async def _restore_adopted(self, kernel_ids: set[uuid.UUID]) -> None:
+        """Adopted kernels keep the devices they were given (recorded with their start),
+        before this agent gives any device to a new kernel, and their slots (utilization
+        is a share of them)."""
+        if not kernel_ids:
+            return
+        records = await self.models.kernels([str(k) for k in kernel_ids])
+        for kernel_id, record in records.items():
+            self.accelerators.restore(kernel_id, record.get("attached_devices") or {})
+            slots = record.get("occupied_slots") or record.get("requested_slots") or {}
+            self._slots[uuid.UUID(kernel_id)] = {k: Decimal(v) for k, v in slots.items()}
+
     async def _resume(self, kernel_id: uuid.UUID) -> None:
         """An adopted batch kernel: wait for its command again, as the lost agent did."""
         kernel = await self.models.kernel(str(kernel_id))
@@ -386,7 +425,7 @@ class Agent:
                             kernel_log=tail.decode("utf-8", "replace"))  # fmt: skip
                 await self._stop_kernel(launch.kernel_id)
             await self.shard.start_failed(session_id, error=self._error(exc))
-            if isinstance(exc, ImageNotAvailable):
+            if isinstance(exc, ImageNotAvailable | DeviceAllocationError):
                 return  # the user's problem, told in status_data: not the agent's failure
             raise
         batch = [k for k in kernels if k.session_type == "batch" and k.main]
@@ -415,10 +454,15 @@ class Agent:
             await self.backend.pull(launch.image)
 
     async def _start(self, launch: KernelLaunch) -> dict[str, Any]:
-        """Start one kernel and wait until its runner answers (upstream's check_status)."""
+        """Give it its devices, start it and wait until its runner answers (upstream's
+        check_status)."""
+        devices = self.accelerators.allocate(str(launch.kernel_id), launch.slots)
+        launch = replace(launch, devices=devices)
         info = await self.backend.start(launch)
         self._stopped.discard(launch.kernel_id)
         info["agent"] = self.agent_id
+        if devices.holds:
+            info["attached_devices"] = devices.attached()
         self._slots[launch.kernel_id] = dict(launch.slots)
         self._session_of[launch.kernel_id] = launch.session_id
         socket = self.backend.runner_socket(launch.kernel_id)
@@ -503,6 +547,7 @@ class Agent:
         await self._close_runner(kernel_id)
         self._stopped.add(kernel_id)
         exit_code = await self.backend.stop(kernel_id, self.stop_grace_s)
+        self.accelerators.release(str(kernel_id))
         self._slots.pop(kernel_id, None)
         session_id = self._session_of.pop(kernel_id, None)
         if session_id is not None:

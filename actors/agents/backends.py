@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..kernel_runner.batch import last_exec_code
+from .accelerators import KernelDevices
 
 __all__ = [
     "Backend",
@@ -52,6 +53,8 @@ class KernelLaunch:
     """The session's main kernel (the one a batch command and user code run on)."""
     image: str = ""
     """The image's canonical name (what the catalogue resolved the request to)."""
+    devices: KernelDevices = field(default_factory=lambda: KernelDevices(()))
+    """The accelerator devices the agent gave it (none for most kernels)."""
 
 
 class ImageNotAvailable(Exception):
@@ -381,8 +384,9 @@ class ProcessBackend(DirectoryBackend):
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(dirs.work),
                "BACKENDAI_KERNEL_ID": str(launch.kernel_id),
                "BACKENDAI_SESSION_ID": str(launch.session_id), **launch.environ,
+               **launch.devices.environ(on_host=True),
                "KERNELHUB_BACKEND": "process", "KERNELHUB_WORK_DIR": str(dirs.work)}  # fmt: skip
-        write_environ(dirs, launch.environ)
+        write_environ(dirs, {**launch.environ, **launch.devices.environ(on_host=True)})
         log_fd = os.open(dirs.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             process = await asyncio.create_subprocess_exec(

@@ -171,8 +171,8 @@ class DockerBackend(DirectoryBackend):
         ]
         if self.service_defs is not None:
             binds.append(f"{self.service_defs}:{_SERVICE_DEFS}:ro")
-        environ = {**launch.environ, "HOME": "/home/work", "KERNELHUB_BACKEND": "docker",
-                   "KERNELHUB_WORK_DIR": "/home/work"}  # fmt: skip
+        environ = {**launch.environ, **launch.devices.environ(on_host=False), "HOME": "/home/work",
+                   "KERNELHUB_BACKEND": "docker", "KERNELHUB_WORK_DIR": "/home/work"}  # fmt: skip
         host: dict[str, Any] = {
             "Init": True,
             "NetworkMode": self.network,
@@ -188,6 +188,7 @@ class DockerBackend(DirectoryBackend):
         memory = int(launch.slots.get("mem", 0))
         if memory > 0:
             host["Memory"] = host["MemorySwap"] = memory  # no swap: the limit is the limit
+        host.update(launch.devices.docker())  # its GPUs, and only those
         return {
             "Image": launch.image,
             "Entrypoint": entrypoint,
@@ -216,7 +217,7 @@ class DockerBackend(DirectoryBackend):
         dirs.batch_record.unlink(missing_ok=True)
         for path in (dirs.work, dirs.run):
             os.chown(path, WORK_UID, WORK_UID)
-        write_environ(dirs, launch.environ)
+        write_environ(dirs, {**launch.environ, **launch.devices.environ(on_host=False)})
         name = self.container_name(launch)
         await self._retire(launch.kernel_id, name)
         cores = self._reserved[launch.kernel_id] = self._allocate_cores(

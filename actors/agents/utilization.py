@@ -2,7 +2,8 @@
 
 Every sample interval the agent turns each running kernel's live stats into percentages of
 what the kernel was allocated — ``cpu_util`` from the CPU time used since the last sample
-over the allocated cores, ``mem`` from resident memory over the allocated memory — and keeps
+over the allocated cores, ``mem`` from resident memory over the allocated memory, and
+``cuda_util``/``cuda_mem`` (``<key>_util``/``<key>_mem``) from the devices it holds — and keeps
 the recent ones in ``<p>:idle:util:<kernel>``. The reaper judges a session on the window it
 needs (``actors/domain/idle.utilization``); the samples never become events.
 """
@@ -58,7 +59,18 @@ class UtilizationSampler:
                 values["mem"] = 100.0 * rss / memory
         if not values:
             return None
+        self.extend(kernel_id, values)
+        return self.of(kernel_id)
+
+    def extend(self, kernel_id: uuid.UUID, values: Mapping[str, float]) -> None:
+        """Add metrics measured elsewhere to this sample (its devices' utilization)."""
         series = self.series.setdefault(kernel_id, {})
         for metric, value in values.items():
             series.setdefault(metric, deque(maxlen=KEEP_SAMPLES)).append(round(value, 3))
-        return {metric: list(samples) for metric, samples in series.items()}
+
+    def latest(self, kernel_id: uuid.UUID, metric: str) -> float:
+        samples = self.series.get(kernel_id, {}).get(metric)
+        return samples[-1] if samples else 0.0
+
+    def of(self, kernel_id: uuid.UUID) -> dict[str, list[float]]:
+        return {metric: list(samples) for metric, samples in self.series.get(kernel_id, {}).items()}

@@ -1,6 +1,10 @@
 """Agents as Ray actors: ``agent:<id>`` for a real node (one agent, process or Docker
 backend), ``agents-sim:<k>`` hosting many simulated agents in one process (one Ray process
-per simulated agent would be unaffordable; design.md)."""
+per simulated agent would be unaffordable; design.md).
+
+Each agent is ``(agent id, spec)``: the spec is its slots (``cpu``, ``mem``) and, under
+``accelerators``, its accelerator plugins' configuration (``[{"plugin": "nvml"}]``,
+``[{"plugin": "sim", "devices": 2}]``), whose devices add their own slots."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import structlog
 
 from events import Event, RedisEventStore
 
+from ..agents.accelerators import make_accelerators
 from ..agents.agent import AGENTS_REACT_TO, Agent, dispatch
 from ..agents.backend_kinds import make_backend
 from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S
@@ -55,11 +60,13 @@ class AgentsActor(Follower):
         )
         self.agents = {
             agent_id: Agent(
-                self.store, router, agent_id, {k: Decimal(str(v)) for k, v in capacity.items()},
+                self.store, router, agent_id,
+                {k: Decimal(str(v)) for k, v in spec.items() if k != "accelerators"},
                 backend=make_backend(backend, work_root, agent_id), scaling_group=scaling_group,
                 metrics=self.metrics, stop_grace_s=stop_grace_s,
+                accelerators=make_accelerators(spec.get("accelerators")),
             )
-            for agent_id, capacity in agents
+            for agent_id, spec in agents
         }  # fmt: skip
         self.heartbeat_interval_s = heartbeat_interval_s
         self.reconcile_interval_s = reconcile_interval_s

@@ -179,6 +179,7 @@ def _on_kernel_started(record: Record, event: StoredEvent) -> None:
     kernel["container_id"] = info.get("container_id")
     kernel["kernel_host"] = info.get("kernel_host")
     kernel["service_ports"] = info.get("service_ports") or []
+    kernel["attached_devices"] = info.get("attached_devices") or {}
 
 
 def _on_kernel_cancelled(record: Record, event: StoredEvent) -> None:
@@ -303,7 +304,7 @@ def usage_scopes(record: Record) -> list[str]:
 
 class SessionsProjection(IndexedProjection):
     name = "sessions"
-    version = 2
+    version = 3
 
     def refs(self, event: StoredEvent) -> Iterable[RecordRef]:
         if event.type not in _HANDLERS:
