@@ -60,7 +60,9 @@ async def create(args: argparse.Namespace, store: Any, access_key: str) -> int:
     from actors.tenancy import load_tenancy
 
     router = _router(store)
-    slots = ResourceSlot(cpu=Decimal(args.cpu), mem=parse_size(args.mem))
+    slots = ResourceSlot(
+        {"cpu": Decimal(args.cpu), "mem": parse_size(args.mem), **_resources(args)}
+    )
     image = (await load_tenancy(store)).resolve_image(args.image)["name"]  # alias -> canonical
     kind = SessionType.BATCH if args.command else SessionType.INTERACTIVE
     session_id = await router.create(
@@ -74,6 +76,22 @@ async def create(args: argparse.Namespace, store: Any, access_key: str) -> int:
                                    args.wait)  # fmt: skip
         print(f"{session_id} {status}")
     return 0
+
+
+def _resources(args: argparse.Namespace) -> dict[str, Decimal]:
+    """``-r cuda.device=1`` (repeatable), as the official client's ``-r``."""
+    from actors.domain.sizes import parse_size
+
+    out: dict[str, Decimal] = {}
+    for item in args.resource or ():
+        slot, sep, amount = item.partition("=")
+        try:
+            if not sep or not slot.strip():
+                raise ValueError
+            out[slot.strip()] = parse_size(amount) if "mem" in slot else Decimal(amount.strip())
+        except (ValueError, ArithmeticError):
+            raise KernelhubError(f"-r {item!r}: use SLOT=AMOUNT, e.g. -r cuda.device=1") from None
+    return out
 
 
 async def destroy(args: argparse.Namespace, store: Any) -> int:
@@ -173,6 +191,8 @@ def add_parser(sub: Any) -> None:
     create_p.add_argument("--image", default="python")
     create_p.add_argument("--cpu", default="1")
     create_p.add_argument("--mem", default="256m")
+    create_p.add_argument("-r", "--resource", action="append", metavar="SLOT=AMOUNT",
+                          help="another slot, e.g. -r cuda.device=1 (repeatable)")  # fmt: skip
     create_p.add_argument("--command", help="a batch session's startup command")
     create_p.add_argument("--depends-on", action="append", metavar="SESSION_ID",
                           help="start only after this session succeeded (repeatable)")  # fmt: skip

@@ -154,13 +154,20 @@ asyncio.run(main())
 
 
 def test_session_commands_run_a_session_through_its_life(data_dir: Path) -> None:
-    assert kh(data_dir, "up").returncode == 0
-    created = kh(data_dir, "session", "create", "--name", "cli", "--wait", "60")
+    assert kh(data_dir, "up", "--accelerator", "sim:2").returncode == 0
+    created = kh(data_dir, "session", "create", "--name", "cli", "-r", "cuda.device=1",
+                 "--wait", "60")  # fmt: skip
     assert created.returncode == 0, created.stderr
     session_id, status_line = created.stdout.strip().splitlines()
     assert status_line == f"{session_id} RUNNING"
     ran = kh(data_dir, "session", "exec", session_id, "-c", "x = 6\nprint(x * 7)")
     assert (ran.returncode, ran.stdout) == (0, "42\n"), ran.stderr
+    device = "import os; print(os.environ['BACKENDAI_MOCK_CUDA_DEVICES'])"
+    assert kh(data_dir, "session", "exec", session_id, "-c", device).stdout == "0\n"
+    bad = kh(data_dir, "session", "create", "-r", "cuda.device")
+    assert bad.returncode == 1 and bad.stderr.strip() == (
+        "kh: error: -r 'cuda.device': use SLOT=AMOUNT, e.g. -r cuda.device=1"
+    )
     batch = kh(data_dir, "session", "exec", session_id, "--batch", "echo out; echo err >&2; exit 3")
     assert (batch.returncode, batch.stdout, batch.stderr) == (3, "out\n", "err\n")
     restarted = kh(data_dir, "session", "restart", session_id, "--wait", "60")
