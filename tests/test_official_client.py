@@ -74,6 +74,11 @@ class Stack:
         return items
 
 
+IDLE_1H = json.dumps({"enabled": "network_timeout",
+                      "checkers": {"network_timeout": {"threshold": "1h"}}})  # fmt: skip
+"""The network checker on, with a threshold no test outlives: sessions report it."""
+
+
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     if not client_binary().exists():
@@ -84,7 +89,8 @@ def stack() -> Iterator[Stack]:
     with tempfile.TemporaryDirectory(prefix="kh-e2e-") as path:
         root = Path(path)
         env = {**os.environ, "KH_DATA_DIR": str(root / "data"), "KH_CONFIG_DIR": str(root / "cfg"),
-               "KH_GATEWAY_PORT": "0", "KH_STOP_GRACE_S": "1"}  # fmt: skip
+               "KH_GATEWAY_PORT": "0", "KH_STOP_GRACE_S": "1",
+               "KH_IDLE": IDLE_1H}  # fmt: skip
         env.pop("KH_REDIS_URL", None)
         up = subprocess.run([*KH, "up"], env=env, capture_output=True, text=True, timeout=300)
         assert up.returncode == 0, up.stderr
@@ -119,6 +125,7 @@ def test_a_session_from_create_to_rm(stack: Stack) -> None:
     assert ["Name", "e2e-life"] in rows and ["Status", "RUNNING"] in rows
     assert ["Session", "ID", session_id] in rows
     assert "Cluster Role: main" in info.stdout and "Agent: i-local" in info.stdout
+    assert "network_timeout" in info.stdout and "expire_after" in info.stdout  # idle_checks
     logs = stack.bai("session", "logs", "e2e-life")
     assert logs.returncode == 0 and "runner started" in logs.stdout, logs.stderr
     removed = stack.bai("session", "rm", "e2e-life")
@@ -462,6 +469,30 @@ with Session() as api:
 """
 
 
+SDK_IDLE = """
+import json, time
+from ai.backend.client.session import Session
+with Session() as api:
+    cs = api.ComputeSession.get_or_create("python", name="e2e-idle")
+    remaining = lambda: cs.get_info()["idleChecks"]["network_timeout"]["remaining"]
+    first = remaining()
+    time.sleep(1.5)
+    later = remaining()
+    r = cs.execute(code="1", mode="query")
+    while r["status"] != "finished":
+        r = cs.execute(r["runId"], "", mode="continue")
+    print(json.dumps([first, later, remaining()]))
+    cs.destroy()
+"""
+
+
+def test_idle_checks_count_down_and_an_execution_resets_them(stack: Stack) -> None:
+    ran = stack.sdk(SDK_IDLE)
+    assert ran.returncode == 0, ran.stderr
+    first, later, reset = json.loads(ran.stdout)
+    assert 0 < later < first <= 3600 and later < reset <= 3600
+
+
 def test_the_sdk_completes_and_interrupts(stack: Stack) -> None:
     ran = stack.sdk(SDK_CONTROL)
     assert ran.returncode == 0, ran.stderr
@@ -504,6 +535,12 @@ def test_an_app_in_the_session_is_reached_through_the_tunnel(stack: Stack) -> No
 
         got = asyncio.run(eventually(fetched, timeout=60, interval=0.5, message="fetched"))
         assert got == b"hello from the kernel"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as held:
+            held.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n")  # never finished
+            assert asyncio.run(eventually(lambda: network_timer(stack, "e2e-app") is None,
+                                          timeout=30, message="held"))  # fmt: skip
+        assert asyncio.run(eventually(lambda: network_timer(stack, "e2e-app"), timeout=30,
+                                      message="restarted"))  # fmt: skip
     finally:
         proxy.kill()
         proxy.wait(10)
@@ -511,6 +548,15 @@ def test_an_app_in_the_session_is_reached_through_the_tunnel(stack: Stack) -> No
         404, "object-not-found", "No such app service.",
     )  # fmt: skip
     assert stack.bai("session", "rm", "e2e-app").returncode == 0
+
+
+def network_timer(stack: Stack, ref: str) -> float | None:
+    """The session's network-timeout remaining time as ``GET /session`` reports it (None
+    while an app connection holds the timer)."""
+    status, body = signed(stack, "GET", f"/session/{ref}")
+    assert status == 200, body
+    remaining: float | None = json.loads(body)["idleChecks"]["network_timeout"]["remaining"]
+    return remaining
 
 
 # ---- the API under fuzz ------------------------------------------------------------------

@@ -273,3 +273,39 @@ async def test_an_open_app_holds_the_timer_and_closing_the_last_restarts_it(
     terminating = next(e for e in await store.read_stream(f"session-{sid}")
                        if e.type == "session_terminating")  # fmt: skip
     assert terminating.position_ms / 1000 >= closed_at + 2
+
+
+async def test_an_app_connection_whose_gateway_died_stops_holding_the_timer(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    """A connection not re-announced for ``APP_STALE_S`` (its gateway died with it, so no
+    close ever comes) no longer holds the timer: the session is reclaimed from its last
+    activity instead of living forever."""
+    from actors.idle_facts import APP_STALE_S
+
+    sid = await running(cluster)
+    seconds, _ = await store.redis.time()
+    await store.redis.zadd(store.keys.idle_apps(str(sid)), {"lost": seconds - APP_STALE_S - 1})
+    assert await ended_with(store, sid) == "idle-timeout"
+
+
+async def test_the_report_is_judged_fresh_and_activity_resets_it(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    """What the gateway shows as ``idleChecks`` (the must-test of API 23.03 #9): the
+    network timer's remaining time decreases, and a touch sets it back to the threshold."""
+    import asyncio
+
+    from actors.idle_facts import IdleFacts
+    from projections.queries import ReadModels
+
+    sid = await running(cluster)
+    facts, models = IdleFacts(store, NETWORK_2S), ReadModels(store)
+    first = (await facts.report(await models.session(str(sid))))["network_timeout"]["remaining"]
+    await asyncio.sleep(0.5)
+    later = (await facts.report(await models.session(str(sid))))["network_timeout"]["remaining"]
+    assert 0 < later < first <= 2
+    await touch(store, sid)
+    reset = (await facts.report(await models.session(str(sid))))["network_timeout"]["remaining"]
+    assert later < reset <= 2
+    assert await facts.report(None) == {}

@@ -20,6 +20,8 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from ..domain.errors import ObjectNotFound
+from ..idle_facts import APP_REFRESH_S
+from ..reaper import app_closed, app_opened
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +83,8 @@ async def tcpproxy(request: web.Request) -> web.StreamResponse:
         raise AppNotFound(f"app {name!r} is not listening ({answer})")
     ws = web.WebSocketResponse(autoping=True, heartbeat=30.0)
     await ws.prepare(request)
+    session_id, connection = record["id"], uuid.uuid4().hex
+    held = asyncio.create_task(_hold_idle_timer(ctx, session_id, connection))
 
     async def downstream() -> None:  # the app -> the client
         while chunk := await reader.read(_CHUNK):
@@ -105,9 +109,23 @@ async def tcpproxy(request: web.Request) -> web.StreamResponse:
                 writer.write_eof()
         await asyncio.wait([sending], timeout=5)
         sending.cancel()
+        held.cancel()
         writer.close()
         await ws.close()
+        with contextlib.suppress(Exception):  # Redis away: the connection goes stale instead
+            await app_closed(ctx.store, session_id, connection)
     return ws
+
+
+async def _hold_idle_timer(ctx: Any, session_id: str, connection: str) -> None:
+    """An open app connection holds its session's network timer (23.03 §5.3): announced
+    when it opens and again every ``APP_REFRESH_S`` while it stays open."""
+    while True:
+        try:
+            await app_opened(ctx.store, session_id, connection)
+        except Exception as exc:  # telemetry: a Redis blip must not cut the connection
+            log.warning("app connection not announced", session=session_id, error=repr(exc))
+        await asyncio.sleep(APP_REFRESH_S)
 
 
 def app_routes() -> list[web.RouteDef]:

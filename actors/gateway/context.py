@@ -13,6 +13,7 @@ from projections.tenancy_queries import TenancyLookups
 
 from ..domain.errors import GenericForbidden, InvalidAPIParameters
 from ..domain.statuses import DEAD_SESSION_STATUSES, SessionStatus
+from ..idle_facts import IdleFacts
 from .auth import Authenticator, Caller
 from .problems import SessionNotFound
 from .ratelimit import RateLimiter
@@ -33,6 +34,8 @@ class GatewayContext:
     models: ReadModels
     lookups: TenancyLookups
     rate_limiter: RateLimiter
+    idle: IdleFacts
+    """The idle checkers' facts: each session's ``idleChecks`` is judged fresh from them."""
 
     async def acting_for(self, caller: Caller, owner_access_key: str | None) -> str:
         """The access key a request acts as: the caller's own, or (admins only) the one

@@ -109,7 +109,18 @@ class _Root:
             raise GraphQLError(f"not a UUID: {id!r}") from None
         if record is None or not self._visible(record):
             return None
-        return compute_session(record)
+        return self._with_idle_checks(record)
+
+    def _with_idle_checks(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``idle_checks`` judged fresh, only when the query asks for it (graphql-core calls a
+        callable field value as its resolver)."""
+        session = compute_session(record)
+
+        async def idle_checks(_info: Any) -> str:
+            return json.dumps(await self.ctx.idle.report(record))
+
+        session["idle_checks"] = idle_checks
+        return session
 
     async def compute_session_list(
         self, _info: Any, limit: int, offset: int, access_key: str | None = None,
@@ -125,7 +136,8 @@ class _Root:
         statuses = [s.strip().upper() for s in status.split(",") if s.strip()] if status else None
         page = await self.ctx.models.sessions(owner=owner, statuses=statuses, offset=offset,
                                               limit=limit)  # fmt: skip
-        return {"items": [compute_session(r) for r in page.items], "total_count": page.total}
+        return {"items": [self._with_idle_checks(r) for r in page.items],
+                "total_count": page.total}  # fmt: skip
 
 
 async def gql(request: web.Request) -> web.Response:

@@ -192,7 +192,8 @@ async def _session(request: web.Request, *, allow_stale: bool = False) -> dict[s
 
 
 async def get_info(request: web.Request) -> web.Response:
-    return _json(session_info(await _session(request)))
+    record = await _session(request)
+    return _json(session_info(record, await _ctx(request).idle.report(record)))
 
 
 async def destroy(request: web.Request) -> web.Response:

@@ -23,8 +23,11 @@ def _main_kernel(record: dict[str, Any]) -> dict[str, Any]:
     return first
 
 
-def session_info(record: dict[str, Any]) -> dict[str, Any]:
-    """``GET /session/{ref}``: 23.03's get_info, camelCase, many values stringified."""
+def session_info(
+    record: dict[str, Any], idle_checks: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``GET /session/{ref}``: 23.03's get_info, camelCase, many values stringified;
+    ``idleChecks`` is each idle checker's report (empty unless the session runs)."""
     main = _main_kernel(record)
     created_ms = int(record.get("created_ms") or 0)
     return {
@@ -51,7 +54,7 @@ def session_info(record: dict[str, Any]) -> dict[str, Any]:
         "terminationTime": record.get("terminated_at"),
         "numQueriesExecuted": 0,
         "lastStat": None,
-        "idleChecks": {},
+        "idleChecks": idle_checks or {},
     }
 
 

@@ -5,6 +5,7 @@ which) and records it, so the actor restarted after a crash binds the same one a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import ray
 from aiohttp import web
@@ -14,10 +15,12 @@ from events.secrets import SecretBox
 from projections.queries import ReadModels
 from projections.tenancy_queries import TenancyLookups
 
+from ..domain.idle import IdleConfig
 from ..gateway.app import make_app
 from ..gateway.auth import Authenticator
 from ..gateway.context import GatewayContext
 from ..gateway.ratelimit import RateLimiter
+from ..idle_facts import IdleFacts
 from ..routing import ShardRouter
 from ._follower import boot
 
@@ -37,6 +40,7 @@ class GatewayActor:
         prefix: str = "kh",
         host: str = "127.0.0.1",
         port: int = DEFAULT_GATEWAY_PORT,
+        idle: dict[str, Any] | None = None,
     ) -> None:
         self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
         secrets = SecretBox.from_file(Path(master_key_path), create=True)
@@ -45,6 +49,7 @@ class GatewayActor:
             store=self.store, router=ShardRouter.named(self.store, *shards),
             auth=Authenticator(lookups, secrets), models=ReadModels(self.store),
             lookups=lookups, rate_limiter=RateLimiter(self.store.redis, self.store.keys.prefix),
+            idle=IdleFacts(self.store, IdleConfig.parse(idle or {})),
         )  # fmt: skip
         self.host, self.port = host, port
         self.runner: web.AppRunner | None = None

@@ -189,7 +189,7 @@ def start_actors(
     reaper = named(ReaperActor, "reaper", redis_url, (count, namespace), prefix, idle)
     gateway = (
         named(GatewayActor, "gateway", redis_url, (count, namespace), master_key_path, prefix,
-              gateway_host, gateway_port)
+              gateway_host, gateway_port, idle)
         if gateway_port is not None and master_key_path
         else None
     )  # fmt: skip

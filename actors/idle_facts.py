@@ -1,0 +1,151 @@
+"""What the idle checkers need to know of running sessions, read fresh from the read models
+and telemetry: last accesses, open app connections, utilization samples, each owner's
+policy and when its user was created.
+
+Two readers share it: the reaper (which judges sessions and destroys the idle ones) and the
+gateway (whose session info shows each checker's remaining time, ``idleChecks``). They
+judge with the same pure checkers on the same facts, so what a user is shown is what the
+reaper will decide.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from events import RedisEventStore
+from projections.tenancy_queries import TenancyLookups
+
+from .domain.idle import IdleConfig, SessionFacts, judge
+
+__all__ = ["APP_REFRESH_S", "APP_STALE_S", "IdleFacts"]
+
+APP_REFRESH_S = 30.0
+"""How often a gateway re-announces each open app connection (and touches its session)."""
+APP_STALE_S = 3 * APP_REFRESH_S
+"""An app connection not re-announced for this long is gone (its gateway died with it)."""
+_POLICY_TTL_S = 1.0
+
+
+class IdleFacts:
+    def __init__(self, store: RedisEventStore, config: IdleConfig) -> None:
+        self.store = store
+        self.config = config
+        self.tenancy = TenancyLookups(store)
+        self._policies: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._users: dict[str, tuple[float, float | None]] = {}
+
+    async def now(self) -> float:
+        seconds, micros = await self.store.redis.time()
+        return float(seconds + micros / 1e6)
+
+    async def of(self, records: list[dict[str, Any]], now: float) -> dict[str, SessionFacts]:
+        """Facts of several running sessions from their read-model records, with their
+        telemetry read in a few round trips (last accesses, live app connections,
+        utilization samples) and each owner's policy once."""
+        if not records:
+            return {}
+        ids = [r["id"] for r in records]
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.mget([self.store.keys.idle_access(sid) for sid in ids])
+        for sid in ids:
+            pipe.zcount(self.store.keys.idle_apps(sid), now - APP_STALE_S, "+inf")
+        accesses, *apps = await pipe.execute()
+        series = await self._utilization(records)
+        facts = {}
+        for record, raw_access, open_apps in zip(records, accesses, apps, strict=True):
+            owner = await self._owner(record)
+            owner.update(apps=int(open_apps), utilization=series[record["id"]])
+            facts[record["id"]] = _facts(record, owner, raw_access)
+        return facts
+
+    async def report(self, record: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+        """Each checker's remaining time, as 23.03's ``idle_checks`` (empty when the session
+        is not running)."""
+        if record is None or record.get("status") != "RUNNING":
+            return {}
+        now = await self.now()
+        facts = (await self.of([record], now))[record["id"]]
+        return judge(facts, self.config, now)[1]
+
+    async def _utilization(
+        self, records: list[dict[str, Any]]
+    ) -> dict[str, dict[str, list[float]]]:
+        """Each session's utilization series from its running kernels' samples (one read
+        for all), averaged kernel by kernel for cluster sessions (23.03 §5.3)."""
+        if "utilization" not in self.config.enabled:
+            return {r["id"]: {} for r in records}
+        kernels = [(r["id"], k) for r in records for k, kernel in r["kernels"].items()
+                   if kernel["status"] == "RUNNING"]  # fmt: skip
+        raw = await self.store.redis.mget(
+            [self.store.keys.idle_utilization(k) for _, k in kernels]
+        ) if kernels else []  # fmt: skip
+        per_session: dict[str, list[dict[str, list[float]]]] = {r["id"]: [] for r in records}
+        for (session_id, _), value in zip(kernels, raw, strict=True):
+            if value:
+                per_session[session_id].append(json.loads(value))
+        return {sid: _average(series) for sid, series in per_session.items()}
+
+    async def _owner(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The owner's policy and, when the session names its user, when that user was
+        created (the new-user grace period counts from it)."""
+        owner: dict[str, Any] = {"policy": await self._policy(record["access_key"])}
+        if self.config.user_initial_grace_period is None:
+            return owner
+        user_id = record.get("user_id")
+        if not user_id and record["access_key"]:
+            keypair = await self.tenancy.keypair(record["access_key"])
+            user_id = (keypair or {}).get("user_id")
+        created = await self._user_created(str(user_id)) if user_id else None
+        if created is not None:
+            owner["user_created_at"] = created
+        return owner
+
+    async def _user_created(self, user_id: str) -> float | None:
+        cached = self._users.get(user_id)
+        if cached is None or time.monotonic() - cached[0] >= _POLICY_TTL_S:
+            user = await self.tenancy.user(user_id)
+            created = user.get("created_ms") if user else None
+            cached = self._users[user_id] = (time.monotonic(),
+                                             created / 1000 if created else None)  # fmt: skip
+        return cached[1]
+
+    async def _policy(self, access_key: str | None) -> dict[str, Any]:
+        """The owner's resource policy, re-read at most once a second."""
+        if not access_key:
+            return {}
+        now = time.monotonic()
+        cached = self._policies.get(access_key)
+        if cached is None or now - cached[0] >= _POLICY_TTL_S:
+            limits = await self.tenancy.limits_of(access_key)
+            cached = self._policies[access_key] = (now, dict((limits or {}).get("policy") or {}))
+        return cached[1]
+
+
+def _facts(record: dict[str, Any], owner: dict[str, Any], raw_access: Any) -> SessionFacts:
+    policy = owner["policy"]
+    occupied = {k: float(v) for k, v in (record.get("occupying_slots") or {}).items()}
+    return SessionFacts(
+        session_id=record["id"], session_type=record["type"],
+        created_at=record["created_ms"] / 1000, occupied_slots=occupied,
+        policy_idle_timeout=float(policy.get("idle_timeout", -1)),
+        policy_max_session_lifetime=float(policy.get("max_session_lifetime", 0)),
+        last_access=float(raw_access) if raw_access else None,
+        user_created_at=owner.get("user_created_at"),
+        utilization_series=owner.get("utilization") or {},
+        active_app_connections=int(owner.get("apps", 0)),
+    )  # fmt: skip
+
+
+def _average(kernels: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Sample-wise averages over kernels, aligned on the newest samples."""
+    if len(kernels) <= 1:
+        return kernels[0] if kernels else {}
+    metrics = set.intersection(*(set(k) for k in kernels))
+    averaged: dict[str, list[float]] = {}
+    for metric in metrics:
+        length = min(len(k[metric]) for k in kernels)
+        columns = [k[metric][len(k[metric]) - length :] for k in kernels]
+        averaged[metric] = [sum(values) / len(values) for values in zip(*columns, strict=True)]
+    return averaged
