@@ -26,6 +26,7 @@ from projections.queries import ReadModels
 
 from .domain.idle import IdleConfig, SessionFacts, judge
 from .idle_facts import APP_STALE_S, IdleFacts
+from .sessions import IdleDestroy
 
 __all__ = ["REAPER_REACTS_TO", "Reaper", "app_closed", "app_opened", "touch"]
 
@@ -37,6 +38,8 @@ _REPORT_TTL_S = 150
 _RETRY_S = 1.0
 _GONE = frozenset({"TERMINATING", "TERMINATED", "CANCELLED", "ERROR"})
 _ACCESS_TTL_S = 86_400
+_CHECKER_OF = {"idle-timeout": "network_timeout", "idle-session-lifetime": "session_lifetime",
+               "idle-utilization": "utilization"}  # fmt: skip
 
 
 async def touch(store: RedisEventStore, session_id: uuid.UUID | str) -> None:
@@ -91,6 +94,9 @@ class Reaper:
         self.models = ReadModels(store)
         self.idle_facts = IdleFacts(store, self.config)
         self._wake = asyncio.Event()
+        self._noted: dict[str, float] = {}
+        """The last access noted in the log per session (in memory: a restart notes once
+        more, a no-op by its command id)."""
         for warning in self.config.warnings:
             log.warning("idle configuration", problem=warning)
 
@@ -145,13 +151,15 @@ class Reaper:
             [r for r in records.values() if r["status"] == "RUNNING"], now
         )
         pipe = self.store.redis.pipeline(transaction=False)
-        destroys: list[tuple[uuid.UUID, str, float | None, uuid.UUID]] = []
+        destroys: list[IdleDestroy] = []
+        notes: list[tuple[uuid.UUID, float, uuid.UUID]] = []
         reclaimed: list[tuple[str, str]] = []
         for session_id in due:
             record = records.get(session_id)
             status = record["status"] if record else None
             if status in _GONE:
                 pipe.zrem(self.store.keys.idle_due, session_id)
+                self._noted.pop(session_id, None)
                 continue
             if record is None or status != "RUNNING":  # behind, or restarting: look again
                 pipe.zadd(self.store.keys.idle_due, {session_id: now + _RETRY_S})
@@ -160,13 +168,20 @@ class Reaper:
             reason, reports = judge(facts, self.config, now)
             pipe.set(self.store.keys.idle_report(session_id), json.dumps(reports),
                      ex=_REPORT_TTL_S)  # fmt: skip
+            sid = uuid.UUID(session_id)
             if reason is not None:
-                sid = uuid.UUID(session_id)
                 command = uuid.uuid5(sid, f"idle/{reason}")
-                destroys.append((sid, reason, facts.last_access, command))
+                evidence = {"checker": _CHECKER_OF[reason], "reports": reports,
+                            "last_access": facts.last_access, "judged_at": now}  # fmt: skip
+                destroys.append((sid, reason, facts.last_access, command, evidence))
                 pipe.zrem(self.store.keys.idle_due, session_id)
                 reclaimed.append((session_id, reason))
+                self._noted.pop(session_id, None)
                 continue
+            if _worth_noting(facts.last_access, record, reports, self._noted.get(session_id)):
+                assert facts.last_access is not None
+                notes.append((sid, facts.last_access,
+                              uuid.uuid5(sid, f"activity@{facts.last_access!r}")))  # fmt: skip
             waits = [r["remaining"] for r in reports.values() if (r["remaining"] or 0) > 0]
             if "utilization" in reports:  # samples keep coming: look again each interval
                 waits.append(self.config.utilization.interval)
@@ -179,7 +194,20 @@ class Reaper:
             await self.shard.destroy_many_if_idle(destroys)
             for session_id, reason in reclaimed:
                 log.info("session reclaimed", session=session_id, reason=reason)
+        if notes:
+            await self._note(notes)
         return reclaimed
+
+    async def _note(self, notes: list[tuple[uuid.UUID, float, uuid.UUID]]) -> None:
+        """Coalesced activity into the log: the latest access of each session judged alive,
+        once per access time (the command id makes a repeat after a restart a no-op)."""
+        try:
+            await self.shard.note_activity_many(notes)
+        except Exception as exc:  # history, not a decision: the next judgment notes it again
+            log.warning("activity not noted", sessions=len(notes), error=repr(exc))
+            return
+        for sid, last_access, _ in notes:
+            self._noted[str(sid)] = last_access
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Sleep until the earliest check time (or a new session), judge, repeat."""
@@ -198,6 +226,21 @@ class Reaper:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
+
+
+def _worth_noting(
+    last_access: float | None,
+    record: dict[str, Any],
+    reports: dict[str, dict[str, Any]],
+    noted: float | None,
+) -> bool:
+    """Activity goes into the log where it explains something: the network timer measures
+    the session, and it was used after it started (``session_started`` says that much) and
+    after the last note."""
+    if last_access is None or (reports.get("network_timeout") or {}).get("remaining") is None:
+        return False
+    started = (record.get("running_since_ms") or 0) / 1000
+    return last_access > max(started, noted or 0.0)
 
 
 def _text(value: bytes | str) -> str:

@@ -237,11 +237,15 @@ class ShardRouter:
         return await self._call(session_id, "agent_gone", session_id, agent_id,
                                 command_id or uuid.uuid4())  # fmt: skip
 
-    async def destroy_many_if_idle(
-        self, requests: Sequence[tuple[uuid.UUID, str, float | None, uuid.UUID]]
-    ) -> list[Any]:
+    async def destroy_many_if_idle(self, requests: Sequence[Any]) -> list[Any]:
         """The reaper's conditional destroys, one call per owning shard, in parallel."""
         return await self._per_shard("destroy_many_if_idle", requests, lambda r: r[0])
+
+    async def note_activity_many(
+        self, notes: Sequence[tuple[uuid.UUID, float, uuid.UUID]]
+    ) -> list[Any]:
+        """The reaper's coalesced activity notes, one call per owning shard."""
+        return await self._per_shard("note_activity_many", notes, lambda n: n[0])
 
     async def batch_result(self, result: Any, *, command_id: uuid.UUID | None = None) -> Any:
         return await self._call(result.session_id, "batch_result", result,

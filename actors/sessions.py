@@ -39,6 +39,7 @@ from events.catalogue import (
     SessionFailure,
     SessionSchedulingFailed,
     SessionSuccess,
+    SessionTerminating,
 )
 
 from .domain.errors import DomainError, InvalidAPIParameters
@@ -71,8 +72,33 @@ _SETTLED = frozenset({"RUNNING", "TERMINATED", "CANCELLED", "ERROR"})
 """Where ``create(wait=...)`` returns: running, or an end (23.03's blocking create)."""
 
 
-def _destroy_decision(reason: str) -> Callable[[SessionAggregate], list[Any]]:
-    return lambda aggregate: aggregate.decide_destroy(reason=reason).events
+IdleDestroy = (
+    tuple[uuid.UUID, str, float | None, uuid.UUID]
+    | tuple[uuid.UUID, str, float | None, uuid.UUID, dict[str, Any] | None]
+)
+"""The reaper's conditional destroy: (session, reason, the last access it judged on,
+command id[, its evidence for the log])."""
+
+
+def _destroy_decision(
+    reason: str, evidence: dict[str, Any] | None = None
+) -> Callable[[SessionAggregate], list[Any]]:
+    def decide(aggregate: SessionAggregate) -> list[Any]:
+        events = aggregate.decide_destroy(reason=reason).events
+        if evidence is None:
+            return events
+        return [e.model_copy(update={"idle": evidence}) if isinstance(e, SessionTerminating)
+                else e for e in events]  # fmt: skip
+
+    return decide
+
+
+def _evidence(request: IdleDestroy) -> dict[str, Any] | None:
+    return request[4] if len(request) > 4 else None
+
+
+def _note_decision(last_access: float) -> Callable[[SessionAggregate], list[Any]]:
+    return lambda aggregate: aggregate.decide_note_activity(last_access)
 
 
 def shard_of(session_id: uuid.UUID, count: int) -> int:
@@ -415,19 +441,18 @@ class SessionShard:
         )
         return outcome
 
-    async def destroy_many_if_idle(
-        self, requests: Sequence[tuple[uuid.UUID, str, float | None, uuid.UUID]]
-    ) -> list[list[AnyPayload]]:
+    async def destroy_many_if_idle(self, requests: Sequence[IdleDestroy]) -> list[list[AnyPayload]]:
         """Several of :meth:`destroy_if_idle` at once: the latest accesses in one read, the
-        destroys concurrently (different sessions)."""
+        destroys concurrently (different sessions). The reaper's evidence, when it sends
+        one, is recorded on ``session_terminating``."""
         for session_id, *_ in requests:
             self._check_owner(session_id)
         latest = await self.store.redis.mget(
             [self.store.keys.idle_access(str(session_id)) for session_id, *_ in requests]
         )
 
-        def still_idle(request: tuple[uuid.UUID, str, float | None, uuid.UUID], raw: Any) -> bool:
-            _, reason, judged, _ = request
+        def still_idle(request: IdleDestroy, raw: Any) -> bool:
+            _, reason, judged, *_ = request
             if reason != "idle-timeout":
                 return True
             access = float(raw) if raw else None
@@ -435,13 +460,23 @@ class SessionShard:
 
         chosen = [i for i, (r, raw) in enumerate(zip(requests, latest, strict=True))
                   if still_idle(r, raw)]  # fmt: skip
-        decided = await self._decide_many([
-            (requests[i][0], requests[i][3], _destroy_decision(requests[i][1])) for i in chosen
-        ])  # fmt: skip
+        picked = [requests[i] for i in chosen]
+        decided = await self._decide_many(
+            [(r[0], r[3], _destroy_decision(r[1], _evidence(r))) for r in picked]
+        )
         outcomes: list[list[AnyPayload]] = [[] for _ in requests]
         for index, payloads in zip(chosen, decided, strict=True):
             outcomes[index] = payloads
         return outcomes
+
+    async def note_activity_many(
+        self, notes: Sequence[tuple[uuid.UUID, float, uuid.UUID]]
+    ) -> list[list[AnyPayload]]:
+        """The reaper's coalesced activity notes (session, last access, command id): one
+        ``session_activity`` each for running sessions used since their last note."""
+        return await self._decide_many(
+            [(sid, command, _note_decision(last_access)) for sid, last_access, command in notes]
+        )
 
     async def restart(
         self, session_id: uuid.UUID, *, command_id: uuid.UUID | None = None

@@ -213,7 +213,7 @@ def cmd_session(args: argparse.Namespace) -> int:
     async def go() -> int:
         store = RedisEventStore.from_url(url, prefix=settings.key_prefix)
         try:
-            return await session_cli.run_command(args, store, access_key)
+            return await session_cli.run_command(args, store, access_key, settings.idle)
         finally:
             await store.close()
 

@@ -13,6 +13,7 @@ import asyncio
 import json
 import time
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -165,13 +166,19 @@ def describe(record: dict[str, Any], idle: dict[str, Any] | None = None) -> list
     for kernel in record["kernels"].values():
         lines.append(f"kernel    {kernel['id']} {kernel['cluster_hostname']} on {kernel['agent']}: "
                      f"{kernel['status']} {kernel['status_info']}".rstrip())  # fmt: skip
+    if record.get("last_activity"):
+        lines.append(f"activity  last noted {_iso(record['last_activity'])}")
     for checker, report in sorted((idle or {}).items()):
         lines.append(f"idle      {checker}: {_remaining(report)}")
     return lines
 
 
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+
+
 def _remaining(report: dict[str, Any]) -> str:
-    """``idle in 4m 10s`` style, as a user reads it (the reaper's last report)."""
+    """``idle in 4m 10s`` style, as a user reads it (judged when asked)."""
     left = report.get("remaining")
     if left is None:
         return "not measured"
@@ -221,7 +228,11 @@ def add_parser(sub: Any) -> None:
     list_p.add_argument("--limit", type=int, default=20)
 
 
-async def run_command(args: argparse.Namespace, store: Any, access_key: str) -> int:
+async def run_command(
+    args: argparse.Namespace, store: Any, access_key: str, idle: dict[str, Any] | None = None
+) -> int:
+    from actors.domain.idle import IdleConfig
+    from actors.idle_facts import IdleFacts
     from projections.queries import ReadModels
 
     if args.session_command == "create":
@@ -243,13 +254,12 @@ async def run_command(args: argparse.Namespace, store: Any, access_key: str) -> 
             record = await models.session(args.session_id)
         if record is None:
             raise KernelhubError(f"no session {args.session_id}")
-        raw = await store.redis.get(store.keys.idle_report(args.session_id))
-        idle = json.loads(raw) if raw else {}
-        record = {**record, "idle_checks": idle}
+        checks = await IdleFacts(store, IdleConfig.parse(idle or {})).report(record)
+        record = {**record, "idle_checks": checks}
         print(
             json.dumps(record, indent=2, sort_keys=True)
             if args.json
-            else "\n".join(describe(record, idle))
+            else "\n".join(describe(record, checks))
         )
         return 0
     page = await models.sessions(statuses=args.status, limit=args.limit)

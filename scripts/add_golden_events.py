@@ -29,6 +29,7 @@ KID = "0c8e6f7a-1d2b-4c3e-8f9a-7b6c5d4e3f21"
 PID = "7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c2d"
 UID = "3b0f7a4e-8d1c-4c2b-9e6f-5a4d3c2b1a09"
 REALISTIC: dict[str, dict[str, object]] = {
+    "session_activity": {"session_id": SID, "last_access": 1795599990.25},
     "resource_preset_set": {
         "name": "small",
         "resource_slots": {"cpu": "1", "mem": "2147483648"},

@@ -51,7 +51,7 @@ NOT_LOG_EVENTS = [
 
 
 KERNELHUB_EVENTS = {
-    "session_status_changed", "session_scheduling_failed", "agent_registered",
+    "session_status_changed", "session_scheduling_failed", "session_activity", "agent_registered",
     "alloc_reserved", "alloc_settled", "alloc_released",
     "domain_created", "domain_updated", "project_created", "project_updated",
     "project_member_added", "project_member_removed", "user_created", "user_updated",

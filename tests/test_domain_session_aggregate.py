@@ -142,3 +142,13 @@ def test_a_failed_start_cancels_everything_and_keeps_the_agents_error() -> None:
     assert decided[-1].error == error  # type: ignore[union-attr]
     assert "error" not in SessionCancelled(session_id=sid, creation_id="c").model_dump_json()
     assert session.status is SessionStatus.CANCELLED and session.decide_start_failed() == []
+
+
+def test_activity_is_noted_only_when_newer_and_only_while_running() -> None:
+    session = running(["i-a"])
+    assert apply_all(session, session.decide_note_activity(100.0)) == ["session_activity"]
+    assert session.decide_note_activity(100.0) == []  # the same access: nothing new
+    assert session.decide_note_activity(99.0) == []  # an older one (out of order)
+    assert apply_all(session, session.decide_note_activity(160.5)) == ["session_activity"]
+    apply_all(session, session.decide_destroy(reason="user-requested").events)
+    assert session.decide_note_activity(200.0) == []

@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,7 @@ from events import RedisEventStore
 from events.secrets import SecretBox
 from kernelhub.bootstrap import bootstrap
 from kernelhub.testing import eventually
+from projections.queries import ReadModels
 
 pytestmark = pytest.mark.redis
 G = 2**30
@@ -297,11 +299,14 @@ async def test_the_report_is_judged_fresh_and_activity_resets_it(
     import asyncio
 
     from actors.idle_facts import IdleFacts
-    from projections.queries import ReadModels
 
     sid = await running(cluster)
     facts, models = IdleFacts(store, NETWORK_2S), ReadModels(store)
-    first = (await facts.report(await models.session(str(sid))))["network_timeout"]["remaining"]
+
+    async def shown() -> dict[str, Any]:  # once the read model shows it running
+        return await facts.report(await models.session(str(sid)))
+
+    first = (await eventually(shown, message="reported"))["network_timeout"]["remaining"]
     await asyncio.sleep(0.5)
     later = (await facts.report(await models.session(str(sid))))["network_timeout"]["remaining"]
     assert 0 < later < first <= 2
@@ -309,3 +314,28 @@ async def test_the_report_is_judged_fresh_and_activity_resets_it(
     reset = (await facts.report(await models.session(str(sid))))["network_timeout"]["remaining"]
     assert later < reset <= 2
     assert await facts.report(None) == {}
+
+
+async def test_activity_is_noted_in_the_log_coalesced_and_the_reclaim_says_why(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    """Fifty touches make at most a few ``session_activity`` events (one per judgment that
+    found a newer access), the last one at the last touch; the reclaim's
+    ``session_terminating`` carries the evidence: the checker, the last access judged on,
+    when it judged and every checker's report."""
+    sid = await running(cluster)
+    for _ in range(50):
+        await touch(store, sid)
+    last = float(await store.redis.get(store.keys.idle_access(str(sid))))
+    assert await ended_with(store, sid) == "idle-timeout"
+    events = await store.read_stream(f"session-{sid}")
+    noted = [e.data.last_access for e in events if e.type == "session_activity"]  # type: ignore[union-attr]
+    assert noted == sorted(set(noted)) and 1 <= len(noted) <= 3
+    assert noted[-1] == last
+    terminating = next(e for e in events if e.type == "session_terminating")
+    evidence = terminating.data.idle  # type: ignore[union-attr]
+    assert evidence["checker"] == "network_timeout" and evidence["last_access"] == last
+    assert evidence["judged_at"] >= last + 2
+    assert evidence["reports"]["network_timeout"]["remaining"] == -1
+    record = await ReadModels(store).session(str(sid))
+    assert record is not None and record["last_activity"] == last

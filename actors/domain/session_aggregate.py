@@ -23,6 +23,7 @@ from events.catalogue import (
     KernelStarted,
     KernelTerminated,
     KernelTerminating,
+    SessionActivity,
     SessionCancelled,
     SessionFailure,
     SessionPreparing,
@@ -95,6 +96,8 @@ class SessionAggregate:
     """Commands already applied: a retried command is recognised before it is re-decided."""
     last_failure: tuple[Any, ...] | None = None
     """What the last ``session_scheduling_failed`` said (appended only when it changes)."""
+    last_activity: float | None = None
+    """The latest access a ``session_activity`` noted (Redis time, s)."""
 
     # ---- fold ------------------------------------------------------------------------------
     def apply(self, payload: AnyPayload, version: int, command_id: uuid.UUID | None = None) -> None:
@@ -148,6 +151,8 @@ class SessionAggregate:
                         kernel.reported -= {"kernel_creating", "kernel_started"}
         elif kind == "session_scheduling_failed":
             self.last_failure = _failure_signature(payload)  # type: ignore[arg-type]
+        elif kind == "session_activity":
+            self.last_activity = payload.last_access  # type: ignore[union-attr]
         elif kind == "session_success":
             self.result = "success"
         elif kind == "session_failure":
@@ -239,6 +244,14 @@ class SessionAggregate:
             )
         )
         return events
+
+    def decide_note_activity(self, last_access: float) -> list[AnyPayload]:
+        """Activity worth a line in the log: a running session used later than last noted."""
+        if self.status is not SessionStatus.RUNNING:
+            return []
+        if self.last_activity is not None and last_access <= self.last_activity:
+            return []
+        return [SessionActivity(session_id=self.session_id, last_access=last_access)]
 
     def decide_scheduling_failed(self, failure: SessionSchedulingFailed) -> list[AnyPayload]:
         """Only a change of what the user would see is worth an event."""

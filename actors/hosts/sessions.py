@@ -85,11 +85,15 @@ class SessionsActor(Follower):
         )
         return self._count("destroy", events)
 
-    async def destroy_many_if_idle(
-        self, requests: list[tuple[uuid.UUID, str, float | None, uuid.UUID]]
-    ) -> list[list[str]]:
+    async def destroy_many_if_idle(self, requests: list[Any]) -> list[list[str]]:
         outcomes = await self.shard.destroy_many_if_idle(requests)
         return [self._count("destroy_if_idle", events) for events in outcomes]
+
+    async def note_activity_many(
+        self, notes: list[tuple[uuid.UUID, float, uuid.UUID]]
+    ) -> list[list[str]]:
+        outcomes = await self.shard.note_activity_many(notes)
+        return [self._count("note_activity", events) for events in outcomes]
 
     async def restart(self, session_id: uuid.UUID, command_id: uuid.UUID) -> list[str]:
         return self._count("restart", await self.shard.restart(session_id, command_id=command_id))

@@ -48,6 +48,7 @@ from .kernelhub import (
     AllocReserved,
     AllocSettled,
     PredicateFailure,
+    SessionActivity,
     SessionSchedulingFailed,
     SessionStatusChanged,
 )
@@ -112,6 +113,7 @@ AnyPayload = Annotated[
         BgtaskFailed,
         SessionStatusChanged,
         SessionSchedulingFailed,
+        SessionActivity,
         AgentRegistered,
         AllocReserved,
         AllocSettled,
@@ -208,6 +210,7 @@ __all__ = [
     "ScalingGroupAssociated",
     "ScalingGroupDissociated",
     "ScalingGroupSet",
+    "SessionActivity",
     "SessionCancelled",
     "SessionCreationSpec",
     "SessionEnqueued",

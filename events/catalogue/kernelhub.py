@@ -21,6 +21,7 @@ __all__ = [
     "AllocSettled",
     "Allocation",
     "PredicateFailure",
+    "SessionActivity",
     "SessionSchedulingFailed",
     "SessionStatusChanged",
 ]
@@ -35,6 +36,17 @@ class SessionStatusChanged(EventPayload):
     status: Literal["RESTARTING", "RUNNING", "RUNNING_DEGRADED", "ERROR"]
     status_info: str = ""
     status_data: JsonObject | None = None
+
+
+class SessionActivity(EventPayload):
+    """A running session was used since the last such event (coalesced: activity itself is
+    telemetry, touched on every execution and app connection; the reaper notes the latest
+    access it judged on, at most once per judgment). Upstream keeps only a Redis key."""
+
+    type: Literal["session_activity"] = "session_activity"
+    session_id: UUID
+    last_access: float
+    """When the session was last used (Redis time, unix seconds)."""
 
 
 class PredicateFailure(Record):

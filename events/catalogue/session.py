@@ -107,6 +107,9 @@ class _SessionTerminationArgs(EventPayload):
 
 class SessionTerminating(_SessionTerminationArgs):
     type: Literal["session_terminating"] = "session_terminating"
+    idle: JsonObject | None = added_later()
+    """For a reclaim by the reaper, its evidence: the checker that fired, every checker's
+    report, the last access judged on and when it judged (Redis time)."""
 
 
 class SessionTerminated(_SessionTerminationArgs):

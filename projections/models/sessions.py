@@ -249,6 +249,10 @@ def _on_status_changed(record: Record, event: StoredEvent) -> None:
                 _set_status(kernel, "RESTARTING", at, "restarting")
 
 
+def _on_activity(record: Record, event: StoredEvent) -> None:
+    record["last_activity"] = event.data["last_access"]
+
+
 def _on_scheduling_failed(record: Record, event: StoredEvent) -> None:
     data = event.data
     record["status_info"] = data["status_info"]
@@ -290,6 +294,7 @@ _HANDLERS: dict[str, Callable[[Record, StoredEvent], None]] = {
     "session_status_changed": _on_status_changed,
     "session_scheduling_failed": _on_scheduling_failed,
     "alloc_settled": _on_alloc_settled,
+    "session_activity": _on_activity,
 }
 
 
