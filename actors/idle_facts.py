@@ -47,11 +47,14 @@ class IdleFacts:
         if not records:
             return {}
         ids = [r["id"] for r in records]
-        pipe = self.store.redis.pipeline(transaction=False)
-        pipe.mget([self.store.keys.idle_access(sid) for sid in ids])
-        for sid in ids:
-            pipe.zcount(self.store.keys.idle_apps(sid), now - APP_STALE_S, "+inf")
-        accesses, *apps = await pipe.execute()
+        accesses: list[Any] = [None] * len(ids)
+        apps: list[Any] = [0] * len(ids)
+        if "network_timeout" in self.config.enabled:  # only what an enabled checker reads
+            pipe = self.store.redis.pipeline(transaction=False)
+            pipe.mget([self.store.keys.idle_access(sid) for sid in ids])
+            for sid in ids:
+                pipe.zcount(self.store.keys.idle_apps(sid), now - APP_STALE_S, "+inf")
+            accesses, *apps = await pipe.execute()
         series = await self._utilization(records)
         facts = {}
         for record, raw_access, open_apps in zip(records, accesses, apps, strict=True):
@@ -65,7 +68,7 @@ class IdleFacts:
         is not running)."""
         if record is None or record.get("status") != "RUNNING":
             return {}
-        now = await self.now()
+        now = time.time()  # a report, not a decision: this host's clock spares a round trip
         facts = (await self.of([record], now))[record["id"]]
         return judge(facts, self.config, now)[1]
 
