@@ -223,20 +223,31 @@ class RedisEventStore:
         self, stream: str, from_version: int = 1, to_version: int | None = None
     ) -> list[Event]:
         """Events of ``stream`` with ``from_version <= version <= to_version``, in order."""
+        entries = await self._stream_entries(stream, from_version, to_version)
+        return [self.codec.decode(pos, fields) for pos, fields in entries]
+
+    async def read_stream_stored(self, stream: str) -> list[StoredEvent]:
+        """Like :meth:`read_stream`, decoded for folding (see :class:`StoredEvent`)."""
+        entries = await self._stream_entries(stream, 1, None)
+        return [self.codec.decode_stored(pos, fields) for pos, fields in entries]
+
+    async def _stream_entries(
+        self, stream: str, from_version: int, to_version: int | None
+    ) -> list[tuple[str, Mapping[Any, Any]]]:
         if from_version < 1:
             raise ValueError("stream versions start at 1")
-        events: list[Event] = []
+        out: list[tuple[str, Mapping[Any, Any]]] = []
         start = from_version - 1
         last = -1 if to_version is None else to_version - 1
         while last < 0 or start <= last:
             stop = start + _READ_PAGE - 1 if last < 0 else min(start + _READ_PAGE - 1, last)
             keys = [self.keys.log, self.keys.stream_index(stream)]
             entries = await self._read_stream(keys=keys, args=[start, stop])
-            events += [self.codec.decode(_s(pos), _pairs(fields)) for pos, fields in entries]
+            out += [(_s(pos), _pairs(fields)) for pos, fields in entries]
             if len(entries) < stop - start + 1:
                 break
             start = stop + 1
-        return events
+        return out
 
     async def read_log(
         self, after: Position = "0-0", count: int = _READ_PAGE, until: Position | None = None

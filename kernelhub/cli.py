@@ -26,7 +26,7 @@ from actors.gateway import API_VERSION
 from events import Durability, EventStoreError, RedisEventStore
 from events.secrets import SecretBox, SecretError
 
-from . import agent_cli, embedded, projections_cli, ray_head, session_cli
+from . import agent_cli, embedded, events_cli, projections_cli, ray_head, session_cli
 from .bootstrap import Bootstrap, bootstrap, write_client_config
 from .config import Settings
 from .errors import KernelhubError
@@ -191,6 +191,32 @@ def cmd_projections(args: argparse.Namespace) -> int:
     return asyncio.run(go())
 
 
+def _with_store(args: argparse.Namespace, run: Any) -> int:
+    """Run ``run(store, args)`` against the installation's Redis (no actors needed)."""
+    settings = _settings(args)
+
+    async def go() -> int:
+        store = RedisEventStore.from_url(_redis_url(settings), prefix=settings.key_prefix)
+        try:
+            return int(await run(store, args))
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    return _with_store(args, events_cli.run_events)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    return _with_store(args, events_cli.run_replay)
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    return _with_store(args, events_cli.run_why)
+
+
 def cmd_agent(args: argparse.Namespace) -> int:
     settings = _settings(args)
     state = embedded.read_state(settings)
@@ -286,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     projections_cli.add_parser(sub)
     sub.choices["projections"].set_defaults(func=cmd_projections)
     with_data_dir(sub.choices["projections"])
+
+    events_cli.add_parsers(sub)
+    for name, func in (("events", cmd_events), ("replay", cmd_replay), ("why", cmd_why)):
+        sub.choices[name].set_defaults(func=func)
+        with_data_dir(sub.choices[name])
     return parser
 
 

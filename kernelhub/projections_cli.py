@@ -13,7 +13,7 @@ from projections.runtime import Projector
 
 from .errors import KernelhubError
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "progress_bar"]
 
 
 async def _status(store: RedisEventStore) -> list[dict[str, Any]]:
@@ -42,7 +42,9 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _progress(name: str) -> Any:
+def progress_bar(name: str) -> Any:
+    """A one-line bar on stderr: ``name [#####-----] done/total events``."""
+
     def show(done: int, total: int) -> None:
         width = 30
         filled = int(width * done / total) if total else width
@@ -76,7 +78,7 @@ async def run_command(store: RedisEventStore, args: argparse.Namespace) -> int:
         if unknown:
             known = ", ".join(sorted(projector.projections))
             raise KernelhubError(f"no projection named {unknown[0]!r} (there are: {known})")
-        generations = await projector.rebuild_many(names, progress=_progress(",".join(names)))
+        generations = await projector.rebuild_many(names, progress=progress_bar(",".join(names)))
         for name, generation in generations.items():
             print(f"{name}: generation {generation} is active")
         await projector.wait_cleanup()

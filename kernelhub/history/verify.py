@@ -1,0 +1,211 @@
+"""``kh events verify``: fold the whole log and check what must always hold.
+
+- **decode**: every entry decodes, and validates, with the current code (upcasters
+  included).
+- **versions**: each stream's versions run 1, 2, 3... in log order, with no gap and no
+  repeat.
+- **transition**: a session's status events come in an order the write side can produce
+  (the table below). Nothing about a session's status follows its end.
+- **once**: at most one ``session_started`` per session, and one end
+  (``session_terminated`` or ``session_cancelled``), never both.
+- **capacity**: every ledger reservation fit the agent's free capacity at that point in the
+  log, that is its registered slots minus the holds the log shows on it.
+- **release**: every kernel of an ended session had its hold released. Ends within
+  ``grace_ms`` of the log's last event are not judged, since their releases may be on the
+  way.
+
+The verifier is fed raw log entries in order and keeps only what the checks need (per
+stream: its version; per session: its status; per agent: capacity and holds), so memory
+grows with the number of aggregates, not with the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from events import Event, EventCodec, default_codec
+from events.errors import EventDecodeError
+
+__all__ = ["LogVerifier", "Violation"]
+
+_ZERO = Decimal(0)
+_NEW = "NEW"
+_ENDED = frozenset({"TERMINATED", "CANCELLED"})
+_LIVE = frozenset({"SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING",
+                   "RUNNING_DEGRADED", "ERROR", "TERMINATING"})  # fmt: skip
+_MAY_FOLLOW: Mapping[str, frozenset[str]] = {
+    "session_enqueued": frozenset({_NEW}),
+    "session_scheduled": frozenset({"PENDING"}),
+    "session_preparing": frozenset({"SCHEDULED"}),
+    "kernel_pulling": frozenset({"PREPARING", "PULLING"}),
+    "session_started": frozenset({"PREPARING", "PULLING"}),
+    "session_status_changed": _LIVE - {"TERMINATING"},
+    "session_terminating": _LIVE - {"TERMINATING"},
+    "session_terminated": frozenset(
+        {"TERMINATING", "RUNNING", "RUNNING_DEGRADED", "ERROR", "RESTARTING"}
+    ),
+    "session_cancelled": frozenset({"PENDING", "SCHEDULED", "PREPARING", "PULLING"}),
+}
+"""Which statuses a session may be in when each status event is appended."""
+_BECOMES = {
+    "session_enqueued": "PENDING", "session_scheduled": "SCHEDULED",
+    "session_preparing": "PREPARING", "kernel_pulling": "PULLING",
+    "session_started": "RUNNING", "session_terminating": "TERMINATING",
+    "session_terminated": "TERMINATED", "session_cancelled": "CANCELLED",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    position: str
+    stream: str
+    version: int | None
+    type: str | None
+    message: str
+
+    def line(self) -> str:
+        where = f"{self.stream} v{self.version}" if self.version is not None else self.stream
+        return f"{self.rule:10} {self.position}  {where}  {self.type or '?'}: {self.message}"
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Hold:
+    agent: str
+    slots: dict[str, Decimal]
+    session: str
+    position: str
+
+
+@dataclass
+class LogVerifier:
+    codec: EventCodec = default_codec
+    grace_ms: int = 10_000
+    violations: list[Violation] = field(default_factory=list)
+    events: int = 0
+    _versions: dict[str, int] = field(default_factory=dict)
+    _status: dict[str, str] = field(default_factory=dict)
+    _counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    _ended_ms: dict[str, int] = field(default_factory=dict)
+    _capacity: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    _holds: dict[str, _Hold] = field(default_factory=dict)
+    _last_ms: int = 0
+
+    # ---- feeding ------------------------------------------------------------------------------
+    def feed(self, position: str, fields: Mapping[Any, Any]) -> None:
+        self.events += 1
+        try:
+            event = self.codec.decode(position, fields)
+        except (EventDecodeError, ValueError) as exc:
+            self._flag("decode", position, _field(fields, "s"), None, None, str(exc))
+            return
+        self._last_ms = event.position_ms
+        self._check_version(event)
+        if event.stream.startswith("session-"):
+            self._check_session(event)
+        if event.type.startswith("alloc_") or event.type == "agent_registered":
+            self._check_ledger(event)
+
+    def finish(self) -> list[Violation]:
+        """The end-of-log checks (releases); every violation found, in log order."""
+        for kernel, hold in sorted(self._holds.items(), key=lambda item: item[1].position):
+            ended = self._ended_ms.get(hold.session)
+            if ended is not None and self._last_ms - ended > self.grace_ms:
+                self._flag("release", hold.position, f"session-{hold.session}", None,
+                           "alloc_reserved",
+                           f"kernel {kernel} of an ended session still holds {_plain(hold.slots)} "
+                           f"on {hold.agent}")  # fmt: skip
+        return self.violations
+
+    # ---- checks -------------------------------------------------------------------------------
+    def _flag(self, rule: str, position: str, stream: str, version: int | None,
+              kind: str | None, message: str) -> None:  # fmt: skip
+        self.violations.append(Violation(rule, position, stream, version, kind, message))
+
+    def _flag_event(self, rule: str, event: Event, message: str) -> None:
+        self._flag(rule, event.position, event.stream, event.version, event.type, message)
+
+    def _check_version(self, event: Event) -> None:
+        expected = self._versions.get(event.stream, 0) + 1
+        if event.version != expected:
+            what = "a gap" if event.version > expected else "a repeat"
+            self._flag_event("versions", event, f"version {event.version} where {expected} "
+                             f"was next ({what})")  # fmt: skip
+        self._versions[event.stream] = max(event.version, self._versions.get(event.stream, 0))
+
+    def _check_session(self, event: Event) -> None:
+        sid = event.stream.removeprefix("session-")
+        kind = event.type
+        current = self._status.get(sid, _NEW)
+        if kind in ("session_started", "session_terminated", "session_cancelled"):
+            key = (sid, "end" if kind != "session_started" else "start")
+            self._counts[key] = self._counts.get(key, 0) + 1
+            if self._counts[key] > 1:
+                self._flag_event("once", event, "the session already "
+                                 + ("started" if key[1] == "start" else "ended"))  # fmt: skip
+        allowed = _MAY_FOLLOW.get(kind)
+        if allowed is None:
+            return
+        if current not in allowed:
+            self._flag_event("transition", event, f"{kind} while the session is {current}")
+        if current in _ENDED:
+            return  # the end stands: nothing after it changes the status
+        data: Any = event.data
+        becomes = str(data.status) if kind == "session_status_changed" else _BECOMES[kind]
+        self._status[sid] = becomes
+        if becomes in _ENDED:
+            self._ended_ms[sid] = event.position_ms
+
+    def _check_ledger(self, event: Event) -> None:
+        data: Any = event.data
+        if event.type == "agent_registered":
+            self._capacity[data.agent_id] = _decimals(data.available_slots)
+        elif event.type == "alloc_reserved":
+            for allocation in data.allocations:
+                agent, wanted = allocation.agent_id, _decimals(allocation.slots)
+                free = self._free(agent)
+                short = {k: v for k, v in wanted.items() if v > free.get(k, _ZERO)}
+                if short:
+                    self._flag_event("capacity", event,
+                                     f"kernel {allocation.kernel_id} got {_plain(wanted)} on "
+                                     f"{agent} with only {_plain(free)} free")  # fmt: skip
+                self._holds[str(allocation.kernel_id)] = _Hold(
+                    agent, wanted, str(data.session_id), event.position
+                )
+        elif event.type == "alloc_settled":
+            hold = self._holds.get(str(data.kernel_id))
+            if hold is not None:
+                hold.slots = _decimals(data.actual)
+        elif event.type == "alloc_released":
+            self._holds.pop(str(data.kernel_id), None)
+
+    def _free(self, agent: str) -> dict[str, Decimal]:
+        free = dict(self._capacity.get(agent, {}))
+        for hold in self._holds.values():
+            if hold.agent == agent:
+                for slot, amount in hold.slots.items():
+                    free[slot] = free.get(slot, _ZERO) - amount
+        return free
+
+
+def _decimals(slots: Mapping[str, Any]) -> dict[str, Decimal]:
+    return {k: Decimal(str(v)) for k, v in slots.items()}
+
+
+def _plain(slots: Mapping[str, Decimal]) -> str:
+    return (
+        "{"
+        + ", ".join(f"{k}: {format(v.normalize(), 'f')}" for k, v in sorted(slots.items()))
+        + "}"
+    )
+
+
+def _field(fields: Mapping[Any, Any], name: str) -> str:
+    value = fields.get(name.encode(), fields.get(name, b"?"))
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
