@@ -22,6 +22,7 @@ key                         type    holds
 ``<p>:stat:<kernel>``       string  a kernel's live stats (JSON, TTL'd): telemetry
 ``<p>:stat:agent:<a>:...``  string  ``...:devices``: an agent's devices, live (TTL'd)
 ``<p>:install``             hash    facts fixed at install (``shards``: session shards)
+``<p>:archive``             hash    archive file path -> its range (``kh events archive``)
 ``<p>:idle:due``            zset    session id -> when the reaper judges it next (Redis s)
 ``<p>:idle:access:<sid>``   string  the session's last activity (Redis time): telemetry
 ``<p>:idle:report:<sid>``   string  the idle checkers' last report (JSON, TTL 150 s)
@@ -79,6 +80,11 @@ class KeySpace:
 
     def kernel_stats(self, kernel_id: str) -> str:
         return f"{self.prefix}:stat:{kernel_id}"
+
+    @property
+    def archive(self) -> str:
+        """Archive files of this log: path -> JSON ``{first, last, events, sessions}``."""
+        return f"{self.prefix}:archive"
 
     def agent_devices(self, agent_id: str) -> str:
         """An agent's accelerator devices, live (utilization, memory; TTL'd telemetry)."""

@@ -231,6 +231,13 @@ class RedisEventStore:
         entries = await self._stream_entries(stream, 1, None)
         return [self.codec.decode_stored(pos, fields) for pos, fields in entries]
 
+    async def archived_stream(self, stream: str) -> list[StoredEvent]:
+        """An archived stream's events (``kh events archive``), decoded for folding."""
+        from .archive import archived_stream
+
+        entries = await archived_stream(self, stream)
+        return [self.codec.decode_stored(pos, fields) for pos, fields in entries]
+
     async def _stream_entries(
         self, stream: str, from_version: int, to_version: int | None
     ) -> list[tuple[str, Mapping[Any, Any]]]:

@@ -194,6 +194,7 @@ def cmd_projections(args: argparse.Namespace) -> int:
 def _with_store(args: argparse.Namespace, run: Any) -> int:
     """Run ``run(store, args)`` against the installation's Redis (no actors needed)."""
     settings = _settings(args)
+    args.archive_dir = str(settings.data_dir / "archive")
 
     async def go() -> int:
         store = RedisEventStore.from_url(_redis_url(settings), prefix=settings.key_prefix)

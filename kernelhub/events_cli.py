@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from events import RedisEventStore, StoredEvent
+from events.archive import merged_entries
 from projections.queries import ReadModels
 
 from .errors import KernelhubError
-from .history.asof import agent_as_of, cluster_as_of, session_as_of
+from .history.archive import archive_before
+from .history.asof import agent_as_of, cluster_as_of, session_as_of, stream_history
 from .history.positions import Cutoff, parse_cutoff, position_before
 from .history.render import event_json, event_line
 from .history.transfer import ImportRefused, export_log, import_log
@@ -113,7 +115,7 @@ async def _resolve_stream(store: RedisEventStore, ref: str) -> str:
         return ref
     try:
         candidate = f"session-{uuid.UUID(ref)}"
-        if await store.stream_version(candidate):
+        if await store.stream_version(candidate) or await store.archived_stream(candidate):
             return candidate
     except ValueError:
         pass
@@ -141,7 +143,7 @@ async def _session_by_name(store: RedisEventStore, name: str) -> dict[str, Any] 
 
 async def _show(store: RedisEventStore, args: argparse.Namespace) -> int:
     stream = await _resolve_stream(store, args.ref)
-    events = await store.read_stream_stored(stream)
+    events = await stream_history(store, stream)
     if not events:
         raise KernelhubError(f"{stream} has no events")
     if args.json:
@@ -155,14 +157,8 @@ async def _show(store: RedisEventStore, args: argparse.Namespace) -> int:
 
 async def _verify(store: RedisEventStore, args: argparse.Namespace) -> int:
     verifier = LogVerifier(store.codec, grace_ms=int(args.grace * 1000))
-    after = "0-0"
-    while True:
-        entries = await store.read_raw(after, _PAGE)
-        for position, fields in entries:
-            verifier.feed(position, fields)
-        if len(entries) < _PAGE:
-            break
-        after = entries[-1][0]
+    async for position, fields in merged_entries(store):  # the archive too: the whole log
+        verifier.feed(position, fields)
     violations = verifier.finish()
     if args.json:
         print(
@@ -219,13 +215,28 @@ async def _import(store: RedisEventStore, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _archive(store: RedisEventStore, args: argparse.Namespace) -> int:
+    cutoff = await _cutoff(store, args.before)
+    directory = Path(args.dir) if args.dir else Path(args.archive_dir)
+    result = await archive_before(store, cutoff, directory)
+    if result.file is None:
+        _say(args, result.as_json(), f"nothing to archive ended before {cutoff.shown}")
+        return 0
+    freed = (result.memory_before - result.memory_after) / 2**20
+    _say(args, result.as_json(),
+         f"{result.sessions} sessions ({result.events} events) archived to {result.file}; "
+         f"Redis memory {result.memory_before / 2**20:.1f} -> {result.memory_after / 2**20:.1f} "
+         f"MiB ({freed:+.1f})")  # fmt: skip
+    return 0
+
+
 def _say(args: argparse.Namespace, facts: dict[str, Any], text: str) -> None:
     print(json.dumps(facts, sort_keys=True) if args.json else text)
 
 
 async def run_events(store: RedisEventStore, args: argparse.Namespace) -> int:
     commands = {"tail": _tail, "show": _show, "verify": _verify, "export": _export,
-                "import": _import}  # fmt: skip
+                "import": _import, "archive": _archive}  # fmt: skip
     return await commands[args.events_command](store, args)
 
 
@@ -281,9 +292,11 @@ async def run_why(store: RedisEventStore, args: argparse.Namespace) -> int:
     stream = await _resolve_stream(store, args.session)
     if not stream.startswith("session-"):
         raise KernelhubError(f"{args.session} is not a session")
-    events = await store.read_stream(stream)
-    if not events:
+    stored = await stream_history(store, stream)
+    if not stored:
         raise KernelhubError(f"{stream} has no events")
+    events = [store.codec.decode_body(e.body, stream=e.stream, version=e.version,
+                                      position=e.position) for e in stored]  # fmt: skip
     explanation = explain(events, await _now_ms(store))
     if args.json:
         print(json.dumps(explanation.as_json(), sort_keys=True))
@@ -319,7 +332,13 @@ def add_parsers(sub: Any) -> None:
                         help="keep the (encrypted) secrets: a backup to import")  # fmt: skip
     load = commands.add_parser("import", help="load an export into an empty store")
     load.add_argument("file")
-    for command in (tail, show, verify, export, load):
+    archive = commands.add_parser("archive", help="move long-ended sessions to compressed files")
+    archive.add_argument(
+        "--before", required=True, metavar="TIME|POSITION",
+        help="sessions ended at or before this (2026-12-01T12:00:00Z, 7d ago, a position)",
+    )  # fmt: skip
+    archive.add_argument("--dir", help="where the files go (default $KH_DATA_DIR/archive)")
+    for command in (tail, show, verify, export, load, archive):
         command.add_argument("--json", action="store_true")
 
     replay = sub.add_parser("replay", help="state as it was at a time or position")

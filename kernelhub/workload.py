@@ -73,11 +73,20 @@ class Workload:
     def agent_ids(self) -> list[str]:
         return [f"i-node{n:04d}" for n in range(self.agents)]
 
+    def capacity(self) -> dict[str, Decimal]:
+        """Each agent's slots: enough for every session at once (stories interleave at
+        random and hosts are picked at random, so the log stays one a ledger could have
+        written: ``kh events verify`` checks every reservation against free capacity)."""
+        most = 3 * 4  # the largest session: 3 kernels of 4 cpu / 4g
+        cpu = max(64, most * self.sessions)
+        return {"cpu": Decimal(cpu), "mem": Decimal(cpu * 4 * G)}
+
     def steps(self) -> Iterator[Step]:
+        capacity = self.capacity()
         for agent_id in self.agent_ids():
             yield [(f"agent-{agent_id}", [
                 AgentRegistered(agent_id=agent_id, scaling_group=self.scaling_group,
-                                available_slots={"cpu": Decimal(64), "mem": Decimal(256 * G)}),
+                                available_slots=capacity),
                 AgentStarted(reason="self-started"),
             ])]  # fmt: skip
         stories = [self._story(n) for n in range(self.sessions)]
@@ -131,8 +140,7 @@ class Workload:
         hosts = [rng.choice(self.agent_ids()) for _ in kernels]
         steps.append([
             (alloc, [AllocReserved(session_id=sid, scaling_group=self.scaling_group, allocations=[
-                Allocation(kernel_id=k, agent_id=h, slots=slots,
-                           free_before={"cpu": Decimal(64), "mem": Decimal(256 * G)})
+                Allocation(kernel_id=k, agent_id=h, slots=slots, free_before=self.capacity())
                 for k, h in zip(kernels, hosts, strict=True)])]),
             (stream, [SessionScheduled(session_id=sid, creation_id=creation,
                                        scaling_group=self.scaling_group,

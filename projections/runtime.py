@@ -28,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from events import EventDecodeError, RedisEventStore, StoredEvent, position_key
 from events._canonical import canonical_dumps, loads
+from events.archive import archive_files, merged_entries
 
 from .base import Op, Projection, RecordRef, WorkingSet
 from .targets import RedisTarget, StaleGeneration, bulk_write
@@ -326,6 +327,10 @@ class Projector:
     ) -> tuple[str, int]:
         head = await self.store.head()
         total = await self.store.log_length()
+        files = await archive_files(self.redis, self.keys.archive)
+        if files:  # archived events fold in their place among the live ones
+            return await self._fold_merged(projections, working, progress, head,
+                                           total + sum(f.events for f in files))  # fmt: skip
         position, done = "0-0", 0
         page = self.batch_size * 5
         decode = self.store.codec.decode_stored
@@ -349,6 +354,42 @@ class Projector:
             if progress:
                 progress(done, total)
         return position, done
+
+    async def _fold_merged(
+        self,
+        projections: Sequence[Projection],
+        working: dict[str, WorkingSet],
+        progress: ProgressHook | None,
+        head: str,
+        total: int,
+    ) -> tuple[str, int]:
+        decode = self.store.codec.decode_stored
+        position, done, batch = "0-0", 0, []
+        async for entry in merged_entries(self.store, until=head):
+            batch.append(decode(*entry))
+            if len(batch) >= self.batch_size * 5:
+                position, done = self._apply_batch(projections, working, batch, done)
+                batch = []
+                if progress:
+                    progress(done, total)
+        if batch:
+            position, done = self._apply_batch(projections, working, batch, done)
+        if progress:
+            progress(done, total)
+        return (position if done else "0-0"), done
+
+    @staticmethod
+    def _apply_batch(
+        projections: Sequence[Projection],
+        working: dict[str, WorkingSet],
+        events: list[StoredEvent],
+        done: int,
+    ) -> tuple[str, int]:
+        for projection in projections:
+            records, apply = working[projection.name], projection.apply
+            for event in events:
+                apply(event, records)
+        return events[-1].position, done + len(events)
 
     async def _write_generation(
         self, projection: Projection, generation: int, records: WorkingSet, position: str

@@ -290,3 +290,51 @@ async def _export_lines(store: RedisEventStore, tmp_path: Path) -> list[str]:
     with path.open("w") as out:
         await export_log(store, out, with_secrets=True)
     return path.read_text().splitlines()
+
+
+async def test_archive_moves_ended_sessions_out_and_every_reader_still_answers(
+    store: RedisEventStore, tmp_path: Path
+) -> None:
+    """Ended sessions' streams go to a compressed file and leave Redis (memory drops);
+    ``--as-of`` before the archive point, ``show``, ``verify``, a rebuild and an export
+    all still see them in their place."""
+    from events.archive import archive_files
+    from kernelhub.history.archive import archive_before
+    from kernelhub.history.asof import stream_history
+    from kernelhub.workload import Workload, append_steps
+
+    await append_steps(store, Workload(sessions=600, agents=4, seed=3).steps())
+    projector = Projector(store, default_projections())
+    await projector.load()
+    await projector.catch_up()
+    models = ReadModels(store)
+    ended = (await models.sessions(statuses=["TERMINATED"], limit=1)).items[0]
+    before_archive = parse_cutoff(await store.head(), 0)
+    as_of_before = await session_as_of(store, ended["id"], before_archive)
+    events_before = await store.log_length()
+    assert await verify(store) == []
+    original_export = tmp_path / "before.jsonl"
+    with original_export.open("w") as out:
+        await export_log(store, out, with_secrets=True)
+
+    result = await archive_before(store, before_archive, tmp_path / "archive")
+    assert result.sessions >= 100 and result.file is not None
+    assert await store.log_length() == events_before - result.events
+    assert await store.stream_version(f"session-{ended['id']}") == 0  # gone from Redis
+    assert result.memory_after < result.memory_before
+    assert [f.events for f in await archive_files(store.redis, store.keys.archive)] == [
+        result.events
+    ]
+
+    assert await session_as_of(store, ended["id"], before_archive) == as_of_before
+    assert [e.type for e in await stream_history(store, f"session-{ended['id']}")][-1] == (
+        "session_terminated"
+    )
+    assert await verify(store) == []
+    after_export = tmp_path / "after.jsonl"
+    with after_export.open("w") as out:
+        await export_log(store, out, with_secrets=True)
+    assert after_export.read_text() == original_export.read_text()  # nothing lost, same order
+    await projector.rebuild_many(["sessions"])
+    assert await models.session(ended["id"]) == ended  # the read model still shows it
+    assert (await archive_before(store, before_archive, tmp_path / "archive")).sessions == 0

@@ -12,25 +12,30 @@ from collections import Counter
 from typing import Any
 
 from events import RedisEventStore, StoredEvent
+from events.archive import merged_entries
 from projections.base import Projection, Record, WorkingSet
 from projections.models import AgentsProjection, SessionsProjection, default_projections
 
 from .positions import Cutoff
 
-__all__ = ["agent_as_of", "cluster_as_of", "session_as_of", "stored_events_until"]
-
-_PAGE = 2000
+__all__ = [
+    "agent_as_of",
+    "cluster_as_of",
+    "session_as_of",
+    "stored_events_until",
+    "stream_history",
+]
 
 
 async def stored_events_until(store: RedisEventStore, cutoff: Cutoff) -> list[StoredEvent]:
-    events: list[StoredEvent] = []
-    after = "0-0"
-    while True:
-        page = await store.read_stored(after, _PAGE, until=cutoff.until)
-        events += page
-        if len(page) < _PAGE:
-            return events
-        after = page[-1].position
+    """Every event up to the cutoff, the archived ones in their place."""
+    decode = store.codec.decode_stored
+    return [decode(*entry) async for entry in merged_entries(store, until=cutoff.until)]
+
+
+async def stream_history(store: RedisEventStore, stream: str) -> list[StoredEvent]:
+    """A stream's events, from the live log or, once archived, from the archive."""
+    return await store.read_stream_stored(stream) or await store.archived_stream(stream)
 
 
 def _fold(projections: list[Projection], events: list[StoredEvent]) -> dict[str, WorkingSet]:
@@ -47,7 +52,7 @@ def _fold(projections: list[Projection], events: list[StoredEvent]) -> dict[str,
 
 async def session_as_of(store: RedisEventStore, session_id: str, cutoff: Cutoff) -> Record | None:
     """The session's read-model record as of the cutoff (None: it did not exist yet)."""
-    history = await store.read_stream_stored(f"session-{session_id}")
+    history = await stream_history(store, f"session-{session_id}")
     events = [e for e in history if cutoff.includes(e.position)]
     return _fold([SessionsProjection()], events)["sessions"].get("session", session_id)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from events import RedisEventStore, canonical_dumps, position_key
+from events.archive import archive_files, merged_entries
 from events.catalogue import SECRET_FIELDS
 from events.secrets import REDACTED
 
@@ -44,19 +45,21 @@ async def export_log(
     store: RedisEventStore, out: TextIO, *, with_secrets: bool = False,
     progress: Progress | None = None,
 ) -> int:  # fmt: skip
-    """Write every event, in log order, one JSON object per line; how many."""
-    total, done, after = await store.log_length(), 0, "0-0"
-    while True:
-        page = await store.read_stored(after, _PAGE)
-        for event in page:
-            out.write(json.dumps(event_json(event, with_secrets=with_secrets), sort_keys=True))
-            out.write("\n")
-        done += len(page)
-        if progress:
+    """Write every event, in log order (the archived ones in their place), one JSON
+    object per line; how many."""
+    files = await archive_files(store.redis, store.keys.archive)
+    total = await store.log_length() + sum(f.events for f in files)
+    done = 0
+    async for position, fields in merged_entries(store):
+        event = store.codec.decode_stored(position, fields)
+        out.write(json.dumps(event_json(event, with_secrets=with_secrets), sort_keys=True))
+        out.write("\n")
+        done += 1
+        if progress and (done % _PAGE == 0 or done == total):
             progress(done, total)
-        if len(page) < _PAGE:
-            return done
-        after = page[-1].position
+    if progress and done != total:
+        progress(done, done)
+    return done
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
