@@ -13,6 +13,10 @@ echo "== code in it: kh session exec $sid -c 'print(6*7)' =="
 "$KH" session exec "$sid" -c 'import os; print(6*7, os.environ["BACKENDAI_SESSION_NAME"])'
 "$KH" session destroy "$sid" --wait 60 >/dev/null
 "$KH" session show "$sid"
+echo
+echo "== its history, from the log: kh why $sid; kh events verify =="
+"$KH" why "$sid"
+"$KH" events verify
 BAI=${BAI:-$PWD/.venv-bai/bin/backend.ai}
 if [ -x "$BAI" ]; then
   echo

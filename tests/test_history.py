@@ -338,3 +338,33 @@ async def test_archive_moves_ended_sessions_out_and_every_reader_still_answers(
     await projector.rebuild_many(["sessions"])
     assert await models.session(ended["id"]) == ended  # the read model still shows it
     assert (await archive_before(store, before_archive, tmp_path / "archive")).sessions == 0
+
+
+async def test_tail_follow_prints_new_events_as_they_are_appended(
+    store: RedisEventStore, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    from kernelhub.workload import Workload, append_steps
+
+    await append_steps(store, Workload(sessions=2, agents=1, seed=1).steps())
+    environ = {**os.environ, "KH_REDIS_URL": redis_server.url, "NO_COLOR": "1"}
+    follower = subprocess.Popen(  # noqa: ASYNC220 (started once, read in a thread)
+        [sys.executable, "-m", "kernelhub.cli", "events", "tail", "--follow", "-n", "0",
+         "--type", "session_enqueued"],
+        env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        await asyncio.sleep(2.0)  # it subscribed (from the head: nothing old is shown)
+        await append_steps(store, Workload(sessions=3, agents=1, seed=2).steps())
+        lines: list[str] = []
+        assert follower.stdout is not None
+
+        def read_three() -> None:
+            while len(lines) < 3:
+                lines.append(follower.stdout.readline())  # type: ignore[union-attr]
+
+        await asyncio.wait_for(asyncio.to_thread(read_three), timeout=30)
+        assert all("session_enqueued" in line for line in lines)
+        assert all("\033[" not in line for line in lines)  # no colour when asked not to
+    finally:
+        follower.kill()
+        follower.wait(10)
