@@ -60,9 +60,10 @@ def event_line(event: StoredEvent, *, colour: bool = False) -> str:
               if not (k == "session_id" and str(v) == own) and (f := _field(k, v))]  # fmt: skip
     kind = event.type.split("_", 1)[0]
     code = "31" if event.type.endswith(_ALARMS) else _COLOURS.get(kind, "34")
-    stream = event.stream if len(event.stream) <= 24 else event.stream[:23] + "…"
+    kind_of_stream, _, name = event.stream.partition("-")
+    stream = f"{kind_of_stream}-{_short(name)}" if _UUID.match(name) else event.stream
     return "  ".join([
-        _paint(iso_ms(event.position_ms), "2", colour), f"{stream:24}", f"v{event.version:<3}",
+        _paint(iso_ms(event.position_ms), "2", colour), f"{stream:18}", f"v{event.version:<3}",
         _paint(f"{event.type:26}", code, colour), " ".join(fields),
     ]).rstrip()  # fmt: skip
 
