@@ -27,6 +27,7 @@ from events.catalogue import (
     KeypairIssued,
     KeypairPolicySet,
     KeypairUpdated,
+    ManagerStatusSet,
     ProjectCreated,
     ProjectMemberAdded,
     ProjectMemberRemoved,
@@ -50,6 +51,7 @@ from .domain.tenancy import (
     decide_create_project,
     decide_create_user,
     decide_issue_keypair,
+    decide_manager_status,
     decide_register_image,
     decide_set,
     decide_update,
@@ -209,6 +211,14 @@ class TenancyService:
         self, name: str, *, command_id: uuid.UUID | None = None, **fields: Any
     ) -> None:
         await self._execute(command_id, decide_set, KeypairPolicySet(name=name, **fields))
+
+    async def set_manager_status(
+        self, status: str, *, force_kill: bool = False, command_id: uuid.UUID | None = None
+    ) -> bool:
+        """Freeze or unfreeze the manager; whether anything changed."""
+        event = ManagerStatusSet(status=status, force_kill=force_kill)
+        appended, _ = await self._execute(command_id, decide_manager_status, event)
+        return bool(appended)
 
     async def set_preset(
         self, name: str, *, command_id: uuid.UUID | None = None, **fields: Any

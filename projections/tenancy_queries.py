@@ -84,6 +84,11 @@ class TenancyLookups:
     async def policy(self, name: str) -> Record | None:
         return await self._get("policy", name)
 
+    async def manager_status(self) -> str:
+        """``running`` or ``frozen`` (``running`` until anyone says otherwise)."""
+        record = await self._get("manager", "status")
+        return str((record or {}).get("status", "running"))
+
     async def presets(self) -> list[Record]:
         return await self._many("preset", await self._members("i:presets"))
 

@@ -57,7 +57,7 @@ KERNELHUB_EVENTS = {
     "project_member_added", "project_member_removed", "user_created", "user_updated",
     "keypair_issued", "keypair_updated", "keypair_policy_set", "scaling_group_set",
     "scaling_group_associated", "scaling_group_dissociated", "image_registered",
-    "image_alias_set", "resource_preset_set",
+    "image_alias_set", "resource_preset_set", "manager_status_set",
 }  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from events.catalogue import (
     KeypairIssued,
     KeypairPolicySet,
     KeypairUpdated,
+    ManagerStatusSet,
     ProjectCreated,
     ProjectMemberAdded,
     ProjectMemberRemoved,
@@ -67,6 +68,7 @@ STREAM_OF: Mapping[str, str] = {
     "scaling_group_set": "tenancy-sgroups", "scaling_group_associated": "tenancy-sgroups",
     "scaling_group_dissociated": "tenancy-sgroups",
     "image_registered": "image-catalogue", "image_alias_set": "image-catalogue",
+    "manager_status_set": "config",
 }  # fmt: skip
 """Which stream each tenancy event belongs to (one per kind)."""
 
@@ -103,6 +105,7 @@ class TenancyState:
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
+    manager_status: str = "running"
     versions: dict[str, int] = field(default_factory=dict)
     """Stream -> version folded so far (the expected version of the next append)."""
 
@@ -175,6 +178,9 @@ class TenancyState:
 
     def _on_resource_preset_set(self, d: dict[str, Any]) -> None:
         self.presets[d["name"]] = d
+
+    def _on_manager_status_set(self, d: dict[str, Any]) -> None:
+        self.manager_status = d["status"]
 
     def _on_scaling_group_set(self, d: dict[str, Any]) -> None:
         previous = self.sgroups.get(d["name"], {})
@@ -321,6 +327,11 @@ def decide_alias(state: TenancyState, event: ImageAliasSet) -> list[AnyPayload]:
     if event.target not in state.images:
         raise ImageNotFound(f"alias target {event.target!r} is not in the image catalogue")
     return [] if state.aliases.get(event.alias) == event.target else [event]
+
+
+def decide_manager_status(state: TenancyState, event: ManagerStatusSet) -> list[AnyPayload]:
+    """A no-op when the status is already that (a forced kill is a fresh decision)."""
+    return [] if state.manager_status == event.status and not event.force_kill else [event]
 
 
 def decide_set(

@@ -16,9 +16,10 @@ from aiohttp import web
 from ..domain.errors import DomainError, GenericBadRequest
 from . import API_VERSION, MANAGER_VERSION
 from .apps import app_routes
-from .context import LIVE, GatewayContext
+from .context import GatewayContext
 from .events import event_routes
 from .graphql import gql
+from .manager import check_frozen, manager_routes
 from .openapi import openapi_document
 from .problems import InternalServerError, MethodNotAllowed, URLNotFound, problem
 from .ratelimit import UNAUTHENTICATED_LIMIT, WINDOW_S, RateLimitExceeded
@@ -78,6 +79,7 @@ async def authenticated(request: web.Request, handler: Handler) -> web.StreamRes
     request["rate"] = (limit, max(0, limit - count))
     if count > limit:
         raise RateLimitExceeded(f"{count} requests in {WINDOW_S} s; the limit is {limit}")
+    await check_frozen(request, ctx)
     return await handler(request)
 
 
@@ -93,19 +95,6 @@ async def announcement(request: web.Request) -> web.Response:
     return web.json_response({"enabled": False, "message": ""})
 
 
-async def manager_status(request: web.Request) -> web.Response:
-    """``GET /manager/status``: this gateway as the one manager node, and the sessions not
-    yet ended."""
-    ctx: GatewayContext = request.app["ctx"]
-    active = (await ctx.models.sessions(statuses=LIVE, limit=1)).total
-    node = {
-        "id": "gateway", "num_proc": 1, "service_addr": request.host, "heartbeat_timeout": 40.0,
-        "ssl_enabled": False, "active_sessions": active, "status": "running",
-        "version": MANAGER_VERSION, "api_version": API_VERSION,
-    }  # fmt: skip
-    return web.json_response({"nodes": [node], "status": "running", "active_sessions": active})
-
-
 def make_app(ctx: GatewayContext) -> web.Application:
     app = web.Application(middlewares=[problems, authenticated], client_max_size=256 * 2**20)
     app["ctx"] = ctx
@@ -113,12 +102,12 @@ def make_app(ctx: GatewayContext) -> web.Application:
         web.get("/", version),
         web.get("/openapi.json", openapi),
         web.get("/manager/announcement", announcement),
-        web.get("/manager/status", manager_status),
         web.post("/admin/gql", gql),
         *session_routes(),
         *stream_routes(),
         *event_routes(),
         *app_routes(),
         *resource_routes(),
+        *manager_routes(),
     ])  # fmt: skip
     return app

@@ -3,7 +3,9 @@ whom (``owner_access_key``), how a session reference is resolved."""
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,8 @@ from .problems import SessionNotFound
 from .ratelimit import RateLimiter
 
 __all__ = ["DEAD", "LIVE", "GatewayContext"]
+
+_STATUS_TTL_S = 1.0
 
 DEAD = frozenset(s.name for s in DEAD_SESSION_STATUSES)
 LIVE = sorted(s.name for s in SessionStatus if s not in DEAD_SESSION_STATUSES)
@@ -36,6 +40,20 @@ class GatewayContext:
     rate_limiter: RateLimiter
     idle: IdleFacts
     """The idle checkers' facts: each session's ``idleChecks`` is judged fresh from them."""
+    tenancy: Callable[[str, dict[str, Any]], Awaitable[Any]] | None = None
+    """Runs a tenancy command (``set_manager_status``) on the tenancy actor."""
+    _status: tuple[float, str] = (0.0, "running")
+
+    async def manager_status(self) -> str:
+        """``running`` or ``frozen``, re-read at most once a second."""
+        at, status = self._status
+        if time.monotonic() - at >= _STATUS_TTL_S:
+            status = await self.lookups.manager_status()
+            self._status = (time.monotonic(), status)
+        return status
+
+    def forget_manager_status(self) -> None:
+        self._status = (0.0, "running")
 
     async def acting_for(self, caller: Caller, owner_access_key: str | None) -> str:
         """The access key a request acts as: the caller's own, or (admins only) the one

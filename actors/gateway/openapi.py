@@ -99,7 +99,14 @@ def openapi_document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/": {"get": {**_op("The version probe (no signature needed)"), "security": []}},
         "/manager/announcement": {"get": _op("The announcement (never enabled)")},
-        "/manager/status": {"get": _op("This manager and its active sessions")},
+        "/manager/status": {
+            "get": _op("This manager, its status and its active sessions"),
+            "put": _op(
+                "Freeze or unfreeze (superadmin); force_kill destroys every live session",
+                body=_object_body(("status",), status="string", force_kill="boolean"),
+                ok="204", answer=no_content,
+            ),
+        },
         "/session": {
             "post": _op(
                 "Create a session, or reuse one by name", body=_body(CreateParams), ok="201"

@@ -190,6 +190,16 @@ class ResourcePresetSet(EventPayload):
     scaling_group_name: str | None = None
 
 
+class ManagerStatusSet(EventPayload):
+    """The manager's status (23.03 keeps it in etcd): ``frozen`` refuses new sessions with
+    ``503 server-frozen`` while everything that reads or ends a session still works."""
+
+    type: Literal["manager_status_set"] = "manager_status_set"
+    status: Literal["running", "frozen"]
+    force_kill: bool = False
+    """Freezing with it destroys every live session too."""
+
+
 class ScalingGroupAssociated(EventPayload):
     type: Literal["scaling_group_associated"] = "scaling_group_associated"
     name: str

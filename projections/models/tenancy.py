@@ -29,7 +29,14 @@ _KEY = {
     "scaling_group_set": ("sgroup", "name"), "scaling_group_associated": ("sgroup", "name"),
     "scaling_group_dissociated": ("sgroup", "name"),
     "image_registered": ("image", "name"), "image_alias_set": ("alias", "alias"),
+    "manager_status_set": ("manager", "status"),
 }  # fmt: skip
+
+
+def _record_id(event: StoredEvent, key: tuple[str, str]) -> str:
+    """The record an event folds into: the value of its key field (the manager's status
+    is one record, ``manager/status``)."""
+    return "status" if key[0] == "manager" else str(event.data[key[1]])
 
 
 def _merge(record: Record | None, data: dict[str, Any]) -> Record:
@@ -40,17 +47,17 @@ def _merge(record: Record | None, data: dict[str, Any]) -> Record:
 
 class TenancyProjection(IndexedProjection):
     name = "tenancy"
-    version = 2
+    version = 3
 
     def refs(self, event: StoredEvent) -> Iterable[RecordRef]:
         key = _KEY.get(event.type)
-        return ((key[0], str(event.data[key[1]])),) if key else ()
+        return ((key[0], _record_id(event, key)),) if key else ()
 
     def apply(self, event: StoredEvent, records: WorkingSet) -> None:
         key = _KEY.get(event.type)
         if key is None:
             return
-        kind, record_id = key[0], str(event.data[key[1]])
+        kind, record_id = key[0], _record_id(event, key)
         record = records.get(kind, record_id)
         data = event.data
         if event.type == "project_member_added":
@@ -70,7 +77,7 @@ class TenancyProjection(IndexedProjection):
                 allowed.append(target)
             record["for"] = sorted(allowed)
         elif event.type in ("keypair_policy_set", "scaling_group_set", "image_registered",
-                            "resource_preset_set"):  # fmt: skip
+                            "resource_preset_set", "manager_status_set"):  # fmt: skip
             record = (
                 {**data, "for": (record or {}).get("for", [])} if kind == "sgroup" else dict(data)
             )
