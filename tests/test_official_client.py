@@ -9,6 +9,7 @@ stdout is not a terminal). Every call runs in a directory without a ``.env`` fil
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import socket
@@ -595,6 +596,53 @@ def test_a_frozen_manager_refuses_new_sessions_and_serves_the_rest(stack: Stack)
     assert stack.bai("session", "rm", "e2e-after-freeze").returncode == 0
 
 
+def ws_headers(stack: Stack, path: str) -> dict[str, str]:
+    """A websocket upgrade's signature (no body, no Content-Type: octet-stream signed)."""
+    host = stack.exports["BACKEND_ENDPOINT"].removeprefix("http://")
+    date = datetime.now(UTC).isoformat()
+    text = string_to_sign("GET", path, date, host, "application/octet-stream", "v7.20230615")
+    signature = sign(stack.exports["BACKEND_SECRET_KEY"], parse_date(date), host, text)
+    credential = f"{stack.exports['BACKEND_ACCESS_KEY']}:{signature}"
+    return {"Date": date, "X-BackendAI-Version": "v7.20230615",
+            "Authorization": f"BackendAI signMethod=HMAC-SHA256, credential={credential}"}  # fmt: skip
+
+
+async def _terminal(stack: Stack, ref: str, typed: list[dict[str, Any]]) -> bytes:
+    import aiohttp
+
+    path = f"/stream/session/{ref}/pty"
+    out = b""
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(stack.exports["BACKEND_ENDPOINT"] + path,
+                                   headers=ws_headers(stack, path)) as ws:  # fmt: skip
+            for frame in typed:
+                await ws.send_str(json.dumps(frame))
+            async for message in ws:  # until the shell exits and the socket closes
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    frame = json.loads(message.data)
+                    assert frame["type"] == "out"
+                    out += base64.b64decode(frame["data"])
+    return out
+
+
+def test_a_terminal_in_the_session_through_the_pty_websocket(stack: Stack) -> None:
+    """``/stream/session/{ref}/pty``: keystrokes in as base64 stdin frames, output back as
+    ``out`` frames, a resize the shell sees, and the socket closing when the shell exits."""
+    assert stack.bai("session", "create", "-t", "e2e-pty", "python").returncode == 0
+
+    def keys(text: str) -> dict[str, Any]:
+        return {"type": "stdin", "chars": base64.b64encode(text.encode()).decode()}
+
+    typed = [{"type": "resize", "rows": 30, "cols": 100}, {"type": "ping"},
+             keys("echo answer=$((6*7)); stty size; pwd; exit\n")]  # fmt: skip
+    out = asyncio.run(asyncio.wait_for(_terminal(stack, "e2e-pty", typed), timeout=60))
+    assert b"answer=42" in out and b"30 100" in out and b"/home/work" in out
+    assert problem_of(signed(stack, "GET", "/stream/session/e2e-pty/pty"))[:2] == (
+        400, "generic-bad-request"
+    )  # fmt: skip
+    assert stack.bai("session", "rm", "e2e-pty").returncode == 0
+
+
 # ---- the API under fuzz ------------------------------------------------------------------
 class Signed(requests.auth.AuthBase):
     """Signs each request as it will go on the wire (its encoded path and query)."""
@@ -659,6 +707,7 @@ def test_another_tenant_cannot_see_exec_download_stream_or_destroy(stack: Stack)
             ("GET", f"/session/{ref}/logs", None),
             ("GET", f"/stream/session/{ref}/execute", None),
             ("GET", f"/stream/session/{ref}/apps", None),
+            ("GET", f"/stream/session/{ref}/pty", None),
             ("DELETE", f"/session/{ref}", None),
         ):
             status, reply = signed(stack, method, path, body=body, **as_b)

@@ -80,3 +80,47 @@ def test_a_port_without_a_listener_is_refused(tunnel: str, monkeypatch: pytest.M
     conn, answer = ask(tunnel, b"udp 53\n")
     assert answer.startswith(b"error expected")
     conn.close()
+
+
+def _terminal_output(conn: socket.socket, until: bytes, timeout: float = 15) -> bytes:
+    """Terminal output frames until ``until`` shows (or the shell's exit frame)."""
+    import time
+
+    from actors.kernel_runner.terminal import read_frame
+
+    seen, deadline = b"", time.monotonic() + timeout
+    while until not in seen and time.monotonic() < deadline:
+        frame = read_frame(conn)
+        if frame is None:
+            break
+        kind, payload = frame
+        seen += payload if kind == b"d" else b"<exit " + payload + b">"
+    return seen
+
+
+def test_a_terminal_runs_a_shell_in_the_work_dir_and_resizes(tmp_path: Path) -> None:
+    from actors.kernel_runner.terminal import write_frame
+
+    path = str(tmp_path / "proxy.sock")
+    running = Tunnel(path, work_dir=str(tmp_path))
+    running.start()
+    try:
+        conn, answer = ask(path, b"pty 24 80\n")
+        assert answer == b"ok\n"
+        write_frame(conn, b"d", b"echo answer=$((6*7)); pwd\n")
+        seen = _terminal_output(conn, str(tmp_path).encode() + b"\r\n")
+        assert b"answer=42" in seen and str(tmp_path).encode() in seen
+        write_frame(conn, b"r", b"30 100")
+        write_frame(conn, b"d", b"stty size\n")
+        assert b"30 100" in _terminal_output(conn, b"30 100")
+        write_frame(conn, b"d", b"exit 3\n")
+        assert b"<exit 3>" in _terminal_output(conn, b"<exit")
+        conn.close()
+    finally:
+        running.stop()
+
+
+def test_a_bad_terminal_request_is_refused_in_words(tunnel: str) -> None:
+    conn, answer = ask(tunnel, b"pty 0 80\n")
+    assert answer == b"error rows and cols must be 1..999\n"
+    conn.close()

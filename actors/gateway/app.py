@@ -26,6 +26,7 @@ from .ratelimit import UNAUTHENTICATED_LIMIT, WINDOW_S, RateLimitExceeded
 from .resources import resource_routes
 from .sessions import session_routes
 from .streams import stream_routes
+from .terminal import terminal_routes
 
 __all__ = ["API_VERSION", "MANAGER_VERSION", "make_app"]
 
@@ -109,5 +110,6 @@ def make_app(ctx: GatewayContext) -> web.Application:
         *app_routes(),
         *resource_routes(),
         *manager_routes(),
+        *terminal_routes(),
     ])  # fmt: skip
     return app

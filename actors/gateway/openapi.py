@@ -104,7 +104,8 @@ def openapi_document() -> dict[str, Any]:
             "put": _op(
                 "Freeze or unfreeze (superadmin); force_kill destroys every live session",
                 body=_object_body(("status",), status="string", force_kill="boolean"),
-                ok="204", answer=no_content,
+                ok="204",
+                answer=no_content,
             ),
         },
         "/session": {

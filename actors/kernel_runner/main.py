@@ -61,7 +61,7 @@ class Runner:
         self.monitor = ProcessMonitor(options.snapshot_interval, options.oom_polls,
                                       options.oom_poll_interval, session=os.getsid(0),
                                       report=self._warn)  # fmt: skip
-        self.tunnel = Tunnel(options.proxy_socket) if options.proxy_socket else None
+        self.tunnel = Tunnel(options.proxy_socket, self.work_dir) if options.proxy_socket else None
         self.stopping = threading.Event()
         self.terminated = False
         """Stopped by SIGTERM: the process then ends *by* SIGTERM, as an unhandled one would

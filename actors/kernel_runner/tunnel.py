@@ -4,7 +4,8 @@ container that has no network (the agent's host sees the socket in the shared ru
 Each connection to the proxy socket starts with one line, ``tcp <port>\\n``; the runner
 connects to that port on the kernel's loopback (retrying while the service starts) and
 answers ``ok\\n`` or ``error <why>\\n``; after ``ok`` bytes flow both ways until either side
-closes. Standard library only (Python 3.8+), like the rest of the runner.
+closes. ``pty <rows> <cols>\\n`` asks for a terminal instead (:mod:`.terminal`).
+Standard library only (Python 3.8+), like the rest of the runner.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 import socket
 import threading
 import time
+
+from .terminal import serve_terminal
 
 __all__ = ["Tunnel"]
 
@@ -52,8 +55,10 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
 
 
 class Tunnel:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, work_dir: str | None = None) -> None:
         self.path = path
+        self.work_dir = work_dir
+        """Where a terminal's shell starts."""
         self.server: socket.socket | None = None
 
     def start(self) -> None:
@@ -77,10 +82,16 @@ class Tunnel:
 
     def _serve(self, conn: socket.socket) -> None:
         try:
-            kind, _, port_text = _read_line(conn).partition(" ")
-            port = int(port_text)
+            kind, _, rest = _read_line(conn).partition(" ")
+            if kind == "pty":
+                rows, cols = (int(n) for n in rest.split())
+                if not (0 < rows < 1000 and 0 < cols < 1000):
+                    raise ValueError("rows and cols must be 1..999")
+                serve_terminal(conn, rows, cols, self.work_dir)
+                return
+            port = int(rest)
             if kind != "tcp" or not 0 < port < 65536:
-                raise ValueError("expected 'tcp <port>'")
+                raise ValueError("expected 'tcp <port>' or 'pty <rows> <cols>'")
         except (ValueError, OSError) as exc:
             self._refuse(conn, str(exc))
             return
