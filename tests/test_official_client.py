@@ -603,8 +603,11 @@ def ws_headers(stack: Stack, path: str) -> dict[str, str]:
     text = string_to_sign("GET", path, date, host, "application/octet-stream", "v7.20230615")
     signature = sign(stack.exports["BACKEND_SECRET_KEY"], parse_date(date), host, text)
     credential = f"{stack.exports['BACKEND_ACCESS_KEY']}:{signature}"
-    return {"Date": date, "X-BackendAI-Version": "v7.20230615",
-            "Authorization": f"BackendAI signMethod=HMAC-SHA256, credential={credential}"}  # fmt: skip
+    return {
+        "Date": date,
+        "X-BackendAI-Version": "v7.20230615",
+        "Authorization": f"BackendAI signMethod=HMAC-SHA256, credential={credential}",
+    }
 
 
 async def _terminal(stack: Stack, ref: str, typed: list[dict[str, Any]]) -> bytes:
