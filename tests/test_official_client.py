@@ -548,6 +548,16 @@ def test_an_app_in_the_session_is_reached_through_the_tunnel(stack: Stack) -> No
     assert problem_of(signed(stack, "GET", "/stream/session/e2e-app/tcpproxy?app=nope")) == (
         404, "object-not-found", "No such app service.",
     )  # fmt: skip
+    status, body = signed(stack, "POST", "/session/e2e-app/start-service", body={"app": "8080"})
+    assert status == 200 and set(json.loads(body)) == {"token", "wsproxy_addr"}, body
+    for params, expected in (
+        ({"app": "nope"}, (404, "object-not-found", "No such app service.")),
+        ({"app": "8080", "port": 9999}, (400, "invalid-api-params")),
+        ({"service": "8080", "envs": "[1]"}, (400, "invalid-api-params")),
+        ({}, (400, "invalid-api-params")),
+    ):
+        answer = problem_of(signed(stack, "POST", "/session/e2e-app/start-service", body=params))
+        assert answer[: len(expected)] == expected, (params, answer)
     assert stack.bai("session", "rm", "e2e-app").returncode == 0
 
 

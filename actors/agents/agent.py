@@ -616,7 +616,9 @@ class Agent:
     async def start_service(
         self, kernel_id: uuid.UUID, name: str, port: int, options: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        info = {"name": name, "port": port, "protocol": "http", "options": options or {}}
+        options = dict(options or {})
+        protocol = str(options.pop("protocol", "http"))
+        info = {"name": name, "port": port, "protocol": protocol, "options": options}
         return await self._runner(kernel_id).start_service(info)
 
     async def shutdown_service(self, kernel_id: uuid.UUID, name: str) -> None:

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from typing import Any
 
 import structlog
 from aiohttp import WSMsgType, web
+from pydantic import AliasChoices, Field
 
-from ..domain.errors import ObjectNotFound
+from ..domain.errors import InvalidAPIParameters, ObjectNotFound
 from ..idle_facts import APP_REFRESH_S
 from ..reaper import app_closed, app_opened
+from .params import _Strict, parse, raw_params
+from .problems import InternalServerError
 
 log = structlog.get_logger(__name__)
 
@@ -63,14 +67,80 @@ async def list_apps(request: web.Request) -> web.Response:
     return web.json_response(await apps_of(ctx, record))
 
 
+class StartServiceParams(_Strict):
+    app: str = Field(min_length=1, validation_alias=AliasChoices("app", "service"))
+    port: int | None = Field(None, ge=1024, le=65535)
+    envs: str | None = None
+    """A JSON object as a string (23.03's shape)."""
+    arguments: str | None = None
+    login_session_token: str | None = None
+
+
+def _json_object(name: str, text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise InvalidAPIParameters(f"{name} must be a JSON object (as a string)")
+    return value
+
+
+async def _app(ctx: Any, record: dict[str, Any], name: str) -> dict[str, Any]:
+    app = next((a for a in await apps_of(ctx, record) if a["name"] == name), None)
+    if app is None:
+        raise AppNotFound(f"the session has no app {name!r}")
+    return app
+
+
+async def _start_service(
+    ctx: Any, record: dict[str, Any], app: dict[str, Any], port: int,
+    envs: dict[str, Any], arguments: dict[str, Any],
+) -> None:  # fmt: skip
+    """Start the app's service in the kernel (pre-opened ports need nothing started);
+    a failure is 23.03's 500 "Failed to launch the app service"."""
+    if app["protocol"] == "preopen":
+        return
+    result = await ctx.router.execution.call(
+        uuid.UUID(record["id"]), "start_service", app["name"], port,
+        {"protocol": app["protocol"], "envs": envs, "arguments": arguments},
+    )  # fmt: skip
+    if (result or {}).get("status") == "failed":
+        raise ServiceLaunchFailed(f"Failed to launch the app service: {result.get('error')}")
+
+
+class ServiceLaunchFailed(InternalServerError):
+    pass
+
+
+async def start_service(request: web.Request) -> web.Response:
+    """``POST /session/{ref}/start-service``: the app's service started in the kernel. There
+    is no wsproxy in kernelhub: connections go through this gateway's ``tcpproxy``, whose
+    address is the ``wsproxy_addr`` answered."""
+    ctx = request.app["ctx"]
+    params = parse(StartServiceParams, await raw_params(request))
+    record = await ctx.session(request["caller"], request.match_info["ref"],
+                               request.query.get("owner_access_key"))  # fmt: skip
+    app = await _app(ctx, record, params.app)
+    port = params.port if params.port is not None else app["ports"][0]
+    if port not in app["ports"]:
+        raise InvalidAPIParameters(f"app {params.app!r} has no port {port}")
+    await _start_service(ctx, record, app, port, _json_object("envs", params.envs),
+                         _json_object("arguments", params.arguments))  # fmt: skip
+    return web.json_response({"token": uuid.uuid4().hex, "wsproxy_addr": f"http://{request.host}"})
+
+
 async def tcpproxy(request: web.Request) -> web.StreamResponse:
     ctx = request.app["ctx"]
     record = await ctx.session(request["caller"], request.match_info["ref"],
                                request.query.get("owner_access_key"))  # fmt: skip
     name = request.query.get("app", "")
-    app = next((a for a in await apps_of(ctx, record) if a["name"] == name), None)
-    if app is None:
-        raise AppNotFound(f"the session has no app {name!r}")
+    app = await _app(ctx, record, name)
+    await _start_service(ctx, record, app, app["ports"][0],
+                         _json_object("envs", request.query.get("envs")),
+                         _json_object("arguments", request.query.get("arguments")))  # fmt: skip
     path = await ctx.router.execution.call(uuid.UUID(record["id"]), "app_tunnel")
     try:
         reader, writer = await asyncio.open_unix_connection(path)
@@ -130,6 +200,7 @@ async def _hold_idle_timer(ctx: Any, session_id: str, connection: str) -> None:
 
 def app_routes() -> list[web.RouteDef]:
     return [
+        web.post("/session/{ref}/start-service", start_service),
         web.get("/stream/session/{ref}/apps", list_apps),
         web.get("/stream/session/{ref}/tcpproxy", tcpproxy),
         web.get("/stream/session/{ref}/httpproxy", tcpproxy),

@@ -158,6 +158,15 @@ def openapi_document() -> dict[str, Any]:
             )
         },
         "/stream/session/{ref}/apps": {"get": _op("The session's apps", params=one)},
+        "/session/{ref}/start-service": {
+            "post": _op(
+                "Start an app's service in the kernel (connections: tcpproxy)",
+                params=one,
+                body=_object_body(
+                    ("app",), app="string", port="integer", envs="string", arguments="string"
+                ),
+            )
+        },
         "/admin/gql": {
             "post": _op(
                 "GraphQL: keypair, compute_session(_list)",

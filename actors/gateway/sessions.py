@@ -363,6 +363,5 @@ def session_routes() -> list[web.RouteDef]:
         web.post("/session/{ref}/rename", not_implemented),
         web.post("/session/{ref}/commit", not_implemented),
         web.get("/session/{ref}/commit", not_implemented),
-        web.post("/session/{ref}/start-service", not_implemented),
         web.post("/session/{ref}/shutdown-service", not_implemented),
     ]
