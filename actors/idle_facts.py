@@ -17,6 +17,7 @@ from typing import Any
 from events import RedisEventStore
 from projections.tenancy_queries import TenancyLookups
 
+from .cache import RefreshingCache
 from .domain.idle import IdleConfig, SessionFacts, judge
 
 __all__ = ["APP_REFRESH_S", "APP_STALE_S", "IdleFacts"]
@@ -33,8 +34,12 @@ class IdleFacts:
         self.store = store
         self.config = config
         self.tenancy = TenancyLookups(store)
-        self._policies: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._users: dict[str, tuple[float, float | None]] = {}
+        self._policies: RefreshingCache[str, dict[str, Any]] = RefreshingCache(
+            self._load_policy, _POLICY_TTL_S
+        )
+        self._users: RefreshingCache[str, float | None] = RefreshingCache(
+            self._load_user_created, _POLICY_TTL_S
+        )
 
     async def now(self) -> float:
         seconds, micros = await self.store.redis.time()
@@ -106,24 +111,20 @@ class IdleFacts:
         return owner
 
     async def _user_created(self, user_id: str) -> float | None:
-        cached = self._users.get(user_id)
-        if cached is None or time.monotonic() - cached[0] >= _POLICY_TTL_S:
-            user = await self.tenancy.user(user_id)
-            created = user.get("created_ms") if user else None
-            cached = self._users[user_id] = (time.monotonic(),
-                                             created / 1000 if created else None)  # fmt: skip
-        return cached[1]
+        return await self._users.get(user_id)
+
+    async def _load_user_created(self, user_id: str) -> float | None:
+        user = await self.tenancy.user(user_id)
+        created = user.get("created_ms") if user else None
+        return created / 1000 if created else None
 
     async def _policy(self, access_key: str | None) -> dict[str, Any]:
-        """The owner's resource policy, re-read at most once a second."""
-        if not access_key:
-            return {}
-        now = time.monotonic()
-        cached = self._policies.get(access_key)
-        if cached is None or now - cached[0] >= _POLICY_TTL_S:
-            limits = await self.tenancy.limits_of(access_key)
-            cached = self._policies[access_key] = (now, dict((limits or {}).get("policy") or {}))
-        return cached[1]
+        """The owner's resource policy, refreshed about once a second."""
+        return await self._policies.get(access_key) if access_key else {}
+
+    async def _load_policy(self, access_key: str) -> dict[str, Any]:
+        limits = await self.tenancy.limits_of(access_key)
+        return dict((limits or {}).get("policy") or {})
 
 
 def _facts(record: dict[str, Any], owner: dict[str, Any], raw_access: Any) -> SessionFacts:

@@ -1,13 +1,13 @@
 """Who is calling: the HMAC keypair check of every authenticated request (wire spec §2).
 
 Keypairs come from the ``tenancy`` read model, their secrets decrypted here and only here,
-held for a few seconds (a deactivated keypair stops working within ``ttl_s``).
+held for a few seconds (a deactivated keypair stops working within ``ttl_s`` and one reload:
+the cache answers from the old entry while it refreshes, see ``actors.cache``).
 """
 
 from __future__ import annotations
 
 import hmac
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +17,7 @@ from aiohttp import web
 from events.secrets import SecretBox, SecretError
 from projections.tenancy_queries import TenancyLookups
 
+from ..cache import RefreshingCache
 from .problems import AuthorizationFailed, InvalidAuthParameters
 from .signing import SignatureError, parse_authorization, parse_date, sign, string_to_sign
 
@@ -51,16 +52,13 @@ class Authenticator:
         self.lookups = lookups
         self.secrets = secrets
         self.ttl_s = ttl_s
-        self._cache: dict[str, tuple[float, str, Caller] | tuple[float, None, None]] = {}
+        self._cache: RefreshingCache[str, tuple[str, Caller] | None] = RefreshingCache(
+            self._load, ttl_s
+        )
 
     async def _keypair(self, access_key: str) -> tuple[str, Caller] | None:
-        now = time.monotonic()
-        cached = self._cache.get(access_key)
-        if cached is not None and now - cached[0] < self.ttl_s:
-            return None if cached[1] is None else (cached[1], cached[2])
-        found = await self._load(access_key)
-        self._cache[access_key] = (now, *found) if found else (now, None, None)
-        return found
+        """The keypair's secret and caller, cached (a refresh never makes a request wait)."""
+        return await self._cache.get(access_key)
 
     async def _load(self, access_key: str) -> tuple[str, Caller] | None:
         keypair = await self.lookups.keypair(access_key)
