@@ -29,7 +29,7 @@ from .problems import InternalServerError
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["app_routes", "apps_of"]
+__all__ = ["AppNotFound", "app_routes", "apps_of", "open_tunnel"]
 
 _CHUNK = 65536
 
@@ -58,6 +58,23 @@ async def apps_of(ctx: Any, record: dict[str, Any]) -> list[dict[str, Any]]:
     apps += [{"name": str(port), "protocol": "preopen", "ports": [int(port)]}
              for port in record.get("preopen_ports") or []]  # fmt: skip
     return apps
+
+
+async def open_tunnel(
+    path: str, request_line: str, what: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection through the kernel runner's tunnel, past its ``ok``; 404 (in words)
+    when the runner cannot be reached or refuses."""
+    try:
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(f"{request_line}\n".encode())
+        answer = (await reader.readline()).decode(errors="replace").strip()
+    except OSError as exc:
+        raise AppNotFound(f"the kernel's app tunnel is unreachable: {exc}") from None
+    if answer != "ok":
+        writer.close()
+        raise AppNotFound(f"{what} is not available ({answer})")
+    return reader, writer
 
 
 async def list_apps(request: web.Request) -> web.Response:
@@ -142,15 +159,7 @@ async def tcpproxy(request: web.Request) -> web.StreamResponse:
                          _json_object("envs", request.query.get("envs")),
                          _json_object("arguments", request.query.get("arguments")))  # fmt: skip
     path = await ctx.router.execution.call(uuid.UUID(record["id"]), "app_tunnel")
-    try:
-        reader, writer = await asyncio.open_unix_connection(path)
-        writer.write(f"tcp {app['ports'][0]}\n".encode())
-        answer = (await reader.readline()).decode(errors="replace").strip()
-    except OSError as exc:
-        raise AppNotFound(f"the kernel's app tunnel is unreachable: {exc}") from None
-    if answer != "ok":
-        writer.close()
-        raise AppNotFound(f"app {name!r} is not listening ({answer})")
+    reader, writer = await open_tunnel(path, f"tcp {app['ports'][0]}", f"app {name!r}")
     ws = web.WebSocketResponse(autoping=True, heartbeat=30.0)
     await ws.prepare(request)
     session_id, connection = record["id"], uuid.uuid4().hex

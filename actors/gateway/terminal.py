@@ -29,7 +29,7 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from ..domain.errors import GenericBadRequest
-from .apps import AppNotFound
+from .apps import open_tunnel
 
 __all__ = ["terminal_routes"]
 
@@ -53,16 +53,7 @@ class _Terminal:
 
     @classmethod
     async def open(cls, path: str, rows: int, cols: int) -> _Terminal:
-        try:
-            reader, writer = await asyncio.open_unix_connection(path)
-            writer.write(f"pty {rows} {cols}\n".encode())
-            answer = (await reader.readline()).decode(errors="replace").strip()
-        except OSError as exc:
-            raise AppNotFound(f"the kernel's terminal is unreachable: {exc}") from None
-        if answer != "ok":
-            writer.close()
-            raise AppNotFound(f"the kernel gave no terminal ({answer})")
-        return cls(reader, writer)
+        return cls(*await open_tunnel(path, f"pty {rows} {cols}", "a terminal"))
 
     async def send(self, kind: bytes, payload: bytes) -> None:
         self.writer.write(_HEADER.pack(kind, len(payload)) + payload)
