@@ -8,6 +8,10 @@ afresh with the pure checkers (:mod:`actors.domain.idle`), and either ask its sh
 *conditional* destroy or schedule the next check at the earliest remaining time. The shard
 re-reads the last access before destroying for ``idle-timeout``: activity that came after
 the judgment (a lagging read model, a touch in flight) always wins.
+
+The log gets what explains a reclaim, coalesced: a ``session_activity`` when a judgment
+finds a newer access than the last noted, and the evidence (checker, reports, last access,
+judgment time) on the reclaim's ``session_terminating``. See docs/idle.md.
 """
 
 from __future__ import annotations
@@ -117,6 +121,7 @@ class Reaper:
                 pipe.zadd(self.store.keys.idle_due, {sid: started}, nx=True)
             elif event.type in REAPER_REACTS_TO:
                 pipe.zrem(self.store.keys.idle_due, sid)
+                self._noted.pop(sid, None)
         await pipe.execute()
         self._wake.set()
 
