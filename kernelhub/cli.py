@@ -27,6 +27,7 @@ from events import Durability, EventStoreError, RedisEventStore
 from events.secrets import SecretBox, SecretError
 
 from . import agent_cli, embedded, events_cli, projections_cli, ray_head, session_cli
+from . import status as status_view
 from .bootstrap import Bootstrap, bootstrap, write_client_config
 from .config import Settings
 from .errors import KernelhubError
@@ -157,16 +158,28 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"kernelhub is not running (data dir {settings.data_dir}); start it: kh up")
         return 3
     facts = asyncio.run(_log_facts(url, settings.key_prefix))
-    report = {"running": True, "redis_url": url, "data_dir": str(settings.data_dir), **facts}
+    report = {"running": True, "redis_url": url, "data_dir": str(settings.data_dir), **facts,
+              **asyncio.run(_cluster(url, settings.key_prefix))}  # fmt: skip
     if state:
         report["redis_pid"] = state.redis_pid
         report["ray_address"] = state.ray_address
+        if state.dashboard_url:
+            os.environ.update(ray_head.RAY_ENV)  # the token mode, before Ray is imported
+            report["dashboard_url"] = state.dashboard_url
+            report["actors"] = status_view.kernelhub_actors(state.dashboard_url)
     if args.json:
         print(json.dumps(report, sort_keys=True))
     else:
-        for key, value in report.items():
-            print(f"{key:18} {value}")
+        print("\n".join(status_view.render(report)))
     return 0
+
+
+async def _cluster(url: str, prefix: str) -> dict[str, Any]:
+    store = RedisEventStore.from_url(url, prefix=prefix)
+    try:
+        return await status_view.cluster_summary(store)
+    finally:
+        await store.close()
 
 
 def _redis_url(settings: Settings) -> str:

@@ -13,10 +13,11 @@ from projections.runtime import Projector
 
 from .errors import KernelhubError
 
-__all__ = ["add_parser", "progress_bar"]
+__all__ = ["add_parser", "progress_bar", "projection_rows"]
 
 
-async def _status(store: RedisEventStore) -> list[dict[str, Any]]:
+async def projection_rows(store: RedisEventStore) -> list[dict[str, Any]]:
+    """Each projection's state, generation, checkpoint, lag and rate (``kh projections status``)."""
     head = await store.head()
     head_ms = position_key(head)[0]
     rows = []
@@ -57,7 +58,7 @@ def progress_bar(name: str) -> Any:
 
 async def run_command(store: RedisEventStore, args: argparse.Namespace) -> int:
     if args.projections_command == "status":
-        rows = await _status(store)
+        rows = await projection_rows(store)
         if args.json:
             print(json.dumps(rows, sort_keys=True))
         else:

@@ -66,6 +66,15 @@ def test_up_status_down(data_dir: Path) -> None:
     report = json.loads(status.stdout)
     assert report["running"] and report["redis_url"] == url
     assert report["events"] > 0  # the bootstrap: domain, project, policy, admin, ...
+    assert [(a["id"], a["status"]) for a in report["agents"]] == [("i-local", "ALIVE")]
+    assert {p["projection"] for p in report["projections"]} == {"sessions", "agents", "tenancy"}
+    assert isinstance(report["sessions"], dict)
+    actors = {a["name"]: a for a in report["actors"]}  # Ray's state API, with the token
+    assert {"projector", "gateway", "reaper", "tenancy", "scheduler:default",
+            "agent:i-local"} <= set(actors)  # fmt: skip
+    assert all(a["state"] == "ALIVE" and a["restarts"] == 0 for a in actors.values())
+    shown = kh(data_dir, "status").stdout
+    assert "agents     1" in shown and "  i-local" in shown and "actors     " in shown
 
     down = kh(data_dir, "down")
     assert down.returncode == 0 and "kernelhub is down" in down.stdout

@@ -1,0 +1,123 @@
+"""``kh status``: the cluster at a glance, from the read models, telemetry and Ray's state API.
+
+- The log: events, head, durability, Redis memory.
+- The projections: state and lag.
+- The agents: status, slots used of offered, accelerators with their live utilization.
+- The sessions: counted by status.
+- Ray: kernelhub's actors with their state and restarts, read from the dashboard's state
+  API. The token comes from ``~/.ray/auth_token``, as every driver reads it. Without a
+  reachable dashboard this part says why, and the rest still answers.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from actors.domain.sizes import format_size
+from actors.domain.statuses import SessionStatus
+from events import RedisEventStore
+from projections.queries import ReadModels
+
+from .projections_cli import projection_rows
+
+__all__ = ["cluster_summary", "kernelhub_actors", "render"]
+
+
+async def cluster_summary(store: RedisEventStore) -> dict[str, Any]:
+    models = ReadModels(store)
+    agents = []
+    for record in await models.agents():
+        raw = await store.redis.get(store.keys.agent_devices(record["id"]))
+        live = json.loads(raw)["devices"] if raw else {}
+        agents.append({
+            "id": record["id"], "status": record["status"],
+            "schedulable": record.get("schedulable", True),
+            "available_slots": record["available_slots"],
+            "occupied_slots": record["occupied_slots"],
+            "accelerators": _accelerators(record.get("compute_plugins") or {}, live),
+        })  # fmt: skip
+    sessions = {}
+    for status in SessionStatus:
+        count = (await models.sessions(statuses=[status.name], limit=1)).total
+        if count:
+            sessions[status.name] = count
+    return {"agents": agents, "sessions": sessions,
+            "projections": [{k: r[k] for k in ("projection", "state", "lag_ms", "error")}
+                            for r in await projection_rows(store)]}  # fmt: skip
+
+
+def _accelerators(plugins: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
+    """Each plugin's devices as registered, with their last sampled utilization."""
+    out = {}
+    for key, info in plugins.items():
+        entry = {
+            "plugin": info.get("plugin"),
+            "devices": len(info.get("devices") or []),
+            "utilization": {d: s["utilization"] for d, s in (live.get(key) or {}).items()},
+        }
+        if info.get("unavailable"):
+            entry["unavailable"] = info["unavailable"]
+        out[key] = entry
+    return out
+
+
+def kernelhub_actors(dashboard_url: str) -> list[dict[str, Any]] | str:
+    """kernelhub's named actors from Ray's state API, or why they cannot be listed."""
+    try:
+        from ray.util.state import list_actors
+
+        found = list_actors(address=dashboard_url, limit=10_000, detail=True,
+                            raise_on_missing_output=False)  # fmt: skip
+    except Exception as exc:  # no dashboard, no token: the status still answers
+        return f"Ray's state API at {dashboard_url} did not answer: {str(exc).splitlines()[0]}"
+    rows = [{"name": a.name, "state": a.state, "restarts": int(getattr(a, "num_restarts", 0) or 0)}
+            for a in found if a.name]  # fmt: skip
+    return sorted(rows, key=lambda row: row["name"])
+
+
+def _slot(name: str, used: Any, offered: Any) -> str:
+    def shown(value: Any) -> str:
+        amount = Decimal(str(value or 0))
+        return format_size(amount) if name == "mem" else format(amount.normalize(), "f")
+
+    return f"{name} {shown(used)}/{shown(offered)}"
+
+
+def render(report: dict[str, Any]) -> list[str]:
+    lines = [
+        f"kernelhub  running, data dir {report['data_dir']}",
+        f"log        {report['events']} events, head {report['head']}, appendfsync "
+        f"{report['appendfsync']}, Redis {report['redis_version']} ({report['used_memory_human']})",
+        "projections " + ", ".join(
+            f"{p['projection']} {p['state']}"
+            + (f" lag {p['lag_ms']} ms" if p["lag_ms"] is not None else "")
+            for p in report["projections"]
+        ),
+        f"agents     {len(report['agents'])}",
+    ]  # fmt: skip
+    for agent in report["agents"][:20]:
+        offered = sorted(agent["available_slots"].items())
+        slots = "  ".join(_slot(name, agent["occupied_slots"].get(name), amount)
+                          for name, amount in offered)  # fmt: skip
+        drained = "" if agent["schedulable"] else " (drained)"
+        lines.append(f"  {agent['id']:12} {agent['status']}{drained}  {slots}")
+        for key, devices in agent["accelerators"].items():
+            used = " ".join(f"{d}:{u:.0f}%" for d, u in sorted(devices["utilization"].items()))
+            why = f" ({devices['unavailable']})" if devices.get("unavailable") else ""
+            lines.append(f"    {key}: {devices['devices']} {devices['plugin']} device(s){why}"
+                         + (f"  utilization {used}" if used else ""))  # fmt: skip
+    if len(report["agents"]) > 20:
+        lines.append(f"  ... {len(report['agents']) - 20} more")
+    sessions = ", ".join(f"{status} {count}" for status, count in report["sessions"].items())
+    lines.append(f"sessions   {sessions or 'none'}")
+    actors = report.get("actors")
+    if isinstance(actors, str):
+        lines.append(f"actors     {actors}")
+    elif actors is not None:
+        shown = [f"{a['name']} {a['state']}" + (f" ({a['restarts']} restarts)" if a["restarts"]
+                 else "") for a in actors[:12]]  # fmt: skip
+        more = f", ... {len(actors) - 12} more" if len(actors) > 12 else ""
+        lines.append(f"actors     {', '.join(shown)}{more}")
+    return lines
