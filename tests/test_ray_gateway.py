@@ -84,7 +84,16 @@ async def test_a_killed_gateway_comes_back_on_the_same_port(
         return await asyncio.to_thread(get, endpoint + path, headers)
 
     assert (await announcement(secret_key))[0] == 200
+    killed = await stack.gateway.process_id.remote()
     ray.kill(stack.gateway, no_restart=False)
+
+    async def restarted() -> bool:  # the old process may answer a moment before it dies
+        try:
+            return bool(await stack.gateway.process_id.remote() != killed)
+        except ray.exceptions.RayActorError:  # restarting
+            return False
+
+    await eventually(restarted, timeout=60, interval=0.2, message="a new gateway process")
 
     async def answers() -> bool:
         try:

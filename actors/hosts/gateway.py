@@ -4,6 +4,7 @@ which) and records it, so the actor restarted after a crash binds the same one a
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,10 @@ class GatewayActor:
     async def ready(self) -> bool:
         await self._boot
         return True
+
+    async def process_id(self) -> int:
+        """This incarnation's process (a restart shows as a new one)."""
+        return os.getpid()
 
     async def address(self) -> tuple[str, int]:
         await self._boot
