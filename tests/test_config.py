@@ -43,14 +43,27 @@ def test_bad_values_are_refused() -> None:
         Settings.from_env({"KH_STOP_GRACE_S": "0"})
 
 
-def test_ray_cluster_yaml_is_a_valid_node_types_config() -> None:
+def test_ray_cluster_yaml_is_a_valid_node_types_config_with_a_cloud_provider() -> None:
     from ray.autoscaler._private.util import prepare_config, validate_config
 
     config = yaml.safe_load((Path(__file__).parents[1] / "ray_cluster.yaml").read_text())
     for key in ("cluster_name", "provider", "head_node_type", "available_node_types"):
         assert key in config
+    assert config["provider"]["type"] not in ("local", "readonly")
     assert config["head_node_type"] in config["available_node_types"]
+    resources = {t: c["resources"] for t, c in config["available_node_types"].items()}
+    assert resources[config["head_node_type"]] == {"kernelhub_head": 1}
+    assert {"kernelhub_agent": 1} in resources.values()
     validate_config(prepare_config(config))  # what `ray up` runs before anything else
+
+
+def test_the_on_premise_variant_is_a_valid_local_provider_config() -> None:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    path = Path(__file__).parents[1] / "ray_cluster.local.yaml"
+    config = yaml.safe_load(path.read_text())
+    assert config["provider"]["type"] == "local" and "available_node_types" not in config
+    validate_config(prepare_config(config))
 
 
 def test_idle_configuration_from_the_environment() -> None:
