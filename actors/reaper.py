@@ -28,7 +28,7 @@ import structlog
 from events import Event, RedisEventStore
 from projections.queries import ReadModels
 
-from .domain.idle import IdleConfig, SessionFacts, judge
+from .domain.idle import IdleConfig, judge
 from .idle_facts import APP_STALE_S, IdleFacts
 from .sessions import IdleDestroy
 
@@ -126,13 +126,6 @@ class Reaper:
         self._wake.set()
 
     # ---- judging -------------------------------------------------------------------------------
-    async def facts(self, session_id: str) -> SessionFacts | None:
-        """What the checkers need, fresh (RUNNING sessions only)."""
-        record = await self.models.session(session_id)
-        if record is None or record["status"] != "RUNNING":
-            return None
-        return (await self.idle_facts.of([record], await self.now()))[session_id]
-
     async def report(self, session_id: str) -> dict[str, dict[str, Any]]:
         """Each checker's remaining time, as 23.03's ``idle_checks`` (empty when the session
         is not running)."""
