@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +39,6 @@ class GatewayContext:
     rate_limiter: RateLimiter
     idle: IdleFacts
     """The idle checkers' facts: each session's ``idleChecks`` is judged fresh from them."""
-    tenancy: Callable[[str, dict[str, Any]], Awaitable[Any]] | None = None
-    """Runs a tenancy command (``set_manager_status``) on the tenancy actor."""
     _status: tuple[float, str] = (0.0, "running")
 
     async def manager_status(self) -> str:

@@ -69,10 +69,17 @@ async def set_status(request: web.Request) -> web.Response:
     if not request["caller"].is_superadmin:
         raise GenericForbidden("only a superadmin may change the manager status")
     params = parse(StatusParams, await raw_params(request))
-    if ctx.tenancy is None:
-        raise GenericForbidden("this gateway has no tenancy service to record the status with")
-    await ctx.tenancy("set_manager_status",
-                      {"status": params.status, "force_kill": params.force_kill})  # fmt: skip
+    import ray
+
+    try:  # the tenancy actor, found by name as the projector is for recalculate-usage
+        tenancy = ray.get_actor("tenancy", namespace=ctx.router.namespace)
+    except ValueError:
+        raise GenericForbidden(
+            "this gateway has no tenancy service to record the status with"
+        ) from None
+    await tenancy.execute.remote(
+        "set_manager_status", {"status": params.status, "force_kill": params.force_kill}
+    )
     ctx.forget_manager_status()
     if params.force_kill:
         await _destroy_all(ctx)

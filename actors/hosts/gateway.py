@@ -51,17 +51,10 @@ class GatewayActor:
             auth=Authenticator(lookups, secrets), models=ReadModels(self.store),
             lookups=lookups, rate_limiter=RateLimiter(self.store.redis, self.store.keys.prefix),
             idle=IdleFacts(self.store, IdleConfig.parse(idle or {})),
-            tenancy=self._tenancy_command,
         )  # fmt: skip
-        self.namespace = shards[1]
         self.host, self.port = host, port
         self.runner: web.AppRunner | None = None
         self._boot = boot(self._serve())
-
-    async def _tenancy_command(self, command: str, arguments: dict[str, Any]) -> Any:
-        """A tenancy write on the ``tenancy`` actor (found when first needed)."""
-        handle = ray.get_actor("tenancy", namespace=self.namespace)
-        return await handle.execute.remote(command, arguments)
 
     async def _serve(self) -> None:
         self.runner = web.AppRunner(make_app(self.ctx), access_log=None)
