@@ -95,6 +95,8 @@ class LogVerifier:
     _ended_ms: dict[str, int] = field(default_factory=dict)
     _capacity: dict[str, dict[str, Decimal]] = field(default_factory=dict)
     _holds: dict[str, _Hold] = field(default_factory=dict)
+    _used: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    """Per agent, the sum of its holds (kept with them, so a check never walks them all)."""
     _last_ms: int = 0
 
     # ---- feeding ------------------------------------------------------------------------------
@@ -175,22 +177,36 @@ class LogVerifier:
                     self._flag_event("capacity", event,
                                      f"kernel {allocation.kernel_id} got {_plain(wanted)} on "
                                      f"{agent} with only {_plain(free)} free")  # fmt: skip
-                self._holds[str(allocation.kernel_id)] = _Hold(
-                    agent, wanted, str(data.session_id), event.position
-                )
+                hold = _Hold(agent, wanted, str(data.session_id), event.position)
+                self._put_hold(str(allocation.kernel_id), hold)
         elif event.type == "alloc_settled":
-            hold = self._holds.get(str(data.kernel_id))
-            if hold is not None:
-                hold.slots = _decimals(data.actual)
+            held = self._holds.get(str(data.kernel_id))
+            if held is not None:
+                self._put_hold(str(data.kernel_id), _Hold(held.agent, _decimals(data.actual),
+                                                          held.session, held.position))  # fmt: skip
         elif event.type == "alloc_released":
-            self._holds.pop(str(data.kernel_id), None)
+            self._drop_hold(str(data.kernel_id))
+
+    def _put_hold(self, kernel: str, hold: _Hold) -> None:
+        self._drop_hold(kernel)
+        self._holds[kernel] = hold
+        used = self._used.setdefault(hold.agent, {})
+        for slot, amount in hold.slots.items():
+            used[slot] = used.get(slot, _ZERO) + amount
+
+    def _drop_hold(self, kernel: str) -> None:
+        hold = self._holds.pop(kernel, None)
+        if hold is not None:
+            used = self._used[hold.agent]
+            for slot, amount in hold.slots.items():
+                used[slot] -= amount
+                if not used[slot]:
+                    del used[slot]  # as if the hold had never been there
 
     def _free(self, agent: str) -> dict[str, Decimal]:
         free = dict(self._capacity.get(agent, {}))
-        for hold in self._holds.values():
-            if hold.agent == agent:
-                for slot, amount in hold.slots.items():
-                    free[slot] = free.get(slot, _ZERO) - amount
+        for slot, amount in self._used.get(agent, {}).items():
+            free[slot] = free.get(slot, _ZERO) - amount
         return free
 
 
