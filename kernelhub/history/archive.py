@@ -69,7 +69,7 @@ async def _used_memory(store: RedisEventStore) -> int:
     return int((await store.redis.info("memory"))["used_memory"])
 
 
-async def _ended_sessions(store: RedisEventStore, limit: str) -> list[str]:
+async def _ended_sessions(store: RedisEventStore) -> list[str]:
     models = ReadModels(store)
     ended: list[str] = []
     for status in _ENDED:
@@ -92,7 +92,7 @@ async def archive_before(store: RedisEventStore, cutoff: Cutoff, directory: Path
         until = checkpoint
     memory_before = await _used_memory(store)
     moving: list[tuple[str, list[str]]] = []
-    for session_id in await _ended_sessions(store, until):
+    for session_id in await _ended_sessions(store):
         stream = f"session-{session_id}"
         indexed = await store.redis.lrange(store.keys.stream_index(stream), 0, -1)
         positions = [p.decode() if isinstance(p, bytes) else p for p in indexed]
