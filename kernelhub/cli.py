@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -334,7 +335,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_OPERATOR_COMMANDS = {
+    "up": "Start the embedded stack on 127.0.0.1 (Redis, Ray, agents, gateway).",
+    "down": "Stop what `kh up` started.",
+    "status": "The cluster at a glance (--json).",
+    "session": "Sessions through the actors, without the HTTP API (create, show, ...).",
+    "agent": "Agents: list, drain, restart.",
+    "projections": "The read models: status, rebuild, check.",
+    "events": "The event log: tail, show, verify, export, import, archive.",
+    "replay": "The read models as they were at a past time or position (--as-of).",
+    "why": "Why a session waits or ended, from its events.",
+}
+"""The operator's commands, each with its own argparse parser (``kh up --help``)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """``kh``: the client commands (``run``, ``ps``, ...: kernelhub.client_cli) and the
+    operator's (``up``, ``events``, ...: :func:`operator_main`), under one help."""
+    from .client_cli.app import add_passthrough, app, run_app
+
+    if not app.registered_commands or all(
+        c.name not in _OPERATOR_COMMANDS for c in app.registered_commands
+    ):
+        for name, help_text in _OPERATOR_COMMANDS.items():
+            add_passthrough(name, help_text, functools.partial(_operator_command, name))
+    return run_app(argv)
+
+
+def _operator_command(name: str, args: list[str]) -> int:
+    return operator_main([name, *args])
+
+
+def operator_main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

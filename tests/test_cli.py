@@ -104,7 +104,9 @@ def test_bad_input_is_one_line_and_non_zero(
 
 def test_no_command_prints_help(data_dir: Path) -> None:
     result = kh(data_dir)
-    assert result.returncode == 2 and "usage: kh" in result.stdout
+    assert result.returncode == 2 and "Usage: kh" in result.stdout
+    for command in ("run", "ps", "info", "rm", "logs", "exec", "watch", "up", "events", "why"):
+        assert f"  {command} " in result.stdout, command  # client and operator commands
 
 
 def test_projections_commands(data_dir: Path) -> None:

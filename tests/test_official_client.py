@@ -15,7 +15,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import uuid
@@ -38,26 +37,13 @@ from events.secrets import SecretBox
 from kernelhub.testing import eventually
 from projections.tenancy_queries import TenancyLookups
 
+from .khstack import ROOT, Stack, kh_up, second_tenant
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
-ROOT = Path(__file__).parents[1]
 KH = [sys.executable, "-m", "kernelhub.cli"]
 
 
-def client_binary() -> Path:
-    return Path(os.environ.get("KH_BAI_CLIENT") or ROOT / ".venv-bai" / "bin" / "backend.ai")
-
-
-class Stack:
-    def __init__(self, root: Path, exports: dict[str, str]) -> None:
-        self.root = root
-        self.exports = exports
-        self.workdir = root / "work"
-        self.workdir.mkdir()
-
-    def env(self, **overrides: str) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("BACKEND_")}
-        return {**base, "HOME": str(self.root / "home"), **self.exports, **overrides}
-
+class BaiStack(Stack):
     def bai(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         command = [str(client_binary()), *args]
         return subprocess.run(command, env=self.env(**env), cwd=self.workdir,
@@ -75,43 +61,34 @@ class Stack:
         return items
 
 
+def client_binary() -> Path:
+    return Path(os.environ.get("KH_BAI_CLIENT") or ROOT / ".venv-bai" / "bin" / "backend.ai")
+
+
 IDLE_1H = json.dumps({"enabled": "network_timeout",
                       "checkers": {"network_timeout": {"threshold": "1h"}}})  # fmt: skip
 """The network checker on, with a threshold no test outlives: sessions report it."""
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack() -> Iterator[BaiStack]:
     if not client_binary().exists():
         reason = f"the official client is not installed at {client_binary()}"
         if os.environ.get("KH_REQUIRE_CLIENT") == "1":
             pytest.fail(f"KH_REQUIRE_CLIENT=1 but {reason}")
         pytest.skip(reason)
-    with tempfile.TemporaryDirectory(prefix="kh-e2e-") as path:
-        root = Path(path)
-        env = {**os.environ, "KH_DATA_DIR": str(root / "data"), "KH_CONFIG_DIR": str(root / "cfg"),
-               "KH_GATEWAY_PORT": "0", "KH_STOP_GRACE_S": "1",
-               "KH_IDLE": IDLE_1H}  # fmt: skip
-        env.pop("KH_REDIS_URL", None)
-        up = subprocess.run([*KH, "up"], env=env, capture_output=True, text=True, timeout=300)
-        assert up.returncode == 0, up.stderr
-        lines = [line for line in up.stdout.splitlines() if line.startswith("export ")]
-        exports = dict(line.removeprefix("export ").split("=", 1) for line in lines)
-        assert exports["BACKEND_ENDPOINT"].startswith("http://127.0.0.1:")
-        try:
-            yield Stack(root, exports)
-        finally:
-            subprocess.run([*KH, "down"], env=env, capture_output=True, timeout=120)
+    with kh_up(KH_IDLE=IDLE_1H) as running:
+        yield BaiStack(running.root, running.exports)
 
 
-def test_run_rm_prints_42(stack: Stack) -> None:
+def test_run_rm_prints_42(stack: BaiStack) -> None:
     ran = stack.bai("run", "--rm", "python", "-c", "print(6*7)")
     assert ran.stdout == "42\n", ran.stderr
     assert "Execution finished. (exit code = 0)" in ran.stderr
     assert "Traceback" not in ran.stderr
 
 
-def test_a_session_from_create_to_rm(stack: Stack) -> None:
+def test_a_session_from_create_to_rm(stack: BaiStack) -> None:
     created = stack.bai("session", "create", "-t", "e2e-life", "python")
     assert created.returncode == 0, created.stderr
     (session_id,) = [s["session_id"] for s in stack.ps() if s["name"] == "e2e-life"]
@@ -136,14 +113,14 @@ def test_a_session_from_create_to_rm(stack: Stack) -> None:
     assert [(s["status"], s["status_info"]) for s in ended] == [("TERMINATED", "user-requested")]
 
 
-def test_a_batch_run_of_an_uploaded_file(stack: Stack) -> None:
+def test_a_batch_run_of_an_uploaded_file(stack: BaiStack) -> None:
     (stack.workdir / "main.py").write_text("import sys\nprint('uploaded and run', sys.argv[1:])\n")
     ran = stack.bai("run", "--rm", "--exec", "python3 main.py a b", "python", "main.py")
     assert "uploaded and run ['a', 'b']\n" in ran.stdout, ran.stderr
     assert "Build finished." in ran.stderr and "Execution finished. (exit code = 0)" in ran.stderr
 
 
-def test_state_is_kept_across_two_runs_on_one_session(stack: Stack) -> None:
+def test_state_is_kept_across_two_runs_on_one_session(stack: BaiStack) -> None:
     first = stack.bai("run", "-t", "e2e-state", "python", "-c", "kept = 6 * 7")
     assert "Execution finished" in first.stderr, first.stderr
     second = stack.bai("run", "-t", "e2e-state", "python", "-c", "print(kept)")
@@ -151,7 +128,7 @@ def test_state_is_kept_across_two_runs_on_one_session(stack: Stack) -> None:
     assert stack.bai("session", "rm", "e2e-state").returncode == 0
 
 
-def test_a_batch_session_runs_its_startup_command(stack: Stack) -> None:
+def test_a_batch_session_runs_its_startup_command(stack: BaiStack) -> None:
     created = stack.bai("session", "create", "--type", "batch", "-t", "e2e-batch",
                         "--startup-command", "echo from-batch; exit 3", "python")  # fmt: skip
     assert created.returncode == 0, created.stderr
@@ -165,7 +142,7 @@ def test_a_batch_session_runs_its_startup_command(stack: Stack) -> None:
     assert "from-batch" in logs.stdout, logs.stderr
 
 
-def test_a_wrong_secret_gets_a_clean_401(stack: Stack) -> None:
+def test_a_wrong_secret_gets_a_clean_401(stack: BaiStack) -> None:
     refused = stack.bai("session", "rm", "anything", BACKEND_SECRET_KEY="not-the-secret")
     assert refused.returncode == 1
     assert (
@@ -196,13 +173,15 @@ with Session() as api:
 """
 
 
-def test_the_sdk_get_or_create_execute_destroy(stack: Stack) -> None:
+def test_the_sdk_get_or_create_execute_destroy(stack: BaiStack) -> None:
     ran = stack.sdk(SDK)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.splitlines() == ["42 e2e-sdk", "RUNNING", '{"stats": {}}']
 
 
-def test_another_tenants_session_is_not_found_and_owner_is_for_admins(stack: Stack) -> None:
+def test_another_tenants_session_is_not_found_and_owner_is_for_admins(
+    stack: BaiStack,
+) -> None:
     """A second user's keypair: the admin's session does not exist for it, and asking for
     it by owner is forbidden (not an admin)."""
     created = stack.bai("session", "create", "-t", "e2e-mine", "python")
@@ -220,31 +199,14 @@ def test_another_tenants_session_is_not_found_and_owner_is_for_admins(stack: Sta
     assert stack.bai("session", "rm", "e2e-mine").returncode == 0
 
 
-async def second_tenant(stack: Stack, name: str = "other", **keypair: Any) -> tuple[str, str]:
-    data = stack.root / "data"
-    url = stack.exports["KH_REDIS_URL"]
-    store = RedisEventStore.from_url(url)
-    try:
-        tenancy = await TenancyService(store, SecretBox.from_file(data / "master.key")).load()
-        user = await tenancy.create_user(name, f"{name}@kernelhub.local", "default")
-        project = (tenancy.state.project_named("default", "default") or {})["project_id"]
-        await tenancy.add_member(uuid.UUID(str(project)), user)
-        access_key, secret_key = await tenancy.issue_keypair(user, **keypair)
-        lookups = TenancyLookups(store)
-        await eventually(lambda: lookups.keypair(access_key), timeout=20, message="projected")
-        return access_key, secret_key
-    finally:
-        await store.close()
-
-
 # ---- the wire, as any client sees it ---------------------------------------------------------
-def signed(stack: Stack, method: str, path: str, **options: Any) -> tuple[int, bytes]:
+def signed(stack: BaiStack, method: str, path: str, **options: Any) -> tuple[int, bytes]:
     status, _, body = signed_full(stack, method, path, **options)
     return status, body
 
 
 def signed_full(
-    stack: Stack,
+    stack: BaiStack,
     method: str,
     path: str,
     *,
@@ -285,7 +247,7 @@ def problem_of(reply: tuple[int, bytes]) -> tuple[int, str, str]:
     return status, data["type"].rsplit("/", 1)[-1], data["title"]
 
 
-def test_the_version_probe_answers_signed_or_not(stack: Stack) -> None:
+def test_the_version_probe_answers_signed_or_not(stack: BaiStack) -> None:
     with urllib.request.urlopen(stack.exports["BACKEND_ENDPOINT"] + "/", timeout=10) as reply:
         assert json.loads(reply.read()) == {"version": "v7.20230615", "manager": "23.03.12"}
     status, body = signed(stack, "GET", "/")
@@ -294,7 +256,7 @@ def test_the_version_probe_answers_signed_or_not(stack: Stack) -> None:
     assert (status, json.loads(body)) == (200, {"enabled": False, "message": ""})
 
 
-def test_every_refusal_is_a_problem_body(stack: Stack) -> None:
+def test_every_refusal_is_a_problem_body(stack: BaiStack) -> None:
     assert problem_of(signed(stack, "POST", "/session", body={
         "name": "e2e-bad", "image": "python", "no_such_key": 1,
     }))[:2] == (400, "invalid-api-params")  # fmt: skip
@@ -321,7 +283,7 @@ def test_every_refusal_is_a_problem_body(stack: Stack) -> None:
     assert status == 200 and json.loads(body)["errors"]  # GraphQL errors, the reference's way
 
 
-def test_graphql_answers_in_the_order_asked_with_json_strings(stack: Stack) -> None:
+def test_graphql_answers_in_the_order_asked_with_json_strings(stack: BaiStack) -> None:
     created = stack.bai("session", "create", "-t", "e2e-gql", "python")
     assert created.returncode == 0, created.stderr
     query = ("query($limit:Int!, $offset:Int!, $status:String) { compute_session_list("
@@ -345,7 +307,7 @@ def test_graphql_answers_in_the_order_asked_with_json_strings(stack: Stack) -> N
     assert stack.bai("session", "rm", "e2e-gql").returncode == 0
 
 
-def test_session_events_stream_until_the_session_ends(stack: Stack) -> None:
+def test_session_events_stream_until_the_session_ends(stack: BaiStack) -> None:
     created = stack.bai("session", "create", "-t", "e2e-events", "python")
     assert created.returncode == 0, created.stderr
     tailing = tails(stack)
@@ -380,7 +342,7 @@ def test_session_events_stream_until_the_session_ends(stack: Stack) -> None:
     assert b"200 OK" in seen and b"event:" not in seen
 
 
-def tails(stack: Stack) -> int:
+def tails(stack: BaiStack) -> int:
     """Redis clients tailing the log (XREAD): each open event stream adds one."""
     client = redis.Redis.from_url(stack.exports["KH_REDIS_URL"])
     try:
@@ -389,7 +351,7 @@ def tails(stack: Stack) -> int:
         client.close()
 
 
-def open_events(stack: Stack, path: str, access_key: str, secret_key: str) -> socket.socket:
+def open_events(stack: BaiStack, path: str, access_key: str, secret_key: str) -> socket.socket:
     """A raw, signed SSE request (no Content-Type, as the client sends it)."""
     endpoint = stack.exports["BACKEND_ENDPOINT"]
     host = endpoint.removeprefix("http://")
@@ -407,7 +369,7 @@ def open_events(stack: Stack, path: str, access_key: str, secret_key: str) -> so
     return connection
 
 
-def test_the_rate_limit_trips_with_the_right_headers(stack: Stack) -> None:
+def test_the_rate_limit_trips_with_the_right_headers(stack: BaiStack) -> None:
     access_key, secret_key = asyncio.run(second_tenant(stack, "limited", rate_limit=3))
     answers = [signed_full(stack, "GET", "/manager/announcement", access_key=access_key,
                            secret=secret_key) for _ in range(4)]  # fmt: skip
@@ -423,7 +385,7 @@ def test_the_rate_limit_trips_with_the_right_headers(stack: Stack) -> None:
         assert reply.headers["X-RateLimit-Limit"] == "1000"  # no keypair: the default
 
 
-def test_files_down_and_listed_restart_and_refusals(stack: Stack) -> None:
+def test_files_down_and_listed_restart_and_refusals(stack: BaiStack) -> None:
     assert stack.bai("session", "create", "-t", "e2e-files", "python").returncode == 0
     made = stack.bai("run", "-t", "e2e-files", "python", "-c", (
         "import os; os.makedirs('d', exist_ok=True); open('d/x', 'w').write('x' * 5)\n"
@@ -487,14 +449,14 @@ with Session() as api:
 """
 
 
-def test_idle_checks_count_down_and_an_execution_resets_them(stack: Stack) -> None:
+def test_idle_checks_count_down_and_an_execution_resets_them(stack: BaiStack) -> None:
     ran = stack.sdk(SDK_IDLE)
     assert ran.returncode == 0, ran.stderr
     first, later, reset = json.loads(ran.stdout)
     assert 0 < later < first <= 3600 and later < reset <= 3600
 
 
-def test_the_sdk_completes_and_interrupts(stack: Stack) -> None:
+def test_the_sdk_completes_and_interrupts(stack: BaiStack) -> None:
     ran = stack.sdk(SDK_CONTROL)
     assert ran.returncode == 0, ran.stderr
     completion, interrupted = ran.stdout.splitlines()
@@ -502,7 +464,7 @@ def test_the_sdk_completes_and_interrupts(stack: Stack) -> None:
     assert interrupted == "finished True"
 
 
-def test_an_app_in_the_session_is_reached_through_the_tunnel(stack: Stack) -> None:
+def test_an_app_in_the_session_is_reached_through_the_tunnel(stack: BaiStack) -> None:
     """``backend.ai app`` to a web server started in a session whose container has no
     network: the bytes go through the kernel runner's unix-socket tunnel."""
     created = stack.bai("session", "create", "-t", "e2e-app", "--preopen", "8080", "python")
@@ -561,7 +523,7 @@ def test_an_app_in_the_session_is_reached_through_the_tunnel(stack: Stack) -> No
     assert stack.bai("session", "rm", "e2e-app").returncode == 0
 
 
-def network_timer(stack: Stack, ref: str) -> float | None:
+def network_timer(stack: BaiStack, ref: str) -> float | None:
     """The session's network-timeout remaining time as ``GET /session`` reports it (None
     while an app connection holds the timer)."""
     status, body = signed(stack, "GET", f"/session/{ref}")
@@ -570,7 +532,7 @@ def network_timer(stack: Stack, ref: str) -> float | None:
     return remaining
 
 
-def test_a_frozen_manager_refuses_new_sessions_and_serves_the_rest(stack: Stack) -> None:
+def test_a_frozen_manager_refuses_new_sessions_and_serves_the_rest(stack: BaiStack) -> None:
     """``PUT /manager/status`` (superadmin): while frozen, creating answers 503
     server-frozen (the client prints it), while info, execution and destroy still work;
     running again lets sessions in. A user may not freeze."""
@@ -606,7 +568,7 @@ def test_a_frozen_manager_refuses_new_sessions_and_serves_the_rest(stack: Stack)
     assert stack.bai("session", "rm", "e2e-after-freeze").returncode == 0
 
 
-def ws_headers(stack: Stack, path: str) -> dict[str, str]:
+def ws_headers(stack: BaiStack, path: str) -> dict[str, str]:
     """A websocket upgrade's signature (no body, no Content-Type: octet-stream signed)."""
     host = stack.exports["BACKEND_ENDPOINT"].removeprefix("http://")
     date = datetime.now(UTC).isoformat()
@@ -620,7 +582,7 @@ def ws_headers(stack: Stack, path: str) -> dict[str, str]:
     }
 
 
-async def _terminal(stack: Stack, ref: str, typed: list[dict[str, Any]]) -> bytes:
+async def _terminal(stack: BaiStack, ref: str, typed: list[dict[str, Any]]) -> bytes:
     import aiohttp
 
     path = f"/stream/session/{ref}/pty"
@@ -638,7 +600,7 @@ async def _terminal(stack: Stack, ref: str, typed: list[dict[str, Any]]) -> byte
     return out
 
 
-def test_a_terminal_in_the_session_through_the_pty_websocket(stack: Stack) -> None:
+def test_a_terminal_in_the_session_through_the_pty_websocket(stack: BaiStack) -> None:
     """``/stream/session/{ref}/pty``: keystrokes in as base64 stdin frames, output back as
     ``out`` frames, a resize the shell sees, and the socket closing when the shell exits."""
     assert stack.bai("session", "create", "-t", "e2e-pty", "python").returncode == 0
@@ -660,7 +622,7 @@ def test_a_terminal_in_the_session_through_the_pty_websocket(stack: Stack) -> No
 class Signed(requests.auth.AuthBase):
     """Signs each request as it will go on the wire (its encoded path and query)."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: BaiStack) -> None:
         self.host = stack.exports["BACKEND_ENDPOINT"].removeprefix("http://")
         self.access_key = stack.exports["BACKEND_ACCESS_KEY"]
         self.secret_key = stack.exports["BACKEND_SECRET_KEY"]
@@ -690,7 +652,7 @@ stack frozen for the rest of the run; the freeze has a test of its own."""
 @FUZZED.parametrize()
 @hypothesis.settings(max_examples=20, deadline=None, suppress_health_check=list(
     hypothesis.HealthCheck))  # fmt: skip
-def test_no_input_gets_a_5xx_or_a_traceback(case: schemathesis.Case, stack: Stack) -> None:
+def test_no_input_gets_a_5xx_or_a_traceback(case: schemathesis.Case, stack: BaiStack) -> None:
     """Whatever schemathesis makes of the OpenAPI document, signed, never breaks the
     gateway: no 5xx, no traceback in any body, and every refusal a problem body."""
     session = requests.Session()
@@ -704,7 +666,7 @@ def test_no_input_gets_a_5xx_or_a_traceback(case: schemathesis.Case, stack: Stac
         assert {"type", "title"} <= set(problem), problem
 
 
-def test_another_tenant_cannot_see_exec_download_stream_or_destroy(stack: Stack) -> None:
+def test_another_tenant_cannot_see_exec_download_stream_or_destroy(stack: BaiStack) -> None:
     """User B, with a valid keypair, finds none of user A's session: not by name, not by
     UUID, through no route (REST, websocket, SSE, GraphQL)."""
     assert stack.bai("session", "create", "-t", "e2e-private", "python").returncode == 0
@@ -754,7 +716,7 @@ def test_another_tenant_cannot_see_exec_download_stream_or_destroy(stack: Stack)
     assert b"event:" not in seen  # A's session ended; B was told nothing of it
 
 
-async def set_presets(stack: Stack) -> None:
+async def set_presets(stack: BaiStack) -> None:
     store = RedisEventStore.from_url(stack.exports["KH_REDIS_URL"])
     try:
         tenancy = await TenancyService(store, SecretBox.from_file(
@@ -773,7 +735,7 @@ async def set_presets(stack: Stack) -> None:
         await store.close()
 
 
-def test_presets_say_what_fits_now_and_usage_is_binned(stack: Stack) -> None:
+def test_presets_say_what_fits_now_and_usage_is_binned(stack: BaiStack) -> None:
     asyncio.run(set_presets(stack))
     status, body = signed(stack, "GET", "/resource/presets")
     assert status == 200

@@ -49,6 +49,7 @@ type ComputeSession {
   group_id: UUID user_id: UUID access_key: String status: String status_changed: String
   status_info: String status_data: String status_history: String created_at: String
   terminated_at: String starts_at: String startup_command: String result: String
+  exit_code: Int
   abusing_reports: [String] idle_checks: String scaling_group: String service_ports: String
   mounts: [String] occupying_slots: String occupied_slots: String requested_slots: String
   num_queries: Int containers: [ComputeContainer] dependencies: [ComputeSession]

@@ -137,6 +137,7 @@ async def create(request: web.Request) -> web.Response:
         raise InvalidAPIParameters(f"Invalid group name {params.group!r} in domain {domain!r}")
     config = params.config
     minimum, _ = image_slot_limits(image)
+    policy = await ctx.lookups.policy(str(owner.get("resource_policy") or "default")) or {}
     session_type = SessionType(params.session_type or "interactive")
     sid = await ctx.router.create(
         name=params.name, access_key=access_key, image=image["name"],
@@ -144,6 +145,7 @@ async def create(request: web.Request) -> web.Response:
                                            domain, str(project["project_id"]), access_key),
         requested=[_slots(config.resources if config else None, minimum)],
         cluster_size=params.cluster_size or 1,
+        max_containers_per_session=int(policy.get("max_containers_per_session") or 0),
         cluster_mode=ClusterMode(params.cluster_mode or "single-node"),
         session_type=session_type, startup_command=params.startup_command,
         starts_at=_starts_at(params.starts_at),

@@ -27,10 +27,14 @@ def session_info(
     record: dict[str, Any], idle_checks: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """``GET /session/{ref}``: 23.03's get_info, camelCase, many values stringified;
-    ``idleChecks`` is each idle checker's report (empty unless the session runs)."""
+    ``idleChecks`` is each idle checker's report (empty unless the session runs).
+    ``sessionId`` and ``sessionName`` are kernelhub's additions: a name in the path becomes
+    an id the caller can keep (clients ignore keys they do not know)."""
     main = _main_kernel(record)
     created_ms = int(record.get("created_ms") or 0)
     return {
+        "sessionId": str(record.get("id")),
+        "sessionName": record.get("name"),
         "domainName": record.get("domain"),
         "groupId": str(record.get("project_id")),
         "userId": str(record.get("user_id")),
@@ -126,6 +130,7 @@ def compute_session(record: dict[str, Any]) -> dict[str, Any]:
         "starts_at": record.get("starts_at"),
         "startup_command": record.get("startup_command"),
         "result": str(record.get("result", "undefined")).upper(),
+        "exit_code": record.get("exit_code"),
         "abusing_reports": [],
         "idle_checks": _JSON({}),
         "scaling_group": record.get("scaling_group"),

@@ -234,6 +234,7 @@ def _on_session_ended(status: str) -> Callable[[Record, StoredEvent], None]:
 def _on_result(result: str) -> Callable[[Record, StoredEvent], None]:
     def handle(record: Record, event: StoredEvent) -> None:
         record["result"] = result
+        record["exit_code"] = event.data.get("exit_code")  # the batch command's, not the kernel's
 
     return handle
 
@@ -309,7 +310,7 @@ def usage_scopes(record: Record) -> list[str]:
 
 class SessionsProjection(IndexedProjection):
     name = "sessions"
-    version = 3
+    version = 4
 
     def refs(self, event: StoredEvent) -> Iterable[RecordRef]:
         if event.type not in _HANDLERS:

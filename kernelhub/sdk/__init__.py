@@ -1,0 +1,85 @@
+"""kernelhub's Python SDK: :class:`Client` (blocking) and :class:`AsyncClient` (asyncio).
+
+    from kernelhub import Client
+
+    with Client() as client, client.session("python") as session:
+        print(session.execute("print(6 * 7)").stdout)   # 42
+
+Both read ``BACKEND_ENDPOINT``, ``BACKEND_ACCESS_KEY`` and ``BACKEND_SECRET_KEY`` (as
+Backend.AI's client does), or the config file ``kh up`` wrote. Guide: ``docs/sdk.md``.
+"""
+
+from __future__ import annotations
+
+from .aio import AsyncClient, AsyncSession, ExecutionStream
+from .config import ClientConfig
+from .errors import (
+    APIError,
+    AuthenticationFailed,
+    ClientError,
+    ConfigurationError,
+    ConnectionFailed,
+    ExecutionTimeout,
+    InputRequired,
+    InvalidRequest,
+    KernelhubSDKError,
+    NotFound,
+    PendingTimeout,
+    PermissionDenied,
+    QuotaExceeded,
+    RateLimited,
+    ServerError,
+    ServerFrozen,
+    SessionAlreadyExists,
+    SessionFailed,
+    SessionNotFound,
+)
+from .models import (
+    AppService,
+    ExecutionResult,
+    FileEntry,
+    FileListing,
+    Kernel,
+    Output,
+    SessionEvent,
+    SessionInfo,
+    SessionPage,
+)
+from .sync import Client, Session
+
+__all__ = [
+    "APIError",
+    "AppService",
+    "AsyncClient",
+    "AsyncSession",
+    "AuthenticationFailed",
+    "Client",
+    "ClientConfig",
+    "ClientError",
+    "ConfigurationError",
+    "ConnectionFailed",
+    "ExecutionResult",
+    "ExecutionStream",
+    "ExecutionTimeout",
+    "FileEntry",
+    "FileListing",
+    "InputRequired",
+    "InvalidRequest",
+    "Kernel",
+    "KernelhubSDKError",
+    "NotFound",
+    "Output",
+    "PendingTimeout",
+    "PermissionDenied",
+    "QuotaExceeded",
+    "RateLimited",
+    "ServerError",
+    "ServerFrozen",
+    "Session",
+    "SessionAlreadyExists",
+    "SessionEvent",
+    "SessionFailed",
+    "SessionInfo",
+    "SessionNotFound",
+    "SessionPage",
+]

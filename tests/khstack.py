@@ -1,0 +1,86 @@
+"""``kh up`` in a temporary directory for tests that go through the front door (the official
+client, kernelhub's SDK and CLI): the real stack, its exports, and a second tenant."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from actors.tenancy import TenancyService
+from events import RedisEventStore
+from events.secrets import SecretBox
+from kernelhub.testing import eventually
+from projections.tenancy_queries import TenancyLookups
+
+ROOT = Path(__file__).parents[1]
+KH = [sys.executable, "-m", "kernelhub.cli"]
+
+
+class Stack:
+    """A running ``kh up``: ``exports`` are the lines it printed for clients."""
+
+    def __init__(self, root: Path, exports: dict[str, str]) -> None:
+        self.root = root
+        self.exports = exports
+        self.workdir = root / "work"
+        self.workdir.mkdir()
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("BACKEND_")}
+        return {**base, "HOME": str(self.root / "home"), **self.exports, **overrides}
+
+    def kh(self, *args: str, input: str | None = None, **env: str
+           ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        """kernelhub's own ``kh``, as a user runs it (stdout and stderr not terminals)."""
+        return subprocess.run([*KH, *args], env=self.env(**env), cwd=self.workdir, input=input,
+                              capture_output=True, text=True, timeout=180)  # fmt: skip
+
+
+@contextmanager
+def kh_up(**env: str) -> Iterator[Stack]:
+    with tempfile.TemporaryDirectory(prefix="kh-e2e-") as path:
+        root = Path(path)
+        environ = {**os.environ, "KH_DATA_DIR": str(root / "data"),
+                   "KH_CONFIG_DIR": str(root / "cfg"), "KH_GATEWAY_PORT": "0",
+                   "KH_STOP_GRACE_S": "1", **env}  # fmt: skip
+        environ.pop("KH_REDIS_URL", None)
+        up = subprocess.run([*KH, "up"], env=environ, capture_output=True, text=True, timeout=300)
+        assert up.returncode == 0, up.stderr
+        lines = [line for line in up.stdout.splitlines() if line.startswith("export ")]
+        exports = dict(line.removeprefix("export ").split("=", 1) for line in lines)
+        assert exports["BACKEND_ENDPOINT"].startswith("http://127.0.0.1:")
+        try:
+            yield Stack(root, exports)
+        finally:
+            subprocess.run([*KH, "down"], env=environ, capture_output=True, timeout=120)
+
+
+async def second_tenant(
+    stack: Stack, name: str = "other", policy: dict[str, Any] | None = None, **keypair: Any
+) -> tuple[str, str]:
+    """A new user in the default project with a keypair (under ``policy``, a new keypair
+    resource policy of that name's settings, when given)."""
+    url = stack.exports["KH_REDIS_URL"]
+    store = RedisEventStore.from_url(url)
+    try:
+        box = SecretBox.from_file(stack.root / "data" / "master.key")
+        tenancy = await TenancyService(store, box).load()
+        if policy is not None:
+            await tenancy.set_policy(f"{name}-policy", **policy)
+            keypair["resource_policy"] = f"{name}-policy"
+        user = await tenancy.create_user(name, f"{name}@kernelhub.local", "default")
+        project = (tenancy.state.project_named("default", "default") or {})["project_id"]
+        await tenancy.add_member(uuid.UUID(str(project)), user)
+        access_key, secret_key = await tenancy.issue_keypair(user, **keypair)
+        lookups = TenancyLookups(store)
+        await eventually(lambda: lookups.keypair(access_key), timeout=20, message="projected")
+        return access_key, secret_key
+    finally:
+        await store.close()
