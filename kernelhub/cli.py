@@ -340,8 +340,8 @@ _OPERATOR_COMMANDS = {
     "down": "Stop what `kh up` started.",
     "status": "The cluster at a glance (--json).",
     "session": "Sessions through the actors, without the HTTP API (create, show, ...).",
-    "agent": "Agents: list, drain, restart.",
-    "projections": "The read models: status, rebuild, check.",
+    "agent": "Agents: drain, undrain.",
+    "projections": "The read models: status, rebuild, run.",
     "events": "The event log: tail, show, verify, export, import, archive.",
     "replay": "The read models as they were at a past time or position (--as-of).",
     "why": "Why a session waits or ended, from its events.",
@@ -354,9 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     operator's (``up``, ``events``, ...: :func:`operator_main`), under one help."""
     from .client_cli.app import add_passthrough, app, run_app
 
-    if not app.registered_commands or all(
-        c.name not in _OPERATOR_COMMANDS for c in app.registered_commands
-    ):
+    if not any(c.name in _OPERATOR_COMMANDS for c in app.registered_commands):
         for name, help_text in _OPERATOR_COMMANDS.items():
             add_passthrough(name, help_text, functools.partial(_operator_command, name))
     return run_app(argv)

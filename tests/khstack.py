@@ -30,7 +30,7 @@ class Stack:
         self.root = root
         self.exports = exports
         self.workdir = root / "work"
-        self.workdir.mkdir()
+        self.workdir.mkdir(exist_ok=True)
 
     def env(self, **overrides: str) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith("BACKEND_")}
