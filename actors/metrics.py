@@ -15,14 +15,23 @@ metric                                        kind       tags / meaning
 ``kernelhub_projection_lag_ms``               gauge      projection: commit time - event time
 ``kernelhub_sessions``                        gauge      status: sessions in each status
 ``kernelhub_sessions_by_type``                gauge      type: interactive, batch, inference
+``kernelhub_pending_oldest_seconds``          gauge      how long the oldest PENDING one waits
+``kernelhub_slots``                           gauge      scaling_group, slot, state: occupied
+                                                         or available, over alive agents
+``kernelhub_redis_used_memory_bytes``         gauge      the log's Redis (INFO used_memory)
+``kernelhub_idle_reclaims_total``             counter    reason: idle-timeout, ... (reaper)
+``kernelhub_gateway_requests_total``          counter    route (pattern), method, status
+``kernelhub_gateway_request_seconds``         histogram  route: time to the answer's headers
 ============================================  =========  ===================================
+
+docs/metrics.md says the same for operators (a unit test keeps the two in step).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ActorMetrics"]
+__all__ = ["DOCUMENTED", "ActorMetrics"]
 
 _COUNTER, _GAUGE, _HISTOGRAM = "counter", "gauge", "histogram"
 _DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -44,7 +53,18 @@ _DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         _GAUGE, "commit time minus the newest event's time", ("projection",)),
     "kernelhub_sessions": (_GAUGE, "sessions by status (read model)", ("status",)),
     "kernelhub_sessions_by_type": (_GAUGE, "sessions by type (read model)", ("type",)),
+    "kernelhub_pending_oldest_seconds": (
+        _GAUGE, "seconds the oldest pending session has waited", ()),
+    "kernelhub_slots": (
+        _GAUGE, "resource slots of alive agents", ("scaling_group", "slot", "state")),
+    "kernelhub_redis_used_memory_bytes": (_GAUGE, "memory used by the log's Redis", ()),
+    "kernelhub_idle_reclaims_total": (_COUNTER, "sessions the reaper reclaimed", ("reason",)),
+    "kernelhub_gateway_requests_total": (
+        _COUNTER, "API requests answered", ("route", "method", "status")),
+    "kernelhub_gateway_request_seconds": (_HISTOGRAM, "API answer time", ("route",)),
 }  # fmt: skip
+DOCUMENTED = tuple(_DEFINITIONS)
+"""Every metric kernelhub registers (docs/metrics.md documents each)."""
 
 
 class ActorMetrics:

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -90,9 +90,12 @@ class Reaper:
         config: IdleConfig | None = None,
         *,
         max_sleep_s: float = 1.0,
+        on_reclaim: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.shard = shard
+        self.on_reclaim = on_reclaim
+        """Told each reclaim's reason (the reaper actor counts them as a metric)."""
         self.config = config or IdleConfig()
         self.max_sleep_s = max_sleep_s
         self.models = ReadModels(store)
@@ -192,6 +195,8 @@ class Reaper:
             await self.shard.destroy_many_if_idle(destroys)
             for session_id, reason in reclaimed:
                 log.info("session reclaimed", session=session_id, reason=reason)
+                if self.on_reclaim is not None:
+                    self.on_reclaim(reason)
         if notes:
             await self._note(notes)
         return reclaimed

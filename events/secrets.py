@@ -47,9 +47,7 @@ class SecretBox:
             if not create:
                 raise SecretError(f"master key {key_path} is missing: secrets cannot be read")
             key_path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(Fernet.generate_key())
+            _create_once(key_path, Fernet.generate_key())
         if key_path.stat().st_mode & 0o077:
             raise SecretError(f"master key {key_path} is readable by others: chmod 600 it")
         return cls(key_path.read_bytes().strip())
@@ -62,3 +60,21 @@ class SecretBox:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken:
             raise SecretError("cannot decrypt a secret: wrong master key or corrupt data") from None
+
+
+def _create_once(path: Path, key: bytes) -> None:
+    """Write ``key`` to ``path`` unless another process got there first (two actors starting
+    at once): the file appears whole, via a private temporary file and a hard link that
+    fails if the name exists, so no reader ever sees it half written."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(key)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(temporary, path)
+    except FileExistsError:
+        pass  # theirs is the key now
+    finally:
+        temporary.unlink(missing_ok=True)

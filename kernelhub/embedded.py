@@ -38,6 +38,8 @@ class EmbeddedState:
     ray_pid: int | None = None
     ray_address: str | None = None
     dashboard_url: str | None = None
+    metrics_url: str | None = None
+    """The head's Prometheus endpoint (kernelhub's metrics with Ray's own)."""
     backend: str | None = None
     actors: list[str] | None = None
     endpoint: str | None = None
@@ -120,9 +122,9 @@ def start_ray(
     from actors.hosts import start_actors
 
     if state.ray_pid is None or not _alive(state.ray_pid):
-        pid, address, dashboard = ray_head.start_head(settings.data_dir / "logs")
+        pid, address, dashboard, metrics = ray_head.start_head(settings.data_dir / "logs")
         state = replace(state, ray_pid=pid, ray_address=address, dashboard_url=dashboard,
-                        backend=backend)  # fmt: skip
+                        metrics_url=metrics, backend=backend)  # fmt: skip
         _save(settings, state)
     assert state.ray_address is not None
     ray_head.connect(state.ray_address)

@@ -30,9 +30,11 @@ def _ray_executable() -> str:
 
 def start_head(
     log_dir: Path, *, dashboard_port: int = 8265, timeout: float = 60.0
-) -> tuple[int, str, str]:
-    """Start the head; returns (pid, GCS address, dashboard URL) once a driver can connect."""
+) -> tuple[int, str, str, str]:
+    """Start the head; returns (pid, GCS address, dashboard URL, Prometheus metrics URL)
+    once a driver can connect."""
     port = free_loopback_port()
+    metrics_port = free_loopback_port()
     if not _port_free(dashboard_port):
         dashboard_port = free_loopback_port()
     ensure_auth_token()
@@ -42,6 +44,7 @@ def start_head(
         process = subprocess.Popen(
             [_ray_executable(), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
              f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+             f"--metrics-export-port={metrics_port}",
              "--disable-usage-stats", f"--num-cpus={os.cpu_count() or 2}",
              "--object-store-memory=268435456"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True,
@@ -54,7 +57,8 @@ def start_head(
                 f"ray start failed (exit {process.returncode}); see {log_dir / 'ray-head.log'}"
             )
         if not _port_free(port):
-            return process.pid, address, f"http://127.0.0.1:{dashboard_port}"
+            metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+            return process.pid, address, f"http://127.0.0.1:{dashboard_port}", metrics
         time.sleep(0.2)
     process.kill()
     raise KernelhubError(

@@ -120,4 +120,6 @@ def render(report: dict[str, Any]) -> list[str]:
                  else "") for a in actors[:12]]  # fmt: skip
         more = f", ... {len(actors) - 12} more" if len(actors) > 12 else ""
         lines.append(f"actors     {', '.join(shown)}{more}")
+    if report.get("metrics_url"):
+        lines.append(f"metrics    {report['metrics_url']} (Prometheus)")
     return lines

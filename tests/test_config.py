@@ -88,3 +88,11 @@ def test_the_documented_defaults_of_the_idle_checkers() -> None:
     assert defaults.utilization.time_window == 600
     assert defaults.utilization.initial_grace_period == 300
     assert defaults.utilization.thresholds_check_operator == "and"
+
+
+def test_every_registered_metric_is_documented() -> None:
+    from actors.metrics import DOCUMENTED
+
+    table = (Path(__file__).parents[1] / "docs" / "metrics.md").read_text()
+    documented = {line.split("`")[1] for line in table.splitlines() if line.startswith("| `")}
+    assert documented == set(DOCUMENTED)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import subprocess
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from actors.metrics import DOCUMENTED
 from kernelhub import AsyncClient, Client
 from kernelhub.client_cli import output
 from kernelhub.client_cli.app import app
@@ -326,6 +328,61 @@ def test_kh_through_typers_runner(stack: Stack) -> None:
     assert json.loads(listed.stdout)["total"] >= 1
     missing = runner.invoke(app, ["logs", "never-was"], env=environ)
     assert missing.exit_code == 3 and "No such session." in missing.stderr
+
+
+# ---- metrics, as Prometheus scrapes them ------------------------------------------------------
+_SAMPLE = re.compile(r"^(?:ray_)?(kernelhub_\w+)(?:\{(.*)\})?\s+(\S+)$")
+
+
+def scrape(url: str) -> list[tuple[str, dict[str, str], float]]:
+    """The endpoint's kernelhub samples: (name, labels, value)."""
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text = reply.read().decode()
+    samples = []
+    for line in text.splitlines():
+        if (match := _SAMPLE.match(line)) is not None:
+            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
+            samples.append((match.group(1), labels, float(match.group(3))))
+    return samples
+
+
+def total(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
+    return sum(v for n, have, v in samples if n == name
+               and all(have.get(k) == w for k, w in labels.items()))  # fmt: skip
+
+
+def test_the_documented_metrics_are_exported_and_move(stack: Stack) -> None:
+    """From the head's Prometheus endpoint (not the actors' internals): the documented
+    metrics exist, and the ones a session moves do move."""
+    state = json.loads((stack.root / "data" / "embedded.json").read_text())
+    url = state["metrics_url"]
+    assert url.startswith("http://127.0.0.1:"), url
+    before = scrape(url)
+    with Client(config_of(stack)) as client, client.session(name="sdk-metrics") as session:
+        assert session.execute("print(1)").stdout == "1\n"
+    moving = {
+        "kernelhub_scheduling_decisions_total": {"scaling_group": "default"},
+        "kernelhub_kernels_started_total": {"agent": "i-local"},
+        "kernelhub_gateway_requests_total": {"route": "/session", "method": "POST",
+                                             "status": "201"},
+        "kernelhub_gateway_request_seconds_count": {"route": "/session/{ref}"},
+        "kernelhub_session_commands_total": {"command": "create"},
+    }  # fmt: skip
+
+    def moved() -> list[tuple[str, dict[str, str], float]] | None:
+        now = scrape(url)
+        if all(total(now, n, **ls) > total(before, n, **ls) for n, ls in moving.items()):
+            return now
+        return None
+
+    after = asyncio.run(eventually(moved, timeout=90, interval=2, message="metrics moved"))
+    assert total(after, "kernelhub_redis_used_memory_bytes") > 0
+    assert total(after, "kernelhub_slots", slot="cpu", state="available") >= 1
+    assert total(after, "kernelhub_sessions", status="TERMINATED") >= 1
+    exported = {name.removesuffix("_count").removesuffix("_sum").removesuffix("_bucket")
+                for name, _, _ in after}  # fmt: skip
+    never_moved_here = {"kernelhub_idle_reclaims_total"}  # no policy reclaims in this stack
+    assert set(DOCUMENTED) - never_moved_here <= exported, set(DOCUMENTED) - exported
 
 
 def free_port() -> int:

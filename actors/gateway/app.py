@@ -8,6 +8,7 @@ signed request too (``backend.ai config`` sends both).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -36,6 +37,20 @@ _VERSION = re.compile(r"^v([4-7])\.(\d{8})$")
 _PUBLIC = frozenset({("GET", "/"), ("GET", ""), ("HEAD", "/"), ("GET", "/openapi.json")})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def measured(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Each answer counted by route (the route's pattern, so ids never make new series),
+    method and status, and timed."""
+    started = time.perf_counter()
+    response = await handler(request)
+    observe = request.app["ctx"].observe
+    if observe is not None:
+        info = request.match_info.route.resource
+        route = info.canonical if info is not None else "unmatched"
+        observe(route, request.method, response.status, time.perf_counter() - started)
+    return response
 
 
 @web.middleware
@@ -97,7 +112,9 @@ async def announcement(request: web.Request) -> web.Response:
 
 
 def make_app(ctx: GatewayContext) -> web.Application:
-    app = web.Application(middlewares=[problems, authenticated], client_max_size=256 * 2**20)
+    app = web.Application(
+        middlewares=[measured, problems, authenticated], client_max_size=256 * 2**20
+    )
     app["ctx"] = ctx
     app.add_routes([
         web.get("/", version),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,8 @@ class GatewayContext:
     rate_limiter: RateLimiter
     idle: IdleFacts
     """The idle checkers' facts: each session's ``idleChecks`` is judged fresh from them."""
+    observe: Callable[[str, str, int, float], None] | None = None
+    """Told (route, method, status, seconds) of every answer: the gateway actor's metrics."""
     _status: tuple[float, str] = (0.0, "running")
 
     async def manager_status(self) -> str:

@@ -22,6 +22,7 @@ from ..gateway.auth import Authenticator
 from ..gateway.context import GatewayContext
 from ..gateway.ratelimit import RateLimiter
 from ..idle_facts import IdleFacts
+from ..metrics import ActorMetrics
 from ..routing import ShardRouter
 from ._follower import boot
 
@@ -51,10 +52,21 @@ class GatewayActor:
             auth=Authenticator(lookups, secrets), models=ReadModels(self.store),
             lookups=lookups, rate_limiter=RateLimiter(self.store.redis, self.store.keys.prefix),
             idle=IdleFacts(self.store, IdleConfig.parse(idle or {})),
+            observe=self._observe,
         )  # fmt: skip
+        self.metrics = ActorMetrics("kernelhub_gateway_requests_total",
+                                    "kernelhub_gateway_request_seconds")  # fmt: skip
         self.host, self.port = host, port
         self.runner: web.AppRunner | None = None
         self._boot = boot(self._serve())
+
+    def _observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.metrics.inc("kernelhub_gateway_requests_total", route=route, method=method,
+                         status=str(status))  # fmt: skip
+        self.metrics.observe("kernelhub_gateway_request_seconds", seconds, route=route)
+
+    async def metrics_snapshot(self) -> dict[str, float]:
+        return self.metrics.snapshot()
 
     async def _serve(self) -> None:
         self.runner = web.AppRunner(make_app(self.ctx), access_log=None)

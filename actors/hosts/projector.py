@@ -4,12 +4,14 @@ plus the gauges only the read side can give (sessions by status and type)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import ray
 import structlog
 
 from events import RedisEventStore
+from projections.queries import ReadModels
 
 from ..domain.statuses import SessionStatus
 from ..metrics import ActorMetrics
@@ -30,7 +32,12 @@ class ProjectorActor:
 
         self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
         self.metrics = ActorMetrics(
-            "kernelhub_projection_lag_ms", "kernelhub_sessions", "kernelhub_sessions_by_type"
+            "kernelhub_projection_lag_ms",
+            "kernelhub_sessions",
+            "kernelhub_sessions_by_type",
+            "kernelhub_pending_oldest_seconds",
+            "kernelhub_slots",
+            "kernelhub_redis_used_memory_bytes",
         )
         self.projector = Projector(self.store, default_projections(), block_ms=100,
                                    on_commit=self._committed)  # fmt: skip
@@ -44,6 +51,7 @@ class ProjectorActor:
 
     async def metrics_snapshot(self) -> dict[str, float]:
         await self.count_sessions()
+        await self.measure_cluster()
         return self.metrics.snapshot()
 
     async def count_sessions(self) -> None:
@@ -62,13 +70,34 @@ class ProjectorActor:
             self.metrics.set("kernelhub_sessions", count, status=status.name)
         for kind, count in zip(_SESSION_TYPES, counts[len(SessionStatus) :], strict=True):
             self.metrics.set("kernelhub_sessions_by_type", count, type=kind)
+        oldest = await self.store.redis.zrange(f"{prefix}:i:status:PENDING", 0, 0, withscores=True)
+        waited = time.time() - float(oldest[0][1]) / 1000 if oldest else 0.0
+        self.metrics.set("kernelhub_pending_oldest_seconds", max(0.0, waited))
+
+    async def measure_cluster(self) -> None:
+        """Slots offered and held per scaling group (alive agents), and Redis's memory."""
+        totals: dict[tuple[str, str, str], float] = {}
+        for agent in await ReadModels(self.store).agents():
+            if agent["status"] != "ALIVE":
+                continue
+            group = str(agent.get("scaling_group") or "default")
+            for state in ("available", "occupied"):
+                for slot, amount in (agent.get(f"{state}_slots") or {}).items():
+                    key = (group, slot, state)
+                    totals[key] = totals.get(key, 0.0) + float(amount)
+        for (group, slot, state), amount in totals.items():
+            self.metrics.set("kernelhub_slots", amount, scaling_group=group, slot=slot,
+                             state=state)  # fmt: skip
+        memory = await self.store.redis.info("memory")
+        self.metrics.set("kernelhub_redis_used_memory_bytes", float(memory["used_memory"]))
 
     async def _gauges(self) -> None:
         while True:
             try:
                 await self.count_sessions()
+                await self.measure_cluster()
             except Exception:
-                log.exception("counting sessions failed")
+                log.exception("measuring the cluster failed")
             await asyncio.sleep(self.gauge_interval_s)
 
     async def _start(self) -> None:

@@ -10,6 +10,7 @@ import ray
 from events import Event, RedisEventStore
 
 from ..domain.idle import IdleConfig
+from ..metrics import ActorMetrics
 from ..reaper import REAPER_REACTS_TO, Reaper
 from ..routing import ShardRouter
 from ._follower import Follower, boot
@@ -26,8 +27,9 @@ class ReaperActor(Follower):
         self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
         self.follower_name = "reaper"
         self.interests = REAPER_REACTS_TO
+        self.metrics = ActorMetrics("kernelhub_idle_reclaims_total")
         self.reaper = Reaper(self.store, ShardRouter.named(self.store, *shards),
-                             IdleConfig.parse(idle or {}))  # fmt: skip
+                             IdleConfig.parse(idle or {}), on_reclaim=self._reclaimed)  # fmt: skip
         self._loop: asyncio.Task[None] | None = None
         self._boot = boot(self._start())
 
@@ -37,6 +39,12 @@ class ReaperActor(Follower):
 
     async def react_many(self, events: list[Event]) -> None:
         await self.reaper.on_events(events)
+
+    def _reclaimed(self, reason: str) -> None:
+        self.metrics.inc("kernelhub_idle_reclaims_total", reason=reason)
+
+    async def metrics_snapshot(self) -> dict[str, float]:
+        return self.metrics.snapshot()
 
     async def report(self, session_id: str) -> dict[str, dict[str, Any]]:
         return await self.reaper.report(session_id)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..config import default_config_dir
 from .errors import ConfigurationError
 
 __all__ = ["DEFAULT_ENDPOINT", "ClientConfig"]
@@ -76,8 +75,12 @@ class ClientConfig(BaseModel):
 
 
 def _config_path(env: Mapping[str, str]) -> Path:
-    base = Path(env["KH_CONFIG_DIR"]) if env.get("KH_CONFIG_DIR") else default_config_dir()
-    return base / "config.toml"
+    """Where ``kh up`` writes it (kernelhub.config's ``config_dir``; not imported, so the SDK
+    does not pull in the server's modules)."""
+    if env.get("KH_CONFIG_DIR"):
+        return Path(env["KH_CONFIG_DIR"]) / "config.toml"
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "kernelhub" / "config.toml"
 
 
 def _read_toml(path: Path) -> dict[str, str]:
