@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(PY) bench/exec.py
 	$(PY) bench/start.py
 	$(PY) bench/gateway.py
+	$(PY) bench/sdk.py
 
 clean:
 	rm -rf $(VENV) $(BAI) .pytest_cache .mypy_cache .ruff_cache .hypothesis
