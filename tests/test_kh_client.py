@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
 import re
 import socket
 import subprocess
@@ -216,6 +218,32 @@ def test_kh_run_rm_prints_exactly_42(stack: Stack) -> None:
     assert (result.stdout, result.stderr, result.exit_code, result.removed) == ("o\n", "e\n", 0,
                                                                                 True)  # fmt: skip
     assert set(json.loads(shown.stdout)) == set(output.RunOutput.model_fields)
+
+
+def test_kh_run_talks_on_a_terminal_and_keeps_stdout_clean(stack: Stack) -> None:
+    """With stderr on a terminal: the status notes (and spinner) appear there; stdout,
+    a pipe, still carries only the program's output."""
+    controller, terminal = pty.openpty()
+    try:
+        ran = subprocess.run([*KH, "run", "--rm", "-n", "cli-tty", "python", "-c", "print(6*7)"],
+                             env=stack.env(TERM="xterm", COLUMNS="100"), cwd=stack.workdir,
+                             stdout=subprocess.PIPE, stderr=terminal, text=True,
+                             timeout=180)  # fmt: skip
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the terminal's other end is closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(controller)
+    assert (ran.returncode, ran.stdout) == (0, "42\n")
+    text = shown.decode(errors="replace")
+    assert "session cli-tty is running" in text and "session cli-tty destroyed" in text, text
 
 
 def test_kh_run_files_batch_sessions_and_failures(stack: Stack) -> None:
