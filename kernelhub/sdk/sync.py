@@ -7,6 +7,7 @@ both clients behave the same by construction and only one of them holds the logi
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -39,11 +40,19 @@ class _Portal:
         self.portal = self._manager.__enter__()
 
     def iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
-        while True:
-            try:
-                yield self.portal.call(iterator.__anext__)
-            except StopAsyncIteration:
-                return
+        """The async iterator, step by step on the loop; left early (``break``), it is
+        closed there too, so an event stream's connection does not linger."""
+        try:
+            while True:
+                try:
+                    yield self.portal.call(iterator.__anext__)
+                except StopAsyncIteration:
+                    return
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):  # the client (and its loop) closed first
+                    self.portal.call(close)
 
     def close(self) -> None:
         self._manager.__exit__(None, None, None)
