@@ -126,6 +126,20 @@ class AsyncClient:
             raise api_error(response.status_code, response.content)
         return response
 
+    @asynccontextmanager
+    async def streamed(
+        self, method: str, path: str, *, what: str, **options: Any
+    ) -> AsyncIterator[httpx.Response]:
+        """A call whose answer is read as it arrives (events, downloads): a refusal raises
+        its problem, a broken connection ``ConnectionFailed`` naming ``what`` broke."""
+        try:
+            async with self._http.stream(method, path, **options) as response:
+                if response.status_code >= 400:
+                    raise api_error(response.status_code, await response.aread())
+                yield response
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(f"{what} broke: {exc or type(exc).__name__}") from None
+
     async def _json(self, method: str, path: str, **options: Any) -> Any:
         response = await self.request(method, path, **options)
         return response.json() if response.content else None
@@ -277,22 +291,17 @@ class AsyncClient:
         if session is not None:
             params["sessionId"] = str(await self._resolve(str(session), None))
         parser = SSEParser()
-        try:
-            async with self._http.stream(
-                "GET", "/events/session", params=params, timeout=httpx.Timeout(None, connect=10)
-            ) as response:
-                if response.status_code >= 400:
-                    raise api_error(response.status_code, await response.aread())
-                async for line in response.aiter_lines():
-                    message = parser.feed(line)
-                    if message is None:
-                        continue
-                    name, data = message
-                    if name == "server_close":
-                        return
-                    yield SessionEvent.from_sse(name, json.loads(data or "{}"))
-        except httpx.TransportError as exc:
-            raise ConnectionFailed(f"the event stream broke: {exc or type(exc).__name__}") from None
+        async with self.streamed("GET", "/events/session", what="the event stream",
+                                 params=params, timeout=httpx.Timeout(None, connect=10)
+                                 ) as response:  # fmt: skip
+            async for line in response.aiter_lines():
+                message = parser.feed(line)
+                if message is None:
+                    continue
+                name, data = message
+                if name == "server_close":
+                    return
+                yield SessionEvent.from_sse(name, json.loads(data or "{}"))
 
     async def _resolve(self, ref: str, owner_access_key: str | None) -> uuid.UUID:
         try:
@@ -378,6 +387,34 @@ class AsyncSession:
         on_status: StatusCallback | None = None,
     ) -> SessionInfo:
         """Until it runs (or, a batch session, ran) or until it ended."""
+
+        def settled(info: SessionInfo) -> bool:
+            if until == "ended":
+                return not info.is_live
+            if info.status in _RUNNING or (info.type == "batch" and info.status == "TERMINATED"):
+                return True
+            if not info.is_live or info.status == "ERROR":
+                why = info.status_info or "no reason given"
+                error = (info.status_data or {}).get("error")
+                detail = f": {error.get('repr') or error}" if isinstance(error, dict) else ""
+                raise SessionFailed(f"session {self.name} is {info.status} ({why}){detail}", info)
+            return False
+
+        def late(info: SessionInfo) -> str:
+            reason = f": {info.pending_reason}" if info.pending_reason else ""
+            return f"session {self.name} is still {info.status} after {timeout:g}s{reason}"
+
+        return await self._poll(settled, timeout, late, on_status)
+
+    async def _poll(
+        self,
+        settled: Callable[[SessionInfo], bool],
+        timeout: float | None,
+        late: Callable[[SessionInfo], str],
+        on_status: StatusCallback | None = None,
+    ) -> SessionInfo:
+        """Read it every ``_POLL_S`` until ``settled``; ``PendingTimeout`` (``late``'s words)
+        once ``timeout`` seconds passed. ``on_status`` sees each new status or reason."""
         deadline = None if timeout is None else time.monotonic() + timeout
         seen: tuple[str, str | None] | None = None
         while True:
@@ -385,25 +422,10 @@ class AsyncSession:
             if on_status is not None and (info.status, info.pending_reason) != seen:
                 seen = (info.status, info.pending_reason)
                 on_status(info)
-            if until == "ended" and not info.is_live:
+            if settled(info):
                 return info
-            if until == "running":
-                if info.status in _RUNNING or (
-                    info.type == "batch" and info.status == "TERMINATED"
-                ):
-                    return info
-                if not info.is_live or info.status == "ERROR":
-                    why = info.status_info or "no reason given"
-                    error = (info.status_data or {}).get("error")
-                    detail = f": {error.get('repr') or error}" if isinstance(error, dict) else ""
-                    raise SessionFailed(
-                        f"session {self.name} is {info.status} ({why}){detail}", info
-                    )
             if deadline is not None and time.monotonic() >= deadline:
-                reason = f": {info.pending_reason}" if info.pending_reason else ""
-                raise PendingTimeout(
-                    f"session {self.name} is still {info.status} after {timeout:g}s{reason}", info
-                )
+                raise PendingTimeout(late(info), info)
             await asyncio.sleep(_POLL_S)
 
     # ---- code -------------------------------------------------------------------------------
@@ -442,15 +464,15 @@ class AsyncSession:
         """Restart its kernels (their state is lost; files in the work dir stay)."""
         before = (await self.refresh()).status_history.get("RESTARTING")
         await self.client.request("PATCH", self._path)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while wait:
-            info = await self.refresh()
-            restarted = info.status_history.get("RESTARTING") not in (None, before)
-            if restarted and info.status == "RUNNING":
-                return
-            if deadline is not None and time.monotonic() >= deadline:
-                raise PendingTimeout(f"session {self.name} is still restarting", info)
-            await asyncio.sleep(_POLL_S)
+        if wait:
+            await self._poll(
+                lambda info: (
+                    info.status == "RUNNING"
+                    and info.status_history.get("RESTARTING") not in (None, before)
+                ),
+                timeout,
+                lambda _info: f"session {self.name} is still restarting",
+            )
 
     async def destroy(
         self,
@@ -499,20 +521,14 @@ class AsyncSession:
     ) -> list[Path]:
         """Copy files (or directories) from it into ``dest``; returns the files written."""
         received = bytearray()
-        try:
-            async with self.client._http.stream(
-                "GET", f"{self._path}/download", json={"files": list(names)}
-            ) as response:
-                if response.status_code >= 400:
-                    raise api_error(response.status_code, await response.aread())
-                total = int(response.headers.get("Content-Length") or 0)
-                async for chunk in response.aiter_raw():
-                    received += chunk
-                    if progress:
-                        progress(len(received), total or len(received))
-                content_type = response.headers.get("Content-Type", "")
-        except httpx.TransportError as exc:
-            raise ConnectionFailed(f"the download broke: {exc or type(exc).__name__}") from None
+        async with self.client.streamed("GET", f"{self._path}/download", what="the download",
+                                        json={"files": list(names)}) as response:  # fmt: skip
+            total = int(response.headers.get("Content-Length") or 0)
+            async for chunk in response.aiter_raw():
+                received += chunk
+                if progress:
+                    progress(len(received), total or len(received))
+            content_type = response.headers.get("Content-Type", "")
         parts = tar_parts(content_type, bytes(received))
         return await asyncio.to_thread(extract_tars, parts, Path(dest))
 
