@@ -16,17 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from events import Durability
 from events.keys import DEFAULT_PREFIX
 
+from .paths import default_config_dir, default_data_dir
+
 __all__ = ["Settings", "default_config_dir", "default_data_dir"]
-
-
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "kernelhub"
-
-
-def default_config_dir() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "kernelhub"
 
 
 class Settings(BaseModel):

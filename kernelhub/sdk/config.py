@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..paths import default_config_dir
 from .errors import ConfigurationError
 
 __all__ = ["DEFAULT_ENDPOINT", "ClientConfig"]
@@ -75,12 +76,9 @@ class ClientConfig(BaseModel):
 
 
 def _config_path(env: Mapping[str, str]) -> Path:
-    """Where ``kh up`` writes it (kernelhub.config's ``config_dir``; not imported, so the SDK
-    does not pull in the server's modules)."""
-    if env.get("KH_CONFIG_DIR"):
-        return Path(env["KH_CONFIG_DIR"]) / "config.toml"
-    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "kernelhub" / "config.toml"
+    """Where ``kh up`` writes it (its ``KH_CONFIG_DIR``, else the XDG default)."""
+    base = Path(env["KH_CONFIG_DIR"]) if env.get("KH_CONFIG_DIR") else default_config_dir(env)
+    return base / "config.toml"
 
 
 def _read_toml(path: Path) -> dict[str, str]:
