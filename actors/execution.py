@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from events import RedisEventStore
+from events.correlation import correlation_kwargs
 
 from .agents.agent import kept_logs
 from .domain.errors import GenericBadRequest, ObjectNotFound
@@ -126,4 +127,6 @@ class RayAgent:
         self._agent_id = agent_id
 
     async def call(self, method: str, kernel_id: uuid.UUID, *args: Any) -> Any:
-        return await self._handle.kernel_call.remote(self._agent_id, method, kernel_id, *args)
+        return await self._handle.kernel_call.remote(
+            self._agent_id, method, kernel_id, *args, **correlation_kwargs()
+        )

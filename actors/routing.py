@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from events import RedisEventStore
+from events.correlation import correlation_kwargs
 from projections.queries import ReadModels
 
 from .domain.errors import GenericBadRequest, GenericForbidden, ObjectNotFound
@@ -116,7 +117,7 @@ class ShardRouter:
                 await asyncio.sleep(delay)
                 continue
             try:
-                return await getattr(handle, method).remote(*args, **kwargs)
+                return await getattr(handle, method).remote(*args, **kwargs, **correlation_kwargs())
             except (RayActorError, ActorUnavailableError) as exc:
                 if loop.time() > deadline:
                     raise

@@ -27,6 +27,7 @@ from events import (
     RedisEventStore,
     StreamBatch,
     WrongExpectedVersionError,
+    correlated,
     events_for_command,
     position_key,
 )
@@ -410,10 +411,13 @@ class Scheduler:
                 passed_predicates=list(failure.passed_predicates),
                 msg=failure.msg,
             )
-            if recorded_failure(records[str(failure.session_id)]) != failure_key(report):
-                await self.shard.scheduling_failed(report)  # only a change is worth a call
+            record = records[str(failure.session_id)]
+            if recorded_failure(record) != failure_key(report):  # only a change is worth a call
+                with correlated(record.get("correlation_id")):
+                    await self.shard.scheduling_failed(report)
         for cancel in result.cancellations:
-            await self.shard.destroy(cancel.session_id, reason=str(cancel.reason))
+            with correlated(records[str(cancel.session_id)].get("correlation_id")):
+                await self.shard.destroy(cancel.session_id, reason=str(cancel.reason))
         return scheduled
 
     async def _context(
@@ -482,9 +486,10 @@ class Scheduler:
         )  # fmt: skip
         session = StreamBatch(
             session_stream(session_id),
-            events_for_command(uuid.uuid5(command, "session"), [scheduled], actor=self.actor),
+            events_for_command(uuid.uuid5(command, "session"), [scheduled], actor=self.actor,
+                               correlation_id=record.get("correlation_id")),
             version,
-        )
+        )  # fmt: skip
         return reserved, session, command
 
     async def _commit_all(self, decisions: list[Any], records: dict[str, Any]) -> int:
@@ -521,8 +526,19 @@ class Scheduler:
                     committed += outcome
                 continue
             self._committed(chunk)
+            self._log_scheduled(chunk, records)
             committed += len(chunk)
         return committed
+
+    @staticmethod
+    def _log_scheduled(decisions: list[Any], records: dict[str, Any]) -> None:
+        """One line per committed batch, naming each session and the API call behind it
+        (``kh trace`` finds a correlation id in ``correlation_ids`` too)."""
+        chosen = [records[str(d.session_id)] for d in decisions]
+        log.info("sessions scheduled", sessions=[r["id"] for r in chosen],
+                 correlation_ids=[r.get("correlation_id") for r in chosen],
+                 agents=[sorted({a.agent_id for a in d.reservation.allocations})
+                         for d in decisions])  # fmt: skip
 
     def _committed(self, decisions: list[Any]) -> None:
         self.ledger_version += len(decisions)  # one ledger entry per decision
@@ -555,4 +571,5 @@ class Scheduler:
             self._ledger_current = False
             return None if exc.stream == self.stream else 0
         self._committed([decision])
+        self._log_scheduled([decision], {str(session_id): record})
         return 1

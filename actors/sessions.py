@@ -30,6 +30,7 @@ from events import (
     RedisEventStore,
     StreamBatch,
     WrongExpectedVersionError,
+    correlated,
     events_for_command,
 )
 from events.catalogue import (
@@ -99,6 +100,12 @@ def _evidence(request: IdleDestroy) -> dict[str, Any] | None:
 
 def _note_decision(last_access: float) -> Callable[[SessionAggregate], list[Any]]:
     return lambda aggregate: aggregate.decide_note_activity(last_access)
+
+
+async def _on_behalf_of(event: Event, reaction: Coroutine[Any, Any, Any]) -> Any:
+    """A reaction under the correlation id of the event it answers."""
+    with correlated(event.correlation_id):
+        return await reaction
 
 
 def shard_of(session_id: uuid.UUID, count: int) -> int:
@@ -215,14 +222,16 @@ class SessionShard:
                 continue
             for changed in self._changed.get(session_id, ()):
                 changed.set()
+            reaction: Coroutine[Any, Any, Any]
             if event.type == "session_scheduled":
                 command = uuid.uuid5(event.event_id, "prepare")
-                reactions.append(self.prepare(session_id, command_id=command))
+                reaction = self.prepare(session_id, command_id=command)
             elif event.type in ("session_success", "session_failure"):
                 command = uuid.uuid5(event.event_id, "finish")
-                reactions.append(
-                    self.destroy(session_id, reason="task-finished", command_id=command)
-                )
+                reaction = self.destroy(session_id, reason="task-finished", command_id=command)
+            else:
+                continue
+            reactions.append(_on_behalf_of(event, reaction))
         for outcome in await asyncio.gather(*reactions, return_exceptions=True):
             if isinstance(outcome, Exception):
                 log.error("shard reaction failed", error=repr(outcome))
@@ -260,6 +269,8 @@ class SessionShard:
                     self._passivate_if_ended(aggregate)
                 else:
                     self._applied(aggregate, payloads, command)
+                    log.info("session events appended", session=str(session_id),
+                             events=[p.type for p in payloads])  # fmt: skip
                 return payloads
         raise RuntimeError(f"session {session_id} kept changing under {_RETRIES} attempts")
 
@@ -325,6 +336,8 @@ class SessionShard:
         """Enqueue a session (validated first: nothing invalid reaches the log)."""
         session_id, batch = await self._enqueued(**options)
         await self.store.append(batch.stream, batch.events, NO_STREAM)
+        log.info("session enqueued", session=str(session_id), name=options.get("name"),
+                 access_key=options.get("access_key"))  # fmt: skip
         return session_id
 
     async def create_many(self, requests: Sequence[dict[str, Any]]) -> list[uuid.UUID]:
@@ -333,6 +346,7 @@ class SessionShard:
         enqueued = [await self._enqueued(**options) for options in requests]
         if enqueued:
             await self.store.append_multi([batch for _, batch in enqueued])
+            log.info("sessions enqueued", count=len(enqueued))
         return [session_id for session_id, _ in enqueued]
 
     async def _enqueued(

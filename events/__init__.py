@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ._canonical import PlainDecimal, canonical_dumps
 from .catalogue import PAYLOAD_TYPES, AnyPayload, EventPayload, KernelLifecycleEventReason
 from .codec import EventCodec, default_codec
+from .correlation import correlated, current_correlation, parse_correlation
 from .envelope import (
     Event,
     NewEvent,
@@ -93,9 +94,12 @@ __all__ = [
     "UpcasterRegistry",
     "WrongExpectedVersionError",
     "canonical_dumps",
+    "correlated",
+    "current_correlation",
     "default_codec",
     "default_upcasters",
     "events_for_command",
+    "parse_correlation",
     "position_key",
     "validate_stream_name",
 ]

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from .catalogue import AnyPayload
+from .correlation import current_correlation
 
 __all__ = [
     "Event",
@@ -103,7 +104,9 @@ class NewEvent(_EnvelopeFields):
 def events_for_command(
     command_id: uuid.UUID, payloads: Sequence[AnyPayload], **envelope: object
 ) -> list[NewEvent]:
-    """The events of one command decision, with ids ``uuid5(command_id, i)``."""
+    """The events of one command decision, with ids ``uuid5(command_id, i)``; they carry
+    the correlation id bound where the decision is made, unless the caller names one."""
+    envelope.setdefault("correlation_id", current_correlation())
     return [NewEvent.for_command(command_id, i, p, **envelope) for i, p in enumerate(payloads)]
 
 

@@ -22,6 +22,7 @@ _OPERATOR_COMMANDS = {
     "events": "The event log: tail, show, verify, export, import, archive.",
     "replay": "The read models as they were at a past time or position (--as-of).",
     "why": "Why a session waits or ended, from its events.",
+    "trace": "Follow one API call (its X-Correlation-ID) through every actor and the log.",
 }
 """The operator's commands, each with its own argparse parser (``kh up --help``)."""
 

@@ -28,7 +28,7 @@ from actors.gateway import API_VERSION
 from events import Durability, EventStoreError, RedisEventStore
 from events.secrets import SecretBox, SecretError
 
-from . import agent_cli, embedded, events_cli, projections_cli, ray_head, session_cli
+from . import agent_cli, embedded, events_cli, projections_cli, ray_head, session_cli, trace_cli
 from . import status as status_view
 from .bootstrap import Bootstrap, bootstrap, write_client_config
 from .config import Settings
@@ -236,6 +236,17 @@ def cmd_why(args: argparse.Namespace) -> int:
     return _with_store(args, events_cli.run_why)
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    """The events from Redis; the actors' logs through the dashboard of ``kh up``'s head
+    (or ``KH_DASHBOARD_URL``, for a cluster started otherwise)."""
+    settings = _settings(args)
+    state = embedded.read_state(settings)
+    dashboard = os.environ.get("KH_DASHBOARD_URL") or (state.dashboard_url if state else None)
+    if dashboard:
+        os.environ.update(ray_head.RAY_ENV)  # the token mode, before Ray is imported
+    return _with_store(args, lambda store, a: trace_cli.run_trace(store, a, dashboard))
+
+
 def cmd_agent(args: argparse.Namespace) -> int:
     settings = _settings(args)
     state = embedded.read_state(settings)
@@ -331,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     projections_cli.add_parser(sub)
     sub.choices["projections"].set_defaults(func=cmd_projections)
     with_data_dir(sub.choices["projections"])
+
+    with_data_dir(trace_cli.add_parser(sub)).set_defaults(func=cmd_trace)
 
     events_cli.add_parsers(sub)
     for name, func in (("events", cmd_events), ("replay", cmd_replay), ("why", cmd_why)):

@@ -417,3 +417,52 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_one_api_call_is_traced_through_every_component(stack: Stack) -> None:
+    """The create call's correlation id (answered in ``X-Correlation-ID``) is in the logs of
+    the gateway, the shard, the scheduler and the agent, and on the events it caused;
+    ``kh trace`` puts them on one timeline and ``--component`` narrows it."""
+    with Client(config_of(stack)) as client, client.session("python", name="traced") as session:
+        correlation_id = session.correlation_id
+        assert correlation_id is not None
+        assert session.execute("print(1)").stdout == "1\n"
+    with Client(config_of(stack)) as client:
+        try:
+            client.get_session("no-such-session")
+        except SessionNotFound as exc:
+            refused = exc.correlation_id
+    assert refused is not None and refused != correlation_id
+
+    def traced() -> list[dict[str, object]]:
+        shown = stack.kh("trace", str(correlation_id), "--json")
+        assert shown.returncode == 0, shown.stderr
+        return [json.loads(line) for line in shown.stdout.splitlines()]
+
+    wanted = {"gateway", "sessions", "scheduler", "agent", "events"}
+    deadline = time.monotonic() + 30  # Ray writes a worker's stderr to its file as it comes
+    while not wanted <= {e["component"] for e in (entries := traced())}:
+        assert time.monotonic() < deadline, entries
+        time.sleep(0.5)
+    said = {(e["component"], e["what"]) for e in entries}
+    assert {("gateway", "request"), ("sessions", "session enqueued"),
+            ("scheduler", "sessions scheduled"), ("agent", "kernel started")} <= said, said
+    events = [e["what"] for e in entries if e["component"] == "events"]
+    assert events[:2] == ["session_enqueued", "session_scheduled"], events
+    assert {"session_preparing", "kernel_started", "session_started"} <= set(events)
+    assert "session_terminating" not in events  # the destroy was another call
+    times = [e["time"] for e in entries]
+    assert times == sorted(times)
+
+    only = stack.kh("trace", str(correlation_id), "--component", "agent")
+    assert only.returncode == 0 and only.stdout.strip(), only.stderr
+    assert all("  agent  " in line for line in only.stdout.splitlines()), only.stdout
+    assert "kernel started" in only.stdout
+    shown = stack.kh("trace", str(refused), "--component", "gateway")
+    assert "status=404" in shown.stdout, shown.stdout + shown.stderr
+
+    unknown = stack.kh("trace", "6f1c9a59-6d4b-4c55-9d57-13a1f6c1e0aa")
+    assert (unknown.returncode, unknown.stdout) == (1, "")
+    assert unknown.stderr.startswith("kh: error: nothing carries correlation id")
+    bad = stack.kh("trace", "not-an-id")
+    assert bad.returncode == 1 and "is not a correlation id" in bad.stderr

@@ -410,7 +410,11 @@ class Agent:
                 await self.shard.report(
                     KernelCreating(kernel_id=launch.kernel_id, session_id=session_id)
                 )
+                log.info("kernel starting", agent=self.agent_id, kernel=str(launch.kernel_id),
+                         session=str(session_id), image=launch.image)  # fmt: skip
                 info = await self._start(launch)
+                log.info("kernel started", agent=self.agent_id, kernel=str(launch.kernel_id),
+                         session=str(session_id))  # fmt: skip
                 await self.shard.report(
                     KernelStarted(
                         kernel_id=launch.kernel_id, session_id=session_id, creation_info=info
@@ -511,7 +515,11 @@ class Agent:
                 await self._close_runner(launch.kernel_id)
                 await self.backend.stop(launch.kernel_id, self.stop_grace_s)
                 self.sampler.forget(launch.kernel_id)
+                log.info("kernel starting", agent=self.agent_id, kernel=str(launch.kernel_id),
+                         session=str(session.session_id), image=launch.image)  # fmt: skip
                 info = await self._start(launch)
+                log.info("kernel started", agent=self.agent_id, kernel=str(launch.kernel_id),
+                         session=str(session.session_id))  # fmt: skip
                 await self.shard.report(KernelStarted(
                     kernel_id=launch.kernel_id, session_id=session.session_id,
                     reason="restarting", creation_info=info,
@@ -528,6 +536,8 @@ class Agent:
         for kernel_id in kernel_ids:
             exit_code = await self._stop_kernel(kernel_id)
             known = exit_code is not None
+            log.info("kernel stopped", agent=self.agent_id, kernel=str(kernel_id),
+                     session=str(session_id), reason=reason, exit_code=exit_code)  # fmt: skip
             if known and self.metrics is not None:
                 self.metrics.inc("kernelhub_kernels_terminated_total", agent=self.agent_id)
             await self.shard.report(KernelTerminated(

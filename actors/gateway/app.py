@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
+
+from events.correlation import correlated, parse_correlation
 
 from ..domain.errors import DomainError, GenericBadRequest
 from . import API_VERSION, MANAGER_VERSION
@@ -29,7 +32,7 @@ from .sessions import session_routes
 from .streams import stream_routes
 from .terminal import terminal_routes
 
-__all__ = ["API_VERSION", "MANAGER_VERSION", "make_app"]
+__all__ = ["API_VERSION", "CORRELATION_HEADER", "MANAGER_VERSION", "make_app"]
 
 log = structlog.get_logger(__name__)
 
@@ -39,18 +42,38 @@ _PUBLIC = frozenset({("GET", "/"), ("GET", ""), ("HEAD", "/"), ("GET", "/openapi
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+CORRELATION_HEADER = "X-Correlation-ID"
+
+
 @web.middleware
 async def measured(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Each answer counted by route (the route's pattern, so ids never make new series),
-    method and status, and timed."""
+    """Each request under its correlation id (the caller's ``X-Correlation-ID`` when it is
+    a UUID, else a new one; answered in the same header) through every actor it reaches;
+    each answer counted by route (the route's pattern, so ids never make new series),
+    method and status, timed, and logged."""
     started = time.perf_counter()
-    response = await handler(request)
-    observe = request.app["ctx"].observe
-    if observe is not None:
+    supplied = parse_correlation(request.headers.get(CORRELATION_HEADER))
+    with correlated(supplied or uuid.uuid4()) as correlation_id:
+        request["correlation_id"] = correlation_id
+        response = await handler(request)
+        elapsed = time.perf_counter() - started
         info = request.match_info.route.resource
         route = info.canonical if info is not None else "unmatched"
-        observe(route, request.method, response.status, time.perf_counter() - started)
+        observe = request.app["ctx"].observe
+        if observe is not None:
+            observe(route, request.method, response.status, elapsed)
+        caller = request.get("caller")
+        log.info("request", method=request.method, route=route, status=response.status,
+                 ms=round(elapsed * 1000, 2),
+                 access_key=caller.access_key if caller is not None else None)  # fmt: skip
     return response
+
+
+async def _answer_correlation(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer, streams too (their headers go before the middleware sees them)."""
+    correlation_id = request.get("correlation_id")
+    if correlation_id is not None:
+        response.headers[CORRELATION_HEADER] = str(correlation_id)
 
 
 @web.middleware
@@ -116,6 +139,7 @@ def make_app(ctx: GatewayContext) -> web.Application:
         middlewares=[measured, problems, authenticated], client_max_size=256 * 2**20
     )
     app["ctx"] = ctx
+    app.on_response_prepare.append(_answer_correlation)
     app.add_routes([
         web.get("/", version),
         web.get("/openapi.json", openapi),

@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from events import Event, RedisEventStore, Subscription
+from events import Event, RedisEventStore, Subscription, correlated
 
 __all__ = ["Follower", "boot"]
 
@@ -66,7 +66,8 @@ class Follower:
     async def react_many(self, events: list[Event]) -> None:
         for event in events:
             try:
-                await self.react(event)
+                with correlated(event.correlation_id):  # what it does is on that event's behalf
+                    await self.react(event)
             except Exception:  # one failed reaction must not stop the actor following the log
                 log.exception("reaction failed", actor=self.follower_name, position=event.position)
 

@@ -25,6 +25,7 @@ from ..execution import KERNEL_OPERATIONS
 from ..metrics import ActorMetrics
 from ..routing import ShardRouter
 from ._follower import Follower, boot
+from ._traced import traced_actor
 
 __all__ = ["DEFAULT_RECONCILE_INTERVAL_S", "AgentsActor"]
 
@@ -34,6 +35,7 @@ DEFAULT_RECONCILE_INTERVAL_S = 30.0
 
 
 @ray.remote(max_restarts=-1)
+@traced_actor
 class AgentsActor(Follower):
     def __init__(
         self,

@@ -25,6 +25,7 @@ from ..idle_facts import IdleFacts
 from ..metrics import ActorMetrics
 from ..routing import ShardRouter
 from ._follower import boot
+from ._traced import traced_actor
 
 __all__ = ["DEFAULT_GATEWAY_PORT", "GatewayActor"]
 
@@ -33,6 +34,7 @@ DEFAULT_GATEWAY_PORT = 8081
 
 
 @ray.remote(max_restarts=-1)
+@traced_actor
 class GatewayActor:
     def __init__(
         self,

@@ -16,6 +16,7 @@ from projections.queries import ReadModels
 from ..domain.statuses import SessionStatus
 from ..metrics import ActorMetrics
 from ._follower import boot
+from ._traced import traced_actor
 
 __all__ = ["ProjectorActor"]
 
@@ -25,6 +26,7 @@ _SESSION_TYPES = ("interactive", "batch", "inference")
 
 
 @ray.remote(max_restarts=-1)
+@traced_actor
 class ProjectorActor:
     def __init__(self, redis_url: str, prefix: str = "kh", gauge_interval_s: float = 5.0) -> None:
         from projections.models import default_projections

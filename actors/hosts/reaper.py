@@ -14,11 +14,13 @@ from ..metrics import ActorMetrics
 from ..reaper import REAPER_REACTS_TO, Reaper
 from ..routing import ShardRouter
 from ._follower import Follower, boot
+from ._traced import traced_actor
 
 __all__ = ["ReaperActor"]
 
 
 @ray.remote(max_restarts=-1)
+@traced_actor
 class ReaperActor(Follower):
     def __init__(
         self, redis_url: str, shards: tuple[int, str], prefix: str = "kh",

@@ -24,6 +24,7 @@ from ..metrics import ActorMetrics
 from ..routing import ShardRouter
 from ..scheduler import SCHEDULER_REACTS_TO, WAKES_SCHEDULER, Scheduler
 from ._follower import Follower, boot
+from ._traced import traced_actor
 
 __all__ = ["SchedulerActor"]
 
@@ -31,6 +32,7 @@ log = structlog.get_logger(__name__)
 
 
 @ray.remote(max_restarts=-1)
+@traced_actor
 class SchedulerActor(Follower):
     def __init__(
         self,

@@ -13,11 +13,13 @@ from ..domain.session_aggregate import KernelReport
 from ..metrics import ActorMetrics
 from ..sessions import SHARD_REACTS_TO, SessionShard
 from ._follower import Follower, boot
+from ._traced import traced_actor
 
 __all__ = ["SessionsActor"]
 
 
 @ray.remote(max_restarts=-1)
+@traced_actor
 class SessionsActor(Follower):
     def __init__(self, redis_url: str, prefix: str = "kh", index: int = 0, count: int = 1) -> None:
         self.store = RedisEventStore.from_url(redis_url, prefix=prefix)

@@ -16,6 +16,7 @@ from events.secrets import SecretBox
 
 from ..tenancy import TenancyService
 from ._follower import boot
+from ._traced import traced_actor
 
 __all__ = ["TENANCY_COMMANDS", "TenancyActor"]
 
@@ -28,6 +29,7 @@ TENANCY_COMMANDS = frozenset({
 
 
 @ray.remote(max_restarts=-1)
+@traced_actor
 class TenancyActor:
     def __init__(self, redis_url: str, master_key_path: str, prefix: str = "kh") -> None:
         self.store = RedisEventStore.from_url(redis_url, prefix=prefix)

@@ -242,6 +242,7 @@ def run(
                 stdout=stdout,
                 stderr=stderr,
                 removed=removed,
+                correlation_id=session.correlation_id,
             )
         )
     if exit_code:

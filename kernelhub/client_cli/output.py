@@ -42,6 +42,9 @@ class RunOutput(_Output):
     stdout: str
     stderr: str
     removed: bool = Field(description="destroyed afterwards (--rm)")
+    correlation_id: str | None = Field(
+        default=None, description="the create call's X-Correlation-ID (`kh trace` it)"
+    )
 
 
 class ExecOutput(_Output):

@@ -16,9 +16,11 @@ import httpx
 
 from actors.gateway.signing import sign, string_to_sign
 
-__all__ = ["API_VERSION", "SSEParser", "extract_tars", "signed_headers", "tar_parts"]
+__all__ = ["API_VERSION", "CORRELATION_HEADER", "SSEParser", "extract_tars", "signed_headers", "tar_parts"]
 
 API_VERSION = "v7.20230615"
+CORRELATION_HEADER = "X-Correlation-ID"
+"""The gateway's answer header naming the call's correlation id (``kh trace``)."""
 USER_AGENT = "kernelhub-sdk"
 STREAM_CONTENT_TYPE = "application/octet-stream"
 """What websocket and SSE requests sign (they send no Content-Type)."""

@@ -21,7 +21,7 @@ from typing import Any, Literal, Self
 import httpx
 
 from ._transfer import Progress, upload_body
-from ._wire import USER_AGENT, HMACAuth, SSEParser, extract_tars, tar_parts
+from ._wire import CORRELATION_HEADER, USER_AGENT, HMACAuth, SSEParser, extract_tars, tar_parts
 from .config import ClientConfig
 from .errors import (
     ConnectionFailed,
@@ -123,7 +123,8 @@ class AsyncClient:
                 f"cannot reach {self.config.endpoint}: {exc or type(exc).__name__}"
             ) from None
         if response.status_code >= 400:
-            raise api_error(response.status_code, response.content)
+            raise api_error(response.status_code, response.content,
+                            response.headers.get(CORRELATION_HEADER))  # fmt: skip
         return response
 
     @asynccontextmanager
@@ -135,7 +136,8 @@ class AsyncClient:
         try:
             async with self._http.stream(method, path, **options) as response:
                 if response.status_code >= 400:
-                    raise api_error(response.status_code, await response.aread())
+                    raise api_error(response.status_code, await response.aread(),
+                                    response.headers.get(CORRELATION_HEADER))  # fmt: skip
                 yield response
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"{what} broke: {exc or type(exc).__name__}") from None
@@ -211,8 +213,10 @@ class AsyncClient:
                 "preopen_ports": list(preopen_ports),
             },
         }
-        reply = await self._json("POST", "/session", json_body=body)
+        response = await self.request("POST", "/session", json_body=body)
+        reply = response.json()
         session = AsyncSession(self, uuid.UUID(reply["sessionId"]), reply["sessionName"])
+        session.correlation_id = response.headers.get(CORRELATION_HEADER)
         if wait:
             await session.wait("running", timeout=timeout, on_status=on_status)
         return session
@@ -353,6 +357,9 @@ class AsyncSession:
         self.name = name
         self.info: SessionInfo | None = None
         """The last state read (by :meth:`refresh` or :meth:`wait`)."""
+        self.correlation_id: str | None = None
+        """The create call's ``X-Correlation-ID``, when this object made the session:
+        ``kh trace`` shows its way through the gateway, shard, scheduler and agent."""
 
     def __repr__(self) -> str:
         return f"AsyncSession({self.name!r}, id={self.id})"

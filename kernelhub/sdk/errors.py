@@ -81,9 +81,13 @@ class InputRequired(ClientError):
 class APIError(KernelhubSDKError):
     """The server refused, with a Backend.AI problem body."""
 
-    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+    def __init__(
+        self, status: int, problem: dict[str, Any], correlation_id: str | None = None
+    ) -> None:
         self.status = status
         self.problem = problem
+        self.correlation_id = correlation_id
+        """The gateway's ``X-Correlation-ID`` for the call (``kh trace`` follows it)."""
         self.type: str = str(problem.get("type", ""))
         self.title: str = str(problem.get("title", "")) or f"HTTP {status}"
         self.msg: str | None = problem.get("msg") or None
@@ -154,7 +158,7 @@ _BY_STATUS: dict[int, type[APIError]] = {
 }
 
 
-def api_error(status: int, body: bytes) -> APIError:
+def api_error(status: int, body: bytes, correlation_id: str | None = None) -> APIError:
     """The exception for one refusal; a body that is not a problem object is kept as text."""
     try:
         parsed = json.loads(body) if body else {}
@@ -170,4 +174,4 @@ def api_error(status: int, body: bytes) -> APIError:
         kind = SessionNotFound  # 23.03 says "object-not-found" with the title "No such session."
     if kind is None:
         kind = ServerError if status >= 500 else APIError
-    return kind(status, problem)
+    return kind(status, problem, correlation_id)

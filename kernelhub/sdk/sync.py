@@ -138,6 +138,11 @@ class Session:
     def __repr__(self) -> str:
         return f"Session({self.name!r}, id={self.id})"
 
+    @property
+    def correlation_id(self) -> str | None:
+        """The create call's ``X-Correlation-ID`` (see :class:`AsyncSession`)."""
+        return self._async.correlation_id
+
     def __enter__(self) -> Self:
         return self
 

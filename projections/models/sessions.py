@@ -97,6 +97,8 @@ def _end(record: Record, event: StoredEvent, status: str, reason: str) -> None:
 def _on_enqueued(record: Record, event: StoredEvent) -> None:
     data = event.data
     record["creation_id"] = data["creation_id"]
+    if event.body.get("correlation_id"):  # the API call that made it, for the scheduler's logs
+        record["correlation_id"] = event.body["correlation_id"]
     spec = data.get("spec")
     if spec is not None:
         record.update(
