@@ -441,12 +441,18 @@ def test_one_api_call_is_traced_through_every_component(stack: Stack) -> None:
 
     wanted = {"gateway", "sessions", "scheduler", "agent", "events"}
     deadline = time.monotonic() + 30  # Ray writes a worker's stderr to its file as it comes
-    while not wanted <= {e["component"] for e in (entries := traced())}:
+    entries = traced()
+    while not wanted <= {e["component"] for e in entries}:
         assert time.monotonic() < deadline, entries
         time.sleep(0.5)
+        entries = traced()
     said = {(e["component"], e["what"]) for e in entries}
-    assert {("gateway", "request"), ("sessions", "session enqueued"),
-            ("scheduler", "sessions scheduled"), ("agent", "kernel started")} <= said, said
+    assert {
+        ("gateway", "request"),
+        ("sessions", "session enqueued"),
+        ("scheduler", "sessions scheduled"),
+        ("agent", "kernel started"),
+    } <= said, said
     events = [e["what"] for e in entries if e["component"] == "events"]
     assert events[:2] == ["session_enqueued", "session_scheduled"], events
     assert {"session_preparing", "kernel_started", "session_started"} <= set(events)

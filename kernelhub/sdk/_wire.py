@@ -16,7 +16,14 @@ import httpx
 
 from actors.gateway.signing import sign, string_to_sign
 
-__all__ = ["API_VERSION", "CORRELATION_HEADER", "SSEParser", "extract_tars", "signed_headers", "tar_parts"]
+__all__ = [
+    "API_VERSION",
+    "CORRELATION_HEADER",
+    "SSEParser",
+    "extract_tars",
+    "signed_headers",
+    "tar_parts",
+]
 
 API_VERSION = "v7.20230615"
 CORRELATION_HEADER = "X-Correlation-ID"
