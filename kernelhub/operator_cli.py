@@ -237,14 +237,14 @@ def cmd_why(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    """The events from Redis; the actors' logs through the dashboard of ``kh up``'s head
-    (or ``KH_DASHBOARD_URL``, for a cluster started otherwise)."""
+    """The events from Redis; the actors' logs through Ray's log API on ``kh up``'s head
+    (or ``KH_RAY_ADDRESS``, the GCS address of a cluster started otherwise)."""
     settings = _settings(args)
     state = embedded.read_state(settings)
-    dashboard = os.environ.get("KH_DASHBOARD_URL") or (state.dashboard_url if state else None)
-    if dashboard:
+    address = os.environ.get("KH_RAY_ADDRESS") or (state.ray_address if state else None)
+    if address:
         os.environ.update(ray_head.RAY_ENV)  # the token mode, before Ray is imported
-    return _with_store(args, lambda store, a: trace_cli.run_trace(store, a, dashboard))
+    return _with_store(args, lambda store, a: trace_cli.run_trace(store, a, address))
 
 
 def cmd_agent(args: argparse.Namespace) -> int:

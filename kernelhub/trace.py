@@ -10,6 +10,7 @@ ordering are here, pure; fetching the logs from Ray and the events from Redis is
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, Literal
@@ -22,6 +23,7 @@ from .history.positions import iso_ms
 
 __all__ = ["EVENTS", "TraceEntry", "event_entry", "log_entries", "render", "timeline"]
 
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 EVENTS = "events"
 """The component name of entries that are events in the log."""
 _OWN_KEYS = frozenset({"timestamp", "component", "actor_name", "level", "event", "pid",
@@ -99,9 +101,17 @@ def _value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
+def _where(entry: TraceEntry) -> str:
+    """A stream named by a UUID shortened as ``kh events`` does (``session-0d7aba72``)."""
+    kind, _, name = entry.where.partition("-")
+    return f"{kind}-{name[:8]}" if entry.source == "event" and _UUID.match(name) else entry.where
+
+
 def render(entry: TraceEntry) -> str:
     """``18:41:26.867  scheduler  scheduler:default  sessions scheduled  agents=[...]``"""
-    fields = " ".join(f"{k}={_value(v)}" for k, v in sorted(entry.fields.items()) if v is not None)
+    shown = {k: v for k, v in entry.fields.items() if v is not None and k != "position"}
+    fields = " ".join(f"{k}={_value(v)}" for k, v in sorted(shown.items()))
     clock = entry.time.strftime("%H:%M:%S.%f")[:-3]
     level = f" [{entry.level}]" if entry.level not in (None, "info") else ""
-    return f"{clock}  {entry.component:9}  {entry.where:22}  {entry.what}{level}  {fields}".rstrip()
+    line = f"{clock}  {entry.component:9}  {_where(entry):18}  {entry.what}{level}  {fields}"
+    return line.rstrip()

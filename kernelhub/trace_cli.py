@@ -39,16 +39,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _worker_logs(dashboard_url: str) -> Iterator[tuple[str, str]]:
-    """(node id, text) of every Ray worker's stderr on every live node."""
+def _worker_logs(ray_address: str) -> Iterator[tuple[str, str]]:
+    """(node id, text) of every Ray worker's stderr on every live node (``ray_address``: the
+    GCS address; the API finds the dashboard from it)."""
     from ray.util.state import get_log, list_logs, list_nodes
 
-    for node in list_nodes(address=dashboard_url, filters=[("state", "=", "ALIVE")],
+    for node in list_nodes(address=ray_address, filters=[("state", "=", "ALIVE")],
                            raise_on_missing_output=False):  # fmt: skip
-        files = list_logs(address=dashboard_url, node_id=node.node_id, glob_filter="worker-*.err")
+        files = list_logs(address=ray_address, node_id=node.node_id, glob_filter="worker-*.err")
         for name in files.get("worker_err", []):
             try:
-                text = "".join(get_log(address=dashboard_url, node_id=node.node_id,
+                text = "".join(get_log(address=ray_address, node_id=node.node_id,
                                        filename=name, errors="replace"))  # fmt: skip
             except Exception:  # a worker's file rotated or removed meanwhile
                 continue
@@ -75,16 +76,16 @@ async def correlated_events(store: RedisEventStore, correlation_id: str) -> list
         after = page[-1][0]
 
 
-def collect(dashboard_url: str | None, events: list[Any], correlation_id: str) -> list[TraceEntry]:
+def collect(ray_address: str | None, events: list[Any], correlation_id: str) -> list[TraceEntry]:
     entries = [event_entry(e) for e in events]
-    if dashboard_url:
-        for _, text in _worker_logs(dashboard_url):
+    if ray_address:
+        for _, text in _worker_logs(ray_address):
             entries.extend(log_entries(text, correlation_id))
     return entries
 
 
 async def run_trace(
-    store: RedisEventStore, args: argparse.Namespace, dashboard_url: str | None
+    store: RedisEventStore, args: argparse.Namespace, ray_address: str | None
 ) -> int:
     try:
         correlation_id = str(uuid.UUID(args.correlation_id))
@@ -94,10 +95,10 @@ async def run_trace(
         ) from None
     events = await correlated_events(store, correlation_id)
     try:
-        entries = collect(dashboard_url, events, correlation_id)
+        entries = collect(ray_address, events, correlation_id)
     except Exception as exc:  # no dashboard: the events still tell most of it
         raise KernelhubError(
-            f"Ray's log API at {dashboard_url} did not answer: {str(exc).splitlines()[0]}"
+            f"Ray's log API at {ray_address} did not answer: {str(exc).splitlines()[0]}"
         ) from None
     shown = timeline(entries, args.component)
     if not shown:

@@ -429,13 +429,15 @@ def test_one_api_call_is_traced_through_every_component(stack: Stack) -> None:
         assert session.execute("print(1)").stdout == "1\n"
     with Client(config_of(stack)) as client:
         try:
-            client.get_session("no-such-session")
-        except SessionNotFound as exc:
+            client.create_session("python", name="bad name!")
+        except InvalidRequest as exc:
             refused = exc.correlation_id
     assert refused is not None and refused != correlation_id
 
+    home = {"HOME": os.environ["HOME"]}  # where `kh up` keeps Ray's token (~/.ray/auth_token)
+
     def traced() -> list[dict[str, object]]:
-        shown = stack.kh("trace", str(correlation_id), "--json")
+        shown = stack.kh("trace", str(correlation_id), "--json", **home)
         assert shown.returncode == 0, shown.stderr
         return [json.loads(line) for line in shown.stdout.splitlines()]
 
@@ -460,14 +462,14 @@ def test_one_api_call_is_traced_through_every_component(stack: Stack) -> None:
     times = [e["time"] for e in entries]
     assert times == sorted(times)
 
-    only = stack.kh("trace", str(correlation_id), "--component", "agent")
+    only = stack.kh("trace", str(correlation_id), "--component", "agent", **home)
     assert only.returncode == 0 and only.stdout.strip(), only.stderr
     assert all("  agent  " in line for line in only.stdout.splitlines()), only.stdout
     assert "kernel started" in only.stdout
-    shown = stack.kh("trace", str(refused), "--component", "gateway")
-    assert "status=404" in shown.stdout, shown.stdout + shown.stderr
+    shown = stack.kh("trace", str(refused), "--component", "gateway", **home)
+    assert "status=400" in shown.stdout, shown.stdout + shown.stderr
 
-    unknown = stack.kh("trace", "6f1c9a59-6d4b-4c55-9d57-13a1f6c1e0aa")
+    unknown = stack.kh("trace", "6f1c9a59-6d4b-4c55-9d57-13a1f6c1e0aa", **home)
     assert (unknown.returncode, unknown.stdout) == (1, "")
     assert unknown.stderr.startswith("kh: error: nothing carries correlation id")
     bad = stack.kh("trace", "not-an-id")
