@@ -54,6 +54,14 @@ class Settings(BaseModel):
         description="How long a kernel's runner has to end after SIGTERM before it is killed "
         "(Docker's stop timeout; 23.03's 10 s).",
     )
+    heartbeat_interval_s: float = Field(
+        default=20.0, gt=0, le=3600,  # actors.domain.liveness's defaults (a test keeps them)
+        description="How often each agent heartbeats (23.03's 20 s).",
+    )  # fmt: skip
+    lost_timeout_s: float = Field(
+        default=40.0, gt=0, le=86400,
+        description="Heartbeat silence after which an agent is LOST (23.3.1's 40 s).",
+    )  # fmt: skip
     idle: dict[str, Any] = Field(
         default_factory=dict,
         description="Backend.AI's config/idle as JSON: enabled checkers and their settings.",
@@ -91,6 +99,8 @@ class Settings(BaseModel):
             ("key_prefix", "KH_KEY_PREFIX"),
             ("stop_grace_s", "KH_STOP_GRACE_S"),
             ("gateway_port", "KH_GATEWAY_PORT"),
+            ("heartbeat_interval_s", "KH_HEARTBEAT_INTERVAL_S"),
+            ("lost_timeout_s", "KH_LOST_TIMEOUT_S"),
             ("idle", "KH_IDLE"),
         ):
             if env.get(var):

@@ -135,6 +135,8 @@ def start_ray(
             work_root=str(settings.data_dir / "kernels"),
             shards=shards, master_key_path=str(settings.master_key_path), idle=settings.idle,
             stop_grace_s=settings.stop_grace_s, gateway_port=settings.gateway_port,
+            heartbeat_interval_s=settings.heartbeat_interval_s,
+            lost_timeout_s=settings.lost_timeout_s,
         )  # fmt: skip
         endpoint = installation.gateway_endpoint()
     finally:

@@ -28,7 +28,16 @@ from actors.gateway import API_VERSION
 from events import Durability, EventStoreError, RedisEventStore
 from events.secrets import SecretBox, SecretError
 
-from . import agent_cli, embedded, events_cli, projections_cli, ray_head, session_cli, trace_cli
+from . import (
+    agent_cli,
+    cluster,
+    embedded,
+    events_cli,
+    projections_cli,
+    ray_head,
+    session_cli,
+    trace_cli,
+)
 from . import status as status_view
 from .bootstrap import Bootstrap, bootstrap, write_client_config
 from .config import Settings
@@ -112,8 +121,33 @@ def _print_connect(
     print("Try: kh session create --wait 60    Status: kh status    Stop: kh down")
 
 
+def _join(args: argparse.Namespace, settings: Settings) -> int:
+    """``kh up --address``: the head's actors on an existing cluster, the log in the
+    external Redis (``KH_REDIS_URL``)."""
+    url = settings.redis_url or ""
+    keys = asyncio.run(_prepare(settings, url)) if url else None
+    joined = cluster.join(settings, args.address, shards=args.shards)
+    assert keys is not None  # join refused a missing KH_REDIS_URL already
+    write_client_config(settings.client_config_path, keys, joined.endpoint)
+    where = (
+        "on the kernelhub_head node"
+        if joined.pinned
+        else "anywhere (no node offers kernelhub_head)"
+    )
+    print(f"kernelhub joined the Ray cluster at {joined.ray_address}")
+    print(f"  redis      {joined.redis_url}")
+    print(f"  actors     {' '.join(_abbreviated(joined.actors))} ({where})")
+    print(f"  gateway    {joined.endpoint}")
+    print(f"  client     {settings.client_config_path}")
+    print("Start an agent on each worker node:")
+    print(f"  KH_REDIS_URL={joined.redis_url} kh agent start --address {joined.ray_address}")
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if args.address:
+        return _join(args, settings)
     if settings.redis_url:
         running = embedded.read_state(settings)
         if running is None or running.redis_url != settings.redis_url:
@@ -241,7 +275,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
     (or ``KH_RAY_ADDRESS``, the GCS address of a cluster started otherwise)."""
     settings = _settings(args)
     state = embedded.read_state(settings)
-    address = os.environ.get("KH_RAY_ADDRESS") or (state.ray_address if state else None)
+    joined = cluster.read_joined(settings)
+    address = (os.environ.get("KH_RAY_ADDRESS") or (state.ray_address if state else None)
+               or (joined.ray_address if joined else None))  # fmt: skip
     if address:
         os.environ.update(ray_head.RAY_ENV)  # the token mode, before Ray is imported
     return _with_store(args, lambda store, a: trace_cli.run_trace(store, a, address))
@@ -249,6 +285,22 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 def cmd_agent(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if args.agent_command == "start":
+        try:
+            accelerators = accelerator_option(args.accelerator)
+        except ValueError as exc:
+            raise KernelhubError(str(exc)) from None
+        address = args.address or os.environ.get("KH_RAY_ADDRESS") or "auto"
+        agent, node, done = cluster.start_agent(
+            settings, address, agent_id=args.agent_id, node_id=args.node_id,
+            backend=resolve_backend_kind(args.backend), accelerators=accelerators,
+        )  # fmt: skip
+        print(f"agent {agent} {done} on node {node}")
+        return 0
+    joined = cluster.read_joined(settings)
+    if joined is not None and embedded.read_state(settings) is None:
+        ray_head.connect(joined.ray_address)
+        return agent_cli.run_command(args, [*joined.actors, f"agent:{args.agent_id}"])
     state = embedded.read_state(settings)
     if state is None or not state.ray_address:
         raise KernelhubError("kernelhub's actors are not running: start them with `kh up`")
@@ -320,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the agent's accelerators: {ACCELERATOR_CHOICES} (default auto: NVIDIA GPUs when "
         "NVML finds any)",
     )
+    up.add_argument("--address", help="join this Ray cluster (its GCS address, host:port) "
+                    "instead of starting the embedded stack; needs KH_REDIS_URL")  # fmt: skip
     up.add_argument("--shards", type=int, default=2,
                     help="session shards (fixed at install: later values are ignored)")  # fmt: skip
     up.set_defaults(func=cmd_up)

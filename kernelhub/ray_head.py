@@ -66,8 +66,9 @@ def start_head(
     )
 
 
+_LOOPBACK_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 RAY_ENV = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    _LOOPBACK_VAR: "0",
     "RAY_AUTH_MODE": "token",
     "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
 }
@@ -89,11 +90,22 @@ def _port_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+def is_loopback(address: str) -> bool:
+    host = address.rpartition(":")[0] if ":" in address else address
+    return host.startswith("127.") or host == "localhost"
+
+
 def connect(address: str, namespace: str = "kernelhub", attempts: int = 5) -> None:
-    """Attach this process to the head as a driver (retrying while the head finishes booting)."""
-    os.environ.update(RAY_ENV)  # before Ray is imported: it reads them at import
+    """Attach this process to the head as a driver (retrying while the head finishes booting).
+
+    A loopback address is the embedded stack (or a test cluster): this driver stays on
+    127.0.0.1 too. Any other is a real cluster, where Ray must use the machine's address."""
+    loopback = is_loopback(address)
+    wanted = RAY_ENV if loopback else {k: v for k, v in RAY_ENV.items() if k != _LOOPBACK_VAR}
+    os.environ.update(wanted)  # before Ray is imported: it reads them at import
     import ray
 
+    pinned = {"_node_ip_address": "127.0.0.1"} if loopback else {}
     last: Exception | None = None
     for _ in range(attempts):
         try:
@@ -102,7 +114,7 @@ def connect(address: str, namespace: str = "kernelhub", attempts: int = 5) -> No
                 namespace=namespace,
                 log_to_driver=False,
                 logging_level=logging.WARNING,
-                _node_ip_address="127.0.0.1",
+                **pinned,  # type: ignore[arg-type]
             )
             return
         except Exception as exc:  # the GCS may accept connections before it serves them

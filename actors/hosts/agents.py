@@ -90,6 +90,10 @@ class AgentsActor(Follower):
     async def metrics_snapshot(self) -> dict[str, float]:
         return self.metrics.snapshot()
 
+    async def node_id(self) -> str:
+        """The Ray node this host runs on (a node's agent is pinned there)."""
+        return str(ray.get_runtime_context().get_node_id())
+
     async def agent_ids(self) -> list[str]:
         return sorted(self.agents)
 

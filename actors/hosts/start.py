@@ -26,6 +26,7 @@ from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT
 from ..routing import ShardRouter
 from .agents import DEFAULT_RECONCILE_INTERVAL_S, AgentsActor
 from .gateway import GatewayActor
+from .placement import head_resources
 from .projector import ProjectorActor
 from .reaper import ReaperActor
 from .scheduler import SchedulerActor
@@ -150,16 +151,29 @@ def start_actors(
     idle: dict[str, Any] | None = None,
     gateway_port: int | None = None,
     gateway_host: str = "127.0.0.1",
+    pin_head: bool = False,
 ) -> Installation:
-    """Create (or find) the named actors and wait until each has rebuilt from the log."""
+    """Create (or find) the named actors and wait until each has rebuilt from the log.
+
+    ``agents=[]`` starts none (a cluster whose agents join with ``kh agent start``);
+    ``pin_head`` places every actor but the agents on the node offering ``kernelhub_head``.
+    """
     lifetime = "detached" if detached else None
-    agents = agents or [("i-local", {"cpu": 4, "mem": 8 * 2**30})]
+    if agents is None:
+        agents = [("i-local", {"cpu": 4, "mem": 8 * 2**30})]
     names: list[str] = []
+    resources = head_resources(pin_head)
 
     def named(cls: Any, name: str, *args: Any, **kwargs: Any) -> Any:
         names.append(name)
+        on_head = not name.startswith(("agent:", "agents-sim:"))
         return cls.options(
-            name=name, namespace=namespace, lifetime=lifetime, get_if_exists=True, num_cpus=0
+            name=name,
+            namespace=namespace,
+            lifetime=lifetime,
+            get_if_exists=True,
+            num_cpus=0,
+            resources=resources if on_head else {},
         ).remote(*args, **kwargs)
 
     count = install_shard_count(redis_url, prefix, shards)
