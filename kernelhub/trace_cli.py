@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -39,14 +40,20 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _worker_logs(ray_address: str) -> Iterator[tuple[str, str]]:
+def _worker_logs(ray_address: str, unreadable: list[str]) -> Iterator[tuple[str, str]]:
     """(node id, text) of every Ray worker's stderr on every live node (``ray_address``: the
-    GCS address; the API finds the dashboard from it)."""
+    GCS address; the API finds the dashboard from it). A node whose log agent does not
+    answer is named in ``unreadable`` and skipped: the rest of the trace still stands."""
     from ray.util.state import get_log, list_logs, list_nodes
 
     for node in list_nodes(address=ray_address, filters=[("state", "=", "ALIVE")],
                            raise_on_missing_output=False):  # fmt: skip
-        files = list_logs(address=ray_address, node_id=node.node_id, glob_filter="worker-*.err")
+        try:
+            files = list_logs(address=ray_address, node_id=node.node_id,
+                              glob_filter="worker-*.err")  # fmt: skip
+        except Exception as exc:
+            unreadable.append(f"{node.node_id[:12]} ({str(exc).splitlines()[0][:120]})")
+            continue
         for name in files.get("worker_err", []):
             try:
                 text = "".join(get_log(address=ray_address, node_id=node.node_id,
@@ -76,10 +83,12 @@ async def correlated_events(store: RedisEventStore, correlation_id: str) -> list
         after = page[-1][0]
 
 
-def collect(ray_address: str | None, events: list[Any], correlation_id: str) -> list[TraceEntry]:
+def collect(
+    ray_address: str | None, events: list[Any], correlation_id: str, unreadable: list[str]
+) -> list[TraceEntry]:
     entries = [event_entry(e) for e in events]
     if ray_address:
-        for _, text in _worker_logs(ray_address):
+        for _, text in _worker_logs(ray_address, unreadable):
             entries.extend(log_entries(text, correlation_id))
     return entries
 
@@ -94,12 +103,18 @@ async def run_trace(
             f"{args.correlation_id!r} is not a correlation id (a UUID, as in X-Correlation-ID)"
         ) from None
     events = await correlated_events(store, correlation_id)
+    unreadable: list[str] = []
     try:
-        entries = collect(ray_address, events, correlation_id)
-    except Exception as exc:  # no dashboard: the events still tell most of it
+        entries = collect(ray_address, events, correlation_id, unreadable)
+    except Exception as exc:  # no dashboard at all
         raise KernelhubError(
             f"Ray's log API at {ray_address} did not answer: {str(exc).splitlines()[0]}"
         ) from None
+    for node in unreadable:
+        print(f"kh: note: the logs of node {node} could not be read", file=sys.stderr)
+    if not ray_address:
+        print("kh: note: no Ray cluster known (kh up, or KH_RAY_ADDRESS): events only",
+              file=sys.stderr)  # fmt: skip
     shown = timeline(entries, args.component)
     if not shown:
         where = f" from {', '.join(args.component)}" if args.component else ""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -121,6 +122,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
             "num_cpus": 1, "resources": {"kernelhub_head": 1}, "node_ip_address": "127.0.0.1",
             "include_dashboard": True, "dashboard_host": "127.0.0.1",
             "dashboard_port": dashboard_port,
+            "dashboard_agent_listen_port": free_loopback_port(),  # not another Ray's 52365
         })  # fmt: skip
         try:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("KH_", "BACKEND_"))}
@@ -198,9 +200,17 @@ def test_a_node_that_leaves_makes_its_agent_lost_and_coming_back_revives_it(
 
     returned = nodes.add_worker()
     nodes.workers[0] = returned
-    assert "moved on node" in nodes.start_agent(0, returned)  # the stranded actor replaced
+    started = nodes.start_agent(0, returned)  # replaced, if Ray still held the stranded one
+    assert re.fullmatch(rf"agent i-node0 (started|replaced) on node {returned.node_id}\n", started)
     until(lambda: nodes.agent_status("i-node0") == "ALIVE", 30, "i-node0 revived")
     assert until(lambda: nodes.actors().get("agent:i-node0"), 30, "listed") == returned.node_id
+    assert nodes.read(lambda _, store: store.read_stream("agent-i-node0"))[-1].type == (
+        "agent_started")  # fmt: skip
+
+    claimed = nodes.kh("agent", "start", "--address", nodes.cluster.address, "--backend", "sim",
+                       "--agent-id", "i-node1", "--node-id", returned.node_id)  # fmt: skip
+    assert claimed.returncode == 1 and claimed.stdout == ""
+    assert claimed.stderr.startswith("kh: error: agent i-node1 runs on node "), claimed.stderr
     with Client(ClientConfig.load(environ=nodes.env)) as client:
         with client.session("python", name=f"after-{uuid.uuid4().hex[:6]}") as session:
             assert session.info is not None and session.info.status == "RUNNING"

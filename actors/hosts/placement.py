@@ -7,10 +7,11 @@ Roles are custom resources the nodes offer (``ray_cluster.yaml``): the head offe
 
 An agent is a node's: it cannot move (design.md), and liveness is its heartbeats, never the
 actor's fate. When its node leaves, the heartbeats stop and the liveness monitor makes it
-LOST; the actor cannot be placed anywhere else. A node that comes back is a new Ray node
-(a new id): ``kh agent start`` there replaces the stranded actor with one pinned to the new
-node, which rebuilds from the log, re-registers and is ALIVE again (revived), adopting the
-kernels the machine kept running.
+LOST; the actor cannot be placed anywhere else (Ray soon declares it dead). A node that
+comes back is a new Ray node (a new id): ``kh agent start`` there starts the agent again,
+pinned to the new node (replacing the stranded actor if Ray still holds its name); it
+rebuilds from the log, re-registers and is ALIVE again (revived), adopting the kernels the
+machine kept running.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ def start_node_agent(
     timeout: float = 120.0,
 ) -> tuple[Any, str]:
     """``agent:<agent_id>`` running on ``node_id`` (idempotent): returns (handle, what was
-    done: ``running``, ``started`` or ``moved`` from a node that is gone)."""
+    done: ``running`` already, ``started``, or ``replaced`` a stranded actor whose node is
+    gone). An agent id is one node's: one answering from another node is refused."""
     name = f"agent:{agent_id}"
     count = installed_shard_count(redis_url, prefix)
     done = "started"
@@ -133,9 +135,14 @@ def start_node_agent(
         where = _node_of(existing)
         if where == node_id:
             return existing, "running"
-        log.info("agent moves to a new node", agent=agent_id, was=where, node=node_id)
+        if where is not None:
+            raise ValueError(
+                f"agent {agent_id} runs on node {where}: an agent id belongs to one node "
+                "(stop it there first, or give this node its own --agent-id)"
+            )
+        log.info("a stranded agent is replaced", agent=agent_id, node=node_id)
         _release(name, namespace, existing)
-        done = "moved"
+        done = "replaced"
     handle = AgentsActor.options(  # type: ignore[attr-defined]
         name=name, namespace=namespace, lifetime="detached", num_cpus=0,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
