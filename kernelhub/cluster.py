@@ -71,8 +71,9 @@ def join(settings: Settings, address: str, *, shards: int) -> Joined:
             redis_url, prefix=settings.key_prefix, detached=True, agents=[], shards=shards,
             master_key_path=str(settings.master_key_path), idle=settings.idle,
             stop_grace_s=settings.stop_grace_s, gateway_port=settings.gateway_port,
+            gateway_host=settings.gateway_host, pin_head=pinned,
             heartbeat_interval_s=settings.heartbeat_interval_s,
-            lost_timeout_s=settings.lost_timeout_s, pin_head=pinned,
+            lost_timeout_s=settings.lost_timeout_s,
         )  # fmt: skip
         endpoint = installation.gateway_endpoint()
     finally:

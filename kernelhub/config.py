@@ -47,6 +47,11 @@ class Settings(BaseModel):
         le=65535,
         description="The gateway's port on 127.0.0.1 (Backend.AI manager's 8081; 0: a free one).",
     )
+    gateway_host: str = Field(
+        default="127.0.0.1",
+        description="The address the gateway binds: loopback for the embedded stack; on a "
+        "cluster joined with `kh up --address`, the head's address clients reach.",
+    )
     stop_grace_s: float = Field(
         default=10.0,
         gt=0,
@@ -99,6 +104,7 @@ class Settings(BaseModel):
             ("key_prefix", "KH_KEY_PREFIX"),
             ("stop_grace_s", "KH_STOP_GRACE_S"),
             ("gateway_port", "KH_GATEWAY_PORT"),
+            ("gateway_host", "KH_GATEWAY_HOST"),
             ("heartbeat_interval_s", "KH_HEARTBEAT_INTERVAL_S"),
             ("lost_timeout_s", "KH_LOST_TIMEOUT_S"),
             ("idle", "KH_IDLE"),
