@@ -19,7 +19,7 @@ from . import ray_head
 from .config import Settings
 from .errors import KernelhubError
 
-__all__ = ["Joined", "join", "read_joined", "start_agent"]
+__all__ = ["Joined", "external_redis", "join", "read_joined", "start_agent"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def read_joined(settings: Settings) -> Joined | None:
         ) from None
 
 
-def _external_redis(settings: Settings) -> str:
+def external_redis(settings: Settings) -> str:
     if not settings.redis_url:
         raise KernelhubError(
             "joining a Ray cluster needs the external Redis that holds the log: set KH_REDIS_URL "
@@ -58,7 +58,7 @@ def _external_redis(settings: Settings) -> str:
 
 def join(settings: Settings, address: str, *, shards: int) -> Joined:
     """The head's actors (all but the agents) on the cluster at ``address``; idempotent."""
-    redis_url = _external_redis(settings)
+    redis_url = external_redis(settings)
     ray_head.connect(address)
     import ray
 
@@ -94,7 +94,7 @@ def start_agent(
     accelerators: list[dict[str, Any]],
 ) -> tuple[str, str, str]:
     """This node's agent (or ``node_id``'s): returns (agent id, node id, what was done)."""
-    redis_url = _external_redis(settings)
+    redis_url = external_redis(settings)
     ray_head.connect(address)
     import ray
 

@@ -124,10 +124,8 @@ def _print_connect(
 def _join(args: argparse.Namespace, settings: Settings) -> int:
     """``kh up --address``: the head's actors on an existing cluster, the log in the
     external Redis (``KH_REDIS_URL``)."""
-    url = settings.redis_url or ""
-    keys = asyncio.run(_prepare(settings, url)) if url else None
+    keys = asyncio.run(_prepare(settings, cluster.external_redis(settings)))
     joined = cluster.join(settings, args.address, shards=args.shards)
-    assert keys is not None  # join refused a missing KH_REDIS_URL already
     write_client_config(settings.client_config_path, keys, joined.endpoint)
     where = (
         "on the kernelhub_head node"

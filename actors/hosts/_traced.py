@@ -3,8 +3,7 @@ ids carried across Ray calls.
 
 Ray copies no context from caller to callee, so a correlation id crosses a call as an
 argument: callers pass ``correlation_id=`` (:func:`~events.correlation.correlation_kwargs`),
-and every
-public coroutine method of a traced actor accepts it and runs inside
+and every public coroutine method of a traced actor accepts it and runs inside
 :func:`~events.correlation.correlated`. The method's own signature is kept, plus that one
 keyword, so Ray still refuses a call with wrong arguments at the caller.
 """

@@ -77,7 +77,9 @@ def installed_shard_count(redis_url: str, prefix: str) -> int:
     finally:
         client.close()
     if recorded is None:
-        raise LookupError("no kernelhub installation in this Redis: run `kh up` first")
+        raise LookupError(
+            "no kernelhub installation in this Redis: run `kh up --address` on the head first"
+        )
     return int(recorded)
 
 
