@@ -17,6 +17,7 @@ from typing import Any
 
 from . import ray_head
 from .config import Settings
+from .embedded import actor_settings
 from .errors import KernelhubError
 
 __all__ = ["Joined", "external_redis", "join", "read_joined", "start_agent"]
@@ -68,12 +69,8 @@ def join(settings: Settings, address: str, *, shards: int) -> Joined:
     try:
         pinned = head_offered()
         installation = start_actors(
-            redis_url, prefix=settings.key_prefix, detached=True, agents=[], shards=shards,
-            master_key_path=str(settings.master_key_path), idle=settings.idle,
-            stop_grace_s=settings.stop_grace_s, gateway_port=settings.gateway_port,
-            gateway_host=settings.gateway_host, pin_head=pinned,
-            heartbeat_interval_s=settings.heartbeat_interval_s,
-            lost_timeout_s=settings.lost_timeout_s,
+            redis_url, detached=True, agents=[], shards=shards, pin_head=pinned,
+            gateway_host=settings.gateway_host, **actor_settings(settings),
         )  # fmt: skip
         endpoint = installation.gateway_endpoint()
     finally:

@@ -25,7 +25,7 @@ from .config import Settings
 from .errors import KernelhubError
 from .redis_server import EmbeddedRedis
 
-__all__ = ["EmbeddedState", "down", "read_state", "up"]
+__all__ = ["EmbeddedState", "actor_settings", "down", "read_state", "up"]
 
 
 @dataclass(frozen=True)
@@ -130,13 +130,10 @@ def start_ray(
     ray_head.connect(state.ray_address)
     try:
         installation = start_actors(
-            state.redis_url, prefix=settings.key_prefix, detached=True, backend=backend,
+            state.redis_url, detached=True, backend=backend,
             agents=_agent_specs(backend, agents, accelerators or []),
-            work_root=str(settings.data_dir / "kernels"),
-            shards=shards, master_key_path=str(settings.master_key_path), idle=settings.idle,
-            stop_grace_s=settings.stop_grace_s, gateway_port=settings.gateway_port,
-            heartbeat_interval_s=settings.heartbeat_interval_s,
-            lost_timeout_s=settings.lost_timeout_s,
+            work_root=str(settings.data_dir / "kernels"), shards=shards,
+            **actor_settings(settings),
         )  # fmt: skip
         endpoint = installation.gateway_endpoint()
     finally:
@@ -144,6 +141,17 @@ def start_ray(
     state = replace(state, actors=installation.names, backend=backend, endpoint=endpoint)
     _save(settings, state)
     return state
+
+
+def actor_settings(settings: Settings) -> dict[str, Any]:
+    """What the actors take from the installation's settings (embedded or joined)."""
+    return {
+        "prefix": settings.key_prefix, "master_key_path": str(settings.master_key_path),
+        "idle": settings.idle, "stop_grace_s": settings.stop_grace_s,
+        "gateway_port": settings.gateway_port,
+        "heartbeat_interval_s": settings.heartbeat_interval_s,
+        "lost_timeout_s": settings.lost_timeout_s,
+    }  # fmt: skip
 
 
 def _agent_specs(
