@@ -204,6 +204,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             report["dashboard_url"] = state.dashboard_url
             report["metrics_url"] = state.metrics_url
             report["actors"] = status_view.kernelhub_actors(state.dashboard_url)
+    elif (joined := cluster.read_joined(settings)) is not None:  # kh up --address
+        os.environ.update(ray_head.RAY_ENV)
+        report["ray_address"] = joined.ray_address
+        report["actors"] = status_view.kernelhub_actors(joined.ray_address)
     if args.json:
         print(json.dumps(report, sort_keys=True))
     else:

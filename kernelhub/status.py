@@ -64,7 +64,8 @@ def _accelerators(plugins: dict[str, Any], live: dict[str, Any]) -> dict[str, An
 
 
 def kernelhub_actors(dashboard_url: str) -> list[dict[str, Any]] | str:
-    """kernelhub's named actors from Ray's state API, or why they cannot be listed."""
+    """kernelhub's named actors from Ray's state API, or why they cannot be listed
+    (``dashboard_url``: the dashboard's URL, or the cluster's GCS address)."""
     try:
         from ray.util.state import list_actors
 

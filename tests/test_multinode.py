@@ -153,6 +153,12 @@ def test_head_actors_on_the_head_node_and_one_agent_per_worker(nodes: Nodes) -> 
         assert until(lambda i=index: nodes.agent_status(f"i-node{i}") == "ALIVE", 30, "alive")
     again = nodes.start_agent(0, nodes.workers[0])  # idempotent: the same actor, untouched
     assert "running on node" in again
+    status = nodes.kh("status", "--json")  # on the machine that ran `kh up --address`
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["ray_address"] == nodes.cluster.address
+    listed = {a["name"]: a["state"] for a in report["actors"]}
+    assert listed["agent:i-node2"] == listed["gateway"] == "ALIVE", report["actors"]
 
 
 def test_sessions_spread_over_the_three_agents(nodes: Nodes) -> None:
