@@ -35,6 +35,7 @@ def start_head(
     once a driver can connect."""
     port = free_loopback_port()
     metrics_port = free_loopback_port()
+    agent_port = free_loopback_port()  # not Ray's fixed 52365: another Ray may hold it
     if not _port_free(dashboard_port):
         dashboard_port = free_loopback_port()
     ensure_auth_token()
@@ -44,7 +45,7 @@ def start_head(
         process = subprocess.Popen(
             [_ray_executable(), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
              f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-             f"--metrics-export-port={metrics_port}",
+             f"--metrics-export-port={metrics_port}", f"--dashboard-agent-listen-port={agent_port}",
              "--disable-usage-stats", f"--num-cpus={os.cpu_count() or 2}",
              "--object-store-memory=268435456"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True,
