@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
+from decimal import Decimal
 
 import pytest
 
-from actors.domain.predicates import QuotaPolicy
+from actors.domain.predicates import Occupancy, QuotaPolicy
 from actors.domain.scaling_groups import ScalingGroup
 from actors.domain.scheduling import (
     AgentInfo,
@@ -18,7 +20,8 @@ from actors.domain.scheduling import (
 )
 from actors.domain.scheduling.ledger import Ledger
 from actors.domain.session import ClusterMode, KernelRole
-from actors.domain.statuses import SessionStatus
+from actors.domain.slots import ResourceSlot
+from actors.domain.statuses import USER_RESOURCE_OCCUPYING_SESSION_STATUSES, SessionStatus
 
 from .domain_builders import G, agent, context, make_session, pending, slots
 
@@ -258,3 +261,33 @@ class TestPlacement:
             group=group, pending=pending(sftp), existing=existing, agents=[agent("a1")], ctx=ctx
         )
         assert [c.session_id for c in result.cancellations] == [sftp.session_id]
+
+
+class TestOccupancy:
+    def test_the_summed_occupancy_is_the_one_added_session_by_session(self) -> None:
+        """``occupancy_of`` sums per owner at once; it must equal ``Occupancy.add`` one
+        session at a time (keypairs, projects, domains, counts, private sessions, statuses
+        that do not occupy)."""
+        project_a, project_b = uuid.uuid4(), uuid.uuid4()
+        existing = []
+        for n in range(60):
+            role = KernelRole.SYSTEM if n % 11 == 0 else KernelRole.COMPUTE
+            spec = make_session(f"AK{n % 4}", project=(project_a, project_b, None)[n % 3],
+                                domain=("default", "lab")[n % 2], role=role)  # fmt: skip
+            status = (SessionStatus.RUNNING, SessionStatus.PREPARING,
+                      SessionStatus.TERMINATED)[n % 3 if n % 7 == 0 else 0]  # fmt: skip
+            existing.append(ExistingSession(spec, status, slots(cpu=0.5 + n % 3, mem=n * G)))
+        expected = Occupancy()
+        for session in existing:
+            if session.status in USER_RESOURCE_OCCUPYING_SESSION_STATUSES:
+                expected.add(session.spec, session.occupying)
+        got = occupancy_of(existing)
+        for field in ("keypair", "project", "domain", "sessions", "sftp_sessions"):
+            assert dict(getattr(got, field)) == dict(getattr(expected, field)), field
+        assert got.keypair["AK1"]["cpu"] > 0 and got.sftp_sessions
+
+    def test_a_total_is_the_sum_of_its_parts(self) -> None:
+        parts = [slots(cpu=0.25), slots(cpu=1, mem=G, cuda_device=1), {"mem": Decimal(3)}]
+        assert ResourceSlot.total(parts) == parts[0] + parts[1] + ResourceSlot(parts[2])
+        assert list(ResourceSlot.total(parts)) == ["cpu", "cuda.device", "mem"]
+        assert ResourceSlot.total([]) == ResourceSlot()

@@ -13,7 +13,7 @@ tuples of integer units for the scheduler's hot loops.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -94,6 +94,17 @@ class ResourceSlot(Mapping[str, Decimal]):
 
     def _union(self, other: Mapping[str, Decimal]) -> list[str]:
         return sorted(set(self._data) | set(other))
+
+    @classmethod
+    def total(cls, many: Iterable[Mapping[str, Decimal]]) -> ResourceSlot:
+        """The sum of many at once: one object, not one per step (a scheduling pass sums
+        what thousands of running sessions hold)."""
+        acc: dict[str, Decimal] = {}
+        for slots in many:
+            items = slots._data.items() if isinstance(slots, ResourceSlot) else slots.items()
+            for key, value in items:
+                acc[key] = acc.get(key, ZERO) + value
+        return cls({key: acc[key] for key in sorted(acc)})
 
     # ---- arithmetic (union of keys; nothing clamps: a - b may go negative) ------------------
     def __add__(self, other: Mapping[str, Decimal]) -> ResourceSlot:
