@@ -10,7 +10,9 @@ agents, then an open-loop arrival stream, against the pure policy on the same in
 2. **Open loop**: a fresh, empty installation; sessions arrive at ``--rate`` per second for
    ``--seconds`` whatever happens; enqueue-to-scheduled latency from the log positions of
    each session's ``session_enqueued`` and ``session_scheduled`` (both Redis time):
-   ``open_loop_p99_ms``.
+   ``open_loop_p99_ms``. Where the CPU went meanwhile, per actor class, Redis and this
+   driver: ``open_loop_cpu_ms_per_session`` (at ``rate`` per second on ``nproc`` cores the
+   budget is ``1000 * nproc / rate`` ms per session, all components together).
 3. **Baseline**: ``bench/policy.py``'s pure pass on the same queue and agents
    (``policy_only_per_s``); ``ratio = ours_per_s / policy_only_per_s``.
 
@@ -39,6 +41,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 from actors.domain.slots import ResourceSlot
 from actors.hosts import Installation, start_actors
 from bench._baselines import machine, redis_version_at
+from bench._cpu import cpu_by_component, cpu_snapshot
 from bench._ray import local_ray
 from bench.policy import one_round
 from events import RedisEventStore, position_key
@@ -125,13 +128,14 @@ async def queue_round(url: str, sessions: int, agents: int) -> dict[str, float]:
         installation.kill()
 
 
-async def open_loop(url: str, agents: int, rate: float, seconds: float) -> dict[str, float]:
+async def open_loop(url: str, agents: int, rate: float, seconds: float) -> dict[str, Any]:
 
     installation = install(url, agents)
     store = RedisEventStore.from_url(url)
     try:
         router = installation.router(store)
         count = int(rate * seconds)
+        cpu_before = cpu_snapshot()
         loop = asyncio.get_running_loop()
         begin = loop.time()
         tasks = []
@@ -142,6 +146,7 @@ async def open_loop(url: str, agents: int, rate: float, seconds: float) -> dict[
             tasks.append(asyncio.ensure_future(router.create(**request(n))))
         sids = await asyncio.gather(*tasks)
         await reserved_positions(store, count, timeout=120)
+        spent = cpu_by_component(cpu_before, cpu_snapshot())
         latencies = []
         for sid in sids:
             events = await store.read_stream(f"session-{sid}", 1, 2)
@@ -149,7 +154,10 @@ async def open_loop(url: str, agents: int, rate: float, seconds: float) -> dict[
         latencies.sort()
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         return {"open_loop_sessions": count, "open_loop_p50_ms": latencies[len(latencies) // 2],
-                "open_loop_p99_ms": p99}  # fmt: skip
+                "open_loop_p99_ms": p99,
+                "open_loop_cpu_ms_per_session": {
+                    name: round(seconds * 1000 / count, 2) for name, seconds in spent.items()
+                }}  # fmt: skip
     finally:
         await store.close()
         installation.kill()
@@ -188,7 +196,7 @@ def main() -> None:
         "policy_only_per_s": round(policy_only),
         "ratio": round(ours / policy_only, 3),
         "open_loop_rate": args.rate,
-        **{k: round(v, 1) for k, v in latency.items()},
+        **{k: round(v, 1) if isinstance(v, float) else v for k, v in latency.items()},
         "targets_met": ours >= TARGET_PER_S and latency["open_loop_p99_ms"] <= TARGET_P99_MS,
         "machine": machine(redis_version),
     }

@@ -64,6 +64,9 @@ def test_schedule_bench_prints_its_figures() -> None:
     assert (figures["sessions"], figures["agents"], figures["open_loop_sessions"]) == (60, 6, 20)
     for key in ("enqueue_per_s", "ours_per_s", "policy_only_per_s", "ratio", "open_loop_p99_ms"):
         assert figures[key] > 0, key
+    cpu = figures["open_loop_cpu_ms_per_session"]  # where the open loop's CPU went
+    assert {"SessionsActor", "SchedulerActor", "AgentsActor", "redis"} <= set(cpu), cpu
+    assert all(ms >= 0 for ms in cpu.values()) and sum(cpu.values()) > 0
 
 
 def test_idle_bench_prints_its_figures() -> None:
