@@ -131,3 +131,30 @@ async def test_a_shard_killed_mid_start_still_ends_running_or_cancelled(
         return await status(actors, sid) in ("RUNNING", "CANCELLED")
 
     await eventually(settled, timeout=30, message="RUNNING or CANCELLED")
+
+
+async def test_a_stack_that_fails_to_start_leaves_no_actor_behind(
+    ray_local: None, redis_server: EmbeddedRedis, store: RedisEventStore
+) -> None:
+    """One actor failing in its constructor (tenancy cannot create its master key) fails
+    ``start_actors``, and the actors it did start are killed: none keeps following the
+    log into the next test's streams (a CI failure of an earlier stop)."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    namespace = f"t-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(RayActorError) as failed:  # its traceback holds the actors' handles,
+        start_actors(redis_server.url, namespace=namespace, agents=AGENTS[:1],
+                     master_key_path="/proc/no-such-dir/master.key")  # fmt: skip
+    assert failed.traceback  # as a failed fixture's report does: Ray's GC would not kill them
+
+    def gone() -> bool:
+        for name in ("projector", "sessions:0", "scheduler:default", "reaper", "agents-sim:0"):
+            try:
+                ray.get_actor(name, namespace=namespace)
+                return False
+            except ValueError:
+                continue
+        return True
+
+    await eventually(gone, timeout=30, message="every started actor killed")

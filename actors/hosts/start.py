@@ -209,5 +209,10 @@ def start_actors(
     )  # fmt: skip
     installation = Installation(projector, shard_handles, scheduler, hosts, host_of, tenancy,
                                 reaper, names, gateway)  # fmt: skip
-    ray.get([h.ready.remote() for h in installation.handles()])
+    try:
+        ray.get([h.ready.remote() for h in installation.handles()])
+    except BaseException:
+        if not detached:  # a test's or a benchmark's stack: leave nothing following the log
+            installation.kill()
+        raise  # a detached install's actors may predate this call: an operator's to judge
     return installation

@@ -535,7 +535,8 @@ def watch(
                 if as_json:
                     _print_json(event)
                 else:
-                    code = "" if event.exit_code is None else f" exit {event.exit_code}"
+                    known = event.exit_code is not None and event.exit_code >= 0  # -1: unknown
+                    code = f" exit {event.exit_code}" if known else ""
                     print(f"{event.name:20} {event.session_name} {event.reason}{code}".rstrip())
                 sys.stdout.flush()
     except KeyboardInterrupt:
