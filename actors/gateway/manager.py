@@ -17,6 +17,8 @@ from typing import Literal
 
 from aiohttp import web
 
+from events.correlation import correlation_kwargs
+
 from ..domain.errors import DomainError, GenericForbidden
 from . import API_VERSION, MANAGER_VERSION
 from .context import LIVE, GatewayContext
@@ -78,7 +80,9 @@ async def set_status(request: web.Request) -> web.Response:
             "this gateway has no tenancy service to record the status with"
         ) from None
     await tenancy.execute.remote(
-        "set_manager_status", {"status": params.status, "force_kill": params.force_kill}
+        "set_manager_status",
+        {"status": params.status, "force_kill": params.force_kill},
+        **correlation_kwargs(),
     )
     ctx.forget_manager_status()
     if params.force_kill:

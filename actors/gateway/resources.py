@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from events._canonical import decimal_to_plain
+from events.correlation import correlation_kwargs
 
 from ..domain.errors import InvalidAPIParameters
 from ..domain.statuses import AGENT_RESOURCE_OCCUPYING_SESSION_STATUSES
@@ -161,7 +162,7 @@ async def recalculate_usage(request: web.Request) -> web.Response:
 
     ctx: GatewayContext = request.app["ctx"]
     projector = ray.get_actor("projector", namespace=ctx.router.namespace)
-    await projector.rebuild.remote(["sessions", "agents"])
+    await projector.rebuild.remote(["sessions", "agents"], **correlation_kwargs())
     return web.json_response({})
 
 
