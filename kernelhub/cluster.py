@@ -20,7 +20,7 @@ from .config import Settings
 from .embedded import actor_settings
 from .errors import KernelhubError
 
-__all__ = ["Joined", "external_redis", "join", "read_joined", "start_agent"]
+__all__ = ["Joined", "external_redis", "join", "leave", "read_joined", "start_agent"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,31 @@ def join(settings: Settings, address: str, *, shards: int) -> Joined:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _path(settings).write_text(json.dumps(asdict(joined), indent=2))
     return joined
+
+
+def leave(settings: Settings) -> tuple[Joined, list[str]] | None:
+    """``kh down`` after ``kh up --address``: every kernelhub actor on the cluster killed
+    for good (the agents on the workers too), the record removed. The cluster, Redis and
+    the log stay; kernels keep running and are adopted by the next agents. ``None`` if this
+    machine joined no cluster."""
+    joined = read_joined(settings)
+    if joined is None:
+        return None
+    ray_head.connect(joined.ray_address)  # connects in kernelhub's namespace
+    import ray
+
+    killed = []
+    try:
+        for name in sorted(ray.util.list_named_actors()):
+            try:
+                ray.kill(ray.get_actor(name), no_restart=True)
+            except ValueError:  # gone meanwhile
+                continue
+            killed.append(name)
+    finally:
+        ray.shutdown()
+    _path(settings).unlink(missing_ok=True)
+    return joined, killed
 
 
 def start_agent(

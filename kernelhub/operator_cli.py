@@ -177,7 +177,16 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     settings = _settings(args)
     state = embedded.down(settings)
-    print("kernelhub is down" if state else f"nothing was running (data dir {settings.data_dir})")
+    if state is not None:
+        print("kernelhub is down")
+        return 0
+    left = cluster.leave(settings)
+    if left is not None:
+        joined, killed = left
+        print(f"kernelhub's {len(killed)} actors stopped on the Ray cluster at "
+              f"{joined.ray_address} (the cluster, Redis and the log stay)")  # fmt: skip
+        return 0
+    print(f"nothing was running (data dir {settings.data_dir})")
     return 0
 
 

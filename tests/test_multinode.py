@@ -220,3 +220,16 @@ def test_a_node_that_leaves_makes_its_agent_lost_and_coming_back_revives_it(
     with Client(ClientConfig.load(environ=nodes.env)) as client:
         with client.session("python", name=f"after-{uuid.uuid4().hex[:6]}") as session:
             assert session.info is not None and session.info.status == "RUNNING"
+
+
+def test_kh_down_stops_kernelhub_on_the_cluster_and_keeps_the_log(nodes: Nodes) -> None:
+    """Last in the module: after ``kh up --address``, ``kh down`` kills every kernelhub
+    actor, the workers' agents too; the cluster and the log stay."""
+    down = nodes.kh("down")
+    assert down.returncode == 0, down.stderr
+    assert "actors stopped on the Ray cluster at" in down.stdout, down.stdout
+    until(lambda: not nodes.actors(), 30, "no kernelhub actor alive")
+    assert not (nodes.root / "data" / "joined.json").exists()
+    assert nodes.read(lambda _, store: store.stream_version("agent-i-node1")) > 0
+    again = nodes.kh("down")
+    assert again.returncode == 0 and again.stdout.startswith("nothing was running")
