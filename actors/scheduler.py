@@ -29,7 +29,6 @@ from events import (
     WrongExpectedVersionError,
     correlated,
     events_for_command,
-    position_key,
 )
 from events.catalogue import (
     Allocation,
@@ -68,7 +67,6 @@ from .scheduling_records import (
     recorded_failure,
     slots_of,
     spec_of,
-    text,
 )
 from .sessions import ShardClient, session_stream
 
@@ -338,28 +336,12 @@ class Scheduler:
             agent_selector=record.get("agent_selector"),
         )
 
-    async def _checkpoints(self, names: tuple[str, ...]) -> list[tuple[int, int] | None]:
-        pipe = self.store.redis.pipeline(transaction=False)
-        for name in names:
-            pipe.hget(self.store.keys.projection_status(name), "checkpoint")
-        return [position_key(text(r)) if r else None for r in await pipe.execute()]
-
-    async def _read_models_reach(
-        self, position: tuple[int, int], names: tuple[str, ...], timeout_s: float = 2.0
-    ) -> None:
+    async def _read_models_reach(self, position: str, names: tuple[str, ...]) -> None:
         """Wait (bounded: the safety tick covers a stalled projector) until the read models
         have folded the log up to ``position``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while True:
-            reached = await self._checkpoints(names)
-            if all(r is not None and r >= position for r in reached):
-                return
-            if loop.time() >= deadline:
-                log.warning("read models behind the log; scheduling on what they show",
-                            position=position, reached=reached)  # fmt: skip
-                return
-            await asyncio.sleep(0.005)
+        if not await self.models.reach(position, names):
+            log.warning("read models behind the log; scheduling on what they show",
+                        position=position)  # fmt: skip
 
     async def run_pass(self, now: datetime | None = None, reach: str | None = None) -> int:
         """One pass; returns how many sessions were scheduled. ``reach``: the log position
@@ -374,8 +356,7 @@ class Scheduler:
     async def _run_pass(self, now: datetime | None, reach: str | None) -> int:
         # The queue must show what woke the pass (or, unasked, all appended before it);
         # agents come from their own streams, so a drain acknowledged before is always seen.
-        target = position_key(reach) if reach else position_key(await self.store.head())
-        await self._read_models_reach(target, ("sessions",))
+        await self._read_models_reach(reach or await self.store.head(), ("sessions",))
         records = {
             r["id"]: r
             for r in (await self.models.pending_queue(self.group_name, limit=100_000)).items

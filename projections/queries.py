@@ -4,12 +4,13 @@ is seen atomically."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from events import RedisEventStore
+from events import Position, RedisEventStore, position_key
 from events._canonical import decimal_to_plain, loads
 
 from .base import Record
@@ -52,6 +53,32 @@ class ReadModels:
         self.redis = store.redis
         self.keys = store.keys
         self._records_script = store.redis.register_script(_RECORDS)
+
+    async def checkpoints(self, names: Sequence[str]) -> list[tuple[int, int] | None]:
+        """How far each named projection has folded the log (``None``: not yet at all)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hget(self.keys.projection_status(name), "checkpoint")
+        raw = await pipe.execute()
+        return [position_key(r.decode() if isinstance(r, bytes) else r) if r else None
+                for r in raw]  # fmt: skip
+
+    async def reach(
+        self, position: Position, names: Sequence[str] = ("sessions",), timeout_s: float = 2.0
+    ) -> bool:
+        """Wait until the named read models have folded the log up to ``position`` (read your
+        own writes); False if ``timeout_s`` passed first (a stalled projector must not hang
+        the caller: it then reads what the models show)."""
+        target = position_key(position)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            reached = await self.checkpoints(names)
+            if all(r is not None and r >= target for r in reached):
+                return True
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
 
     async def _active_records(self, projection: str, kind: str, ids: Sequence[str]) -> list[Record]:
         if not ids:

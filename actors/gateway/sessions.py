@@ -202,8 +202,10 @@ async def destroy(request: web.Request) -> web.Response:
     params = parse(DestroyParams, dict(request.query))
     record = await _ctx(request).session(_caller(request), request.match_info["ref"],
                                          params.owner_access_key)  # fmt: skip
-    await _ctx(request).router.destroy(uuid.UUID(record["id"]), forced=params.forced,
-                                       recursive=params.recursive)  # fmt: skip
+    ctx = _ctx(request)
+    await ctx.router.destroy(uuid.UUID(record["id"]), forced=params.forced,
+                             recursive=params.recursive)  # fmt: skip
+    await ctx.models.reach(await ctx.store.head())  # the caller's next read shows it ending
     return _json([{}] if params.recursive else {"stats": {}})
 
 
