@@ -1,6 +1,7 @@
 """The operator's ``kh`` commands (``up``, ``down``, ``status``, ``session``, ``agent``,
-``projections``, ``events``, ``replay``, ``why``) on argparse; :mod:`kernelhub.cli` is the
-entry point that puts them under one help with the client commands.
+``projections``, ``events``, ``replay``, ``why``, ``trace``) on argparse;
+:mod:`kernelhub.cli` is the entry point that puts them under one help with the client
+commands.
 
 Every failure a user can cause ends in one line on stderr and a non-zero exit, never a
 traceback (``KH_DEBUG=1`` shows the traceback for bug reports).
@@ -214,7 +215,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             report["metrics_url"] = state.metrics_url
             report["actors"] = status_view.kernelhub_actors(state.dashboard_url)
     elif (joined := cluster.read_joined(settings)) is not None:  # kh up --address
-        os.environ.update(ray_head.RAY_ENV)
+        ray_head.use_env_for(joined.ray_address)
         report["ray_address"] = joined.ray_address
         report["actors"] = status_view.kernelhub_actors(joined.ray_address)
     if args.json:
@@ -290,7 +291,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     address = (os.environ.get("KH_RAY_ADDRESS") or (state.ray_address if state else None)
                or (joined.ray_address if joined else None))  # fmt: skip
     if address:
-        os.environ.update(ray_head.RAY_ENV)  # the token mode, before Ray is imported
+        ray_head.use_env_for(address)
     return _with_store(args, lambda store, a: trace_cli.run_trace(store, a, address))
 
 
@@ -308,11 +309,11 @@ def cmd_agent(args: argparse.Namespace) -> int:
         )  # fmt: skip
         print(f"agent {agent} {done} on node {node}")
         return 0
-    joined = cluster.read_joined(settings)
-    if joined is not None and embedded.read_state(settings) is None:
+    state = embedded.read_state(settings)
+    joined = cluster.read_joined(settings) if state is None else None
+    if joined is not None:  # kh up --address: the agents are on the workers
         ray_head.connect(joined.ray_address)
         return agent_cli.run_command(args, [*joined.actors, f"agent:{args.agent_id}"])
-    state = embedded.read_state(settings)
     if state is None or not state.ray_address:
         raise KernelhubError("kernelhub's actors are not running: start them with `kh up`")
     ray_head.connect(state.ray_address)

@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import KernelhubError
 from .redis_server import free_loopback_port
 
-__all__ = ["RAY_ENV", "connect", "process_alive", "start_head", "stop_head"]
+__all__ = ["RAY_ENV", "connect", "process_alive", "start_head", "stop_head", "use_env_for"]
 
 
 def _ray_executable() -> str:
@@ -96,14 +96,23 @@ def is_loopback(address: str) -> bool:
     return host.startswith("127.") or host == "localhost"
 
 
+def use_env_for(address: str) -> bool:
+    """Ray's environment for talking to the cluster at ``address`` (a driver or the state
+    API), set before Ray is imported (it reads it at import): token auth always, loopback
+    pinning only for a loopback address. Returns whether it is one."""
+    loopback = is_loopback(address)
+    os.environ.update(
+        RAY_ENV if loopback else {k: v for k, v in RAY_ENV.items() if k != _LOOPBACK_VAR}
+    )
+    return loopback
+
+
 def connect(address: str, namespace: str = "kernelhub", attempts: int = 5) -> None:
     """Attach this process to the head as a driver (retrying while the head finishes booting).
 
     A loopback address is the embedded stack (or a test cluster): this driver stays on
     127.0.0.1 too. Any other is a real cluster, where Ray must use the machine's address."""
-    loopback = is_loopback(address)
-    wanted = RAY_ENV if loopback else {k: v for k, v in RAY_ENV.items() if k != _LOOPBACK_VAR}
-    os.environ.update(wanted)  # before Ray is imported: it reads them at import
+    loopback = use_env_for(address)
     import ray
 
     pinned = {"_node_ip_address": "127.0.0.1"} if loopback else {}
