@@ -10,7 +10,6 @@ ordering are here, pure; fetching the logs from Ray and the events from Redis is
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, Literal
@@ -20,10 +19,10 @@ from pydantic import BaseModel, ConfigDict
 from events import StoredEvent
 
 from .history.positions import iso_ms
+from .history.render import short_stream
 
 __all__ = ["EVENTS", "TraceEntry", "event_entry", "log_entries", "render", "timeline"]
 
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 EVENTS = "events"
 """The component name of entries that are events in the log."""
 _OWN_KEYS = frozenset({"timestamp", "component", "actor_name", "level", "event", "pid",
@@ -102,9 +101,8 @@ def _value(value: Any) -> str:
 
 
 def _where(entry: TraceEntry) -> str:
-    """A stream named by a UUID shortened as ``kh events`` does (``session-0d7aba72``)."""
-    kind, _, name = entry.where.partition("-")
-    return f"{kind}-{name[:8]}" if entry.source == "event" and _UUID.match(name) else entry.where
+    """An event's stream shortened as ``kh events`` does; an actor's name as it is."""
+    return short_stream(entry.where) if entry.source == "event" else entry.where
 
 
 def render(entry: TraceEntry) -> str:

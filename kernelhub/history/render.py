@@ -17,7 +17,7 @@ from events.catalogue import redact
 
 from .positions import iso_ms
 
-__all__ = ["event_json", "event_line"]
+__all__ = ["event_json", "event_line", "short_stream"]
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _COLOURS = {"session": "32", "kernel": "36", "agent": "33", "alloc": "35"}
@@ -53,6 +53,12 @@ def _paint(text: str, code: str, colour: bool) -> str:
     return f"\033[{code}m{text}\033[0m" if colour else text
 
 
+def short_stream(stream: str) -> str:
+    """A stream named by a UUID, shortened for a line (``session-0d7aba72``)."""
+    kind, _, name = stream.partition("-")
+    return f"{kind}-{name[:8]}" if _UUID.match(name) else stream
+
+
 def event_line(event: StoredEvent, *, colour: bool = False) -> str:
     data = redact(event.type, event.data)
     own = event.stream.partition("-")[2]
@@ -60,8 +66,7 @@ def event_line(event: StoredEvent, *, colour: bool = False) -> str:
               if not (k == "session_id" and str(v) == own) and (f := _field(k, v))]  # fmt: skip
     kind = event.type.split("_", 1)[0]
     code = "31" if event.type.endswith(_ALARMS) else _COLOURS.get(kind, "34")
-    kind_of_stream, _, name = event.stream.partition("-")
-    stream = f"{kind_of_stream}-{_short(name)}" if _UUID.match(name) else event.stream
+    stream = short_stream(event.stream)
     return "  ".join([
         _paint(iso_ms(event.position_ms), "2", colour), f"{stream:18}", f"v{event.version:<3}",
         _paint(f"{event.type:26}", code, colour), " ".join(fields),
