@@ -30,7 +30,6 @@ from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S
 from .agents import DEFAULT_RECONCILE_INTERVAL_S, AgentsActor
 
 __all__ = [
-    "AGENT_RESOURCE",
     "HEAD_RESOURCE",
     "head_offered",
     "head_resources",
@@ -42,7 +41,6 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 HEAD_RESOURCE = "kernelhub_head"
-AGENT_RESOURCE = "kernelhub_agent"
 _HEAD_SHARE = 0.001
 """What each head actor asks of ``kernelhub_head`` (1 per head node): a thousand fit."""
 
