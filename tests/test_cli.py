@@ -90,6 +90,21 @@ def test_up_status_down(data_dir: Path) -> None:
         (["up"], {"KH_DURABILITY": "sometimes"}, "kh: error: invalid configuration"),
         (["up", "--redis-port", "99999"], {}, "kh: error: invalid configuration"),
         (["up"], {"KH_REDIS_SERVER": "/nonexistent"}, "kh: error: redis-server '/nonexistent'"),
+        (
+            ["up", "--address", "127.0.0.1:1"],
+            {},
+            "kh: error: joining a Ray cluster needs the external Redis that holds the log",
+        ),
+        (
+            ["agent", "start", "--address", "127.0.0.1:1"],
+            {},
+            "kh: error: joining a Ray cluster needs the external Redis that holds the log",
+        ),
+        (
+            ["trace", "6f1c9a59-6d4b-4c55-9d57-13a1f6c1e0aa"],
+            {},
+            "kh: error: kernelhub is not running",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_non_zero(
