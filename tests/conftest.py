@@ -22,7 +22,9 @@ settings.register_profile("ci", max_examples=50, deadline=None)
 settings.register_profile("dev", max_examples=20, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-_LAYER_ORDER = ["unit", "redis", "fault", "ray", "docker", "bench_smoke", "e2e", "multinode", "gpu"]
+_LAYER_ORDER = [
+    "unit", "redis", "fault", "ray", "docker", "hostile", "bench_smoke", "e2e", "multinode", "gpu",
+]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
