@@ -1,19 +1,36 @@
 """Request parameters, validated as strictly as 23.03's trafaret schemas: aliases accepted,
 unknown keys refused (400 ``invalid-api-params``), from the JSON body or, when there is
-none, the query string (``DELETE /session/x?forced=true``)."""
+none, the query string (``DELETE /session/x?forced=true``).
+
+Every string, list and map a tenant sends is bounded here (design.md's threat model: bound
+every value before it becomes an event; the log is immutable and Redis ``noeviction``), so
+a request can never grow the log, or the gateway's memory, by more than these limits allow.
+Resource slots are bounded by :mod:`actors.domain.bounds`. A refusal names the field.
+"""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 from ..domain.errors import InvalidAPIParameters
 
 __all__ = [
+    "MAX_CLUSTER_SIZE",
+    "MAX_CODE",
+    "MAX_SCRIPT",
     "CreateConfig",
     "CreateParams",
     "DestroyParams",
@@ -25,8 +42,55 @@ __all__ = [
 M = TypeVar("M", bound=BaseModel)
 
 
-def _alias(*names: str) -> Any:
-    return Field(default=None, validation_alias=AliasChoices(*names))
+MAX_NAME = 256
+"""Names and references: image, group, domain, scaling group, tag, access keys, agents."""
+MAX_PATH = 1024
+MAX_URL = 2048
+MAX_SCRIPT = 64 * 2**10
+"""startup_command and bootstrap_script (a shell line is at most 128 KiB on Linux anyway)."""
+MAX_CODE = 4 * 2**20
+"""Code sent to execute: it goes to the kernel, never to the log, but is held in memory."""
+MAX_ENV = 128
+MAX_ENV_VALUE = 4096
+MAX_ITEMS = 64
+"""mounts, mount_map, agent_list, dependencies."""
+MAX_PORTS = 32
+MAX_CLUSTER_SIZE = 64
+"""Kernels in one session: each is a record in the session's creation event."""
+MAX_OPTIONS = 64 * 2**10
+"""Free-form option maps (``resource_opts``, execute ``options``), as JSON."""
+MAX_WAIT_S = 2**31 - 1
+
+
+Name = Annotated[str, StringConstraints(max_length=MAX_NAME)]
+Path = Annotated[str, StringConstraints(max_length=MAX_PATH)]
+Url = Annotated[str, StringConstraints(max_length=MAX_URL)]
+Script = Annotated[str, StringConstraints(max_length=MAX_SCRIPT)]
+Code = Annotated[str, StringConstraints(max_length=MAX_CODE)]
+EnvValue = Annotated[str, StringConstraints(max_length=MAX_ENV_VALUE)]
+Time = Annotated[str, StringConstraints(max_length=64)]
+
+
+def _json_within(limit: int) -> Any:
+    """A free-form JSON value no larger than ``limit`` bytes once encoded."""
+
+    def check(value: Any) -> Any:
+        try:
+            size = len(json.dumps(value, separators=(",", ":")))
+        except (TypeError, ValueError, RecursionError):
+            raise ValueError("not a plain JSON value") from None
+        if size > limit:
+            raise ValueError(f"at most {limit} bytes of JSON, not {size}")
+        return value
+
+    return AfterValidator(check)
+
+
+Options = Annotated[dict[str, Any], _json_within(MAX_OPTIONS)]
+
+
+def _alias(*names: str, **constraints: Any) -> Any:
+    return Field(default=None, validation_alias=AliasChoices(*names), **constraints)
 
 
 class _Strict(BaseModel):
@@ -34,62 +98,65 @@ class _Strict(BaseModel):
 
 
 class CreateConfig(_Strict):
-    mounts: list[str] | None = None
-    mount_map: dict[str, str] | None = _alias("mount_map", "mountMap")
-    environ: dict[str, str] | None = None
-    scaling_group: str | None = _alias("scaling_group", "scalingGroup")
+    mounts: list[Path] | None = Field(default=None, max_length=MAX_ITEMS)
+    mount_map: dict[Path, Path] | None = _alias("mount_map", "mountMap", max_length=MAX_ITEMS)
+    environ: dict[Name, EnvValue] | None = Field(default=None, max_length=MAX_ENV)
+    scaling_group: Name | None = _alias("scaling_group", "scalingGroup")
     resources: dict[str, Any] | None = None
-    resource_opts: dict[str, Any] | None = _alias("resource_opts", "resourceOpts")
-    preopen_ports: list[int] | None = _alias("preopen_ports", "preopenPorts")
-    agent_list: list[str] | None = _alias("agent_list", "agentList")
+    """Bounded slot by slot by :func:`actors.domain.bounds.requested_slots`."""
+    resource_opts: Options | None = _alias("resource_opts", "resourceOpts")
+    preopen_ports: list[int] | None = _alias("preopen_ports", "preopenPorts", max_length=MAX_PORTS)
+    agent_list: list[Name] | None = _alias("agent_list", "agentList", max_length=MAX_ITEMS)
 
 
 class CreateParams(_Strict):
-    name: str = Field(validation_alias=AliasChoices("name", "clientSessionToken"))
-    image: str = Field(validation_alias=AliasChoices("image", "lang"))
-    architecture: str | None = _alias("arch", "architecture")
+    name: Name = Field(validation_alias=AliasChoices("name", "clientSessionToken"))
+    image: Name = Field(validation_alias=AliasChoices("image", "lang"))
+    architecture: Name | None = _alias("arch", "architecture")
     session_type: Literal["interactive", "batch", "inference"] | None = _alias(
         "type", "sessionType"
     )
-    group: str | None = _alias("group", "groupName", "group_name")
-    domain: str | None = _alias("domain", "domainName", "domain_name")
+    group: Name | None = _alias("group", "groupName", "group_name")
+    domain: Name | None = _alias("domain", "domainName", "domain_name")
     cluster_size: int | None = Field(
-        default=None, ge=1, validation_alias=AliasChoices("cluster_size", "clusterSize")
-    )
+        default=None, ge=1, le=MAX_CLUSTER_SIZE,
+        validation_alias=AliasChoices("cluster_size", "clusterSize"),
+    )  # fmt: skip
     cluster_mode: Literal["single-node", "multi-node"] | None = _alias(
         "cluster_mode", "clusterMode"
     )
     config: CreateConfig | None = None
-    tag: str | None = None
+    tag: Name | None = None
     enqueue_only: bool | None = _alias("enqueueOnly", "enqueue_only")
     max_wait_seconds: int | None = Field(
-        default=None, ge=0, validation_alias=AliasChoices("maxWaitSeconds", "max_wait_seconds")
-    )
-    starts_at: datetime | str | None = _alias("starts_at", "startsAt")
+        default=None, ge=0, le=MAX_WAIT_S,
+        validation_alias=AliasChoices("maxWaitSeconds", "max_wait_seconds"),
+    )  # fmt: skip
+    starts_at: datetime | Time | None = _alias("starts_at", "startsAt")
     reuse_if_exists: bool | None = _alias("reuseIfExists", "reuse_if_exists")
-    startup_command: str | None = _alias("startupCommand", "startup_command")
-    bootstrap_script: str | None = _alias("bootstrap_script", "bootstrapScript")
-    dependencies: list[str] | None = None
-    callback_url: str | None = _alias("callback_url", "callbackUrl", "callbackURL")
-    owner_access_key: str | None = None
+    startup_command: Script | None = _alias("startupCommand", "startup_command")
+    bootstrap_script: Script | None = _alias("bootstrap_script", "bootstrapScript")
+    dependencies: list[Name] | None = Field(default=None, max_length=MAX_ITEMS)
+    callback_url: Url | None = _alias("callback_url", "callbackUrl", "callbackURL")
+    owner_access_key: Name | None = None
 
 
 class DestroyParams(_Strict):
     forced: bool = False
     recursive: bool = False
-    owner_access_key: str | None = None
+    owner_access_key: Name | None = None
 
 
 class ExecuteParams(_Strict):
     mode: Literal["query", "batch", "continue", "input", "complete"] | None = None
-    run_id: str | None = Field(default=None, validation_alias=AliasChoices("runId", "run_id"))
-    code: str | None = None
-    options: dict[str, Any] | None = None
-    owner_access_key: str | None = None
+    run_id: Name | None = Field(default=None, validation_alias=AliasChoices("runId", "run_id"))
+    code: Code | None = None
+    options: Options | None = None
+    owner_access_key: Name | None = None
 
 
 class OwnerParams(_Strict):
-    owner_access_key: str | None = None
+    owner_access_key: Name | None = None
 
 
 async def raw_params(request: web.Request) -> dict[str, Any]:
@@ -99,7 +166,7 @@ async def raw_params(request: web.Request) -> dict[str, Any]:
     if body.strip():
         try:
             loaded = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             raise InvalidAPIParameters("Malformed body") from None
         if not isinstance(loaded, dict):
             raise InvalidAPIParameters("Malformed body")
@@ -114,8 +181,11 @@ def parse(model: type[M], params: dict[str, Any]) -> M:
     try:
         return model.model_validate(params)
     except ValidationError as exc:
-        error = InvalidAPIParameters("Input validation error")
-        error.data = {  # type: ignore[attr-defined]
-            ".".join(str(p) for p in e["loc"]) or "body": e["msg"] for e in exc.errors()
-        }
+        problems = {
+            ".".join(str(p) for p in e["loc"])[:MAX_NAME] or "body": e["msg"]
+            for e in exc.errors(include_input=False)[:MAX_ITEMS]
+        }  # a field name is cut short: a key of a map may be a tenant's megabyte
+        first = next(iter(problems.items()))
+        error = InvalidAPIParameters(f"Input validation error: {first[0]}: {first[1]}")
+        error.data = problems  # type: ignore[attr-defined]
         raise error from None
