@@ -8,17 +8,16 @@ import re
 import time
 import uuid
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, MultipartWriter, web
 
+from ..domain.bounds import known_slot_types, requested_slots
 from ..domain.errors import GenericBadRequest, ImageNotFound, InvalidAPIParameters
 from ..domain.errors import ScalingGroupNotFound as NoScalingGroup
 from ..domain.session import ClusterMode, SessionType
-from ..domain.sizes import parse_size
-from ..domain.slots import ResourceSlot
+from ..domain.slots import ResourceSlot, SlotType
 from ..domain.tenancy import image_slot_limits
 from .auth import Caller
 from .context import DEAD, GatewayContext
@@ -49,19 +48,35 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 # ---- create ---------------------------------------------------------------------------------
-def _slots(resources: dict[str, Any] | None, minimum: dict[str, str]) -> ResourceSlot:
+async def _slots(
+    ctx: GatewayContext, resources: dict[str, Any] | None, image: dict[str, Any]
+) -> ResourceSlot:
     """The requested slots: what was asked (``"1g"`` sizes for memory), the image's minimum
-    for what was not."""
-    wanted = {**minimum, **{k: v for k, v in (resources or {}).items() if v is not None}}
-    wanted.setdefault("cpu", "1")
-    wanted.setdefault("mem", "1g")
-    slots: dict[str, Decimal] = {}
-    try:
-        for name, value in wanted.items():
-            slots[name] = parse_size(value) if name == "mem" else Decimal(str(value))
-    except (ValueError, InvalidOperation):
-        raise InvalidAPIParameters(f"invalid resource value: {name}={value!r}") from None
-    return ResourceSlot(slots)
+    for what was not, each bounded and never below that minimum (:mod:`..domain.bounds`);
+    a slot no agent has registered is refused, naming it."""
+    minimum, _ = image_slot_limits(image)
+    names = {*(resources or {}), *minimum} if isinstance(resources, dict) else set(minimum)
+    known = await _known_slots(ctx, names)
+    return requested_slots(resources, minimum, known, image=str(image.get("name") or "image"))
+
+
+_KNOWN_TTL_S = 1.0
+_known_cache: dict[int, tuple[float, dict[str, SlotType]]] = {}
+
+
+async def _known_slots(ctx: GatewayContext, names: set[str]) -> dict[str, SlotType]:
+    """The slot types the cluster knows (cpu, mem and every slot an agent registered).
+    Slot types only ever appear, so the cached set is re-read only when a request names a
+    slot it lacks, and then at most once a second (the agents are read whole)."""
+    at, known = _known_cache.get(id(ctx), (0.0, {}))
+    if known and (names <= set(known) or time.monotonic() - at < _KNOWN_TTL_S):
+        return known
+    offered: set[str] = set()
+    for agent in await ctx.models.agents():
+        offered.update(agent.get("available_slots") or {})
+    known = known_slot_types(sorted(offered))
+    _known_cache[id(ctx)] = (time.monotonic(), known)
+    return known
 
 
 async def _scaling_group(
@@ -136,14 +151,14 @@ async def create(request: web.Request) -> web.Response:
     if project is None:
         raise InvalidAPIParameters(f"Invalid group name {params.group!r} in domain {domain!r}")
     config = params.config
-    minimum, _ = image_slot_limits(image)
+    requested = await _slots(ctx, config.resources if config else None, image)
     policy = await ctx.lookups.policy(str(owner.get("resource_policy") or "default")) or {}
     session_type = SessionType(params.session_type or "interactive")
     sid = await ctx.router.create(
         name=params.name, access_key=access_key, image=image["name"],
         scaling_group=await _scaling_group(ctx, config.scaling_group if config else None,
                                            domain, str(project["project_id"]), access_key),
-        requested=[_slots(config.resources if config else None, minimum)],
+        requested=[requested],
         cluster_size=params.cluster_size or 1,
         max_containers_per_session=int(policy.get("max_containers_per_session") or 0),
         cluster_mode=ClusterMode(params.cluster_mode or "single-node"),
