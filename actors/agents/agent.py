@@ -46,10 +46,12 @@ from ..domain.device_alloc import DeviceAllocationError
 from ..domain.errors import GenericBadRequest
 from ..domain.session_aggregate import SessionAggregate
 from ..domain.statuses import KernelStatus
+from ..isolation import agent_refusal
 from ..reaper import touch
 from ..sessions import ShardClient, load_session
 from . import workdir
 from .accelerators import Accelerators
+from .backend_kinds import isolation_of
 from .backends import Backend, ImageNotAvailable, KernelLaunch, SimBackend
 from .kernel_env import kernel_environ
 from .runner_client import RunnerClient
@@ -96,6 +98,8 @@ class Agent:
                          **self.accelerators.slots()}  # fmt: skip
         self.scaling_group = scaling_group
         self.backend = backend
+        self.isolation = isolation_of(backend)
+        """What its backend isolates, registered (``none``: tenants refused, actors.isolation)."""
         self.stop_grace_s = stop_grace_s
         self.metrics = metrics
         """An ``ActorMetrics`` when hosted by an actor."""
@@ -204,7 +208,8 @@ class Agent:
         return AgentRegistered(agent_id=self.agent_id, scaling_group=self.scaling_group,
                                available_slots=self.capacity, version="kernelhub",
                                schedulable=self.schedulable,
-                               compute_plugins=self.accelerators.info())  # fmt: skip
+                               compute_plugins=self.accelerators.info(),
+                               isolation=self.isolation)  # fmt: skip
 
     async def register(self) -> None:
         """Announce capacity and liveness; a drained agent stays drained across restarts
@@ -403,6 +408,12 @@ class Agent:
         if self.fail_next_start:
             self.fail_next_start = False
             await self.shard.start_failed(session_id)
+            return
+        owner = kernels[0].environ.get("BACKENDAI_ACCESS_KEY", "") if kernels else ""
+        refused = await agent_refusal(self.store, isolation=self.isolation, access_key=owner,
+                                      agent_id=self.agent_id)  # fmt: skip
+        if refused is not None:  # no tenant's code runs unisolated, whatever path it took
+            await self.shard.start_failed(session_id, error=refused)
             return
         try:
             for launch in kernels:

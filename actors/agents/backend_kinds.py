@@ -4,12 +4,14 @@ agent hosts are configured with."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
+from ..domain.isolation import UNISOLATED, isolation_of_backend
 from .backends import Backend, ProcessBackend, SimBackend
 
-__all__ = ["BACKEND_KINDS", "make_backend", "resolve_backend_kind"]
+__all__ = ["BACKEND_KINDS", "isolation_of", "make_backend", "resolve_backend_kind"]
 
 BACKEND_KINDS = ("auto", "docker", "process", "sim")
 
@@ -34,3 +36,16 @@ def make_backend(kind: str, work_root: str | Path, agent_id: str, **options: Any
     if kind == "sim":
         return SimBackend(**options)
     raise ValueError(f"unknown backend {kind!r} (one of {', '.join(BACKEND_KINDS[1:])})")
+
+
+def isolation_of(backend: Backend) -> str:
+    """What a backend isolates (:data:`~actors.domain.isolation.ISOLATION_OF_BACKEND`), as
+    its agent registers it; a backend this does not know is not trusted to isolate."""
+    if isinstance(backend, SimBackend):
+        return isolation_of_backend("sim")
+    if isinstance(backend, ProcessBackend):
+        return isolation_of_backend("process")
+    docker = sys.modules.get(f"{__package__}.docker_backend")  # loaded if one was made
+    if docker is not None and isinstance(backend, docker.DockerBackend):
+        return isolation_of_backend("docker")
+    return UNISOLATED

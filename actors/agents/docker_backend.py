@@ -78,10 +78,15 @@ class _Container:
 
 
 async def docker_answers(url: str | None = None, timeout: float = 2.0) -> bool:
-    """Whether a Docker daemon answers at ``url`` (``DOCKER_HOST`` or the default socket)."""
+    """Whether a Docker daemon answers at ``url`` (``DOCKER_HOST`` or the default socket).
+
+    No socket at all is an answer too (no): aiodocker then fails an ``assert`` rather than
+    raising an error of its own, and ``kh up`` on a machine without Docker must fall back
+    to the process backend, not crash. A socket nobody listens on, or a daemon that does not
+    reply within ``timeout``, is a no as well."""
     try:
         docker = aiodocker.Docker(url)
-    except (ValueError, OSError, aiodocker.DockerError):
+    except (ValueError, OSError, AssertionError, aiodocker.DockerError):
         return False
     try:
         await asyncio.wait_for(docker.version(), timeout)

@@ -19,6 +19,7 @@ from ..domain.errors import ScalingGroupNotFound as NoScalingGroup
 from ..domain.session import ClusterMode, SessionType
 from ..domain.slots import ResourceSlot, SlotType
 from ..domain.tenancy import image_slot_limits
+from ..isolation import check_create
 from .auth import Caller
 from .context import DEAD, GatewayContext
 from .params import CreateParams, DestroyParams, ExecuteParams, OwnerParams, parse, raw_params
@@ -154,10 +155,13 @@ async def create(request: web.Request) -> web.Response:
     requested = await _slots(ctx, config.resources if config else None, image)
     policy = await ctx.lookups.policy(str(owner.get("resource_policy") or "default")) or {}
     session_type = SessionType(params.session_type or "interactive")
+    scaling_group = await _scaling_group(ctx, config.scaling_group if config else None,
+                                         domain, str(project["project_id"]), access_key)
+    await check_create(ctx.store, ctx.models, ctx.lookups, access_key=access_key,
+                       scaling_group=scaling_group)  # a tenant never runs unisolated
     sid = await ctx.router.create(
         name=params.name, access_key=access_key, image=image["name"],
-        scaling_group=await _scaling_group(ctx, config.scaling_group if config else None,
-                                           domain, str(project["project_id"]), access_key),
+        scaling_group=scaling_group,
         requested=[requested],
         cluster_size=params.cluster_size or 1,
         max_containers_per_session=int(policy.get("max_containers_per_session") or 0),

@@ -12,7 +12,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from ._base import EventPayload, JsonObject, Record, Slots
+from ._base import EventPayload, JsonObject, Record, Slots, added_later
 
 __all__ = [
     "AgentRegistered",
@@ -82,6 +82,9 @@ class AgentRegistered(EventPayload):
     version: str = ""
     schedulable: bool = True
     compute_plugins: JsonObject = Field(default_factory=dict)
+    isolation: str | None = added_later()
+    """What its backend isolates: ``container`` (docker), ``none`` (process: kernels run as
+    the agent's uid on the host), ``simulated`` (sim); unset from agents predating it."""
 
 
 class Allocation(Record):

@@ -28,7 +28,7 @@ def _new_agent(agent_id: str, event: StoredEvent) -> Record:
         "id": agent_id, "status": "ALIVE", "status_changed": iso_of(event.position_ms),
         "scaling_group": "default", "architecture": "x86_64", "available_slots": {},
         "occupied_slots": {}, "holds": {}, "addr": "", "public_host": None, "region": None,
-        "version": "", "schedulable": True, "compute_plugins": {},
+        "version": "", "schedulable": True, "compute_plugins": {}, "isolation": None,
         "first_contact": iso_of(event.position_ms), "lost_at": None,
     }  # fmt: skip
 
@@ -88,6 +88,7 @@ class AgentsProjection(IndexedProjection):
                 public_host=data.get("public_host"), region=data.get("region"),
                 version=data.get("version", ""), schedulable=data.get("schedulable", True),
                 compute_plugins=data.get("compute_plugins") or {},
+                isolation=data.get("isolation"),
             )  # fmt: skip
         elif event.type == "agent_started":
             if record["status"] != "ALIVE":

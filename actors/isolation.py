@@ -1,0 +1,88 @@
+"""Applying :mod:`actors.domain.isolation` where sessions enter and where kernels start.
+
+* The operator's opt-in lives in the installation's ``<p>:install`` hash (field
+  ``allow_unisolated``, ``1`` or ``0``), beside the shard count: it holds across restarts and
+  every actor reads it when it decides, so ``kh up --allow-unisolated`` (or
+  ``--no-allow-unisolated``) on a running installation takes effect at once.
+* The gateway refuses a tenant's create with a 403 problem when the scaling group has an
+  agent that runs kernels unisolated (the agents read model has each agent's ``isolation``
+  from its registration).
+* The agent checks again before it starts a kernel: a session queued before the opt-in was
+  withdrawn, or placed on an unisolated agent that joined its group after it was created,
+  never runs either.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from events import RedisEventStore
+from projections.queries import ReadModels
+from projections.tenancy_queries import TenancyLookups
+
+from .domain.isolation import UNISOLATED, UnisolatedBackend, refusal
+
+__all__ = ["ALLOW_UNISOLATED_FIELD", "agent_refusal", "check_create", "opted_in", "set_opt_in"]
+
+ALLOW_UNISOLATED_FIELD = "allow_unisolated"
+
+
+async def opted_in(store: RedisEventStore) -> bool:
+    """Whether the operator allowed tenants' code on unisolated agents."""
+    value = await store.redis.hget(store.keys.install, ALLOW_UNISOLATED_FIELD)
+    return value in (b"1", "1")
+
+
+async def set_opt_in(store: RedisEventStore, allowed: bool) -> None:
+    await store.redis.hset(store.keys.install, ALLOW_UNISOLATED_FIELD, "1" if allowed else "0")
+
+
+async def check_create(
+    store: RedisEventStore,
+    models: ReadModels,
+    lookups: TenancyLookups,
+    *,
+    access_key: str,
+    scaling_group: str,
+) -> None:
+    """Raise :class:`UnisolatedBackend` (403) when a session owned by ``access_key`` could
+    land on an unisolated agent of ``scaling_group`` (any agent there not TERMINATED: a LOST
+    one may come back)."""
+    role = await owner_role(lookups, access_key)
+    if role == "superadmin":
+        return  # no more reads: the operator's sessions run anywhere
+    agents = await models.agents(scaling_group)
+    isolations = [a.get("isolation") for a in agents if a.get("status") != "TERMINATED"]
+    where = f"scaling group {scaling_group!r}"
+    refused = refusal(owner_role=role, isolations=isolations, opted_in=await opted_in(store),
+                      where=where)  # fmt: skip
+    if refused is not None:
+        raise refused
+
+
+async def owner_role(lookups: TenancyLookups, access_key: str) -> str | None:
+    """The role of the user owning ``access_key``; ``""`` for a keypair tenancy does not
+    know (an installation without tenancy: the operator's own tools, tests)."""
+    keypair = await lookups.keypair(access_key)
+    if keypair is None:
+        return ""
+    user = await lookups.user(str(keypair.get("user_id")))
+    return None if user is None else str(user.get("role", "user"))
+
+
+async def agent_refusal(
+    store: RedisEventStore, *, isolation: str, access_key: str, agent_id: str
+) -> dict[str, Any] | None:
+    """The ``status_data.error`` with which an agent of ``isolation`` refuses to start a
+    kernel of ``access_key``'s session, or None when it may start it."""
+    if isolation != UNISOLATED:
+        return None
+    role = await owner_role(TenancyLookups(store), access_key)
+    if role == "":
+        return None
+    refused = refusal(owner_role=role, isolations=[isolation], opted_in=await opted_in(store),
+                      where=f"agent {agent_id!r}")  # fmt: skip
+    if refused is None:
+        return None
+    return {"src": "agent", "name": type(refused).__name__, "repr": refused.msg,
+            "agent_id": agent_id, "title": UnisolatedBackend.title}  # fmt: skip
