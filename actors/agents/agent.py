@@ -72,6 +72,8 @@ _UTIL_TTL_S = 3600
 LOGS_TTL_S = 7 * 86400
 """How long a terminated kernel's log stays readable (``<p>:logs:<kernel>``)."""
 RUNNER_START_TIMEOUT_S = 30.0
+RUNNER_SOCKET = "runner.sock"
+PROXY_SOCKET = "proxy.sock"
 _TOUCH_EVERY_S = 1.0
 
 
@@ -480,7 +482,7 @@ class Agent:
             info["attached_devices"] = devices.attached()
         self._slots[launch.kernel_id] = dict(launch.slots)
         self._session_of[launch.kernel_id] = launch.session_id
-        socket = self.backend.runner_socket(launch.kernel_id)
+        socket = self.backend.kernel_socket(launch.kernel_id, RUNNER_SOCKET)
         if socket is not None:
             client = RunnerClient(socket, exec_timeout_s=self.exec_timeout_s)
             self._runners[launch.kernel_id] = client
@@ -510,7 +512,7 @@ class Agent:
         result = await client.execute(run_id, "batch", command, options)
         while result["status"] != "finished":
             if result["status"] == "continued":
-                recorded = self.backend.batch_exit(kernel_id)
+                recorded = await self.backend.batch_exit(kernel_id)
                 if recorded is not None:  # the record beat the (lost) finished message
                     return recorded
                 if kernel_id not in self.backend.running():
@@ -591,7 +593,7 @@ class Agent:
             raise GenericBadRequest(f"kernel {kernel_id} is not running on {self.agent_id}")
         client = self._runners.get(kernel_id)
         if client is None:
-            socket = self.backend.runner_socket(kernel_id)
+            socket = self.backend.kernel_socket(kernel_id, RUNNER_SOCKET)
             if socket is None:
                 raise GenericBadRequest(f"the {type(self.backend).__name__} runs no code")
             client = self._runners[kernel_id] = RunnerClient(
@@ -649,13 +651,16 @@ class Agent:
         """An event for the runner (``oom`` makes it log what the kernel lost)."""
         await self._runner(kernel_id).feed_event(kind, data)
 
-    async def app_tunnel(self, kernel_id: uuid.UUID) -> str:
-        """Where the kernel's app tunnel listens on this host (the runner's ``proxy.sock``):
-        a client on this node connects there and asks for a port in the kernel."""
+    async def app_tunnel(self, kernel_id: uuid.UUID) -> dict[str, Any]:
+        """Where the kernel's app tunnel listens on this host (the runner's ``proxy.sock``)
+        and who must answer there, as plain data: a client on this node connects with
+        :func:`.kernel_sockets.connect` (never to the bare path, which the tenant controls)
+        and asks for a port in the kernel."""
         self._runner(kernel_id)  # running, and a backend that runs code
-        socket = self.backend.runner_socket(kernel_id)
-        assert socket is not None
-        return str(Path(socket).parent / "proxy.sock")
+        socket = self.backend.kernel_socket(kernel_id, PROXY_SOCKET)
+        if socket is None:
+            raise GenericBadRequest(f"kernel {kernel_id} is not running on {self.agent_id}")
+        return socket.to_wire()
 
     def _work_dir(self, kernel_id: uuid.UUID) -> Path:
         path = self.backend.work_dir(kernel_id)

@@ -25,8 +25,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..kernel_runner.batch import last_exec_code
+from ..kernel_runner.batch import last_exec_code_in
 from .accelerators import KernelDevices
+from .kernel_sockets import KernelPeer, KernelSocket, read_tail
 
 __all__ = [
     "Backend",
@@ -101,7 +102,12 @@ class Backend(Protocol):
         """The kernel runner's socket on this host; None for a backend that runs no code.
         Its app tunnel (``proxy.sock``) lies beside it."""
 
-    def batch_exit(self, kernel_id: uuid.UUID) -> int | None:
+    def kernel_socket(self, kernel_id: uuid.UUID, name: str) -> KernelSocket | None:
+        """One of the kernel's sockets (``runner.sock``, ``proxy.sock``) and who must answer
+        there (see :mod:`.kernel_sockets`); None for a backend that runs no code or a kernel
+        not running."""
+
+    async def batch_exit(self, kernel_id: uuid.UUID) -> int | None:
         """A batch command's exit code as the runner recorded it; None while unknown."""
 
     def work_dir(self, kernel_id: uuid.UUID) -> Path | None:
@@ -198,7 +204,10 @@ class SimBackend(BackendBase):
     def runner_socket(self, kernel_id: uuid.UUID) -> str | None:
         return None
 
-    def batch_exit(self, kernel_id: uuid.UUID) -> int | None:
+    def kernel_socket(self, kernel_id: uuid.UUID, name: str) -> KernelSocket | None:
+        return None
+
+    async def batch_exit(self, kernel_id: uuid.UUID) -> int | None:
         return None
 
     def work_dir(self, kernel_id: uuid.UUID) -> Path | None:
@@ -303,8 +312,24 @@ class DirectoryBackend(BackendBase):
     def runner_socket(self, kernel_id: uuid.UUID) -> str | None:
         return str(self.dirs(kernel_id).socket)
 
-    def batch_exit(self, kernel_id: uuid.UUID) -> int | None:
-        return last_exec_code(str(self.dirs(kernel_id).batch_record))
+    def runner_peer(self, kernel_id: uuid.UUID) -> KernelPeer | None:
+        """Who answers on the kernel's sockets; None while the kernel does not run."""
+        raise NotImplementedError
+
+    def kernel_socket(self, kernel_id: uuid.UUID, name: str) -> KernelSocket | None:
+        """Through the real run dir (never the short link: the connection goes through the
+        dir fd, whose path is short whatever the run dir's)."""
+        peer = self.runner_peer(kernel_id)
+        if peer is None:
+            return None
+        return KernelSocket(str(self.dirs(kernel_id).run), name, peer)
+
+    async def batch_exit(self, kernel_id: uuid.UUID) -> int | None:
+        """Read off the event loop, through the run dir's fd, the tail only: the record is
+        the tenant's to replace (a FIFO, a symlink to ``/dev/zero``: refused)."""
+        dirs = self.dirs(kernel_id)
+        tail = await asyncio.to_thread(read_tail, str(dirs.run), dirs.batch_record.name)
+        return None if tail is None else last_exec_code_in(tail)
 
     def running(self) -> set[uuid.UUID]:
         raise NotImplementedError
@@ -313,11 +338,11 @@ class DirectoryBackend(BackendBase):
         """A batch kernel's command: its recorded exit code once the runner has one, or -1
         when the kernel ended before it did."""
         while True:
-            code = self.batch_exit(kernel_id)
+            code = await self.batch_exit(kernel_id)
             if code is not None:
                 return code
             if kernel_id not in self.running():  # one last look: it may have just finished
-                code = self.batch_exit(kernel_id)
+                code = await self.batch_exit(kernel_id)
                 return -1 if code is None else code
             await asyncio.sleep(0.2)
 
@@ -397,7 +422,7 @@ class ProcessBackend(DirectoryBackend):
         finally:
             os.close(log_fd)
         self._procs[launch.kernel_id] = process
-        (dirs.run / _PID_FILE).write_text(str(process.pid))
+        _record_pid(dirs.run / _PID_FILE, process.pid)
         return {"container_id": f"pid-{process.pid}", "kernel_host": "127.0.0.1",
                 "pid": process.pid, "work_dir": str(dirs.work)}  # fmt: skip
 
@@ -406,10 +431,11 @@ class ProcessBackend(DirectoryBackend):
         found: set[uuid.UUID] = set()
         if not self.work_root.is_dir():
             return found
-        for pid_file in self.work_root.glob(f"*/run/{_PID_FILE}"):
+        for root in self.work_root.iterdir():
             try:
-                kernel_id = uuid.UUID(pid_file.parent.parent.name)
-                pid = int(pid_file.read_text().strip())
+                kernel_id = uuid.UUID(root.name)
+                recorded = read_tail(str(self.dirs(kernel_id).run), _PID_FILE, 64)
+                pid = int((recorded or b"").strip())
             except (ValueError, OSError):
                 continue
             if kernel_id in self._procs or not _runs_kernel(pid, kernel_id):
@@ -466,6 +492,12 @@ class ProcessBackend(DirectoryBackend):
         pid = self._adopted.get(kernel_id)
         return pid if pid is not None and _runs_kernel(pid, kernel_id) else None
 
+    def runner_peer(self, kernel_id: uuid.UUID) -> KernelPeer | None:
+        """The runner leads a session of its own (``start_new_session``): its sockets are
+        answered by a process of that session (the runner itself, or user code in it)."""
+        pid = self._pid(kernel_id)
+        return None if pid is None else KernelPeer(session=pid)
+
     def stats(self, kernel_id: uuid.UUID) -> dict[str, int] | None:
         """Live stats from /proc (telemetry, not events): resident memory and CPU ticks."""
         pid = self._pid(kernel_id)
@@ -482,6 +514,14 @@ class ProcessBackend(DirectoryBackend):
 
 
 _PID_FILE = "pid"
+
+
+def _record_pid(path: Path, pid: int) -> None:
+    """A fresh file, never through whatever a previous incarnation's code left there."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as record:
+        record.write(str(pid))
 
 
 def _tail(path: Path, limit: int) -> bytes:

@@ -6,7 +6,11 @@ read-only from this host at ``/opt/kernelhub/kernel_runner`` and started under D
 reaped). The agent reaches it through its unix socket in the kernel's ``run`` dir, bind
 mounted at ``/opt/kernelhub/run``: containers have no network unless asked for
 (``--network none``). Limits come from the kernel's slots: memory with swap equal to it (no
-swap), CPU cores pinned (cpuset) plus a CFS quota for a fractional share, a cap on pids.
+swap), CPU cores pinned (cpuset) plus a CFS quota for a fractional share, a cap on pids. The
+container runs as the image's ``work`` user with no capabilities at all (the runner, its
+terminals, services and batch commands need none), no new privileges (setuid binaries do
+not elevate), and a read-only root with tmpfs scratch at ``/tmp``, ``/var/tmp`` and ``/run``:
+what user code can write is its work dir, its run dir and those.
 
 What happens to a container on its own (it exits, it is OOM-killed, ``docker kill`` from
 outside) comes from the Docker event stream, never from polling; after every (re)connection
@@ -44,6 +48,7 @@ from .backends import (
     write_environ,
 )
 from .cgroups import cgroup_stats
+from .kernel_sockets import KernelPeer
 
 __all__ = ["DockerBackend", "docker_answers"]
 
@@ -59,6 +64,13 @@ WORK_UID = 1000
 _IN_CONTAINER_RUN = "/opt/kernelhub/run"
 _IN_CONTAINER_PACKAGE = "/opt/kernelhub"
 _SERVICE_DEFS = "/etc/backend.ai/service-defs"
+_TMPFS = {
+    "/tmp": "rw,nosuid,nodev,size=1g,mode=1777",
+    "/var/tmp": "rw,nosuid,nodev,size=256m,mode=1777",
+    "/run": "rw,nosuid,nodev,noexec,size=16m,mode=755",
+}
+"""The writable places of a read-only root: scratch space a shell, pip or a service expects
+(tmpfs counts against the container's memory limit, so a size only caps it further)."""
 _CPU_PERIOD_US = 100_000
 _RECONNECT_S = 1.0
 
@@ -185,6 +197,9 @@ class DockerBackend(DirectoryBackend):
             "PidsLimit": self.max_processes,
             "CpusetCpus": ",".join(str(core) for core in cores),
             "SecurityOpt": ["no-new-privileges"],
+            "CapDrop": ["ALL"],
+            "ReadonlyRootfs": True,
+            "Tmpfs": dict(_TMPFS),
         }
         cpu = launch.slots.get("cpu", Decimal(0))
         if cpu > 0:
@@ -321,6 +336,17 @@ class DockerBackend(DirectoryBackend):
 
     def known(self) -> set[uuid.UUID]:
         return set(self._kernels)
+
+    def runner_peer(self, kernel_id: uuid.UUID) -> KernelPeer | None:
+        """The container's pid namespace (its init's): only a process in the container may
+        answer on its sockets. None when it does not run (or its init is gone)."""
+        record = self._kernels.get(kernel_id)
+        if record is None or not record.running or record.pid <= 0:
+            return None
+        try:
+            return KernelPeer.of_namespace(record.pid)
+        except OSError:
+            return None
 
     def stats(self, kernel_id: uuid.UUID) -> dict[str, Any] | None:
         record = self._kernels.get(kernel_id)

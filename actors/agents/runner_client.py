@@ -10,6 +10,12 @@ split across chunks survives.
 
 If the connection drops, the next call reconnects; the runner kept what it could not send
 and delivers it to the new connection, so a run still in progress keeps its output.
+
+The runner is not trusted (user code runs inside its process and may replace it): the socket
+is reached through :mod:`.kernel_sockets` (never a path the tenant planted, never another
+kernel's runner), a frame larger than :data:`MAX_FRAME` closes the connection before its body
+is read, replies are only taken for requests that exist, and what a run prints while nobody
+reads it is bounded (:class:`_Records`).
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ import structlog
 
 from ..domain.errors import KernelExecutionFailed
 from ..kernel_runner.console import MAX_RECORD
-from ..kernel_runner.framing import HEADER, decode_header, encode
+from ..kernel_runner.framing import HEADER, FrameError, decode_header, encode
+from .kernel_sockets import KernelSocket, SocketRefused
+from .kernel_sockets import connect as connect_kernel
 
-__all__ = ["RunnerClient", "RunnerUnavailable"]
+__all__ = ["MAX_BUFFERED_BYTES", "MAX_FRAME", "RunnerClient", "RunnerUnavailable"]
 
 log = structlog.get_logger(__name__)
 
@@ -42,16 +50,80 @@ _CONNECT_RETRY_MAX_S = 0.005
 """A kernel's start waits on the runner's socket: a failed local connect costs microseconds,
 a long backoff costs the user up to its length in start time."""
 _KEEP_ENDED = 256
+MAX_FRAME = MAX_RECORD + 2**16
+"""The largest frame read from a runner: a console record (capped at ``MAX_RECORD`` by the
+runner) and its op. A larger header ends the connection before anything is allocated."""
+MAX_BUFFERED_BYTES = 4 * 2**20
+"""What one run keeps of its console while nobody reads it (past this its oldest console
+records are dropped; the newest is always kept, so at most this plus one record)."""
+_ENDED_BUDGET_BYTES = 8 * 2**20
+_ENDED_TTL_S = 600.0
+"""Ended runs whose caller never came back: dropped oldest first past this many bytes in
+all, or once unread this long."""
+_REPLIES = frozenset({"status", "completion", "service-result", "apps-result"})
+"""The replies the agent asks for; any other op from the runner is dropped."""
+_KEEP_REPLIES = 8
 
 
 class RunnerUnavailable(KernelExecutionFailed):
-    """The kernel's runner does not answer (not started yet, or gone)."""
+    """The kernel's runner does not answer (not started yet, or gone), or its socket was
+    refused (not the kernel's own)."""
+
+
+class _Records:
+    """A run's records not yet read, bounded: console records past
+    :data:`MAX_BUFFERED_BYTES` are dropped **oldest first** (the run keeps printing; a
+    reader who comes back late sees the newest output, preceded by one ``stderr`` line
+    saying how many bytes went). Records that end or pause the run are never dropped, so
+    a run printing forever that nobody reads holds a bounded amount, and still ends."""
+
+    def __init__(self, cap: int = MAX_BUFFERED_BYTES) -> None:
+        self.cap = cap
+        self._items: collections.deque[tuple[str, bytes]] = collections.deque()
+        self.size = 0
+        """Bytes of payload held."""
+        self.dropped = 0
+        """Bytes dropped and not yet told to the reader."""
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items and not self.dropped
+
+    def put_nowait(self, record: tuple[str, bytes]) -> None:
+        self._items.append(record)
+        self.size += len(record[1])
+        while self.size > self.cap and len(self._items) > 1 and self._items[0][0] in _CONSOLE:
+            _, payload = self._items.popleft()
+            self.size -= len(payload)
+            self.dropped += len(payload)
+        self._ready.set()
+
+    def get_nowait(self) -> tuple[str, bytes]:
+        if self.dropped:
+            note = (f"\n[kernelhub: {self.dropped} bytes of output were dropped: "
+                    "nobody read them in time]\n")  # fmt: skip
+            self.dropped = 0
+            return "stderr", note.encode()
+        op, payload = self._items.popleft()
+        self.size -= len(payload)
+        if not self._items:
+            self._ready.clear()
+        return op, payload
+
+    async def get(self) -> tuple[str, bytes]:
+        while self.empty():
+            await self._ready.wait()
+        return self.get_nowait()
 
 
 @dataclass
 class _Run:
     run_id: str
-    records: asyncio.Queue[tuple[str, bytes]] = field(default_factory=asyncio.Queue)
+    records: _Records = field(default_factory=_Records)
+    ended_at: float = 0.0
     decoders: dict[str, Any] = field(default_factory=dict)
     watchdog: asyncio.TimerHandle | None = None
 
@@ -63,8 +135,11 @@ class _Run:
 
 
 class RunnerClient:
-    def __init__(self, socket_path: str, *, exec_timeout_s: float | None = None) -> None:
-        self.socket_path = socket_path
+    def __init__(self, socket: KernelSocket | str, *, exec_timeout_s: float | None = None) -> None:
+        self.socket = socket if isinstance(socket, KernelSocket) else KernelSocket.at(socket)
+        """Where the runner listens and who must answer there (a bare path: a runner the
+        caller started itself, whose identity is not checked)."""
+        self.socket_path = str(self.socket)
         self.exec_timeout_s = exec_timeout_s
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -74,7 +149,7 @@ class RunnerClient:
         self._ended: collections.OrderedDict[str, _Run] = collections.OrderedDict()
         """Runs whose end arrived but whose caller has not read it yet (it continues later,
         and must find its records, not a new empty run)."""
-        self._replies: dict[str, asyncio.Queue[bytes]] = collections.defaultdict(asyncio.Queue)
+        self._replies: dict[str, asyncio.Queue[bytes]] = {op: asyncio.Queue() for op in _REPLIES}
         self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._connect_lock = asyncio.Lock()
         self.closed = False
@@ -94,8 +169,10 @@ class RunnerClient:
             delay = 0.01
             while True:
                 try:
-                    reader, writer = await asyncio.open_unix_connection(self.socket_path)
+                    reader, writer = await connect_kernel(self.socket)
                     break
+                except SocketRefused as exc:  # not the kernel's runner: no retry helps
+                    raise RunnerUnavailable(str(exc)) from exc
                 except OSError as exc:
                     if loop.time() + delay > deadline:
                         raise RunnerUnavailable(
@@ -136,8 +213,13 @@ class RunnerClient:
         try:
             while True:
                 op_length, payload_length = decode_header(await reader.readexactly(HEADER.size))
+                if op_length + payload_length > MAX_FRAME:
+                    raise FrameError(f"a frame of {op_length + payload_length} bytes exceeds "
+                                     f"the cap of {MAX_FRAME}")  # fmt: skip
                 body = await reader.readexactly(op_length + payload_length)
                 self._route(body[:op_length].decode("ascii"), body[op_length:])
+        except FrameError as exc:
+            log.warning("runner connection closed", socket=self.socket_path, error=str(exc))
         except (asyncio.IncompleteReadError, OSError, ValueError) as exc:
             if not self.closed:
                 log.info("runner connection ended", socket=self.socket_path, error=repr(exc))
@@ -161,19 +243,39 @@ class RunnerClient:
             run.records.put_nowait((op, payload[:MAX_RECORD]))
             if op in _ENDS_RUN:
                 self._end_run(run)
-        else:
-            self._replies[op].put_nowait(payload)
+        elif op in _REPLIES:
+            replies = self._replies[op]
+            if replies.qsize() >= _KEEP_REPLIES:  # answers nobody asked for
+                replies.get_nowait()
+            replies.put_nowait(payload)
 
     def _end_run(self, run: _Run) -> None:
         if run.watchdog is not None:
             run.watchdog.cancel()
         if self._runs.get(run.run_id) is run:
             del self._runs[run.run_id]
+            run.ended_at = asyncio.get_running_loop().time()
             self._ended[run.run_id] = run
-            while len(self._ended) > _KEEP_ENDED:  # callers that never came back
-                self._ended.popitem(last=False)
+            self._forget_ended(run.ended_at)
         if self._runs:
             self._arm(next(iter(self._runs.values())))
+
+    def _forget_ended(self, now: float) -> None:
+        """Drop ended runs whose callers never came back: the oldest first, past a count, a
+        total of bytes held, or an age."""
+        held = sum(run.records.size for run in self._ended.values())
+        while self._ended:
+            oldest = next(iter(self._ended.values()))
+            if (len(self._ended) <= _KEEP_ENDED and held <= _ENDED_BUDGET_BYTES
+                    and now - oldest.ended_at <= _ENDED_TTL_S):  # fmt: skip
+                break
+            held -= oldest.records.size
+            del self._ended[oldest.run_id]
+
+    def buffered_bytes(self) -> int:
+        """Console bytes held for callers that have not read them (all runs)."""
+        runs = [*self._runs.values(), *self._ended.values()]
+        return sum(run.records.size for run in runs)
 
     def _arm(self, run: _Run) -> None:
         """The exec-timeout watchdog of the run now receiving output."""
@@ -195,7 +297,7 @@ class RunnerClient:
         async with self._locks["status"]:
             await self.send("status")
             raw = await self._reply("status", timeout)
-        return dict(json.loads(raw)) if raw else {}
+        return _json_object(raw)
 
     async def _reply(self, op: str, timeout: float) -> bytes:
         try:
@@ -269,14 +371,14 @@ class RunnerClient:
             if op in ("stdout", "stderr"):
                 add(op, run.decode(op, payload))
             elif op == "media":
-                media = json.loads(payload)
+                media = _json_object(payload)
                 add("media", [media.get("type"), media.get("data")])
             elif op in ("html", "log"):
                 add(op, payload.decode("utf-8", "replace"))
             else:
                 status = op
                 if payload:
-                    parsed = json.loads(payload)
+                    parsed = _json_object(payload)
                     if op == "waiting-input":
                         opts = parsed
                     else:
@@ -300,13 +402,17 @@ class RunnerClient:
                 raw = await self._reply("completion", _COMPLETION_TIMEOUT_S)
             except RunnerUnavailable:
                 return []
-        return [str(c) for c in json.loads(raw)]
+        try:
+            completions = json.loads(raw)
+        except ValueError:
+            return []
+        return [str(c) for c in completions] if isinstance(completions, list) else []
 
     async def _request(self, op: str, reply: str, payload: str) -> dict[str, Any]:
         async with self._locks[reply]:
             await self.send(op, payload)
             try:
-                return dict(json.loads(await self._reply(reply, _REPLY_TIMEOUT_S)))
+                return _json_object(await self._reply(reply, _REPLY_TIMEOUT_S))
             except RunnerUnavailable:
                 return {"status": "failed", "error": "timeout"}
 
@@ -325,3 +431,13 @@ class RunnerClient:
     async def shutdown(self) -> None:
         with contextlib.suppress(RunnerUnavailable):
             await self.send("shutdown")
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object the runner sent; ``{}`` for anything else (the runner is not trusted
+    to send well-formed answers)."""
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

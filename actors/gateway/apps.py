@@ -7,6 +7,12 @@ Containers have no network, so a connection goes through the kernel runner's app
 port, and then copies bytes between the websocket's binary frames and the socket. The socket
 is a path on the agent's host, so this reaches kernels on the gateway's own node (the
 embedded installation); a multi-node cluster needs a relay on each node (not built yet).
+
+The run dir is the tenant's to write: the agent answers where the socket is *and* who must
+listen there, and the connection is made with :func:`actors.agents.kernel_sockets.connect`,
+which refuses a planted symlink and any listener outside the kernel (another tenant's
+kernel). A fake server of the kernel's own can still answer: what is read from it before
+the copying starts (the answer line) is capped.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import structlog
 from aiohttp import WSMsgType, web
 from pydantic import AliasChoices, Field
 
+from ..agents.kernel_sockets import KernelSocket, SocketRefused
+from ..agents.kernel_sockets import connect as connect_kernel
 from ..domain.errors import InvalidAPIParameters, ObjectNotFound
 from ..idle_facts import APP_REFRESH_S
 from ..reaper import app_closed, app_opened
@@ -29,9 +37,11 @@ from .problems import InternalServerError
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["AppNotFound", "app_routes", "apps_of", "open_tunnel"]
+__all__ = ["AppNotFound", "app_routes", "apps_of", "open_tunnel", "tunnel_of"]
 
 _CHUNK = 65536
+MAX_ANSWER = 256
+"""The tunnel's answer line (``ok``, ``error <why>``) is at most this long."""
 
 
 class AppNotFound(ObjectNotFound):
@@ -60,21 +70,44 @@ async def apps_of(ctx: Any, record: dict[str, Any]) -> list[dict[str, Any]]:
     return apps
 
 
+async def tunnel_of(ctx: Any, session_id: str) -> KernelSocket:
+    """The session's app tunnel, as its agent names it (the socket and its kernel)."""
+    answer = await ctx.router.execution.call(uuid.UUID(session_id), "app_tunnel")
+    return KernelSocket.from_wire(answer)
+
+
 async def open_tunnel(
-    path: str, request_line: str, what: str
+    target: KernelSocket, request_line: str, what: str
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A connection through the kernel runner's tunnel, past its ``ok``; 404 (in words)
-    when the runner cannot be reached or refuses."""
+    when the runner cannot be reached, refuses, or is not the kernel's own."""
     try:
-        reader, writer = await asyncio.open_unix_connection(path)
-        writer.write(f"{request_line}\n".encode())
-        answer = (await reader.readline()).decode(errors="replace").strip()
+        reader, writer = await connect_kernel(target, limit=_CHUNK)
+    except SocketRefused as exc:
+        raise AppNotFound(f"the kernel's app tunnel is refused: {exc}") from None
     except OSError as exc:
         raise AppNotFound(f"the kernel's app tunnel is unreachable: {exc}") from None
+    try:
+        writer.write(f"{request_line}\n".encode())
+        answer = await _answer_line(reader)
+    except (OSError, ValueError) as exc:
+        writer.close()
+        raise AppNotFound(f"the kernel's app tunnel failed: {exc}") from None
     if answer != "ok":
         writer.close()
         raise AppNotFound(f"{what} is not available ({answer})")
     return reader, writer
+
+
+async def _answer_line(reader: asyncio.StreamReader) -> str:
+    """The tunnel's one-line answer, read no further than :data:`MAX_ANSWER` bytes."""
+    line = bytearray()
+    while len(line) <= MAX_ANSWER:
+        byte = await reader.read(1)
+        if not byte or byte == b"\n":
+            return line.decode(errors="replace").strip()
+        line += byte
+    raise ValueError(f"its answer is longer than {MAX_ANSWER} bytes")
 
 
 async def list_apps(request: web.Request) -> web.Response:
@@ -158,8 +191,8 @@ async def tcpproxy(request: web.Request) -> web.StreamResponse:
     await _start_service(ctx, record, app, app["ports"][0],
                          _json_object("envs", request.query.get("envs")),
                          _json_object("arguments", request.query.get("arguments")))  # fmt: skip
-    path = await ctx.router.execution.call(uuid.UUID(record["id"]), "app_tunnel")
-    reader, writer = await open_tunnel(path, f"tcp {app['ports'][0]}", f"app {name!r}")
+    target = await tunnel_of(ctx, record["id"])
+    reader, writer = await open_tunnel(target, f"tcp {app['ports'][0]}", f"app {name!r}")
     ws = web.WebSocketResponse(autoping=True, heartbeat=30.0)
     await ws.prepare(request)
     session_id, connection = record["id"], uuid.uuid4().hex

@@ -12,7 +12,8 @@ exits.
 
 Containers have no network, so the terminal goes through the kernel runner's app tunnel
 (``pty <rows> <cols>``, then frames: :mod:`actors.kernel_runner.terminal`), as app
-connections do.
+connections do, and is reached the same verified way (:func:`.apps.open_tunnel`). A frame
+from the kernel larger than :data:`MAX_FRAME` ends the terminal before its body is read.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ import base64
 import contextlib
 import json
 import struct
-import uuid
 from typing import Any
 
 import structlog
 from aiohttp import WSMsgType, web
 
+from ..agents.kernel_sockets import KernelSocket
 from ..domain.errors import GenericBadRequest
-from .apps import open_tunnel
+from .apps import open_tunnel, tunnel_of
 
 __all__ = ["terminal_routes"]
 
@@ -37,6 +38,12 @@ log = structlog.get_logger(__name__)
 
 _HEADER = struct.Struct(">cI")
 _ROWS, _COLS = 24, 80
+MAX_FRAME = 2**20
+"""The largest terminal frame read from a kernel (its runner sends output in 64 KiB reads)."""
+
+
+class FrameTooLarge(ValueError):
+    """The kernel announced a frame past :data:`MAX_FRAME`."""
 
 
 class _Terminal:
@@ -52,19 +59,24 @@ class _Terminal:
         return self
 
     @classmethod
-    async def open(cls, path: str, rows: int, cols: int) -> _Terminal:
-        return cls(*await open_tunnel(path, f"pty {rows} {cols}", "a terminal"))
+    async def open(cls, target: KernelSocket, rows: int, cols: int) -> _Terminal:
+        return cls(*await open_tunnel(target, f"pty {rows} {cols}", "a terminal"))
 
     async def send(self, kind: bytes, payload: bytes) -> None:
         self.writer.write(_HEADER.pack(kind, len(payload)) + payload)
         await self.writer.drain()
 
     async def frames(self) -> Any:
-        """(kind, payload) until the runner closes."""
+        """(kind, payload) until the runner closes; :class:`FrameTooLarge` (the connection
+        closed, nothing of it read) for a frame past the cap."""
         while True:
             try:
                 header = await self.reader.readexactly(_HEADER.size)
                 kind, size = _HEADER.unpack(header)
+                if size > MAX_FRAME:
+                    self.close()
+                    raise FrameTooLarge(f"the kernel's terminal sent a frame of {size} bytes "
+                                        f"(at most {MAX_FRAME})")  # fmt: skip
                 payload = await self.reader.readexactly(size) if size else b""
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
@@ -88,7 +100,7 @@ async def pty(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(autoping=True, heartbeat=30.0)
     if not ws.can_prepare(request).ok:
         raise GenericBadRequest("a terminal needs a websocket upgrade")
-    path = await ctx.router.execution.call(uuid.UUID(record["id"]), "app_tunnel")
+    path = await tunnel_of(ctx, record["id"])
     terminal = await _Terminal.open(path, _ROWS, _COLS)
     try:
         await ws.prepare(request)
@@ -133,13 +145,17 @@ def _command(text: str) -> dict[str, Any] | None:
 
 
 async def _output(terminal: _Terminal, ws: web.WebSocketResponse) -> None:
-    """The shell's output to the client; the socket closes when the shell exits."""
-    async for kind, payload in terminal.frames():
-        if kind == b"d":
-            await ws.send_str(json.dumps({"type": "out",
-                                          "data": base64.b64encode(payload).decode()}))  # fmt: skip
-        elif kind == b"x":
-            break
+    """The shell's output to the client; the socket closes when the shell exits (or sends
+    what is not a frame)."""
+    try:
+        async for kind, payload in terminal.frames():
+            if kind == b"d":
+                data = base64.b64encode(payload).decode()
+                await ws.send_str(json.dumps({"type": "out", "data": data}))
+            elif kind == b"x":
+                break
+    except FrameTooLarge as exc:
+        log.warning("terminal closed", why=str(exc))
     if not ws.closed:
         await ws.close()
 

@@ -201,16 +201,21 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 def last_exec_code(record_path: str) -> int | None:
     """The exit code of the last finished ``exec`` in a record file, if any."""
-    codes: list[int] = []
     try:
-        with open(record_path) as record:
-            for line in record:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                if entry.get("op") == "exec":
-                    codes.append(int(entry["exitCode"]))
+        with open(record_path, "rb") as record:
+            return last_exec_code_in(record.read())
     except OSError:
         return None
-    return codes[-1] if codes else None
+
+
+def last_exec_code_in(record: bytes) -> int | None:
+    """The exit code of the last finished ``exec`` in a record's text (or its tail: a line
+    cut at the front is skipped), if any."""
+    for line in reversed(record.splitlines()):
+        try:
+            entry = json.loads(line)
+            if isinstance(entry, dict) and entry.get("op") == "exec":
+                return int(entry["exitCode"])
+        except (ValueError, TypeError, KeyError):
+            continue
+    return None
