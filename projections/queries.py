@@ -146,11 +146,13 @@ class ReadModels:
         session_type: str | None = None,
         scaling_group: str | None = None,
         project: str | None = None,
+        projects: Sequence[str] | None = None,
         offset: int = 0,
         limit: int = 50,
         newest_first: bool = True,
     ) -> Page:
-        """Sessions matching every given filter, by creation time, paged."""
+        """Sessions matching every given filter, by creation time, paged (``projects``: in
+        any of these projects, none when empty)."""
         prefix = await self._prefix("sessions")
         if prefix is None:
             return Page(0, [])
@@ -165,6 +167,9 @@ class ReadModels:
             choices.append(([f"{prefix}:i:sg:{scaling_group}"], "scaling_group", {scaling_group}))
         if project:
             choices.append(([f"{prefix}:i:project:{project}"], "project_id", {project}))
+        if projects is not None:
+            choices.append(([f"{prefix}:i:project:{p}" for p in projects], "project_id",
+                            set(projects)))  # fmt: skip
         if not choices:
             choices.append(([f"{prefix}:i:all"], "id", None))
         sizes = []

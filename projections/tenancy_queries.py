@@ -65,6 +65,13 @@ class TenancyLookups:
         project_id = await self._index(f"i:project:{domain}", name)
         return None if project_id is None else await self.project(project_id)
 
+    async def projects_in(self, domain: str) -> list[str]:
+        """The ids of a domain's projects (what a domain admin's listings are scoped to)."""
+        prefix = await self._prefix()
+        if prefix is None:
+            return []
+        return sorted(_s(v) for v in await self.redis.hvals(f"{prefix}:i:project:{domain}"))
+
     async def user(self, user_id: str) -> Record | None:
         return await self._get("user", str(user_id))
 

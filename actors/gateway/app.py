@@ -1,5 +1,6 @@
 """The gateway's aiohttp application: routes, and the middlewares every request goes
-through (problem bodies for every error, the API version check, HMAC authentication).
+through (problem bodies for every error, the API version check, HMAC authentication, the
+per-peer limit on failed authentications, the cap on open streams).
 
 ``GET /`` (the version probe) is the only route open without a signature; it answers a
 signed request too (``backend.ai config`` sends both).
@@ -20,15 +21,24 @@ from events.correlation import correlated, parse_correlation
 from ..domain.errors import DomainError, GenericBadRequest
 from . import API_VERSION, MANAGER_VERSION
 from .apps import app_routes
+from .auth import Caller
 from .context import GatewayContext
 from .events import event_routes
 from .graphql import gql
 from .manager import check_frozen, manager_routes
 from .openapi import openapi_document
-from .problems import InternalServerError, MethodNotAllowed, URLNotFound, problem
-from .ratelimit import UNAUTHENTICATED_LIMIT, WINDOW_S, RateLimitExceeded
+from .problems import (
+    AuthorizationFailed,
+    InternalServerError,
+    InvalidAuthParameters,
+    MethodNotAllowed,
+    URLNotFound,
+    problem,
+)
+from .ratelimit import UNAUTHENTICATED_LIMIT, WINDOW_S, PeerRateLimited, RateLimitExceeded
 from .resources import resource_routes
 from .sessions import session_routes
+from .stream_limits import is_stream
 from .streams import stream_routes
 from .terminal import terminal_routes
 
@@ -112,7 +122,7 @@ async def authenticated(request: web.Request, handler: Handler) -> web.StreamRes
     if version is not None and not _VERSION.match(version):
         raise GenericBadRequest("Unsupported API version.")
     ctx: GatewayContext = request.app["ctx"]
-    caller = request["caller"] = await ctx.auth.authenticate(request)
+    caller = request["caller"] = await _authenticate(request, ctx)
     count = await ctx.rate_limiter.hit(caller.access_key)
     limit = int(caller.keypair.get("rate_limit", UNAUTHENTICATED_LIMIT))
     request["rate"] = (limit, max(0, limit - count))
@@ -120,6 +130,37 @@ async def authenticated(request: web.Request, handler: Handler) -> web.StreamRes
         raise RateLimitExceeded(f"{count} requests in {WINDOW_S} s; the limit is {limit}")
     await check_frozen(request, ctx)
     return await handler(request)
+
+
+async def _authenticate(request: web.Request, ctx: GatewayContext) -> Caller:
+    """The caller, or the refusal; a peer's failures are counted, and past its allowance
+    (:class:`actors.gateway.ratelimit.PeerLimiter`) it gets 429s, its requests checked
+    against cached keypairs only (a flood of made-up keys reaches no Redis)."""
+    peer = request.remote or "unknown"
+    over = ctx.peers.over(peer)
+    try:
+        return await ctx.auth.authenticate(request, cached_only=over)
+    except (AuthorizationFailed, InvalidAuthParameters) as exc:
+        allowed = ctx.peers.fail(peer)
+        request["rate"] = (ctx.peers.limit, ctx.peers.remaining(peer))
+        if over or not allowed:
+            raise PeerRateLimited(f"too many failed authentications from {peer}; the limit "
+                                  f"is {ctx.peers.limit} in {WINDOW_S} s") from exc  # fmt: skip
+        raise
+
+
+@web.middleware
+async def streams_capped(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A slot among the open streams (:mod:`.stream_limits`) for the whole life of an SSE or
+    websocket request; past the keypair's cap or the gateway's, a 429 before it opens."""
+    caller = request.get("caller")
+    info = request.match_info.route.resource
+    route = info.canonical if info is not None else ""
+    if caller is None or not is_stream(route, request.method, request.headers.get("Upgrade")):
+        return await handler(request)
+    ctx: GatewayContext = request.app["ctx"]
+    with ctx.streams.hold(caller.access_key):
+        return await handler(request)
 
 
 async def version(request: web.Request) -> web.Response:
@@ -136,7 +177,8 @@ async def announcement(request: web.Request) -> web.Response:
 
 def make_app(ctx: GatewayContext) -> web.Application:
     app = web.Application(
-        middlewares=[measured, problems, authenticated], client_max_size=256 * 2**20
+        middlewares=[measured, problems, authenticated, streams_capped],
+        client_max_size=256 * 2**20,
     )
     app["ctx"] = ctx
     app.on_response_prepare.append(_answer_correlation)

@@ -3,11 +3,17 @@
 Keypairs come from the ``tenancy`` read model, their secrets decrypted here and only here,
 held for a few seconds (a deactivated keypair stops working within ``ttl_s`` and one reload:
 the cache answers from the old entry while it refreshes, see ``actors.cache``).
+
+Strangers choose what reaches here: an access key that does not exist is remembered only
+briefly and in a bounded table, an access key or signature that could never be ours (not
+printable ASCII, too long) is refused before any lookup, and a peer that keeps failing
+(``cached_only``) is answered from the cache alone, never from Redis.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,9 +27,19 @@ from ..cache import RefreshingCache
 from .problems import AuthorizationFailed, InvalidAuthParameters
 from .signing import SignatureError, parse_authorization, parse_date, sign, string_to_sign
 
-__all__ = ["MAX_SKEW", "Authenticator", "Caller"]
+__all__ = ["MAX_SKEW", "Authenticator", "Caller", "NotCached"]
 
 MAX_SKEW = timedelta(minutes=15)
+_ACCESS_KEY = re.compile(r"^[!-~]{1,128}$")
+"""Printable ASCII, no spaces: what an access key could be (ours are ``AKIA`` + 16)."""
+_SIGNATURE = re.compile(r"^[0-9a-f]{32,128}$")
+"""A hex digest (MD5 to SHA-512)."""
+MAX_ABSENT_KEYS = 1_000
+"""Unknown access keys remembered at most (each for ``ttl_s``)."""
+
+
+class NotCached(AuthorizationFailed):
+    """A peer over its failure limit sent a key the cache does not hold (see app.py)."""
 
 
 @dataclass(frozen=True)
@@ -48,13 +64,24 @@ class Caller:
 
 
 class Authenticator:
-    def __init__(self, lookups: TenancyLookups, secrets: SecretBox, ttl_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        lookups: TenancyLookups,
+        secrets: SecretBox,
+        ttl_s: float = 2.0,
+        max_absent: int = MAX_ABSENT_KEYS,
+    ) -> None:
         self.lookups = lookups
         self.secrets = secrets
         self.ttl_s = ttl_s
         self._cache: RefreshingCache[str, tuple[str, Caller] | None] = RefreshingCache(
-            self._load, ttl_s
+            self._load, ttl_s, absent_ttl_s=ttl_s, max_absent=max_absent
         )
+
+    @property
+    def cache(self) -> RefreshingCache[str, tuple[str, Caller] | None]:
+        """The keypair cache (its size is bounded; tests read it)."""
+        return self._cache
 
     async def _keypair(self, access_key: str) -> tuple[str, Caller] | None:
         """The keypair's secret and caller, cached (a refresh never makes a request wait)."""
@@ -84,7 +111,9 @@ class Authenticator:
         found = await self._keypair(access_key)
         return None if found is None else found[0]
 
-    async def authenticate(self, request: web.Request) -> Caller:
+    async def authenticate(self, request: web.Request, *, cached_only: bool = False) -> Caller:
+        """The caller a signed request comes from; with ``cached_only``, only a keypair the
+        cache holds is looked at (:class:`NotCached` otherwise)."""
         header = request.headers.get("Authorization")
         if not header:
             raise AuthorizationFailed("Unauthorized access")
@@ -105,6 +134,10 @@ class Authenticator:
             raise InvalidAuthParameters(str(exc)) from None
         if abs(datetime.now(UTC) - date) > MAX_SKEW:
             raise InvalidAuthParameters("Date/time sync error")
+        if not _ACCESS_KEY.match(credential.access_key):
+            raise AuthorizationFailed("Access key not found")
+        if cached_only and not self._cache.cached(credential.access_key):
+            raise NotCached("Access key not found")
         found = await self._keypair(credential.access_key)
         if found is None:
             raise AuthorizationFailed("Access key not found")
@@ -112,6 +145,8 @@ class Authenticator:
         text = string_to_sign(request.method, request.raw_path, raw_date, request.host,
                               request.content_type, version)  # fmt: skip
         expected = sign(secret, date, request.host, text, credential.hash_type)
-        if not hmac.compare_digest(expected, credential.signature):
+        if not _SIGNATURE.match(credential.signature) or not hmac.compare_digest(
+            expected.encode(), credential.signature.encode()
+        ):
             raise AuthorizationFailed("Signature mismatch")
         return caller

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from events import RedisEventStore
@@ -17,8 +17,10 @@ from ..domain.errors import GenericForbidden, InvalidAPIParameters
 from ..domain.statuses import DEAD_SESSION_STATUSES, SessionStatus
 from ..idle_facts import IdleFacts
 from .auth import Authenticator, Caller
+from .log_tail import LogTail
 from .problems import SessionNotFound
-from .ratelimit import RateLimiter
+from .ratelimit import PeerLimiter, RateLimiter
+from .stream_limits import StreamLimits
 
 __all__ = ["DEAD", "LIVE", "GatewayContext"]
 
@@ -42,6 +44,12 @@ class GatewayContext:
     """The idle checkers' facts: each session's ``idleChecks`` is judged fresh from them."""
     observe: Callable[[str, str, int, float], None] | None = None
     """Told (route, method, status, seconds) of every answer: the gateway actor's metrics."""
+    peers: PeerLimiter = field(default_factory=PeerLimiter)
+    """Failed authentications per peer address (requests without a keypair to count)."""
+    streams: StreamLimits = field(default_factory=StreamLimits)
+    """Open SSE and websocket streams, per keypair and in all."""
+    log_tail: LogTail | None = None
+    """The one tail of the log every event stream reads (made with the first stream)."""
     _status: tuple[float, str] = (0.0, "running")
 
     async def manager_status(self) -> str:

@@ -5,12 +5,15 @@ Only the caller's own sessions (an admin may name another keypair with ``ownerAc
 or ``owner_access_key`` as the 23.03 client spells it), filtered by session id or name,
 project and scope. When the watched session ends the stream says ``server_close`` and
 closes (the reference never does, which leaves ``backend.ai events`` running forever).
+
+Every stream reads the one tail of the log the gateway keeps (:mod:`.log_tail`), so open
+streams hold no Redis connection of their own; how many a keypair may hold open is capped
+before the handler runs (:mod:`.stream_limits`, applied in ``app.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -20,7 +23,8 @@ import structlog
 from aiohttp import web
 
 from ..domain.errors import ObjectNotFound
-from .context import DEAD
+from .context import DEAD, GatewayContext
+from .log_tail import Listener, LogTail
 
 log = structlog.get_logger(__name__)
 
@@ -140,51 +144,58 @@ async def session_events(request: web.Request) -> web.StreamResponse:
             session_id = params["session_id"]  # matches nothing: streams nothing
     watch = _Watch(access_key, session_id, None if params["name"] == "*" else params["name"],
                    project_id, params["scope"])  # fmt: skip
-    subscription = ctx.store.subscribe("$", block_ms=1000, types=_FROM_LOG,
-                                       streams=lambda s: s.startswith("session-"))  # fmt: skip
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})  # fmt: skip
-    await response.prepare(request)
-    watched = await _watched(ctx, watch)
-    if watched is not None and watched.get("status") in DEAD:
-        await _send(response, "server_close", {})  # it ended before the watch began
-        await subscription.aclose()
-        return response
-    sessions = _Sessions(ctx.models)
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def tail() -> None:  # the subscription is never cancelled mid-read by a ping
-        async for tailed in subscription:
-            await queue.put(tailed)
-
-    reader = asyncio.create_task(tail())
-    try:
-        while True:
-            try:
-                event = await asyncio.wait_for(queue.get(), _PING_S)
-            except TimeoutError:
-                await response.write(b": ping\r\n\r\n")
-                continue
-            record = await sessions.get(str(event.data.session_id))
-            told = "kernel_preparing" if event.type == "session_preparing" else event.type
-            if record is None or not _matches(watch, record, told):
-                continue
-            for name, data in _payloads(event.type, event.data, record):
-                await _send(response, name, data)
-            if watched is not None and event.type in _ENDS:
-                await _send(response, "server_close", {})
-                break
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass  # the client left
-    except Exception:  # the stream is open: end it, never answer a 500 after the headers
-        log.exception("session event stream failed")
-    finally:
-        reader.cancel()
-        with contextlib.suppress(BaseException):
-            await reader
-        with contextlib.suppress(Exception):
-            await subscription.aclose()
+    async with _tail(ctx).listen() as listener:  # before the check: no end goes unseen
+        await response.prepare(request)
+        watched = await _watched(ctx, watch)
+        if watched is not None and watched.get("status") in DEAD:
+            await _send(response, "server_close", {})  # it ended before the watch began
+            return response
+        try:
+            await _forward(response, listener, watch, watched, _Sessions(ctx.models))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass  # the client left
+        except Exception:  # the stream is open: end it, never answer a 500 after the headers
+            log.exception("session event stream failed")
     return response
+
+
+def _tail(ctx: GatewayContext) -> LogTail:
+    """The gateway's one tail of the log, made on the first stream."""
+    if ctx.log_tail is None:
+        ctx.log_tail = LogTail(ctx.store, types=_FROM_LOG,
+                               streams=lambda s: s.startswith("session-"))  # fmt: skip
+    return ctx.log_tail
+
+
+async def _forward(
+    response: web.StreamResponse,
+    listener: Listener,
+    watch: _Watch,
+    watched: dict[str, Any] | None,
+    sessions: _Sessions,
+) -> None:
+    """The watched events to the client until the watched session ends, the client leaves,
+    or the listener is dropped (it fell behind: the client reconnects)."""
+    while True:
+        try:
+            event = await asyncio.wait_for(listener.get(), _PING_S)
+        except TimeoutError:
+            await response.write(b": ping\r\n\r\n")
+            continue
+        if event is None:
+            return
+        session_id = getattr(event.data, "session_id", None)
+        record = None if session_id is None else await sessions.get(str(session_id))
+        told = "kernel_preparing" if event.type == "session_preparing" else event.type
+        if record is None or not _matches(watch, record, told):
+            continue
+        for name, data in _payloads(event.type, event.data, record):
+            await _send(response, name, data)
+        if watched is not None and event.type in _ENDS:
+            await _send(response, "server_close", {})
+            return
 
 
 async def _watched(ctx: Any, watch: _Watch) -> dict[str, Any] | None:

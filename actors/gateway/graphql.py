@@ -2,6 +2,10 @@
 ``keypair``, ``compute_session_list`` and ``compute_session``, parsed and executed for real
 by graphql-core, so results carry the requested fields in the requested order.
 
+Every field is scoped as REST is (:mod:`actors.gateway.scope`): a user sees their own
+keypair's sessions, a domain admin their domain's, a superadmin all. A document past the
+bounds of :mod:`actors.gateway.gql_limits` is refused with a 400 before it runs.
+
 JSONString fields (``status_data``, ``occupying_slots``, ...) are JSON-encoded strings, as
 graphene sends them; the CLI's formatters decode them.
 """
@@ -13,13 +17,16 @@ import uuid
 from typing import Any
 
 from aiohttp import web
-from graphql import GraphQLError, build_schema, graphql
+from graphql import ExecutionResult, GraphQLError, build_schema, execute, validate
 
+from ..domain.errors import DomainError
 from .auth import Caller
 from .context import LIVE, GatewayContext
+from .gql_limits import QueryLimits, measure, parse_bounded
+from .scope import is_domain_admin, visible
 from .views import compute_session
 
-__all__ = ["SCHEMA", "gql"]
+__all__ = ["LIMITS", "SCHEMA", "gql"]
 
 _SDL = """
 scalar UUID
@@ -68,6 +75,7 @@ type Query {
 """
 SCHEMA = build_schema(_SDL)
 _MAX_PAGE = 100
+LIMITS = QueryLimits(default_page=_MAX_PAGE)
 
 
 class _Root:
@@ -84,13 +92,17 @@ class _Root:
     async def keypair(self, _info: Any, access_key: str | None = None,
                       domain_name: str | None = None) -> dict[str, Any] | None:  # fmt: skip
         wanted = access_key or self.caller.access_key
-        if wanted != self.caller.access_key and not self.caller.is_superadmin:
-            raise GraphQLError("only a superadmin may look up other keypairs")
         record = await self.ctx.lookups.keypair(wanted)
+        own = wanted == self.caller.access_key
+        user = await self.ctx.lookups.user(str(record["user_id"])) if record else None
+        user = user or {}
+        if not own and not self.caller.is_superadmin and not (
+            is_domain_admin(self.caller) and record is not None
+            and user.get("domain") == self.caller.domain and user.get("role") != "superadmin"
+        ):  # fmt: skip
+            raise GraphQLError("only an admin may look up other keypairs, in the admin's domain")
         if record is None:
             return None
-        user = await self.ctx.lookups.user(str(record["user_id"])) or {}
-        own = wanted == self.caller.access_key
         return {**record, "user_id": str(record["user_id"]),
                 "secret_key": await self.ctx.auth.secret_of(wanted) if own else None,
                 "concurrency_used": await self._concurrency(wanted),
@@ -100,15 +112,12 @@ class _Root:
     async def _concurrency(self, access_key: str) -> int:
         return (await self.ctx.models.sessions(owner=access_key, statuses=LIVE, limit=1)).total
 
-    def _visible(self, record: dict[str, Any]) -> bool:
-        return record.get("access_key") == self.caller.access_key or self.caller.may_act_for_others
-
     async def compute_session(self, _info: Any, id: str) -> dict[str, Any] | None:
         try:
             record = await self.ctx.models.session(str(uuid.UUID(str(id))))
         except ValueError:
             raise GraphQLError(f"not a UUID: {id!r}") from None
-        if record is None or not self._visible(record):
+        if record is None or not visible(self.caller, record):
             return None
         return self._with_idle_checks(record)
 
@@ -125,20 +134,43 @@ class _Root:
 
     async def compute_session_list(
         self, _info: Any, limit: int, offset: int, access_key: str | None = None,
-        status: str | None = None, **_ignored: Any,
+        status: str | None = None, domain_name: str | None = None, group_id: str | None = None,
+        **_ignored: Any,
     ) -> dict[str, Any]:  # fmt: skip
         if not 1 <= limit <= _MAX_PAGE or offset < 0:
             raise GraphQLError(f"limit must be 1..{_MAX_PAGE} and offset >= 0")
-        owner: str | None = self.caller.access_key
-        if self.caller.may_act_for_others:
-            owner = access_key  # an admin sees everyone's unless a keypair is asked for
-        elif access_key not in (None, self.caller.access_key):
-            raise GraphQLError("only admins may list other keypairs' sessions")
+        owner, projects = await self._scope(access_key, domain_name)
+        if group_id:
+            projects = [group_id] if projects is None or group_id in projects else []
         statuses = [s.strip().upper() for s in status.split(",") if s.strip()] if status else None
         page = await self.ctx.models.sessions(owner=owner, statuses=statuses, offset=offset,
-                                              limit=limit)  # fmt: skip
+                                              limit=limit, projects=projects)  # fmt: skip
         return {"items": [self._with_idle_checks(r) for r in page.items],
                 "total_count": page.total}  # fmt: skip
+
+    async def _scope(
+        self, access_key: str | None, domain_name: str | None
+    ) -> tuple[str | None, list[str] | None]:
+        """The keypair (``None``: any) and the projects (``None``: any) a listing may show:
+        a user their own keypair's, a domain admin their domain's projects', a superadmin
+        everything (a domain's, when ``domain_name`` is asked for)."""
+        caller = self.caller
+        if not caller.may_act_for_others:
+            if access_key not in (None, caller.access_key):
+                raise GraphQLError("only admins may list other keypairs' sessions")
+            return caller.access_key, None
+        if access_key:
+            try:
+                await self.ctx.acting_for(caller, access_key)
+            except DomainError as exc:
+                raise GraphQLError(exc.msg or exc.title) from None
+        if caller.is_superadmin:
+            if not domain_name:
+                return access_key, None
+            return access_key, await self.ctx.lookups.projects_in(domain_name)
+        if domain_name not in (None, caller.domain):
+            raise GraphQLError("a domain admin lists only the sessions of their own domain")
+        return access_key, await self.ctx.lookups.projects_in(caller.domain)
 
 
 async def gql(request: web.Request) -> web.Response:
@@ -151,10 +183,20 @@ async def gql(request: web.Request) -> web.Response:
         return web.json_response(
             {"data": None, "errors": [{"message": "the body must be {query, variables}"}]}
         )
-    root = _Root(request.app["ctx"], request["caller"])
-    result = await graphql(SCHEMA, query, root_value=root.as_mapping(),
-                           variable_values=variables,
-                           operation_name=body.get("operation_name"))  # fmt: skip
+    document = parse_bounded(query, LIMITS)
+    if isinstance(document, GraphQLError):  # a syntax error: answered the GraphQL way
+        result = ExecutionResult(data=None, errors=[document])
+    else:
+        measure(document, variables, LIMITS)  # past a bound: a 400 problem, nothing run
+        errors = validate(SCHEMA, document)
+        if errors:
+            result = ExecutionResult(data=None, errors=errors)
+        else:
+            root = _Root(request.app["ctx"], request["caller"])
+            outcome = execute(SCHEMA, document, root_value=root.as_mapping(),
+                              variable_values=variables,
+                              operation_name=body.get("operation_name"))  # fmt: skip
+            result = await outcome if not isinstance(outcome, ExecutionResult) else outcome
     answer: dict[str, Any] = {"data": result.data}
     if result.errors:
         answer["errors"] = [error.formatted for error in result.errors]

@@ -1,14 +1,29 @@
 """Requests per keypair over a rolling 15-minute window (seed API §2.3), counted in Redis
 with one round trip: a script that drops what left the window, records this request at
-Redis's own clock, and answers how many are in it."""
+Redis's own clock, and answers how many are in it.
+
+A request that fails authentication has no keypair to count against, so those are counted
+per peer address (:class:`PeerLimiter`), in the gateway's memory: a flood of bad requests
+then costs no Redis round trip at all, and the table of peers is bounded.
+"""
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from ..domain.errors import DomainError
 
-__all__ = ["UNAUTHENTICATED_LIMIT", "WINDOW_S", "RateLimitExceeded", "RateLimiter"]
+__all__ = [
+    "UNAUTHENTICATED_LIMIT",
+    "WINDOW_S",
+    "PeerLimiter",
+    "PeerRateLimited",
+    "RateLimitExceeded",
+    "RateLimiter",
+]
 
 WINDOW_S = 900
 UNAUTHENTICATED_LIMIT = 1000
@@ -39,3 +54,58 @@ class RateLimiter:
         """Count this request; the requests of the keypair in the window, this one included."""
         keys = [f"{self.prefix}:ratelimit:{access_key}", f"{self.prefix}:ratelimit:seq"]
         return int(await self._hit(keys=keys, args=[WINDOW_S]))
+
+
+class PeerRateLimited(RateLimitExceeded):
+    """Too many failed authentications from one address."""
+
+
+class PeerLimiter:
+    """Failed authentications per peer address: a token bucket of ``limit`` tokens that
+    refills over ``window_s`` (so the spec's "1000 in 15 minutes" for unauthenticated
+    callers, and a peer that stops failing is whole again a window later). At most
+    ``max_peers`` addresses are held, the least recently seen forgotten first (a forgotten
+    peer starts with a full bucket: the bound is on memory, never on who is served)."""
+
+    def __init__(
+        self,
+        limit: int = UNAUTHENTICATED_LIMIT,
+        window_s: float = WINDOW_S,
+        max_peers: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.max_peers = max_peers
+        self._clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        """peer -> (tokens, when they were counted)."""
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _tokens(self, peer: str) -> float:
+        found = self._buckets.get(peer)
+        if found is None:
+            return float(self.limit)
+        tokens, at = found
+        refill = (self._clock() - at) * self.limit / self.window_s
+        return min(float(self.limit), tokens + refill)
+
+    def over(self, peer: str) -> bool:
+        """Whether the peer has failed its whole allowance (its requests are then answered
+        from memory only)."""
+        return self._tokens(peer) < 1
+
+    def remaining(self, peer: str) -> int:
+        return int(self._tokens(peer))
+
+    def fail(self, peer: str) -> bool:
+        """Count one failed authentication; ``False`` when it is past the allowance."""
+        tokens = self._tokens(peer)
+        allowed = tokens >= 1
+        self._buckets[peer] = (max(0.0, tokens - 1), self._clock())
+        self._buckets.move_to_end(peer)
+        while len(self._buckets) > self.max_peers:
+            self._buckets.popitem(last=False)
+        return allowed

@@ -24,6 +24,7 @@ from .auth import Caller
 from .context import DEAD, GatewayContext
 from .params import CreateParams, DestroyParams, ExecuteParams, OwnerParams, parse, raw_params
 from .problems import QueryNotImplemented, SessionAlreadyExists
+from .scope import creation_refusal, visible
 from .views import session_info
 
 __all__ = ["session_routes"]
@@ -94,16 +95,36 @@ async def _scaling_group(
     return "default" if "default" in allowed else allowed[0]
 
 
-async def _dependencies(ctx: GatewayContext, access_key: str, refs: list[str]) -> list[uuid.UUID]:
+async def _project(
+    ctx: GatewayContext, caller: Caller, owner: dict[str, Any], domain: str, group: str
+) -> dict[str, Any]:
+    """The project the session is created in, where the caller may create for the owner
+    (:func:`actors.gateway.scope.creation_refusal`); checked before anything is appended."""
+    owner_id = str(owner["user_id"])
+    user = caller.user if owner_id == caller.user_id else await ctx.lookups.user(owner_id) or {}
+    project = await ctx.lookups.project_by_name(domain, group)
+    refusal = creation_refusal(caller, owner_id, str(user.get("domain", caller.domain)), domain,
+                               project)  # fmt: skip
+    if refusal is not None or project is None:
+        raise InvalidAPIParameters(f"{refusal} (group {group!r}, domain {domain!r})")
+    return project
+
+
+async def _dependencies(
+    ctx: GatewayContext, caller: Caller, access_key: str, refs: list[str]
+) -> list[uuid.UUID]:
+    """The sessions named (by id, or by name among the owner's), each one the caller may see:
+    another tenant's session id is as unknown as a made-up one."""
     found = []
     for ref in refs:
+        record = None
         try:
-            found.append(uuid.UUID(str(ref)))
-            continue
+            record = await ctx.models.session(str(uuid.UUID(str(ref))))
         except ValueError:
             pass
-        record = await ctx.models.session_by_name(access_key, str(ref))
         if record is None:
+            record = await ctx.models.session_by_name(access_key, str(ref))
+        if record is None or not visible(caller, record):
             raise InvalidAPIParameters(f"Unknown session ID or name in dependencies: {ref}")
         found.append(uuid.UUID(record["id"]))
     return found
@@ -148,9 +169,8 @@ async def create(request: web.Request) -> web.Response:
             raise SessionAlreadyExists(str(existing["id"]))
         return _created(existing["id"], params.name, str(existing["status"]), False)
     domain = params.domain or caller.domain
-    project = await ctx.lookups.project_by_name(domain, params.group or "default")
-    if project is None:
-        raise InvalidAPIParameters(f"Invalid group name {params.group!r} in domain {domain!r}")
+    project = await _project(ctx, caller, owner, domain, params.group or "default")
+    dependencies = await _dependencies(ctx, caller, access_key, params.dependencies or [])
     config = params.config
     requested = await _slots(ctx, config.resources if config else None, image)
     policy = await ctx.lookups.policy(str(owner.get("resource_policy") or "default")) or {}
@@ -168,7 +188,7 @@ async def create(request: web.Request) -> web.Response:
         cluster_mode=ClusterMode(params.cluster_mode or "single-node"),
         session_type=session_type, startup_command=params.startup_command,
         starts_at=_starts_at(params.starts_at),
-        dependencies=await _dependencies(ctx, access_key, params.dependencies or []),
+        dependencies=dependencies,
         domain=domain, user_id=uuid.UUID(str(owner["user_id"])),
         project_id=uuid.UUID(str(project["project_id"])),
         preopen_ports=_preopen(config.preopen_ports if config else None),

@@ -67,8 +67,8 @@ def parse_date(raw: str) -> datetime:
     except ValueError:
         try:
             parsed = parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError) as exc:
-            raise SignatureError(f"unreadable date: {raw!r}") from exc
+        except (TypeError, ValueError, IndexError, OverflowError) as exc:
+            raise SignatureError(f"unreadable date: {raw[:64]!r}") from exc
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
@@ -87,6 +87,13 @@ def sign(secret_key: str, date: datetime, host: str, text: str, hash_type: str =
     own zone, as the reference server does; clients send UTC), the host."""
     digest = getattr(hashlib, hash_type)
     day = date.strftime("%Y%m%d").encode()
-    k_date = hmac.new(secret_key.encode(), day, digest).digest()
-    k_host = hmac.new(k_date, host.encode(), digest).digest()
-    return hmac.new(k_host, text.encode(), digest).hexdigest()
+    k_date = hmac.new(_bytes(secret_key), day, digest).digest()
+    k_host = hmac.new(k_date, _bytes(host), digest).digest()
+    return hmac.new(k_host, _bytes(text), digest).hexdigest()
+
+
+def _bytes(text: str) -> bytes:
+    """UTF-8, and the bytes aiohttp could not decode as they came (it hands header bytes
+    that are not UTF-8 over as surrogate escapes): a stranger's odd ``Host`` or path is a
+    signature that does not match, never an encoding error."""
+    return text.encode("utf-8", "surrogateescape")
