@@ -668,18 +668,20 @@ class Agent:
             raise GenericBadRequest(f"kernel {kernel_id} has no work dir on {self.agent_id}")
         return path
 
+    # The tenant owns the files these touch (a slow disk, a huge directory): they run in a
+    # thread, never on the loop every kernel shares (workdir never blocks on a FIFO itself).
     async def upload_files(self, kernel_id: uuid.UUID, files: list[tuple[str, bytes]]) -> list[str]:
         self._touch(kernel_id)
-        return workdir.upload(self._work_dir(kernel_id), files)
+        return await asyncio.to_thread(workdir.upload, self._work_dir(kernel_id), files)
 
     async def download_files(self, kernel_id: uuid.UUID, names: list[str]) -> bytes:
-        return workdir.download(self._work_dir(kernel_id), names)
+        return await asyncio.to_thread(workdir.download, self._work_dir(kernel_id), names)
 
     async def download_single(self, kernel_id: uuid.UUID, name: str) -> bytes:
-        return workdir.download_single(self._work_dir(kernel_id), name)
+        return await asyncio.to_thread(workdir.download_single, self._work_dir(kernel_id), name)
 
     async def list_files(self, kernel_id: uuid.UUID, path: str) -> dict[str, Any]:
-        return workdir.list_files(self._work_dir(kernel_id), path)
+        return await asyncio.to_thread(workdir.list_files, self._work_dir(kernel_id), path)
 
     async def logs(self, kernel_id: uuid.UUID) -> str:
         """The kernel's log: live while it runs, else what was kept when it ended."""

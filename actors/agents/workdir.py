@@ -1,116 +1,272 @@
 """Files in a kernel's work dir (``/home/work`` inside the kernel), for upload, download and
 listing. The agent reaches the work dir on the host (the process backend's directory, or
-the Docker bind mount), so no request passes through user code.
+the Docker bind mount), so no request passes through user code — which is why every
+operation here goes through :mod:`.safe_fs`: the agent is root on the host and the tenant
+owns every name in the work dir, so no symlink is followed, no FIFO or device is opened,
+and nothing is read whole or without a cap.
 
 Names arrive percent-encoded (the official client quotes ``sub/b.txt`` as ``sub%2Fb.txt``)
-and relative to ``/home/work``; ``/home/work/...`` is accepted too. Every path is resolved
-with ``realpath`` and must stay inside the work dir: ``..`` and symlinks pointing out are
-refused, whatever they are spelled as.
+and relative to ``/home/work``; ``/home/work/...`` is accepted too. A name with ``..``,
+another absolute path, a NUL, or a symlink anywhere on its way is refused (400), whatever
+the symlink points at: a link that stays inside today may point out a moment later.
+
+These functions block (file I/O on a tenant's files); the agent runs them in a thread.
 """
 
 from __future__ import annotations
 
+import heapq
 import io
 import json
 import os
+import posixpath
 import stat
 import tarfile
 import urllib.parse
-from pathlib import Path
 from typing import Any
 
 from ..domain.errors import InvalidAPIParameters, ObjectNotFound
+from .safe_fs import (
+    OverLimit,
+    Refused,
+    closing,
+    describe,
+    open_dir,
+    open_regular,
+    open_root,
+    owner_of,
+    read_capped,
+    refusal,
+    replace_file,
+)
 
-__all__ = ["KERNEL_WORK_DIR", "download", "download_single", "list_files", "resolve", "upload"]
+__all__ = [
+    "KERNEL_WORK_DIR",
+    "MAX_ARCHIVE_BYTES",
+    "MAX_DOWNLOAD_BYTES",
+    "download",
+    "download_single",
+    "list_files",
+    "parts_of",
+    "upload",
+]
 
 KERNEL_WORK_DIR = "/home/work"
 MAX_UPLOAD_BYTES = 512 * 2**20
+MAX_DOWNLOAD_BYTES = 64 * 2**20
+"""One file, downloaded alone: the gateway's per-file upload cap, the same both ways."""
+MAX_ARCHIVE_BYTES = 128 * 2**20
+"""A tar download in all (headers included): it is built in memory, then crosses Ray."""
+MAX_ARCHIVE_ENTRIES = 10_000
+MAX_ARCHIVE_DEPTH = 64
+MAX_LISTED = 10_000
+"""Entries one listing returns (the first, by name); the rest are counted in ``errors``."""
 
 
-def resolve(work_dir: Path, name: str, *, must_exist: bool = False) -> Path:
-    """The host path of ``name`` inside ``work_dir``; refuses anything that leaves it."""
+def parts_of(name: str) -> tuple[str, ...]:
+    """The path components of ``name`` below the work dir (``()`` is the work dir itself)."""
     text = urllib.parse.unquote(name)
     if "\0" in text:
         raise InvalidAPIParameters(f"invalid file name {name!r}")
     if text == KERNEL_WORK_DIR or text.startswith(KERNEL_WORK_DIR + "/"):
-        text = text[len(KERNEL_WORK_DIR) :].lstrip("/")
-    elif os.path.isabs(text):
+        text = text[len(KERNEL_WORK_DIR) :]
+    elif text.startswith("/"):
         raise InvalidAPIParameters(f"{name!r} is outside the work dir ({KERNEL_WORK_DIR})")
-    root = Path(os.path.realpath(work_dir))
-    target = Path(os.path.realpath(root / text))
-    if target != root and root not in target.parents:
-        raise InvalidAPIParameters(f"{name!r} is outside the work dir ({KERNEL_WORK_DIR})")
-    if must_exist and not target.exists():
-        raise ObjectNotFound("file", f"no such file: {name}")
-    return target
+    parts = tuple(part for part in text.split("/") if part not in ("", "."))
+    if ".." in parts:
+        raise InvalidAPIParameters(f"{name!r}: '..' is not allowed in file names")
+    return parts
 
 
-def upload(work_dir: Path, files: list[tuple[str, bytes]]) -> list[str]:
-    """Write each file (parents created); the names written, relative to the work dir.
-    All names are checked before anything is written, so a refused batch writes nothing."""
+def _label(parts: tuple[str, ...]) -> str:
+    return "/".join(parts) or KERNEL_WORK_DIR
+
+
+def upload(work_dir: os.PathLike[str] | str, files: list[tuple[str, bytes]]) -> list[str]:
+    """Write each file (parents created, owned like the work dir); the names written,
+    relative to the work dir. Every name is checked before anything is written, so a
+    batch refused for a bad name writes nothing."""
     total = sum(len(data) for _, data in files)
     if total > MAX_UPLOAD_BYTES:
         raise InvalidAPIParameters(f"uploads are limited to {MAX_UPLOAD_BYTES} bytes per call")
-    targets = [(resolve(work_dir, name), data) for name, data in files]
-    root = Path(os.path.realpath(work_dir))
-    for target, _ in targets:
-        if target == root or target.is_dir():
-            raise InvalidAPIParameters(f"{target.name or '/'} is a directory")
-    written = []
-    for target, data in targets:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.kh-upload")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-        written.append(str(target.relative_to(root)))
+    targets = [(parts_of(name), data) for name, data in files]
+    with closing(open_root(work_dir)) as root:
+        for parts, _ in targets:
+            _check_target(root, parts)
+        owner = owner_of(root)
+        written = []
+        for parts, data in targets:
+            label = _label(parts)
+            with closing(open_dir(root, parts[:-1], label=label, create=True,
+                                  owner=owner)) as parent:  # fmt: skip
+                replace_file(parent, parts[-1], data, label=label, owner=owner)
+            written.append(label)
     return written
 
 
-def download(work_dir: Path, names: list[str]) -> bytes:
-    """A tar archive of the named files or directories (as upstream's download parts)."""
-    root = Path(os.path.realpath(work_dir))
-    paths = [resolve(work_dir, name, must_exist=True) for name in names]
+def _check_target(root: int, parts: tuple[str, ...]) -> None:
+    """Refuse now what the write would refuse later (the write checks again, race-free)."""
+    label = _label(parts)
+    if not parts:
+        raise Refused(f"{label} is a directory")
+    try:
+        parent = open_dir(root, parts[:-1], label=label)
+    except ObjectNotFound:  # parents are made on the way
+        return
+    with closing(parent):
+        try:
+            info = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+        except OSError:
+            return
+    if stat.S_ISDIR(info.st_mode):
+        raise Refused(f"{label} is a directory")
+
+
+def download_single(work_dir: os.PathLike[str] | str, name: str) -> bytes:
+    """One regular file's bytes, up to :data:`MAX_DOWNLOAD_BYTES`."""
+    parts = parts_of(name)
+    label = _label(parts)
+    if not parts:
+        raise Refused(f"{label} is a directory, not a regular file")
+    with closing(open_root(work_dir)) as root:
+        owner_uid = os.fstat(root).st_uid
+        with closing(open_dir(root, parts[:-1], label=label)) as parent:
+            fd, _ = open_regular(parent, parts[-1], label=label, owner_uid=owner_uid)
+            with closing(fd):
+                return read_capped(fd, MAX_DOWNLOAD_BYTES, label=label)
+
+
+def download(work_dir: os.PathLike[str] | str, names: list[str]) -> bytes:
+    """A tar archive of the named files or directories (as upstream's download parts).
+    Directories are walked without following anything: symlinks are stored as symlinks
+    (those pointing outside the work dir are left out), FIFOs, sockets and devices inside
+    them are left out; a named one is refused. The archive is capped in bytes, entries and
+    depth."""
+    wanted = [parts_of(name) for name in names]
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for path in paths:
-            archive.add(path, arcname=str(path.relative_to(root)) if path != root else ".",
-                        filter=_inside(root))  # fmt: skip
+    with closing(open_root(work_dir)) as root, tarfile.open(fileobj=buffer, mode="w") as tar:
+        archive = _Archive(tar, buffer, os.fstat(root).st_uid)
+        for parts in wanted:
+            if not parts:
+                archive.directory(os.dup(root), ".", os.fstat(root), depth=0)
+                continue
+            label = _label(parts)
+            with closing(open_dir(root, parts[:-1], label=label)) as parent:
+                archive.named(parent, parts[-1], label)
     return buffer.getvalue()
 
 
-def _inside(root: Path) -> Any:
-    """Leave out symlinks that point outside the work dir (their targets are not ours)."""
+class _Archive:
+    """One tar download being built: what it holds so far, against its caps."""
 
-    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        if info.issym() or info.islnk():
-            target = os.path.realpath(root / os.path.dirname(info.name) / info.linkname)
-            if not (target == str(root) or target.startswith(str(root) + os.sep)):
-                return None
-        return info
+    def __init__(self, tar: tarfile.TarFile, buffer: io.BytesIO, owner_uid: int) -> None:
+        self.tar, self.buffer, self.owner_uid = tar, buffer, owner_uid
+        self.entries = 0
 
-    return keep
+    def _room(self, size: int) -> int:
+        """Bytes left for one more member of ``size`` data bytes, refusing when none."""
+        self.entries += 1
+        if self.entries > MAX_ARCHIVE_ENTRIES:
+            raise OverLimit(f"the download has more than {MAX_ARCHIVE_ENTRIES} entries")
+        left = MAX_ARCHIVE_BYTES - self.buffer.tell() - 1024
+        if size > left:
+            raise OverLimit(f"the download is larger than {MAX_ARCHIVE_BYTES} bytes, its limit")
+        return left
+
+    def _info(self, arcname: str, info: os.stat_result, kind: bytes) -> tarfile.TarInfo:
+        member = tarfile.TarInfo(arcname)
+        member.type, member.mode, member.mtime = kind, info.st_mode & 0o777, int(info.st_mtime)
+        return member
+
+    def named(self, parent: int, name: str, label: str) -> None:
+        """A name the caller asked for: anything but a file, directory or symlink is refused."""
+        try:
+            info = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except OSError as exc:
+            raise refusal(exc, label) from exc
+        if not self.member(parent, name, label, info, depth=0):
+            raise Refused(f"{label} is {describe(info.st_mode)}, which is not downloaded")
+
+    def member(self, parent: int, name: str, arcname: str, info: os.stat_result,
+               depth: int) -> bool:  # fmt: skip
+        """Add ``name`` (as lstat saw it); False when it is of a kind left out."""
+        if stat.S_ISREG(info.st_mode):
+            self.file(parent, name, arcname)
+        elif stat.S_ISDIR(info.st_mode):
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             dir_fd=parent)  # fmt: skip
+            except OSError:  # replaced meanwhile (by a symlink, a file): not downloaded
+                return True
+            self.directory(fd, arcname, os.fstat(fd), depth)
+        elif stat.S_ISLNK(info.st_mode):
+            self.symlink(parent, name, arcname, info)
+        else:
+            return False
+        return True
+
+    def file(self, parent: int, name: str, arcname: str) -> None:
+        fd, info = open_regular(parent, name, label=arcname, owner_uid=self.owner_uid)
+        with closing(fd):
+            left = self._room(info.st_size)
+            data = read_capped(fd, left, label=arcname)
+        member = self._info(arcname, info, tarfile.REGTYPE)
+        member.size = len(data)
+        self.tar.addfile(member, io.BytesIO(data))
+
+    def symlink(self, parent: int, name: str, arcname: str, info: os.stat_result) -> None:
+        try:
+            target = os.readlink(name, dir_fd=parent)
+        except OSError:
+            return
+        inside = posixpath.normpath(posixpath.join(posixpath.dirname(arcname), target))
+        if target.startswith("/") or inside == ".." or inside.startswith("../"):
+            return  # its target is not the tenant's to hand out
+        self._room(0)
+        member = self._info(arcname, info, tarfile.SYMTYPE)
+        member.linkname = target
+        self.tar.addfile(member)
+
+    def directory(self, fd: int, arcname: str, info: os.stat_result, depth: int) -> None:
+        """``fd`` (closed here) and what is in it, by name."""
+        with closing(fd):
+            if depth > MAX_ARCHIVE_DEPTH:
+                raise OverLimit(f"{arcname} is nested deeper than {MAX_ARCHIVE_DEPTH} levels")
+            self._room(0)
+            self.tar.addfile(self._info(arcname, info, tarfile.DIRTYPE))
+            with os.scandir(fd) as listing:
+                names = heapq.nsmallest(MAX_ARCHIVE_ENTRIES + 1, (e.name for e in listing))
+            for name in names:
+                try:
+                    child = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except OSError:
+                    continue  # gone meanwhile
+                try:
+                    self.member(fd, name, f"{arcname}/{name}", child, depth + 1)
+                except OverLimit:
+                    raise
+                except Refused:
+                    continue  # changed under us (a file became a FIFO...): left out
 
 
-def download_single(work_dir: Path, name: str) -> bytes:
-    path = resolve(work_dir, name, must_exist=True)
-    if not path.is_file():
-        raise InvalidAPIParameters(f"{name!r} is not a regular file")
-    return path.read_bytes()
-
-
-def list_files(work_dir: Path, name: str = KERNEL_WORK_DIR) -> dict[str, Any]:
-    """Upstream's shape: ``files`` is a JSON *string* of entries (the client decodes it)."""
-    path = resolve(work_dir, name or KERNEL_WORK_DIR, must_exist=True)
-    root = Path(os.path.realpath(work_dir))
-    if not path.is_dir():
-        raise InvalidAPIParameters(f"{name!r} is not a directory")
-    entries = []
-    for entry in sorted(path.iterdir()):
-        info = entry.lstat()
-        entries.append({
-            "filename": entry.name, "size": info.st_size, "mode": stat.filemode(info.st_mode),
-            "mtime": info.st_mtime, "atime": info.st_atime, "ctime": info.st_ctime,
-        })  # fmt: skip
-    relative = str(path.relative_to(root))
-    abspath = KERNEL_WORK_DIR if relative == "." else f"{KERNEL_WORK_DIR}/{relative}"
-    return {"files": json.dumps(entries), "errors": "", "abspath": abspath}
+def list_files(work_dir: os.PathLike[str] | str, name: str = KERNEL_WORK_DIR) -> dict[str, Any]:
+    """Upstream's shape: ``files`` is a JSON *string* of entries (the client decodes it).
+    Entries are lstat'ed by name in the directory's descriptor: nothing is followed."""
+    parts = parts_of(name or KERNEL_WORK_DIR)
+    label = _label(parts)
+    with closing(open_root(work_dir)) as root, closing(open_dir(root, parts, label=label)) as fd:
+        with os.scandir(fd) as listing:
+            names = heapq.nsmallest(MAX_LISTED + 1, (entry.name for entry in listing))
+        entries = []
+        for entry in names[:MAX_LISTED]:
+            try:
+                info = os.stat(entry, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue  # gone meanwhile
+            entries.append({
+                "filename": entry, "size": info.st_size, "mode": stat.filemode(info.st_mode),
+                "mtime": info.st_mtime, "atime": info.st_atime, "ctime": info.st_ctime,
+            })  # fmt: skip
+    errors = f"only the first {MAX_LISTED} entries are listed" if len(names) > MAX_LISTED else ""
+    abspath = KERNEL_WORK_DIR + "".join(f"/{part}" for part in parts)
+    return {"files": json.dumps(entries), "errors": errors, "abspath": abspath}

@@ -1,0 +1,403 @@
+"""A tenant against the agent's file operations on its kernel's work dir (issue 26, attack 1,
+the download half of attack 5, and their family): the agent runs as root on the host and
+the tenant owns every name in the work dir, so each test plants symlinks, FIFOs, hard links,
+huge sparse files or swaps names while the agent works, and checks that nothing outside the
+work dir is ever written or read back, and that nothing hangs.
+
+The unit tests run against real directories (no services); the last one replays the upload
+attack through ``kh`` on a real stack with Docker."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import stat
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from actors.agents import safe_fs, workdir
+from actors.domain.errors import InvalidAPIParameters, ObjectNotFound
+
+pytestmark = pytest.mark.hostile
+
+SECRET = b"host secret: master.key"
+KERNEL_UID = 1000
+AS_ROOT = os.geteuid() == 0
+
+
+@pytest.fixture(params=["openat2", "walk"])
+def resolver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test twice: with openat2 (where the kernel has it) and with the fallback that
+    walks one component at a time."""
+    if request.param == "walk":
+        monkeypatch.setattr(safe_fs, "OPENAT2", False)
+    return str(request.param)
+
+
+@pytest.fixture
+def work(tmp_path: Path, resolver: str) -> Path:
+    """A kernel's work dir, owned (as on the Docker backend) by the kernel's user."""
+    path = tmp_path / "work"
+    path.mkdir()
+    if AS_ROOT:
+        os.chown(path, KERNEL_UID, KERNEL_UID)
+    return path
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """The host: a root-owned directory next to the work dir with a secret in it."""
+    path = tmp_path / "host"
+    path.mkdir()
+    (path / "secret").write_bytes(SECRET)
+    return path
+
+
+def members(archive: bytes) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        return {member.name: member for member in tar.getmembers()}
+
+
+# ---- uploads ---------------------------------------------------------------------------------
+@pytest.mark.unit
+def test_the_planted_temporary_name_does_not_redirect_an_upload(work: Path, outside: Path) -> None:
+    """The issue's attack: ``.x.kh-upload`` -> a host file, then ``kh upload SESSION x``."""
+    os.symlink(outside / "x", work / ".x.kh-upload")
+    os.symlink(outside / "secret", work / ".y.kh-upload")
+    assert workdir.upload(work, [("x", b"tenant data"), ("y", b"more")]) == ["x", "y"]
+    assert not (outside / "x").exists() and (outside / "secret").read_bytes() == SECRET
+    assert (work / "x").read_bytes() == b"tenant data" and (work / "y").read_bytes() == b"more"
+    assert os.path.islink(work / ".x.kh-upload")  # the tenant's own link, left alone
+    assert not [p for p in os.listdir(work) if p.startswith(".kh-upload-")]  # no temp left
+
+
+@pytest.mark.unit
+def test_an_upload_replaces_a_symlink_at_its_name_and_never_writes_through_it(
+    work: Path, outside: Path
+) -> None:
+    os.symlink(outside / "secret", work / "x")
+    workdir.upload(work, [("x", b"new")])
+    assert (outside / "secret").read_bytes() == SECRET
+    assert not os.path.islink(work / "x") and (work / "x").read_bytes() == b"new"
+
+
+@pytest.mark.unit
+def test_an_upload_below_a_symlinked_directory_is_refused(work: Path, outside: Path) -> None:
+    os.symlink(outside, work / "d")
+    os.symlink("d", work / "inner")  # even a link that points inside: it could change
+    for name in ("d/y", "d%2Fy", "/home/work/d/y", "inner/y", "d/sub/y"):
+        with pytest.raises(InvalidAPIParameters, match="symbolic link"):
+            workdir.upload(work, [(name, b"x")])
+    assert sorted(os.listdir(outside)) == ["secret"]
+
+
+@pytest.mark.unit
+def test_a_refused_name_in_a_batch_writes_nothing(work: Path, outside: Path) -> None:
+    os.symlink(outside, work / "d")
+    with pytest.raises(InvalidAPIParameters):
+        workdir.upload(work, [("first", b"1"), ("d/second", b"2")])
+    assert os.listdir(work) == ["d"] and sorted(os.listdir(outside)) == ["secret"]
+
+
+@pytest.mark.unit
+def test_an_upload_over_a_hard_link_leaves_the_other_name_alone(work: Path) -> None:
+    (work / "a").write_bytes(b"original")
+    os.link(work / "a", work / "b")
+    workdir.upload(work, [("b", b"replaced")])
+    assert (work / "a").read_bytes() == b"original" and (work / "b").read_bytes() == b"replaced"
+
+
+@pytest.mark.unit
+@pytest.mark.skipif(not AS_ROOT, reason="giving files away needs root (as the agent has)")
+def test_uploaded_files_and_their_parents_belong_to_the_kernels_user(work: Path) -> None:
+    workdir.upload(work, [("deep/er/x.txt", b"x"), ("top.txt", b"y")])
+    for path in (work / "deep", work / "deep" / "er", work / "deep" / "er" / "x.txt",
+                 work / "top.txt"):  # fmt: skip
+        info = path.stat()
+        assert (info.st_uid, info.st_gid) == (KERNEL_UID, KERNEL_UID), path
+
+
+@pytest.mark.unit
+def test_a_directory_is_not_overwritten_by_an_upload(work: Path) -> None:
+    (work / "d").mkdir()
+    for name in ("d", "/home/work", "."):
+        with pytest.raises(InvalidAPIParameters, match="directory"):
+            workdir.upload(work, [(name, b"x")])
+    assert (work / "d").is_dir()
+
+
+# ---- names -----------------------------------------------------------------------------------
+LEAVING = ["../escape", "..%2Fescape", "/etc/passwd", "sub/../../escape", "/home/work/../escape",
+           "%2Fetc%2Fpasswd", "a/..", "x\0y", "x%00y"]  # fmt: skip
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", LEAVING)
+def test_names_that_leave_the_work_dir_are_refused_everywhere(
+    work: Path, outside: Path, name: str
+) -> None:
+    (work / "sub").mkdir()
+    calls: list[Callable[[], object]] = [
+        lambda: workdir.upload(work, [(name, b"x")]),
+        lambda: workdir.download_single(work, name),
+        lambda: workdir.download(work, [name]),
+        lambda: workdir.list_files(work, name),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidAPIParameters):
+            call()
+    assert not (work.parent / "escape").exists()
+
+
+@pytest.mark.unit
+def test_the_names_the_clients_send_still_work(work: Path) -> None:
+    assert workdir.upload(work, [("sub%2Fb.txt", b"b"), ("/home/work/c.txt", b"c"),
+                                 ("./d.txt", b"d")]) == ["sub/b.txt", "c.txt", "d.txt"]  # fmt: skip
+    assert workdir.download_single(work, "/home/work/sub/b.txt") == b"b"
+    assert workdir.download_single(work, "sub%2Fb.txt") == b"b"
+    listing = workdir.list_files(work, "/home/work")
+    assert listing["abspath"] == "/home/work" and listing["errors"] == ""
+    assert isinstance(listing["files"], str)  # a JSON string: the official client decodes it
+    assert workdir.list_files(work, "sub")["abspath"] == "/home/work/sub"
+    with pytest.raises(ObjectNotFound):
+        workdir.download_single(work, "nope.txt")
+
+
+# ---- single downloads ----------------------------------------------------------------------
+@pytest.mark.unit
+def test_a_symlink_is_not_downloaded_whatever_it_points_at(work: Path, outside: Path) -> None:
+    os.symlink(outside / "secret", work / "s")
+    os.symlink("/dev/null", work / "null")
+    os.symlink(outside, work / "d")
+    (work / "inside").write_bytes(b"ok")
+    os.symlink("inside", work / "alias")
+    for name in ("s", "null", "d/secret", "alias"):
+        with pytest.raises(InvalidAPIParameters, match="symbolic link"):
+            workdir.download_single(work, name)
+
+
+@pytest.mark.unit
+@pytest.mark.timeout(20)
+def test_a_fifo_download_is_refused_instead_of_hanging(work: Path) -> None:
+    os.mkfifo(work / "pipe")
+    with pytest.raises(InvalidAPIParameters, match="FIFO"):
+        workdir.download_single(work, "pipe")
+    with pytest.raises(InvalidAPIParameters, match="FIFO"):
+        workdir.download(work, ["pipe"])
+
+
+@pytest.mark.unit
+@pytest.mark.timeout(20)
+def test_a_unix_socket_is_refused(work: Path) -> None:
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(work / "sock"))
+        with pytest.raises(InvalidAPIParameters, match="socket"):
+            workdir.download_single(work, "sock")
+
+
+@pytest.mark.unit
+@pytest.mark.timeout(20)
+def test_a_sparse_100_gib_file_is_refused_without_being_read(work: Path) -> None:
+    with open(work / "huge", "wb") as huge:
+        huge.truncate(100 * 2**30)
+    with pytest.raises(InvalidAPIParameters, match=f"larger than {workdir.MAX_DOWNLOAD_BYTES}"):
+        workdir.download_single(work, "huge")
+    with pytest.raises(InvalidAPIParameters, match=f"larger than {workdir.MAX_ARCHIVE_BYTES}"):
+        workdir.download(work, ["huge"])
+    with pytest.raises(InvalidAPIParameters, match="larger than"):
+        workdir.download(work, ["/home/work"])
+
+
+@pytest.mark.unit
+def test_a_file_at_the_cap_comes_back_and_one_byte_more_does_not(work: Path) -> None:
+    with open(work / "at-cap", "wb") as file:
+        file.truncate(workdir.MAX_DOWNLOAD_BYTES)
+    assert len(workdir.download_single(work, "at-cap")) == workdir.MAX_DOWNLOAD_BYTES
+    with open(work / "at-cap", "ab") as file:
+        file.write(b"!")
+    with pytest.raises(InvalidAPIParameters, match="larger than"):
+        workdir.download_single(work, "at-cap")
+
+
+@pytest.mark.unit
+@pytest.mark.skipif(not AS_ROOT, reason="a link to a root-owned file is made as root")
+def test_a_hard_link_to_a_file_the_kernels_user_does_not_own_is_not_read(
+    work: Path, outside: Path
+) -> None:
+    """Where ``protected_hardlinks`` is off, a tenant may link a file it can name but not
+    read; the agent, as root, must not read it for them."""
+    os.link(outside / "secret", work / "hard")
+    with pytest.raises(InvalidAPIParameters, match="hard link"):
+        workdir.download_single(work, "hard")
+    assert SECRET not in workdir.download(work, ["/home/work"])
+    (work / "mine").write_bytes(b"mine")
+    os.chown(work / "mine", KERNEL_UID, KERNEL_UID)
+    os.link(work / "mine", work / "also-mine")
+    assert workdir.download_single(work, "also-mine") == b"mine"
+
+
+# ---- tar downloads and listings -------------------------------------------------------------
+@pytest.mark.unit
+@pytest.mark.timeout(30)
+def test_a_tar_download_follows_nothing_and_leaves_out_what_is_not_a_file(
+    work: Path, outside: Path
+) -> None:
+    data = work / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "sub" / "file.txt").write_bytes(b"kept")
+    os.symlink("sub/file.txt", data / "inner-link")
+    os.symlink(outside / "secret", data / "out-link")
+    os.symlink("../../host/secret", data / "relative-out")
+    os.symlink(outside, data / "out-dir")
+    os.symlink("/dev/zero", data / "zero")
+    os.mkfifo(data / "pipe")
+    archive = workdir.download(work, ["data", "/home/work/data/sub/file.txt"])
+    got = members(archive)
+    assert set(got) == {"data", "data/sub", "data/sub/file.txt", "data/inner-link"}
+    assert got["data/inner-link"].issym() and got["data/inner-link"].linkname == "sub/file.txt"
+    assert SECRET not in archive
+    with pytest.raises(InvalidAPIParameters, match="symbolic link"):
+        workdir.download(work, ["data/out-dir/secret"])
+
+
+@pytest.mark.unit
+def test_a_listing_looks_at_links_without_following_them(work: Path, outside: Path) -> None:
+    os.symlink(outside, work / "out-dir")
+    os.mkfifo(work / "pipe")
+    (work / "f").write_bytes(b"12345")
+    entries = {e["filename"]: e for e in __import__("json").loads(
+        workdir.list_files(work, ".")["files"])}  # fmt: skip
+    assert entries["out-dir"]["mode"].startswith("l") and entries["pipe"]["mode"].startswith("p")
+    assert entries["f"]["size"] == 5 and "secret" not in entries
+    with pytest.raises(InvalidAPIParameters, match="symbolic link"):
+        workdir.list_files(work, "out-dir")
+
+
+# ---- swaps during the operation ------------------------------------------------------------
+class Flipper:
+    """A tenant swapping ``name`` between ``inside()`` and a symlink to ``target``, as fast as
+    it can, atomically (rename), until stopped."""
+
+    def __init__(self, path: Path, target: Path, inside: Callable[[Path], None]) -> None:
+        self.path, self.target, self.inside = path, target, inside
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        spare = self.path.with_name(f"spare-{uuid.uuid4().hex}")
+        while not self.stop.is_set():
+            self.inside(spare)
+            self._swap_in(spare)
+            os.symlink(self.target, spare)
+            self._swap_in(spare)
+
+    def _swap_in(self, spare: Path) -> None:
+        while True:
+            try:
+                os.replace(spare, self.path)
+                return
+            except OSError:  # a directory on one side: rename() does not swap kinds
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(self.path, self.path.with_name(f"old-{uuid.uuid4().hex}"))
+
+    def __enter__(self) -> Flipper:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def regular(content: bytes) -> Callable[[Path], None]:
+    return lambda path: path.write_bytes(content)
+
+
+def directory(path: Path) -> None:
+    path.mkdir()
+
+
+def for_a_while(seconds: float = 1.5) -> Iterator[int]:
+    deadline, rounds = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        yield rounds
+        rounds += 1
+
+
+@pytest.mark.unit
+@pytest.mark.timeout(60)
+def test_downloads_racing_a_symlink_swap_never_return_host_files(
+    work: Path, outside: Path
+) -> None:
+    (work / "d").mkdir()
+    with Flipper(work / "f", outside / "secret", regular(b"inside")), \
+         Flipper(work / "d" / "g", outside / "secret", regular(b"inside")):  # fmt: skip
+        seen: set[bytes] = set()
+        for _ in for_a_while():
+            for call in (lambda: workdir.download_single(work, "f"),
+                         lambda: workdir.download(work, ["f", "d"]),
+                         lambda: workdir.download(work, ["/home/work"])):  # fmt: skip
+                try:
+                    got = call()
+                except (InvalidAPIParameters, ObjectNotFound):
+                    continue
+                seen.add(b"secret" if SECRET in got else b"ok")
+    assert seen and b"secret" not in seen
+
+
+@pytest.mark.unit
+@pytest.mark.timeout(60)
+def test_a_directory_swapped_for_a_symlink_never_gets_an_upload_outside(
+    work: Path, outside: Path
+) -> None:
+    with Flipper(work / "d", outside, directory), Flipper(work / "x", outside / "secret",
+                                                           regular(b"inside")):  # fmt: skip
+        for rounds in for_a_while():
+            for name in (f"d/up-{rounds}", "x"):
+                try:
+                    workdir.upload(work, [(name, b"tenant data")])
+                except (InvalidAPIParameters, ObjectNotFound):
+                    pass
+    assert sorted(os.listdir(outside)) == ["secret"]
+    assert (outside / "secret").read_bytes() == SECRET
+
+
+@pytest.mark.unit
+@pytest.mark.timeout(60)
+def test_a_name_flipping_to_a_fifo_never_blocks_a_download(work: Path) -> None:
+    def fifo(path: Path) -> None:
+        os.mkfifo(path)
+
+    spare = work / "spare"
+    stop = threading.Event()
+
+    def flip() -> None:
+        while not stop.is_set():
+            (spare).write_bytes(b"inside")
+            os.replace(spare, work / "f")
+            fifo(spare)
+            os.replace(spare, work / "f")
+
+    thread = threading.Thread(target=flip, daemon=True)
+    thread.start()
+    try:
+        for _ in for_a_while(1.0):
+            for call in (lambda: workdir.download_single(work, "f"),
+                         lambda: workdir.download(work, ["/home/work"])):  # fmt: skip
+                try:
+                    call()
+                except (InvalidAPIParameters, ObjectNotFound):
+                    pass
+    finally:
+        stop.set()
+        thread.join()
+    assert stat.S_ISFIFO(os.lstat(work / "f").st_mode) or (work / "f").is_file()
