@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +50,7 @@ from .domain.scaling_groups import ScalingGroup
 from .domain.scheduling import (
     AgentInfo,
     ExistingSession,
+    FailedAttempt,
     Ledger,
     PendingSession,
     occupancy_of,
@@ -365,13 +366,20 @@ class Scheduler:
         agents = await self._agents()
         await self._sync_ledger(agents)
         group = await self._group()
-        pending = [
-            PendingSession(spec_of(r), self.retries.get(uuid.UUID(r["id"]), 0))
-            for r in records.values()
-        ]
+        pending, unreadable = [], []
+        for record in records.values():  # a record that cannot be read is skipped, not fatal
+            try:
+                spec = spec_of(record)
+            except Exception as exc:
+                why = f"its request cannot be read: {type(exc).__name__}: {exc}"[:500]
+                log.warning("pending session skipped", session=record["id"], error=why)
+                unreadable.append(FailedAttempt(uuid.UUID(record["id"]), "scheduler-error",
+                                                msg=why))  # fmt: skip
+                continue
+            pending.append(PendingSession(spec, self.retries.get(spec.session_id, 0)))
         self._pending_specs = {p.spec.session_id: p.spec for p in pending}
         self.last_pending = len(pending)
-        if not pending:
+        if not pending and not unreadable:
             return 0
         existing = await self._existing()
         ctx = await self._context(pending, existing, agents, now)
@@ -379,6 +387,7 @@ class Scheduler:
             group=group, pending=pending, existing=existing, agents=agents, ctx=ctx,
             ledger=self.ledger,
         )  # fmt: skip
+        result.failures.extend(unreadable)
         scheduled = await self._commit_all(result.decisions, records)
         for failure in result.failures:
             retries = self.retries[failure.session_id] = self.retries.get(failure.session_id, 0) + 1
@@ -393,13 +402,27 @@ class Scheduler:
                 msg=failure.msg,
             )
             record = records[str(failure.session_id)]
+            if failure.status_info == "scheduler-error":
+                log.warning("session skipped by the pass", session=str(failure.session_id),
+                            error=failure.msg)  # fmt: skip
             if recorded_failure(record) != failure_key(report):  # only a change is worth a call
                 with correlated(record.get("correlation_id")):
-                    await self.shard.scheduling_failed(report)
+                    await self._for_one(failure.session_id, self.shard.scheduling_failed(report))
         for cancel in result.cancellations:
             with correlated(records[str(cancel.session_id)].get("correlation_id")):
-                await self.shard.destroy(cancel.session_id, reason=str(cancel.reason))
+                cancelled = self.shard.destroy(cancel.session_id, reason=str(cancel.reason))
+                await self._for_one(cancel.session_id, cancelled)
         return scheduled
+
+    @staticmethod
+    async def _for_one(session_id: uuid.UUID, call: Awaitable[Any]) -> None:
+        """A call about one session after the pass decided: a refusal (the session moved
+        on meanwhile) is logged, and the others still get theirs."""
+        try:
+            await call
+        except Exception as exc:
+            log.warning("a call about one session failed", session=str(session_id),
+                        error=f"{type(exc).__name__}: {exc}"[:500])  # fmt: skip
 
     async def _context(
         self,

@@ -80,13 +80,20 @@ class TestPendingTimeout:
 
 class TestPlugins:
     def test_fifo_picks_the_oldest_and_strict_fifo_blocks_on_its_head(self) -> None:
-        big, small = make_session(request=slots(32)), make_session(request=slots(1))
-        result = run(pending(big, small), [agent("a1")])
+        big, small = make_session(request=slots(12)), make_session(request=slots(1))
+        busy = AgentInfo("a1", slots(16, 64 * G), occupied=slots(8, G))  # big fits once freed
+        result = run(pending(big, small), [busy])
         assert not result.decisions
         assert [(f.session_id, f.status_info) for f in result.failures] == [
             (big.session_id, "no-available-instances")
         ]
         assert "Could not find a contiguous resource region" in (result.failures[0].msg or "")
+
+    def test_strict_fifo_moves_past_a_head_no_agent_could_ever_hold(self) -> None:
+        huge, small = make_session(request=slots(32)), make_session(request=slots(1))
+        result = run(pending(huge, small), [agent("a1")])  # 32 cpu: more than a1 has at all
+        assert [d.session_id for d in result.decisions] == [small.session_id]
+        assert [f.session_id for f in result.failures] == [huge.session_id]
 
     def test_fifo_num_retries_to_skip_lets_others_pass_a_stuck_head(self) -> None:
         big, small = make_session(request=slots(32)), make_session(request=slots(1))

@@ -8,26 +8,34 @@ predicates). The caller turns these into events; nothing here reads a clock or a
 
 Deliberate deviation (design.md): a session that fits no agent does not abort the group's
 pass; the next session is tried. Strict FIFO (``num_retries_to_skip = 0``) still blocks on
-its head, which is the point of strict FIFO.
+its head, which is the point of strict FIFO, but only while the head could fit once room is
+made: a session that no agent of the group could ever hold (a slot none of them offers, more
+than any one has) never blocks the others.
+
+One session never stops the pass (issue 26): whatever goes wrong while trying it (a slot the
+group does not know, an impossible amount already in the log, a bug) is recorded as its
+failure (``scheduler-error`` or ``no-available-instances`` with a message naming the
+problem; it stays PENDING) and the pass goes on with the next.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from events import KernelLifecycleEventReason
 
+from ..bounds import bound_of
 from ..predicates import Occupancy, PredicateContext, check_predicates
 from ..scaling_groups import ScalingGroup
 from ..session import ClusterMode, SessionSpec
-from ..slots import ResourceSlot, SlotLayout
+from ..slots import ResourceSlot, SlotLayout, SlotType
 from ..statuses import USER_RESOURCE_OCCUPYING_SESSION_STATUSES
 from .agents import AgentIndex, AgentState, selection_key
 from .ledger import Ledger, Reservation
-from .plugins import ExistingSession, PendingSession, make_plugin
+from .plugins import ExistingSession, PendingSession, SchedulerPlugin, make_plugin
 
 __all__ = [
     "AgentInfo",
@@ -142,34 +150,110 @@ def schedule_pass(
         if picked is None:
             break
         spec = queue.pop(picked).spec
-        checks = check_predicates(spec, ctx)
-        passed = tuple(c.name for c in checks if c.passed)
-        failed = tuple((c.name, c.message or "") for c in checks if not c.passed)
-        if failed:
-            result.failures.append(
-                FailedAttempt(spec.session_id, "predicate-checks-failed", failed, passed)
-            )
-            if spec.is_private:  # B5: private sessions do not wait; they are cancelled at once
-                result.cancellations.append(
-                    Cancellation(spec.session_id, KernelLifecycleEventReason.PENDING_TIMEOUT)
-                )
+        try:
+            blocks = _attempt(spec, ctx, index, layout, group, ledger, plugin, result)
+        except Exception as exc:  # one session's trouble is its own: the pass goes on
+            ledger.release_session(spec.session_id)  # nothing half-reserved stays behind
+            result.failures.append(FailedAttempt(
+                spec.session_id, "scheduler-error", msg=_error_text(spec, exc),
+            ))  # fmt: skip
             continue
-        placements, problem = _place(spec, index, layout, group)
-        if placements is None:
-            result.failures.append(
-                FailedAttempt(spec.session_id, "no-available-instances", (), passed, problem)
-            )
-            if plugin.blocks_on_head:
-                break
-            continue
-        reservation = ledger.reserve(spec.session_id, placements)
-        for allocation in reservation.allocations:
-            index.reserve(index.agents[allocation.agent_id], layout.to_units(allocation.slots))
-        ctx.occupancy.add(spec)
-        plugin.on_scheduled(spec)
-        result.decisions.append(Decision(spec.session_id, reservation, passed))
+        if blocks and plugin.blocks_on_head:
+            break
     result.round_robin_last = index.last_chosen
     return result
+
+
+MAX_MESSAGE = 500
+"""Characters of a failure message: it becomes an event (appended only when it changes)."""
+
+
+def _error_text(spec: SessionSpec, exc: Exception) -> str:
+    text = f"could not schedule session {spec.session_id}: {type(exc).__name__}: {exc}"
+    return text if len(text) <= MAX_MESSAGE else f"{text[: MAX_MESSAGE - 3]}..."
+
+
+def _attempt(
+    spec: SessionSpec,
+    ctx: PredicateContext,
+    index: AgentIndex,
+    layout: SlotLayout,
+    group: ScalingGroup,
+    ledger: Ledger,
+    plugin: SchedulerPlugin,
+    result: PassResult,
+) -> bool:
+    """Try one session: a decision, or a failure (or cancellation) in ``result``. True when
+    the failure is one a strict FIFO head waits on (no room *now*)."""
+    impossible = _impossible(spec, ctx.known_slot_types, group)
+    if impossible is not None:
+        result.failures.append(
+            FailedAttempt(spec.session_id, "no-available-instances", msg=impossible)
+        )
+        return False
+    checks = check_predicates(spec, ctx)
+    passed = tuple(c.name for c in checks if c.passed)
+    failed = tuple((c.name, c.message or "") for c in checks if not c.passed)
+    if failed:
+        result.failures.append(
+            FailedAttempt(spec.session_id, "predicate-checks-failed", failed, passed)
+        )
+        if spec.is_private:  # B5: private sessions do not wait; they are cancelled at once
+            result.cancellations.append(
+                Cancellation(spec.session_id, KernelLifecycleEventReason.PENDING_TIMEOUT)
+            )
+        return False
+    placements, problem = _place(spec, index, layout, group)
+    if placements is None:
+        result.failures.append(
+            FailedAttempt(spec.session_id, "no-available-instances", (), passed, problem)
+        )
+        return _could_fit(spec, index, layout)
+    reservation = ledger.reserve(spec.session_id, placements)
+    for allocation in reservation.allocations:
+        index.reserve(index.agents[allocation.agent_id], layout.to_units(allocation.slots))
+    ctx.occupancy.add(spec)
+    plugin.on_scheduled(spec)
+    result.decisions.append(Decision(spec.session_id, reservation, passed))
+    return False
+
+
+def _impossible(
+    spec: SessionSpec, known: Mapping[str, SlotType], group: ScalingGroup
+) -> str | None:
+    """Why no agent of the group could ever hold the session, judged from its request
+    alone: a slot none of them offers, or an amount past any bound (the log may hold one
+    from before the gateway bounded requests). Checked before anything computes with it."""
+    for kernel in spec.kernels:
+        for name, value in kernel.requested_slots.items():
+            if value.is_finite() and value == 0:
+                continue
+            if name not in known:
+                return (f"no agent in resource group {group.name!r} offers resource slot "
+                        f"{name[:64]!r}")  # fmt: skip
+            if not value.is_finite() or value < 0 or value > bound_of(name, known[name]).high:
+                return f"resource slot {name!r} asks for an impossible amount"
+    return None
+
+
+def _could_fit(spec: SessionSpec, index: AgentIndex, layout: SlotLayout) -> bool:
+    """Whether the session (single-node) or each of its kernels (multi-node) would fit some
+    agent of its architecture were that agent empty: if not, waiting for room cannot help,
+    and even strict FIFO moves past it (a tenant asking for more than any agent has must
+    not stop the group)."""
+    if spec.cluster_mode is ClusterMode.SINGLE_NODE:
+        wanted = [(spec.main_kernel.architecture, spec.requested_slots)]
+    else:
+        wanted = [(k.architecture, k.requested_slots) for k in spec.kernels]
+    for architecture, slots in wanted:
+        request = layout.to_units(slots)
+        if not any(
+            agent.architecture == architecture
+            and all(r <= c for r, c in zip(request, agent.capacity, strict=True))
+            for agent in index.agents.values()
+        ):
+            return False
+    return True
 
 
 def _place(
