@@ -14,7 +14,6 @@ import json
 import time
 import uuid
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from .errors import KernelhubError
@@ -55,16 +54,21 @@ async def _wait_until(
 
 
 async def create(args: argparse.Namespace, store: Any, access_key: str) -> int:
+    from actors.domain.bounds import known_slot_types, requested_slots
     from actors.domain.session import SessionType
-    from actors.domain.sizes import parse_size
-    from actors.domain.slots import ResourceSlot
+    from actors.domain.tenancy import image_slot_limits
     from actors.tenancy import load_tenancy
+    from projections.queries import ReadModels
 
     router = _router(store)
-    slots = ResourceSlot(
-        {"cpu": Decimal(args.cpu), "mem": parse_size(args.mem), **_resources(args)}
-    )
-    image = (await load_tenancy(store)).resolve_image(args.image)["name"]  # alias -> canonical
+    record = (await load_tenancy(store)).resolve_image(args.image)
+    image = record["name"]  # alias -> canonical
+    offered = {slot for agent in await ReadModels(store).agents()
+               for slot in agent.get("available_slots") or {}}  # fmt: skip
+    # the gateway's bounds: never mem/cpu 0 (a container without limits), only known slots
+    slots = requested_slots({"cpu": args.cpu, "mem": args.mem, **_resources(args)},
+                            image_slot_limits(record)[0], known_slot_types(offered),
+                            image=image)  # fmt: skip
     kind = SessionType.BATCH if args.command else SessionType.INTERACTIVE
     session_id = await router.create(
         name=args.name, access_key=access_key, scaling_group="default", image=image,
@@ -79,19 +83,15 @@ async def create(args: argparse.Namespace, store: Any, access_key: str) -> int:
     return 0
 
 
-def _resources(args: argparse.Namespace) -> dict[str, Decimal]:
-    """``-r cuda.device=1`` (repeatable), as the official client's ``-r``."""
-    from actors.domain.sizes import parse_size
-
-    out: dict[str, Decimal] = {}
+def _resources(args: argparse.Namespace) -> dict[str, str]:
+    """``-r cuda.device=1`` (repeatable), as the official client's ``-r``; the amounts are
+    parsed and bounded with ``--cpu`` and ``--mem`` (:mod:`actors.domain.bounds`)."""
+    out: dict[str, str] = {}
     for item in args.resource or ():
         slot, sep, amount = item.partition("=")
-        try:
-            if not sep or not slot.strip():
-                raise ValueError
-            out[slot.strip()] = parse_size(amount) if "mem" in slot else Decimal(amount.strip())
-        except (ValueError, ArithmeticError):
-            raise KernelhubError(f"-r {item!r}: use SLOT=AMOUNT, e.g. -r cuda.device=1") from None
+        if not sep or not slot.strip() or not amount.strip():
+            raise KernelhubError(f"-r {item!r}: use SLOT=AMOUNT, e.g. -r cuda.device=1")
+        out[slot.strip()] = amount.strip()
     return out
 
 

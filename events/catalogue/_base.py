@@ -2,19 +2,69 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from decimal import Context, Decimal
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PlainSerializer,
+    StringConstraints,
+)
 
-from .._canonical import PlainDecimal
+from .._canonical import PlainDecimal, decimal_to_plain
 
-__all__ = ["EventPayload", "JsonObject", "Record", "Slots", "added_later"]
+__all__ = [
+    "EventPayload",
+    "JsonObject",
+    "Record",
+    "RequestedSlots",
+    "Short",
+    "Slots",
+    "added_later",
+]
 
 JsonObject = dict[str, JsonValue]
 """A JSON object; payload fields of free shape use it so they stay canonical-encodable."""
 
 Slots = dict[str, PlainDecimal]
 """Resource slots on the wire: ``{"cpu": "1.5", "mem": "1073741824"}`` (plain decimals)."""
+
+Short = Annotated[str, StringConstraints(max_length=1024)]
+"""A name or reference in an event (the gateway allows far less; this is the log's own
+bound, its last line of defence against a writer that forgot to check)."""
+
+_MAX_REQUESTED_DIGITS = 24
+_FINEST = Decimal("0.000001")
+_WIDE = Context(prec=2 * _MAX_REQUESTED_DIGITS)
+
+
+def _requested_amount(value: Decimal) -> Decimal:
+    """An amount a session asks for: finite, not negative, at most 24 integer digits and
+    6 decimals (``"1e100000000"`` would otherwise be a 100 MB event, forever)."""
+    if not value.is_finite() or value < 0:
+        raise ValueError("a requested amount is finite and not negative")
+    if value.adjusted() >= _MAX_REQUESTED_DIGITS:
+        raise ValueError(f"a requested amount has at most {_MAX_REQUESTED_DIGITS} digits")
+    if value != value.quantize(_FINEST, context=_WIDE):
+        raise ValueError("a requested amount has at most 6 decimals")
+    return value
+
+
+RequestedAmount = Annotated[
+    Decimal,
+    Field(allow_inf_nan=True),  # refused by the validator with a message that says why
+    AfterValidator(_requested_amount),
+    PlainSerializer(decimal_to_plain, return_type=str, when_used="json"),
+]
+RequestedSlots = Annotated[
+    dict[Annotated[str, StringConstraints(max_length=64)], RequestedAmount],
+    Field(max_length=64),
+]
+"""Slots a session asks for: :data:`Slots` bounded (no infinity, no huge or fine values)."""
 
 
 def _is_none(value: object) -> bool:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
-from ._base import EventPayload, JsonObject, Record, Slots, added_later
+from pydantic import Field, StringConstraints
+
+from ._base import EventPayload, JsonObject, Record, RequestedSlots, Short, added_later
 from .reasons import KernelLifecycleEventReason
 
 __all__ = [
@@ -31,41 +33,48 @@ class _SessionCreationArgs(EventPayload):
     reason: str = ""
 
 
+MAX_KERNELS = 1024
+MAX_STARTUP_COMMAND = 2**20
+"""The log's own bounds on a session's creation (the gateway's are far tighter: 64 kernels,
+a 64 KiB startup command); a tenant's request can never make this event unbounded."""
+
+
 class KernelCreationSpec(Record):
     """One kernel of a new session, as the creation request resolved it."""
 
     kernel_id: UUID
-    cluster_role: str = "main"
+    cluster_role: Short = "main"
     cluster_idx: int = 1
     local_rank: int = 0
-    cluster_hostname: str = "main1"
-    role: str = "COMPUTE"
-    image: str = ""
-    architecture: str = "x86_64"
-    requested_slots: Slots
-    agent: str | None = None
+    cluster_hostname: Short = "main1"
+    role: Short = "COMPUTE"
+    image: Short = ""
+    architecture: Short = "x86_64"
+    requested_slots: RequestedSlots
+    agent: Short | None = None
     """Pre-assigned agent (superadmin ``agent_list``)."""
 
 
 class SessionCreationSpec(Record):
     """kernelhub: everything about a new session that the read side and the scheduler need."""
 
-    name: str
-    access_key: str
+    name: Short
+    access_key: Short
     user_id: UUID | None = None
     project_id: UUID | None = None
-    domain: str = "default"
+    domain: Short = "default"
     session_type: Literal["interactive", "batch", "inference"] = "interactive"
-    image: str = ""
-    architecture: str = "x86_64"
+    image: Short = ""
+    architecture: Short = "x86_64"
     cluster_mode: Literal["single-node", "multi-node"] = "single-node"
-    cluster_size: int = 1
-    scaling_group: str
-    kernels: list[KernelCreationSpec]
-    dependencies: list[UUID] = []
+    cluster_size: int = Field(default=1, ge=1, le=MAX_KERNELS)
+    scaling_group: Short
+    kernels: list[KernelCreationSpec] = Field(max_length=MAX_KERNELS)
+    dependencies: list[UUID] = Field(default=[], max_length=MAX_KERNELS)
     starts_at: datetime | None = None
-    startup_command: str | None = None
-    preopen_ports: list[int] | None = added_later()
+    startup_command: Annotated[str, StringConstraints(max_length=MAX_STARTUP_COMMAND)] | None = None
+    preopen_ports: list[int] | None = Field(default=None, max_length=MAX_KERNELS,
+                                            exclude_if=lambda v: v is None)  # fmt: skip
     """Ports the kernel's apps may listen on, reachable through the app tunnel."""
 
 
