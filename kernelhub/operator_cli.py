@@ -38,6 +38,7 @@ from . import (
     ray_head,
     session_cli,
     trace_cli,
+    unisolated,
 )
 from . import status as status_view
 from .bootstrap import Bootstrap, bootstrap, write_client_config
@@ -122,10 +123,12 @@ def _print_connect(
     print("Try: kh session create --wait 60    Status: kh status    Stop: kh down")
 
 
-def _join(args: argparse.Namespace, settings: Settings) -> int:
+def _join(args: argparse.Namespace, settings: Settings, asked: bool | None) -> int:
     """``kh up --address``: the head's actors on an existing cluster, the log in the
     external Redis (``KH_REDIS_URL``)."""
-    keys = asyncio.run(_prepare(settings, cluster.external_redis(settings)))
+    url = cluster.external_redis(settings)
+    keys = asyncio.run(_prepare(settings, url))
+    asyncio.run(unisolated.record(url, settings.key_prefix, asked))
     joined = cluster.join(settings, args.address, shards=args.shards)
     write_client_config(settings.client_config_path, keys, joined.endpoint)
     where = (
@@ -145,8 +148,9 @@ def _join(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    asked = unisolated.opt_in_asked(args.allow_unisolated, os.environ)
     if args.address:
-        return _join(args, settings)
+        return _join(args, settings, asked)
     if settings.redis_url:
         running = embedded.read_state(settings)
         if running is None or running.redis_url != settings.redis_url:
@@ -155,6 +159,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             )
     state, started = embedded.up(settings)
     keys = asyncio.run(_prepare(settings, state.redis_url))
+    allowed = asyncio.run(unisolated.record(state.redis_url, settings.key_prefix, asked))
     try:
         accelerators = accelerator_option(args.accelerator)
     except ValueError as exc:
@@ -167,12 +172,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     facts = asyncio.run(_log_facts(state.redis_url, settings.key_prefix))
     print("kernelhub is up" + ("" if started else " (already running)"))
     _print_connect(settings, state, facts, keys)
+    _warn_unisolated(state.backend, allowed)
     if args.foreground:
         print("Running in the foreground: Ctrl-C stops it.", flush=True)
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
         embedded.down(settings)
         print("kernelhub is down")
     return 0
+
+
+def _warn_unisolated(backend: str | None, allowed: bool) -> None:
+    line = unisolated.warning(backend, allowed)
+    if line is not None:
+        print(line, file=sys.stderr, flush=True)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -303,11 +315,14 @@ def cmd_agent(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise KernelhubError(str(exc)) from None
         address = args.address or os.environ.get("KH_RAY_ADDRESS") or "auto"
+        kind = resolve_backend_kind(args.backend)
         agent, node, done = cluster.start_agent(
             settings, address, agent_id=args.agent_id, node_id=args.node_id,
-            backend=resolve_backend_kind(args.backend), accelerators=accelerators,
+            backend=kind, accelerators=accelerators,
         )  # fmt: skip
         print(f"agent {agent} {done} on node {node}")
+        url = cluster.external_redis(settings)
+        _warn_unisolated(kind, asyncio.run(unisolated.record(url, settings.key_prefix, None)))
         return 0
     state = embedded.read_state(settings)
     joined = cluster.read_joined(settings) if state is None else None
@@ -388,6 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "instead of starting the embedded stack; needs KH_REDIS_URL")  # fmt: skip
     up.add_argument("--shards", type=int, default=2,
                     help="session shards (fixed at install: later values are ignored)")  # fmt: skip
+    up.add_argument(
+        "--allow-unisolated",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="let every user's sessions run on agents that do not isolate kernels (the process "
+        "backend: the operator's uid, on the host); default: only the superadmin's. Recorded "
+        f"in the installation; ${unisolated.ENV}=1/0 does the same",
+    )
     up.set_defaults(func=cmd_up)
 
     down = with_data_dir(sub.add_parser("down", help="stop what `kh up` started"))

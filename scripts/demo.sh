@@ -21,7 +21,7 @@ BAI=${BAI:-$PWD/.venv-bai/bin/backend.ai}
 if [ -x "$BAI" ]; then
   echo
   echo "== Backend.AI's own client through the gateway: backend.ai run --rm python -c 'print(6*7)' =="
-  config=$("$KH" up | grep '^export BACKEND_')
+  config=$("$KH" up 2>/dev/null | grep '^export BACKEND_')
   (eval "$config"; cd "$(mktemp -d)" && "$BAI" run --rm python -c 'print(6*7)')
 fi
 echo

@@ -1,5 +1,9 @@
 """``kh up`` in a temporary directory for tests that go through the front door (the official
-client, kernelhub's SDK and CLI): the real stack, its exports, and a second tenant."""
+client, kernelhub's SDK and CLI): the real stack, its exports, and a second tenant.
+
+Where Docker is missing the stack runs on the process backend, and since these tests use
+second tenants it opts in to running them unisolated, as an operator would have to
+(``KH_ALLOW_UNISOLATED=1``); with ``KH_REQUIRE_DOCKER=1`` a missing Docker fails instead."""
 
 from __future__ import annotations
 
@@ -13,10 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from actors.tenancy import TenancyService
 from events import RedisEventStore
 from events.secrets import SecretBox
-from kernelhub.testing import eventually
+from kernelhub.testing import docker_missing, docker_required, eventually
 from projections.tenancy_queries import TenancyLookups
 
 ROOT = Path(__file__).parents[1]
@@ -51,7 +57,8 @@ def kh_up(**env: str) -> Iterator[Stack]:
                    "KH_CONFIG_DIR": str(root / "cfg"), "KH_GATEWAY_PORT": "0",
                    "KH_STOP_GRACE_S": "1", **env}  # fmt: skip
         environ.pop("KH_REDIS_URL", None)
-        up = subprocess.run([*KH, "up"], env=environ, capture_output=True, text=True, timeout=300)
+        up = subprocess.run([*KH, "up", *_backend(environ)], env=environ, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
         assert up.returncode == 0, up.stderr
         lines = [line for line in up.stdout.splitlines() if line.startswith("export ")]
         exports = dict(line.removeprefix("export ").split("=", 1) for line in lines)
@@ -60,6 +67,17 @@ def kh_up(**env: str) -> Iterator[Stack]:
             yield Stack(root, exports)
         finally:
             subprocess.run([*KH, "down"], env=environ, capture_output=True, timeout=120)
+
+
+def _backend(environ: dict[str, str]) -> list[str]:
+    """Docker where it is there; else processes, tenants allowed on them explicitly."""
+    missing = docker_missing()
+    if missing is None:
+        return []
+    if docker_required():
+        pytest.fail(f"KH_REQUIRE_DOCKER=1 but {missing}")
+    environ.setdefault("KH_ALLOW_UNISOLATED", "1")
+    return ["--backend", "process"]
 
 
 async def second_tenant(
