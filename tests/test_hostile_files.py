@@ -25,6 +25,8 @@ import pytest
 from actors.agents import safe_fs, workdir
 from actors.domain.errors import InvalidAPIParameters, ObjectNotFound
 
+from .khstack import kh_up
+
 pytestmark = pytest.mark.hostile
 
 SECRET = b"host secret: master.key"
@@ -191,6 +193,11 @@ def test_a_fifo_download_is_refused_instead_of_hanging(work: Path) -> None:
         workdir.download_single(work, "pipe")
     with pytest.raises(InvalidAPIParameters, match="FIFO"):
         workdir.download(work, ["pipe"])
+    for call in (lambda: workdir.list_files(work, "pipe"),
+                 lambda: workdir.download_single(work, "pipe/x"),
+                 lambda: workdir.upload(work, [("pipe/x", b"x")])):  # fmt: skip
+        with pytest.raises(InvalidAPIParameters, match="not a directory"):
+            call()
 
 
 @pytest.mark.unit
@@ -265,8 +272,9 @@ def test_a_tar_download_follows_nothing_and_leaves_out_what_is_not_a_file(
     assert set(got) == {"data", "data/sub", "data/sub/file.txt", "data/inner-link"}
     assert got["data/inner-link"].issym() and got["data/inner-link"].linkname == "sub/file.txt"
     assert SECRET not in archive
-    with pytest.raises(InvalidAPIParameters, match="symbolic link"):
-        workdir.download(work, ["data/out-dir/secret"])
+    for named in ("data/out-dir/secret", "data/out-link", "data/inner-link"):
+        with pytest.raises(InvalidAPIParameters, match="symbolic link"):
+            workdir.download(work, [named])
 
 
 @pytest.mark.unit
@@ -335,9 +343,7 @@ def for_a_while(seconds: float = 1.5) -> Iterator[int]:
 
 @pytest.mark.unit
 @pytest.mark.timeout(60)
-def test_downloads_racing_a_symlink_swap_never_return_host_files(
-    work: Path, outside: Path
-) -> None:
+def test_downloads_racing_a_symlink_swap_never_return_host_files(work: Path, outside: Path) -> None:
     (work / "d").mkdir()
     with Flipper(work / "f", outside / "secret", regular(b"inside")), \
          Flipper(work / "d" / "g", outside / "secret", regular(b"inside")):  # fmt: skip
@@ -401,3 +407,46 @@ def test_a_name_flipping_to_a_fifo_never_blocks_a_download(work: Path) -> None:
         stop.set()
         thread.join()
     assert stat.S_ISFIFO(os.lstat(work / "f").st_mode) or (work / "f").is_file()
+
+
+# ---- through the front door, with Docker -----------------------------------------------------
+PLANT = """
+import os
+os.symlink({target!r}, '/home/work/.x.kh-upload')
+os.symlink({secret!r}, '/home/work/s')
+os.mkfifo('/home/work/pipe')
+print('planted')
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_kh_upload_after_planting_the_temporary_name_leaves_the_host_alone(
+    docker: None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The issue's reproduction: in a session the tenant plants ``.x.kh-upload`` -> a host
+    path, then ``kh upload SESSION x``. The host file is never written; the upload lands in
+    the work dir, owned by the kernel's user; links and FIFOs named in a download are one
+    clear error line each."""
+    host = tmp_path_factory.mktemp("host")
+    (host / "secret").write_bytes(SECRET)
+    target = host / "x"
+    with kh_up() as stack:
+        plant = PLANT.format(target=str(target), secret=str(host / "secret"))
+        made = stack.kh("run", "-n", "hostile-files", "python", "-c", plant)
+        assert made.returncode == 0 and made.stdout == "planted\n", made.stderr
+        (stack.workdir / "x").write_text("tenant data")
+        uploaded = stack.kh("upload", "hostile-files", "x")
+        assert uploaded.returncode == 0, uploaded.stderr
+        assert not target.exists() and (host / "secret").read_bytes() == SECRET
+        seen = stack.kh("exec", "hostile-files", "-c",
+                        "import os; print(os.stat('x').st_uid, open('x').read())")  # fmt: skip
+        assert seen.stdout == f"{KERNEL_UID} tenant data\n", seen.stderr
+        for name, words in (("s", "symbolic link"), ("pipe", "FIFO")):
+            refused = stack.kh("download", "hostile-files", name, "--dest", "got")
+            lines = refused.stderr.strip().splitlines()
+            assert refused.returncode != 0 and len(lines) == 1, refused.stderr
+            assert lines[0].startswith("kh: error: ") and words in lines[0], refused.stderr
+        assert not (stack.workdir / "got" / "s").exists()
+        stack.kh("rm", "hostile-files")

@@ -179,13 +179,17 @@ class _Archive:
         return member
 
     def named(self, parent: int, name: str, label: str) -> None:
-        """A name the caller asked for: anything but a file, directory or symlink is refused."""
+        """A name the caller asked for: anything but a file or a directory is refused (a
+        symlink too: the caller asked for what it names, which is not ours to follow)."""
         try:
             info = os.stat(name, dir_fd=parent, follow_symlinks=False)
         except OSError as exc:
             raise refusal(exc, label) from exc
-        if not self.member(parent, name, label, info, depth=0):
-            raise Refused(f"{label} is {describe(info.st_mode)}, which is not downloaded")
+        if stat.S_ISLNK(info.st_mode) or not self.member(parent, name, label, info, depth=0):
+            raise Refused(
+                f"{label} is {describe(info.st_mode)}, which is not downloaded"
+                + (" (links are not followed)" if stat.S_ISLNK(info.st_mode) else "")
+            )
 
     def member(self, parent: int, name: str, arcname: str, info: os.stat_result,
                depth: int) -> bool:  # fmt: skip
