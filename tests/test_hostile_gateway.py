@@ -1,0 +1,628 @@
+"""A tenant against the gateway (issue 26, attacks 2 and 8): creating in another tenant's
+project, depending on another tenant's session, a domain admin's GraphQL reaching past the
+domain, GraphQL documents built to be expensive, streams opened until the gateway stalls,
+unauthenticated floods, made-up access keys, and a signature that is not ASCII.
+
+The pure parts (the scope rules, the GraphQL cost walk, the bounded cache, the per-peer
+limiter, the stream caps) are tested alone; the attacks are replayed over HTTP against one
+``kh up`` (the process backend, the operator having opted in, so no containers are needed)
+by a plain user of ``default/default`` and a domain admin of another domain. Each attack test
+was run against the code before the fix and failed there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import make_mocked_request
+from graphql import parse
+
+from actors.cache import RefreshingCache
+from actors.gateway.auth import Authenticator
+from actors.gateway.gql_limits import QueryLimits, QueryTooComplex, measure, parse_bounded
+from actors.gateway.problems import AuthorizationFailed
+from actors.gateway.ratelimit import PeerLimiter
+from actors.gateway.scope import creation_refusal, visible
+from actors.gateway.signing import sign
+from actors.gateway.stream_limits import StreamLimits, TooManyStreams, is_stream
+from actors.tenancy import TenancyService
+from events import RedisEventStore
+from events.secrets import SecretBox
+from kernelhub.sdk._wire import signed_headers
+from kernelhub.testing import eventually
+from projections.tenancy_queries import TenancyLookups
+
+from .khstack import Stack, kh_up, second_tenant
+
+pytestmark = pytest.mark.hostile
+
+unit = pytest.mark.unit
+T = TypeVar("T")
+
+
+def on_stack(test: T) -> T:
+    """A test against the module's ``kh up`` (the e2e layer: one stack, started once)."""
+    return pytest.mark.timeout(600)(pytest.mark.e2e(test))  # type: ignore[no-any-return]
+
+
+# ---- the pure rules ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Who:
+    access_key: str
+    domain: str
+    role: str = "user"
+    is_admin: bool = False
+
+    @property
+    def is_superadmin(self) -> bool:
+        return self.role == "superadmin"
+
+    @property
+    def may_act_for_others(self) -> bool:
+        return self.is_superadmin or self.role == "admin" or self.is_admin
+
+
+USER = Who("AKUSER", "default")
+DOMAIN_ADMIN = Who("AKADMIN", "research", role="admin")
+SUPER = Who("AKSUPER", "default", role="superadmin")
+GPU_TEAM = {"project_id": "p1", "domain": "research", "members": ["u-admin"], "is_active": True}
+DEFAULT = {"project_id": "p0", "domain": "default", "members": ["u-user"], "is_active": True}
+
+
+@unit
+def test_a_user_creates_only_in_projects_of_their_domain_they_belong_to() -> None:
+    assert creation_refusal(USER, "u-user", "default", "default", DEFAULT) is None
+    assert creation_refusal(USER, "u-user", "default", "research", GPU_TEAM) is not None
+    not_member = {**DEFAULT, "members": ["someone"]}
+    assert creation_refusal(USER, "u-user", "default", "default", not_member) is not None
+    assert creation_refusal(USER, "u-user", "default", "default", None) is not None
+    inactive = {**DEFAULT, "is_active": False}
+    assert creation_refusal(USER, "u-user", "default", "default", inactive) is not None
+
+
+@unit
+def test_a_domain_admin_creates_in_any_project_of_their_domain_only() -> None:
+    assert creation_refusal(DOMAIN_ADMIN, "u-x", "research", "research", GPU_TEAM) is None
+    assert creation_refusal(DOMAIN_ADMIN, "u-x", "research", "default", DEFAULT) is not None
+    keypair_admin = Who("AKKP", "research", is_admin=True)
+    assert creation_refusal(keypair_admin, "u-x", "research", "research", GPU_TEAM) is None
+    assert creation_refusal(keypair_admin, "u-x", "research", "default", DEFAULT) is not None
+
+
+@unit
+def test_a_superadmin_creates_anywhere_and_sees_everything() -> None:
+    assert creation_refusal(SUPER, "u-y", "default", "research", GPU_TEAM) is None
+    assert visible(SUPER, {"access_key": "AKOTHER", "domain": "research"})
+
+
+@unit
+def test_who_sees_a_session() -> None:
+    theirs = {"access_key": "AKOTHER", "domain": "default"}
+    assert visible(USER, {"access_key": "AKUSER", "domain": "default"})
+    assert not visible(USER, theirs)
+    assert not visible(DOMAIN_ADMIN, theirs)
+    assert visible(DOMAIN_ADMIN, {**theirs, "domain": "research"})
+
+
+# ---- GraphQL cost ----------------------------------------------------------------------------
+LIMITS = QueryLimits()
+CLIENT_LIST = """
+query($limit: Int!, $offset: Int!, $status: String) {
+  compute_session_list(limit: $limit, offset: $offset, status: $status) {
+    items { id name type image status status_info status_data created_at terminated_at
+      occupying_slots access_key group_name domain_name scaling_group idle_checks
+      containers { id agent status occupied_slots live_stat last_stat } }
+    total_count
+  }
+}"""
+
+
+def cost(query: str, **variables: Any) -> int:
+    document = parse_bounded(query, LIMITS)
+    assert not isinstance(document, Exception), document
+    return measure(document, variables, LIMITS).cost
+
+
+@unit
+def test_the_clients_own_queries_are_within_the_limits() -> None:
+    assert cost(CLIENT_LIST, limit=100, offset=0) < LIMITS.max_cost
+    assert cost("{ keypair { access_key secret_key user_info { email } } }") == 5
+
+
+@unit
+def test_aliases_of_a_full_page_are_refused() -> None:
+    one = "compute_session_list(limit: 100, offset: 0) { items { id name status } }"
+    query = "{ " + " ".join(f"a{i}: {one}" for i in range(12)) + " }"
+    with pytest.raises(QueryTooComplex, match=r"aliases|cost|top-level"):
+        cost(query)
+
+
+@unit
+def test_a_page_size_in_a_variable_is_counted() -> None:
+    small = cost(CLIENT_LIST, limit=1, offset=0)
+    assert cost(CLIENT_LIST, limit=100, offset=0) > 50 * small
+    assert cost(CLIENT_LIST, offset=0) == cost(CLIENT_LIST, limit=100, offset=0)  # unknown: max
+
+
+@unit
+def test_deep_nesting_is_refused() -> None:
+    inner = "id"
+    for _ in range(10):
+        inner = f"dependencies {{ {inner} }}"
+    query = f'{{ compute_session(id: "{uuid.uuid4()}") {{ {inner} }} }}'
+    with pytest.raises(QueryTooComplex, match="cost"):  # lists of lists: the cost first
+        cost(query)
+    document = parse(query)
+    with pytest.raises(QueryTooComplex, match="depth"):  # and the depth, whatever the cost
+        measure(document, {}, QueryLimits(max_cost=10**12))
+
+
+@unit
+def test_fragments_that_explode_are_refused_after_a_bounded_walk() -> None:
+    fragments = ["fragment f0 on ComputeSession { id name }"]
+    for i in range(1, 30):  # 2**30 fields once expanded
+        fragments.append(f"fragment f{i} on ComputeSession {{ ...f{i - 1} ...f{i - 1} }}")
+    query = '{ compute_session(id: "x") { ...f29 } } ' + " ".join(fragments)
+    started = time.perf_counter()
+    with pytest.raises(QueryTooComplex, match="fields"):
+        cost(query)
+    assert time.perf_counter() - started < 5  # refused after a few hundred steps, not 2**30
+
+
+@unit
+def test_a_huge_document_is_refused_before_it_is_parsed() -> None:
+    with pytest.raises(QueryTooComplex, match="bytes"):
+        parse_bounded("{ keypair { access_key } }" + " " * LIMITS.max_bytes, LIMITS)
+    with pytest.raises(QueryTooComplex, match="tokens"):
+        parse_bounded("{ " + "id " * (LIMITS.max_tokens + 1) + "}", LIMITS)
+
+
+@unit
+def test_a_cyclic_fragment_does_not_loop_the_walk() -> None:
+    document = parse("{ compute_session(id: \"x\") { ...a } } "
+                     "fragment a on ComputeSession { id ...a }")  # fmt: skip
+    assert measure(document, {}, LIMITS).fields == 2
+
+
+# ---- the bounded cache, the per-peer limiter, the stream caps ------------------------------
+@unit
+async def test_unknown_keys_never_grow_the_cache_past_its_bound() -> None:
+    loads: list[str] = []
+
+    async def load(key: str) -> str | None:
+        loads.append(key)
+        return f"secret-of-{key}" if key.startswith("AK") else None
+
+    cache: RefreshingCache[str, str | None] = RefreshingCache(
+        load, ttl_s=60, absent_ttl_s=60, max_absent=100, max_entries=1_000
+    )
+    assert await cache.get("AKREAL") == "secret-of-AKREAL"
+    for i in range(5_000):
+        assert await cache.get(f"made-up-{i}") is None
+    assert len(cache) <= 101
+    assert cache.cached("AKREAL")  # a flood of made-up keys does not evict the real ones
+    before = len(loads)
+    assert await cache.get("made-up-4999") is None  # remembered (within its TTL): no load
+    assert len(loads) == before
+
+
+@unit
+async def test_an_unknown_key_is_forgotten_after_its_ttl() -> None:
+    answer: dict[str, str | None] = {"k": None}
+
+    async def load(key: str) -> str | None:
+        return answer[key]
+
+    cache: RefreshingCache[str, str | None] = RefreshingCache(load, ttl_s=60, absent_ttl_s=0.05)
+    assert await cache.get("k") is None
+    answer["k"] = "issued since"
+    await eventually(lambda: cache.get("k"), timeout=5, message="the new key")
+    assert len(cache) == 1
+
+
+@unit
+def test_the_peer_limiter_refuses_past_the_allowance_and_refills() -> None:
+    now = [0.0]
+    peers = PeerLimiter(limit=3, window_s=30, max_peers=10, clock=lambda: now[0])
+    assert [peers.fail("10.0.0.1") for _ in range(4)] == [True, True, True, False]
+    assert peers.over("10.0.0.1") and not peers.over("10.0.0.2")
+    now[0] += 10  # a third of the window: one failure's worth back
+    assert not peers.over("10.0.0.1")
+    assert peers.fail("10.0.0.1") and not peers.fail("10.0.0.1")
+    now[0] += 30
+    assert peers.remaining("10.0.0.1") == 3
+
+
+@unit
+def test_the_peer_table_is_bounded() -> None:
+    peers = PeerLimiter(limit=1, window_s=900, max_peers=50)
+    for i in range(10_000):
+        peers.fail(f"peer-{i}")
+    assert len(peers) == 50
+
+
+@unit
+def test_streams_are_capped_per_keypair_and_in_all() -> None:
+    limits = StreamLimits(per_keypair=2, total=3)
+    with limits.hold("a"), limits.hold("a"):
+        with pytest.raises(TooManyStreams), limits.hold("a"):
+            pass
+        with limits.hold("b"):
+            with pytest.raises(TooManyStreams, match="gateway"), limits.hold("c"):
+                pass
+        assert limits.open_streams("a") == 2 and limits.open_streams() == 2
+    with pytest.raises(RuntimeError), limits.hold("a"):
+        raise RuntimeError("the stream failed")
+    assert limits.open_streams() == 0  # every slot back, a failed stream's too
+
+
+@unit
+def test_only_long_lived_requests_count_as_streams() -> None:
+    assert is_stream("/events/session", "GET", None)
+    assert is_stream("/stream/session/{ref}/pty", "GET", "websocket")
+    assert not is_stream("/stream/session/{ref}/apps", "GET", None)
+    assert not is_stream("/session/{ref}", "GET", "websocket")
+
+
+@unit
+def test_a_signature_over_odd_header_bytes_is_computed_not_raised() -> None:
+    assert len(sign("secret", datetime.now(UTC), "h\udcffost", "text\udce9")) == 64
+
+
+# ---- the authenticator against real Redis -----------------------------------------------------
+def _request(access_key: str, signature: str = "0" * 64) -> Any:
+    now = datetime.now(UTC).isoformat()
+    return make_mocked_request("GET", "/session/x", headers={
+        "Date": now, "X-BackendAI-Version": "v7.20230615", "Host": "localhost",
+        "Authorization": f"BackendAI signMethod=HMAC-SHA256, credential={access_key}:{signature}",
+    })  # fmt: skip
+
+
+@pytest.mark.redis
+async def test_made_up_access_keys_are_refused_and_remembered_within_a_bound(
+    store: RedisEventStore, tmp_path: Any
+) -> None:
+    auth = Authenticator(TenancyLookups(store), SecretBox.from_file(tmp_path / "k", create=True),
+                         max_absent=64)  # fmt: skip
+    for i in range(500):
+        with pytest.raises(AuthorizationFailed):
+            await auth.authenticate(_request(f"AKIAMADEUP{i:010d}"))
+    assert len(auth.cache) <= 64
+    for key in ("é" * 10, "A" * 500, "AK IA"):  # never ours: refused before any lookup
+        with pytest.raises(AuthorizationFailed):
+            await auth.authenticate(_request(key))
+    assert len(auth.cache) <= 64
+
+
+# ---- on a real stack -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Keys:
+    access_key: str
+    secret_key: str
+
+
+@dataclass
+class World:
+    stack: Stack
+    superadmin: Keys
+    mallory: Keys
+    """A plain user of default/default: the attacker."""
+    victim: Keys
+    """Another user of default/default."""
+    research_admin: Keys
+    """The domain admin of ``research`` (no project membership needed)."""
+    victim_session: str
+    research_session: str
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    env = {"KH_ALLOW_UNISOLATED": "1", "DOCKER_HOST": "tcp://127.0.0.1:9"}  # process backend
+    with kh_up(**env) as stack:
+        yield asyncio.run(_populate(stack))
+
+
+async def _populate(stack: Stack) -> World:
+    superadmin = Keys(stack.exports["BACKEND_ACCESS_KEY"], stack.exports["BACKEND_SECRET_KEY"])
+    mallory = Keys(*await second_tenant(stack, "mallory"))
+    victim = Keys(*await second_tenant(stack, "victim"))
+    store = RedisEventStore.from_url(stack.exports["KH_REDIS_URL"])
+    try:
+        tenancy = await TenancyService(
+            store, SecretBox.from_file(stack.root / "data" / "master.key")
+        ).load()
+        await tenancy.create_domain("research")
+        await tenancy.create_project("gpu-team", "research")
+        await tenancy.create_project("other-team", "default")
+        await tenancy.associate("default", "domain", "research")  # its agents serve research
+        admin = await tenancy.create_user("radmin", "radmin@research.local", "research",
+                                          role="admin")  # fmt: skip
+        research_admin = Keys(*await tenancy.issue_keypair(admin))
+        lookups = TenancyLookups(store)
+        await eventually(lambda: lookups.keypair(research_admin.access_key), timeout=20,
+                         message="projected")  # fmt: skip
+        await eventually(lambda: lookups.project_by_name("default", "other-team"), timeout=20,
+                         message="projected")  # fmt: skip
+    finally:
+        await store.close()
+    world = World(stack, superadmin, mallory, victim, research_admin, "", "")
+    status, body = call(world, victim, "POST", "/session", _create("victims-job"))
+    assert status == 201, body
+    world.victim_session = body["sessionId"]
+    status, body = call(world, superadmin, "POST", "/session",
+                        _create("research-job", domain="research", group="gpu-team"))  # fmt: skip
+    assert status == 201, body
+    world.research_session = body["sessionId"]
+    return world
+
+
+def _create(name: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "image": "python", "enqueueOnly": True, **extra}
+
+
+def call(
+    world: World, keys: Keys, method: str, path: str, body: Any = None
+) -> tuple[int, Any]:  # fmt: skip
+    """One request signed by ``keys``; the decoded JSON answer."""
+    endpoint = world.stack.exports["BACKEND_ENDPOINT"]
+    content_type = "application/json" if body is not None else "text/plain"
+    headers = signed_headers(method, path, endpoint.removeprefix("http://"), content_type,
+                             keys.access_key, keys.secret_key)  # fmt: skip
+    headers["Content-Type"] = content_type
+    return send(endpoint + path, method, headers, body)
+
+
+def send(url: str, method: str, headers: dict[str, str], body: Any = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data, headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            status, raw = reply.status, reply.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+async def _enqueued_since(world: World, head: str) -> list[str]:
+    """Names of the sessions enqueued in the log after ``head``."""
+    store = RedisEventStore.from_url(world.stack.exports["KH_REDIS_URL"])
+    try:
+        enqueued = [e for e in await store.read_log(head, 10_000) if e.type == "session_enqueued"]
+        return [str(getattr(getattr(e.data, "spec", None), "name", "")) for e in enqueued]
+    finally:
+        await store.close()
+
+
+async def _head(world: World) -> str:
+    store = RedisEventStore.from_url(world.stack.exports["KH_REDIS_URL"])
+    try:
+        return await store.head()
+    finally:
+        await store.close()
+
+
+def _problem(status: int, body: Any, want: int) -> str:
+    assert status == want, (status, body)
+    assert isinstance(body, dict) and body["type"].startswith("https://api.backend.ai/probs/")
+    return str(body["type"]).rsplit("/", 1)[-1]
+
+
+@on_stack
+@pytest.mark.parametrize(("where", "name"), [
+    ({"domain": "research", "group": "gpu-team"}, "stolen-gpu"),
+    ({"domainName": "research", "groupName": "gpu-team"}, "stolen-by-alias"),  # the SDK's keys
+    ({"group": "other-team"}, "not-my-team"),  # own domain, a project she is not in
+])  # fmt: skip
+def test_a_user_cannot_create_in_a_project_she_does_not_belong_to(
+    world: World, where: dict[str, str], name: str
+) -> None:
+    head = asyncio.run(_head(world))
+    status, body = call(world, world.mallory, "POST", "/session", _create(name, **where))
+    assert _problem(status, body, 400) == "invalid-api-params"
+    assert name not in asyncio.run(_enqueued_since(world, head))
+    status, body = call(world, world.mallory, "GET", f"/session/{name}")
+    assert status == 404, body
+
+
+@on_stack
+def test_members_and_admins_still_create_where_they_may(world: World) -> None:
+    status, body = call(world, world.mallory, "POST", "/session", _create("mallorys-own"))
+    assert status == 201, body  # her own project: the refusals above are not blanket
+    status, body = call(world, world.research_admin, "POST", "/session",
+                        _create("admins-job", domain="research", group="gpu-team"))  # fmt: skip
+    assert status == 201, body  # a domain admin: any project of the domain, no membership
+    status, body = call(world, world.research_admin, "POST", "/session",
+                        _create("admin-abroad", domain="default"))  # fmt: skip
+    assert _problem(status, body, 400) == "invalid-api-params"
+
+
+@on_stack
+def test_a_dependency_on_another_tenants_session_is_refused(world: World) -> None:
+    head = asyncio.run(_head(world))
+    for name, dependency in (("leech", world.victim_session), ("leech-2", str(uuid.uuid4()))):
+        status, body = call(world, world.mallory, "POST", "/session",
+                            _create(name, dependencies=[dependency]))  # fmt: skip
+        assert _problem(status, body, 400) == "invalid-api-params"
+        assert body["msg"] == f"Unknown session ID or name in dependencies: {dependency}"
+    assert not {"leech", "leech-2"} & set(asyncio.run(_enqueued_since(world, head)))
+    status, body = call(world, world.victim, "POST", "/session",
+                        _create("follower", dependencies=[world.victim_session]))  # fmt: skip
+    assert status == 201, body  # on one's own session, a dependency is fine
+
+
+def _gql(world: World, keys: Keys, query: str, **variables: Any) -> tuple[int, Any]:
+    return call(world, keys, "POST", "/admin/gql", {"query": query, "variables": variables})
+
+
+LIST = ("query($limit: Int!, $offset: Int!) { compute_session_list(limit: $limit, "
+        "offset: $offset) { items { id name domain_name } total_count } }")  # fmt: skip
+ONE = "query($id: UUID!) { compute_session(id: $id) { id name } }"
+
+
+@on_stack
+def test_graphql_shows_a_domain_admin_only_their_domain(world: World) -> None:
+    status, body = _gql(world, world.research_admin, LIST, limit=100, offset=0)
+    assert status == 200, body
+    listing = body["data"]["compute_session_list"]
+    names = {item["name"] for item in listing["items"]}
+    assert "research-job" in names and "victims-job" not in names, names
+    assert {item["domain_name"] for item in listing["items"]} == {"research"}
+    assert listing["total_count"] == len(listing["items"])
+    status, body = _gql(world, world.research_admin, ONE, id=world.victim_session)
+    assert status == 200 and body["data"]["compute_session"] is None, body
+    status, body = _gql(world, world.research_admin,
+                        "query($ak: String) { keypair(access_key: $ak) { access_key } }",
+                        ak=world.victim.access_key)  # fmt: skip
+    assert body["data"]["keypair"] is None and body["errors"], body
+    # a plain user: her own only, by listing or by id
+    status, body = _gql(world, world.mallory, ONE, id=world.research_session)
+    assert body["data"]["compute_session"] is None, body
+    status, body = _gql(world, world.superadmin, LIST, limit=100, offset=0)  # the control
+    names = {item["name"] for item in body["data"]["compute_session_list"]["items"]}
+    assert {"research-job", "victims-job"} <= names, names
+
+
+@on_stack
+def test_a_costly_graphql_document_is_refused_with_a_400(world: World) -> None:
+    one = "compute_session_list(limit: 100, offset: 0) { items { id name status } }"
+    aliased = "{ " + " ".join(f"a{i}: {one}" for i in range(20)) + " }"
+    deep = "id"
+    for _ in range(12):
+        deep = f"dependencies {{ {deep} }}"
+    deep = f'{{ compute_session(id: "{world.victim_session}") {{ {deep} }} }}'
+    padded = "{ keypair { access_key } }" + " " * 40_000
+    for query in (aliased, deep, padded):
+        status, body = _gql(world, world.mallory, query)
+        assert _problem(status, body, 400) == "invalid-api-params"
+        assert "GraphQL" in body["title"] and body["msg"], body
+    status, body = _gql(world, world.mallory, LIST, limit=10, offset=0)
+    assert status == 200 and "errors" not in body, body
+
+
+async def _redis_blocked_readers(world: World) -> int:
+    """Clients of the stack's Redis sitting in a blocking XREAD now."""
+    store = RedisEventStore.from_url(world.stack.exports["KH_REDIS_URL"])
+    try:
+        clients = await store.redis.client_list()
+        return sum(1 for c in clients if str(c.get("cmd", "")).lower() == "xread")
+    finally:
+        await store.close()
+
+
+async def _open_streams(world: World, keys: Keys, count: int) -> tuple[Any, list[Any], Any]:
+    endpoint = world.stack.exports["BACKEND_ENDPOINT"]
+    host = endpoint.removeprefix("http://")
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
+                                    connector=aiohttp.TCPConnector(limit=0))  # fmt: skip
+
+    def headers() -> dict[str, str]:
+        return signed_headers("GET", "/events/session", host, "", keys.access_key,
+                              keys.secret_key)  # fmt: skip
+
+    streams = [await session.get(endpoint + "/events/session", headers=headers())
+               for _ in range(count)]  # fmt: skip
+    extra = await session.get(endpoint + "/events/session", headers=headers())
+    return session, streams, extra
+
+
+@on_stack
+def test_a_keypair_cannot_hold_more_streams_than_its_cap(world: World) -> None:
+    from actors.gateway.stream_limits import MAX_STREAMS_PER_KEYPAIR as CAP
+
+    async def attack() -> None:
+        before = await _redis_blocked_readers(world)
+        session, streams, extra = await _open_streams(world, world.mallory, CAP)
+        try:
+            assert [s.status for s in streams] == [200] * CAP
+            assert extra.status == 429, extra.status
+            problem = await extra.json(content_type=None)
+            assert problem["type"].endswith("/rate-limit-exceeded"), problem
+            assert "streams" in problem["msg"], problem
+            # someone else is served meanwhile, Redis and all
+            status, body = await asyncio.to_thread(
+                call, world, world.victim, "GET", f"/session/{world.victim_session}"
+            )
+            assert status == 200, body
+            # the streams share one tail of the log: no Redis connection each
+            assert await _redis_blocked_readers(world) <= before + 2
+        finally:
+            for stream in [*streams, extra]:
+                stream.close()
+            await session.close()
+
+        async def slot_back() -> bool:
+            again_session, _, extra_again = await _open_streams(world, world.mallory, 0)
+            try:
+                return extra_again.status == 200
+            finally:
+                extra_again.close()
+                await again_session.close()
+
+        await eventually(slot_back, timeout=30, interval=0.2, message="the slots back")
+
+    asyncio.run(attack())
+
+
+@on_stack
+def test_a_non_ascii_signature_is_a_401_problem(world: World) -> None:
+    endpoint = world.stack.exports["BACKEND_ENDPOINT"]
+    path = f"/session/{world.victim_session}"
+    for signature in ("é" * 64, "Ã©" * 32, "\uff10" * 64):  # latin-1 é, UTF-8 é, fullwidth 0
+        headers = signed_headers("GET", path, endpoint.removeprefix("http://"), "text/plain",
+                                 world.mallory.access_key, world.mallory.secret_key)  # fmt: skip
+        head, _, _ = headers["Authorization"].rpartition(":")
+        headers["Authorization"] = f"{head}:{signature}"
+        headers["Content-Type"] = "text/plain"
+        try:
+            status, body = send(endpoint + path, "GET", headers)
+        except UnicodeEncodeError:  # http.client sends latin-1 only: send the UTF-8 bytes
+            headers["Authorization"] = headers["Authorization"].encode().decode("latin-1")
+            status, body = send(endpoint + path, "GET", headers)
+        assert _problem(status, body, 401) == "auth-failed"
+
+
+@on_stack
+def test_an_unauthenticated_flood_from_one_peer_is_refused_past_the_limit(world: World) -> None:
+    """Last on the stack: it leaves 127.0.0.1 over its allowance (for uncached keys)."""
+    from actors.gateway.ratelimit import UNAUTHENTICATED_LIMIT as LIMIT
+
+    endpoint = world.stack.exports["BACKEND_ENDPOINT"]
+    host = endpoint.removeprefix("http://")
+
+    async def flood() -> list[int]:
+        statuses: list[int] = []
+        async with aiohttp.ClientSession() as session:
+
+            async def one(i: int) -> None:
+                headers = signed_headers("GET", "/session/x", host, "", f"AKIAFLOOD{i:011d}",
+                                         "not-a-secret")  # fmt: skip
+                async with session.get(endpoint + "/session/x", headers=headers) as reply:
+                    statuses.append(reply.status)
+
+            for start in range(0, LIMIT + 100, 20):
+                await asyncio.gather(*(one(i) for i in range(start, start + 20)))
+        return statuses
+
+    started = time.monotonic()
+    statuses = asyncio.run(flood())
+    refill = (time.monotonic() - started) * LIMIT / 900 + 2
+    assert set(statuses) == {401, 429}, set(statuses)
+    assert statuses.count(401) <= LIMIT + refill
+    assert statuses[-20:] == [429] * 20
+    # a keypair the gateway knows is still served from the same address
+    status, body = call(world, world.victim, "GET", f"/session/{world.victim_session}")
+    assert status == 200, body
