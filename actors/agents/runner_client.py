@@ -349,6 +349,7 @@ class RunnerClient:
         deadline = None if flush_timeout is None else loop.time() + flush_timeout
         console: list[list[Any]] = []
         status, exit_code, opts = "continued", None, {}
+        taken = 0
 
         def add(kind: str, data: Any) -> None:
             if kind in ("stdout", "stderr") and console and console[-1][0] == kind:
@@ -357,8 +358,11 @@ class RunnerClient:
                 console.append([kind, data])
 
         while True:
+            if taken >= MAX_BUFFERED_BYTES:  # one answer holds a bounded part of a flood:
+                break  # the rest waits for the next ``continue`` (``continued``)
             if not run.records.empty():
                 op, payload = run.records.get_nowait()
+                taken += len(payload)
             else:
                 if not self.connected and not self.closed:
                     with contextlib.suppress(RunnerUnavailable):
@@ -368,6 +372,7 @@ class RunnerClient:
                     op, payload = await asyncio.wait_for(run.records.get(), timeout)
                 except TimeoutError:
                     break
+                taken += len(payload)
             if op in ("stdout", "stderr"):
                 add(op, run.decode(op, payload))
             elif op == "media":

@@ -18,12 +18,17 @@ MERGEABLE = frozenset({"stdout", "stderr"})
 MAX_MERGED = 64 * 1024
 BACKLOG = 65536
 """Records kept while disconnected; the oldest console records go first past this."""
+WRITE_AHEAD = 4 * 2**20
+"""Bytes queued for a connected agent before a console write waits for the sender: code
+printing faster than the socket drains is slowed down (as by a pipe), so the queue, the
+runner's memory and the delay of an ``interrupt``'s end behind the flood stay bounded."""
 
 
 class Outbox:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._pending: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._pending_bytes = 0
         self._conn: socket.socket | None = None
         self._closed = False
         self._writing = False
@@ -33,7 +38,12 @@ class Outbox:
     def send(self, op: str, payload: bytes | str = b"") -> None:
         data = payload.encode("utf-8") if isinstance(payload, str) else payload
         with self._cond:
+            if op in MERGEABLE and threading.current_thread() is not self._thread:
+                while (self._conn is not None and not self._closed
+                       and self._pending_bytes >= WRITE_AHEAD):  # fmt: skip
+                    self._cond.wait(0.1)  # a signal (interrupt) still lands meanwhile
             self._pending.append((op, data))
+            self._pending_bytes += len(data)
             if self._conn is None and len(self._pending) > BACKLOG:
                 self._drop_oldest_console()
             self._cond.notify()
@@ -41,9 +51,10 @@ class Outbox:
     def _drop_oldest_console(self) -> None:
         for index, (op, _) in enumerate(self._pending):
             if op in MERGEABLE:
+                self._pending_bytes -= len(self._pending[index][1])
                 del self._pending[index]
                 return
-        self._pending.popleft()
+        self._pending_bytes -= len(self._pending.popleft()[1])
 
     def attach(self, conn: socket.socket) -> None:
         """A new agent connection; it replaces (and closes) the previous one."""
@@ -83,6 +94,7 @@ class Outbox:
                        and len(data) < MAX_MERGED):  # fmt: skip
                     data += self._pending.popleft()[1]
                 records.append((op, data))
+            self._pending_bytes -= sum(len(data) for _, data in records)
             self._writing = True
             return self._conn, records
 
@@ -98,6 +110,7 @@ class Outbox:
                 # the agent went away mid-write: the records wait for the next connection
                 with self._cond:
                     self._pending.extendleft(reversed(records))
+                    self._pending_bytes += sum(len(data) for _, data in records)
                     if self._conn is conn:
                         self._conn = None
             with self._cond:
