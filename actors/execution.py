@@ -28,7 +28,8 @@ __all__ = ["KERNEL_OPERATIONS", "KernelOperations", "SessionExecution", "main_ke
 
 KERNEL_OPERATIONS = frozenset({
     "execute", "interrupt", "complete", "start_service", "shutdown_service", "notify_event",
-    "upload_files", "download_files", "download_single", "list_files", "logs", "app_tunnel",
+    "upload_files", "download_files", "download_single", "download_chunk", "list_files", "logs",
+    "app_tunnel",
 })  # fmt: skip
 """The agent methods a session's users reach (each takes the kernel id first)."""
 _CODE_RUNS_WHEN = frozenset({SessionStatus.RUNNING})

@@ -9,6 +9,7 @@ attack through ``kh`` on a real stack with Docker."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import os
@@ -24,8 +25,11 @@ import pytest
 
 from actors.agents import safe_fs, workdir
 from actors.domain.errors import InvalidAPIParameters, ObjectNotFound
+from kernelhub import AsyncClient
+from kernelhub.sdk import ClientConfig
+from kernelhub.sdk.errors import APIError
 
-from .khstack import kh_up
+from .khstack import Stack, kh_up
 
 pytestmark = pytest.mark.hostile
 
@@ -252,6 +256,24 @@ def test_a_hard_link_to_a_file_the_kernels_user_does_not_own_is_not_read(
     assert workdir.download_single(work, "also-mine") == b"mine"
 
 
+@pytest.mark.unit
+def test_chunks_are_read_as_safely_and_bounded(work: Path, outside: Path) -> None:
+    (work / "f").write_bytes(b"0123456789")
+    assert workdir.read_chunk(work, "f", 0, 4) == (b"0123", 10)
+    assert workdir.read_chunk(work, "/home/work/f", 8, 4) == (b"89", 10)
+    assert workdir.read_chunk(work, "f", 10, 4) == (b"", 10)
+    for offset, length in ((-1, 4), (0, 0), (0, workdir.MAX_CHUNK_BYTES + 1)):
+        with pytest.raises(InvalidAPIParameters, match="chunk"):
+            workdir.read_chunk(work, "f", offset, length)
+    os.symlink(outside / "secret", work / "s")
+    os.mkfifo(work / "pipe")
+    with open(work / "huge", "wb") as huge:
+        huge.truncate(100 * 2**30)
+    for name, words in (("s", "symbolic link"), ("pipe", "FIFO"), ("huge", "larger than")):
+        with pytest.raises(InvalidAPIParameters, match=words):
+            workdir.read_chunk(work, name, 0, 4)
+
+
 # ---- tar downloads and listings -------------------------------------------------------------
 @pytest.mark.unit
 @pytest.mark.timeout(30)
@@ -415,8 +437,25 @@ import os
 os.symlink({target!r}, '/home/work/.x.kh-upload')
 os.symlink({secret!r}, '/home/work/s')
 os.mkfifo('/home/work/pipe')
+with open('/home/work/huge', 'wb') as huge:
+    huge.truncate(100 * 2**30)
+open('/home/work/blob', 'wb').write(bytes(range(256)) * 12289)
 print('planted')
 """
+
+
+async def fetch_single(stack: Stack, session: str, name: str) -> bytes | APIError:
+    """``GET /session/{name}/download_single?file=...`` (no client command sends it)."""
+    config = ClientConfig(endpoint=stack.exports["BACKEND_ENDPOINT"],
+                          access_key=stack.exports["BACKEND_ACCESS_KEY"],
+                          secret_key=stack.exports["BACKEND_SECRET_KEY"])  # fmt: skip
+    async with AsyncClient(config) as client:
+        try:
+            answer = await client.request("GET", f"/session/{session}/download_single",
+                                          params={"file": name})  # fmt: skip
+        except APIError as refused:
+            return refused
+        return answer.content
 
 
 @pytest.mark.docker
@@ -449,4 +488,11 @@ def test_kh_upload_after_planting_the_temporary_name_leaves_the_host_alone(
             assert refused.returncode != 0 and len(lines) == 1, refused.stderr
             assert lines[0].startswith("kh: error: ") and words in lines[0], refused.stderr
         assert not (stack.workdir / "got" / "s").exists()
+        streamed = asyncio.run(fetch_single(stack, "hostile-files", "blob"))
+        assert streamed == bytes(range(256)) * 12289  # three chunks and a bit, in order
+        cap = f"larger than {workdir.MAX_DOWNLOAD_BYTES} bytes"
+        for name, words in (("s", "symbolic link"), ("pipe", "FIFO"), ("huge", cap)):
+            refused = asyncio.run(fetch_single(stack, "hostile-files", name))
+            assert isinstance(refused, APIError) and refused.status == 400, refused
+            assert refused.msg is not None and words in refused.msg, refused.msg
         stack.kh("rm", "hostile-files")

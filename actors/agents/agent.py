@@ -680,6 +680,14 @@ class Agent:
     async def download_single(self, kernel_id: uuid.UUID, name: str) -> bytes:
         return await asyncio.to_thread(workdir.download_single, self._work_dir(kernel_id), name)
 
+    async def download_chunk(
+        self, kernel_id: uuid.UUID, name: str, offset: int, length: int
+    ) -> tuple[bytes, int]:
+        """A piece of one file and its size (the gateway streams ``download_single``)."""
+        return await asyncio.to_thread(
+            workdir.read_chunk, self._work_dir(kernel_id), name, offset, length
+        )
+
     async def list_files(self, kernel_id: uuid.UUID, path: str) -> dict[str, Any]:
         return await asyncio.to_thread(workdir.list_files, self._work_dir(kernel_id), path)
 

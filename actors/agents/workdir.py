@@ -43,11 +43,13 @@ from .safe_fs import (
 __all__ = [
     "KERNEL_WORK_DIR",
     "MAX_ARCHIVE_BYTES",
+    "MAX_CHUNK_BYTES",
     "MAX_DOWNLOAD_BYTES",
     "download",
     "download_single",
     "list_files",
     "parts_of",
+    "read_chunk",
     "upload",
 ]
 
@@ -55,6 +57,8 @@ KERNEL_WORK_DIR = "/home/work"
 MAX_UPLOAD_BYTES = 512 * 2**20
 MAX_DOWNLOAD_BYTES = 64 * 2**20
 """One file, downloaded alone: the gateway's per-file upload cap, the same both ways."""
+MAX_CHUNK_BYTES = 4 * 2**20
+"""The most one :func:`read_chunk` returns."""
 MAX_ARCHIVE_BYTES = 128 * 2**20
 """A tar download in all (headers included): it is built in memory, then crosses Ray."""
 MAX_ARCHIVE_ENTRIES = 10_000
@@ -134,6 +138,29 @@ def download_single(work_dir: os.PathLike[str] | str, name: str) -> bytes:
             fd, _ = open_regular(parent, parts[-1], label=label, owner_uid=owner_uid)
             with closing(fd):
                 return read_capped(fd, MAX_DOWNLOAD_BYTES, label=label)
+
+
+def read_chunk(
+    work_dir: os.PathLike[str] | str, name: str, offset: int, length: int
+) -> tuple[bytes, int]:
+    """Up to ``length`` bytes of one regular file from ``offset``, and the file's size now:
+    the gateway streams a download in such chunks, so no process holds more than a chunk.
+    The file is opened afresh each time, as safely as :func:`download_single` does."""
+    if offset < 0 or not 0 < length <= MAX_CHUNK_BYTES:
+        raise InvalidAPIParameters(f"a chunk is 1 to {MAX_CHUNK_BYTES} bytes from offset >= 0")
+    parts = parts_of(name)
+    label = _label(parts)
+    if not parts:
+        raise Refused(f"{label} is a directory, not a regular file")
+    with closing(open_root(work_dir)) as root:
+        owner_uid = os.fstat(root).st_uid
+        with closing(open_dir(root, parts[:-1], label=label)) as parent:
+            fd, info = open_regular(parent, parts[-1], label=label, owner_uid=owner_uid)
+            with closing(fd):
+                if info.st_size > MAX_DOWNLOAD_BYTES:
+                    raise OverLimit(f"{label} is larger than {MAX_DOWNLOAD_BYTES} bytes, "
+                                    "the limit for a download")  # fmt: skip
+                return os.pread(fd, length, offset), info.st_size
 
 
 def download(work_dir: os.PathLike[str] | str, names: list[str]) -> bytes:

@@ -14,7 +14,7 @@ from urllib.parse import unquote
 from aiohttp import BodyPartReader, MultipartWriter, web
 
 from ..domain.bounds import known_slot_types, requested_slots
-from ..domain.errors import GenericBadRequest, ImageNotFound, InvalidAPIParameters
+from ..domain.errors import DomainError, GenericBadRequest, ImageNotFound, InvalidAPIParameters
 from ..domain.errors import ScalingGroupNotFound as NoScalingGroup
 from ..domain.session import ClusterMode, SessionType
 from ..domain.slots import ResourceSlot, SlotType
@@ -35,6 +35,8 @@ _WAIT_CHUNK_S = 60.0
 MAX_UPLOAD_FILES = 20
 MAX_UPLOAD_BYTES = 64 * 2**20
 """Per file. 23.03 caps uploads at 1 MiB; kernelhub's file path carries 10 MiB and more."""
+DOWNLOAD_CHUNK_BYTES = 2**20
+"""One agent call of a streamed ``download_single``."""
 
 
 def _ctx(request: web.Request) -> GatewayContext:
@@ -328,15 +330,37 @@ async def download(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": body.content_type})
 
 
-async def download_single(request: web.Request) -> web.Response:
+async def download_single(request: web.Request) -> web.StreamResponse:
+    """The file streamed in chunks the agent reads one call at a time: neither the agent nor
+    the gateway ever holds more than a chunk. Refusals (a link, a FIFO, over the agent's
+    cap) come with the first chunk, before the answer starts; the length is the file's when
+    the download began, and a failure later cuts the connection short of it."""
     params = await raw_params(request)
     record = await _session(request)
     name = params.get("file")
     if not name:
         raise InvalidAPIParameters("file is required")
-    data = await _ctx(request).router.execution.call(uuid.UUID(record["id"]),
-                                                     "download_single", str(name))  # fmt: skip
-    return web.Response(body=data, content_type="application/octet-stream")
+    session_id, call = uuid.UUID(record["id"]), _ctx(request).router.execution.call
+    chunk, size = await call(session_id, "download_chunk", str(name), 0, DOWNLOAD_CHUNK_BYTES)
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    response.content_length = size
+    await response.prepare(request)
+    sent = 0
+    while chunk and sent < size:
+        chunk = chunk[: size - sent]
+        await response.write(chunk)
+        sent += len(chunk)
+        if sent < size:
+            try:
+                chunk, _ = await call(session_id, "download_chunk", str(name), sent,
+                                      min(DOWNLOAD_CHUNK_BYTES, size - sent))  # fmt: skip
+            except DomainError:  # replaced meanwhile: the short body tells the client
+                break
+    if sent < size:
+        response.force_close()
+        return response
+    await response.write_eof()
+    return response
 
 
 async def list_files(request: web.Request) -> web.Response:
