@@ -189,6 +189,9 @@ class Runner:
         threading.Thread(target=self.batch.terminate, daemon=True).start()
 
     def serve_forever(self) -> None:
+        # A process kernel inherits its spawner's signal mask (a Ray worker's agent blocks
+        # SIGINT): blocked, an interrupt would never reach user code or a batch command.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         signal.signal(signal.SIGINT, self._on_sigint)
         signal.signal(signal.SIGTERM, self._on_sigterm)
         os.chdir(self.work_dir)
