@@ -217,6 +217,22 @@ def test_a_unix_socket_is_refused(work: Path) -> None:
 
 @pytest.mark.unit
 @pytest.mark.timeout(20)
+def test_a_device_node_is_never_opened(work: Path) -> None:
+    """A tenant that could make device nodes (root in a container with CAP_MKNOD) plants
+    ``/dev/zero``'s twin: refused by what it is, before an open could reach its driver."""
+    try:
+        os.mknod(work / "zero", 0o666 | stat.S_IFCHR, os.makedev(1, 5))
+    except PermissionError as exc:
+        pytest.skip(f"no device nodes here: {exc}")
+    with pytest.raises(InvalidAPIParameters, match="character device"):
+        workdir.download_single(work, "zero")
+    with pytest.raises(InvalidAPIParameters, match="character device"):
+        workdir.download(work, ["zero"])
+    assert "zero" not in members(workdir.download(work, ["/home/work"]))
+
+
+@pytest.mark.unit
+@pytest.mark.timeout(20)
 def test_a_sparse_100_gib_file_is_refused_without_being_read(work: Path) -> None:
     with open(work / "huge", "wb") as huge:
         huge.truncate(100 * 2**30)
