@@ -38,7 +38,7 @@ from events.secrets import SecretBox
 from kernelhub import Client
 from kernelhub.bootstrap import bootstrap
 from kernelhub.errors import KernelhubError
-from kernelhub.sdk import ClientConfig, PermissionDenied
+from kernelhub.sdk import ClientConfig, InputRequired, PermissionDenied
 from kernelhub.testing import docker_required, eventually
 from kernelhub.unisolated import opt_in_asked, warning
 from projections.queries import ReadModels
@@ -272,6 +272,13 @@ def test_kh_up_without_docker_falls_back_says_so_and_refuses_tenants(
 
     ran = nodocker.kh("run", "--rm", "python", "-c", "print(6*7)")  # the operator
     assert (ran.returncode, ran.stdout) == (0, "42\n"), ran.stderr
+    operator = ClientConfig(endpoint=nodocker.exports["BACKEND_ENDPOINT"],
+                            access_key=nodocker.exports["BACKEND_ACCESS_KEY"],
+                            secret_key=nodocker.exports["BACKEND_SECRET_KEY"])  # fmt: skip
+    with Client(operator) as client, client.session("python", name="interrupted") as session:
+        with pytest.raises(InputRequired):  # interrupted: a process kernel gets the SIGINT
+            session.execute("input()")
+        assert session.execute("print(6*7)").stdout == "42\n"
 
     access_key, secret_key = asyncio.run(second_tenant(nodocker, "tenant"))
     tenant = nodocker.tenant_env(access_key, secret_key)
