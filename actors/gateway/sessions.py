@@ -346,17 +346,17 @@ async def download_single(request: web.Request) -> web.StreamResponse:
     response.content_length = size
     await response.prepare(request)
     sent = 0
-    while chunk and sent < size:
-        chunk = chunk[: size - sent]
-        await response.write(chunk)
-        sent += len(chunk)
-        if sent < size:
-            try:
+    try:
+        while chunk and sent < size:
+            chunk = chunk[: size - sent]
+            await response.write(chunk)
+            sent += len(chunk)
+            if sent < size:
                 chunk, _ = await call(session_id, "download_chunk", str(name), sent,
                                       min(DOWNLOAD_CHUNK_BYTES, size - sent))  # fmt: skip
-            except DomainError:  # replaced meanwhile: the short body tells the client
-                break
-    if sent < size:
+    except (DomainError, ConnectionResetError):  # replaced meanwhile, or the client left
+        pass
+    if sent < size:  # the short body (and the closed connection) tell the client
         response.force_close()
         return response
     await response.write_eof()
