@@ -7,7 +7,9 @@ second tenants it opts in to running them unisolated, as an operator would have 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -67,6 +69,20 @@ def kh_up(**env: str) -> Iterator[Stack]:
             yield Stack(root, exports)
         finally:
             subprocess.run([*KH, "down"], env=environ, capture_output=True, timeout=120)
+            kill_what_mentions(root)
+
+
+def kill_what_mentions(root: Path) -> None:
+    """Kill what still runs from a stack under ``root``: process kernels outlive ``kh down``
+    (to be adopted by the next ``kh up``), and their command line and environment name the
+    stack's temporary directory, which nothing else does."""
+    needle = str(root).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
 
 
 def _backend(environ: dict[str, str]) -> list[str]:

@@ -13,9 +13,7 @@ the socket is not there at all, as on a fresh machine.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -44,7 +42,7 @@ from kernelhub.unisolated import opt_in_asked, warning
 from projections.queries import ReadModels
 from projections.tenancy_queries import TenancyLookups
 
-from .khstack import KH, ROOT, Stack, second_tenant
+from .khstack import KH, ROOT, Stack, kill_what_mentions, second_tenant
 
 pytestmark = pytest.mark.hostile
 G = 2**30
@@ -224,21 +222,6 @@ class NoDockerStack(Stack):
         return {"BACKEND_ACCESS_KEY": access_key, "BACKEND_SECRET_KEY": secret_key}
 
 
-def _kill_what_mentions(root: Path) -> None:
-    """Whatever still runs from this stack (a kernel, a stray worker): its command line or
-    environment names the stack's temporary directory, which nothing else does."""
-    needle = str(root).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if (
-                needle in (entry / "cmdline").read_bytes()
-                or needle in (entry / "environ").read_bytes()
-            ):
-                os.kill(int(entry.name), signal.SIGKILL)
-
-
 @pytest.fixture(scope="module")
 def nodocker(namespaces: None) -> Iterator[NoDockerStack]:
     with tempfile.TemporaryDirectory(prefix="kh-nd-") as path:
@@ -255,7 +238,7 @@ def nodocker(namespaces: None) -> Iterator[NoDockerStack]:
             yield NoDockerStack(root, exports, up, environ)
         finally:
             subprocess.run([*KH, "down"], env=environ, capture_output=True, timeout=120)
-            _kill_what_mentions(root)
+            kill_what_mentions(root)
 
 
 @pytest.mark.timeout(900)
