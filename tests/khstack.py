@@ -34,9 +34,11 @@ KH = [sys.executable, "-m", "kernelhub.cli"]
 class Stack:
     """A running ``kh up``: ``exports`` are the lines it printed for clients."""
 
-    def __init__(self, root: Path, exports: dict[str, str]) -> None:
+    def __init__(self, root: Path, exports: dict[str, str], backend: str = "docker") -> None:
         self.root = root
         self.exports = exports
+        self.backend = backend
+        """How its agent runs kernels (``kh up`` says it: docker, or process without Docker)."""
         self.workdir = root / "work"
         self.workdir.mkdir(exist_ok=True)
 
@@ -65,8 +67,10 @@ def kh_up(**env: str) -> Iterator[Stack]:
         lines = [line for line in up.stdout.splitlines() if line.startswith("export ")]
         exports = dict(line.removeprefix("export ").split("=", 1) for line in lines)
         assert exports["BACKEND_ENDPOINT"].startswith("http://127.0.0.1:")
+        actors = next(line for line in up.stdout.splitlines() if line.startswith("  actors"))
+        backend = actors.rsplit("(", 1)[1].split()[0]
         try:
-            yield Stack(root, exports)
+            yield Stack(root, exports, backend)
         finally:
             subprocess.run([*KH, "down"], env=environ, capture_output=True, timeout=120)
             kill_what_mentions(root)
