@@ -22,7 +22,15 @@ from projections.tenancy_queries import TenancyLookups
 
 from .domain.isolation import UNISOLATED, UnisolatedBackend, refusal
 
-__all__ = ["ALLOW_UNISOLATED_FIELD", "agent_refusal", "check_create", "opted_in", "set_opt_in"]
+__all__ = [
+    "ALLOW_UNISOLATED_FIELD",
+    "UnisolatedRefused",
+    "agent_refusal",
+    "check_create",
+    "check_kernel",
+    "opted_in",
+    "set_opt_in",
+]
 
 ALLOW_UNISOLATED_FIELD = "allow_unisolated"
 
@@ -86,3 +94,21 @@ async def agent_refusal(
         return None
     return {"src": "agent", "name": type(refused).__name__, "repr": refused.msg,
             "agent_id": agent_id, "title": UnisolatedBackend.title}  # fmt: skip
+
+
+class UnisolatedRefused(Exception):
+    """An agent will not (re)start a tenant's kernel unisolated; ``error`` says why."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(str(error["repr"]))
+        self.error = error
+
+
+async def check_kernel(
+    store: RedisEventStore, *, isolation: str, access_key: str, agent_id: str
+) -> None:
+    """:func:`agent_refusal` as an exception (a restart, after the opt-in was withdrawn)."""
+    refused = await agent_refusal(store, isolation=isolation, access_key=access_key,
+                                  agent_id=agent_id)  # fmt: skip
+    if refused is not None:
+        raise UnisolatedRefused(refused)

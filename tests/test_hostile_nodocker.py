@@ -201,7 +201,19 @@ async def test_the_agent_refuses_a_tenants_kernel_whatever_path_it_came_by(
         assert not any(e.type == "kernel_started" for e in events)
     await ended(await create(operator), "RUNNING")
     await set_opt_in(store, True)
-    await ended(await create(user), "RUNNING")
+    admitted = await create(user)
+    await ended(admitted, "RUNNING")
+
+    backend, kernel = process_cluster.agents["i-proc"].backend, uuid.uuid5(admitted, "kernel-0")
+    assert kernel in backend.running()
+    await set_opt_in(store, False)  # withdrawn: a restart stops the kernel, starts none
+    await process_cluster.shard.restart(admitted)
+    await ended(admitted, "ERROR")
+    changed = [e.data for e in await store.read_stream(f"session-{admitted}")
+               if e.type == "session_status_changed"]  # fmt: skip
+    assert changed[-1].status_info == "restart-failed"  # type: ignore[union-attr]
+    assert "kh up --allow-unisolated" in str(changed[-1].status_data)  # type: ignore[union-attr]
+    assert kernel not in backend.running()
     registered = await ReadModels(store).agent("i-proc")
     assert registered is not None and registered["isolation"] == "none"
 

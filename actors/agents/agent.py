@@ -46,7 +46,7 @@ from ..domain.device_alloc import DeviceAllocationError
 from ..domain.errors import GenericBadRequest
 from ..domain.session_aggregate import SessionAggregate
 from ..domain.statuses import KernelStatus
-from ..isolation import agent_refusal
+from ..isolation import UnisolatedRefused, agent_refusal, check_kernel
 from ..reaper import touch
 from ..sessions import ShardClient, load_session
 from . import workdir
@@ -530,6 +530,9 @@ class Agent:
                 self.sampler.forget(launch.kernel_id)
                 log.info("kernel starting", agent=self.agent_id, kernel=str(launch.kernel_id),
                          session=str(session.session_id), image=launch.image)  # fmt: skip
+                owner = launch.environ.get("BACKENDAI_ACCESS_KEY", "")
+                await check_kernel(self.store, isolation=self.isolation, access_key=owner,
+                                   agent_id=self.agent_id)  # fmt: skip
                 info = await self._start(launch)
                 log.info("kernel started", agent=self.agent_id, kernel=str(launch.kernel_id),
                          session=str(session.session_id))  # fmt: skip
@@ -537,6 +540,8 @@ class Agent:
                     kernel_id=launch.kernel_id, session_id=session.session_id,
                     reason="restarting", creation_info=info,
                 ), command_id=uuid.uuid5(launch.kernel_id, f"up@{session.version}"))  # fmt: skip
+        except UnisolatedRefused as refused:  # stopped, and not started again: the opt-in went
+            await self.shard.restart_failed(session.session_id, str(refused))
         except Exception as exc:
             await self.shard.restart_failed(session.session_id, repr(exc))
             raise
