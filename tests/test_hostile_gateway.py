@@ -509,6 +509,9 @@ def test_a_costly_graphql_document_is_refused_with_a_400(world: World) -> None:
         status, body = _gql(world, world.mallory, query)
         assert _problem(status, body, 400) == "invalid-api-params"
         assert "GraphQL" in body["title"] and body["msg"], body
+    padding = {"query": LIST, "variables": {"limit": 1, "offset": 0, "pad": "x" * 100_000}}
+    status, body = call(world, world.mallory, "POST", "/admin/gql", padding)
+    assert _problem(status, body, 400) == "invalid-api-params"
     status, body = _gql(world, world.mallory, LIST, limit=10, offset=0)
     assert status == 200 and "errors" not in body, body
 

@@ -22,7 +22,7 @@ from graphql import ExecutionResult, GraphQLError, build_schema, execute, valida
 from ..domain.errors import DomainError
 from .auth import Caller
 from .context import LIVE, GatewayContext
-from .gql_limits import QueryLimits, measure, parse_bounded
+from .gql_limits import QueryLimits, QueryTooComplex, measure, parse_bounded
 from .scope import is_domain_admin, visible
 from .views import compute_session
 
@@ -76,6 +76,8 @@ type Query {
 SCHEMA = build_schema(_SDL)
 _MAX_PAGE = 100
 LIMITS = QueryLimits(default_page=_MAX_PAGE)
+_MAX_BODY = 4 * LIMITS.max_bytes
+"""The query and its variables (the client's variables are a few short values)."""
 
 
 class _Root:
@@ -174,8 +176,11 @@ class _Root:
 
 
 async def gql(request: web.Request) -> web.Response:
+    raw = await request.content.read(_MAX_BODY + 1)  # never more, whatever it announces
+    if len(raw) > _MAX_BODY:
+        raise QueryTooComplex(f"the request body is over {_MAX_BODY} bytes")
     try:
-        body = await request.json()
+        body = json.loads(raw)
         query, variables = body["query"], body.get("variables") or {}
         if not isinstance(query, str) or not isinstance(variables, dict):
             raise TypeError
