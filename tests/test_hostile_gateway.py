@@ -31,13 +31,15 @@ from graphql import parse
 from actors.cache import RefreshingCache
 from actors.gateway.auth import Authenticator
 from actors.gateway.gql_limits import QueryLimits, QueryTooComplex, measure, parse_bounded
+from actors.gateway.log_tail import LogTail
 from actors.gateway.problems import AuthorizationFailed
 from actors.gateway.ratelimit import PeerLimiter
 from actors.gateway.scope import creation_refusal, visible
 from actors.gateway.signing import sign
 from actors.gateway.stream_limits import StreamLimits, TooManyStreams, is_stream
 from actors.tenancy import TenancyService
-from events import RedisEventStore
+from events import NewEvent, RedisEventStore
+from events.catalogue import SessionEnqueued
 from events.secrets import SecretBox
 from kernelhub.sdk._wire import signed_headers
 from kernelhub.testing import eventually
@@ -303,6 +305,30 @@ async def test_made_up_access_keys_are_refused_and_remembered_within_a_bound(
         with pytest.raises(AuthorizationFailed):
             await auth.authenticate(_request(key))
     assert len(auth.cache) <= 64
+
+
+def _enqueued(tag: str) -> NewEvent:
+    return NewEvent(data=SessionEnqueued(session_id=uuid.uuid4(), creation_id=tag))
+
+
+@pytest.mark.redis
+async def test_every_stream_reads_one_tail_and_a_stalled_one_is_dropped(
+    store: RedisEventStore,
+) -> None:
+    tail = LogTail(store, types=frozenset({"session_enqueued"}),
+                   streams=lambda s: s.startswith("session-"), queue_size=3)  # fmt: skip
+    async with tail.listen() as reader, tail.listen() as stalled:
+        for i in range(5):
+            await store.append(f"session-{i}", [_enqueued(f"e{i}")], None)
+            event = await asyncio.wait_for(reader.get(), 20)
+            assert event is not None and event.data.creation_id == f"e{i}"  # type: ignore[union-attr]
+        assert tail.listeners == 2
+        assert await asyncio.wait_for(stalled.get(), 5) is None  # fell 3 behind: its stream ends
+    assert tail.listeners == 0  # and with the last listener, the tail stops
+    async with tail.listen() as later:  # a new one starts it again, from now on
+        await store.append("session-late", [_enqueued("late")], None)
+        event = await asyncio.wait_for(later.get(), 20)
+        assert event is not None and event.data.creation_id == "late"  # type: ignore[union-attr]
 
 
 # ---- on a real stack -----------------------------------------------------------------------
