@@ -552,6 +552,10 @@ async def _redis_blocked_readers(world: World) -> int:
         await store.close()
 
 
+def host_of(world: World) -> str:
+    return world.stack.exports["BACKEND_ENDPOINT"].removeprefix("http://")
+
+
 async def _open_streams(world: World, keys: Keys, count: int) -> tuple[Any, list[Any], Any]:
     endpoint = world.stack.exports["BACKEND_ENDPOINT"]
     host = endpoint.removeprefix("http://")
@@ -581,6 +585,14 @@ def test_a_keypair_cannot_hold_more_streams_than_its_cap(world: World) -> None:
             problem = await extra.json(content_type=None)
             assert problem["type"].endswith("/rate-limit-exceeded"), problem
             assert "streams" in problem["msg"], problem
+            # a websocket counts against the same cap (refused before the session is looked up)
+            path = "/stream/session/any-session/pty"
+            headers = signed_headers("GET", path, host_of(world), "", world.mallory.access_key,
+                                     world.mallory.secret_key)  # fmt: skip
+            endpoint = world.stack.exports["BACKEND_ENDPOINT"]
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(endpoint + path, headers=headers)
+            assert refused.value.status == 429
             # someone else is served meanwhile, Redis and all
             status, body = await asyncio.to_thread(
                 call, world, world.victim, "GET", f"/session/{world.victim_session}"
