@@ -21,7 +21,8 @@ key                         type    holds
 ``<p>:follow:<actor>``      string  last log position an actor has reacted to
 ``<p>:stat:<kernel>``       string  a kernel's live stats (JSON, TTL'd): telemetry
 ``<p>:stat:agent:<a>:...``  string  ``...:devices``: an agent's devices, live (TTL'd)
-``<p>:install``             hash    facts fixed at install (``shards``: session shards)
+``<p>:install``             hash    facts of the install (``shards``: session shards, fixed;
+                                    ``allow_unisolated``: the operator's opt-in, 1/0)
 ``<p>:archive``             hash    archive file path -> its range (``kh events archive``)
 ``<p>:idle:due``            zset    session id -> when the reaper judges it next (Redis s)
 ``<p>:idle:access:<sid>``   string  the session's last activity (Redis time): telemetry
