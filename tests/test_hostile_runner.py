@@ -43,7 +43,14 @@ from actors.agents.kernel_sockets import (
     connect,
     read_tail,
 )
-from actors.agents.runner_client import MAX_BUFFERED_BYTES, RunnerClient, RunnerUnavailable
+from actors.agents.runner_client import (
+    KEEP_MARKS,
+    MAX_BUFFERED_BYTES,
+    MAX_MARK,
+    RECORD_OVERHEAD,
+    RunnerClient,
+    RunnerUnavailable,
+)
 from actors.domain.errors import KernelExecutionFailed
 from actors.domain.slots import ResourceSlot
 from actors.execution import main_kernel
@@ -631,3 +638,87 @@ async def test_a_container_has_no_capabilities_and_a_read_only_root(
 
 
 _BATCH = "echo batch-ran > /tmp/b && cat /tmp/b"
+
+
+# ---- review findings: what a run's unread records may pin (unit) ----------------------------
+_SLOW_FLOOD = (  # 64 KiB every 2 ms: ~32 MiB/s, mirrored to the runner's kernel.log too
+    'python3 -c "import sys, time\nwhile True:\n'
+    "    sys.stdout.write('x' * 65536); sys.stdout.flush(); time.sleep(0.002)\""
+)
+_MARK_BOUND = MAX_BUFFERED_BYTES + KEEP_MARKS * (MAX_MARK + RECORD_OVERHEAD) + 2**16
+"""What one run may hold: the cap, the kept marks, one record past the cap."""
+
+
+async def stays_under(client: RunnerClient, bound: int, seconds: float) -> int:
+    """The highest ``buffered_bytes`` seen over ``seconds``; fails at the first sample over
+    ``bound`` (the old code grew by ~250 MiB/s: stop before it eats the test machine)."""
+    highest = 0
+    for _ in range(int(seconds * 10)):
+        await asyncio.sleep(0.1)
+        highest = max(highest, client.buffered_bytes())
+        assert highest <= bound, f"{highest} bytes buffered, past {bound}"
+    return highest
+
+
+@pytest.mark.unit
+async def test_an_unread_build_finished_does_not_pin_a_batch_flood_behind_it(
+    runner: RunnerProcess,
+) -> None:
+    """Review finding 1: batch mode whose ``continue`` never comes. ``build-finished`` sat
+    at the head of the run's buffer and nothing behind it was ever dropped (1 GB in 4 s)."""
+    client = RunnerClient(runner.socket_path)
+    try:
+        await client.check_status()
+        options = {"clean": "", "build": "sleep 0.3", "exec": _SLOW_FLOOD}
+        first = await client.execute("b", "batch", "", options, flush_timeout=0.2)
+        assert first["status"] == "clean-finished"
+        before = vm_rss()
+        highest = await stays_under(client, _MARK_BOUND, 3.0)
+        assert highest > MAX_BUFFERED_BYTES // 2  # the flood did arrive
+        assert vm_rss() - before < 3 * MAX_BUFFERED_BYTES
+        build = await client.execute("b", "continue", flush_timeout=0.2)
+        assert build["status"] == "build-finished" and build["exitCode"] == 0
+        late = await client.execute("b", "continue", flush_timeout=0.2)
+        kind, note = late["console"][0]
+        assert kind == "stderr" and "bytes of output were dropped" in note
+        await client.interrupt()
+        while late["status"] != "finished":
+            late = await client.execute("b", "continue", flush_timeout=5)
+    finally:
+        await client.close()
+
+
+@pytest.mark.unit
+async def test_a_fake_runner_sending_huge_pause_records_is_held_bounded(run_dir: Path) -> None:
+    """Review finding 1, attack 2: user code replaces the runner and sends ``waiting-input``
+    and ``build-finished`` records of 1 MiB each, with console between them. None of them
+    used to be dropped; now marks are cut at 64 KiB and only the newest few are kept."""
+    done = threading.Event()
+
+    def serve(conn: socket.socket) -> int:
+        conn.recv(4096)  # the ``code`` request: a run now receives what follows
+        sent = 0
+        with contextlib.suppress(OSError):
+            for i in range(96):
+                op = "waiting-input" if i % 2 else "build-finished"
+                frame = HEADER.pack(len(op), M) + op.encode() + b"{" + b" " * (M - 2) + b"}"
+                frame += HEADER.pack(6, M // 4) + b"stdout" + b"y" * (M // 4)
+                conn.sendall(frame)
+                sent += len(frame)
+        done.set()
+        time.sleep(2)
+        return sent
+
+    server = FakeServer(str(run_dir / "runner.sock"), serve)
+    client = RunnerClient(str(run_dir / "runner.sock"))
+    try:
+        first = await client.execute("r", "query", "input()", flush_timeout=1)
+        assert first["status"] in ("build-finished", "waiting-input")
+        await asyncio.to_thread(done.wait, 20)
+        await asyncio.sleep(0.3)  # read what is in the socket
+        assert client.buffered_bytes() <= _MARK_BOUND
+        run = client._runs["r"]
+        assert len(run.records._marks) <= KEEP_MARKS
+    finally:
+        await client.close()
+        server.close()

@@ -36,7 +36,15 @@ from ..kernel_runner.framing import HEADER, FrameError, decode_header, encode
 from .kernel_sockets import KernelSocket, SocketRefused
 from .kernel_sockets import connect as connect_kernel
 
-__all__ = ["MAX_BUFFERED_BYTES", "MAX_FRAME", "RunnerClient", "RunnerUnavailable"]
+__all__ = [
+    "KEEP_MARKS",
+    "MAX_BUFFERED_BYTES",
+    "MAX_FRAME",
+    "MAX_MARK",
+    "RECORD_OVERHEAD",
+    "RunnerClient",
+    "RunnerUnavailable",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -55,11 +63,20 @@ MAX_FRAME = MAX_RECORD + 2**16
 runner) and its op. A larger header ends the connection before anything is allocated."""
 MAX_BUFFERED_BYTES = 4 * 2**20
 """What one run keeps of its console while nobody reads it (past this its oldest console
-records are dropped; the newest is always kept, so at most this plus one record)."""
+records are dropped wherever they sit; the newest is always kept, so at most this, or one
+record plus the few kept marks: :class:`_Records`)."""
 _ENDED_BUDGET_BYTES = 8 * 2**20
 _ENDED_TTL_S = 600.0
 """Ended runs whose caller never came back: dropped oldest first past this many bytes in
 all, or once unread this long."""
+MAX_MARK = 2**16
+"""A record that ends or pauses a run (small JSON from a legitimate runner) is cut here."""
+KEEP_MARKS = 8
+"""Unread records that end or pause a run kept per run: the newest (a legitimate run sends
+at most three before its end is read; the end is always the newest)."""
+RECORD_OVERHEAD = 64
+"""What one buffered record costs besides its payload (counted against the cap, so a
+runner sending empty records cannot grow the buffer by their number)."""
 _REPLIES = frozenset({"status", "completion", "service-result", "apps-result"})
 """The replies the agent asks for; any other op from the runner is dropped."""
 _KEEP_REPLIES = 8
@@ -71,45 +88,66 @@ class RunnerUnavailable(KernelExecutionFailed):
 
 
 class _Records:
-    """A run's records not yet read, bounded: console records past
-    :data:`MAX_BUFFERED_BYTES` are dropped **oldest first** (the run keeps printing; a
-    reader who comes back late sees the newest output, preceded by one ``stderr`` line
-    saying how many bytes went). Records that end or pause the run are never dropped, so
-    a run printing forever that nobody reads holds a bounded amount, and still ends."""
+    """A run's records not yet read, bounded whatever the runner sends.
+
+    Console records past :data:`MAX_BUFFERED_BYTES` are dropped **oldest first**, wherever
+    they sit (the run keeps printing; a reader who comes back late sees the newest output,
+    preceded by one ``stderr`` line saying how many bytes went). Records that end or pause
+    the run (``*-finished``, ``waiting-input``, ``exec-timeout``) are kept in their own small
+    queue: one left unread (a batch ``build-finished`` nobody continued past) must not pin
+    the console behind it. A legitimate runner sends a few small ones per run, so they are
+    capped at :data:`MAX_MARK` bytes each and only the newest :data:`KEEP_MARKS` are kept.
+    Every record also costs :data:`RECORD_OVERHEAD` against the cap, so empty records
+    cannot pile up either: what a run holds never exceeds ``cap``, or one console record
+    plus the kept marks when a single record is larger than the cap."""
 
     def __init__(self, cap: int = MAX_BUFFERED_BYTES) -> None:
         self.cap = cap
-        self._items: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._console: collections.deque[tuple[int, str, bytes]] = collections.deque()
+        self._marks: collections.deque[tuple[int, str, bytes]] = collections.deque()
+        self._seq = 0
         self.size = 0
-        """Bytes of payload held."""
+        """Bytes held (payloads plus :data:`RECORD_OVERHEAD` each)."""
         self.dropped = 0
         """Bytes dropped and not yet told to the reader."""
         self._ready = asyncio.Event()
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._console) + len(self._marks)
 
     def empty(self) -> bool:
-        return not self._items and not self.dropped
+        return not self._console and not self._marks and not self.dropped
 
     def put_nowait(self, record: tuple[str, bytes]) -> None:
-        self._items.append(record)
-        self.size += len(record[1])
-        while self.size > self.cap and len(self._items) > 1 and self._items[0][0] in _CONSOLE:
-            _, payload = self._items.popleft()
-            self.size -= len(payload)
-            self.dropped += len(payload)
+        op, payload = record
+        self._seq += 1
+        if op in _CONSOLE:
+            self._console.append((self._seq, op, payload))
+        else:
+            payload = payload[:MAX_MARK]
+            self._marks.append((self._seq, op, payload))
+            if len(self._marks) > KEEP_MARKS:  # only a hostile runner sends this many
+                _, _, gone = self._marks.popleft()
+                self.size -= len(gone) + RECORD_OVERHEAD
+        self.size += len(payload) + RECORD_OVERHEAD
+        while self.size > self.cap and len(self._console) > 1:
+            _, _, gone = self._console.popleft()
+            self.size -= len(gone) + RECORD_OVERHEAD
+            self.dropped += len(gone)
         self._ready.set()
 
     def get_nowait(self) -> tuple[str, bytes]:
-        if self.dropped:
+        mark_first = bool(self._marks) and (
+            not self._console or self._marks[0][0] < self._console[0][0]
+        )
+        if self.dropped and not mark_first:  # told where the console resumes
             note = (f"\n[kernelhub: {self.dropped} bytes of output were dropped: "
                     "nobody read them in time]\n")  # fmt: skip
             self.dropped = 0
             return "stderr", note.encode()
-        op, payload = self._items.popleft()
-        self.size -= len(payload)
-        if not self._items:
+        _, op, payload = (self._marks if mark_first else self._console).popleft()
+        self.size -= len(payload) + RECORD_OVERHEAD
+        if self.empty():
             self._ready.clear()
         return op, payload
 
@@ -273,7 +311,7 @@ class RunnerClient:
             del self._ended[oldest.run_id]
 
     def buffered_bytes(self) -> int:
-        """Console bytes held for callers that have not read them (all runs)."""
+        """Bytes held for callers that have not read them (all runs, records' overhead included)."""
         runs = [*self._runs.values(), *self._ended.values()]
         return sum(run.records.size for run in runs)
 
