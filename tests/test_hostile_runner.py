@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from actors.agents.backends import ProcessBackend
+from actors.agents.backends import ProcessBackend, remove_tree
 from actors.agents.docker_backend import DockerBackend
 from actors.agents.kernel_sockets import (
     KernelPeer,
@@ -722,3 +722,74 @@ async def test_a_fake_runner_sending_huge_pause_records_is_held_bounded(run_dir:
     finally:
         await client.close()
         server.close()
+
+
+# ---- review findings: what the tenant leaves on disk when its kernel goes -------------------
+DEEP = 1200
+"""Levels of nested directories: past what a recursive remover survives (~1000)."""
+
+
+def dig(top: Path, levels: int) -> Path:
+    """``mkdir d; cd d`` ``levels`` times, relative (as a tenant would: PATH_MAX does not
+    apply), a symlink to ``top``'s parent at the bottom; the bottom's path."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(levels):
+            os.mkdir("d", dir_fd=fd)
+            deeper = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = deeper
+        os.symlink(str(top.parent), "up", dir_fd=fd)
+    finally:
+        os.close(fd)
+    return top.joinpath(*["d"] * levels)
+
+
+@pytest.mark.unit
+async def test_a_tree_too_deep_to_recurse_is_removed_and_nothing_outside_it(
+    tmp_path: Path,
+) -> None:
+    """Review finding 3: ``shutil.rmtree`` raised RecursionError (not an OSError, so not
+    ignored) on 1200 levels, out of the backend's ``remove`` and the agent's destroy."""
+    backend, kernel_id, _ = process_backend(tmp_path)
+    dirs = backend.dirs(kernel_id)
+    dig(dirs.work, DEEP)
+    keep = tmp_path / "host-file"
+    keep.write_text("the host's")
+    os.symlink(keep, dirs.work / "host-link")
+    try:
+        await backend.remove(kernel_id)
+        assert not dirs.root.exists()
+        assert keep.read_text() == "the host's"  # links were removed, not followed
+    finally:  # a tree left behind would break pytest's own cleanup of old temp dirs
+        remove_tree(dirs.root)
+
+
+@pytest.mark.docker
+async def test_a_session_whose_tenant_dug_too_deep_still_terminates_and_is_cleaned(
+    cluster: LocalCluster,
+) -> None:
+    """Review finding 3 end to end: the tenant nests 1200 directories in its work dir, then
+    destroys its session. The agent's removal raised, the kernel was never reported
+    terminated: the session stayed TERMINATING and the tree stayed on the host's disk."""
+    a = await tenant_session(cluster, "AKA")
+    b = await tenant_session(cluster, "AKB")
+    kernel_a = await kernel_of(cluster, a)
+    root = backend_of(cluster).dirs(kernel_a).root
+    dug = await run(cluster, a, (
+        f"import os\nfd = os.open('/home/work', os.O_RDONLY)\nfor _ in range({DEEP}):\n"
+        "    os.mkdir('d', dir_fd=fd)\n    deeper = os.open('d', os.O_RDONLY, dir_fd=fd)\n"
+        "    os.close(fd)\n    fd = deeper\nos.symlink('/etc', 'etc', dir_fd=fd)\nprint('dug')"
+    ))  # fmt: skip
+    assert dug.strip() == "dug"
+    await cluster.shard.destroy(a)
+
+    async def terminated() -> bool:
+        return (await cluster.shard.get(a)).status.name == "TERMINATED"
+
+    try:
+        await eventually(terminated, timeout=60, message="TERMINATED")
+        assert not root.exists()
+        assert (await run(cluster, b, "print('B still served')")).strip() == "B still served"
+    finally:
+        remove_tree(root)

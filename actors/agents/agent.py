@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from redis.exceptions import RedisError
 
 from events import AnyPayload, Event, RedisEventStore, canonical_dumps, events_for_command
 from events.catalogue import (
@@ -581,15 +580,17 @@ class Agent:
         if session_id is not None:
             self._touched.pop(session_id, None)
         self.sampler.forget(kernel_id)
-        kept = await self.backend.logs(kernel_id) + note.encode()
-        try:
+        try:  # the kernel is stopped: what follows must not keep it from being reported so
+            kept = await self.backend.logs(kernel_id) + note.encode()
             if kept:
                 await self.store.redis.set(self.store.keys.kernel_logs(str(kernel_id)), kept,
                                            ex=LOGS_TTL_S)  # fmt: skip
-        except RedisError as exc:  # a stopped kernel left behind would block its re-creation
+        except Exception as exc:  # a stopped kernel left behind would block its re-creation
             log.warning("kernel log not kept", kernel=str(kernel_id), error=repr(exc))
-        finally:
+        try:
             await self.backend.remove(kernel_id)
+        except Exception as exc:  # what the tenant left on disk is logged, not fatal
+            log.warning("kernel not cleaned up", kernel=str(kernel_id), error=repr(exc))
         return exit_code
 
     # ---- code execution and files (spec §3.4; the API's execute/complete/upload/...) ------

@@ -15,8 +15,8 @@ import asyncio
 import contextlib
 import os
 import resource
-import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
+
+import structlog
 
 from ..kernel_runner.batch import last_exec_code_in
 from .accelerators import KernelDevices
@@ -39,7 +41,10 @@ __all__ = [
     "KernelObserver",
     "ProcessBackend",
     "SimBackend",
+    "remove_tree",
 ]
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -292,9 +297,32 @@ class KernelDirs:
             self.short_link.unlink(missing_ok=True)
             self.short_link.symlink_to(self.run)
 
-    def remove(self) -> None:
-        self.short_link.unlink(missing_ok=True)
-        shutil.rmtree(self.root, ignore_errors=True)
+    async def remove(self) -> None:
+        """Delete the kernel's directories, off the event loop; never raises (a kernel the
+        tenant filled with a tree too deep or too large to remove is still stopped: what is
+        left is logged)."""
+        with contextlib.suppress(OSError):
+            self.short_link.unlink(missing_ok=True)
+        try:
+            await asyncio.to_thread(remove_tree, self.root)
+        except Exception as exc:
+            log.warning("kernel directory not removed", path=str(self.root), error=repr(exc))
+
+
+def remove_tree(root: Path) -> None:
+    """``rm -rf --one-file-system`` on ``root``: the tree is the tenant's, so it may be
+    arbitrarily deep (``shutil.rmtree`` recurses once per level and raises RecursionError
+    past ~1000), hold symlinks (never followed) or mount points (not crossed). A blocking
+    call: run it in a thread. Logs what could not be removed."""
+    if not os.path.lexists(root):
+        return
+    done = subprocess.run(  # its own error lines could be millions: not kept
+        ["rm", "-rf", "--one-file-system", "--", str(root)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        check=False,
+    )  # fmt: skip
+    if os.path.lexists(root):
+        log.warning("kernel directory left behind", path=str(root), rm_exit=done.returncode)
 
 
 class DirectoryBackend(BackendBase):
@@ -476,7 +504,7 @@ class ProcessBackend(DirectoryBackend):
 
     async def remove(self, kernel_id: uuid.UUID) -> None:
         if kernel_id not in self._procs and kernel_id not in self._adopted:
-            self.dirs(kernel_id).remove()
+            await self.dirs(kernel_id).remove()
 
     def running(self) -> set[uuid.UUID]:
         alive = {k for k, p in self._procs.items() if p.returncode is None}

@@ -329,7 +329,7 @@ class DockerBackend(DirectoryBackend):
                 await self.docker.containers.container(record.container_id).delete(
                     force=True, v=True
                 )
-        self.dirs(kernel_id).remove()
+        await self.dirs(kernel_id).remove()
 
     def running(self) -> set[uuid.UUID]:
         return {k for k, record in self._kernels.items() if record.running}
