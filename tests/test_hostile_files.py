@@ -17,19 +17,25 @@ import stat
 import tarfile
 import threading
 import time
+import tracemalloc
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+import yarl
 
 from actors.agents import safe_fs, workdir
 from actors.domain.errors import InvalidAPIParameters, ObjectNotFound
 from kernelhub import AsyncClient
 from kernelhub.sdk import ClientConfig
+from kernelhub.sdk._wire import signed_headers
 from kernelhub.sdk.errors import APIError
+from kernelhub.testing import eventually
 
-from .khstack import Stack, kh_up
+from .khstack import Stack, kh_up, second_tenant
 
 pytestmark = pytest.mark.hostile
 
@@ -512,3 +518,239 @@ def test_kh_upload_after_planting_the_temporary_name_leaves_the_host_alone(
             assert isinstance(refused, APIError) and refused.status == 400, refused
             assert refused.msg is not None and words in refused.msg, refused.msg
         stack.kh("rm", "hostile-files")
+
+
+# ---- what a tenant's file operations may cost the agent and the gateway ------------------------
+WIDE, DEEP, LONG = 5_000, 8, 240
+
+
+@pytest.mark.unit
+def test_a_deep_tree_of_wide_directories_is_refused_holding_few_names(work: Path) -> None:
+    """8 levels of 5,000 names of 240 characters, the subdirectory first in each: the old
+    walk kept every level's listing while it recursed (40,000 names, about 12 MiB, per call);
+    now names count against the entries cap as they are read, so the walk holds at most
+    10,000 and refuses with a clear error."""
+    level = work
+    for _ in range(DEEP):
+        sub = level / ("0" * LONG)
+        sub.mkdir()
+        for index in range(WIDE - 1):
+            os.close(os.open(level / f"{index:0{LONG}d}f", os.O_CREAT | os.O_WRONLY, 0o644))
+        level = sub
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidAPIParameters, match=f"more than {workdir.MAX_ARCHIVE_ENTRIES}"):
+            workdir.download(work, ["/home/work"])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 6 * 2**20, f"the walk held {peak / 2**20:.1f} MiB"
+
+
+@pytest.mark.unit
+def test_a_file_enters_a_tar_without_a_second_copy(work: Path) -> None:
+    """A 40 MiB file in a tar: the old code read it whole, then copied it into the archive
+    (twice its size at once); now it is copied from its fd in chunks."""
+    size = 40 * 2**20
+    (work / "big").write_bytes(b"\x01" * size)
+    tracemalloc.start()
+    try:
+        archive = workdir.download(work, ["big"])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert members(archive)["big"].size == size
+    assert peak < 1.4 * size, f"the download held {peak / 2**20:.1f} MiB for a 40 MiB file"
+
+
+@pytest.mark.unit
+def test_a_file_that_changes_size_mid_tar_keeps_the_archive_well_formed(work: Path) -> None:
+    """The member's size is the one it was opened with: bytes added later are cut, a file
+    cut short meanwhile is padded, and the archive still reads back."""
+    (work / "f").write_bytes(b"a" * 100)
+    fd = os.open(work / "f", os.O_RDONLY)
+    try:
+        reader = workdir._Fixed(fd, 150)
+        assert reader.read(64) == b"a" * 64
+        assert reader.read(1000) == b"a" * 36 + bytes(50)
+        assert reader.read(10) == b""
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.unit
+def test_the_agents_file_work_leaves_its_default_executor_free(tmp_path: Path) -> None:
+    """Forty file operations stuck on the tenant's files (a download waiting on a slow disk,
+    here an event) once filled the agent's default executor, the one batch results are read
+    in; now they wait in the file pool, a few per kernel, and other work still runs."""
+    from actors.agents.agent import Agent
+    from actors.agents.backends import SimBackend
+    from events import RedisEventStore
+
+    kernels = [uuid.uuid4() for _ in range(40)]
+
+    class WorkDirs(SimBackend):
+        """Kernels that run and have a work dir (the simulated backend has none)."""
+
+        def running(self) -> set[uuid.UUID]:
+            return set(kernels)
+
+        def work_dir(self, kernel_id: uuid.UUID) -> Path | None:
+            path = tmp_path / str(kernel_id)
+            path.mkdir(exist_ok=True)
+            return path
+
+    release = threading.Event()
+    real_download = workdir.download
+
+    def slow_download(work_dir: Path, names: list[str]) -> bytes:
+        release.wait(30)
+        return real_download(work_dir, names)
+
+    async def scenario() -> None:
+        store = RedisEventStore.from_url("redis://127.0.0.1:1")  # never reached
+        agent = Agent(store, None, "agent-files", {"cpu": 4}, backend=WorkDirs())  # type: ignore[arg-type]
+        stuck = [asyncio.create_task(agent.download_files(k, ["/home/work"])) for k in kernels]
+        stuck += [asyncio.create_task(agent.download_files(kernels[0], ["/home/work"]))
+                  for _ in range(3)]  # fmt: skip
+        await asyncio.sleep(0.5)
+        try:
+            # a batch result read meanwhile (the backends read them with to_thread)
+            assert await asyncio.wait_for(asyncio.to_thread(lambda: "batch read"), 5)
+            pool = getattr(agent, "file_pool", None)
+            assert pool is not None and pool.busy(kernels[0]) == 4  # 2 run, 2 wait their turn
+        finally:
+            release.set()
+            archives = await asyncio.wait_for(asyncio.gather(*stuck), 60)
+        assert all(members(archive) for archive in archives)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(workdir, "download", slow_download)
+        asyncio.run(scenario())
+
+
+@pytest.fixture(scope="module")
+def cheap_stack() -> Iterator[Stack]:
+    """``kh up`` on the process backend (no containers needed), as the gateway tests run."""
+    with kh_up(KH_ALLOW_UNISOLATED="1", DOCKER_HOST="tcp://127.0.0.1:9") as stack:
+        yield stack
+
+
+@contextlib.asynccontextmanager
+async def tenant_session(stack: Stack, name: str) -> AsyncIterator[tuple[ClientConfig, Any]]:
+    """A new tenant and a running session of theirs (destroyed on the way out)."""
+    access_key, secret_key = await second_tenant(stack, name)
+    config = ClientConfig(endpoint=stack.exports["BACKEND_ENDPOINT"], access_key=access_key,
+                          secret_key=secret_key)  # fmt: skip
+    async with AsyncClient(config) as client:
+        async with client.session("python", name=f"{name}-files", timeout=120) as session:
+            yield config, session
+
+
+def signed(config: ClientConfig, method: str, path: str, content_type: str) -> dict[str, str]:
+    host = config.endpoint.removeprefix("http://")
+    headers = signed_headers(method, path, host, content_type, config.access_key,
+                             config.secret_key)  # fmt: skip
+    return {**headers, "Content-Type": content_type}
+
+
+async def raw_download(
+    http: aiohttp.ClientSession, config: ClientConfig, session: str, name: str
+) -> aiohttp.ClientResponse:
+    """``GET /session/{session}/download?files=name``, the answer's body left unread."""
+    path = f"/session/{session}/download?files={name}"
+    return await http.get(yarl.URL(config.endpoint + path, encoded=True),
+                          headers=signed(config, "GET", path, "text/plain"))  # fmt: skip
+
+
+async def problem_of(response: aiohttp.ClientResponse) -> dict[str, Any]:
+    problem: dict[str, Any] = await response.json(content_type=None)
+    return problem
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_one_keypair_cannot_hold_more_file_operations_than_its_cap(
+    cheap_stack: Stack, tmp_path: Path
+) -> None:
+    """Mallory starts downloads of a 24 MiB file and never reads them (each holds an archive
+    in the gateway and, while it is built, an agent thread): past the cap the next is a 429,
+    while another tenant's download on the same agent is served; read or closed, the slots
+    come back. The old gateway served them all (fifty would fill the agent's threads)."""
+    from actors.gateway.stream_limits import MAX_FILE_OPS_PER_KEYPAIR as CAP
+
+    async def attack() -> None:
+        async with (
+            tenant_session(cheap_stack, "fmallory") as (mallory, session),
+            tenant_session(cheap_stack, "fvictim") as (victim, victims),
+        ):
+            (tmp_path / "big").write_bytes(os.urandom(24 * 2**20))
+            (tmp_path / "v.txt").write_bytes(b"victim's file")
+            await session.upload([tmp_path / "big"], base_dir=tmp_path)
+            await victims.upload([tmp_path / "v.txt"], base_dir=tmp_path)
+            await hold_past_the_cap(mallory, session.name, victim, victims)
+
+            async def slot_back() -> bool:
+                try:
+                    await session.list_files()
+                except APIError:
+                    return False
+                return True
+
+            await eventually(slot_back, timeout=30, interval=0.2, message="the slots back")
+
+    async def hold_past_the_cap(mallory: ClientConfig, name: str, victim: ClientConfig,
+                                victims: Any) -> None:  # fmt: skip
+        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
+                                     connector=aiohttp.TCPConnector(limit=0))  # fmt: skip
+        held: list[aiohttp.ClientResponse] = []
+        try:
+            starts = [raw_download(http, mallory, name, "big") for _ in range(CAP)]
+            held = list(await asyncio.gather(*starts))
+            assert [r.status for r in held] == [200] * CAP
+            extra = await raw_download(http, mallory, name, "big")
+            assert extra.status == 429, extra.status
+            problem = await problem_of(extra)
+            assert problem["type"].endswith("/rate-limit-exceeded"), problem
+            assert "file operations" in problem["msg"], problem
+            fetched = await victims.download(["v.txt"], dest=tmp_path / "got")
+            assert [p.read_bytes() for p in fetched] == [b"victim's file"]
+            served = await raw_download(http, victim, victims.name, "v.txt")
+            assert served.status == 200, await served.text()
+            served.close()
+        finally:
+            for response in held:
+                response.close()
+            await http.close()
+
+    asyncio.run(attack())
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_an_upload_whose_parts_pass_the_total_cap_is_refused_and_writes_nothing(
+    cheap_stack: Stack,
+) -> None:
+    """Two 40 MiB parts, each under the per-file cap: the old gateway held both (and up to
+    20 such parts, 1.28 GiB) and passed them on; now the running total is refused as it
+    passes the per-call cap, a 400 naming it, and nothing reaches the work dir."""
+    from actors.gateway.sessions import MAX_UPLOAD_CALL_BYTES
+
+    async def attack() -> None:
+        async with tenant_session(cheap_stack, "fuploader") as (config, session):
+            body = aiohttp.MultipartWriter("form-data")
+            for part_name in ("a1", "a2"):
+                part = body.append(bytes(40 * 2**20), {"Content-Type": "application/octet-stream"})
+                part.set_content_disposition("form-data", name="src", filename=part_name)
+            path = f"/session/{session.name}/upload"
+            async with aiohttp.ClientSession() as http:
+                headers = signed(config, "POST", path, body.content_type)
+                answer = await http.post(config.endpoint + path, data=body, headers=headers)
+                assert answer.status == 400, answer.status
+                problem = await problem_of(answer)
+            assert problem["type"].endswith("/invalid-api-params"), problem
+            assert str(MAX_UPLOAD_CALL_BYTES) in problem["msg"], problem
+            listing = await session.list_files()
+            assert not {"a1", "a2"} & {entry.name for entry in listing.files}, listing
+
+    asyncio.run(attack())

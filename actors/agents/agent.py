@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -52,6 +53,7 @@ from . import workdir
 from .accelerators import Accelerators
 from .backend_kinds import isolation_of
 from .backends import Backend, ImageNotAvailable, KernelLaunch, SimBackend
+from .file_pool import FilePool
 from .kernel_env import kernel_environ
 from .runner_client import RunnerClient
 from .utilization import UtilizationSampler
@@ -674,28 +676,36 @@ class Agent:
             raise GenericBadRequest(f"kernel {kernel_id} has no work dir on {self.agent_id}")
         return path
 
-    # The tenant owns the files these touch (a slow disk, a huge directory): they run in a
-    # thread, never on the loop every kernel shares (workdir never blocks on a FIFO itself).
+    # The tenant owns the files these touch (a slow disk, a huge directory): they run in the
+    # file pool's threads, never on the loop every kernel shares nor in its default executor
+    # (batch results use that), a few per kernel at a time (workdir never blocks on a FIFO).
+    @functools.cached_property
+    def file_pool(self) -> FilePool:
+        """The threads tenants' file operations run in (:mod:`.file_pool`)."""
+        return FilePool()
+
     async def upload_files(self, kernel_id: uuid.UUID, files: list[tuple[str, bytes]]) -> list[str]:
         self._touch(kernel_id)
-        return await asyncio.to_thread(workdir.upload, self._work_dir(kernel_id), files)
+        return await self.file_pool.run(kernel_id, workdir.upload, self._work_dir(kernel_id), files)
 
     async def download_files(self, kernel_id: uuid.UUID, names: list[str]) -> bytes:
-        return await asyncio.to_thread(workdir.download, self._work_dir(kernel_id), names)
+        return await self.file_pool.run(kernel_id, workdir.download,
+                                        self._work_dir(kernel_id), names)  # fmt: skip
 
     async def download_single(self, kernel_id: uuid.UUID, name: str) -> bytes:
-        return await asyncio.to_thread(workdir.download_single, self._work_dir(kernel_id), name)
+        return await self.file_pool.run(kernel_id, workdir.download_single,
+                                        self._work_dir(kernel_id), name)  # fmt: skip
 
     async def download_chunk(
         self, kernel_id: uuid.UUID, name: str, offset: int, length: int
     ) -> tuple[bytes, int]:
         """A piece of one file and its size (the gateway streams ``download_single``)."""
-        return await asyncio.to_thread(
-            workdir.read_chunk, self._work_dir(kernel_id), name, offset, length
-        )
+        return await self.file_pool.run(kernel_id, workdir.read_chunk, self._work_dir(kernel_id),
+                                        name, offset, length)  # fmt: skip
 
     async def list_files(self, kernel_id: uuid.UUID, path: str) -> dict[str, Any]:
-        return await asyncio.to_thread(workdir.list_files, self._work_dir(kernel_id), path)
+        return await self.file_pool.run(kernel_id, workdir.list_files,
+                                        self._work_dir(kernel_id), path)  # fmt: skip
 
     async def logs(self, kernel_id: uuid.UUID) -> str:
         """The kernel's log: live while it runs, else what was kept when it ended."""

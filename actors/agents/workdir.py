@@ -54,15 +54,24 @@ __all__ = [
 ]
 
 KERNEL_WORK_DIR = "/home/work"
-MAX_UPLOAD_BYTES = 512 * 2**20
+MAX_UPLOAD_BYTES = 64 * 2**20
+"""One upload call, all its files together: the gateway's cap per call
+(``actors.gateway.sessions.MAX_UPLOAD_CALL_BYTES``), checked again here."""
 MAX_DOWNLOAD_BYTES = 64 * 2**20
 """One file, downloaded alone: the gateway's per-file upload cap, the same both ways."""
 MAX_CHUNK_BYTES = 4 * 2**20
 """The most one :func:`read_chunk` returns."""
-MAX_ARCHIVE_BYTES = 128 * 2**20
-"""A tar download in all (headers included): it is built in memory, then crosses Ray."""
+MAX_ARCHIVE_BYTES = 64 * 2**20
+"""A tar download in all (headers included), the single-file cap: it is built in memory
+(files are copied in chunks straight from their fds, so the buffer is the only copy), then
+crosses Ray whole and waits in the gateway until the client has read it."""
 MAX_ARCHIVE_ENTRIES = 10_000
+"""Names in a tar download, counted as directories are read: a walk never holds more than
+this many names (about 3 MiB), however deep or wide the tree, and a directory with more
+names than are left is refused after reading no more than that."""
 MAX_ARCHIVE_DEPTH = 64
+_COPY_BYTES = 2**20
+"""One read of a file into the archive."""
 MAX_LISTED = 10_000
 """Entries one listing returns (the first, by name); the rest are counted in ``errors``."""
 
@@ -171,7 +180,10 @@ def download(work_dir: os.PathLike[str] | str, names: list[str]) -> bytes:
     depth."""
     wanted = [parts_of(name) for name in names]
     buffer = io.BytesIO()
-    with closing(open_root(work_dir)) as root, tarfile.open(fileobj=buffer, mode="w") as tar:
+    with (
+        closing(open_root(work_dir)) as root,
+        tarfile.TarFile(fileobj=buffer, mode="w", copybufsize=_COPY_BYTES) as tar,
+    ):
         archive = _Archive(tar, buffer, os.fstat(root).st_uid)
         for parts in wanted:
             if not parts:
@@ -180,7 +192,7 @@ def download(work_dir: os.PathLike[str] | str, names: list[str]) -> bytes:
             label = _label(parts)
             with closing(open_dir(root, parts[:-1], label=label)) as parent:
                 archive.named(parent, parts[-1], label)
-    return buffer.getvalue()
+    return buffer.getvalue()  # the buffer's own bytes (CPython shares them, no copy)
 
 
 class _Archive:
@@ -189,11 +201,13 @@ class _Archive:
     def __init__(self, tar: tarfile.TarFile, buffer: io.BytesIO, owner_uid: int) -> None:
         self.tar, self.buffer, self.owner_uid = tar, buffer, owner_uid
         self.entries = 0
+        self.pending = 0
+        """Names read from directories and not yet added (nor left out)."""
 
     def _room(self, size: int) -> int:
         """Bytes left for one more member of ``size`` data bytes, refusing when none."""
         self.entries += 1
-        if self.entries > MAX_ARCHIVE_ENTRIES:
+        if self.entries + self.pending > MAX_ARCHIVE_ENTRIES:
             raise OverLimit(f"the download has more than {MAX_ARCHIVE_ENTRIES} entries")
         left = MAX_ARCHIVE_BYTES - self.buffer.tell() - 1024
         if size > left:
@@ -237,13 +251,16 @@ class _Archive:
         return True
 
     def file(self, parent: int, name: str, arcname: str) -> None:
+        """Its bytes copied from the fd into the archive in chunks (never held whole besides
+        the archive): its size as opened, checked against the room left before a read."""
         fd, info = open_regular(parent, name, label=arcname, owner_uid=self.owner_uid)
         with closing(fd):
             left = self._room(info.st_size)
-            data = read_capped(fd, left, label=arcname)
-        member = self._info(arcname, info, tarfile.REGTYPE)
-        member.size = len(data)
-        self.tar.addfile(member, io.BytesIO(data))
+            if info.st_size > left:  # pragma: no cover - _room refused it already
+                raise OverLimit(f"{arcname} does not fit in the download")
+            member = self._info(arcname, info, tarfile.REGTYPE)
+            member.size = info.st_size
+            self.tar.addfile(member, _Fixed(fd, info.st_size))
 
     def symlink(self, parent: int, name: str, arcname: str, info: os.stat_result) -> None:
         try:
@@ -258,6 +275,22 @@ class _Archive:
         member.linkname = target
         self.tar.addfile(member)
 
+    def _names(self, fd: int, arcname: str) -> list[str]:
+        """The directory's names, sorted; each counts against :data:`MAX_ARCHIVE_ENTRIES` as
+        soon as it is read, so the names held along the walk's path never pass it, and a
+        directory with more than are left is refused before the rest of it is read."""
+        names: list[str] = []
+        with os.scandir(fd) as listing:
+            for entry in listing:
+                if self.entries + self.pending + len(names) >= MAX_ARCHIVE_ENTRIES:
+                    raise OverLimit(f"the download has more than {MAX_ARCHIVE_ENTRIES} "
+                                    f"entries ({arcname} alone has more names than are "
+                                    "left)")  # fmt: skip
+                names.append(entry.name)
+        names.sort()
+        self.pending += len(names)
+        return names
+
     def directory(self, fd: int, arcname: str, info: os.stat_result, depth: int) -> None:
         """``fd`` (closed here) and what is in it, by name."""
         with closing(fd):
@@ -265,9 +298,9 @@ class _Archive:
                 raise OverLimit(f"{arcname} is nested deeper than {MAX_ARCHIVE_DEPTH} levels")
             self._room(0)
             self.tar.addfile(self._info(arcname, info, tarfile.DIRTYPE))
-            with os.scandir(fd) as listing:
-                names = heapq.nsmallest(MAX_ARCHIVE_ENTRIES + 1, (e.name for e in listing))
+            names = self._names(fd, arcname)
             for name in names:
+                self.pending -= 1
                 try:
                     child = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 except OSError:
@@ -278,6 +311,23 @@ class _Archive:
                     raise
                 except Refused:
                     continue  # changed under us (a file became a FIFO...): left out
+
+
+class _Fixed:
+    """A file's first ``size`` bytes for :meth:`tarfile.TarFile.addfile`, read from ``fd``
+    (the size the member was announced with): a file that grew meanwhile is cut at it, one
+    that shrank is padded with zeros, so the archive stays well formed and within its cap."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd, self.left = fd, size
+
+    def read(self, size: int = -1) -> bytes:
+        want = self.left if size < 0 else min(size, self.left)
+        data = os.read(self.fd, want) if want else b""
+        while len(data) < want and (more := os.read(self.fd, want - len(data))):
+            data += more
+        self.left -= want
+        return data + bytes(want - len(data))  # shrank meanwhile: zeros
 
 
 def list_files(work_dir: os.PathLike[str] | str, name: str = KERNEL_WORK_DIR) -> dict[str, Any]:

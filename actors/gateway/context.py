@@ -20,7 +20,7 @@ from .auth import Authenticator, Caller
 from .log_tail import LogTail
 from .problems import SessionNotFound
 from .ratelimit import PeerLimiter, RateLimiter
-from .stream_limits import StreamLimits
+from .stream_limits import FileOpLimits, StreamLimits
 
 __all__ = ["DEAD", "LIVE", "GatewayContext"]
 
@@ -48,6 +48,8 @@ class GatewayContext:
     """Failed authentications per peer address (requests without a keypair to count)."""
     streams: StreamLimits = field(default_factory=StreamLimits)
     """Open SSE and websocket streams, per keypair and in all."""
+    file_ops: FileOpLimits = field(default_factory=FileOpLimits)
+    """File operations (uploads, downloads, listings) being served, per keypair and in all."""
     log_tail: LogTail | None = None
     """The one tail of the log every event stream reads (made with the first stream)."""
     _status: tuple[float, str] = (0.0, "running")

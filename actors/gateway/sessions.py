@@ -4,11 +4,13 @@ wire spec §3.1-§3.12)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, MultipartWriter, web
@@ -35,8 +37,17 @@ _WAIT_CHUNK_S = 60.0
 MAX_UPLOAD_FILES = 20
 MAX_UPLOAD_BYTES = 64 * 2**20
 """Per file. 23.03 caps uploads at 1 MiB; kernelhub's file path carries 10 MiB and more."""
+MAX_UPLOAD_CALL_BYTES = 64 * 2**20
+"""All the files of one upload together: the most the gateway holds of one (it reads parts
+in chunks and refuses as soon as a part or the total passes its cap), and the agent's cap
+per call too (``actors.agents.workdir.MAX_UPLOAD_BYTES``)."""
 DOWNLOAD_CHUNK_BYTES = 2**20
-"""One agent call of a streamed ``download_single``."""
+"""One agent call of a streamed ``download_single``; one write of a tar download."""
+FILE_STALL_S = 60.0
+"""The longest one chunk of a file operation may take to arrive from the client or to be
+taken by it: a client that stops sending or reading loses its connection and gives its file
+operation slot (:mod:`.stream_limits`) back, instead of holding it, and what it holds in
+memory, for ever."""
 
 
 def _ctx(request: web.Request) -> GatewayContext:
@@ -290,44 +301,112 @@ async def complete(request: web.Request) -> web.Response:
     return _json({"result": {"status": "finished", "completions": completions}})
 
 
-async def upload(request: web.Request) -> web.Response:
-    record = await _session(request)
-    if not request.content_type.startswith("multipart/"):
-        raise InvalidAPIParameters("uploads are multipart/form-data, one 'src' part per file")
-    reader = await request.multipart()
-    files: list[tuple[str, bytes]] = []
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader) or part.name != "src" or not part.filename:
-            continue
-        if len(files) == MAX_UPLOAD_FILES:
-            raise InvalidAPIParameters("Too many files")
-        data = await part.read()
+@contextlib.contextmanager
+def _file_op(request: web.Request) -> Iterator[None]:
+    """A slot among the caller's file operations (:mod:`.stream_limits`): a 429 past the
+    keypair's cap or the gateway's, before any work is done."""
+    with _ctx(request).file_ops.hold(_caller(request).access_key):
+        yield
+
+
+async def _within(step: Awaitable[Any]) -> Any:
+    """One chunk of a file operation's body, given :data:`FILE_STALL_S` to move."""
+    return await asyncio.wait_for(step, FILE_STALL_S)
+
+
+def _cut(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """End an answer that could not be written whole: the connection goes with it (the
+    client sees a short body), and nothing waits on a client that stopped reading."""
+    response.force_close()
+    if request.transport is not None:
+        request.transport.abort()
+    return response
+
+
+async def _read_part(part: BodyPartReader, total: int) -> bytes:
+    """One file's bytes, read in chunks and refused as soon as it passes the per-file cap
+    or the upload passes :data:`MAX_UPLOAD_CALL_BYTES` with ``total`` bytes before it: the
+    gateway never holds more than the caps."""
+    data = bytearray()
+    while chunk := await _within(part.read_chunk(DOWNLOAD_CHUNK_BYTES)):
+        data += chunk
         if len(data) > MAX_UPLOAD_BYTES:
-            raise InvalidAPIParameters("Too large file")
-        files.append((unquote(part.filename), bytes(data)))
-    if not files:
-        raise InvalidAPIParameters("no files (parts named 'src' with a filename)")
-    await _ctx(request).router.execution.call(uuid.UUID(record["id"]), "upload_files", files)
-    return web.Response(status=204)
+            raise InvalidAPIParameters(f"Too large file: {part.filename!r} is larger than "
+                                       f"{MAX_UPLOAD_BYTES} bytes, the limit per file")  # fmt: skip
+        if total + len(data) > MAX_UPLOAD_CALL_BYTES:
+            raise InvalidAPIParameters(f"Too large upload: the files are larger than "
+                                       f"{MAX_UPLOAD_CALL_BYTES} bytes together, the limit "
+                                       "per upload")  # fmt: skip
+    return bytes(data)
 
 
-async def download(request: web.Request) -> web.Response:
-    params = await raw_params(request)
-    record = await _session(request)
-    names = params.get("files") or request.query.getall("files", [])
-    if isinstance(names, str):
-        names = [names]
-    if not names:
-        raise InvalidAPIParameters("no files to download")
-    if len(names) > 5:
-        raise InvalidAPIParameters("Too many files")
-    archive = await _ctx(request).router.execution.call(
-        uuid.UUID(record["id"]), "download_files", [str(n) for n in names]
-    )
-    with MultipartWriter("mixed") as body:
-        part = body.append(archive, {"Content-Type": "application/x-tar"})
-        part.set_content_disposition("attachment", filename="files.tar")
-    return web.Response(body=body, headers={"Content-Type": body.content_type})
+async def upload(request: web.Request) -> web.Response:
+    with _file_op(request):
+        record = await _session(request)
+        if not request.content_type.startswith("multipart/"):
+            raise InvalidAPIParameters("uploads are multipart/form-data, one 'src' part per file")
+        reader = await request.multipart()
+        files: list[tuple[str, bytes]] = []
+        total = 0
+        try:
+            while (part := await _within(reader.next())) is not None:
+                if not isinstance(part, BodyPartReader) or part.name != "src" or not part.filename:
+                    continue
+                if len(files) == MAX_UPLOAD_FILES:
+                    raise InvalidAPIParameters("Too many files")
+                data = await _read_part(part, total)
+                total += len(data)
+                files.append((unquote(part.filename), data))
+        except TimeoutError as stalled:
+            raise InvalidAPIParameters(f"the upload stalled: nothing arrived for "
+                                       f"{FILE_STALL_S:g} s") from stalled  # fmt: skip
+        if not files:
+            raise InvalidAPIParameters("no files (parts named 'src' with a filename)")
+        await _ctx(request).router.execution.call(uuid.UUID(record["id"]), "upload_files", files)
+        return web.Response(status=204)
+
+
+class _Paced:
+    """What a :class:`MultipartWriter` writes, passed on to the answer a chunk at a time,
+    each within :data:`FILE_STALL_S` (slices of the archive: nothing is copied whole)."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        self.response = response
+
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        for start in range(0, len(view), DOWNLOAD_CHUNK_BYTES):
+            await _within(self.response.write(view[start : start + DOWNLOAD_CHUNK_BYTES]))
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    """A tar of the named files, held (and the caller's file slot with it) until the client
+    has read it all, or until it stops reading for :data:`FILE_STALL_S`."""
+    with _file_op(request):
+        params = await raw_params(request)
+        record = await _session(request)
+        names = params.get("files") or request.query.getall("files", [])
+        if isinstance(names, str):
+            names = [names]
+        if not names:
+            raise InvalidAPIParameters("no files to download")
+        if len(names) > 5:
+            raise InvalidAPIParameters("Too many files")
+        archive = await _ctx(request).router.execution.call(
+            uuid.UUID(record["id"]), "download_files", [str(n) for n in names]
+        )
+        with MultipartWriter("mixed") as body:
+            part = body.append(archive, {"Content-Type": "application/x-tar"})
+            part.set_content_disposition("attachment", filename="files.tar")
+        response = web.StreamResponse(headers={"Content-Type": body.content_type})
+        response.content_length = body.size
+        try:
+            await _within(response.prepare(request))
+            await body.write(cast(Any, _Paced(response)))
+            await _within(response.write_eof())
+        except (TimeoutError, ConnectionError):  # the client stopped reading, or left
+            return _cut(request, response)
+        return response
 
 
 async def download_single(request: web.Request) -> web.StreamResponse:
@@ -335,41 +414,43 @@ async def download_single(request: web.Request) -> web.StreamResponse:
     the gateway ever holds more than a chunk. Refusals (a link, a FIFO, over the agent's
     cap) come with the first chunk, before the answer starts; the length is the file's when
     the download began, and a failure later cuts the connection short of it."""
-    params = await raw_params(request)
-    record = await _session(request)
-    name = params.get("file")
-    if not name:
-        raise InvalidAPIParameters("file is required")
-    session_id, call = uuid.UUID(record["id"]), _ctx(request).router.execution.call
-    chunk, size = await call(session_id, "download_chunk", str(name), 0, DOWNLOAD_CHUNK_BYTES)
-    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-    response.content_length = size
-    await response.prepare(request)
-    sent = 0
-    try:
-        while chunk and sent < size:
-            chunk = chunk[: size - sent]
-            await response.write(chunk)
-            sent += len(chunk)
-            if sent < size:
-                chunk, _ = await call(session_id, "download_chunk", str(name), sent,
-                                      min(DOWNLOAD_CHUNK_BYTES, size - sent))  # fmt: skip
-    except (DomainError, ConnectionResetError):  # replaced meanwhile, or the client left
-        pass
-    if sent < size:  # the short body (and the closed connection) tell the client
-        response.force_close()
+    with _file_op(request):
+        params = await raw_params(request)
+        record = await _session(request)
+        name = params.get("file")
+        if not name:
+            raise InvalidAPIParameters("file is required")
+        session_id, call = uuid.UUID(record["id"]), _ctx(request).router.execution.call
+        chunk, size = await call(session_id, "download_chunk", str(name), 0,
+                                 DOWNLOAD_CHUNK_BYTES)  # fmt: skip
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = size
+        sent = 0
+        try:
+            await _within(response.prepare(request))
+            while chunk and sent < size:
+                chunk = chunk[: size - sent]
+                await _within(response.write(chunk))
+                sent += len(chunk)
+                if sent < size:
+                    chunk, _ = await call(session_id, "download_chunk", str(name), sent,
+                                          min(DOWNLOAD_CHUNK_BYTES, size - sent))  # fmt: skip
+        except (DomainError, TimeoutError, ConnectionError):  # replaced meanwhile, or the
+            pass  # client left or stopped reading
+        if sent < size:  # the short body (and the closed connection) tell the client
+            return _cut(request, response)
+        await _within(response.write_eof())
         return response
-    await response.write_eof()
-    return response
 
 
 async def list_files(request: web.Request) -> web.Response:
-    params = await raw_params(request)
-    record = await _session(request)
-    listing = await _ctx(request).router.execution.call(
-        uuid.UUID(record["id"]), "list_files", str(params.get("path") or ".")
-    )
-    return _json(listing)
+    with _file_op(request):
+        params = await raw_params(request)
+        record = await _session(request)
+        listing = await _ctx(request).router.execution.call(
+            uuid.UUID(record["id"]), "list_files", str(params.get("path") or ".")
+        )
+        return _json(listing)
 
 
 async def logs(request: web.Request) -> web.Response:
