@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from actors.agents.backends import ProcessBackend, remove_tree
+from actors.agents.backends import MAX_LOG_BYTES, ProcessBackend, remove_tree
 from actors.agents.docker_backend import DockerBackend
 from actors.agents.kernel_sockets import (
     KernelPeer,
@@ -793,3 +793,81 @@ async def test_a_session_whose_tenant_dug_too_deep_still_terminates_and_is_clean
         assert (await run(cluster, b, "print('B still served')")).strip() == "B still served"
     finally:
         remove_tree(root)
+
+
+# ---- review findings: what a container's own output costs the host and the agent ------------
+def peak_rss_since_reset() -> Callable[[], int]:
+    """Reset this process's peak RSS (``VmHWM``); the returned call says how far it rose
+    above the RSS at the reset (a call that allocates and frees shows in the peak)."""
+    Path("/proc/self/clear_refs").write_text("5")
+    start = vm_rss()
+
+    def risen() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 - start
+        raise AssertionError("no VmHWM")
+
+    return risen
+
+
+def _stderr_flood(mib: int, marker: str) -> str:
+    """User code writing straight to the container's stderr (the runner's own fd 2): lines
+    of 64 KiB, then ``marker``."""
+    return (f"import os\nline = b'x' * 65535 + b'\\n'\nfor _ in range({mib * 16}):\n"
+            f"    os.write(2, line)\nos.write(2, b'{marker}\\n')\nprint('flooded')")  # fmt: skip
+
+
+@pytest.mark.docker
+async def test_a_container_flooding_its_stderr_leaves_a_bounded_log_on_host_and_agent(
+    cluster: LocalCluster,
+) -> None:
+    """Review finding 2 (and 7's ``earlier.log``): dockerd kept the whole log (no rotation
+    configured), and the agent read all of it into memory on ``logs``, destroy and each
+    restart, where ``earlier.log`` grew by 1 MiB a time."""
+    a = await tenant_session(cluster, "AKA")
+    kernel = await kernel_of(cluster, a)
+    backend = backend_of(cluster)
+    shown = await backend.docker.containers.container(backend._kernels[kernel].container_id).show()
+    assert shown["HostConfig"]["LogConfig"]["Config"].get("max-size")
+    assert (await run(cluster, a, _stderr_flood(64, "FIRST-END"))).strip() == "flooded"
+
+    async def log_ends_with_marker() -> bool:
+        return (await backend.logs(kernel)).endswith(b"FIRST-END\n")
+
+    await eventually(log_ends_with_marker, timeout=60, interval=0.5, message="the log's end")
+    on_disk = Path(shown["LogPath"])
+    held = sum(path.stat().st_size for path in on_disk.parent.glob(on_disk.name + "*"))
+    assert held <= 9 * M  # 64 MiB written: dockerd kept two files of 4 MiB at most
+    risen = peak_rss_since_reset()
+    tail = await backend.logs(kernel)
+    assert len(tail) <= MAX_LOG_BYTES and risen() < 8 * M
+
+    for turn in range(2):  # each restart carries the log over, into a bounded earlier.log
+        before = backend._kernels[kernel].container_id
+        marker = f"TURN-{turn}-END"
+        assert (await run(cluster, a, _stderr_flood(2, marker))).strip() == "flooded"
+        await eventually(log_ends_with_marker_of(backend, kernel, marker), timeout=60,
+                         interval=0.5, message="the marker in the log")  # fmt: skip
+        await cluster.shard.restart(a)
+
+        async def restarted(before: str = before) -> bool:
+            record = backend._kernels.get(kernel)
+            status = (await cluster.shard.get(a)).status.name
+            return status == "RUNNING" and record is not None and record.container_id != before
+
+        await eventually(restarted, timeout=60, message="restarted")
+        earlier = backend.dirs(kernel).root / "earlier.log"
+        assert earlier.stat().st_size <= MAX_LOG_BYTES
+        assert marker.encode() + b"\n" in earlier.read_bytes()[-4096:]  # then the runner's end
+    assert (await run(cluster, a, "print('still here')")).strip() == "still here"
+    assert len(await backend.logs(kernel)) <= MAX_LOG_BYTES
+
+
+def log_ends_with_marker_of(
+    backend: DockerBackend, kernel: uuid.UUID, marker: str
+) -> Callable[[], Any]:
+    async def seen() -> bool:
+        return (await backend.logs(kernel)).endswith(marker.encode() + b"\n")
+
+    return seen

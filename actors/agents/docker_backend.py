@@ -21,6 +21,7 @@ down is not lost. A new backend finds the containers of its agent by label (``ad
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import math
@@ -48,7 +49,7 @@ from .backends import (
     write_environ,
 )
 from .cgroups import cgroup_stats
-from .kernel_sockets import KernelPeer
+from .kernel_sockets import KernelPeer, read_tail
 
 __all__ = ["DockerBackend", "docker_answers"]
 
@@ -73,6 +74,16 @@ _TMPFS = {
 (tmpfs counts against the container's memory limit, so a size only caps it further)."""
 _CPU_PERIOD_US = 100_000
 _RECONNECT_S = 1.0
+LOG_CONFIG = {"Type": "json-file", "Config": {"max-size": "4m", "max-file": "2"}}
+"""What dockerd keeps of a container's output: user code writes to the container's stderr
+directly (the runner's own fds), as fast as it likes; unbounded, that fills the host's
+``/var/lib/docker`` and whatever reads it. Two files of 4 MiB: a rotation never leaves less
+than the last 4 MiB (one file of 8 MiB would be emptied at each rotation)."""
+_LOG_TAIL_LINES = 16384
+"""Lines asked of dockerd when reading a log (it splits lines at 16 KiB): what is streamed
+from a container made before :data:`LOG_CONFIG` existed stays bounded too."""
+_LOG_READ_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_read=30)
+_EARLIER_LOG = "earlier.log"
 
 
 @dataclass
@@ -200,6 +211,7 @@ class DockerBackend(DirectoryBackend):
             "CapDrop": ["ALL"],
             "ReadonlyRootfs": True,
             "Tmpfs": dict(_TMPFS),
+            "LogConfig": LOG_CONFIG,
         }
         cpu = launch.slots.get("cpu", Decimal(0))
         if cpu > 0:
@@ -268,18 +280,16 @@ class DockerBackend(DirectoryBackend):
     async def _retire(self, kernel_id: uuid.UUID, name: str) -> None:
         """A restart's previous container: its log is carried over (the kernel's log spans
         its restarts, as on the process backend), then it goes."""
-        previous = self.docker.containers.container(name)
         try:
-            lines = await previous.log(stdout=True, stderr=True)
+            tail = await container_log_tail(self.docker, name)
         except aiodocker.DockerError:
             return  # none
-        with self._earlier_log(kernel_id).open("ab") as kept:
-            kept.write("".join(lines).encode("utf-8", "replace")[-MAX_LOG_BYTES:])
+        try:
+            await asyncio.to_thread(keep_earlier_log, self.dirs(kernel_id).root, tail)
+        except OSError as exc:  # a full disk: the restart goes on without it
+            log.warning("earlier log not kept", kernel=str(kernel_id), error=repr(exc))
         with contextlib.suppress(aiodocker.DockerError):
-            await previous.delete(force=True, v=True)
-
-    def _earlier_log(self, kernel_id: uuid.UUID) -> Path:
-        return self.dirs(kernel_id).root / "earlier.log"
+            await self.docker.containers.container(name).delete(force=True, v=True)
 
     async def stop(self, kernel_id: uuid.UUID, grace_s: float) -> int | None:
         """``docker stop``: SIGTERM to the runner (it ends its commands and services), SIGKILL
@@ -307,17 +317,13 @@ class DockerBackend(DirectoryBackend):
         record = self._kernels.get(kernel_id)
         if record is None:
             return b""
+        root = str(self.dirs(kernel_id).root)
+        earlier = await asyncio.to_thread(read_tail, root, _EARLIER_LOG, MAX_LOG_BYTES)
         try:
-            earlier = self._earlier_log(kernel_id).read_bytes()
-        except OSError:
-            earlier = b""
-        try:
-            lines = await self.docker.containers.container(record.container_id).log(
-                stdout=True, stderr=True
-            )
+            current = await container_log_tail(self.docker, record.container_id)
         except aiodocker.DockerError:
-            lines = []
-        return (earlier + "".join(lines).encode("utf-8", "replace"))[-MAX_LOG_BYTES:]
+            current = b""
+        return ((earlier or b"") + current)[-MAX_LOG_BYTES:]
 
     async def remove(self, kernel_id: uuid.UUID) -> None:
         record = self._kernels.get(kernel_id)
@@ -454,3 +460,55 @@ class DockerBackend(DirectoryBackend):
                 await self._docker.events.stop()  # type: ignore[no-untyped-call]
             await self._docker.close()
             self._docker = None
+
+
+async def container_log_tail(
+    docker: aiodocker.Docker, container: str, limit: int = MAX_LOG_BYTES
+) -> bytes:
+    """The last ``limit`` bytes of a container's stdout and stderr, read as dockerd streams
+    them and never held beyond ``limit`` plus one chunk (aiodocker's ``log()`` returns the
+    whole log, then a join and an encode copy it twice: a tenant's output, in the agent's
+    memory). Raises :class:`aiodocker.DockerError` when there is no such container. Our
+    containers have no TTY, so the stream is multiplexed: an 8-byte header (stream, 3 zero
+    bytes, a big-endian length) before each chunk."""
+    params = {"stdout": "1", "stderr": "1", "tail": str(_LOG_TAIL_LINES)}
+    kept: collections.deque[bytes] = collections.deque()
+    held = 0
+    async with docker._query(
+        f"containers/{container}/logs", params=params, timeout=_LOG_READ_TIMEOUT
+    ) as response:
+        try:
+            while True:
+                header = await response.content.readexactly(8)
+                left = int.from_bytes(header[4:], "big")
+                while left:
+                    chunk = await response.content.readexactly(min(left, 2**16))
+                    left -= len(chunk)
+                    kept.append(chunk)
+                    held += len(chunk)
+                    while held - len(kept[0]) >= limit:
+                        held -= len(kept.popleft())
+        except asyncio.IncompleteReadError:
+            pass  # the end of the log
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("container log cut short", container=container, error=repr(exc))
+        finally:
+            response.close()
+    return b"".join(kept)[-limit:]
+
+
+def keep_earlier_log(root: Path, tail: bytes, limit: int = MAX_LOG_BYTES) -> None:
+    """Append a retired container's log to the kernel's ``earlier.log``, which keeps only its
+    last ``limit`` bytes (a session restarted in a loop grew it by 1 MiB each time). The
+    file is replaced, never written through whatever is at its name. Blocking: a thread."""
+    earlier = read_tail(str(root), _EARLIER_LOG, limit) or b""
+    kept = (earlier + tail)[-limit:]
+    temporary = root / f".{_EARLIER_LOG}.{uuid.uuid4().hex}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(kept)
+        os.replace(temporary, root / _EARLIER_LOG)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
