@@ -46,6 +46,7 @@ from actors.agents.kernel_sockets import (
 from actors.agents.runner_client import (
     KEEP_MARKS,
     MAX_BUFFERED_BYTES,
+    MAX_FRAME,
     MAX_MARK,
     RECORD_OVERHEAD,
     RunnerClient,
@@ -57,6 +58,7 @@ from actors.execution import main_kernel
 from actors.gateway.apps import AppNotFound, open_tunnel, tunnel_of
 from actors.gateway.terminal import FrameTooLarge, _Terminal
 from actors.kernel_runner.framing import HEADER
+from actors.kernel_runner.outbox import MAX_RECORD
 from actors.local import LocalCluster
 from events import RedisEventStore
 from kernelhub.testing import BASE_IMAGE, eventually
@@ -871,3 +873,59 @@ def log_ends_with_marker_of(
         return (await backend.logs(kernel)).endswith(marker.encode() + b"\n")
 
     return seen
+
+
+# ---- review finding 6: a legitimate runner never sends a frame the agent refuses ------------
+async def read_to_the_end(client: RunnerClient, run_id: str) -> tuple[list[Any], dict[str, Any]]:
+    """Every console entry of a run, and its last answer (``finished``)."""
+    console: list[Any] = []
+    while True:
+        answer = await client.execute(run_id, "continue", flush_timeout=2)
+        console += answer["console"]
+        if answer["status"] == "finished":
+            return console, answer
+
+
+_LATE_OUTPUT = (
+    "import sys, time\ntime.sleep(1.0)\n"  # the agent is away by then
+    f"sys.stdout.write('a' * 65535)\nsys.stdout.write('b' * {MAX_RECORD})\n"
+    "_ = sys.stdout.write('end')\nclass Big:\n    def _repr_html_(self):\n"
+    f"        return 'h' * ({MAX_RECORD} + 1)\nBig()"  # displayed: the last expression
+)
+
+
+@pytest.mark.unit
+async def test_output_queued_while_the_agent_was_away_reaches_it_without_an_oversized_frame(
+    runner: RunnerProcess,
+) -> None:
+    """Review finding 6: 64 KiB - 1 of stdout and one record at the 10 MiB cap, queued while
+    the agent reconnected, were merged into a frame 5 bytes over the agent's cap: the agent
+    closed, the runner sent the same frame again on each reconnection, the run never ended.
+    A display over the cap (``_repr_html_``) went the same way; it becomes a note."""
+    runner.connect()  # frame by frame first: none past the agent's cap, nothing lost
+    runner.send("code", _LATE_OUTPUT)
+    runner.disconnect()
+    await asyncio.sleep(2.0)  # the output waits in the runner for the next connection
+    runner.connect()
+    records = await asyncio.to_thread(runner.records_until, "finished", timeout=30)
+    runner.disconnect()
+    assert max(len(op) + len(data) for op, data in records) <= MAX_FRAME
+    out = b"".join(data for op, data in records if op == "stdout")
+    assert out == b"a" * 65535 + b"b" * MAX_RECORD + b"end"
+    errors = b"".join(data for op, data in records if op == "stderr")
+    assert f"a display of {MAX_RECORD + 1} bytes was not sent".encode() in errors
+    assert "html" not in [op for op, _ in records]
+
+    first = RunnerClient(runner.socket_path)  # and through the agent's client: the run ends
+    await first.check_status()
+    answer = await first.execute("late", "query", _LATE_OUTPUT, flush_timeout=0.2)
+    assert answer["status"] == "continued"
+    await first.close()  # as when the agent restarts
+    await asyncio.sleep(2.0)
+    second = RunnerClient(runner.socket_path)
+    try:
+        console, answer = await asyncio.wait_for(read_to_the_end(second, "late"), 60)
+        assert answer["exitCode"] == 0
+        assert "".join(data for kind, data in console if kind == "stdout").endswith("end")
+    finally:
+        await second.close()

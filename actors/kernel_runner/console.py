@@ -8,10 +8,9 @@ import json
 import queue
 from typing import Any, Callable
 
-from .outbox import Outbox
+from .outbox import MAX_RECORD, Outbox
 
-MAX_RECORD = 10 * 2**20
-"""A console record is truncated past this (the spec's agent-side cap)."""
+__all__ = ["MAX_RECORD", "ConsoleStream", "UserInput", "rich_record"]
 
 
 class ConsoleStream(io.TextIOBase):

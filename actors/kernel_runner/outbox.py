@@ -15,6 +15,12 @@ import threading
 from .framing import encode
 
 MERGEABLE = frozenset({"stdout", "stderr"})
+DISPLAYS = frozenset({"media", "html"})
+MAX_RECORD = 10 * 2**20
+"""The largest payload a record carries; the agent refuses a frame past this plus room for
+its op (and the runner would send the refused frame again on every reconnection, the run
+stuck). A console chunk is cut here, merging stops short of it, a larger display is replaced
+by a note on stderr, any other record (a reply) is cut."""
 MAX_MERGED = 64 * 1024
 BACKLOG = 65536
 """Records kept while disconnected; the oldest console records go first past this."""
@@ -37,6 +43,8 @@ class Outbox:
 
     def send(self, op: str, payload: bytes | str = b"") -> None:
         data = payload.encode("utf-8") if isinstance(payload, str) else payload
+        if len(data) > MAX_RECORD:
+            op, data = _within_cap(op, data)
         with self._cond:
             if op in MERGEABLE and threading.current_thread() is not self._thread:
                 while (self._conn is not None and not self._closed
@@ -91,7 +99,8 @@ class Outbox:
             while self._pending and len(records) < 256:
                 op, data = self._pending.popleft()
                 while (op in MERGEABLE and self._pending and self._pending[0][0] == op
-                       and len(data) < MAX_MERGED):  # fmt: skip
+                       and len(data) < MAX_MERGED
+                       and len(data) + len(self._pending[0][1]) <= MAX_RECORD):  # fmt: skip
                     data += self._pending.popleft()[1]
                 records.append((op, data))
             self._pending_bytes -= sum(len(data) for _, data in records)
@@ -116,6 +125,14 @@ class Outbox:
             with self._cond:
                 self._writing = False
                 self._cond.notify_all()
+
+
+def _within_cap(op: str, data: bytes) -> tuple[str, bytes]:
+    """A record over :data:`MAX_RECORD` made to fit (see there)."""
+    if op in DISPLAYS:
+        note = "kernelhub: a display of %d bytes was not sent (the cap is %d)\n"
+        return "stderr", (note % (len(data), MAX_RECORD)).encode()
+    return op, data[:MAX_RECORD]
 
 
 def _close(conn: socket.socket) -> None:
