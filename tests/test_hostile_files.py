@@ -629,6 +629,60 @@ def test_the_agents_file_work_leaves_its_default_executor_free(tmp_path: Path) -
         asyncio.run(scenario())
 
 
+@pytest.mark.unit
+def test_a_kernel_whose_caller_left_still_holds_its_turn_until_the_work_ends() -> None:
+    """A client that gives up (the gateway cancels its call) does not free a thread that is
+    still working: the kernel's turn comes back when the work ends, so one kernel never runs
+    more than its share at once however often its callers give up."""
+    from actors.agents.file_pool import FilePool
+
+    pool = FilePool(workers=4, per_kernel=2)
+    kernel, release = uuid.uuid4(), threading.Event()
+    running: list[int] = []
+    peak: list[int] = [0]
+
+    def work() -> str:
+        running.append(1)
+        peak[0] = max(peak[0], len(running))
+        release.wait(10)
+        running.pop()
+        return "done"
+
+    async def scenario() -> None:
+        first = [asyncio.create_task(pool.run(kernel, work)) for _ in range(2)]
+        await asyncio.sleep(0.2)
+        for task in first:
+            task.cancel()  # the callers left; their work goes on
+        later = [asyncio.create_task(pool.run(kernel, work)) for _ in range(2)]
+        await asyncio.sleep(0.3)
+        assert len(running) == 2 and pool.busy(kernel) == 4
+        release.set()
+        assert await asyncio.wait_for(asyncio.gather(*later), 10) == ["done", "done"]
+        assert pool.busy(kernel) == 0
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+        pool.shutdown()
+    assert peak[0] == 2
+
+
+@pytest.mark.unit
+def test_file_operation_slots_are_refused_past_either_cap_and_given_back() -> None:
+    from actors.gateway.stream_limits import FileOpLimits, TooManyFileOperations
+
+    limits = FileOpLimits(per_keypair=2, total=3)
+    with limits.hold("a"), limits.hold("a"):
+        with pytest.raises(TooManyFileOperations, match="2 file operations open"):
+            with limits.hold("a"):
+                pass
+        with limits.hold("b"), pytest.raises(TooManyFileOperations, match="gateway"):
+            with limits.hold("c"):
+                pass
+    assert limits.held() == 0 and TooManyFileOperations.status == 429
+
+
 @pytest.fixture(scope="module")
 def cheap_stack() -> Iterator[Stack]:
     """``kh up`` on the process backend (no containers needed), as the gateway tests run."""
