@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from actors.agents.backends import MAX_LOG_BYTES, ProcessBackend, remove_tree
+from actors.agents.backends import MAX_LOG_BYTES, KernelLaunch, ProcessBackend, remove_tree
 from actors.agents.docker_backend import DockerBackend
 from actors.agents.kernel_sockets import (
     KernelPeer,
@@ -55,7 +55,7 @@ from actors.agents.runner_client import (
 from actors.domain.errors import KernelExecutionFailed
 from actors.domain.slots import ResourceSlot
 from actors.execution import main_kernel
-from actors.gateway.apps import AppNotFound, open_tunnel, tunnel_of
+from actors.gateway.apps import ANSWER_TIMEOUT_S, AppNotFound, open_tunnel, tunnel_of
 from actors.gateway.terminal import FrameTooLarge, _Terminal
 from actors.kernel_runner.framing import HEADER
 from actors.kernel_runner.outbox import MAX_RECORD
@@ -929,3 +929,113 @@ async def test_output_queued_while_the_agent_was_away_reaches_it_without_an_over
         assert "".join(data for kind, data in console if kind == "stdout").endswith("end")
     finally:
         await second.close()
+
+
+# ---- review finding 7: the small ones -------------------------------------------------------
+@pytest.mark.unit
+async def test_a_fake_tunnel_that_never_answers_is_given_up_on(run_dir: Path) -> None:
+    """A tenant's own ``proxy.sock`` server that accepts and never answers held a gateway
+    connection and one of the keypair's stream slots for good."""
+
+    def silent(conn: socket.socket) -> int:
+        time.sleep(6)
+        return 0
+
+    server = FakeServer(str(run_dir / "proxy.sock"), silent)
+    try:
+        started = time.monotonic()
+        with pytest.raises(AppNotFound, match="did not answer within 1 s"):
+            tunnel = KernelSocket.at(str(run_dir / "proxy.sock"))
+            await asyncio.wait_for(open_tunnel(tunnel, "pty 24 80", "a terminal", 1.0), 5)
+        assert time.monotonic() - started < 3
+        assert ANSWER_TIMEOUT_S < 60  # what the gateway's handlers use
+    finally:
+        server.close()
+
+
+def drain_later(fifo: Path, after: float) -> None:
+    """Open ``fifo`` for reading after ``after`` seconds (and close it soon after): a writer
+    the old code left blocked in ``open`` is let go, so the test fails instead of hanging."""
+
+    def open_for_reading() -> None:
+        time.sleep(after)
+        with contextlib.suppress(OSError):
+            fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+            time.sleep(0.5)
+            os.close(fd)
+
+    threading.Thread(target=open_for_reading, daemon=True).start()
+
+
+@pytest.mark.unit
+async def test_a_fifo_at_a_process_kernels_log_never_blocks_the_agent(tmp_path: Path) -> None:
+    backend, kernel_id, _ = process_backend(tmp_path)
+    log_path = backend.dirs(kernel_id).log
+    os.mkfifo(log_path)
+    unblock_later(log_path, 5.0)
+    assert await loop_stays_free(backend.logs(kernel_id)) == b""
+
+
+@pytest.mark.unit
+async def test_a_process_kernel_restarts_over_whatever_its_tenant_left_in_its_dirs(
+    tmp_path: Path,
+) -> None:
+    """A directory at ``batch.jsonl`` (the agent's unlink raised IsADirectoryError) or at
+    ``runner.sock`` (the new runner could not bind), a FIFO at ``kernel.log`` (the agent's
+    open blocked its loop): each made every restart of the kernel fail."""
+    backend = ProcessBackend(tmp_path / "agent")
+    launch = KernelLaunch(kernel_id=uuid.uuid4(), session_id=uuid.uuid4(), slots={})
+    kernel_id, dirs = launch.kernel_id, backend.dirs(launch.kernel_id)
+
+    async def answers() -> None:
+        target = backend.kernel_socket(kernel_id, "runner.sock")
+        assert target is not None
+        client = RunnerClient(target)
+        try:
+            assert "started_at" in await client.check_status(timeout=20)
+        finally:
+            await client.close()
+
+    try:
+        await backend.start(launch)
+        await answers()
+        await backend.stop(kernel_id, 1.0)
+        for name in ("batch.jsonl", "runner.sock"):
+            (dirs.run / name / "inside").mkdir(parents=True)
+        dirs.log.unlink()
+        os.mkfifo(dirs.log)
+        drain_later(dirs.log, 5.0)
+        await loop_stays_free(backend.start(launch))
+        await answers()
+        assert dirs.log.is_file() and not dirs.batch_record.exists()
+    finally:
+        await backend.stop(kernel_id, 1.0)
+        await backend.remove(kernel_id)
+
+
+@pytest.mark.docker
+async def test_a_container_restarts_over_directories_its_tenant_planted_in_run(
+    cluster: LocalCluster,
+) -> None:
+    """The same in a container: the tenant owns ``/opt/kernelhub/run`` and plants
+    directories at the names the agent and the next runner need; the restart failed."""
+    a = await tenant_session(cluster, "AKA")
+    kernel = await kernel_of(cluster, a)
+    backend = backend_of(cluster)
+    planted = await run(cluster, a, (
+        "import os\nrun = '/opt/kernelhub/run'\nos.unlink(run + '/runner.sock')\n"
+        "for name in ('runner.sock', 'batch.jsonl', 'pid'):\n"
+        "    os.makedirs(run + '/' + name + '/inside')\nprint('planted')"
+    ))  # fmt: skip
+    assert planted.strip() == "planted"
+    before = backend._kernels[kernel].container_id
+    await cluster.shard.restart(a)
+
+    async def restarted() -> str | None:
+        status = (await cluster.shard.get(a)).status.name
+        record = backend._kernels.get(kernel)
+        moved = record is not None and record.container_id != before
+        return status if status == "ERROR" or (status == "RUNNING" and moved) else None
+
+    assert await eventually(restarted, timeout=60, message="restarted") == "RUNNING"
+    assert (await run(cluster, a, "print(6 * 7)")).strip() == "42"

@@ -16,6 +16,7 @@ import contextlib
 import os
 import resource
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -240,6 +241,7 @@ _BOOT_RUNNER = (
 """Start the runner package from where it lies, without putting that folder on the path
 user code sees (the runner drops it again once imported)."""
 MAX_LOG_BYTES = 1 * 2**20
+_RUN_LEFTOVERS = ("runner.sock", "proxy.sock", "batch.jsonl", "pid")
 _MAX_SOCKET_PATH = 100
 
 
@@ -296,6 +298,22 @@ class KernelDirs:
             self.short_link.parent.mkdir(mode=0o700, exist_ok=True)
             self.short_link.unlink(missing_ok=True)
             self.short_link.symlink_to(self.run)
+
+    async def clear_run(self) -> None:
+        """Before a runner starts: what an earlier one (or the tenant's code, which may write
+        ``run``) left at the names the new one creates. A directory planted at
+        ``runner.sock`` or ``batch.jsonl`` made every restart of the kernel fail."""
+        for name in _RUN_LEFTOVERS:
+            path = self.run / name
+            try:
+                if stat.S_ISDIR(os.lstat(path).st_mode):
+                    await asyncio.to_thread(remove_tree, path)
+                else:
+                    path.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("kernel run dir not cleared", path=str(path), error=repr(exc))
 
     async def remove(self) -> None:
         """Delete the kernel's directories, off the event loop; never raises (a kernel the
@@ -433,14 +451,14 @@ class ProcessBackend(DirectoryBackend):
     async def start(self, launch: KernelLaunch) -> dict[str, Any]:
         dirs = self.dirs(launch.kernel_id)
         dirs.create()
-        dirs.batch_record.unlink(missing_ok=True)
+        await dirs.clear_run()
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(dirs.work),
                "BACKENDAI_KERNEL_ID": str(launch.kernel_id),
                "BACKENDAI_SESSION_ID": str(launch.session_id), **launch.environ,
                **launch.devices.environ(on_host=True),
                "KERNELHUB_BACKEND": "process", "KERNELHUB_WORK_DIR": str(dirs.work)}  # fmt: skip
         write_environ(dirs, {**launch.environ, **launch.devices.environ(on_host=True)})
-        log_fd = os.open(dirs.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        log_fd = await asyncio.to_thread(_open_log, dirs.log)
         try:
             process = await asyncio.create_subprocess_exec(
                 *self._argv(dirs), cwd=dirs.work, env=env, stdin=asyncio.subprocess.DEVNULL,
@@ -500,7 +518,12 @@ class ProcessBackend(DirectoryBackend):
         return process.returncode
 
     async def logs(self, kernel_id: uuid.UUID) -> bytes:
-        return _tail(self.dirs(kernel_id).log, MAX_LOG_BYTES)
+        """The log's last part, read off the loop and only from a regular file: the kernel's
+        root dir is writable by a process kernel (the same uid), which may leave a FIFO at
+        ``kernel.log`` (a plain open blocked the agent's loop until someone wrote to it)."""
+        dirs = self.dirs(kernel_id)
+        tail = await asyncio.to_thread(read_tail, str(dirs.root), dirs.log.name, MAX_LOG_BYTES)
+        return tail or b""
 
     async def remove(self, kernel_id: uuid.UUID) -> None:
         if kernel_id not in self._procs and kernel_id not in self._adopted:
@@ -552,14 +575,26 @@ def _record_pid(path: Path, pid: int) -> None:
         record.write(str(pid))
 
 
-def _tail(path: Path, limit: int) -> bytes:
+def _open_log(path: Path) -> int:
+    """The kernel log for a new runner to append to: a regular file, never what was left at
+    its name (a FIFO blocked the agent in ``open``; a symlink sent the runner's output
+    elsewhere): anything else there is replaced. Blocking: a thread."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        with path.open("rb") as log:
-            size = log.seek(0, os.SEEK_END)
-            log.seek(max(0, size - limit))
-            return log.read()
-    except OSError:
-        return b""
+        fd = os.open(path, flags, 0o600)
+    except OSError:  # a symlink (ELOOP), a FIFO nobody reads (ENXIO), a directory
+        pass
+    else:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.set_blocking(fd, True)
+            return fd
+        os.close(fd)
+    log.warning("kernel log replaced", path=str(path), why="not a regular file")
+    if os.path.isdir(path) and not os.path.islink(path):
+        remove_tree(path)
+    else:
+        path.unlink(missing_ok=True)
+    return os.open(path, flags | os.O_EXCL, 0o600)
 
 
 def _signal_session(session: int, sig: int) -> None:

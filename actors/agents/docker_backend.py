@@ -246,7 +246,7 @@ class DockerBackend(DirectoryBackend):
             raise ImageNotAvailable(launch.image, f"unsupported kernelspec {spec!r}")
         dirs = self.dirs(launch.kernel_id)
         dirs.create()
-        dirs.batch_record.unlink(missing_ok=True)
+        await dirs.clear_run()
         for path in (dirs.work, dirs.run):
             os.chown(path, WORK_UID, WORK_UID)
         write_environ(dirs, {**launch.environ, **launch.devices.environ(on_host=False)})

@@ -41,6 +41,10 @@ __all__ = ["AppNotFound", "app_routes", "apps_of", "open_tunnel", "tunnel_of"]
 
 _CHUNK = 65536
 MAX_ANSWER = 256
+ANSWER_TIMEOUT_S = 30.0
+"""How long the tunnel may take to connect and answer: the runner tries the app's port for
+up to 15 s before it answers; a tenant's fake tunnel that never answers would otherwise hold
+a gateway connection and one of the keypair's stream slots for good."""
 """The tunnel's answer line (``ok``, ``error <why>``) is at most this long."""
 
 
@@ -77,19 +81,32 @@ async def tunnel_of(ctx: Any, session_id: str) -> KernelSocket:
 
 
 async def open_tunnel(
-    target: KernelSocket, request_line: str, what: str
+    target: KernelSocket,
+    request_line: str,
+    what: str,
+    answer_timeout: float = ANSWER_TIMEOUT_S,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A connection through the kernel runner's tunnel, past its ``ok``; 404 (in words)
-    when the runner cannot be reached, refuses, or is not the kernel's own."""
+    when the runner cannot be reached, refuses, is not the kernel's own, or does not answer
+    within ``answer_timeout`` seconds."""
     try:
-        reader, writer = await connect_kernel(target, limit=_CHUNK)
+        reader, writer = await asyncio.wait_for(
+            connect_kernel(target, limit=_CHUNK), answer_timeout
+        )
     except SocketRefused as exc:
         raise AppNotFound(f"the kernel's app tunnel is refused: {exc}") from None
+    except TimeoutError:
+        raise AppNotFound(f"the kernel's app tunnel did not accept within "
+                          f"{answer_timeout:g} s") from None  # fmt: skip
     except OSError as exc:
         raise AppNotFound(f"the kernel's app tunnel is unreachable: {exc}") from None
     try:
         writer.write(f"{request_line}\n".encode())
-        answer = await _answer_line(reader)
+        answer = await asyncio.wait_for(_answer_line(reader), answer_timeout)
+    except TimeoutError:
+        writer.close()
+        raise AppNotFound(f"the kernel's app tunnel did not answer within "
+                          f"{answer_timeout:g} s") from None  # fmt: skip
     except (OSError, ValueError) as exc:
         writer.close()
         raise AppNotFound(f"the kernel's app tunnel failed: {exc}") from None
