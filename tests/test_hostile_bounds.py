@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -516,3 +517,27 @@ async def test_a_pending_slot_no_agent_has_stays_pending_with_a_reason_once_and_
         failures = [e for e in await store.read_stream(session_stream(odd))
                     if e.type == "session_scheduling_failed"]  # fmt: skip
         assert len(failures) == 1
+
+
+# ---- the container backend's own last check ----------------------------------------------------
+@pytest.mark.unit
+@pytest.mark.parametrize("slots", [{}, {"cpu": "1"}, {"mem": "268435456"},
+                                   {"cpu": "0", "mem": "268435456"}, {"cpu": "1", "mem": "0"}])
+def test_the_docker_backend_never_configures_a_container_without_both_limits(
+    tmp_path: Path, slots: dict[str, str]
+) -> None:
+    """Whatever path a launch took (an operator's direct enqueue, a bench, a log written
+    before the bounds), Docker reads 0 as "no limit": the backend refuses to build that
+    container rather than start it unlimited; with both amounts the limits are set."""
+    from actors.agents.backends import KernelLaunch
+    from actors.agents.docker_backend import DockerBackend, UnlimitedKernel
+
+    backend = DockerBackend(tmp_path, owner="i-test", cores=[0])
+    asked = {name: Decimal(value) for name, value in slots.items()}
+    launch = KernelLaunch(kernel_id=uuid.uuid4(), session_id=uuid.uuid4(), slots=asked)
+    with pytest.raises(UnlimitedKernel):
+        backend._config(launch, {}, (0,))
+    launch = KernelLaunch(kernel_id=uuid.uuid4(), session_id=uuid.uuid4(),
+                          slots={"cpu": Decimal("0.5"), "mem": Decimal(2**28)})  # fmt: skip
+    host = backend._config(launch, {}, (0,))["HostConfig"]
+    assert host["Memory"] == host["MemorySwap"] == 2**28 and host["CpuQuota"] == 50_000

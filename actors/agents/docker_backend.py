@@ -51,7 +51,7 @@ from .backends import (
 from .cgroups import cgroup_stats
 from .kernel_sockets import KernelPeer, read_tail
 
-__all__ = ["DockerBackend", "docker_answers"]
+__all__ = ["DockerBackend", "UnlimitedKernel", "docker_answers"]
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +84,11 @@ _LOG_TAIL_LINES = 16384
 from a container made before :data:`LOG_CONFIG` existed stays bounded too."""
 _LOG_READ_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_read=30)
 _EARLIER_LOG = "earlier.log"
+
+
+class UnlimitedKernel(ValueError):
+    """A launch without a cpu or a mem amount: the gateway and the catalogue bound what a
+    tenant asks, and this is the last check where a zero would mean "unlimited"."""
 
 
 @dataclass
@@ -214,12 +219,13 @@ class DockerBackend(DirectoryBackend):
             "LogConfig": LOG_CONFIG,
         }
         cpu = launch.slots.get("cpu", Decimal(0))
-        if cpu > 0:
-            host["CpuPeriod"] = _CPU_PERIOD_US
-            host["CpuQuota"] = max(1000, int(cpu * _CPU_PERIOD_US))
         memory = int(launch.slots.get("mem", 0))
-        if memory > 0:
-            host["Memory"] = host["MemorySwap"] = memory  # no swap: the limit is the limit
+        if not (cpu > 0 and memory > 0):  # Docker reads 0 as "no limit": never start one
+            raise UnlimitedKernel(f"a kernel needs a cpu and a mem limit (got cpu={cpu}, "
+                                  f"mem={memory}); it was not started")  # fmt: skip
+        host["CpuPeriod"] = _CPU_PERIOD_US
+        host["CpuQuota"] = max(1000, int(cpu * _CPU_PERIOD_US))
+        host["Memory"] = host["MemorySwap"] = memory  # no swap: the limit is the limit
         host.update(launch.devices.docker())  # its GPUs, and only those
         return {
             "Image": launch.image,
