@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from hypothesis import strategies as st
-from pydantic import BaseModel, JsonValue
+from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
 
 from events import PAYLOAD_TYPES, EventPayload, NewEvent
 
@@ -43,14 +43,31 @@ slot_values = st.one_of(
 )
 
 
+def _accepted_by(annotation: Any) -> typing.Callable[[Any], bool]:
+    """Whether a value passes the annotation's validators (a requested amount is finite; a
+    capacity may be Infinity)."""
+    adapter = TypeAdapter(annotation)
+
+    def accepted(value: Any) -> bool:
+        try:
+            adapter.validate_python(value)
+        except ValidationError:
+            return False
+        return True
+
+    return accepted
+
+
 def _for_field(info: Any) -> st.SearchStrategy[Any]:
     low = next((m.ge for m in info.metadata if hasattr(m, "ge")), None)
+    high = next((m.le for m in info.metadata if hasattr(m, "le")), None)
     if low is not None:
         args = set(typing.get_args(info.annotation)) or {info.annotation}
         numbers = (
-            st.integers(min_value=low, max_value=2**31)
+            st.integers(min_value=low, max_value=2**31 if high is None else high)
             if int in args
-            else st.floats(min_value=low, max_value=1e6, allow_nan=False)
+            else st.floats(min_value=low, max_value=1e6 if high is None else high,
+                           allow_nan=False)  # fmt: skip
         )
         return numbers | st.none() if type(None) in args else numbers
     return _for_annotation(info.annotation)
@@ -62,8 +79,8 @@ def _for_annotation(annotation: Any) -> st.SearchStrategy[Any]:
     if origin in (typing.Union, types.UnionType):
         return st.one_of([_for_annotation(a) for a in args])
     if origin is typing.Annotated:
-        if args[0] is Decimal:
-            return slot_values
+        if args[0] is Decimal:  # every slot value the field's own validators accept
+            return slot_values.filter(_accepted_by(annotation))
         return _for_annotation(args[0])
     if origin is typing.Literal:
         return st.sampled_from(args)
