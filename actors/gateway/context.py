@@ -14,6 +14,7 @@ from projections.queries import ReadModels
 from projections.tenancy_queries import TenancyLookups
 
 from ..domain.errors import GenericForbidden, InvalidAPIParameters
+from ..domain.slots import SlotType
 from ..domain.statuses import DEAD_SESSION_STATUSES, SessionStatus
 from ..idle_facts import IdleFacts
 from .auth import Authenticator, Caller
@@ -53,6 +54,10 @@ class GatewayContext:
     log_tail: LogTail | None = None
     """The one tail of the log every event stream reads (made with the first stream)."""
     _status: tuple[float, str] = (0.0, "running")
+    known_slots: tuple[float, dict[str, SlotType]] = (0.0, {})
+    """When the slot types the cluster knows were last read, and what they were (the
+    create route's cache, :func:`actors.gateway.sessions._known_slots`): it lives and dies
+    with this context, so another installation's context never inherits it."""
 
     async def manager_status(self) -> str:
         """``running`` or ``frozen``, re-read at most once a second."""

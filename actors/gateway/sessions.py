@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import time
 import uuid
@@ -23,7 +24,7 @@ from ..domain.slots import ResourceSlot, SlotType
 from ..domain.tenancy import image_slot_limits
 from ..isolation import check_create
 from .auth import Caller
-from .context import DEAD, GatewayContext
+from .context import DEAD, LIVE, GatewayContext
 from .params import CreateParams, DestroyParams, ExecuteParams, OwnerParams, parse, raw_params
 from .problems import QueryNotImplemented, SessionAlreadyExists
 from .scope import creation_refusal, visible
@@ -76,22 +77,50 @@ async def _slots(
 
 
 _KNOWN_TTL_S = 1.0
-_known_cache: dict[int, tuple[float, dict[str, SlotType]]] = {}
 
 
 async def _known_slots(ctx: GatewayContext, names: set[str]) -> dict[str, SlotType]:
     """The slot types the cluster knows (cpu, mem and every slot an agent registered).
     Slot types only ever appear, so the cached set is re-read only when a request names a
     slot it lacks, and then at most once a second (the agents are read whole)."""
-    at, known = _known_cache.get(id(ctx), (0.0, {}))
+    at, known = ctx.known_slots
     if known and (names <= set(known) or time.monotonic() - at < _KNOWN_TTL_S):
         return known
     offered: set[str] = set()
     for agent in await ctx.models.agents():
         offered.update(agent.get("available_slots") or {})
     known = known_slot_types(sorted(offered))
-    _known_cache[id(ctx)] = (time.monotonic(), known)
+    ctx.known_slots = (time.monotonic(), known)
     return known
+
+
+MAX_OPEN_SESSIONS_PER_KEYPAIR = 256
+"""Sessions one keypair may hold open (pending or live, not yet ended) at once; a create
+past it is refused before anything is appended. The policy's ``max_concurrent_sessions``
+only gates scheduling, so without this a tenant could enqueue sessions that never start
+(about 90 KiB of log each) until Redis is full. ``KH_MAX_OPEN_SESSIONS`` sets another cap
+(read at each create)."""
+
+
+class TooManyOpenSessions(DomainError):
+    status, error_type, title = 429, "rate-limit-exceeded", "Too many open sessions."
+
+
+def open_session_cap() -> int:
+    """The cap on a keypair's open sessions: ``KH_MAX_OPEN_SESSIONS`` where it is a positive
+    integer, else :data:`MAX_OPEN_SESSIONS_PER_KEYPAIR`."""
+    raw = os.environ.get("KH_MAX_OPEN_SESSIONS", "").strip()
+    return int(raw) if raw.isdecimal() and int(raw) > 0 else MAX_OPEN_SESSIONS_PER_KEYPAIR
+
+
+async def _below_open_cap(ctx: GatewayContext, access_key: str) -> None:
+    """Refuse (429) a create by an owner that already holds the cap's worth of open
+    sessions; counted from the read model's owner and status indexes."""
+    cap = open_session_cap()
+    held = (await ctx.models.sessions(owner=access_key, statuses=LIVE, limit=1)).total
+    if held >= cap:
+        raise TooManyOpenSessions(f"this keypair already has {held} open (pending or live) "
+                                  f"sessions, the cap of {cap}: destroy some first")  # fmt: skip
 
 
 async def _scaling_group(
@@ -192,6 +221,7 @@ async def create(request: web.Request) -> web.Response:
                                          domain, str(project["project_id"]), access_key)
     await check_create(ctx.store, ctx.models, ctx.lookups, access_key=access_key,
                        scaling_group=scaling_group)  # a tenant never runs unisolated
+    await _below_open_cap(ctx, access_key)
     sid = await ctx.router.create(
         name=params.name, access_key=access_key, image=image["name"],
         scaling_group=scaling_group,
