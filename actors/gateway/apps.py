@@ -29,7 +29,7 @@ from pydantic import AliasChoices, Field
 
 from ..agents.kernel_sockets import KernelSocket, SocketRefused
 from ..agents.kernel_sockets import connect as connect_kernel
-from ..domain.errors import InvalidAPIParameters, ObjectNotFound
+from ..domain.errors import GenericBadRequest, InvalidAPIParameters, ObjectNotFound
 from ..idle_facts import APP_REFRESH_S
 from ..reaper import app_closed, app_opened
 from .params import _Strict, parse, raw_params
@@ -204,14 +204,20 @@ async def tcpproxy(request: web.Request) -> web.StreamResponse:
     record = await ctx.session(request["caller"], request.match_info["ref"],
                                request.query.get("owner_access_key"))  # fmt: skip
     name = request.query.get("app", "")
+    ws = web.WebSocketResponse(autoping=True, heartbeat=30.0)
+    if not ws.can_prepare(request).ok:  # before any work: a plain GET is no stream (uncapped)
+        raise GenericBadRequest("an app tunnel needs a websocket upgrade")
     app = await _app(ctx, record, name)
     await _start_service(ctx, record, app, app["ports"][0],
                          _json_object("envs", request.query.get("envs")),
                          _json_object("arguments", request.query.get("arguments")))  # fmt: skip
     target = await tunnel_of(ctx, record["id"])
     reader, writer = await open_tunnel(target, f"tcp {app['ports'][0]}", f"app {name!r}")
-    ws = web.WebSocketResponse(autoping=True, heartbeat=30.0)
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except BaseException:  # a failed handshake closes the tunnel now, not at GC
+        writer.close()
+        raise
     session_id, connection = record["id"], uuid.uuid4().hex
     held = asyncio.create_task(_hold_idle_timer(ctx, session_id, connection))
 
