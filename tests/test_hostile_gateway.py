@@ -667,3 +667,122 @@ def test_an_unauthenticated_flood_from_one_peer_is_refused_past_the_limit(world:
     # a keypair the gateway knows is still served from the same address
     status, body = call(world, world.victim, "GET", f"/session/{world.victim_session}")
     assert status == 200, body
+
+
+# -- bodies and parameters a tenant shapes to raise, or to be held whole (review 1, 2, 7) --
+
+
+def call_raw(world: World, keys: Keys, method: str, path: str, data: bytes) -> tuple[int, Any]:
+    """As :func:`call`, with a body sent byte for byte (not always JSON Python can write)."""
+    endpoint = world.stack.exports["BACKEND_ENDPOINT"]
+    headers = signed_headers(method, path, endpoint.removeprefix("http://"), "application/json",
+                             keys.access_key, keys.secret_key)  # fmt: skip
+    headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(endpoint + path, data, headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            status, raw = reply.status, reply.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+@unit
+def test_an_infinite_page_size_is_over_the_limit_not_an_overflow() -> None:
+    query = "query($l:Int!){compute_session_list(limit:$l,offset:0){items{id}}}"
+    for infinite in (float("inf"), float("-inf")):
+        with pytest.raises(QueryTooComplex):
+            cost(query, l=infinite)
+
+
+@unit
+def test_json_bodies_refuse_nan_and_infinity() -> None:
+    from actors.domain.errors import InvalidAPIParameters
+    from actors.gateway.params import loads
+
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        with pytest.raises(InvalidAPIParameters, match="Malformed body"):
+            loads('{"l": ' + constant + "}")
+    assert loads('{"l": 1.5}') == {"l": 1.5}
+
+
+@unit
+def test_starts_at_is_read_as_the_domain_reads_it() -> None:
+    """A naive time gets UTC (the scheduler compares it with an aware ``now``); 23.03's
+    relative "30m" is a time from now; neither is refused nor left naive."""
+    from actors.domain.errors import InvalidAPIParameters
+    from actors.gateway.sessions import _starts_at
+
+    naive = _starts_at("2020-01-01T00:00:00")
+    assert naive == datetime(2020, 1, 1, tzinfo=UTC)
+    naive_object = _starts_at(datetime(2020, 1, 1))  # the attack itself: naive
+    assert naive_object is not None and naive_object.tzinfo is not None
+    before = datetime.now(UTC)
+    relative = _starts_at("30m")
+    assert relative is not None and relative.tzinfo is not None
+    assert 29 * 60 <= (relative - before).total_seconds() <= 31 * 60
+    assert datetime.now(UTC) < relative  # comparable: what the predicate does every pass
+    for bad in ("soon", "99999999999999d"):
+        with pytest.raises(InvalidAPIParameters):
+            _starts_at(bad)
+
+
+@unit
+def test_file_names_are_bounded() -> None:
+    from actors.domain.errors import InvalidAPIParameters
+    from actors.gateway.params import MAX_FILE_NAME, file_name, file_names
+
+    assert file_names("a.txt") == ["a.txt"]
+    assert file_names(["a", "b"]) == ["a", "b"]
+    for bad in (5, True, [], [1], ["a"] * 6, ["x" * (MAX_FILE_NAME + 1)], {"a": 1}):
+        with pytest.raises(InvalidAPIParameters):
+            file_names(bad)
+    for bad_name in (3, "", "y" * (MAX_FILE_NAME + 1), ["a"]):
+        with pytest.raises(InvalidAPIParameters):
+            file_name(bad_name)
+
+
+@on_stack
+def test_a_body_over_the_cap_is_a_problem_and_never_read_whole(world: World) -> None:
+    """9 MiB of JSON (a valid create padded with blanks): past ``client_max_size`` a 400
+    problem, and nothing enqueued. Before: 256 MiB were read and the session created."""
+    head = asyncio.run(_head(world))
+    body = json.dumps(_create("padded-9mib")).encode()
+    padded = body[:-1] + b" " * (9 * 2**20) + b"}"
+    status, answer = call_raw(world, world.mallory, "POST", "/session", padded)
+    _problem(status, answer, 400)
+    assert "padded-9mib" not in asyncio.run(_enqueued_since(world, head))
+
+
+@on_stack
+def test_graphql_variables_that_raised_are_problems(world: World) -> None:
+    """Variables nested 100,000 deep (RecursionError) and an ``Infinity`` page size
+    (OverflowError): both were 500s."""
+    nested = b'{"query":"{a}","variables":{"v":' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    status, answer = call_raw(world, world.mallory, "POST", "/admin/gql", nested)
+    _problem(status, answer, 400)
+    query = "query($l:Int!){compute_session_list(limit:$l,offset:0){items{id}}}"
+    infinite = b'{"query":' + json.dumps(query).encode() + b',"variables":{"l":Infinity}}'
+    status, answer = call_raw(world, world.mallory, "POST", "/admin/gql", infinite)
+    _problem(status, answer, 400)
+
+
+@on_stack
+@pytest.mark.parametrize(("method", "route", "body"), [
+    ("POST", "complete", {"code": "pri", "options": "ab"}),
+    ("POST", "complete", {"code": "pri", "options": [1]}),
+    ("GET", "download", {"files": 5}),
+    ("GET", "download", {"files": True}),
+    ("GET", "download_single", {"file": ["a"]}),
+    ("GET", "files", {"path": "p" * 5000}),
+])  # fmt: skip
+def test_parameters_of_the_wrong_shape_are_400s(
+    world: World, method: str, route: str, body: dict[str, Any]
+) -> None:
+    """Each was a 500 (``dict("ab")``, ``len(5)``) or an unbounded string to the agent."""
+    path = f"/session/{world.victim_session}/{route}"
+    status, answer = call(world, world.victim, method, path, body)
+    _problem(status, answer, 400)

@@ -27,6 +27,7 @@ from .events import event_routes
 from .graphql import gql
 from .manager import check_frozen, manager_routes
 from .openapi import openapi_document
+from .params import MAX_JSON_BODY
 from .problems import (
     AuthorizationFailed,
     InternalServerError,
@@ -178,7 +179,7 @@ async def announcement(request: web.Request) -> web.Response:
 def make_app(ctx: GatewayContext) -> web.Application:
     app = web.Application(
         middlewares=[measured, problems, authenticated, streams_capped],
-        client_max_size=256 * 2**20,
+        client_max_size=MAX_JSON_BODY,  # over it: read() raises 413, a 400 problem
     )
     app["ctx"] = ctx
     app.on_response_prepare.append(_answer_correlation)

@@ -32,7 +32,7 @@ from ..agents.kernel_sockets import connect as connect_kernel
 from ..domain.errors import GenericBadRequest, InvalidAPIParameters, ObjectNotFound
 from ..idle_facts import APP_REFRESH_S
 from ..reaper import app_closed, app_opened
-from .params import _Strict, parse, raw_params
+from .params import Name, Script, _Strict, parse, raw_params
 from .problems import InternalServerError
 
 log = structlog.get_logger(__name__)
@@ -135,12 +135,12 @@ async def list_apps(request: web.Request) -> web.Response:
 
 
 class StartServiceParams(_Strict):
-    app: str = Field(min_length=1, validation_alias=AliasChoices("app", "service"))
+    app: Name = Field(min_length=1, validation_alias=AliasChoices("app", "service"))
     port: int | None = Field(None, ge=1024, le=65535)
-    envs: str | None = None
+    envs: Script | None = None
     """A JSON object as a string (23.03's shape)."""
-    arguments: str | None = None
-    login_session_token: str | None = None
+    arguments: Script | None = None
+    login_session_token: Name | None = None
 
 
 def _json_object(name: str, text: str | None) -> dict[str, Any]:

@@ -163,6 +163,8 @@ class _Walk:
             return int(found) if found is not None else self.limits.default_page
         except (TypeError, ValueError):
             return self.limits.default_page
+        except OverflowError:  # an infinite page: over every bound
+            return self.limits.max_cost + 1
 
     def _check(self) -> None:
         figures, limits = self.figures, self.limits

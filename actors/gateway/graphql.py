@@ -23,6 +23,7 @@ from ..domain.errors import DomainError
 from .auth import Caller
 from .context import LIVE, GatewayContext
 from .gql_limits import QueryLimits, QueryTooComplex, measure, parse_bounded
+from .params import loads
 from .scope import is_domain_admin, visible
 from .views import compute_session
 
@@ -180,10 +181,12 @@ async def gql(request: web.Request) -> web.Response:
     if len(raw) > _MAX_BODY:
         raise QueryTooComplex(f"the request body is over {_MAX_BODY} bytes")
     try:
-        body = json.loads(raw)
+        body = loads(raw)  # NaN/Infinity: a 400 problem
         query, variables = body["query"], body.get("variables") or {}
         if not isinstance(query, str) or not isinstance(variables, dict):
             raise TypeError
+    except RecursionError:  # variables nested thousands deep
+        raise QueryTooComplex("the body is nested too deep") from None
     except (ValueError, KeyError, TypeError):
         return web.json_response(
             {"data": None, "errors": [{"message": "the body must be {query, variables}"}]}

@@ -31,10 +31,14 @@ __all__ = [
     "MAX_CLUSTER_SIZE",
     "MAX_CODE",
     "MAX_SCRIPT",
+    "CompleteParams",
     "CreateConfig",
     "CreateParams",
     "DestroyParams",
     "ExecuteParams",
+    "file_name",
+    "file_names",
+    "loads",
     "parse",
     "raw_params",
 ]
@@ -60,6 +64,14 @@ MAX_CLUSTER_SIZE = 64
 MAX_OPTIONS = 64 * 2**10
 """Free-form option maps (``resource_opts``, execute ``options``), as JSON."""
 MAX_WAIT_S = 2**31 - 1
+MAX_FILE_NAME = 4096
+"""A file name or path sent to the agent (download, list): Linux's PATH_MAX."""
+MAX_DOWNLOAD_FILES = 5
+"""Files in one download, as 23.03."""
+MAX_JSON_BODY = 8 * 2**20
+"""The largest request body the gateway reads (``client_max_size``): the largest JSON
+body accepted is an execute or complete with :data:`MAX_CODE` of code, plus its JSON
+escapes and options. Uploads are multipart, streamed part by part under their own caps."""
 
 
 Name = Annotated[str, StringConstraints(max_length=MAX_NAME)]
@@ -155,8 +167,47 @@ class ExecuteParams(_Strict):
     owner_access_key: Name | None = None
 
 
+class CompleteParams(BaseModel):
+    """What 23.03 reads of a completion request (unknown keys ignored, as there)."""
+
+    model_config = ConfigDict(extra="ignore")
+    code: Code | None = None
+    options: Options | None = None
+
+
 class OwnerParams(_Strict):
     owner_access_key: Name | None = None
+
+
+def file_name(value: Any, what: str = "file") -> str:
+    """A file name or path a tenant sends to the agent: a string of bounded length."""
+    if not isinstance(value, str) or not value:
+        raise InvalidAPIParameters(f"{what} must be a file name (a non-empty string)")
+    if len(value) > MAX_FILE_NAME:
+        raise InvalidAPIParameters(f"{what} is longer than {MAX_FILE_NAME} characters")
+    return value
+
+
+def file_names(value: Any) -> list[str]:
+    """The ``files`` of a download: one name or a list of at most
+    :data:`MAX_DOWNLOAD_FILES`, each bounded by :func:`file_name`."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names:
+        raise InvalidAPIParameters("files must be a file name or a non-empty list of them")
+    if len(names) > MAX_DOWNLOAD_FILES:
+        raise InvalidAPIParameters("Too many files")
+    return [file_name(name, "files") for name in names]
+
+
+def _refuse_constant(name: str) -> Any:
+    """``NaN`` and ``Infinity`` are not JSON: Python's parser accepts them, so they are
+    refused here before a figure that cannot be an int reaches a bound."""
+    raise InvalidAPIParameters(f"Malformed body: {name} is not a JSON value")
+
+
+def loads(body: bytes | str) -> Any:
+    """``json.loads`` that refuses ``NaN``/``Infinity`` with a 400."""
+    return json.loads(body, parse_constant=_refuse_constant)
 
 
 async def raw_params(request: web.Request) -> dict[str, Any]:
@@ -165,7 +216,7 @@ async def raw_params(request: web.Request) -> dict[str, Any]:
     body = await request.read() if request.can_read_body else b""
     if body.strip():
         try:
-            loaded = json.loads(body)
+            loaded = loads(body)
         except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             raise InvalidAPIParameters("Malformed body") from None
         if not isinstance(loaded, dict):

@@ -10,7 +10,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 from urllib.parse import unquote
 
@@ -19,13 +19,23 @@ from aiohttp import BodyPartReader, MultipartWriter, web
 from ..domain.bounds import known_slot_types, requested_slots
 from ..domain.errors import DomainError, GenericBadRequest, ImageNotFound, InvalidAPIParameters
 from ..domain.errors import ScalingGroupNotFound as NoScalingGroup
-from ..domain.session import ClusterMode, SessionType
+from ..domain.session import ClusterMode, SessionType, parse_starts_at
 from ..domain.slots import ResourceSlot, SlotType
 from ..domain.tenancy import image_slot_limits
 from ..isolation import check_create
 from .auth import Caller
 from .context import DEAD, LIVE, GatewayContext
-from .params import CreateParams, DestroyParams, ExecuteParams, OwnerParams, parse, raw_params
+from .params import (
+    CompleteParams,
+    CreateParams,
+    DestroyParams,
+    ExecuteParams,
+    OwnerParams,
+    file_name,
+    file_names,
+    parse,
+    raw_params,
+)
 from .problems import QueryNotImplemented, SessionAlreadyExists
 from .scope import creation_refusal, visible
 from .views import session_info
@@ -180,12 +190,18 @@ def _preopen(ports: list[int] | None) -> list[int]:
 
 
 def _starts_at(value: datetime | str | None) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
+    """The domain's reading (ISO-8601 or 23.03's relative "30m"), always time-zone aware:
+    a naive time would make the scheduler's ``now >= starts_at`` raise on every pass."""
+    if value is None:
+        return None
+    now = datetime.now(UTC)
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidAPIParameters(f"starts_at is not an ISO-8601 time: {value!r}") from None
+        return parse_starts_at(value, now)
+    except (ValueError, OverflowError):
+        raise InvalidAPIParameters(f"starts_at is not an ISO-8601 time or a duration: "
+                                   f"{value!r}") from None  # fmt: skip
 
 
 def _created(record_or_id: Any, name: str, status: str, created: bool) -> web.Response:
@@ -322,11 +338,10 @@ async def interrupt(request: web.Request) -> web.Response:
 
 
 async def complete(request: web.Request) -> web.Response:
-    params = await raw_params(request)
+    params = parse(CompleteParams, await raw_params(request))
     record = await _session(request)
     completions = await _ctx(request).router.execution.call(
-        uuid.UUID(record["id"]), "complete", str(params.get("code") or ""),
-        dict(params.get("options") or {}),
+        uuid.UUID(record["id"]), "complete", params.code or "", params.options or {},
     )  # fmt: skip
     return _json({"result": {"status": "finished", "completions": completions}})
 
@@ -415,15 +430,9 @@ async def download(request: web.Request) -> web.StreamResponse:
     with _file_op(request):
         params = await raw_params(request)
         record = await _session(request)
-        names = params.get("files") or request.query.getall("files", [])
-        if isinstance(names, str):
-            names = [names]
-        if not names:
-            raise InvalidAPIParameters("no files to download")
-        if len(names) > 5:
-            raise InvalidAPIParameters("Too many files")
+        names = file_names(params.get("files") or request.query.getall("files", []))
         archive = await _ctx(request).router.execution.call(
-            uuid.UUID(record["id"]), "download_files", [str(n) for n in names]
+            uuid.UUID(record["id"]), "download_files", names
         )
         with MultipartWriter("mixed") as body:
             part = body.append(archive, {"Content-Type": "application/x-tar"})
@@ -447,9 +456,9 @@ async def download_single(request: web.Request) -> web.StreamResponse:
     with _file_op(request):
         params = await raw_params(request)
         record = await _session(request)
-        name = params.get("file")
-        if not name:
+        if not params.get("file"):
             raise InvalidAPIParameters("file is required")
+        name = file_name(params["file"])
         session_id, call = uuid.UUID(record["id"]), _ctx(request).router.execution.call
         chunk, size = await call(session_id, "download_chunk", str(name), 0,
                                  DOWNLOAD_CHUNK_BYTES)  # fmt: skip
@@ -478,7 +487,7 @@ async def list_files(request: web.Request) -> web.Response:
         params = await raw_params(request)
         record = await _session(request)
         listing = await _ctx(request).router.execution.call(
-            uuid.UUID(record["id"]), "list_files", str(params.get("path") or ".")
+            uuid.UUID(record["id"]), "list_files", file_name(params.get("path") or ".", "path")
         )
         return _json(listing)
 
