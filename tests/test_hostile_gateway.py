@@ -352,9 +352,15 @@ class World:
     research_session: str
 
 
+OPEN_CAP = 5
+"""The stack's cap on one keypair's open sessions (``KH_MAX_OPEN_SESSIONS``), small so a
+test reaches it; no other test here opens that many sessions for one keypair."""
+
+
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
-    env = {"KH_ALLOW_UNISOLATED": "1", "DOCKER_HOST": "tcp://127.0.0.1:9"}  # process backend
+    env = {"KH_ALLOW_UNISOLATED": "1", "DOCKER_HOST": "tcp://127.0.0.1:9",  # process backend
+           "KH_MAX_OPEN_SESSIONS": str(OPEN_CAP)}  # fmt: skip
     with kh_up(**env) as stack:
         yield asyncio.run(_populate(stack))
 
@@ -634,6 +640,58 @@ def test_a_non_ascii_signature_is_a_401_problem(world: World) -> None:
             headers["Authorization"] = headers["Authorization"].encode().decode("latin-1")
             status, body = send(endpoint + path, "GET", headers)
         assert _problem(status, body, 401) == "auth-failed"
+
+
+@on_stack
+def test_a_keypair_cannot_hold_more_open_sessions_than_its_cap(world: World) -> None:
+    """Sessions that never start (too big, or a far ``startsAt``) would otherwise pile up in
+    the log without bound: past the cap a create is a 429 and nothing is appended."""
+    hoarder = Keys(*asyncio.run(second_tenant(world.stack, "hoarder")))
+    names = [f"hoard-{i}" for i in range(OPEN_CAP)]
+    try:
+        for name in names:
+            status, body = call(world, hoarder, "POST", "/session", _create(name))
+            assert status == 201, body
+        head = asyncio.run(_head(world))
+        status, body = call(world, hoarder, "POST", "/session", _create("one-too-many"))
+        assert _problem(status, body, 429) == "rate-limit-exceeded"
+        assert f"cap of {OPEN_CAP}" in body["msg"], body
+        assert "one-too-many" not in asyncio.run(_enqueued_since(world, head))
+        # another keypair is not held back by the hoarder's cap
+        status, body = call(world, world.victim, "POST", "/session", _create("victims-second"))
+        assert status == 201, body
+        # an ended session gives its place back
+        status, body = call(world, hoarder, "DELETE", f"/session/{names[0]}")
+        assert status == 200, body
+
+        def created_again() -> bool:
+            status, body = call(world, hoarder, "POST", "/session", _create("one-more"))
+            assert status in (201, 429), (status, body)
+            return status == 201
+
+        asyncio.run(eventually(created_again, timeout=60, interval=0.5, message="a place back"))
+        names.append("one-more")
+    finally:
+        for name in names:
+            call(world, hoarder, "DELETE", f"/session/{name}")
+        call(world, world.victim, "DELETE", "/session/victims-second")
+
+
+@on_stack
+def test_an_app_tunnel_without_a_websocket_upgrade_does_no_work(world: World) -> None:
+    """A plain GET of ``tcpproxy`` is not counted as a stream, so it must be refused before
+    it looks up the app, starts a service or opens a tunnel into the kernel."""
+    status, body = call(world, world.mallory, "POST", "/session",
+                        _create("mallorys-app", config={"preopen_ports": [8080]}))  # fmt: skip
+    assert status == 201, body
+    try:
+        for app in ("8080", "nope"):  # "nope" is no app at all: once a 404 after a look-up
+            path = f"/stream/session/mallorys-app/tcpproxy?app={app}"
+            status, body = call(world, world.mallory, "GET", path)
+            assert _problem(status, body, 400) == "generic-bad-request", (app, body)
+            assert "websocket" in body["msg"], body
+    finally:
+        call(world, world.mallory, "DELETE", "/session/mallorys-app")
 
 
 @on_stack
