@@ -518,8 +518,9 @@ def test_an_app_in_the_session_is_reached_through_the_tunnel(stack: BaiStack) ->
     finally:
         proxy.kill()
         proxy.wait(10)
+    # a plain GET (no websocket upgrade) is refused before the app is even looked up
     assert problem_of(signed(stack, "GET", "/stream/session/e2e-app/tcpproxy?app=nope")) == (
-        404, "object-not-found", "No such app service.",
+        400, "generic-bad-request", "Bad request.",
     )  # fmt: skip
     status, body = signed(stack, "POST", "/session/e2e-app/start-service", body={"app": "8080"})
     assert status == 200 and set(json.loads(body)) == {"token", "wsproxy_addr"}, body
