@@ -66,8 +66,7 @@ def _for_field(info: Any) -> st.SearchStrategy[Any]:
         numbers = (
             st.integers(min_value=low, max_value=2**31 if high is None else high)
             if int in args
-            else st.floats(min_value=low, max_value=1e6 if high is None else high,
-                           allow_nan=False)  # fmt: skip
+            else st.floats(min_value=low, max_value=1e6 if high is None else high, allow_nan=False)
         )
         return numbers | st.none() if type(None) in args else numbers
     return _for_annotation(info.annotation)
