@@ -23,6 +23,8 @@ import posixpath
 import stat
 import tarfile
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..domain.errors import InvalidAPIParameters, ObjectNotFound
@@ -137,6 +139,16 @@ def _check_target(root: int, parts: tuple[str, ...]) -> None:
 
 def download_single(work_dir: os.PathLike[str] | str, name: str) -> bytes:
     """One regular file's bytes, up to :data:`MAX_DOWNLOAD_BYTES`."""
+    with _regular_file(work_dir, name) as (fd, _, label):
+        return read_capped(fd, MAX_DOWNLOAD_BYTES, label=label)
+
+
+@contextmanager
+def _regular_file(
+    work_dir: os.PathLike[str] | str, name: str
+) -> Iterator[tuple[int, os.stat_result, str]]:
+    """The named regular file opened as :mod:`.safe_fs` opens one (no symlink followed on the
+    way, no FIFO or device opened), with its ``fstat`` and its label for errors."""
     parts = parts_of(name)
     label = _label(parts)
     if not parts:
@@ -144,9 +156,9 @@ def download_single(work_dir: os.PathLike[str] | str, name: str) -> bytes:
     with closing(open_root(work_dir)) as root:
         owner_uid = os.fstat(root).st_uid
         with closing(open_dir(root, parts[:-1], label=label)) as parent:
-            fd, _ = open_regular(parent, parts[-1], label=label, owner_uid=owner_uid)
+            fd, info = open_regular(parent, parts[-1], label=label, owner_uid=owner_uid)
             with closing(fd):
-                return read_capped(fd, MAX_DOWNLOAD_BYTES, label=label)
+                yield fd, info, label
 
 
 def read_chunk(
@@ -157,19 +169,11 @@ def read_chunk(
     The file is opened afresh each time, as safely as :func:`download_single` does."""
     if offset < 0 or not 0 < length <= MAX_CHUNK_BYTES:
         raise InvalidAPIParameters(f"a chunk is 1 to {MAX_CHUNK_BYTES} bytes from offset >= 0")
-    parts = parts_of(name)
-    label = _label(parts)
-    if not parts:
-        raise Refused(f"{label} is a directory, not a regular file")
-    with closing(open_root(work_dir)) as root:
-        owner_uid = os.fstat(root).st_uid
-        with closing(open_dir(root, parts[:-1], label=label)) as parent:
-            fd, info = open_regular(parent, parts[-1], label=label, owner_uid=owner_uid)
-            with closing(fd):
-                if info.st_size > MAX_DOWNLOAD_BYTES:
-                    raise OverLimit(f"{label} is larger than {MAX_DOWNLOAD_BYTES} bytes, "
-                                    "the limit for a download")  # fmt: skip
-                return os.pread(fd, length, offset), info.st_size
+    with _regular_file(work_dir, name) as (fd, info, label):
+        if info.st_size > MAX_DOWNLOAD_BYTES:
+            raise OverLimit(f"{label} is larger than {MAX_DOWNLOAD_BYTES} bytes, "
+                            "the limit for a download")  # fmt: skip
+        return os.pread(fd, length, offset), info.st_size
 
 
 def download(work_dir: os.PathLike[str] | str, names: list[str]) -> bytes:
