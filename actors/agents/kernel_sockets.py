@@ -34,6 +34,9 @@ from typing import Any
 
 import structlog
 
+from ..domain.errors import ObjectNotFound
+from .safe_fs import Refused, closing, open_regular, open_root
+
 __all__ = [
     "MAX_TAIL_BYTES",
     "KernelPeer",
@@ -207,46 +210,31 @@ def _session_of(pid: int) -> int | None:
 
 def read_tail(run_dir: str, name: str, limit: int = MAX_TAIL_BYTES) -> bytes | None:
     """The last ``limit`` bytes of a regular file in the kernel's run dir; None when it is
-    missing or not a regular file (a symlink, a FIFO, a device: refused, and logged).
-    Blocking (a disk read): callers on an event loop run it in a thread."""
+    missing or not a regular file (a symlink, a FIFO, a device: refused, and logged). It is
+    opened as :func:`.safe_fs.open_regular` opens a tenant's file. Blocking (a disk read):
+    callers on an event loop run it in a thread."""
     try:
-        dir_fd = _open_dir(run_dir)
-    except OSError:
+        with closing(open_root(run_dir)) as dir_fd:
+            fd, info = open_regular(dir_fd, name, label=name)
+    except ObjectNotFound:
         return None
-    try:
-        try:
-            mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
-        except FileNotFoundError:
-            return None
-        if not stat.S_ISREG(mode):
-            log.warning("kernel file refused", path=os.path.join(run_dir, name),
-                        why=f"it is a {_kind(mode)}, not a regular file")  # fmt: skip
-            return None
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        try:
-            fd = os.open(name, flags, dir_fd=dir_fd)
-        except OSError:  # swapped for a symlink since (ELOOP), or gone
-            return None
-    finally:
-        os.close(dir_fd)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return None
-        os.lseek(fd, max(0, info.st_size - limit), os.SEEK_SET)
-        chunks: list[bytes] = []
-        left = limit
-        while left > 0:
-            with contextlib.suppress(BlockingIOError):
-                chunk = os.read(fd, left)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                left -= len(chunk)
-                continue
-            break
-        return b"".join(chunks)
-    except OSError:
+    except Refused as exc:  # a symlink, a FIFO, a device, or swapped while it was opened
+        log.warning("kernel file refused", path=os.path.join(run_dir, name), why=str(exc))
         return None
-    finally:
-        os.close(fd)
+    with closing(fd):
+        try:
+            os.lseek(fd, max(0, info.st_size - limit), os.SEEK_SET)
+            chunks: list[bytes] = []
+            left = limit
+            while left > 0:
+                with contextlib.suppress(BlockingIOError):
+                    chunk = os.read(fd, left)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    left -= len(chunk)
+                    continue
+                break
+            return b"".join(chunks)
+        except OSError:
+            return None
