@@ -4,11 +4,10 @@ agent hosts are configured with."""
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
-from ..domain.isolation import UNISOLATED, isolation_of_backend
+from ..domain.isolation import UNISOLATED
 from .backends import Backend, ProcessBackend, SimBackend
 
 __all__ = ["BACKEND_KINDS", "isolation_of", "make_backend", "resolve_backend_kind"]
@@ -39,13 +38,6 @@ def make_backend(kind: str, work_root: str | Path, agent_id: str, **options: Any
 
 
 def isolation_of(backend: Backend) -> str:
-    """What a backend isolates (:data:`~actors.domain.isolation.ISOLATION_OF_BACKEND`), as
-    its agent registers it; a backend this does not know is not trusted to isolate."""
-    if isinstance(backend, SimBackend):
-        return isolation_of_backend("sim")
-    if isinstance(backend, ProcessBackend):
-        return isolation_of_backend("process")
-    docker = sys.modules.get(f"{__package__}.docker_backend")  # loaded if one was made
-    if docker is not None and isinstance(backend, docker.DockerBackend):
-        return isolation_of_backend("docker")
-    return UNISOLATED
+    """What a backend isolates, as its agent registers it (its class says; one that does not
+    is not trusted to isolate)."""
+    return str(getattr(backend, "isolation", UNISOLATED))

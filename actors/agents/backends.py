@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from ..domain.isolation import UNISOLATED, isolation_of_backend
 from ..kernel_runner.batch import last_exec_code_in
 from .accelerators import KernelDevices
 from .kernel_sockets import KernelPeer, KernelSocket, read_tail
@@ -143,6 +144,11 @@ class Backend(Protocol):
 class BackendBase:
     """What most backends do about images, events and connections: nothing."""
 
+    isolation = UNISOLATED
+    """What the backend's kernels are isolated by, as its agent registers it
+    (:data:`~actors.domain.isolation.ISOLATION_OF_BACKEND`): a backend that does not say
+    isolates nothing, so tenants are refused there (actors.isolation)."""
+
     async def check_image(self, image: str) -> bool:
         return False
 
@@ -159,6 +165,8 @@ class BackendBase:
 class SimBackend(BackendBase):
     """No processes: configurable delays and a fixed batch exit code. With a ``pull_delay``
     every image is pulled once (PULLING), as an agent without it cached would."""
+
+    isolation = isolation_of_backend("sim")
 
     def __init__(
         self,

@@ -38,6 +38,7 @@ import aiodocker
 import aiohttp
 import structlog
 
+from ..domain.isolation import isolation_of_backend
 from .backends import (
     _BOOT_RUNNER,
     _RUNNER_PACKAGE,
@@ -126,6 +127,8 @@ async def docker_answers(url: str | None = None, timeout: float = 2.0) -> bool:
 
 
 class DockerBackend(DirectoryBackend):
+    isolation = isolation_of_backend("docker")
+
     def __init__(
         self,
         work_root: str | os.PathLike[str],
