@@ -8,11 +8,14 @@ second tenants it opts in to running them unisolated, as an operator would have 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +27,7 @@ import pytest
 from actors.tenancy import TenancyService
 from events import RedisEventStore
 from events.secrets import SecretBox
+from kernelhub.sdk._wire import signed_headers
 from kernelhub.testing import docker_missing, docker_required, eventually
 from projections.tenancy_queries import TenancyLookups
 
@@ -122,3 +126,34 @@ async def second_tenant(
         return access_key, secret_key
     finally:
         await store.close()
+
+
+def exchange(
+    url: str, method: str, headers: dict[str, str], data: bytes | None = None,
+    timeout: float = 60.0,
+) -> tuple[int, Any]:  # fmt: skip
+    """One HTTP request as given (an error status is an answer, not an exception): the status
+    and the decoded JSON answer, or its text when it is not JSON."""
+    request = urllib.request.Request(url, data, headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            status, raw = reply.status, reply.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def signed_request(
+    endpoint: str, method: str, path: str, access_key: str, secret_key: str,
+    data: bytes | None = None, *, content_type: str = "application/json",
+    timeout: float = 60.0,
+) -> tuple[int, Any]:  # fmt: skip
+    """:func:`exchange`, signed for a keypair as the official client signs (``data`` sent
+    byte for byte: raw JSON a JSON encoder would never write, too)."""
+    headers = signed_headers(method, path, endpoint.removeprefix("http://"), content_type,
+                             access_key, secret_key)  # fmt: skip
+    headers["Content-Type"] = content_type
+    return exchange(endpoint + path, method, headers, data, timeout)

@@ -25,8 +25,6 @@ import json
 import os
 import subprocess
 import tempfile
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,11 +43,10 @@ from actors.gateway.params import MAX_SCRIPT
 from actors.local import LocalCluster
 from actors.sessions import session_stream
 from events import RedisEventStore
-from kernelhub.sdk._wire import signed_headers
 from kernelhub.testing import docker_missing, docker_required, eventually
 from projections.queries import ReadModels
 
-from .khstack import KH, Stack, kh_up, second_tenant
+from .khstack import KH, Stack, kh_up, second_tenant, signed_request
 
 pytestmark = pytest.mark.hostile
 
@@ -84,20 +81,8 @@ class Tenant:
             data = body
         else:
             data = json.dumps(body).encode()
-        endpoint = self.stack.exports["BACKEND_ENDPOINT"]
-        headers = signed_headers("POST", path, endpoint.removeprefix("http://"),
-                                 "application/json", self.access_key, self.secret_key)  # fmt: skip
-        headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(endpoint + path, data, headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=120) as reply:
-                status, raw = reply.status, reply.read()
-        except urllib.error.HTTPError as error:
-            status, raw = error.code, error.read()
-        try:
-            return status, json.loads(raw) if raw else None
-        except ValueError:
-            return status, raw.decode(errors="replace")
+        return signed_request(self.stack.exports["BACKEND_ENDPOINT"], "POST", path,
+                              self.access_key, self.secret_key, data, timeout=120)  # fmt: skip
 
     def last_id(self) -> str:
         newest = self.log.xrevrange(self.log_key, count=1)

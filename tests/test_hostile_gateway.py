@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,7 +43,7 @@ from kernelhub.sdk._wire import signed_headers
 from kernelhub.testing import eventually
 from projections.tenancy_queries import TenancyLookups
 
-from .khstack import Stack, kh_up, second_tenant
+from .khstack import Stack, exchange, kh_up, second_tenant, signed_request
 
 pytestmark = pytest.mark.hostile
 
@@ -407,26 +405,14 @@ def call(
     world: World, keys: Keys, method: str, path: str, body: Any = None
 ) -> tuple[int, Any]:  # fmt: skip
     """One request signed by ``keys``; the decoded JSON answer."""
-    endpoint = world.stack.exports["BACKEND_ENDPOINT"]
     content_type = "application/json" if body is not None else "text/plain"
-    headers = signed_headers(method, path, endpoint.removeprefix("http://"), content_type,
-                             keys.access_key, keys.secret_key)  # fmt: skip
-    headers["Content-Type"] = content_type
-    return send(endpoint + path, method, headers, body)
+    data = json.dumps(body).encode() if body is not None else None
+    return signed_request(world.stack.exports["BACKEND_ENDPOINT"], method, path, keys.access_key,
+                          keys.secret_key, data, content_type=content_type)  # fmt: skip
 
 
 def send(url: str, method: str, headers: dict[str, str], body: Any = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data, headers, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as reply:
-            status, raw = reply.status, reply.read()
-    except urllib.error.HTTPError as error:
-        status, raw = error.code, error.read()
-    try:
-        return status, json.loads(raw) if raw else None
-    except ValueError:
-        return status, raw.decode(errors="replace")
+    return exchange(url, method, headers, json.dumps(body).encode() if body is not None else None)
 
 
 async def _enqueued_since(world: World, head: str) -> list[str]:
@@ -732,20 +718,8 @@ def test_an_unauthenticated_flood_from_one_peer_is_refused_past_the_limit(world:
 
 def call_raw(world: World, keys: Keys, method: str, path: str, data: bytes) -> tuple[int, Any]:
     """As :func:`call`, with a body sent byte for byte (not always JSON Python can write)."""
-    endpoint = world.stack.exports["BACKEND_ENDPOINT"]
-    headers = signed_headers(method, path, endpoint.removeprefix("http://"), "application/json",
-                             keys.access_key, keys.secret_key)  # fmt: skip
-    headers["Content-Type"] = "application/json"
-    request = urllib.request.Request(endpoint + path, data, headers, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as reply:
-            status, raw = reply.status, reply.read()
-    except urllib.error.HTTPError as error:
-        status, raw = error.code, error.read()
-    try:
-        return status, json.loads(raw) if raw else None
-    except ValueError:
-        return status, raw.decode(errors="replace")
+    return signed_request(world.stack.exports["BACKEND_ENDPOINT"], method, path, keys.access_key,
+                          keys.secret_key, data)  # fmt: skip
 
 
 @unit
