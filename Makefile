@@ -38,6 +38,7 @@ test: $(STAMP) $(BAI)/bin/backend.ai
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)

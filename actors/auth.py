@@ -95,8 +95,13 @@ class AuthCache:
         if secret is None:
             secret = self._clear[access_key] = self.secrets.decrypt(keypair["secret_key"])
         return Credentials(
-            access_key=access_key, secret_key=secret, user_id=keypair["user_id"],
-            email=user["email"], role=user["role"], domain=user["domain"],
-            is_admin=bool(keypair.get("is_admin")), rate_limit=int(keypair.get("rate_limit", 1000)),
+            access_key=access_key,
+            secret_key=secret,
+            user_id=keypair["user_id"],
+            email=user["email"],
+            role=user["role"],
+            domain=user["domain"],
+            is_admin=bool(keypair.get("is_admin")),
+            rate_limit=int(keypair.get("rate_limit", 1000)),
             resource_policy=keypair.get("resource_policy", "default"),
-        )  # fmt: skip
+        )

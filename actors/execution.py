@@ -26,11 +26,23 @@ from .sessions import catch_up, load_session
 
 __all__ = ["KERNEL_OPERATIONS", "KernelOperations", "SessionExecution", "main_kernel"]
 
-KERNEL_OPERATIONS = frozenset({
-    "execute", "interrupt", "complete", "start_service", "shutdown_service", "notify_event",
-    "upload_files", "download_files", "download_single", "download_chunk", "list_files", "logs",
-    "app_tunnel",
-})  # fmt: skip
+KERNEL_OPERATIONS = frozenset(
+    {
+        "execute",
+        "interrupt",
+        "complete",
+        "start_service",
+        "shutdown_service",
+        "notify_event",
+        "upload_files",
+        "download_files",
+        "download_single",
+        "download_chunk",
+        "list_files",
+        "logs",
+        "app_tunnel",
+    }
+)
 """The agent methods a session's users reach (each takes the kernel id first)."""
 _CODE_RUNS_WHEN = frozenset({SessionStatus.RUNNING})
 
@@ -97,8 +109,9 @@ class SessionExecution:
         if mode in ("input", "continue") and not run_id:
             raise GenericBadRequest(f"mode {mode!r} continues a run: runId is required")
         run = run_id or uuid.uuid4().hex
-        result: dict[str, Any] = await self.call(session_id, "execute", run, mode, code,
-                                                 options or {}, flush_timeout)  # fmt: skip
+        result: dict[str, Any] = await self.call(
+            session_id, "execute", run, mode, code, options or {}, flush_timeout
+        )
         return result
 
     async def logs(self, session_id: uuid.UUID) -> str:

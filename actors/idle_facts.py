@@ -84,11 +84,17 @@ class IdleFacts:
         for all), averaged kernel by kernel for cluster sessions (23.03 §5.3)."""
         if "utilization" not in self.config.enabled:
             return {r["id"]: {} for r in records}
-        kernels = [(r["id"], k) for r in records for k, kernel in r["kernels"].items()
-                   if kernel["status"] == "RUNNING"]  # fmt: skip
-        raw = await self.store.redis.mget(
-            [self.store.keys.idle_utilization(k) for _, k in kernels]
-        ) if kernels else []  # fmt: skip
+        kernels = [
+            (r["id"], k)
+            for r in records
+            for k, kernel in r["kernels"].items()
+            if kernel["status"] == "RUNNING"
+        ]
+        raw = (
+            await self.store.redis.mget([self.store.keys.idle_utilization(k) for _, k in kernels])
+            if kernels
+            else []
+        )
         per_session: dict[str, list[dict[str, list[float]]]] = {r["id"]: [] for r in records}
         for (session_id, _), value in zip(kernels, raw, strict=True):
             if value:
@@ -131,15 +137,17 @@ def _facts(record: dict[str, Any], owner: dict[str, Any], raw_access: Any) -> Se
     policy = owner["policy"]
     occupied = {k: float(v) for k, v in (record.get("occupying_slots") or {}).items()}
     return SessionFacts(
-        session_id=record["id"], session_type=record["type"],
-        created_at=record["created_ms"] / 1000, occupied_slots=occupied,
+        session_id=record["id"],
+        session_type=record["type"],
+        created_at=record["created_ms"] / 1000,
+        occupied_slots=occupied,
         policy_idle_timeout=float(policy.get("idle_timeout", -1)),
         policy_max_session_lifetime=float(policy.get("max_session_lifetime", 0)),
         last_access=float(raw_access) if raw_access else None,
         user_created_at=owner.get("user_created_at"),
         utilization_series=owner.get("utilization") or {},
         active_app_connections=int(owner.get("apps", 0)),
-    )  # fmt: skip
+    )
 
 
 def _average(kernels: list[dict[str, list[float]]]) -> dict[str, list[float]]:

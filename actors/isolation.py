@@ -62,8 +62,9 @@ async def check_create(
     agents = await models.agents(scaling_group)
     isolations = [a.get("isolation") for a in agents if a.get("status") != "TERMINATED"]
     where = f"scaling group {scaling_group!r}"
-    refused = refusal(owner_role=role, isolations=isolations, opted_in=await opted_in(store),
-                      where=where)  # fmt: skip
+    refused = refusal(
+        owner_role=role, isolations=isolations, opted_in=await opted_in(store), where=where
+    )
     if refused is not None:
         raise refused
 
@@ -88,12 +89,21 @@ async def agent_refusal(
     role = await owner_role(TenancyLookups(store), access_key)
     if role == "":
         return None
-    refused = refusal(owner_role=role, isolations=[isolation], opted_in=await opted_in(store),
-                      where=f"agent {agent_id!r}")  # fmt: skip
+    refused = refusal(
+        owner_role=role,
+        isolations=[isolation],
+        opted_in=await opted_in(store),
+        where=f"agent {agent_id!r}",
+    )
     if refused is None:
         return None
-    return {"src": "agent", "name": type(refused).__name__, "repr": refused.msg,
-            "agent_id": agent_id, "title": UnisolatedBackend.title}  # fmt: skip
+    return {
+        "src": "agent",
+        "name": type(refused).__name__,
+        "repr": refused.msg,
+        "agent_id": agent_id,
+        "title": UnisolatedBackend.title,
+    }
 
 
 class UnisolatedRefused(Exception):
@@ -108,7 +118,8 @@ async def check_kernel(
     store: RedisEventStore, *, isolation: str, access_key: str, agent_id: str
 ) -> None:
     """:func:`agent_refusal` as an exception (a restart, after the opt-in was withdrawn)."""
-    refused = await agent_refusal(store, isolation=isolation, access_key=access_key,
-                                  agent_id=agent_id)  # fmt: skip
+    refused = await agent_refusal(
+        store, isolation=isolation, access_key=access_key, agent_id=agent_id
+    )
     if refused is not None:
         raise UnisolatedRefused(refused)

@@ -29,9 +29,15 @@ __all__ = ["LivenessMonitor"]
 log = structlog.get_logger(__name__)
 
 _LIVE_SESSION_STATUSES = [
-    "SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING", "RUNNING_DEGRADED",
-    "TERMINATING", "ERROR",
-]  # fmt: skip
+    "SCHEDULED",
+    "PREPARING",
+    "PULLING",
+    "RUNNING",
+    "RESTARTING",
+    "RUNNING_DEGRADED",
+    "TERMINATING",
+    "ERROR",
+]
 
 
 class LivenessMonitor:
@@ -93,7 +99,6 @@ class LivenessMonitor:
             if any(k["agent"] == agent_id for k in record["kernels"].values()):
                 session_id = uuid.UUID(record["id"])
                 command = uuid.uuid5(session_id, f"agent-gone/{agent_id}/{lost_version}")
-                log.info("terminating a lost agent's session", agent=agent_id,
-                         session=record["id"])  # fmt: skip
+                log.info("terminating a lost agent's session", agent=agent_id, session=record["id"])
                 await self.shard.agent_gone(session_id, agent_id, command_id=command)
         self._reclaimed.add((agent_id, lost_version))

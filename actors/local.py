@@ -59,26 +59,40 @@ class LocalCluster:
         self.scheduler = Scheduler(store, self.shard, scaling_group)
         self.agents: dict[str, Agent] = {
             agent_id: (
-                Agent(store, self.shard, agent_id, capacity, backend=backend(agent_id),
-                      scaling_group=scaling_group,
-                      accelerators=accelerators(agent_id) if accelerators else None,
-                      **agent_options)
+                Agent(
+                    store,
+                    self.shard,
+                    agent_id,
+                    capacity,
+                    backend=backend(agent_id),
+                    scaling_group=scaling_group,
+                    accelerators=accelerators(agent_id) if accelerators else None,
+                    **agent_options,
+                )
                 if backend is not None
-                else SimAgent(store, self.shard, agent_id, capacity, scaling_group=scaling_group,
-                              accelerators=accelerators(agent_id) if accelerators else None,
-                              **agent_options)
+                else SimAgent(
+                    store,
+                    self.shard,
+                    agent_id,
+                    capacity,
+                    scaling_group=scaling_group,
+                    accelerators=accelerators(agent_id) if accelerators else None,
+                    **agent_options,
+                )
             )
             for agent_id, capacity in agents
-        }  # fmt: skip
+        }
         self.projector = Projector(
             store, default_projections(), on_commit=self._committed, block_ms=100
         )
         self.safety_tick_s = safety_tick_s
         self.heartbeat_interval_s = heartbeat_interval_s
         self.liveness = LivenessMonitor(
-            store, lost_timeout_s=lost_timeout_s, terminate_after_s=terminate_lost_after_s,
+            store,
+            lost_timeout_s=lost_timeout_s,
+            terminate_after_s=terminate_lost_after_s,
             shard=self.shard,
-        )  # fmt: skip
+        )
         self.reaper = Reaper(store, self.shard, idle, max_sleep_s=0.2)
         self.execution = SessionExecution(store, lambda agent_id: LocalAgent(self.agents[agent_id]))
         self._wake = asyncio.Event()

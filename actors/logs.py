@@ -23,8 +23,13 @@ import structlog
 
 from events.correlation import add_correlation_id
 
-__all__ = ["bind_command", "component_of", "configure_actor_logging", "configure_logging",
-           "get_logger"]  # fmt: skip
+__all__ = [
+    "bind_command",
+    "component_of",
+    "configure_actor_logging",
+    "configure_logging",
+    "get_logger",
+]
 
 _configured = False
 
@@ -92,10 +97,10 @@ def component_of(actor_name: str) -> str:
 def configure_actor_logging(actor_name: str) -> None:
     """JSON lines on stderr naming the component and the actor, at ``KH_ACTOR_LOG_LEVEL``
     (default INFO): called first thing in each actor, before anything logs."""
-    fields = {"component": component_of(actor_name), "actor_name": actor_name,
-              "pid": os.getpid()}  # fmt: skip
-    configure_logging(os.environ.get("KH_ACTOR_LOG_LEVEL", "INFO"), json=True, force=True,
-                      static=fields)  # fmt: skip
+    fields = {"component": component_of(actor_name), "actor_name": actor_name, "pid": os.getpid()}
+    configure_logging(
+        os.environ.get("KH_ACTOR_LOG_LEVEL", "INFO"), json=True, force=True, static=fields
+    )
 
 
 def get_logger(name: str | None = None, **initial: Any) -> Any:

@@ -36,33 +36,51 @@ __all__ = ["DOCUMENTED", "ActorMetrics"]
 _COUNTER, _GAUGE, _HISTOGRAM = "counter", "gauge", "histogram"
 _DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "kernelhub_session_commands_total": (
-        _COUNTER, "commands handled by a session shard", ("command",)),
-    "kernelhub_session_events_total": (
-        _COUNTER, "events a session shard appended", ("type",)),
-    "kernelhub_scheduling_decisions_total": (
-        _COUNTER, "sessions scheduled", ("scaling_group",)),
-    "kernelhub_scheduling_passes_total": (
-        _COUNTER, "scheduling passes run", ("scaling_group",)),
+        _COUNTER,
+        "commands handled by a session shard",
+        ("command",),
+    ),
+    "kernelhub_session_events_total": (_COUNTER, "events a session shard appended", ("type",)),
+    "kernelhub_scheduling_decisions_total": (_COUNTER, "sessions scheduled", ("scaling_group",)),
+    "kernelhub_scheduling_passes_total": (_COUNTER, "scheduling passes run", ("scaling_group",)),
     "kernelhub_scheduling_pass_seconds": (
-        _HISTOGRAM, "wall time of a scheduling pass", ("scaling_group",)),
+        _HISTOGRAM,
+        "wall time of a scheduling pass",
+        ("scaling_group",),
+    ),
     "kernelhub_pending_sessions": (
-        _GAUGE, "pending sessions seen by the last pass", ("scaling_group",)),
+        _GAUGE,
+        "pending sessions seen by the last pass",
+        ("scaling_group",),
+    ),
     "kernelhub_kernels_started_total": (_COUNTER, "kernels an agent started", ("agent",)),
     "kernelhub_kernels_terminated_total": (_COUNTER, "kernels an agent stopped", ("agent",)),
     "kernelhub_projection_lag_ms": (
-        _GAUGE, "commit time minus the newest event's time", ("projection",)),
+        _GAUGE,
+        "commit time minus the newest event's time",
+        ("projection",),
+    ),
     "kernelhub_sessions": (_GAUGE, "sessions by status (read model)", ("status",)),
     "kernelhub_sessions_by_type": (_GAUGE, "sessions by type (read model)", ("type",)),
     "kernelhub_pending_oldest_seconds": (
-        _GAUGE, "seconds the oldest pending session has waited", ()),
+        _GAUGE,
+        "seconds the oldest pending session has waited",
+        (),
+    ),
     "kernelhub_slots": (
-        _GAUGE, "resource slots of alive agents", ("scaling_group", "slot", "state")),
+        _GAUGE,
+        "resource slots of alive agents",
+        ("scaling_group", "slot", "state"),
+    ),
     "kernelhub_redis_used_memory_bytes": (_GAUGE, "memory used by the log's Redis", ()),
     "kernelhub_idle_reclaims_total": (_COUNTER, "sessions the reaper reclaimed", ("reason",)),
     "kernelhub_gateway_requests_total": (
-        _COUNTER, "API requests answered", ("route", "method", "status")),
+        _COUNTER,
+        "API requests answered",
+        ("route", "method", "status"),
+    ),
     "kernelhub_gateway_request_seconds": (_HISTOGRAM, "API answer time", ("route",)),
-}  # fmt: skip
+}
 DOCUMENTED = tuple(_DEFINITIONS)
 """Every metric kernelhub registers (docs/metrics.md documents each)."""
 

@@ -36,14 +36,18 @@ __all__ = ["REAPER_REACTS_TO", "Reaper", "app_closed", "app_opened", "touch"]
 
 log = structlog.get_logger(__name__)
 
-REAPER_REACTS_TO = frozenset({"session_started", "session_terminating", "session_terminated",
-                              "session_cancelled"})  # fmt: skip
+REAPER_REACTS_TO = frozenset(
+    {"session_started", "session_terminating", "session_terminated", "session_cancelled"}
+)
 _REPORT_TTL_S = 150
 _RETRY_S = 1.0
 _GONE = frozenset({"TERMINATING", "TERMINATED", "CANCELLED", "ERROR"})
 _ACCESS_TTL_S = 86_400
-_CHECKER_OF = {"idle-timeout": "network_timeout", "idle-session-lifetime": "session_lifetime",
-               "idle-utilization": "utilization"}  # fmt: skip
+_CHECKER_OF = {
+    "idle-timeout": "network_timeout",
+    "idle-session-lifetime": "session_lifetime",
+    "idle-utilization": "utilization",
+}
 
 
 async def touch(store: RedisEventStore, session_id: uuid.UUID | str) -> None:
@@ -119,8 +123,7 @@ class Reaper:
             sid = str(getattr(event.data, "session_id", ""))
             if event.type == "session_started":
                 started = event.position_ms / 1000
-                pipe.set(self.store.keys.idle_access(sid), repr(started), ex=_ACCESS_TTL_S,
-                         nx=True)  # fmt: skip
+                pipe.set(self.store.keys.idle_access(sid), repr(started), ex=_ACCESS_TTL_S, nx=True)
                 pipe.zadd(self.store.keys.idle_due, {sid: started}, nx=True)
             elif event.type in REAPER_REACTS_TO:
                 pipe.zrem(self.store.keys.idle_due, sid)
@@ -167,13 +170,16 @@ class Reaper:
                 continue
             facts = facts_of[session_id]
             reason, reports = judge(facts, self.config, now)
-            pipe.set(self.store.keys.idle_report(session_id), json.dumps(reports),
-                     ex=_REPORT_TTL_S)  # fmt: skip
+            pipe.set(self.store.keys.idle_report(session_id), json.dumps(reports), ex=_REPORT_TTL_S)
             sid = uuid.UUID(session_id)
             if reason is not None:
                 command = uuid.uuid5(sid, f"idle/{reason}")
-                evidence = {"checker": _CHECKER_OF[reason], "reports": reports,
-                            "last_access": facts.last_access, "judged_at": now}  # fmt: skip
+                evidence = {
+                    "checker": _CHECKER_OF[reason],
+                    "reports": reports,
+                    "last_access": facts.last_access,
+                    "judged_at": now,
+                }
                 destroys.append((sid, reason, facts.last_access, command, evidence))
                 pipe.zrem(self.store.keys.idle_due, session_id)
                 reclaimed.append((session_id, reason))
@@ -181,8 +187,9 @@ class Reaper:
                 continue
             if _worth_noting(facts.last_access, record, reports, self._noted.get(session_id)):
                 assert facts.last_access is not None
-                notes.append((sid, facts.last_access,
-                              uuid.uuid5(sid, f"activity@{facts.last_access!r}")))  # fmt: skip
+                notes.append(
+                    (sid, facts.last_access, uuid.uuid5(sid, f"activity@{facts.last_access!r}"))
+                )
             waits = [r["remaining"] for r in reports.values() if (r["remaining"] or 0) > 0]
             if "utilization" in reports:  # samples keep coming: look again each interval
                 waits.append(self.config.utilization.interval)

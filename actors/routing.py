@@ -142,10 +142,12 @@ class ShardRouter:
         groups: dict[int, list[int]] = {}
         for index, item in enumerate(items):
             groups.setdefault(shard_of(session_of(item), len(self.handles)), []).append(index)
-        replies = await asyncio.gather(*(
-            self._call(session_of(items[g[0]]), method, [items[i] for i in g])
-            for g in groups.values()
-        ))  # fmt: skip
+        replies = await asyncio.gather(
+            *(
+                self._call(session_of(items[g[0]]), method, [items[i] for i in g])
+                for g in groups.values()
+            )
+        )
         ordered: list[Any] = [None] * len(items)
         for group, reply in zip(groups.values(), replies, strict=True):
             for index, outcome in zip(group, reply, strict=True):
@@ -201,8 +203,14 @@ class ShardRouter:
 
             async def one(dependant: uuid.UUID) -> None:
                 try:
-                    await self._call(dependant, "destroy", dependant, forced, reason,
-                                     uuid.uuid5(command, f"dependant/{dependant}"))  # fmt: skip
+                    await self._call(
+                        dependant,
+                        "destroy",
+                        dependant,
+                        forced,
+                        reason,
+                        uuid.uuid5(command, f"dependant/{dependant}"),
+                    )
                 except (GenericForbidden, ObjectNotFound) as exc:
                     log.info("dependant not destroyed", session=str(dependant), why=str(exc))
 
@@ -223,20 +231,23 @@ class ShardRouter:
         error: dict[str, Any] | None = None,
         command_id: uuid.UUID | None = None,
     ) -> Any:
-        return await self._call(session_id, "start_failed", session_id,
-                                command_id or uuid.uuid4(), error)  # fmt: skip
+        return await self._call(
+            session_id, "start_failed", session_id, command_id or uuid.uuid4(), error
+        )
 
     async def restart_failed(
         self, session_id: uuid.UUID, msg: str, *, command_id: uuid.UUID | None = None
     ) -> Any:
-        return await self._call(session_id, "restart_failed", session_id, msg,
-                                command_id or uuid.uuid4())  # fmt: skip
+        return await self._call(
+            session_id, "restart_failed", session_id, msg, command_id or uuid.uuid4()
+        )
 
     async def agent_gone(
         self, session_id: uuid.UUID, agent_id: str, *, command_id: uuid.UUID | None = None
     ) -> Any:
-        return await self._call(session_id, "agent_gone", session_id, agent_id,
-                                command_id or uuid.uuid4())  # fmt: skip
+        return await self._call(
+            session_id, "agent_gone", session_id, agent_id, command_id or uuid.uuid4()
+        )
 
     async def destroy_many_if_idle(self, requests: Sequence[Any]) -> list[Any]:
         """The reaper's conditional destroys, one call per owning shard, in parallel."""
@@ -249,9 +260,11 @@ class ShardRouter:
         return await self._per_shard("note_activity_many", notes, lambda n: n[0])
 
     async def batch_result(self, result: Any, *, command_id: uuid.UUID | None = None) -> Any:
-        return await self._call(result.session_id, "batch_result", result,
-                                command_id or uuid.uuid4())  # fmt: skip
+        return await self._call(
+            result.session_id, "batch_result", result, command_id or uuid.uuid4()
+        )
 
     async def scheduling_failed(self, failure: Any, *, command_id: uuid.UUID | None = None) -> Any:
-        return await self._call(failure.session_id, "scheduling_failed", failure,
-                                command_id or uuid.uuid4())  # fmt: skip
+        return await self._call(
+            failure.session_id, "scheduling_failed", failure, command_id or uuid.uuid4()
+        )

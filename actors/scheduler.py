@@ -73,10 +73,16 @@ from .sessions import ShardClient, session_stream
 
 __all__ = ["SCHEDULER_REACTS_TO", "WAKES_SCHEDULER", "Scheduler"]
 
-WAKES_SCHEDULER = frozenset({
-    "session_enqueued", "session_terminated", "session_cancelled", "agent_started",
-    "agent_registered", "alloc_released",
-})  # fmt: skip
+WAKES_SCHEDULER = frozenset(
+    {
+        "session_enqueued",
+        "session_terminated",
+        "session_cancelled",
+        "agent_started",
+        "agent_registered",
+        "alloc_released",
+    }
+)
 """Events after which a pass may find something new to place (work, or room for it)."""
 
 log = structlog.get_logger(__name__)
@@ -86,14 +92,23 @@ LEDGER_SNAPSHOT_EVERY = 500
 _LIMITS_TTL_S = 1.0
 _LEDGER_MOVES = frozenset({"kernel_started", "kernel_terminated", "kernel_cancelled"})
 _AGENT_EVENTS = frozenset({"agent_registered", "agent_started", "agent_terminated"})
-SCHEDULER_REACTS_TO = WAKES_SCHEDULER | _LEDGER_MOVES | _AGENT_EVENTS | {
-    "session_started", "session_terminating", "session_status_changed",
-}  # fmt: skip
+SCHEDULER_REACTS_TO = (
+    WAKES_SCHEDULER
+    | _LEDGER_MOVES
+    | _AGENT_EVENTS
+    | {
+        "session_started",
+        "session_terminating",
+        "session_status_changed",
+    }
+)
 """What the scheduler's actor reads from the log (the rest is never decoded there)."""
 _STATUS_AFTER = {
-    "session_started": SessionStatus.RUNNING, "session_terminating": SessionStatus.TERMINATING,
-    "session_terminated": SessionStatus.TERMINATED, "session_cancelled": SessionStatus.CANCELLED,
-}  # fmt: skip
+    "session_started": SessionStatus.RUNNING,
+    "session_terminating": SessionStatus.TERMINATING,
+    "session_terminated": SessionStatus.TERMINATED,
+    "session_cancelled": SessionStatus.CANCELLED,
+}
 DECISIONS_PER_APPEND = 100
 """Decisions committed per ``append_multi`` (the ledger plus one stream per session)."""
 
@@ -171,8 +186,12 @@ class Scheduler:
             for event in await self.store.read_stream(self.stream, self.ledger_version + 1):
                 self._fold(event)
         if self.ledger_version - self._snapshot_version >= LEDGER_SNAPSHOT_EVERY:
-            state = {"holds": [[str(k), str(s), a, {n: str(v) for n, v in slots.items()}]
-                               for k, s, a, slots in self.ledger.holds()]}  # fmt: skip
+            state = {
+                "holds": [
+                    [str(k), str(s), a, {n: str(v) for n, v in slots.items()}]
+                    for k, s, a, slots in self.ledger.holds()
+                ]
+            }
             await self.store.save_snapshot(
                 self.stream, self.ledger_version, state, LEDGER_SNAPSHOT_SCHEMA
             )
@@ -248,14 +267,24 @@ class Scheduler:
             if event.type == "kernel_started":
                 actual = actual_allocation(data.creation_info)
                 if actual is not None and actual != held:
-                    payloads.append(AllocSettled(
-                        session_id=session_id, kernel_id=data.kernel_id, agent_id=agent_id,
-                        actual=dict(actual),
-                    ))  # fmt: skip
+                    payloads.append(
+                        AllocSettled(
+                            session_id=session_id,
+                            kernel_id=data.kernel_id,
+                            agent_id=agent_id,
+                            actual=dict(actual),
+                        )
+                    )
             else:
                 released.add(data.kernel_id)
-                payloads.append(AllocReleased(session_id=session_id, kernel_id=data.kernel_id,
-                                              agent_id=agent_id, slots=dict(held)))  # fmt: skip
+                payloads.append(
+                    AllocReleased(
+                        session_id=session_id,
+                        kernel_id=data.kernel_id,
+                        agent_id=agent_id,
+                        slots=dict(held),
+                    )
+                )
         return payloads
 
     def _track_status(self, event: Event) -> None:
@@ -319,10 +348,12 @@ class Scheduler:
             cached = self._agent_infos.get(facts.agent_id)
             if cached is None or cached[0] != facts.version:  # rebuilt only when it changed
                 info = AgentInfo(
-                    facts.agent_id, ResourceSlot(registration.available_slots),
+                    facts.agent_id,
+                    ResourceSlot(registration.available_slots),
                     architecture=registration.architecture,
-                    schedulable=registration.schedulable, alive=facts.status is AgentStatus.ALIVE,
-                )  # fmt: skip
+                    schedulable=registration.schedulable,
+                    alive=facts.status is AgentStatus.ALIVE,
+                )
                 cached = self._agent_infos[facts.agent_id] = (facts.version, info)
             agents.append(cached[1])
         return agents
@@ -341,8 +372,9 @@ class Scheduler:
         """Wait (bounded: the safety tick covers a stalled projector) until the read models
         have folded the log up to ``position``."""
         if not await self.models.reach(position, names):
-            log.warning("read models behind the log; scheduling on what they show",
-                        position=position)  # fmt: skip
+            log.warning(
+                "read models behind the log; scheduling on what they show", position=position
+            )
 
     async def run_pass(self, now: datetime | None = None, reach: str | None = None) -> int:
         """One pass; returns how many sessions were scheduled. ``reach``: the log position
@@ -373,8 +405,9 @@ class Scheduler:
             except Exception as exc:
                 why = f"its request cannot be read: {type(exc).__name__}: {exc}"[:500]
                 log.warning("pending session skipped", session=record["id"], error=why)
-                unreadable.append(FailedAttempt(uuid.UUID(record["id"]), "scheduler-error",
-                                                msg=why))  # fmt: skip
+                unreadable.append(
+                    FailedAttempt(uuid.UUID(record["id"]), "scheduler-error", msg=why)
+                )
                 continue
             pending.append(PendingSession(spec, self.retries.get(spec.session_id, 0)))
         self._pending_specs = {p.spec.session_id: p.spec for p in pending}
@@ -384,9 +417,13 @@ class Scheduler:
         existing = await self._existing()
         ctx = await self._context(pending, existing, agents, now)
         result = schedule_pass(
-            group=group, pending=pending, existing=existing, agents=agents, ctx=ctx,
+            group=group,
+            pending=pending,
+            existing=existing,
+            agents=agents,
+            ctx=ctx,
             ledger=self.ledger,
-        )  # fmt: skip
+        )
         result.failures.extend(unreadable)
         scheduled = await self._commit_all(result.decisions, records)
         for failure in result.failures:
@@ -403,8 +440,11 @@ class Scheduler:
             )
             record = records[str(failure.session_id)]
             if failure.status_info == "scheduler-error":
-                log.warning("session skipped by the pass", session=str(failure.session_id),
-                            error=failure.msg)  # fmt: skip
+                log.warning(
+                    "session skipped by the pass",
+                    session=str(failure.session_id),
+                    error=failure.msg,
+                )
             if recorded_failure(record) != failure_key(report):  # only a change is worth a call
                 with correlated(record.get("correlation_id")):
                     await self._for_one(failure.session_id, self.shard.scheduling_failed(report))
@@ -421,8 +461,11 @@ class Scheduler:
         try:
             await call
         except Exception as exc:
-            log.warning("a call about one session failed", session=str(session_id),
-                        error=f"{type(exc).__name__}: {exc}"[:500])  # fmt: skip
+            log.warning(
+                "a call about one session failed",
+                session=str(session_id),
+                error=f"{type(exc).__name__}: {exc}"[:500],
+            )
 
     async def _context(
         self,
@@ -477,23 +520,35 @@ class Scheduler:
             session_id=session_id,
             scaling_group=self.group_name,
             allocations=[
-                Allocation(kernel_id=a.kernel_id, agent_id=a.agent_id, slots=dict(a.slots),
-                           free_before=dict(a.free_before))
+                Allocation(
+                    kernel_id=a.kernel_id,
+                    agent_id=a.agent_id,
+                    slots=dict(a.slots),
+                    free_before=dict(a.free_before),
+                )
                 for a in reservation.allocations
             ],
-        )  # fmt: skip
+        )
         scheduled = SessionScheduled(
-            session_id=session_id, creation_id=record["creation_id"] or "", reason="scheduled",
+            session_id=session_id,
+            creation_id=record["creation_id"] or "",
+            reason="scheduled",
             scaling_group=self.group_name,
-            placements=[KernelPlacement(kernel_id=a.kernel_id, agent_id=a.agent_id)
-                        for a in reservation.allocations],
-        )  # fmt: skip
+            placements=[
+                KernelPlacement(kernel_id=a.kernel_id, agent_id=a.agent_id)
+                for a in reservation.allocations
+            ],
+        )
         session = StreamBatch(
             session_stream(session_id),
-            events_for_command(uuid.uuid5(command, "session"), [scheduled], actor=self.actor,
-                               correlation_id=record.get("correlation_id")),
+            events_for_command(
+                uuid.uuid5(command, "session"),
+                [scheduled],
+                actor=self.actor,
+                correlation_id=record.get("correlation_id"),
+            ),
             version,
-        )  # fmt: skip
+        )
         return reserved, session, command
 
     async def _commit_all(self, decisions: list[Any], records: dict[str, Any]) -> int:
@@ -506,16 +561,20 @@ class Scheduler:
         for start in range(0, len(decisions), self.batch_size):
             chunk = decisions[start : start + self.batch_size]
             parts = [
-                self._decision_events(d, records[str(d.session_id)],
-                                      records[str(d.session_id)]["stream_version"])
+                self._decision_events(
+                    d, records[str(d.session_id)], records[str(d.session_id)]["stream_version"]
+                )
                 for d in chunk
-            ]  # fmt: skip
+            ]
             ledger = StreamBatch(
                 self.stream,
-                events_for_command(uuid.uuid5(parts[0][2], f"ledger/{len(parts)}"),
-                                   [p[0] for p in parts], actor=self.actor),
+                events_for_command(
+                    uuid.uuid5(parts[0][2], f"ledger/{len(parts)}"),
+                    [p[0] for p in parts],
+                    actor=self.actor,
+                ),
                 self.ledger_version,
-            )  # fmt: skip
+            )
             try:
                 await self.store.append_multi([ledger, *(p[1] for p in parts)])
             except WrongExpectedVersionError as exc:
@@ -539,10 +598,12 @@ class Scheduler:
         """One line per committed batch, naming each session and the API call behind it
         (``kh trace`` finds a correlation id in ``correlation_ids`` too)."""
         chosen = [records[str(d.session_id)] for d in decisions]
-        log.info("sessions scheduled", sessions=[r["id"] for r in chosen],
-                 correlation_ids=[r.get("correlation_id") for r in chosen],
-                 agents=[sorted({a.agent_id for a in d.reservation.allocations})
-                         for d in decisions])  # fmt: skip
+        log.info(
+            "sessions scheduled",
+            sessions=[r["id"] for r in chosen],
+            correlation_ids=[r.get("correlation_id") for r in chosen],
+            agents=[sorted({a.agent_id for a in d.reservation.allocations}) for d in decisions],
+        )
 
     def _committed(self, decisions: list[Any]) -> None:
         self.ledger_version += len(decisions)  # one ledger entry per decision
@@ -565,9 +626,10 @@ class Scheduler:
         reserved, session, scheduled = self._decision_events(decision, record, aggregate.version)
         command = uuid.uuid5(scheduled, "ledger/1")
         ledger = StreamBatch(
-            self.stream, events_for_command(command, [reserved], actor=self.actor),
+            self.stream,
+            events_for_command(command, [reserved], actor=self.actor),
             self.ledger_version,
-        )  # fmt: skip
+        )
         try:
             await self.store.append_multi([ledger, session])
         except WrongExpectedVersionError as exc:

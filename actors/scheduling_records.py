@@ -24,16 +24,21 @@ __all__ = [
 
 
 def failure_key(failure: SessionSchedulingFailed) -> tuple[Any, ...]:
-    return (failure.status_info, tuple((p.name, p.msg) for p in failure.failed_predicates),
-            failure.msg)  # fmt: skip
+    return (
+        failure.status_info,
+        tuple((p.name, p.msg) for p in failure.failed_predicates),
+        failure.msg,
+    )
 
 
 def recorded_failure(record: dict[str, Any]) -> tuple[Any, ...] | None:
     """What the read model shows of the last scheduling failure (``None``: none yet)."""
     scheduler = (record.get("status_data") or {}).get("scheduler")
     if not scheduler or record["status_info"] not in (
-        "predicate-checks-failed", "no-available-instances", "scheduler-error",
-    ):  # fmt: skip
+        "predicate-checks-failed",
+        "no-available-instances",
+        "scheduler-error",
+    ):
         return None
     failed = tuple((p["name"], p.get("msg", "")) for p in scheduler.get("failed_predicates", ()))
     return (record["status_info"], failed, scheduler.get("msg"))

@@ -62,11 +62,22 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 _RETRIES = 8
-SHARD_REACTS_TO = frozenset({
-    "session_enqueued", "session_scheduled", "session_preparing", "session_cancelled",
-    "session_started", "session_terminating", "session_terminated", "session_success",
-    "session_failure", "session_status_changed", "session_scheduling_failed", "kernel_pulling",
-})  # fmt: skip
+SHARD_REACTS_TO = frozenset(
+    {
+        "session_enqueued",
+        "session_scheduled",
+        "session_preparing",
+        "session_cancelled",
+        "session_started",
+        "session_terminating",
+        "session_terminated",
+        "session_success",
+        "session_failure",
+        "session_status_changed",
+        "session_scheduling_failed",
+        "kernel_pulling",
+    }
+)
 """What a shard's actor reads from the log: its reactions and every status change a waiter
 may be waiting for."""
 _SETTLED = frozenset({"RUNNING", "TERMINATED", "CANCELLED", "ERROR"})
@@ -88,8 +99,10 @@ def _destroy_decision(
         events = aggregate.decide_destroy(reason=reason).events
         if evidence is None:
             return events
-        return [e.model_copy(update={"idle": evidence}) if isinstance(e, SessionTerminating)
-                else e for e in events]  # fmt: skip
+        return [
+            e.model_copy(update={"idle": evidence}) if isinstance(e, SessionTerminating) else e
+            for e in events
+        ]
 
     return decide
 
@@ -269,8 +282,11 @@ class SessionShard:
                     self._passivate_if_ended(aggregate)
                 else:
                     self._applied(aggregate, payloads, command)
-                    log.info("session events appended", session=str(session_id),
-                             events=[p.type for p in payloads])  # fmt: skip
+                    log.info(
+                        "session events appended",
+                        session=str(session_id),
+                        events=[p.type for p in payloads],
+                    )
                 return payloads
         raise RuntimeError(f"session {session_id} kept changing under {_RETRIES} attempts")
 
@@ -302,10 +318,13 @@ class SessionShard:
             except (WrongExpectedVersionError, DomainError):
                 fallback = True
         if fallback:  # one at a time, each with its own retries and refusals
-            return [await self._decide_or_refuse(sid, command, decide)
-                    for sid, command, decide in decisions]  # fmt: skip
-        for (_, command, _), aggregate, payloads in zip(decisions, aggregates, decided,
-                                                         strict=True):  # fmt: skip
+            return [
+                await self._decide_or_refuse(sid, command, decide)
+                for sid, command, decide in decisions
+            ]
+        for (_, command, _), aggregate, payloads in zip(
+            decisions, aggregates, decided, strict=True
+        ):
             self._applied(aggregate, payloads, command)
         return decided
 
@@ -322,9 +341,11 @@ class SessionShard:
             self.active.pop(aggregate.session_id, None)  # it will not change again
 
     async def _decide_or_refuse(
-        self, session_id: uuid.UUID, command: uuid.UUID,
+        self,
+        session_id: uuid.UUID,
+        command: uuid.UUID,
         decide: Callable[[SessionAggregate], list[Any]],
-    ) -> list[AnyPayload]:  # fmt: skip
+    ) -> list[AnyPayload]:
         try:
             return await self._decide(session_id, command, decide)
         except DomainError as exc:
@@ -336,8 +357,12 @@ class SessionShard:
         """Enqueue a session (validated first: nothing invalid reaches the log)."""
         session_id, batch = await self._enqueued(**options)
         await self.store.append(batch.stream, batch.events, NO_STREAM)
-        log.info("session enqueued", session=str(session_id), name=options.get("name"),
-                 access_key=options.get("access_key"))  # fmt: skip
+        log.info(
+            "session enqueued",
+            session=str(session_id),
+            name=options.get("name"),
+            access_key=options.get("access_key"),
+        )
         return session_id
 
     async def create_many(self, requests: Sequence[dict[str, Any]]) -> list[uuid.UUID]:
@@ -373,10 +398,13 @@ class SessionShard:
     ) -> tuple[uuid.UUID, StreamBatch]:
         """A validated ``session_enqueued`` for a new session, ready to append."""
         validate_creation(
-            session_type=session_type, starts_at="set" if starts_at else None,
-            startup_command=startup_command, cluster_size=cluster_size,
-            max_containers_per_session=max_containers_per_session, requested=requested,
-        )  # fmt: skip
+            session_type=session_type,
+            starts_at="set" if starts_at else None,
+            startup_command=startup_command,
+            cluster_size=cluster_size,
+            max_containers_per_session=max_containers_per_session,
+            requested=requested,
+        )
         command = command_id or uuid.uuid4()
         sid = session_id or uuid.uuid5(command, "session")
         self._check_owner(sid)
@@ -389,20 +417,32 @@ class SessionShard:
         kernels = [
             KernelCreationSpec(
                 kernel_id=uuid.uuid5(sid, f"kernel-{i}"),
-                cluster_role="main" if i == 0 else "sub", cluster_idx=1 if i == 0 else i,
-                local_rank=i, cluster_hostname="main1" if i == 0 else f"sub{i}", image=image,
+                cluster_role="main" if i == 0 else "sub",
+                cluster_idx=1 if i == 0 else i,
+                local_rank=i,
+                cluster_hostname="main1" if i == 0 else f"sub{i}",
+                image=image,
                 requested_slots={k: Decimal(v) for k, v in slots.items()},
             )
             for i, slots in enumerate(configs)
-        ]  # fmt: skip
+        ]
         spec = SessionCreationSpec(
-            name=name, access_key=access_key, user_id=user_id, project_id=project_id,
-            domain=domain, session_type=session_type.value, image=image,
-            cluster_mode=cluster_mode.value, cluster_size=cluster_size,
-            scaling_group=scaling_group, kernels=kernels, starts_at=starts_at,
-            startup_command=startup_command, dependencies=list(dependencies),
+            name=name,
+            access_key=access_key,
+            user_id=user_id,
+            project_id=project_id,
+            domain=domain,
+            session_type=session_type.value,
+            image=image,
+            cluster_mode=cluster_mode.value,
+            cluster_size=cluster_size,
+            scaling_group=scaling_group,
+            kernels=kernels,
+            starts_at=starts_at,
+            startup_command=startup_command,
+            dependencies=list(dependencies),
             preopen_ports=list(preopen_ports) if preopen_ports else None,
-        )  # fmt: skip
+        )
         event = SessionEnqueued(session_id=sid, creation_id=command.hex[:16], spec=spec)
         batch = events_for_command(command, [event], actor=self.actor)
         return sid, StreamBatch(session_stream(sid), batch, NO_STREAM)
@@ -472,8 +512,9 @@ class SessionShard:
             access = float(raw) if raw else None
             return access is not None and (judged is None or access <= judged)
 
-        chosen = [i for i, (r, raw) in enumerate(zip(requests, latest, strict=True))
-                  if still_idle(r, raw)]  # fmt: skip
+        chosen = [
+            i for i, (r, raw) in enumerate(zip(requests, latest, strict=True)) if still_idle(r, raw)
+        ]
         picked = [requests[i] for i in chosen]
         decided = await self._decide_many(
             [(r[0], r[3], _destroy_decision(r[1], _evidence(r))) for r in picked]

@@ -59,8 +59,14 @@ def machine(redis_version: str | None = None) -> dict[str, object]:
     cpu = ""
     try:
         cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        cpu = next((line.split(":", 1)[1].strip() for line in cpu.splitlines()
-                    if line.startswith("Model name")), "")  # fmt: skip
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in cpu.splitlines()
+                if line.startswith("Model name")
+            ),
+            "",
+        )
     except OSError:
         pass
     return {

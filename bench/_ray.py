@@ -14,9 +14,15 @@ __all__ = ["local_ray"]
 def local_ray() -> Iterator[None]:
     import ray
 
-    ray.init(address="local", num_cpus=2, object_store_memory=256 * 2**20,
-             include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-             logging_level="ERROR")  # fmt: skip
+    ray.init(
+        address="local",
+        num_cpus=2,
+        object_store_memory=256 * 2**20,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+        logging_level="ERROR",
+    )
     try:
         yield
     finally:

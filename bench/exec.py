@@ -69,14 +69,23 @@ class DirectClient:
 
 async def measure(url: str, work_root: str, calls: int, rounds: int) -> dict[str, float]:
     installation = start_actors(
-        url, namespace=f"bench-{uuid.uuid4().hex[:6]}", backend="process", work_root=work_root,
-        agents=[(AGENT, {"cpu": 2, "mem": 4 * 2**30})], shards=1, safety_tick_s=0.5,
-    )  # fmt: skip
+        url,
+        namespace=f"bench-{uuid.uuid4().hex[:6]}",
+        backend="process",
+        work_root=work_root,
+        agents=[(AGENT, {"cpu": 2, "mem": 4 * 2**30})],
+        shards=1,
+        safety_tick_s=0.5,
+    )
     store = RedisEventStore.from_url(url)
     router = installation.router(store)
-    sid = await router.create(name="bench", access_key="AKBENCH", scaling_group="default",
-                              image="kernelhub/python:3.11",
-                              requested=[ResourceSlot(cpu=1, mem=2**30)])  # fmt: skip
+    sid = await router.create(
+        name="bench",
+        access_key="AKBENCH",
+        scaling_group="default",
+        image="kernelhub/python:3.11",
+        requested=[ResourceSlot(cpu=1, mem=2**30)],
+    )
     assert await router.wait(sid, 60) == "RUNNING", "the session did not start"
     kernel_id, _ = main_kernel(await router.execution.session(sid))
     socket_path = str(KernelDirs(Path(work_root) / AGENT / kernel_id.hex).socket)
@@ -88,8 +97,9 @@ async def measure(url: str, work_root: str, calls: int, rounds: int) -> dict[str
         assert result["status"] == "finished"
 
     async def actor() -> None:
-        await host.kernel_call.remote(AGENT, "execute", kernel_id, uuid.uuid4().hex, "query",
-                                      "pass", {}, None)  # fmt: skip
+        await host.kernel_call.remote(
+            AGENT, "execute", kernel_id, uuid.uuid4().hex, "query", "pass", {}, None
+        )
 
     for block in range(rounds * calls // BLOCK + 1):  # short blocks: drift hits all alike
         for name, call in (("ours", ours), ("actor", actor)):
@@ -111,10 +121,12 @@ async def measure(url: str, work_root: str, calls: int, rounds: int) -> dict[str
     await router.wait(sid, 30, until=["TERMINATED"])
     await store.close()
     ours_ms = sorted(timings["ours"])
-    return {"exec_ms": statistics.median(ours_ms),
-            "agent_actor_ms": statistics.median(timings["actor"]),
-            "runner_direct_ms": statistics.median(timings["direct"]),
-            "exec_p99_ms": ours_ms[int(len(ours_ms) * 0.99) - 1]}  # fmt: skip
+    return {
+        "exec_ms": statistics.median(ours_ms),
+        "agent_actor_ms": statistics.median(timings["actor"]),
+        "runner_direct_ms": statistics.median(timings["direct"]),
+        "exec_p99_ms": ours_ms[int(len(ours_ms) * 0.99) - 1],
+    }
 
 
 def main() -> None:
@@ -127,13 +139,19 @@ def main() -> None:
         figures = asyncio.run(measure(server.url, work_root, args.calls, args.rounds))
         redis_version = redis_version_at(server.url)
     overhead = figures["exec_ms"] - figures["runner_direct_ms"]
-    print(json.dumps({
-        "bench": "exec", "calls": args.calls * args.rounds,
-        **{k: round(v, 3) for k, v in figures.items()},
-        "exec_overhead_ms": round(overhead, 3),
-        "targets_met": overhead <= TARGET_OVERHEAD_MS,
-        "machine": machine(redis_version),
-    }, sort_keys=True))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "bench": "exec",
+                "calls": args.calls * args.rounds,
+                **{k: round(v, 3) for k, v in figures.items()},
+                "exec_overhead_ms": round(overhead, 3),
+                "targets_met": overhead <= TARGET_OVERHEAD_MS,
+                "machine": machine(redis_version),
+            },
+            sort_keys=True,
+        )
+    )
 
 
 if __name__ == "__main__":

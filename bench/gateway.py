@@ -78,13 +78,18 @@ class Signer:
         date = datetime.now(UTC).isoformat()
         text = string_to_sign("GET", path, date, self.host, "text/plain", API_VERSION)
         signature = sign(self.secret_key, parse_date(date), self.host, text)
-        return {"Date": date, "X-BackendAI-Version": API_VERSION, "Content-Type": "text/plain",
-                "Authorization": "BackendAI signMethod=HMAC-SHA256, "
-                                 f"credential={self.access_key}:{signature}"}  # fmt: skip
+        return {
+            "Date": date,
+            "X-BackendAI-Version": API_VERSION,
+            "Content-Type": "text/plain",
+            "Authorization": "BackendAI signMethod=HMAC-SHA256, "
+            f"credential={self.access_key}:{signature}",
+        }
 
 
-async def drive(url: str, requests: int, connections: int, signer: Signer | None,
-                path: str) -> tuple[float, list[float]]:  # fmt: skip
+async def drive(
+    url: str, requests: int, connections: int, signer: Signer | None, path: str
+) -> tuple[float, list[float]]:
     """``requests`` GETs over ``connections`` keep-alive connections; (rate, latencies ms)."""
     latencies: list[float] = []
     left = requests
@@ -112,10 +117,14 @@ async def prepare(url: str, master_key: Path) -> tuple[Installation, Signer, str
     """The stack (kept referenced by the caller: actors go with their last handle), a
     signer for a keypair without a practical rate limit, the session's path."""
     installation = start_actors(
-        url, namespace=f"bench-{uuid.uuid4().hex[:6]}", backend="sim", shards=1,
-        master_key_path=str(master_key), gateway_port=0,
+        url,
+        namespace=f"bench-{uuid.uuid4().hex[:6]}",
+        backend="sim",
+        shards=1,
+        master_key_path=str(master_key),
+        gateway_port=0,
         agents=[("i-bench", {"cpu": 16, "mem": 64 * 2**30})],
-    )  # fmt: skip
+    )
     endpoint = installation.gateway_endpoint()
     assert endpoint is not None
     store = RedisEventStore.from_url(url)
@@ -126,9 +135,13 @@ async def prepare(url: str, master_key: Path) -> tuple[Installation, Signer, str
     lookups = TenancyLookups(store)
     await eventually(lambda: lookups.keypair(access_key), timeout=30, message="projected")
     router = installation.router(store)
-    sid = await router.create(name="bench", access_key=access_key, scaling_group="default",
-                              image="kernelhub/python:3.11",
-                              requested=[ResourceSlot(cpu=1, mem=2**30)])  # fmt: skip
+    sid = await router.create(
+        name="bench",
+        access_key=access_key,
+        scaling_group="default",
+        image="kernelhub/python:3.11",
+        requested=[ResourceSlot(cpu=1, mem=2**30)],
+    )
     assert await router.wait(sid, 60) == "RUNNING"
     await store.close()
     return installation, Signer(endpoint, access_key, secret_key), f"/session/{sid}"
@@ -155,12 +168,14 @@ async def measure(
         rate, lat = await drive(endpoint, args.requests, args.connections, signer, path)
         ours.append(rate)
         latencies += lat
-        baseline.append((await drive(hello_url, args.requests, args.connections, None,
-                                     "/"))[0])  # fmt: skip
+        baseline.append((await drive(hello_url, args.requests, args.connections, None, "/"))[0])
     latencies.sort()
-    return {"ours_rps": statistics.median(ours), "hello_rps": statistics.median(baseline),
-            "p50_ms": latencies[len(latencies) // 2],
-            "p99_ms": latencies[int(len(latencies) * 0.99) - 1]}  # fmt: skip
+    return {
+        "ours_rps": statistics.median(ours),
+        "hello_rps": statistics.median(baseline),
+        "p50_ms": latencies[len(latencies) // 2],
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
+    }
 
 
 def main() -> None:
@@ -174,20 +189,29 @@ def main() -> None:
     hello = subprocess.Popen([sys.executable, "-c", HELLO, str(port)])
     try:
         with local_ray(), temporary_redis() as server, tempfile.TemporaryDirectory() as tmp:
-            figures = asyncio.run(measure(server.url, Path(tmp) / "master.key",
-                                          f"http://127.0.0.1:{port}", args))  # fmt: skip
+            figures = asyncio.run(
+                measure(server.url, Path(tmp) / "master.key", f"http://127.0.0.1:{port}", args)
+            )
             redis_version = redis_version_at(server.url)
     finally:
         hello.terminate()
         hello.wait(10)
     ratio = figures["ours_rps"] / figures["hello_rps"]
-    print(json.dumps({
-        "bench": "gateway", "requests": args.requests, "rounds": args.rounds,
-        "connections": args.connections, **{k: round(v, 2) for k, v in figures.items()},
-        "ratio": round(ratio, 3),
-        "targets_met": ratio >= TARGET_RATIO and figures["p99_ms"] <= TARGET_P99_MS,
-        "machine": machine(redis_version),
-    }, sort_keys=True))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "bench": "gateway",
+                "requests": args.requests,
+                "rounds": args.rounds,
+                "connections": args.connections,
+                **{k: round(v, 2) for k, v in figures.items()},
+                "ratio": round(ratio, 3),
+                "targets_met": ratio >= TARGET_RATIO and figures["p99_ms"] <= TARGET_P99_MS,
+                "machine": machine(redis_version),
+            },
+            sort_keys=True,
+        )
+    )
 
 
 if __name__ == "__main__":

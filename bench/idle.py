@@ -55,22 +55,34 @@ async def running_sessions(store: RedisEventStore, shard: SessionShard, count: i
     ids: list[str] = []
     request = ResourceSlot(cpu=1, mem=2**30)
     for first in range(0, count, CHUNK):
-        batch = [{"name": f"s{n}", "access_key": f"AK{n % 10}", "scaling_group": "default",
-                  "image": "kernelhub/python:3.11", "requested": [request]}
-                 for n in range(first, min(first + CHUNK, count))]  # fmt: skip
+        batch = [
+            {
+                "name": f"s{n}",
+                "access_key": f"AK{n % 10}",
+                "scaling_group": "default",
+                "image": "kernelhub/python:3.11",
+                "requested": [request],
+            }
+            for n in range(first, min(first + CHUNK, count))
+        ]
         sids = await shard.create_many(batch)
         progress = []
         for sid in sids:
             kernel = uuid.uuid5(sid, "kernel-0")
             payloads = [
-                SessionScheduled(session_id=sid, creation_id="c", scaling_group="default",
-                                 placements=[KernelPlacement(kernel_id=kernel, agent_id="i-0")]),
+                SessionScheduled(
+                    session_id=sid,
+                    creation_id="c",
+                    scaling_group="default",
+                    placements=[KernelPlacement(kernel_id=kernel, agent_id="i-0")],
+                ),
                 SessionPreparing(session_id=sid, creation_id="c"),
                 KernelStarted(kernel_id=kernel, session_id=sid),
                 SessionStarted(session_id=sid, creation_id="c"),
-            ]  # fmt: skip
-            progress.append(StreamBatch(session_stream(sid),
-                                        events_for_command(uuid.uuid4(), payloads), 1))  # fmt: skip
+            ]
+            progress.append(
+                StreamBatch(session_stream(sid), events_for_command(uuid.uuid4(), payloads), 1)
+            )
         await store.append_multi(progress)
         ids += [str(s) for s in sids]
     await Projector(store, default_projections()).catch_up()
@@ -140,11 +152,17 @@ async def run(sessions: int, fraction: float, rounds: int) -> dict[str, object]:
         await store.close()
         ours, baseline = statistics.median(passes), statistics.median(scans)
         return {
-            "bench": "idle", "sessions": sessions, "expired": expired, "rounds": rounds,
-            "idle_pass_ms_10k": round(ours, 2), "scan_ms_10k": round(baseline, 2),
-            "ratio": round(baseline / ours, 2), "target_met": ours <= TARGET_MS,
-            "reclaimed_per_round": reclaimed, "machine": machine(redis_version_at(server.url)),
-        }  # fmt: skip
+            "bench": "idle",
+            "sessions": sessions,
+            "expired": expired,
+            "rounds": rounds,
+            "idle_pass_ms_10k": round(ours, 2),
+            "scan_ms_10k": round(baseline, 2),
+            "ratio": round(baseline / ours, 2),
+            "target_met": ours <= TARGET_MS,
+            "reclaimed_per_round": reclaimed,
+            "machine": machine(redis_version_at(server.url)),
+        }
 
 
 def main() -> None:

@@ -53,11 +53,13 @@ def workload(sessions: int, agents: int) -> tuple[list[PendingSession], list[Age
 
 def one_round(sessions: int, agents: int) -> tuple[int, float]:
     queue, hosts = workload(sessions, agents)
-    ctx = PredicateContext(now=T0 + timedelta(hours=1), known_slot_types=INTRINSIC_SLOTS,
-                           occupancy=Occupancy())  # fmt: skip
+    ctx = PredicateContext(
+        now=T0 + timedelta(hours=1), known_slot_types=INTRINSIC_SLOTS, occupancy=Occupancy()
+    )
     start = time.perf_counter()
-    result = schedule_pass(group=ScalingGroup("default"), pending=queue, existing=[],
-                           agents=hosts, ctx=ctx)  # fmt: skip
+    result = schedule_pass(
+        group=ScalingGroup("default"), pending=queue, existing=[], agents=hosts, ctx=ctx
+    )
     elapsed = time.perf_counter() - start
     return len(result.decisions), elapsed
 
@@ -73,16 +75,21 @@ def main() -> None:
         placed, elapsed = one_round(args.sessions, args.agents)
         rates.append(placed / elapsed)
     per_s = round(statistics.median(rates))
-    print(json.dumps({
-        "bench": "policy",
-        "sessions": args.sessions,
-        "agents": args.agents,
-        "placed": placed,
-        "rounds": args.rounds,
-        "policy_only_per_s": per_s,
-        "target_met": per_s >= TARGET_PER_S,
-        "machine": machine(),
-    }, sort_keys=True))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "bench": "policy",
+                "sessions": args.sessions,
+                "agents": args.agents,
+                "placed": placed,
+                "rounds": args.rounds,
+                "policy_only_per_s": per_s,
+                "target_met": per_s >= TARGET_PER_S,
+                "machine": machine(),
+            },
+            sort_keys=True,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -56,16 +56,27 @@ REQUEST = ResourceSlot(cpu=1, mem=2**30)
 
 def install(url: str, agents: int) -> Installation:
     return start_actors(
-        url, namespace=f"bench-{uuid.uuid4().hex[:8]}", backend="sim", shards=2,
+        url,
+        namespace=f"bench-{uuid.uuid4().hex[:8]}",
+        backend="sim",
+        shards=2,
         agents=[(f"i-{n:05d}", {"cpu": 16, "mem": 64 * 2**30}) for n in range(agents)],
-        sim_hosts=2 if agents > 1 else 1, safety_tick_s=5.0, heartbeat_interval_s=20.0,
-        lost_timeout_s=600.0, reconcile_interval_s=3600.0,
-    )  # fmt: skip
+        sim_hosts=2 if agents > 1 else 1,
+        safety_tick_s=5.0,
+        heartbeat_interval_s=20.0,
+        lost_timeout_s=600.0,
+        reconcile_interval_s=3600.0,
+    )
 
 
 def request(n: int) -> dict[str, Any]:
-    return {"name": f"s{n}", "access_key": f"AK{n % 10}", "scaling_group": "default",
-            "image": "kernelhub/python:3.11", "requested": [REQUEST]}  # fmt: skip
+    return {
+        "name": f"s{n}",
+        "access_key": f"AK{n % 10}",
+        "scaling_group": "default",
+        "image": "kernelhub/python:3.11",
+        "requested": [REQUEST],
+    }
 
 
 async def redis_ms(store: RedisEventStore) -> float:
@@ -121,8 +132,10 @@ async def queue_round(url: str, sessions: int, agents: int) -> dict[str, float]:
         trigger = await redis_ms(store)
         await installation.scheduler.set_paused.remote(False)
         stamps = await reserved_positions(store, sessions, timeout=600)
-        return {"enqueue_per_s": sessions / enqueue_s,
-                "ours_per_s": sessions / max((stamps[-1] - trigger) / 1000, 1e-3)}  # fmt: skip
+        return {
+            "enqueue_per_s": sessions / enqueue_s,
+            "ours_per_s": sessions / max((stamps[-1] - trigger) / 1000, 1e-3),
+        }
     finally:
         await store.close()
         installation.kill()
@@ -153,11 +166,14 @@ async def open_loop(url: str, agents: int, rate: float, seconds: float) -> dict[
             latencies.append(events[1].position_ms - events[0].position_ms)
         latencies.sort()
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-        return {"open_loop_sessions": count, "open_loop_p50_ms": latencies[len(latencies) // 2],
-                "open_loop_p99_ms": p99,
-                "open_loop_cpu_ms_per_session": {
-                    name: round(seconds * 1000 / count, 2) for name, seconds in spent.items()
-                }}  # fmt: skip
+        return {
+            "open_loop_sessions": count,
+            "open_loop_p50_ms": latencies[len(latencies) // 2],
+            "open_loop_p99_ms": p99,
+            "open_loop_cpu_ms_per_session": {
+                name: round(seconds * 1000 / count, 2) for name, seconds in spent.items()
+            },
+        }
     finally:
         await store.close()
         installation.kill()

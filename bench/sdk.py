@@ -40,9 +40,12 @@ KH = [sys.executable, "-m", "kernelhub.cli"]
 def bare_execute(http: httpx.Client, config: ClientConfig, path: str) -> None:
     body = json.dumps({"mode": "query", "code": "pass", "runId": None, "options": {}})
     host = config.endpoint.removeprefix("http://")
-    headers = {"Content-Type": "application/json",
-               **signed_headers("POST", path, host, "application/json", config.access_key,
-                                config.secret_key)}  # fmt: skip
+    headers = {
+        "Content-Type": "application/json",
+        **signed_headers(
+            "POST", path, host, "application/json", config.access_key, config.secret_key
+        ),
+    }
     reply = http.post(path, content=body, headers=headers)
     assert reply.json()["result"]["status"] == "finished", reply.text
 
@@ -73,11 +76,20 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kh-bench-sdk-") as root:
-        env = {**os.environ, "KH_DATA_DIR": f"{root}/data", "KH_CONFIG_DIR": f"{root}/cfg",
-               "KH_GATEWAY_PORT": "0"}  # fmt: skip
+        env = {
+            **os.environ,
+            "KH_DATA_DIR": f"{root}/data",
+            "KH_CONFIG_DIR": f"{root}/cfg",
+            "KH_GATEWAY_PORT": "0",
+        }
         env.pop("KH_REDIS_URL", None)
-        subprocess.run([*KH, "up", "--backend", "process"], env=env, check=True,
-                       capture_output=True, timeout=300)  # fmt: skip
+        subprocess.run(
+            [*KH, "up", "--backend", "process"],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
         try:
             config = ClientConfig.load(env)
             with Client(config) as client:
@@ -98,13 +110,22 @@ def main() -> None:
             subprocess.run([*KH, "down"], env=env, capture_output=True, timeout=120)
     sync_ms, async_ms, bare_ms = (statistics.median(r[i] for r in rounds) for i in range(3))
     print(f"# {machine()}")
-    print(f"execute('pass') median: sdk sync {sync_ms:.2f} ms, sdk async {async_ms:.2f} ms, "
-          f"bare httpx {bare_ms:.2f} ms")  # fmt: skip
-    print(json.dumps({
-        "calls": args.calls, "sdk_sync_ms": round(sync_ms, 3), "sdk_async_ms": round(async_ms, 3),
-        "bare_ms": round(bare_ms, 3), "sync_ratio": round(bare_ms / sync_ms, 3),
-        "async_ratio": round(bare_ms / async_ms, 3),
-    }))  # fmt: skip
+    print(
+        f"execute('pass') median: sdk sync {sync_ms:.2f} ms, sdk async {async_ms:.2f} ms, "
+        f"bare httpx {bare_ms:.2f} ms"
+    )
+    print(
+        json.dumps(
+            {
+                "calls": args.calls,
+                "sdk_sync_ms": round(sync_ms, 3),
+                "sdk_async_ms": round(async_ms, 3),
+                "bare_ms": round(bare_ms, 3),
+                "sync_ratio": round(bare_ms / sync_ms, 3),
+                "async_ratio": round(bare_ms / async_ms, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

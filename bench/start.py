@@ -55,18 +55,32 @@ CPU, MEM = 1, 2**30
 def plain_config() -> dict[str, Any]:
     """What the baseline starts: the kernel's limits, no network, a trivial command."""
     return {
-        "Image": BASE_IMAGE, "Cmd": ["python3", "-c", "pass"], "User": "work",
-        "HostConfig": {"Init": True, "NetworkMode": "none", "Memory": MEM, "MemorySwap": MEM,
-                       "CpuPeriod": 100_000, "CpuQuota": CPU * 100_000, "CpusetCpus": "0",
-                       "PidsLimit": 256},
-    }  # fmt: skip
+        "Image": BASE_IMAGE,
+        "Cmd": ["python3", "-c", "pass"],
+        "User": "work",
+        "HostConfig": {
+            "Init": True,
+            "NetworkMode": "none",
+            "Memory": MEM,
+            "MemorySwap": MEM,
+            "CpuPeriod": 100_000,
+            "CpuQuota": CPU * 100_000,
+            "CpusetCpus": "0",
+            "PidsLimit": 256,
+        },
+    }
 
 
 async def measure(url: str, work_root: str, rounds: int) -> dict[str, float]:
     installation = start_actors(
-        url, namespace=f"bench-{uuid.uuid4().hex[:6]}", backend="docker", work_root=work_root,
-        agents=[(AGENT, {"cpu": 2, "mem": 4 * 2**30})], shards=1, safety_tick_s=0.5,
-    )  # fmt: skip
+        url,
+        namespace=f"bench-{uuid.uuid4().hex[:6]}",
+        backend="docker",
+        work_root=work_root,
+        agents=[(AGENT, {"cpu": 2, "mem": 4 * 2**30})],
+        shards=1,
+        safety_tick_s=0.5,
+    )
     store = RedisEventStore.from_url(url)
     router = installation.router(store)
     docker = aiodocker.Docker()
@@ -74,9 +88,13 @@ async def measure(url: str, work_root: str, rounds: int) -> dict[str, float]:
 
     async def ours() -> None:
         started = time.perf_counter()
-        sid = await router.create(name=f"b{uuid.uuid4().hex[:6]}", access_key="AKBENCH",
-                                  scaling_group="default", image=BASE_IMAGE,
-                                  requested=[ResourceSlot(cpu=CPU, mem=MEM)])  # fmt: skip
+        sid = await router.create(
+            name=f"b{uuid.uuid4().hex[:6]}",
+            access_key="AKBENCH",
+            scaling_group="default",
+            image=BASE_IMAGE,
+            requested=[ResourceSlot(cpu=CPU, mem=MEM)],
+        )
         assert await router.wait(sid, 60) == "RUNNING", "the session did not start"
         timings["ours"].append((time.perf_counter() - started) * 1000)
         await router.destroy(sid)
@@ -100,8 +118,11 @@ async def measure(url: str, work_root: str, rounds: int) -> dict[str, float]:
 
     def docker_cli() -> None:
         started = time.perf_counter()
-        subprocess.run(["docker", "run", "--rm", "--network", "none", BASE_IMAGE, "python3",
-                        "-c", "pass"], check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["docker", "run", "--rm", "--network", "none", BASE_IMAGE, "python3", "-c", "pass"],
+            check=True,
+            capture_output=True,
+        )
         timings["cli"].append((time.perf_counter() - started) * 1000)
 
     try:
@@ -116,11 +137,13 @@ async def measure(url: str, work_root: str, rounds: int) -> dict[str, float]:
     finally:
         await docker.close()
         await store.close()
-    return {"start_ms": statistics.median(timings["ours"]),
-            "docker_run_ms": statistics.median(timings["run"]),
-            "docker_start_ms": statistics.median(timings["start"]),
-            "docker_cli_ms": statistics.median(timings["cli"]),
-            "start_max_ms": max(timings["ours"])}  # fmt: skip
+    return {
+        "start_ms": statistics.median(timings["ours"]),
+        "docker_run_ms": statistics.median(timings["run"]),
+        "docker_start_ms": statistics.median(timings["start"]),
+        "docker_cli_ms": statistics.median(timings["cli"]),
+        "start_max_ms": max(timings["ours"]),
+    }
 
 
 def main() -> None:
@@ -135,12 +158,19 @@ def main() -> None:
         figures = asyncio.run(measure(server.url, work_root, args.rounds))
         redis_version = redis_version_at(server.url)
     ratio = figures["start_ms"] / figures["docker_run_ms"]
-    print(json.dumps({
-        "bench": "start", "rounds": args.rounds,
-        **{k: round(v, 1) for k, v in figures.items()},
-        "start_ratio": round(ratio, 3), "targets_met": ratio <= TARGET_RATIO,
-        "machine": machine(redis_version),
-    }, sort_keys=True))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "bench": "start",
+                "rounds": args.rounds,
+                **{k: round(v, 1) for k, v in figures.items()},
+                "start_ratio": round(ratio, 3),
+                "targets_met": ratio <= TARGET_RATIO,
+                "machine": machine(redis_version),
+            },
+            sort_keys=True,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -48,12 +48,19 @@ if TYPE_CHECKING:
 # code (state machines, folds) without dragging a client library along.
 _LAZY = {
     **dict.fromkeys(
-        ["ANY_VERSION", "NO_STREAM", "AppendResult", "Durability", "RedisEventStore",
-         "Snapshot", "StreamBatch"],
+        [
+            "ANY_VERSION",
+            "NO_STREAM",
+            "AppendResult",
+            "Durability",
+            "RedisEventStore",
+            "Snapshot",
+            "StreamBatch",
+        ],
         "store",
     ),
     "Subscription": "subscription",
-}  # fmt: skip
+}
 
 
 def __getattr__(name: str) -> Any:

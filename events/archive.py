@@ -53,8 +53,15 @@ class ArchiveFile:
     sessions: int
 
     def as_json(self) -> str:
-        return json.dumps({"first": self.first, "last": self.last, "events": self.events,
-                           "sessions": self.sessions}, sort_keys=True)  # fmt: skip
+        return json.dumps(
+            {
+                "first": self.first,
+                "last": self.last,
+                "events": self.events,
+                "sessions": self.sessions,
+            },
+            sort_keys=True,
+        )
 
 
 def write_archive(path: Path, entries: list[dict[str, Any]]) -> None:
@@ -75,8 +82,11 @@ def _file_entries(path: Path) -> Iterator[RawEntry]:
         for line in source:
             if line.strip():
                 entry = json.loads(line)
-                fields = {"s": entry["stream"], "v": str(entry["version"]),
-                          "e": canonical_dumps(entry["body"])}  # fmt: skip
+                fields = {
+                    "s": entry["stream"],
+                    "v": str(entry["version"]),
+                    "e": canonical_dumps(entry["body"]),
+                }
                 yield str(entry["position"]), fields
 
 
@@ -87,8 +97,11 @@ async def archive_files(redis: Any, key: str) -> list[ArchiveFile]:
     for raw_path, raw_meta in recorded.items():
         meta = json.loads(raw_meta)
         path = Path(raw_path.decode() if isinstance(raw_path, bytes) else raw_path)
-        files.append(ArchiveFile(path, meta["first"], meta["last"], int(meta["events"]),
-                                 int(meta.get("sessions", 0))))  # fmt: skip
+        files.append(
+            ArchiveFile(
+                path, meta["first"], meta["last"], int(meta["events"]), int(meta.get("sessions", 0))
+            )
+        )
     return sorted(files, key=lambda f: position_key(f.first))
 
 
@@ -128,5 +141,6 @@ async def merged_entries(
 async def archived_stream(store: Any, stream: str) -> list[RawEntry]:
     """A stream's entries from the archive (for a stream no longer in the live log)."""
     files = await archive_files(store.redis, store.keys.archive)
-    return [(position, fields) for position, fields in archived_entries(files)
-            if fields["s"] == stream]  # fmt: skip
+    return [
+        (position, fields) for position, fields in archived_entries(files) if fields["s"] == stream
+    ]

@@ -99,13 +99,23 @@ class EventCodec:
         # itself), so the Event is assembled without a second validation pass; this is
         # ``model_construct`` without its per-field bookkeeping, on the replay hot path.
         event = Event.__new__(Event)
-        object.__setattr__(event, "__dict__", {
-            "event_id": body.event_id, "occurred_at": body.occurred_at,
-            "correlation_id": body.correlation_id, "causation_id": body.causation_id,
-            "command_id": body.command_id, "actor": body.actor, "data": body.data,
-            "schema_version": body.schema_version, "stream": stream, "version": version,
-            "position": position,
-        })  # fmt: skip
+        object.__setattr__(
+            event,
+            "__dict__",
+            {
+                "event_id": body.event_id,
+                "occurred_at": body.occurred_at,
+                "correlation_id": body.correlation_id,
+                "causation_id": body.causation_id,
+                "command_id": body.command_id,
+                "actor": body.actor,
+                "data": body.data,
+                "schema_version": body.schema_version,
+                "stream": stream,
+                "version": version,
+                "position": position,
+            },
+        )
         object.__setattr__(event, "__pydantic_fields_set__", _EVENT_FIELDS)
         object.__setattr__(event, "__pydantic_extra__", None)
         object.__setattr__(event, "__pydantic_private__", None)

@@ -41,21 +41,33 @@ def set_schedulable(actor_names: Sequence[str], agent_id: str, schedulable: bool
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser("agent", help="start this node's agent, drain or undrain one")
     commands = parser.add_subparsers(dest="agent_command", metavar="COMMAND", required=True)
-    for name, text in (("drain", "place nothing new on the agent"),
-                       ("undrain", "let the scheduler use the agent again")):  # fmt: skip
+    for name, text in (
+        ("drain", "place nothing new on the agent"),
+        ("undrain", "let the scheduler use the agent again"),
+    ):
         command = commands.add_parser(name, help=text)
         command.add_argument("agent_id")
     start = commands.add_parser(
         "start", help="this worker node's agent, on a cluster joined with `kh up --address`"
     )
-    start.add_argument("--address", help="the cluster's GCS address (default $KH_RAY_ADDRESS, "
-                       "else the cluster this node belongs to)")  # fmt: skip
+    start.add_argument(
+        "--address",
+        help="the cluster's GCS address (default $KH_RAY_ADDRESS, "
+        "else the cluster this node belongs to)",
+    )
     start.add_argument("--agent-id", help="default i-<hostname>; a node that returns keeps it")
     start.add_argument("--node-id", help="the Ray node to pin it to (default: this one)")
-    start.add_argument("--backend", choices=list(BACKEND_KINDS), default="auto",
-                       help="how it runs kernels (default auto: Docker if it answers)")  # fmt: skip
-    start.add_argument("--accelerator", default="auto",
-                       help=f"its accelerators: {ACCELERATOR_CHOICES} (default auto)")  # fmt: skip
+    start.add_argument(
+        "--backend",
+        choices=list(BACKEND_KINDS),
+        default="auto",
+        help="how it runs kernels (default auto: Docker if it answers)",
+    )
+    start.add_argument(
+        "--accelerator",
+        default="auto",
+        help=f"its accelerators: {ACCELERATOR_CHOICES} (default auto)",
+    )
 
 
 def run_command(args: argparse.Namespace, actor_names: Sequence[str]) -> int:

@@ -54,14 +54,21 @@ async def bootstrap(store: RedisEventStore, secret_box: SecretBox) -> Bootstrap:
         "default", description="the default domain", command_id=_step("domain")
     )
     await tenancy.set_policy("default", command_id=_step("policy"))
-    await tenancy.set_scaling_group("default", description="the embedded agent pool",
-                                    command_id=_step("sgroup"))  # fmt: skip
+    await tenancy.set_scaling_group(
+        "default", description="the embedded agent pool", command_id=_step("sgroup")
+    )
     await tenancy.associate("default", "domain", "default", command_id=_step("sgroup-domain"))
-    project = await tenancy.create_project("default", "default", project_id=_step("project"),
-                                           command_id=_step("project"))  # fmt: skip
-    user = await tenancy.create_user("admin", "admin@kernelhub.local", "default",
-                                     user_id=_step("admin"), role="superadmin",
-                                     command_id=_step("admin"))  # fmt: skip
+    project = await tenancy.create_project(
+        "default", "default", project_id=_step("project"), command_id=_step("project")
+    )
+    user = await tenancy.create_user(
+        "admin",
+        "admin@kernelhub.local",
+        "default",
+        user_id=_step("admin"),
+        role="superadmin",
+        command_id=_step("admin"),
+    )
     await tenancy.add_member(project, user, command_id=_step("admin-member"))
     await tenancy.register_image(BASE_IMAGE, BASE_IMAGE_LABELS, command_id=_step("image"))
     await tenancy.set_alias("python", BASE_IMAGE, command_id=_step("image-alias"))
@@ -73,9 +80,11 @@ async def bootstrap(store: RedisEventStore, secret_box: SecretBox) -> Bootstrap:
         )
     issued = len(tenancy.keypairs_of(user))
     access_key, secret_key = await tenancy.issue_keypair(
-        user, is_admin=True, rate_limit=ADMIN_RATE_LIMIT,
+        user,
+        is_admin=True,
+        rate_limit=ADMIN_RATE_LIMIT,
         command_id=_step(f"admin-keypair-{issued}"),
-    )  # fmt: skip
+    )
     return Bootstrap(access_key, secret_key, user, project)
 
 

@@ -69,9 +69,14 @@ def join(settings: Settings, address: str, *, shards: int) -> Joined:
     try:
         pinned = head_offered()
         installation = start_actors(
-            redis_url, detached=True, agents=[], shards=shards, pin_head=pinned,
-            gateway_host=settings.gateway_host, **actor_settings(settings),
-        )  # fmt: skip
+            redis_url,
+            detached=True,
+            agents=[],
+            shards=shards,
+            pin_head=pinned,
+            gateway_host=settings.gateway_host,
+            **actor_settings(settings),
+        )
         endpoint = installation.gateway_endpoint()
     finally:
         ray.shutdown()
@@ -130,11 +135,16 @@ def start_agent(
             capacity["accelerators"] = accelerators
         agent = agent_id or f"i-{socket.gethostname()}"
         _, done = start_node_agent(
-            redis_url, agent, capacity, node_id=node, prefix=settings.key_prefix,
-            backend=backend, work_root=str(settings.data_dir / "kernels"),
+            redis_url,
+            agent,
+            capacity,
+            node_id=node,
+            prefix=settings.key_prefix,
+            backend=backend,
+            work_root=str(settings.data_dir / "kernels"),
             heartbeat_interval_s=settings.heartbeat_interval_s,
             stop_grace_s=settings.stop_grace_s,
-        )  # fmt: skip
+        )
     except (LookupError, ValueError, TimeoutError) as exc:
         raise KernelhubError(str(exc)) from None
     finally:

@@ -60,13 +60,17 @@ class Settings(BaseModel):
         "(Docker's stop timeout; 23.03's 10 s).",
     )
     heartbeat_interval_s: float = Field(
-        default=20.0, gt=0, le=3600,  # actors.domain.liveness's defaults (a test keeps them)
+        default=20.0,
+        gt=0,
+        le=3600,  # actors.domain.liveness's defaults (a test keeps them)
         description="How often each agent heartbeats (23.03's 20 s).",
-    )  # fmt: skip
+    )
     lost_timeout_s: float = Field(
-        default=40.0, gt=0, le=86400,
+        default=40.0,
+        gt=0,
+        le=86400,
         description="Heartbeat silence after which an agent is LOST (23.3.1's 40 s).",
-    )  # fmt: skip
+    )
     idle: dict[str, Any] = Field(
         default_factory=dict,
         description="Backend.AI's config/idle as JSON: enabled checkers and their settings.",

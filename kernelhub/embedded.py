@@ -123,18 +123,27 @@ def start_ray(
 
     if state.ray_pid is None or not _alive(state.ray_pid):
         pid, address, dashboard, metrics = ray_head.start_head(settings.data_dir / "logs")
-        state = replace(state, ray_pid=pid, ray_address=address, dashboard_url=dashboard,
-                        metrics_url=metrics, backend=backend)  # fmt: skip
+        state = replace(
+            state,
+            ray_pid=pid,
+            ray_address=address,
+            dashboard_url=dashboard,
+            metrics_url=metrics,
+            backend=backend,
+        )
         _save(settings, state)
     assert state.ray_address is not None
     ray_head.connect(state.ray_address)
     try:
         installation = start_actors(
-            state.redis_url, detached=True, backend=backend,
+            state.redis_url,
+            detached=True,
+            backend=backend,
             agents=_agent_specs(backend, agents, accelerators or []),
-            work_root=str(settings.data_dir / "kernels"), shards=shards,
+            work_root=str(settings.data_dir / "kernels"),
+            shards=shards,
             **actor_settings(settings),
-        )  # fmt: skip
+        )
         endpoint = installation.gateway_endpoint()
     finally:
         ray.shutdown()
@@ -146,12 +155,14 @@ def start_ray(
 def actor_settings(settings: Settings) -> dict[str, Any]:
     """What the actors take from the installation's settings (embedded or joined)."""
     return {
-        "prefix": settings.key_prefix, "master_key_path": str(settings.master_key_path),
-        "idle": settings.idle, "stop_grace_s": settings.stop_grace_s,
+        "prefix": settings.key_prefix,
+        "master_key_path": str(settings.master_key_path),
+        "idle": settings.idle,
+        "stop_grace_s": settings.stop_grace_s,
         "gateway_port": settings.gateway_port,
         "heartbeat_interval_s": settings.heartbeat_interval_s,
         "lost_timeout_s": settings.lost_timeout_s,
-    }  # fmt: skip
+    }
 
 
 def _agent_specs(

@@ -182,8 +182,9 @@ async def _verify(store: RedisEventStore, args: argparse.Namespace) -> int:
 async def _export(store: RedisEventStore, args: argparse.Namespace) -> int:
     path = Path(args.jsonl)
     with path.open("w", encoding="utf-8") as out:  # noqa: ASYNC230 (a CLI's own loop)
-        count = await export_log(store, out, with_secrets=args.with_secrets,
-                                 progress=progress_bar("export"))  # fmt: skip
+        count = await export_log(
+            store, out, with_secrets=args.with_secrets, progress=progress_bar("export")
+        )
     _say(
         args,
         {"exported": count, "file": str(path), "with_secrets": args.with_secrets},
@@ -223,10 +224,13 @@ async def _archive(store: RedisEventStore, args: argparse.Namespace) -> int:
         _say(args, result.as_json(), f"nothing to archive ended before {cutoff.shown}")
         return 0
     freed = (result.memory_before - result.memory_after) / 2**20
-    _say(args, result.as_json(),
-         f"{result.sessions} sessions ({result.events} events) archived to {result.file}; "
-         f"Redis memory {result.memory_before / 2**20:.1f} -> {result.memory_after / 2**20:.1f} "
-         f"MiB ({freed:+.1f})")  # fmt: skip
+    _say(
+        args,
+        result.as_json(),
+        f"{result.sessions} sessions ({result.events} events) archived to {result.file}; "
+        f"Redis memory {result.memory_before / 2**20:.1f} -> {result.memory_after / 2**20:.1f} "
+        f"MiB ({freed:+.1f})",
+    )
     return 0
 
 
@@ -235,8 +239,14 @@ def _say(args: argparse.Namespace, facts: dict[str, Any], text: str) -> None:
 
 
 async def run_events(store: RedisEventStore, args: argparse.Namespace) -> int:
-    commands = {"tail": _tail, "show": _show, "verify": _verify, "export": _export,
-                "import": _import, "archive": _archive}  # fmt: skip
+    commands = {
+        "tail": _tail,
+        "show": _show,
+        "verify": _verify,
+        "export": _export,
+        "import": _import,
+        "archive": _archive,
+    }
     return await commands[args.events_command](store, args)
 
 
@@ -269,23 +279,35 @@ def _need(args: argparse.Namespace) -> str:
 
 def _summary(what: str, state: dict[str, Any]) -> list[str]:
     if what == "cluster":
-        lines = [f"events folded {state['events']} (up to {state['last_position']})",
-                 f"sessions      {json.dumps(state['sessions'])}"]  # fmt: skip
+        lines = [
+            f"events folded {state['events']} (up to {state['last_position']})",
+            f"sessions      {json.dumps(state['sessions'])}",
+        ]
         for agent_id, agent in state["agents"].items():
-            lines.append(f"agent {agent_id}: {agent['status']} occupied "
-                         f"{json.dumps(agent['occupied_slots'])} of "
-                         f"{json.dumps(agent['available_slots'])}")  # fmt: skip
+            lines.append(
+                f"agent {agent_id}: {agent['status']} occupied "
+                f"{json.dumps(agent['occupied_slots'])} of "
+                f"{json.dumps(agent['available_slots'])}"
+            )
         return lines
     if what == "agent":
-        return [f"status     {state['status']}",
-                f"capacity   {json.dumps(state['available_slots'])}",
-                f"occupied   {json.dumps(state['occupied_slots'])}",
-                f"kernels    {len(state['holds'])}"]  # fmt: skip
-    return [f"{state['id']} ({state['name']}): {state['status']} {state['status_info']}".rstrip(),
-            *(f"{at}  {status}" for status, at in
-              sorted(state["status_history"].items(), key=lambda item: item[1])),
-            *(f"kernel {k['id'][:8]} on {k['agent']}: {k['status']}"
-              for k in state["kernels"].values())]  # fmt: skip
+        return [
+            f"status     {state['status']}",
+            f"capacity   {json.dumps(state['available_slots'])}",
+            f"occupied   {json.dumps(state['occupied_slots'])}",
+            f"kernels    {len(state['holds'])}",
+        ]
+    return [
+        f"{state['id']} ({state['name']}): {state['status']} {state['status_info']}".rstrip(),
+        *(
+            f"{at}  {status}"
+            for status, at in sorted(state["status_history"].items(), key=lambda item: item[1])
+        ),
+        *(
+            f"kernel {k['id'][:8]} on {k['agent']}: {k['status']}"
+            for k in state["kernels"].values()
+        ),
+    ]
 
 
 async def run_why(store: RedisEventStore, args: argparse.Namespace) -> int:
@@ -295,15 +317,18 @@ async def run_why(store: RedisEventStore, args: argparse.Namespace) -> int:
     stored = await stream_history(store, stream)
     if not stored:
         raise KernelhubError(f"{stream} has no events")
-    events = [store.codec.decode_body(e.body, stream=e.stream, version=e.version,
-                                      position=e.position) for e in stored]  # fmt: skip
+    events = [
+        store.codec.decode_body(e.body, stream=e.stream, version=e.version, position=e.position)
+        for e in stored
+    ]
     explanation = explain(events, await _now_ms(store))
     if args.json:
         print(json.dumps(explanation.as_json(), sort_keys=True))
         return 0
     name = f" ({explanation.name})" if explanation.name else ""
-    print(f"session {explanation.session_id}{name} is {explanation.status} "
-          f"since {explanation.since}")  # fmt: skip
+    print(
+        f"session {explanation.session_id}{name} is {explanation.status} since {explanation.since}"
+    )
     for line in explanation.lines:
         print(f"  {line}")
     return 0
@@ -316,34 +341,46 @@ def add_parsers(sub: Any) -> None:
     tail.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     tail.add_argument("--type", action="append", help="only this event type (repeatable)")
     tail.add_argument("--stream", help="only this stream (session-<id>, agent-<id>, ...)")
-    tail.add_argument("--since", help="from a time (2026-12-01T12:00:00Z), a while ago (10m) "
-                      "or a position")  # fmt: skip
+    tail.add_argument(
+        "--since", help="from a time (2026-12-01T12:00:00Z), a while ago (10m) or a position"
+    )
     tail.add_argument("-n", "--lines", type=int, default=20, help="how many (without --since)")
     show = commands.add_parser("show", help="one stream's history, with versions")
     show.add_argument("ref", help="a stream, a session's id or name, or an agent's id")
     verify = commands.add_parser("verify", help="fold the whole log and check its invariants")
     verify.add_argument(
-        "--grace", type=float, default=10.0,
+        "--grace",
+        type=float,
+        default=10.0,
         help="seconds an ended session's releases may still be on the way",
-    )  # fmt: skip
+    )
     export = commands.add_parser("export", help="the log as JSON lines (secrets redacted)")
     export.add_argument("--jsonl", required=True, metavar="FILE")
-    export.add_argument("--with-secrets", action="store_true",
-                        help="keep the (encrypted) secrets: a backup to import")  # fmt: skip
+    export.add_argument(
+        "--with-secrets",
+        action="store_true",
+        help="keep the (encrypted) secrets: a backup to import",
+    )
     load = commands.add_parser("import", help="load an export into an empty store")
     load.add_argument("file")
     archive = commands.add_parser("archive", help="move long-ended sessions to compressed files")
     archive.add_argument(
-        "--before", required=True, metavar="TIME|POSITION",
+        "--before",
+        required=True,
+        metavar="TIME|POSITION",
         help="sessions ended at or before this (2026-12-01T12:00:00Z, 7d ago, a position)",
-    )  # fmt: skip
+    )
     archive.add_argument("--dir", help="where the files go (default $KH_DATA_DIR/archive)")
     for command in (tail, show, verify, export, load, archive):
         command.add_argument("--json", action="store_true")
 
     replay = sub.add_parser("replay", help="state as it was at a time or position")
-    replay.add_argument("--as-of", required=True, metavar="TIME|POSITION",
-                        help="2026-12-01T12:00:00Z, 10m (ago) or a log position")  # fmt: skip
+    replay.add_argument(
+        "--as-of",
+        required=True,
+        metavar="TIME|POSITION",
+        help="2026-12-01T12:00:00Z, 10m (ago) or a log position",
+    )
     replay.add_argument("what", choices=["session", "agent", "cluster"])
     replay.add_argument("id", nargs="?", help="the session (id or name) or agent")
     replay.add_argument("--json", action="store_true")

@@ -165,9 +165,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise KernelhubError(str(exc)) from None
     state = embedded.start_ray(
-        settings, state, backend=resolve_backend_kind(args.backend), agents=args.agents,
-        shards=args.shards, accelerators=accelerators,
-    )  # fmt: skip
+        settings,
+        state,
+        backend=resolve_backend_kind(args.backend),
+        agents=args.agents,
+        shards=args.shards,
+        accelerators=accelerators,
+    )
     write_client_config(settings.client_config_path, keys, state.endpoint)
     facts = asyncio.run(_log_facts(state.redis_url, settings.key_prefix))
     print("kernelhub is up" + ("" if started else " (already running)"))
@@ -196,8 +200,10 @@ def cmd_down(args: argparse.Namespace) -> int:
     left = cluster.leave(settings)
     if left is not None:
         joined, killed = left
-        print(f"kernelhub's {len(killed)} actors stopped on the Ray cluster at "
-              f"{joined.ray_address} (the cluster, Redis and the log stay)")  # fmt: skip
+        print(
+            f"kernelhub's {len(killed)} actors stopped on the Ray cluster at "
+            f"{joined.ray_address} (the cluster, Redis and the log stay)"
+        )
         return 0
     print(f"nothing was running (data dir {settings.data_dir})")
     return 0
@@ -216,8 +222,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"kernelhub is not running (data dir {settings.data_dir}); start it: kh up")
         return 3
     facts = asyncio.run(_log_facts(url, settings.key_prefix))
-    report = {"running": True, "redis_url": url, "data_dir": str(settings.data_dir), **facts,
-              **asyncio.run(_cluster(url, settings.key_prefix))}  # fmt: skip
+    report = {
+        "running": True,
+        "redis_url": url,
+        "data_dir": str(settings.data_dir),
+        **facts,
+        **asyncio.run(_cluster(url, settings.key_prefix)),
+    }
     if state:
         report["redis_pid"] = state.redis_pid
         report["ray_address"] = state.ray_address
@@ -300,8 +311,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
     settings = _settings(args)
     state = embedded.read_state(settings)
     joined = cluster.read_joined(settings)
-    address = (os.environ.get("KH_RAY_ADDRESS") or (state.ray_address if state else None)
-               or (joined.ray_address if joined else None))  # fmt: skip
+    address = (
+        os.environ.get("KH_RAY_ADDRESS")
+        or (state.ray_address if state else None)
+        or (joined.ray_address if joined else None)
+    )
     if address:
         ray_head.use_env_for(address)
     return _with_store(args, lambda store, a: trace_cli.run_trace(store, a, address))
@@ -317,9 +331,13 @@ def cmd_agent(args: argparse.Namespace) -> int:
         address = args.address or os.environ.get("KH_RAY_ADDRESS") or "auto"
         kind = resolve_backend_kind(args.backend)
         agent, node, done = cluster.start_agent(
-            settings, address, agent_id=args.agent_id, node_id=args.node_id,
-            backend=kind, accelerators=accelerators,
-        )  # fmt: skip
+            settings,
+            address,
+            agent_id=args.agent_id,
+            node_id=args.node_id,
+            backend=kind,
+            accelerators=accelerators,
+        )
         print(f"agent {agent} {done} on node {node}")
         url = cluster.external_redis(settings)
         _warn_unisolated(kind, asyncio.run(unisolated.record(url, settings.key_prefix, None)))
@@ -399,10 +417,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the agent's accelerators: {ACCELERATOR_CHOICES} (default auto: NVIDIA GPUs when "
         "NVML finds any)",
     )
-    up.add_argument("--address", help="join this Ray cluster (its GCS address, host:port) "
-                    "instead of starting the embedded stack; needs KH_REDIS_URL")  # fmt: skip
-    up.add_argument("--shards", type=int, default=2,
-                    help="session shards (fixed at install: later values are ignored)")  # fmt: skip
+    up.add_argument(
+        "--address",
+        help="join this Ray cluster (its GCS address, host:port) "
+        "instead of starting the embedded stack; needs KH_REDIS_URL",
+    )
+    up.add_argument(
+        "--shards",
+        type=int,
+        default=2,
+        help="session shards (fixed at install: later values are ignored)",
+    )
     up.add_argument(
         "--allow-unisolated",
         action=argparse.BooleanOptionalAction,

@@ -26,16 +26,18 @@ async def projection_rows(store: RedisEventStore) -> list[dict[str, Any]]:
         status = {_text(k): _text(v) for k, v in raw.items()}
         checkpoint = status.get("checkpoint", "0-0")
         lag = max(0, head_ms - position_key(checkpoint)[0]) if checkpoint != "0-0" else None
-        rows.append({
-            "projection": projection.name,
-            "state": status.get("state", "never run"),
-            "generation": int(status.get("generation", 0) or 0),
-            "checkpoint": checkpoint,
-            "head": head,
-            "lag_ms": lag,
-            "events_per_s": float(status.get("events_per_s", 0) or 0),
-            "error": status.get("error") or None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "projection": projection.name,
+                "state": status.get("state", "never run"),
+                "generation": int(status.get("generation", 0) or 0),
+                "checkpoint": checkpoint,
+                "head": head,
+                "lag_ms": lag,
+                "events_per_s": float(status.get("events_per_s", 0) or 0),
+                "error": status.get("error") or None,
+            }
+        )
     return rows
 
 
@@ -66,8 +68,10 @@ async def run_command(store: RedisEventStore, args: argparse.Namespace) -> int:
             print("{:12} {:10} {:>4} {:22} {:>8} {:>9}".format(*header))
             for r in rows:
                 lag = "-" if r["lag_ms"] is None else r["lag_ms"]
-                print(f"{r['projection']:12} {r['state']:10} {r['generation']:>4} "
-                      f"{r['checkpoint']:22} {lag:>8} {r['events_per_s']:>9.1f}")  # fmt: skip
+                print(
+                    f"{r['projection']:12} {r['state']:10} {r['generation']:>4} "
+                    f"{r['checkpoint']:22} {lag:>8} {r['events_per_s']:>9.1f}"
+                )
                 if r["error"]:
                     print(f"  ! {r['error']}")
         return 1 if any(r["error"] for r in rows) else 0

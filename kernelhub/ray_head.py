@@ -43,13 +43,27 @@ def start_head(
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "ray-head.log", "ab") as log:
         process = subprocess.Popen(
-            [_ray_executable(), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-             f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-             f"--metrics-export-port={metrics_port}", f"--dashboard-agent-listen-port={agent_port}",
-             "--disable-usage-stats", f"--num-cpus={os.cpu_count() or 2}",
-             "--object-store-memory=268435456"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True,
-        )  # fmt: skip
+            [
+                _ray_executable(),
+                "start",
+                "--head",
+                "--block",
+                "--node-ip-address=127.0.0.1",
+                f"--port={port}",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={dashboard_port}",
+                f"--metrics-export-port={metrics_port}",
+                f"--dashboard-agent-listen-port={agent_port}",
+                "--disable-usage-stats",
+                f"--num-cpus={os.cpu_count() or 2}",
+                "--object-store-memory=268435456",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            start_new_session=True,
+        )
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -79,9 +93,13 @@ tears down at once (no 30 s drain: the actors' state is in the log, not in them)
 
 def ensure_auth_token() -> None:
     """Ray's token (``~/.ray/auth_token``), generated once; drivers read the same file."""
-    subprocess.run([_ray_executable(), "get-auth-token", "--generate"], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, **RAY_ENV})  # fmt: skip
+    subprocess.run(
+        [_ray_executable(), "get-auth-token", "--generate"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **RAY_ENV},
+    )
 
 
 def _port_free(port: int) -> bool:

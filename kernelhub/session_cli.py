@@ -63,22 +63,34 @@ async def create(args: argparse.Namespace, store: Any, access_key: str) -> int:
     router = _router(store)
     record = (await load_tenancy(store)).resolve_image(args.image)
     image = record["name"]  # alias -> canonical
-    offered = {slot for agent in await ReadModels(store).agents()
-               for slot in agent.get("available_slots") or {}}  # fmt: skip
+    offered = {
+        slot
+        for agent in await ReadModels(store).agents()
+        for slot in agent.get("available_slots") or {}
+    }
     # the gateway's bounds: never mem/cpu 0 (a container without limits), only known slots
-    slots = requested_slots({"cpu": args.cpu, "mem": args.mem, **_resources(args)},
-                            image_slot_limits(record)[0], known_slot_types(offered),
-                            image=image)  # fmt: skip
+    slots = requested_slots(
+        {"cpu": args.cpu, "mem": args.mem, **_resources(args)},
+        image_slot_limits(record)[0],
+        known_slot_types(offered),
+        image=image,
+    )
     kind = SessionType.BATCH if args.command else SessionType.INTERACTIVE
     session_id = await router.create(
-        name=args.name, access_key=access_key, scaling_group="default", image=image,
-        requested=[slots], session_type=kind, startup_command=args.command,
+        name=args.name,
+        access_key=access_key,
+        scaling_group="default",
+        image=image,
+        requested=[slots],
+        session_type=kind,
+        startup_command=args.command,
         dependencies=[uuid.UUID(d) for d in args.depends_on or ()],
-    )  # fmt: skip
+    )
     print(session_id, flush=True)
     if args.wait:
-        status = await _wait_until(router, session_id, frozenset({"RUNNING"}) | _TERMINAL,
-                                   args.wait)  # fmt: skip
+        status = await _wait_until(
+            router, session_id, frozenset({"RUNNING"}) | _TERMINAL, args.wait
+        )
         print(f"{session_id} {status}")
     return 0
 
@@ -109,8 +121,9 @@ async def restart(args: argparse.Namespace, store: Any) -> int:
     session_id = _session_id(args.session_id)
     await router.restart(session_id)
     if args.wait:
-        status = await _wait_until(router, session_id, frozenset({"RUNNING"}) | _TERMINAL,
-                                   args.wait)  # fmt: skip
+        status = await _wait_until(
+            router, session_id, frozenset({"RUNNING"}) | _TERMINAL, args.wait
+        )
         print(f"{session_id} {status}")
     return 0
 
@@ -122,8 +135,9 @@ async def execute(args: argparse.Namespace, store: Any) -> int:
 
     router = _router(store)
     sid = _session_id(args.session_id)
-    mode, code, options = ("batch", "", {"exec": args.batch}) if args.batch else (
-        "query", args.code, {})  # fmt: skip
+    mode, code, options = (
+        ("batch", "", {"exec": args.batch}) if args.batch else ("query", args.code, {})
+    )
     result = await router.execution.execute(sid, None, mode, code, options)
     while True:
         for kind, data in result["console"]:
@@ -164,8 +178,10 @@ def describe(record: dict[str, Any], idle: dict[str, Any] | None = None) -> list
     for status, at in sorted(record["status_history"].items(), key=lambda item: item[1]):
         lines.append(f"  {at}  {status}")
     for kernel in record["kernels"].values():
-        lines.append(f"kernel    {kernel['id']} {kernel['cluster_hostname']} on {kernel['agent']}: "
-                     f"{kernel['status']} {kernel['status_info']}".rstrip())  # fmt: skip
+        lines.append(
+            f"kernel    {kernel['id']} {kernel['cluster_hostname']} on {kernel['agent']}: "
+            f"{kernel['status']} {kernel['status_info']}".rstrip()
+        )
     if record.get("last_activity"):
         lines.append(f"activity  last noted {_iso(record['last_activity'])}")
     for checker, report in sorted((idle or {}).items()):
@@ -198,17 +214,27 @@ def add_parser(sub: Any) -> None:
     create_p.add_argument("--image", default="python")
     create_p.add_argument("--cpu", default="1")
     create_p.add_argument("--mem", default="256m")
-    create_p.add_argument("-r", "--resource", action="append", metavar="SLOT=AMOUNT",
-                          help="another slot, e.g. -r cuda.device=1 (repeatable)")  # fmt: skip
+    create_p.add_argument(
+        "-r",
+        "--resource",
+        action="append",
+        metavar="SLOT=AMOUNT",
+        help="another slot, e.g. -r cuda.device=1 (repeatable)",
+    )
     create_p.add_argument("--command", help="a batch session's startup command")
-    create_p.add_argument("--depends-on", action="append", metavar="SESSION_ID",
-                          help="start only after this session succeeded (repeatable)")  # fmt: skip
+    create_p.add_argument(
+        "--depends-on",
+        action="append",
+        metavar="SESSION_ID",
+        help="start only after this session succeeded (repeatable)",
+    )
     create_p.add_argument("--wait", type=float, default=0, help="seconds to wait for RUNNING")
     destroy_p = commands.add_parser("destroy", help="destroy a session")
     destroy_p.add_argument("session_id")
     destroy_p.add_argument("--forced", action="store_true")
-    destroy_p.add_argument("--recursive", action="store_true",
-                           help="also destroy the sessions that depend on it")  # fmt: skip
+    destroy_p.add_argument(
+        "--recursive", action="store_true", help="also destroy the sessions that depend on it"
+    )
     destroy_p.add_argument("--wait", type=float, default=0, help="seconds to wait for the end")
     restart_p = commands.add_parser("restart", help="restart a running session's kernels")
     restart_p.add_argument("session_id")

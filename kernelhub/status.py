@@ -31,21 +31,29 @@ async def cluster_summary(store: RedisEventStore) -> dict[str, Any]:
     for record in await models.agents():
         raw = await store.redis.get(store.keys.agent_devices(record["id"]))
         live = json.loads(raw)["devices"] if raw else {}
-        agents.append({
-            "id": record["id"], "status": record["status"],
-            "schedulable": record.get("schedulable", True),
-            "available_slots": record["available_slots"],
-            "occupied_slots": record["occupied_slots"],
-            "accelerators": _accelerators(record.get("compute_plugins") or {}, live),
-        })  # fmt: skip
+        agents.append(
+            {
+                "id": record["id"],
+                "status": record["status"],
+                "schedulable": record.get("schedulable", True),
+                "available_slots": record["available_slots"],
+                "occupied_slots": record["occupied_slots"],
+                "accelerators": _accelerators(record.get("compute_plugins") or {}, live),
+            }
+        )
     sessions = {}
     for status in SessionStatus:
         count = (await models.sessions(statuses=[status.name], limit=1)).total
         if count:
             sessions[status.name] = count
-    return {"agents": agents, "sessions": sessions,
-            "projections": [{k: r[k] for k in ("projection", "state", "lag_ms", "error")}
-                            for r in await projection_rows(store)]}  # fmt: skip
+    return {
+        "agents": agents,
+        "sessions": sessions,
+        "projections": [
+            {k: r[k] for k in ("projection", "state", "lag_ms", "error")}
+            for r in await projection_rows(store)
+        ],
+    }
 
 
 def _accelerators(plugins: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
@@ -69,12 +77,16 @@ def kernelhub_actors(dashboard_url: str) -> list[dict[str, Any]] | str:
     try:
         from ray.util.state import list_actors
 
-        found = list_actors(address=dashboard_url, limit=10_000, detail=True,
-                            raise_on_missing_output=False)  # fmt: skip
+        found = list_actors(
+            address=dashboard_url, limit=10_000, detail=True, raise_on_missing_output=False
+        )
     except Exception as exc:  # no dashboard, no token: the status still answers
         return f"Ray's state API at {dashboard_url} did not answer: {str(exc).splitlines()[0]}"
-    rows = [{"name": a.name, "state": a.state, "restarts": int(getattr(a, "num_restarts", 0) or 0)}
-            for a in found if a.name]  # fmt: skip
+    rows = [
+        {"name": a.name, "state": a.state, "restarts": int(getattr(a, "num_restarts", 0) or 0)}
+        for a in found
+        if a.name
+    ]
     return sorted(rows, key=lambda row: row["name"])
 
 
@@ -91,24 +103,28 @@ def render(report: dict[str, Any]) -> list[str]:
         f"kernelhub  running, data dir {report['data_dir']}",
         f"log        {report['events']} events, head {report['head']}, appendfsync "
         f"{report['appendfsync']}, Redis {report['redis_version']} ({report['used_memory_human']})",
-        "projections " + ", ".join(
+        "projections "
+        + ", ".join(
             f"{p['projection']} {p['state']}"
             + (f" lag {p['lag_ms']} ms" if p["lag_ms"] is not None else "")
             for p in report["projections"]
         ),
         f"agents     {len(report['agents'])}",
-    ]  # fmt: skip
+    ]
     for agent in report["agents"][:20]:
         offered = sorted(agent["available_slots"].items())
-        slots = "  ".join(_slot(name, agent["occupied_slots"].get(name), amount)
-                          for name, amount in offered)  # fmt: skip
+        slots = "  ".join(
+            _slot(name, agent["occupied_slots"].get(name), amount) for name, amount in offered
+        )
         drained = "" if agent["schedulable"] else " (drained)"
         lines.append(f"  {agent['id']:12} {agent['status']}{drained}  {slots}")
         for key, devices in agent["accelerators"].items():
             used = " ".join(f"{d}:{u:.0f}%" for d, u in sorted(devices["utilization"].items()))
             why = f" ({devices['unavailable']})" if devices.get("unavailable") else ""
-            lines.append(f"    {key}: {devices['devices']} {devices['plugin']} device(s){why}"
-                         + (f"  utilization {used}" if used else ""))  # fmt: skip
+            lines.append(
+                f"    {key}: {devices['devices']} {devices['plugin']} device(s){why}"
+                + (f"  utilization {used}" if used else "")
+            )
     if len(report["agents"]) > 20:
         lines.append(f"  ... {len(report['agents']) - 20} more")
     sessions = ", ".join(f"{status} {count}" for status, count in report["sessions"].items())
@@ -117,8 +133,10 @@ def render(report: dict[str, Any]) -> list[str]:
     if isinstance(actors, str):
         lines.append(f"actors     {actors}")
     elif actors is not None:
-        shown = [f"{a['name']} {a['state']}" + (f" ({a['restarts']} restarts)" if a["restarts"]
-                 else "") for a in actors[:12]]  # fmt: skip
+        shown = [
+            f"{a['name']} {a['state']}" + (f" ({a['restarts']} restarts)" if a["restarts"] else "")
+            for a in actors[:12]
+        ]
         more = f", ... {len(actors) - 12} more" if len(actors) > 12 else ""
         lines.append(f"actors     {', '.join(shown)}{more}")
     if report.get("metrics_url"):

@@ -55,8 +55,9 @@ def docker_missing(image: str = BASE_IMAGE) -> str | None:
     """Why Docker tests cannot run here (no daemon, or no base image), or None when they can.
     A suite run with ``KH_REQUIRE_DOCKER=1`` must fail on a reason, not skip."""
     try:
-        probe = subprocess.run(["docker", "image", "inspect", image], capture_output=True,
-                               timeout=20, check=False)  # fmt: skip
+        probe = subprocess.run(
+            ["docker", "image", "inspect", image], capture_output=True, timeout=20, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"no docker: {exc}"
     if probe.returncode != 0:

@@ -25,8 +25,18 @@ __all__ = ["EVENTS", "TraceEntry", "event_entry", "log_entries", "render", "time
 
 EVENTS = "events"
 """The component name of entries that are events in the log."""
-_OWN_KEYS = frozenset({"timestamp", "component", "actor_name", "level", "event", "pid",
-                       "correlation_id", "correlation_ids"})  # fmt: skip
+_OWN_KEYS = frozenset(
+    {
+        "timestamp",
+        "component",
+        "actor_name",
+        "level",
+        "event",
+        "pid",
+        "correlation_id",
+        "correlation_ids",
+    }
+)
 
 
 class TraceEntry(BaseModel):
@@ -72,20 +82,29 @@ def log_entries(text: str, correlation_id: str) -> Iterator[TraceEntry]:
         except (KeyError, ValueError):
             continue
         yield TraceEntry(
-            time=time, source="log", component=str(record["component"]),
+            time=time,
+            source="log",
+            component=str(record["component"]),
             where=str(record.get("actor_name", record["component"])),
-            what=str(record.get("event", "")), level=record.get("level"),
+            what=str(record.get("event", "")),
+            level=record.get("level"),
             fields={k: v for k, v in record.items() if k not in _OWN_KEYS},
-        )  # fmt: skip
+        )
 
 
 def event_entry(event: StoredEvent) -> TraceEntry:
     return TraceEntry(
         time=datetime.fromisoformat(iso_ms(event.position_ms).replace("Z", "+00:00")),
-        source="event", component=EVENTS, where=event.stream, what=event.type,
-        fields={"version": event.version, "position": event.position,
-                "actor": event.body.get("actor")},
-    )  # fmt: skip
+        source="event",
+        component=EVENTS,
+        where=event.stream,
+        what=event.type,
+        fields={
+            "version": event.version,
+            "position": event.position,
+            "actor": event.body.get("actor"),
+        },
+    )
 
 
 def timeline(entries: Iterable[TraceEntry], components: Iterable[str] = ()) -> list[TraceEntry]:

@@ -25,8 +25,16 @@ from .trace import TraceEntry, event_entry, log_entries, render, timeline
 __all__ = ["add_parser", "collect", "correlated_events", "run_trace"]
 
 _PAGE = 5000
-COMPONENTS = ("gateway", "sessions", "scheduler", "agent", "projector", "reaper", "tenancy",
-              "events")  # fmt: skip
+COMPONENTS = (
+    "gateway",
+    "sessions",
+    "scheduler",
+    "agent",
+    "projector",
+    "reaper",
+    "tenancy",
+    "events",
+)
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -34,8 +42,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "trace", help="follow one API call (its X-Correlation-ID) through every actor and the log"
     )
     parser.add_argument("correlation_id", help="the id the gateway answered in X-Correlation-ID")
-    parser.add_argument("--component", action="append", choices=COMPONENTS, default=[],
-                        help="only this component (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--component",
+        action="append",
+        choices=COMPONENTS,
+        default=[],
+        help="only this component (repeatable)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser
 
@@ -46,18 +59,21 @@ def _worker_logs(ray_address: str, unreadable: list[str]) -> Iterator[tuple[str,
     answer is named in ``unreadable`` and skipped: the rest of the trace still stands."""
     from ray.util.state import get_log, list_logs, list_nodes
 
-    for node in list_nodes(address=ray_address, filters=[("state", "=", "ALIVE")],
-                           raise_on_missing_output=False):  # fmt: skip
+    for node in list_nodes(
+        address=ray_address, filters=[("state", "=", "ALIVE")], raise_on_missing_output=False
+    ):
         try:
-            files = list_logs(address=ray_address, node_id=node.node_id,
-                              glob_filter="worker-*.err")  # fmt: skip
+            files = list_logs(address=ray_address, node_id=node.node_id, glob_filter="worker-*.err")
         except Exception as exc:
             unreadable.append(f"{node.node_id[:12]} ({str(exc).splitlines()[0][:120]})")
             continue
         for name in files.get("worker_err", []):
             try:
-                text = "".join(get_log(address=ray_address, node_id=node.node_id,
-                                       filename=name, errors="replace"))  # fmt: skip
+                text = "".join(
+                    get_log(
+                        address=ray_address, node_id=node.node_id, filename=name, errors="replace"
+                    )
+                )
             except Exception:  # a worker's file rotated or removed meanwhile
                 continue
             yield node.node_id, text
@@ -113,13 +129,19 @@ async def run_trace(
     for node in unreadable:
         print(f"kh: note: the logs of node {node} could not be read", file=sys.stderr)
     if not ray_address:
-        print("kh: note: no Ray cluster known (kh up, or KH_RAY_ADDRESS): events only",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "kh: note: no Ray cluster known (kh up, or KH_RAY_ADDRESS): events only",
+            file=sys.stderr,
+        )
     shown = timeline(entries, args.component)
     if not shown:
         where = f" from {', '.join(args.component)}" if args.component else ""
         raise KernelhubError(f"nothing{where} carries correlation id {correlation_id}")
     for entry in shown:
-        print(json.dumps(entry.model_dump(mode="json"), sort_keys=True) if args.json
-              else render(entry), flush=True)  # fmt: skip
+        print(
+            json.dumps(entry.model_dump(mode="json"), sort_keys=True)
+            if args.json
+            else render(entry),
+            flush=True,
+        )
     return 0

@@ -63,7 +63,12 @@ def warning(backend: str | None, allowed: bool) -> str | None:
     """The one line an operator must read when kernels will run unisolated, else None."""
     if backend is None or isolation_of_backend(backend) != UNISOLATED:
         return None
-    others = ("every user's sessions run so (--allow-unisolated)" if allowed else
-              "other users' sessions are refused (opt in: kh up --allow-unisolated)")  # fmt: skip
-    return (f"kh: warning: {backend} backend: kernels are NOT isolated, they run as "
-            f"{_operator()} on this host; {others}")  # fmt: skip
+    others = (
+        "every user's sessions run so (--allow-unisolated)"
+        if allowed
+        else "other users' sessions are refused (opt in: kh up --allow-unisolated)"
+    )
+    return (
+        f"kh: warning: {backend} backend: kernels are NOT isolated, they run as "
+        f"{_operator()} on this host; {others}"
+    )

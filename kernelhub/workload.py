@@ -84,11 +84,19 @@ class Workload:
     def steps(self) -> Iterator[Step]:
         capacity = self.capacity()
         for agent_id in self.agent_ids():
-            yield [(f"agent-{agent_id}", [
-                AgentRegistered(agent_id=agent_id, scaling_group=self.scaling_group,
-                                available_slots=capacity),
-                AgentStarted(reason="self-started"),
-            ])]  # fmt: skip
+            yield [
+                (
+                    f"agent-{agent_id}",
+                    [
+                        AgentRegistered(
+                            agent_id=agent_id,
+                            scaling_group=self.scaling_group,
+                            available_slots=capacity,
+                        ),
+                        AgentStarted(reason="self-started"),
+                    ],
+                )
+            ]
         stories = [self._story(n) for n in range(self.sessions)]
         live = [iter(s) for s in stories]
         while live:
@@ -111,42 +119,106 @@ class Workload:
         batch = rng.random() < 0.3
         creation = f"c{n}"
         spec = SessionCreationSpec(
-            name=f"s{n}", access_key=f"AK{n % self.keypairs:04d}", domain="default",
-            session_type="batch" if batch else "interactive", image="python:3.11",
-            cluster_size=size, scaling_group=self.scaling_group,
+            name=f"s{n}",
+            access_key=f"AK{n % self.keypairs:04d}",
+            domain="default",
+            session_type="batch" if batch else "interactive",
+            image="python:3.11",
+            cluster_size=size,
+            scaling_group=self.scaling_group,
             startup_command="python main.py" if batch else None,
-            kernels=[KernelCreationSpec(kernel_id=k, cluster_role="main" if i == 0 else "sub",
-                                        cluster_idx=1 if i == 0 else i, local_rank=i,
-                                        cluster_hostname="main1" if i == 0 else f"sub{i}",
-                                        requested_slots=slots)
-                     for i, k in enumerate(kernels)],
-        )  # fmt: skip
+            kernels=[
+                KernelCreationSpec(
+                    kernel_id=k,
+                    cluster_role="main" if i == 0 else "sub",
+                    cluster_idx=1 if i == 0 else i,
+                    local_rank=i,
+                    cluster_hostname="main1" if i == 0 else f"sub{i}",
+                    requested_slots=slots,
+                )
+                for i, k in enumerate(kernels)
+            ],
+        )
         steps: list[Step] = [
             [(stream, [SessionEnqueued(session_id=sid, creation_id=creation, spec=spec)])]
         ]
         fate = rng.random()
         if fate < 0.1:  # cancelled while pending
-            steps.append([(stream, [
-                *(KernelCancelled(kernel_id=k, session_id=sid, reason="user-requested")
-                  for k in kernels),
-                SessionCancelled(session_id=sid, creation_id=creation, reason="user-requested"),
-            ])])  # fmt: skip
+            steps.append(
+                [
+                    (
+                        stream,
+                        [
+                            *(
+                                KernelCancelled(
+                                    kernel_id=k, session_id=sid, reason="user-requested"
+                                )
+                                for k in kernels
+                            ),
+                            SessionCancelled(
+                                session_id=sid, creation_id=creation, reason="user-requested"
+                            ),
+                        ],
+                    )
+                ]
+            )
             return self._truncate(steps)
         if fate < 0.25:
-            steps.append([(stream, [SessionSchedulingFailed(
-                session_id=sid, status_info="predicate-checks-failed", retries=1,
-                failed_predicates=[PredicateFailure(name="concurrency", msg="too many")],
-                passed_predicates=["reserved_time", "dependencies"])])])  # fmt: skip
+            steps.append(
+                [
+                    (
+                        stream,
+                        [
+                            SessionSchedulingFailed(
+                                session_id=sid,
+                                status_info="predicate-checks-failed",
+                                retries=1,
+                                failed_predicates=[
+                                    PredicateFailure(name="concurrency", msg="too many")
+                                ],
+                                passed_predicates=["reserved_time", "dependencies"],
+                            )
+                        ],
+                    )
+                ]
+            )
         hosts = [rng.choice(self.agent_ids()) for _ in kernels]
-        steps.append([
-            (alloc, [AllocReserved(session_id=sid, scaling_group=self.scaling_group, allocations=[
-                Allocation(kernel_id=k, agent_id=h, slots=slots, free_before=self.capacity())
-                for k, h in zip(kernels, hosts, strict=True)])]),
-            (stream, [SessionScheduled(session_id=sid, creation_id=creation,
-                                       scaling_group=self.scaling_group,
-                                       placements=[KernelPlacement(kernel_id=k, agent_id=h)
-                                                   for k, h in zip(kernels, hosts, strict=True)])]),
-        ])  # fmt: skip
+        steps.append(
+            [
+                (
+                    alloc,
+                    [
+                        AllocReserved(
+                            session_id=sid,
+                            scaling_group=self.scaling_group,
+                            allocations=[
+                                Allocation(
+                                    kernel_id=k,
+                                    agent_id=h,
+                                    slots=slots,
+                                    free_before=self.capacity(),
+                                )
+                                for k, h in zip(kernels, hosts, strict=True)
+                            ],
+                        )
+                    ],
+                ),
+                (
+                    stream,
+                    [
+                        SessionScheduled(
+                            session_id=sid,
+                            creation_id=creation,
+                            scaling_group=self.scaling_group,
+                            placements=[
+                                KernelPlacement(kernel_id=k, agent_id=h)
+                                for k, h in zip(kernels, hosts, strict=True)
+                            ],
+                        )
+                    ],
+                ),
+            ]
+        )
         steps.append([(stream, [SessionPreparing(session_id=sid, creation_id=creation)])])
         for k in kernels:
             kernel_steps: list[AnyPayload] = [KernelPreparing(kernel_id=k, session_id=sid)]
@@ -156,9 +228,12 @@ class Workload:
                 )
             kernel_steps += [
                 KernelCreating(kernel_id=k, session_id=sid),
-                KernelStarted(kernel_id=k, session_id=sid,
-                              creation_info={"container_id": k.hex, "kernel_host": "127.0.0.1"}),
-            ]  # fmt: skip
+                KernelStarted(
+                    kernel_id=k,
+                    session_id=sid,
+                    creation_info={"container_id": k.hex, "kernel_host": "127.0.0.1"},
+                ),
+            ]
             steps.append([(stream, kernel_steps)])
         for k, h in zip(kernels, hosts, strict=True):
             steps.append(
@@ -175,10 +250,20 @@ class Workload:
             )
             steps.append([(stream, [result])])
             reason = "task-finished"
-        steps.append([(stream, [
-            SessionTerminating(session_id=sid, reason=reason),
-            *(KernelTerminating(kernel_id=k, session_id=sid, reason=reason) for k in kernels),
-        ])])  # fmt: skip
+        steps.append(
+            [
+                (
+                    stream,
+                    [
+                        SessionTerminating(session_id=sid, reason=reason),
+                        *(
+                            KernelTerminating(kernel_id=k, session_id=sid, reason=reason)
+                            for k in kernels
+                        ),
+                    ],
+                )
+            ]
+        )
         for k in kernels:
             steps.append(
                 [

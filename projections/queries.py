@@ -60,8 +60,7 @@ class ReadModels:
         for name in names:
             pipe.hget(self.keys.projection_status(name), "checkpoint")
         raw = await pipe.execute()
-        return [position_key(r.decode() if isinstance(r, bytes) else r) if r else None
-                for r in raw]  # fmt: skip
+        return [position_key(r.decode() if isinstance(r, bytes) else r) if r else None for r in raw]
 
     async def reach(
         self, position: Position, names: Sequence[str] = ("sessions",), timeout_s: float = 2.0
@@ -84,8 +83,9 @@ class ReadModels:
         if not ids:
             return []
         generation_prefix = self.keys.projection_generation(projection, 0)[:-1]  # "...:g"
-        raw = await self._records_script(keys=[self.keys.projection_active(projection)],
-                                         args=[generation_prefix, kind, *ids])  # fmt: skip
+        raw = await self._records_script(
+            keys=[self.keys.projection_active(projection)], args=[generation_prefix, kind, *ids]
+        )
         return [loads(r) for r in raw if r is not None]
 
     async def _prefix(self, projection: str) -> str | None:
@@ -168,8 +168,9 @@ class ReadModels:
         if project:
             choices.append(([f"{prefix}:i:project:{project}"], "project_id", {project}))
         if projects is not None:
-            choices.append(([f"{prefix}:i:project:{p}" for p in projects], "project_id",
-                            set(projects)))  # fmt: skip
+            choices.append(
+                ([f"{prefix}:i:project:{p}" for p in projects], "project_id", set(projects))
+            )
         if not choices:
             choices.append(([f"{prefix}:i:all"], "id", None))
         sizes = []

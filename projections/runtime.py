@@ -122,8 +122,10 @@ class Projector:
         if active is not None:
             return int(active)
         generation = int(await self.redis.incr(self.keys.projection_counter(name)))
-        await self.redis.hset(self._prefix(name, generation) + ":meta",
-                              mapping={"version": self.projections[name].version})  # fmt: skip
+        await self.redis.hset(
+            self._prefix(name, generation) + ":meta",
+            mapping={"version": self.projections[name].version},
+        )
         await self.redis.set(self.keys.projection_active(name), generation, nx=True)
         return int(await self.redis.get(self.keys.projection_active(name)) or generation)
 
@@ -139,8 +141,12 @@ class Projector:
             generation = await self._active_generation(name)
             version = await self.redis.hget(self._prefix(name, generation) + ":meta", "version")
             if version is not None and int(version) != projection.version:
-                log.warning("projection folded by other code: rebuilding", projection=name,
-                            stored=int(version), code=projection.version)  # fmt: skip
+                log.warning(
+                    "projection folded by other code: rebuilding",
+                    projection=name,
+                    stored=int(version),
+                    code=projection.version,
+                )
                 generation = await self.rebuild(name)
             ckpt = await self._checkpoint(name, generation)
             states[name] = ProjectionState(projection, generation, ckpt)
@@ -260,8 +266,12 @@ class Projector:
         state.committed_at = now
         if self.on_commit:
             self.on_commit(name, mine, time.time())
-        log.debug("projection committed", projection=name, events=len(mine),
-                  ms=round((time.perf_counter() - started) * 1000, 2))  # fmt: skip
+        log.debug(
+            "projection committed",
+            projection=name,
+            events=len(mine),
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
 
     async def _reload(self, state: ProjectionState) -> None:
         name = state.projection.name
@@ -283,8 +293,9 @@ class Projector:
         state.running = False
         state.error = message
         await self.redis.hset(self.keys.projection_alarms, name, message)
-        await self.redis.hset(self.keys.projection_status(name),
-                              mapping={"state": "stopped", "error": message})  # fmt: skip
+        await self.redis.hset(
+            self.keys.projection_status(name), mapping={"state": "stopped", "error": message}
+        )
         log.error("projection halted", projection=name, position=position, reason=reason)
 
     # ---- rebuild ----------------------------------------------------------------------------
@@ -329,8 +340,9 @@ class Projector:
         total = await self.store.log_length()
         files = await archive_files(self.redis, self.keys.archive)
         if files:  # archived events fold in their place among the live ones
-            return await self._fold_merged(projections, working, progress, head,
-                                           total + sum(f.events for f in files))  # fmt: skip
+            return await self._fold_merged(
+                projections, working, progress, head, total + sum(f.events for f in files)
+            )
         position, done = "0-0", 0
         page = self.batch_size * 5
         decode = self.store.codec.decode_stored

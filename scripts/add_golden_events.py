@@ -195,10 +195,16 @@ REALISTIC: dict[str, dict[str, object]] = {
 }
 
 STREAMS = {
-    "agent": "agent-i-node1", "bgtask": "bgtask-9d3c2b1a", "alloc": "alloc-default",
-    "domain": "tenancy-domains", "project": "tenancy-projects", "user": "tenancy-users",
-    "keypair": "tenancy-keypairs", "scaling": "tenancy-sgroups", "image": "image-catalogue",
-}  # fmt: skip
+    "agent": "agent-i-node1",
+    "bgtask": "bgtask-9d3c2b1a",
+    "alloc": "alloc-default",
+    "domain": "tenancy-domains",
+    "project": "tenancy-projects",
+    "user": "tenancy-users",
+    "keypair": "tenancy-keypairs",
+    "scaling": "tenancy-sgroups",
+    "image": "image-catalogue",
+}
 
 VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
     # events with the optional fields kernelhub added, beside their plain upstream shape

@@ -23,7 +23,16 @@ settings.register_profile("dev", max_examples=20, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 _LAYER_ORDER = [
-    "unit", "redis", "fault", "ray", "docker", "hostile", "bench_smoke", "e2e", "multinode", "gpu",
+    "unit",
+    "redis",
+    "fault",
+    "ray",
+    "docker",
+    "hostile",
+    "bench_smoke",
+    "e2e",
+    "multinode",
+    "gpu",
 ]
 
 

@@ -45,8 +45,9 @@ def make_session(
         session_id=uuid.uuid4(),
         name=f"s{n}",
         access_key=access_key,
-        kernels=expand_cluster(size, [request or slots()], role=role, architecture=architecture,
-                               agents=agents),
+        kernels=expand_cluster(
+            size, [request or slots()], role=role, architecture=architecture, agents=agents
+        ),
         created_at=created,
         session_type=session_type,
         cluster_mode=mode,
@@ -56,7 +57,7 @@ def make_session(
         domain=domain,
         startup_command="run" if session_type is SessionType.BATCH else None,
         creation_id=f"c{n}",
-    )  # fmt: skip
+    )
 
 
 def pending(*sessions: SessionSpec, retries: int = 0) -> list[PendingSession]:

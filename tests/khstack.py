@@ -50,23 +50,41 @@ class Stack:
         base = {k: v for k, v in os.environ.items() if not k.startswith("BACKEND_")}
         return {**base, "HOME": str(self.root / "home"), **self.exports, **overrides}
 
-    def kh(self, *args: str, input: str | None = None, **env: str
-           ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    def kh(
+        self, *args: str, input: str | None = None, **env: str
+    ) -> subprocess.CompletedProcess[str]:
         """kernelhub's own ``kh``, as a user runs it (stdout and stderr not terminals)."""
-        return subprocess.run([*KH, *args], env=self.env(**env), cwd=self.workdir, input=input,
-                              capture_output=True, text=True, timeout=180)  # fmt: skip
+        return subprocess.run(
+            [*KH, *args],
+            env=self.env(**env),
+            cwd=self.workdir,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
 
 
 @contextmanager
 def kh_up(**env: str) -> Iterator[Stack]:
     with tempfile.TemporaryDirectory(prefix="kh-e2e-") as path:
         root = Path(path)
-        environ = {**os.environ, "KH_DATA_DIR": str(root / "data"),
-                   "KH_CONFIG_DIR": str(root / "cfg"), "KH_GATEWAY_PORT": "0",
-                   "KH_STOP_GRACE_S": "1", **env}  # fmt: skip
+        environ = {
+            **os.environ,
+            "KH_DATA_DIR": str(root / "data"),
+            "KH_CONFIG_DIR": str(root / "cfg"),
+            "KH_GATEWAY_PORT": "0",
+            "KH_STOP_GRACE_S": "1",
+            **env,
+        }
         environ.pop("KH_REDIS_URL", None)
-        up = subprocess.run([*KH, "up", *_backend(environ)], env=environ, capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
+        up = subprocess.run(
+            [*KH, "up", *_backend(environ)],
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert up.returncode == 0, up.stderr
         lines = [line for line in up.stdout.splitlines() if line.startswith("export ")]
         exports = dict(line.removeprefix("export ").split("=", 1) for line in lines)
@@ -129,9 +147,12 @@ async def second_tenant(
 
 
 def exchange(
-    url: str, method: str, headers: dict[str, str], data: bytes | None = None,
+    url: str,
+    method: str,
+    headers: dict[str, str],
+    data: bytes | None = None,
     timeout: float = 60.0,
-) -> tuple[int, Any]:  # fmt: skip
+) -> tuple[int, Any]:
     """One HTTP request as given (an error status is an answer, not an exception): the status
     and the decoded JSON answer, or its text when it is not JSON."""
     request = urllib.request.Request(url, data, headers, method=method)
@@ -147,13 +168,20 @@ def exchange(
 
 
 def signed_request(
-    endpoint: str, method: str, path: str, access_key: str, secret_key: str,
-    data: bytes | None = None, *, content_type: str = "application/json",
+    endpoint: str,
+    method: str,
+    path: str,
+    access_key: str,
+    secret_key: str,
+    data: bytes | None = None,
+    *,
+    content_type: str = "application/json",
     timeout: float = 60.0,
-) -> tuple[int, Any]:  # fmt: skip
+) -> tuple[int, Any]:
     """:func:`exchange`, signed for a keypair as the official client signs (``data`` sent
     byte for byte: raw JSON a JSON encoder would never write, too)."""
-    headers = signed_headers(method, path, endpoint.removeprefix("http://"), content_type,
-                             access_key, secret_key)  # fmt: skip
+    headers = signed_headers(
+        method, path, endpoint.removeprefix("http://"), content_type, access_key, secret_key
+    )
     headers["Content-Type"] = content_type
     return exchange(endpoint + path, method, headers, data, timeout)

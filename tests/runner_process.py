@@ -32,14 +32,29 @@ class RunnerProcess:
             path.mkdir(parents=True, exist_ok=True)
         self.socket_path = str(root / "r.sock")
         self.log_path = root / "kernel.log"
-        argv = [python, "-c", _BOOT_RUNNER, str(_RUNNER_PACKAGE.parent),
-                _RUNNER_PACKAGE.name, "--socket", self.socket_path, "--work-dir",
-                str(self.work), "--config-dir", str(self.config), *options]  # fmt: skip
+        argv = [
+            python,
+            "-c",
+            _BOOT_RUNNER,
+            str(_RUNNER_PACKAGE.parent),
+            _RUNNER_PACKAGE.name,
+            "--socket",
+            self.socket_path,
+            "--work-dir",
+            str(self.work),
+            "--config-dir",
+            str(self.config),
+            *options,
+        ]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                argv, cwd=self.work, stdout=log, stderr=log, start_new_session=True,
+                argv,
+                cwd=self.work,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
                 env={"PATH": os.environ["PATH"], "HOME": str(self.work), **(env or {})},
-            )  # fmt: skip
+            )
         self.sock: socket.socket | None = None
         self.connect()
 
@@ -87,8 +102,7 @@ class RunnerProcess:
         """stdout, stderr and the finished payload of one ``code`` request."""
         self.send("code", code)
         records = self.records_until("finished", timeout=timeout)
-        return (console(records, "stdout"), console(records, "stderr"),
-                json.loads(records[-1][1]))  # fmt: skip
+        return (console(records, "stdout"), console(records, "stderr"), json.loads(records[-1][1]))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -37,9 +37,12 @@ def sim_devices(**config: Any) -> Callable[[str], Accelerators | None]:
 
 async def create(cluster: LocalCluster, name: str, **slots: Any) -> uuid.UUID:
     sid: uuid.UUID = await cluster.shard.create(  # type: ignore[arg-type]
-        name=name, access_key="AK1", scaling_group="default", image="kernelhub/python:3.11",
+        name=name,
+        access_key="AK1",
+        scaling_group="default",
+        image="kernelhub/python:3.11",
         requested=[ResourceSlot({"cpu": 1, "mem": G, **slots})],
-    )  # fmt: skip
+    )
     return sid
 
 
@@ -66,9 +69,11 @@ async def test_devices_are_given_out_once_exhausted_wait_and_released_come_back(
     store: RedisEventStore,
 ) -> None:
     async with LocalCluster(
-        store, [("i-gpu0", {"cpu": 16, "mem": 64 * G})], safety_tick_s=0.3,
+        store,
+        [("i-gpu0", {"cpu": 16, "mem": 64 * G})],
+        safety_tick_s=0.3,
         accelerators=sim_devices(devices=2),
-    ) as cluster:  # fmt: skip
+    ) as cluster:
         agent = await eventually(lambda: ReadModels(store).agent("i-gpu0"), message="agent")
         assert agent["available_slots"]["cuda.device"] == "2"
         assert agent["compute_plugins"]["cuda"]["plugin"] == "sim"
@@ -89,9 +94,11 @@ async def test_devices_are_given_out_once_exhausted_wait_and_released_come_back(
 
 async def test_fractional_shares_let_kernels_share_a_device(store: RedisEventStore) -> None:
     async with LocalCluster(
-        store, [("i-gpu0", {"cpu": 16, "mem": 64 * G})], safety_tick_s=0.3,
+        store,
+        [("i-gpu0", {"cpu": 16, "mem": 64 * G})],
+        safety_tick_s=0.3,
         accelerators=sim_devices(devices=1, mode="fractional"),
-    ) as cluster:  # fmt: skip
+    ) as cluster:
         sids = [await create(cluster, f"half{n}", **{"cuda.shares": "0.5"}) for n in (1, 2)]
         for sid in sids:
             await status_of(cluster, sid, "RUNNING")
@@ -102,9 +109,11 @@ async def test_a_fraction_of_a_whole_device_fails_to_start_with_the_reason(
     store: RedisEventStore,
 ) -> None:
     async with LocalCluster(
-        store, [("i-gpu0", {"cpu": 16, "mem": 64 * G})], safety_tick_s=0.3,
+        store,
+        [("i-gpu0", {"cpu": 16, "mem": 64 * G})],
+        safety_tick_s=0.3,
         accelerators=sim_devices(devices=1),
-    ) as cluster:  # fmt: skip
+    ) as cluster:
         sid = await create(cluster, "half", **{"cuda.device": "0.5"})
         await status_of(cluster, sid, "CANCELLED")
         record = await ReadModels(cluster.store).session(str(sid))
@@ -121,9 +130,11 @@ async def test_fifo_keeps_the_gpu_agent_for_gpu_work(store: RedisEventStore) -> 
     """23.03's FIFO/LIFO prefer agents without accelerators the session did not ask for,
     even when the GPU agent is the bigger one."""
     async with LocalCluster(
-        store, [("i-gpu0", {"cpu": 32, "mem": 128 * G}), ("i-cpu0", {"cpu": 8, "mem": 16 * G})],
-        safety_tick_s=0.3, accelerators=sim_devices(devices=2),
-    ) as cluster:  # fmt: skip
+        store,
+        [("i-gpu0", {"cpu": 32, "mem": 128 * G}), ("i-cpu0", {"cpu": 8, "mem": 16 * G})],
+        safety_tick_s=0.3,
+        accelerators=sim_devices(devices=2),
+    ) as cluster:
         cpu_only = await create(cluster, "cpu")
         gpu = await create(cluster, "gpu", **{"cuda.device": 1})
         for sid in (cpu_only, gpu):
@@ -136,16 +147,20 @@ async def test_a_process_kernel_sees_exactly_its_devices(
     store: RedisEventStore, tmp_path: Path
 ) -> None:
     async with LocalCluster(
-        store, [("i-gpu0", {"cpu": 4, "mem": 8 * G})], safety_tick_s=0.3,
+        store,
+        [("i-gpu0", {"cpu": 4, "mem": 8 * G})],
+        safety_tick_s=0.3,
         backend=lambda agent_id: ProcessBackend(tmp_path / agent_id),
         accelerators=sim_devices(devices=3),
-    ) as cluster:  # fmt: skip
+    ) as cluster:
         taken = await create(cluster, "one", **{"cuda.device": 1})
         await status_of(cluster, taken, "RUNNING", timeout=30)
         sid = await create(cluster, "two", **{"cuda.device": 2})
         await status_of(cluster, sid, "RUNNING", timeout=30)
-        code = ("import os; print(os.environ['BACKENDAI_MOCK_CUDA_DEVICES'], "
-                "os.environ['BACKENDAI_MOCK_CUDA_DEVICE_COUNT'])")  # fmt: skip
+        code = (
+            "import os; print(os.environ['BACKENDAI_MOCK_CUDA_DEVICES'], "
+            "os.environ['BACKENDAI_MOCK_CUDA_DEVICE_COUNT'])"
+        )
         result = await cluster.execution.execute(sid, None, "query", code)
         while result["status"] != "finished":
             result = await cluster.execution.execute(sid, result["runId"], "continue")
@@ -155,10 +170,19 @@ async def test_a_process_kernel_sees_exactly_its_devices(
         assert any("BACKENDAI_MOCK_CUDA_DEVICES=1,2" in p.read_text() for p in environ)
 
 
-GPU_IDLE = IdleConfig.parse({"enabled": "utilization", "checkers": {"utilization": {
-    "time-window": "2s", "initial-grace-period": "0s", "sample-interval": "0.5s",
-    "resource-thresholds": {"cuda_util": {"average": 10}},
-}}})  # fmt: skip
+GPU_IDLE = IdleConfig.parse(
+    {
+        "enabled": "utilization",
+        "checkers": {
+            "utilization": {
+                "time-window": "2s",
+                "initial-grace-period": "0s",
+                "sample-interval": "0.5s",
+                "resource-thresholds": {"cuda_util": {"average": 10}},
+            }
+        },
+    }
+)
 
 
 @pytest.mark.parametrize(("load", "reclaimed"), [(0.0, True), (60.0, False)])
@@ -169,10 +193,13 @@ async def test_an_idle_gpu_is_reclaimed_by_its_utilization(
     ``idle-utilization``, however busy its CPU; a session without a GPU is never judged
     on ``cuda_util`` (unallocated metrics are excluded, 23.03 §5.3)."""
     async with LocalCluster(
-        store, [("i-gpu0", {"cpu": 16, "mem": 64 * G})], safety_tick_s=0.3, idle=GPU_IDLE,
+        store,
+        [("i-gpu0", {"cpu": 16, "mem": 64 * G})],
+        safety_tick_s=0.3,
+        idle=GPU_IDLE,
         backend=lambda _: SimBackend(utilization={"cpu_util": 90.0, "mem": 50.0}),
         accelerators=sim_devices(devices=1, load=load),
-    ) as cluster:  # fmt: skip
+    ) as cluster:
         gpu = await create(cluster, "gpu", **{"cuda.device": 1})
         cpu_only = await create(cluster, "cpu")
         for sid in (gpu, cpu_only):
@@ -198,17 +225,26 @@ async def test_an_agent_restarted_under_a_running_kernel_keeps_its_device_held(
     kernel's device back from the log, so the next GPU session gets the other device."""
     root = tmp_path / "i-gpu0"
     async with LocalCluster(
-        store, [("i-gpu0", {"cpu": 4, "mem": 8 * G})], safety_tick_s=0.3,
-        backend=lambda _: ProcessBackend(root), accelerators=sim_devices(devices=2),
-    ) as cluster:  # fmt: skip
+        store,
+        [("i-gpu0", {"cpu": 4, "mem": 8 * G})],
+        safety_tick_s=0.3,
+        backend=lambda _: ProcessBackend(root),
+        accelerators=sim_devices(devices=2),
+    ) as cluster:
         first = await create(cluster, "first", **{"cuda.device": 1})
         await status_of(cluster, first, "RUNNING", timeout=30)
         assert (await devices_of(cluster, first))[1] == ["0"]
         old = cluster.agents["i-gpu0"]
         await old.close()  # gone without stopping its kernels, as a crashed agent
         devices = make_accelerators([{"plugin": "sim", "devices": 2}])
-        reborn = Agent(store, cluster.shard, "i-gpu0", {"cpu": 4, "mem": 8 * G},
-                       backend=ProcessBackend(root), accelerators=devices)  # fmt: skip
+        reborn = Agent(
+            store,
+            cluster.shard,
+            "i-gpu0",
+            {"cpu": 4, "mem": 8 * G},
+            backend=ProcessBackend(root),
+            accelerators=devices,
+        )
         cluster.agents["i-gpu0"] = reborn
         await reborn.register()
         kernel = str(next(iter(reborn.backend.known())))

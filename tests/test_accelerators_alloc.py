@@ -120,15 +120,24 @@ def test_a_kernel_learns_its_devices_the_mock_plugin_way() -> None:
     devices.allocate("k1", {"cuda.device": D(1)})
     held = devices.allocate("k2", {"cpu": D(1), "mem": D(2**30), "cuda.device": D(2)})
     assert held.environ(on_host=True) == {
-        "BACKENDAI_MOCK_CUDA_DEVICES": "1,2", "BACKENDAI_MOCK_CUDA_DEVICE_COUNT": "2",
-    }  # fmt: skip
+        "BACKENDAI_MOCK_CUDA_DEVICES": "1,2",
+        "BACKENDAI_MOCK_CUDA_DEVICE_COUNT": "2",
+    }
     assert held.docker() == {}
-    assert held.attached() == {"cuda": [
-        {"device_id": "1", "model_name": "Simulated CUDA Device",
-         "data": {"cuda.device": "1", "mem": 16 * 2**30}},
-        {"device_id": "2", "model_name": "Simulated CUDA Device",
-         "data": {"cuda.device": "1", "mem": 16 * 2**30}},
-    ]}  # fmt: skip
+    assert held.attached() == {
+        "cuda": [
+            {
+                "device_id": "1",
+                "model_name": "Simulated CUDA Device",
+                "data": {"cuda.device": "1", "mem": 16 * 2**30},
+            },
+            {
+                "device_id": "2",
+                "model_name": "Simulated CUDA Device",
+                "data": {"cuda.device": "1", "mem": 16 * 2**30},
+            },
+        ]
+    }
 
 
 def test_a_request_for_an_accelerator_the_agent_lacks_is_refused_whole() -> None:

@@ -56,9 +56,12 @@ async def run(cluster: LocalCluster, sid: uuid.UUID, code: str) -> str:
 
 async def gpu_session(cluster: LocalCluster) -> uuid.UUID:
     sid: uuid.UUID = await cluster.shard.create(  # type: ignore[arg-type]
-        name="gpu", access_key="AK1", scaling_group="default", image="kernelhub/python:3.11",
+        name="gpu",
+        access_key="AK1",
+        scaling_group="default",
+        image="kernelhub/python:3.11",
         requested=[ResourceSlot({"cpu": 1, "mem": G, "cuda.device": 1})],
-    )  # fmt: skip
+    )
 
     async def running() -> bool:
         record = await ReadModels(cluster.store).session(str(sid))
@@ -73,10 +76,12 @@ async def test_a_process_kernel_is_pointed_at_its_gpu(
     gpus: NvmlAccelerator, store: RedisEventStore, tmp_path: Path
 ) -> None:
     async with LocalCluster(
-        store, [("i-gpu", {"cpu": 2, "mem": 4 * G})], safety_tick_s=0.3,
+        store,
+        [("i-gpu", {"cpu": 2, "mem": 4 * G})],
+        safety_tick_s=0.3,
         backend=lambda agent_id: ProcessBackend(tmp_path / agent_id),
         accelerators=lambda _: make_accelerators([{"plugin": "nvml"}]),
-    ) as cluster:  # fmt: skip
+    ) as cluster:
         sid = await gpu_session(cluster)
         first = gpus.devices()[0]
         out = await run(cluster, sid, "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])")
@@ -97,13 +102,17 @@ async def test_a_container_sees_exactly_its_gpu(
     if shutil.which("nvidia-container-cli") is None:
         pytest.skip("the NVIDIA container toolkit is not installed")
     async with LocalCluster(
-        store, [("i-gpu", {"cpu": 2, "mem": 4 * G})], safety_tick_s=0.3,
+        store,
+        [("i-gpu", {"cpu": 2, "mem": 4 * G})],
+        safety_tick_s=0.3,
         backend=lambda agent_id: DockerBackend(tmp_path / agent_id, owner=agent_id),
         accelerators=lambda _: make_accelerators([{"plugin": "nvml"}]),
-    ) as cluster:  # fmt: skip
+    ) as cluster:
         sid = await gpu_session(cluster)
-        code = ("import subprocess; print(subprocess.run(['nvidia-smi', '-L'], "
-                "capture_output=True, text=True).stdout)")  # fmt: skip
+        code = (
+            "import subprocess; print(subprocess.run(['nvidia-smi', '-L'], "
+            "capture_output=True, text=True).stdout)"
+        )
         lines = [line for line in (await run(cluster, sid, code)).splitlines() if line.strip()]
         first = gpus.devices()[0]
         assert len(lines) == 1 and first.uuid in lines[0]

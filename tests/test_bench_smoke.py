@@ -17,12 +17,21 @@ ROOT = Path(__file__).parents[1]
 def test_append_bench_prints_its_figures() -> None:
     result = subprocess.run(
         [sys.executable, "bench/append.py", "--single", "50", "--batches", "2", "--rounds", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("ours_single_per_s", "raw_single_per_s", "ours_batch_per_s", "raw_batch_per_s",
-                "ratio_single", "ratio_batch"):  # fmt: skip
+    for key in (
+        "ours_single_per_s",
+        "raw_single_per_s",
+        "ours_batch_per_s",
+        "raw_batch_per_s",
+        "ratio_single",
+        "ratio_batch",
+    ):
         assert figures[key] > 0, key
     assert figures["batch_events"] == 200
     assert figures["machine"]["nproc"] >= 1 and figures["machine"]["redis"]
@@ -31,8 +40,11 @@ def test_append_bench_prints_its_figures() -> None:
 def test_policy_bench_prints_its_figures() -> None:
     result = subprocess.run(
         [sys.executable, "bench/policy.py", "--sessions", "200", "--agents", "20", "--rounds", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert (figures["sessions"], figures["agents"], figures["placed"]) == (200, 20, 200)
@@ -41,10 +53,23 @@ def test_policy_bench_prints_its_figures() -> None:
 
 def test_replay_bench_prints_its_figures() -> None:
     result = subprocess.run(
-        [sys.executable, "bench/replay.py", "--events", "1500", "--rounds", "1",
-         "--seconds", "2", "--rate", "200"],
-        cwd=ROOT, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "bench/replay.py",
+            "--events",
+            "1500",
+            "--rounds",
+            "1",
+            "--seconds",
+            "2",
+            "--rate",
+            "200",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["events"] >= 1500
@@ -55,10 +80,25 @@ def test_replay_bench_prints_its_figures() -> None:
 
 def test_schedule_bench_prints_its_figures() -> None:
     result = subprocess.run(
-        [sys.executable, "bench/schedule.py", "--sessions", "60", "--agents", "6", "--rate", "20",
-         "--seconds", "1", "--rounds", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "bench/schedule.py",
+            "--sessions",
+            "60",
+            "--agents",
+            "6",
+            "--rate",
+            "20",
+            "--seconds",
+            "1",
+            "--rounds",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert (figures["sessions"], figures["agents"], figures["open_loop_sessions"]) == (60, 6, 20)
@@ -72,8 +112,11 @@ def test_schedule_bench_prints_its_figures() -> None:
 def test_idle_bench_prints_its_figures() -> None:
     result = subprocess.run(
         [sys.executable, "bench/idle.py", "--sessions", "300", "--rounds", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert (figures["sessions"], figures["expired"], figures["reclaimed_per_round"]) == (300, 3, 3)
@@ -84,8 +127,11 @@ def test_idle_bench_prints_its_figures() -> None:
 def test_exec_bench_prints_its_figures() -> None:
     result = subprocess.run(
         [sys.executable, "bench/exec.py", "--calls", "50", "--rounds", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["calls"] == 50
@@ -100,8 +146,11 @@ def test_exec_bench_prints_its_figures() -> None:
 def test_start_bench_prints_its_figures() -> None:
     result = subprocess.run(
         [sys.executable, "bench/start.py", "--rounds", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     for key in ("start_ms", "docker_run_ms", "docker_start_ms", "docker_cli_ms"):
@@ -112,10 +161,21 @@ def test_start_bench_prints_its_figures() -> None:
 
 def test_gateway_bench_prints_its_figures() -> None:
     result = subprocess.run(
-        [sys.executable, "bench/gateway.py", "--requests", "300", "--rounds", "1",
-         "--connections", "4"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "bench/gateway.py",
+            "--requests",
+            "300",
+            "--rounds",
+            "1",
+            "--connections",
+            "4",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     for key in ("ours_rps", "hello_rps", "p99_ms"):

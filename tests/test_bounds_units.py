@@ -131,8 +131,11 @@ _numbers = st.one_of(
 )
 
 
-@given(st.dictionaries(st.sampled_from(["cpu", "mem", "cuda.device", "rocm.device", "Bad!"]),
-                       _numbers, max_size=5))  # fmt: skip
+@given(
+    st.dictionaries(
+        st.sampled_from(["cpu", "mem", "cuda.device", "rocm.device", "Bad!"]), _numbers, max_size=5
+    )
+)
 def test_whatever_is_asked_the_answer_is_a_refusal_or_small_bounded_slots(
     resources: dict[str, Any],
 ) -> None:
@@ -150,9 +153,13 @@ def test_whatever_is_asked_the_answer_is_a_refusal_or_small_bounded_slots(
 
 # ---- the pass: one session never stops the others ---------------------------------------------
 def _pass(*sessions: Any, scheduler: str = "fifo") -> Any:
-    return schedule_pass(group=ScalingGroup("default", scheduler=scheduler),
-                         pending=pending(*sessions), existing=[], agents=[agent("a1")],
-                         ctx=context())  # fmt: skip
+    return schedule_pass(
+        group=ScalingGroup("default", scheduler=scheduler),
+        pending=pending(*sessions),
+        existing=[],
+        agents=[agent("a1")],
+        ctx=context(),
+    )
 
 
 def test_a_slot_no_agent_of_the_group_offers_keeps_that_session_pending_with_a_reason() -> None:

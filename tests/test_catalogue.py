@@ -44,21 +44,49 @@ STATE_EVENTS = {
 }
 
 NOT_LOG_EVENTS = [
-    "do_schedule", "do_prepare", "do_scale", "do_idle_check", "do_terminate_session",
-    "do_sync_kernel_logs", "agent_heartbeat", "kernel_pull_progress", "execution_started",
-    "execution_finished", "execution_timeout", "execution_cancelled", "bgtask_updated",
-]  # fmt: skip
+    "do_schedule",
+    "do_prepare",
+    "do_scale",
+    "do_idle_check",
+    "do_terminate_session",
+    "do_sync_kernel_logs",
+    "agent_heartbeat",
+    "kernel_pull_progress",
+    "execution_started",
+    "execution_finished",
+    "execution_timeout",
+    "execution_cancelled",
+    "bgtask_updated",
+]
 
 
 KERNELHUB_EVENTS = {
-    "session_status_changed", "session_scheduling_failed", "session_activity", "agent_registered",
-    "alloc_reserved", "alloc_settled", "alloc_released",
-    "domain_created", "domain_updated", "project_created", "project_updated",
-    "project_member_added", "project_member_removed", "user_created", "user_updated",
-    "keypair_issued", "keypair_updated", "keypair_policy_set", "scaling_group_set",
-    "scaling_group_associated", "scaling_group_dissociated", "image_registered",
-    "image_alias_set", "resource_preset_set", "manager_status_set",
-}  # fmt: skip
+    "session_status_changed",
+    "session_scheduling_failed",
+    "session_activity",
+    "agent_registered",
+    "alloc_reserved",
+    "alloc_settled",
+    "alloc_released",
+    "domain_created",
+    "domain_updated",
+    "project_created",
+    "project_updated",
+    "project_member_added",
+    "project_member_removed",
+    "user_created",
+    "user_updated",
+    "keypair_issued",
+    "keypair_updated",
+    "keypair_policy_set",
+    "scaling_group_set",
+    "scaling_group_associated",
+    "scaling_group_dissociated",
+    "image_registered",
+    "image_alias_set",
+    "resource_preset_set",
+    "manager_status_set",
+}
 
 
 def test_every_state_event_is_catalogued_with_upstream_fields_in_order() -> None:
@@ -89,8 +117,13 @@ def test_commands_and_telemetry_are_not_log_events(name: str) -> None:
 def test_reason_enum_is_the_complete_2303_list_plus_oom_killed() -> None:
     values = {r.value for r in KernelLifecycleEventReason} - {"oom-killed"}  # docs/deviations.md
     assert len(values) == 26
-    assert {"service-scaled-down", "not-found-in-manager", "idle-session-lifetime",
-            "terminated-unknown-container", "resuming-agent-operation"} <= values  # fmt: skip
+    assert {
+        "service-scaled-down",
+        "not-found-in-manager",
+        "idle-session-lifetime",
+        "terminated-unknown-container",
+        "resuming-agent-operation",
+    } <= values
 
 
 def test_from_value_gives_none_for_unknown_reasons() -> None:

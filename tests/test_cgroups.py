@@ -32,18 +32,27 @@ def write(directory: Path, files: dict[str, str]) -> None:
 
 def test_v2_files_give_memory_cpu_io_and_pids(tmp_path: Path) -> None:
     (tmp_path / "cgroup.controllers").write_text("cpu io memory pids\n")
-    write(tmp_path / own_cgroup(""), {
-        "memory.current": "52428800\n", "memory.stat": "anon 40000000\ninactive_file 2428800\n",
-        "memory.max": "134217728\n", "cpu.stat": "usage_usec 2500000\nuser_usec 2000000\n",
-        "io.stat": "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2\n8:16 rbytes=1 wbytes=2\n",
-        "pids.current": "3\n",
-    })  # fmt: skip
+    write(
+        tmp_path / own_cgroup(""),
+        {
+            "memory.current": "52428800\n",
+            "memory.stat": "anon 40000000\ninactive_file 2428800\n",
+            "memory.max": "134217728\n",
+            "cpu.stat": "usage_usec 2500000\nuser_usec 2000000\n",
+            "io.stat": "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2\n8:16 rbytes=1 wbytes=2\n",
+            "pids.current": "3\n",
+        },
+    )
     stats = cgroup_stats(os.getpid(), tmp_path)
     assert stats == {
-        "rss_bytes": 50_000_000, "mem_limit_bytes": 134217728,
-        "cpu_ticks": 25 * TICKS // 10, "cpu_used_ns": 2_500_000_000,
-        "io_read_bytes": 4097, "io_write_bytes": 8194, "pids": 3,
-    }  # fmt: skip
+        "rss_bytes": 50_000_000,
+        "mem_limit_bytes": 134217728,
+        "cpu_ticks": 25 * TICKS // 10,
+        "cpu_used_ns": 2_500_000_000,
+        "io_read_bytes": 4097,
+        "io_write_bytes": 8194,
+        "pids": 3,
+    }
 
 
 def test_v2_without_a_memory_limit_leaves_it_out(tmp_path: Path) -> None:
@@ -54,19 +63,33 @@ def test_v2_without_a_memory_limit_leaves_it_out(tmp_path: Path) -> None:
 
 
 def test_v1_files_give_memory_cpu_io_and_pids(tmp_path: Path) -> None:
-    write(tmp_path / "memory" / own_cgroup("memory"), {
-        "memory.usage_in_bytes": "30000000\n", "memory.limit_in_bytes": "268435456\n",
-        "memory.stat": "cache 100\ntotal_inactive_file 5000000\n",
-    })  # fmt: skip
+    write(
+        tmp_path / "memory" / own_cgroup("memory"),
+        {
+            "memory.usage_in_bytes": "30000000\n",
+            "memory.limit_in_bytes": "268435456\n",
+            "memory.stat": "cache 100\ntotal_inactive_file 5000000\n",
+        },
+    )
     write(tmp_path / "cpuacct" / own_cgroup("cpuacct"), {"cpuacct.usage": "1000000000\n"})
-    write(tmp_path / "blkio" / own_cgroup("blkio"), {"blkio.throttle.io_service_bytes": (
-        "8:0 Read 100\n8:0 Write 200\n8:0 Sync 300\n8:0 Total 300\nTotal 300\n"
-    )})  # fmt: skip
+    write(
+        tmp_path / "blkio" / own_cgroup("blkio"),
+        {
+            "blkio.throttle.io_service_bytes": (
+                "8:0 Read 100\n8:0 Write 200\n8:0 Sync 300\n8:0 Total 300\nTotal 300\n"
+            )
+        },
+    )
     write(tmp_path / "pids" / own_cgroup("pids"), {"pids.current": "2\n"})
     assert cgroup_stats(os.getpid(), tmp_path) == {
-        "rss_bytes": 25_000_000, "mem_limit_bytes": 268435456, "cpu_ticks": TICKS,
-        "cpu_used_ns": 1_000_000_000, "io_read_bytes": 100, "io_write_bytes": 200, "pids": 2,
-    }  # fmt: skip
+        "rss_bytes": 25_000_000,
+        "mem_limit_bytes": 268435456,
+        "cpu_ticks": TICKS,
+        "cpu_used_ns": 1_000_000_000,
+        "io_read_bytes": 100,
+        "io_write_bytes": 200,
+        "pids": 2,
+    }
 
 
 def test_a_process_that_is_gone_has_no_stats(tmp_path: Path) -> None:

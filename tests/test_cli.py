@@ -53,10 +53,16 @@ def test_up_status_down(data_dir: Path) -> None:
     again = kh(data_dir, "up")
     assert again.returncode == 0 and "already running" in again.stdout
 
-    access_key = next(line.split("=", 1)[1] for line in up.stdout.splitlines()
-                      if line.startswith("export BACKEND_ACCESS_KEY="))  # fmt: skip
-    secret_key = next(line.split("=", 1)[1] for line in up.stdout.splitlines()
-                      if line.startswith("export BACKEND_SECRET_KEY="))  # fmt: skip
+    access_key = next(
+        line.split("=", 1)[1]
+        for line in up.stdout.splitlines()
+        if line.startswith("export BACKEND_ACCESS_KEY=")
+    )
+    secret_key = next(
+        line.split("=", 1)[1]
+        for line in up.stdout.splitlines()
+        if line.startswith("export BACKEND_SECRET_KEY=")
+    )
     assert len(access_key) == 20 and len(secret_key) == 40
     assert f"export BACKEND_SECRET_KEY={secret_key}" in again.stdout  # the same keypair
     config = data_dir / "cfg" / "config.toml"
@@ -70,8 +76,14 @@ def test_up_status_down(data_dir: Path) -> None:
     assert {p["projection"] for p in report["projections"]} == {"sessions", "agents", "tenancy"}
     assert isinstance(report["sessions"], dict)
     actors = {a["name"]: a for a in report["actors"]}  # Ray's state API, with the token
-    assert {"projector", "gateway", "reaper", "tenancy", "scheduler:default",
-            "agent:i-local"} <= set(actors)  # fmt: skip
+    assert {
+        "projector",
+        "gateway",
+        "reaper",
+        "tenancy",
+        "scheduler:default",
+        "agent:i-local",
+    } <= set(actors)
     assert all(a["state"] == "ALIVE" and a["restarts"] == 0 for a in actors.values())
     shown = kh(data_dir, "status").stdout
     assert "agents     1" in shown and "  i-local" in shown and "actors     " in shown
@@ -181,8 +193,9 @@ asyncio.run(main())
 
 def test_session_commands_run_a_session_through_its_life(data_dir: Path) -> None:
     assert kh(data_dir, "up", "--accelerator", "sim:2").returncode == 0
-    created = kh(data_dir, "session", "create", "--name", "cli", "-r", "cuda.device=1",
-                 "--wait", "60")  # fmt: skip
+    created = kh(
+        data_dir, "session", "create", "--name", "cli", "-r", "cuda.device=1", "--wait", "60"
+    )
     assert created.returncode == 0, created.stderr
     session_id, status_line = created.stdout.strip().splitlines()
     assert status_line == f"{session_id} RUNNING"
@@ -210,8 +223,15 @@ def test_session_commands_run_a_session_through_its_life(data_dir: Path) -> None
     )
     shown = kh(data_dir, "session", "show", session_id)
     history = [line.split()[-1] for line in shown.stdout.splitlines() if line.startswith("  20")]
-    assert history == ["PENDING", "SCHEDULED", "PREPARING", "RESTARTING", "RUNNING",
-                       "TERMINATING", "TERMINATED"]  # fmt: skip
+    assert history == [
+        "PENDING",
+        "SCHEDULED",
+        "PREPARING",
+        "RESTARTING",
+        "RUNNING",
+        "TERMINATING",
+        "TERMINATED",
+    ]
     refused = kh(data_dir, "session", "restart", session_id)  # a refusal from inside an actor
     assert refused.returncode == 1
     assert refused.stderr.strip() == "kh: error: Cannot restart sessions in terminated status"

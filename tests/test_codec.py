@@ -39,8 +39,11 @@ def test_every_event_type_round_trips_through_the_codec(event: NewEvent) -> None
     assert decoded.event_id == event.event_id
     assert decoded.occurred_at == event.occurred_at
     assert (decoded.command_id, decoded.correlation_id, decoded.causation_id, decoded.actor) == (
-        event.command_id, event.correlation_id, event.causation_id, event.actor,
-    )  # fmt: skip
+        event.command_id,
+        event.correlation_id,
+        event.causation_id,
+        event.actor,
+    )
     assert (decoded.stream, decoded.version, decoded.position) == ("agent-a", 7, "1700000000000-0")
     # the stored bytes are canonical: encoding again gives the very same bytes
     again = NewEvent(**decoded.model_dump(include=set(NewEvent.model_fields)))

@@ -22,14 +22,22 @@ def test_defaults() -> None:
     assert settings.key_prefix == "kh"
     assert settings.data_dir.name == "kernelhub"
     assert settings.stop_grace_s == 10.0  # 23.03's docker stop timeout
-    assert (settings.heartbeat_interval_s, settings.lost_timeout_s) == (
-        DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S) == (20.0, 40.0)  # fmt: skip
+    assert (
+        (settings.heartbeat_interval_s, settings.lost_timeout_s)
+        == (DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S)
+        == (20.0, 40.0)
+    )
 
 
 def test_environment_and_overrides() -> None:
-    env = {"KH_DATA_DIR": "/srv/kh", "KH_DURABILITY": "always", "KH_REDIS_PORT": "7001",
-           "KH_STOP_GRACE_S": "1.5", "KH_HEARTBEAT_INTERVAL_S": "1",
-           "KH_LOST_TIMEOUT_S": "3"}  # fmt: skip
+    env = {
+        "KH_DATA_DIR": "/srv/kh",
+        "KH_DURABILITY": "always",
+        "KH_REDIS_PORT": "7001",
+        "KH_STOP_GRACE_S": "1.5",
+        "KH_HEARTBEAT_INTERVAL_S": "1",
+        "KH_LOST_TIMEOUT_S": "3",
+    }
     settings = Settings.from_env(env)
     assert (settings.heartbeat_interval_s, settings.lost_timeout_s) == (1.0, 3.0)
     assert settings.stop_grace_s == 1.5

@@ -35,11 +35,14 @@ _RUNNER_OPTIONS = ("--snapshot-interval", "0.2")
 @pytest.fixture
 async def cluster(store: RedisEventStore, tmp_path: Path) -> AsyncIterator[LocalCluster]:
     async with LocalCluster(
-        store, [(AGENT, {"cpu": 4, "mem": 8 * G})], safety_tick_s=0.5,
-        backend=lambda agent_id: DockerBackend(tmp_path / agent_id, owner=agent_id,
-                                               runner_options=_RUNNER_OPTIONS),
+        store,
+        [(AGENT, {"cpu": 4, "mem": 8 * G})],
+        safety_tick_s=0.5,
+        backend=lambda agent_id: DockerBackend(
+            tmp_path / agent_id, owner=agent_id, runner_options=_RUNNER_OPTIONS
+        ),
         stop_grace_s=1.0,
-    ) as local:  # fmt: skip
+    ) as local:
         yield local
 
 
@@ -48,9 +51,12 @@ async def session(
 ) -> uuid.UUID:
     kwargs.setdefault("image", BASE_IMAGE)
     sid = await cluster.shard.create(  # type: ignore[arg-type]
-        name="dk", access_key="AK1", scaling_group="default",
-        requested=[ResourceSlot(cpu=cpu, mem=mem)], **kwargs,
-    )  # fmt: skip
+        name="dk",
+        access_key="AK1",
+        scaling_group="default",
+        requested=[ResourceSlot(cpu=cpu, mem=mem)],
+        **kwargs,
+    )
     await reach(cluster, sid, status)
     return sid
 
@@ -127,10 +133,14 @@ async def test_a_container_sees_its_limits_and_no_network(cluster: LocalCluster)
 
 async def test_the_runner_is_mounted_read_only(cluster: LocalCluster) -> None:
     sid = await session(cluster)
-    out = await run(cluster, sid, (
-        "try:\n    open('/opt/kernelhub/kernel_runner/x', 'w')\n"
-        "except OSError as e:\n    print(type(e).__name__, e.errno)"
-    ))  # fmt: skip
+    out = await run(
+        cluster,
+        sid,
+        (
+            "try:\n    open('/opt/kernelhub/kernel_runner/x', 'w')\n"
+            "except OSError as e:\n    print(type(e).__name__, e.errno)"
+        ),
+    )
     assert out.strip() == "OSError 30"  # EROFS
 
 
@@ -143,8 +153,10 @@ async def test_two_kernels_get_different_cores_when_there_are_enough(
         pytest.skip("one core: nothing to spread over")
     first = await session(cluster)
     second = await session(cluster)
-    seen = {(await run(cluster, sid, "import os; print(os.sched_getaffinity(0))")).strip()
-            for sid in (first, second)}  # fmt: skip
+    seen = {
+        (await run(cluster, sid, "import os; print(os.sched_getaffinity(0))")).strip()
+        for sid in (first, second)
+    }
     assert len(seen) == 2
 
 
@@ -152,11 +164,15 @@ async def test_an_oom_killed_child_is_logged_with_its_process_tree(
     cluster: LocalCluster,
 ) -> None:
     sid = await session(cluster, mem=128 * M)
-    out = await run(cluster, sid, (
-        "import subprocess\n"
-        "r = subprocess.run(['python3', '-c', 'import time; time.sleep(1); "
-        "x = bytearray(400 << 20)'])\nprint('child', r.returncode)"
-    ))  # fmt: skip
+    out = await run(
+        cluster,
+        sid,
+        (
+            "import subprocess\n"
+            "r = subprocess.run(['python3', '-c', 'import time; time.sleep(1); "
+            "x = bytearray(400 << 20)'])\nprint('child', r.returncode)"
+        ),
+    )
     assert "child -9" in out
 
     async def forensics() -> bool:
@@ -210,8 +226,14 @@ async def test_a_restarted_agent_reattaches_and_still_executes(
     old = cluster.agents[AGENT]
     await old.drain()
     await old.close()  # the agent goes; its container stays
-    new = Agent(cluster.store, cluster.shard, AGENT, old.capacity,
-                backend=DockerBackend(tmp_path / AGENT, owner=AGENT), stop_grace_s=1.0)  # fmt: skip
+    new = Agent(
+        cluster.store,
+        cluster.shard,
+        AGENT,
+        old.capacity,
+        backend=DockerBackend(tmp_path / AGENT, owner=AGENT),
+        stop_grace_s=1.0,
+    )
     cluster.agents[AGENT] = new
     await new.register()
     assert container_of(cluster) == container
@@ -228,8 +250,14 @@ async def test_a_container_that_ended_while_no_agent_watched_is_reported(
     await old.drain()
     await old.close()
     docker_cli("kill", container_of(cluster))
-    new = Agent(cluster.store, cluster.shard, AGENT, old.capacity,
-                backend=DockerBackend(tmp_path / AGENT, owner=AGENT), stop_grace_s=1.0)  # fmt: skip
+    new = Agent(
+        cluster.store,
+        cluster.shard,
+        AGENT,
+        old.capacity,
+        backend=DockerBackend(tmp_path / AGENT, owner=AGENT),
+        stop_grace_s=1.0,
+    )
     cluster.agents[AGENT] = new
     await new.register()
     await reach(cluster, sid, "TERMINATED")
@@ -255,20 +283,31 @@ async def test_redis_killed_between_a_container_start_and_its_event(tmp_path: Pa
 
         store = RedisEventStore.from_url(server.url)
         backend = RedisDiesAfterStart(tmp_path / AGENT, owner=AGENT)
-        local = LocalCluster(store, [(AGENT, {"cpu": 4, "mem": 8 * G})], safety_tick_s=0.5,
-                             backend=lambda _: backend, stop_grace_s=1.0)  # fmt: skip
+        local = LocalCluster(
+            store,
+            [(AGENT, {"cpu": 4, "mem": 8 * G})],
+            safety_tick_s=0.5,
+            backend=lambda _: backend,
+            stop_grace_s=1.0,
+        )
         await local.start()
         try:
             sid = await local.shard.create(  # type: ignore[arg-type]
-                name="dk", access_key="AK1", scaling_group="default", image=BASE_IMAGE,
+                name="dk",
+                access_key="AK1",
+                scaling_group="default",
+                image=BASE_IMAGE,
                 requested=[ResourceSlot(cpu=1, mem=G)],
-            )  # fmt: skip
+            )
             agent = local.agents[AGENT]
             await eventually(lambda: not backend.armed, timeout=30, message="redis killed")
             # the creation gave up (it could report neither the start nor its failure) and
             # removed the container it could not report
-            await eventually(lambda: not agent._starting and not backend.known(), timeout=60,
-                             message="creation abandoned")  # fmt: skip
+            await eventually(
+                lambda: not agent._starting and not backend.known(),
+                timeout=60,
+                message="creation abandoned",
+            )
             server.restart()
 
             async def running_again() -> bool:
@@ -278,8 +317,9 @@ async def test_redis_killed_between_a_container_start_and_its_event(tmp_path: Pa
             await eventually(running_again, timeout=60, interval=0.5, message="re-created")
             labelled = docker_cli("ps", "-aq", "--filter", f"label={OWNER_LABEL}={AGENT}")
             assert len(labelled.split()) == 1 and container_of(local) != backend.first
-            started = [e for e in await store.read_stream(f"session-{sid}")
-                       if e.type == "kernel_started"]  # fmt: skip
+            started = [
+                e for e in await store.read_stream(f"session-{sid}") if e.type == "kernel_started"
+            ]
             assert len(started) == 1
             assert (await run(local, sid, "print(6*7)")).strip() == "42"
         finally:
@@ -291,10 +331,14 @@ async def test_live_stats_come_from_the_containers_cgroup(
     cluster: LocalCluster, store: RedisEventStore
 ) -> None:
     sid = await session(cluster, mem=256 * M)
-    await run(cluster, sid, (
-        "import time\nkept = bytearray(64 << 20)\nt = time.process_time()\n"
-        "while time.process_time() - t < 0.5: pass"
-    ))  # fmt: skip
+    await run(
+        cluster,
+        sid,
+        (
+            "import time\nkept = bytearray(64 << 20)\nt = time.process_time()\n"
+            "while time.process_time() - t < 0.5: pass"
+        ),
+    )
     agent = cluster.agents[AGENT]
     (kernel_id,) = agent.backend.running()
     stats = agent.backend.stats(kernel_id)
@@ -314,9 +358,14 @@ async def test_a_container_the_log_does_not_know_is_stopped_as_a_stray(
     that lost its report, say) is found and stopped: seen twice, then acted on."""
     agent = cluster.agents[AGENT]
     stray = uuid.uuid4()
-    await agent.backend.start(KernelLaunch(
-        stray, uuid.uuid4(), {"cpu": Decimal(1), "mem": Decimal(G)}, image=BASE_IMAGE,
-    ))  # fmt: skip
+    await agent.backend.start(
+        KernelLaunch(
+            stray,
+            uuid.uuid4(),
+            {"cpu": Decimal(1), "mem": Decimal(G)},
+            image=BASE_IMAGE,
+        )
+    )
     assert await agent.reconcile() == {"stray": set(), "missing": set(), "stalled": set()}
     assert (await agent.reconcile())["stray"] == {stray}
     assert agent.backend.known() == set()
@@ -334,17 +383,25 @@ async def test_a_killed_agent_actor_reattaches_to_its_running_container(
     from actors.hosts import start_actors
 
     stack = start_actors(
-        redis_server.url, namespace=f"t-{uuid.uuid4().hex[:8]}", backend="docker",
-        work_root=str(tmp_path / "kernels"), shards=1, safety_tick_s=0.5,
-        heartbeat_interval_s=0.5, reconcile_interval_s=0.5,
+        redis_server.url,
+        namespace=f"t-{uuid.uuid4().hex[:8]}",
+        backend="docker",
+        work_root=str(tmp_path / "kernels"),
+        shards=1,
+        safety_tick_s=0.5,
+        heartbeat_interval_s=0.5,
+        reconcile_interval_s=0.5,
         agents=[(AGENT, {"cpu": 2, "mem": 4 * G})],
-    )  # fmt: skip
+    )
     try:
         router = stack.router(store)
         sid = await router.create(
-            name="dk", access_key="AK1", scaling_group="default", image=BASE_IMAGE,
+            name="dk",
+            access_key="AK1",
+            scaling_group="default",
+            image=BASE_IMAGE,
             requested=[ResourceSlot(cpu=1, mem=G)],
-        )  # fmt: skip
+        )
         assert await router.wait(sid, 60) == "RUNNING"
         await router.execution.execute(sid, None, "query", "kept = 6 * 7")
         before = docker_cli("ps", "-q", "--filter", f"label={OWNER_LABEL}={AGENT}").split()

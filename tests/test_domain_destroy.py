@@ -55,8 +55,13 @@ def test_forced_kills_go_straight_to_terminated() -> None:
 
 
 def test_running_sessions_go_through_terminating_with_the_reason() -> None:
-    plan = plan_destroy(SID, "c", S.RUNNING_DEGRADED, kernels(K.RUNNING, K.ERROR, K.TERMINATED),
-                        reason="idle-timeout")  # fmt: skip
+    plan = plan_destroy(
+        SID,
+        "c",
+        S.RUNNING_DEGRADED,
+        kernels(K.RUNNING, K.ERROR, K.TERMINATED),
+        reason="idle-timeout",
+    )
     assert types(plan) == ["session_terminating", "kernel_terminating", "kernel_terminating"]
     assert {e.reason for e in plan.events} == {"idle-timeout"}  # type: ignore[union-attr]
 

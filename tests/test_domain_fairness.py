@@ -28,8 +28,9 @@ def submit(heavy: int, light: int) -> list:  # type: ignore[type-arg]
 
 def drf_pass(queue: list, config: dict[str, str]) -> PassResult:  # type: ignore[type-arg]
     group = ScalingGroup("default", scheduler="drf", scheduler_config=config)
-    return schedule_pass(group=group, pending=queue, existing=[], agents=[agent("a1", 16, 64 * G)],
-                         ctx=context())  # fmt: skip
+    return schedule_pass(
+        group=group, pending=queue, existing=[], agents=[agent("a1", 16, 64 * G)], ctx=context()
+    )
 
 
 def shares(queue: list, result: PassResult) -> dict[str, Decimal]:  # type: ignore[type-arg]
@@ -61,9 +62,13 @@ def test_sum_drf_counts_what_is_already_running() -> None:
     existing = [ExistingSession(s, SessionStatus.RUNNING, s.requested_slots) for s in running]
     queue = submit(heavy=10, light=10)
     group = ScalingGroup("default", scheduler="drf", scheduler_config={"drf_share": "sum"})
-    result = schedule_pass(group=group, pending=queue, existing=existing,
-                           agents=[AgentInfo("a1", CAPACITY, occupied=slots(6, 24 * G))],
-                           ctx=context())  # fmt: skip
+    result = schedule_pass(
+        group=group,
+        pending=queue,
+        existing=existing,
+        agents=[AgentInfo("a1", CAPACITY, occupied=slots(6, 24 * G))],
+        ctx=context(),
+    )
     placed = shares(queue, result)
     heavy_total = placed["AK-heavy"] + 6 * SESSION.dominant_share(CAPACITY)
     assert placed["AK-light"] == Decimal("0.5")  # light catches up to the heavy one's 8/16
@@ -84,12 +89,14 @@ def test_strict_fifo_never_lets_younger_sessions_overtake_a_large_head() -> None
     small = [make_session("AK2", request=slots(1, G)) for _ in range(6)]
     group = ScalingGroup("default", scheduler="fifo")
     busy = AgentInfo("a1", CAPACITY, occupied=slots(10, 10 * G))  # 6 cpu free: the head needs 8
-    first = schedule_pass(group=group, pending=pending(large, *small), existing=[], agents=[busy],
-                          ctx=context())  # fmt: skip
+    first = schedule_pass(
+        group=group, pending=pending(large, *small), existing=[], agents=[busy], ctx=context()
+    )
     assert first.decisions == [] and [f.session_id for f in first.failures] == [large.session_id]
     freed = AgentInfo("a1", CAPACITY, occupied=slots(4, 4 * G))  # work ended: 12 cpu free
-    second = schedule_pass(group=group, pending=pending(large, *small), existing=[],
-                           agents=[freed], ctx=context())  # fmt: skip
+    second = schedule_pass(
+        group=group, pending=pending(large, *small), existing=[], agents=[freed], ctx=context()
+    )
     assert second.decisions[0].session_id == large.session_id
     assert len(second.decisions) == 5  # then the small ones, as many as still fit (4 cpu)
 
@@ -97,7 +104,8 @@ def test_strict_fifo_never_lets_younger_sessions_overtake_a_large_head() -> None
         "default", scheduler="fifo", scheduler_config={"num_retries_to_skip": 1}
     )
     retried = pending(large, *small, retries=1)  # the head already failed once: it steps aside
-    third = schedule_pass(group=skipping, pending=retried, existing=[], agents=[busy],
-                          ctx=context())  # fmt: skip
+    third = schedule_pass(
+        group=skipping, pending=retried, existing=[], agents=[busy], ctx=context()
+    )
     assert large.session_id not in [d.session_id for d in third.decisions]
     assert len(third.decisions) == 6

@@ -21,13 +21,19 @@ from actors.domain.idle import (
 pytestmark = pytest.mark.unit
 
 T0 = 1_800_000_000.0  # session created (Redis time, s)
-NETWORK = IdleConfig.parse({"enabled": "network_timeout",
-                            "checkers": {"network_timeout": {"threshold": "10m"}}})  # fmt: skip
+NETWORK = IdleConfig.parse(
+    {"enabled": "network_timeout", "checkers": {"network_timeout": {"threshold": "10m"}}}
+)
 
 
 def facts(**changes: object) -> SessionFacts:
-    base = SessionFacts(session_id="s1", session_type="interactive", created_at=T0,
-                        occupied_slots={"cpu": 1, "mem": 2**30}, last_access=T0)  # fmt: skip
+    base = SessionFacts(
+        session_id="s1",
+        session_type="interactive",
+        created_at=T0,
+        occupied_slots={"cpu": 1, "mem": 2**30},
+        last_access=T0,
+    )
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
@@ -61,8 +67,12 @@ def test_the_policy_idle_timeout_overrides_and_zero_disables() -> None:
 
 
 def test_the_new_user_grace_period_delays_the_baseline() -> None:
-    config = IdleConfig.parse({"enabled": "network_timeout", "checkers": {
-        "user_grace_period": {"user_initial_grace_period": "1h"}}})  # fmt: skip
+    config = IdleConfig.parse(
+        {
+            "enabled": "network_timeout",
+            "checkers": {"user_grace_period": {"user_initial_grace_period": "1h"}},
+        }
+    )
     young_user = facts(user_created_at=T0)
     assert calculate_remaining_time(T0 + 700, T0, 600, T0 + 3600) == 3500
     assert network_timeout(young_user, config, T0 + 700).alive
@@ -79,11 +89,22 @@ def test_lifetime_kills_strictly_after_created_plus_lifetime() -> None:
 
 
 # ---- 21: utilization -------------------------------------------------------------------------
-UTIL = IdleConfig.parse({"enabled": "utilization", "checkers": {"utilization": {
-    "time-window": "60s", "initial-grace-period": "30s",
-    "resource-thresholds": {"cpu_util": {"average": 30}, "mem": {"average": 30},
-                            "cuda_util": {"average": 10}},
-}}})  # fmt: skip
+UTIL = IdleConfig.parse(
+    {
+        "enabled": "utilization",
+        "checkers": {
+            "utilization": {
+                "time-window": "60s",
+                "initial-grace-period": "30s",
+                "resource-thresholds": {
+                    "cpu_util": {"average": 30},
+                    "mem": {"average": 30},
+                    "cuda_util": {"average": 10},
+                },
+            }
+        },
+    }
+)
 WINDOW = 4  # 60 s / 15 s
 
 
@@ -117,8 +138,10 @@ def test_or_means_idle_when_any_metric_is_under() -> None:
 
 
 def test_an_unallocated_gpu_is_not_judged() -> None:
-    with_gpu = replace(sampled(50, 50, cuda_util=[0.0] * WINDOW),
-                       occupied_slots={"cpu": 1, "mem": 2**30, "cuda.shares": 1})  # fmt: skip
+    with_gpu = replace(
+        sampled(50, 50, cuda_util=[0.0] * WINDOW),
+        occupied_slots={"cpu": 1, "mem": 2**30, "cuda.shares": 1},
+    )
     assert utilization(with_gpu, UTIL, T0 + 120).alive  # and: cpu/mem busy keep it alive
     without = sampled(50, 50, cuda_util=[0.0] * WINDOW)
     verdict = utilization(without, UTIL, T0 + 120)
@@ -126,15 +149,25 @@ def test_an_unallocated_gpu_is_not_judged() -> None:
 
 
 def test_no_thresholds_never_kill() -> None:
-    config = IdleConfig.parse({"enabled": "utilization", "checkers": {"utilization": {
-        "time-window": "60s", "initial-grace-period": "0s"}}})  # fmt: skip
+    config = IdleConfig.parse(
+        {
+            "enabled": "utilization",
+            "checkers": {"utilization": {"time-window": "60s", "initial-grace-period": "0s"}},
+        }
+    )
     assert utilization(sampled(0, 0), config, T0 + 120).alive
 
 
 # ---- 22: one termination per session, inference exempt, the report --------------------------
-ALL = IdleConfig.parse({"enabled": "network_timeout, utilization", "checkers": {
-    "network_timeout": {"threshold": "10m"}, "utilization": UTIL.utilization.model_dump(
-        by_alias=True)}})  # fmt: skip
+ALL = IdleConfig.parse(
+    {
+        "enabled": "network_timeout, utilization",
+        "checkers": {
+            "network_timeout": {"threshold": "10m"},
+            "utilization": UTIL.utilization.model_dump(by_alias=True),
+        },
+    }
+)
 
 
 def test_one_reason_even_when_several_checkers_fire_and_every_checker_reports() -> None:
@@ -162,8 +195,9 @@ def test_a_session_with_no_policy_and_no_checker_is_never_reclaimed() -> None:
 
 # ---- 23: configuration compatibility ---------------------------------------------------------
 def test_the_old_timeout_name_is_taken_loudly() -> None:
-    old = IdleConfig.parse({"enabled": " timeout ,utilization, bogus",
-                            "checkers": {"timeout": {"threshold": "5m"}}})  # fmt: skip
+    old = IdleConfig.parse(
+        {"enabled": " timeout ,utilization, bogus", "checkers": {"timeout": {"threshold": "5m"}}}
+    )
     assert old.enabled == ("network_timeout", "utilization")
     assert old.network_threshold == 300
     assert any("'timeout' is now 'network_timeout'" in w for w in old.warnings)

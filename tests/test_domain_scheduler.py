@@ -201,11 +201,18 @@ class TestPlacement:
         agents = [agent("a")]
         ledger = Ledger()
         ledger.set_capacity("a", agents[0].capacity)
-        first = schedule_pass(group=group, pending=sessions[:1], existing=[], agents=agents,
-                              ctx=context(), ledger=ledger)  # fmt: skip
+        first = schedule_pass(
+            group=group,
+            pending=sessions[:1],
+            existing=[],
+            agents=agents,
+            ctx=context(),
+            ledger=ledger,
+        )
         assert len(first.decisions) == 1
-        second = schedule_pass(group=group, pending=sessions, existing=[], agents=agents,
-                               ctx=context(), ledger=ledger)  # fmt: skip
+        second = schedule_pass(
+            group=group, pending=sessions, existing=[], agents=agents, ctx=context(), ledger=ledger
+        )
         assert [d.session_id for d in second.decisions] == [sessions[1].spec.session_id]
 
     def test_architecture_mismatch_is_no_available_instances(self) -> None:
@@ -279,10 +286,15 @@ class TestOccupancy:
         existing = []
         for n in range(60):
             role = KernelRole.SYSTEM if n % 11 == 0 else KernelRole.COMPUTE
-            spec = make_session(f"AK{n % 4}", project=(project_a, project_b, None)[n % 3],
-                                domain=("default", "lab")[n % 2], role=role)  # fmt: skip
-            status = (SessionStatus.RUNNING, SessionStatus.PREPARING,
-                      SessionStatus.TERMINATED)[n % 3 if n % 7 == 0 else 0]  # fmt: skip
+            spec = make_session(
+                f"AK{n % 4}",
+                project=(project_a, project_b, None)[n % 3],
+                domain=("default", "lab")[n % 2],
+                role=role,
+            )
+            status = (SessionStatus.RUNNING, SessionStatus.PREPARING, SessionStatus.TERMINATED)[
+                n % 3 if n % 7 == 0 else 0
+            ]
             existing.append(ExistingSession(spec, status, slots(cpu=0.5 + n % 3, mem=n * G)))
         expected = Occupancy()
         for session in existing:

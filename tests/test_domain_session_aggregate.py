@@ -30,19 +30,31 @@ def running(agents: list[str]) -> SessionAggregate:
     sid = uuid.uuid4()
     kernels = [uuid.uuid5(sid, f"kernel-{i}") for i in range(len(agents))]
     spec = SessionCreationSpec(
-        name="s", access_key="AK", scaling_group="default", cluster_size=len(agents),
+        name="s",
+        access_key="AK",
+        scaling_group="default",
+        cluster_size=len(agents),
         cluster_mode="multi-node" if len(agents) > 1 else "single-node",
-        kernels=[KernelCreationSpec(kernel_id=k, cluster_role="main" if i == 0 else "sub",
-                                    requested_slots={"cpu": 1}) for i, k in enumerate(kernels)],
-    )  # fmt: skip
+        kernels=[
+            KernelCreationSpec(
+                kernel_id=k, cluster_role="main" if i == 0 else "sub", requested_slots={"cpu": 1}
+            )
+            for i, k in enumerate(kernels)
+        ],
+    )
     aggregate = SessionAggregate(sid)
     history: list[AnyPayload] = [
         SessionEnqueued(session_id=sid, creation_id="c", spec=spec),
-        SessionScheduled(session_id=sid, creation_id="c", placements=[
-            KernelPlacement(kernel_id=k, agent_id=a) for k, a in zip(kernels, agents, strict=True)
-        ]),
+        SessionScheduled(
+            session_id=sid,
+            creation_id="c",
+            placements=[
+                KernelPlacement(kernel_id=k, agent_id=a)
+                for k, a in zip(kernels, agents, strict=True)
+            ],
+        ),
         SessionPreparing(session_id=sid, creation_id="c"),
-    ]  # fmt: skip
+    ]
     for payload in history:
         aggregate.apply(payload, aggregate.version + 1)
     for kernel in kernels:
@@ -69,8 +81,9 @@ def test_restart_goes_through_restarting_and_back_to_running_once_every_kernel_i
     assert session.status is SessionStatus.RESTARTING  # one kernel is still restarting
     again = KernelStarted(kernel_id=second, session_id=session.session_id)
     assert apply_all(session, session.decide_report(again)) == [
-        "kernel_started", "session_status_changed",
-    ]  # fmt: skip
+        "kernel_started",
+        "session_status_changed",
+    ]
     assert session.status is SessionStatus.RUNNING  # not a second session_started
     assert session.decide_report(again) == []  # a repeated report is a no-op
 
@@ -100,8 +113,10 @@ def test_a_gone_agent_ends_its_kernels_and_the_others_are_stopped() -> None:
     main, sub = session.kernels
     decided = session.decide_agent_gone("b")
     assert [(p.type, getattr(p, "kernel_id", None)) for p in decided] == [
-        ("session_terminating", None), ("kernel_terminating", main), ("kernel_terminated", sub),
-    ]  # fmt: skip
+        ("session_terminating", None),
+        ("kernel_terminating", main),
+        ("kernel_terminated", sub),
+    ]
     assert {str(getattr(p, "reason", "")) for p in decided} == {"agent-termination"}
     apply_all(session, decided)
     assert session.status is SessionStatus.TERMINATING
@@ -109,8 +124,9 @@ def test_a_gone_agent_ends_its_kernels_and_the_others_are_stopped() -> None:
     assert session.kernels[main].status is KernelStatus.TERMINATING  # its agent stops it
     # then "a" is lost too: its kernel ends, and with it the session
     assert [p.type for p in session.decide_agent_gone("a")] == [
-        "kernel_terminated", "session_terminated",
-    ]  # fmt: skip
+        "kernel_terminated",
+        "session_terminated",
+    ]
 
 
 def test_a_gone_agent_holding_every_kernel_ends_the_session_at_once() -> None:
@@ -130,12 +146,18 @@ def test_a_failed_start_cancels_everything_and_keeps_the_agents_error() -> None:
     only = KernelCreationSpec(kernel_id=kernel, requested_slots={"cpu": 1})
     spec = SessionCreationSpec(name="s", access_key="AK", scaling_group="default", kernels=[only])
     session = SessionAggregate(sid)
-    apply_all(session, [
-        SessionEnqueued(session_id=sid, creation_id="c", spec=spec),
-        SessionScheduled(session_id=sid, creation_id="c",
-                         placements=[KernelPlacement(kernel_id=kernel, agent_id="a")]),
-        SessionPreparing(session_id=sid, creation_id="c"),
-    ])  # fmt: skip
+    apply_all(
+        session,
+        [
+            SessionEnqueued(session_id=sid, creation_id="c", spec=spec),
+            SessionScheduled(
+                session_id=sid,
+                creation_id="c",
+                placements=[KernelPlacement(kernel_id=kernel, agent_id="a")],
+            ),
+            SessionPreparing(session_id=sid, creation_id="c"),
+        ],
+    )
     error = {"src": "agent", "name": "ImageNotAvailable", "image": "x/y:1", "agent_id": "a"}
     decided = session.decide_start_failed(error=error)
     assert apply_all(session, decided) == ["kernel_cancelled", "session_cancelled"]

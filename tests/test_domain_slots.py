@@ -25,12 +25,19 @@ G = 2**30
 @pytest.mark.parametrize(
     ("text", "value"),
     [
-        ("1g", G), ("1G", G), ("1gib", G), ("1_024", 1024), ("1.5m", 1536 * 1024),
-        ("1024 bytes", 1024), ("512m", 512 * 2**20), ("2t", 2 * 2**40), (" 3k ", 3072),
+        ("1g", G),
+        ("1G", G),
+        ("1gib", G),
+        ("1_024", 1024),
+        ("1.5m", 1536 * 1024),
+        ("1024 bytes", 1024),
+        ("512m", 512 * 2**20),
+        ("2t", 2 * 2**40),
+        (" 3k ", 3072),
         ("1024b", 1024),  # upstream raises here; kernelhub reads the obvious (docs/deviations.md)
         (4096, 4096),
     ],
-)  # fmt: skip
+)
 def test_parse_size(text: str | int, value: int) -> None:
     assert parse_size(text) == value
 

@@ -23,15 +23,33 @@ S, K = SessionStatus, KernelStatus
 
 def test_ordinals_are_upstreams() -> None:
     assert {s.name: s.value for s in S} == {
-        "PENDING": 0, "SCHEDULED": 5, "PULLING": 9, "PREPARING": 10, "RUNNING": 30,
-        "RESTARTING": 31, "RUNNING_DEGRADED": 32, "TERMINATING": 40, "TERMINATED": 41,
-        "ERROR": 42, "CANCELLED": 43,
-    }  # fmt: skip
+        "PENDING": 0,
+        "SCHEDULED": 5,
+        "PULLING": 9,
+        "PREPARING": 10,
+        "RUNNING": 30,
+        "RESTARTING": 31,
+        "RUNNING_DEGRADED": 32,
+        "TERMINATING": 40,
+        "TERMINATED": 41,
+        "ERROR": 42,
+        "CANCELLED": 43,
+    }
     assert {k.name: k.value for k in K} == {
-        "PENDING": 0, "SCHEDULED": 5, "PREPARING": 10, "BUILDING": 20, "PULLING": 21,
-        "RUNNING": 30, "RESTARTING": 31, "RESIZING": 32, "SUSPENDED": 33, "TERMINATING": 40,
-        "TERMINATED": 41, "ERROR": 42, "CANCELLED": 43,
-    }  # fmt: skip
+        "PENDING": 0,
+        "SCHEDULED": 5,
+        "PREPARING": 10,
+        "BUILDING": 20,
+        "PULLING": 21,
+        "RUNNING": 30,
+        "RESTARTING": 31,
+        "RESIZING": 32,
+        "SUSPENDED": 33,
+        "TERMINATING": 40,
+        "TERMINATED": 41,
+        "ERROR": 42,
+        "CANCELLED": 43,
+    }
     assert "RUNNING_DEGRADED" not in K.__members__
 
 
@@ -39,14 +57,16 @@ def test_ordinals_are_upstreams() -> None:
 KERNEL_FORBIDDEN = {
     K.PENDING: {K.PENDING, K.TERMINATED},
     K.SCHEDULED: {K.SCHEDULED, K.PENDING, K.TERMINATED},
-    **{s: {s, K.PENDING, K.SCHEDULED, K.TERMINATED}
-       for s in (K.PREPARING, K.BUILDING, K.PULLING, K.RESTARTING, K.RESIZING, K.SUSPENDED)},
+    **{
+        s: {s, K.PENDING, K.SCHEDULED, K.TERMINATED}
+        for s in (K.PREPARING, K.BUILDING, K.PULLING, K.RESTARTING, K.RESIZING, K.SUSPENDED)
+    },
     K.RUNNING: set(K) - {K.RESTARTING, K.RESIZING, K.TERMINATING, K.TERMINATED, K.ERROR},
     K.TERMINATING: set(K) - {K.TERMINATED, K.ERROR},
     K.TERMINATED: set(K),
     K.ERROR: set(K),
     K.CANCELLED: set(K),
-}  # fmt: skip
+}
 SESSION_FORBIDDEN = {
     S.PENDING: {S.PENDING, S.TERMINATED},
     S.SCHEDULED: {S.SCHEDULED, S.PENDING, S.TERMINATED, S.CANCELLED},

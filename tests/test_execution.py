@@ -42,17 +42,24 @@ async def cluster(
     if request.param == "docker":
         request.getfixturevalue("docker")
     async with LocalCluster(
-        store, [("i-exec", {"cpu": 4, "mem": 8 * G})], safety_tick_s=0.5,
-        backend=make_backend(request.param, tmp_path), stop_grace_s=1.0,
-    ) as local:  # fmt: skip
+        store,
+        [("i-exec", {"cpu": 4, "mem": 8 * G})],
+        safety_tick_s=0.5,
+        backend=make_backend(request.param, tmp_path),
+        stop_grace_s=1.0,
+    ) as local:
         yield local
 
 
 async def session(cluster: LocalCluster, status: str = "RUNNING", **kwargs: Any) -> uuid.UUID:
     sid = await cluster.shard.create(  # type: ignore[arg-type]
-        name="exec", access_key="AK1", scaling_group="default", image="kernelhub/python:3.11",
-        requested=[ResourceSlot(cpu=1, mem=G)], **kwargs,
-    )  # fmt: skip
+        name="exec",
+        access_key="AK1",
+        scaling_group="default",
+        image="kernelhub/python:3.11",
+        requested=[ResourceSlot(cpu=1, mem=G)],
+        **kwargs,
+    )
 
     async def reached() -> bool:
         return (await cluster.shard.get(sid)).status.name == status
@@ -61,8 +68,13 @@ async def session(cluster: LocalCluster, status: str = "RUNNING", **kwargs: Any)
     return sid
 
 
-async def run_to_end(cluster: LocalCluster, sid: uuid.UUID, mode: str, code: str = "",
-                     options: dict[str, Any] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+async def run_to_end(
+    cluster: LocalCluster,
+    sid: uuid.UUID,
+    mode: str,
+    code: str = "",
+    options: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """Execute and continue until ``finished``: every result on the way."""
     results = [await cluster.execution.execute(sid, None, mode, code, options)]
     while results[-1]["status"] != "finished":
@@ -83,9 +95,11 @@ async def test_print_six_times_seven_is_42_and_state_persists(cluster: LocalClus
 
 async def test_user_code_sees_the_backendai_environment(cluster: LocalCluster) -> None:
     sid = await session(cluster)
-    code = ("import os\nfor k in ('BACKENDAI_SESSION_ID', 'BACKENDAI_SESSION_NAME', "
-            "'BACKENDAI_CLUSTER_ROLE', 'BACKENDAI_CLUSTER_REPLICAS', 'BACKENDAI_ACCESS_KEY', "
-            "'KERNELHUB_AGENT_ID'):\n    print(os.environ[k])\nprint(os.getcwd())")  # fmt: skip
+    code = (
+        "import os\nfor k in ('BACKENDAI_SESSION_ID', 'BACKENDAI_SESSION_NAME', "
+        "'BACKENDAI_CLUSTER_ROLE', 'BACKENDAI_CLUSTER_REPLICAS', 'BACKENDAI_ACCESS_KEY', "
+        "'KERNELHUB_AGENT_ID'):\n    print(os.environ[k])\nprint(os.getcwd())"
+    )
     lines = stdout(await run_to_end(cluster, sid, "query", code)).splitlines()
     assert lines[:6] == [str(sid), "exec", "main", "main:1", "AK1", "i-exec"]
     assert lines[6].endswith("/work")
@@ -120,10 +134,15 @@ async def test_completion_of_import_o(cluster: LocalCluster) -> None:
 
 async def test_batch_upload_main_py_then_exec(cluster: LocalCluster) -> None:
     sid = await session(cluster)
-    await cluster.execution.call(sid, "upload_files", [
-        ("main.py", b"import helper\nprint(helper.VALUE)\n"), ("pkg%2Fhelper.py", b""),
-        ("helper.py", b"VALUE = 'from main'\n"),
-    ])  # fmt: skip
+    await cluster.execution.call(
+        sid,
+        "upload_files",
+        [
+            ("main.py", b"import helper\nprint(helper.VALUE)\n"),
+            ("pkg%2Fhelper.py", b""),
+            ("helper.py", b"VALUE = 'from main'\n"),
+        ],
+    )
     results = await run_to_end(cluster, sid, "batch", options={"exec": "python3 main.py"})
     assert [r["status"] for r in results][-1] == "finished"
     assert results[-1]["exitCode"] == 0 and stdout(results) == "from main\n"
@@ -143,8 +162,12 @@ async def test_a_failing_command_exits_non_zero(cluster: LocalCluster) -> None:
 async def test_a_failing_batch_session_records_a_failure(
     cluster: LocalCluster, store: RedisEventStore
 ) -> None:
-    sid = await session(cluster, "TERMINATED", session_type=SessionType.BATCH,
-                        startup_command="echo batch-said-this; exit 3")  # fmt: skip
+    sid = await session(
+        cluster,
+        "TERMINATED",
+        session_type=SessionType.BATCH,
+        startup_command="echo batch-said-this; exit 3",
+    )
     events = await store.read_stream(f"session-{sid}")
     failure = next(e for e in events if e.type == "session_failure")
     assert failure.data.exit_code == 3  # type: ignore[union-attr]
@@ -167,8 +190,10 @@ async def test_ten_megabytes_of_binary_round_trip(cluster: LocalCluster) -> None
     assert stdout(result) == f"{len(blob)}\n"
 
 
-@pytest.mark.parametrize("name", ["../escape.txt", "..%2Fescape.txt", "/etc/passwd",
-                                  "sub/../../escape.txt", "link/escape.txt"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    ["../escape.txt", "..%2Fescape.txt", "/etc/passwd", "sub/../../escape.txt", "link/escape.txt"],
+)
 async def test_paths_that_leave_the_work_dir_are_refused(
     cluster: LocalCluster, tmp_path: Path, name: str
 ) -> None:

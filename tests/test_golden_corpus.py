@@ -29,13 +29,18 @@ def test_every_catalogue_type_has_a_golden_file() -> None:
 def test_golden_event_decodes_and_re_encodes_to_the_same_bytes(path: Path) -> None:
     entry = json.loads(path.read_text())
     stored_body = canonical_dumps(entry["body"])
-    fields = {b"s": entry["stream"].encode(), b"v": str(entry["version"]).encode(),
-              b"e": stored_body.encode()}  # fmt: skip
+    fields = {
+        b"s": entry["stream"].encode(),
+        b"v": str(entry["version"]).encode(),
+        b"e": stored_body.encode(),
+    }
     event = default_codec.decode(entry["position"], fields)
     assert event.type == entry["body"]["type"]
     assert (event.stream, event.version, event.position) == (
-        entry["stream"], entry["version"], entry["position"],
-    )  # fmt: skip
+        entry["stream"],
+        entry["version"],
+        entry["position"],
+    )
     if event.schema_version == entry["body"]["schema_version"]:
         rewritten = NewEvent(**event.model_dump(include=set(NewEvent.model_fields)))
         assert default_codec.encode(rewritten) == stored_body

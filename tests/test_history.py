@@ -39,8 +39,9 @@ from projections.runtime import Projector
 
 pytestmark = pytest.mark.redis
 G = 2**30
-NETWORK_2S = IdleConfig.parse({"enabled": "network_timeout",
-                               "checkers": {"network_timeout": {"threshold": "2s"}}})  # fmt: skip
+NETWORK_2S = IdleConfig.parse(
+    {"enabled": "network_timeout", "checkers": {"network_timeout": {"threshold": "2s"}}}
+)
 
 
 async def wait_status(store: RedisEventStore, sid: uuid.UUID, wanted: str) -> None:
@@ -58,9 +59,13 @@ async def wait_status(store: RedisEventStore, sid: uuid.UUID, wanted: str) -> No
 
 async def create(cluster: LocalCluster, access_key: str, name: str, **extra: Any) -> uuid.UUID:
     sid: uuid.UUID = await cluster.shard.create(  # type: ignore[arg-type]
-        name=name, access_key=access_key, scaling_group="default",
-        image="kernelhub/python:3.11", requested=[ResourceSlot(cpu=1, mem=G)], **extra,
-    )  # fmt: skip
+        name=name,
+        access_key=access_key,
+        scaling_group="default",
+        image="kernelhub/python:3.11",
+        requested=[ResourceSlot(cpu=1, mem=G)],
+        **extra,
+    )
     return sid
 
 
@@ -79,8 +84,9 @@ async def workload(store: RedisEventStore, tmp_path: Path) -> dict[str, Any]:
     tenancy = await TenancyService(store, box).load()
     await tenancy.set_policy("default", max_concurrent_sessions=1, idle_timeout=2)
     facts: dict[str, Any] = {"access_key": admin.access_key}
-    async with LocalCluster(store, [("i-a", {"cpu": 8, "mem": 16 * G})], safety_tick_s=0.3,
-                            idle=NETWORK_2S) as cluster:  # fmt: skip
+    async with LocalCluster(
+        store, [("i-a", {"cpu": 8, "mem": 16 * G})], safety_tick_s=0.3, idle=NETWORK_2S
+    ) as cluster:
         first = await create(cluster, admin.access_key, "first")
         await wait_status(store, first, "RUNNING")
         facts["running_at"] = await store.head()
@@ -129,8 +135,9 @@ async def test_history_of_a_real_workload(store: RedisEventStore, tmp_path: Path
     assert any("concurrency" in line and "concurrent" in line for line in pending.lines)
     ended = explain(await store.read_stream(f"session-{blocked}"), 0)
     assert ended.status == "TERMINATED"
-    assert any(line.startswith("destroy asked at") and "idle-timeout" in line
-               for line in ended.lines)  # fmt: skip
+    assert any(
+        line.startswith("destroy asked at") and "idle-timeout" in line for line in ended.lines
+    )
     assert any("no activity for 0m 2s" in line for line in ended.lines)
 
 
@@ -144,8 +151,11 @@ async def test_export_then_import_into_a_fresh_redis_reproduces_everything(
     with redacted_export.open("w") as out:
         await export_log(store, out)
     assert count == await store.log_length()
-    encrypted = [json.loads(line) for line in secret_export.read_text().splitlines()
-                 if '"keypair_issued"' in line]  # fmt: skip
+    encrypted = [
+        json.loads(line)
+        for line in secret_export.read_text().splitlines()
+        if '"keypair_issued"' in line
+    ]
     assert encrypted and all(e["body"]["data"]["secret_key"] != "***" for e in encrypted)
     assert '"secret_key": "***"' in redacted_export.read_text()
     original = Projector(store, default_projections())
@@ -191,8 +201,11 @@ async def _active(store: RedisEventStore, name: str) -> str:
 
 
 def entry(stream: str, version: int, body: dict[str, Any]) -> dict[bytes, bytes]:
-    return {b"s": stream.encode(), b"v": str(version).encode(),
-            b"e": canonical_dumps(body).encode()}  # fmt: skip
+    return {
+        b"s": stream.encode(),
+        b"v": str(version).encode(),
+        b"e": canonical_dumps(body).encode(),
+    }
 
 
 async def test_verify_names_the_offending_events_of_injected_faults(
@@ -207,8 +220,9 @@ async def test_verify_names_the_offending_events_of_injected_faults(
     reserved = next(e for e in decoded if e.type == "alloc_reserved")
     last_ms = decoded[-1].position_ms
 
-    def forged(after_ms: int, seq: int, stream: str, version: int, kind: str,
-               data: dict[str, Any]) -> tuple[str, dict[bytes, bytes]]:  # fmt: skip
+    def forged(
+        after_ms: int, seq: int, stream: str, version: int, kind: str, data: dict[str, Any]
+    ) -> tuple[str, dict[bytes, bytes]]:
         body = {**started.body, "event_id": str(uuid.uuid4()), "type": kind, "data": data}
         return f"{after_ms + 1}-{seq}", entry(stream, version, body)
 
@@ -221,29 +235,76 @@ async def test_verify_names_the_offending_events_of_injected_faults(
 
     stream = started.stream
     version = max(e.version for e in decoded if e.stream == stream)
-    check([forged(last_ms, 0, stream, version + 1, "session_started",
-                  {**started.data})], "once", "already started")  # fmt: skip
-    check([forged(last_ms, 0, stream, version + 1, "session_scheduled",
-                  {"session_id": started.data["session_id"], "creation_id": "x"})],
-          "transition", "session_scheduled while the session is TERMINATED")  # fmt: skip
-    check([forged(last_ms, 0, stream, version + 3, "session_activity",
-                  {"session_id": started.data["session_id"], "last_access": 1.0})],
-          "versions", "a gap")  # fmt: skip
-    greedy = {**reserved.data, "session_id": str(uuid.uuid4()), "allocations": [
-        {**reserved.data["allocations"][0], "kernel_id": str(uuid.uuid4()),
-         "slots": {"cpu": "9", "mem": str(G)}}]}  # fmt: skip
+    check(
+        [forged(last_ms, 0, stream, version + 1, "session_started", {**started.data})],
+        "once",
+        "already started",
+    )
+    check(
+        [
+            forged(
+                last_ms,
+                0,
+                stream,
+                version + 1,
+                "session_scheduled",
+                {"session_id": started.data["session_id"], "creation_id": "x"},
+            )
+        ],
+        "transition",
+        "session_scheduled while the session is TERMINATED",
+    )
+    check(
+        [
+            forged(
+                last_ms,
+                0,
+                stream,
+                version + 3,
+                "session_activity",
+                {"session_id": started.data["session_id"], "last_access": 1.0},
+            )
+        ],
+        "versions",
+        "a gap",
+    )
+    greedy = {
+        **reserved.data,
+        "session_id": str(uuid.uuid4()),
+        "allocations": [
+            {
+                **reserved.data["allocations"][0],
+                "kernel_id": str(uuid.uuid4()),
+                "slots": {"cpu": "9", "mem": str(G)},
+            }
+        ],
+    }
     ledger_version = max(e.version for e in decoded if e.stream == reserved.stream)
-    check([forged(last_ms, 0, reserved.stream, ledger_version + 1, "alloc_reserved", greedy)],
-          "capacity", "got {cpu: 9")  # fmt: skip
-    broken = f"{last_ms + 1}-0", {b"s": stream.encode(), b"v": str(version + 1).encode(),
-                                  b"e": b'{"type": "no_such_event"}'}  # fmt: skip
+    check(
+        [forged(last_ms, 0, reserved.stream, ledger_version + 1, "alloc_reserved", greedy)],
+        "capacity",
+        "got {cpu: 9",
+    )
+    broken = (
+        f"{last_ms + 1}-0",
+        {
+            b"s": stream.encode(),
+            b"v": str(version + 1).encode(),
+            b"e": b'{"type": "no_such_event"}',
+        },
+    )
     check([broken], "decode", "")
 
 
 def kh(*args: str, redis_url: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {**os.environ, "KH_REDIS_URL": redis_url, **env}
-    return subprocess.run([sys.executable, "-m", "kernelhub.cli", *args], env=environ,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "kernelhub.cli", *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 async def test_the_cli_tails_shows_replays_explains_and_never_shows_a_secret(
@@ -255,34 +316,48 @@ async def test_the_cli_tails_shows_replays_explains_and_never_shows_a_secret(
     assert tail.returncode == 0, tail.stderr
     assert "keypair_issued" in tail.stdout and "secret_key=***" in tail.stdout
     lines = await _export_lines(store, tmp_path)
-    secrets = [json.loads(line)["body"]["data"]["secret_key"] for line in lines
-               if '"keypair_issued"' in line]  # fmt: skip
+    secrets = [
+        json.loads(line)["body"]["data"]["secret_key"]
+        for line in lines
+        if '"keypair_issued"' in line
+    ]
     assert secrets and not any(s in tail.stdout for s in secrets)
-    as_json = await asyncio.to_thread(kh, "events", "tail", "--json", "--type", "session_started",
-                                      redis_url=url, **prefix)  # fmt: skip
+    as_json = await asyncio.to_thread(
+        kh, "events", "tail", "--json", "--type", "session_started", redis_url=url, **prefix
+    )
     rows = [json.loads(line) for line in as_json.stdout.splitlines()]
     assert rows and {r["body"]["type"] for r in rows} == {"session_started"}
     shown = await asyncio.to_thread(kh, "events", "show", "blocked", redis_url=url, **prefix)
     assert shown.returncode == 0 and f"session-{facts['blocked']}" in shown.stdout
     assert "session_scheduling_failed" in shown.stdout
     replay = await asyncio.to_thread(
-        kh, "replay", "--as-of", facts["running_at"], "session", str(facts["first"]), "--json",
-        redis_url=url, **prefix,
-    )  # fmt: skip
+        kh,
+        "replay",
+        "--as-of",
+        facts["running_at"],
+        "session",
+        str(facts["first"]),
+        "--json",
+        redis_url=url,
+        **prefix,
+    )
     assert replay.returncode == 0, replay.stderr
     assert json.loads(replay.stdout)["status"] == "RUNNING"
     why = await asyncio.to_thread(kh, "why", "blocked", redis_url=url, **prefix)
     assert why.returncode == 0 and "idle-timeout" in why.stdout, why.stderr
-    verified = await asyncio.to_thread(kh, "events", "verify", "--grace", "0", redis_url=url,
-                                       **prefix)  # fmt: skip
+    verified = await asyncio.to_thread(
+        kh, "events", "verify", "--grace", "0", redis_url=url, **prefix
+    )
     assert verified.returncode == 0 and verified.stdout.strip().endswith("ok"), verified.stdout
-    bad = await asyncio.to_thread(kh, "replay", "--as-of", "yesterday-ish", "cluster",
-                                  redis_url=url, **prefix)  # fmt: skip
+    bad = await asyncio.to_thread(
+        kh, "replay", "--as-of", "yesterday-ish", "cluster", redis_url=url, **prefix
+    )
     assert bad.returncode == 1 and bad.stderr.startswith("kh: error: not a time or position")
     missing = await asyncio.to_thread(kh, "why", "nobody", redis_url=url, **prefix)
     assert (missing.returncode, missing.stderr.strip()) == (
-        1, "kh: error: no stream, session or agent 'nobody' in the log"
-    )  # fmt: skip
+        1,
+        "kh: error: no stream, session or agent 'nobody' in the log",
+    )
 
 
 async def _export_lines(store: RedisEventStore, tmp_path: Path) -> list[str]:
@@ -348,10 +423,23 @@ async def test_tail_follow_prints_new_events_as_they_are_appended(
     await append_steps(store, Workload(sessions=2, agents=1, seed=1).steps())
     environ = {**os.environ, "KH_REDIS_URL": redis_server.url, "NO_COLOR": "1"}
     follower = subprocess.Popen(  # noqa: ASYNC220 (started once, read in a thread)
-        [sys.executable, "-m", "kernelhub.cli", "events", "tail", "--follow", "-n", "0",
-         "--type", "session_enqueued"],
-        env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "kernelhub.cli",
+            "events",
+            "tail",
+            "--follow",
+            "-n",
+            "0",
+            "--type",
+            "session_enqueued",
+        ],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         await asyncio.sleep(2.0)  # it subscribed (from the head: nothing old is shown)
         await append_steps(store, Workload(sessions=3, agents=1, seed=2).steps())

@@ -81,8 +81,15 @@ class Tenant:
             data = body
         else:
             data = json.dumps(body).encode()
-        return signed_request(self.stack.exports["BACKEND_ENDPOINT"], "POST", path,
-                              self.access_key, self.secret_key, data, timeout=120)  # fmt: skip
+        return signed_request(
+            self.stack.exports["BACKEND_ENDPOINT"],
+            "POST",
+            path,
+            self.access_key,
+            self.secret_key,
+            data,
+            timeout=120,
+        )
 
     def last_id(self) -> str:
         newest = self.log.xrevrange(self.log_key, count=1)
@@ -104,12 +111,21 @@ def sim_up() -> Iterator[Stack]:
     kernels: the requests, the log and the scheduler are real)."""
     with tempfile.TemporaryDirectory(prefix="kh-bounds-") as path:
         root = Path(path)
-        environ = {**os.environ, "KH_DATA_DIR": str(root / "data"),
-                   "KH_CONFIG_DIR": str(root / "cfg"), "KH_GATEWAY_PORT": "0",
-                   "KH_STOP_GRACE_S": "1"}  # fmt: skip
+        environ = {
+            **os.environ,
+            "KH_DATA_DIR": str(root / "data"),
+            "KH_CONFIG_DIR": str(root / "cfg"),
+            "KH_GATEWAY_PORT": "0",
+            "KH_STOP_GRACE_S": "1",
+        }
         environ.pop("KH_REDIS_URL", None)
-        up = subprocess.run([*KH, "up", "--backend", "sim"], env=environ, capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
+        up = subprocess.run(
+            [*KH, "up", "--backend", "sim"],
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert up.returncode == 0, up.stderr
         lines = [line for line in up.stdout.splitlines() if line.startswith("export ")]
         exports = dict(line.removeprefix("export ").split("=", 1) for line in lines)
@@ -205,31 +221,49 @@ def _mostly(valid: st.SearchStrategy[Any], hostile: st.SearchStrategy[Any]) -> A
 _amounts = st.one_of(
     _raw_numbers,  # as raw JSON numbers
     _raw_numbers.map(str),  # and as strings
-    st.sampled_from(["0", "1", "2", "256m", "1g", "0.5", "1e100000000", "Infinity", "NaN",
-                     "1" + "0" * 100, "0." + "0" * 50 + "1", "64t", "1e-400"]),
+    st.sampled_from(
+        [
+            "0",
+            "1",
+            "2",
+            "256m",
+            "1g",
+            "0.5",
+            "1e100000000",
+            "Infinity",
+            "NaN",
+            "1" + "0" * 100,
+            "0." + "0" * 50 + "1",
+            "64t",
+            "1e-400",
+        ]
+    ),
     st.integers(),
     st.floats(),
     _values,
-)  # fmt: skip
-_slot_names = _mostly(st.sampled_from(["cpu", "mem", "cuda.device", "rocm.device"]),
-                      st.text(max_size=70))  # fmt: skip
+)
+_slot_names = _mostly(
+    st.sampled_from(["cpu", "mem", "cuda.device", "rocm.device"]), st.text(max_size=70)
+)
 _config = st.fixed_dictionaries(
-    {"resources": _mostly(st.dictionaries(_slot_names, _amounts, min_size=1, max_size=3),
-                          _values)},
+    {"resources": _mostly(st.dictionaries(_slot_names, _amounts, min_size=1, max_size=3), _values)},
     optional={
-        "environ": _mostly(st.dictionaries(st.text(max_size=20), _long_text, max_size=4),
-                           _values),
+        "environ": _mostly(st.dictionaries(st.text(max_size=20), _long_text, max_size=4), _values),
         "mounts": _mostly(st.lists(_long_text, max_size=3), _values),
-        "preopenPorts": _mostly(st.lists(st.integers(1024, 65535), max_size=3),
-                                st.lists(st.integers(), max_size=100) | _values),
+        "preopenPorts": _mostly(
+            st.lists(st.integers(1024, 65535), max_size=3),
+            st.lists(st.integers(), max_size=100) | _values,
+        ),
         "resource_opts": _values,
         "scalingGroup": _mostly(st.just("default"), _long_text),
     },
-)  # fmt: skip
+)
 _requests = st.fixed_dictionaries(
-    {"name": _mostly(st.from_regex(r"fz[a-z0-9]{8,12}", fullmatch=True), _long_text),
-     "image": _mostly(st.just("python"), _long_text),
-     "config": _mostly(_config, _values)},
+    {
+        "name": _mostly(st.from_regex(r"fz[a-z0-9]{8,12}", fullmatch=True), _long_text),
+        "image": _mostly(st.just("python"), _long_text),
+        "config": _mostly(_config, _values),
+    },
     optional={
         "startupCommand": _long_text,
         "bootstrap_script": _long_text,
@@ -241,7 +275,7 @@ _requests = st.fixed_dictionaries(
         "maxWaitSeconds": _mostly(st.just(0), _raw_numbers),
         "group": _mostly(st.just("default"), _long_text),
     },
-)  # fmt: skip
+)
 
 
 class TestFrontDoor:
@@ -280,8 +314,10 @@ class TestFrontDoor:
     def test_slot_values_are_bounded_before_they_reach_the_log(
         self, tenant: Tenant, resources: str, named: str
     ) -> None:
-        body = f'{{"name": "bad-slots", "image": "python", "enqueueOnly": true, ' \
-               f'"config": {{"resources": {resources}}}}}'  # fmt: skip
+        body = (
+            f'{{"name": "bad-slots", "image": "python", "enqueueOnly": true, '
+            f'"config": {{"resources": {resources}}}}}'
+        )
         _refused(tenant, body, named)
 
     @on_stack
@@ -361,8 +397,11 @@ class TestFrontDoor:
         self, tenant: Tenant
     ) -> None:
         _refused(tenant, _create("n" * 2**20), "name")
-        _refused(tenant, '{"name": "deep", "image": "python", "x": ' + "[" * 100_000 + "]" * 100_000
-                 + "}", "Malformed body")  # fmt: skip
+        _refused(
+            tenant,
+            '{"name": "deep", "image": "python", "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+            "Malformed body",
+        )
 
     @on_stack
     def test_execute_code_and_options_are_capped(self, tenant: Tenant) -> None:
@@ -373,8 +412,9 @@ class TestFrontDoor:
         assert status == 400 and "runId" in json.dumps(problem), problem
         status, problem = tenant.post(path, {"mode": "query", "code": "x" * (5 * 2**20)})
         assert status == 400 and "code" in json.dumps(problem), problem
-        status, problem = tenant.post(path, {"mode": "query", "code": "1",
-                                             "options": {"o": "x" * 100_000}})  # fmt: skip
+        status, problem = tenant.post(
+            path, {"mode": "query", "code": "1", "options": {"o": "x" * 100_000}}
+        )
         assert status == 400 and "options" in json.dumps(problem), problem
 
     @on_stack
@@ -385,9 +425,12 @@ class TestFrontDoor:
             "KH_CONFIG_DIR": str(root / "cfg"),
             "HOME": os.environ["HOME"],
         }  # the operator's: Ray's token is ~/.ray/auth_token
-        for flags, named in ((["--mem", "0"], "mem"), (["--cpu", "0"], "cpu"),
-                             (["--cpu", "1e100000000"], "cpu"), (["-r", "rocm.device=1"],
-                                                                 "rocm.device")):  # fmt: skip
+        for flags, named in (
+            (["--mem", "0"], "mem"),
+            (["--cpu", "0"], "cpu"),
+            (["--cpu", "1e100000000"], "cpu"),
+            (["-r", "rocm.device=1"], "rocm.device"),
+        ):
             done = tenant.stack.kh("session", "create", "--name", "cli-bad", *flags, **env)
             assert done.returncode == 1, (flags, done.stdout, done.stderr)
             lines = done.stderr.strip().splitlines()
@@ -443,13 +486,21 @@ def test_mem_0_never_makes_an_unlimited_container(docker_tenant: Tenant) -> None
     assert status == 201 and created["status"] == "RUNNING", created
     found = subprocess.run(
         ["docker", "ps", "-q", "--filter", "label=ai.backend.kernel-id"],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    inspected = json.loads(subprocess.run(["docker", "inspect", *found], capture_output=True,
-                                          text=True, check=True).stdout)  # fmt: skip
-    ours = [c for c in inspected if created["sessionId"] in json.dumps(c["Config"]["Labels"])
-            or c["Config"]["Labels"].get("ai.backend.kernel-id") in _kernels(docker_tenant,
-                                                                              created)]  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    inspected = json.loads(
+        subprocess.run(
+            ["docker", "inspect", *found], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    ours = [
+        c
+        for c in inspected
+        if created["sessionId"] in json.dumps(c["Config"]["Labels"])
+        or c["Config"]["Labels"].get("ai.backend.kernel-id") in _kernels(docker_tenant, created)
+    ]
     assert ours, "the session's container"
     host = ours[0]["HostConfig"]
     assert host["Memory"] >= 256 * 2**20 and host["CpuQuota"] > 0, host
@@ -480,10 +531,12 @@ async def test_a_pending_slot_no_agent_has_stays_pending_with_a_reason_once_and_
 
         async def create(name: str, **slots: Any) -> uuid.UUID:
             sid: uuid.UUID = await cluster.shard.create(  # type: ignore[arg-type]
-                name=name, access_key="AK1", scaling_group="default",
+                name=name,
+                access_key="AK1",
+                scaling_group="default",
                 image="kernelhub/python:3.11",
                 requested=[ResourceSlot({"cpu": 1, "mem": G, **slots})],
-            )  # fmt: skip
+            )
             return sid
 
         odd = await create("odd", **{"rocm.device": 1})
@@ -501,15 +554,26 @@ async def test_a_pending_slot_no_agent_has_stays_pending_with_a_reason_once_and_
         assert record is not None and record["status"] == "PENDING"
         assert record["status_info"] == "no-available-instances"
         assert "rocm.device" in json.dumps(record["status_data"])
-        failures = [e for e in await store.read_stream(session_stream(odd))
-                    if e.type == "session_scheduling_failed"]  # fmt: skip
+        failures = [
+            e
+            for e in await store.read_stream(session_stream(odd))
+            if e.type == "session_scheduling_failed"
+        ]
         assert len(failures) == 1
 
 
 # ---- the container backend's own last check ----------------------------------------------------
 @pytest.mark.unit
-@pytest.mark.parametrize("slots", [{}, {"cpu": "1"}, {"mem": "268435456"},
-                                   {"cpu": "0", "mem": "268435456"}, {"cpu": "1", "mem": "0"}])
+@pytest.mark.parametrize(
+    "slots",
+    [
+        {},
+        {"cpu": "1"},
+        {"mem": "268435456"},
+        {"cpu": "0", "mem": "268435456"},
+        {"cpu": "1", "mem": "0"},
+    ],
+)
 def test_the_docker_backend_never_configures_a_container_without_both_limits(
     tmp_path: Path, slots: dict[str, str]
 ) -> None:
@@ -524,7 +588,10 @@ def test_the_docker_backend_never_configures_a_container_without_both_limits(
     launch = KernelLaunch(kernel_id=uuid.uuid4(), session_id=uuid.uuid4(), slots=asked)
     with pytest.raises(UnlimitedKernel):
         backend._config(launch, {}, (0,))
-    launch = KernelLaunch(kernel_id=uuid.uuid4(), session_id=uuid.uuid4(),
-                          slots={"cpu": Decimal("0.5"), "mem": Decimal(2**28)})  # fmt: skip
+    launch = KernelLaunch(
+        kernel_id=uuid.uuid4(),
+        session_id=uuid.uuid4(),
+        slots={"cpu": Decimal("0.5"), "mem": Decimal(2**28)},
+    )
     host = backend._config(launch, {}, (0,))["HostConfig"]
     assert host["Memory"] == host["MemorySwap"] == 2**28 and host["CpuQuota"] == 50_000

@@ -130,8 +130,12 @@ def test_an_upload_over_a_hard_link_leaves_the_other_name_alone(work: Path) -> N
 @pytest.mark.skipif(not AS_ROOT, reason="giving files away needs root (as the agent has)")
 def test_uploaded_files_and_their_parents_belong_to_the_kernels_user(work: Path) -> None:
     workdir.upload(work, [("deep/er/x.txt", b"x"), ("top.txt", b"y")])
-    for path in (work / "deep", work / "deep" / "er", work / "deep" / "er" / "x.txt",
-                 work / "top.txt"):  # fmt: skip
+    for path in (
+        work / "deep",
+        work / "deep" / "er",
+        work / "deep" / "er" / "x.txt",
+        work / "top.txt",
+    ):
         info = path.stat()
         assert (info.st_uid, info.st_gid) == (KERNEL_UID, KERNEL_UID), path
 
@@ -146,8 +150,17 @@ def test_a_directory_is_not_overwritten_by_an_upload(work: Path) -> None:
 
 
 # ---- names -----------------------------------------------------------------------------------
-LEAVING = ["../escape", "..%2Fescape", "/etc/passwd", "sub/../../escape", "/home/work/../escape",
-           "%2Fetc%2Fpasswd", "a/..", "x\0y", "x%00y"]  # fmt: skip
+LEAVING = [
+    "../escape",
+    "..%2Fescape",
+    "/etc/passwd",
+    "sub/../../escape",
+    "/home/work/../escape",
+    "%2Fetc%2Fpasswd",
+    "a/..",
+    "x\0y",
+    "x%00y",
+]
 
 
 @pytest.mark.unit
@@ -170,8 +183,9 @@ def test_names_that_leave_the_work_dir_are_refused_everywhere(
 
 @pytest.mark.unit
 def test_the_names_the_clients_send_still_work(work: Path) -> None:
-    assert workdir.upload(work, [("sub%2Fb.txt", b"b"), ("/home/work/c.txt", b"c"),
-                                 ("./d.txt", b"d")]) == ["sub/b.txt", "c.txt", "d.txt"]  # fmt: skip
+    assert workdir.upload(
+        work, [("sub%2Fb.txt", b"b"), ("/home/work/c.txt", b"c"), ("./d.txt", b"d")]
+    ) == ["sub/b.txt", "c.txt", "d.txt"]
     assert workdir.download_single(work, "/home/work/sub/b.txt") == b"b"
     assert workdir.download_single(work, "sub%2Fb.txt") == b"b"
     listing = workdir.list_files(work, "/home/work")
@@ -203,9 +217,11 @@ def test_a_fifo_download_is_refused_instead_of_hanging(work: Path) -> None:
         workdir.download_single(work, "pipe")
     with pytest.raises(InvalidAPIParameters, match="FIFO"):
         workdir.download(work, ["pipe"])
-    for call in (lambda: workdir.list_files(work, "pipe"),
-                 lambda: workdir.download_single(work, "pipe/x"),
-                 lambda: workdir.upload(work, [("pipe/x", b"x")])):  # fmt: skip
+    for call in (
+        lambda: workdir.list_files(work, "pipe"),
+        lambda: workdir.download_single(work, "pipe/x"),
+        lambda: workdir.upload(work, [("pipe/x", b"x")]),
+    ):
         with pytest.raises(InvalidAPIParameters, match="not a directory"):
             call()
 
@@ -326,8 +342,9 @@ def test_a_listing_looks_at_links_without_following_them(work: Path, outside: Pa
     os.symlink(outside, work / "out-dir")
     os.mkfifo(work / "pipe")
     (work / "f").write_bytes(b"12345")
-    entries = {e["filename"]: e for e in __import__("json").loads(
-        workdir.list_files(work, ".")["files"])}  # fmt: skip
+    entries = {
+        e["filename"]: e for e in __import__("json").loads(workdir.list_files(work, ".")["files"])
+    }
     assert entries["out-dir"]["mode"].startswith("l") and entries["pipe"]["mode"].startswith("p")
     assert entries["f"]["size"] == 5 and "secret" not in entries
     with pytest.raises(InvalidAPIParameters, match="symbolic link"):
@@ -389,13 +406,17 @@ def for_a_while(seconds: float = 1.5) -> Iterator[int]:
 @pytest.mark.timeout(60)
 def test_downloads_racing_a_symlink_swap_never_return_host_files(work: Path, outside: Path) -> None:
     (work / "d").mkdir()
-    with Flipper(work / "f", outside / "secret", regular(b"inside")), \
-         Flipper(work / "d" / "g", outside / "secret", regular(b"inside")):  # fmt: skip
+    with (
+        Flipper(work / "f", outside / "secret", regular(b"inside")),
+        Flipper(work / "d" / "g", outside / "secret", regular(b"inside")),
+    ):
         seen: set[bytes] = set()
         for _ in for_a_while():
-            for call in (lambda: workdir.download_single(work, "f"),
-                         lambda: workdir.download(work, ["f", "d"]),
-                         lambda: workdir.download(work, ["/home/work"])):  # fmt: skip
+            for call in (
+                lambda: workdir.download_single(work, "f"),
+                lambda: workdir.download(work, ["f", "d"]),
+                lambda: workdir.download(work, ["/home/work"]),
+            ):
                 try:
                     got = call()
                 except (InvalidAPIParameters, ObjectNotFound):
@@ -409,8 +430,10 @@ def test_downloads_racing_a_symlink_swap_never_return_host_files(work: Path, out
 def test_a_directory_swapped_for_a_symlink_never_gets_an_upload_outside(
     work: Path, outside: Path
 ) -> None:
-    with Flipper(work / "d", outside, directory), Flipper(work / "x", outside / "secret",
-                                                           regular(b"inside")):  # fmt: skip
+    with (
+        Flipper(work / "d", outside, directory),
+        Flipper(work / "x", outside / "secret", regular(b"inside")),
+    ):
         for rounds in for_a_while():
             for name in (f"d/up-{rounds}", "x"):
                 try:
@@ -441,8 +464,10 @@ def test_a_name_flipping_to_a_fifo_never_blocks_a_download(work: Path) -> None:
     thread.start()
     try:
         for _ in for_a_while(1.0):
-            for call in (lambda: workdir.download_single(work, "f"),
-                         lambda: workdir.download(work, ["/home/work"])):  # fmt: skip
+            for call in (
+                lambda: workdir.download_single(work, "f"),
+                lambda: workdir.download(work, ["/home/work"]),
+            ):
                 try:
                     call()
                 except (InvalidAPIParameters, ObjectNotFound):
@@ -468,13 +493,16 @@ print('planted')
 
 async def fetch_single(stack: Stack, session: str, name: str) -> bytes | APIError:
     """``GET /session/{name}/download_single?file=...`` (no client command sends it)."""
-    config = ClientConfig(endpoint=stack.exports["BACKEND_ENDPOINT"],
-                          access_key=stack.exports["BACKEND_ACCESS_KEY"],
-                          secret_key=stack.exports["BACKEND_SECRET_KEY"])  # fmt: skip
+    config = ClientConfig(
+        endpoint=stack.exports["BACKEND_ENDPOINT"],
+        access_key=stack.exports["BACKEND_ACCESS_KEY"],
+        secret_key=stack.exports["BACKEND_SECRET_KEY"],
+    )
     async with AsyncClient(config) as client:
         try:
-            answer = await client.request("GET", f"/session/{session}/download_single",
-                                          params={"file": name})  # fmt: skip
+            answer = await client.request(
+                "GET", f"/session/{session}/download_single", params={"file": name}
+            )
         except APIError as refused:
             return refused
         return answer.content
@@ -501,8 +529,9 @@ def test_kh_upload_after_planting_the_temporary_name_leaves_the_host_alone(
         uploaded = stack.kh("upload", "hostile-files", "x")
         assert uploaded.returncode == 0, uploaded.stderr
         assert not target.exists() and (host / "secret").read_bytes() == SECRET
-        seen = stack.kh("exec", "hostile-files", "-c",
-                        "import os; print(os.stat('x').st_uid, open('x').read())")  # fmt: skip
+        seen = stack.kh(
+            "exec", "hostile-files", "-c", "import os; print(os.stat('x').st_uid, open('x').read())"
+        )
         assert seen.stdout == f"{KERNEL_UID} tenant data\n", seen.stderr
         for name, words in (("s", "symbolic link"), ("pipe", "FIFO")):
             refused = stack.kh("download", "hostile-files", name, "--dest", "got")
@@ -611,8 +640,9 @@ def test_the_agents_file_work_leaves_its_default_executor_free(tmp_path: Path) -
         store = RedisEventStore.from_url("redis://127.0.0.1:1")  # never reached
         agent = Agent(store, None, "agent-files", {"cpu": 4}, backend=WorkDirs())  # type: ignore[arg-type]
         stuck = [asyncio.create_task(agent.download_files(k, ["/home/work"])) for k in kernels]
-        stuck += [asyncio.create_task(agent.download_files(kernels[0], ["/home/work"]))
-                  for _ in range(3)]  # fmt: skip
+        stuck += [
+            asyncio.create_task(agent.download_files(kernels[0], ["/home/work"])) for _ in range(3)
+        ]
         await asyncio.sleep(0.5)
         try:
             # a batch result read meanwhile (the backends read them with to_thread)
@@ -694,8 +724,9 @@ def cheap_stack() -> Iterator[Stack]:
 async def tenant_session(stack: Stack, name: str) -> AsyncIterator[tuple[ClientConfig, Any]]:
     """A new tenant and a running session of theirs (destroyed on the way out)."""
     access_key, secret_key = await second_tenant(stack, name)
-    config = ClientConfig(endpoint=stack.exports["BACKEND_ENDPOINT"], access_key=access_key,
-                          secret_key=secret_key)  # fmt: skip
+    config = ClientConfig(
+        endpoint=stack.exports["BACKEND_ENDPOINT"], access_key=access_key, secret_key=secret_key
+    )
     async with AsyncClient(config) as client:
         async with client.session("python", name=f"{name}-files", timeout=120) as session:
             yield config, session
@@ -703,8 +734,7 @@ async def tenant_session(stack: Stack, name: str) -> AsyncIterator[tuple[ClientC
 
 def signed(config: ClientConfig, method: str, path: str, content_type: str) -> dict[str, str]:
     host = config.endpoint.removeprefix("http://")
-    headers = signed_headers(method, path, host, content_type, config.access_key,
-                             config.secret_key)  # fmt: skip
+    headers = signed_headers(method, path, host, content_type, config.access_key, config.secret_key)
     return {**headers, "Content-Type": content_type}
 
 
@@ -713,8 +743,10 @@ async def raw_download(
 ) -> aiohttp.ClientResponse:
     """``GET /session/{session}/download?files=name``, the answer's body left unread."""
     path = f"/session/{session}/download?files={name}"
-    return await http.get(yarl.URL(config.endpoint + path, encoded=True),
-                          headers=signed(config, "GET", path, "text/plain"))  # fmt: skip
+    return await http.get(
+        yarl.URL(config.endpoint + path, encoded=True),
+        headers=signed(config, "GET", path, "text/plain"),
+    )
 
 
 async def problem_of(response: aiohttp.ClientResponse) -> dict[str, Any]:
@@ -753,10 +785,13 @@ def test_one_keypair_cannot_hold_more_file_operations_than_its_cap(
 
             await eventually(slot_back, timeout=30, interval=0.2, message="the slots back")
 
-    async def hold_past_the_cap(mallory: ClientConfig, name: str, victim: ClientConfig,
-                                victims: Any) -> None:  # fmt: skip
-        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
-                                     connector=aiohttp.TCPConnector(limit=0))  # fmt: skip
+    async def hold_past_the_cap(
+        mallory: ClientConfig, name: str, victim: ClientConfig, victims: Any
+    ) -> None:
+        http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
+            connector=aiohttp.TCPConnector(limit=0),
+        )
         held: list[aiohttp.ClientResponse] = []
         try:
             starts = [raw_download(http, mallory, name, "big") for _ in range(CAP)]

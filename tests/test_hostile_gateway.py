@@ -190,8 +190,9 @@ def test_a_huge_document_is_refused_before_it_is_parsed() -> None:
 
 @unit
 def test_a_cyclic_fragment_does_not_loop_the_walk() -> None:
-    document = parse("{ compute_session(id: \"x\") { ...a } } "
-                     "fragment a on ComputeSession { id ...a }")  # fmt: skip
+    document = parse(
+        '{ compute_session(id: "x") { ...a } } fragment a on ComputeSession { id ...a }'
+    )
     assert measure(document, {}, LIMITS).fields == 2
 
 
@@ -283,18 +284,27 @@ def test_a_signature_over_odd_header_bytes_is_computed_not_raised() -> None:
 # ---- the authenticator against real Redis -----------------------------------------------------
 def _request(access_key: str, signature: str = "0" * 64) -> Any:
     now = datetime.now(UTC).isoformat()
-    return make_mocked_request("GET", "/session/x", headers={
-        "Date": now, "X-BackendAI-Version": "v7.20230615", "Host": "localhost",
-        "Authorization": f"BackendAI signMethod=HMAC-SHA256, credential={access_key}:{signature}",
-    })  # fmt: skip
+    return make_mocked_request(
+        "GET",
+        "/session/x",
+        headers={
+            "Date": now,
+            "X-BackendAI-Version": "v7.20230615",
+            "Host": "localhost",
+            "Authorization": (
+                f"BackendAI signMethod=HMAC-SHA256, credential={access_key}:{signature}"
+            ),
+        },
+    )
 
 
 @pytest.mark.redis
 async def test_made_up_access_keys_are_refused_and_remembered_within_a_bound(
     store: RedisEventStore, tmp_path: Any
 ) -> None:
-    auth = Authenticator(TenancyLookups(store), SecretBox.from_file(tmp_path / "k", create=True),
-                         max_absent=64)  # fmt: skip
+    auth = Authenticator(
+        TenancyLookups(store), SecretBox.from_file(tmp_path / "k", create=True), max_absent=64
+    )
     for i in range(500):
         with pytest.raises(AuthorizationFailed):
             await auth.authenticate(_request(f"AKIAMADEUP{i:010d}"))
@@ -313,8 +323,12 @@ def _enqueued(tag: str) -> NewEvent:
 async def test_every_stream_reads_one_tail_and_a_stalled_one_is_dropped(
     store: RedisEventStore,
 ) -> None:
-    tail = LogTail(store, types=frozenset({"session_enqueued"}),
-                   streams=lambda s: s.startswith("session-"), queue_size=3)  # fmt: skip
+    tail = LogTail(
+        store,
+        types=frozenset({"session_enqueued"}),
+        streams=lambda s: s.startswith("session-"),
+        queue_size=3,
+    )
     async with tail.listen() as reader, tail.listen() as stalled:
         for i in range(5):
             await store.append(f"session-{i}", [_enqueued(f"e{i}")], None)
@@ -357,8 +371,11 @@ test reaches it; no other test here opens that many sessions for one keypair."""
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
-    env = {"KH_ALLOW_UNISOLATED": "1", "DOCKER_HOST": "tcp://127.0.0.1:9",  # process backend
-           "KH_MAX_OPEN_SESSIONS": str(OPEN_CAP)}  # fmt: skip
+    env = {
+        "KH_ALLOW_UNISOLATED": "1",
+        "DOCKER_HOST": "tcp://127.0.0.1:9",  # process backend
+        "KH_MAX_OPEN_SESSIONS": str(OPEN_CAP),
+    }
     with kh_up(**env) as stack:
         yield asyncio.run(_populate(stack))
 
@@ -376,22 +393,32 @@ async def _populate(stack: Stack) -> World:
         await tenancy.create_project("gpu-team", "research")
         await tenancy.create_project("other-team", "default")
         await tenancy.associate("default", "domain", "research")  # its agents serve research
-        admin = await tenancy.create_user("radmin", "radmin@research.local", "research",
-                                          role="admin")  # fmt: skip
+        admin = await tenancy.create_user(
+            "radmin", "radmin@research.local", "research", role="admin"
+        )
         research_admin = Keys(*await tenancy.issue_keypair(admin))
         lookups = TenancyLookups(store)
-        await eventually(lambda: lookups.keypair(research_admin.access_key), timeout=20,
-                         message="projected")  # fmt: skip
-        await eventually(lambda: lookups.project_by_name("default", "other-team"), timeout=20,
-                         message="projected")  # fmt: skip
+        await eventually(
+            lambda: lookups.keypair(research_admin.access_key), timeout=20, message="projected"
+        )
+        await eventually(
+            lambda: lookups.project_by_name("default", "other-team"),
+            timeout=20,
+            message="projected",
+        )
     finally:
         await store.close()
     world = World(stack, superadmin, mallory, victim, research_admin, "", "")
     status, body = call(world, victim, "POST", "/session", _create("victims-job"))
     assert status == 201, body
     world.victim_session = body["sessionId"]
-    status, body = call(world, superadmin, "POST", "/session",
-                        _create("research-job", domain="research", group="gpu-team"))  # fmt: skip
+    status, body = call(
+        world,
+        superadmin,
+        "POST",
+        "/session",
+        _create("research-job", domain="research", group="gpu-team"),
+    )
     assert status == 201, body
     world.research_session = body["sessionId"]
     return world
@@ -401,14 +428,19 @@ def _create(name: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "image": "python", "enqueueOnly": True, **extra}
 
 
-def call(
-    world: World, keys: Keys, method: str, path: str, body: Any = None
-) -> tuple[int, Any]:  # fmt: skip
+def call(world: World, keys: Keys, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     """One request signed by ``keys``; the decoded JSON answer."""
     content_type = "application/json" if body is not None else "text/plain"
     data = json.dumps(body).encode() if body is not None else None
-    return signed_request(world.stack.exports["BACKEND_ENDPOINT"], method, path, keys.access_key,
-                          keys.secret_key, data, content_type=content_type)  # fmt: skip
+    return signed_request(
+        world.stack.exports["BACKEND_ENDPOINT"],
+        method,
+        path,
+        keys.access_key,
+        keys.secret_key,
+        data,
+        content_type=content_type,
+    )
 
 
 def send(url: str, method: str, headers: dict[str, str], body: Any = None) -> tuple[int, Any]:
@@ -440,11 +472,14 @@ def _problem(status: int, body: Any, want: int) -> str:
 
 
 @on_stack
-@pytest.mark.parametrize(("where", "name"), [
-    ({"domain": "research", "group": "gpu-team"}, "stolen-gpu"),
-    ({"domainName": "research", "groupName": "gpu-team"}, "stolen-by-alias"),  # the SDK's keys
-    ({"group": "other-team"}, "not-my-team"),  # own domain, a project she is not in
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("where", "name"),
+    [
+        ({"domain": "research", "group": "gpu-team"}, "stolen-gpu"),
+        ({"domainName": "research", "groupName": "gpu-team"}, "stolen-by-alias"),  # the SDK's keys
+        ({"group": "other-team"}, "not-my-team"),  # own domain, a project she is not in
+    ],
+)
 def test_a_user_cannot_create_in_a_project_she_does_not_belong_to(
     world: World, where: dict[str, str], name: str
 ) -> None:
@@ -460,11 +495,17 @@ def test_a_user_cannot_create_in_a_project_she_does_not_belong_to(
 def test_members_and_admins_still_create_where_they_may(world: World) -> None:
     status, body = call(world, world.mallory, "POST", "/session", _create("mallorys-own"))
     assert status == 201, body  # her own project: the refusals above are not blanket
-    status, body = call(world, world.research_admin, "POST", "/session",
-                        _create("admins-job", domain="research", group="gpu-team"))  # fmt: skip
+    status, body = call(
+        world,
+        world.research_admin,
+        "POST",
+        "/session",
+        _create("admins-job", domain="research", group="gpu-team"),
+    )
     assert status == 201, body  # a domain admin: any project of the domain, no membership
-    status, body = call(world, world.research_admin, "POST", "/session",
-                        _create("admin-abroad", domain="default"))  # fmt: skip
+    status, body = call(
+        world, world.research_admin, "POST", "/session", _create("admin-abroad", domain="default")
+    )
     assert _problem(status, body, 400) == "invalid-api-params"
 
 
@@ -472,13 +513,19 @@ def test_members_and_admins_still_create_where_they_may(world: World) -> None:
 def test_a_dependency_on_another_tenants_session_is_refused(world: World) -> None:
     head = asyncio.run(_head(world))
     for name, dependency in (("leech", world.victim_session), ("leech-2", str(uuid.uuid4()))):
-        status, body = call(world, world.mallory, "POST", "/session",
-                            _create(name, dependencies=[dependency]))  # fmt: skip
+        status, body = call(
+            world, world.mallory, "POST", "/session", _create(name, dependencies=[dependency])
+        )
         assert _problem(status, body, 400) == "invalid-api-params"
         assert body["msg"] == f"Unknown session ID or name in dependencies: {dependency}"
     assert not {"leech", "leech-2"} & set(asyncio.run(_enqueued_since(world, head)))
-    status, body = call(world, world.victim, "POST", "/session",
-                        _create("follower", dependencies=[world.victim_session]))  # fmt: skip
+    status, body = call(
+        world,
+        world.victim,
+        "POST",
+        "/session",
+        _create("follower", dependencies=[world.victim_session]),
+    )
     assert status == 201, body  # on one's own session, a dependency is fine
 
 
@@ -486,8 +533,10 @@ def _gql(world: World, keys: Keys, query: str, **variables: Any) -> tuple[int, A
     return call(world, keys, "POST", "/admin/gql", {"query": query, "variables": variables})
 
 
-LIST = ("query($limit: Int!, $offset: Int!) { compute_session_list(limit: $limit, "
-        "offset: $offset) { items { id name domain_name } total_count } }")  # fmt: skip
+LIST = (
+    "query($limit: Int!, $offset: Int!) { compute_session_list(limit: $limit, "
+    "offset: $offset) { items { id name domain_name } total_count } }"
+)
 ONE = "query($id: UUID!) { compute_session(id: $id) { id name } }"
 
 
@@ -502,9 +551,12 @@ def test_graphql_shows_a_domain_admin_only_their_domain(world: World) -> None:
     assert listing["total_count"] == len(listing["items"])
     status, body = _gql(world, world.research_admin, ONE, id=world.victim_session)
     assert status == 200 and body["data"]["compute_session"] is None, body
-    status, body = _gql(world, world.research_admin,
-                        "query($ak: String) { keypair(access_key: $ak) { access_key } }",
-                        ak=world.victim.access_key)  # fmt: skip
+    status, body = _gql(
+        world,
+        world.research_admin,
+        "query($ak: String) { keypair(access_key: $ak) { access_key } }",
+        ak=world.victim.access_key,
+    )
     assert body["data"]["keypair"] is None and body["errors"], body
     # a plain user: her own only, by listing or by id
     status, body = _gql(world, world.mallory, ONE, id=world.research_session)
@@ -551,15 +603,17 @@ def host_of(world: World) -> str:
 async def _open_streams(world: World, keys: Keys, count: int) -> tuple[Any, list[Any], Any]:
     endpoint = world.stack.exports["BACKEND_ENDPOINT"]
     host = endpoint.removeprefix("http://")
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
-                                    connector=aiohttp.TCPConnector(limit=0))  # fmt: skip
+    session = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
+        connector=aiohttp.TCPConnector(limit=0),
+    )
 
     def headers() -> dict[str, str]:
-        return signed_headers("GET", "/events/session", host, "", keys.access_key,
-                              keys.secret_key)  # fmt: skip
+        return signed_headers("GET", "/events/session", host, "", keys.access_key, keys.secret_key)
 
-    streams = [await session.get(endpoint + "/events/session", headers=headers())
-               for _ in range(count)]  # fmt: skip
+    streams = [
+        await session.get(endpoint + "/events/session", headers=headers()) for _ in range(count)
+    ]
     extra = await session.get(endpoint + "/events/session", headers=headers())
     return session, streams, extra
 
@@ -579,8 +633,9 @@ def test_a_keypair_cannot_hold_more_streams_than_its_cap(world: World) -> None:
             assert "streams" in problem["msg"], problem
             # a websocket counts against the same cap (refused before the session is looked up)
             path = "/stream/session/any-session/pty"
-            headers = signed_headers("GET", path, host_of(world), "", world.mallory.access_key,
-                                     world.mallory.secret_key)  # fmt: skip
+            headers = signed_headers(
+                "GET", path, host_of(world), "", world.mallory.access_key, world.mallory.secret_key
+            )
             endpoint = world.stack.exports["BACKEND_ENDPOINT"]
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                 await session.ws_connect(endpoint + path, headers=headers)
@@ -615,8 +670,14 @@ def test_a_non_ascii_signature_is_a_401_problem(world: World) -> None:
     endpoint = world.stack.exports["BACKEND_ENDPOINT"]
     path = f"/session/{world.victim_session}"
     for signature in ("é" * 64, "Ã©" * 32, "\uff10" * 64):  # latin-1 é, UTF-8 é, fullwidth 0
-        headers = signed_headers("GET", path, endpoint.removeprefix("http://"), "text/plain",
-                                 world.mallory.access_key, world.mallory.secret_key)  # fmt: skip
+        headers = signed_headers(
+            "GET",
+            path,
+            endpoint.removeprefix("http://"),
+            "text/plain",
+            world.mallory.access_key,
+            world.mallory.secret_key,
+        )
         head, _, _ = headers["Authorization"].rpartition(":")
         headers["Authorization"] = f"{head}:{signature}"
         headers["Content-Type"] = "text/plain"
@@ -667,8 +728,13 @@ def test_a_keypair_cannot_hold_more_open_sessions_than_its_cap(world: World) -> 
 def test_an_app_tunnel_without_a_websocket_upgrade_does_no_work(world: World) -> None:
     """A plain GET of ``tcpproxy`` is not counted as a stream, so it must be refused before
     it looks up the app, starts a service or opens a tunnel into the kernel."""
-    status, body = call(world, world.mallory, "POST", "/session",
-                        _create("mallorys-app", config={"preopen_ports": [8080]}))  # fmt: skip
+    status, body = call(
+        world,
+        world.mallory,
+        "POST",
+        "/session",
+        _create("mallorys-app", config={"preopen_ports": [8080]}),
+    )
     assert status == 201, body
     try:
         for app in ("8080", "nope"):  # "nope" is no app at all: once a 404 after a look-up
@@ -693,8 +759,9 @@ def test_an_unauthenticated_flood_from_one_peer_is_refused_past_the_limit(world:
         async with aiohttp.ClientSession() as session:
 
             async def one(i: int) -> None:
-                headers = signed_headers("GET", "/session/x", host, "", f"AKIAFLOOD{i:011d}",
-                                         "not-a-secret")  # fmt: skip
+                headers = signed_headers(
+                    "GET", "/session/x", host, "", f"AKIAFLOOD{i:011d}", "not-a-secret"
+                )
                 async with session.get(endpoint + "/session/x", headers=headers) as reply:
                     statuses.append(reply.status)
 
@@ -718,8 +785,14 @@ def test_an_unauthenticated_flood_from_one_peer_is_refused_past_the_limit(world:
 
 def call_raw(world: World, keys: Keys, method: str, path: str, data: bytes) -> tuple[int, Any]:
     """As :func:`call`, with a body sent byte for byte (not always JSON Python can write)."""
-    return signed_request(world.stack.exports["BACKEND_ENDPOINT"], method, path, keys.access_key,
-                          keys.secret_key, data)  # fmt: skip
+    return signed_request(
+        world.stack.exports["BACKEND_ENDPOINT"],
+        method,
+        path,
+        keys.access_key,
+        keys.secret_key,
+        data,
+    )
 
 
 @unit
@@ -803,14 +876,17 @@ def test_graphql_variables_that_raised_are_problems(world: World) -> None:
 
 
 @on_stack
-@pytest.mark.parametrize(("method", "route", "body"), [
-    ("POST", "complete", {"code": "pri", "options": "ab"}),
-    ("POST", "complete", {"code": "pri", "options": [1]}),
-    ("GET", "download", {"files": 5}),
-    ("GET", "download", {"files": True}),
-    ("GET", "download_single", {"file": ["a"]}),
-    ("GET", "files", {"path": "p" * 5000}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("method", "route", "body"),
+    [
+        ("POST", "complete", {"code": "pri", "options": "ab"}),
+        ("POST", "complete", {"code": "pri", "options": [1]}),
+        ("GET", "download", {"files": 5}),
+        ("GET", "download", {"files": True}),
+        ("GET", "download_single", {"file": ["a"]}),
+        ("GET", "files", {"path": "p" * 5000}),
+    ],
+)
 def test_parameters_of_the_wrong_shape_are_400s(
     world: World, method: str, route: str, body: dict[str, Any]
 ) -> None:

@@ -55,17 +55,27 @@ HIDE_DOCKER = (
 """A tmpfs over ``/run`` (``/var/run`` too where it is not a link to it): no socket at all."""
 
 
-def namespaced(args: list[str], env: Mapping[str, str], timeout: float = 300
-               ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def namespaced(
+    args: list[str], env: Mapping[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """``args`` in a new mount namespace where no Docker socket exists."""
-    return subprocess.run(["unshare", "-m", "sh", "-c", HIDE_DOCKER, "sh", *args], env=dict(env),
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", HIDE_DOCKER, "sh", *args],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
 def namespaces() -> None:
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", HIDE_DOCKER, "sh", "true"],
-                           capture_output=True, text=True, check=False)  # fmt: skip
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", HIDE_DOCKER, "sh", "true"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if probe.returncode != 0:
         reason = f"cannot hide the Docker socket (unshare -m: {probe.stderr.strip()})"
         if docker_required():
@@ -74,9 +84,12 @@ def namespaces() -> None:
 
 
 def _no_docker_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DOCKER_HOST", "DOCKER_CONTEXT", "KH_REDIS_URL", "KH_ALLOW_UNISOLATED")
-           and not k.startswith("BACKEND_")}  # fmt: skip
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DOCKER_HOST", "DOCKER_CONTEXT", "KH_REDIS_URL", "KH_ALLOW_UNISOLATED")
+        and not k.startswith("BACKEND_")
+    }
     return {**env, **extra}
 
 
@@ -99,8 +112,11 @@ def test_only_a_superadmin_runs_on_an_unisolated_agent_unless_the_operator_opted
     assert "group 'g'" in error.msg and "operator's uid" in error.msg
     assert "kh up --allow-unisolated" in error.msg
     assert [isolation_of_backend(k) for k in ("docker", "process", "sim", "new")] == [
-        "container", "none", "simulated", "none",
-    ]  # fmt: skip
+        "container",
+        "none",
+        "simulated",
+        "none",
+    ]
 
 
 @pytest.mark.unit
@@ -122,10 +138,13 @@ def test_the_opt_in_and_the_warning_line() -> None:
 # ---- is Docker there? -----------------------------------------------------------------------
 @pytest.mark.unit
 def test_no_docker_socket_at_all_is_a_no_not_a_crash(namespaces: None) -> None:
-    probe = ("from actors.agents.backend_kinds import resolve_backend_kind; "
-             "print(resolve_backend_kind('auto'))")  # fmt: skip
-    found = namespaced([sys.executable, "-c", probe], _no_docker_env(HOME="/nonexistent"),
-                       timeout=60)  # fmt: skip
+    probe = (
+        "from actors.agents.backend_kinds import resolve_backend_kind; "
+        "print(resolve_backend_kind('auto'))"
+    )
+    found = namespaced(
+        [sys.executable, "-c", probe], _no_docker_env(HOME="/nonexistent"), timeout=60
+    )
     assert (found.returncode, found.stdout) == (0, "process\n"), found.stderr
 
 
@@ -147,9 +166,12 @@ async def test_a_socket_that_does_not_answer_is_a_no() -> None:
 @pytest.fixture
 async def process_cluster(store: RedisEventStore, tmp_path: Path) -> AsyncIterator[LocalCluster]:
     local = LocalCluster(
-        store, [("i-proc", {"cpu": 4, "mem": 8 * G})], safety_tick_s=0.3,
-        backend=lambda agent_id: ProcessBackend(tmp_path / agent_id), stop_grace_s=0.5,
-    )  # fmt: skip
+        store,
+        [("i-proc", {"cpu": 4, "mem": 8 * G})],
+        safety_tick_s=0.3,
+        backend=lambda agent_id: ProcessBackend(tmp_path / agent_id),
+        stop_grace_s=0.5,
+    )
     await local.start()
     try:
         yield local
@@ -180,9 +202,12 @@ async def test_the_agent_refuses_a_tenants_kernel_whatever_path_it_came_by(
 
     async def create(access_key: str) -> uuid.UUID:
         return await process_cluster.shard.create(  # type: ignore[no-any-return]
-            name=f"s-{uuid.uuid4().hex[:6]}", access_key=access_key, scaling_group="default",
-            image="kernelhub/python:3.11", requested=[ResourceSlot(cpu=1, mem=G)],
-        )  # fmt: skip
+            name=f"s-{uuid.uuid4().hex[:6]}",
+            access_key=access_key,
+            scaling_group="default",
+            image="kernelhub/python:3.11",
+            requested=[ResourceSlot(cpu=1, mem=G)],
+        )
 
     async def ended(sid: uuid.UUID, status: str) -> object:
         async def reached() -> object:
@@ -209,8 +234,11 @@ async def test_the_agent_refuses_a_tenants_kernel_whatever_path_it_came_by(
     await set_opt_in(store, False)  # withdrawn: a restart stops the kernel, starts none
     await process_cluster.shard.restart(admitted)
     await ended(admitted, "ERROR")
-    changed = [e.data for e in await store.read_stream(f"session-{admitted}")
-               if e.type == "session_status_changed"]  # fmt: skip
+    changed = [
+        e.data
+        for e in await store.read_stream(f"session-{admitted}")
+        if e.type == "session_status_changed"
+    ]
     assert changed[-1].status_info == "restart-failed"  # type: ignore[union-attr]
     assert "kh up --allow-unisolated" in str(changed[-1].status_data)  # type: ignore[union-attr]
     assert kernel not in backend.running()
@@ -220,8 +248,13 @@ async def test_the_agent_refuses_a_tenants_kernel_whatever_path_it_came_by(
 
 # ---- kh up with no Docker socket, end to end ------------------------------------------------
 class NoDockerStack(Stack):
-    def __init__(self, root: Path, exports: dict[str, str], up: subprocess.CompletedProcess[str],
-                 environ: dict[str, str]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        root: Path,
+        exports: dict[str, str],
+        up: subprocess.CompletedProcess[str],
+        environ: dict[str, str],
+    ) -> None:
         super().__init__(root, exports)
         self.up = up
         self.environ = environ
@@ -239,9 +272,12 @@ def nodocker(namespaces: None) -> Iterator[NoDockerStack]:
     with tempfile.TemporaryDirectory(prefix="kh-nd-") as path:
         root = Path(path)
         environ = _no_docker_env(
-            KH_DATA_DIR=str(root / "data"), KH_CONFIG_DIR=str(root / "cfg"),
-            KH_GATEWAY_PORT="0", KH_STOP_GRACE_S="1", HOME=str(root / "home"),
-        )  # fmt: skip
+            KH_DATA_DIR=str(root / "data"),
+            KH_CONFIG_DIR=str(root / "cfg"),
+            KH_GATEWAY_PORT="0",
+            KH_STOP_GRACE_S="1",
+            HOME=str(root / "home"),
+        )
         try:
             up = namespaced([*KH, "up"], environ)
             assert up.returncode == 0, up.stderr
@@ -267,9 +303,11 @@ def test_kh_up_without_docker_falls_back_says_so_and_refuses_tenants(
 
     ran = nodocker.kh("run", "--rm", "python", "-c", "print(6*7)")  # the operator
     assert (ran.returncode, ran.stdout) == (0, "42\n"), ran.stderr
-    operator = ClientConfig(endpoint=nodocker.exports["BACKEND_ENDPOINT"],
-                            access_key=nodocker.exports["BACKEND_ACCESS_KEY"],
-                            secret_key=nodocker.exports["BACKEND_SECRET_KEY"])  # fmt: skip
+    operator = ClientConfig(
+        endpoint=nodocker.exports["BACKEND_ENDPOINT"],
+        access_key=nodocker.exports["BACKEND_ACCESS_KEY"],
+        secret_key=nodocker.exports["BACKEND_SECRET_KEY"],
+    )
     with Client(operator) as client, client.session("python", name="interrupted") as session:
         with pytest.raises(InputRequired):  # interrupted: a process kernel gets the SIGINT
             session.execute("input()")
@@ -284,16 +322,22 @@ def test_kh_up_without_docker_falls_back_says_so_and_refuses_tenants(
     (line,) = refused.stderr.strip().splitlines()
     assert line.startswith("kh: error:") and "process backend" in line
     assert "kh up --allow-unisolated" in line
-    config = ClientConfig(endpoint=nodocker.exports["BACKEND_ENDPOINT"], access_key=access_key,
-                          secret_key=secret_key)  # fmt: skip
+    config = ClientConfig(
+        endpoint=nodocker.exports["BACKEND_ENDPOINT"], access_key=access_key, secret_key=secret_key
+    )
     with Client(config) as client, pytest.raises(PermissionDenied) as denied:
         client.create_session("python", name="sdk-tenant")
     assert denied.value.status == 403 and denied.value.slug == "unisolated-backend"
     bai = ROOT / ".venv-bai" / "bin" / "backend.ai"
     if bai.exists():  # Backend.AI's own client gets the same refusal
-        official = subprocess.run([str(bai), "run", "--rm", "python", "-c", code],
-                                  env=nodocker.env(**tenant), cwd=nodocker.workdir,
-                                  capture_output=True, text=True, timeout=180)  # fmt: skip
+        official = subprocess.run(
+            [str(bai), "run", "--rm", "python", "-c", code],
+            env=nodocker.env(**tenant),
+            cwd=nodocker.workdir,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert "42" not in official.stdout
         assert "unisolated" in official.stdout + official.stderr
     assert not marker.exists()
@@ -316,9 +360,12 @@ def _sessions_of(stack: Stack, access_key: str) -> list[str]:
     async def scan() -> list[str]:
         store = RedisEventStore.from_url(stack.exports["KH_REDIS_URL"])
         try:
-            return [e.stream async for e in store.iter_log()
-                    if e.stream.startswith("session-")
-                    and getattr(e.data, "access_key", None) == access_key]  # fmt: skip
+            return [
+                e.stream
+                async for e in store.iter_log()
+                if e.stream.startswith("session-")
+                and getattr(e.data, "access_key", None) == access_key
+            ]
         finally:
             await store.close()
 

@@ -175,8 +175,9 @@ async def test_a_socket_answered_outside_the_kernel_is_refused_after_connecting(
         elsewhere = KernelSocket(str(run_dir), "runner.sock", KernelPeer(session=os.getsid(0)))
         with pytest.raises(SocketRefused, match="not one of the kernel's processes"):
             await connect(elsewhere)
-        wrong_container = KernelSocket(str(run_dir), "runner.sock",
-                                       KernelPeer(pid_namespace=(0, 1)))  # fmt: skip
+        wrong_container = KernelSocket(
+            str(run_dir), "runner.sock", KernelPeer(pid_namespace=(0, 1))
+        )
         with pytest.raises(SocketRefused, match="not in the kernel's container"):
             await connect(wrong_container)
         for peer in (KernelPeer(session=listener.pid), KernelPeer.of_namespace(listener.pid)):
@@ -222,8 +223,10 @@ async def test_the_agent_refuses_a_runner_frame_past_the_cap_before_reading_it(
 @pytest.mark.unit
 async def test_replies_nobody_asked_for_are_not_kept(run_dir: Path) -> None:
     def spam(conn: socket.socket) -> int:
-        frames = [HEADER.pack(len(op), 2) + op.encode() + b"{}"
-                  for op in [f"x{i}" for i in range(5000)] + ["status"] * 500]  # fmt: skip
+        frames = [
+            HEADER.pack(len(op), 2) + op.encode() + b"{}"
+            for op in [f"x{i}" for i in range(5000)] + ["status"] * 500
+        ]
         conn.sendall(b"".join(frames))
         time.sleep(1)
         return 0
@@ -390,18 +393,23 @@ async def cluster(
     docker: None, store: RedisEventStore, tmp_path: Path
 ) -> AsyncIterator[LocalCluster]:
     async with LocalCluster(
-        store, [(AGENT, {"cpu": 4, "mem": 8 * G})], safety_tick_s=0.5,
+        store,
+        [(AGENT, {"cpu": 4, "mem": 8 * G})],
+        safety_tick_s=0.5,
         backend=lambda agent_id: DockerBackend(tmp_path / agent_id, owner=agent_id),
         stop_grace_s=1.0,
-    ) as local:  # fmt: skip
+    ) as local:
         yield local
 
 
 async def tenant_session(cluster: LocalCluster, access_key: str) -> uuid.UUID:
     sid = await cluster.shard.create(  # type: ignore[arg-type]
-        name=f"s-{access_key.lower()}", access_key=access_key, scaling_group="default",
-        image=BASE_IMAGE, requested=[ResourceSlot(cpu=1, mem=G)],
-    )  # fmt: skip
+        name=f"s-{access_key.lower()}",
+        access_key=access_key,
+        scaling_group="default",
+        image=BASE_IMAGE,
+        requested=[ResourceSlot(cpu=1, mem=G)],
+    )
 
     async def running() -> bool:
         return (await cluster.shard.get(sid)).status.name == "RUNNING"
@@ -459,10 +467,14 @@ async def test_a_terminal_through_a_planted_symlink_never_reaches_another_tenant
 ) -> None:
     a, b = tenants
     victim = backend_of(cluster).dirs(await kernel_of(cluster, b)).run / "proxy.sock"
-    planted = await run(cluster, a, (
-        "import os\nos.unlink('/opt/kernelhub/run/proxy.sock')\n"
-        f"os.symlink({str(victim)!r}, '/opt/kernelhub/run/proxy.sock')\nprint('planted')"
-    ))  # fmt: skip
+    planted = await run(
+        cluster,
+        a,
+        (
+            "import os\nos.unlink('/opt/kernelhub/run/proxy.sock')\n"
+            f"os.symlink({str(victim)!r}, '/opt/kernelhub/run/proxy.sock')\nprint('planted')"
+        ),
+    )
     assert planted.strip() == "planted"
     gateway = SimpleNamespace(router=SimpleNamespace(execution=cluster.execution))
     target = await tunnel_of(gateway, str(a))  # what the gateway's pty and tcpproxy do
@@ -487,10 +499,14 @@ async def test_code_execution_through_a_planted_symlink_never_reaches_another_te
     a, b = tenants
     kernel_a = await kernel_of(cluster, a)
     victim = backend_of(cluster).dirs(await kernel_of(cluster, b)).run / "runner.sock"
-    await run(cluster, a, (
-        "import os\nos.unlink('/opt/kernelhub/run/runner.sock')\n"
-        f"os.symlink({str(victim)!r}, '/opt/kernelhub/run/runner.sock')"
-    ))  # fmt: skip
+    await run(
+        cluster,
+        a,
+        (
+            "import os\nos.unlink('/opt/kernelhub/run/runner.sock')\n"
+            f"os.symlink({str(victim)!r}, '/opt/kernelhub/run/runner.sock')"
+        ),
+    )
     await cluster.agents[AGENT]._close_runner(kernel_a)  # as when the agent restarts
     with pytest.raises(KernelExecutionFailed, match="refused") as refused:
         await run(cluster, a, "print(open('/home/work/marker').read())")
@@ -542,8 +558,11 @@ threading.Thread(target=serve, daemon=True).start()
     assert vm_rss() - before < READ_AT_MOST
 
     async def sent() -> str:
-        return await run(cluster, a, "import os\nif os.path.exists('sent.txt'):\n"
-                                     "    print(open('sent.txt').read())")  # fmt: skip
+        return await run(
+            cluster,
+            a,
+            "import os\nif os.path.exists('sent.txt'):\n    print(open('sent.txt').read())",
+        )
 
     pushed = await eventually(sent, timeout=20, interval=0.5, message="the fake server gave up")
     assert int(pushed) < READ_AT_MOST
@@ -563,8 +582,12 @@ async def test_a_fifo_or_dev_zero_at_the_batch_record_never_blocks_the_agent(
         asyncio.gather(backend.batch_exit(kernel_a), run(cluster, b, "print(6 * 7)")), 16
     )
     assert exit_code is None and answer.strip() == "42"  # B served meanwhile
-    await run(cluster, a, "import os\nos.unlink('/opt/kernelhub/run/batch.jsonl')\n"
-                          "os.symlink('/dev/zero', '/opt/kernelhub/run/batch.jsonl')")  # fmt: skip
+    await run(
+        cluster,
+        a,
+        "import os\nos.unlink('/opt/kernelhub/run/batch.jsonl')\n"
+        "os.symlink('/dev/zero', '/opt/kernelhub/run/batch.jsonl')",
+    )
     before = vm_rss()
     assert await loop_stays_free(backend.batch_exit(kernel_a)) is None
     assert vm_rss() - before < READ_AT_MOST
@@ -778,11 +801,15 @@ async def test_a_session_whose_tenant_dug_too_deep_still_terminates_and_is_clean
     b = await tenant_session(cluster, "AKB")
     kernel_a = await kernel_of(cluster, a)
     root = backend_of(cluster).dirs(kernel_a).root
-    dug = await run(cluster, a, (
-        f"import os\nfd = os.open('/home/work', os.O_RDONLY)\nfor _ in range({DEEP}):\n"
-        "    os.mkdir('d', dir_fd=fd)\n    deeper = os.open('d', os.O_RDONLY, dir_fd=fd)\n"
-        "    os.close(fd)\n    fd = deeper\nos.symlink('/etc', 'etc', dir_fd=fd)\nprint('dug')"
-    ))  # fmt: skip
+    dug = await run(
+        cluster,
+        a,
+        (
+            f"import os\nfd = os.open('/home/work', os.O_RDONLY)\nfor _ in range({DEEP}):\n"
+            "    os.mkdir('d', dir_fd=fd)\n    deeper = os.open('d', os.O_RDONLY, dir_fd=fd)\n"
+            "    os.close(fd)\n    fd = deeper\nos.symlink('/etc', 'etc', dir_fd=fd)\nprint('dug')"
+        ),
+    )
     assert dug.strip() == "dug"
     await cluster.shard.destroy(a)
 
@@ -816,8 +843,10 @@ def peak_rss_since_reset() -> Callable[[], int]:
 def _stderr_flood(mib: int, marker: str) -> str:
     """User code writing straight to the container's stderr (the runner's own fd 2): lines
     of 64 KiB, then ``marker``."""
-    return (f"import os\nline = b'x' * 65535 + b'\\n'\nfor _ in range({mib * 16}):\n"
-            f"    os.write(2, line)\nos.write(2, b'{marker}\\n')\nprint('flooded')")  # fmt: skip
+    return (
+        f"import os\nline = b'x' * 65535 + b'\\n'\nfor _ in range({mib * 16}):\n"
+        f"    os.write(2, line)\nos.write(2, b'{marker}\\n')\nprint('flooded')"
+    )
 
 
 @pytest.mark.docker
@@ -849,8 +878,12 @@ async def test_a_container_flooding_its_stderr_leaves_a_bounded_log_on_host_and_
         before = backend._kernels[kernel].container_id
         marker = f"TURN-{turn}-END"
         assert (await run(cluster, a, _stderr_flood(2, marker))).strip() == "flooded"
-        await eventually(log_ends_with_marker_of(backend, kernel, marker), timeout=60,
-                         interval=0.5, message="the marker in the log")  # fmt: skip
+        await eventually(
+            log_ends_with_marker_of(backend, kernel, marker),
+            timeout=60,
+            interval=0.5,
+            message="the marker in the log",
+        )
         await cluster.shard.restart(a)
 
         async def restarted(before: str = before) -> bool:
@@ -1022,11 +1055,15 @@ async def test_a_container_restarts_over_directories_its_tenant_planted_in_run(
     a = await tenant_session(cluster, "AKA")
     kernel = await kernel_of(cluster, a)
     backend = backend_of(cluster)
-    planted = await run(cluster, a, (
-        "import os\nrun = '/opt/kernelhub/run'\nos.unlink(run + '/runner.sock')\n"
-        "for name in ('runner.sock', 'batch.jsonl', 'pid'):\n"
-        "    os.makedirs(run + '/' + name + '/inside')\nprint('planted')"
-    ))  # fmt: skip
+    planted = await run(
+        cluster,
+        a,
+        (
+            "import os\nrun = '/opt/kernelhub/run'\nos.unlink(run + '/runner.sock')\n"
+            "for name in ('runner.sock', 'batch.jsonl', 'pid'):\n"
+            "    os.makedirs(run + '/' + name + '/inside')\nprint('planted')"
+        ),
+    )
     assert planted.strip() == "planted"
     before = backend._kernels[kernel].container_id
     await cluster.shard.restart(a)

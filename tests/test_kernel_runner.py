@@ -21,8 +21,17 @@ from tests.runner_process import RunnerProcess, console
 
 @pytest.fixture
 def runner(tmp_path: Path) -> Iterator[RunnerProcess]:
-    process = RunnerProcess(tmp_path, "--snapshot-interval", "0.2", "--oom-polls", "8",
-                            "--oom-poll-interval", "0.1", "--port-timeout", "1")  # fmt: skip
+    process = RunnerProcess(
+        tmp_path,
+        "--snapshot-interval",
+        "0.2",
+        "--oom-polls",
+        "8",
+        "--oom-poll-interval",
+        "0.1",
+        "--port-timeout",
+        "1",
+    )
     try:
         yield process
     finally:
@@ -201,10 +210,22 @@ def _free_port() -> int:
 def service_runner(tmp_path: Path) -> Iterator[RunnerProcess]:
     defs = tmp_path / "defs"
     defs.mkdir()
-    (defs / "web.json").write_text(json.dumps({
-        "command": ["{runtime_path}", "-m", "http.server", "--bind", "127.0.0.1", "{ports[0]}"],
-        "url_template": "http://{host}:{port}/", "allowed_arguments": ["--directory"],
-    }))  # fmt: skip
+    (defs / "web.json").write_text(
+        json.dumps(
+            {
+                "command": [
+                    "{runtime_path}",
+                    "-m",
+                    "http.server",
+                    "--bind",
+                    "127.0.0.1",
+                    "{ports[0]}",
+                ],
+                "url_template": "http://{host}:{port}/",
+                "allowed_arguments": ["--directory"],
+            }
+        )
+    )
     (defs / "mute.json").write_text(json.dumps({"command": ["sleep", "30"]}))
     process = RunnerProcess(tmp_path / "k", "--service-defs", str(defs), "--port-timeout", "1")
     try:
@@ -225,13 +246,26 @@ def test_services_start_once_and_report_their_failures(service_runner: RunnerPro
         pass
     assert _start(service_runner, name="web", port=port, protocol="http") == {"status": "running"}
     assert _start(service_runner, name="nope", port=_free_port(), protocol="http") == {
-        "status": "failed", "error": "unsupported service"}  # fmt: skip
+        "status": "failed",
+        "error": "unsupported service",
+    }
     assert _start(service_runner, name="jupyter", port=1, protocol="preopen") == {
-        "status": "started"}  # fmt: skip
+        "status": "started"
+    }
     assert _start(service_runner, name="mute", port=_free_port(), protocol="http") == {
-        "status": "failed", "error": "opening the service port timed out: mute"}  # fmt: skip
-    assert _start(service_runner, name="web", port=_free_port(), protocol="http",
-                  options={"arguments": {"--bind": "0.0.0.0"}})["status"] == "running"  # fmt: skip
+        "status": "failed",
+        "error": "opening the service port timed out: mute",
+    }
+    assert (
+        _start(
+            service_runner,
+            name="web",
+            port=_free_port(),
+            protocol="http",
+            options={"arguments": {"--bind": "0.0.0.0"}},
+        )["status"]
+        == "running"
+    )
     service_runner.send("get-apps", "")
     apps = json.loads(service_runner.records_until("apps-result")[-1][1])
     assert apps["status"] == "done"
@@ -252,8 +286,13 @@ def test_services_start_once_and_report_their_failures(service_runner: RunnerPro
 
 
 def test_a_disallowed_argument_is_refused(service_runner: RunnerProcess) -> None:
-    result = _start(service_runner, name="web", port=_free_port(), protocol="http",
-                    options={"arguments": {"--cgi": None}})  # fmt: skip
+    result = _start(
+        service_runner,
+        name="web",
+        port=_free_port(),
+        protocol="http",
+        options={"arguments": {"--cgi": None}},
+    )
     assert result == {"status": "failed", "error": "DisallowedArgument: --cgi"}
 
 
@@ -301,8 +340,13 @@ def test_the_environment_merges_environ_txt_and_fixes_the_basics(tmp_path: Path)
             "import os\nfor k in ('BACKENDAI_SESSION_NAME', 'X', 'LANG', 'TERM'):\n"
             "    print(os.environ[k])\nprint(os.environ['PATH'].split(':')[0])"
         )
-        assert stdout.splitlines() == ["mysess", "a=b", "C.UTF-8", "xterm",
-                                       str(process.work / ".local" / "bin")]  # fmt: skip
+        assert stdout.splitlines() == [
+            "mysess",
+            "a=b",
+            "C.UTF-8",
+            "xterm",
+            str(process.work / ".local" / "bin"),
+        ]
         process.send("exec", "echo $BACKENDAI_SESSION_NAME")
         assert console(process.records_until("finished"), "stdout") == "mysess\n"
     finally:

@@ -49,9 +49,11 @@ def stack() -> Iterator[Stack]:
 
 def config_of(stack: Stack, **overrides: str) -> ClientConfig:
     exports = {**stack.exports, **overrides}
-    return ClientConfig(endpoint=exports["BACKEND_ENDPOINT"],
-                        access_key=exports["BACKEND_ACCESS_KEY"],
-                        secret_key=exports["BACKEND_SECRET_KEY"])  # fmt: skip
+    return ClientConfig(
+        endpoint=exports["BACKEND_ENDPOINT"],
+        access_key=exports["BACKEND_ACCESS_KEY"],
+        secret_key=exports["BACKEND_SECRET_KEY"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +73,15 @@ def test_the_sync_client_runs_code_with_input_and_streams(stack: Stack) -> None:
             assert session.info is not None and session.info.status == "RUNNING"
             result = session.execute("print(6 * 7)")
             assert (result.stdout, result.exit_code, result.ok) == ("42\n", 0, True)
-            asked = session.execute("a = input('a? ')\nb = input()\nprint(a + b)",
-                                    input=["x", "y"])  # fmt: skip
+            asked = session.execute("a = input('a? ')\nb = input()\nprint(a + b)", input=["x", "y"])
             assert asked.stdout.endswith("xy\n"), asked
             with pytest.raises(InputRequired):
                 session.execute("input()")
-            streamed = session.stream("import sys, time\nfor i in range(3):\n"
-                                      "    print(i, flush=True); time.sleep(0.3)\n"
-                                      "print('e', file=sys.stderr)")  # fmt: skip
+            streamed = session.stream(
+                "import sys, time\nfor i in range(3):\n"
+                "    print(i, flush=True); time.sleep(0.3)\n"
+                "print('e', file=sys.stderr)"
+            )
             pieces = list(streamed)
             assert "".join(p.text for p in pieces if p.kind == "stdout") == "0\n1\n2\n"
             assert [p.text for p in pieces if p.kind == "stderr"] == ["e\n"]
@@ -100,8 +103,11 @@ def test_files_go_up_and_come_back_with_progress(stack: Stack, tmp_path: Path) -
     (tmp_path / "a.txt").write_text("alpha")
     seen: list[tuple[int, int]] = []
     with Client(config_of(stack)) as client, client.session(name="sdk-files") as session:
-        names = session.upload(["a.txt", "data/big.bin"], base_dir=tmp_path,
-                               progress=lambda done, total: seen.append((done, total)))  # fmt: skip
+        names = session.upload(
+            ["a.txt", "data/big.bin"],
+            base_dir=tmp_path,
+            progress=lambda done, total: seen.append((done, total)),
+        )
         assert names == ["a.txt", "data/big.bin"]
         assert seen[-1] == (2**20 + 5, 2**20 + 5) and len(seen) > 2
         listing = session.list_files()
@@ -120,8 +126,9 @@ def test_files_go_up_and_come_back_with_progress(stack: Stack, tmp_path: Path) -
         assert (back / "a.txt").read_text() == "alpha"
 
 
-def test_lookups_listing_and_the_errors_a_caller_catches(stack: Stack, limited: dict[str, str]
-                                                         ) -> None:  # fmt: skip
+def test_lookups_listing_and_the_errors_a_caller_catches(
+    stack: Stack, limited: dict[str, str]
+) -> None:
     with Client(config_of(stack)) as client:
         session = client.create_session(name="sdk-listed")
         try:
@@ -212,11 +219,25 @@ def one_error_line(result: subprocess.CompletedProcess[str], code: int, *words: 
 def test_kh_run_rm_prints_exactly_42(stack: Stack) -> None:
     ran = stack.kh("run", "--rm", "python", "-c", "print(6*7)")
     assert (ran.returncode, ran.stdout, ran.stderr) == (0, "42\n", "")
-    shown = stack.kh("run", "--rm", "--json", "-r", "cpu=1", "-r", "mem=256m", "python",
-                     "-c", "import sys; print('o'); print('e', file=sys.stderr)")  # fmt: skip
+    shown = stack.kh(
+        "run",
+        "--rm",
+        "--json",
+        "-r",
+        "cpu=1",
+        "-r",
+        "mem=256m",
+        "python",
+        "-c",
+        "import sys; print('o'); print('e', file=sys.stderr)",
+    )
     result = output.RunOutput.model_validate_json(shown.stdout)
-    assert (result.stdout, result.stderr, result.exit_code, result.removed) == ("o\n", "e\n", 0,
-                                                                                True)  # fmt: skip
+    assert (result.stdout, result.stderr, result.exit_code, result.removed) == (
+        "o\n",
+        "e\n",
+        0,
+        True,
+    )
     assert set(json.loads(shown.stdout)) == set(output.RunOutput.model_fields)
 
 
@@ -225,10 +246,15 @@ def test_kh_run_talks_on_a_terminal_and_keeps_stdout_clean(stack: Stack) -> None
     a pipe, still carries only the program's output."""
     controller, terminal = pty.openpty()
     try:
-        ran = subprocess.run([*KH, "run", "--rm", "-n", "cli-tty", "python", "-c", "print(6*7)"],
-                             env=stack.env(TERM="xterm", COLUMNS="100"), cwd=stack.workdir,
-                             stdout=subprocess.PIPE, stderr=terminal, text=True,
-                             timeout=180)  # fmt: skip
+        ran = subprocess.run(
+            [*KH, "run", "--rm", "-n", "cli-tty", "python", "-c", "print(6*7)"],
+            env=stack.env(TERM="xterm", COLUMNS="100"),
+            cwd=stack.workdir,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            text=True,
+            timeout=180,
+        )
         os.close(terminal)
         shown = b""
         while True:
@@ -282,7 +308,8 @@ def test_kh_session_commands_and_their_json(stack: Stack) -> None:
     assert "notes.txt" in stack.kh("ls", "cli-life").stdout
     fetched = stack.kh("download", "cli-life", "notes.txt", "--dest", "got")
     assert fetched.returncode == 0 and (stack.workdir / "got" / "notes.txt").read_text() == (
-        "up and back")  # fmt: skip
+        "up and back"
+    )
     logs = output.LogsOutput.model_validate_json(stack.kh("logs", "cli-life", "--json").stdout)
     assert "runner started" in logs.logs
     removed = stack.kh("rm", "cli-life", "--json")
@@ -295,10 +322,14 @@ def test_kh_exit_codes_mean_something(stack: Stack, limited: dict[str, str]) -> 
     one_error_line(stack.kh("info", "no-such-session"), 3, "No such session.")
     one_error_line(stack.kh("run", "python"), 2, "-c CODE")
     one_error_line(stack.kh("run", "-r", "cpu", "python", "-c", "1"), 2, "KEY=VALUE")
-    one_error_line(stack.kh("run", "python", "-c", "1", BACKEND_SECRET_KEY="wrong"), 1,
-                   "Credential/signature mismatch.")  # fmt: skip
-    one_error_line(stack.kh("ps", BACKEND_ENDPOINT=f"http://127.0.0.1:{free_port()}"), 5,
-                   "cannot reach")  # fmt: skip
+    one_error_line(
+        stack.kh("run", "python", "-c", "1", BACKEND_SECRET_KEY="wrong"),
+        1,
+        "Credential/signature mismatch.",
+    )
+    one_error_line(
+        stack.kh("ps", BACKEND_ENDPOINT=f"http://127.0.0.1:{free_port()}"), 5, "cannot reach"
+    )
     unknown = stack.kh("ps", "--bogus")
     assert unknown.returncode == 2 and "No such option" in unknown.stderr
     held = stack.kh("run", "-n", "cli-held", "python", "-c", "1", **limited)
@@ -312,18 +343,38 @@ def test_kh_exit_codes_mean_something(stack: Stack, limited: dict[str, str]) -> 
 
 
 def test_kh_app_and_watch(stack: Stack) -> None:
-    started = stack.kh("run", "-n", "cli-app", "--preopen", "9090", "python", "-c", (
-        "import subprocess\nopen('page.txt', 'w').write('app page')\n"
-        "subprocess.Popen(['python3', '-m', 'http.server', '9090', '--bind', '127.0.0.1'],"
-        " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)"))  # fmt: skip
+    started = stack.kh(
+        "run",
+        "-n",
+        "cli-app",
+        "--preopen",
+        "9090",
+        "python",
+        "-c",
+        (
+            "import subprocess\nopen('page.txt', 'w').write('app page')\n"
+            "subprocess.Popen(['python3', '-m', 'http.server', '9090', '--bind', '127.0.0.1'],"
+            " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)"
+        ),
+    )
     assert started.returncode == 0, started.stderr
     one_error_line(stack.kh("app", "cli-app", "nope", "-b", str(free_port())), 3, "app service")
     port = free_port()
-    proxy = subprocess.Popen([*KH, "app", "cli-app", "9090", "-b", f"127.0.0.1:{port}", "--json"],
-                             env=stack.env(), cwd=stack.workdir, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
-    watcher = subprocess.Popen([*KH, "watch", "cli-app", "--json"], env=stack.env(),
-                               cwd=stack.workdir, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proxy = subprocess.Popen(
+        [*KH, "app", "cli-app", "9090", "-b", f"127.0.0.1:{port}", "--json"],
+        env=stack.env(),
+        cwd=stack.workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watcher = subprocess.Popen(
+        [*KH, "watch", "cli-app", "--json"],
+        env=stack.env(),
+        cwd=stack.workdir,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proxy.stdout is not None
         announced = output.AppOutput.model_validate_json(proxy.stdout.readline())
@@ -375,8 +426,11 @@ def scrape(url: str) -> list[tuple[str, dict[str, str], float]]:
 
 
 def total(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
-    return sum(v for n, have, v in samples if n == name
-               and all(have.get(k) == w for k, w in labels.items()))  # fmt: skip
+    return sum(
+        v
+        for n, have, v in samples
+        if n == name and all(have.get(k) == w for k, w in labels.items())
+    )
 
 
 def test_the_documented_metrics_are_exported_and_move(stack: Stack) -> None:
@@ -391,11 +445,14 @@ def test_the_documented_metrics_are_exported_and_move(stack: Stack) -> None:
     moving = {
         "kernelhub_scheduling_decisions_total": {"scaling_group": "default"},
         "kernelhub_kernels_started_total": {"agent": "i-local"},
-        "kernelhub_gateway_requests_total": {"route": "/session", "method": "POST",
-                                             "status": "201"},
+        "kernelhub_gateway_requests_total": {
+            "route": "/session",
+            "method": "POST",
+            "status": "201",
+        },
         "kernelhub_gateway_request_seconds_count": {"route": "/session/{ref}"},
         "kernelhub_session_commands_total": {"command": "create"},
-    }  # fmt: skip
+    }
 
     def moved() -> list[tuple[str, dict[str, str], float]] | None:
         now = scrape(url)
@@ -407,8 +464,10 @@ def test_the_documented_metrics_are_exported_and_move(stack: Stack) -> None:
     assert total(after, "kernelhub_redis_used_memory_bytes") > 0
     assert total(after, "kernelhub_slots", slot="cpu", state="available") >= 1
     assert total(after, "kernelhub_sessions", status="TERMINATED") >= 1
-    exported = {name.removesuffix("_count").removesuffix("_sum").removesuffix("_bucket")
-                for name, _, _ in after}  # fmt: skip
+    exported = {
+        name.removesuffix("_count").removesuffix("_sum").removesuffix("_bucket")
+        for name, _, _ in after
+    }
     never_moved_here = {"kernelhub_idle_reclaims_total"}  # no policy reclaims in this stack
     assert set(DOCUMENTED) - never_moved_here <= exported, set(DOCUMENTED) - exported
 

@@ -69,10 +69,17 @@ async def test_single_kernel_session_from_enqueue_to_termination(
     await cluster.shard.destroy(sid)
     await wait_status(cluster, sid, "TERMINATED")
     assert await types_of(store, f"session-{sid}") == [
-        "session_enqueued", "session_scheduled", "session_preparing", "kernel_creating",
-        "kernel_started", "session_started", "session_terminating", "kernel_terminating",
-        "kernel_terminated", "session_terminated",
-    ]  # fmt: skip
+        "session_enqueued",
+        "session_scheduled",
+        "session_preparing",
+        "kernel_creating",
+        "kernel_started",
+        "session_started",
+        "session_terminating",
+        "kernel_terminating",
+        "kernel_terminated",
+        "session_terminated",
+    ]
 
     async def released() -> bool:
         ledger = await types_of(store, "alloc-default")
@@ -213,8 +220,12 @@ class FrugalBackend(SimBackend):
 
 
 async def test_an_allocation_other_than_reserved_is_settled(store: RedisEventStore) -> None:
-    local = LocalCluster(store, [("i-f", {"cpu": 8, "mem": 16 * G})], safety_tick_s=0.5,
-                         backend=lambda _: FrugalBackend())  # fmt: skip
+    local = LocalCluster(
+        store,
+        [("i-f", {"cpu": 8, "mem": 16 * G})],
+        safety_tick_s=0.5,
+        backend=lambda _: FrugalBackend(),
+    )
     await local.start()
     try:
         sid = await create(local)
@@ -239,8 +250,9 @@ async def test_an_image_to_pull_shows_pulling_once_per_agent(store: RedisEventSt
     """The simulated backend's pull delay exercises PULLING (B15): the session shows it
     while its kernel's image is fetched; the next session on that agent finds it cached."""
     backend = SimBackend(pull_delay=0.3)
-    local = LocalCluster(store, [("i-pull", {"cpu": 8, "mem": 16 * G})], safety_tick_s=0.5,
-                         backend=lambda _: backend)  # fmt: skip
+    local = LocalCluster(
+        store, [("i-pull", {"cpu": 8, "mem": 16 * G})], safety_tick_s=0.5, backend=lambda _: backend
+    )
     await local.start()
     try:
         first = await create(local)
@@ -251,8 +263,9 @@ async def test_an_image_to_pull_shows_pulling_once_per_agent(store: RedisEventSt
             "kernel_creating",
             "kernel_started",
         ]
-        pulled = next(e for e in await store.read_stream(f"session-{first}")
-                      if e.type == "kernel_pulling")  # fmt: skip
+        pulled = next(
+            e for e in await store.read_stream(f"session-{first}") if e.type == "kernel_pulling"
+        )
         assert pulled.data.reason == "kernelhub/python:3.11"  # type: ignore[union-attr]
         second = await create(local, name="s2")
         await wait_status(local, second, "RUNNING")

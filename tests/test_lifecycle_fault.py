@@ -33,9 +33,10 @@ async def fold_ledger_checking(
     for event in await store.read_stream("alloc-default"):
         data = event.data
         if isinstance(data, AllocReserved):
-            entry = ledger.reserve(data.session_id, [
-                (a.kernel_id, a.agent_id, ResourceSlot(a.slots)) for a in data.allocations
-            ])  # fmt: skip
+            entry = ledger.reserve(
+                data.session_id,
+                [(a.kernel_id, a.agent_id, ResourceSlot(a.slots)) for a in data.allocations],
+            )
             assert entry.fitted()
         elif isinstance(data, AllocReleased):
             ledger.release(data.kernel_id)
@@ -58,10 +59,15 @@ async def test_a_scheduler_replaced_mid_stream_schedules_each_session_once(
     try:
         sessions = []
         for n in range(200):
-            sessions.append(await cluster.shard.create(
-                name=f"s{n}", access_key=f"AK{n % 5}", scaling_group="default",
-                image="kernelhub/python:3.11", requested=[TINY],
-            ))  # fmt: skip
+            sessions.append(
+                await cluster.shard.create(
+                    name=f"s{n}",
+                    access_key=f"AK{n % 5}",
+                    scaling_group="default",
+                    image="kernelhub/python:3.11",
+                    requested=[TINY],
+                )
+            )
             if n == 100:  # the scheduler "crashes": a fresh one rebuilds from the log
                 cluster.scheduler = Scheduler(store, cluster.shard)
 
@@ -84,10 +90,15 @@ async def test_two_schedulers_on_one_ledger_never_double_book(store: RedisEventS
     await cluster.projector.load()
     one_cpu = [ResourceSlot(cpu=1, mem=G)]
     sessions = [
-        await cluster.shard.create(name=f"s{n}", access_key="AK1", scaling_group="default",
-                                   image="kernelhub/python:3.11", requested=one_cpu)
+        await cluster.shard.create(
+            name=f"s{n}",
+            access_key="AK1",
+            scaling_group="default",
+            image="kernelhub/python:3.11",
+            requested=one_cpu,
+        )
         for n in range(24)
-    ]  # fmt: skip
+    ]
     await cluster.projector.catch_up()
     rivals = [
         Scheduler(store, cluster.shard, actor="scheduler:a"),
@@ -107,8 +118,13 @@ async def test_retried_commands_have_one_effect(store: RedisEventStore) -> None:
     cluster = await LocalCluster(store, AGENTS, safety_tick_s=0.2).start()
     try:
         command = uuid.uuid4()
-        options = {"name": "r", "access_key": "AK1", "scaling_group": "default",
-                   "image": "kernelhub/python:3.11", "requested": [TINY]}  # fmt: skip
+        options = {
+            "name": "r",
+            "access_key": "AK1",
+            "scaling_group": "default",
+            "image": "kernelhub/python:3.11",
+            "requested": [TINY],
+        }
         first = await cluster.shard.create(command_id=command, **options)  # type: ignore[arg-type]
         second = await cluster.shard.create(command_id=command, **options)  # type: ignore[arg-type]
         assert first == second
@@ -135,9 +151,12 @@ async def test_an_agent_that_stops_heartbeating_goes_lost_and_comes_back_revived
     ).start()
     try:
         sid = await cluster.shard.create(
-            name="l", access_key="AK1", scaling_group="default",
-            image="kernelhub/python:3.11", requested=[TINY],
-        )  # fmt: skip
+            name="l",
+            access_key="AK1",
+            scaling_group="default",
+            image="kernelhub/python:3.11",
+            requested=[TINY],
+        )
 
         async def running() -> bool:
             return (await cluster.shard.get(sid)).status.name == "RUNNING"

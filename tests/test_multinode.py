@@ -62,18 +62,30 @@ class Nodes:
     dashboard: str
 
     def kh(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*KH, *args], env=self.env, capture_output=True, text=True,
-                              timeout=240, cwd=self.root)  # fmt: skip
+        return subprocess.run(
+            [*KH, *args], env=self.env, capture_output=True, text=True, timeout=240, cwd=self.root
+        )
 
     def add_worker(self) -> Any:
-        node = self.cluster.add_node(num_cpus=4, resources={"kernelhub_agent": 1},
-                                     node_ip_address="127.0.0.1")  # fmt: skip
+        node = self.cluster.add_node(
+            num_cpus=4, resources={"kernelhub_agent": 1}, node_ip_address="127.0.0.1"
+        )
         self.cluster.wait_for_nodes()
         return node
 
     def start_agent(self, index: int, node: Any) -> str:
-        started = self.kh("agent", "start", "--address", self.cluster.address, "--backend", "sim",
-                          "--agent-id", f"i-node{index}", "--node-id", node.node_id)  # fmt: skip
+        started = self.kh(
+            "agent",
+            "start",
+            "--address",
+            self.cluster.address,
+            "--backend",
+            "sim",
+            "--agent-id",
+            f"i-node{index}",
+            "--node-id",
+            node.node_id,
+        )
         assert started.returncode == 0, started.stderr
         return started.stdout
 
@@ -97,8 +109,13 @@ class Nodes:
         """Live named actors -> their node id, from Ray's state API."""
         from ray.util.state import list_actors
 
-        found = list_actors(address=self.dashboard, filters=[("state", "=", "ALIVE")],
-                            limit=1000, detail=True, raise_on_missing_output=False)  # fmt: skip
+        found = list_actors(
+            address=self.dashboard,
+            filters=[("state", "=", "ALIVE")],
+            limit=1000,
+            detail=True,
+            raise_on_missing_output=False,
+        )
         return {a.name: a.node_id for a in found if a.name}
 
 
@@ -118,17 +135,30 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
     root = tmp_path_factory.mktemp("multinode")
     dashboard_port = free_loopback_port()
     with temporary_redis() as redis:
-        cluster = Cluster(initialize_head=True, connect=False, head_node_args={
-            "num_cpus": 1, "resources": {"kernelhub_head": 1}, "node_ip_address": "127.0.0.1",
-            "include_dashboard": True, "dashboard_host": "127.0.0.1",
-            "dashboard_port": dashboard_port,
-            "dashboard_agent_listen_port": free_loopback_port(),  # not another Ray's 52365
-        })  # fmt: skip
+        cluster = Cluster(
+            initialize_head=True,
+            connect=False,
+            head_node_args={
+                "num_cpus": 1,
+                "resources": {"kernelhub_head": 1},
+                "node_ip_address": "127.0.0.1",
+                "include_dashboard": True,
+                "dashboard_host": "127.0.0.1",
+                "dashboard_port": dashboard_port,
+                "dashboard_agent_listen_port": free_loopback_port(),  # not another Ray's 52365
+            },
+        )
         try:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("KH_", "BACKEND_"))}
-            env.update(KH_DATA_DIR=str(root / "data"), KH_CONFIG_DIR=str(root / "cfg"),
-                       KH_REDIS_URL=redis.url, KH_GATEWAY_PORT="0", KH_STOP_GRACE_S="1",
-                       KH_HEARTBEAT_INTERVAL_S="1", KH_LOST_TIMEOUT_S="3")  # fmt: skip
+            env.update(
+                KH_DATA_DIR=str(root / "data"),
+                KH_CONFIG_DIR=str(root / "cfg"),
+                KH_REDIS_URL=redis.url,
+                KH_GATEWAY_PORT="0",
+                KH_STOP_GRACE_S="1",
+                KH_HEARTBEAT_INTERVAL_S="1",
+                KH_LOST_TIMEOUT_S="3",
+            )
             running = Nodes(cluster, [], env, redis.url, root, f"http://127.0.0.1:{dashboard_port}")
             running.workers = [running.add_worker() for _ in range(3)]
             up = running.kh("up", "--address", cluster.address, "--shards", "2")
@@ -146,8 +176,15 @@ def test_head_actors_on_the_head_node_and_one_agent_per_worker(nodes: Nodes) -> 
     head = nodes.cluster.head_node.node_id
     actors = until(lambda: (a := nodes.actors()) and len(a) >= 10 and a, 60, "actors listed")
     on_head = {name for name, node in actors.items() if node == head}
-    assert {"gateway", "projector", "tenancy", "reaper", "scheduler:default", "sessions:0",
-            "sessions:1"} <= on_head, actors  # fmt: skip
+    assert {
+        "gateway",
+        "projector",
+        "tenancy",
+        "reaper",
+        "scheduler:default",
+        "sessions:0",
+        "sessions:1",
+    } <= on_head, actors
     assert [actors[f"agent:i-node{i}"] for i in range(3)] == [w.node_id for w in nodes.workers]
     for index in range(3):
         assert until(lambda i=index: nodes.agent_status(f"i-node{i}") == "ALIVE", 30, "alive")
@@ -164,8 +201,10 @@ def test_head_actors_on_the_head_node_and_one_agent_per_worker(nodes: Nodes) -> 
 def test_sessions_spread_over_the_three_agents(nodes: Nodes) -> None:
     config = ClientConfig.load(environ=nodes.env)
     with Client(config) as client:
-        sessions = [client.create_session("python", resources={"cpu": 1, "mem": "256m"},
-                                          timeout=60) for _ in range(3)]  # fmt: skip
+        sessions = [
+            client.create_session("python", resources={"cpu": 1, "mem": "256m"}, timeout=60)
+            for _ in range(3)
+        ]
         try:
             placed = []
             for session in sessions:
@@ -184,12 +223,21 @@ def test_a_call_is_traced_across_nodes(nodes: Nodes) -> None:
     env_address = {**nodes.env, "KH_RAY_ADDRESS": nodes.cluster.address}
 
     def traced() -> set[str] | None:
-        shown = subprocess.run([*KH, "trace", correlation_id, "--json"], env=env_address,
-                               capture_output=True, text=True, timeout=120)  # fmt: skip
+        shown = subprocess.run(
+            [*KH, "trace", correlation_id, "--json"],
+            env=env_address,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert shown.returncode in (0, 1), shown.stderr
         found = {json.loads(line)["where"] for line in shown.stdout.splitlines()}
-        return found if {"gateway", "scheduler:default"} <= found and any(
-            w.startswith("agent:i-node") for w in found) else None  # fmt: skip
+        return (
+            found
+            if {"gateway", "scheduler:default"} <= found
+            and any(w.startswith("agent:i-node") for w in found)
+            else None
+        )
 
     assert until(traced, 60, "the call in the head's and a worker's logs")
 
@@ -211,10 +259,21 @@ def test_a_node_that_leaves_makes_its_agent_lost_and_coming_back_revives_it(
     until(lambda: nodes.agent_status("i-node0") == "ALIVE", 30, "i-node0 revived")
     assert until(lambda: nodes.actors().get("agent:i-node0"), 30, "listed") == returned.node_id
     assert nodes.read(lambda _, store: store.read_stream("agent-i-node0"))[-1].type == (
-        "agent_started")  # fmt: skip
+        "agent_started"
+    )
 
-    claimed = nodes.kh("agent", "start", "--address", nodes.cluster.address, "--backend", "sim",
-                       "--agent-id", "i-node1", "--node-id", returned.node_id)  # fmt: skip
+    claimed = nodes.kh(
+        "agent",
+        "start",
+        "--address",
+        nodes.cluster.address,
+        "--backend",
+        "sim",
+        "--agent-id",
+        "i-node1",
+        "--node-id",
+        returned.node_id,
+    )
     assert claimed.returncode == 1 and claimed.stdout == ""
     assert claimed.stderr.startswith("kh: error: agent i-node1 runs on node "), claimed.stderr
     with Client(ClientConfig.load(environ=nodes.env)) as client:

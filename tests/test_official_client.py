@@ -46,13 +46,25 @@ KH = [sys.executable, "-m", "kernelhub.cli"]
 class BaiStack(Stack):
     def bai(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         command = [str(client_binary()), *args]
-        return subprocess.run(command, env=self.env(**env), cwd=self.workdir,
-                              capture_output=True, text=True, timeout=180)  # fmt: skip
+        return subprocess.run(
+            command,
+            env=self.env(**env),
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
 
     def sdk(self, code: str, **env: str) -> subprocess.CompletedProcess[str]:
         python = client_binary().parent / "python"
-        return subprocess.run([str(python), "-c", code], env=self.env(**env), cwd=self.workdir,
-                              capture_output=True, text=True, timeout=180)  # fmt: skip
+        return subprocess.run(
+            [str(python), "-c", code],
+            env=self.env(**env),
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
 
     def ps(self, *args: str) -> list[dict[str, str]]:
         listed = self.bai("--output", "json", "ps", *args)
@@ -65,8 +77,9 @@ def client_binary() -> Path:
     return Path(os.environ.get("KH_BAI_CLIENT") or ROOT / ".venv-bai" / "bin" / "backend.ai")
 
 
-IDLE_1H = json.dumps({"enabled": "network_timeout",
-                      "checkers": {"network_timeout": {"threshold": "1h"}}})  # fmt: skip
+IDLE_1H = json.dumps(
+    {"enabled": "network_timeout", "checkers": {"network_timeout": {"threshold": "1h"}}}
+)
 """The network checker on, with a threshold no test outlives: sessions report it."""
 
 
@@ -129,8 +142,17 @@ def test_state_is_kept_across_two_runs_on_one_session(stack: BaiStack) -> None:
 
 
 def test_a_batch_session_runs_its_startup_command(stack: BaiStack) -> None:
-    created = stack.bai("session", "create", "--type", "batch", "-t", "e2e-batch",
-                        "--startup-command", "echo from-batch; exit 3", "python")  # fmt: skip
+    created = stack.bai(
+        "session",
+        "create",
+        "--type",
+        "batch",
+        "-t",
+        "e2e-batch",
+        "--startup-command",
+        "echo from-batch; exit 3",
+        "python",
+    )
     assert created.returncode == 0, created.stderr
 
     def ended() -> list[dict[str, str]]:
@@ -190,8 +212,9 @@ def test_another_tenants_session_is_not_found_and_owner_is_for_admins(
     env = {"BACKEND_ACCESS_KEY": other_ak, "BACKEND_SECRET_KEY": other_sk}
     hidden = stack.bai("session", "rm", "e2e-mine", **env)
     assert hidden.returncode == 1 and "No such session." in hidden.stderr, hidden.stderr
-    as_owner = stack.bai("session", "rm", "-o", stack.exports["BACKEND_ACCESS_KEY"], "e2e-mine",
-                         **env)  # fmt: skip
+    as_owner = stack.bai(
+        "session", "rm", "-o", stack.exports["BACKEND_ACCESS_KEY"], "e2e-mine", **env
+    )
     assert as_owner.returncode == 1 and "403 Forbidden" in as_owner.stderr, as_owner.stderr
     listed = stack.bai("--output", "json", "ps", **env)
     assert json.loads(listed.stdout)["total_count"] == 0
@@ -257,28 +280,51 @@ def test_the_version_probe_answers_signed_or_not(stack: BaiStack) -> None:
 
 
 def test_every_refusal_is_a_problem_body(stack: BaiStack) -> None:
-    assert problem_of(signed(stack, "POST", "/session", body={
-        "name": "e2e-bad", "image": "python", "no_such_key": 1,
-    }))[:2] == (400, "invalid-api-params")  # fmt: skip
-    assert problem_of(signed(stack, "POST", "/session", body={
-        "name": "e2e-bad", "image": "no-such-image",
-    })) == (404, "object-not-found", "No such environment image.")  # fmt: skip
+    assert problem_of(
+        signed(
+            stack,
+            "POST",
+            "/session",
+            body={
+                "name": "e2e-bad",
+                "image": "python",
+                "no_such_key": 1,
+            },
+        )
+    )[:2] == (400, "invalid-api-params")
+    assert problem_of(
+        signed(
+            stack,
+            "POST",
+            "/session",
+            body={
+                "name": "e2e-bad",
+                "image": "no-such-image",
+            },
+        )
+    ) == (404, "object-not-found", "No such environment image.")
     assert problem_of(signed(stack, "POST", "/session", body={"name": "x", "image": "python"}))[
         :2
     ] == (400, "invalid-api-params")  # the name rule: 4 to 64 characters
     assert problem_of(signed(stack, "GET", "/no/such/route")) == (
-        404, "url-not-found", "Unknown URL path.",
-    )  # fmt: skip
+        404,
+        "url-not-found",
+        "Unknown URL path.",
+    )
     assert problem_of(signed(stack, "PUT", "/session/x"))[:2] == (405, "method-not-allowed")
     assert problem_of(signed(stack, "GET", "/session/x", date="2001-01-01T00:00:00+00:00")) == (
-        400, "invalid-auth-params", "Missing or invalid authorization parameters.",
-    )  # fmt: skip
+        400,
+        "invalid-auth-params",
+        "Missing or invalid authorization parameters.",
+    )
     assert problem_of(signed(stack, "GET", "/session/x", version="v9.20990101"))[:2] == (
-        400, "generic-bad-request",
-    )  # fmt: skip
+        400,
+        "generic-bad-request",
+    )
     assert problem_of(signed(stack, "GET", "/session/x", secret="wrong"))[:2] == (
-        401, "auth-failed",
-    )  # fmt: skip
+        401,
+        "auth-failed",
+    )
     status, body = signed(stack, "POST", "/admin/gql", body={"query": "{ nope }"})
     assert status == 200 and json.loads(body)["errors"]  # GraphQL errors, the reference's way
 
@@ -286,12 +332,20 @@ def test_every_refusal_is_a_problem_body(stack: BaiStack) -> None:
 def test_graphql_answers_in_the_order_asked_with_json_strings(stack: BaiStack) -> None:
     created = stack.bai("session", "create", "-t", "e2e-gql", "python")
     assert created.returncode == 0, created.stderr
-    query = ("query($limit:Int!, $offset:Int!, $status:String) { compute_session_list("
-             "limit:$limit, offset:$offset, status:$status) { items { status name occupying_slots "
-             "id containers { occupied_slots agent } } total_count } }")  # fmt: skip
-    status, body = signed(stack, "POST", "/admin/gql", body={
-        "query": query, "variables": {"limit": 20, "offset": 0, "status": "RUNNING,PENDING"},
-    })  # fmt: skip
+    query = (
+        "query($limit:Int!, $offset:Int!, $status:String) { compute_session_list("
+        "limit:$limit, offset:$offset, status:$status) { items { status name occupying_slots "
+        "id containers { occupied_slots agent } } total_count } }"
+    )
+    status, body = signed(
+        stack,
+        "POST",
+        "/admin/gql",
+        body={
+            "query": query,
+            "variables": {"limit": 20, "offset": 0, "status": "RUNNING,PENDING"},
+        },
+    )
     assert status == 200
     listing = json.loads(body)["data"]["compute_session_list"]
     (item,) = [i for i in listing["items"] if i["name"] == "e2e-gql"]
@@ -299,10 +353,15 @@ def test_graphql_answers_in_the_order_asked_with_json_strings(stack: BaiStack) -
     assert json.loads(item["occupying_slots"])["cpu"] == "1"  # a JSON-encoded string
     assert json.loads(item["containers"][0]["occupied_slots"])["cpu"] == "1"
     assert listing["total_count"] >= len(listing["items"]) >= 1
-    one = signed(stack, "POST", "/admin/gql", body={
-        "query": "query($id: UUID!) { compute_session(id: $id) { name status_data } }",
-        "variables": {"id": item["id"]},
-    })  # fmt: skip
+    one = signed(
+        stack,
+        "POST",
+        "/admin/gql",
+        body={
+            "query": "query($id: UUID!) { compute_session(id: $id) { name status_data } }",
+            "variables": {"id": item["id"]},
+        },
+    )
     assert json.loads(one[1])["data"]["compute_session"] == {"name": "e2e-gql", "status_data": None}
     assert stack.bai("session", "rm", "e2e-gql").returncode == 0
 
@@ -312,21 +371,36 @@ def test_session_events_stream_until_the_session_ends(stack: BaiStack) -> None:
     assert created.returncode == 0, created.stderr
     tailing = tails(stack)
     command = [str(client_binary()), "session", "events", "e2e-events"]
-    watcher = subprocess.Popen(command, env=stack.env(), cwd=stack.workdir, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    watcher = subprocess.Popen(
+        command,
+        env=stack.env(),
+        cwd=stack.workdir,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     other_ak, other_sk = asyncio.run(second_tenant(stack, "events"))
     snooper = open_events(stack, "/events/session?name=e2e-events&scope=*", other_ak, other_sk)
     try:
-        asyncio.run(eventually(lambda: tails(stack) >= tailing + 1
-                               and connected(watcher.pid, stack), timeout=30,
-                               message="the streams on the gateway's log tail"))  # fmt: skip
+        asyncio.run(
+            eventually(
+                lambda: tails(stack) >= tailing + 1 and connected(watcher.pid, stack),
+                timeout=30,
+                message="the streams on the gateway's log tail",
+            )
+        )
         assert stack.bai("session", "rm", "e2e-events").returncode == 0
         out, err = watcher.communicate(timeout=60)  # ends by itself: server_close
     finally:
         watcher.kill()
     names = [line.split(" ", 1)[0] for line in out.splitlines()]
-    assert names == ["session_terminating", "kernel_terminating", "kernel_terminated",
-                     "session_terminated", "server_close"], err  # fmt: skip
+    assert names == [
+        "session_terminating",
+        "kernel_terminating",
+        "kernel_terminated",
+        "session_terminated",
+        "server_close",
+    ], err
     data = json.loads(out.splitlines()[-2].split(" ", 1)[1])
     assert (data["sessionName"], data["reason"]) == ("e2e-events", "user-requested")
     assert watcher.returncode == 0
@@ -358,8 +432,10 @@ def connected(pid: int, stack: BaiStack) -> bool:
     import psutil
 
     port = int(stack.exports["BACKEND_ENDPOINT"].rsplit(":", 1)[1])
-    return any(c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
-               for c in psutil.Process(pid).net_connections("tcp"))  # fmt: skip
+    return any(
+        c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+        for c in psutil.Process(pid).net_connections("tcp")
+    )
 
 
 def open_events(stack: BaiStack, path: str, access_key: str, secret_key: str) -> socket.socket:
@@ -371,19 +447,23 @@ def open_events(stack: BaiStack, path: str, access_key: str, secret_key: str) ->
     signature = sign(secret_key, parse_date(date), host, text)
     address, port = host.rsplit(":", 1)
     connection = socket.create_connection((address, int(port)), timeout=10)
-    connection.sendall((
-        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nDate: {date}\r\n"
-        "X-BackendAI-Version: v7.20230615\r\n"
-        f"Authorization: BackendAI signMethod=HMAC-SHA256, credential={access_key}:{signature}"
-        "\r\n\r\n"
-    ).encode())  # fmt: skip
+    connection.sendall(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nDate: {date}\r\n"
+            "X-BackendAI-Version: v7.20230615\r\n"
+            f"Authorization: BackendAI signMethod=HMAC-SHA256, credential={access_key}:{signature}"
+            "\r\n\r\n"
+        ).encode()
+    )
     return connection
 
 
 def test_the_rate_limit_trips_with_the_right_headers(stack: BaiStack) -> None:
     access_key, secret_key = asyncio.run(second_tenant(stack, "limited", rate_limit=3))
-    answers = [signed_full(stack, "GET", "/manager/announcement", access_key=access_key,
-                           secret=secret_key) for _ in range(4)]  # fmt: skip
+    answers = [
+        signed_full(stack, "GET", "/manager/announcement", access_key=access_key, secret=secret_key)
+        for _ in range(4)
+    ]
     assert [a[0] for a in answers] == [200, 200, 200, 429]
     assert [a[1]["X-RateLimit-Remaining"] for a in answers] == ["2", "1", "0", "0"]
     assert {(a[1]["X-RateLimit-Limit"], a[1]["X-RateLimit-Window"]) for a in answers} == {
@@ -398,10 +478,17 @@ def test_the_rate_limit_trips_with_the_right_headers(stack: BaiStack) -> None:
 
 def test_files_down_and_listed_restart_and_refusals(stack: BaiStack) -> None:
     assert stack.bai("session", "create", "-t", "e2e-files", "python").returncode == 0
-    made = stack.bai("run", "-t", "e2e-files", "python", "-c", (
-        "import os; os.makedirs('d', exist_ok=True); open('d/x', 'w').write('x' * 5)\n"
-        "open('out.txt', 'wb').write(bytes(range(256)) * 4)"
-    ))  # fmt: skip
+    made = stack.bai(
+        "run",
+        "-t",
+        "e2e-files",
+        "python",
+        "-c",
+        (
+            "import os; os.makedirs('d', exist_ok=True); open('d/x', 'w').write('x' * 5)\n"
+            "open('out.txt', 'wb').write(bytes(range(256)) * 4)"
+        ),
+    )
     assert "exit code = 0" in made.stderr, made.stderr
     dest = stack.workdir / "downloaded"
     got = stack.bai("session", "download", "e2e-files", "out.txt", "d", "--dest", str(dest))
@@ -480,23 +567,36 @@ def test_an_app_in_the_session_is_reached_through_the_tunnel(stack: BaiStack) ->
     network: the bytes go through the kernel runner's unix-socket tunnel."""
     created = stack.bai("session", "create", "-t", "e2e-app", "--preopen", "8080", "python")
     assert created.returncode == 0, created.stderr
-    served = stack.bai("run", "-t", "e2e-app", "python", "-c", (
-        "open('hello.txt', 'w').write('hello from the kernel')\n"
-        "import subprocess\n"
-        "subprocess.Popen(['python3', '-m', 'http.server', '8080', '--bind', '127.0.0.1'],"
-        " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)"
-    ))  # fmt: skip
+    served = stack.bai(
+        "run",
+        "-t",
+        "e2e-app",
+        "python",
+        "-c",
+        (
+            "open('hello.txt', 'w').write('hello from the kernel')\n"
+            "import subprocess\n"
+            "subprocess.Popen(['python3', '-m', 'http.server', '8080', '--bind', '127.0.0.1'],"
+            " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)"
+        ),
+    )
     assert "exit code = 0" in served.stderr, served.stderr
     status, body = signed(stack, "GET", "/stream/session/e2e-app/apps")
     assert (status, json.loads(body)) == (
-        200, [{"name": "8080", "protocol": "preopen", "ports": [8080]}]
-    )  # fmt: skip
+        200,
+        [{"name": "8080", "protocol": "preopen", "ports": [8080]}],
+    )
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [str(client_binary()), "app", "e2e-app", "8080", "-b", f"127.0.0.1:{port}"]
-    proxy = subprocess.Popen(command, env=stack.env(), cwd=stack.workdir,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proxy = subprocess.Popen(
+        command,
+        env=stack.env(),
+        cwd=stack.workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
 
         def fetched() -> bytes:
@@ -511,17 +611,23 @@ def test_an_app_in_the_session_is_reached_through_the_tunnel(stack: BaiStack) ->
         assert got == b"hello from the kernel"
         with socket.create_connection(("127.0.0.1", port), timeout=10) as held:
             held.sendall(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n")  # never finished
-            assert asyncio.run(eventually(lambda: network_timer(stack, "e2e-app") is None,
-                                          timeout=30, message="held"))  # fmt: skip
-        assert asyncio.run(eventually(lambda: network_timer(stack, "e2e-app"), timeout=30,
-                                      message="restarted"))  # fmt: skip
+            assert asyncio.run(
+                eventually(
+                    lambda: network_timer(stack, "e2e-app") is None, timeout=30, message="held"
+                )
+            )
+        assert asyncio.run(
+            eventually(lambda: network_timer(stack, "e2e-app"), timeout=30, message="restarted")
+        )
     finally:
         proxy.kill()
         proxy.wait(10)
     # a plain GET (no websocket upgrade) is refused before the app is even looked up
     assert problem_of(signed(stack, "GET", "/stream/session/e2e-app/tcpproxy?app=nope")) == (
-        400, "generic-bad-request", "Bad request.",
-    )  # fmt: skip
+        400,
+        "generic-bad-request",
+        "Bad request.",
+    )
     status, body = signed(stack, "POST", "/session/e2e-app/start-service", body={"app": "8080"})
     assert status == 200 and set(json.loads(body)) == {"token", "wsproxy_addr"}, body
     for params, expected in (
@@ -550,8 +656,19 @@ def test_a_frozen_manager_refuses_new_sessions_and_serves_the_rest(stack: BaiSta
     running again lets sessions in. A user may not freeze."""
     assert stack.bai("session", "create", "-t", "e2e-before-freeze", "python").returncode == 0
     user_ak, user_sk = asyncio.run(second_tenant(stack, "freezer"))
-    assert problem_of(signed(stack, "PUT", "/manager/status", body={"status": "frozen"},
-                             access_key=user_ak, secret=user_sk))[0] == 403  # fmt: skip
+    assert (
+        problem_of(
+            signed(
+                stack,
+                "PUT",
+                "/manager/status",
+                body={"status": "frozen"},
+                access_key=user_ak,
+                secret=user_sk,
+            )
+        )[0]
+        == 403
+    )
     try:
         status, _ = signed(stack, "PUT", "/manager/status", body={"status": "frozen"})
         assert status == 204
@@ -559,10 +676,22 @@ def test_a_frozen_manager_refuses_new_sessions_and_serves_the_rest(stack: BaiSta
         assert json.loads(body)["status"] == "frozen"
         refused = stack.bai("session", "create", "-t", "e2e-frozen", "python")
         assert refused.returncode != 0 and "frozen" in refused.stdout + refused.stderr
-        assert problem_of(signed(stack, "POST", "/session", body={
-            "image": "python", "sessionName": "e2e-frozen2", "clientSessionToken": "e2e-frozen2",
-        })) == (503, "server-frozen",
-                "The server is frozen due to maintenance. Please try again later.")  # fmt: skip
+        assert problem_of(
+            signed(
+                stack,
+                "POST",
+                "/session",
+                body={
+                    "image": "python",
+                    "sessionName": "e2e-frozen2",
+                    "clientSessionToken": "e2e-frozen2",
+                },
+            )
+        ) == (
+            503,
+            "server-frozen",
+            "The server is frozen due to maintenance. Please try again later.",
+        )
         # `run -t` would create-or-reuse (a create: refused, as 23.03); reads and code run
         status, body = signed(stack, "GET", "/session/e2e-before-freeze")
         assert status == 200 and json.loads(body)["status"] == "RUNNING"
@@ -600,8 +729,9 @@ async def _terminal(stack: BaiStack, ref: str, typed: list[dict[str, Any]]) -> b
     path = f"/stream/session/{ref}/pty"
     out = b""
     async with aiohttp.ClientSession() as http:
-        async with http.ws_connect(stack.exports["BACKEND_ENDPOINT"] + path,
-                                   headers=ws_headers(stack, path)) as ws:  # fmt: skip
+        async with http.ws_connect(
+            stack.exports["BACKEND_ENDPOINT"] + path, headers=ws_headers(stack, path)
+        ) as ws:
             for frame in typed:
                 await ws.send_str(json.dumps(frame))
             async for message in ws:  # until the shell exits and the socket closes
@@ -620,15 +750,19 @@ def test_a_terminal_in_the_session_through_the_pty_websocket(stack: BaiStack) ->
     def keys(text: str) -> dict[str, Any]:
         return {"type": "stdin", "chars": base64.b64encode(text.encode()).decode()}
 
-    typed = [{"type": "resize", "rows": 30, "cols": 100}, {"type": "ping"},
-             keys("echo answer=$((6*7)); stty size; pwd; exit\n")]  # fmt: skip
+    typed = [
+        {"type": "resize", "rows": 30, "cols": 100},
+        {"type": "ping"},
+        keys("echo answer=$((6*7)); stty size; pwd; exit\n"),
+    ]
     out = asyncio.run(asyncio.wait_for(_terminal(stack, "e2e-pty", typed), timeout=60))
     # the work dir: /home/work in a container, its host directory for a process kernel
     home = b"/home/work\r\n" if stack.backend == "docker" else b"/work\r\n"
     assert b"answer=42" in out and b"30 100" in out and home in out
     assert problem_of(signed(stack, "GET", "/stream/session/e2e-pty/pty"))[:2] == (
-        400, "generic-bad-request"
-    )  # fmt: skip
+        400,
+        "generic-bad-request",
+    )
     assert stack.bai("session", "rm", "e2e-pty").returncode == 0
 
 
@@ -645,14 +779,18 @@ class Signed(requests.auth.AuthBase):
         date = datetime.now(UTC).isoformat()
         raw_type = str(request.headers.get("Content-Type") or "application/octet-stream")
         content_type = raw_type.split(";")[0].strip().lower()
-        text = string_to_sign(str(request.method), str(request.path_url), date, self.host,
-                              content_type, "v7.20230615")  # fmt: skip
+        text = string_to_sign(
+            str(request.method), str(request.path_url), date, self.host, content_type, "v7.20230615"
+        )
         signature = sign(self.secret_key, parse_date(date), self.host, text)
-        request.headers.update({
-            "Date": date, "X-BackendAI-Version": "v7.20230615",
-            "Authorization": "BackendAI signMethod=HMAC-SHA256, "
-                             f"credential={self.access_key}:{signature}",
-        })  # fmt: skip
+        request.headers.update(
+            {
+                "Date": date,
+                "X-BackendAI-Version": "v7.20230615",
+                "Authorization": "BackendAI signMethod=HMAC-SHA256, "
+                f"credential={self.access_key}:{signature}",
+            }
+        )
         return request
 
 
@@ -664,15 +802,15 @@ stack frozen for the rest of the run; the freeze has a test of its own."""
 
 
 @FUZZED.parametrize()
-@hypothesis.settings(max_examples=20, deadline=None, suppress_health_check=list(
-    hypothesis.HealthCheck))  # fmt: skip
+@hypothesis.settings(
+    max_examples=20, deadline=None, suppress_health_check=list(hypothesis.HealthCheck)
+)
 def test_no_input_gets_a_5xx_or_a_traceback(case: schemathesis.Case, stack: BaiStack) -> None:
     """Whatever schemathesis makes of the OpenAPI document, signed, never breaks the
     gateway: no 5xx, no traceback in any body, and every refusal a problem body."""
     session = requests.Session()
     session.auth = Signed(stack)
-    response = case.call(base_url=stack.exports["BACKEND_ENDPOINT"], session=session,
-                         timeout=30)  # fmt: skip
+    response = case.call(base_url=stack.exports["BACKEND_ENDPOINT"], session=session, timeout=30)
     assert response.status_code < 500, (case.as_curl_command(), response.text[:500])
     assert "Traceback" not in response.text
     if response.status_code >= 400:
@@ -701,16 +839,23 @@ def test_another_tenant_cannot_see_exec_download_stream_or_destroy(stack: BaiSta
         ):
             status, reply = signed(stack, method, path, body=body, **as_b)
             assert problem_of((status, reply)) == (404, "object-not-found", "No such session."), (
-                method, path,
-            )  # fmt: skip
+                method,
+                path,
+            )
     env = {"BACKEND_ACCESS_KEY": b_ak, "BACKEND_SECRET_KEY": b_sk}
     ran = stack.bai("run", "-t", "e2e-private", "python", "-c", "print('as B')", **env)
     assert "as B" in ran.stdout  # B's own new session of that name, not A's
     assert stack.bai("session", "rm", "e2e-private", **env).returncode == 0
-    info = signed(stack, "POST", "/admin/gql", body={
-        "query": "query($id: UUID!) { compute_session(id: $id) { name } }",
-        "variables": {"id": own},
-    }, **as_b)  # fmt: skip
+    info = signed(
+        stack,
+        "POST",
+        "/admin/gql",
+        body={
+            "query": "query($id: UUID!) { compute_session(id: $id) { name } }",
+            "variables": {"id": own},
+        },
+        **as_b,
+    )
     assert json.loads(info[1])["data"]["compute_session"] is None
     snoop = open_events(stack, f"/events/session?sessionId={own}&scope=*", b_ak, b_sk)
     snoop.settimeout(5)
@@ -733,10 +878,12 @@ def test_another_tenant_cannot_see_exec_download_stream_or_destroy(stack: BaiSta
 async def set_presets(stack: BaiStack) -> None:
     store = RedisEventStore.from_url(stack.exports["KH_REDIS_URL"])
     try:
-        tenancy = await TenancyService(store, SecretBox.from_file(
-            stack.root / "data" / "master.key")).load()  # fmt: skip
-        await tenancy.set_preset("small", resource_slots={"cpu": 1, "mem": 2**28},
-                                 shared_memory="64m")  # fmt: skip
+        tenancy = await TenancyService(
+            store, SecretBox.from_file(stack.root / "data" / "master.key")
+        ).load()
+        await tenancy.set_preset(
+            "small", resource_slots={"cpu": 1, "mem": 2**28}, shared_memory="64m"
+        )
         await tenancy.set_preset("huge", resource_slots={"cpu": 10_000, "mem": 2**50})
         lookups = TenancyLookups(store)
         await eventually(lambda: lookups.presets(), timeout=20, message="projected")
@@ -762,16 +909,18 @@ def test_presets_say_what_fits_now_and_usage_is_binned(stack: BaiStack) -> None:
     assert status == 200, body
     checked = json.loads(body)
     assert {p["name"]: p["allocatable"] for p in checked["presets"]} == {
-        "small": True, "huge": False,
-    }  # fmt: skip
+        "small": True,
+        "huge": False,
+    }
     assert checked["keypair_using"]["cpu"] == "1"  # the session just created
     assert checked["keypair_limits"]["cpu"] == "Infinity"  # the default policy: unlimited
     assert set(checked["scaling_groups"]) == {"default"}
     refused = signed(stack, "POST", "/resource/check-presets", body={"group": "no-such-group"})
     assert problem_of(refused)[:2] == (400, "invalid-api-params")
     today = datetime.now(UTC).strftime("%Y%m%d")
-    status, body = signed(stack, "GET", f"/resource/usage/period?start_date={today}"
-                                        f"&end_date={today}")  # fmt: skip
+    status, body = signed(
+        stack, "GET", f"/resource/usage/period?start_date={today}&end_date={today}"
+    )
     bins = json.loads(body)
     assert status == 200 and bins and all(b["num_sessions"] >= 1 for b in bins)
     assert sum(float(b["slot_seconds"].get("cpu", 0)) for b in bins) > 0

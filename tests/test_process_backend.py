@@ -23,9 +23,12 @@ G = 2**30
 @pytest.fixture
 async def cluster(store: RedisEventStore, tmp_path: Path) -> AsyncIterator[LocalCluster]:
     local = LocalCluster(
-        store, [("i-proc", {"cpu": 4, "mem": 8 * G})], safety_tick_s=0.5,
-        backend=lambda agent_id: ProcessBackend(tmp_path / agent_id), stop_grace_s=1.0,
-    )  # fmt: skip
+        store,
+        [("i-proc", {"cpu": 4, "mem": 8 * G})],
+        safety_tick_s=0.5,
+        backend=lambda agent_id: ProcessBackend(tmp_path / agent_id),
+        stop_grace_s=1.0,
+    )
     await local.start()
     try:
         yield local
@@ -35,9 +38,13 @@ async def cluster(store: RedisEventStore, tmp_path: Path) -> AsyncIterator[Local
 
 async def run(cluster: LocalCluster, **kwargs: object) -> uuid.UUID:
     return await cluster.shard.create(  # type: ignore[arg-type]
-        name="p", access_key="AK1", scaling_group="default", image="kernelhub/python:3.11",
-        requested=[ResourceSlot(cpu=1, mem=G)], **kwargs,
-    )  # fmt: skip
+        name="p",
+        access_key="AK1",
+        scaling_group="default",
+        image="kernelhub/python:3.11",
+        requested=[ResourceSlot(cpu=1, mem=G)],
+        **kwargs,
+    )
 
 
 async def wait_status(cluster: LocalCluster, sid: uuid.UUID, status: str) -> None:
@@ -85,10 +92,13 @@ async def test_an_interactive_kernel_is_a_process_until_destroyed(
     assert terminated.data.exit_code == -15  # SIGTERM  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("command", "result", "exit_code"), [
-    ("test -n \"$_BACKEND_BATCH_MODE\" && echo done > out.txt", "session_success", 0),
-    ("exit 3", "session_failure", 3),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("command", "result", "exit_code"),
+    [
+        ('test -n "$_BACKEND_BATCH_MODE" && echo done > out.txt', "session_success", 0),
+        ("exit 3", "session_failure", 3),
+    ],
+)
 async def test_a_batch_session_runs_its_command(
     cluster: LocalCluster, store: RedisEventStore, command: str, result: str, exit_code: int
 ) -> None:

@@ -320,11 +320,17 @@ async def test_an_undecodable_event_halts_with_an_alarm_and_is_not_skipped(
 async def test_usage_is_binned_by_15_minutes_in_slot_seconds(store: RedisEventStore) -> None:
     sid, kid = uuid.uuid4(), uuid.uuid4()
     s = f"session-{sid}"
-    await store.append(s, [
-        NewEvent(data=SessionEnqueued(session_id=sid, creation_id="c", spec=spec("u", kid, "AKU"))),
-        NewEvent(data=KernelStarted(kernel_id=kid, session_id=sid)),
-        NewEvent(data=SessionStarted(session_id=sid, creation_id="c")),
-    ], 0)  # fmt: skip
+    await store.append(
+        s,
+        [
+            NewEvent(
+                data=SessionEnqueued(session_id=sid, creation_id="c", spec=spec("u", kid, "AKU"))
+            ),
+            NewEvent(data=KernelStarted(kernel_id=kid, session_id=sid)),
+            NewEvent(data=SessionStarted(session_id=sid, creation_id="c")),
+        ],
+        0,
+    )
     await folded(store)
     models = ReadModels(store)
     record = await models.session(str(sid))

@@ -144,8 +144,12 @@ async def test_a_stack_that_fails_to_start_leaves_no_actor_behind(
 
     namespace = f"t-{uuid.uuid4().hex[:8]}"
     with pytest.raises(RayActorError) as failed:  # its traceback holds the actors' handles,
-        start_actors(redis_server.url, namespace=namespace, agents=AGENTS[:1],
-                     master_key_path="/proc/no-such-dir/master.key")  # fmt: skip
+        start_actors(
+            redis_server.url,
+            namespace=namespace,
+            agents=AGENTS[:1],
+            master_key_path="/proc/no-such-dir/master.key",
+        )
     assert failed.traceback  # as a failed fixture's report does: Ray's GC would not kill them
 
     def gone() -> bool:

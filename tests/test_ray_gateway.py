@@ -31,9 +31,13 @@ def stack(
     ray_local: None, redis_server: EmbeddedRedis, store: RedisEventStore, tmp_path: Path
 ) -> Iterator[Installation]:
     installation = start_actors(
-        redis_server.url, namespace=f"t-{uuid.uuid4().hex[:8]}", backend="sim", shards=1,
-        master_key_path=str(tmp_path / "master.key"), gateway_port=0,
-    )  # fmt: skip
+        redis_server.url,
+        namespace=f"t-{uuid.uuid4().hex[:8]}",
+        backend="sim",
+        shards=1,
+        master_key_path=str(tmp_path / "master.key"),
+        gateway_port=0,
+    )
     try:
         yield installation
     finally:
@@ -53,9 +57,11 @@ def signed_headers(endpoint: str, path: str, access_key: str, secret_key: str) -
     host, date = endpoint.removeprefix("http://"), datetime.now(UTC).isoformat()
     text = string_to_sign("GET", path, date, host, "application/octet-stream", "v7.20230615")
     signature = sign(secret_key, parse_date(date), host, text)
-    return {"Date": date, "X-BackendAI-Version": "v7.20230615",
-            "Authorization": f"BackendAI signMethod=HMAC-SHA256, credential={access_key}:"
-                             f"{signature}"}  # fmt: skip
+    return {
+        "Date": date,
+        "X-BackendAI-Version": "v7.20230615",
+        "Authorization": f"BackendAI signMethod=HMAC-SHA256, credential={access_key}:{signature}",
+    }
 
 
 async def keypair(store: RedisEventStore, master_key: Path) -> tuple[str, str]:

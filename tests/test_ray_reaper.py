@@ -24,15 +24,24 @@ async def test_a_killed_reaper_still_reclaims_the_idle_session(
     import ray
 
     installation = start_actors(
-        redis_server.url, namespace=f"t-{uuid.uuid4().hex[:8]}", shards=2, idle=IDLE,
-        safety_tick_s=0.5, heartbeat_interval_s=0.5, lost_timeout_s=5.0,
+        redis_server.url,
+        namespace=f"t-{uuid.uuid4().hex[:8]}",
+        shards=2,
+        idle=IDLE,
+        safety_tick_s=0.5,
+        heartbeat_interval_s=0.5,
+        lost_timeout_s=5.0,
         agents=[("i-x", {"cpu": 4, "mem": 8 * G})],
-    )  # fmt: skip
+    )
     try:
         router = installation.router(store)
-        sid = await router.create(name="idle", access_key="AK1", scaling_group="default",
-                                  image="kernelhub/python:3.11",
-                                  requested=[ResourceSlot(cpu=1, mem=G)])  # fmt: skip
+        sid = await router.create(
+            name="idle",
+            access_key="AK1",
+            scaling_group="default",
+            image="kernelhub/python:3.11",
+            requested=[ResourceSlot(cpu=1, mem=G)],
+        )
         assert await router.wait(sid, 30) == "RUNNING"
 
         async def reported() -> dict | None:  # type: ignore[type-arg]

@@ -32,12 +32,18 @@ def stack(
     ray_local: None, redis_server: EmbeddedRedis, store: RedisEventStore, tmp_path: Path
 ) -> Iterator[Installation]:
     installation = start_actors(
-        redis_server.url, namespace=f"t-{uuid.uuid4().hex[:8]}", backend="process",
-        work_root=str(tmp_path / "kernels"), shards=2, safety_tick_s=0.5,
-        heartbeat_interval_s=0.5, lost_timeout_s=5.0, reconcile_interval_s=0.5,
+        redis_server.url,
+        namespace=f"t-{uuid.uuid4().hex[:8]}",
+        backend="process",
+        work_root=str(tmp_path / "kernels"),
+        shards=2,
+        safety_tick_s=0.5,
+        heartbeat_interval_s=0.5,
+        lost_timeout_s=5.0,
+        reconcile_interval_s=0.5,
         master_key_path=str(tmp_path / "master.key"),
         agents=[("i-p1", {"cpu": 4, "mem": 4 * G}), ("i-p2", {"cpu": 4, "mem": 4 * G})],
-    )  # fmt: skip
+    )
     try:
         yield installation
     finally:
@@ -46,9 +52,12 @@ def stack(
 
 def options(name: str = "s", **extra: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "name": name, "access_key": "AK1", "scaling_group": "default",
-        "image": "kernelhub/python:3.11", "requested": [SMALL],
-    }  # fmt: skip
+        "name": name,
+        "access_key": "AK1",
+        "scaling_group": "default",
+        "image": "kernelhub/python:3.11",
+        "requested": [SMALL],
+    }
     base.update(extra)
     return base
 
@@ -84,10 +93,17 @@ async def test_single_node_session_through_two_shards_and_process_agents(
         await ends_with(store, sid, "session_terminated")
         events = await store.read_stream(f"session-{sid}")
         assert [e.type for e in events] == [
-            "session_enqueued", "session_scheduled", "session_preparing", "kernel_creating",
-            "kernel_started", "session_started", "session_terminating", "kernel_terminating",
-            "kernel_terminated", "session_terminated",
-        ]  # fmt: skip
+            "session_enqueued",
+            "session_scheduled",
+            "session_preparing",
+            "kernel_creating",
+            "kernel_started",
+            "session_started",
+            "session_terminating",
+            "kernel_terminating",
+            "kernel_terminated",
+            "session_terminated",
+        ]
         owner = f"sessions:{shard_of(sid, 2)}"
         shard_written = {e.actor for e in events if e.type.startswith("session_terminat")}
         assert shard_written == {owner}  # one writer per stream: the owning shard
@@ -97,8 +113,7 @@ async def test_multi_node_cluster_lands_on_both_agents_and_ends_once(
     stack: Installation, store: RedisEventStore
 ) -> None:
     router = stack.router(store)
-    sid = await router.create(**options("mn", cluster_size=2,
-                                        cluster_mode=ClusterMode.MULTI_NODE))  # fmt: skip
+    sid = await router.create(**options("mn", cluster_size=2, cluster_mode=ClusterMode.MULTI_NODE))
     assert await router.wait(sid, 30) == "RUNNING"
     events = await store.read_stream(f"session-{sid}")
     placements = events[1].data.placements  # type: ignore[union-attr]
@@ -121,14 +136,19 @@ async def test_batch_sessions_record_their_exit_and_finish(
     stack: Installation, store: RedisEventStore, command: str, result: str, exit_code: int
 ) -> None:
     router = stack.router(store)
-    sid = await router.create(**options("b", session_type=SessionType.BATCH,
-                                        startup_command=command))  # fmt: skip
+    sid = await router.create(
+        **options("b", session_type=SessionType.BATCH, startup_command=command)
+    )
     await ends_with(store, sid, "session_terminated")
     events = await store.read_stream(f"session-{sid}")
     assert [e.type for e in events][5:] == [
-        "session_started", result, "session_terminating", "kernel_terminating",
-        "kernel_terminated", "session_terminated",
-    ]  # fmt: skip
+        "session_started",
+        result,
+        "session_terminating",
+        "kernel_terminating",
+        "kernel_terminated",
+        "session_terminated",
+    ]
     outcome = events[6].data
     assert outcome.exit_code == exit_code  # type: ignore[union-attr]
     assert str(events[-1].data.reason) == "task-finished"  # type: ignore[union-attr]
@@ -205,8 +225,9 @@ async def test_a_burst_of_enqueues_is_coalesced_into_few_passes(
     key = "kernelhub_scheduling_passes_total{scaling_group=default}"
     passes_before = (await stack.scheduler.metrics_snapshot.remote()).get(key, 0)
     tiny = ResourceSlot(cpu="0.01", mem=2**20)
-    sids = await asyncio.gather(*(router.create(**options(f"c{n}", requested=[tiny]))
-                                  for n in range(100)))  # fmt: skip
+    sids = await asyncio.gather(
+        *(router.create(**options(f"c{n}", requested=[tiny])) for n in range(100))
+    )
     for sid in sids:
         assert await router.wait(sid, 60) == "RUNNING"
     for sid in sids:
@@ -246,8 +267,14 @@ async def test_actors_register_their_metrics(stack: Installation, store: RedisEv
     scheduler = await stack.scheduler.metrics_snapshot.remote()
     assert scheduler["kernelhub_scheduling_decisions_total{scaling_group=default}"] >= 1
     agents = [await h.metrics_snapshot.remote() for h in stack.agent_hosts.values()]
-    assert sum(a.get(f"kernelhub_kernels_started_total{{agent={n}}}", 0)
-               for a in agents for n in ("i-p1", "i-p2")) >= 1  # fmt: skip
+    assert (
+        sum(
+            a.get(f"kernelhub_kernels_started_total{{agent={n}}}", 0)
+            for a in agents
+            for n in ("i-p1", "i-p2")
+        )
+        >= 1
+    )
     await router.destroy(sid)
 
 

@@ -25,14 +25,16 @@ from projections.queries import ReadModels
 
 pytestmark = pytest.mark.redis
 G = 2**30
-NETWORK_2S = IdleConfig.parse({"enabled": "network_timeout",
-                               "checkers": {"network_timeout": {"threshold": "2s"}}})  # fmt: skip
+NETWORK_2S = IdleConfig.parse(
+    {"enabled": "network_timeout", "checkers": {"network_timeout": {"threshold": "2s"}}}
+)
 
 
 @pytest.fixture
 async def cluster(store: RedisEventStore) -> AsyncIterator[LocalCluster]:
-    local = LocalCluster(store, [("i-a", {"cpu": 8, "mem": 16 * G})], safety_tick_s=0.5,
-                         idle=NETWORK_2S)  # fmt: skip
+    local = LocalCluster(
+        store, [("i-a", {"cpu": 8, "mem": 16 * G})], safety_tick_s=0.5, idle=NETWORK_2S
+    )
     await local.start()
     try:
         yield local
@@ -42,9 +44,13 @@ async def cluster(store: RedisEventStore) -> AsyncIterator[LocalCluster]:
 
 async def running(cluster: LocalCluster, access_key: str = "AK1", **extra: object) -> uuid.UUID:
     sid = await cluster.shard.create(  # type: ignore[arg-type]
-        name="idle", access_key=access_key, scaling_group="default",
-        image="kernelhub/python:3.11", requested=[ResourceSlot(cpu=1, mem=G)], **extra,
-    )  # fmt: skip
+        name="idle",
+        access_key=access_key,
+        scaling_group="default",
+        image="kernelhub/python:3.11",
+        requested=[ResourceSlot(cpu=1, mem=G)],
+        **extra,
+    )
 
     async def started() -> bool:
         return (await cluster.shard.get(sid)).status.name == "RUNNING"
@@ -120,8 +126,9 @@ async def test_the_policy_lifetime_reclaims_with_its_reason(
     admin = await bootstrap(store, box)
     tenancy = await TenancyService(store, box).load()
     await tenancy.set_policy("default", max_session_lifetime=2, idle_timeout=0)
-    local = LocalCluster(store, [("i-a", {"cpu": 8, "mem": 16 * G})], safety_tick_s=0.5,
-                         idle=NETWORK_2S)  # fmt: skip
+    local = LocalCluster(
+        store, [("i-a", {"cpu": 8, "mem": 16 * G})], safety_tick_s=0.5, idle=NETWORK_2S
+    )
     await local.start()
     try:
         sid = await running(local, access_key=admin.access_key)
@@ -158,9 +165,11 @@ async def test_one_refusal_in_a_batch_of_destroys_does_not_spare_the_others(
     from actors.agents.backends import SimBackend
 
     local = LocalCluster(
-        store, [("i-fast", {"cpu": 8, "mem": 16 * G}), ("i-slow", {"cpu": 8, "mem": 16 * G})],
-        safety_tick_s=0.3, backend=lambda agent: SimBackend(60.0 if agent == "i-slow" else 0.01),
-    )  # fmt: skip
+        store,
+        [("i-fast", {"cpu": 8, "mem": 16 * G}), ("i-slow", {"cpu": 8, "mem": 16 * G})],
+        safety_tick_s=0.3,
+        backend=lambda agent: SimBackend(60.0 if agent == "i-slow" else 0.01),
+    )
     await local.start()
     try:
         await local.agents["i-slow"].set_schedulable(False)
@@ -168,9 +177,12 @@ async def test_one_refusal_in_a_batch_of_destroys_does_not_spare_the_others(
         await local.agents["i-fast"].set_schedulable(False)
         await local.agents["i-slow"].set_schedulable(True)
         slow = await local.shard.create(  # type: ignore[arg-type]
-            name="slow", access_key="AK1", scaling_group="default",
-            image="kernelhub/python:3.11", requested=[ResourceSlot(cpu=1, mem=G)],
-        )  # fmt: skip
+            name="slow",
+            access_key="AK1",
+            scaling_group="default",
+            image="kernelhub/python:3.11",
+            requested=[ResourceSlot(cpu=1, mem=G)],
+        )
 
         async def preparing() -> bool:
             return (await local.shard.get(slow)).status.name == "PREPARING"
@@ -197,10 +209,15 @@ async def test_a_new_user_is_given_the_grace_period_first(
 
     tenancy = await TenancyService(store, box).load()
     await tenancy.set_policy("default", idle_timeout=2)
-    graceful = IdleConfig.parse({"enabled": "network_timeout", "checkers": {
-        "user_grace_period": {"user_initial_grace_period": "1h"}}})  # fmt: skip
-    local = LocalCluster(store, [("i-a", {"cpu": 8, "mem": 16 * G})], safety_tick_s=0.5,
-                         idle=graceful)  # fmt: skip
+    graceful = IdleConfig.parse(
+        {
+            "enabled": "network_timeout",
+            "checkers": {"user_grace_period": {"user_initial_grace_period": "1h"}},
+        }
+    )
+    local = LocalCluster(
+        store, [("i-a", {"cpu": 8, "mem": 16 * G})], safety_tick_s=0.5, idle=graceful
+    )
     await local.start()
     try:
         sid = await running(local, access_key=admin.access_key)
@@ -216,14 +233,24 @@ async def test_a_new_user_is_given_the_grace_period_first(
         await local.stop()
 
 
-UTILIZATION = IdleConfig.parse({"enabled": "utilization", "checkers": {"utilization": {
-    "time-window": "2s", "initial-grace-period": "0s", "sample-interval": "0.5s",
-    "resource-thresholds": {"cpu_util": {"average": 30}, "mem": {"average": 30}},
-}}})  # fmt: skip
+UTILIZATION = IdleConfig.parse(
+    {
+        "enabled": "utilization",
+        "checkers": {
+            "utilization": {
+                "time-window": "2s",
+                "initial-grace-period": "0s",
+                "sample-interval": "0.5s",
+                "resource-thresholds": {"cpu_util": {"average": 30}, "mem": {"average": 30}},
+            }
+        },
+    }
+)
 
 
-@pytest.mark.parametrize(("use", "reclaimed"), [({"cpu_util": 2, "mem": 5}, True),
-                                                ({"cpu_util": 80, "mem": 5}, False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("use", "reclaimed"), [({"cpu_util": 2, "mem": 5}, True), ({"cpu_util": 80, "mem": 5}, False)]
+)
 async def test_utilization_below_every_threshold_for_a_window_reclaims(
     store: RedisEventStore, use: dict[str, float], reclaimed: bool
 ) -> None:
@@ -272,8 +299,9 @@ async def test_an_open_app_holds_the_timer_and_closing_the_last_restarts_it(
     await app_closed(store, sid, "ttyd-1")  # the last one: the timer restarts from now
     closed_at = float(await store.redis.get(store.keys.idle_access(str(sid))))
     assert await ended_with(store, sid) == "idle-timeout"
-    terminating = next(e for e in await store.read_stream(f"session-{sid}")
-                       if e.type == "session_terminating")  # fmt: skip
+    terminating = next(
+        e for e in await store.read_stream(f"session-{sid}") if e.type == "session_terminating"
+    )
     assert terminating.position_ms / 1000 >= closed_at + 2
 
 

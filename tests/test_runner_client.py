@@ -42,7 +42,10 @@ async def test_output_without_an_end_is_flushed_as_continued(client: RunnerClien
     assert first["console"] == [["stdout", "a\n"]] and first["runId"] == "r1"
     second = await client.execute("r1", "continue", flush_timeout=5)
     assert (second["status"], second["exitCode"], second["console"]) == (
-        "finished", 0, [["stdout", "b\n"]])  # fmt: skip
+        "finished",
+        0,
+        [["stdout", "b\n"]],
+    )
 
 
 async def test_consecutive_chunks_merge_into_one_console_item(client: RunnerClient) -> None:
@@ -53,8 +56,9 @@ async def test_consecutive_chunks_merge_into_one_console_item(client: RunnerClie
 
 
 async def test_a_second_run_waits_for_the_first_to_finish(client: RunnerClient) -> None:
-    slow = asyncio.create_task(client.execute("A", "query", "import time\ntime.sleep(0.6)\n"
-                                              "print('A')", flush_timeout=5))  # fmt: skip
+    slow = asyncio.create_task(
+        client.execute("A", "query", "import time\ntime.sleep(0.6)\nprint('A')", flush_timeout=5)
+    )
     await asyncio.sleep(0.05)
     started = time.monotonic()
     second = await client.execute("B", "query", "print('B')", flush_timeout=5)
@@ -88,9 +92,11 @@ async def test_batch_phases_end_one_result_each(client: RunnerClient) -> None:
     while result["status"] != "finished":
         result = await client.execute("b", "continue", flush_timeout=5)
         statuses.append((result["status"], result["exitCode"], result["console"]))
-    assert statuses == [("clean-finished", 0, [["stdout", "c\n"]]),
-                        ("build-finished", 0, [["stdout", "b\n"]]),
-                        ("finished", 5, [["stdout", "x\n"]])]  # fmt: skip
+    assert statuses == [
+        ("clean-finished", 0, [["stdout", "c\n"]]),
+        ("build-finished", 0, [["stdout", "b\n"]]),
+        ("finished", 5, [["stdout", "x\n"]]),
+    ]
 
 
 async def test_waiting_input_then_input_continues(client: RunnerClient) -> None:
@@ -113,8 +119,9 @@ async def test_completion_and_interrupt(client: RunnerClient) -> None:
 async def test_a_lost_connection_is_resumed_with_the_run_intact(
     client: RunnerClient, runner: RunnerProcess
 ) -> None:
-    first = await client.execute("z", "query", "import time\ntime.sleep(0.5)\nprint('late')",
-                                 flush_timeout=0.1)  # fmt: skip
+    first = await client.execute(
+        "z", "query", "import time\ntime.sleep(0.5)\nprint('late')", flush_timeout=0.1
+    )
     assert first["status"] == "continued"
     assert client._writer is not None
     client._writer.close()  # the connection drops (as when the agent's socket breaks)

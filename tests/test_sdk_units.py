@@ -51,7 +51,10 @@ def test_config_prefers_the_environment_then_kh_ups_file(tmp_path: Path) -> None
     }
     from_env = ClientConfig.load(env)
     assert (from_env.endpoint, from_env.access_key, from_env.secret_key) == (
-        "http://a:1", "AKENV", "skenv")  # fmt: skip
+        "http://a:1",
+        "AKENV",
+        "skenv",
+    )
     assert "skenv" not in repr(from_env)
     with pytest.raises(ConfigurationError, match="no keypair"):
         ClientConfig.load({"KH_CONFIG_DIR": str(tmp_path / "none")})
@@ -61,20 +64,42 @@ def test_config_prefers_the_environment_then_kh_ups_file(tmp_path: Path) -> None
 
 def test_signed_headers_verify_as_the_gateway_checks_them() -> None:
     now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-    headers = signed_headers("GET", "/session/x?owner_access_key=A", "127.0.0.1:8081",
-                             "text/plain; charset=utf-8", "AK", "SK", now)  # fmt: skip
+    headers = signed_headers(
+        "GET",
+        "/session/x?owner_access_key=A",
+        "127.0.0.1:8081",
+        "text/plain; charset=utf-8",
+        "AK",
+        "SK",
+        now,
+    )
     version = headers["X-BackendAI-Version"]
-    text = string_to_sign("GET", "/session/x?owner_access_key=A", headers["Date"],
-                          "127.0.0.1:8081", "text/plain", version)  # fmt: skip
+    text = string_to_sign(
+        "GET",
+        "/session/x?owner_access_key=A",
+        headers["Date"],
+        "127.0.0.1:8081",
+        "text/plain",
+        version,
+    )
     expected = sign("SK", parse_date(headers["Date"]), "127.0.0.1:8081", text)
     assert headers["Authorization"] == (
-        f"BackendAI signMethod=HMAC-SHA256, credential=AK:{expected}")  # fmt: skip
+        f"BackendAI signMethod=HMAC-SHA256, credential=AK:{expected}"
+    )
 
 
 def test_sse_framing() -> None:
     parser = SSEParser()
-    lines = ["event: kernel_started\r\n", 'data: {"a":\n', "data: 1}\n", "\n", ": ping\n", "\n",
-             "data: plain\n", "\n"]  # fmt: skip
+    lines = [
+        "event: kernel_started\r\n",
+        'data: {"a":\n',
+        "data: 1}\n",
+        "\n",
+        ": ping\n",
+        "\n",
+        "data: plain\n",
+        "\n",
+    ]
     messages = [m for m in (parser.feed(line) for line in lines) if m]
     assert messages == [("kernel_started", '{"a":\n1}'), ("message", "plain")]
 
@@ -132,19 +157,31 @@ def test_downloads_unpack_every_part_and_refuse_escapes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("status", "body", "kind", "slug"),
     [
-        (404, {"type": "https://api.backend.ai/probs/object-not-found",
-               "title": "No such session."}, SessionNotFound, "object-not-found"),
+        (
+            404,
+            {"type": "https://api.backend.ai/probs/object-not-found", "title": "No such session."},
+            SessionNotFound,
+            "object-not-found",
+        ),
         (404, {"type": ".../object-not-found", "title": "No such app service."}, NotFound, None),
-        (401, {"type": ".../auth-failed", "title": "Credential/signature mismatch."},
-         AuthenticationFailed, "auth-failed"),
+        (
+            401,
+            {"type": ".../auth-failed", "title": "Credential/signature mismatch."},
+            AuthenticationFailed,
+            "auth-failed",
+        ),
         (400, {"type": ".../invalid-auth-params", "title": "x"}, AuthenticationFailed, None),
         (412, {"type": ".../quota-exceeded", "title": "limit"}, QuotaExceeded, "quota-exceeded"),
         (503, {"type": ".../server-frozen", "title": "frozen"}, ServerFrozen, None),
         (500, {"type": ".../internal-server-error", "title": "oops"}, ServerError, None),
-        (400, {"type": ".../invalid-api-params", "title": "bad", "msg": "why"}, InvalidRequest,
-         "invalid-api-params"),
+        (
+            400,
+            {"type": ".../invalid-api-params", "title": "bad", "msg": "why"},
+            InvalidRequest,
+            "invalid-api-params",
+        ),
     ],
-)  # fmt: skip
+)
 def test_problem_bodies_become_named_exceptions(
     status: int, body: dict[str, str], kind: type[APIError], slug: str | None
 ) -> None:
@@ -161,18 +198,41 @@ def test_a_body_that_is_no_problem_is_kept_as_text() -> None:
 
 def _graphql_item(**overrides: object) -> dict[str, object]:
     item: dict[str, object] = {
-        "id": "9b7b9a36-1111-2222-3333-444444444444", "name": "s1", "type": "BATCH",
-        "image": "kernelhub/python:3.11", "status": "PENDING", "status_info": "",
-        "status_data": json.dumps({"scheduler": {"failed_predicates": [
-            {"name": "concurrency", "msg": "You cannot run more than 1 concurrent sessions"}]}}),
+        "id": "9b7b9a36-1111-2222-3333-444444444444",
+        "name": "s1",
+        "type": "BATCH",
+        "image": "kernelhub/python:3.11",
+        "status": "PENDING",
+        "status_info": "",
+        "status_data": json.dumps(
+            {
+                "scheduler": {
+                    "failed_predicates": [
+                        {
+                            "name": "concurrency",
+                            "msg": "You cannot run more than 1 concurrent sessions",
+                        }
+                    ]
+                }
+            }
+        ),
         "status_history": json.dumps({"PENDING": "2026-12-01T12:00:00.000Z"}),
-        "result": "UNDEFINED", "exit_code": None, "created_at": "2026-12-01T12:00:00.000Z",
+        "result": "UNDEFINED",
+        "exit_code": None,
+        "created_at": "2026-12-01T12:00:00.000Z",
         "requested_slots": json.dumps({"cpu": "1", "mem": "268435456"}),
-        "idle_checks": json.dumps({}), "containers": [{
-            "id": "9b7b9a36-1111-2222-3333-555555555555", "cluster_role": "main",
-            "status": "TERMINATED", "agent": "i-local",
-            "status_data": json.dumps({"kernel": {"exit_code": 143}}), "occupied_slots": "{}"}],
-    }  # fmt: skip
+        "idle_checks": json.dumps({}),
+        "containers": [
+            {
+                "id": "9b7b9a36-1111-2222-3333-555555555555",
+                "cluster_role": "main",
+                "status": "TERMINATED",
+                "agent": "i-local",
+                "status_data": json.dumps({"kernel": {"exit_code": 143}}),
+                "occupied_slots": "{}",
+            }
+        ],
+    }
     return {**item, **overrides}
 
 
@@ -181,8 +241,9 @@ def test_session_info_reads_the_wire_shapes() -> None:
     assert pending.type == "batch" and pending.is_waiting and pending.is_live
     assert pending.pending_reason == "You cannot run more than 1 concurrent sessions"
     assert pending.requested_slots == {"cpu": "1", "mem": "268435456"}
-    ended = SessionInfo.from_graphql(_graphql_item(status="TERMINATED", result="SUCCESS",
-                                                   exit_code=0))  # fmt: skip
+    ended = SessionInfo.from_graphql(
+        _graphql_item(status="TERMINATED", result="SUCCESS", exit_code=0)
+    )
     assert (ended.pending_reason, ended.exit_code, ended.result) == (None, 0, "success")
     assert not ended.is_live
     no_result = SessionInfo.from_graphql(_graphql_item(status="TERMINATED"))

@@ -32,8 +32,9 @@ def _race(root: str, start: object, results: object) -> None:
 def test_processes_racing_to_create_the_key_all_get_the_same_one(tmp_path: Path) -> None:
     context = multiprocessing.get_context("spawn")
     start, results = context.Event(), context.Queue()
-    workers = [context.Process(target=_race, args=(str(tmp_path), start, results))
-               for _ in range(6)]  # fmt: skip
+    workers = [
+        context.Process(target=_race, args=(str(tmp_path), start, results)) for _ in range(6)
+    ]
     for worker in workers:
         worker.start()
     start.set()

@@ -9,10 +9,17 @@ from kernelhub.session_cli import describe
 pytestmark = pytest.mark.unit
 
 RECORD = {
-    "id": "s1", "name": "n", "type": "interactive", "status": "RUNNING", "status_info": "",
-    "access_key": "AK", "scaling_group": "default", "requested_slots": {"cpu": "1"},
-    "status_history": {"RUNNING": "2026-12-01T08:00:00.000Z"}, "kernels": {},
-}  # fmt: skip
+    "id": "s1",
+    "name": "n",
+    "type": "interactive",
+    "status": "RUNNING",
+    "status_info": "",
+    "access_key": "AK",
+    "scaling_group": "default",
+    "requested_slots": {"cpu": "1"},
+    "status_history": {"RUNNING": "2026-12-01T08:00:00.000Z"},
+    "kernels": {},
+}
 
 
 def test_idle_checks_read_as_time_left() -> None:

@@ -97,9 +97,11 @@ class TestIdempotentRetries:
         command = uuid.uuid4()
         payloads = [enqueued(), SessionStarted(session_id=uuid.uuid4(), creation_id="c")]
         results = await asyncio.gather(
-            *(store.append("session-d", events_for_command(command, payloads), NO_STREAM)
-              for _ in range(10))
-        )  # fmt: skip
+            *(
+                store.append("session-d", events_for_command(command, payloads), NO_STREAM)
+                for _ in range(10)
+            )
+        )
         assert sum(not r.duplicate for r in results) == 1
         assert len({r.positions for r in results}) == 1
         assert await store.stream_version("session-d") == 2
@@ -148,14 +150,18 @@ class TestAppendMulti:
         assert await store.log_length() == 1
 
     async def test_success_appends_every_stream_in_order(self, store: RedisEventStore) -> None:
-        results = await store.append_multi([
-            ("session-h1", NO_STREAM, [NewEvent(data=enqueued()), NewEvent(data=enqueued())]),
-            ("session-h2", None, [NewEvent(data=enqueued())]),
-            ("alloc-default", NO_STREAM, []),  # a pure version guard: checked, writes nothing
-        ])  # fmt: skip
+        results = await store.append_multi(
+            [
+                ("session-h1", NO_STREAM, [NewEvent(data=enqueued()), NewEvent(data=enqueued())]),
+                ("session-h2", None, [NewEvent(data=enqueued())]),
+                ("alloc-default", NO_STREAM, []),  # a pure version guard: checked, writes nothing
+            ]
+        )
         assert [(r.stream, len(r.positions), r.version) for r in results] == [
-            ("session-h1", 2, 2), ("session-h2", 1, 1), ("alloc-default", 0, 0),
-        ]  # fmt: skip
+            ("session-h1", 2, 2),
+            ("session-h2", 1, 1),
+            ("alloc-default", 0, 0),
+        ]
         log = await store.read_log()
         assert [e.position for e in log] == [*results[0].positions, *results[1].positions]
         assert [position_key(e.position) for e in log] == sorted(
@@ -170,9 +176,12 @@ class TestAppendMulti:
 class TestBadInputNeverReachesTheLog:
     async def test_invalid_payload(self, store: RedisEventStore) -> None:
         bogus = KernelTerminated.model_construct(
-            type="kernel_terminated", kernel_id=uuid.uuid4(), session_id=uuid.uuid4(),
-            reason="exploded", exit_code=1,
-        )  # fmt: skip
+            type="kernel_terminated",
+            kernel_id=uuid.uuid4(),
+            session_id=uuid.uuid4(),
+            reason="exploded",
+            exit_code=1,
+        )
         good = NewEvent(data=enqueued())
         event = good.model_copy(update={"data": bogus, "event_id": uuid.uuid4()})
         with pytest.raises(InvalidEventError, match="reason"):

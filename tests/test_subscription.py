@@ -119,9 +119,11 @@ async def test_filters_skip_other_types_and_streams_but_keep_the_position(
     await store.append("session-theirs", [cancelled("c")], None)
     await store.append("session-mine", [cancelled("d")], 2)
     subscription = store.subscribe(
-        start, block_ms=200, types=frozenset({"session_cancelled"}),
+        start,
+        block_ms=200,
+        types=frozenset({"session_cancelled"}),
         streams=lambda stream: stream == "session-mine",
-    )  # fmt: skip
+    )
     seen = await take(subscription, 2)
     assert [e.data.creation_id for e in seen] == ["b", "d"]  # type: ignore[union-attr]
     assert subscription.position == await store.head()

@@ -149,8 +149,9 @@ async def test_effective_limits_combine_keypair_project_and_domain(
     assert dict(caps.project) == {"cpu": inf, "mem": 8 * 2**30, "cuda.device": inf}
     assert dict(caps.domain) == {"cpu": 2, "mem": inf, "cuda.device": inf}
     assert dict(caps.combined) == {"cpu": 2, "mem": 0, "cuda.device": 0}
-    await tenancy.set_policy("small", default_for_unspecified="UNLIMITED",
-                             total_resource_slots={"cpu": Decimal(4)})  # fmt: skip
+    await tenancy.set_policy(
+        "small", default_for_unspecified="UNLIMITED", total_resource_slots={"cpu": Decimal(4)}
+    )
     await Projector(store, [TenancyProjection()]).catch_up()
     caps = effective_limits(await lookups.limits_of(access_key, str(project)) or {}, known)
     assert dict(caps.combined) == {"cpu": 2, "mem": 8 * 2**30, "cuda.device": inf}

@@ -88,23 +88,36 @@ async def test_a_traced_actor_takes_the_id_as_a_keyword_and_keeps_its_signature(
 
 
 def line(**fields: object) -> str:
-    record = {"timestamp": "2026-12-01T18:00:00.000100Z", "level": "info", "event": "x",
-              "component": "sessions", "actor_name": "sessions:1", **fields}  # fmt: skip
+    record = {
+        "timestamp": "2026-12-01T18:00:00.000100Z",
+        "level": "info",
+        "event": "x",
+        "component": "sessions",
+        "actor_name": "sessions:1",
+        **fields,
+    }
     return json.dumps(record)
 
 
 def test_log_text_yields_only_kernelhubs_lines_for_the_id() -> None:
     other = str(uuid.uuid4())
-    text = "\n".join([
-        ":job_id:01000000",
-        f"Traceback mentioning {CID} but not JSON",
-        json.dumps({"event": "no component", "correlation_id": str(CID)}),
-        line(event="mine", correlation_id=str(CID), session="s-1"),
-        line(event="someone else's", correlation_id=other),
-        line(event="a batch", component="scheduler", actor_name="scheduler:default",
-             correlation_ids=[other, str(CID)], timestamp="2026-12-01T18:00:00.000300Z"),
-        line(event="bad time", correlation_id=str(CID), timestamp="yesterday"),
-    ])  # fmt: skip
+    text = "\n".join(
+        [
+            ":job_id:01000000",
+            f"Traceback mentioning {CID} but not JSON",
+            json.dumps({"event": "no component", "correlation_id": str(CID)}),
+            line(event="mine", correlation_id=str(CID), session="s-1"),
+            line(event="someone else's", correlation_id=other),
+            line(
+                event="a batch",
+                component="scheduler",
+                actor_name="scheduler:default",
+                correlation_ids=[other, str(CID)],
+                timestamp="2026-12-01T18:00:00.000300Z",
+            ),
+            line(event="bad time", correlation_id=str(CID), timestamp="yesterday"),
+        ]
+    )
     found = list(log_entries(text, str(CID)))
     assert [(e.component, e.where, e.what) for e in found] == [
         ("sessions", "sessions:1", "mine"),
@@ -116,8 +129,13 @@ def test_log_text_yields_only_kernelhubs_lines_for_the_id() -> None:
 
 def entry(ms: int, component: str, source: str = "log") -> TraceEntry:
     at = datetime(2026, 12, 1, 18, 0, 0, ms * 1000, tzinfo=UTC)
-    return TraceEntry(time=at, source=source, component=component,  # type: ignore[arg-type]
-                      where=f"{component}:0", what="w")  # fmt: skip
+    return TraceEntry(
+        time=at,
+        source=source,
+        component=component,  # type: ignore[arg-type]
+        where=f"{component}:0",
+        what="w",
+    )
 
 
 def test_the_timeline_is_in_time_order_events_first_and_filters_by_component() -> None:
@@ -128,9 +146,14 @@ def test_the_timeline_is_in_time_order_events_first_and_filters_by_component() -
 
 def test_a_rendered_line_is_short_and_readable() -> None:
     stream = "session-0d7aba72-38b6-5831-8a02-043124523ae2"
-    shown = TraceEntry(time=datetime(2026, 12, 1, 18, 48, 5, 503000, tzinfo=UTC),
-                       source="event", component="events", where=stream, what="session_enqueued",
-                       fields={"version": 1, "position": "1-0", "actor": "sessions:0"})  # fmt: skip
+    shown = TraceEntry(
+        time=datetime(2026, 12, 1, 18, 48, 5, 503000, tzinfo=UTC),
+        source="event",
+        component="events",
+        where=stream,
+        what="session_enqueued",
+        fields={"version": 1, "position": "1-0", "actor": "sessions:0"},
+    )
     assert render(shown) == (
         "18:48:05.503  events     session-0d7aba72    session_enqueued  actor=sessions:0 version=1"
     )
@@ -151,8 +174,9 @@ def test_an_actors_log_lines_name_it_and_carry_the_bound_id() -> None:
         log.info("outside")
         """
     )
-    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                            timeout=30, check=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=30, check=True
+    )
     inside, outside = (json.loads(x) for x in result.stderr.splitlines())
     assert (inside["component"], inside["actor_name"], inside["correlation_id"]) == (
         "agent",

@@ -30,9 +30,12 @@ G = 2**30
 
 def options(**extra: object) -> dict[str, object]:
     base: dict[str, object] = {
-        "name": "s", "access_key": "AK1", "scaling_group": "default",
-        "image": "kernelhub/python:3.11", "requested": [ResourceSlot(cpu=1, mem=G // 4)],
-    }  # fmt: skip
+        "name": "s",
+        "access_key": "AK1",
+        "scaling_group": "default",
+        "image": "kernelhub/python:3.11",
+        "requested": [ResourceSlot(cpu=1, mem=G // 4)],
+    }
     base.update(extra)
     return base
 
@@ -40,10 +43,14 @@ def options(**extra: object) -> dict[str, object]:
 @pytest.fixture
 async def cluster(store: RedisEventStore, tmp_path: Path) -> AsyncIterator[LocalCluster]:
     local = LocalCluster(
-        store, [("i-p1", {"cpu": 4, "mem": 8 * G}), ("i-p2", {"cpu": 4, "mem": 8 * G})],
-        safety_tick_s=0.3, backend=lambda agent_id: ProcessBackend(tmp_path / agent_id),
-        heartbeat_interval_s=0.3, lost_timeout_s=1.0, terminate_lost_after_s=1.0,
-    )  # fmt: skip
+        store,
+        [("i-p1", {"cpu": 4, "mem": 8 * G}), ("i-p2", {"cpu": 4, "mem": 8 * G})],
+        safety_tick_s=0.3,
+        backend=lambda agent_id: ProcessBackend(tmp_path / agent_id),
+        heartbeat_interval_s=0.3,
+        lost_timeout_s=1.0,
+        terminate_lost_after_s=1.0,
+    )
     await local.start()
     try:
         yield local
@@ -98,8 +105,11 @@ async def test_restart_brings_the_kernels_back_with_new_processes(
     assert pid_of(cluster, sid, agent) != before
     events = await store.read_stream(f"session-{sid}")
     tail = [(e.type, getattr(e.data, "status", None)) for e in events[6:]]
-    assert tail == [("session_status_changed", "RESTARTING"), ("kernel_started", None),
-                    ("session_status_changed", "RUNNING")]  # fmt: skip
+    assert tail == [
+        ("session_status_changed", "RESTARTING"),
+        ("kernel_started", None),
+        ("session_status_changed", "RUNNING"),
+    ]
     assert (await store.read_stream(f"session-{sid}"))[5].type == "session_started"  # only one
     record = await ReadModels(store).session(str(sid))
     assert record is not None and "RESTARTING" in record["status_history"]
@@ -245,8 +255,14 @@ async def replace_agent(cluster: LocalCluster, agent_id: str, root: Path) -> Age
     is gone (its tasks cancelled), a new one with a fresh backend takes its place."""
     old = cluster.agents[agent_id]
     await old.drain()
-    new = Agent(cluster.store, cluster.shard, agent_id, old.capacity,
-                backend=ProcessBackend(root / agent_id), stop_grace_s=0.5)  # fmt: skip
+    new = Agent(
+        cluster.store,
+        cluster.shard,
+        agent_id,
+        old.capacity,
+        backend=ProcessBackend(root / agent_id),
+        stop_grace_s=0.5,
+    )
     cluster.agents[agent_id] = new
     await new.register()
     return new
@@ -270,8 +286,9 @@ async def test_a_restarted_agent_adopts_the_kernels_that_survived_it(
         assert await agent.reconcile() == {"stray": set(), "missing": set(), "stalled": set()}
     if batch:  # the new agent waits for the command in place of the old one
         await reach(cluster, sid, "TERMINATED")
-        outcome = [e.data for e in await store.read_stream(f"session-{sid}")
-                   if e.type == "session_failure"]  # fmt: skip
+        outcome = [
+            e.data for e in await store.read_stream(f"session-{sid}") if e.type == "session_failure"
+        ]
         assert [o.exit_code for o in outcome] == [7]  # type: ignore[union-attr]
     else:
         await cluster.shard.destroy(sid)

@@ -64,8 +64,9 @@ log = structlog.get_logger(__name__)
 
 AGENTS_REACT_TO = frozenset({"session_preparing", "session_terminating", "session_status_changed"})
 
-_LIVE_IN_LOG = frozenset({"SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING",
-                          "TERMINATING", "ERROR"})  # fmt: skip
+_LIVE_IN_LOG = frozenset(
+    {"SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING", "TERMINATING", "ERROR"}
+)
 """Kernel statuses under which a running kernel is expected (not a stray)."""
 _STARTED_IN_LOG = frozenset({"RUNNING"})
 """Kernel statuses under which the backend must be running it."""
@@ -97,8 +98,10 @@ class Agent:
         self.agent_id = agent_id
         self.accelerators = accelerators or Accelerators()
         """Its devices and which kernel holds which (the slots they add are offered)."""
-        self.capacity = {**{k: Decimal(str(v)) for k, v in capacity.items()},
-                         **self.accelerators.slots()}  # fmt: skip
+        self.capacity = {
+            **{k: Decimal(str(v)) for k, v in capacity.items()},
+            **self.accelerators.slots(),
+        }
         self.scaling_group = scaling_group
         self.backend = backend
         self.isolation = isolation_of(backend)
@@ -110,8 +113,11 @@ class Agent:
         self.models = ReadModels(store)
         self._starting: set[uuid.UUID] = set()
         """Kernels being created or restarted right now (not strays, not missing)."""
-        self._suspects: dict[str, set[uuid.UUID]] = {"stray": set(), "missing": set(),
-                                                     "stalled": set()}  # fmt: skip
+        self._suspects: dict[str, set[uuid.UUID]] = {
+            "stray": set(),
+            "missing": set(),
+            "stalled": set(),
+        }
         self.fail_next_start = False
         """Test hook: the next kernel creation fails as an agent error would."""
         self.heartbeating = True
@@ -161,16 +167,22 @@ class Agent:
         kernels = {k["kernel_id"]: k for k in spec.get("kernels", [])}
         return [
             KernelLaunch(
-                kernel_id, session.session_id,
-                {name: Decimal(v) for name, v in
-                 kernels.get(str(kernel_id), {}).get("requested_slots", {}).items()},
-                session_type=session.session_type, startup_command=spec.get("startup_command"),
+                kernel_id,
+                session.session_id,
+                {
+                    name: Decimal(v)
+                    for name, v in kernels.get(str(kernel_id), {})
+                    .get("requested_slots", {})
+                    .items()
+                },
+                session_type=session.session_type,
+                startup_command=spec.get("startup_command"),
                 environ=kernel_environ(session.session_id, spec, kernel_id, self.agent_id),
                 main=kernels.get(str(kernel_id), {}).get("cluster_role", "main") == "main",
                 image=kernels.get(str(kernel_id), {}).get("image") or spec.get("image", ""),
             )
             for kernel_id in kernel_ids
-        ]  # fmt: skip
+        ]
 
     def _spawn_creation(self, session: Any, kernel_ids: list[uuid.UUID]) -> None:
         """Create kernels not already being created or known here: the log's reaction and
@@ -208,11 +220,15 @@ class Agent:
         return f"agent-{self.agent_id}"
 
     def _registration(self) -> AgentRegistered:
-        return AgentRegistered(agent_id=self.agent_id, scaling_group=self.scaling_group,
-                               available_slots=self.capacity, version="kernelhub",
-                               schedulable=self.schedulable,
-                               compute_plugins=self.accelerators.info(),
-                               isolation=self.isolation)  # fmt: skip
+        return AgentRegistered(
+            agent_id=self.agent_id,
+            scaling_group=self.scaling_group,
+            available_slots=self.capacity,
+            version="kernelhub",
+            schedulable=self.schedulable,
+            compute_plugins=self.accelerators.info(),
+            isolation=self.isolation,
+        )
 
     async def register(self) -> None:
         """Announce capacity and liveness; a drained agent stays drained across restarts
@@ -253,17 +269,26 @@ class Agent:
         if session_id is None:  # adopted and not yet used: the read model knows its session
             kernel = await self.models.kernel(str(kernel_id))
             session_id = uuid.UUID(kernel["session_id"]) if kernel is not None else None
-        reason = (KernelLifecycleEventReason.OOM_KILLED if oom_killed
-                  else KernelLifecycleEventReason.SELF_TERMINATED)  # fmt: skip
+        reason = (
+            KernelLifecycleEventReason.OOM_KILLED
+            if oom_killed
+            else KernelLifecycleEventReason.SELF_TERMINATED
+        )
         note = f"kernelhub-agent: the kernel ended by itself ({reason}, exit code {exit_code})\n"
         await self._stop_kernel(kernel_id, note=note)
         if session_id is None:
             return  # not a kernel the log knows: nothing to report
         if self.metrics is not None:
             self.metrics.inc("kernelhub_kernels_terminated_total", agent=self.agent_id)
-        await self.shard.report(KernelTerminated(
-            kernel_id=kernel_id, session_id=session_id, reason=reason, exit_code=exit_code,
-        ), command_id=uuid.uuid5(kernel_id, "exited"))  # fmt: skip
+        await self.shard.report(
+            KernelTerminated(
+                kernel_id=kernel_id,
+                session_id=session_id,
+                reason=reason,
+                exit_code=exit_code,
+            ),
+            command_id=uuid.uuid5(kernel_id, "exited"),
+        )
 
     async def set_schedulable(self, schedulable: bool) -> bool:
         """Drain (``False``) or undrain the agent: the scheduler places nothing new on a
@@ -288,8 +313,11 @@ class Agent:
             stats = self.backend.stats(kernel_id)
             if stats is not None:
                 sample = {**stats, "at": seconds, "agent": self.agent_id}
-                pipe.set(self.store.keys.kernel_stats(str(kernel_id)), canonical_dumps(sample),
-                         ex=self.stats_ttl_s)  # fmt: skip
+                pipe.set(
+                    self.store.keys.kernel_stats(str(kernel_id)),
+                    canonical_dumps(sample),
+                    ex=self.stats_ttl_s,
+                )
         await pipe.execute()
 
     async def sample_utilization(self) -> int:
@@ -307,8 +335,11 @@ class Agent:
         if self.accelerators.plugins:
             self._sample_devices(pipe, sampled, int(seconds))
         for kernel_id in sampled:
-            pipe.set(self.store.keys.idle_utilization(str(kernel_id)),
-                     canonical_dumps(self.sampler.of(kernel_id)), ex=_UTIL_TTL_S)  # fmt: skip
+            pipe.set(
+                self.store.keys.idle_utilization(str(kernel_id)),
+                canonical_dumps(self.sampler.of(kernel_id)),
+                ex=_UTIL_TTL_S,
+            )
         if sampled or self.accelerators.plugins:
             await pipe.execute()
         return len(sampled)
@@ -322,10 +353,14 @@ class Agent:
             metrics = self.accelerators.kernel_metrics(str(kernel_id), sample)
             if metrics:
                 self.sampler.extend(kernel_id, metrics)
-        devices = {key: {d: s.model_dump() for d, s in stats.items()}
-                   for key, stats in sample.items()}  # fmt: skip
-        pipe.set(self.store.keys.agent_devices(self.agent_id),
-                 canonical_dumps({"at": at, "devices": devices}), ex=self.stats_ttl_s)  # fmt: skip
+        devices = {
+            key: {d: s.model_dump() for d, s in stats.items()} for key, stats in sample.items()
+        }
+        pipe.set(
+            self.store.keys.agent_devices(self.agent_id),
+            canonical_dumps({"at": at, "devices": devices}),
+            ex=self.stats_ttl_s,
+        )
 
     # ---- reconciliation ------------------------------------------------------------------------
     async def _expected(self) -> dict[uuid.UUID, dict[str, Any]]:
@@ -346,8 +381,11 @@ class Agent:
         running, known = self.backend.running(), self.backend.known()
         live = {k for k, r in expected.items() if r["status"] in _LIVE_IN_LOG}
         started = {k for k, r in expected.items() if r["status"] in _STARTED_IN_LOG}
-        stalled_now = {k for k, r in expected.items() if r["status"] in ("SCHEDULED", "PREPARING")
-                       and r["session_status"] == "PREPARING"}  # fmt: skip
+        stalled_now = {
+            k
+            for k, r in expected.items()
+            if r["status"] in ("SCHEDULED", "PREPARING") and r["session_status"] == "PREPARING"
+        }
         self._stopped &= set(expected)  # forgotten once the log no longer places them here
         acted = {
             "stray": self._twice("stray", running - live - self._starting),
@@ -358,15 +396,24 @@ class Agent:
             await self._stop_kernel(kernel_id)
             session_id = expected[kernel_id]["session_id"] if kernel_id in expected else None
             if session_id is not None:  # a kernel the log knows, in an ended session
-                await self.shard.report(KernelTerminated(
-                    kernel_id=kernel_id, session_id=uuid.UUID(session_id),
-                    reason=KernelLifecycleEventReason.TERMINATED_UNKNOWN_CONTAINER,
-                ), command_id=uuid.uuid5(kernel_id, "stray"))  # fmt: skip
+                await self.shard.report(
+                    KernelTerminated(
+                        kernel_id=kernel_id,
+                        session_id=uuid.UUID(session_id),
+                        reason=KernelLifecycleEventReason.TERMINATED_UNKNOWN_CONTAINER,
+                    ),
+                    command_id=uuid.uuid5(kernel_id, "stray"),
+                )
         for kernel_id in acted["missing"]:
-            await self.shard.report(KernelTerminated(
-                kernel_id=kernel_id, session_id=uuid.UUID(expected[kernel_id]["session_id"]),
-                reason=KernelLifecycleEventReason.ALREADY_TERMINATED, exit_code=-1,
-            ), command_id=uuid.uuid5(kernel_id, "missing"))  # fmt: skip
+            await self.shard.report(
+                KernelTerminated(
+                    kernel_id=kernel_id,
+                    session_id=uuid.UUID(expected[kernel_id]["session_id"]),
+                    reason=KernelLifecycleEventReason.ALREADY_TERMINATED,
+                    exit_code=-1,
+                ),
+                command_id=uuid.uuid5(kernel_id, "missing"),
+            )
         by_session: dict[uuid.UUID, list[uuid.UUID]] = {}
         for kernel_id in acted["stalled"]:
             by_session.setdefault(uuid.UUID(expected[kernel_id]["session_id"]), []).append(
@@ -413,8 +460,9 @@ class Agent:
             await self.shard.start_failed(session_id)
             return
         owner = kernels[0].environ.get("BACKENDAI_ACCESS_KEY", "") if kernels else ""
-        refused = await agent_refusal(self.store, isolation=self.isolation, access_key=owner,
-                                      agent_id=self.agent_id)  # fmt: skip
+        refused = await agent_refusal(
+            self.store, isolation=self.isolation, access_key=owner, agent_id=self.agent_id
+        )
         if refused is not None:  # no tenant's code runs unisolated, whatever path it took
             await self.shard.start_failed(session_id, error=refused)
             return
@@ -424,11 +472,20 @@ class Agent:
                 await self.shard.report(
                     KernelCreating(kernel_id=launch.kernel_id, session_id=session_id)
                 )
-                log.info("kernel starting", agent=self.agent_id, kernel=str(launch.kernel_id),
-                         session=str(session_id), image=launch.image)  # fmt: skip
+                log.info(
+                    "kernel starting",
+                    agent=self.agent_id,
+                    kernel=str(launch.kernel_id),
+                    session=str(session_id),
+                    image=launch.image,
+                )
                 info = await self._start(launch)
-                log.info("kernel started", agent=self.agent_id, kernel=str(launch.kernel_id),
-                         session=str(session_id))  # fmt: skip
+                log.info(
+                    "kernel started",
+                    agent=self.agent_id,
+                    kernel=str(launch.kernel_id),
+                    session=str(session_id),
+                )
                 await self.shard.report(
                     KernelStarted(
                         kernel_id=launch.kernel_id, session_id=session_id, creation_info=info
@@ -439,8 +496,12 @@ class Agent:
         except Exception as exc:
             for launch in kernels:
                 tail = (await self.backend.logs(launch.kernel_id))[-2000:]
-                log.warning("kernel creation failed", kernel=str(launch.kernel_id), error=repr(exc),
-                            kernel_log=tail.decode("utf-8", "replace"))  # fmt: skip
+                log.warning(
+                    "kernel creation failed",
+                    kernel=str(launch.kernel_id),
+                    error=repr(exc),
+                    kernel_log=tail.decode("utf-8", "replace"),
+                )
                 await self._stop_kernel(launch.kernel_id)
             await self.shard.start_failed(session_id, error=self._error(exc))
             if isinstance(exc, ImageNotAvailable | DeviceAllocationError):
@@ -455,8 +516,12 @@ class Agent:
     def _error(self, exc: BaseException) -> dict[str, Any]:
         """``status_data.error`` of a session that failed to start (23.03's
         ``convert_to_status_data`` for an agent error, without a traceback)."""
-        error: dict[str, Any] = {"src": "agent", "name": type(exc).__name__, "repr": repr(exc),
-                                 "agent_id": self.agent_id}  # fmt: skip
+        error: dict[str, Any] = {
+            "src": "agent",
+            "name": type(exc).__name__,
+            "repr": repr(exc),
+            "agent_id": self.agent_id,
+        }
         if isinstance(exc, ImageNotAvailable):
             error["image"] = exc.image
         return error
@@ -529,18 +594,33 @@ class Agent:
                 await self._close_runner(launch.kernel_id)
                 await self.backend.stop(launch.kernel_id, self.stop_grace_s)
                 self.sampler.forget(launch.kernel_id)
-                log.info("kernel starting", agent=self.agent_id, kernel=str(launch.kernel_id),
-                         session=str(session.session_id), image=launch.image)  # fmt: skip
+                log.info(
+                    "kernel starting",
+                    agent=self.agent_id,
+                    kernel=str(launch.kernel_id),
+                    session=str(session.session_id),
+                    image=launch.image,
+                )
                 owner = launch.environ.get("BACKENDAI_ACCESS_KEY", "")
-                await check_kernel(self.store, isolation=self.isolation, access_key=owner,
-                                   agent_id=self.agent_id)  # fmt: skip
+                await check_kernel(
+                    self.store, isolation=self.isolation, access_key=owner, agent_id=self.agent_id
+                )
                 info = await self._start(launch)
-                log.info("kernel started", agent=self.agent_id, kernel=str(launch.kernel_id),
-                         session=str(session.session_id))  # fmt: skip
-                await self.shard.report(KernelStarted(
-                    kernel_id=launch.kernel_id, session_id=session.session_id,
-                    reason="restarting", creation_info=info,
-                ), command_id=uuid.uuid5(launch.kernel_id, f"up@{session.version}"))  # fmt: skip
+                log.info(
+                    "kernel started",
+                    agent=self.agent_id,
+                    kernel=str(launch.kernel_id),
+                    session=str(session.session_id),
+                )
+                await self.shard.report(
+                    KernelStarted(
+                        kernel_id=launch.kernel_id,
+                        session_id=session.session_id,
+                        reason="restarting",
+                        creation_info=info,
+                    ),
+                    command_id=uuid.uuid5(launch.kernel_id, f"up@{session.version}"),
+                )
         except UnisolatedRefused as refused:  # stopped, and not started again: the opt-in went
             await self.shard.restart_failed(session.session_id, str(refused))
         except Exception as exc:
@@ -555,15 +635,24 @@ class Agent:
         for kernel_id in kernel_ids:
             exit_code = await self._stop_kernel(kernel_id)
             known = exit_code is not None
-            log.info("kernel stopped", agent=self.agent_id, kernel=str(kernel_id),
-                     session=str(session_id), reason=reason, exit_code=exit_code)  # fmt: skip
+            log.info(
+                "kernel stopped",
+                agent=self.agent_id,
+                kernel=str(kernel_id),
+                session=str(session_id),
+                reason=reason,
+                exit_code=exit_code,
+            )
             if known and self.metrics is not None:
                 self.metrics.inc("kernelhub_kernels_terminated_total", agent=self.agent_id)
-            await self.shard.report(KernelTerminated(
-                kernel_id=kernel_id, session_id=session_id,
-                reason=reason if known else "already-terminated",
-                exit_code=exit_code if exit_code is not None else -1,
-            ))  # fmt: skip
+            await self.shard.report(
+                KernelTerminated(
+                    kernel_id=kernel_id,
+                    session_id=session_id,
+                    reason=reason if known else "already-terminated",
+                    exit_code=exit_code if exit_code is not None else -1,
+                )
+            )
 
     async def _close_runner(self, kernel_id: uuid.UUID) -> None:
         client = self._runners.pop(kernel_id, None)
@@ -585,8 +674,9 @@ class Agent:
         try:  # the kernel is stopped: what follows must not keep it from being reported so
             kept = await self.backend.logs(kernel_id) + note.encode()
             if kept:
-                await self.store.redis.set(self.store.keys.kernel_logs(str(kernel_id)), kept,
-                                           ex=LOGS_TTL_S)  # fmt: skip
+                await self.store.redis.set(
+                    self.store.keys.kernel_logs(str(kernel_id)), kept, ex=LOGS_TTL_S
+                )
         except Exception as exc:  # a stopped kernel left behind would block its re-creation
             log.warning("kernel log not kept", kernel=str(kernel_id), error=repr(exc))
         try:
@@ -689,23 +779,27 @@ class Agent:
         return await self.file_pool.run(kernel_id, workdir.upload, self._work_dir(kernel_id), files)
 
     async def download_files(self, kernel_id: uuid.UUID, names: list[str]) -> bytes:
-        return await self.file_pool.run(kernel_id, workdir.download,
-                                        self._work_dir(kernel_id), names)  # fmt: skip
+        return await self.file_pool.run(
+            kernel_id, workdir.download, self._work_dir(kernel_id), names
+        )
 
     async def download_single(self, kernel_id: uuid.UUID, name: str) -> bytes:
-        return await self.file_pool.run(kernel_id, workdir.download_single,
-                                        self._work_dir(kernel_id), name)  # fmt: skip
+        return await self.file_pool.run(
+            kernel_id, workdir.download_single, self._work_dir(kernel_id), name
+        )
 
     async def download_chunk(
         self, kernel_id: uuid.UUID, name: str, offset: int, length: int
     ) -> tuple[bytes, int]:
         """A piece of one file and its size (the gateway streams ``download_single``)."""
-        return await self.file_pool.run(kernel_id, workdir.read_chunk, self._work_dir(kernel_id),
-                                        name, offset, length)  # fmt: skip
+        return await self.file_pool.run(
+            kernel_id, workdir.read_chunk, self._work_dir(kernel_id), name, offset, length
+        )
 
     async def list_files(self, kernel_id: uuid.UUID, path: str) -> dict[str, Any]:
-        return await self.file_pool.run(kernel_id, workdir.list_files,
-                                        self._work_dir(kernel_id), path)  # fmt: skip
+        return await self.file_pool.run(
+            kernel_id, workdir.list_files, self._work_dir(kernel_id), path
+        )
 
     async def logs(self, kernel_id: uuid.UUID) -> str:
         """The kernel's log: live while it runs, else what was kept when it ended."""

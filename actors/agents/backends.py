@@ -344,9 +344,11 @@ def remove_tree(root: Path) -> None:
         return
     done = subprocess.run(  # its own error lines could be millions: not kept
         ["rm", "-rf", "--one-file-system", "--", str(root)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         check=False,
-    )  # fmt: skip
+    )
     if os.path.lexists(root):
         log.warning("kernel directory left behind", path=str(root), rm_exit=done.returncode)
 
@@ -447,11 +449,25 @@ class ProcessBackend(DirectoryBackend):
         return apply
 
     def _argv(self, dirs: KernelDirs) -> list[str]:
-        argv = [sys.executable, "-c", _BOOT_RUNNER, str(_RUNNER_PACKAGE.parent),
-                _RUNNER_PACKAGE.name, "python", sys.executable, "--socket", str(dirs.socket),
-                "--work-dir", str(dirs.work), "--config-dir", str(dirs.config),
-                "--batch-record", str(dirs.batch_record),
-                "--proxy-socket", str(dirs.proxy_socket)]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-c",
+            _BOOT_RUNNER,
+            str(_RUNNER_PACKAGE.parent),
+            _RUNNER_PACKAGE.name,
+            "python",
+            sys.executable,
+            "--socket",
+            str(dirs.socket),
+            "--work-dir",
+            str(dirs.work),
+            "--config-dir",
+            str(dirs.config),
+            "--batch-record",
+            str(dirs.batch_record),
+            "--proxy-socket",
+            str(dirs.proxy_socket),
+        ]
         if self.service_defs is not None:
             argv += ["--service-defs", self.service_defs]
         return argv + list(self.runner_options)
@@ -460,25 +476,39 @@ class ProcessBackend(DirectoryBackend):
         dirs = self.dirs(launch.kernel_id)
         dirs.create()
         await dirs.clear_run()
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(dirs.work),
-               "BACKENDAI_KERNEL_ID": str(launch.kernel_id),
-               "BACKENDAI_SESSION_ID": str(launch.session_id), **launch.environ,
-               **launch.devices.environ(on_host=True),
-               "KERNELHUB_BACKEND": "process", "KERNELHUB_WORK_DIR": str(dirs.work)}  # fmt: skip
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(dirs.work),
+            "BACKENDAI_KERNEL_ID": str(launch.kernel_id),
+            "BACKENDAI_SESSION_ID": str(launch.session_id),
+            **launch.environ,
+            **launch.devices.environ(on_host=True),
+            "KERNELHUB_BACKEND": "process",
+            "KERNELHUB_WORK_DIR": str(dirs.work),
+        }
         write_environ(dirs, {**launch.environ, **launch.devices.environ(on_host=True)})
         log_fd = await asyncio.to_thread(_open_log, dirs.log)
         try:
             process = await asyncio.create_subprocess_exec(
-                *self._argv(dirs), cwd=dirs.work, env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_fd, stderr=log_fd, start_new_session=True,
+                *self._argv(dirs),
+                cwd=dirs.work,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                start_new_session=True,
                 preexec_fn=self._limits(launch.slots),
-            )  # fmt: skip
+            )
         finally:
             os.close(log_fd)
         self._procs[launch.kernel_id] = process
         _record_pid(dirs.run / _PID_FILE, process.pid)
-        return {"container_id": f"pid-{process.pid}", "kernel_host": "127.0.0.1",
-                "pid": process.pid, "work_dir": str(dirs.work)}  # fmt: skip
+        return {
+            "container_id": f"pid-{process.pid}",
+            "kernel_host": "127.0.0.1",
+            "pid": process.pid,
+            "work_dir": str(dirs.work),
+        }
 
     async def adopt(self) -> set[uuid.UUID]:
         """Kernel runners recorded in kernel dirs whose process still runs that kernel."""

@@ -191,13 +191,26 @@ class DockerBackend(DirectoryBackend):
     def _config(self, launch: KernelLaunch, labels: dict[str, str], cores: tuple[int, ...]) -> Any:
         dirs = self.dirs(launch.kernel_id)
         runtime = labels.get("ai.backend.runtime-path") or "/usr/bin/python3"
-        entrypoint = [runtime, "-c", _BOOT_RUNNER, _IN_CONTAINER_PACKAGE, _RUNNER_PACKAGE.name,
-                      labels.get("ai.backend.runtime-type", "python"), runtime,
-                      "--socket", f"{_IN_CONTAINER_RUN}/runner.sock", "--work-dir", "/home/work",
-                      "--config-dir", "/home/config",
-                      "--batch-record", f"{_IN_CONTAINER_RUN}/batch.jsonl",
-                      "--proxy-socket", f"{_IN_CONTAINER_RUN}/proxy.sock",
-                      *self.runner_options]  # fmt: skip
+        entrypoint = [
+            runtime,
+            "-c",
+            _BOOT_RUNNER,
+            _IN_CONTAINER_PACKAGE,
+            _RUNNER_PACKAGE.name,
+            labels.get("ai.backend.runtime-type", "python"),
+            runtime,
+            "--socket",
+            f"{_IN_CONTAINER_RUN}/runner.sock",
+            "--work-dir",
+            "/home/work",
+            "--config-dir",
+            "/home/config",
+            "--batch-record",
+            f"{_IN_CONTAINER_RUN}/batch.jsonl",
+            "--proxy-socket",
+            f"{_IN_CONTAINER_RUN}/proxy.sock",
+            *self.runner_options,
+        ]
         package = f"{_IN_CONTAINER_PACKAGE}/{_RUNNER_PACKAGE.name}"
         binds = [
             f"{dirs.work}:/home/work:rw",
@@ -207,8 +220,13 @@ class DockerBackend(DirectoryBackend):
         ]
         if self.service_defs is not None:
             binds.append(f"{self.service_defs}:{_SERVICE_DEFS}:ro")
-        environ = {**launch.environ, **launch.devices.environ(on_host=False), "HOME": "/home/work",
-                   "KERNELHUB_BACKEND": "docker", "KERNELHUB_WORK_DIR": "/home/work"}  # fmt: skip
+        environ = {
+            **launch.environ,
+            **launch.devices.environ(on_host=False),
+            "HOME": "/home/work",
+            "KERNELHUB_BACKEND": "docker",
+            "KERNELHUB_WORK_DIR": "/home/work",
+        }
         host: dict[str, Any] = {
             "Init": True,
             "NetworkMode": self.network,
@@ -224,8 +242,10 @@ class DockerBackend(DirectoryBackend):
         cpu = launch.slots.get("cpu", Decimal(0))
         memory = int(launch.slots.get("mem", 0))
         if not (cpu > 0 and memory > 0):  # Docker reads 0 as "no limit": never start one
-            raise UnlimitedKernel(f"a kernel needs a cpu and a mem limit (got cpu={cpu}, "
-                                  f"mem={memory}); it was not started")  # fmt: skip
+            raise UnlimitedKernel(
+                f"a kernel needs a cpu and a mem limit (got cpu={cpu}, "
+                f"mem={memory}); it was not started"
+            )
         host["CpuPeriod"] = _CPU_PERIOD_US
         host["CpuQuota"] = max(1000, int(cpu * _CPU_PERIOD_US))
         host["Memory"] = host["MemorySwap"] = memory  # no swap: the limit is the limit
@@ -237,11 +257,14 @@ class DockerBackend(DirectoryBackend):
             "User": "work",
             "WorkingDir": "/home/work",
             "Env": [f"{key}={value}" for key, value in sorted(environ.items())],
-            "Labels": {KERNEL_LABEL: str(launch.kernel_id),
-                       SESSION_LABEL: str(launch.session_id), OWNER_LABEL: self.owner,
-                       "ai.backend.service-ports": labels.get("ai.backend.service-ports", "")},
+            "Labels": {
+                KERNEL_LABEL: str(launch.kernel_id),
+                SESSION_LABEL: str(launch.session_id),
+                OWNER_LABEL: self.owner,
+                "ai.backend.service-ports": labels.get("ai.backend.service-ports", ""),
+            },
             "HostConfig": host,
-        }  # fmt: skip
+        }
 
     @staticmethod
     def container_name(launch: KernelLaunch) -> str:
@@ -277,14 +300,19 @@ class DockerBackend(DirectoryBackend):
                 raise
         finally:
             self._reserved.pop(launch.kernel_id, None)
-        record = _Container(container.id, int(state.get("Pid") or 0), cores,
-                            running=bool(state.get("Running")))  # fmt: skip
+        record = _Container(
+            container.id, int(state.get("Pid") or 0), cores, running=bool(state.get("Running"))
+        )
         if not record.running:
             record.exit_code = int(state.get("ExitCode", -1))
         self._kernels[launch.kernel_id] = record
-        return {"container_id": container.id, "kernel_host": "127.0.0.1",
-                "work_dir": str(dirs.work), "image": launch.image,
-                "cpuset": list(cores)}  # fmt: skip
+        return {
+            "container_id": container.id,
+            "kernel_host": "127.0.0.1",
+            "work_dir": str(dirs.work),
+            "image": launch.image,
+            "cpuset": list(cores),
+        }
 
     async def _retire(self, kernel_id: uuid.UUID, name: str) -> None:
         """A restart's previous container: its log is carried over (the kernel's log spans
@@ -385,9 +413,13 @@ class DockerBackend(DirectoryBackend):
             state = info["State"]
             cpuset = str(info.get("HostConfig", {}).get("CpusetCpus") or "")
             cores = tuple(int(c) for c in cpuset.split(",") if c.isdigit())
-            record = _Container(info["Id"], int(state.get("Pid") or 0), cores,
-                                running=bool(state.get("Running")),
-                                oom=bool(state.get("OOMKilled")))  # fmt: skip
+            record = _Container(
+                info["Id"],
+                int(state.get("Pid") or 0),
+                cores,
+                running=bool(state.get("Running")),
+                oom=bool(state.get("OOMKilled")),
+            )
             if not record.running:
                 record.exit_code = int(state.get("ExitCode", -1))
             self._kernels[kernel_id] = record
@@ -399,8 +431,13 @@ class DockerBackend(DirectoryBackend):
     async def watch(self, observer: KernelObserver) -> None:
         """Follow Docker's events for this agent's containers until cancelled: ``oom`` and
         ``die`` go to the observer (a ``die`` this backend caused does not)."""
-        filters = json.dumps({"type": ["container"], "event": ["oom", "die"],
-                              "label": [f"{OWNER_LABEL}={self.owner}"]})  # fmt: skip
+        filters = json.dumps(
+            {
+                "type": ["container"],
+                "event": ["oom", "die"],
+                "label": [f"{OWNER_LABEL}={self.owner}"],
+            }
+        )
         while True:
             events = self.docker.events
             subscriber = events.subscribe(filters=filters)  # type: ignore[no-untyped-call]

@@ -70,15 +70,19 @@ class KernelPeer:
     session: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {"pid_namespace": list(self.pid_namespace) if self.pid_namespace else None,
-                "session": self.session}  # fmt: skip
+        return {
+            "pid_namespace": list(self.pid_namespace) if self.pid_namespace else None,
+            "session": self.session,
+        }
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> KernelPeer:
         namespace = data.get("pid_namespace")
         session = data.get("session")
-        return cls(pid_namespace=(int(namespace[0]), int(namespace[1])) if namespace else None,
-                   session=int(session) if session is not None else None)  # fmt: skip
+        return cls(
+            pid_namespace=(int(namespace[0]), int(namespace[1])) if namespace else None,
+            session=int(session) if session is not None else None,
+        )
 
     @classmethod
     def of_namespace(cls, pid: int) -> KernelPeer:
@@ -109,14 +113,20 @@ class KernelSocket:
 
     def to_wire(self) -> dict[str, Any]:
         """Plain data, for a caller in another process (the gateway asks the agent)."""
-        return {"run_dir": self.run_dir, "name": self.name,
-                "peer": self.peer.to_wire() if self.peer is not None else None}  # fmt: skip
+        return {
+            "run_dir": self.run_dir,
+            "name": self.name,
+            "peer": self.peer.to_wire() if self.peer is not None else None,
+        }
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> KernelSocket:
         peer = data.get("peer")
-        return cls(str(data["run_dir"]), str(data["name"]),
-                   KernelPeer.from_wire(peer) if peer is not None else None)  # fmt: skip
+        return cls(
+            str(data["run_dir"]),
+            str(data["name"]),
+            KernelPeer.from_wire(peer) if peer is not None else None,
+        )
 
 
 def _open_dir(path: str) -> int:

@@ -141,8 +141,10 @@ class _Records:
             not self._console or self._marks[0][0] < self._console[0][0]
         )
         if self.dropped and not mark_first:  # told where the console resumes
-            note = (f"\n[kernelhub: {self.dropped} bytes of output were dropped: "
-                    "nobody read them in time]\n")  # fmt: skip
+            note = (
+                f"\n[kernelhub: {self.dropped} bytes of output were dropped: "
+                "nobody read them in time]\n"
+            )
             self.dropped = 0
             return "stderr", note.encode()
         _, op, payload = (self._marks if mark_first else self._console).popleft()
@@ -252,8 +254,10 @@ class RunnerClient:
             while True:
                 op_length, payload_length = decode_header(await reader.readexactly(HEADER.size))
                 if op_length + payload_length > MAX_FRAME:
-                    raise FrameError(f"a frame of {op_length + payload_length} bytes exceeds "
-                                     f"the cap of {MAX_FRAME}")  # fmt: skip
+                    raise FrameError(
+                        f"a frame of {op_length + payload_length} bytes exceeds "
+                        f"the cap of {MAX_FRAME}"
+                    )
                 body = await reader.readexactly(op_length + payload_length)
                 self._route(body[:op_length].decode("ascii"), body[op_length:])
         except FrameError as exc:
@@ -304,8 +308,11 @@ class RunnerClient:
         held = sum(run.records.size for run in self._ended.values())
         while self._ended:
             oldest = next(iter(self._ended.values()))
-            if (len(self._ended) <= _KEEP_ENDED and held <= _ENDED_BUDGET_BYTES
-                    and now - oldest.ended_at <= _ENDED_TTL_S):  # fmt: skip
+            if (
+                len(self._ended) <= _KEEP_ENDED
+                and held <= _ENDED_BUDGET_BYTES
+                and now - oldest.ended_at <= _ENDED_TTL_S
+            ):
                 break
             held -= oldest.records.size
             del self._ended[oldest.run_id]
@@ -431,8 +438,13 @@ class RunnerClient:
                         add(stream, run.decode(stream, b"", final=True))
                     self._ended.pop(run.run_id, None)  # its end is read: done with it
                 break
-        return {"runId": run.run_id, "status": status, "exitCode": exit_code,
-                "options": opts, "console": console}  # fmt: skip
+        return {
+            "runId": run.run_id,
+            "status": status,
+            "exitCode": exit_code,
+            "options": opts,
+            "console": console,
+        }
 
     async def interrupt(self) -> None:
         await self.send("interrupt")

@@ -91,10 +91,15 @@ def closing(fd: int) -> Iterator[int]:
         os.close(fd)
 
 
-_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
-          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"),
-          (stat.S_ISREG, "a regular file"))  # fmt: skip
+_KINDS = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISREG, "a regular file"),
+)
 
 
 def describe(mode: int) -> str:
@@ -133,8 +138,7 @@ def owner_of(root_fd: int) -> Owner | None:
 
 
 class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                ("resolve", ctypes.c_uint64)]  # fmt: skip
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -143,9 +147,13 @@ _libc.syscall.restype = ctypes.c_long
 
 def _openat2(dir_fd: int, path: str, flags: int, resolve: int) -> int:
     how = _OpenHow(flags, 0, resolve)
-    fd = _libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dir_fd),
-                       ctypes.c_char_p(os.fsencode(path)), ctypes.byref(how),
-                       ctypes.c_size_t(ctypes.sizeof(how)))  # fmt: skip
+    fd = _libc.syscall(
+        ctypes.c_long(_SYS_OPENAT2),
+        ctypes.c_int(dir_fd),
+        ctypes.c_char_p(os.fsencode(path)),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
+    )
     if fd < 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), path)
@@ -262,8 +270,7 @@ def open_regular(
     except OSError as exc:
         raise refusal(exc, label) from exc
     info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or (info.st_dev, info.st_ino) != (seen.st_dev,
-                                                                         seen.st_ino):  # fmt: skip
+    if not stat.S_ISREG(info.st_mode) or (info.st_dev, info.st_ino) != (seen.st_dev, seen.st_ino):
         os.close(fd)
         raise Refused(f"{label} changed while it was opened")
     if info.st_nlink > 1 and owner_uid is not None and info.st_uid != owner_uid:

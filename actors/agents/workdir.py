@@ -112,8 +112,9 @@ def upload(work_dir: os.PathLike[str] | str, files: list[tuple[str, bytes]]) -> 
         written = []
         for parts, data in targets:
             label = _label(parts)
-            with closing(open_dir(root, parts[:-1], label=label, create=True,
-                                  owner=owner)) as parent:  # fmt: skip
+            with closing(
+                open_dir(root, parts[:-1], label=label, create=True, owner=owner)
+            ) as parent:
                 replace_file(parent, parts[-1], data, label=label, owner=owner)
             written.append(label)
     return written
@@ -171,8 +172,9 @@ def read_chunk(
         raise InvalidAPIParameters(f"a chunk is 1 to {MAX_CHUNK_BYTES} bytes from offset >= 0")
     with _regular_file(work_dir, name) as (fd, info, label):
         if info.st_size > MAX_DOWNLOAD_BYTES:
-            raise OverLimit(f"{label} is larger than {MAX_DOWNLOAD_BYTES} bytes, "
-                            "the limit for a download")  # fmt: skip
+            raise OverLimit(
+                f"{label} is larger than {MAX_DOWNLOAD_BYTES} bytes, the limit for a download"
+            )
         return os.pread(fd, length, offset), info.st_size
 
 
@@ -236,15 +238,17 @@ class _Archive:
                 + (" (links are not followed)" if stat.S_ISLNK(info.st_mode) else "")
             )
 
-    def member(self, parent: int, name: str, arcname: str, info: os.stat_result,
-               depth: int) -> bool:  # fmt: skip
+    def member(
+        self, parent: int, name: str, arcname: str, info: os.stat_result, depth: int
+    ) -> bool:
         """Add ``name`` (as lstat saw it); False when it is of a kind left out."""
         if stat.S_ISREG(info.st_mode):
             self.file(parent, name, arcname)
         elif stat.S_ISDIR(info.st_mode):
             try:
-                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                             dir_fd=parent)  # fmt: skip
+                fd = os.open(
+                    name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent
+                )
             except OSError:  # replaced meanwhile (by a symlink, a file): not downloaded
                 return True
             self.directory(fd, arcname, os.fstat(fd), depth)
@@ -287,9 +291,11 @@ class _Archive:
         with os.scandir(fd) as listing:
             for entry in listing:
                 if self.entries + self.pending + len(names) >= MAX_ARCHIVE_ENTRIES:
-                    raise OverLimit(f"the download has more than {MAX_ARCHIVE_ENTRIES} "
-                                    f"entries ({arcname} alone has more names than are "
-                                    "left)")  # fmt: skip
+                    raise OverLimit(
+                        f"the download has more than {MAX_ARCHIVE_ENTRIES} "
+                        f"entries ({arcname} alone has more names than are "
+                        "left)"
+                    )
                 names.append(entry.name)
         names.sort()
         self.pending += len(names)
@@ -348,10 +354,16 @@ def list_files(work_dir: os.PathLike[str] | str, name: str = KERNEL_WORK_DIR) ->
                 info = os.stat(entry, dir_fd=fd, follow_symlinks=False)
             except OSError:
                 continue  # gone meanwhile
-            entries.append({
-                "filename": entry, "size": info.st_size, "mode": stat.filemode(info.st_mode),
-                "mtime": info.st_mtime, "atime": info.st_atime, "ctime": info.st_ctime,
-            })  # fmt: skip
+            entries.append(
+                {
+                    "filename": entry,
+                    "size": info.st_size,
+                    "mode": stat.filemode(info.st_mode),
+                    "mtime": info.st_mtime,
+                    "atime": info.st_atime,
+                    "ctime": info.st_ctime,
+                }
+            )
     errors = f"only the first {MAX_LISTED} entries are listed" if len(names) > MAX_LISTED else ""
     abspath = KERNEL_WORK_DIR + "".join(f"/{part}" for part in parts)
     return {"files": json.dumps(entries), "errors": errors, "abspath": abspath}

@@ -122,16 +122,21 @@ def known_slot_types(offered: Iterable[str] = ()) -> dict[str, SlotType]:
 
 def _text_of(name: str, raw: Any, field: str) -> str:
     if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
-        raise _refuse(field, f"resource slot {name!r} must be a number or a size string, "
-                             f"not {type(raw).__name__}")  # fmt: skip
+        raise _refuse(
+            field,
+            f"resource slot {name!r} must be a number or a size string, not {type(raw).__name__}",
+        )
     if isinstance(raw, float) and not math.isfinite(raw):
         raise _refuse(field, f"resource slot {name!r} must be finite, not {shown(raw)}")
     if isinstance(raw, int) and raw.bit_length() > 128:  # bounded before it is rendered
         raise _refuse(field, f"resource slot {name!r} is too large")
     text = str(raw).strip()
     if len(text) > MAX_VALUE_TEXT:
-        raise _refuse(field, f"resource slot {name!r}: a value of at most {MAX_VALUE_TEXT} "
-                             f"characters, not {shown(raw)}")  # fmt: skip
+        raise _refuse(
+            field,
+            f"resource slot {name!r}: a value of at most {MAX_VALUE_TEXT} "
+            f"characters, not {shown(raw)}",
+        )
     return text
 
 
@@ -238,10 +243,13 @@ def requested_slots(
             raise _refuse(f"resources.{name}", f"{why}, not {_render(value, slot_type)}")
         least = floor.get(name)
         if least is not None and value < least:
-            raise _refuse(f"resources.{name}", (
-                "Your resource request is smaller than the minimum required by the image. "
-                f"({name} {_render(value, slot_type)} < {_render(least, slot_type)})"
-            ))  # fmt: skip
+            raise _refuse(
+                f"resources.{name}",
+                (
+                    "Your resource request is smaller than the minimum required by the image. "
+                    f"({name} {_render(value, slot_type)} < {_render(least, slot_type)})"
+                ),
+            )
     return ResourceSlot({k: v for k, v in sorted(wanted.items()) if v != 0 or k in INTRINSIC_SLOTS})
 
 
@@ -259,12 +267,15 @@ def _minimum(
         try:
             value = parse_slot_value(name, raw, slot_type, field=field)
         except InvalidAPIParameters:
-            raise _refuse(field, f"{image} declares an invalid minimum for {name!r}: "
-                                 f"{shown(raw)}") from None  # fmt: skip
+            raise _refuse(
+                field, f"{image} declares an invalid minimum for {name!r}: {shown(raw)}"
+            ) from None
         if value == 0:
             continue
         if name not in known:
-            raise _refuse(f"resources.{name}", f"{image} needs resource slot {name!r}, which "
-                                               "no agent in this cluster offers")  # fmt: skip
+            raise _refuse(
+                f"resources.{name}",
+                f"{image} needs resource slot {name!r}, which no agent in this cluster offers",
+            )
         floor[name] = value
     return floor

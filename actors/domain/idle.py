@@ -39,9 +39,11 @@ CHECK_INTERVAL_S = 15.0
 """23.03's ``DEFAULT_CHECK_INTERVAL``: the utilization window is counted in these."""
 _CHECKERS = ("network_timeout", "utilization")
 _SLOT_METRICS: dict[str, tuple[str, ...]] = {
-    "cpu": ("cpu_util",), "mem": ("mem",), "cuda": ("cuda_util", "cuda_mem"),
+    "cpu": ("cpu_util",),
+    "mem": ("mem",),
+    "cuda": ("cuda_util", "cuda_mem"),
     "atom": ("atom_mem",),
-}  # fmt: skip
+}
 
 
 def _seconds(value: str | float | int) -> float:
@@ -157,8 +159,11 @@ class Judgment:
 
     def report(self) -> dict[str, Any]:
         """The shape of 23.03's ``get_idle_check_report`` entry."""
-        return {"remaining": self.remaining, "remaining_time_type": self.remaining_time_type,
-                "extra": self.extra}  # fmt: skip
+        return {
+            "remaining": self.remaining,
+            "remaining_time_type": self.remaining_time_type,
+            "extra": self.extra,
+        }
 
 
 def calculate_remaining_time(
@@ -204,8 +209,13 @@ def session_lifetime(facts: SessionFacts, config: IdleConfig, now: float) -> Jud
     if lifetime <= 0:
         return Judgment("session_lifetime", True, None, "expire_after", "idle-session-lifetime")
     remaining = calculate_remaining_time(now, facts.created_at, lifetime, _grace_end(facts, config))
-    return Judgment("session_lifetime", remaining > 0, _shown(remaining), "expire_after",
-                    "idle-session-lifetime")  # fmt: skip
+    return Judgment(
+        "session_lifetime",
+        remaining > 0,
+        _shown(remaining),
+        "expire_after",
+        "idle-session-lifetime",
+    )
 
 
 def _judged_metrics(
@@ -217,8 +227,9 @@ def _judged_metrics(
     for slot, amount in occupied.items():
         prefix = slot.split(".", 1)[0]
         allocated[prefix] = allocated.get(prefix, 0) + float(amount)
-    excluded = {m for prefix, metrics in _SLOT_METRICS.items() if not allocated.get(prefix)
-                for m in metrics}  # fmt: skip
+    excluded = {
+        m for prefix, metrics in _SLOT_METRICS.items() if not allocated.get(prefix) for m in metrics
+    }
     return {m: t for m, t in thresholds.items() if t is not None and m not in excluded}
 
 
@@ -255,8 +266,10 @@ def utilization(facts: SessionFacts, config: IdleConfig, now: float) -> Judgment
     judged = _judged_metrics(facts.occupied_slots, settings.resource_thresholds)
     series = {m: list(facts.utilization_series.get(m, ()))[-window_size:] for m in judged}
     averages = {m: sum(s) / len(s) for m, s in series.items() if s}
-    extra = {"thresholds_check_operator": settings.thresholds_check_operator,
-             "resources": {m: (averages.get(m), t) for m, t in judged.items()}}  # fmt: skip
+    extra = {
+        "thresholds_check_operator": settings.thresholds_check_operator,
+        "resources": {m: (averages.get(m), t) for m, t in judged.items()},
+    }
     if any(len(s) < window_size for s in series.values()):
         return verdict(True, remaining, extra)  # not enough data: no decision yet
     idle = utilization_idle(averages, judged, settings.thresholds_check_operator)

@@ -43,10 +43,12 @@ class EffectiveLimits:
     def combined(self) -> ResourceSlot:
         keys = sorted(set(self.keypair) | set(self.project) | set(self.domain))
         inf = Decimal("Infinity")
-        return ResourceSlot({
-            k: min(self.keypair.get(k, inf), self.project.get(k, inf), self.domain.get(k, inf))
-            for k in keys
-        })  # fmt: skip
+        return ResourceSlot(
+            {
+                k: min(self.keypair.get(k, inf), self.project.get(k, inf), self.domain.get(k, inf))
+                for k in keys
+            }
+        )
 
 
 def effective_limits(limits: Mapping[str, Any], known: Mapping[str, SlotType]) -> EffectiveLimits:

@@ -219,9 +219,13 @@ class SessionAggregate:
 
     def decide_destroy(self, *, forced: bool = False, reason: str | None = None) -> DestroyPlan:
         return plan_destroy(
-            self.session_id, self.creation_id, self.status,
-            [k.view for k in self.kernels.values()], forced=forced, reason=reason,
-        )  # fmt: skip
+            self.session_id,
+            self.creation_id,
+            self.status,
+            [k.view for k in self.kernels.values()],
+            forced=forced,
+            reason=reason,
+        )
 
     def decide_start_failed(
         self, reason: str = "failed-to-start", error: dict[str, Any] | None = None
@@ -264,16 +268,25 @@ class SessionAggregate:
         RESTARTING until each kernel's agent reports it started again, then RUNNING."""
         if self.status is not SessionStatus.RUNNING:
             raise GenericForbidden(f"Cannot restart sessions in {self.status.name.lower()} status")
-        return [SessionStatusChanged(session_id=self.session_id, status="RESTARTING",
-                                     status_info="restarting")]  # fmt: skip
+        return [
+            SessionStatusChanged(
+                session_id=self.session_id, status="RESTARTING", status_info="restarting"
+            )
+        ]
 
     def decide_restart_failed(self, msg: str) -> list[AnyPayload]:
         """A kernel did not come back: the session is ERROR (a forced destroy ends it)."""
         if self.status is not SessionStatus.RESTARTING:
             return []
         error = {"error": {"src": "agent", "repr": msg}}
-        return [SessionStatusChanged(session_id=self.session_id, status="ERROR",
-                                     status_info="restart-failed", status_data=error)]  # fmt: skip
+        return [
+            SessionStatusChanged(
+                session_id=self.session_id,
+                status="ERROR",
+                status_info="restart-failed",
+                status_data=error,
+            )
+        ]
 
     def decide_agent_gone(self, agent_id: str) -> list[AnyPayload]:
         """The opt-in ``terminate_after`` policy for a lost agent: the session is destroyed
@@ -281,15 +294,20 @@ class SessionAggregate:
         again, so they are recorded TERMINATED here, the others are stopped by their agents
         as usual, and the session follows its kernels."""
         ended = (KernelStatus.TERMINATED, KernelStatus.CANCELLED)
-        on_agent = {k.kernel_id for k in self.kernels.values()
-                    if k.agent == agent_id and k.status not in ended}  # fmt: skip
+        on_agent = {
+            k.kernel_id
+            for k in self.kernels.values()
+            if k.agent == agent_id and k.status not in ended
+        }
         if self.ended or not on_agent:
             return []
         reason = KernelLifecycleEventReason.AGENT_TERMINATION
         events: list[AnyPayload]
         if self.status is SessionStatus.TERMINATING:  # on its way already: end ours only
-            events = [KernelTerminated(kernel_id=k, session_id=self.session_id, reason=reason)
-                      for k in on_agent]  # fmt: skip
+            events = [
+                KernelTerminated(kernel_id=k, session_id=self.session_id, reason=reason)
+                for k in on_agent
+            ]
         else:
             plan = self.decide_destroy(forced=True, reason=str(reason))
             events = [

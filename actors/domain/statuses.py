@@ -83,11 +83,17 @@ AGENT_RESOURCE_OCCUPYING_KERNEL_STATUSES = frozenset(K) - {K.TERMINATED, K.PENDI
 """ERROR and TERMINATING still hold their agent's slots: the container may still be there."""
 
 USER_RESOURCE_OCCUPYING_SESSION_STATUSES = frozenset(S) - {
-    S.TERMINATING, S.TERMINATED, S.PENDING, S.CANCELLED,
-}  # fmt: skip
+    S.TERMINATING,
+    S.TERMINATED,
+    S.PENDING,
+    S.CANCELLED,
+}
 USER_RESOURCE_OCCUPYING_KERNEL_STATUSES = frozenset(K) - {
-    K.TERMINATING, K.TERMINATED, K.PENDING, K.CANCELLED,
-}  # fmt: skip
+    K.TERMINATING,
+    K.TERMINATED,
+    K.PENDING,
+    K.CANCELLED,
+}
 """What counts against keypair/group/domain quotas and the concurrency limit."""
 
 RESOURCE_USAGE_KERNEL_STATUSES = frozenset({K.TERMINATED, K.RUNNING})

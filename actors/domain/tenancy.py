@@ -59,17 +59,25 @@ __all__ = [
 ]
 
 STREAM_OF: Mapping[str, str] = {
-    "domain_created": "tenancy-domains", "domain_updated": "tenancy-domains",
-    "project_created": "tenancy-projects", "project_updated": "tenancy-projects",
-    "project_member_added": "tenancy-projects", "project_member_removed": "tenancy-projects",
-    "user_created": "tenancy-users", "user_updated": "tenancy-users",
-    "keypair_issued": "tenancy-keypairs", "keypair_updated": "tenancy-keypairs",
-    "keypair_policy_set": "tenancy-policies", "resource_preset_set": "tenancy-policies",
-    "scaling_group_set": "tenancy-sgroups", "scaling_group_associated": "tenancy-sgroups",
+    "domain_created": "tenancy-domains",
+    "domain_updated": "tenancy-domains",
+    "project_created": "tenancy-projects",
+    "project_updated": "tenancy-projects",
+    "project_member_added": "tenancy-projects",
+    "project_member_removed": "tenancy-projects",
+    "user_created": "tenancy-users",
+    "user_updated": "tenancy-users",
+    "keypair_issued": "tenancy-keypairs",
+    "keypair_updated": "tenancy-keypairs",
+    "keypair_policy_set": "tenancy-policies",
+    "resource_preset_set": "tenancy-policies",
+    "scaling_group_set": "tenancy-sgroups",
+    "scaling_group_associated": "tenancy-sgroups",
     "scaling_group_dissociated": "tenancy-sgroups",
-    "image_registered": "image-catalogue", "image_alias_set": "image-catalogue",
+    "image_registered": "image-catalogue",
+    "image_alias_set": "image-catalogue",
     "manager_status_set": "config",
-}  # fmt: skip
+}
 """Which stream each tenancy event belongs to (one per kind)."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -74,9 +74,14 @@ async def measured(request: web.Request, handler: Handler) -> web.StreamResponse
         if observe is not None:
             observe(route, request.method, response.status, elapsed)
         caller = request.get("caller")
-        log.info("request", method=request.method, route=route, status=response.status,
-                 ms=round(elapsed * 1000, 2),
-                 access_key=caller.access_key if caller is not None else None)  # fmt: skip
+        log.info(
+            "request",
+            method=request.method,
+            route=route,
+            status=response.status,
+            ms=round(elapsed * 1000, 2),
+            access_key=caller.access_key if caller is not None else None,
+        )
     return response
 
 
@@ -108,9 +113,14 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         response = problem(InternalServerError())
     if not response.prepared:  # a stream (websocket, SSE) sent its headers already
         limit, remaining = request.get("rate", (UNAUTHENTICATED_LIMIT, UNAUTHENTICATED_LIMIT))
-        response.headers.update({"Server": "BackendAI", "X-RateLimit-Limit": str(limit),
-                                 "X-RateLimit-Remaining": str(remaining),
-                                 "X-RateLimit-Window": str(WINDOW_S)})  # fmt: skip
+        response.headers.update(
+            {
+                "Server": "BackendAI",
+                "X-RateLimit-Limit": str(limit),
+                "X-RateLimit-Remaining": str(remaining),
+                "X-RateLimit-Window": str(WINDOW_S),
+            }
+        )
     return response
 
 
@@ -145,8 +155,10 @@ async def _authenticate(request: web.Request, ctx: GatewayContext) -> Caller:
         allowed = ctx.peers.fail(peer)
         request["rate"] = (ctx.peers.limit, ctx.peers.remaining(peer))
         if over or not allowed:
-            raise PeerRateLimited(f"too many failed authentications from {peer}; the limit "
-                                  f"is {ctx.peers.limit} in {WINDOW_S} s") from exc  # fmt: skip
+            raise PeerRateLimited(
+                f"too many failed authentications from {peer}; the limit "
+                f"is {ctx.peers.limit} in {WINDOW_S} s"
+            ) from exc
         raise
 
 
@@ -183,17 +195,19 @@ def make_app(ctx: GatewayContext) -> web.Application:
     )
     app["ctx"] = ctx
     app.on_response_prepare.append(_answer_correlation)
-    app.add_routes([
-        web.get("/", version),
-        web.get("/openapi.json", openapi),
-        web.get("/manager/announcement", announcement),
-        web.post("/admin/gql", gql),
-        *session_routes(),
-        *stream_routes(),
-        *event_routes(),
-        *app_routes(),
-        *resource_routes(),
-        *manager_routes(),
-        *terminal_routes(),
-    ])  # fmt: skip
+    app.add_routes(
+        [
+            web.get("/", version),
+            web.get("/openapi.json", openapi),
+            web.get("/manager/announcement", announcement),
+            web.post("/admin/gql", gql),
+            *session_routes(),
+            *stream_routes(),
+            *event_routes(),
+            *app_routes(),
+            *resource_routes(),
+            *manager_routes(),
+            *terminal_routes(),
+        ]
+    )
     return app

@@ -60,8 +60,9 @@ def _image_ports(label: str) -> list[dict[str, Any]]:
         name, _, rest = item.partition(":")
         protocol, _, port = rest.partition(":")
         if port.strip("[]").isdigit():
-            apps.append({"name": name, "protocol": protocol or "tcp",
-                         "ports": [int(port.strip("[]"))]})  # fmt: skip
+            apps.append(
+                {"name": name, "protocol": protocol or "tcp", "ports": [int(port.strip("[]"))]}
+            )
     return apps
 
 
@@ -69,8 +70,10 @@ async def apps_of(ctx: Any, record: dict[str, Any]) -> list[dict[str, Any]]:
     """The image's service ports, then the session's pre-opened ports (named by number)."""
     image = await ctx.lookups.image(str(record.get("image", ""))) or {}
     apps = _image_ports(str((image.get("labels") or {}).get("ai.backend.service-ports", "")))
-    apps += [{"name": str(port), "protocol": "preopen", "ports": [int(port)]}
-             for port in record.get("preopen_ports") or []]  # fmt: skip
+    apps += [
+        {"name": str(port), "protocol": "preopen", "ports": [int(port)]}
+        for port in record.get("preopen_ports") or []
+    ]
     return apps
 
 
@@ -96,8 +99,9 @@ async def open_tunnel(
     except SocketRefused as exc:
         raise AppNotFound(f"the kernel's app tunnel is refused: {exc}") from None
     except TimeoutError:
-        raise AppNotFound(f"the kernel's app tunnel did not accept within "
-                          f"{answer_timeout:g} s") from None  # fmt: skip
+        raise AppNotFound(
+            f"the kernel's app tunnel did not accept within {answer_timeout:g} s"
+        ) from None
     except OSError as exc:
         raise AppNotFound(f"the kernel's app tunnel is unreachable: {exc}") from None
     try:
@@ -105,8 +109,9 @@ async def open_tunnel(
         answer = await asyncio.wait_for(_answer_line(reader), answer_timeout)
     except TimeoutError:
         writer.close()
-        raise AppNotFound(f"the kernel's app tunnel did not answer within "
-                          f"{answer_timeout:g} s") from None  # fmt: skip
+        raise AppNotFound(
+            f"the kernel's app tunnel did not answer within {answer_timeout:g} s"
+        ) from None
     except (OSError, ValueError) as exc:
         writer.close()
         raise AppNotFound(f"the kernel's app tunnel failed: {exc}") from None
@@ -129,8 +134,9 @@ async def _answer_line(reader: asyncio.StreamReader) -> str:
 
 async def list_apps(request: web.Request) -> web.Response:
     ctx = request.app["ctx"]
-    record = await ctx.session(request["caller"], request.match_info["ref"],
-                               request.query.get("owner_access_key"))  # fmt: skip
+    record = await ctx.session(
+        request["caller"], request.match_info["ref"], request.query.get("owner_access_key")
+    )
     return web.json_response(await apps_of(ctx, record))
 
 
@@ -163,17 +169,24 @@ async def _app(ctx: Any, record: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 async def _start_service(
-    ctx: Any, record: dict[str, Any], app: dict[str, Any], port: int,
-    envs: dict[str, Any], arguments: dict[str, Any],
-) -> None:  # fmt: skip
+    ctx: Any,
+    record: dict[str, Any],
+    app: dict[str, Any],
+    port: int,
+    envs: dict[str, Any],
+    arguments: dict[str, Any],
+) -> None:
     """Start the app's service in the kernel (pre-opened ports need nothing started);
     a failure is 23.03's 500 "Failed to launch the app service"."""
     if app["protocol"] == "preopen":
         return
     result = await ctx.router.execution.call(
-        uuid.UUID(record["id"]), "start_service", app["name"], port,
+        uuid.UUID(record["id"]),
+        "start_service",
+        app["name"],
+        port,
         {"protocol": app["protocol"], "envs": envs, "arguments": arguments},
-    )  # fmt: skip
+    )
     if (result or {}).get("status") == "failed":
         raise ServiceLaunchFailed(f"Failed to launch the app service: {result.get('error')}")
 
@@ -188,29 +201,42 @@ async def start_service(request: web.Request) -> web.Response:
     address is the ``wsproxy_addr`` answered."""
     ctx = request.app["ctx"]
     params = parse(StartServiceParams, await raw_params(request))
-    record = await ctx.session(request["caller"], request.match_info["ref"],
-                               request.query.get("owner_access_key"))  # fmt: skip
+    record = await ctx.session(
+        request["caller"], request.match_info["ref"], request.query.get("owner_access_key")
+    )
     app = await _app(ctx, record, params.app)
     port = params.port if params.port is not None else app["ports"][0]
     if port not in app["ports"]:
         raise InvalidAPIParameters(f"app {params.app!r} has no port {port}")
-    await _start_service(ctx, record, app, port, _json_object("envs", params.envs),
-                         _json_object("arguments", params.arguments))  # fmt: skip
+    await _start_service(
+        ctx,
+        record,
+        app,
+        port,
+        _json_object("envs", params.envs),
+        _json_object("arguments", params.arguments),
+    )
     return web.json_response({"token": uuid.uuid4().hex, "wsproxy_addr": f"http://{request.host}"})
 
 
 async def tcpproxy(request: web.Request) -> web.StreamResponse:
     ctx = request.app["ctx"]
-    record = await ctx.session(request["caller"], request.match_info["ref"],
-                               request.query.get("owner_access_key"))  # fmt: skip
+    record = await ctx.session(
+        request["caller"], request.match_info["ref"], request.query.get("owner_access_key")
+    )
     name = request.query.get("app", "")
     ws = web.WebSocketResponse(autoping=True, heartbeat=30.0)
     if not ws.can_prepare(request).ok:  # before any work: a plain GET is no stream (uncapped)
         raise GenericBadRequest("an app tunnel needs a websocket upgrade")
     app = await _app(ctx, record, name)
-    await _start_service(ctx, record, app, app["ports"][0],
-                         _json_object("envs", request.query.get("envs")),
-                         _json_object("arguments", request.query.get("arguments")))  # fmt: skip
+    await _start_service(
+        ctx,
+        record,
+        app,
+        app["ports"][0],
+        _json_object("envs", request.query.get("envs")),
+        _json_object("arguments", request.query.get("arguments")),
+    )
     target = await tunnel_of(ctx, record["id"])
     reader, writer = await open_tunnel(target, f"tcp {app['ports'][0]}", f"app {name!r}")
     try:

@@ -99,11 +99,14 @@ class Authenticator:
         except SecretError:
             return None  # another installation's ciphertext: not a keypair of ours
         caller = Caller(
-            access_key=access_key, user_id=str(keypair["user_id"]),
-            domain=str(user.get("domain", "default")), role=str(user.get("role", "user")),
+            access_key=access_key,
+            user_id=str(keypair["user_id"]),
+            domain=str(user.get("domain", "default")),
+            role=str(user.get("role", "user")),
             is_admin=bool(keypair.get("is_admin", False)),
-            keypair={k: v for k, v in keypair.items() if k != "secret_key"}, user=user,
-        )  # fmt: skip
+            keypair={k: v for k, v in keypair.items() if k != "secret_key"},
+            user=user,
+        )
         return secret, caller
 
     async def secret_of(self, access_key: str) -> str | None:
@@ -121,8 +124,11 @@ class Authenticator:
             credential = parse_authorization(header)
         except SignatureError as exc:
             raise InvalidAuthParameters(str(exc)) from None
-        raw_date = (request.headers.get("Date") or request.headers.get("X-BackendAI-Date")
-                    or request.headers.get("X-Sorna-Date"))  # fmt: skip
+        raw_date = (
+            request.headers.get("Date")
+            or request.headers.get("X-BackendAI-Date")
+            or request.headers.get("X-Sorna-Date")
+        )
         version = request.headers.get("X-BackendAI-Version") or request.headers.get(
             "X-Sorna-Version"
         )
@@ -142,8 +148,9 @@ class Authenticator:
         if found is None:
             raise AuthorizationFailed("Access key not found")
         secret, caller = found
-        text = string_to_sign(request.method, request.raw_path, raw_date, request.host,
-                              request.content_type, version)  # fmt: skip
+        text = string_to_sign(
+            request.method, request.raw_path, raw_date, request.host, request.content_type, version
+        )
         expected = sign(secret, date, request.host, text, credential.hash_type)
         if not _SIGNATURE.match(credential.signature) or not hmac.compare_digest(
             expected.encode(), credential.signature.encode()

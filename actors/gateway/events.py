@@ -30,17 +30,29 @@ log = structlog.get_logger(__name__)
 
 __all__ = ["FORWARDED", "event_routes"]
 
-FORWARDED = frozenset({
-    "session_enqueued", "session_scheduled", "session_started", "session_cancelled",
-    "session_terminating", "session_terminated", "session_success", "session_failure",
-    "kernel_preparing", "kernel_pulling", "kernel_creating", "kernel_started",
-    "kernel_cancelled", "kernel_terminating", "kernel_terminated",
-})  # fmt: skip
+FORWARDED = frozenset(
+    {
+        "session_enqueued",
+        "session_scheduled",
+        "session_started",
+        "session_cancelled",
+        "session_terminating",
+        "session_terminated",
+        "session_success",
+        "session_failure",
+        "kernel_preparing",
+        "kernel_pulling",
+        "kernel_creating",
+        "kernel_started",
+        "kernel_cancelled",
+        "kernel_terminating",
+        "kernel_terminated",
+    }
+)
 """The 15 event names 23.03 forwards; ``kernel_preparing`` is told for each kernel of a
 session when it is prepared (kernelhub's log has ``session_preparing`` for that)."""
 _FROM_LOG = (FORWARDED - {"kernel_preparing"}) | {"session_preparing"}
-_ENDS = frozenset({"session_terminated", "session_cancelled", "session_success",
-                   "session_failure"})  # fmt: skip
+_ENDS = frozenset({"session_terminated", "session_cancelled", "session_success", "session_failure"})
 _PING_S = 15.0
 
 
@@ -103,9 +115,13 @@ def _watches(watch: _Watch, record: dict[str, Any]) -> bool:
 
 
 def _payloads(kind: str, data: Any, record: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    base = {"reason": str(getattr(data, "reason", "") or ""), "sessionName": record.get("name"),
-            "ownerAccessKey": record.get("access_key"), "sessionId": str(record.get("id")),
-            "exitCode": getattr(data, "exit_code", None)}  # fmt: skip
+    base = {
+        "reason": str(getattr(data, "reason", "") or ""),
+        "sessionName": record.get("name"),
+        "ownerAccessKey": record.get("access_key"),
+        "sessionId": str(record.get("id")),
+        "exitCode": getattr(data, "exit_code", None),
+    }
     kernels = record.get("kernels") or {}
     if kind == "session_preparing":
         return [("kernel_preparing", {**base, **_kernel(k)}) for k in kernels.values()]
@@ -116,8 +132,11 @@ def _payloads(kind: str, data: Any, record: dict[str, Any]) -> list[tuple[str, d
 
 
 def _kernel(kernel: dict[str, Any]) -> dict[str, Any]:
-    return {"kernelId": str(kernel.get("id")), "clusterRole": kernel.get("cluster_role"),
-            "clusterIdx": kernel.get("cluster_idx")}  # fmt: skip
+    return {
+        "kernelId": str(kernel.get("id")),
+        "clusterRole": kernel.get("cluster_role"),
+        "clusterIdx": kernel.get("cluster_idx"),
+    }
 
 
 async def _send(response: web.StreamResponse, event: str, data: dict[str, Any]) -> None:
@@ -142,10 +161,16 @@ async def session_events(request: web.Request) -> web.StreamResponse:
             session_id = str(uuid.UUID(params["session_id"]))
         except ValueError:
             session_id = params["session_id"]  # matches nothing: streams nothing
-    watch = _Watch(access_key, session_id, None if params["name"] == "*" else params["name"],
-                   project_id, params["scope"])  # fmt: skip
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache"})  # fmt: skip
+    watch = _Watch(
+        access_key,
+        session_id,
+        None if params["name"] == "*" else params["name"],
+        project_id,
+        params["scope"],
+    )
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
     async with _tail(ctx).listen() as listener:  # before the check: no end goes unseen
         await response.prepare(request)
         watched = await _watched(ctx, watch)
@@ -164,8 +189,9 @@ async def session_events(request: web.Request) -> web.StreamResponse:
 def _tail(ctx: GatewayContext) -> LogTail:
     """The gateway's one tail of the log, made on the first stream."""
     if ctx.log_tail is None:
-        ctx.log_tail = LogTail(ctx.store, types=_FROM_LOG,
-                               streams=lambda s: s.startswith("session-"))  # fmt: skip
+        ctx.log_tail = LogTail(
+            ctx.store, types=_FROM_LOG, streams=lambda s: s.startswith("session-")
+        )
     return ctx.log_tail
 
 

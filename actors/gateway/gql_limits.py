@@ -84,8 +84,9 @@ def parse_bounded(query: str, limits: QueryLimits) -> DocumentNode | GraphQLSynt
 def measure(document: DocumentNode, variables: Mapping[str, Any], limits: QueryLimits) -> QueryCost:
     """The figures of the costliest operation in ``document``; raises
     :class:`QueryTooComplex` at the first limit crossed."""
-    fragments = {d.name.value: d for d in document.definitions
-                 if isinstance(d, FragmentDefinitionNode)}  # fmt: skip
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
     worst = QueryCost()
     for definition in document.definitions:
         if isinstance(definition, OperationDefinitionNode):

@@ -89,28 +89,40 @@ class _Root:
         self.caller = caller
 
     def as_mapping(self) -> dict[str, Any]:
-        return {"keypair": self.keypair, "compute_session": self.compute_session,
-                "compute_session_list": self.compute_session_list}  # fmt: skip
+        return {
+            "keypair": self.keypair,
+            "compute_session": self.compute_session,
+            "compute_session_list": self.compute_session_list,
+        }
 
-    async def keypair(self, _info: Any, access_key: str | None = None,
-                      domain_name: str | None = None) -> dict[str, Any] | None:  # fmt: skip
+    async def keypair(
+        self, _info: Any, access_key: str | None = None, domain_name: str | None = None
+    ) -> dict[str, Any] | None:
         wanted = access_key or self.caller.access_key
         record = await self.ctx.lookups.keypair(wanted)
         own = wanted == self.caller.access_key
         user = await self.ctx.lookups.user(str(record["user_id"])) if record else None
         user = user or {}
-        if not own and not self.caller.is_superadmin and not (
-            is_domain_admin(self.caller) and record is not None
-            and user.get("domain") == self.caller.domain and user.get("role") != "superadmin"
-        ):  # fmt: skip
+        if (
+            not own
+            and not self.caller.is_superadmin
+            and not (
+                is_domain_admin(self.caller)
+                and record is not None
+                and user.get("domain") == self.caller.domain
+                and user.get("role") != "superadmin"
+            )
+        ):
             raise GraphQLError("only an admin may look up other keypairs, in the admin's domain")
         if record is None:
             return None
-        return {**record, "user_id": str(record["user_id"]),
-                "secret_key": await self.ctx.auth.secret_of(wanted) if own else None,
-                "concurrency_used": await self._concurrency(wanted),
-                "user_info": {"email": user.get("email"),
-                              "full_name": user.get("full_name")}}  # fmt: skip
+        return {
+            **record,
+            "user_id": str(record["user_id"]),
+            "secret_key": await self.ctx.auth.secret_of(wanted) if own else None,
+            "concurrency_used": await self._concurrency(wanted),
+            "user_info": {"email": user.get("email"), "full_name": user.get("full_name")},
+        }
 
     async def _concurrency(self, access_key: str) -> int:
         return (await self.ctx.models.sessions(owner=access_key, statuses=LIVE, limit=1)).total
@@ -136,20 +148,26 @@ class _Root:
         return session
 
     async def compute_session_list(
-        self, _info: Any, limit: int, offset: int, access_key: str | None = None,
-        status: str | None = None, domain_name: str | None = None, group_id: str | None = None,
+        self,
+        _info: Any,
+        limit: int,
+        offset: int,
+        access_key: str | None = None,
+        status: str | None = None,
+        domain_name: str | None = None,
+        group_id: str | None = None,
         **_ignored: Any,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> dict[str, Any]:
         if not 1 <= limit <= _MAX_PAGE or offset < 0:
             raise GraphQLError(f"limit must be 1..{_MAX_PAGE} and offset >= 0")
         owner, projects = await self._scope(access_key, domain_name)
         if group_id:
             projects = [group_id] if projects is None or group_id in projects else []
         statuses = [s.strip().upper() for s in status.split(",") if s.strip()] if status else None
-        page = await self.ctx.models.sessions(owner=owner, statuses=statuses, offset=offset,
-                                              limit=limit, projects=projects)  # fmt: skip
-        return {"items": [self._with_idle_checks(r) for r in page.items],
-                "total_count": page.total}  # fmt: skip
+        page = await self.ctx.models.sessions(
+            owner=owner, statuses=statuses, offset=offset, limit=limit, projects=projects
+        )
+        return {"items": [self._with_idle_checks(r) for r in page.items], "total_count": page.total}
 
     async def _scope(
         self, access_key: str | None, domain_name: str | None
@@ -201,9 +219,13 @@ async def gql(request: web.Request) -> web.Response:
             result = ExecutionResult(data=None, errors=errors)
         else:
             root = _Root(request.app["ctx"], request["caller"])
-            outcome = execute(SCHEMA, document, root_value=root.as_mapping(),
-                              variable_values=variables,
-                              operation_name=body.get("operation_name"))  # fmt: skip
+            outcome = execute(
+                SCHEMA,
+                document,
+                root_value=root.as_mapping(),
+                variable_values=variables,
+                operation_name=body.get("operation_name"),
+            )
             result = await outcome if not isinstance(outcome, ExecutionResult) else outcome
     answer: dict[str, Any] = {"data": result.data}
     if result.errors:

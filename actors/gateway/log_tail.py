@@ -96,8 +96,9 @@ class LogTail:
                 task.cancel()
 
     async def _follow(self, after: Any) -> None:
-        subscription = self.store.subscribe(after, block_ms=1000, types=self.types,
-                                            streams=self.streams)  # fmt: skip
+        subscription = self.store.subscribe(
+            after, block_ms=1000, types=self.types, streams=self.streams
+        )
         me = asyncio.current_task()
         try:
             async for event in subscription:

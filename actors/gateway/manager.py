@@ -26,12 +26,17 @@ from .params import _Strict, parse, raw_params
 
 __all__ = ["FROZEN_GATED", "ServerFrozen", "check_frozen", "manager_routes"]
 
-FROZEN_GATED = frozenset({
-    ("POST", "/session"), ("POST", "/session/_/create"),
-    ("POST", "/session/_/create-from-template"), ("POST", "/session/_/create-from-params"),
-    ("POST", "/session/{ref}/rename"), ("POST", "/session/{ref}/commit"),
-    ("GET", "/session/{ref}/abusing-report"),
-})  # fmt: skip
+FROZEN_GATED = frozenset(
+    {
+        ("POST", "/session"),
+        ("POST", "/session/_/create"),
+        ("POST", "/session/_/create-from-template"),
+        ("POST", "/session/_/create-from-params"),
+        ("POST", "/session/{ref}/rename"),
+        ("POST", "/session/{ref}/commit"),
+        ("GET", "/session/{ref}/abusing-report"),
+    }
+)
 """23.03's ``ALL_ALLOWED`` routes: only while the manager runs."""
 
 
@@ -59,10 +64,16 @@ async def get_status(request: web.Request) -> web.Response:
     active = (await ctx.models.sessions(statuses=LIVE, limit=1)).total
     status = await ctx.manager_status()
     node = {
-        "id": "gateway", "num_proc": 1, "service_addr": request.host, "heartbeat_timeout": 40.0,
-        "ssl_enabled": False, "active_sessions": active, "status": status,
-        "version": MANAGER_VERSION, "api_version": API_VERSION,
-    }  # fmt: skip
+        "id": "gateway",
+        "num_proc": 1,
+        "service_addr": request.host,
+        "heartbeat_timeout": 40.0,
+        "ssl_enabled": False,
+        "active_sessions": active,
+        "status": status,
+        "version": MANAGER_VERSION,
+        "api_version": API_VERSION,
+    }
     return web.json_response({"nodes": [node], "status": status, "active_sessions": active})
 
 

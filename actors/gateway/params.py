@@ -131,9 +131,11 @@ class CreateParams(_Strict):
     group: Name | None = _alias("group", "groupName", "group_name")
     domain: Name | None = _alias("domain", "domainName", "domain_name")
     cluster_size: int | None = Field(
-        default=None, ge=1, le=MAX_CLUSTER_SIZE,
+        default=None,
+        ge=1,
+        le=MAX_CLUSTER_SIZE,
         validation_alias=AliasChoices("cluster_size", "clusterSize"),
-    )  # fmt: skip
+    )
     cluster_mode: Literal["single-node", "multi-node"] | None = _alias(
         "cluster_mode", "clusterMode"
     )
@@ -141,9 +143,11 @@ class CreateParams(_Strict):
     tag: Name | None = None
     enqueue_only: bool | None = _alias("enqueueOnly", "enqueue_only")
     max_wait_seconds: int | None = Field(
-        default=None, ge=0, le=MAX_WAIT_S,
+        default=None,
+        ge=0,
+        le=MAX_WAIT_S,
         validation_alias=AliasChoices("maxWaitSeconds", "max_wait_seconds"),
-    )  # fmt: skip
+    )
     starts_at: datetime | Time | None = _alias("starts_at", "startsAt")
     reuse_if_exists: bool | None = _alias("reuseIfExists", "reuse_if_exists")
     startup_command: Script | None = _alias("startupCommand", "startup_command")

@@ -88,5 +88,9 @@ def problem(error: DomainError, headers: dict[str, str] | None = None) -> web.Re
     data = getattr(error, "data", None)
     if data:
         body["data"] = data
-    return web.Response(status=error.status, text=json.dumps(body), headers=headers,
-                        content_type="application/problem+json")  # fmt: skip
+    return web.Response(
+        status=error.status,
+        text=json.dumps(body),
+        headers=headers,
+        content_type="application/problem+json",
+    )

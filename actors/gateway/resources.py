@@ -65,8 +65,11 @@ def _limits(declared: dict[str, Any] | None, known: set[str]) -> dict[str, Decim
 
 
 def _preset(record: dict[str, Any]) -> dict[str, Any]:
-    return {"name": record["name"], "shared_memory": record.get("shared_memory"),
-            "resource_slots": _plain(_decimals(record.get("resource_slots")))}  # fmt: skip
+    return {
+        "name": record["name"],
+        "shared_memory": record.get("shared_memory"),
+        "resource_slots": _plain(_decimals(record.get("resource_slots"))),
+    }
 
 
 async def presets(request: web.Request) -> web.Response:
@@ -78,12 +81,17 @@ async def check_presets(request: web.Request) -> web.Response:
     ctx: GatewayContext = request.app["ctx"]
     caller = request["caller"]
     params = await raw_params(request)
-    project = await ctx.lookups.project_by_name(caller.domain, str(params.get("group")
-                                                                   or "default"))  # fmt: skip
+    project = await ctx.lookups.project_by_name(
+        caller.domain, str(params.get("group") or "default")
+    )
     if project is None:
         raise InvalidAPIParameters(f"unknown group {params.get('group')!r}")
-    allowed = [g["name"] for g in await ctx.lookups.allowed_scaling_groups(
-        caller.domain, str(project["project_id"]), caller.access_key)]  # fmt: skip
+    allowed = [
+        g["name"]
+        for g in await ctx.lookups.allowed_scaling_groups(
+            caller.domain, str(project["project_id"]), caller.access_key
+        )
+    ]
     wanted = params.get("scaling_group")
     if wanted and wanted not in allowed:
         raise InvalidAPIParameters(f"scaling group {wanted!r} is not allowed here")
@@ -92,8 +100,10 @@ async def check_presets(request: web.Request) -> web.Response:
     per_group = {}
     for name in groups:
         slots = await ctx.models.scaling_group_slots(name)
-        per_group[name] = {"using": _decimals(slots["occupied"]),
-                           "remaining": _decimals(slots["available"])}  # fmt: skip
+        per_group[name] = {
+            "using": _decimals(slots["occupied"]),
+            "remaining": _decimals(slots["available"]),
+        }
     known = {"cpu", "mem"}.union(*(set(g["remaining"]) for g in per_group.values()))
     keypair_limits = _limits((limits.get("policy") or {}).get("total_resource_slots"), known)
     keypair_using = await _occupied(ctx, owner=caller.access_key)
@@ -105,24 +115,32 @@ async def check_presets(request: web.Request) -> web.Response:
             sgroup_remaining[slot] = sgroup_remaining.get(slot, Decimal(0)) + value
     keypair_remaining = _sub(keypair_limits, keypair_using)
     group_remaining = _sub(group_limits, group_using)
-    fits = _min(keypair_remaining, group_remaining, {k: sgroup_remaining.get(k, Decimal(0))
-                                                     for k in known})  # fmt: skip
+    fits = _min(
+        keypair_remaining, group_remaining, {k: sgroup_remaining.get(k, Decimal(0)) for k in known}
+    )
     answer_presets = []
     for record in await ctx.lookups.presets():
         wanted_slots = _decimals(record.get("resource_slots"))
-        allocatable = all(value <= fits.get(slot, Decimal(0))
-                          for slot, value in wanted_slots.items() if value > 0)  # fmt: skip
+        allocatable = all(
+            value <= fits.get(slot, Decimal(0)) for slot, value in wanted_slots.items() if value > 0
+        )
         answer_presets.append({**_preset(record), "allocatable": allocatable})
-    return web.json_response({
-        "keypair_limits": _plain(keypair_limits), "keypair_using": _plain(keypair_using),
-        "keypair_remaining": _plain(keypair_remaining),
-        "group_limits": _plain(group_limits), "group_using": _plain(group_using),
-        "group_remaining": _plain(group_remaining),
-        "scaling_group_remaining": _plain(sgroup_remaining),
-        "scaling_groups": {name: {"using": _plain(g["using"]), "remaining": _plain(g["remaining"])}
-                           for name, g in per_group.items()},
-        "presets": answer_presets,
-    })  # fmt: skip
+    return web.json_response(
+        {
+            "keypair_limits": _plain(keypair_limits),
+            "keypair_using": _plain(keypair_using),
+            "keypair_remaining": _plain(keypair_remaining),
+            "group_limits": _plain(group_limits),
+            "group_using": _plain(group_using),
+            "group_remaining": _plain(group_remaining),
+            "scaling_group_remaining": _plain(sgroup_remaining),
+            "scaling_groups": {
+                name: {"using": _plain(g["using"]), "remaining": _plain(g["remaining"])}
+                for name, g in per_group.items()
+            },
+            "presets": answer_presets,
+        }
+    )
 
 
 def _day(value: str, name: str) -> int:
@@ -146,11 +164,16 @@ async def usage_period(request: web.Request) -> web.Response:
         raise InsufficientPrivilege("only a superadmin reads a project's usage")
     scope = f"project:{group}" if group else f"keypair:{caller.access_key}"
     bins = await ctx.models.usage(scope, start, end, int(time.time() * 1000))
-    return web.json_response([
-        {"start": datetime.fromtimestamp(b.start_ms / 1000, UTC).isoformat(),
-         "num_sessions": b.num_sessions, "slot_seconds": b.slot_seconds}
-        for b in bins
-    ])  # fmt: skip
+    return web.json_response(
+        [
+            {
+                "start": datetime.fromtimestamp(b.start_ms / 1000, UTC).isoformat(),
+                "num_sessions": b.num_sessions,
+                "slot_seconds": b.slot_seconds,
+            }
+            for b in bins
+        ]
+    )
 
 
 async def recalculate_usage(request: web.Request) -> web.Response:

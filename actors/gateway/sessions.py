@@ -129,15 +129,18 @@ async def _below_open_cap(ctx: GatewayContext, access_key: str) -> None:
     cap = open_session_cap()
     held = (await ctx.models.sessions(owner=access_key, statuses=LIVE, limit=1)).total
     if held >= cap:
-        raise TooManyOpenSessions(f"this keypair already has {held} open (pending or live) "
-                                  f"sessions, the cap of {cap}: destroy some first")  # fmt: skip
+        raise TooManyOpenSessions(
+            f"this keypair already has {held} open (pending or live) "
+            f"sessions, the cap of {cap}: destroy some first"
+        )
 
 
 async def _scaling_group(
     ctx: GatewayContext, wanted: str | None, domain: str, project_id: str, access_key: str
 ) -> str:
-    allowed = [g["name"] for g in await ctx.lookups.allowed_scaling_groups(
-        domain, project_id, access_key)]  # fmt: skip
+    allowed = [
+        g["name"] for g in await ctx.lookups.allowed_scaling_groups(domain, project_id, access_key)
+    ]
     if wanted:
         if wanted not in allowed:
             raise NoScalingGroup(f"scaling group {wanted!r} is not allowed here")
@@ -155,8 +158,9 @@ async def _project(
     owner_id = str(owner["user_id"])
     user = caller.user if owner_id == caller.user_id else await ctx.lookups.user(owner_id) or {}
     project = await ctx.lookups.project_by_name(domain, group)
-    refusal = creation_refusal(caller, owner_id, str(user.get("domain", caller.domain)), domain,
-                               project)  # fmt: skip
+    refusal = creation_refusal(
+        caller, owner_id, str(user.get("domain", caller.domain)), domain, project
+    )
     if refusal is not None or project is None:
         raise InvalidAPIParameters(f"{refusal} (group {group!r}, domain {domain!r})")
     return project
@@ -200,24 +204,38 @@ def _starts_at(value: datetime | str | None) -> datetime | None:
     try:
         return parse_starts_at(value, now)
     except (ValueError, OverflowError):
-        raise InvalidAPIParameters(f"starts_at is not an ISO-8601 time or a duration: "
-                                   f"{value!r}") from None  # fmt: skip
+        raise InvalidAPIParameters(
+            f"starts_at is not an ISO-8601 time or a duration: {value!r}"
+        ) from None
 
 
 def _created(record_or_id: Any, name: str, status: str, created: bool) -> web.Response:
-    return _json({"sessionId": str(record_or_id), "sessionName": name, "status": status,
-                  "servicePorts": [], "created": created}, status=201)  # fmt: skip
+    return _json(
+        {
+            "sessionId": str(record_or_id),
+            "sessionName": name,
+            "status": status,
+            "servicePorts": [],
+            "created": created,
+        },
+        status=201,
+    )
 
 
 async def create(request: web.Request) -> web.Response:
     ctx, caller = _ctx(request), _caller(request)
     params = parse(CreateParams, await raw_params(request))
     if not _NAME.match(params.name) or params.name == "from-template":
-        raise InvalidAPIParameters(f"invalid session name {params.name!r} (4-64 characters: "
-                                   "letters, digits, _, and . or - inside)")  # fmt: skip
+        raise InvalidAPIParameters(
+            f"invalid session name {params.name!r} (4-64 characters: "
+            "letters, digits, _, and . or - inside)"
+        )
     access_key = await ctx.acting_for(caller, params.owner_access_key)
-    owner = (caller.keypair if access_key == caller.access_key
-             else await ctx.lookups.keypair(access_key) or caller.keypair)  # fmt: skip
+    owner = (
+        caller.keypair
+        if access_key == caller.access_key
+        else await ctx.lookups.keypair(access_key) or caller.keypair
+    )
     image = await ctx.lookups.image(params.image)
     if image is None:
         raise ImageNotFound("unknown alias or disallowed registry")
@@ -233,25 +251,35 @@ async def create(request: web.Request) -> web.Response:
     requested = await _slots(ctx, config.resources if config else None, image)
     policy = await ctx.lookups.policy(str(owner.get("resource_policy") or "default")) or {}
     session_type = SessionType(params.session_type or "interactive")
-    scaling_group = await _scaling_group(ctx, config.scaling_group if config else None,
-                                         domain, str(project["project_id"]), access_key)
-    await check_create(ctx.store, ctx.models, ctx.lookups, access_key=access_key,
-                       scaling_group=scaling_group)  # a tenant never runs unisolated
+    scaling_group = await _scaling_group(
+        ctx,
+        config.scaling_group if config else None,
+        domain,
+        str(project["project_id"]),
+        access_key,
+    )
+    await check_create(
+        ctx.store, ctx.models, ctx.lookups, access_key=access_key, scaling_group=scaling_group
+    )  # a tenant never runs unisolated
     await _below_open_cap(ctx, access_key)
     sid = await ctx.router.create(
-        name=params.name, access_key=access_key, image=image["name"],
+        name=params.name,
+        access_key=access_key,
+        image=image["name"],
         scaling_group=scaling_group,
         requested=[requested],
         cluster_size=params.cluster_size or 1,
         max_containers_per_session=int(policy.get("max_containers_per_session") or 0),
         cluster_mode=ClusterMode(params.cluster_mode or "single-node"),
-        session_type=session_type, startup_command=params.startup_command,
+        session_type=session_type,
+        startup_command=params.startup_command,
         starts_at=_starts_at(params.starts_at),
         dependencies=dependencies,
-        domain=domain, user_id=uuid.UUID(str(owner["user_id"])),
+        domain=domain,
+        user_id=uuid.UUID(str(owner["user_id"])),
         project_id=uuid.UUID(str(project["project_id"])),
         preopen_ports=_preopen(config.preopen_ports if config else None),
-    )  # fmt: skip
+    )
     if params.enqueue_only:
         await _readable(ctx, sid, None)
         return _created(sid, params.name, "PENDING", True)
@@ -285,10 +313,12 @@ async def _readable(ctx: GatewayContext, sid: uuid.UUID, status: str | None) -> 
 
 # ---- one session ----------------------------------------------------------------------------
 async def _session(request: web.Request, *, allow_stale: bool = False) -> dict[str, Any]:
-    owner = parse(OwnerParams, {k: v for k, v in request.query.items()
-                                if k == "owner_access_key"}).owner_access_key  # fmt: skip
-    return await _ctx(request).session(_caller(request), request.match_info["ref"], owner,
-                                       allow_stale=allow_stale)  # fmt: skip
+    owner = parse(
+        OwnerParams, {k: v for k, v in request.query.items() if k == "owner_access_key"}
+    ).owner_access_key
+    return await _ctx(request).session(
+        _caller(request), request.match_info["ref"], owner, allow_stale=allow_stale
+    )
 
 
 async def get_info(request: web.Request) -> web.Response:
@@ -298,11 +328,13 @@ async def get_info(request: web.Request) -> web.Response:
 
 async def destroy(request: web.Request) -> web.Response:
     params = parse(DestroyParams, dict(request.query))
-    record = await _ctx(request).session(_caller(request), request.match_info["ref"],
-                                         params.owner_access_key)  # fmt: skip
+    record = await _ctx(request).session(
+        _caller(request), request.match_info["ref"], params.owner_access_key
+    )
     ctx = _ctx(request)
-    await ctx.router.destroy(uuid.UUID(record["id"]), forced=params.forced,
-                             recursive=params.recursive)  # fmt: skip
+    await ctx.router.destroy(
+        uuid.UUID(record["id"]), forced=params.forced, recursive=params.recursive
+    )
     await ctx.models.reach(await ctx.store.head())  # the caller's next read shows it ending
     return _json([{}] if params.recursive else {"stats": {}})
 
@@ -315,19 +347,20 @@ async def restart(request: web.Request) -> web.Response:
 
 async def execute(request: web.Request) -> web.Response:
     params = parse(ExecuteParams, await raw_params(request))
-    record = await _ctx(request).session(_caller(request), request.match_info["ref"],
-                                         params.owner_access_key)  # fmt: skip
+    record = await _ctx(request).session(
+        _caller(request), request.match_info["ref"], params.owner_access_key
+    )
     sid, execution = uuid.UUID(record["id"]), _ctx(request).router.execution
     if params.mode is None or params.mode == "complete":
         if params.mode is None and params.options is None:
             raise InvalidAPIParameters("mode is missing or empty!")
-        completions = await execution.call(sid, "complete", params.code or "",
-                                           params.options or {})  # fmt: skip
+        completions = await execution.call(sid, "complete", params.code or "", params.options or {})
         return _json({"result": {"status": "finished", "completions": completions}})
     if params.mode in ("continue", "input") and not params.run_id:
         raise InvalidAPIParameters("continuation requires explicit run ID")
-    result = await execution.execute(sid, params.run_id, params.mode, params.code or "",
-                                     params.options or {})  # fmt: skip
+    result = await execution.execute(
+        sid, params.run_id, params.mode, params.code or "", params.options or {}
+    )
     return _json({"result": result})
 
 
@@ -341,8 +374,11 @@ async def complete(request: web.Request) -> web.Response:
     params = parse(CompleteParams, await raw_params(request))
     record = await _session(request)
     completions = await _ctx(request).router.execution.call(
-        uuid.UUID(record["id"]), "complete", params.code or "", params.options or {},
-    )  # fmt: skip
+        uuid.UUID(record["id"]),
+        "complete",
+        params.code or "",
+        params.options or {},
+    )
     return _json({"result": {"status": "finished", "completions": completions}})
 
 
@@ -376,12 +412,16 @@ async def _read_part(part: BodyPartReader, total: int) -> bytes:
     while chunk := await _within(part.read_chunk(DOWNLOAD_CHUNK_BYTES)):
         data += chunk
         if len(data) > MAX_UPLOAD_BYTES:
-            raise InvalidAPIParameters(f"Too large file: {part.filename!r} is larger than "
-                                       f"{MAX_UPLOAD_BYTES} bytes, the limit per file")  # fmt: skip
+            raise InvalidAPIParameters(
+                f"Too large file: {part.filename!r} is larger than "
+                f"{MAX_UPLOAD_BYTES} bytes, the limit per file"
+            )
         if total + len(data) > MAX_UPLOAD_CALL_BYTES:
-            raise InvalidAPIParameters(f"Too large upload: the files are larger than "
-                                       f"{MAX_UPLOAD_CALL_BYTES} bytes together, the limit "
-                                       "per upload")  # fmt: skip
+            raise InvalidAPIParameters(
+                f"Too large upload: the files are larger than "
+                f"{MAX_UPLOAD_CALL_BYTES} bytes together, the limit "
+                "per upload"
+            )
     return bytes(data)
 
 
@@ -403,8 +443,9 @@ async def upload(request: web.Request) -> web.Response:
                 total += len(data)
                 files.append((unquote(part.filename), data))
         except TimeoutError as stalled:
-            raise InvalidAPIParameters(f"the upload stalled: nothing arrived for "
-                                       f"{FILE_STALL_S:g} s") from stalled  # fmt: skip
+            raise InvalidAPIParameters(
+                f"the upload stalled: nothing arrived for {FILE_STALL_S:g} s"
+            ) from stalled
         if not files:
             raise InvalidAPIParameters("no files (parts named 'src' with a filename)")
         await _ctx(request).router.execution.call(uuid.UUID(record["id"]), "upload_files", files)
@@ -460,8 +501,7 @@ async def download_single(request: web.Request) -> web.StreamResponse:
             raise InvalidAPIParameters("file is required")
         name = file_name(params["file"])
         session_id, call = uuid.UUID(record["id"]), _ctx(request).router.execution.call
-        chunk, size = await call(session_id, "download_chunk", str(name), 0,
-                                 DOWNLOAD_CHUNK_BYTES)  # fmt: skip
+        chunk, size = await call(session_id, "download_chunk", str(name), 0, DOWNLOAD_CHUNK_BYTES)
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         response.content_length = size
         sent = 0
@@ -472,8 +512,13 @@ async def download_single(request: web.Request) -> web.StreamResponse:
                 await _within(response.write(chunk))
                 sent += len(chunk)
                 if sent < size:
-                    chunk, _ = await call(session_id, "download_chunk", str(name), sent,
-                                          min(DOWNLOAD_CHUNK_BYTES, size - sent))  # fmt: skip
+                    chunk, _ = await call(
+                        session_id,
+                        "download_chunk",
+                        str(name),
+                        sent,
+                        min(DOWNLOAD_CHUNK_BYTES, size - sent),
+                    )
         except (DomainError, TimeoutError, ConnectionError):  # replaced meanwhile, or the
             pass  # client left or stopped reading
         if sent < size:  # the short body (and the closed connection) tell the client
@@ -524,8 +569,11 @@ async def match(request: web.Request) -> web.Response:
     if not prefix:
         raise GenericBadRequest("id is required")
     page = await _ctx(request).models.sessions(owner=_caller(request).access_key, limit=1000)
-    matches = [{"id": r["id"], "name": r["name"], "status": r["status"]} for r in page.items
-               if str(r["id"]).startswith(prefix) or str(r["name"]).startswith(prefix)]  # fmt: skip
+    matches = [
+        {"id": r["id"], "name": r["name"], "status": r["status"]}
+        for r in page.items
+        if str(r["id"]).startswith(prefix) or str(r["name"]).startswith(prefix)
+    ]
     return _json({"matches": matches})
 
 

@@ -75,11 +75,17 @@ def parse_date(raw: str) -> datetime:
 def string_to_sign(
     method: str, raw_path: str, raw_date: str, host: str, content_type: str, version: str
 ) -> str:
-    return "\n".join([
-        method.upper(), raw_path, raw_date, f"host:{host}",
-        f"content-type:{content_type.lower()}", f"x-backendai-version:{version}",
-        EMPTY_BODY_HASH,
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            method.upper(),
+            raw_path,
+            raw_date,
+            f"host:{host}",
+            f"content-type:{content_type.lower()}",
+            f"x-backendai-version:{version}",
+            EMPTY_BODY_HASH,
+        ]
+    )
 
 
 def sign(secret_key: str, date: datetime, host: str, text: str, hash_type: str = "sha256") -> str:

@@ -55,8 +55,7 @@ class TooManyStreams(DomainError):
 
 
 class TooManyFileOperations(DomainError):
-    status, error_type, title = (429, "rate-limit-exceeded",
-                                 "Too many concurrent file operations.")  # fmt: skip
+    status, error_type, title = (429, "rate-limit-exceeded", "Too many concurrent file operations.")
 
 
 def is_stream(route: str, method: str, upgrade: str | None) -> bool:
@@ -92,11 +91,13 @@ class ConcurrencyLimits:
         """A slot for ``access_key`` while the block runs; refused past either cap."""
         mine = self._open.get(access_key, 0)
         if mine >= self.per_keypair:
-            raise self.refusal(f"this keypair has {mine} {self.what} open; at most "
-                               f"{self.per_keypair} at a time")  # fmt: skip
+            raise self.refusal(
+                f"this keypair has {mine} {self.what} open; at most {self.per_keypair} at a time"
+            )
         if self._total >= self.total:
-            raise self.refusal(f"the gateway holds {self._total} {self.what}, its limit; "
-                               "retry later")  # fmt: skip
+            raise self.refusal(
+                f"the gateway holds {self._total} {self.what}, its limit; retry later"
+            )
         self._open[access_key] = mine + 1
         self._total += 1
         try:

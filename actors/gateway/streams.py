@@ -45,8 +45,9 @@ async def _error(ws: web.WebSocketResponse, msg: str) -> web.WebSocketResponse:
 
 async def execute(request: web.Request) -> web.StreamResponse:
     ctx = request.app["ctx"]
-    record = await ctx.session(request["caller"], request.match_info["ref"],
-                               request.query.get("owner_access_key"))  # fmt: skip
+    record = await ctx.session(
+        request["caller"], request.match_info["ref"], request.query.get("owner_access_key")
+    )
     sid, execution = uuid.UUID(record["id"]), ctx.router.execution
     ws = web.WebSocketResponse(autoping=True, heartbeat=30.0)
     await ws.prepare(request)

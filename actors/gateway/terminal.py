@@ -75,8 +75,9 @@ class _Terminal:
                 kind, size = _HEADER.unpack(header)
                 if size > MAX_FRAME:
                     self.close()
-                    raise FrameTooLarge(f"the kernel's terminal sent a frame of {size} bytes "
-                                        f"(at most {MAX_FRAME})")  # fmt: skip
+                    raise FrameTooLarge(
+                        f"the kernel's terminal sent a frame of {size} bytes (at most {MAX_FRAME})"
+                    )
                 payload = await self.reader.readexactly(size) if size else b""
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
@@ -95,8 +96,9 @@ class _Terminal:
 
 async def pty(request: web.Request) -> web.StreamResponse:
     ctx = request.app["ctx"]
-    record = await ctx.session(request["caller"], request.match_info["ref"],
-                               request.query.get("owner_access_key"))  # fmt: skip
+    record = await ctx.session(
+        request["caller"], request.match_info["ref"], request.query.get("owner_access_key")
+    )
     ws = web.WebSocketResponse(autoping=True, heartbeat=30.0)
     if not ws.can_prepare(request).ok:
         raise GenericBadRequest("a terminal needs a websocket upgrade")

@@ -62,14 +62,18 @@ class AgentsActor(Follower):
         )
         self.agents = {
             agent_id: Agent(
-                self.store, router, agent_id,
+                self.store,
+                router,
+                agent_id,
                 {k: Decimal(str(v)) for k, v in spec.items() if k != "accelerators"},
-                backend=make_backend(backend, work_root, agent_id), scaling_group=scaling_group,
-                metrics=self.metrics, stop_grace_s=stop_grace_s,
+                backend=make_backend(backend, work_root, agent_id),
+                scaling_group=scaling_group,
+                metrics=self.metrics,
+                stop_grace_s=stop_grace_s,
                 accelerators=make_accelerators(spec.get("accelerators")),
             )
             for agent_id, spec in agents
-        }  # fmt: skip
+        }
         self.heartbeat_interval_s = heartbeat_interval_s
         self.reconcile_interval_s = reconcile_interval_s
         self.sample_interval_s = sample_interval_s
@@ -80,9 +84,11 @@ class AgentsActor(Follower):
         await self._start_following()
         for agent in self.agents.values():
             await agent.register()
-        self._loops = [asyncio.create_task(self._heartbeat()),
-                       asyncio.create_task(self._reconcile()),
-                       asyncio.create_task(self._sample())]  # fmt: skip
+        self._loops = [
+            asyncio.create_task(self._heartbeat()),
+            asyncio.create_task(self._reconcile()),
+            asyncio.create_task(self._sample()),
+        ]
 
     async def react(self, event: Event) -> None:
         await dispatch(self.store, self.agents, event)

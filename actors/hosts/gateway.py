@@ -50,21 +50,26 @@ class GatewayActor:
         secrets = SecretBox.from_file(Path(master_key_path), create=True)
         lookups = TenancyLookups(self.store)
         self.ctx = GatewayContext(
-            store=self.store, router=ShardRouter.named(self.store, *shards),
-            auth=Authenticator(lookups, secrets), models=ReadModels(self.store),
-            lookups=lookups, rate_limiter=RateLimiter(self.store.redis, self.store.keys.prefix),
+            store=self.store,
+            router=ShardRouter.named(self.store, *shards),
+            auth=Authenticator(lookups, secrets),
+            models=ReadModels(self.store),
+            lookups=lookups,
+            rate_limiter=RateLimiter(self.store.redis, self.store.keys.prefix),
             idle=IdleFacts(self.store, IdleConfig.parse(idle or {})),
             observe=self._observe,
-        )  # fmt: skip
-        self.metrics = ActorMetrics("kernelhub_gateway_requests_total",
-                                    "kernelhub_gateway_request_seconds")  # fmt: skip
+        )
+        self.metrics = ActorMetrics(
+            "kernelhub_gateway_requests_total", "kernelhub_gateway_request_seconds"
+        )
         self.host, self.port = host, port
         self.runner: web.AppRunner | None = None
         self._boot = boot(self._serve())
 
     def _observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.metrics.inc("kernelhub_gateway_requests_total", route=route, method=method,
-                         status=str(status))  # fmt: skip
+        self.metrics.inc(
+            "kernelhub_gateway_requests_total", route=route, method=method, status=str(status)
+        )
         self.metrics.observe("kernelhub_gateway_request_seconds", seconds, route=route)
 
     async def metrics_snapshot(self) -> dict[str, float]:

@@ -144,12 +144,24 @@ def start_node_agent(
         _release(name, namespace, existing)
         done = "replaced"
     handle = AgentsActor.options(  # type: ignore[attr-defined]
-        name=name, namespace=namespace, lifetime="detached", num_cpus=0,
+        name=name,
+        namespace=namespace,
+        lifetime="detached",
+        num_cpus=0,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
     ).remote(
-        name, redis_url, (count, namespace), [(agent_id, capacity)], prefix, backend, work_root,
-        scaling_group, heartbeat_interval_s, reconcile_interval_s, stop_grace_s,
+        name,
+        redis_url,
+        (count, namespace),
+        [(agent_id, capacity)],
+        prefix,
+        backend,
+        work_root,
+        scaling_group,
+        heartbeat_interval_s,
+        reconcile_interval_s,
+        stop_grace_s,
         sample_interval_s,
-    )  # fmt: skip
+    )
     ray.get(handle.ready.remote(), timeout=timeout)
     return handle, done

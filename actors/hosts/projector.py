@@ -41,8 +41,9 @@ class ProjectorActor:
             "kernelhub_slots",
             "kernelhub_redis_used_memory_bytes",
         )
-        self.projector = Projector(self.store, default_projections(), block_ms=100,
-                                   on_commit=self._committed)  # fmt: skip
+        self.projector = Projector(
+            self.store, default_projections(), block_ms=100, on_commit=self._committed
+        )
         self.gauge_interval_s = gauge_interval_s
         self._tasks: list[asyncio.Task[None]] = []
         self._boot = boot(self._start())
@@ -88,8 +89,7 @@ class ProjectorActor:
                     key = (group, slot, state)
                     totals[key] = totals.get(key, 0.0) + float(amount)
         for (group, slot, state), amount in totals.items():
-            self.metrics.set("kernelhub_slots", amount, scaling_group=group, slot=slot,
-                             state=state)  # fmt: skip
+            self.metrics.set("kernelhub_slots", amount, scaling_group=group, slot=slot, state=state)
         memory = await self.store.redis.info("memory")
         self.metrics.set("kernelhub_redis_used_memory_bytes", float(memory["used_memory"]))
 
@@ -104,8 +104,10 @@ class ProjectorActor:
 
     async def _start(self) -> None:
         await self.projector.load()
-        self._tasks = [asyncio.create_task(self.projector.run()),
-                       asyncio.create_task(self._gauges())]  # fmt: skip
+        self._tasks = [
+            asyncio.create_task(self.projector.run()),
+            asyncio.create_task(self._gauges()),
+        ]
 
     async def rebuild(self, names: list[str]) -> dict[str, int]:
         """Fold the named read models again from the start of the log and switch to them

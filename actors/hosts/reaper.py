@@ -23,15 +23,22 @@ __all__ = ["ReaperActor"]
 @traced_actor
 class ReaperActor(Follower):
     def __init__(
-        self, redis_url: str, shards: tuple[int, str], prefix: str = "kh",
+        self,
+        redis_url: str,
+        shards: tuple[int, str],
+        prefix: str = "kh",
         idle: dict[str, Any] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
         self.follower_name = "reaper"
         self.interests = REAPER_REACTS_TO
         self.metrics = ActorMetrics("kernelhub_idle_reclaims_total")
-        self.reaper = Reaper(self.store, ShardRouter.named(self.store, *shards),
-                             IdleConfig.parse(idle or {}), on_reclaim=self._reclaimed)  # fmt: skip
+        self.reaper = Reaper(
+            self.store,
+            ShardRouter.named(self.store, *shards),
+            IdleConfig.parse(idle or {}),
+            on_reclaim=self._reclaimed,
+        )
         self._loop: asyncio.Task[None] | None = None
         self._boot = boot(self._start())
 

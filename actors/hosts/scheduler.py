@@ -52,9 +52,11 @@ class SchedulerActor(Follower):
         self.scheduler = Scheduler(self.store, router, scaling_group)
         self.scheduler.follows_log = True  # react_many feeds it every event it cares for
         self.liveness = LivenessMonitor(
-            self.store, lost_timeout_s=lost_timeout_s, terminate_after_s=terminate_lost_after_s,
+            self.store,
+            lost_timeout_s=lost_timeout_s,
+            terminate_after_s=terminate_lost_after_s,
             shard=router,
-        )  # fmt: skip
+        )
         self.safety_tick_s = safety_tick_s
         self.liveness_interval_s = min(liveness_interval_s, lost_timeout_s / 2)
         self._wake = asyncio.Event()
@@ -63,9 +65,11 @@ class SchedulerActor(Follower):
         self._loops: list[asyncio.Task[None]] = []
         self.group = scaling_group
         self.metrics = ActorMetrics(
-            "kernelhub_scheduling_decisions_total", "kernelhub_scheduling_pass_seconds",
-            "kernelhub_pending_sessions", "kernelhub_scheduling_passes_total",
-        )  # fmt: skip
+            "kernelhub_scheduling_decisions_total",
+            "kernelhub_scheduling_pass_seconds",
+            "kernelhub_pending_sessions",
+            "kernelhub_scheduling_passes_total",
+        )
         self._boot = boot(self._start())
 
     async def _start(self) -> None:
@@ -116,8 +120,9 @@ class SchedulerActor(Follower):
         scheduled = await self.scheduler.run_pass(reach=reach)
         group = self.group
         self.metrics.inc("kernelhub_scheduling_passes_total", scaling_group=group)
-        self.metrics.observe("kernelhub_scheduling_pass_seconds", time.perf_counter() - started,
-                             scaling_group=group)  # fmt: skip
+        self.metrics.observe(
+            "kernelhub_scheduling_pass_seconds", time.perf_counter() - started, scaling_group=group
+        )
         self.metrics.set(
             "kernelhub_pending_sessions", self.scheduler.last_pending, scaling_group=group
         )

@@ -183,17 +183,35 @@ def start_actors(
         named(SessionsActor, f"sessions:{k}", redis_url, prefix, k, count) for k in range(count)
     ]
     scheduler = named(
-        SchedulerActor, f"scheduler:{scaling_group}", redis_url, (count, namespace), prefix,
-        scaling_group, safety_tick_s, lost_timeout_s, heartbeat_interval_s,
+        SchedulerActor,
+        f"scheduler:{scaling_group}",
+        redis_url,
+        (count, namespace),
+        prefix,
+        scaling_group,
+        safety_tick_s,
+        lost_timeout_s,
+        heartbeat_interval_s,
         terminate_lost_after_s,
-    )  # fmt: skip
+    )
     hosts, host_of = {}, {}
     for name, hosted in _agent_hosts(backend, agents, sim_hosts).items():
         hosts[name] = named(
-            AgentsActor, name, name, redis_url, (count, namespace), hosted, prefix, backend,
-            work_root, scaling_group, heartbeat_interval_s, reconcile_interval_s, stop_grace_s,
+            AgentsActor,
+            name,
+            name,
+            redis_url,
+            (count, namespace),
+            hosted,
+            prefix,
+            backend,
+            work_root,
+            scaling_group,
+            heartbeat_interval_s,
+            reconcile_interval_s,
+            stop_grace_s,
             sample_interval_s,
-        )  # fmt: skip
+        )
         host_of.update({agent_id: name for agent_id, _ in hosted})
     tenancy = (
         named(TenancyActor, "tenancy", redis_url, master_key_path, prefix)
@@ -202,13 +220,23 @@ def start_actors(
     )
     reaper = named(ReaperActor, "reaper", redis_url, (count, namespace), prefix, idle)
     gateway = (
-        named(GatewayActor, "gateway", redis_url, (count, namespace), master_key_path, prefix,
-              gateway_host, gateway_port, idle)
+        named(
+            GatewayActor,
+            "gateway",
+            redis_url,
+            (count, namespace),
+            master_key_path,
+            prefix,
+            gateway_host,
+            gateway_port,
+            idle,
+        )
         if gateway_port is not None and master_key_path
         else None
-    )  # fmt: skip
-    installation = Installation(projector, shard_handles, scheduler, hosts, host_of, tenancy,
-                                reaper, names, gateway)  # fmt: skip
+    )
+    installation = Installation(
+        projector, shard_handles, scheduler, hosts, host_of, tenancy, reaper, names, gateway
+    )
     try:
         ray.get([h.ready.remote() for h in installation.handles()])
     except BaseException:

@@ -20,12 +20,28 @@ from ._traced import traced_actor
 
 __all__ = ["TENANCY_COMMANDS", "TenancyActor"]
 
-TENANCY_COMMANDS = frozenset({
-    "create_domain", "update_domain", "create_project", "update_project", "create_user",
-    "update_user", "add_member", "remove_member", "issue_keypair", "update_keypair",
-    "set_policy", "set_preset", "set_scaling_group", "associate", "dissociate",
-    "register_image", "set_alias", "set_manager_status",
-})  # fmt: skip
+TENANCY_COMMANDS = frozenset(
+    {
+        "create_domain",
+        "update_domain",
+        "create_project",
+        "update_project",
+        "create_user",
+        "update_user",
+        "add_member",
+        "remove_member",
+        "issue_keypair",
+        "update_keypair",
+        "set_policy",
+        "set_preset",
+        "set_scaling_group",
+        "associate",
+        "dissociate",
+        "register_image",
+        "set_alias",
+        "set_manager_status",
+    }
+)
 
 
 @ray.remote(max_restarts=-1)

@@ -83,9 +83,15 @@ class BatchEngine:
         log = self._task_log()
         try:
             process = subprocess.Popen(
-                command, shell=True, cwd=self.work_dir, env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=os.setpgrp,
-            )  # fmt: skip
+                command,
+                shell=True,
+                cwd=self.work_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                preexec_fn=os.setpgrp,
+            )
         except OSError as exc:
             self.outbox.send("stderr", "kernelhub: cannot run the command: " + str(exc) + "\n")
             return -1

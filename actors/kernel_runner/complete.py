@@ -39,8 +39,9 @@ def _complete(namespace: dict[str, Any], text: str) -> list[str]:
     if found:
         module = sys.modules.get(found.group(1))
         names = dir(module) if module is not None else _submodules(found.group(1) + ".")
-        return [n.rsplit(".", 1)[-1] for n in names
-                if n.rsplit(".", 1)[-1].startswith(found.group(2))]  # fmt: skip
+        return [
+            n.rsplit(".", 1)[-1] for n in names if n.rsplit(".", 1)[-1].startswith(found.group(2))
+        ]
     found = _IMPORT.match(text)
     if found:
         return _submodules(found.group(1))
@@ -66,9 +67,16 @@ def _submodules(prefix: str) -> list[str]:
         path = getattr(package, "__path__", None)
         if path is None:
             return []
-        return [package_name + "." + m.name for m in pkgutil.iter_modules(path)
-                if m.name.startswith(rest)]  # fmt: skip
+        return [
+            package_name + "." + m.name
+            for m in pkgutil.iter_modules(path)
+            if m.name.startswith(rest)
+        ]
     names = set(sys.builtin_module_names)
     names.update(m.name for m in pkgutil.iter_modules())
-    return [n for n in names if (n.startswith(prefix) and not n.startswith("_")) or
-            (prefix.startswith("_") and n.startswith(prefix))]  # fmt: skip
+    return [
+        n
+        for n in names
+        if (n.startswith(prefix) and not n.startswith("_"))
+        or (prefix.startswith("_") and n.startswith(prefix))
+    ]

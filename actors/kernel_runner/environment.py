@@ -46,5 +46,5 @@ def child_environ(
         if os.path.isdir(p)
     ]
     rest = [p for p in env["PATH"].split(":") if p and p not in promoted]
-    env["PATH"] = ":".join(promoted + rest)  # fmt: skip
+    env["PATH"] = ":".join(promoted + rest)
     return env

@@ -48,19 +48,32 @@ class Runner:
         self.outbox = Outbox()
         self.tasks: queue.Queue[tuple[str, str]] = queue.Queue()
         self.work_dir = os.path.abspath(options.work_dir)
-        env = child_environ(os.environ, os.environ.get("HOME") or self.work_dir,
-                            os.path.join(options.config_dir, "environ.txt"))  # fmt: skip
+        env = child_environ(
+            os.environ,
+            os.environ.get("HOME") or self.work_dir,
+            os.path.join(options.config_dir, "environ.txt"),
+        )
         os.environ.clear()
         os.environ.update(env)
         self.query = QueryEngine(self.outbox, enabled=options.query)
         kernel_id = os.environ.get("BACKENDAI_KERNEL_ID", "")
-        self.batch = BatchEngine(self.outbox, self.work_dir, options.runtime_path,
-                                 options.batch_record, kernel_id)  # fmt: skip
-        self.services = Services(load_definitions(options.service_defs), self.work_dir,
-                                 options.runtime_path, dict(env), options.port_timeout)  # fmt: skip
-        self.monitor = ProcessMonitor(options.snapshot_interval, options.oom_polls,
-                                      options.oom_poll_interval, session=os.getsid(0),
-                                      report=self._warn)  # fmt: skip
+        self.batch = BatchEngine(
+            self.outbox, self.work_dir, options.runtime_path, options.batch_record, kernel_id
+        )
+        self.services = Services(
+            load_definitions(options.service_defs),
+            self.work_dir,
+            options.runtime_path,
+            dict(env),
+            options.port_timeout,
+        )
+        self.monitor = ProcessMonitor(
+            options.snapshot_interval,
+            options.oom_polls,
+            options.oom_poll_interval,
+            session=os.getsid(0),
+            report=self._warn,
+        )
         self.tunnel = Tunnel(options.proxy_socket, self.work_dir) if options.proxy_socket else None
         self.stopping = threading.Event()
         self.terminated = False

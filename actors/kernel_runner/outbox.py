@@ -47,8 +47,11 @@ class Outbox:
             op, data = _within_cap(op, data)
         with self._cond:
             if op in MERGEABLE and threading.current_thread() is not self._thread:
-                while (self._conn is not None and not self._closed
-                       and self._pending_bytes >= WRITE_AHEAD):  # fmt: skip
+                while (
+                    self._conn is not None
+                    and not self._closed
+                    and self._pending_bytes >= WRITE_AHEAD
+                ):
                     self._cond.wait(0.1)  # a signal (interrupt) still lands meanwhile
             self._pending.append((op, data))
             self._pending_bytes += len(data)
@@ -98,9 +101,13 @@ class Outbox:
             records: list[tuple[str, bytes]] = []
             while self._pending and len(records) < 256:
                 op, data = self._pending.popleft()
-                while (op in MERGEABLE and self._pending and self._pending[0][0] == op
-                       and len(data) < MAX_MERGED
-                       and len(data) + len(self._pending[0][1]) <= MAX_RECORD):  # fmt: skip
+                while (
+                    op in MERGEABLE
+                    and self._pending
+                    and self._pending[0][0] == op
+                    and len(data) < MAX_MERGED
+                    and len(data) + len(self._pending[0][1]) <= MAX_RECORD
+                ):
                     data += self._pending.popleft()[1]
                 records.append((op, data))
             self._pending_bytes -= sum(len(data) for _, data in records)

@@ -43,11 +43,16 @@ def read_proc(pid: int) -> ProcStat | None:
     name = stat[stat.index("(") + 1 : stat.rindex(")")]
     fields = stat[stat.rindex(")") + 2 :].split()
     return ProcStat(
-        pid=pid, name=name, cmdline=cmdline or "[" + name + "]", status=fields[0],
-        ppid=int(fields[1]), session=int(fields[3]),
-        started_s=int(fields[19]) / _CLOCK_TICKS, vsize=int(fields[20]),
+        pid=pid,
+        name=name,
+        cmdline=cmdline or "[" + name + "]",
+        status=fields[0],
+        ppid=int(fields[1]),
+        session=int(fields[3]),
+        started_s=int(fields[19]) / _CLOCK_TICKS,
+        vsize=int(fields[20]),
         rss=int(fields[21]) * _PAGE,
-    )  # fmt: skip
+    )
 
 
 def scan_proc_stats(session: int | None = None) -> dict[int, ProcStat]:
@@ -72,8 +77,10 @@ def _uptime() -> float:
 
 def describe(stat: ProcStat, now_s: float) -> str:
     age = max(0.0, now_s - stat.started_s)
-    return (f"{stat.pid} (running for {age:.0f}s, vm: {stat.vsize / 2**20:.1f}m, "
-            f"rss: {stat.rss / 2**20:.1f}m): {stat.cmdline}")  # fmt: skip
+    return (
+        f"{stat.pid} (running for {age:.0f}s, vm: {stat.vsize / 2**20:.1f}m, "
+        f"rss: {stat.rss / 2**20:.1f}m): {stat.cmdline}"
+    )
 
 
 def process_chain(victim: int, known: dict[int, ProcStat], now_s: float) -> str:

@@ -29,8 +29,10 @@ class QueryEngine:
         self.stderr = ConsoleStream(outbox, "stderr")
         self.user_input = UserInput(outbox, self.stdout)
         self.namespace: dict[str, Any] = {
-            "__name__": "__main__", "__builtins__": builtins, "display": self.display,
-        }  # fmt: skip
+            "__name__": "__main__",
+            "__builtins__": builtins,
+            "display": self.display,
+        }
         self.executing = False
         """Whether user code runs now (SIGINT interrupts it only then)."""
         self._loop: Any = None

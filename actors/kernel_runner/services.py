@@ -123,9 +123,12 @@ class Services:
         env.update(self._envs(definition, options.get("envs") or {}))
         env["LD_LIBRARY_PATH"] = env.get("LD_LIBRARY_PATH", "").replace("/opt/backend.ai/lib:", "")
         process = subprocess.Popen(
-            command, cwd=self.work_dir, env=env, stdin=subprocess.DEVNULL,
+            command,
+            cwd=self.work_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
             preexec_fn=os.setpgrp,
-        )  # fmt: skip
+        )
         if not _wait_for_port(port, self.port_timeout_s, process):
             _stop_group(process)
             raise ServiceError("opening the service port timed out: " + name)
@@ -156,8 +159,10 @@ class Services:
 
     def _prestart(self, action: dict[str, Any], variables: dict[str, Any]) -> Any:
         kind = action.get("action")
-        args = {k: (v.format_map(variables) if isinstance(v, str) else v)
-                for k, v in (action.get("args") or {}).items()}  # fmt: skip
+        args = {
+            k: (v.format_map(variables) if isinstance(v, str) else v)
+            for k, v in (action.get("args") or {}).items()
+        }
         if kind == "write_file":
             path = os.path.join(self.work_dir, args["filename"])
             with open(path, "a" if args.get("append") else "w") as target:
@@ -175,8 +180,10 @@ class Services:
             return None
         if kind == "run_command":
             done = subprocess.run(args["command"], cwd=self.work_dir, capture_output=True)
-            return {"out": done.stdout.decode("utf-8", "replace"),
-                    "err": done.stderr.decode("utf-8", "replace")}  # fmt: skip
+            return {
+                "out": done.stdout.decode("utf-8", "replace"),
+                "err": done.stderr.decode("utf-8", "replace"),
+            }
         if kind == "log":
             log.info("%s", args.get("message", ""))
             return None
@@ -200,11 +207,20 @@ class Services:
 
     def apps(self, name: str = "") -> list[dict[str, Any]]:
         """The ``apps-result`` data: the definitions (one, or all)."""
-        chosen = [self.definitions[name]] if name in self.definitions else (
-            [] if name else list(self.definitions.values()))  # fmt: skip
-        return [{"name": d.name, "url_template": d.url_template,
-                 "allowed_arguments": d.allowed_arguments, "allowed_envs": d.allowed_envs}
-                for d in chosen]  # fmt: skip
+        chosen = (
+            [self.definitions[name]]
+            if name in self.definitions
+            else ([] if name else list(self.definitions.values()))
+        )
+        return [
+            {
+                "name": d.name,
+                "url_template": d.url_template,
+                "allowed_arguments": d.allowed_arguments,
+                "allowed_envs": d.allowed_envs,
+            }
+            for d in chosen
+        ]
 
 
 def _wait_for_port(port: int, timeout_s: float, process: subprocess.Popen[bytes]) -> bool:

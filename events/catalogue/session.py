@@ -73,8 +73,9 @@ class SessionCreationSpec(Record):
     dependencies: list[UUID] = Field(default=[], max_length=MAX_KERNELS)
     starts_at: datetime | None = None
     startup_command: Annotated[str, StringConstraints(max_length=MAX_STARTUP_COMMAND)] | None = None
-    preopen_ports: list[int] | None = Field(default=None, max_length=MAX_KERNELS,
-                                            exclude_if=lambda v: v is None)  # fmt: skip
+    preopen_ports: list[int] | None = Field(
+        default=None, max_length=MAX_KERNELS, exclude_if=lambda v: v is None
+    )
     """Ports the kernel's apps may listen on, reachable through the app tunnel."""
 
 

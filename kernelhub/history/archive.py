@@ -45,9 +45,14 @@ class ArchiveResult:
     until: str
 
     def as_json(self) -> dict[str, Any]:
-        return {"sessions": self.sessions, "events": self.events, "file": self.file,
-                "memory_before": self.memory_before, "memory_after": self.memory_after,
-                "until": self.until}  # fmt: skip
+        return {
+            "sessions": self.sessions,
+            "events": self.events,
+            "file": self.file,
+            "memory_before": self.memory_before,
+            "memory_after": self.memory_after,
+            "until": self.until,
+        }
 
 
 async def _lowest_checkpoint(store: RedisEventStore) -> str:
@@ -111,8 +116,9 @@ async def archive_before(store: RedisEventStore, cutoff: Cutoff, directory: Path
     record = ArchiveFile(path, first, last, len(entries), len(moving))
     await store.redis.hset(store.keys.archive, str(path), record.as_json())
     await _delete(store, moving, [(e["position"], e["body"]["event_id"]) for e in entries])
-    return ArchiveResult(len(moving), len(entries), str(path), memory_before,
-                         await _used_memory(store), until)  # fmt: skip
+    return ArchiveResult(
+        len(moving), len(entries), str(path), memory_before, await _used_memory(store), until
+    )
 
 
 def _write(directory: Path, name: str, entries: list[dict[str, Any]]) -> Path:

@@ -67,18 +67,25 @@ async def cluster_as_of(store: RedisEventStore, cutoff: Cutoff) -> dict[str, Any
     number of events folded, as of the cutoff."""
     events = await stored_events_until(store, cutoff)
     working = _fold(default_projections(), events)
-    sessions = [r for (kind, _), r in working["sessions"].current.items()
-                if kind == "session" and r is not None]  # fmt: skip
-    agents = [r for (kind, _), r in working["agents"].current.items()
-              if kind == "agent" and r is not None]  # fmt: skip
+    sessions = [
+        r
+        for (kind, _), r in working["sessions"].current.items()
+        if kind == "session" and r is not None
+    ]
+    agents = [
+        r for (kind, _), r in working["agents"].current.items() if kind == "agent" and r is not None
+    ]
     return {
         "as_of": cutoff.shown,
         "events": len(events),
         "last_position": events[-1].position if events else None,
         "sessions": dict(sorted(Counter(r["status"] for r in sessions).items())),
         "agents": {
-            a["id"]: {"status": a["status"], "available_slots": a["available_slots"],
-                      "occupied_slots": a["occupied_slots"]}
+            a["id"]: {
+                "status": a["status"],
+                "available_slots": a["available_slots"],
+                "occupied_slots": a["occupied_slots"],
+            }
             for a in sorted(agents, key=lambda a: a["id"])
         },
-    }  # fmt: skip
+    }

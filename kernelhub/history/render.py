@@ -62,15 +62,23 @@ def short_stream(stream: str) -> str:
 def event_line(event: StoredEvent, *, colour: bool = False) -> str:
     data = redact(event.type, event.data)
     own = event.stream.partition("-")[2]
-    fields = [f for k, v in sorted(data.items())
-              if not (k == "session_id" and str(v) == own) and (f := _field(k, v))]  # fmt: skip
+    fields = [
+        f
+        for k, v in sorted(data.items())
+        if not (k == "session_id" and str(v) == own) and (f := _field(k, v))
+    ]
     kind = event.type.split("_", 1)[0]
     code = "31" if event.type.endswith(_ALARMS) else _COLOURS.get(kind, "34")
     stream = short_stream(event.stream)
-    return "  ".join([
-        _paint(iso_ms(event.position_ms), "2", colour), f"{stream:18}", f"v{event.version:<3}",
-        _paint(f"{event.type:26}", code, colour), " ".join(fields),
-    ]).rstrip()  # fmt: skip
+    return "  ".join(
+        [
+            _paint(iso_ms(event.position_ms), "2", colour),
+            f"{stream:18}",
+            f"v{event.version:<3}",
+            _paint(f"{event.type:26}", code, colour),
+            " ".join(fields),
+        ]
+    ).rstrip()
 
 
 def event_json(event: StoredEvent, *, with_secrets: bool = False) -> dict[str, Any]:
@@ -79,5 +87,10 @@ def event_json(event: StoredEvent, *, with_secrets: bool = False) -> dict[str, A
     body = dict(event.body)
     if not with_secrets:
         body["data"] = redact(event.type, event.data)
-    return {"position": event.position, "stream": event.stream, "version": event.version,
-            "time": iso_ms(event.position_ms), "body": body}  # fmt: skip
+    return {
+        "position": event.position,
+        "stream": event.stream,
+        "version": event.version,
+        "time": iso_ms(event.position_ms),
+        "body": body,
+    }

@@ -42,9 +42,12 @@ class ImportRefused(Exception):
 
 
 async def export_log(
-    store: RedisEventStore, out: TextIO, *, with_secrets: bool = False,
+    store: RedisEventStore,
+    out: TextIO,
+    *,
+    with_secrets: bool = False,
     progress: Progress | None = None,
-) -> int:  # fmt: skip
+) -> int:
     """Write every event, in log order (the archived ones in their place), one JSON
     object per line; how many."""
     files = await archive_files(store.redis, store.keys.archive)
@@ -77,8 +80,11 @@ def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _fields(entry: dict[str, Any]) -> dict[Any, Any]:
-    return {"s": str(entry["stream"]), "v": str(entry["version"]),
-            "e": canonical_dumps(entry["body"])}  # fmt: skip
+    return {
+        "s": str(entry["stream"]),
+        "v": str(entry["version"]),
+        "e": canonical_dumps(entry["body"]),
+    }
 
 
 def _check(store: RedisEventStore, path: Path) -> int:
@@ -98,14 +104,18 @@ def _check(store: RedisEventStore, path: Path) -> int:
             raise ImportRefused(f"line {number}: position {position} does not follow the last")
         last = position_key(position)
         if event.version != versions.get(event.stream, 0) + 1:
-            raise ImportRefused(f"line {number}: {event.stream} version {event.version} where "
-                                f"{versions.get(event.stream, 0) + 1} was next")  # fmt: skip
+            raise ImportRefused(
+                f"line {number}: {event.stream} version {event.version} where "
+                f"{versions.get(event.stream, 0) + 1} was next"
+            )
         versions[event.stream] = event.version
         secret = SECRET_FIELDS.get(event.type) or ()
         data = entry["body"].get("data") or {}
         if any(data.get(name) == REDACTED for name in secret):
-            raise ImportRefused(f"line {number}: {event.type} has its secrets redacted: import "
-                                "an export made with --with-secrets")  # fmt: skip
+            raise ImportRefused(
+                f"line {number}: {event.type} has its secrets redacted: import "
+                "an export made with --with-secrets"
+            )
         count += 1
     return count
 

@@ -34,8 +34,18 @@ __all__ = ["LogVerifier", "Violation"]
 _ZERO = Decimal(0)
 _NEW = "NEW"
 _ENDED = frozenset({"TERMINATED", "CANCELLED"})
-_LIVE = frozenset({"SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING",
-                   "RUNNING_DEGRADED", "ERROR", "TERMINATING"})  # fmt: skip
+_LIVE = frozenset(
+    {
+        "SCHEDULED",
+        "PREPARING",
+        "PULLING",
+        "RUNNING",
+        "RESTARTING",
+        "RUNNING_DEGRADED",
+        "ERROR",
+        "TERMINATING",
+    }
+)
 _MAY_FOLLOW: Mapping[str, frozenset[str]] = {
     "session_enqueued": frozenset({_NEW}),
     "session_scheduled": frozenset({"PENDING"}),
@@ -51,11 +61,15 @@ _MAY_FOLLOW: Mapping[str, frozenset[str]] = {
 }
 """Which statuses a session may be in when each status event is appended."""
 _BECOMES = {
-    "session_enqueued": "PENDING", "session_scheduled": "SCHEDULED",
-    "session_preparing": "PREPARING", "kernel_pulling": "PULLING",
-    "session_started": "RUNNING", "session_terminating": "TERMINATING",
-    "session_terminated": "TERMINATED", "session_cancelled": "CANCELLED",
-}  # fmt: skip
+    "session_enqueued": "PENDING",
+    "session_scheduled": "SCHEDULED",
+    "session_preparing": "PREPARING",
+    "kernel_pulling": "PULLING",
+    "session_started": "RUNNING",
+    "session_terminating": "TERMINATING",
+    "session_terminated": "TERMINATED",
+    "session_cancelled": "CANCELLED",
+}
 
 
 @dataclass(frozen=True)
@@ -119,15 +133,27 @@ class LogVerifier:
         for kernel, hold in sorted(self._holds.items(), key=lambda item: item[1].position):
             ended = self._ended_ms.get(hold.session)
             if ended is not None and self._last_ms - ended > self.grace_ms:
-                self._flag("release", hold.position, f"session-{hold.session}", None,
-                           "alloc_reserved",
-                           f"kernel {kernel} of an ended session still holds {_plain(hold.slots)} "
-                           f"on {hold.agent}")  # fmt: skip
+                self._flag(
+                    "release",
+                    hold.position,
+                    f"session-{hold.session}",
+                    None,
+                    "alloc_reserved",
+                    f"kernel {kernel} of an ended session still holds {_plain(hold.slots)} "
+                    f"on {hold.agent}",
+                )
         return self.violations
 
     # ---- checks -------------------------------------------------------------------------------
-    def _flag(self, rule: str, position: str, stream: str, version: int | None,
-              kind: str | None, message: str) -> None:  # fmt: skip
+    def _flag(
+        self,
+        rule: str,
+        position: str,
+        stream: str,
+        version: int | None,
+        kind: str | None,
+        message: str,
+    ) -> None:
         self.violations.append(Violation(rule, position, stream, version, kind, message))
 
     def _flag_event(self, rule: str, event: Event, message: str) -> None:
@@ -137,8 +163,9 @@ class LogVerifier:
         expected = self._versions.get(event.stream, 0) + 1
         if event.version != expected:
             what = "a gap" if event.version > expected else "a repeat"
-            self._flag_event("versions", event, f"version {event.version} where {expected} "
-                             f"was next ({what})")  # fmt: skip
+            self._flag_event(
+                "versions", event, f"version {event.version} where {expected} was next ({what})"
+            )
         self._versions[event.stream] = max(event.version, self._versions.get(event.stream, 0))
 
     def _check_session(self, event: Event) -> None:
@@ -149,8 +176,11 @@ class LogVerifier:
             key = (sid, "end" if kind != "session_started" else "start")
             self._counts[key] = self._counts.get(key, 0) + 1
             if self._counts[key] > 1:
-                self._flag_event("once", event, "the session already "
-                                 + ("started" if key[1] == "start" else "ended"))  # fmt: skip
+                self._flag_event(
+                    "once",
+                    event,
+                    "the session already " + ("started" if key[1] == "start" else "ended"),
+                )
         allowed = _MAY_FOLLOW.get(kind)
         if allowed is None:
             return
@@ -174,16 +204,21 @@ class LogVerifier:
                 free = self._free(agent)
                 short = {k: v for k, v in wanted.items() if v > free.get(k, _ZERO)}
                 if short:
-                    self._flag_event("capacity", event,
-                                     f"kernel {allocation.kernel_id} got {_plain(wanted)} on "
-                                     f"{agent} with only {_plain(free)} free")  # fmt: skip
+                    self._flag_event(
+                        "capacity",
+                        event,
+                        f"kernel {allocation.kernel_id} got {_plain(wanted)} on "
+                        f"{agent} with only {_plain(free)} free",
+                    )
                 hold = _Hold(agent, wanted, str(data.session_id), event.position)
                 self._put_hold(str(allocation.kernel_id), hold)
         elif event.type == "alloc_settled":
             held = self._holds.get(str(data.kernel_id))
             if held is not None:
-                self._put_hold(str(data.kernel_id), _Hold(held.agent, _decimals(data.actual),
-                                                          held.session, held.position))  # fmt: skip
+                self._put_hold(
+                    str(data.kernel_id),
+                    _Hold(held.agent, _decimals(data.actual), held.session, held.position),
+                )
         elif event.type == "alloc_released":
             self._drop_hold(str(data.kernel_id))
 

@@ -25,11 +25,15 @@ from .positions import iso_ms
 __all__ = ["Explanation", "explain"]
 
 _STATUS_OF = {
-    "session_enqueued": "PENDING", "session_scheduled": "SCHEDULED",
-    "session_preparing": "PREPARING", "kernel_pulling": "PULLING", "session_started": "RUNNING",
-    "session_terminating": "TERMINATING", "session_terminated": "TERMINATED",
+    "session_enqueued": "PENDING",
+    "session_scheduled": "SCHEDULED",
+    "session_preparing": "PREPARING",
+    "kernel_pulling": "PULLING",
+    "session_started": "RUNNING",
+    "session_terminating": "TERMINATING",
+    "session_terminated": "TERMINATED",
     "session_cancelled": "CANCELLED",
-}  # fmt: skip
+}
 
 
 @dataclass
@@ -41,8 +45,13 @@ class Explanation:
     lines: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        return {"session_id": self.session_id, "name": self.name, "status": self.status,
-                "since": self.since, "because": self.lines}  # fmt: skip
+        return {
+            "session_id": self.session_id,
+            "name": self.name,
+            "status": self.status,
+            "since": self.since,
+            "because": self.lines,
+        }
 
 
 def _span(ms: float) -> str:
@@ -80,9 +89,11 @@ def _why_pending(events: Sequence[Event], waited_ms: int, out: Explanation) -> N
         out.lines.append("no scheduling attempt has failed: waiting for the scheduler's next pass")
         return
     last: Any = failures[-1].data
-    out.lines.append(f"scheduling attempts have failed since {iso_ms(failures[0].position_ms)}; "
-                     f"as last recorded (retry {last.retries}, "
-                     f"{iso_ms(failures[-1].position_ms)}):")  # fmt: skip
+    out.lines.append(
+        f"scheduling attempts have failed since {iso_ms(failures[0].position_ms)}; "
+        f"as last recorded (retry {last.retries}, "
+        f"{iso_ms(failures[-1].position_ms)}):"
+    )
     for failure in last.failed_predicates or ():
         out.lines.append(f"  {failure.name}: {failure.msg or 'failed'}")
     if not last.failed_predicates:
@@ -90,8 +101,14 @@ def _why_pending(events: Sequence[Event], waited_ms: int, out: Explanation) -> N
 
 
 def _where(events: Sequence[Event], out: Explanation) -> None:
-    agents = sorted({p.agent_id for e in events if e.type == "session_scheduled"
-                     for p in (getattr(e.data, "placements", None) or ())})  # fmt: skip
+    agents = sorted(
+        {
+            p.agent_id
+            for e in events
+            if e.type == "session_scheduled"
+            for p in (getattr(e.data, "placements", None) or ())
+        }
+    )
     if agents:
         out.lines.append(f"placed on {', '.join(agents)}")
     activity = [e for e in events if e.type == "session_activity"]
@@ -105,22 +122,27 @@ def _why_ended(events: Sequence[Event], out: Explanation) -> None:
     for event in events:
         data: Any = event.data
         if event.type == "session_terminating":
-            out.lines.append(f"destroy asked at {iso_ms(event.position_ms)}: "
-                             f"{data.reason or 'no reason given'}")  # fmt: skip
+            out.lines.append(
+                f"destroy asked at {iso_ms(event.position_ms)}: {data.reason or 'no reason given'}"
+            )
             if data.idle:
                 out.lines += _idle_evidence(data.reason, data.idle)
         elif event.type == "kernel_terminated":
-            out.lines.append(f"kernel {str(data.kernel_id)[:8]} ended {data.reason} "
-                             f"(exit code {data.exit_code})")  # fmt: skip
+            out.lines.append(
+                f"kernel {str(data.kernel_id)[:8]} ended {data.reason} (exit code {data.exit_code})"
+            )
         elif event.type in ("session_success", "session_failure"):
-            out.lines.append(f"batch command {event.type.removeprefix('session_')} "
-                             f"(exit code {data.exit_code})")  # fmt: skip
+            out.lines.append(
+                f"batch command {event.type.removeprefix('session_')} (exit code {data.exit_code})"
+            )
         elif event.type == "session_cancelled":
             out.lines.append(f"cancelled at {iso_ms(event.position_ms)}: {data.reason}")
             if data.error:
                 error = data.error
-                out.lines.append(f"  {error.get('name', 'error')} on {error.get('agent_id', '?')}: "
-                                 f"{error.get('repr', '')}")  # fmt: skip
+                out.lines.append(
+                    f"  {error.get('name', 'error')} on {error.get('agent_id', '?')}: "
+                    f"{error.get('repr', '')}"
+                )
         elif event.type == "session_terminated":
             out.lines.append(f"ended at {iso_ms(event.position_ms)}: {data.reason}")
 
@@ -145,7 +167,7 @@ def _idle_evidence(reason: str, evidence: dict[str, Any]) -> list[str]:
         used = ", ".join(
             f"{metric} {'n/a' if avg is None else round(float(avg), 1)} (threshold {limit})"
             for metric, (avg, limit) in sorted((extra.get("resources") or {}).items())
-        )  # fmt: skip
+        )
         operator = extra.get("thresholds_check_operator", "and")
         return [f"  utilization under its thresholds over the window ({operator}): {used}"]
     return []

@@ -123,8 +123,9 @@ class AsyncClient:
                 f"cannot reach {self.config.endpoint}: {exc or type(exc).__name__}"
             ) from None
         if response.status_code >= 400:
-            raise api_error(response.status_code, response.content,
-                            response.headers.get(CORRELATION_HEADER))  # fmt: skip
+            raise api_error(
+                response.status_code, response.content, response.headers.get(CORRELATION_HEADER)
+            )
         return response
 
     @asynccontextmanager
@@ -136,8 +137,11 @@ class AsyncClient:
         try:
             async with self._http.stream(method, path, **options) as response:
                 if response.status_code >= 400:
-                    raise api_error(response.status_code, await response.aread(),
-                                    response.headers.get(CORRELATION_HEADER))  # fmt: skip
+                    raise api_error(
+                        response.status_code,
+                        await response.aread(),
+                        response.headers.get(CORRELATION_HEADER),
+                    )
                 yield response
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"{what} broke: {exc or type(exc).__name__}") from None
@@ -295,9 +299,13 @@ class AsyncClient:
         if session is not None:
             params["sessionId"] = str(await self._resolve(str(session), None))
         parser = SSEParser()
-        async with self.streamed("GET", "/events/session", what="the event stream",
-                                 params=params, timeout=httpx.Timeout(None, connect=10)
-                                 ) as response:  # fmt: skip
+        async with self.streamed(
+            "GET",
+            "/events/session",
+            what="the event stream",
+            params=params,
+            timeout=httpx.Timeout(None, connect=10),
+        ) as response:
             async for line in response.aiter_lines():
                 message = parser.feed(line)
                 if message is None:
@@ -528,8 +536,9 @@ class AsyncSession:
     ) -> list[Path]:
         """Copy files (or directories) from it into ``dest``; returns the files written."""
         received = bytearray()
-        async with self.client.streamed("GET", f"{self._path}/download", what="the download",
-                                        json={"files": list(names)}) as response:  # fmt: skip
+        async with self.client.streamed(
+            "GET", f"{self._path}/download", what="the download", json={"files": list(names)}
+        ) as response:
             total = int(response.headers.get("Content-Length") or 0)
             async for chunk in response.aiter_raw():
                 received += chunk

@@ -25,18 +25,36 @@ KIND = "agent"
 
 def _new_agent(agent_id: str, event: StoredEvent) -> Record:
     return {
-        "id": agent_id, "status": "ALIVE", "status_changed": iso_of(event.position_ms),
-        "scaling_group": "default", "architecture": "x86_64", "available_slots": {},
-        "occupied_slots": {}, "holds": {}, "addr": "", "public_host": None, "region": None,
-        "version": "", "schedulable": True, "compute_plugins": {}, "isolation": None,
-        "first_contact": iso_of(event.position_ms), "lost_at": None,
-    }  # fmt: skip
+        "id": agent_id,
+        "status": "ALIVE",
+        "status_changed": iso_of(event.position_ms),
+        "scaling_group": "default",
+        "architecture": "x86_64",
+        "available_slots": {},
+        "occupied_slots": {},
+        "holds": {},
+        "addr": "",
+        "public_host": None,
+        "region": None,
+        "version": "",
+        "schedulable": True,
+        "compute_plugins": {},
+        "isolation": None,
+        "first_contact": iso_of(event.position_ms),
+        "lost_at": None,
+    }
 
 
-_FOLDED = frozenset({
-    "agent_registered", "agent_started", "agent_terminated",
-    "alloc_reserved", "alloc_settled", "alloc_released",
-})  # fmt: skip
+_FOLDED = frozenset(
+    {
+        "agent_registered",
+        "agent_started",
+        "agent_terminated",
+        "alloc_reserved",
+        "alloc_settled",
+        "alloc_released",
+    }
+)
 
 
 def _agent_of_stream(event: StoredEvent) -> str | None:
@@ -84,12 +102,15 @@ class AgentsProjection(IndexedProjection):
             record.update(
                 scaling_group=data.get("scaling_group", "default"),
                 architecture=data.get("architecture", "x86_64"),
-                available_slots=slots_json(data["available_slots"]), addr=data.get("addr", ""),
-                public_host=data.get("public_host"), region=data.get("region"),
-                version=data.get("version", ""), schedulable=data.get("schedulable", True),
+                available_slots=slots_json(data["available_slots"]),
+                addr=data.get("addr", ""),
+                public_host=data.get("public_host"),
+                region=data.get("region"),
+                version=data.get("version", ""),
+                schedulable=data.get("schedulable", True),
                 compute_plugins=data.get("compute_plugins") or {},
                 isolation=data.get("isolation"),
-            )  # fmt: skip
+            )
         elif event.type == "agent_started":
             if record["status"] != "ALIVE":
                 record.update(status="ALIVE", status_changed=at, lost_at=None)

@@ -33,29 +33,68 @@ _TERMINAL = ("TERMINATED", "CANCELLED")
 
 def _new_kernel(kernel_id: str) -> Record:
     return {
-        "id": kernel_id, "cluster_role": "main", "cluster_idx": 1, "local_rank": 0,
-        "cluster_hostname": "main1", "role": "COMPUTE", "image": "", "architecture": "x86_64",
-        "status": "PENDING", "status_info": "", "status_data": None, "status_history": {},
-        "agent": None, "agent_addr": None, "requested_slots": {}, "occupied_slots": {},
-        "container_id": None, "exit_code": None, "service_ports": [], "kernel_host": None,
-        "created_at": None, "terminated_at": None,
-    }  # fmt: skip
+        "id": kernel_id,
+        "cluster_role": "main",
+        "cluster_idx": 1,
+        "local_rank": 0,
+        "cluster_hostname": "main1",
+        "role": "COMPUTE",
+        "image": "",
+        "architecture": "x86_64",
+        "status": "PENDING",
+        "status_info": "",
+        "status_data": None,
+        "status_history": {},
+        "agent": None,
+        "agent_addr": None,
+        "requested_slots": {},
+        "occupied_slots": {},
+        "container_id": None,
+        "exit_code": None,
+        "service_ports": [],
+        "kernel_host": None,
+        "created_at": None,
+        "terminated_at": None,
+    }
 
 
 def _new_session(session_id: str, event: StoredEvent) -> Record:
     return {
-        "id": session_id, "name": None, "creation_id": None, "access_key": None,
-        "user_id": None, "project_id": None, "domain": None, "type": "interactive",
-        "image": "", "architecture": "x86_64", "cluster_mode": "single-node",
-        "cluster_size": 1, "scaling_group": None, "status": "PENDING", "status_info": "",
-        "status_data": None, "status_history": {}, "created_at": iso_of(event.position_ms),
-        "created_ms": event.position_ms, "order": _order(event.position),
-        "terminated_at": None, "starts_at": None, "startup_command": None,
-        "dependencies": [], "result": "undefined", "requested_slots": {},
-        "occupying_slots": {}, "usage_slots": {}, "running_since_ms": None, "ended_ms": None,
+        "id": session_id,
+        "name": None,
+        "creation_id": None,
+        "access_key": None,
+        "user_id": None,
+        "project_id": None,
+        "domain": None,
+        "type": "interactive",
+        "image": "",
+        "architecture": "x86_64",
+        "cluster_mode": "single-node",
+        "cluster_size": 1,
+        "scaling_group": None,
+        "status": "PENDING",
+        "status_info": "",
+        "status_data": None,
+        "status_history": {},
+        "created_at": iso_of(event.position_ms),
+        "created_ms": event.position_ms,
+        "order": _order(event.position),
+        "terminated_at": None,
+        "starts_at": None,
+        "startup_command": None,
+        "dependencies": [],
+        "result": "undefined",
+        "requested_slots": {},
+        "occupying_slots": {},
+        "usage_slots": {},
+        "running_since_ms": None,
+        "ended_ms": None,
         "kernels": {},
-        "version": 0, "position": event.position, "stream_version": 0,
-    }  # fmt: skip
+        "version": 0,
+        "position": event.position,
+        "stream_version": 0,
+    }
 
 
 def _order(position: str) -> int:
@@ -74,9 +113,10 @@ def _set_status(record: Record, status: str, at: str, info: str | None = None) -
 def _occupying(record: Record) -> dict[str, str]:
     """What the session's kernels hold now (those not PENDING, CANCELLED or TERMINATED)."""
     return sum_slots(
-        k["occupied_slots"] for k in record["kernels"].values()
+        k["occupied_slots"]
+        for k in record["kernels"].values()
         if k["status"] not in ("PENDING", "CANCELLED", "TERMINATED")
-    )  # fmt: skip
+    )
 
 
 def _kernel(record: Record, kernel_id: Any) -> Record:
@@ -102,28 +142,38 @@ def _on_enqueued(record: Record, event: StoredEvent) -> None:
     spec = data.get("spec")
     if spec is not None:
         record.update(
-            name=spec["name"], access_key=spec["access_key"],
-            domain=spec.get("domain", "default"), user_id=spec.get("user_id"),
-            project_id=spec.get("project_id"), type=spec.get("session_type", "interactive"),
-            image=spec.get("image", ""), architecture=spec.get("architecture", "x86_64"),
+            name=spec["name"],
+            access_key=spec["access_key"],
+            domain=spec.get("domain", "default"),
+            user_id=spec.get("user_id"),
+            project_id=spec.get("project_id"),
+            type=spec.get("session_type", "interactive"),
+            image=spec.get("image", ""),
+            architecture=spec.get("architecture", "x86_64"),
             cluster_mode=spec.get("cluster_mode", "single-node"),
-            cluster_size=spec.get("cluster_size", 1), scaling_group=spec["scaling_group"],
+            cluster_size=spec.get("cluster_size", 1),
+            scaling_group=spec["scaling_group"],
             dependencies=list(spec.get("dependencies") or []),
-            starts_at=spec.get("starts_at"), startup_command=spec.get("startup_command"),
-        )  # fmt: skip
+            starts_at=spec.get("starts_at"),
+            startup_command=spec.get("startup_command"),
+        )
         if spec.get("preopen_ports"):  # added later: records of older sessions stay as they were
             record["preopen_ports"] = list(spec["preopen_ports"])
         for k in spec["kernels"]:
             kernel = _kernel(record, k["kernel_id"])
             requested = slots_json(k["requested_slots"])
             kernel.update(
-                cluster_role=k.get("cluster_role", "main"), cluster_idx=k.get("cluster_idx", 1),
+                cluster_role=k.get("cluster_role", "main"),
+                cluster_idx=k.get("cluster_idx", 1),
                 local_rank=k.get("local_rank", 0),
                 cluster_hostname=k.get("cluster_hostname", "main1"),
-                role=k.get("role", "COMPUTE"), image=k.get("image") or record["image"],
-                architecture=k.get("architecture", "x86_64"), agent=k.get("agent"),
-                requested_slots=requested, occupied_slots=requested,
-            )  # fmt: skip
+                role=k.get("role", "COMPUTE"),
+                image=k.get("image") or record["image"],
+                architecture=k.get("architecture", "x86_64"),
+                agent=k.get("agent"),
+                requested_slots=requested,
+                occupied_slots=requested,
+            )
         record["requested_slots"] = sum_slots(
             k["requested_slots"] for k in record["kernels"].values()
         )
@@ -303,8 +353,12 @@ _HANDLERS: dict[str, Callable[[Record, StoredEvent], None]] = {
 
 def usage_scopes(record: Record) -> list[str]:
     scopes = []
-    for kind, key in (("keypair", "access_key"), ("user", "user_id"), ("project", "project_id"),
-                      ("domain", "domain")):  # fmt: skip
+    for kind, key in (
+        ("keypair", "access_key"),
+        ("user", "user_id"),
+        ("project", "project_id"),
+        ("domain", "domain"),
+    ):
         if record.get(key):
             scopes.append(f"{kind}:{record[key]}")
     return scopes
@@ -355,10 +409,14 @@ class SessionsProjection(IndexedProjection):
         for dependency in record["dependencies"]:
             entries[(f"i:dependants:{dependency}", sid)] = created
         if record["running_since_ms"] is not None and record["ended_ms"] is not None:
-            interval = canonical_dumps({
-                "session": sid, "start": record["running_since_ms"], "end": record["ended_ms"],
-                "slots": record["usage_slots"] or record["requested_slots"],
-            })  # fmt: skip
+            interval = canonical_dumps(
+                {
+                    "session": sid,
+                    "start": record["running_since_ms"],
+                    "end": record["ended_ms"],
+                    "slots": record["usage_slots"] or record["requested_slots"],
+                }
+            )
             for scope in usage_scopes(record):
                 entries[(f"i:usage:closed:{scope}", interval)] = record["ended_ms"]
         return entries
@@ -369,10 +427,13 @@ class SessionsProjection(IndexedProjection):
         if record["access_key"] and record["name"]:
             entries[(f"i:name:{record['access_key']}", record["name"])] = sid
         if record["running_since_ms"] is not None and record["ended_ms"] is None:
-            interval = canonical_dumps({
-                "session": sid, "start": record["running_since_ms"],
-                "slots": record["usage_slots"] or record["requested_slots"],
-            })  # fmt: skip
+            interval = canonical_dumps(
+                {
+                    "session": sid,
+                    "start": record["running_since_ms"],
+                    "slots": record["usage_slots"] or record["requested_slots"],
+                }
+            )
             for scope in usage_scopes(record):
                 entries[(f"i:usage:open:{scope}", sid)] = interval
         return entries

@@ -19,18 +19,25 @@ from ..base import IndexedProjection, IndexEntries, Record, RecordRef, WorkingSe
 __all__ = ["TenancyProjection"]
 
 _KEY = {
-    "domain_created": ("domain", "name"), "domain_updated": ("domain", "name"),
-    "project_created": ("project", "project_id"), "project_updated": ("project", "project_id"),
+    "domain_created": ("domain", "name"),
+    "domain_updated": ("domain", "name"),
+    "project_created": ("project", "project_id"),
+    "project_updated": ("project", "project_id"),
     "project_member_added": ("project", "project_id"),
     "project_member_removed": ("project", "project_id"),
-    "user_created": ("user", "user_id"), "user_updated": ("user", "user_id"),
-    "keypair_issued": ("keypair", "access_key"), "keypair_updated": ("keypair", "access_key"),
-    "keypair_policy_set": ("policy", "name"), "resource_preset_set": ("preset", "name"),
-    "scaling_group_set": ("sgroup", "name"), "scaling_group_associated": ("sgroup", "name"),
+    "user_created": ("user", "user_id"),
+    "user_updated": ("user", "user_id"),
+    "keypair_issued": ("keypair", "access_key"),
+    "keypair_updated": ("keypair", "access_key"),
+    "keypair_policy_set": ("policy", "name"),
+    "resource_preset_set": ("preset", "name"),
+    "scaling_group_set": ("sgroup", "name"),
+    "scaling_group_associated": ("sgroup", "name"),
     "scaling_group_dissociated": ("sgroup", "name"),
-    "image_registered": ("image", "name"), "image_alias_set": ("alias", "alias"),
+    "image_registered": ("image", "name"),
+    "image_alias_set": ("alias", "alias"),
     "manager_status_set": ("manager", "status"),
-}  # fmt: skip
+}
 
 
 def _record_id(event: StoredEvent, key: tuple[str, str]) -> str:
@@ -76,8 +83,13 @@ class TenancyProjection(IndexedProjection):
             if event.type == "scaling_group_associated":
                 allowed.append(target)
             record["for"] = sorted(allowed)
-        elif event.type in ("keypair_policy_set", "scaling_group_set", "image_registered",
-                            "resource_preset_set", "manager_status_set"):  # fmt: skip
+        elif event.type in (
+            "keypair_policy_set",
+            "scaling_group_set",
+            "image_registered",
+            "resource_preset_set",
+            "manager_status_set",
+        ):
             record = (
                 {**data, "for": (record or {}).get("for", [])} if kind == "sgroup" else dict(data)
             )
@@ -104,8 +116,10 @@ class TenancyProjection(IndexedProjection):
     def hash_entries(self, ref: RecordRef, record: Record) -> IndexEntries:
         kind, record_id = ref
         if kind == "user":
-            return {("i:user:email", record["email"]): record_id,
-                    ("i:user:name", record["username"]): record_id}  # fmt: skip
+            return {
+                ("i:user:email", record["email"]): record_id,
+                ("i:user:name", record["username"]): record_id,
+            }
         if kind == "project":
             return {(f"i:project:{record['domain']}", record["name"]): record_id}
         return {}

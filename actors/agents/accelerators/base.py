@@ -114,9 +114,11 @@ class AcceleratorPlugin(ABC):
     def info(self) -> dict[str, Any]:
         """Its entry in the agent's registered ``compute_plugins`` (what an operator sees)."""
         return {
-            "plugin": self.name, "slot": self.slot, "mode": str(self.mode),
+            "plugin": self.name,
+            "slot": self.slot,
+            "mode": str(self.mode),
             "devices": [d.model_dump(exclude_none=True) for d in self.devices()],
-        }  # fmt: skip
+        }
 
     def available(self) -> Decimal:
         """How much of its slot the agent offers."""

@@ -80,11 +80,16 @@ class KernelDevices:
         out: dict[str, list[dict[str, Any]]] = {}
         for plugin, hold in self.holds:
             out[plugin.key] = [
-                {"device_id": d.device_id, "model_name": d.model_name,
-                 "data": {plugin.slot: format(hold[d.device_id].normalize(), "f"),
-                          "mem": d.memory_bytes}}
+                {
+                    "device_id": d.device_id,
+                    "model_name": d.model_name,
+                    "data": {
+                        plugin.slot: format(hold[d.device_id].normalize(), "f"),
+                        "mem": d.memory_bytes,
+                    },
+                }
                 for d in self._devices(plugin, hold)
-            ]  # fmt: skip
+            ]
         return out
 
     def device_ids(self) -> dict[str, list[str]]:
@@ -141,8 +146,9 @@ class Accelerators:
     def held(self, kernel_id: str) -> KernelDevices:
         holds = tuple(
             (self.plugins[key], dict(m.holds[kernel_id]))
-            for key, m in self.maps.items() if kernel_id in m.holds
-        )  # fmt: skip
+            for key, m in self.maps.items()
+            if kernel_id in m.holds
+        )
         return KernelDevices(holds)
 
     def holders(self) -> set[str]:
@@ -154,8 +160,10 @@ class Accelerators:
             plugin, alloc_map = self.plugins.get(key), self.maps.get(key)
             if plugin is None or alloc_map is None:
                 continue
-            hold = {str(e["device_id"]): Decimal(str((e.get("data") or {}).get(plugin.slot, 1)))
-                    for e in entries}  # fmt: skip
+            hold = {
+                str(e["device_id"]): Decimal(str((e.get("data") or {}).get(plugin.slot, 1)))
+                for e in entries
+            }
             alloc_map.restore(kernel_id, hold)
 
     def release(self, kernel_id: str) -> None:

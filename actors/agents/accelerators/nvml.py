@@ -48,9 +48,11 @@ class NvmlAccelerator(AcceleratorPlugin):
     def __init__(self, config: NvmlConfig | None = None) -> None:
         self.config = config or NvmlConfig()
         super().__init__(
-            "cuda", self.config.mode, shares_per_device=self.config.shares_per_device,
+            "cuda",
+            self.config.mode,
+            shares_per_device=self.config.shares_per_device,
             quantum=self.config.quantum,
-        )  # fmt: skip
+        )
         self.unavailable: str | None = None
         self.driver_version = ""
         self._handles: dict[str, Any] = {}
@@ -81,11 +83,13 @@ class NvmlAccelerator(AcceleratorPlugin):
         except Exception:  # older drivers, or no NUMA
             numa = None
         return Device(
-            device_id=str(index), model_name=_text(nvml.nvmlDeviceGetName(handle)),
+            device_id=str(index),
+            model_name=_text(nvml.nvmlDeviceGetName(handle)),
             memory_bytes=int(nvml.nvmlDeviceGetMemoryInfo(handle).total),
             uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
-            bus_id=_text(nvml.nvmlDeviceGetPciInfo(handle).busId), numa_node=numa,
-        )  # fmt: skip
+            bus_id=_text(nvml.nvmlDeviceGetPciInfo(handle).busId),
+            numa_node=numa,
+        )
 
     def devices(self) -> Sequence[Device]:
         return self._devices
@@ -102,10 +106,12 @@ class NvmlAccelerator(AcceleratorPlugin):
         visible = ",".join(uuids)
         return DeviceArgs(
             host_environ={"CUDA_VISIBLE_DEVICES": visible, "NVIDIA_VISIBLE_DEVICES": visible},
-            docker={"DeviceRequests": [
-                {"Driver": "nvidia", "DeviceIDs": uuids, "Capabilities": [["gpu"]]}
-            ]},
-        )  # fmt: skip
+            docker={
+                "DeviceRequests": [
+                    {"Driver": "nvidia", "DeviceIDs": uuids, "Capabilities": [["gpu"]]}
+                ]
+            },
+        )
 
     def stats(self, busy: Mapping[str, float]) -> dict[str, DeviceStat]:
         out = {}
@@ -116,9 +122,11 @@ class NvmlAccelerator(AcceleratorPlugin):
             except Exception as exc:  # a GPU fallen off the bus: no sample, not a crash
                 log.warning("GPU sample failed", device=device_id, error=repr(exc))
                 continue
-            out[device_id] = DeviceStat(utilization=float(rates.gpu),
-                                        memory_used=int(memory.used),
-                                        memory_total=int(memory.total))  # fmt: skip
+            out[device_id] = DeviceStat(
+                utilization=float(rates.gpu),
+                memory_used=int(memory.used),
+                memory_total=int(memory.total),
+            )
         return out
 
     def close(self) -> None:

@@ -53,14 +53,20 @@ class SimAccelerator(AcceleratorPlugin):
     def __init__(self, config: SimAcceleratorConfig | None = None) -> None:
         self.config = config or SimAcceleratorConfig()
         super().__init__(
-            self.config.key, self.config.mode, shares_per_device=self.config.shares_per_device,
+            self.config.key,
+            self.config.mode,
+            shares_per_device=self.config.shares_per_device,
             quantum=self.config.quantum,
-        )  # fmt: skip
+        )
         self._devices = [
-            Device(device_id=str(n), model_name=self.config.model_name,
-                   memory_bytes=self.config.memory, uuid=f"SIM-{self.key}-{n}")
+            Device(
+                device_id=str(n),
+                model_name=self.config.model_name,
+                memory_bytes=self.config.memory,
+                uuid=f"SIM-{self.key}-{n}",
+            )
             for n in range(self.config.devices)
-        ]  # fmt: skip
+        ]
 
     def devices(self) -> Sequence[Device]:
         return self._devices
@@ -68,8 +74,9 @@ class SimAccelerator(AcceleratorPlugin):
     def launch_args(self, devices: Sequence[Device]) -> DeviceArgs:
         prefix = f"BACKENDAI_MOCK_{self.key.upper()}"
         ids = ",".join(d.device_id for d in devices)
-        return DeviceArgs(environ={f"{prefix}_DEVICES": ids,
-                                   f"{prefix}_DEVICE_COUNT": str(len(devices))})  # fmt: skip
+        return DeviceArgs(
+            environ={f"{prefix}_DEVICES": ids, f"{prefix}_DEVICE_COUNT": str(len(devices))}
+        )
 
     def stats(self, busy: Mapping[str, float]) -> dict[str, DeviceStat]:
         load = self.config.load

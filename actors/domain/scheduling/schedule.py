@@ -122,8 +122,12 @@ def schedule_pass(
     )
     index = AgentIndex(
         [
-            AgentState(a.agent_id, a.architecture, layout.to_units(a.capacity),
-                       list(layout.to_units(ledger.occupied[a.agent_id])))
+            AgentState(
+                a.agent_id,
+                a.architecture,
+                layout.to_units(a.capacity),
+                list(layout.to_units(ledger.occupied[a.agent_id])),
+            )
             for a in sorted(candidates, key=lambda a: a.agent_id)
         ],
         layout,
@@ -131,7 +135,7 @@ def schedule_pass(
         prefer_fewer_extras=plugin.prefer_fewer_extras and group.agent_selector is None,
         round_robin=round_robin,
         last_chosen=round_robin_last,
-    )  # fmt: skip
+    )
     plugin.begin(layout.from_units(index.total_capacity()), existing)
 
     queue: list[PendingSession] = []
@@ -154,9 +158,13 @@ def schedule_pass(
             blocks = _attempt(spec, ctx, index, layout, group, ledger, plugin, result)
         except Exception as exc:  # one session's trouble is its own: the pass goes on
             ledger.release_session(spec.session_id)  # nothing half-reserved stays behind
-            result.failures.append(FailedAttempt(
-                spec.session_id, "scheduler-error", msg=_error_text(spec, exc),
-            ))  # fmt: skip
+            result.failures.append(
+                FailedAttempt(
+                    spec.session_id,
+                    "scheduler-error",
+                    msg=_error_text(spec, exc),
+                )
+            )
             continue
         if blocks and plugin.blocks_on_head:
             break
@@ -229,8 +237,9 @@ def _impossible(
             if value.is_finite() and value == 0:
                 continue
             if name not in known:
-                return (f"no agent in resource group {group.name!r} offers resource slot "
-                        f"{name[:64]!r}")  # fmt: skip
+                return (
+                    f"no agent in resource group {group.name!r} offers resource slot {name[:64]!r}"
+                )
             if not value.is_finite() or value < 0 or value > bound_of(name, known[name]).high:
                 return f"resource slot {name!r} asks for an impossible amount"
     return None
