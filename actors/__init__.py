@@ -1,1 +1,3 @@
-"""The write side: pure domain modules and the Ray actors that wrap them (later issues)."""
+"""The write side: pure domain rules (``domain/``) and the components that apply them, grouped
+by job (``sessions/``, ``scheduling/``, ``idle/``, ``tenancy/``, ``agents/``, ``gateway/``),
+with ``hosts/`` wrapping each in a Ray actor and ``runtime/`` what every process shares."""

@@ -32,12 +32,12 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from actors.agents.backends import KernelDirs
 from actors.domain.slots import ResourceSlot
-from actors.execution import main_kernel
 from actors.hosts import start_actors
-from actors.kernel_runner.framing import encode, read_frame
+from actors.sessions.execution import main_kernel
 from bench._baselines import machine, redis_version_at
 from bench._ray import local_ray
 from events import RedisEventStore
+from kernelhub.in_kernel.kernel_runner.framing import encode, read_frame
 from kernelhub.logging import configure_logging
 from kernelhub.testing import temporary_redis
 

@@ -38,7 +38,7 @@ from actors.domain.slots import ResourceSlot
 from actors.gateway import API_VERSION
 from actors.gateway.signing import parse_date, sign, string_to_sign
 from actors.hosts import Installation, start_actors
-from actors.tenancy import TenancyService
+from actors.tenancy.writer import TenancyService
 from bench._baselines import machine, redis_version_at
 from bench._ray import local_ray
 from events import RedisEventStore

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.domain.idle import IdleConfig
 from actors.domain.slots import ResourceSlot
-from actors.reaper import Reaper
-from actors.sessions import SessionShard, session_stream
+from actors.idle.reaper import Reaper
+from actors.sessions.shard import SessionShard, session_stream
 from bench._baselines import machine, redis_version_at
 from events import RedisEventStore, StreamBatch, events_for_command
 from events.catalogue import (

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from actors.tenancy import TenancyService
+from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
 from events.secrets import SecretBox
 

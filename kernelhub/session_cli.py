@@ -29,7 +29,7 @@ def _router(store: Any) -> Any:
     import ray
 
     from actors.hosts import NAMESPACE
-    from actors.routing import ShardRouter
+    from actors.sessions.routing import ShardRouter
 
     shards: list[Any] = []  # sessions:0 .. sessions:<N-1>, N fixed at install
     while True:
@@ -57,7 +57,7 @@ async def create(args: argparse.Namespace, store: Any, access_key: str) -> int:
     from actors.domain.bounds import known_slot_types, requested_slots
     from actors.domain.session import SessionType
     from actors.domain.tenancy import image_slot_limits
-    from actors.tenancy import load_tenancy
+    from actors.tenancy.writer import load_tenancy
     from projections.queries import ReadModels
 
     router = _router(store)
@@ -258,7 +258,7 @@ async def run_command(
     args: argparse.Namespace, store: Any, access_key: str, idle: dict[str, Any] | None = None
 ) -> int:
     from actors.domain.idle import IdleConfig
-    from actors.idle_facts import IdleFacts
+    from actors.idle.facts import IdleFacts
     from projections.queries import ReadModels
 
     if args.session_command == "create":

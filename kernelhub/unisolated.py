@@ -3,7 +3,7 @@
 The process backend runs each kernel as a child process of the agent, as the operator's uid,
 on the host: no isolation at all. ``kh up`` falls back to it where no Docker daemon answers
 (the demo on a fresh machine), so it says so in one line, and it records the operator's
-choice about other users in the installation (:mod:`actors.isolation`): by default only the
+choice about other users in the installation (:mod:`actors.sessions.isolation`): by default only the
 superadmin's sessions run there; ``--allow-unisolated`` (or ``KH_ALLOW_UNISOLATED=1``) lets
 every user's run, ``--no-allow-unisolated`` (``KH_ALLOW_UNISOLATED=0``) withdraws that.
 Neither given: the recorded choice stands.
@@ -16,7 +16,7 @@ import pwd
 from collections.abc import Mapping
 
 from actors.domain.isolation import UNISOLATED, isolation_of_backend
-from actors.isolation import opted_in, set_opt_in
+from actors.sessions.isolation import opted_in, set_opt_in
 from events import RedisEventStore
 
 from .errors import KernelhubError

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from actors.tenancy import TenancyService
+from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
 from events.secrets import SecretBox
 from kernelhub.sdk._wire import signed_headers

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.agents.backends import _BOOT_RUNNER, _RUNNER_PACKAGE
-from actors.kernel_runner.framing import encode, read_frame
+from kernelhub.in_kernel.kernel_runner.framing import encode, read_frame
 
 
 class RunnerProcess:

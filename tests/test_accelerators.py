@@ -19,7 +19,7 @@ from actors.agents.agent import Agent
 from actors.agents.backends import ProcessBackend, SimBackend
 from actors.domain.idle import IdleConfig
 from actors.domain.slots import ResourceSlot
-from actors.local import LocalCluster
+from actors.hosts.local import LocalCluster
 from events import RedisEventStore
 from kernelhub.testing import eventually
 from projections.queries import ReadModels

@@ -14,7 +14,7 @@ import pytest
 from actors.agents.accelerators import NvmlAccelerator, make_accelerators
 from actors.agents.backends import ProcessBackend
 from actors.domain.slots import ResourceSlot
-from actors.local import LocalCluster
+from actors.hosts.local import LocalCluster
 from events import RedisEventStore
 from kernelhub.testing import eventually
 from projections.queries import ReadModels

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from actors.cache import RefreshingCache
+from actors.tenancy.cache import RefreshingCache
 
 pytestmark = pytest.mark.unit
 

@@ -104,7 +104,7 @@ def test_the_documented_defaults_of_the_idle_checkers() -> None:
 
 
 def test_every_registered_metric_is_documented() -> None:
-    from actors.metrics import DOCUMENTED
+    from actors.runtime.metrics import DOCUMENTED
 
     table = (Path(__file__).parents[1] / "docs" / "metrics.md").read_text()
     documented = {line.split("`")[1] for line in table.splitlines() if line.startswith("| `")}

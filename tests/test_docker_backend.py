@@ -19,7 +19,7 @@ from actors.agents.agent import Agent
 from actors.agents.backends import KernelLaunch
 from actors.agents.docker_backend import OWNER_LABEL, DockerBackend
 from actors.domain.slots import ResourceSlot
-from actors.local import LocalCluster
+from actors.hosts.local import LocalCluster
 from events import Durability, RedisEventStore
 from kernelhub.redis_server import EmbeddedRedis
 from kernelhub.testing import BASE_IMAGE, eventually, temporary_redis

@@ -21,7 +21,7 @@ from actors.agents.docker_backend import DockerBackend
 from actors.domain.errors import GenericBadRequest, InvalidAPIParameters
 from actors.domain.session import SessionType
 from actors.domain.slots import ResourceSlot
-from actors.local import LocalCluster
+from actors.hosts.local import LocalCluster
 from events import RedisEventStore
 from kernelhub.testing import eventually
 

@@ -19,9 +19,9 @@ import pytest
 
 from actors.domain.idle import IdleConfig
 from actors.domain.slots import ResourceSlot
-from actors.local import LocalCluster
-from actors.reaper import touch
-from actors.tenancy import TenancyService
+from actors.hosts.local import LocalCluster
+from actors.idle.reaper import touch
+from actors.tenancy.writer import TenancyService
 from events import RedisEventStore, canonical_dumps
 from events.secrets import SecretBox
 from kernelhub.bootstrap import bootstrap

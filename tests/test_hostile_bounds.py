@@ -40,8 +40,8 @@ from hypothesis import strategies as st
 
 from actors.domain.slots import ResourceSlot
 from actors.gateway.params import MAX_SCRIPT
-from actors.local import LocalCluster
-from actors.sessions import session_stream
+from actors.hosts.local import LocalCluster
+from actors.sessions.shard import session_stream
 from events import RedisEventStore
 from kernelhub.testing import docker_missing, docker_required, eventually
 from projections.queries import ReadModels

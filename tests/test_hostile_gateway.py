@@ -26,7 +26,6 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from graphql import parse
 
-from actors.cache import RefreshingCache
 from actors.gateway.auth import Authenticator
 from actors.gateway.gql_limits import QueryLimits, QueryTooComplex, measure, parse_bounded
 from actors.gateway.log_tail import LogTail
@@ -35,7 +34,8 @@ from actors.gateway.ratelimit import PeerLimiter
 from actors.gateway.scope import creation_refusal, visible
 from actors.gateway.signing import sign
 from actors.gateway.stream_limits import StreamLimits, TooManyStreams, is_stream
-from actors.tenancy import TenancyService
+from actors.tenancy.cache import RefreshingCache
+from actors.tenancy.writer import TenancyService
 from events import NewEvent, RedisEventStore
 from events.catalogue import SessionEnqueued
 from events.secrets import SecretBox

@@ -28,9 +28,9 @@ from actors.agents.backends import ProcessBackend
 from actors.agents.docker_backend import docker_answers
 from actors.domain.isolation import UnisolatedBackend, isolation_of_backend, refusal
 from actors.domain.slots import ResourceSlot
-from actors.isolation import set_opt_in
-from actors.local import LocalCluster
-from actors.tenancy import TenancyService
+from actors.hosts.local import LocalCluster
+from actors.sessions.isolation import set_opt_in
+from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
 from events.secrets import SecretBox
 from kernelhub import Client

@@ -54,13 +54,13 @@ from actors.agents.runner_client import (
 )
 from actors.domain.errors import KernelExecutionFailed
 from actors.domain.slots import ResourceSlot
-from actors.execution import main_kernel
 from actors.gateway.apps import ANSWER_TIMEOUT_S, AppNotFound, open_tunnel, tunnel_of
 from actors.gateway.terminal import FrameTooLarge, _Terminal
-from actors.kernel_runner.framing import HEADER
-from actors.kernel_runner.outbox import MAX_RECORD
-from actors.local import LocalCluster
+from actors.hosts.local import LocalCluster
+from actors.sessions.execution import main_kernel
 from events import RedisEventStore
+from kernelhub.in_kernel.kernel_runner.framing import HEADER
+from kernelhub.in_kernel.kernel_runner.outbox import MAX_RECORD
 from kernelhub.testing import BASE_IMAGE, eventually
 from tests.runner_process import RunnerProcess
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from actors.metrics import DOCUMENTED
+from actors.runtime.metrics import DOCUMENTED
 from kernelhub import AsyncClient, Client
 from kernelhub.client_cli import output
 from kernelhub.client_cli.app import app

@@ -12,8 +12,8 @@ import pytest
 from actors.agents.backends import KernelLaunch, SimBackend
 from actors.domain.session import ClusterMode, SessionType
 from actors.domain.slots import ResourceSlot
-from actors.local import LocalCluster
-from actors.tenancy import TenancyService
+from actors.hosts.local import LocalCluster
+from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
 from events.secrets import SecretBox
 from kernelhub.testing import eventually

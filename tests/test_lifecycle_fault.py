@@ -12,8 +12,8 @@ import pytest
 
 from actors.domain.scheduling import Ledger
 from actors.domain.slots import ResourceSlot
-from actors.local import LocalCluster
-from actors.scheduler import Scheduler
+from actors.hosts.local import LocalCluster
+from actors.scheduling.scheduler import Scheduler
 from events import RedisEventStore
 from events.catalogue import AllocReleased, AllocReserved
 from kernelhub.testing import eventually

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from actors.tenancy import TenancyService
+from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
 from events.secrets import SecretBox
 from kernelhub import Client

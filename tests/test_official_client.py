@@ -31,7 +31,7 @@ import schemathesis
 
 from actors.gateway.openapi import openapi_document
 from actors.gateway.signing import parse_date, sign, string_to_sign
-from actors.tenancy import TenancyService
+from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
 from events.secrets import SecretBox
 from kernelhub.testing import eventually

@@ -12,7 +12,7 @@ import pytest
 from actors.agents.backends import ProcessBackend
 from actors.domain.session import SessionType
 from actors.domain.slots import ResourceSlot
-from actors.local import LocalCluster
+from actors.hosts.local import LocalCluster
 from events import RedisEventStore
 from kernelhub.testing import eventually
 

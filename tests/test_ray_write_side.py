@@ -17,7 +17,7 @@ import pytest
 from actors.domain.session import ClusterMode, SessionType
 from actors.domain.slots import ResourceSlot
 from actors.hosts import Installation, start_actors
-from actors.sessions import shard_of
+from actors.sessions.shard import shard_of
 from events import RedisEventStore
 from kernelhub.redis_server import EmbeddedRedis
 from kernelhub.testing import eventually

@@ -15,8 +15,8 @@ import pytest
 from actors.domain.idle import IdleConfig
 from actors.domain.session import SessionType
 from actors.domain.slots import ResourceSlot
-from actors.local import LocalCluster
-from actors.reaper import touch
+from actors.hosts.local import LocalCluster
+from actors.idle.reaper import touch
 from events import RedisEventStore
 from events.secrets import SecretBox
 from kernelhub.bootstrap import bootstrap
@@ -120,7 +120,7 @@ async def test_batch_sessions_are_not_network_checked(
 async def test_the_policy_lifetime_reclaims_with_its_reason(
     store: RedisEventStore, tmp_path: Path
 ) -> None:
-    from actors.tenancy import TenancyService
+    from actors.tenancy.writer import TenancyService
 
     box = SecretBox.from_file(tmp_path / "master.key", create=True)
     admin = await bootstrap(store, box)
@@ -205,7 +205,7 @@ async def test_a_new_user_is_given_the_grace_period_first(
     the admin user was created), not from the session's last access."""
     box = SecretBox.from_file(tmp_path / "master.key", create=True)
     admin = await bootstrap(store, box)
-    from actors.tenancy import TenancyService
+    from actors.tenancy.writer import TenancyService
 
     tenancy = await TenancyService(store, box).load()
     await tenancy.set_policy("default", idle_timeout=2)
@@ -286,7 +286,7 @@ async def test_an_open_app_holds_the_timer_and_closing_the_last_restarts_it(
 ) -> None:
     import asyncio
 
-    from actors.reaper import app_closed, app_opened
+    from actors.idle.reaper import app_closed, app_opened
 
     sid = await running(cluster)
     await app_opened(store, sid, "jupyter-1")
@@ -311,7 +311,7 @@ async def test_an_app_connection_whose_gateway_died_stops_holding_the_timer(
     """A connection not re-announced for ``APP_STALE_S`` (its gateway died with it, so no
     close ever comes) no longer holds the timer: the session is reclaimed from its last
     activity instead of living forever."""
-    from actors.idle_facts import APP_STALE_S
+    from actors.idle.facts import APP_STALE_S
 
     sid = await running(cluster)
     seconds, _ = await store.redis.time()
@@ -326,7 +326,7 @@ async def test_the_report_is_judged_fresh_and_activity_resets_it(
     network timer's remaining time decreases, and a touch sets it back to the threshold."""
     import asyncio
 
-    from actors.idle_facts import IdleFacts
+    from actors.idle.facts import IdleFacts
 
     sid = await running(cluster)
     facts, models = IdleFacts(store, NETWORK_2S), ReadModels(store)

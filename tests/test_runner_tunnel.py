@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.kernel_runner import tunnel as tunnel_module
-from actors.kernel_runner.tunnel import Tunnel
+from kernelhub.in_kernel.kernel_runner import tunnel as tunnel_module
+from kernelhub.in_kernel.kernel_runner.tunnel import Tunnel
 
 pytestmark = pytest.mark.unit
 
@@ -86,7 +86,7 @@ def _terminal_output(conn: socket.socket, until: bytes, timeout: float = 15) -> 
     """Terminal output frames until ``until`` shows (or the shell's exit frame)."""
     import time
 
-    from actors.kernel_runner.terminal import read_frame
+    from kernelhub.in_kernel.kernel_runner.terminal import read_frame
 
     seen, deadline = b"", time.monotonic() + timeout
     while until not in seen and time.monotonic() < deadline:
@@ -99,7 +99,7 @@ def _terminal_output(conn: socket.socket, until: bytes, timeout: float = 15) -> 
 
 
 def test_a_terminal_runs_a_shell_in_the_work_dir_and_resizes(tmp_path: Path) -> None:
-    from actors.kernel_runner.terminal import write_frame
+    from kernelhub.in_kernel.kernel_runner.terminal import write_frame
 
     path = str(tmp_path / "proxy.sock")
     running = Tunnel(path, work_dir=str(tmp_path))

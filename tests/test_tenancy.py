@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from actors.auth import AuthCache
 from actors.domain.errors import GenericBadRequest, InvalidAPIParameters, ObjectNotFound
 from actors.domain.limits import effective_limits
 from actors.domain.slots import INTRINSIC_SLOTS, SlotType
-from actors.tenancy import TENANCY_STREAMS, TenancyService
+from actors.tenancy.auth import AuthCache
+from actors.tenancy.writer import TENANCY_STREAMS, TenancyService
 from events import RedisEventStore
 from events.catalogue import redact
 from events.secrets import SecretBox

@@ -165,7 +165,7 @@ def test_an_actors_log_lines_name_it_and_carry_the_bound_id() -> None:
     program = textwrap.dedent(
         f"""
         import structlog
-        from actors.logs import configure_logging
+        from actors.runtime.logs import configure_logging
         from events import correlated
         configure_logging("INFO", json=True, static={{"component": "agent", "actor_name": "a"}})
         log = structlog.get_logger("t")

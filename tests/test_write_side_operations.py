@@ -17,9 +17,9 @@ from actors.agents.backends import KernelLaunch, ProcessBackend
 from actors.domain.errors import GenericForbidden, InvalidAPIParameters
 from actors.domain.session import SessionType
 from actors.domain.slots import ResourceSlot
-from actors.local import LocalCluster
-from actors.routing import dependants_of
-from actors.sessions import SessionShard, WrongShardError, shard_of
+from actors.hosts.local import LocalCluster
+from actors.sessions.routing import dependants_of
+from actors.sessions.shard import SessionShard, WrongShardError, shard_of
 from events import RedisEventStore
 from kernelhub.testing import eventually
 from projections.queries import ReadModels

@@ -27,6 +27,10 @@ from typing import Any
 
 import structlog
 
+from actors.idle.reaper import touch
+from actors.runtime.background import Background
+from actors.sessions.isolation import UnisolatedRefused, agent_refusal, check_kernel
+from actors.sessions.shard import ShardClient, load_session
 from events import AnyPayload, Event, RedisEventStore, canonical_dumps, events_for_command
 from events.catalogue import (
     AgentRegistered,
@@ -41,14 +45,10 @@ from events.catalogue import (
 )
 from projections.queries import ReadModels
 
-from ..background import Background
 from ..domain.device_alloc import DeviceAllocationError
 from ..domain.errors import GenericBadRequest
 from ..domain.session_aggregate import SessionAggregate
 from ..domain.statuses import KernelStatus
-from ..isolation import UnisolatedRefused, agent_refusal, check_kernel
-from ..reaper import touch
-from ..sessions import ShardClient, load_session
 from . import workdir
 from .accelerators import Accelerators
 from .backend_kinds import isolation_of
@@ -105,7 +105,8 @@ class Agent:
         self.scaling_group = scaling_group
         self.backend = backend
         self.isolation = isolation_of(backend)
-        """What its backend isolates, registered (``none``: tenants refused, actors.isolation)."""
+        """What its backend isolates, registered (``none``: tenants refused, see
+        :mod:`actors.sessions.isolation`)."""
         self.stop_grace_s = stop_grace_s
         self.metrics = metrics
         """An ``ActorMetrics`` when hosted by an actor."""

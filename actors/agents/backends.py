@@ -28,8 +28,10 @@ from typing import Any, Protocol
 
 import structlog
 
+from kernelhub.in_kernel import kernel_runner
+from kernelhub.in_kernel.kernel_runner.batch import last_exec_code_in
+
 from ..domain.isolation import UNISOLATED, isolation_of_backend
-from ..kernel_runner.batch import last_exec_code_in
 from .accelerators import KernelDevices
 from .kernel_sockets import KernelPeer, KernelSocket, read_tail
 
@@ -147,7 +149,7 @@ class BackendBase:
     isolation = UNISOLATED
     """What the backend's kernels are isolated by, as its agent registers it
     (:data:`~actors.domain.isolation.ISOLATION_OF_BACKEND`): a backend that does not say
-    isolates nothing, so tenants are refused there (actors.isolation)."""
+    isolates nothing, so tenants are refused there (actors.sessions.isolation)."""
 
     async def check_image(self, image: str) -> bool:
         return False
@@ -241,7 +243,7 @@ class SimBackend(BackendBase):
         self.pulled.add(image)
 
 
-_RUNNER_PACKAGE = Path(__file__).resolve().parent.parent / "kernel_runner"
+_RUNNER_PACKAGE = Path(kernel_runner.__file__).resolve().parent
 _BOOT_RUNNER = (
     "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
     "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)"
@@ -411,12 +413,12 @@ def write_environ(dirs: KernelDirs, environ: dict[str, str]) -> None:
 
 
 class ProcessBackend(DirectoryBackend):
-    """Each kernel a local process: the kernel runner (:mod:`actors.kernel_runner`) as its
-    main process, in the kernel's own directories and session, with resource limits from
-    its slots (address space from ``mem``, a cap on processes). There is no isolation
-    beyond that: user code sees this host's filesystem and Python; the Docker backend is
-    the isolated one. Destroying a kernel asks the runner to stop (SIGTERM), then kills
-    every process left in the kernel's session after the grace period."""
+    """Each kernel a local process: the kernel runner (:mod:`kernelhub.in_kernel.kernel_runner`) as
+    its main process, in the kernel's own directories and session, with resource limits from its
+    slots (address space from ``mem``, a cap on processes). There is no isolation beyond that:
+    user code sees this host's filesystem and Python; the Docker backend is the isolated one.
+    Destroying a kernel asks the runner to stop (SIGTERM), then kills every process left in the
+    kernel's session after the grace period."""
 
     def __init__(
         self,

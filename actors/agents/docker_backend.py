@@ -1,7 +1,8 @@
 """The Docker backend: each kernel a container, driven through aiodocker.
 
-The container's main process is the kernel runner (:mod:`actors.kernel_runner`), mounted
-read-only from this host at ``/opt/kernelhub/kernel_runner`` and started under Docker's init
+The container's main process is the kernel runner
+(:mod:`kernelhub.in_kernel.kernel_runner`), mounted read-only from this host at
+``/opt/kernelhub/kernel_runner`` and started under Docker's init
 (so the runner is not PID 1, whose default signal actions are ignored, and orphans are
 reaped). The agent reaches it through its unix socket in the kernel's ``run`` dir, bind
 mounted at ``/opt/kernelhub/run``: containers have no network unless asked for

@@ -30,9 +30,10 @@ from typing import Any
 
 import structlog
 
+from kernelhub.in_kernel.kernel_runner.console import MAX_RECORD
+from kernelhub.in_kernel.kernel_runner.framing import HEADER, FrameError, decode_header, encode
+
 from ..domain.errors import KernelExecutionFailed
-from ..kernel_runner.console import MAX_RECORD
-from ..kernel_runner.framing import HEADER, FrameError, decode_header, encode
 from .kernel_sockets import KernelSocket, SocketRefused
 from .kernel_sockets import connect as connect_kernel
 

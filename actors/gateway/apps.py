@@ -3,9 +3,9 @@ lists them, the ``tcpproxy`` websocket carries one TCP connection to one of them
 
 Containers have no network, so a connection goes through the kernel runner's app tunnel
 (its ``proxy.sock`` in the run dir the agent shares with the kernel, see
-``actors.kernel_runner.tunnel``): the gateway connects to that socket, asks for the app's
-port, and then copies bytes between the websocket's binary frames and the socket. The socket
-is a path on the agent's host, so this reaches kernels on the gateway's own node (the
+``kernelhub.in_kernel.kernel_runner.tunnel``): the gateway connects to that socket, asks for
+the app's port, and then copies bytes between the websocket's binary frames and the socket.
+The socket is a path on the agent's host, so this reaches kernels on the gateway's own node (the
 embedded installation); a multi-node cluster needs a relay on each node (not built yet).
 
 The run dir is the tenant's to write: the agent answers where the socket is *and* who must
@@ -27,11 +27,12 @@ import structlog
 from aiohttp import WSMsgType, web
 from pydantic import AliasChoices, Field
 
+from actors.idle.facts import APP_REFRESH_S
+from actors.idle.reaper import app_closed, app_opened
+
 from ..agents.kernel_sockets import KernelSocket, SocketRefused
 from ..agents.kernel_sockets import connect as connect_kernel
 from ..domain.errors import GenericBadRequest, InvalidAPIParameters, ObjectNotFound
-from ..idle_facts import APP_REFRESH_S
-from ..reaper import app_closed, app_opened
 from .params import Name, Script, _Strict, parse, raw_params
 from .problems import InternalServerError
 

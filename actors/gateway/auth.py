@@ -2,7 +2,7 @@
 
 Keypairs come from the ``tenancy`` read model, their secrets decrypted here and only here,
 held for a few seconds (a deactivated keypair stops working within ``ttl_s`` and one reload:
-the cache answers from the old entry while it refreshes, see ``actors.cache``).
+the cache answers from the old entry while it refreshes, see ``actors.tenancy.cache``).
 
 Strangers choose what reaches here: an access key that does not exist is remembered only
 briefly and in a bounded table, an access key or signature that could never be ours (not
@@ -20,10 +20,10 @@ from typing import Any
 
 from aiohttp import web
 
+from actors.tenancy.cache import RefreshingCache
 from events.secrets import SecretBox, SecretError
 from projections.tenancy_queries import TenancyLookups
 
-from ..cache import RefreshingCache
 from .problems import AuthorizationFailed, InvalidAuthParameters
 from .signing import SignatureError, parse_authorization, parse_date, sign, string_to_sign
 

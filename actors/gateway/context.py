@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.idle.facts import IdleFacts
 from events import RedisEventStore
 from projections.queries import ReadModels
 from projections.tenancy_queries import TenancyLookups
@@ -16,7 +17,6 @@ from projections.tenancy_queries import TenancyLookups
 from ..domain.errors import GenericForbidden, InvalidAPIParameters
 from ..domain.slots import SlotType
 from ..domain.statuses import DEAD_SESSION_STATUSES, SessionStatus
-from ..idle_facts import IdleFacts
 from .auth import Authenticator, Caller
 from .log_tail import LogTail
 from .problems import SessionNotFound
@@ -36,7 +36,7 @@ LIVE = sorted(s.name for s in SessionStatus if s not in DEAD_SESSION_STATUSES)
 class GatewayContext:
     store: RedisEventStore
     router: Any
-    """The session router (``actors.routing.ShardRouter``): commands and code execution."""
+    """The session router (``actors.sessions.routing.ShardRouter``): commands and code execution."""
     auth: Authenticator
     models: ReadModels
     lookups: TenancyLookups

@@ -16,13 +16,14 @@ from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, MultipartWriter, web
 
+from actors.sessions.isolation import check_create
+
 from ..domain.bounds import known_slot_types, requested_slots
 from ..domain.errors import DomainError, GenericBadRequest, ImageNotFound, InvalidAPIParameters
 from ..domain.errors import ScalingGroupNotFound as NoScalingGroup
 from ..domain.session import ClusterMode, SessionType, parse_starts_at
 from ..domain.slots import ResourceSlot, SlotType
 from ..domain.tenancy import image_slot_limits
-from ..isolation import check_create
 from .auth import Caller
 from .context import DEAD, LIVE, GatewayContext
 from .params import (

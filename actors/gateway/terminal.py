@@ -11,7 +11,7 @@ To the client: ``{"type": "out", "data": <base64>}``. The socket closes when the
 exits.
 
 Containers have no network, so the terminal goes through the kernel runner's app tunnel
-(``pty <rows> <cols>``, then frames: :mod:`actors.kernel_runner.terminal`), as app
+(``pty <rows> <cols>``, then frames: :mod:`kernelhub.in_kernel.kernel_runner.terminal`), as app
 connections do, and is reached the same verified way (:func:`.apps.open_tunnel`). A frame
 from the kernel larger than :data:`MAX_FRAME` ends the terminal before its body is read.
 """

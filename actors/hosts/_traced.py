@@ -15,9 +15,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from actors.runtime.logs import configure_actor_logging
 from events.correlation import correlated
-
-from ..logs import configure_actor_logging
 
 __all__ = ["traced_actor"]
 

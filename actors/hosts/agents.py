@@ -15,15 +15,15 @@ from typing import Any
 import ray
 import structlog
 
+from actors.runtime.metrics import ActorMetrics
+from actors.sessions.execution import KERNEL_OPERATIONS
+from actors.sessions.routing import ShardRouter
 from events import Event, RedisEventStore
 
 from ..agents.accelerators import make_accelerators
 from ..agents.agent import AGENTS_REACT_TO, Agent, dispatch
 from ..agents.backend_kinds import make_backend
 from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S
-from ..execution import KERNEL_OPERATIONS
-from ..metrics import ActorMetrics
-from ..routing import ShardRouter
 from ._follower import Follower, boot
 from ._traced import traced_actor
 
@@ -116,7 +116,7 @@ class AgentsActor(Follower):
 
     async def kernel_call(self, agent_id: str, method: str, kernel_id: Any, *args: Any) -> Any:
         """A user's operation on a kernel of a hosted agent (execute, files, logs, ...;
-        :data:`~actors.execution.KERNEL_OPERATIONS`)."""
+        :data:`~actors.sessions.execution.KERNEL_OPERATIONS`)."""
         if method not in KERNEL_OPERATIONS:
             raise ValueError(f"not a kernel operation: {method}")
         return await getattr(self._agent(agent_id), method)(kernel_id, *args)

@@ -11,6 +11,9 @@ from typing import Any
 import ray
 from aiohttp import web
 
+from actors.idle.facts import IdleFacts
+from actors.runtime.metrics import ActorMetrics
+from actors.sessions.routing import ShardRouter
 from events import RedisEventStore
 from events.secrets import SecretBox
 from projections.queries import ReadModels
@@ -21,9 +24,6 @@ from ..gateway.app import make_app
 from ..gateway.auth import Authenticator
 from ..gateway.context import GatewayContext
 from ..gateway.ratelimit import RateLimiter
-from ..idle_facts import IdleFacts
-from ..metrics import ActorMetrics
-from ..routing import ShardRouter
 from ._follower import boot
 from ._traced import traced_actor
 

@@ -10,11 +10,11 @@ from typing import Any
 import ray
 import structlog
 
+from actors.runtime.metrics import ActorMetrics
 from events import RedisEventStore
 from projections.queries import ReadModels
 
 from ..domain.statuses import SessionStatus
-from ..metrics import ActorMetrics
 from ._follower import boot
 from ._traced import traced_actor
 

@@ -1,4 +1,4 @@
-"""``reaper``: the idle and lifetime checks (see :mod:`actors.reaper`) as a Ray actor."""
+"""``reaper``: the idle and lifetime checks (see :mod:`actors.idle.reaper`) as a Ray actor."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Any
 
 import ray
 
+from actors.idle.reaper import REAPER_REACTS_TO, Reaper
+from actors.runtime.metrics import ActorMetrics
+from actors.sessions.routing import ShardRouter
 from events import Event, RedisEventStore
 
 from ..domain.idle import IdleConfig
-from ..metrics import ActorMetrics
-from ..reaper import REAPER_REACTS_TO, Reaper
-from ..routing import ShardRouter
 from ._follower import Follower, boot
 from ._traced import traced_actor
 

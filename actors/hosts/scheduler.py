@@ -1,5 +1,5 @@
-"""``scheduler:<group>``: the scheduler of one scaling group (see :mod:`actors.scheduler`),
-with the agent liveness monitor, as a Ray actor.
+"""``scheduler:<group>``: the scheduler of one scaling group
+(see :mod:`actors.scheduling.scheduler`), with the agent liveness monitor, as a Ray actor.
 
 Wake-ups are leading-edge: an event that may bring work or room (``WAKES_SCHEDULER``) sets
 a flag the pass loop is waiting on, so a pass starts as soon as the previous one ended;
@@ -16,13 +16,13 @@ import time
 import ray
 import structlog
 
+from actors.runtime.metrics import ActorMetrics
+from actors.scheduling.liveness import LivenessMonitor
+from actors.scheduling.scheduler import SCHEDULER_REACTS_TO, WAKES_SCHEDULER, Scheduler
+from actors.sessions.routing import ShardRouter
 from events import Event, RedisEventStore
 
 from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
-from ..liveness import LivenessMonitor
-from ..metrics import ActorMetrics
-from ..routing import ShardRouter
-from ..scheduler import SCHEDULER_REACTS_TO, WAKES_SCHEDULER, Scheduler
 from ._follower import Follower, boot
 from ._traced import traced_actor
 

@@ -1,4 +1,4 @@
-"""``sessions:<k>``: one session shard (see :mod:`actors.sessions`) as a Ray actor."""
+"""``sessions:<k>``: one session shard (see :mod:`actors.sessions.shard`) as a Ray actor."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Any
 
 import ray
 
+from actors.runtime.metrics import ActorMetrics
+from actors.sessions.shard import SHARD_REACTS_TO, SessionShard
 from events import Event, RedisEventStore
 
 from ..domain.session_aggregate import KernelReport
-from ..metrics import ActorMetrics
-from ..sessions import SHARD_REACTS_TO, SessionShard
 from ._follower import Follower, boot
 from ._traced import traced_actor
 

@@ -19,11 +19,11 @@ import ray
 import redis
 import structlog
 
+from actors.sessions.routing import ShardRouter
 from events import KeySpace, RedisEventStore
 
 from ..domain.idle import IdleConfig
 from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
-from ..routing import ShardRouter
 from .agents import DEFAULT_RECONCILE_INTERVAL_S, AgentsActor
 from .gateway import GatewayActor
 from .placement import head_resources

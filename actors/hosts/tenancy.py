@@ -1,4 +1,4 @@
-"""``tenancy``: the single writer of the tenancy streams (see :mod:`actors.tenancy`).
+"""``tenancy``: the single writer of the tenancy streams (see :mod:`actors.tenancy.writer`).
 
 Commands arrive by name with keyword arguments; only the service's public commands are
 callable, and each keeps its command id, so a retry after ``RayActorError`` has one effect.
@@ -11,10 +11,10 @@ from typing import Any
 
 import ray
 
+from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
 from events.secrets import SecretBox
 
-from ..tenancy import TenancyService
 from ._follower import boot
 from ._traced import traced_actor
 

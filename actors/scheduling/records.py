@@ -8,10 +8,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from actors.domain.session import ClusterMode, KernelRole, KernelSpec, SessionSpec, SessionType
+from actors.domain.slots import ResourceSlot
 from events.catalogue import SessionSchedulingFailed
-
-from .domain.session import ClusterMode, KernelRole, KernelSpec, SessionSpec, SessionType
-from .domain.slots import ResourceSlot
 
 __all__ = [
     "actual_allocation",

@@ -13,12 +13,24 @@ from typing import Any, TypeVar
 
 import structlog
 
-from events import (
-    AnyPayload,
-    RedisEventStore,
-    WrongExpectedVersionError,
-    events_for_command,
+from actors.domain.tenancy import (
+    STREAM_OF,
+    TenancyState,
+    decide_add_member,
+    decide_alias,
+    decide_associate,
+    decide_create_domain,
+    decide_create_project,
+    decide_create_user,
+    decide_issue_keypair,
+    decide_manager_status,
+    decide_register_image,
+    decide_set,
+    decide_update,
+    generate_access_key,
+    generate_secret_key,
 )
+from events import AnyPayload, RedisEventStore, WrongExpectedVersionError, events_for_command
 from events.catalogue import (
     DomainCreated,
     DomainUpdated,
@@ -40,24 +52,6 @@ from events.catalogue import (
     UserUpdated,
 )
 from events.secrets import SecretBox
-
-from .domain.tenancy import (
-    STREAM_OF,
-    TenancyState,
-    decide_add_member,
-    decide_alias,
-    decide_associate,
-    decide_create_domain,
-    decide_create_project,
-    decide_create_user,
-    decide_issue_keypair,
-    decide_manager_status,
-    decide_register_image,
-    decide_set,
-    decide_update,
-    generate_access_key,
-    generate_secret_key,
-)
 
 __all__ = ["TENANCY_STREAMS", "TenancyService", "load_tenancy"]
 

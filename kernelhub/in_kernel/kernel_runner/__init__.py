@@ -1,4 +1,5 @@
-"""The kernel runner: the process that runs a user's code inside a kernel.
+"""The kernel runner: the process that runs a user's code inside a kernel. It is no actor and
+imports nothing of kernelhub: standard library only, mounted read-only into each container.
 
 It is the kernel's main process (in a container, or a subprocess on the process backend) and
 speaks one framed protocol over a unix socket in a directory the agent shares with it (the

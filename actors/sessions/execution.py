@@ -15,14 +15,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from actors.agents.agent import kept_logs
+from actors.domain.errors import GenericBadRequest, ObjectNotFound
+from actors.domain.session_aggregate import SessionAggregate
+from actors.domain.statuses import SessionStatus
+from actors.sessions.shard import catch_up, load_session
 from events import RedisEventStore
 from events.correlation import correlation_kwargs
-
-from .agents.agent import kept_logs
-from .domain.errors import GenericBadRequest, ObjectNotFound
-from .domain.session_aggregate import SessionAggregate
-from .domain.statuses import SessionStatus
-from .sessions import catch_up, load_session
 
 __all__ = ["KERNEL_OPERATIONS", "KernelOperations", "SessionExecution", "main_kernel"]
 

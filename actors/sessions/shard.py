@@ -23,6 +23,10 @@ from typing import Any, Protocol
 
 import structlog
 
+from actors.domain.errors import DomainError, InvalidAPIParameters
+from actors.domain.session import ClusterMode, SessionType, validate_creation
+from actors.domain.session_aggregate import KernelReport, SessionAggregate
+from actors.domain.slots import ResourceSlot
 from events import (
     NO_STREAM,
     AnyPayload,
@@ -42,11 +46,6 @@ from events.catalogue import (
     SessionSuccess,
     SessionTerminating,
 )
-
-from .domain.errors import DomainError, InvalidAPIParameters
-from .domain.session import ClusterMode, SessionType, validate_creation
-from .domain.session_aggregate import KernelReport, SessionAggregate
-from .domain.slots import ResourceSlot
 
 __all__ = [
     "SHARD_REACTS_TO",

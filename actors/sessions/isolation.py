@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from actors.domain.isolation import UNISOLATED, UnisolatedBackend, refusal
 from events import RedisEventStore
 from projections.queries import ReadModels
 from projections.tenancy_queries import TenancyLookups
-
-from .domain.isolation import UNISOLATED, UnisolatedBackend, refusal
 
 __all__ = [
     "ALLOW_UNISOLATED_FIELD",

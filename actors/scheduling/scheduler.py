@@ -22,6 +22,30 @@ from typing import Any
 
 import structlog
 
+from actors.domain.limits import quota_policy
+from actors.domain.predicates import PredicateContext
+from actors.domain.scaling_groups import ScalingGroup
+from actors.domain.scheduling import (
+    AgentInfo,
+    ExistingSession,
+    FailedAttempt,
+    Ledger,
+    PendingSession,
+    occupancy_of,
+    schedule_pass,
+)
+from actors.domain.session import SessionResult, SessionSpec
+from actors.domain.slots import INTRINSIC_SLOTS, ResourceSlot, SlotType
+from actors.domain.statuses import AgentStatus, SessionStatus
+from actors.scheduling.agent_streams import AgentStreams
+from actors.scheduling.records import (
+    actual_allocation,
+    failure_key,
+    recorded_failure,
+    slots_of,
+    spec_of,
+)
+from actors.sessions.shard import ShardClient, session_stream
 from events import (
     Event,
     RedisEventStore,
@@ -42,34 +66,6 @@ from events.catalogue import (
 )
 from projections.queries import ReadModels
 from projections.tenancy_queries import TenancyLookups
-
-from .agent_streams import AgentStreams
-from .domain.limits import quota_policy
-from .domain.predicates import PredicateContext
-from .domain.scaling_groups import ScalingGroup
-from .domain.scheduling import (
-    AgentInfo,
-    ExistingSession,
-    FailedAttempt,
-    Ledger,
-    PendingSession,
-    occupancy_of,
-    schedule_pass,
-)
-from .domain.session import (
-    SessionResult,
-    SessionSpec,
-)
-from .domain.slots import INTRINSIC_SLOTS, ResourceSlot, SlotType
-from .domain.statuses import AgentStatus, SessionStatus
-from .scheduling_records import (
-    actual_allocation,
-    failure_key,
-    recorded_failure,
-    slots_of,
-    spec_of,
-)
-from .sessions import ShardClient, session_stream
 
 __all__ = ["SCHEDULER_REACTS_TO", "WAKES_SCHEDULER", "Scheduler"]
 
@@ -332,7 +328,8 @@ class Scheduler:
 
     # ---- a pass --------------------------------------------------------------------------------
     async def _agents(self) -> list[AgentInfo]:
-        """This group's agents, from their own streams (see :mod:`actors.agent_streams`)."""
+        """This group's agents, from their own streams
+        (see :mod:`actors.scheduling.agent_streams`)."""
         streams = self.agent_streams
         if self.follows_log and streams.agents:  # fed in log order by on_events
             if streams.stale:

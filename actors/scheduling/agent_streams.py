@@ -13,11 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from actors.domain.liveness import agent_status
+from actors.domain.statuses import AgentStatus
 from events import Event, RedisEventStore
 from events.catalogue import AgentRegistered
-
-from .domain.liveness import agent_status
-from .domain.statuses import AgentStatus
 
 __all__ = ["AgentFacts", "AgentStreams"]
 

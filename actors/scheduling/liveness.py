@@ -17,12 +17,11 @@ from typing import Any
 
 import structlog
 
+from actors.domain.liveness import decide_liveness
+from actors.domain.statuses import AgentStatus
+from actors.scheduling.agent_streams import AgentStreams
 from events import RedisEventStore, WrongExpectedVersionError, events_for_command
 from projections.queries import ReadModels
-
-from .agent_streams import AgentStreams
-from .domain.liveness import decide_liveness
-from .domain.statuses import AgentStatus
 
 __all__ = ["LivenessMonitor"]
 

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import structlog
 
+from actors.domain.tenancy import TenancyState
 from events import RedisEventStore, Subscription
 from events.secrets import SecretBox
-
-from .domain.tenancy import TenancyState
 
 __all__ = ["AuthCache", "Credentials"]
 

@@ -25,12 +25,11 @@ from typing import Any
 
 import structlog
 
+from actors.domain.idle import IdleConfig, judge
+from actors.idle.facts import APP_STALE_S, IdleFacts
+from actors.sessions.shard import IdleDestroy
 from events import Event, RedisEventStore
 from projections.queries import ReadModels
-
-from .domain.idle import IdleConfig, judge
-from .idle_facts import APP_STALE_S, IdleFacts
-from .sessions import IdleDestroy
 
 __all__ = ["REAPER_REACTS_TO", "Reaper", "app_closed", "app_opened", "touch"]
 

@@ -16,20 +16,19 @@ from typing import Any
 
 import structlog
 
+from actors.agents.accelerators import Accelerators
+from actors.agents.agent import Agent, SimAgent, dispatch
+from actors.agents.backends import Backend
+from actors.domain.idle import IdleConfig
+from actors.domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
+from actors.idle.reaper import REAPER_REACTS_TO, Reaper
+from actors.scheduling.liveness import LivenessMonitor
+from actors.scheduling.scheduler import WAKES_SCHEDULER, Scheduler
+from actors.sessions.execution import LocalAgent, SessionExecution
+from actors.sessions.shard import SessionShard
 from events import Event, RedisEventStore, Subscription
 from projections.models import default_projections
 from projections.runtime import Projector
-
-from .agents.accelerators import Accelerators
-from .agents.agent import Agent, SimAgent, dispatch
-from .agents.backends import Backend
-from .domain.idle import IdleConfig
-from .domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
-from .execution import LocalAgent, SessionExecution
-from .liveness import LivenessMonitor
-from .reaper import REAPER_REACTS_TO, Reaper
-from .scheduler import WAKES_SCHEDULER, Scheduler
-from .sessions import SessionShard
 
 __all__ = ["LocalCluster"]
 

@@ -14,11 +14,10 @@ import json
 import time
 from typing import Any
 
+from actors.domain.idle import IdleConfig, SessionFacts, judge
+from actors.tenancy.cache import RefreshingCache
 from events import RedisEventStore
 from projections.tenancy_queries import TenancyLookups
-
-from .cache import RefreshingCache
-from .domain.idle import IdleConfig, SessionFacts, judge
 
 __all__ = ["APP_REFRESH_S", "APP_STALE_S", "IdleFacts"]
 

@@ -15,14 +15,13 @@ from typing import Any
 
 import structlog
 
+from actors.domain.errors import GenericBadRequest, GenericForbidden, ObjectNotFound
+from actors.domain.session_aggregate import KernelReport, SessionAggregate
+from actors.sessions.execution import RayAgent, SessionExecution
+from actors.sessions.shard import load_session, shard_of
 from events import RedisEventStore
 from events.correlation import correlation_kwargs
 from projections.queries import ReadModels
-
-from .domain.errors import GenericBadRequest, GenericForbidden, ObjectNotFound
-from .domain.session_aggregate import KernelReport, SessionAggregate
-from .execution import RayAgent, SessionExecution
-from .sessions import load_session, shard_of
 
 __all__ = ["ShardRouter", "dependants_of"]
 
@@ -43,7 +42,7 @@ async def dependants_of(models: ReadModels, session_id: uuid.UUID) -> list[uuid.
 
 
 class ShardRouter:
-    """The shards as one :class:`~actors.sessions.ShardClient`: reads fold the stream here
+    """The shards as one :class:`~actors.sessions.shard.ShardClient`: reads fold the stream here
     (read-only), writes go to the owning actor."""
 
     def __init__(self, store: RedisEventStore, handles: Sequence[Any]) -> None:

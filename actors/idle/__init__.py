@@ -1,0 +1,1 @@
+"""Reclaiming sessions: the reaper (idle and lifetime checks) and the facts it reads."""
