@@ -6,10 +6,12 @@ from __future__ import annotations
 import enum
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+
+from events.catalogue import KernelCreationSpec
 
 from .errors import InvalidAPIParameters, QuotaExceeded
 from .lifecycle import DEFAULT_ROLE
@@ -18,14 +20,20 @@ from .slots import ResourceSlot
 __all__ = [
     "PRIVATE_KERNEL_ROLES",
     "ClusterMode",
+    "KernelPlace",
     "KernelRole",
     "KernelSpec",
     "SessionResult",
     "SessionSpec",
     "SessionType",
+    "cluster_configs",
     "expand_cluster",
+    "kernel_creation_specs",
+    "kernel_id_for",
+    "kernel_place",
     "parse_duration",
     "parse_starts_at",
+    "session_id_for",
     "validate_creation",
 ]
 
@@ -116,6 +124,49 @@ class SessionSpec:
         return all(k.role in PRIVATE_KERNEL_ROLES for k in self.kernels)
 
 
+def session_id_for(command_id: uuid.UUID) -> uuid.UUID:
+    """A new session's id, derived from its creation command's id: the router knows the
+    owning shard before the first attempt, and a retry of the creation finds the first."""
+    return uuid.uuid5(command_id, "session")
+
+
+def kernel_id_for(session_id: uuid.UUID, index: int) -> uuid.UUID:
+    """The id of a new session's ``index``-th kernel (``0`` is the main one)."""
+    return uuid.uuid5(session_id, f"kernel-{index}")
+
+
+@dataclass(frozen=True, slots=True)
+class KernelPlace:
+    """Where a kernel sits in its cluster: the main one is ``main1``, then ``sub1``..."""
+
+    cluster_role: str
+    cluster_idx: int
+    local_rank: int
+    cluster_hostname: str
+
+
+def kernel_place(index: int) -> KernelPlace:
+    """The place of a cluster's ``index``-th kernel (``0`` is the main one)."""
+    if index == 0:
+        return KernelPlace(DEFAULT_ROLE, 1, 0, "main1")
+    return KernelPlace("sub", index, index, f"sub{index}")
+
+
+def cluster_configs(
+    cluster_size: int, configs: Sequence[ResourceSlot], *, strict: bool = True
+) -> list[ResourceSlot]:
+    """One resource config per kernel: a single config is replicated ``cluster_size``
+    times; several are taken as they are (``strict``: their count must equal
+    ``cluster_size``)."""
+    if len(configs) == 1:
+        return [configs[0]] * cluster_size
+    if strict and len(configs) != cluster_size:
+        raise InvalidAPIParameters(
+            f"got {len(configs)} kernel configs for a cluster_size of {cluster_size}"
+        )
+    return list(configs)
+
+
 def expand_cluster(
     cluster_size: int,
     configs: Sequence[ResourceSlot],
@@ -130,23 +181,18 @@ def expand_cluster(
     ``sub1``..``sub<n-1>``; with several, their count must equal ``cluster_size``."""
     if cluster_size < 1:
         raise InvalidAPIParameters("cluster_size must be at least 1")
-    if len(configs) == 1:
-        configs = [configs[0]] * cluster_size
-    elif len(configs) != cluster_size:
-        raise InvalidAPIParameters(
-            f"got {len(configs)} kernel configs for a cluster_size of {cluster_size}"
-        )
+    configs = cluster_configs(cluster_size, configs)
     ids = list(kernel_ids) if kernel_ids is not None else [uuid.uuid4() for _ in configs]
     specs = []
     for idx, slots in enumerate(configs):
-        main = idx == 0
+        place = kernel_place(idx)
         specs.append(
             KernelSpec(
                 kernel_id=ids[idx],
-                cluster_role=DEFAULT_ROLE if main else "sub",
-                cluster_idx=1 if main else idx,
-                local_rank=idx,
-                cluster_hostname="main1" if main else f"sub{idx}",
+                cluster_role=place.cluster_role,
+                cluster_idx=place.cluster_idx,
+                local_rank=place.local_rank,
+                cluster_hostname=place.cluster_hostname,
                 requested_slots=slots,
                 image=image,
                 architecture=architecture,
@@ -155,6 +201,31 @@ def expand_cluster(
             )
         )
     return tuple(specs)
+
+
+def kernel_creation_specs(
+    kernel_ids: Sequence[uuid.UUID],
+    configs: Sequence[Mapping[str, Decimal]],
+    *,
+    image: str = "",
+) -> list[KernelCreationSpec]:
+    """The kernels of a ``session_enqueued``: the ``i``-th with ``kernel_ids[i]``, its
+    place (:func:`kernel_place`) and ``configs[i]`` (see :func:`cluster_configs`)."""
+    kernels = []
+    for index, (kernel_id, slots) in enumerate(zip(kernel_ids, configs, strict=True)):
+        place = kernel_place(index)
+        kernels.append(
+            KernelCreationSpec(
+                kernel_id=kernel_id,
+                cluster_role=place.cluster_role,
+                cluster_idx=place.cluster_idx,
+                local_rank=place.local_rank,
+                cluster_hostname=place.cluster_hostname,
+                image=image,
+                requested_slots={k: Decimal(v) for k, v in slots.items()},
+            )
+        )
+    return kernels
 
 
 _DURATION = re.compile(
