@@ -12,9 +12,10 @@ key                         type    holds
 ``<p>:p:<name>:active``     string  the generation of projection ``<name>`` that serves reads
 ``<p>:p:<name>:next``       string  generation counter (INCR) for rebuilds
 ``<p>:p:<name>:g<N>:ckpt``  string  last log position folded into generation N
+``<p>:p:<name>:g<N>:meta``  hash    ``version``: the projection code that folded it
 ``<p>:p:<name>:g<N>:r:<k>`` hash    read-model records of kind k: id -> canonical JSON
-``<p>:p:<name>:g<N>:i:...`` zset/   secondary indexes of generation N (see each model)
-                            hash
+``<p>:p:<name>:g<N>:i:...`` zset/   secondary indexes of generation N (the ``*Indexes``
+                            hash    classes below name each one)
 ``<p>:p:<name>:status``     hash    position, lag, rate, state, error (for ``kh projections``)
 ``<p>:p:alarms``            hash    projection name -> why it stopped
 ``<p>:hb``                  zset    agent id -> last heartbeat (Redis time, s): telemetry
@@ -29,19 +30,170 @@ key                         type    holds
 ``<p>:idle:report:<sid>``   string  the idle checkers' last report (JSON, TTL 150 s)
 ``<p>:idle:util:<kernel>``  string  a kernel's recent utilization samples (JSON, TTL'd)
 ``<p>:idle:apps:<sid>``     zset    the session's open app connections (id -> opened at)
+``<p>:gateway:port``        string  the port a gateway took when asked for any free one
+``<p>:logs:<kernel>``       string  a terminated kernel's log (capped, TTL'd): telemetry
+``<p>:ratelimit:<ak>``      zset    a keypair's requests in the rolling window (TTL'd)
+``<p>:ratelimit:seq``       string  request counter (members of the windows above)
 ==========================  ======  ===================================================
 
 Streams are named ``session-<uuid>``, ``alloc-<scaling group>``, ``agent-<id>``,
 ``tenancy-*``, ``image-*`` and ``config`` (see design.md, Aggregates).
+
+Nothing outside this module spells a key (``tests/test_code_shape.py`` fails when one does):
+the writers and readers in ``events/`` build them here, and a projection and its queries
+share the index names of the ``*Indexes`` classes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_PREFIX", "KeySpace"]
+__all__ = [
+    "CHECKPOINT",
+    "DEFAULT_PREFIX",
+    "GENERATION_SEGMENTS",
+    "INSTALL_ALLOW_UNISOLATED",
+    "INSTALL_SHARDS",
+    "META",
+    "TOP_SEGMENTS",
+    "AgentIndexes",
+    "KeySpace",
+    "SessionIndexes",
+    "TenancyIndexes",
+    "record_hash",
+]
 
 DEFAULT_PREFIX = "kh"
+
+TOP_SEGMENTS = (
+    "log",
+    "ids",
+    "s",
+    "snap",
+    "p",
+    "hb",
+    "follow",
+    "stat",
+    "install",
+    "archive",
+    "idle",
+    "gateway",
+    "logs",
+    "ratelimit",
+)
+"""The first segment after ``<p>:`` of every key above (what the code-shape test looks for)."""
+GENERATION_SEGMENTS = ("r", "i", "ckpt", "meta", "active", "next", "status", "alarms")
+"""Segments under a projection or one of its generations."""
+
+INSTALL_SHARDS = "shards"
+"""Field of ``<p>:install``: the session shard count, fixed at install."""
+INSTALL_ALLOW_UNISOLATED = "allow_unisolated"
+"""Field of ``<p>:install``: the operator's opt-in to unisolated agents (``1``/``0``)."""
+
+CHECKPOINT = "ckpt"
+"""Relative to a generation: the last log position folded into it."""
+META = "meta"
+"""Relative to a generation: which version of the projection's code folded it."""
+
+
+def record_hash(kind: str) -> str:
+    """Relative to a generation: the hash of the records of ``kind`` (id -> canonical JSON)."""
+    return f"r:{kind}"
+
+
+class SessionIndexes:
+    """The ``sessions`` projection's indexes, relative to a generation (sorted sets scored by
+    creation time unless said otherwise)."""
+
+    ALL = "i:all"
+    KERNEL = "i:kernel"
+    """hash: kernel id -> session id."""
+
+    @staticmethod
+    def status(status: str) -> str:
+        return f"i:status:{status}"
+
+    @staticmethod
+    def type(session_type: str) -> str:
+        return f"i:type:{session_type}"
+
+    @staticmethod
+    def owner(access_key: str) -> str:
+        return f"i:owner:{access_key}"
+
+    @staticmethod
+    def scaling_group(name: str) -> str:
+        return f"i:sg:{name}"
+
+    @staticmethod
+    def pending(scaling_group: str) -> str:
+        """PENDING sessions of a group, scored by scheduling order."""
+        return f"i:pending:{scaling_group}"
+
+    @staticmethod
+    def project(project_id: str) -> str:
+        return f"i:project:{project_id}"
+
+    @staticmethod
+    def dependants(session_id: str) -> str:
+        return f"i:dependants:{session_id}"
+
+    @staticmethod
+    def name(access_key: str) -> str:
+        """hash: session name -> session id, per keypair."""
+        return f"i:name:{access_key}"
+
+    @staticmethod
+    def usage_open(scope: str) -> str:
+        """hash: session id -> its running interval."""
+        return f"i:usage:open:{scope}"
+
+    @staticmethod
+    def usage_closed(scope: str) -> str:
+        """zset: closed interval -> its end (ms)."""
+        return f"i:usage:closed:{scope}"
+
+
+class AgentIndexes:
+    """The ``agents`` projection's indexes, relative to a generation (sorted sets)."""
+
+    ALL = "i:all"
+
+    @staticmethod
+    def scaling_group(name: str) -> str:
+        return f"i:sg:{name}"
+
+    @staticmethod
+    def status(status: str) -> str:
+        return f"i:status:{status}"
+
+
+class TenancyIndexes:
+    """The ``tenancy`` projection's indexes, relative to a generation."""
+
+    PRESETS = "i:presets"
+    USER_EMAIL = "i:user:email"
+    """hash: email -> user id."""
+    USER_NAME = "i:user:name"
+    """hash: username -> user id."""
+
+    @staticmethod
+    def keypairs(user_id: str) -> str:
+        return f"i:keypairs:{user_id}"
+
+    @staticmethod
+    def projects(member: str) -> str:
+        return f"i:projects:{member}"
+
+    @staticmethod
+    def scaling_groups_for(kind: str, target: str) -> str:
+        """Scaling groups associated with a ``domain``, ``project`` or ``keypair``."""
+        return f"i:sg_for:{kind}:{target}"
+
+    @staticmethod
+    def project_names(domain: str) -> str:
+        """hash: project name -> project id, per domain."""
+        return f"i:project:{domain}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +223,21 @@ class KeySpace:
 
     def projection_generation(self, name: str, generation: int) -> str:
         """Prefix of every key of one generation (records, indexes, checkpoint)."""
-        return f"{self.prefix}:p:{name}:g{generation}"
+        return f"{self.projection_generations(name)}{generation}"
+
+    def projection_key(self, name: str, generation: int, relative: str) -> str:
+        """A key of one generation, from its relative name (``record_hash``, an index)."""
+        return f"{self.projection_generation(name, generation)}:{relative}"
+
+    def projection_checkpoint(self, name: str, generation: int) -> str:
+        return self.projection_key(name, generation, CHECKPOINT)
+
+    def projection_meta(self, name: str, generation: int) -> str:
+        return self.projection_key(name, generation, META)
+
+    def projection_generations(self, name: str) -> str:
+        """What every generation prefix of ``name`` starts with (the number follows)."""
+        return f"{self.prefix}:p:{name}:g"
 
     def projection_status(self, name: str) -> str:
         return f"{self.prefix}:p:{name}:status"
@@ -100,6 +266,14 @@ class KeySpace:
     def kernel_logs(self, kernel_id: str) -> str:
         """A terminated kernel's log (capped, TTL'd): telemetry, not state."""
         return f"{self.prefix}:logs:{kernel_id}"
+
+    def rate_limit(self, access_key: str) -> str:
+        """A keypair's requests in the rolling window (members: request numbers)."""
+        return f"{self.prefix}:ratelimit:{access_key}"
+
+    @property
+    def rate_limit_seq(self) -> str:
+        return f"{self.prefix}:ratelimit:seq"
 
     @property
     def idle_due(self) -> str:

@@ -11,6 +11,12 @@ Delivery semantics, said out loud:
   ``everysec`` may lose up to about one second of acknowledged events on power loss.
 * **subscriptions are at-least-once** across reconnects at the consumer (they resume after
   the last delivered position, so in practice each event is seen once, in log order).
+
+Beside the log, the store gives each other thing kept in Redis a small, named home, so that
+no caller outside ``events`` touches a Redis client: ``clock`` (the server's time),
+``telemetry`` and ``idle`` (:mod:`events.telemetry`), ``followers`` and ``install``
+(:mod:`events.install`), ``read_models`` (:mod:`events.readmodels`) and ``rate_limits``
+(:mod:`events.ratelimit`).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import enum
 import importlib.resources
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -28,8 +34,15 @@ from ._canonical import canonical_dumps, loads
 from .codec import EventCodec, default_codec
 from .envelope import Event, NewEvent, Position, StoredEvent, validate_stream_name
 from .errors import DuplicateBatchError, EventStoreError, WrongExpectedVersionError
+from .install import FollowerPositions, InstallFacts
 from .keys import DEFAULT_PREFIX, KeySpace
+from .ratelimit import RequestCounter
+from .readmodels import ReadModelStorage
 from .subscription import Subscription
+from .telemetry import Clock, IdleActivity, Telemetry
+
+if TYPE_CHECKING:
+    from .archive import ArchiveFile
 
 __all__ = [
     "ANY_VERSION",
@@ -105,8 +118,16 @@ class RedisEventStore:
         codec: EventCodec | None = None,
     ) -> None:
         self.redis = client
+        """The raw client: for ``events`` only (and tests); everything else has a home below."""
         self.keys = KeySpace(prefix)
         self.codec = codec or default_codec
+        self.clock = Clock(client)
+        self.telemetry = Telemetry(client, self.keys)
+        self.idle = IdleActivity(client, self.keys)
+        self.followers = FollowerPositions(client, self.keys)
+        self.install = InstallFacts(client, self.keys)
+        self.read_models = ReadModelStorage(client, self.keys)
+        self.rate_limits = RequestCounter(client, self.keys)
         self._append = client.register_script(_script("append.lua"))
         self._read_stream = client.register_script(_script("read_stream.lua"))
         self._save_snapshot = client.register_script(_script("save_snapshot.lua"))
@@ -141,6 +162,20 @@ class RedisEventStore:
         if durability is not None:
             await self.redis.config_set("appendonly", "yes")
             await self.redis.config_set("appendfsync", durability.value)
+
+    async def server_info(self) -> dict[str, Any]:
+        """Redis's ``INFO`` (version, memory, ...), for operators."""
+        return dict(await self.redis.info())
+
+    async def appendfsync(self) -> str | None:
+        """When an acknowledged append is on disk (``everysec``/``always``)."""
+        config = await self.redis.config_get("appendfsync")
+        value = next(iter(config.values()), None)
+        return None if value is None else _s(value)
+
+    async def used_memory(self) -> int:
+        """Bytes Redis holds (the log, its indexes, the read models, telemetry)."""
+        return int((await self.redis.info("memory"))["used_memory"])
 
     # ---- append ---------------------------------------------------------------------------
 
@@ -292,6 +327,25 @@ class RedisEventStore:
                 return
             after = page[-1].position
 
+    async def read_raw_backwards(
+        self, before: Position | None = None, count: int = _READ_PAGE
+    ) -> list[tuple[Position, Mapping[Any, Any]]]:
+        """Up to ``count`` entries strictly before ``before`` (``None``: from the head),
+        newest first, undecoded."""
+        entries = await self.redis.xrevrange(
+            self.keys.log, max=f"({before}" if before else "+", min="-", count=count
+        )
+        return [(_s(pos), fields or {}) for pos, fields in entries or ()]
+
+    async def wait_for_events(self, after: Position, block_ms: int) -> None:
+        """Return when the log has an event after ``after``, or after ``block_ms``."""
+        await self.redis.xread({self.keys.log: after}, count=1, block=block_ms)
+
+    async def stream_positions(self, stream: str) -> list[Position]:
+        """The global positions of a stream's events, in version order."""
+        indexed = await self.redis.lrange(self.keys.stream_index(stream), 0, -1)
+        return [_s(p) for p in indexed]
+
     async def head(self) -> Position:
         """The position of the last event ever appended (``"0-0"`` for an empty log)."""
         try:
@@ -318,6 +372,46 @@ class RedisEventStore:
         return Subscription(
             self, after, block_ms=block_ms, batch=batch, types=types, streams=streams
         )
+
+    # ---- archive files (``kh events archive``) -------------------------------------------------
+
+    async def archive_files(self) -> list[ArchiveFile]:
+        """The archive files recorded for this log, oldest first."""
+        from .archive import archive_files
+
+        return await archive_files(self.redis, self.keys.archive)
+
+    async def record_archive_file(self, path: str, meta: str) -> None:
+        """Record an archive file (its range, JSON) before its events leave the log."""
+        await self.redis.hset(self.keys.archive, path, meta)
+
+    async def forget_archived(
+        self, entries: Sequence[tuple[Position, str]], streams: Sequence[str], chunk: int
+    ) -> None:
+        """Archived events leave Redis: log entries and event-id records (``(position,
+        event id)``, ``chunk`` at a time), then the streams' indexes and snapshots."""
+        for start in range(0, len(entries), chunk):
+            part = entries[start : start + chunk]
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xdel(self.keys.log, *[position for position, _ in part])
+            pipe.hdel(self.keys.event_ids, *[event_id for _, event_id in part])
+            await pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        for stream in streams:
+            pipe.delete(self.keys.stream_index(stream), self.keys.snapshot(stream))
+        await pipe.execute()
+
+    async def import_entries(
+        self, entries: Sequence[tuple[Position, str, Any, str, Mapping[Any, Any]]]
+    ) -> None:
+        """Load exported entries, positions kept, in one round trip: ``(position, stream,
+        version, event id, log fields)`` each (``kh events import`` into an empty store)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for position, stream, version, event_id, fields in entries:
+            pipe.xadd(self.keys.log, dict(fields), id=position)
+            pipe.rpush(self.keys.stream_index(stream), position)
+            pipe.hset(self.keys.event_ids, event_id, f"{position} {version}")
+        await pipe.execute()
 
     # ---- snapshots --------------------------------------------------------------------------
 
