@@ -1,7 +1,7 @@
 """Facts of an installation kept beside the log: the session shard count (fixed at install),
 the operator's opt-in to unisolated agents, the port a gateway took, and where each actor
-that follows the log has got to. Plus the synchronous look-ups the launcher makes before
-any event loop runs (the shard count, whether a Redis answers at all).
+that follows the log has got to. Plus the synchronous look-up of the shard count the launcher
+makes before any event loop runs.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ __all__ = [
     "InstallFacts",
     "install_shard_count",
     "installed_shard_count",
-    "server_probe",
 ]
 
 
@@ -80,21 +79,3 @@ def installed_shard_count(redis_url: str, prefix: str) -> int | None:
     finally:
         client.close()
     return None if recorded is None else int(recorded)
-
-
-def server_probe(
-    url: str, timeout: float = 1.0, connect_timeout: float | None = None
-) -> str | None:
-    """``None`` when the Redis at ``url`` answers a PING, else why not ("still loading its
-    AOF", or the connection's error)."""
-    client = redis.Redis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=connect_timeout
-    )
-    try:
-        return None if client.ping() else "no answer"
-    except redis.exceptions.BusyLoadingError:
-        return "still loading its AOF"
-    except (redis.exceptions.RedisError, OSError) as exc:
-        return str(exc)
-    finally:
-        client.close()
