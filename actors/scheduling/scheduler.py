@@ -1,14 +1,16 @@
 """The scheduler of one scaling group: owner of the ``alloc-<group>`` ledger stream.
 
-A plain class for now (the ``scheduler`` Ray actor wraps it next). A pass reads the
-pending queue and the agents from the read models, confirms each candidate against its own
-stream (a lagging projection can never schedule a session twice), runs the pure
+Hosted by the ``scheduler:<group>`` Ray actor (:mod:`actors.hosts.scheduler`). A pass reads
+the pending queue and the agents from the read models, confirms each candidate against its
+own stream (a lagging projection can never schedule a session twice), runs the pure
 ``schedule_pass``, and appends each decision as one ``append_multi`` of the ledger
 reservation and ``session_scheduled``. The ledger's stream version is the fencing token: if
 another scheduler appended meanwhile, the pass stops and starts over from the log.
 
 It also keeps the ledger true to the kernels: ``kernel_started`` settles a hold to the
-actual allocation, ``kernel_terminated``/``kernel_cancelled`` release it.
+actual allocation, ``kernel_terminated``/``kernel_cancelled`` release it. What the ledger's
+entries mean (the fold, the snapshot, the moves a kernel calls for) and what a placement
+appends are pure, in :mod:`actors.domain.scheduling`; this class does the reads and appends.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from actors.domain.predicates import PredicateContext
 from actors.domain.scaling_groups import ScalingGroup
 from actors.domain.scheduling import (
     AgentInfo,
+    Decision,
     ExistingSession,
     FailedAttempt,
     Ledger,
@@ -34,17 +37,25 @@ from actors.domain.scheduling import (
     occupancy_of,
     schedule_pass,
 )
+from actors.domain.scheduling.ledger_stream import (
+    LEDGER_MOVES,
+    LEDGER_SNAPSHOT_SCHEMA,
+    LedgerFold,
+    ledger_command_id,
+    ledger_stream,
+)
+from actors.domain.scheduling.outcomes import (
+    failure_report,
+    placement_events,
+    scheduled_command_id,
+    session_command_id,
+    status_after,
+)
+from actors.domain.scheduling.records import failure_key, recorded_failure, spec_of
 from actors.domain.session import SessionResult, SessionSpec
 from actors.domain.slots import INTRINSIC_SLOTS, ResourceSlot, SlotType
 from actors.domain.statuses import AgentStatus, SessionStatus
 from actors.scheduling.agent_streams import AgentStreams
-from actors.scheduling.records import (
-    actual_allocation,
-    failure_key,
-    recorded_failure,
-    slots_of,
-    spec_of,
-)
 from actors.sessions.shard import ShardClient, session_stream
 from events import (
     Event,
@@ -54,16 +65,7 @@ from events import (
     correlated,
     events_for_command,
 )
-from events.catalogue import (
-    Allocation,
-    AllocReleased,
-    AllocReserved,
-    AllocSettled,
-    KernelPlacement,
-    PredicateFailure,
-    SessionScheduled,
-    SessionSchedulingFailed,
-)
+from events.catalogue import AllocReserved
 from projections.queries import ReadModels
 from projections.tenancy_queries import TenancyLookups
 
@@ -83,14 +85,11 @@ WAKES_SCHEDULER = frozenset(
 
 log = structlog.get_logger(__name__)
 
-LEDGER_SNAPSHOT_SCHEMA = "ledger-v1"
-LEDGER_SNAPSHOT_EVERY = 500
 _LIMITS_TTL_S = 1.0
-_LEDGER_MOVES = frozenset({"kernel_started", "kernel_terminated", "kernel_cancelled"})
 _AGENT_EVENTS = frozenset({"agent_registered", "agent_started", "agent_terminated"})
 SCHEDULER_REACTS_TO = (
     WAKES_SCHEDULER
-    | _LEDGER_MOVES
+    | LEDGER_MOVES
     | _AGENT_EVENTS
     | {
         "session_started",
@@ -99,12 +98,6 @@ SCHEDULER_REACTS_TO = (
     }
 )
 """What the scheduler's actor reads from the log (the rest is never decoded there)."""
-_STATUS_AFTER = {
-    "session_started": SessionStatus.RUNNING,
-    "session_terminating": SessionStatus.TERMINATING,
-    "session_terminated": SessionStatus.TERMINATED,
-    "session_cancelled": SessionStatus.CANCELLED,
-}
 DECISIONS_PER_APPEND = 100
 """Decisions committed per ``append_multi`` (the ledger plus one stream per session)."""
 
@@ -122,18 +115,17 @@ class Scheduler:
         self.shard = shard
         self.group_name = scaling_group
         self.actor = actor or f"scheduler:{scaling_group}"
-        self.stream = f"alloc-{scaling_group}"
+        self.stream = ledger_stream(scaling_group)
         self.models = ReadModels(store)
         self.tenancy = TenancyLookups(store)
         self.agent_streams = AgentStreams(store)
         self._agent_infos: dict[str, tuple[int, AgentInfo]] = {}
-        self._capacities: dict[str, ResourceSlot] = {}
         self.follows_log = False
         """Set by a host that feeds :meth:`on_events` every event in log order before it
         wakes a pass (the Ray actor): agents are then folded from those events, and a
         pass reads nothing about them. Otherwise each pass checks the agents' streams."""
-        self.ledger = Ledger()
-        self.ledger_version = 0
+        self.book = LedgerFold()
+        """The group's ledger as its stream says (the version is the fencing token)."""
         self.retries: dict[uuid.UUID, int] = {}
         self.last_pending = 0
         """How many pending sessions the last pass saw (a metric)."""
@@ -145,27 +137,29 @@ class Scheduler:
         ledger says exactly), kept from the log so a pass never re-reads them all."""
         self._limits: dict[tuple[str, Any], tuple[float, dict[str, Any] | None]] = {}
         self._pending_specs: dict[uuid.UUID, SessionSpec] = {}
-        self._snapshot_version = 0
         self.batch_size = DECISIONS_PER_APPEND
         self._lock = asyncio.Lock()
 
     # ---- the ledger --------------------------------------------------------------------------
+    @property
+    def ledger(self) -> Ledger:
+        return self.book.ledger
+
     async def _load_ledger(self, agents: list[AgentInfo]) -> None:
         """The ledger from its latest snapshot plus the events after it."""
-        self.ledger = Ledger({a.agent_id: a.capacity for a in agents})
-        self._capacities = {a.agent_id: a.capacity for a in agents}
-        self.ledger_version = 0
+        capacities = {a.agent_id: a.capacity for a in agents}
         snapshot = await self.store.load_snapshot(self.stream, LEDGER_SNAPSHOT_SCHEMA)
-        if snapshot is not None:
-            for kernel, session, agent, slots in snapshot.state["holds"]:
-                if agent not in self.ledger.capacity:
-                    self.ledger.set_capacity(agent, ResourceSlot())
-                kernel_id, session_id = uuid.UUID(kernel), uuid.UUID(session)
-                self.ledger.apply_reservation(session_id, [(kernel_id, agent, slots_of(slots))])
-            self.ledger_version = self._snapshot_version = snapshot.version
-        for event in await self.store.read_stream(self.stream, self.ledger_version + 1):
-            self._fold(event)
+        if snapshot is None:
+            self.book = LedgerFold(capacities)
+        else:
+            self.book = LedgerFold.restore(capacities, snapshot.state, snapshot.version)
+        await self._fold_new()
         self._ledger_current = True
+
+    async def _fold_new(self, until: int | None = None) -> None:
+        """Fold the ledger stream's entries after the version folded (up to ``until``)."""
+        for event in await self.store.read_stream(self.stream, self.book.version + 1, until):
+            self.book.apply(event.version, event.data)
 
     async def _sync_ledger(self, agents: list[AgentInfo]) -> None:
         """Bring the in-memory ledger up to the log: a full load after anything that may
@@ -175,51 +169,22 @@ class Scheduler:
         if not self._ledger_current:
             await self._load_ledger(agents)
         else:
-            for agent in agents:  # only what changed: a thousand agents, rarely resized
-                if self._capacities.get(agent.agent_id) is not agent.capacity:
-                    self.ledger.set_capacity(agent.agent_id, agent.capacity)
-                    self._capacities[agent.agent_id] = agent.capacity
-            for event in await self.store.read_stream(self.stream, self.ledger_version + 1):
-                self._fold(event)
-        if self.ledger_version - self._snapshot_version >= LEDGER_SNAPSHOT_EVERY:
-            state = {
-                "holds": [
-                    [str(k), str(s), a, {n: str(v) for n, v in slots.items()}]
-                    for k, s, a, slots in self.ledger.holds()
-                ]
-            }
+            self.book.set_capacities((a.agent_id, a.capacity) for a in agents)
+            await self._fold_new()
+        if self.book.snapshot_due():
             await self.store.save_snapshot(
-                self.stream, self.ledger_version, state, LEDGER_SNAPSHOT_SCHEMA
+                self.stream, self.book.version, self.book.snapshot(), LEDGER_SNAPSHOT_SCHEMA
             )
-            self._snapshot_version = self.ledger_version
-
-    def _fold(self, event: Event) -> None:
-        data = event.data
-        if isinstance(data, AllocReserved):
-            for a in data.allocations:
-                if a.agent_id not in self.ledger.capacity:  # an agent gone from the read side
-                    self.ledger.set_capacity(a.agent_id, ResourceSlot())
-            fresh = [a for a in data.allocations if self.ledger.held(a.kernel_id) is None]
-            self.ledger.apply_reservation(
-                data.session_id, [(a.kernel_id, a.agent_id, ResourceSlot(a.slots)) for a in fresh]
-            )
-        elif isinstance(data, AllocSettled) and self.ledger.held(data.kernel_id) is not None:
-            self.ledger.settle(data.kernel_id, ResourceSlot(data.actual))
-        elif isinstance(data, AllocReleased):
-            self.ledger.release(data.kernel_id)
-        self.ledger_version = event.version
+            self.book.snapshotted()
 
     async def _append_ledger(self, payloads: list[Any], command_id: uuid.UUID) -> bool:
         """Append ledger events at the version we hold; False if someone else wrote."""
         batch = events_for_command(command_id, payloads, actor=self.actor)
         try:
-            result = await self.store.append(self.stream, batch, self.ledger_version)
+            result = await self.store.append(self.stream, batch, self.book.version)
         except WrongExpectedVersionError:
             return False
-        for event in await self.store.read_stream(
-            self.stream, self.ledger_version + 1, result.version
-        ):
-            self._fold(event)
+        await self._fold_new(result.version)
         return True
 
     # ---- reacting to kernels -------------------------------------------------------------------
@@ -235,59 +200,25 @@ class Scheduler:
             self._track_status(event)
             if event.type in _AGENT_EVENTS:
                 self.agent_streams.apply(event)
-        kernel_events = [e for e in events if e.type in _LEDGER_MOVES]
+        kernel_events = [e for e in events if e.type in LEDGER_MOVES]
         if not kernel_events:
             return
+        kernels = [e.data for e in kernel_events]
+        command = ledger_command_id(kernel_events[0].event_id, len(kernel_events))
         async with self._lock:
             if not self._ledger_current:  # a fresh actor: know the holds before judging
                 await self._reload()
             for _ in range(8):
-                payloads = self._ledger_moves(kernel_events)
+                payloads = self.book.moves(kernels)
                 if not payloads:
                     return
-                command = uuid.uuid5(kernel_events[0].event_id, f"ledger/{len(kernel_events)}")
                 if await self._append_ledger(payloads, command):
                     return
                 await self._reload()
 
-    def _ledger_moves(self, events: Sequence[Event]) -> list[Any]:
-        payloads: list[Any] = []
-        released: set[uuid.UUID] = set()
-        for event in events:
-            data: Any = event.data
-            hold = self.ledger.holder(data.kernel_id)
-            if hold is None or data.kernel_id in released:
-                continue
-            session_id, agent_id = hold
-            held = self.ledger.held(data.kernel_id) or ResourceSlot()
-            if event.type == "kernel_started":
-                actual = actual_allocation(data.creation_info)
-                if actual is not None and actual != held:
-                    payloads.append(
-                        AllocSettled(
-                            session_id=session_id,
-                            kernel_id=data.kernel_id,
-                            agent_id=agent_id,
-                            actual=dict(actual),
-                        )
-                    )
-            else:
-                released.add(data.kernel_id)
-                payloads.append(
-                    AllocReleased(
-                        session_id=session_id,
-                        kernel_id=data.kernel_id,
-                        agent_id=agent_id,
-                        slots=dict(held),
-                    )
-                )
-        return payloads
-
     def _track_status(self, event: Event) -> None:
         data: Any = event.data
-        status = _STATUS_AFTER.get(event.type)
-        if event.type == "session_status_changed":
-            status = SessionStatus[data.status]
+        status = status_after(data)
         if status is None:
             return
         if status in (SessionStatus.TERMINATED, SessionStatus.CANCELLED):
@@ -425,16 +356,7 @@ class Scheduler:
         scheduled = await self._commit_all(result.decisions, records)
         for failure in result.failures:
             retries = self.retries[failure.session_id] = self.retries.get(failure.session_id, 0) + 1
-            report = SessionSchedulingFailed(
-                session_id=failure.session_id,
-                status_info=failure.status_info,
-                retries=retries,
-                failed_predicates=[
-                    PredicateFailure(name=n, msg=m) for n, m in failure.failed_predicates
-                ],
-                passed_predicates=list(failure.passed_predicates),
-                msg=failure.msg,
-            )
+            report = failure_report(failure, retries)
             record = records[str(failure.session_id)]
             if failure.status_info == "scheduler-error":
                 log.warning(
@@ -506,40 +428,19 @@ class Scheduler:
         )
 
     def _decision_events(
-        self, decision: Any, record: dict[str, Any], version: int
+        self, decision: Decision, record: dict[str, Any], version: int
     ) -> tuple[AllocReserved, StreamBatch, uuid.UUID]:
         """The ledger reservation, the session's batch (at ``version``) and the command id
         of one decision."""
-        reservation = decision.reservation
-        session_id = reservation.session_id
-        command = uuid.uuid5(session_id, f"scheduled@{version}")
-        reserved = AllocReserved(
-            session_id=session_id,
-            scaling_group=self.group_name,
-            allocations=[
-                Allocation(
-                    kernel_id=a.kernel_id,
-                    agent_id=a.agent_id,
-                    slots=dict(a.slots),
-                    free_before=dict(a.free_before),
-                )
-                for a in reservation.allocations
-            ],
-        )
-        scheduled = SessionScheduled(
-            session_id=session_id,
-            creation_id=record["creation_id"] or "",
-            reason="scheduled",
-            scaling_group=self.group_name,
-            placements=[
-                KernelPlacement(kernel_id=a.kernel_id, agent_id=a.agent_id)
-                for a in reservation.allocations
-            ],
+        session_id = decision.reservation.session_id
+        command = scheduled_command_id(session_id, version)
+        reserved, scheduled = placement_events(
+            decision.reservation, self.group_name, record["creation_id"] or ""
         )
         session = StreamBatch(
             session_stream(session_id),
             events_for_command(
-                uuid.uuid5(command, "session"),
+                session_command_id(command),
                 [scheduled],
                 actor=self.actor,
                 correlation_id=record.get("correlation_id"),
@@ -548,7 +449,7 @@ class Scheduler:
         )
         return reserved, session, command
 
-    async def _commit_all(self, decisions: list[Any], records: dict[str, Any]) -> int:
+    async def _commit_all(self, decisions: list[Decision], records: dict[str, Any]) -> int:
         """Commit decisions ``batch_size`` at a time, each batch one ``append_multi`` of the
         ledger (the fencing token) and every session's stream at the version the read model
         showed. A conflict in a batch (a session changed meanwhile) retries its decisions one
@@ -566,11 +467,11 @@ class Scheduler:
             ledger = StreamBatch(
                 self.stream,
                 events_for_command(
-                    uuid.uuid5(parts[0][2], f"ledger/{len(parts)}"),
+                    ledger_command_id(parts[0][2], len(parts)),
                     [p[0] for p in parts],
                     actor=self.actor,
                 ),
-                self.ledger_version,
+                self.book.version,
             )
             try:
                 await self.store.append_multi([ledger, *(p[1] for p in parts)])
@@ -591,7 +492,7 @@ class Scheduler:
         return committed
 
     @staticmethod
-    def _log_scheduled(decisions: list[Any], records: dict[str, Any]) -> None:
+    def _log_scheduled(decisions: list[Decision], records: dict[str, Any]) -> None:
         """One line per committed batch, naming each session and the API call behind it
         (``kh trace`` finds a correlation id in ``correlation_ids`` too)."""
         chosen = [records[str(d.session_id)] for d in decisions]
@@ -602,8 +503,8 @@ class Scheduler:
             agents=[sorted({a.agent_id for a in d.reservation.allocations}) for d in decisions],
         )
 
-    def _committed(self, decisions: list[Any]) -> None:
-        self.ledger_version += len(decisions)  # one ledger entry per decision
+    def _committed(self, decisions: list[Decision]) -> None:
+        self.book.committed(len(decisions))  # one ledger entry per decision
         for decision in decisions:  # their holds are in the ledger since the pass reserved them
             self.retries.pop(decision.session_id, None)
             spec = self._pending_specs.get(decision.session_id)
@@ -611,7 +512,7 @@ class Scheduler:
                 self._specs[decision.session_id] = spec
                 self._statuses[decision.session_id] = SessionStatus.SCHEDULED
 
-    async def _commit_one(self, decision: Any, record: dict[str, Any]) -> int | None:
+    async def _commit_one(self, decision: Decision, record: dict[str, Any]) -> int | None:
         """One decision at the session's current stream version: 1 if committed, 0 if the
         session is no longer pending (its reservation is dropped with a reload), ``None`` if
         the ledger moved (stop)."""
@@ -621,11 +522,10 @@ class Scheduler:
             self._ledger_current = False  # the in-memory reservation never lands
             return 0
         reserved, session, scheduled = self._decision_events(decision, record, aggregate.version)
-        command = uuid.uuid5(scheduled, "ledger/1")
         ledger = StreamBatch(
             self.stream,
-            events_for_command(command, [reserved], actor=self.actor),
-            self.ledger_version,
+            events_for_command(ledger_command_id(scheduled, 1), [reserved], actor=self.actor),
+            self.book.version,
         )
         try:
             await self.store.append_multi([ledger, session])

@@ -4,13 +4,15 @@ scheduling failure showed, and what an agent said it allocated. Pure conversions
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from actors.domain.session import ClusterMode, KernelRole, KernelSpec, SessionSpec, SessionType
-from actors.domain.slots import ResourceSlot
 from events.catalogue import SessionSchedulingFailed
+
+from ..session import ClusterMode, KernelRole, KernelSpec, SessionSpec, SessionType
+from ..slots import ResourceSlot
 
 __all__ = [
     "actual_allocation",
@@ -18,7 +20,6 @@ __all__ = [
     "recorded_failure",
     "slots_of",
     "spec_of",
-    "text",
 ]
 
 
@@ -43,18 +44,15 @@ def recorded_failure(record: dict[str, Any]) -> tuple[Any, ...] | None:
     return (record["status_info"], failed, scheduler.get("msg"))
 
 
-def actual_allocation(creation_info: dict[str, Any]) -> ResourceSlot | None:
+def actual_allocation(creation_info: Mapping[str, Any]) -> ResourceSlot | None:
     """What the agent says it allocated (``occupied_slots`` in the creation info), if it
     says; otherwise the reservation stands as it is."""
     occupied = creation_info.get("occupied_slots")
     return slots_of(occupied) if isinstance(occupied, dict) and occupied else None
 
 
-def text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def slots_of(values: dict[str, str]) -> ResourceSlot:
+def slots_of(values: Mapping[str, str]) -> ResourceSlot:
+    """Slots from their wire form (amounts as decimal strings)."""
     return ResourceSlot({k: Decimal(v) for k, v in values.items()})
 
 
