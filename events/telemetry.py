@@ -19,7 +19,10 @@ import redis.asyncio as aioredis
 
 from .keys import KeySpace
 
-__all__ = ["Clock", "DeviceStats", "IdleActivity", "IdleBatch", "Telemetry"]
+__all__ = ["ACCESS_TTL_S", "Clock", "DeviceStats", "IdleActivity", "IdleBatch", "Telemetry"]
+
+ACCESS_TTL_S = 86_400
+"""How long a session's last access and its app connections are kept without news."""
 
 
 def _s(value: Any) -> str:
@@ -125,7 +128,7 @@ class IdleBatch:
         self._pipe = client.pipeline(transaction=False)
         self._keys = keys
 
-    def started(self, session_id: str, at: float, access_ttl_s: int) -> None:
+    def started(self, session_id: str, at: float, access_ttl_s: int = ACCESS_TTL_S) -> None:
         """A session started at ``at``: its first access and first check, unless it has them."""
         self._pipe.set(self._keys.idle_access(session_id), repr(at), ex=access_ttl_s, nx=True)
         self._pipe.zadd(self._keys.idle_due, {session_id: at}, nx=True)
@@ -150,7 +153,7 @@ class IdleActivity:
         self._redis = client
         self._keys = keys
 
-    async def touch(self, session_id: str, access_ttl_s: int) -> None:
+    async def touch(self, session_id: str, access_ttl_s: int = ACCESS_TTL_S) -> None:
         """Activity on a session now (server time): its last access, and a check time if it
         has none, in one round trip."""
         seconds, micros = await self._redis.time()
@@ -161,7 +164,7 @@ class IdleActivity:
         await pipe.execute()
 
     async def app_opened(
-        self, session_id: str, connection: str, stale_s: float, ttl_s: int
+        self, session_id: str, connection: str, stale_s: float, ttl_s: int = ACCESS_TTL_S
     ) -> None:
         """An app connection is open now; those not announced for ``stale_s`` are dropped."""
         seconds, micros = await self._redis.time()
