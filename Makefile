@@ -17,7 +17,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[server,test]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

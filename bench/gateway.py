@@ -36,7 +36,6 @@ import aiohttp
 
 from actors.domain.slots import ResourceSlot
 from actors.gateway import API_VERSION
-from actors.gateway.signing import parse_date, sign, string_to_sign
 from actors.hosts import Installation, start_actors
 from actors.tenancy.writer import TenancyService
 from bench._baselines import machine, redis_version_at
@@ -45,6 +44,7 @@ from events import RedisEventStore
 from events.secrets import SecretBox
 from kernelhub.bootstrap import bootstrap
 from kernelhub.logging import configure_logging
+from kernelhub.signing import parse_date, sign, string_to_sign
 from kernelhub.testing import eventually, temporary_redis
 from projections.tenancy_queries import TenancyLookups
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from actors.gateway.signing import (
+from kernelhub.signing import (
     SignatureError,
     parse_authorization,
     parse_date,

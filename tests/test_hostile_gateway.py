@@ -32,7 +32,6 @@ from actors.gateway.log_tail import LogTail
 from actors.gateway.problems import AuthorizationFailed
 from actors.gateway.ratelimit import PeerLimiter
 from actors.gateway.scope import creation_refusal, visible
-from actors.gateway.signing import sign
 from actors.gateway.stream_limits import StreamLimits, TooManyStreams, is_stream
 from actors.tenancy.cache import RefreshingCache
 from actors.tenancy.writer import TenancyService
@@ -40,6 +39,7 @@ from events import NewEvent, RedisEventStore
 from events.catalogue import SessionEnqueued
 from events.secrets import SecretBox
 from kernelhub.sdk._wire import signed_headers
+from kernelhub.signing import sign
 from kernelhub.testing import eventually
 from projections.tenancy_queries import TenancyLookups
 

@@ -30,10 +30,10 @@ import requests
 import schemathesis
 
 from actors.gateway.openapi import openapi_document
-from actors.gateway.signing import parse_date, sign, string_to_sign
 from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
 from events.secrets import SecretBox
+from kernelhub.signing import parse_date, sign, string_to_sign
 from kernelhub.testing import eventually
 from projections.tenancy_queries import TenancyLookups
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from actors.gateway.signing import parse_date, sign, string_to_sign
 from actors.hosts import Installation, start_actors
 from events import RedisEventStore
 from events.secrets import SecretBox
 from kernelhub.bootstrap import bootstrap
 from kernelhub.redis_server import EmbeddedRedis
+from kernelhub.signing import parse_date, sign, string_to_sign
 from kernelhub.testing import eventually
 from projections.tenancy_queries import TenancyLookups
 

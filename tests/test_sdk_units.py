@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from actors.gateway.signing import parse_date, sign, string_to_sign
 from kernelhub.client_cli.app import EXIT, _exec_for, exit_code_of
 from kernelhub.sdk import (
     APIError,
@@ -33,6 +32,7 @@ from kernelhub.sdk import (
 from kernelhub.sdk._transfer import upload_body
 from kernelhub.sdk._wire import SSEParser, extract_tars, signed_headers, tar_parts
 from kernelhub.sdk.errors import api_error
+from kernelhub.signing import parse_date, sign, string_to_sign
 
 pytestmark = pytest.mark.unit
 

@@ -22,10 +22,10 @@ from aiohttp import web
 
 from actors.tenancy.cache import RefreshingCache
 from events.secrets import SecretBox, SecretError
+from kernelhub.signing import SignatureError, parse_authorization, parse_date, sign, string_to_sign
 from projections.tenancy_queries import TenancyLookups
 
 from .problems import AuthorizationFailed, InvalidAuthParameters
-from .signing import SignatureError, parse_authorization, parse_date, sign, string_to_sign
 
 __all__ = ["MAX_SKEW", "Authenticator", "Caller", "NotCached"]
 

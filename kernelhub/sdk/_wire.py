@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from actors.gateway.signing import sign, string_to_sign
+from ..signing import sign, string_to_sign
 
 __all__ = [
     "API_VERSION",

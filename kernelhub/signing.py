@@ -1,4 +1,6 @@
-"""Backend.AI's request signature (client-wire spec §2.4), pure.
+"""Backend.AI's request signature, pure (standard library only): the SDK signs with it
+(:mod:`kernelhub.sdk._wire`), the gateway verifies with it (:mod:`actors.gateway.auth`), so a
+client install imports no server code for it.
 
 The server signs what it received: the raw request target (path and query, undecoded), the
 raw ``Date`` header string, the ``Host`` header, the bare content type (``application/
