@@ -17,8 +17,12 @@ from typing import Any
 
 import structlog
 
-from actors.domain.liveness import decide_liveness
-from actors.domain.statuses import AgentStatus
+from actors.domain.liveness import (
+    agent_gone_command_id,
+    decide_liveness,
+    liveness_command_id,
+    lost_for_too_long,
+)
 from actors.scheduling.agent_streams import AgentStreams
 from events import RedisEventStore, WrongExpectedVersionError, events_for_command
 from projections.queries import ReadModels
@@ -74,11 +78,11 @@ class LivenessMonitor:
             stream = f"agent-{agent_id}"
             decided = decide_liveness(known.status, float(last_seen), now, self.lost_timeout_s)
             if not decided:
-                if known.status is AgentStatus.LOST and self.terminate_after_s is not None:
-                    if now - known.changed_ms / 1000 > self.terminate_after_s:
-                        await self._reclaim(agent_id, known.version)
+                lost_since = known.changed_ms / 1000
+                if lost_for_too_long(known.status, lost_since, now, self.terminate_after_s):
+                    await self._reclaim(agent_id, known.version)
                 continue
-            command = uuid.uuid5(uuid.NAMESPACE_URL, f"{stream}/liveness/{known.version}")
+            command = liveness_command_id(stream, known.version)
             batch = events_for_command(command, decided, actor="liveness")
             try:
                 await self.store.append(stream, batch, known.version)
@@ -97,7 +101,7 @@ class LivenessMonitor:
         for record in page.items:
             if any(k["agent"] == agent_id for k in record["kernels"].values()):
                 session_id = uuid.UUID(record["id"])
-                command = uuid.uuid5(session_id, f"agent-gone/{agent_id}/{lost_version}")
+                command = agent_gone_command_id(session_id, agent_id, lost_version)
                 log.info("terminating a lost agent's session", agent=agent_id, session=record["id"])
                 await self.shard.agent_gone(session_id, agent_id, command_id=command)
         self._reclaimed.add((agent_id, lost_version))

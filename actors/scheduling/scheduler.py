@@ -415,8 +415,7 @@ class Scheduler:
                         SessionResult(record["result"]),
                     )
         if now is None:
-            seconds, micros = await self.store.redis.time()
-            now = datetime.fromtimestamp(seconds + micros / 1e6, UTC)
+            now = datetime.fromtimestamp(await self.store.clock.now(), UTC)
         return PredicateContext(
             now=now,
             known_slot_types=known,
