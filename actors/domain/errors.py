@@ -1,7 +1,8 @@
 """Refusals the domain decides, named and worded as Backend.AI's API errors.
 
-Each carries the problem ``type`` suffix, HTTP status and ``title`` of the spec's error
-table, plus a ``msg`` for the user; the gateway turns them into problem bodies unchanged.
+Each carries Backend.AI's name for the error (``error_type``, the suffix of its problem
+``type``), its ``title`` and a ``msg`` for the user. Which HTTP status answers each is the front
+door's business: the gateway's table (``actors/gateway/problems.py``) maps them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ __all__ = [
 
 
 class DomainError(Exception):
-    status: ClassVar[int] = 500
     error_type: ClassVar[str] = "general-error"
     title: ClassVar[str] = "General Backend API Error."
 
@@ -33,33 +33,33 @@ class DomainError(Exception):
 
 
 class GenericBadRequest(DomainError):
-    status, error_type, title = 400, "generic-bad-request", "Bad request."
+    error_type, title = "generic-bad-request", "Bad request."
 
 
 class InvalidAPIParameters(DomainError):
-    status, error_type, title = 400, "invalid-api-params", "Missing or invalid API parameters."
+    error_type, title = "invalid-api-params", "Missing or invalid API parameters."
 
 
 class GenericForbidden(DomainError):
-    status, error_type, title = 403, "generic-forbidden", "Forbidden operation."
+    error_type, title = "generic-forbidden", "Forbidden operation."
 
 
 class QuotaExceeded(DomainError):
-    status, error_type, title = 412, "quota-exceeded", "You have reached your resource limit."
+    error_type, title = "quota-exceeded", "You have reached your resource limit."
 
 
 class ScalingGroupNotFound(DomainError):
-    status, error_type, title = 404, "object-not-found", "No such scaling group."
+    error_type, title = "object-not-found", "No such scaling group."
 
 
 class InstanceNotAvailable(DomainError):
-    status, error_type, title = 503, "instance-not-available", "There is no available instance."
+    error_type, title = "instance-not-available", "There is no available instance."
 
 
 class ObjectNotFound(DomainError):
-    """``No such {object}.``, Backend.AI's 404 family."""
+    """``No such {object}.``, Backend.AI's not-found family."""
 
-    status, error_type = 404, "object-not-found"
+    error_type = "object-not-found"
 
     def __init__(self, object_name: str, msg: str = "") -> None:
         super().__init__(msg)
@@ -78,4 +78,4 @@ class KernelExecutionFailed(DomainError):
     """The runner could not be reached or failed the request (Backend.AI's agent-details
     ``agent-failure``)."""
 
-    status, error_type, title = 500, "kernel-execution-failed", "Executing user code failed."
+    error_type, title = "kernel-execution-failed", "Executing user code failed."

@@ -19,10 +19,11 @@ from aiohttp import web
 
 from events.correlation import correlation_kwargs
 
-from ..domain.errors import DomainError, GenericForbidden
+from ..domain.errors import GenericForbidden
 from . import API_VERSION, MANAGER_VERSION
 from .context import LIVE, GatewayContext
 from .params import _Strict, parse, raw_params
+from .problems import GatewayError
 
 __all__ = ["FROZEN_GATED", "ServerFrozen", "check_frozen", "manager_routes"]
 
@@ -40,7 +41,7 @@ FROZEN_GATED = frozenset(
 """23.03's ``ALL_ALLOWED`` routes: only while the manager runs."""
 
 
-class ServerFrozen(DomainError):
+class ServerFrozen(GatewayError):
     status, error_type = 503, "server-frozen"
     title = "The server is frozen due to maintenance. Please try again later."
 

@@ -1,20 +1,34 @@
 """Backend.AI's problem bodies (RFC 7807 as its manager sends them) for every refusal.
 
-The domain's errors (:mod:`actors.domain.errors`) already carry status, type and title;
-these are the ones only the front door raises. :func:`problem` renders any of them.
+The domain's errors (:mod:`actors.domain.errors`) carry Backend.AI's name and title for a
+refusal, no HTTP status: :data:`DOMAIN_STATUS` maps them here, at the front door. The errors
+defined below (and in the other gateway modules) are the ones only the front door raises; each
+names its own ``status``. :func:`problem` renders any of them.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 
-from ..domain.errors import DomainError, GenericForbidden, ObjectNotFound
+from ..domain.errors import (
+    DomainError,
+    GenericBadRequest,
+    GenericForbidden,
+    InstanceNotAvailable,
+    InvalidAPIParameters,
+    KernelExecutionFailed,
+    ObjectNotFound,
+    QuotaExceeded,
+    ScalingGroupNotFound,
+)
 
 __all__ = [
+    "DOMAIN_STATUS",
     "AuthorizationFailed",
+    "GatewayError",
     "InsufficientPrivilege",
     "InternalServerError",
     "InvalidAuthParameters",
@@ -25,16 +39,49 @@ __all__ = [
     "TooManySessionsMatched",
     "URLNotFound",
     "problem",
+    "status_of",
 ]
 
 PROBLEM_BASE = "https://api.backend.ai/probs/"
 
+DOMAIN_STATUS: dict[type[DomainError], int] = {
+    DomainError: 500,
+    GenericBadRequest: 400,
+    InvalidAPIParameters: 400,
+    GenericForbidden: 403,
+    ObjectNotFound: 404,
+    ScalingGroupNotFound: 404,
+    QuotaExceeded: 412,
+    KernelExecutionFailed: 500,
+    InstanceNotAvailable: 503,
+}
+"""The HTTP status of each domain refusal (Backend.AI's error table); a subclass answers as
+its nearest listed class."""
 
-class AuthorizationFailed(DomainError):
+
+class GatewayError(DomainError):
+    """A refusal only the front door makes: it names its HTTP status itself."""
+
+    status: ClassVar[int] = 500
+
+
+def status_of(error: DomainError) -> int:
+    """The status ``error`` answers with: the nearest class in its lineage that names one
+    (a gateway error's own ``status``, else :data:`DOMAIN_STATUS`)."""
+    for cls in type(error).__mro__:
+        own = cls.__dict__.get("status")
+        if isinstance(own, int):
+            return own
+        if cls in DOMAIN_STATUS:
+            return DOMAIN_STATUS[cls]
+    return 500
+
+
+class AuthorizationFailed(GatewayError):
     status, error_type, title = 401, "auth-failed", "Credential/signature mismatch."
 
 
-class InvalidAuthParameters(DomainError):
+class InvalidAuthParameters(GatewayError):
     status, error_type = 400, "invalid-auth-params"
     title = "Missing or invalid authorization parameters."
 
@@ -43,19 +90,19 @@ class InsufficientPrivilege(GenericForbidden):
     status, error_type, title = 403, "insufficient-privilege", "Insufficient privilege."
 
 
-class URLNotFound(DomainError):
+class URLNotFound(GatewayError):
     status, error_type, title = 404, "url-not-found", "Unknown URL path."
 
 
-class MethodNotAllowed(DomainError):
+class MethodNotAllowed(GatewayError):
     status, error_type, title = 405, "method-not-allowed", "HTTP Method Not Allowed."
 
 
-class InternalServerError(DomainError):
+class InternalServerError(GatewayError):
     status, error_type, title = 500, "internal-server-error", "Internal server error."
 
 
-class QueryNotImplemented(DomainError):
+class QueryNotImplemented(GatewayError):
     status, error_type, title = 503, "not-implemented", "This API query is not implemented."
 
 
@@ -64,7 +111,7 @@ class SessionNotFound(ObjectNotFound):
         super().__init__("session", msg)
 
 
-class TooManySessionsMatched(DomainError):
+class TooManySessionsMatched(GatewayError):
     status, error_type, title = 404, "too-many-sessions-matched", "Too many sessions matched."
 
     def __init__(self, matches: list[dict[str, Any]]) -> None:
@@ -72,7 +119,7 @@ class TooManySessionsMatched(DomainError):
         self.data = {"matches": matches}
 
 
-class SessionAlreadyExists(DomainError):
+class SessionAlreadyExists(GatewayError):
     status, error_type = 400, "session-already-exists"
     title = "The session already exists but you requested not to reuse existing one."
 
@@ -89,7 +136,7 @@ def problem(error: DomainError, headers: dict[str, str] | None = None) -> web.Re
     if data:
         body["data"] = data
     return web.Response(
-        status=error.status,
+        status=status_of(error),
         text=json.dumps(body),
         headers=headers,
         content_type="application/problem+json",

@@ -37,7 +37,7 @@ from .params import (
     parse,
     raw_params,
 )
-from .problems import QueryNotImplemented, SessionAlreadyExists
+from .problems import GatewayError, QueryNotImplemented, SessionAlreadyExists
 from .scope import creation_refusal, visible
 from .views import session_info
 
@@ -113,7 +113,7 @@ only gates scheduling, so without this a tenant could enqueue sessions that neve
 (read at each create)."""
 
 
-class TooManyOpenSessions(DomainError):
+class TooManyOpenSessions(GatewayError):
     status, error_type, title = 429, "rate-limit-exceeded", "Too many open sessions."
 
 

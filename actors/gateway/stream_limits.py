@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..domain.errors import DomainError
+from .problems import GatewayError
 
 __all__ = [
     "MAX_FILE_OPS_PER_KEYPAIR",
@@ -50,11 +50,11 @@ SSE_ROUTES = frozenset({"/events/session"})
 """Routes that answer with a stream of server-sent events."""
 
 
-class TooManyStreams(DomainError):
+class TooManyStreams(GatewayError):
     status, error_type, title = 429, "rate-limit-exceeded", "Too many concurrent streams."
 
 
-class TooManyFileOperations(DomainError):
+class TooManyFileOperations(GatewayError):
     status, error_type, title = (429, "rate-limit-exceeded", "Too many concurrent file operations.")
 
 
@@ -72,7 +72,7 @@ class ConcurrencyLimits:
     """Slots for things a keypair holds open at once, ``per_keypair`` each and ``total`` in
     all; a request past either is refused with :attr:`refusal` (a 429), naming the cap."""
 
-    refusal: type[DomainError] = DomainError
+    refusal: type[GatewayError] = GatewayError
     what = "things"
     """How a refusal names what is counted ("streams")."""
 

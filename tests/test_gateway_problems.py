@@ -1,0 +1,69 @@
+"""The gateway maps the domain's refusals to HTTP statuses and problem bodies: the domain's
+errors name no status (issue 27, point 8), the front door's table does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from actors.domain import errors as domain
+from actors.gateway.apps import AppNotFound
+from actors.gateway.gql_limits import QueryTooComplex
+from actors.gateway.manager import ServerFrozen
+from actors.gateway.problems import (
+    AuthorizationFailed,
+    InsufficientPrivilege,
+    InternalServerError,
+    SessionAlreadyExists,
+    SessionNotFound,
+    problem,
+    status_of,
+)
+from actors.gateway.sessions import TooManyOpenSessions
+from actors.gateway.stream_limits import TooManyStreams
+
+pytestmark = pytest.mark.unit
+
+CASES: list[tuple[domain.DomainError, int, str]] = [
+    (domain.DomainError(), 500, "general-error"),
+    (domain.GenericBadRequest(), 400, "generic-bad-request"),
+    (domain.InvalidAPIParameters("x"), 400, "invalid-api-params"),
+    (domain.GenericForbidden(), 403, "generic-forbidden"),
+    (domain.QuotaExceeded(), 412, "quota-exceeded"),
+    (domain.ScalingGroupNotFound(), 404, "object-not-found"),
+    (domain.InstanceNotAvailable(), 503, "instance-not-available"),
+    (domain.ObjectNotFound("thing"), 404, "object-not-found"),
+    (domain.ImageNotFound(), 404, "object-not-found"),
+    (domain.KernelExecutionFailed(), 500, "kernel-execution-failed"),
+    (SessionNotFound(), 404, "object-not-found"),
+    (AppNotFound("app"), 404, "object-not-found"),
+    (QueryTooComplex("deep"), 400, "invalid-api-params"),
+    (AuthorizationFailed(), 401, "auth-failed"),
+    (InsufficientPrivilege(), 403, "insufficient-privilege"),
+    (InternalServerError(), 500, "internal-server-error"),
+    (SessionAlreadyExists("sid"), 400, "session-already-exists"),
+    (ServerFrozen(), 503, "server-frozen"),
+    (TooManyOpenSessions(), 429, "rate-limit-exceeded"),
+    (TooManyStreams(), 429, "rate-limit-exceeded"),
+]
+
+
+@pytest.mark.parametrize(("error", "status", "kind"), CASES, ids=lambda c: type(c).__name__)
+def test_each_refusal_answers_with_its_status_and_problem_type(
+    error: domain.DomainError, status: int, kind: str
+) -> None:
+    assert status_of(error) == status
+    response = problem(error)
+    assert response.status == status
+    assert response.content_type == "application/problem+json"
+    assert response.text is not None
+    body = json.loads(response.text)
+    assert body["type"] == f"https://api.backend.ai/probs/{kind}"
+    assert body["title"] == error.title
+
+
+def test_domain_errors_name_no_http_status() -> None:
+    for value in vars(domain).values():
+        if isinstance(value, type) and issubclass(value, domain.DomainError):
+            assert "status" not in vars(value), value.__name__
