@@ -7,11 +7,16 @@ from typing import Any
 
 import ray
 
+from actors.domain.commands.sessions import (
+    CreateSession,
+    CreateSessions,
+    SessionBatch,
+    ShardCommand,
+)
 from actors.runtime.metrics import ActorMetrics
 from actors.sessions.shard import SHARD_REACTS_TO, SessionShard
 from events import Event, RedisEventStore
 
-from ..domain.session_aggregate import KernelReport
 from ._follower import Follower, boot
 from ._traced import traced_actor
 
@@ -40,11 +45,18 @@ class SessionsActor(Follower):
         except ValueError:
             return True
 
-    def _count(self, command: str, events: list[Any]) -> list[str]:
-        self.metrics.inc("kernelhub_session_commands_total", command=command)
-        for event in events:
-            self.metrics.inc("kernelhub_session_events_total", type=event.type)
-        return [e.type for e in events]
+    def _count(self, command: ShardCommand[Any], result: Any) -> None:
+        """The command (each item of a batch of decisions) and the events it appended."""
+        commands, events = "kernelhub_session_commands_total", "kernelhub_session_events_total"
+        if isinstance(command, CreateSession | CreateSessions):
+            self.metrics.inc(commands, command=command.verb)
+            enqueued = len(result) if isinstance(result, list) else 1
+            self.metrics.inc(events, enqueued, type="session_enqueued")
+            return
+        for decided in result if isinstance(command, SessionBatch) else [result]:
+            self.metrics.inc(commands, command=command.verb)
+            for event in decided:
+                self.metrics.inc(events, type=event.type)
 
     async def metrics_snapshot(self) -> dict[str, float]:
         return self.metrics.snapshot()
@@ -52,19 +64,11 @@ class SessionsActor(Follower):
     async def react_many(self, events: list[Event]) -> None:
         await self.shard.on_events(events)
 
-    async def create(self, **options: Any) -> str:
-        session_id = str(await self.shard.create(**options))
-        self._count("create", [])
-        self.metrics.inc("kernelhub_session_events_total", type="session_enqueued")
-        return session_id
-
-    async def create_many(self, requests: list[dict[str, Any]]) -> list[str]:
-        session_ids = await self.shard.create_many(requests)
-        self._count("create_many", [])
-        self.metrics.inc(
-            "kernelhub_session_events_total", len(session_ids), type="session_enqueued"
-        )
-        return [str(s) for s in session_ids]
+    async def handle(self, command: ShardCommand[Any]) -> Any:
+        """The shard's one entry for commands: the value as the router sent it."""
+        result = await self.shard.handle(command)
+        self._count(command, result)
+        return result
 
     async def wait(
         self, session_id: uuid.UUID, timeout: float, until: list[str] | None = None
@@ -73,67 +77,6 @@ class SessionsActor(Follower):
         if until is None:
             return await self.shard.wait(sid, timeout)
         return await self.shard.wait(sid, timeout, frozenset(until))
-
-    async def destroy(
-        self,
-        session_id: uuid.UUID | str,
-        forced: bool = False,
-        reason: str | None = None,
-        command_id: uuid.UUID | str | None = None,
-    ) -> list[str]:
-        command = uuid.UUID(str(command_id)) if command_id else None
-        events = await self.shard.destroy(
-            uuid.UUID(str(session_id)), forced=forced, reason=reason, command_id=command
-        )
-        return self._count("destroy", events)
-
-    async def destroy_many_if_idle(self, requests: list[Any]) -> list[list[str]]:
-        outcomes = await self.shard.destroy_many_if_idle(requests)
-        return [self._count("destroy_if_idle", events) for events in outcomes]
-
-    async def note_activity_many(
-        self, notes: list[tuple[uuid.UUID, float, uuid.UUID]]
-    ) -> list[list[str]]:
-        outcomes = await self.shard.note_activity_many(notes)
-        return [self._count("note_activity", events) for events in outcomes]
-
-    async def restart(self, session_id: uuid.UUID, command_id: uuid.UUID) -> list[str]:
-        return self._count("restart", await self.shard.restart(session_id, command_id=command_id))
-
-    async def report(self, report: KernelReport, command_id: uuid.UUID | None = None) -> list[str]:
-        return self._count("report", await self.shard.report(report, command_id=command_id))
-
-    async def start_failed(
-        self,
-        session_id: uuid.UUID,
-        command_id: uuid.UUID | None = None,
-        error: dict[str, Any] | None = None,
-    ) -> list[str]:
-        events = await self.shard.start_failed(session_id, error=error, command_id=command_id)
-        return self._count("start_failed", events)
-
-    async def restart_failed(
-        self, session_id: uuid.UUID, msg: str, command_id: uuid.UUID | None = None
-    ) -> list[str]:
-        events = await self.shard.restart_failed(session_id, msg, command_id=command_id)
-        return self._count("restart_failed", events)
-
-    async def agent_gone(
-        self, session_id: uuid.UUID, agent_id: str, command_id: uuid.UUID | None = None
-    ) -> list[str]:
-        events = await self.shard.agent_gone(session_id, agent_id, command_id=command_id)
-        return self._count("agent_gone", events)
-
-    async def batch_result(self, result: Any, command_id: uuid.UUID | None = None) -> list[str]:
-        return self._count(
-            "batch_result", await self.shard.batch_result(result, command_id=command_id)
-        )
-
-    async def scheduling_failed(
-        self, failure: Any, command_id: uuid.UUID | None = None
-    ) -> list[str]:
-        events = await self.shard.scheduling_failed(failure, command_id=command_id)
-        return self._count("scheduling_failed", events)
 
     async def status(self, session_id: uuid.UUID | str) -> str:
         return (await self.shard.get(uuid.UUID(str(session_id)))).status.name

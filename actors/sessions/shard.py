@@ -14,19 +14,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import datetime
-from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 import structlog
 
+from actors.domain.commands.sessions import (
+    AgentGone,
+    CreateSession,
+    CreateSessions,
+    Decided,
+    DestroyIfIdle,
+    DestroyManyIfIdle,
+    DestroySession,
+    NoteActivities,
+    NoteActivity,
+    PrepareSession,
+    RecordBatchResult,
+    ReportKernel,
+    RestartFailed,
+    RestartSession,
+    SchedulingFailed,
+    ShardCommand,
+    StartFailed,
+)
 from actors.domain.errors import DomainError, InvalidAPIParameters
-from actors.domain.session import ClusterMode, SessionType, validate_creation
-from actors.domain.session_aggregate import KernelReport, SessionAggregate
-from actors.domain.slots import ResourceSlot
+from actors.domain.session import (
+    cluster_configs,
+    kernel_creation_specs,
+    kernel_id_for,
+    validate_creation,
+)
+from actors.domain.session_aggregate import SessionAggregate
 from events import (
     NO_STREAM,
     AnyPayload,
@@ -37,20 +59,11 @@ from events import (
     correlated,
     events_for_command,
 )
-from events.catalogue import (
-    KernelCreationSpec,
-    SessionCreationSpec,
-    SessionEnqueued,
-    SessionFailure,
-    SessionSchedulingFailed,
-    SessionSuccess,
-    SessionTerminating,
-)
+from events.catalogue import SessionCreationSpec, SessionEnqueued, SessionTerminating
 
 __all__ = [
     "SHARD_REACTS_TO",
     "SessionShard",
-    "ShardClient",
     "WrongShardError",
     "catch_up",
     "load_session",
@@ -82,13 +95,9 @@ may be waiting for."""
 _SETTLED = frozenset({"RUNNING", "TERMINATED", "CANCELLED", "ERROR"})
 """Where ``create(wait=...)`` returns: running, or an end (23.03's blocking create)."""
 
-
-IdleDestroy = (
-    tuple[uuid.UUID, str, float | None, uuid.UUID]
-    | tuple[uuid.UUID, str, float | None, uuid.UUID, dict[str, Any] | None]
-)
-"""The reaper's conditional destroy: (session, reason, the last access it judged on,
-command id[, its evidence for the log])."""
+R = TypeVar("R")
+IdleDestroy = Any
+"""Transitional (the reaper's old tuples): use ``DestroyIfIdle``."""
 
 
 def _destroy_decision(
@@ -106,12 +115,16 @@ def _destroy_decision(
     return decide
 
 
-def _evidence(request: IdleDestroy) -> dict[str, Any] | None:
-    return request[4] if len(request) > 4 else None
-
-
 def _note_decision(last_access: float) -> Callable[[SessionAggregate], list[Any]]:
     return lambda aggregate: aggregate.decide_note_activity(last_access)
+
+
+def _prepare(aggregate: SessionAggregate) -> list[Any]:
+    return aggregate.decide_prepare()
+
+
+def _restart(aggregate: SessionAggregate) -> list[Any]:
+    return aggregate.decide_restart()
 
 
 async def _on_behalf_of(event: Event, reaction: Coroutine[Any, Any, Any]) -> Any:
@@ -147,13 +160,45 @@ async def catch_up(store: RedisEventStore, aggregate: SessionAggregate) -> Sessi
     return aggregate
 
 
-class ShardClient(Protocol):
-    """What agents and the scheduler need from the shard: the shard itself in one process,
-    a proxy to its actor on Ray."""
+class OldCallShapes:
+    """Transitional: the call shapes from before commands were values, each building its
+    command; deleted once every caller builds commands itself."""
 
-    async def get(self, session_id: uuid.UUID) -> SessionAggregate: ...
+    async def handle(self, command: ShardCommand[R]) -> R:
+        raise NotImplementedError
 
-    async def report(self, report: KernelReport, *, command_id: uuid.UUID | None = None) -> Any: ...
+    async def create(self, **options: Any) -> uuid.UUID:
+        return await self.handle(CreateSession(**options))
+
+    async def create_many(self, requests: Sequence[dict[str, Any]]) -> list[uuid.UUID]:
+        return await self.handle(
+            CreateSessions(items=tuple(CreateSession(**options) for options in requests))
+        )
+
+    async def restart(
+        self, session_id: uuid.UUID, *, command_id: uuid.UUID | None = None
+    ) -> Decided:
+        return await self.handle(RestartSession(session_id=session_id, **_id(command_id)))
+
+    async def destroy_if_idle(
+        self,
+        session_id: uuid.UUID,
+        reason: str,
+        judged_access: float | None,
+        *,
+        command_id: uuid.UUID | None = None,
+    ) -> Decided:
+        return await self.handle(
+            DestroyIfIdle(
+                session_id=session_id,
+                reason=reason,
+                judged_access=judged_access,
+                **_id(command_id),
+            )
+        )
+
+    async def report(self, report: Any, *, command_id: uuid.UUID | None = None) -> Decided:
+        return await self.handle(ReportKernel(report=report, **_id(command_id)))
 
     async def start_failed(
         self,
@@ -161,21 +206,28 @@ class ShardClient(Protocol):
         *,
         error: dict[str, Any] | None = None,
         command_id: uuid.UUID | None = None,
-    ) -> Any: ...
+    ) -> Decided:
+        return await self.handle(StartFailed(session_id=session_id, error=error, **_id(command_id)))
 
-    async def batch_result(self, result: Any, *, command_id: uuid.UUID | None = None) -> Any: ...
-
-    async def scheduling_failed(
-        self, failure: Any, *, command_id: uuid.UUID | None = None
-    ) -> Any: ...
+    async def batch_result(self, result: Any, *, command_id: uuid.UUID | None = None) -> Decided:
+        return await self.handle(RecordBatchResult(result=result, **_id(command_id)))
 
     async def restart_failed(
         self, session_id: uuid.UUID, msg: str, *, command_id: uuid.UUID | None = None
-    ) -> Any: ...
+    ) -> Decided:
+        return await self.handle(RestartFailed(session_id=session_id, msg=msg, **_id(command_id)))
 
     async def agent_gone(
         self, session_id: uuid.UUID, agent_id: str, *, command_id: uuid.UUID | None = None
-    ) -> Any: ...
+    ) -> Decided:
+        return await self.handle(
+            AgentGone(session_id=session_id, agent_id=agent_id, **_id(command_id))
+        )
+
+    async def scheduling_failed(
+        self, failure: Any, *, command_id: uuid.UUID | None = None
+    ) -> Decided:
+        return await self.handle(SchedulingFailed(failure=failure, **_id(command_id)))
 
     async def destroy(
         self,
@@ -184,10 +236,25 @@ class ShardClient(Protocol):
         forced: bool = False,
         reason: str | None = None,
         command_id: uuid.UUID | None = None,
-    ) -> Any: ...
+    ) -> Decided:
+        return await self.handle(
+            DestroySession(session_id=session_id, forced=forced, reason=reason, **_id(command_id))
+        )
+
+    async def destroy_many_if_idle(self, requests: Sequence[Any]) -> list[Decided]:
+        return await self.handle(DestroyManyIfIdle(items=tuple(_idle(r) for r in requests)))
+
+    async def note_activity_many(self, notes: Sequence[Any]) -> list[Decided]:
+        return await self.handle(
+            NoteActivities(
+                items=tuple(
+                    NoteActivity(session_id=s, last_access=a, command_id=c) for s, a, c in notes
+                )
+            )
+        )
 
 
-class SessionShard:
+class SessionShard(OldCallShapes):
     def __init__(
         self,
         store: RedisEventStore,
@@ -234,16 +301,20 @@ class SessionShard:
                 continue
             for changed in self._changed.get(session_id, ()):
                 changed.set()
-            reaction: Coroutine[Any, Any, Any]
+            command: ShardCommand[Decided]
             if event.type == "session_scheduled":
-                command = uuid.uuid5(event.event_id, "prepare")
-                reaction = self.prepare(session_id, command_id=command)
+                command = PrepareSession(
+                    session_id=session_id, command_id=uuid.uuid5(event.event_id, "prepare")
+                )
             elif event.type in ("session_success", "session_failure"):
-                command = uuid.uuid5(event.event_id, "finish")
-                reaction = self.destroy(session_id, reason="task-finished", command_id=command)
+                command = DestroySession(
+                    session_id=session_id,
+                    reason="task-finished",
+                    command_id=uuid.uuid5(event.event_id, "finish"),
+                )
             else:
                 continue
-            reactions.append(_on_behalf_of(event, reaction))
+            reactions.append(_on_behalf_of(event, self.handle(command)))
         for outcome in await asyncio.gather(*reactions, return_exceptions=True):
             if isinstance(outcome, Exception):
                 log.error("shard reaction failed", error=repr(outcome))
@@ -256,11 +327,10 @@ class SessionShard:
     async def _decide(
         self,
         session_id: uuid.UUID,
-        command_id: uuid.UUID | None,
+        command: uuid.UUID,
         decide: Callable[[SessionAggregate], list[AnyPayload]],
     ) -> list[AnyPayload]:
         self._check_owner(session_id)
-        command = command_id or uuid.uuid4()
         async with self._locks[session_id]:
             for _ in range(_RETRIES):
                 aggregate = await self._catch_up(session_id)
@@ -352,203 +422,185 @@ class SessionShard:
             return []
 
     # ---- commands ----------------------------------------------------------------------------
-    async def create(self, **options: Any) -> uuid.UUID:
-        """Enqueue a session (validated first: nothing invalid reaches the log)."""
-        session_id, batch = await self._enqueued(**options)
+    async def handle(self, command: ShardCommand[R]) -> R:
+        """Decide on ``command`` with the handler registered for its type (below); a retry
+        of a command that already took effect decides nothing."""
+        return cast(R, await self._handle(command))
+
+    @functools.singledispatchmethod
+    async def _handle(self, command: ShardCommand[Any]) -> Any:
+        raise TypeError(f"a session shard does not handle {type(command).__name__}")
+
+    @_handle.register
+    async def _create(self, command: CreateSession) -> uuid.UUID:
+        batch = await self._enqueued(command)
         await self.store.append(batch.stream, batch.events, NO_STREAM)
         log.info(
             "session enqueued",
-            session=str(session_id),
-            name=options.get("name"),
-            access_key=options.get("access_key"),
+            session=str(command.session_id),
+            name=command.name,
+            access_key=command.access_key,
         )
-        return session_id
+        return command.session_id
 
-    async def create_many(self, requests: Sequence[dict[str, Any]]) -> list[uuid.UUID]:
-        """Enqueue several sessions in one atomic ``append_multi`` (each its own stream):
-        a burst of submissions costs one round trip, and all or none are enqueued."""
-        enqueued = [await self._enqueued(**options) for options in requests]
+    @_handle.register
+    async def _create_many(self, command: CreateSessions) -> list[uuid.UUID]:
+        enqueued = [await self._enqueued(item) for item in command.items]
         if enqueued:
-            await self.store.append_multi([batch for _, batch in enqueued])
+            await self.store.append_multi(enqueued)
             log.info("sessions enqueued", count=len(enqueued))
-        return [session_id for session_id, _ in enqueued]
+        return [item.session_id for item in command.items]
 
-    async def _enqueued(
-        self,
-        *,
-        name: str,
-        access_key: str,
-        scaling_group: str,
-        image: str,
-        requested: Sequence[ResourceSlot],
-        cluster_size: int = 1,
-        cluster_mode: ClusterMode = ClusterMode.SINGLE_NODE,
-        session_type: SessionType = SessionType.INTERACTIVE,
-        startup_command: str | None = None,
-        starts_at: datetime | None = None,
-        max_containers_per_session: int = 0,
-        dependencies: Sequence[uuid.UUID] = (),
-        domain: str = "default",
-        user_id: uuid.UUID | None = None,
-        project_id: uuid.UUID | None = None,
-        session_id: uuid.UUID | None = None,
-        command_id: uuid.UUID | None = None,
-        preopen_ports: Sequence[int] | None = None,
-    ) -> tuple[uuid.UUID, StreamBatch]:
+    async def _enqueued(self, command: CreateSession) -> StreamBatch:
         """A validated ``session_enqueued`` for a new session, ready to append."""
         validate_creation(
-            session_type=session_type,
-            starts_at="set" if starts_at else None,
-            startup_command=startup_command,
-            cluster_size=cluster_size,
-            max_containers_per_session=max_containers_per_session,
-            requested=requested,
+            session_type=command.session_type,
+            starts_at="set" if command.starts_at else None,
+            startup_command=command.startup_command,
+            cluster_size=command.cluster_size,
+            max_containers_per_session=command.max_containers_per_session,
+            requested=command.requested,
         )
-        command = command_id or uuid.uuid4()
-        sid = session_id or uuid.uuid5(command, "session")
+        sid = command.session_id
         self._check_owner(sid)
-        for dependency in dependencies:  # before the append: no B14 regression
+        for dependency in command.dependencies:  # before the append: no B14 regression
             if await self.store.stream_version(session_stream(dependency)) == 0:
                 raise InvalidAPIParameters(
                     f"Unknown session ID or name in dependencies: {dependency}"
                 )
-        configs = list(requested) * cluster_size if len(requested) == 1 else list(requested)
-        kernels = [
-            KernelCreationSpec(
-                kernel_id=uuid.uuid5(sid, f"kernel-{i}"),
-                cluster_role="main" if i == 0 else "sub",
-                cluster_idx=1 if i == 0 else i,
-                local_rank=i,
-                cluster_hostname="main1" if i == 0 else f"sub{i}",
-                image=image,
-                requested_slots={k: Decimal(v) for k, v in slots.items()},
-            )
-            for i, slots in enumerate(configs)
-        ]
+        configs = cluster_configs(command.cluster_size, command.requested, strict=False)
         spec = SessionCreationSpec(
-            name=name,
-            access_key=access_key,
-            user_id=user_id,
-            project_id=project_id,
-            domain=domain,
-            session_type=session_type.value,
-            image=image,
-            cluster_mode=cluster_mode.value,
-            cluster_size=cluster_size,
-            scaling_group=scaling_group,
-            kernels=kernels,
-            starts_at=starts_at,
-            startup_command=startup_command,
-            dependencies=list(dependencies),
-            preopen_ports=list(preopen_ports) if preopen_ports else None,
+            name=command.name,
+            access_key=command.access_key,
+            user_id=command.user_id,
+            project_id=command.project_id,
+            domain=command.domain,
+            session_type=command.session_type.value,
+            image=command.image,
+            cluster_mode=command.cluster_mode.value,
+            cluster_size=command.cluster_size,
+            scaling_group=command.scaling_group,
+            kernels=kernel_creation_specs(
+                [kernel_id_for(sid, i) for i in range(len(configs))],
+                configs,
+                image=command.image,
+            ),
+            starts_at=command.starts_at,
+            startup_command=command.startup_command,
+            dependencies=list(command.dependencies),
+            preopen_ports=list(command.preopen_ports) if command.preopen_ports else None,
         )
-        event = SessionEnqueued(session_id=sid, creation_id=command.hex[:16], spec=spec)
-        batch = events_for_command(command, [event], actor=self.actor)
-        return sid, StreamBatch(session_stream(sid), batch, NO_STREAM)
+        event = SessionEnqueued(session_id=sid, creation_id=command.command_id.hex[:16], spec=spec)
+        batch = events_for_command(command.command_id, [event], actor=self.actor)
+        return StreamBatch(session_stream(sid), batch, NO_STREAM)
 
-    async def prepare(self, session_id: uuid.UUID, *, command_id: uuid.UUID | None = None) -> bool:
-        return bool(await self._decide(session_id, command_id, lambda s: s.decide_prepare()))
+    @_handle.register
+    async def _prepare(self, command: PrepareSession) -> Decided:
+        return await self._decide(command.session_id, command.command_id, _prepare)
 
-    async def report(
-        self, report: KernelReport, *, command_id: uuid.UUID | None = None
-    ) -> list[AnyPayload]:
-        """A kernel's progress, from its agent."""
-        return await self._decide(report.session_id, command_id, lambda s: s.decide_report(report))
-
-    async def destroy(
-        self,
-        session_id: uuid.UUID,
-        *,
-        forced: bool = False,
-        reason: str | None = None,
-        command_id: uuid.UUID | None = None,
-    ) -> list[AnyPayload]:
+    @_handle.register
+    async def _report(self, command: ReportKernel) -> Decided:
         return await self._decide(
-            session_id, command_id, lambda s: s.decide_destroy(forced=forced, reason=reason).events
+            command.session_id, command.command_id, lambda s: s.decide_report(command.report)
         )
 
-    async def start_failed(
-        self,
-        session_id: uuid.UUID,
-        *,
-        error: dict[str, Any] | None = None,
-        command_id: uuid.UUID | None = None,
-    ) -> list[AnyPayload]:
+    @_handle.register
+    async def _destroy(self, command: DestroySession) -> Decided:
         return await self._decide(
-            session_id, command_id, lambda s: s.decide_start_failed(error=error)
+            command.session_id,
+            command.command_id,
+            lambda s: s.decide_destroy(forced=command.forced, reason=command.reason).events,
         )
 
-    async def destroy_if_idle(
-        self,
-        session_id: uuid.UUID,
-        reason: str,
-        judged_access: float | None,
-        *,
-        command_id: uuid.UUID | None = None,
-    ) -> list[AnyPayload]:
-        """The reaper's destroy, re-checked here: a session touched after the reaper judged
-        it idle (its read model lagging, a touch in flight) is left alone. Lifetime and
-        utilization reclaims do not depend on activity and go ahead."""
-        (outcome,) = await self.destroy_many_if_idle(
-            [(session_id, reason, judged_access, command_id or uuid.uuid4())]
+    @_handle.register
+    async def _start_failed(self, command: StartFailed) -> Decided:
+        return await self._decide(
+            command.session_id,
+            command.command_id,
+            lambda s: s.decide_start_failed(error=command.error),
         )
+
+    @_handle.register
+    async def _destroy_if_idle(self, command: DestroyIfIdle) -> Decided:
+        (outcome,) = await self.handle(DestroyManyIfIdle(items=(command,)))
         return outcome
 
-    async def destroy_many_if_idle(self, requests: Sequence[IdleDestroy]) -> list[list[AnyPayload]]:
-        """Several of :meth:`destroy_if_idle` at once: the latest accesses in one read, the
-        destroys concurrently (different sessions). The reaper's evidence, when it sends
-        one, is recorded on ``session_terminating``."""
-        for session_id, *_ in requests:
-            self._check_owner(session_id)
+    @_handle.register
+    async def _destroy_many_if_idle(self, command: DestroyManyIfIdle) -> list[Decided]:
+        """The latest accesses in one read, then one ``append_multi`` of the destroys still
+        due: an ``idle-timeout`` of a session touched after the reaper judged it (its read
+        model lagging, a touch in flight) is dropped; lifetime and utilization reclaims do
+        not depend on activity and go ahead."""
+        requests = command.items
+        for request in requests:
+            self._check_owner(request.session_id)
         latest = await self.store.redis.mget(
-            [self.store.keys.idle_access(str(session_id)) for session_id, *_ in requests]
+            [self.store.keys.idle_access(str(r.session_id)) for r in requests]
         )
 
-        def still_idle(request: IdleDestroy, raw: Any) -> bool:
-            _, reason, judged, *_ = request
-            if reason != "idle-timeout":
+        def still_idle(request: DestroyIfIdle, raw: Any) -> bool:
+            if request.reason != "idle-timeout":
                 return True
             access = float(raw) if raw else None
+            judged = request.judged_access
             return access is not None and (judged is None or access <= judged)
 
         chosen = [
             i for i, (r, raw) in enumerate(zip(requests, latest, strict=True)) if still_idle(r, raw)
         ]
-        picked = [requests[i] for i in chosen]
         decided = await self._decide_many(
-            [(r[0], r[3], _destroy_decision(r[1], _evidence(r))) for r in picked]
+            [
+                (r.session_id, r.command_id, _destroy_decision(r.reason, r.evidence))
+                for r in (requests[i] for i in chosen)
+            ]
         )
-        outcomes: list[list[AnyPayload]] = [[] for _ in requests]
+        outcomes: list[Decided] = [[] for _ in requests]
         for index, payloads in zip(chosen, decided, strict=True):
             outcomes[index] = payloads
         return outcomes
 
-    async def note_activity_many(
-        self, notes: Sequence[tuple[uuid.UUID, float, uuid.UUID]]
-    ) -> list[list[AnyPayload]]:
-        """The reaper's coalesced activity notes (session, last access, command id): one
-        ``session_activity`` each for running sessions used since their last note."""
+    @_handle.register
+    async def _note_activities(self, command: NoteActivities) -> list[Decided]:
+        """One ``session_activity`` each for running sessions used since their last note."""
         return await self._decide_many(
-            [(sid, command, _note_decision(last_access)) for sid, last_access, command in notes]
+            [(n.session_id, n.command_id, _note_decision(n.last_access)) for n in command.items]
         )
 
-    async def restart(
-        self, session_id: uuid.UUID, *, command_id: uuid.UUID | None = None
-    ) -> list[AnyPayload]:
-        """Restart a RUNNING session's kernels in place (their agents do the work)."""
-        return await self._decide(session_id, command_id, lambda s: s.decide_restart())
+    @_handle.register
+    async def _restart(self, command: RestartSession) -> Decided:
+        return await self._decide(command.session_id, command.command_id, _restart)
 
-    async def restart_failed(
-        self, session_id: uuid.UUID, msg: str, *, command_id: uuid.UUID | None = None
-    ) -> list[AnyPayload]:
-        return await self._decide(session_id, command_id, lambda s: s.decide_restart_failed(msg))
+    @_handle.register
+    async def _restart_failed(self, command: RestartFailed) -> Decided:
+        return await self._decide(
+            command.session_id,
+            command.command_id,
+            lambda s: s.decide_restart_failed(command.msg),
+        )
 
-    async def agent_gone(
-        self, session_id: uuid.UUID, agent_id: str, *, command_id: uuid.UUID | None = None
-    ) -> list[AnyPayload]:
-        """A lost agent's ``terminate_after`` ran out (see ``decide_agent_gone``)."""
-        return await self._decide(session_id, command_id, lambda s: s.decide_agent_gone(agent_id))
+    @_handle.register
+    async def _agent_gone(self, command: AgentGone) -> Decided:
+        return await self._decide(
+            command.session_id,
+            command.command_id,
+            lambda s: s.decide_agent_gone(command.agent_id),
+        )
 
+    @_handle.register
+    async def _scheduling_failed(self, command: SchedulingFailed) -> Decided:
+        return await self._decide(
+            command.session_id,
+            command.command_id,
+            lambda s: s.decide_scheduling_failed(command.failure),
+        )
+
+    @_handle.register
+    async def _batch_result(self, command: RecordBatchResult) -> Decided:
+        return await self._decide(
+            command.session_id, command.command_id, lambda s: s.decide_result(command.result)
+        )
+
+    # ---- queries -----------------------------------------------------------------------------
     async def wait(
         self, session_id: uuid.UUID, timeout: float, until: frozenset[str] = _SETTLED
     ) -> str:
@@ -574,19 +626,65 @@ class SessionShard:
             if not waiters:
                 del self._changed[session_id]
 
-    async def scheduling_failed(
-        self, failure: SessionSchedulingFailed, *, command_id: uuid.UUID | None = None
-    ) -> list[AnyPayload]:
-        return await self._decide(
-            failure.session_id, command_id, lambda s: s.decide_scheduling_failed(failure)
-        )
-
-    async def batch_result(
-        self, result: SessionSuccess | SessionFailure, *, command_id: uuid.UUID | None = None
-    ) -> list[AnyPayload]:
-        return await self._decide(result.session_id, command_id, lambda s: s.decide_result(result))
-
     async def get(self, session_id: uuid.UUID) -> SessionAggregate:
         self._check_owner(session_id)
         async with self._locks[session_id]:
             return await self._catch_up(session_id)
+
+
+def _id(command_id: uuid.UUID | None) -> dict[str, Any]:
+    return {"command_id": command_id} if command_id else {}
+
+
+def _idle(request: Any) -> DestroyIfIdle:
+    if isinstance(request, DestroyIfIdle):
+        return request
+    sid, reason, judged, command, *evidence = request
+    return DestroyIfIdle(
+        session_id=sid,
+        reason=reason,
+        judged_access=judged,
+        command_id=command,
+        evidence=evidence[0] if evidence else None,
+    )
+
+
+class ShardClient(Protocol):
+    """Transitional: the old call shapes (use ``SessionClient`` and commands)."""
+
+    async def get(self, session_id: uuid.UUID) -> SessionAggregate: ...
+
+    async def handle(self, command: ShardCommand[R]) -> R: ...
+
+    async def report(self, report: Any, *, command_id: uuid.UUID | None = None) -> Any: ...
+
+    async def start_failed(
+        self,
+        session_id: uuid.UUID,
+        *,
+        error: dict[str, Any] | None = None,
+        command_id: uuid.UUID | None = None,
+    ) -> Any: ...
+
+    async def batch_result(self, result: Any, *, command_id: uuid.UUID | None = None) -> Any: ...
+
+    async def scheduling_failed(
+        self, failure: Any, *, command_id: uuid.UUID | None = None
+    ) -> Any: ...
+
+    async def restart_failed(
+        self, session_id: uuid.UUID, msg: str, *, command_id: uuid.UUID | None = None
+    ) -> Any: ...
+
+    async def agent_gone(
+        self, session_id: uuid.UUID, agent_id: str, *, command_id: uuid.UUID | None = None
+    ) -> Any: ...
+
+    async def destroy(
+        self,
+        session_id: uuid.UUID,
+        *,
+        forced: bool = False,
+        reason: str | None = None,
+        command_id: uuid.UUID | None = None,
+    ) -> Any: ...

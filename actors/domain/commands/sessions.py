@@ -152,6 +152,16 @@ class DestroySession(SessionCommand[Decided]):
     forced: bool = False
     reason: str | None = None
 
+    def for_dependant(self, dependant: uuid.UUID) -> DestroySession:
+        """The same destroy for a session that depends on this one (``recursive``), its id
+        derived from this command's so that a retry repeats none."""
+        return self.model_copy(
+            update={
+                "session_id": dependant,
+                "command_id": uuid.uuid5(self.command_id, f"dependant/{dependant}"),
+            }
+        )
+
 
 class RestartSession(SessionCommand[Decided]):
     """Restart a RUNNING session's kernels in place (their agents do the work)."""
