@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 
 import pytest
@@ -10,9 +11,12 @@ from actors.domain.idle import (
     IDLE_TIMEOUT_VALUE,
     IdleConfig,
     SessionFacts,
+    activity_note_id,
     calculate_remaining_time,
+    idle_reclaim_id,
     judge,
     network_timeout,
+    review,
     session_lifetime,
     utilization,
     utilization_idle,
@@ -202,3 +206,40 @@ def test_the_old_timeout_name_is_taken_loudly() -> None:
     assert old.network_threshold == 300
     assert any("'timeout' is now 'network_timeout'" in w for w in old.warnings)
     assert any("bogus" in w for w in old.warnings)
+
+
+# ---- the reaper's review of one running session ------------------------------------------------
+def test_a_review_reclaims_with_its_evidence() -> None:
+    seen = review(facts(), NETWORK, T0 + 601, running_since=T0, noted=None)
+    assert seen.reclaim == "idle-timeout" and seen.next_check is None and seen.note is None
+    assert seen.evidence == {
+        "checker": "network_timeout",
+        "reports": seen.reports,
+        "last_access": T0,
+        "judged_at": T0 + 601,
+    }
+
+
+def test_a_review_looks_again_when_a_verdict_could_change() -> None:
+    seen = review(facts(last_access=T0 + 100), NETWORK, T0 + 200, running_since=T0, noted=None)
+    assert seen.reclaim is None and seen.next_check == T0 + 200 + 500  # the deadline
+    assert (
+        review(facts(), IdleConfig.parse({}), T0, running_since=T0, noted=None).next_check is None
+    )
+    every_interval = review(sampled(50, 50), ALL, T0 + 10, running_since=T0, noted=None)
+    assert every_interval.next_check is not None and every_interval.next_check <= T0 + 10 + 15
+
+
+def test_a_review_notes_activity_after_the_start_and_the_last_note_only() -> None:
+    used = facts(last_access=T0 + 100)
+    assert review(used, NETWORK, T0 + 200, running_since=T0, noted=None).note == T0 + 100
+    assert review(used, NETWORK, T0 + 200, running_since=T0 + 100, noted=None).note is None
+    assert review(used, NETWORK, T0 + 200, running_since=T0, noted=T0 + 100).note is None
+    unmeasured = IdleConfig.parse({})  # the network timer is off: nothing to explain
+    assert review(used, unmeasured, T0 + 200, running_since=T0, noted=None).note is None
+
+
+def test_reaper_command_ids_are_derived_as_the_log_already_records_them() -> None:
+    sid = uuid.UUID(int=3)
+    assert idle_reclaim_id(sid, "idle-timeout") == uuid.uuid5(sid, "idle/idle-timeout")
+    assert activity_note_id(sid, 1.5) == uuid.uuid5(sid, "activity@1.5")

@@ -11,6 +11,7 @@ termination however many fire, while every checker still reports.
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -20,14 +21,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .session import parse_duration
 
 __all__ = [
+    "CHECKER_OF",
     "IDLE_TIMEOUT_VALUE",
     "IdleConfig",
     "Judgment",
+    "Review",
     "SessionFacts",
     "UtilizationConfig",
+    "activity_note_id",
     "calculate_remaining_time",
+    "idle_reclaim_id",
     "judge",
     "network_timeout",
+    "review",
     "session_lifetime",
     "utilization",
     "utilization_idle",
@@ -290,3 +296,85 @@ def judge(
         judgments.append(utilization(facts, config, now))
     reason = next((j.reason for j in judgments if not j.alive), None)
     return reason, {j.checker: j.report() for j in judgments}
+
+
+# ---- the reaper's review of one running session ---------------------------------------------
+CHECKER_OF = {
+    "idle-timeout": "network_timeout",
+    "idle-session-lifetime": "session_lifetime",
+    "idle-utilization": "utilization",
+}
+"""The checker behind each reclaim reason (named in the reclaim's evidence)."""
+
+
+def idle_reclaim_id(session_id: uuid.UUID, reason: str) -> uuid.UUID:
+    """The command id of reclaiming a session for ``reason``: once per session and reason,
+    however many reapers (or restarts of one) judge it."""
+    return uuid.uuid5(session_id, f"idle/{reason}")
+
+
+def activity_note_id(session_id: uuid.UUID, last_access: float) -> uuid.UUID:
+    """The command id of noting a session's activity in the log: once per access time (a
+    repeat after a restart is a no-op)."""
+    return uuid.uuid5(session_id, f"activity@{last_access!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """What one look at a running session decided."""
+
+    reports: dict[str, dict[str, Any]]
+    """Each checker's report (what ``idleChecks`` shows)."""
+    reclaim: str | None = None
+    """The reason to reclaim it (``None``: it stays)."""
+    evidence: dict[str, Any] | None = None
+    """What explains the reclaim, for the log (the checker, its reports, the last access
+    judged on, the judgment's time)."""
+    note: float | None = None
+    """A last access worth noting in the log (``session_activity``), if any."""
+    next_check: float | None = None
+    """When to look again (``None`` after a reclaim, or when nothing measures the session:
+    a touch brings it back)."""
+
+
+def review(
+    facts: SessionFacts,
+    config: IdleConfig,
+    now: float,
+    *,
+    running_since: float,
+    noted: float | None,
+) -> Review:
+    """Judge a running session and say what follows: reclaim it (with its evidence), or
+    keep it, noting its activity when that explains something, and look again at the
+    earliest moment a verdict could change."""
+    reason, reports = judge(facts, config, now)
+    if reason is not None:
+        evidence = {
+            "checker": CHECKER_OF[reason],
+            "reports": reports,
+            "last_access": facts.last_access,
+            "judged_at": now,
+        }
+        return Review(reports, reclaim=reason, evidence=evidence)
+    note = None
+    if _worth_noting(facts.last_access, running_since, reports, noted):
+        note = facts.last_access
+    waits = [r["remaining"] for r in reports.values() if (r["remaining"] or 0) > 0]
+    if "utilization" in reports:  # samples keep coming: look again each interval
+        waits.append(config.utilization.interval)
+    return Review(reports, note=note, next_check=now + min(waits) if waits else None)
+
+
+def _worth_noting(
+    last_access: float | None,
+    running_since: float,
+    reports: dict[str, dict[str, Any]],
+    noted: float | None,
+) -> bool:
+    """Activity goes into the log where it explains something: the network timer measures
+    the session, and it was used after it started (``session_started`` says that much) and
+    after the last note."""
+    if last_access is None or (reports.get("network_timeout") or {}).get("remaining") is None:
+        return False
+    return last_access > max(running_since, noted or 0.0)
