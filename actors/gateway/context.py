@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actors.idle.facts import IdleFacts
 from events import RedisEventStore
@@ -23,6 +23,9 @@ from .problems import SessionNotFound
 from .ratelimit import PeerLimiter, RateLimiter
 from .stream_limits import FileOpLimits, StreamLimits
 
+if TYPE_CHECKING:
+    from actors.sessions.routing import ShardRouter
+
 __all__ = ["DEAD", "LIVE", "GatewayContext"]
 
 _STATUS_TTL_S = 1.0
@@ -35,8 +38,8 @@ LIVE = sorted(s.name for s in SessionStatus if s not in DEAD_SESSION_STATUSES)
 @dataclass
 class GatewayContext:
     store: RedisEventStore
-    router: Any
-    """The session router (``actors.sessions.routing.ShardRouter``): commands and code execution."""
+    router: ShardRouter
+    """The session router: commands (``router.handle``) and code execution."""
     auth: Authenticator
     models: ReadModels
     lookups: TenancyLookups

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from events.correlation import correlation_kwargs
 
+from ..domain.commands.sessions import DestroySession
 from ..domain.errors import GenericForbidden
 from . import API_VERSION, MANAGER_VERSION
 from .context import LIVE, GatewayContext
@@ -113,7 +114,9 @@ async def _destroy_all(ctx: GatewayContext) -> None:
         if not page.items or offset >= page.total:
             break
     for session_id in ids:
-        await ctx.router.destroy(uuid.UUID(session_id), forced=True, reason="force-terminated")
+        await ctx.router.handle(
+            DestroySession(session_id=uuid.UUID(session_id), forced=True, reason="force-terminated")
+        )
 
 
 def manager_routes() -> list[web.RouteDef]:

@@ -19,6 +19,7 @@ from aiohttp import BodyPartReader, MultipartWriter, web
 from actors.sessions.isolation import check_create
 
 from ..domain.bounds import known_slot_types, requested_slots
+from ..domain.commands.sessions import CreateSession, DestroySession, RestartSession
 from ..domain.errors import DomainError, GenericBadRequest, ImageNotFound, InvalidAPIParameters
 from ..domain.errors import ScalingGroupNotFound as NoScalingGroup
 from ..domain.session import ClusterMode, SessionType, parse_starts_at
@@ -263,23 +264,25 @@ async def create(request: web.Request) -> web.Response:
         ctx.store, ctx.models, ctx.lookups, access_key=access_key, scaling_group=scaling_group
     )  # a tenant never runs unisolated
     await _below_open_cap(ctx, access_key)
-    sid = await ctx.router.create(
-        name=params.name,
-        access_key=access_key,
-        image=image["name"],
-        scaling_group=scaling_group,
-        requested=[requested],
-        cluster_size=params.cluster_size or 1,
-        max_containers_per_session=int(policy.get("max_containers_per_session") or 0),
-        cluster_mode=ClusterMode(params.cluster_mode or "single-node"),
-        session_type=session_type,
-        startup_command=params.startup_command,
-        starts_at=_starts_at(params.starts_at),
-        dependencies=dependencies,
-        domain=domain,
-        user_id=uuid.UUID(str(owner["user_id"])),
-        project_id=uuid.UUID(str(project["project_id"])),
-        preopen_ports=_preopen(config.preopen_ports if config else None),
+    sid = await ctx.router.handle(
+        CreateSession(
+            name=params.name,
+            access_key=access_key,
+            image=image["name"],
+            scaling_group=scaling_group,
+            requested=[requested],
+            cluster_size=params.cluster_size or 1,
+            max_containers_per_session=int(policy.get("max_containers_per_session") or 0),
+            cluster_mode=ClusterMode(params.cluster_mode or "single-node"),
+            session_type=session_type,
+            startup_command=params.startup_command,
+            starts_at=_starts_at(params.starts_at),
+            dependencies=dependencies,
+            domain=domain,
+            user_id=uuid.UUID(str(owner["user_id"])),
+            project_id=uuid.UUID(str(project["project_id"])),
+            preopen_ports=_preopen(config.preopen_ports if config else None),
+        )
     )
     if params.enqueue_only:
         await _readable(ctx, sid, None)
@@ -333,16 +336,17 @@ async def destroy(request: web.Request) -> web.Response:
         _caller(request), request.match_info["ref"], params.owner_access_key
     )
     ctx = _ctx(request)
-    await ctx.router.destroy(
-        uuid.UUID(record["id"]), forced=params.forced, recursive=params.recursive
-    )
+    command = DestroySession(session_id=uuid.UUID(record["id"]), forced=params.forced)
+    await ctx.router.handle(command)
+    if params.recursive:
+        await ctx.router.destroy_dependants(command)
     await ctx.models.reach(await ctx.store.head())  # the caller's next read shows it ending
     return _json([{}] if params.recursive else {"stats": {}})
 
 
 async def restart(request: web.Request) -> web.Response:
     record = await _session(request)
-    await _ctx(request).router.restart(uuid.UUID(record["id"]))
+    await _ctx(request).router.handle(RestartSession(session_id=uuid.UUID(record["id"])))
     return web.Response(status=204)
 
 

@@ -560,6 +560,11 @@ class SessionShard(OldCallShapes):
         return outcomes
 
     @_handle.register
+    async def _note_activity(self, command: NoteActivity) -> Decided:
+        (outcome,) = await self.handle(NoteActivities(items=(command,)))
+        return outcome
+
+    @_handle.register
     async def _note_activities(self, command: NoteActivities) -> list[Decided]:
         """One ``session_activity`` each for running sessions used since their last note."""
         return await self._decide_many(

@@ -22,7 +22,7 @@ import uuid
 from datetime import datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from pydantic import ConfigDict, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from actors.domain.session import ClusterMode, SessionType, session_id_for
 from actors.domain.session_aggregate import KernelReport, SessionAggregate
@@ -109,6 +109,7 @@ class CreateSession(SessionCommand[uuid.UUID]):
 
     verb: ClassVar[str] = "create"
 
+    session_id: uuid.UUID = Field(default_factory=lambda data: session_id_for(data["command_id"]))
     name: str
     access_key: str
     scaling_group: str
@@ -125,15 +126,6 @@ class CreateSession(SessionCommand[uuid.UUID]):
     user_id: uuid.UUID | None = None
     project_id: uuid.UUID | None = None
     preopen_ports: tuple[int, ...] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _ids(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("session_id") is None:
-            command = data.get("command_id") or uuid.uuid4()
-            command = command if isinstance(command, uuid.UUID) else uuid.UUID(str(command))
-            return {**data, "command_id": command, "session_id": session_id_for(command)}
-        return data
 
 
 class CreateSessions(SessionBatch[CreateSession, uuid.UUID]):
