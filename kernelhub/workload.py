@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from actors.domain.session import kernel_creation_specs
 from events import AnyPayload, NewEvent, RedisEventStore, StreamBatch
 from events.catalogue import (
     AgentRegistered,
@@ -25,7 +26,6 @@ from events.catalogue import (
     AllocSettled,
     KernelCancelled,
     KernelCreating,
-    KernelCreationSpec,
     KernelPlacement,
     KernelPreparing,
     KernelPulling,
@@ -127,17 +127,7 @@ class Workload:
             cluster_size=size,
             scaling_group=self.scaling_group,
             startup_command="python main.py" if batch else None,
-            kernels=[
-                KernelCreationSpec(
-                    kernel_id=k,
-                    cluster_role="main" if i == 0 else "sub",
-                    cluster_idx=1 if i == 0 else i,
-                    local_rank=i,
-                    cluster_hostname="main1" if i == 0 else f"sub{i}",
-                    requested_slots=slots,
-                )
-                for i, k in enumerate(kernels)
-            ],
+            kernels=kernel_creation_specs(kernels, [slots] * size),
         )
         steps: list[Step] = [
             [(stream, [SessionEnqueued(session_id=sid, creation_id=creation, spec=spec)])]
