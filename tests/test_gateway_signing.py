@@ -1,5 +1,6 @@
-"""The request signature against the known-answer vectors of the client-wire spec §2.5
-(computed by the official client's own ``generate_signature``)."""
+"""The request signature (:mod:`kernelhub.signing`) against known-answer vectors computed
+by the official client's own ``generate_signature`` (``backend.ai-client`` 23.3.12,
+``ai/backend/client/auth.py``; docs/gateway.md, Requests)."""
 
 from __future__ import annotations
 
