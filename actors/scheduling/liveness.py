@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from actors.domain.commands.sessions import AgentGone
 from actors.domain.liveness import (
     agent_gone_command_id,
     decide_liveness,
@@ -103,5 +104,7 @@ class LivenessMonitor:
                 session_id = uuid.UUID(record["id"])
                 command = agent_gone_command_id(session_id, agent_id, lost_version)
                 log.info("terminating a lost agent's session", agent=agent_id, session=record["id"])
-                await self.shard.agent_gone(session_id, agent_id, command_id=command)
+                await self.shard.handle(
+                    AgentGone(session_id=session_id, agent_id=agent_id, command_id=command)
+                )
         self._reclaimed.add((agent_id, lost_version))
