@@ -9,7 +9,8 @@ BAI_CLIENT := backend.ai-client==23.3.12
 PY     := $(VENV)/bin/python
 HASH   := $(shell sha256sum pyproject.toml | cut -c1-16)
 STAMP  := $(VENV)/.installed-$(HASH)
-# Ray must not rewrite 127.0.0.1 to this machine's address (see design.md).
+# Ray must not rewrite 127.0.0.1 to this machine's address (docs/architecture.md, The embedded stack
+# and Docker).
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
 .PHONY: venv demo down test lint bench clean

@@ -3,5 +3,5 @@ aiohttp, served from the ``gateway`` Ray actor (``actors/hosts/gateway.py``)."""
 
 API_VERSION = "v7.20230615"
 MANAGER_VERSION = "23.03.12"
-"""What ``GET /`` answers (wire spec §2.1: exactly the client's own version, so it takes
-its modern code paths)."""
+"""What ``GET /`` answers: exactly the official client's own version, so it takes its modern
+code paths (docs/gateway.md, Requests)."""

@@ -1,4 +1,4 @@
-"""Apps of a session and the tunnel to them (wire spec §3.14): ``/stream/session/{ref}/apps``
+"""Apps of a session and the tunnel to them (``backend.ai app``): ``/stream/session/{ref}/apps``
 lists them, the ``tcpproxy`` websocket carries one TCP connection to one of them.
 
 Containers have no network, so a connection goes through the kernel runner's app tunnel
@@ -280,7 +280,8 @@ async def tcpproxy(request: web.Request) -> web.StreamResponse:
 
 
 async def _hold_idle_timer(ctx: Any, session_id: str, connection: str) -> None:
-    """An open app connection holds its session's network timer (23.03 §5.3): announced
+    """An open app connection holds its session's network timer (as 23.03's
+    ``NetworkTimeoutIdleChecker`` counts one; docs/idle.md): announced
     when it opens and again every ``APP_REFRESH_S`` while it stays open."""
     while True:
         try:

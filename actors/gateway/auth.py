@@ -1,4 +1,4 @@
-"""Who is calling: the HMAC keypair check of every authenticated request (wire spec §2).
+"""Who is calling: the HMAC keypair check of every authenticated request (docs/gateway.md).
 
 Keypairs come from the ``tenancy`` read model, their secrets decrypted here and only here,
 held for a few seconds (a deactivated keypair stops working within ``ttl_s`` and one reload:

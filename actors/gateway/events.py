@@ -1,5 +1,5 @@
 """``GET /events/session``: session and kernel events as server-sent events, from the log
-tail (seed API §1.22, wire spec §3.13).
+tail (23.03's ``api/events.py``, what ``backend.ai session events`` reads).
 
 Only the caller's own sessions (an admin may name another keypair with ``ownerAccessKey``,
 or ``owner_access_key`` as the 23.03 client spells it), filtered by session id or name,

@@ -1,4 +1,4 @@
-"""``POST /admin/gql``: the GraphQL subset the official client asks for (wire spec §3.6-§3.8):
+"""``POST /admin/gql``: the GraphQL subset the official client asks for (docs/gateway.md):
 ``keypair``, ``compute_session_list`` and ``compute_session``, parsed and executed for real
 by graphql-core, so results carry the requested fields in the requested order.
 

@@ -1,4 +1,4 @@
-"""``/manager/status`` and the freeze gate (API spec §0.4, §3.5).
+"""``/manager/status`` and the freeze gate (23.03's ``server_status_required``).
 
 A superadmin freezes the manager for maintenance: ``PUT /manager/status {"status":
 "frozen"}``. The status is a tenancy event (``manager_status_set`` on the ``config``

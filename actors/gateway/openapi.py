@@ -2,7 +2,7 @@
 the same pydantic models that validate the requests, so the two cannot drift apart.
 
 Websocket and SSE routes are left out (OpenAPI has no words for them); every operation
-needs the HMAC signature (the ``BackendAI`` scheme of the wire spec) except ``GET /``.
+needs the HMAC signature (the ``BackendAI`` scheme, :mod:`kernelhub.signing`) except ``GET /``.
 """
 
 from __future__ import annotations

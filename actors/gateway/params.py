@@ -2,8 +2,8 @@
 unknown keys refused (400 ``invalid-api-params``), from the JSON body or, when there is
 none, the query string (``DELETE /session/x?forced=true``).
 
-Every string, list and map a tenant sends is bounded here (design.md's threat model: bound
-every value before it becomes an event; the log is immutable and Redis ``noeviction``), so
+Every string, list and map a tenant sends is bounded here (docs/security.md: bound every
+value before it becomes an event; the log is immutable and Redis ``noeviction``), so
 a request can never grow the log, or the gateway's memory, by more than these limits allow.
 Resource slots are bounded by :mod:`actors.domain.bounds`. A refusal names the field.
 """

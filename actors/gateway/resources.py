@@ -1,4 +1,5 @@
-"""``/resource``: presets, whether they fit now, and usage over a period (seed API §3.1).
+"""``/resource``: presets, whether they fit now, and usage over a period (23.03's
+``api/resource.py``).
 
 Everything is read from projections: what a keypair or project occupies is the sum of its
 live sessions' ``occupying_slots``, what a scaling group has left comes from its ALIVE

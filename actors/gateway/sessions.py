@@ -1,5 +1,6 @@
-"""``/session``: create, info, destroy, restart, execute, files and logs (seed API §1,
-wire spec §3.1-§3.12)."""
+"""``/session``: create, info, destroy, restart, execute, files and logs (23.03's
+``api/session.py``, as the official client calls it; the path of a create and of an exec:
+docs/architecture.md)."""
 
 from __future__ import annotations
 

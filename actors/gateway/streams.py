@@ -1,5 +1,5 @@
 """``/stream/session/{ref}/execute``: code over a websocket, as ``backend.ai run`` does it
-(wire spec §3.2 step 4). The whole socket is one run: the client's first text frame says
+(its last step). The whole socket is one run: the client's first text frame says
 what to run, the server sends one JSON frame per partial result until ``finished``, and a
 ``waiting-input`` is answered by the client's next (raw text) frame."""
 

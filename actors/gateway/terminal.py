@@ -1,5 +1,5 @@
-"""``/stream/session/{ref}/pty``: a terminal in the session over a websocket (API spec
-§1.23).
+"""``/stream/session/{ref}/pty``: a terminal in the session over a websocket (23.03's
+``api/stream.py``).
 
 From the client, text frames of JSON:
 - ``{"type": "stdin", "chars": <base64>}``;

@@ -1,5 +1,6 @@
-"""Read-model records in the shapes Backend.AI's API and GraphQL give them (wire spec §3.5,
-§3.6, §3.7): the names, the stringified and JSON-string fields, the enum spellings."""
+"""Read-model records in the shapes Backend.AI's API and GraphQL give them (``GET
+/session/{ref}``, ``session info``, ``ps``): the names, the stringified and JSON-string fields,
+the enum spellings."""
 
 from __future__ import annotations
 

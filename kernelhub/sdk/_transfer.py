@@ -1,7 +1,7 @@
 """Upload bodies built as they are sent, so a progress bar can follow the bytes.
 
 ``POST /session/{ref}/upload`` takes ``multipart/form-data`` with one ``src`` part per file,
-its filename percent-encoded relative path (client-wire spec §3.10).
+its filename percent-encoded relative path (as ``backend.ai session upload`` sends it).
 """
 
 from __future__ import annotations

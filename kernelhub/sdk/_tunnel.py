@@ -1,8 +1,8 @@
 """``forward_app``: a local TCP listener whose connections reach an app in a session, each
-through its own ``/stream/session/{id}/tcpproxy`` websocket (client-wire spec §3.14).
+through its own ``/stream/session/{id}/tcpproxy`` websocket (as ``backend.ai app`` does).
 
-httpx speaks no websockets, so this one piece uses aiohttp's client (already a kernelhub
-dependency, for the gateway); the request is signed the same way.
+httpx speaks no websockets, so this one piece uses aiohttp's client (a dependency of the
+client install for it); the request is signed the same way.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The wire's small formats, pure: request signing headers, server-sent-event framing and
-the download's multipart-of-tars body (client-wire spec §2.4, §3.11, §3.13)."""
+"""The wire's small formats, pure: request signing headers (:mod:`kernelhub.signing`),
+server-sent-event framing and the download's multipart-of-tars body, as the official client
+reads them."""
 
 from __future__ import annotations
 
