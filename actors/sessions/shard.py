@@ -534,19 +534,18 @@ class SessionShard(OldCallShapes):
         requests = command.items
         for request in requests:
             self._check_owner(request.session_id)
-        latest = await self.store.redis.mget(
-            [self.store.keys.idle_access(str(r.session_id)) for r in requests]
-        )
+        latest = await self.store.idle.last_accesses([str(r.session_id) for r in requests])
 
-        def still_idle(request: DestroyIfIdle, raw: Any) -> bool:
+        def still_idle(request: DestroyIfIdle, access: float | None) -> bool:
             if request.reason != "idle-timeout":
                 return True
-            access = float(raw) if raw else None
             judged = request.judged_access
             return access is not None and (judged is None or access <= judged)
 
         chosen = [
-            i for i, (r, raw) in enumerate(zip(requests, latest, strict=True)) if still_idle(r, raw)
+            i
+            for i, (r, access) in enumerate(zip(requests, latest, strict=True))
+            if still_idle(r, access)
         ]
         decided = await self._decide_many(
             [
