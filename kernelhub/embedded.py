@@ -1,8 +1,8 @@
 """The embedded default: everything kernelhub needs on one machine, on 127.0.0.1.
 
 The embedded Redis holding the log, a local Ray head, and the actors (projector, tenancy,
-session shards, scheduler with the liveness monitor, agents); the gateway joins with its
-issue.
+session shards, scheduler with the liveness monitor, reaper, agents, gateway; see
+docs/architecture.md, The actors).
 ``up`` is idempotent and leaves the services running after the CLI exits (like
 ``ray start``); ``down`` stops them. What is running is recorded in
 ``<data dir>/embedded.json``.
