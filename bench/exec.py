@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from actors.agents.backends import KernelDirs
+from actors.agents.backends.base import KernelDirs
 from actors.domain.slots import ResourceSlot
 from actors.hosts import start_actors
 from actors.sessions.execution import main_kernel

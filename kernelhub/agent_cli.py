@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from actors.agents.accelerators import ACCELERATOR_CHOICES
-from actors.agents.backend_kinds import BACKEND_KINDS
+from actors.agents.backends import BACKEND_KINDS
 
 from .errors import KernelhubError
 

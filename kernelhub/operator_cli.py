@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from actors.agents.accelerators import ACCELERATOR_CHOICES, accelerator_option
-from actors.agents.backend_kinds import BACKEND_KINDS, resolve_backend_kind
+from actors.agents.backends import BACKEND_KINDS, resolve_backend_kind
 from actors.domain.errors import DomainError
 from actors.gateway import API_VERSION
 from events import Durability, EventStoreError, RedisEventStore

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from actors.agents.backends import _BOOT_RUNNER, _RUNNER_PACKAGE
+from actors.agents.backends.base import BOOT_RUNNER, RUNNER_PACKAGE
 from kernelhub.in_kernel.kernel_runner.framing import encode, read_frame
 
 
@@ -35,9 +35,9 @@ class RunnerProcess:
         argv = [
             python,
             "-c",
-            _BOOT_RUNNER,
-            str(_RUNNER_PACKAGE.parent),
-            _RUNNER_PACKAGE.name,
+            BOOT_RUNNER,
+            str(RUNNER_PACKAGE.parent),
+            RUNNER_PACKAGE.name,
             "--socket",
             self.socket_path,
             "--work-dir",

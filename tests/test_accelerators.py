@@ -16,7 +16,8 @@ import pytest
 
 from actors.agents.accelerators import Accelerators, make_accelerators
 from actors.agents.agent import Agent
-from actors.agents.backends import ProcessBackend, SimBackend
+from actors.agents.backends.process import ProcessBackend
+from actors.agents.backends.sim import SimBackend
 from actors.domain.idle import IdleConfig
 from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster

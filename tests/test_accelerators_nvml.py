@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from actors.agents.accelerators import NvmlAccelerator, make_accelerators
-from actors.agents.backends import ProcessBackend
+from actors.agents.backends.process import ProcessBackend
 from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster
 from events import RedisEventStore
@@ -97,7 +97,7 @@ async def test_a_process_kernel_is_pointed_at_its_gpu(
 async def test_a_container_sees_exactly_its_gpu(
     gpus: NvmlAccelerator, store: RedisEventStore, tmp_path: Path, docker: None
 ) -> None:
-    from actors.agents.docker_backend import DockerBackend
+    from actors.agents.backends.docker import DockerBackend
 
     if shutil.which("nvidia-container-cli") is None:
         pytest.skip("the NVIDIA container toolkit is not installed")

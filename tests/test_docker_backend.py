@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from actors.agents.agent import Agent
-from actors.agents.backends import KernelLaunch
-from actors.agents.docker_backend import OWNER_LABEL, DockerBackend
+from actors.agents.backends.base import KernelLaunch
+from actors.agents.backends.docker import OWNER_LABEL, DockerBackend
 from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster
 from events import Durability, RedisEventStore

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from actors.agents.backends import Backend, ProcessBackend
-from actors.agents.docker_backend import DockerBackend
+from actors.agents.backends.base import Backend
+from actors.agents.backends.docker import DockerBackend
+from actors.agents.backends.process import ProcessBackend
 from actors.domain.errors import GenericBadRequest, InvalidAPIParameters
 from actors.domain.session import SessionType
 from actors.domain.slots import ResourceSlot

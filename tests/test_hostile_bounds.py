@@ -580,8 +580,8 @@ def test_the_docker_backend_never_configures_a_container_without_both_limits(
     """Whatever path a launch took (an operator's direct enqueue, a bench, a log written
     before the bounds), Docker reads 0 as "no limit": the backend refuses to build that
     container rather than start it unlimited; with both amounts the limits are set."""
-    from actors.agents.backends import KernelLaunch
-    from actors.agents.docker_backend import DockerBackend, UnlimitedKernel
+    from actors.agents.backends.base import KernelLaunch
+    from actors.agents.backends.docker import DockerBackend, UnlimitedKernel
 
     backend = DockerBackend(tmp_path, owner="i-test", cores=[0])
     asked = {name: Decimal(value) for name, value in slots.items()}

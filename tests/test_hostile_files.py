@@ -613,7 +613,7 @@ def test_the_agents_file_work_leaves_its_default_executor_free(tmp_path: Path) -
     here an event) once filled the agent's default executor, the one batch results are read
     in; now they wait in the file pool, a few per kernel, and other work still runs."""
     from actors.agents.agent import Agent
-    from actors.agents.backends import SimBackend
+    from actors.agents.backends.sim import SimBackend
     from events import RedisEventStore
 
     kernels = [uuid.uuid4() for _ in range(40)]
@@ -639,15 +639,16 @@ def test_the_agents_file_work_leaves_its_default_executor_free(tmp_path: Path) -
     async def scenario() -> None:
         store = RedisEventStore.from_url("redis://127.0.0.1:1")  # never reached
         agent = Agent(store, None, "agent-files", {"cpu": 4}, backend=WorkDirs())  # type: ignore[arg-type]
-        stuck = [asyncio.create_task(agent.download_files(k, ["/home/work"])) for k in kernels]
+        files = agent.execution
+        stuck = [asyncio.create_task(files.download_files(k, ["/home/work"])) for k in kernels]
         stuck += [
-            asyncio.create_task(agent.download_files(kernels[0], ["/home/work"])) for _ in range(3)
+            asyncio.create_task(files.download_files(kernels[0], ["/home/work"])) for _ in range(3)
         ]
         await asyncio.sleep(0.5)
         try:
             # a batch result read meanwhile (the backends read them with to_thread)
             assert await asyncio.wait_for(asyncio.to_thread(lambda: "batch read"), 5)
-            pool = getattr(agent, "file_pool", None)
+            pool = getattr(files, "file_pool", None)
             assert pool is not None and pool.busy(kernels[0]) == 4  # 2 run, 2 wait their turn
         finally:
             release.set()

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.agents.backends import ProcessBackend
-from actors.agents.docker_backend import docker_answers
+from actors.agents.backends.docker import docker_answers
+from actors.agents.backends.process import ProcessBackend
 from actors.domain.isolation import UnisolatedBackend, isolation_of_backend, refusal
 from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster
@@ -139,7 +139,7 @@ def test_the_opt_in_and_the_warning_line() -> None:
 @pytest.mark.unit
 def test_no_docker_socket_at_all_is_a_no_not_a_crash(namespaces: None) -> None:
     probe = (
-        "from actors.agents.backend_kinds import resolve_backend_kind; "
+        "from actors.agents.backends import resolve_backend_kind; "
         "print(resolve_backend_kind('auto'))"
     )
     found = namespaced(

@@ -34,8 +34,9 @@ from typing import Any
 
 import pytest
 
-from actors.agents.backends import MAX_LOG_BYTES, KernelLaunch, ProcessBackend, remove_tree
-from actors.agents.docker_backend import DockerBackend
+from actors.agents.backends.base import MAX_LOG_BYTES, KernelLaunch, remove_tree
+from actors.agents.backends.docker import DockerBackend
+from actors.agents.backends.process import ProcessBackend
 from actors.agents.kernel_sockets import (
     KernelPeer,
     KernelSocket,
@@ -507,7 +508,7 @@ async def test_code_execution_through_a_planted_symlink_never_reaches_another_te
             f"os.symlink({str(victim)!r}, '/opt/kernelhub/run/runner.sock')"
         ),
     )
-    await cluster.agents[AGENT]._close_runner(kernel_a)  # as when the agent restarts
+    await cluster.agents[AGENT].execution.close_runner(kernel_a)  # as when the agent restarts
     with pytest.raises(KernelExecutionFailed, match="refused") as refused:
         await run(cluster, a, "print(open('/home/work/marker').read())")
     assert "B-SECRET-MARKER" not in str(refused.value)
@@ -601,7 +602,7 @@ async def test_an_execution_printing_forever_into_nobodys_queue_stays_bounded(
     kernel_a = await kernel_of(cluster, a)
     first = await cluster.execution.execute(a, None, "query", _PRINT_FOREVER, None, 0.2)
     assert first["status"] == "continued"
-    client = cluster.agents[AGENT]._runners[kernel_a]
+    client = cluster.agents[AGENT].execution.runners[kernel_a]
     before = vm_rss()
     highest = 0
     for _ in range(40):  # 4 s of output nobody reads

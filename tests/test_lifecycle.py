@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.agents.backends import KernelLaunch, SimBackend
+from actors.agents.backends.base import KernelLaunch
+from actors.agents.backends.sim import SimBackend
 from actors.domain.session import ClusterMode, SessionType
 from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster
@@ -18,6 +19,7 @@ from events import RedisEventStore
 from events.secrets import SecretBox
 from kernelhub.testing import eventually
 from projections.queries import ReadModels
+from tests.agent_hooks import HookedAgent, hooked
 
 pytestmark = pytest.mark.redis
 G = 2**30
@@ -30,6 +32,7 @@ async def cluster(store: RedisEventStore) -> AsyncIterator[LocalCluster]:
         store,
         [("i-a", {"cpu": 8, "mem": 16 * G}), ("i-b", {"cpu": 8, "mem": 16 * G})],
         safety_tick_s=0.5,
+        agent_class=HookedAgent,
     )
     await local.start()
     try:
@@ -173,8 +176,8 @@ async def test_a_scheduling_failure_is_recorded_once(
 async def test_an_agent_error_cancels_the_session_and_frees_its_slots(
     cluster: LocalCluster, store: RedisEventStore
 ) -> None:
-    for agent in cluster.agents.values():
-        agent.fail_next_start = True
+    for agent_id in cluster.agents:
+        hooked(cluster, agent_id).fail_next_start = True
     sid = await create(cluster)
     await wait_status(cluster, sid, "CANCELLED")
     events = await store.read_stream(f"session-{sid}")

@@ -17,6 +17,7 @@ from actors.scheduling.scheduler import Scheduler
 from events import RedisEventStore
 from events.catalogue import AllocReleased, AllocReserved
 from kernelhub.testing import eventually
+from tests.agent_hooks import HookedAgent, hooked
 
 pytestmark = [pytest.mark.redis, pytest.mark.fault]
 G = 2**30
@@ -147,7 +148,12 @@ async def test_an_agent_that_stops_heartbeating_goes_lost_and_comes_back_revived
     store: RedisEventStore,
 ) -> None:
     cluster = await LocalCluster(
-        store, AGENTS, safety_tick_s=0.2, heartbeat_interval_s=0.2, lost_timeout_s=1.0
+        store,
+        AGENTS,
+        safety_tick_s=0.2,
+        heartbeat_interval_s=0.2,
+        lost_timeout_s=1.0,
+        agent_class=HookedAgent,
     ).start()
     try:
         sid = await cluster.shard.create(
@@ -162,7 +168,7 @@ async def test_an_agent_that_stops_heartbeating_goes_lost_and_comes_back_revived
             return (await cluster.shard.get(sid)).status.name == "RUNNING"
 
         await eventually(running, timeout=20, message="RUNNING")
-        frozen = cluster.agents["i-a"]
+        frozen = hooked(cluster, "i-a")
         frozen.heartbeating = False
 
         async def stream_types() -> list[str]:

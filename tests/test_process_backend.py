@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.agents.backends import ProcessBackend
+from actors.agents.backends.process import ProcessBackend
 from actors.domain.session import SessionType
 from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster

@@ -162,7 +162,7 @@ async def test_one_refusal_in_a_batch_of_destroys_does_not_spare_the_others(
 ) -> None:
     """Destroys go to a shard together (one append); a session that may not be destroyed
     now (PREPARING, unless forced) makes the shard decide each on its own instead."""
-    from actors.agents.backends import SimBackend
+    from actors.agents.backends.sim import SimBackend
 
     local = LocalCluster(
         store,
@@ -256,7 +256,7 @@ async def test_utilization_below_every_threshold_for_a_window_reclaims(
 ) -> None:
     import asyncio
 
-    from actors.agents.backends import SimBackend
+    from actors.agents.backends.sim import SimBackend
 
     local = LocalCluster(
         store,

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from actors.agents.agent import Agent
-from actors.agents.backends import KernelLaunch, ProcessBackend
+from actors.agents.backends.base import KernelLaunch
+from actors.agents.backends.process import ProcessBackend
 from actors.domain.errors import GenericForbidden, InvalidAPIParameters
 from actors.domain.session import SessionType
 from actors.domain.slots import ResourceSlot
@@ -23,6 +24,7 @@ from actors.sessions.shard import SessionShard, WrongShardError, shard_of
 from events import RedisEventStore
 from kernelhub.testing import eventually
 from projections.queries import ReadModels
+from tests.agent_hooks import HookedAgent, hooked
 
 pytestmark = pytest.mark.redis
 G = 2**30
@@ -50,6 +52,7 @@ async def cluster(store: RedisEventStore, tmp_path: Path) -> AsyncIterator[Local
         heartbeat_interval_s=0.3,
         lost_timeout_s=1.0,
         terminate_lost_after_s=1.0,
+        agent_class=HookedAgent,
     )
     await local.start()
     try:
@@ -211,7 +214,7 @@ async def test_a_lost_agent_past_terminate_after_has_its_sessions_ended(
     cluster: LocalCluster, store: RedisEventStore
 ) -> None:
     sid, agent_id = await running_session(cluster)
-    cluster.agents[agent_id].heartbeating = False
+    hooked(cluster, agent_id).heartbeating = False
     await reach(cluster, sid, "TERMINATED", timeout=30)
     events = await store.read_stream(f"session-{sid}")
     terminated = [e.data for e in events if e.type == "kernel_terminated"]

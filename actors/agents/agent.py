@@ -1,37 +1,29 @@
-"""An agent: registers its capacity, runs kernels through a backend, reports progress to the
-session shard, and heartbeats to telemetry.
+"""An agent: registers its capacity, runs kernels through a backend (:mod:`.backends`) and
+reports their lifecycle to the session shard.
 
-Heartbeats are not events (design.md): each one refreshes the agent's score in the
-``<p>:hb`` sorted set, and writes each running kernel's live stats to ``<p>:stat:<kernel>``
-(TTL'd). The liveness monitor turns silence into ``agent_terminated`` (``agent-lost``) and a
-heartbeat after that into ``agent_started`` (``revived``).
-
-Reconciliation compares what the backend runs with what the log says runs here, and acts on
-a difference seen twice in a row (once may be a report still on its way): a kernel running
-that the log does not expect is stopped (``terminated-unknown-container``); a kernel the log
-calls running that the backend lost is reported ended (``already-terminated``); a kernel the
-log is preparing here that nobody is starting (the agent restarted mid-start) is started.
+What else it does has its own module: heartbeats and utilization samples
+(:mod:`.telemetry`), the users' calls forwarded to a kernel's runner or work dir
+(:mod:`.execution`), and reconciliation's judgement of what the backend runs against what
+the log says runs here (:mod:`actors.domain.reconcile`; the agent reads both sides and acts
+on the findings).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import structlog
 
-from actors.idle.reaper import touch
 from actors.runtime.background import Background
 from actors.sessions.isolation import UnisolatedRefused, agent_refusal, check_kernel
 from actors.sessions.shard import ShardClient, load_session
-from events import AnyPayload, Event, RedisEventStore, canonical_dumps, events_for_command
+from events import AnyPayload, Event, RedisEventStore, events_for_command
 from events.catalogue import (
     AgentRegistered,
     AgentStarted,
@@ -46,17 +38,26 @@ from events.catalogue import (
 from projections.queries import ReadModels
 
 from ..domain.device_alloc import DeviceAllocationError
-from ..domain.errors import GenericBadRequest
+from ..domain.reconcile import (
+    Suspects,
+    agent_schedulable_command_id,
+    agent_start_command_id,
+    batch_result_command_id,
+    batch_run_id,
+    exited_command_id,
+    judge,
+    restarted_command_id,
+)
 from ..domain.session_aggregate import SessionAggregate
 from ..domain.statuses import KernelStatus
-from . import workdir
 from .accelerators import Accelerators
-from .backend_kinds import isolation_of
-from .backends import Backend, ImageNotAvailable, KernelLaunch, SimBackend
-from .file_pool import FilePool
+from .backends import isolation_of
+from .backends.base import Backend, ImageNotAvailable, KernelLaunch
+from .backends.sim import SimBackend
+from .execution import ExecutionProxy, keep_logs
 from .kernel_env import kernel_environ
 from .runner_client import RunnerClient
-from .utilization import UtilizationSampler
+from .telemetry import AgentTelemetry
 
 __all__ = ["AGENTS_REACT_TO", "Agent", "SimAgent", "dispatch"]
 
@@ -64,19 +65,7 @@ log = structlog.get_logger(__name__)
 
 AGENTS_REACT_TO = frozenset({"session_preparing", "session_terminating", "session_status_changed"})
 
-_LIVE_IN_LOG = frozenset(
-    {"SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING", "TERMINATING", "ERROR"}
-)
-"""Kernel statuses under which a running kernel is expected (not a stray)."""
-_STARTED_IN_LOG = frozenset({"RUNNING"})
-"""Kernel statuses under which the backend must be running it."""
-_UTIL_TTL_S = 3600
-LOGS_TTL_S = 7 * 86400
-"""How long a terminated kernel's log stays readable (``<p>:logs:<kernel>``)."""
 RUNNER_START_TIMEOUT_S = 30.0
-RUNNER_SOCKET = "runner.sock"
-PROXY_SOCKET = "proxy.sock"
-_TOUCH_EVERY_S = 1.0
 
 
 class Agent:
@@ -114,29 +103,20 @@ class Agent:
         self.models = ReadModels(store)
         self._starting: set[uuid.UUID] = set()
         """Kernels being created or restarted right now (not strays, not missing)."""
-        self._suspects: dict[str, set[uuid.UUID]] = {
-            "stray": set(),
-            "missing": set(),
-            "stalled": set(),
-        }
-        self.fail_next_start = False
-        """Test hook: the next kernel creation fails as an agent error would."""
-        self.heartbeating = True
-        """Test hook: a "frozen" agent stops heartbeating."""
-        self.stats_ttl_s = 60
-        self.sampler = UtilizationSampler()
+        self._suspects = Suspects()
+        """What the last reconciliation round saw differ (acted on when seen again)."""
         self._slots: dict[uuid.UUID, dict[str, Decimal]] = {}
         """What each kernel started here was allocated (utilization is a share of it)."""
         self.background = Background()
-        self._runners: dict[uuid.UUID, RunnerClient] = {}
-        """Connections to the kernel runners of kernels running here."""
         self._session_of: dict[uuid.UUID, uuid.UUID] = {}
-        self.exec_timeout_s: float | None = None
-        self._touched: dict[uuid.UUID, float] = {}
+        """The session of each kernel started (or resumed) here."""
         self._watcher: asyncio.Task[None] | None = None
         self._stopped: set[uuid.UUID] = set()
         """Kernels this agent stopped itself (their end is reported, or being reported):
         never "missing" while the read model still shows them running."""
+        self.telemetry = AgentTelemetry(store, agent_id, backend, self.accelerators, self._slots)
+        self.execution = ExecutionProxy(store, agent_id, backend, self.background, self._session_of)
+        """The users' calls to its kernels (``KERNEL_OPERATIONS``, :mod:`.execution`)."""
 
     async def on_event(self, event: Event, session: SessionAggregate | None = None) -> None:
         """The agent's reactions to the log: create the kernels placed on it when their
@@ -208,8 +188,7 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watcher
             self._watcher = None
-        for kernel_id in list(self._runners):
-            await self._close_runner(kernel_id)
+        await self.execution.close()
         if stop_kernels:
             for kernel_id in self.backend.known():
                 await self._stop_kernel(kernel_id)
@@ -238,7 +217,7 @@ class Agent:
         registered = [e.data for e in events if isinstance(e.data, AgentRegistered)]
         if registered:
             self.schedulable = registered[-1].schedulable
-        command = uuid.uuid5(uuid.NAMESPACE_URL, f"{self.agent_id}/start/{len(events)}")
+        command = agent_start_command_id(self.agent_id, len(events))
         payloads: list[AnyPayload] = [self._registration(), AgentStarted(reason="self-started")]
         batch = events_for_command(command, payloads, actor=self.agent_id)
         await self.store.append(self.stream, batch, len(events))
@@ -261,7 +240,7 @@ class Agent:
     def kernel_oom(self, kernel_id: uuid.UUID) -> None:
         """The kernel lost a process to the OOM killer: the runner logs what went (if it is
         still there to)."""
-        client = self._runners.get(kernel_id)
+        client = self.execution.runner(kernel_id)
         if client is not None:
             self.background.spawn(client.feed_event("oom", {}))
 
@@ -288,7 +267,7 @@ class Agent:
                 reason=reason,
                 exit_code=exit_code,
             ),
-            command_id=uuid.uuid5(kernel_id, "exited"),
+            command_id=exited_command_id(kernel_id),
         )
 
     async def set_schedulable(self, schedulable: bool) -> bool:
@@ -298,70 +277,18 @@ class Agent:
             return False
         self.schedulable = schedulable
         version = await self.store.stream_version(self.stream)
-        command = uuid.uuid5(uuid.NAMESPACE_URL, f"{self.agent_id}/schedulable/{version}")
+        command = agent_schedulable_command_id(self.agent_id, version)
         batch = events_for_command(command, [self._registration()], actor=self.agent_id)
         await self.store.append(self.stream, batch, version)
         return True
 
     async def heartbeat(self) -> None:
-        if not self.heartbeating:
-            return
-        seconds, micros = await self.store.redis.time()
-        redis = self.store.redis
-        pipe = redis.pipeline(transaction=False)
-        pipe.zadd(self.store.keys.heartbeats, {self.agent_id: seconds + micros / 1e6})
-        for kernel_id in self.backend.running():
-            stats = self.backend.stats(kernel_id)
-            if stats is not None:
-                sample = {**stats, "at": seconds, "agent": self.agent_id}
-                pipe.set(
-                    self.store.keys.kernel_stats(str(kernel_id)),
-                    canonical_dumps(sample),
-                    ex=self.stats_ttl_s,
-                )
-        await pipe.execute()
+        """One heartbeat, with its kernels' live stats (:mod:`.telemetry`)."""
+        await self.telemetry.heartbeat()
 
     async def sample_utilization(self) -> int:
-        """One utilization sample of every running kernel, to telemetry; returns how many."""
-        seconds, micros = await self.store.redis.time()
-        now = seconds + micros / 1e6
-        pipe = self.store.redis.pipeline(transaction=False)
-        sampled: list[uuid.UUID] = []
-        for kernel_id in self.backend.running():
-            stats, slots = self.backend.stats(kernel_id), self._slots.get(kernel_id)
-            if stats is None or slots is None:
-                continue
-            if self.sampler.sample(kernel_id, stats, slots, now) is not None:
-                sampled.append(kernel_id)
-        if self.accelerators.plugins:
-            self._sample_devices(pipe, sampled, int(seconds))
-        for kernel_id in sampled:
-            pipe.set(
-                self.store.keys.idle_utilization(str(kernel_id)),
-                canonical_dumps(self.sampler.of(kernel_id)),
-                ex=_UTIL_TTL_S,
-            )
-        if sampled or self.accelerators.plugins:
-            await pipe.execute()
-        return len(sampled)
-
-    def _sample_devices(self, pipe: Any, sampled: list[uuid.UUID], at: int) -> None:
-        """Each device's live stats (the agent's device telemetry) and, for each sampled
-        kernel holding devices, their utilization added to its sample."""
-        cpu_of = {str(k): self.sampler.latest(k, "cpu_util") for k in sampled}
-        sample = self.accelerators.sample(cpu_of)
-        for kernel_id in sampled:
-            metrics = self.accelerators.kernel_metrics(str(kernel_id), sample)
-            if metrics:
-                self.sampler.extend(kernel_id, metrics)
-        devices = {
-            key: {d: s.model_dump() for d, s in stats.items()} for key, stats in sample.items()
-        }
-        pipe.set(
-            self.store.keys.agent_devices(self.agent_id),
-            canonical_dumps({"at": at, "devices": devices}),
-            ex=self.stats_ttl_s,
-        )
+        """One utilization sample of every running kernel; returns how many."""
+        return await self.telemetry.sample_utilization()
 
     # ---- reconciliation ------------------------------------------------------------------------
     async def _expected(self) -> dict[uuid.UUID, dict[str, Any]]:
@@ -370,59 +297,29 @@ class Agent:
         holds = list((record or {}).get("holds", {}))
         return {uuid.UUID(k): r for k, r in (await self.models.kernels(holds)).items()}
 
-    def _twice(self, kind: str, seen: set[uuid.UUID]) -> set[uuid.UUID]:
-        """The differences of this kind seen in the previous round too."""
-        confirmed = seen & self._suspects[kind]
-        self._suspects[kind] = seen - confirmed
-        return confirmed
-
     async def reconcile(self) -> dict[str, set[uuid.UUID]]:
-        """One round (see the module docstring); returns what it acted on."""
+        """One round (see :mod:`actors.domain.reconcile`); returns what it acted on."""
         expected = await self._expected()
-        running, known = self.backend.running(), self.backend.known()
-        live = {k for k, r in expected.items() if r["status"] in _LIVE_IN_LOG}
-        started = {k for k, r in expected.items() if r["status"] in _STARTED_IN_LOG}
-        stalled_now = {
-            k
-            for k, r in expected.items()
-            if r["status"] in ("SCHEDULED", "PREPARING") and r["session_status"] == "PREPARING"
-        }
-        self._stopped &= set(expected)  # forgotten once the log no longer places them here
-        acted = {
-            "stray": self._twice("stray", running - live - self._starting),
-            "missing": self._twice("missing", started - known - self._starting - self._stopped),
-            "stalled": self._twice("stalled", stalled_now - known - self._starting),
-        }
-        for kernel_id in acted["stray"]:
+        found = judge(
+            expected,
+            running=self.backend.running(),
+            known=self.backend.known(),
+            starting=self._starting,
+            stopped=self._stopped,
+            suspects=self._suspects,
+        )
+        self._suspects = found.suspects
+        self._stopped &= found.stopped  # forgotten once the log no longer places them here
+        for kernel_id in found.stray:
             await self._stop_kernel(kernel_id)
-            session_id = expected[kernel_id]["session_id"] if kernel_id in expected else None
-            if session_id is not None:  # a kernel the log knows, in an ended session
-                await self.shard.report(
-                    KernelTerminated(
-                        kernel_id=kernel_id,
-                        session_id=uuid.UUID(session_id),
-                        reason=KernelLifecycleEventReason.TERMINATED_UNKNOWN_CONTAINER,
-                    ),
-                    command_id=uuid.uuid5(kernel_id, "stray"),
-                )
-        for kernel_id in acted["missing"]:
-            await self.shard.report(
-                KernelTerminated(
-                    kernel_id=kernel_id,
-                    session_id=uuid.UUID(expected[kernel_id]["session_id"]),
-                    reason=KernelLifecycleEventReason.ALREADY_TERMINATED,
-                    exit_code=-1,
-                ),
-                command_id=uuid.uuid5(kernel_id, "missing"),
-            )
-        by_session: dict[uuid.UUID, list[uuid.UUID]] = {}
-        for kernel_id in acted["stalled"]:
-            by_session.setdefault(uuid.UUID(expected[kernel_id]["session_id"]), []).append(
-                kernel_id
-            )
-        for session_id, kernel_ids in by_session.items():
-            self._spawn_creation(await load_session(self.store, session_id), kernel_ids)
-        return acted
+            report = found.stray_reports.get(kernel_id)
+            if report is not None:  # a kernel the log knows, in an ended session
+                await self.shard.report(report[0], command_id=report[1])
+        for terminated, command_id in found.missing_reports:
+            await self.shard.report(terminated, command_id=command_id)
+        for session_id, kernel_ids in found.stalled_by_session.items():
+            self._spawn_creation(await load_session(self.store, session_id), list(kernel_ids))
+        return found.acted()
 
     async def _restore_adopted(self, kernel_ids: set[uuid.UUID]) -> None:
         """Adopted kernels keep the devices they were given (recorded with their start),
@@ -456,10 +353,6 @@ class Agent:
             self._starting.difference_update(k.kernel_id for k in kernels)
 
     async def _create_kernels(self, session_id: uuid.UUID, kernels: list[KernelLaunch]) -> None:
-        if self.fail_next_start:
-            self.fail_next_start = False
-            await self.shard.start_failed(session_id)
-            return
         owner = kernels[0].environ.get("BACKENDAI_ACCESS_KEY", "") if kernels else ""
         refused = await agent_refusal(
             self.store, isolation=self.isolation, access_key=owner, agent_id=self.agent_id
@@ -549,10 +442,8 @@ class Agent:
             info["attached_devices"] = devices.attached()
         self._slots[launch.kernel_id] = dict(launch.slots)
         self._session_of[launch.kernel_id] = launch.session_id
-        socket = self.backend.kernel_socket(launch.kernel_id, RUNNER_SOCKET)
-        if socket is not None:
-            client = RunnerClient(socket, exec_timeout_s=self.exec_timeout_s)
-            self._runners[launch.kernel_id] = client
+        client = self.execution.connect(launch.kernel_id)
+        if client is not None:
             await client.check_status(RUNNER_START_TIMEOUT_S)
         return info
 
@@ -561,7 +452,7 @@ class Agent:
     ) -> None:
         """Run the batch command through the runner (``command`` None: it was sent by an
         earlier agent process) and report its exit code as the session's result."""
-        client = self._runners.get(kernel_id)
+        client = self.execution.runner(kernel_id)
         if client is None or command is None:
             exit_code = await self.backend.wait(kernel_id)
         else:
@@ -571,10 +462,10 @@ class Agent:
             if exit_code == 0
             else SessionFailure(session_id=session_id, reason="task-failed", exit_code=exit_code)
         )
-        await self.shard.batch_result(result, command_id=uuid.uuid5(kernel_id, "result"))
+        await self.shard.batch_result(result, command_id=batch_result_command_id(kernel_id))
 
     async def _run_batch(self, client: RunnerClient, kernel_id: uuid.UUID, command: str) -> int:
-        run_id = str(uuid.uuid5(kernel_id, "batch"))
+        run_id = batch_run_id(kernel_id)
         options = {"clean": "", "build": "", "exec": command}
         result = await client.execute(run_id, "batch", command, options)
         while result["status"] != "finished":
@@ -592,9 +483,9 @@ class Agent:
         all reported."""
         try:
             for launch in self._launches(session, kernel_ids):
-                await self._close_runner(launch.kernel_id)
+                await self.execution.close_runner(launch.kernel_id)
                 await self.backend.stop(launch.kernel_id, self.stop_grace_s)
-                self.sampler.forget(launch.kernel_id)
+                self.telemetry.forget(launch.kernel_id)
                 log.info(
                     "kernel starting",
                     agent=self.agent_id,
@@ -620,7 +511,7 @@ class Agent:
                         reason="restarting",
                         creation_info=info,
                     ),
-                    command_id=uuid.uuid5(launch.kernel_id, f"up@{session.version}"),
+                    command_id=restarted_command_id(launch.kernel_id, session.version),
                 )
         except UnisolatedRefused as refused:  # stopped, and not started again: the opt-in went
             await self.shard.restart_failed(session.session_id, str(refused))
@@ -655,29 +546,22 @@ class Agent:
                 )
             )
 
-    async def _close_runner(self, kernel_id: uuid.UUID) -> None:
-        client = self._runners.pop(kernel_id, None)
-        if client is not None:
-            await client.close()
-
     async def _stop_kernel(self, kernel_id: uuid.UUID, note: str = "") -> int | None:
         """Stop a kernel for good: its log kept (capped, TTL'd; ``note`` appended), its
         directories removed; its exit code, or None if the backend did not know it."""
-        await self._close_runner(kernel_id)
+        await self.execution.close_runner(kernel_id)
         self._stopped.add(kernel_id)
         exit_code = await self.backend.stop(kernel_id, self.stop_grace_s)
         self.accelerators.release(str(kernel_id))
         self._slots.pop(kernel_id, None)
         session_id = self._session_of.pop(kernel_id, None)
         if session_id is not None:
-            self._touched.pop(session_id, None)
-        self.sampler.forget(kernel_id)
+            self.execution.forget_session(session_id)
+        self.telemetry.forget(kernel_id)
         try:  # the kernel is stopped: what follows must not keep it from being reported so
             kept = await self.backend.logs(kernel_id) + note.encode()
             if kept:
-                await self.store.redis.set(
-                    self.store.keys.kernel_logs(str(kernel_id)), kept, ex=LOGS_TTL_S
-                )
+                await keep_logs(self.store, kernel_id, kept)
         except Exception as exc:  # a stopped kernel left behind would block its re-creation
             log.warning("kernel log not kept", kernel=str(kernel_id), error=repr(exc))
         try:
@@ -685,136 +569,6 @@ class Agent:
         except Exception as exc:  # what the tenant left on disk is logged, not fatal
             log.warning("kernel not cleaned up", kernel=str(kernel_id), error=repr(exc))
         return exit_code
-
-    # ---- code execution and files (spec §3.4; the API's execute/complete/upload/...) ------
-    def _runner(self, kernel_id: uuid.UUID) -> RunnerClient:
-        if kernel_id not in self.backend.running():
-            raise GenericBadRequest(f"kernel {kernel_id} is not running on {self.agent_id}")
-        client = self._runners.get(kernel_id)
-        if client is None:
-            socket = self.backend.kernel_socket(kernel_id, RUNNER_SOCKET)
-            if socket is None:
-                raise GenericBadRequest(f"the {type(self.backend).__name__} runs no code")
-            client = self._runners[kernel_id] = RunnerClient(
-                socket, exec_timeout_s=self.exec_timeout_s
-            )  # an adopted kernel: first use after this agent restarted
-        return client
-
-    def _touch(self, kernel_id: uuid.UUID) -> None:
-        """Activity for the idle checks, off the latency path and at most once a second per
-        session (idle thresholds are minutes; an exec loop must not become a Redis loop)."""
-        session_id = self._session_of.get(kernel_id)
-        if session_id is None:
-            return
-        now = asyncio.get_running_loop().time()
-        if now - self._touched.get(session_id, -_TOUCH_EVERY_S) >= _TOUCH_EVERY_S:
-            self._touched[session_id] = now
-            self.background.spawn(touch(self.store, session_id))
-
-    async def execute(
-        self,
-        kernel_id: uuid.UUID,
-        run_id: str,
-        mode: str,
-        code: str = "",
-        options: dict[str, Any] | None = None,
-        flush_timeout: float | None = 2.0,
-    ) -> dict[str, Any]:
-        client = self._runner(kernel_id)
-        self._touch(kernel_id)
-        result = await client.execute(run_id, mode, code, options, flush_timeout)
-        if result["status"] != "continued":
-            self._touch(kernel_id)
-        return result
-
-    async def interrupt(self, kernel_id: uuid.UUID) -> None:
-        await self._runner(kernel_id).interrupt()
-
-    async def complete(
-        self, kernel_id: uuid.UUID, code: str, options: dict[str, Any] | None = None
-    ) -> list[str]:
-        return await self._runner(kernel_id).complete(code, options)
-
-    async def start_service(
-        self, kernel_id: uuid.UUID, name: str, port: int, options: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        options = dict(options or {})
-        protocol = str(options.pop("protocol", "http"))
-        info = {"name": name, "port": port, "protocol": protocol, "options": options}
-        return await self._runner(kernel_id).start_service(info)
-
-    async def shutdown_service(self, kernel_id: uuid.UUID, name: str) -> None:
-        await self._runner(kernel_id).shutdown_service(name)
-
-    async def notify_event(self, kernel_id: uuid.UUID, kind: str, data: dict[str, Any]) -> None:
-        """An event for the runner (``oom`` makes it log what the kernel lost)."""
-        await self._runner(kernel_id).feed_event(kind, data)
-
-    async def app_tunnel(self, kernel_id: uuid.UUID) -> dict[str, Any]:
-        """Where the kernel's app tunnel listens on this host (the runner's ``proxy.sock``)
-        and who must answer there, as plain data: a client on this node connects with
-        :func:`.kernel_sockets.connect` (never to the bare path, which the tenant controls)
-        and asks for a port in the kernel."""
-        self._runner(kernel_id)  # running, and a backend that runs code
-        socket = self.backend.kernel_socket(kernel_id, PROXY_SOCKET)
-        if socket is None:
-            raise GenericBadRequest(f"kernel {kernel_id} is not running on {self.agent_id}")
-        return socket.to_wire()
-
-    def _work_dir(self, kernel_id: uuid.UUID) -> Path:
-        path = self.backend.work_dir(kernel_id)
-        if path is None or kernel_id not in self.backend.running():
-            raise GenericBadRequest(f"kernel {kernel_id} has no work dir on {self.agent_id}")
-        return path
-
-    # The tenant owns the files these touch (a slow disk, a huge directory): they run in the
-    # file pool's threads, never on the loop every kernel shares nor in its default executor
-    # (batch results use that), a few per kernel at a time (workdir never blocks on a FIFO).
-    @functools.cached_property
-    def file_pool(self) -> FilePool:
-        """The threads tenants' file operations run in (:mod:`.file_pool`)."""
-        return FilePool()
-
-    async def upload_files(self, kernel_id: uuid.UUID, files: list[tuple[str, bytes]]) -> list[str]:
-        self._touch(kernel_id)
-        return await self.file_pool.run(kernel_id, workdir.upload, self._work_dir(kernel_id), files)
-
-    async def download_files(self, kernel_id: uuid.UUID, names: list[str]) -> bytes:
-        return await self.file_pool.run(
-            kernel_id, workdir.download, self._work_dir(kernel_id), names
-        )
-
-    async def download_single(self, kernel_id: uuid.UUID, name: str) -> bytes:
-        return await self.file_pool.run(
-            kernel_id, workdir.download_single, self._work_dir(kernel_id), name
-        )
-
-    async def download_chunk(
-        self, kernel_id: uuid.UUID, name: str, offset: int, length: int
-    ) -> tuple[bytes, int]:
-        """A piece of one file and its size (the gateway streams ``download_single``)."""
-        return await self.file_pool.run(
-            kernel_id, workdir.read_chunk, self._work_dir(kernel_id), name, offset, length
-        )
-
-    async def list_files(self, kernel_id: uuid.UUID, path: str) -> dict[str, Any]:
-        return await self.file_pool.run(
-            kernel_id, workdir.list_files, self._work_dir(kernel_id), path
-        )
-
-    async def logs(self, kernel_id: uuid.UUID) -> str:
-        """The kernel's log: live while it runs, else what was kept when it ended."""
-        if kernel_id in self.backend.known():
-            return (await self.backend.logs(kernel_id)).decode("utf-8", "replace")
-        return await kept_logs(self.store, kernel_id)
-
-
-async def kept_logs(store: RedisEventStore, kernel_id: uuid.UUID) -> str:
-    """What an agent kept of a terminated kernel's log ("" when nothing, or expired)."""
-    raw = await store.redis.get(store.keys.kernel_logs(str(kernel_id)))
-    if isinstance(raw, str):
-        return raw
-    return bytes(raw or b"").decode("utf-8", "replace")
 
 
 def _concerns_agents(event: Event) -> bool:
@@ -847,10 +601,11 @@ def SimAgent(
     start_delay: float = 0.02,
     stop_delay: float = 0.01,
     batch_exit_code: int = 0,
+    agent_class: type[Agent] = Agent,
     **options: Any,
 ) -> Agent:
     """An agent on the simulated backend."""
     backend = SimBackend(start_delay, stop_delay, batch_exit_code)
-    return Agent(
+    return agent_class(
         store, shard, agent_id, capacity, backend=backend, scaling_group=scaling_group, **options
     )

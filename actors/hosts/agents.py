@@ -22,7 +22,7 @@ from events import Event, RedisEventStore
 
 from ..agents.accelerators import make_accelerators
 from ..agents.agent import AGENTS_REACT_TO, Agent, dispatch
-from ..agents.backend_kinds import make_backend
+from ..agents.backends import make_backend
 from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S
 from ._follower import Follower, boot
 from ._traced import traced_actor
@@ -119,11 +119,7 @@ class AgentsActor(Follower):
         :data:`~actors.sessions.execution.KERNEL_OPERATIONS`)."""
         if method not in KERNEL_OPERATIONS:
             raise ValueError(f"not a kernel operation: {method}")
-        return await getattr(self._agent(agent_id), method)(kernel_id, *args)
-
-    async def freeze(self, agent_id: str, frozen: bool = True) -> None:
-        """Stop (or resume) an agent's heartbeats, as a hung node would (fault tests)."""
-        self._agent(agent_id).heartbeating = not frozen
+        return await getattr(self._agent(agent_id).execution, method)(kernel_id, *args)
 
     def _agent(self, agent_id: str) -> Agent:
         try:

@@ -18,7 +18,7 @@ import structlog
 
 from actors.agents.accelerators import Accelerators
 from actors.agents.agent import Agent, SimAgent, dispatch
-from actors.agents.backends import Backend
+from actors.agents.backends.base import Backend
 from actors.domain.idle import IdleConfig
 from actors.domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
 from actors.idle.reaper import REAPER_REACTS_TO, Reaper
@@ -51,6 +51,7 @@ class LocalCluster:
         terminate_lost_after_s: float | None = None,
         idle: IdleConfig | None = None,
         accelerators: Callable[[str], Accelerators | None] | None = None,
+        agent_class: type[Agent] = Agent,
         **agent_options: Any,
     ) -> None:
         self.store = store
@@ -58,7 +59,7 @@ class LocalCluster:
         self.scheduler = Scheduler(store, self.shard, scaling_group)
         self.agents: dict[str, Agent] = {
             agent_id: (
-                Agent(
+                agent_class(
                     store,
                     self.shard,
                     agent_id,
@@ -76,6 +77,7 @@ class LocalCluster:
                     capacity,
                     scaling_group=scaling_group,
                     accelerators=accelerators(agent_id) if accelerators else None,
+                    agent_class=agent_class,
                     **agent_options,
                 )
             )
@@ -93,7 +95,9 @@ class LocalCluster:
             shard=self.shard,
         )
         self.reaper = Reaper(store, self.shard, idle, max_sleep_s=0.2)
-        self.execution = SessionExecution(store, lambda agent_id: LocalAgent(self.agents[agent_id]))
+        self.execution = SessionExecution(
+            store, lambda agent_id: LocalAgent(self.agents[agent_id].execution)
+        )
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from actors.agents.agent import kept_logs
+from actors.agents.execution import kept_logs
 from actors.domain.errors import GenericBadRequest, ObjectNotFound
 from actors.domain.session_aggregate import SessionAggregate
 from actors.domain.statuses import SessionStatus

@@ -1,5 +1,12 @@
-"""Backends by name (``sim``, ``process``, ``docker``, or ``auto``): what ``kh up`` and the
-agent hosts are configured with."""
+"""Kernel backends: how an agent turns a scheduled kernel into something running.
+
+One small interface (:mod:`.base`), several implementations: ``sim`` (delays only, for
+scale and tests, :mod:`.sim`), ``process`` (a local subprocess per kernel, :mod:`.process`)
+and ``docker`` (a container per kernel, :mod:`.docker`). Here: the backends by name
+(``sim``, ``process``, ``docker``, or ``auto``), what ``kh up`` and the agent hosts are
+configured with. The Docker module (and aiodocker) is imported only where Docker is asked
+for.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from ..domain.isolation import UNISOLATED
-from .backends import Backend, ProcessBackend, SimBackend
+from ...domain.isolation import UNISOLATED
+from .base import Backend
+from .process import ProcessBackend
+from .sim import SimBackend
 
 __all__ = ["BACKEND_KINDS", "isolation_of", "make_backend", "resolve_backend_kind"]
 
@@ -19,7 +28,7 @@ def resolve_backend_kind(kind: str, docker_url: str | None = None) -> str:
     """``auto``: Docker when a daemon answers, else local processes (design.md)."""
     if kind != "auto":
         return kind
-    from .docker_backend import docker_answers  # aiodocker only where Docker is asked about
+    from .docker import docker_answers  # aiodocker only where Docker is asked about
 
     return "docker" if asyncio.run(docker_answers(docker_url)) else "process"
 
@@ -27,7 +36,7 @@ def resolve_backend_kind(kind: str, docker_url: str | None = None) -> str:
 def make_backend(kind: str, work_root: str | Path, agent_id: str, **options: Any) -> Backend:
     root = Path(work_root) / agent_id
     if kind == "docker":
-        from .docker_backend import DockerBackend
+        from .docker import DockerBackend
 
         return DockerBackend(root, owner=agent_id, **options)
     if kind == "process":

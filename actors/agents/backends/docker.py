@@ -39,19 +39,19 @@ import aiodocker
 import aiohttp
 import structlog
 
-from ..domain.isolation import isolation_of_backend
-from .backends import (
-    _BOOT_RUNNER,
-    _RUNNER_PACKAGE,
+from ...domain.isolation import isolation_of_backend
+from ..cgroups import cgroup_stats
+from ..kernel_sockets import KernelPeer, read_tail
+from .base import (
+    BOOT_RUNNER,
     MAX_LOG_BYTES,
+    RUNNER_PACKAGE,
     DirectoryBackend,
     ImageNotAvailable,
     KernelLaunch,
     KernelObserver,
     write_environ,
 )
-from .cgroups import cgroup_stats
-from .kernel_sockets import KernelPeer, read_tail
 
 __all__ = ["DockerBackend", "UnlimitedKernel", "docker_answers"]
 
@@ -195,9 +195,9 @@ class DockerBackend(DirectoryBackend):
         entrypoint = [
             runtime,
             "-c",
-            _BOOT_RUNNER,
+            BOOT_RUNNER,
             _IN_CONTAINER_PACKAGE,
-            _RUNNER_PACKAGE.name,
+            RUNNER_PACKAGE.name,
             labels.get("ai.backend.runtime-type", "python"),
             runtime,
             "--socket",
@@ -212,12 +212,12 @@ class DockerBackend(DirectoryBackend):
             f"{_IN_CONTAINER_RUN}/proxy.sock",
             *self.runner_options,
         ]
-        package = f"{_IN_CONTAINER_PACKAGE}/{_RUNNER_PACKAGE.name}"
+        package = f"{_IN_CONTAINER_PACKAGE}/{RUNNER_PACKAGE.name}"
         binds = [
             f"{dirs.work}:/home/work:rw",
             f"{dirs.config}:/home/config:ro",
             f"{dirs.run}:{_IN_CONTAINER_RUN}:rw",
-            f"{_RUNNER_PACKAGE}:{package}:ro",
+            f"{RUNNER_PACKAGE}:{package}:ro",
         ]
         if self.service_defs is not None:
             binds.append(f"{self.service_defs}:{_SERVICE_DEFS}:ro")

@@ -1,0 +1,107 @@
+"""An agent's telemetry: heartbeats and utilization samples, never events.
+
+Each heartbeat refreshes the agent's score in the ``<p>:hb`` sorted set and writes each
+running kernel's live stats to ``<p>:stat:<kernel>`` (TTL'd). The liveness monitor turns
+silence into ``agent_terminated`` (``agent-lost``) and a heartbeat after that into
+``agent_started`` (``revived``). Every sample interval each running kernel's stats become a
+utilization sample (:mod:`.utilization`) in ``<p>:idle:util:<kernel>``, for the idle checks,
+and the agent's devices their live stats in ``<p>:devices:<agent>``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from events import RedisEventStore, canonical_dumps
+
+from .accelerators import Accelerators
+from .backends.base import Backend
+from .utilization import UtilizationSampler
+
+__all__ = ["AgentTelemetry"]
+
+_UTIL_TTL_S = 3600
+
+
+class AgentTelemetry:
+    def __init__(
+        self,
+        store: RedisEventStore,
+        agent_id: str,
+        backend: Backend,
+        accelerators: Accelerators,
+        slots: Mapping[uuid.UUID, Mapping[str, Decimal]],
+    ) -> None:
+        self.store = store
+        self.agent_id = agent_id
+        self.backend = backend
+        self.accelerators = accelerators
+        self.slots = slots
+        """What each kernel started here was allocated (utilization is a share of it)."""
+        self.stats_ttl_s = 60
+        self.sampler = UtilizationSampler()
+
+    def forget(self, kernel_id: uuid.UUID) -> None:
+        """A kernel stopped (or restarted): its next sample starts afresh."""
+        self.sampler.forget(kernel_id)
+
+    async def heartbeat(self) -> None:
+        seconds, micros = await self.store.redis.time()
+        redis = self.store.redis
+        pipe = redis.pipeline(transaction=False)
+        pipe.zadd(self.store.keys.heartbeats, {self.agent_id: seconds + micros / 1e6})
+        for kernel_id in self.backend.running():
+            stats = self.backend.stats(kernel_id)
+            if stats is not None:
+                sample = {**stats, "at": seconds, "agent": self.agent_id}
+                pipe.set(
+                    self.store.keys.kernel_stats(str(kernel_id)),
+                    canonical_dumps(sample),
+                    ex=self.stats_ttl_s,
+                )
+        await pipe.execute()
+
+    async def sample_utilization(self) -> int:
+        """One utilization sample of every running kernel, to telemetry; returns how many."""
+        seconds, micros = await self.store.redis.time()
+        now = seconds + micros / 1e6
+        pipe = self.store.redis.pipeline(transaction=False)
+        sampled: list[uuid.UUID] = []
+        for kernel_id in self.backend.running():
+            stats, slots = self.backend.stats(kernel_id), self.slots.get(kernel_id)
+            if stats is None or slots is None:
+                continue
+            if self.sampler.sample(kernel_id, stats, slots, now) is not None:
+                sampled.append(kernel_id)
+        if self.accelerators.plugins:
+            self._sample_devices(pipe, sampled, int(seconds))
+        for kernel_id in sampled:
+            pipe.set(
+                self.store.keys.idle_utilization(str(kernel_id)),
+                canonical_dumps(self.sampler.of(kernel_id)),
+                ex=_UTIL_TTL_S,
+            )
+        if sampled or self.accelerators.plugins:
+            await pipe.execute()
+        return len(sampled)
+
+    def _sample_devices(self, pipe: Any, sampled: list[uuid.UUID], at: int) -> None:
+        """Each device's live stats (the agent's device telemetry) and, for each sampled
+        kernel holding devices, their utilization added to its sample."""
+        cpu_of = {str(k): self.sampler.latest(k, "cpu_util") for k in sampled}
+        sample = self.accelerators.sample(cpu_of)
+        for kernel_id in sampled:
+            metrics = self.accelerators.kernel_metrics(str(kernel_id), sample)
+            if metrics:
+                self.sampler.extend(kernel_id, metrics)
+        devices = {
+            key: {d: s.model_dump() for d, s in stats.items()} for key, stats in sample.items()
+        }
+        pipe.set(
+            self.store.keys.agent_devices(self.agent_id),
+            canonical_dumps({"at": at, "devices": devices}),
+            ex=self.stats_ttl_s,
+        )

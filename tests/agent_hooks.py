@@ -1,0 +1,37 @@
+"""An agent with fault hooks, for the tests that break one on purpose (never in production:
+a local cluster runs it when a test passes ``agent_class=HookedAgent``)."""
+
+from __future__ import annotations
+
+import uuid
+
+from actors.agents.agent import Agent
+from actors.agents.backends.base import KernelLaunch
+from actors.hosts.local import LocalCluster
+
+__all__ = ["HookedAgent", "hooked"]
+
+
+class HookedAgent(Agent):
+    fail_next_start = False
+    """The next kernel creation fails as an agent error would."""
+    heartbeating = True
+    """False: the agent stops heartbeating, as a hung node would (a "frozen" agent)."""
+
+    async def heartbeat(self) -> None:
+        if self.heartbeating:
+            await super().heartbeat()
+
+    async def _create_kernels(self, session_id: uuid.UUID, kernels: list[KernelLaunch]) -> None:
+        if self.fail_next_start:
+            self.fail_next_start = False
+            await self.shard.start_failed(session_id)
+            return
+        await super()._create_kernels(session_id, kernels)
+
+
+def hooked(cluster: LocalCluster, agent_id: str) -> HookedAgent:
+    """One of a local cluster's agents, made with ``agent_class=HookedAgent``."""
+    agent = cluster.agents[agent_id]
+    assert isinstance(agent, HookedAgent), "the cluster was not made with HookedAgent"
+    return agent
