@@ -85,6 +85,13 @@ def client_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         _link_distribution(dist, site)
     for package in PACKAGES:
         (site / package).symlink_to(ROOT / package)
+    module, function = PROJECT["scripts"]["kh"].split(":")
+    script = venv / "bin" / "kh"  # what pip writes for the console script
+    script.write_text(
+        f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom {module} import {function}\n"
+        f"sys.exit({function}())\n"
+    )
+    script.chmod(0o755)
     return venv
 
 
@@ -135,7 +142,9 @@ def gateway() -> Iterator[str]:
         server.server_close()
 
 
-def _run(venv: Path, code: str, endpoint: str, tmp: Path) -> subprocess.CompletedProcess[str]:
+def _run(
+    venv: Path, code: str, endpoint: str, tmp: Path, *, argv: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp),
@@ -147,7 +156,7 @@ def _run(venv: Path, code: str, endpoint: str, tmp: Path) -> subprocess.Complete
         "NO_COLOR": "1",
     }
     return subprocess.run(
-        [str(venv / "bin" / "python"), "-c", textwrap.dedent(code)],
+        argv or [str(venv / "bin" / "python"), "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
         env=env,
@@ -192,12 +201,7 @@ def test_the_sdk_and_the_client_commands_work_without_the_server_extra(
 def test_a_server_command_without_the_extra_says_so_in_one_line(
     client_venv: Path, gateway: str, tmp_path: Path, command: str
 ) -> None:
-    code = f"""
-        import sys
-        from kernelhub.cli import main
-        sys.exit(main([{command!r}]))
-    """
-    done = _run(client_venv, code, gateway, tmp_path)
+    done = _run(client_venv, "", gateway, tmp_path, argv=[str(client_venv / "bin" / "kh"), command])
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
