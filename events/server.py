@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import redis
 
-__all__ = ["ServerError", "server_probe"]
+__all__ = ["SERVER_GONE", "ServerError", "server_probe"]
 
 ServerError = redis.exceptions.RedisError
 """What the Redis client raises when the server refuses or cannot be reached."""
+SERVER_GONE: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+"""What the client raises while the server is away (waited out by whoever follows the log)."""
 
 
 def server_probe(

@@ -29,7 +29,7 @@ async def cluster_summary(store: RedisEventStore) -> dict[str, Any]:
     models = ReadModels(store)
     agents = []
     for record in await models.agents():
-        raw = await store.redis.get(store.keys.agent_devices(record["id"]))
+        raw = await store.telemetry.agent_devices(record["id"])
         live = json.loads(raw)["devices"] if raw else {}
         agents.append(
             {

@@ -1,6 +1,7 @@
 """The projector runtime: reads the log once, folds every projection, commits exactly once.
 
-Each projection has its own *generation* (a key prefix) and checkpoint. A batch of events
+Each projection has its own *generation* (a key prefix) and checkpoint, kept by the store's
+read-model storage (:mod:`events.readmodels`). A batch of events
 is read once; for each projection the events after its checkpoint are folded and the
 changed records, their index operations and the new checkpoint are committed in one
 MULTI/EXEC (see ``targets``). A crash before EXEC leaves nothing; after it, everything. An
@@ -23,21 +24,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from events import EventDecodeError, RedisEventStore, StoredEvent, position_key
 from events._canonical import canonical_dumps, loads
-from events.archive import archive_files, merged_entries
+from events.archive import merged_entries
+from events.readmodels import Generation, StaleGeneration
+from events.server import SERVER_GONE
 
 from .base import Op, Projection, RecordRef, WorkingSet
-from .targets import RedisTarget, StaleGeneration, bulk_write
 
 __all__ = ["ProjectionState", "Projector"]
 
 log = structlog.get_logger(__name__)
 
-_OUTAGES = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+_OUTAGES: tuple[type[Exception], ...] = (*SERVER_GONE, ConnectionError, OSError)
 """Redis gone for a while: waited out, never a reason to halt a projection."""
 _OUTAGE_BACKOFF_S = (0.05, 2.0)
 
@@ -74,7 +74,7 @@ class ProjectionState:
 
 
 async def fold(
-    projection: Projection, events: Sequence[StoredEvent], target: RedisTarget
+    projection: Projection, events: Sequence[StoredEvent], target: Generation
 ) -> tuple[dict[RecordRef, str | None], list[Op]]:
     """Fold ``events`` into the records they touch; return the writes and index ops."""
     refs: dict[RecordRef, None] = {}
@@ -107,8 +107,7 @@ class Projector:
         on_commit: CommitHook | None = None,
     ) -> None:
         self.store = store
-        self.redis = store.redis
-        self.keys = store.keys
+        self.storage = store.read_models
         self.projections = {p.name: p for p in projections}
         self.batch_size = batch_size
         self.block_ms = block_ms
@@ -118,19 +117,15 @@ class Projector:
 
     # ---- generations ----------------------------------------------------------------------
     async def _active_generation(self, name: str) -> int:
-        active = await self.redis.get(self.keys.projection_active(name))
+        active = await self.storage.active_number(name)
         if active is not None:
-            return int(active)
-        generation = int(await self.redis.incr(self.keys.projection_counter(name)))
-        await self.redis.hset(
-            self._prefix(name, generation) + ":meta",
-            mapping={"version": self.projections[name].version},
-        )
-        await self.redis.set(self.keys.projection_active(name), generation, nx=True)
-        return int(await self.redis.get(self.keys.projection_active(name)) or generation)
+            return active
+        generation = await self.storage.next_number(name)
+        await self._generation(name, generation).set_version(self.projections[name].version)
+        return await self.storage.activate_first(name, generation)
 
-    def _prefix(self, name: str, generation: int) -> str:
-        return self.keys.projection_generation(name, generation)
+    def _generation(self, name: str, generation: int) -> Generation:
+        return self.storage.generation(name, generation)
 
     async def load(self) -> None:
         """Find each projection's active generation and checkpoint; rebuild a generation
@@ -139,12 +134,12 @@ class Projector:
         states: dict[str, ProjectionState] = {}
         for name, projection in self.projections.items():
             generation = await self._active_generation(name)
-            version = await self.redis.hget(self._prefix(name, generation) + ":meta", "version")
-            if version is not None and int(version) != projection.version:
+            version = await self._generation(name, generation).version()
+            if version is not None and version != projection.version:
                 log.warning(
                     "projection folded by other code: rebuilding",
                     projection=name,
-                    stored=int(version),
+                    stored=version,
                     code=projection.version,
                 )
                 generation = await self.rebuild(name)
@@ -191,7 +186,7 @@ class Projector:
         after = self._read_from()
         if after is None:
             return
-        await self.redis.xread({self.keys.log: after}, count=1, block=self.block_ms)
+        await self.store.wait_for_events(after, self.block_ms)
 
     def _read_from(self) -> str | None:
         running = [s.checkpoint for s in self.states.values() if s.running]
@@ -225,7 +220,7 @@ class Projector:
         if not mine:
             return
         name = state.projection.name
-        target = RedisTarget(self.redis, self._prefix(name, state.generation))
+        target = self._generation(name, state.generation)
         try:
             records, ops = await fold(state.projection, mine, target)
         except _OUTAGES:
@@ -248,13 +243,10 @@ class Projector:
         }
         try:
             await target.commit(
-                active_key=self.keys.projection_active(name),
-                generation=state.generation,
                 expected_checkpoint=state.checkpoint,
                 checkpoint=mine[-1].position,
                 records=records,
                 ops=ops,
-                status_key=self.keys.projection_status(name),
                 status=status,
             )
         except StaleGeneration as exc:
@@ -275,12 +267,11 @@ class Projector:
 
     async def _reload(self, state: ProjectionState) -> None:
         name = state.projection.name
-        state.generation = int(await self.redis.get(self.keys.projection_active(name)) or 1)
+        state.generation = await self.storage.active_number(name) or 1
         state.checkpoint = await self._checkpoint(name, state.generation)
 
     async def _checkpoint(self, name: str, generation: int) -> str:
-        raw = await self.redis.get(self._prefix(name, generation) + ":ckpt")
-        return "0-0" if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
+        return await self._generation(name, generation).checkpoint()
 
     async def _halt_all_behind(self, position: str, reason: str) -> None:
         for state in self.states.values():
@@ -292,10 +283,7 @@ class Projector:
         message = f"projection {name} stopped at log position {position}: {reason}"
         state.running = False
         state.error = message
-        await self.redis.hset(self.keys.projection_alarms, name, message)
-        await self.redis.hset(
-            self.keys.projection_status(name), mapping={"state": "stopped", "error": message}
-        )
+        await self.storage.halt(name, message)
         log.error("projection halted", projection=name, position=position, reason=reason)
 
     # ---- rebuild ----------------------------------------------------------------------------
@@ -313,10 +301,7 @@ class Projector:
         its records, which is what makes this equal to the live, diff-by-diff result).
         """
         projections = [self.projections[n] for n in names]
-        generations = {
-            p.name: int(await self.redis.incr(self.keys.projection_counter(p.name)))
-            for p in projections
-        }
+        generations = {p.name: await self.storage.next_number(p.name) for p in projections}
         working = {p.name: WorkingSet(complete=True) for p in projections}
         with _gc_paused():
             position, done = await self._fold_in_memory(projections, working, progress)
@@ -338,7 +323,7 @@ class Projector:
     ) -> tuple[str, int]:
         head = await self.store.head()
         total = await self.store.log_length()
-        files = await archive_files(self.redis, self.keys.archive)
+        files = await self.store.archive_files()
         if files:  # archived events fold in their place among the live ones
             return await self._fold_merged(
                 projections, working, progress, head, total + sum(f.events for f in files)
@@ -414,27 +399,24 @@ class Projector:
             projection.finalize(ref, record)
             encoded[ref] = canonical_dumps(record)
             ops.extend(projection.index_ops(ref, None, record))
-        prefix = self._prefix(projection.name, generation)
-        await bulk_write(self.redis, prefix, encoded, ops)
-        await self.redis.set(prefix + ":ckpt", position)
-        await self.redis.hset(prefix + ":meta", mapping={"version": projection.version})
+        target = self._generation(projection.name, generation)
+        await target.bulk_write(encoded, ops)
+        await target.set_checkpoint(position)
+        await target.set_version(projection.version)
 
     async def _catch_up_and_flip(
         self, projection: Projection, generation: int, position: str
     ) -> int:
         """Fold what arrived during the rebuild, then make the generation the active one."""
         name = projection.name
-        prefix = self._prefix(name, generation)
+        target = self._generation(name, generation)
         state = ProjectionState(projection, generation, position)
         while True:
             events = await self.store.read_stored(state.checkpoint, self.batch_size)
             if not events:
                 break
-            target = RedisTarget(self.redis, prefix)
             records, ops = await fold(projection, events, target)
             await target.commit(
-                active_key=self.keys.projection_active(name),
-                generation=generation,
                 expected_checkpoint=state.checkpoint,
                 checkpoint=events[-1].position,
                 records=records,
@@ -442,10 +424,10 @@ class Projector:
                 require_active=False,
             )
             state.checkpoint = events[-1].position
-        old = await self.redis.getset(self.keys.projection_active(name), generation)
-        await self.redis.hdel(self.keys.projection_alarms, name)
-        if old is not None and int(old) != generation:
-            task = asyncio.create_task(self._unlink_generation(name, int(old)))
+        old = await self.storage.flip(name, generation)
+        await self.storage.clear_alarm(name)
+        if old is not None and old != generation:
+            task = asyncio.create_task(self._unlink_generation(name, old))
             self._cleanup.add(task)
             task.add_done_callback(self._cleanup.discard)
         if name in self.states:
@@ -454,15 +436,7 @@ class Projector:
 
     async def _unlink_generation(self, name: str, generation: int) -> None:
         """Drop a retired generation's keys (maintenance, not a query: SCAN is fine here)."""
-        prefix = self._prefix(name, generation)
-        batch: list[Any] = []
-        async for key in self.redis.scan_iter(match=f"{prefix}:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                await self.redis.unlink(*batch)
-                batch = []
-        if batch:
-            await self.redis.unlink(*batch)
+        await self._generation(name, generation).unlink()
 
     async def wait_cleanup(self) -> None:
         if self._cleanup:

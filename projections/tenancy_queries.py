@@ -6,53 +6,38 @@ from __future__ import annotations
 from typing import Any
 
 from events import RedisEventStore
-from events._canonical import loads
+from events.keys import TenancyIndexes as Index
+from events.readmodels import Generation
 
 from .base import Record
 
 __all__ = ["TenancyLookups"]
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class TenancyLookups:
     def __init__(self, store: RedisEventStore) -> None:
-        self.redis = store.redis
-        self.keys = store.keys
+        self.storage = store.read_models
 
-    async def _prefix(self) -> str | None:
-        active = await self.redis.get(self.keys.projection_active("tenancy"))
-        return None if active is None else self.keys.projection_generation("tenancy", int(active))
+    async def _active(self) -> Generation | None:
+        return await self.storage.active("tenancy")
 
     async def _get(self, kind: str, record_id: str) -> Record | None:
-        prefix = await self._prefix()
-        if prefix is None:
-            return None
-        raw = await self.redis.hget(f"{prefix}:r:{kind}", record_id)
-        return None if raw is None else loads(raw)
+        active = await self._active()
+        return None if active is None else await active.record(kind, record_id)
 
     async def _many(self, kind: str, ids: list[str]) -> list[Record]:
-        prefix = await self._prefix()
-        if prefix is None or not ids:
+        active = await self._active()
+        if active is None or not ids:
             return []
-        return [
-            loads(r) for r in await self.redis.hmget(f"{prefix}:r:{kind}", ids) if r is not None
-        ]
+        return await active.records(kind, ids)
 
     async def _index(self, key: str, field: str) -> str | None:
-        prefix = await self._prefix()
-        if prefix is None:
-            return None
-        value = await self.redis.hget(f"{prefix}:{key}", field)
-        return None if value is None else _s(value)
+        active = await self._active()
+        return None if active is None else await active.field(key, field)
 
     async def _members(self, key: str) -> list[str]:
-        prefix = await self._prefix()
-        if prefix is None:
-            return []
-        return [_s(m) for m in await self.redis.zrange(f"{prefix}:{key}", 0, -1)]
+        active = await self._active()
+        return [] if active is None else await active.members(key)
 
     # ---- records by key -------------------------------------------------------------------
     async def domain(self, name: str) -> Record | None:
@@ -62,31 +47,31 @@ class TenancyLookups:
         return await self._get("project", str(project_id))
 
     async def project_by_name(self, domain: str, name: str) -> Record | None:
-        project_id = await self._index(f"i:project:{domain}", name)
+        project_id = await self._index(Index.project_names(domain), name)
         return None if project_id is None else await self.project(project_id)
 
     async def projects_in(self, domain: str) -> list[str]:
         """The ids of a domain's projects (what a domain admin's listings are scoped to)."""
-        prefix = await self._prefix()
-        if prefix is None:
+        active = await self._active()
+        if active is None:
             return []
-        return sorted(_s(v) for v in await self.redis.hvals(f"{prefix}:i:project:{domain}"))
+        return sorted(await active.values(Index.project_names(domain)))
 
     async def user(self, user_id: str) -> Record | None:
         return await self._get("user", str(user_id))
 
     async def user_by_email(self, email: str) -> Record | None:
-        user_id = await self._index("i:user:email", email)
+        user_id = await self._index(Index.USER_EMAIL, email)
         return None if user_id is None else await self.user(user_id)
 
     async def keypair(self, access_key: str) -> Record | None:
         return await self._get("keypair", access_key)
 
     async def keypairs_of(self, user_id: str) -> list[Record]:
-        return await self._many("keypair", await self._members(f"i:keypairs:{user_id}"))
+        return await self._many("keypair", await self._members(Index.keypairs(user_id)))
 
     async def projects_of(self, user_id: str) -> list[Record]:
-        return await self._many("project", await self._members(f"i:projects:{user_id}"))
+        return await self._many("project", await self._members(Index.projects(user_id)))
 
     async def policy(self, name: str) -> Record | None:
         return await self._get("policy", name)
@@ -97,7 +82,7 @@ class TenancyLookups:
         return str((record or {}).get("status", "running"))
 
     async def presets(self) -> list[Record]:
-        return await self._many("preset", await self._members("i:presets"))
+        return await self._many("preset", await self._members(Index.PRESETS))
 
     async def scaling_group(self, name: str) -> Record | None:
         return await self._get("sgroup", name)
@@ -113,11 +98,11 @@ class TenancyLookups:
     ) -> list[Record]:
         """Active scaling groups associated with the domain, the project or the keypair
         (their union, by name), as Backend.AI's ``query_allowed_sgroups``."""
-        names: set[str] = set(await self._members(f"i:sg_for:domain:{domain}"))
+        names: set[str] = set(await self._members(Index.scaling_groups_for("domain", domain)))
         if project_id:
-            names |= set(await self._members(f"i:sg_for:project:{project_id}"))
+            names |= set(await self._members(Index.scaling_groups_for("project", project_id)))
         if access_key:
-            names |= set(await self._members(f"i:sg_for:keypair:{access_key}"))
+            names |= set(await self._members(Index.scaling_groups_for("keypair", access_key)))
         groups = await self._many("sgroup", sorted(names))
         return [g for g in groups if g.get("is_active", True)]
 

@@ -1,6 +1,6 @@
-"""Requests per keypair over a rolling 15-minute window (seed API §2.3), counted in Redis
-with one round trip: a script that drops what left the window, records this request at
-Redis's own clock, and answers how many are in it.
+"""Requests per keypair over a rolling 15-minute window (seed API §2.3), counted beside the
+log with one round trip (``store.rate_limits``, :mod:`events.ratelimit`: what left the window
+is dropped, this request recorded at Redis's own clock, and how many are in it answered).
 
 A request that fails authentication has no keypair to count against, so those are counted
 per peer address (:class:`PeerLimiter`), in the gateway's memory: a flood of bad requests
@@ -12,9 +12,12 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..domain.errors import DomainError
+
+if TYPE_CHECKING:
+    from events.ratelimit import RequestCounter
 
 __all__ = [
     "UNAUTHENTICATED_LIMIT",
@@ -29,16 +32,6 @@ WINDOW_S = 900
 UNAUTHENTICATED_LIMIT = 1000
 """What ``X-RateLimit-Limit``/``-Remaining`` say to a request without a keypair."""
 
-_HIT = """
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local seq = redis.call('INCR', KEYS[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - tonumber(ARGV[1]) * 1000)
-redis.call('ZADD', KEYS[1], ms, seq)
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-return redis.call('ZCARD', KEYS[1])
-"""
-
 
 class RateLimitExceeded(DomainError):
     status, error_type = 429, "rate-limit-exceeded"
@@ -46,14 +39,12 @@ class RateLimitExceeded(DomainError):
 
 
 class RateLimiter:
-    def __init__(self, redis: Any, prefix: str) -> None:
-        self.prefix = prefix
-        self._hit = redis.register_script(_HIT)
+    def __init__(self, counter: RequestCounter) -> None:
+        self._counter = counter
 
     async def hit(self, access_key: str) -> int:
         """Count this request; the requests of the keypair in the window, this one included."""
-        keys = [f"{self.prefix}:ratelimit:{access_key}", f"{self.prefix}:ratelimit:seq"]
-        return int(await self._hit(keys=keys, args=[WINDOW_S]))
+        return await self._counter.hit(access_key, WINDOW_S)
 
 
 class PeerRateLimited(RateLimitExceeded):

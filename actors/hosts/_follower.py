@@ -42,18 +42,16 @@ class Follower:
     _task: asyncio.Task[None] | None = None
 
     async def _start_following(self) -> None:
-        key = self.store.keys.follower(self.follower_name)
-        recorded = await self.store.redis.get(key)
-        after = recorded.decode() if isinstance(recorded, bytes) else recorded
+        after = await self.store.followers.get(self.follower_name)
         if after is None:
             after = await self.store.head()
-            await self.store.redis.set(key, after)
+            await self.store.followers.set(self.follower_name, after)
         self._subscription = self.store.subscribe(
             after, block_ms=200, types=self.interests, streams=self.follows_stream
         )
-        self._task = asyncio.create_task(self._follow(key))
+        self._task = asyncio.create_task(self._follow())
 
-    async def _follow(self, key: str) -> None:
+    async def _follow(self) -> None:
         """React to what the log holds, a buffered batch at a time, and record the position
         once per batch (a restart replays at most one batch: reactions are idempotent)."""
         subscription = self._subscription
@@ -61,7 +59,7 @@ class Follower:
         async for event in subscription:
             batch = [event, *subscription.take_buffered()]
             await self.react_many(batch)
-            await self.store.redis.set(key, batch[-1].position)
+            await self.store.followers.set(self.follower_name, batch[-1].position)
 
     async def react_many(self, events: list[Event]) -> None:
         for event in events:

@@ -55,7 +55,7 @@ class GatewayActor:
             auth=Authenticator(lookups, secrets),
             models=ReadModels(self.store),
             lookups=lookups,
-            rate_limiter=RateLimiter(self.store.redis, self.store.keys.prefix),
+            rate_limiter=RateLimiter(self.store.rate_limits),
             idle=IdleFacts(self.store, IdleConfig.parse(idle or {})),
             observe=self._observe,
         )
@@ -80,8 +80,7 @@ class GatewayActor:
         await self.runner.setup()
         chosen = self.port
         if chosen == 0:  # a restart: the port the first incarnation took, if it is free
-            remembered = await self.store.redis.get(self.store.keys.gateway_port)
-            chosen = int(remembered) if remembered else 0
+            chosen = await self.store.install.gateway_port() or 0
         try:
             site = await self._bind(chosen)
         except OSError:
@@ -91,7 +90,7 @@ class GatewayActor:
         sockets = [s.getsockname() for s in site._server.sockets]  # type: ignore[union-attr]
         bound = int(sockets[0][1])
         if self.port == 0:
-            await self.store.redis.set(self.store.keys.gateway_port, bound)
+            await self.store.install.remember_gateway_port(bound)
         self.port = bound
 
     async def _bind(self, port: int) -> web.TCPSite:

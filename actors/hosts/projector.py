@@ -59,22 +59,17 @@ class ProjectorActor:
 
     async def count_sessions(self) -> None:
         """Sessions by status and by type: one ZCARD per index, never a scan."""
-        active = await self.store.redis.get(self.store.keys.projection_active("sessions"))
-        if active is None:
+        models = ReadModels(self.store)
+        counts = await models.session_counts([s.name for s in SessionStatus], _SESSION_TYPES)
+        if counts is None:
             return
-        prefix = self.store.keys.projection_generation("sessions", int(active))
-        pipe = self.store.redis.pipeline(transaction=False)
-        for status in SessionStatus:
-            pipe.zcard(f"{prefix}:i:status:{status.name}")
-        for kind in _SESSION_TYPES:
-            pipe.zcard(f"{prefix}:i:type:{kind}")
-        counts = await pipe.execute()
-        for status, count in zip(SessionStatus, counts, strict=False):
+        by_status, by_type = counts
+        for status, count in zip(SessionStatus, by_status, strict=True):
             self.metrics.set("kernelhub_sessions", count, status=status.name)
-        for kind, count in zip(_SESSION_TYPES, counts[len(SessionStatus) :], strict=True):
+        for kind, count in zip(_SESSION_TYPES, by_type, strict=True):
             self.metrics.set("kernelhub_sessions_by_type", count, type=kind)
-        oldest = await self.store.redis.zrange(f"{prefix}:i:status:PENDING", 0, 0, withscores=True)
-        waited = time.time() - float(oldest[0][1]) / 1000 if oldest else 0.0
+        oldest = await models.oldest_created_ms("PENDING")
+        waited = time.time() - oldest / 1000 if oldest is not None else 0.0
         self.metrics.set("kernelhub_pending_oldest_seconds", max(0.0, waited))
 
     async def measure_cluster(self) -> None:
@@ -90,8 +85,8 @@ class ProjectorActor:
                     totals[key] = totals.get(key, 0.0) + float(amount)
         for (group, slot, state), amount in totals.items():
             self.metrics.set("kernelhub_slots", amount, scaling_group=group, slot=slot, state=state)
-        memory = await self.store.redis.info("memory")
-        self.metrics.set("kernelhub_redis_used_memory_bytes", float(memory["used_memory"]))
+        memory = await self.store.used_memory()
+        self.metrics.set("kernelhub_redis_used_memory_bytes", float(memory))
 
     async def _gauges(self) -> None:
         while True:

@@ -41,8 +41,7 @@ class IdleFacts:
         )
 
     async def now(self) -> float:
-        seconds, micros = await self.store.redis.time()
-        return float(seconds + micros / 1e6)
+        return await self.store.clock.now()
 
     async def of(self, records: list[dict[str, Any]], now: float) -> dict[str, SessionFacts]:
         """Facts of several running sessions from their read-model records, with their
@@ -51,20 +50,16 @@ class IdleFacts:
         if not records:
             return {}
         ids = [r["id"] for r in records]
-        accesses: list[Any] = [None] * len(ids)
-        apps: list[Any] = [0] * len(ids)
+        accesses: list[float | None] = [None] * len(ids)
+        apps: list[int] = [0] * len(ids)
         if "network_timeout" in self.config.enabled:  # only what an enabled checker reads
-            pipe = self.store.redis.pipeline(transaction=False)
-            pipe.mget([self.store.keys.idle_access(sid) for sid in ids])
-            for sid in ids:
-                pipe.zcount(self.store.keys.idle_apps(sid), now - APP_STALE_S, "+inf")
-            accesses, *apps = await pipe.execute()
+            accesses, apps = await self.store.idle.activity(ids, now - APP_STALE_S)
         series = await self._utilization(records)
         facts = {}
-        for record, raw_access, open_apps in zip(records, accesses, apps, strict=True):
+        for record, access, open_apps in zip(records, accesses, apps, strict=True):
             owner = await self._owner(record)
-            owner.update(apps=int(open_apps), utilization=series[record["id"]])
-            facts[record["id"]] = _facts(record, owner, raw_access)
+            owner.update(apps=open_apps, utilization=series[record["id"]])
+            facts[record["id"]] = _facts(record, owner, access)
         return facts
 
     async def report(self, record: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -89,11 +84,7 @@ class IdleFacts:
             for k, kernel in r["kernels"].items()
             if kernel["status"] == "RUNNING"
         ]
-        raw = (
-            await self.store.redis.mget([self.store.keys.idle_utilization(k) for _, k in kernels])
-            if kernels
-            else []
-        )
+        raw = await self.store.telemetry.utilization([k for _, k in kernels])
         per_session: dict[str, list[dict[str, list[float]]]] = {r["id"]: [] for r in records}
         for (session_id, _), value in zip(kernels, raw, strict=True):
             if value:
@@ -132,7 +123,9 @@ class IdleFacts:
         return dict((limits or {}).get("policy") or {})
 
 
-def _facts(record: dict[str, Any], owner: dict[str, Any], raw_access: Any) -> SessionFacts:
+def _facts(
+    record: dict[str, Any], owner: dict[str, Any], last_access: float | None
+) -> SessionFacts:
     policy = owner["policy"]
     occupied = {k: float(v) for k, v in (record.get("occupying_slots") or {}).items()}
     return SessionFacts(
@@ -142,7 +135,7 @@ def _facts(record: dict[str, Any], owner: dict[str, Any], raw_access: Any) -> Se
         occupied_slots=occupied,
         policy_idle_timeout=float(policy.get("idle_timeout", -1)),
         policy_max_session_lifetime=float(policy.get("max_session_lifetime", 0)),
-        last_access=float(raw_access) if raw_access else None,
+        last_access=last_access,
         user_created_at=owner.get("user_created_at"),
         utilization_series=owner.get("utilization") or {},
         active_app_connections=int(owner.get("apps", 0)),

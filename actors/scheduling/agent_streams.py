@@ -11,7 +11,6 @@ this view is never behind what was appended before the check (a drain is seen at
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from actors.domain.liveness import agent_status
 from actors.domain.statuses import AgentStatus
@@ -63,8 +62,7 @@ class AgentStreams:
 
     async def known_ids(self) -> list[str]:
         """Every agent that ever heartbeated (registration heartbeats at once)."""
-        raw: list[Any] = await self.store.redis.zrange(self.store.keys.heartbeats, 0, -1)
-        return [a.decode() if isinstance(a, bytes) else str(a) for a in raw]
+        return await self.store.telemetry.heartbeat_agents()
 
     async def refresh(self, agent_ids: list[str]) -> list[AgentFacts]:
         """Fold what is new in these agents' streams; their facts, in the given order."""

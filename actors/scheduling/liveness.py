@@ -66,12 +66,9 @@ class LivenessMonitor:
 
     async def check(self) -> list[tuple[str, str]]:
         """One round; returns the (agent, event type) changes it appended."""
-        seconds, micros = await self.store.redis.time()
-        now = seconds + micros / 1e6
-        beats: list[Any] = await self.store.redis.zrange(
-            self.store.keys.heartbeats, 0, -1, withscores=True
-        )
-        agent_ids = [a.decode() if isinstance(a, bytes) else str(a) for a, _ in beats]
+        now = await self.store.clock.now()
+        beats = await self.store.telemetry.heartbeats()
+        agent_ids = [agent_id for agent_id, _ in beats]
         views = await self.streams.refresh(agent_ids)
         changes: list[tuple[str, str]] = []
         for known, (_, last_seen) in zip(views, beats, strict=True):

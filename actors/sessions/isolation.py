@@ -1,9 +1,10 @@
 """Applying :mod:`actors.domain.isolation` where sessions enter and where kernels start.
 
-* The operator's opt-in lives in the installation's ``<p>:install`` hash (field
-  ``allow_unisolated``, ``1`` or ``0``), beside the shard count: it holds across restarts and
-  every actor reads it when it decides, so ``kh up --allow-unisolated`` (or
-  ``--no-allow-unisolated``) on a running installation takes effect at once.
+* The operator's opt-in lives in the installation's facts (``store.install``: the
+  ``<p>:install`` hash, field ``allow_unisolated``, ``1`` or ``0``), beside the shard count:
+  it holds across restarts and every actor reads it when it decides, so
+  ``kh up --allow-unisolated`` (or ``--no-allow-unisolated``) on a running installation takes
+  effect at once.
 * The gateway refuses a tenant's create with a 403 problem when the scaling group has an
   agent that runs kernels unisolated (the agents read model has each agent's ``isolation``
   from its registration).
@@ -18,6 +19,7 @@ from typing import Any
 
 from actors.domain.isolation import UNISOLATED, UnisolatedBackend, refusal
 from events import RedisEventStore
+from events.keys import INSTALL_ALLOW_UNISOLATED
 from projections.queries import ReadModels
 from projections.tenancy_queries import TenancyLookups
 
@@ -31,17 +33,16 @@ __all__ = [
     "set_opt_in",
 ]
 
-ALLOW_UNISOLATED_FIELD = "allow_unisolated"
+ALLOW_UNISOLATED_FIELD = INSTALL_ALLOW_UNISOLATED
 
 
 async def opted_in(store: RedisEventStore) -> bool:
     """Whether the operator allowed tenants' code on unisolated agents."""
-    value = await store.redis.hget(store.keys.install, ALLOW_UNISOLATED_FIELD)
-    return value in (b"1", "1")
+    return await store.install.allow_unisolated()
 
 
 async def set_opt_in(store: RedisEventStore, allowed: bool) -> None:
-    await store.redis.hset(store.keys.install, ALLOW_UNISOLATED_FIELD, "1" if allowed else "0")
+    await store.install.set_allow_unisolated(allowed)
 
 
 async def check_create(

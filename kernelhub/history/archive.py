@@ -58,20 +58,17 @@ class ArchiveResult:
 async def _lowest_checkpoint(store: RedisEventStore) -> str:
     lowest = None
     for projection in default_projections():
-        active = await store.redis.get(store.keys.projection_active(projection.name))
+        active = await store.read_models.active(projection.name)
         if active is None:
             return "0-0"  # a projection that never ran has folded nothing
-        raw = await store.redis.get(
-            store.keys.projection_generation(projection.name, int(active)) + ":ckpt"
-        )
-        checkpoint = raw.decode() if isinstance(raw, bytes) else (raw or "0-0")
+        checkpoint = await active.checkpoint()
         if lowest is None or position_key(checkpoint) < position_key(lowest):
             lowest = checkpoint
     return lowest or "0-0"
 
 
 async def _used_memory(store: RedisEventStore) -> int:
-    return int((await store.redis.info("memory"))["used_memory"])
+    return await store.used_memory()
 
 
 async def _ended_sessions(store: RedisEventStore) -> list[str]:
@@ -99,8 +96,7 @@ async def archive_before(store: RedisEventStore, cutoff: Cutoff, directory: Path
     moving: list[tuple[str, list[str]]] = []
     for session_id in await _ended_sessions(store):
         stream = f"session-{session_id}"
-        indexed = await store.redis.lrange(store.keys.stream_index(stream), 0, -1)
-        positions = [p.decode() if isinstance(p, bytes) else p for p in indexed]
+        positions = await store.stream_positions(stream)
         if positions and position_key(positions[-1]) <= position_key(until):
             moving.append((stream, positions))
     if not moving:
@@ -114,7 +110,7 @@ async def archive_before(store: RedisEventStore, cutoff: Cutoff, directory: Path
     first, last = entries[0]["position"], entries[-1]["position"]
     path = await asyncio.to_thread(_write, directory, f"sessions-{first}-{last}.jsonl.gz", entries)
     record = ArchiveFile(path, first, last, len(entries), len(moving))
-    await store.redis.hset(store.keys.archive, str(path), record.as_json())
+    await store.record_archive_file(str(path), record.as_json())
     await _delete(store, moving, [(e["position"], e["body"]["event_id"]) for e in entries])
     return ArchiveResult(
         len(moving), len(entries), str(path), memory_before, await _used_memory(store), until
@@ -132,13 +128,4 @@ async def _delete(
     store: RedisEventStore, moving: list[tuple[str, list[str]]], ids: list[tuple[str, str]]
 ) -> None:
     """The archived events leave Redis: log entries, stream indexes, event-id records."""
-    for start in range(0, len(ids), _DELETE_CHUNK):
-        chunk = ids[start : start + _DELETE_CHUNK]
-        pipe = store.redis.pipeline(transaction=False)
-        pipe.xdel(store.keys.log, *[position for position, _ in chunk])
-        pipe.hdel(store.keys.event_ids, *[event_id for _, event_id in chunk])
-        await pipe.execute()
-    pipe = store.redis.pipeline(transaction=False)
-    for stream, _ in moving:
-        pipe.delete(store.keys.stream_index(stream), store.keys.snapshot(stream))
-    await pipe.execute()
+    await store.forget_archived(ids, [stream for stream, _ in moving], _DELETE_CHUNK)

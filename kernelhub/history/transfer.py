@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from events import RedisEventStore, canonical_dumps, position_key
-from events.archive import archive_files, merged_entries
+from events.archive import merged_entries
 from events.catalogue import SECRET_FIELDS
 from events.secrets import REDACTED
 
@@ -50,7 +50,7 @@ async def export_log(
 ) -> int:
     """Write every event, in log order (the archived ones in their place), one JSON
     object per line; how many."""
-    files = await archive_files(store.redis, store.keys.archive)
+    files = await store.archive_files()
     total = await store.log_length() + sum(f.events for f in files)
     done = 0
     async for position, fields in merged_entries(store):
@@ -138,15 +138,18 @@ async def import_log(store: RedisEventStore, path: Path, progress: Progress | No
     total = _check(store, path)
     done = 0
     async for batch in _batches(path):
-        pipe = store.redis.pipeline(transaction=False)
-        for entry in batch:
-            position, stream = str(entry["position"]), str(entry["stream"])
-            pipe.xadd(store.keys.log, _fields(entry), id=position)
-            pipe.rpush(store.keys.stream_index(stream), position)
-            pipe.hset(
-                store.keys.event_ids, entry["body"]["event_id"], f"{position} {entry['version']}"
-            )
-        await pipe.execute()
+        await store.import_entries(
+            [
+                (
+                    str(entry["position"]),
+                    str(entry["stream"]),
+                    entry["version"],
+                    entry["body"]["event_id"],
+                    _fields(entry),
+                )
+                for entry in batch
+            ]
+        )
         done += len(batch)
         if progress:
             progress(done, total)

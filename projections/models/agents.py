@@ -6,7 +6,8 @@ settle replaces it with the actual allocation. Status from ``agent_started`` /
 ``agent_terminated`` (``agent-lost`` -> LOST, ``agent-restart`` -> RESTARTING, else
 TERMINATED), capacity and placement facts from ``agent_registered``.
 
-Indexes: ``i:all``, ``i:sg:<group>``, ``i:status:<STATUS>`` (sorted sets, score 0).
+Indexes: ``i:all``, ``i:sg:<group>``, ``i:status:<STATUS>`` (sorted sets, score 0;
+:class:`events.keys.AgentIndexes`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from events import StoredEvent
+from events.keys import AgentIndexes as Index
 
 from ..base import IndexedProjection, IndexEntries, Record, RecordRef, WorkingSet, iso_of
 from ..slots import add_slots, slots_json, sub_slots
@@ -136,7 +138,7 @@ class AgentsProjection(IndexedProjection):
     def zset_entries(self, ref: RecordRef, record: Record) -> IndexEntries:
         agent_id = record["id"]
         return {
-            ("i:all", agent_id): 0,
-            (f"i:sg:{record['scaling_group']}", agent_id): 0,
-            (f"i:status:{record['status']}", agent_id): 0,
+            (Index.ALL, agent_id): 0,
+            (Index.scaling_group(record["scaling_group"]), agent_id): 0,
+            (Index.status(record["status"]), agent_id): 0,
         }

@@ -5,7 +5,7 @@ The fold records what the events say; it never decides a status itself (the writ
 and said so in the log). Records keep ``status_history`` with Backend.AI's merge rule, the
 ``status_info`` of the last change and the ``status_data`` the spec describes.
 
-Indexes (relative to the generation prefix):
+Indexes (relative to the generation prefix; named in :class:`events.keys.SessionIndexes`):
 ``i:all``, ``i:owner:<ak>``, ``i:status:<STATUS>``, ``i:type:<type>``, ``i:sg:<group>``,
 ``i:project:<id>``, ``i:dependants:<id>`` (sessions depending on ``<id>``) (sorted sets by
 creation time); ``i:pending:<group>`` (PENDING sessions in
@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from events import StoredEvent, canonical_dumps
+from events.keys import SessionIndexes as Index
 
 from ..base import IndexedProjection, IndexEntries, Record, RecordRef, WorkingSet, iso_of
 from ..slots import slots_json, sum_slots
@@ -394,20 +395,20 @@ class SessionsProjection(IndexedProjection):
     def zset_entries(self, ref: RecordRef, record: Record) -> IndexEntries:
         sid, created = record["id"], record["created_ms"]
         entries: IndexEntries = {
-            ("i:all", sid): created,
-            (f"i:status:{record['status']}", sid): created,
-            (f"i:type:{record['type']}", sid): created,
+            (Index.ALL, sid): created,
+            (Index.status(record["status"]), sid): created,
+            (Index.type(record["type"]), sid): created,
         }
         if record["access_key"]:
-            entries[(f"i:owner:{record['access_key']}", sid)] = created
+            entries[(Index.owner(record["access_key"]), sid)] = created
         if record["scaling_group"]:
-            entries[(f"i:sg:{record['scaling_group']}", sid)] = created
+            entries[(Index.scaling_group(record["scaling_group"]), sid)] = created
             if record["status"] == "PENDING":
-                entries[(f"i:pending:{record['scaling_group']}", sid)] = record["order"]
+                entries[(Index.pending(record["scaling_group"]), sid)] = record["order"]
         if record["project_id"]:
-            entries[(f"i:project:{record['project_id']}", sid)] = created
+            entries[(Index.project(record["project_id"]), sid)] = created
         for dependency in record["dependencies"]:
-            entries[(f"i:dependants:{dependency}", sid)] = created
+            entries[(Index.dependants(dependency), sid)] = created
         if record["running_since_ms"] is not None and record["ended_ms"] is not None:
             interval = canonical_dumps(
                 {
@@ -418,14 +419,14 @@ class SessionsProjection(IndexedProjection):
                 }
             )
             for scope in usage_scopes(record):
-                entries[(f"i:usage:closed:{scope}", interval)] = record["ended_ms"]
+                entries[(Index.usage_closed(scope), interval)] = record["ended_ms"]
         return entries
 
     def hash_entries(self, ref: RecordRef, record: Record) -> IndexEntries:
         sid = record["id"]
-        entries: IndexEntries = {("i:kernel", kid): sid for kid in record["kernels"]}
+        entries: IndexEntries = {(Index.KERNEL, kid): sid for kid in record["kernels"]}
         if record["access_key"] and record["name"]:
-            entries[(f"i:name:{record['access_key']}", record["name"])] = sid
+            entries[(Index.name(record["access_key"]), record["name"])] = sid
         if record["running_since_ms"] is not None and record["ended_ms"] is None:
             interval = canonical_dumps(
                 {
@@ -435,5 +436,5 @@ class SessionsProjection(IndexedProjection):
                 }
             )
             for scope in usage_scopes(record):
-                entries[(f"i:usage:open:{scope}", sid)] = interval
+                entries[(Index.usage_open(scope), sid)] = interval
         return entries

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from events import StoredEvent
+from events.keys import TenancyIndexes as Index
 
 from ..base import IndexedProjection, IndexEntries, Record, RecordRef, WorkingSet
 
@@ -104,22 +105,24 @@ class TenancyProjection(IndexedProjection):
     def zset_entries(self, ref: RecordRef, record: Record) -> IndexEntries:
         kind, record_id = ref
         if kind == "keypair":
-            return {(f"i:keypairs:{record['user_id']}", record_id): 0}
+            return {(Index.keypairs(record["user_id"]), record_id): 0}
         if kind == "project":
-            return {(f"i:projects:{member}", record_id): 0 for member in record.get("members", [])}
+            return {(Index.projects(member), record_id): 0 for member in record.get("members", [])}
         if kind == "sgroup":
-            return {(f"i:sg_for:{k}:{t}", record_id): 0 for k, t in record.get("for", [])}
+            return {
+                (Index.scaling_groups_for(k, t), record_id): 0 for k, t in record.get("for", [])
+            }
         if kind == "preset":
-            return {("i:presets", record_id): 0}
+            return {(Index.PRESETS, record_id): 0}
         return {}
 
     def hash_entries(self, ref: RecordRef, record: Record) -> IndexEntries:
         kind, record_id = ref
         if kind == "user":
             return {
-                ("i:user:email", record["email"]): record_id,
-                ("i:user:name", record["username"]): record_id,
+                (Index.USER_EMAIL, record["email"]): record_id,
+                (Index.USER_NAME, record["username"]): record_id,
             }
         if kind == "project":
-            return {(f"i:project:{record['domain']}", record["name"]): record_id}
+            return {(Index.project_names(record["domain"]), record["name"]): record_id}
         return {}
