@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..domain.errors import DomainError
+from .problems import GatewayError
 
 if TYPE_CHECKING:
     from events.ratelimit import RequestCounter
@@ -33,7 +33,7 @@ UNAUTHENTICATED_LIMIT = 1000
 """What ``X-RateLimit-Limit``/``-Remaining`` say to a request without a keypair."""
 
 
-class RateLimitExceeded(DomainError):
+class RateLimitExceeded(GatewayError):
     status, error_type = 429, "rate-limit-exceeded"
     title = "You have reached your API query rate limit."
 
