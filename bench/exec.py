@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from actors.agents.backends.base import KernelDirs
+from actors.domain.commands.sessions import CreateSession, DestroySession
 from actors.domain.slots import ResourceSlot
 from actors.hosts import start_actors
 from actors.sessions.execution import main_kernel
@@ -79,12 +80,14 @@ async def measure(url: str, work_root: str, calls: int, rounds: int) -> dict[str
     )
     store = RedisEventStore.from_url(url)
     router = installation.router(store)
-    sid = await router.create(
-        name="bench",
-        access_key="AKBENCH",
-        scaling_group="default",
-        image="kernelhub/python:3.11",
-        requested=[ResourceSlot(cpu=1, mem=2**30)],
+    sid = await router.handle(
+        CreateSession(
+            name="bench",
+            access_key="AKBENCH",
+            scaling_group="default",
+            image="kernelhub/python:3.11",
+            requested=[ResourceSlot(cpu=1, mem=2**30)],
+        )
     )
     assert await router.wait(sid, 60) == "RUNNING", "the session did not start"
     kernel_id, _ = main_kernel(await router.execution.session(sid))
@@ -117,7 +120,7 @@ async def measure(url: str, work_root: str, calls: int, rounds: int) -> dict[str
             if block:
                 timings["direct"].append((time.perf_counter() - started) * 1000)
         direct.close()
-    await router.destroy(sid)
+    await router.handle(DestroySession(session_id=sid))
     await router.wait(sid, 30, until=["TERMINATED"])
     await store.close()
     ours_ms = sorted(timings["ours"])

@@ -34,6 +34,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import aiohttp
 
+from actors.domain.commands.sessions import CreateSession
 from actors.domain.slots import ResourceSlot
 from actors.gateway import API_VERSION
 from actors.hosts import Installation, start_actors
@@ -135,12 +136,14 @@ async def prepare(url: str, master_key: Path) -> tuple[Installation, Signer, str
     lookups = TenancyLookups(store)
     await eventually(lambda: lookups.keypair(access_key), timeout=30, message="projected")
     router = installation.router(store)
-    sid = await router.create(
-        name="bench",
-        access_key=access_key,
-        scaling_group="default",
-        image="kernelhub/python:3.11",
-        requested=[ResourceSlot(cpu=1, mem=2**30)],
+    sid = await router.handle(
+        CreateSession(
+            name="bench",
+            access_key=access_key,
+            scaling_group="default",
+            image="kernelhub/python:3.11",
+            requested=[ResourceSlot(cpu=1, mem=2**30)],
+        )
     )
     assert await router.wait(sid, 60) == "RUNNING"
     await store.close()

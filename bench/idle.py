@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from actors.domain.commands.sessions import CreateSession, CreateSessions
 from actors.domain.idle import IdleConfig
 from actors.domain.slots import ResourceSlot
 from actors.idle.reaper import Reaper
@@ -55,17 +56,19 @@ async def running_sessions(store: RedisEventStore, shard: SessionShard, count: i
     ids: list[str] = []
     request = ResourceSlot(cpu=1, mem=2**30)
     for first in range(0, count, CHUNK):
-        batch = [
-            {
-                "name": f"s{n}",
-                "access_key": f"AK{n % 10}",
-                "scaling_group": "default",
-                "image": "kernelhub/python:3.11",
-                "requested": [request],
-            }
-            for n in range(first, min(first + CHUNK, count))
-        ]
-        sids = await shard.create_many(batch)
+        batch = CreateSessions(
+            items=[
+                CreateSession(
+                    name=f"s{n}",
+                    access_key=f"AK{n % 10}",
+                    scaling_group="default",
+                    image="kernelhub/python:3.11",
+                    requested=[request],
+                )
+                for n in range(first, min(first + CHUNK, count))
+            ]
+        )
+        sids = await shard.handle(batch)
         progress = []
         for sid in sids:
             kernel = uuid.uuid5(sid, "kernel-0")

@@ -38,6 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
+from actors.domain.commands.sessions import CreateSession, CreateSessions
 from actors.domain.slots import ResourceSlot
 from actors.hosts import Installation, start_actors
 from bench._baselines import machine, redis_version_at
@@ -125,8 +126,11 @@ async def queue_round(url: str, sessions: int, agents: int) -> dict[str, float]:
         router = installation.router(store)
         started = time.perf_counter()
         for first in range(0, sessions, ENQUEUE_BATCH):
-            batch = [request(n) for n in range(first, min(first + ENQUEUE_BATCH, sessions))]
-            await router.create_many(batch)
+            batch = [
+                CreateSession(**request(n))
+                for n in range(first, min(first + ENQUEUE_BATCH, sessions))
+            ]
+            await router.handle(CreateSessions(items=batch))
         enqueue_s = time.perf_counter() - started
         await projected(store)
         trigger = await redis_ms(store)
@@ -156,7 +160,7 @@ async def open_loop(url: str, agents: int, rate: float, seconds: float) -> dict[
             delay = begin + n / rate - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.ensure_future(router.create(**request(n))))
+            tasks.append(asyncio.ensure_future(router.handle(CreateSession(**request(n)))))
         sids = await asyncio.gather(*tasks)
         await reserved_positions(store, count, timeout=120)
         spent = cpu_by_component(cpu_before, cpu_snapshot())

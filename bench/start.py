@@ -39,6 +39,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import aiodocker
 
+from actors.domain.commands.sessions import CreateSession, DestroySession
 from actors.domain.slots import ResourceSlot
 from actors.hosts import start_actors
 from bench._baselines import machine, redis_version_at
@@ -88,16 +89,18 @@ async def measure(url: str, work_root: str, rounds: int) -> dict[str, float]:
 
     async def ours() -> None:
         started = time.perf_counter()
-        sid = await router.create(
-            name=f"b{uuid.uuid4().hex[:6]}",
-            access_key="AKBENCH",
-            scaling_group="default",
-            image=BASE_IMAGE,
-            requested=[ResourceSlot(cpu=CPU, mem=MEM)],
+        sid = await router.handle(
+            CreateSession(
+                name=f"b{uuid.uuid4().hex[:6]}",
+                access_key="AKBENCH",
+                scaling_group="default",
+                image=BASE_IMAGE,
+                requested=[ResourceSlot(cpu=CPU, mem=MEM)],
+            )
         )
         assert await router.wait(sid, 60) == "RUNNING", "the session did not start"
         timings["ours"].append((time.perf_counter() - started) * 1000)
-        await router.destroy(sid)
+        await router.handle(DestroySession(session_id=sid))
         await router.wait(sid, 60, until=["TERMINATED"])
 
     async def docker_run() -> None:

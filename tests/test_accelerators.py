@@ -18,6 +18,7 @@ from actors.agents.accelerators import Accelerators, make_accelerators
 from actors.agents.agent import Agent
 from actors.agents.backends.process import ProcessBackend
 from actors.agents.backends.sim import SimBackend
+from actors.domain.commands.sessions import CreateSession, DestroySession
 from actors.domain.idle import IdleConfig
 from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster
@@ -37,12 +38,14 @@ def sim_devices(**config: Any) -> Callable[[str], Accelerators | None]:
 
 
 async def create(cluster: LocalCluster, name: str, **slots: Any) -> uuid.UUID:
-    sid: uuid.UUID = await cluster.shard.create(  # type: ignore[arg-type]
-        name=name,
-        access_key="AK1",
-        scaling_group="default",
-        image="kernelhub/python:3.11",
-        requested=[ResourceSlot({"cpu": 1, "mem": G, **slots})],
+    sid: uuid.UUID = await cluster.shard.handle(
+        CreateSession(
+            name=name,
+            access_key="AK1",
+            scaling_group="default",
+            image="kernelhub/python:3.11",
+            requested=[ResourceSlot({"cpu": 1, "mem": G, **slots})],
+        )
     )
     return sid
 
@@ -88,7 +91,7 @@ async def test_devices_are_given_out_once_exhausted_wait_and_released_come_back(
         record = await ReadModels(cluster.store).session(str(third))
         assert record is not None and record["status"] == "PENDING"
         freed = (await devices_of(cluster, first))[1]
-        await cluster.shard.destroy(first)
+        await cluster.shard.handle(DestroySession(session_id=first))
         await status_of(cluster, third, "RUNNING")
         assert (await devices_of(cluster, third))[1] == freed
 
@@ -257,6 +260,6 @@ async def test_an_agent_restarted_under_a_running_kernel_keeps_its_device_held(
         second = await create(cluster, "second", **{"cuda.device": 1})
         await status_of(cluster, second, "RUNNING", timeout=30)
         assert (await devices_of(cluster, second))[1] == ["1"]
-        await cluster.shard.destroy(first)
+        await cluster.shard.handle(DestroySession(session_id=first))
         await status_of(cluster, first, "TERMINATED", timeout=30)
         assert reborn.accelerators.maps["cuda"].free() == {"0": Decimal(1), "1": Decimal(0)}

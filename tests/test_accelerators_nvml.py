@@ -13,6 +13,7 @@ import pytest
 
 from actors.agents.accelerators import NvmlAccelerator, make_accelerators
 from actors.agents.backends.process import ProcessBackend
+from actors.domain.commands.sessions import CreateSession
 from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster
 from events import RedisEventStore
@@ -55,12 +56,14 @@ async def run(cluster: LocalCluster, sid: uuid.UUID, code: str) -> str:
 
 
 async def gpu_session(cluster: LocalCluster) -> uuid.UUID:
-    sid: uuid.UUID = await cluster.shard.create(  # type: ignore[arg-type]
-        name="gpu",
-        access_key="AK1",
-        scaling_group="default",
-        image="kernelhub/python:3.11",
-        requested=[ResourceSlot({"cpu": 1, "mem": G, "cuda.device": 1})],
+    sid: uuid.UUID = await cluster.shard.handle(
+        CreateSession(
+            name="gpu",
+            access_key="AK1",
+            scaling_group="default",
+            image="kernelhub/python:3.11",
+            requested=[ResourceSlot({"cpu": 1, "mem": G, "cuda.device": 1})],
+        )
     )
 
     async def running() -> bool:

@@ -18,6 +18,7 @@ import pytest
 from actors.agents.agent import Agent
 from actors.agents.backends.base import KernelLaunch
 from actors.agents.backends.docker import OWNER_LABEL, DockerBackend
+from actors.domain.commands.sessions import CreateSession, DestroySession
 from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster
 from events import Durability, RedisEventStore
@@ -50,12 +51,14 @@ async def session(
     cluster: LocalCluster, status: str = "RUNNING", *, cpu: float = 1, mem: int = G, **kwargs: Any
 ) -> uuid.UUID:
     kwargs.setdefault("image", BASE_IMAGE)
-    sid = await cluster.shard.create(  # type: ignore[arg-type]
-        name="dk",
-        access_key="AK1",
-        scaling_group="default",
-        requested=[ResourceSlot(cpu=cpu, mem=mem)],
-        **kwargs,
+    sid = await cluster.shard.handle(
+        CreateSession(
+            name="dk",
+            access_key="AK1",
+            scaling_group="default",
+            requested=[ResourceSlot(cpu=cpu, mem=mem)],
+            **kwargs,
+        )
     )
     await reach(cluster, sid, status)
     return sid
@@ -292,12 +295,14 @@ async def test_redis_killed_between_a_container_start_and_its_event(tmp_path: Pa
         )
         await local.start()
         try:
-            sid = await local.shard.create(  # type: ignore[arg-type]
-                name="dk",
-                access_key="AK1",
-                scaling_group="default",
-                image=BASE_IMAGE,
-                requested=[ResourceSlot(cpu=1, mem=G)],
+            sid = await local.shard.handle(
+                CreateSession(
+                    name="dk",
+                    access_key="AK1",
+                    scaling_group="default",
+                    image=BASE_IMAGE,
+                    requested=[ResourceSlot(cpu=1, mem=G)],
+                )
             )
             agent = local.agents[AGENT]
             await eventually(lambda: not backend.armed, timeout=30, message="redis killed")
@@ -395,12 +400,14 @@ async def test_a_killed_agent_actor_reattaches_to_its_running_container(
     )
     try:
         router = stack.router(store)
-        sid = await router.create(
-            name="dk",
-            access_key="AK1",
-            scaling_group="default",
-            image=BASE_IMAGE,
-            requested=[ResourceSlot(cpu=1, mem=G)],
+        sid = await router.handle(
+            CreateSession(
+                name="dk",
+                access_key="AK1",
+                scaling_group="default",
+                image=BASE_IMAGE,
+                requested=[ResourceSlot(cpu=1, mem=G)],
+            )
         )
         assert await router.wait(sid, 60) == "RUNNING"
         await router.execution.execute(sid, None, "query", "kept = 6 * 7")
@@ -417,7 +424,7 @@ async def test_a_killed_agent_actor_reattaches_to_its_running_container(
         assert await eventually(answers, timeout=60, interval=0.5, message="re-attached") == "42\n"
         assert docker_cli("ps", "-q", "--filter", f"label={OWNER_LABEL}={AGENT}").split() == before
         assert (await router.status(sid)) == "RUNNING"
-        await router.destroy(sid)
+        await router.handle(DestroySession(session_id=sid))
         assert await router.wait(sid, 60, until=["TERMINATED"]) == "TERMINATED"
     finally:
         stack.kill()

@@ -19,6 +19,7 @@ import pytest
 from actors.agents.backends.base import Backend
 from actors.agents.backends.docker import DockerBackend
 from actors.agents.backends.process import ProcessBackend
+from actors.domain.commands.sessions import CreateSession, DestroySession
 from actors.domain.errors import GenericBadRequest, InvalidAPIParameters
 from actors.domain.session import SessionType
 from actors.domain.slots import ResourceSlot
@@ -53,13 +54,15 @@ async def cluster(
 
 
 async def session(cluster: LocalCluster, status: str = "RUNNING", **kwargs: Any) -> uuid.UUID:
-    sid = await cluster.shard.create(  # type: ignore[arg-type]
-        name="exec",
-        access_key="AK1",
-        scaling_group="default",
-        image="kernelhub/python:3.11",
-        requested=[ResourceSlot(cpu=1, mem=G)],
-        **kwargs,
+    sid = await cluster.shard.handle(
+        CreateSession(
+            name="exec",
+            access_key="AK1",
+            scaling_group="default",
+            image="kernelhub/python:3.11",
+            requested=[ResourceSlot(cpu=1, mem=G)],
+            **kwargs,
+        )
     )
 
     async def reached() -> bool:
@@ -211,7 +214,7 @@ async def test_logs_are_readable_after_the_session_ended(cluster: LocalCluster) 
     sid = await session(cluster)
     await run_to_end(cluster, sid, "batch", options={"exec": "echo to-the-log"})
     assert "to-the-log" in await cluster.execution.logs(sid)
-    await cluster.shard.destroy(sid)
+    await cluster.shard.handle(DestroySession(session_id=sid))
 
     async def ended() -> bool:
         return (await cluster.shard.get(sid)).status.name == "TERMINATED"

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from actors.domain.commands.sessions import CreateSession, DestroySession, RestartSession
 from actors.domain.idle import IdleConfig
 from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster
@@ -58,13 +59,15 @@ async def wait_status(store: RedisEventStore, sid: uuid.UUID, wanted: str) -> No
 
 
 async def create(cluster: LocalCluster, access_key: str, name: str, **extra: Any) -> uuid.UUID:
-    sid: uuid.UUID = await cluster.shard.create(  # type: ignore[arg-type]
-        name=name,
-        access_key=access_key,
-        scaling_group="default",
-        image="kernelhub/python:3.11",
-        requested=[ResourceSlot(cpu=1, mem=G)],
-        **extra,
+    sid: uuid.UUID = await cluster.shard.handle(
+        CreateSession(
+            name=name,
+            access_key=access_key,
+            scaling_group="default",
+            image="kernelhub/python:3.11",
+            requested=[ResourceSlot(cpu=1, mem=G)],
+            **extra,
+        )
     )
     return sid
 
@@ -98,9 +101,9 @@ async def workload(store: RedisEventStore, tmp_path: Path) -> dict[str, Any]:
 
         await eventually(refused, timeout=20, message="refused for concurrency")
         facts["blocked_why"] = explain(await store.read_stream(f"session-{blocked}"), 0)
-        await cluster.shard.restart(first)
+        await cluster.shard.handle(RestartSession(session_id=first))
         await wait_status(store, first, "RUNNING")
-        await cluster.shard.destroy(first, reason="user-requested")
+        await cluster.shard.handle(DestroySession(session_id=first, reason="user-requested"))
         await wait_status(store, first, "TERMINATED")
         await wait_status(store, blocked, "RUNNING")  # the slot is free: it runs now
         for _ in range(3):

@@ -38,6 +38,7 @@ import redis
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from actors.domain.commands.sessions import CreateSession
 from actors.domain.slots import ResourceSlot
 from actors.gateway.params import MAX_SCRIPT
 from actors.hosts.local import LocalCluster
@@ -530,12 +531,14 @@ async def test_a_pending_slot_no_agent_has_stays_pending_with_a_reason_once_and_
     async with LocalCluster(store, safety_tick_s=0.3) as cluster:
 
         async def create(name: str, **slots: Any) -> uuid.UUID:
-            sid: uuid.UUID = await cluster.shard.create(  # type: ignore[arg-type]
-                name=name,
-                access_key="AK1",
-                scaling_group="default",
-                image="kernelhub/python:3.11",
-                requested=[ResourceSlot({"cpu": 1, "mem": G, **slots})],
+            sid: uuid.UUID = await cluster.shard.handle(
+                CreateSession(
+                    name=name,
+                    access_key="AK1",
+                    scaling_group="default",
+                    image="kernelhub/python:3.11",
+                    requested=[ResourceSlot({"cpu": 1, "mem": G, **slots})],
+                )
             )
             return sid
 

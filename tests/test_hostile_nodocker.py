@@ -26,6 +26,7 @@ import pytest
 
 from actors.agents.backends.docker import docker_answers
 from actors.agents.backends.process import ProcessBackend
+from actors.domain.commands.sessions import CreateSession, RestartSession
 from actors.domain.isolation import UnisolatedBackend, isolation_of_backend, refusal
 from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster
@@ -201,12 +202,14 @@ async def test_the_agent_refuses_a_tenants_kernel_whatever_path_it_came_by(
     await eventually(lambda: lookups.keypair(domain_admin), timeout=20, message="projected")
 
     async def create(access_key: str) -> uuid.UUID:
-        return await process_cluster.shard.create(  # type: ignore[no-any-return]
-            name=f"s-{uuid.uuid4().hex[:6]}",
-            access_key=access_key,
-            scaling_group="default",
-            image="kernelhub/python:3.11",
-            requested=[ResourceSlot(cpu=1, mem=G)],
+        return await process_cluster.shard.handle(
+            CreateSession(
+                name=f"s-{uuid.uuid4().hex[:6]}",
+                access_key=access_key,
+                scaling_group="default",
+                image="kernelhub/python:3.11",
+                requested=[ResourceSlot(cpu=1, mem=G)],
+            )
         )
 
     async def ended(sid: uuid.UUID, status: str) -> object:
@@ -232,7 +235,7 @@ async def test_the_agent_refuses_a_tenants_kernel_whatever_path_it_came_by(
     backend, kernel = process_cluster.agents["i-proc"].backend, uuid.uuid5(admitted, "kernel-0")
     assert kernel in backend.running()
     await set_opt_in(store, False)  # withdrawn: a restart stops the kernel, starts none
-    await process_cluster.shard.restart(admitted)
+    await process_cluster.shard.handle(RestartSession(session_id=admitted))
     await ended(admitted, "ERROR")
     changed = [
         e.data

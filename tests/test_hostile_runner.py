@@ -53,6 +53,7 @@ from actors.agents.runner_client import (
     RunnerClient,
     RunnerUnavailable,
 )
+from actors.domain.commands.sessions import CreateSession, DestroySession, RestartSession
 from actors.domain.errors import KernelExecutionFailed
 from actors.domain.slots import ResourceSlot
 from actors.gateway.apps import ANSWER_TIMEOUT_S, AppNotFound, open_tunnel, tunnel_of
@@ -404,12 +405,14 @@ async def cluster(
 
 
 async def tenant_session(cluster: LocalCluster, access_key: str) -> uuid.UUID:
-    sid = await cluster.shard.create(  # type: ignore[arg-type]
-        name=f"s-{access_key.lower()}",
-        access_key=access_key,
-        scaling_group="default",
-        image=BASE_IMAGE,
-        requested=[ResourceSlot(cpu=1, mem=G)],
+    sid = await cluster.shard.handle(
+        CreateSession(
+            name=f"s-{access_key.lower()}",
+            access_key=access_key,
+            scaling_group="default",
+            image=BASE_IMAGE,
+            requested=[ResourceSlot(cpu=1, mem=G)],
+        )
     )
 
     async def running() -> bool:
@@ -812,7 +815,7 @@ async def test_a_session_whose_tenant_dug_too_deep_still_terminates_and_is_clean
         ),
     )
     assert dug.strip() == "dug"
-    await cluster.shard.destroy(a)
+    await cluster.shard.handle(DestroySession(session_id=a))
 
     async def terminated() -> bool:
         return (await cluster.shard.get(a)).status.name == "TERMINATED"
@@ -885,7 +888,7 @@ async def test_a_container_flooding_its_stderr_leaves_a_bounded_log_on_host_and_
             interval=0.5,
             message="the marker in the log",
         )
-        await cluster.shard.restart(a)
+        await cluster.shard.handle(RestartSession(session_id=a))
 
         async def restarted(before: str = before) -> bool:
             record = backend._kernels.get(kernel)
@@ -1067,7 +1070,7 @@ async def test_a_container_restarts_over_directories_its_tenant_planted_in_run(
     )
     assert planted.strip() == "planted"
     before = backend._kernels[kernel].container_id
-    await cluster.shard.restart(a)
+    await cluster.shard.handle(RestartSession(session_id=a))
 
     async def restarted() -> str | None:
         status = (await cluster.shard.get(a)).status.name

@@ -11,6 +11,7 @@ import pytest
 
 from actors.agents.backends.base import KernelLaunch
 from actors.agents.backends.sim import SimBackend
+from actors.domain.commands.sessions import CreateSession, DestroySession
 from actors.domain.session import ClusterMode, SessionType
 from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster
@@ -61,7 +62,7 @@ async def create(cluster: LocalCluster, **kwargs: object) -> uuid.UUID:
         "requested": [SMALL],
     }
     options.update(kwargs)
-    return await cluster.shard.create(**options)  # type: ignore[arg-type]
+    return await cluster.shard.handle(CreateSession(**options))
 
 
 async def test_single_kernel_session_from_enqueue_to_termination(
@@ -69,7 +70,7 @@ async def test_single_kernel_session_from_enqueue_to_termination(
 ) -> None:
     sid = await create(cluster)
     await wait_status(cluster, sid, "RUNNING")
-    await cluster.shard.destroy(sid)
+    await cluster.shard.handle(DestroySession(session_id=sid))
     await wait_status(cluster, sid, "TERMINATED")
     assert await types_of(store, f"session-{sid}") == [
         "session_enqueued",
@@ -103,7 +104,7 @@ async def test_a_cluster_starts_and_ends_exactly_once(
     session = await cluster.shard.get(sid)
     agents = {k.agent for k in session.kernels.values()}
     assert len(agents) == (1 if mode is ClusterMode.SINGLE_NODE else size)
-    await cluster.shard.destroy(sid)
+    await cluster.shard.handle(DestroySession(session_id=sid))
     await wait_status(cluster, sid, "TERMINATED")
     events = await types_of(store, f"session-{sid}")
     assert events.count("session_started") == 1
@@ -144,7 +145,7 @@ async def test_destroying_a_pending_session_cancels_it(
     await eventually(
         lambda: _has(store, huge, "session_scheduling_failed"), timeout=10, message="tried"
     )
-    await cluster.shard.destroy(huge)
+    await cluster.shard.handle(DestroySession(session_id=huge))
     await wait_status(cluster, huge, "CANCELLED")
     events = await store.read_stream(f"session-{huge}")
     assert [e.type for e in events] == [

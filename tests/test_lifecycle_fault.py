@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 
+from actors.domain.commands.sessions import CreateSession, DestroySession
 from actors.domain.scheduling import Ledger
 from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster
@@ -61,12 +62,14 @@ async def test_a_scheduler_replaced_mid_stream_schedules_each_session_once(
         sessions = []
         for n in range(200):
             sessions.append(
-                await cluster.shard.create(
-                    name=f"s{n}",
-                    access_key=f"AK{n % 5}",
-                    scaling_group="default",
-                    image="kernelhub/python:3.11",
-                    requested=[TINY],
+                await cluster.shard.handle(
+                    CreateSession(
+                        name=f"s{n}",
+                        access_key=f"AK{n % 5}",
+                        scaling_group="default",
+                        image="kernelhub/python:3.11",
+                        requested=[TINY],
+                    )
                 )
             )
             if n == 100:  # the scheduler "crashes": a fresh one rebuilds from the log
@@ -91,12 +94,14 @@ async def test_two_schedulers_on_one_ledger_never_double_book(store: RedisEventS
     await cluster.projector.load()
     one_cpu = [ResourceSlot(cpu=1, mem=G)]
     sessions = [
-        await cluster.shard.create(
-            name=f"s{n}",
-            access_key="AK1",
-            scaling_group="default",
-            image="kernelhub/python:3.11",
-            requested=one_cpu,
+        await cluster.shard.handle(
+            CreateSession(
+                name=f"s{n}",
+                access_key="AK1",
+                scaling_group="default",
+                image="kernelhub/python:3.11",
+                requested=one_cpu,
+            )
         )
         for n in range(24)
     ]
@@ -126,8 +131,8 @@ async def test_retried_commands_have_one_effect(store: RedisEventStore) -> None:
             "image": "kernelhub/python:3.11",
             "requested": [TINY],
         }
-        first = await cluster.shard.create(command_id=command, **options)  # type: ignore[arg-type]
-        second = await cluster.shard.create(command_id=command, **options)  # type: ignore[arg-type]
+        first = await cluster.shard.handle(CreateSession(command_id=command, **options))
+        second = await cluster.shard.handle(CreateSession(command_id=command, **options))
         assert first == second
 
         async def running() -> bool:
@@ -135,8 +140,9 @@ async def test_retried_commands_have_one_effect(store: RedisEventStore) -> None:
 
         await eventually(running, timeout=20, message="RUNNING")
         destroy = uuid.uuid4()
-        await cluster.shard.destroy(first, command_id=destroy)
-        await cluster.shard.destroy(first, command_id=destroy)  # a retry after a lost reply
+        await cluster.shard.handle(DestroySession(session_id=first, command_id=destroy))
+        retry = DestroySession(session_id=first, command_id=destroy)  # after a lost reply
+        await cluster.shard.handle(retry)
         events = [e.type for e in await store.read_stream(f"session-{first}")]
         assert events.count("session_enqueued") == 1
         assert events.count("session_terminating") == 1
@@ -156,12 +162,14 @@ async def test_an_agent_that_stops_heartbeating_goes_lost_and_comes_back_revived
         agent_class=HookedAgent,
     ).start()
     try:
-        sid = await cluster.shard.create(
-            name="l",
-            access_key="AK1",
-            scaling_group="default",
-            image="kernelhub/python:3.11",
-            requested=[TINY],
+        sid = await cluster.shard.handle(
+            CreateSession(
+                name="l",
+                access_key="AK1",
+                scaling_group="default",
+                image="kernelhub/python:3.11",
+                requested=[TINY],
+            )
         )
 
         async def running() -> bool:

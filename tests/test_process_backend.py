@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from actors.agents.backends.process import ProcessBackend
+from actors.domain.commands.sessions import CreateSession, DestroySession
 from actors.domain.session import SessionType
 from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster
@@ -37,13 +38,15 @@ async def cluster(store: RedisEventStore, tmp_path: Path) -> AsyncIterator[Local
 
 
 async def run(cluster: LocalCluster, **kwargs: object) -> uuid.UUID:
-    return await cluster.shard.create(  # type: ignore[arg-type]
-        name="p",
-        access_key="AK1",
-        scaling_group="default",
-        image="kernelhub/python:3.11",
-        requested=[ResourceSlot(cpu=1, mem=G)],
-        **kwargs,
+    return await cluster.shard.handle(
+        CreateSession(
+            name="p",
+            access_key="AK1",
+            scaling_group="default",
+            image="kernelhub/python:3.11",
+            requested=[ResourceSlot(cpu=1, mem=G)],
+            **kwargs,
+        )
     )
 
 
@@ -82,7 +85,7 @@ async def test_an_interactive_kernel_is_a_process_until_destroyed(
     assert isinstance(backend, ProcessBackend)
     stats = backend.stats(started.data.kernel_id)  # type: ignore[union-attr]
     assert stats is not None and stats["rss_bytes"] > 0
-    await cluster.shard.destroy(sid)
+    await cluster.shard.handle(DestroySession(session_id=sid))
     await wait_status(cluster, sid, "TERMINATED")
     assert not _alive(pid)
     terminated = next(

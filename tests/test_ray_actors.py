@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from actors.domain.commands.sessions import CreateSession, DestroySession
 from actors.domain.slots import ResourceSlot
 from actors.hosts import Installation, start_actors
 from events import RedisEventStore
@@ -76,9 +77,9 @@ async def test_a_session_lives_and_ends_through_the_actors(
     actors: Installation, store: RedisEventStore
 ) -> None:
     router = actors.router(store)
-    sid = await router.create(**options())
+    sid = await router.handle(CreateSession(**options()))
     assert await router.wait(sid, 30) == "RUNNING"
-    await router.destroy(sid)
+    await router.handle(DestroySession(session_id=sid))
     await wait_for(actors, sid, "TERMINATED")
     assert [e.type for e in await store.read_stream(f"session-{sid}")] == [
         "session_enqueued",
@@ -102,7 +103,7 @@ async def test_the_scheduler_killed_mid_enqueue_loses_and_doubles_nothing(
     router = actors.router(store)
     sessions = []
     for n in range(200):
-        sessions.append(await router.create(**{**options(n), "requested": [TINY]}))
+        sessions.append(await router.handle(CreateSession(**{**options(n), "requested": [TINY]})))
         if n == 100:
             ray.kill(actors.scheduler, no_restart=False)  # Ray restarts it; it rebuilds
     # nobody calls the restarted scheduler: it rebuilds from the log and resumes by itself
@@ -124,8 +125,8 @@ async def test_a_shard_killed_mid_start_still_ends_running_or_cancelled(
     import ray
 
     router = actors.router(store)
-    sid = await router.create(**options())
-    ray.kill(router.handle(sid), no_restart=False)  # it restarts and resumes by itself
+    sid = await router.handle(CreateSession(**options()))
+    ray.kill(router.actor_for(sid), no_restart=False)  # it restarts and resumes by itself
 
     async def settled() -> bool:
         return await status(actors, sid) in ("RUNNING", "CANCELLED")

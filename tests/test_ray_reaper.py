@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from actors.domain.commands.sessions import CreateSession
 from actors.domain.slots import ResourceSlot
 from actors.hosts import start_actors
 from events import RedisEventStore
@@ -35,12 +36,14 @@ async def test_a_killed_reaper_still_reclaims_the_idle_session(
     )
     try:
         router = installation.router(store)
-        sid = await router.create(
-            name="idle",
-            access_key="AK1",
-            scaling_group="default",
-            image="kernelhub/python:3.11",
-            requested=[ResourceSlot(cpu=1, mem=G)],
+        sid = await router.handle(
+            CreateSession(
+                name="idle",
+                access_key="AK1",
+                scaling_group="default",
+                image="kernelhub/python:3.11",
+                requested=[ResourceSlot(cpu=1, mem=G)],
+            )
         )
         assert await router.wait(sid, 30) == "RUNNING"
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from actors.domain.commands.sessions import CreateSession, DestroySession
 from actors.domain.session import ClusterMode, SessionType
 from actors.domain.slots import ResourceSlot
 from actors.hosts import Installation, start_actors
@@ -83,12 +84,15 @@ async def test_single_node_session_through_two_shards_and_process_agents(
         command = uuid.uuid4()
         commands[shard_of(uuid.uuid5(command, "session"), 2)].append(command)
     chosen = commands[0][:2] + commands[1][:2]
-    sids = [await router.create(command_id=c, **options(f"s{n}")) for n, c in enumerate(chosen)]
+    sids = [
+        await router.handle(CreateSession(command_id=c, **options(f"s{n}")))
+        for n, c in enumerate(chosen)
+    ]
     assert [shard_of(s, 2) for s in sids] == [0, 0, 1, 1]
     for sid in sids:
         assert await router.wait(sid, 30) == "RUNNING"
     for sid in sids:
-        await router.destroy(sid)
+        await router.handle(DestroySession(session_id=sid))
     for sid in sids:
         await ends_with(store, sid, "session_terminated")
         events = await store.read_stream(f"session-{sid}")
@@ -113,7 +117,9 @@ async def test_multi_node_cluster_lands_on_both_agents_and_ends_once(
     stack: Installation, store: RedisEventStore
 ) -> None:
     router = stack.router(store)
-    sid = await router.create(**options("mn", cluster_size=2, cluster_mode=ClusterMode.MULTI_NODE))
+    sid = await router.handle(
+        CreateSession(**options("mn", cluster_size=2, cluster_mode=ClusterMode.MULTI_NODE))
+    )
     assert await router.wait(sid, 30) == "RUNNING"
     events = await store.read_stream(f"session-{sid}")
     placements = events[1].data.placements  # type: ignore[union-attr]
@@ -122,7 +128,7 @@ async def test_multi_node_cluster_lands_on_both_agents_and_ends_once(
     assert types[:3] == ["session_enqueued", "session_scheduled", "session_preparing"]
     assert types.count("kernel_started") == 2 and types[-1] == "session_started"
     assert types.count("session_started") == 1
-    await router.destroy(sid)
+    await router.handle(DestroySession(session_id=sid))
     await ends_with(store, sid, "session_terminated")
     types = await types_of(store, sid)
     assert types.count("kernel_terminated") == 2 and types.count("session_terminated") == 1
@@ -136,8 +142,8 @@ async def test_batch_sessions_record_their_exit_and_finish(
     stack: Installation, store: RedisEventStore, command: str, result: str, exit_code: int
 ) -> None:
     router = stack.router(store)
-    sid = await router.create(
-        **options("b", session_type=SessionType.BATCH, startup_command=command)
+    sid = await router.handle(
+        CreateSession(**options("b", session_type=SessionType.BATCH, startup_command=command))
     )
     await ends_with(store, sid, "session_terminated")
     events = await store.read_stream(f"session-{sid}")
@@ -159,11 +165,11 @@ async def test_create_and_wait_wakes_when_a_pending_session_is_destroyed(
 ) -> None:
     router = stack.router(store)
     huge = ResourceSlot(cpu=64, mem=G)  # fits no agent: stays PENDING
-    sid = await router.create(**options("big", requested=[huge]))
+    sid = await router.handle(CreateSession(**options("big", requested=[huge])))
     waiter = asyncio.ensure_future(router.wait(sid, 30))
     await asyncio.sleep(0.5)
     assert not waiter.done()
-    await router.destroy(sid)
+    await router.handle(DestroySession(session_id=sid))
     assert await asyncio.wait_for(waiter, 10) == "CANCELLED"  # B9: the waiter returns
     cancelled = (await store.read_stream(f"session-{sid}"))[-1]
     enqueued = (await store.read_stream(f"session-{sid}"))[0]
@@ -178,14 +184,14 @@ async def test_commands_retried_across_a_killed_shard_have_one_effect(
 
     router = stack.router(store)
     command = uuid.uuid4()
-    sid = await router.create(command_id=command, **options("retry"))
-    ray.kill(router.handle(sid), no_restart=False)  # the acknowledgement may have been lost
-    assert await router.create(command_id=command, **options("retry")) == sid
+    sid = await router.handle(CreateSession(command_id=command, **options("retry")))
+    ray.kill(router.actor_for(sid), no_restart=False)  # the acknowledgement may have been lost
+    assert await router.handle(CreateSession(command_id=command, **options("retry"))) == sid
     assert await router.wait(sid, 30) == "RUNNING"
     destroy = uuid.uuid4()
-    await router.destroy(sid, command_id=destroy)
-    ray.kill(router.handle(sid), no_restart=False)
-    await router.destroy(sid, command_id=destroy)
+    await router.handle(DestroySession(session_id=sid, command_id=destroy))
+    ray.kill(router.actor_for(sid), no_restart=False)
+    await router.handle(DestroySession(session_id=sid, command_id=destroy))
     await ends_with(store, sid, "session_terminated")
     types = await types_of(store, sid)
     assert types.count("session_enqueued") == 1 and types.count("session_terminating") == 1
@@ -201,7 +207,7 @@ async def test_a_killed_agent_reports_the_kernels_that_died_with_it(
     import ray
 
     router = stack.router(store)
-    sid = await router.create(**options("lost-with-agent"))
+    sid = await router.handle(CreateSession(**options("lost-with-agent")))
     assert await router.wait(sid, 30) == "RUNNING"
     kernel = (await store.read_stream(f"session-{sid}"))[4].data
     agent_id = kernel.creation_info["agent"]  # type: ignore[union-attr]
@@ -226,7 +232,7 @@ async def test_a_burst_of_enqueues_is_coalesced_into_few_passes(
     passes_before = (await stack.scheduler.metrics_snapshot.remote()).get(key, 0)
     tiny = ResourceSlot(cpu="0.01", mem=2**20)
     sids = await asyncio.gather(
-        *(router.create(**options(f"c{n}", requested=[tiny])) for n in range(100))
+        *(router.handle(CreateSession(**options(f"c{n}", requested=[tiny]))) for n in range(100))
     )
     for sid in sids:
         assert await router.wait(sid, 60) == "RUNNING"
@@ -235,7 +241,7 @@ async def test_a_burst_of_enqueues_is_coalesced_into_few_passes(
     after = await stack.scheduler.metrics_snapshot.remote()
     passes = after[key] - passes_before
     assert passes < 50  # 100 wake-ups, coalesced (must-test 25)
-    await asyncio.gather(*(router.destroy(sid) for sid in sids))
+    await asyncio.gather(*(router.handle(DestroySession(session_id=sid)) for sid in sids))
 
 
 async def test_the_tenancy_actor_runs_commands_and_refuses_others(
@@ -252,7 +258,7 @@ async def test_the_tenancy_actor_runs_commands_and_refuses_others(
 
 async def test_actors_register_their_metrics(stack: Installation, store: RedisEventStore) -> None:
     router = stack.router(store)
-    sid = await router.create(**options("m"))
+    sid = await router.handle(CreateSession(**options("m")))
     assert await router.wait(sid, 30) == "RUNNING"
 
     async def counted() -> dict[str, float] | None:
@@ -262,7 +268,7 @@ async def test_actors_register_their_metrics(stack: Installation, store: RedisEv
     projector = await eventually(counted, message="sessions by status")
     assert projector["kernelhub_sessions_by_type{type=interactive}"] >= 1
     assert any(k.startswith("kernelhub_projection_lag_ms") for k in projector)
-    shard = await router.handle(sid).metrics_snapshot.remote()
+    shard = await router.actor_for(sid).metrics_snapshot.remote()
     assert shard["kernelhub_session_commands_total{command=create}"] >= 1
     scheduler = await stack.scheduler.metrics_snapshot.remote()
     assert scheduler["kernelhub_scheduling_decisions_total{scaling_group=default}"] >= 1
@@ -275,14 +281,14 @@ async def test_actors_register_their_metrics(stack: Installation, store: RedisEv
         )
         >= 1
     )
-    await router.destroy(sid)
+    await router.handle(DestroySession(session_id=sid))
 
 
 async def test_code_and_files_reach_the_main_kernel_through_its_agent_actor(
     stack: Installation, store: RedisEventStore
 ) -> None:
     router = stack.router(store)
-    sid = await router.create(**options("exec"))
+    sid = await router.handle(CreateSession(**options("exec")))
     assert await router.wait(sid, 30) == "RUNNING"
     result = await router.execution.execute(sid, None, "query", "x = 6\nprint(x * 7)")
     assert (result["status"], result["console"]) == ("finished", [["stdout", "42\n"]])
@@ -291,6 +297,6 @@ async def test_code_and_files_reach_the_main_kernel_through_its_agent_actor(
     while batch["status"] != "finished":
         batch = await router.execution.execute(sid, batch["runId"], "continue")
     assert batch["exitCode"] == 0 and ["stdout", "batch ran\n"] in batch["console"]
-    await router.destroy(sid)
+    await router.handle(DestroySession(session_id=sid))
     await ends_with(store, sid, "session_terminated")
     assert "batch ran" in await router.execution.logs(sid)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from actors.domain.commands.sessions import CreateSession, DestroyIfIdle, DestroyManyIfIdle
 from actors.domain.idle import IdleConfig
 from actors.domain.session import SessionType
 from actors.domain.slots import ResourceSlot
@@ -43,13 +44,15 @@ async def cluster(store: RedisEventStore) -> AsyncIterator[LocalCluster]:
 
 
 async def running(cluster: LocalCluster, access_key: str = "AK1", **extra: object) -> uuid.UUID:
-    sid = await cluster.shard.create(  # type: ignore[arg-type]
-        name="idle",
-        access_key=access_key,
-        scaling_group="default",
-        image="kernelhub/python:3.11",
-        requested=[ResourceSlot(cpu=1, mem=G)],
-        **extra,
+    sid = await cluster.shard.handle(
+        CreateSession(
+            name="idle",
+            access_key=access_key,
+            scaling_group="default",
+            image="kernelhub/python:3.11",
+            requested=[ResourceSlot(cpu=1, mem=G)],
+            **extra,
+        )
     )
 
     async def started() -> bool:
@@ -101,9 +104,11 @@ async def test_activity_after_the_judgment_wins_over_a_late_destroy(
     sid = await running(cluster)
     judged = float(await store.redis.get(store.keys.idle_access(str(sid))))
     await touch(store, sid)
-    assert await cluster.shard.destroy_if_idle(sid, "idle-timeout", judged) == []
+    idle = DestroyIfIdle(session_id=sid, reason="idle-timeout", judged_access=judged)
+    assert await cluster.shard.handle(idle) == []
     assert (await cluster.shard.get(sid)).status.name == "RUNNING"
-    decided = await cluster.shard.destroy_if_idle(sid, "idle-session-lifetime", judged)
+    lifetime = DestroyIfIdle(session_id=sid, reason="idle-session-lifetime", judged_access=judged)
+    decided = await cluster.shard.handle(lifetime)
     assert decided[0].type == "session_terminating"  # lifetime does not wait
 
 
@@ -176,20 +181,24 @@ async def test_one_refusal_in_a_batch_of_destroys_does_not_spare_the_others(
         done = [await running(local) for _ in range(2)]
         await local.agents["i-fast"].set_schedulable(False)
         await local.agents["i-slow"].set_schedulable(True)
-        slow = await local.shard.create(  # type: ignore[arg-type]
-            name="slow",
-            access_key="AK1",
-            scaling_group="default",
-            image="kernelhub/python:3.11",
-            requested=[ResourceSlot(cpu=1, mem=G)],
+        slow = await local.shard.handle(
+            CreateSession(
+                name="slow",
+                access_key="AK1",
+                scaling_group="default",
+                image="kernelhub/python:3.11",
+                requested=[ResourceSlot(cpu=1, mem=G)],
+            )
         )
 
         async def preparing() -> bool:
             return (await local.shard.get(slow)).status.name == "PREPARING"
 
         await eventually(preparing, message="stuck starting")
-        requests = [(sid, "idle-session-lifetime", None, uuid.uuid4()) for sid in [*done, slow]]
-        outcomes = await local.shard.destroy_many_if_idle(requests)
+        requests = [
+            DestroyIfIdle(session_id=sid, reason="idle-session-lifetime") for sid in [*done, slow]
+        ]
+        outcomes = await local.shard.handle(DestroyManyIfIdle(items=requests))
         assert [bool(o) for o in outcomes] == [True, True, False]
         assert (await local.shard.get(slow)).status.name == "PREPARING"
         for sid in done:

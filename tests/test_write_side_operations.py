@@ -15,6 +15,7 @@ import pytest
 from actors.agents.agent import Agent
 from actors.agents.backends.base import KernelLaunch
 from actors.agents.backends.process import ProcessBackend
+from actors.domain.commands.sessions import CreateSession, DestroySession, RestartSession
 from actors.domain.errors import GenericForbidden, InvalidAPIParameters
 from actors.domain.session import SessionType
 from actors.domain.slots import ResourceSlot
@@ -85,7 +86,7 @@ def pid_of(cluster: LocalCluster, sid: uuid.UUID, agent: str) -> int:
 
 async def running_session(cluster: LocalCluster) -> tuple[uuid.UUID, str]:
     """A new RUNNING session and the agent its kernel runs on."""
-    sid = await cluster.shard.create(**options())  # type: ignore[arg-type]
+    sid = await cluster.shard.handle(CreateSession(**options()))
     await reach(cluster, sid, "RUNNING")
     agent = (await cluster.shard.get(sid)).kernels[uuid.uuid5(sid, "kernel-0")].agent
     assert agent is not None
@@ -97,7 +98,7 @@ async def test_restart_brings_the_kernels_back_with_new_processes(
 ) -> None:
     sid, agent = await running_session(cluster)
     before = pid_of(cluster, sid, agent)
-    await cluster.shard.restart(sid)
+    await cluster.shard.handle(RestartSession(session_id=sid))
 
     async def back() -> bool:
         types = await types_of(store, sid)
@@ -120,9 +121,9 @@ async def test_restart_brings_the_kernels_back_with_new_processes(
 
 async def test_restart_is_refused_unless_running(cluster: LocalCluster) -> None:
     cluster.scheduler.group_name = "nowhere"  # nothing gets scheduled: the session stays PENDING
-    sid = await cluster.shard.create(**options())  # type: ignore[arg-type]
+    sid = await cluster.shard.handle(CreateSession(**options()))
     with pytest.raises(GenericForbidden):
-        await cluster.shard.restart(sid)
+        await cluster.shard.handle(RestartSession(session_id=sid))
 
 
 async def test_an_unknown_dependency_is_refused_before_anything_is_appended(
@@ -130,17 +131,17 @@ async def test_an_unknown_dependency_is_refused_before_anything_is_appended(
 ) -> None:
     head = await store.head()
     with pytest.raises(InvalidAPIParameters):
-        await cluster.shard.create(**options(dependencies=[uuid.uuid4()]))  # type: ignore[arg-type]
+        await cluster.shard.handle(CreateSession(**options(dependencies=[uuid.uuid4()])))
     assert await store.head() == head
 
 
 async def test_recursive_destroy_takes_the_dependants_along(
     cluster: LocalCluster, store: RedisEventStore
 ) -> None:
-    first = await cluster.shard.create(**options(name="a"))  # type: ignore[arg-type]
+    first = await cluster.shard.handle(CreateSession(**options(name="a")))
     await reach(cluster, first, "RUNNING")
-    second = await cluster.shard.create(**options(name="b", dependencies=[first]))  # type: ignore[arg-type]
-    third = await cluster.shard.create(**options(name="c", dependencies=[second]))  # type: ignore[arg-type]
+    second = await cluster.shard.handle(CreateSession(**options(name="b", dependencies=[first])))
+    third = await cluster.shard.handle(CreateSession(**options(name="c", dependencies=[second])))
     models = ReadModels(store)
 
     async def indexed() -> bool:
@@ -148,11 +149,11 @@ async def test_recursive_destroy_takes_the_dependants_along(
 
     await eventually(indexed, message="dependants indexed")
     # without recursion the dependants stay PENDING (waiting on a result that never comes)
-    await cluster.shard.destroy(first)
+    await cluster.shard.handle(DestroySession(session_id=first))
     await reach(cluster, first, "TERMINATED")
     assert await status_of(cluster, second) == "PENDING"
     for dependant in await dependants_of(models, first):  # what the router does, concurrently
-        await cluster.shard.destroy(dependant)
+        await cluster.shard.handle(DestroySession(session_id=dependant))
     await reach(cluster, second, "CANCELLED")
     await reach(cluster, third, "CANCELLED")
 
@@ -162,7 +163,7 @@ async def test_a_drained_agent_gets_nothing_new_and_stays_drained_after_a_restar
 ) -> None:
     for agent in cluster.agents.values():
         assert await agent.set_schedulable(False)
-    sid = await cluster.shard.create(**options())  # type: ignore[arg-type]
+    sid = await cluster.shard.handle(CreateSession(**options()))
 
     async def decided() -> list[str]:
         types = await types_of(store, sid)
@@ -188,7 +189,7 @@ async def test_reconciliation_stops_strays_and_reports_lost_kernels(
         await cluster.agents[other].set_schedulable(False)
     stray = uuid.uuid4()
     await agent.backend.start(KernelLaunch(stray, uuid.uuid4(), {"mem": G // 8}))
-    sid = await cluster.shard.create(**options())  # type: ignore[arg-type]
+    sid = await cluster.shard.handle(CreateSession(**options()))
     await reach(cluster, sid, "RUNNING")
     kernel_id = uuid.uuid5(sid, "kernel-0")
     assert (await agent.reconcile())["stray"] == set()  # once may be a report in flight
@@ -226,7 +227,7 @@ async def test_a_lost_agent_past_terminate_after_has_its_sessions_ended(
 async def test_running_kernels_publish_live_stats(
     cluster: LocalCluster, store: RedisEventStore
 ) -> None:
-    sid = await cluster.shard.create(**options())  # type: ignore[arg-type]
+    sid = await cluster.shard.handle(CreateSession(**options()))
     await reach(cluster, sid, "RUNNING")
     key = store.keys.kernel_stats(str(uuid.uuid5(sid, "kernel-0")))
 
@@ -245,10 +246,10 @@ async def test_a_shard_refuses_sessions_it_does_not_own(store: RedisEventStore) 
     owner = shards[shard_of(sid, 3)]
     wrong = shards[(shard_of(sid, 3) + 1) % 3]
     with pytest.raises(WrongShardError):
-        await wrong.create(session_id=sid, command_id=command, **options())  # type: ignore[arg-type]
-    assert await owner.create(session_id=sid, command_id=command, **options()) == sid  # type: ignore[arg-type]
+        await wrong.handle(CreateSession(session_id=sid, command_id=command, **options()))
+    assert await owner.handle(CreateSession(session_id=sid, command_id=command, **options())) == sid
     with pytest.raises(WrongShardError):
-        await wrong.destroy(sid)
+        await wrong.handle(DestroySession(session_id=sid))
     events = await store.read_stream(f"session-{sid}")
     assert [(e.type, e.actor) for e in events] == [("session_enqueued", owner.actor)]
 
@@ -279,7 +280,7 @@ async def test_a_restarted_agent_adopts_the_kernels_that_survived_it(
     extra = (
         {"session_type": SessionType.BATCH, "startup_command": "sleep 4; exit 7"} if batch else {}
     )
-    sid = await cluster.shard.create(**options(**extra))  # type: ignore[arg-type]
+    sid = await cluster.shard.handle(CreateSession(**options(**extra)))
     await reach(cluster, sid, "RUNNING")
     kernel_id = uuid.uuid5(sid, "kernel-0")
     pid = pid_of(cluster, sid, "i-p1")
@@ -294,7 +295,7 @@ async def test_a_restarted_agent_adopts_the_kernels_that_survived_it(
         ]
         assert [o.exit_code for o in outcome] == [7]  # type: ignore[union-attr]
     else:
-        await cluster.shard.destroy(sid)
+        await cluster.shard.handle(DestroySession(session_id=sid))
         await reach(cluster, sid, "TERMINATED")
 
     def stopped() -> bool:
