@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import redis
+from events.server import ServerError, server_probe
 
 from . import ray_head
 from .config import Settings
@@ -55,13 +55,10 @@ def _alive(pid: int) -> bool:
 
 
 def _answers(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
     try:
-        return bool(client.ping())
-    except (redis.exceptions.RedisError, OSError):
+        return server_probe(url, timeout=1, connect_timeout=1) is None
+    except ServerError:
         return False
-    finally:
-        client.close()
 
 
 def read_state(settings: Settings) -> EmbeddedState | None:

@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-import redis
-
 from events import Durability
+from events.server import server_probe
 
 from .errors import RedisBinaryNotFound, RedisStartError
 
@@ -176,17 +175,10 @@ class EmbeddedRedis:
                 raise RedisStartError(
                     f"redis-server exited with code {self.process.returncode}: {self._log_tail()}"
                 )
-            try:
-                client = redis.Redis.from_url(self.url, socket_timeout=1)
-                try:
-                    if client.ping():
-                        return
-                finally:
-                    client.close()
-            except redis.exceptions.BusyLoadingError:
-                last_error = "still loading its AOF"
-            except (redis.exceptions.ConnectionError, OSError) as exc:
-                last_error = str(exc)
+            why = server_probe(self.url, timeout=1)
+            if why is None:
+                return
+            last_error = why
             time.sleep(0.02)
         self.kill()
         raise RedisStartError(f"redis-server did not get ready in {timeout:.0f}s ({last_error})")

@@ -20,11 +20,10 @@ import time
 from typing import Any
 
 import ray
-import redis
 import structlog
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from events import KeySpace
+from events.install import installed_shard_count as recorded_shard_count
 
 from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S
 from .agents import DEFAULT_RECONCILE_INTERVAL_S, AgentsActor
@@ -69,16 +68,12 @@ def node_capacity(node_id: str) -> dict[str, Any]:
 
 def installed_shard_count(redis_url: str, prefix: str) -> int:
     """The session shard count the installation recorded (``kh up`` first)."""
-    client = redis.Redis.from_url(redis_url)
-    try:
-        recorded = client.hget(KeySpace(prefix).install, "shards")
-    finally:
-        client.close()
+    recorded = recorded_shard_count(redis_url, prefix)
     if recorded is None:
         raise LookupError(
             "no kernelhub installation in this Redis: run `kh up --address` on the head first"
         )
-    return int(recorded)
+    return recorded
 
 
 def _node_of(handle: Any) -> str | None:

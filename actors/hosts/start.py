@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-import redis
 import structlog
 
 from actors.sessions.routing import ShardRouter
-from events import KeySpace, RedisEventStore
+from events import RedisEventStore
+from events.install import install_shard_count as recorded_shard_count
 
 from ..domain.idle import IdleConfig
 from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
@@ -105,13 +105,7 @@ def install_shard_count(redis_url: str, prefix: str, wanted: int) -> int:
     """The shard count recorded at install, recording ``wanted`` on a fresh one."""
     if wanted < 1:
         raise ValueError("at least one session shard")
-    client = redis.Redis.from_url(redis_url)
-    try:
-        key = KeySpace(prefix).install
-        client.hsetnx(key, "shards", wanted)
-        count = int(client.hget(key, "shards") or wanted)
-    finally:
-        client.close()
+    count = recorded_shard_count(redis_url, prefix, wanted)
     if count != wanted:
         log.warning("the session shard count is fixed at install", installed=count, asked=wanted)
     return count
