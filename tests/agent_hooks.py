@@ -7,6 +7,7 @@ import uuid
 
 from actors.agents.agent import Agent
 from actors.agents.backends.base import KernelLaunch
+from actors.domain.commands.sessions import StartFailed
 from actors.hosts.local import LocalCluster
 
 __all__ = ["HookedAgent", "hooked"]
@@ -25,7 +26,7 @@ class HookedAgent(Agent):
     async def _create_kernels(self, session_id: uuid.UUID, kernels: list[KernelLaunch]) -> None:
         if self.fail_next_start:
             self.fail_next_start = False
-            await self.shard.start_failed(session_id)
+            await self.shard.handle(StartFailed(session_id=session_id))
             return
         await super()._create_kernels(session_id, kernels)
 

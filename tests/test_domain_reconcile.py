@@ -1,6 +1,6 @@
 """An agent's reconciliation as a pure judgement: strays, missing and stalled kernels, each
-acted on only when seen twice in a row; the reports that follow; and the command ids that
-make each report (and each registration) append once."""
+acted on only when seen twice in a row; the reports to their sessions that follow; and the
+command ids that make each report (and each registration) append once."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from actors.domain.reconcile import (
     restarted_command_id,
     stray_command_id,
 )
+from events.catalogue import KernelTerminated
 
 pytestmark = pytest.mark.unit
 
@@ -55,10 +56,12 @@ def test_a_kernel_running_that_the_log_does_not_expect_is_a_stray() -> None:
 def test_a_stray_the_log_knows_is_reported_as_an_unknown_container() -> None:
     found = twice({A: record("TERMINATED")}, running={A}, known={A})
     assert found.stray == {A}
-    terminated, command_id = found.stray_reports[A]
+    report = found.stray_reports[A]
+    terminated = report.report
+    assert isinstance(terminated, KernelTerminated) and report.session_id == SESSION
     assert (terminated.kernel_id, terminated.session_id) == (A, SESSION)
     assert str(terminated.reason) == "terminated-unknown-container"
-    assert command_id == stray_command_id(A)
+    assert report.command_id == stray_command_id(A)
 
 
 def test_a_stray_of_a_record_without_a_session_is_stopped_unreported() -> None:
@@ -76,10 +79,12 @@ def test_a_kernel_the_log_calls_live_is_no_stray(status: str) -> None:
 def test_a_kernel_the_log_calls_running_that_the_backend_lost_is_missing() -> None:
     found = twice({A: record("RUNNING"), B: record("RUNNING")}, running={B}, known={B})
     assert found.acted() == {"stray": set(), "missing": {A}, "stalled": set()}
-    ((terminated, command_id),) = found.missing_reports
+    (report,) = found.missing_reports
+    terminated = report.report
+    assert isinstance(terminated, KernelTerminated) and report.session_id == SESSION
     assert (terminated.kernel_id, terminated.session_id, terminated.exit_code) == (A, SESSION, -1)
     assert str(terminated.reason) == "already-terminated"
-    assert command_id == missing_command_id(A)
+    assert report.command_id == missing_command_id(A)
 
 
 def test_a_kernel_the_backend_still_knows_is_not_missing_though_it_stopped_running() -> None:

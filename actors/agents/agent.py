@@ -20,9 +20,15 @@ from typing import Any
 
 import structlog
 
+from actors.domain.commands.sessions import (
+    RecordBatchResult,
+    ReportKernel,
+    RestartFailed,
+    SessionClient,
+    StartFailed,
+)
 from actors.runtime.background import Background
 from actors.sessions.isolation import UnisolatedRefused, agent_refusal, check_kernel
-from actors.sessions.shard import ShardClient, load_session
 from events import AnyPayload, Event, RedisEventStore, events_for_command
 from events.catalogue import (
     AgentRegistered,
@@ -72,7 +78,7 @@ class Agent:
     def __init__(
         self,
         store: RedisEventStore,
-        shard: ShardClient,
+        shard: SessionClient,
         agent_id: str,
         capacity: Mapping[str, Decimal | int | str],
         *,
@@ -126,7 +132,7 @@ class Agent:
         if not _concerns_agents(event):
             return
         if session is None:
-            session = await load_session(self.store, data.session_id)
+            session = await self.shard.get(data.session_id)
         mine = [k for k in session.kernels.values() if k.agent == self.agent_id]
         if not mine:
             return
@@ -260,14 +266,17 @@ class Agent:
             return  # not a kernel the log knows: nothing to report
         if self.metrics is not None:
             self.metrics.inc("kernelhub_kernels_terminated_total", agent=self.agent_id)
-        await self.shard.report(
-            KernelTerminated(
-                kernel_id=kernel_id,
+        await self.shard.handle(
+            ReportKernel(
                 session_id=session_id,
-                reason=reason,
-                exit_code=exit_code,
-            ),
-            command_id=exited_command_id(kernel_id),
+                report=KernelTerminated(
+                    kernel_id=kernel_id,
+                    session_id=session_id,
+                    reason=reason,
+                    exit_code=exit_code,
+                ),
+                command_id=exited_command_id(kernel_id),
+            )
         )
 
     async def set_schedulable(self, schedulable: bool) -> bool:
@@ -314,11 +323,11 @@ class Agent:
             await self._stop_kernel(kernel_id)
             report = found.stray_reports.get(kernel_id)
             if report is not None:  # a kernel the log knows, in an ended session
-                await self.shard.report(report[0], command_id=report[1])
-        for terminated, command_id in found.missing_reports:
-            await self.shard.report(terminated, command_id=command_id)
+                await self.shard.handle(report)
+        for missing in found.missing_reports:
+            await self.shard.handle(missing)
         for session_id, kernel_ids in found.stalled_by_session.items():
-            self._spawn_creation(await load_session(self.store, session_id), list(kernel_ids))
+            self._spawn_creation(await self.shard.get(session_id), list(kernel_ids))
         return found.acted()
 
     async def _restore_adopted(self, kernel_ids: set[uuid.UUID]) -> None:
@@ -338,7 +347,7 @@ class Agent:
         kernel = await self.models.kernel(str(kernel_id))
         if kernel is None:
             return
-        session = await load_session(self.store, uuid.UUID(kernel["session_id"]))
+        session = await self.shard.get(uuid.UUID(kernel["session_id"]))
         self._session_of[kernel_id] = session.session_id
         main = kernel.get("cluster_role", "main") == "main"
         if session.session_type == "batch" and main and session.result == "undefined":
@@ -358,13 +367,16 @@ class Agent:
             self.store, isolation=self.isolation, access_key=owner, agent_id=self.agent_id
         )
         if refused is not None:  # no tenant's code runs unisolated, whatever path it took
-            await self.shard.start_failed(session_id, error=refused)
+            await self.shard.handle(StartFailed(session_id=session_id, error=refused))
             return
         try:
             for launch in kernels:
                 await self._pull(session_id, launch)
-                await self.shard.report(
-                    KernelCreating(kernel_id=launch.kernel_id, session_id=session_id)
+                await self.shard.handle(
+                    ReportKernel(
+                        session_id=session_id,
+                        report=KernelCreating(kernel_id=launch.kernel_id, session_id=session_id),
+                    )
                 )
                 log.info(
                     "kernel starting",
@@ -380,9 +392,12 @@ class Agent:
                     kernel=str(launch.kernel_id),
                     session=str(session_id),
                 )
-                await self.shard.report(
-                    KernelStarted(
-                        kernel_id=launch.kernel_id, session_id=session_id, creation_info=info
+                await self.shard.handle(
+                    ReportKernel(
+                        session_id=session_id,
+                        report=KernelStarted(
+                            kernel_id=launch.kernel_id, session_id=session_id, creation_info=info
+                        ),
                     )
                 )
                 if self.metrics is not None:
@@ -397,7 +412,7 @@ class Agent:
                     kernel_log=tail.decode("utf-8", "replace"),
                 )
                 await self._stop_kernel(launch.kernel_id)
-            await self.shard.start_failed(session_id, error=self._error(exc))
+            await self.shard.handle(StartFailed(session_id=session_id, error=self._error(exc)))
             if isinstance(exc, ImageNotAvailable | DeviceAllocationError):
                 return  # the user's problem, told in status_data: not the agent's failure
             raise
@@ -427,7 +442,7 @@ class Agent:
             pulling = KernelPulling(
                 kernel_id=launch.kernel_id, session_id=session_id, reason=launch.image
             )
-            await self.shard.report(pulling)
+            await self.shard.handle(ReportKernel(session_id=session_id, report=pulling))
             await self.backend.pull(launch.image)
 
     async def _start(self, launch: KernelLaunch) -> dict[str, Any]:
@@ -462,7 +477,11 @@ class Agent:
             if exit_code == 0
             else SessionFailure(session_id=session_id, reason="task-failed", exit_code=exit_code)
         )
-        await self.shard.batch_result(result, command_id=batch_result_command_id(kernel_id))
+        await self.shard.handle(
+            RecordBatchResult(
+                session_id=session_id, result=result, command_id=batch_result_command_id(kernel_id)
+            )
+        )
 
     async def _run_batch(self, client: RunnerClient, kernel_id: uuid.UUID, command: str) -> int:
         run_id = batch_run_id(kernel_id)
@@ -504,19 +523,22 @@ class Agent:
                     kernel=str(launch.kernel_id),
                     session=str(session.session_id),
                 )
-                await self.shard.report(
-                    KernelStarted(
-                        kernel_id=launch.kernel_id,
+                await self.shard.handle(
+                    ReportKernel(
                         session_id=session.session_id,
-                        reason="restarting",
-                        creation_info=info,
-                    ),
-                    command_id=restarted_command_id(launch.kernel_id, session.version),
+                        report=KernelStarted(
+                            kernel_id=launch.kernel_id,
+                            session_id=session.session_id,
+                            reason="restarting",
+                            creation_info=info,
+                        ),
+                        command_id=restarted_command_id(launch.kernel_id, session.version),
+                    )
                 )
         except UnisolatedRefused as refused:  # stopped, and not started again: the opt-in went
-            await self.shard.restart_failed(session.session_id, str(refused))
+            await self.shard.handle(RestartFailed(session_id=session.session_id, msg=str(refused)))
         except Exception as exc:
-            await self.shard.restart_failed(session.session_id, repr(exc))
+            await self.shard.handle(RestartFailed(session_id=session.session_id, msg=repr(exc)))
             raise
         finally:
             self._starting.difference_update(kernel_ids)
@@ -537,12 +559,15 @@ class Agent:
             )
             if known and self.metrics is not None:
                 self.metrics.inc("kernelhub_kernels_terminated_total", agent=self.agent_id)
-            await self.shard.report(
-                KernelTerminated(
-                    kernel_id=kernel_id,
+            await self.shard.handle(
+                ReportKernel(
                     session_id=session_id,
-                    reason=reason if known else "already-terminated",
-                    exit_code=exit_code if exit_code is not None else -1,
+                    report=KernelTerminated(
+                        kernel_id=kernel_id,
+                        session_id=session_id,
+                        reason=reason if known else "already-terminated",
+                        exit_code=exit_code if exit_code is not None else -1,
+                    ),
                 )
             )
 
@@ -578,13 +603,13 @@ def _concerns_agents(event: Event) -> bool:
     return event.type in ("session_preparing", "session_terminating")
 
 
-async def dispatch(store: RedisEventStore, agents: Mapping[str, Agent], event: Event) -> None:
+async def dispatch(shard: SessionClient, agents: Mapping[str, Agent], event: Event) -> None:
     """Hand an event to the hosted agents it concerns: the session is folded once per host,
     not once per agent (a host of a thousand simulated agents would otherwise read the
     stream a thousand times)."""
     if not _concerns_agents(event):
         return
-    session = await load_session(store, event.data.session_id)  # type: ignore[union-attr]
+    session = await shard.get(event.data.session_id)  # type: ignore[union-attr]
     for agent_id in dict.fromkeys(k.agent for k in session.kernels.values()):
         agent = agents.get(agent_id) if agent_id else None
         if agent is not None:
@@ -593,7 +618,7 @@ async def dispatch(store: RedisEventStore, agents: Mapping[str, Agent], event: E
 
 def SimAgent(
     store: RedisEventStore,
-    shard: ShardClient,
+    shard: SessionClient,
     agent_id: str,
     capacity: Mapping[str, Decimal | int | str],
     *,

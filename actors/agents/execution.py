@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from actors.idle.reaper import touch
 from actors.runtime.background import Background
 from events import RedisEventStore
 
@@ -108,7 +107,7 @@ class ExecutionProxy:
         now = asyncio.get_running_loop().time()
         if now - self._touched.get(session_id, -_TOUCH_EVERY_S) >= _TOUCH_EVERY_S:
             self._touched[session_id] = now
-            self.background.spawn(touch(self.store, session_id))
+            self.background.spawn(self.store.idle.touch(str(session_id)))
 
     # ---- code execution (the runner's protocol) -------------------------------------------
     async def execute(
@@ -213,12 +212,9 @@ class ExecutionProxy:
 
 async def keep_logs(store: RedisEventStore, kernel_id: uuid.UUID, log: bytes) -> None:
     """Keep a stopped kernel's log (capped by its backend) for :data:`LOGS_TTL_S`."""
-    await store.redis.set(store.keys.kernel_logs(str(kernel_id)), log, ex=LOGS_TTL_S)
+    await store.telemetry.keep_kernel_log(str(kernel_id), log, LOGS_TTL_S)
 
 
 async def kept_logs(store: RedisEventStore, kernel_id: uuid.UUID) -> str:
     """What an agent kept of a terminated kernel's log ("" when nothing, or expired)."""
-    raw = await store.redis.get(store.keys.kernel_logs(str(kernel_id)))
-    if isinstance(raw, str):
-        return raw
-    return bytes(raw or b"").decode("utf-8", "replace")
+    return await store.telemetry.kernel_log(str(kernel_id))

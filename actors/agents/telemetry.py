@@ -13,9 +13,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
 
 from events import RedisEventStore, canonical_dumps
+from events.telemetry import DeviceStats
 
 from .accelerators import Accelerators
 from .backends.base import Backend
@@ -49,26 +49,18 @@ class AgentTelemetry:
         self.sampler.forget(kernel_id)
 
     async def heartbeat(self) -> None:
-        seconds, micros = await self.store.redis.time()
-        redis = self.store.redis
-        pipe = redis.pipeline(transaction=False)
-        pipe.zadd(self.store.keys.heartbeats, {self.agent_id: seconds + micros / 1e6})
+        now = await self.store.clock.now()
+        stats_of: dict[str, str] = {}
         for kernel_id in self.backend.running():
             stats = self.backend.stats(kernel_id)
             if stats is not None:
-                sample = {**stats, "at": seconds, "agent": self.agent_id}
-                pipe.set(
-                    self.store.keys.kernel_stats(str(kernel_id)),
-                    canonical_dumps(sample),
-                    ex=self.stats_ttl_s,
-                )
-        await pipe.execute()
+                sample = {**stats, "at": int(now), "agent": self.agent_id}
+                stats_of[str(kernel_id)] = canonical_dumps(sample)
+        await self.store.telemetry.beat(self.agent_id, now, stats_of, self.stats_ttl_s)
 
     async def sample_utilization(self) -> int:
         """One utilization sample of every running kernel, to telemetry; returns how many."""
-        seconds, micros = await self.store.redis.time()
-        now = seconds + micros / 1e6
-        pipe = self.store.redis.pipeline(transaction=False)
+        now = await self.store.clock.now()
         sampled: list[uuid.UUID] = []
         for kernel_id in self.backend.running():
             stats, slots = self.backend.stats(kernel_id), self.slots.get(kernel_id)
@@ -76,19 +68,13 @@ class AgentTelemetry:
                 continue
             if self.sampler.sample(kernel_id, stats, slots, now) is not None:
                 sampled.append(kernel_id)
-        if self.accelerators.plugins:
-            self._sample_devices(pipe, sampled, int(seconds))
-        for kernel_id in sampled:
-            pipe.set(
-                self.store.keys.idle_utilization(str(kernel_id)),
-                canonical_dumps(self.sampler.of(kernel_id)),
-                ex=_UTIL_TTL_S,
-            )
-        if sampled or self.accelerators.plugins:
-            await pipe.execute()
+        devices = self._sample_devices(sampled, int(now)) if self.accelerators.plugins else None
+        await self.store.telemetry.record_samples(
+            {str(k): canonical_dumps(self.sampler.of(k)) for k in sampled}, _UTIL_TTL_S, devices
+        )
         return len(sampled)
 
-    def _sample_devices(self, pipe: Any, sampled: list[uuid.UUID], at: int) -> None:
+    def _sample_devices(self, sampled: list[uuid.UUID], at: int) -> DeviceStats:
         """Each device's live stats (the agent's device telemetry) and, for each sampled
         kernel holding devices, their utilization added to its sample."""
         cpu_of = {str(k): self.sampler.latest(k, "cpu_util") for k in sampled}
@@ -100,8 +86,6 @@ class AgentTelemetry:
         devices = {
             key: {d: s.model_dump() for d, s in stats.items()} for key, stats in sample.items()
         }
-        pipe.set(
-            self.store.keys.agent_devices(self.agent_id),
-            canonical_dumps({"at": at, "devices": devices}),
-            ex=self.stats_ttl_s,
+        return DeviceStats(
+            self.agent_id, canonical_dumps({"at": at, "devices": devices}), self.stats_ttl_s
         )

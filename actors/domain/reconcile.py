@@ -23,6 +23,8 @@ from typing import Any
 
 from events.catalogue import KernelLifecycleEventReason, KernelTerminated
 
+from .commands.sessions import ReportKernel
+
 __all__ = [
     "LIVE_IN_LOG",
     "STARTED_IN_LOG",
@@ -117,13 +119,11 @@ class Reconciliation:
     stopped: frozenset[uuid.UUID]
     """The kernels the agent stopped itself that the log still places here (the rest are
     forgotten)."""
-    stray_reports: Mapping[uuid.UUID, tuple[KernelTerminated, uuid.UUID]] = field(
-        default_factory=dict
-    )
-    """For each stray the log knows (a kernel of an ended session): its report and command
-    id, sent once the kernel is stopped."""
-    missing_reports: tuple[tuple[KernelTerminated, uuid.UUID], ...] = ()
-    """Each missing kernel's report and command id."""
+    stray_reports: Mapping[uuid.UUID, ReportKernel] = field(default_factory=dict)
+    """For each stray the log knows (a kernel of an ended session): its report to the
+    session, sent once the kernel is stopped."""
+    missing_reports: tuple[ReportKernel, ...] = ()
+    """Each missing kernel's report to its session."""
     stalled_by_session: Mapping[uuid.UUID, tuple[uuid.UUID, ...]] = field(default_factory=dict)
     """The stalled kernels, by session (a session's kernels are started together)."""
 
@@ -165,26 +165,28 @@ def judge(
     }
     confirmed = {kind: frozenset(seen[kind] & getattr(suspects, kind)) for kind in KINDS}
     stray_reports = {
-        kernel_id: (
-            KernelTerminated(
+        kernel_id: ReportKernel(
+            session_id=uuid.UUID(expected[kernel_id]["session_id"]),
+            report=KernelTerminated(
                 kernel_id=kernel_id,
                 session_id=uuid.UUID(expected[kernel_id]["session_id"]),
                 reason=KernelLifecycleEventReason.TERMINATED_UNKNOWN_CONTAINER,
             ),
-            stray_command_id(kernel_id),
+            command_id=stray_command_id(kernel_id),
         )
         for kernel_id in confirmed["stray"]
         if kernel_id in expected and expected[kernel_id]["session_id"] is not None
     }
     missing_reports = tuple(
-        (
-            KernelTerminated(
+        ReportKernel(
+            session_id=uuid.UUID(expected[kernel_id]["session_id"]),
+            report=KernelTerminated(
                 kernel_id=kernel_id,
                 session_id=uuid.UUID(expected[kernel_id]["session_id"]),
                 reason=KernelLifecycleEventReason.ALREADY_TERMINATED,
                 exit_code=-1,
             ),
-            missing_command_id(kernel_id),
+            command_id=missing_command_id(kernel_id),
         )
         for kernel_id in confirmed["missing"]
     )

@@ -53,7 +53,7 @@ class AgentsActor(Follower):
         sample_interval_s: float = 15.0,
     ) -> None:
         self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
-        router = ShardRouter.named(self.store, *shards)  # (count, namespace)
+        self.shard = router = ShardRouter.named(self.store, *shards)  # (count, namespace)
         self.follower_name = name
         self.interests = AGENTS_REACT_TO
 
@@ -91,7 +91,7 @@ class AgentsActor(Follower):
         ]
 
     async def react(self, event: Event) -> None:
-        await dispatch(self.store, self.agents, event)
+        await dispatch(self.shard, self.agents, event)
 
     async def metrics_snapshot(self) -> dict[str, float]:
         return self.metrics.snapshot()

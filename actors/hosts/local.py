@@ -191,4 +191,4 @@ class LocalCluster:
         await self.shard.on_event(event)
         if event.type in REAPER_REACTS_TO:
             await self.reaper.on_events([event])
-        await dispatch(self.store, self.agents, event)
+        await dispatch(self.shard, self.agents, event)
