@@ -229,6 +229,14 @@ class KeySpace:
         """A key of one generation, from its relative name (``record_hash``, an index)."""
         return f"{self.projection_generation(name, generation)}:{relative}"
 
+    def projection_generation_keys(self, name: str, generation: int) -> str:
+        """The SCAN pattern of every key of one generation (maintenance and inspection only)."""
+        return self.generation_keys(self.projection_generation(name, generation))
+
+    @staticmethod
+    def generation_keys(generation_prefix: str) -> str:
+        return f"{generation_prefix}:*"
+
     def projection_checkpoint(self, name: str, generation: int) -> str:
         return self.projection_key(name, generation, CHECKPOINT)
 

@@ -90,7 +90,7 @@ class Generation:
         self.prefix = keys.projection_generation(name, number)
 
     def key(self, relative: str) -> str:
-        return f"{self.prefix}:{relative}"
+        return self._keys.projection_key(self.name, self.number, relative)
 
     # ---- the projector's side ---------------------------------------------------------------
     async def load(self, refs: Iterable[RecordKey]) -> dict[RecordKey, str | None]:
@@ -210,7 +210,8 @@ class Generation:
     async def unlink(self) -> None:
         """Drop every key of this (retired) generation (maintenance, not a query: SCAN)."""
         batch: list[Any] = []
-        async for key in self._redis.scan_iter(match=f"{self.prefix}:*", count=1000):
+        pattern = self._keys.projection_generation_keys(self.name, self.number)
+        async for key in self._redis.scan_iter(match=pattern, count=1000):
             batch.append(key)
             if len(batch) >= 500:
                 await self._redis.unlink(*batch)
@@ -368,7 +369,7 @@ async def dump_generation(client: aioredis.Redis, prefix: str) -> dict[str, Any]
     """Every key under ``prefix`` with its full contents, keyed by the suffix, so two
     generations can be compared for equality (tests and operators: it walks keys with SCAN)."""
     dump: dict[str, Any] = {}
-    async for raw_key in client.scan_iter(match=f"{prefix}:*", count=1000):
+    async for raw_key in client.scan_iter(match=KeySpace.generation_keys(prefix), count=1000):
         key = _s(raw_key)
         suffix = key[len(prefix) + 1 :]
         kind = _s(await client.type(key))
