@@ -1,31 +1,141 @@
 """``kh session ...``: create, destroy, restart, exec, logs, show and list sessions on the
-embedded stack.
+embedded stack, as the installation's admin.
 
-Commands go to the owning ``sessions:<k>`` actor through the shard router; what is shown
-comes from the read models, so ``show`` prints exactly what the log says (status history
-included).
+``create`` goes through the HTTP API with the SDK, as ``kh run`` does (one path creates
+sessions: the gateway's checks, bounds and names hold for it too), with the admin keypair
+``kh up`` wrote. ``destroy``, ``restart``, ``exec`` and ``logs`` go to the owning
+``sessions:<k>`` actor through the shard router; what is shown comes from the read models,
+so ``show`` prints exactly what the log says (status history included).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
 
 from .errors import KernelhubError
+from .operator_cli import (
+    JsonFlag,
+    exit_with,
+    installation_settings,
+    on_store,
+    operator_command,
+    operator_group,
+    redis_url,
+    with_store,
+)
 
-__all__ = ["WRITES", "add_parser", "run_command"]
+if TYPE_CHECKING:
+    from events import RedisEventStore
 
-WRITES = frozenset({"create", "destroy", "restart", "exec", "logs"})
-"""Subcommands that talk to the actors (the others read the projections only)."""
+    from .config import Settings
+    from .sdk import Client
+
+__all__ = ["app", "describe"]
+
+app = operator_group("Sessions as the admin: create, destroy, restart, exec, logs, show, list.")
 _TERMINAL = frozenset({"TERMINATED", "CANCELLED", "ERROR"})
+_STARTED = frozenset({"RUNNING"}) | _TERMINAL
+_POLL_S = 0.25
+SessionId = Annotated[str, typer.Argument(help="the session's id", metavar="SESSION_ID")]
+Wait = Annotated[float, typer.Option(help="seconds to wait for RUNNING")]
 
 
-def _router(store: Any) -> Any:
+# ---- create: through the HTTP API -----------------------------------------------------------
+def _admin_client(settings: Settings) -> Client:
+    """The SDK with the keypair (and endpoint) ``kh up`` wrote for this installation; the
+    ``BACKEND_*`` variables, a user's, are not read."""
+    from .sdk import Client, ClientConfig
+    from .sdk.errors import ConfigurationError
+
+    try:
+        config = ClientConfig.load(environ={}, config_file=settings.client_config_path)
+    except ConfigurationError:
+        raise KernelhubError(
+            f"no admin keypair in {settings.client_config_path}: run `kh up` first"
+        ) from None
+    return Client(config)
+
+
+def _resources(items: list[str] | None) -> dict[str, str]:
+    """``-r cuda.device=1`` (repeatable), as the official client's ``-r``; the gateway
+    parses and bounds the amounts with ``--cpu`` and ``--mem`` (:mod:`actors.domain.bounds`)."""
+    out: dict[str, str] = {}
+    for item in items or ():
+        slot, sep, amount = item.partition("=")
+        if not sep or not slot.strip() or not amount.strip():
+            raise KernelhubError(f"-r {item!r}: use SLOT=AMOUNT, e.g. -r cuda.device=1")
+        out[slot.strip()] = amount.strip()
+    return out
+
+
+@app.command(help="Enqueue a session as the admin, through the HTTP API (as kh run does).")
+@operator_command
+def create(
+    context: typer.Context,
+    name: Annotated[
+        str | None,
+        typer.Option(help="4-64 characters (default s-<6 hex digits>)", show_default=False),
+    ] = None,
+    image: Annotated[str, typer.Option(help="an image or alias in the catalogue")] = "python",
+    cpu: Annotated[str, typer.Option()] = "1",
+    mem: Annotated[str, typer.Option()] = "256m",
+    resource: Annotated[
+        list[str] | None,
+        typer.Option(
+            "-r",
+            "--resource",
+            metavar="SLOT=AMOUNT",
+            help="another slot, e.g. -r cuda.device=1 (repeatable)",
+            show_default=False,
+        ),
+    ] = None,
+    command: Annotated[
+        str | None,
+        typer.Option(help="a batch session's startup command", show_default=False),
+    ] = None,
+    depends_on: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="SESSION",
+            help="start only after this session (an id or a name) succeeded (repeatable)",
+            show_default=False,
+        ),
+    ] = None,
+    wait: Wait = 0,
+) -> None:
+    settings = installation_settings(context)
+    resources: dict[str, str | int | float] = {"cpu": cpu, "mem": mem, **_resources(resource)}
+    with _admin_client(settings) as client:
+        session = client.create_session(
+            image,
+            name=name or f"s-{uuid.uuid4().hex[:6]}",
+            type="batch" if command else "interactive",
+            resources=resources,
+            startup_command=command,
+            dependencies=depends_on or (),
+            wait=False,
+        )
+        print(session.id, flush=True)
+        if wait:
+            deadline = time.monotonic() + wait
+            while (status := session.refresh().status) not in _STARTED:
+                if time.monotonic() >= deadline:
+                    raise KernelhubError(
+                        f"session {session.id} is still {status} after {wait:.0f}s"
+                    )
+                time.sleep(_POLL_S)
+            print(f"{session.id} {status}")
+
+
+# ---- destroy, restart, exec, logs: the shard actors -------------------------------------------
+def _router(store: RedisEventStore) -> Any:
     import ray
 
     from actors.hosts import NAMESPACE
@@ -44,6 +154,23 @@ def _router(store: Any) -> Any:
     return router
 
 
+def _on_actors(context: typer.Context, run: Any) -> int:
+    """``run(router)`` against the installation's session actors."""
+    from . import embedded, ray_head
+
+    settings = installation_settings(context)
+    url = redis_url(settings)
+    state = embedded.read_state(settings)
+    if state is None or not state.ray_address:
+        raise KernelhubError("kernelhub's actors are not running: start them with `kh up`")
+    ray_head.connect(state.ray_address)
+
+    async def go(store: RedisEventStore) -> int:
+        return int(await run(_router(store)))
+
+    return on_store(url, settings.key_prefix, go)
+
+
 async def _wait_until(
     router: Any, session_id: uuid.UUID, wanted: frozenset[str], timeout: float
 ) -> str:
@@ -53,118 +180,163 @@ async def _wait_until(
     return status
 
 
-async def create(args: argparse.Namespace, store: Any, access_key: str) -> int:
-    from actors.domain.bounds import known_slot_types, requested_slots
-    from actors.domain.session import SessionType
-    from actors.domain.tenancy import image_slot_limits
-    from actors.tenancy.writer import load_tenancy
-    from projections.queries import ReadModels
-
-    router = _router(store)
-    record = (await load_tenancy(store)).resolve_image(args.image)
-    image = record["name"]  # alias -> canonical
-    offered = {
-        slot
-        for agent in await ReadModels(store).agents()
-        for slot in agent.get("available_slots") or {}
-    }
-    # the gateway's bounds: never mem/cpu 0 (a container without limits), only known slots
-    slots = requested_slots(
-        {"cpu": args.cpu, "mem": args.mem, **_resources(args)},
-        image_slot_limits(record)[0],
-        known_slot_types(offered),
-        image=image,
-    )
-    kind = SessionType.BATCH if args.command else SessionType.INTERACTIVE
-    session_id = await router.create(
-        name=args.name,
-        access_key=access_key,
-        scaling_group="default",
-        image=image,
-        requested=[slots],
-        session_type=kind,
-        startup_command=args.command,
-        dependencies=[uuid.UUID(d) for d in args.depends_on or ()],
-    )
-    print(session_id, flush=True)
-    if args.wait:
-        status = await _wait_until(
-            router, session_id, frozenset({"RUNNING"}) | _TERMINAL, args.wait
-        )
-        print(f"{session_id} {status}")
-    return 0
-
-
-def _resources(args: argparse.Namespace) -> dict[str, str]:
-    """``-r cuda.device=1`` (repeatable), as the official client's ``-r``; the amounts are
-    parsed and bounded with ``--cpu`` and ``--mem`` (:mod:`actors.domain.bounds`)."""
-    out: dict[str, str] = {}
-    for item in args.resource or ():
-        slot, sep, amount = item.partition("=")
-        if not sep or not slot.strip() or not amount.strip():
-            raise KernelhubError(f"-r {item!r}: use SLOT=AMOUNT, e.g. -r cuda.device=1")
-        out[slot.strip()] = amount.strip()
-    return out
-
-
-async def destroy(args: argparse.Namespace, store: Any) -> int:
-    router = _router(store)
-    session_id = _session_id(args.session_id)
-    await router.destroy(session_id, forced=args.forced, recursive=args.recursive)
-    if args.wait:
-        print(f"{session_id} {await _wait_until(router, session_id, _TERMINAL, args.wait)}")
-    return 0
-
-
-async def restart(args: argparse.Namespace, store: Any) -> int:
-    router = _router(store)
-    session_id = _session_id(args.session_id)
-    await router.restart(session_id)
-    if args.wait:
-        status = await _wait_until(
-            router, session_id, frozenset({"RUNNING"}) | _TERMINAL, args.wait
-        )
-        print(f"{session_id} {status}")
-    return 0
-
-
-async def execute(args: argparse.Namespace, store: Any) -> int:
-    """Run code (``-c``) or a batch command (``--batch``) in a running session, printing
-    its console as it comes; the exit code is the run's (0 for query-mode code)."""
-    import sys
-
-    router = _router(store)
-    sid = _session_id(args.session_id)
-    mode, code, options = (
-        ("batch", "", {"exec": args.batch}) if args.batch else ("query", args.code, {})
-    )
-    result = await router.execution.execute(sid, None, mode, code, options)
-    while True:
-        for kind, data in result["console"]:
-            stream = sys.stderr if kind == "stderr" else sys.stdout
-            stream.write(data if kind in ("stdout", "stderr") else f"[{kind}] {data}\n")
-            stream.flush()
-        if result["status"] == "finished":
-            return int(result["exitCode"] or 0)
-        if result["status"] == "exec-timeout":
-            raise KernelhubError("the execution timed out")
-        if result["status"] == "waiting-input":
-            reply = sys.stdin.readline().rstrip("\n")
-            result = await router.execution.execute(sid, result["runId"], "input", reply)
-        else:
-            result = await router.execution.execute(sid, result["runId"], "continue")
-
-
-async def logs(args: argparse.Namespace, store: Any) -> int:
-    print(await _router(store).execution.logs(_session_id(args.session_id)), end="")
-    return 0
-
-
 def _session_id(text: str) -> uuid.UUID:
     try:
         return uuid.UUID(text)
     except ValueError:
         raise KernelhubError(f"not a session id: {text!r}") from None
+
+
+@app.command(help="Destroy a session.")
+@operator_command
+def destroy(
+    context: typer.Context,
+    session_id: SessionId,
+    forced: Annotated[bool, typer.Option("--forced")] = False,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", help="also destroy the sessions that depend on it")
+    ] = False,
+    wait: Annotated[float, typer.Option(help="seconds to wait for the end")] = 0,
+) -> None:
+    sid = _session_id(session_id)
+
+    async def run(router: Any) -> int:
+        from actors.domain.commands.sessions import DestroySession
+
+        command = DestroySession(session_id=sid, forced=forced)
+        await router.handle(command)
+        if recursive:
+            await router.destroy_dependants(command)
+        if wait:
+            print(f"{sid} {await _wait_until(router, sid, _TERMINAL, wait)}")
+        return 0
+
+    _on_actors(context, run)
+
+
+@app.command(help="Restart a running session's kernels.")
+@operator_command
+def restart(context: typer.Context, session_id: SessionId, wait: Wait = 0) -> None:
+    sid = _session_id(session_id)
+
+    async def run(router: Any) -> int:
+        from actors.domain.commands.sessions import RestartSession
+
+        await router.handle(RestartSession(session_id=sid))
+        if wait:
+            print(f"{sid} {await _wait_until(router, sid, _STARTED, wait)}")
+        return 0
+
+    _on_actors(context, run)
+
+
+@app.command("exec", help="Run code or a command in a running session (exit: the run's).")
+@operator_command
+def exec_(
+    context: typer.Context,
+    session_id: SessionId,
+    code: Annotated[
+        str | None,
+        typer.Option(
+            "-c", "--code", help="Python code (query mode: state persists)", show_default=False
+        ),
+    ] = None,
+    batch: Annotated[
+        str | None,
+        typer.Option(metavar="COMMAND", help="a shell command (batch mode)", show_default=False),
+    ] = None,
+) -> None:
+    """Its console printed as it comes; the exit code is the run's (0 for query-mode code)."""
+    import sys
+
+    if (code is None) == (batch is None):
+        print("kh: error: give exactly one of -c CODE and --batch COMMAND", file=sys.stderr)
+        raise typer.Exit(2)
+    sid = _session_id(session_id)
+    mode, text, options = ("batch", "", {"exec": batch}) if batch else ("query", code, {})
+
+    async def run(router: Any) -> int:
+        result = await router.execution.execute(sid, None, mode, text, options)
+        while True:
+            for kind, data in result["console"]:
+                stream = sys.stderr if kind == "stderr" else sys.stdout
+                stream.write(data if kind in ("stdout", "stderr") else f"[{kind}] {data}\n")
+                stream.flush()
+            if result["status"] == "finished":
+                return int(result["exitCode"] or 0)
+            if result["status"] == "exec-timeout":
+                raise KernelhubError("the execution timed out")
+            if result["status"] == "waiting-input":
+                reply = sys.stdin.readline().rstrip("\n")
+                result = await router.execution.execute(sid, result["runId"], "input", reply)
+            else:
+                result = await router.execution.execute(sid, result["runId"], "continue")
+
+    exit_with(_on_actors(context, run))
+
+
+@app.command(help="A session's kernel log (also after it ended).")
+@operator_command
+def logs(context: typer.Context, session_id: SessionId) -> None:
+    sid = _session_id(session_id)
+
+    async def run(router: Any) -> int:
+        print(await router.execution.logs(sid), end="")
+        return 0
+
+    _on_actors(context, run)
+
+
+# ---- show, list: the read models --------------------------------------------------------------
+@app.command(help="A session with its status history.")
+@operator_command
+def show(context: typer.Context, session_id: SessionId, as_json: JsonFlag = False) -> None:
+    settings = installation_settings(context)
+
+    async def run(store: RedisEventStore) -> int:
+        from actors.domain.idle import IdleConfig
+        from actors.idle.facts import IdleFacts
+        from projections.queries import ReadModels
+
+        models = ReadModels(store)
+        deadline = time.monotonic() + 5  # the projection may be a moment behind a fresh write
+        record = await models.session(session_id)
+        while record is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            record = await models.session(session_id)
+        if record is None:
+            raise KernelhubError(f"no session {session_id}")
+        checks = await IdleFacts(store, IdleConfig.parse(settings.idle or {})).report(record)
+        record = {**record, "idle_checks": checks}
+        print(
+            json.dumps(record, indent=2, sort_keys=True)
+            if as_json
+            else "\n".join(describe(record, checks))
+        )
+        return 0
+
+    with_store(settings, run)
+
+
+@app.command("list", help="Sessions, newest first.")
+@operator_command
+def list_(
+    context: typer.Context,
+    status: Annotated[list[str] | None, typer.Option(show_default=False)] = None,
+    limit: Annotated[int, typer.Option()] = 20,
+) -> None:
+    async def run(store: RedisEventStore) -> int:
+        from projections.queries import ReadModels
+
+        page = await ReadModels(store).sessions(statuses=status, limit=limit)
+        for record in page.items:
+            print(
+                f"{record['id']}  {record['name']:16} {record['status']:12} {record['created_at']}"
+            )
+        print(f"({page.total} in all)")
+        return 0
+
+    with_store(installation_settings(context), run)
 
 
 def describe(record: dict[str, Any], idle: dict[str, Any] | None = None) -> list[str]:
@@ -204,92 +376,3 @@ def _remaining(report: dict[str, Any]) -> str:
     when = f"{minutes}m {seconds}s" if minutes else f"{seconds}s"
     kind = "grace period ends" if report.get("remaining_time_type") == "grace_period" else "in"
     return f"{kind} {when}"
-
-
-def add_parser(sub: Any) -> None:
-    parser = sub.add_parser("session", help="create, destroy, restart, show and list sessions")
-    commands = parser.add_subparsers(dest="session_command", metavar="COMMAND", required=True)
-    create_p = commands.add_parser("create", help="enqueue a session (as the bootstrap admin)")
-    create_p.add_argument("--name", default=f"s-{uuid.uuid4().hex[:6]}")
-    create_p.add_argument("--image", default="python")
-    create_p.add_argument("--cpu", default="1")
-    create_p.add_argument("--mem", default="256m")
-    create_p.add_argument(
-        "-r",
-        "--resource",
-        action="append",
-        metavar="SLOT=AMOUNT",
-        help="another slot, e.g. -r cuda.device=1 (repeatable)",
-    )
-    create_p.add_argument("--command", help="a batch session's startup command")
-    create_p.add_argument(
-        "--depends-on",
-        action="append",
-        metavar="SESSION_ID",
-        help="start only after this session succeeded (repeatable)",
-    )
-    create_p.add_argument("--wait", type=float, default=0, help="seconds to wait for RUNNING")
-    destroy_p = commands.add_parser("destroy", help="destroy a session")
-    destroy_p.add_argument("session_id")
-    destroy_p.add_argument("--forced", action="store_true")
-    destroy_p.add_argument(
-        "--recursive", action="store_true", help="also destroy the sessions that depend on it"
-    )
-    destroy_p.add_argument("--wait", type=float, default=0, help="seconds to wait for the end")
-    restart_p = commands.add_parser("restart", help="restart a running session's kernels")
-    restart_p.add_argument("session_id")
-    restart_p.add_argument("--wait", type=float, default=0, help="seconds to wait for RUNNING")
-    exec_p = commands.add_parser("exec", help="run code or a command in a running session")
-    exec_p.add_argument("session_id")
-    what = exec_p.add_mutually_exclusive_group(required=True)
-    what.add_argument("-c", "--code", help="Python code (query mode: state persists)")
-    what.add_argument("--batch", metavar="COMMAND", help="a shell command (batch mode)")
-    logs_p = commands.add_parser("logs", help="a session's kernel log (also after it ended)")
-    logs_p.add_argument("session_id")
-    show_p = commands.add_parser("show", help="a session with its status history")
-    show_p.add_argument("session_id")
-    show_p.add_argument("--json", action="store_true")
-    list_p = commands.add_parser("list", help="sessions, newest first")
-    list_p.add_argument("--status", action="append")
-    list_p.add_argument("--limit", type=int, default=20)
-
-
-async def run_command(
-    args: argparse.Namespace, store: Any, access_key: str, idle: dict[str, Any] | None = None
-) -> int:
-    from actors.domain.idle import IdleConfig
-    from actors.idle.facts import IdleFacts
-    from projections.queries import ReadModels
-
-    if args.session_command == "create":
-        return await create(args, store, access_key)
-    if args.session_command == "destroy":
-        return await destroy(args, store)
-    if args.session_command == "restart":
-        return await restart(args, store)
-    if args.session_command == "exec":
-        return await execute(args, store)
-    if args.session_command == "logs":
-        return await logs(args, store)
-    models = ReadModels(store)
-    if args.session_command == "show":
-        deadline = time.monotonic() + 5  # the projection may be a moment behind a fresh write
-        record = await models.session(args.session_id)
-        while record is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-            record = await models.session(args.session_id)
-        if record is None:
-            raise KernelhubError(f"no session {args.session_id}")
-        checks = await IdleFacts(store, IdleConfig.parse(idle or {})).report(record)
-        record = {**record, "idle_checks": checks}
-        print(
-            json.dumps(record, indent=2, sort_keys=True)
-            if args.json
-            else "\n".join(describe(record, checks))
-        )
-        return 0
-    page = await models.sessions(statuses=args.status, limit=args.limit)
-    for record in page.items:
-        print(f"{record['id']}  {record['name']:16} {record['status']:12} {record['created_at']}")
-    print(f"({page.total} in all)")
-    return 0

@@ -10,47 +10,42 @@ worker's log is a diagnostic's cost, not a query's: it grows with the logs kept.
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import sys
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any
 
-from events import RedisEventStore
+import typer
 
 from .errors import KernelhubError
-from .trace import TraceEntry, event_entry, log_entries, render, timeline
+from .operator_cli import DataDir, installation_settings, operator_command, with_store
 
-__all__ = ["add_parser", "collect", "correlated_events", "run_trace"]
+if TYPE_CHECKING:
+    from events import RedisEventStore
+
+    from .trace import TraceEntry
+
+__all__ = ["app", "collect", "correlated_events"]
 
 _PAGE = 5000
-COMPONENTS = (
-    "gateway",
-    "sessions",
-    "scheduler",
-    "agent",
-    "projector",
-    "reaper",
-    "tenancy",
-    "events",
-)
 
 
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = sub.add_parser(
-        "trace", help="follow one API call (its X-Correlation-ID) through every actor and the log"
-    )
-    parser.add_argument("correlation_id", help="the id the gateway answered in X-Correlation-ID")
-    parser.add_argument(
-        "--component",
-        action="append",
-        choices=COMPONENTS,
-        default=[],
-        help="only this component (repeatable)",
-    )
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    return parser
+class Component(StrEnum):
+    gateway = "gateway"
+    sessions = "sessions"
+    scheduler = "scheduler"
+    agent = "agent"
+    projector = "projector"
+    reaper = "reaper"
+    tenancy = "tenancy"
+    events = "events"
+
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None)
+"""``kh trace``: a top-level command (:mod:`kernelhub.cli` merges it)."""
 
 
 def _worker_logs(ray_address: str, unreadable: list[str]) -> Iterator[tuple[str, str]]:
@@ -102,6 +97,8 @@ async def correlated_events(store: RedisEventStore, correlation_id: str) -> list
 def collect(
     ray_address: str | None, events: list[Any], correlation_id: str, unreadable: list[str]
 ) -> list[TraceEntry]:
+    from .trace import event_entry, log_entries
+
     entries = [event_entry(e) for e in events]
     if ray_address:
         for _, text in _worker_logs(ray_address, unreadable):
@@ -109,14 +106,58 @@ def collect(
     return entries
 
 
-async def run_trace(
-    store: RedisEventStore, args: argparse.Namespace, ray_address: str | None
-) -> int:
+@app.command(help="Follow one API call (its X-Correlation-ID) through every actor and the log.")
+@operator_command
+def trace(
+    correlation_id: Annotated[
+        str,
+        typer.Argument(help="the id the gateway answered in X-Correlation-ID", show_default=False),
+    ],
+    component: Annotated[
+        list[Component] | None,
+        typer.Option(
+            metavar="COMPONENT", help="only this component (repeatable)", show_default=False
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """The events from Redis; the actors' logs through Ray's log API on ``kh up``'s head
+    (or ``KH_RAY_ADDRESS``, the GCS address of a cluster started otherwise)."""
+    from . import cluster, embedded, ray_head
+
+    settings = installation_settings(data_dir=data_dir)
+    state = embedded.read_state(settings)
+    joined = cluster.read_joined(settings)
+    address = (
+        os.environ.get("KH_RAY_ADDRESS")
+        or (state.ray_address if state else None)
+        or (joined.ray_address if joined else None)
+    )
+    if address:
+        ray_head.use_env_for(address)
+    components = [c.value for c in component or ()]
+
+    async def run(store: RedisEventStore) -> None:
+        await _trace(store, correlation_id, components, as_json, address)
+
+    with_store(settings, run)
+
+
+async def _trace(
+    store: RedisEventStore,
+    correlation_id: str,
+    components: list[str],
+    as_json: bool,
+    ray_address: str | None,
+) -> None:
+    from .trace import render, timeline
+
     try:
-        correlation_id = str(uuid.UUID(args.correlation_id))
+        correlation_id = str(uuid.UUID(correlation_id))
     except ValueError:
         raise KernelhubError(
-            f"{args.correlation_id!r} is not a correlation id (a UUID, as in X-Correlation-ID)"
+            f"{correlation_id!r} is not a correlation id (a UUID, as in X-Correlation-ID)"
         ) from None
     events = await correlated_events(store, correlation_id)
     unreadable: list[str] = []
@@ -133,15 +174,12 @@ async def run_trace(
             "kh: note: no Ray cluster known (kh up, or KH_RAY_ADDRESS): events only",
             file=sys.stderr,
         )
-    shown = timeline(entries, args.component)
+    shown = timeline(entries, components)
     if not shown:
-        where = f" from {', '.join(args.component)}" if args.component else ""
+        where = f" from {', '.join(components)}" if components else ""
         raise KernelhubError(f"nothing{where} carries correlation id {correlation_id}")
     for entry in shown:
         print(
-            json.dumps(entry.model_dump(mode="json"), sort_keys=True)
-            if args.json
-            else render(entry),
+            json.dumps(entry.model_dump(mode="json"), sort_keys=True) if as_json else render(entry),
             flush=True,
         )
-    return 0

@@ -134,6 +134,8 @@ def test_no_command_prints_help(data_dir: Path) -> None:
     assert result.returncode == 2 and "Usage: kh" in result.stdout
     for command in ("run", "ps", "info", "rm", "logs", "exec", "watch", "up", "events", "why"):
         assert f"  {command} " in result.stdout, command  # client and operator commands
+    for group in ("session", "agent", "projections", "replay", "trace", "status", "down"):
+        assert f"  {group} " in result.stdout, group
 
 
 def test_projections_commands(data_dir: Path) -> None:
@@ -194,7 +196,7 @@ asyncio.run(main())
 def test_session_commands_run_a_session_through_its_life(data_dir: Path) -> None:
     assert kh(data_dir, "up", "--accelerator", "sim:2").returncode == 0
     created = kh(
-        data_dir, "session", "create", "--name", "cli", "-r", "cuda.device=1", "--wait", "60"
+        data_dir, "session", "create", "--name", "cli-life", "-r", "cuda.device=1", "--wait", "60"
     )
     assert created.returncode == 0, created.stderr
     session_id, status_line = created.stdout.strip().splitlines()
@@ -251,5 +253,10 @@ def test_session_commands_run_a_session_through_its_life(data_dir: Path) -> None
     missing = kh(data_dir, "session", "show", "nope")
     assert missing.returncode == 1 and missing.stderr.strip() == "kh: error: no session nope"
     no_image = kh(data_dir, "session", "create", "--image", "nope:1")  # not in the catalogue
-    assert no_image.returncode == 1
-    assert no_image.stderr.strip() == "kh: error: No such environment image."
+    assert no_image.returncode == 1  # the API's refusal, as the client commands say it
+    assert no_image.stderr.strip() == (
+        "kh: error: No such environment image.: unknown alias or disallowed registry"
+    )
+    short = kh(data_dir, "session", "create", "--name", "cli")  # the API's names: 4-64 chars
+    assert short.returncode == 1 and short.stdout == ""
+    assert short.stderr.startswith("kh: error: ") and "invalid session name 'cli'" in short.stderr

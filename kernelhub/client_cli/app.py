@@ -1,6 +1,7 @@
 """``kh run``, ``ps``, ``info``, ``rm``, ``logs``, ``exec``, ``upload``, ``download``, ``ls``,
 ``app`` and ``watch``: the client commands, on the SDK (so they go through the HTTP API and
-its authentication like any other client), on typer and rich.
+its authentication like any other client), on typer and rich. :mod:`kernelhub.cli` puts
+them in ``kh``'s one app, beside the operator's groups.
 
 stdout carries the result and nothing else; status lines, spinners and progress bars go to
 stderr and only on a terminal. ``--json`` prints the command's documented model
@@ -38,13 +39,12 @@ from ..sdk.models import Output, SessionInfo
 from . import output
 from .terminal import Feedback, describe_status
 
-__all__ = ["EXIT", "add_passthrough", "app", "run_app"]
+__all__ = ["EXIT", "app"]
 
 EXIT = {"ok": 0, "user": 1, "usage": 2, "not_found": 3, "quota": 4, "server": 5}
 """What ``kh``'s exit codes mean (docs/cli.md)."""
 
 app = typer.Typer(
-    name="kh",
     help="kernelhub: event-sourced compute sessions on Ray and Redis.",
     no_args_is_help=True,
     add_completion=False,
@@ -541,41 +541,3 @@ def watch(
                 sys.stdout.flush()
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-
-
-# ---- the other kh commands, and running it all --------------------------------------------------
-def add_passthrough(name: str, help_text: str, run_command: Callable[[list[str]], int]) -> None:
-    """A command whose arguments go, untouched, to its own parser (``kh up --help`` is
-    that parser's help)."""
-
-    @app.command(
-        name,
-        help=help_text,
-        add_help_option=False,
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )
-    def passthrough(context: typer.Context) -> None:
-        raise typer.Exit(run_command(list(context.args)))
-
-
-def run_app(argv: Sequence[str] | None = None) -> int:
-    """Run ``kh``; returns the exit code (usage errors: 2, with click's message)."""
-    command = typer.main.get_command(app)
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args:  # the help, on stdout, and the usage exit code
-        command.main(args=["--help"], prog_name="kh", standalone_mode=False)
-        return EXIT["usage"]
-    try:
-        result = command.main(args=args, prog_name="kh", standalone_mode=False)
-    except typer.Exit as done:
-        return int(done.exit_code)
-    except typer.Abort:
-        return 130
-    except typer.TyperException as error:  # click's usage errors (typer vendors click)
-        show = getattr(error, "show", None)
-        if show is not None:
-            show()
-        return int(getattr(error, "exit_code", EXIT["usage"]))
-    except KeyboardInterrupt:
-        return 130
-    return int(result or 0)
