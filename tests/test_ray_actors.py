@@ -49,7 +49,7 @@ async def status(actors: Installation, sid: uuid.UUID) -> str:
     from ray.exceptions import ActorUnavailableError, RayActorError
 
     try:
-        return await actors.router(None).handle(sid).status.remote(sid)  # type: ignore[no-any-return,arg-type]
+        return await actors.router(None).actor_for(sid).status.remote(sid)  # type: ignore[no-any-return,arg-type]
     except (ActorUnavailableError, RayActorError):
         return "(restarting)"
 
