@@ -174,3 +174,14 @@ def test_activity_is_noted_only_when_newer_and_only_while_running() -> None:
     assert apply_all(session, session.decide_note_activity(160.5)) == ["session_activity"]
     apply_all(session, session.decide_destroy(reason="user-requested").events)
     assert session.decide_note_activity(200.0) == []
+
+
+def test_an_idle_reclaim_is_a_destroy_that_records_its_evidence() -> None:
+    session = running(["i-a"])
+    evidence = {"network_timeout": {"remaining": -1.0}}
+    decided = session.decide_idle_destroy("idle-timeout", evidence)
+    plain = session.decide_destroy(reason="idle-timeout").events
+    assert [p.type for p in decided] == [p.type for p in plain]
+    (terminating,) = [p for p in decided if p.type == "session_terminating"]
+    assert terminating.idle == evidence and terminating.reason == "idle-timeout"  # type: ignore[union-attr]
+    assert session.decide_idle_destroy("idle-timeout") == plain  # no evidence: a plain destroy

@@ -32,6 +32,7 @@ from events.catalogue import (
     SessionStatusChanged,
     SessionSuccess,
     SessionTerminated,
+    SessionTerminating,
 )
 from events.catalogue.reasons import KernelLifecycleEventReason
 
@@ -226,6 +227,19 @@ class SessionAggregate:
             forced=forced,
             reason=reason,
         )
+
+    def decide_idle_destroy(
+        self, reason: str, evidence: dict[str, Any] | None = None
+    ) -> list[AnyPayload]:
+        """The reaper's reclaim: a destroy for ``reason``, the checkers' ``evidence`` (when
+        given) recorded on its ``session_terminating``."""
+        events = self.decide_destroy(reason=reason).events
+        if evidence is None:
+            return events
+        return [
+            e.model_copy(update={"idle": evidence}) if isinstance(e, SessionTerminating) else e
+            for e in events
+        ]
 
     def decide_start_failed(
         self, reason: str = "failed-to-start", error: dict[str, Any] | None = None
