@@ -25,9 +25,15 @@ from typing import Any
 
 import structlog
 
-from actors.domain.idle import IdleConfig, judge
+from actors.domain.commands.sessions import (
+    DestroyIfIdle,
+    DestroyManyIfIdle,
+    NoteActivities,
+    NoteActivity,
+    SessionClient,
+)
+from actors.domain.idle import IdleConfig, activity_note_id, idle_reclaim_id, review
 from actors.idle.facts import APP_STALE_S, IdleFacts
-from actors.sessions.shard import IdleDestroy
 from events import Event, RedisEventStore
 from projections.queries import ReadModels
 
@@ -41,47 +47,24 @@ REAPER_REACTS_TO = frozenset(
 _REPORT_TTL_S = 150
 _RETRY_S = 1.0
 _GONE = frozenset({"TERMINATING", "TERMINATED", "CANCELLED", "ERROR"})
-_ACCESS_TTL_S = 86_400
-_CHECKER_OF = {
-    "idle-timeout": "network_timeout",
-    "idle-session-lifetime": "session_lifetime",
-    "idle-utilization": "utilization",
-}
 
 
 async def touch(store: RedisEventStore, session_id: uuid.UUID | str) -> None:
     """Activity on a session (an execution started or finished, an app disconnected)."""
-    seconds, micros = await store.redis.time()
-    now = seconds + micros / 1e6
-    pipe = store.redis.pipeline(transaction=False)
-    pipe.set(store.keys.idle_access(str(session_id)), repr(now), ex=_ACCESS_TTL_S)
-    pipe.zadd(store.keys.idle_due, {str(session_id): now}, nx=True)
-    await pipe.execute()
+    await store.idle.touch(str(session_id))
 
 
 async def app_opened(store: RedisEventStore, session_id: uuid.UUID | str, connection: str) -> None:
     """An app connection opened, or is still open (re-announced every ``APP_REFRESH_S``):
     while one is live the network timer is held, and each announcement is activity, so a
     gateway that dies with its connections leaves a timer that runs from then on."""
-    seconds, micros = await store.redis.time()
-    key = store.keys.idle_apps(str(session_id))
-    pipe = store.redis.pipeline(transaction=False)
-    pipe.zadd(key, {connection: seconds + micros / 1e6})
-    pipe.zremrangebyscore(key, "-inf", seconds - APP_STALE_S)
-    pipe.expire(key, _ACCESS_TTL_S)
-    await pipe.execute()
+    await store.idle.app_opened(str(session_id), connection, APP_STALE_S)
     await touch(store, session_id)
 
 
 async def app_closed(store: RedisEventStore, session_id: uuid.UUID | str, connection: str) -> None:
     """An app connection closed; the last live one closing restarts the timer (a touch)."""
-    seconds, _ = await store.redis.time()
-    key = store.keys.idle_apps(str(session_id))
-    pipe = store.redis.pipeline(transaction=False)
-    pipe.zrem(key, connection)
-    pipe.zcount(key, seconds - APP_STALE_S, "+inf")
-    _, live = await pipe.execute()
-    if not live:
+    if not await store.idle.app_closed(str(session_id), connection, APP_STALE_S):
         await touch(store, session_id)
 
 
@@ -89,7 +72,7 @@ class Reaper:
     def __init__(
         self,
         store: RedisEventStore,
-        shard: Any,
+        shard: SessionClient,
         config: IdleConfig | None = None,
         *,
         max_sleep_s: float = 1.0,
@@ -117,17 +100,15 @@ class Reaper:
     async def on_events(self, events: Sequence[Event]) -> None:
         """A session that started gets its first access (its start time) and a check; one
         that ends leaves the schedule."""
-        pipe = self.store.redis.pipeline(transaction=False)
+        batch = self.store.idle.batch()
         for event in events:
             sid = str(getattr(event.data, "session_id", ""))
             if event.type == "session_started":
-                started = event.position_ms / 1000
-                pipe.set(self.store.keys.idle_access(sid), repr(started), ex=_ACCESS_TTL_S, nx=True)
-                pipe.zadd(self.store.keys.idle_due, {sid: started}, nx=True)
+                batch.started(sid, event.position_ms / 1000)
             elif event.type in REAPER_REACTS_TO:
-                pipe.zrem(self.store.keys.idle_due, sid)
+                batch.unschedule(sid)
                 self._noted.pop(sid, None)
-        await pipe.execute()
+        await batch.execute()
         self._wake.set()
 
     # ---- judging -------------------------------------------------------------------------------
@@ -143,62 +124,67 @@ class Reaper:
         in another, each owner's policy once) and the destroys go to the shards together,
         so a pass costs a few round trips however many sessions are due."""
         now = await self.now()
-        members: list[Any] = await self.store.redis.zrangebyscore(
-            self.store.keys.idle_due, "-inf", now
-        )
-        due = [_text(m) for m in members]
+        due = await self.store.idle.due(now)
         if not due:
             return []
         records = {r["id"]: r for r in await self.models.sessions_by_id(due)}
         facts_of = await self.idle_facts.of(
             [r for r in records.values() if r["status"] == "RUNNING"], now
         )
-        pipe = self.store.redis.pipeline(transaction=False)
-        destroys: list[IdleDestroy] = []
-        notes: list[tuple[uuid.UUID, float, uuid.UUID]] = []
+        batch = self.store.idle.batch()
+        destroys: list[DestroyIfIdle] = []
+        notes: list[NoteActivity] = []
         reclaimed: list[tuple[str, str]] = []
         for session_id in due:
             record = records.get(session_id)
             status = record["status"] if record else None
             if status in _GONE:
-                pipe.zrem(self.store.keys.idle_due, session_id)
+                batch.unschedule(session_id)
                 self._noted.pop(session_id, None)
                 continue
             if record is None or status != "RUNNING":  # behind, or restarting: look again
-                pipe.zadd(self.store.keys.idle_due, {session_id: now + _RETRY_S})
+                batch.schedule(session_id, now + _RETRY_S)
                 continue
             facts = facts_of[session_id]
-            reason, reports = judge(facts, self.config, now)
-            pipe.set(self.store.keys.idle_report(session_id), json.dumps(reports), ex=_REPORT_TTL_S)
+            running_since = (record.get("running_since_ms") or 0) / 1000
+            seen = review(
+                facts,
+                self.config,
+                now,
+                running_since=running_since,
+                noted=self._noted.get(session_id),
+            )
+            batch.report(session_id, json.dumps(seen.reports), _REPORT_TTL_S)
             sid = uuid.UUID(session_id)
-            if reason is not None:
-                command = uuid.uuid5(sid, f"idle/{reason}")
-                evidence = {
-                    "checker": _CHECKER_OF[reason],
-                    "reports": reports,
-                    "last_access": facts.last_access,
-                    "judged_at": now,
-                }
-                destroys.append((sid, reason, facts.last_access, command, evidence))
-                pipe.zrem(self.store.keys.idle_due, session_id)
-                reclaimed.append((session_id, reason))
+            if seen.reclaim is not None:
+                destroys.append(
+                    DestroyIfIdle(
+                        session_id=sid,
+                        reason=seen.reclaim,
+                        judged_access=facts.last_access,
+                        evidence=seen.evidence,
+                        command_id=idle_reclaim_id(sid, seen.reclaim),
+                    )
+                )
+                batch.unschedule(session_id)
+                reclaimed.append((session_id, seen.reclaim))
                 self._noted.pop(session_id, None)
                 continue
-            if _worth_noting(facts.last_access, record, reports, self._noted.get(session_id)):
-                assert facts.last_access is not None
+            if seen.note is not None:
                 notes.append(
-                    (sid, facts.last_access, uuid.uuid5(sid, f"activity@{facts.last_access!r}"))
+                    NoteActivity(
+                        session_id=sid,
+                        last_access=seen.note,
+                        command_id=activity_note_id(sid, seen.note),
+                    )
                 )
-            waits = [r["remaining"] for r in reports.values() if (r["remaining"] or 0) > 0]
-            if "utilization" in reports:  # samples keep coming: look again each interval
-                waits.append(self.config.utilization.interval)
-            if waits:  # the earliest moment something could change its verdict
-                pipe.zadd(self.store.keys.idle_due, {session_id: now + min(waits)})
+            if seen.next_check is not None:  # the earliest moment its verdict could change
+                batch.schedule(session_id, seen.next_check)
             else:  # nothing measures it (no policy, timer off): a touch brings it back
-                pipe.zrem(self.store.keys.idle_due, session_id)
-        await pipe.execute()
+                batch.unschedule(session_id)
+        await batch.execute()
         if destroys:
-            await self.shard.destroy_many_if_idle(destroys)
+            await self.shard.handle(DestroyManyIfIdle(items=tuple(destroys)))
             for session_id, reason in reclaimed:
                 log.info("session reclaimed", session=session_id, reason=reason)
                 if self.on_reclaim is not None:
@@ -207,50 +193,29 @@ class Reaper:
             await self._note(notes)
         return reclaimed
 
-    async def _note(self, notes: list[tuple[uuid.UUID, float, uuid.UUID]]) -> None:
+    async def _note(self, notes: list[NoteActivity]) -> None:
         """Coalesced activity into the log: the latest access of each session judged alive,
         once per access time (the command id makes a repeat after a restart a no-op)."""
         try:
-            await self.shard.note_activity_many(notes)
+            await self.shard.handle(NoteActivities(items=tuple(notes)))
         except Exception as exc:  # history, not a decision: the next judgment notes it again
             log.warning("activity not noted", sessions=len(notes), error=repr(exc))
             return
-        for sid, last_access, _ in notes:
-            self._noted[str(sid)] = last_access
+        for note in notes:
+            self._noted[str(note.session_id)] = note.last_access
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Sleep until the earliest check time (or a new session), judge, repeat."""
         while not (stop and stop.is_set()):
             try:
                 await self.run_once()
-                head: list[Any] = await self.store.redis.zrange(
-                    self.store.keys.idle_due, 0, 0, withscores=True
-                )
+                head = await self.store.idle.next_due()
                 wait = self.max_sleep_s
-                if head:
-                    wait = max(0.0, min(wait, float(head[0][1]) - await self.now()))
+                if head is not None:
+                    wait = max(0.0, min(wait, head - await self.now()))
             except Exception:
                 log.exception("idle check failed; retrying")
                 wait = self.max_sleep_s
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
-
-
-def _worth_noting(
-    last_access: float | None,
-    record: dict[str, Any],
-    reports: dict[str, dict[str, Any]],
-    noted: float | None,
-) -> bool:
-    """Activity goes into the log where it explains something: the network timer measures
-    the session, and it was used after it started (``session_started`` says that much) and
-    after the last note."""
-    if last_access is None or (reports.get("network_timeout") or {}).get("remaining") is None:
-        return False
-    started = (record.get("running_since_ms") or 0) / 1000
-    return last_access > max(started, noted or 0.0)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from actors.domain.commands.sessions import DestroySession, SchedulingFailed, SessionClient
 from actors.domain.limits import quota_policy
 from actors.domain.predicates import PredicateContext
 from actors.domain.scaling_groups import ScalingGroup
@@ -56,7 +57,7 @@ from actors.domain.session import SessionResult, SessionSpec
 from actors.domain.slots import INTRINSIC_SLOTS, ResourceSlot, SlotType
 from actors.domain.statuses import AgentStatus, SessionStatus
 from actors.scheduling.agent_streams import AgentStreams
-from actors.sessions.shard import ShardClient, session_stream
+from actors.sessions.shard import session_stream
 from events import (
     Event,
     RedisEventStore,
@@ -106,7 +107,7 @@ class Scheduler:
     def __init__(
         self,
         store: RedisEventStore,
-        shard: ShardClient,
+        shard: SessionClient,
         scaling_group: str = "default",
         *,
         actor: str | None = None,
@@ -366,10 +367,15 @@ class Scheduler:
                 )
             if recorded_failure(record) != failure_key(report):  # only a change is worth a call
                 with correlated(record.get("correlation_id")):
-                    await self._for_one(failure.session_id, self.shard.scheduling_failed(report))
+                    failed = self.shard.handle(
+                        SchedulingFailed(session_id=failure.session_id, failure=report)
+                    )
+                    await self._for_one(failure.session_id, failed)
         for cancel in result.cancellations:
             with correlated(records[str(cancel.session_id)].get("correlation_id")):
-                cancelled = self.shard.destroy(cancel.session_id, reason=str(cancel.reason))
+                cancelled = self.shard.handle(
+                    DestroySession(session_id=cancel.session_id, reason=str(cancel.reason))
+                )
                 await self._for_one(cancel.session_id, cancelled)
         return scheduled
 
