@@ -5,7 +5,7 @@ running kernel's live stats to ``<p>:stat:<kernel>`` (TTL'd). The liveness monit
 silence into ``agent_terminated`` (``agent-lost``) and a heartbeat after that into
 ``agent_started`` (``revived``). Every sample interval each running kernel's stats become a
 utilization sample (:mod:`.utilization`) in ``<p>:idle:util:<kernel>``, for the idle checks,
-and the agent's devices their live stats in ``<p>:devices:<agent>``.
+and the agent's devices their live stats in ``<p>:stat:agent:<agent>:devices``.
 """
 
 from __future__ import annotations
