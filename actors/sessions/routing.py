@@ -25,7 +25,7 @@ from actors.domain.commands.sessions import (
 from actors.domain.errors import GenericBadRequest, GenericForbidden, ObjectNotFound
 from actors.domain.session_aggregate import SessionAggregate
 from actors.sessions.execution import RayAgent, SessionExecution
-from actors.sessions.shard import OldCallShapes, load_session, shard_of
+from actors.sessions.shard import load_session, shard_of
 from events import RedisEventStore
 from events.correlation import correlation_kwargs
 from projections.queries import ReadModels
@@ -49,7 +49,7 @@ async def dependants_of(models: ReadModels, session_id: uuid.UUID) -> list[uuid.
     return list(seen)
 
 
-class ShardRouter(OldCallShapes):
+class ShardRouter:
     """The shards as one :class:`~actors.domain.commands.sessions.SessionClient`: reads fold
     the stream here (read-only), commands go to the owning actor."""
 
@@ -190,23 +190,3 @@ class ShardRouter(OldCallShapes):
 
     async def status(self, session_id: uuid.UUID) -> str:
         return str(await self._call(session_id, "status", session_id))
-
-    async def destroy(  # transitional: recursive
-        self,
-        session_id: uuid.UUID,
-        *,
-        forced: bool = False,
-        reason: str | None = None,
-        command_id: uuid.UUID | None = None,
-        recursive: bool = False,
-    ) -> Any:
-        command = DestroySession(
-            session_id=session_id,
-            forced=forced,
-            reason=reason,
-            **({"command_id": command_id} if command_id else {}),
-        )
-        decided = await self.handle(command)
-        if recursive:
-            await self.destroy_dependants(command)
-        return decided

@@ -2,12 +2,15 @@
 
 Hosted by the ``sessions:<k>`` Ray actors: shard ``k`` of ``n`` owns the sessions whose
 ``uuid.int % n == k`` (:func:`shard_of`), and refuses commands for the others, so each
-session stream keeps exactly one writer. It activates a session by folding its stream,
-serialises commands per session with a lock, decides with
-:class:`SessionAggregate`, and appends with the stream's expected version. The scheduler
-also appends to session streams (its decisions are ``append_multi`` over the ledger and the
-sessions), so every decision first catches up with the stream; a conflict is a reload and
-a second look, never a double effect. Commands carry ids: a retry has one effect.
+session stream keeps exactly one writer. Its one entry for commands is
+:meth:`SessionShard.handle`: each command (a frozen value from
+:mod:`actors.domain.commands.sessions`) goes to the handler registered for its type. It
+activates a session by folding its stream, serialises commands per session with a lock,
+decides with :class:`SessionAggregate`, and appends with the stream's expected version. The
+scheduler also appends to session streams (its decisions are ``append_multi`` over the
+ledger and the sessions), so every decision first catches up with the stream; a conflict is
+a reload and a second look, never a double effect. Commands carry ids: a retry has one
+effect.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import structlog
 
@@ -59,7 +62,7 @@ from events import (
     correlated,
     events_for_command,
 )
-from events.catalogue import SessionCreationSpec, SessionEnqueued, SessionTerminating
+from events.catalogue import SessionCreationSpec, SessionEnqueued
 
 __all__ = [
     "SHARD_REACTS_TO",
@@ -96,23 +99,12 @@ _SETTLED = frozenset({"RUNNING", "TERMINATED", "CANCELLED", "ERROR"})
 """Where ``create(wait=...)`` returns: running, or an end (23.03's blocking create)."""
 
 R = TypeVar("R")
-IdleDestroy = Any
-"""Transitional (the reaper's old tuples): use ``DestroyIfIdle``."""
 
 
-def _destroy_decision(
-    reason: str, evidence: dict[str, Any] | None = None
+def _idle_destroy(
+    reason: str, evidence: dict[str, Any] | None
 ) -> Callable[[SessionAggregate], list[Any]]:
-    def decide(aggregate: SessionAggregate) -> list[Any]:
-        events = aggregate.decide_destroy(reason=reason).events
-        if evidence is None:
-            return events
-        return [
-            e.model_copy(update={"idle": evidence}) if isinstance(e, SessionTerminating) else e
-            for e in events
-        ]
-
-    return decide
+    return lambda aggregate: aggregate.decide_idle_destroy(reason, evidence)
 
 
 def _note_decision(last_access: float) -> Callable[[SessionAggregate], list[Any]]:
@@ -148,7 +140,7 @@ def session_stream(session_id: uuid.UUID) -> str:
 
 
 async def load_session(store: RedisEventStore, session_id: uuid.UUID) -> SessionAggregate:
-    """A session folded from its stream, read-only (for agents and tools)."""
+    """A session folded from its stream, read-only (the router's ``get``, and tools)."""
     return await catch_up(store, SessionAggregate(session_id))
 
 
@@ -160,101 +152,7 @@ async def catch_up(store: RedisEventStore, aggregate: SessionAggregate) -> Sessi
     return aggregate
 
 
-class OldCallShapes:
-    """Transitional: the call shapes from before commands were values, each building its
-    command; deleted once every caller builds commands itself."""
-
-    async def handle(self, command: ShardCommand[R]) -> R:
-        raise NotImplementedError
-
-    async def create(self, **options: Any) -> uuid.UUID:
-        return await self.handle(CreateSession(**options))
-
-    async def create_many(self, requests: Sequence[dict[str, Any]]) -> list[uuid.UUID]:
-        return await self.handle(
-            CreateSessions(items=tuple(CreateSession(**options) for options in requests))
-        )
-
-    async def restart(
-        self, session_id: uuid.UUID, *, command_id: uuid.UUID | None = None
-    ) -> Decided:
-        return await self.handle(RestartSession(session_id=session_id, **_id(command_id)))
-
-    async def destroy_if_idle(
-        self,
-        session_id: uuid.UUID,
-        reason: str,
-        judged_access: float | None,
-        *,
-        command_id: uuid.UUID | None = None,
-    ) -> Decided:
-        return await self.handle(
-            DestroyIfIdle(
-                session_id=session_id,
-                reason=reason,
-                judged_access=judged_access,
-                **_id(command_id),
-            )
-        )
-
-    async def report(self, report: Any, *, command_id: uuid.UUID | None = None) -> Decided:
-        return await self.handle(ReportKernel(report=report, **_id(command_id)))
-
-    async def start_failed(
-        self,
-        session_id: uuid.UUID,
-        *,
-        error: dict[str, Any] | None = None,
-        command_id: uuid.UUID | None = None,
-    ) -> Decided:
-        return await self.handle(StartFailed(session_id=session_id, error=error, **_id(command_id)))
-
-    async def batch_result(self, result: Any, *, command_id: uuid.UUID | None = None) -> Decided:
-        return await self.handle(RecordBatchResult(result=result, **_id(command_id)))
-
-    async def restart_failed(
-        self, session_id: uuid.UUID, msg: str, *, command_id: uuid.UUID | None = None
-    ) -> Decided:
-        return await self.handle(RestartFailed(session_id=session_id, msg=msg, **_id(command_id)))
-
-    async def agent_gone(
-        self, session_id: uuid.UUID, agent_id: str, *, command_id: uuid.UUID | None = None
-    ) -> Decided:
-        return await self.handle(
-            AgentGone(session_id=session_id, agent_id=agent_id, **_id(command_id))
-        )
-
-    async def scheduling_failed(
-        self, failure: Any, *, command_id: uuid.UUID | None = None
-    ) -> Decided:
-        return await self.handle(SchedulingFailed(failure=failure, **_id(command_id)))
-
-    async def destroy(
-        self,
-        session_id: uuid.UUID,
-        *,
-        forced: bool = False,
-        reason: str | None = None,
-        command_id: uuid.UUID | None = None,
-    ) -> Decided:
-        return await self.handle(
-            DestroySession(session_id=session_id, forced=forced, reason=reason, **_id(command_id))
-        )
-
-    async def destroy_many_if_idle(self, requests: Sequence[Any]) -> list[Decided]:
-        return await self.handle(DestroyManyIfIdle(items=tuple(_idle(r) for r in requests)))
-
-    async def note_activity_many(self, notes: Sequence[Any]) -> list[Decided]:
-        return await self.handle(
-            NoteActivities(
-                items=tuple(
-                    NoteActivity(session_id=s, last_access=a, command_id=c) for s, a, c in notes
-                )
-            )
-        )
-
-
-class SessionShard(OldCallShapes):
+class SessionShard:
     def __init__(
         self,
         store: RedisEventStore,
@@ -549,7 +447,7 @@ class SessionShard(OldCallShapes):
         ]
         decided = await self._decide_many(
             [
-                (r.session_id, r.command_id, _destroy_decision(r.reason, r.evidence))
+                (r.session_id, r.command_id, _idle_destroy(r.reason, r.evidence))
                 for r in (requests[i] for i in chosen)
             ]
         )
@@ -634,61 +532,3 @@ class SessionShard(OldCallShapes):
         self._check_owner(session_id)
         async with self._locks[session_id]:
             return await self._catch_up(session_id)
-
-
-def _id(command_id: uuid.UUID | None) -> dict[str, Any]:
-    return {"command_id": command_id} if command_id else {}
-
-
-def _idle(request: Any) -> DestroyIfIdle:
-    if isinstance(request, DestroyIfIdle):
-        return request
-    sid, reason, judged, command, *evidence = request
-    return DestroyIfIdle(
-        session_id=sid,
-        reason=reason,
-        judged_access=judged,
-        command_id=command,
-        evidence=evidence[0] if evidence else None,
-    )
-
-
-class ShardClient(Protocol):
-    """Transitional: the old call shapes (use ``SessionClient`` and commands)."""
-
-    async def get(self, session_id: uuid.UUID) -> SessionAggregate: ...
-
-    async def handle(self, command: ShardCommand[R]) -> R: ...
-
-    async def report(self, report: Any, *, command_id: uuid.UUID | None = None) -> Any: ...
-
-    async def start_failed(
-        self,
-        session_id: uuid.UUID,
-        *,
-        error: dict[str, Any] | None = None,
-        command_id: uuid.UUID | None = None,
-    ) -> Any: ...
-
-    async def batch_result(self, result: Any, *, command_id: uuid.UUID | None = None) -> Any: ...
-
-    async def scheduling_failed(
-        self, failure: Any, *, command_id: uuid.UUID | None = None
-    ) -> Any: ...
-
-    async def restart_failed(
-        self, session_id: uuid.UUID, msg: str, *, command_id: uuid.UUID | None = None
-    ) -> Any: ...
-
-    async def agent_gone(
-        self, session_id: uuid.UUID, agent_id: str, *, command_id: uuid.UUID | None = None
-    ) -> Any: ...
-
-    async def destroy(
-        self,
-        session_id: uuid.UUID,
-        *,
-        forced: bool = False,
-        reason: str | None = None,
-        command_id: uuid.UUID | None = None,
-    ) -> Any: ...
