@@ -35,6 +35,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 import aiohttp
 
 from actors.domain.commands.sessions import CreateSession
+from actors.domain.commands.tenancy import IssueKeypair
 from actors.domain.slots import ResourceSlot
 from actors.gateway import API_VERSION
 from actors.hosts import Installation, start_actors
@@ -132,7 +133,9 @@ async def prepare(url: str, master_key: Path) -> tuple[Installation, Signer, str
     box = SecretBox.from_file(master_key)
     admin = await bootstrap(store, box)
     tenancy = await TenancyService(store, box).load()
-    access_key, secret_key = await tenancy.issue_keypair(admin.user_id, rate_limit=10**9)
+    access_key, secret_key = await tenancy.handle(
+        IssueKeypair(user_id=admin.user_id, rate_limit=10**9)
+    )
     lookups = TenancyLookups(store)
     await eventually(lambda: lookups.keypair(access_key), timeout=30, message="projected")
     router = installation.router(store)

@@ -13,6 +13,18 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from actors.domain.commands.tenancy import (
+    AddMember,
+    Associate,
+    CreateDomain,
+    CreateProject,
+    CreateUser,
+    IssueKeypair,
+    RegisterImage,
+    SetAlias,
+    SetPolicy,
+    SetScalingGroup,
+)
 from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
 from events.secrets import SecretBox
@@ -50,28 +62,50 @@ def _step(name: str) -> uuid.UUID:
 
 async def bootstrap(store: RedisEventStore, secret_box: SecretBox) -> Bootstrap:
     tenancy = await TenancyService(store, secret_box, actor="bootstrap").load()
-    await tenancy.create_domain(
-        "default", description="the default domain", command_id=_step("domain")
+    await tenancy.handle(
+        CreateDomain(name="default", description="the default domain", command_id=_step("domain"))
     )
-    await tenancy.set_policy("default", command_id=_step("policy"))
-    await tenancy.set_scaling_group(
-        "default", description="the embedded agent pool", command_id=_step("sgroup")
+    await tenancy.handle(SetPolicy(name="default", command_id=_step("policy")))
+    await tenancy.handle(
+        SetScalingGroup(
+            name="default", description="the embedded agent pool", command_id=_step("sgroup")
+        )
     )
-    await tenancy.associate("default", "domain", "default", command_id=_step("sgroup-domain"))
-    project = await tenancy.create_project(
-        "default", "default", project_id=_step("project"), command_id=_step("project")
+    await tenancy.handle(
+        Associate(
+            name="default",
+            target_kind="domain",
+            target="default",
+            command_id=_step("sgroup-domain"),
+        )
     )
-    user = await tenancy.create_user(
-        "admin",
-        "admin@kernelhub.local",
-        "default",
-        user_id=_step("admin"),
-        role="superadmin",
-        command_id=_step("admin"),
+    project = await tenancy.handle(
+        CreateProject(
+            name="default",
+            domain="default",
+            project_id=_step("project"),
+            command_id=_step("project"),
+        )
     )
-    await tenancy.add_member(project, user, command_id=_step("admin-member"))
-    await tenancy.register_image(BASE_IMAGE, BASE_IMAGE_LABELS, command_id=_step("image"))
-    await tenancy.set_alias("python", BASE_IMAGE, command_id=_step("image-alias"))
+    user = await tenancy.handle(
+        CreateUser(
+            username="admin",
+            email="admin@kernelhub.local",
+            domain="default",
+            user_id=_step("admin"),
+            role="superadmin",
+            command_id=_step("admin"),
+        )
+    )
+    await tenancy.handle(
+        AddMember(project_id=project, user_id=user, command_id=_step("admin-member"))
+    )
+    await tenancy.handle(
+        RegisterImage(name=BASE_IMAGE, labels=BASE_IMAGE_LABELS, command_id=_step("image"))
+    )
+    await tenancy.handle(
+        SetAlias(alias="python", target=BASE_IMAGE, command_id=_step("image-alias"))
+    )
     active = [k for k in tenancy.keypairs_of(user) if k.get("is_active") and k.get("is_admin")]
     if active:
         keypair = active[0]
@@ -79,11 +113,13 @@ async def bootstrap(store: RedisEventStore, secret_box: SecretBox) -> Bootstrap:
             keypair["access_key"], secret_box.decrypt(keypair["secret_key"]), user, project
         )
     issued = len(tenancy.keypairs_of(user))
-    access_key, secret_key = await tenancy.issue_keypair(
-        user,
-        is_admin=True,
-        rate_limit=ADMIN_RATE_LIMIT,
-        command_id=_step(f"admin-keypair-{issued}"),
+    access_key, secret_key = await tenancy.handle(
+        IssueKeypair(
+            user_id=user,
+            is_admin=True,
+            rate_limit=ADMIN_RATE_LIMIT,
+            command_id=_step(f"admin-keypair-{issued}"),
+        )
     )
     return Bootstrap(access_key, secret_key, user, project)
 

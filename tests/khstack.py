@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from actors.domain.commands.tenancy import AddMember, CreateUser, IssueKeypair, SetPolicy
 from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
 from events.secrets import SecretBox
@@ -133,12 +134,14 @@ async def second_tenant(
         box = SecretBox.from_file(stack.root / "data" / "master.key")
         tenancy = await TenancyService(store, box).load()
         if policy is not None:
-            await tenancy.set_policy(f"{name}-policy", **policy)
+            await tenancy.handle(SetPolicy(name=f"{name}-policy", **policy))
             keypair["resource_policy"] = f"{name}-policy"
-        user = await tenancy.create_user(name, f"{name}@kernelhub.local", "default")
+        user = await tenancy.handle(
+            CreateUser(username=name, email=f"{name}@kernelhub.local", domain="default")
+        )
         project = (tenancy.state.project_named("default", "default") or {})["project_id"]
-        await tenancy.add_member(uuid.UUID(str(project)), user)
-        access_key, secret_key = await tenancy.issue_keypair(user, **keypair)
+        await tenancy.handle(AddMember(project_id=uuid.UUID(str(project)), user_id=user))
+        access_key, secret_key = await tenancy.handle(IssueKeypair(user_id=user, **keypair))
         lookups = TenancyLookups(store)
         await eventually(lambda: lookups.keypair(access_key), timeout=20, message="projected")
         return access_key, secret_key

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from actors.domain.commands.sessions import CreateSession, DestroySession, RestartSession
+from actors.domain.commands.tenancy import SetPolicy
 from actors.domain.idle import IdleConfig
 from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster
@@ -85,7 +86,7 @@ async def workload(store: RedisEventStore, tmp_path: Path) -> dict[str, Any]:
     box = SecretBox.from_file(tmp_path / "master.key", create=True)
     admin = await bootstrap(store, box)
     tenancy = await TenancyService(store, box).load()
-    await tenancy.set_policy("default", max_concurrent_sessions=1, idle_timeout=2)
+    await tenancy.handle(SetPolicy(name="default", max_concurrent_sessions=1, idle_timeout=2))
     facts: dict[str, Any] = {"access_key": admin.access_key}
     async with LocalCluster(
         store, [("i-a", {"cpu": 8, "mem": 16 * G})], safety_tick_s=0.3, idle=NETWORK_2S

@@ -26,6 +26,13 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from graphql import parse
 
+from actors.domain.commands.tenancy import (
+    Associate,
+    CreateDomain,
+    CreateProject,
+    CreateUser,
+    IssueKeypair,
+)
 from actors.gateway.auth import Authenticator
 from actors.gateway.gql_limits import QueryLimits, QueryTooComplex, measure, parse_bounded
 from actors.gateway.log_tail import LogTail
@@ -389,14 +396,18 @@ async def _populate(stack: Stack) -> World:
         tenancy = await TenancyService(
             store, SecretBox.from_file(stack.root / "data" / "master.key")
         ).load()
-        await tenancy.create_domain("research")
-        await tenancy.create_project("gpu-team", "research")
-        await tenancy.create_project("other-team", "default")
-        await tenancy.associate("default", "domain", "research")  # its agents serve research
-        admin = await tenancy.create_user(
-            "radmin", "radmin@research.local", "research", role="admin"
+        await tenancy.handle(CreateDomain(name="research"))
+        await tenancy.handle(CreateProject(name="gpu-team", domain="research"))
+        await tenancy.handle(CreateProject(name="other-team", domain="default"))
+        await tenancy.handle(
+            Associate(name="default", target_kind="domain", target="research")
+        )  # its agents serve research
+        admin = await tenancy.handle(
+            CreateUser(
+                username="radmin", email="radmin@research.local", domain="research", role="admin"
+            )
         )
-        research_admin = Keys(*await tenancy.issue_keypair(admin))
+        research_admin = Keys(*await tenancy.handle(IssueKeypair(user_id=admin)))
         lookups = TenancyLookups(store)
         await eventually(
             lambda: lookups.keypair(research_admin.access_key), timeout=20, message="projected"

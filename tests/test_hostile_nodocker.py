@@ -27,6 +27,7 @@ import pytest
 from actors.agents.backends.docker import docker_answers
 from actors.agents.backends.process import ProcessBackend
 from actors.domain.commands.sessions import CreateSession, RestartSession
+from actors.domain.commands.tenancy import CreateUser, IssueKeypair
 from actors.domain.isolation import UnisolatedBackend, isolation_of_backend, refusal
 from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster
@@ -181,8 +182,10 @@ async def process_cluster(store: RedisEventStore, tmp_path: Path) -> AsyncIterat
 
 
 async def _keypair(tenancy: TenancyService, name: str, role: str) -> str:
-    user = await tenancy.create_user(name, f"{name}@kernelhub.local", "default", role=role)
-    access_key, _ = await tenancy.issue_keypair(user)
+    user = await tenancy.handle(
+        CreateUser(username=name, email=f"{name}@kernelhub.local", domain="default", role=role)
+    )
+    access_key, _ = await tenancy.handle(IssueKeypair(user_id=user))
     return access_key
 
 

@@ -12,6 +12,7 @@ import pytest
 from actors.agents.backends.base import KernelLaunch
 from actors.agents.backends.sim import SimBackend
 from actors.domain.commands.sessions import CreateSession, DestroySession
+from actors.domain.commands.tenancy import SetScalingGroup
 from actors.domain.session import ClusterMode, SessionType
 from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster
@@ -200,7 +201,7 @@ async def test_pending_timeout_cancels_the_session_and_its_kernels(
 ) -> None:
     """Item 6 and B4: after ``pending_timeout`` the session and its kernels are CANCELLED."""
     tenancy = await TenancyService(store, SecretBox.from_file(tmp_path / "k", create=True)).load()
-    await tenancy.set_scaling_group("default", pending_timeout=1.0)
+    await tenancy.handle(SetScalingGroup(name="default", pending_timeout=1.0))
     stuck = await create(cluster, cluster_size=2, requested=[ResourceSlot(cpu=64, mem=G)])
     await wait_status(cluster, stuck, "CANCELLED")
     events = await store.read_stream(f"session-{stuck}")

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from actors.domain.commands.tenancy import SetScalingGroup
 from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
 from events.secrets import SecretBox
@@ -123,7 +124,7 @@ async def _dispersed(redis_url: str, master_key: Path) -> None:
     store = RedisEventStore.from_url(redis_url)
     try:
         tenancy = await TenancyService(store, SecretBox.from_file(master_key)).load()
-        await tenancy.set_scaling_group("default", agent_selector="dispersed")
+        await tenancy.handle(SetScalingGroup(name="default", agent_selector="dispersed"))
     finally:
         await store.close()
 

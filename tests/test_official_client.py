@@ -29,6 +29,7 @@ import redis
 import requests
 import schemathesis
 
+from actors.domain.commands.tenancy import SetPreset
 from actors.gateway.openapi import openapi_document
 from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
@@ -881,10 +882,10 @@ async def set_presets(stack: BaiStack) -> None:
         tenancy = await TenancyService(
             store, SecretBox.from_file(stack.root / "data" / "master.key")
         ).load()
-        await tenancy.set_preset(
-            "small", resource_slots={"cpu": 1, "mem": 2**28}, shared_memory="64m"
+        await tenancy.handle(
+            SetPreset(name="small", resource_slots={"cpu": 1, "mem": 2**28}, shared_memory="64m")
         )
-        await tenancy.set_preset("huge", resource_slots={"cpu": 10_000, "mem": 2**50})
+        await tenancy.handle(SetPreset(name="huge", resource_slots={"cpu": 10_000, "mem": 2**50}))
         lookups = TenancyLookups(store)
         await eventually(lambda: lookups.presets(), timeout=20, message="projected")
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from actors.domain.commands.sessions import CreateSession, DestroySession
+from actors.domain.commands.tenancy import CreateDomain
 from actors.domain.session import ClusterMode, SessionType
 from actors.domain.slots import ResourceSlot
 from actors.hosts import Installation, start_actors
@@ -250,10 +251,10 @@ async def test_the_tenancy_actor_runs_commands_and_refuses_others(
     assert stack.tenancy is not None
     command = uuid.uuid4()
     for _ in range(2):  # a retry has one effect
-        await stack.tenancy.execute.remote("create_domain", {"name": "lab", "command_id": command})
+        await stack.tenancy.handle.remote(CreateDomain(name="lab", command_id=command))
     assert [e.type for e in await store.read_stream("tenancy-domains")] == ["domain_created"]
-    with pytest.raises(ValueError, match="unknown tenancy command"):
-        await stack.tenancy.execute.remote("drop_everything", {})
+    with pytest.raises(ValueError, match="unknown tenancy command"):  # another owner's command
+        await stack.tenancy.handle.remote(DestroySession(session_id=uuid.uuid4()))
 
 
 async def test_actors_register_their_metrics(stack: Installation, store: RedisEventStore) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from actors.domain.commands.sessions import CreateSession, DestroyIfIdle, DestroyManyIfIdle
+from actors.domain.commands.tenancy import SetPolicy
 from actors.domain.idle import IdleConfig
 from actors.domain.session import SessionType
 from actors.domain.slots import ResourceSlot
@@ -130,7 +131,7 @@ async def test_the_policy_lifetime_reclaims_with_its_reason(
     box = SecretBox.from_file(tmp_path / "master.key", create=True)
     admin = await bootstrap(store, box)
     tenancy = await TenancyService(store, box).load()
-    await tenancy.set_policy("default", max_session_lifetime=2, idle_timeout=0)
+    await tenancy.handle(SetPolicy(name="default", max_session_lifetime=2, idle_timeout=0))
     local = LocalCluster(
         store, [("i-a", {"cpu": 8, "mem": 16 * G})], safety_tick_s=0.5, idle=NETWORK_2S
     )
@@ -217,7 +218,7 @@ async def test_a_new_user_is_given_the_grace_period_first(
     from actors.tenancy.writer import TenancyService
 
     tenancy = await TenancyService(store, box).load()
-    await tenancy.set_policy("default", idle_timeout=2)
+    await tenancy.handle(SetPolicy(name="default", idle_timeout=2))
     graceful = IdleConfig.parse(
         {
             "enabled": "network_timeout",

@@ -11,6 +11,22 @@ from pathlib import Path
 
 import pytest
 
+from actors.domain.commands.tenancy import (
+    AddMember,
+    Associate,
+    CreateDomain,
+    CreateProject,
+    CreateUser,
+    IssueKeypair,
+    RegisterImage,
+    RemoveMember,
+    SetAlias,
+    SetPolicy,
+    SetScalingGroup,
+    UpdateDomain,
+    UpdateKeypair,
+    UpdateUser,
+)
 from actors.domain.errors import GenericBadRequest, InvalidAPIParameters, ObjectNotFound
 from actors.domain.limits import effective_limits
 from actors.domain.slots import INTRINSIC_SLOTS, SlotType
@@ -37,8 +53,8 @@ def box(tmp_path: Path) -> SecretBox:
 @pytest.fixture
 async def tenancy(store: RedisEventStore, box: SecretBox) -> AsyncIterator[TenancyService]:
     service = await TenancyService(store, box).load()
-    await service.create_domain("lab")
-    await service.set_policy("default")
+    await service.handle(CreateDomain(name="lab"))
+    await service.handle(SetPolicy(name="default"))
     yield service
 
 
@@ -50,57 +66,63 @@ async def fold(store: RedisEventStore) -> TenancyLookups:
 class TestCommandsAndInvariants:
     async def test_names_are_unique(self, tenancy: TenancyService) -> None:
         with pytest.raises(InvalidAPIParameters, match="domain 'lab' already exists"):
-            await tenancy.create_domain("lab", description="another")
-        await tenancy.create_domain("lab")  # the very same command again: a no-op
-        await tenancy.create_domain("other")
-        await tenancy.create_project("ml", "lab")
-        await tenancy.create_project("ml", "other")  # the same name in another domain is fine
+            await tenancy.handle(CreateDomain(name="lab", description="another"))
+        await tenancy.handle(CreateDomain(name="lab"))  # the very same command again: a no-op
+        await tenancy.handle(CreateDomain(name="other"))
+        await tenancy.handle(CreateProject(name="ml", domain="lab"))
+        await tenancy.handle(
+            CreateProject(name="ml", domain="other")
+        )  # the same name in another domain is fine
         with pytest.raises(
             InvalidAPIParameters, match=r"project 'ml' already exists in domain 'lab'"
         ):
-            await tenancy.create_project("ml", "lab", project_id=uuid.uuid4())
-        await tenancy.create_user("ana", "ana@lab.org", "lab")
+            await tenancy.handle(CreateProject(name="ml", domain="lab", project_id=uuid.uuid4()))
+        await tenancy.handle(CreateUser(username="ana", email="ana@lab.org", domain="lab"))
         with pytest.raises(InvalidAPIParameters, match="username 'ana' is taken"):
-            await tenancy.create_user("ana", "ana2@lab.org", "lab")
+            await tenancy.handle(CreateUser(username="ana", email="ana2@lab.org", domain="lab"))
         with pytest.raises(InvalidAPIParameters, match=r"e-mail 'ana@lab\.org' is taken"):
-            await tenancy.create_user("ana2", "ana@lab.org", "lab")
+            await tenancy.handle(CreateUser(username="ana2", email="ana@lab.org", domain="lab"))
         with pytest.raises(InvalidAPIParameters, match="invalid domain name"):
-            await tenancy.create_domain("has space")
+            await tenancy.handle(CreateDomain(name="has space"))
 
     async def test_references_must_exist(self, tenancy: TenancyService) -> None:
         with pytest.raises(ObjectNotFound, match="domain 'nowhere' does not exist"):
-            await tenancy.create_user("bo", "bo@x.org", "nowhere")
+            await tenancy.handle(CreateUser(username="bo", email="bo@x.org", domain="nowhere"))
         with pytest.raises(ObjectNotFound, match="does not exist"):
-            await tenancy.issue_keypair(uuid.uuid4())
-        user = await tenancy.create_user("bo", "bo@x.org", "lab")
+            await tenancy.handle(IssueKeypair(user_id=uuid.uuid4()))
+        user = await tenancy.handle(CreateUser(username="bo", email="bo@x.org", domain="lab"))
         with pytest.raises(ObjectNotFound, match="policy 'gold' does not exist"):
-            await tenancy.issue_keypair(user, resource_policy="gold")
+            await tenancy.handle(IssueKeypair(user_id=user, resource_policy="gold"))
 
     async def test_membership(self, tenancy: TenancyService) -> None:
-        await tenancy.create_domain("other")
-        project = await tenancy.create_project("ml", "lab")
-        ana = await tenancy.create_user("ana", "ana@lab.org", "lab")
-        outsider = await tenancy.create_user("out", "out@x.org", "other")
-        await tenancy.add_member(project, ana)
-        await tenancy.add_member(project, ana)  # idempotent
+        await tenancy.handle(CreateDomain(name="other"))
+        project = await tenancy.handle(CreateProject(name="ml", domain="lab"))
+        ana = await tenancy.handle(CreateUser(username="ana", email="ana@lab.org", domain="lab"))
+        outsider = await tenancy.handle(
+            CreateUser(username="out", email="out@x.org", domain="other")
+        )
+        await tenancy.handle(AddMember(project_id=project, user_id=ana))
+        await tenancy.handle(AddMember(project_id=project, user_id=ana))  # idempotent
         assert tenancy.state.projects[str(project)]["members"] == [str(ana)]
         with pytest.raises(GenericBadRequest, match="own domain"):
-            await tenancy.add_member(project, outsider)
-        await tenancy.remove_member(project, ana)
+            await tenancy.handle(AddMember(project_id=project, user_id=outsider))
+        await tenancy.handle(RemoveMember(project_id=project, user_id=ana))
         assert tenancy.state.projects[str(project)]["members"] == []
 
     async def test_keypairs_deactivation_and_retries(
         self, tenancy: TenancyService, store: RedisEventStore, box: SecretBox
     ) -> None:
-        user = await tenancy.create_user("ana", "ana@lab.org", "lab")
+        user = await tenancy.handle(CreateUser(username="ana", email="ana@lab.org", domain="lab"))
         command = uuid.uuid4()
-        access_key, secret = await tenancy.issue_keypair(user, command_id=command)
+        access_key, secret = await tenancy.handle(IssueKeypair(user_id=user, command_id=command))
         assert len(access_key) == 20 and access_key.startswith("AKIA") and access_key.isupper()
         assert len(secret) == 40
-        again = await tenancy.issue_keypair(user, command_id=command)  # a retried command
+        again = await tenancy.handle(
+            IssueKeypair(user_id=user, command_id=command)
+        )  # a retried command
         assert again == (access_key, secret)
         assert len(tenancy.keypairs_of(user)) == 1
-        await tenancy.update_keypair(access_key, is_active=False)
+        await tenancy.handle(UpdateKeypair(access_key=access_key, is_active=False))
         lookups = await fold(store)
         record = await lookups.keypair(access_key)
         assert record is not None and record["is_active"] is False
@@ -113,12 +135,14 @@ class TestCommandsAndInvariants:
             await TenancyService(store, box).load(),
             await TenancyService(store, box).load(),
         )
-        await asyncio.gather(first.create_domain("a"), second.create_domain("b"))
+        await asyncio.gather(
+            first.handle(CreateDomain(name="a")), second.handle(CreateDomain(name="b"))
+        )
         await first.load()
         assert set(first.state.domains) == {"a", "b"}
         results = await asyncio.gather(
-            first.create_user("same", "one@x.org", "a"),
-            second.create_user("same", "two@x.org", "b"),
+            first.handle(CreateUser(username="same", email="one@x.org", domain="a")),
+            second.handle(CreateUser(username="same", email="two@x.org", domain="b")),
             return_exceptions=True,
         )
         assert sum(isinstance(r, InvalidAPIParameters) for r in results) == 1
@@ -128,15 +152,17 @@ async def test_effective_limits_combine_keypair_project_and_domain(
     tenancy: TenancyService, store: RedisEventStore
 ) -> None:
     policy_slots = {"cpu": Decimal(4), "tpu.device": Decimal(9)}  # tpu: unknown to the cluster
-    await tenancy.set_policy(
-        "small", default_for_unspecified="LIMITED", total_resource_slots=policy_slots
+    await tenancy.handle(
+        SetPolicy(
+            name="small", default_for_unspecified="LIMITED", total_resource_slots=policy_slots
+        )
     )
-    await tenancy.update_domain("lab", total_resource_slots={"cpu": Decimal(2)})
-    project = await tenancy.create_project(
-        "ml", "lab", total_resource_slots={"mem": Decimal(8 * 2**30)}
+    await tenancy.handle(UpdateDomain(name="lab", total_resource_slots={"cpu": Decimal(2)}))
+    project = await tenancy.handle(
+        CreateProject(name="ml", domain="lab", total_resource_slots={"mem": Decimal(8 * 2**30)})
     )
-    user = await tenancy.create_user("ana", "ana@lab.org", "lab")
-    access_key, _ = await tenancy.issue_keypair(user, resource_policy="small")
+    user = await tenancy.handle(CreateUser(username="ana", email="ana@lab.org", domain="lab"))
+    access_key, _ = await tenancy.handle(IssueKeypair(user_id=user, resource_policy="small"))
     lookups = await fold(store)
     limits = await lookups.limits_of(access_key, str(project))
     assert limits is not None
@@ -149,8 +175,12 @@ async def test_effective_limits_combine_keypair_project_and_domain(
     assert dict(caps.project) == {"cpu": inf, "mem": 8 * 2**30, "cuda.device": inf}
     assert dict(caps.domain) == {"cpu": 2, "mem": inf, "cuda.device": inf}
     assert dict(caps.combined) == {"cpu": 2, "mem": 0, "cuda.device": 0}
-    await tenancy.set_policy(
-        "small", default_for_unspecified="UNLIMITED", total_resource_slots={"cpu": Decimal(4)}
+    await tenancy.handle(
+        SetPolicy(
+            name="small",
+            default_for_unspecified="UNLIMITED",
+            total_resource_slots={"cpu": Decimal(4)},
+        )
     )
     await Projector(store, [TenancyProjection()]).catch_up()
     caps = effective_limits(await lookups.limits_of(access_key, str(project)) or {}, known)
@@ -158,19 +188,21 @@ async def test_effective_limits_combine_keypair_project_and_domain(
 
 
 async def test_lookups(tenancy: TenancyService, store: RedisEventStore) -> None:
-    project = await tenancy.create_project("ml", "lab")
-    user = await tenancy.create_user("ana", "ana@lab.org", "lab")
-    await tenancy.add_member(project, user)
-    access_key, _ = await tenancy.issue_keypair(user)
+    project = await tenancy.handle(CreateProject(name="ml", domain="lab"))
+    user = await tenancy.handle(CreateUser(username="ana", email="ana@lab.org", domain="lab"))
+    await tenancy.handle(AddMember(project_id=project, user_id=user))
+    access_key, _ = await tenancy.handle(IssueKeypair(user_id=user))
     for name, public in (("shared", True), ("gpu", True), ("private", False), ("retired", True)):
-        await tenancy.set_scaling_group(name, is_public=public)
-    await tenancy.associate("shared", "domain", "lab")
-    await tenancy.associate("gpu", "project", str(project))
-    await tenancy.associate("private", "keypair", access_key)
-    await tenancy.associate("retired", "domain", "lab")
-    await tenancy.set_scaling_group("retired", is_active=False)
-    await tenancy.register_image("kernelhub/python:3.11", {"ai.backend.resource.min.cpu": "1"})
-    await tenancy.set_alias("python", "kernelhub/python:3.11")
+        await tenancy.handle(SetScalingGroup(name=name, is_public=public))
+    await tenancy.handle(Associate(name="shared", target_kind="domain", target="lab"))
+    await tenancy.handle(Associate(name="gpu", target_kind="project", target=str(project)))
+    await tenancy.handle(Associate(name="private", target_kind="keypair", target=access_key))
+    await tenancy.handle(Associate(name="retired", target_kind="domain", target="lab"))
+    await tenancy.handle(SetScalingGroup(name="retired", is_active=False))
+    await tenancy.handle(
+        RegisterImage(name="kernelhub/python:3.11", labels={"ai.backend.resource.min.cpu": "1"})
+    )
+    await tenancy.handle(SetAlias(alias="python", target="kernelhub/python:3.11"))
     lookups = await fold(store)
     assert (await lookups.user_by_email("ana@lab.org"))["user_id"] == str(user)  # type: ignore[index]
     assert (await lookups.project_by_name("lab", "ml"))["project_id"] == str(project)  # type: ignore[index]
@@ -190,21 +222,21 @@ async def test_lookups(tenancy: TenancyService, store: RedisEventStore) -> None:
 async def test_deactivation_bites_within_a_second(
     tenancy: TenancyService, store: RedisEventStore, box: SecretBox
 ) -> None:
-    user = await tenancy.create_user("ana", "ana@lab.org", "lab")
-    access_key, secret = await tenancy.issue_keypair(user)
+    user = await tenancy.handle(CreateUser(username="ana", email="ana@lab.org", domain="lab"))
+    access_key, secret = await tenancy.handle(IssueKeypair(user_id=user))
     cache = await AuthCache(store, box).start()
     try:
         credentials = cache.lookup(access_key)
         assert credentials is not None and credentials.secret_key == secret
-        await tenancy.update_keypair(access_key, is_active=False)
+        await tenancy.handle(UpdateKeypair(access_key=access_key, is_active=False))
         await eventually(
             lambda: cache.lookup(access_key) is None, timeout=1.0, message="keypair off"
         )
-        await tenancy.update_keypair(access_key, is_active=True)
+        await tenancy.handle(UpdateKeypair(access_key=access_key, is_active=True))
         await eventually(
             lambda: cache.lookup(access_key) is not None, timeout=1.0, message="on again"
         )
-        await tenancy.update_user(user, status="inactive")
+        await tenancy.handle(UpdateUser(user_id=user, status="inactive"))
         await eventually(lambda: cache.lookup(access_key) is None, timeout=1.0, message="user off")
         assert cache.lookup("AKIANOSUCHKEY0000000") is None
     finally:
@@ -234,7 +266,7 @@ async def _every_value(store: RedisEventStore) -> list[str]:
 async def test_secrets_never_appear_in_clear(store: RedisEventStore, box: SecretBox) -> None:
     result = await bootstrap(store, box)
     tenancy = await TenancyService(store, box).load()
-    _, second_secret = await tenancy.issue_keypair(result.user_id)
+    _, second_secret = await tenancy.handle(IssueKeypair(user_id=result.user_id))
     await Projector(store, [TenancyProjection()]).catch_up()
     everything = "\n".join(await _every_value(store))
     for secret in (result.secret_key, second_secret):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import secrets
 import string
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,8 +42,10 @@ from events.catalogue import (
 from .errors import GenericBadRequest, ImageNotFound, InvalidAPIParameters, ObjectNotFound
 
 __all__ = [
+    "DECISIONS",
     "STREAM_OF",
     "TenancyState",
+    "decide",
     "decide_add_member",
     "decide_alias",
     "decide_associate",
@@ -56,6 +59,7 @@ __all__ = [
     "generate_access_key",
     "generate_secret_key",
     "image_slot_limits",
+    "project_id_for",
 ]
 
 STREAM_OF: Mapping[str, str] = {
@@ -354,6 +358,49 @@ def decide_set(
     _check_name(kind, event.name)
     current = records.get(event.name)
     return [] if current is not None and _same(current, event) else [event]
+
+
+Decision = Callable[[TenancyState, Any], list[AnyPayload]]
+
+DECISIONS: Mapping[str, Decision] = {
+    "domain_created": decide_create_domain,
+    "domain_updated": decide_update,
+    "project_created": decide_create_project,
+    "project_updated": decide_update,
+    "project_member_added": decide_add_member,
+    "project_member_removed": decide_add_member,
+    "user_created": decide_create_user,
+    "user_updated": decide_update,
+    "keypair_issued": decide_issue_keypair,
+    "keypair_updated": decide_update,
+    "keypair_policy_set": decide_set,
+    "resource_preset_set": decide_set,
+    "scaling_group_set": decide_set,
+    "scaling_group_associated": decide_associate,
+    "scaling_group_dissociated": decide_associate,
+    "image_registered": decide_register_image,
+    "image_alias_set": decide_alias,
+    "manager_status_set": decide_manager_status,
+}
+"""The decision that checks each proposed tenancy event (one per event type, as
+:data:`STREAM_OF` names its stream)."""
+
+
+def decide(state: TenancyState, event: AnyPayload) -> list[AnyPayload]:
+    """Check a proposed tenancy event against the state: the events to append (none when
+    it would change nothing), or a :class:`DomainError`."""
+    return DECISIONS[event.type](state, event)
+
+
+def project_id_for(
+    state: TenancyState, domain: str, name: str, given: uuid.UUID | None
+) -> uuid.UUID:
+    """A new project's id: the one given, else that of the project of this name in
+    ``domain`` (creating it again is then a no-op, or a refusal if it differs), else new."""
+    if given is not None:
+        return given
+    existing = state.project_named(domain, name)
+    return uuid.UUID(existing["project_id"]) if existing else uuid.uuid4()
 
 
 def _same(record: Mapping[str, Any], event: AnyPayload, *, only_set: bool = False) -> bool:

@@ -20,6 +20,7 @@ from aiohttp import web
 from events.correlation import correlation_kwargs
 
 from ..domain.commands.sessions import DestroySession
+from ..domain.commands.tenancy import SetManagerStatus
 from ..domain.errors import GenericForbidden
 from . import API_VERSION, MANAGER_VERSION
 from .context import LIVE, GatewayContext
@@ -92,11 +93,8 @@ async def set_status(request: web.Request) -> web.Response:
         raise GenericForbidden(
             "this gateway has no tenancy service to record the status with"
         ) from None
-    await tenancy.execute.remote(
-        "set_manager_status",
-        {"status": params.status, "force_kill": params.force_kill},
-        **correlation_kwargs(),
-    )
+    command = SetManagerStatus(status=params.status, force_kill=params.force_kill)
+    await tenancy.handle.remote(command, **correlation_kwargs())
     ctx.forget_manager_status()
     if params.force_kill:
         await _destroy_all(ctx)

@@ -1,7 +1,8 @@
 """``tenancy``: the single writer of the tenancy streams (see :mod:`actors.tenancy.writer`).
 
-Commands arrive by name with keyword arguments; only the service's public commands are
-callable, and each keeps its command id, so a retry after ``RayActorError`` has one effect.
+Commands arrive as the values of :mod:`actors.domain.commands.tenancy`, passed unchanged to
+the service's one ``handle``; each keeps its command id, so a retry after ``RayActorError``
+has one effect.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 import ray
 
+from actors.domain.commands.tenancy import TenancyCommand
 from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
 from events.secrets import SecretBox
@@ -18,30 +20,7 @@ from events.secrets import SecretBox
 from ._follower import boot
 from ._traced import traced_actor
 
-__all__ = ["TENANCY_COMMANDS", "TenancyActor"]
-
-TENANCY_COMMANDS = frozenset(
-    {
-        "create_domain",
-        "update_domain",
-        "create_project",
-        "update_project",
-        "create_user",
-        "update_user",
-        "add_member",
-        "remove_member",
-        "issue_keypair",
-        "update_keypair",
-        "set_policy",
-        "set_preset",
-        "set_scaling_group",
-        "associate",
-        "dissociate",
-        "register_image",
-        "set_alias",
-        "set_manager_status",
-    }
-)
+__all__ = ["TenancyActor"]
 
 
 @ray.remote(max_restarts=-1)
@@ -57,10 +36,8 @@ class TenancyActor:
         await self._boot
         return True
 
-    async def execute(self, command: str, arguments: dict[str, Any]) -> Any:
-        """Run one tenancy command (a conflict with another writer is a refresh and a second
-        look, inside the service)."""
-        if command not in TENANCY_COMMANDS:
-            raise ValueError(f"unknown tenancy command {command!r}")
+    async def handle(self, command: TenancyCommand[Any]) -> Any:
+        """Run one tenancy command, the value as its caller built it (a conflict with
+        another writer is a refresh and a second look, inside the service)."""
         await self._boot
-        return await getattr(self.service, command)(**arguments)
+        return await self.service.handle(command)

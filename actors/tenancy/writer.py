@@ -1,56 +1,38 @@
 """The tenancy writer: loads tenancy state from the log, decides, appends.
 
-A plain class (the Ray actor that hosts it comes with the write side). Every command takes
-a ``command_id``; retrying one with the same id is answered from the log, so a timeout on
-the caller's side never creates a second keypair or user.
+Hosted by the ``tenancy`` Ray actor (:mod:`actors.hosts.tenancy`), or run in-process by
+``kh up``'s bootstrap and the tests. Its one entry is :meth:`TenancyService.handle`, which
+takes a command of :mod:`actors.domain.commands.tenancy`; retrying one (same command id) is
+answered from the log, so a timeout on the caller's side never creates a second keypair or
+user.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar, cast
 
 import structlog
 
+from actors.domain.commands.tenancy import (
+    CreateProject,
+    CreateUser,
+    IssueKeypair,
+    SetManagerStatus,
+    TenancyCommand,
+)
 from actors.domain.tenancy import (
     STREAM_OF,
     TenancyState,
-    decide_add_member,
-    decide_alias,
-    decide_associate,
-    decide_create_domain,
-    decide_create_project,
-    decide_create_user,
-    decide_issue_keypair,
-    decide_manager_status,
-    decide_register_image,
-    decide_set,
-    decide_update,
+    decide,
     generate_access_key,
     generate_secret_key,
+    project_id_for,
 )
 from events import AnyPayload, RedisEventStore, WrongExpectedVersionError, events_for_command
-from events.catalogue import (
-    DomainCreated,
-    DomainUpdated,
-    ImageAliasSet,
-    ImageRegistered,
-    KeypairIssued,
-    KeypairPolicySet,
-    KeypairUpdated,
-    ManagerStatusSet,
-    ProjectCreated,
-    ProjectMemberAdded,
-    ProjectMemberRemoved,
-    ProjectUpdated,
-    ResourcePresetSet,
-    ScalingGroupAssociated,
-    ScalingGroupDissociated,
-    ScalingGroupSet,
-    UserCreated,
-    UserUpdated,
-)
+from events.catalogue import KeypairIssued, ProjectCreated, UserCreated
 from events.secrets import SecretBox
 
 __all__ = ["TENANCY_STREAMS", "TenancyService", "load_tenancy"]
@@ -60,7 +42,7 @@ log = structlog.get_logger(__name__)
 TENANCY_STREAMS = tuple(dict.fromkeys(STREAM_OF.values()))
 _RETRIES = 8
 
-P = TypeVar("P", bound=AnyPayload)
+R = TypeVar("R")
 
 
 async def load_tenancy(store: RedisEventStore) -> TenancyState:
@@ -93,19 +75,15 @@ class TenancyService:
             self.state.apply(stream, event.version, event.data)
 
     async def _execute(
-        self,
-        command_id: uuid.UUID | None,
-        decide: Callable[[TenancyState, Any], list[AnyPayload]],
-        event: P,
+        self, command_id: uuid.UUID, event: AnyPayload
     ) -> tuple[list[AnyPayload], bool]:
         """Decide and append; returns (events appended, whether this was a retry)."""
-        command = command_id or uuid.uuid4()
         stream = STREAM_OF[event.type]
         for _ in range(_RETRIES):
             payloads = decide(self.state, event)
             if not payloads:
                 return [], False
-            batch = events_for_command(command, payloads, actor=self.actor)
+            batch = events_for_command(command_id, payloads, actor=self.actor)
             try:
                 result = await self.store.append(stream, batch, self.state.versions.get(stream, 0))
             except WrongExpectedVersionError:
@@ -120,153 +98,58 @@ class TenancyService:
             return payloads, False
         raise RuntimeError(f"tenancy stream {stream} kept changing under {_RETRIES} attempts")
 
-    # ---- domains, projects, users --------------------------------------------------------------
-    async def create_domain(
-        self, name: str, *, command_id: uuid.UUID | None = None, **fields: Any
-    ) -> None:
-        await self._execute(command_id, decide_create_domain, DomainCreated(name=name, **fields))
+    # ---- commands --------------------------------------------------------------------------
+    async def handle(self, command: TenancyCommand[R]) -> R:
+        """Decide on ``command`` and append what it changes (nothing when it would change
+        nothing, or when it is a retry of one that took effect)."""
+        return cast(R, await self._handle(command))
 
-    async def update_domain(
-        self, name: str, *, command_id: uuid.UUID | None = None, **fields: Any
-    ) -> None:
-        await self._execute(command_id, decide_update, DomainUpdated(name=name, **fields))
+    @functools.singledispatchmethod
+    async def _handle(self, command: Any) -> Any:
+        """A command that proposes its event: checked by the event's decision, appended."""
+        if not isinstance(command, TenancyCommand):
+            raise ValueError(f"unknown tenancy command {type(command).__name__!r}")
+        await self._execute(command.command_id, command.proposed())
+        return None
 
-    async def create_project(
-        self,
-        name: str,
-        domain: str,
-        *,
-        project_id: uuid.UUID | None = None,
-        command_id: uuid.UUID | None = None,
-        **fields: Any,
-    ) -> uuid.UUID:
-        existing = self.state.project_named(domain, name)
-        pid = project_id or (uuid.UUID(existing["project_id"]) if existing else uuid.uuid4())
-        event = ProjectCreated(project_id=pid, name=name, domain=domain, **fields)
-        await self._execute(command_id, decide_create_project, event)
+    @_handle.register
+    async def _create_project(self, command: CreateProject) -> uuid.UUID:
+        pid = project_id_for(self.state, command.domain, command.name, command.project_id)
+        event = ProjectCreated(project_id=pid, **command.given("project_id"))
+        await self._execute(command.command_id, event)
         return pid
 
-    async def update_project(
-        self, project_id: uuid.UUID, *, command_id: uuid.UUID | None = None, **fields: Any
-    ) -> None:
+    @_handle.register
+    async def _create_user(self, command: CreateUser) -> uuid.UUID:
+        uid = command.user_id or uuid.uuid4()
         await self._execute(
-            command_id, decide_update, ProjectUpdated(project_id=project_id, **fields)
+            command.command_id, UserCreated(user_id=uid, **command.given("user_id"))
         )
-
-    async def create_user(
-        self,
-        username: str,
-        email: str,
-        domain: str,
-        *,
-        user_id: uuid.UUID | None = None,
-        command_id: uuid.UUID | None = None,
-        **fields: Any,
-    ) -> uuid.UUID:
-        uid = user_id or uuid.uuid4()
-        event = UserCreated(user_id=uid, username=username, email=email, domain=domain, **fields)
-        await self._execute(command_id, decide_create_user, event)
         return uid
 
-    async def update_user(
-        self, user_id: uuid.UUID, *, command_id: uuid.UUID | None = None, **fields: Any
-    ) -> None:
-        await self._execute(command_id, decide_update, UserUpdated(user_id=user_id, **fields))
-
-    async def add_member(
-        self, project_id: uuid.UUID, user_id: uuid.UUID, *, command_id: uuid.UUID | None = None
-    ) -> None:
-        event = ProjectMemberAdded(project_id=project_id, user_id=user_id)
-        await self._execute(command_id, decide_add_member, event)
-
-    async def remove_member(
-        self, project_id: uuid.UUID, user_id: uuid.UUID, *, command_id: uuid.UUID | None = None
-    ) -> None:
-        event = ProjectMemberRemoved(project_id=project_id, user_id=user_id)
-        await self._execute(command_id, decide_add_member, event)
-
-    # ---- keypairs and policies -----------------------------------------------------------------
-    async def issue_keypair(
-        self, user_id: uuid.UUID, *, command_id: uuid.UUID | None = None, **fields: Any
-    ) -> tuple[str, str]:
-        """A new access key / secret key pair for ``user_id``; returns both in clear (the
-        only time the secret leaves this process unencrypted)."""
+    @_handle.register
+    async def _issue_keypair(self, command: IssueKeypair) -> tuple[str, str]:
+        """The secret leaves encrypted in the event; the caller gets it in clear."""
         secret = generate_secret_key()
         for _ in range(_RETRIES):
             access_key = generate_access_key()
             if access_key not in self.state.keypairs:
                 break
         event = KeypairIssued(
-            access_key=access_key,
-            secret_key=self.secrets.encrypt(secret),
-            user_id=user_id,
-            **fields,
+            access_key=access_key, secret_key=self.secrets.encrypt(secret), **command.given()
         )
-        stored, retried = await self._execute(command_id, decide_issue_keypair, event)
+        stored, retried = await self._execute(command.command_id, event)
         if retried:  # the keys generated by the first attempt are the ones in the log
             (issued,) = stored
             assert isinstance(issued, KeypairIssued)
             return issued.access_key, self.secrets.decrypt(issued.secret_key)
         return access_key, secret
 
-    async def update_keypair(
-        self, access_key: str, *, command_id: uuid.UUID | None = None, **fields: Any
-    ) -> None:
-        await self._execute(
-            command_id, decide_update, KeypairUpdated(access_key=access_key, **fields)
-        )
-
-    async def set_policy(
-        self, name: str, *, command_id: uuid.UUID | None = None, **fields: Any
-    ) -> None:
-        await self._execute(command_id, decide_set, KeypairPolicySet(name=name, **fields))
-
-    async def set_manager_status(
-        self, status: str, *, force_kill: bool = False, command_id: uuid.UUID | None = None
-    ) -> bool:
-        """Freeze or unfreeze the manager; whether anything changed."""
-        event = ManagerStatusSet(status=status, force_kill=force_kill)
-        appended, _ = await self._execute(command_id, decide_manager_status, event)
+    @_handle.register
+    async def _set_manager_status(self, command: SetManagerStatus) -> bool:
+        appended, _ = await self._execute(command.command_id, command.proposed())
         return bool(appended)
 
-    async def set_preset(
-        self, name: str, *, command_id: uuid.UUID | None = None, **fields: Any
-    ) -> None:
-        await self._execute(command_id, decide_set, ResourcePresetSet(name=name, **fields))
-
-    # ---- scaling groups and images -------------------------------------------------------------
-    async def set_scaling_group(
-        self, name: str, *, command_id: uuid.UUID | None = None, **fields: Any
-    ) -> None:
-        await self._execute(command_id, decide_set, ScalingGroupSet(name=name, **fields))
-
-    async def associate(
-        self, name: str, target_kind: str, target: str, *, command_id: uuid.UUID | None = None
-    ) -> None:
-        event = ScalingGroupAssociated(name=name, target_kind=target_kind, target=target)
-        await self._execute(command_id, decide_associate, event)
-
-    async def dissociate(
-        self, name: str, target_kind: str, target: str, *, command_id: uuid.UUID | None = None
-    ) -> None:
-        event = ScalingGroupDissociated(name=name, target_kind=target_kind, target=target)
-        await self._execute(command_id, decide_associate, event)
-
-    async def register_image(
-        self,
-        name: str,
-        labels: dict[str, str],
-        *,
-        command_id: uuid.UUID | None = None,
-        **fields: Any,
-    ) -> None:
-        event = ImageRegistered(name=name, labels=labels, **fields)
-        await self._execute(command_id, decide_register_image, event)
-
-    async def set_alias(
-        self, alias: str, target: str, *, command_id: uuid.UUID | None = None
-    ) -> None:
-        await self._execute(command_id, decide_alias, ImageAliasSet(alias=alias, target=target))
-
+    # ---- queries ---------------------------------------------------------------------------
     def keypairs_of(self, user_id: uuid.UUID) -> Sequence[dict[str, Any]]:
         return [k for k in self.state.keypairs.values() if k["user_id"] == str(user_id)]
