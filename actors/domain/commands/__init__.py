@@ -6,8 +6,9 @@ which dispatches on the command's type. So a retry carries the same id (the owne
 it and the effect happens once), and mypy follows a command from the gateway to the aggregate.
 Adding a command means one class here plus one handler at its owner.
 
-One module per owner: ``sessions`` (the session shards), ``scheduling`` (a scaling group's
-scheduler), ``tenancy`` (the tenancy writer).
+One module per owner: ``sessions`` (the session shards), ``tenancy`` (the tenancy writer).
+A scaling group's scheduler takes no commands: it follows the log, and sends its decisions
+to the shards as session commands.
 """
 
 from __future__ import annotations
