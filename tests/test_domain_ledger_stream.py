@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from actors.domain.scheduling import FailedAttempt, Ledger
+from actors.domain.scaling_groups import ScalingGroup
+from actors.domain.scheduling import FailedAttempt, Ledger, known_slot_types
 from actors.domain.scheduling.ledger_stream import (
     LEDGER_SNAPSHOT_EVERY,
     LedgerFold,
@@ -21,10 +22,17 @@ from actors.domain.scheduling.outcomes import (
     session_command_id,
     status_after,
 )
-from actors.domain.scheduling.records import actual_allocation, failure_key, recorded_failure
-from actors.domain.slots import ResourceSlot
+from actors.domain.scheduling.records import (
+    actual_allocation,
+    agent_info_of,
+    failure_key,
+    recorded_failure,
+    scaling_group_of,
+)
+from actors.domain.slots import ResourceSlot, SlotType
 from actors.domain.statuses import SessionStatus
 from events.catalogue import (
+    AgentRegistered,
     Allocation,
     AllocReleased,
     AllocReserved,
@@ -209,3 +217,22 @@ def test_what_an_agent_says_it_allocated() -> None:
     assert actual_allocation({"occupied_slots": {"cpu": "1.5"}}) == ResourceSlot(cpu="1.5")
     assert actual_allocation({"occupied_slots": {}}) is None
     assert actual_allocation({}) is None
+
+
+def test_an_agent_and_a_scaling_group_as_a_pass_sees_them() -> None:
+    registered = AgentRegistered(
+        agent_id="i-1", architecture="aarch64", available_slots={"cpu": "4", "cuda.device": "2"}
+    )
+    info = agent_info_of("i-1", registered, alive=False)
+    assert info.capacity == ResourceSlot({"cpu": 4, "cuda.device": 2})
+    assert info.architecture == "aarch64" and info.schedulable and not info.alive
+    known = known_slot_types([info])
+    assert known["cuda.device"] is SlotType.COUNT and known["mem"] is SlotType.BYTES
+    assert scaling_group_of("gpu", None) == ScalingGroup("gpu")
+    record = {"scheduler": "drf", "pending_timeout": "5", "agent_selector": "dispersed"}
+    group = scaling_group_of("gpu", record)
+    assert (group.scheduler, group.pending_timeout, group.agent_selector) == (
+        "drf",
+        5.0,
+        "dispersed",
+    )

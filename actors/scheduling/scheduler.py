@@ -35,6 +35,7 @@ from actors.domain.scheduling import (
     FailedAttempt,
     Ledger,
     PendingSession,
+    known_slot_types,
     occupancy_of,
     schedule_pass,
 )
@@ -52,9 +53,14 @@ from actors.domain.scheduling.outcomes import (
     session_command_id,
     status_after,
 )
-from actors.domain.scheduling.records import failure_key, recorded_failure, spec_of
+from actors.domain.scheduling.records import (
+    agent_info_of,
+    failure_key,
+    recorded_failure,
+    scaling_group_of,
+    spec_of,
+)
 from actors.domain.session import SessionResult, SessionSpec
-from actors.domain.slots import INTRINSIC_SLOTS, ResourceSlot, SlotType
 from actors.domain.statuses import AgentStatus, SessionStatus
 from actors.scheduling.agent_streams import AgentStreams
 from actors.sessions.shard import session_stream
@@ -276,26 +282,14 @@ class Scheduler:
                 continue
             cached = self._agent_infos.get(facts.agent_id)
             if cached is None or cached[0] != facts.version:  # rebuilt only when it changed
-                info = AgentInfo(
-                    facts.agent_id,
-                    ResourceSlot(registration.available_slots),
-                    architecture=registration.architecture,
-                    schedulable=registration.schedulable,
-                    alive=facts.status is AgentStatus.ALIVE,
-                )
+                alive = facts.status is AgentStatus.ALIVE
+                info = agent_info_of(facts.agent_id, registration, alive=alive)
                 cached = self._agent_infos[facts.agent_id] = (facts.version, info)
             agents.append(cached[1])
         return agents
 
     async def _group(self) -> ScalingGroup:
-        record = await self.tenancy.scaling_group(self.group_name) or {}
-        return ScalingGroup(
-            self.group_name,
-            scheduler=record.get("scheduler", "fifo"),
-            pending_timeout=float(record.get("pending_timeout", 0)),
-            scheduler_config=record.get("scheduler_config") or {},
-            agent_selector=record.get("agent_selector"),
-        )
+        return scaling_group_of(self.group_name, await self.tenancy.scaling_group(self.group_name))
 
     async def _read_models_reach(self, position: str, names: tuple[str, ...]) -> None:
         """Wait (bounded: the safety tick covers a stalled projector) until the read models
@@ -399,10 +393,7 @@ class Scheduler:
         agents: list[AgentInfo],
         now: datetime | None,
     ) -> PredicateContext:
-        known: dict[str, SlotType] = dict(INTRINSIC_SLOTS)
-        for agent in agents:
-            for slot in agent.capacity:
-                known.setdefault(slot, SlotType.COUNT)
+        known = known_slot_types(agents)
         policies, projects, domains = {}, {}, {}
         owners = {(p.spec.access_key, p.spec.project_id, p.spec.domain) for p in pending}
         for access_key, project_id, domain in owners:  # once per owner, not per session

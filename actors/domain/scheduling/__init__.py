@@ -18,6 +18,7 @@ from .schedule import (
     Decision,
     FailedAttempt,
     PassResult,
+    known_slot_types,
     occupancy_of,
     schedule_pass,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "PendingSession",
     "Reservation",
     "SchedulerPlugin",
+    "known_slot_types",
     "make_plugin",
     "occupancy_of",
     "schedule_pass",

@@ -1,5 +1,6 @@
-"""Read-model records as the scheduler uses them: a pending session's spec, what the last
-scheduling failure showed, and what an agent said it allocated. Pure conversions."""
+"""Read-model records and log facts as the scheduler uses them: a pending session's spec,
+what the last scheduling failure showed, what an agent said it allocated, an agent as a pass
+sees it, a scaling group's settings. Pure conversions."""
 
 from __future__ import annotations
 
@@ -9,15 +10,19 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from events.catalogue import SessionSchedulingFailed
+from events.catalogue import AgentRegistered, SessionSchedulingFailed
 
+from ..scaling_groups import ScalingGroup
 from ..session import ClusterMode, KernelRole, KernelSpec, SessionSpec, SessionType
 from ..slots import ResourceSlot
+from .schedule import AgentInfo
 
 __all__ = [
     "actual_allocation",
+    "agent_info_of",
     "failure_key",
     "recorded_failure",
+    "scaling_group_of",
     "slots_of",
     "spec_of",
 ]
@@ -90,4 +95,27 @@ def spec_of(record: dict[str, Any]) -> SessionSpec:
         starts_at=datetime.fromisoformat(starts_at.replace("Z", "+00:00")) if starts_at else None,
         startup_command=record.get("startup_command"),
         creation_id=record["creation_id"] or "",
+    )
+
+
+def agent_info_of(agent_id: str, registration: AgentRegistered, *, alive: bool) -> AgentInfo:
+    """An agent as a pass sees it, from its latest registration."""
+    return AgentInfo(
+        agent_id,
+        ResourceSlot(registration.available_slots),
+        architecture=registration.architecture,
+        schedulable=registration.schedulable,
+        alive=alive,
+    )
+
+
+def scaling_group_of(name: str, record: Mapping[str, Any] | None) -> ScalingGroup:
+    """A scaling group's settings from its tenancy record (none: the defaults)."""
+    record = record or {}
+    return ScalingGroup(
+        name,
+        scheduler=record.get("scheduler", "fifo"),
+        pending_timeout=float(record.get("pending_timeout", 0)),
+        scheduler_config=record.get("scheduler_config") or {},
+        agent_selector=record.get("agent_selector"),
     )

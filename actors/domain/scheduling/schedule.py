@@ -31,7 +31,7 @@ from ..bounds import bound_of
 from ..predicates import Occupancy, PredicateContext, check_predicates
 from ..scaling_groups import ScalingGroup
 from ..session import ClusterMode, SessionSpec
-from ..slots import ResourceSlot, SlotLayout, SlotType
+from ..slots import INTRINSIC_SLOTS, ResourceSlot, SlotLayout, SlotType
 from ..statuses import USER_RESOURCE_OCCUPYING_SESSION_STATUSES
 from .agents import AgentIndex, AgentState, selection_key
 from .ledger import Ledger, Reservation
@@ -317,6 +317,16 @@ def _place(
     for agent, request in trial:  # the caller reserves for real; undo the trial either way
         index.release(agent, request)
     return (chosen, None) if message is None else (None, message)
+
+
+def known_slot_types(agents: Sequence[AgentInfo]) -> dict[str, SlotType]:
+    """The slot types a pass knows: the intrinsic ones, and every slot an agent offers
+    (counted, unless intrinsic)."""
+    known: dict[str, SlotType] = dict(INTRINSIC_SLOTS)
+    for agent in agents:
+        for slot in agent.capacity:
+            known.setdefault(slot, SlotType.COUNT)
+    return known
 
 
 def occupancy_of(existing: Sequence[ExistingSession]) -> Occupancy:
