@@ -30,6 +30,7 @@ from actors.domain.commands.sessions import CreateSession, RestartSession
 from actors.domain.commands.tenancy import CreateUser, IssueKeypair
 from actors.domain.isolation import UnisolatedBackend, isolation_of_backend, refusal
 from actors.domain.slots import ResourceSlot
+from actors.gateway.problems import status_of
 from actors.hosts.local import LocalCluster
 from actors.sessions.isolation import set_opt_in
 from actors.tenancy.writer import TenancyService
@@ -109,7 +110,7 @@ def test_only_a_superadmin_runs_on_an_unisolated_agent_unless_the_operator_opted
         assert not refused(tenant, ["none"], opted_in=True)
         assert not refused(tenant, ["container", "simulated", None])
     error = refusal(owner_role="user", isolations=["none"], opted_in=False, where="group 'g'")
-    assert isinstance(error, UnisolatedBackend) and error.status == 403
+    assert isinstance(error, UnisolatedBackend) and status_of(error) == 403
     assert error.error_type == "unisolated-backend"
     assert "group 'g'" in error.msg and "operator's uid" in error.msg
     assert "kh up --allow-unisolated" in error.msg

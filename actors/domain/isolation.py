@@ -35,10 +35,11 @@ OPT_IN_HINT = "kh up --allow-unisolated (or KH_ALLOW_UNISOLATED=1)"
 
 
 class UnisolatedBackend(GenericForbidden):
-    """A tenant's session refused: it would run unisolated (403, like Backend.AI's other
-    permission refusals, with its own type so clients can tell it apart)."""
+    """A tenant's session refused: it would run unisolated (a forbidden operation, 403 at
+    the gateway like Backend.AI's other permission refusals, with its own type so clients
+    can tell it apart)."""
 
-    status, error_type = 403, "unisolated-backend"
+    error_type = "unisolated-backend"
     title = "This scaling group runs kernels without isolation."
 
 
