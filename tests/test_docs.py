@@ -66,7 +66,7 @@ def test_every_docs_page_the_code_cites_exists() -> None:
 
 
 UNOPENABLE = re.compile(
-    r"design\.md|wire spec|seed API|API spec|spec §|§|seed-[a-z-]+\.md|manager-core|"
+    r"design\.md|wire spec|seed API|API spec|spec §|§|seed-[a-z-]+\.md|manager-core|kernel spec|"
     r"later issues|plain class for now|comes with the write side"
 )
 """Citations of the design notes and spec digests kernelhub was written from, which a reader
