@@ -37,7 +37,7 @@ key                         type    holds
 ==========================  ======  ===================================================
 
 Streams are named ``session-<uuid>``, ``alloc-<scaling group>``, ``agent-<id>``,
-``tenancy-*``, ``image-*`` and ``config`` (see design.md, Aggregates).
+``tenancy-*``, ``image-*`` and ``config`` (docs/architecture.md, Streams and their writers).
 
 Nothing outside this module spells a key (``tests/test_code_shape.py`` fails when one does):
 the writers and readers in ``events/`` build them here, and a projection and its queries

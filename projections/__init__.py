@@ -1,1 +1,2 @@
-"""The read side: the projector runtime, read models and replay tooling (later issues)."""
+"""The read side: the projector runtime, read models, queries and replay (docs/architecture.md,
+Projections)."""

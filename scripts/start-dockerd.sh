@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Start dockerd the way kernelhub's machines need it (design.md, "Docker here"): no default
-# bridge (it would take 172.17/16), no iptables rules, overlay2 under KH_DOCKER_ROOT. Does
-# nothing when a daemon already answers; waits until the new one does.
+# Start dockerd the way kernelhub's machines need it (docs/architecture.md, The embedded stack
+# and Docker): no default bridge (it would take 172.17/16), no iptables rules, overlay2 under
+# KH_DOCKER_ROOT. Does nothing when a daemon already answers; waits until the new one does.
 set -euo pipefail
 ROOT=${KH_DOCKER_ROOT:-/var/lib/kh-docker}
 LOG=${KH_DOCKER_LOG:-/tmp/kh-dockerd.log}

@@ -195,7 +195,7 @@ async def test_an_idle_gpu_is_reclaimed_by_its_utilization(
 ) -> None:
     """A GPU session whose device stays under ``cuda_util`` for a window ends
     ``idle-utilization``, however busy its CPU; a session without a GPU is never judged
-    on ``cuda_util`` (unallocated metrics are excluded, 23.03 §5.3)."""
+    on ``cuda_util`` (unallocated metrics are excluded, as 23.03's ``UtilizationIdleChecker``)."""
     async with LocalCluster(
         store,
         [("i-gpu0", {"cpu": 16, "mem": 64 * G})],

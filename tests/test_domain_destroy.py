@@ -1,4 +1,4 @@
-"""Destroy rules by status (manager-core §3.9; test item 16; B9)."""
+"""Destroy rules by status (23.03's ``destroy_session``; B9 in docs/upstream.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The idle and lifetime checkers' judgment (pure; manager-core §5, must-test items 19-23)."""
+"""The idle and lifetime checkers' judgment (pure; 23.03's ``manager/idle.py``, docs/idle.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The allocation ledger (manager-core §3.6; test item 15) and its invariants, by property."""
+"""The allocation ledger (docs/architecture.md, Streams and their writers; 23.03 reserves with
+``_reserve_agent`` and settles with ``settle_agent_alloc``) and its invariants, by property."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Session status from kernels, history and status_data (manager-core items 2-5; B1, B2, B15)."""
+"""Session status from kernels, history and status_data (23.03's ``determine_session_status``;
+B1, B2, B15 in docs/upstream.md)."""
 
 from __future__ import annotations
 
@@ -157,7 +158,8 @@ def test_status_data_of_termination_and_errors() -> None:
 
 
 def test_liveness_decisions() -> None:
-    """Heartbeat-based liveness (manager-core item 17; B6: the default timeout is 40 s)."""
+    """Heartbeat-based liveness (23.03's ``handle_heartbeat`` and LOST check; B6 in
+    docs/upstream.md: the default timeout is 40 s)."""
     from actors.domain.liveness import DEFAULT_LOST_TIMEOUT_S, decide_liveness
     from actors.domain.statuses import AgentStatus
 

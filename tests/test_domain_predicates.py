@@ -1,4 +1,4 @@
-"""Predicates in 23.03's order (manager-core §3.4; test items 7-10; B5)."""
+"""Predicates in 23.03's order (``manager/scheduler/predicates.py``; B5 in docs/upstream.md)."""
 
 from __future__ import annotations
 

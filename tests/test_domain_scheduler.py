@@ -1,4 +1,5 @@
-"""Scheduler plugins, agent selection and placement (manager-core §3; items 6, 12-14; B5, B8)."""
+"""Scheduler plugins, agent selection and placement (23.03's ``manager/scheduler/``;
+docs/scheduling.md; B5, B8 in docs/upstream.md)."""
 
 from __future__ import annotations
 

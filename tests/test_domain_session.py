@@ -1,4 +1,5 @@
-"""Session creation rules (manager-core §2; test item 11) and scaling groups (§3.7)."""
+"""Session creation rules (23.03's ``create_session``/``enqueue_session``) and scaling groups
+(23.03's ``check_scaling_group``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sizes and ResourceSlot (common §2.2; common test items 5-6)."""
+"""Sizes and ResourceSlot (23.03's ``common/types.py``: ``BinarySize``, ``ResourceSlot``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Statuses, groups and transition maps exactly as 23.03 (manager-core §1.1-1.4; test item 1)."""
+"""Statuses, groups and transition maps exactly as 23.03's
+``manager/models/session.py`` and ``manager/models/kernel.py`` (docs/upstream.md)."""
 
 from __future__ import annotations
 

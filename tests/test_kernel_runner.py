@@ -1,6 +1,6 @@
-"""The kernel runner's protocol against a real runner process (kernel spec §3 and its
-must-test items 9-12 and 14): query and batch modes, input, interrupt, completion, control
-replies, services, OOM forensics, environment, reconnection."""
+"""The kernel runner's protocol against a real runner process (23.03's ``kernel/base.py``;
+docs/kernel-environment.md, The runner; docs/deviations.md): query and batch modes, input,
+interrupt, completion, control replies, services, OOM forensics, environment, reconnection."""
 
 from __future__ import annotations
 

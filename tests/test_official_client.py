@@ -240,7 +240,7 @@ def signed_full(
     secret: str | None = None,
     access_key: str | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One request signed as the wire spec says (by kernelhub's signer, which the
+    """One request signed as the official client signs (by kernelhub's signer, which the
     known-answer vectors pin), sent with the standard library."""
     endpoint = stack.exports["BACKEND_ENDPOINT"]
     host = endpoint.removeprefix("http://")

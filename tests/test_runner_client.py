@@ -1,4 +1,4 @@
-"""The agent's runner client against a real runner (kernel spec must-test 13): results
+"""The agent's runner client against a real runner (as 23.03's ``AbstractCodeRunner``): results
 flushed as ``continued``, merged console chunks, runs that queue behind each other, the
 exec-timeout watchdog, UTF-8 split across chunks, batch phases, input, completion."""
 

@@ -7,8 +7,9 @@
 -- then n triples: stream name, expected version (-1 = any), event count
 -- then for every event, in stream order: event id, canonical JSON body
 --
--- Order of checks (design.md, "Commands, idempotency"): duplicate ids first, so a retried
--- command gets its original positions back instead of a version conflict; then versions.
+-- Order of checks (docs/architecture.md, Commands and idempotency): duplicate ids first, so
+-- a retried command gets its original positions back instead of a version conflict; then
+-- versions.
 -- Replies: {"ok", {version after, per stream}, {pos...}} | {"dup", {"pos ver"...}}
 --          | {"partial", stored, total, id}
 --          | {"conflict", stream, expected, actual}

@@ -3,7 +3,8 @@ imports nothing of kernelhub: standard library only, mounted read-only into each
 
 It is the kernel's main process (in a container, or a subprocess on the process backend) and
 speaks one framed protocol over a unix socket in a directory the agent shares with it (the
-spec's op/record table, seed-common-kernel.md §3, carried over a socket instead of ZMQ).
+op/record table of 23.03's ``kernel/base.py``, carried over a socket instead of ZMQ:
+docs/deviations.md, runner transport).
 
 Standard library only, Python >= 3.8 syntax: it runs under whatever ``python3`` an image
 has. Its modules import each other relatively, so the package works under any name it is

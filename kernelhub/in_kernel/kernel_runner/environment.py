@@ -1,6 +1,7 @@
-"""The environment user code sees (spec §3.8): the agent's variables (``BACKENDAI_*``,
-``KERNELHUB_*``), ``/home/config/environ.txt`` merged in, ``LANG``/``HOME``/``TERM``
-fixed, ``PATH`` and ``SHELL`` filled in when missing, ``~/.local/bin`` first on ``PATH``."""
+"""The environment user code sees (docs/kernel-environment.md): the agent's variables
+(``BACKENDAI_*``, ``KERNELHUB_*``), ``/home/config/environ.txt`` merged in,
+``LANG``/``HOME``/``TERM`` fixed, ``PATH`` and ``SHELL`` filled in when missing,
+``~/.local/bin`` first on ``PATH``."""
 
 from __future__ import annotations
 
