@@ -1,6 +1,6 @@
-"""The ``BACKENDAI_*`` environment of a kernel (spec §3.8): the same names and formats as
-Backend.AI's manager sets, so code written for Backend.AI runs unchanged. kernelhub's own
-additions are ``KERNELHUB_*`` (docs/kernel-environment.md)."""
+"""The ``BACKENDAI_*`` environment of a kernel (docs/kernel-environment.md): the same names
+and formats as Backend.AI's manager sets, so code written for Backend.AI runs unchanged.
+kernelhub's own additions are ``KERNELHUB_*`` (the same page)."""
 
 from __future__ import annotations
 

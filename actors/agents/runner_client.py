@@ -1,4 +1,5 @@
-"""The agent's end of one kernel runner's socket (spec §3.4, AbstractCodeRunner).
+"""The agent's end of one kernel runner's socket (23.03's ``AbstractCodeRunner``, in
+``agent/kernel.py``; the ops and records are its ``kernel/base.py``'s, see docs/upstream.md).
 
 Records are routed as they arrive: console records to the current run, ``completion``,
 ``status`` and service replies to their waiters. Runs are multiplexed as upstream: runs

@@ -1,4 +1,4 @@
-"""What destroying a session does, by its status and its kernels' (23.03 §3.9).
+"""What destroying a session does, by its status and its kernels' (23.03's ``destroy_session``).
 
 Returns the events to append; the session shard appends them as one decision. Kernels that
 need the agent to stop a container are left TERMINATING; the agent's ``kernel_terminated``
@@ -87,7 +87,8 @@ def plan_destroy(
             events.append(
                 KernelCancelled(kernel_id=kernel.kernel_id, session_id=session_id, reason=why)
             )
-        # B9: the creation id comes from the session itself, so a waiting create call wakes up
+        # B9 (docs/upstream.md): the creation id comes from the session itself, so a waiting
+        # create call wakes up
         events.append(SessionCancelled(session_id=session_id, creation_id=creation_id, reason=why))
         return DestroyPlan(SessionStatus.CANCELLED, kernel_statuses, events, why)
 

@@ -1,4 +1,5 @@
-"""Idle and lifetime checks (23.03 §5): configuration and the pure judgment of one session.
+"""Idle and lifetime checks (23.03's ``manager/idle.py``; docs/idle.md): configuration and the
+pure judgment of one session.
 
 23.03's ``idle.py`` mixes judgment, Redis I/O and reporting; here the judgment is a set of
 functions over plain facts (times in seconds, Redis time), and the callers do the I/O: the
@@ -286,7 +287,7 @@ def judge(
     facts: SessionFacts, config: IdleConfig, now: float
 ) -> tuple[str | None, dict[str, dict[str, Any]]]:
     """Every enabled checker on one session: ``(reason to terminate or None, reports)``.
-    Inference sessions are never idle-checked (B12)."""
+    Inference sessions are never idle-checked (B12, docs/upstream.md)."""
     if facts.session_type == "inference":
         return None, {}
     judgments = [session_lifetime(facts, config, now)]

@@ -1,4 +1,5 @@
-"""Who may run code on an agent that does not isolate kernels (design.md, threat model).
+"""Who may run code on an agent that does not isolate kernels (docs/security.md, What
+isolation each backend gives).
 
 The process backend runs a kernel as a plain child process of the agent: the operator's uid,
 on the host, beside ``master.key``. That is fine for one trusted user (the demo, development)

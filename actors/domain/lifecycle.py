@@ -1,10 +1,11 @@
-"""Deriving a session's status from its kernels, and the status bookkeeping (23.03 §1.5-1.6).
+"""Deriving a session's status from its kernels, and the status bookkeeping (23.03's
+``determine_session_status`` and ``status_info``/``status_data``, ``manager/models/session.py``).
 
 A session's status is never set by hand: it is computed from its kernels after each kernel
 change (``transit_session_status``) and written only when the transition map allows it.
 The caller emits session events from the *returned* status, so "exactly one
-session_started / session_terminated" holds (upstream bugs B1 and B2 came from deciding on a
-stale status).
+session_started / session_terminated" holds (upstream bugs B1 and B2, docs/upstream.md, came
+from deciding on a stale status).
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ def record_predicate_results(
     passed: Sequence[str],
     failed: Sequence[tuple[str, str]],
 ) -> dict[str, Any]:
-    """``status_data.scheduler`` after a scheduling attempt (§3.2, §3.5).
+    """``status_data.scheduler`` after a scheduling attempt (as 23.03's
+    ``manager/scheduler/dispatcher.py`` records it).
 
     A failed attempt bumps ``retries`` (created at 1); a passing one records the lists only.
     """

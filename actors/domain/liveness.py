@@ -1,4 +1,5 @@
-"""Agent liveness from heartbeats (23.03 §4.2-4.3): silence longer than the timeout makes an
+"""Agent liveness from heartbeats (23.03's ``handle_heartbeat`` in ``manager/registry.py`` and
+``check_agent_lost`` in ``manager/api/session.py``): silence longer than the timeout makes an
 ALIVE agent LOST; a heartbeat from a LOST (or TERMINATED) agent revives it. Kernels on a lost
 agent are left as they are (faithful to 23.03); they resync when it returns."""
 
@@ -23,7 +24,7 @@ __all__ = [
 
 DEFAULT_HEARTBEAT_INTERVAL_S = 20.0
 DEFAULT_LOST_TIMEOUT_S = 40.0
-"""23.3.1 raised it from 5 s, which made agents flap (B6)."""
+"""23.3.1 raised it from 5 s, which made agents flap (B6, docs/upstream.md)."""
 
 
 def agent_status(payloads: Iterable[AnyPayload]) -> AgentStatus | None:

@@ -1,4 +1,5 @@
-"""Scheduling predicates, in 23.03's order (§3.4): may this session start now?
+"""Scheduling predicates, in 23.03's order (``manager/scheduler/predicates.py``): may this
+session start now?
 
 Upstream keeps a Redis counter for concurrency that a failing later predicate then has to
 repair by recomputation; here concurrency and occupancy are *derived from state*

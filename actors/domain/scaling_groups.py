@@ -1,4 +1,5 @@
-"""Scaling groups: which pool of agents a session may use (23.03 §3.7)."""
+"""Scaling groups: which pool of agents a session may use (23.03's ``check_scaling_group``,
+in ``manager/registry.py``)."""
 
 from __future__ import annotations
 

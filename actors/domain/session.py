@@ -1,5 +1,6 @@
 """What a session is before it runs: its type, cluster shape, kernels and creation checks
-(23.03 §2). Everything here is decided at enqueue time, from the request and the policies."""
+(23.03's ``create_session``/``enqueue_session``). Everything here is decided at enqueue time,
+from the request and the policies."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ class SessionType(enum.StrEnum):
     INTERACTIVE = "interactive"
     BATCH = "batch"
     INFERENCE = "inference"
-    """Accepted and scheduled; never idle-checked (23.3.5, B12); no routing yet."""
+    """Accepted and scheduled; never idle-checked (23.3.5, B12 in docs/upstream.md); no
+    routing yet."""
 
 
 class ClusterMode(enum.StrEnum):
@@ -273,7 +275,8 @@ def validate_creation(
     max_containers_per_session: int,
     requested: Sequence[ResourceSlot] = (),
 ) -> None:
-    """The request checks of §2.1 (items 4-5) that need no lookups."""
+    """The request checks of 23.03's ``create_session`` (``manager/registry.py``) that need no
+    lookups."""
     if session_type is SessionType.BATCH and not (startup_command or "").strip():
         raise InvalidAPIParameters("Batch type session requires startup command.")
     if session_type is not SessionType.BATCH and starts_at:

@@ -5,7 +5,7 @@ Kernel reports are checked against the kernel map (termination through its own i
 path), and the session's status is re-derived from its kernels after every change, with the
 session events emitted from the *new* status: exactly one ``session_started`` after the last
 kernel started (B2), exactly one ``session_terminated`` after the last one ended (B1), and
-PULLING shown on the session (B15).
+PULLING shown on the session (B15); the upstream bugs B1, B2 and B15 are in docs/upstream.md.
 """
 
 from __future__ import annotations
@@ -244,8 +244,9 @@ class SessionAggregate:
     def decide_start_failed(
         self, reason: str = "failed-to-start", error: dict[str, Any] | None = None
     ) -> list[AnyPayload]:
-        """An agent could not create the kernels: the whole session is cancelled (23.03
-        §1.7), every kernel with it; the ledger releases their holds on the cancellations."""
+        """An agent could not create the kernels: the whole session is cancelled (as 23.03's
+        ``SchedulerDispatcher.start_session`` does), every kernel with it; the ledger releases
+        their holds on the cancellations."""
         if self.ended or self.status in (SessionStatus.RUNNING, SessionStatus.TERMINATING):
             return []
         events: list[AnyPayload] = [

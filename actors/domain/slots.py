@@ -1,10 +1,10 @@
 """Resource slots: how much of each resource a session asks for or an agent has.
 
-Backend.AI's ``ResourceSlot`` semantics (spec common §2.2) with one fix: comparisons never
-mutate their operands (upstream's ``sync_keys`` adds missing keys to *both* sides). Every
-operation works on the union of keys, a missing key counting as 0. The comparisons are a
-*partial* order (``{cpu:1, mem:2}`` is neither <= nor >= ``{cpu:2, mem:1}``), so code that
-picks a maximum must say how it breaks ties.
+Backend.AI's ``ResourceSlot`` semantics (23.03's ``common/types.py``) with one fix:
+comparisons never mutate their operands (upstream's ``sync_keys`` adds missing keys to *both*
+sides). Every operation works on the union of keys, a missing key counting as 0. The
+comparisons are a *partial* order (``{cpu:1, mem:2}`` is neither <= nor >=
+``{cpu:2, mem:1}``), so code that picks a maximum must say how it breaks ties.
 
 Decimals at the edges (JSON, user input, policies); :class:`SlotLayout` turns slots into
 tuples of integer units for the scheduler's hot loops.

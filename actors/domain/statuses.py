@@ -1,4 +1,5 @@
-"""Session and kernel statuses, their groups and transition maps (Backend.AI 23.03 §1.1-1.4).
+"""Session and kernel statuses, their groups and transition maps (Backend.AI 23.03's
+``manager/models/session.py`` and ``manager/models/kernel.py``; docs/upstream.md).
 
 The integer values are upstream's ordinals: the scheduler sorts managed sessions by
 ``(status.value, created_at)``, so they are behaviour, not decoration. Note the odd order:

@@ -1,6 +1,7 @@
-"""Requests per keypair over a rolling 15-minute window (seed API §2.3), counted beside the
-log with one round trip (``store.rate_limits``, :mod:`events.ratelimit`: what left the window
-is dropped, this request recorded at Redis's own clock, and how many are in it answered).
+"""Requests per keypair over a rolling 15-minute window (23.03's ``manager/api/ratelimit.py``;
+docs/gateway.md), counted beside the log with one round trip (``store.rate_limits``,
+:mod:`events.ratelimit`: what left the window is dropped, this request recorded at Redis's
+own clock, and how many are in it answered).
 
 A request that fails authentication has no keypair to count against, so those are counted
 per peer address (:class:`PeerLimiter`), in the gateway's memory: a flood of bad requests

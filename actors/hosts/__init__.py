@@ -1,5 +1,5 @@
 """The Ray actor shells around the write side and the read side: each loads state from the
-log, calls the domain, and appends; nothing else (design.md)."""
+log, calls the domain, and appends; nothing else (docs/architecture.md, The actors)."""
 
 from .agents import AgentsActor
 from .projector import ProjectorActor

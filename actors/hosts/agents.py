@@ -1,6 +1,6 @@
 """Agents as Ray actors: ``agent:<id>`` for a real node (one agent, process or Docker
 backend), ``agents-sim:<k>`` hosting many simulated agents in one process (one Ray process
-per simulated agent would be unaffordable; design.md).
+per simulated agent would be unaffordable; docs/architecture.md, The actors).
 
 Each agent is ``(agent id, spec)``: the spec is its slots (``cpu``, ``mem``) and, under
 ``accelerators``, its accelerator plugins' configuration (``[{"plugin": "nvml"}]``,

@@ -5,8 +5,8 @@ Roles are custom resources the nodes offer (``ray_cluster.yaml``): the head offe
 (each asks for a sliver of it, so all fit and none lands elsewhere); a worker offers
 ``kernelhub_agent`` and takes one agent, pinned to that node by hard node affinity.
 
-An agent is a node's: it cannot move (design.md), and liveness is its heartbeats, never the
-actor's fate. When its node leaves, the heartbeats stop and the liveness monitor makes it
+An agent is a node's: it cannot move (docs/cluster.md), and liveness is its heartbeats, never
+the actor's fate. When its node leaves, the heartbeats stop and the liveness monitor makes it
 LOST; the actor cannot be placed anywhere else (Ray soon declares it dead). A node that
 comes back is a new Ray node (a new id): ``kh agent start`` there starts the agent again,
 pinned to the new node (replacing the stranded actor if Ray still holds its name); it

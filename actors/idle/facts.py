@@ -75,7 +75,8 @@ class IdleFacts:
         self, records: list[dict[str, Any]]
     ) -> dict[str, dict[str, list[float]]]:
         """Each session's utilization series from its running kernels' samples (one read
-        for all), averaged kernel by kernel for cluster sessions (23.03 §5.3)."""
+        for all), averaged kernel by kernel for cluster sessions (as 23.03's
+        ``UtilizationIdleChecker``; docs/idle.md)."""
         if "utilization" not in self.config.enabled:
             return {r["id"]: {} for r in records}
         kernels = [

@@ -1,4 +1,5 @@
-"""The reaper: reclaims sessions that outlived their policy or went idle (23.03 §5).
+"""The reaper: reclaims sessions that outlived their policy or went idle (23.03's
+``manager/idle.py``; docs/idle.md).
 
 Activity is telemetry, not events: ``touch`` sets the session's last access (Redis time)
 and makes sure it has a check time in the ``<p>:idle:due`` sorted set; one pipeline, on the

@@ -1,10 +1,10 @@
 """Reaching the ``sessions:<k>`` shard actors: every command routed by its session id.
 
 Ray actor calls are at-most-once and a ``RayActorError`` may come after the method ran
-(design.md), so a command has its id *before* the first attempt (it is a frozen value, see
-:mod:`actors.domain.commands.sessions`) and the same value is sent again while the owning
-actor restarts: the shard recognises a retry by that id, so a command has one effect however
-often it is delivered.
+(docs/architecture.md, Commands and idempotency), so a command has its id *before* the
+first attempt (it is a frozen value, see :mod:`actors.domain.commands.sessions`) and the same
+value is sent again while the owning actor restarts: the shard recognises a retry by that
+id, so a command has one effect however often it is delivered.
 """
 
 from __future__ import annotations

@@ -126,7 +126,8 @@ async def _on_behalf_of(event: Event, reaction: Coroutine[Any, Any, Any]) -> Any
 
 
 def shard_of(session_id: uuid.UUID, count: int) -> int:
-    """The shard that owns a session (design.md: ``uuid.int % N``, N fixed at install)."""
+    """The shard that owns a session: ``uuid.int % N``, N fixed at install (docs/architecture.md,
+    The actors)."""
     return session_id.int % count
 
 
@@ -361,7 +362,8 @@ class SessionShard:
         )
         sid = command.session_id
         self._check_owner(sid)
-        for dependency in command.dependencies:  # before the append: no B14 regression
+        # before the append: no B14 regression (docs/upstream.md)
+        for dependency in command.dependencies:
             if await self.store.stream_version(session_stream(dependency)) == 0:
                 raise InvalidAPIParameters(
                     f"Unknown session ID or name in dependencies: {dependency}"

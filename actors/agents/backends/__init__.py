@@ -25,7 +25,8 @@ BACKEND_KINDS = ("auto", "docker", "process", "sim")
 
 
 def resolve_backend_kind(kind: str, docker_url: str | None = None) -> str:
-    """``auto``: Docker when a daemon answers, else local processes (design.md)."""
+    """``auto``: Docker when a daemon answers, else local processes (docs/architecture.md,
+    The embedded stack and Docker)."""
     if kind != "auto":
         return kind
     from .docker import docker_answers  # aiodocker only where Docker is asked about

@@ -1,4 +1,5 @@
-"""Scheduler plugins (23.03 §3.3): which pending session goes next, and which agents it likes.
+"""Scheduler plugins (23.03's ``manager/scheduler/`` ``fifo.py``, ``drf.py``, ``mof.py``;
+docs/scheduling.md): which pending session goes next, and which agents it likes.
 
 A plugin instance lives for one pass of one scaling group (as upstream builds them), so DRF's
 shares are recomputed from state each pass and never drift.

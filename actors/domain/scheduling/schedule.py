@@ -1,4 +1,5 @@
-"""One scheduling pass over one scaling group (23.03 §3.2), as a pure function.
+"""One scheduling pass over one scaling group (23.03's ``_schedule_in_sgroup`` in
+``manager/scheduler/dispatcher.py``; docs/scheduling.md), as a pure function.
 
 Input: the group, its pending sessions (oldest first), the sessions holding resources, the
 candidate agents with their ledger occupancy, and the predicate context. Output: decisions
@@ -6,11 +7,12 @@ candidate agents with their ledger occupancy, and the predicate context. Output:
 predicate lists to record), and cancellations (pending timeout, private sessions that fail
 predicates). The caller turns these into events; nothing here reads a clock or a database.
 
-Deliberate deviation (design.md): a session that fits no agent does not abort the group's
-pass; the next session is tried. Strict FIFO (``num_retries_to_skip = 0``) still blocks on
-its head, which is the point of strict FIFO, but only while the head could fit once room is
-made: a session that no agent of the group could ever hold (a slot none of them offers, more
-than any one has) never blocks the others.
+Deliberate deviation (docs/deviations.md, "scheduler head-of-line" and "strict FIFO and an
+impossible head"): a session that fits no agent does not abort the group's pass; the next
+session is tried. Strict FIFO (``num_retries_to_skip = 0``) still blocks on its head, which
+is the point of strict FIFO, but only while the head could fit once room is made: a session
+that no agent of the group could ever hold (a slot none of them offers, more than any one
+has) never blocks the others.
 
 One session never stops the pass (issue 26): whatever goes wrong while trying it (a slot the
 group does not know, an impossible amount already in the log, a bug) is recorded as its
@@ -206,7 +208,8 @@ def _attempt(
         result.failures.append(
             FailedAttempt(spec.session_id, "predicate-checks-failed", failed, passed)
         )
-        if spec.is_private:  # B5: private sessions do not wait; they are cancelled at once
+        # B5 (docs/upstream.md): private sessions do not wait; they are cancelled at once
+        if spec.is_private:
             result.cancellations.append(
                 Cancellation(spec.session_id, KernelLifecycleEventReason.PENDING_TIMEOUT)
             )
