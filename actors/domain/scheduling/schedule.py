@@ -14,7 +14,7 @@ is the point of strict FIFO, but only while the head could fit once room is made
 that no agent of the group could ever hold (a slot none of them offers, more than any one
 has) never blocks the others.
 
-One session never stops the pass (issue 26): whatever goes wrong while trying it (a slot the
+One session never stops the pass: whatever goes wrong while trying it (a slot the
 group does not know, an impossible amount already in the log, a bug) is recorded as its
 failure (``scheduler-error`` or ``no-available-instances`` with a message naming the
 problem; it stays PENDING) and the pass goes on with the next.
