@@ -18,6 +18,9 @@ from events.keys import GENERATION_SEGMENTS, TOP_SEGMENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("actors", "events", "kernelhub", "projections")
+"""The product's code. ``bench/`` is outside on purpose (its baselines are raw ``XADD`` and raw
+reads, measured against the store), and so is ``tests/`` (some read the Redis layout
+directly, to check it is the one the store promises)."""
 KEYS_MODULE = ROOT / "events" / "keys.py"
 
 RAW_CLIENT_ALLOWED: dict[str, str] = {}

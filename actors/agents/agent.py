@@ -132,7 +132,7 @@ class Agent:
         if not _concerns_agents(event):
             return
         if session is None:
-            session = await self.shard.get(data.session_id)
+            session = await self.shard.load(data.session_id)
         mine = [k for k in session.kernels.values() if k.agent == self.agent_id]
         if not mine:
             return
@@ -327,7 +327,7 @@ class Agent:
         for missing in found.missing_reports:
             await self.shard.handle(missing)
         for session_id, kernel_ids in found.stalled_by_session.items():
-            self._spawn_creation(await self.shard.get(session_id), list(kernel_ids))
+            self._spawn_creation(await self.shard.load(session_id), list(kernel_ids))
         return found.acted()
 
     async def _restore_adopted(self, kernel_ids: set[uuid.UUID]) -> None:
@@ -347,7 +347,7 @@ class Agent:
         kernel = await self.models.kernel(str(kernel_id))
         if kernel is None:
             return
-        session = await self.shard.get(uuid.UUID(kernel["session_id"]))
+        session = await self.shard.load(uuid.UUID(kernel["session_id"]))
         self._session_of[kernel_id] = session.session_id
         main = kernel.get("cluster_role", "main") == "main"
         if session.session_type == "batch" and main and session.result == "undefined":
@@ -609,7 +609,7 @@ async def dispatch(shard: SessionClient, agents: Mapping[str, Agent], event: Eve
     stream a thousand times)."""
     if not _concerns_agents(event):
         return
-    session = await shard.get(event.data.session_id)  # type: ignore[union-attr]
+    session = await shard.load(event.data.session_id)  # type: ignore[union-attr]
     for agent_id in dict.fromkeys(k.agent for k in session.kernels.values()):
         agent = agents.get(agent_id) if agent_id else None
         if agent is not None:

@@ -18,13 +18,19 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import structlog
 
-from actors.domain.commands.sessions import DestroySession, SchedulingFailed, SessionClient
+from actors.domain.commands.sessions import (
+    DestroySession,
+    SchedulingFailed,
+    SessionClient,
+    ShardCommand,
+)
 from actors.domain.limits import quota_policy
 from actors.domain.predicates import PredicateContext
 from actors.domain.scaling_groups import ScalingGroup
@@ -361,24 +367,28 @@ class Scheduler:
                 )
             if recorded_failure(record) != failure_key(report):  # only a change is worth a call
                 with correlated(record.get("correlation_id")):
-                    failed = self.shard.handle(
-                        SchedulingFailed(session_id=failure.session_id, failure=report)
+                    await self._for_one(
+                        failure.session_id,
+                        partial(SchedulingFailed, session_id=failure.session_id, failure=report),
                     )
-                    await self._for_one(failure.session_id, failed)
         for cancel in result.cancellations:
             with correlated(records[str(cancel.session_id)].get("correlation_id")):
-                cancelled = self.shard.handle(
-                    DestroySession(session_id=cancel.session_id, reason=str(cancel.reason))
+                await self._for_one(
+                    cancel.session_id,
+                    partial(
+                        DestroySession, session_id=cancel.session_id, reason=str(cancel.reason)
+                    ),
                 )
-                await self._for_one(cancel.session_id, cancelled)
         return scheduled
 
-    @staticmethod
-    async def _for_one(session_id: uuid.UUID, call: Awaitable[Any]) -> None:
-        """A call about one session after the pass decided: a refusal (the session moved
-        on meanwhile) is logged, and the others still get theirs."""
+    async def _for_one(
+        self, session_id: uuid.UUID, command: Callable[[], ShardCommand[Any]]
+    ) -> None:
+        """A command about one session after the pass decided, built and sent here: a refusal
+        (the session moved on meanwhile), or a command that cannot be built, is logged, and
+        the others still get theirs."""
         try:
-            await call
+            await self.shard.handle(command())
         except Exception as exc:
             log.warning(
                 "a call about one session failed",

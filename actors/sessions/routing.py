@@ -180,6 +180,9 @@ class ShardRouter:
     async def get(self, session_id: uuid.UUID) -> SessionAggregate:
         return await load_session(self.store, session_id)
 
+    async def load(self, session_id: uuid.UUID) -> SessionAggregate:
+        return await load_session(self.store, session_id)
+
     async def wait(
         self, session_id: uuid.UUID, timeout: float, until: Iterable[str] | None = None
     ) -> str:

@@ -531,6 +531,12 @@ class SessionShard:
                 del self._changed[session_id]
 
     async def get(self, session_id: uuid.UUID) -> SessionAggregate:
+        """The shard's own aggregate, caught up (the shard goes on changing it)."""
         self._check_owner(session_id)
         async with self._locks[session_id]:
             return await self._catch_up(session_id)
+
+    async def load(self, session_id: uuid.UUID) -> SessionAggregate:
+        """A fresh fold of the session's stream, the caller's to keep: what the router's
+        :meth:`~actors.sessions.routing.ShardRouter.load` gives an agent on Ray."""
+        return await load_session(self.store, session_id)

@@ -271,3 +271,8 @@ class SessionClient(Protocol):
     async def get(self, session_id: uuid.UUID) -> SessionAggregate:
         """The session folded from its stream, up to date when the call was made."""
         ...
+
+    async def load(self, session_id: uuid.UUID) -> SessionAggregate:
+        """The session freshly folded from its stream: a copy of the caller's own, which the
+        shard never changes afterwards (an agent keeps it while it starts kernels)."""
+        ...
