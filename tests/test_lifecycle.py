@@ -240,7 +240,12 @@ async def test_an_allocation_other_than_reserved_is_settled(store: RedisEventSto
             return await types_of(store, "alloc-default") == ["alloc_reserved", "alloc_settled"]
 
         await eventually(settled, message="settled to the actual allocation")
-        assert local.scheduler.ledger.occupied["i-f"] == ResourceSlot(cpu=1, mem=G // 2)
+
+        async def folded() -> bool:
+            # the scheduler folds what it appended one read of its stream later
+            return local.scheduler.ledger.occupied["i-f"] == ResourceSlot(cpu=1, mem=G // 2)
+
+        await eventually(folded, message="the scheduler's ledger holds the actual allocation")
 
         async def projected() -> bool:
             agent = await ReadModels(store).agent("i-f")
