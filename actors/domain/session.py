@@ -210,9 +210,12 @@ def kernel_creation_specs(
     configs: Sequence[Mapping[str, Decimal]],
     *,
     image: str = "",
+    architecture: str = "x86_64",
+    agents: Sequence[str | None] = (),
 ) -> list[KernelCreationSpec]:
     """The kernels of a ``session_enqueued``: the ``i``-th with ``kernel_ids[i]``, its
-    place (:func:`kernel_place`) and ``configs[i]`` (see :func:`cluster_configs`)."""
+    place (:func:`kernel_place`), ``configs[i]`` (see :func:`cluster_configs`) and, when
+    a superadmin named them (``agent_list``), ``agents[i]``."""
     kernels = []
     for index, (kernel_id, slots) in enumerate(zip(kernel_ids, configs, strict=True)):
         place = kernel_place(index)
@@ -224,7 +227,9 @@ def kernel_creation_specs(
                 local_rank=place.local_rank,
                 cluster_hostname=place.cluster_hostname,
                 image=image,
+                architecture=architecture,
                 requested_slots={k: Decimal(v) for k, v in slots.items()},
+                agent=agents[index] if index < len(agents) else None,
             )
         )
     return kernels

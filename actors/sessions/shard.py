@@ -384,11 +384,20 @@ class SessionShard:
                 [kernel_id_for(sid, i) for i in range(len(configs))],
                 configs,
                 image=command.image,
+                architecture=command.architecture,
+                agents=command.agents,
             ),
+            architecture=command.architecture,
             starts_at=command.starts_at,
             startup_command=command.startup_command,
             dependencies=list(command.dependencies),
             preopen_ports=list(command.preopen_ports) if command.preopen_ports else None,
+            environ=dict(command.environ) if command.environ else None,
+            bootstrap_script=command.bootstrap_script or None,
+            resource_opts=dict(command.resource_opts) if command.resource_opts else None,
+            tag=command.tag,
+            callback_url=command.callback_url,
+            exec_timeout_s=command.exec_timeout_s or None,
         )
         event = SessionEnqueued(session_id=sid, creation_id=command.command_id.hex[:16], spec=spec)
         batch = events_for_command(command.command_id, [event], actor=self.actor)

@@ -34,6 +34,10 @@ class _SessionCreationArgs(EventPayload):
 
 
 MAX_KERNELS = 1024
+MAX_ENV = 1024
+MAX_ENV_NAME = 1024
+MAX_ENV_VALUE = 64 * 2**10
+MAX_CALLBACK_URL = 8192
 MAX_STARTUP_COMMAND = 2**20
 """The log's own bounds on a session's creation (the gateway's are far tighter: 64 kernels,
 a 64 KiB startup command); a tenant's request can never make this event unbounded."""
@@ -77,6 +81,33 @@ class SessionCreationSpec(Record):
         default=None, max_length=MAX_KERNELS, exclude_if=lambda v: v is None
     )
     """Ports the kernel's apps may listen on, reachable through the app tunnel."""
+    environ: (
+        Annotated[
+            dict[
+                Annotated[str, StringConstraints(max_length=MAX_ENV_NAME)],
+                Annotated[str, StringConstraints(max_length=MAX_ENV_VALUE)],
+            ],
+            Field(max_length=MAX_ENV),
+        ]
+        | None
+    ) = added_later()
+    """The user's ``environ`` (``-e K=V``), beside the ``BACKENDAI_*`` variables (which it
+    may not name: the gateway refuses those)."""
+    bootstrap_script: Annotated[str, StringConstraints(max_length=MAX_STARTUP_COMMAND)] | None = (
+        added_later()
+    )
+    """Run once in each kernel before it is RUNNING; a failing script ends the session."""
+    resource_opts: dict[Short, int] | None = added_later()
+    """Per-kernel options beside the slots, resolved: ``{"shmem": bytes}``."""
+    tag: Short | None = added_later()
+    callback_url: Annotated[str, StringConstraints(max_length=MAX_CALLBACK_URL)] | None = (
+        added_later()
+    )
+    """Where the session's status changes are POSTed (by the callback follower, from the
+    log; the write side never waits on it)."""
+    exec_timeout_s: float | None = Field(default=None, ge=0, exclude_if=lambda v: v is None)
+    """The longest one execution may run (the keypair policy's or the image's limit);
+    ``None`` or 0: none."""
 
 
 class KernelPlacement(Record):

@@ -160,6 +160,11 @@ def _on_enqueued(record: Record, event: StoredEvent) -> None:
         )
         if spec.get("preopen_ports"):  # added later: records of older sessions stay as they were
             record["preopen_ports"] = list(spec["preopen_ports"])
+        for key in ("tag", "resource_opts", "exec_timeout_s"):
+            if spec.get(key) is not None:  # added later, as preopen_ports
+                record[key] = spec[key]
+        if spec.get("environ"):  # the names only: values may be secrets the owner typed
+            record["environ_keys"] = sorted(spec["environ"])
         for k in spec["kernels"]:
             kernel = _kernel(record, k["kernel_id"])
             requested = slots_json(k["requested_slots"])

@@ -126,6 +126,16 @@ class CreateSession(SessionCommand[uuid.UUID]):
     user_id: uuid.UUID | None = None
     project_id: uuid.UUID | None = None
     preopen_ports: tuple[int, ...] | None = None
+    architecture: str = "x86_64"
+    agents: tuple[str, ...] = ()
+    """Superadmin ``agent_list``: the agent of each kernel, in order (empty: the scheduler
+    chooses)."""
+    environ: dict[str, str] | None = None
+    bootstrap_script: str | None = None
+    resource_opts: dict[str, int] | None = None
+    tag: str | None = None
+    callback_url: str | None = None
+    exec_timeout_s: float | None = None
 
 
 class CreateSessions(SessionBatch[CreateSession, uuid.UUID]):
