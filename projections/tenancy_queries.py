@@ -97,14 +97,18 @@ class TenancyLookups:
         self, domain: str, project_id: str | None, access_key: str | None
     ) -> list[Record]:
         """Active scaling groups associated with the domain, the project or the keypair
-        (their union, by name), as Backend.AI's ``query_allowed_sgroups``."""
+        (their union, in name order), as Backend.AI's ``query_allowed_sgroups``: whole
+        records (``is_public``, ``allowed_session_types`` and the rest of the group's
+        ``scaling_group_set``), for ``actors.domain.scaling_groups.from_record``. A name
+        associated but never set is no group (23.03's foreign key makes it impossible) and
+        is left out."""
         names: set[str] = set(await self._members(Index.scaling_groups_for("domain", domain)))
         if project_id:
             names |= set(await self._members(Index.scaling_groups_for("project", project_id)))
         if access_key:
             names |= set(await self._members(Index.scaling_groups_for("keypair", access_key)))
         groups = await self._many("sgroup", sorted(names))
-        return [g for g in groups if g.get("is_active", True)]
+        return [g for g in groups if g.get("name") and g.get("is_active", True)]
 
     async def limits_of(
         self, access_key: str, project_id: str | None = None

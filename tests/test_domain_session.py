@@ -101,9 +101,13 @@ def test_scaling_group_resolution() -> None:
     assert check_scaling_group(GROUPS, SessionType.INTERACTIVE, None).name == "default"
     assert check_scaling_group(GROUPS, SessionType.INFERENCE, None).name == "serving"
     assert check_scaling_group(GROUPS, SessionType.BATCH, "gpu", public_only=False).name == "gpu"
-    with pytest.raises(ScalingGroupNotFound, match="'gpu' does not exist or you are not allowed"):
+    with pytest.raises(
+        ScalingGroupNotFound, match="'gpu' does not exist or you do not have access"
+    ):
         check_scaling_group(GROUPS, SessionType.BATCH, "gpu")
-    with pytest.raises(ScalingGroupNotFound, match="does not accept the session type 'batch'"):
+    with pytest.raises(
+        ScalingGroupNotFound, match="does not accept the session type 'SessionTypes.BATCH'"
+    ):
         check_scaling_group(GROUPS, SessionType.BATCH, "serving")
     with pytest.raises(ScalingGroupNotFound, match="no scaling groups allowed"):
         check_scaling_group([], SessionType.BATCH, None)
