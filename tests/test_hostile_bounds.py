@@ -329,7 +329,7 @@ class TestFrontDoor:
         """Attack 7 through the front door: the request is refused with the slot's name, and a
         normal session in the same group is scheduled right after."""
         _refused(tenant, _create("rocm-ask", {"rocm.device": 1}), "rocm.device", "unknown")
-        status, created = tenant.post("/session", _create("after-rocm", {"cpu": 1, "mem": "256m"}))
+        status, created = tenant.post("/session", _create("after-rocm", {"cpu": 1, "mem": "512m"}))
         assert status == 201, created
 
         async def running() -> bool:

@@ -226,7 +226,7 @@ def test_kh_run_rm_prints_exactly_42(stack: Stack) -> None:
         "-r",
         "cpu=1",
         "-r",
-        "mem=256m",
+        "mem=512m",
         "python",
         "-c",
         "import sys; print('o'); print('e', file=sys.stderr)",

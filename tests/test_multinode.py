@@ -203,7 +203,7 @@ def test_sessions_spread_over_the_three_agents(nodes: Nodes) -> None:
     config = ClientConfig.load(environ=nodes.env)
     with Client(config) as client:
         sessions = [
-            client.create_session("python", resources={"cpu": 1, "mem": "256m"}, timeout=60)
+            client.create_session("python", resources={"cpu": 1, "mem": "512m"}, timeout=60)
             for _ in range(3)
         ]
         try:
@@ -219,7 +219,7 @@ def test_sessions_spread_over_the_three_agents(nodes: Nodes) -> None:
 
 def test_a_call_is_traced_across_nodes(nodes: Nodes) -> None:
     with Client(ClientConfig.load(environ=nodes.env)) as client:
-        with client.session("python", resources={"cpu": 1, "mem": "256m"}) as session:
+        with client.session("python", resources={"cpu": 1, "mem": "512m"}) as session:
             correlation_id = str(session.correlation_id)
     env_address = {**nodes.env, "KH_RAY_ADDRESS": nodes.cluster.address}
 

@@ -11,15 +11,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 from events.catalogue import KernelCreationSpec
 
-from .errors import InvalidAPIParameters, QuotaExceeded
+from .errors import ImageNotFound, InvalidAPIParameters, QuotaExceeded
 from .lifecycle import DEFAULT_ROLE
+from .sizes import format_size, parse_size
 from .slots import ResourceSlot
 
 __all__ = [
+    "ARCH_ALIASES",
+    "DEFAULT_SHMEM",
     "PRIVATE_KERNEL_ROLES",
+    "RESERVED_ENV_PREFIXES",
+    "SHMEM_LABEL",
     "ClusterMode",
     "KernelPlace",
     "KernelRole",
@@ -27,13 +33,19 @@ __all__ = [
     "SessionResult",
     "SessionSpec",
     "SessionType",
+    "check_callback_url",
+    "check_environ",
+    "check_shmem",
     "cluster_configs",
+    "designated_agents",
     "expand_cluster",
     "kernel_creation_specs",
     "kernel_id_for",
     "kernel_place",
     "parse_duration",
     "parse_starts_at",
+    "resource_opts_of",
+    "session_architecture",
     "session_id_for",
     "validate_creation",
 ]
@@ -263,7 +275,9 @@ def parse_duration(text: str) -> timedelta:
 
 
 def parse_starts_at(value: str, now: datetime) -> datetime:
-    """ISO-8601 first; otherwise a relative duration added to ``now`` (as 23.03)."""
+    """ISO-8601 first; otherwise a relative duration added to ``now`` (as 23.03). A time
+    without a zone is read in ``now``'s zone (the gateway passes UTC: a naive
+    ``starts_at`` is UTC, as docs/deviations.md says)."""
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -293,3 +307,174 @@ def validate_creation(
     for slots in requested:
         if any(v < Decimal(0) for v in slots.values()):
             raise InvalidAPIParameters("resource slots cannot be negative")
+
+
+# ---- create options (23.03's ``create_session`` checks of each option) -----------------------
+RESERVED_ENV_PREFIXES = ("BACKENDAI_", "KERNELHUB_")
+"""What the agent sets in every kernel (its identity, its cluster, its ports): a tenant's
+``environ`` may not shadow them, or code in the kernel could no longer trust them."""
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+
+
+def check_environ(environ: Mapping[str, str] | None) -> dict[str, str] | None:
+    """``config.environ`` as the kernel can be given it: each name a shell variable name
+    (letters, digits, ``_``, not first a digit: no ``=`` or NUL, which ``execve`` cannot
+    carry), each value one line without NUL (the agent hands the kernel one ``K=V`` a line),
+    and no name of :data:`RESERVED_ENV_PREFIXES`. A refusal names the variable."""
+    if not environ:
+        return None
+    for name, value in environ.items():
+        shown = repr(name[:64])
+        if not _ENV_NAME.fullmatch(name):
+            raise InvalidAPIParameters(
+                f"config.environ: {shown} is not an environment variable name "
+                "(letters, digits and _, not starting with a digit)"
+            )
+        if name.startswith(RESERVED_ENV_PREFIXES):
+            raise InvalidAPIParameters(
+                f"config.environ: {shown} is reserved: names starting with "
+                f"{' or '.join(RESERVED_ENV_PREFIXES)} are set by kernelhub and cannot be "
+                "overridden"
+            )
+        if any(ch in value for ch in "\0\n\r"):
+            raise InvalidAPIParameters(
+                f"config.environ: the value of {shown} contains NUL or a line break"
+            )
+    return dict(environ)
+
+
+SHMEM_LABEL = "ai.backend.resource.preferred.shmem"
+DEFAULT_SHMEM = 64 * 2**20
+"""23.03's default ``/dev/shm`` size when neither the request nor the image says one."""
+
+
+def _shmem_bytes(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidAPIParameters(f"{where} must be a size like 64m or a number of bytes")
+    try:
+        size = parse_size(value, allow_infinity=False)
+    except ValueError as exc:
+        raise InvalidAPIParameters(f"{where}: {str(exc)[:200]}") from None
+    if size <= 0:
+        raise InvalidAPIParameters(f"{where} must be more than 0 bytes")
+    return int(size)
+
+
+def resource_opts_of(
+    requested: Mapping[str, object] | None, labels: Mapping[str, str]
+) -> dict[str, int]:
+    """``config.resource_opts`` as kernelhub honours it: ``{"shmem": bytes}``, from the
+    request, else the image's :data:`SHMEM_LABEL`, else :data:`DEFAULT_SHMEM` (as 23.03).
+    Any other option is refused, naming it: nothing would apply it."""
+    for key in requested or {}:
+        if key != "shmem":
+            raise InvalidAPIParameters(
+                f"config.resource_opts.{str(key)[:64]} is not supported: "
+                "kernelhub honours only shmem"
+            )
+    asked = (requested or {}).get("shmem")
+    if asked is not None:
+        return {"shmem": _shmem_bytes(asked, "config.resource_opts.shmem")}
+    label = labels.get(SHMEM_LABEL)
+    if label is not None:
+        return {"shmem": _shmem_bytes(label, f"the image label {SHMEM_LABEL}")}
+    return {"shmem": DEFAULT_SHMEM}
+
+
+def check_shmem(shmem: int, mem: Decimal) -> None:
+    """23.03's rule: ``/dev/shm`` is memory too, so it must be less than the kernel's."""
+    if shmem >= mem:
+        raise InvalidAPIParameters(
+            "Shared memory should be less than the main memory. "
+            f"(s:{format_size(shmem)}, m:{format_size(mem)})"
+        )
+
+
+ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64", "x32": "x86", "i686": "x86"}
+"""The other names clients give architectures (23.03's ``arch_name_aliases``)."""
+
+
+def _arch(name: str) -> str:
+    plain = name.strip().lower()
+    return ARCH_ALIASES.get(plain, plain)
+
+
+def session_architecture(requested: str | None, image: str, image_architecture: str) -> str:
+    """The architecture of a session's kernels: the one asked (aliases read as 23.03 reads
+    them) must be the image's. 23.03 resolves an image by name *and* architecture, so an
+    image registered only for another one is not found (404), not a bad request; without
+    one asked, the image's own."""
+    registered = _arch(image_architecture or "x86_64")
+    if requested is None or not requested.strip():
+        return registered
+    wanted = _arch(requested)
+    if wanted != registered:
+        raise ImageNotFound(
+            f"unknown alias or disallowed registry: {image} is registered for {registered}, "
+            f"not {wanted[:64]}"
+        )
+    return wanted
+
+
+def designated_agents(
+    agent_list: Sequence[str] | None,
+    cluster_mode: ClusterMode,
+    cluster_size: int,
+    known: Sequence[str] | frozenset[str] | set[str],
+) -> tuple[str, ...]:
+    """The agent of each kernel from a superadmin's ``agent_list`` (23.03's rules and
+    messages): a single-node session names one agent and all its kernels go there; a
+    multi-node one names one per kernel, each a different agent (kernelhub places a
+    multi-node session's kernels on distinct agents; see docs/deviations.md). An agent the
+    cluster never registered is refused as 23.03 refuses it."""
+    if not agent_list:
+        return ()
+    if cluster_mode is ClusterMode.SINGLE_NODE and len(agent_list) != 1:
+        raise InvalidAPIParameters(
+            "For non-cluster sessions and single-node cluster sessions, "
+            "you may specify only one manually assigned agent."
+        )
+    if cluster_mode is ClusterMode.MULTI_NODE:
+        if len(agent_list) != cluster_size:
+            raise InvalidAPIParameters(
+                "For multi-node cluster sessions, the number of manually assigned agents "
+                "must be same to the cluster size."
+            )
+        if len(set(agent_list)) != len(agent_list):
+            raise InvalidAPIParameters(
+                "config.agent_list: the kernels of a multi-node session go to distinct agents"
+            )
+    for agent in agent_list:
+        if agent not in known:
+            raise InvalidAPIParameters(f"No such agent: {agent[:64]}")
+    if cluster_mode is ClusterMode.SINGLE_NODE:
+        return tuple(agent_list) * cluster_size
+    return tuple(agent_list)
+
+
+MAX_CALLBACK_URL = 2048
+
+
+def check_callback_url(url: str) -> str:
+    """The syntax of a ``callback_url``: an absolute http(s) URL with a host, printable
+    ASCII, bounded. Where it may point (the SSRF policy) is the callback sender's to
+    decide."""
+    where = "callback_url"
+    if len(url) > MAX_CALLBACK_URL:
+        raise InvalidAPIParameters(f"{where} is longer than {MAX_CALLBACK_URL} characters")
+    if not url.isascii() or any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise InvalidAPIParameters(
+            f"{where} must be printable ASCII without spaces (percent-encode the rest)"
+        )
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise InvalidAPIParameters(f"{where} must be an http or https URL")
+    try:
+        host, _ = parts.hostname, parts.port
+    except ValueError:
+        raise InvalidAPIParameters(f"{where} has an invalid port") from None
+    if not host:
+        raise InvalidAPIParameters(f"{where} must name a host")
+    return url

@@ -11,7 +11,6 @@ Resource slots are bounded by :mod:`actors.domain.bounds`. A refusal names the f
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
@@ -31,6 +30,7 @@ __all__ = [
     "MAX_CLUSTER_SIZE",
     "MAX_CODE",
     "MAX_SCRIPT",
+    "MAX_TAG",
     "CompleteParams",
     "CreateConfig",
     "CreateParams",
@@ -46,6 +46,8 @@ __all__ = [
 M = TypeVar("M", bound=BaseModel)
 
 
+MAX_TAG = 64
+"""A session's tag (23.03 keeps it in a 64-character column)."""
 MAX_NAME = 256
 """Names and references: image, group, domain, scaling group, tag, access keys, agents."""
 MAX_PATH = 1024
@@ -81,6 +83,7 @@ Script = Annotated[str, StringConstraints(max_length=MAX_SCRIPT)]
 Code = Annotated[str, StringConstraints(max_length=MAX_CODE)]
 EnvValue = Annotated[str, StringConstraints(max_length=MAX_ENV_VALUE)]
 Time = Annotated[str, StringConstraints(max_length=64)]
+Tag = Annotated[str, StringConstraints(max_length=MAX_TAG)]
 
 
 def _json_within(limit: int) -> Any:
@@ -140,7 +143,7 @@ class CreateParams(_Strict):
         "cluster_mode", "clusterMode"
     )
     config: CreateConfig | None = None
-    tag: Name | None = None
+    tag: Tag | None = None
     enqueue_only: bool | None = _alias("enqueueOnly", "enqueue_only")
     max_wait_seconds: int | None = Field(
         default=None,
@@ -148,7 +151,9 @@ class CreateParams(_Strict):
         le=MAX_WAIT_S,
         validation_alias=AliasChoices("maxWaitSeconds", "max_wait_seconds"),
     )
-    starts_at: datetime | Time | None = _alias("starts_at", "startsAt")
+    starts_at: Time | None = _alias("starts_at", "startsAt")
+    """A string, as 23.03's schema: ISO-8601 (a naive time is UTC) or a duration ("30m");
+    read by :func:`actors.domain.session.parse_starts_at`."""
     reuse_if_exists: bool | None = _alias("reuseIfExists", "reuse_if_exists")
     startup_command: Script | None = _alias("startupCommand", "startup_command")
     bootstrap_script: Script | None = _alias("bootstrap_script", "bootstrapScript")

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, cast
 from urllib.parse import unquote
 
@@ -22,10 +23,22 @@ from actors.sessions.isolation import check_create
 from ..domain.bounds import known_slot_types, requested_slots
 from ..domain.commands.sessions import CreateSession, DestroySession, RestartSession
 from ..domain.errors import DomainError, GenericBadRequest, ImageNotFound, InvalidAPIParameters
-from ..domain.errors import ScalingGroupNotFound as NoScalingGroup
-from ..domain.session import ClusterMode, SessionType, parse_starts_at
+from ..domain.session import (
+    ClusterMode,
+    SessionType,
+    check_callback_url,
+    check_environ,
+    check_shmem,
+    designated_agents,
+    parse_starts_at,
+    resource_opts_of,
+    session_architecture,
+    validate_creation,
+)
+from ..domain.sizes import parse_size
 from ..domain.slots import ResourceSlot, SlotType
 from ..domain.tenancy import image_slot_limits
+from .apps import apps_of
 from .auth import Caller
 from .context import DEAD, LIVE, GatewayContext
 from .params import (
@@ -39,7 +52,13 @@ from .params import (
     parse,
     raw_params,
 )
-from .problems import GatewayError, QueryNotImplemented, SessionAlreadyExists
+from .problems import (
+    GatewayError,
+    InsufficientPrivilege,
+    QueryNotImplemented,
+    SessionAlreadyExists,
+)
+from .scaling import role_of_image, scaling_group_for
 from .scope import creation_refusal, visible
 from .views import session_info
 
@@ -78,12 +97,17 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 # ---- create ---------------------------------------------------------------------------------
 async def _slots(
-    ctx: GatewayContext, resources: dict[str, Any] | None, image: dict[str, Any]
+    ctx: GatewayContext, resources: dict[str, Any] | None, image: dict[str, Any], shmem: int = 0
 ) -> ResourceSlot:
     """The requested slots: what was asked (``"1g"`` sizes for memory), the image's minimum
     for what was not, each bounded and never below that minimum (:mod:`..domain.bounds`);
-    a slot no agent has registered is refused, naming it."""
+    a slot no agent has registered is refused, naming it. The image's memory minimum is
+    raised by ``shmem``, as 23.03 raises it: ``/dev/shm`` is memory the kernel's code
+    cannot use."""
     minimum, _ = image_slot_limits(image)
+    if shmem and "mem" in minimum:
+        with contextlib.suppress(ValueError):  # an invalid label is refused by the bounds
+            minimum["mem"] = str(int(parse_size(minimum["mem"], allow_infinity=False)) + shmem)
     names = {*(resources or {}), *minimum} if isinstance(resources, dict) else set(minimum)
     known = await _known_slots(ctx, names)
     return requested_slots(resources, minimum, known, image=str(image.get("name") or "image"))
@@ -138,21 +162,6 @@ async def _below_open_cap(ctx: GatewayContext, access_key: str) -> None:
         )
 
 
-async def _scaling_group(
-    ctx: GatewayContext, wanted: str | None, domain: str, project_id: str, access_key: str
-) -> str:
-    allowed = [
-        g["name"] for g in await ctx.lookups.allowed_scaling_groups(domain, project_id, access_key)
-    ]
-    if wanted:
-        if wanted not in allowed:
-            raise NoScalingGroup(f"scaling group {wanted!r} is not allowed here")
-        return wanted
-    if not allowed:
-        raise NoScalingGroup("no scaling group is available to this keypair")
-    return "default" if "default" in allowed else allowed[0]
-
-
 async def _project(
     ctx: GatewayContext, caller: Caller, owner: dict[str, Any], domain: str, group: str
 ) -> dict[str, Any]:
@@ -196,29 +205,87 @@ def _preopen(ports: list[int] | None) -> list[int]:
     return sorted(set(ports or []))
 
 
-def _starts_at(value: datetime | str | None) -> datetime | None:
+def _starts_at(value: str | None) -> datetime | None:
     """The domain's reading (ISO-8601 or 23.03's relative "30m"), always time-zone aware:
-    a naive time would make the scheduler's ``now >= starts_at`` raise on every pass."""
+    a time without a zone is UTC (docs/deviations.md), and a naive time would make the
+    scheduler's ``now >= starts_at`` raise on every pass."""
     if value is None:
         return None
-    now = datetime.now(UTC)
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
     try:
-        return parse_starts_at(value, now)
-    except (ValueError, OverflowError):
+        at = parse_starts_at(value, datetime.now(UTC))
+        at.astimezone(UTC)  # out of range once in UTC ("9999-12-31T23:00-05:00")
+    except (InvalidAPIParameters, ValueError, OverflowError):
         raise InvalidAPIParameters(
-            f"starts_at is not an ISO-8601 time or a duration: {value!r}"
+            f"starts_at is not an ISO-8601 time or a duration (30m, 1h): {value!r}"
         ) from None
+    return at
 
 
-def _created(record_or_id: Any, name: str, status: str, created: bool) -> web.Response:
+def _unsupported(params: CreateParams) -> None:
+    """Options kernelhub does not honour yet, refused by name rather than dropped. The
+    official client sends ``mounts: []`` and ``mount_map: {}`` on every create: empty, they
+    ask for nothing and pass."""
+    config = params.config
+    if config is not None and config.mounts:
+        raise InvalidAPIParameters(
+            "config.mounts: virtual folders are not supported yet (docs/deviations.md)"
+        )
+    if config is not None and config.mount_map:
+        raise InvalidAPIParameters(
+            "config.mount_map: virtual folders are not supported yet (docs/deviations.md)"
+        )
+    if params.startup_command is not None and (params.session_type or "interactive") != "batch":
+        raise InvalidAPIParameters(
+            "startupCommand is run only by batch sessions (23.03 ignores it on the others; "
+            "kernelhub refuses it rather than drop it): use type batch, or execute the "
+            "command in the session"
+        )
+
+
+async def _agents(
+    ctx: GatewayContext, caller: Caller, params: CreateParams, cluster_mode: ClusterMode
+) -> tuple[str, ...]:
+    """A superadmin's ``config.agent_list``: where each kernel goes (the scheduler places
+    a kernel with an agent on that agent, or leaves it pending)."""
+    wanted = params.config.agent_list if params.config else None
+    if not wanted:
+        return ()
+    if not caller.is_superadmin:
+        raise InsufficientPrivilege("config.agent_list is for superadmins only")
+    known = {str(agent.get("id")) for agent in await ctx.models.agents()}
+    return designated_agents(wanted, cluster_mode, params.cluster_size or 1, known)
+
+
+def _callback_url(url: str | None) -> str | None:
+    """Syntax only; where it may point is the callback sender's to police."""
+    return None if url is None else check_callback_url(url)
+
+
+async def _service_ports(ctx: GatewayContext, sid: uuid.UUID) -> list[dict[str, Any]]:
+    """The running session's service ports as 23.03's create reply lists them: the
+    image's, then the pre-opened ones."""
+    record = await ctx.models.session(str(sid))
+    if record is None:
+        return []
+    return [
+        {"name": app["name"], "protocol": app["protocol"], "ports": list(app["ports"])}
+        for app in await apps_of(ctx, record)
+    ]
+
+
+def _created(
+    record_or_id: Any,
+    name: str,
+    status: str,
+    created: bool,
+    service_ports: list[dict[str, Any]] | None = None,
+) -> web.Response:
     return _json(
         {
             "sessionId": str(record_or_id),
             "sessionName": name,
             "status": status,
-            "servicePorts": [],
+            "servicePorts": service_ports or [],
             "created": created,
         },
         status=201,
@@ -247,19 +314,43 @@ async def create(request: web.Request) -> web.Response:
         if existing.get("image") != image["name"] or params.reuse_if_exists is False:
             raise SessionAlreadyExists(str(existing["id"]))
         return _created(existing["id"], params.name, str(existing["status"]), False)
+    _unsupported(params)
+    config = params.config
+    architecture = session_architecture(
+        params.architecture, image["name"], str(image.get("architecture") or "x86_64")
+    )
+    session_type = SessionType(params.session_type or "interactive")
+    cluster_mode = ClusterMode(params.cluster_mode or "single-node")
+    starts_at = _starts_at(params.starts_at)
+    environ = check_environ(config.environ if config else None)
+    resource_opts = resource_opts_of(
+        config.resource_opts if config else None, image.get("labels") or {}
+    )
+    callback_url = _callback_url(params.callback_url)
+    agents = await _agents(ctx, caller, params, cluster_mode)
     domain = params.domain or caller.domain
     project = await _project(ctx, caller, owner, domain, params.group or "default")
     dependencies = await _dependencies(ctx, caller, access_key, params.dependencies or [])
-    config = params.config
-    requested = await _slots(ctx, config.resources if config else None, image)
+    requested = await _slots(
+        ctx, config.resources if config else None, image, resource_opts["shmem"]
+    )
+    check_shmem(resource_opts["shmem"], requested.get("mem", Decimal(0)))
     policy = await ctx.lookups.policy(str(owner.get("resource_policy") or "default")) or {}
-    session_type = SessionType(params.session_type or "interactive")
-    scaling_group = await _scaling_group(
-        ctx,
-        config.scaling_group if config else None,
-        domain,
-        str(project["project_id"]),
-        access_key,
+    validate_creation(
+        session_type=session_type,
+        starts_at=params.starts_at,
+        startup_command=params.startup_command,
+        cluster_size=params.cluster_size or 1,
+        max_containers_per_session=int(policy.get("max_containers_per_session") or 0),
+    )
+    scaling_group = await scaling_group_for(
+        ctx.lookups,
+        session_type=session_type,
+        requested=config.scaling_group if config else None,
+        domain=domain,
+        project_id=str(project["project_id"]),
+        access_key=access_key,
+        image_role=role_of_image(image),
     )
     await check_create(
         ctx.store, ctx.models, ctx.lookups, access_key=access_key, scaling_group=scaling_group
@@ -274,15 +365,22 @@ async def create(request: web.Request) -> web.Response:
             requested=[requested],
             cluster_size=params.cluster_size or 1,
             max_containers_per_session=int(policy.get("max_containers_per_session") or 0),
-            cluster_mode=ClusterMode(params.cluster_mode or "single-node"),
+            cluster_mode=cluster_mode,
             session_type=session_type,
             startup_command=params.startup_command,
-            starts_at=_starts_at(params.starts_at),
+            starts_at=starts_at,
             dependencies=dependencies,
             domain=domain,
             user_id=uuid.UUID(str(owner["user_id"])),
             project_id=uuid.UUID(str(project["project_id"])),
             preopen_ports=_preopen(config.preopen_ports if config else None),
+            architecture=architecture,
+            agents=agents,
+            environ=environ,
+            bootstrap_script=params.bootstrap_script or owner.get("bootstrap_script") or None,
+            resource_opts=resource_opts,
+            tag=params.tag,
+            callback_url=callback_url,
         )
     )
     if params.enqueue_only:
@@ -290,7 +388,8 @@ async def create(request: web.Request) -> web.Response:
         return _created(sid, params.name, "PENDING", True)
     status = await _wait_settled(ctx, sid, params.max_wait_seconds or 0)
     await _readable(ctx, sid, None if status == "TIMEOUT" else status)
-    return _created(sid, params.name, status, True)
+    ports = await _service_ports(ctx, sid) if status == "RUNNING" else []
+    return _created(sid, params.name, status, True, ports)
 
 
 async def _wait_settled(ctx: GatewayContext, sid: uuid.UUID, max_wait_s: int) -> str:

@@ -30,7 +30,9 @@ def session_info(
     """``GET /session/{ref}``: 23.03's get_info, camelCase, many values stringified;
     ``idleChecks`` is each idle checker's report (empty unless the session runs).
     ``sessionId`` and ``sessionName`` are kernelhub's additions: a name in the path becomes
-    an id the caller can keep (clients ignore keys they do not know)."""
+    an id the caller can keep (clients ignore keys they do not know). ``environ`` names the
+    variables with their values elided: the read model keeps only the names (a value may be
+    a secret, and the read side is not where it belongs); the kernel has them all."""
     main = _main_kernel(record)
     created_ms = int(record.get("created_ms") or 0)
     return {
@@ -49,8 +51,8 @@ def session_info(
         "occupyingSlots": str(record.get("occupying_slots") or {}),
         "requestedSlots": str(record.get("requested_slots") or {}),
         "occupiedShares": str({}),
-        "environ": str({}),
-        "resourceOpts": str({}),
+        "environ": str(dict.fromkeys(record.get("environ_keys") or [], "***")),
+        "resourceOpts": str(record.get("resource_opts") or {}),
         "status": record.get("status"),
         "statusInfo": record.get("status_info") or "",
         "statusData": record.get("status_data"),
