@@ -444,12 +444,12 @@ def down(data_dir: DataDir = None) -> None:
 @app.command(help="The cluster at a glance (exit 3: nothing runs).")
 @operator_command
 def status(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
-    from . import cluster, embedded, ray_head
+    from . import cluster, ray_head
     from . import status as status_view
 
     settings = installation_settings(data_dir=data_dir)
     url = settings.redis_url
-    state = None if url else embedded.read_state(settings)
+    state = status_view.own_stack(settings)  # kh up's own, also under its exported URL
     if state:
         url = state.redis_url
     if not url:

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .client_cli import create_options as opts
+from .client_cli.units import format_slots
 from .errors import KernelhubError
 from .operator_cli import (
     JsonFlag,
@@ -85,7 +87,13 @@ def create(
     ] = None,
     image: Annotated[str, typer.Option(help="an image or alias in the catalogue")] = "python",
     cpu: Annotated[str, typer.Option()] = "1",
-    mem: Annotated[str, typer.Option()] = "256m",
+    mem: Annotated[
+        str | None,
+        typer.Option(
+            help="e.g. 512m (default: the image's minimum, raised by a --resource-opts shmem)",
+            show_default=False,
+        ),
+    ] = None,
     resource: Annotated[
         list[str] | None,
         typer.Option(
@@ -100,18 +108,55 @@ def create(
         str | None,
         typer.Option(help="a batch session's startup command", show_default=False),
     ] = None,
-    depends_on: Annotated[
-        list[str] | None,
-        typer.Option(
-            metavar="SESSION",
-            help="start only after this session (an id or a name) succeeded (repeatable)",
-            show_default=False,
-        ),
-    ] = None,
+    depends_on: opts.Depends = None,
+    env: opts.Env = None,
+    bootstrap_script: opts.BootstrapScript = None,
+    bootstrap: opts.Bootstrap = None,
+    tag: opts.Tag = None,
+    callback_url: opts.CallbackUrl = None,
+    starts_at: opts.StartsAt = None,
+    resource_opts: opts.ResourceOpts = None,
+    architecture: opts.Architecture = None,
+    assign_agent: opts.AssignAgent = None,
+    scaling_group: opts.ScalingGroup = None,
+    preopen: opts.Preopen = None,
+    cluster_size: opts.ClusterSize = 1,
+    cluster_mode: opts.ClusterMode = None,
+    domain: opts.Domain = None,
+    group: opts.Group = None,
+    owner: opts.Owner = None,
+    mount: opts.Mount = None,
     wait: Wait = 0,
 ) -> None:
+    """Every option goes into the request (:func:`kernelhub.client_cli.create_options.sdk_options`);
+    one the server does not honour comes back as its one-line refusal, exit 1."""
     settings = installation_settings(context)
-    resources: dict[str, str | int | float] = {"cpu": cpu, "mem": mem, **_resources(resource)}
+    resources: dict[str, str | int | float] = {"cpu": cpu, **_resources(resource)}
+    if mem is not None:  # else the gateway asks the image's minimum, shmem included
+        resources["mem"] = mem
+    try:
+        options = opts.sdk_options(
+            env=env,
+            bootstrap_script=bootstrap_script,
+            bootstrap=bootstrap,
+            tag=tag,
+            callback_url=callback_url,
+            starts_at=starts_at,
+            resource_opts=resource_opts,
+            architecture=architecture,
+            assign_agent=assign_agent,
+            scaling_group=scaling_group,
+            preopen=preopen,
+            cluster_size=cluster_size,
+            cluster_mode=cluster_mode,
+            domain=domain,
+            group=group,
+            owner=owner,
+            depends=depends_on,
+            mount=mount,
+        )
+    except (opts.OptionError, OSError) as error:
+        raise KernelhubError(str(error)) from None
     with _admin_client(settings) as client:
         session = client.create_session(
             image,
@@ -119,8 +164,8 @@ def create(
             type="batch" if command else "interactive",
             resources=resources,
             startup_command=command,
-            dependencies=depends_on or (),
             wait=False,
+            **options,
         )
         print(session.id, flush=True)
         if wait:
@@ -344,7 +389,7 @@ def describe(record: dict[str, Any], idle: dict[str, Any] | None = None) -> list
         f"session   {record['id']} ({record['name']}, {record['type']})",
         f"status    {record['status']} {record['status_info']}".rstrip(),
         f"owner     {record['access_key']}  group {record['scaling_group']}",
-        f"slots     {json.dumps(record['requested_slots'])}",
+        f"slots     {format_slots(record['requested_slots'])}",
         "history",
     ]
     for status, at in sorted(record["status_history"].items(), key=lambda item: item[1]):

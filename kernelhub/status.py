@@ -13,16 +13,51 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
 
 from actors.domain.sizes import format_size
 from actors.domain.statuses import SessionStatus
 from events import RedisEventStore
 from projections.queries import ReadModels
 
+from . import embedded
 from .projections_cli import projection_rows
 
-__all__ = ["cluster_summary", "kernelhub_actors", "render"]
+if TYPE_CHECKING:
+    from .config import Settings
+    from .embedded import EmbeddedState
+
+__all__ = ["cluster_summary", "kernelhub_actors", "own_stack", "render", "same_redis"]
+
+
+def same_redis(a: str, b: str) -> bool:
+    """Whether two Redis URLs name the same server and database: ``redis://h:p`` is
+    ``redis://h:p/0``, ``localhost`` is ``127.0.0.1``, a trailing slash changes nothing."""
+
+    def key(url: str) -> tuple[str, str, int | None, str]:
+        parts = urlsplit(url.strip())
+        host = (parts.hostname or "").lower()
+        host = "127.0.0.1" if host in ("localhost", "::1") else host
+        path = parts.path.rstrip("/") if parts.scheme == "unix" else parts.path.strip("/") or "0"
+        db = dict(parse_qsl(parts.query)).get("db", "") if parts.scheme == "unix" else ""
+        return (parts.scheme.lower(), host, parts.port, path + db)
+
+    try:
+        return key(a) == key(b)
+    except ValueError:  # a port that is not a number: not ours
+        return False
+
+
+def own_stack(settings: Settings) -> EmbeddedState | None:
+    """The embedded stack ``kh up`` runs from this data dir, when ``KH_REDIS_URL`` is unset
+    or names that stack's own Redis (the ``export KH_REDIS_URL=...`` line ``kh up``
+    printed): its Ray address, dashboard and metrics are then ours to show. A
+    ``KH_REDIS_URL`` naming another Redis is an external stack: None."""
+    state = embedded.read_state(settings)
+    if state is None or not settings.redis_url:
+        return state
+    return state if same_redis(settings.redis_url, state.redis_url) else None
 
 
 async def cluster_summary(store: RedisEventStore) -> dict[str, Any]:

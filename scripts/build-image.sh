@@ -32,12 +32,26 @@ if [ ! -s "$ROOTFS_TAR" ]; then
   chroot "$root" useradd --uid "$WORK_UID" --gid "$WORK_UID" --home-dir /home/work \
     --no-create-home --shell /bin/bash work
   mkdir -p "$root/home/work" "$root/home/config" "$root/opt/kernelhub"
+  # `python` answers as in Backend.AI's python images (`--exec 'python main.py'`)
+  ln -s python3 "$root/usr/bin/python"
   chown "$WORK_UID:$WORK_UID" "$root/home/work"
   # what an image needs no more of once built: package lists, caches, docs
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
     "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/locale/*
   tar -C "$root" -cf "$ROOTFS_TAR.part" .
   mv "$ROOTFS_TAR.part" "$ROOTFS_TAR"
+fi
+
+# a tarball cached before `python` was linked gets the link appended (seconds, no debootstrap)
+if ! tar -tf "$ROOTFS_TAR" | grep -qx './usr/bin/python'; then
+  link=$(mktemp -d)
+  mkdir -p "$link/usr/bin"
+  ln -s python3 "$link/usr/bin/python"
+  cp "$ROOTFS_TAR" "$ROOTFS_TAR.part"
+  tar -C "$link" --owner=0 --group=0 -rf "$ROOTFS_TAR.part" ./usr/bin/python
+  mv "$ROOTFS_TAR.part" "$ROOTFS_TAR"
+  rm -rf "$link"
+  echo "build-image: linked python -> python3 in $ROOTFS_TAR"
 fi
 
 # the labels of kernelhub/bootstrap.py's BASE_IMAGE_LABELS (the image catalogue's entry)

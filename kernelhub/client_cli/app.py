@@ -36,8 +36,10 @@ from ..sdk.errors import (
     SessionNotFound,
 )
 from ..sdk.models import Output, SessionInfo
+from . import create_options as opts
 from . import output
 from .terminal import Feedback, describe_status
+from .units import format_slots
 
 __all__ = ["EXIT", "app"]
 
@@ -162,18 +164,33 @@ def run(
         list[str] | None,
         typer.Option("-r", "--resource", help="a slot, e.g. -r cpu=1 -r mem=1g (repeatable)"),
     ] = None,
-    env: Annotated[list[str] | None, typer.Option("-e", "--env", help="KEY=VALUE")] = None,
-    name: Annotated[str | None, typer.Option("-n", "--name", help="the session's name")] = None,
-    preopen: Annotated[
-        list[int] | None,
-        typer.Option("--preopen", help="a port to reach later with kh app (repeatable)"),
+    env: opts.Env = None,
+    name: Annotated[
+        str | None, typer.Option("-n", "-t", "--name", help="the session's name")
     ] = None,
+    preopen: opts.Preopen = None,
     max_wait: Annotated[
         float,
         typer.Option(
             "--max-wait", help="seconds to wait for it to start (0: no limit); exit 4 after"
         ),
     ] = 0,
+    bootstrap_script: opts.BootstrapScript = None,
+    bootstrap: opts.Bootstrap = None,
+    tag: opts.Tag = None,
+    callback_url: opts.CallbackUrl = None,
+    starts_at: opts.StartsAt = None,
+    resource_opts: opts.ResourceOpts = None,
+    architecture: opts.Architecture = None,
+    assign_agent: opts.AssignAgent = None,
+    scaling_group: opts.ScalingGroup = None,
+    cluster_size: opts.ClusterSize = 1,
+    cluster_mode: opts.ClusterMode = None,
+    domain: opts.Domain = None,
+    group: opts.Group = None,
+    owner: opts.Owner = None,
+    depends: opts.Depends = None,
+    mount: opts.Mount = None,
     as_json: JsonFlag = False,
 ) -> None:
     if session_type not in ("interactive", "batch"):
@@ -185,6 +202,29 @@ def run(
         )
     if session_type == "interactive" and code is None and not files:
         usage("give code (-c CODE) or FILES to run")
+    try:
+        options = opts.sdk_options(
+            env=env,
+            bootstrap_script=bootstrap_script,
+            bootstrap=bootstrap,
+            tag=tag,
+            callback_url=callback_url,
+            starts_at=starts_at,
+            resource_opts=resource_opts,
+            architecture=architecture,
+            assign_agent=assign_agent,
+            scaling_group=scaling_group,
+            preopen=preopen,
+            cluster_size=cluster_size,
+            cluster_mode=cluster_mode,
+            domain=domain,
+            group=group,
+            owner=owner,
+            depends=depends,
+            mount=mount,
+        )
+    except opts.OptionError as error:
+        usage(str(error))
     feedback = Feedback(quiet=as_json)
     live = not as_json
     kind: Literal["interactive", "batch"] = "batch" if session_type == "batch" else "interactive"
@@ -196,11 +236,10 @@ def run(
                     name=name,
                     type=kind,
                     resources=_pairs(resource or [], "-r"),
-                    environ=_pairs(env or [], "-e"),
                     timeout=max_wait or None,
                     on_status=show,
-                    preopen_ports=preopen or (),
                     startup_command=exec_command if kind == "batch" else None,
+                    **options,
                 )
         except PendingTimeout as error:
             _settle_timeout(client, error, rm, feedback)
@@ -275,11 +314,12 @@ def ps(
         _print_json(page)
         return
     table = Table(box=None, pad_edge=False)
-    for column in ("NAME", "ID", "STATUS", "INFO", "IMAGE", "AGE"):
+    for column in ("NAME", "ID", "STATUS", "INFO", "IMAGE", "SLOTS", "AGE"):
         table.add_column(column, no_wrap=column != "INFO")
     for item in page.items:
         info = item.pending_reason or item.status_info or ""
-        table.add_row(item.name, str(item.id)[:8], item.status, info, item.image, _age(item))
+        slots = format_slots(item.occupying_slots or item.requested_slots)
+        table.add_row(item.name, str(item.id)[:8], item.status, info, item.image, slots, _age(item))
     Console(soft_wrap=True).print(table)
     print(f"({len(page.items)} of {page.total})")
 
@@ -311,6 +351,9 @@ def info(ref: SessionRef, as_json: JsonFlag = False) -> None:
         ("status info", found.status_info or ""),
         ("result", found.result),
         ("exit code", "" if found.exit_code is None else str(found.exit_code)),
+        ("tag", found.tag or ""),
+        ("arch", found.architecture or ""),
+        ("starts at", found.starts_at.isoformat() if found.starts_at else ""),
         ("owner", found.access_key or ""),
         ("group", found.scaling_group or ""),
         ("requested", _slots(found.requested_slots)),
@@ -337,7 +380,7 @@ def info(ref: SessionRef, as_json: JsonFlag = False) -> None:
 
 
 def _slots(slots: dict[str, str]) -> str:
-    return " ".join(f"{k}={v}" for k, v in sorted(slots.items()))
+    return format_slots(slots)
 
 
 @app.command(help="Destroy sessions.")

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -46,7 +47,7 @@ from .models import (
     SessionPage,
 )
 
-__all__ = ["AsyncClient", "AsyncSession", "ExecutionStream", "InputSource"]
+__all__ = ["AsyncClient", "AsyncSession", "ExecutionStream", "InputSource", "create_body"]
 
 InputSource = str | Iterable[str] | Callable[[str], str] | None
 """What answers ``input()`` in executed code: one line, lines in order, or a function of
@@ -54,8 +55,8 @@ the prompt."""
 StatusCallback = Callable[[SessionInfo], None]
 
 _SESSION_FIELDS = """id name type image status status_info status_data status_history
-  created_at terminated_at result exit_code access_key scaling_group startup_command occupying_slots
-  requested_slots idle_checks
+  tag architecture starts_at created_at terminated_at result exit_code access_key
+  scaling_group startup_command occupying_slots requested_slots idle_checks
   containers { id cluster_role cluster_hostname agent status status_info status_data
                container_id occupied_slots }"""
 _GET = "query($id: UUID!) { compute_session(id: $id) { " + _SESSION_FIELDS + " } }"
@@ -181,11 +182,23 @@ class AsyncClient:
         resources: dict[str, str | int | float] | None = None,
         startup_command: str | None = None,
         environ: dict[str, str] | None = None,
+        bootstrap_script: str | None = None,
+        tag: str | None = None,
+        callback_url: str | None = None,
+        starts_at: str | datetime | None = None,
+        resource_opts: dict[str, str | int] | None = None,
+        architecture: str | None = None,
+        agent_list: Sequence[str] = (),
         preopen_ports: Sequence[int] = (),
         cluster_size: int = 1,
+        cluster_mode: Literal["single-node", "multi-node"] | None = None,
         scaling_group: str | None = None,
+        mounts: Sequence[str] = (),
+        mount_map: dict[str, str] | None = None,
         dependencies: Sequence[str | uuid.UUID] = (),
         owner_access_key: str | None = None,
+        domain: str | None = None,
+        group: str | None = None,
         reuse: bool = False,
         wait: bool = True,
         timeout: float | None = None,
@@ -197,26 +210,37 @@ class AsyncClient:
         :class:`PendingTimeout` when ``timeout`` seconds pass first (the session is left
         queued: destroy it or wait again), :class:`SessionFailed` when it is cancelled.
         ``on_status`` sees each new status (and pending reason) while it waits.
+
+        Every option goes to the server as the official client sends it
+        (:func:`create_body`); one the server does not honour is refused there with a 400
+        naming it (:class:`~kernelhub.sdk.errors.InvalidRequest`), never dropped on the way.
         """
-        body = {
-            "name": name or f"kh-{uuid.uuid4().hex[:10]}",
-            "image": image,
-            "type": type,
-            "clusterSize": cluster_size,
-            "enqueueOnly": True,
-            "reuseIfExists": reuse,
-            "startupCommand": startup_command,
-            "group": self.config.group,
-            "domain": self.config.domain,
-            "owner_access_key": owner_access_key,
-            "dependencies": [str(d) for d in dependencies] or None,
-            "config": {
-                "resources": {k: str(v) for k, v in (resources or {}).items()},
-                "environ": environ or {},
-                "scalingGroup": scaling_group,
-                "preopen_ports": list(preopen_ports),
-            },
-        }
+        body = create_body(
+            image,
+            name=name,
+            type=type,
+            resources=resources,
+            startup_command=startup_command,
+            environ=environ,
+            bootstrap_script=bootstrap_script,
+            tag=tag,
+            callback_url=callback_url,
+            starts_at=starts_at,
+            resource_opts=resource_opts,
+            architecture=architecture,
+            agent_list=agent_list,
+            preopen_ports=preopen_ports,
+            cluster_size=cluster_size,
+            cluster_mode=cluster_mode,
+            scaling_group=scaling_group,
+            mounts=mounts,
+            mount_map=mount_map,
+            dependencies=dependencies,
+            owner_access_key=owner_access_key,
+            domain=domain or self.config.domain,
+            group=group or self.config.group,
+            reuse=reuse,
+        )
         response = await self.request("POST", "/session", json_body=body)
         reply = response.json()
         session = AsyncSession(self, uuid.UUID(reply["sessionId"]), reply["sessionName"])
@@ -332,6 +356,77 @@ class AsyncClient:
         if not named:
             raise _not_found(ref)
         return uuid.UUID(named[0]["id"])
+
+
+def create_body(
+    image: str,
+    *,
+    name: str | None,
+    type: str,
+    resources: dict[str, str | int | float] | None,
+    startup_command: str | None,
+    environ: dict[str, str] | None,
+    bootstrap_script: str | None,
+    tag: str | None,
+    callback_url: str | None,
+    starts_at: str | datetime | None,
+    resource_opts: dict[str, str | int] | None,
+    architecture: str | None,
+    agent_list: Sequence[str],
+    preopen_ports: Sequence[int],
+    cluster_size: int,
+    cluster_mode: str | None,
+    scaling_group: str | None,
+    mounts: Sequence[str],
+    mount_map: dict[str, str] | None,
+    dependencies: Sequence[str | uuid.UUID],
+    owner_access_key: str | None,
+    domain: str | None,
+    group: str | None,
+    reuse: bool,
+) -> dict[str, Any]:
+    """``POST /session``'s body, with the keys and places ``backend.ai-client`` 23.3 uses
+    (``ComputeSession.get_or_create``): a server that reads the official client's requests
+    reads these. An option left unset is left out (except the ones this SDK always sent),
+    so what a request asks for is exactly what was given, and a refusal names only that."""
+    config: dict[str, Any] = {
+        "resources": {k: str(v) for k, v in (resources or {}).items()},
+        "environ": dict(environ or {}),
+        "scalingGroup": scaling_group,
+        "preopen_ports": list(preopen_ports),
+    }
+    if resource_opts:
+        config["resource_opts"] = {k: str(v) for k, v in resource_opts.items()}
+    if agent_list:
+        config["agentList"] = list(agent_list)
+    if mounts:
+        config["mounts"] = list(mounts)
+    if mount_map:
+        config["mount_map"] = dict(mount_map)
+    body: dict[str, Any] = {
+        "name": name or f"kh-{uuid.uuid4().hex[:10]}",
+        "image": image,
+        "type": type,
+        "clusterSize": cluster_size,
+        "enqueueOnly": True,
+        "reuseIfExists": reuse,
+        "startupCommand": startup_command,
+        "group": group,
+        "domain": domain,
+        "owner_access_key": owner_access_key,
+        "dependencies": [str(d) for d in dependencies] or None,
+        "config": config,
+    }
+    optional = {
+        "bootstrap_script": bootstrap_script,
+        "tag": tag,
+        "callback_url": callback_url,
+        "starts_at": starts_at.isoformat() if isinstance(starts_at, datetime) else starts_at,
+        "architecture": architecture,
+        "clusterMode": cluster_mode,
+    }
+    body.update({key: value for key, value in optional.items() if value is not None})
+    return body
 
 
 def _statuses(status: Sequence[str] | str | None) -> list[str]:

@@ -113,6 +113,11 @@ class SessionInfo(_Model):
     access_key: str | None = None
     scaling_group: str | None = None
     startup_command: str | None = None
+    tag: str | None = Field(default=None, description="the user's annotation (--tag)")
+    architecture: str | None = None
+    starts_at: datetime | None = Field(
+        default=None, description="not scheduled before this (--starts-at)"
+    )
     created_at: datetime | None = None
     terminated_at: datetime | None = None
     requested_slots: dict[str, str] = Field(default_factory=dict)
@@ -160,6 +165,8 @@ class SessionInfo(_Model):
             value = item.get(key)
             if not value:
                 return None
+            if isinstance(value, int | float):  # seconds since the epoch
+                return datetime.fromtimestamp(value, UTC)
             parsed = datetime.fromisoformat(str(value))
             return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
@@ -177,6 +184,9 @@ class SessionInfo(_Model):
             access_key=item.get("access_key"),
             scaling_group=item.get("scaling_group"),
             startup_command=item.get("startup_command"),
+            tag=item.get("tag"),
+            architecture=item.get("architecture"),
+            starts_at=when("starts_at"),
             created_at=when("created_at"),
             terminated_at=when("terminated_at"),
             requested_slots=slots("requested_slots"),
