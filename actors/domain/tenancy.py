@@ -40,6 +40,7 @@ from events.catalogue import (
 )
 
 from .errors import GenericBadRequest, ImageNotFound, InvalidAPIParameters, ObjectNotFound
+from .service_ports import image_service_ports
 
 __all__ = [
     "DECISIONS",
@@ -331,6 +332,10 @@ def decide_associate(
 
 
 def decide_register_image(state: TenancyState, event: ImageRegistered) -> list[AnyPayload]:
+    """An image whose ``ai.backend.service-ports`` label does not parse is refused with the
+    parser's message (:class:`~.service_ports.InvalidServiceConfig`): catalogued, it would
+    offer apps no session could start."""
+    image_service_ports(event.labels)
     existing = state.images.get(event.name)
     return [] if existing is not None and _same(existing, event) else [event]
 

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -33,12 +34,18 @@ from actors.idle.reaper import app_closed, app_opened
 from ..agents.kernel_sockets import KernelSocket, SocketRefused
 from ..agents.kernel_sockets import connect as connect_kernel
 from ..domain.errors import GenericBadRequest, InvalidAPIParameters, ObjectNotFound
+from ..domain.service_ports import (
+    SERVICE_PORTS_LABEL,
+    InvalidServiceConfig,
+    image_service_ports,
+    service_ports_json,
+)
 from .params import Name, Script, _Strict, parse, raw_params
 from .problems import InternalServerError
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["AppNotFound", "app_routes", "apps_of", "open_tunnel", "tunnel_of"]
+__all__ = ["AppNotFound", "app_routes", "apps_of", "image_apps", "open_tunnel", "tunnel_of"]
 
 _CHUNK = 65536
 MAX_ANSWER = 256
@@ -54,23 +61,29 @@ class AppNotFound(ObjectNotFound):
         super().__init__("app service", msg)
 
 
-def _image_ports(label: str) -> list[dict[str, Any]]:
-    """``ai.backend.service-ports``: ``name:protocol:port`` items, comma-separated."""
-    apps = []
-    for item in filter(None, (part.strip() for part in label.split(","))):
-        name, _, rest = item.partition(":")
-        protocol, _, port = rest.partition(":")
-        if port.strip("[]").isdigit():
-            apps.append(
-                {"name": name, "protocol": protocol or "tcp", "ports": [int(port.strip("[]"))]}
-            )
-    return apps
+def image_apps(image: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The apps an image's ``ai.backend.service-ports`` label declares, as the API answers
+    them (:func:`~actors.domain.service_ports.service_ports_json`).
+
+    The catalogue refuses an image whose label does not parse, but an image registered
+    before it did so is still in the log (and sessions may run on it): such an image is kept
+    and offers no apps, with a warning naming it, rather than apps no kernel can serve."""
+    labels = image.get("labels") or {}
+    try:
+        return service_ports_json(image_service_ports(labels))
+    except InvalidServiceConfig as exc:
+        log.warning(
+            "image service-ports label refused: its apps are not offered",
+            image=image.get("name"),
+            label=str(labels.get(SERVICE_PORTS_LABEL, ""))[:256],
+            error=exc.msg,
+        )
+        return []
 
 
 async def apps_of(ctx: Any, record: dict[str, Any]) -> list[dict[str, Any]]:
     """The image's service ports, then the session's pre-opened ports (named by number)."""
-    image = await ctx.lookups.image(str(record.get("image", ""))) or {}
-    apps = _image_ports(str((image.get("labels") or {}).get("ai.backend.service-ports", "")))
+    apps = image_apps(await ctx.lookups.image(str(record.get("image", ""))) or {})
     apps += [
         {"name": str(port), "protocol": "preopen", "ports": [int(port)]}
         for port in record.get("preopen_ports") or []
