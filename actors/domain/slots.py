@@ -8,6 +8,14 @@ comparisons are a *partial* order (``{cpu:1, mem:2}`` is neither <= nor >=
 
 Decimals at the edges (JSON, user input, policies); :class:`SlotLayout` turns slots into
 tuples of integer units for the scheduler's hot loops.
+
+A slot may be present with the value ``None`` (upstream lets one be "named but unset"): it
+is kept (``slots["cpu"] is None``, it counts in ``len`` and iteration), left out of
+:meth:`ResourceSlot.to_json` and of :meth:`ResourceSlot.to_humanized`, and equal only to
+another ``None``. Adding, subtracting or ordering with an unset slot is a :class:`TypeError`
+naming it (upstream fails there too, with Python's bare ``NoneType`` message, and its
+ordering only when no earlier slot already decided the answer). Nothing kernelhub builds
+holds one: user input, policies and JSON skip ``None`` values.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from events import canonical_dumps
 from events._canonical import decimal_to_plain
@@ -63,17 +71,38 @@ def _normalize_value(value: Any, slot_type: SlotType) -> Decimal:
     return number.quantize(_QUANTUM).normalize()
 
 
+def _unset_in(slots: Mapping[str, Any]) -> frozenset[str]:
+    if isinstance(slots, ResourceSlot):
+        return slots._unset
+    return frozenset(k for k, v in slots.items() if v is None)
+
+
 class ResourceSlot(Mapping[str, Decimal]):
     """An immutable ``{slot name: Decimal}``. Slot names are dotted for accelerators
-    (``cuda.device``); the part before the first dot names the device plugin."""
+    (``cuda.device``); the part before the first dot names the device plugin.
 
-    __slots__ = ("_data",)
+    A value may be ``None`` (see the module's docstring): typed as ``Decimal`` all the same,
+    because only a caller that passes ``None`` itself can ever read one back."""
+
+    __slots__ = ("_data", "_unset")
 
     def __init__(self, data: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         merged = {**(data or {}), **kwargs}
-        self._data: dict[str, Decimal] = {
-            k: v if isinstance(v, Decimal) else Decimal(str(v)) for k, v in merged.items()
+        data_or_unset: dict[str, Decimal | None] = {
+            k: v if isinstance(v, Decimal) or v is None else Decimal(str(v))
+            for k, v in merged.items()
         }
+        self._data = cast(dict[str, Decimal], data_or_unset)  # None: see the class docstring
+        self._unset: frozenset[str] = frozenset(k for k, v in merged.items() if v is None)
+
+    def _refuse_unset(self, other: Mapping[str, Any], operation: str) -> None:
+        """Upstream's TypeError for ``None`` in arithmetic or ordering, naming the slots."""
+        unset = self._unset | _unset_in(other)
+        if unset:
+            raise TypeError(
+                f"cannot {operation} resource slots with no value (None): "
+                f"{', '.join(sorted(unset))}"
+            )
 
     # ---- mapping ------------------------------------------------------------------------
     def __getitem__(self, key: str) -> Decimal:
@@ -86,7 +115,10 @@ class ResourceSlot(Mapping[str, Decimal]):
         return len(self._data)
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{k}={decimal_to_plain(v)}" for k, v in sorted(self._data.items()))
+        inner = ", ".join(
+            f"{k}={'None' if v is None else decimal_to_plain(v)}"
+            for k, v in sorted(self._data.items())
+        )
         return f"ResourceSlot({inner})"
 
     def get_or_zero(self, key: str) -> Decimal:
@@ -101,6 +133,8 @@ class ResourceSlot(Mapping[str, Decimal]):
         what thousands of running sessions hold)."""
         acc: dict[str, Decimal] = {}
         for slots in many:
+            if isinstance(slots, ResourceSlot) and slots._unset:
+                slots._refuse_unset({}, "add")
             items = slots._data.items() if isinstance(slots, ResourceSlot) else slots.items()
             for key, value in items:
                 acc[key] = acc.get(key, ZERO) + value
@@ -108,11 +142,13 @@ class ResourceSlot(Mapping[str, Decimal]):
 
     # ---- arithmetic (union of keys; nothing clamps: a - b may go negative) ------------------
     def __add__(self, other: Mapping[str, Decimal]) -> ResourceSlot:
+        self._refuse_unset(other, "add")
         return ResourceSlot(
             {k: self.get_or_zero(k) + other.get(k, ZERO) for k in self._union(other)}
         )
 
     def __sub__(self, other: Mapping[str, Decimal]) -> ResourceSlot:
+        self._refuse_unset(other, "subtract")
         return ResourceSlot(
             {k: self.get_or_zero(k) - other.get(k, ZERO) for k in self._union(other)}
         )
@@ -126,9 +162,11 @@ class ResourceSlot(Mapping[str, Decimal]):
     __hash__ = None  # type: ignore[assignment]
 
     def __le__(self, other: Mapping[str, Decimal]) -> bool:
+        self._refuse_unset(other, "compare")
         return all(self.get_or_zero(k) <= other.get(k, ZERO) for k in self._union(other))
 
     def __ge__(self, other: Mapping[str, Decimal]) -> bool:
+        self._refuse_unset(other, "compare")
         return all(self.get_or_zero(k) >= other.get(k, ZERO) for k in self._union(other))
 
     def __lt__(self, other: Mapping[str, Decimal]) -> bool:
@@ -203,23 +241,30 @@ class ResourceSlot(Mapping[str, Decimal]):
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> ResourceSlot:
-        return cls({k: Decimal(str(v)) for k, v in obj.items()})
+        """The inverse of :meth:`to_json`; a ``null`` value is skipped (as upstream's
+        later releases: JSON never carries an unset slot)."""
+        return cls({k: Decimal(str(v)) for k, v in obj.items() if v is not None})
 
     def to_json(self) -> dict[str, str]:
-        """``{slot: "plain decimal"}``: never scientific notation, infinity as ``"Infinity"``."""
-        return {k: decimal_to_plain(v) for k, v in sorted(self._data.items())}
+        """``{slot: "plain decimal"}``: never scientific notation, infinity as ``"Infinity"``;
+        an unset (``None``) slot left out, as upstream's ``to_json``."""
+        return {k: decimal_to_plain(v) for k, v in sorted(self._data.items()) if v is not None}
 
     def to_canonical_json(self) -> str:
         return canonical_dumps(self.to_json())
 
     def to_humanized(self, slot_types: Mapping[str, SlotType]) -> dict[str, str]:
+        """Bytes in the short form (``"1g"``, ``"-Infinity"``), counts as plain numbers; an
+        unset slot left out."""
         return {
             k: format_size(v) if slot_types.get(k) is SlotType.BYTES else decimal_to_plain(v)
             for k, v in sorted(self._data.items())
+            if v is not None
         }
 
     def dominant_share(self, capacity: Mapping[str, Decimal]) -> Decimal:
         """max over slots of self[slot] / capacity[slot], skipping slots with no capacity."""
+        self._refuse_unset(capacity, "divide")
         shares = [v / capacity[k] for k, v in self._data.items() if capacity.get(k, ZERO) > 0]
         return max(shares, default=ZERO)
 
@@ -254,6 +299,8 @@ class SlotLayout:
         units = []
         for name, scale in zip(self.names, self._scale, strict=True):
             value = slots.get(name, ZERO)
+            if value is None:
+                raise TypeError(f"cannot schedule a resource slot with no value (None): {name}")
             units.append(self.INFINITE_UNITS if value.is_infinite() else int(value * scale))
         return tuple(units)
 
