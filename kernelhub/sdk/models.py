@@ -33,19 +33,17 @@ LIVE_STATUSES = (
     "SCHEDULED",
     "PREPARING",
     "PULLING",
-    "PREPARED",
-    "CREATING",
     "RUNNING",
     "RESTARTING",
     "RUNNING_DEGRADED",
     "TERMINATING",
     "ERROR",
 )
-"""What ``ps`` lists by default: sessions that still hold (or wait for) resources."""
+"""What ``ps`` lists by default: sessions that still hold (or wait for) resources. 23.03's
+statuses only: the server refuses a status it does not know by name (PREPARED and CREATING
+came after 23.03), and ``ps`` sends these as its filter."""
 DEAD_STATUSES = ("TERMINATED", "CANCELLED")
-WAITING_STATUSES = frozenset(
-    {"PENDING", "SCHEDULED", "PREPARING", "PULLING", "PREPARED", "CREATING", "RESTARTING"}
-)
+WAITING_STATUSES = frozenset({"PENDING", "SCHEDULED", "PREPARING", "PULLING", "RESTARTING"})
 """On the way to RUNNING."""
 
 
