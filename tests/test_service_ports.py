@@ -173,6 +173,13 @@ def test_endpoint_ports_mark_inference_apps_and_json_has_the_api_shape() -> None
         {"name": "b", "protocol": "http", "ports": [5000, 5001]},
     ]
     assert image_service_ports({}) == ()
+    assert ports[1].to_kernel_json() == {
+        "name": "b",
+        "protocol": "http",
+        "container_ports": [5000, 5001],
+        "host_ports": [None, None],
+        "is_inference": False,
+    }
 
 
 items = st.tuples(

@@ -82,6 +82,18 @@ class ServicePort:
         ports."""
         return {"name": self.name, "protocol": str(self.protocol), "ports": list(self.ports)}
 
+    def to_kernel_json(self) -> dict[str, Any]:
+        """Upstream's ``ServicePort`` record, the shape a kernel's ``service_ports`` has in
+        the session info and GraphQL: no host ports (kernelhub's apps go through the
+        gateway's tunnel), so each is ``None`` as upstream's before a container starts."""
+        return {
+            "name": self.name,
+            "protocol": str(self.protocol),
+            "container_ports": list(self.ports),
+            "host_ports": [None] * len(self.ports),
+            "is_inference": self.is_inference,
+        }
+
 
 def _port_text(digits: str) -> str:
     return digits if len(digits) <= _DIGITS_SHOWN else f"{digits[:_DIGITS_SHOWN]}..."
