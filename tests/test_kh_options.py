@@ -416,3 +416,28 @@ def test_the_statuses_ps_asks_for_are_the_servers() -> None:
     from kernelhub.sdk.models import DEAD_STATUSES, LIVE_STATUSES
 
     assert {*LIVE_STATUSES, *DEAD_STATUSES} <= {status.name for status in SessionStatus}
+
+
+def test_docs_name_every_option_of_run_and_session_create() -> None:
+    import typer
+
+    from kernelhub.cli import app
+
+    docs = (ROOT / "docs" / "cli.md").read_text()
+    root = typer.main.get_command(app)
+    commands = {
+        "run": root.commands["run"],  # type: ignore[attr-defined]
+        "session create": root.commands["session"].commands["create"],  # type: ignore[attr-defined]
+    }
+    missing = {
+        f"{name} {flag}"
+        for name, command in commands.items()
+        for param in command.params
+        for flag in param.opts
+        if flag.startswith("--")
+        and flag not in ("--help", "--data-dir")
+        and f"`{flag}" not in docs
+        and f" {flag} " not in docs
+        and f"[{flag}" not in docs
+    }
+    assert not missing, f"docs/cli.md does not name: {sorted(missing)}"
