@@ -538,6 +538,24 @@ def test_an_inactive_group_is_refused(world: World) -> None:
     _refused(_create(world, world.alice, "sg-off", **_in("sg-d-off")), no_access("sg-d-off"))
 
 
+@on_stack
+def test_no_other_create_route_lets_a_session_in(world: World) -> None:
+    """23.03's other create routes (from a template, from params) are not served: they
+    create nothing, so the rules above have no way around them. Should they come, they must
+    go through the same check (``actors.gateway.scaling.scaling_group_for``)."""
+    endpoint = world.stack.exports["BACKEND_ENDPOINT"]
+    for path in ("/session/_/create-from-template", "/session/_/create-from-params"):
+        name = "sg-" + path.rsplit("-", 1)[1]
+        payload = {"template_id": str(uuid.uuid4()), "name": name, "image": "python"}
+        payload |= {"scaling_group": "sg-d-off", "domain": "sglab", "group": "team"}
+        status, body = signed_request(
+            endpoint, "POST", path, *world.alice, json.dumps(payload).encode()
+        )
+        assert status != 201 and status < 500, (path, status, body)
+        status, body = signed_request(endpoint, "GET", f"/session/{name}", *world.alice)
+        assert status == 404, body
+
+
 @pytest.mark.hostile
 @on_stack
 def test_another_tenants_group_answers_as_one_that_does_not_exist(world: World) -> None:
