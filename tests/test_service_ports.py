@@ -288,6 +288,9 @@ async def test_registration_refuses_a_bad_label_and_the_app_list_answers_the_par
         assert await apps_of(ctx, {"image": "lab/old:1"}) == []
     (warning,) = [entry for entry in logs if entry["log_level"] == "warning"]
     assert warning["image"] == "lab/old:1" and "reserved" in warning["error"]
+    with capture_logs() as again:  # a tenant asking again and again adds no line
+        assert await apps_of(ctx, {"image": "lab/old:1"}) == []
+    assert [entry for entry in again if entry["log_level"] == "warning"] == []
     assert await ctx.lookups.image("lab/old:1") is not None  # kept: sessions may run on it
 
 

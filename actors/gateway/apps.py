@@ -61,6 +61,11 @@ class AppNotFound(ObjectNotFound):
         super().__init__("app service", msg)
 
 
+_WARNED: set[tuple[str, str]] = set()
+"""The images whose refused label was logged (a few at most: only the catalogue's admins add
+images, and no new one with a bad label gets in)."""
+
+
 def image_apps(image: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The apps an image's ``ai.backend.service-ports`` label declares, as the API answers
     them (:func:`~actors.domain.service_ports.service_ports_json`).
@@ -72,12 +77,15 @@ def image_apps(image: Mapping[str, Any]) -> list[dict[str, Any]]:
     try:
         return service_ports_json(image_service_ports(labels))
     except InvalidServiceConfig as exc:
-        log.warning(
-            "image service-ports label refused: its apps are not offered",
-            image=image.get("name"),
-            label=str(labels.get(SERVICE_PORTS_LABEL, ""))[:256],
-            error=exc.msg,
-        )
+        label = str(labels.get(SERVICE_PORTS_LABEL, ""))
+        if (str(image.get("name")), label) not in _WARNED:  # once per image, not per request
+            _WARNED.add((str(image.get("name")), label))
+            log.warning(
+                "image service-ports label refused: its apps are not offered",
+                image=image.get("name"),
+                label=label[:256],
+                error=exc.msg,
+            )
         return []
 
 
