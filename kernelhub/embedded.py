@@ -150,8 +150,16 @@ def start_ray(
 
 
 def actor_settings(settings: Settings) -> dict[str, Any]:
-    """What the actors take from the installation's settings (embedded or joined)."""
+    """What the actors take from the installation's settings (embedded or joined); session
+    callbacks' policy from ``KH_CALLBACK_*`` in the environment (docs/callbacks.md)."""
+    from actors.domain.callbacks import CallbackPolicy
+
+    try:
+        callback_policy = CallbackPolicy.from_env(os.environ)
+    except ValueError as exc:
+        raise KernelhubError(str(exc)) from None
     return {
+        "callback_policy": callback_policy,
         "prefix": settings.key_prefix,
         "master_key_path": str(settings.master_key_path),
         "idle": settings.idle,

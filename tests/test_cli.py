@@ -145,7 +145,7 @@ def test_projections_commands(data_dir: Path) -> None:
     backend = "process" if docker_missing() else "docker"  # auto: Docker when it answers
     assert actors.split(None, 1)[1] == (
         "projector, sessions:0, sessions:1, scheduler:default, agent:i-local, tenancy, "
-        f"reaper, gateway ({backend} backend)"
+        f"reaper, callbacks, gateway ({backend} backend)"
     )
     url = next(line.split("=", 1)[1] for line in up.stdout.splitlines() if "KH_REDIS_URL=" in line)
     appended = subprocess.run(

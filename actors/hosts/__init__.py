@@ -2,6 +2,7 @@
 log, calls the domain, and appends; nothing else (docs/architecture.md, The actors)."""
 
 from .agents import AgentsActor
+from .callbacks import CallbacksActor
 from .projector import ProjectorActor
 from .reaper import ReaperActor
 from .scheduler import SchedulerActor
@@ -12,6 +13,7 @@ from .tenancy import TenancyActor
 __all__ = [
     "NAMESPACE",
     "AgentsActor",
+    "CallbacksActor",
     "Installation",
     "ProjectorActor",
     "ReaperActor",

@@ -19,6 +19,7 @@ from events.secrets import SecretBox
 from projections.queries import ReadModels
 from projections.tenancy_queries import TenancyLookups
 
+from ..domain.callbacks import CallbackPolicy
 from ..domain.idle import IdleConfig
 from ..gateway.app import make_app
 from ..gateway.auth import Authenticator
@@ -45,6 +46,7 @@ class GatewayActor:
         host: str = "127.0.0.1",
         port: int = DEFAULT_GATEWAY_PORT,
         idle: dict[str, Any] | None = None,
+        callback_policy: CallbackPolicy | None = None,
     ) -> None:
         self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
         secrets = SecretBox.from_file(Path(master_key_path), create=True)
@@ -59,6 +61,8 @@ class GatewayActor:
             idle=IdleFacts(self.store, IdleConfig.parse(idle or {})),
             observe=self._observe,
         )
+        if callback_policy is not None:  # how create checks a session's callback_url
+            self.ctx.callbacks = callback_policy  # type: ignore[attr-defined]  # field: gql
         self.metrics = ActorMetrics(
             "kernelhub_gateway_requests_total", "kernelhub_gateway_request_seconds"
         )

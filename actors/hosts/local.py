@@ -4,7 +4,8 @@ For tests and tools that want the whole write side without Ray: every reaction i
 by the log (one subscription), exactly as in the actors — a ``session_scheduled`` makes the shard
 prepare, a ``session_preparing`` makes the agents create kernels, kernel reports flow back
 to the shard, terminations release the ledger, and the scheduler wakes on the leading edge
-of anything that may free or need capacity (plus a slow safety tick).
+of anything that may free or need capacity (plus a slow safety tick). Session callbacks
+follow the log on their own subscription and checkpoint (``callbacks``), as their actor does.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import structlog
 from actors.agents.accelerators import Accelerators
 from actors.agents.agent import Agent, SimAgent, dispatch
 from actors.agents.backends.base import Backend
+from actors.domain.callbacks import CallbackPolicy
 from actors.domain.idle import IdleConfig
 from actors.domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
 from actors.idle.reaper import REAPER_REACTS_TO, Reaper
+from actors.runtime.callbacks import CallbackDispatcher
 from actors.scheduling.liveness import LivenessMonitor
 from actors.scheduling.scheduler import WAKES_SCHEDULER, Scheduler
 from actors.sessions.execution import LocalAgent, SessionExecution
@@ -52,6 +55,7 @@ class LocalCluster:
         idle: IdleConfig | None = None,
         accelerators: Callable[[str], Accelerators | None] | None = None,
         agent_class: type[Agent] = Agent,
+        callback_policy: CallbackPolicy | None = None,
         **agent_options: Any,
     ) -> None:
         self.store = store
@@ -98,6 +102,7 @@ class LocalCluster:
         self.execution = SessionExecution(
             store, lambda agent_id: LocalAgent(self.agents[agent_id].execution)
         )
+        self.callbacks = CallbackDispatcher(store, callback_policy or CallbackPolicy())
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stop = asyncio.Event()
@@ -109,6 +114,7 @@ class LocalCluster:
         for agent in self.agents.values():
             await agent.register()
         self._subscription = self.store.subscribe(await self.store.head(), block_ms=100)
+        await self.callbacks.start()
         self._tasks = [
             asyncio.create_task(self.projector.run(self._stop), name="projector"),
             asyncio.create_task(self._dispatch(), name="dispatcher"),
@@ -135,6 +141,7 @@ class LocalCluster:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.callbacks.stop()
         for agent in self.agents.values():
             await agent.drain()
             await agent.close(stop_kernels=True)  # a local cluster's kernels end with it

@@ -1,7 +1,7 @@
 """Creating (or finding) the named actors of one installation, in namespace ``kernelhub``.
 
 Names are stable, for the dashboard and for ``ray.get_actor``: ``projector``, ``tenancy``,
-``sessions:<k>``, ``scheduler:<group>``, ``reaper``, ``agent:<id>`` (a real node's
+``sessions:<k>``, ``scheduler:<group>``, ``reaper``, ``callbacks``, ``agent:<id>`` (a real node's
 agent) and ``agents-sim:<k>`` (hosts of simulated agents). The number of session shards is fixed at
 install (``<p>:install`` ``shards``): sessions are routed by ``uuid.int % N``, so changing N
 later would hand streams to a second writer; a different request is ignored, loudly.
@@ -22,9 +22,11 @@ from actors.sessions.routing import ShardRouter
 from events import RedisEventStore
 from events.install import install_shard_count as recorded_shard_count
 
+from ..domain.callbacks import CallbackPolicy
 from ..domain.idle import IdleConfig
 from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
 from .agents import DEFAULT_RECONCILE_INTERVAL_S, AgentsActor
+from .callbacks import CallbacksActor
 from .gateway import GatewayActor
 from .placement import head_resources
 from .projector import ProjectorActor
@@ -56,6 +58,7 @@ class Installation:
     reaper: Any | None = None
     names: list[str] = field(default_factory=list)
     gateway: Any | None = None
+    callbacks: Any | None = None
 
     def router(self, store: RedisEventStore) -> ShardRouter:
         router = ShardRouter(store, self.shards)
@@ -78,6 +81,8 @@ class Installation:
             yield self.reaper
         if self.gateway is not None:
             yield self.gateway
+        if self.callbacks is not None:
+            yield self.callbacks
 
     def kill(self) -> None:
         """Kill every actor for good (no restart): a test's or a benchmark's stack is done."""
@@ -146,11 +151,14 @@ def start_actors(
     gateway_port: int | None = None,
     gateway_host: str = "127.0.0.1",
     pin_head: bool = False,
+    callback_policy: CallbackPolicy | None = None,
 ) -> Installation:
     """Create (or find) the named actors and wait until each has rebuilt from the log.
 
     ``agents=[]`` starts none (a cluster whose agents join with ``kh agent start``);
-    ``pin_head`` places every actor but the agents on the node offering ``kernelhub_head``.
+    ``pin_head`` places every actor but the agents on the node offering ``kernelhub_head``;
+    ``callback_policy`` is how session callbacks are checked and delivered (the gateway
+    checks each ``callback_url`` with it, the ``callbacks`` actor delivers with it).
     """
     lifetime = "detached" if detached else None
     if agents is None:
@@ -213,6 +221,7 @@ def start_actors(
         else None
     )
     reaper = named(ReaperActor, "reaper", redis_url, (count, namespace), prefix, idle)
+    callbacks = named(CallbacksActor, "callbacks", redis_url, prefix, callback_policy)
     gateway = (
         named(
             GatewayActor,
@@ -224,12 +233,22 @@ def start_actors(
             gateway_host,
             gateway_port,
             idle,
+            callback_policy,
         )
         if gateway_port is not None and master_key_path
         else None
     )
     installation = Installation(
-        projector, shard_handles, scheduler, hosts, host_of, tenancy, reaper, names, gateway
+        projector,
+        shard_handles,
+        scheduler,
+        hosts,
+        host_of,
+        tenancy,
+        reaper,
+        names,
+        gateway,
+        callbacks,
     )
     try:
         ray.get([h.ready.remote() for h in installation.handles()])

@@ -20,6 +20,8 @@ metric                                        kind       tags / meaning
                                                          or available, over alive agents
 ``kernelhub_redis_used_memory_bytes``         gauge      the log's Redis (INFO used_memory)
 ``kernelhub_idle_reclaims_total``             counter    reason: idle-timeout, ... (reaper)
+``kernelhub_callbacks_total``                 counter    outcome: delivered, failed (an attempt
+                                                         retried), dropped (callbacks actor)
 ``kernelhub_gateway_requests_total``          counter    route (pattern), method, status
 ``kernelhub_gateway_request_seconds``         histogram  route: time to the answer's headers
 ============================================  =========  ===================================
@@ -74,6 +76,7 @@ _DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
     "kernelhub_redis_used_memory_bytes": (_GAUGE, "memory used by the log's Redis", ()),
     "kernelhub_idle_reclaims_total": (_COUNTER, "sessions the reaper reclaimed", ("reason",)),
+    "kernelhub_callbacks_total": (_COUNTER, "session callbacks by outcome", ("outcome",)),
     "kernelhub_gateway_requests_total": (
         _COUNTER,
         "API requests answered",
