@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from urllib.parse import urlsplit
 
 from events.catalogue import KernelCreationSpec
 
@@ -33,7 +32,6 @@ __all__ = [
     "SessionResult",
     "SessionSpec",
     "SessionType",
-    "check_callback_url",
     "check_environ",
     "check_shmem",
     "cluster_configs",
@@ -452,29 +450,3 @@ def designated_agents(
     if cluster_mode is ClusterMode.SINGLE_NODE:
         return tuple(agent_list) * cluster_size
     return tuple(agent_list)
-
-
-MAX_CALLBACK_URL = 2048
-
-
-def check_callback_url(url: str) -> str:
-    """The syntax of a ``callback_url``: an absolute http(s) URL with a host, printable
-    ASCII, bounded. Where it may point (the SSRF policy) is the callback sender's to
-    decide."""
-    where = "callback_url"
-    if len(url) > MAX_CALLBACK_URL:
-        raise InvalidAPIParameters(f"{where} is longer than {MAX_CALLBACK_URL} characters")
-    if not url.isascii() or any(ch.isspace() or not ch.isprintable() for ch in url):
-        raise InvalidAPIParameters(
-            f"{where} must be printable ASCII without spaces (percent-encode the rest)"
-        )
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https"):
-        raise InvalidAPIParameters(f"{where} must be an http or https URL")
-    try:
-        host, _ = parts.hostname, parts.port
-    except ValueError:
-        raise InvalidAPIParameters(f"{where} has an invalid port") from None
-    if not host:
-        raise InvalidAPIParameters(f"{where} must name a host")
-    return url

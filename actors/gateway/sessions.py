@@ -21,12 +21,12 @@ from aiohttp import BodyPartReader, MultipartWriter, web
 from actors.sessions.isolation import check_create
 
 from ..domain.bounds import known_slot_types, requested_slots
+from ..domain.callbacks import DEFAULT_POLICY, validate_callback_url
 from ..domain.commands.sessions import CreateSession, DestroySession, RestartSession
 from ..domain.errors import DomainError, GenericBadRequest, ImageNotFound, InvalidAPIParameters
 from ..domain.session import (
     ClusterMode,
     SessionType,
-    check_callback_url,
     check_environ,
     check_shmem,
     designated_agents,
@@ -205,12 +205,14 @@ def _preopen(ports: list[int] | None) -> list[int]:
     return sorted(set(ports or []))
 
 
-def _starts_at(value: str | None) -> datetime | None:
+def _starts_at(value: datetime | str | None) -> datetime | None:
     """The domain's reading (ISO-8601 or 23.03's relative "30m"), always time-zone aware:
     a time without a zone is UTC (docs/deviations.md), and a naive time would make the
     scheduler's ``now >= starts_at`` raise on every pass."""
     if value is None:
         return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     try:
         at = parse_starts_at(value, datetime.now(UTC))
         at.astimezone(UTC)  # out of range once in UTC ("9999-12-31T23:00-05:00")
@@ -256,21 +258,20 @@ async def _agents(
     return designated_agents(wanted, cluster_mode, params.cluster_size or 1, known)
 
 
-def _callback_url(url: str | None) -> str | None:
-    """Syntax only; where it may point is the callback sender's to police."""
-    return None if url is None else check_callback_url(url)
+def _callback_url(ctx: GatewayContext, url: str | None) -> str | None:
+    """Checked against the callback sender's policy (:mod:`actors.domain.callbacks`): an
+    http(s) URL with a host, and not a literal address callbacks may not reach."""
+    if url is None:
+        return None
+    return validate_callback_url(url, getattr(ctx, "callbacks", DEFAULT_POLICY))
 
 
 async def _service_ports(ctx: GatewayContext, sid: uuid.UUID) -> list[dict[str, Any]]:
-    """The running session's service ports as 23.03's create reply lists them: the
-    image's, then the pre-opened ones."""
+    """The running session's service ports as 23.03's create reply lists them
+    (``{"name", "protocol", "ports"}``, and what else the label declares): the image's,
+    then the pre-opened ones."""
     record = await ctx.models.session(str(sid))
-    if record is None:
-        return []
-    return [
-        {"name": app["name"], "protocol": app["protocol"], "ports": list(app["ports"])}
-        for app in await apps_of(ctx, record)
-    ]
+    return [] if record is None else await apps_of(ctx, record)
 
 
 def _created(
@@ -326,7 +327,7 @@ async def create(request: web.Request) -> web.Response:
     resource_opts = resource_opts_of(
         config.resource_opts if config else None, image.get("labels") or {}
     )
-    callback_url = _callback_url(params.callback_url)
+    callback_url = _callback_url(ctx, params.callback_url)
     agents = await _agents(ctx, caller, params, cluster_mode)
     domain = params.domain or caller.domain
     project = await _project(ctx, caller, owner, domain, params.group or "default")
