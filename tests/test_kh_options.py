@@ -441,3 +441,35 @@ def test_docs_name_every_option_of_run_and_session_create() -> None:
         and f"[{flag}" not in docs
     }
     assert not missing, f"docs/cli.md does not name: {sorted(missing)}"
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_starts_at_and_shmem_are_honoured(stack: Stack) -> None:
+    admin = {"KH_CONFIG_DIR": str(stack.root / "cfg")}
+    interactive = stack.kh("session", "create", "--name", "opt-now", "--starts-at", "1h", **admin)
+    assert interactive.returncode == 1 and "Traceback" not in interactive.stderr
+    assert "starts_at should be used only for batch sessions" in interactive.stderr
+    later = stack.kh(
+        "session",
+        "create",
+        "--name",
+        "opt-later",
+        "--starts-at",
+        "1h",
+        "--command",
+        "true",
+        **admin,
+    )
+    assert later.returncode == 0, later.stderr
+    try:
+        info = json.loads(stack.kh("info", "opt-later", "--json").stdout)
+        assert info["status"] == "PENDING" and info["starts_at"], info
+        assert "starts at" in stack.kh("info", "opt-later").stdout
+    finally:
+        stack.kh("rm", "-f", "opt-later")
+    code = "import os; s = os.statvfs('/dev/shm'); print(s.f_blocks * s.f_frsize)"
+    shm = stack.kh(
+        "run", "--rm", "--resource-opts", "shmem=128m", "-r", "mem=1g", "python", "-c", code
+    )
+    assert (shm.returncode, shm.stdout) == (0, f"{128 * 2**20}\n"), shm.stderr
