@@ -91,7 +91,7 @@ StartsAt = Annotated[
     typer.Option(
         "--starts-at",
         metavar="WHEN",
-        help="not scheduled before: ISO time (without a zone: UTC) or relative (30s, 10m, 1h)",
+        help="a batch session waits until: ISO time (no zone: UTC) or relative (30s, 10m, 1h)",
         show_default=False,
     ),
 ]
