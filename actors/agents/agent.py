@@ -6,6 +6,16 @@ What else it does has its own module: heartbeats and utilization samples
 (:mod:`.execution`), and reconciliation's judgement of what the backend runs against what
 the log says runs here (:mod:`actors.domain.reconcile`; the agent reads both sides and acts
 on the findings).
+
+The session's options reach each kernel through its launch (:meth:`Agent._launches`): the
+user's ``environ`` beside ours (:mod:`.kernel_env`, which drops what no user may set, and the
+agent logs what it dropped), the bootstrap script (run by the runner before it answers
+``status``: a kernel whose script fails or runs past :data:`BOOTSTRAP_TIMEOUT_S` is not
+reported started, and its session ends with the exit code and the output's tail in
+``status_data.error``), ``resource_opts.shmem`` (what each backend makes of it: its module
+says), and the exec timeout (the runner client's watchdog: a run past it answers
+``exec-timeout`` and the kernel is destroyed with that reason, as upstream does; a batch past
+it ends its session ``task-timeout`` with exit code -2).
 """
 
 from __future__ import annotations
@@ -61,17 +71,66 @@ from .backends import isolation_of
 from .backends.base import Backend, ImageNotAvailable, KernelLaunch
 from .backends.sim import SimBackend
 from .execution import ExecutionProxy, keep_logs
-from .kernel_env import kernel_environ
+from .kernel_env import kernel_environ, user_environ
 from .runner_client import RunnerClient
 from .telemetry import AgentTelemetry
 
-__all__ = ["AGENTS_REACT_TO", "Agent", "SimAgent", "dispatch"]
+__all__ = [
+    "AGENTS_REACT_TO",
+    "BOOTSTRAP_TIMEOUT_S",
+    "Agent",
+    "BootstrapFailed",
+    "SimAgent",
+    "dispatch",
+]
 
 log = structlog.get_logger(__name__)
 
 AGENTS_REACT_TO = frozenset({"session_preparing", "session_terminating", "session_status_changed"})
 
 RUNNER_START_TIMEOUT_S = 30.0
+BOOTSTRAP_TIMEOUT_S = 300.0
+"""How long a session's bootstrap script may run in each kernel before the kernel fails to
+start (installs take minutes; a script that never ends must not hold the slots forever)."""
+BATCH_TIMEOUT_EXIT_CODE = -2
+"""A batch past the exec timeout: ``session_failure(task-timeout)`` with this exit code, as
+upstream's agent reports it."""
+
+
+class BootstrapFailed(Exception):
+    """A kernel's bootstrap script exited non-zero or ran past its time: the kernel is not
+    started and its session ends with this (``status_data.error``)."""
+
+    def __init__(self, exit_code: int, timed_out: bool, tail: str, timeout_s: float) -> None:
+        if timed_out:
+            message = f"bootstrap script ran past its time limit ({timeout_s:g} s) and was killed"
+        elif exit_code < 0:
+            message = f"bootstrap script was killed by signal {-exit_code}"
+        else:
+            message = f"bootstrap script exited with {exit_code}"
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.timed_out = timed_out
+        self.tail = tail
+
+
+def bootstrap_failure(status: Mapping[str, Any], timeout_s: float) -> BootstrapFailed | None:
+    """Pure: the failure a runner's ``status`` reply tells of, if any (the reply is the
+    kernel's, so it is read defensively: a malformed one is a failure of its own)."""
+    outcome = status.get("bootstrap")
+    if outcome is None:
+        return None
+    if not isinstance(outcome, Mapping):
+        return BootstrapFailed(-1, False, "the runner's report of it was unreadable", timeout_s)
+    try:
+        exit_code = int(outcome.get("exit_code", -1))
+    except (TypeError, ValueError):
+        exit_code = -1
+    timed_out = outcome.get("timed_out") is True
+    if exit_code == 0 and not timed_out:
+        return None
+    tail = str(outcome.get("tail") or "")[-2000:]
+    return BootstrapFailed(exit_code, timed_out, tail, timeout_s)
 
 
 class Agent:
@@ -87,8 +146,10 @@ class Agent:
         stop_grace_s: float = 1.0,
         metrics: Any = None,
         accelerators: Accelerators | None = None,
+        bootstrap_timeout_s: float = BOOTSTRAP_TIMEOUT_S,
     ) -> None:
         self.store = store
+        self.bootstrap_timeout_s = bootstrap_timeout_s
         self.shard = shard
         self.agent_id = agent_id
         self.accelerators = accelerators or Accelerators()
@@ -123,6 +184,7 @@ class Agent:
         self.telemetry = AgentTelemetry(store, agent_id, backend, self.accelerators, self._slots)
         self.execution = ExecutionProxy(store, agent_id, backend, self.background, self._session_of)
         """The users' calls to its kernels (``KERNEL_OPERATIONS``, :mod:`.execution`)."""
+        self.execution.on_exec_timeout = self._exec_timed_out
 
     async def on_event(self, event: Event, session: SessionAggregate | None = None) -> None:
         """The agent's reactions to the log: create the kernels placed on it when their
@@ -152,6 +214,16 @@ class Agent:
     def _launches(self, session: Any, kernel_ids: Iterable[uuid.UUID]) -> list[KernelLaunch]:
         spec = session.spec or {}
         kernels = {k["kernel_id"]: k for k in spec.get("kernels", [])}
+        dropped = user_environ(spec)[1]
+        if dropped:  # the gateway refuses these: a log that has them was not written by it
+            log.warning(
+                "session environ entries dropped",
+                agent=self.agent_id,
+                session=str(session.session_id),
+                names=dropped,
+            )
+        shmem = (spec.get("resource_opts") or {}).get("shmem")
+        exec_timeout = spec.get("exec_timeout_s")
         return [
             KernelLaunch(
                 kernel_id,
@@ -167,6 +239,10 @@ class Agent:
                 environ=kernel_environ(session.session_id, spec, kernel_id, self.agent_id),
                 main=kernels.get(str(kernel_id), {}).get("cluster_role", "main") == "main",
                 image=kernels.get(str(kernel_id), {}).get("image") or spec.get("image", ""),
+                bootstrap_script=spec.get("bootstrap_script") or None,
+                bootstrap_timeout_s=self.bootstrap_timeout_s,
+                shmem=int(shmem) if shmem else None,
+                exec_timeout_s=float(exec_timeout) if exec_timeout else None,
             )
             for kernel_id in kernel_ids
         ]
@@ -249,6 +325,45 @@ class Agent:
         client = self.execution.runner(kernel_id)
         if client is not None:
             self.background.spawn(client.feed_event("oom", {}))
+
+    def _exec_timed_out(self, kernel_id: uuid.UUID) -> None:
+        """A query run went past the exec timeout: the kernel is destroyed with reason
+        ``exec-timeout``, as upstream's agent does (its code may still run, and whatever it
+        printed next would reach the next run's console). A batch's end is its session's
+        result instead (:meth:`_report_batch_result`)."""
+        if kernel_id in self._starting or kernel_id in self._stopped:
+            return
+        if kernel_id not in self.backend.running():
+            return
+        self._stopped.add(kernel_id)  # its end is reported here, never as a stray
+        self.background.spawn(
+            self._end_kernel(
+                kernel_id,
+                KernelLifecycleEventReason.EXEC_TIMEOUT,
+                "kernelhub-agent: an execution ran past the exec timeout; the kernel was "
+                "destroyed (exec-timeout)\n",
+            )
+        )
+
+    async def _end_kernel(self, kernel_id: uuid.UUID, reason: str, note: str) -> None:
+        session_id = self._session_of.get(kernel_id)
+        exit_code = await self._stop_kernel(kernel_id, note=note)
+        if session_id is None:
+            return
+        if self.metrics is not None:
+            self.metrics.inc("kernelhub_kernels_terminated_total", agent=self.agent_id)
+        await self.shard.handle(
+            ReportKernel(
+                session_id=session_id,
+                report=KernelTerminated(
+                    kernel_id=kernel_id,
+                    session_id=session_id,
+                    reason=reason,
+                    exit_code=exit_code if exit_code is not None else -1,
+                ),
+                command_id=exited_command_id(kernel_id),
+            )
+        )
 
     async def _report_exit(self, kernel_id: uuid.UUID, exit_code: int, oom_killed: bool) -> None:
         session_id = self._session_of.get(kernel_id)
@@ -349,6 +464,8 @@ class Agent:
             return
         session = await self.shard.load(uuid.UUID(kernel["session_id"]))
         self._session_of[kernel_id] = session.session_id
+        exec_timeout = (session.spec or {}).get("exec_timeout_s")
+        self.execution.exec_timeouts[kernel_id] = float(exec_timeout) if exec_timeout else None
         main = kernel.get("cluster_role", "main") == "main"
         if session.session_type == "batch" and main and session.result == "undefined":
             # the command is under way (or done): wait for its recorded end, never re-run it
@@ -413,7 +530,7 @@ class Agent:
                 )
                 await self._stop_kernel(launch.kernel_id)
             await self.shard.handle(StartFailed(session_id=session_id, error=self._error(exc)))
-            if isinstance(exc, ImageNotAvailable | DeviceAllocationError):
+            if isinstance(exc, ImageNotAvailable | DeviceAllocationError | BootstrapFailed):
                 return  # the user's problem, told in status_data: not the agent's failure
             raise
         batch = [k for k in kernels if k.session_type == "batch" and k.main]
@@ -433,6 +550,10 @@ class Agent:
         }
         if isinstance(exc, ImageNotAvailable):
             error["image"] = exc.image
+        if isinstance(exc, BootstrapFailed):
+            error["repr"] = str(exc)
+            error["exit_code"] = exc.exit_code
+            error["output"] = exc.tail
         return error
 
     async def _pull(self, session_id: uuid.UUID, launch: KernelLaunch) -> None:
@@ -457,9 +578,15 @@ class Agent:
             info["attached_devices"] = devices.attached()
         self._slots[launch.kernel_id] = dict(launch.slots)
         self._session_of[launch.kernel_id] = launch.session_id
+        self.execution.exec_timeouts[launch.kernel_id] = launch.exec_timeout_s
         client = self.execution.connect(launch.kernel_id)
         if client is not None:
-            await client.check_status(RUNNER_START_TIMEOUT_S)
+            wait = RUNNER_START_TIMEOUT_S
+            if launch.bootstrap_script:  # the runner answers once the script has ended
+                wait += launch.bootstrap_timeout_s
+            failed = bootstrap_failure(await client.check_status(wait), launch.bootstrap_timeout_s)
+            if failed is not None:
+                raise failed
         return info
 
     async def _report_batch_result(
@@ -469,25 +596,39 @@ class Agent:
         earlier agent process) and report its exit code as the session's result."""
         client = self.execution.runner(kernel_id)
         if client is None or command is None:
-            exit_code = await self.backend.wait(kernel_id)
+            exit_code: int | None = await self.backend.wait(kernel_id)
         else:
             exit_code = await self._run_batch(client, kernel_id, command)
-        result: SessionSuccess | SessionFailure = (
-            SessionSuccess(session_id=session_id, reason="task-done", exit_code=0)
-            if exit_code == 0
-            else SessionFailure(session_id=session_id, reason="task-failed", exit_code=exit_code)
-        )
+        result: SessionSuccess | SessionFailure
+        if exit_code is None:  # past the exec timeout (upstream's TASK_TIMEOUT, -2)
+            log.info("batch timed out", agent=self.agent_id, kernel=str(kernel_id))
+            result = SessionFailure(
+                session_id=session_id,
+                reason=KernelLifecycleEventReason.TASK_TIMEOUT,
+                exit_code=BATCH_TIMEOUT_EXIT_CODE,
+            )
+        elif exit_code == 0:
+            result = SessionSuccess(session_id=session_id, reason="task-done", exit_code=0)
+        else:
+            result = SessionFailure(
+                session_id=session_id, reason="task-failed", exit_code=exit_code
+            )
         await self.shard.handle(
             RecordBatchResult(
                 session_id=session_id, result=result, command_id=batch_result_command_id(kernel_id)
             )
         )
 
-    async def _run_batch(self, client: RunnerClient, kernel_id: uuid.UUID, command: str) -> int:
+    async def _run_batch(
+        self, client: RunnerClient, kernel_id: uuid.UUID, command: str
+    ) -> int | None:
+        """The command's exit code; None when it ran past the exec timeout."""
         run_id = batch_run_id(kernel_id)
         options = {"clean": "", "build": "", "exec": command}
         result = await client.execute(run_id, "batch", command, options)
         while result["status"] != "finished":
+            if result["status"] == "exec-timeout":
+                return None
             if result["status"] == "continued":
                 recorded = await self.backend.batch_exit(kernel_id)
                 if recorded is not None:  # the record beat the (lost) finished message
@@ -575,6 +716,7 @@ class Agent:
         """Stop a kernel for good: its log kept (capped, TTL'd; ``note`` appended), its
         directories removed; its exit code, or None if the backend did not know it."""
         await self.execution.close_runner(kernel_id)
+        self.execution.exec_timeouts.pop(kernel_id, None)
         self._stopped.add(kernel_id)
         exit_code = await self.backend.stop(kernel_id, self.stop_grace_s)
         self.accelerators.release(str(kernel_id))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,12 @@ class ExecutionProxy:
         self.session_of = session_of
         """The session of each kernel the agent started or resumed (activity is its)."""
         self.exec_timeout_s: float | None = None
+        """The exec timeout of a kernel the agent set none for."""
+        self.exec_timeouts: dict[uuid.UUID, float | None] = {}
+        """Each kernel's exec timeout (its session's ``exec_timeout_s``), set by the agent
+        before it connects to the kernel's runner."""
+        self.on_exec_timeout: Callable[[uuid.UUID], None] | None = None
+        """Told (at once: it spawns its work) of a query run that ended ``exec-timeout``."""
         self.runners: dict[uuid.UUID, RunnerClient] = {}
         """Connections to the kernel runners of kernels running here."""
         self._touched: dict[uuid.UUID, float] = {}
@@ -68,7 +74,8 @@ class ExecutionProxy:
         socket = self.backend.kernel_socket(kernel_id, RUNNER_SOCKET)
         if socket is None:
             return None
-        client = self.runners[kernel_id] = RunnerClient(socket, exec_timeout_s=self.exec_timeout_s)
+        timeout = self.exec_timeouts.get(kernel_id, self.exec_timeout_s)
+        client = self.runners[kernel_id] = RunnerClient(socket, exec_timeout_s=timeout)
         return client
 
     def runner(self, kernel_id: uuid.UUID) -> RunnerClient | None:
@@ -124,6 +131,8 @@ class ExecutionProxy:
         result = await client.execute(run_id, mode, code, options, flush_timeout)
         if result["status"] != "continued":
             self._touch(kernel_id)
+        if result["status"] == "exec-timeout" and self.on_exec_timeout is not None:
+            self.on_exec_timeout(kernel_id)
         return result
 
     async def interrupt(self, kernel_id: uuid.UUID) -> None:

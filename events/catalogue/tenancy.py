@@ -158,6 +158,10 @@ class KeypairPolicySet(EventPayload):
     idle_timeout: int = Field(default=1800, ge=0)
     """Seconds without activity before an ``idle-timeout`` reclaim; 0 = never."""
     allowed_vfolder_hosts: JsonObject = Field(default_factory=dict)
+    exec_timeout_s: float | None = Field(default=None, ge=0, exclude_if=lambda v: v is None)
+    """The longest one execution of its keypairs' sessions may run, in seconds (kernelhub's
+    addition, added later: policies set before it keep their bytes); None or 0: no limit
+    (see :func:`actors.domain.limits.execution_timeout_s`)."""
 
 
 class ScalingGroupSet(EventPayload):

@@ -43,6 +43,8 @@ __all__ = [
     "KernelLaunch",
     "KernelObserver",
     "remove_tree",
+    "runner_bootstrap_args",
+    "write_bootstrap",
     "write_environ",
 ]
 
@@ -63,6 +65,15 @@ class KernelLaunch:
     """The image's canonical name (what the catalogue resolved the request to)."""
     devices: KernelDevices = field(default_factory=lambda: KernelDevices(()))
     """The accelerator devices the agent gave it (none for most kernels)."""
+    bootstrap_script: str | None = None
+    """The session's bootstrap script: the runner runs it at each start, before it answers
+    ``status`` (``kernel_runner.bootstrap``)."""
+    bootstrap_timeout_s: float = 300.0
+    """How long the script may run before it is killed (and the kernel fails to start)."""
+    shmem: int | None = None
+    """``resource_opts.shmem`` in bytes: the kernel's ``/dev/shm`` (Docker's ``ShmSize``)."""
+    exec_timeout_s: float | None = None
+    """The longest one execution may run (the agent's runner client enforces it)."""
 
 
 class ImageNotAvailable(Exception):
@@ -329,3 +340,32 @@ def write_environ(dirs: KernelDirs, environ: dict[str, str]) -> None:
     (dirs.config / "environ.txt").write_text(
         "".join(f"{k}={v}\n" for k, v in sorted(environ.items()))
     )
+
+
+BOOTSTRAP_FILE = "bootstrap.sh"
+
+
+def write_bootstrap(dirs: KernelDirs, script: str | None) -> bool:
+    """The session's bootstrap script at ``/home/config/bootstrap.sh`` (read-only in a
+    container), written afresh at each start (a restart runs it again, as upstream runs it at
+    each container start) or removed when there is none. Whether there is one."""
+    path = dirs.config / BOOTSTRAP_FILE
+    path.unlink(missing_ok=True)
+    if not script:
+        return False
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as out:
+        out.write(script)
+    return True
+
+
+def runner_bootstrap_args(launch: KernelLaunch, config_dir: str) -> list[str]:
+    """The runner's options that make it run the bootstrap script (none without one)."""
+    if not launch.bootstrap_script:
+        return []
+    return [
+        "--bootstrap",
+        f"{config_dir}/{BOOTSTRAP_FILE}",
+        "--bootstrap-timeout",
+        str(launch.bootstrap_timeout_s),
+    ]

@@ -13,6 +13,13 @@ terminals, services and batch commands need none), no new privileges (setuid bin
 not elevate), and a read-only root with tmpfs scratch at ``/tmp``, ``/var/tmp`` and ``/run``:
 what user code can write is its work dir, its run dir and those.
 
+The session's options: ``environ`` is in the container's environment (and ``environ.txt``)
+beside ours, which win; the bootstrap script lies read-only at ``/home/config/bootstrap.sh``
+and the runner runs it, as the ``work`` user inside the container, before it answers
+``status``; its output is the container's output (the kernel log). ``resource_opts.shmem`` is
+the container's ``/dev/shm`` (``ShmSize``), carved out of its memory limit as upstream does
+(a shmem not below the memory is refused: Docker would read the rest as no limit at all).
+
 What happens to a container on its own (it exits, it is OOM-killed, ``docker kill`` from
 outside) comes from the Docker event stream, never from polling; after every (re)connection
 of that stream the known containers are inspected once, so an exit while the stream was
@@ -50,6 +57,8 @@ from .base import (
     ImageNotAvailable,
     KernelLaunch,
     KernelObserver,
+    runner_bootstrap_args,
+    write_bootstrap,
     write_environ,
 )
 
@@ -210,6 +219,7 @@ class DockerBackend(DirectoryBackend):
             f"{_IN_CONTAINER_RUN}/batch.jsonl",
             "--proxy-socket",
             f"{_IN_CONTAINER_RUN}/proxy.sock",
+            *runner_bootstrap_args(launch, "/home/config"),
             *self.runner_options,
         ]
         package = f"{_IN_CONTAINER_PACKAGE}/{RUNNER_PACKAGE.name}"
@@ -249,6 +259,14 @@ class DockerBackend(DirectoryBackend):
             )
         host["CpuPeriod"] = _CPU_PERIOD_US
         host["CpuQuota"] = max(1000, int(cpu * _CPU_PERIOD_US))
+        if launch.shmem:  # upstream: /dev/shm is carved out of the kernel's memory
+            if launch.shmem >= memory:
+                raise UnlimitedKernel(
+                    f"shmem ({launch.shmem} bytes) must be less than mem ({memory} bytes); "
+                    "the kernel was not started"
+                )
+            host["ShmSize"] = launch.shmem
+            memory -= launch.shmem
         host["Memory"] = host["MemorySwap"] = memory  # no swap: the limit is the limit
         host.update(launch.devices.docker())  # its GPUs, and only those
         return {
@@ -283,6 +301,7 @@ class DockerBackend(DirectoryBackend):
         for path in (dirs.work, dirs.run):
             os.chown(path, WORK_UID, WORK_UID)
         write_environ(dirs, {**launch.environ, **launch.devices.environ(on_host=False)})
+        write_bootstrap(dirs, launch.bootstrap_script)
         name = self.container_name(launch)
         await self._retire(launch.kernel_id, name)
         cores = self._reserved[launch.kernel_id] = self._allocate_cores(

@@ -1,4 +1,11 @@
-"""The process backend: each kernel a local process, unisolated."""
+"""The process backend: each kernel a local process, unisolated.
+
+The session's options reach it as they reach a container: ``environ`` in the runner's
+environment and ``environ.txt``; the bootstrap script run by the runner before it is ready;
+the exec timeout enforced by the agent's runner client. ``resource_opts.shmem`` cannot be: a
+process kernel has no ``/dev/shm`` of its own (it shares the host's, like everything else
+here), so the agent says so in the kernel's log rather than pretend (tenants never run here:
+``actors.sessions.isolation``)."""
 
 from __future__ import annotations
 
@@ -25,6 +32,8 @@ from .base import (
     KernelDirs,
     KernelLaunch,
     remove_tree,
+    runner_bootstrap_args,
+    write_bootstrap,
     write_environ,
 )
 
@@ -71,7 +80,7 @@ class ProcessBackend(DirectoryBackend):
 
         return apply
 
-    def _argv(self, dirs: KernelDirs) -> list[str]:
+    def _argv(self, dirs: KernelDirs, launch: KernelLaunch) -> list[str]:
         argv = [
             sys.executable,
             "-c",
@@ -93,6 +102,7 @@ class ProcessBackend(DirectoryBackend):
         ]
         if self.service_defs is not None:
             argv += ["--service-defs", self.service_defs]
+        argv += runner_bootstrap_args(launch, str(dirs.config))
         return argv + list(self.runner_options)
 
     async def start(self, launch: KernelLaunch) -> dict[str, Any]:
@@ -110,10 +120,13 @@ class ProcessBackend(DirectoryBackend):
             "KERNELHUB_WORK_DIR": str(dirs.work),
         }
         write_environ(dirs, {**launch.environ, **launch.devices.environ(on_host=True)})
+        write_bootstrap(dirs, launch.bootstrap_script)
         log_fd = await asyncio.to_thread(_open_log, dirs.log)
+        if launch.shmem:
+            os.write(log_fd, _SHMEM_NOTE.format(launch.shmem).encode())
         try:
             process = await asyncio.create_subprocess_exec(
-                *self._argv(dirs),
+                *self._argv(dirs, launch),
                 cwd=dirs.work,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -226,6 +239,10 @@ class ProcessBackend(DirectoryBackend):
 
 
 _PID_FILE = "pid"
+_SHMEM_NOTE = (
+    "kernelhub-agent: resource_opts.shmem={} is not enforced on the process backend: "
+    "a process kernel shares the host's /dev/shm\n"
+)
 
 
 def _record_pid(path: Path, pid: int) -> None:

@@ -1,4 +1,13 @@
-"""The simulated backend: no processes, only delays (for scale and tests)."""
+"""The simulated backend: no processes, only delays (for scale and tests).
+
+It runs no code, so of a session's options it can honour none that act inside a kernel, and
+it does not pretend to: a kernel launched with any of them has a log (what ``kh logs`` shows)
+naming each one not applied: ``environ`` (there is no environment; the variables are in the
+log's session spec all the same), ``bootstrap_script`` (not run: the kernel starts as if it
+succeeded), ``resource_opts.shmem`` (there is no ``/dev/shm``) and the exec timeout (no
+execution happens; a simulated batch ends with its configured exit code). Simulated agents
+are never offered to tenants' code (``actors.sessions.isolation``), only to scale tests and
+benchmarks."""
 
 from __future__ import annotations
 
@@ -8,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ...domain.isolation import isolation_of_backend
+from ..kernel_env import RESERVED_PREFIXES
 from ..kernel_sockets import KernelSocket
 from .base import BackendBase, KernelLaunch
 
@@ -36,10 +46,15 @@ class SimBackend(BackendBase):
         self.utilization = dict(utilization or {"cpu_util": 0.0, "mem": 0.0})
         """What every simulated kernel reports using, in percent of its allocation."""
         self._running: set[uuid.UUID] = set()
+        self._notes: dict[uuid.UUID, bytes] = {}
+        """Each kernel's log: the options it was launched with and could not apply."""
 
     async def start(self, launch: KernelLaunch) -> dict[str, Any]:
         await asyncio.sleep(self.start_delay)
         self._running.add(launch.kernel_id)
+        notes = _unapplied(launch)
+        if notes:
+            self._notes[launch.kernel_id] = notes
         return {"container_id": launch.kernel_id.hex, "kernel_host": "127.0.0.1"}
 
     async def wait(self, kernel_id: uuid.UUID) -> int:
@@ -80,10 +95,11 @@ class SimBackend(BackendBase):
         return None
 
     async def logs(self, kernel_id: uuid.UUID) -> bytes:
-        return b""
+        return self._notes.get(kernel_id, b"")
 
     async def remove(self, kernel_id: uuid.UUID) -> None:
-        return None
+        if kernel_id not in self._running:
+            self._notes.pop(kernel_id, None)
 
     async def check_image(self, image: str) -> bool:
         return self.pull_delay > 0 and image not in self.pulled
@@ -91,3 +107,18 @@ class SimBackend(BackendBase):
     async def pull(self, image: str) -> None:
         await asyncio.sleep(self.pull_delay)
         self.pulled.add(image)
+
+
+def _unapplied(launch: KernelLaunch) -> bytes:
+    """The kernel log of a simulated kernel: one line per option it cannot apply."""
+    lines = []
+    users = sorted(k for k in launch.environ if not k.startswith(RESERVED_PREFIXES))
+    if users:
+        lines.append(f"environ not applied (no process runs): {', '.join(users)}")
+    if launch.bootstrap_script:
+        lines.append("bootstrap script not run (no process runs)")
+    if launch.shmem:
+        lines.append(f"resource_opts.shmem={launch.shmem} not applied (no /dev/shm)")
+    if launch.exec_timeout_s:
+        lines.append(f"exec timeout {launch.exec_timeout_s:g} s not applied (no execution)")
+    return "".join(f"kernelhub-sim: {line}\n" for line in lines).encode()

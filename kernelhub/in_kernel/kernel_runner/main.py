@@ -6,6 +6,10 @@ restart), one per connection reads frames and dispatches them; ``clean``/``build
 ``code`` are queued for the main thread, everything else (``input``, ``interrupt``,
 ``complete``, ``status``, ``event``, services) is answered at once, even while code runs.
 ``shutdown`` (or SIGTERM) stops services and the running command and exits.
+
+A session's bootstrap script (``--bootstrap``, :mod:`.bootstrap`) runs on the main thread once
+the socket is bound and before any task; ``status`` is answered only after it (with how it
+ended), which is what the agent waits on before it reports the kernel started.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 from typing import Any, Callable
 
 from .batch import BatchEngine
+from .bootstrap import BootstrapOutcome, run_bootstrap
 from .environment import child_environ
 from .framing import FrameError, read_frame
 from .outbox import Outbox
@@ -80,6 +85,9 @@ class Runner:
         """Stopped by SIGTERM: the process then ends *by* SIGTERM, as an unhandled one would
         (its exit status says so)."""
         self.server: socket.socket | None = None
+        self.bootstrapped = threading.Event()
+        """Set once the bootstrap script (if any) has ended: ``status`` waits on it."""
+        self.bootstrap: BootstrapOutcome | None = None
 
     def _warn(self, message: str) -> None:
         """A warning to the kernel log and, like upstream's log forwarder, to the console."""
@@ -132,7 +140,10 @@ class Runner:
             elif op == "interrupt":
                 self.interrupt()
             elif op == "status":
-                self.outbox.send("status", json.dumps({"started_at": self.started_at}))
+                if self.bootstrapped.is_set():
+                    self._send_status()
+                else:  # answered once the bootstrap script ended, never by this reader
+                    self._background(lambda _t: self._send_status(), text)
             elif op == "complete":
                 self._background(self._complete, text)
             elif op == "event":
@@ -159,6 +170,28 @@ class Runner:
                 log.exception("background handler failed")
 
         threading.Thread(target=run, daemon=True).start()
+
+    def _send_status(self) -> None:
+        self.bootstrapped.wait()
+        status: dict[str, Any] = {"started_at": self.started_at}
+        if self.bootstrap is not None:
+            status["bootstrap"] = self.bootstrap.to_status()
+        self.outbox.send("status", json.dumps(status))
+
+    def _run_bootstrap(self) -> None:
+        try:
+            if self.options.bootstrap:
+                self.bootstrap = run_bootstrap(
+                    self.options.bootstrap,
+                    self.work_dir,
+                    os.environ,
+                    self.options.bootstrap_timeout,
+                )
+        except Exception:  # a failure to run it is its failure, told to the agent
+            log.exception("bootstrap script failed")
+            self.bootstrap = BootstrapOutcome(-1, False, b"the runner could not run it", 0.0)
+        finally:
+            self.bootstrapped.set()
 
     def _complete(self, text: str) -> None:
         try:
@@ -212,6 +245,7 @@ class Runner:
         self.bind()
         if self.tunnel is not None:
             self.tunnel.start()
+        self._run_bootstrap()
         self.monitor.start()
         try:
             while True:
@@ -274,6 +308,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="query",
         action="store_false",
         help="query mode off: code requests answer exit code 127",
+    )
+    parser.add_argument(
+        "--bootstrap", default=None, help="a script run by /bin/sh before the runner is ready"
+    )
+    parser.add_argument(
+        "--bootstrap-timeout", type=float, default=300.0, help="seconds before it is killed"
     )
     parser.add_argument("--port-timeout", type=float, default=5.0)
     parser.add_argument("--snapshot-interval", type=float, default=2.0)
