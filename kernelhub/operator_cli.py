@@ -239,7 +239,7 @@ async def _prepare(settings: Settings, url: str) -> Bootstrap:
         await store.close()
 
 
-def _abbreviated(names: Sequence[str], most: int = 8) -> list[str]:
+def _abbreviated(names: Sequence[str], most: int = 10) -> list[str]:
     """Actor names for one line: a thousand simulated agents' hosts are not listed."""
     return list(names[:most]) + ([f"... {len(names) - most} more"] if len(names) > most else [])
 
