@@ -648,6 +648,9 @@ def test_refusals_name_the_parameter_and_append_nothing(walk: Walk) -> None:
     for body, named in cases:
         walk.refused(body, named)
     walk.refused(_body("walk-rl", arch="aarch64"), "aarch64", status=404, kind="object-not-found")
+    status, kept = walk.post(_batch("walk-kept", starts_at="1h"))
+    assert status == 201, kept
+    walk.refused({**_batch("walk-kept"), "config": {"mounts": ["data"]}}, "config.mounts")
     walk.refused(
         _body("walk-rm", config={"agentList": ["i-local"]}),
         "agent_list",

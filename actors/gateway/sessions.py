@@ -24,6 +24,7 @@ from ..domain.bounds import known_slot_types, requested_slots
 from ..domain.callbacks import DEFAULT_POLICY, validate_callback_url
 from ..domain.commands.sessions import CreateSession, DestroySession, RestartSession
 from ..domain.errors import DomainError, GenericBadRequest, ImageNotFound, InvalidAPIParameters
+from ..domain.limits import execution_timeout_s
 from ..domain.session import (
     ClusterMode,
     SessionType,
@@ -301,6 +302,7 @@ async def create(request: web.Request) -> web.Response:
             f"invalid session name {params.name!r} (4-64 characters: "
             "letters, digits, _, and . or - inside)"
         )
+    _unsupported(params)  # first, as 23.03 checks mount_map first: also before a reuse
     access_key = await ctx.acting_for(caller, params.owner_access_key)
     owner = (
         caller.keypair
@@ -315,7 +317,6 @@ async def create(request: web.Request) -> web.Response:
         if existing.get("image") != image["name"] or params.reuse_if_exists is False:
             raise SessionAlreadyExists(str(existing["id"]))
         return _created(existing["id"], params.name, str(existing["status"]), False)
-    _unsupported(params)
     config = params.config
     architecture = session_architecture(
         params.architecture, image["name"], str(image.get("architecture") or "x86_64")
@@ -382,6 +383,7 @@ async def create(request: web.Request) -> web.Response:
             resource_opts=resource_opts,
             tag=params.tag,
             callback_url=callback_url,
+            exec_timeout_s=execution_timeout_s(policy, image),
         )
     )
     if params.enqueue_only:
