@@ -16,9 +16,10 @@ from events.keys import AgentIndexes, SessionIndexes
 from events.readmodels import Generation
 
 from .base import Record
+from .models.sessions import ids_index, names_index
 from .slots import sub_slots, sum_slots
 
-__all__ = ["USAGE_BIN_S", "Page", "ReadModels", "UsageBin"]
+__all__ = ["USAGE_BIN_S", "Page", "ReadModels", "TooManyToScan", "UsageBin"]
 
 USAGE_BIN_S = 900
 _CHUNK = 500
@@ -28,6 +29,19 @@ _CHUNK = 500
 class Page:
     total: int
     items: list[Record]
+
+
+class TooManyToScan(Exception):
+    """A listing that would read more records than its bound allows."""
+
+    def __init__(self, count: int, bound: int) -> None:
+        super().__init__(f"{count} sessions to read; at most {bound}")
+        self.count = count
+        self.bound = bound
+
+
+_LEX_TOP = "\x7f"
+"""Above every character of a name or an id (ASCII): ``(prefix + _LEX_TOP`` ends a range."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +54,7 @@ class UsageBin:
 class ReadModels:
     def __init__(self, store: RedisEventStore) -> None:
         self.storage = store.read_models
+        self._redis = store.redis
 
     async def checkpoints(self, names: Sequence[str]) -> list[tuple[int, int] | None]:
         """How far each named projection has folded the log (``None``: not yet at all)."""
@@ -87,6 +102,86 @@ class ReadModels:
             return None
         session_id = await active.field(SessionIndexes.name(access_key), name)
         return None if session_id is None else await self.session(session_id)
+
+    async def sessions_named(self, access_key: str, name: str, limit: int = 10) -> list[Record]:
+        """Every session of the keypair named ``name`` (a name may be reused once its
+        session ended), newest first, at most ``limit``."""
+        found = await self._by_ref(
+            access_key, [(names_index(access_key), f"{name} ", f"{name}!")], 1000
+        )
+        return [r for r in found if r.get("name") == name][:limit]
+
+    async def sessions_prefixed(
+        self, access_key: str, prefix: str, limit: int = 10, scan: int = 1000
+    ) -> list[Record]:
+        """The keypair's sessions whose id or name starts with ``prefix``, newest first, at
+        most ``limit`` of the first ``scan`` ids and ``scan`` names in lexical order (the
+        bound on one lookup's work, as 23.03 bounds its ``LIKE 'x%'``)."""
+        top = prefix + _LEX_TOP
+        ranges = [(ids_index(access_key), prefix, top), (names_index(access_key), prefix, top)]
+        found = await self._by_ref(access_key, ranges, scan)
+        return [
+            r for r in found if str(r["id"]).startswith(prefix) or str(r["name"]).startswith(prefix)
+        ][:limit]
+
+    async def _by_ref(
+        self, access_key: str, ranges: list[tuple[str, str, str]], scan: int
+    ) -> list[Record]:
+        """The keypair's sessions found in lexical ``ranges`` (index, from, below), at most
+        ``scan`` members of each, newest first."""
+        active = await self._active("sessions")
+        if active is None:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for index, low, high in ranges:
+            pipe.zrangebylex(active.key(index), f"[{low}", f"({high}", start=0, num=scan)
+        ids: set[str] = set()
+        for members in await pipe.execute():
+            for member in members:
+                text = member.decode() if isinstance(member, bytes) else str(member)
+                ids.add(text.rsplit(" ", 1)[-1])
+        records = await self._records(active, "session", sorted(ids))
+        records = [r for r in records if r.get("access_key") == access_key]
+        records.sort(key=lambda r: r.get("created_ms") or 0, reverse=True)
+        return records
+
+    async def session_candidates(
+        self,
+        *,
+        owner: str | None = None,
+        statuses: Sequence[str] | None = None,
+        projects: Sequence[str] | None = None,
+        bound: int = 5000,
+    ) -> list[Record]:
+        """Every session matching the given filters, newest first, for a listing that
+        filters or orders by what no index knows; :class:`TooManyToScan` when the smallest
+        index to walk holds more than ``bound`` sessions (the caller narrows it)."""
+        active = await self._active("sessions")
+        if active is None:
+            return []
+        choices: list[tuple[list[str], str, Any]] = []
+        index = SessionIndexes
+        if owner:
+            choices.append(([index.owner(owner)], "access_key", {owner}))
+        if statuses:
+            choices.append(([index.status(s) for s in statuses], "status", set(statuses)))
+        if projects is not None:
+            choices.append(([index.project(p) for p in projects], "project_id", set(projects)))
+        if not choices:
+            choices.append(([index.ALL], "id", None))
+        sizes = [sum(await active.sizes(keys)) for keys, _, _ in choices]
+        smallest = min(range(len(choices)), key=lambda i: sizes[i])
+        if sizes[smallest] > bound:
+            raise TooManyToScan(sizes[smallest], bound)
+        page = await self._filtered(
+            active,
+            choices[smallest][0],
+            [c for i, c in enumerate(choices) if i != smallest],
+            0,
+            max(1, sizes[smallest]),
+            True,
+        )
+        return page.items
 
     async def kernel(self, kernel_id: str) -> Record | None:
         """One kernel with ``session_id`` and ``session_status`` (see :meth:`kernels`)."""

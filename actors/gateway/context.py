@@ -19,7 +19,7 @@ from ..domain.slots import SlotType
 from ..domain.statuses import DEAD_SESSION_STATUSES, SessionStatus
 from .auth import Authenticator, Caller
 from .log_tail import LogTail
-from .problems import SessionNotFound
+from .problems import SessionNotFound, TooManySessionsMatched
 from .ratelimit import PeerLimiter, RateLimiter
 from .stream_limits import FileOpLimits, StreamLimits
 
@@ -99,17 +99,54 @@ class GatewayContext:
     ) -> dict[str, Any]:
         """A session by UUID, then by name, among the sessions of the keypair the request
         acts as (another tenant's session is "not found", never "forbidden"); ended ones
-        only where ``allow_stale`` (logs)."""
+        only where ``allow_stale`` (logs). As 23.03's ``get_session``: no prefixes here, and
+        a name several of the keypair's sessions bear (one reused after the first ended)
+        is 404 ``too-many-sessions-matched`` with the newest ten, for the caller to pick."""
         access_key = await self.acting_for(caller, owner_access_key)
-        record: dict[str, Any] | None = None
-        try:
-            record = await self.models.session(str(uuid.UUID(ref)))
-        except ValueError:
-            pass
-        if record is not None and record.get("access_key") != access_key:
-            record = None
-        if record is None:
-            record = await self.models.session_by_name(access_key, ref)
-        if record is None or (not allow_stale and record.get("status") in DEAD):
+        found = await self.resolve(access_key, ref, allow_stale=allow_stale)
+        if not found:
             raise SessionNotFound()
-        return record
+        if len(found) > 1:
+            raise TooManySessionsMatched([_match(r) for r in found])
+        return found[0]
+
+    async def resolve(
+        self, access_key: str, ref: str, *, allow_stale: bool = False, limit: int = 10
+    ) -> list[dict[str, Any]]:
+        """23.03's ``match_sessions`` without prefixes: the session whose id ``ref`` is, else
+        those named ``ref`` (newest first, at most ``limit``), of ``access_key`` only."""
+        try:
+            session_id = str(uuid.UUID(ref))
+        except ValueError:
+            session_id = None
+        if session_id is not None:
+            record = await self.models.session(session_id)
+            if record is not None and record.get("access_key") == access_key:
+                if allow_stale or record.get("status") not in DEAD:
+                    return [record]
+        named = await self.models.sessions_named(access_key, ref, limit=1000)
+        live = [r for r in named if allow_stale or r.get("status") not in DEAD]
+        return live[:limit]
+
+    async def match_sessions(
+        self, caller: Caller, prefix: str, owner_access_key: str | None = None
+    ) -> list[dict[str, Any]]:
+        """``GET /session/_/match?id=<prefix>``: the sessions of the keypair the request acts
+        as whose id or name starts with ``prefix`` (ended ones too), newest first, at most
+        ten, as ``{id, name, status}`` (23.03's ``match_sessions`` with ``allow_prefix``)."""
+        access_key = await self.acting_for(caller, owner_access_key)
+        found = await self.models.sessions_prefixed(access_key, prefix, limit=10)
+        return [
+            {"id": str(r["id"]), "name": r.get("name"), "status": r.get("status")} for r in found
+        ]
+
+
+def _match(record: dict[str, Any]) -> dict[str, Any]:
+    """One candidate of ``too-many-sessions-matched``: what the official client prints
+    (``id``, ``name``, ``status``) and when it was created."""
+    return {
+        "id": str(record["id"]),
+        "name": record.get("name"),
+        "status": record.get("status"),
+        "created_at": record.get("created_at"),
+    }

@@ -8,20 +8,46 @@ bounds of :mod:`actors.gateway.gql_limits` is refused with a 400 before it runs.
 
 JSONString fields (``status_data``, ``occupying_slots``, ...) are JSON-encoded strings, as
 graphene sends them; the CLI's formatters decode them.
+
+``compute_session_list`` answers what it is asked: ``status`` (a comma list of statuses),
+``group_id``, ``access_key``, ``domain_name``, and ``filter``/``order`` in 23.03's
+mini-languages (:mod:`actors.gateway.gql_filter`), applied within the caller's scope; the
+older ``order_key``/``order_asc`` pair is read as an order. What cannot be honoured (an
+unknown field, status or operator) is refused with a 400 problem naming it, never ignored.
+``group_name`` is the project's name, ``dependencies`` the sessions a session waits for (those
+the caller may see), and each container's ``live_stat``/``last_stat`` its agent's telemetry
+(:mod:`projections.live_stats`), read for the whole page at once and only when asked for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from graphql import ExecutionResult, GraphQLError, build_schema, execute, validate
 
+from projections.live_stats import KernelTelemetry, metric_values, read_kernel_stats
+from projections.queries import TooManyToScan
+
 from ..domain.errors import DomainError
 from .auth import Caller
 from .context import LIVE, GatewayContext
+from .gql_filter import (
+    FILTER_FIELDS,
+    Filter,
+    Order,
+    QueryLanguageError,
+    fields_needing_lookup,
+    legacy_order,
+    parse_filter,
+    parse_order,
+    select,
+    session_row,
+)
 from .gql_limits import QueryLimits, QueryTooComplex, measure, parse_bounded
 from .params import loads
 from .scope import is_domain_admin, visible
@@ -79,6 +105,32 @@ _MAX_PAGE = 100
 LIMITS = QueryLimits(default_page=_MAX_PAGE)
 _MAX_BODY = 4 * LIMITS.max_bytes
 """The query and its variables (the client's variables are a few short values)."""
+_MAX_SCAN = 5_000
+"""The most sessions one filtered or ordered listing reads (after the scope, ``status`` and
+``group_id`` narrowed them through their indexes); past it the caller is asked to narrow."""
+_STATUSES = FILTER_FIELDS["status"].names
+
+
+class _Telemetry:
+    """Kernels' telemetry for one request: the first container that asks reads it for
+    every kernel the listing holds, in one round trip."""
+
+    def __init__(self, ctx: GatewayContext) -> None:
+        self.ctx = ctx
+        self.wanted: set[str] = set()
+        self.known: dict[str, KernelTelemetry] = {}
+        self._lock = asyncio.Lock()
+
+    def want(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            self.wanted.update(str(k) for k in record.get("kernels") or {})
+
+    async def of(self, kernel_id: str) -> KernelTelemetry:
+        async with self._lock:
+            if kernel_id not in self.known:
+                batch = sorted((self.wanted | {kernel_id}) - set(self.known))
+                self.known.update(await read_kernel_stats(self.ctx.store, batch))
+        return self.known.get(kernel_id, (None, None))
 
 
 class _Root:
@@ -87,6 +139,9 @@ class _Root:
     def __init__(self, ctx: GatewayContext, caller: Caller) -> None:
         self.ctx = ctx
         self.caller = caller
+        self.telemetry = _Telemetry(ctx)
+        self._projects: dict[str, str | None] = {}
+        self._users: dict[str, dict[str, Any]] = {}
 
     def as_mapping(self) -> dict[str, Any]:
         return {
@@ -134,18 +189,73 @@ class _Root:
             raise GraphQLError(f"not a UUID: {id!r}") from None
         if record is None or not visible(self.caller, record):
             return None
-        return self._with_idle_checks(record)
+        self.telemetry.want([record])
+        return self._view(record)
 
-    def _with_idle_checks(self, record: dict[str, Any]) -> dict[str, Any]:
-        """``idle_checks`` judged fresh, only when the query asks for it (graphql-core calls a
-        callable field value as its resolver)."""
+    def _view(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A ``ComputeSession``; what costs a read (``idle_checks``, ``group_name``,
+        ``dependencies``, the containers' stats) is read only when the query asks for it
+        (graphql-core calls a callable field value as its resolver)."""
         session = compute_session(record)
 
         async def idle_checks(_info: Any) -> str:
             return json.dumps(await self.ctx.idle.report(record))
 
-        session["idle_checks"] = idle_checks
+        async def group_name(_info: Any) -> str | None:
+            return await self._project_name(record.get("project_id"))
+
+        async def dependencies(_info: Any) -> list[dict[str, Any]]:
+            wanted = [str(d) for d in record.get("dependencies") or ()]
+            found = {r["id"]: r for r in await self.ctx.models.sessions_by_id(wanted)}
+            shown = [found[d] for d in wanted if d in found and visible(self.caller, found[d])]
+            self.telemetry.want(shown)
+            return [self._view(r) for r in shown]
+
+        session.update(idle_checks=idle_checks, group_name=group_name, dependencies=dependencies)
+        for container in session["containers"]:
+            kernel = (record.get("kernels") or {}).get(str(container["id"])) or {}
+            live, last = self._stats(str(container["id"]), kernel)
+            container.update(live_stat=live, last_stat=last)
         return session
+
+    def _stats(
+        self, kernel_id: str, kernel: dict[str, Any]
+    ) -> tuple[Callable[[Any], Awaitable[str | None]], Callable[[Any], Awaitable[str | None]]]:
+        """``live_stat`` while the kernel is not over; ``last_stat`` whenever telemetry still
+        keeps its last measurement (23.03 keeps it in the row at termination)."""
+
+        async def measured() -> str | None:
+            values = metric_values(
+                await self.telemetry.of(kernel_id), kernel.get("occupied_slots") or {}
+            )
+            return None if values is None else json.dumps(values)
+
+        async def live_stat(_info: Any) -> str | None:
+            if kernel.get("status") in ("TERMINATED", "CANCELLED"):
+                return None
+            return await measured()
+
+        async def last_stat(_info: Any) -> str | None:
+            return await measured()
+
+        return live_stat, last_stat
+
+    async def _project_name(self, project_id: Any) -> str | None:
+        if not project_id:
+            return None
+        key = str(project_id)
+        if key not in self._projects:
+            project = await self.ctx.lookups.project(key)
+            self._projects[key] = str(project["name"]) if project and project.get("name") else None
+        return self._projects[key]
+
+    async def _user(self, user_id: Any) -> dict[str, Any]:
+        if not user_id:
+            return {}
+        key = str(user_id)
+        if key not in self._users:
+            self._users[key] = dict(await self.ctx.lookups.user(key) or {})
+        return self._users[key]
 
     async def compute_session_list(
         self,
@@ -156,18 +266,65 @@ class _Root:
         status: str | None = None,
         domain_name: str | None = None,
         group_id: str | None = None,
-        **_ignored: Any,
+        filter: str | None = None,
+        order: str | None = None,
+        order_key: str | None = None,
+        order_asc: bool | None = None,
     ) -> dict[str, Any]:
         if not 1 <= limit <= _MAX_PAGE or offset < 0:
             raise GraphQLError(f"limit must be 1..{_MAX_PAGE} and offset >= 0")
+        if order and order_key:
+            raise QueryLanguageError("order", "give order or order_key, not both")
+        keep = parse_filter(filter) if filter else None
+        ordering = parse_order(order or legacy_order(order_key, order_asc) or "")
+        sort = ordering if ordering.keys else None
+        statuses = _statuses(status)
         owner, projects = await self._scope(access_key, domain_name)
         if group_id:
             projects = [group_id] if projects is None or group_id in projects else []
-        statuses = [s.strip().upper() for s in status.split(",") if s.strip()] if status else None
-        page = await self.ctx.models.sessions(
-            owner=owner, statuses=statuses, offset=offset, limit=limit, projects=projects
-        )
-        return {"items": [self._with_idle_checks(r) for r in page.items], "total_count": page.total}
+        if keep is None and sort is None:
+            page = await self.ctx.models.sessions(
+                owner=owner, statuses=statuses, offset=offset, limit=limit, projects=projects
+            )
+            total, items = page.total, page.items
+        else:
+            total, items = await self._selected(owner, statuses, projects, keep, sort)
+            items = items[offset : offset + limit]
+        self.telemetry.want(items)
+        return {"items": [self._view(r) for r in items], "total_count": total}
+
+    async def _selected(
+        self,
+        owner: str | None,
+        statuses: list[str] | None,
+        projects: list[str] | None,
+        keep: Filter | None,
+        order: Order | None,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Every session of the scope that passes ``keep``, in ``order`` (newest first among
+        equals), read from the narrowest index, at most :data:`_MAX_SCAN` of them."""
+        try:
+            candidates = await self.ctx.models.session_candidates(
+                owner=owner, statuses=statuses, projects=projects, bound=_MAX_SCAN
+            )
+        except TooManyToScan as exc:
+            raise QueryLanguageError(
+                "filter",
+                f"{exc.count} sessions to filter or order, over the bound of {exc.bound}: "
+                "narrow the listing with status, group_id or access_key",
+            ) from None
+        looked_up = fields_needing_lookup(keep, order)
+        rows = []
+        for record in candidates:
+            group = None
+            if "group_name" in looked_up:
+                group = await self._project_name(record.get("project_id"))
+            user = None
+            if looked_up & {"user_email", "full_name"}:
+                user = await self._user(record.get("user_id"))
+            rows.append((session_row(record, group, user), record))
+        chosen = select(rows, keep, order)
+        return len(chosen), chosen
 
     async def _scope(
         self, access_key: str | None, domain_name: str | None
@@ -192,6 +349,29 @@ class _Root:
         if domain_name not in (None, caller.domain):
             raise GraphQLError("a domain admin lists only the sessions of their own domain")
         return access_key, await self.ctx.lookups.projects_in(caller.domain)
+
+
+def _statuses(status: str | None) -> list[str] | None:
+    """The comma list the client sends (``PENDING,RUNNING``), names checked: a misspelt one
+    is refused rather than matching nothing."""
+    if not status:
+        return None
+    names = [s.strip().upper() for s in status.split(",") if s.strip()]
+    unknown = [n for n in names if n not in _STATUSES]
+    if unknown:
+        raise QueryLanguageError(
+            "status", f"unknown status {', '.join(unknown)} (statuses: {', '.join(_STATUSES)})"
+        )
+    return names or None
+
+
+def _refusal(result: ExecutionResult) -> DomainError | None:
+    """A resolver's refusal of what it was asked (a bad filter): answered as a problem
+    (400) rather than buried in ``errors``."""
+    for error in result.errors or ():
+        if isinstance(error.original_error, DomainError):
+            return error.original_error
+    return None
 
 
 async def gql(request: web.Request) -> web.Response:
@@ -227,6 +407,9 @@ async def gql(request: web.Request) -> web.Response:
                 operation_name=body.get("operation_name"),
             )
             result = await outcome if not isinstance(outcome, ExecutionResult) else outcome
+            refusal = _refusal(result)
+            if refusal is not None:
+                raise refusal
     answer: dict[str, Any] = {"data": result.data}
     if result.errors:
         answer["errors"] = [error.formatted for error in result.errors]
