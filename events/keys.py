@@ -144,6 +144,17 @@ class SessionIndexes:
         return f"i:name:{access_key}"
 
     @staticmethod
+    def ref_names(access_key: str) -> str:
+        """lex zset (scores 0): ``<name> <session id>`` of every session of a keypair (a
+        reused name finds each of its sessions; a name prefix finds each name)."""
+        return f"i:refs:name:{access_key}"
+
+    @staticmethod
+    def ref_ids(access_key: str) -> str:
+        """lex zset (scores 0): the id of every session of a keypair (an id prefix)."""
+        return f"i:refs:id:{access_key}"
+
+    @staticmethod
     def usage_open(scope: str) -> str:
         """hash: session id -> its running interval."""
         return f"i:usage:open:{scope}"

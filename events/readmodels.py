@@ -260,6 +260,14 @@ class Generation:
         raw: list[Any] = await self._redis.zrange(self.key(index), start, stop, withscores=True)
         return [(_s(member), float(score)) for member, score in raw]
 
+    async def members_between(self, index: str, low: str, below: str, count: int) -> list[str]:
+        """Members of a lexical sorted-set index (every score equal) from ``low`` up to, not
+        including, ``below``, at most ``count`` (``ZRANGEBYLEX``)."""
+        raw: list[Any] = await self._redis.zrangebylex(
+            self.key(index), f"[{low}", f"({below}", start=0, num=count
+        )
+        return [_s(m) for m in raw]
+
     async def members_from(self, index: str, min_score: float) -> list[str]:
         """Members of a sorted-set index scored ``min_score`` or more, by score."""
         raw: list[Any] = await self._redis.zrangebyscore(self.key(index), min_score, "+inf")

@@ -72,6 +72,22 @@ class Telemetry:
             pipe.set(self._keys.kernel_stats(kernel_id), stats, ex=ttl_s)
         await pipe.execute()
 
+    async def kernels_measured(
+        self, kernel_ids: Sequence[str]
+    ) -> list[tuple[str | None, str | None]]:
+        """Each kernel's last heartbeat stats and its utilization samples (JSON each;
+        ``None``: none kept), in one round trip."""
+        if not kernel_ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.mget([self._keys.kernel_stats(k) for k in kernel_ids])
+        pipe.mget([self._keys.idle_utilization(k) for k in kernel_ids])
+        stats, samples = await pipe.execute()
+        return [
+            (None if s is None else _s(s), None if u is None else _s(u))
+            for s, u in zip(stats, samples, strict=True)
+        ]
+
     async def heartbeats(self) -> list[tuple[str, float]]:
         """Every agent that ever heartbeated, with its last heartbeat (server time, s)."""
         beats: list[Any] = await self._redis.zrange(self._keys.heartbeats, 0, -1, withscores=True)

@@ -13,7 +13,8 @@ The shape is 23.03's ``MetricValue`` per metric, every number a string:
 - ``io_read``/``io_write``: bytes (where the backend measures them);
 - every other sampled metric (a device's ``cuda_util``, ``cuda_mem``, ...): ``percent``.
 
-Reading is pure but for :func:`read_kernel_stats` (two ``MGET``s in one round trip).
+Reading is pure but for :func:`read_kernel_stats` (``store.telemetry.kernels_measured``: two
+``MGET``s in one round trip).
 """
 
 from __future__ import annotations
@@ -38,16 +39,10 @@ async def read_kernel_stats(
     store: RedisEventStore, kernel_ids: Sequence[str]
 ) -> dict[str, KernelTelemetry]:
     """What telemetry keeps of each kernel, in one round trip."""
-    if not kernel_ids:
-        return {}
-    keys = store.keys
-    pipe = store.redis.pipeline(transaction=False)
-    pipe.mget([keys.kernel_stats(k) for k in kernel_ids])
-    pipe.mget([keys.idle_utilization(k) for k in kernel_ids])
-    stats, series = await pipe.execute()
+    measured = await store.telemetry.kernels_measured(kernel_ids)
     return {
         kernel_id: (_json(raw_stats), _json(raw_series))
-        for kernel_id, raw_stats, raw_series in zip(kernel_ids, stats, series, strict=True)
+        for kernel_id, (raw_stats, raw_series) in zip(kernel_ids, measured, strict=True)
     }
 
 

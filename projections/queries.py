@@ -16,7 +16,6 @@ from events.keys import AgentIndexes, SessionIndexes
 from events.readmodels import Generation
 
 from .base import Record
-from .models.sessions import ids_index, names_index
 from .slots import sub_slots, sum_slots
 
 __all__ = ["USAGE_BIN_S", "Page", "ReadModels", "TooManyToScan", "UsageBin"]
@@ -54,7 +53,6 @@ class UsageBin:
 class ReadModels:
     def __init__(self, store: RedisEventStore) -> None:
         self.storage = store.read_models
-        self._redis = store.redis
 
     async def checkpoints(self, names: Sequence[str]) -> list[tuple[int, int] | None]:
         """How far each named projection has folded the log (``None``: not yet at all)."""
@@ -107,7 +105,7 @@ class ReadModels:
         """Every session of the keypair named ``name`` (a name may be reused once its
         session ended), newest first, at most ``limit``."""
         found = await self._by_ref(
-            access_key, [(names_index(access_key), f"{name} ", f"{name}!")], 1000
+            access_key, [(SessionIndexes.ref_names(access_key), f"{name} ", f"{name}!")], 1000
         )
         return [r for r in found if r.get("name") == name][:limit]
 
@@ -118,7 +116,10 @@ class ReadModels:
         most ``limit`` of the first ``scan`` ids and ``scan`` names in lexical order (the
         bound on one lookup's work, as 23.03 bounds its ``LIKE 'x%'``)."""
         top = prefix + _LEX_TOP
-        ranges = [(ids_index(access_key), prefix, top), (names_index(access_key), prefix, top)]
+        ranges = [
+            (SessionIndexes.ref_ids(access_key), prefix, top),
+            (SessionIndexes.ref_names(access_key), prefix, top),
+        ]
         found = await self._by_ref(access_key, ranges, scan)
         return [
             r for r in found if str(r["id"]).startswith(prefix) or str(r["name"]).startswith(prefix)
@@ -132,14 +133,10 @@ class ReadModels:
         active = await self._active("sessions")
         if active is None:
             return []
-        pipe = self._redis.pipeline(transaction=False)
-        for index, low, high in ranges:
-            pipe.zrangebylex(active.key(index), f"[{low}", f"({high}", start=0, num=scan)
         ids: set[str] = set()
-        for members in await pipe.execute():
-            for member in members:
-                text = member.decode() if isinstance(member, bytes) else str(member)
-                ids.add(text.rsplit(" ", 1)[-1])
+        for index, low, below in ranges:
+            for member in await active.members_between(index, low, below, scan):
+                ids.add(member.rsplit(" ", 1)[-1])
         records = await self._records(active, "session", sorted(ids))
         records = [r for r in records if r.get("access_key") == access_key]
         records.sort(key=lambda r: r.get("created_ms") or 0, reverse=True)

@@ -17,7 +17,8 @@ id); ``i:usage:open:<scope>`` (running: id -> interval) and ``i:usage:closed:<sc
 Two lexicographic indexes (every score 0, read by ``ZRANGEBYLEX``) resolve references the
 way 23.03 does: ``i:refs:name:<ak>`` holds ``<name> <id>`` for each session of a keypair (so
 a name reused after its first session ended finds both, and a name prefix finds each name),
-and ``i:refs:id:<ak>`` each session id (an id prefix). Names follow the name rule (no
+and ``i:refs:id:<ak>`` each session id (an id prefix) (``SessionIndexes.ref_names`` and
+``ref_ids``). Names follow the name rule (no
 space), so the space parts a name from its id.
 """
 
@@ -32,19 +33,9 @@ from events.keys import SessionIndexes as Index
 from ..base import IndexedProjection, IndexEntries, Record, RecordRef, WorkingSet, iso_of
 from ..slots import slots_json, sum_slots
 
-__all__ = ["SessionsProjection", "ids_index", "names_index", "usage_scopes"]
+__all__ = ["SessionsProjection", "usage_scopes"]
 
 KIND = "session"
-
-
-def names_index(access_key: str) -> str:
-    """lex zset: ``<name> <session id>`` of every session of a keypair."""
-    return f"i:refs:name:{access_key}"
-
-
-def ids_index(access_key: str) -> str:
-    """lex zset: the id of every session of a keypair."""
-    return f"i:refs:id:{access_key}"
 
 
 _TERMINAL = ("TERMINATED", "CANCELLED")
@@ -424,9 +415,9 @@ class SessionsProjection(IndexedProjection):
         }
         if record["access_key"]:
             entries[(Index.owner(record["access_key"]), sid)] = created
-            entries[(ids_index(record["access_key"]), sid)] = 0
+            entries[(Index.ref_ids(record["access_key"]), sid)] = 0
             if record["name"]:
-                entries[(names_index(record["access_key"]), f"{record['name']} {sid}")] = 0
+                entries[(Index.ref_names(record["access_key"]), f"{record['name']} {sid}")] = 0
         if record["scaling_group"]:
             entries[(Index.scaling_group(record["scaling_group"]), sid)] = created
             if record["status"] == "PENDING":
