@@ -14,6 +14,7 @@ from events import RedisEventStore
 from projections.queries import ReadModels
 from projections.tenancy_queries import TenancyLookups
 
+from ..domain.callbacks import CallbackPolicy
 from ..domain.errors import GenericForbidden, InvalidAPIParameters
 from ..domain.slots import SlotType
 from ..domain.statuses import DEAD_SESSION_STATUSES, SessionStatus
@@ -48,6 +49,9 @@ class GatewayContext:
     """The idle checkers' facts: each session's ``idleChecks`` is judged fresh from them."""
     observe: Callable[[str, str, int, float], None] | None = None
     """Told (route, method, status, seconds) of every answer: the gateway actor's metrics."""
+    callbacks: CallbackPolicy = field(default_factory=CallbackPolicy)
+    """How ``callback_url`` is checked at create (the operator's allow-list,
+    ``KH_CALLBACK_ALLOW``)."""
     peers: PeerLimiter = field(default_factory=PeerLimiter)
     """Failed authentications per peer address (requests without a keypair to count)."""
     streams: StreamLimits = field(default_factory=StreamLimits)
