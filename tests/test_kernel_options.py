@@ -10,6 +10,7 @@ container-side options at once) for what only a container shows."""
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -317,6 +318,22 @@ async def test_shmem_on_the_process_backend_is_named_not_enforced(
     await reach(proc, sid, "RUNNING")
     logs = await proc.execution.logs(sid)
     assert f"resource_opts.shmem={64 * M} is not enforced on the process backend" in logs
+    await destroy(proc, sid)
+
+
+@redis
+async def test_python_answers_in_a_process_kernel_as_the_runners_interpreter(
+    proc: LocalCluster,
+) -> None:
+    # issue 28, point 7: `--exec 'python main.py'` must not depend on the host's `python`
+    sid = await create(proc)
+    await reach(proc, sid, "RUNNING")
+    code = (
+        "import subprocess\nfor name in ('python', 'python3'):\n"
+        "    print(subprocess.run([name, '-c', 'import sys; print(sys.executable)'],"
+        " capture_output=True, text=True).stdout.strip())"
+    )
+    assert (await run(proc, sid, code))["out"].split() == [sys.executable] * 2
     await destroy(proc, sid)
 
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import resource
+import shlex
 import signal
 import stat
 import sys
@@ -109,8 +110,9 @@ class ProcessBackend(DirectoryBackend):
         dirs = self.dirs(launch.kernel_id)
         dirs.create()
         await dirs.clear_run()
+        commands = await asyncio.to_thread(_python_commands, dirs.root / "bin")
         env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PATH": f"{commands}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOME": str(dirs.work),
             "BACKENDAI_KERNEL_ID": str(launch.kernel_id),
             "BACKENDAI_SESSION_ID": str(launch.session_id),
@@ -251,6 +253,27 @@ def _record_pid(path: Path, pid: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "w") as record:
         record.write(str(pid))
+
+
+def _python_commands(bin_dir: Path) -> Path:
+    """``python`` and ``python3`` for the kernel's commands (``--exec 'python main.py'``, a
+    terminal), first on its ``PATH``: the interpreter the runner and query mode use, whatever
+    the host calls ``python`` (or lacks). Small scripts that ``exec`` it, so a virtual
+    environment's interpreter stays one. Written afresh at each start, never through what is
+    at their names (the kernel may write here: it runs as the agent's own uid)."""
+    if bin_dir.is_symlink() or (bin_dir.exists() and not bin_dir.is_dir()):
+        bin_dir.unlink()
+    bin_dir.mkdir(exist_ok=True)
+    script = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n'
+    for name in ("python", "python3"):
+        path = bin_dir / name
+        if path.is_dir() and not path.is_symlink():
+            remove_tree(path)
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
+        with os.fdopen(fd, "w") as out:
+            out.write(script)
+    return bin_dir
 
 
 def _open_log(path: Path) -> int:
