@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from actors.domain.commands.tenancy import AddMember, CreateProject
 from actors.gateway.gql_filter import (
     FilterLimits,
     QueryLanguageError,
@@ -35,7 +36,12 @@ from actors.gateway.gql_filter import (
     select,
     session_row,
 )
+from actors.tenancy.writer import TenancyService
+from events import RedisEventStore
+from events.secrets import SecretBox
+from kernelhub.testing import eventually
 from projections.live_stats import metric_values
+from projections.tenancy_queries import TenancyLookups
 
 from .khstack import ROOT, Stack, kh_up, second_tenant, signed_request
 
@@ -248,10 +254,11 @@ async def _populate(stack: Stack) -> World:
     superadmin = Keys(stack.exports["BACKEND_ACCESS_KEY"], stack.exports["BACKEND_SECRET_KEY"])
     alice = Keys(*await second_tenant(stack, "alice"))
     mallory = Keys(*await second_tenant(stack, "mallory"))
+    await _second_project(stack, alice.access_key)
     world = World(stack, superadmin, alice, mallory, {})
     for keys, name, extra in (
         (alice, "gql-alpha", {"enqueueOnly": True}),
-        (alice, "gql-beta", {"enqueueOnly": True}),
+        (alice, "gql-beta", {"enqueueOnly": True, "group": "ml-team"}),
         (mallory, "gql-mallorys", {"enqueueOnly": True}),
     ):
         status, body = call(world, keys, "POST", "/session", _create(name, **extra))
@@ -277,6 +284,28 @@ async def _populate(stack: Stack) -> World:
         assert time.monotonic() < deadline, f"gql-alpha never ran: {info}"
         await asyncio.sleep(0.5)
     return world
+
+
+async def _second_project(stack: Stack, access_key: str) -> None:
+    """``ml-team``, a project of the default domain that alice belongs to as well (so a
+    session's ``group_name`` is not the default's name by chance)."""
+    store = RedisEventStore.from_url(stack.exports["KH_REDIS_URL"])
+    try:
+        box = SecretBox.from_file(stack.root / "data" / "master.key")
+        tenancy = await TenancyService(store, box).load()
+        project = await tenancy.handle(CreateProject(name="ml-team", domain="default"))
+        lookups = TenancyLookups(store)
+        keypair = await lookups.keypair(access_key) or {}
+        user = uuid.UUID(str(keypair["user_id"]))
+        await tenancy.handle(AddMember(project_id=project, user_id=user))
+
+        async def member() -> bool:
+            found = await lookups.project(str(project)) or {}
+            return str(user) in {str(m) for m in found.get("members") or ()}
+
+        await eventually(member, timeout=20, message="alice in ml-team")
+    finally:
+        await store.close()
 
 
 def _create(name: str, **extra: Any) -> dict[str, Any]:
@@ -353,15 +382,25 @@ def test_filters_and_orders_choose_and_sort_the_sessions(world: World) -> None:
 
 @on_stack
 def test_group_id_lists_a_projects_sessions_and_group_name_is_the_project(world: World) -> None:
-    _, body = listing(world, world.alice, filter='name == "gql-alpha"')
-    (item,) = body["data"]["compute_session_list"]["items"]
-    assert item["group_name"] == "default"  # the project's real name
-    project = item["group_id"]
-    names = listed(world, world.alice, group_id=project, order="+name")
-    assert {"gql-alpha", "gql-beta", "gql-after"} <= set(names)
+    _, body = listing(world, world.alice, filter='name like "gql-%"', order="+name")
+    items = body["data"]["compute_session_list"]["items"]
+    projects = {item["name"]: (item["group_name"], item["group_id"]) for item in items}
+    assert projects["gql-beta"][0] == "ml-team"  # the project's real name
+    assert projects["gql-alpha"][0] == projects["gql-after"][0] == "default"
+    ml_team, default = projects["gql-beta"][1], projects["gql-alpha"][1]
+    assert listed(world, world.alice, group_id=ml_team) == ["gql-beta"]
+    assert listed(
+        world, world.alice, group_id=default, filter='name like "gql-%"', order="+name"
+    ) == [
+        "gql-after",
+        "gql-alpha",
+    ]
     assert listed(world, world.alice, group_id=str(uuid.uuid4())) == []
-    assert listed(world, world.alice, filter='group_name == "default" & name == "gql-beta"') == [
-        "gql-beta"
+    assert listed(world, world.alice, filter='group_name == "ml-team"') == ["gql-beta"]
+    assert listed(world, world.alice, order="-group_name, +name", filter='name like "gql-%"') == [
+        "gql-beta",
+        "gql-after",
+        "gql-alpha",
     ]
 
 
@@ -499,7 +538,7 @@ def test_the_official_client_ps_filters_and_orders(world: World) -> None:
     assert listed_.returncode == 0, listed_.stderr
     items = json.loads(listed_.stdout)["items"]
     assert [i["name"] for i in items] == ["gql-alpha", "gql-after"]
-    assert {i["group_name"] for i in items} == {"default"}
+    assert {i["group_name"] for i in items} == {"default"}  # both in the default project
     refused = ps("--filter", "nope == 1")
     assert refused.returncode != 0
     assert "nope" in refused.stdout + refused.stderr
