@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import redis
 
+from actors.domain.commands.tenancy import RegisterImage
 from actors.domain.errors import ImageNotFound, InvalidAPIParameters
 from actors.domain.scheduling.records import spec_of
 from actors.domain.session import (
@@ -38,9 +39,12 @@ from actors.domain.session import (
 )
 from actors.gateway.params import CreateConfig, CreateParams, parse
 from actors.sessions.shard import session_stream
+from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
+from events.secrets import SecretBox
 from kernelhub.testing import eventually
 from projections.queries import ReadModels
+from projections.tenancy_queries import TenancyLookups
 
 from .khstack import kh_up, second_tenant, signed_request
 from .test_official_client import BaiStack, client_binary
@@ -735,3 +739,42 @@ def test_kernelhubs_sdk_sends_environ_and_tag_reaches_the_session(walk: Walk) ->
         "run", "-e", "FOO=from-kh", "--rm", "python", "-c", "import os; print(os.environ['FOO'])"
     )
     assert ran.stdout == "from-kh\n", ran.stderr
+
+
+@_e2e
+def test_an_images_architecture_and_execution_timeout_reach_the_session(walk: Walk) -> None:
+    """An image registered for another architecture: asked as x86_64 it is not found (as
+    23.03's lookup by architecture), asked for nothing its kernels carry its own; an
+    image's ``ai.backend.exec-timeout`` becomes the session's execution timeout."""
+
+    async def register(store: RedisEventStore) -> None:
+        box = SecretBox.from_file(walk.stack.root / "data" / "master.key")
+        tenancy = await TenancyService(store, box).load()
+        await tenancy.handle(RegisterImage(name="walk/arm:1", architecture="aarch64"))
+        await tenancy.handle(
+            RegisterImage(
+                name="walk/timed:1",
+                labels={"ai.backend.exec-timeout": "90", "ai.backend.resource.min.mem": "256m"},
+            )
+        )
+        lookups = TenancyLookups(store)
+        await eventually(lambda: lookups.image("walk/timed:1"), timeout=20, message="projected")
+
+    walk.read(register)
+    walk.refused(
+        {**_batch("walk-arm-x86", starts_at="1h"), "image": "walk/arm:1", "arch": "x86_64"},
+        "registered for aarch64, not x86_64",
+        status=404,
+        kind="object-not-found",
+    )
+    status, arm = walk.post({**_batch("walk-arm", starts_at="1h"), "image": "walk/arm:1"})
+    assert status == 201, arm
+    assert [k["architecture"] for k in walk.record(arm["sessionId"])["kernels"].values()] == [
+        "aarch64"
+    ]
+    status, timed = walk.post({**_batch("walk-timed", starts_at="1h"), "image": "walk/timed:1"})
+    assert status == 201, timed
+    assert walk.spec(timed["sessionId"])["exec_timeout_s"] == 90
+    assert walk.record(timed["sessionId"])["exec_timeout_s"] == 90
+    for name in ("walk-arm", "walk-timed"):
+        walk.stack.bai("session", "rm", name)

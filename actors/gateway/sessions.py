@@ -671,17 +671,16 @@ async def not_implemented(request: web.Request) -> web.Response:
 
 
 async def match(request: web.Request) -> web.Response:
-    """``GET /session/_/match?id=<prefix>``: the caller's sessions whose id or name starts
-    with the prefix."""
+    """``GET /session/_/match?id=<prefix>``: the ten newest sessions (ended ones too) of the
+    keypair the request acts as (``owner_access_key``) whose id or name starts with the
+    prefix."""
     prefix = request.query.get("id", "")
     if not prefix:
         raise GenericBadRequest("id is required")
-    page = await _ctx(request).models.sessions(owner=_caller(request).access_key, limit=1000)
-    matches = [
-        {"id": r["id"], "name": r["name"], "status": r["status"]}
-        for r in page.items
-        if str(r["id"]).startswith(prefix) or str(r["name"]).startswith(prefix)
-    ]
+    owner = parse(
+        OwnerParams, {k: v for k, v in request.query.items() if k == "owner_access_key"}
+    ).owner_access_key
+    matches = await _ctx(request).match_sessions(_caller(request), prefix, owner)
     return _json({"matches": matches})
 
 
