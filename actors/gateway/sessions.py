@@ -21,7 +21,7 @@ from aiohttp import BodyPartReader, MultipartWriter, web
 from actors.sessions.isolation import check_create
 
 from ..domain.bounds import known_slot_types, requested_slots
-from ..domain.callbacks import DEFAULT_POLICY, validate_callback_url
+from ..domain.callbacks import validate_callback_url
 from ..domain.commands.sessions import CreateSession, DestroySession, RestartSession
 from ..domain.errors import DomainError, GenericBadRequest, ImageNotFound, InvalidAPIParameters
 from ..domain.limits import execution_timeout_s
@@ -264,7 +264,7 @@ def _callback_url(ctx: GatewayContext, url: str | None) -> str | None:
     http(s) URL with a host, and not a literal address callbacks may not reach."""
     if url is None:
         return None
-    return validate_callback_url(url, getattr(ctx, "callbacks", DEFAULT_POLICY))
+    return validate_callback_url(url, ctx.callbacks)
 
 
 async def _service_ports(ctx: GatewayContext, sid: uuid.UUID) -> list[dict[str, Any]]:
