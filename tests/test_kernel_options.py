@@ -311,6 +311,23 @@ async def test_a_failing_bootstrap_ends_the_session_with_its_reason(
 
 
 @redis
+async def test_a_bootstrap_failing_at_a_restart_puts_the_session_in_error_with_its_reason(
+    proc: LocalCluster,
+) -> None:
+    script = "if [ -f once ]; then echo second time >&2; exit 4; fi\ntouch once\n"
+    sid = await create(proc, bootstrap_script=script)
+    await reach(proc, sid, "RUNNING")
+    await proc.shard.handle(RestartSession(session_id=sid))
+    await reach(proc, sid, "ERROR")
+    record = await session_record(proc, sid)
+    assert record["status_info"] == "restart-failed"
+    message = record["status_data"]["error"]["repr"]
+    assert message.startswith("bootstrap script exited with 4") and "second time" in message
+    await proc.shard.handle(DestroySession(session_id=sid, forced=True))
+    await reach(proc, sid, "TERMINATED")
+
+
+@redis
 async def test_shmem_on_the_process_backend_is_named_not_enforced(
     proc: LocalCluster,
 ) -> None:

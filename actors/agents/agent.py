@@ -678,6 +678,9 @@ class Agent:
                 )
         except UnisolatedRefused as refused:  # stopped, and not started again: the opt-in went
             await self.shard.handle(RestartFailed(session_id=session.session_id, msg=str(refused)))
+        except BootstrapFailed as failed:  # the session's own script: ERROR, with its reason
+            msg = f"{failed}; its output ended with:\n{failed.tail}" if failed.tail else str(failed)
+            await self.shard.handle(RestartFailed(session_id=session.session_id, msg=msg))
         except Exception as exc:
             await self.shard.handle(RestartFailed(session_id=session.session_id, msg=repr(exc)))
             raise
