@@ -8,7 +8,9 @@ of them playing the attacker) and the superadmin, over signed HTTP and with the 
 client's ``backend.ai ps --filter/--order``. Each test was run against the code before the
 change and failed there (filters and orders were ignored, ``group_name`` was a placeholder,
 ``dependencies`` empty, ``live_stat`` null, a reused name resolved to whichever session the
-name index saw last).
+name index saw last), but for the attacker's filters: they passed there too (a filter was
+ignored, so it could not reach further than the scope) and guard the filter from ever reaching
+past it.
 """
 
 from __future__ import annotations
