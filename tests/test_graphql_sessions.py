@@ -508,8 +508,14 @@ def test_a_reused_name_is_ambiguous_where_ended_sessions_count(world: World) -> 
         first["sessionId"],
         second["sessionId"],
     }, body
+    status, body = call(world, alice, "GET", f"/session/_/match?id={first['sessionId'][:13]}")
+    assert status == 200 and [m["id"] for m in body["matches"]] == [first["sessionId"]], body
     status, body = call(world, world.mallory, "GET", "/session/_/match?id=gql-")
     assert status == 200 and {m["name"] for m in body["matches"]} == {"gql-mallorys"}, body
+    path = f"/session/_/match?id=gql-du&owner_access_key={alice.access_key}"
+    assert call(world, world.mallory, "GET", path)[0] == 403  # owner_access_key: admins only
+    status, body = call(world, world.superadmin, "GET", path)
+    assert status == 200 and len(body["matches"]) == 2, body
     assert call(world, alice, "DELETE", "/session/gql-dup?forced=true")[0] == 200
 
 
