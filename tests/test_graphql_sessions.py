@@ -259,7 +259,7 @@ async def _populate(stack: Stack) -> World:
     await _second_project(stack, alice.access_key)
     world = World(stack, superadmin, alice, mallory, {})
     for keys, name, extra in (
-        (alice, "gql-alpha", {"enqueueOnly": True}),
+        (alice, "gql-alpha", {"enqueueOnly": True, "tag": "nightly"}),
         (alice, "gql-beta", {"enqueueOnly": True, "group": "ml-team"}),
         (mallory, "gql-mallorys", {"enqueueOnly": True}),
     ):
@@ -439,7 +439,7 @@ def test_a_filter_cannot_reach_another_tenants_sessions(world: World) -> None:
 
 
 DETAIL = (
-    "query($id: UUID!) { compute_session(id: $id) { name group_name dependencies { name id }"
+    "query($id: UUID!) { compute_session(id: $id) { name tag group_name dependencies { name id }"
     " containers { id status live_stat last_stat } } }"
 )
 
@@ -453,10 +453,12 @@ def detail(world: World, keys: Keys, session_id: str) -> Any:
 
 
 @on_stack
-def test_dependencies_are_listed(world: World) -> None:
+def test_dependencies_and_the_tag_are_listed(world: World) -> None:
     after = detail(world, world.alice, world.ids["gql-after"])
     assert after["dependencies"] == [{"name": "gql-alpha", "id": world.ids["gql-alpha"]}]
-    assert detail(world, world.alice, world.ids["gql-alpha"])["dependencies"] == []
+    alpha = detail(world, world.alice, world.ids["gql-alpha"])
+    assert (alpha["dependencies"], alpha["tag"]) == ([], "nightly")
+    assert (after["tag"], after["group_name"]) == (None, "default")
 
 
 @on_stack
