@@ -42,7 +42,11 @@ from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
 from events.secrets import SecretBox
 from kernelhub.testing import eventually
+from kernelhub.workload import Workload, append_steps
 from projections.live_stats import metric_values
+from projections.models import default_projections
+from projections.queries import ReadModels, TooManyToScan
+from projections.runtime import Projector
 from projections.tenancy_queries import TenancyLookups
 
 from .khstack import ROOT, Stack, kh_up, second_tenant, signed_request
@@ -223,6 +227,38 @@ def test_live_stats_have_23_03s_metric_shape() -> None:
     assert float(values["cpu_used"]["current"] or 0) == pytest.approx(250 * 1000 / ticks, 0.01)
     assert values["cuda_util"]["pct"] == "50"
     assert metric_values((None, None), {"cpu": "1"}) is None
+
+
+# ---- the read model's side, against a real Redis ------------------------------------------
+@pytest.mark.redis
+async def test_references_and_candidates_come_from_indexes_within_bounds(
+    store: RedisEventStore,
+) -> None:
+    await append_steps(store, Workload(sessions=40, agents=2, seed=5).steps())
+    await Projector(store, default_projections()).catch_up()
+    models = ReadModels(store)
+    everything = (await models.sessions(limit=1000)).items
+    some = everything[0]
+    owner = str(some["access_key"])
+    theirs = [r for r in everything if r["access_key"] == owner]
+    await store.redis.config_resetstat()
+    # a name finds every session of the keypair bearing it, and only the keypair's
+    assert [r["id"] for r in await models.sessions_named(owner, some["name"])] == [some["id"]]
+    assert await models.sessions_named("AK-NOBODY", some["name"]) == []
+    # a prefix of an id, or of a name, newest first, at most the limit
+    by_id = await models.sessions_prefixed(owner, str(some["id"])[:8])
+    assert [r["id"] for r in by_id] == [some["id"]]
+    by_name = await models.sessions_prefixed(owner, "", limit=3)
+    assert [r["id"] for r in by_name] == [r["id"] for r in theirs[:3]]
+    # a filtered listing reads the narrowest index, and refuses past its bound
+    candidates = await models.session_candidates(owner=owner, bound=1000)
+    assert [r["id"] for r in candidates] == [r["id"] for r in theirs]
+    with pytest.raises(TooManyToScan) as over:
+        await models.session_candidates(bound=len(everything) - 1)
+    assert (over.value.count, over.value.bound) == (len(everything), len(everything) - 1)
+    stats = await store.redis.info("commandstats")
+    used = {name.removeprefix("cmdstat_") for name in stats}
+    assert "zrangebylex" in used and not used & {"scan", "keys", "hscan", "zscan"}, used
 
 
 # ---- on a real stack -----------------------------------------------------------------------
