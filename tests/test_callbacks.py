@@ -60,7 +60,8 @@ class Receiver:
 
     Paths choose its answer: ``/ok/...`` 200; ``/flaky/...`` 500 to the first two requests
     of that path, then 200; ``/hang/...`` never answers until :meth:`release` (200 after);
-    ``/after2/...`` 200 to two requests, then as ``/hang``."""
+    ``/after2/...`` 200 to two requests, then as ``/hang``; ``/redirect/...`` 307 to
+    ``/ok/landed``."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
@@ -112,6 +113,8 @@ class Receiver:
             )
             seen = self._seen[request.path] = self._seen.get(request.path, 0) + 1
         kind = request.path.split("/")[1]
+        if kind == "redirect":
+            raise web.HTTPTemporaryRedirect(self.url("/ok/landed"))
         if kind == "flaky" and seen <= 2:
             return web.Response(status=500)
         if kind == "hang" or (kind == "after2" and seen > 2):
@@ -307,17 +310,24 @@ outcomes: list[str] = []
 """What the local cluster's callbacks told (delivered, failed, dropped)."""
 
 
-@pytest.fixture
-async def cluster(store: RedisEventStore) -> AsyncIterator[LocalCluster]:
-    local = LocalCluster(
-        store, safety_tick_s=0.5, callback_policy=CallbackPolicy(backoff_s=0.05, max_attempts=3)
-    )
+@contextlib.asynccontextmanager
+async def local_cluster(
+    store: RedisEventStore, policy: CallbackPolicy
+) -> AsyncIterator[LocalCluster]:
+    outcomes.clear()
+    local = LocalCluster(store, safety_tick_s=0.5, callback_policy=policy)
     local.callbacks.on_outcome = outcomes.append
     await local.start()
     try:
         yield local
     finally:
         await local.stop()
+
+
+@pytest.fixture
+async def cluster(store: RedisEventStore) -> AsyncIterator[LocalCluster]:
+    async with local_cluster(store, CallbackPolicy(backoff_s=0.05, max_attempts=3)) as local:
+        yield local
 
 
 async def _create(cluster: LocalCluster, url: str) -> uuid.UUID:
@@ -333,12 +343,23 @@ async def _create(cluster: LocalCluster, url: str) -> uuid.UUID:
     )
 
 
+async def _destroy_running(cluster: LocalCluster, sid: uuid.UUID) -> None:
+    """Destroy a session once it runs, and wait for its end (a local cluster stopped while
+    its agents stop kernels waits for them)."""
+
+    async def status_is(status: str) -> bool:
+        return (await cluster.shard.get(sid)).status.name == status
+
+    await eventually(lambda: status_is("RUNNING"), timeout=20, message="running")
+    await cluster.shard.handle(DestroySession(session_id=sid))
+    await eventually(lambda: status_is("TERMINATED"), timeout=20, message="terminated")
+
+
 @pytest.mark.redis
 @pytest.mark.hostile
 async def test_a_name_resolving_to_loopback_is_refused_when_delivering(
     cluster: LocalCluster, store: RedisEventStore, receiver: Receiver
 ) -> None:
-    outcomes.clear()
     sid = await _create(cluster, f"http://localhost:{receiver.port}/ok/name")
     await cluster.shard.handle(DestroySession(session_id=sid))
 
@@ -351,6 +372,50 @@ async def test_a_name_resolving_to_loopback_is_refused_when_delivering(
     await eventually(lambda: outcomes.count("dropped") == sent, timeout=20, message="dropped")
     assert cluster.callbacks.pending == 0
     assert receiver.got("/ok/name") == [] and "delivered" not in outcomes
+
+
+@pytest.mark.redis
+@pytest.mark.hostile
+async def test_a_redirect_is_not_followed(store: RedisEventStore, receiver: Receiver) -> None:
+    async with local_cluster(store, CallbackPolicy(allow=LOCAL.allow)) as cluster:
+        sid = await _create(cluster, receiver.url("/redirect/a"))
+        await eventually(lambda: "dropped" in outcomes, timeout=20, message="dropped")
+        await _destroy_running(cluster, sid)
+    assert [r["body"]["event"] for r in receiver.got("/redirect/a")][:1] == ["enqueued"]
+    assert receiver.got("/ok/landed") == []  # where it pointed: never asked
+
+
+@pytest.mark.redis
+async def test_past_its_queue_bound_a_destination_drops_and_owes_nothing(
+    store: RedisEventStore, receiver: Receiver
+) -> None:
+    policy = CallbackPolicy(allow=LOCAL.allow, queue_bound=1)
+    async with local_cluster(store, policy) as cluster:
+        held = await _create(cluster, receiver.url("/hang/full"))
+        await eventually(lambda: receiver.waiting == 1, timeout=20, message="one held")
+        await eventually(lambda: "dropped" in outcomes, timeout=20, message="overflow dropped")
+        assert cluster.callbacks.pending == 1  # the held one fills its queue's bound
+        receiver.release()
+        await _destroy_running(cluster, held)
+        ended = await eventually(
+            lambda: _last_of(store, held, "session_terminated"), timeout=20, message="ended"
+        )
+        await eventually(lambda: cluster.callbacks.pending == 0, timeout=30, message="drained")
+        await eventually(
+            lambda: _checkpoint_is(store, ended), timeout=10, message="checkpoint at the end"
+        )
+    delivered = receiver.events("/hang/full")
+    assert delivered[0] == "enqueued" and "scheduled" not in delivered  # dropped, not owed
+    assert delivered[-1] == "terminated"
+
+
+async def _last_of(store: RedisEventStore, sid: uuid.UUID, event_type: str) -> str | None:
+    events = await store.read_stream(f"session-{sid}")
+    return events[-1].position if events and events[-1].type == event_type else None
+
+
+async def _checkpoint_is(store: RedisEventStore, position: str) -> bool:
+    return await store.followers.get("callbacks") == position
 
 
 # ---- the whole stack, through the official client ----------------------------------------------
