@@ -60,9 +60,8 @@ class GatewayActor:
             rate_limiter=RateLimiter(self.store.rate_limits),
             idle=IdleFacts(self.store, IdleConfig.parse(idle or {})),
             observe=self._observe,
+            callbacks=callback_policy or CallbackPolicy(),  # how create checks callback_url
         )
-        if callback_policy is not None:  # how create checks a session's callback_url
-            self.ctx.callbacks = callback_policy  # type: ignore[attr-defined]  # field: gql
         self.metrics = ActorMetrics(
             "kernelhub_gateway_requests_total", "kernelhub_gateway_request_seconds"
         )
