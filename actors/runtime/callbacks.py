@@ -59,6 +59,7 @@ _INTERESTS = frozenset(CALLBACK_EVENTS)
 _ENDED = frozenset({"session_terminated", "session_cancelled"})
 _URL_CACHE = 10_000
 _USER_AGENT = "kernelhub-callbacks"
+_STOP_S = 5.0
 
 
 class AddressRefused(OSError):
@@ -153,13 +154,13 @@ class CallbackDispatcher:
         tasks = [*self._tasks, *self._workers.values()]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:  # bounded: stopping never waits on a receiver (or on a stuck client)
+            await asyncio.wait(tasks, timeout=_STOP_S)
         with contextlib.suppress(Exception):
-            await self._save()
+            await asyncio.wait_for(self._save(), _STOP_S)
         if self._http is not None:
-            await self._http.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._http.close(), _STOP_S)
 
     @property
     def pending(self) -> int:
