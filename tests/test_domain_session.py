@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -106,7 +107,8 @@ def test_scaling_group_resolution() -> None:
     ):
         check_scaling_group(GROUPS, SessionType.BATCH, "gpu")
     with pytest.raises(
-        ScalingGroupNotFound, match="does not accept the session type 'SessionTypes.BATCH'"
+        ScalingGroupNotFound,
+        match=re.escape("does not accept the session type 'SessionTypes.BATCH'"),
     ):
         check_scaling_group(GROUPS, SessionType.BATCH, "serving")
     with pytest.raises(ScalingGroupNotFound, match="no scaling groups allowed"):
