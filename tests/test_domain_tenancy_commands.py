@@ -70,6 +70,12 @@ def test_a_proposed_event_has_only_what_the_caller_set() -> None:
         CreateProject(name="ml", domain="lab").proposed()
 
 
+def test_a_policy_sets_its_exec_timeout_and_one_without_keeps_its_old_bytes() -> None:
+    limited = SetPolicy(name="p", exec_timeout_s=5).proposed()
+    assert isinstance(limited, KeypairPolicySet) and limited.exec_timeout_s == 5
+    assert "exec_timeout_s" not in SetPolicy(name="p").proposed().model_dump(mode="json")
+
+
 def test_commands_are_frozen_values_with_their_id() -> None:
     command = SetManagerStatus(status="frozen")
     assert isinstance(command.command_id, uuid.UUID)

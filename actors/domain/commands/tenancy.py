@@ -217,6 +217,7 @@ class SetPolicy(TenancyCommand[None]):
     max_vfolder_size: int = 0
     idle_timeout: int = 1800
     allowed_vfolder_hosts: JsonObject = Field(default_factory=dict)
+    exec_timeout_s: float | None = None
 
 
 class SetPreset(TenancyCommand[None]):
