@@ -22,15 +22,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from actors.domain.callbacks import (
     CALLBACK_EVENTS,
     CallbackPolicy,
+    Delivery,
     Progress,
     address_refusal,
     callback_body,
+    connect_host,
     destination_of,
     judge,
     literal_address,
@@ -42,7 +45,12 @@ from actors.domain.commands.sessions import CreateSession, DestroySession
 from actors.domain.errors import InvalidAPIParameters
 from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster
-from actors.runtime.callbacks import AddressRefused, GuardedResolver
+from actors.runtime.callbacks import (
+    AddressRefused,
+    CallbackDispatcher,
+    GuardedResolver,
+    callback_client,
+)
 from events import RedisEventStore
 from kernelhub.testing import eventually
 
@@ -220,12 +228,33 @@ def test_public_http_urls_are_taken(url: str) -> None:
         ("http://[2001:db8::1]/", "private"),  # documentation
         ("http://[2002:7f00:1::]/", "loopback"),  # 6to4 carrying 127.0.0.1
         ("http://[64:ff9b::a00:1]/", "private"),  # NAT64 carrying 10.0.0.1
+        ("http://127.0.0.1./", "loopback"),
+        # spellings urllib takes for names and aiohttp (yarl's IDNA) for 127.0.0.1 (review H1)
+        ("http://\u2460\u2461\u2466.0.0.1:8080/", "to an HTTP client 127.0.0.1"),
+        ("http://\uff11\uff12\uff17\uff0e\uff10\uff0e\uff10\uff0e\uff11/", "loopback"),
+        ("http://127\u30020\u30020\u30021/", "loopback"),
+        (
+            "http://\uff11\uff16\uff19.\uff12\uff15\uff14.\uff11\uff16\uff19.\uff12\uff15\uff14/",
+            "metadata",
+        ),
+        ("http://\uff11\uff10.0.0.1/", "private"),
+        ("http://\uff11\uff12\uff17\uff0e\uff11/", "loopback"),  # 127.1
     ],
 )
 def test_a_url_callbacks_may_not_use_is_refused_naming_callback_url(url: str, why: str) -> None:
     with pytest.raises(InvalidAPIParameters) as refused:
         validate_callback_url(url, CallbackPolicy())
     assert refused.value.msg.startswith("callback_url: ") and why in refused.value.msg
+
+
+@unit
+def test_a_host_is_judged_as_the_http_client_will_connect_to_it() -> None:
+    full_width_name = "http://\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com/hook"
+    assert validate_callback_url(full_width_name, CallbackPolicy()) == full_width_name
+    assert connect_host(full_width_name) == "example.com"
+    assert destination_of(full_width_name) == "http://example.com:80"
+    assert destination_of("http://\u2460\u2461\u2466.0.0.1:81/") == "http://127.0.0.1:81"
+    assert destination_of("http://[2606:4700::1111]/") == "http://[2606:4700::1111]:80"
 
 
 @unit
@@ -264,6 +293,123 @@ async def test_names_are_judged_on_what_they_resolve_to_when_connecting() -> Non
         await GuardedResolver(CallbackPolicy()).resolve("localhost", 80, socket.AF_UNSPEC)
     kept = await GuardedResolver(LOCAL).resolve("localhost", 80, socket.AF_UNSPEC)
     assert {r["host"] for r in kept} == {"127.0.0.1"}
+
+
+CIRCLED_LOOPBACK = "\u2460\u2461\u2466.0.0.1"  # 127.0.0.1 once IDNA-normalised
+
+
+@unit
+@pytest.mark.hostile
+async def test_the_socket_itself_refuses_a_loopback_address_whatever_its_spelling(
+    receiver: Receiver,
+) -> None:
+    """Below the URL check and the resolver (which aiohttp skips for a literal), the client's
+    socket factory judges the address it connects to: even a URL never checked is refused."""
+    async with callback_client(CallbackPolicy()) as http:
+        for host in (CIRCLED_LOOPBACK, "127.0.0.1", "[::ffff:127.0.0.1]"):
+            with pytest.raises(aiohttp.ClientConnectorError) as refused:
+                await http.post(f"http://{host}:{receiver.port}/ok/direct", json={})
+            assert isinstance(refused.value.os_error, AddressRefused), host
+            assert "loopback" in str(refused.value.os_error)
+    async with callback_client(LOCAL) as http:  # the allow-list opens it at every layer
+        async with http.post(receiver.url("/ok/allowed"), json={}) as response:
+            assert response.status == 200
+    assert receiver.got("/ok/direct") == []
+
+
+def _delivery(url: str, n: int = 0) -> Delivery:
+    return Delivery(
+        event_id=f"{n}-0", position=f"{n + 1}-0", session_id="s", url=url, body={"event": "x"}
+    )
+
+
+@pytest.mark.redis
+@pytest.mark.hostile
+async def test_a_unicode_spelling_of_loopback_is_never_delivered(
+    store: RedisEventStore, receiver: Receiver
+) -> None:
+    told: list[str] = []
+    dispatcher = CallbackDispatcher(store, CallbackPolicy(), name="cb-h1", on_outcome=told.append)
+    dispatcher.connect()
+    try:
+        for n, host in enumerate(
+            (CIRCLED_LOOPBACK, "\uff11\uff12\uff17\uff0e\uff10\uff0e\uff10\uff0e\uff11")
+        ):
+            assert dispatcher.enqueue(_delivery(f"http://{host}:{receiver.port}/ok/u", n), "AK")
+        await eventually(lambda: told.count("dropped") == 2, timeout=10, message="dropped")
+    finally:
+        await dispatcher.stop()
+    assert receiver.got("/ok/u") == [] and "delivered" not in told
+
+
+@contextlib.contextmanager
+def tarpits(count: int) -> Iterator[list[int]]:
+    """``count`` loopback ports that take connections and never answer (never accepted:
+    the kernel completes each handshake into the backlog, and nobody reads)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(8)
+            sockets.append(listener)
+        yield [listener.getsockname()[1] for listener in sockets]
+    finally:
+        for listener in sockets:
+            listener.close()
+
+
+@pytest.mark.redis
+@pytest.mark.hostile
+async def test_many_hung_receivers_do_not_delay_an_honest_one(
+    store: RedisEventStore, receiver: Receiver
+) -> None:
+    """Review M1: with one shared pool of 64 and the pool wait inside each attempt's time,
+    ~100 tarpit destinations made every other tenant's attempt time out."""
+    policy = CallbackPolicy(allow=LOCAL.allow, timeout_s=60, max_attempts=1)
+    told: list[str] = []
+    dispatcher = CallbackDispatcher(store, policy, name="cb-m1", on_outcome=told.append)
+    dispatcher.connect()
+    try:
+        with tarpits(112) as ports:
+            for n, port in enumerate(ports):  # 7 attackers' access keys, 16 destinations each
+                url = f"http://127.0.0.1:{port}/hang"
+                assert dispatcher.enqueue(_delivery(url, n), f"ATTACKER{n % 7}")
+            await asyncio.sleep(1.0)  # their attempts connected and wait for an answer
+            started = asyncio.get_running_loop().time()
+            assert dispatcher.enqueue(_delivery(receiver.url("/ok/honest"), 999), "HONEST")
+            await eventually(lambda: "delivered" in told, timeout=5, message="honest delivered")
+            assert asyncio.get_running_loop().time() - started < 5
+            assert receiver.events("/ok/honest") == ["x"] and "dropped" not in told
+    finally:
+        await dispatcher.stop()
+
+
+@pytest.mark.redis
+@pytest.mark.hostile
+async def test_destinations_in_flight_are_bounded_per_owner_and_overall(
+    store: RedisEventStore,
+) -> None:
+    policy = CallbackPolicy(
+        allow=LOCAL.allow, max_destinations=4, max_destinations_per_owner=2, max_attempts=1
+    )
+    told: list[str] = []
+    dispatcher = CallbackDispatcher(store, policy, name="cb-cap", on_outcome=told.append)
+    dispatcher.connect()
+    try:
+        with tarpits(6) as ports:
+            urls = [f"http://127.0.0.1:{port}/hang" for port in ports]
+            assert dispatcher.enqueue(_delivery(urls[0], 0), "A")
+            assert dispatcher.enqueue(_delivery(urls[1], 1), "A")
+            assert not dispatcher.enqueue(_delivery(urls[2], 2), "A")  # A's share is full
+            assert dispatcher.enqueue(_delivery(urls[0], 3), "A")  # a live one still queues
+            assert dispatcher.enqueue(_delivery(urls[2], 4), "B")
+            assert dispatcher.enqueue(_delivery(urls[3], 5), "B")
+            assert not dispatcher.enqueue(_delivery(urls[4], 6), "C")  # all four are live
+            assert dispatcher.enqueue(_delivery(urls[3], 7), "C")  # B's destination
+            assert told == ["dropped", "dropped"] and dispatcher.pending == 6
+    finally:
+        await dispatcher.stop()
 
 
 # ---- after each attempt ------------------------------------------------------------------------

@@ -17,7 +17,10 @@ to make the host send requests to itself, its private network or a cloud's metad
 So a URL is checked at create (:func:`validate_callback_url`: http or https, no user info,
 bounded, a literal address judged at once) and every address a name resolves to is judged
 again where the connection is made (:func:`address_refusal`), unless the operator's
-allow-list (``KH_CALLBACK_ALLOW``) names it.
+allow-list (``KH_CALLBACK_ALLOW``) names it. The host is judged in the form the HTTP client
+connects to (:func:`connect_host`, yarl's IDNA/UTS 46 form), never only as written: circled
+or full-width digits, or ideographic full stops, make a name to ``urllib`` that aiohttp
+reads as the literal ``127.0.0.1``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from datetime import UTC, datetime
 from typing import Literal
 from urllib.parse import urlsplit
 
+from yarl import URL
+
 from .errors import InvalidAPIParameters
 
 __all__ = [
@@ -42,6 +47,7 @@ __all__ = [
     "Progress",
     "address_refusal",
     "callback_body",
+    "connect_host",
     "destination_of",
     "judge",
     "literal_address",
@@ -111,6 +117,13 @@ class CallbackPolicy:
     """Deliveries waiting per destination; more are dropped (and counted)."""
     max_response_bytes: int = 4096
     """The most of an answer's body we read (we need only its status)."""
+    max_destinations: int = 512
+    """Destinations with deliveries in flight at once, all tenants together; a delivery to
+    a new destination past it is dropped (and counted), so memory, tasks and connections
+    stay bounded (each destination holds at most one connection at a time)."""
+    max_destinations_per_owner: int = 16
+    """The same, per owner (access key): one tenant's slow receivers fill its own share,
+    never the others'."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> CallbackPolicy:
@@ -168,7 +181,16 @@ def validate_callback_url(url: str, policy: CallbackPolicy = DEFAULT_POLICY) -> 
         raise _refuse("no host")
     if port == 0:
         raise _refuse("port 0")
-    address = literal_address(host)
+    try:
+        target = connect_host(url)
+    except ValueError as exc:
+        raise _refuse(f"not a URL ({exc})") from None
+    address = literal_address(target)
+    if address is None and target != host.lower().rstrip(".") and not host.isascii():
+        if _NUMERIC_HOST.match(target.strip("[]")) or ":" in target:
+            raise _refuse(f"the host {host!r} stands for {target!r}; write it in ASCII")
+    if address is None:
+        address = literal_address(host)
     if address is None:
         try:
             host.encode("idna")
@@ -177,14 +199,28 @@ def validate_callback_url(url: str, policy: CallbackPolicy = DEFAULT_POLICY) -> 
         return url
     why = address_refusal(address, policy)
     if why is not None:
-        raise _refuse(f"{host} is {why}, which callbacks may not reach")
+        shown = host if target == host else f"{host} (to an HTTP client {target})"
+        raise _refuse(f"{shown} is {why}, which callbacks may not reach")
     return url
+
+
+def connect_host(url: str) -> str:
+    """The host the HTTP client connects to for ``url``: yarl's ``raw_host`` (IDNA/UTS 46
+    applied, so full-width digits or ``。`` become ASCII), which aiohttp takes as an address
+    when it is written as one, and resolves otherwise. Raises ``ValueError`` when yarl cannot
+    read it."""
+    host = URL(url).raw_host
+    if not host:
+        raise ValueError("no host")
+    return host
 
 
 def literal_address(host: str) -> IPAddress | None:
     """``host`` as an address when it is written as one, in any form a resolver accepts
     (``127.1``, ``0x7f.0.0.1``, ``2130706433``); ``None`` for a name."""
     host = host.strip("[]")
+    if host.endswith(".") and not host.endswith(".."):
+        host = host[:-1]  # "127.0.0.1." is the same address to a resolver
     try:
         return ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -246,11 +282,18 @@ def address_refusal(
 
 
 def destination_of(url: str) -> str:
-    """Where a delivery goes, for its queue: ``scheme://host:port``."""
+    """Where a delivery goes, for its queue: ``scheme://host:port``, the host as the client
+    connects to it (:func:`connect_host`), so two spellings of one host share a queue."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     port = parts.port or (443 if scheme == "https" else 80)
-    return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
+    try:
+        host = connect_host(url).lower().rstrip(".")
+    except ValueError:
+        host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
 
 
 # ---- what is sent --------------------------------------------------------------------------------

@@ -11,13 +11,22 @@ docs/callbacks.md for operators).
   (delivered, or dropped after its attempts), so a follower killed mid-way resumes before
   what it still owed and sends it again, with the same body and the same
   ``Idempotency-Key`` (the event's id): a receiver drops repeats by that key.
-- **Bounded.** A queue past ``policy.queue_bound`` drops (and counts) what does not fit;
-  each attempt is bounded in time and in what it reads back; attempts are bounded in number.
-- **No SSRF.** The URL is checked again before each attempt, a literal address judged,
-  and a name's addresses filtered where the connection is made (:class:`GuardedResolver`:
-  aiohttp connects only to what the resolver returns, so a name cannot resolve to a public
-  address for a check and to a private one for the connection). Redirects are not followed,
-  proxies from the environment not used.
+- **Bounded, and fair.** A queue past ``policy.queue_bound`` drops (and counts) what does
+  not fit; each attempt is bounded in time and in what it reads back; attempts are bounded
+  in number. Destinations with deliveries in flight are bounded per owner (access key) and
+  overall (``policy.max_destinations_per_owner``, ``policy.max_destinations``): a delivery
+  to a new destination past either is dropped, counted and logged, so one tenant's slow
+  receivers fill its own share only. Each destination's worker holds at most one
+  connection, and the pool has a place for every live destination (at most two per host),
+  so an attempt never waits for another receiver's connection: its time is its own.
+- **No SSRF.** The URL is checked again before each attempt, its host judged in the form
+  aiohttp connects to (``connect_host``), and a name's addresses filtered where the
+  connection is made (:class:`GuardedResolver`: aiohttp connects only to what the resolver
+  returns, so a name cannot resolve to a public address for a check and to a private one
+  for the connection). Below both, every socket is made by :func:`guarded_socket`, which
+  judges the very address it is about to connect to, whether a resolver was asked or not
+  (aiohttp skips the resolver for an address literal). Redirects are not followed, proxies
+  from the environment not used.
 """
 
 from __future__ import annotations
@@ -26,11 +35,12 @@ import asyncio
 import contextlib
 import random
 import socket
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 
 import aiohttp
 import structlog
+from aiohappyeyeballs import AddrInfoType, SocketFactoryType
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
@@ -50,7 +60,14 @@ from actors.domain.callbacks import (
 from actors.domain.errors import InvalidAPIParameters
 from events import Event, RedisEventStore, Subscription
 
-__all__ = ["FOLLOWER_NAME", "AddressRefused", "CallbackDispatcher", "GuardedResolver"]
+__all__ = [
+    "FOLLOWER_NAME",
+    "AddressRefused",
+    "CallbackDispatcher",
+    "GuardedResolver",
+    "callback_client",
+    "guarded_socket",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -91,6 +108,46 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
+def guarded_socket(policy: CallbackPolicy) -> SocketFactoryType:
+    """aiohttp's ``socket_factory``: makes the socket for one address it is about to connect
+    to, after judging that address (raises :class:`AddressRefused`, which aiohttp reports as
+    a ``ClientConnectorError`` carrying it). The last check, independent of how the address
+    was found: a literal host never reaches the resolver."""
+
+    def make(addr_info: AddrInfoType) -> socket.socket:
+        family, kind, proto, _, address = addr_info
+        host = str(address[0])
+        try:
+            why = address_refusal(host, policy)
+        except ValueError:
+            why = "not an IP address"
+        if why is not None:
+            raise AddressRefused(f"{host} is {why}, which callbacks may not reach")
+        return socket.socket(family=family, type=kind, proto=proto)
+
+    return make
+
+
+def callback_client(policy: CallbackPolicy) -> aiohttp.ClientSession:
+    """The HTTP client callbacks are sent with: addresses judged by the resolver and again
+    by the socket factory; no DNS cache (each attempt resolves afresh, judged), no kept
+    connections, no proxies from the environment; a pool with a place for every destination
+    the policy lets be live (at most one connection each, two per host for spellings that
+    meet), so no attempt waits on another receiver's connection."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            resolver=GuardedResolver(policy),
+            socket_factory=guarded_socket(policy),
+            use_dns_cache=False,
+            force_close=True,
+            limit=policy.max_destinations + 1,
+            limit_per_host=2,
+        ),
+        trust_env=False,
+        headers={"User-Agent": _USER_AGENT},
+    )
+
+
 class CallbackDispatcher:
     """Follows the log from its checkpoint and delivers callbacks (see the module)."""
 
@@ -112,9 +169,14 @@ class CallbackDispatcher:
         self.block_ms = block_ms
         self._jitter = jitter
         self.progress = Progress()
-        self._urls: OrderedDict[str, str | None] = OrderedDict()
-        """Session id -> its callback URL (``None``: none), as its ``session_enqueued`` says."""
+        self._urls: OrderedDict[str, tuple[str | None, str]] = OrderedDict()
+        """Session id -> its callback URL (``None``: none) and owner (access key), as its
+        ``session_enqueued`` says."""
         self._queues: dict[str, deque[Delivery]] = {}
+        self._owner_of: dict[str, str] = {}
+        """Live destination -> the owner whose delivery opened it (its share is counted)."""
+        self._live: Counter[str] = Counter()
+        """Owner -> how many live destinations it opened."""
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._subscription: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -130,22 +192,18 @@ class CallbackDispatcher:
             await self.store.followers.set(self.name, after)
         self.progress = Progress(after)
         self._saved = after
-        self._http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                resolver=GuardedResolver(self.policy),
-                use_dns_cache=False,
-                force_close=True,
-                limit=64,
-            ),
-            trust_env=False,
-            headers={"User-Agent": _USER_AGENT},
-        )
+        self.connect()
         self._subscription = self.store.subscribe(after, block_ms=self.block_ms, types=_INTERESTS)
         self._tasks = [
             asyncio.create_task(self._follow(), name="callbacks-follow"),
             asyncio.create_task(self._flush(), name="callbacks-checkpoint"),
         ]
         return self
+
+    def connect(self) -> None:
+        """Make the HTTP client (``start`` does; a test delivering by hand calls it)."""
+        if self._http is None:
+            self._http = callback_client(self.policy)
 
     async def stop(self) -> None:
         """Stop following and delivering; the checkpoint keeps what is still owed."""
@@ -182,7 +240,7 @@ class CallbackDispatcher:
 
     async def _read(self, event: Event) -> None:
         session_id = str(getattr(event.data, "session_id", ""))
-        url = await self._url_of(session_id, event)
+        url, owner = await self._url_of(session_id, event)
         if event.type in _ENDED:
             self._urls.pop(session_id, None)
         if url is None:
@@ -195,40 +253,65 @@ class CallbackDispatcher:
             url=url,
             body=callback_body(event.type, session_id, event.position_ms),
         )
-        destination = destination_of(url)
-        queue = self._queues.setdefault(destination, deque())
-        if len(queue) >= self.policy.queue_bound:
-            self.progress.read(event.position, 0)
+        self.enqueue(delivery, owner)
+
+    def enqueue(self, delivery: Delivery, owner: str) -> bool:
+        """Queue ``delivery`` (read from the log at its position) for its destination, or
+        drop it (counted, logged, owed no more) when that queue is full, or when it would
+        open a destination past the owner's share or past the overall bound. ``False``:
+        dropped."""
+        destination = destination_of(delivery.url)
+        queue = self._queues.get(destination)
+        why = ""
+        if queue is None:
+            if len(self._queues) >= self.policy.max_destinations:
+                why = "too many destinations have callbacks in flight"
+            elif self._live[owner] >= self.policy.max_destinations_per_owner:
+                why = "its owner has too many destinations with callbacks in flight"
+        elif len(queue) >= self.policy.queue_bound:
+            why = "its destination's queue is full"
+        if why:
+            self.progress.read(delivery.position, 0)
             self._told("dropped")
             log.warning(
-                "callback dropped: its destination's queue is full",
-                session=session_id,
+                f"callback dropped: {why}",
+                session=delivery.session_id,
+                callback=delivery.body.get("event"),
+                owner=owner,
                 destination=destination,
-                bound=self.policy.queue_bound,
+                queue_bound=self.policy.queue_bound,
+                max_destinations=self.policy.max_destinations,
+                max_destinations_per_owner=self.policy.max_destinations_per_owner,
             )
-            return
-        self.progress.read(event.position, 1)
+            return False
+        if queue is None:
+            queue = self._queues[destination] = deque()
+            self._owner_of[destination] = owner
+            self._live[owner] += 1
+        self.progress.read(delivery.position, 1)
         queue.append(delivery)
         if destination not in self._workers:
             self._workers[destination] = asyncio.create_task(
                 self._work(destination), name=f"callbacks:{destination}"
             )
+        return True
 
-    async def _url_of(self, session_id: str, event: Event) -> str | None:
+    async def _url_of(self, session_id: str, event: Event) -> tuple[str | None, str]:
+        """The session's callback URL (``None``: none) and its owner's access key."""
         if event.type == "session_enqueued":
             spec = getattr(event.data, "spec", None)
-            url: str | None = getattr(spec, "callback_url", None)
         elif session_id in self._urls:
             self._urls.move_to_end(session_id)
             return self._urls[session_id]
         else:  # enqueued before this follower's memory (a restart): its stream says
             first = await self.store.read_stream(event.stream, 1, 1)
             spec = getattr(first[0].data, "spec", None) if first else None
-            url = getattr(spec, "callback_url", None)
-        self._urls[session_id] = url
+        url: str | None = getattr(spec, "callback_url", None)
+        known = (url, str(getattr(spec, "access_key", "") or ""))
+        self._urls[session_id] = known
         while len(self._urls) > _URL_CACHE:
             self._urls.popitem(last=False)
-        return url
+        return known
 
     # ---- delivering ----------------------------------------------------------------------------
     async def _work(self, destination: str) -> None:
@@ -273,6 +356,11 @@ class CallbackDispatcher:
         finally:
             if not queue:
                 self._queues.pop(destination, None)
+                owner = self._owner_of.pop(destination, None)
+                if owner is not None:
+                    self._live[owner] -= 1
+                    if self._live[owner] <= 0:
+                        del self._live[owner]
             self._workers.pop(destination, None)
 
     async def _attempt(self, delivery: Delivery, attempt: int) -> Outcome:
