@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import redis
 
+from actors.agents.kernel_env import user_environ
 from actors.domain.commands.tenancy import RegisterImage
 from actors.domain.errors import ImageNotFound, InvalidAPIParameters
 from actors.domain.scheduling.records import spec_of
@@ -177,6 +178,20 @@ class TestEnviron:
     def test_kernelhubs_own_variables_cannot_be_overridden(self, name: str) -> None:
         with pytest.raises(InvalidAPIParameters, match=f"{name}.*reserved"):
             check_environ({"OK": "1", name: "forged"})
+
+    @pytest.mark.parametrize("name", ["backendai_token", "Kernelhub_x", "BackendAI_SESSION_ID"])
+    def test_a_reserved_prefix_in_any_case_is_refused_not_dropped_later(self, name: str) -> None:
+        # the agent drops these names whatever their case: a 201 here would be a variable
+        # accepted and then silently missing in the kernel
+        with pytest.raises(InvalidAPIParameters, match=f"{name}.*reserved"):
+            check_environ({"OK": "1", name: "forged"})
+        kept, dropped = user_environ({"environ": {"OK": "1", name: "forged"}})
+        assert kept == {"OK": "1"} and dropped == [name]
+
+    def test_what_the_gateway_accepts_the_agent_keeps(self) -> None:
+        given = {"OK": "1", "backendai": "x", "kernelhub": "y", "MY_BACKENDAI_X": "z"}
+        assert check_environ(given) == given
+        assert user_environ({"environ": given}) == (given, [])
 
     @pytest.mark.parametrize("value", ["x\0y", "x\nINJECTED=1", "x\ry"])
     def test_a_nul_or_a_line_break_in_a_value_is_refused(self, value: str) -> None:

@@ -18,9 +18,11 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from ..domain.session import RESERVED_ENV_PREFIXES, is_reserved_env_name
+
 __all__ = ["RESERVED_PREFIXES", "kernel_environ", "user_environ"]
 
-RESERVED_PREFIXES = ("BACKENDAI_", "KERNELHUB_")
+RESERVED_PREFIXES = RESERVED_ENV_PREFIXES
 """Names only the agent sets."""
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FORBIDDEN_IN_VALUE = ("\0", "\n", "\r")
@@ -39,7 +41,7 @@ def user_environ(spec: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
             not isinstance(name, str)
             or not isinstance(value, str)
             or not _NAME.fullmatch(name)
-            or name.upper().startswith(RESERVED_PREFIXES)
+            or is_reserved_env_name(name)
             or any(c in value for c in _FORBIDDEN_IN_VALUE)
         ):
             dropped.append(str(name)[:64])

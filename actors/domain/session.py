@@ -37,6 +37,7 @@ __all__ = [
     "cluster_configs",
     "designated_agents",
     "expand_cluster",
+    "is_reserved_env_name",
     "kernel_creation_specs",
     "kernel_id_for",
     "kernel_place",
@@ -309,6 +310,16 @@ def validate_creation(
 
 # ---- create options (23.03's ``create_session`` checks of each option) -----------------------
 RESERVED_ENV_PREFIXES = ("BACKENDAI_", "KERNELHUB_")
+
+
+def is_reserved_env_name(name: str) -> bool:
+    """Whether ``name`` starts with one of :data:`RESERVED_ENV_PREFIXES` in any case: the one
+    rule the gateway refuses by and the agent drops by, so nothing the gateway accepts is
+    then dropped by the agent (``backendai_token`` would have been accepted here and dropped
+    there, silently)."""
+    return name.upper().startswith(RESERVED_ENV_PREFIXES)
+
+
 """What the agent sets in every kernel (its identity, its cluster, its ports): a tenant's
 ``environ`` may not shadow them, or code in the kernel could no longer trust them."""
 
@@ -330,11 +341,11 @@ def check_environ(environ: Mapping[str, str] | None) -> dict[str, str] | None:
                 f"config.environ: {shown} is not an environment variable name "
                 "(letters, digits and _, not starting with a digit)"
             )
-        if name.startswith(RESERVED_ENV_PREFIXES):
+        if is_reserved_env_name(name):
             raise InvalidAPIParameters(
                 f"config.environ: {shown} is reserved: names starting with "
-                f"{' or '.join(RESERVED_ENV_PREFIXES)} are set by kernelhub and cannot be "
-                "overridden"
+                f"{' or '.join(RESERVED_ENV_PREFIXES)} (in any case) are set by kernelhub and "
+                "cannot be overridden"
             )
         if any(ch in value for ch in "\0\n\r"):
             raise InvalidAPIParameters(

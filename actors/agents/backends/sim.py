@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ...domain.isolation import isolation_of_backend
-from ..kernel_env import RESERVED_PREFIXES
+from ...domain.session import is_reserved_env_name
 from ..kernel_sockets import KernelSocket
 from .base import BackendBase, KernelLaunch
 
@@ -112,7 +112,7 @@ class SimBackend(BackendBase):
 def _unapplied(launch: KernelLaunch) -> bytes:
     """The kernel log of a simulated kernel: one line per option it cannot apply."""
     lines = []
-    users = sorted(k for k in launch.environ if not k.startswith(RESERVED_PREFIXES))
+    users = sorted(k for k in launch.environ if not is_reserved_env_name(k))
     if users:
         lines.append(f"environ not applied (no process runs): {', '.join(users)}")
     if launch.bootstrap_script:
