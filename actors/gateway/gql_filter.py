@@ -30,11 +30,14 @@ PostgreSQL does); sessions equal on every key stay newest first.
 A caller filters and orders only the sessions their scope lets them see, and only on
 fields a listing shows them: an unknown field is refused (400, naming it and the fields
 there are), never ignored. Everything is bounded: the text, the terms, the nesting, list
-values and ``like`` patterns, so no expression makes the gateway do unbounded work.
+values and ``like`` patterns (and their ``%`` wildcards); ``like`` never backtracks; and the
+text one request's filter compares over all its rows is bounded (:class:`WorkBudget`, a 400
+past it), so no expression makes the gateway do unbounded work, however long the values.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,9 +55,11 @@ __all__ = [
     "FilterLimits",
     "Order",
     "QueryLanguageError",
+    "WorkBudget",
     "fields_needing_lookup",
     "legacy_order",
     "like",
+    "like_wildcards",
     "parse_filter",
     "parse_order",
     "select",
@@ -83,6 +88,11 @@ class FilterLimits:
     max_pattern: int = 256
     """Characters of one ``like`` pattern or string value."""
     max_order_keys: int = 8
+    max_wildcards: int = 16
+    """``%`` runs in one ``like`` pattern (each one a search through the value)."""
+    max_work: int = 50_000_000
+    """Characters one request's filter may compare over all its rows (:class:`WorkBudget`):
+    a few tenths of a second of the gateway's event loop at most."""
 
 
 LIMITS = FilterLimits()
@@ -282,8 +292,9 @@ class Filter:
         self._root = root
         self.fields = fields
 
-    def matches(self, row: Row) -> bool:
-        return _evaluate(self._root, row) is True
+    def matches(self, row: Row, budget: WorkBudget | None = None) -> bool:
+        """Whether ``row`` passes; the text compared is charged to ``budget``."""
+        return _evaluate(self._root, row, budget) is True
 
 
 def parse_filter(text: str, limits: FilterLimits = LIMITS) -> Filter:
@@ -416,6 +427,8 @@ def _checked(name: str, field: _Field, op: str, value: Any, limits: FilterLimits
     if op in ("like", "ilike", "contains"):
         if field.kind not in ("str", "list") or not isinstance(value, str):
             raise refuse(f"{op} compares text fields with a string")
+        if op != "contains" and like_wildcards(value) > limits.max_wildcards:
+            raise refuse(f"more than {limits.max_wildcards} % wildcards")
         return value
     if op in ("<", "<=", ">", ">=") and field.kind == "enum":
         raise refuse(f"{op} does not order {name}; use == or in")
@@ -449,13 +462,13 @@ def _scalar(
     return value
 
 
-def _evaluate(node: _Node, row: Row) -> bool | None:
+def _evaluate(node: _Node, row: Row, budget: WorkBudget | None = None) -> bool | None:
     """SQL's three-valued logic: ``None`` is "unknown" (a comparison with a missing value)."""
     if isinstance(node, _Not):
-        inner = _evaluate(node.inner, row)
+        inner = _evaluate(node.inner, row, budget)
         return None if inner is None else not inner
     if isinstance(node, _Combine):
-        left, right = _evaluate(node.left, row), _evaluate(node.right, row)
+        left, right = _evaluate(node.left, row, budget), _evaluate(node.right, row, budget)
         if node.op == "&":
             if left is False or right is False:
                 return False
@@ -468,14 +481,14 @@ def _evaluate(node: _Node, row: Row) -> bool | None:
         items = list(value or ())
         if node.op in ("is", "isnot") or node.value is None:
             return _compare(items or None, node.op, node.value)
-        results = [_compare(item, node.op, node.value) for item in items]
+        results = [_compare(item, node.op, node.value, budget) for item in items]
         if any(r is True for r in results):
             return True
         return False
-    return _compare(value, node.op, node.value)
+    return _compare(value, node.op, node.value, budget)
 
 
-def _compare(value: Any, op: str, wanted: Any) -> bool | None:
+def _compare(value: Any, op: str, wanted: Any, budget: WorkBudget | None = None) -> bool | None:
     if op == "is" or (op == "==" and wanted is None):
         return value is wanted if isinstance(wanted, bool) else value is None
     if op == "isnot" or (op == "!=" and wanted is None):
@@ -485,11 +498,14 @@ def _compare(value: Any, op: str, wanted: Any) -> bool | None:
     if op == "in":
         return value in wanted
     if op == "like":
-        return like(str(value), wanted)
+        return like(str(value), wanted, budget=budget)
     if op == "ilike":
-        return like(str(value), wanted, ignore_case=True)
+        return like(str(value), wanted, ignore_case=True, budget=budget)
     if op == "contains":
-        return wanted in str(value)
+        text = str(value)
+        if budget is not None:
+            budget.charge(len(text) + len(wanted))
+        return wanted in text
     try:
         if op == "==":
             return bool(value == wanted)
@@ -508,41 +524,120 @@ def _compare(value: Any, op: str, wanted: Any) -> bool | None:
     raise ValueError(f"unknown operator {op!r}")  # the parser lets none through
 
 
-def like(value: str, pattern: str, *, ignore_case: bool = False) -> bool:
-    """SQL ``LIKE``: ``%`` any run, ``_`` any one character, ``\\`` escapes the next. A
-    greedy match that backs up to the last ``%`` only, so at most len(value) x
-    len(pattern) steps whatever the pattern (a regex of ``%a%a%a...`` could backtrack
-    exponentially)."""
-    if ignore_case:
-        value, pattern = value.casefold(), pattern.casefold()
-    parts: list[tuple[str, str]] = []  # ("%", ""), ("_", ""), ("c", literal)
+class WorkBudget:
+    """The character steps one request's filter may spend on its rows: ``like``, ``ilike``
+    and ``contains`` read a value whole, and a value may be long (a ``startup_command`` is
+    kept up to 64 KiB), so a cap on each pattern alone does not bound a listing of thousands
+    of sessions. Past the budget the listing is refused (400) rather than let one caller
+    hold the gateway's event loop, which every other tenant's requests wait on."""
+
+    def __init__(self, steps: int) -> None:
+        self.left = steps
+        self.spent = 0
+
+    def charge(self, steps: int) -> None:
+        self.spent += steps
+        self.left -= steps
+        if self.left < 0:
+            raise QueryLanguageError(
+                "filter",
+                "too much text to compare: narrow the listing (status, group_id, access_key) "
+                "or use fewer or shorter like/ilike/contains comparisons on long fields",
+            )
+
+
+_Segment = str | re.Pattern[str]
+"""A run of a ``like`` pattern between two ``%``: a literal, or (with ``_``) a regex of
+fixed length without any repetition, so it never backtracks."""
+
+
+@dataclass(frozen=True)
+class _LikePattern:
+    segments: tuple[tuple[_Segment, int], ...]
+    """Each run between ``%``s with its length in characters; one run when no ``%``."""
+
+
+@functools.lru_cache(maxsize=512)
+def _like_pattern(pattern: str) -> _LikePattern:
+    runs: list[list[str | None]] = [[]]  # characters; None for ``_``
     index = 0
     while index < len(pattern):
         char = pattern[index]
         if char == "\\" and index + 1 < len(pattern):
-            parts.append(("c", pattern[index + 1]))
+            runs[-1].append(pattern[index + 1])
             index += 2
             continue
-        parts.append(("%", "") if char == "%" else ("_", "") if char == "_" else ("c", char))
-        index += 1
-    at, part = 0, 0
-    star, star_at = -1, 0
-    while at < len(value):
-        if part < len(parts) and (
-            parts[part][0] == "_" or (parts[part][0] == "c" and parts[part][1] == value[at])
-        ):
-            at, part = at + 1, part + 1
-        elif part < len(parts) and parts[part][0] == "%":
-            star, star_at = part, at
-            part += 1
-        elif star >= 0:
-            star_at += 1
-            at, part = star_at, star + 1
+        if char == "%":
+            runs.append([])
         else:
+            runs[-1].append(None if char == "_" else char)
+        index += 1
+    segments: list[tuple[_Segment, int]] = []
+    for run in runs:
+        if any(atom is None for atom in run):
+            regex = "".join("." if atom is None else re.escape(atom) for atom in run)
+            segments.append((re.compile(regex, re.DOTALL), len(run)))
+        else:
+            segments.append(("".join(atom for atom in run if atom is not None), len(run)))
+    return _LikePattern(tuple(segments))
+
+
+def like_wildcards(pattern: str) -> int:
+    """The ``%`` runs of a ``like`` pattern (each one a segment to find)."""
+    return len(_like_pattern(pattern).segments) - 1
+
+
+def _at(segment: _Segment, value: str, at: int) -> bool:
+    """Whether ``segment`` matches ``value`` at ``at`` exactly."""
+    if isinstance(segment, str):
+        return value.startswith(segment, at)
+    return segment.match(value, at) is not None
+
+
+def like(
+    value: str, pattern: str, *, ignore_case: bool = False, budget: WorkBudget | None = None
+) -> bool:
+    """SQL ``LIKE``: ``%`` any run, ``_`` any one character, ``\\`` escapes the next.
+
+    The pattern is split at ``%`` into fixed-length runs: the first must match at the start,
+    the last at the end, and each one between is found leftmost after the one before (which
+    is right for fixed-length runs: an earlier find leaves the most room for the rest). A
+    literal run is found with ``str.find`` and a run with ``_`` by a regex with no
+    repetition, so nothing backtracks: the cost is about len(value) for each literal run and
+    len(value) x len(run) for a run with ``_``, charged to ``budget``."""
+    if ignore_case:
+        if budget is not None:
+            budget.charge(len(value) + len(pattern))
+        value, pattern = value.casefold(), pattern.casefold()
+    segments = _like_pattern(pattern).segments
+    if len(segments) == 1:
+        segment, length = segments[0]
+        if budget is not None:
+            budget.charge(length + 1)
+        return len(value) == length and _at(segment, value, 0)
+    (first, first_len), (last, last_len) = segments[0], segments[-1]
+    end = len(value) - last_len
+    if budget is not None:
+        budget.charge(first_len + last_len + 1)
+    if end < first_len or not _at(first, value, 0) or not _at(last, value, end):
+        return False
+    at = first_len
+    for segment, length in segments[1:-1]:
+        if length == 0:
+            continue
+        if isinstance(segment, str):
+            found = value.find(segment, at, end)
+            if budget is not None:
+                budget.charge((end if found < 0 else found + length) - at + length)
+        else:
+            hit = segment.search(value, at, end)
+            found = -1 if hit is None else hit.start()
+            if budget is not None:
+                budget.charge(((end if found < 0 else found + length) - at + 1) * length)
+        if found < 0:
             return False
-    while part < len(parts) and parts[part][0] == "%":
-        part += 1
-    return part == len(parts)
+        at = found + length
+    return True
 
 
 # ---- the order -----------------------------------------------------------------------------
@@ -617,7 +712,15 @@ def fields_needing_lookup(*parsed: Filter | Order | None) -> set[str]:
     return wanted
 
 
-def select(rows: Sequence[tuple[Row, Any]], keep: Filter | None, order: Order | None) -> list[Any]:
-    """The items whose rows pass ``keep``, in ``order`` (else as given)."""
-    kept = [(row, item) for row, item in rows if keep is None or keep.matches(row)]
+def select(
+    rows: Sequence[tuple[Row, Any]],
+    keep: Filter | None,
+    order: Order | None,
+    budget: WorkBudget | None = None,
+) -> list[Any]:
+    """The items whose rows pass ``keep``, in ``order`` (else as given). One call is one
+    request: the text its filter compares is bounded by ``budget`` (by default
+    :attr:`FilterLimits.max_work`), past which :class:`QueryLanguageError` (a 400)."""
+    spend = WorkBudget(LIMITS.max_work) if budget is None else budget
+    kept = [(row, item) for row, item in rows if keep is None or keep.matches(row, spend)]
     return order.sort(kept) if order is not None else [item for _, item in kept]
