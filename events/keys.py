@@ -150,6 +150,12 @@ class SessionIndexes:
         return f"i:refs:name:{access_key}"
 
     @staticmethod
+    def ref_live_names(access_key: str) -> str:
+        """lex zset (scores 0): ``<name> <session id>`` of each session of a keypair that has
+        not ended (a name lookup reads these few, however many ended sessions bore it)."""
+        return f"i:refs:live:{access_key}"
+
+    @staticmethod
     def ref_ids(access_key: str) -> str:
         """lex zset (scores 0): the id of every session of a keypair (an id prefix)."""
         return f"i:refs:id:{access_key}"

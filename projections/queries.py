@@ -101,12 +101,18 @@ class ReadModels:
         session_id = await active.field(SessionIndexes.name(access_key), name)
         return None if session_id is None else await self.session(session_id)
 
-    async def sessions_named(self, access_key: str, name: str, limit: int = 10) -> list[Record]:
-        """Every session of the keypair named ``name`` (a name may be reused once its
-        session ended), newest first, at most ``limit``."""
-        found = await self._by_ref(
-            access_key, [(SessionIndexes.ref_names(access_key), f"{name} ", f"{name}!")], 1000
-        )
+    async def sessions_named(
+        self, access_key: str, name: str, limit: int = 10, *, ended: bool = True
+    ) -> list[Record]:
+        """The sessions of the keypair named ``name`` (a name may be reused once its session
+        ended), newest first, at most ``limit``: those not ended always (read from the index
+        of live names, so however many ended sessions bore the name), and with ``ended``
+        the ended ones too among the first 1000 of the name in id order (the bound on one
+        lookup's work)."""
+        ranges = [(SessionIndexes.ref_live_names(access_key), f"{name} ", f"{name}!")]
+        if ended:
+            ranges.append((SessionIndexes.ref_names(access_key), f"{name} ", f"{name}!"))
+        found = await self._by_ref(access_key, ranges, 1000)
         return [r for r in found if r.get("name") == name][:limit]
 
     async def sessions_prefixed(

@@ -128,7 +128,9 @@ class GatewayContext:
             if record is not None and record.get("access_key") == access_key:
                 if allow_stale or record.get("status") not in DEAD:
                     return [record]
-        named = await self.models.sessions_named(access_key, ref, limit=1000)
+        # not stale: the index of live names only, so a live session is found in a few reads
+        # however many ended sessions bore its name before
+        named = await self.models.sessions_named(access_key, ref, limit=1000, ended=allow_stale)
         live = [r for r in named if allow_stale or r.get("status") not in DEAD]
         return live[:limit]
 

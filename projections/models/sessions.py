@@ -18,8 +18,11 @@ Two lexicographic indexes (every score 0, read by ``ZRANGEBYLEX``) resolve refer
 way 23.03 does: ``i:refs:name:<ak>`` holds ``<name> <id>`` for each session of a keypair (so
 a name reused after its first session ended finds both, and a name prefix finds each name),
 and ``i:refs:id:<ak>`` each session id (an id prefix) (``SessionIndexes.ref_names`` and
-``ref_ids``). Names follow the name rule (no
-space), so the space parts a name from its id.
+``ref_ids``). ``i:refs:live:<ak>`` (``ref_live_names``) holds ``<name> <id>`` only while the
+session has not ended (CANCELLED, TERMINATED), so a live session is found by its name in a
+few reads however many ended sessions bore the name before (``i:refs:name`` is in id order,
+and a name used thousands of times has more members than one lookup may read). Names follow
+the name rule (no space), so the space parts a name from its id.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from ..slots import slots_json, sum_slots
 __all__ = ["SessionsProjection", "usage_scopes"]
 
 KIND = "session"
+_ENDED = frozenset({"CANCELLED", "TERMINATED"})
+"""The statuses a session never leaves (``DEAD_SESSION_STATUSES``)."""
 
 
 _TERMINAL = ("TERMINATED", "CANCELLED")
@@ -381,7 +386,7 @@ def usage_scopes(record: Record) -> list[str]:
 
 class SessionsProjection(IndexedProjection):
     name = "sessions"
-    version = 5
+    version = 6
 
     def refs(self, event: StoredEvent) -> Iterable[RecordRef]:
         if event.type not in _HANDLERS:
@@ -418,6 +423,10 @@ class SessionsProjection(IndexedProjection):
             entries[(Index.ref_ids(record["access_key"]), sid)] = 0
             if record["name"]:
                 entries[(Index.ref_names(record["access_key"]), f"{record['name']} {sid}")] = 0
+                if record["status"] not in _ENDED:
+                    entries[
+                        (Index.ref_live_names(record["access_key"]), f"{record['name']} {sid}")
+                    ] = 0
         if record["scaling_group"]:
             entries[(Index.scaling_group(record["scaling_group"]), sid)] = created
             if record["status"] == "PENDING":
