@@ -25,6 +25,7 @@ import contextlib
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -82,6 +83,7 @@ __all__ = [
     "BootstrapFailed",
     "SimAgent",
     "dispatch",
+    "resumed_batch_wait",
 ]
 
 log = structlog.get_logger(__name__)
@@ -124,13 +126,37 @@ def bootstrap_failure(status: Mapping[str, Any], timeout_s: float) -> BootstrapF
         return BootstrapFailed(-1, False, "the runner's report of it was unreadable", timeout_s)
     try:
         exit_code = int(outcome.get("exit_code", -1))
-    except (TypeError, ValueError):
-        exit_code = -1
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON Infinity
+        return BootstrapFailed(-1, False, "the runner's report of it was unreadable", timeout_s)
+    if not -(2**31) <= exit_code < 2**31:  # no process exits so: the report is not one
+        return BootstrapFailed(-1, False, "the runner's report of it was unreadable", timeout_s)
     timed_out = outcome.get("timed_out") is True
     if exit_code == 0 and not timed_out:
         return None
     tail = str(outcome.get("tail") or "")[-2000:]
     return BootstrapFailed(exit_code, timed_out, tail, timeout_s)
+
+
+def resumed_batch_wait(
+    exec_timeout_s: float | None, running_since: str | None, now: datetime
+) -> float | None:
+    """Pure: how long an agent that adopted a running batch kernel (after a restart) waits
+    for its command before ending the session ``task-timeout``; None: no limit. The command
+    was started by the lost agent process just after the kernel started, so its deadline is
+    the kernel's RUNNING time (from the log, via the read model) plus the exec timeout; the
+    watchdog that kept it was in that process and is gone. Without a recorded start the
+    whole timeout counts from now (late rather than never)."""
+    if not exec_timeout_s or exec_timeout_s <= 0:
+        return None
+    if not running_since:
+        return float(exec_timeout_s)
+    try:
+        started = datetime.fromisoformat(running_since.replace("Z", "+00:00"))
+    except ValueError:
+        return float(exec_timeout_s)
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    return max(0.0, exec_timeout_s - (now - started).total_seconds())
 
 
 class Agent:
@@ -468,8 +494,13 @@ class Agent:
         self.execution.exec_timeouts[kernel_id] = float(exec_timeout) if exec_timeout else None
         main = kernel.get("cluster_role", "main") == "main"
         if session.session_type == "batch" and main and session.result == "undefined":
-            # the command is under way (or done): wait for its recorded end, never re-run it
-            await self._report_batch_result(session.session_id, kernel_id, None)
+            # the command is under way (or done): wait for its recorded end, never re-run it,
+            # and no longer than what is left of its exec timeout
+            started = (kernel.get("status_history") or {}).get("RUNNING")
+            wait_s = resumed_batch_wait(
+                self.execution.exec_timeouts[kernel_id], started, datetime.now(UTC)
+            )
+            await self._report_batch_result(session.session_id, kernel_id, None, wait_s)
 
     async def create_kernels(self, session_id: uuid.UUID, launches: Iterable[KernelLaunch]) -> None:
         kernels = list(launches)
@@ -590,13 +621,23 @@ class Agent:
         return info
 
     async def _report_batch_result(
-        self, session_id: uuid.UUID, kernel_id: uuid.UUID, command: str | None
+        self,
+        session_id: uuid.UUID,
+        kernel_id: uuid.UUID,
+        command: str | None,
+        wait_s: float | None = None,
     ) -> None:
         """Run the batch command through the runner (``command`` None: it was sent by an
-        earlier agent process) and report its exit code as the session's result."""
+        earlier agent process, and its end is awaited at most ``wait_s``, what is left of
+        its exec timeout) and report its exit code as the session's result."""
         client = self.execution.runner(kernel_id)
+        exit_code: int | None
         if client is None or command is None:
-            exit_code: int | None = await self.backend.wait(kernel_id)
+            try:
+                async with asyncio.timeout(wait_s):
+                    exit_code = await self.backend.wait(kernel_id)
+            except TimeoutError:
+                exit_code = None  # past the exec timeout: the session ends task-timeout
         else:
             exit_code = await self._run_batch(client, kernel_id, command)
         result: SessionSuccess | SessionFailure
