@@ -305,7 +305,13 @@ class _Root:
         equals), read from the narrowest index, at most :data:`_MAX_SCAN` of them."""
         try:
             candidates = await self.ctx.models.session_candidates(
-                owner=owner, statuses=statuses, projects=projects, bound=_MAX_SCAN
+                owner=owner,
+                statuses=statuses,
+                projects=projects,
+                bound=_MAX_SCAN,
+                # a plain user's refusal counts (and their wait scans) their own sessions
+                # only, never another tenant's or project's
+                by_owner=not self.caller.may_act_for_others,
             )
         except TooManyToScan as exc:
             raise QueryLanguageError(
