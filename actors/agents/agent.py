@@ -376,6 +376,15 @@ class Agent:
         exit_code = await self._stop_kernel(kernel_id, note=note)
         if session_id is None:
             return
+        await self._report_terminated(
+            session_id, kernel_id, reason, exit_code if exit_code is not None else -1
+        )
+
+    async def _report_terminated(
+        self, session_id: uuid.UUID, kernel_id: uuid.UUID, reason: str, exit_code: int
+    ) -> None:
+        """Tell the kernel's shard it ended (one command id per kernel: a retry, or a second
+        path noticing the same end, reports it once)."""
         if self.metrics is not None:
             self.metrics.inc("kernelhub_kernels_terminated_total", agent=self.agent_id)
         await self.shard.handle(
@@ -385,7 +394,7 @@ class Agent:
                     kernel_id=kernel_id,
                     session_id=session_id,
                     reason=reason,
-                    exit_code=exit_code if exit_code is not None else -1,
+                    exit_code=exit_code,
                 ),
                 command_id=exited_command_id(kernel_id),
             )
@@ -405,20 +414,7 @@ class Agent:
         await self._stop_kernel(kernel_id, note=note)
         if session_id is None:
             return  # not a kernel the log knows: nothing to report
-        if self.metrics is not None:
-            self.metrics.inc("kernelhub_kernels_terminated_total", agent=self.agent_id)
-        await self.shard.handle(
-            ReportKernel(
-                session_id=session_id,
-                report=KernelTerminated(
-                    kernel_id=kernel_id,
-                    session_id=session_id,
-                    reason=reason,
-                    exit_code=exit_code,
-                ),
-                command_id=exited_command_id(kernel_id),
-            )
-        )
+        await self._report_terminated(session_id, kernel_id, reason, exit_code)
 
     async def set_schedulable(self, schedulable: bool) -> bool:
         """Drain (``False``) or undrain the agent: the scheduler places nothing new on a
