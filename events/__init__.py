@@ -13,6 +13,7 @@ from .codec import EventCodec, default_codec
 from .correlation import correlated, current_correlation, parse_correlation
 from .envelope import (
     Event,
+    Initiator,
     NewEvent,
     Position,
     StoredEvent,
@@ -85,6 +86,7 @@ __all__ = [
     "EventDecodeError",
     "EventPayload",
     "EventStoreError",
+    "Initiator",
     "InvalidEventError",
     "KernelLifecycleEventReason",
     "KeySpace",

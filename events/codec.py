@@ -18,7 +18,7 @@ from pydantic_core import from_json
 
 from ._canonical import canonical_dumps, loads
 from .catalogue import PAYLOAD_ADAPTER, PAYLOAD_TYPES
-from .envelope import Event, NewEvent, StoredEvent
+from .envelope import Event, Initiator, NewEvent, StoredEvent
 from .errors import EventDecodeError, InvalidEventError, UnknownEventTypeError
 from .upcasting import UpcasterRegistry, default_upcasters
 
@@ -109,6 +109,7 @@ class EventCodec:
                 "causation_id": body.causation_id,
                 "command_id": body.command_id,
                 "actor": body.actor,
+                "initiator": body.initiator,
                 "data": body.data,
                 "schema_version": body.schema_version,
                 "stream": stream,
@@ -188,6 +189,7 @@ class _StoredBody(BaseModel):
     causation_id: uuid.UUID | None = None
     command_id: uuid.UUID | None = None
     actor: str
+    initiator: Initiator | None = None
 
 
 def _stored_body_adapter() -> TypeAdapter[Any]:

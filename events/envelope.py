@@ -20,6 +20,7 @@ from .correlation import current_correlation
 
 __all__ = [
     "Event",
+    "Initiator",
     "NewEvent",
     "Position",
     "StoredEvent",
@@ -57,6 +58,22 @@ def position_key(position: Position) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+class Initiator(BaseModel):
+    """Who asked for a change, and from where: the keypair and user behind an
+    administrative request, and the request's peer address. Kept in the envelope (not the
+    payload) because it describes the command, not the fact, so ``kh events show`` and
+    ``kh events audit`` can answer "who gave bob a GPU" for any event type."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    access_key: str | None = Field(default=None, max_length=64)
+    user_id: uuid.UUID | None = None
+    email: str | None = Field(default=None, max_length=256)
+    role: str | None = Field(default=None, max_length=32)
+    peer: str | None = Field(default=None, max_length=128)
+    """The request's remote address as the gateway saw it (``None`` in-process)."""
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -73,6 +90,9 @@ class _EnvelopeFields(BaseModel):
     causation_id: uuid.UUID | None = None
     command_id: uuid.UUID | None = None
     actor: str = "kernelhub"
+    initiator: Initiator | None = Field(default=None, exclude_if=lambda v: v is None)
+    """Who asked for it (administrative events); left out of the stored bytes when unset,
+    so events written before it keep theirs."""
     data: AnyPayload
 
     @property

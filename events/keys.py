@@ -195,6 +195,11 @@ class TenancyIndexes:
     """hash: username -> user id."""
 
     @staticmethod
+    def every(kind: str) -> str:
+        """Every record of a kind (``domain``, ``user``, ...): what admin listings walk."""
+        return f"i:all:{kind}"
+
+    @staticmethod
     def keypairs(user_id: str) -> str:
         return f"i:keypairs:{user_id}"
 

@@ -92,6 +92,16 @@ class TenancyLookups:
         alias = await self._get("alias", name_or_alias)
         return await self._get("image", alias["target"] if alias else name_or_alias)
 
+    async def every(self, kind: str, *, bound: int = 10_000) -> list[Record]:
+        """Every record of a kind (``domain``, ``project``, ``user``, ``keypair``,
+        ``policy``, ``preset``, ``sgroup``, ``image``, ``alias``) in id order, at most
+        ``bound`` of them: what admin listings filter and page in memory (a lab has
+        hundreds of users, not millions)."""
+        active = await self._active()
+        if active is None:
+            return []
+        return await active.records(kind, await active.members(Index.every(kind), 0, bound - 1))
+
     # ---- derived --------------------------------------------------------------------------
     async def allowed_scaling_groups(
         self, domain: str, project_id: str | None, access_key: str | None

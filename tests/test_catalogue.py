@@ -86,6 +86,14 @@ KERNELHUB_EVENTS = {
     "image_alias_set",
     "resource_preset_set",
     "manager_status_set",
+    "domain_purged",
+    "project_purged",
+    "user_purged",
+    "keypair_deleted",
+    "keypair_policy_deleted",
+    "resource_preset_deleted",
+    "scaling_group_deleted",
+    "image_alias_removed",
 }
 
 
@@ -175,7 +183,12 @@ def test_secret_fields_are_marked_and_redacted() -> None:
     from events.catalogue import SECRET_FIELDS, redact
 
     assert SECRET_FIELDS["keypair_issued"] == {"secret_key"}
-    assert {t for t, fields in SECRET_FIELDS.items() if fields} == {"keypair_issued"}
+    assert {t for t, fields in SECRET_FIELDS.items() if fields} == {
+        "keypair_issued",
+        "user_created",
+        "user_updated",
+    }
+    assert SECRET_FIELDS["user_created"] == {"password_hash"}
     data = {"access_key": "AKIA0", "secret_key": "gAAAA-ciphertext", "user_id": "u"}
     assert redact("keypair_issued", data) == {**data, "secret_key": "***"}
     assert redact("session_enqueued", {"a": 1}) == {"a": 1}

@@ -49,9 +49,11 @@ def test_a_command_carries_what_its_event_records(command: type[TenancyCommand[A
     """Same names, same defaults: a command can say nothing its event cannot record, and
     leaving a field out means what it meant to the event."""
     event = command.proposes or BUILT_BY_THEIR_HANDLER[command]
-    own = fields_of(command, "command_id")
+    own = fields_of(command, "command_id", "initiator")  # who asked: the envelope's
     generated = ("access_key", "secret_key") if command is commands.IssueKeypair else ()
-    recorded = fields_of(event, "type", *generated)  # the keys: the writer's to generate
+    # a removal names what it detaches: the decision's to fill in from the state
+    detached = ("access_keys", "project_ids", "scaling_groups", "members")
+    recorded = fields_of(event, "type", *generated, *detached)
     assert set(own) == set(recorded)
     for name, field in own.items():
         if recorded[name].is_required():  # the command's too, or an id its handler names

@@ -20,22 +20,30 @@ from typing import Any
 from events.catalogue import (
     AnyPayload,
     DomainCreated,
+    DomainPurged,
     DomainUpdated,
+    ImageAliasRemoved,
     ImageAliasSet,
     ImageRegistered,
+    KeypairDeleted,
     KeypairIssued,
+    KeypairPolicyDeleted,
     KeypairPolicySet,
     KeypairUpdated,
     ManagerStatusSet,
     ProjectCreated,
     ProjectMemberAdded,
     ProjectMemberRemoved,
+    ProjectPurged,
     ProjectUpdated,
+    ResourcePresetDeleted,
     ResourcePresetSet,
     ScalingGroupAssociated,
+    ScalingGroupDeleted,
     ScalingGroupDissociated,
     ScalingGroupSet,
     UserCreated,
+    UserPurged,
     UserUpdated,
 )
 
@@ -55,6 +63,7 @@ __all__ = [
     "decide_create_user",
     "decide_issue_keypair",
     "decide_register_image",
+    "decide_remove",
     "decide_set",
     "decide_update",
     "generate_access_key",
@@ -82,6 +91,14 @@ STREAM_OF: Mapping[str, str] = {
     "image_registered": "image-catalogue",
     "image_alias_set": "image-catalogue",
     "manager_status_set": "config",
+    "domain_purged": "tenancy-domains",
+    "project_purged": "tenancy-projects",
+    "user_purged": "tenancy-users",
+    "keypair_deleted": "tenancy-keypairs",
+    "keypair_policy_deleted": "tenancy-policies",
+    "resource_preset_deleted": "tenancy-policies",
+    "scaling_group_deleted": "tenancy-sgroups",
+    "image_alias_removed": "image-catalogue",
 }
 """Which stream each tenancy event belongs to (one per kind)."""
 
@@ -135,6 +152,10 @@ class TenancyState:
         return next(
             (p for p in self.projects.values() if p["domain"] == domain and p["name"] == name), None
         )
+
+    def associated(self, kind: str, target: str) -> list[str]:
+        """The scaling groups a domain, project or keypair is associated with."""
+        return sorted(n for n, g in self.sgroups.items() if [kind, target] in g["for"])
 
     def resolve_image(self, name_or_alias: str) -> dict[str, Any]:
         name = self.aliases.get(name_or_alias, name_or_alias)
@@ -215,6 +236,44 @@ class TenancyState:
     def _on_image_alias_set(self, d: dict[str, Any]) -> None:
         self.aliases[d["alias"]] = d["target"]
 
+    # ---- removals: a record, and whatever only it held ---------------------------------------
+    def _on_domain_purged(self, d: dict[str, Any]) -> None:
+        self.domains.pop(d["name"], None)
+        self._forget_associations("domain", d["name"])
+
+    def _on_project_purged(self, d: dict[str, Any]) -> None:
+        self.projects.pop(d["project_id"], None)
+        self._forget_associations("project", d["project_id"])
+
+    def _on_user_purged(self, d: dict[str, Any]) -> None:
+        self.users.pop(d["user_id"], None)
+        for access_key in [k for k, v in self.keypairs.items() if v["user_id"] == d["user_id"]]:
+            self._on_keypair_deleted({"access_key": access_key})
+        for project in self.projects.values():
+            if d["user_id"] in project["members"]:
+                project["members"].remove(d["user_id"])
+
+    def _on_keypair_deleted(self, d: dict[str, Any]) -> None:
+        self.keypairs.pop(d["access_key"], None)
+        self._forget_associations("keypair", d["access_key"])
+
+    def _on_keypair_policy_deleted(self, d: dict[str, Any]) -> None:
+        self.policies.pop(d["name"], None)
+
+    def _on_resource_preset_deleted(self, d: dict[str, Any]) -> None:
+        self.presets.pop(d["name"], None)
+
+    def _on_scaling_group_deleted(self, d: dict[str, Any]) -> None:
+        self.sgroups.pop(d["name"], None)
+
+    def _on_image_alias_removed(self, d: dict[str, Any]) -> None:
+        self.aliases.pop(d["alias"], None)
+
+    def _forget_associations(self, kind: str, target: str) -> None:
+        for group in self.sgroups.values():
+            if [kind, target] in group["for"]:
+                group["for"].remove([kind, target])
+
 
 # ---- decisions ----------------------------------------------------------------------------
 
@@ -268,8 +327,18 @@ def decide_update(
             state.projects.get(str(event.project_id)),
             ("user group", str(event.project_id)),
         )
+        if record is not None and event.name is not None and event.name != record["name"]:
+            _check_name("project", event.name)
+            if state.project_named(record["domain"], event.name) is not None:
+                raise InvalidAPIParameters(
+                    f"project {event.name!r} already exists in domain {record['domain']!r}"
+                )
     elif isinstance(event, UserUpdated):
         record, what = state.users.get(str(event.user_id)), ("user", str(event.user_id))
+        if record is not None and event.username not in (None, record["username"]):
+            _check_name("user", event.username)
+            if state.user_by(username=event.username) is not None:
+                raise InvalidAPIParameters(f"username {event.username!r} is taken")
     else:
         record, what = state.keypairs.get(event.access_key), ("keypair", event.access_key)
         if event.resource_policy is not None and event.resource_policy not in state.policies:
@@ -365,6 +434,79 @@ def decide_set(
     return [] if current is not None and _same(current, event) else [event]
 
 
+Removal = (
+    DomainPurged
+    | ProjectPurged
+    | UserPurged
+    | KeypairDeleted
+    | KeypairPolicyDeleted
+    | ResourcePresetDeleted
+    | ScalingGroupDeleted
+    | ImageAliasRemoved
+)
+
+
+def decide_remove(state: TenancyState, event: Removal) -> list[AnyPayload]:
+    """A record removed, with what it names filled in (the keypairs of a purged user, the
+    scaling groups a removed target was associated with) so every reader folds the event
+    alone: a no-op when it is already gone (a retried purge), refused while something still
+    refers to it. Live sessions are the gateway's to check (this state holds none)."""
+    if isinstance(event, DomainPurged):
+        if event.name not in state.domains:
+            return []
+        n_users = sum(1 for u in state.users.values() if u["domain"] == event.name)
+        n_projects = sum(1 for p in state.projects.values() if p["domain"] == event.name)
+        if n_users or n_projects:
+            raise GenericBadRequest(
+                f"domain {event.name!r} still has {n_users} user(s) and {n_projects} project(s): "
+                "purge them first"
+            )
+        return [event.model_copy(update={"scaling_groups": state.associated("domain", event.name)})]
+    if isinstance(event, ProjectPurged):
+        project = state.projects.get(str(event.project_id))
+        if project is None:
+            return []
+        update = {
+            "members": [uuid.UUID(m) for m in project["members"]],
+            "scaling_groups": state.associated("project", str(event.project_id)),
+        }
+        return [event.model_copy(update=update)]
+    if isinstance(event, UserPurged):
+        uid = str(event.user_id)
+        if uid not in state.users:
+            return []
+        keys = sorted(k for k, v in state.keypairs.items() if v["user_id"] == uid)
+        groups = sorted({g for k in keys for g in state.associated("keypair", k)})
+        joined = sorted(p for p, v in state.projects.items() if uid in v["members"])
+        update = {
+            "access_keys": keys,
+            "project_ids": [uuid.UUID(p) for p in joined],
+            "scaling_groups": groups,
+        }
+        return [event.model_copy(update=update)]
+    if isinstance(event, KeypairDeleted):
+        if event.access_key not in state.keypairs:
+            return []
+        groups = state.associated("keypair", event.access_key)
+        return [event.model_copy(update={"scaling_groups": groups})]
+    if isinstance(event, KeypairPolicyDeleted):
+        if event.name not in state.policies:
+            return []
+        holders = sorted(k for k, v in state.keypairs.items() if v["resource_policy"] == event.name)
+        if holders:
+            raise GenericBadRequest(
+                f"policy {event.name!r} is used by {len(holders)} keypair(s) "
+                f"({', '.join(holders[:3])}{', ...' if len(holders) > 3 else ''}): "
+                "give them another policy first"
+            )
+        return [event]
+    if isinstance(event, ResourcePresetDeleted):
+        return [event] if event.name in state.presets else []
+    if isinstance(event, ScalingGroupDeleted):
+        return [event] if event.name in state.sgroups else []
+    return [event] if event.alias in state.aliases else []
+
+
 Decision = Callable[[TenancyState, Any], list[AnyPayload]]
 
 DECISIONS: Mapping[str, Decision] = {
@@ -386,6 +528,14 @@ DECISIONS: Mapping[str, Decision] = {
     "image_registered": decide_register_image,
     "image_alias_set": decide_alias,
     "manager_status_set": decide_manager_status,
+    "domain_purged": decide_remove,
+    "project_purged": decide_remove,
+    "user_purged": decide_remove,
+    "keypair_deleted": decide_remove,
+    "keypair_policy_deleted": decide_remove,
+    "resource_preset_deleted": decide_remove,
+    "scaling_group_deleted": decide_remove,
+    "image_alias_removed": decide_remove,
 }
 """The decision that checks each proposed tenancy event (one per event type, as
 :data:`STREAM_OF` names its stream)."""

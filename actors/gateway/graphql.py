@@ -28,12 +28,22 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from graphql import ExecutionResult, GraphQLError, build_schema, execute, validate
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    GraphQLError,
+    OperationDefinitionNode,
+    OperationType,
+    build_schema,
+    execute,
+    validate,
+)
 
 from projections.live_stats import KernelTelemetry, metric_values, read_kernel_stats
 from projections.queries import TooManyToScan
 
 from ..domain.errors import DomainError
+from .admin import AREAS, AdminCall
 from .auth import Caller
 from .context import LIVE, GatewayContext
 from .gql_filter import (
@@ -49,6 +59,7 @@ from .gql_filter import (
     session_row,
 )
 from .gql_limits import QueryLimits, QueryTooComplex, measure, parse_bounded
+from .manager import check_frozen_mutation
 from .params import loads
 from .scope import is_domain_admin, visible
 from .views import compute_session
@@ -100,7 +111,16 @@ type Query {
   ): ComputeSessionList
 }
 """
-SCHEMA = build_schema(_SDL)
+
+
+def _joined_sdl() -> str:
+    """The sessions' SDL above and every admin area's fragment (:mod:`.admin`)."""
+    fragments = [area.sdl for area in AREAS]
+    mutations = any("extend type Mutation" in f for f in fragments)
+    return "\n".join([_SDL, "type Mutation" if mutations else "", *fragments])
+
+
+SCHEMA = build_schema(_joined_sdl())
 _MAX_PAGE = 100
 LIMITS = QueryLimits(default_page=_MAX_PAGE)
 _MAX_BODY = 4 * LIMITS.max_bytes
@@ -136,19 +156,23 @@ class _Telemetry:
 class _Root:
     """The query's root value: graphql-core calls a root mapping's callables as resolvers."""
 
-    def __init__(self, ctx: GatewayContext, caller: Caller) -> None:
+    def __init__(self, ctx: GatewayContext, caller: Caller, peer: str | None = None) -> None:
         self.ctx = ctx
         self.caller = caller
+        self.admin = AdminCall(ctx, caller, peer)
         self.telemetry = _Telemetry(ctx)
         self._projects: dict[str, str | None] = {}
         self._users: dict[str, dict[str, Any]] = {}
 
     def as_mapping(self) -> dict[str, Any]:
-        return {
+        mapping: dict[str, Any] = {
             "keypair": self.keypair,
             "compute_session": self.compute_session,
             "compute_session_list": self.compute_session_list,
         }
+        for area in AREAS:
+            mapping.update(area.resolvers(self.admin))
+        return mapping
 
     async def keypair(
         self, _info: Any, access_key: str | None = None, domain_name: str | None = None
@@ -371,6 +395,14 @@ def _statuses(status: str | None) -> list[str] | None:
     return names or None
 
 
+def _is_mutation(document: DocumentNode, operation_name: Any) -> bool:
+    """Whether the operation that will run is a mutation (23.03 refuses those while the
+    manager is frozen, and only those)."""
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    chosen = [o for o in operations if o.name and o.name.value == operation_name] or operations
+    return any(o.operation == OperationType.MUTATION for o in chosen[:1])
+
+
 def _refusal(result: ExecutionResult) -> DomainError | None:
     """A resolver's refusal of what it was asked (a bad filter): answered as a problem
     (400) rather than buried in ``errors``."""
@@ -404,7 +436,10 @@ async def gql(request: web.Request) -> web.Response:
         if errors:
             result = ExecutionResult(data=None, errors=errors)
         else:
-            root = _Root(request.app["ctx"], request["caller"])
+            ctx: GatewayContext = request.app["ctx"]
+            if _is_mutation(document, body.get("operation_name")):
+                await check_frozen_mutation(ctx)
+            root = _Root(ctx, request["caller"], request.remote)
             outcome = execute(
                 SCHEMA,
                 document,

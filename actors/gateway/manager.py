@@ -27,7 +27,13 @@ from .context import LIVE, GatewayContext
 from .params import _Strict, parse, raw_params
 from .problems import GatewayError
 
-__all__ = ["FROZEN_GATED", "ServerFrozen", "check_frozen", "manager_routes"]
+__all__ = [
+    "FROZEN_GATED",
+    "ServerFrozen",
+    "check_frozen",
+    "check_frozen_mutation",
+    "manager_routes",
+]
 
 FROZEN_GATED = frozenset(
     {
@@ -58,6 +64,12 @@ async def check_frozen(request: web.Request, ctx: GatewayContext) -> None:
     resource = request.match_info.route.resource
     canonical = resource.canonical if resource is not None else request.path
     if (request.method, canonical) in FROZEN_GATED and await ctx.manager_status() == "frozen":
+        raise ServerFrozen()
+
+
+async def check_frozen_mutation(ctx: GatewayContext) -> None:
+    """Refuse an admin GraphQL mutation while the manager is frozen (as 23.03 does)."""
+    if await ctx.manager_status() == "frozen":
         raise ServerFrozen()
 
 

@@ -77,8 +77,11 @@ class AuthCache:
                     self.state.apply(event.stream, event.version, event.data)
                 except Exception:  # one odd event must not freeze every later deactivation
                     log.exception("auth cache could not fold an event", position=event.position)
-                if event.type == "keypair_updated":
+                if event.type in ("keypair_updated", "keypair_deleted"):
                     self._clear.pop(event.data.access_key, None)  # type: ignore[union-attr]
+                elif event.type == "user_purged":
+                    for access_key in event.data.access_keys:  # type: ignore[union-attr]
+                        self._clear.pop(access_key, None)
                 log.debug("auth cache updated", event_type=event.type, position=event.position)
             self.position = event.position
 

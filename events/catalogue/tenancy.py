@@ -3,8 +3,11 @@
 One stream per kind, written by the single tenancy writer: ``tenancy-domains``,
 ``tenancy-projects``, ``tenancy-users``, ``tenancy-keypairs``, ``tenancy-policies``,
 ``tenancy-sgroups``, ``image-catalogue``. A kind's stream version is the optimistic lock
-that makes its names unique. ``*_updated`` events carry only what changed (``None``: kept).
-Secret fields hold ciphertext and are marked, so tail/export can redact them.
+that makes its names unique. ``*_updated`` events carry only what changed (``None``: kept);
+``*_deleted`` / ``*_purged`` events remove a record (a user or domain is first *deleted*
+by status, as upstream, and only *purged* when nothing refers to it). Secret fields hold
+ciphertext (or a password's slow hash) and are marked, so tail/export can redact them. Who
+asked for each change is in the envelope's ``initiator``, not here.
 """
 
 from __future__ import annotations
@@ -19,21 +22,29 @@ from ._base import EventPayload, JsonObject, Slots
 
 __all__ = [
     "DomainCreated",
+    "DomainPurged",
     "DomainUpdated",
+    "ImageAliasRemoved",
     "ImageAliasSet",
     "ImageRegistered",
+    "KeypairDeleted",
     "KeypairIssued",
+    "KeypairPolicyDeleted",
     "KeypairPolicySet",
     "KeypairUpdated",
     "ProjectCreated",
     "ProjectMemberAdded",
     "ProjectMemberRemoved",
+    "ProjectPurged",
     "ProjectUpdated",
+    "ResourcePresetDeleted",
     "ResourcePresetSet",
     "ScalingGroupAssociated",
+    "ScalingGroupDeleted",
     "ScalingGroupDissociated",
     "ScalingGroupSet",
     "UserCreated",
+    "UserPurged",
     "UserUpdated",
 ]
 
@@ -63,6 +74,16 @@ class DomainUpdated(EventPayload):
     allowed_docker_registries: list[str] | None = None
 
 
+class DomainPurged(EventPayload):
+    """The domain is gone (only once it has no users and no projects left)."""
+
+    type: Literal["domain_purged"] = "domain_purged"
+    name: str
+    scaling_groups: list[str] = Field(default_factory=list)
+    """The groups it was associated with (filled in by the decision, so every reader can
+    drop the associations from this event alone)."""
+
+
 class ProjectCreated(EventPayload):
     type: Literal["project_created"] = "project_created"
     project_id: UUID
@@ -77,10 +98,21 @@ class ProjectCreated(EventPayload):
 class ProjectUpdated(EventPayload):
     type: Literal["project_updated"] = "project_updated"
     project_id: UUID
+    name: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    """A new name (unique in its domain); added later, so absent from older events."""
     description: str | None = None
     is_active: bool | None = None
     total_resource_slots: Slots | None = None
     allowed_vfolder_hosts: JsonObject | None = None
+
+
+class ProjectPurged(EventPayload):
+    """The project is gone, with its memberships and scaling-group associations."""
+
+    type: Literal["project_purged"] = "project_purged"
+    project_id: UUID
+    members: list[UUID] = Field(default_factory=list)
+    scaling_groups: list[str] = Field(default_factory=list)
 
 
 class ProjectMemberAdded(EventPayload):
@@ -106,16 +138,39 @@ class UserCreated(EventPayload):
     full_name: str = ""
     description: str = ""
     allowed_client_ip: list[str] = Field(default_factory=list)
+    password_hash: str = Field(default="", json_schema_extra=SECRET, exclude_if=lambda v: not v)
+    """The password's salted slow hash (:mod:`actors.domain.passwords`), never the password;
+    empty: the user cannot log in with a password (keypairs only)."""
+    need_password_change: bool = Field(default=False, exclude_if=lambda v: not v)
 
 
 class UserUpdated(EventPayload):
     type: Literal["user_updated"] = "user_updated"
     user_id: UUID
+    username: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    password_hash: str | None = Field(
+        default=None, json_schema_extra=SECRET, exclude_if=lambda v: v is None
+    )
+    need_password_change: bool | None = Field(default=None, exclude_if=lambda v: v is None)
     role: Role | None = None
     status: UserStatus | None = None
     full_name: str | None = None
     description: str | None = None
     allowed_client_ip: list[str] | None = None
+
+
+class UserPurged(EventPayload):
+    """The user is gone, with their keypairs and project memberships (their sessions'
+    records stay: history keeps who ran what)."""
+
+    type: Literal["user_purged"] = "user_purged"
+    user_id: UUID
+    access_keys: list[str] = Field(default_factory=list)
+    """Their keypairs, removed with them (each one's associations too)."""
+    project_ids: list[UUID] = Field(default_factory=list)
+    """The projects they were a member of."""
+    scaling_groups: list[str] = Field(default_factory=list)
+    """Groups associated with any of their keypairs."""
 
 
 class KeypairIssued(EventPayload):
@@ -138,6 +193,12 @@ class KeypairUpdated(EventPayload):
     is_admin: bool | None = None
     rate_limit: int | None = Field(default=None, ge=0)
     resource_policy: str | None = None
+
+
+class KeypairDeleted(EventPayload):
+    type: Literal["keypair_deleted"] = "keypair_deleted"
+    access_key: str
+    scaling_groups: list[str] = Field(default_factory=list)
 
 
 class KeypairPolicySet(EventPayload):
@@ -164,6 +225,13 @@ class KeypairPolicySet(EventPayload):
     (see :func:`actors.domain.limits.execution_timeout_s`)."""
 
 
+class KeypairPolicyDeleted(EventPayload):
+    """Only a policy no keypair uses can go."""
+
+    type: Literal["keypair_policy_deleted"] = "keypair_policy_deleted"
+    name: str
+
+
 class ScalingGroupSet(EventPayload):
     """A scaling group, created or replaced whole."""
 
@@ -183,6 +251,13 @@ class ScalingGroupSet(EventPayload):
     use_host_network: bool = False
 
 
+class ScalingGroupDeleted(EventPayload):
+    """The group is gone, with its associations."""
+
+    type: Literal["scaling_group_deleted"] = "scaling_group_deleted"
+    name: str
+
+
 class ResourcePresetSet(EventPayload):
     """A resource preset (23.03's ``resource_presets`` row), created or replaced whole:
     a named size users pick at creation and ``check-presets`` says fits or not."""
@@ -192,6 +267,11 @@ class ResourcePresetSet(EventPayload):
     resource_slots: Slots
     shared_memory: str | None = None
     scaling_group_name: str | None = None
+
+
+class ResourcePresetDeleted(EventPayload):
+    type: Literal["resource_preset_deleted"] = "resource_preset_deleted"
+    name: str
 
 
 class ManagerStatusSet(EventPayload):
@@ -233,3 +313,8 @@ class ImageAliasSet(EventPayload):
     type: Literal["image_alias_set"] = "image_alias_set"
     alias: str
     target: str
+
+
+class ImageAliasRemoved(EventPayload):
+    type: Literal["image_alias_removed"] = "image_alias_removed"
+    alias: str

@@ -4,7 +4,13 @@ Records: ``domain``, ``project``, ``user``, ``keypair`` (secret as ciphertext, n
 decrypted here), ``policy``, ``sgroup``, ``image``, ``alias``. Indexes: ``i:user:email`` and
 ``i:user:name`` (-> user id), ``i:project:<domain>`` (name -> id), ``i:keypairs:<user>``,
 ``i:projects:<user>`` (memberships), ``i:sg_for:<kind>:<target>`` (scaling groups a domain,
-project or keypair may use), ``i:presets`` (every resource preset).
+project or keypair may use), ``i:presets`` (every resource preset), ``i:all:<kind>`` (every
+record of a kind, for admin listings).
+
+A user's password hash is not kept here (only ``has_password``): nothing that reads the read
+model needs it, and a read model is what a leaked Redis dump shows first. Removal events name
+everything they detach (a purged user's keypairs and projects, the scaling groups a removed
+target was associated with), so each is folded from the event alone.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 from events import StoredEvent
 from events.keys import TenancyIndexes as Index
 
-from ..base import IndexedProjection, IndexEntries, Record, RecordRef, WorkingSet
+from ..base import IndexedProjection, IndexEntries, Record, RecordRef, WorkingSet, iso_of
 
 __all__ = ["TenancyProjection"]
 
@@ -38,7 +44,38 @@ _KEY = {
     "image_registered": ("image", "name"),
     "image_alias_set": ("alias", "alias"),
     "manager_status_set": ("manager", "status"),
+    "domain_purged": ("domain", "name"),
+    "project_purged": ("project", "project_id"),
+    "user_purged": ("user", "user_id"),
+    "keypair_deleted": ("keypair", "access_key"),
+    "keypair_policy_deleted": ("policy", "name"),
+    "resource_preset_deleted": ("preset", "name"),
+    "scaling_group_deleted": ("sgroup", "name"),
+    "image_alias_removed": ("alias", "alias"),
 }
+_REMOVALS = frozenset(
+    {
+        "domain_purged",
+        "project_purged",
+        "user_purged",
+        "keypair_deleted",
+        "keypair_policy_deleted",
+        "resource_preset_deleted",
+        "scaling_group_deleted",
+        "image_alias_removed",
+    }
+)
+_SECRET_IN_RECORD = ("password_hash",)
+
+
+def _detached(event: StoredEvent) -> list[RecordRef]:
+    """The other records a removal changes: keypairs and memberships of a purged user,
+    associations of any removed target."""
+    data = event.data
+    refs: list[RecordRef] = [("sgroup", g) for g in data.get("scaling_groups") or ()]
+    refs += [("keypair", k) for k in data.get("access_keys") or ()]
+    refs += [("project", str(p)) for p in data.get("project_ids") or ()]
+    return refs
 
 
 def _record_id(event: StoredEvent, key: tuple[str, str]) -> str:
@@ -55,19 +92,44 @@ def _merge(record: Record | None, data: dict[str, Any]) -> Record:
 
 class TenancyProjection(IndexedProjection):
     name = "tenancy"
-    version = 3
+    version = 4
 
     def refs(self, event: StoredEvent) -> Iterable[RecordRef]:
         key = _KEY.get(event.type)
-        return ((key[0], _record_id(event, key)),) if key else ()
+        if key is None:
+            return ()
+        own = (key[0], _record_id(event, key))
+        return (own, *_detached(event)) if event.type in _REMOVALS else (own,)
+
+    def _remove(self, event: StoredEvent, kind: str, record_id: str, records: WorkingSet) -> None:
+        records.put(kind, record_id, None)
+        data, target = event.data, (kind, record_id)
+        for name in data.get("scaling_groups") or ():
+            group = records.get("sgroup", name)
+            if group is None:
+                continue
+            doomed = [[k, t] for k, t in group.get("for", []) if (k, t) == target]
+            doomed += [["keypair", a] for a in data.get("access_keys") or ()]
+            kept = [t for t in group.get("for", []) if t not in doomed]
+            records.put("sgroup", name, {**group, "for": kept})
+        for access_key in data.get("access_keys") or ():
+            records.put("keypair", access_key, None)
+        for project_id in data.get("project_ids") or ():
+            project = records.get("project", str(project_id))
+            if project is not None:
+                members = [m for m in project.get("members", []) if m != record_id]
+                records.put("project", str(project_id), {**project, "members": members})
 
     def apply(self, event: StoredEvent, records: WorkingSet) -> None:
         key = _KEY.get(event.type)
         if key is None:
             return
         kind, record_id = key[0], _record_id(event, key)
+        if event.type in _REMOVALS:
+            self._remove(event, kind, record_id, records)
+            return
         record = records.get(kind, record_id)
-        data = event.data
+        data = {k: v for k, v in event.data.items() if k not in _SECRET_IN_RECORD}
         if event.type == "project_member_added":
             record = dict(record or {})
             members = list(record.get("members", []))
@@ -100,21 +162,31 @@ class TenancyProjection(IndexedProjection):
                 record.setdefault("members", [])
             if event.type == "user_created":  # the new-user grace period starts here
                 record["created_ms"] = event.position_ms
+            if kind == "user" and "password_hash" in event.data:
+                record["has_password"] = bool(event.data["password_hash"])
+            if kind == "user" and event.type == "user_created":
+                record["created_at"] = iso_of(event.position_ms)
+            if kind in ("domain", "project") and event.type.endswith("_created"):
+                record["created_at"] = iso_of(event.position_ms)
+            if kind == "keypair" and event.type == "keypair_issued":
+                record["created_at"] = iso_of(event.position_ms)
+            record["modified_at"] = iso_of(event.position_ms)
         records.put(kind, record_id, record)
 
     def zset_entries(self, ref: RecordRef, record: Record) -> IndexEntries:
         kind, record_id = ref
+        entries: IndexEntries = {} if kind == "manager" else {(Index.every(kind), record_id): 0}
         if kind == "keypair":
-            return {(Index.keypairs(record["user_id"]), record_id): 0}
-        if kind == "project":
-            return {(Index.projects(member), record_id): 0 for member in record.get("members", [])}
-        if kind == "sgroup":
-            return {
-                (Index.scaling_groups_for(k, t), record_id): 0 for k, t in record.get("for", [])
-            }
-        if kind == "preset":
-            return {(Index.PRESETS, record_id): 0}
-        return {}
+            entries[(Index.keypairs(record["user_id"]), record_id)] = 0
+        elif kind == "project":
+            for member in record.get("members", []):
+                entries[(Index.projects(member), record_id)] = 0
+        elif kind == "sgroup":
+            for k, t in record.get("for", []):
+                entries[(Index.scaling_groups_for(k, t), record_id)] = 0
+        elif kind == "preset":
+            entries[(Index.PRESETS, record_id)] = 0
+        return entries
 
     def hash_entries(self, ref: RecordRef, record: Record) -> IndexEntries:
         kind, record_id = ref

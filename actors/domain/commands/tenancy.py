@@ -12,6 +12,10 @@ and appends to its kind's stream. Creating a project or a user names the new id 
 the existing one's, or new), and issuing a keypair generates the keys: those three have a
 handler of their own at the writer.
 
+Every command may say who asked for it (``initiator``: the admin's keypair and user and the
+request's peer, set by the gateway); the writer puts it in the envelope of every event the
+command appends, so the log answers "who did this" without a table of its own.
+
 Adding a tenancy command is one class here (with the event it proposes) and its decision in
 :mod:`actors.domain.tenancy`.
 """
@@ -26,24 +30,33 @@ from pydantic import Field
 from events.catalogue import (
     AnyPayload,
     DomainCreated,
+    DomainPurged,
     DomainUpdated,
+    ImageAliasRemoved,
     ImageAliasSet,
     ImageRegistered,
     JsonObject,
+    KeypairDeleted,
+    KeypairPolicyDeleted,
     KeypairPolicySet,
     KeypairUpdated,
     ManagerStatusSet,
     ProjectMemberAdded,
     ProjectMemberRemoved,
+    ProjectPurged,
     ProjectUpdated,
+    ResourcePresetDeleted,
     ResourcePresetSet,
     ScalingGroupAssociated,
+    ScalingGroupDeleted,
     ScalingGroupDissociated,
     ScalingGroupSet,
     Slots,
+    UserPurged,
     UserUpdated,
 )
 from events.catalogue.tenancy import DEFAULT_SESSION_TYPES, Role, SessionTypeName, UserStatus
+from events.envelope import Initiator
 
 from . import Command
 
@@ -53,9 +66,17 @@ __all__ = [
     "CreateDomain",
     "CreateProject",
     "CreateUser",
+    "DeleteKeypair",
+    "DeletePolicy",
+    "DeletePreset",
+    "DeleteScalingGroup",
     "Dissociate",
     "IssueKeypair",
+    "PurgeDomain",
+    "PurgeProject",
+    "PurgeUser",
     "RegisterImage",
+    "RemoveAlias",
     "RemoveMember",
     "SetAlias",
     "SetManagerStatus",
@@ -80,10 +101,13 @@ class TenancyCommand(Command, Generic[R]):
     proposes: ClassVar[type[AnyPayload] | None] = None
     """The event this command proposes (``None``: its handler builds it)."""
 
+    initiator: Initiator | None = None
+    """Who asked (recorded in each appended event's envelope, not its payload)."""
+
     def given(self, *skip: str) -> dict[str, Any]:
         """The fields its caller set (less ``skip``): what the event records, with the
         event's own defaults for the rest, as the writer's keyword arguments did."""
-        return self.model_dump(exclude={"command_id", *skip}, exclude_unset=True)
+        return self.model_dump(exclude={"command_id", "initiator", *skip}, exclude_unset=True)
 
     def proposed(self) -> AnyPayload:
         """The event this command proposes."""
@@ -134,6 +158,7 @@ class UpdateProject(TenancyCommand[None]):
     proposes: ClassVar[type[AnyPayload] | None] = ProjectUpdated
 
     project_id: uuid.UUID
+    name: str | None = None
     description: str | None = None
     is_active: bool | None = None
     total_resource_slots: Slots | None = None
@@ -152,12 +177,19 @@ class CreateUser(TenancyCommand[uuid.UUID]):
     full_name: str = ""
     description: str = ""
     allowed_client_ip: list[str] = Field(default_factory=list)
+    password_hash: str = ""
+    """Hashed by the caller (:func:`actors.domain.passwords.hash_password`): the password
+    itself never crosses an actor call."""
+    need_password_change: bool = False
 
 
 class UpdateUser(TenancyCommand[None]):
     proposes: ClassVar[type[AnyPayload] | None] = UserUpdated
 
     user_id: uuid.UUID
+    username: str | None = None
+    password_hash: str | None = None
+    need_password_change: bool | None = None
     role: Role | None = None
     status: UserStatus | None = None
     full_name: str | None = None
@@ -297,3 +329,61 @@ class SetAlias(TenancyCommand[None]):
 
     alias: str
     target: str
+
+
+# ---- removals ------------------------------------------------------------------------------
+class PurgeDomain(TenancyCommand[None]):
+    """Remove a domain with no users and no projects left (a no-op if it is gone)."""
+
+    proposes: ClassVar[type[AnyPayload] | None] = DomainPurged
+
+    name: str
+
+
+class PurgeProject(TenancyCommand[None]):
+    """Remove a project (the caller has checked it runs no session)."""
+
+    proposes: ClassVar[type[AnyPayload] | None] = ProjectPurged
+
+    project_id: uuid.UUID
+
+
+class PurgeUser(TenancyCommand[None]):
+    """Remove a user with their keypairs and memberships (the caller has checked, or been
+    told to ignore, their live sessions)."""
+
+    proposes: ClassVar[type[AnyPayload] | None] = UserPurged
+
+    user_id: uuid.UUID
+
+
+class DeleteKeypair(TenancyCommand[None]):
+    proposes: ClassVar[type[AnyPayload] | None] = KeypairDeleted
+
+    access_key: str
+
+
+class DeletePolicy(TenancyCommand[None]):
+    """Remove a keypair resource policy no keypair uses."""
+
+    proposes: ClassVar[type[AnyPayload] | None] = KeypairPolicyDeleted
+
+    name: str
+
+
+class DeletePreset(TenancyCommand[None]):
+    proposes: ClassVar[type[AnyPayload] | None] = ResourcePresetDeleted
+
+    name: str
+
+
+class DeleteScalingGroup(TenancyCommand[None]):
+    proposes: ClassVar[type[AnyPayload] | None] = ScalingGroupDeleted
+
+    name: str
+
+
+class RemoveAlias(TenancyCommand[None]):
+    proposes: ClassVar[type[AnyPayload] | None] = ImageAliasRemoved
+
+    alias: str
