@@ -20,6 +20,7 @@ from events.correlation import correlated, parse_correlation
 
 from ..domain.errors import DomainError, GenericBadRequest
 from . import API_VERSION, MANAGER_VERSION
+from .admin_rest import admin_rest_routes
 from .apps import app_routes
 from .auth import Caller
 from .context import GatewayContext
@@ -208,6 +209,7 @@ def make_app(ctx: GatewayContext) -> web.Application:
             *resource_routes(),
             *manager_routes(),
             *terminal_routes(),
+            *admin_rest_routes(),
         ]
     )
     return app

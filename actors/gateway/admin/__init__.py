@@ -8,9 +8,20 @@ through :meth:`.base.AdminCall.tenancy`.
 
 from __future__ import annotations
 
+from . import agents, domains, groups, images, keypairs, policies, presets, sgroups, users
 from .base import AdminArea, AdminCall, Resolvers
 
 __all__ = ["AREAS", "AdminArea", "AdminCall", "Resolvers"]
 
-AREAS: tuple[AdminArea, ...] = ()
-"""Every admin area (each helper's module adds its ``AREA`` here)."""
+AREAS: tuple[AdminArea, ...] = (
+    domains.AREA,
+    groups.AREA,
+    users.AREA,
+    keypairs.AREA,
+    policies.AREA,
+    presets.AREA,
+    sgroups.AREA,
+    images.AREA,
+    agents.AREA,
+)
+"""Every admin area, in the order their SDL is joined."""
