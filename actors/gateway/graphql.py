@@ -68,6 +68,9 @@ __all__ = ["LIMITS", "SCHEMA", "gql"]
 
 _SDL = """
 scalar UUID
+scalar JSONString
+scalar BigInt
+scalar DateTime
 
 type UserInfo { email: String full_name: String }
 
