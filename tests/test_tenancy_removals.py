@@ -40,6 +40,7 @@ from actors.tenancy.writer import TenancyService
 from events import Initiator, RedisEventStore
 from events.catalogue import redact
 from events.secrets import SecretBox
+from kernelhub.history.render import event_line
 from kernelhub.testing import eventually
 from projections.models import TenancyProjection
 from projections.runtime import Projector
@@ -229,3 +230,20 @@ def test_passwords_out_of_bounds_are_refused_without_being_named() -> None:
         check_password("x" * 1025)
     assert not verify_password("anything at all", "scrypt$30$8$1$AAAA$AAAA")  # 2^30: refused
     assert not verify_password("anything at all", "")
+
+
+async def test_kh_events_lines_say_who_asked(
+    store: RedisEventStore, tenancy: TenancyService
+) -> None:
+    """``kh events show`` answers "who gave bob a GPU": the line of an admin's event ends
+    with who asked and from where; an event no one asked for through the API has no ``by``."""
+    await tenancy.handle(Associate(name="gpu", target_kind="domain", target="lab", initiator=ADMIN))
+    (associated,) = [
+        e
+        for e in await store.read_stream_stored("tenancy-sgroups")
+        if e.type == "scaling_group_associated"
+    ]
+    line = event_line(associated)
+    assert line.endswith("by=root@lab.org/AKIAADMIN@::1"), line
+    (created,) = await store.read_stream_stored("tenancy-domains")
+    assert "by=" not in event_line(created)

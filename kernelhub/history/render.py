@@ -70,6 +70,7 @@ def event_line(event: StoredEvent, *, colour: bool = False) -> str:
     kind = event.type.split("_", 1)[0]
     code = "31" if event.type.endswith(_ALARMS) else _COLOURS.get(kind, "34")
     stream = short_stream(event.stream)
+    by = initiator_text(event.body.get("initiator"))
     return "  ".join(
         [
             _paint(iso_ms(event.position_ms), "2", colour),
@@ -77,8 +78,19 @@ def event_line(event: StoredEvent, *, colour: bool = False) -> str:
             f"v{event.version:<3}",
             _paint(f"{event.type:26}", code, colour),
             " ".join(fields),
+            _paint(f"by={by}", "2", colour) if by else "",
         ]
     ).rstrip()
+
+
+def initiator_text(initiator: Any) -> str | None:
+    """Who asked for an event, in one token: ``root@lab.org/AKIA...@127.0.0.1`` (the
+    envelope's ``initiator``; ``None`` for events no one asked for through the API)."""
+    if not isinstance(initiator, dict):
+        return None
+    who = "/".join(str(initiator[k]) for k in ("email", "access_key") if initiator.get(k))
+    peer = initiator.get("peer")
+    return f"{who or 'unknown'}@{peer}" if peer else who or None
 
 
 def event_json(event: StoredEvent, *, with_secrets: bool = False) -> dict[str, Any]:
