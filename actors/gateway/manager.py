@@ -17,12 +17,11 @@ from typing import Literal
 
 from aiohttp import web
 
-from events.correlation import correlation_kwargs
-
 from ..domain.commands.sessions import DestroySession
 from ..domain.commands.tenancy import SetManagerStatus
 from ..domain.errors import GenericForbidden
 from . import API_VERSION, MANAGER_VERSION
+from .admin.base import AdminCall
 from .context import LIVE, GatewayContext
 from .params import _Strict, parse, raw_params
 from .problems import GatewayError
@@ -97,16 +96,8 @@ async def set_status(request: web.Request) -> web.Response:
     if not request["caller"].is_superadmin:
         raise GenericForbidden("only a superadmin may change the manager status")
     params = parse(StatusParams, await raw_params(request))
-    import ray
-
-    try:  # the tenancy actor, found by name as the projector is for recalculate-usage
-        tenancy = ray.get_actor("tenancy", namespace=ctx.router.namespace)
-    except ValueError:
-        raise GenericForbidden(
-            "this gateway has no tenancy service to record the status with"
-        ) from None
     command = SetManagerStatus(status=params.status, force_kill=params.force_kill)
-    await tenancy.handle.remote(command, **correlation_kwargs())
+    await AdminCall(ctx, request["caller"], request.remote).tenancy(command)
     ctx.forget_manager_status()
     if params.force_kill:
         await _destroy_all(ctx)
