@@ -26,7 +26,9 @@ from .auth import Caller
 from .context import GatewayContext
 from .events import event_routes
 from .graphql import gql
+from .login import login_routes
 from .manager import check_frozen, manager_routes
+from .open_streams import remember_response
 from .openapi import openapi_document
 from .params import MAX_JSON_BODY
 from .problems import (
@@ -39,6 +41,7 @@ from .problems import (
 )
 from .ratelimit import UNAUTHENTICATED_LIMIT, WINDOW_S, PeerRateLimited, RateLimitExceeded
 from .resources import resource_routes
+from .revocation_follower import follow_revocations
 from .sessions import session_routes
 from .stream_limits import is_stream
 from .streams import stream_routes
@@ -49,7 +52,15 @@ __all__ = ["API_VERSION", "CORRELATION_HEADER", "MANAGER_VERSION", "make_app"]
 log = structlog.get_logger(__name__)
 
 _VERSION = re.compile(r"^v([4-7])\.(\d{8})$")
-_PUBLIC = frozenset({("GET", "/"), ("GET", ""), ("HEAD", "/"), ("GET", "/openapi.json")})
+_PUBLIC = frozenset(
+    {
+        ("GET", "/"),
+        ("GET", ""),
+        ("HEAD", "/"),
+        ("GET", "/openapi.json"),
+        ("POST", "/auth/authorize"),  # an e-mail and password instead of a signature
+    }
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -166,14 +177,15 @@ async def _authenticate(request: web.Request, ctx: GatewayContext) -> Caller:
 @web.middleware
 async def streams_capped(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A slot among the open streams (:mod:`.stream_limits`) for the whole life of an SSE or
-    websocket request; past the keypair's cap or the gateway's, a 429 before it opens."""
+    websocket request; past the keypair's cap or the gateway's, a 429 before it opens. The
+    stream is tracked meanwhile, so revoking its keypair or user closes it (:mod:`.open_streams`)."""
     caller = request.get("caller")
     info = request.match_info.route.resource
     route = info.canonical if info is not None else ""
     if caller is None or not is_stream(route, request.method, request.headers.get("Upgrade")):
         return await handler(request)
     ctx: GatewayContext = request.app["ctx"]
-    with ctx.streams.hold(caller.access_key):
+    with ctx.streams.hold(caller.access_key), ctx.auth.track_stream(request, caller):
         return await handler(request)
 
 
@@ -196,6 +208,8 @@ def make_app(ctx: GatewayContext) -> web.Application:
     )
     app["ctx"] = ctx
     app.on_response_prepare.append(_answer_correlation)
+    app.on_response_prepare.append(remember_response)  # a revoked websocket is closed
+    app.cleanup_ctx.append(follow_revocations)  # revocations from the log, before any request
     app.add_routes(
         [
             web.get("/", version),
@@ -210,6 +224,7 @@ def make_app(ctx: GatewayContext) -> web.Application:
             *manager_routes(),
             *terminal_routes(),
             *admin_rest_routes(),
+            *login_routes(),
         ]
     )
     return app

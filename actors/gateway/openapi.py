@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from . import API_VERSION
+from .login import AuthorizeParams, UpdatePasswordParams
 from .params import CreateParams, ExecuteParams
 
 __all__ = ["openapi_document"]
@@ -99,6 +100,18 @@ def openapi_document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/": {"get": {**_op("The version probe (no signature needed)"), "security": []}},
         "/manager/announcement": {"get": _op("The announcement (never enabled)")},
+        "/auth/authorize": {
+            "post": {
+                **_op(
+                    "An active user's e-mail and password for their keypair (no signature)",
+                    body=_body(AuthorizeParams),
+                ),
+                "security": [],
+            }
+        },
+        "/auth/update-password": {
+            "post": _op("Change one's own password", body=_body(UpdatePasswordParams))
+        },
         "/manager/status": {
             "get": _op("This manager, its status and its active sessions"),
             "put": _op(

@@ -77,8 +77,13 @@ class TenancyService:
     async def _execute(
         self, command: TenancyCommand[Any], event: AnyPayload
     ) -> tuple[list[AnyPayload], bool]:
-        """Decide and append; returns (events appended, whether this was a retry)."""
+        """Decide and append; returns (events appended, whether this was a retry). The
+        tenancy is re-read first: another writer (``kh up``'s bootstrap, an operator's
+        script) may have appended since, and a decision on a stale state would refuse a
+        user that exists (a few reads of what is new; tenancy commands are rare)."""
         stream = STREAM_OF[event.type]
+        for each in TENANCY_STREAMS:
+            await self._refresh(each)
         for _ in range(_RETRIES):
             payloads = decide(self.state, event)
             if not payloads:
