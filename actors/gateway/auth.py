@@ -1,8 +1,11 @@
 """Who is calling: the HMAC keypair check of every authenticated request (docs/gateway.md).
 
 Keypairs come from the ``tenancy`` read model, their secrets decrypted here and only here,
-held for a few seconds (a deactivated keypair stops working within ``ttl_s`` and one reload:
-the cache answers from the old entry while it refreshes, see ``actors.tenancy.cache``).
+held for a few seconds (the cache answers from the old entry while it refreshes, see
+``actors.tenancy.cache``). Taking access away does not wait for either: the gateway reads
+the tenancy streams of the log itself (:mod:`.revocation_follower`), and a keypair or user
+revoked there is refused by the next request and its open streams are closed
+(:meth:`Authenticator.revoke`), whatever the cache still holds.
 
 Strangers choose what reaches here: an access key that does not exist is remembered only
 briefly and in a bounded table, an access key or signature that could never be ours (not
@@ -14,6 +17,8 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,7 +30,9 @@ from events.secrets import SecretBox, SecretError
 from kernelhub.signing import SignatureError, parse_authorization, parse_date, sign, string_to_sign
 from projections.tenancy_queries import TenancyLookups
 
+from .open_streams import OpenStream, OpenStreams
 from .problems import AuthorizationFailed, InvalidAuthParameters
+from .revocation import Change, Revoked
 
 __all__ = ["MAX_SKEW", "Authenticator", "Caller", "NotCached"]
 
@@ -77,6 +84,10 @@ class Authenticator:
         self._cache: RefreshingCache[str, tuple[str, Caller] | None] = RefreshingCache(
             self._load, ttl_s, absent_ttl_s=ttl_s, max_absent=max_absent
         )
+        self.revoked = Revoked()
+        """Keypairs and users refused now, from the log (:mod:`.revocation`)."""
+        self.open_streams = OpenStreams()
+        """The streams open now, to close when their keypair or user is revoked."""
 
     @property
     def cache(self) -> RefreshingCache[str, tuple[str, Caller] | None]:
@@ -108,6 +119,35 @@ class Authenticator:
             user=user,
         )
         return secret, caller
+
+    def revoke(self, change: Change, position: str) -> int:
+        """Refuse what ``change`` revokes from now on and close its open streams; how many
+        streams were closed."""
+        self.revoked.revoke(change, position)
+        self._forget(change.revoke_keys, change.revoke_users)
+        return self.open_streams.revoke(change.revoke_keys, change.revoke_users, change.reason)
+
+    def settle(self, change: Change, position: str) -> None:
+        """The read model has folded ``change`` (at ``position``): lift what it restores and
+        drop the cached entries it made stale, so the next request reads them anew."""
+        self.revoked.restore(change, position)
+        self._forget(change.keys, change.users)
+
+    def _forget(self, keys: tuple[str, ...], users: tuple[str, ...]) -> None:
+        for key in keys:
+            self._cache.forget(key)
+        if users:
+            wanted = set(users)
+            self._cache.forget_where(lambda _k, v: v is not None and v[1].user_id in wanted)
+
+    @contextmanager
+    def track_stream(self, request: web.Request, caller: Caller) -> Iterator[OpenStream]:
+        """Track the stream ``request`` serves for its whole life; one whose caller was
+        revoked between its authentication and now is revoked at once."""
+        with self.open_streams.track(request, caller.access_key, caller.user_id) as stream:
+            if self.revoked.refuses(caller.access_key, caller.user_id):
+                stream.revoke("this keypair or its user was revoked")
+            yield stream
 
     async def secret_of(self, access_key: str) -> str | None:
         """A keypair's secret in clear (``keypair { secret_key }`` shows the caller its own)."""
@@ -148,6 +188,9 @@ class Authenticator:
         if found is None:
             raise AuthorizationFailed("Access key not found")
         secret, caller = found
+        if self.revoked.refuses(caller.access_key, caller.user_id):
+            # what the read model answers once it has the revocation too (as 23.03 does)
+            raise AuthorizationFailed("Access key not found")
         text = string_to_sign(
             request.method, request.raw_path, raw_date, request.host, request.content_type, version
         )

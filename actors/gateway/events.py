@@ -8,7 +8,10 @@ closes (the reference never does, which leaves ``backend.ai events`` running for
 
 Every stream reads the one tail of the log the gateway keeps (:mod:`.log_tail`), so open
 streams hold no Redis connection of their own; how many a keypair may hold open is capped
-before the handler runs (:mod:`.stream_limits`, applied in ``app.py``).
+before the handler runs (:mod:`.stream_limits`, applied in ``app.py``). When the caller's
+keypair or user is revoked the stream ends at once with ``server_close`` and
+``{"reason": ...}`` (:mod:`.open_streams`): the official client stops there rather than
+reconnecting.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from aiohttp import web
 from ..domain.errors import ObjectNotFound
 from .context import DEAD, GatewayContext
 from .log_tail import Listener, LogTail
+from .open_streams import current_stream
 
 log = structlog.get_logger(__name__)
 
@@ -171,7 +175,10 @@ async def session_events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
+    stream = current_stream(request)
     async with _tail(ctx).listen() as listener:  # before the check: no end goes unseen
+        if stream is not None:
+            stream.on_revoke(lambda _reason: listener.end())
         await response.prepare(request)
         watched = await _watched(ctx, watch)
         if watched is not None and watched.get("status") in DEAD:
@@ -179,6 +186,8 @@ async def session_events(request: web.Request) -> web.StreamResponse:
             return response
         try:
             await _forward(response, listener, watch, watched, _Sessions(ctx.models))
+            if stream is not None and stream.reason is not None:
+                await _send(response, "server_close", {"reason": stream.reason})
         except (ConnectionResetError, asyncio.CancelledError):
             pass  # the client left
         except Exception:  # the stream is open: end it, never answer a 500 after the headers

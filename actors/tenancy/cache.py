@@ -8,7 +8,10 @@ A plain "cached for N seconds" has two faults under load:
 Here one load runs per key at a time (single flight). A stale entry is served while it
 reloads in the background, so no request waits for a refresh. Only the first lookup of a
 key waits for Redis. A failed refresh keeps the stale value and is retried on the next
-request. How stale an answer can be is bounded by the TTL plus one load.
+request. How stale an answer can be is bounded by the TTL plus one load, or by nothing at all where
+the owner knows better: :meth:`forget` (and :meth:`forget_where`) drop an entry *and* any load
+of it in flight, whose answer may predate what made the owner forget it (the gateway forgets
+a keypair once the read model shows it changed, :mod:`actors.gateway.revocation_follower`).
 
 The cache is bounded: at most ``max_entries`` keys, the least recently used dropped first.
 Where keys come from strangers (an access key in a request header) a miss must not stay
@@ -76,8 +79,19 @@ class RefreshingCache(Generic[K, V]):
         return await asyncio.shield(loading)
 
     def forget(self, key: K) -> None:
+        """Drop ``key``: the next get loads it afresh, and a load already running is not
+        kept (its callers still get its answer)."""
         self._values.pop(key, None)
         self._absent.pop(key, None)
+        self._loading.pop(key, None)
+
+    def forget_where(self, predicate: Callable[[K, V], bool]) -> int:
+        """Forget every present key whose value ``predicate`` accepts; how many (a scan:
+        for rare changes, like a user's status, that name no key)."""
+        doomed = [key for key, (_, value) in self._values.items() if predicate(key, value)]
+        for key in doomed:
+            self.forget(key)
+        return len(doomed)
 
     def _absent_fresh(self, key: K) -> bool:
         at = self._absent.get(key)
@@ -95,7 +109,13 @@ class RefreshingCache(Generic[K, V]):
         return future
 
     def _settle(self, key: K, done: asyncio.Future[V]) -> None:
-        self._loading.pop(key, None)
+        if self._loading.get(key) is not done:
+            # forgotten while it loaded: its answer may predate the forgetting, so it is not
+            # kept (an error is retrieved here, so asyncio never reports it as unseen)
+            if not done.cancelled():
+                done.exception()
+            return
+        del self._loading[key]
         if done.cancelled():
             return
         error = done.exception()
