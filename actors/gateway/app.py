@@ -178,7 +178,7 @@ async def _authenticate(request: web.Request, ctx: GatewayContext) -> Caller:
 async def streams_capped(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A slot among the open streams (:mod:`.stream_limits`) for the whole life of an SSE or
     websocket request; past the keypair's cap or the gateway's, a 429 before it opens. The
-    stream is tracked meanwhile, so revoking its keypair or user closes it (:mod:`.open_streams`)."""
+    stream is tracked meanwhile: revoking its keypair or user closes it (:mod:`.open_streams`)."""
     caller = request.get("caller")
     info = request.match_info.route.resource
     route = info.canonical if info is not None else ""
