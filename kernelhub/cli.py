@@ -42,9 +42,16 @@ app.add_typer(trace_cli.app)  # trace
 app.add_typer(admin_app, name="admin")
 
 
+CLIENT_GROUPS = ("admin",)
+"""Groups that, like the client's commands, only talk to a gateway (``kh admin`` goes
+through ``POST /admin/gql`` with the caller's keypair): no server extra needed."""
+
+
 def _is_operator_command(root: Any, name: str) -> bool:
     """Every command but the client's acts on the installation, with the server's modules."""
     client = typer.main.get_command(client_app)
+    if name in CLIENT_GROUPS:
+        return False
     return name in getattr(root, "commands", {}) and name not in getattr(client, "commands", {})
 
 

@@ -7,6 +7,7 @@ the tenancy read model, and the auth cache that decides who may sign a request."
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from actors.domain.passwords import check_password, hash_password, verify_passwo
 from actors.tenancy.auth import AuthCache
 from actors.tenancy.writer import TenancyService
 from events import Initiator, RedisEventStore
-from events.catalogue import redact
+from events.catalogue import UserCreated, redact
 from events.secrets import SecretBox
 from kernelhub.history.render import event_line
 from kernelhub.testing import eventually
@@ -247,3 +248,25 @@ async def test_kh_events_lines_say_who_asked(
     assert line.endswith("by=root@lab.org/AKIAADMIN@::1"), line
     (created,) = await store.read_stream_stored("tenancy-domains")
     assert "by=" not in event_line(created)
+
+
+@pytest.mark.unit
+def test_a_user_name_may_be_an_e_mail_address_but_nothing_stranger() -> None:
+    """23.03 makes the e-mail the user name when none is given (``admin user add DOMAIN
+    EMAIL PASSWORD``); a control character or an unbounded address is still refused."""
+    from actors.domain.tenancy import TenancyState, decide
+
+    state = TenancyState(domains={"lab": {"name": "lab"}})
+    ok = UserCreated(
+        user_id=uuid.uuid4(), username="bob@lab.org", email="bob@lab.org", domain="lab"
+    )
+    assert decide(state, ok) == [ok]
+    for username, email in [
+        ("bob\n@lab.org", "bob@lab.org"),
+        ("x" * 250 + "@lab.org", "bob@lab.org"),
+        ("bob", "bob\x00@lab.org"),
+        ("bob", "b" * 300 + "@lab.org"),
+    ]:
+        bad = UserCreated(user_id=uuid.uuid4(), username=username, email=email, domain="lab")
+        with pytest.raises(InvalidAPIParameters):
+            decide(state, bad)

@@ -117,6 +117,13 @@ def generate_secret_key() -> str:
     return secrets.token_urlsafe(30)[:40]
 
 
+def _check_username(name: str) -> None:
+    """A user name is a name, or an e-mail address (23.03 makes the e-mail the user name
+    when none is given)."""
+    if not (_EMAIL.match(name) and len(name) <= 254 and name.isprintable()):
+        _check_name("user", name)
+
+
 def _check_name(kind: str, name: str) -> None:
     if not _NAME.match(name):
         raise InvalidAPIParameters(
@@ -302,9 +309,9 @@ def decide_create_project(state: TenancyState, event: ProjectCreated) -> list[An
 
 
 def decide_create_user(state: TenancyState, event: UserCreated) -> list[AnyPayload]:
-    _check_name("user", event.username)
-    if not _EMAIL.match(event.email):
-        raise InvalidAPIParameters(f"invalid e-mail address {event.email!r}")
+    _check_username(event.username)
+    if not (_EMAIL.match(event.email) and len(event.email) <= 254 and event.email.isprintable()):
+        raise InvalidAPIParameters(f"invalid e-mail address {event.email[:254]!r}")
     if event.domain not in state.domains:
         raise ObjectNotFound("domain", f"domain {event.domain!r} does not exist")
     if str(event.user_id) in state.users:
@@ -336,7 +343,7 @@ def decide_update(
     elif isinstance(event, UserUpdated):
         record, what = state.users.get(str(event.user_id)), ("user", str(event.user_id))
         if record is not None and event.username not in (None, record["username"]):
-            _check_name("user", event.username)
+            _check_username(event.username)
             if state.user_by(username=event.username) is not None:
                 raise InvalidAPIParameters(f"username {event.username!r} is taken")
     else:
