@@ -40,7 +40,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -51,6 +51,7 @@ __all__ = [
     "FILTER_FIELDS",
     "LOOKED_UP",
     "ORDER_FIELDS",
+    "FieldSpec",
     "Filter",
     "FilterLimits",
     "Order",
@@ -106,6 +107,10 @@ class _Field:
     names: tuple[str, ...] = ()
     """An enum's names, in their declared order (which is how it sorts)."""
 
+
+FieldSpec = _Field
+"""One column a listing may be filtered or ordered by (other listings than sessions' pass
+their own ``fields`` to :func:`parse_filter` and :func:`parse_order`)."""
 
 _STATUSES = tuple(s.name for s in SessionStatus)
 _TYPES = ("INTERACTIVE", "BATCH", "INFERENCE")
@@ -268,6 +273,7 @@ class _Compare:
     field: str
     op: str
     value: Any
+    kind: Kind = "str"
 
 
 @dataclass(frozen=True)
@@ -297,12 +303,15 @@ class Filter:
         return _evaluate(self._root, row, budget) is True
 
 
-def parse_filter(text: str, limits: FilterLimits = LIMITS) -> Filter:
-    """The filter ``text`` means; :class:`QueryLanguageError` (a 400) when it cannot be read,
-    names an unknown field, compares a field with what it cannot hold, or is past a bound."""
+def parse_filter(
+    text: str, limits: FilterLimits = LIMITS, *, fields: Mapping[str, _Field] = FILTER_FIELDS
+) -> Filter:
+    """The filter ``text`` means over ``fields`` (a session listing's by default);
+    :class:`QueryLanguageError` (a 400) when it cannot be read, names an unknown field,
+    compares a field with what it cannot hold, or is past a bound."""
     if len(text) > limits.max_chars:
         raise QueryLanguageError("filter", f"longer than {limits.max_chars} characters")
-    parser = _FilterParser(_tokens(text, "filter"), limits)
+    parser = _FilterParser(_tokens(text, "filter"), limits, fields)
     root = parser.expression(depth=0)
     if parser.position != len(parser.tokens):
         token = parser.tokens[parser.position]
@@ -311,9 +320,12 @@ def parse_filter(text: str, limits: FilterLimits = LIMITS) -> Filter:
 
 
 class _FilterParser:
-    def __init__(self, tokens: list[_Token], limits: FilterLimits) -> None:
+    def __init__(
+        self, tokens: list[_Token], limits: FilterLimits, columns: Mapping[str, _Field]
+    ) -> None:
         self.tokens = tokens
         self.limits = limits
+        self.columns = columns
         self.position = 0
         self.terms = 0
         self.fields: set[str] = set()
@@ -358,9 +370,9 @@ class _FilterParser:
         self.terms += 1
         if self.terms > self.limits.max_terms:
             raise QueryLanguageError("filter", f"more than {self.limits.max_terms} comparisons")
-        field = FILTER_FIELDS.get(name.text)
+        field = self.columns.get(name.text)
         if field is None:
-            known = ", ".join(sorted(FILTER_FIELDS))
+            known = ", ".join(sorted(self.columns))
             raise QueryLanguageError("filter", f"unknown field {name.text!r} (fields: {known})")
         op_token = self._take("an operator")
         op = op_token.text
@@ -368,7 +380,8 @@ class _FilterParser:
             raise self._error(op_token, "an operator")
         value = self._value(depth=0)
         self.fields.add(name.text)
-        return _Compare(name.text, op, _checked(name.text, field, op, value, self.limits))
+        checked = _checked(name.text, field, op, value, self.limits)
+        return _Compare(name.text, op, checked, field.kind)
 
     def _value(self, depth: int) -> Any:
         token = self._take("a value")
@@ -477,7 +490,7 @@ def _evaluate(node: _Node, row: Row, budget: WorkBudget | None = None) -> bool |
             return True
         return None if left is None or right is None else False
     value = row.get(node.field)
-    if FILTER_FIELDS[node.field].kind == "list":
+    if node.kind == "list":
         items = list(value or ())
         if node.op in ("is", "isnot") or node.value is None:
             return _compare(items or None, node.op, node.value)
@@ -645,6 +658,8 @@ def like(
 class Order:
     keys: tuple[tuple[str, bool], ...]
     """(field, ascending), most significant first."""
+    columns: Mapping[str, _Field] = field(default=ORDER_FIELDS, compare=False, repr=False)
+    """What the keys name (a session listing's by default)."""
 
     @property
     def fields(self) -> frozenset[str]:
@@ -654,8 +669,8 @@ class Order:
         """The items paired with ``rows``, ordered; ties keep their given order."""
         pairs = list(rows)
         for name, ascending in reversed(self.keys):
-            field = ORDER_FIELDS[name]
-            pairs.sort(key=lambda pair: _sort_key(pair[0].get(name), field), reverse=not ascending)
+            spec = self.columns[name]
+            pairs.sort(key=lambda pair: _sort_key(pair[0].get(name), spec), reverse=not ascending)
         return [item for _, item in pairs]
 
 
@@ -672,8 +687,11 @@ def _sort_key(value: Any, field: _Field) -> tuple[bool, Any]:
     return False, value
 
 
-def parse_order(text: str, limits: FilterLimits = LIMITS) -> Order:
-    """``+a,-b``: the keys to sort by; unknown fields refused (400) as in :func:`parse_filter`."""
+def parse_order(
+    text: str, limits: FilterLimits = LIMITS, *, fields: Mapping[str, _Field] = ORDER_FIELDS
+) -> Order:
+    """``+a,-b``: the keys to sort by among ``fields``; unknown fields refused (400) as in
+    :func:`parse_filter`."""
     if len(text) > limits.max_chars:
         raise QueryLanguageError("order", f"longer than {limits.max_chars} characters")
     keys: list[tuple[str, bool]] = []
@@ -687,13 +705,13 @@ def parse_order(text: str, limits: FilterLimits = LIMITS) -> Order:
         name = item[1:].strip() if item[0] in "+-" else item
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise QueryLanguageError("order", f"{item!r} is not [+|-]field")
-        if name not in ORDER_FIELDS:
-            known = ", ".join(sorted(ORDER_FIELDS))
+        if name not in fields:
+            known = ", ".join(sorted(fields))
             raise QueryLanguageError("order", f"unknown field {name!r} (fields: {known})")
         keys.append((name, ascending))
         if len(keys) > limits.max_order_keys:
             raise QueryLanguageError("order", f"more than {limits.max_order_keys} keys")
-    return Order(tuple(keys))
+    return Order(tuple(keys), fields)
 
 
 def legacy_order(order_key: str | None, order_asc: bool | None) -> str | None:
