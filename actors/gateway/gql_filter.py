@@ -658,7 +658,9 @@ def like(
 class Order:
     keys: tuple[tuple[str, bool], ...]
     """(field, ascending), most significant first."""
-    columns: Mapping[str, _Field] = field(default=ORDER_FIELDS, compare=False, repr=False)
+    columns: Mapping[str, _Field] = field(
+        default_factory=lambda: ORDER_FIELDS, compare=False, repr=False
+    )
     """What the keys name (a session listing's by default)."""
 
     @property
