@@ -115,3 +115,27 @@ def test_like_means_sql_like_on_random_short_values_and_patterns() -> None:
         assert like(value, pattern, ignore_case=ignore_case) == _reference(
             value, pattern, ignore_case
         ), (value, pattern, ignore_case)
+
+
+def test_a_listing_filters_and_orders_by_its_own_columns() -> None:
+    """The admin listings (users, keypairs, agents) use the same languages over their own
+    columns: a session column is unknown there, and theirs sort as their kinds say."""
+    from actors.gateway.gql_filter import FieldSpec, parse_filter, parse_order, select
+
+    columns = {
+        "email": FieldSpec("str"),
+        "status": FieldSpec("enum", ("ACTIVE", "INACTIVE", "DELETED")),
+        "rate_limit": FieldSpec("int"),
+    }
+    rows = [
+        ({"email": "a@lab.org", "status": "DELETED", "rate_limit": 5}, "a"),
+        ({"email": "b@lab.org", "status": "ACTIVE", "rate_limit": 50}, "b"),
+        ({"email": "c@lab.org", "status": "INACTIVE", "rate_limit": 500}, "c"),
+    ]
+    keep = parse_filter('email like "%@lab.org" & rate_limit >= 50', fields=columns)
+    assert select(rows, keep, parse_order("-status", fields=columns)) == ["c", "b"]
+    assert select(rows, None, parse_order("+status", fields=columns)) == ["b", "c", "a"]
+    with pytest.raises(QueryLanguageError, match="unknown field 'cluster_size'"):
+        parse_filter("cluster_size > 1", fields=columns)
+    with pytest.raises(QueryLanguageError, match="unknown field 'name'"):
+        parse_order("+name", fields=columns)
