@@ -270,3 +270,23 @@ def test_a_user_name_may_be_an_e_mail_address_but_nothing_stranger() -> None:
         bad = UserCreated(user_id=uuid.uuid4(), username=username, email=email, domain="lab")
         with pytest.raises(InvalidAPIParameters):
             decide(state, bad)
+
+
+@pytest.mark.unit
+def test_allowed_client_ip_holds_only_addresses_and_ranges() -> None:
+    from actors.domain.tenancy import TenancyState, decide
+
+    state = TenancyState(domains={"lab": {"name": "lab"}})
+    good = ["127.0.0.1", "10.0.0.0/8", "::1/128"]
+    user = UserCreated(
+        user_id=uuid.uuid4(),
+        username="fay",
+        email="f@lab.org",
+        domain="lab",
+        allowed_client_ip=good,
+    )
+    assert decide(state, user) == [user]
+    for bad in (["localhost"], ["10.0.0.0/33"], ["1" * 70], ["127.0.0.1"] * 65):
+        wrong = user.model_copy(update={"allowed_client_ip": bad})
+        with pytest.raises(InvalidAPIParameters, match="allowed_client_ip"):
+            decide(state, wrong)

@@ -9,6 +9,7 @@ which is what makes names unique even if two writers race.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import string
@@ -122,6 +123,24 @@ def _check_username(name: str) -> None:
     when none is given)."""
     if not (_EMAIL.match(name) and len(name) <= 254 and name.isprintable()):
         _check_name("user", name)
+
+
+def _check_networks(networks: list[str] | None) -> None:
+    """``allowed_client_ip``: at most 64 addresses or CIDR ranges, each one that parses
+    (the gateway matches a request's peer against them)."""
+    if networks is None:
+        return
+    if len(networks) > 64:
+        raise InvalidAPIParameters("allowed_client_ip: at most 64 addresses or ranges")
+    for network in networks:
+        try:
+            if len(network) > 64:
+                raise ValueError(network)
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise InvalidAPIParameters(
+                f"allowed_client_ip: {network[:64]!r} is not an IP address or CIDR range"
+            ) from None
 
 
 def _check_name(kind: str, name: str) -> None:
@@ -310,6 +329,7 @@ def decide_create_project(state: TenancyState, event: ProjectCreated) -> list[An
 
 def decide_create_user(state: TenancyState, event: UserCreated) -> list[AnyPayload]:
     _check_username(event.username)
+    _check_networks(event.allowed_client_ip)
     if not (_EMAIL.match(event.email) and len(event.email) <= 254 and event.email.isprintable()):
         raise InvalidAPIParameters(f"invalid e-mail address {event.email[:254]!r}")
     if event.domain not in state.domains:
@@ -342,6 +362,7 @@ def decide_update(
                 )
     elif isinstance(event, UserUpdated):
         record, what = state.users.get(str(event.user_id)), ("user", str(event.user_id))
+        _check_networks(event.allowed_client_ip)
         if record is not None and event.username not in (None, record["username"]):
             _check_username(event.username)
             if state.user_by(username=event.username) is not None:
