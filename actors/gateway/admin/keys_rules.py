@@ -189,7 +189,10 @@ def slots(value: Any, field: str = "total_resource_slots") -> dict[str, str]:
         if len(name) > 64 or not _SLOT_NAME.match(name):
             raise _refuse(field, f"invalid slot name {shown(name)}")
         slot_type = known_slot_types([name])[name]
-        amount = parse_slot_value(name, raw, slot_type, field=f"{field}.{name}")
+        try:
+            amount = parse_slot_value(name, raw, slot_type, field=f"{field}.{name}")
+        except InvalidAPIParameters as exc:  # its message names the slot; add the field
+            raise _refuse(f"{field}.{name}", exc.msg) from None
         out[name] = decimal_to_plain(amount)
     return out
 
