@@ -38,8 +38,6 @@ log = structlog.get_logger(__name__)
 
 GRACE_S = 1.0
 """How long a revoked stream's handler may take to end on its own before it is cancelled."""
-STREAM_KEY = "kernelhub.open_stream"
-"""Where a tracked request keeps its :class:`OpenStream`."""
 _MAX_REASON = 120
 """A websocket close message is at most 123 bytes."""
 
@@ -100,6 +98,10 @@ class OpenStream:
             self.task.cancel()
 
 
+STREAM_KEY = web.RequestKey("kernelhub.open_stream", OpenStream)
+"""Where a tracked request keeps its :class:`OpenStream`."""
+
+
 class OpenStreams:
     """Every tracked stream, findable by access key and by user."""
 
@@ -146,8 +148,7 @@ def _discard(index: dict[str, set[OpenStream]], name: str, stream: OpenStream) -
 
 def current_stream(request: web.Request) -> OpenStream | None:
     """The stream ``request`` serves, when the middleware tracks it."""
-    stream = request.get(STREAM_KEY)
-    return stream if isinstance(stream, OpenStream) else None
+    return request.get(STREAM_KEY)
 
 
 async def remember_response(request: web.Request, response: web.StreamResponse) -> None:

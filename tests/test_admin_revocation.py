@@ -1,0 +1,419 @@
+"""Revocation: a deactivated keypair or user is refused within a second, everywhere.
+
+The attacker is a tenant whose keypair (or user) an admin has just taken away and who keeps
+hammering the gateway and keeps its streams open. Before the gateway read revocations from
+the log (``actors/gateway/revocation*.py``, commit c49c0ee) each of the stack tests here
+failed: the keypair cache served a deactivated keypair for its 2 s TTL plus a stale refresh,
+and a stream, checked once when it opened, never ended.
+
+The pure rules (what an event revokes, what a late restoration may lift, a cache that
+forgets a load in flight, how a tracked stream is closed) are unit tests; the rest runs on
+one real ``kh up`` stack (process backend) and measures the delays it asserts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestServer
+
+from actors.domain.commands.tenancy import UpdateKeypair, UpdateUser
+from actors.gateway.open_streams import GRACE_S, OpenStreams, remember_response
+from actors.gateway.revocation import Change, Revoked, change_of
+from actors.tenancy.cache import RefreshingCache
+from actors.tenancy.writer import TenancyService
+from events import RedisEventStore
+from events.catalogue.tenancy import KeypairDeleted, KeypairUpdated, UserPurged, UserUpdated
+from events.envelope import position_key
+from events.secrets import SecretBox
+from kernelhub.sdk._wire import signed_headers
+from kernelhub.testing import eventually
+
+from .khstack import Stack, kh_up, second_tenant, signed_request
+
+REFUSED_WITHIN_S = 1.0
+"""The promise (issue 29): refused, and streams closed, within a second of the event."""
+
+
+# ---- what an event means ------------------------------------------------------------------------
+@pytest.mark.unit
+def test_each_revoking_event_names_who_is_refused_and_why() -> None:
+    user = uuid.uuid4()
+    off = change_of("keypair_updated", KeypairUpdated(access_key="AK1", is_active=False))
+    assert off == Change(revoke_keys=("AK1",), reason="keypair AK1 was deactivated")
+    deleted = change_of("keypair_deleted", KeypairDeleted(access_key="AK2"))
+    assert deleted is not None and deleted.revoke_keys == ("AK2",) and "deleted" in deleted.reason
+    inactive = change_of("user_updated", UserUpdated(user_id=user, status="inactive"))
+    assert inactive is not None and inactive.revoke_users == (str(user),)
+    assert inactive.reason == f"user {user} is now inactive"
+    purged = change_of("user_purged", UserPurged(user_id=user, access_keys=["AK3", "AK4"]))
+    assert purged is not None and purged.revoke_users == (str(user),)
+    assert purged.revoke_keys == ("AK3", "AK4")  # its keypairs too, named in the event
+
+
+@pytest.mark.unit
+def test_other_changes_restore_or_refresh_and_revoke_nobody() -> None:
+    user = uuid.uuid4()
+    on = change_of("keypair_updated", KeypairUpdated(access_key="AK1", is_active=True))
+    assert on == Change(restore_keys=("AK1",))
+    limit = change_of("keypair_updated", KeypairUpdated(access_key="AK1", rate_limit=5))
+    assert limit == Change(refresh_keys=("AK1",))
+    back = change_of("user_updated", UserUpdated(user_id=user, status="active"))
+    assert back == Change(restore_users=(str(user),))
+    demoted = change_of("user_updated", UserUpdated(user_id=user, role="user"))
+    assert demoted == Change(refresh_users=(str(user),))  # no status: a refresh, not a revocation
+    for change in (on, limit, back, demoted):
+        assert change is not None and not change.revokes
+    assert change_of("keypair_issued", object()) is None
+
+
+@pytest.mark.unit
+def test_a_restoration_read_late_never_lifts_a_later_revocation() -> None:
+    revoked = Revoked()
+    off = Change(revoke_keys=("AK1",), revoke_users=("u1",))
+    revoked.revoke(off, "100-0")
+    assert revoked.refuses("AK1", "other") and revoked.refuses("AK9", "u1")
+    assert not revoked.refuses("AK9", "other")
+    revoked.revoke(off, "300-0")  # deactivated again later
+    revoked.restore(Change(restore_keys=("AK1",), restore_users=("u1",)), "200-0")
+    assert revoked.refuses("AK1", "x") and revoked.refuses("x", "u1")  # 200 < 300: still refused
+    revoked.restore(Change(restore_keys=("AK1",), restore_users=("u1",)), "400-0")
+    assert not revoked.refuses("AK1", "u1")
+    revoked.restore(Change(restore_keys=("AK1",)), "500-0")  # nothing to lift: no error
+    assert not revoked.keys and not revoked.users
+
+
+# ---- the cache forgets a load in flight ---------------------------------------------------------
+@pytest.mark.unit
+async def test_a_forgotten_key_does_not_keep_the_answer_of_a_load_already_running() -> None:
+    answers = {"AK1": "active"}
+    gate, reading = asyncio.Event(), asyncio.Event()
+
+    async def load(key: str) -> str | None:
+        seen = answers.get(key)  # read before the change, as a lagging read model would
+        reading.set()
+        await gate.wait()
+        return seen
+
+    cache: RefreshingCache[str, str | None] = RefreshingCache(load, 60.0, absent_ttl_s=60.0)
+    first = asyncio.create_task(cache.get("AK1"))
+    await reading.wait()
+    answers["AK1"] = "inactive"
+    cache.forget("AK1")  # the owner learnt of the change while the load ran
+    gate.set()
+    assert await first == "active"  # its caller asked before the change: it gets that answer
+    assert not cache.cached("AK1")  # ... but it is not kept for anyone after
+    assert await cache.get("AK1") == "inactive"
+    assert cache.forget_where(lambda _k, v: v == "inactive") == 1
+    assert not cache.cached("AK1")
+
+
+# ---- a tracked stream closes when revoked (a real aiohttp server) -------------------------------
+@dataclass
+class _Served:
+    url: str
+    streams: OpenStreams
+    ended: dict[str, float]
+    """Handler name -> when it returned or was cancelled."""
+
+
+async def _serve(streams: OpenStreams) -> tuple[TestServer, _Served]:
+    ended: dict[str, float] = {}
+
+    async def websocket(request: web.Request) -> web.StreamResponse:
+        with streams.track(request, "AK1", "u1"):
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            async for _message in ws:
+                pass
+            ended["websocket"] = time.monotonic()
+            return ws
+
+    async def stuck(request: web.Request) -> web.StreamResponse:
+        with streams.track(request, "AK2", "u1"):
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            await response.write(b": hello\r\n\r\n")
+            try:
+                await asyncio.sleep(3600)  # never looks at its stream again
+            finally:
+                ended["stuck"] = time.monotonic()
+            return response
+
+    app = web.Application()
+    app.on_response_prepare.append(remember_response)
+    app.add_routes([web.get("/ws", websocket), web.get("/stuck", stuck)])
+    server = TestServer(app)
+    await server.start_server()
+    return server, _Served(str(server.make_url("")), streams, ended)
+
+
+@pytest.mark.unit
+async def test_a_revoked_websocket_closes_with_1008_and_the_reason() -> None:
+    server, served = await _serve(OpenStreams())
+    try:
+        async with aiohttp.ClientSession() as client, client.ws_connect(served.url + "/ws") as ws:
+            await eventually(lambda: len(served.streams) == 1, timeout=5, interval=0.01)
+            assert served.streams.revoke(("AK9",), ("u9",), "not these") == 0
+            started = time.monotonic()
+            assert served.streams.revoke(("AK1",), (), "keypair AK1 was deactivated") == 1
+            message = await asyncio.wait_for(ws.receive(), 5)
+            assert message.type == WSMsgType.CLOSE
+            assert message.data == 1008 and message.extra == "keypair AK1 was deactivated"
+            assert time.monotonic() - started < 0.5
+        await eventually(lambda: "websocket" in served.ended, timeout=5, interval=0.01)
+        assert len(served.streams) == 0
+    finally:
+        await server.close()
+
+
+@pytest.mark.unit
+async def test_a_revoked_stream_whose_handler_never_looks_is_cancelled_after_the_grace() -> None:
+    server, served = await _serve(OpenStreams())
+    try:
+        async with aiohttp.ClientSession() as client:
+            response = await client.get(served.url + "/stuck")
+            assert await response.content.readline() == b": hello\r\n"
+            started = time.monotonic()
+            assert served.streams.revoke((), ("u1",), "user u1 is now inactive") == 1  # by user
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await asyncio.wait_for(response.content.read(), 5)
+            assert GRACE_S <= served.ended["stuck"] - started < GRACE_S + 0.5
+    finally:
+        await server.close()
+
+
+# ---- the attacker, on a real stack ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Keys:
+    access_key: str
+    secret_key: str
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    env = {"KH_ALLOW_UNISOLATED": "1", "DOCKER_HOST": "tcp://127.0.0.1:9"}  # process backend
+    with kh_up(**env) as up:
+        yield up
+
+
+async def _tenancy(stack: Stack, command: Any) -> float:
+    """Run ``command`` at a tenancy writer of the stack's log; when (wall clock, from the
+    log's own position: Redis's clock, the machine's) its event was appended."""
+    store = RedisEventStore.from_url(stack.exports["KH_REDIS_URL"])
+    try:
+        tenancy = await TenancyService(
+            store, SecretBox.from_file(stack.root / "data" / "master.key")
+        ).load()
+        await tenancy.handle(command)
+        return position_key(await store.head())[0] / 1000
+    finally:
+        await store.close()
+
+
+def _get(stack: Stack, keys: Keys, path: str) -> int:
+    status, _body = signed_request(
+        stack.exports["BACKEND_ENDPOINT"], "GET", path, keys.access_key, keys.secret_key, timeout=10
+    )
+    return status
+
+
+class _Hammer:
+    """A thread that sends the keypair's requests back to back and notes (sent, status)."""
+
+    def __init__(self, stack: Stack, keys: Keys) -> None:
+        self.stack, self.keys = stack, keys
+        self.answers: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _Hammer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):  # a few hundred failures at most: the peer's
+            sent = time.time()  # allowance of failed authentications (1000) stays for the rest
+            self.answers.append((sent, _get(self.stack, self.keys, "/session/_/match?id=zz")))
+
+    def served_after(self, at: float) -> list[float]:
+        """How long after ``at`` each request sent after it was still served."""
+        return [sent - at for sent, status in list(self.answers) if sent > at and status == 200]
+
+
+class _EventStream:
+    """``GET /events/session`` of a keypair, read in the background: when each event came."""
+
+    def __init__(self, stack: Stack, keys: Keys) -> None:
+        self.stack, self.keys = stack, keys
+        self.events: list[tuple[float, str, dict[str, Any]]] = []
+        self.ended_at: float | None = None
+        self.opened = asyncio.Event()
+
+    async def run(self) -> None:
+        endpoint = self.stack.exports["BACKEND_ENDPOINT"]
+        path = "/events/session"
+        headers = signed_headers("GET", path, endpoint.removeprefix("http://"), "", *self._pair())
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
+        async with aiohttp.ClientSession(timeout=timeout) as client:
+            async with client.get(endpoint + path, headers=headers) as response:
+                assert response.status == 200, await response.text()
+                self.opened.set()
+                kind = ""
+                async for raw in response.content:
+                    line = raw.decode().strip()
+                    if line.startswith("event:"):
+                        kind = line.removeprefix("event:").strip()
+                    elif line.startswith("data:"):
+                        data = json.loads(line.removeprefix("data:"))
+                        self.events.append((time.time(), kind, data))
+        self.ended_at = time.time()
+
+    def _pair(self) -> tuple[str, str]:
+        return self.keys.access_key, self.keys.secret_key
+
+
+async def _hammer_and_watch(
+    stack: Stack, keys: Keys, command: Any
+) -> tuple[float, _Hammer, _EventStream]:
+    """The attacker's keypair keeps a stream open and hammers while ``command`` revokes it;
+    when the revocation was appended."""
+    stream = _EventStream(stack, keys)
+    reading = asyncio.create_task(stream.run())
+    await asyncio.wait_for(stream.opened.wait(), 30)  # its keypair is cached from here on
+    with _Hammer(stack, keys) as hammer:
+        await eventually(lambda: hammer.answers, timeout=10, interval=0.01)
+        appended = await _tenancy(stack, command)  # at once: the cached entry is fresh
+        await asyncio.sleep(2.5)  # past the old TTL and a stale refresh: the old code's window
+    await asyncio.wait_for(reading, 10)
+    return appended, hammer, stream
+
+
+@pytest.mark.hostile
+def test_a_deactivated_keypair_is_refused_within_a_second_and_its_stream_closes(
+    stack: Stack,
+) -> None:
+    """Mallory's keypair is deactivated while she hammers and watches her events: requests
+    sent a second after the event are all refused (in practice the first after it), and her
+    event stream ends with ``server_close`` and the reason (in practice within milliseconds).
+    Fails before c49c0ee: served ~2 s after, and the stream never ended."""
+    mallory = Keys(*asyncio.run(second_tenant(stack, "mallory")))
+    assert _get(stack, mallory, "/session/_/match?id=zz") == 200
+
+    appended, hammer, stream = asyncio.run(
+        _hammer_and_watch(
+            stack, mallory, UpdateKeypair(access_key=mallory.access_key, is_active=False)
+        )
+    )
+    late = hammer.served_after(appended)
+    print(f"\nkeypair deactivated: last request served {max(late, default=0) * 1000:.1f} ms after")
+    assert max(late, default=0) < REFUSED_WITHIN_S, late
+    refused = [
+        (sent, status) for sent, status in hammer.answers if sent > appended + REFUSED_WITHIN_S
+    ]
+    assert refused and all(status in (401, 429) for _, status in refused), refused[:5]
+    closes = [(at, data) for at, kind, data in stream.events if kind == "server_close"]
+    assert closes, stream.events
+    closed_at, data = closes[0]
+    told_ms = (closed_at - appended) * 1000
+    print(f"keypair deactivated: stream told server_close {told_ms:.1f} ms after")
+    assert data == {"reason": f"keypair {mallory.access_key} was deactivated"}
+    assert closed_at - appended < REFUSED_WITHIN_S
+    assert stream.ended_at is not None and stream.ended_at - appended < REFUSED_WITHIN_S
+
+    # the refusal holds however long she keeps at it, and a new stream is refused outright
+    assert _get(stack, mallory, "/session/_/match?id=zz") in (401, 429)
+
+    # activated again, the keypair works again (once the read model has it: promptly)
+    back = asyncio.run(
+        _tenancy(stack, UpdateKeypair(access_key=mallory.access_key, is_active=True))
+    )
+    asyncio.run(
+        eventually(
+            lambda: _get(stack, mallory, "/session/_/match?id=zz") == 200,
+            timeout=REFUSED_WITHIN_S * 5,
+            interval=0.05,
+            message="served again",
+        )
+    )
+    print(f"keypair activated again: served {(time.time() - back) * 1000:.0f} ms after (at most)")
+
+
+def _create_running(stack: Stack, keys: Keys, name: str) -> str:
+    body = json.dumps({"name": name, "image": "python", "maxWaitSeconds": 60}).encode()
+    status, answer = signed_request(
+        stack.exports["BACKEND_ENDPOINT"],
+        "POST",
+        "/session",
+        keys.access_key,
+        keys.secret_key,
+        body,
+    )
+    assert status in (200, 201), answer
+    assert answer.get("status") == "RUNNING", answer
+    return str(answer["sessionId"])
+
+
+async def _run_and_make_inactive(
+    stack: Stack, keys: Keys, session: str, user_id: uuid.UUID
+) -> tuple[float, float, Any]:
+    """A long run over the execute websocket; the user is made inactive meanwhile: when it
+    was appended, when the socket closed, and the close message."""
+    endpoint = stack.exports["BACKEND_ENDPOINT"]
+    path = f"/stream/session/{session}/execute"
+    headers = signed_headers(
+        "GET", path, endpoint.removeprefix("http://"), "", keys.access_key, keys.secret_key
+    )
+    async with aiohttp.ClientSession() as client:
+        async with client.ws_connect(endpoint.replace("http", "ws") + path, headers=headers) as ws:
+            code = "import time\nprint('started', flush=True)\ntime.sleep(60)"
+            await ws.send_str(json.dumps({"mode": "query", "code": code}))
+            first = await asyncio.wait_for(ws.receive(), 30)
+            assert first.type == WSMsgType.TEXT and "started" in first.data, first
+            appended = await _tenancy(stack, UpdateUser(user_id=user_id, status="inactive"))
+            while True:
+                message = await asyncio.wait_for(ws.receive(), 10)
+                if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
+                    return appended, time.time(), message
+
+
+@pytest.mark.hostile
+def test_an_inactive_users_websocket_closes_with_the_reason_within_a_second(stack: Stack) -> None:
+    """Eve runs code over the execute websocket; her user is made inactive meanwhile: the
+    socket closes with 1008 and the reason (in practice within milliseconds) and her next
+    request is refused. Fails before c49c0ee: the socket ran on until the code finished."""
+    eve = Keys(*asyncio.run(second_tenant(stack, "eve")))
+    session = _create_running(stack, eve, "eves-run")
+    user_id = asyncio.run(_user_of(stack, eve.access_key))
+    appended, closed, message = asyncio.run(_run_and_make_inactive(stack, eve, session, user_id))
+    print(f"\nuser made inactive: websocket closed {(closed - appended) * 1000:.1f} ms after")
+    assert message.type == WSMsgType.CLOSE, message
+    assert message.data == 1008 and message.extra == f"user {user_id} is now inactive"
+    assert closed - appended < REFUSED_WITHIN_S
+    assert _get(stack, eve, f"/session/{session}") in (401, 429)
+
+
+async def _user_of(stack: Stack, access_key: str) -> uuid.UUID:
+    from projections.tenancy_queries import TenancyLookups
+
+    store = RedisEventStore.from_url(stack.exports["KH_REDIS_URL"])
+    try:
+        keypair = await TenancyLookups(store).keypair(access_key)
+        assert keypair is not None
+        return uuid.UUID(str(keypair["user_id"]))
+    finally:
+        await store.close()
