@@ -137,9 +137,8 @@ def bai(world: World, keys: Keys, *args: str, input: str | None = None) -> Any:
         text=True,
         timeout=180,
     )
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    start = next((i for i, line in enumerate(lines) if line.startswith("{")), None)
-    decoded = json.loads("\n".join(lines[start:])) if start is not None else done.stdout
+    start = done.stdout.find("{")  # after a prompt (``delete`` asks first), if any
+    decoded = json.loads(done.stdout[start:]) if start >= 0 else done.stdout
     return done.returncode, decoded, done.stderr
 
 
