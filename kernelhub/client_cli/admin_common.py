@@ -9,21 +9,24 @@ that forgot ``--yes`` stops rather than hangs or deletes.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..sdk import Client, ClientConfig
+from ..sdk import APIError, Client, ClientConfig
 from ..sdk.admin import Admin, AdminPage
-from .app import EXIT, usage
+from .app import EXIT, exit_code_of, usage
+from .app import handled as client_handled
 from .units import format_slots, is_bytes_slot
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "connected",
     "default_domain",
     "field",
+    "handled",
     "new_password",
     "parse_duration",
     "parse_json_object",
@@ -63,6 +67,26 @@ Offset = Annotated[int, typer.Option(min=0, help="where the page starts")]
 
 Column = tuple[str, Callable[[Mapping[str, Any]], str]]
 """A table column: its header and how a record shows in it."""
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handled(command: F) -> F:
+    """As the client commands' (one line, an exit code, no traceback), and a server's
+    refusal also names its status and problem type: ``... (403 generic-forbidden)``, so an
+    admin tells "not allowed" from "no such thing" from "bad input" at a glance."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except APIError as error:
+            if os.environ.get("KH_DEBUG"):
+                raise
+            message = " ".join(str(error).split())
+            print(f"kh: error: {message} ({error.status} {error.slug})", file=sys.stderr)
+            raise typer.Exit(exit_code_of(error)) from None
+
+    return client_handled(wrapper)  # type: ignore[return-value]
 
 
 # ---- the connection ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from .admin_common import (
     confirm,
     connected,
     field,
+    handled,
     parse_json_object,
     print_listing,
     print_mutation,
@@ -28,7 +29,7 @@ from .admin_common import (
     print_record,
     show,
 )
-from .app import handled, usage
+from .app import usage
 
 __all__ = ["agent_app", "image_app", "sgroup_app"]
 

@@ -20,6 +20,7 @@ from .admin_common import (
     confirm,
     connected,
     field,
+    handled,
     parse_duration,
     parse_json_object,
     parse_size,
@@ -30,7 +31,7 @@ from .admin_common import (
     print_page,
     print_record,
 )
-from .app import handled, usage
+from .app import usage
 
 __all__ = ["keypair_app", "policy_app", "preset_app"]
 

@@ -24,6 +24,7 @@ from .admin_common import (
     connected,
     default_domain,
     field,
+    handled,
     new_password,
     parse_json_object,
     parse_slots,
@@ -34,7 +35,7 @@ from .admin_common import (
     show,
     split_list,
 )
-from .app import handled, usage
+from .app import usage
 
 __all__ = ["domain_app", "project_app", "user_app"]
 

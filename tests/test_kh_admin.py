@@ -1,0 +1,330 @@
+"""``kh admin ...`` (issue 29): the argument parsing and the confirmation rule without a stack
+(typer's runner), then a real ``kh up`` where a superadmin runs a lab with ``kh`` alone and a
+plain user is refused.
+
+Without a stack, a command that got past its checks tries to reach an endpoint nothing
+listens on and says so (exit 5): that is how these tests know it went ahead."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from kernelhub.cli import app
+from kernelhub.client_cli import admin_common
+from kernelhub.client_cli.admin_common import parse_duration, parse_size, parse_slots
+from kernelhub.sdk.admin import decode_record
+
+from .khstack import Stack, kh_up
+
+# ---- without a stack ------------------------------------------------------------------------
+GROUPS = {
+    "domain": ["list", "info", "add", "update", "delete", "purge"],
+    "project": [
+        "list",
+        "info",
+        "add",
+        "update",
+        "delete",
+        "purge",
+        "add-member",
+        "remove-member",
+    ],
+    "user": ["list", "info", "add", "update", "delete", "purge"],
+    "keypair": ["list", "info", "add", "update", "activate", "deactivate", "delete"],
+    "policy": ["list", "info", "add", "update", "delete"],
+    "preset": ["list", "add", "update", "delete"],
+    "sgroup": ["list", "info", "add", "update", "delete", "associate", "dissociate"],
+    "image": ["list", "alias", "dealias"],
+    "agent": ["list", "info"],
+}
+DESTRUCTIVE = [
+    ["domain", "delete", "lab"],
+    ["domain", "purge", "lab"],
+    ["project", "delete", "physics"],
+    ["project", "purge", "physics"],
+    ["user", "delete", "a@lab"],
+    ["user", "purge", "a@lab", "--force"],
+    ["keypair", "deactivate", "AKTEST"],
+    ["keypair", "delete", "AKTEST"],
+    ["policy", "delete", "p"],
+    ["preset", "delete", "p"],
+    ["sgroup", "delete", "gpu"],
+    ["sgroup", "dissociate", "gpu", "--domain", "lab"],
+    ["image", "dealias", "py"],
+]
+
+
+def listed_commands(output: str) -> list[str]:
+    return [line.split()[0] for line in output.split("Commands:")[1].splitlines() if line.strip()]
+
+
+@pytest.fixture
+def nowhere() -> dict[str, str]:
+    """A configuration whose endpoint nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return {
+        "BACKEND_ENDPOINT": f"http://127.0.0.1:{port}",
+        "BACKEND_ACCESS_KEY": "AKIANOWHERE",
+        "BACKEND_SECRET_KEY": "not-a-secret",
+    }
+
+
+def kh(args: list[str], env: dict[str, str], input: str | None = None) -> Any:
+    return CliRunner().invoke(app, ["admin", *args], env=env, input=input)
+
+
+def went_ahead(result: Any) -> bool:
+    return bool(result.exit_code == 5 and "cannot reach" in result.stderr)
+
+
+@pytest.mark.unit
+def test_admin_lists_its_groups_and_each_group_its_verbs() -> None:
+    shown = CliRunner().invoke(app, ["admin", "--help"])
+    assert shown.exit_code == 0, shown.output
+    assert listed_commands(shown.stdout) == list(GROUPS)
+    for group, verbs in GROUPS.items():
+        shown = CliRunner().invoke(app, ["admin", group, "--help"])
+        assert shown.exit_code == 0, shown.output
+        assert listed_commands(shown.stdout) == verbs, group
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("args", DESTRUCTIVE, ids=lambda a: " ".join(a[:2]))
+def test_destructive_commands_are_refused_without_yes_when_nobody_can_answer(
+    args: list[str], nowhere: dict[str, str]
+) -> None:
+    refused = kh(args, nowhere)
+    assert refused.exit_code == 2, refused.output
+    assert refused.stderr.count("\n") == 1 and "pass --yes" in refused.stderr
+    assert "Traceback" not in refused.output
+    assert went_ahead(kh([*args, "--yes"], nowhere))
+
+
+@pytest.mark.unit
+def test_a_person_at_a_terminal_is_asked(
+    nowhere: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(admin_common, "stdin_is_terminal", lambda: True)
+    declined = kh(["domain", "purge", "lab"], nowhere, input="n\n")
+    assert declined.exit_code == 1 and "purge domain lab" in declined.stderr
+    assert "nothing done" in declined.stderr
+    assert went_ahead(kh(["domain", "purge", "lab"], nowhere, input="y\n"))
+
+
+@pytest.mark.unit
+def test_a_password_is_asked_twice_without_echo_or_read_from_stdin(
+    nowhere: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add = ["user", "add", "a@lab", "--domain", "lab"]
+    unasked = kh(add, nowhere)
+    assert unasked.exit_code == 2 and "--password-stdin" in unasked.stderr
+    assert went_ahead(kh([*add, "--password-stdin"], nowhere, input="pipe-secret\n"))
+    assert kh([*add, "--password-stdin"], nowhere, input="\n").exit_code == 2  # empty
+    assert kh([*add, "--password", "x", "--password-stdin"], nowhere).exit_code == 2
+    monkeypatch.setattr(admin_common, "stdin_is_terminal", lambda: True)
+    typed = kh(add, nowhere, input="typed-secret\ntyped-secret\n")
+    assert went_ahead(typed)
+    assert "Password" in typed.stderr and "Repeat" in typed.stderr
+    assert "typed-secret" not in typed.output
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["user", "add", "a@lab", "--password", "x", "--role", "root"],
+        ["user", "list", "--status", "gone"],
+        ["policy", "add", "p", "--total-resource-slots", "cpu"],
+        ["policy", "add", "p", "--total-resource-slots", "mem=lots"],
+        ["policy", "add", "p", "--idle-timeout", "soon"],
+        ["policy", "add", "p", "--exec-timeout", "0"],
+        ["policy", "add", "p", "--default-for-unspecified", "MAYBE"],
+        ["preset", "add", "p", "--slots", "cpu=1,cpu=2"],
+        ["sgroup", "add", "gpu", "--scheduler", "random"],
+        ["sgroup", "add", "gpu", "--driver-opts", "[1]"],
+        ["sgroup", "associate", "gpu"],
+        ["domain", "add", "lab", "--total-resource-slots", "cpu=-1"],
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_bad_arguments_are_usage_errors_before_any_request(
+    args: list[str], nowhere: dict[str, str]
+) -> None:
+    refused = kh(args, nowhere)
+    assert refused.exit_code == 2, refused.output
+    assert refused.stderr.startswith("kh: error: ") and refused.stderr.count("\n") == 1
+
+
+@pytest.mark.unit
+def test_slots_sizes_and_durations_parse_as_the_schema_takes_them() -> None:
+    assert parse_slots("cpu=4,mem=8g,cuda.device=1", "-s") == {
+        "cpu": "4",
+        "mem": str(8 * 2**30),
+        "cuda.device": "1",
+    }
+    assert parse_slots('{"cpu": 0.5, "cuda.mem": "1.5g"}', "-s") == {
+        "cpu": "0.5",
+        "cuda.mem": str(3 * 2**29),
+    }
+    assert parse_slots("", "-s") == {}
+    assert parse_size("512m", "-x") == 512 * 2**20 and parse_size("1024", "-x") == 1024
+    assert parse_duration("90", "-t") == 90 and parse_duration("30m", "-t") == 1800
+    assert parse_duration("1d", "-t") == 86400
+    for bad in ("1.5", "lots"):
+        with pytest.raises(typer.Exit):
+            parse_size(bad, "-x")
+
+
+@pytest.mark.unit
+def test_json_string_fields_are_decoded_once() -> None:
+    record = {
+        "name": "lab",
+        "total_resource_slots": '{"cpu": "4"}',
+        "description": '{"not": "decoded"}',
+        "items": [{"occupied_slots": "{}"}],
+    }
+    assert decode_record(record) == {
+        "name": "lab",
+        "total_resource_slots": {"cpu": "4"},
+        "description": '{"not": "decoded"}',
+        "items": [{"occupied_slots": {}}],
+    }
+
+
+# ---- on a real stack -------------------------------------------------------------------------
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    with kh_up() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def lab(stack: Stack) -> dict[str, Any]:
+    """As the superadmin: a domain, a project, a user (password via --password) in it, a
+    policy, the user's keypair under it, and the default scaling group opened to all three."""
+    run = stack.kh
+    assert_ok(run("admin", "domain", "add", "lab", "--total-resource-slots", "cpu=8,mem=16g"))
+    assert_ok(run("admin", "project", "add", "physics", "--domain", "lab", "-d", "particles"))
+    made = assert_ok(
+        run(
+            "admin", "user", "add", "alice@lab.test", "--domain", "lab",
+            "--password", PASSWORD, "--username", "alice", "--project", "physics",
+        )
+    )  # fmt: skip
+    assert PASSWORD not in made.stdout + made.stderr
+    assert_ok(
+        run(
+            "admin", "policy", "add", "one-at-a-time", "--max-concurrent-sessions", "1",
+            "--total-resource-slots", "cpu=2,mem=2g", "--idle-timeout", "10m",
+        )
+    )  # fmt: skip
+    issued = assert_ok(
+        run("admin", "keypair", "add", "alice@lab.test", "--policy", "one-at-a-time", "--json")
+    )
+    keys = json.loads(issued.stdout)
+    assert_ok(
+        run(
+            "admin", "sgroup", "associate", "default", "--domain", "lab",
+            "--project", "physics", "--in-domain", "lab", "--keypair", keys["access_key"],
+        )
+    )  # fmt: skip
+    return {
+        "access_key": keys["access_key"],
+        "secret_key": keys["secret_key"],
+        "as_alice": {
+            "BACKEND_ACCESS_KEY": keys["access_key"],
+            "BACKEND_SECRET_KEY": keys["secret_key"],
+            "BACKEND_DOMAIN": "lab",
+            "BACKEND_GROUP": "physics",
+        },
+    }
+
+
+def assert_ok(done: Any) -> Any:
+    assert done.returncode == 0, (done.args, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    return done
+
+
+def items(stack: Stack, *args: str) -> list[dict[str, Any]]:
+    listed: list[dict[str, Any]] = json.loads(assert_ok(stack.kh(*args, "--json")).stdout)["items"]
+    return listed
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_a_superadmin_runs_a_lab_with_kh_alone(stack: Stack, lab: dict[str, Any]) -> None:
+    table = assert_ok(stack.kh("admin", "domain", "list")).stdout
+    assert "NAME" in table and "lab" in table and "cpu=8 mem=16g" in table
+    domains = {d["name"]: d for d in items(stack, "admin", "domain", "list")}
+    assert domains["lab"]["total_resource_slots"] == {"cpu": "8", "mem": str(16 * 2**30)}
+
+    projects = items(stack, "admin", "project", "list", "--domain", "lab")
+    assert [(p["name"], p["description"]) for p in projects] == [("physics", "particles")]
+    assert "physics" in assert_ok(stack.kh("admin", "project", "list", "--domain", "lab")).stdout
+
+    users = json.loads(assert_ok(stack.kh("admin", "user", "list", "--json")).stdout)
+    alice = next(u for u in users["items"] if u["email"] == "alice@lab.test")
+    assert (alice["domain_name"], alice["username"], alice["role"]) == ("lab", "alice", "user")
+    assert [g["name"] for g in alice["groups"]] == ["physics"]
+    assert "alice@lab.test" in assert_ok(stack.kh("admin", "user", "list")).stdout
+
+    policy = json.loads(
+        assert_ok(stack.kh("admin", "policy", "info", "one-at-a-time", "--json")).stdout
+    )
+    assert (policy["max_concurrent_sessions"], policy["idle_timeout"]) == (1, 600)
+    assert policy["total_resource_slots"] == {"cpu": "2", "mem": str(2 * 2**30)}
+    assert "one-at-a-time" in assert_ok(stack.kh("admin", "policy", "list")).stdout
+
+    keypairs = assert_ok(stack.kh("admin", "keypair", "list", "--user", "alice@lab.test"))
+    assert lab["access_key"] in keypairs.stdout and lab["secret_key"] not in keypairs.stdout
+    (listed,) = items(stack, "admin", "keypair", "list", "--user", "alice@lab.test")
+    assert (listed["access_key"], listed["resource_policy"]) == (lab["access_key"], "one-at-a-time")
+    assert "secret_key" not in listed
+
+    agents = assert_ok(stack.kh("admin", "agent", "list")).stdout
+    assert "ALIVE" in agents and "cpu=" in agents
+    images = items(stack, "admin", "image", "list")
+    assert any("python" in (i.get("aliases") or []) for i in images), images
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_the_new_user_works_as_themselves_and_is_refused_the_admin_surface(
+    stack: Stack, lab: dict[str, Any]
+) -> None:
+    alice = lab["as_alice"]
+    ran = assert_ok(stack.kh("run", "python", "-c", "print(6*7)", "--rm", **alice))
+    assert ran.stdout == "42\n"
+    refused = stack.kh("admin", "user", "list", **alice)
+    assert refused.returncode != 0 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and "(403 " in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_destructive_commands_need_yes_off_a_terminal(stack: Stack, lab: dict[str, Any]) -> None:
+    refused = stack.kh("admin", "keypair", "deactivate", lab["access_key"])
+    assert refused.returncode == 2 and "pass --yes" in refused.stderr
+    shown = assert_ok(stack.kh("admin", "keypair", "info", lab["access_key"], "--json"))
+    assert json.loads(shown.stdout)["is_active"] is True
+
+    assert_ok(stack.kh("admin", "keypair", "deactivate", lab["access_key"], "--yes"))
+    shown = assert_ok(stack.kh("admin", "keypair", "info", lab["access_key"], "--json"))
+    assert json.loads(shown.stdout)["is_active"] is False
+    assert_ok(stack.kh("admin", "keypair", "activate", lab["access_key"]))
+    shown = assert_ok(stack.kh("admin", "keypair", "info", lab["access_key"], "--json"))
+    assert json.loads(shown.stdout)["is_active"] is True
