@@ -299,7 +299,10 @@ async def _hammer_and_watch(
         await eventually(lambda: hammer.answers, timeout=10, interval=0.01)
         appended = await _tenancy(stack, command)  # at once: the cached entry is fresh
         await asyncio.sleep(2.5)  # past the old TTL and a stale refresh: the old code's window
-    await asyncio.wait_for(reading, 10)
+    try:
+        await asyncio.wait_for(reading, 5)
+    except TimeoutError:  # it never ended (what the test then says)
+        pass
     return appended, hammer, stream
 
 
