@@ -328,3 +328,81 @@ def test_destructive_commands_need_yes_off_a_terminal(stack: Stack, lab: dict[st
     assert_ok(stack.kh("admin", "keypair", "activate", lab["access_key"]))
     shown = assert_ok(stack.kh("admin", "keypair", "info", lab["access_key"], "--json"))
     assert json.loads(shown.stdout)["is_active"] is True
+
+
+def info_json(stack: Stack, *args: str) -> dict[str, Any]:
+    shown: dict[str, Any] = json.loads(assert_ok(stack.kh("admin", *args, "--json")).stdout)
+    return shown
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_every_noun_changes_and_shows_what_changed(stack: Stack, lab: dict[str, Any]) -> None:
+    kh = stack.kh
+    assert_ok(kh("admin", "domain", "update", "lab", "-d", "the lab"))
+    assert info_json(stack, "domain", "info", "lab")["description"] == "the lab"
+    assert "total resource slots" in assert_ok(kh("admin", "domain", "info", "lab")).stdout
+
+    assert_ok(kh("admin", "project", "update", "physics", "--domain", "lab", "-d", "waves"))
+    assert info_json(stack, "project", "info", "physics", "--domain", "lab")["description"] == (
+        "waves"
+    )
+    assert_ok(kh("admin", "user", "update", "alice@lab.test", "--full-name", "Alice A"))
+    assert info_json(stack, "user", "info", "alice@lab.test")["full_name"] == "Alice A"
+
+    assert_ok(kh("admin", "policy", "update", "one-at-a-time", "--exec-timeout", "5m"))
+    policy = info_json(stack, "policy", "info", "one-at-a-time")
+    assert (policy["exec_timeout_s"], policy["max_concurrent_sessions"]) == (300.0, 1)
+    assert_ok(kh("admin", "keypair", "update", lab["access_key"], "--rate-limit", "1234"))
+    assert info_json(stack, "keypair", "info", lab["access_key"])["rate_limit"] == 1234
+
+    assert_ok(kh("admin", "preset", "add", "small", "--slots", "cpu=1,mem=1g"))
+    assert "cpu=1 mem=1g" in assert_ok(kh("admin", "preset", "list")).stdout
+    assert_ok(kh("admin", "preset", "update", "small", "--slots", "cpu=2,mem=1g"))
+    presets = {p["name"]: p for p in items(stack, "admin", "preset", "list")}
+    assert presets["small"]["resource_slots"] == {"cpu": "2", "mem": str(2**30)}
+    assert_ok(kh("admin", "preset", "delete", "small", "--yes"))
+    assert "small" not in {p["name"] for p in items(stack, "admin", "preset", "list")}
+
+    assert_ok(kh("admin", "sgroup", "add", "gpu", "-d", "GPUs", "--private"))
+    assert info_json(stack, "sgroup", "info", "gpu")["is_public"] is False
+    assert_ok(kh("admin", "sgroup", "update", "gpu", "--public"))
+    assert info_json(stack, "sgroup", "info", "gpu")["is_public"] is True
+    assert_ok(kh("admin", "sgroup", "associate", "gpu", "--domain", "lab"))
+    assert_ok(kh("admin", "sgroup", "dissociate", "gpu", "--domain", "lab", "--yes"))
+    assert_ok(kh("admin", "sgroup", "delete", "gpu", "--yes"))
+    assert "gpu" not in {g["name"] for g in items(stack, "admin", "sgroup", "list")}
+
+    assert_ok(kh("admin", "image", "alias", "py311", "kernelhub/python:3.11"))
+    aliases = {a for i in items(stack, "admin", "image", "list") for a in i.get("aliases") or []}
+    assert "py311" in aliases
+    assert_ok(kh("admin", "image", "dealias", "py311", "--yes"))
+    aliases = {a for i in items(stack, "admin", "image", "list") for a in i.get("aliases") or []}
+    assert "py311" not in aliases and "python" in aliases
+
+    first = items(stack, "admin", "agent", "list")[0]
+    agent = info_json(stack, "agent", "info", first["id"])
+    assert agent["status"] == "ALIVE" and "cpu" in agent["available_slots"]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_a_user_joins_leaves_and_is_purged(stack: Stack, lab: dict[str, Any]) -> None:
+    kh = stack.kh
+    add = ("admin", "user", "add", "bob@lab.test", "--domain", "lab", "--password-stdin")
+    made = assert_ok(kh(*add, input="bob's secret\n"))
+    assert "bob's secret" not in made.stdout + made.stderr
+    assert_ok(kh("admin", "project", "add-member", "physics", "bob@lab.test", "--domain", "lab"))
+    members = items(stack, "admin", "user", "list", "--project", "physics", "--domain", "lab")
+    assert "bob@lab.test" in {u["email"] for u in members}
+    assert_ok(kh("admin", "project", "remove-member", "physics", "bob@lab.test", "--domain", "lab"))
+    members = items(stack, "admin", "user", "list", "--project", "physics", "--domain", "lab")
+    assert "bob@lab.test" not in {u["email"] for u in members}
+
+    assert_ok(kh("admin", "user", "delete", "bob@lab.test", "--yes"))
+    assert info_json(stack, "user", "info", "bob@lab.test")["status"] != "active"
+    assert_ok(kh("admin", "user", "purge", "bob@lab.test", "--yes"))
+    gone = kh("admin", "user", "info", "bob@lab.test")
+    assert gone.returncode == 3 and gone.stderr.count("\n") == 1, gone.stderr
+    missing = kh("admin", "domain", "info", "no-such-domain")
+    assert missing.returncode == 3 and "(404 " in missing.stderr, missing.stderr

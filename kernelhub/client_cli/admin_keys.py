@@ -32,6 +32,7 @@ from .admin_common import (
     print_record,
 )
 from .app import usage
+from .units import format_size
 
 __all__ = ["keypair_app", "policy_app", "preset_app"]
 
@@ -169,6 +170,7 @@ POLICY_COLUMNS: list[Column] = [
     ("SESSIONS", field("max_concurrent_sessions")),
     ("CONTAINERS/SESSION", field("max_containers_per_session")),
     ("IDLE TIMEOUT", field("idle_timeout")),
+    ("EXEC TIMEOUT", field("exec_timeout_s")),
     ("CREATED", field("created_at")),
 ]
 Slots = Annotated[
@@ -339,7 +341,8 @@ def policy_delete(name: str, yes: Yes = False, as_json: JsonFlag = False) -> Non
 PRESET_COLUMNS: list[Column] = [
     ("NAME", field("name")),
     ("SLOTS", field("resource_slots")),
-    ("SHARED MEMORY", field("shared_memory")),
+    ("SHARED MEMORY", lambda r: format_size(r["shared_memory"]) if r.get("shared_memory") else ""),
+    ("SCALING GROUP", field("scaling_group_name")),
 ]
 PresetSlots = Annotated[str, typer.Option("--slots", help="e.g. cpu=2,mem=4g,cuda.device=1")]
 SharedMemory = Annotated[str | None, typer.Option("--shared-memory", help="e.g. 64m")]

@@ -76,10 +76,11 @@ KEYPAIR_FIELDS = "user_id access_key is_active is_admin created_at resource_poli
 """Never ``secret_key``: a listing shows no secrets; :meth:`AsyncAdmin.create_keypair` returns
 it, once."""
 POLICY_FIELDS = (
-    "name created_at total_resource_slots max_concurrent_sessions max_vfolder_count"
-    " max_vfolder_size idle_timeout max_containers_per_session allowed_vfolder_hosts"
+    "name created_at default_for_unspecified total_resource_slots max_session_lifetime"
+    " max_concurrent_sessions max_containers_per_session idle_timeout exec_timeout_s"
+    " max_vfolder_count max_vfolder_size allowed_vfolder_hosts"
 )
-PRESET_FIELDS = "name resource_slots shared_memory"
+PRESET_FIELDS = "name resource_slots shared_memory scaling_group_name"
 SGROUP_FIELDS = (
     "name description is_active is_public created_at driver scheduler use_host_network wsproxy_addr"
 )
@@ -488,13 +489,19 @@ class AsyncAdmin:
 
     async def purge_user(self, email: str, *, force: bool = False) -> Record:
         """Removes the user and their keypairs (``force``: as :meth:`delete_user`)."""
+        props = {"purge_shared_vfolders": False}
+        if force:
+            text = (
+                "mutation($email: String!, $input: PurgeUserInput!, $force: Boolean) {"
+                " purge_user(email: $email, props: $input, force: $force) { ok msg } }"
+            )
+            return await self._mutate(
+                "purge_user", text, {"email": email, "input": props, "force": True}
+            )
         text = (
             "mutation($email: String!, $input: PurgeUserInput!) {"
             " purge_user(email: $email, props: $input) { ok msg } }"
         )
-        props: Record = {"purge_shared_vfolders": False}
-        if force:
-            props["force"] = True
         return await self._mutate("purge_user", text, {"email": email, "input": props})
 
     # ---- keypairs -----------------------------------------------------------------------------
@@ -622,8 +629,8 @@ class AsyncAdmin:
         allowed_vfolder_hosts: Mapping[str, Any] | None = None,
         exec_timeout: float | None = None,
     ) -> Record:
-        """The official client's defaults; ``exec_timeout`` (seconds a run may take, a
-        kernelhub extension) is sent only when given."""
+        """The official client's defaults; ``exec_timeout`` (seconds a run may take,
+        kernelhub's ``exec_timeout_s``) is sent only when given."""
         props: Record = {
             "default_for_unspecified": default_for_unspecified,
             "total_resource_slots": json.dumps(dict(total_resource_slots or {})),
@@ -636,7 +643,7 @@ class AsyncAdmin:
             "allowed_vfolder_hosts": _json_or_none(allowed_vfolder_hosts),
         }
         if exec_timeout is not None:
-            props["exec_timeout"] = exec_timeout
+            props["exec_timeout_s"] = exec_timeout
         text = (
             "mutation($name: String!, $input: CreateKeyPairResourcePolicyInput!) {"
             " create_keypair_resource_policy(name: $name, props: $input) {"
@@ -673,7 +680,7 @@ class AsyncAdmin:
             "allowed_vfolder_hosts": _json_or_none(allowed_vfolder_hosts),
         }
         if exec_timeout is not None:
-            props["exec_timeout"] = exec_timeout
+            props["exec_timeout_s"] = exec_timeout
         text = (
             "mutation($name: String!, $input: ModifyKeyPairResourcePolicyInput!) {"
             " modify_keypair_resource_policy(name: $name, props: $input) { ok msg } }"
