@@ -27,7 +27,14 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
-from actors.domain.commands.tenancy import UpdateKeypair, UpdateUser
+from actors.domain.commands.tenancy import (
+    AddMember,
+    CreateUser,
+    IssueKeypair,
+    UpdateKeypair,
+    UpdateUser,
+)
+from actors.gateway.auth import networks_of, peer_allowed
 from actors.gateway.open_streams import GRACE_S, OpenStreams, remember_response
 from actors.gateway.revocation import Change, Revoked, change_of
 from actors.tenancy.cache import RefreshingCache
@@ -38,6 +45,7 @@ from events.envelope import position_key
 from events.secrets import SecretBox
 from kernelhub.sdk._wire import signed_headers
 from kernelhub.testing import eventually
+from projections.tenancy_queries import TenancyLookups
 
 from .khstack import Stack, kh_up, second_tenant, signed_request
 
@@ -91,6 +99,21 @@ def test_a_restoration_read_late_never_lifts_a_later_revocation() -> None:
     assert not revoked.refuses("AK1", "u1")
     revoked.restore(Change(restore_keys=("AK1",)), "500-0")  # nothing to lift: no error
     assert not revoked.keys and not revoked.users
+
+
+@pytest.mark.unit
+def test_a_peer_is_judged_against_the_users_allowed_addresses() -> None:
+    assert networks_of(None) is None and networks_of([]) is None  # no restriction
+    assert peer_allowed("203.0.113.9", None) and peer_allowed(None, None)
+    lab = networks_of(["10.0.0.0/8", "192.168.1.7", "2001:db8::/32"])
+    assert peer_allowed("10.1.2.3", lab) and peer_allowed("192.168.1.7", lab)
+    assert peer_allowed("::ffff:10.9.9.9", lab)  # IPv4 mapped into IPv6 is itself
+    assert peer_allowed("2001:db8::1", lab)
+    for outside in ("127.0.0.1", "192.168.1.8", "11.0.0.1", "2001:db9::1", None, "", "unix"):
+        assert not peer_allowed(outside, lab), outside
+    # an entry that does not parse matches nobody: a meant restriction never opens up
+    broken = networks_of(["not-a-network"])
+    assert broken == () and not peer_allowed("127.0.0.1", broken)
 
 
 # ---- the cache forgets a load in flight ---------------------------------------------------------
@@ -356,6 +379,50 @@ def test_a_deactivated_keypair_is_refused_within_a_second_and_its_stream_closes(
     print(f"keypair activated again: served {(time.time() - back) * 1000:.0f} ms after (at most)")
 
 
+async def _restricted_user(stack: Stack, name: str, allowed: list[str]) -> Keys:
+    """A user of the default project allowed to call from ``allowed`` only, with a keypair."""
+    store = RedisEventStore.from_url(stack.exports["KH_REDIS_URL"])
+    try:
+        tenancy = await TenancyService(
+            store, SecretBox.from_file(stack.root / "data" / "master.key")
+        ).load()
+        user = await tenancy.handle(
+            CreateUser(
+                username=name,
+                email=f"{name}@kernelhub.local",
+                domain="default",
+                allowed_client_ip=allowed,
+            )
+        )
+        project = (tenancy.state.project_named("default", "default") or {})["project_id"]
+        await tenancy.handle(AddMember(project_id=uuid.UUID(str(project)), user_id=user))
+        keys = Keys(*await tenancy.handle(IssueKeypair(user_id=user)))
+        lookups = TenancyLookups(store)
+        await eventually(lambda: lookups.keypair(keys.access_key), timeout=20, message="projected")
+        return keys
+    finally:
+        await store.close()
+
+
+@pytest.mark.hostile
+def test_a_user_restricted_to_some_addresses_is_served_only_from_them(stack: Stack) -> None:
+    """A keypair of a user allowed 10.0.0.0/8 only is refused from 127.0.0.1 with a valid
+    signature (401, counted as a failed authentication); one allowed 127.0.0.1/32 is served.
+    Fails before the gateway enforced ``allowed_client_ip`` (both were served)."""
+    far = asyncio.run(_restricted_user(stack, "faraway", ["10.0.0.0/8"]))
+    near = asyncio.run(_restricted_user(stack, "nearby", ["127.0.0.1/32"]))
+    status, body = signed_request(
+        stack.exports["BACKEND_ENDPOINT"],
+        "GET",
+        "/session/_/match?id=zz",
+        far.access_key,
+        far.secret_key,
+    )
+    assert status == 401, body
+    assert body["type"].endswith("/auth-failed") and "address" in body["msg"], body
+    assert _get(stack, near, "/session/_/match?id=zz") == 200
+
+
 def _create_running(stack: Stack, keys: Keys, name: str) -> str:
     body = json.dumps({"name": name, "image": "python", "maxWaitSeconds": 60}).encode()
     status, answer = signed_request(
@@ -411,8 +478,6 @@ def test_an_inactive_users_websocket_closes_with_the_reason_within_a_second(stac
 
 
 async def _user_of(stack: Stack, access_key: str) -> uuid.UUID:
-    from projections.tenancy_queries import TenancyLookups
-
     store = RedisEventStore.from_url(stack.exports["KH_REDIS_URL"])
     try:
         keypair = await TenancyLookups(store).keypair(access_key)

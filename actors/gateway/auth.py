@@ -5,7 +5,8 @@ held for a few seconds (the cache answers from the old entry while it refreshes,
 ``actors.tenancy.cache``). Taking access away does not wait for either: the gateway reads
 the tenancy streams of the log itself (:mod:`.revocation_follower`), and a keypair or user
 revoked there is refused by the next request and its open streams are closed
-(:meth:`Authenticator.revoke`), whatever the cache still holds.
+(:meth:`Authenticator.revoke`), whatever the cache still holds. A user restricted to some
+addresses (``allowed_client_ip``) is served only from them, judged by the TCP peer.
 
 Strangers choose what reaches here: an access key that does not exist is remembered only
 briefly and in a bounded table, an access key or signature that could never be ours (not
@@ -16,6 +17,7 @@ printable ASCII, too long) is refused before any lookup, and a peer that keeps f
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +36,7 @@ from .open_streams import OpenStream, OpenStreams
 from .problems import AuthorizationFailed, InvalidAuthParameters
 from .revocation import Change, Revoked
 
-__all__ = ["MAX_SKEW", "Authenticator", "Caller", "NotCached"]
+__all__ = ["MAX_SKEW", "Authenticator", "Caller", "NotCached", "networks_of", "peer_allowed"]
 
 MAX_SKEW = timedelta(minutes=15)
 _ACCESS_KEY = re.compile(r"^[!-~]{1,128}$")
@@ -43,6 +45,38 @@ _SIGNATURE = re.compile(r"^[0-9a-f]{32,128}$")
 """A hex digest (MD5 to SHA-512)."""
 MAX_ABSENT_KEYS = 1_000
 """Unknown access keys remembered at most (each for ``ttl_s``)."""
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def networks_of(allowed: Any) -> tuple[Network, ...] | None:
+    """A user's ``allowed_client_ip`` as networks (``None``: no restriction). An entry that
+    does not parse (tenancy refuses those now; an older record may hold one) matches no
+    peer: a restriction an admin meant is never widened to everyone."""
+    if not allowed or not isinstance(allowed, list):
+        return None
+    networks: list[Network] = []
+    for entry in allowed:
+        try:
+            networks.append(ipaddress.ip_network(str(entry), strict=False))
+        except ValueError:
+            continue
+    return tuple(networks)
+
+
+def peer_allowed(peer: str | None, networks: tuple[Network, ...] | None) -> bool:
+    """Whether a request from ``peer`` (the TCP peer's address) may use a keypair of a user
+    restricted to ``networks``; an IPv4 address mapped into IPv6 counts as itself."""
+    if networks is None:
+        return True
+    try:
+        address = ipaddress.ip_address(peer or "")
+    except ValueError:
+        return False  # not an IP peer (a unix socket): never within a restriction
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
 
 
 class NotCached(AuthorizationFailed):
@@ -60,6 +94,8 @@ class Caller:
     """The keypair's admin flag (what ``keypair { is_admin }`` shows)."""
     keypair: dict[str, Any]
     user: dict[str, Any]
+    networks: tuple[Network, ...] | None = None
+    """Where the user may call from (``allowed_client_ip``; ``None``: anywhere)."""
 
     @property
     def is_superadmin(self) -> bool:
@@ -117,6 +153,7 @@ class Authenticator:
             is_admin=bool(keypair.get("is_admin", False)),
             keypair={k: v for k, v in keypair.items() if k != "secret_key"},
             user=user,
+            networks=networks_of(user.get("allowed_client_ip")),
         )
         return secret, caller
 
@@ -199,4 +236,7 @@ class Authenticator:
             expected.encode(), credential.signature.encode()
         ):
             raise AuthorizationFailed("Signature mismatch")
+        if not peer_allowed(request.remote, caller.networks):
+            # the TCP peer: no proxy is trusted to say where a request came from
+            raise AuthorizationFailed("Access from this address is not allowed.")
         return caller
