@@ -187,6 +187,9 @@ def test_a_superadmin_builds_a_lab_with_the_official_client(lab: Lab) -> None:
     everyone = lab.bai_json("admin", "user", "list")["items"]
     assert "bob@lab1.org" in {u["email"] for u in everyone}
     assert lab.bai("admin", "user", "list").returncode == 0
+    found = lab.bai_json("admin", "user", "list", "--filter", 'email ilike "%@LAB1.org"')
+    assert [u["email"] for u in found["items"]] == ["bob@lab1.org"]
+    assert found["total_count"] == 1
     updated = lab.bai_json("admin", "user", "update", "bob@lab1.org", "-n", "Robert")
     assert updated["ok"] is True, updated
     (after,) = lab.bai_json("admin", "user", "info", "-e", "bob@lab1.org")["items"]

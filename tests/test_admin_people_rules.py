@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from actors.domain.errors import InvalidAPIParameters
+from actors.gateway.admin.people_filter import USER_FILTER_FIELDS, USER_ORDER_FIELDS, user_row
 from actors.gateway.admin.people_inputs import (
     json_object,
     may_grant_role,
@@ -20,6 +21,7 @@ from actors.gateway.admin.people_inputs import (
     string_list,
 )
 from actors.gateway.admin.people_views import domain_view, parse_uuid, user_view
+from actors.gateway.gql_filter import QueryLanguageError, parse_filter, parse_order, select
 
 pytestmark = pytest.mark.unit
 
@@ -113,3 +115,33 @@ def test_views_never_show_a_password_and_say_what_is_not_kept() -> None:
     assert parse_uuid("gid", "7B5F0A38-9A7F-4A8E-8F36-1F8F1D2F9C11") == record["user_id"]
     with pytest.raises(InvalidAPIParameters, match=r"^gid: not a UUID"):
         parse_uuid("gid", "default")
+
+
+def test_user_list_filters_and_orders_over_23_03s_user_columns() -> None:
+    users = [
+        {"user_id": "1", "email": "a@lab.org", "role": "admin", "status": "active",
+         "domain": "lab", "created_at": "2026-01-02T00:00:00.000Z"},
+        {"user_id": "2", "email": "b@lab.org", "role": "user", "status": "before-verification",
+         "domain": "lab", "created_at": "2026-01-01T00:00:00.000Z", "need_password_change": True},
+        {"user_id": "3", "email": "c@else.org", "role": "superadmin", "status": "inactive",
+         "domain": "else", "created_at": "2026-01-03T00:00:00.000Z",
+         "allowed_client_ip": ["10.0.0.0/8"]},
+    ]  # fmt: skip
+
+    def emails(text: str, order: str = "") -> list[str]:
+        keep = parse_filter(text, fields=USER_FILTER_FIELDS) if text else None
+        sort = parse_order(order, fields=USER_ORDER_FIELDS) if order else None
+        return [u["email"] for u in select([(user_row(u), u) for u in users], keep, sort)]
+
+    assert emails('status == "ACTIVE"') == ["a@lab.org"]
+    assert emails('role in ["ADMIN", "superadmin"]') == ["a@lab.org", "c@else.org"]
+    assert emails('status == "before_verification"') == ["b@lab.org"]
+    assert emails("need_password_change == true") == ["b@lab.org"]
+    assert emails('email ilike "%@LAB.org"', "-created_at") == ["a@lab.org", "b@lab.org"]
+    assert emails('created_at >= "2026-01-02"', "+email") == ["a@lab.org", "c@else.org"]
+    assert emails('allowed_client_ip == "10.0.0.0/8"') == ["c@else.org"]
+    assert emails("", "-domain_name,email") == ["a@lab.org", "b@lab.org", "c@else.org"]
+    with pytest.raises(QueryLanguageError, match="unknown field 'password'"):
+        emails('password == "x"')
+    with pytest.raises(QueryLanguageError, match="unknown field 'allowed_client_ip'"):
+        emails("", "allowed_client_ip")
