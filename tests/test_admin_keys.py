@@ -69,7 +69,9 @@ def world() -> Iterator[World]:
 
 async def _populate(stack: Stack) -> World:
     root = Keys(
-        stack.exports["BACKEND_ACCESS_KEY"], stack.exports["BACKEND_SECRET_KEY"], "admin@kernelhub.local"
+        stack.exports["BACKEND_ACCESS_KEY"],
+        stack.exports["BACKEND_SECRET_KEY"],
+        "admin@kernelhub.local",
     )
     store = RedisEventStore.from_url(stack.exports["KH_REDIS_URL"])
     try:
@@ -261,6 +263,24 @@ def test_the_official_client_round_trips_a_keypair(world: World) -> None:
     assert new.access_key not in listed(world, root, email=bob.email)
     code, out, _ = bai(world, root, "admin", "keypair", "delete", new.access_key)
     assert code != 0 and "keypair" in json.dumps(out)
+
+
+def test_the_official_client_lists_keypairs_filtered_and_ordered(world: World) -> None:
+    root = world.root
+    page = ok(
+        bai(
+            world,
+            root,
+            *("admin", "keypair", "list", "--filter", 'email like "%@rival.lab"'),
+            "--order=+email",
+        )
+    )
+    assert [i["user_id"] for i in page["items"]] == ["eve@rival.lab", "rex@rival.lab"]
+    assert page["total_count"] == 2
+    paged = ok(bai(world, root, "admin", "keypair", "list", "--order=-email", "--limit", "1"))
+    assert paged["count"] == 1 and paged["total_count"] >= 5
+    code, out, _ = bai(world, root, "admin", "keypair", "list", "--filter", "nope == 1")
+    assert code != 0 and "nope" in json.dumps(out)
 
 
 def test_concurrency_limit_is_legacy_and_refused_when_given(world: World) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from actors.domain.errors import GenericForbidden, InvalidAPIParameters
+from actors.gateway.admin.keypairs import FILTER_COLUMNS, filter_row
 from actors.gateway.admin.keys_rules import (
     bigint,
     bytes_of,
@@ -25,6 +26,7 @@ from actors.gateway.admin.keys_rules import (
     vfolder_hosts,
 )
 from actors.gateway.admin.policies import policy_changes, policy_view
+from actors.gateway.gql_filter import QueryLanguageError, parse_filter, parse_order, select
 
 pytestmark = pytest.mark.unit
 
@@ -198,3 +200,49 @@ def test_a_policy_takes_the_given_fields_checked_and_shows_json_strings() -> Non
     assert json.loads(view["total_resource_slots"]) == {"cpu": "2"}
     assert json.loads(view["allowed_vfolder_hosts"]) == {}
     assert view["exec_timeout_s"] == 60.0
+
+
+def test_keypair_list_filters_and_orders_by_23_03s_columns() -> None:
+    owners = {"u-bob": {"email": "bob@x", "full_name": "Bob"}, "u-ann": {"email": "ann@x"}}
+    records = [
+        {
+            "access_key": "AK1",
+            "user_id": "u-bob",
+            "is_active": True,
+            "rate_limit": 10,
+            "created_at": "2026-01-01T00:00:00Z",
+            "resource_policy": "default",
+        },
+        {
+            "access_key": "AK2",
+            "user_id": "u-bob",
+            "is_active": False,
+            "rate_limit": 30,
+            "created_at": "2026-01-03T00:00:00Z",
+            "resource_policy": "gpu",
+        },
+        {
+            "access_key": "AK3",
+            "user_id": "u-ann",
+            "is_admin": True,
+            "rate_limit": 20,
+            "created_at": "2026-01-02T00:00:00Z",
+            "resource_policy": "default",
+        },
+    ]
+    rows = [(filter_row(r, owners[r["user_id"]]), r["access_key"]) for r in records]
+
+    def chosen(text: str, order: str = "") -> list[str]:
+        keep = parse_filter(text, fields=FILTER_COLUMNS) if text else None
+        sort = parse_order(order, fields=FILTER_COLUMNS) if order else None
+        return select(rows, keep, sort)
+
+    assert chosen('email == "bob@x"') == ["AK1", "AK2"]
+    assert chosen("is_active == false") == ["AK2"]
+    assert chosen("is_admin == true") == ["AK3"]
+    assert chosen("rate_limit >= 20", "-rate_limit") == ["AK2", "AK3"]
+    assert chosen('created_at > "2026-01-01T12:00:00Z"', "+created_at") == ["AK3", "AK2"]
+    assert chosen('resource_policy == "default" & full_name == "Bob"') == ["AK1"]
+    for bad in ("nope == 1", 'rate_limit == "x"'):
+        with pytest.raises(QueryLanguageError):
+            chosen(bad)

@@ -14,13 +14,16 @@ Every change goes through :meth:`.base.AdminCall.tenancy` (who asked is in the e
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from ...domain.commands.tenancy import DeleteKeypair, IssueKeypair, UpdateKeypair
 from ...domain.errors import GenericBadRequest, InvalidAPIParameters, ObjectNotFound
 from ..context import LIVE
+from ..gql_filter import FieldSpec, QueryLanguageError, parse_filter, parse_order, select
 from .base import AdminArea, AdminCall, Resolvers
 from .keys_rules import (
     count,
@@ -29,7 +32,7 @@ from .keys_rules import (
     require_keypair_admin,
 )
 
-__all__ = ["AREA", "keypair_view"]
+__all__ = ["AREA", "FILTER_COLUMNS", "filter_row", "keypair_view"]
 
 _SDL = """
 extend type KeyPair { user: UUID projects: [String] }
@@ -69,6 +72,54 @@ _MAX_PAGE = 100
 _LEGACY = {"concurrency_limit": "use the resource policy's max_concurrent_sessions"}
 
 Resolver = Callable[[Any], Awaitable[Any]]
+
+_FLAG = FieldSpec("enum", ("FALSE", "TRUE"))
+FILTER_COLUMNS: dict[str, FieldSpec] = {
+    "access_key": FieldSpec("str"),
+    "user_id": FieldSpec("str"),
+    "email": FieldSpec("str"),
+    "full_name": FieldSpec("str"),
+    "is_active": _FLAG,
+    "is_admin": _FLAG,
+    "resource_policy": FieldSpec("str"),
+    "created_at": FieldSpec("time"),
+    "modified_at": FieldSpec("time"),
+    "last_used": FieldSpec("time"),
+    "rate_limit": FieldSpec("int"),
+    "num_queries": FieldSpec("int"),
+}
+"""23.03's ``KeyPair._queryfilter_fieldspec`` (``user_id`` is the owner's UUID, ``email``
+their e-mail): what ``keypair_list``'s ``filter`` and ``order`` may name. A flag compares
+with ``== true``/``== false`` (``is true`` is refused: the filter's ``is`` is identity)."""
+_IS_ON_FLAG = re.compile(r"\b(?:is_active|is_admin)\s+(?:is|isnot)\b")
+
+
+def _moment(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def filter_row(record: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+    """The columns of :data:`FILTER_COLUMNS` for one keypair and its owner."""
+    return {
+        "access_key": record.get("access_key"),
+        "user_id": str(record.get("user_id")),
+        "email": user.get("email"),
+        "full_name": user.get("full_name"),
+        "is_active": "TRUE" if record.get("is_active", True) else "FALSE",
+        "is_admin": "TRUE" if record.get("is_admin") else "FALSE",
+        "resource_policy": record.get("resource_policy"),
+        "created_at": _moment(record.get("created_at")),
+        "modified_at": _moment(record.get("modified_at")),
+        "last_used": _moment(record.get("last_used")),
+        "rate_limit": record.get("rate_limit"),
+        "num_queries": record.get("num_queries", 0),
+    }
 
 
 def keypair_view(
@@ -128,8 +179,9 @@ class _Keypairs:
     # ---- reads --------------------------------------------------------------------------
     async def _listed(
         self, domain_name: str | None, email: str | None, is_active: bool | None
-    ) -> list[dict[str, Any]]:
-        """The keypairs the caller may list, narrowed as asked, newest first."""
+    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """The keypairs the caller may list (each with its owner), narrowed as asked,
+        newest first."""
         caller = self.call.caller
         own_email = (caller.user or {}).get("email")
         scope = keypair_scope(caller, caller.user_id, own_email, domain_name, email)
@@ -152,10 +204,10 @@ class _Keypairs:
                 continue
             if is_active is not None and bool(record.get("is_active", True)) != is_active:
                 continue
-            rows.append((record, user))
+            rows.append((dict(record), user))
         rows.sort(key=lambda r: (str(r[0].get("created_at") or ""), r[0]["access_key"]))
         rows.reverse()
-        return [keypair_view(self.call, record, user) for record, user in rows]
+        return rows
 
     async def keypairs(
         self,
@@ -164,7 +216,8 @@ class _Keypairs:
         email: str | None = None,
         is_active: bool | None = None,
     ) -> list[dict[str, Any]]:
-        return await self._listed(domain_name, email, is_active)
+        rows = await self._listed(domain_name, email, is_active)
+        return [keypair_view(self.call, record, user) for record, user in rows]
 
     async def keypair_list(
         self,
@@ -179,14 +232,15 @@ class _Keypairs:
     ) -> dict[str, Any]:
         if not 1 <= limit <= _MAX_PAGE or offset < 0:
             raise InvalidAPIParameters(f"limit must be 1..{_MAX_PAGE} and offset >= 0")
-        for name, value in (("filter", filter), ("order", order)):
-            if value is not None:
-                raise InvalidAPIParameters(
-                    f"{name}: keypair_list does not filter or order yet; "
-                    "narrow with domain_name, email or is_active"
-                )
-        items = await self._listed(domain_name, email, is_active)
-        return {"items": items[offset : offset + limit], "total_count": len(items)}
+        keep = parse_filter(filter, fields=FILTER_COLUMNS) if filter else None
+        if filter and _IS_ON_FLAG.search(filter):
+            raise QueryLanguageError("filter", "compare is_active/is_admin with == true/false")
+        sort = parse_order(order, fields=FILTER_COLUMNS) if order else None
+        rows = await self._listed(domain_name, email, is_active)
+        chosen = select([(filter_row(r, u), (r, u)) for r, u in rows], keep, sort)
+        page = chosen[offset : offset + limit]
+        items = [keypair_view(self.call, record, user) for record, user in page]
+        return {"items": items, "total_count": len(chosen)}
 
     # ---- writes -------------------------------------------------------------------------
     async def _owner(self, access_key: str, what: str) -> tuple[dict[str, Any], dict[str, Any]]:
