@@ -131,7 +131,7 @@ def _build(lab: Lab) -> None:
     keypair = lab.bai_json(root, "admin", "keypair", "add", "alice@lab.local", "one-at-a-time")
     assert keypair["ok"] is True, keypair
     lab.alice = Keys(keypair["access_key"], keypair["secret_key"])
-    associated = lab.bai_json(root, "admin", "scaling", "associate-scaling-group", "default", "lab")
+    associated = lab.bai_json(root, "admin", "scaling", "associate-scaling", "default", "lab")
     assert associated["ok"] is True, associated
     # the admin of another domain, for the refusals
     assert lab.bai_json(root, "admin", "domain", "add", "rival")["ok"] is True
@@ -212,7 +212,7 @@ def _status(lab: Lab, name: str) -> str:
             "--max-concurrent-sessions",
             "99",
         ),
-        ("admin", "scaling", "associate-scaling-group", "default", "rival"),
+        ("admin", "scaling", "associate-scaling", "default", "rival"),
     ],
     ids=["domain", "project", "user", "keypair", "policy", "scaling-group"],
 )
@@ -230,7 +230,7 @@ def test_the_admin_of_another_domain_is_refused_the_same_mutations(
 @pytest.mark.parametrize(
     ("what", "headers", "row"),
     [
-        ("keypair", ("Access Key", "Resource Policy"), "one-at-a-time"),
+        ("keypair", ("Access Key", "Res.Policy"), "one-at-a-time"),
         ("user", ("Email", "Username"), "alice@lab.local"),
         ("agent", ("ID", "Status"), "ALIVE"),
     ],
