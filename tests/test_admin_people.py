@@ -178,6 +178,8 @@ def test_a_superadmin_builds_a_lab_with_the_official_client(lab: Lab) -> None:
     )  # fmt: skip
     assert user["ok"] is True and user["user"]["email"] == "bob@lab1.org", user
     bob = user["user"]["uuid"]
+    plain = lab.bai_json("admin", "user", "add", "lab1", "dora@lab1.org", PASSWORD + "-dora")
+    assert plain["user"]["username"] == "dora@lab1.org", plain  # 23.03: the e-mail by default
     joined = lab.bai_json("admin", "group", "add-users", gid, bob)
     assert joined["ok"] is True, joined
     (shown,) = lab.bai_json("admin", "user", "info", "-e", "bob@lab1.org")["items"]
@@ -187,7 +189,7 @@ def test_a_superadmin_builds_a_lab_with_the_official_client(lab: Lab) -> None:
     everyone = lab.bai_json("admin", "user", "list")["items"]
     assert "bob@lab1.org" in {u["email"] for u in everyone}
     assert lab.bai("admin", "user", "list").returncode == 0
-    found = lab.bai_json("admin", "user", "list", "--filter", 'email ilike "%@LAB1.org"')
+    found = lab.bai_json("admin", "user", "list", "--filter", 'email ilike "BOB@%"')
     assert [u["email"] for u in found["items"]] == ["bob@lab1.org"]
     assert found["total_count"] == 1
     updated = lab.bai_json("admin", "user", "update", "bob@lab1.org", "-n", "Robert")
