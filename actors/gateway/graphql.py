@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -398,6 +399,40 @@ def _statuses(status: str | None) -> list[str] | None:
     return names or None
 
 
+_VARIABLE = re.compile(r"^Variable '\$(\w+)' got invalid value ")
+_PATH = re.compile(r" at '([\w.\[\]]+)'$")
+_REPRESENT = re.compile(r"( cannot represent [^:]*?): .*$", re.S)
+_FOUND = re.compile(r"^(Expected value of type '[^']*'), found .*$", re.S)
+_ENUM_VALUE = re.compile(r"^Value .* does not exist in '([^']*)' enum\.?$", re.S)
+
+
+def _reason(message: str) -> str:
+    """A coercion or validation reason without the value it quotes."""
+    message = _REPRESENT.sub(r"\1.", message)
+    message = _FOUND.sub(r"\1, found something else.", message)
+    return _ENUM_VALUE.sub(r"The value is not in the '\1' enum.", message)
+
+
+def _without_values(error: GraphQLError) -> dict[str, Any]:
+    """The error as answered, without the values it would quote: graphql-core repeats an
+    invalid variable or literal whole (a ``create_user`` with one wrong key would answer
+    the password it carried), so only the variable, the path and the reason are kept."""
+    formatted = dict(error.formatted)
+    message = error.message
+    variable = _VARIABLE.match(message)
+    original = error.original_error
+    if variable and isinstance(original, GraphQLError) and message.endswith(original.message):
+        prefix = message[: len(message) - len(original.message) - 2]
+        path = _PATH.search(prefix)
+        where = f" at '{path.group(1)}'" if path else ""
+        message = f"Variable '${variable.group(1)}' got an invalid value{where}; "
+        message += _reason(original.message)
+    else:
+        message = _reason(message)
+    formatted["message"] = message
+    return formatted
+
+
 def _is_mutation(document: DocumentNode, operation_name: Any) -> bool:
     """Whether the operation that will run is a mutation (23.03 refuses those while the
     manager is frozen, and only those)."""
@@ -456,5 +491,5 @@ async def gql(request: web.Request) -> web.Response:
                 raise refusal
     answer: dict[str, Any] = {"data": result.data}
     if result.errors:
-        answer["errors"] = [error.formatted for error in result.errors]
+        answer["errors"] = [_without_values(error) for error in result.errors]
     return web.json_response(answer, dumps=json.dumps)
