@@ -245,12 +245,18 @@ def field(name: str) -> Callable[[Mapping[str, Any]], str]:
 
 
 def print_table(columns: Sequence[Column], records: Sequence[Mapping[str, Any]]) -> None:
+    """On a terminal, fitted to its width (long cells fold); into a pipe or a file, each row
+    on one line whatever its length, so ``grep`` and ``awk`` see whole values."""
     table = Table(box=None, pad_edge=False)
     for header, _ in columns:
         table.add_column(header, overflow="fold")
     for record in records:
         table.add_row(*(cell(record) for _, cell in columns))
-    Console(soft_wrap=True).print(table)
+    Console(soft_wrap=True, width=None if sys.stdout.isatty() else _PIPE_WIDTH).print(table)
+
+
+_PIPE_WIDTH = 4096
+"""Wide enough for any admin row; a table is only as wide as its cells need."""
 
 
 def print_listing(
