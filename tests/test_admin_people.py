@@ -323,6 +323,11 @@ def test_a_domain_admin_of_another_domain_is_refused_every_mutation(lab: Lab) ->
     listed = lab.ok(lab.rival, "query { users { email domain_name role } }")["users"]
     assert {u["domain_name"] for u in listed} == {"rival"}
     assert lab.ok(lab.rival, "query { groups { domain_name } }")["groups"] == []
+    assert lab.ok(lab.rival, 'query { groups_by_name(name: "default") { id } }') == {
+        "groups_by_name": []
+    }
+    group = lab.ok(lab.rival, "query($g: UUID!) { group(id: $g) { id } }", {"g": default_gid})
+    assert group == {"group": None}
 
 
 def test_a_domain_admin_never_sees_a_superadmin(lab: Lab) -> None:
@@ -367,6 +372,12 @@ def test_a_plain_user_sees_only_themselves(lab: Lab) -> None:
         assert _problem(lab.gql(lab.pat, query)) == (403, "generic-forbidden"), query
     groups = lab.ok(lab.pat, "query { groups { name domain_name } }")["groups"]
     assert groups == [{"name": "default", "domain_name": "default"}]
+    rex = lab.ok(lab.rival, "query { user { uuid } }")["user"]["uuid"]
+    by_uuid = "query($u: ID) { user_from_uuid(user_id: $u) { email } }"
+    assert _problem(lab.gql(lab.pat, by_uuid, {"u": rex})) == (403, "generic-forbidden")
+    assert lab.ok(lab.pat, by_uuid, {"u": me["uuid"]}) == {
+        "user_from_uuid": {"email": "pat@kernelhub.local"}
+    }
 
 
 # ---- deleting people who still run something ---------------------------------------------------
@@ -466,6 +477,21 @@ def test_groups_members_and_purges(lab: Lab) -> None:
         {"g": [gid]},
     )["create_user"]["user"]
     assert user["groups"] == [{"id": gid, "name": "tg"}] and user["domain_name"] == "temp"
+    promoted = lab.ok(
+        lab.root,
+        'mutation { modify_user(email: "tu@temp.org", props: {role: "admin"})'
+        " { ok user { role } } }",
+    )["modify_user"]
+    assert promoted == {"ok": True, "user": {"role": "admin"}}
+
+    async def admin_flags() -> list[bool]:
+        lookups = TenancyLookups(store := lab.store())
+        try:
+            return [bool(k.get("is_admin")) for k in await lookups.keypairs_of(user["uuid"])]
+        finally:
+            await store.close()
+
+    assert asyncio.run(admin_flags()) == [True]  # the first keypair create_user issued
     pat_uuid = lab.ok(lab.pat, "query { user { uuid } }")["user"]["uuid"]
     status, body = lab.gql(
         lab.root,
