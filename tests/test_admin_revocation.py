@@ -25,18 +25,22 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestServer, make_mocked_request
 
 from actors.domain.commands.tenancy import (
     AddMember,
+    CreateDomain,
     CreateUser,
     IssueKeypair,
+    SetPolicy,
     UpdateKeypair,
     UpdateUser,
 )
-from actors.gateway.auth import networks_of, peer_allowed
+from actors.gateway.auth import Authenticator, networks_of, peer_allowed
 from actors.gateway.open_streams import GRACE_S, OpenStreams, remember_response
+from actors.gateway.problems import AuthorizationFailed
 from actors.gateway.revocation import Change, Revoked, change_of
+from actors.gateway.revocation_follower import RevocationFollower
 from actors.tenancy.cache import RefreshingCache
 from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
@@ -45,12 +49,23 @@ from events.envelope import position_key
 from events.secrets import SecretBox
 from kernelhub.sdk._wire import signed_headers
 from kernelhub.testing import eventually
+from projections.models import TenancyProjection
+from projections.runtime import Projector
 from projections.tenancy_queries import TenancyLookups
 
 from .khstack import Stack, kh_up, second_tenant, signed_request
 
 REFUSED_WITHIN_S = 1.0
 """The promise (issue 29): refused, and streams closed, within a second of the event."""
+
+
+@dataclass(frozen=True)
+class Keys:
+    access_key: str
+    secret_key: str
+
+    def pair(self) -> tuple[str, str]:
+        return self.access_key, self.secret_key
 
 
 # ---- what an event means ------------------------------------------------------------------------
@@ -204,8 +219,7 @@ async def test_a_revoked_websocket_closes_with_1008_and_the_reason() -> None:
 async def test_a_revoked_stream_whose_handler_never_looks_is_cancelled_after_the_grace() -> None:
     server, served = await _serve(OpenStreams())
     try:
-        async with aiohttp.ClientSession() as client:
-            response = await client.get(served.url + "/stuck")
+        async with aiohttp.ClientSession() as client, client.get(served.url + "/stuck") as response:
             assert await response.content.readline() == b": hello\r\n"
             started = time.monotonic()
             assert served.streams.revoke((), ("u1",), "user u1 is now inactive") == 1  # by user
@@ -216,13 +230,60 @@ async def test_a_revoked_stream_whose_handler_never_looks_is_cancelled_after_the
         await server.close()
 
 
+# ---- the follower against real Redis, the read model folded by hand ---------------------------
+def _signed(keys: Keys) -> Any:
+    """A GET signed by ``keys`` as a request the gateway would receive."""
+    headers = signed_headers("GET", "/session/x", "localhost", "", *keys.pair())
+    return make_mocked_request("GET", "/session/x", headers={**headers, "Host": "localhost"})
+
+
+async def _served(auth: Authenticator, keys: Keys) -> bool:
+    try:
+        await auth.authenticate(_signed(keys))
+    except AuthorizationFailed:
+        return False
+    return True
+
+
+@pytest.mark.redis
+async def test_the_follower_refuses_what_the_read_model_has_not_folded_yet(
+    store: RedisEventStore, tmp_path: Any
+) -> None:
+    """The tenancy read model lags on purpose here (it is folded by hand): a keypair
+    deactivated before the gateway started is refused from its first request (catch-up), one
+    deactivated while it runs is refused at once, and one activated again is served only
+    once the read model shows it. Fails without the follower: the read model said active."""
+    box = SecretBox.from_file(tmp_path / "master.key", create=True)
+    tenancy = await TenancyService(store, box).load()
+    await tenancy.handle(CreateDomain(name="default"))
+    await tenancy.handle(SetPolicy(name="default"))
+    user = await tenancy.handle(CreateUser(username="mal", email="mal@x.org", domain="default"))
+    mal = Keys(*await tenancy.handle(IssueKeypair(user_id=user)))
+    other = Keys(*await tenancy.handle(IssueKeypair(user_id=user)))
+    projector = Projector(store, [TenancyProjection()])
+    await projector.catch_up()
+    await tenancy.handle(UpdateKeypair(access_key=mal.access_key, is_active=False))  # unfolded
+
+    auth = Authenticator(TenancyLookups(store), box)
+    follower = await RevocationFollower(store, auth).start()
+    try:
+        assert not await _served(auth, mal)  # caught up at start: refused from the first
+        assert await _served(auth, other)
+        await tenancy.handle(UpdateKeypair(access_key=mal.access_key, is_active=True))
+        await asyncio.sleep(0.3)
+        assert not await _served(auth, mal)  # the read model does not show it yet: refused
+        await projector.catch_up()
+        await eventually(lambda: _served(auth, mal), timeout=5, message="served again")
+        started = time.monotonic()
+        await tenancy.handle(UpdateUser(user_id=user, status="inactive"))  # not folded
+        await eventually(lambda: auth.revoked.refuses("", str(user)), timeout=5, interval=0.005)
+        assert time.monotonic() - started < REFUSED_WITHIN_S
+        assert not await _served(auth, mal) and not await _served(auth, other)
+    finally:
+        await follower.stop()
+
+
 # ---- the attacker, on a real stack ---------------------------------------------------------------
-@dataclass(frozen=True)
-class Keys:
-    access_key: str
-    secret_key: str
-
-
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     env = {"KH_ALLOW_UNISOLATED": "1", "DOCKER_HOST": "tcp://127.0.0.1:9"}  # process backend
