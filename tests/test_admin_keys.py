@@ -220,6 +220,16 @@ def test_exec_timeout_is_a_policy_field_and_bad_values_are_refused(world: World)
     assert made["create_keypair_resource_policy"]["resource_policy"]["exec_timeout_s"] == 30.0
     status, body = gql(world, world.root, create, name="kp-exec", input={})
     assert status == 400 and "already exists" in body["msg"], body
+    status, body = gql(world, world.root, create, name="bad name!", input={})
+    assert status == 400 and "invalid policy name" in body["msg"], body
+    # who asked is in the event's envelope (``kh events show`` prints it)
+    (made_event,) = [
+        e
+        for e in asyncio.run(_stream(world, "tenancy-policies"))
+        if e.type == "keypair_policy_set" and e.data.name == "kp-exec"
+    ]
+    assert made_event.initiator.access_key == world.root.access_key
+    assert made_event.initiator.email == world.root.email
     for bad, field in (
         ({"total_resource_slots": "{nope"}, "total_resource_slots"),
         ({"max_vfolder_size": "lots"}, "max_vfolder_size"),
@@ -394,6 +404,14 @@ async def _events_after(world: World, position: str) -> list[Any]:
     store = RedisEventStore.from_url(world.stack.exports["KH_REDIS_URL"])
     try:
         return await store.read_log(position, count=10_000)
+    finally:
+        await store.close()
+
+
+async def _stream(world: World, stream: str) -> list[Any]:
+    store = RedisEventStore.from_url(world.stack.exports["KH_REDIS_URL"])
+    try:
+        return await store.read_stream(stream)
     finally:
         await store.close()
 
