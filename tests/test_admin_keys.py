@@ -12,6 +12,7 @@ code without that check.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -96,7 +97,7 @@ async def _populate(stack: Stack) -> World:
             made[name] = Keys(access_key, secret_key, email)
         lookups = TenancyLookups(store)
         for keys in made.values():
-            await eventually(lambda k=keys: lookups.keypair(k.access_key), timeout=20)
+            await eventually(functools.partial(lookups.keypair, keys.access_key), timeout=20)
     finally:
         await store.close()
     return World(stack, root, made["bob"], made["dana"], made["eve"], made["rex"])

@@ -204,7 +204,7 @@ def test_a_policy_takes_the_given_fields_checked_and_shows_json_strings() -> Non
 
 def test_keypair_list_filters_and_orders_by_23_03s_columns() -> None:
     owners = {"u-bob": {"email": "bob@x", "full_name": "Bob"}, "u-ann": {"email": "ann@x"}}
-    records = [
+    records: list[dict[str, Any]] = [
         {
             "access_key": "AK1",
             "user_id": "u-bob",
@@ -230,7 +230,7 @@ def test_keypair_list_filters_and_orders_by_23_03s_columns() -> None:
             "resource_policy": "default",
         },
     ]
-    rows = [(filter_row(r, owners[r["user_id"]]), r["access_key"]) for r in records]
+    rows = [(filter_row(r, owners[str(r["user_id"])]), r["access_key"]) for r in records]
 
     def chosen(text: str, order: str = "") -> list[str]:
         keep = parse_filter(text, fields=FILTER_COLUMNS) if text else None
