@@ -258,8 +258,9 @@ def assert_ok(done: Any) -> Any:
     return done
 
 
-def items(stack: Stack, *args: str) -> list[dict[str, Any]]:
-    listed: list[dict[str, Any]] = json.loads(assert_ok(stack.kh(*args, "--json")).stdout)["items"]
+def items(stack: Stack, *args: str, **env: str) -> list[dict[str, Any]]:
+    done = assert_ok(stack.kh(*args, "--json", **env))
+    listed: list[dict[str, Any]] = json.loads(done.stdout)["items"]
     return listed
 
 
@@ -409,3 +410,45 @@ def test_a_user_joins_leaves_and_is_purged(stack: Stack, lab: dict[str, Any]) ->
     assert gone.returncode == 3 and gone.stderr.count("\n") == 1, gone.stderr
     missing = kh("admin", "domain", "info", "no-such-domain")
     assert missing.returncode == 3 and "(404 " in missing.stderr, missing.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_a_domain_admin_runs_their_domain_and_nothing_else(
+    stack: Stack, lab: dict[str, Any]
+) -> None:
+    """The attacker is the lab's own admin: their domain's users are theirs, the rest of the
+    installation (domains, scaling groups, another domain's users, the superadmin's keypair)
+    is refused with one 403 line and stays as it was."""
+    kh = stack.kh
+    assert_ok(
+        kh("admin", "user", "add", "carol@lab.test", "--domain", "lab", "--role", "admin",
+           "--password", "carol's secret")
+    )  # fmt: skip
+    issued = assert_ok(kh("admin", "keypair", "add", "carol@lab.test", "--admin", "--json"))
+    keys = json.loads(issued.stdout)
+    carol = {
+        "BACKEND_ACCESS_KEY": keys["access_key"],
+        "BACKEND_SECRET_KEY": keys["secret_key"],
+        "BACKEND_DOMAIN": "lab",
+    }
+    seen = {u["email"] for u in items(stack, "admin", "user", "list", "--limit", "100", **carol)}
+    assert {"alice@lab.test", "carol@lab.test"} <= seen
+    assert "admin@kernelhub.local" not in seen
+
+    superadmin_key = stack.exports["BACKEND_ACCESS_KEY"]
+    for attempt in (
+        ("domain", "add", "evil"),
+        ("domain", "purge", "default", "--yes"),
+        ("user", "add", "mallory@default.test", "--domain", "default", "--password", "x"),
+        ("keypair", "deactivate", superadmin_key, "--yes"),
+        ("sgroup", "associate", "default", "--domain", "lab"),
+        ("image", "dealias", "python", "--yes"),
+    ):
+        refused = kh("admin", *attempt, **carol)
+        assert refused.returncode != 0 and refused.stdout == "", attempt
+        assert refused.stderr.count("\n") == 1 and "(403 " in refused.stderr, (attempt, refused)
+    assert "evil" not in {d["name"] for d in items(stack, "admin", "domain", "list")}
+    assert info_json(stack, "keypair", "info", superadmin_key)["is_active"] is True
+    aliases = {a for i in items(stack, "admin", "image", "list") for a in i.get("aliases") or []}
+    assert "python" in aliases
