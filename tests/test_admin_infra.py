@@ -336,12 +336,48 @@ def test_agents_listed_and_shown_with_the_official_client(lab: Lab) -> None:
     assert agent["id"] in listed.stdout
     info = lab.bai("admin", "agent", "info", agent["id"])
     assert info.returncode == 0 and agent["id"] in info.stdout, (info.stdout, info.stderr)
-    status, body = lab.gql(
-        "super", '{ agent_list(limit: 10, offset: 0, filter: "id == \\"x\\"") { total_count } }'
+    listing = (
+        "query($f: String, $o: String) { agent_list(limit: 10, offset: 0, filter: $f, "
+        "order: $o) { items { id } total_count } }"
     )
-    assert status == 400 and "filter" in body["msg"]
+    status, body = lab.gql(
+        "super", listing, f='status == "ALIVE" & scaling_group == "default"', o="-id"
+    )
+    assert status == 200 and body["data"]["agent_list"]["total_count"] == len(items), body
+    status, body = lab.gql("super", listing, f='id == "nobody"')
+    assert body["data"]["agent_list"] == {"items": [], "total_count": 0}, body
+    status, body = lab.gql("super", listing, f='name == "x"')
+    assert status == 400 and "name" in body["msg"]
+    status, body = lab.gql("super", listing, o="+cpu_cur_pct")
+    assert status == 400 and "cpu_cur_pct" in body["msg"]
     status, body = lab.gql("super", '{ agents(status: "NAPPING") { id } }')
     assert status == 400 and "NAPPING" in body["msg"]
+
+
+def test_an_agent_shows_what_a_running_session_holds_and_uses(lab: Lab) -> None:
+    """Live slots from the ledger and live figures from telemetry, as the client asks."""
+    created = lab.bai("session", "create", "--name", "busy", "-r", "cpu=1", "python")
+    assert created.returncode == 0 and "is created" in created.stderr, created
+    try:
+        query = (
+            "{ agent_list(limit: 10, offset: 0) { items { id occupied_slots live_stat "
+            "cpu_cur_pct mem_cur_bytes } } }"
+        )
+
+        def measured() -> dict[str, Any] | None:
+            _, body = lab.gql("super", query)
+            for agent in body["data"]["agent_list"]["items"]:
+                if json.loads(agent["occupied_slots"]).get("cpu") and agent["mem_cur_bytes"]:
+                    return dict(agent)
+            return None
+
+        agent = asyncio.run(eventually(measured, timeout=60, interval=0.5, message="live stats"))
+        live = json.loads(agent["live_stat"])
+        assert set(live["node"]) == {"cpu_util", "mem"} and agent["mem_cur_bytes"] > 0
+        info = lab.bai("admin", "agent", "info", agent["id"])
+        assert info.returncode == 0 and "cpu_util" in info.stdout, (info.stdout, info.stderr)
+    finally:
+        lab.bai("session", "rm", "busy")
 
 
 def test_admin_session_list_for_a_superadmin_and_a_domain_admin(lab: Lab) -> None:

@@ -11,6 +11,8 @@ import pytest
 from actors.domain.commands.tenancy import SetScalingGroup
 from actors.domain.errors import InvalidAPIParameters
 from actors.gateway.admin.infra_rules import (
+    AGENT_FIELDS,
+    agent_row,
     agent_view,
     decode_json_object,
     image_parts,
@@ -189,3 +191,22 @@ def test_an_agents_live_stat_is_its_kernels_share_of_it() -> None:
     assert json.loads(view["available_slots"]) == {"cpu": "4"}
     idle = agent_view({"id": "i-2", "status": "LOST"})
     assert idle["cpu_cur_pct"] == 0.0 and idle["live_stat"] is None
+
+
+def test_agent_list_filters_and_orders_on_the_agents_columns() -> None:
+    from actors.gateway.gql_filter import parse_filter, parse_order, select
+
+    records = [
+        {"id": "i-b", "status": "ALIVE", "first_contact": "2026-01-02T00:00:00+00:00"},
+        {"id": "i-a", "status": "LOST", "first_contact": "2026-01-01T00:00:00+00:00"},
+        {"id": "i-c", "status": "ALIVE", "first_contact": None},
+    ]
+    rows = [(agent_row(r), r["id"]) for r in records]
+    keep = parse_filter('status == "alive"', fields=AGENT_FIELDS)
+    assert select(rows, keep, None) == ["i-b", "i-c"]
+    since = parse_filter('first_contact >= "2026-01-01T12:00:00Z"', fields=AGENT_FIELDS)
+    assert select(rows, since, None) == ["i-b"]
+    assert select(rows, None, parse_order("-id", fields=AGENT_FIELDS)) == ["i-c", "i-b", "i-a"]
+    for bad in ('name == "x"', 'status == "NAPPING"', "first_contact > 3"):
+        with pytest.raises(InvalidAPIParameters):
+            parse_filter(bad, fields=AGENT_FIELDS)

@@ -4,9 +4,10 @@ model (slots from the ledger) and telemetry (``live_stat``, ``cpu_cur_pct``,
 ``mem_cur_bytes``: the agent's kernels' live stats, :mod:`projections.live_stats`).
 
 A superadmin's only: anyone else gets 23.03's ``403 insufficient-privilege`` (an agent's
-address, capacity and load are the cluster's, not a tenant's). ``agent_list`` takes no
-``filter``/``order`` yet (the mini-language's fields are the sessions'): a non-null one is
-refused with a 400 naming it rather than ignored. Live figures are read only when the query
+address, capacity and load are the cluster's, not a tenant's). ``agent_list`` takes
+``filter``/``order`` in 23.03's mini-languages over the agent's columns
+(:data:`.infra_rules.AGENT_FIELDS`; another field is refused with a 400 naming it), in id
+order otherwise. Live figures are read only when the query
 asks for them.
 """
 
@@ -21,9 +22,10 @@ from graphql import FieldNode
 from projections.live_stats import metric_values, read_kernel_stats
 
 from ...domain.errors import InvalidAPIParameters
+from ..gql_filter import parse_filter, parse_order, select
 from ..problems import InsufficientPrivilege
 from .base import AdminArea, AdminCall, Resolvers
-from .infra_rules import agent_view, node_live_stat, parse_agent_status
+from .infra_rules import AGENT_FIELDS, agent_row, agent_view, node_live_stat, parse_agent_status
 
 __all__ = ["AREA"]
 
@@ -119,13 +121,12 @@ def _resolvers(call: AdminCall) -> Resolvers:
         _require(call)
         if not 1 <= limit <= _MAX_PAGE or offset < 0:
             raise InvalidAPIParameters(f"limit must be 1..{_MAX_PAGE} and offset >= 0")
-        for name, value in (("filter", filter), ("order", order)):
-            if value:
-                raise InvalidAPIParameters(
-                    f"{name}: agent_list does not take a {name} yet; "
-                    "narrow it with status and scaling_group"
-                )
+        keep = parse_filter(filter, fields=AGENT_FIELDS) if filter else None
+        ordering = parse_order(order, fields=AGENT_FIELDS) if order else None
         records = await selected(status, scaling_group)
+        if keep is not None or (ordering is not None and ordering.keys):
+            rows = [(agent_row(r), r) for r in records]
+            records = select(rows, keep, ordering if ordering and ordering.keys else None)
         page = records[offset : offset + limit]
         return {"items": await views(page, info), "total_count": len(records)}
 

@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ...domain.errors import InvalidAPIParameters
 from ...domain.scheduling.plugins import make_plugin
 from ...domain.session import parse_duration
+from ..gql_filter import FieldSpec
 
 __all__ = [
+    "AGENT_FIELDS",
     "AGENT_STATUSES",
     "SCHEDULERS",
     "SESSION_TYPES",
+    "agent_row",
     "agent_view",
     "decode_json_object",
     "image_parts",
@@ -51,6 +55,20 @@ SCHEDULER_CONFIG_KEYS: Mapping[str, frozenset[str]] = {
 """The ``scheduler_opts.config`` keys each plugin reads; any other is refused."""
 AGENT_SELECTORS = ("concentrated", "dispersed", "round-robin")
 AGENT_STATUSES = ("ALIVE", "LOST", "RESTARTING", "TERMINATED")
+AGENT_FIELDS: Mapping[str, FieldSpec] = {
+    "id": FieldSpec("str"),
+    "status": FieldSpec("enum", AGENT_STATUSES),
+    "status_changed": FieldSpec("time"),
+    "region": FieldSpec("str"),
+    "scaling_group": FieldSpec("str"),
+    "architecture": FieldSpec("str"),
+    "addr": FieldSpec("str"),
+    "first_contact": FieldSpec("time"),
+    "lost_at": FieldSpec("time"),
+    "version": FieldSpec("str"),
+}
+"""What ``agent_list``'s ``filter`` and ``order`` may name (23.03's ``Agent`` query-filter
+and order columns that kernelhub's records hold)."""
 _OPTS_KEYS = frozenset({"allowed_session_types", "pending_timeout", "config", "agent_selector"})
 _SETTING_FIELDS = (
     "description",
@@ -361,6 +379,25 @@ def node_live_stat(
             for device, stats in sorted(by_device.items())
         }
     return {"node": node, "devices": per_device}
+
+
+def _moment(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def agent_row(record: Mapping[str, Any]) -> dict[str, Any]:
+    """An agent's :data:`AGENT_FIELDS`, typed for the filter and the order to compare."""
+    row: dict[str, Any] = {name: record.get(name) for name in AGENT_FIELDS}
+    for name, spec in AGENT_FIELDS.items():
+        if spec.kind == "time":
+            row[name] = _moment(record.get(name))
+    return row
 
 
 def agent_view(record: Mapping[str, Any], live: Mapping[str, Any] | None = None) -> dict[str, Any]:
