@@ -197,6 +197,22 @@ def test_a_superadmin_builds_a_lab_with_the_official_client(lab: Lab) -> None:
     (after,) = lab.bai_json("admin", "user", "info", "-e", "bob@lab1.org")["items"]
     assert after["full_name"] == "Robert"
 
+    gone = lab.bai_json("admin", "user", "delete", "dora@lab1.org")
+    assert gone["ok"] is True, gone
+    (dora,) = lab.bai_json("admin", "user", "info", "-e", "dora@lab1.org")["items"]
+    assert dora["status"] == "deleted"
+    keypairs = lab.ok(lab.root, 'query { user(email: "dora@lab1.org") { uuid } }')
+
+    async def dora_keypairs() -> list[bool]:
+        lookups = TenancyLookups(store := lab.store())
+        try:
+            uid = keypairs["user"]["uuid"]
+            return [bool(k.get("is_active")) for k in await lookups.keypairs_of(uid)]
+        finally:
+            await store.close()
+
+    assert asyncio.run(dora_keypairs()) == [False]  # 23.03: deleting deactivates them
+
     async def recorded() -> None:
         store = lab.store()
         try:
