@@ -16,8 +16,9 @@ replaces the memberships and a role change sets the keypairs' admin flag to matc
 ``delete_user`` marks the user ``deleted`` and deactivates their keypairs; ``purge_user``
 removes them with their keypairs and memberships. Unlike 23.03, deleting or purging a user
 who still has live sessions (on any of their keypairs) is refused with a 400 naming the
-count unless ``force: true`` (kernelhub's argument; the official client never sends it),
-and a group id outside the user's domain is refused rather than dropped.
+count unless ``force: true`` (kernelhub's argument, also taken in ``PurgeUserInput``; the
+official client never sends it), one's own account cannot be deleted or purged, and a group
+id outside the user's domain is refused rather than dropped.
 
 ``user_list`` pages (``limit`` 1..100) what ``users`` lists, filtered and ordered in 23.03's
 mini-languages over 23.03's user columns (:mod:`.people_filter`); unfiltered, users come in
@@ -78,7 +79,7 @@ input ModifyUserInput {
   description: String is_active: Boolean status: String domain_name: String role: String
   group_ids: [String] allowed_client_ip: [String] totp_activated: Boolean
 }
-input PurgeUserInput { purge_shared_vfolders: Boolean }
+input PurgeUserInput { purge_shared_vfolders: Boolean force: Boolean }
 type CreateUser { ok: Boolean msg: String user: User }
 type ModifyUser { ok: Boolean msg: String user: User }
 type DeleteUser { ok: Boolean msg: String }
@@ -388,7 +389,7 @@ def _resolvers(call: AdminCall) -> Resolvers:
     ) -> dict[str, Any]:
         # purge_shared_vfolders: kernelhub keeps no virtual folders, so either way is honoured
         record = await managed(email, "purge this user")
-        live = await refuse_while_live(record, force, "purge")
+        live = await refuse_while_live(record, force or props.get("force"), "purge")
         await call.tenancy(PurgeUser(user_id=uuid.UUID(str(record["user_id"]))))
         note = f"; {live} live session(s) left running" if live else ""
         return {"ok": True, "msg": f"success{note}"}
