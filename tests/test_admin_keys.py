@@ -294,6 +294,27 @@ def test_the_official_client_lists_keypairs_filtered_and_ordered(world: World) -
     assert code != 0 and "nope" in json.dumps(out)
 
 
+def test_the_official_client_prints_keypairs_and_policies_as_tables(world: World) -> None:
+    env = world.stack.env(
+        BACKEND_ACCESS_KEY=world.root.access_key, BACKEND_SECRET_KEY=world.root.secret_key
+    )
+    for args, header, row in (
+        (("keypair", "list"), "Access Key", world.bob.access_key),
+        (("keypair-resource-policy", "list"), "Max Concurrent Sessions", "default"),
+        (("keypair-resource-policy", "info", "default"), "Total Resource Slots", "default"),
+    ):
+        done = subprocess.run(
+            [str(client()), "admin", *args],
+            env=env,
+            cwd=world.stack.workdir,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stderr
+        assert header in done.stdout and row in done.stdout, done.stdout
+
+
 def test_concurrency_limit_is_legacy_and_refused_when_given(world: World) -> None:
     status, body = gql(
         world, world.root, MODIFY, access_key=world.bob.access_key, input={"concurrency_limit": 2}
