@@ -45,8 +45,9 @@ from projections.queries import TooManyToScan
 
 from ..domain.errors import DomainError
 from .admin import AREAS, AdminCall
+from .admin.keypairs import keypair_view
 from .auth import Caller
-from .context import LIVE, GatewayContext
+from .context import GatewayContext
 from .gql_filter import (
     FILTER_FIELDS,
     Filter,
@@ -199,16 +200,9 @@ class _Root:
             raise GraphQLError("only an admin may look up other keypairs, in the admin's domain")
         if record is None:
             return None
-        return {
-            **record,
-            "user_id": str(record["user_id"]),
-            "secret_key": await self.ctx.auth.secret_of(wanted) if own else None,
-            "concurrency_used": await self._concurrency(wanted),
-            "user_info": {"email": user.get("email"), "full_name": user.get("full_name")},
-        }
-
-    async def _concurrency(self, access_key: str) -> int:
-        return (await self.ctx.models.sessions(owner=access_key, statuses=LIVE, limit=1)).total
+        # 23.03's shape (``user_id`` is the owner's e-mail, as ``admin keypair info`` prints
+        # it); the secret only for its owner
+        return keypair_view(self.admin, dict(record), dict(user))
 
     async def compute_session(self, _info: Any, id: str) -> dict[str, Any] | None:
         try:

@@ -153,9 +153,11 @@ class TenancyProjection(IndexedProjection):
             "resource_preset_set",
             "manager_status_set",
         ):
-            record = (
-                {**data, "for": (record or {}).get("for", [])} if kind == "sgroup" else dict(data)
-            )
+            previous = record or {}
+            record = {**data, "for": previous.get("for", [])} if kind == "sgroup" else dict(data)
+            if kind != "manager":  # set whole, but born once
+                record["created_at"] = previous.get("created_at") or iso_of(event.position_ms)
+                record["modified_at"] = iso_of(event.position_ms)
         else:
             record = _merge(record, data)
             if event.type == "project_created":
