@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,8 +69,6 @@ extend type Mutation {
 
 _MAX_PAGE = 100
 _LEGACY = {"concurrency_limit": "use the resource policy's max_concurrent_sessions"}
-
-Resolver = Callable[[Any], Awaitable[Any]]
 
 _FLAG = FieldSpec("enum", ("FALSE", "TRUE"))
 FILTER_COLUMNS: dict[str, FieldSpec] = {
