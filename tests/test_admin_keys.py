@@ -191,6 +191,7 @@ def test_the_official_client_round_trips_a_keypair_resource_policy(world: World)
     items = ok(bai(world, root, "admin", "keypair-resource-policy", "list"))["items"]
     mine = next(i for i in items if i["name"] == "kp-trip")
     assert mine["max_concurrent_sessions"] == 3
+    assert mine["created_at"]  # when it was first set
     assert json.loads(mine["total_resource_slots"]) == {"cpu": "4"}
     ok(
         bai(
@@ -529,6 +530,8 @@ def test_a_user_lists_only_their_own_keypairs_and_reads_no_other_secret(world: W
     assert bob.access_key in keys
     assert all(i["user_id"] == bob.email for i in page["items"])
     assert keys[bob.access_key]["secret_key"] == bob.secret_key
+    (info,) = ok(bai(world, bob, "admin", "keypair", "info"))["items"]
+    assert (info["user_id"], info["secret_key"]) == (bob.email, bob.secret_key)
     assert gql(world, bob, KEYPAIRS, email=world.root.email)[0] == 403
     assert gql(world, bob, KEYPAIRS, domain_name="rival")[0] == 403
     assert set(listed(world, bob, domain_name="default")) == set(keys)
