@@ -228,8 +228,9 @@ def test_a_superadmin_builds_a_lab_with_the_official_client(lab: Lab) -> None:
 
 
 def test_bobs_password_is_only_ever_a_hash(lab: Lab) -> None:
-    """After bob's creation (above, or here if run alone): his password is in no Redis
-    value (log, read model, anything) and in no file of the stack (its logs included)."""
+    """After bob's creation (above, or here if run alone): his password is in no answer,
+    not even a refusal of a bad input, in no Redis value (log, read model, anything) and in
+    no file of the stack (its logs included)."""
     if lab.ok(lab.root, 'query { user(email: "bob@lab1.org") { uuid } }')["user"] is None:
         test_a_superadmin_builds_a_lab_with_the_official_client(lab)
     lab.ok(
@@ -238,6 +239,18 @@ def test_bobs_password_is_only_ever_a_hash(lab: Lab) -> None:
         " { ok msg } }",
         {"p": PASSWORD + "-new"},
     )
+
+    # an input the schema refuses is answered without quoting it (graphql-core would)
+    for props in (
+        {"password": PASSWORD, "domain_name": "lab1", "foo": 1},
+        {"password": [PASSWORD], "domain_name": "lab1"},
+    ):
+        status, body = lab.gql(
+            lab.root,
+            "mutation($e: String!, $p: UserInput!) { create_user(email: $e, props: $p) { ok } }",
+            {"e": "eve@lab1.org", "p": props},
+        )
+        assert body.get("errors") and PASSWORD not in json.dumps(body), (status, body)
 
     async def dumped() -> bytes:
         store = lab.store()
