@@ -178,6 +178,26 @@ def test_a_scaling_group_from_add_to_delete_with_the_official_client(lab: Lab) -
     assert again.returncode != 0 and "No such scaling group" in again.stdout + again.stderr
 
 
+def test_a_group_with_agents_or_waiting_sessions_is_not_deleted(lab: Lab) -> None:
+    refused = lab.bai("admin", "scaling", "delete", "default")
+    assert refused.returncode != 0 and "agent" in refused.stdout + refused.stderr
+    assert lab.bai("admin", "scaling", "add", "empty").returncode == 0
+    assert lab.bai("admin", "scaling", "associate-scaling", "empty", "default").returncode == 0
+    waiting = lab.bai(
+        "session", "create", "--name", "stuck", "--scaling-group", "empty", "--enqueue-only",
+        "python",
+    )  # fmt: skip
+    assert waiting.returncode == 0, (waiting.stdout, waiting.stderr)
+    try:
+        refused = lab.bai("admin", "scaling", "delete", "empty")
+        assert refused.returncode != 0
+        assert "1 session(s) not yet ended" in refused.stdout + refused.stderr, refused
+    finally:
+        lab.bai("session", "rm", "stuck")
+    deleted = lab.bai("admin", "scaling", "delete", "empty")
+    assert deleted.returncode == 0, (deleted.stdout, deleted.stderr)
+
+
 def test_what_kernelhub_cannot_run_is_refused_by_name(lab: Lab) -> None:
     for option, named in (
         (["--driver", "aws"], "driver"),

@@ -7,7 +7,9 @@ Every write and the listing of all groups are a superadmin's (23.03's
 target, and show a non-admin the public groups only (as ``GET /scaling-groups`` does since
 23.03.5). A group is set whole (``SetScalingGroup``): ``modify_scaling_group`` overlays what
 it is given on the current record. Values kernelhub cannot honour are refused with a 400
-naming them (:func:`.infra_rules.scaling_group_settings`).
+naming them (:func:`.infra_rules.scaling_group_settings`). A group is deleted only when no
+agent belongs to it and no session not yet ended (pending ones included) is in it: 23.03's
+foreign keys refused those deletions too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ...domain.errors import (
     InvalidAPIParameters,
     ObjectNotFound,
 )
+from ..context import LIVE
 from ..scope import is_domain_admin
 from .base import AdminArea, AdminCall, Resolvers
 from .infra_rules import scaling_group_settings, scaling_group_view
@@ -215,6 +218,12 @@ def _resolvers(call: AdminCall) -> Resolvers:
             raise GenericBadRequest(
                 f"scaling group {name!r} still has {len(agents)} agent(s): "
                 "move them to another group first"
+            )
+        live = (await call.ctx.models.sessions(scaling_group=name, statuses=LIVE, limit=1)).total
+        if live:
+            raise GenericBadRequest(
+                f"scaling group {name!r} still has {live} session(s) not yet ended "
+                "(pending ones included): end them first"
             )
         await call.tenancy(DeleteScalingGroup(name=name))
         return dict(_OK)
