@@ -513,6 +513,14 @@ def test_a_domain_admin_never_touches_a_superadmins_keypair(world: World) -> Non
         world, world.dana, MODIFY, access_key=world.bob.access_key, input={"rate_limit": 1234}
     )
     assert status == 200 and body["data"]["modify_keypair"]["ok"], body
+    # she issues and deletes her domain's users' keypairs (the new secret is in her answer)
+    issued = data(world, world.dana, CREATE_KEYPAIR, user_id=world.bob.email, input={})
+    new = issued["create_keypair"]["keypair"]
+    assert new["user_id"] == world.bob.email and new["secret_key"]
+    delete = "mutation($a: String!) { delete_keypair(access_key: $a) { ok msg } }"
+    assert data(world, world.dana, delete, a=new["access_key"])["delete_keypair"]["ok"]
+    status, body = gql(world, world.dana, CREATE_KEYPAIR, user_id=world.root.email, input={})
+    assert status == 403, body
     assert (
         listed(world, world.root, email=world.bob.email)[world.bob.access_key]["rate_limit"] == 1234
     )
