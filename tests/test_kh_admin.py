@@ -281,6 +281,8 @@ def test_a_superadmin_runs_a_lab_with_kh_alone(stack: Stack, lab: dict[str, Any]
     assert (alice["domain_name"], alice["username"], alice["role"]) == ("lab", "alice", "user")
     assert [g["name"] for g in alice["groups"]] == ["physics"]
     assert "alice@lab.test" in assert_ok(stack.kh("admin", "user", "list")).stdout
+    filtered = items(stack, "admin", "user", "list", "--filter", 'email ilike "%@lab.test"')
+    assert {u["email"] for u in filtered} == {"alice@lab.test"}
 
     policy = json.loads(
         assert_ok(stack.kh("admin", "policy", "info", "one-at-a-time", "--json")).stdout

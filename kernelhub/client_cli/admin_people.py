@@ -409,7 +409,11 @@ def user_add(
             project_ids=project_ids or None,
         )
     made = answer.get("user") or {}
-    print_mutation(answer, f"user {email} created ({show(made.get('uuid'))})", as_json)
+    done = (
+        f"user {email} created ({show(made.get('uuid'))}), with a keypair under the default"
+        f" policy (kh admin keypair list --user {email})"
+    )
+    print_mutation(answer, done, as_json)
 
 
 @user_app.command("update", help="Change a user (only what is given).")
