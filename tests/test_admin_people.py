@@ -453,6 +453,7 @@ def test_deleting_a_user_with_a_live_session_is_refused_unless_forced(lab: Lab) 
 
 # ---- what cannot be honoured -------------------------------------------------------------------
 def test_what_cannot_be_done_honestly_is_refused_by_name(lab: Lab) -> None:
+    root = lab.ok(lab.root, "query { user { email } }")["user"]["email"]
     before = lab.lengths()
     for query, named in (
         ('mutation { modify_domain(name: "default", props: {name: "dflt"}) { ok } }', "name"),
@@ -479,6 +480,12 @@ def test_what_cannot_be_done_honestly_is_refused_by_name(lab: Lab) -> None:
             ' domain_name: "default", username: "ux"}) { ok } }',
             "password",
         ),
+        (f'mutation {{ modify_user(email: "{root}", props: {{role: "user"}}) {{ ok }} }}', "role"),
+        (
+            f'mutation {{ modify_user(email: "{root}", props: {{is_active: false}}) {{ ok }} }}',
+            "status",
+        ),
+        (f'mutation {{ delete_user(email: "{root}") {{ ok }} }}', "your own account"),
     ):
         status, body = lab.gql(lab.root, query)
         assert status == 400 and named in json.dumps(body), (query, body)

@@ -17,7 +17,8 @@ replaces the memberships and a role change sets the keypairs' admin flag to matc
 removes them with their keypairs and memberships. Unlike 23.03, deleting or purging a user
 who still has live sessions (on any of their keypairs) is refused with a 400 naming the
 count unless ``force: true`` (kernelhub's argument, also taken in ``PurgeUserInput``; the
-official client never sends it), one's own account cannot be deleted or purged, and a group
+official client never sends it), one's own account cannot be deleted or purged nor its role
+or status changed (an admin who locks themselves out needs another to undo it), and a group
 id outside the user's domain is refused rather than dropped.
 
 ``user_list`` pages (``limit`` 1..100) what ``users`` lists, filtered and ordered in 23.03's
@@ -339,6 +340,18 @@ def _resolvers(call: AdminCall) -> Resolvers:
         role = None if props.get("role") is None else role_of(props["role"])
         if role is not None and not may_grant_role(caller, role):
             raise GenericForbidden("only a superadmin may make a superadmin")
+        if str(record.get("user_id")) == caller.user_id:
+            locked_out = [
+                name
+                for name, value in (("role", role), ("status", changes["status"]))
+                if value is not None
+                and value != record.get(name, {"role": "user", "status": "active"}[name])
+            ]
+            if locked_out:
+                raise InvalidAPIParameters(
+                    f"{', '.join(locked_out)}: you may not change your own "
+                    f"{' or '.join(locked_out)} (another admin may)"
+                )
         changes["role"] = role
         projects = (
             await projects_for(str(record.get("domain")), props["group_ids"])
