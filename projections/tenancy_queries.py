@@ -92,6 +92,11 @@ class TenancyLookups:
         alias = await self._get("alias", name_or_alias)
         return await self._get("image", alias["target"] if alias else name_or_alias)
 
+    async def password_hash(self, user_id: str) -> str:
+        """The user's password hash ("" for none, or for no such user: the same one read)."""
+        record = await self._get("credential", str(user_id))
+        return str((record or {}).get("password_hash") or "")
+
     async def every(self, kind: str, *, bound: int = 10_000) -> list[Record]:
         """Every record of a kind (``domain``, ``project``, ``user``, ``keypair``,
         ``policy``, ``preset``, ``sgroup``, ``image``, ``alias``) in id order, at most

@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ class World:
     secret_key: str
 
 
-async def _user(stack: Stack, name: str, password: str) -> tuple[str, str]:
+async def _user(stack: Stack, name: str, password: str, **extra: Any) -> tuple[str, str]:
     store = RedisEventStore.from_url(stack.exports["KH_REDIS_URL"])
     try:
         box = SecretBox.from_file(stack.root / "data" / "master.key")
@@ -49,6 +50,7 @@ async def _user(stack: Stack, name: str, password: str) -> tuple[str, str]:
                 email=f"{name}@kernelhub.local",
                 domain="default",
                 password_hash=hash_password(password),
+                **extra,
             )
         )
         keys = await tenancy.handle(IssueKeypair(user_id=user))
@@ -149,3 +151,15 @@ def test_a_password_is_changed_by_its_owner_and_never_stored_in_clear(world: Wor
 
     dumped = asyncio.run(everything())
     assert PASSWORD.encode() not in dumped and new.encode() not in dumped
+
+
+def test_a_password_opens_no_more_than_a_signature(world: World) -> None:
+    """A user kept to other networks gets no keypair from this address (the keypair would
+    be refused here anyway, and its secret must not reach the network the rule keeps it
+    from); refused the same before the rule existed only for signatures."""
+    asyncio.run(_user(world.stack, "fenced", PASSWORD, allowed_client_ip=["10.0.0.0/8"]))
+    status, body = authorize(world, "fenced@kernelhub.local", PASSWORD)
+    assert status == 401 and "secret" not in json.dumps(body)
+    assert "not allowed" in body["title"] + str(body.get("msg", ""))
+    asyncio.run(_user(world.stack, "near", PASSWORD, allowed_client_ip=["127.0.0.1/32"]))
+    assert authorize(world, "near@kernelhub.local", PASSWORD)[0] == 200

@@ -2,49 +2,52 @@
 user's keypair, what web UIs and session-mode logins call) and ``POST
 /auth/update-password`` (the client's ``backend.ai update-password``).
 
-A password is checked against the salted slow hash in the user's events (the log is the
-only place it is kept: the read model holds ``has_password`` alone). Guessing is bounded
-three ways: failed attempts per account (:data:`LOGIN_ATTEMPTS`) and per peer
-(:data:`PEER_LOGIN_ATTEMPTS`) in :data:`LOGIN_WINDOW_S`, then ``429``; at most
-:data:`_HASHING` hashes at once on the gateway's threads; and an unknown account costs the
-same hash as a known one, so the answer's time does not tell which e-mails exist.
+A password is checked against the salted slow hash the tenancy read model keeps apart from
+the user record (``credential/<user id>``, one lookup). Guessing is bounded three ways:
+failed attempts per account *from one address* (:data:`LOGIN_ATTEMPTS`) and per address
+over every account (:data:`PEER_LOGIN_ATTEMPTS`) in :data:`LOGIN_WINDOW_S`, then ``429``
+(keyed by the pair, so a stranger's failures never lock the owner out from their own
+address); two hashes at a time in the process (:mod:`actors.domain.passwords`); and an
+unknown account costs the same lookup and hash as a known one, so the answer's time does not
+tell which e-mails exist.
+
+A password opens no more than a signature would: the user's ``allowed_client_ip``, their
+domain's being active, and the revocations the gateway follows apply to the keypair it hands
+out, before it is handed out.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
 from pydantic import Field
 
-from events import RedisEventStore
-
 from ..domain.commands.tenancy import UpdateUser
 from ..domain.errors import GenericBadRequest
-from ..domain.passwords import MAX_PASSWORD_BYTES, hash_password, verify_password
+from ..domain.passwords import (
+    MAX_PASSWORD_BYTES,
+    hash_password,
+    hash_password_async,
+    verify_password_async,
+)
 from .admin.base import AdminCall
+from .auth import networks_of, peer_allowed
 from .context import GatewayContext
 from .params import _Strict, parse, raw_params
 from .problems import AuthorizationFailed, GatewayError
 from .ratelimit import PeerLimiter
 
-__all__ = [
-    "LOGIN_ATTEMPTS",
-    "LOGIN_WINDOW_S",
-    "PEER_LOGIN_ATTEMPTS",
-    "login_routes",
-    "password_hash_of",
-]
+__all__ = ["LOGIN_ATTEMPTS", "LOGIN_WINDOW_S", "PEER_LOGIN_ATTEMPTS", "login_routes"]
 
 LOGIN_ATTEMPTS = 10
-"""Failed log-ins one account may take in a window (then its log-ins wait)."""
+"""Failed log-ins into one account from one address in a window (then that address waits
+for that account)."""
 PEER_LOGIN_ATTEMPTS = 100
 """Failed log-ins one address may make in a window, over every account it tries."""
 LOGIN_WINDOW_S = 300.0
-_HASHING = asyncio.Semaphore(2)
-"""scrypt is ~40 ms of CPU and 16 MiB: two at a time keeps a flood of logins from
-starving every other request of the gateway's cores."""
+_NOBODY = "00000000-0000-0000-0000-000000000000"
+"""The credential looked up for an unknown account (there is none: the read costs the same)."""
 _DUMMY = hash_password("kernelhub: no such account")
 """Hashed against when the account is unknown (see the module's docstring)."""
 _FAILED = "User credential mismatch."
@@ -81,37 +84,20 @@ def _limiters(request: web.Request) -> tuple[PeerLimiter, PeerLimiter]:
     return limiters
 
 
-async def password_hash_of(store: RedisEventStore, user_id: str) -> str:
-    """The user's current password hash, folded from their events ("" for none)."""
-    current = ""
-    for event in await store.read_stream_stored("tenancy-users"):
-        if str(event.data.get("user_id")) != user_id:
-            continue
-        if event.type == "user_purged":
-            current = ""
-        elif event.data.get("password_hash") is not None:
-            current = str(event.data["password_hash"])
-    return current
-
-
-async def _matches(password: str, stored: str) -> bool:
-    async with _HASHING:
-        return await asyncio.to_thread(verify_password, password, stored or _DUMMY)
-
-
 async def _checked(request: web.Request, account: str, user_id: str | None, password: str) -> bool:
-    """Whether ``password`` is the account's, counting a failure against both the peer
-    and the account (a refusal before hashing once either is out of attempts)."""
+    """Whether ``password`` is the account's, counting a failure against the (account,
+    address) pair and the address (a refusal before hashing once either is out of attempts)."""
     ctx: GatewayContext = request.app["ctx"]
     accounts, peers = _limiters(request)
-    peer, who = request.remote or "unknown", account.lower()
-    if accounts.over(who) or peers.over(peer):
+    peer = request.remote or "unknown"
+    pair = f"{account.lower()}|{peer}"
+    if accounts.over(pair) or peers.over(peer):
         raise LoginsRefused()
-    stored = await password_hash_of(ctx.store, user_id) if user_id else ""
-    matched = await _matches(password, stored)
+    stored = await ctx.lookups.password_hash(user_id or _NOBODY)
+    matched = await verify_password_async(password, stored or _DUMMY)
     if matched and stored:
         return True
-    accounts.fail(who)
+    accounts.fail(pair)
     peers.fail(peer)
     return False
 
@@ -130,7 +116,16 @@ async def authorize(request: web.Request) -> web.Response:
         raise AuthorizationFailed(_FAILED)
     if user.get("status") != "active":
         raise AuthorizationFailed("The user is not active.")
-    keypairs = [k for k in await ctx.lookups.keypairs_of(str(user["user_id"])) if k["is_active"]]
+    if not peer_allowed(request.remote, networks_of(user.get("allowed_client_ip"))):
+        raise AuthorizationFailed("Access from this address is not allowed.")
+    domain = await ctx.lookups.domain(str(user.get("domain")))
+    if domain is None or not domain.get("is_active", True):
+        raise AuthorizationFailed("The domain is not active.")
+    keypairs = [
+        k
+        for k in await ctx.lookups.keypairs_of(str(user["user_id"]))
+        if k["is_active"] and not ctx.auth.revoked.refuses(k["access_key"], str(user["user_id"]))
+    ]
     for keypair in sorted(keypairs, key=lambda k: (not k.get("is_admin"), k["access_key"])):
         secret = await ctx.auth.secret_of(keypair["access_key"])
         if secret is not None:
@@ -151,9 +146,10 @@ async def update_password(request: web.Request) -> web.Response:
     params = parse(UpdatePasswordParams, await raw_params(request))
     if params.new_password != params.new_password2:
         raise GenericBadRequest("new password mismatch")
-    if not await _checked(request, str(caller.user_id), str(caller.user_id), params.old_password):
+    email = str((caller.user or {}).get("email") or caller.user_id)  # authorize's account key
+    if not await _checked(request, email, str(caller.user_id), params.old_password):
         raise AuthorizationFailed("Old password mismatch.")
-    hashed = await asyncio.to_thread(hash_password, params.new_password)
+    hashed = await hash_password_async(params.new_password)
     command = UpdateUser(user_id=caller.user_id, password_hash=hashed, need_password_change=False)
     await AdminCall(ctx, caller, request.remote).tenancy(command)
     return web.json_response({})

@@ -7,8 +7,9 @@ decrypted here), ``policy``, ``sgroup``, ``image``, ``alias``. Indexes: ``i:user
 project or keypair may use), ``i:presets`` (every resource preset), ``i:all:<kind>`` (every
 record of a kind, for admin listings).
 
-A user's password hash is not kept here (only ``has_password``): nothing that reads the read
-model needs it, and a read model is what a leaked Redis dump shows first. Removal events name
+A user's password hash is not in the user record (which listings read; it holds
+``has_password``) but in a record of its own, ``credential/<user id>``, which only the
+log-in route reads (in one lookup, whatever the log's length). Removal events name
 everything they detach (a purged user's keypairs and projects, the scaling groups a removed
 target was associated with), so each is folded from the event alone.
 """
@@ -99,6 +100,8 @@ class TenancyProjection(IndexedProjection):
         if key is None:
             return ()
         own = (key[0], _record_id(event, key))
+        if key[0] == "user":
+            return (own, ("credential", own[1]), *_detached(event))
         return (own, *_detached(event)) if event.type in _REMOVALS else (own,)
 
     def _remove(self, event: StoredEvent, kind: str, record_id: str, records: WorkingSet) -> None:
@@ -120,11 +123,19 @@ class TenancyProjection(IndexedProjection):
                 members = [m for m in project.get("members", []) if m != record_id]
                 records.put("project", str(project_id), {**project, "members": members})
 
+    def _credential(self, event: StoredEvent, user_id: str, records: WorkingSet) -> None:
+        if event.type == "user_purged":
+            records.put("credential", user_id, None)
+        elif event.data.get("password_hash") is not None:
+            records.put("credential", user_id, {"password_hash": event.data["password_hash"]})
+
     def apply(self, event: StoredEvent, records: WorkingSet) -> None:
         key = _KEY.get(event.type)
         if key is None:
             return
         kind, record_id = key[0], _record_id(event, key)
+        if kind == "user":
+            self._credential(event, record_id, records)
         if event.type in _REMOVALS:
             self._remove(event, kind, record_id, records)
             return
@@ -177,7 +188,8 @@ class TenancyProjection(IndexedProjection):
 
     def zset_entries(self, ref: RecordRef, record: Record) -> IndexEntries:
         kind, record_id = ref
-        entries: IndexEntries = {} if kind == "manager" else {(Index.every(kind), record_id): 0}
+        unlisted = kind in ("manager", "credential")
+        entries: IndexEntries = {} if unlisted else {(Index.every(kind), record_id): 0}
         if kind == "keypair":
             entries[(Index.keypairs(record["user_id"]), record_id)] = 0
         elif kind == "project":
