@@ -7,6 +7,7 @@ listens on and says so (exit 5): that is how these tests know it went ahead."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import Iterator
@@ -19,7 +20,8 @@ from typer.testing import CliRunner
 from kernelhub.cli import app
 from kernelhub.client_cli import admin_common
 from kernelhub.client_cli.admin_common import parse_duration, parse_size, parse_slots
-from kernelhub.sdk.admin import decode_record
+from kernelhub.sdk import AsyncClient, ClientConfig
+from kernelhub.sdk.admin import AdminPage, AsyncAdmin, decode_record
 
 from .khstack import Stack, kh_up
 
@@ -454,3 +456,52 @@ def test_a_domain_admin_runs_their_domain_and_nothing_else(
     assert info_json(stack, "keypair", "info", superadmin_key)["is_active"] is True
     aliases = {a for i in items(stack, "admin", "image", "list") for a in i.get("aliases") or []}
     assert "python" in aliases
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_a_user_with_a_live_session_is_deleted_only_with_force(
+    stack: Stack, lab: dict[str, Any]
+) -> None:
+    kh = stack.kh
+    assert_ok(
+        kh("admin", "user", "add", "dave@lab.test", "--domain", "lab", "--project", "physics",
+           "--password-stdin", input="dave's secret\n")
+    )  # fmt: skip
+    keys = json.loads(assert_ok(kh("admin", "keypair", "add", "dave@lab.test", "--json")).stdout)
+    dave = {
+        "BACKEND_ACCESS_KEY": keys["access_key"],
+        "BACKEND_SECRET_KEY": keys["secret_key"],
+        "BACKEND_DOMAIN": "lab",
+        "BACKEND_GROUP": "physics",
+    }
+    assert_ok(kh("run", "python", "-c", "print(1)", "-n", "dave-live", **dave))
+
+    refused = kh("admin", "user", "delete", "dave@lab.test", "--yes")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "live session" in refused.stderr and "(400 " in refused.stderr
+    assert info_json(stack, "user", "info", "dave@lab.test")["status"] == "active"
+
+    assert_ok(kh("admin", "user", "delete", "dave@lab.test", "--yes", "--force"))
+    assert info_json(stack, "user", "info", "dave@lab.test")["status"] != "active"
+    assert kh("ps", **dave).returncode != 0  # deactivated with the user: refused at the door
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_the_async_sdk_speaks_the_same_admin(stack: Stack, lab: dict[str, Any]) -> None:
+    config = ClientConfig(
+        endpoint=stack.exports["BACKEND_ENDPOINT"],
+        access_key=stack.exports["BACKEND_ACCESS_KEY"],
+        secret_key=stack.exports["BACKEND_SECRET_KEY"],
+    )
+
+    async def read() -> tuple[list[dict[str, Any]], AdminPage]:
+        async with AsyncClient(config) as client:
+            admin = AsyncAdmin(client)
+            return await admin.domains(), await admin.keypairs(email="alice@lab.test")
+
+    domains, keypairs = asyncio.run(read())
+    assert "lab" in {d["name"] for d in domains}
+    assert lab["access_key"] in {k["access_key"] for k in keypairs.items}
+    assert keypairs.total == len(keypairs.items) and keypairs.limit == 20
