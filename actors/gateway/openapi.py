@@ -88,6 +88,9 @@ def _op(
     return operation
 
 
+_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
 def _query(*names: str) -> list[dict[str, Any]]:
     return [
         {"name": n, "in": "query", "required": False, "schema": {"type": "string"}} for n in names
@@ -111,6 +114,22 @@ def openapi_document() -> dict[str, Any]:
         },
         "/auth/update-password": {
             "post": _op("Change one's own password", body=_body(UpdatePasswordParams))
+        },
+        "/scaling-groups": {
+            "get": _op(
+                "The scaling groups the caller may use in a project (non-public ones: admins only)",
+                params=_query("group", "group_id", "group_name"),
+            )
+        },
+        "/scaling-groups/{name}/wsproxy-version": {
+            "get": _op(
+                "The wsproxy version of a scaling group (kernelhub has none: v1)",
+                params=[_NAME, *_query("group")],
+            )
+        },
+        "/config/resource-slots": {"get": _op("Every slot type the cluster knows, with its unit")},
+        "/auth/role": {
+            "get": _op("The caller's global, domain and project roles", params=_query("group"))
         },
         "/manager/status": {
             "get": _op("This manager, its status and its active sessions"),
