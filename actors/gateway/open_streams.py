@@ -11,8 +11,11 @@ says is a stream for its whole life; :meth:`OpenStream.revoke` then:
   instead of reconnecting);
 - closes a websocket with code 1008 (policy violation) and the reason as its message (every
   websocket handler leaves its read loop when its socket closes);
-- and, as a backstop, cancels the handler's task if it is still running :data:`GRACE_S`
-  later (a handler stuck writing to a client that stopped reading).
+- and, as a backstop for a stream that is not a websocket, cancels the handler's task if it
+  is still running :data:`GRACE_S` later (a handler stuck writing to a client that stopped
+  reading). A websocket is left to its handler and to aiohttp: the close frame has cut the
+  client off, the handler's read loop has ended, and aiohttp ends the handler when the
+  connection closes; a cancellation of ours would only land in the middle of its clean-up.
 """
 
 from __future__ import annotations
@@ -93,9 +96,13 @@ class OpenStream:
             task.add_done_callback(self._pending.discard)
 
     def _cancel(self) -> None:
-        if self.task is not None and not self.task.done():
-            log.info("a revoked stream did not end; cancelling it", access_key=self.access_key)
-            self.task.cancel()
+        if self.task is None or self.task.done():
+            return
+        if isinstance(self.response, web.WebSocketResponse):
+            log.warning("a revoked websocket's handler is still cleaning up", key=self.access_key)
+            return
+        log.info("a revoked stream did not end; cancelling it", access_key=self.access_key)
+        self.task.cancel()
 
 
 STREAM_KEY = web.RequestKey("kernelhub.open_stream", OpenStream)
