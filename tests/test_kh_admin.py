@@ -505,3 +505,28 @@ def test_the_async_sdk_speaks_the_same_admin(stack: Stack, lab: dict[str, Any]) 
     assert "lab" in {d["name"] for d in domains}
     assert lab["access_key"] in {k["access_key"] for k in keypairs.items}
     assert keypairs.total == len(keypairs.items) and keypairs.limit == 20
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_what_was_made_is_removed_for_good(stack: Stack, lab: dict[str, Any]) -> None:
+    kh = stack.kh
+    assert_ok(kh("admin", "domain", "add", "scratch"))
+    assert_ok(kh("admin", "project", "add", "tmp", "--domain", "scratch"))
+    assert_ok(kh("admin", "project", "delete", "tmp", "--domain", "scratch", "--yes"))
+    assert info_json(stack, "project", "info", "tmp", "--domain", "scratch")["is_active"] is False
+    assert_ok(kh("admin", "project", "purge", "tmp", "--domain", "scratch", "--yes"))
+    assert kh("admin", "project", "info", "tmp", "--domain", "scratch").returncode == 3
+    assert_ok(kh("admin", "domain", "delete", "scratch", "--yes"))
+    assert info_json(stack, "domain", "info", "scratch")["is_active"] is False
+    assert_ok(kh("admin", "domain", "purge", "scratch", "--yes"))
+    assert "scratch" not in {d["name"] for d in items(stack, "admin", "domain", "list")}
+
+    assert_ok(kh("admin", "policy", "add", "scratch-policy"))
+    assert_ok(kh("admin", "policy", "delete", "scratch-policy", "--yes"))
+    assert "scratch-policy" not in {p["name"] for p in items(stack, "admin", "policy", "list")}
+
+    issued = json.loads(assert_ok(kh("admin", "keypair", "add", "alice@lab.test", "--json")).stdout)
+    assert_ok(kh("admin", "keypair", "delete", issued["access_key"], "--yes"))
+    gone = kh("admin", "keypair", "info", issued["access_key"])
+    assert gone.returncode == 3 and gone.stderr.count("\n") == 1, gone.stderr
