@@ -14,6 +14,7 @@ one real ``kh up`` stack (process backend) and measures the delays it asserts.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 import time
@@ -31,6 +32,7 @@ from actors.domain.commands.tenancy import (
     AddMember,
     CreateDomain,
     CreateUser,
+    DeleteKeypair,
     IssueKeypair,
     SetPolicy,
     UpdateKeypair,
@@ -546,3 +548,42 @@ async def _user_of(stack: Stack, access_key: str) -> uuid.UUID:
         return uuid.UUID(str(keypair["user_id"]))
     finally:
         await store.close()
+
+
+async def _type_in_terminal_while_deleted(
+    stack: Stack, keys: Keys, session: str
+) -> tuple[float, float, Any]:
+    """A shell over the pty websocket; the keypair is deleted meanwhile: when it was
+    appended, when the socket closed, and the close message."""
+    endpoint = stack.exports["BACKEND_ENDPOINT"]
+    path = f"/stream/session/{session}/pty"
+    headers = signed_headers("GET", path, endpoint.removeprefix("http://"), "", *keys.pair())
+    async with aiohttp.ClientSession() as client:
+        async with client.ws_connect(endpoint.replace("http", "ws") + path, headers=headers) as ws:
+            typed = base64.b64encode(b"echo still-here\n").decode()
+            await ws.send_str(json.dumps({"type": "stdin", "chars": typed}))
+            out = b""
+            while b"still-here" not in out:
+                message = await asyncio.wait_for(ws.receive(), 30)
+                assert message.type == WSMsgType.TEXT, message
+                out += base64.b64decode(json.loads(message.data)["data"])
+            appended = await _tenancy(stack, DeleteKeypair(access_key=keys.access_key))
+            while True:
+                message = await asyncio.wait_for(ws.receive(), 10)
+                if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
+                    return appended, time.time(), message
+
+
+@pytest.mark.hostile
+def test_a_deleted_keypairs_terminal_closes_with_the_reason_within_a_second(stack: Stack) -> None:
+    """Trudy keeps a shell open over the pty websocket; her keypair is deleted: the terminal
+    closes with 1008 and the reason at once, and the keypair signs nothing more. Fails
+    before c49c0ee: the shell stayed hers for as long as she kept the socket."""
+    trudy = Keys(*asyncio.run(second_tenant(stack, "trudy")))
+    session = _create_running(stack, trudy, "trudys-shell")
+    appended, closed, message = asyncio.run(_type_in_terminal_while_deleted(stack, trudy, session))
+    print(f"\nkeypair deleted: terminal closed {(closed - appended) * 1000:.1f} ms after")
+    assert message.type == WSMsgType.CLOSE, message
+    assert message.data == 1008 and message.extra == f"keypair {trudy.access_key} was deleted"
+    assert closed - appended < REFUSED_WITHIN_S
+    assert _get(stack, trudy, "/session/_/match?id=zz") in (401, 429)
