@@ -307,6 +307,48 @@ def test_another_projects_groups_are_not_told_to_a_stranger(lab: Lab) -> None:
     assert status == 400 and "extra" in body["msg"]
 
 
+def test_another_domains_project_reads_exactly_as_an_unknown_one(lab: Lab) -> None:
+    """F8, the attacker ``otheradmin`` (admin of ``lab2``) probing ``default``'s project id:
+    ``GET /scaling-groups?group=`` and ``GET /auth/role?group=`` answer it with the very
+    status and text of an id that exists nowhere. Before the fix ``/scaling-groups`` said
+    "You can only set the domain to the owner's domain." for the real id only."""
+    unknown = str(uuid.uuid4())
+    for who in ("otheradmin", "member"):
+        for path in ("/scaling-groups?group={}", "/auth/role?group={}"):
+            answers = []
+            for group in (lab.secret_project, unknown):
+                status, body = lab.rest(who, "GET", path.format(group))
+                answers.append((status, body.get("type"), body.get("title"), body.get("msg")))
+            assert answers[0] == answers[1] and answers[0][0] in (400, 404), (who, answers)
+
+
+def test_a_scaling_group_a_preset_names_is_not_deleted(lab: Lab) -> None:
+    """F9: a resource preset's ``scaling_group_name`` keeps its group: deleting the group is
+    a 400 naming the preset, and goes through once the preset is gone. Before the fix the
+    group was deleted and the preset pointed at nothing."""
+    assert lab.bai("admin", "scaling", "add", "preset-home").returncode == 0
+    create = (
+        "mutation($n: String!, $i: CreateResourcePresetInput!) {"
+        " create_resource_preset(name: $n, props: $i) { ok msg } }"
+    )
+    status, made = lab.gql(
+        "super",
+        create,
+        n="infra-pinned",
+        i={"resource_slots": '{"cpu": "1"}', "scaling_group_name": "preset-home"},
+    )
+    assert status == 200 and made["data"]["create_resource_preset"]["ok"], made
+    delete = "mutation($n: String!) { delete_scaling_group(name: $n) { ok msg } }"
+    status, body = lab.gql("super", delete, n="preset-home")
+    assert status == 400 and "infra-pinned" in body["msg"], body
+    _, still = lab.gql("super", '{ scaling_group(name: "preset-home") { name } }')
+    assert still["data"]["scaling_group"] == {"name": "preset-home"}
+    drop = "mutation($n: String!) { delete_resource_preset(name: $n) { ok msg } }"
+    assert lab.gql("super", drop, n="infra-pinned")[0] == 200
+    status, body = lab.gql("super", delete, n="preset-home")
+    assert status == 200 and body["data"]["delete_scaling_group"]["ok"], body
+
+
 # ---- images -------------------------------------------------------------------------------
 def test_images_listed_aliased_and_dealiased_with_the_official_client(lab: Lab) -> None:
     listed = lab.bai("admin", "image", "list")

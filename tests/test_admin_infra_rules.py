@@ -5,13 +5,15 @@ and agents are shown in 23.03's shapes."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pytest
 
 from actors.domain.commands.tenancy import SetScalingGroup
-from actors.domain.errors import InvalidAPIParameters
+from actors.domain.errors import GenericBadRequest, InvalidAPIParameters
 from actors.gateway.admin.infra_rules import (
     AGENT_FIELDS,
+    INVALID_GROUP,
     agent_row,
     agent_view,
     decode_json_object,
@@ -20,6 +22,8 @@ from actors.gateway.admin.infra_rules import (
     is_operation_image,
     node_live_stat,
     parse_agent_status,
+    project_refusal,
+    require_no_preset_names,
     scaling_group_settings,
     scaling_group_view,
 )
@@ -210,3 +214,46 @@ def test_agent_list_filters_and_orders_on_the_agents_columns() -> None:
     for bad in ('name == "x"', 'status == "NAPPING"', "first_contact > 3"):
         with pytest.raises(InvalidAPIParameters):
             parse_filter(bad, fields=AGENT_FIELDS)
+
+
+# ---- review findings F8 and F9 ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Who:
+    access_key: str
+    domain: str
+    role: str = "user"
+
+    @property
+    def is_superadmin(self) -> bool:
+        return self.role == "superadmin"
+
+    @property
+    def may_act_for_others(self) -> bool:
+        return self.role in ("admin", "superadmin")
+
+
+def test_another_domains_project_reads_as_an_unknown_one() -> None:
+    """F8, the attacker an admin (or user) of ``lab2`` probing a project id of ``default``:
+    ``GET /scaling-groups?group=`` must answer exactly what an unknown id gets. Before the
+    fix the other domain's project answered "You can only set the domain to the owner's
+    domain." (scope.creation_refusal's text) and so told that the id exists."""
+    theirs = {"project_id": "p1", "domain": "default", "members": ["u-m"], "is_active": True}
+    for caller in (Who("AKA", "lab2", "admin"), Who("AKU", "lab2")):
+        assert project_refusal(caller, "u-x", theirs) == INVALID_GROUP
+        assert project_refusal(caller, "u-x", None) == INVALID_GROUP
+    assert project_refusal(Who("AKM", "default"), "u-m", theirs) is None  # a member
+    assert project_refusal(Who("AKS", "other", "superadmin"), "u-s", theirs) is None
+
+
+def test_a_scaling_group_a_preset_names_is_not_deleted() -> None:
+    """F9, the dangling reference: deleting a group that resource presets name is a 400
+    naming the presets. Before the fix only agents and sessions were looked at, and the
+    presets kept a group name that no longer existed."""
+    presets = [
+        {"name": "gpu-big", "scaling_group_name": "gpus"},
+        {"name": "cpu", "scaling_group_name": None},
+        {"name": "gpu-small", "scaling_group_name": "gpus"},
+    ]
+    with pytest.raises(GenericBadRequest, match="gpu-big, gpu-small"):
+        require_no_preset_names("gpus", presets)
+    require_no_preset_names("cpus", presets)

@@ -591,3 +591,86 @@ def test_a_superadmin_sets_resource_presets_everyone_reads_them(world: World) ->
     assert data(world, root, one, n="keys-gpu")["resource_preset"] is None
     status, body = gql(world, root, delete, n="keys-gpu")
     assert status == 404, body
+
+
+# ---- what a keypair may be given (review findings F16 and F10) ------------------------------
+DELETE_KEYPAIR = "mutation($a: String!) { delete_keypair(access_key: $a) { ok msg } }"
+CREATE_POLICY = (
+    "mutation($name: String!, $input: CreateKeyPairResourcePolicyInput!) {"
+    " create_keypair_resource_policy(name: $name, props: $input) { ok msg } }"
+)
+
+
+def test_no_hidden_admin_an_admin_keypair_needs_an_admin_user(world: World) -> None:
+    """F16, the attacker dana (admin of ``default``) making bob, a plain user, a hidden admin:
+    ``create_keypair``/``modify_keypair`` with ``is_admin: true`` for him answer 400 naming
+    ``is_admin`` (to the superadmin too) and append nothing. Before the fix both answered
+    ok and bob's keypair administered the domain while his record said ``user``."""
+    before = asyncio.run(_head(world))
+    for keys in (world.dana, world.root):
+        status, body = gql(
+            world, keys, CREATE_KEYPAIR, user_id=world.bob.email, input={"is_admin": True}
+        )
+        assert status == 400 and "is_admin" in body["msg"], body
+        status, body = gql(
+            world, keys, MODIFY, access_key=world.bob.access_key, input={"is_admin": True}
+        )
+        assert status == 400 and "is_admin" in body["msg"], body
+    events = asyncio.run(_events_after(world, before))
+    assert not [e for e in events if e.type in DECISIONS], events
+    assert not listed(world, world.root, email=world.bob.email)[world.bob.access_key]["is_admin"]
+    # dana's own keypair (her role is admin) keeps its flag settable
+    status, body = gql(
+        world, world.dana, MODIFY, access_key=world.dana.access_key, input={"is_admin": True}
+    )
+    assert status == 200 and body["data"]["modify_keypair"]["ok"], body
+
+
+def test_a_domain_admin_hands_out_only_what_their_domain_was_given(world: World) -> None:
+    """F10, the attacker dana: she may not put bob (or herself) on ``kp-vip``, a policy the
+    superadmin made and gave to no keypair of ``default``; the refusal is the very answer of
+    a policy that does not exist (no oracle for global names); she may not raise her own
+    keypair's rate limit nor bob's past the domain's ceiling (10000 here). Once the
+    superadmin gives ``kp-vip`` to a keypair of ``default``, she may give it too. Before the
+    fix every one of these refusals was an ok."""
+    root, dana, bob = world.root, world.dana, world.bob
+    made = data(world, root, CREATE_POLICY, name="kp-vip", input={"max_concurrent_sessions": 99})
+    assert made["create_keypair_resource_policy"]["ok"]
+    before = asyncio.run(_head(world))
+    answers = []
+    for name in ("kp-vip", "kp-no-such-policy"):
+        status, body = gql(
+            world, dana, MODIFY, access_key=bob.access_key, input={"resource_policy": name}
+        )
+        answers.append((status, body["type"], body.get("title"), body["msg"].replace(name, "X")))
+        status, body = gql(
+            world, dana, CREATE_KEYPAIR, user_id=bob.email, input={"resource_policy": name}
+        )
+        answers.append((status, body["type"], body.get("title"), body["msg"].replace(name, "X")))
+    assert answers[0][0] == 404 and len(set(answers)) == 1, answers
+    for change in ({"resource_policy": "kp-vip"}, {"rate_limit": 2**31 - 1}):
+        status, body = gql(world, dana, MODIFY, access_key=dana.access_key, input=change)
+        assert status == 403 and next(iter(change)) in body["msg"], (change, body)
+    status, body = gql(world, dana, MODIFY, access_key=bob.access_key, input={"rate_limit": 10001})
+    assert status == 403 and "rate_limit" in body["msg"], body
+    events = asyncio.run(_events_after(world, before))
+    assert not [e for e in events if e.type in DECISIONS], events
+    # the superadmin opens kp-vip to ``default`` by giving it to one of its keypairs
+    vip = {"resource_policy": "kp-vip"}
+    opened = data(world, root, CREATE_KEYPAIR, user_id=bob.email, input=vip)
+    first = opened["create_keypair"]["keypair"]["access_key"]
+    second = None
+    try:
+        given = data(world, dana, CREATE_KEYPAIR, user_id=bob.email, input=vip)
+        second = given["create_keypair"]["keypair"]["access_key"]
+        assert listed(world, root, email=bob.email)[second]["resource_policy"] == "kp-vip"
+    finally:
+        for access_key in (first, second):
+            if access_key:
+                data(world, root, DELETE_KEYPAIR, a=access_key)
+        data(
+            world,
+            root,
+            "mutation($n: String!) { delete_keypair_resource_policy(name: $n) { ok msg } }",
+            n="kp-vip",
+        )

@@ -10,16 +10,22 @@ from typing import Any
 
 import pytest
 
-from actors.domain.errors import GenericForbidden, InvalidAPIParameters
+from actors.domain.errors import GenericForbidden, InvalidAPIParameters, ObjectNotFound
 from actors.gateway.admin.keypairs import FILTER_COLUMNS, filter_row
 from actors.gateway.admin.keys_rules import (
+    DEFAULT_RATE_CEILING,
+    DomainGrants,
     bigint,
     bytes_of,
     count,
+    domain_grants,
     exec_timeout,
     json_object,
     keypair_scope,
+    policy_not_open,
     refuse_given,
+    require_admin_flag_fits_role,
+    require_grantable,
     require_keypair_admin,
     shared_memory,
     slots,
@@ -246,3 +252,97 @@ def test_keypair_list_filters_and_orders_by_23_03s_columns() -> None:
     for bad in ("nope == 1", 'rate_limit == "x"'):
         with pytest.raises(QueryLanguageError):
             chosen(bad)
+
+
+# ---- what a keypair may be given (review findings F16 and F10) -----------------------------
+def test_an_admin_keypair_only_for_an_admin_user() -> None:
+    """F16, the attacker a domain admin making a hidden admin: ``is_admin: true`` on a plain
+    user's keypair is a 400 naming ``is_admin`` whoever asks. Before the fix nothing looked
+    at the owner's role (this rule did not exist), so the flag was set."""
+    with pytest.raises(InvalidAPIParameters, match="is_admin") as refused:
+        require_admin_flag_fits_role(BOB_USER, True)
+    assert "'user'" in refused.value.msg
+    require_admin_flag_fits_role(BOB_USER, False)
+    require_admin_flag_fits_role(BOB_USER, None)
+    require_admin_flag_fits_role({**BOB_USER, "role": "admin"}, True)
+    require_admin_flag_fits_role(ROOT_USER, True)
+
+
+USERS = {
+    "u-root": ROOT_USER,
+    "u-bob": BOB_USER,
+    "u-dana": {"user_id": "u-dana", "domain": "default", "role": "admin"},
+    "u-rex": REX_USER,
+}
+KEYPAIRS = [
+    {"user_id": "u-root", "resource_policy": "unlimited", "rate_limit": 10**9},
+    {"user_id": "u-rex", "resource_policy": "rival-gold", "rate_limit": 50_000},
+    {"user_id": "u-bob", "resource_policy": "lab-silver", "rate_limit": 20_000},
+    {"user_id": "u-dana", "resource_policy": "default", "rate_limit": 1000},
+]
+
+
+def test_a_domains_grants_are_what_its_keypairs_hold_never_a_superadmins() -> None:
+    default = domain_grants("default", USERS, KEYPAIRS)
+    assert default == DomainGrants(frozenset({"default", "lab-silver"}), 20_000)
+    rival = domain_grants("rival", USERS, KEYPAIRS)
+    assert rival == DomainGrants(frozenset({"default", "rival-gold"}), 50_000)
+    assert domain_grants("empty", USERS, KEYPAIRS).rate_ceiling == DEFAULT_RATE_CEILING
+
+
+def _grant(caller: Who, **given: Any) -> None:
+    grants = domain_grants(caller.domain, USERS, KEYPAIRS)
+    require_grantable(
+        caller,
+        None if given.get("own") else grants,
+        own=given.get("own", False),
+        current=given.get("current"),
+        own_keypairs=given.get("own_keypairs", ()),
+        resource_policy=given.get("resource_policy"),
+        rate_limit=given.get("rate_limit"),
+    )
+
+
+def test_a_domain_admin_gives_only_policies_open_to_their_domain() -> None:
+    """F10, the attacker dana handing bob the superadmin's UNLIMITED policy (held only by the
+    superadmin's keypair) or another domain's: refused with the very answer of a policy
+    that does not exist (no oracle for global names). Before the fix any existing policy was
+    given (there was no such rule)."""
+    _grant(DANA, resource_policy="lab-silver")
+    _grant(DANA, resource_policy="default")
+    answers = set()
+    for name in ("unlimited", "rival-gold", "no-such-policy"):
+        with pytest.raises(ObjectNotFound) as refused:
+            _grant(DANA, resource_policy=name)
+        answers.add((refused.value.title, refused.value.msg.replace(name, "X")))
+    unknown = policy_not_open(DANA, "X")
+    assert answers == {(unknown.title, unknown.msg)}
+    _grant(ROOT, resource_policy="rival-gold")  # a superadmin: unchanged
+
+
+def test_a_domain_admin_raises_no_rate_limit_past_their_domains_highest() -> None:
+    """F10: dana may set up to max(10000, the domain's highest: bob's 20000); above is 403
+    naming rate_limit. Before the fix anything up to 2^31-1 was accepted."""
+    _grant(DANA, rate_limit=20_000)
+    with pytest.raises(GenericForbidden, match="rate_limit"):
+        _grant(DANA, rate_limit=20_001)
+    _grant(EVE, rate_limit=50_000)
+    _grant(ROOT, rate_limit=2**31 - 1)
+
+
+def test_a_domain_admin_does_not_raise_their_own_keypairs() -> None:
+    """F10, the attacker dana raising her own quota: her own keypair's policy or rate limit
+    may only be given as it is (the official client sends what it is told), and a keypair
+    she issues herself gets nothing her keypairs do not hold. Before the fix she moved
+    herself onto any policy and rate limit."""
+    mine = {"user_id": "u-dana", "resource_policy": "default", "rate_limit": 1000}
+    _grant(DANA, own=True, current=mine, resource_policy="default", rate_limit=1000)
+    _grant(DANA, own=True, current=mine)  # is_active / is_admin only: no bound
+    for given in ({"resource_policy": "lab-silver"}, {"rate_limit": 999}, {"rate_limit": 1001}):
+        with pytest.raises(GenericForbidden, match="own"):
+            _grant(DANA, own=True, current=mine, **given)
+    _grant(DANA, own=True, own_keypairs=[mine], resource_policy="default", rate_limit=500)
+    for given in ({"resource_policy": "lab-silver"}, {"rate_limit": 5000}):
+        with pytest.raises(GenericForbidden, match="own"):
+            _grant(DANA, own=True, own_keypairs=[mine], **given)
+    _grant(ROOT, own=True, current=mine, resource_policy="unlimited", rate_limit=10**6)

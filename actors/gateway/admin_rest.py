@@ -13,7 +13,8 @@
 - ``GET /config/resource-slots`` — every slot type the cluster knows, with its unit (the
   create route's own :func:`actors.gateway.sessions._known_slots`).
 - ``GET /auth/role`` — ``{global_role, domain_role, group_role}``; with ``?group=<id>`` the
-  caller must be a member (``404`` otherwise, as 23.03).
+  caller must be a member (``404`` otherwise, as 23.03): the same 404 for an unknown project
+  and for another domain's.
 - The agent watcher (``/resource/watcher...``) and image import (``/image/import``) the
   client also calls: refused with a message that says why (kernelhub has neither).
 """
@@ -27,9 +28,9 @@ from typing import Any
 from aiohttp import web
 
 from .admin.images import REGISTER_HINT
+from .admin.infra_rules import INVALID_GROUP, project_refusal
 from .context import GatewayContext
 from .problems import GatewayError, InsufficientPrivilege
-from .scope import creation_refusal
 from .sessions import _known_slots
 
 __all__ = ["admin_rest_routes"]
@@ -83,10 +84,9 @@ async def _project_for(request: web.Request, group: str) -> Mapping[str, Any]:
         project = await ctx.lookups.project(str(uuid.UUID(group)))
     except ValueError:
         project = await ctx.lookups.project_by_name(caller.domain, group)
-    domain = str((project or {}).get("domain", caller.domain))
-    refusal = creation_refusal(caller, caller.user_id, caller.domain, domain, project)
+    refusal = project_refusal(caller, caller.user_id, project)
     if refusal is not None or project is None:
-        raise _BadRequest(refusal or "Invalid group")
+        raise _BadRequest(refusal or INVALID_GROUP)
     return project
 
 

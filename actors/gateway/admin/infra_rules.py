@@ -21,14 +21,16 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ...domain.errors import InvalidAPIParameters
+from ...domain.errors import GenericBadRequest, InvalidAPIParameters
 from ...domain.scheduling.plugins import make_plugin
 from ...domain.session import parse_duration
 from ..gql_filter import FieldSpec
+from ..scope import Viewer, creation_refusal
 
 __all__ = [
     "AGENT_FIELDS",
     "AGENT_STATUSES",
+    "INVALID_GROUP",
     "SCHEDULERS",
     "SESSION_TYPES",
     "agent_row",
@@ -39,9 +41,39 @@ __all__ = [
     "is_operation_image",
     "node_live_stat",
     "parse_agent_status",
+    "project_refusal",
+    "require_no_preset_names",
     "scaling_group_settings",
     "scaling_group_view",
 ]
+
+INVALID_GROUP = "Invalid group: no such project in this domain, or you are not a member of it"
+"""``GET /scaling-groups?group=``'s one answer for a project the caller may not use, whatever
+the reason (unknown, inactive, another domain's, not a member): a different text for another
+domain's project would tell that its id exists."""
+
+
+def project_refusal(caller: Viewer, user_id: str, project: Mapping[str, Any] | None) -> str | None:
+    """Why ``caller`` (the user ``user_id``) may not ask about ``project``'s scaling groups:
+    :data:`INVALID_GROUP` whenever :func:`..scope.creation_refusal` refuses, or ``None``."""
+    if project is None:
+        return INVALID_GROUP
+    domain = str(project.get("domain", caller.domain))
+    refused = creation_refusal(caller, user_id, caller.domain, domain, project)
+    return None if refused is None else INVALID_GROUP
+
+
+def require_no_preset_names(name: str, presets: Sequence[Mapping[str, Any]]) -> None:
+    """A scaling group named by a resource preset (its ``scaling_group_name``) is not deleted:
+    the preset would point at a group that no longer exists. 400 naming the presets, so the
+    superadmin changes or deletes them first."""
+    naming = sorted(str(p.get("name")) for p in presets if p.get("scaling_group_name") == name)
+    if naming:
+        raise GenericBadRequest(
+            f"scaling group {name!r} is named by resource preset(s) {', '.join(naming)}: "
+            "change their scaling_group_name or delete them first"
+        )
+
 
 SCHEDULERS = ("fifo", "lifo", "drf", "mof")
 """The scheduler plugins kernelhub runs (:mod:`actors.domain.scheduling.plugins`)."""

@@ -4,6 +4,13 @@
 
 Who may do what (:mod:`.keys_rules`): a superadmin anything; a domain admin the keypairs of
 their domain's users, never a superadmin's; a user lists their own keypairs and changes none.
+What a keypair may be given (:mod:`.keys_rules`): ``is_admin`` only on the keypair of a user
+whose role is admin or superadmin (the admin surface trusts the flag); from a domain admin,
+only a policy some keypair of their domain already holds (``default`` always; an unknown
+policy and one not open to the domain read the same 404) and a rate limit up to the higher of
+10000 and their domain's highest; and never a new policy or rate limit for their own
+keypairs (a superadmin's to raise). A superadmin gives any existing policy and rate limit.
+
 A secret key is shown to its owner only, and once in the answer to ``create_keypair`` (the
 admin who issued it hands it over); a listing of someone else's keypairs says ``null``.
 
@@ -25,9 +32,15 @@ from ..context import LIVE
 from ..gql_filter import FieldSpec, QueryLanguageError, parse_filter, parse_order, select
 from .base import AdminArea, AdminCall, Resolvers
 from .keys_rules import (
+    DEFAULT_POLICY,
+    DomainGrants,
     count,
+    domain_grants,
     keypair_scope,
+    policy_not_open,
     refuse_given,
+    require_admin_flag_fits_role,
+    require_grantable,
     require_keypair_admin,
 )
 
@@ -262,11 +275,38 @@ class _Keypairs:
                 found = None
         return dict(found) if found else None
 
-    async def _policy_exists(self, name: str) -> None:
-        if await self.lookups.policy(name) is None:
-            raise ObjectNotFound(
-                "keypair resource policy", f"keypair resource policy {name!r} does not exist"
-            )
+    async def _grants(self) -> DomainGrants | None:
+        """What a domain admin may hand out in their domain (a superadmin: no bound)."""
+        caller = self.call.caller
+        if caller.is_superadmin:
+            return None
+        users = {str(u["user_id"]): dict(u) for u in await self.lookups.every("user")}
+        return domain_grants(caller.domain, users, await self.lookups.every("keypair"))
+
+    async def _check_grant(
+        self,
+        user: dict[str, Any],
+        change: dict[str, Any],
+        current: dict[str, Any] | None,
+    ) -> None:
+        """The rules of :mod:`.keys_rules` on what ``change`` gives a keypair of ``user``:
+        the admin flag only for an admin's keypair, and a domain admin's bounds on the
+        policy and rate limit; then the policy must exist (the same 404 as one not open)."""
+        caller = self.call.caller
+        require_admin_flag_fits_role(user, change.get("is_admin"))
+        own = str(user.get("user_id")) == caller.user_id
+        require_grantable(
+            caller,
+            None if own else await self._grants(),
+            own=own,
+            current=current,
+            own_keypairs=await self.lookups.keypairs_of(caller.user_id) if own else (),
+            resource_policy=change.get("resource_policy"),
+            rate_limit=change.get("rate_limit"),
+        )
+        name = change.get("resource_policy")
+        if name is not None and await self.lookups.policy(name) is None:
+            raise policy_not_open(caller, name)
 
     async def create_keypair(
         self, _info: Any, user_id: str, props: dict[str, Any]
@@ -286,7 +326,8 @@ class _Keypairs:
             issue["rate_limit"] = count(props["rate_limit"], "rate_limit")
         if props.get("resource_policy") is not None:
             issue["resource_policy"] = str(props["resource_policy"])
-        await self._policy_exists(issue.get("resource_policy", "default"))
+        checked = {**issue, "resource_policy": issue.get("resource_policy", DEFAULT_POLICY)}
+        await self._check_grant(user, checked, None)
         access_key, secret_key = await self.call.tenancy(IssueKeypair(**issue))
         record = await self.lookups.keypair(access_key)
         if record is None:  # the read model did not fold it in time: show what was issued
@@ -297,7 +338,7 @@ class _Keypairs:
     async def modify_keypair(
         self, _info: Any, access_key: str, props: dict[str, Any]
     ) -> dict[str, Any]:
-        await self._owner(access_key, "change this keypair")
+        record, user = await self._owner(access_key, "change this keypair")
         refuse_given(props, _LEGACY)
         change: dict[str, Any] = {}
         for name in ("is_active", "is_admin"):
@@ -307,7 +348,7 @@ class _Keypairs:
             change["rate_limit"] = count(props["rate_limit"], "rate_limit")
         if props.get("resource_policy") is not None:
             change["resource_policy"] = str(props["resource_policy"])
-            await self._policy_exists(change["resource_policy"])
+        await self._check_grant(user, change, record)
         await self.call.tenancy(UpdateKeypair(access_key=access_key, **change))
         return {"ok": True, "msg": "success"}
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -22,22 +22,30 @@ from typing import Any
 from events._canonical import decimal_to_plain
 
 from ...domain.bounds import MAX_SLOTS, known_slot_types, parse_slot_value, shown
-from ...domain.errors import GenericForbidden, InvalidAPIParameters
+from ...domain.errors import GenericForbidden, InvalidAPIParameters, ObjectNotFound
 from ...domain.sizes import parse_size
 from ..scope import Viewer, is_domain_admin
 from .roles import may_manage_user
 
 __all__ = [
+    "ADMIN_ROLES",
     "BIGINT_MAX",
+    "DEFAULT_POLICY",
+    "DEFAULT_RATE_CEILING",
+    "DomainGrants",
     "KeypairScope",
     "bigint",
     "bytes_of",
     "count",
     "default_for_unspecified",
+    "domain_grants",
     "exec_timeout",
     "json_object",
     "keypair_scope",
+    "policy_not_open",
     "refuse_given",
+    "require_admin_flag_fits_role",
+    "require_grantable",
     "require_keypair_admin",
     "shared_memory",
     "slots",
@@ -111,6 +119,123 @@ def require_keypair_admin(caller: Viewer, user: Mapping[str, Any] | None, what: 
         return
     if not caller.may_act_for_others or user is None or not may_manage_user(caller, user):
         raise GenericForbidden(f"only a superadmin or an admin of the owner's domain may {what}")
+
+
+# ---- what a keypair may be given -----------------------------------------------------------
+ADMIN_ROLES = frozenset({"admin", "superadmin"})
+"""The user roles whose keypairs may carry ``is_admin``."""
+DEFAULT_POLICY = "default"
+"""The policy a keypair is issued with when none is named (``IssueKeypair``'s default): every
+domain may be given it."""
+DEFAULT_RATE_CEILING = 10_000
+"""The rate limit a domain admin may always set (above the 1000 a keypair is issued with and
+the 5000 the official client's ``admin keypair add`` sends by default)."""
+
+
+def require_admin_flag_fits_role(user: Mapping[str, Any], is_admin: bool | None) -> None:
+    """A keypair's ``is_admin`` may be true only for a user whose role is admin or
+    superadmin. kernelhub grants the admin surface to an admin keypair, so otherwise an admin
+    could make a hidden admin whose user record says ``user`` (and whom demoting with
+    ``modify_user(role)`` would not reach). Applies to a superadmin too: promote the user
+    with ``modify_user(role: "admin")``, which flags their keypairs."""
+    role = str(user.get("role") or "user")
+    if is_admin and role not in ADMIN_ROLES:
+        raise _refuse(
+            "is_admin",
+            f"may be true only for a user whose role is admin or superadmin (this user's role "
+            f"is {role!r}); make them an admin with modify_user first",
+        )
+
+
+@dataclass(frozen=True)
+class DomainGrants:
+    """What a domain admin may hand out to their domain's keypairs: the policies some keypair
+    of the domain already holds (a superadmin opens a policy to a domain by giving it to one
+    of its keypairs; :data:`DEFAULT_POLICY` is always open) and the highest rate limit (at
+    least :data:`DEFAULT_RATE_CEILING`)."""
+
+    policies: frozenset[str]
+    rate_ceiling: int
+
+
+def domain_grants(
+    domain: str, users: Mapping[str, Mapping[str, Any]], keypairs: Iterable[Mapping[str, Any]]
+) -> DomainGrants:
+    """:class:`DomainGrants` of ``domain`` from every user (by id) and keypair. A
+    superadmin's keypairs do not count, even in their own domain: what a superadmin holds is
+    not thereby opened to the domain's admin."""
+    policies = {DEFAULT_POLICY}
+    ceiling = DEFAULT_RATE_CEILING
+    for keypair in keypairs:
+        owner = users.get(str(keypair.get("user_id")))
+        if owner is None or owner.get("domain") != domain or owner.get("role") == "superadmin":
+            continue
+        if keypair.get("resource_policy"):
+            policies.add(str(keypair["resource_policy"]))
+        rate = keypair.get("rate_limit")
+        if isinstance(rate, int) and not isinstance(rate, bool):
+            ceiling = max(ceiling, rate)
+    return DomainGrants(frozenset(policies), ceiling)
+
+
+def policy_not_open(caller: Viewer, name: str) -> ObjectNotFound:
+    """The one answer for a policy that does not exist and, to a domain admin, one that is not
+    open to their domain: the same status and text, so the refusal tells nobody which global
+    policy names exist."""
+    if caller.is_superadmin:
+        message = f"keypair resource policy {name!r} does not exist"
+    else:
+        message = f"no keypair resource policy {name!r} is open to your domain"
+    return ObjectNotFound("keypair resource policy", message)
+
+
+def require_grantable(
+    caller: Viewer,
+    grants: DomainGrants | None,
+    *,
+    own: bool,
+    current: Mapping[str, Any] | None,
+    own_keypairs: Iterable[Mapping[str, Any]],
+    resource_policy: str | None,
+    rate_limit: int | None,
+) -> None:
+    """Whether a domain admin may give a keypair ``resource_policy`` and ``rate_limit``
+    (``None``: not given). A superadmin may give anything (``grants`` is not read).
+
+    - Their own keypairs (``own``) are a superadmin's to raise: on a change (``current``) the
+      policy and rate limit may only be given as they already are; a keypair they issue for
+      themselves may have only a policy their own keypairs hold and a rate limit no higher
+      than theirs (403 naming the field).
+    - Any other keypair of their domain: a policy open to the domain (:func:`policy_not_open`
+      otherwise) and a rate limit up to the domain's ceiling (403 naming it).
+    """
+    if caller.is_superadmin:
+        return
+    if own:
+        mine = list(own_keypairs) if current is None else [current]
+        held = {str(k.get("resource_policy")) for k in mine}
+        top = max((int(k.get("rate_limit") or 0) for k in mine), default=0)
+        if resource_policy is not None and resource_policy not in held:
+            raise GenericForbidden(
+                "resource_policy: a domain admin may not change the policy of their own "
+                "keypairs; ask a superadmin"
+            )
+        changed = current is not None and rate_limit != top
+        if rate_limit is not None and (rate_limit > top or changed):
+            raise GenericForbidden(
+                "rate_limit: a domain admin may not change the rate limit of their own "
+                "keypairs; ask a superadmin"
+            )
+        return
+    assert grants is not None, "a domain admin's grants are read before a grant"
+    if resource_policy is not None and resource_policy not in grants.policies:
+        raise policy_not_open(caller, resource_policy)
+    if rate_limit is not None and rate_limit > grants.rate_ceiling:
+        raise GenericForbidden(
+            f"rate_limit: a domain admin may set at most {grants.rate_ceiling} (the default "
+            f"{DEFAULT_RATE_CEILING}, or the highest one of their domain's keypairs); "
+            "ask a superadmin for more"
+        )
 
 
 def refuse_given(props: Mapping[str, Any], legacy: Mapping[str, str]) -> None:

@@ -9,7 +9,8 @@ target, and show a non-admin the public groups only (as ``GET /scaling-groups`` 
 it is given on the current record. Values kernelhub cannot honour are refused with a 400
 naming them (:func:`.infra_rules.scaling_group_settings`). A group is deleted only when no
 agent belongs to it and no session not yet ended (pending ones included) is in it: 23.03's
-foreign keys refused those deletions too.
+foreign keys refused those deletions too. Nor while a resource preset names it (its
+``scaling_group_name``): the preset would point at a group that no longer exists.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ...domain.errors import (
 from ..context import LIVE
 from ..scope import is_domain_admin
 from .base import AdminArea, AdminCall, Resolvers
-from .infra_rules import scaling_group_settings, scaling_group_view
+from .infra_rules import require_no_preset_names, scaling_group_settings, scaling_group_view
 from .roles import may_manage_domain, require_superadmin
 
 __all__ = ["AREA"]
@@ -225,6 +226,7 @@ def _resolvers(call: AdminCall) -> Resolvers:
                 f"scaling group {name!r} still has {live} session(s) not yet ended "
                 "(pending ones included): end them first"
             )
+        require_no_preset_names(name, await call.ctx.lookups.presets())
         await call.tenancy(DeleteScalingGroup(name=name))
         return dict(_OK)
 
