@@ -154,6 +154,7 @@ def test_a_password_is_asked_twice_without_echo_or_read_from_stdin(
         ["sgroup", "add", "gpu", "--scheduler", "random"],
         ["sgroup", "add", "gpu", "--driver-opts", "[1]"],
         ["sgroup", "associate", "gpu"],
+        ["sgroup", "associate", "gpu", "--keypair", "AKTEST", "--in-domain", "lab"],
         ["domain", "add", "lab", "--total-resource-slots", "cpu=-1"],
     ],
     ids=lambda a: " ".join(a),
@@ -285,6 +286,8 @@ def test_a_superadmin_runs_a_lab_with_kh_alone(stack: Stack, lab: dict[str, Any]
     assert "alice@lab.test" in assert_ok(stack.kh("admin", "user", "list")).stdout
     filtered = items(stack, "admin", "user", "list", "--filter", 'email ilike "%@lab.test"')
     assert {u["email"] for u in filtered} == {"alice@lab.test"}
+    in_lab = items(stack, "admin", "user", "list", "--domain", "lab")
+    assert {u["email"] for u in in_lab} == {"alice@lab.test"}
 
     policy = json.loads(
         assert_ok(stack.kh("admin", "policy", "info", "one-at-a-time", "--json")).stdout

@@ -183,6 +183,11 @@ def _targets(
     return targets
 
 
+def _checked_in_domain(in_domain: str | None, projects: list[str] | None) -> None:
+    if in_domain is not None and not projects:
+        usage("--in-domain names the domain of --project names: give a --project")
+
+
 @sgroup_app.command("associate", help="Open a scaling group to domains, projects or keypairs.")
 @handled
 def sgroup_associate(
@@ -194,6 +199,7 @@ def sgroup_associate(
     as_json: JsonFlag = False,
 ) -> None:
     targets = _targets(domain, project, keypair)
+    _checked_in_domain(in_domain, project)
     answers = []
     with connected() as admin:
         for kind, target in targets:
@@ -217,6 +223,7 @@ def sgroup_dissociate(
     as_json: JsonFlag = False,
 ) -> None:
     targets = _targets(domain, project, keypair)
+    _checked_in_domain(in_domain, project)
     named = ", ".join(f"{kind} {target}" for kind, target in targets)
     confirm(f"close scaling group {name} to {named}", yes)
     answers = []

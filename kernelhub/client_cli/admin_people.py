@@ -337,7 +337,9 @@ def _checked(value: str | None, allowed: tuple[str, ...], flag: str) -> str | No
 def user_list(
     status: Status = None,
     project: Annotated[str | None, typer.Option("--project", help="members of one")] = None,
-    domain: DomainOpt = None,
+    domain: Annotated[
+        str | None, typer.Option("--domain", help="one domain's (and --project's domain)")
+    ] = None,
     filter_: Annotated[
         str | None, typer.Option("--filter", help="e.g. 'email ilike \"%@lab\"'")
     ] = None,
@@ -352,6 +354,7 @@ def user_list(
         page = admin.users(
             status=status,
             project_id=project_id,
+            domain=domain,
             filter=filter_,
             order=order,
             limit=limit,

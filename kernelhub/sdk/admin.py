@@ -382,17 +382,22 @@ class AsyncAdmin:
         *,
         status: str | None = None,
         project_id: str | uuid.UUID | None = None,
+        domain: str | None = None,
         filter: str | None = None,
         order: str | None = None,
         limit: int = 20,
         offset: int = 0,
     ) -> AdminPage:
+        """A page of users; ``domain`` (23.03's ``domain_name``, which the official client
+        never sends) is sent only when given."""
         declared = [
             ("status", "String", status),
             ("group_id", "UUID", None if project_id is None else str(project_id)),
             ("filter", "String", filter),
             ("order", "String", order),
         ]
+        if domain is not None:
+            declared.append(("domain_name", "String", domain))
         return await self._page("user_list", declared, USER_FIELDS, limit, offset)
 
     async def user(self, email: str | None = None) -> Record:
