@@ -7,6 +7,11 @@ it exists or not). ``delete_domain`` marks the domain inactive, as 23.03 does;
 ``purge_domain`` removes it, refused while users or projects remain (the decision says how
 many). A rename (``modify_domain``'s ``name``) is refused: no event moves a domain's users,
 projects and associations to a new name, so it cannot be done honestly.
+
+``delete_domain`` is the domain's off switch for the admin surface too: its admins then
+administer nothing, and no user or group is created in it or changed (:mod:`.people_guard`).
+``allowed_vfolder_hosts`` and ``total_resource_slots`` are bounded and shape-checked before
+they become an event (:mod:`.people_inputs`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from typing import Any
 from ...domain.commands.tenancy import CreateDomain, PurgeDomain, UpdateDomain
 from ...domain.errors import InvalidAPIParameters, ObjectNotFound
 from .base import AdminArea, AdminCall, Resolvers
-from .people_inputs import json_object, refuse_unhonoured, slots_of, string_list
+from .people_guard import refuse_many_passwords
+from .people_inputs import hosts_of, refuse_unhonoured, slots_of, string_list
 from .people_views import domain_view
 from .roles import require_superadmin
 
@@ -60,9 +66,7 @@ def _settings(props: dict[str, Any]) -> dict[str, Any]:
         "description": props.get("description"),
         "is_active": props.get("is_active"),
         "total_resource_slots": slots_of("total_resource_slots", props.get("total_resource_slots")),
-        "allowed_vfolder_hosts": json_object(
-            "allowed_vfolder_hosts", props.get("allowed_vfolder_hosts")
-        ),
+        "allowed_vfolder_hosts": hosts_of(props.get("allowed_vfolder_hosts")),
         "allowed_docker_registries": string_list(
             "allowed_docker_registries", props.get("allowed_docker_registries")
         ),
@@ -96,7 +100,8 @@ def _resolvers(call: AdminCall) -> Resolvers:
             if is_active is None or bool(r.get("is_active", True)) == is_active
         ]
 
-    async def create_domain(_info: Any, name: str, props: dict[str, Any]) -> dict[str, Any]:
+    async def create_domain(info: Any, name: str, props: dict[str, Any]) -> dict[str, Any]:
+        refuse_many_passwords(info)
         require_superadmin(caller, "create domains")
         settings = _settings(props)
         if await lookups.domain(name) is not None:
@@ -104,7 +109,8 @@ def _resolvers(call: AdminCall) -> Resolvers:
         await call.tenancy(CreateDomain(name=name, **settings))
         return {"ok": True, "msg": "success", "domain": domain_view(await existing(name))}
 
-    async def modify_domain(_info: Any, name: str, props: dict[str, Any]) -> dict[str, Any]:
+    async def modify_domain(info: Any, name: str, props: dict[str, Any]) -> dict[str, Any]:
+        refuse_many_passwords(info)
         require_superadmin(caller, "modify domains")
         new_name = props.get("name")
         if new_name is not None and new_name != name:
@@ -119,13 +125,15 @@ def _resolvers(call: AdminCall) -> Resolvers:
         await call.tenancy(UpdateDomain(name=name, **settings))
         return {"ok": True, "msg": "success", "domain": domain_view(await existing(name))}
 
-    async def delete_domain(_info: Any, name: str) -> dict[str, Any]:
+    async def delete_domain(info: Any, name: str) -> dict[str, Any]:
+        refuse_many_passwords(info)
         require_superadmin(caller, "delete domains")
         await existing(name)
         await call.tenancy(UpdateDomain(name=name, is_active=False))
         return {"ok": True, "msg": "success"}
 
-    async def purge_domain(_info: Any, name: str) -> dict[str, Any]:
+    async def purge_domain(info: Any, name: str) -> dict[str, Any]:
+        refuse_many_passwords(info)
         require_superadmin(caller, "purge domains")
         await existing(name)
         await call.tenancy(PurgeDomain(name=name))

@@ -12,6 +12,12 @@ answers less (``docs/deviations.md``).
 group's domain, else the whole request is refused, naming them; 23.03 dropped them
 silently). Moving a group to another domain is refused (no event can). ``delete_group``
 marks it inactive, as 23.03; ``purge_group`` removes it, refused while it has live sessions.
+
+Bounds (:mod:`.people_guard`): ``user_uuids`` is at most 100 ids, de-duplicated, and the
+request waits for the read model once after its membership commands; ``allowed_vfolder_hosts``
+and ``total_resource_slots`` are bounded and shape-checked (:mod:`.people_inputs`). A domain
+admin of an inactive domain administers nothing (403); a group is neither created in nor
+changed within an inactive domain (400 naming its state).
 """
 
 from __future__ import annotations
@@ -35,7 +41,15 @@ from ...domain.errors import (
 from ..context import LIVE
 from ..scope import is_domain_admin
 from .base import AdminArea, AdminCall, Resolvers
-from .people_inputs import json_object, refuse_unhonoured, slots_of, string_list
+from .people_guard import (
+    admin_domain_refusal,
+    inactive_domain_refusal,
+    member_ids,
+    outside_refusal,
+    refuse_many_passwords,
+    unsettled,
+)
+from .people_inputs import hosts_of, refuse_unhonoured, slots_of
 from .people_views import group_view, parse_uuid
 from .roles import may_manage_domain, require_domain_admin
 
@@ -82,9 +96,7 @@ def _settings(props: dict[str, Any]) -> dict[str, Any]:
         "description": props.get("description"),
         "is_active": props.get("is_active"),
         "total_resource_slots": slots_of("total_resource_slots", props.get("total_resource_slots")),
-        "allowed_vfolder_hosts": json_object(
-            "allowed_vfolder_hosts", props.get("allowed_vfolder_hosts")
-        ),
+        "allowed_vfolder_hosts": hosts_of(props.get("allowed_vfolder_hosts")),
     }
     return {k: v for k, v in given.items() if v is not None}
 
@@ -102,12 +114,30 @@ def _resolvers(call: AdminCall) -> Resolvers:
             raise GenericForbidden("only a superadmin may list another domain's groups")
         return caller.domain
 
+    async def still_admin() -> None:
+        """A domain admin whose domain is inactive administers nothing (403)."""
+        if caller.is_superadmin or not caller.may_act_for_others:
+            return
+        refusal = admin_domain_refusal(caller, await lookups.domain(caller.domain))
+        if refusal is not None:
+            raise refusal
+
+    async def target_domain(name: str) -> None:
+        """The group's domain exists (404 otherwise) and is active (400 otherwise)."""
+        record = await lookups.domain(name)
+        if record is None:
+            raise ObjectNotFound("domain", f"domain {name!r} does not exist")
+        refusal = inactive_domain_refusal(name, record)
+        if refusal is not None:
+            raise refusal
+
     async def _mine() -> set[str]:
         return {str(p.get("project_id")) for p in await lookups.projects_of(caller.user_id)}
 
     async def _readable(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """What the caller may read of ``records`` (all in the caller's scope)."""
         if caller.is_superadmin or is_domain_admin(caller):
+            await still_admin()
             return records
         mine = await _mine()
         return [r for r in records if str(r.get("project_id")) in mine]
@@ -115,6 +145,7 @@ def _resolvers(call: AdminCall) -> Resolvers:
     async def managed(gid: Any, what: str) -> dict[str, Any]:
         """The group ``gid`` if the caller administers it: 404 for a superadmin when it is
         missing, the same 403 for anyone else whether it is missing or another domain's."""
+        await still_admin()
         record = await lookups.project(parse_uuid("gid", gid))
         if record is None and caller.is_superadmin:
             raise ObjectNotFound("user group", f"group {gid} does not exist")
@@ -160,12 +191,13 @@ def _resolvers(call: AdminCall) -> Resolvers:
             records.sort(key=lambda r: str(r.get("domain")))
         return [group_view(r) for r in await _readable(records)]
 
-    async def create_group(_info: Any, name: str, props: dict[str, Any]) -> dict[str, Any]:
+    async def create_group(info: Any, name: str, props: dict[str, Any]) -> dict[str, Any]:
+        refuse_many_passwords(info)
         domain = str(props.get("domain_name"))
         require_domain_admin(caller, domain, "create groups in this domain")
+        await still_admin()
         settings = _settings(props)
-        if await lookups.domain(domain) is None:
-            raise ObjectNotFound("domain", f"domain {domain!r} does not exist")
+        await target_domain(domain)
         if await lookups.project_by_name(domain, name) is not None:
             raise InvalidAPIParameters(f"group {name!r} already exists in domain {domain!r}")
         gid = await call.tenancy(CreateProject(name=name, domain=domain, **settings))
@@ -182,25 +214,26 @@ def _resolvers(call: AdminCall) -> Resolvers:
         """The membership change asked for: its mode and the users, each checked to be of
         the group's domain (an unknown user and another domain's read the same)."""
         mode = props.get("user_update_mode")
-        uuids = string_list("user_uuids", props.get("user_uuids")) or []
-        if mode is None or not uuids:
+        ids = member_ids("user_uuids", props.get("user_uuids"))
+        if mode is None or not ids:
             return None, []
         if mode not in _UPDATE_MODES:
             raise InvalidAPIParameters(f"user_update_mode: {mode!r} is not add or remove")
-        ids = [parse_uuid("user_uuids", u) for u in uuids]
         outside = []
         for user_id in ids:
             user = await lookups.user(user_id)
             if user is None or user.get("domain") != record.get("domain"):
                 outside.append(user_id)
         if outside:
-            raise InvalidAPIParameters(
-                f"user_uuids: not users of domain {record.get('domain')!r}: {', '.join(outside)}"
+            raise outside_refusal(
+                "user_uuids", f"users of domain {record.get('domain')!r}", outside
             )
         return str(mode), ids
 
-    async def modify_group(_info: Any, gid: Any, props: dict[str, Any]) -> dict[str, Any]:
+    async def modify_group(info: Any, gid: Any, props: dict[str, Any]) -> dict[str, Any]:
+        refuse_many_passwords(info)
         record = await managed(gid, "modify this group")
+        await target_domain(str(record.get("domain")))
         moved = props.get("domain_name")
         if moved is not None and moved != record.get("domain"):
             raise InvalidAPIParameters(
@@ -216,9 +249,14 @@ def _resolvers(call: AdminCall) -> Resolvers:
         project_id = uuid.UUID(str(record["project_id"]))
         if settings:
             await call.tenancy(UpdateProject(project_id=project_id, **settings))
+        members = {str(m) for m in record.get("members") or ()}
         for user_id in users:
+            if (user_id in members) == (mode == "add"):
+                continue  # already as asked: no command, no event
             change = AddMember if mode == "add" else RemoveMember
-            await call.tenancy(change(project_id=project_id, user_id=uuid.UUID(user_id)))
+            await unsettled(call, change(project_id=project_id, user_id=uuid.UUID(user_id)))
+        if users:
+            await call.settled()  # once, after the last membership change
         updated = await lookups.project(str(project_id))
         return {
             "ok": True,
@@ -226,13 +264,15 @@ def _resolvers(call: AdminCall) -> Resolvers:
             "group": None if updated is None else group_view(updated),
         }
 
-    async def delete_group(_info: Any, gid: Any) -> dict[str, Any]:
+    async def delete_group(info: Any, gid: Any) -> dict[str, Any]:
+        refuse_many_passwords(info)
         record = await managed(gid, "delete this group")
         project_id = uuid.UUID(str(record["project_id"]))
         await call.tenancy(UpdateProject(project_id=project_id, is_active=False))
         return {"ok": True, "msg": "success"}
 
-    async def purge_group(_info: Any, gid: Any) -> dict[str, Any]:
+    async def purge_group(info: Any, gid: Any) -> dict[str, Any]:
+        refuse_many_passwords(info)
         record = await managed(gid, "purge this group")
         project_id = str(record["project_id"])
         live = (await call.ctx.models.sessions(projects=[project_id], statuses=LIVE, limit=1)).total

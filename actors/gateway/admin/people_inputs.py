@@ -7,6 +7,14 @@ arrives as the JSON text the client sent (the scalars are identity scalars): it 
 here and a bad one refused with a 400 naming the field. A field kernelhub cannot honour
 (``integration_id``, an activated TOTP) is refused with a 400 naming it when it carries a
 value; null, ``""`` and ``false`` are what the client sends by default and pass.
+
+Every JSONString is bounded before it becomes an event (the log is immutable and every
+replay pays for it): at most 16 KiB of text, a nesting too deep for the decoder is the same
+400 naming the field (never a ``RecursionError`` answered as a 200 with ``errors``), and a
+decoded value is checked for its shape so nothing arbitrary (and nothing whose path a
+validator would echo back) is stored: resource slots are at most 16 short names with short
+scalar amounts; ``allowed_vfolder_hosts`` is the keys areas' rule
+(:func:`.keys_rules.vfolder_hosts`: at most 64 hosts, each a list of short permission names).
 """
 
 from __future__ import annotations
@@ -16,13 +24,16 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from ...domain.bounds import MAX_SLOTS, shown
 from ...domain.errors import InvalidAPIParameters
 from ...domain.slots import ResourceSlot
 from ..scope import Viewer
+from .keys_rules import vfolder_hosts
 
 __all__ = [
     "ROLES",
     "USER_STATUSES",
+    "hosts_of",
     "json_object",
     "may_grant_role",
     "page",
@@ -38,6 +49,9 @@ T = TypeVar("T")
 ROLES = ("superadmin", "admin", "user", "monitor")
 USER_STATUSES = ("active", "inactive", "deleted", "before-verification")
 _MAX_PAGE = 100
+MAX_JSON_TEXT = 16 * 2**10
+"""A JSONString's text: a domain's or group's settings are a few hundred bytes."""
+_MAX_SLOT_WORD = 64
 
 
 def json_object(field: str, value: Any) -> dict[str, Any] | None:
@@ -46,9 +60,11 @@ def json_object(field: str, value: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(value, str):
         raise InvalidAPIParameters(f"{field}: expected a JSON string, got {type(value).__name__}")
+    if len(value) > MAX_JSON_TEXT:
+        raise InvalidAPIParameters(f"{field}: must be at most {MAX_JSON_TEXT} characters of JSON")
     try:
         decoded = json.loads(value) if value.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the decoder's depth: the same 400
         raise InvalidAPIParameters(f"{field}: not valid JSON") from None
     if not isinstance(decoded, dict):
         raise InvalidAPIParameters(f"{field}: expected a JSON object")
@@ -61,6 +77,18 @@ def slots_of(field: str, value: Any) -> dict[str, str] | None:
     given = json_object(field, value)
     if given is None:
         return None
+    if len(given) > MAX_SLOTS:
+        raise InvalidAPIParameters(f"{field}: at most {MAX_SLOTS} slots")
+    for name, amount in given.items():
+        if not 0 < len(name) <= _MAX_SLOT_WORD:
+            raise InvalidAPIParameters(f"{field}: invalid slot name {shown(name)}")
+        scalar = amount is None or (
+            isinstance(amount, int | float | str) and not isinstance(amount, bool)
+        )
+        if not scalar or len(str(amount)) > _MAX_SLOT_WORD:
+            raise InvalidAPIParameters(
+                f"{field}: {name} must be a short amount, not {shown(amount)}"
+            )
     try:
         parsed = ResourceSlot.from_user_input(given)
     except (ValueError, TypeError, ArithmeticError) as exc:
@@ -69,6 +97,16 @@ def slots_of(field: str, value: Any) -> dict[str, str] | None:
     if bad:
         raise InvalidAPIParameters(f"{field}: {', '.join(bad)} must be a finite amount >= 0")
     return parsed.to_json()
+
+
+def hosts_of(value: Any, field: str = "allowed_vfolder_hosts") -> dict[str, Any] | None:
+    """``allowed_vfolder_hosts`` (host -> permission names), bounded as a keypair policy's
+    is; null: not given, ``""`` (blank): none, as before."""
+    if value is None:
+        return None
+    if isinstance(value, str) and not value.strip():
+        return {}
+    return vfolder_hosts(value, field)
 
 
 def string_list(field: str, value: Any) -> list[str] | None:

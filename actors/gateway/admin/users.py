@@ -6,13 +6,33 @@ own domain, never a superadmin (not even to read one); a user reads their own re
 (``user`` without an e-mail) and lists nothing. Nobody grants more than they hold: only a
 superadmin makes a superadmin. A refusal reads the same whether or not the other user exists.
 
-Passwords: checked and hashed here (scrypt, off the event loop) before any actor call; the
-password and its hash are in no answer and no log line (the read model keeps
-``has_password`` only; the event holds the hash, redacted wherever the log is shown).
+Passwords: checked and hashed here before any actor call, with
+:func:`actors.domain.passwords.hash_password_async` (scrypt on a thread, under the
+process-wide two-at-a-time semaphore log-ins share, so an admin setting passwords cannot
+starve log-ins), and at most two password-setting mutations per document
+(:mod:`.people_guard`); the password and its hash are in no answer and no log line (the
+read model keeps ``has_password`` only; the event holds the hash, redacted wherever the log
+is shown).
+
+``need_password_change`` is **advisory**: kernelhub stores it, shows it, and clears it when
+the user changes their password (``/auth/update-password``), but the log-in route does not
+refuse a user on it; prompting for the change is the web UI's job, as in 23.03's console.
+Whether log-in should refuse on it is the lead's decision (``docs/deviations.md``).
+
+Inactive domains (:mod:`.people_guard`): a domain admin of an inactive domain administers
+nothing (403, reads of other users included), and no user is created in an inactive domain
+or changed there (400 naming the domain's state); delete and purge stay open.
+
+Existence: global e-mail and username uniqueness would tell a domain admin whether an
+address exists in another domain; they get one neutral 400 "the e-mail or username is not
+available" (a superadmin, who may read every user anyway, gets which one).
 
 As 23.03: creating a user issues their first keypair (policy ``default``, admin flag for
 admins, active when the user is) and joins ``group_ids``; ``modify_user``'s ``group_ids``
-replaces the memberships and a role change sets the keypairs' admin flag to match;
+replaces the memberships (``group_ids``: at most 100, de-duplicated), and a given ``role``
+always re-syncs the admin flag of every keypair of the user to it (admin and superadmin:
+flagged, others not), whether or not the role changes, so a keypair flagged admin behind a
+plain user's back is undone by restating the role;
 ``delete_user`` marks the user ``deleted`` and deactivates their keypairs; ``purge_user``
 removes them with their keypairs and memberships. Unlike 23.03, deleting or purging a user
 who still has live sessions (on any of their keypairs) is refused with a 400 naming the
@@ -28,7 +48,6 @@ creation order.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -42,11 +61,19 @@ from ...domain.commands.tenancy import (
     UpdateUser,
 )
 from ...domain.errors import GenericForbidden, InvalidAPIParameters, ObjectNotFound
-from ...domain.passwords import check_password, hash_password
+from ...domain.passwords import hash_password_async
 from ..context import LIVE
 from ..gql_filter import parse_filter, parse_order, select
 from .base import AdminArea, AdminCall, Resolvers
 from .people_filter import USER_FILTER_FIELDS, USER_ORDER_FIELDS, user_row
+from .people_guard import (
+    admin_domain_refusal,
+    inactive_domain_refusal,
+    member_ids,
+    outside_refusal,
+    refuse_many_passwords,
+    unsettled,
+)
 from .people_inputs import (
     may_grant_role,
     page,
@@ -116,9 +143,8 @@ def _status(props: dict[str, Any]) -> str | None:
     return None
 
 
-async def _hashed(password: str) -> str:
-    check_password(password)  # a 400 before a thread is spent on it
-    return await asyncio.to_thread(hash_password, password)
+_UNAVAILABLE = "the e-mail or username is not available"
+"""A domain admin's answer for either being taken anywhere (not which, nor where)."""
 
 
 def _resolvers(call: AdminCall) -> Resolvers:
@@ -137,9 +163,33 @@ def _resolvers(call: AdminCall) -> Resolvers:
         view["groups"] = groups
         return view
 
-    def own_only(asked_for_self: bool) -> None:
+    async def still_admin() -> None:
+        """A domain admin whose domain is inactive administers nothing (403)."""
+        if caller.is_superadmin or not caller.may_act_for_others:
+            return
+        refusal = admin_domain_refusal(caller, await lookups.domain(caller.domain))
+        if refusal is not None:
+            raise refusal
+
+    async def active_domain(name: str) -> None:
+        """Users are created and changed only in an existing, active domain."""
+        record = await lookups.domain(name)
+        if record is None:
+            raise ObjectNotFound("domain", f"domain {name!r} does not exist")
+        refusal = inactive_domain_refusal(name, record)
+        if refusal is not None:
+            raise refusal
+
+    def unavailable(error: InvalidAPIParameters) -> InvalidAPIParameters:
+        """The writer's "... is taken" as a domain admin may hear it."""
+        if caller.is_superadmin or "is taken" not in error.msg:
+            return error
+        return InvalidAPIParameters(_UNAVAILABLE)
+
+    async def own_only(asked_for_self: bool) -> None:
         if not caller.may_act_for_others and not asked_for_self:
             raise GenericForbidden("a user may read only their own user record")
+        await still_admin()
 
     def _scope(domain_name: str | None) -> str | None:
         """The domain an admin's reading covers (``None``: every domain)."""
@@ -165,7 +215,7 @@ def _resolvers(call: AdminCall) -> Resolvers:
         if email is None or email == own_email:
             record = await lookups.user(caller.user_id)
             return None if record is None else shown(record)
-        own_only(False)
+        await own_only(False)
         return readable(await lookups.user_by_email(email), domain_name)
 
     async def user_from_uuid(
@@ -175,7 +225,7 @@ def _resolvers(call: AdminCall) -> Resolvers:
         if wanted == caller.user_id:
             record = await lookups.user(caller.user_id)
             return None if record is None else shown(record)
-        own_only(False)
+        await own_only(False)
         return readable(await lookups.user(wanted), domain_name)
 
     async def listed(
@@ -183,6 +233,7 @@ def _resolvers(call: AdminCall) -> Resolvers:
     ) -> list[Any]:
         if not caller.may_act_for_others:
             raise GenericForbidden("only an admin may list users")
+        await still_admin()
         scope = _scope(domain_name)
         wanted_status = None if status is None else status_of(status)
         members: set[str] | None = None
@@ -232,6 +283,7 @@ def _resolvers(call: AdminCall) -> Resolvers:
     async def managed(email: str, what: str) -> dict[str, Any]:
         """The user ``email`` if the caller administers them: 404 for a superadmin when
         missing, else one 403 whether missing, another domain's or a superadmin."""
+        await still_admin()
         record = await lookups.user_by_email(email)
         if record is None and caller.is_superadmin:
             raise ObjectNotFound("user", f"user {email!r} does not exist")
@@ -240,18 +292,17 @@ def _resolvers(call: AdminCall) -> Resolvers:
         return dict(record)
 
     async def projects_for(domain: str, group_ids: Any) -> list[uuid.UUID]:
-        """``group_ids``, each a group of ``domain`` (else a 400 naming the others)."""
-        ids = [parse_uuid("group_ids", g) for g in string_list("group_ids", group_ids) or []]
+        """``group_ids`` (bounded, de-duplicated), each a group of ``domain`` (else a 400
+        naming the first few others)."""
+        ids = member_ids("group_ids", group_ids)
         outside = []
         for project_id in ids:
             project = await lookups.project(project_id)
             if project is None or project.get("domain") != domain:
                 outside.append(project_id)
         if outside:
-            raise InvalidAPIParameters(
-                f"group_ids: not groups of domain {domain!r}: {', '.join(outside)}"
-            )
-        return [uuid.UUID(p) for p in dict.fromkeys(ids)]
+            raise outside_refusal("group_ids", f"groups of domain {domain!r}", outside)
+        return [uuid.UUID(p) for p in ids]
 
     async def live_sessions(user_id: str) -> int:
         total = 0
@@ -273,56 +324,67 @@ def _resolvers(call: AdminCall) -> Resolvers:
             )
         return live
 
-    async def create_user(_info: Any, email: str, props: dict[str, Any]) -> dict[str, Any]:
+    async def create_user(info: Any, email: str, props: dict[str, Any]) -> dict[str, Any]:
+        refuse_many_passwords(info)
         domain = str(props.get("domain_name"))
         require_domain_admin(caller, domain, "create users in this domain")
+        await still_admin()
         refuse_unhonoured(props, "totp_activated")
         role = role_of(props.get("role") or "user")
         if not may_grant_role(caller, role):
             raise GenericForbidden("only a superadmin may create a superadmin")
         status = _status(props) or "active"
-        if await lookups.domain(domain) is None:
-            raise ObjectNotFound("domain", f"domain {domain!r} does not exist")
+        await active_domain(domain)
         projects = await projects_for(domain, props.get("group_ids"))
         if await lookups.user_by_email(email) is not None:
-            raise InvalidAPIParameters(f"e-mail {email!r} is taken")
+            raise unavailable(InvalidAPIParameters(f"e-mail {email!r} is taken"))
         if await lookups.policy(_FIRST_KEYPAIR_POLICY) is None:
             raise InvalidAPIParameters(
                 f"keypair resource policy {_FIRST_KEYPAIR_POLICY!r} (a new user's first "
                 "keypair's) does not exist: create it first"
             )
-        password_hash = await _hashed(props.get("password") or "")
-        user_id = await call.tenancy(
-            CreateUser(
-                username=props.get("username") or email,
-                email=email,
-                domain=domain,
-                role=role,  # checked by role_of
-                status=status,  # checked by status_of
-                full_name=props.get("full_name") or "",
-                description=props.get("description") or "",
-                allowed_client_ip=string_list("allowed_client_ip", props.get("allowed_client_ip"))
-                or [],
-                password_hash=password_hash,
-                need_password_change=bool(props.get("need_password_change")),
+        password_hash = await hash_password_async(props.get("password") or "")
+        try:
+            user_id = await unsettled(
+                call,
+                CreateUser(
+                    username=props.get("username") or email,
+                    email=email,
+                    domain=domain,
+                    role=role,  # checked by role_of
+                    status=status,  # checked by status_of
+                    full_name=props.get("full_name") or "",
+                    description=props.get("description") or "",
+                    allowed_client_ip=string_list(
+                        "allowed_client_ip", props.get("allowed_client_ip")
+                    )
+                    or [],
+                    password_hash=password_hash,
+                    need_password_change=bool(props.get("need_password_change")),
+                ),
             )
-        )
-        await call.tenancy(
+        except InvalidAPIParameters as error:
+            raise unavailable(error) from None
+        await unsettled(
+            call,
             IssueKeypair(
                 user_id=user_id,
                 is_active=status == "active",
                 is_admin=role in _ADMIN_ROLES,
                 rate_limit=_FIRST_KEYPAIR_RATE_LIMIT,
                 resource_policy=_FIRST_KEYPAIR_POLICY,
-            )
+            ),
         )
         for project_id in projects:
-            await call.tenancy(AddMember(project_id=project_id, user_id=user_id))
+            await unsettled(call, AddMember(project_id=project_id, user_id=user_id))
+        await call.settled()  # once: the user, their keypair and memberships
         record = await lookups.user(str(user_id))
         return {"ok": True, "msg": "success", "user": None if record is None else shown(record)}
 
-    async def modify_user(_info: Any, email: str, props: dict[str, Any]) -> dict[str, Any]:
+    async def modify_user(info: Any, email: str, props: dict[str, Any]) -> dict[str, Any]:
+        refuse_many_passwords(info)
         record = await managed(email, "modify this user")
+        await active_domain(str(record.get("domain")))
         refuse_unhonoured(props, "totp_activated")
         moved = props.get("domain_name")
         if moved is not None and moved != record.get("domain"):
@@ -359,32 +421,38 @@ def _resolvers(call: AdminCall) -> Resolvers:
             else None
         )
         if props.get("password") is not None:
-            changes["password_hash"] = await _hashed(props["password"])
+            changes["password_hash"] = await hash_password_async(props["password"])
         changes = {k: v for k, v in changes.items() if v is not None}
         if not changes and projects is None:
             return {"ok": False, "msg": "nothing to update", "user": None}
         user_id = uuid.UUID(str(record["user_id"]))
         if changes:
-            await call.tenancy(UpdateUser(user_id=user_id, **changes))
-        if role is not None and role != record.get("role"):
+            try:
+                await unsettled(call, UpdateUser(user_id=user_id, **changes))
+            except InvalidAPIParameters as error:
+                raise unavailable(error) from None
+        if role is not None:  # always, changed or not: undoes a keypair flagged behind it
             is_admin = role in _ADMIN_ROLES
             for keypair in await lookups.keypairs_of(str(user_id)):
                 if bool(keypair.get("is_admin")) != is_admin:
-                    await call.tenancy(
-                        UpdateKeypair(access_key=str(keypair["access_key"]), is_admin=is_admin)
+                    await unsettled(
+                        call,
+                        UpdateKeypair(access_key=str(keypair["access_key"]), is_admin=is_admin),
                     )
         if projects is not None:
             current = {str(p.get("project_id")) for p in await lookups.projects_of(str(user_id))}
             wanted = {str(p) for p in projects}
             for left in sorted(current - wanted):
-                await call.tenancy(RemoveMember(project_id=uuid.UUID(left), user_id=user_id))
+                await unsettled(call, RemoveMember(project_id=uuid.UUID(left), user_id=user_id))
             for project_id in projects:
                 if str(project_id) not in current:
-                    await call.tenancy(AddMember(project_id=project_id, user_id=user_id))
+                    await unsettled(call, AddMember(project_id=project_id, user_id=user_id))
+        await call.settled()  # once, after every command of this mutation
         updated = await lookups.user(str(user_id))
         return {"ok": True, "msg": "success", "user": None if updated is None else shown(updated)}
 
-    async def delete_user(_info: Any, email: str, force: bool | None = None) -> dict[str, Any]:
+    async def delete_user(info: Any, email: str, force: bool | None = None) -> dict[str, Any]:
+        refuse_many_passwords(info)
         record = await managed(email, "delete this user")
         live = await refuse_while_live(record, force, "delete")
         user_id = str(record["user_id"])
@@ -398,8 +466,9 @@ def _resolvers(call: AdminCall) -> Resolvers:
         return {"ok": True, "msg": f"success{note}"}
 
     async def purge_user(
-        _info: Any, email: str, props: dict[str, Any], force: bool | None = None
+        info: Any, email: str, props: dict[str, Any], force: bool | None = None
     ) -> dict[str, Any]:
+        refuse_many_passwords(info)
         # purge_shared_vfolders: kernelhub keeps no virtual folders, so either way is honoured
         record = await managed(email, "purge this user")
         live = await refuse_while_live(record, force or props.get("force"), "purge")
