@@ -51,3 +51,26 @@ def test_a_refused_literal_is_not_quoted_either() -> None:
     query = f'mutation {{ create_user(email: "a@b.c", props: ["{SECRET}"]) {{ ok }} }}'
     messages = [_without_values(e)["message"] for e in validate(SCHEMA, parse(query))]
     assert messages and all("s3cret" not in m for m in messages), messages
+
+
+def test_an_admin_keypair_of_a_plain_user_administers_nothing() -> None:
+    """The admin areas judge by the user's role (23.03's ``privileged_mutation``): a plain
+    user whose keypair carries ``is_admin`` (made before that was refused, or by hand) is a
+    plain user there, while a real admin stays one."""
+    from actors.gateway.admin.roles import administering, may_manage_domain
+    from actors.gateway.auth import Caller
+
+    hidden = Caller(
+        access_key="AKIAHIDDEN",
+        user_id="u1",
+        domain="lab",
+        role="user",
+        is_admin=True,
+        keypair={},
+        user={},
+    )
+    assert hidden.may_act_for_others  # what REST honours
+    assert not administering(hidden).may_act_for_others
+    assert not may_manage_domain(administering(hidden), "lab")
+    admin = Caller("AKIAADMIN", "u2", "lab", "admin", False, {}, {})
+    assert may_manage_domain(administering(admin), "lab")

@@ -46,6 +46,7 @@ from projections.queries import TooManyToScan
 from ..domain.errors import DomainError
 from .admin import AREAS, AdminCall
 from .admin.keypairs import keypair_view
+from .admin.roles import administering
 from .auth import Caller
 from .context import GatewayContext
 from .gql_filter import (
@@ -164,7 +165,7 @@ class _Root:
     def __init__(self, ctx: GatewayContext, caller: Caller, peer: str | None = None) -> None:
         self.ctx = ctx
         self.caller = caller
-        self.admin = AdminCall(ctx, caller, peer)
+        self.admin = AdminCall(ctx, administering(caller), peer)
         self.telemetry = _Telemetry(ctx)
         self._projects: dict[str, str | None] = {}
         self._users: dict[str, dict[str, Any]] = {}
@@ -191,7 +192,7 @@ class _Root:
             not own
             and not self.caller.is_superadmin
             and not (
-                is_domain_admin(self.caller)
+                is_domain_admin(self.admin.caller)  # by role, as every admin area
                 and record is not None
                 and user.get("domain") == self.caller.domain
                 and user.get("role") != "superadmin"

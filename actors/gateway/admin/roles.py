@@ -3,23 +3,32 @@
 Backend.AI 23.03's roles (``privileged_mutation``, ``scoped_query``):
 - a **superadmin** administers everything: domains, scaling groups, images, resource
   presets, and every domain's users, projects, keypairs and policies' use;
-- a **domain admin** (the user's role ``admin``, or a keypair flagged admin) administers the
-  users, projects and keypairs of their own domain only, and never a superadmin's;
+- a **domain admin** (the user's role ``admin``) administers the users, projects and keypairs
+  of their own domain only, and never a superadmin's;
 - a **user** sees their own user record and keypairs, nothing else.
 
 A refusal is a ``403 generic-forbidden`` that does not say whether the other domain's
 record exists.
+
+Administration follows the *user's role* alone, as 23.03's ``privileged_mutation`` does: a
+keypair's ``is_admin`` flag (which REST honours for acting on other keypairs' sessions) grants
+nothing here, so no keypair can be an admin its user record does not show
+(:func:`administering` is the caller the admin areas see).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from ...domain.errors import GenericForbidden
+from ..auth import Caller
 from ..scope import Viewer, is_domain_admin
 
 __all__ = [
+    "ADMIN_ROLES",
+    "administering",
     "may_manage_domain",
     "may_manage_user",
     "may_see_user",
@@ -27,6 +36,16 @@ __all__ = [
     "require_superadmin",
     "require_user_admin",
 ]
+
+
+ADMIN_ROLES = frozenset({"admin", "superadmin"})
+
+
+def administering(caller: Caller) -> Caller:
+    """``caller`` as the admin areas judge it: admin by the user's role, not the keypair's
+    flag (a plain user holding an admin keypair administers nothing)."""
+    by_role = caller.role in ADMIN_ROLES
+    return caller if caller.is_admin == by_role else replace(caller, is_admin=by_role)
 
 
 def require_superadmin(caller: Viewer, what: str) -> None:
