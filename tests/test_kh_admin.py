@@ -277,6 +277,8 @@ def test_a_superadmin_runs_a_lab_with_kh_alone(stack: Stack, lab: dict[str, Any]
 
     projects = items(stack, "admin", "project", "list", "--domain", "lab")
     assert [(p["name"], p["description"]) for p in projects] == [("physics", "particles")]
+    by_id = info_json(stack, "project", "info", projects[0]["id"], "--domain", "lab")
+    assert by_id["name"] == "physics"
     assert "physics" in assert_ok(stack.kh("admin", "project", "list", "--domain", "lab")).stdout
 
     users = json.loads(assert_ok(stack.kh("admin", "user", "list", "--json")).stdout)

@@ -297,8 +297,11 @@ class AsyncAdmin:
                     },
                 ) from None
             return dict(found[0])
-        text = f"query($gid: UUID!) {{ group(id: $gid) {{ {PROJECT_FIELDS} }} }}"
-        group = await self._field(text, {"gid": str(project_id)}, "group")
+        text = (
+            "query($gid: UUID!, $domain_name: String) {"
+            f" group(id: $gid, domain_name: $domain_name) {{ {PROJECT_FIELDS} }} }}"
+        )
+        group = await self._field(text, {"gid": str(project_id), "domain_name": domain}, "group")
         if group is None:
             raise _not_found("project", str(ref))
         return dict(group)
