@@ -5,12 +5,14 @@
     with Client() as client, client.session("python") as session:
         print(session.execute("print(6 * 7)").stdout)   # 42
 
-Both read ``BACKEND_ENDPOINT``, ``BACKEND_ACCESS_KEY`` and ``BACKEND_SECRET_KEY`` (as
+:class:`Admin` / :class:`AsyncAdmin` administer a lab over either (``kh admin``'s calls).
+Both clients read ``BACKEND_ENDPOINT``, ``BACKEND_ACCESS_KEY`` and ``BACKEND_SECRET_KEY`` (as
 Backend.AI's client does), or the config file ``kh up`` wrote. Guide: ``docs/sdk.md``.
 """
 
 from __future__ import annotations
 
+from .admin import Admin, AsyncAdmin
 from .aio import AsyncClient, AsyncSession, ExecutionStream
 from .config import ClientConfig
 from .errors import (
@@ -49,7 +51,9 @@ from .sync import Client, Session
 
 __all__ = [
     "APIError",
+    "Admin",
     "AppService",
+    "AsyncAdmin",
     "AsyncClient",
     "AsyncSession",
     "AuthenticationFailed",
