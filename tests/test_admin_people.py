@@ -555,3 +555,164 @@ def test_groups_members_and_purges(lab: Lab) -> None:
     lab.ok(lab.root, 'mutation { purge_user(email: "tu@temp.org", props: {}) { ok } }')
     lab.ok(lab.root, 'mutation { purge_domain(name: "temp") { ok } }')
     assert lab.ok(lab.root, 'query { domain(name: "temp") { name } }') == {"domain": None}
+
+
+# ---- the hostile review's findings (F4, F5, F7, F12, F13, F16) ---------------------------------
+async def _made(stack: Stack, domain: str, email: str, role: str, is_admin: bool) -> Keys:
+    """A user of ``domain`` (made if missing) with a keypair flagged ``is_admin``, written by
+    the tenancy writer in-process (nothing about them depends on the code under test)."""
+    store = RedisEventStore.from_url(stack.exports["KH_REDIS_URL"])
+    try:
+        box = SecretBox.from_file(stack.root / "data" / "master.key")
+        tenancy = await TenancyService(store, box).load()
+        if domain not in tenancy.state.domains:
+            await tenancy.handle(CreateDomain(name=domain))
+        user = await tenancy.handle(
+            CreateUser(username=email.split("@")[0], email=email, domain=domain, role=role)
+        )
+        access_key, secret_key = await tenancy.handle(IssueKeypair(user_id=user, is_admin=is_admin))
+        lookups = TenancyLookups(store)
+        await eventually(lambda: lookups.keypair(access_key), timeout=20, message="projected")
+        return Keys(access_key, secret_key)
+    finally:
+        await store.close()
+
+
+def _is_admin(lab: Lab, keys: Keys) -> bool:
+    async def read() -> bool:
+        lookups = TenancyLookups(store := lab.store())
+        try:
+            return bool((await lookups.keypair(keys.access_key) or {}).get("is_admin"))
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_a_document_sets_at_most_two_passwords(lab: Lab) -> None:
+    """F4: three aliased ``modify_user`` password changes in one request are one 400 naming
+    the bound, and none of them runs (before the fix: 200, three scrypts, three events; eight
+    aliases were eight). Two still pass."""
+    before = lab.lengths()
+    aliased = "mutation($p: String) { " + " ".join(
+        f'm{i}: modify_user(email: "pat@kernelhub.local", props: {{password: $p}}) {{ ok }}'
+        for i in range(3)
+    ) + " }"  # fmt: skip
+    status, body = lab.gql(lab.root, aliased, {"p": "pat's new password 1"})
+    assert status == 400 and "at most 2 password-setting mutations" in json.dumps(body), body
+    assert lab.lengths() == before
+    pair = "mutation($p: String) { " + " ".join(
+        f'm{i}: modify_user(email: "pat@kernelhub.local", props: {{password: $p}}) {{ ok }}'
+        for i in range(2)
+    ) + " }"  # fmt: skip
+    assert lab.ok(lab.root, pair, {"p": "pat's new password 2"}) == {
+        "m0": {"ok": True},
+        "m1": {"ok": True},
+    }
+
+
+def test_json_strings_are_bounded_and_a_deep_one_is_a_400(lab: Lab) -> None:
+    """F5, played by rex in his own domain: a 30 KB, a 5,000-deep and a 900-deep
+    ``allowed_vfolder_hosts`` are each a 400 problem naming the field that echoes nothing
+    of the text, and nothing is appended (before the fix: a long text was decoded, and
+    stored were it an object; a 200 with a RecursionError in ``errors``; a 200 echoing a
+    900-level path)."""
+    before = lab.lengths()
+    query = (
+        "mutation($h: JSONString) { create_group(name: \"hosts\", props: "
+        '{domain_name: "rival", allowed_vfolder_hosts: $h}) { ok } }'
+    )  # fmt: skip
+    for hosts in (
+        "[" + "1," * 15_000 + "1]",  # 30 KB (quote-free, so the body stays under 64 KiB)
+        "[" * 5000 + "]" * 5000,
+        '{"a": ' * 900 + "1" + "}" * 900,
+    ):
+        status, body = lab.gql(lab.rival, query, {"h": hosts})
+        text = json.dumps(body)
+        assert status == 400 and "allowed_vfolder_hosts" in text, (status, text[:500])
+        assert len(text) < 1000 and "recursion" not in text.lower()
+    assert lab.lengths() == before
+    made = lab.ok(
+        lab.rival,
+        query.replace('"hosts"', '"hosts-ok"'),
+        {"h": '{"local:vol1": ["mount-in-session"]}'},
+    )
+    assert made == {"create_group": {"ok": True}}
+
+
+def test_an_inactive_domain_is_off_for_its_admins_and_for_changes(lab: Lab) -> None:
+    """F7: once ``dead`` is deleted (inactive), its admin dex administers nothing and no
+    user or group is created in it, even by a superadmin (before the fix dex's create_user
+    in ``dead`` answered ``ok: true``, and so did the superadmin's)."""
+    dex = asyncio.run(_made(lab.stack, "dead", "dex@dead.org", "admin", True))
+    lab.ok(lab.root, 'mutation { delete_domain(name: "dead") { ok } }')
+    before = lab.lengths()
+    for query in (
+        'mutation { create_user(email: "new@dead.org", props: {password: "long enough pw",'
+        ' domain_name: "dead"}) { ok } }',
+        'mutation { create_group(name: "g", props: {domain_name: "dead"}) { ok } }',
+        "query { users { email } }",
+    ):
+        # 403 here; 401 if the gateway refuses an inactive domain's keypairs outright
+        assert lab.gql(dex, query)[0] in (401, 403), query
+    for query in (
+        'mutation { create_user(email: "new@dead.org", props: {password: "long enough pw",'
+        ' domain_name: "dead"}) { ok } }',
+        'mutation { create_group(name: "g", props: {domain_name: "dead"}) { ok } }',
+        'mutation { modify_user(email: "dex@dead.org", props: {full_name: "x"}) { ok } }',
+    ):
+        status, body = lab.gql(lab.root, query)
+        assert status == 400 and "'dead' is inactive" in json.dumps(body), (query, body)
+    assert lab.lengths() == before
+
+
+def test_membership_lists_are_bounded_and_refusals_short(lab: Lab) -> None:
+    """F12: 101 ``user_uuids`` are a 400 naming the bound; 50 ids outside the domain are a
+    400 quoting three of them (before the fix: 101 commands each waiting for the read model,
+    and a refusal listing all 50)."""
+    gid = lab.ok(lab.root, 'query { groups_by_name(name: "default") { id } }')["groups_by_name"][0][
+        "id"
+    ]
+    query = (
+        "mutation($g: UUID!, $u: [String]) { modify_group(gid: $g, props: "
+        '{user_update_mode: "add", user_uuids: $u}) { ok } }'
+    )
+    before = lab.lengths()
+    many = [str(uuid.uuid4()) for _ in range(101)]
+    status, body = lab.gql(lab.root, query, {"g": gid, "u": many})
+    assert status == 400 and "at most 100 ids" in json.dumps(body), body
+    status, body = lab.gql(lab.root, query, {"g": gid, "u": many[:50]})
+    text = json.dumps(body)
+    assert status == 400 and sum(i in text for i in many) == 3 and "47 more" in text, body
+    assert lab.lengths() == before
+
+
+def test_restating_a_role_undoes_a_keypair_flagged_admin_behind_it(lab: Lab) -> None:
+    """F16: hid's record says ``user`` while his keypair is flagged admin (a hidden domain
+    admin). rex restating ``role: user`` clears the flag (before the fix the sync ran only
+    on a role *change*, so the flag stayed)."""
+    hid = asyncio.run(_made(lab.stack, "rival", "hid@rival.org", "user", True))
+    assert _is_admin(lab, hid) is True
+    done = lab.ok(
+        lab.rival, 'mutation { modify_user(email: "hid@rival.org", props: {role: "user"}) { ok } }'
+    )
+    assert done == {"modify_user": {"ok": True}}
+    assert _is_admin(lab, hid) is False
+
+
+def test_a_domain_admin_cannot_tell_whether_an_address_exists_elsewhere(lab: Lab) -> None:
+    """F13: rex creating a user whose e-mail (or username) is pat's, of ``default``, gets one
+    neutral 400 that neither names the address nor says it exists (before the fix: "e-mail
+    'pat@kernelhub.local' is taken")."""
+    before = lab.lengths()
+    for email, username in (("pat@kernelhub.local", "pat-two"), ("pat2@rival.org", "pat")):
+        status, body = lab.gql(
+            lab.rival,
+            "mutation($e: String!, $u: String) { create_user(email: $e, props: {password: "
+            '"long enough pw", domain_name: "rival", username: $u}) { ok } }',
+            {"e": email, "u": username},
+        )
+        text = json.dumps(body)
+        assert status == 400 and "the e-mail or username is not available" in text, body
+        assert "taken" not in text and "pat@kernelhub.local" not in text
+    assert lab.lengths()["tenancy-users"] == before["tenancy-users"]

@@ -182,7 +182,8 @@ def _resolvers(call: AdminCall) -> Resolvers:
 
     def unavailable(error: InvalidAPIParameters) -> InvalidAPIParameters:
         """The writer's "... is taken" as a domain admin may hear it."""
-        if caller.is_superadmin or "is taken" not in error.msg:
+        said = str(getattr(error, "msg", "") or error)  # a writer's refusal comes via Ray
+        if caller.is_superadmin or "is taken" not in said:
             return error
         return InvalidAPIParameters(_UNAVAILABLE)
 
