@@ -35,6 +35,7 @@ from actors.domain.commands.tenancy import (
     DeleteKeypair,
     IssueKeypair,
     SetPolicy,
+    UpdateDomain,
     UpdateKeypair,
     UpdateUser,
 )
@@ -46,7 +47,14 @@ from actors.gateway.revocation_follower import RevocationFollower
 from actors.tenancy.cache import RefreshingCache
 from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
-from events.catalogue.tenancy import KeypairDeleted, KeypairUpdated, UserPurged, UserUpdated
+from events.catalogue.tenancy import (
+    DomainPurged,
+    DomainUpdated,
+    KeypairDeleted,
+    KeypairUpdated,
+    UserPurged,
+    UserUpdated,
+)
 from events.envelope import position_key
 from events.secrets import SecretBox
 from kernelhub.sdk._wire import signed_headers
@@ -95,11 +103,40 @@ def test_other_changes_restore_or_refresh_and_revoke_nobody() -> None:
     assert limit == Change(refresh_keys=("AK1",))
     back = change_of("user_updated", UserUpdated(user_id=user, status="active"))
     assert back == Change(restore_users=(str(user),))
-    demoted = change_of("user_updated", UserUpdated(user_id=user, role="user"))
-    assert demoted == Change(refresh_users=(str(user),))  # no status: a refresh, not a revocation
-    for change in (on, limit, back, demoted):
+    renamed = change_of("user_updated", UserUpdated(user_id=user, full_name="M"))
+    assert renamed == Change(refresh_users=(str(user),))  # no status: a refresh, no revocation
+    domain_on = change_of("domain_updated", DomainUpdated(name="lab", is_active=True))
+    assert domain_on == Change(restore_domains=("lab",))
+    for change in (on, limit, back, renamed, domain_on):
         assert change is not None and not change.revokes
     assert change_of("keypair_issued", object()) is None
+    assert change_of("domain_updated", DomainUpdated(name="lab", description="x")) is None
+
+
+@pytest.mark.unit
+def test_a_domain_taken_away_refuses_its_people_and_a_new_role_ends_their_streams() -> None:
+    """Review F7: a deactivated (or purged) domain's keypairs kept authenticating; F6: a
+    demoted admin kept the streams opened as an admin. A domain is refused like a user; a
+    change of role or admin flag closes the streams (they reconnect under the new one) and
+    refuses no request."""
+    user = uuid.uuid4()
+    off = change_of("domain_updated", DomainUpdated(name="lab", is_active=False))
+    assert off == Change(revoke_domains=("lab",), reason="domain lab was deactivated")
+    purged = change_of("domain_purged", DomainPurged(name="lab"))
+    assert purged is not None and purged.revoke_domains == ("lab",)
+    revoked = Revoked()
+    assert off is not None
+    revoked.revoke(off, "100-0")
+    assert revoked.refuses("AK1", "u1", "lab") and not revoked.refuses("AK1", "u1", "default")
+    revoked.restore(Change(restore_domains=("lab",)), "200-0")
+    assert not revoked.refuses("AK1", "u1", "lab")
+    demoted = change_of("user_updated", UserUpdated(user_id=user, role="user"))
+    assert demoted is not None and demoted.revokes  # acts at once ...
+    assert demoted.close_users == (str(user),) and not demoted.revoke_users  # ... refuses none
+    assert demoted.refresh_users == (str(user),)
+    unflagged = change_of("keypair_updated", KeypairUpdated(access_key="AK1", is_admin=False))
+    assert unflagged is not None and unflagged.close_keys == ("AK1",)
+    assert not unflagged.revoke_keys
 
 
 @pytest.mark.unit
@@ -281,6 +318,64 @@ async def test_the_follower_refuses_what_the_read_model_has_not_folded_yet(
         await eventually(lambda: auth.revoked.refuses("", str(user)), timeout=5, interval=0.005)
         assert time.monotonic() - started < REFUSED_WITHIN_S
         assert not await _served(auth, mal) and not await _served(auth, other)
+    finally:
+        await follower.stop()
+
+
+@pytest.mark.redis
+@pytest.mark.hostile
+async def test_an_inactive_domains_keypairs_are_refused_and_a_demotion_ends_open_streams(
+    store: RedisEventStore, tmp_path: Any
+) -> None:
+    """Review F7 and F6 against real Redis. A domain deactivated while the gateway runs
+    refuses its people's keypairs at once (the read model not folded yet) and still once it
+    is (the read model's answer); activated again, they are served once the read model shows
+    it, while another domain's keypair is never touched. A stream opened by an admin ends
+    when the admin is demoted, and the demoted admin may still call. Fails on the code before
+    this change: the inactive domain's keypair was served, the stream stayed open."""
+    box = SecretBox.from_file(tmp_path / "master.key", create=True)
+    tenancy = await TenancyService(store, box).load()
+    await tenancy.handle(CreateDomain(name="default"))
+    await tenancy.handle(CreateDomain(name="lab"))
+    await tenancy.handle(SetPolicy(name="default"))
+    inside = await tenancy.handle(CreateUser(username="in", email="in@x.org", domain="lab"))
+    outside = await tenancy.handle(CreateUser(username="out", email="out@x.org", domain="default"))
+    boss = await tenancy.handle(
+        CreateUser(username="boss", email="boss@x.org", domain="default", role="admin")
+    )
+    lab = Keys(*await tenancy.handle(IssueKeypair(user_id=inside)))
+    other = Keys(*await tenancy.handle(IssueKeypair(user_id=outside)))
+    admin = Keys(*await tenancy.handle(IssueKeypair(user_id=boss)))
+    projector = Projector(store, [TenancyProjection()])
+    await projector.catch_up()
+    auth = Authenticator(TenancyLookups(store), box)
+    follower = await RevocationFollower(store, auth).start()
+    try:
+        assert await _served(auth, lab) and await _served(auth, other)
+        await tenancy.handle(UpdateDomain(name="lab", is_active=False))  # not folded yet
+        await eventually(lambda: auth.revoked.refuses("", "", "lab"), timeout=5, interval=0.005)
+        assert not await _served(auth, lab) and await _served(auth, other)
+        await projector.catch_up()
+        assert not await _served(auth, lab)
+        fresh = Authenticator(TenancyLookups(store), box)  # a gateway started after it
+        assert not await _served(fresh, lab) and await _served(fresh, other)
+        await tenancy.handle(UpdateDomain(name="lab", is_active=True))
+        await projector.catch_up()
+        await eventually(lambda: _served(auth, lab), timeout=5, message="served again")
+
+        request = _signed(admin)
+        caller = await auth.authenticate(request)
+        assert caller.role == "admin"
+        with auth.track_stream(request, caller) as stream:
+            await tenancy.handle(UpdateUser(user_id=boss, role="user"))
+            await eventually(lambda: stream.reason is not None, timeout=5, interval=0.005)
+            assert stream.reason == f"user {boss}'s role changed; reconnect"
+        await projector.catch_up()
+
+        async def demoted() -> bool:
+            return (await auth.authenticate(_signed(admin))).role == "user"
+
+        await eventually(demoted, timeout=5, message="served with the new role")
     finally:
         await follower.stop()
 

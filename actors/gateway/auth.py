@@ -141,6 +141,9 @@ class Authenticator:
         user = await self.lookups.user(str(keypair["user_id"])) or {}
         if user.get("status", "active") != "active":
             return None
+        domain = await self.lookups.domain(str(user.get("domain", "default")))
+        if domain is not None and not domain.get("is_active", True):
+            return None  # 23.03 refuses every keypair of an inactive domain
         try:
             secret = self.secrets.decrypt(str(keypair["secret_key"]))
         except SecretError:
@@ -161,29 +164,41 @@ class Authenticator:
         """Refuse what ``change`` revokes from now on and close its open streams; how many
         streams were closed."""
         self.revoked.revoke(change, position)
-        self._forget(change.revoke_keys, change.revoke_users)
-        return self.open_streams.revoke(change.revoke_keys, change.revoke_users, change.reason)
+        self._forget(change.revoke_keys, change.revoke_users, change.revoke_domains)
+        return self.open_streams.revoke(
+            change.revoke_keys + change.close_keys,
+            change.revoke_users + change.close_users,
+            change.reason,
+            change.revoke_domains,
+        )
 
     def settle(self, change: Change, position: str) -> None:
         """The read model has folded ``change`` (at ``position``): lift what it restores and
         drop the cached entries it made stale, so the next request reads them anew."""
         self.revoked.restore(change, position)
-        self._forget(change.keys, change.users)
+        self._forget(change.keys, change.users, change.domains)
 
-    def _forget(self, keys: tuple[str, ...], users: tuple[str, ...]) -> None:
+    def _forget(
+        self, keys: tuple[str, ...], users: tuple[str, ...], domains: tuple[str, ...] = ()
+    ) -> None:
         for key in keys:
             self._cache.forget(key)
         if users:
             wanted = set(users)
             self._cache.forget_where(lambda _k, v: v is not None and v[1].user_id in wanted)
+        if domains:
+            within = set(domains)
+            self._cache.forget_where(lambda _k, v: v is not None and v[1].domain in within)
 
     @contextmanager
     def track_stream(self, request: web.Request, caller: Caller) -> Iterator[OpenStream]:
         """Track the stream ``request`` serves for its whole life; one whose caller was
         revoked between its authentication and now is revoked at once."""
-        with self.open_streams.track(request, caller.access_key, caller.user_id) as stream:
-            if self.revoked.refuses(caller.access_key, caller.user_id):
-                stream.revoke("this keypair or its user was revoked")
+        with self.open_streams.track(
+            request, caller.access_key, caller.user_id, caller.domain
+        ) as stream:
+            if self.revoked.refuses(caller.access_key, caller.user_id, caller.domain):
+                stream.revoke("this keypair, its user or its domain was revoked")
             yield stream
 
     async def secret_of(self, access_key: str) -> str | None:
@@ -225,7 +240,7 @@ class Authenticator:
         if found is None:
             raise AuthorizationFailed("Access key not found")
         secret, caller = found
-        if self.revoked.refuses(caller.access_key, caller.user_id):
+        if self.revoked.refuses(caller.access_key, caller.user_id, caller.domain):
             # what the read model answers once it has the revocation too (as 23.03 does)
             raise AuthorizationFailed("Access key not found")
         text = string_to_sign(

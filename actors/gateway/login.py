@@ -119,7 +119,11 @@ async def authorize(request: web.Request) -> web.Response:
     if not peer_allowed(request.remote, networks_of(user.get("allowed_client_ip"))):
         raise AuthorizationFailed("Access from this address is not allowed.")
     domain = await ctx.lookups.domain(str(user.get("domain")))
-    if domain is None or not domain.get("is_active", True):
+    if (
+        domain is None
+        or not domain.get("is_active", True)
+        or ctx.auth.revoked.refuses("", "", str(user.get("domain")))
+    ):
         raise AuthorizationFailed("The domain is not active.")
     keypairs = [
         k

@@ -48,9 +48,12 @@ _MAX_REASON = 120
 class OpenStream:
     """One open stream: whose it is, the task serving it, its answer once prepared."""
 
-    def __init__(self, access_key: str, user_id: str, task: asyncio.Task[Any] | None) -> None:
+    def __init__(
+        self, access_key: str, user_id: str, task: asyncio.Task[Any] | None, domain: str = ""
+    ) -> None:
         self.access_key = access_key
         self.user_id = user_id
+        self.domain = domain
         self.task = task
         self.response: web.StreamResponse | None = None
         self.reason: str | None = None
@@ -110,36 +113,49 @@ STREAM_KEY = web.RequestKey("kernelhub.open_stream", OpenStream)
 
 
 class OpenStreams:
-    """Every tracked stream, findable by access key and by user."""
+    """Every tracked stream, findable by access key, by user and by domain."""
 
     def __init__(self) -> None:
         self._by_key: dict[str, set[OpenStream]] = {}
         self._by_user: dict[str, set[OpenStream]] = {}
+        self._by_domain: dict[str, set[OpenStream]] = {}
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._by_key.values())
 
     @contextlib.contextmanager
-    def track(self, request: web.Request, access_key: str, user_id: str) -> Iterator[OpenStream]:
+    def track(
+        self, request: web.Request, access_key: str, user_id: str, domain: str = ""
+    ) -> Iterator[OpenStream]:
         """Track the stream ``request`` serves while the block runs (the request keeps it
         under :data:`STREAM_KEY`)."""
-        stream = OpenStream(access_key, user_id, asyncio.current_task())
+        stream = OpenStream(access_key, user_id, asyncio.current_task(), domain)
         request[STREAM_KEY] = stream
         self._by_key.setdefault(access_key, set()).add(stream)
         self._by_user.setdefault(user_id, set()).add(stream)
+        self._by_domain.setdefault(domain, set()).add(stream)
         try:
             yield stream
         finally:
             _discard(self._by_key, access_key, stream)
             _discard(self._by_user, user_id, stream)
+            _discard(self._by_domain, domain, stream)
 
-    def revoke(self, keys: tuple[str, ...], users: tuple[str, ...], reason: str) -> int:
-        """Revoke every stream of ``keys`` or ``users``; how many were."""
+    def revoke(
+        self,
+        keys: tuple[str, ...],
+        users: tuple[str, ...],
+        reason: str,
+        domains: tuple[str, ...] = (),
+    ) -> int:
+        """Revoke every stream of ``keys``, ``users`` or ``domains``; how many were."""
         found: set[OpenStream] = set()
         for key in keys:
             found |= self._by_key.get(key, set())
         for user in users:
             found |= self._by_user.get(user, set())
+        for domain in domains:
+            found |= self._by_domain.get(domain, set())
         for stream in found:
             stream.revoke(reason)
         return len(found)

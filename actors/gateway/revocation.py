@@ -9,14 +9,16 @@ So the gateway reads the tenancy streams of the log itself
 (:mod:`.revocation_follower`) and folds each event here:
 
 - a *revocation* (a keypair deactivated or deleted, a user made anything but active or
-  purged) enters :class:`Revoked` at once, from the event alone, and every request and open
-  stream of that keypair or user is refused from then on, whatever the read model or the
-  cache still say;
-- a *restoration* (a keypair activated again, a user made active again) leaves it only once
-  the read model has folded that event too (until then the old, revoked answer is the
+  purged, a domain deactivated or purged) enters :class:`Revoked` at once, from the event
+  alone, and every request and open stream of that keypair, user or domain is refused from
+  then on, whatever the read model or the cache still say;
+- a *restoration* (a keypair activated again, a user or domain made active again) leaves it
+  only once the read model has folded that event too (until then the old, revoked answer is the
   consistent one), and only if no later revocation came in between;
 - any other change to a keypair or user (its role, admin flag, rate limit) drops the cached
-  entry once the read model has it, so the next request reads the new record.
+  entry once the read model has it, so the next request reads the new record; a change of
+  role or admin flag also ends the streams open now (*close*), which were authorised under
+  the old one: their client reconnects and is judged by the new (nothing is refused).
 
 The refused sets grow only with revocations seen while the gateway runs (one admin action
 each) and shrink with restorations: a deleted keypair or a purged user stays refused for
@@ -32,9 +34,18 @@ from events.envelope import Position, position_key
 
 __all__ = ["STREAMS", "TYPES", "Change", "Revoked", "change_of"]
 
-STREAMS = frozenset({"tenancy-keypairs", "tenancy-users"})
+STREAMS = frozenset({"tenancy-domains", "tenancy-keypairs", "tenancy-users"})
 """The log streams whose events change who may call."""
-TYPES = frozenset({"keypair_updated", "keypair_deleted", "user_updated", "user_purged"})
+TYPES = frozenset(
+    {
+        "domain_updated",
+        "domain_purged",
+        "keypair_updated",
+        "keypair_deleted",
+        "user_updated",
+        "user_purged",
+    }
+)
 """The event types read from them (the others, like an issued keypair, add a caller the
 read model will answer for and take nobody's access away)."""
 
@@ -47,16 +58,34 @@ class Change:
 
     revoke_keys: tuple[str, ...] = ()
     revoke_users: tuple[str, ...] = ()
+    revoke_domains: tuple[str, ...] = ()
     restore_keys: tuple[str, ...] = ()
     restore_users: tuple[str, ...] = ()
+    restore_domains: tuple[str, ...] = ()
     refresh_keys: tuple[str, ...] = ()
     refresh_users: tuple[str, ...] = ()
+    close_keys: tuple[str, ...] = ()
+    """Keypairs whose open streams end now, though their requests are not refused."""
+    close_users: tuple[str, ...] = ()
     reason: str = ""
-    """Why the revoked are refused, as a closed stream tells its client."""
+    """Why the revoked are refused (or the closed streams ended), as a closed stream tells
+    its client."""
 
     @property
     def revokes(self) -> bool:
-        return bool(self.revoke_keys or self.revoke_users)
+        """Whether the event acts at once (refuses someone or ends streams)."""
+        return bool(
+            self.revoke_keys
+            or self.revoke_users
+            or self.revoke_domains
+            or self.close_keys
+            or self.close_users
+        )
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """Every domain whose callers' cached entries this event makes stale."""
+        return self.revoke_domains + self.restore_domains
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -77,6 +106,12 @@ def change_of(event_type: str, data: Any) -> Change | None:
             return Change(revoke_keys=(key,), reason=f"keypair {key} was deactivated")
         if data.is_active is True:
             return Change(restore_keys=(key,))
+        if data.is_admin is not None:
+            return Change(
+                refresh_keys=(key,),
+                close_keys=(key,),
+                reason=f"keypair {key}'s admin flag changed; reconnect",
+            )
         return Change(refresh_keys=(key,))
     if event_type == "keypair_deleted":
         key = str(data.access_key)
@@ -84,6 +119,12 @@ def change_of(event_type: str, data: Any) -> Change | None:
     if event_type == "user_updated":
         user = str(data.user_id)
         if data.status is None:
+            if data.role is not None:
+                return Change(
+                    refresh_users=(user,),
+                    close_users=(user,),
+                    reason=f"user {user}'s role changed; reconnect",
+                )
             return Change(refresh_users=(user,))
         if data.status == "active":
             return Change(restore_users=(user,))
@@ -95,6 +136,16 @@ def change_of(event_type: str, data: Any) -> Change | None:
             revoke_keys=tuple(str(k) for k in data.access_keys),
             reason=f"user {user} was purged",
         )
+    if event_type == "domain_updated":
+        name = str(data.name)
+        if data.is_active is False:
+            return Change(revoke_domains=(name,), reason=f"domain {name} was deactivated")
+        if data.is_active is True:
+            return Change(restore_domains=(name,))
+        return None
+    if event_type == "domain_purged":
+        name = str(data.name)
+        return Change(revoke_domains=(name,), reason=f"domain {name} was purged")
     return None
 
 
@@ -105,11 +156,12 @@ class Revoked:
     def __init__(self) -> None:
         self.keys: dict[str, tuple[int, int]] = {}
         self.users: dict[str, tuple[int, int]] = {}
+        self.domains: dict[str, tuple[int, int]] = {}
 
-    def refuses(self, access_key: str, user_id: str) -> bool:
-        """Whether a request of ``access_key`` (of ``user_id``) is refused (the hot path:
-        two dict lookups)."""
-        return access_key in self.keys or user_id in self.users
+    def refuses(self, access_key: str, user_id: str, domain: str = "") -> bool:
+        """Whether a request of ``access_key`` (of ``user_id``, in ``domain``) is refused
+        (the hot path: three dict lookups)."""
+        return access_key in self.keys or user_id in self.users or domain in self.domains
 
     def revoke(self, change: Change, position: Position) -> None:
         at = position_key(position)
@@ -117,6 +169,8 @@ class Revoked:
             self.keys[key] = max(at, self.keys.get(key, at))
         for user in change.revoke_users:
             self.users[user] = max(at, self.users.get(user, at))
+        for domain in change.revoke_domains:
+            self.domains[domain] = max(at, self.domains.get(domain, at))
 
     def restore(self, change: Change, position: Position) -> None:
         """Lift what ``change`` restores, unless revoked again after ``position``."""
@@ -127,3 +181,6 @@ class Revoked:
         for user in change.restore_users:
             if self.users.get(user, at) < at:
                 del self.users[user]
+        for domain in change.restore_domains:
+            if self.domains.get(domain, at) < at:
+                del self.domains[domain]
