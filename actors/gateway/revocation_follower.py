@@ -48,6 +48,8 @@ projector that is down must not hold a restoration for ever; its cache entry the
 whatever the read model says, as before this module)."""
 _POLL_S = 0.01
 _START_TIMEOUT_S = 10.0
+_RETRY_MIN_S = 0.1
+_RETRY_MAX_S = 2.0
 
 
 class RevocationFollower:
@@ -116,17 +118,32 @@ class RevocationFollower:
         return sorted(found, key=lambda e: position_key(e.position))
 
     async def _follow(self, after: Position) -> None:
-        subscription = self.store.subscribe(
-            after, block_ms=1000, types=TYPES, streams=lambda s: s in STREAMS
-        )
-        try:
-            async for event in subscription:
-                try:
-                    self.apply(event)
-                except Exception:  # one odd event must not stop every later revocation
-                    log.exception("could not apply a tenancy event", position=event.position)
-        finally:
-            await subscription.aclose()
+        """Follow from ``after`` for the gateway's life: a subscription that fails (Redis
+        restarted, a connection dropped) is opened again after the last event applied, so
+        no revocation is skipped and none stops taking effect (review F14)."""
+        backoff = _RETRY_MIN_S
+        while True:
+            if self.position is not None and position_key(self.position) > position_key(after):
+                after = self.position
+            subscription = self.store.subscribe(
+                after, block_ms=1000, types=TYPES, streams=lambda s: s in STREAMS
+            )
+            try:
+                async for event in subscription:
+                    backoff = _RETRY_MIN_S
+                    try:
+                        self.apply(event)
+                    except Exception:  # one odd event must not stop every later revocation
+                        log.exception("could not apply a tenancy event", position=event.position)
+            except Exception as exc:
+                log.warning(
+                    "revocations: the subscription failed; following again", error=repr(exc)
+                )
+            finally:
+                with contextlib.suppress(Exception):
+                    await subscription.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _RETRY_MAX_S)
 
     async def _settle(self) -> None:
         while True:
