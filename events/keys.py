@@ -139,6 +139,12 @@ class SessionIndexes:
         return f"i:dependants:{session_id}"
 
     @staticmethod
+    def mounting(folder_hex: str) -> str:
+        """Sessions not ended (pending ones too) that mount the folder ``<hex>``: a folder
+        is not trashed while one is there (``projections.mount_queries``)."""
+        return f"i:vfolder:{folder_hex}"
+
+    @staticmethod
     def name(access_key: str) -> str:
         """hash: session name -> session id, per keypair."""
         return f"i:name:{access_key}"
@@ -216,6 +222,16 @@ class TenancyIndexes:
     def project_names(domain: str) -> str:
         """hash: project name -> project id, per domain."""
         return f"i:project:{domain}"
+
+    @staticmethod
+    def vfolders_of(kind: str, owner: str) -> str:
+        """Folders owned by a ``user`` or a ``group`` (project), or ``shared`` with a user."""
+        return f"i:vfolders:{kind}:{owner}"
+
+    @staticmethod
+    def invitations_for(user_id: str) -> str:
+        """Pending folder invitations of an invitee."""
+        return f"i:invitations:{user_id}"
 
 
 @dataclass(frozen=True, slots=True)

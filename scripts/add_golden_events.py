@@ -30,6 +30,20 @@ PID = "7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c2d"
 UID = "3b0f7a4e-8d1c-4c2b-9e6f-5a4d3c2b1a09"
 REALISTIC: dict[str, dict[str, object]] = {
     "session_activity": {"session_id": SID, "last_access": 1795599990.25},
+    "vfolder_renamed": {"folder_id": KID, "name": "datasets-2026"},
+    "vfolder_created": {
+        "folder_id": KID,
+        "name": "datasets",
+        "host": "local:default",
+        "domain": "default",
+        "ownership_type": "user",
+        "user": UID,
+        "creator": "alice@example.com",
+        "usage_mode": "data",
+        "permission": "rw",
+        "max_size": 1073741824,
+        "cloneable": True,
+    },
     "resource_preset_set": {
         "name": "small",
         "resource_slots": {"cpu": "1", "mem": "2147483648"},
@@ -290,7 +304,7 @@ def main() -> None:
         event = NewEvent(
             data=payload,
             event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"kernelhub-golden/{event_type}"),
-            occurred_at=datetime(2026, 11, 25, 12, 0, index, tzinfo=UTC),
+            occurred_at=datetime(2026, 11, 25, 12, index // 60, index % 60, tzinfo=UTC),
             command_id=uuid.uuid5(uuid.NAMESPACE_URL, "kernelhub-golden/command"),
             actor="golden",
         )

@@ -94,6 +94,16 @@ KERNELHUB_EVENTS = {
     "resource_preset_deleted",
     "scaling_group_deleted",
     "image_alias_removed",
+    "vfolder_created",
+    "vfolder_renamed",
+    "vfolder_updated",
+    "vfolder_trashed",
+    "vfolder_restored",
+    "vfolder_purged",
+    "vfolder_invited",
+    "vfolder_invitation_answered",
+    "vfolder_shared",
+    "vfolder_unshared",
 }
 
 

@@ -20,6 +20,10 @@ __all__ = [
     "ObjectNotFound",
     "QuotaExceeded",
     "ScalingGroupNotFound",
+    "TooManyVFoldersFound",
+    "VFolderAlreadyExists",
+    "VFolderNotFound",
+    "VFolderOperationFailed",
 ]
 
 
@@ -79,3 +83,30 @@ class KernelExecutionFailed(DomainError):
     ``agent-failure``)."""
 
     error_type, title = "kernel-execution-failed", "Executing user code failed."
+
+
+class VFolderNotFound(ObjectNotFound):
+    """What a folder the caller may not see answers too: whether it exists is not theirs
+    to learn."""
+
+    def __init__(self, msg: str = "") -> None:
+        super().__init__("virtual folder", msg)
+
+
+class TooManyVFoldersFound(ObjectNotFound):
+    error_type = "too-many-vfolders"
+
+    def __init__(self, msg: str = "") -> None:
+        super().__init__("virtual folder", msg)
+        self.title = "There are two or more matching vfolders."  # type: ignore[misc]
+
+
+class VFolderAlreadyExists(InvalidAPIParameters):
+    error_type, title = (
+        "vfolder-already-exists",
+        "The virtual folder already exists with the same name.",
+    )
+
+
+class VFolderOperationFailed(InvalidAPIParameters):
+    error_type, title = "vfolder-operation-failed", "Virtual folder operation has failed."

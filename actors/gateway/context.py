@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from actors.idle.facts import IdleFacts
@@ -60,6 +61,9 @@ class GatewayContext:
     """File operations (uploads, downloads, listings) being served, per keypair and in all."""
     log_tail: LogTail | None = None
     """The one tail of the log every event stream reads (made with the first stream)."""
+    vfolder_root: Path | None = None
+    """Where the ``local:default`` storage host keeps folders (a directory per folder id);
+    ``None``: this gateway serves no folders' files."""
     _status: tuple[float, str] = (0.0, "running")
     known_slots: tuple[float, dict[str, SlotType]] = (0.0, {})
     """When the slot types the cluster knows were last read, and what they were (the

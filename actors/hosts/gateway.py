@@ -28,10 +28,17 @@ from ..gateway.ratelimit import RateLimiter
 from ._follower import boot
 from ._traced import traced_actor
 
-__all__ = ["DEFAULT_GATEWAY_PORT", "GatewayActor"]
+__all__ = ["DEFAULT_GATEWAY_PORT", "GatewayActor", "vfolder_root_for"]
 
 DEFAULT_GATEWAY_PORT = 8081
 """Backend.AI manager's default port."""
+
+
+def vfolder_root_for(master_key_path: Path) -> Path:
+    """The ``local:default`` storage host's directory: ``$KH_VFOLDER_ROOT``, else
+    ``vfolders/`` beside the installation's master key (in ``$KH_DATA_DIR``)."""
+    configured = os.environ.get("KH_VFOLDER_ROOT")
+    return Path(configured) if configured else master_key_path.parent / "vfolders"
 
 
 @ray.remote(max_restarts=-1)
@@ -61,6 +68,7 @@ class GatewayActor:
             idle=IdleFacts(self.store, IdleConfig.parse(idle or {})),
             observe=self._observe,
             callbacks=callback_policy or CallbackPolicy(),  # how create checks callback_url
+            vfolder_root=vfolder_root_for(Path(master_key_path)),
         )
         self.metrics = ActorMetrics(
             "kernelhub_gateway_requests_total", "kernelhub_gateway_request_seconds"

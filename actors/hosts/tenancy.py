@@ -1,4 +1,5 @@
-"""``tenancy``: the single writer of the tenancy streams (see :mod:`actors.tenancy.writer`).
+"""``tenancy``: the single writer of the tenancy streams (see :mod:`actors.tenancy.writer`)
+and of the virtual folders' (:mod:`actors.vfolders.writer`).
 
 Commands arrive as the values of :mod:`actors.domain.commands.tenancy`, passed unchanged to
 the service's one ``handle``; each keeps its command id, so a retry after ``RayActorError``
@@ -13,7 +14,9 @@ from typing import Any
 import ray
 
 from actors.domain.commands.tenancy import TenancyCommand
+from actors.domain.commands.vfolders import VFolderCommand
 from actors.tenancy.writer import TenancyService
+from actors.vfolders.writer import VFolderService
 from events import RedisEventStore
 from events.secrets import SecretBox
 
@@ -30,7 +33,12 @@ class TenancyActor:
         self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
         box = SecretBox.from_file(Path(master_key_path), create=True)
         self.service = TenancyService(self.store, box)
-        self._boot = boot(self.service.load())
+        self.vfolders = VFolderService(self.store)
+        self._boot = boot(self._load())
+
+    async def _load(self) -> None:
+        await self.service.load()
+        await self.vfolders.load()
 
     async def ready(self) -> bool:
         await self._boot
@@ -41,3 +49,8 @@ class TenancyActor:
         another writer is a refresh and a second look, inside the service)."""
         await self._boot
         return await self.service.handle(command)
+
+    async def vfolder(self, command: VFolderCommand) -> list[Any]:
+        """Run one folder command (the single writer of the ``vfolder-<id>`` streams)."""
+        await self._boot
+        return await self.vfolders.handle(command)

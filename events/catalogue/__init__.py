@@ -95,6 +95,18 @@ from .tenancy import (
     UserPurged,
     UserUpdated,
 )
+from .vfolder import (
+    VFolderCreated,
+    VFolderInvitationAnswered,
+    VFolderInvited,
+    VFolderPurged,
+    VFolderRenamed,
+    VFolderRestored,
+    VFolderShared,
+    VFolderTrashed,
+    VFolderUnshared,
+    VFolderUpdated,
+)
 
 AnyPayload = Annotated[
     Union[  # noqa: UP007 - a discriminated union reads best spelled out
@@ -153,6 +165,16 @@ AnyPayload = Annotated[
         ResourcePresetDeleted,
         ScalingGroupDeleted,
         ImageAliasRemoved,
+        VFolderCreated,
+        VFolderRenamed,
+        VFolderUpdated,
+        VFolderTrashed,
+        VFolderRestored,
+        VFolderPurged,
+        VFolderInvited,
+        VFolderInvitationAnswered,
+        VFolderShared,
+        VFolderUnshared,
     ],
     Field(discriminator="type"),
 ]
@@ -253,5 +275,15 @@ __all__ = [
     "UserCreated",
     "UserPurged",
     "UserUpdated",
+    "VFolderCreated",
+    "VFolderInvitationAnswered",
+    "VFolderInvited",
+    "VFolderPurged",
+    "VFolderRenamed",
+    "VFolderRestored",
+    "VFolderShared",
+    "VFolderTrashed",
+    "VFolderUnshared",
+    "VFolderUpdated",
     "redact",
 ]

@@ -7,6 +7,11 @@ decrypted here), ``policy``, ``sgroup``, ``image``, ``alias``. Indexes: ``i:user
 project or keypair may use), ``i:presets`` (every resource preset), ``i:all:<kind>`` (every
 record of a kind, for admin listings).
 
+Virtual folders fold here too (one read model, one checkpoint: a folder's owner, project
+and permissions are read with the tenancy they refer to): ``vfolder/<id>`` records (status,
+shares), pending ``invitation/<id>`` records, and the indexes ``i:vfolders:user:<owner>``,
+``i:vfolders:group:<project>``, ``i:vfolders:shared:<user>``, ``i:invitations:<invitee>``.
+
 A user's password hash is not in the user record (which listings read; it holds
 ``has_password``) but in a record of its own, ``credential/<user id>``, which only the
 log-in route reads (in one lookup, whatever the log's length). Removal events name
@@ -53,6 +58,16 @@ _KEY = {
     "resource_preset_deleted": ("preset", "name"),
     "scaling_group_deleted": ("sgroup", "name"),
     "image_alias_removed": ("alias", "alias"),
+    "vfolder_created": ("vfolder", "folder_id"),
+    "vfolder_renamed": ("vfolder", "folder_id"),
+    "vfolder_updated": ("vfolder", "folder_id"),
+    "vfolder_trashed": ("vfolder", "folder_id"),
+    "vfolder_restored": ("vfolder", "folder_id"),
+    "vfolder_purged": ("vfolder", "folder_id"),
+    "vfolder_invited": ("vfolder", "folder_id"),
+    "vfolder_invitation_answered": ("vfolder", "folder_id"),
+    "vfolder_shared": ("vfolder", "folder_id"),
+    "vfolder_unshared": ("vfolder", "folder_id"),
 }
 _REMOVALS = frozenset(
     {
@@ -91,15 +106,61 @@ def _merge(record: Record | None, data: dict[str, Any]) -> Record:
     return merged
 
 
+def _fold_vfolder(event: StoredEvent, records: WorkingSet) -> None:
+    """A folder event into its record (and its invitations' records)."""
+    data, folder_id = event.data, str(event.data["folder_id"])
+    record = records.get("vfolder", folder_id)
+    at = iso_of(event.position_ms)
+    if event.type == "vfolder_created":
+        record = {**data, "status": "ready", "shares": {}, "created_at": at}
+    elif record is None:
+        return
+    else:
+        record = dict(record)
+    if event.type in ("vfolder_renamed", "vfolder_updated"):
+        record.update({k: v for k, v in data.items() if v is not None and k != "type"})
+    elif event.type == "vfolder_trashed":
+        record["status"] = "delete-pending"
+    elif event.type == "vfolder_restored":
+        record["status"] = "ready"
+    elif event.type == "vfolder_purged":
+        records.put("vfolder", folder_id, None)
+        for invitation in data.get("invitation_ids") or ():
+            records.put("invitation", str(invitation), None)
+        return
+    elif event.type == "vfolder_invited":
+        records.put(
+            "invitation",
+            str(data["invitation_id"]),
+            {**{k: v for k, v in data.items() if k != "type"}, "created_at": at},
+        )
+    elif event.type == "vfolder_invitation_answered":
+        invitation = records.get("invitation", str(data["invitation_id"]))
+        records.put("invitation", str(data["invitation_id"]), None)
+        if invitation is not None and data["state"] == "accepted":
+            record["shares"] = {**record["shares"], invitation["invitee"]: invitation["permission"]}
+    elif event.type == "vfolder_shared":
+        record["shares"] = {**record["shares"], str(data["user_id"]): data["permission"]}
+    elif event.type == "vfolder_unshared":
+        gone = {str(u) for u in data["user_ids"]}
+        record["shares"] = {u: p for u, p in record["shares"].items() if u not in gone}
+    record["modified_at"] = at
+    records.put("vfolder", folder_id, record)
+
+
 class TenancyProjection(IndexedProjection):
     name = "tenancy"
-    version = 4
+    version = 5
 
     def refs(self, event: StoredEvent) -> Iterable[RecordRef]:
         key = _KEY.get(event.type)
         if key is None:
             return ()
         own = (key[0], _record_id(event, key))
+        if key[0] == "vfolder":
+            data = event.data
+            invitations = [data.get("invitation_id"), *(data.get("invitation_ids") or ())]
+            return (own, *(("invitation", str(i)) for i in invitations if i is not None))
         if key[0] == "user":
             return (own, ("credential", own[1]), *_detached(event))
         return (own, *_detached(event)) if event.type in _REMOVALS else (own,)
@@ -134,6 +195,9 @@ class TenancyProjection(IndexedProjection):
         if key is None:
             return
         kind, record_id = key[0], _record_id(event, key)
+        if kind == "vfolder":
+            _fold_vfolder(event, records)
+            return
         if kind == "user":
             self._credential(event, record_id, records)
         if event.type in _REMOVALS:
@@ -200,6 +264,13 @@ class TenancyProjection(IndexedProjection):
                 entries[(Index.scaling_groups_for(k, t), record_id)] = 0
         elif kind == "preset":
             entries[(Index.PRESETS, record_id)] = 0
+        elif kind == "vfolder":
+            owner = record.get("user") if record["ownership_type"] == "user" else record["group"]
+            entries[(Index.vfolders_of(record["ownership_type"], str(owner)), record_id)] = 0
+            for user in record.get("shares", {}):
+                entries[(Index.vfolders_of("shared", user), record_id)] = 0
+        elif kind == "invitation":
+            entries[(Index.invitations_for(str(record["invitee"])), record_id)] = 0
         return entries
 
     def hash_entries(self, ref: RecordRef, record: Record) -> IndexEntries:

@@ -1,0 +1,1 @@
+"""The vfolder write side: the single writer of the ``vfolder-<id>`` streams."""
