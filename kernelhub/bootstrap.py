@@ -24,7 +24,9 @@ from actors.domain.commands.tenancy import (
     SetAlias,
     SetPolicy,
     SetScalingGroup,
+    UpdateDomain,
 )
+from actors.domain.vfolders import ALL_HOST_PERMISSIONS, DEFAULT_HOST
 from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
 from events.secrets import SecretBox
@@ -66,6 +68,13 @@ async def bootstrap(store: RedisEventStore, secret_box: SecretBox) -> Bootstrap:
         CreateDomain(name="default", description="the default domain", command_id=_step("domain"))
     )
     await tenancy.handle(SetPolicy(name="default", command_id=_step("policy")))
+    await tenancy.handle(  # once per installation: an admin's later change stays
+        UpdateDomain(
+            name="default",
+            allowed_vfolder_hosts={DEFAULT_HOST: sorted(ALL_HOST_PERMISSIONS)},
+            command_id=_step("domain-vfolder-hosts"),
+        )
+    )
     await tenancy.handle(
         SetScalingGroup(
             name="default", description="the embedded agent pool", command_id=_step("sgroup")
