@@ -541,8 +541,10 @@ def test_the_whole_parameter_list_is_honoured_or_refused(walk: Walk) -> None:
             and record["access_key"] == admin_ak
         ),
         # config
-        "mounts": lambda: "virtual folders" in _refusal(walk, {"mounts": ["data"]}),
-        "mount_map": lambda: "virtual folders" in _refusal(walk, {"mountMap": {"d": "/x"}}),
+        # honoured: the names are resolved (tests/test_vfolder_mounts_stack.py mounts real
+        # folders); here a folder nobody has is 404 and a map beside no mount is refused
+        "mounts": lambda: _missing_folder(walk, {"mounts": ["walk-no-such-folder"]}),
+        "mount_map": lambda: "not in config.mounts" in _refusal(walk, {"mountMap": {"d": "/x"}}),
         "environ": lambda: (
             spec["environ"] == {"WALK": "yes"}
             and "WALK" in info["environ"]
@@ -567,6 +569,13 @@ def test_the_whole_parameter_list_is_honoured_or_refused(walk: Walk) -> None:
     for session in ("walk-main", "walk-after", "walk-later", "walk-wait"):
         walk.stack.bai("session", "rm", session)
     walk.stack.bai("session", "rm", "-o", user_ak, "walk-theirs")
+
+
+def _missing_folder(walk: Walk, config: dict[str, Any]) -> bool:
+    before = walk.last_id()
+    status, problem = walk.post(_body("walk-refused", config=config))
+    assert walk.enqueued_since(before) == [], problem
+    return status == 404 and "No such virtual folder" in json.dumps(problem)
 
 
 def _refusal(walk: Walk, config: dict[str, Any]) -> str:
@@ -640,7 +649,7 @@ def test_refusals_name_the_parameter_and_append_nothing(walk: Walk) -> None:
     oversized or ill-formed value is refused before anything reaches the log."""
     user = walk.user
     cases: list[tuple[dict[str, Any], str]] = [
-        (_body("walk-r1", config={"mounts": ["data"]}), "config.mounts"),
+        (_body("walk-r1", config={"mounts": ["data/sub"]}), "config.mounts[0]"),
         (_body("walk-r2", config={"mount_map": {"data": "/home/work/d"}}), "config.mount_map"),
         (_body("walk-r3", startupCommand="sleep 1"), "startupCommand"),
         (_body("walk-r4", starts_at="10s"), "starts_at"),
@@ -669,7 +678,7 @@ def test_refusals_name_the_parameter_and_append_nothing(walk: Walk) -> None:
     walk.refused(_body("walk-rl", arch="aarch64"), "aarch64", status=404, kind="object-not-found")
     status, kept = walk.post(_batch("walk-kept", starts_at="1h"))
     assert status == 201, kept
-    walk.refused({**_batch("walk-kept"), "config": {"mounts": ["data"]}}, "config.mounts")
+    walk.refused({**_batch("walk-kept"), "config": {"mounts": ["../etc"]}}, "config.mounts")
     walk.refused(
         _body("walk-rm", config={"agentList": ["i-local"]}),
         "agent_list",
@@ -690,7 +699,7 @@ def test_run_with_e_prints_the_variable_and_forged_ones_are_refused(walk: Walk) 
         forged.stdout + forged.stderr
     ), forged
     mounted = walk.stack.bai("run", "-m", "data", "--rm", "python", "-c", "1")
-    assert "virtual folders are not supported" in mounted.stdout + mounted.stderr, mounted
+    assert "No such virtual folder" in mounted.stdout + mounted.stderr, mounted
 
 
 @_e2e

@@ -75,6 +75,7 @@ from .execution import ExecutionProxy, keep_logs
 from .kernel_env import kernel_environ, user_environ
 from .runner_client import RunnerClient
 from .telemetry import AgentTelemetry
+from .vfolder_mounts import MountRefused
 
 __all__ = [
     "AGENTS_REACT_TO",
@@ -269,6 +270,7 @@ class Agent:
                 bootstrap_timeout_s=self.bootstrap_timeout_s,
                 shmem=int(shmem) if shmem else None,
                 exec_timeout_s=float(exec_timeout) if exec_timeout else None,
+                vfolder_mounts=tuple(spec.get("mounts") or ()),
             )
             for kernel_id in kernel_ids
         ]
@@ -557,7 +559,9 @@ class Agent:
                 )
                 await self._stop_kernel(launch.kernel_id)
             await self.shard.handle(StartFailed(session_id=session_id, error=self._error(exc)))
-            if isinstance(exc, ImageNotAvailable | DeviceAllocationError | BootstrapFailed):
+            if isinstance(
+                exc, ImageNotAvailable | DeviceAllocationError | BootstrapFailed | MountRefused
+            ):
                 return  # the user's problem, told in status_data: not the agent's failure
             raise
         batch = [k for k in kernels if k.session_type == "batch" and k.main]
@@ -577,6 +581,8 @@ class Agent:
         }
         if isinstance(exc, ImageNotAvailable):
             error["image"] = exc.image
+        if isinstance(exc, MountRefused):
+            error["repr"] = str(exc)
         if isinstance(exc, BootstrapFailed):
             error["repr"] = str(exc)
             error["exit_code"] = exc.exit_code

@@ -79,4 +79,7 @@ def kernel_environ(
         "BACKENDAI_SERVICE_PORTS": str(spec.get("service_ports") or ""),
         "KERNELHUB_AGENT_ID": agent_id,
         "KERNELHUB_SESSION_TYPE": str(spec.get("session_type", "interactive")),
+        "KERNELHUB_VFOLDER_MOUNTS": ",".join(
+            str(m.get("kernel_path", "")) for m in spec.get("mounts") or () if isinstance(m, dict)
+        ),
     }

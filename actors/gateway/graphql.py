@@ -102,7 +102,8 @@ type ComputeSession {
   terminated_at: String starts_at: String startup_command: String result: String
   exit_code: Int
   abusing_reports: [String] idle_checks: String scaling_group: String service_ports: String
-  mounts: [String] occupying_slots: String occupied_slots: String requested_slots: String
+  mounts: [String] vfolder_mounts: [String]
+  occupying_slots: String occupied_slots: String requested_slots: String
   num_queries: Int containers: [ComputeContainer] dependencies: [ComputeSession]
 }
 

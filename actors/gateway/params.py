@@ -114,7 +114,9 @@ class _Strict(BaseModel):
 
 class CreateConfig(_Strict):
     mounts: list[Path] | None = Field(default=None, max_length=MAX_ITEMS)
+    """Folder names (or ids); 16 distinct at most (:mod:`actors.domain.mount_paths`)."""
     mount_map: dict[Path, Path] | None = _alias("mount_map", "mountMap", max_length=MAX_ITEMS)
+    """Folder name -> where it goes (under ``/home/work``)."""
     environ: dict[Name, EnvValue] | None = Field(default=None, max_length=MAX_ENV)
     scaling_group: Name | None = _alias("scaling_group", "scalingGroup")
     resources: dict[str, Any] | None = None

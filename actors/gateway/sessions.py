@@ -25,6 +25,7 @@ from ..domain.callbacks import validate_callback_url
 from ..domain.commands.sessions import CreateSession, DestroySession, RestartSession
 from ..domain.errors import DomainError, GenericBadRequest, ImageNotFound, InvalidAPIParameters
 from ..domain.limits import execution_timeout_s
+from ..domain.mount_paths import mount_plan
 from ..domain.session import (
     ClusterMode,
     SessionType,
@@ -42,6 +43,7 @@ from ..domain.tenancy import image_slot_limits
 from .apps import apps_of
 from .auth import Caller
 from .context import DEAD, LIVE, GatewayContext
+from .mounts import session_mounts
 from .params import (
     CompleteParams,
     CreateParams,
@@ -225,18 +227,12 @@ def _starts_at(value: datetime | str | None) -> datetime | None:
 
 
 def _unsupported(params: CreateParams) -> None:
-    """Options kernelhub does not honour yet, refused by name rather than dropped. The
-    official client sends ``mounts: []`` and ``mount_map: {}`` on every create: empty, they
-    ask for nothing and pass."""
+    """Options refused by name rather than dropped, and the mount paths' rules (checked
+    first, as 23.03 checks ``mount_map`` first; which folders they are comes later:
+    :mod:`.mounts`)."""
     config = params.config
-    if config is not None and config.mounts:
-        raise InvalidAPIParameters(
-            "config.mounts: virtual folders are not supported yet (docs/deviations.md)"
-        )
-    if config is not None and config.mount_map:
-        raise InvalidAPIParameters(
-            "config.mount_map: virtual folders are not supported yet (docs/deviations.md)"
-        )
+    if config is not None:
+        mount_plan(config.mounts, config.mount_map)
     if params.startup_command is not None and (params.session_type or "interactive") != "batch":
         raise InvalidAPIParameters(
             "startupCommand is run only by batch sessions (23.03 ignores it on the others; "
@@ -333,6 +329,7 @@ async def create(request: web.Request) -> web.Response:
     domain = params.domain or caller.domain
     project = await _project(ctx, caller, owner, domain, params.group or "default")
     dependencies = await _dependencies(ctx, caller, access_key, params.dependencies or [])
+    mounts = await session_mounts(ctx, caller, access_key, str(project["project_id"]), config)
     requested = await _slots(
         ctx, config.resources if config else None, image, resource_opts["shmem"]
     )
@@ -384,6 +381,7 @@ async def create(request: web.Request) -> web.Response:
             tag=params.tag,
             callback_url=callback_url,
             exec_timeout_s=execution_timeout_s(policy, image),
+            mounts=tuple(mounts),
         )
     )
     if params.enqueue_only:

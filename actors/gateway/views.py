@@ -32,7 +32,9 @@ def session_info(
     ``sessionId`` and ``sessionName`` are kernelhub's additions: a name in the path becomes
     an id the caller can keep (clients ignore keys they do not know). ``environ`` names the
     variables with their values elided: the read model keeps only the names (a value may be
-    a secret, and the read side is not where it belongs); the kernel has them all."""
+    a secret, and the read side is not where it belongs); the kernel has them all.
+    ``mounts`` (kernelhub's addition) lists the virtual folders mounted, where and how
+    (never their host paths)."""
     main = _main_kernel(record)
     created_ms = int(record.get("created_ms") or 0)
     return {
@@ -62,6 +64,10 @@ def session_info(
         "numQueriesExecuted": 0,
         "lastStat": None,
         "idleChecks": idle_checks or {},
+        "mounts": [
+            {k: m.get(k) for k in ("name", "vfid", "kernel_path", "mount_perm", "usage_mode")}
+            for m in record.get("mounts") or ()
+        ],
     }
 
 
@@ -138,7 +144,8 @@ def compute_session(record: dict[str, Any]) -> dict[str, Any]:
         "idle_checks": _JSON({}),
         "scaling_group": record.get("scaling_group"),
         "service_ports": _JSON(main.get("service_ports") or []),
-        "mounts": [],
+        "mounts": [m["name"] for m in record.get("mounts") or ()],
+        "vfolder_mounts": [m["vfid"] for m in record.get("mounts") or ()],
         "occupying_slots": _JSON(record.get("occupying_slots") or {}),
         "occupied_slots": _JSON(record.get("occupying_slots") or {}),
         "requested_slots": _JSON(record.get("requested_slots") or {}),

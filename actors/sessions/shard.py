@@ -63,6 +63,7 @@ from events import (
     events_for_command,
 )
 from events.catalogue import SessionCreationSpec, SessionEnqueued
+from events.catalogue.session import VFolderMountSpec
 
 __all__ = [
     "SHARD_REACTS_TO",
@@ -398,6 +399,7 @@ class SessionShard:
             tag=command.tag,
             callback_url=command.callback_url,
             exec_timeout_s=command.exec_timeout_s or None,
+            mounts=[VFolderMountSpec.model_validate(m) for m in command.mounts] or None,
         )
         event = SessionEnqueued(session_id=sid, creation_id=command.command_id.hex[:16], spec=spec)
         batch = events_for_command(command.command_id, [event], actor=self.actor)

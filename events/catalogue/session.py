@@ -24,6 +24,7 @@ __all__ = [
     "SessionSuccess",
     "SessionTerminated",
     "SessionTerminating",
+    "VFolderMountSpec",
 ]
 
 
@@ -41,6 +42,28 @@ MAX_CALLBACK_URL = 8192
 MAX_STARTUP_COMMAND = 2**20
 """The log's own bounds on a session's creation (the gateway's are far tighter: 64 kernels,
 a 64 KiB startup command); a tenant's request can never make this event unbounded."""
+
+
+MAX_MOUNTS = 64
+"""The log's bound on a session's folder mounts (the gateway allows 16)."""
+_Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+
+
+class VFolderMountSpec(Record):
+    """One virtual folder a session's kernels mount: 23.03's ``VFolderMount`` JSON
+    (``vfid`` is ``str(VFolderID)`` without a quota scope: the folder id's hex), resolved
+    and checked by the gateway (``actors.gateway.mounts``) when the session was created.
+    The agent checks it again before binding anything (``actors.agents.vfolder_mounts``)."""
+
+    name: Short
+    vfid: _Hex
+    vfsubpath: Literal["."] = "."
+    """kernelhub mounts whole folders only (a subpath would follow the tenant's links)."""
+    host_path: Short
+    """``<volume root>/<vfid>`` on the storage host, as the gateway resolved it."""
+    kernel_path: Short
+    mount_perm: Literal["ro", "rw", "wd"]
+    usage_mode: Literal["general", "model", "data"] = "general"
 
 
 class KernelCreationSpec(Record):
@@ -108,6 +131,8 @@ class SessionCreationSpec(Record):
     exec_timeout_s: float | None = Field(default=None, ge=0, exclude_if=lambda v: v is None)
     """The longest one execution may run (the keypair policy's or the image's limit);
     ``None`` or 0: none."""
+    mounts: Annotated[list[VFolderMountSpec], Field(max_length=MAX_MOUNTS)] | None = added_later()
+    """The virtual folders every kernel of the session mounts (``config.mounts``)."""
 
 
 class KernelPlacement(Record):

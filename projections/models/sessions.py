@@ -7,7 +7,8 @@ and said so in the log). Records keep ``status_history`` with Backend.AI's merge
 
 Indexes (relative to the generation prefix; named in :class:`events.keys.SessionIndexes`):
 ``i:all``, ``i:owner:<ak>``, ``i:status:<STATUS>``, ``i:type:<type>``, ``i:sg:<group>``,
-``i:project:<id>``, ``i:dependants:<id>`` (sessions depending on ``<id>``) (sorted sets by
+``i:project:<id>``, ``i:dependants:<id>`` (sessions depending on ``<id>``),
+``i:vfolder:<folder hex>`` (sessions not ended that mount the folder) (sorted sets by
 creation time); ``i:pending:<group>`` (PENDING sessions in
 scheduling order); ``i:name:<ak>`` (name -> latest id); ``i:kernel`` (kernel id -> session
 id); ``i:usage:open:<scope>`` (running: id -> interval) and ``i:usage:closed:<scope>``
@@ -44,6 +45,9 @@ _ENDED = frozenset({"CANCELLED", "TERMINATED"})
 
 
 _TERMINAL = ("TERMINATED", "CANCELLED")
+_MOUNT_FIELDS = ("name", "vfid", "kernel_path", "mount_perm", "usage_mode")
+"""What the read model keeps of each mount (``VFolderMountSpec``): not the host path, which
+is the storage host's business, not a tenant's."""
 
 
 def _new_kernel(kernel_id: str) -> Record:
@@ -177,6 +181,10 @@ def _on_enqueued(record: Record, event: StoredEvent) -> None:
         for key in ("tag", "resource_opts", "exec_timeout_s"):
             if spec.get(key) is not None:  # added later, as preopen_ports
                 record[key] = spec[key]
+        if spec.get("mounts"):  # added later: where the session's folders are, not the host's
+            record["mounts"] = [
+                {key: m[key] for key in _MOUNT_FIELDS if key in m} for m in spec["mounts"]
+            ]
         if spec.get("environ"):  # the names only: values may be secrets the owner typed
             record["environ_keys"] = sorted(spec["environ"])
         for k in spec["kernels"]:
@@ -435,6 +443,9 @@ class SessionsProjection(IndexedProjection):
             entries[(Index.project(record["project_id"]), sid)] = created
         for dependency in record["dependencies"]:
             entries[(Index.dependants(dependency), sid)] = created
+        if record["status"] not in _ENDED:
+            for mount in record.get("mounts") or ():
+                entries[(Index.mounting(mount["vfid"]), sid)] = created
         if record["running_since_ms"] is not None and record["ended_ms"] is not None:
             interval = canonical_dumps(
                 {

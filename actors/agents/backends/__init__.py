@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ...domain.isolation import UNISOLATED
+from ..vfolder_mounts import default_volume_root
 from .base import Backend
 from .process import ProcessBackend
 from .sim import SimBackend
@@ -35,7 +36,13 @@ def resolve_backend_kind(kind: str, docker_url: str | None = None) -> str:
 
 
 def make_backend(kind: str, work_root: str | Path, agent_id: str, **options: Any) -> Backend:
+    """The backend ``kind`` with kernels under ``<work_root>/<agent_id>``. Its virtual
+    folders' volume root is ``volume_root`` when given, else ``$KH_VFOLDER_ROOT``, else
+    ``vfolders`` beside ``work_root`` (``kh up`` puts kernels in ``<data dir>/kernels``, so
+    that is ``<data dir>/vfolders``, where the gateway puts folders by default)."""
     root = Path(work_root) / agent_id
+    if kind in ("docker", "process"):
+        options.setdefault("volume_root", default_volume_root(Path(work_root).parent))
     if kind == "docker":
         from .docker import DockerBackend
 

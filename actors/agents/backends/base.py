@@ -74,6 +74,9 @@ class KernelLaunch:
     """``resource_opts.shmem`` in bytes: the kernel's ``/dev/shm`` (Docker's ``ShmSize``)."""
     exec_timeout_s: float | None = None
     """The longest one execution may run (the agent's runner client enforces it)."""
+    vfolder_mounts: tuple[dict[str, Any], ...] = ()
+    """The session's virtual folders as its creation event lists them (``VFolderMountSpec``),
+    checked again by the backend before anything is mounted (:mod:`..vfolder_mounts`)."""
 
 
 class ImageNotAvailable(Exception):
@@ -290,6 +293,9 @@ class DirectoryBackend(BackendBase):
     runner's socket, its batch record and the work dir (the process and Docker backends)."""
 
     work_root: Path
+    volume_root: Path | None = None
+    """Where this host's virtual folders are (``<root>/<folder hex>``); None: none here, and
+    a session that mounts one fails to start (:mod:`..vfolder_mounts`)."""
 
     def dirs(self, kernel_id: uuid.UUID) -> KernelDirs:
         return KernelDirs(self.work_root / kernel_id.hex)

@@ -19,6 +19,9 @@ and the runner runs it, as the ``work`` user inside the container, before it ans
 ``status``; its output is the container's output (the kernel log). ``resource_opts.shmem`` is
 the container's ``/dev/shm`` (``ShmSize``), carved out of its memory limit as upstream does
 (a shmem not below the memory is refused: Docker would read the rest as no limit at all).
+Virtual folders are bind mounts (``HostConfig.Mounts``, read-only for ``ro``) at their
+kernel paths, each checked first (:mod:`..vfolder_mounts`: the exact folder directory under
+the volume root, never a symlink).
 
 What happens to a container on its own (it exits, it is OOM-killed, ``docker kill`` from
 outside) comes from the Docker event stream, never from polling; after every (re)connection
@@ -49,6 +52,8 @@ import structlog
 from ...domain.isolation import isolation_of_backend
 from ..cgroups import cgroup_stats
 from ..kernel_sockets import KernelPeer, read_tail
+from ..safe_fs import Owner
+from ..vfolder_mounts import docker_mounts, parse_mounts
 from .base import (
     BOOT_RUNNER,
     MAX_LOG_BYTES,
@@ -150,8 +155,10 @@ class DockerBackend(DirectoryBackend):
         cores: Sequence[int] | None = None,
         service_defs: str | os.PathLike[str] | None = None,
         runner_options: tuple[str, ...] = (),
+        volume_root: str | os.PathLike[str] | None = None,
     ) -> None:
         self.work_root = Path(work_root)
+        self.volume_root = Path(volume_root) if volume_root is not None else None
         self.owner = owner
         """The agent id on the containers' ``ai.backend.owner`` label."""
         self.docker_url = docker_url
@@ -198,7 +205,13 @@ class DockerBackend(DirectoryBackend):
         load = Counter(core for cores in held for core in cores)
         return tuple(sorted(sorted(self.cores, key=lambda core: (load[core], core))[:wanted]))
 
-    def _config(self, launch: KernelLaunch, labels: dict[str, str], cores: tuple[int, ...]) -> Any:
+    def _config(
+        self,
+        launch: KernelLaunch,
+        labels: dict[str, str],
+        cores: tuple[int, ...],
+        mounts: list[dict[str, Any]] | None = None,
+    ) -> Any:
         dirs = self.dirs(launch.kernel_id)
         runtime = labels.get("ai.backend.runtime-path") or "/usr/bin/python3"
         entrypoint = [
@@ -242,6 +255,7 @@ class DockerBackend(DirectoryBackend):
             "Init": True,
             "NetworkMode": self.network,
             "Binds": binds,
+            "Mounts": list(mounts or []),
             "PidsLimit": self.max_processes,
             "CpusetCpus": ",".join(str(core) for core in cores),
             "SecurityOpt": ["no-new-privileges"],
@@ -295,11 +309,15 @@ class DockerBackend(DirectoryBackend):
         spec = labels.get("ai.backend.kernelspec", "")
         if not spec.isdigit() or int(spec) not in SUPPORTED_KERNELSPEC:
             raise ImageNotAvailable(launch.image, f"unsupported kernelspec {spec!r}")
+        folders = parse_mounts(launch.vfolder_mounts)
         dirs = self.dirs(launch.kernel_id)
         dirs.create()
         await dirs.clear_run()
         for path in (dirs.work, dirs.run):
             os.chown(path, WORK_UID, WORK_UID)
+        mounts = await asyncio.to_thread(
+            docker_mounts, self.volume_root, folders, dirs.work, Owner(WORK_UID, WORK_UID)
+        )
         write_environ(dirs, {**launch.environ, **launch.devices.environ(on_host=False)})
         write_bootstrap(dirs, launch.bootstrap_script)
         name = self.container_name(launch)
@@ -309,7 +327,7 @@ class DockerBackend(DirectoryBackend):
         )
         try:
             container = await self.docker.containers.create(
-                self._config(launch, labels, cores), name=name
+                self._config(launch, labels, cores, mounts), name=name
             )
             try:
                 await container.start()

@@ -5,7 +5,10 @@ environment and ``environ.txt``; the bootstrap script run by the runner before i
 the exec timeout enforced by the agent's runner client. ``resource_opts.shmem`` cannot be: a
 process kernel has no ``/dev/shm`` of its own (it shares the host's, like everything else
 here), so the agent says so in the kernel's log rather than pretend (tenants never run here:
-``actors.sessions.isolation``)."""
+``actors.sessions.isolation``). Virtual folders are symlinks in the work dir at their
+kernel paths' places (``work/data -> <volume root>/<hex>``): a process kernel sees the
+host's filesystem anyway, so a ``ro`` folder is writable here, and its log says so
+(:mod:`..vfolder_mounts`)."""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from typing import Any
 import structlog
 
 from ..kernel_sockets import KernelPeer, read_tail
+from ..vfolder_mounts import link_into_work_dir, parse_mounts
 from .base import (
     BOOT_RUNNER,
     MAX_LOG_BYTES,
@@ -58,8 +62,10 @@ class ProcessBackend(DirectoryBackend):
         max_processes: int = 256,
         service_defs: str | os.PathLike[str] | None = None,
         runner_options: tuple[str, ...] = (),
+        volume_root: str | os.PathLike[str] | None = None,
     ) -> None:
         self.work_root = Path(work_root)
+        self.volume_root = Path(volume_root) if volume_root is not None else None
         self.max_processes = max_processes
         self.service_defs = str(service_defs) if service_defs is not None else None
         self.runner_options = runner_options
@@ -107,9 +113,11 @@ class ProcessBackend(DirectoryBackend):
         return argv + list(self.runner_options)
 
     async def start(self, launch: KernelLaunch) -> dict[str, Any]:
+        mounts = parse_mounts(launch.vfolder_mounts)
         dirs = self.dirs(launch.kernel_id)
         dirs.create()
         await dirs.clear_run()
+        notes = await asyncio.to_thread(link_into_work_dir, self.volume_root, mounts, dirs.work)
         commands = await asyncio.to_thread(_python_commands, dirs.root / "bin")
         env = {
             "PATH": f"{commands}:{os.environ.get('PATH', '/usr/bin:/bin')}",
@@ -126,6 +134,8 @@ class ProcessBackend(DirectoryBackend):
         log_fd = await asyncio.to_thread(_open_log, dirs.log)
         if launch.shmem:
             os.write(log_fd, _SHMEM_NOTE.format(launch.shmem).encode())
+        for note in notes:
+            os.write(log_fd, note.encode())
         try:
             process = await asyncio.create_subprocess_exec(
                 *self._argv(dirs, launch),

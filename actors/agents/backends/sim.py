@@ -4,8 +4,9 @@ It runs no code, so of a session's options it can honour none that act inside a 
 it does not pretend to: a kernel launched with any of them has a log (what ``kh logs`` shows)
 naming each one not applied: ``environ`` (there is no environment; the variables are in the
 log's session spec all the same), ``bootstrap_script`` (not run: the kernel starts as if it
-succeeded), ``resource_opts.shmem`` (there is no ``/dev/shm``) and the exec timeout (no
-execution happens; a simulated batch ends with its configured exit code). Simulated agents
+succeeded), ``resource_opts.shmem`` (there is no ``/dev/shm``), the exec timeout (no
+execution happens; a simulated batch ends with its configured exit code) and virtual folder
+mounts (there is no filesystem). Simulated agents
 are never offered to tenants' code (``actors.sessions.isolation``), only to scale tests and
 benchmarks."""
 
@@ -121,4 +122,6 @@ def _unapplied(launch: KernelLaunch) -> bytes:
         lines.append(f"resource_opts.shmem={launch.shmem} not applied (no /dev/shm)")
     if launch.exec_timeout_s:
         lines.append(f"exec timeout {launch.exec_timeout_s:g} s not applied (no execution)")
+    for mount in launch.vfolder_mounts:
+        lines.append(f"folder {str(mount.get('name'))[:64]} not mounted (no filesystem)")
     return "".join(f"kernelhub-sim: {line}\n" for line in lines).encode()

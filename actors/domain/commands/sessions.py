@@ -136,6 +136,9 @@ class CreateSession(SessionCommand[uuid.UUID]):
     tag: str | None = None
     callback_url: str | None = None
     exec_timeout_s: float | None = None
+    mounts: tuple[dict[str, str], ...] = ()
+    """The virtual folders to mount, resolved by the gateway (``VFolderMountSpec`` shape:
+    ``actors.gateway.mounts``)."""
 
 
 class CreateSessions(SessionBatch[CreateSession, uuid.UUID]):
