@@ -8,6 +8,8 @@ file beside the data. Events carry only the ciphertext; fields holding one are m
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ class SecretBox:
             self._fernet = Fernet(key)
         except (ValueError, TypeError) as exc:
             raise SecretError(f"invalid master key: {exc}") from None
+        self._derivation = hmac.new(key, b"kernelhub key derivation", hashlib.sha256).digest()
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], *, create: bool = False) -> SecretBox:
@@ -51,6 +54,11 @@ class SecretBox:
         if key_path.stat().st_mode & 0o077:
             raise SecretError(f"master key {key_path} is readable by others: chmod 600 it")
         return cls(key_path.read_bytes().strip())
+
+    def derive(self, purpose: str) -> bytes:
+        """A 32-byte key for ``purpose`` (e.g. signing transfer tokens), derived from the
+        master key (HMAC-SHA256), so each use has its own key and none reveals the master."""
+        return hmac.new(self._derivation, purpose.encode(), hashlib.sha256).digest()
 
     def encrypt(self, clear: str) -> str:
         return self._fernet.encrypt(clear.encode()).decode()

@@ -43,6 +43,7 @@ from .ratelimit import UNAUTHENTICATED_LIMIT, WINDOW_S, PeerRateLimited, RateLim
 from .resources import resource_routes
 from .revocation_follower import follow_revocations
 from .sessions import session_routes
+from .storage_routes import STORAGE_PUBLIC, install_storage
 from .stream_limits import is_stream
 from .streams import stream_routes
 from .terminal import terminal_routes
@@ -59,6 +60,7 @@ _PUBLIC = frozenset(
         ("HEAD", "/"),
         ("GET", "/openapi.json"),
         ("POST", "/auth/authorize"),  # an e-mail and password instead of a signature
+        *STORAGE_PUBLIC,  # transfers: their ?token= is the credential
     }
 )
 
@@ -227,4 +229,5 @@ def make_app(ctx: GatewayContext) -> web.Application:
             *login_routes(),
         ]
     )
+    install_storage(app)
     return app

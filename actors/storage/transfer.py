@@ -1,0 +1,151 @@
+"""Uploads and downloads of one file each, the protocol-free half of the transfer endpoint
+(:mod:`actors.gateway.storage_routes` speaks HTTP and tus around it).
+
+An upload is a token's declared ``size`` bytes written in order, across as many PATCHes as
+the client likes (resuming where the staged file ends), into a staging file outside the
+folder (:mod:`.staging`); the PATCH that completes it syncs the file and renames it into the
+folder (:meth:`.tree.Tree.place`: no link followed, parents made). Each PATCH is admitted
+against the quota (:mod:`.quota`) for the upload's whole size before it reads a byte, writes
+at most what remains of the declared size, reads its body in pieces of at most
+:data:`BUFFER` bytes, and gives up on a client silent for :data:`IDLE_S`. One PATCH per
+upload at a time; :data:`~.staging.MAX_STAGED_PER_FOLDER` unfinished uploads per folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from .errors import OffsetConflict, TooLarge, TooManyUploads
+from .staging import MAX_STAGED_PER_FOLDER, OffsetMismatch, Staged
+from .tokens import Claims
+from .tree import Tree
+from .volume import Volume
+
+__all__ = ["BUFFER", "IDLE_S", "Read", "Transfers"]
+
+BUFFER = 1 << 20
+"""Bytes of a PATCH body held in memory before they are written."""
+IDLE_S = 120.0
+"""A PATCH body that sends nothing for this long is abandoned (what arrived stays staged)."""
+
+Read = Callable[[int], Awaitable[bytes]]
+
+
+class Transfers:
+    def __init__(self, volume: Volume) -> None:
+        self.volume = volume
+        self._busy: set[str] = set()
+
+    async def prepare_upload(
+        self, folder: uuid.UUID, path: Path, max_size: int, parts: Sequence[str], size: int
+    ) -> None:
+        """``request-upload``: refuse what the quota cannot take now; a 0-byte file is made
+        at once (the client sends no PATCH for it)."""
+        key = folder.hex
+        async with self.volume.quota.lock(key):
+            others = await self.volume.run(self.volume.staging.others, key, "")
+            await self.volume.quota.admit(key, path, max_size, size, others=others)
+        if size == 0:
+            await self.volume.on_tree(path, lambda t: t.create_empty(parts))
+            self.volume.quota.forget_usage(key)
+
+    async def offset(self, claims: Claims) -> int:
+        size = claims.size or 0
+        return await self.volume.run(
+            self.volume.staging.offset, claims.folder.hex, claims.upload_id, size
+        )
+
+    async def receive(
+        self,
+        claims: Claims,
+        path: Path,
+        max_size: int,
+        parts: Sequence[str],
+        *,
+        offset: int,
+        length: int,
+        read: Read,
+    ) -> int:
+        """One PATCH: ``length`` bytes at ``offset``; the upload's offset after it."""
+        size, key, upload = claims.size or 0, claims.folder.hex, claims.upload_id
+        if upload in self._busy:
+            raise OffsetConflict("another request is uploading to this token now")
+        self._busy.add(upload)
+        try:
+            staging = self.volume.staging
+            if await self.volume.run(staging.completed, key, upload):
+                if offset == size and length == 0:
+                    return size
+                raise OffsetConflict(f"the upload is complete at offset {size}")
+            if offset > size or length > size - offset:
+                raise TooLarge(f"the upload declared {size} bytes; this PATCH goes past them")
+            async with self.volume.quota.lock(key):
+                others = await self.volume.run(staging.others, key, upload)
+                if len(others) >= MAX_STAGED_PER_FOLDER:
+                    raise TooManyUploads(
+                        f"the folder has {len(others)} unfinished uploads, the most allowed"
+                    )
+                await self.volume.quota.admit(
+                    key, path, max_size, size, others=others, upload_id=upload
+                )
+            try:
+                staged = await self.volume.run(staging.open, key, upload, offset)
+            except OffsetMismatch as exc:
+                raise OffsetConflict(f"the upload is at {exc.actual} bytes, not {offset}") from None
+            try:
+                at = await self._write(staged, offset, offset + length, read)
+                if at == size:
+                    await self.volume.run(self._complete, staged, path, parts)
+                    self.volume.quota.finished(key, upload)
+                return at
+            finally:
+                await self.volume.run(staged.close)
+        finally:
+            self._busy.discard(upload)
+
+    async def _write(self, staged: Staged, at: int, end: int, read: Read) -> int:
+        """The body's bytes written from ``at`` until ``end`` or the body ends; where the
+        upload stands (a body cut short leaves what arrived, for a resume)."""
+        pending = bytearray()
+        try:
+            while at + len(pending) < end:
+                want = min(BUFFER - len(pending), end - at - len(pending))
+                chunk = await asyncio.wait_for(read(want), IDLE_S)
+                if not chunk:
+                    break
+                pending += chunk
+                if len(pending) >= BUFFER:
+                    at += await self.volume.run(_pwrite_all, staged.fd, bytes(pending), at)
+                    pending.clear()
+        finally:
+            if pending:  # what arrived before the body ended or failed
+                at += await self.volume.run(_pwrite_all, staged.fd, bytes(pending), at)
+        return at
+
+    def _complete(self, staged: Staged, path: Path, parts: Sequence[str]) -> None:
+        with Tree.opened(path) as tree:
+            if tree.owner is not None:
+                os.fchown(staged.fd, tree.owner.uid, tree.owner.gid)
+            os.fchmod(staged.fd, 0o644)
+            os.fsync(staged.fd)
+            tree.place(staged.dir_fd, staged.name, parts)
+        self.volume.staging.finish(staged)
+
+    async def open_download(self, path: Path, parts: Sequence[str]) -> tuple[int, os.stat_result]:
+        """The regular file ``parts`` opened for reading (the caller closes it)."""
+        return await self.volume.on_tree(path, lambda t: t.open_file(parts))
+
+    async def read_at(self, fd: int, offset: int, size: int) -> bytes:
+        return await self.volume.run(os.pread, fd, size, offset)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> int:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+    return len(data)
