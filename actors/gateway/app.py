@@ -25,6 +25,8 @@ from .apps import app_routes
 from .auth import Caller
 from .context import GatewayContext
 from .events import event_routes
+from .folder_files import folder_file_routes
+from .folders import folder_routes
 from .graphql import gql
 from .login import login_routes
 from .manager import check_frozen, manager_routes
@@ -227,6 +229,8 @@ def make_app(ctx: GatewayContext) -> web.Application:
             *terminal_routes(),
             *admin_rest_routes(),
             *login_routes(),
+            *folder_routes(),
+            *folder_file_routes(),
         ]
     )
     install_storage(app)
