@@ -12,7 +12,6 @@ import asyncio
 import email.utils
 import json
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from actors.sessions.routing import ShardRouter
 from actors.tenancy.writer import TenancyService
 from actors.vfolders.writer import VFolderService
 from events import RedisEventStore
-from events.catalogue import VFolderCreated
+from events.catalogue import VFolderCreated, VFolderShared, VFolderTrashed, VFolderUnshared
 from events.secrets import SecretBox
 from kernelhub.bootstrap import bootstrap
 from kernelhub.sdk._wire import signed_headers
@@ -499,4 +498,36 @@ async def test_the_tus_options_answer_and_public_routes_need_their_token(gateway
         async with client.patch(f"{gateway.endpoint}/storage/upload", headers=TUS) as resp:
             assert resp.status == 400  # no token: refused by the route, not by a signature
     assert STORAGE in gateway.server.app
-    _ = sys  # the official client runs in its own interpreter
+
+
+async def _change(gateway: Gateway, event: Any) -> None:
+    store: RedisEventStore = gateway.server.app["ctx"].store
+    writer = await VFolderService(store).load()
+    await writer.handle(VFolderCommand(event=event))
+    await Projector(store, [TenancyProjection()]).catch_up()
+
+
+async def test_a_withdrawn_share_or_a_trashed_folder_stops_a_token_at_its_next_request(
+    gateway: Gateway,
+) -> None:
+    data = uuid.UUID(gateway.folders["data"].name)
+    (gateway.folders["data"] / "shared.txt").write_bytes(b"for bob, for a while")
+    await _change(
+        gateway, VFolderShared(folder_id=data, user_id=gateway.bob.user_id, permission="ro")
+    )
+    token, url = await gateway.token(gateway.bob, str(data), "download", path="shared.txt")
+    status, answer = await gateway.call(
+        gateway.bob, "POST", f"/folders/{data}/request-upload", {"path": "x", "size": 1}
+    )
+    assert status == 403, answer  # read-only: no upload token at all
+    async with aiohttp.ClientSession() as client:
+        async with client.get(URL(url).with_query(token=token)) as resp:
+            assert resp.status == 200 and await resp.read() == b"for bob, for a while"
+        await _change(gateway, VFolderUnshared(folder_id=data, user_ids=[gateway.bob.user_id]))
+        async with client.get(URL(url).with_query(token=token)) as resp:
+            assert resp.status == 404  # the token outlived the share: refused all the same
+    upload, uurl = await gateway.token(gateway.alice, "data", "upload", path="late", size=2)
+    await _change(gateway, VFolderTrashed(folder_id=data))
+    status, _, text = await _patch(uurl, upload, 0, b"no")
+    assert status == 400 and "trash" in text
+    assert not (gateway.folders["data"] / "late").exists()

@@ -24,7 +24,7 @@ import pytest
 from actors.agents import safe_fs
 from actors.domain.errors import InvalidAPIParameters, ObjectNotFound, QuotaExceeded
 from actors.storage import tree as tree_module
-from actors.storage.errors import OffsetConflict, TooLarge
+from actors.storage.errors import BodyCut, OffsetConflict, TooLarge
 from actors.storage.paths import MAX_DEPTH, parse_name, parse_path
 from actors.storage.tokens import MAX_TOKEN, Claims, InvalidToken, TokenSigner
 from actors.storage.transfer import Read, Transfers
@@ -396,7 +396,7 @@ async def test_an_interrupted_upload_resumes_and_lands_whole(
 ) -> None:
     data = os.urandom(3000)
     claims = _claims(len(data), "in/file.bin", folder)
-    with pytest.raises(ConnectionResetError):
+    with pytest.raises(BodyCut):
         await transfers.receive(
             claims,
             folder,
@@ -476,7 +476,7 @@ async def test_nothing_is_written_past_the_declared_size_or_the_quota(
     await transfers.prepare_upload(fid, folder, 100, ("ok",), 40)
     first, second = _claims(30, "one", folder), _claims(30, "two", folder)
     # the first upload is under way (declared 30: 60 + 30 fits) ...
-    with pytest.raises(ConnectionResetError):
+    with pytest.raises(BodyCut):
         await transfers.receive(
             first,
             folder,

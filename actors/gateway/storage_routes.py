@@ -177,6 +177,8 @@ async def _judged(request: web.Request, claims: Claims) -> tuple[Path, int]:
         raise InvalidToken("the token's keypair is no longer active")
     folder = await folder_for(ctx, caller, str(claims.folder))
     folder.require(claims.op)
+    if folder.state.status != "ready":
+        raise VFolderOperationFailed(f"the folder {folder.name!r} is in the trash")
     if folder.host_path is None:
         raise VFolderOperationFailed("this gateway serves no storage host")
     return folder.host_path, folder.state.max_size

@@ -13,6 +13,8 @@ from typing import ClassVar
 from ..domain.errors import DomainError
 
 __all__ = [
+    "BodyCut",
+    "IdleBody",
     "LengthRequired",
     "OffsetConflict",
     "TooLarge",
@@ -20,6 +22,16 @@ __all__ = [
     "UnsupportedMedia",
     "UnsupportedVersion",
 ]
+
+
+class BodyCut(DomainError):
+    status: ClassVar[int] = 400
+    error_type, title = "upload-interrupted", "The upload's body ended early."
+
+
+class IdleBody(DomainError):
+    status: ClassVar[int] = 408
+    error_type, title = "request-timeout", "The upload's body stopped arriving."
 
 
 class OffsetConflict(DomainError):

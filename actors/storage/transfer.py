@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from .errors import OffsetConflict, TooLarge, TooManyUploads
+from .errors import BodyCut, IdleBody, OffsetConflict, TooLarge, TooManyUploads
 from .staging import MAX_STAGED_PER_FOLDER, OffsetMismatch, Staged
 from .tokens import Claims
 from .tree import Tree
@@ -121,10 +121,19 @@ class Transfers:
                 if len(pending) >= BUFFER:
                     at += await self.volume.run(_pwrite_all, staged.fd, bytes(pending), at)
                     pending.clear()
-        finally:
-            if pending:  # what arrived before the body ended or failed
-                at += await self.volume.run(_pwrite_all, staged.fd, bytes(pending), at)
-        return at
+        except TimeoutError:
+            at += await self._flush(staged, pending, at)
+            raise IdleBody(f"nothing arrived for {IDLE_S:.0f} s; resume from {at}") from None
+        except ConnectionError:
+            at += await self._flush(staged, pending, at)
+            raise BodyCut(f"the connection dropped; resume from {at}") from None
+        return at + await self._flush(staged, pending, at)
+
+    async def _flush(self, staged: Staged, pending: bytearray, at: int) -> int:
+        """What arrived and is not written yet, written at ``at``; how many bytes."""
+        if not pending:
+            return 0
+        return await self.volume.run(_pwrite_all, staged.fd, bytes(pending), at)
 
     def _complete(self, staged: Staged, path: Path, parts: Sequence[str]) -> None:
         with Tree.opened(path) as tree:
