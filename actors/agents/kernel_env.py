@@ -1,6 +1,7 @@
 """The ``BACKENDAI_*`` environment of a kernel (docs/kernel-environment.md): the same names
 and formats as Backend.AI's manager sets, so code written for Backend.AI runs unchanged.
-kernelhub's own additions are ``KERNELHUB_*`` (the same page).
+kernelhub's own additions are ``KERNELHUB_*`` (the same page), and ``BACKEND_VFOLDER_MOUNTS``:
+the kernel paths of the session's folders, comma-separated.
 
 The user's ``environ`` (``-e K=V``) sits beside them. The gateway refuses what a user may not
 set, but the agent reads the log, and the log is only as honest as everything that ever wrote
@@ -79,7 +80,7 @@ def kernel_environ(
         "BACKENDAI_SERVICE_PORTS": str(spec.get("service_ports") or ""),
         "KERNELHUB_AGENT_ID": agent_id,
         "KERNELHUB_SESSION_TYPE": str(spec.get("session_type", "interactive")),
-        "KERNELHUB_VFOLDER_MOUNTS": ",".join(
+        "BACKEND_VFOLDER_MOUNTS": ",".join(
             str(m.get("kernel_path", "")) for m in spec.get("mounts") or () if isinstance(m, dict)
         ),
     }

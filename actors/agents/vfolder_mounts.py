@@ -51,7 +51,6 @@ __all__ = [
     "default_volume_root",
     "docker_mounts",
     "link_into_work_dir",
-    "mount_env",
     "open_folder",
     "parse_mounts",
 ]
@@ -123,12 +122,6 @@ def parse_mounts(raw: Sequence[Mapping[str, Any]] | None) -> list[FolderMount]:
     except InvalidAPIParameters as exc:
         raise MountRefused(str(exc)) from None
     return mounts
-
-
-def mount_env(mounts: Sequence[FolderMount]) -> str:
-    """``KERNELHUB_VFOLDER_MOUNTS``: the kernel paths, comma-separated (no kernel path holds
-    a comma: :mod:`actors.domain.mount_paths`)."""
-    return ",".join(m.kernel_path for m in mounts)
 
 
 @contextmanager
