@@ -467,8 +467,15 @@ async def test_links_in_the_folder_never_lead_a_route_outside(gateway: Gateway) 
         )
         assert status == 400, (route, body, answer)
     _outside_intact(gateway)
-    # an upload whose path runs through a link is refused where it would land
-    token, url = await gateway.token(alice, "data", "upload", path="to-host/planted", size=4)
+    # an upload whose path runs through a link is refused at once ...
+    for path in ("to-host/planted", "to-host/new/deeper"):
+        status, answer = await gateway.call(
+            alice, "POST", "/folders/data/request-upload", {"path": path, "size": 4}
+        )
+        assert status == 400, answer
+    # ... and where it would land, when the link is planted after the token was issued
+    token, url = await gateway.token(alice, "data", "upload", path="later-dir/planted", size=4)
+    (folder / "later-dir").symlink_to(outside)
     status, _, text = await _patch(url, token, 0, b"evil")
     assert status == 400, text
     # a link as the last name is replaced by the upload, never written through

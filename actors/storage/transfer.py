@@ -46,6 +46,7 @@ class Transfers:
         """``request-upload``: refuse what the quota cannot take now; a 0-byte file is made
         at once (the client sends no PATCH for it)."""
         key = folder.hex
+        await self.volume.on_tree(path, lambda t: t.check_upload(parts))
         async with self.volume.quota.lock(key):
             others = await self.volume.run(self.volume.staging.others, key, "")
             await self.volume.quota.admit(key, path, max_size, size, others=others)

@@ -211,6 +211,23 @@ class Tree:
         with closing(self._parent(parts)) as parent:
             return open_regular(parent, parts[-1], label=label, owner_uid=self.uid)
 
+    def check_upload(self, parts: Sequence[str]) -> None:
+        """Refuse at once an upload that could not land: a link or a file among the parents
+        that exist, or a directory at the name. (Checked again where it lands: a tenant may
+        plant a link meanwhile, and the landing refuses it then.)"""
+        label = label_of(parts)
+        try:
+            parent = self._parent(parts)
+        except ObjectNotFound:
+            return  # missing parents are made when the upload completes
+        with closing(parent):
+            try:
+                seen = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                return
+            if stat.S_ISDIR(seen.st_mode):
+                raise Refused(f"{label} is a directory")
+
     def create_empty(self, parts: Sequence[str]) -> None:
         """An empty regular file at ``parts`` (a 0-byte upload sends no data at all),
         replacing a file or link there; parents are made."""
