@@ -8,6 +8,7 @@ has one effect.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from actors.tenancy.writer import TenancyService
 from actors.vfolders.writer import VFolderService
 from events import RedisEventStore
 from events.secrets import SecretBox
+from projections.mount_queries import live_sessions_mounting
 
 from ._follower import boot
 from ._traced import traced_actor
@@ -33,12 +35,17 @@ class TenancyActor:
         self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
         box = SecretBox.from_file(Path(master_key_path), create=True)
         self.service = TenancyService(self.store, box)
-        self.vfolders = VFolderService(self.store)
+        self.vfolders = VFolderService(self.store, mounted_by=self._mounting)
         self._boot = boot(self._load())
 
     async def _load(self) -> None:
         await self.service.load()
         await self.vfolders.load()
+
+    async def _mounting(self, folder_id: uuid.UUID) -> list[str]:
+        """The live sessions that mount a folder (the writer refuses to trash it under
+        them), from the sessions read model."""
+        return await live_sessions_mounting(self.store, folder_id)
 
     async def ready(self) -> bool:
         await self._boot

@@ -8,7 +8,18 @@ through :meth:`.base.AdminCall.tenancy`.
 
 from __future__ import annotations
 
-from . import agents, domains, groups, images, keypairs, policies, presets, sgroups, users
+from . import (
+    agents,
+    domains,
+    groups,
+    images,
+    keypairs,
+    policies,
+    presets,
+    sgroups,
+    users,
+    vfolders,
+)
 from .base import AdminArea, AdminCall, Resolvers
 
 __all__ = ["AREAS", "AdminArea", "AdminCall", "Resolvers"]
@@ -23,5 +34,6 @@ AREAS: tuple[AdminArea, ...] = (
     sgroups.AREA,
     images.AREA,
     agents.AREA,
+    vfolders.AREA,
 )
 """Every admin area, in the order their SDL is joined."""

@@ -1,0 +1,209 @@
+"""A folder's directory on the ``local:default`` host: made at create, removed at purge,
+copied at clone. Blocking: the routes run these in the storage volume's threads.
+
+The volume root is the operator's (``$KH_VFOLDER_ROOT``, else ``vfolders/`` beside the master
+key); each folder is ``<root>/<folder id hex>``, a name no tenant chooses. What is *inside* a
+folder is the tenants' (sessions mount it read-write), so the purge and the clone work from
+descriptors and never follow a link a tenant left there: the purge removes a link, never what
+it names (:meth:`actors.storage.tree.Tree.delete`), and the clone copies a symlink as a symlink
+(its target text, never resolved on the host: only a kernel resolves it, inside its own
+container) and skips FIFOs, sockets and devices, whose "content" is not data (documented in
+docs/vfolders.md). Every walk is bounded (entries, depth).
+
+A new folder's directory belongs to the kernels' ``work`` user (:data:`WORK_UID`, the Docker
+backend's) when the gateway runs as root, so sessions can write in it; otherwise it is the
+gateway's user's, which is the process backend's user too.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from actors.agents.safe_fs import (
+    OverLimit,
+    closing,
+    open_dir,
+    open_regular,
+    open_root,
+    refusal,
+)
+from actors.storage.tree import Tree
+
+from ..domain.errors import ObjectNotFound, VFolderOperationFailed
+
+__all__ = [
+    "MAX_CLONE_DEPTH",
+    "MAX_CLONE_ENTRIES",
+    "WORK_UID",
+    "CloneReport",
+    "clone_tree",
+    "make_folder_dir",
+    "remove_folder_dir",
+]
+
+WORK_UID = 1000
+"""The kernels' ``work`` user (``actors.agents.backends.docker.WORK_UID``; a test keeps the
+two equal: the gateway does not import the Docker backend)."""
+MAX_CLONE_ENTRIES = 200_000
+"""Names one clone copies at most (the usage walk's bound): past it the clone stops, says so,
+and the partial copy is removed."""
+MAX_CLONE_DEPTH = 64
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_CHUNK = 1 << 20
+
+
+def _volume_root_fd(root: Path) -> int:
+    """The volume root, made when missing (``0755``: the agents refuse a root others may
+    write, since a folder's name there could then be swapped for a link)."""
+    root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    if os.fstat(fd).st_mode & 0o022:
+        os.close(fd)
+        raise VFolderOperationFailed(
+            f"the volume root {root} may be written by others than its owner; fix its mode"
+        )
+    return fd
+
+
+def make_folder_dir(root: Path, folder_hex: str) -> None:
+    """``<root>/<folder_hex>``, empty, owned by the kernels' user when we may give it away.
+    An existing directory there (a retried create) is kept; anything else is refused."""
+    with closing(_volume_root_fd(root)) as root_fd:
+        try:
+            os.mkdir(folder_hex, 0o755, dir_fd=root_fd)
+        except FileExistsError:
+            pass
+        try:
+            fd = os.open(folder_hex, _DIR_FLAGS, dir_fd=root_fd)
+        except OSError as exc:
+            raise VFolderOperationFailed(
+                f"the folder's directory cannot be made: {exc.strerror}"
+            ) from None
+        with closing(fd):
+            if os.geteuid() == 0:
+                os.fchown(fd, WORK_UID, WORK_UID)
+
+
+def remove_folder_dir(root: Path, folder_hex: str) -> bool:
+    """Removes ``<root>/<folder_hex>`` and everything in it, never following a link (a link
+    inside is removed as a link). False when there was nothing to remove."""
+    if not root.is_dir():
+        return False
+    with Tree.opened(root) as volume:
+        try:
+            volume.delete((folder_hex,), recursive=True)
+        except ObjectNotFound:
+            return False  # gone already (a retried purge)
+    return True
+
+
+@dataclass
+class CloneReport:
+    files: int = 0
+    dirs: int = 0
+    links: int = 0
+    bytes: int = 0
+    skipped: int = 0
+    """FIFOs, sockets, devices: not data, not copied."""
+
+
+def clone_tree(root: Path, source_hex: str, target_hex: str) -> CloneReport:
+    """Copies folder ``source_hex``'s tree into the (new, empty) folder ``target_hex``.
+    Bounded by :data:`MAX_CLONE_ENTRIES` and :data:`MAX_CLONE_DEPTH` (an
+    :class:`~actors.agents.safe_fs.OverLimit` past them); the caller removes the target then."""
+    report = CloneReport()
+    with closing(open_root(root / source_hex)) as src, closing(open_root(root / target_hex)) as dst:
+        owner_uid = os.fstat(src).st_uid
+        give = os.fstat(dst) if os.geteuid() == 0 else None
+        _copy_dir(src, dst, (), report, owner_uid, give)
+    return report
+
+
+def _copy_dir(
+    src_root: int,
+    dst_root: int,
+    parts: tuple[str, ...],
+    report: CloneReport,
+    owner_uid: int,
+    give: os.stat_result | None,
+) -> None:
+    if len(parts) >= MAX_CLONE_DEPTH:
+        raise OverLimit(f"the folder is deeper than {MAX_CLONE_DEPTH} levels, the most cloned")
+    label = "/".join(parts) or "."
+    with (
+        closing(open_dir(src_root, parts, label=label)) as src,
+        closing(open_dir(dst_root, parts, label=label)) as dst,
+        os.scandir(src) as names,
+    ):
+        entries = list(names)
+        for item in entries:
+            if report.files + report.dirs + report.links + report.skipped >= MAX_CLONE_ENTRIES:
+                raise OverLimit(f"the folder holds more than {MAX_CLONE_ENTRIES} entries")
+            name = item.name
+            try:
+                info = os.stat(name, dir_fd=src, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            if stat.S_ISDIR(info.st_mode):
+                os.mkdir(name, 0o755, dir_fd=dst)
+                _give(dst, name, give)
+                report.dirs += 1
+                _copy_dir(src_root, dst_root, (*parts, name), report, owner_uid, give)
+            elif stat.S_ISLNK(info.st_mode):
+                target = os.readlink(name, dir_fd=src)
+                os.symlink(target, name, dir_fd=dst)
+                if give is not None:
+                    os.chown(name, give.st_uid, give.st_gid, dir_fd=dst, follow_symlinks=False)
+                report.links += 1
+            elif stat.S_ISREG(info.st_mode):
+                report.bytes += _copy_file(src, dst, name, f"{label}/{name}", owner_uid, give)
+                report.files += 1
+            else:
+                report.skipped += 1
+
+
+def _copy_file(
+    src: int, dst: int, name: str, label: str, owner_uid: int, give: os.stat_result | None
+) -> int:
+    fd, info = open_regular(src, name, label=label, owner_uid=owner_uid)
+    copied = 0
+    with closing(fd):
+        try:
+            out = os.open(name, _NEW_FILE, info.st_mode & 0o777, dir_fd=dst)
+        except OSError as exc:
+            raise refusal(exc, label) from exc
+        with closing(out):
+            if give is not None:
+                os.fchown(out, give.st_uid, give.st_gid)
+            while True:
+                try:
+                    sent = os.copy_file_range(fd, out, _CHUNK)
+                except OSError as exc:
+                    if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL):
+                        raise
+                    sent = -1
+                if sent < 0:
+                    chunk = os.read(fd, _CHUNK)
+                    if not chunk:
+                        break
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(out, view) :]
+                    copied += len(chunk)
+                    continue
+                if sent == 0:
+                    break
+                copied += sent
+    return copied
+
+
+def _give(dir_fd: int, name: str, give: os.stat_result | None) -> None:
+    if give is None:
+        return
+    with closing(os.open(name, _DIR_FLAGS, dir_fd=dir_fd)) as fd:
+        os.fchown(fd, give.st_uid, give.st_gid)

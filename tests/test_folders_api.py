@@ -1,0 +1,277 @@
+"""The ``/folders`` API as the official client (``backend.ai-client`` 23.3.12, unmodified)
+drives it against one real ``kh up``: create, list (GraphQL ``vfolder_list``), info, rename,
+invite and accept, share a project folder, delete to the trash, restore, purge; and what a
+tenant must not get: another user's folder lists, reads, renames and deletes as a missing one
+(the same 404 whether it exists or not), invitations answer only their invitee and inviter,
+a policy's ``max_vfolder_count`` stops creation, and bad names and options are refused by
+name (``unmanaged_path`` never silently dropped).
+
+Each attack below fails on code that resolves a folder by name among *all* folders, that
+lists by owner without the caller's scope, or that drops an unknown option.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .khstack import ROOT, Stack, kh_up, second_tenant, signed_request
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+NOT_FOUND = "No such virtual folder."
+
+
+def client_binary() -> Path:
+    return Path(os.environ.get("KH_BAI_CLIENT") or ROOT / ".venv-bai" / "bin" / "backend.ai")
+
+
+class Tenant:
+    def __init__(self, stack: Stack, access_key: str, secret_key: str, email: str) -> None:
+        self.stack = stack
+        self.keys = {"BACKEND_ACCESS_KEY": access_key, "BACKEND_SECRET_KEY": secret_key}
+        self.email = email
+
+    def bai(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(client_binary()), *args],
+            env=self.stack.env(**self.keys),
+            cwd=self.stack.workdir,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+
+    def ok(self, *args: str, input: str | None = None) -> str:
+        done = self.bai(*args, input=input)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr, done.stderr
+        return done.stdout + done.stderr
+
+    def refused(self, *args: str) -> str:
+        done = self.bai(*args)
+        assert done.returncode != 0, (args, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr, done.stderr
+        return done.stdout + done.stderr
+
+    def rest(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        return signed_request(
+            self.stack.exports["BACKEND_ENDPOINT"],
+            method,
+            path,
+            self.keys["BACKEND_ACCESS_KEY"],
+            self.keys["BACKEND_SECRET_KEY"],
+            data,
+        )
+
+
+class Lab:
+    def __init__(self, stack: Stack, admin: Tenant, bob: Tenant, carol: Tenant) -> None:
+        self.stack, self.admin, self.bob, self.carol = stack, admin, bob, carol
+
+    @property
+    def volume(self) -> Path:
+        return self.stack.root / "data" / "vfolders"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    if not client_binary().exists():
+        pytest.skip(f"the official client is not installed at {client_binary()}")
+    with kh_up() as stack:
+        admin = Tenant(
+            stack,
+            stack.exports["BACKEND_ACCESS_KEY"],
+            stack.exports["BACKEND_SECRET_KEY"],
+            "admin@kernelhub.local",
+        )
+        bob = Tenant(stack, *asyncio.run(second_tenant(stack, "bob")), "bob@kernelhub.local")
+        carol_keys = asyncio.run(second_tenant(stack, "carol", policy={"max_vfolder_count": 2}))
+        carol = Tenant(stack, *carol_keys, "carol@kernelhub.local")
+        yield Lab(stack, admin, bob, carol)
+
+
+def _listed(tenant: Tenant) -> list[dict[str, Any]]:
+    done = tenant.bai("--output", "json", "vfolder", "list")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    out = done.stdout
+    items: list[dict[str, Any]] = json.loads(out[out.find("{") :])["items"]
+    return items
+
+
+def _folder_id(tenant: Tenant, name: str) -> str:
+    status, info = tenant.rest("GET", f"/folders/{name}")
+    assert status == 200, info
+    return str(info["id"])
+
+
+def test_the_owner_creates_lists_inspects_and_renames(lab: Lab) -> None:
+    bob = lab.bob
+    assert 'Virtual folder "data" is created.' in bob.ok("vfolder", "create", "data")
+    assert [f["name"] for f in _listed(bob)] == ["data"]
+    info = bob.ok("vfolder", "info", "data")
+    assert 'Virtual folder "data"' in info and "Number of files: 0" in info, info
+    assert "Ownership Type: user" in info and "Owner: True" in info
+    folder = _folder_id(bob, "data")
+    directory = lab.volume / folder
+    assert directory.is_dir()  # the folder id is the directory's name
+    (directory / "a.txt").write_text("hello")
+    assert "Number of files: 1" in bob.ok("vfolder", "info", "data")
+    assert "Renamed." in bob.ok("vfolder", "rename", "data", "data2")
+    assert [f["name"] for f in _listed(bob)] == ["data2"]
+    assert _folder_id(bob, "data2") == folder
+    hosts = bob.ok("vfolder", "list-hosts")
+    assert "Default vfolder host: local:default" in hosts and "local:default" in hosts
+
+
+def test_another_user_gets_the_answer_of_a_missing_folder(lab: Lab) -> None:
+    bob, carol = lab.bob, lab.carol
+    bob.ok("vfolder", "create", "private")
+    folder = _folder_id(bob, "private")
+    assert all(f["name"] != "private" for f in _listed(carol))
+    status, listed = carol.rest("GET", "/folders", {"all": True})
+    assert status == 200 and all(f["id"] != folder for f in listed), listed
+    for ref in ("private", folder, str(uuid.UUID(folder))):
+        for method, path, body in (
+            ("GET", f"/folders/{ref}", None),
+            ("POST", f"/folders/{ref}/rename", {"new_name": "mine"}),
+            ("DELETE", f"/folders/{ref}", None),
+            ("POST", f"/folders/{ref}/update-options", {"permission": "wd"}),
+            ("POST", f"/folders/{ref}/invite", {"perm": "rw", "user_ids": [carol.email]}),
+            ("POST", f"/folders/{ref}/clone", {"target_name": "stolen"}),
+            ("POST", f"/folders/{ref}/purge", None),
+        ):
+            status, answer = carol.rest(method, path, body)
+            assert status == 404 and answer["title"] == NOT_FOUND, (method, path, answer)
+        missing_status, missing = carol.rest("GET", f"/folders/{uuid.uuid4().hex}")
+        assert (missing_status, missing["title"]) == (404, NOT_FOUND)
+    status, answer = carol.rest("DELETE", "/folders", {"id": folder})
+    assert status == 404 and answer["title"] == NOT_FOUND
+    assert NOT_FOUND in carol.refused("vfolder", "info", "private")
+    assert NOT_FOUND in carol.refused("vfolder", "delete", "private")
+    assert NOT_FOUND in carol.refused("vfolder", "rename", "private", "mine")
+    assert "private" in [f["name"] for f in _listed(bob)]  # nothing happened to it
+    assert (lab.volume / folder).is_dir()
+    # GraphQL answers as REST: the folder by id is absent for carol, present for bob
+    query = {"query": "query($id: String!) { vfolder(id: $id) { name } }", "variables": {}}
+    query["variables"] = {"id": folder}
+    status, answer = carol.rest("POST", "/admin/gql", query)
+    assert status == 200 and answer["data"]["vfolder"] is None, answer
+    status, answer = bob.rest("POST", "/admin/gql", query)
+    assert answer["data"]["vfolder"] == {"name": "private"}, answer
+
+
+def test_an_invitation_is_accepted_by_its_invitee_only(lab: Lab) -> None:
+    bob, carol, admin = lab.bob, lab.carol, lab.admin
+    bob.ok("vfolder", "create", "shared")
+    sent = bob.ok("vfolder", "invite", "-p", "ro", "shared", carol.email)
+    assert "Invitation sent to:" in sent and carol.email in sent
+    status, pending = carol.rest("GET", "/folders/invitations/list")
+    (invitation,) = pending["invitations"]
+    assert invitation["perm"] == "ro" and invitation["vfolder_name"] == "shared"
+    # nobody but the invitee accepts it; to them it does not exist
+    status, answer = admin.rest("POST", "/folders/invitations/accept", {"inv_id": invitation["id"]})
+    assert status == 404, answer
+    status, answer = bob.rest("POST", "/folders/invitations/accept", {"inv_id": invitation["id"]})
+    assert status == 404, answer  # the inviter cancels; accepting is not theirs
+    accepted = carol.ok("vfolder", "invitations", input="1\na\n")
+    assert "You can now access vfolder shared" in accepted, accepted
+    assert "Permission: ro" in carol.ok("vfolder", "info", "shared")
+    shared = {f["name"]: f for f in _listed(carol)}
+    assert shared["shared"]["permission"] == "ro"
+    # carol may not manage it: rename and delete are the owner's
+    assert carol.rest("POST", "/folders/shared/rename", {"new_name": "x"})[0] == 403
+    assert carol.rest("DELETE", "/folders/shared")[0] == 403
+    assert 'Left the shared virtual folder "shared".' in carol.ok("vfolder", "leave", "shared")
+    assert NOT_FOUND in carol.refused("vfolder", "info", "shared")
+
+
+def test_a_project_folder_is_an_admins_and_shared_with_a_member(lab: Lab) -> None:
+    bob, admin = lab.bob, lab.admin
+    out = bob.refused("vfolder", "create", "-g", "default", "team-data")
+    assert "project folders" in out, out
+    assert "is created" in admin.ok("vfolder", "create", "-g", "default", "team-data")
+    listed = {f["name"]: f for f in _listed(bob)}  # a member sees the project's folder
+    assert listed["team-data"]["ownership_type"] == "group"
+    shared = admin.ok("vfolder", "share", "-p", "ro", "team-data", bob.email)
+    assert "Shared with ro permission to:" in shared and bob.email in shared
+    assert {f["name"]: f for f in _listed(bob)}["team-data"]["permission"] == "ro"
+    unshared = admin.ok("vfolder", "unshare", "team-data", bob.email)
+    assert bob.email in unshared
+    assert {f["name"]: f for f in _listed(bob)}["team-data"]["permission"] == "rw"
+
+
+def test_delete_goes_to_the_trash_then_restore_or_purge(lab: Lab) -> None:
+    bob = lab.bob
+    bob.ok("vfolder", "create", "scratch")
+    folder = _folder_id(bob, "scratch")
+    (lab.volume / folder / "sub").mkdir()
+    os.symlink("/etc", lab.volume / folder / "sub" / "etc")  # purge removes the link only
+    assert "Deleted." in bob.ok("vfolder", "delete", "scratch")
+    assert {f["name"]: f for f in _listed(bob)}["scratch"]["status"] == "delete-pending"
+    assert bob.rest("POST", "/folders/scratch/restore-from-trash")[0] == 204
+    assert {f["name"]: f for f in _listed(bob)}["scratch"]["status"] == "ready"
+    status, answer = bob.rest("POST", "/folders/scratch/purge")
+    assert status == 400 and "trash" in answer["msg"], answer  # delete it first
+    bob.ok("vfolder", "delete", "scratch")
+    assert bob.rest("DELETE", "/folders/scratch/delete-from-trash")[0] == 204
+    assert not (lab.volume / folder).exists()
+    assert Path("/etc/passwd").exists()
+    assert all(f["name"] != "scratch" for f in _listed(bob))
+
+
+def test_the_policys_folder_count_stops_creation(lab: Lab) -> None:
+    carol = lab.carol
+    carol.ok("vfolder", "create", "one")
+    carol.ok("vfolder", "create", "two")
+    out = carol.refused("vfolder", "create", "three")
+    assert "at most 2" in out, out
+    owned = [f["name"] for f in _listed(carol) if f["ownership_type"] == "user"]
+    assert sorted(owned) == ["one", "two"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": ".hidden"}, "name"),
+        ({"name": "a/b"}, "name"),
+        ({"name": "x" * 65}, "name"),
+        ({"name": "ok", "unmanaged_path": "/etc"}, "unmanaged_path"),
+        ({"name": "ok", "usage_mode": "bogus"}, "usage_mode"),
+        ({"name": "ok", "permission": "all"}, "permission"),
+        ({"name": "ok", "quota": "lots"}, "quota"),
+        ({"name": "ok", "host": "nfs:elsewhere"}, "host"),
+        ({"name": "ok", "mystery": 1}, "mystery"),
+    ],
+)
+def test_bad_names_and_options_are_refused_by_name(
+    lab: Lab, body: dict[str, Any], field: str
+) -> None:
+    status, answer = lab.bob.rest("POST", "/folders", body)
+    assert status == 400, answer
+    assert field in json.dumps(answer), answer
+    assert all(f["name"] != "ok" for f in _listed(lab.bob))
+
+
+def test_unmanaged_from_the_client_is_refused_not_dropped(lab: Lab) -> None:
+    out = lab.bob.refused("vfolder", "create", "--unmanaged", "escape", "/etc")
+    assert "unmanaged" in out, out
+    assert all(f["name"] != "escape" for f in _listed(lab.bob))
+
+
+def test_what_kernelhub_cannot_honour_is_refused(lab: Lab) -> None:
+    for method, path in (("GET", "/folders/_/fstab"), ("GET", "/folders/_/mounts")):
+        status, answer = lab.admin.rest(method, path)
+        assert status == 400 and "storage proxy" in answer["msg"], answer
+    status, answer = lab.bob.rest("GET", "/folders/_/all_hosts")
+    assert status == 403, answer
