@@ -12,6 +12,18 @@ from typing import Any
 from pydantic import BaseModel
 
 from . import API_VERSION
+from .folder_params import (
+    AcceptInvitation,
+    CloneFolder,
+    CreateFolder,
+    DeleteById,
+    InviteUsers,
+    LeaveFolder,
+    RenameFolder,
+    ShareFolder,
+    UnshareFolder,
+    UpdateOptions,
+)
 from .login import AuthorizeParams, UpdatePasswordParams
 from .params import CreateParams, ExecuteParams
 
@@ -95,6 +107,73 @@ def _query(*names: str) -> list[dict[str, Any]]:
     return [
         {"name": n, "in": "query", "required": False, "schema": {"type": "string"}} for n in names
     ]
+
+
+_FOLDER = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "A virtual folder's name or id",
+}
+
+
+def _folder_paths() -> dict[str, Any]:
+    """The folders' metadata routes (:mod:`.folders`, :mod:`.folder_sharing`)."""
+    done, one = {"description": "Done"}, [_FOLDER]
+    by_id = _body(DeleteById)
+    return {
+        "/folders": {
+            "post": _op("Create a folder", body=_body(CreateFolder), ok="201"),
+            "get": _op("The folders the caller may see", body=_object_body(all="boolean")),
+            "delete": _op(
+                "Delete a folder (to the trash) by id", body=by_id, ok="204", answer=done
+            ),
+        },
+        "/folders/_/hosts": {"get": _op("The storage hosts the caller may use")},
+        "/folders/_/all_hosts": {"get": _op("Every storage host (superadmin)")},
+        "/folders/_/allowed_types": {"get": _op("The folder types (user, group)")},
+        "/folders/purge": {"post": _op("Purge a folder in the trash by id", body=by_id)},
+        "/folders/restore-from-trash": {"post": _op("Restore a folder by id", body=by_id)},
+        "/folders/invitations/list": {"get": _op("The caller's pending invitations")},
+        "/folders/invitations/accept": {
+            "post": _op("Accept an invitation", body=_body(AcceptInvitation))
+        },
+        "/folders/invitations/delete": {
+            "delete": _op("Reject or cancel an invitation", body=_body(AcceptInvitation))
+        },
+        "/folders/{name}": {
+            "get": _op("A folder's information", params=one),
+            "delete": _op("Delete a folder (to the trash)", params=one, ok="204", answer=done),
+        },
+        "/folders/{name}/rename": {
+            "post": _op("Rename a folder", params=one, body=_body(RenameFolder), ok="201")
+        },
+        "/folders/{name}/update-options": {
+            "post": _op("Change permission, cloneable", params=one, body=_body(UpdateOptions))
+        },
+        "/folders/{name}/restore-from-trash": {
+            "post": _op("Restore a folder from the trash", params=one, ok="204", answer=done)
+        },
+        "/folders/{name}/delete-from-trash": {
+            "delete": _op("Purge a folder in the trash", params=one, ok="204", answer=done)
+        },
+        "/folders/{name}/clone": {
+            "post": _op("Clone a folder", params=one, body=_body(CloneFolder), ok="201")
+        },
+        "/folders/{name}/invite": {
+            "post": _op("Invite users by e-mail", params=one, body=_body(InviteUsers), ok="201")
+        },
+        "/folders/{name}/share": {
+            "post": _op("Share with users by e-mail", params=one, body=_body(ShareFolder))
+        },
+        "/folders/{name}/unshare": {
+            "delete": _op("Unshare users by e-mail", params=one, body=_body(UnshareFolder))
+        },
+        "/folders/{name}/leave": {
+            "post": _op("Leave a folder shared with one", params=one, body=_body(LeaveFolder))
+        },
+    }
 
 
 def openapi_document() -> dict[str, Any]:
@@ -206,6 +285,7 @@ def openapi_document() -> dict[str, Any]:
             )
         },
     }
+    paths.update(_folder_paths())
     return {
         "openapi": "3.0.3",
         "info": {"title": "kernelhub gateway (Backend.AI API)", "version": API_VERSION},
