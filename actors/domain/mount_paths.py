@@ -155,13 +155,17 @@ def mount_plan(
             )
     if len(mapped.values()) != len(set(mapped.values())):
         raise _refuse("config.mount_map", "Duplicate alias folder name exists.")
-    return [
+    plans = [
         MountPlan(
             ref,
             kernel_path_of(mapped[ref], ref, f"config.mount_map.{ref}") if ref in mapped else None,
         )
         for ref in refs
     ]
+    _check_overlaps(  # the mapped ones now: before any folder is looked up
+        [(p.ref, p.kernel_path) for p in plans if p.kernel_path is not None], "config.mount_map"
+    )
+    return plans
 
 
 def place(plans: Sequence[MountPlan], names: Sequence[str]) -> list[str]:
