@@ -12,6 +12,8 @@ import asyncio
 import email.utils
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -538,3 +540,20 @@ async def test_a_withdrawn_share_or_a_trashed_folder_stops_a_token_at_its_next_r
     status, _, text = await _patch(uurl, upload, 0, b"no")
     assert status == 400 and "trash" in text
     assert not (gateway.folders["data"] / "late").exists()
+
+
+@pytest.mark.bench_smoke
+def test_the_transfer_bench_prints_its_figures() -> None:
+    if not BAI_PYTHON.exists():
+        pytest.skip("the official client's venv (.venv-bai) is not installed")
+    result = subprocess.run(
+        [sys.executable, "bench/vfolder_transfer.py", "--mib", "2", "--rounds", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("upload_mib_s", "download_mib_s", "copy_mib_s", "upload_ratio", "machine"):
+        assert key in figures
