@@ -130,6 +130,8 @@ def test_paths_are_split_and_bounded_never_resolved() -> None:
         parse_path(".", root_ok=False)
     with pytest.raises(InvalidAPIParameters):
         parse_path(["a"])
+    with pytest.raises(InvalidAPIParameters):
+        parse_path("a/\ud800")  # a lone surrogate (JSON allows one)
     assert parse_name("b.txt") == "b.txt"
     for bad_name in ("a/b", "..", ".", ""):
         with pytest.raises(InvalidAPIParameters):
@@ -349,6 +351,10 @@ def test_tokens_are_refused_when_forged_altered_expired_or_for_another_use() -> 
         signer.verify(f"{version}.{body}.{mac[:-2]}", "upload")
     with pytest.raises(InvalidToken, match="expired"):
         signer.verify(token, "upload", now=time.time() + 10**6)
+    longest = "/".join(["日" * 85] * 16)  # 4095 bytes of UTF-8: the longest path accepted
+    assert len(parse_path(longest)) == 16
+    big, _ = signer.issue("download", folder=folder, path=longest, user=user, access_key="AK")
+    assert signer.verify(big, "download").path == longest
     for junk in ("", "v1", "v1..", "v2.a.b", "v1.!!.!!", "x" * (MAX_TOKEN + 1)):
         with pytest.raises(InvalidToken):
             signer.verify(junk, "upload")

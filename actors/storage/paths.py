@@ -39,7 +39,11 @@ def parse_path(value: object, *, what: str = "path", root_ok: bool = True) -> tu
     (refused unless ``root_ok``)."""
     if not isinstance(value, str):
         raise InvalidAPIParameters(f"{what} must be a string")
-    if len(value.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+    try:
+        encoded = value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate JSON let through
+        raise InvalidAPIParameters(f"{what} is not valid UTF-8 text") from None
+    if len(encoded) > MAX_PATH_BYTES:
         raise InvalidAPIParameters(f"{what} is longer than {MAX_PATH_BYTES} bytes")
     if "\0" in value:
         raise InvalidAPIParameters(f"{what} contains a NUL character")
@@ -51,7 +55,7 @@ def parse_path(value: object, *, what: str = "path", root_ok: bool = True) -> tu
     if len(parts) > MAX_DEPTH:
         raise InvalidAPIParameters(f"{what} is deeper than {MAX_DEPTH} directories")
     for part in parts:
-        if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        if len(part.encode("utf-8")) > MAX_NAME_BYTES:
             raise InvalidAPIParameters(f"a name in {what} is longer than {MAX_NAME_BYTES} bytes")
     if not parts and not root_ok:
         raise InvalidAPIParameters(f"{what} must name something inside the folder")

@@ -114,7 +114,10 @@ class TokenSigner:
             nonce=secrets.token_hex(16),
         )
         body = json.dumps(
-            claims.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+            claims.model_dump(mode="json"),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,  # a path of PATH_MAX bytes stays within MAX_TOKEN
         ).encode()
         signed = f"{_VERSION}.{_b64(body)}"
         return f"{signed}.{_b64(self._mac(signed))}", claims
