@@ -382,6 +382,15 @@ async def test_an_upload_past_its_size_or_the_quota_is_refused_and_nothing_lands
     )
     assert status == 412, answer
     assert sorted(os.listdir(gateway.folders["small"])) == ["f"]
+    storage = storage_of(gateway.server.app)
+    small = uuid.UUID(gateway.folders["small"].name)
+    usage = await storage.usage(small, gateway.folders["small"])
+    assert (usage.bytes, usage.files, usage.complete) == (800, 1, True)
+    # a purged folder's unfinished uploads go with it
+    token, url = await gateway.token(gateway.alice, "small", "upload", path="h", size=100)
+    assert (await _patch(url, token, 0, b"z" * 50))[:2] == (204, "50")
+    await storage.forget(small)
+    assert not (gateway.root / ".kh-staging" / small.hex).exists()
 
 
 async def test_a_patch_cut_off_midway_resumes_from_what_arrived(gateway: Gateway) -> None:

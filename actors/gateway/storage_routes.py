@@ -24,6 +24,7 @@ import email.utils
 import os
 import re
 import urllib.parse
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from actors.storage.errors import LengthRequired, UnsupportedMedia, UnsupportedV
 from actors.storage.paths import parse_path
 from actors.storage.tokens import MAX_UPLOAD_BYTES, PURPOSE, Claims, InvalidToken, TokenSigner
 from actors.storage.transfer import Transfers
+from actors.storage.usage import Usage
 from actors.storage.volume import Volume
 
 from ..domain.errors import DomainError, InvalidAPIParameters, VFolderOperationFailed
@@ -96,6 +98,18 @@ class Storage:
         if self.volume is None or self.transfers is None:
             raise VFolderOperationFailed("this gateway serves no storage host")
         return self.volume, self.transfers
+
+    async def usage(self, folder_id: uuid.UUID, path: Path) -> Usage:
+        """What the folder holds (bytes, files; measured without following links, bounded,
+        cached for a couple of seconds): for ``vfolder info`` and the GraphQL fields."""
+        volume, _ = self.require_volume()
+        return await volume.quota.usage(folder_id.hex, path)
+
+    async def forget(self, folder_id: uuid.UUID) -> None:
+        """A purged folder's unfinished uploads and cached usage, dropped."""
+        volume, _ = self.require_volume()
+        await volume.run(volume.staging.drop, folder_id.hex)
+        volume.quota.forget_usage(folder_id.hex)
 
     @classmethod
     def for_context(cls, ctx: GatewayContext) -> Storage:

@@ -130,6 +130,19 @@ class Staging:
             raise
         return Staged(dir_fd, upload_id, fd)
 
+    def drop(self, folder_hex: str) -> None:
+        """Every staged upload of a folder, gone (the folder was purged)."""
+        fd = self._folder_dir(folder_hex, create=False)
+        if fd is None:
+            return
+        with closing(fd), os.scandir(fd) as names:
+            for item in names:
+                _unlink(fd, item.name)
+        try:
+            os.rmdir(self.root / folder_hex)
+        except OSError:
+            pass  # an upload began meanwhile: the sweep takes it later
+
     def finish(self, staged: Staged) -> None:
         """Leave the ``.done`` marker (the file itself was renamed into the folder)."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
