@@ -190,3 +190,29 @@ def test_paths_are_refused_before_any_folder_is_looked_up(lab: Lab) -> None:
     ):
         status, problem = lab.call(lab.mallory, "POST", "/session", _session("paths", config))
         assert status == 400 and named in json.dumps(problem), (config, problem)
+
+
+def test_a_session_made_for_another_keypair_mounts_that_owner_s_folders(lab: Lab) -> None:
+    """An admin creating a session on a user's behalf (``owner_access_key``) mounts the
+    user's folders, resolved as the user (23.03 uses the owner's scope): the admin's own
+    folder is as unknown there as anyone else's, so it never lands in the user's session."""
+    status, made = lab.call(lab.mallory, "POST", "/folders", {"name": "mine"})
+    assert status == 201, made
+    status, theirs = lab.call(lab.admin, "POST", "/folders", {"name": "admins-only"})
+    assert status == 201, theirs
+    body = {
+        **_session("for-mallory", {"mounts": ["mine"]}),
+        "owner_access_key": lab.mallory.access_key,
+        "enqueueOnly": True,
+    }
+    status, created = lab.call(lab.admin, "POST", "/session", body)
+    assert status == 201, created
+    status, info = lab.call(lab.mallory, "GET", "/session/for-mallory")
+    assert status == 200 and [m["vfid"] for m in info["mounts"]] == [
+        uuid.UUID(str(made["id"])).hex
+    ], info
+    smuggled = {**body, "name": "smuggled", "config": {"mounts": ["admins-only"]}}
+    status, problem = lab.call(lab.admin, "POST", "/session", smuggled)
+    assert status == 404 and problem["title"] == "No such virtual folder.", problem
+    status, gone = lab.call(lab.mallory, "DELETE", "/session/for-mallory?forced=true")
+    assert status in (200, 204), gone
