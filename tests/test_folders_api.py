@@ -238,6 +238,14 @@ def test_the_policys_folder_count_stops_creation(lab: Lab) -> None:
     assert "at most 2" in out, out
     owned = [f["name"] for f in _listed(carol) if f["ownership_type"] == "user"]
     assert sorted(owned) == ["one", "two"]
+    for name in ("one", "two"):  # the trash still counts; a purge frees the place
+        carol.ok("vfolder", "delete", name)
+    assert "at most 2" in carol.refused("vfolder", "create", "three")
+    for name in ("one", "two"):
+        assert carol.rest("DELETE", f"/folders/{name}/delete-from-trash")[0] == 204
+    assert "is created" in carol.ok("vfolder", "create", "three")
+    carol.ok("vfolder", "delete", "three")
+    assert carol.rest("DELETE", "/folders/three/delete-from-trash")[0] == 204
 
 
 @pytest.mark.parametrize(
@@ -275,3 +283,83 @@ def test_what_kernelhub_cannot_honour_is_refused(lab: Lab) -> None:
         assert status == 400 and "storage proxy" in answer["msg"], answer
     status, answer = lab.bob.rest("GET", "/folders/_/all_hosts")
     assert status == 403, answer
+
+
+def test_clone_copies_a_cloneable_folder_for_another_user(lab: Lab) -> None:
+    bob, carol = lab.bob, lab.carol
+    bob.ok("vfolder", "create", "recipes")
+    folder = _folder_id(bob, "recipes")
+    (lab.volume / folder / "soup.txt").write_text("water, salt")
+    bob.ok("vfolder", "invite", "-p", "ro", "recipes", carol.email)
+    carol.ok("vfolder", "invitations", input="1\na\n")
+    # shared with carol but not cloneable: the client checks, and so does the API
+    assert "Clone is not allowed" in carol.ok(
+        "vfolder", "clone", "recipes", "mine", "local:default"
+    )
+    status, answer = carol.rest("POST", "/folders/recipes/clone", {"target_name": "mine"})
+    assert status == 403, answer
+    assert "Updated." in bob.ok("vfolder", "update-options", "recipes", "--set-cloneable", "true")
+    cloned = carol.ok("vfolder", "clone", "recipes", "mine", "local:default")
+    assert "Cloning the vfolder is complete." in cloned, cloned
+    copy = _folder_id(carol, "mine")
+    assert copy != folder
+    assert (lab.volume / copy / "soup.txt").read_text() == "water, salt"
+    info = carol.ok("vfolder", "info", "mine")
+    assert "Owner: True" in info and "Number of files: 1" in info
+    # carol may not change bob's folder's options
+    status, _ = carol.rest("POST", "/folders/recipes/update-options", {"cloneable": False})
+    assert status == 403
+    carol.ok("vfolder", "leave", "recipes")
+    carol.ok("vfolder", "delete", "mine")
+    assert carol.rest("DELETE", "/folders/mine/delete-from-trash")[0] == 204
+
+
+def test_invitations_and_shares_belong_to_their_parties(lab: Lab) -> None:
+    bob, carol, admin = lab.bob, lab.carol, lab.admin
+    bob.ok("vfolder", "create", "notes")
+    status, answer = bob.rest(
+        "POST", "/folders/notes/invite", {"perm": "rw", "user_ids": [carol.email, "nobody@x.y"]}
+    )
+    assert status == 201 and answer["invited_ids"] == [carol.email], answer
+    assert answer["not_found"] == ["nobody@x.y"]
+    (invitation,) = carol.rest("GET", "/folders/invitations/list")[1]["invitations"]
+    # a third party cannot reject or cancel it: to them it does not exist
+    status, answer = admin.rest(
+        "DELETE", "/folders/invitations/delete", {"inv_id": invitation["id"]}
+    )
+    assert status == 404, answer
+    # the inviter cancels it
+    status, _ = bob.rest("DELETE", "/folders/invitations/delete", {"inv_id": invitation["id"]})
+    assert status == 200
+    assert carol.rest("GET", "/folders/invitations/list")[1]["invitations"] == []
+    # only the owner shares a user's folder, and a non-member of a project cannot be shared
+    status, _ = carol.rest(
+        "POST", "/folders/notes/share", {"permission": "rw", "emails": [carol.email]}
+    )
+    assert status == 404  # carol does not see it at all
+    status, answer = bob.rest(
+        "POST", "/folders/notes/share", {"permission": "ro", "emails": [carol.email]}
+    )
+    assert status == 201 and answer["shared_emails"] == [carol.email], answer
+    status, answer = carol.rest(
+        "POST", "/folders/notes/share", {"permission": "wd", "emails": [carol.email]}
+    )
+    assert status == 403, answer  # she sees it now, but may not raise her own permission
+    assert {f["name"]: f for f in _listed(carol)}["notes"]["permission"] == "ro"
+    status, answer = bob.rest("DELETE", "/folders/notes/unshare", {"emails": [carol.email]})
+    assert answer["unshared_emails"] == [carol.email], answer
+    assert all(f["name"] != "notes" for f in _listed(carol))
+
+
+def test_the_admin_listing_filters_and_orders(lab: Lab) -> None:
+    admin = lab.admin
+    out = admin.ok("--output", "json", "admin", "vfolder", "list", "--filter", 'name == "private"')
+    items = json.loads(out[out.find("{") : out.rfind("}") + 1])["items"]
+    assert [i["name"] for i in items] == ["private"], items
+    out = admin.ok("--output", "json", "admin", "vfolder", "list", "--order", "-name")
+    names = [i["name"] for i in json.loads(out[out.find("{") : out.rfind("}") + 1])["items"]]
+    assert names == sorted(names, reverse=True) and "private" in names
+    refused = admin.refused("admin", "vfolder", "list", "--filter", 'password == "x"')
+    assert "password" in refused, refused
+    # a plain user's listing is their own scope, even with filters
+    assert lab.carol.ok("--output", "json", "vfolder", "list", "--filter", 'name == "private"')
