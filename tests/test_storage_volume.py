@@ -23,10 +23,11 @@ import pytest
 
 from actors.agents import safe_fs
 from actors.domain.errors import InvalidAPIParameters, ObjectNotFound, QuotaExceeded
+from actors.storage import transfer as transfer_module
 from actors.storage import tree as tree_module
-from actors.storage.errors import BodyCut, OffsetConflict, TooLarge
+from actors.storage.errors import BodyCut, OffsetConflict, TooLarge, TooManyUploads
 from actors.storage.paths import MAX_DEPTH, parse_name, parse_path
-from actors.storage.tokens import MAX_TOKEN, Claims, InvalidToken, TokenSigner
+from actors.storage.tokens import MAX_TOKEN, TOKEN_TTL_S, Claims, InvalidToken, TokenSigner
 from actors.storage.transfer import Read, Transfers
 from actors.storage.tree import Tree
 from actors.storage.usage import measure
@@ -563,3 +564,35 @@ async def test_one_patch_at_a_time_per_upload(transfers: Transfers, folder: Path
     gate.set()
     assert await first == 10
     assert (folder / "f").read_bytes() == b"a" * 10
+
+
+async def test_unfinished_uploads_per_folder_are_capped_and_old_ones_swept(
+    transfers: Transfers, folder: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transfer_module, "MAX_STAGED_PER_FOLDER", 2)
+    started = [_claims(10, f"f{i}", folder) for i in range(3)]
+    for claims in started[:2]:
+        with pytest.raises(BodyCut):
+            await transfers.receive(
+                claims,
+                folder,
+                0,
+                (claims.path,),
+                offset=0,
+                length=10,
+                read=_reader(b"x" * 10, fail_after=3),
+            )
+    with pytest.raises(TooManyUploads):
+        await transfers.receive(
+            started[2], folder, 0, ("f2",), offset=0, length=10, read=_reader(b"x" * 10)
+        )
+    staged = root / ".kh-staging" / folder.name
+    old = time.time() - TOKEN_TTL_S - 7200
+    os.utime(staged / started[0].upload_id, (old, old))  # older than any token: dead
+    assert (
+        await transfers.receive(
+            started[2], folder, 0, ("f2",), offset=0, length=10, read=_reader(b"x" * 10)
+        )
+        == 10
+    )
+    assert not (staged / started[0].upload_id).exists()
