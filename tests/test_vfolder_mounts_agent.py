@@ -8,6 +8,7 @@ a symlink planted at the mount point in the work dir. The process backend's link
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from actors.agents.backends.docker import WORK_UID, DockerBackend
 from actors.agents.backends.process import ProcessBackend
 from actors.agents.safe_fs import Owner
 from actors.agents.vfolder_mounts import MountRefused, docker_mounts, parse_mounts
-from actors.domain.commands.sessions import CreateSession, DestroySession
+from actors.domain.commands.sessions import CreateSession, DestroySession, RestartSession
 from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster
 from events import RedisEventStore
@@ -221,31 +222,42 @@ async def test_a_volume_root_others_may_write_is_refused(
 
 
 @pytest.mark.docker
-async def test_a_symlink_at_the_mount_point_is_never_followed_on_restart(
+async def test_a_restart_mounts_again_and_never_follows_a_link_at_the_mount_point(
     docker_cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    """A session's user replaces the mount point's parent in the work dir with a link to
-    /etc (the work dir outlives a restart): the agent, making mount points as root,
-    refuses the name rather than create anything through it."""
+    """The work dir outlives a restart, and the session's user owns it: a restart mounts the
+    folder again where it was; but once the user has put a link to ``/etc`` where the mount
+    point's parent was, the agent (root, making mount points) refuses the name rather than
+    make anything through it, and the restart fails."""
     root = volume(tmp_path)
     data = folder(root)
     sid = await create(docker_cluster, [mount(root, data, "/home/work/a/data")])
     await reach(docker_cluster, sid, "RUNNING")
+    await run(docker_cluster, sid, "open('/home/work/a/data/one', 'w').write('1')")
+    await docker_cluster.shard.handle(RestartSession(session_id=sid))
+    await reach(docker_cluster, sid, "RUNNING")
+    again = "print(open('/home/work/a/data/one').read())"
+    assert await run(docker_cluster, sid, again) == "1\n"
+    plant = (
+        "import os; os.rename('/home/work/a', '/home/work/old'); os.symlink('/etc', '/home/work/a')"
+    )
+    await run(docker_cluster, sid, plant)
+    link = "import os; print(os.readlink('/home/work/a'))"
+    assert await run(docker_cluster, sid, link) == "/etc\n"
+    await docker_cluster.shard.handle(RestartSession(session_id=sid))
+    record = await reach(docker_cluster, sid, "ERROR")
+    assert "symbolic link" in json.dumps(record["status_data"]), record["status_data"]
+    assert not await asyncio.to_thread(os.path.lexists, "/etc/data")
     backend = docker_cluster.agents[AGENT].backend
     assert isinstance(backend, DockerBackend)
     (kernel_id,) = backend.known()
-    work = backend.dirs(kernel_id).work
-    await run(docker_cluster, sid, "import os; os.rename('/home/work/a', '/home/work/old')")
-    assert not (work / "a").exists()
-    (work / "a").symlink_to("/etc")
-    with pytest.raises(MountRefused, match="symbolic link"):
+    with pytest.raises(MountRefused, match="symbolic link"):  # and the check itself, direct
         docker_mounts(
             root,
             parse_mounts([mount(root, data, "/home/work/a/data")]),
-            work,
+            backend.dirs(kernel_id).work,
             Owner(WORK_UID, WORK_UID),
         )
-    assert not await asyncio.to_thread(os.path.lexists, "/etc/data")
 
 
 # ---- process ----------------------------------------------------------------------------
