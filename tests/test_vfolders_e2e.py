@@ -3,7 +3,9 @@
 across sessions, shared read-only, bounded by a quota, and nobody else's (issue 30).
 
 Containers where Docker runs (CI), else process kernels: the read-only share and the
-symlink escape need a container's mount namespace and are skipped without one.
+symlink escape need a container's mount namespace and are skipped without one. Sessions
+name files relative to their work dir (``/home/work`` in a container, where folders are
+mounted; a process kernel's own work dir, where they are linked), so one test runs on both.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def test_data_uploaded_is_read_by_a_session_and_kept_for_the_next(lab: Lab, tmp_
         "--rm",
         "python",
         "-c",
-        "print(open('/home/work/data/file.csv').read(), end='')",
+        "print(open('data/file.csv').read(), end='')",
     )
     assert ran.stdout == "a,b\n1,2\n", ran.stderr
     wrote = lab.bai(
@@ -98,7 +100,7 @@ def test_data_uploaded_is_read_by_a_session_and_kept_for_the_next(lab: Lab, tmp_
         "--rm",
         "python",
         "-c",
-        "open('/home/work/results/out.txt', 'w').write('from the first session')",
+        "open('results/out.txt', 'w').write('from the first session')",
     )
     assert "exit code = 0" in wrote.stderr, wrote.stderr
     read = lab.bai(
@@ -108,7 +110,7 @@ def test_data_uploaded_is_read_by_a_session_and_kept_for_the_next(lab: Lab, tmp_
         "--rm",
         "python",
         "-c",
-        "import os; print(open('/home/work/data/out.txt').read(), "
+        "import os; print(open('data/out.txt').read(), "
         "os.environ['BACKEND_VFOLDER_MOUNTS'])",
     )
     assert read.stdout == "from the first session /home/work/data\n", read.stderr
