@@ -566,3 +566,68 @@ def test_the_transfer_bench_prints_its_figures() -> None:
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     for key in ("upload_mib_s", "download_mib_s", "copy_mib_s", "upload_ratio", "machine"):
         assert key in figures
+
+
+JUNK_VALUES: list[Any] = [
+    None, 0, -1, 2**70, 1.5, True, "", ".", "..", "/", "a" * 5000, "\u0000", ["x"] * 60,
+    [[["deep"]]], {"k": "v"}, [], "日本/語", "a/../b", "./x/",
+]  # fmt: skip
+
+
+async def _raw(gateway: Gateway, method: str, path: str, data: bytes) -> int:
+    host = f"127.0.0.1:{gateway.server.port}"
+    alice = gateway.alice
+    headers = signed_headers(
+        method, path, host, "application/json", alice.access_key, alice.secret_key
+    )
+    headers["Content-Type"] = "application/json"
+    async with (
+        aiohttp.ClientSession() as client,
+        client.request(method, gateway.endpoint + path, data=data, headers=headers) as resp,
+    ):
+        await resp.read()
+        return resp.status
+
+
+async def test_malformed_bodies_and_headers_get_4xx_never_5xx(gateway: Gateway) -> None:
+    (gateway.folders["data"] / "f.txt").write_bytes(b"x")
+    routes = {
+        ("GET", "files"): ("path",),
+        ("POST", "mkdir"): ("path", "parents", "exist_ok"),
+        ("DELETE", "delete-files"): ("files", "recursive"),
+        ("POST", "rename-file"): ("target_path", "new_name"),
+        ("POST", "move-file"): ("src", "dst"),
+        ("POST", "request-upload"): ("path", "size"),
+        ("POST", "request-download"): ("path", "archive"),
+    }
+    seen: set[int] = set()
+    for (method, route), fields in routes.items():
+        path = f"/folders/data/{route}"
+        for raw in (b"[1]", b"{", b'{"path": NaN}', b'"x"', b'{"unknown": 1}'):
+            status = await _raw(gateway, method, path, raw)
+            assert 400 <= status < 500, (route, raw, status)
+        for field in fields:
+            for junk in JUNK_VALUES:
+                body = {f: "ok.txt" for f in fields} | {field: junk}
+                status, answer = await gateway.call(gateway.alice, method, path, body)
+                assert status < 500, (route, field, junk, answer)
+                seen.add(status)
+    assert seen & {400, 404}
+    token, url = await gateway.token(gateway.alice, "data", "upload", path="u", size=3)
+    for headers in (
+        {"Upload-Offset": "-1"},
+        {"Upload-Offset": "1e3"},
+        {"Upload-Offset": "9" * 30},
+        {"Tus-Resumable": "0.2.2"},
+        {"Content-Type": "text/plain"},
+        {"Upload-Checksum": "sha1 AAAA"},
+    ):
+        status, _, text = await _patch(url, token, 0, b"abc", **headers)
+        assert 400 <= status < 500, (headers, status, text)
+    token, url = await gateway.token(gateway.alice, "data", "download", path="f.txt")
+    async with aiohttp.ClientSession() as client:
+        for ranged in ("bytes=5-2", "bytes=-5", "bytes=0-1,3-4", "items=0-", "bytes=" + "9" * 30):
+            async with client.get(
+                URL(url).with_query(token=token), headers={"Range": ranged}
+            ) as resp:
+                assert resp.status in (200, 206, 416), (ranged, resp.status)
