@@ -25,7 +25,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from actors.domain.commands.tenancy import CreateUser, IssueKeypair
+from actors.domain.commands.tenancy import CreateUser, IssueKeypair, UpdateKeypair
 from actors.domain.commands.vfolders import VFolderCommand
 from actors.domain.idle import IdleConfig
 from actors.gateway.app import make_app
@@ -631,3 +631,20 @@ async def test_malformed_bodies_and_headers_get_4xx_never_5xx(gateway: Gateway) 
                 URL(url).with_query(token=token), headers={"Range": ranged}
             ) as resp:
                 assert resp.status in (200, 206, 416), (ranged, resp.status)
+
+
+async def test_a_deactivated_keypairs_tokens_stop_working(gateway: Gateway, tmp_path: Path) -> None:
+    token, url = await gateway.token(gateway.bob, "bobs", "upload", path="b", size=4)
+    assert (await _patch(url, token, 0, b"bo"))[:2] == (204, "2")
+    store: RedisEventStore = gateway.server.app["ctx"].store
+    box = SecretBox.from_file(tmp_path / "master.key")
+    tenancy = await TenancyService(store, box).load()
+    await tenancy.handle(UpdateKeypair(access_key=gateway.bob.access_key, is_active=False))
+    await Projector(store, [TenancyProjection()]).catch_up()
+    for _ in range(100):  # the gateway's revocation follower reads it from the log
+        if (await _head(url, token))[0] != 200:
+            break
+        await asyncio.sleep(0.05)
+    status, _, text = await _patch(url, token, 2, b"b!")
+    assert status == 400 and "no longer active" in text, text
+    assert not (gateway.folders["bobs"] / "b").exists()
