@@ -39,7 +39,7 @@ from actors.agents.safe_fs import (
     replace_file,
 )
 
-from ..domain.errors import ObjectNotFound
+from ..domain.errors import ObjectNotFound, VFolderOperationFailed
 
 __all__ = [
     "MAX_DELETE_DEPTH",
@@ -95,7 +95,10 @@ class Tree:
     @contextmanager
     def opened(cls, path: Path) -> Iterator[Tree]:
         """The folder at ``path`` (the host's path, which no tenant chooses)."""
-        fd = open_root(path)
+        try:
+            fd = open_root(path)
+        except (Refused, ObjectNotFound):
+            raise VFolderOperationFailed("the folder's directory is missing on its host") from None
         with closing(fd):
             yield cls(fd)
 

@@ -13,8 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from actors.agents.safe_fs import closing, open_root
-
 from .quota import QuotaBook
 from .staging import Staging
 from .tree import Entry, Tree
@@ -53,8 +51,8 @@ class Volume:
 
     async def measure(self, path: Path) -> Usage:
         def work() -> Usage:
-            with closing(open_root(path)) as fd:
-                return measure(fd)
+            with Tree.opened(path) as tree:
+                return measure(tree.fd)
 
         return await self.run(work)
 
