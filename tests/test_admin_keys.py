@@ -674,3 +674,18 @@ def test_a_domain_admin_hands_out_only_what_their_domain_was_given(world: World)
             "mutation($n: String!) { delete_keypair_resource_policy(name: $n) { ok msg } }",
             n="kp-vip",
         )
+
+
+@pytest.mark.hostile
+def test_a_domain_admin_learns_nothing_of_other_domains_access_keys(world: World) -> None:
+    """Review F18: eve (admin of ``rival``) naming bob's access key (of ``default``) as
+    ``owner_access_key`` got 403, naming one that does not exist 400 "unknown owner access
+    key": which keys exist installation-wide was hers to probe. Now both answers are the
+    same; the superadmin still hears that a key is unknown."""
+    path = "/session/anything?owner_access_key="
+    theirs = call(world, world.eve, "GET", path + world.bob.access_key)
+    missing = call(world, world.eve, "GET", path + "AKIANOSUCHKEY0000000")
+    assert theirs == missing and theirs[0] == 403, (theirs, missing)
+    assert "acts only within the domain" in json.dumps(theirs[1])
+    status, body = call(world, world.root, "GET", path + "AKIANOSUCHKEY0000000")
+    assert status == 400 and "unknown owner access key" in json.dumps(body)
