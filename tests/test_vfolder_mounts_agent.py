@@ -177,6 +177,7 @@ async def test_a_folder_is_bound_rw_or_ro_and_what_the_kernel_writes_stays(
 
 
 @pytest.mark.docker
+@pytest.mark.hostile
 async def test_a_symlink_planted_as_the_folder_directory_is_refused(
     docker_cluster: LocalCluster, tmp_path: Path
 ) -> None:
@@ -189,6 +190,7 @@ async def test_a_symlink_planted_as_the_folder_directory_is_refused(
 
 
 @pytest.mark.docker
+@pytest.mark.hostile
 async def test_a_host_path_outside_the_volume_root_is_refused(
     docker_cluster: LocalCluster, tmp_path: Path
 ) -> None:
@@ -206,6 +208,7 @@ async def test_a_host_path_outside_the_volume_root_is_refused(
 
 
 @pytest.mark.docker
+@pytest.mark.hostile
 async def test_a_volume_root_others_may_write_is_refused(
     docker_cluster: LocalCluster, tmp_path: Path
 ) -> None:
@@ -222,6 +225,7 @@ async def test_a_volume_root_others_may_write_is_refused(
 
 
 @pytest.mark.docker
+@pytest.mark.hostile
 async def test_a_restart_mounts_again_and_never_follows_a_link_at_the_mount_point(
     docker_cluster: LocalCluster, tmp_path: Path
 ) -> None:

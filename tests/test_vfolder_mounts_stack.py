@@ -158,6 +158,7 @@ def test_a_mounted_folder_is_read_written_shown_and_kept_from_the_trash(lab: Lab
     assert done
 
 
+@pytest.mark.hostile
 def test_another_tenant_naming_the_folder_gets_404_and_appends_nothing(lab: Lab) -> None:
     status, made = lab.call(lab.admin, "POST", "/folders", {"name": "secret"})
     assert status == 201, made
@@ -177,6 +178,7 @@ def test_another_tenant_naming_the_folder_gets_404_and_appends_nothing(lab: Lab)
     assert _enqueued_since(lab, before) == []
 
 
+@pytest.mark.hostile
 def test_paths_are_refused_before_any_folder_is_looked_up(lab: Lab) -> None:
     """A hostile mapping is a 400 naming the field whether or not the folder exists (so
     the answer tells nothing about other tenants' folders either)."""
@@ -192,6 +194,7 @@ def test_paths_are_refused_before_any_folder_is_looked_up(lab: Lab) -> None:
         assert status == 400 and named in json.dumps(problem), (config, problem)
 
 
+@pytest.mark.hostile
 def test_a_session_made_for_another_keypair_mounts_that_owner_s_folders(lab: Lab) -> None:
     """An admin creating a session on a user's behalf (``owner_access_key``) mounts the
     user's folders, resolved as the user (23.03 uses the owner's scope): the admin's own
