@@ -5,7 +5,8 @@
     with Client() as client, client.session("python") as session:
         print(session.execute("print(6 * 7)").stdout)   # 42
 
-:class:`Admin` / :class:`AsyncAdmin` administer a lab over either (``kh admin``'s calls).
+:class:`Admin` / :class:`AsyncAdmin` administer a lab over either (``kh admin``'s calls);
+:class:`VFolders` / :class:`AsyncVFolders` manage virtual folders (``kh vfolder``'s).
 Both clients read ``BACKEND_ENDPOINT``, ``BACKEND_ACCESS_KEY`` and ``BACKEND_SECRET_KEY`` (as
 Backend.AI's client does), or the config file ``kh up`` wrote. Guide: ``docs/sdk.md``.
 """
@@ -48,6 +49,7 @@ from .models import (
     SessionPage,
 )
 from .sync import Client, Session
+from .vfolders import AsyncVFolders, VFolders
 
 __all__ = [
     "APIError",
@@ -56,6 +58,7 @@ __all__ = [
     "AsyncAdmin",
     "AsyncClient",
     "AsyncSession",
+    "AsyncVFolders",
     "AuthenticationFailed",
     "Client",
     "ClientConfig",
@@ -86,4 +89,5 @@ __all__ = [
     "SessionInfo",
     "SessionNotFound",
     "SessionPage",
+    "VFolders",
 ]
