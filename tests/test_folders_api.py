@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from kernelhub.testing import eventually
+
 from .khstack import ROOT, Stack, kh_up, second_tenant, signed_request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -126,7 +128,15 @@ def test_the_owner_creates_lists_inspects_and_renames(lab: Lab) -> None:
     directory = lab.volume / folder
     assert directory.is_dir()  # the folder id is the directory's name
     (directory / "a.txt").write_text("hello")
-    assert "Number of files: 1" in bob.ok("vfolder", "info", "data")
+    # what a session writes shows once the usage measured a moment ago is renewed (2 s)
+    asyncio.run(
+        eventually(
+            lambda: "Number of files: 1" in bob.ok("vfolder", "info", "data"),
+            timeout=20,
+            interval=0.5,
+            message="the new file counted",
+        )
+    )
     assert "Renamed." in bob.ok("vfolder", "rename", "data", "data2")
     assert [f["name"] for f in _listed(bob)] == ["data2"]
     assert _folder_id(bob, "data2") == folder
