@@ -144,6 +144,7 @@ def test_the_owner_creates_lists_inspects_and_renames(lab: Lab) -> None:
     assert "Default vfolder host: local:default" in hosts and "local:default" in hosts
 
 
+@pytest.mark.hostile
 def test_another_user_gets_the_answer_of_a_missing_folder(lab: Lab) -> None:
     bob, carol = lab.bob, lab.carol
     bob.ok("vfolder", "create", "private")
@@ -181,6 +182,7 @@ def test_another_user_gets_the_answer_of_a_missing_folder(lab: Lab) -> None:
     assert answer["data"]["vfolder"] == {"name": "private"}, answer
 
 
+@pytest.mark.hostile
 def test_an_invitation_is_accepted_by_its_invitee_only(lab: Lab) -> None:
     bob, carol, admin = lab.bob, lab.carol, lab.admin
     bob.ok("vfolder", "create", "shared")
@@ -258,6 +260,7 @@ def test_the_policys_folder_count_stops_creation(lab: Lab) -> None:
     assert carol.rest("DELETE", "/folders/three/delete-from-trash")[0] == 204
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -281,6 +284,7 @@ def test_bad_names_and_options_are_refused_by_name(
     assert all(f["name"] != "ok" for f in _listed(lab.bob))
 
 
+@pytest.mark.hostile
 def test_unmanaged_from_the_client_is_refused_not_dropped(lab: Lab) -> None:
     out = lab.bob.refused("vfolder", "create", "--unmanaged", "escape", "/etc")
     assert "unmanaged" in out, out
@@ -324,6 +328,7 @@ def test_clone_copies_a_cloneable_folder_for_another_user(lab: Lab) -> None:
     assert carol.rest("DELETE", "/folders/mine/delete-from-trash")[0] == 204
 
 
+@pytest.mark.hostile
 def test_invitations_and_shares_belong_to_their_parties(lab: Lab) -> None:
     bob, carol, admin = lab.bob, lab.carol, lab.admin
     bob.ok("vfolder", "create", "notes")

@@ -45,6 +45,7 @@ def test_a_folder_dir_is_made_under_a_root_nobody_else_may_write(tmp_path: Path)
         make_folder_dir(root, DST)
 
 
+@pytest.mark.hostile
 def test_a_link_planted_at_a_folders_name_is_refused(tmp_path: Path) -> None:
     root = tmp_path / "vfolders"
     root.mkdir()
@@ -65,6 +66,7 @@ def _tenant_tree(root: Path) -> Path:
     return src
 
 
+@pytest.mark.hostile
 def test_clone_copies_links_as_links_and_never_reads_through_them(tmp_path: Path) -> None:
     root = tmp_path / "vfolders"
     _tenant_tree(root)
@@ -96,6 +98,7 @@ def test_clone_stops_past_its_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         clone_tree(root, SRC, DST)
 
 
+@pytest.mark.hostile
 def test_a_hard_link_to_a_file_the_folder_does_not_own_is_not_copied(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to make a file owned by another user")
@@ -111,6 +114,7 @@ def test_a_hard_link_to_a_file_the_folder_does_not_own_is_not_copied(tmp_path: P
     assert not (root / DST / "stolen").exists() or (root / DST / "stolen").read_text() != "root's"
 
 
+@pytest.mark.hostile
 def test_purge_removes_the_tree_and_only_the_tree(tmp_path: Path) -> None:
     root = tmp_path / "vfolders"
     _tenant_tree(root)
