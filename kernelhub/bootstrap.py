@@ -64,9 +64,12 @@ def _step(name: str) -> uuid.UUID:
 
 async def bootstrap(store: RedisEventStore, secret_box: SecretBox) -> Bootstrap:
     tenancy = await TenancyService(store, secret_box, actor="bootstrap").load()
-    await tenancy.handle(
-        CreateDomain(name="default", description="the default domain", command_id=_step("domain"))
-    )
+    if "default" not in tenancy.state.domains:  # an admin may have changed it since: kept
+        await tenancy.handle(
+            CreateDomain(
+                name="default", description="the default domain", command_id=_step("domain")
+            )
+        )
     await tenancy.handle(SetPolicy(name="default", command_id=_step("policy")))
     await tenancy.handle(  # once per installation: an admin's later change stays
         UpdateDomain(
@@ -88,24 +91,28 @@ async def bootstrap(store: RedisEventStore, secret_box: SecretBox) -> Bootstrap:
             command_id=_step("sgroup-domain"),
         )
     )
-    project = await tenancy.handle(
-        CreateProject(
-            name="default",
-            domain="default",
-            project_id=_step("project"),
-            command_id=_step("project"),
+    project = _step("project")
+    if str(project) not in tenancy.state.projects:  # created once; later edits are kept
+        project = await tenancy.handle(
+            CreateProject(
+                name="default",
+                domain="default",
+                project_id=project,
+                command_id=_step("project"),
+            )
         )
-    )
-    user = await tenancy.handle(
-        CreateUser(
-            username="admin",
-            email="admin@kernelhub.local",
-            domain="default",
-            user_id=_step("admin"),
-            role="superadmin",
-            command_id=_step("admin"),
+    user = _step("admin")
+    if str(user) not in tenancy.state.users:
+        user = await tenancy.handle(
+            CreateUser(
+                username="admin",
+                email="admin@kernelhub.local",
+                domain="default",
+                user_id=user,
+                role="superadmin",
+                command_id=_step("admin"),
+            )
         )
-    )
     await tenancy.handle(
         AddMember(project_id=project, user_id=user, command_id=_step("admin-member"))
     )

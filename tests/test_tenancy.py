@@ -25,6 +25,7 @@ from actors.domain.commands.tenancy import (
     SetScalingGroup,
     UpdateDomain,
     UpdateKeypair,
+    UpdateProject,
     UpdateUser,
 )
 from actors.domain.errors import GenericBadRequest, InvalidAPIParameters, ObjectNotFound
@@ -280,6 +281,27 @@ async def test_secrets_never_appear_in_clear(store: RedisEventStore, box: Secret
         if event.type == "keypair_issued":
             assert '"secret_key": "***"' in shown
             assert body["secret_key"] not in shown  # not even the ciphertext
+
+
+async def test_bootstrap_keeps_what_an_admin_changed_and_grants_the_storage_host(
+    store: RedisEventStore, box: SecretBox
+) -> None:
+    """An admin edits the default domain, project and admin user; the next ``kh up`` (a
+    second bootstrap) neither fails on them ("domain 'default' already exists", as it did
+    once the domain differed from the bootstrap's own create) nor undoes them. The default
+    domain may use ``local:default`` for everything, granted once."""
+    first = await bootstrap(store, box)
+    tenancy = await TenancyService(store, box).load()
+    await tenancy.handle(UpdateDomain(name="default", description="our lab"))
+    await tenancy.handle(UpdateProject(project_id=first.project_id, description="everyone"))
+    await tenancy.handle(UpdateUser(user_id=first.user_id, full_name="The Admin"))
+    assert await bootstrap(store, box) == first
+    state = (await TenancyService(store, box).load()).state
+    assert state.domains["default"]["description"] == "our lab"
+    assert state.projects[str(first.project_id)]["description"] == "everyone"
+    assert state.users[str(first.user_id)]["full_name"] == "The Admin"
+    hosts = state.domains["default"]["allowed_vfolder_hosts"]
+    assert set(hosts["local:default"]) >= {"create-vfolder", "mount-in-session", "upload-file"}
 
 
 async def test_bootstrap_is_idempotent_and_replays_identically(
