@@ -65,6 +65,7 @@ class NotOffered(GatewayError):
 
 # ---- one folder ---------------------------------------------------------------------------------
 async def info(request: web.Request) -> web.Response:
+    await body_of(request, _NoParams)
     folder = await folder_named(request)
     folder.require("see")
     files = used = 0
@@ -133,6 +134,7 @@ async def _purge(request: web.Request, folder: Folder) -> web.Response:
 
 
 async def delete(request: web.Request) -> web.Response:
+    await body_of(request, _NoParams)
     return await _trash(request, await folder_named(request))
 
 
@@ -142,6 +144,7 @@ async def delete_by_id(request: web.Request) -> web.Response:
 
 
 async def restore(request: web.Request) -> web.Response:
+    await body_of(request, _NoParams)
     return await _restore(request, await folder_named(request))
 
 
@@ -151,6 +154,7 @@ async def restore_by_id(request: web.Request) -> web.Response:
 
 
 async def purge(request: web.Request) -> web.Response:
+    await body_of(request, _NoParams)
     return await _purge(request, await folder_named(request))
 
 
@@ -184,6 +188,8 @@ async def allowed_types(request: web.Request) -> web.Response:
 
 
 class _NoParams(BaseModel):
+    """A route that reads no parameters: any sent is refused, naming it (never ignored)."""
+
     model_config = {"extra": "forbid"}
 
 
