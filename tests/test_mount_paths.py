@@ -193,8 +193,8 @@ def test_the_log_bounds_a_session_s_mounts() -> None:
 def test_the_kernel_environment_names_the_mount_paths() -> None:
     spec = {"name": "s", "kernels": [], "mounts": [_mount(), _mount(kernel_path="/home/work/o")]}
     environ = kernel_environ(uuid.uuid4(), spec, uuid.uuid4(), "i-x")
-    assert environ["BACKEND_VFOLDER_MOUNTS"] == "/home/work/data,/home/work/o"
+    assert environ["KERNELHUB_VFOLDER_MOUNTS"] == "/home/work/data,/home/work/o"
     assert (
-        kernel_environ(uuid.uuid4(), {"kernels": []}, uuid.uuid4(), "i")["BACKEND_VFOLDER_MOUNTS"]
+        kernel_environ(uuid.uuid4(), {"kernels": []}, uuid.uuid4(), "i")["KERNELHUB_VFOLDER_MOUNTS"]
         == ""
     )

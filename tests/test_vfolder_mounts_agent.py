@@ -106,7 +106,7 @@ async def refused_with(cluster: LocalCluster, sid: uuid.UUID) -> str:
 
 _PROBE = """
 import errno, os
-print(os.environ['BACKEND_VFOLDER_MOUNTS'])
+print(os.environ['KERNELHUB_VFOLDER_MOUNTS'])
 print(open('/home/work/data/in.txt').read())
 with open('/home/work/data/out.txt', 'w') as out:
     out.write('written in the kernel')
@@ -295,7 +295,7 @@ async def test_the_process_backend_links_folders_into_the_work_dir(
     code = (
         "import os; print(open('sub/data/in.txt').read()); "
         "open('sub/data/out.txt', 'w').write('kept'); "
-        "print(os.environ['BACKEND_VFOLDER_MOUNTS'])"
+        "print(os.environ['KERNELHUB_VFOLDER_MOUNTS'])"
     )
     out = (await run(process_cluster, sid, code)).splitlines()
     assert out == ["uploaded", "/home/work/sub/data,/home/work/ref"], out

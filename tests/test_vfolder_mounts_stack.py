@@ -119,7 +119,7 @@ def test_a_mounted_folder_is_read_written_shown_and_kept_from_the_trash(lab: Lab
     code = (
         "import os; print(open('input/in.txt').read()); "
         "open('input/out.txt', 'w').write('from the session'); "
-        "print(os.environ['BACKEND_VFOLDER_MOUNTS'])"
+        "print(os.environ['KERNELHUB_VFOLDER_MOUNTS'])"
     )
     assert lab.run(lab.admin, "mnt-rw", code) == "rows\n/home/work/input\n"
     assert (lab.volume / folder_hex / "out.txt").read_text() == "from the session"

@@ -110,10 +110,18 @@ def test_data_uploaded_is_read_by_a_session_and_kept_for_the_next(lab: Lab, tmp_
         "--rm",
         "python",
         "-c",
-        "import os; print(open('data/out.txt').read(), "
-        "os.environ['BACKEND_VFOLDER_MOUNTS'])",
+        "import os; print(open('data/out.txt').read(), os.environ['KERNELHUB_VFOLDER_MOUNTS'])",
     )
     assert read.stdout == "from the first session /home/work/data\n", read.stderr
+    configured = lab.bai(  # the client's own setting: folders mounted in every session
+        "run",
+        "--rm",
+        "python",
+        "-c",
+        "print(open('data/out.txt').read())",
+        BACKEND_VFOLDER_MOUNTS="data",
+    )
+    assert configured.stdout == "from the first session\n", configured.stderr
     _ok(lab.bai("vfolder", "download", "data", "out.txt", cwd=tmp_path))
     assert (tmp_path / "out.txt").read_text() == "from the first session"
     listed = _ok(lab.bai("vfolder", "ls", "data"))

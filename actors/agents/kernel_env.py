@@ -1,7 +1,8 @@
 """The ``BACKENDAI_*`` environment of a kernel (docs/kernel-environment.md): the same names
 and formats as Backend.AI's manager sets, so code written for Backend.AI runs unchanged.
-kernelhub's own additions are ``KERNELHUB_*`` (the same page), and ``BACKEND_VFOLDER_MOUNTS``:
-the kernel paths of the session's folders, comma-separated.
+kernelhub's own additions are ``KERNELHUB_*`` (the same page), among them
+``KERNELHUB_VFOLDER_MOUNTS``: the kernel paths of the session's folders, comma-separated
+(not ``BACKEND_VFOLDER_MOUNTS``, which the official client reads as folder *names* to mount).
 
 The user's ``environ`` (``-e K=V``) sits beside them. The gateway refuses what a user may not
 set, but the agent reads the log, and the log is only as honest as everything that ever wrote
@@ -80,7 +81,7 @@ def kernel_environ(
         "BACKENDAI_SERVICE_PORTS": str(spec.get("service_ports") or ""),
         "KERNELHUB_AGENT_ID": agent_id,
         "KERNELHUB_SESSION_TYPE": str(spec.get("session_type", "interactive")),
-        "BACKEND_VFOLDER_MOUNTS": ",".join(
+        "KERNELHUB_VFOLDER_MOUNTS": ",".join(
             str(m.get("kernel_path", "")) for m in spec.get("mounts") or () if isinstance(m, dict)
         ),
     }
