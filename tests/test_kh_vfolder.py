@@ -6,8 +6,10 @@ another user's folder answering as a missing one through every command."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,3 +143,103 @@ def test_another_users_folder_is_not_found_through_kh_and_the_sdk(lab: Lab) -> N
                 "admins-only", [lab.stack.workdir / "small.csv"], base_dir=lab.stack.workdir
             )
     assert "admins-only" in {f["name"] for f in lab.kh("list")["items"]}
+
+
+class CuttingProxy:
+    """A TCP relay in front of the gateway that breaks one connection, once, after it has
+    carried ``after`` bytes in one direction (``up``: client to gateway, ``down``: back): the
+    network failing mid-transfer, for the SDK to resume from."""
+
+    def __init__(self, target: str, direction: str, after: int) -> None:
+        host, port = target.removeprefix("http://").rstrip("/").split(":")
+        self.target = (host, int(port))
+        self.direction, self.after = direction, after
+        self.cut = threading.Event()
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.port = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.ready.wait(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def start() -> None:
+            server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+            self.port = server.sockets[0].getsockname()[1]
+            self.ready.set()
+
+        self.loop.run_until_complete(start())
+        self.loop.run_forever()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, way: str) -> None:
+            carried = 0
+            try:
+                while data := await src.read(65536):
+                    carried += len(data)
+                    if way == self.direction and not self.cut.is_set() and carried > self.after:
+                        self.cut.set()
+                        dst.write(data[: len(data) // 2])
+                        for end in (writer, up_writer):
+                            end.transport.abort()
+                        return
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                with contextlib.suppress(Exception):
+                    dst.close()
+
+        await asyncio.gather(
+            pipe(reader, up_writer, "up"), pipe(up_reader, writer, "down"), return_exceptions=True
+        )
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_a_transfer_broken_midway_resumes(lab: Lab, tmp_path: Path, direction: str) -> None:
+    """The upload asks HEAD for the offset and goes on; the download resumes with Range."""
+    payload = os.urandom(6 * 2**20 + 7)
+    source = tmp_path / "blob.bin"
+    source.write_bytes(payload)
+    folder = f"resume-{direction}"
+    with Client(lab.config()) as client:
+        VFolders(client).create(folder)
+        if direction == "down":
+            VFolders(client).upload(folder, [source], base_dir=tmp_path)
+    proxy = CuttingProxy(lab.stack.exports["BACKEND_ENDPOINT"], direction, after=2 * 2**20)
+    try:
+        config = lab.config().model_copy(update={"endpoint": proxy.endpoint})
+        with Client(config) as client:
+            folders = VFolders(client)
+            seen: list[int] = []
+            if direction == "up":
+                folders.upload(
+                    folder, [source], base_dir=tmp_path, progress=lambda d, _t: seen.append(d)
+                )
+                (written,) = folders.download(folder, ["blob.bin"], dest=tmp_path / "back")
+            else:
+                (written,) = folders.download(
+                    folder,
+                    ["blob.bin"],
+                    dest=tmp_path / "back",
+                    progress=lambda d, _t: seen.append(d),
+                )
+        assert proxy.cut.is_set(), "the connection was never broken: nothing tested"
+        assert written.read_bytes() == payload
+        # resumed, not started over: the bytes done never went back to the start
+        assert seen == sorted(seen) and seen[-1] == len(payload), seen[:5]
+    finally:
+        proxy.close()
