@@ -103,7 +103,12 @@ async def _rival_admin(stack: Stack) -> tuple[str, str]:
         )
         access_key, secret_key = await tenancy.handle(IssueKeypair(user_id=user))
         lookups = TenancyLookups(store)
-        await eventually(lambda: lookups.keypair(access_key), timeout=20, message="projected")
+
+        async def projected() -> bool:
+            return await lookups.keypair(access_key) is not None
+
+        ready: bool = await eventually(projected, timeout=20, message="projected")
+        assert ready
         return access_key, secret_key
     finally:
         await store.close()
