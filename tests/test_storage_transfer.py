@@ -28,6 +28,7 @@ from yarl import URL
 from actors.domain.commands.tenancy import CreateUser, IssueKeypair, UpdateKeypair
 from actors.domain.commands.vfolders import VFolderCommand
 from actors.domain.idle import IdleConfig
+from actors.gateway import storage_routes
 from actors.gateway.app import make_app
 from actors.gateway.auth import Authenticator
 from actors.gateway.context import GatewayContext
@@ -42,6 +43,7 @@ from events.catalogue import VFolderCreated, VFolderShared, VFolderTrashed, VFol
 from events.secrets import SecretBox
 from kernelhub.bootstrap import bootstrap
 from kernelhub.sdk._wire import signed_headers
+from kernelhub.testing import eventually
 from projections.models import TenancyProjection
 from projections.queries import ReadModels
 from projections.runtime import Projector
@@ -648,3 +650,63 @@ async def test_a_deactivated_keypairs_tokens_stop_working(gateway: Gateway, tmp_
     status, _, text = await _patch(url, token, 2, b"b!")
     assert status == 400 and "no longer active" in text, text
     assert not (gateway.folders["bobs"] / "b").exists()
+
+
+def _sparse(path: Path, size: int) -> None:
+    with open(path, "wb") as file:
+        file.truncate(size)
+
+
+@pytest.mark.hostile
+async def test_a_download_under_way_ends_when_the_share_is_withdrawn(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review F5: bob, shared a folder read-only, reads a large file slowly; alice
+    withdraws the share. Before, the stream went on to the last byte (a read channel for
+    ever, on a live file); now it ends within a re-check (shortened here), short of its
+    Content-Length."""
+    monkeypatch.setattr(storage_routes, "RECHECK_S", 0.2)
+    data = uuid.UUID(gateway.folders["data"].name)
+    _sparse(gateway.folders["data"] / "big.bin", 256 << 20)  # costs no disk
+    await _change(
+        gateway, VFolderShared(folder_id=data, user_id=gateway.bob.user_id, permission="ro")
+    )
+    token, url = await gateway.token(gateway.bob, str(data), "download", path="big.bin")
+    received = 0
+    async with aiohttp.ClientSession() as client:
+        async with client.get(URL(url).with_query(token=token)) as resp:
+            assert resp.status == 200 and resp.content_length == 256 << 20
+            received += len(await resp.content.readexactly(1 << 20))
+            await _change(gateway, VFolderUnshared(folder_id=data, user_ids=[gateway.bob.user_id]))
+            with pytest.raises(aiohttp.ClientPayloadError):
+                while chunk := await resp.content.read(1 << 16):
+                    received += len(chunk)
+                    await asyncio.sleep(0.001)
+    assert received < 256 << 20
+    assert storage_of(gateway.server.app).limits.held(gateway.bob.access_key) == 0
+
+
+@pytest.mark.hostile
+async def test_a_client_that_stops_reading_gives_its_transfer_slot_back(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review F9: a download whose client never reads held one of the gateway's transfer
+    slots for as long as it kept the socket (8 such clients per keypair, 64 in all, denied
+    every tenant's transfers). Now a write that waits longer than the write timeout (made
+    short here) ends the response and the slot comes back."""
+    monkeypatch.setattr(storage_routes, "WRITE_TIMEOUT_S", 0.5)
+    _sparse(gateway.folders["data"] / "big.bin", 256 << 20)
+    token, url = await gateway.token(gateway.alice, "data", "download", path="big.bin")
+    limits = storage_of(gateway.server.app).limits
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with (
+        aiohttp.ClientSession(connector=connector, read_bufsize=1 << 10) as client,
+        client.get(URL(url).with_query(token=token)) as resp,
+    ):
+        assert resp.status == 200
+        assert limits.held(gateway.alice.access_key) == 1
+        # read nothing: the server's socket buffers fill, its writes wait, then give up
+        await eventually(
+            lambda: limits.held(gateway.alice.access_key) == 0, timeout=20, message="slot back"
+        )
+        assert limits.held(gateway.alice.access_key) == 0

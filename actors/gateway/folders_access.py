@@ -161,14 +161,23 @@ async def caller_host_permissions(
 
 
 async def visible_folders(ctx: GatewayContext, caller: Caller) -> list[dict[str, Any]]:
-    """Every folder the caller may see, as read-model records (each once)."""
+    """Every folder the caller may see now, as read-model records (each once): the index
+    entries that name them (owner, share, project) are judged again, so a share row that
+    outlived its reason (its user left the project) shows nothing (review F6)."""
     lookups = VFolderLookups(ctx.store)
     found: dict[str, dict[str, Any]] = {}
+    projects = await _project_ids(ctx, caller)
     records = await lookups.owned_by(caller.user_id) + await lookups.shared_with(caller.user_id)
-    for project_id in await _project_ids(ctx, caller):
+    for project_id in projects:
         records += await lookups.of_project(str(project_id))
+    me = uuid.UUID(caller.user_id)
     for record in records:
-        found.setdefault(str(record["folder_id"]), record)
+        state = folder_state(record)
+        seen = permission_of(
+            state, me, role=caller.role, domain=caller.domain, project_ids=projects
+        ) is not None or may_manage(state, me, role=caller.role, domain=caller.domain)
+        if seen:
+            found.setdefault(str(record["folder_id"]), record)
     return list(found.values())
 
 

@@ -20,18 +20,26 @@ file is made by ``request-upload`` (the client sends no PATCH for it).
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import os
 import re
+import time
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
 from aiohttp import web
 
-from actors.storage.errors import LengthRequired, UnsupportedMedia, UnsupportedVersion
+from actors.storage.errors import (
+    IdleBody,
+    LengthRequired,
+    UnsupportedMedia,
+    UnsupportedVersion,
+)
 from actors.storage.paths import parse_path
 from actors.storage.tokens import MAX_UPLOAD_BYTES, PURPOSE, Claims, InvalidToken, TokenSigner
 from actors.storage.transfer import Transfers
@@ -56,7 +64,21 @@ __all__ = [
 TUS_VERSION = "1.0.0"
 TRANSFERS_PER_KEYPAIR = 8
 TRANSFERS_TOTAL = 64
+log = structlog.get_logger(__name__)
+
 DOWNLOAD_CHUNK = 1 << 20
+RECHECK_S = 5.0
+"""How often a transfer under way asks again whether its keypair may still do it (a share
+withdrawn, the folder trashed, the keypair deactivated end it within this), ..."""
+RECHECK_BYTES = 16 << 20
+"""... or after this many bytes, whichever comes first."""
+WRITE_TIMEOUT_S = 60.0
+"""A download whose client takes longer than this to take one chunk is cut off: a client
+that stops reading must not hold a transfer slot for ever (review F9)."""
+MIN_BYTES_PER_WINDOW = 64 << 10
+RATE_WINDOW_S = 30.0
+"""A transfer moving less than :data:`MIN_BYTES_PER_WINDOW` in :data:`RATE_WINDOW_S` is
+ended (a trickle holds a slot as surely as silence)."""
 UPLOAD_PATH, DOWNLOAD_PATH = "/storage/upload", "/storage/download"
 
 STORAGE_PUBLIC = frozenset(
@@ -198,6 +220,42 @@ async def _judged(request: web.Request, claims: Claims) -> tuple[Path, int]:
     return folder.host_path, folder.state.max_size
 
 
+class _Guard:
+    """Watches a transfer under way: every :data:`RECHECK_S` seconds or
+    :data:`RECHECK_BYTES` bytes it judges the token's keypair again (raising what
+    :func:`_judged` raises), and it ends a transfer slower than
+    :data:`MIN_BYTES_PER_WINDOW` per :data:`RATE_WINDOW_S` (review F5, F9)."""
+
+    def __init__(self, request: web.Request, claims: Claims) -> None:
+        self.request, self.claims = request, claims
+        self.checked_at = self.window_at = time.monotonic()
+        self.unchecked = self.in_window = 0
+
+    async def moved(self, count: int) -> None:
+        now = time.monotonic()
+        self.unchecked += count
+        self.in_window += count
+        if self.unchecked >= RECHECK_BYTES or now - self.checked_at >= RECHECK_S:
+            await _judged(self.request, self.claims)
+            self.checked_at, self.unchecked = now, 0
+        if now - self.window_at >= RATE_WINDOW_S:
+            if self.in_window < MIN_BYTES_PER_WINDOW:
+                raise IdleBody(
+                    f"fewer than {MIN_BYTES_PER_WINDOW} bytes moved in {RATE_WINDOW_S:.0f} s"
+                )
+            self.window_at, self.in_window = now, 0
+
+    def reader(self, read: Callable[[int], Awaitable[bytes]]) -> Callable[[int], Awaitable[bytes]]:
+        """``read`` (a PATCH body's), watched."""
+
+        async def watched(count: int) -> bytes:
+            chunk = await read(count)
+            await self.moved(len(chunk))
+            return chunk
+
+        return watched
+
+
 async def _options(request: web.Request) -> web.StreamResponse:
     return web.Response(
         status=204,
@@ -252,7 +310,7 @@ async def _patch(request: web.Request) -> web.StreamResponse:
             parts,
             offset=offset,
             length=length,
-            read=request.content.read,
+            read=_Guard(request, claims).reader(request.content.read),
         )
     return web.Response(status=204, headers={"Upload-Offset": str(at)})
 
@@ -286,13 +344,18 @@ async def _download(request: web.Request) -> web.StreamResponse:
     with storage.limits.hold(claims.ak):
         fd, info = await transfers.open_download(path, parts)
         try:
-            return await _send(request, transfers, fd, info, parts[-1])
+            return await _send(request, transfers, fd, info, parts[-1], _Guard(request, claims))
         finally:
             await transfers.volume.run(os.close, fd)
 
 
 async def _send(
-    request: web.Request, transfers: Transfers, fd: int, info: os.stat_result, name: str
+    request: web.Request,
+    transfers: Transfers,
+    fd: int,
+    info: os.stat_result,
+    name: str,
+    guard: _Guard,
 ) -> web.StreamResponse:
     size = info.st_size
     last_modified = email.utils.formatdate(info.st_mtime, usegmt=True)
@@ -320,11 +383,21 @@ async def _send(
     if request.method == "HEAD":
         return response
     at = span.start
-    while at < span.stop:
-        chunk = await transfers.read_at(fd, at, min(DOWNLOAD_CHUNK, span.stop - at))
-        if not chunk:
-            break  # the file shrank meanwhile: the client sees a short body and retries
-        await response.write(chunk)
-        at += len(chunk)
+    try:
+        while at < span.stop:
+            chunk = await transfers.read_at(fd, at, min(DOWNLOAD_CHUNK, span.stop - at))
+            if not chunk:
+                break  # the file shrank meanwhile: the client sees a short body and retries
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                await response.write(chunk)
+            at += len(chunk)
+            await guard.moved(len(chunk))
+    except (DomainError, TimeoutError) as exc:
+        # the headers are sent: the only way to say "no more" is to end the connection,
+        # short of Content-Length, which the client takes as a failed transfer
+        log.info("download ended early", reason=str(exc), sent=at - span.start)
+        if request.transport is not None:
+            request.transport.close()
+        return response
     await response.write_eof()
     return response

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from ..domain.errors import DomainError
 from .errors import BodyCut, IdleBody, OffsetConflict, TooLarge, TooManyUploads
 from .staging import MAX_STAGED_PER_FOLDER, OffsetMismatch, Staged
 from .tokens import Claims
@@ -133,6 +134,9 @@ class Transfers:
         except ConnectionError:
             at += await self._flush(staged, pending, at)
             raise BodyCut(f"the connection dropped; resume from {at}") from None
+        except DomainError:  # the reader refused to go on (access withdrawn, too slow)
+            await self._flush(staged, pending, at)
+            raise
         except asyncio.CancelledError:  # the server cancels a handler whose client left
             await asyncio.shield(self._flush(staged, pending, at))
             raise
