@@ -5,10 +5,18 @@ gateway app over real Redis (the fixture of :mod:`tests.test_storage_transfer`).
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
+import aiohttp
 import pytest
+from yarl import URL
 
+from actors.domain.commands.tenancy import UpdateKeypair
+from actors.tenancy.writer import TenancyService
 from events.catalogue import VFolderCreated, VFolderShared
+from events.secrets import SecretBox
+from projections.models import TenancyProjection
+from projections.runtime import Projector
 
 from .test_storage_transfer import Gateway, _change, gateway
 
@@ -46,3 +54,24 @@ async def test_a_share_row_that_outlived_its_reason_lists_nothing(gateway: Gatew
     assert status == 404  # one answer: it is not his
     status, listed = await gateway.call(gateway.alice, "GET", "/folders", {"all": False})
     assert "projdata" in [f["name"] for f in listed]  # a member (the admin) sees it
+
+
+async def test_transfer_requests_count_against_the_keypairs_rate_limit(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """Review F11: the transfer routes are unsigned (the token is the credential) and
+    skipped the keypair's rate limit, so one token bought an unbounded rate of HEADs, each
+    a read-model lookup and a volume thread. Now they count as signed requests do."""
+    store = gateway.server.app["ctx"].store
+    tenancy = await TenancyService(store, SecretBox.from_file(tmp_path / "master.key")).load()
+    await tenancy.handle(UpdateKeypair(access_key=gateway.bob.access_key, rate_limit=6))
+    await Projector(store, [TenancyProjection()]).catch_up()
+    token, url = await gateway.token(gateway.bob, "bobs", "upload", path="f.bin", size=10)
+    statuses = []
+    async with aiohttp.ClientSession() as client:
+        for _ in range(8):
+            async with client.head(
+                URL(url).with_query(token=token), headers={"Tus-Resumable": "1.0.0"}
+            ) as resp:
+                statuses.append(resp.status)
+    assert statuses[:5] == [200] * 5 and statuses[-1] == 429, statuses

@@ -50,6 +50,7 @@ from ..domain.errors import DomainError, InvalidAPIParameters, VFolderOperationF
 from .context import GatewayContext
 from .folders_access import folder_for
 from .problems import GatewayError, problem
+from .ratelimit import UNAUTHENTICATED_LIMIT, WINDOW_S, RateLimitExceeded
 from .stream_limits import ConcurrencyLimits
 
 __all__ = [
@@ -200,8 +201,12 @@ def _token(request: web.Request) -> str:
     return tokens[0]
 
 
-async def _judged(request: web.Request, claims: Claims) -> tuple[Path, int]:
-    """The folder's directory and quota, if the token's keypair still may do its op."""
+async def _judged(
+    request: web.Request, claims: Claims, *, counted: bool = True
+) -> tuple[Path, int]:
+    """The folder's directory and quota, if the token's keypair still may do its op; a
+    request (``counted``) counts against the keypair's rate limit as a signed one does
+    (review F11)."""
     ctx: GatewayContext = request.app["ctx"]
     found = await ctx.auth.cache.get(claims.ak)
     caller = None if found is None else found[1]
@@ -211,6 +216,11 @@ async def _judged(request: web.Request, claims: Claims) -> tuple[Path, int]:
         or ctx.auth.revoked.refuses(caller.access_key, caller.user_id, caller.domain)
     ):
         raise InvalidToken("the token's keypair is no longer active")
+    if counted:
+        count = await ctx.rate_limiter.hit(caller.access_key)
+        limit = int(caller.keypair.get("rate_limit", UNAUTHENTICATED_LIMIT))
+        if count > limit:
+            raise RateLimitExceeded(f"{count} requests in {WINDOW_S} s; the limit is {limit}")
     folder = await folder_for(ctx, caller, str(claims.folder))
     folder.require(claims.op)
     if folder.state.status != "ready":
@@ -236,7 +246,7 @@ class _Guard:
         self.unchecked += count
         self.in_window += count
         if self.unchecked >= RECHECK_BYTES or now - self.checked_at >= RECHECK_S:
-            await _judged(self.request, self.claims)
+            await _judged(self.request, self.claims, counted=False)
             self.checked_at, self.unchecked = now, 0
         if now - self.window_at >= RATE_WINDOW_S:
             if self.in_window < MIN_BYTES_PER_WINDOW:
@@ -267,7 +277,8 @@ async def _head(request: web.Request) -> web.StreamResponse:
     _, transfers = storage_of(request.app).require_volume()
     claims = storage_of(request.app).signer.verify(_token(request), "upload")
     await _judged(request, claims)
-    offset = await transfers.offset(claims)
+    with storage_of(request.app).limits.hold(claims.ak):
+        offset = await transfers.offset(claims)
     return web.Response(
         status=200, headers={"Upload-Offset": str(offset), "Upload-Length": str(claims.size)}
     )
