@@ -4,6 +4,7 @@ gateway app over real Redis (the fixture of :mod:`tests.test_storage_transfer`).
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from yarl import URL
 
 from actors.domain.commands.tenancy import UpdateKeypair
+from actors.gateway.folder_disk import GRAVEYARD, remove_folder_dir
 from actors.tenancy.writer import TenancyService
 from events.catalogue import VFolderCreated, VFolderShared
 from events.secrets import SecretBox
@@ -75,3 +77,26 @@ async def test_transfer_requests_count_against_the_keypairs_rate_limit(
             ) as resp:
                 statuses.append(resp.status)
     assert statuses[:5] == [200] * 5 and statuses[-1] == 429, statuses
+
+
+@pytest.mark.unit
+def test_a_purge_removes_a_tree_of_any_depth_and_follows_no_link(tmp_path: Path) -> None:
+    """Review F7: a session nested a folder's files 200 directories deep; the purge's
+    descriptor walk stopped at 128 levels, the purge was appended anyway and 51 MB stayed on
+    the host, named by no folder. Now the directory is renamed out of reach and removed
+    whole; a link inside is removed as a link, what it names stays."""
+    root = tmp_path / "vfolders"
+    folder = root / uuid.uuid4().hex
+    deep = folder
+    for _ in range(200):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    (deep / "payload").write_bytes(b"x" * 4096)
+    outside = tmp_path / "host-file"
+    outside.write_text("keep me")
+    (folder / "link").symlink_to(outside)
+    (folder / "dirlink").symlink_to(tmp_path)
+    assert remove_folder_dir(root, folder.name)
+    assert not folder.exists() and os.listdir(root / GRAVEYARD) == []
+    assert outside.read_text() == "keep me" and (tmp_path / "vfolders").is_dir()
+    assert not remove_folder_dir(root, folder.name)  # a retried purge: nothing left

@@ -226,14 +226,19 @@ async def test_the_writer_appends_one_stream_per_folder_and_the_read_model_follo
         VFolderCommand(event=VFolderShared(folder_id=first.folder_id, user_id=BOB, permission="ro"))
     )
 
+    mounting = {first.folder_id}
+
     async def mounted(folder_id: uuid.UUID) -> list[str]:
-        return ["s1"] if folder_id == first.folder_id else []
+        return ["s1"] if folder_id in mounting else []
 
     reloaded = await VFolderService(store, mounted_by=mounted).load()  # a restarted actor
     assert reloaded.state.folders[first.folder_id].shares == {BOB: "ro"}
     with pytest.raises(VFolderOperationFailed, match="mounted"):
         await reloaded.handle(VFolderCommand(event=VFolderTrashed(folder_id=first.folder_id)))
     await reloaded.handle(VFolderCommand(event=VFolderTrashed(folder_id=lab.folder_id)))
+    mounting.add(lab.folder_id)  # a session enqueued as it was trashed (the read model lagged)
+    with pytest.raises(VFolderOperationFailed, match="mounted"):  # never purged under it
+        await reloaded.handle(VFolderCommand(event=VFolderPurged(folder_id=lab.folder_id)))
 
     await Projector(store, [TenancyProjection()]).catch_up()
     lookups = VFolderLookups(store)

@@ -17,9 +17,12 @@ gateway's user's, which is the process backend's user too.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import secrets
 import stat
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +34,8 @@ from actors.agents.safe_fs import (
     open_root,
     refusal,
 )
-from actors.storage.tree import Tree
 
-from ..domain.errors import ObjectNotFound, VFolderOperationFailed
+from ..domain.errors import VFolderOperationFailed
 
 __all__ = [
     "MAX_CLONE_DEPTH",
@@ -41,8 +43,12 @@ __all__ = [
     "WORK_UID",
     "CloneReport",
     "clone_tree",
+    "GRAVEYARD",
+    "MAX_SWEEP_ENTRIES",
+    "bury",
     "make_folder_dir",
     "remove_folder_dir",
+    "sweep_graveyard",
 ]
 
 WORK_UID = 1000
@@ -52,6 +58,11 @@ MAX_CLONE_ENTRIES = 200_000
 """Names one clone copies at most (the usage walk's bound): past it the clone stops, says so,
 and the partial copy is removed."""
 MAX_CLONE_DEPTH = 64
+MAX_SWEEP_ENTRIES = 1_000_000
+"""Names one purge removes before it answers (the rest waits in the graveyard for the next)."""
+GRAVEYARD = ".kh-graveyard"
+"""Beside the folders (named by 32 hex digits, so never this): purged trees on their way out,
+reachable by no request, no agent and no session."""
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK = 1 << 20
@@ -89,17 +100,105 @@ def make_folder_dir(root: Path, folder_hex: str) -> None:
                 os.fchown(fd, WORK_UID, WORK_UID)
 
 
-def remove_folder_dir(root: Path, folder_hex: str) -> bool:
-    """Removes ``<root>/<folder_hex>`` and everything in it, never following a link (a link
-    inside is removed as a link). False when there was nothing to remove."""
+GRAVEYARD = ".kh-graveyard"
+"""Where a purged folder's directory goes before it is removed: under the volume root,
+beside the folders, never mounted, never named by a folder id, so no tenant reaches it."""
+
+
+def remove_folder_dir(root: Path, folder_hex: str, *, budget: int = MAX_SWEEP_ENTRIES) -> bool:
+    """Removes ``<root>/<folder_hex>`` and everything in it, never following a link: the
+    directory is first renamed into the graveyard (one atomic ``renameat``: from then on no
+    request and no agent finds it by its id), then the graveyard is swept. False when there
+    was nothing to remove. A tree too large for one sweep's ``budget`` stays in the graveyard,
+    out of every folder's reach, and the next purge's sweep goes on with it."""
     if not root.is_dir():
         return False
-    with Tree.opened(root) as volume:
+    buried = bury(root, folder_hex)
+    sweep_graveyard(root, budget=budget)
+    return buried
+
+
+def bury(root: Path, folder_hex: str) -> bool:
+    """``<root>/<folder_hex>`` moved to ``<root>/.kh-graveyard/`` under a new name; False
+    when it is not there (a retried purge)."""
+    with closing(_volume_root_fd(root)) as root_fd:
         try:
-            volume.delete((folder_hex,), recursive=True)
-        except ObjectNotFound:
-            return False  # gone already (a retried purge)
+            os.mkdir(GRAVEYARD, 0o700, dir_fd=root_fd)
+        except FileExistsError:
+            pass
+        with closing(os.open(GRAVEYARD, _DIR_FLAGS, dir_fd=root_fd)) as grave:
+            try:
+                os.rename(
+                    folder_hex,
+                    f"{folder_hex}-{secrets.token_hex(6)}",
+                    src_dir_fd=root_fd,
+                    dst_dir_fd=grave,
+                )
+            except FileNotFoundError:
+                return False
     return True
+
+
+def sweep_graveyard(root: Path, *, budget: int = MAX_SWEEP_ENTRIES) -> bool:
+    """Removes what the graveyard holds, at most ``budget`` names this time; True when it is
+    empty. No depth limit and one descriptor at a time: every directory met is renamed up
+    into the graveyard itself before it is emptied, so however deep a tenant nested its tree
+    the sweep never descends more than one level (and never follows a link: a link is a
+    name to unlink like any other)."""
+    grave_path = root / GRAVEYARD
+    if not grave_path.is_dir():
+        return True
+    left = budget
+    with closing(os.open(grave_path, _DIR_FLAGS)) as grave:
+        while left > 0:
+            with os.scandir(grave) as names:
+                pending = [item.name for item in names]
+            if not pending:
+                return True
+            for name in pending:
+                left = _empty_and_remove(grave, name, left)
+                if left <= 0:
+                    break
+    return False
+
+
+def _empty_and_remove(grave: int, name: str, left: int) -> int:
+    """One graveyard entry gone (its subdirectories moved up into the graveyard, its other
+    names unlinked); what is left of the budget."""
+    try:
+        seen = os.stat(name, dir_fd=grave, follow_symlinks=False)
+    except FileNotFoundError:
+        return left
+    if not stat.S_ISDIR(seen.st_mode):
+        os.unlink(name, dir_fd=grave)
+        return left - 1
+    with closing(os.open(name, _DIR_FLAGS, dir_fd=grave)) as fd:
+        while left > 0:
+            with os.scandir(fd) as entries:
+                inside = [(item.name, item.is_dir(follow_symlinks=False)) for item in entries]
+            if not inside:
+                break
+            for entry, is_dir in inside:
+                left -= 1
+                try:
+                    if is_dir:
+                        os.rename(
+                            entry, f"d-{secrets.token_hex(8)}", src_dir_fd=fd, dst_dir_fd=grave
+                        )
+                    else:
+                        os.unlink(entry, dir_fd=fd)
+                except FileNotFoundError:
+                    pass
+                except IsADirectoryError:  # became one meanwhile: the next pass moves it
+                    pass
+                if left <= 0:
+                    return 0
+    try:
+        os.rmdir(name, dir_fd=grave)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.ENOENT):
+            raise
+    return left - 1
 
 
 @dataclass

@@ -32,7 +32,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from actors.agents.safe_fs import OverLimit, Refused
+from actors.agents.safe_fs import Refused
 from events.catalogue import (
     VFolderPurged,
     VFolderRenamed,
@@ -41,7 +41,7 @@ from events.catalogue import (
     VFolderUpdated,
 )
 
-from ..domain.errors import ObjectNotFound, VFolderOperationFailed
+from ..domain.errors import ObjectNotFound
 from ..domain.vfolders import DEFAULT_HOST
 from .folder_common import body_of, caller_of, ctx_of, folder_named, volume_of, write
 from .folder_create import clone, create
@@ -52,6 +52,7 @@ from .folder_sharing import sharing_routes
 from .folder_views import info_view
 from .folders_access import Folder, caller_host_permissions
 from .problems import GatewayError, InsufficientPrivilege
+from .storage_routes import storage_of
 
 __all__ = ["FOLDER_PREFIXES", "folder_routes"]
 
@@ -124,12 +125,9 @@ async def _purge(request: web.Request, folder: Folder) -> web.Response:
         volume = volume_of(request)
         try:
             await volume.run(remove_folder_dir, root, folder.folder_id.hex)
-        except OverLimit as exc:
-            raise VFolderOperationFailed(
-                f"the folder is purged, but its files were not all removed: {exc.msg}"
-            ) from None
         finally:
             volume.quota.forget_usage(folder.folder_id.hex)
+            await storage_of(request.app).forget(folder.folder_id)  # its unfinished uploads
     return web.Response(status=204)
 
 

@@ -80,7 +80,7 @@ class VFolderService:
                 payloads = decide(self.state, event, max_count=command.max_count)
                 if not payloads:
                     return await self._retried(command, stream)
-                if event.type == "vfolder_trashed":
+                if event.type in ("vfolder_trashed", "vfolder_purged"):
                     users = await self.mounted_by(event.folder_id)
                     if users:
                         raise VFolderOperationFailed(
