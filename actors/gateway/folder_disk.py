@@ -17,12 +17,10 @@ gateway's user's, which is the process backend's user too.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import secrets
 import stat
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,14 +36,14 @@ from actors.agents.safe_fs import (
 from ..domain.errors import VFolderOperationFailed
 
 __all__ = [
+    "GRAVEYARD",
     "MAX_CLONE_DEPTH",
     "MAX_CLONE_ENTRIES",
+    "MAX_SWEEP_ENTRIES",
     "WORK_UID",
     "CloneReport",
-    "clone_tree",
-    "GRAVEYARD",
-    "MAX_SWEEP_ENTRIES",
     "bury",
+    "clone_tree",
     "make_folder_dir",
     "remove_folder_dir",
     "sweep_graveyard",
@@ -98,11 +96,6 @@ def make_folder_dir(root: Path, folder_hex: str) -> None:
         with closing(fd):
             if os.geteuid() == 0:
                 os.fchown(fd, WORK_UID, WORK_UID)
-
-
-GRAVEYARD = ".kh-graveyard"
-"""Where a purged folder's directory goes before it is removed: under the volume root,
-beside the folders, never mounted, never named by a folder id, so no tenant reaches it."""
 
 
 def remove_folder_dir(root: Path, folder_hex: str, *, budget: int = MAX_SWEEP_ENTRIES) -> bool:
