@@ -323,6 +323,8 @@ def test_the_policys_folder_count_stops_creation(lab: Lab) -> None:
         ({"name": "ok", "quota": "lots"}, "quota"),
         ({"name": "ok", "host": "nfs:elsewhere"}, "host"),
         ({"name": "ok", "mystery": 1}, "mystery"),
+        ({"name": uuid.uuid4().hex}, "name"),
+        ({"name": str(uuid.uuid4())}, "name"),
     ],
 )
 def test_bad_names_and_options_are_refused_by_name(
@@ -397,19 +399,30 @@ def test_invitations_and_shares_belong_to_their_parties(lab: Lab) -> None:
     status, _ = bob.rest("DELETE", "/folders/invitations/delete", {"inv_id": invitation["id"]})
     assert status == 200
     assert carol.rest("GET", "/folders/invitations/list")[1]["invitations"] == []
-    # only the owner shares a user's folder, and a non-member of a project cannot be shared
+    # a user's folder is offered by invitation only: a share without consent would put it
+    # into carol's namespace, shadowing her own folder of that name (review F2)
+    carol.ok("vfolder", "create", "carols")
+    bob.ok("vfolder", "create", "carols")
+    status, answer = bob.rest(
+        "POST", "/folders/carols/share", {"permission": "rw", "emails": [carol.email]}
+    )
+    assert status == 400 and "invitation" in answer["msg"], answer
+    status, own = carol.rest("GET", "/folders/carols")
+    assert status == 200 and own["is_owner"] is True, own  # still hers, and only hers
+    carol.ok("vfolder", "delete", "carols")  # (her folder count is the quota test's)
+    assert carol.rest("DELETE", "/folders/carols/delete-from-trash")[0] == 204
     status, _ = carol.rest(
         "POST", "/folders/notes/share", {"permission": "rw", "emails": [carol.email]}
     )
-    assert status == 404  # carol does not see it at all
-    status, answer = bob.rest(
-        "POST", "/folders/notes/share", {"permission": "ro", "emails": [carol.email]}
-    )
-    assert status == 201 and answer["shared_emails"] == [carol.email], answer
+    assert status == 404  # carol does not see bob's folder at all
+    # shared by invitation, carol still may not raise her own permission
+    bob.rest("POST", "/folders/notes/invite", {"perm": "ro", "user_ids": [carol.email]})
+    (invitation,) = carol.rest("GET", "/folders/invitations/list")[1]["invitations"]
+    assert carol.rest("POST", "/folders/invitations/accept", {"inv_id": invitation["id"]})[0] == 200
     status, answer = carol.rest(
         "POST", "/folders/notes/share", {"permission": "wd", "emails": [carol.email]}
     )
-    assert status == 403, answer  # she sees it now, but may not raise her own permission
+    assert status == 403, answer
     assert {f["name"]: f for f in _listed(carol)}["notes"]["permission"] == "ro"
     status, answer = bob.rest("DELETE", "/folders/notes/unshare", {"emails": [carol.email]})
     assert answer["unshared_emails"] == [carol.email], answer

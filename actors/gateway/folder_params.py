@@ -9,6 +9,7 @@ serve a host path a request chose.
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -54,11 +55,19 @@ Email = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
 def _checked_name(value: Any) -> Any:
+    """23.03's name rule, and never a name that reads as a folder id: folders are named by
+    name or id, the id tried first, so a folder named like another folder's id would answer
+    for it once the caller may no longer see that one (review F2)."""
     if isinstance(value, str):
         try:
             check_name(value)
         except Exception as exc:
             raise ValueError(getattr(exc, "msg", str(exc))) from None
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            return value
+        raise ValueError("a folder name may not be a UUID (folders are named by their ids too)")
     return value
 
 

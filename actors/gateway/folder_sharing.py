@@ -1,6 +1,6 @@
 """Who else may use a folder: invitations (a user's folder, 23.03's ``vfolder invite``),
 direct shares (``vfolder share``: a project folder's user-specific permission, set by the
-project's domain admins; or a user's folder shared by its owner without an invitation),
+project's domain admins, for its members; a user's folder is offered only by invitation),
 unshare, and leaving a folder shared with one.
 
 Users are named by e-mail, and only users the caller could name anyway count: the caller's
@@ -191,25 +191,29 @@ async def _members(ctx: GatewayContext, user_id: str) -> set[str]:
 
 
 async def share(request: web.Request) -> web.Response:
-    """A user-specific permission: on a project folder, for members of its project; on a
-    user's folder, for users of its domain (no invitation to accept)."""
+    """A user-specific permission on a project folder, set by its admins for members of its
+    project (who see the folder already: the share changes only what they may do with it).
+    A user's folder is offered by invitation instead, which its invitee accepts: a share
+    without consent would put a folder into someone's namespace, shadowing their own folder
+    of that name or catching what they upload to it (review F2)."""
     params = parse(ShareFolder, await raw_params(request))
     ctx = _ctx(request)
     folder = await folder_for(ctx, _caller(request), request.match_info["name"])
     _require_sharer(folder, "set-user-specific-permission")
+    if folder.state.ownership_type != "group":
+        raise InvalidAPIParameters(
+            "a user's folder is shared by invitation (vfolder invite), which its invitee "
+            "accepts; share sets a project folder's permission for one of its members"
+        )
     users, missing = await _users(request, params.emails)
-    if folder.state.ownership_type == "group":
-        project = str(folder.state.group)
-        missing += [
-            e for e, u in users.items() if project not in await _members(ctx, str(u["user_id"]))
-        ]
+    project = str(folder.state.group)
+    missing += [
+        e for e, u in users.items() if project not in await _members(ctx, str(u["user_id"]))
+    ]
     if missing:
         raise InvalidAPIParameters(
             f"emails: not users this folder can be shared with: {', '.join(missing[:10])}"
         )
-    for user in users.values():
-        if str(user["user_id"]) == str(folder.state.user):
-            raise InvalidAPIParameters(f"emails: {user.get('email')} owns this folder")
     for user in users.values():
         await _write(
             request,

@@ -250,7 +250,7 @@ def decline(invitation: str, as_json: JsonFlag = False) -> None:
     _done("declined", as_json)
 
 
-@app.command("share", help="Give users a permission of their own (project folders: admins).")
+@app.command("share", help="Give a project folder's members a permission of their own (admins).")
 @handled
 def share(
     name: Name, emails: list[str], permission: PermOption = "ro", as_json: JsonFlag = False

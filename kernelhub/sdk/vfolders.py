@@ -187,6 +187,8 @@ class AsyncVFolders:
     async def share(
         self, name: str, emails: Sequence[str], *, permission: Permission = "ro"
     ) -> Names:
+        """A project folder's permission for some of its members (its admins only); a
+        user's folder is offered with :meth:`invite` instead."""
         body = {"permission": permission, "emails": [*emails]}
         answer: Record = await self._json("POST", _path(name, "/share"), body)
         shared: Names = answer["shared_emails"]
