@@ -17,7 +17,12 @@ from actors.agents.safe_fs import OverLimit
 from actors.domain.errors import InvalidAPIParameters, VFolderOperationFailed
 from actors.gateway import folder_disk
 from actors.gateway.admin.vfolders import VFOLDER_FIELDS, _row, _view
-from actors.gateway.folder_disk import clone_tree, make_folder_dir, remove_folder_dir
+from actors.gateway.folder_disk import (
+    clone_budget,
+    clone_tree,
+    make_folder_dir,
+    remove_folder_dir,
+)
 from actors.gateway.folder_params import CloneFolder, CreateFolder, InviteUsers, quota_bytes
 from actors.gateway.gql_filter import parse_filter, parse_order, select
 from actors.gateway.params import parse
@@ -96,6 +101,38 @@ def test_clone_stops_past_its_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(folder_disk, "MAX_CLONE_ENTRIES", 5)
     with pytest.raises(OverLimit):
         clone_tree(root, SRC, DST)
+
+
+@pytest.mark.hostile
+def test_a_sparse_file_stays_sparse_and_the_copy_keeps_to_its_budget(tmp_path: Path) -> None:
+    """Review F1: a session makes a 64 GiB file for free (``truncate``); the clone wrote every
+    zero of it. Now holes stay holes, and no more data is written than the budget allows."""
+    root = tmp_path / "vfolders"
+    make_folder_dir(root, SRC)
+    sparse = root / SRC / "sparse.bin"
+    with sparse.open("wb") as out:
+        out.write(b"head")
+        out.truncate(64 << 30)
+    (root / SRC / "data.bin").write_bytes(os.urandom(3 << 20))
+    make_folder_dir(root, DST)
+    report = clone_tree(root, SRC, DST, budget=4 << 20)
+    copied = root / DST / "sparse.bin"
+    assert copied.stat().st_size == 64 << 30
+    assert copied.stat().st_blocks * 512 < 1 << 20  # nothing allocated for the holes
+    assert copied.open("rb").read(4) == b"head"
+    assert (root / DST / "data.bin").read_bytes() == (root / SRC / "data.bin").read_bytes()
+    assert report.files == 2
+    remove_folder_dir(root, DST)
+    make_folder_dir(root, DST)
+    with pytest.raises(OverLimit):  # a file grown past what was measured: refused, not copied
+        clone_tree(root, SRC, DST, budget=1 << 20)
+
+
+def test_the_clone_budget_is_the_least_of_source_quota_and_spare_room(tmp_path: Path) -> None:
+    assert clone_budget(tmp_path, 1000, 0) == 1000
+    assert clone_budget(tmp_path, 1000, 10) == 10
+    spare = clone_budget(tmp_path, 2**62, 0)
+    assert 0 <= spare < 2**62  # the volume's free space, less its reserve
 
 
 @pytest.mark.hostile

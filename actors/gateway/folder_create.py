@@ -11,6 +11,7 @@ keypair policy's ``max_vfolder_size``.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,7 +30,7 @@ from ..domain.errors import (
 )
 from ..domain.vfolders import DEFAULT_HOST
 from .folder_common import body_of, caller_of, ctx_of, folder_named, volume_of, write
-from .folder_disk import clone_tree, make_folder_dir, remove_folder_dir
+from .folder_disk import clone_budget, clone_tree, make_folder_dir, remove_folder_dir
 from .folder_params import CloneFolder, CreateFolder
 from .folder_views import created_view
 from .folders_access import caller_host_permissions
@@ -157,7 +158,9 @@ async def create(request: web.Request) -> web.Response:
 async def clone(request: web.Request) -> web.Response:
     """A copy of the folder's tree into a new folder of the caller's. The source must be
     cloneable (or the caller's own) and readable by the caller; the copy keeps symlinks as
-    symlinks and skips FIFOs, sockets and devices (:func:`.folder_disk.clone_tree`). It runs
+    symlinks, skips FIFOs, sockets and devices, writes no holes, and writes at most what the
+    source measured just before, within the new folder's quota and the volume's spare room
+    (review F1: :func:`.folder_disk.clone_tree`, :func:`.folder_disk.clone_budget`). It runs
     before the answer (no background task: the client then prints that it is complete)."""
     params = await body_of(request, CloneFolder)
     source = await folder_named(request)
@@ -183,18 +186,27 @@ async def clone(request: web.Request) -> web.Response:
     volume = volume_of(request)
     if source.host_path is None:
         raise VFolderOperationFailed("this gateway serves no storage host")
+    root = ctx.vfolder_root
+    if root is None:
+        raise VFolderOperationFailed("this gateway serves no storage host")
     with ctx.file_ops.hold(caller.access_key):
-        usage = await volume.quota.usage(source.folder_id.hex, source.host_path)
+        usage = await volume.measure(source.host_path)  # fresh: it bounds the copy
     if not usage.complete or (event.max_size and usage.bytes > event.max_size):
         raise VFolderOperationFailed(
             f"the folder holds {usage.bytes} bytes"
             + ("" if usage.complete else " or more (too many entries to count)")
             + f"; its clone's quota is {event.max_size} bytes"
         )
+    budget = await volume.run(clone_budget, root, usage.bytes, event.max_size)
+    if budget < usage.bytes:
+        raise VFolderOperationFailed(
+            f"the folder holds {usage.bytes} bytes; the volume can spare {budget} for a clone"
+        )
 
     async def copy(target_hex: str) -> None:
+        work = functools.partial(clone_tree, root, source.folder_id.hex, target_hex, budget=budget)
         with ctx.file_ops.hold(caller.access_key):
-            await volume.run(clone_tree, ctx.vfolder_root, source.folder_id.hex, target_hex)
+            await volume.run(work)
 
     record = await _new_folder(request, event, int(policy.get("max_vfolder_count") or 0), fill=copy)
     return web.json_response(created_view(record), status=201)

@@ -21,6 +21,7 @@ import errno
 import os
 import secrets
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,12 +38,14 @@ from ..domain.errors import VFolderOperationFailed
 
 __all__ = [
     "GRAVEYARD",
+    "MAX_CLONE_BYTES",
     "MAX_CLONE_DEPTH",
     "MAX_CLONE_ENTRIES",
     "MAX_SWEEP_ENTRIES",
     "WORK_UID",
     "CloneReport",
     "bury",
+    "clone_budget",
     "clone_tree",
     "make_folder_dir",
     "remove_folder_dir",
@@ -56,6 +59,13 @@ MAX_CLONE_ENTRIES = 200_000
 """Names one clone copies at most (the usage walk's bound): past it the clone stops, says so,
 and the partial copy is removed."""
 MAX_CLONE_DEPTH = 64
+MAX_CLONE_BYTES = 2**63 - 1
+"""No bound of its own by default: the caller passes what the source measured (and the new
+folder's quota)."""
+VOLUME_RESERVE = 0.05
+"""The share of the volume a clone leaves free."""
+VOLUME_RESERVE_MIN = 1 << 30
+"""And at least this many bytes."""
 MAX_SWEEP_ENTRIES = 1_000_000
 """Names one purge removes before it answers (the rest waits in the graveyard for the next)."""
 GRAVEYARD = ".kh-graveyard"
@@ -194,6 +204,21 @@ def _empty_and_remove(grave: int, name: str, left: int) -> int:
     return left - 1
 
 
+def clone_budget(root: Path, measured: int, max_size: int) -> int:
+    """The bytes a clone may write: what the source measured just before (a file grown
+    meanwhile does not grow the copy), within the new folder's quota (0: none) and what the
+    volume can spare (its free space less :data:`VOLUME_RESERVE`, so a clone never fills
+    the disk the log and the other folders share)."""
+    info = os.statvfs(root)
+    spare = max(
+        0,
+        info.f_bavail * info.f_frsize
+        - max(VOLUME_RESERVE_MIN, int(info.f_blocks * info.f_frsize * VOLUME_RESERVE)),
+    )
+    bounds = [measured, spare] + ([max_size] if max_size else [])
+    return min(bounds)
+
+
 @dataclass
 class CloneReport:
     files: int = 0
@@ -204,25 +229,34 @@ class CloneReport:
     """FIFOs, sockets, devices: not data, not copied."""
 
 
-def clone_tree(root: Path, source_hex: str, target_hex: str) -> CloneReport:
+def clone_tree(
+    root: Path, source_hex: str, target_hex: str, *, budget: int = MAX_CLONE_BYTES
+) -> CloneReport:
     """Copies folder ``source_hex``'s tree into the (new, empty) folder ``target_hex``.
-    Bounded by :data:`MAX_CLONE_ENTRIES` and :data:`MAX_CLONE_DEPTH` (an
-    :class:`~actors.agents.safe_fs.OverLimit` past them); the caller removes the target then."""
+    Bounded by :data:`MAX_CLONE_ENTRIES`, :data:`MAX_CLONE_DEPTH` and ``budget`` bytes of data
+    written (:func:`clone_budget`): an :class:`~actors.agents.safe_fs.OverLimit` past any of
+    them, and the caller removes the target. Holes are not written: a sparse file stays
+    sparse (only its data extents are copied, ``SEEK_DATA``/``SEEK_HOLE``), so a session's
+    free ``truncate -s 100T`` costs the clone nothing, and a file grown while it is copied
+    runs into the budget rather than into the host's disk (review F1)."""
     report = CloneReport()
     with closing(open_root(root / source_hex)) as src, closing(open_root(root / target_hex)) as dst:
         owner_uid = os.fstat(src).st_uid
         give = os.fstat(dst) if os.geteuid() == 0 else None
-        _copy_dir(src, dst, (), report, owner_uid, give)
+        _copy_dir(src, dst, (), report, _Copy(owner_uid, give, budget))
     return report
 
 
+@dataclass
+class _Copy:
+    owner_uid: int
+    give: os.stat_result | None
+    budget: int
+    """Bytes of data the copy may still write."""
+
+
 def _copy_dir(
-    src_root: int,
-    dst_root: int,
-    parts: tuple[str, ...],
-    report: CloneReport,
-    owner_uid: int,
-    give: os.stat_result | None,
+    src_root: int, dst_root: int, parts: tuple[str, ...], report: CloneReport, copy: _Copy
 ) -> None:
     if len(parts) >= MAX_CLONE_DEPTH:
         raise OverLimit(f"the folder is deeper than {MAX_CLONE_DEPTH} levels, the most cloned")
@@ -243,26 +277,28 @@ def _copy_dir(
                 continue  # removed meanwhile
             if stat.S_ISDIR(info.st_mode):
                 os.mkdir(name, 0o755, dir_fd=dst)
-                _give(dst, name, give)
+                _give(dst, name, copy.give)
                 report.dirs += 1
-                _copy_dir(src_root, dst_root, (*parts, name), report, owner_uid, give)
+                _copy_dir(src_root, dst_root, (*parts, name), report, copy)
             elif stat.S_ISLNK(info.st_mode):
                 target = os.readlink(name, dir_fd=src)
                 os.symlink(target, name, dir_fd=dst)
-                if give is not None:
-                    os.chown(name, give.st_uid, give.st_gid, dir_fd=dst, follow_symlinks=False)
+                if copy.give is not None:
+                    os.chown(
+                        name, copy.give.st_uid, copy.give.st_gid, dir_fd=dst, follow_symlinks=False
+                    )
                 report.links += 1
             elif stat.S_ISREG(info.st_mode):
-                report.bytes += _copy_file(src, dst, name, f"{label}/{name}", owner_uid, give)
+                report.bytes += _copy_file(src, dst, name, f"{label}/{name}", copy)
                 report.files += 1
             else:
                 report.skipped += 1
 
 
-def _copy_file(
-    src: int, dst: int, name: str, label: str, owner_uid: int, give: os.stat_result | None
-) -> int:
-    fd, info = open_regular(src, name, label=label, owner_uid=owner_uid)
+def _copy_file(src: int, dst: int, name: str, label: str, copy: _Copy) -> int:
+    """The file's data extents copied (``SEEK_DATA``/``SEEK_HOLE``), its size set with
+    ``ftruncate`` (so a hole costs nothing), each byte counted against the budget."""
+    fd, info = open_regular(src, name, label=label, owner_uid=copy.owner_uid)
     copied = 0
     with closing(fd):
         try:
@@ -270,28 +306,56 @@ def _copy_file(
         except OSError as exc:
             raise refusal(exc, label) from exc
         with closing(out):
-            if give is not None:
-                os.fchown(out, give.st_uid, give.st_gid)
-            while True:
-                try:
-                    sent = os.copy_file_range(fd, out, _CHUNK)
-                except OSError as exc:
-                    if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL):
-                        raise
-                    sent = -1
-                if sent < 0:
-                    chunk = os.read(fd, _CHUNK)
+            if copy.give is not None:
+                os.fchown(out, copy.give.st_uid, copy.give.st_gid)
+            size = info.st_size
+            for start, end in _extents(fd, size):
+                at = start
+                while at < end:
+                    want = min(_CHUNK, end - at)
+                    if want > copy.budget:
+                        raise OverLimit(
+                            f"{label}: the clone would write more than its budget "
+                            "(what the source held, within the new folder's quota and "
+                            "what the volume can spare)"
+                        )
+                    chunk = os.pread(fd, want, at)
                     if not chunk:
-                        break
+                        break  # the file shrank meanwhile
                     view = memoryview(chunk)
+                    offset = at
                     while view:
-                        view = view[os.write(out, view) :]
+                        written = os.pwrite(out, view, offset)
+                        view, offset = view[written:], offset + written
+                    at += len(chunk)
                     copied += len(chunk)
-                    continue
-                if sent == 0:
-                    break
-                copied += sent
+                    copy.budget -= len(chunk)
+            os.ftruncate(out, size)
     return copied
+
+
+def _extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """The (start, end) of each data extent of the file up to ``size`` (the whole file
+    where the filesystem cannot tell holes)."""
+    at = 0
+    while at < size:
+        try:
+            start = os.lseek(fd, at, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                return  # only a hole from here
+            if exc.errno == errno.EINVAL:
+                yield at, size
+                return
+            raise
+        if start >= size:
+            return
+        try:
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        except OSError:
+            end = size
+        yield start, end
+        at = end
 
 
 def _give(dir_fd: int, name: str, give: os.stat_result | None) -> None:
