@@ -488,3 +488,23 @@ def test_another_domains_admin_sees_and_manages_nothing_here(lab: Lab) -> None:
         "POST", "/folders/bobs/invite", {"perm": "rw", "user_ids": ["radmin@rival.local"]}
     )
     assert answer["invited_ids"] == [] and answer["not_found"] == ["radmin@rival.local"]
+
+
+@pytest.mark.hostile
+def test_a_shared_folder_cannot_be_renamed_onto_an_invitees_own_folder(lab: Lab) -> None:
+    """Review F2 (variant): renamed after the invitee accepted, bob's folder would shadow
+    carol's own folder of that name, and catch what she uploads to it."""
+    bob, carol = lab.bob, lab.carol
+    bob.ok("vfolder", "create", "offered")
+    carol.ok("vfolder", "create", "carols-results")
+    bob.rest("POST", "/folders/offered/invite", {"perm": "rw", "user_ids": [carol.email]})
+    invitations = carol.rest("GET", "/folders/invitations/list")[1]["invitations"]
+    (invitation,) = [i for i in invitations if i["vfolder_name"] == "offered"]
+    assert carol.rest("POST", "/folders/invitations/accept", {"inv_id": invitation["id"]})[0] == 200
+    status, answer = bob.rest("POST", "/folders/offered/rename", {"new_name": "carols-results"})
+    assert status == 400 and answer["type"].endswith("vfolder-already-exists"), answer
+    status, own = carol.rest("GET", "/folders/carols-results")
+    assert status == 200 and own["is_owner"] is True, own
+    carol.ok("vfolder", "leave", "offered")
+    carol.ok("vfolder", "delete", "carols-results")  # (her folder count is the quota test's)
+    assert carol.rest("DELETE", "/folders/carols-results/delete-from-trash")[0] == 204

@@ -40,8 +40,9 @@ from events.catalogue import (
     VFolderTrashed,
     VFolderUpdated,
 )
+from projections.vfolder_queries import VFolderLookups
 
-from ..domain.errors import ObjectNotFound
+from ..domain.errors import ObjectNotFound, VFolderAlreadyExists
 from ..domain.vfolders import DEFAULT_HOST
 from .folder_common import body_of, caller_of, ctx_of, folder_named, volume_of, write
 from .folder_create import clone, create
@@ -50,11 +51,14 @@ from .folder_listing import list_folders
 from .folder_params import DeleteById, RenameFolder, UpdateOptions
 from .folder_sharing import sharing_routes
 from .folder_views import info_view
-from .folders_access import Folder, caller_host_permissions
+from .folders_access import Folder, caller_host_permissions, visible_folders
 from .problems import GatewayError, InsufficientPrivilege
 from .storage_routes import storage_of
 
-__all__ = ["FOLDER_PREFIXES", "folder_routes"]
+__all__ = ["FOLDER_PREFIXES", "MAX_SHARES_CHECKED", "folder_routes"]
+
+MAX_SHARES_CHECKED = 1000
+"""Users a rename checks the new name for (a folder's shares are bounded by its events')."""
 
 FOLDER_PREFIXES = ("/folders", "/vfolder")
 """The client's prefix and 23.03's module name (the same routes under both)."""
@@ -83,11 +87,30 @@ async def info(request: web.Request) -> web.Response:
 
 
 async def rename(request: web.Request) -> web.Response:
+    """The new name must be free among the caller's folders (as 23.03's client says: the ones
+    they own and the ones shared with them) and among those of every user the folder is
+    shared with: renamed onto an invitee's own folder's name, it would shadow that folder
+    for them (review F2)."""
     params = await body_of(request, RenameFolder)
     folder = await folder_named(request)
     folder.require("manage")
+    await _name_free(request, folder, params.new_name)
     await write(request, VFolderRenamed(folder_id=folder.folder_id, name=params.new_name))
     return web.Response(status=201)
+
+
+async def _name_free(request: web.Request, folder: Folder, name: str) -> None:
+    ctx = ctx_of(request)
+    lookups = VFolderLookups(ctx.store)
+    own = str(folder.folder_id)
+    taken = [r for r in await visible_folders(ctx, caller_of(request)) if r.get("name") == name]
+    for user in sorted(folder.state.shares, key=str)[:MAX_SHARES_CHECKED]:
+        records = await lookups.owned_by(str(user)) + await lookups.shared_with(str(user))
+        taken += [r for r in records if r.get("name") == name]
+    if any(str(r.get("folder_id")) != own for r in taken):
+        raise VFolderAlreadyExists(
+            f"{name!r} is taken among your folders or those of a user this folder is shared with"
+        )
 
 
 async def update_options(request: web.Request) -> web.Response:
