@@ -247,6 +247,18 @@ class RedisEventStore:
     async def stream_version(self, stream: str) -> int:
         return int(await self.redis.llen(self.keys.stream_index(stream)))
 
+    async def streams_named(self, prefix: str) -> list[str]:
+        """Every stream whose name starts with ``prefix``, sorted (one ``SCAN`` of the stream
+        indexes: for a writer loading its aggregates at start, never a request's path)."""
+        base = self.keys.stream_index("")
+        found: set[str] = set()
+        async for raw in self.redis.scan_iter(
+            match=self.keys.stream_index(prefix) + "*", count=1000
+        ):
+            key = raw.decode() if isinstance(raw, bytes) else str(raw)
+            found.add(key.removeprefix(base))
+        return sorted(found)
+
     async def stream_versions(self, streams: Sequence[str]) -> list[int]:
         """The versions of many streams in one round trip (watchers of many aggregates)."""
         if not streams:

@@ -69,6 +69,14 @@ def _for_field(info: Any) -> st.SearchStrategy[Any]:
             else st.floats(min_value=low, max_value=1e6 if high is None else high, allow_nan=False)
         )
         return numbers | st.none() if type(None) in args else numbers
+    if info.annotation is str:  # a bounded string: within its bounds, of its pattern
+        pattern = next((m.pattern for m in info.metadata if getattr(m, "pattern", None)), None)
+        if pattern is not None:
+            return st.from_regex(pattern, fullmatch=True)
+        shortest = next((m.min_length for m in info.metadata if hasattr(m, "min_length")), 0)
+        longest = next((m.max_length for m in info.metadata if hasattr(m, "max_length")), None)
+        most = 40 if longest is None else min(40, longest)
+        return st.text(min_size=shortest or 0, max_size=max(most, shortest or 0))
     return _for_annotation(info.annotation)
 
 

@@ -54,12 +54,7 @@ class VFolderService:
 
     async def load(self) -> VFolderService:
         self.state = VFolderState()
-        prefix = self.store.keys.stream_index("vfolder-")
-        streams: list[str] = []
-        async for raw in self.store.redis.scan_iter(match=prefix + "*", count=1000):
-            key = raw.decode() if isinstance(raw, bytes) else str(raw)
-            streams.append(key.removeprefix(self.store.keys.stream_index("")))
-        for stream in sorted(streams):
+        for stream in await self.store.streams_named("vfolder-"):
             await self._refresh(stream)
         return self
 
