@@ -383,11 +383,16 @@ def test_bootstrap_script_output_in_the_log(stack: Stack) -> None:
 @pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_a_refused_option_is_one_line_and_nonzero(stack: Stack) -> None:
-    """A mount (no virtual folders yet) is refused by name, not dropped."""
+    """A mount of a folder the caller has not got is refused in one line (not dropped: the
+    session would run without the data it asked for), and so is a mount path outside the
+    work dir, naming the option."""
     done = stack.kh("run", "--rm", "-m", "data", "python", "-c", "pass")
-    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.returncode != 0, (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
-    assert "mount" in done.stderr, done.stderr
+    assert "No such virtual folder" in done.stderr, done.stderr
+    mapped = stack.kh("run", "--rm", "-m", "data=/etc", "python", "-c", "pass")
+    assert mapped.returncode != 0 and "Traceback" not in mapped.stderr
+    assert len(mapped.stderr.strip().splitlines()) == 1 and "mount" in mapped.stderr.lower()
 
 
 @pytest.mark.e2e
