@@ -219,3 +219,38 @@ def test_a_session_made_for_another_keypair_mounts_that_owner_s_folders(lab: Lab
     assert status == 404 and problem["title"] == "No such virtual folder.", problem
     status, gone = lab.call(lab.mallory, "DELETE", "/session/for-mallory?forced=true")
     assert status in (200, 204), gone
+
+
+@pytest.mark.hostile
+def test_a_restart_after_the_share_is_withdrawn_mounts_nothing(lab: Lab) -> None:
+    """Review F10: mallory, invited rw to the admin's folder, runs a session on it; the
+    admin withdraws the share. Her running session keeps what it mounted (as 23.03), but a
+    restart binds the folders again and used to bind this one too, with the old permission.
+    Now the restart is judged as a new mount: 404, as for a folder she never had."""
+    status, made = lab.call(lab.admin, "POST", "/folders", {"name": "lent"})
+    assert status == 201, made
+    status, sent = lab.call(
+        lab.admin,
+        "POST",
+        "/folders/lent/invite",
+        {"perm": "rw", "user_ids": ["mallory@kernelhub.local"]},
+    )
+    assert status in (200, 201), sent
+    status, listed = lab.call(lab.mallory, "GET", "/folders/invitations/list")
+    assert status == 200, listed
+    (invitation,) = listed["invitations"]
+    status, _ = lab.call(
+        lab.mallory, "POST", "/folders/invitations/accept", {"inv_id": invitation["id"]}
+    )
+    assert status in (200, 201)
+    status, created = lab.call(
+        lab.mallory, "POST", "/session", _session("mal-lent", {"mounts": ["lent"]})
+    )
+    assert status == 201 and created["status"] == "RUNNING", created
+    status, answer = lab.call(
+        lab.admin, "DELETE", "/folders/lent/unshare", {"emails": ["mallory@kernelhub.local"]}
+    )
+    assert status == 200, answer
+    status, refused = lab.call(lab.mallory, "PATCH", "/session/mal-lent")
+    assert status == 404 and "No such virtual folder" in json.dumps(refused), refused
+    lab.call(lab.mallory, "DELETE", "/session/mal-lent")

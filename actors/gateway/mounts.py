@@ -18,14 +18,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..domain.errors import InvalidAPIParameters
+from ..domain.errors import GenericForbidden, InvalidAPIParameters
 from ..domain.mount_paths import mount_plan, place
+from ..domain.vfolders import at_least
 from .auth import Caller
 from .context import GatewayContext
 from .folders_access import Folder, folder_for
 from .params import CreateConfig
 
-__all__ = ["session_mounts"]
+__all__ = ["mounts_still_allowed", "session_mounts"]
 
 
 async def _owner(ctx: GatewayContext, caller: Caller, access_key: str) -> Caller:
@@ -81,3 +82,22 @@ async def session_mounts(
         }
         for folder, path in zip(folders, paths, strict=True)
     ]
+
+
+async def mounts_still_allowed(ctx: GatewayContext, caller: Caller, record: dict[str, Any]) -> None:
+    """Before a restart binds a session's folders again: its owner must still be allowed
+    each one, at the permission it was mounted with (a share withdrawn or lowered since,
+    a folder trashed, a project left: refused, naming the folder). A running session keeps
+    what it mounted, as in 23.03; a restart is a new bind and is judged as one (review F10)."""
+    mounts = record.get("mounts") or []
+    if not mounts:
+        return
+    owner = await _owner(ctx, caller, str(record["access_key"]))
+    for mount in mounts:
+        folder = await folder_for(ctx, owner, str(mount["vfid"]))
+        folder.require("mount")
+        if not at_least(folder.permission, mount["mount_perm"]):  # type: ignore[arg-type]
+            raise GenericForbidden(
+                f"the folder {folder.name!r} was mounted {mount['mount_perm']}; its owner's "
+                f"permission is now {folder.permission}: create a new session to mount it"
+            )

@@ -43,7 +43,7 @@ from ..domain.tenancy import image_slot_limits
 from .apps import apps_of
 from .auth import Caller
 from .context import DEAD, LIVE, GatewayContext
-from .mounts import session_mounts
+from .mounts import mounts_still_allowed, session_mounts
 from .params import (
     CompleteParams,
     CreateParams,
@@ -447,6 +447,7 @@ async def destroy(request: web.Request) -> web.Response:
 
 async def restart(request: web.Request) -> web.Response:
     record = await _session(request)
+    await mounts_still_allowed(_ctx(request), _caller(request), record)
     await _ctx(request).router.handle(RestartSession(session_id=uuid.UUID(record["id"])))
     return web.Response(status=204)
 
