@@ -44,6 +44,37 @@ REALISTIC: dict[str, dict[str, object]] = {
         "max_size": 1073741824,
         "cloneable": True,
     },
+    "endpoint_created": {
+        "endpoint_id": "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b",
+        "name": "llama-chat",
+        "image": "cr.backend.ai/stable/python:3.11-ubuntu22.04",
+        "model": KID,
+        "model_version": 1,
+        "model_mount_destination": "/models",
+        "resource_slots": {"cpu": "2", "mem": "4294967296"},
+        "resource_opts": {"shmem": 67108864},
+        "scaling_group": "default",
+        "cluster_mode": "single-node",
+        "cluster_size": 1,
+        "environ": {"MODEL_NAME": "llama"},
+        "open_to_public": False,
+        "desired_session_count": 2,
+        "owner": UID,
+        "access_key": "AKIAIOSFODNN7EXAMPLE",
+        "project_id": PID,
+        "domain": "default",
+    },
+    "endpoint_route_added": {
+        "endpoint_id": "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b",
+        "route_id": "1f2e3d4c-5b6a-4798-8a9b-0c1d2e3f4a5b",
+        "session_id": SID,
+        "traffic_ratio": 1.0,
+    },
+    "endpoint_token_issued": {
+        "endpoint_id": "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b",
+        "token_id": "2a3b4c5d-6e7f-4a8b-9c0d-1e2f3a4b5c6d",
+        "expires_at": "2026-12-25T12:00:00Z",
+    },
     "resource_preset_set": {
         "name": "small",
         "resource_slots": {"cpu": "1", "mem": "2147483648"},
@@ -231,6 +262,7 @@ STREAMS = {
     "keypair": "tenancy-keypairs",
     "scaling": "tenancy-sgroups",
     "image": "image-catalogue",
+    "endpoint": "endpoint-9e8d7c6b5a4f4e3d8c2b1a0f9e8d7c6b",
 }
 
 VARIANTS: dict[str, tuple[str, dict[str, object]]] = {

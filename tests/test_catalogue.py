@@ -104,6 +104,14 @@ KERNELHUB_EVENTS = {
     "vfolder_invitation_answered",
     "vfolder_shared",
     "vfolder_unshared",
+    "endpoint_created",
+    "endpoint_scaled",
+    "endpoint_route_added",
+    "endpoint_route_status_changed",
+    "endpoint_route_removed",
+    "endpoint_traffic_ratio_changed",
+    "endpoint_token_issued",
+    "endpoint_destroyed",
 }
 
 

@@ -32,6 +32,16 @@ from ..secrets import REDACTED, is_secret_field
 from ._base import EventPayload, JsonObject, Slots
 from .agent import AgentError, AgentStarted, AgentTerminated
 from .bgtask import BgtaskCancelled, BgtaskDone, BgtaskFailed
+from .endpoint import (
+    EndpointCreated,
+    EndpointDestroyed,
+    EndpointRouteAdded,
+    EndpointRouteRemoved,
+    EndpointRouteStatusChanged,
+    EndpointScaled,
+    EndpointTokenIssued,
+    EndpointTrafficRatioChanged,
+)
 from .kernel import (
     KernelCancelled,
     KernelCreating,
@@ -175,6 +185,14 @@ AnyPayload = Annotated[
         VFolderInvitationAnswered,
         VFolderShared,
         VFolderUnshared,
+        EndpointCreated,
+        EndpointScaled,
+        EndpointRouteAdded,
+        EndpointRouteStatusChanged,
+        EndpointRouteRemoved,
+        EndpointTrafficRatioChanged,
+        EndpointTokenIssued,
+        EndpointDestroyed,
     ],
     Field(discriminator="type"),
 ]
@@ -224,6 +242,14 @@ __all__ = [
     "DomainCreated",
     "DomainPurged",
     "DomainUpdated",
+    "EndpointCreated",
+    "EndpointDestroyed",
+    "EndpointRouteAdded",
+    "EndpointRouteRemoved",
+    "EndpointRouteStatusChanged",
+    "EndpointScaled",
+    "EndpointTokenIssued",
+    "EndpointTrafficRatioChanged",
     "EventPayload",
     "ImageAliasRemoved",
     "ImageAliasSet",
