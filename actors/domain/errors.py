@@ -11,6 +11,7 @@ from typing import ClassVar
 
 __all__ = [
     "DomainError",
+    "EndpointNotFound",
     "GenericBadRequest",
     "GenericForbidden",
     "ImageNotFound",
@@ -19,6 +20,7 @@ __all__ = [
     "KernelExecutionFailed",
     "ObjectNotFound",
     "QuotaExceeded",
+    "RoutingNotFound",
     "ScalingGroupNotFound",
     "TooManyVFoldersFound",
     "VFolderAlreadyExists",
@@ -110,3 +112,15 @@ class VFolderAlreadyExists(InvalidAPIParameters):
 
 class VFolderOperationFailed(InvalidAPIParameters):
     error_type, title = "vfolder-operation-failed", "Virtual folder operation has failed."
+
+
+class EndpointNotFound(ObjectNotFound):
+    """What an endpoint the caller may not see answers too."""
+
+    def __init__(self, msg: str = "") -> None:
+        super().__init__("endpoint", msg)
+
+
+class RoutingNotFound(ObjectNotFound):
+    def __init__(self, msg: str = "") -> None:
+        super().__init__("routing", msg)

@@ -1,0 +1,321 @@
+"""Inference endpoints as pure decisions: what an endpoint is, what may happen to it, and
+what its reconciler should do next.
+
+:class:`EndpointState` is folded from the ``endpoint-<id>`` streams. :func:`decide` checks
+a proposed event against it and returns what to append (nothing when the event would change
+nothing, so a repeated command is harmless) or raises a :class:`DomainError`. The single
+writer (:mod:`actors.endpoints.writer`) serialises decisions, which is what keeps a name
+unique among its owner's live endpoints and a route id owned by one endpoint.
+
+A route's life: added ``PROVISIONING``; ``HEALTHY`` and ``UNHEALTHY`` as its probe says;
+``TERMINATING`` once it is drained (nothing but its removal follows); removed once, its id
+never reused. An endpoint is destroyed only once it has no routes left, and nothing
+happens to it after.
+
+:func:`replicas_to_start` and :func:`routes_to_drain` are the reconciler's questions,
+answered from the state alone.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from events.catalogue import (
+    AnyPayload,
+    EndpointCreated,
+    EndpointDestroyed,
+    EndpointRouteAdded,
+    EndpointRouteRemoved,
+    EndpointRouteStatusChanged,
+    EndpointScaled,
+    EndpointTokenIssued,
+    EndpointTrafficRatioChanged,
+)
+from events.catalogue.endpoint import MAX_REPLICAS, RouteStatus
+
+from .errors import EndpointNotFound, InvalidAPIParameters, RoutingNotFound
+
+__all__ = [
+    "MAX_ROUTES",
+    "Endpoint",
+    "EndpointState",
+    "Route",
+    "check_name",
+    "decide",
+    "replicas_to_start",
+    "routes_to_drain",
+    "stream_of",
+]
+
+MAX_ROUTES = 2 * MAX_REPLICAS
+"""The most routes one endpoint holds at once (its replicas, and as many replacements)."""
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
+_NEXT: dict[RouteStatus, frozenset[RouteStatus]] = {
+    "PROVISIONING": frozenset({"HEALTHY", "UNHEALTHY", "TERMINATING"}),
+    "HEALTHY": frozenset({"UNHEALTHY", "TERMINATING"}),
+    "UNHEALTHY": frozenset({"HEALTHY", "TERMINATING"}),
+    "TERMINATING": frozenset(),
+}
+"""The statuses a route may move to from each (the same status again changes nothing)."""
+
+
+_ENDPOINT_EVENTS = (
+    EndpointScaled,
+    EndpointRouteAdded,
+    EndpointRouteStatusChanged,
+    EndpointRouteRemoved,
+    EndpointTrafficRatioChanged,
+    EndpointTokenIssued,
+)
+
+
+def stream_of(endpoint_id: uuid.UUID) -> str:
+    return f"endpoint-{endpoint_id.hex}"
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidAPIParameters(
+            "an endpoint name is 1-64 letters, digits, '_', '-' or '.', and does not start "
+            "with '.' or '-'"
+        )
+    return name
+
+
+def _check_ratio(ratio: float) -> float:
+    if not isinstance(ratio, int | float) or not math.isfinite(ratio) or not 0 <= ratio <= 1:
+        raise InvalidAPIParameters("a traffic ratio is a number from 0 to 1")
+    return float(ratio)
+
+
+@dataclass
+class Route:
+    route_id: uuid.UUID
+    session_id: uuid.UUID
+    traffic_ratio: float
+    added_at: int
+    """The endpoint's version when it was added: a larger one is newer."""
+    status: RouteStatus = "PROVISIONING"
+
+
+@dataclass
+class Endpoint:
+    endpoint_id: uuid.UUID
+    name: str
+    owner: uuid.UUID
+    spec: EndpointCreated
+    """Everything it was created with (image, model, resources, ...)."""
+    desired_session_count: int
+    status: Literal["live", "destroyed"] = "live"
+    routes: dict[uuid.UUID, Route] = field(default_factory=dict)
+    """Its routes not yet removed."""
+    removed_routes: set[uuid.UUID] = field(default_factory=set)
+    tokens: dict[uuid.UUID, datetime] = field(default_factory=dict)
+    """Token id -> expiry."""
+    version: int = 0
+
+    def serving(self) -> list[Route]:
+        """Its routes that count as replicas: every one not being drained."""
+        return [r for r in self.routes.values() if r.status != "TERMINATING"]
+
+
+class EndpointState:
+    """Every endpoint the log names, destroyed ones included (their ids are never reused)."""
+
+    def __init__(self) -> None:
+        self.endpoints: dict[uuid.UUID, Endpoint] = {}
+        self.route_owner: dict[uuid.UUID, uuid.UUID] = {}
+        """Route id -> its endpoint (removed routes included)."""
+        self.session_route: dict[uuid.UUID, uuid.UUID] = {}
+        """Session id -> the route it serves (removed routes included)."""
+
+    def version(self, endpoint_id: uuid.UUID) -> int:
+        endpoint = self.endpoints.get(endpoint_id)
+        return 0 if endpoint is None else endpoint.version
+
+    def live(self) -> Iterable[Endpoint]:
+        return (e for e in self.endpoints.values() if e.status == "live")
+
+    def named(self, owner: uuid.UUID, name: str) -> Endpoint | None:
+        for endpoint in self.live():
+            if endpoint.owner == owner and endpoint.name == name:
+                return endpoint
+        return None
+
+    def apply(self, version: int, event: AnyPayload) -> None:
+        if isinstance(event, EndpointCreated):
+            self.endpoints[event.endpoint_id] = Endpoint(
+                endpoint_id=event.endpoint_id,
+                name=event.name,
+                owner=event.owner,
+                spec=event,
+                desired_session_count=event.desired_session_count,
+                version=version,
+            )
+            return
+        endpoint = self.endpoints.get(getattr(event, "endpoint_id", None))  # type: ignore[arg-type]
+        if endpoint is None:
+            return
+        endpoint.version = version
+        if isinstance(event, EndpointScaled):
+            endpoint.desired_session_count = event.desired_session_count
+        elif isinstance(event, EndpointRouteAdded):
+            endpoint.routes[event.route_id] = Route(
+                route_id=event.route_id,
+                session_id=event.session_id,
+                traffic_ratio=event.traffic_ratio,
+                added_at=version,
+            )
+            self.route_owner[event.route_id] = event.endpoint_id
+            self.session_route[event.session_id] = event.route_id
+        elif isinstance(event, EndpointRouteStatusChanged):
+            route = endpoint.routes.get(event.route_id)
+            if route is not None:
+                route.status = event.status
+        elif isinstance(event, EndpointTrafficRatioChanged):
+            route = endpoint.routes.get(event.route_id)
+            if route is not None:
+                route.traffic_ratio = event.traffic_ratio
+        elif isinstance(event, EndpointRouteRemoved):
+            if endpoint.routes.pop(event.route_id, None) is not None:
+                endpoint.removed_routes.add(event.route_id)
+        elif isinstance(event, EndpointTokenIssued):
+            endpoint.tokens[event.token_id] = event.expires_at
+        elif isinstance(event, EndpointDestroyed):
+            endpoint.status = "destroyed"
+
+
+# ---- decisions ----------------------------------------------------------------------------------
+def _live(state: EndpointState, endpoint_id: uuid.UUID) -> Endpoint:
+    endpoint = state.endpoints.get(endpoint_id)
+    if endpoint is None or endpoint.status != "live":
+        raise EndpointNotFound()
+    return endpoint
+
+
+def _route(endpoint: Endpoint, route_id: uuid.UUID) -> Route:
+    route = endpoint.routes.get(route_id)
+    if route is None:
+        raise RoutingNotFound()
+    return route
+
+
+def decide(
+    state: EndpointState, event: AnyPayload, *, now: datetime | None = None
+) -> list[AnyPayload]:
+    """The events to append for ``event`` (``now``: the writer's clock, which a token's
+    expiry must be after)."""
+    if isinstance(event, EndpointCreated):
+        return _decide_create(state, event)
+    if isinstance(event, EndpointDestroyed):
+        known = state.endpoints.get(event.endpoint_id)
+        if known is None:
+            raise EndpointNotFound()
+        if known.status == "destroyed":
+            return []
+        if known.routes:
+            raise InvalidAPIParameters(
+                "the endpoint still has routes: scale it to 0 and let them drain first"
+            )
+        return [event]
+    if not isinstance(event, _ENDPOINT_EVENTS):
+        raise TypeError(f"not an endpoint event: {type(event).__name__}")
+    endpoint = _live(state, event.endpoint_id)
+    if isinstance(event, EndpointScaled):
+        _check_count(event.desired_session_count)
+        return [] if endpoint.desired_session_count == event.desired_session_count else [event]
+    if isinstance(event, EndpointRouteAdded):
+        return _decide_route_added(state, endpoint, event)
+    if isinstance(event, EndpointRouteStatusChanged):
+        route = _route(endpoint, event.route_id)
+        if route.status == event.status:
+            return []
+        if event.status not in _NEXT[route.status]:
+            raise InvalidAPIParameters(f"a {route.status} route does not become {event.status}")
+        return [event]
+    if isinstance(event, EndpointTrafficRatioChanged):
+        route = _route(endpoint, event.route_id)
+        ratio = _check_ratio(event.traffic_ratio)
+        return [] if route.traffic_ratio == ratio else [event]
+    if isinstance(event, EndpointRouteRemoved):
+        if event.route_id in endpoint.removed_routes:
+            return []  # removed once: a repeat changes nothing
+        _route(endpoint, event.route_id)
+        return [event]
+    if isinstance(event, EndpointTokenIssued):
+        if event.token_id in endpoint.tokens:
+            return []
+        if event.expires_at.tzinfo is None:
+            raise InvalidAPIParameters("a token's expiry names its time zone")
+        if now is not None and event.expires_at <= now:
+            raise InvalidAPIParameters("a token expires in the future")
+        return [event]
+    raise TypeError(f"not an endpoint event: {type(event).__name__}")  # pragma: no cover
+
+
+def _check_count(count: int) -> int:
+    if not isinstance(count, int) or not 0 <= count <= MAX_REPLICAS:
+        raise InvalidAPIParameters(f"an endpoint has 0 to {MAX_REPLICAS} replicas")
+    return count
+
+
+def _decide_create(state: EndpointState, event: EndpointCreated) -> list[AnyPayload]:
+    if event.endpoint_id in state.endpoints:
+        return []  # the same id again: a retried create
+    check_name(event.name)
+    _check_count(event.desired_session_count)
+    if any(part == ".." for part in event.model_mount_destination.split("/")):
+        raise InvalidAPIParameters("the model's mount destination is an absolute path")
+    if state.named(event.owner, event.name) is not None:
+        raise InvalidAPIParameters(f"an endpoint named {event.name!r} already exists")
+    return [event]
+
+
+def _decide_route_added(
+    state: EndpointState, endpoint: Endpoint, event: EndpointRouteAdded
+) -> list[AnyPayload]:
+    _check_ratio(event.traffic_ratio)
+    owner = state.route_owner.get(event.route_id)
+    if owner is not None:
+        route = endpoint.routes.get(event.route_id)
+        if owner == endpoint.endpoint_id and route is not None:
+            if route.session_id == event.session_id:
+                return []  # added once: the same route again changes nothing
+            raise InvalidAPIParameters("the route already serves another session")
+        raise InvalidAPIParameters("the route id is taken (by another endpoint, or was removed)")
+    if event.session_id in state.session_route:
+        raise InvalidAPIParameters("the session already serves a route")
+    if len(endpoint.routes) >= MAX_ROUTES:
+        raise InvalidAPIParameters(f"an endpoint holds at most {MAX_ROUTES} routes")
+    return [event]
+
+
+# ---- the reconciler's questions -----------------------------------------------------------------
+def replicas_to_start(state: EndpointState, endpoint_id: uuid.UUID) -> int:
+    """How many inference sessions to start now: the desired count minus the routes not being
+    drained (0 for an endpoint unknown or destroyed)."""
+    endpoint = state.endpoints.get(endpoint_id)
+    if endpoint is None or endpoint.status != "live":
+        return 0
+    return max(0, endpoint.desired_session_count - len(endpoint.serving()))
+
+
+def routes_to_drain(state: EndpointState, endpoint_id: uuid.UUID) -> list[uuid.UUID]:
+    """Which routes to drain (turn ``TERMINATING``) for the endpoint to have no more than it
+    wants, in the order to drain them: unhealthy ones first, then the newest."""
+    endpoint = state.endpoints.get(endpoint_id)
+    if endpoint is None or endpoint.status != "live":
+        return []
+    serving = endpoint.serving()
+    excess = len(serving) - endpoint.desired_session_count
+    if excess <= 0:
+        return []
+    order = sorted(serving, key=lambda r: (r.status != "UNHEALTHY", -r.added_at))
+    return [r.route_id for r in order[:excess]]

@@ -1,0 +1,1 @@
+"""The endpoint write side: the single writer of the ``endpoint-<id>`` streams."""
