@@ -12,29 +12,22 @@ reads each: this runs once per start.
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import structlog
-
 from actors.domain.commands.endpoints import EndpointCommand
-from actors.domain.endpoints import EndpointState, decide, stream_of
-from events import AnyPayload, RedisEventStore, WrongExpectedVersionError, events_for_command
+from actors.domain.endpoints import EndpointState, decide
+from actors.runtime.aggregate_writer import AggregateWriter
+from events import AnyPayload, RedisEventStore
 
 __all__ = ["EndpointService"]
-
-log = structlog.get_logger(__name__)
-
-_RETRIES = 4
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class EndpointService:
+class EndpointService(AggregateWriter[EndpointState]):
     def __init__(
         self,
         store: RedisEventStore,
@@ -42,61 +35,20 @@ class EndpointService:
         actor: str = "endpoints",
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
-        self.store = store
-        self.actor = actor
-        self.state = EndpointState()
+        super().__init__(store, "endpoint-", EndpointState, actor=actor)
         self.clock = clock
-        self._lock = asyncio.Lock()
 
     async def load(self) -> EndpointService:
-        self.state = EndpointState()
-        for stream in await self.store.streams_named("endpoint-"):
-            await self._refresh(stream)
+        await self._load_streams()
         return self
-
-    async def _refresh(self, stream: str) -> None:
-        endpoint_id = _endpoint_of(stream)
-        after = self.state.version(endpoint_id) if endpoint_id is not None else 0
-        for event in await self.store.read_stream(stream, after + 1):
-            self.state.apply(event.version, event.data)
 
     async def handle(self, command: EndpointCommand) -> list[AnyPayload]:
         """Decide on ``command`` and append what it changes; the events appended (or, for a
         retry of a command that took effect, the ones it appended then)."""
         event = command.event
-        stream = stream_of(event.endpoint_id)
-        async with self._lock:
-            for _ in range(_RETRIES):
-                await self._refresh(stream)
-                payloads = decide(self.state, event, now=self.clock())
-                if not payloads:
-                    return await self._retried(command, stream)
-                batch = events_for_command(
-                    command.command_id, payloads, actor=self.actor, initiator=command.initiator
-                )
-                try:
-                    result = await self.store.append(
-                        stream, batch, self.state.version(event.endpoint_id)
-                    )
-                except WrongExpectedVersionError:
-                    continue  # another writer appended: read it and decide again
-                await self._refresh(stream)
-                if result.duplicate:
-                    return await self._retried(command, stream)
-                return payloads
-        raise RuntimeError(f"endpoint stream {stream} kept changing under {_RETRIES} attempts")
-
-    async def _retried(self, command: EndpointCommand, stream: str) -> list[AnyPayload]:
-        """What ``command`` appended before, if it did (a retry changes nothing now)."""
-        return [
-            e.data
-            for e in await self.store.read_stream(stream)
-            if e.command_id == command.command_id
-        ]
-
-
-def _endpoint_of(stream: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(hex=stream.removeprefix("endpoint-"))
-    except ValueError:
-        return None
+        return await self._decide_and_append(
+            event.endpoint_id,
+            command.command_id,
+            command.initiator,
+            lambda: decide(self.state, event, now=self.clock()),
+        )
