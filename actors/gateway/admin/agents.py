@@ -21,10 +21,9 @@ from graphql import FieldNode
 
 from projections.live_stats import metric_values, read_kernel_stats
 
-from ...domain.errors import InvalidAPIParameters
 from ..gql_filter import parse_filter, parse_order, select
 from ..problems import InsufficientPrivilege
-from .base import AdminArea, AdminCall, Resolvers
+from .base import AdminArea, AdminCall, Resolvers, check_page
 from .infra_rules import AGENT_FIELDS, agent_row, agent_view, node_live_stat, parse_agent_status
 
 __all__ = ["AREA"]
@@ -51,7 +50,6 @@ extend type Query {
 }
 """
 
-_MAX_PAGE = 100
 _LIVE = frozenset({"live_stat", "cpu_cur_pct", "mem_cur_bytes"})
 
 
@@ -119,8 +117,7 @@ def _resolvers(call: AdminCall) -> Resolvers:
         scaling_group: str | None = None,
     ) -> dict[str, Any]:
         _require(call)
-        if not 1 <= limit <= _MAX_PAGE or offset < 0:
-            raise InvalidAPIParameters(f"limit must be 1..{_MAX_PAGE} and offset >= 0")
+        check_page(limit, offset)
         keep = parse_filter(filter, fields=AGENT_FIELDS) if filter else None
         ordering = parse_order(order, fields=AGENT_FIELDS) if order else None
         records = await selected(status, scaling_group)

@@ -21,11 +21,21 @@ from events import Initiator, position_key
 from events.correlation import correlation_kwargs
 
 from ...domain.commands.tenancy import TenancyCommand
-from ...domain.errors import GenericForbidden
+from ...domain.errors import GenericForbidden, InvalidAPIParameters
 from ..auth import Caller
 from ..context import GatewayContext
 
-__all__ = ["AdminArea", "AdminCall", "Resolvers"]
+__all__ = ["MAX_PAGE", "AdminArea", "AdminCall", "Resolvers", "check_page"]
+
+MAX_PAGE = 100
+"""The most items one ``*_list`` page holds."""
+
+
+def check_page(limit: int, offset: int) -> None:
+    """A ``*_list`` query's page: 1..:data:`MAX_PAGE` items from a non-negative offset."""
+    if not 1 <= limit <= MAX_PAGE or offset < 0:
+        raise InvalidAPIParameters(f"limit must be 1..{MAX_PAGE} and offset >= 0")
+
 
 R = TypeVar("R")
 

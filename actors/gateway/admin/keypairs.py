@@ -27,10 +27,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ...domain.commands.tenancy import DeleteKeypair, IssueKeypair, UpdateKeypair
-from ...domain.errors import GenericBadRequest, InvalidAPIParameters, ObjectNotFound
+from ...domain.errors import GenericBadRequest, ObjectNotFound
 from ..context import LIVE
 from ..gql_filter import FieldSpec, QueryLanguageError, parse_filter, parse_order, select
-from .base import AdminArea, AdminCall, Resolvers
+from .base import AdminArea, AdminCall, Resolvers, check_page
 from .keys_rules import (
     DEFAULT_POLICY,
     DomainGrants,
@@ -80,7 +80,6 @@ extend type Mutation {
 }
 """
 
-_MAX_PAGE = 100
 _LEGACY = {"concurrency_limit": "use the resource policy's max_concurrent_sessions"}
 
 _FLAG = FieldSpec("enum", ("FALSE", "TRUE"))
@@ -240,8 +239,7 @@ class _Keypairs:
         email: str | None = None,
         is_active: bool | None = None,
     ) -> dict[str, Any]:
-        if not 1 <= limit <= _MAX_PAGE or offset < 0:
-            raise InvalidAPIParameters(f"limit must be 1..{_MAX_PAGE} and offset >= 0")
+        check_page(limit, offset)
         keep = parse_filter(filter, fields=FILTER_COLUMNS) if filter else None
         if filter and _IS_ON_FLAG.search(filter):
             raise QueryLanguageError("filter", "compare is_active/is_admin with == true/false")

@@ -28,7 +28,7 @@ from ...domain.errors import InvalidAPIParameters
 from ..folder_listing import folders_in_scope
 from ..folder_views import mine
 from ..gql_filter import FieldSpec, parse_filter, parse_order, select
-from .base import AdminArea, AdminCall, Resolvers
+from .base import AdminArea, AdminCall, Resolvers, check_page
 
 __all__ = ["AREA", "VFOLDER_FIELDS"]
 
@@ -52,7 +52,6 @@ extend type Query {
 }
 """
 
-_MAX_PAGE = 100
 _PERMISSIONS = {"ro": "READ_ONLY", "rw": "READ_WRITE", "wd": "RW_DELETE"}
 _STATUSES = {"ready": "READY", "delete-pending": "DELETE_PENDING"}
 VFOLDER_FIELDS: Mapping[str, FieldSpec] = {
@@ -180,8 +179,7 @@ def _resolvers(call: AdminCall) -> Resolvers:
         domain_name: str | None = None,
         access_key: str | None = None,
     ) -> dict[str, Any]:
-        if not 1 <= limit <= _MAX_PAGE or offset < 0:
-            raise InvalidAPIParameters(f"limit must be 1..{_MAX_PAGE} and offset >= 0")
+        check_page(limit, offset)
         if access_key not in (None, caller.access_key):
             raise InvalidAPIParameters("access_key: folders are listed by user, not keypair")
         if order and order_key:
