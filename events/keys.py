@@ -233,6 +233,12 @@ class TenancyIndexes:
         """Pending folder invitations of an invitee."""
         return f"i:invitations:{user_id}"
 
+    @staticmethod
+    def endpoints_of(kind: str, owner: str) -> str:
+        """Inference endpoints not yet destroyed, of a ``user`` (their owner) or a
+        ``project``."""
+        return f"i:endpoints:{kind}:{owner}"
+
 
 @dataclass(frozen=True, slots=True)
 class KeySpace:

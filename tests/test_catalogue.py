@@ -111,6 +111,7 @@ KERNELHUB_EVENTS = {
     "endpoint_route_removed",
     "endpoint_traffic_ratio_changed",
     "endpoint_token_issued",
+    "endpoint_destroying",
     "endpoint_destroyed",
 }
 

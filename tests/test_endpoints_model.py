@@ -12,10 +12,12 @@ from pydantic import ValidationError
 
 from actors.domain.commands.endpoints import EndpointCommand
 from actors.domain.endpoints import (
+    MAX_ENDPOINTS_PER_OWNER,
     MAX_ROUTES,
     EndpointState,
     check_name,
     decide,
+    ready_to_destroy,
     replicas_to_start,
     routes_to_drain,
 )
@@ -25,6 +27,7 @@ from events import RedisEventStore
 from events.catalogue import (
     EndpointCreated,
     EndpointDestroyed,
+    EndpointDestroying,
     EndpointRouteAdded,
     EndpointRouteRemoved,
     EndpointRouteStatusChanged,
@@ -80,6 +83,48 @@ def _status(route: EndpointRouteAdded, status: str) -> EndpointRouteStatusChange
     return EndpointRouteStatusChanged.model_validate(
         {"endpoint_id": route.endpoint_id, "route_id": route.route_id, "status": status}
     )
+
+
+@pytest.mark.unit
+def test_rm_drains_every_route_refuses_growth_and_destroys_once_drained() -> None:
+    state = EndpointState()
+    endpoint = _created()
+    first, second = _route(endpoint), _route(endpoint)
+    _fold(state, endpoint, first, second, _status(first, "HEALTHY"))
+    gone = EndpointDestroying(endpoint_id=endpoint.endpoint_id)
+    assert _fold(state, gone) == [gone]
+    assert _fold(state, gone) == []  # asked twice: once
+    assert replicas_to_start(state, endpoint.endpoint_id) == 0
+    assert set(routes_to_drain(state, endpoint.endpoint_id)) == {first.route_id, second.route_id}
+    for refused in (
+        EndpointScaled(endpoint_id=endpoint.endpoint_id, desired_session_count=3),
+        _route(endpoint),
+    ):
+        with pytest.raises(InvalidAPIParameters, match="being destroyed"):
+            decide(state, refused)
+    with pytest.raises(InvalidAPIParameters, match="already exists"):  # name still taken
+        _fold(state, _created())
+    assert not ready_to_destroy(state, endpoint.endpoint_id)
+    _fold(state, _status(first, "TERMINATING"), _status(second, "TERMINATING"))
+    _fold(
+        state,
+        *(
+            EndpointRouteRemoved(endpoint_id=endpoint.endpoint_id, route_id=r.route_id)
+            for r in (first, second)
+        ),
+    )
+    assert ready_to_destroy(state, endpoint.endpoint_id)
+    _fold(state, EndpointDestroyed(endpoint_id=endpoint.endpoint_id))
+    assert _fold(state, _created())  # and now the name is free
+
+
+@pytest.mark.unit
+def test_an_owner_holds_a_bounded_number_of_endpoints() -> None:
+    state = EndpointState()
+    _fold(state, *(_created(f"m{n}") for n in range(MAX_ENDPOINTS_PER_OWNER)))
+    with pytest.raises(InvalidAPIParameters, match="at most"):
+        decide(state, _created("one-more"))
+    assert _fold(state, _created("bobs", owner=BOB))  # per owner
 
 
 @pytest.mark.unit

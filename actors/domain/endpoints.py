@@ -30,6 +30,7 @@ from events.catalogue import (
     AnyPayload,
     EndpointCreated,
     EndpointDestroyed,
+    EndpointDestroying,
     EndpointRouteAdded,
     EndpointRouteRemoved,
     EndpointRouteStatusChanged,
@@ -42,17 +43,22 @@ from events.catalogue.endpoint import MAX_REPLICAS, RouteStatus
 from .errors import EndpointNotFound, InvalidAPIParameters, RoutingNotFound
 
 __all__ = [
+    "MAX_ENDPOINTS_PER_OWNER",
     "MAX_ROUTES",
     "Endpoint",
     "EndpointState",
     "Route",
     "check_name",
     "decide",
+    "ready_to_destroy",
     "replicas_to_start",
     "routes_to_drain",
     "stream_of",
 ]
 
+MAX_ENDPOINTS_PER_OWNER = 16
+"""The most endpoints one user holds at once (not yet destroyed): each is a reconciler's
+work and a record every listing reads."""
 MAX_ROUTES = 2 * MAX_REPLICAS
 """The most routes one endpoint holds at once (its replicas, and as many replacements)."""
 
@@ -113,7 +119,9 @@ class Endpoint:
     spec: EndpointCreated
     """Everything it was created with (image, model, resources, ...)."""
     desired_session_count: int
-    status: Literal["live", "destroyed"] = "live"
+    status: Literal["live", "destroying", "destroyed"] = "live"
+    """``destroying``: ``service rm`` was asked; it drains and is destroyed when no route is
+    left (it keeps its name until then)."""
     routes: dict[uuid.UUID, Route] = field(default_factory=dict)
     """Its routes not yet removed."""
     removed_routes: set[uuid.UUID] = field(default_factory=set)
@@ -141,7 +149,8 @@ class EndpointState:
         return 0 if endpoint is None else endpoint.version
 
     def live(self) -> Iterable[Endpoint]:
-        return (e for e in self.endpoints.values() if e.status == "live")
+        """The endpoints not yet destroyed (those being destroyed included)."""
+        return (e for e in self.endpoints.values() if e.status != "destroyed")
 
     def named(self, owner: uuid.UUID, name: str) -> Endpoint | None:
         for endpoint in self.live():
@@ -188,6 +197,9 @@ class EndpointState:
                 endpoint.removed_routes.add(event.route_id)
         elif isinstance(event, EndpointTokenIssued):
             endpoint.tokens[event.token_id] = event.expires_at
+        elif isinstance(event, EndpointDestroying):
+            endpoint.status = "destroying"
+            endpoint.desired_session_count = 0
         elif isinstance(event, EndpointDestroyed):
             endpoint.status = "destroyed"
 
@@ -195,9 +207,18 @@ class EndpointState:
 # ---- decisions ----------------------------------------------------------------------------------
 def _live(state: EndpointState, endpoint_id: uuid.UUID) -> Endpoint:
     endpoint = state.endpoints.get(endpoint_id)
-    if endpoint is None or endpoint.status != "live":
+    if endpoint is None or endpoint.status == "destroyed":
         raise EndpointNotFound()
     return endpoint
+
+
+_WHILE_DESTROYING = (
+    EndpointScaled,
+    EndpointRouteAdded,
+    EndpointTrafficRatioChanged,
+    EndpointTokenIssued,
+)
+"""What an endpoint being destroyed refuses (its routes still change status and go)."""
 
 
 def _route(endpoint: Endpoint, route_id: uuid.UUID) -> Route:
@@ -225,9 +246,14 @@ def decide(
                 "the endpoint still has routes: scale it to 0 and let them drain first"
             )
         return [event]
+    if isinstance(event, EndpointDestroying):
+        endpoint = _live(state, event.endpoint_id)
+        return [] if endpoint.status == "destroying" else [event]
     if not isinstance(event, _ENDPOINT_EVENTS):
         raise TypeError(f"not an endpoint event: {type(event).__name__}")
     endpoint = _live(state, event.endpoint_id)
+    if endpoint.status == "destroying" and isinstance(event, _WHILE_DESTROYING):
+        raise InvalidAPIParameters("the endpoint is being destroyed")
     if isinstance(event, EndpointScaled):
         _check_count(event.desired_session_count)
         return [] if endpoint.desired_session_count == event.desired_session_count else [event]
@@ -275,6 +301,10 @@ def _decide_create(state: EndpointState, event: EndpointCreated) -> list[AnyPayl
         raise InvalidAPIParameters("the model's mount destination is an absolute path")
     if state.named(event.owner, event.name) is not None:
         raise InvalidAPIParameters(f"an endpoint named {event.name!r} already exists")
+    if sum(1 for e in state.live() if e.owner == event.owner) >= MAX_ENDPOINTS_PER_OWNER:
+        raise InvalidAPIParameters(
+            f"a user holds at most {MAX_ENDPOINTS_PER_OWNER} endpoints: remove one first"
+        )
     return [event]
 
 
@@ -307,11 +337,18 @@ def replicas_to_start(state: EndpointState, endpoint_id: uuid.UUID) -> int:
     return max(0, endpoint.desired_session_count - len(endpoint.serving()))
 
 
+def ready_to_destroy(state: EndpointState, endpoint_id: uuid.UUID) -> bool:
+    """Whether an endpoint being destroyed has drained (its last route removed)."""
+    endpoint = state.endpoints.get(endpoint_id)
+    return endpoint is not None and endpoint.status == "destroying" and not endpoint.routes
+
+
 def routes_to_drain(state: EndpointState, endpoint_id: uuid.UUID) -> list[uuid.UUID]:
     """Which routes to drain (turn ``TERMINATING``) for the endpoint to have no more than it
-    wants, in the order to drain them: unhealthy ones first, then the newest."""
+    wants (all of them once it is being destroyed), in the order to drain them: unhealthy
+    ones first, then the newest."""
     endpoint = state.endpoints.get(endpoint_id)
-    if endpoint is None or endpoint.status != "live":
+    if endpoint is None or endpoint.status == "destroyed":
         return []
     serving = endpoint.serving()
     excess = len(serving) - endpoint.desired_session_count

@@ -35,6 +35,7 @@ from .bgtask import BgtaskCancelled, BgtaskDone, BgtaskFailed
 from .endpoint import (
     EndpointCreated,
     EndpointDestroyed,
+    EndpointDestroying,
     EndpointRouteAdded,
     EndpointRouteRemoved,
     EndpointRouteStatusChanged,
@@ -192,6 +193,7 @@ AnyPayload = Annotated[
         EndpointRouteRemoved,
         EndpointTrafficRatioChanged,
         EndpointTokenIssued,
+        EndpointDestroying,
         EndpointDestroyed,
     ],
     Field(discriminator="type"),
@@ -244,6 +246,7 @@ __all__ = [
     "DomainUpdated",
     "EndpointCreated",
     "EndpointDestroyed",
+    "EndpointDestroying",
     "EndpointRouteAdded",
     "EndpointRouteRemoved",
     "EndpointRouteStatusChanged",

@@ -17,12 +17,13 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from ._base import EventPayload, RequestedSlots, Short
+from ._base import EventPayload, RequestedSlots, Short, added_later
 
 __all__ = [
     "ENDPOINT_NAME_PATTERN",
+    "HEALTH_PATH_PATTERN",
     "MAX_CLUSTER_SIZE",
     "MAX_ENDPOINT_ENV",
     "MAX_ENDPOINT_NAME",
@@ -30,12 +31,14 @@ __all__ = [
     "MOUNT_PATTERN",
     "EndpointCreated",
     "EndpointDestroyed",
+    "EndpointDestroying",
     "EndpointRouteAdded",
     "EndpointRouteRemoved",
     "EndpointRouteStatusChanged",
     "EndpointScaled",
     "EndpointTokenIssued",
     "EndpointTrafficRatioChanged",
+    "ModelService",
     "RouteStatus",
 ]
 
@@ -52,6 +55,10 @@ ENDPOINT_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$"
 MOUNT_PATTERN = r"^/[A-Za-z0-9_.\-/]{0,255}$"
 """An absolute path inside the container, of plain path characters."""
 
+HEALTH_PATH_PATTERN = r"^/[A-Za-z0-9_.\-/~%?=&+]{0,255}$"
+"""An HTTP path (with an optional query) of plain characters."""
+MAX_BOOTSTRAP_SCRIPT = 64 * 2**10
+
 _Ratio = Field(ge=0.0, le=1.0, allow_inf_nan=False)
 _Env = Annotated[
     dict[
@@ -60,6 +67,28 @@ _Env = Annotated[
     ],
     Field(max_length=MAX_ENDPOINT_ENV),
 ]
+
+
+class ModelService(BaseModel):
+    """How a replica serves the model, from the model folder's definition
+    (``model-definition.yaml``, read once at create: :mod:`actors.domain.model_definition`):
+    the command the kernel runs, the port it listens on inside the kernel, and the health
+    check a route must pass to be HEALTHY."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start_command: list[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] = Field(
+        min_length=1, max_length=64
+    )
+    port: int = Field(ge=1, le=65535)
+    health_check_path: str = Field(default="/", max_length=256, pattern=HEALTH_PATH_PATTERN)
+    health_check_interval_s: float = Field(default=10.0, ge=0.2, le=600.0, allow_inf_nan=False)
+    max_retries: int = Field(default=3, ge=1, le=100)
+    """Probes failed in a row that make a HEALTHY route UNHEALTHY."""
+    initial_delay_s: float = Field(default=60.0, ge=0.0, le=3600.0, allow_inf_nan=False)
+    """How long a new replica may take to pass its first probe before it is UNHEALTHY."""
+    environ: _Env = Field(default_factory=dict)
+    """Variables the definition sets for the service (beside the endpoint's ``environ``)."""
 
 
 class EndpointCreated(EventPayload):
@@ -91,6 +120,14 @@ class EndpointCreated(EventPayload):
     """The owner's key the sessions are created with."""
     project_id: UUID
     domain: str = Field(min_length=1, max_length=64)
+    service: ModelService | None = added_later()
+    """How replicas serve the model (none: the endpoint can have no HEALTHY route)."""
+    architecture: Short | None = added_later()
+    tag: Short | None = added_later()
+    bootstrap_script: Annotated[str, StringConstraints(max_length=MAX_BOOTSTRAP_SCRIPT)] | None = (
+        added_later()
+    )
+    """Run once in each replica's kernels before it is RUNNING (as a session's)."""
 
 
 class EndpointScaled(EventPayload):
@@ -142,6 +179,14 @@ class EndpointTokenIssued(EventPayload):
     endpoint_id: UUID
     token_id: UUID
     expires_at: datetime
+
+
+class EndpointDestroying(EventPayload):
+    """``service rm``: the endpoint wants no replicas any more and is destroyed once its
+    routes have drained (23.3.5 marks it with ``desired_session_count = -1``)."""
+
+    type: Literal["endpoint_destroying"] = "endpoint_destroying"
+    endpoint_id: UUID
 
 
 class EndpointDestroyed(EventPayload):

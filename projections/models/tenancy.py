@@ -7,6 +7,10 @@ decrypted here), ``policy``, ``sgroup``, ``image``, ``alias``. Indexes: ``i:user
 project or keypair may use), ``i:presets`` (every resource preset), ``i:all:<kind>`` (every
 record of a kind, for admin listings).
 
+Inference endpoints fold here too (``endpoint/<id>``, its routes inside; indexes
+``i:endpoints:user:<owner>`` and ``i:endpoints:project:<project>``): a destroyed endpoint's
+record is dropped.
+
 Virtual folders fold here too (one read model, one checkpoint: a folder's owner, project
 and permissions are read with the tenancy they refer to): ``vfolder/<id>`` records (status,
 shares), pending ``invitation/<id>`` records, and the indexes ``i:vfolders:user:<owner>``,
@@ -68,6 +72,15 @@ _KEY = {
     "vfolder_invitation_answered": ("vfolder", "folder_id"),
     "vfolder_shared": ("vfolder", "folder_id"),
     "vfolder_unshared": ("vfolder", "folder_id"),
+    "endpoint_created": ("endpoint", "endpoint_id"),
+    "endpoint_scaled": ("endpoint", "endpoint_id"),
+    "endpoint_route_added": ("endpoint", "endpoint_id"),
+    "endpoint_route_status_changed": ("endpoint", "endpoint_id"),
+    "endpoint_route_removed": ("endpoint", "endpoint_id"),
+    "endpoint_traffic_ratio_changed": ("endpoint", "endpoint_id"),
+    "endpoint_token_issued": ("endpoint", "endpoint_id"),
+    "endpoint_destroying": ("endpoint", "endpoint_id"),
+    "endpoint_destroyed": ("endpoint", "endpoint_id"),
 }
 _REMOVALS = frozenset(
     {
@@ -148,9 +161,55 @@ def _fold_vfolder(event: StoredEvent, records: WorkingSet) -> None:
     records.put("vfolder", folder_id, record)
 
 
+_ENDPOINT_RECORD_OMITS = frozenset({"type", "bootstrap_script"})
+"""Kept in the log only: a listing never needs the script (the reconciler reads the log)."""
+
+
+def _fold_endpoint(event: StoredEvent, records: WorkingSet) -> None:
+    """An endpoint event into its record (routes inside, keyed by route id)."""
+    data, endpoint_id = event.data, str(event.data["endpoint_id"])
+    at = iso_of(event.position_ms)
+    if event.type == "endpoint_created":
+        record = {k: v for k, v in data.items() if k not in _ENDPOINT_RECORD_OMITS}
+        records.put(
+            "endpoint", endpoint_id, {**record, "status": "live", "routes": {}, "created_at": at}
+        )
+        return
+    if event.type == "endpoint_destroyed":
+        records.put("endpoint", endpoint_id, None)
+        return
+    found = records.get("endpoint", endpoint_id)
+    if found is None:
+        return
+    record, routes = dict(found), dict(found["routes"])
+    route_id = str(data.get("route_id"))
+    if event.type == "endpoint_scaled":
+        record["desired_session_count"] = data["desired_session_count"]
+    elif event.type == "endpoint_destroying":
+        record["status"], record["desired_session_count"] = "destroying", 0
+    elif event.type == "endpoint_route_added":
+        routes[route_id] = {
+            "route_id": route_id,
+            "session_id": str(data["session_id"]),
+            "status": "PROVISIONING",
+            "traffic_ratio": data["traffic_ratio"],
+            "created_at": at,
+        }
+    elif event.type == "endpoint_route_removed":
+        routes.pop(route_id, None)
+    elif route_id in routes and event.type == "endpoint_route_status_changed":
+        routes[route_id] = {**routes[route_id], "status": data["status"]}
+    elif route_id in routes and event.type == "endpoint_traffic_ratio_changed":
+        routes[route_id] = {**routes[route_id], "traffic_ratio": data["traffic_ratio"]}
+    elif event.type == "endpoint_token_issued":
+        record["tokens_issued"] = int(record.get("tokens_issued", 0)) + 1
+    record["routes"], record["modified_at"] = routes, at
+    records.put("endpoint", endpoint_id, record)
+
+
 class TenancyProjection(IndexedProjection):
     name = "tenancy"
-    version = 5
+    version = 6
 
     def refs(self, event: StoredEvent) -> Iterable[RecordRef]:
         key = _KEY.get(event.type)
@@ -197,6 +256,9 @@ class TenancyProjection(IndexedProjection):
         kind, record_id = key[0], _record_id(event, key)
         if kind == "vfolder":
             _fold_vfolder(event, records)
+            return
+        if kind == "endpoint":
+            _fold_endpoint(event, records)
             return
         if kind == "user":
             self._credential(event, record_id, records)
@@ -271,6 +333,9 @@ class TenancyProjection(IndexedProjection):
                 entries[(Index.vfolders_of("shared", user), record_id)] = 0
         elif kind == "invitation":
             entries[(Index.invitations_for(str(record["invitee"])), record_id)] = 0
+        elif kind == "endpoint":
+            entries[(Index.endpoints_of("user", str(record["owner"])), record_id)] = 0
+            entries[(Index.endpoints_of("project", str(record["project_id"])), record_id)] = 0
         return entries
 
     def hash_entries(self, ref: RecordRef, record: Record) -> IndexEntries:

@@ -16,6 +16,7 @@ from pydantic import Field
 from events.catalogue import (
     EndpointCreated,
     EndpointDestroyed,
+    EndpointDestroying,
     EndpointRouteAdded,
     EndpointRouteRemoved,
     EndpointRouteStatusChanged,
@@ -38,6 +39,7 @@ EndpointEvent = Annotated[
         EndpointRouteRemoved,
         EndpointTrafficRatioChanged,
         EndpointTokenIssued,
+        EndpointDestroying,
         EndpointDestroyed,
     ],
     Field(discriminator="type"),
