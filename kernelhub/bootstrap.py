@@ -79,8 +79,11 @@ async def bootstrap(store: RedisEventStore, secret_box: SecretBox) -> Bootstrap:
         )
     )
     await tenancy.handle(
-        SetScalingGroup(
-            name="default", description="the embedded agent pool", command_id=_step("sgroup")
+        SetScalingGroup(  # inference too: the embedded pool serves models out of the box
+            name="default",
+            description="the embedded agent pool",
+            allowed_session_types=["interactive", "batch", "inference"],
+            command_id=_step("sgroup"),
         )
     )
     await tenancy.handle(
