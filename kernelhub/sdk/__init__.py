@@ -6,7 +6,9 @@
         print(session.execute("print(6 * 7)").stdout)   # 42
 
 :class:`Admin` / :class:`AsyncAdmin` administer a lab over either (``kh admin``'s calls);
-:class:`VFolders` / :class:`AsyncVFolders` manage virtual folders (``kh vfolder``'s).
+:class:`VFolders` / :class:`AsyncVFolders` manage virtual folders (``kh vfolder``'s);
+:class:`Services` / :class:`AsyncServices` serve models (``kh service``'s), and
+:func:`call_endpoint` calls one with only its URL and a token.
 Both clients read ``BACKEND_ENDPOINT``, ``BACKEND_ACCESS_KEY`` and ``BACKEND_SECRET_KEY`` (as
 Backend.AI's client does), or the config file ``kh up`` wrote. Guide: ``docs/sdk.md``.
 """
@@ -48,6 +50,7 @@ from .models import (
     SessionInfo,
     SessionPage,
 )
+from .services import AsyncServices, Services, acall_endpoint, call_endpoint
 from .sync import Client, Session
 from .vfolders import AsyncVFolders, VFolders
 
@@ -57,6 +60,7 @@ __all__ = [
     "AppService",
     "AsyncAdmin",
     "AsyncClient",
+    "AsyncServices",
     "AsyncSession",
     "AsyncVFolders",
     "AuthenticationFailed",
@@ -82,6 +86,7 @@ __all__ = [
     "RateLimited",
     "ServerError",
     "ServerFrozen",
+    "Services",
     "Session",
     "SessionAlreadyExists",
     "SessionEvent",
@@ -90,4 +95,6 @@ __all__ = [
     "SessionNotFound",
     "SessionPage",
     "VFolders",
+    "acall_endpoint",
+    "call_endpoint",
 ]
