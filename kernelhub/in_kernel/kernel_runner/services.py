@@ -5,6 +5,14 @@ a notebook, a terminal), started on the agent's request from service-definition 
 Rules as upstream: a ``preopen`` service is "started" without spawning anything; a second
 start of a running one answers "running"; the runner waits (5 s by default) for the port to
 accept on 127.0.0.1 and kills the process when it does not.
+
+An ``inference`` service (a model-serving replica's) is the one kind whose definition comes
+inline, in the request (``options["definition"]``: ``{"command": [...], "env": {...}}``, the
+model folder's definition as the endpoint recorded it): the image has no file for it. It is
+started without waiting for its port (a model may take minutes to load: the reconciler's
+health probe decides when it serves), and started again when asked after it died. No other
+protocol takes an inline definition: one there is refused, never ignored (a user's
+``start-service`` never carries one; this is the runner's own line of defence).
 """
 
 from __future__ import annotations
@@ -103,6 +111,11 @@ class Services:
             return {"status": "running"}
         if info.get("protocol") == "pty":
             raise ServiceError("not implemented yet")
+        options = info.get("options") or {}
+        if info.get("protocol") == "inference":
+            return self._start_inference(name, options)
+        if "definition" in options:
+            raise ServiceError("an inline definition is accepted for inference services only")
         definition = self.definitions.get(name)
         if definition is None:
             raise ServiceError("unsupported service")
@@ -110,7 +123,6 @@ class Services:
             return {"status": "started"}
         port = int(info["port"])
         ports = [int(p) for p in info.get("ports") or [port]]
-        options = info.get("options") or {}
         variables: dict[str, Any] = {"runtime_path": self.runtime_path, "ports": ports}
         for action in definition.prestart_actions:
             result = self._prestart(action, variables)
@@ -132,8 +144,47 @@ class Services:
         if not _wait_for_port(port, self.port_timeout_s, process):
             _stop_group(process)
             raise ServiceError("opening the service port timed out: " + name)
+        self._keep(name, process)
+        return {"status": "started"}
+
+    def _keep(self, name: str, process: subprocess.Popen[bytes]) -> None:
         self.running[name] = process
         threading.Thread(target=self._watch, args=(name, process), daemon=True).start()
+
+    def _start_inference(self, name: str, options: dict[str, Any]) -> dict[str, Any]:
+        """A model service from its inline definition: its command as given (no template
+        is expanded in it: it is the tenant's text), its variables over the kernel's; not
+        waited for (see the module docstring)."""
+        raw = options.get("definition")
+        if not isinstance(raw, dict):
+            raise ServiceError("an inference service needs its definition")
+        unknown = sorted(set(raw) - {"command", "env"})
+        if unknown:
+            raise ServiceError("unsupported definition fields: " + ", ".join(unknown))
+        extra = sorted(set(options) - {"definition"})
+        if extra:
+            raise ServiceError("unsupported options for an inference service: " + ", ".join(extra))
+        env_raw = raw.get("env") or {}
+        if not isinstance(env_raw, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env_raw.items()
+        ):
+            raise ServiceError("the definition's env maps names to strings")
+        try:
+            definition = ServiceDefinition(name, {"command": raw.get("command"), "env": env_raw})
+        except ValueError as exc:
+            raise ServiceError("the definition's " + str(exc)) from None
+        if not definition.command:
+            raise ServiceError("the definition's command is empty")
+        env = dict(self.frozen_env)
+        env.update(definition.env)
+        process = subprocess.Popen(
+            definition.command,
+            cwd=self.work_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=os.setpgrp,
+        )
+        self._keep(name, process)
         return {"status": "started"}
 
     def _arguments(self, definition: ServiceDefinition, requested: dict[str, Any]) -> list[str]:
