@@ -19,6 +19,7 @@ from . import agent_cli, events_cli, operator_cli, projections_cli, session_cli,
 from .client_cli.admin import app as admin_app
 from .client_cli.app import EXIT
 from .client_cli.app import app as client_app
+from .client_cli.service import app as service_app
 from .client_cli.vfolder import app as vfolder_app
 from .extras import server_extra_error
 
@@ -42,12 +43,13 @@ app.add_typer(events_cli.history_app)  # replay, why
 app.add_typer(trace_cli.app)  # trace
 app.add_typer(admin_app, name="admin")
 app.add_typer(vfolder_app, name="vfolder")
+app.add_typer(service_app, name="service")
 
 
-CLIENT_GROUPS = ("admin", "vfolder")
+CLIENT_GROUPS = ("admin", "vfolder", "service")
 """Groups that, like the client's commands, only talk to a gateway (``kh admin`` goes
-through ``POST /admin/gql``, ``kh vfolder`` through ``/folders``, with the caller's keypair):
-no server extra needed."""
+through ``POST /admin/gql``, ``kh vfolder`` through ``/folders``, ``kh service`` through
+``/services``, with the caller's keypair): no server extra needed."""
 
 
 def _is_operator_command(root: Any, name: str) -> bool:

@@ -1,0 +1,534 @@
+"""``kh service`` and the SDK's :class:`~kernelhub.sdk.services.Services`.
+
+Two layers:
+
+- ``unit``: what the CLI and the SDK *send* and how they *print* the answers, against a
+  real local aiohttp server that records each request and answers in 23.3.5's ``/services``
+  shapes (and a stand-in inference proxy at ``/serving/<id>``). It plays no part in what is
+  served: it only checks parsing and printing, names resolved, one-line errors.
+- ``e2e``: one real ``kh up``: a model folder holding a tiny stdlib model server and its
+  ``model-definition.yaml``, ``kh service create`` until a route is HEALTHY, ``info``,
+  ``generate-token``, a call through the endpoint with and without the token, ``scale``,
+  ``rm`` (drained, then gone), and ``kh why <endpoint>`` telling the replicas' history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from kernelhub.cli import main
+from kernelhub.sdk import AuthenticationFailed, Client, ClientConfig, NotFound, PendingTimeout
+from kernelhub.sdk.services import Services, call_endpoint
+
+from .khstack import Stack, kh_up, second_tenant
+from .serving_assets import MODEL_SERVER, model_definition
+
+PROBLEM = "application/problem+json"
+NOT_FOUND = {
+    "type": "https://api.backend.ai/probs/object-not-found",
+    "title": "No such endpoint.",
+}
+
+
+# ---- a stand-in gateway: the /services contract's shapes, recorded ---------------------------
+class FakeGateway:
+    """``/services`` in memory, every request recorded as (method, path, query, body)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict[str, str], Any]] = []
+        self.endpoints: dict[str, dict[str, Any]] = {}
+        self.refuse: dict[str, Any] | None = None
+        self.token = "tok-" + uuid.uuid4().hex
+        self.url = ""
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    # -- the server's life
+    def __enter__(self) -> FakeGateway:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        assert self._runner is not None
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _start(self) -> None:
+        app = web.Application(middlewares=[self._record])
+        app.router.add_route("*", "/services", self._services)
+        app.router.add_route("*", "/services/{id}", self._one)
+        app.router.add_post("/services/{id}/{verb}", self._verb)
+        app.router.add_route("*", "/services/{id}/routings/{route}", self._route)
+        app.router.add_route("*", "/serving/{id}{tail:.*}", self._proxy)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        raw = await request.read()
+        body: Any = None
+        if raw and request.content_type == "application/json":
+            body = json.loads(raw)
+        elif raw:
+            body = raw.decode()
+        self.requests.append((request.method, request.path, dict(request.query), body))
+        if self.refuse is not None and request.path.startswith("/services"):
+            return web.json_response(self.refuse, status=400, content_type=PROBLEM)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    # -- the contract's shapes
+    def add(self, name: str, routes: list[str], *, public: bool = False) -> dict[str, Any]:
+        endpoint_id = str(uuid.uuid4())
+        info = {
+            "endpoint_id": endpoint_id,
+            "name": name,
+            "desired_session_count": len(routes),
+            "active_routes": [
+                {
+                    "route_id": str(uuid.uuid4()),
+                    "session_id": str(uuid.uuid4()),
+                    "traffic_ratio": 1.0,
+                    "status": status,
+                }
+                for status in routes
+            ],
+            "service_endpoint": f"{self.url}/serving/{endpoint_id}",
+            "is_public": public,
+        }
+        self.endpoints[endpoint_id] = info
+        return info
+
+    def _found(self, request: web.Request) -> dict[str, Any]:
+        info = self.endpoints.get(request.match_info["id"])
+        if info is None:
+            raise web.HTTPNotFound(text=json.dumps(NOT_FOUND), content_type=PROBLEM)
+        return info
+
+    async def _services(self, request: web.Request) -> web.Response:
+        if request.method == "POST":
+            body = await request.json()
+            info = self.add(body["name"], ["PROVISIONING"] * body["desired_session_count"])
+            info["is_public"] = body["open_to_public"]
+            return web.json_response(info)
+        name = request.query.get("name")
+        return web.json_response(
+            [
+                {
+                    "id": e["endpoint_id"],
+                    "name": e["name"],
+                    "desired_session_count": e["desired_session_count"],
+                    "active_route_count": len(e["active_routes"]),
+                    "service_endpoint": e["service_endpoint"],
+                    "is_public": e["is_public"],
+                }
+                for e in self.endpoints.values()
+                if name is None or e["name"] == name
+            ]
+        )
+
+    async def _one(self, request: web.Request) -> web.Response:
+        info = self._found(request)
+        if request.method == "DELETE":
+            del self.endpoints[info["endpoint_id"]]
+            return web.json_response({"success": True})
+        return web.json_response(info)
+
+    async def _verb(self, request: web.Request) -> web.Response:
+        info = self._found(request)
+        verb = request.match_info["verb"]
+        if verb == "scale":
+            to = (await request.json())["to"]
+            current = len(info["active_routes"])
+            info["desired_session_count"] = to
+            return web.json_response({"current_route_count": current, "target_count": to})
+        if verb == "token":
+            return web.json_response({"token": self.token})
+        return web.json_response({"success": True})
+
+    async def _route(self, request: web.Request) -> web.Response:
+        info = self._found(request)
+        route = request.match_info["route"]
+        if request.method == "PUT":
+            for r in info["active_routes"]:
+                if r["route_id"] == route:
+                    r["traffic_ratio"] = (await request.json())["traffic_ratio"]
+            return web.json_response(info)
+        return web.json_response({"success": True})
+
+    async def _proxy(self, request: web.Request) -> web.Response:
+        info = self._found(request)
+        if not info["is_public"] and request.headers.get("Authorization") != (
+            f"BackendAI {self.token}"
+        ):
+            refusal = {"type": "https://api.backend.ai/probs/auth-failed", "title": "No token."}
+            return web.json_response(refusal, status=401, content_type=PROBLEM)
+        tail = request.match_info["tail"]
+        if tail == "/missing":
+            return web.json_response({"detail": "the model has no such thing"}, status=404)
+        return web.json_response({"path": tail, "received": len(await request.read())})
+
+
+@pytest.fixture
+def gateway(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeGateway]:
+    with FakeGateway() as running:
+        monkeypatch.setenv("BACKEND_ENDPOINT", running.url)
+        monkeypatch.setenv("BACKEND_ACCESS_KEY", "AKTEST")
+        monkeypatch.setenv("BACKEND_SECRET_KEY", "sk-test")
+        monkeypatch.setenv("KH_CONFIG_DIR", str(tmp_path / "cfg"))
+        monkeypatch.delenv("KH_DEBUG", raising=False)
+        yield running
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["service", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def config(gateway: FakeGateway) -> ClientConfig:
+    return ClientConfig(endpoint=gateway.url, access_key="AKTEST", secret_key="sk-test")
+
+
+# ---- unit: what is sent, what is printed ------------------------------------------------------
+@pytest.mark.unit
+def test_create_sends_the_official_clients_keys_and_prints_the_endpoint(
+    gateway: FakeGateway, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    boot = tmp_path / "boot.sh"
+    boot.write_text("#!/bin/sh\necho booted\n")
+    code, out, err = run(
+        capsys,
+        *("create", "python", "my-model", "2", "-t", "echo"),
+        *("-e", "A=b c", "-r", "cpu=1", "-r", "mem=512m", "--resource-opts", "shmem=64m"),
+        *("--model-mount-destination", "/srv/model", "--scaling-group", "default"),
+        *("--tag", "nightly", "--bootstrap-script", str(boot), "-p", "proj", "--public"),
+    )
+    assert code == 0, err
+    ((method, path, _query, body),) = gateway.requests
+    assert (method, path) == ("POST", "/services")
+    assert body == {
+        "name": "echo",
+        "desired_session_count": 2,
+        "image": "python",
+        "cluster_size": 1,
+        "open_to_public": True,
+        "group": "proj",
+        "domain": "default",
+        "tag": "nightly",
+        "bootstrap_script": "#!/bin/sh\necho booted\n",
+        "config": {
+            "model": "my-model",
+            "model_mount_destination": "/srv/model",
+            "environ": {"A": "b c"},
+            "scaling_group": "default",
+            "resources": {"cpu": "1", "mem": "512m"},
+            "resource_opts": {"shmem": "64m"},
+        },
+    }
+    (endpoint,) = gateway.endpoints.values()
+    assert f'endpoint "echo" created ({endpoint["endpoint_id"]})' in out
+    assert endpoint["service_endpoint"] in out
+    code, out, _ = run(capsys, "create", "python", "my-model", "1", "-t", "quiet", "--json")
+    assert code == 0 and json.loads(out)["name"] == "quiet" and not json.loads(out)["is_public"]
+
+
+@pytest.mark.unit
+def test_an_endpoint_is_named_by_name_or_id(
+    gateway: FakeGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    echo = gateway.add("echo", ["HEALTHY", "PROVISIONING"])
+    code, out, err = run(capsys, "info", "echo")
+    assert code == 0, err
+    assert gateway.requests[0][1:3] == ("/services", {"name": "echo"})
+    assert gateway.requests[1][:2] == ("GET", f"/services/{echo['endpoint_id']}")
+    for route in echo["active_routes"]:
+        assert route["route_id"] in out and route["status"] in out
+    code, out, _ = run(capsys, "info", echo["endpoint_id"], "--json")
+    assert code == 0 and json.loads(out) == echo
+    code, out, _ = run(capsys, "list", "--json")
+    assert json.loads(out)["items"][0]["id"] == echo["endpoint_id"]
+    code, out, _ = run(capsys, "get-endpoint", "echo")
+    assert out.strip() == echo["service_endpoint"]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("ref", ["nope", str(uuid.uuid4())])
+def test_an_unknown_endpoint_is_one_line_and_exit_3(
+    gateway: FakeGateway, capsys: pytest.CaptureFixture[str], ref: str
+) -> None:
+    for args in (["info", ref], ["scale", ref, "2"], ["rm", ref], ["generate-token", ref, "1h"]):
+        code, out, err = run(capsys, *args)
+        assert code == 3, (args, out, err)
+        assert err.startswith("kh: error: No such endpoint.") and "object-not-found" in err
+        assert err.count("\n") == 1 and "Traceback" not in err and not out
+
+
+@pytest.mark.unit
+def test_several_endpoints_of_one_name_ask_for_the_id(
+    gateway: FakeGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = gateway.add("twin", []), gateway.add("twin", [])
+    code, _, err = run(capsys, "info", "twin")
+    assert code == 1 and first["endpoint_id"] in err and second["endpoint_id"] in err
+    assert "give its id" in err
+
+
+@pytest.mark.unit
+def test_each_command_sends_its_route_and_body(
+    gateway: FakeGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    echo = gateway.add("echo", ["HEALTHY"])
+    eid, rid = echo["endpoint_id"], echo["active_routes"][0]["route_id"]
+    expected = [
+        (["scale", eid, "3"], ("POST", f"/services/{eid}/scale", {"to": 3}), "3 wanted"),
+        (["sync", eid], ("POST", f"/services/{eid}/sync", None), "synced"),
+        (
+            ["update-traffic-ratio", eid, rid, "0.25"],
+            ("PUT", f"/services/{eid}/routings/{rid}", {"traffic_ratio": 0.25}),
+            "0.25",
+        ),
+        (
+            ["downscale-route", eid, rid],
+            ("DELETE", f"/services/{eid}/routings/{rid}", None),
+            "draining",
+        ),
+        (
+            ["generate-token", eid, "2h"],
+            ("POST", f"/services/{eid}/token", {"duration": "2h"}),
+            gateway.token,
+        ),
+        (
+            ["generate-token", eid, "--valid-until", "4102444800"],
+            ("POST", f"/services/{eid}/token", {"valid_until": 4102444800}),
+            gateway.token,
+        ),
+        (["rm", eid], ("DELETE", f"/services/{eid}", None), "removing"),
+    ]
+    for args, (method, path, body), shown in expected:
+        gateway.requests.clear()
+        code, out, err = run(capsys, *args)
+        assert code == 0, (args, err)
+        assert [(m, p, b) for m, p, _q, b in gateway.requests] == [(method, path, body)]
+        assert shown in out
+    assert not gateway.endpoints
+
+
+@pytest.mark.unit
+def test_the_token_alone_is_on_stdout(
+    gateway: FakeGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    echo = gateway.add("echo", ["HEALTHY"])
+    code, out, _ = run(capsys, "generate-token", "echo", "1d", "-q")
+    assert code == 0 and out == gateway.token + "\n"
+    code, out, _ = run(capsys, "generate-token", echo["endpoint_id"], "1d", "--json")
+    assert json.loads(out) == {"token": gateway.token}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["generate-token", "echo"],
+        ["generate-token", "echo", "1h", "--valid-until", "1"],
+        ["create", "python", "m", "1", "-e", "NOEQUALS"],
+        ["create", "python", "m", "1", "-r", "cpu"],
+        ["create", "python", "m", "1", "--cluster-mode", "ring"],
+        ["call", "echo", "-H", "no-colon"],
+        ["scale", "echo", "-1"],
+    ],
+)
+def test_what_cannot_be_sent_is_a_usage_error(
+    gateway: FakeGateway, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    gateway.add("echo", ["HEALTHY"])
+    code, _, err = run(capsys, *args)
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert not [r for r in gateway.requests if r[0] != "GET"]  # nothing was changed
+
+
+@pytest.mark.unit
+def test_a_refusal_is_the_servers_one_line(
+    gateway: FakeGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gateway.refuse = {
+        "type": "https://api.backend.ai/probs/invalid-api-params",
+        "title": "Invalid API parameters.",
+        "msg": "startup_command: the model definition says how the model starts",
+    }
+    code, out, err = run(capsys, "create", "python", "m", "1", "-c", "python3 serve.py")
+    assert gateway.requests[0][3]["startup_command"] == "python3 serve.py"  # sent, not dropped
+    assert code == 1 and not out
+    assert err == (
+        "kh: error: Invalid API parameters.: startup_command: the model definition says how "
+        "the model starts (400 invalid-api-params)\n"
+    )
+
+
+@pytest.mark.unit
+def test_call_passes_the_token_and_tells_the_proxys_refusal_from_the_models_answer(
+    gateway: FakeGateway, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    echo = gateway.add("echo", ["HEALTHY"])
+    code, _, err = run(capsys, "call", "echo", "/predict")
+    assert code == 1 and "No token." in err and "401 auth-failed" in err
+    payload = tmp_path / "input.bin"
+    payload.write_bytes(b"x" * 1000)
+    code, out, err = run(
+        capsys, "call", "echo", "/predict", "-X", "post", "-d", f"@{payload}",
+        "--token", gateway.token, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out) == {"status": 200, "body": {"path": "/predict", "received": 1000}}
+    code, out, err = run(capsys, "call", "echo", "missing", "--token", gateway.token)
+    assert code == 1 and "no such thing" in out and "the model answered 404" in err
+    # the SDK: the model's own 404 is an answer; the proxy's refusal raises
+    answer = call_endpoint(echo["service_endpoint"], "/missing", token=gateway.token)
+    assert answer.status_code == 404
+    with pytest.raises(AuthenticationFailed):
+        call_endpoint(echo["service_endpoint"], "/x")
+    raw = call_endpoint(echo["service_endpoint"], "/x", raise_refusal=False)
+    assert raw.status_code == 401
+
+
+@pytest.mark.unit
+def test_the_sdk_waits_for_healthy_routes_and_says_what_it_saw(gateway: FakeGateway) -> None:
+    echo = gateway.add("echo", ["HEALTHY", "PROVISIONING"])
+    with Client(config(gateway)) as client:
+        services = Services(client)
+        assert services.wait_healthy("echo", 1, timeout=5)["name"] == "echo"
+        started = time.monotonic()
+        with pytest.raises(PendingTimeout, match="1 of 2 routes HEALTHY") as late:
+            services.wait_healthy(echo["endpoint_id"], timeout=0.6)
+        assert time.monotonic() - started < 5
+        assert "PROVISIONING" in str(late.value) and "kh why" in str(late.value)
+        with pytest.raises(NotFound):
+            services.info(str(uuid.uuid4()))
+        with pytest.raises(Exception, match="duration or valid_until"):
+            services.generate_token("echo")
+        assert "wait_healthy" in dir(services)
+
+
+# ---- e2e: one real stack ----------------------------------------------------------------------
+class Lab:
+    def __init__(self, stack: Stack, bob: dict[str, str]) -> None:
+        self.stack, self.bob = stack, bob
+
+    def kh(self, *args: str, **env: str) -> Any:
+        done = self.stack.kh(*args, "--json", **env)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return json.loads(done.stdout)
+
+    def config(self, keys: dict[str, str] | None = None) -> ClientConfig:
+        exports = {**self.stack.exports, **(keys or {})}
+        return ClientConfig(
+            endpoint=exports["BACKEND_ENDPOINT"],
+            access_key=exports["BACKEND_ACCESS_KEY"],
+            secret_key=exports["BACKEND_SECRET_KEY"],
+        )
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with kh_up() as stack:
+        access_key, secret_key = asyncio.run(second_tenant(stack, "bob"))
+        yield Lab(stack, {"BACKEND_ACCESS_KEY": access_key, "BACKEND_SECRET_KEY": secret_key})
+
+
+def model_folder(lab: Lab, name: str) -> None:
+    """A model folder holding the stdlib model server and its definition."""
+    work = lab.stack.workdir / name
+    work.mkdir()
+    (work / "server.py").write_text(MODEL_SERVER)
+    (work / "model-definition.yaml").write_text(model_definition())
+    lab.kh("vfolder", "create", name, "-m", "model")
+    uploaded = lab.kh(
+        "vfolder", "upload", name, "server.py", "model-definition.yaml", "-b", str(work)
+    )
+    assert sorted(uploaded) == ["model-definition.yaml", "server.py"]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_kh_service_serves_scales_and_removes_an_endpoint_and_why_tells_it(lab: Lab) -> None:
+    model_folder(lab, "echo-model")
+    created = lab.kh("service", "create", "python", "echo-model", "1", "-t", "echo", "--wait",
+                     "--max-wait", "240")  # fmt: skip
+    endpoint_id = created["endpoint_id"]
+    assert created["name"] == "echo" and created["is_public"] is False
+    info = lab.kh("service", "info", "echo")
+    (route,) = info["active_routes"]
+    assert route["status"] == "HEALTHY" and info["desired_session_count"] == 1
+    listed = lab.kh("service", "list")["items"]
+    assert [e["id"] for e in listed] == [endpoint_id]
+    url = lab.kh("service", "get-endpoint", "echo")["service_endpoint"]
+    assert url.endswith(f"/serving/{endpoint_id}")
+
+    # a private endpoint: refused without a token, served with one
+    with pytest.raises(AuthenticationFailed):
+        call_endpoint(url, "/predict", method="POST", content=b"hello")
+    token = lab.kh("service", "generate-token", "echo", "1h")["token"]
+    answer = call_endpoint(url, "/predict", method="POST", content=b"hello", token=token)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["path"] == "/predict" and answer.json()["received"] == 5
+    called = lab.kh("service", "call", "echo", "/predict", "-X", "POST", "-d", "hi",
+                    "--token", token)  # fmt: skip
+    assert called["status"] == 200 and called["body"]["received"] == 2
+
+    # another tenant sees nothing of it
+    assert lab.kh("service", "list", **lab.bob)["items"] == []
+    for args in (["info", "echo"], ["info", endpoint_id], ["scale", endpoint_id, "3"]):
+        refused = lab.stack.kh("service", *args, **lab.bob)
+        assert refused.returncode == 3 and "No such endpoint." in refused.stderr, args
+
+    # scale to 2 and back to 1
+    scaled = lab.kh("service", "scale", "echo", "2")
+    assert scaled["target_count"] == 2
+    with Client(lab.config()) as client:
+        services = Services(client)
+        two = services.wait_healthy("echo", 2, timeout=240)
+        assert len(two["active_routes"]) == 2
+        lab.kh("service", "scale", "echo", "1")
+        deadline = time.monotonic() + 120
+        while len(services.info("echo")["active_routes"]) > 1:
+            assert time.monotonic() < deadline, services.info("echo")
+            time.sleep(0.5)
+        assert call_endpoint(url, "/again", token=token).status_code == 200
+
+    # rm drains, then the endpoint is gone
+    assert lab.kh("service", "rm", "echo")["removed"] == [endpoint_id]
+    deadline = time.monotonic() + 120
+    while lab.kh("service", "list")["items"]:
+        assert time.monotonic() < deadline, lab.kh("service", "list")
+        time.sleep(0.5)
+    gone = lab.stack.kh("service", "info", endpoint_id)
+    assert gone.returncode == 3 and "No such endpoint." in gone.stderr
+
+    # kh why: the replicas' history from the log
+    why = lab.stack.kh("why", endpoint_id)
+    assert why.returncode == 0, why.stderr
+    text = why.stdout
+    assert f"endpoint {endpoint_id} (echo)" in text and "destroyed" in text
+    assert text.count("added") >= 2 and "HEALTHY" in text
+    assert "scaled to 2" in text and "scaled to 1" in text and "service rm" in text
+    explained = json.loads(lab.stack.kh("why", "echo", "--json").stdout)
+    assert explained["endpoint_id"] == endpoint_id and len(explained["routes"]) >= 2
+    assert all(r["removed_at"] for r in explained["routes"])
