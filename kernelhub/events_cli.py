@@ -41,7 +41,7 @@ app = operator_group("The event log: tail, show, verify, export, import, archive
 history_app = typer.Typer(add_completion=False, rich_markup_mode=None)
 """``kh replay`` and ``kh why``: top-level commands (:mod:`kernelhub.cli` merges them)."""
 
-_STREAM_PREFIXES = ("session-", "agent-", "alloc-", "tenancy-", "image-", "config")
+_STREAM_PREFIXES = ("session-", "agent-", "alloc-", "tenancy-", "image-", "endpoint-", "config")
 _PAGE = 2000
 
 
@@ -164,7 +164,29 @@ async def _resolve_stream(store: RedisEventStore, ref: str) -> str:
     record = await _session_by_name(store, ref)
     if record is not None:
         return f"session-{record['id']}"
-    raise KernelhubError(f"no stream, session or agent {ref!r} in the log")
+    if endpoint := await _endpoint_stream(store, ref):
+        return endpoint
+    raise KernelhubError(f"no stream, session, endpoint or agent {ref!r} in the log")
+
+
+async def _endpoint_stream(store: RedisEventStore, ref: str) -> str | None:
+    """An endpoint's stream from its id or its name (the newest endpoint of that name,
+    whoever owns it, destroyed ones included: an operator's tool)."""
+    try:
+        candidate = f"endpoint-{uuid.UUID(ref).hex}"
+    except ValueError:
+        candidate = None
+    if candidate is not None:
+        found = await store.stream_version(candidate) or await store.archived_stream(candidate)
+        return candidate if found else None
+    newest: tuple[int, str] | None = None
+    for stream in await store.streams_named("endpoint-"):
+        for created in await store.read_stream(stream, 1, 1):
+            if getattr(created.data, "name", None) != ref:
+                continue
+            if newest is None or created.position_ms > newest[0]:
+                newest = (created.position_ms, stream)
+    return None if newest is None else newest[1]
 
 
 async def _session_by_name(store: RedisEventStore, name: str) -> dict[str, Any] | None:
@@ -438,27 +460,61 @@ def _summary(what: str, state: dict[str, Any]) -> list[str]:
     ]
 
 
-@history_app.command(help="Why a session waits or ended, from its events.")
+async def _decoded(store: RedisEventStore, stream: str) -> list[Any]:
+    """A stream's events (live or archived), validated into their payload types."""
+    from .history.asof import stream_history
+
+    stored = await stream_history(store, stream)
+    return [
+        store.codec.decode_body(e.body, stream=e.stream, version=e.version, position=e.position)
+        for e in stored
+    ]
+
+
+async def _why_endpoint(store: RedisEventStore, stream: str, as_json: bool) -> None:
+    """An endpoint's replica history, each route's session told as ``kh why`` tells one."""
+    from .history.endpoint_why import explain_endpoint, route_lines
+
+    events = await _decoded(store, stream)
+    if not events:
+        raise KernelhubError(f"{stream} has no events")
+    session_ids = {str(e.data.session_id) for e in events if e.type == "endpoint_route_added"}
+    sessions = {sid: await _decoded(store, f"session-{sid}") for sid in sorted(session_ids)}
+    explanation = explain_endpoint(events, sessions, await _now_ms(store))
+    if as_json:
+        print(json.dumps(explanation.as_json(), sort_keys=True))
+        return
+    print(explanation.headline())
+    for line in explanation.lines:
+        print(f"  {line}")
+    for route in explanation.routes:
+        for line in route_lines(route):
+            print(f"  {line}")
+
+
+@history_app.command(
+    help="Why a session waits or ended, or an endpoint's replica history, from the log."
+)
 @operator_command
 def why(
-    session: Annotated[str, typer.Argument(help="its id or name", show_default=False)],
+    session: Annotated[
+        str, typer.Argument(help="a session's or endpoint's id or name", show_default=False)
+    ],
     data_dir: DataDir = None,
     as_json: JsonFlag = False,
 ) -> None:
     async def run(store: RedisEventStore) -> None:
-        from .history.asof import stream_history
         from .history.why import explain
 
         stream = await _resolve_stream(store, session)
+        if stream.startswith("endpoint-"):
+            await _why_endpoint(store, stream, as_json)
+            return
         if not stream.startswith("session-"):
-            raise KernelhubError(f"{session} is not a session")
-        stored = await stream_history(store, stream)
-        if not stored:
+            raise KernelhubError(f"{session} is not a session or an endpoint")
+        events = await _decoded(store, stream)
+        if not events:
             raise KernelhubError(f"{stream} has no events")
-        events = [
-            store.codec.decode_body(e.body, stream=e.stream, version=e.version, position=e.position)
-            for e in stored
-        ]
         explanation = explain(events, await _now_ms(store))
         if as_json:
             print(json.dumps(explanation.as_json(), sort_keys=True))

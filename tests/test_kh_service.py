@@ -20,13 +20,31 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from events import Event
+from events.catalogue import (
+    EndpointCreated,
+    EndpointDestroyed,
+    EndpointDestroying,
+    EndpointRouteAdded,
+    EndpointRouteRemoved,
+    EndpointRouteStatusChanged,
+    EndpointScaled,
+    EndpointTokenIssued,
+    KernelTerminated,
+    SessionTerminated,
+    SessionTerminating,
+)
+from events.catalogue.endpoint import ModelService
+from events.envelope import Initiator
 from kernelhub.cli import main
+from kernelhub.history.endpoint_why import explain_endpoint, route_lines
 from kernelhub.sdk import AuthenticationFailed, Client, ClientConfig, NotFound, PendingTimeout
 from kernelhub.sdk.services import Services, call_endpoint
 
@@ -425,6 +443,130 @@ def test_the_sdk_waits_for_healthy_routes_and_says_what_it_saw(gateway: FakeGate
         with pytest.raises(Exception, match="duration or valid_until"):
             services.generate_token("echo")
         assert "wait_healthy" in dir(services)
+
+
+# ---- unit: kh why <endpoint>, told from the streams ------------------------------------------
+def in_stream(stream: str, payloads: list[Any], by: str | None = None) -> list[Event]:
+    """The payloads as a stream's events, a second apart (the initiator on the first)."""
+    return [
+        Event(
+            schema_version=1,
+            stream=stream,
+            version=i + 1,
+            position=f"{1_800_000_000_000 + (i + 1) * 1000}-0",
+            data=payload,
+            initiator=Initiator(email=by) if by and i == 0 else None,
+        )
+        for i, payload in enumerate(payloads)
+    ]
+
+
+@pytest.mark.unit
+def test_why_tells_each_routes_life_and_why_it_was_drained() -> None:
+    eid, owner = uuid.uuid4(), uuid.uuid4()
+    r1, r2, r3 = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    s1, s2, s3 = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    service = ModelService(start_command=["python3", "/models/server.py"], port=8000,
+                           health_check_path="/health", initial_delay_s=30)  # fmt: skip
+    created = EndpointCreated(
+        endpoint_id=eid, name="echo", image="python", model=uuid.uuid4(),
+        resource_slots={"cpu": 1}, scaling_group="default", desired_session_count=1,
+        owner=owner, access_key="AK", project_id=uuid.uuid4(), domain="default",
+        service=service,
+    )  # fmt: skip
+
+    def status(route: uuid.UUID, to: str) -> EndpointRouteStatusChanged:
+        return EndpointRouteStatusChanged(endpoint_id=eid, route_id=route, status=to)  # type: ignore[arg-type]
+
+    events = in_stream(
+        f"endpoint-{eid.hex}",
+        [
+            created,
+            EndpointRouteAdded(endpoint_id=eid, route_id=r1, session_id=s1, traffic_ratio=1),
+            status(r1, "HEALTHY"),
+            EndpointTokenIssued(
+                endpoint_id=eid, token_id=uuid.uuid4(), expires_at=datetime(2030, 1, 1, tzinfo=UTC)
+            ),
+            EndpointScaled(endpoint_id=eid, desired_session_count=2),
+            EndpointRouteAdded(endpoint_id=eid, route_id=r2, session_id=s2, traffic_ratio=1),
+            status(r2, "UNHEALTHY"),
+            status(r2, "TERMINATING"),
+            EndpointRouteRemoved(endpoint_id=eid, route_id=r2),
+            EndpointRouteAdded(endpoint_id=eid, route_id=r3, session_id=s3, traffic_ratio=1),
+            status(r3, "HEALTHY"),
+            EndpointScaled(endpoint_id=eid, desired_session_count=1),
+            status(r3, "TERMINATING"),
+            EndpointRouteRemoved(endpoint_id=eid, route_id=r3),
+            EndpointDestroying(endpoint_id=eid),
+            status(r1, "TERMINATING"),
+            EndpointRouteRemoved(endpoint_id=eid, route_id=r1),
+            EndpointDestroyed(endpoint_id=eid),
+        ],
+        by="alice@example.com",
+    )
+    kernel = uuid.uuid4()
+    sessions = {
+        str(s2): in_stream(
+            f"session-{s2}",
+            [
+                KernelTerminated(
+                    kernel_id=kernel,
+                    session_id=s2,
+                    reason="self-terminated",  # type: ignore[arg-type]
+                    exit_code=1,
+                ),
+                SessionTerminating(session_id=s2, reason="endpoint-route-unhealthy"),
+                SessionTerminated(session_id=s2, reason="endpoint-route-unhealthy"),
+            ],
+        )
+    }
+    told = explain_endpoint(events, sessions, 1_900_000_000_000)
+    assert (told.status, told.name, told.desired_session_count) == ("destroyed", "echo", 0)
+    assert told.headline().startswith(f"endpoint {eid} (echo) is destroyed since")
+    text = "\n".join(told.lines)
+    assert "created (by alice@example.com): 1 replica of python" in text
+    assert "private: callers need a token" in text
+    assert "python3 /models/server.py on port 8000; health GET /health" in text
+    assert "scaled to 2 (up from 1)" in text and "scaled to 1 (down from 2)" in text
+    assert f"route {str(r2)[:8]} UNHEALTHY: no health check passed within 30s" in text
+    assert f"route {str(r2)[:8]} drained: it was UNHEALTHY; a replacement starts" in text
+    assert f"route {str(r3)[:8]} drained: more routes served than the 1 wanted" in text
+    assert f"route {str(r1)[:8]} drained: the endpoint is being removed (service rm)" in text
+    assert "token " in text and "valid until 2030-01-01T00:00:00Z" in text
+    assert text.count("removed (after draining)") == 3 and "destroyed: no route left" in text
+    routes = {r["route_id"]: r for r in told.as_json()["routes"]}
+    assert all(r["status"] == "REMOVED" and r["removed_at"] for r in routes.values())
+    assert routes[str(r1)]["healthy_at"] and routes[str(r2)]["healthy_at"] is None
+    sick = next(r for r in told.routes if r.route_id == str(r2))
+    shown = "\n".join(route_lines(sick))
+    assert "session TERMINATED" in shown and "endpoint-route-unhealthy" in shown
+    assert "ended self-terminated (exit code 1)" in shown
+    lost = next(r for r in told.routes if r.route_id == str(r1))
+    assert "no events" in lost.session_because[0]
+
+
+@pytest.mark.unit
+def test_why_says_how_a_live_endpoint_stands_and_a_route_whose_session_ended() -> None:
+    eid, r1, s1 = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    created = EndpointCreated(
+        endpoint_id=eid, name="solo", image="python", model=uuid.uuid4(),
+        resource_slots={}, scaling_group="default", desired_session_count=1,
+        owner=uuid.uuid4(), access_key="AK", project_id=uuid.uuid4(), domain="default",
+        open_to_public=True,
+    )  # fmt: skip
+    events = in_stream(
+        f"endpoint-{eid.hex}",
+        [
+            created,
+            EndpointRouteAdded(endpoint_id=eid, route_id=r1, session_id=s1, traffic_ratio=1),
+            EndpointRouteRemoved(endpoint_id=eid, route_id=r1),
+        ],
+    )
+    told = explain_endpoint(events, {}, 1_900_000_000_000)
+    assert told.status == "live" and "0 of 1 wanted replicas HEALTHY" in told.headline()
+    text = "\n".join(told.lines)
+    assert "no model service defined" in text and "public: no token needed" in text
+    assert "removed (its session ended)" in text
 
 
 # ---- e2e: one real stack ----------------------------------------------------------------------
