@@ -6,6 +6,7 @@ from .callbacks import CallbacksActor
 from .projector import ProjectorActor
 from .reaper import ReaperActor
 from .scheduler import SchedulerActor
+from .serving import ServingActor
 from .sessions import SessionsActor
 from .start import NAMESPACE, Installation, install_shard_count, start_actors
 from .tenancy import TenancyActor
@@ -18,6 +19,7 @@ __all__ = [
     "ProjectorActor",
     "ReaperActor",
     "SchedulerActor",
+    "ServingActor",
     "SessionsActor",
     "TenancyActor",
     "install_shard_count",

@@ -1,8 +1,9 @@
 """Creating (or finding) the named actors of one installation, in namespace ``kernelhub``.
 
 Names are stable, for the dashboard and for ``ray.get_actor``: ``projector``, ``tenancy``,
-``sessions:<k>``, ``scheduler:<group>``, ``reaper``, ``callbacks``, ``agent:<id>`` (a real node's
-agent) and ``agents-sim:<k>`` (hosts of simulated agents). The number of session shards is fixed at
+``serving`` (endpoints and their replicas), ``sessions:<k>``, ``scheduler:<group>``,
+``reaper``, ``callbacks``, ``agent:<id>`` (a real node's agent) and ``agents-sim:<k>`` (hosts
+of simulated agents). The number of session shards is fixed at
 install (``<p>:install`` ``shards``): sessions are routed by ``uuid.int % N``, so changing N
 later would hand streams to a second writer; a different request is ignored, loudly.
 """
@@ -32,6 +33,7 @@ from .placement import head_resources
 from .projector import ProjectorActor
 from .reaper import ReaperActor
 from .scheduler import SchedulerActor
+from .serving import ServingActor
 from .sessions import SessionsActor
 from .tenancy import TenancyActor
 
@@ -59,6 +61,7 @@ class Installation:
     names: list[str] = field(default_factory=list)
     gateway: Any | None = None
     callbacks: Any | None = None
+    serving: Any | None = None
 
     def router(self, store: RedisEventStore) -> ShardRouter:
         router = ShardRouter(store, self.shards)
@@ -83,6 +86,8 @@ class Installation:
             yield self.gateway
         if self.callbacks is not None:
             yield self.callbacks
+        if self.serving is not None:
+            yield self.serving
 
     def kill(self) -> None:
         """Kill every actor for good (no restart): a test's or a benchmark's stack is done."""
@@ -152,13 +157,16 @@ def start_actors(
     gateway_host: str = "127.0.0.1",
     pin_head: bool = False,
     callback_policy: CallbackPolicy | None = None,
+    serving_tick_s: float = 1.0,
 ) -> Installation:
     """Create (or find) the named actors and wait until each has rebuilt from the log.
 
     ``agents=[]`` starts none (a cluster whose agents join with ``kh agent start``);
     ``pin_head`` places every actor but the agents on the node offering ``kernelhub_head``;
     ``callback_policy`` is how session callbacks are checked and delivered (the gateway
-    checks each ``callback_url`` with it, the ``callbacks`` actor delivers with it).
+    checks each ``callback_url`` with it, the ``callbacks`` actor delivers with it);
+    ``serving_tick_s`` is how often the ``serving`` actor's reconciler looks at endpoints
+    when nothing wakes it (probes fall due on it).
     """
     lifetime = "detached" if detached else None
     if agents is None:
@@ -220,6 +228,19 @@ def start_actors(
         if master_key_path
         else None
     )
+    serving = (
+        named(
+            ServingActor,
+            "serving",
+            redis_url,
+            (count, namespace),
+            master_key_path,
+            prefix,
+            serving_tick_s,
+        )
+        if master_key_path
+        else None
+    )
     reaper = named(ReaperActor, "reaper", redis_url, (count, namespace), prefix, idle)
     callbacks = named(CallbacksActor, "callbacks", redis_url, prefix, callback_policy)
     gateway = (
@@ -249,6 +270,7 @@ def start_actors(
         names,
         gateway,
         callbacks,
+        serving,
     )
     try:
         ray.get([h.ready.remote() for h in installation.handles()])

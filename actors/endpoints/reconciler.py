@@ -1,0 +1,510 @@
+"""The endpoints' reconciler: keeps each endpoint's replicas what its log asks for.
+
+It runs beside the endpoint writer (:class:`~actors.endpoints.writer.EndpointService`, in
+the ``serving`` actor: :mod:`actors.hosts.serving`) and appends through it. A pass looks
+at every endpoint not yet destroyed, route by route, and at the route's session as its
+stream says; passes run when something changes (an endpoint command, an event of a route's
+session, a probe's answer) and at least every ``tick_s`` seconds.
+
+For each route:
+
+- no session yet (the route is appended ``PROVISIONING`` *before* its session is created,
+  so a crash in between leaves exactly this): create it, through the normal session
+  router, with the route's fixed command id (:mod:`.replicas`); a refusal (the owner's
+  keypair gone, the model folder trashed or no longer theirs, the image unknown) is kept
+  for the report and retried with a backoff, the route staying ``PROVISIONING``;
+- its session RUNNING: start the model service (the runner answers "running" when it
+  already runs, and starts it again when it died), and probe the definition's
+  health-check path every ``health_check_interval_s`` through the runner's tunnel
+  (:mod:`.probe`): a 2xx makes it ``HEALTHY``; ``max_retries`` failures in a row make a
+  HEALTHY route ``UNHEALTHY``; a PROVISIONING route that has not passed within
+  ``initial_delay_s`` of its session running is ``UNHEALTHY`` (the delay counts from
+  RUNNING, not from the create: a replica waiting for resources or an image pull is not a
+  broken model, and replacing it would only queue another);
+- ``UNHEALTHY``: drained at once (``TERMINATING``, its session destroyed with reason
+  ``service-unhealthy``); it no longer counts as a replica, so a replacement starts;
+- drained (scale down, ``service rm``: :func:`~actors.domain.endpoints.routes_to_drain`,
+  unhealthy ones then the newest first): ``TERMINATING``, its session destroyed with reason
+  ``service-scaled-down``;
+- its session ended (terminated, cancelled; or ERROR, which is destroyed first): the route
+  is removed; one that was serving (its container killed, its session destroyed by
+  someone else) is replaced, since it no longer counts;
+- its session terminating on its own: the route turns ``TERMINATING`` (no traffic to it).
+
+Then as many routes are added as :func:`~actors.domain.endpoints.replicas_to_start` says,
+and an endpoint being destroyed whose last route is gone is destroyed.
+
+An endpoint without a model service (no definition: the gateway refuses to create one, so
+this is only defence) starts no replicas: nothing in them could ever pass a probe, and
+each would be a session the owner pays for. Its report says why.
+
+Restart-safe: the routes and their statuses are the log's; what is only in memory (probe
+history, failures in a row, when a session was first seen RUNNING) starts afresh, so a
+restarted reconciler gives a PROVISIONING replica a fresh ``initial_delay_s`` and a
+HEALTHY one a fresh run of ``max_retries``. Every command it sends has an id derived from
+the log (the route, and the endpoint's version for a status change), so one sent twice
+across a restart has one effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from actors.agents.kernel_sockets import KernelSocket
+from actors.domain.commands.endpoints import EndpointCommand
+from actors.domain.endpoints import (
+    Endpoint,
+    Route,
+    ready_to_destroy,
+    replicas_to_start,
+    routes_to_drain,
+)
+from actors.domain.errors import DomainError, EndpointNotFound
+from actors.domain.session_aggregate import SessionAggregate
+from actors.domain.statuses import SessionStatus
+from actors.domain.vfolders import permission_of
+from actors.gateway.folders_access import folder_state
+from actors.sessions.isolation import check_create
+from actors.sessions.shard import load_session
+from events import AnyPayload, RedisEventStore
+from events.catalogue import (
+    EndpointDestroyed,
+    EndpointRouteAdded,
+    EndpointRouteRemoved,
+    EndpointRouteStatusChanged,
+)
+from events.catalogue.endpoint import ModelService, RouteStatus
+from projections.queries import ReadModels
+from projections.tenancy_queries import TenancyLookups
+from projections.vfolder_queries import VFolderLookups
+
+from .probe import Probe, probe_health, tunnel_target
+from .replicas import (
+    REPLICA_TRAFFIC_RATIO,
+    create_replica,
+    destroy_replica,
+    next_route_id,
+    session_of_route,
+    start_model_service,
+)
+from .writer import EndpointService
+
+__all__ = ["DRAINED", "UNHEALTHY", "Reconciler"]
+
+log = structlog.get_logger(__name__)
+
+DRAINED = "service-scaled-down"
+"""The reason a drained replica's session ends with (scale down, ``service rm``)."""
+UNHEALTHY = "service-unhealthy"
+"""The reason an unhealthy replica's session ends with (it is replaced)."""
+PROBES_KEPT = 10
+"""The last probes of each route kept for the report."""
+MAX_PROBE_TIMEOUT_S = 10.0
+CREATE_BACKOFF_MAX_S = 60.0
+_ENDED = frozenset({SessionStatus.TERMINATED, SessionStatus.CANCELLED})
+_SERVING = frozenset({SessionStatus.RUNNING, SessionStatus.RUNNING_DEGRADED})
+
+
+@dataclass
+class _Watch:
+    """What the reconciler knows of one route beyond the log (lost on restart)."""
+
+    running_since: float | None = None
+    """When its session was first seen RUNNING (monotonic)."""
+    service_started: bool = False
+    failures: int = 0
+    """Probes failed in a row."""
+    probes: deque[Probe] = field(default_factory=lambda: deque(maxlen=PROBES_KEPT))
+    next_probe_at: float = 0.0
+    probing: asyncio.Task[Probe] | None = None
+    target: KernelSocket | None = None
+    create_error: str | None = None
+    create_attempts: int = 0
+    next_create_at: float = 0.0
+    service_error: str | None = None
+
+
+class Reconciler:
+    def __init__(
+        self,
+        writer: EndpointService,
+        router: Any,
+        store: RedisEventStore,
+        *,
+        vfolder_root: Path | None,
+        tick_s: float = 1.0,
+        on_change: Callable[[str, str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.writer = writer
+        self.router = router
+        """The session router (:class:`~actors.sessions.routing.ShardRouter`)."""
+        self.store = store
+        self.vfolder_root = vfolder_root
+        self.tick_s = tick_s
+        self.on_change = on_change
+        """Told ``(endpoint id, change)`` of every route change (the actor's metrics)."""
+        self.clock = clock
+        self.lookups = TenancyLookups(store)
+        self.folders = VFolderLookups(store)
+        self.models = ReadModels(store)
+        self.watches: dict[uuid.UUID, _Watch] = {}
+        self.counts: dict[uuid.UUID, dict[str, int]] = {}
+        self._sessions: dict[uuid.UUID, SessionAggregate | None] = {}
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    # ---- driving ----------------------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.set()
+
+    def session_changed(self, session_id: uuid.UUID) -> None:
+        """An event of ``session_id``'s stream was appended: read it afresh."""
+        if session_id in self.writer.state.session_route:
+            self._sessions.pop(session_id, None)
+            self.wake()
+
+    async def run(self) -> None:
+        """Passes for ever: on a wake, and every ``tick_s`` (probes fall due)."""
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.tick_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.reconcile_all()
+            except Exception:  # one bad pass must not end the loop
+                log.exception("reconcile pass failed")
+
+    async def reconcile_all(self) -> None:
+        async with self._lock:
+            for endpoint in list(self.writer.state.live()):
+                try:
+                    await self._reconcile(endpoint.endpoint_id)
+                except Exception:
+                    log.exception("reconciling an endpoint failed", endpoint=str(endpoint))
+
+    async def sync(self, endpoint_id: uuid.UUID) -> None:
+        """Probe every route of the endpoint now, and reconcile it with what they say."""
+        endpoint = self.writer.state.endpoints.get(endpoint_id)
+        if endpoint is None or endpoint.status == "destroyed":
+            raise EndpointNotFound()
+        for route_id in endpoint.routes:
+            self._watch(route_id).next_probe_at = 0.0
+        async with self._lock:
+            await self._reconcile(endpoint_id)
+        probing = [
+            w.probing
+            for rid in list(endpoint.routes)
+            if (w := self.watches.get(rid)) is not None and w.probing is not None
+        ]
+        if probing:
+            await asyncio.wait(probing, timeout=MAX_PROBE_TIMEOUT_S + 1)
+        async with self._lock:
+            await self._reconcile(endpoint_id)
+
+    def report(self, endpoint_id: uuid.UUID) -> dict[str, Any]:
+        """The reconciler's view of an endpoint: each route's status, session and last probes,
+        and how many routes changed how."""
+        endpoint = self.writer.state.endpoints.get(endpoint_id)
+        if endpoint is None:
+            raise EndpointNotFound()
+        routes = {}
+        for route in endpoint.routes.values():
+            watch = self.watches.get(route.route_id) or _Watch()
+            session = self._sessions.get(route.session_id)
+            routes[str(route.route_id)] = {
+                "status": route.status,
+                "session_id": str(route.session_id),
+                "session_status": session.status.name if session is not None else None,
+                "failures_in_a_row": watch.failures,
+                "service_started": watch.service_started,
+                "service_error": watch.service_error,
+                "create_error": watch.create_error,
+                "probes": [p.to_json() for p in watch.probes],
+            }
+        report: dict[str, Any] = {
+            "endpoint_id": str(endpoint_id),
+            "status": endpoint.status,
+            "desired_session_count": endpoint.desired_session_count,
+            "routes": routes,
+            "changes": dict(self.counts.get(endpoint_id, {})),
+        }
+        if endpoint.spec.service is None:
+            report["note"] = (
+                "the endpoint has no model service (no model definition): no replica is started"
+            )
+        return report
+
+    # ---- one endpoint -----------------------------------------------------------------------
+    async def _reconcile(self, endpoint_id: uuid.UUID) -> None:
+        state = self.writer.state
+        endpoint = state.endpoints.get(endpoint_id)
+        if endpoint is None or endpoint.status == "destroyed":
+            return
+        for route in list(endpoint.routes.values()):
+            await self._route(endpoint, route)
+        for route_id in routes_to_drain(state, endpoint_id):
+            await self._drain(endpoint, route_id, DRAINED)
+        if endpoint.spec.service is not None:
+            for _ in range(replicas_to_start(state, endpoint_id)):
+                if not await self._add_route(endpoint):
+                    break
+        if ready_to_destroy(state, endpoint_id):
+            await self._append(
+                EndpointDestroyed(endpoint_id=endpoint_id), uuid.uuid5(endpoint_id, "destroyed")
+            )
+            for route_id in endpoint.removed_routes:
+                self.watches.pop(route_id, None)
+
+    async def _route(self, endpoint: Endpoint, route: Route) -> None:
+        watch = self._watch(route.route_id)
+        session = await self._session(route.session_id)
+        if session is None:
+            if route.status == "TERMINATING":  # drained before its session was created
+                await self._remove(endpoint, route, "removed")
+            else:
+                await self._create(endpoint, route, watch)
+            return
+        status = session.status
+        if status in _ENDED:
+            drained = route.status == "TERMINATING"
+            await self._remove(endpoint, route, "removed" if drained else "lost")
+            return
+        if route.status == "TERMINATING":
+            if status is not SessionStatus.TERMINATING:
+                await self._destroy(route, DRAINED, forced=status is SessionStatus.ERROR)
+            return
+        if status is SessionStatus.ERROR:
+            await self._drain(endpoint, route.route_id, UNHEALTHY)
+            return
+        if status is SessionStatus.TERMINATING:  # ending by itself: send it nothing more
+            await self._set_status(endpoint, route, "TERMINATING")
+            return
+        service = endpoint.spec.service
+        if status not in _SERVING or service is None:
+            return  # still being scheduled or started (or nothing to serve)
+        now = self.clock()
+        if watch.running_since is None:
+            watch.running_since = now
+        if watch.probing is not None and watch.probing.done():
+            await self._judge(endpoint, route, watch, service, watch.probing.result())
+            watch.probing = None
+            if route.status in ("UNHEALTHY", "TERMINATING"):
+                return
+        if (
+            route.status == "PROVISIONING"
+            and now - watch.running_since > service.initial_delay_s
+            and watch.probing is None
+        ):
+            await self._set_status(endpoint, route, "UNHEALTHY")
+            await self._drain(endpoint, route.route_id, UNHEALTHY)
+            return
+        if watch.probing is None and now >= watch.next_probe_at:
+            watch.next_probe_at = now + service.health_check_interval_s
+            watch.probing = asyncio.create_task(self._probe(endpoint, route, watch, service))
+            watch.probing.add_done_callback(lambda _: self.wake())
+
+    async def _judge(
+        self, endpoint: Endpoint, route: Route, watch: _Watch, service: ModelService, probe: Probe
+    ) -> None:
+        watch.probes.append(probe)
+        if probe.ok:
+            watch.failures = 0
+            await self._set_status(endpoint, route, "HEALTHY")
+            return
+        watch.failures += 1
+        if route.status == "HEALTHY" and watch.failures >= service.max_retries:
+            await self._set_status(endpoint, route, "UNHEALTHY")
+        if route.status == "UNHEALTHY":
+            await self._drain(endpoint, route.route_id, UNHEALTHY)
+
+    async def _probe(
+        self, endpoint: Endpoint, route: Route, watch: _Watch, service: ModelService
+    ) -> Probe:
+        """Start the model service if it may not run, then probe it (never raises)."""
+        timeout_s = min(MAX_PROBE_TIMEOUT_S, max(2.0, service.health_check_interval_s))
+        try:
+            if not watch.service_started or watch.failures:
+                result = await self.router.execution.call(
+                    route.session_id, "start_service", *start_model_service(endpoint.spec, service)
+                )
+                if (result or {}).get("status") == "failed":
+                    watch.service_error = str(result.get("error"))[:512]
+                    return Probe(at=time.time(), ok=False, error="the model service did not start")
+                watch.service_started, watch.service_error = True, None
+            if watch.target is None:
+                watch.target = await tunnel_target(self.router, route.session_id)
+        except DomainError as exc:
+            watch.target = None
+            return Probe(at=time.time(), ok=False, error=(exc.msg or str(exc))[:512])
+        except Exception as exc:  # the agent away, restarting: a failed probe, not a crash
+            watch.target = None
+            return Probe(at=time.time(), ok=False, error=repr(exc)[:512])
+        probe = await probe_health(watch.target, service.port, service.health_check_path, timeout_s)
+        if not probe.ok and probe.status is None:
+            watch.target = None  # ask the agent again next time (the kernel may have moved)
+        return probe
+
+    # ---- commands ---------------------------------------------------------------------------
+    async def _append(self, event: AnyPayload, command_id: uuid.UUID) -> bool:
+        try:
+            await self.writer.handle(EndpointCommand(event=event, command_id=command_id))
+        except DomainError as exc:
+            log.warning("endpoint change refused", event=event.type, why=exc.msg or str(exc))
+            return False
+        return True
+
+    def _changed(self, endpoint: Endpoint, change: str) -> None:
+        counts = self.counts.setdefault(endpoint.endpoint_id, {})
+        counts[change] = counts.get(change, 0) + 1
+        if self.on_change is not None:
+            self.on_change(str(endpoint.endpoint_id), change)
+
+    async def _set_status(self, endpoint: Endpoint, route: Route, status: RouteStatus) -> None:
+        if route.status == status:
+            return
+        event = EndpointRouteStatusChanged(
+            endpoint_id=endpoint.endpoint_id, route_id=route.route_id, status=status
+        )
+        command_id = uuid.uuid5(route.route_id, f"{status}@{endpoint.version}")
+        if await self._append(event, command_id):
+            self._changed(endpoint, status.lower())
+
+    async def _drain(self, endpoint: Endpoint, route_id: uuid.UUID, reason: str) -> None:
+        route = endpoint.routes.get(route_id)
+        if route is None:
+            return
+        await self._set_status(endpoint, route, "TERMINATING")
+        session = await self._session(route.session_id)
+        if session is not None and session.status not in _ENDED:
+            await self._destroy(route, reason, forced=session.status is SessionStatus.ERROR)
+
+    async def _destroy(self, route: Route, reason: str, *, forced: bool = False) -> None:
+        command = destroy_replica(route.route_id, reason)
+        if forced:
+            command = command.model_copy(update={"forced": True})
+        try:
+            await self.router.handle(command)
+        except DomainError as exc:
+            log.warning("replica not destroyed", route=str(route.route_id), why=str(exc))
+        self._sessions.pop(route.session_id, None)
+
+    async def _remove(self, endpoint: Endpoint, route: Route, change: str) -> None:
+        event = EndpointRouteRemoved(endpoint_id=endpoint.endpoint_id, route_id=route.route_id)
+        if await self._append(event, uuid.uuid5(route.route_id, "removed")):
+            self._changed(endpoint, change)
+            watch = self.watches.pop(route.route_id, None)
+            if watch is not None and watch.probing is not None:
+                watch.probing.cancel()
+
+    async def _add_route(self, endpoint: Endpoint) -> bool:
+        route_id = next_route_id(endpoint)
+        event = EndpointRouteAdded(
+            endpoint_id=endpoint.endpoint_id,
+            route_id=route_id,
+            session_id=session_of_route(route_id),
+            traffic_ratio=REPLICA_TRAFFIC_RATIO,
+        )
+        if not await self._append(event, uuid.uuid5(route_id, "added")):
+            return False
+        self._changed(endpoint, "started")
+        route = endpoint.routes.get(route_id)
+        if route is not None:
+            await self._create(endpoint, route, self._watch(route_id))
+        return True
+
+    async def _create(self, endpoint: Endpoint, route: Route, watch: _Watch) -> None:
+        """Create the route's session, or keep why it cannot be and try again later."""
+        now = self.clock()
+        if now < watch.next_create_at:
+            return
+        try:
+            command = await self._creation(endpoint, route)
+            await self.router.handle(command)
+        except DomainError as exc:
+            watch.create_attempts += 1
+            watch.create_error = (exc.msg or str(exc))[:512]
+            watch.next_create_at = now + min(CREATE_BACKOFF_MAX_S, 2.0**watch.create_attempts)
+            log.warning("replica not created", route=str(route.route_id), why=watch.create_error)
+            return
+        watch.create_error, watch.create_attempts = None, 0
+        self._sessions.pop(route.session_id, None)
+
+    async def _creation(self, endpoint: Endpoint, route: Route) -> Any:
+        """The route's session creation, once its owner may still run it: their keypair,
+        user and domain active, the model folder still there, ready, and theirs to read,
+        and the scaling group isolating them (the gateway checked all this at create; an
+        endpoint lives on, so each replica is judged again)."""
+        spec = endpoint.spec
+        keypair = await self.lookups.keypair(spec.access_key)
+        user = await self.lookups.user(str(spec.owner))
+        if keypair is None or not keypair.get("is_active", True) or user is None:
+            raise _Refused("the endpoint's owner keypair is gone or inactive")
+        if user.get("status", "active") != "active":
+            raise _Refused("the endpoint's owner is not active")
+        domain = await self.lookups.domain(spec.domain)
+        if domain is not None and not domain.get("is_active", True):
+            raise _Refused("the endpoint's domain is not active")
+        record = await self.folders.folder(str(spec.model))
+        if record is None or record.get("status", "ready") != "ready":
+            raise _Refused("the model folder is gone or in the trash")
+        projects = [
+            uuid.UUID(str(p["project_id"])) for p in await self.lookups.projects_of(str(spec.owner))
+        ]
+        permission = permission_of(
+            folder_state(record),
+            spec.owner,
+            role=str(user.get("role", "user")),
+            domain=str(user.get("domain", spec.domain)),
+            project_ids=projects,
+        )
+        if permission is None:
+            raise _Refused("the endpoint's owner may no longer read the model folder")
+        if self.vfolder_root is None:
+            raise _Refused("this installation serves no folders")
+        policy = await self.lookups.policy(str(keypair.get("resource_policy") or "default")) or {}
+        await check_create(
+            self.store,
+            self.models,
+            self.lookups,
+            access_key=spec.access_key,
+            scaling_group=spec.scaling_group,
+        )
+        return create_replica(
+            endpoint,
+            route.route_id,
+            model_name=str(record.get("name", "model")),
+            model_path=self.vfolder_root / spec.model.hex,
+            model_usage_mode=str(record.get("usage_mode") or "model"),
+            max_containers_per_session=int(policy.get("max_containers_per_session") or 0),
+        )
+
+    # ---- memory -----------------------------------------------------------------------------
+    def _watch(self, route_id: uuid.UUID) -> _Watch:
+        watch = self.watches.get(route_id)
+        if watch is None:
+            watch = self.watches[route_id] = _Watch()
+        return watch
+
+    async def _session(self, session_id: uuid.UUID) -> SessionAggregate | None:
+        """The session as its stream says (``None``: not created), cached until an event of
+        its stream is seen (:meth:`session_changed`)."""
+        if session_id not in self._sessions:
+            session = await load_session(self.store, session_id)
+            self._sessions[session_id] = session if session.version else None
+        return self._sessions[session_id]
+
+
+class _Refused(DomainError):
+    """Why a replica is not created now (kept for the report, retried later)."""
