@@ -166,7 +166,7 @@ async def _resolve_stream(store: RedisEventStore, ref: str) -> str:
         return f"session-{record['id']}"
     if endpoint := await _endpoint_stream(store, ref):
         return endpoint
-    raise KernelhubError(f"no stream, session, endpoint or agent {ref!r} in the log")
+    raise KernelhubError(f"no stream, session or agent {ref!r} in the log")
 
 
 async def _endpoint_stream(store: RedisEventStore, ref: str) -> str | None:
