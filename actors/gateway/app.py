@@ -44,6 +44,8 @@ from .problems import (
 from .ratelimit import UNAUTHENTICATED_LIMIT, WINDOW_S, PeerRateLimited, RateLimitExceeded
 from .resources import resource_routes
 from .revocation_follower import follow_revocations
+from .services import service_routes
+from .serving_proxy import SERVING_PATHS, install_serving, serving_routes
 from .sessions import session_routes
 from .storage_routes import STORAGE_PUBLIC, install_storage
 from .stream_limits import is_stream
@@ -142,8 +144,14 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
 
 @web.middleware
 async def authenticated(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The API version header, then the signature; public routes answer anyone."""
+    """The API version header, then the signature; public routes answer anyone. The
+    inference proxy's routes (matched routes, never a path prefix) are not signed: their
+    credential is the endpoint's token (:mod:`.serving_proxy`), and the caller's
+    ``Authorization`` carries it."""
     if (request.method, request.path) in _PUBLIC and "Authorization" not in request.headers:
+        return await handler(request)
+    resource = request.match_info.route.resource
+    if resource is not None and resource.canonical in SERVING_PATHS:
         return await handler(request)
     version = request.headers.get("X-BackendAI-Version") or request.headers.get("X-Sorna-Version")
     if version is not None and not _VERSION.match(version):
@@ -231,7 +239,10 @@ def make_app(ctx: GatewayContext) -> web.Application:
             *login_routes(),
             *folder_routes(),
             *folder_file_routes(),
+            *service_routes(),
+            *serving_routes(),
         ]
     )
     install_storage(app)
+    install_serving(app)
     return app

@@ -64,6 +64,13 @@ class GatewayContext:
     vfolder_root: Path | None = None
     """Where the ``local:default`` storage host keeps folders (a directory per folder id);
     ``None``: this gateway serves no folders' files."""
+    serving_base: str | None = None
+    """The inference proxy's base URL (``http://host:port``) as callers reach it: the
+    operator's ``KH_SERVING_URL``, else the gateway's bound address (set by the gateway
+    actor once it listens; ``None``: each answer uses the origin its request came to)."""
+    observe_serving: Callable[[str, int, float, str | None], None] | None = None
+    """Told (endpoint id, status, seconds, error reason or ``None``) of every answer of the
+    inference proxy: the gateway actor's per-endpoint metrics."""
     _status: tuple[float, str] = (0.0, "running")
     known_slots: tuple[float, dict[str, SlotType]] = (0.0, {})
     """When the slot types the cluster knows were last read, and what they were (the

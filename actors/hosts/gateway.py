@@ -12,7 +12,7 @@ import ray
 from aiohttp import web
 
 from actors.idle.facts import IdleFacts
-from actors.runtime.metrics import ActorMetrics
+from actors.runtime.metrics import DOCUMENTED, ActorMetrics
 from actors.sessions.routing import ShardRouter
 from events import RedisEventStore
 from events.secrets import SecretBox
@@ -32,6 +32,13 @@ __all__ = ["DEFAULT_GATEWAY_PORT", "GatewayActor", "vfolder_root_for"]
 
 DEFAULT_GATEWAY_PORT = 8081
 """Backend.AI manager's default port."""
+_SERVING_METRICS = (
+    "kernelhub_serving_requests_total",
+    "kernelhub_serving_request_seconds",
+    "kernelhub_serving_errors_total",
+)
+"""The inference proxy's per-endpoint metrics (endpoint + status; endpoint; endpoint +
+reason), registered once :mod:`actors.runtime.metrics` defines them."""
 
 
 def vfolder_root_for(master_key_path: Path) -> Path:
@@ -67,11 +74,14 @@ class GatewayActor:
             rate_limiter=RateLimiter(self.store.rate_limits),
             idle=IdleFacts(self.store, IdleConfig.parse(idle or {})),
             observe=self._observe,
+            observe_serving=self._observe_serving,
             callbacks=callback_policy or CallbackPolicy(),  # how create checks callback_url
             vfolder_root=vfolder_root_for(Path(master_key_path)),
         )
         self.metrics = ActorMetrics(
-            "kernelhub_gateway_requests_total", "kernelhub_gateway_request_seconds"
+            "kernelhub_gateway_requests_total",
+            "kernelhub_gateway_request_seconds",
+            *(name for name in _SERVING_METRICS if name in DOCUMENTED),
         )
         self.host, self.port = host, port
         self.runner: web.AppRunner | None = None
@@ -82,6 +92,18 @@ class GatewayActor:
             "kernelhub_gateway_requests_total", route=route, method=method, status=str(status)
         )
         self.metrics.observe("kernelhub_gateway_request_seconds", seconds, route=route)
+
+    def _observe_serving(
+        self, endpoint: str, status: int, seconds: float, error: str | None
+    ) -> None:
+        """One answer of the inference proxy, per endpoint (its id: an endpoint is a handful
+        of series, and ids are bounded by the endpoints that exist)."""
+        if _SERVING_METRICS[0] not in DOCUMENTED:
+            return
+        self.metrics.inc(_SERVING_METRICS[0], endpoint=endpoint, status=str(status))
+        self.metrics.observe(_SERVING_METRICS[1], seconds, endpoint=endpoint)
+        if error is not None:
+            self.metrics.inc(_SERVING_METRICS[2], endpoint=endpoint, reason=error)
 
     async def metrics_snapshot(self) -> dict[str, float]:
         return self.metrics.snapshot()
@@ -103,6 +125,8 @@ class GatewayActor:
         if self.port == 0:
             await self.store.install.remember_gateway_port(bound)
         self.port = bound
+        shown = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        self.ctx.serving_base = os.environ.get("KH_SERVING_URL") or f"http://{shown}:{bound}"
 
     async def _bind(self, port: int) -> web.TCPSite:
         assert self.runner is not None

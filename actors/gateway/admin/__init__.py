@@ -11,6 +11,7 @@ from __future__ import annotations
 from . import (
     agents,
     domains,
+    endpoints,
     groups,
     images,
     keypairs,
@@ -35,5 +36,6 @@ AREAS: tuple[AdminArea, ...] = (
     images.AREA,
     agents.AREA,
     vfolders.AREA,
+    endpoints.AREA,
 )
 """Every admin area, in the order their SDL is joined."""

@@ -1,0 +1,600 @@
+"""The inference proxy: ``/serving/{endpoint_id}[/{tail}]``, any method, forwarded to a
+HEALTHY replica of the endpoint through its kernel runner's tunnel (containers keep
+``--network none``; :func:`.apps.open_tunnel`), as HTTP/1.1.
+
+- **Who may call.** A public endpoint (``open_to_public``) answers anyone. A private one needs
+  ``Authorization: BackendAI <token>`` (or ``Bearer <token>``) with a token of *this*
+  endpoint, unexpired (:mod:`.serving_tokens`); anything else is 401, and so is a made-up
+  endpoint id without a valid token, so a caller without a token cannot tell which ids
+  exist. This path is not signed with a keypair (``app.py`` exempts it): the token is the
+  credential, and it is never passed on to the replica.
+- **Where it goes.** A HEALTHY route of the endpoint, picked at random weighted by its
+  ``traffic_ratio`` (none: 503 "no healthy replica"); the endpoint is read from the tenancy
+  read model at most every :data:`RESOLVE_TTL_S`. Connections to each route are kept alive
+  and reused (:class:`_Pool`), so a request usually costs no tunnel set-up at all. A
+  connection that fails before the replica answered a byte (a tunnel that would not open, a
+  kept-alive connection the replica had closed) is retried once, on another route where
+  there is one.
+- **What is passed.** The request body up to :data:`MAX_REQUEST_BODY` (413 past it), the
+  headers but hop-by-hop ones and ``Authorization``, ``X-Forwarded-*`` added. The replica is
+  the tenant's code and is not trusted: its status line and headers are read within
+  :data:`MAX_RESPONSE_HEAD` bytes and :data:`MAX_RESPONSE_HEADERS` headers (502 otherwise),
+  malformed headers dropped, its body streamed (never held whole), each read within
+  :data:`STALL_S` and the answer's head within :data:`ANSWER_S` (504). It answers on the
+  gateway's own origin, so it may not set cookies there (``Set-Cookie`` dropped) and what
+  it sends is sandboxed (``Content-Security-Policy: sandbox``).
+- **Metrics.** Each answer is counted per endpoint and status, timed, and failures counted by
+  reason (:attr:`GatewayContext.observe_serving`, the gateway actor's metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import re
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from actors.agents.kernel_sockets import KernelSocket
+from projections.endpoint_queries import EndpointLookups
+
+from ..domain.errors import DomainError, EndpointNotFound
+from .apps import open_tunnel, tunnel_of
+from .context import GatewayContext
+from .problems import GatewayError
+from .serving_tokens import PURPOSE, EndpointTokens, InvalidEndpointToken
+
+__all__ = [
+    "ANSWER_S",
+    "MAX_REQUEST_BODY",
+    "MAX_RESPONSE_HEAD",
+    "SERVING_PATHS",
+    "ServingProxy",
+    "install_serving",
+    "serving_routes",
+]
+
+log = structlog.get_logger(__name__)
+
+MAX_REQUEST_BODY = 16 * 2**20
+MAX_RESPONSE_HEAD = 64 * 2**10
+"""The replica's status line and headers together."""
+MAX_RESPONSE_HEADERS = 128
+ANSWER_S = float(os.environ.get("KH_SERVING_TIMEOUT_S") or 300.0)
+"""How long a replica may take to start answering (a model may think for minutes)."""
+STALL_S = 60.0
+"""How long one read of the caller's body, or of the replica's answer, may wait."""
+TUNNEL_S = 20.0
+RESOLVE_TTL_S = 0.5
+TUNNEL_TTL_S = 30.0
+IDLE_S = 30.0
+"""How long an unused kept-alive connection to a replica is kept."""
+MAX_IDLE_PER_ROUTE = 64
+MAX_IN_FLIGHT_PER_ENDPOINT = 512
+"""Requests one endpoint may have under way at once; more answer 503 (one endpoint's
+callers cannot take every connection the gateway has)."""
+_CACHE_BOUND = 10_000
+_CHUNK = 2**16
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "expect",
+    }
+)
+_NOT_FORWARDED = _HOP_BY_HOP | {"authorization", "x-forwarded-for", "x-forwarded-proto"}
+_NOT_ANSWERED = _HOP_BY_HOP | {"set-cookie", "content-security-policy", "server"}
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}$")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_STATUS = re.compile(rb"^HTTP/1\.([01]) ([1-5][0-9][0-9])(?: ([^\r\n]*))?$")
+_AUTH = re.compile(r"^(?:BackendAI|Bearer)\s+(\S+)$", re.IGNORECASE)
+
+SERVING_PATHS = frozenset({"/serving/{endpoint_id}", "/serving/{endpoint_id}/{tail}"})
+"""The proxy's route patterns (``app.py`` exempts them from keypair signing)."""
+
+
+class TokenRequired(GatewayError):
+    status, error_type = 401, "auth-failed"
+    title = "This endpoint needs a valid token: Authorization: BackendAI <token>."
+
+
+class NoHealthyReplica(GatewayError):
+    status, error_type = 503, "service-unavailable"
+    title = "No healthy replica serves this endpoint now."
+
+
+class TooBusy(GatewayError):
+    status, error_type = 503, "service-unavailable"
+    title = "Too many requests to this endpoint are under way."
+
+
+class ReplicaFailed(GatewayError):
+    status, error_type, title = 502, "bad-gateway", "The replica failed to answer."
+
+
+class ReplicaTimeout(GatewayError):
+    status, error_type, title = 504, "gateway-timeout", "The replica did not answer in time."
+
+
+class BodyTooLarge(GatewayError):
+    status, error_type = 413, "request-too-large"
+    title = f"The request body is larger than {MAX_REQUEST_BODY // 2**20} MiB."
+
+
+class _Unsent(Exception):
+    """The replica answered nothing: the request may go elsewhere."""
+
+
+@dataclass
+class _Conn:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    used_at: float = field(default_factory=time.monotonic)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+    def alive(self) -> bool:
+        return (
+            not self.reader.at_eof()
+            and not self.writer.is_closing()
+            and time.monotonic() - self.used_at < IDLE_S
+        )
+
+
+@dataclass
+class _Answer:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    length: int | None
+    chunked: bool
+    keep_alive: bool
+    bodiless: bool = False
+    """A HEAD's answer, 204 or 304: no body follows, whatever its headers say."""
+
+
+class _Pool:
+    """Kept-alive connections to each route's replica (last used, first reused)."""
+
+    def __init__(self) -> None:
+        self.idle: dict[str, deque[_Conn]] = {}
+
+    def take(self, route_id: str) -> _Conn | None:
+        queue = self.idle.get(route_id)
+        while queue:
+            conn = queue.pop()
+            if conn.alive():
+                return conn
+            conn.close()
+        return None
+
+    def give(self, route_id: str, conn: _Conn) -> None:
+        queue = self.idle.setdefault(route_id, deque())
+        conn.used_at = time.monotonic()
+        queue.append(conn)
+        while len(queue) > MAX_IDLE_PER_ROUTE:
+            queue.popleft().close()
+
+    def sweep(self) -> None:
+        for route_id in list(self.idle):
+            queue = self.idle[route_id]
+            kept = deque(c for c in queue if c.alive())
+            for conn in queue:
+                if conn not in kept:
+                    conn.close()
+            if kept:
+                self.idle[route_id] = kept
+            else:
+                del self.idle[route_id]
+
+    def close(self) -> None:
+        for queue in self.idle.values():
+            for conn in queue:
+                conn.close()
+        self.idle.clear()
+
+
+def _pick(routes: list[dict[str, Any]], avoid: set[str]) -> dict[str, Any] | None:
+    """A HEALTHY route not in ``avoid``, at random weighted by traffic ratio (a ratio of 0
+    takes no traffic); ``None`` when there is none."""
+    healthy = [
+        r
+        for r in routes
+        if r.get("status") == "HEALTHY"
+        and str(r.get("route_id")) not in avoid
+        and float(r.get("traffic_ratio") or 0) > 0
+    ]
+    if not healthy:
+        return None
+    weights = [float(r.get("traffic_ratio") or 0) for r in healthy]
+    return random.choices(healthy, weights)[0]
+
+
+def _target(request: web.Request) -> str:
+    """The path and query the replica is asked for: what follows ``/serving/<id>``, as the
+    caller encoded it."""
+    path, question, query = request.raw_path.partition("?")
+    rest = path.split("/", 3)  # "", "serving", id, tail
+    target = "/" + (rest[3] if len(rest) > 3 else "")
+    if question:
+        target += "?" + query
+    if any(c <= " " or c == "\x7f" for c in target) or len(target) > 16384:
+        raise ReplicaFailed("the request target cannot be forwarded")  # pragma: no cover
+    return target
+
+
+def _token_of(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    match = _AUTH.match(header.strip())
+    return match.group(1) if match else None
+
+
+class ServingProxy:
+    def __init__(self, ctx: GatewayContext) -> None:
+        self.ctx = ctx
+        self.lookups = EndpointLookups(ctx.store)
+        self.tokens = EndpointTokens(ctx.auth.secrets.derive(PURPOSE))
+        self.pool = _Pool()
+        self._endpoints: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self._tunnels: dict[str, tuple[float, KernelSocket]] = {}
+        self._in_flight: dict[str, int] = {}
+
+    # ---- lookups ---------------------------------------------------------------------------
+    async def endpoint(self, endpoint_id: str) -> dict[str, Any] | None:
+        now = time.monotonic()
+        cached = self._endpoints.get(endpoint_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        record = await self.lookups.endpoint(endpoint_id)
+        if len(self._endpoints) >= _CACHE_BOUND:
+            self._endpoints.clear()
+        self._endpoints[endpoint_id] = (now + RESOLVE_TTL_S, record)
+        return record
+
+    async def _tunnel(self, session_id: str) -> KernelSocket:
+        now = time.monotonic()
+        cached = self._tunnels.get(session_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        target = await tunnel_of(self.ctx, session_id)
+        if len(self._tunnels) >= _CACHE_BOUND:
+            self._tunnels.clear()
+        self._tunnels[session_id] = (now + TUNNEL_TTL_S, target)
+        return target
+
+    async def _connect(self, route: dict[str, Any], port: int) -> tuple[_Conn, bool]:
+        """A connection to the route's replica: a kept-alive one, else a new tunnel. A new
+        one that fails raises :class:`_Unsent`."""
+        conn = self.pool.take(str(route["route_id"]))
+        if conn is not None:
+            return conn, True
+        session_id = str(route["session_id"])
+        try:
+            target = await self._tunnel(session_id)
+            reader, writer = await open_tunnel(
+                target, f"tcp {port}", f"the replica {session_id}", TUNNEL_S
+            )
+        except (DomainError, OSError, TimeoutError) as exc:
+            self._tunnels.pop(session_id, None)
+            raise _Unsent(f"the tunnel did not open: {exc}") from None
+        return _Conn(reader, writer), False
+
+    # ---- one exchange ----------------------------------------------------------------------
+    def _head(self, request: web.Request, target: str, length: int) -> bytes:
+        lines = [f"{request.method} {target} HTTP/1.1", f"Host: {request.host}"]
+        for name, value in request.headers.items():
+            if name.lower() in _NOT_FORWARDED or _BAD_VALUE.search(value):
+                continue
+            lines.append(f"{name}: {value}")
+        forwarded = request.headers.get("X-Forwarded-For")
+        peer = request.remote or "unknown"
+        lines.append(f"X-Forwarded-For: {forwarded + ', ' if forwarded else ''}{peer}")
+        lines.append(f"X-Forwarded-Proto: {request.scheme}")
+        if length or request.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            lines.append(f"Content-Length: {length}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+
+    async def _exchange(self, conn: _Conn, head: bytes, body: bytes, method: str) -> _Answer:
+        """Send the request and read the answer's head. :class:`_Unsent` when the replica
+        answered nothing (closed, reset)."""
+        try:
+            conn.writer.write(head + body if len(body) < _CHUNK else head)
+            if len(body) >= _CHUNK:
+                conn.writer.write(body)
+            await asyncio.wait_for(conn.writer.drain(), STALL_S)
+            raw = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), ANSWER_S)
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                raise _Unsent("the replica closed the connection") from None
+            raise ReplicaFailed("the replica's answer ended in its headers") from None
+        except asyncio.LimitOverrunError:
+            raise ReplicaFailed(
+                f"the replica's answer headers are larger than {MAX_RESPONSE_HEAD} bytes"
+            ) from None
+        except (ConnectionError, BrokenPipeError) as exc:
+            raise _Unsent(f"the connection failed: {exc}") from None
+        return _parse_head(raw, method)
+
+    async def _body(self, request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > MAX_REQUEST_BODY:
+            raise BodyTooLarge()
+        data = bytearray()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(request.content.read(_CHUNK), STALL_S)
+            except TimeoutError:
+                raise ReplicaTimeout("the request body stalled") from None
+            if not chunk:
+                return bytes(data)
+            data += chunk
+            if len(data) > MAX_REQUEST_BODY:
+                raise BodyTooLarge()
+
+    # ---- the handler -----------------------------------------------------------------------
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        ref = request.match_info["endpoint_id"]
+        status, reason = 500, "internal"
+        try:
+            response = await self._serve(request, ref)
+            status, reason = response.status, ""
+            return response
+        except GatewayError as exc:
+            status = type(exc).status
+            reason = type(exc).__name__
+            raise
+        except DomainError:
+            status, reason = 404, "EndpointNotFound"
+            raise
+        finally:
+            observe = self.ctx.observe_serving
+            if observe is not None:
+                with contextlib.suppress(Exception):
+                    observe(ref[:64], status, time.perf_counter() - started, reason or None)
+
+    async def _serve(self, request: web.Request, ref: str) -> web.StreamResponse:
+        try:
+            endpoint_id = uuid.UUID(ref) if len(ref) <= 64 else None
+        except ValueError:
+            endpoint_id = None
+        record = None if endpoint_id is None else await self.endpoint(str(endpoint_id))
+        if record is None or not record.get("open_to_public"):
+            token = _token_of(request)
+            if token is None or endpoint_id is None:
+                raise TokenRequired()
+            try:
+                self.tokens.verify(token, endpoint_id, now=time.time())
+            except InvalidEndpointToken as exc:
+                log.info("serving token refused", endpoint=str(endpoint_id), why=str(exc))
+                raise TokenRequired() from None
+        if record is None or endpoint_id is None:
+            raise EndpointNotFound()
+        service = record.get("service") or {}
+        port = int(service.get("port") or 0)
+        routes = list((record.get("routes") or {}).values())
+        if not port or _pick(routes, set()) is None:
+            raise NoHealthyReplica()
+        key = str(endpoint_id)
+        if self._in_flight.get(key, 0) >= MAX_IN_FLIGHT_PER_ENDPOINT:
+            raise TooBusy()
+        self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        try:
+            body = await self._body(request)
+            return await self._forward(request, routes, port, body)
+        finally:
+            self._in_flight[key] -= 1
+            if not self._in_flight[key]:
+                del self._in_flight[key]
+
+    async def _forward(
+        self, request: web.Request, routes: list[dict[str, Any]], port: int, body: bytes
+    ) -> web.StreamResponse:
+        head = self._head(request, _target(request), len(body))
+        avoid: set[str] = set()
+        last: _Unsent | None = None
+        for _attempt in range(3):
+            route = _pick(routes, avoid) or (_pick(routes, set()) if last else None)
+            if route is None:
+                raise NoHealthyReplica()
+            route_id = str(route["route_id"])
+            try:
+                conn, reused = await self._connect(route, port)
+            except _Unsent as exc:
+                last = exc
+                avoid.add(route_id)
+                continue
+            try:
+                answer = await self._exchange(conn, head, body, request.method)
+            except _Unsent as exc:
+                conn.close()
+                last = exc
+                if not reused:
+                    avoid.add(route_id)
+                continue
+            except TimeoutError:
+                conn.close()
+                raise ReplicaTimeout() from None
+            except BaseException:
+                conn.close()
+                raise
+            return await self._relay(request, route_id, conn, answer)
+        log.warning("replica unreachable", why=str(last))
+        raise ReplicaFailed(f"no replica could be reached ({last})")
+
+    async def _relay(
+        self, request: web.Request, route_id: str, conn: _Conn, answer: _Answer
+    ) -> web.StreamResponse:
+        """The answer's head to the caller, then its body as it arrives; the connection
+        back to the pool when the answer was read whole and may be kept."""
+        response = web.StreamResponse(status=answer.status, reason=answer.reason or None)
+        for name, value in answer.headers:
+            response.headers.add(name, value)
+        response.headers["Content-Security-Policy"] = "sandbox"
+        if answer.length is not None:
+            response.content_length = answer.length
+        complete = False
+        try:
+            await response.prepare(request)
+            async for chunk in _read_body(conn.reader, answer):
+                await asyncio.wait_for(response.write(chunk), STALL_S)
+            complete = True
+            await response.write_eof()
+        except (ReplicaFailed, TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            response.force_close()
+            if request.transport is not None:
+                request.transport.abort()  # a short answer: the caller sees it cut
+        finally:
+            if complete and answer.keep_alive:
+                self.pool.give(route_id, conn)
+            else:
+                conn.close()
+        return response
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _parse_head(raw: bytes, method: str) -> _Answer:
+    lines = raw[:-4].split(b"\r\n")
+    match = _STATUS.match(lines[0])
+    if match is None:
+        raise ReplicaFailed("the replica's status line is not HTTP/1.x")
+    minor, code, reason = match.group(1), int(match.group(2)), match.group(3) or b""
+    if len(lines) - 1 > MAX_RESPONSE_HEADERS:
+        raise ReplicaFailed(f"the replica sent more than {MAX_RESPONSE_HEADERS} headers")
+    headers: list[tuple[str, str]] = []
+    length: int | None = None
+    chunked, close = False, minor == b"0"
+    for line in lines[1:]:
+        name_b, colon, value_b = line.partition(b":")
+        name, value = name_b.decode("latin-1"), value_b.decode("latin-1").strip()
+        if not colon or not _TOKEN.match(name) or _BAD_VALUE.search(value):
+            continue  # malformed: dropped
+        lower = name.lower()
+        if lower == "content-length":
+            if not value.isdecimal() or len(value) > 18 or (length is not None):
+                raise ReplicaFailed("the replica's Content-Length is invalid")
+            length = int(value)
+        elif lower == "transfer-encoding":
+            chunked = value.lower().endswith("chunked")
+        elif lower == "connection":
+            tokens = {t.strip().lower() for t in value.split(",")}
+            close = "close" in tokens or (minor == b"0" and "keep-alive" not in tokens)
+        if lower not in _NOT_ANSWERED:
+            headers.append((name, value))
+    if code < 200:
+        raise ReplicaFailed("the replica answered an interim status")
+    bodiless = method == "HEAD" or code in (204, 304)
+    if bodiless:
+        chunked = False
+        length = length if method == "HEAD" else None
+    elif chunked:
+        length = None
+    elif length is None:
+        close = True  # read to the end: the connection cannot be kept
+    reason_text = reason.decode("latin-1")
+    return _Answer(
+        status=code,
+        reason="" if _BAD_VALUE.search(reason_text) else reason_text[:128],
+        headers=headers,
+        length=length,
+        chunked=chunked,
+        keep_alive=not close,
+        bodiless=bodiless,
+    )
+
+
+async def _read_body(reader: asyncio.StreamReader, answer: _Answer) -> AsyncIterator[bytes]:
+    """The answer's body as it arrives (a chunked one decoded), each read within
+    :data:`STALL_S`."""
+    if answer.bodiless:
+        return
+    if answer.chunked:
+        while True:
+            line = await asyncio.wait_for(reader.readuntil(b"\r\n"), STALL_S)
+            size_text = line.split(b";", 1)[0].strip()
+            if not size_text or len(size_text) > 15:
+                raise ReplicaFailed("the replica's chunk size is invalid")
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise ReplicaFailed("the replica's chunk size is invalid") from None
+            if size == 0:
+                for _ in range(MAX_RESPONSE_HEADERS + 1):  # trailers, dropped
+                    if await asyncio.wait_for(reader.readuntil(b"\r\n"), STALL_S) == b"\r\n":
+                        return
+                raise ReplicaFailed("the replica sent too many trailers")
+            while size:
+                chunk = await asyncio.wait_for(reader.read(min(size, _CHUNK)), STALL_S)
+                if not chunk:
+                    raise asyncio.IncompleteReadError(b"", size)
+                size -= len(chunk)
+                yield chunk
+            if await asyncio.wait_for(reader.readexactly(2), STALL_S) != b"\r\n":
+                raise ReplicaFailed("the replica's chunk is not terminated")
+    elif answer.length is not None:
+        left = answer.length
+        while left:
+            chunk = await asyncio.wait_for(reader.read(min(left, _CHUNK)), STALL_S)
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"", left)
+            left -= len(chunk)
+            yield chunk
+    else:
+        while chunk := await asyncio.wait_for(reader.read(_CHUNK), STALL_S):
+            yield chunk
+
+
+SERVING_PROXY = web.AppKey("kh_serving_proxy", ServingProxy)
+
+
+async def _proxy_ctx(app: web.Application) -> AsyncIterator[None]:
+    proxy = app[SERVING_PROXY] = ServingProxy(app["ctx"])
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(IDLE_S / 3)
+            proxy.pool.sweep()
+
+    sweeper = asyncio.create_task(sweep())
+    yield
+    sweeper.cancel()
+    proxy.close()
+
+
+def install_serving(app: web.Application) -> None:
+    app.cleanup_ctx.append(_proxy_ctx)
+
+
+async def _handle(request: web.Request) -> web.StreamResponse:
+    return await request.app[SERVING_PROXY].handle(request)
+
+
+def serving_routes() -> list[web.RouteDef]:
+    return [
+        web.route("*", "/serving/{endpoint_id}", _handle),
+        web.route("*", "/serving/{endpoint_id}/{tail:.*}", _handle),
+    ]
