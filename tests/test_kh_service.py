@@ -547,7 +547,7 @@ def test_why_tells_each_routes_life_and_why_it_was_drained() -> None:
 
 @pytest.mark.unit
 def test_why_says_how_a_live_endpoint_stands_and_a_route_whose_session_ended() -> None:
-    eid, r1, s1 = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    eid, r1, s1, r2, s2 = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     created = EndpointCreated(
         endpoint_id=eid, name="solo", image="python", model=uuid.uuid4(),
         resource_slots={}, scaling_group="default", desired_session_count=1,
@@ -560,13 +560,22 @@ def test_why_says_how_a_live_endpoint_stands_and_a_route_whose_session_ended() -
             created,
             EndpointRouteAdded(endpoint_id=eid, route_id=r1, session_id=s1, traffic_ratio=1),
             EndpointRouteRemoved(endpoint_id=eid, route_id=r1),
+            EndpointRouteAdded(endpoint_id=eid, route_id=r2, session_id=s2, traffic_ratio=1),
+            EndpointRouteStatusChanged(endpoint_id=eid, route_id=r2, status="TERMINATING"),
         ],
     )
-    told = explain_endpoint(events, {}, 1_900_000_000_000)
-    assert told.status == "live" and "0 of 1 wanted replicas HEALTHY" in told.headline()
+    failed = in_stream(
+        f"session-{s2}", [SessionTerminating(session_id=s2, reason="service-unhealthy")]
+    )
+    told = explain_endpoint(events, {str(s2): failed}, 1_900_000_000_000)
+    assert told.status == "live" and "0 of 1 wanted replicas HEALTHY (0 serving)" in told.headline()
     text = "\n".join(told.lines)
+    assert f"route {str(r2)[:8]} drained: its session failed (ERROR) and was replaced" in text
+    assert told.routes[1].drained_because == (
+        "its session failed (ERROR) and was replaced (service-unhealthy)"
+    )
     assert "no model service defined" in text and "public: no token needed" in text
-    assert "removed (its session ended)" in text
+    assert "removed (its session ended on its own; it no longer counts, so a replacement" in text
 
 
 # ---- e2e: one real stack ----------------------------------------------------------------------

@@ -134,6 +134,23 @@ def _created(data: Any) -> list[str]:
     return lines
 
 
+_UNEXPLAINED = "its session was ending"
+_LOST = "its session ended on its own; it no longer counts, so a replacement starts"
+_DESTROY_REASONS = {
+    "service-unhealthy": "its session failed (ERROR) and was replaced",
+    "service-scaled-down": "the reconciler drained it",
+}
+"""What the reconciler's destroy reasons (:mod:`actors.endpoints.reconciler`) mean, for a
+drain the endpoint's stream alone does not explain."""
+
+
+def _ending_reason(session: Sequence[Event]) -> str | None:
+    for event in session:
+        if event.type == "session_terminating":
+            return str(getattr(event.data, "reason", "") or "") or None
+    return None
+
+
 class _Fold:
     """The endpoint's stream walked once, in order, keeping what a reason needs."""
 
@@ -143,6 +160,8 @@ class _Fold:
         self.desired = 0
         self.destroying = False
         self.initial_delay: float | None = None
+        self.drain_lines: dict[str, int] = {}
+        """Route id -> the line that says it was drained (refined from its session)."""
 
     def say(self, event: Event, text: str) -> None:
         self.out.lines.append(f"{iso_ms(event.position_ms)}  {text}")
@@ -182,7 +201,7 @@ class _Fold:
             route = self.routes.get(str(data.route_id))
             if route is None:
                 return
-            how = "after draining" if route.status == "TERMINATING" else "its session ended"
+            how = "after draining" if route.status == "TERMINATING" else _LOST
             route.removed_at = iso_ms(event.position_ms)
             self.say(event, f"route {_short(route.route_id)} removed ({how})")
         elif kind == "endpoint_traffic_ratio_changed":
@@ -218,13 +237,14 @@ class _Fold:
                 within = (
                     f" within {self.initial_delay:g}s" if self.initial_delay is not None else ""
                 )
-                why = f"no health check passed{within} of its start"
+                why = f"no health check passed{within} of its session running"
             else:
                 why = "its health check failed too many times in a row"
             self.say(event, f"{tag} UNHEALTHY: {why}; it takes no traffic")
         elif route.status == "TERMINATING":
             route.drained_at = iso_ms(event.position_ms)
             route.drained_because = self._drain_reason(before)
+            self.drain_lines[route.route_id] = len(self.out.lines)
             self.say(event, f"{tag} drained: {route.drained_because}")
 
     def _drain_reason(self, before: str) -> str:
@@ -235,7 +255,7 @@ class _Fold:
         # this route no longer counts: if more routes served than wanted, a scale down
         if self.serving() + 1 > self.desired:
             return f"more routes served than the {self.desired} wanted (scaled down)"
-        return "drained by the reconciler (no scale down or health failure recorded)"
+        return _UNEXPLAINED
 
 
 def explain_endpoint(
@@ -266,6 +286,15 @@ def explain_endpoint(
             continue
         told = explain_session(stream, now_ms)
         route.session_status, route.session_because = told.status, told.lines
+        if route.drained_because == _UNEXPLAINED:
+            reason = _ending_reason(stream)
+            if reason is not None:
+                meaning = _DESTROY_REASONS.get(reason, "it was destroyed")
+                line = fold.drain_lines[route.route_id]
+                out.lines[line] = out.lines[line].replace(
+                    f"drained: {_UNEXPLAINED}", f"drained: {meaning} ({reason})"
+                )
+                route.drained_because = f"{meaning} ({reason})"
     return out
 
 
