@@ -664,13 +664,13 @@ def test_kh_service_serves_scales_and_removes_an_endpoint_and_why_tells_it(lab: 
             time.sleep(0.5)
         assert call_endpoint(url, "/again", token=token).status_code == 200
 
-    # rm drains, then the endpoint is gone
+    # rm: listed no more at once; it drains, then it is gone
     assert lab.kh("service", "rm", "echo")["removed"] == [endpoint_id]
+    assert lab.kh("service", "list")["items"] == []
     deadline = time.monotonic() + 120
-    while lab.kh("service", "list")["items"]:
-        assert time.monotonic() < deadline, lab.kh("service", "list")
+    while (gone := lab.stack.kh("service", "info", endpoint_id)).returncode == 0:
+        assert time.monotonic() < deadline, gone.stdout
         time.sleep(0.5)
-    gone = lab.stack.kh("service", "info", endpoint_id)
     assert gone.returncode == 3 and "No such endpoint." in gone.stderr
 
     # kh why: the replicas' history from the log
