@@ -14,7 +14,14 @@ import pytest
 from actors.agents.kernel_env import kernel_environ
 from actors.agents.vfolder_mounts import MountRefused, parse_mounts
 from actors.domain.errors import InvalidAPIParameters
-from actors.domain.mount_paths import MAX_MOUNTS, kernel_path_of, kernel_paths, mount_plan, place
+from actors.domain.mount_paths import (
+    MAX_MOUNTS,
+    kernel_path_of,
+    kernel_paths,
+    model_mount_path,
+    mount_plan,
+    place,
+)
 from actors.gateway.params import CreateParams, parse
 from events.catalogue.session import SessionCreationSpec, VFolderMountSpec
 
@@ -175,6 +182,38 @@ def test_the_agent_reads_what_the_gateway_writes() -> None:
     assert mount.read_only and mount.parts == ("data",)
     with pytest.raises(MountRefused, match="overlaps"):
         parse_mounts([_mount(), _mount(kernel_path="/home/work/data/x")])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"kernel_path": "/models"},  # a general folder, even read-only
+        {"kernel_path": "/models", "usage_mode": "model", "mount_perm": "rw"},  # writable
+        {"kernel_path": "/etc", "usage_mode": "model", "mount_perm": "ro"},
+        {"kernel_path": "/usr/lib/x", "usage_mode": "model", "mount_perm": "ro"},
+        {"kernel_path": "/home/other", "usage_mode": "model", "mount_perm": "ro"},
+        {"kernel_path": "/", "usage_mode": "model", "mount_perm": "ro"},
+        {"kernel_path": "/models/../etc", "usage_mode": "model", "mount_perm": "ro"},
+        {"kernel_path": "/models//x", "usage_mode": "model", "mount_perm": "ro"},
+    ],
+)
+def test_only_a_read_only_model_folder_lands_outside_the_work_dir_and_never_on_the_system(
+    overrides: dict[str, Any],
+) -> None:
+    if overrides["kernel_path"] == "/models" and overrides.get("usage_mode") is None:
+        overrides = {**overrides, "mount_perm": "ro"}
+    with pytest.raises(MountRefused):
+        parse_mounts([_mount(**overrides)])
+
+
+def test_an_inference_replica_mounts_its_model_at_models() -> None:
+    (mount,) = parse_mounts([_mount(kernel_path="/models", usage_mode="model", mount_perm="ro")])
+    assert mount.read_only and not mount.in_work_dir
+    assert model_mount_path("/models/") == "/models"
+    assert model_mount_path("/home/work/models") == "/home/work/models"
+    for refused in ("models", "/", "/etc/x", "/home/work", "/home/work/.ssh", "/a/../b"):
+        with pytest.raises(InvalidAPIParameters, match="model_mount_destination"):
+            model_mount_path(refused)
 
 
 def test_the_log_bounds_a_session_s_mounts() -> None:

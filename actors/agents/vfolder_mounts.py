@@ -41,7 +41,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..domain.errors import InvalidAPIParameters
-from ..domain.mount_paths import WORK_DIR, kernel_paths
+from ..domain.mount_paths import WORK_DIR, in_work_dir, kernel_paths
 from .safe_fs import Owner, Refused, open_dir, open_root
 
 __all__ = [
@@ -73,6 +73,11 @@ class FolderMount:
     kernel_path: str
     read_only: bool
     usage_mode: str = "general"
+
+    @property
+    def in_work_dir(self) -> bool:
+        """Under ``/home/work`` (every mount but an inference replica's model folder)."""
+        return in_work_dir(self.kernel_path)
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -117,8 +122,11 @@ def parse_mounts(raw: Sequence[Mapping[str, Any]] | None) -> list[FolderMount]:
                 usage_mode=str(item.get("usage_mode") or "general"),
             )
         )
-    try:
-        kernel_paths([m.kernel_path for m in mounts])
+    try:  # only a model folder, read-only, may land outside the work dir (/models)
+        kernel_paths(
+            [m.kernel_path for m in mounts],
+            [m.usage_mode == "model" and m.read_only for m in mounts],
+        )
     except InvalidAPIParameters as exc:
         raise MountRefused(str(exc)) from None
     return mounts
@@ -203,7 +211,8 @@ def docker_mounts(
                     info = os.fstat(fd)
                     if (info.st_uid, info.st_gid) != (owner.uid, owner.gid):
                         os.fchown(fd, owner.uid, owner.gid)
-                _mount_point(work_fd, mount, owner)
+                if mount.in_work_dir:  # elsewhere (/models) Docker makes it in the image's tree
+                    _mount_point(work_fd, mount, owner)
                 specs.append(
                     {
                         "Type": "bind",
@@ -229,6 +238,11 @@ def link_into_work_dir(
     work_fd = open_root(work_dir)
     try:
         for mount in mounts:
+            if not mount.in_work_dir:
+                raise MountRefused(
+                    f"folder {mount.name!r}: the process backend mounts folders only under "
+                    f"{WORK_DIR} (not at {mount.kernel_path}): choose a mount destination there"
+                )
             with open_folder(volume_root, mount) as (_fd, source):
                 parent = open_dir(work_fd, mount.parts[:-1], label=mount.kernel_path, create=True)
                 try:

@@ -27,6 +27,7 @@ The rules (23.03's, made strict where 23.03 is loose; docs/vfolders.md):
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -37,12 +38,16 @@ __all__ = [
     "MAX_KERNEL_PATH",
     "MAX_MOUNTS",
     "RESERVED",
+    "SYSTEM_DIRS",
     "WORK_DIR",
     "MountPlan",
+    "in_work_dir",
     "kernel_path_of",
     "kernel_paths",
+    "model_mount_path",
     "mount_plan",
     "place",
+    "vfolder_mount_spec",
 ]
 
 WORK_DIR = PurePosixPath("/home/work")
@@ -61,6 +66,14 @@ keeps batch logs; the rest are 23.03's reserved names and what shells and tools 
 the home directory (a folder mounted over ``.ssh`` would replace the session's keys)."""
 _RESERVED_PATTERNS = (re.compile(r"^\.[a-z0-9]+rc$"), re.compile(r"^\.[a-z0-9]+_profile$"))
 """23.03's ``RESERVED_VFOLDER_PATTERNS``: dotfiles a shell reads at start (``.bashrc``)."""
+
+
+SYSTEM_DIRS = frozenset(
+    {"bin", "boot", "dev", "etc", "home", "lib", "lib32", "lib64", "libx32", "opt", "proc",
+     "root", "run", "sbin", "sys", "tmp", "usr", "var"}
+)  # fmt: skip
+"""Top directories of an image a model folder may not cover (the runner, the image's tools
+and users' homes live there); ``/home/work/...`` follows the work dir's own rules."""
 
 
 @dataclass(frozen=True)
@@ -189,12 +202,69 @@ def place(plans: Sequence[MountPlan], names: Sequence[str]) -> list[str]:
     return paths
 
 
-def kernel_paths(paths: Sequence[str]) -> list[str]:
+def model_mount_path(value: str, field: str = "config.model_mount_destination") -> str:
+    """Where an inference replica mounts its model folder (23.3.5: ``/models`` by default):
+    under ``/home/work`` by :func:`kernel_path_of`'s rules, else an absolute path of plain
+    components, normalised, not ``/`` and not over :data:`SYSTEM_DIRS`. Only a model folder,
+    read-only, may land outside the work dir (the agent checks that again)."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise _refuse(field, "an absolute path, e.g. /models")
+    if value == str(WORK_DIR) or value.startswith(f"{WORK_DIR}/"):
+        return kernel_path_of(value, value, field)
+    parts = [part for part in value.split("/") if part not in ("", ".")]
+    if not parts or len(parts) > MAX_DEPTH or len(value) > 256:
+        raise _refuse(field, f"a directory 1-{MAX_DEPTH} levels under /, e.g. /models")
+    for part in parts:
+        if part == ".." or not _COMPONENT.match(part):
+            raise _refuse(
+                field, "each part is 1-128 letters, digits, '_', '-' or '.', and never '..'"
+            )
+    if parts[0] in SYSTEM_DIRS:
+        raise _refuse(field, f"/{parts[0]} belongs to the image: choose another place")
+    return "/" + "/".join(parts)
+
+
+def vfolder_mount_spec(
+    name: str,
+    folder_id: uuid.UUID,
+    host_path: str,
+    kernel_path: str,
+    mount_perm: str,
+    usage_mode: str,
+) -> dict[str, str]:
+    """One mount as a session's creation event carries it (23.03's ``VFolderMountSpec``
+    JSON): ``vfid`` the folder id's hex, ``vfsubpath`` always ``"."`` (no subpaths). Its one
+    author: a session's create (:mod:`actors.gateway.mounts`) and a replica's
+    (:mod:`actors.endpoints.replicas`) both build it here."""
+    return {
+        "name": name,
+        "vfid": folder_id.hex,
+        "vfsubpath": ".",
+        "host_path": host_path,
+        "kernel_path": kernel_path,
+        "mount_perm": mount_perm,
+        "usage_mode": usage_mode,
+    }
+
+
+def in_work_dir(path: str) -> bool:
+    return path.startswith(f"{WORK_DIR}/")
+
+
+def kernel_paths(paths: Sequence[str], outside_allowed: Sequence[bool] = ()) -> list[str]:
     """The agent's check of kernel paths read from the log (the log is only as honest as
-    whatever wrote it): each as :func:`kernel_path_of` makes it, none overlapping. Raises
+    whatever wrote it): each as :func:`kernel_path_of` makes it (or, where
+    ``outside_allowed`` says so — a read-only model folder — as :func:`model_mount_path`
+    does), none overlapping. Raises
     :class:`InvalidAPIParameters` on the first that is not."""
     checked = []
-    for path in paths:
+    allowed = list(outside_allowed) + [False] * (len(paths) - len(outside_allowed))
+    for path, outside in zip(paths, allowed, strict=True):
+        if outside and not in_work_dir(path):
+            if model_mount_path(path, "mount") != path:
+                raise _refuse("mount", f"{path[:80]!r} is not a normalised mount path")
+            checked.append(path)
+            continue
         if kernel_path_of(path, path, "mount") != path:
             raise _refuse("mount", f"{path[:80]!r} is not a normalised mount path")
         checked.append(path)

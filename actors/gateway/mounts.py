@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..domain.errors import GenericForbidden, InvalidAPIParameters
-from ..domain.mount_paths import mount_plan, place
+from ..domain.mount_paths import mount_plan, place, vfolder_mount_spec
 from ..domain.vfolders import at_least
 from .auth import Caller
 from .context import GatewayContext
@@ -71,15 +71,14 @@ async def session_mounts(
         folders.append(folder)
     paths = place(plans, [f.name for f in folders])
     return [
-        {
-            "name": folder.name,
-            "vfid": folder.folder_id.hex,
-            "vfsubpath": ".",
-            "host_path": str(folder.host_path),
-            "kernel_path": path,
-            "mount_perm": str(folder.permission),
-            "usage_mode": str(folder.record.get("usage_mode") or "general"),
-        }
+        vfolder_mount_spec(
+            folder.name,
+            folder.folder_id,
+            str(folder.host_path),
+            path,
+            str(folder.permission),
+            str(folder.record.get("usage_mode") or "general"),
+        )
         for folder, path in zip(folders, paths, strict=True)
     ]
 
