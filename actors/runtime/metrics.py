@@ -24,6 +24,13 @@ metric                                        kind       tags / meaning
                                                          retried), dropped (callbacks actor)
 ``kernelhub_gateway_requests_total``          counter    route (pattern), method, status
 ``kernelhub_gateway_request_seconds``         histogram  route: time to the answer's headers
+``kernelhub_serving_requests_total``          counter    endpoint, status (inference proxy)
+``kernelhub_serving_request_seconds``         histogram  endpoint: time to the replica's headers
+``kernelhub_serving_errors_total``            counter    endpoint, reason: no-replica, connect,
+                                                         timeout, bad-answer, too-large
+``kernelhub_endpoint_routes_total``           counter    endpoint, change: started, healthy,
+                                                         unhealthy, drained, removed, lost,
+                                                         replaced (serving actor)
 ============================================  =========  ===================================
 
 docs/metrics.md says the same for operators (a unit test keeps the two in step).
@@ -83,6 +90,26 @@ _DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         ("route", "method", "status"),
     ),
     "kernelhub_gateway_request_seconds": (_HISTOGRAM, "API answer time", ("route",)),
+    "kernelhub_serving_requests_total": (
+        _COUNTER,
+        "requests through the inference proxy",
+        ("endpoint", "status"),
+    ),
+    "kernelhub_serving_request_seconds": (
+        _HISTOGRAM,
+        "inference proxy: time to the replica's answer headers",
+        ("endpoint",),
+    ),
+    "kernelhub_serving_errors_total": (
+        _COUNTER,
+        "inference proxy failures by reason",
+        ("endpoint", "reason"),
+    ),
+    "kernelhub_endpoint_routes_total": (
+        _COUNTER,
+        "replica routes of inference endpoints by change",
+        ("endpoint", "change"),
+    ),
 }
 DOCUMENTED = tuple(_DEFINITIONS)
 """Every metric kernelhub registers (docs/metrics.md documents each)."""
