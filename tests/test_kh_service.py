@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import threading
 import time
 import uuid
@@ -27,7 +29,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from events import Event
+from actors.domain.commands.endpoints import EndpointCommand
+from actors.endpoints.writer import EndpointService
+from events import Event, NewEvent, RedisEventStore
 from events.catalogue import (
     EndpointCreated,
     EndpointDestroyed,
@@ -45,10 +49,11 @@ from events.catalogue.endpoint import ModelService
 from events.envelope import Initiator
 from kernelhub.cli import main
 from kernelhub.history.endpoint_why import explain_endpoint, route_lines
+from kernelhub.redis_server import EmbeddedRedis
 from kernelhub.sdk import AuthenticationFailed, Client, ClientConfig, NotFound, PendingTimeout
 from kernelhub.sdk.services import Services, call_endpoint
 
-from .khstack import Stack, kh_up, second_tenant
+from .khstack import KH, Stack, kh_up, second_tenant
 from .serving_assets import MODEL_SERVER, model_definition
 
 PROBLEM = "application/problem+json"
@@ -578,6 +583,60 @@ def test_why_says_how_a_live_endpoint_stands_and_a_route_whose_session_ended() -
     assert "removed (its session ended on its own; it no longer counts, so a replacement" in text
 
 
+@pytest.mark.redis
+async def test_kh_why_finds_an_endpoint_by_id_or_name_in_a_real_log(
+    store: RedisEventStore, redis_server: EmbeddedRedis
+) -> None:
+    """The CLI against a real log: an endpoint by its id, by its name (the newest of that
+    name, a destroyed one included), ``--json``; a route's session told from its stream."""
+    writer = await EndpointService(store).load()
+    owner, session = uuid.uuid4(), uuid.uuid4()
+
+    def created(name: str) -> EndpointCreated:
+        return EndpointCreated(
+            endpoint_id=uuid.uuid4(), name=name, image="python", model=uuid.uuid4(),
+            resource_slots={"cpu": 1}, scaling_group="default", desired_session_count=1,
+            owner=owner, access_key="AK", project_id=uuid.uuid4(), domain="default",
+        )  # fmt: skip
+
+    old, new = created("echo"), created("other")
+    for event in (old, EndpointDestroying(endpoint_id=old.endpoint_id)):
+        await writer.handle(EndpointCommand(event=event))
+    await writer.handle(EndpointCommand(event=EndpointDestroyed(endpoint_id=old.endpoint_id)))
+    route = EndpointRouteAdded(
+        endpoint_id=new.endpoint_id, route_id=uuid.uuid4(), session_id=session, traffic_ratio=1
+    )
+    for event in (new, route):
+        await writer.handle(EndpointCommand(event=event))
+    renamed = created("echo")  # the name free again: the newest "echo" is this one
+    await writer.handle(EndpointCommand(event=renamed))
+    await store.append(
+        f"session-{session}",
+        [NewEvent(data=SessionTerminated(session_id=session, reason="user-requested"))],
+        expected_version=0,
+    )
+    env = {**os.environ, "KH_REDIS_URL": redis_server.url, "KH_KEY_PREFIX": store.keys.prefix}
+
+    def why(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*KH, "why", *args], env=env, capture_output=True, text=True, timeout=120
+        )
+
+    by_id = await asyncio.to_thread(why, str(old.endpoint_id))
+    assert by_id.returncode == 0, by_id.stderr
+    assert by_id.stdout.startswith(f"endpoint {old.endpoint_id} (echo) is destroyed since")
+    by_name = await asyncio.to_thread(why, "echo", "--json")
+    assert json.loads(by_name.stdout)["endpoint_id"] == str(renamed.endpoint_id)
+    told = json.loads((await asyncio.to_thread(why, "other", "--json")).stdout)
+    (shown,) = told["routes"]
+    assert shown["session"]["status"] == "TERMINATED"
+    assert any("user-requested" in line for line in shown["session"]["because"])
+    stream = await asyncio.to_thread(why, f"endpoint-{new.endpoint_id.hex}")
+    assert stream.returncode == 0 and "route " in stream.stdout
+    missing = await asyncio.to_thread(why, "nobody")
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+
+
 # ---- e2e: one real stack ----------------------------------------------------------------------
 class Lab:
     def __init__(self, stack: Stack, bob: dict[str, str]) -> None:
@@ -585,8 +644,17 @@ class Lab:
 
     def kh(self, *args: str, **env: str) -> Any:
         done = self.stack.kh(*args, "--json", **env)
+        if done.returncode != 0:
+            print(self.why())  # shown with the failure (pytest's captured stdout)
         assert done.returncode == 0, (args, done.stdout, done.stderr)
         return json.loads(done.stdout)
+
+    def why(self, endpoint: str = "echo") -> str:
+        """What ``kh why`` says of the endpoint, and the log's latest events (a failure's
+        evidence)."""
+        told = self.stack.kh("why", endpoint)
+        tail = self.stack.kh("events", "tail", "-n", "40")
+        return "\n".join((told.stdout, told.stderr, tail.stdout, tail.stderr))
 
     def config(self, keys: dict[str, str] | None = None) -> ClientConfig:
         exports = {**self.stack.exports, **(keys or {})}
@@ -622,7 +690,7 @@ def model_folder(lab: Lab, name: str) -> None:
 def test_kh_service_serves_scales_and_removes_an_endpoint_and_why_tells_it(lab: Lab) -> None:
     model_folder(lab, "echo-model")
     created = lab.kh("service", "create", "python", "echo-model", "1", "-t", "echo", "--wait",
-                     "--max-wait", "240")  # fmt: skip
+                     "--max-wait", "150")  # fmt: skip
     endpoint_id = created["endpoint_id"]
     assert created["name"] == "echo" and created["is_public"] is False
     info = lab.kh("service", "info", "echo")
