@@ -1,0 +1,345 @@
+"""The inference proxy (:mod:`actors.gateway.serving_proxy`) against a replica that misbehaves.
+
+A replica is the tenant's code, so the proxy must survive whatever it answers: headers
+past the cap (502, nothing relayed), a broken chunked body (the caller's answer is cut, the
+gateway is fine), an answer that never comes (504), cookies for the gateway's origin
+(dropped), a connection closed after each answer (the next request still served). And what
+the caller sends is passed on without the hop-by-hop headers or its credential, within the
+body cap (413 past it).
+
+The parsing pieces are tested alone first (no services); the rest on a real ``kh up`` with
+one public endpoint whose replica runs :data:`HOSTILE`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import http.client
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from actors.gateway.serving_proxy import (
+    MAX_REQUEST_BODY,
+    MAX_RESPONSE_HEAD,
+    ReplicaFailed,
+    _Answer,
+    _parse_head,
+    _pick,
+    _read_body,
+)
+
+from .khstack import Stack, exchange, kh_up, second_tenant
+from .test_services_api import IMAGE, Lab, Tenant, client_binary
+
+MOUNT = "/home/work/models"
+
+HOSTILE = """\
+import json, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def raw(self, data):
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def do_GET(self):
+        p = self.path
+        if p == "/health":
+            return self.raw(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok")
+        if p == "/huge-headers":
+            return self.raw(b"HTTP/1.1 200 OK\\r\\nX-Big: " + b"a" * 100000 + b"\\r\\n\\r\\n")
+        if p == "/many-headers":
+            lines = b"".join(b"X-%d: 1\\r\\n" % i for i in range(300))
+            return self.raw(b"HTTP/1.1 200 OK\\r\\n" + lines + b"Content-Length: 0\\r\\n\\r\\n")
+        if p == "/chunked":
+            body = b"5\\r\\nhello\\r\\n6\\r\\n world\\r\\n0\\r\\nX-Trailer: 1\\r\\n\\r\\n"
+            return self.raw(b"HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n" + body)
+        if p == "/bad-chunk":
+            self.raw(b"HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n")
+            self.raw(b"5\\r\\nhello\\r\\n")
+            self.raw(b"zz\\r\\n")
+            self.close_connection = True
+            return
+        if p == "/until-close":
+            self.raw(b"HTTP/1.1 200 OK\\r\\nConnection: close\\r\\n\\r\\nall of it")
+            self.close_connection = True
+            return
+        if p == "/stall":
+            time.sleep(30)
+            return self.raw(b"HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\n\\r\\n")
+        if p == "/cookie":
+            return self.raw(
+                b"HTTP/1.1 200 OK\\r\\nSet-Cookie: session=stolen; Path=/\\r\\n"
+                b"Content-Security-Policy: default-src *\\r\\nX-Bad\\x01: 1\\r\\n"
+                b"Content-Length: 2\\r\\n\\r\\nok"
+            )
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        body = json.dumps({"path": p, "headers": headers}).encode()
+        self.raw(b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(body) + body)
+
+    def do_POST(self):
+        size = int(self.headers.get("Content-Length") or 0)
+        got = 0
+        while got < size:
+            got += len(self.rfile.read(min(65536, size - got)))
+        body = json.dumps({"received": got}).encode()
+        self.raw(b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(body) + body)
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+DEFINITION = f"""\
+models:
+  - name: hostile
+    model_path: {MOUNT}
+    service:
+      start_command: ["python3", "{MOUNT}/server.py", "8000"]
+      port: 8000
+      health_check: {{path: /health, interval: 1, max_retries: 3, initial_delay: 60}}
+"""
+
+
+# ---- pure pieces --------------------------------------------------------------------------------
+def _reader(data: bytes) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader(limit=MAX_RESPONSE_HEAD)
+    reader.feed_data(data)
+    reader.feed_eof()
+    return reader
+
+
+async def _collect(data: bytes, answer: _Answer) -> bytes:
+    return b"".join([chunk async for chunk in _read_body(_reader(data), answer)])
+
+
+@pytest.mark.unit
+def test_a_head_is_read_with_its_framing() -> None:
+    answer = _parse_head(
+        b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\nConnection: keep-alive\r\n"
+        b"Set-Cookie: a=b\r\nX-Ok: yes\r\nBad Name: x\r\n\r\n",
+        "POST",
+    )
+    assert (answer.status, answer.reason, answer.length, answer.keep_alive) == (
+        201,
+        "Created",
+        5,
+        True,
+    )
+    assert answer.headers == [("X-Ok", "yes")]  # hop-by-hop, cookies, malformed: dropped
+    assert not _parse_head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", "GET").keep_alive
+    assert not _parse_head(b"HTTP/1.1 200 OK\r\n\r\n", "GET").keep_alive  # read to the end
+    assert _parse_head(b"HTTP/1.1 204 No Content\r\n\r\n", "GET").bodiless
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/2 200 OK\r\n\r\n",
+        b"SSH-2.0-OpenSSH\r\n\r\n",
+        b"HTTP/1.1 099 Low\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n" + b"X: 1\r\n" * 200 + b"\r\n",
+    ],
+)
+def test_a_head_the_proxy_cannot_trust_is_a_502(head: bytes) -> None:
+    with pytest.raises(ReplicaFailed):
+        _parse_head(head, "GET")
+
+
+@pytest.mark.unit
+def test_bodies_are_decoded_and_bounded_by_their_framing() -> None:
+    chunked = _Answer(200, "", [], None, True, True)
+    body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT"
+    assert asyncio.run(_collect(body, chunked)) == b"hello world"
+    sized = _Answer(200, "", [], 4, False, True)
+    assert asyncio.run(_collect(b"abcdEXTRA", sized)) == b"abcd"
+    with pytest.raises(ReplicaFailed):
+        asyncio.run(_collect(b"fffffffffffffffff\r\n", chunked))  # a chunk of 2**68 bytes
+    with pytest.raises(ReplicaFailed):
+        asyncio.run(_collect(b"zz\r\n", chunked))
+    with pytest.raises(asyncio.IncompleteReadError):
+        asyncio.run(_collect(b"ab", sized))
+
+
+@pytest.mark.unit
+def test_only_healthy_routes_with_traffic_are_picked() -> None:
+    routes = [
+        {"route_id": "a", "status": "HEALTHY", "traffic_ratio": 1.0},
+        {"route_id": "b", "status": "PROVISIONING", "traffic_ratio": 1.0},
+        {"route_id": "c", "status": "HEALTHY", "traffic_ratio": 0.0},
+        {"route_id": "d", "status": "UNHEALTHY", "traffic_ratio": 1.0},
+    ]
+    assert {_pick(routes, set())["route_id"] for _ in range(50)} == {"a"}  # type: ignore[index]
+    assert _pick(routes, {"a"}) is None
+
+
+# ---- a real stack, a hostile replica ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[tuple[Lab, str]]:
+    if not client_binary().exists():
+        pytest.skip(f"the official client is not installed at {client_binary()}")
+    with kh_up(KH_SERVING_TIMEOUT_S="5") as stack:
+        bob = Tenant(stack, *asyncio.run(second_tenant(stack, "bob")))
+        lab = Lab(stack, bob, bob, bob)
+        path = lab.folder(bob, "hostile")
+        (path / "server.py").write_text(HOSTILE)
+        (path / "model-definition.yaml").write_text(DEFINITION)
+        for item in (path / "server.py", path / "model-definition.yaml"):
+            os.chmod(item, 0o666)
+        os.chmod(path, 0o777)
+        args = ["service", "create", IMAGE, "hostile", "1", "-t", "hostile", "--public"]
+        bob.ok(*args, "--model-mount-destination", MOUNT)
+        status, listed = bob.rest("GET", "/services?name=hostile")
+        assert status == 200 and len(listed) == 1, listed
+        url = _healthy(bob, listed[0]["id"], stack)
+        yield lab, url
+
+
+def _healthy(bob: Tenant, endpoint_id: str, stack: Stack, timeout: float = 240) -> str:
+    deadline = time.monotonic() + timeout
+    info: Any = None
+    while time.monotonic() < deadline:
+        _, info = bob.rest("GET", f"/services/{endpoint_id}")
+        if any(r["status"] == "HEALTHY" for r in info["active_routes"]):
+            return str(info["service_endpoint"])
+        time.sleep(1)
+    raise AssertionError(f"no HEALTHY route: {info}")
+
+
+def _raw(url: str, method: str = "GET", body: bytes | None = None, **headers: str) -> Any:
+    """One request with http.client (the answer as it came: status, headers, body; or the
+    exception a cut answer raises)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        connection.request(
+            method, parts.path + (f"?{parts.query}" if parts.query else ""), body, headers
+        )
+        reply = connection.getresponse()
+        return reply.status, dict(reply.getheaders()), reply.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_huge_or_too_many_headers_are_a_502(hostile: tuple[Lab, str]) -> None:
+    _, url = hostile
+    for path in ("/huge-headers", "/many-headers"):
+        status, _, body = _raw(url + path)
+        assert status == 502, (path, body)
+        assert b"X-Big" not in body
+    assert _raw(url + "/echo")[0] == 200  # and the next one is served
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_chunked_and_read_to_the_end_bodies_are_relayed(hostile: tuple[Lab, str]) -> None:
+    _, url = hostile
+    assert _raw(url + "/chunked")[2] == b"hello world"
+    assert _raw(url + "/until-close")[2] == b"all of it"
+    assert _raw(url + "/until-close")[2] == b"all of it"  # the closed connection not reused
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_a_broken_body_cuts_the_answer_not_the_gateway(hostile: tuple[Lab, str]) -> None:
+    _, url = hostile
+    with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+        _raw(url + "/bad-chunk")
+    assert _raw(url + "/echo")[0] == 200
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_a_replica_that_never_answers_is_a_504(hostile: tuple[Lab, str]) -> None:
+    _, url = hostile
+    started = time.monotonic()
+    status, _, body = _raw(url + "/stall")
+    assert status == 504, body
+    assert time.monotonic() - started < 25
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_the_replica_sets_no_cookie_on_the_gateways_origin(hostile: tuple[Lab, str]) -> None:
+    _, url = hostile
+    status, headers, body = _raw(url + "/cookie")
+    assert (status, body) == (200, b"ok")
+    lowered = {k.lower(): v for k, v in headers.items()}
+    assert "set-cookie" not in lowered and "x-bad\x01" not in lowered
+    assert lowered["content-security-policy"] == "sandbox"
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_hop_by_hop_headers_and_credentials_stay_behind(hostile: tuple[Lab, str]) -> None:
+    _, url = hostile
+    status, _, body = _raw(
+        url + "/echo?a=1&b=%2F",
+        **{
+            "Connection": "keep-alive, X-Secret",
+            "Proxy-Authorization": "Basic c2VjcmV0",
+            "Authorization": "BackendAI not-for-the-replica",
+            "X-Custom": "passed",
+            "TE": "trailers",
+        },
+    )
+    assert status == 200
+    seen = json.loads(body)
+    assert seen["path"] == "/echo?a=1&b=%2F"
+    headers = seen["headers"]
+    assert headers["x-custom"] == "passed"
+    for name in ("proxy-authorization", "authorization", "te"):
+        assert name not in headers, headers
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_a_body_past_the_cap_is_a_413(hostile: tuple[Lab, str]) -> None:
+    _, url = hostile
+    status, _, body = _raw(url + "/upload", "POST", b"x" * (MAX_REQUEST_BODY + 1))
+    assert status == 413, body
+    status, _, body = _raw(url + "/upload", "POST", b"x" * (MAX_REQUEST_BODY - 10))
+    assert status == 200 and json.loads(body) == {"received": MAX_REQUEST_BODY - 10}
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_many_callers_at_once_are_all_served(hostile: tuple[Lab, str]) -> None:
+    _, url = hostile
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda i: _raw(f"{url}/echo?i={i}"), range(200)))
+    assert [a[0] for a in answers] == [200] * 200
+    assert sorted(json.loads(a[2])["path"] for a in answers) == sorted(
+        f"/echo?i={i}" for i in range(200)
+    )
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_an_unknown_endpoint_without_a_token_reads_as_a_private_one(
+    hostile: tuple[Lab, str],
+) -> None:
+    _, url = hostile
+    base = url.rsplit("/", 1)[0]
+    made_up = exchange(f"{base}/{uuid.uuid4()}", "GET", {})
+    not_an_id = exchange(f"{base}/not-an-id/x", "GET", {})
+    assert made_up[0] == not_an_id[0] == 401, (made_up, not_an_id)
