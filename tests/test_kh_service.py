@@ -529,10 +529,10 @@ def test_why_tells_each_routes_life_and_why_it_was_drained() -> None:
     assert (told.status, told.name, told.desired_session_count) == ("destroyed", "echo", 0)
     assert told.headline().startswith(f"endpoint {eid} (echo) is destroyed since")
     text = "\n".join(told.lines)
-    assert "created (by alice@example.com): 1 replica of python" in text
+    assert "created by alice@example.com: 1 replica of python" in text
     assert "private: callers need a token" in text
     assert "python3 /models/server.py on port 8000; health GET /health" in text
-    assert "scaled to 2 (up from 1)" in text and "scaled to 1 (down from 2)" in text
+    assert "scaled up from 1 to 2" in text and "scaled down from 2 to 1" in text
     assert f"route {str(r2)[:8]} UNHEALTHY: no health check passed within 30s" in text
     assert f"route {str(r2)[:8]} drained: it was UNHEALTHY; a replacement starts" in text
     assert f"route {str(r3)[:8]} drained: more routes served than the 1 wanted" in text
@@ -745,9 +745,11 @@ def test_kh_service_serves_scales_and_removes_an_endpoint_and_why_tells_it(lab: 
     why = lab.stack.kh("why", endpoint_id)
     assert why.returncode == 0, why.stderr
     text = why.stdout
+    print(text)  # the history, for a reader of the run (pytest -rP)
     assert f"endpoint {endpoint_id} (echo)" in text and "destroyed" in text
     assert text.count("added") >= 2 and "HEALTHY" in text
-    assert "scaled to 2" in text and "scaled to 1" in text and "service rm" in text
+    assert "scaled up from 1 to 2" in text and "scaled down from 2 to 1" in text
+    assert "service rm asked by " in text and "drained: more routes served than the 1" in text
     explained = json.loads(lab.stack.kh("why", "echo", "--json").stdout)
     assert explained["endpoint_id"] == endpoint_id and len(explained["routes"]) >= 2
     assert all(r["removed_at"] for r in explained["routes"])

@@ -104,7 +104,7 @@ def _who(event: Event) -> str:
     if who is None:
         return ""
     name = who.email or who.access_key or (str(who.user_id) if who.user_id else None)
-    return f" (by {name})" if name else ""
+    return f" by {name}" if name else ""
 
 
 def _short(value: object) -> str:
@@ -129,7 +129,7 @@ def _created(data: Any) -> list[str]:
             f"  model service: {' '.join(service.start_command)} on port {service.port}; "
             f"health GET {service.health_check_path} every {service.health_check_interval_s:g}s, "
             f"UNHEALTHY after {_plural(service.max_retries, 'failed probe')} in a row or "
-            f"no pass within {service.initial_delay_s:g}s of start"
+            f"no pass within {service.initial_delay_s:g}s of RUNNING"
         )
     return lines
 
@@ -183,7 +183,7 @@ class _Fold:
         elif kind == "endpoint_scaled":
             before, self.desired = self.desired, data.desired_session_count
             way = "up" if self.desired > before else "down"
-            self.say(event, f"scaled to {self.desired} ({way} from {before}){_who(event)}")
+            self.say(event, f"scaled {way} from {before} to {self.desired}{_who(event)}")
         elif kind == "endpoint_route_added":
             added = RouteHistory(
                 str(data.route_id), str(data.session_id), iso_ms(event.position_ms)
