@@ -452,18 +452,22 @@ def test_the_sdk_waits_for_healthy_routes_and_says_what_it_saw(gateway: FakeGate
 
 # ---- unit: kh why <endpoint>, told from the streams ------------------------------------------
 def in_stream(stream: str, payloads: list[Any], by: str | None = None) -> list[Event]:
-    """The payloads as a stream's events, a second apart (the initiator on the first)."""
-    return [
-        Event(
-            schema_version=1,
-            stream=stream,
-            version=i + 1,
-            position=f"{1_800_000_000_000 + (i + 1) * 1000}-0",
-            data=payload,
-            initiator=Initiator(email=by) if by and i == 0 else None,
+    """The payloads as a stream's events, a second apart; the first asked ``by`` someone,
+    and so is a ``(payload, email)`` pair (a person's command, not the reconciler's)."""
+    events = []
+    for i, item in enumerate(payloads):
+        payload, who = item if isinstance(item, tuple) else (item, by if i == 0 else None)
+        events.append(
+            Event(
+                schema_version=1,
+                stream=stream,
+                version=i + 1,
+                position=f"{1_800_000_000_000 + (i + 1) * 1000}-0",
+                data=payload,
+                initiator=Initiator(email=who) if who else None,
+            )
         )
-        for i, payload in enumerate(payloads)
-    ]
+    return events
 
 
 @pytest.mark.unit
@@ -553,6 +557,7 @@ def test_why_tells_each_routes_life_and_why_it_was_drained() -> None:
 @pytest.mark.unit
 def test_why_says_how_a_live_endpoint_stands_and_a_route_whose_session_ended() -> None:
     eid, r1, s1, r2, s2 = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    r3, s3 = uuid.uuid4(), uuid.uuid4()
     created = EndpointCreated(
         endpoint_id=eid, name="solo", image="python", model=uuid.uuid4(),
         resource_slots={}, scaling_group="default", desired_session_count=1,
@@ -567,18 +572,26 @@ def test_why_says_how_a_live_endpoint_stands_and_a_route_whose_session_ended() -
             EndpointRouteRemoved(endpoint_id=eid, route_id=r1),
             EndpointRouteAdded(endpoint_id=eid, route_id=r2, session_id=s2, traffic_ratio=1),
             EndpointRouteStatusChanged(endpoint_id=eid, route_id=r2, status="TERMINATING"),
+            EndpointRouteAdded(endpoint_id=eid, route_id=r3, session_id=s3, traffic_ratio=1),
+            (EndpointScaled(endpoint_id=eid, desired_session_count=0), "bob@example.com"),
+            (
+                EndpointRouteStatusChanged(endpoint_id=eid, route_id=r3, status="TERMINATING"),
+                "bob@example.com",
+            ),
         ],
     )
     failed = in_stream(
         f"session-{s2}", [SessionTerminating(session_id=s2, reason="service-unhealthy")]
     )
     told = explain_endpoint(events, {str(s2): failed}, 1_900_000_000_000)
-    assert told.status == "live" and "0 of 1 wanted replicas HEALTHY (0 serving)" in told.headline()
+    assert told.status == "live" and "0 of 0 wanted replicas HEALTHY (0 serving)" in told.headline()
     text = "\n".join(told.lines)
     assert f"route {str(r2)[:8]} drained: its session failed (ERROR) and was replaced" in text
     assert told.routes[1].drained_because == (
         "its session failed (ERROR) and was replaced (service-unhealthy)"
     )
+    assert "scaled down from 1 to 0 by bob@example.com" in text
+    assert f"route {str(r3)[:8]} drained: downscale-route by bob@example.com: this route" in text
     assert "no model service defined" in text and "public: no token needed" in text
     assert "removed (its session ended on its own; it no longer counts, so a replacement" in text
 
@@ -685,6 +698,16 @@ def model_folder(lab: Lab, name: str) -> None:
     assert sorted(uploaded) == ["model-definition.yaml", "server.py"]
 
 
+def replicas_answering(url: str, token: str, calls: int) -> set[str]:
+    """Which replicas (the model server's hostname/pid) answered ``calls`` requests."""
+    seen = set()
+    for _ in range(calls):
+        answer = call_endpoint(url, "/who", token=token)
+        assert answer.status_code == 200, answer.text
+        seen.add(answer.json()["replica"])
+    return seen
+
+
 @pytest.mark.e2e
 @pytest.mark.timeout(900)
 def test_kh_service_serves_scales_and_removes_an_endpoint_and_why_tells_it(lab: Lab) -> None:
@@ -718,18 +741,28 @@ def test_kh_service_serves_scales_and_removes_an_endpoint_and_why_tells_it(lab: 
         refused = lab.stack.kh("service", *args, **lab.bob)
         assert refused.returncode == 3 and "No such endpoint." in refused.stderr, args
 
-    # scale to 2 and back to 1
+    # scale to 2: both replicas serve; a ratio of 0 takes one out; downscale-route removes it
     scaled = lab.kh("service", "scale", "echo", "2")
     assert scaled["target_count"] == 2
     with Client(lab.config()) as client:
         services = Services(client)
         two = services.wait_healthy("echo", 2, timeout=240)
         assert len(two["active_routes"]) == 2
-        lab.kh("service", "scale", "echo", "1")
-        deadline = time.monotonic() + 120
-        while len(services.info("echo")["active_routes"]) > 1:
+        assert len(replicas_answering(url, token, 40)) == 2  # spread over both
+        quiet, busy = (r["route_id"] for r in two["active_routes"])
+        lab.kh("service", "update-traffic-ratio", "echo", quiet, "0")
+        assert lab.kh("service", "sync", "echo") == {"success": True}
+        deadline = time.monotonic() + 30
+        while len(replicas_answering(url, token, 20)) != 1:  # the proxy reads ratios anew
             assert time.monotonic() < deadline, services.info("echo")
+        lab.kh("service", "downscale-route", "echo", quiet)
+        deadline = time.monotonic() + 120
+        while (now := services.info("echo"))["active_routes"] != [
+            {**r, "status": "HEALTHY"} for r in now["active_routes"] if r["route_id"] == busy
+        ]:
+            assert time.monotonic() < deadline, now
             time.sleep(0.5)
+        assert now["desired_session_count"] == 1
         assert call_endpoint(url, "/again", token=token).status_code == 200
 
     # rm: listed no more at once; it drains, then it is gone
@@ -749,7 +782,9 @@ def test_kh_service_serves_scales_and_removes_an_endpoint_and_why_tells_it(lab: 
     assert f"endpoint {endpoint_id} (echo)" in text and "destroyed" in text
     assert text.count("added") >= 2 and "HEALTHY" in text
     assert "scaled up from 1 to 2" in text and "scaled down from 2 to 1" in text
-    assert "service rm asked by " in text and "drained: more routes served than the 1" in text
+    assert f"route {quiet[:8]} takes traffic ratio 0 by " in text
+    assert f"route {quiet[:8]} drained: downscale-route by " in text
+    assert "service rm asked by " in text
     explained = json.loads(lab.stack.kh("why", "echo", "--json").stdout)
     assert explained["endpoint_id"] == endpoint_id and len(explained["routes"]) >= 2
     assert all(r["removed_at"] for r in explained["routes"])

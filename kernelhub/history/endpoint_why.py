@@ -4,7 +4,8 @@ The endpoint's own stream (``endpoint-<hex>``) says what was asked (created, sca
 ratios, tokens: by whom, from the envelope's initiator) and what its reconciler did to each
 route: added, HEALTHY, UNHEALTHY, drained (TERMINATING), removed. The events carry no
 "because", so the reason a route was drained is read from where it stood when it was: the
-endpoint being removed, the route unhealthy (replaced), or more routes serving than wanted
+endpoint being removed, a person's ``downscale-route`` (the event has an initiator; the
+reconciler's never do), the route unhealthy (replaced), or more routes serving than wanted
 (a scale down). Each route's session stream then says how its session went: why it still
 waits (the scheduler's recorded attempts) or how it ended (:func:`.why.explain`), so "my
 replica never became healthy" reads as "its session was cancelled: no such image" or "its
@@ -243,13 +244,15 @@ class _Fold:
             self.say(event, f"{tag} UNHEALTHY: {why}; it takes no traffic")
         elif route.status == "TERMINATING":
             route.drained_at = iso_ms(event.position_ms)
-            route.drained_because = self._drain_reason(before)
+            route.drained_because = self._drain_reason(before, event)
             self.drain_lines[route.route_id] = len(self.out.lines)
             self.say(event, f"{tag} drained: {route.drained_because}")
 
-    def _drain_reason(self, before: str) -> str:
+    def _drain_reason(self, before: str, event: Event) -> str:
         if self.destroying:
             return "the endpoint is being removed (service rm)"
+        if event.initiator is not None:  # the gateway's (a person's), not the reconciler's
+            return f"downscale-route{_who(event)}: this route chosen to go"
         if before == "UNHEALTHY":
             return "it was UNHEALTHY; a replacement starts"
         # this route no longer counts: if more routes served than wanted, a scale down
