@@ -22,7 +22,8 @@ For each route:
   RUNNING, not from the create: a replica waiting for resources or an image pull is not a
   broken model, and replacing it would only queue another);
 - ``UNHEALTHY``: drained at once (``TERMINATING``, its session destroyed with reason
-  ``service-unhealthy``); it no longer counts as a replica, so a replacement starts;
+  ``service-scaled-down``: see :data:`UNHEALTHY`); it no longer counts as a replica, so a
+  replacement starts;
 - drained (scale down, ``service rm``: :func:`~actors.domain.endpoints.routes_to_drain`,
   unhealthy ones then the newest first): ``TERMINATING``, its session destroyed with reason
   ``service-scaled-down``;
@@ -74,7 +75,7 @@ from actors.domain.statuses import SessionStatus
 from actors.domain.vfolders import permission_of
 from actors.gateway.folders_access import folder_state
 from actors.sessions.isolation import check_create
-from actors.sessions.shard import load_session
+from actors.sessions.shard import catch_up, load_session
 from events import AnyPayload, RedisEventStore
 from events.catalogue import (
     EndpointDestroyed,
@@ -83,6 +84,7 @@ from events.catalogue import (
     EndpointRouteStatusChanged,
 )
 from events.catalogue.endpoint import ModelService, RouteStatus
+from events.catalogue.reasons import KernelLifecycleEventReason
 from projections.queries import ReadModels
 from projections.tenancy_queries import TenancyLookups
 from projections.vfolder_queries import VFolderLookups
@@ -102,10 +104,11 @@ __all__ = ["DRAINED", "UNHEALTHY", "Reconciler"]
 
 log = structlog.get_logger(__name__)
 
-DRAINED = "service-scaled-down"
-"""The reason a drained replica's session ends with (scale down, ``service rm``)."""
-UNHEALTHY = "service-unhealthy"
-"""The reason an unhealthy replica's session ends with (it is replaced)."""
+DRAINED = UNHEALTHY = KernelLifecycleEventReason.SERVICE_SCALED_DOWN.value
+"""The reason a replica's session ends with, drained (scale down, ``service rm``) or
+unhealthy (replaced): upstream's one reason for it (a kernel's end is told with a
+``KernelLifecycleEventReason``, so no other word fits there); the endpoint's stream says
+which (``UNHEALTHY`` before ``TERMINATING``), and ``kh why`` tells it."""
 PROBES_KEPT = 10
 """The last probes of each route kept for the report."""
 MAX_PROBE_TIMEOUT_S = 10.0
@@ -168,9 +171,8 @@ class Reconciler:
         self._wake.set()
 
     def session_changed(self, session_id: uuid.UUID) -> None:
-        """An event of ``session_id``'s stream was appended: read it afresh."""
+        """An event of ``session_id``'s stream was appended: look now if it is a replica's."""
         if session_id in self.writer.state.session_route:
-            self._sessions.pop(session_id, None)
             self.wake()
 
     async def run(self) -> None:
@@ -404,6 +406,7 @@ class Reconciler:
         event = EndpointRouteRemoved(endpoint_id=endpoint.endpoint_id, route_id=route.route_id)
         if await self._append(event, uuid.uuid5(route.route_id, "removed")):
             self._changed(endpoint, change)
+            self._sessions.pop(route.session_id, None)
             watch = self.watches.pop(route.route_id, None)
             if watch is not None and watch.probing is not None:
                 watch.probing.cancel()
@@ -498,11 +501,15 @@ class Reconciler:
         return watch
 
     async def _session(self, session_id: uuid.UUID) -> SessionAggregate | None:
-        """The session as its stream says (``None``: not created), cached until an event of
-        its stream is seen (:meth:`session_changed`)."""
-        if session_id not in self._sessions:
-            session = await load_session(self.store, session_id)
-            self._sessions[session_id] = session if session.version else None
+        """The session as its stream says now (``None``: not created): kept folded, and
+        caught up with what its stream gained since (one short read)."""
+        cached = self._sessions.get(session_id)
+        session = await (
+            catch_up(self.store, cached)
+            if cached is not None
+            else load_session(self.store, session_id)
+        )
+        self._sessions[session_id] = session if session.version else None
         return self._sessions[session_id]
 
 

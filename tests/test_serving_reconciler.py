@@ -1,0 +1,535 @@
+"""The endpoints' reconciler (the ``serving`` actor) against a real stack: real Redis, Ray,
+Docker kernels and the kernel runner's tunnel, a model folder made through the gateway and
+holding a tiny standard-library HTTP model server and its definition.
+
+The endpoint is created the way the gateway will (``serving.endpoint(EndpointCommand(...))``);
+everything after is the reconciler's: 2 replicas become 2 HEALTHY routes (each an inference
+session mounting the model folder read-only); scale 3 then 1 drains the newest; a replica's
+container killed from outside is replaced; the serving actor killed mid-scale recovers from
+the log and creates no session twice; a server whose ``/health`` fails is UNHEALTHY and
+replaced; ``rm`` drains everything and destroys the endpoint.
+
+Also here, without Docker: the probe against hostile "model servers" (bounded reads and
+time), and an endpoint without a model service starting nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.agents.kernel_sockets import KernelSocket
+from actors.domain.commands.endpoints import EndpointCommand
+from actors.domain.endpoints import stream_of
+from actors.domain.model_definition import parse_model_definition
+from actors.endpoints.probe import MAX_STATUS_LINE, probe_health
+from actors.endpoints.reconciler import Reconciler
+from actors.endpoints.replicas import (
+    create_replica,
+    next_route_id,
+    replica_environ,
+    replica_name,
+    session_of_route,
+    start_model_service,
+)
+from actors.endpoints.writer import EndpointService
+from actors.hosts import Installation, start_actors
+from events import RedisEventStore
+from events.catalogue import (
+    EndpointCreated,
+    EndpointDestroying,
+    EndpointRouteAdded,
+    EndpointScaled,
+)
+from events.secrets import SecretBox
+from kernelhub.bootstrap import BASE_IMAGE, Bootstrap, bootstrap
+from kernelhub.redis_server import EmbeddedRedis
+from kernelhub.testing import eventually
+from projections.tenancy_queries import TenancyLookups
+
+from .khstack import signed_request
+
+G = 2**30
+MOUNT = "/home/work/models"
+SERVER = """\
+import http.server, json, os, socket
+FOLDER = os.path.dirname(os.path.abspath(__file__))
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        if self.path == "/health":
+            sick = os.path.exists(os.path.join(FOLDER, "sick")) or os.environ.get("MODEL_SICK")
+            code, body = (503, b"sick") if sick else (200, b"ok")
+        elif self.path == "/write-test":
+            try:
+                open(os.path.join(FOLDER, "written-" + socket.gethostname()), "w").close()
+                code, body = 200, b"writable"
+            except OSError:
+                code, body = 403, b"read-only"
+        else:
+            code = 200
+            body = json.dumps({"model": os.environ.get("MODEL_NAME")}).encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+http.server.ThreadingHTTPServer(("127.0.0.1", 8000), Handler).serve_forever()
+"""
+DEFINITION = f"""\
+models:
+  - name: echo
+    model_path: {MOUNT}
+    service:
+      start_command: ["python3", "{MOUNT}/server.py"]
+      port: 8000
+      health_check:
+        path: /health
+        interval: 0.5
+        max_retries: 2
+        initial_delay: 30
+    environ: {{MODEL_NAME: echo}}
+"""
+
+
+# ---- pure: the replica's values ----------------------------------------------------------
+def _created(**overrides: Any) -> EndpointCreated:
+    values: dict[str, Any] = {
+        "endpoint_id": uuid.uuid4(),
+        "name": "echo",
+        "image": BASE_IMAGE,
+        "model": uuid.uuid4(),
+        "model_mount_destination": MOUNT,
+        "resource_slots": {"cpu": Decimal(1), "mem": Decimal(256 * 2**20)},
+        "scaling_group": "default",
+        "desired_session_count": 2,
+        "owner": uuid.uuid4(),
+        "access_key": "AKTEST",
+        "project_id": uuid.uuid4(),
+        "domain": "default",
+        "service": parse_model_definition(DEFINITION.encode(), "model-definition.yaml"),
+        "environ": {"MODEL_NAME": "mine", "EXTRA": "1"},
+    }
+    values.update(overrides)
+    return EndpointCreated(**values)
+
+
+@pytest.mark.unit
+def test_a_replica_is_the_endpoints_session_with_ids_from_the_log() -> None:
+    from actors.domain.endpoints import EndpointState
+
+    spec = _created()
+    state = EndpointState()
+    state.apply(1, spec)
+    endpoint = state.endpoints[spec.endpoint_id]
+    first = next_route_id(endpoint)
+    assert first == next_route_id(endpoint) == uuid.uuid5(spec.endpoint_id, "route/0")
+    state.apply(2, EndpointRouteAdded(
+        endpoint_id=spec.endpoint_id, route_id=first, session_id=session_of_route(first),
+        traffic_ratio=1.0,
+    ))  # fmt: skip
+    assert next_route_id(endpoint) == uuid.uuid5(spec.endpoint_id, "route/1")
+    command = create_replica(endpoint, first, model_name="m", model_path=Path("/v/x"))
+    assert command.session_id == session_of_route(first)  # known before the create
+    assert command.command_id == uuid.uuid5(first, "create")
+    assert command.name == replica_name("echo", first) == f"echo-{first.hex[:8]}"
+    assert command.session_type.value == "inference" and command.user_id == spec.owner
+    assert command.environ == {"MODEL_NAME": "mine", "EXTRA": "1"}  # the caller's last
+    assert command.mounts == (
+        {
+            "name": "m",
+            "vfid": spec.model.hex,
+            "vfsubpath": ".",
+            "host_path": "/v/x",
+            "kernel_path": MOUNT,
+            "mount_perm": "ro",
+            "usage_mode": "model",
+        },
+    )
+    name, port, options = start_model_service(spec, spec.service)  # type: ignore[arg-type]
+    assert (name, port, options["protocol"]) == ("model", 8000, "inference")
+    assert options["definition"] == {
+        "command": ["python3", f"{MOUNT}/server.py"],
+        "env": replica_environ(spec),
+    }
+    assert replica_name("x" * 64, first) == "x" * 40 + "-" + first.hex[:8]
+
+
+@pytest.mark.unit
+def test_a_reserved_variable_never_reaches_a_replica() -> None:
+    from actors.domain.errors import InvalidAPIParameters
+
+    with pytest.raises(InvalidAPIParameters, match="BACKENDAI_X"):
+        replica_environ(_created(environ={"BACKENDAI_X": "1"}))
+
+
+# ---- the probe against hostile servers (real sockets, a fake runner tunnel) -------------------
+class FakeTunnel:
+    """A unix socket that answers the runner's ``ok`` and then whatever ``answer`` sends."""
+
+    def __init__(self, answer: Callable[[socket.socket], None]) -> None:
+        self.dir = tempfile.mkdtemp(prefix="kh-probe-")
+        self.path = os.path.join(self.dir, "proxy.sock")
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(self.path)
+        self.server.listen(4)
+        self.answer = answer
+        self.requests: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(64)  # "tcp <port>\n"
+                conn.sendall(b"ok\n")
+                conn.settimeout(5)
+                try:
+                    self.requests.append(conn.recv(4096))
+                    self.answer(conn)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.server.close()
+
+    @property
+    def target(self) -> KernelSocket:
+        return KernelSocket.at(self.path)
+
+
+@pytest.fixture
+def tunnel_with() -> Iterator[Callable[[Callable[[socket.socket], None]], FakeTunnel]]:
+    made: list[FakeTunnel] = []
+
+    def make(answer: Callable[[socket.socket], None]) -> FakeTunnel:
+        made.append(FakeTunnel(answer))
+        return made[-1]
+
+    yield make
+    for tunnel in made:
+        tunnel.close()
+
+
+@pytest.mark.hostile
+async def test_the_probe_reads_a_bounded_status_line_in_bounded_time(
+    tunnel_with: Callable[[Callable[[socket.socket], None]], FakeTunnel],
+) -> None:
+    sent: list[int] = []
+
+    def flood(conn: socket.socket) -> None:  # a status line that never ends
+        chunk = b"A" * 65536
+        try:
+            for _ in range(256):
+                conn.sendall(chunk)
+                sent.append(len(chunk))
+        except OSError:
+            pass
+
+    flooded = await probe_health(tunnel_with(flood).target, 8000, "/health", 5)
+    assert not flooded.ok and flooded.error == "the answer is not HTTP/1.x"
+    assert sum(sent) < 64 * 65536  # the probe stopped reading: the flood stalled
+
+    silent = await probe_health(tunnel_with(lambda c: time.sleep(5)).target, 8000, "/h", 0.5)
+    assert not silent.ok and silent.error == "no answer within 0.5 s"
+
+    def answers(line: bytes) -> Callable[[socket.socket], None]:
+        return lambda conn: conn.sendall(line)
+
+    ok = tunnel_with(answers(b"HTTP/1.1 204 No Content\r\n\r\n"))
+    assert (await probe_health(ok.target, 8000, "/health", 5)).ok
+    assert ok.requests[0].startswith(b"GET /health HTTP/1.1\r\n")
+    failed = await probe_health(
+        tunnel_with(answers(b"HTTP/1.1 500 Oops\r\n\r\n")).target, 8000, "/health", 5
+    )
+    assert (failed.ok, failed.status, failed.error) == (False, 500, "HTTP 500")
+    for bogus in (b"HTTP/1.1 2000 OK\r\n", b"HTTP/2 200\r\n", b"200 OK\r\n", b""):
+        answer = await probe_health(tunnel_with(answers(bogus)).target, 8000, "/h", 5)
+        assert not answer.ok and answer.status is None, bogus
+    injected = await probe_health(ok.target, 8000, "/h HTTP/1.1\r\nX: y", 5)
+    assert not injected.ok and "not a plain path" in (injected.error or "")
+    assert MAX_STATUS_LINE <= 256
+
+
+# ---- an endpoint without a model service (real Redis, no Ray) ------------------------------------
+@pytest.mark.redis
+async def test_an_endpoint_without_a_model_service_starts_no_replica(
+    store: RedisEventStore,
+) -> None:
+    writer = await EndpointService(store).load()
+    spec = _created(service=None)
+    await writer.handle(EndpointCommand(event=spec))
+    reconciler = Reconciler(writer, router=None, store=store, vfolder_root=None)
+    await reconciler.reconcile_all()  # the router is never needed: nothing to create
+    assert writer.state.endpoints[spec.endpoint_id].routes == {}
+    report = reconciler.report(spec.endpoint_id)
+    assert report["routes"] == {} and "no model service" in report["note"]
+    await writer.handle(EndpointCommand(event=EndpointDestroying(endpoint_id=spec.endpoint_id)))
+    await reconciler.reconcile_all()
+    assert writer.state.endpoints[spec.endpoint_id].status == "destroyed"
+
+
+# ---- the real stack ---------------------------------------------------------------------------
+class Lab:
+    def __init__(
+        self, stack: Installation, store: RedisEventStore, admin: Bootstrap, root: Path
+    ) -> None:
+        self.stack, self.store, self.admin, self.root = stack, store, admin, root
+        self.gateway = stack.gateway_endpoint() or ""
+
+    @property
+    def serving(self) -> Any:
+        return self.stack.serving
+
+    async def call(self, method: str, *args: Any) -> Any:
+        """A ``serving`` method, retried while the actor restarts."""
+        from ray.exceptions import ActorUnavailableError, RayActorError
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return await getattr(self.serving, method).remote(*args)
+            except (RayActorError, ActorUnavailableError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+    async def command(self, event: Any) -> Any:
+        return await self.call("endpoint", EndpointCommand(event=event))
+
+    async def until(
+        self, eid: uuid.UUID, check: Callable[[dict[str, Any]], bool], timeout: float, what: str
+    ) -> dict[str, Any]:
+        last: list[dict[str, Any]] = [{}]
+
+        async def ready() -> dict[str, Any] | None:
+            last[0] = await self.call("report", str(eid))
+            return last[0] if check(last[0]) else None
+
+        try:
+            report = await eventually(ready, timeout=timeout, interval=0.5, message=what)
+        except AssertionError:
+            raise AssertionError(f"{what}: not within {timeout} s; last report {last[0]}") from None
+        assert report is not None
+        return report
+
+    def folder(self, name: str) -> tuple[uuid.UUID, Path]:
+        status, made = signed_request(
+            self.gateway,
+            "POST",
+            "/folders",
+            self.admin.access_key,
+            self.admin.secret_key,
+            f'{{"name": "{name}", "usage_mode": "model"}}'.encode(),
+        )
+        assert status == 201, made
+        folder_id = uuid.UUID(str(made["id"]))
+        return folder_id, self.root / "vfolders" / folder_id.hex
+
+    def endpoint(self, model: uuid.UUID, name: str, count: int) -> EndpointCreated:
+        return EndpointCreated(
+            endpoint_id=uuid.uuid4(),
+            name=name,
+            image=BASE_IMAGE,
+            model=model,
+            model_mount_destination=MOUNT,
+            resource_slots={"cpu": Decimal(1), "mem": Decimal(256 * 2**20)},
+            scaling_group="default",
+            desired_session_count=count,
+            owner=self.admin.user_id,
+            access_key=self.admin.access_key,
+            project_id=self.admin.project_id,
+            domain="default",
+            service=parse_model_definition(DEFINITION.encode(), "model-definition.yaml"),
+        )
+
+    async def sessions_of(self, eid: uuid.UUID) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+        """The sessions the endpoint's routes name, and every inference session enqueued."""
+        routes = [
+            e.data.session_id
+            for e in await self.store.read_stream(stream_of(eid))
+            if isinstance(e.data, EndpointRouteAdded)
+        ]
+        enqueued = [
+            uuid.UUID(e.stream.removeprefix("session-"))
+            for e in await self.store.read_log("0-0", count=100_000)
+            if e.type == "session_enqueued"
+        ]
+        return routes, enqueued
+
+
+def _statuses(report: dict[str, Any]) -> list[str]:
+    return sorted(r["status"] for r in report["routes"].values())
+
+
+def _healthy(n: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda report: _statuses(report) == ["HEALTHY"] * n
+
+
+def _docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture
+def stack(
+    ray_local: None,
+    docker: None,
+    redis_server: EmbeddedRedis,
+    store: RedisEventStore,  # its keyspace cleaned first, not under the running stack
+    tmp_path: Path,
+) -> Iterator[Installation]:
+    installation = start_actors(
+        redis_server.url,
+        namespace=f"t-{uuid.uuid4().hex[:8]}",
+        backend="docker",
+        work_root=str(tmp_path / "kernels"),
+        agents=[("i-serve", {"cpu": 8, "mem": 8 * G})],
+        shards=1,
+        master_key_path=str(tmp_path / "master.key"),
+        gateway_port=0,
+        safety_tick_s=0.5,
+        heartbeat_interval_s=0.5,
+        reconcile_interval_s=0.5,
+        serving_tick_s=0.5,
+    )
+    try:
+        yield installation
+    finally:
+        installation.kill()
+        for line in _docker("ps", "-aq", "--filter", "label=ai.backend.session-id").split():
+            subprocess.run(["docker", "rm", "-f", line], capture_output=True)
+
+
+@pytest.fixture
+async def lab(stack: Installation, store: RedisEventStore, tmp_path: Path) -> Lab:
+    admin = await bootstrap(store, SecretBox.from_file(tmp_path / "master.key"))
+    lookups = TenancyLookups(store)
+    await eventually(lambda: lookups.keypair(admin.access_key), 20, message="projected")
+    return Lab(stack, store, admin, tmp_path)
+
+
+async def _step(what: str, coro: Awaitable[Any]) -> Any:
+    started = time.monotonic()
+    result = await coro
+    print(f"{what}: {time.monotonic() - started:.1f} s")
+    return result
+
+
+@pytest.mark.ray
+@pytest.mark.docker
+@pytest.mark.fault
+@pytest.mark.timeout(600)
+async def test_replicas_are_kept_alive_scaled_replaced_and_drained(lab: Lab) -> None:
+    import ray
+
+    model, path = lab.folder("echo-model")
+    (path / "server.py").write_text(SERVER)
+    (path / "model-definition.yaml").write_text(DEFINITION)
+    spec = lab.endpoint(model, "echo", 2)
+    eid = spec.endpoint_id
+    await lab.command(spec)
+
+    # 2 replicas: 2 HEALTHY routes, each an inference session mounting the model read-only
+    report = await _step("2 healthy", lab.until(eid, _healthy(2), 180, "2 HEALTHY routes"))
+    router = lab.stack.router(lab.store)
+    for route_id, route in report["routes"].items():
+        session = await router.get(uuid.UUID(route["session_id"]))
+        assert session.session_type == "inference" and session.spec is not None
+        assert session.spec["name"] == f"echo-{uuid.UUID(route_id).hex[:8]}"
+        assert all(p["ok"] for p in route["probes"][-1:]), route
+    from actors.endpoints.probe import tunnel_target
+
+    first = next(iter(report["routes"].values()))
+    target = await tunnel_target(router, uuid.UUID(first["session_id"]))
+    write = await probe_health(target, 8000, "/write-test", 5)
+    assert write.status == 403, write  # mounted read-only: the replica cannot write the model
+    assert not list(path.glob("written-*"))
+
+    # scale to 3, then to 1: the two newest are drained, the oldest stays
+    await lab.command(EndpointScaled(endpoint_id=eid, desired_session_count=3))
+    report = await _step("3 healthy", lab.until(eid, _healthy(3), 180, "3 HEALTHY routes"))
+    oldest = min(report["routes"], key=lambda r: _added_order(spec, r))
+    await lab.command(EndpointScaled(endpoint_id=eid, desired_session_count=1))
+    report = await _step(
+        "drained to 1",
+        lab.until(eid, lambda r: list(r["routes"]) == [oldest], 120, "drained to the oldest"),
+    )
+    assert report["changes"].get("removed") == 2, report["changes"]
+
+    # the last replica's container killed from outside: removed, replaced, HEALTHY again
+    victim = report["routes"][oldest]["session_id"]
+    (container,) = _docker("ps", "-q", "--filter", f"label=ai.backend.session-id={victim}").split()
+    _docker("kill", container)
+    report = await _step(
+        "replaced",
+        lab.until(
+            eid,
+            lambda r: oldest not in r["routes"] and _healthy(1)(r),
+            180,
+            "the killed replica replaced",
+        ),
+    )
+    assert report["changes"].get("lost") == 1, report["changes"]
+
+    # the serving actor killed mid-scale: it recovers from the log, creates nothing twice
+    await lab.command(EndpointScaled(endpoint_id=eid, desired_session_count=2))
+    await asyncio.sleep(0.3)
+    ray.kill(lab.serving, no_restart=False)
+    await _step("recovered", lab.until(eid, _healthy(2), 180, "2 HEALTHY after a restart"))
+    routes, enqueued = await lab.sessions_of(eid)
+    assert len(routes) == len(set(routes)) == 5  # 2 + 1 + the replacement + 1
+    assert sorted(enqueued) == sorted(routes)  # one session per route, none twice
+
+    # /health fails: HEALTHY routes turn UNHEALTHY and are replaced; healthy again once fixed
+    (path / "sick").write_text("")
+    report = await _step(
+        "unhealthy",
+        lab.until(eid, lambda r: r["changes"].get("unhealthy", 0) >= 2, 60, "UNHEALTHY"),
+    )
+    (path / "sick").unlink()
+    report = await _step(
+        "healthy again",
+        lab.until(eid, _healthy(2), 180, "2 HEALTHY replacements"),
+    )
+    routes, enqueued = await lab.sessions_of(eid)
+    assert sorted(enqueued) == sorted(routes) and len(routes) >= 7
+
+    # rm: every route drained, then the endpoint destroyed; no replica left running
+    await lab.command(EndpointDestroying(endpoint_id=eid))
+
+    async def destroyed() -> bool:
+        events = await lab.store.read_stream(stream_of(eid))
+        return any(e.type == "endpoint_destroyed" for e in events)
+
+    await _step("destroyed", eventually(destroyed, timeout=120, interval=0.5, message="destroyed"))
+    for session_id in routes:
+        status = (await router.get(session_id)).status.name
+        assert status in ("TERMINATED", "CANCELLED"), (session_id, status)
+    assert _docker("ps", "-q", "--filter", "label=ai.backend.session-id").split() == []
+
+
+def _added_order(spec: EndpointCreated, route_id: str) -> int:
+    """A route's place among the endpoint's routes ever added (``route/<n>``)."""
+    for n in range(64):
+        if uuid.uuid5(spec.endpoint_id, f"route/{n}") == uuid.UUID(route_id):
+            return n
+    raise AssertionError(route_id)
