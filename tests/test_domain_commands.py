@@ -119,12 +119,12 @@ def test_commands_are_frozen_values_that_survive_a_round_trip() -> None:
 
 
 def test_a_dependant_destroy_derives_its_id() -> None:
-    command = DestroySession(session_id=uuid.uuid4(), forced=True, reason="r")
+    command = DestroySession(session_id=uuid.uuid4(), forced=True, reason="user-requested")
     dependant = uuid.uuid4()
     derived = command.for_dependant(dependant)
     assert derived.session_id == dependant
     assert derived.command_id == uuid.uuid5(command.command_id, f"dependant/{dependant}")
-    assert (derived.forced, derived.reason) == (True, "r")
+    assert (derived.forced, derived.reason) == (True, "user-requested")
     assert command.for_dependant(dependant) == derived  # a retry repeats the same command
 
 
@@ -140,3 +140,13 @@ def test_every_session_command_has_one_handler_on_the_shard() -> None:
     registry = SessionShard.__dict__["_handle"].dispatcher.registry
     assert concrete and concrete <= set(registry)
     assert all(c.verb for c in concrete)
+
+
+@pytest.mark.unit
+def test_a_destroy_names_a_reason_its_kernels_end_events_can_carry() -> None:
+    """A reason outside 23.03's list used to be accepted here and then refused by the
+    kernel's end event, which left the session TERMINATING for ever."""
+    with pytest.raises(pydantic.ValidationError):
+        DestroySession(session_id=uuid.uuid4(), reason="service-unhealthy")
+    kept = DestroySession(session_id=uuid.uuid4(), reason="service-scaled-down")
+    assert kept.reason == "service-scaled-down"

@@ -28,6 +28,7 @@ from actors.domain.session import ClusterMode, SessionType, session_id_for
 from actors.domain.session_aggregate import KernelReport, SessionAggregate
 from actors.domain.slots import ResourceSlot
 from events.catalogue import AnyPayload, SessionFailure, SessionSchedulingFailed, SessionSuccess
+from events.catalogue.reasons import KernelLifecycleEventReason
 
 from . import Command
 
@@ -155,7 +156,9 @@ class DestroySession(SessionCommand[Decided]):
     verb: ClassVar[str] = "destroy"
 
     forced: bool = False
-    reason: str | None = None
+    reason: KernelLifecycleEventReason | None = None
+    """One of 23.03's reasons: the kernels' end events carry it, and a reason they cannot
+    carry would leave the session TERMINATING for ever (refused here, at the command)."""
 
     def for_dependant(self, dependant: uuid.UUID) -> DestroySession:
         """The same destroy for a session that depends on this one (``recursive``), its id
