@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -662,6 +662,17 @@ class Lab:
         assert done.returncode == 0, (args, done.stdout, done.stderr)
         return json.loads(done.stdout)
 
+    def until(
+        self, check: Callable[[], bool], timeout: float, what: str, endpoint: str = "echo"
+    ) -> None:
+        """Until ``check()``; past ``timeout`` seconds, fail with ``kh why``'s evidence."""
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                print(self.why(endpoint))
+                pytest.fail(f"{what}: not after {timeout:g}s")
+            time.sleep(0.5)
+
     def why(self, endpoint: str = "echo") -> str:
         """What ``kh why`` says of the endpoint, and the log's latest events (a failure's
         evidence)."""
@@ -741,7 +752,7 @@ def test_kh_service_serves_scales_and_removes_an_endpoint_and_why_tells_it(lab: 
         refused = lab.stack.kh("service", *args, **lab.bob)
         assert refused.returncode == 3 and "No such endpoint." in refused.stderr, args
 
-    # scale to 2: both replicas serve; a ratio of 0 takes one out; downscale-route removes it
+    # scale to 2: both replicas serve; a ratio of 0 takes one out; scale back to 1
     scaled = lab.kh("service", "scale", "echo", "2")
     assert scaled["target_count"] == 2
     with Client(lab.config()) as client:
@@ -749,29 +760,26 @@ def test_kh_service_serves_scales_and_removes_an_endpoint_and_why_tells_it(lab: 
         two = services.wait_healthy("echo", 2, timeout=240)
         assert len(two["active_routes"]) == 2
         assert len(replicas_answering(url, token, 40)) == 2  # spread over both
-        quiet, busy = (r["route_id"] for r in two["active_routes"])
+        quiet = two["active_routes"][0]["route_id"]
         lab.kh("service", "update-traffic-ratio", "echo", quiet, "0")
         assert lab.kh("service", "sync", "echo") == {"success": True}
-        deadline = time.monotonic() + 30
-        while len(replicas_answering(url, token, 20)) != 1:  # the proxy reads ratios anew
-            assert time.monotonic() < deadline, services.info("echo")
-        lab.kh("service", "downscale-route", "echo", quiet)
-        deadline = time.monotonic() + 120
-        while (now := services.info("echo"))["active_routes"] != [
-            {**r, "status": "HEALTHY"} for r in now["active_routes"] if r["route_id"] == busy
-        ]:
-            assert time.monotonic() < deadline, now
-            time.sleep(0.5)
-        assert now["desired_session_count"] == 1
+        # the proxy reads ratios anew
+        lab.until(lambda: len(replicas_answering(url, token, 20)) == 1, 30, "ratio 0 honoured")
+        lab.kh("service", "update-traffic-ratio", "echo", quiet, "1")
+        lab.kh("service", "scale", "echo", "1")
+
+        def one_healthy() -> bool:
+            routes = services.info("echo")["active_routes"]
+            return [r["status"] for r in routes] == ["HEALTHY"]
+
+        lab.until(one_healthy, 120, "scaled to 1")
         assert call_endpoint(url, "/again", token=token).status_code == 200
 
     # rm: listed no more at once; it drains, then it is gone
     assert lab.kh("service", "rm", "echo")["removed"] == [endpoint_id]
     assert lab.kh("service", "list")["items"] == []
-    deadline = time.monotonic() + 120
-    while (gone := lab.stack.kh("service", "info", endpoint_id)).returncode == 0:
-        assert time.monotonic() < deadline, gone.stdout
-        time.sleep(0.5)
+    lab.until(lambda: lab.stack.kh("service", "info", endpoint_id).returncode != 0, 120, "rm done")
+    gone = lab.stack.kh("service", "info", endpoint_id)
     assert gone.returncode == 3 and "No such endpoint." in gone.stderr
 
     # kh why: the replicas' history from the log
@@ -783,8 +791,37 @@ def test_kh_service_serves_scales_and_removes_an_endpoint_and_why_tells_it(lab: 
     assert text.count("added") >= 2 and "HEALTHY" in text
     assert "scaled up from 1 to 2" in text and "scaled down from 2 to 1" in text
     assert f"route {quiet[:8]} takes traffic ratio 0 by " in text
-    assert f"route {quiet[:8]} drained: downscale-route by " in text
+    assert "drained: more routes served than the 1 wanted (scaled down)" in text
     assert "service rm asked by " in text
     explained = json.loads(lab.stack.kh("why", "echo", "--json").stdout)
     assert explained["endpoint_id"] == endpoint_id and len(explained["routes"]) >= 2
     assert all(r["removed_at"] for r in explained["routes"])
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_downscale_route_drains_that_route_and_no_other(lab: Lab) -> None:
+    """``downscale-route``: one replica fewer, and the one named the one that goes; the other
+    keeps serving throughout (never drained, no replacement started)."""
+    model_folder(lab, "pair-model")
+    created = lab.kh("service", "create", "python", "pair-model", "2", "-t", "pair", "--wait",
+                     "--max-wait", "150", "--public")  # fmt: skip
+    endpoint_id = created["endpoint_id"]
+    goes, stays = (r["route_id"] for r in created["active_routes"])
+    lab.kh("service", "downscale-route", "pair", goes)
+    with Client(lab.config()) as client:
+        services = Services(client)
+
+        def only_the_other() -> bool:
+            routes = services.info("pair")["active_routes"]
+            return [(r["route_id"], r["status"]) for r in routes] == [(stays, "HEALTHY")]
+
+        lab.until(only_the_other, 120, "the named route gone, the other serving", "pair")
+        assert services.info("pair")["desired_session_count"] == 1
+        assert call_endpoint(created["service_endpoint"], "/x").status_code == 200
+    told = json.loads(lab.stack.kh("why", endpoint_id, "--json").stdout)
+    routes = {r["route_id"]: r for r in told["routes"]}
+    assert set(routes) == {goes, stays}, told["history"]  # no replacement was needed
+    assert routes[stays]["drained_at"] is None, told["history"]
+    assert routes[goes]["drained_because"].startswith("downscale-route by ")
+    lab.kh("service", "rm", "pair")
