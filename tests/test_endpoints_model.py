@@ -17,6 +17,7 @@ from actors.domain.endpoints import (
     EndpointState,
     check_name,
     decide,
+    decide_downscale,
     ready_to_destroy,
     replicas_to_start,
     routes_to_drain,
@@ -116,6 +117,28 @@ def test_rm_drains_every_route_refuses_growth_and_destroys_once_drained() -> Non
     assert ready_to_destroy(state, endpoint.endpoint_id)
     _fold(state, EndpointDestroyed(endpoint_id=endpoint.endpoint_id))
     assert _fold(state, _created())  # and now the name is free
+
+
+@pytest.mark.unit
+def test_downscale_route_scales_and_drains_that_route_in_one_decision() -> None:
+    state = EndpointState()
+    endpoint = _created()
+    first, second = _route(endpoint), _route(endpoint)
+    _fold(state, endpoint, first, second, _status(first, "HEALTHY"), _status(second, "HEALTHY"))
+    decided = decide_downscale(state, first.route_id, endpoint.endpoint_id)
+    assert [type(e).__name__ for e in decided] == ["EndpointScaled", "EndpointRouteStatusChanged"]
+    for event in decided:
+        state.apply(state.version(endpoint.endpoint_id) + 1, event)
+    assert routes_to_drain(state, endpoint.endpoint_id) == []  # the other route stays
+    assert replicas_to_start(state, endpoint.endpoint_id) == 0  # and none replaces this one
+    assert decide_downscale(state, first.route_id, endpoint.endpoint_id) == []  # once
+    with pytest.raises(RoutingNotFound):
+        decide_downscale(state, uuid.uuid4(), endpoint.endpoint_id)
+    with pytest.raises(ValidationError):
+        EndpointCommand(
+            event=EndpointScaled(endpoint_id=endpoint.endpoint_id, desired_session_count=1),
+            downscale=True,
+        )
 
 
 @pytest.mark.unit

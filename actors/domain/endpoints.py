@@ -50,6 +50,7 @@ __all__ = [
     "Route",
     "check_name",
     "decide",
+    "decide_downscale",
     "ready_to_destroy",
     "replicas_to_start",
     "routes_to_drain",
@@ -284,6 +285,28 @@ def decide(
             raise InvalidAPIParameters("a token expires in the future")
         return [event]
     raise TypeError(f"not an endpoint event: {type(event).__name__}")  # pragma: no cover
+
+
+def decide_downscale(
+    state: EndpointState, route_id: uuid.UUID, endpoint_id: uuid.UUID
+) -> list[AnyPayload]:
+    """``downscale-route``: one replica fewer, and this route the one that goes — the scale
+    and the drain in one decision (one append), so the reconciler never sees one without the
+    other (it would drain another route, or start a replacement). A route already draining
+    changes nothing; an endpoint being destroyed only drains it."""
+    endpoint = _live(state, endpoint_id)
+    route = _route(endpoint, route_id)
+    if route.status == "TERMINATING":
+        return []
+    drain = EndpointRouteStatusChanged(
+        endpoint_id=endpoint_id, route_id=route_id, status="TERMINATING"
+    )
+    if endpoint.status != "live":
+        return [drain]
+    desired = max(0, endpoint.desired_session_count - 1)
+    if desired == endpoint.desired_session_count:
+        return [drain]
+    return [EndpointScaled(endpoint_id=endpoint_id, desired_session_count=desired), drain]
 
 
 def _check_count(count: int) -> int:

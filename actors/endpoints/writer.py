@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from actors.domain.commands.endpoints import EndpointCommand
-from actors.domain.endpoints import EndpointState, decide
+from actors.domain.endpoints import EndpointState, decide, decide_downscale
 from actors.runtime.aggregate_writer import AggregateWriter
 from events import AnyPayload, RedisEventStore
 
@@ -46,9 +46,13 @@ class EndpointService(AggregateWriter[EndpointState]):
         """Decide on ``command`` and append what it changes; the events appended (or, for a
         retry of a command that took effect, the ones it appended then)."""
         event = command.event
+
+        def decision() -> list[AnyPayload]:
+            if command.downscale:
+                route_id = event.route_id  # type: ignore[union-attr]  # checked by the command
+                return decide_downscale(self.state, route_id, event.endpoint_id)
+            return decide(self.state, event, now=self.clock())
+
         return await self._decide_and_append(
-            event.endpoint_id,
-            command.command_id,
-            command.initiator,
-            lambda: decide(self.state, event, now=self.clock()),
+            event.endpoint_id, command.command_id, command.initiator, decision
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Union
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from events.catalogue import (
     EndpointCreated,
@@ -51,3 +51,15 @@ class EndpointCommand(Command):
     """What the caller proposes."""
     initiator: Initiator | None = None
     """Who asked (recorded in the envelope)."""
+    downscale: bool = False
+    """With a route's ``TERMINATING``: ``downscale-route`` — the desired count goes down by
+    one in the same append (:func:`actors.domain.endpoints.decide_downscale`)."""
+
+    @model_validator(mode="after")
+    def _downscale_names_a_drain(self) -> EndpointCommand:
+        event = self.event
+        if self.downscale and not (
+            isinstance(event, EndpointRouteStatusChanged) and event.status == "TERMINATING"
+        ):
+            raise ValueError("downscale goes with a route's TERMINATING")
+        return self
