@@ -31,6 +31,7 @@ import pytest
 
 from actors.agents.kernel_sockets import KernelSocket
 from actors.domain.commands.endpoints import EndpointCommand
+from actors.domain.commands.tenancy import AddMember, CreateUser, IssueKeypair
 from actors.domain.endpoints import stream_of
 from actors.domain.model_definition import parse_model_definition
 from actors.endpoints.probe import MAX_STATUS_LINE, probe_health
@@ -45,6 +46,7 @@ from actors.endpoints.replicas import (
 )
 from actors.endpoints.writer import EndpointService
 from actors.hosts import Installation, start_actors
+from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
 from events.catalogue import (
     EndpointCreated,
@@ -362,6 +364,20 @@ class Lab:
             service=parse_model_definition(DEFINITION.encode(), "model-definition.yaml"),
         )
 
+    async def tenant(self, name: str) -> tuple[uuid.UUID, str]:
+        """A plain user of the default project, with a keypair: (user id, access key)."""
+        tenancy = await TenancyService(
+            self.store, SecretBox.from_file(self.root / "master.key")
+        ).load()
+        user = await tenancy.handle(
+            CreateUser(username=name, email=f"{name}@kernelhub.local", domain="default")
+        )
+        await tenancy.handle(AddMember(project_id=self.admin.project_id, user_id=user))
+        access_key, _ = await tenancy.handle(IssueKeypair(user_id=user))
+        lookups = TenancyLookups(self.store)
+        await eventually(lambda: lookups.keypair(access_key), 20, message="projected")
+        return user, access_key
+
     async def sessions_of(self, eid: uuid.UUID) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
         """The sessions the endpoint's routes name, and every inference session enqueued."""
         routes = [
@@ -495,6 +511,10 @@ async def test_replicas_are_kept_alive_scaled_replaced_and_drained(lab: Lab) -> 
     await asyncio.sleep(0.3)
     ray.kill(lab.serving, no_restart=False)
     await _step("recovered", lab.until(eid, _healthy(2), 180, "2 HEALTHY after a restart"))
+    asked = time.time()
+    await lab.call("sync", str(eid))  # every route probed now
+    report = await lab.call("report", str(eid))
+    assert all(r["probes"][-1]["at"] >= asked for r in report["routes"].values()), report
     routes, enqueued = await lab.sessions_of(eid)
     assert len(routes) == len(set(routes)) == 5  # 2 + 1 + the replacement + 1
     assert sorted(enqueued) == sorted(routes)  # one session per route, none twice
@@ -524,7 +544,30 @@ async def test_replicas_are_kept_alive_scaled_replaced_and_drained(lab: Lab) -> 
     for session_id in routes:
         status = (await router.get(session_id)).status.name
         assert status in ("TERMINATED", "CANCELLED"), (session_id, status)
-    assert _docker("ps", "-q", "--filter", "label=ai.backend.session-id").split() == []
+
+    def no_container_left() -> bool:
+        label = "label=ai.backend.session-id="
+        return all(not _docker("ps", "-q", "--filter", f"{label}{s}").strip() for s in routes)
+
+    await eventually(no_container_left, timeout=30, interval=0.5, message="containers gone")
+
+    # another tenant's endpoint naming this model folder (past a gateway): no replica of it
+    # is ever created, so the folder is never mounted for them
+    mallory = await lab.tenant("mallory")
+    stolen = lab.endpoint(model, "stolen", 1).model_copy(
+        update={"owner": mallory[0], "access_key": mallory[1]}
+    )
+    await lab.command(stolen)
+    report = await lab.until(
+        stolen.endpoint_id,
+        lambda r: any(x["create_error"] for x in r["routes"].values()),
+        30,
+        "the replica refused",
+    )
+    (refused,) = report["routes"].values()
+    assert refused["create_error"] == "the endpoint's owner may no longer read the model folder"
+    routes, enqueued = await lab.sessions_of(stolen.endpoint_id)
+    assert len(routes) == 1 and routes[0] not in enqueued
 
 
 def _added_order(spec: EndpointCreated, route_id: str) -> int:
