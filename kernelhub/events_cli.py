@@ -471,6 +471,11 @@ async def _decoded(store: RedisEventStore, stream: str) -> list[Any]:
     ]
 
 
+MAX_ROUTE_SESSIONS = 50
+"""The most route sessions ``kh why <endpoint>`` reads (the newest routes'): an endpoint
+that replaced replicas for months has had thousands."""
+
+
 async def _why_endpoint(store: RedisEventStore, stream: str, as_json: bool) -> None:
     """An endpoint's replica history, each route's session told as ``kh why`` tells one."""
     from .history.endpoint_why import explain_endpoint, route_lines
@@ -478,9 +483,10 @@ async def _why_endpoint(store: RedisEventStore, stream: str, as_json: bool) -> N
     events = await _decoded(store, stream)
     if not events:
         raise KernelhubError(f"{stream} has no events")
-    session_ids = {str(e.data.session_id) for e in events if e.type == "endpoint_route_added"}
-    sessions = {sid: await _decoded(store, f"session-{sid}") for sid in sorted(session_ids)}
-    explanation = explain_endpoint(events, sessions, await _now_ms(store))
+    added = [str(e.data.session_id) for e in events if e.type == "endpoint_route_added"]
+    told = added[-MAX_ROUTE_SESSIONS:]  # the newest routes' sessions: a bounded read
+    sessions = {sid: await _decoded(store, f"session-{sid}") for sid in told}
+    explanation = explain_endpoint(events, sessions, await _now_ms(store), read=set(told))
     if as_json:
         print(json.dumps(explanation.as_json(), sort_keys=True))
         return

@@ -552,6 +552,9 @@ def test_why_tells_each_routes_life_and_why_it_was_drained() -> None:
     assert "ended self-terminated (exit code 1)" in shown
     lost = next(r for r in told.routes if r.route_id == str(r1))
     assert "no events" in lost.session_because[0]
+    bounded = explain_endpoint(events, sessions, 1_900_000_000_000, read={str(s2)})
+    older = next(r for r in bounded.routes if r.route_id == str(r1))
+    assert older.session_because == [f"(an older route: kh why {s1} tells it)"]
 
 
 @pytest.mark.unit

@@ -16,7 +16,7 @@ Pure: the caller reads the streams.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,10 +262,15 @@ class _Fold:
 
 
 def explain_endpoint(
-    events: Sequence[Event], sessions: Mapping[str, Sequence[Event]], now_ms: int
+    events: Sequence[Event],
+    sessions: Mapping[str, Sequence[Event]],
+    now_ms: int,
+    *,
+    read: Set[str] | None = None,
 ) -> EndpointExplanation:
     """The history of the endpoint of ``events`` (its whole stream, in order);
-    ``sessions`` maps a route's session id to its session's stream (those found)."""
+    ``sessions`` maps a route's session id to its session's stream (those found), ``read``
+    the session ids whose streams were read (default: all; the others are only named)."""
     first: Any = events[0].data
     out = EndpointExplanation(
         endpoint_id=str(first.endpoint_id),
@@ -284,6 +289,9 @@ def explain_endpoint(
     out.desired_session_count = 0 if fold.destroying else fold.desired
     for route in out.routes:
         stream = sessions.get(route.session_id)
+        if read is not None and route.session_id not in read:
+            route.session_because = [f"(an older route: kh why {route.session_id} tells it)"]
+            continue
         if not stream:
             route.session_because = ["its session has no events (not created yet, or lost)"]
             continue
