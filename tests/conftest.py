@@ -6,6 +6,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -36,14 +37,21 @@ _LAYER_ORDER = [
 ]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the fast pure layer first, so a broken domain fails the run in seconds."""
+SHARED_SERVING_STACK = "serving_stack"
+"""The session fixture the serving modules share (one ``kh up`` for all of them)."""
 
-    def layer(item: pytest.Item) -> int:
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the fast pure layer first, so a broken domain fails the run in seconds; the
+    tests sharing the serving stack run last, together, so that stack (which lives until
+    the session ends) never runs beside another module's."""
+
+    def layer(item: pytest.Item) -> tuple[int, int]:
+        shared = int(SHARED_SERVING_STACK in getattr(item, "fixturenames", ()))
         for rank, name in enumerate(_LAYER_ORDER):
             if item.get_closest_marker(name):
-                return rank
-        return len(_LAYER_ORDER)
+                return shared, rank
+        return shared, len(_LAYER_ORDER)
 
     items.sort(key=layer)
 
@@ -103,6 +111,18 @@ def no_kernel_outlives_the_suite() -> Iterator[None]:
         if ours and b"BACKENDAI_KERNEL_ID=" in environ:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(entry.name), signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def serving_stack() -> Iterator[Any]:
+    """One ``kh up`` (Docker where it runs) for every serving module: a stack costs 20-40 s
+    and the serving tests need the same one (replicas, the proxy, ``KH_SERVING_TIMEOUT_S``
+    short so a stuck replica is a 504 in seconds). Each module makes its own tenants and
+    endpoints; none changes what the others rely on."""
+    from .khstack import kh_up
+
+    with kh_up(KH_SERVING_TIMEOUT_S="5") as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")
