@@ -762,7 +762,8 @@ def test_kh_service_serves_scales_and_removes_an_endpoint_and_why_tells_it(lab: 
         services = Services(client)
         two = services.wait_healthy("echo", 2, timeout=240)
         assert len(two["active_routes"]) == 2
-        assert len(replicas_answering(url, token, 40)) == 2  # spread over both
+        # spread over both (once the proxy's view, at most RESOLVE_TTL_S old, has the second)
+        lab.until(lambda: len(replicas_answering(url, token, 40)) == 2, 30, "spread over both")
         quiet = two["active_routes"][0]["route_id"]
         lab.kh("service", "update-traffic-ratio", "echo", quiet, "0")
         assert lab.kh("service", "sync", "echo") == {"success": True}
