@@ -63,7 +63,7 @@ from projections.tenancy_queries import TenancyLookups
 from .khstack import signed_request
 
 G = 2**30
-MOUNT = "/home/work/models"
+MOUNT = "/models"  # 23.3.5's default, outside the work dir
 SERVER = """\
 import http.server, json, os, socket
 FOLDER = os.path.dirname(os.path.abspath(__file__))

@@ -19,6 +19,7 @@ from typing import Any
 
 from actors.domain.commands.sessions import CreateSession, DestroySession
 from actors.domain.endpoints import Endpoint
+from actors.domain.mount_paths import vfolder_mount_spec
 from actors.domain.session import ClusterMode, SessionType, check_environ, session_id_for
 from actors.domain.slots import ResourceSlot
 from events.catalogue import EndpointCreated
@@ -71,29 +72,6 @@ def replica_environ(spec: EndpointCreated) -> dict[str, str]:
     return check_environ({**service, **spec.environ}) or {}
 
 
-def _mount_spec(
-    name: str,
-    folder_id: uuid.UUID,
-    host_path: Path,
-    kernel_path: str,
-    mount_perm: str,
-    usage_mode: str,
-) -> dict[str, str]:
-    """A ``VFolderMountSpec`` (the shape :func:`actors.gateway.mounts.session_mounts` makes).
-
-    To be replaced by the helper the lead extracts from ``session_mounts`` (requested in
-    /tmp/kh-notes/requests-31-lead.md): the shape must have one author."""
-    return {
-        "name": name,
-        "vfid": folder_id.hex,
-        "vfsubpath": ".",
-        "host_path": str(host_path),
-        "kernel_path": kernel_path,
-        "mount_perm": mount_perm,
-        "usage_mode": usage_mode,
-    }
-
-
 def create_replica(
     endpoint: Endpoint,
     route_id: uuid.UUID,
@@ -130,10 +108,10 @@ def create_replica(
         resource_opts=dict(spec.resource_opts) or None,
         tag=spec.tag,
         mounts=(
-            _mount_spec(
+            vfolder_mount_spec(
                 model_name,
                 spec.model,
-                model_path,
+                str(model_path),
                 spec.model_mount_destination,
                 "ro",
                 model_usage_mode,
