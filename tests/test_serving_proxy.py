@@ -343,3 +343,45 @@ def test_an_unknown_endpoint_without_a_token_reads_as_a_private_one(
     made_up = exchange(f"{base}/{uuid.uuid4()}", "GET", {})
     not_an_id = exchange(f"{base}/not-an-id/x", "GET", {})
     assert made_up[0] == not_an_id[0] == 401, (made_up, not_an_id)
+
+
+_SNAPSHOT = """\
+import json, sys
+import ray
+from kernelhub.ray_head import connect
+connect(json.load(open(sys.argv[1]))["ray_address"])
+print(json.dumps(ray.get(ray.get_actor("gateway").metrics_snapshot.remote())))
+"""
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_answers_are_counted_per_endpoint_and_made_up_ids_make_no_series(
+    hostile: tuple[Lab, str],
+) -> None:
+    import subprocess
+    import sys
+
+    from kernelhub.ray_head import RAY_ENV
+
+    lab, url = hostile
+    endpoint_id = url.rsplit("/", 1)[1]
+    assert _raw(url + "/echo")[0] == 200
+    assert _raw(url + "/huge-headers")[0] == 502
+    for _ in range(5):
+        exchange(f"{url.rsplit('/', 1)[0]}/{uuid.uuid4()}", "GET", {})
+    done = subprocess.run(
+        [sys.executable, "-c", _SNAPSHOT, str(lab.stack.root / "data" / "embedded.json")],
+        env={**os.environ, **RAY_ENV},  # Ray's token is in the real ~/.ray
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    snapshot: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    served = [k for k in snapshot if k.startswith("kernelhub_serving_requests_total")]
+    assert any(endpoint_id in k and "200" in k for k in served), served
+    errors = [k for k in snapshot if k.startswith("kernelhub_serving_errors_total")]
+    assert any(endpoint_id in k and "bad-answer" in k for k in errors), errors
+    named = {k for k in served if "unknown" not in k}
+    assert all(endpoint_id in k for k in named), named  # no series per made-up id

@@ -12,9 +12,9 @@ HEALTHY replica of the endpoint through its kernel runner's tunnel (containers k
   ``traffic_ratio`` (none: 503 "no healthy replica"); the endpoint is read from the tenancy
   read model at most every :data:`RESOLVE_TTL_S`. Connections to each route are kept alive
   and reused (:class:`_Pool`), so a request usually costs no tunnel set-up at all. A
-  connection that fails before the replica answered a byte (a tunnel that would not open, a
-  kept-alive connection the replica had closed) is retried once, on another route where
-  there is one.
+  connection that fails before the replica answered a byte is tried again: a kept-alive one
+  the replica had closed is replaced by a new one, a tunnel that would not open is tried
+  once more on another route where there is one (three tries at most).
 - **What is passed.** The request body up to :data:`MAX_REQUEST_BODY` (413 past it), the
   headers but hop-by-hop ones and ``Authorization``, ``X-Forwarded-*`` added. The replica is
   the tenant's code and is not trusted: its status line and headers are read within
@@ -131,6 +131,10 @@ class ReplicaFailed(GatewayError):
     status, error_type, title = 502, "bad-gateway", "The replica failed to answer."
 
 
+class ReplicaUnreachable(ReplicaFailed):
+    title = "No replica of this endpoint could be reached."
+
+
 class ReplicaTimeout(GatewayError):
     status, error_type, title = 504, "gateway-timeout", "The replica did not answer in time."
 
@@ -138,6 +142,18 @@ class ReplicaTimeout(GatewayError):
 class BodyTooLarge(GatewayError):
     status, error_type = 413, "request-too-large"
     title = f"The request body is larger than {MAX_REQUEST_BODY // 2**20} MiB."
+
+
+_REASONS: dict[type[GatewayError], str] = {
+    NoHealthyReplica: "no-replica",
+    ReplicaFailed: "bad-answer",
+    ReplicaUnreachable: "connect",
+    ReplicaTimeout: "timeout",
+    BodyTooLarge: "too-large",
+    TooBusy: "busy",
+}
+"""The ``reason`` of ``kernelhub_serving_errors_total`` for each failure (a refused token
+is no failure: it is counted by its status)."""
 
 
 class _Unsent(Exception):
@@ -356,24 +372,24 @@ class ServingProxy:
     # ---- the handler -----------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        ref = request.match_info["endpoint_id"]
-        status, reason = 500, "internal"
+        status, error = 500, "internal"
         try:
-            response = await self._serve(request, ref)
-            status, reason = response.status, ""
+            response = await self._serve(request, request.match_info["endpoint_id"])
+            status, error = response.status, ""
             return response
         except GatewayError as exc:
-            status = type(exc).status
-            reason = type(exc).__name__
+            status, error = type(exc).status, _REASONS.get(type(exc), "")
             raise
         except DomainError:
-            status, reason = 404, "EndpointNotFound"
+            status, error = 404, ""
             raise
         finally:
             observe = self.ctx.observe_serving
             if observe is not None:
+                # an endpoint that exists, or "unknown": made-up ids make no new series
+                endpoint = request.get("serving_endpoint", "unknown")
                 with contextlib.suppress(Exception):
-                    observe(ref[:64], status, time.perf_counter() - started, reason or None)
+                    observe(endpoint, status, time.perf_counter() - started, error or None)
 
     async def _serve(self, request: web.Request, ref: str) -> web.StreamResponse:
         try:
@@ -392,6 +408,7 @@ class ServingProxy:
                 raise TokenRequired() from None
         if record is None or endpoint_id is None:
             raise EndpointNotFound()
+        request["serving_endpoint"] = str(endpoint_id)
         service = record.get("service") or {}
         port = int(service.get("port") or 0)
         routes = list((record.get("routes") or {}).values())
@@ -442,7 +459,7 @@ class ServingProxy:
                 raise
             return await self._relay(request, route_id, conn, answer)
         log.warning("replica unreachable", why=str(last))
-        raise ReplicaFailed(f"no replica could be reached ({last})")
+        raise ReplicaUnreachable(f"no replica could be reached ({last})")
 
     async def _relay(
         self, request: web.Request, route_id: str, conn: _Conn, answer: _Answer

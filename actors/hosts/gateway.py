@@ -12,7 +12,7 @@ import ray
 from aiohttp import web
 
 from actors.idle.facts import IdleFacts
-from actors.runtime.metrics import DOCUMENTED, ActorMetrics
+from actors.runtime.metrics import ActorMetrics
 from actors.sessions.routing import ShardRouter
 from events import RedisEventStore
 from events.secrets import SecretBox
@@ -38,7 +38,7 @@ _SERVING_METRICS = (
     "kernelhub_serving_errors_total",
 )
 """The inference proxy's per-endpoint metrics (endpoint + status; endpoint; endpoint +
-reason), registered once :mod:`actors.runtime.metrics` defines them."""
+reason)."""
 
 
 def vfolder_root_for(master_key_path: Path) -> Path:
@@ -81,7 +81,7 @@ class GatewayActor:
         self.metrics = ActorMetrics(
             "kernelhub_gateway_requests_total",
             "kernelhub_gateway_request_seconds",
-            *(name for name in _SERVING_METRICS if name in DOCUMENTED),
+            *_SERVING_METRICS,
         )
         self.host, self.port = host, port
         self.runner: web.AppRunner | None = None
@@ -98,8 +98,6 @@ class GatewayActor:
     ) -> None:
         """One answer of the inference proxy, per endpoint (its id: an endpoint is a handful
         of series, and ids are bounded by the endpoints that exist)."""
-        if _SERVING_METRICS[0] not in DOCUMENTED:
-            return
         self.metrics.inc(_SERVING_METRICS[0], endpoint=endpoint, status=str(status))
         self.metrics.observe(_SERVING_METRICS[1], seconds, endpoint=endpoint)
         if error is not None:
