@@ -489,7 +489,7 @@ async def test_replicas_are_kept_alive_scaled_replaced_and_drained(lab: Lab) -> 
         "drained to 1",
         lab.until(eid, lambda r: list(r["routes"]) == [oldest], 120, "drained to the oldest"),
     )
-    assert report["changes"].get("removed") == 2, report["changes"]
+    assert report["changes"].get("drained") == report["changes"].get("removed") == 2, report
 
     # the last replica's container killed from outside: removed, replaced, HEALTHY again
     victim = report["routes"][oldest]["session_id"]
@@ -504,7 +504,8 @@ async def test_replicas_are_kept_alive_scaled_replaced_and_drained(lab: Lab) -> 
             "the killed replica replaced",
         ),
     )
-    assert report["changes"].get("lost") == 1, report["changes"]
+    changes = report["changes"]
+    assert changes.get("lost") == changes.get("replaced") == 1, changes
 
     # the serving actor killed mid-scale: it recovers from the log, creates nothing twice
     await lab.command(EndpointScaled(endpoint_id=eid, desired_session_count=2))
@@ -530,6 +531,10 @@ async def test_replicas_are_kept_alive_scaled_replaced_and_drained(lab: Lab) -> 
         "healthy again",
         lab.until(eid, _healthy(2), 180, "2 HEALTHY replacements"),
     )
+    assert report["changes"].get("replaced", 0) >= 2, report["changes"]  # since the restart
+    metrics = await lab.call("metrics_snapshot")  # what Ray's dashboard gets, counted alike
+    shown = f"kernelhub_endpoint_routes_total{{change=replaced}}{{endpoint={eid}}}"
+    assert metrics.get(shown) == report["changes"]["replaced"], metrics
     routes, enqueued = await lab.sessions_of(eid)
     assert sorted(enqueued) == sorted(routes) and len(routes) >= 7
 

@@ -113,6 +113,13 @@ PROBES_KEPT = 10
 """The last probes of each route kept for the report."""
 MAX_PROBE_TIMEOUT_S = 10.0
 CREATE_BACKOFF_MAX_S = 60.0
+_CHANGE: dict[RouteStatus, str] = {
+    "PROVISIONING": "provisioning",
+    "HEALTHY": "healthy",
+    "UNHEALTHY": "unhealthy",
+    "TERMINATING": "drained",
+}
+"""A route's new status as the change counted (``kernelhub_endpoint_routes_total``)."""
 _ENDED = frozenset({SessionStatus.TERMINATED, SessionStatus.CANCELLED})
 _SERVING = frozenset({SessionStatus.RUNNING, SessionStatus.RUNNING_DEGRADED})
 
@@ -163,6 +170,8 @@ class Reconciler:
         self.watches: dict[uuid.UUID, _Watch] = {}
         self.counts: dict[uuid.UUID, dict[str, int]] = {}
         self._sessions: dict[uuid.UUID, SessionAggregate | None] = {}
+        self._owed: dict[uuid.UUID, int] = {}
+        """Endpoint -> replicas lost or unhealthy not yet replaced (for ``replaced``)."""
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -367,6 +376,12 @@ class Reconciler:
             return False
         return True
 
+    def _owe_replacement(self, endpoint: Endpoint) -> None:
+        """A serving replica was lost or turned unhealthy: the next route started for the
+        endpoint replaces it (counted ``replaced`` as well as ``started``)."""
+        if endpoint.status == "live":
+            self._owed[endpoint.endpoint_id] = self._owed.get(endpoint.endpoint_id, 0) + 1
+
     def _changed(self, endpoint: Endpoint, change: str) -> None:
         counts = self.counts.setdefault(endpoint.endpoint_id, {})
         counts[change] = counts.get(change, 0) + 1
@@ -381,7 +396,9 @@ class Reconciler:
         )
         command_id = uuid.uuid5(route.route_id, f"{status}@{endpoint.version}")
         if await self._append(event, command_id):
-            self._changed(endpoint, status.lower())
+            self._changed(endpoint, _CHANGE[status])
+            if status == "UNHEALTHY":
+                self._owe_replacement(endpoint)
 
     async def _drain(self, endpoint: Endpoint, route_id: uuid.UUID, reason: str) -> None:
         route = endpoint.routes.get(route_id)
@@ -406,6 +423,8 @@ class Reconciler:
         event = EndpointRouteRemoved(endpoint_id=endpoint.endpoint_id, route_id=route.route_id)
         if await self._append(event, uuid.uuid5(route.route_id, "removed")):
             self._changed(endpoint, change)
+            if change == "lost":
+                self._owe_replacement(endpoint)
             self._sessions.pop(route.session_id, None)
             watch = self.watches.pop(route.route_id, None)
             if watch is not None and watch.probing is not None:
@@ -422,6 +441,10 @@ class Reconciler:
         if not await self._append(event, uuid.uuid5(route_id, "added")):
             return False
         self._changed(endpoint, "started")
+        owed = self._owed.get(endpoint.endpoint_id, 0)
+        if owed:
+            self._owed[endpoint.endpoint_id] = owed - 1
+            self._changed(endpoint, "replaced")
         route = endpoint.routes.get(route_id)
         if route is not None:
             await self._create(endpoint, route, self._watch(route_id))

@@ -24,7 +24,7 @@ import ray
 from actors.domain.commands.endpoints import EndpointCommand
 from actors.endpoints.reconciler import Reconciler
 from actors.endpoints.writer import EndpointService
-from actors.runtime.metrics import DOCUMENTED, ActorMetrics
+from actors.runtime.metrics import ActorMetrics
 from actors.sessions.routing import ShardRouter
 from events import AnyPayload, Event, RedisEventStore
 
@@ -52,7 +52,7 @@ class ServingActor(Follower):
         self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
         self.follower_name = "serving"
         self.writer = EndpointService(self.store, actor="serving")
-        self.metrics = ActorMetrics(*([ROUTES_METRIC] if ROUTES_METRIC in DOCUMENTED else []))
+        self.metrics = ActorMetrics(ROUTES_METRIC)
         self.reconciler = Reconciler(
             self.writer,
             ShardRouter.named(self.store, *shards),
@@ -82,8 +82,7 @@ class ServingActor(Follower):
             self.reconciler.session_changed(session_id)
 
     def _changed(self, endpoint_id: str, change: str) -> None:
-        if ROUTES_METRIC in DOCUMENTED:
-            self.metrics.inc(ROUTES_METRIC, endpoint=endpoint_id, change=change)
+        self.metrics.inc(ROUTES_METRIC, endpoint=endpoint_id, change=change)
 
     async def endpoint(self, command: EndpointCommand) -> list[AnyPayload]:
         """Run one endpoint command (the single writer); the reconciler acts on it at once."""
