@@ -517,3 +517,15 @@ def test_a_frozen_manager_starts_no_replicas_but_serves_the_rest(lab: Lab) -> No
         assert lab.bob.rest("GET", f"/services/{endpoint_id}")[0] == 200
     finally:
         assert lab.admin.rest("PUT", "/manager/status", {"status": "running"})[0] == 204
+
+
+def test_an_admin_creates_for_a_user_and_a_user_cannot(lab: Lab) -> None:
+    bob_key = lab.bob.keys["BACKEND_ACCESS_KEY"]
+    body = _create_body("bobmodel", owner_access_key=bob_key, desired_session_count=0)
+    status, created = lab.admin.rest("POST", "/services", body)
+    assert status == 200, created
+    listed = lab.bob.rest("GET", "/services")[1]
+    assert created["endpoint_id"] in {e["id"] for e in listed}  # bob's, from bob's folder
+    status, refused = lab.carol.rest("POST", "/services", {**body, "name": "stolen"})
+    assert status == 403, refused
+    assert lab.bob.rest("DELETE", f"/services/{created['endpoint_id']}")[0] == 200
