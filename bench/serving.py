@@ -123,7 +123,7 @@ async def _endpoint(client: AsyncClient, work: Path) -> tuple[str, str, dict[str
             "desired_session_count": 2,
             "image": "python",
             "open_to_public": False,
-            "config": {"model": "bench-model", "resources": {"cpu": 1, "mem": "256m"}},
+            "config": {"model": "bench-model", "resources": {"cpu": 1, "mem": "512m"}},
         },
     )
     endpoint_id = str(created.json()["endpoint_id"])

@@ -394,6 +394,14 @@ class TestFrontDoor:
         _refused(tenant, _create("long-ones", **extra), named)
 
     @on_stack
+    def test_an_inference_session_is_no_way_around_the_lifetime_checks(
+        self, tenant: Tenant
+    ) -> None:
+        """Replicas skip idle and lifetime checks (as 23.3.5's): a plain create of type
+        inference would be a session no check ever reclaims (review S16)."""
+        _refused(tenant, _create("forever", type="inference"), "/services")
+
+    @on_stack
     def test_a_name_of_a_megabyte_and_a_body_nested_deep_are_400_not_500(
         self, tenant: Tenant
     ) -> None:

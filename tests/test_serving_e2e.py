@@ -147,7 +147,7 @@ def _create(lab: Lab, name: str, count: int, *extra: str) -> str:
     created = _ok(
         lab.bai(
             "service", "create", "python", "echo-model", str(count), "-t", name,
-            "-r", "cpu=1", "-r", "mem=256m", *extra,
+            "-r", "cpu=1", "-r", "mem=512m", *extra,
         )
     )  # fmt: skip
     assert name in created.stdout, created.stdout

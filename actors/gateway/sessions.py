@@ -318,6 +318,11 @@ async def create(request: web.Request) -> web.Response:
         params.architecture, image["name"], str(image.get("architecture") or "x86_64")
     )
     session_type = SessionType(params.session_type or "interactive")
+    if session_type is SessionType.INFERENCE:  # idle and lifetime checks skip replicas
+        raise InvalidAPIParameters(
+            "inference sessions are an endpoint's replicas, kept by its reconciler (and "
+            "exempt from idle and lifetime checks): create an endpoint with /services"
+        )
     cluster_mode = ClusterMode(params.cluster_mode or "single-node")
     starts_at = _starts_at(params.starts_at)
     environ = check_environ(config.environ if config else None)
