@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from .khstack import ROOT, Stack, exchange, kh_up, second_tenant, signed_request
+from .khstack import ROOT, Stack, exchange, second_tenant, signed_request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -155,19 +155,27 @@ def _model_folder(lab: Lab, tenant: Tenant, name: str) -> Path:
     return path
 
 
+def remove_endpoints(tenant: Tenant) -> None:
+    """Every endpoint of ``tenant`` removed (the shared stack's replicas are given back)."""
+    status, listed = tenant.rest("GET", "/services")
+    for endpoint in listed if status == 200 else []:
+        tenant.rest("DELETE", f"/services/{endpoint['id']}")
+
+
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
+def lab(serving_stack: Stack) -> Iterator[Lab]:
     if not client_binary().exists():
         pytest.skip(f"the official client is not installed at {client_binary()}")
-    with kh_up() as stack:
-        admin = Tenant(
-            stack, stack.exports["BACKEND_ACCESS_KEY"], stack.exports["BACKEND_SECRET_KEY"]
-        )
-        bob = Tenant(stack, *asyncio.run(second_tenant(stack, "bob")))
-        carol = Tenant(stack, *asyncio.run(second_tenant(stack, "carol")))
-        lab = Lab(stack, admin, bob, carol)
-        _model_folder(lab, bob, "bobmodel")
+    stack = serving_stack
+    admin = Tenant(stack, stack.exports["BACKEND_ACCESS_KEY"], stack.exports["BACKEND_SECRET_KEY"])
+    bob = Tenant(stack, *asyncio.run(second_tenant(stack, "svcbob")))
+    carol = Tenant(stack, *asyncio.run(second_tenant(stack, "svccarol")))
+    lab = Lab(stack, admin, bob, carol)
+    _model_folder(lab, bob, "bobmodel")
+    try:
         yield lab
+    finally:
+        remove_endpoints(bob)
 
 
 def _create_body(model: str, **overrides: Any) -> dict[str, Any]:

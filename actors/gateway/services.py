@@ -320,32 +320,22 @@ async def update_route(request: web.Request) -> web.Response:
 
 
 async def delete_route(request: web.Request) -> web.Response:
-    """One replica fewer, and this one the one that goes: the desired count down by one,
-    then the route drained (in that order, so the reconciler never starts a replacement
-    for it). A route already draining changes nothing."""
-    ctx, caller = _ctx(request), _caller(request)
+    """One replica fewer, and this one the one that goes: the desired count down by one and
+    the route drained in one decision of the writer (one append), so the reconciler never
+    sees one without the other (it would drain another route, or start a replacement). A
+    route already draining changes nothing."""
     record = await _endpoint(request)
     route = _route(record, request.match_info["route_id"])
-    if route.get("status") == "TERMINATING":
-        return web.json_response({"success": True})
-    endpoint_id = uuid.UUID(str(record["endpoint_id"]))
-    desired = max(0, int(record.get("desired_session_count") or 0) - 1)
-    if record.get("status") == "live":
-        await write_endpoint(
-            ctx,
-            caller,
-            EndpointScaled(endpoint_id=endpoint_id, desired_session_count=desired),
-            request.remote,
-        )
     await write_endpoint(
-        ctx,
-        caller,
+        _ctx(request),
+        _caller(request),
         EndpointRouteStatusChanged(
-            endpoint_id=endpoint_id,
+            endpoint_id=uuid.UUID(str(record["endpoint_id"])),
             route_id=uuid.UUID(str(route["route_id"])),
             status="TERMINATING",
         ),
         request.remote,
+        downscale=True,
     )
     return web.json_response({"success": True})
 

@@ -132,11 +132,17 @@ def _writer(ctx: GatewayContext) -> Any:
 
 
 async def write_endpoint(
-    ctx: GatewayContext, caller: Caller, event: EndpointEvent, peer: str | None = None
+    ctx: GatewayContext,
+    caller: Caller,
+    event: EndpointEvent,
+    peer: str | None = None,
+    *,
+    downscale: bool = False,
 ) -> list[Any]:
     """Run ``event`` at the endpoint writer as ``caller`` and wait until the read model has
     it. A refusal (a :class:`DomainError`) comes back as itself; a writer that died mid-call
-    is asked once more with the same command id (its log answers a retry)."""
+    is asked once more with the same command id (its log answers a retry). ``downscale``
+    with a route's ``TERMINATING``: one replica fewer in the same append."""
     import ray
 
     user = caller.user or {}
@@ -147,7 +153,7 @@ async def write_endpoint(
         role=caller.role,
         peer=peer,
     )
-    command = EndpointCommand(event=event, initiator=initiator)
+    command = EndpointCommand(event=event, initiator=initiator, downscale=downscale)
     writer = _writer(ctx)
     try:
         appended: list[Any] = await writer.endpoint.remote(command, **correlation_kwargs())
