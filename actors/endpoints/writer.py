@@ -1,10 +1,11 @@
 """The endpoint writer: folds every endpoint's stream, decides, appends.
 
 Hosted by the ``serving`` actor (:mod:`actors.hosts.serving`) beside the reconciler that
-appends through it (tests also run it in-process). One writer, and one decision at a time (a lock), is what keeps an endpoint name
-unique among its owner's live endpoints and a route id owned by one endpoint across
-streams: each endpoint's own stream version still fences each append, so a second writer
-started by mistake fails its append instead of forking an endpoint's history.
+appends through it (tests also run it in-process). One writer, and one decision at a time
+(a lock), is what keeps an endpoint name unique among its owner's live endpoints and a
+route id owned by one endpoint across streams: each endpoint's own stream version still
+fences each append, so a second writer started by mistake fails its append instead of
+forking an endpoint's history.
 
 At load the writer finds the endpoint streams through the store (``streams_named``), then
 reads each: this runs once per start.
