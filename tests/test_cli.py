@@ -144,7 +144,7 @@ def test_projections_commands(data_dir: Path) -> None:
     actors = next(line for line in up.stdout.splitlines() if line.startswith("  actors"))
     backend = "process" if docker_missing() else "docker"  # auto: Docker when it answers
     assert actors.split(None, 1)[1] == (
-        "projector, sessions:0, sessions:1, scheduler:default, agent:i-local, tenancy, "
+        "projector, sessions:0, sessions:1, scheduler:default, agent:i-local, tenancy, serving, "
         f"reaper, callbacks, gateway ({backend} backend)"
     )
     url = next(line.split("=", 1)[1] for line in up.stdout.splitlines() if "KH_REDIS_URL=" in line)

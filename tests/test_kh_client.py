@@ -468,9 +468,13 @@ def test_the_documented_metrics_are_exported_and_move(stack: Stack) -> None:
         name.removesuffix("_count").removesuffix("_sum").removesuffix("_bucket")
         for name, _, _ in after
     }
-    never_moved_here = {  # no policy reclaims and no callback_url in this stack
+    never_moved_here = {  # no policy reclaims, no callback_url, no endpoint in this stack
         "kernelhub_idle_reclaims_total",
         "kernelhub_callbacks_total",
+        "kernelhub_serving_requests_total",
+        "kernelhub_serving_request_seconds",
+        "kernelhub_serving_errors_total",
+        "kernelhub_endpoint_routes_total",
     }
     assert set(DOCUMENTED) - never_moved_here <= exported, set(DOCUMENTED) - exported
 
