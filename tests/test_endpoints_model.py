@@ -411,3 +411,125 @@ async def test_the_writer_appends_one_stream_per_endpoint_and_a_reload_folds_the
     assert replicas_to_start(reloaded.state, endpoint.endpoint_id) == 4
     with pytest.raises(InvalidAPIParameters, match="already exists"):
         await reloaded.handle(EndpointCommand(event=_created("chat")))
+
+
+# ---- failure memory (review S1: a failing replica was replaced at once, for ever) ----------------
+def _fold_at(state: EndpointState, at_ms: int, *events: object) -> None:
+    for event in events:
+        for appended in decide(state, event):  # type: ignore[arg-type]
+            endpoint_id = appended.endpoint_id  # type: ignore[union-attr]
+            state.apply(state.version(endpoint_id) + 1, appended, at_ms)
+
+
+def _fail_one(state: EndpointState, endpoint: EndpointCreated, at_ms: int, how: str) -> None:
+    """A replica added and failed: ``unhealthy`` (drained after), ``lost`` (its session ended
+    while it served), or ``flap`` (HEALTHY, then lost a second later)."""
+    route = _route(endpoint)
+    _fold_at(state, at_ms - 1000, route)
+    if how == "unhealthy":
+        _fold_at(state, at_ms, _status(route, "UNHEALTHY"), _status(route, "TERMINATING"))
+        _fold_at(state, at_ms + 500, _removed(route))
+    elif how == "flap":
+        _fold_at(state, at_ms - 1000, _status(route, "HEALTHY"))
+        _fold_at(state, at_ms, _removed(route))
+    else:
+        _fold_at(state, at_ms, _removed(route))
+
+
+def _removed(route: EndpointRouteAdded) -> EndpointRouteRemoved:
+    return EndpointRouteRemoved(endpoint_id=route.endpoint_id, route_id=route.route_id)
+
+
+@pytest.mark.unit
+@pytest.mark.hostile
+def test_failing_replicas_are_replaced_after_a_doubling_backoff_then_not_at_all() -> None:
+    from actors.domain.endpoints import BACKOFF_BASE_S, MAX_FAILURES, replacement_hold
+
+    assert MAX_FAILURES == 5 and BACKOFF_BASE_S == 5.0
+    state = EndpointState()
+    endpoint = _created(desired_session_count=1)
+    eid = endpoint.endpoint_id
+    _fold_at(state, 1_000, endpoint)
+    assert replicas_to_start(state, eid, now_ms=1_000) == 1
+    t = 100_000
+    for k, how in enumerate(["unhealthy", "lost", "flap", "unhealthy"], start=1):
+        _fail_one(state, endpoint, t, how)
+        folded = state.endpoints[eid]
+        assert (folded.failures, folded.last_failure_ms) == (k, t), how
+        wait_ms = int(BACKOFF_BASE_S * 2 ** (k - 1) * 1000)
+        # the unfixed rule answered 1 here, at once: a replacement per failure, for ever
+        assert replicas_to_start(state, eid, now_ms=t + wait_ms - 1) == 0
+        assert replicas_to_start(state, eid) == 0  # no time given: held, never let through
+        hold = replacement_hold(folded, t + 1)
+        assert hold is not None and hold.until_ms == t + wait_ms and not hold.stopped
+        assert replicas_to_start(state, eid, now_ms=t + wait_ms) == 1
+        t += wait_ms + 10_000
+    _fail_one(state, endpoint, t, "lost")
+    hold = replacement_hold(state.endpoints[eid], t + 10**9)
+    assert hold is not None and hold.stopped and "scales" in hold.reason()
+    assert replicas_to_start(state, eid, now_ms=t + 10**9) == 0  # stopped: no time lets it
+    # the owner asks again (sync appends a scale to the same count): the log forgets
+    again = EndpointScaled(endpoint_id=eid, desired_session_count=1)
+    assert decide(state, again) == [again]
+    _fold_at(state, t + 1, again)
+    assert state.endpoints[eid].failures == 0 and decide(state, again) == []  # now a no-op
+    assert replicas_to_start(state, eid, now_ms=t + 2) == 1
+    # the backoff is capped
+    for n in range(4):
+        _fail_one(state, endpoint, t + 10**7 * (n + 1), "lost")
+    hold = replacement_hold(state.endpoints[eid], t + 4 * 10**7, base_s=1000.0)
+    assert hold is not None and hold.until_ms == t + 4 * 10**7 + 600_000
+
+
+@pytest.mark.unit
+def test_drained_replicas_are_no_failures_and_a_long_served_one_starts_the_count_afresh() -> None:
+    from actors.domain.endpoints import STABLE_S
+
+    state = EndpointState()
+    endpoint = _created(desired_session_count=3)
+    eid = endpoint.endpoint_id
+    _fold_at(state, 0, endpoint)
+    drained, never_made = _route(endpoint), _route(endpoint)
+    _fold_at(state, 1_000, drained, never_made, _status(drained, "HEALTHY"))
+    _fold_at(state, 2_000, EndpointScaled(endpoint_id=eid, desired_session_count=1))
+    _fold_at(state, 3_000, _status(drained, "TERMINATING"), _status(never_made, "TERMINATING"))
+    _fold_at(state, 4_000, _removed(drained), _removed(never_made))
+    assert state.endpoints[eid].failures == 0  # scale down: no failure
+    for n in range(3):
+        _fail_one(state, endpoint, 10_000 * (n + 1), "flap")  # HEALTHY for a second: counts on
+    assert state.endpoints[eid].failures == 3
+    served = _route(endpoint)
+    _fold_at(state, 50_000, served, _status(served, "HEALTHY"))
+    _fold_at(state, 50_000 + int(STABLE_S * 1000), _removed(served))  # served long, then lost
+    assert state.endpoints[eid].failures == 1
+    destroying = _route(endpoint)
+    _fold_at(state, 10**9, destroying, EndpointDestroying(endpoint_id=eid))
+    _fold_at(state, 10**9 + 1, _status(destroying, "TERMINATING"), _removed(destroying))
+    assert state.endpoints[eid].failures == 1  # rm drains: no failure
+
+
+@pytest.mark.redis
+async def test_a_restarted_writer_folds_the_failures_with_the_logs_time(
+    store: RedisEventStore,
+) -> None:
+    import time
+
+    from actors.domain.endpoints import replacement_hold
+
+    writer = await EndpointService(store).load()
+    endpoint = _created("churn", desired_session_count=1)
+    eid = endpoint.endpoint_id
+    await writer.handle(EndpointCommand(event=endpoint))
+    before_ms = int(time.time() * 1000) - 1000
+    for _ in range(2):
+        route = _route(endpoint)
+        await writer.handle(EndpointCommand(event=route))
+        await writer.handle(EndpointCommand(event=_status(route, "UNHEALTHY")))
+        await writer.handle(EndpointCommand(event=_status(route, "TERMINATING")))
+        await writer.handle(EndpointCommand(event=_removed(route)))
+    folded = writer.state.endpoints[eid]
+    assert folded.failures == 2 and folded.last_failure_ms >= before_ms  # Redis time, not 0
+    reloaded = (await EndpointService(store).load()).state.endpoints[eid]
+    assert reloaded == folded  # the same memory and the same clock after a restart
+    hold = replacement_hold(reloaded, reloaded.last_failure_ms + 1)
+    assert hold is not None and hold.until_ms == reloaded.last_failure_ms + 10_000

@@ -13,7 +13,21 @@ never reused. An endpoint is destroyed only once it has no routes left, and noth
 happens to it after.
 
 :func:`replicas_to_start` and :func:`routes_to_drain` are the reconciler's questions,
-answered from the state alone.
+answered from the state alone (and the time, which the caller passes in).
+
+Failure memory (review S1: a tenant whose replicas always fail — a bootstrap script that
+exits 1, a model that never answers — would otherwise have each one replaced at once, for
+ever: thousands of sessions an hour). The fold counts an endpoint's failures in a row: a
+route that turned ``UNHEALTHY``, or whose session ended while it was not being drained.
+The fold's time is the log's (each event's position, Redis time), so the memory and its
+clock survive the serving actor's restart. A failure of a route that had been HEALTHY for
+:data:`STABLE_S` starts the count afresh (a replica that served for a while and then died
+is not a broken model); a replica that turns HEALTHY and dies soon after (a flapping one)
+counts on. The owner's scale starts it afresh too (a scale to the count it already has is
+appended only when there are failures to forget: that is what ``sync`` appends).
+:func:`replacement_hold` says whether a replacement waits (``min(base * 2**(k-1),
+BACKOFF_MAX_S)`` after the last failure) or is stopped (:data:`MAX_FAILURES` in a row:
+until the owner scales or syncs).
 """
 
 from __future__ import annotations
@@ -43,15 +57,21 @@ from events.catalogue.endpoint import MAX_REPLICAS, RouteStatus
 from .errors import EndpointNotFound, InvalidAPIParameters, RoutingNotFound
 
 __all__ = [
+    "BACKOFF_BASE_S",
+    "BACKOFF_MAX_S",
     "MAX_ENDPOINTS_PER_OWNER",
+    "MAX_FAILURES",
     "MAX_ROUTES",
+    "STABLE_S",
     "Endpoint",
     "EndpointState",
+    "Hold",
     "Route",
     "check_name",
     "decide",
     "decide_downscale",
     "ready_to_destroy",
+    "replacement_hold",
     "replicas_to_start",
     "routes_to_drain",
     "stream_of",
@@ -62,6 +82,14 @@ MAX_ENDPOINTS_PER_OWNER = 16
 work and a record every listing reads."""
 MAX_ROUTES = 2 * MAX_REPLICAS
 """The most routes one endpoint holds at once (its replicas, and as many replacements)."""
+MAX_FAILURES = 5
+"""Replica failures in a row after which an endpoint starts no more replacements until its
+owner scales it or asks ``sync``."""
+BACKOFF_BASE_S = 5.0
+"""The wait before the replacement of the first failure in a row (doubled per failure)."""
+BACKOFF_MAX_S = 600.0
+STABLE_S = 600.0
+"""How long a route must have been HEALTHY for its failure to start the count afresh."""
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
 _NEXT: dict[RouteStatus, frozenset[RouteStatus]] = {
@@ -110,6 +138,10 @@ class Route:
     added_at: int
     """The endpoint's version when it was added: a larger one is newer."""
     status: RouteStatus = "PROVISIONING"
+    healthy_since_ms: int | None = None
+    """When it first turned HEALTHY (the log's time, ms)."""
+    failed: bool = False
+    """Counted as a failure already (it turned UNHEALTHY)."""
 
 
 @dataclass
@@ -129,6 +161,10 @@ class Endpoint:
     tokens: dict[uuid.UUID, datetime] = field(default_factory=dict)
     """Token id -> expiry."""
     version: int = 0
+    failures: int = 0
+    """Replica failures in a row (see the module's docstring)."""
+    last_failure_ms: int = 0
+    """When the last of them happened (the log's time, ms)."""
 
     def serving(self) -> list[Route]:
         """Its routes that count as replicas: every one not being drained."""
@@ -159,7 +195,9 @@ class EndpointState:
                 return endpoint
         return None
 
-    def apply(self, version: int, event: AnyPayload) -> None:
+    def apply(self, version: int, event: AnyPayload, at_ms: int = 0) -> None:
+        """Fold one event; ``at_ms`` is when the log took it (its position's Redis time):
+        the failure memory's clock."""
         if isinstance(event, EndpointCreated):
             self.endpoints[event.endpoint_id] = Endpoint(
                 endpoint_id=event.endpoint_id,
@@ -176,6 +214,7 @@ class EndpointState:
         endpoint.version = version
         if isinstance(event, EndpointScaled):
             endpoint.desired_session_count = event.desired_session_count
+            endpoint.failures = 0  # the owner asked again: replacements start afresh
         elif isinstance(event, EndpointRouteAdded):
             endpoint.routes[event.route_id] = Route(
                 route_id=event.route_id,
@@ -189,13 +228,20 @@ class EndpointState:
             route = endpoint.routes.get(event.route_id)
             if route is not None:
                 route.status = event.status
+                if event.status == "HEALTHY" and route.healthy_since_ms is None:
+                    route.healthy_since_ms = at_ms
+                elif event.status == "UNHEALTHY" and not route.failed:
+                    _failed(endpoint, route, at_ms)
         elif isinstance(event, EndpointTrafficRatioChanged):
             route = endpoint.routes.get(event.route_id)
             if route is not None:
                 route.traffic_ratio = event.traffic_ratio
         elif isinstance(event, EndpointRouteRemoved):
-            if endpoint.routes.pop(event.route_id, None) is not None:
+            route = endpoint.routes.pop(event.route_id, None)
+            if route is not None:
                 endpoint.removed_routes.add(event.route_id)
+                if route.status != "TERMINATING" and not route.failed:  # ended, not drained
+                    _failed(endpoint, route, at_ms)
         elif isinstance(event, EndpointTokenIssued):
             endpoint.tokens[event.token_id] = event.expires_at
         elif isinstance(event, EndpointDestroying):
@@ -203,6 +249,16 @@ class EndpointState:
             endpoint.desired_session_count = 0
         elif isinstance(event, EndpointDestroyed):
             endpoint.status = "destroyed"
+
+
+def _failed(endpoint: Endpoint, route: Route, at_ms: int) -> None:
+    """Count ``route``'s failure: afresh after a route that served :data:`STABLE_S`."""
+    route.failed = True
+    stable = route.healthy_since_ms is not None and at_ms - route.healthy_since_ms >= (
+        STABLE_S * 1000
+    )
+    endpoint.failures = 1 if stable else endpoint.failures + 1
+    endpoint.last_failure_ms = max(endpoint.last_failure_ms, at_ms)
 
 
 # ---- decisions ----------------------------------------------------------------------------------
@@ -257,7 +313,8 @@ def decide(
         raise InvalidAPIParameters("the endpoint is being destroyed")
     if isinstance(event, EndpointScaled):
         _check_count(event.desired_session_count)
-        return [] if endpoint.desired_session_count == event.desired_session_count else [event]
+        same = endpoint.desired_session_count == event.desired_session_count
+        return [] if same and not endpoint.failures else [event]  # the same again: a retry
     if isinstance(event, EndpointRouteAdded):
         return _decide_route_added(state, endpoint, event)
     if isinstance(event, EndpointRouteStatusChanged):
@@ -351,11 +408,63 @@ def _decide_route_added(
 
 
 # ---- the reconciler's questions -----------------------------------------------------------------
-def replicas_to_start(state: EndpointState, endpoint_id: uuid.UUID) -> int:
+@dataclass(frozen=True)
+class Hold:
+    """Why an endpoint's replacements wait: ``until_ms`` (the log's time) or ``stopped``."""
+
+    failures: int
+    until_ms: int | None
+    """``None``: stopped until the owner scales or syncs."""
+
+    @property
+    def stopped(self) -> bool:
+        return self.until_ms is None
+
+    def reason(self) -> str:
+        if self.until_ms is None:
+            return (
+                f"{self.failures} replicas failed in a row: no more are started until the "
+                "owner scales the endpoint or asks sync"
+            )
+        return f"{self.failures} replica(s) failed in a row: the next starts after a backoff"
+
+
+def replacement_hold(
+    endpoint: Endpoint,
+    now_ms: int,
+    *,
+    base_s: float = BACKOFF_BASE_S,
+    max_failures: int = MAX_FAILURES,
+) -> Hold | None:
+    """Whether the endpoint's next replica waits, and until when: after ``k`` failures in a
+    row, ``min(base_s * 2**(k-1), BACKOFF_MAX_S)`` past the last one; after
+    ``max_failures``, until the owner scales or syncs."""
+    failures = endpoint.failures
+    if failures <= 0:
+        return None
+    if failures >= max_failures:
+        return Hold(failures, None)
+    wait_ms = int(min(base_s * 2 ** (failures - 1), BACKOFF_MAX_S) * 1000)
+    until = endpoint.last_failure_ms + wait_ms
+    return Hold(failures, until) if now_ms < until else None
+
+
+def replicas_to_start(
+    state: EndpointState,
+    endpoint_id: uuid.UUID,
+    *,
+    now_ms: int = 0,
+    base_s: float = BACKOFF_BASE_S,
+    max_failures: int = MAX_FAILURES,
+) -> int:
     """How many inference sessions to start now: the desired count minus the routes not being
-    drained (0 for an endpoint unknown or destroyed)."""
+    drained (0 for an endpoint unknown or destroyed, and 0 while :func:`replacement_hold`
+    holds it: ``now_ms`` is the log's time now; left out, a held endpoint stays held)."""
     endpoint = state.endpoints.get(endpoint_id)
     if endpoint is None or endpoint.status != "live":
+        return 0
+    hold = replacement_hold(endpoint, now_ms, base_s=base_s, max_failures=max_failures)
+    if hold is not None:
         return 0
     return max(0, endpoint.desired_session_count - len(endpoint.serving()))
 

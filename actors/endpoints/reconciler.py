@@ -21,6 +21,8 @@ For each route:
   ``initial_delay_s`` of its session running is ``UNHEALTHY`` (the delay counts from
   RUNNING, not from the create: a replica waiting for resources or an image pull is not a
   broken model, and replacing it would only queue another);
+- its session failed (ERROR) or ending by itself: ``UNHEALTHY`` first (a failure the
+  endpoint's memory counts), then drained;
 - ``UNHEALTHY``: drained at once (``TERMINATING``, its session destroyed with reason
   ``service-scaled-down``: see :data:`UNHEALTHY`); it no longer counts as a replica, so a
   replacement starts;
@@ -34,6 +36,25 @@ For each route:
 
 Then as many routes are added as :func:`~actors.domain.endpoints.replicas_to_start` says,
 and an endpoint being destroyed whose last route is gone is destroyed.
+
+A tenant controls everything that makes a replica fail, so replacements are held back
+(review S1): the endpoint's failures in a row are folded from its log
+(:func:`~actors.domain.endpoints.replacement_hold`), each replacement waits a doubling
+backoff past the last failure, and after ``max_failures`` none is started until the owner
+scales or asks ``sync`` (which appends a scale to the same count: the log forgets the
+failures). The report says which. The wait is counted in the log's time (wall clock here,
+Redis time in the fold), so a restart keeps it.
+
+Each replica is judged again before it is created, as the gateway judged the endpoint
+(an endpoint outlives its owner's rights, review S4): the owner's keypair, user and
+domain active, still a member of the endpoint's project, the scaling group still theirs
+and accepting inference sessions, the image still known, the model folder still theirs,
+isolation, and the keypair's open-session cap (review S3: replicas are sessions like any).
+
+Probes cost (review S18): a route is probed at most every :data:`MIN_PROBE_INTERVAL_S`
+whatever its definition says, the model service is (re)started at most every
+:data:`START_SERVICE_EVERY_S` per route, and at most :data:`MAX_PROBES_IN_FLIGHT` probes
+run at once in the actor.
 
 An endpoint without a model service (no definition: the gateway refuses to create one, so
 this is only defence) starts no replicas: nothing in them could ever pass a probe, and
@@ -63,17 +84,26 @@ import structlog
 from actors.agents.kernel_sockets import KernelSocket
 from actors.domain.commands.endpoints import EndpointCommand
 from actors.domain.endpoints import (
+    BACKOFF_BASE_S,
+    MAX_FAILURES,
     Endpoint,
+    Hold,
     Route,
     ready_to_destroy,
+    replacement_hold,
     replicas_to_start,
     routes_to_drain,
 )
 from actors.domain.errors import DomainError, EndpointNotFound
+from actors.domain.session import SessionType
 from actors.domain.session_aggregate import SessionAggregate
 from actors.domain.statuses import SessionStatus
 from actors.domain.vfolders import permission_of
+from actors.gateway.context import LIVE
 from actors.gateway.folders_access import folder_state
+from actors.gateway.scaling import role_of_image, scaling_group_for
+from actors.gateway.scope import creation_refusal
+from actors.gateway.sessions import open_session_cap
 from actors.sessions.isolation import check_create
 from actors.sessions.shard import catch_up, load_session
 from events import AnyPayload, RedisEventStore
@@ -82,6 +112,7 @@ from events.catalogue import (
     EndpointRouteAdded,
     EndpointRouteRemoved,
     EndpointRouteStatusChanged,
+    EndpointScaled,
 )
 from events.catalogue.endpoint import ModelService, RouteStatus
 from events.catalogue.reasons import KernelLifecycleEventReason
@@ -113,6 +144,14 @@ PROBES_KEPT = 10
 """The last probes of each route kept for the report."""
 MAX_PROBE_TIMEOUT_S = 10.0
 CREATE_BACKOFF_MAX_S = 60.0
+MIN_PROBE_INTERVAL_S = 0.5
+"""The least time between two probes of one route, whatever the definition asks (0.2 s
+passes the event's bound; each probe is an agent call, a tunnel and a connect)."""
+START_SERVICE_EVERY_S = 5.0
+"""The least time between two ``start_service`` calls for one route (after a failed probe
+the service is started again in case it died; not before every probe)."""
+MAX_PROBES_IN_FLIGHT = 64
+"""Probes running at once in the actor (every tenant's routes share it)."""
 _CHANGE: dict[RouteStatus, str] = {
     "PROVISIONING": "provisioning",
     "HEALTHY": "healthy",
@@ -141,6 +180,23 @@ class _Watch:
     create_attempts: int = 0
     next_create_at: float = 0.0
     service_error: str | None = None
+    next_start_at: float = 0.0
+    """When ``start_service`` may be called again (monotonic)."""
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class _Owner:
+    """The endpoint's owner as the tenancy rules read a caller
+    (:class:`~actors.gateway.scope.Viewer`): a replica is created with their rights."""
+
+    access_key: str
+    domain: str
+    is_superadmin: bool
+    may_act_for_others: bool
 
 
 class Reconciler:
@@ -154,6 +210,9 @@ class Reconciler:
         tick_s: float = 1.0,
         on_change: Callable[[str, str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = _wall_ms,
+        backoff_s: float = BACKOFF_BASE_S,
+        max_failures: int = MAX_FAILURES,
     ) -> None:
         self.writer = writer
         self.router = router
@@ -164,6 +223,11 @@ class Reconciler:
         self.on_change = on_change
         """Told ``(endpoint id, change)`` of every route change (the actor's metrics)."""
         self.clock = clock
+        self.wall_ms = wall_ms
+        """The log's time now (ms): replacement backoffs are counted in it."""
+        self.backoff_s = backoff_s
+        self.max_failures = max_failures
+        self._probes = asyncio.Semaphore(MAX_PROBES_IN_FLIGHT)
         self.lookups = TenancyLookups(store)
         self.folders = VFolderLookups(store)
         self.models = ReadModels(store)
@@ -212,6 +276,16 @@ class Reconciler:
             raise EndpointNotFound()
         for route_id in endpoint.routes:
             self._watch(route_id).next_probe_at = 0.0
+        if endpoint.status == "live" and endpoint.failures:
+            # the owner asks again: a scale to the same count makes the log forget the
+            # failures, so replacements start afresh (and stay so after a restart)
+            await self._append(
+                EndpointScaled(
+                    endpoint_id=endpoint_id,
+                    desired_session_count=endpoint.desired_session_count,
+                ),
+                uuid.uuid5(endpoint_id, f"sync@{endpoint.version}"),
+            )
         async with self._lock:
             await self._reconcile(endpoint_id)
         probing = [
@@ -250,7 +324,17 @@ class Reconciler:
             "desired_session_count": endpoint.desired_session_count,
             "routes": routes,
             "changes": dict(self.counts.get(endpoint_id, {})),
+            "failures_in_a_row": endpoint.failures,
         }
+        hold = self._hold(endpoint)
+        if hold is not None:
+            report["replacements"] = {
+                "held": True,
+                "stopped": hold.stopped,
+                "until": None if hold.until_ms is None else hold.until_ms / 1000,
+                "reason": hold.reason(),
+            }
+            report["note"] = hold.reason()
         if endpoint.spec.service is None:
             report["note"] = (
                 "the endpoint has no model service (no model definition): no replica is started"
@@ -268,7 +352,14 @@ class Reconciler:
         for route_id in routes_to_drain(state, endpoint_id):
             await self._drain(endpoint, route_id, DRAINED)
         if endpoint.spec.service is not None:
-            for _ in range(replicas_to_start(state, endpoint_id)):
+            wanted = replicas_to_start(
+                state,
+                endpoint_id,
+                now_ms=self.wall_ms(),
+                base_s=self.backoff_s,
+                max_failures=self.max_failures,
+            )
+            for _ in range(wanted):
                 if not await self._add_route(endpoint):
                     break
         if ready_to_destroy(state, endpoint_id):
@@ -296,10 +387,12 @@ class Reconciler:
             if status is not SessionStatus.TERMINATING:
                 await self._destroy(route, DRAINED, forced=status is SessionStatus.ERROR)
             return
-        if status is SessionStatus.ERROR:
+        if status is SessionStatus.ERROR:  # a failure: counted (UNHEALTHY), then drained
+            await self._set_status(endpoint, route, "UNHEALTHY")
             await self._drain(endpoint, route.route_id, UNHEALTHY)
             return
-        if status is SessionStatus.TERMINATING:  # ending by itself: send it nothing more
+        if status is SessionStatus.TERMINATING:  # ending by itself: a failure, then no traffic
+            await self._set_status(endpoint, route, "UNHEALTHY")
             await self._set_status(endpoint, route, "TERMINATING")
             return
         service = endpoint.spec.service
@@ -322,7 +415,7 @@ class Reconciler:
             await self._drain(endpoint, route.route_id, UNHEALTHY)
             return
         if watch.probing is None and now >= watch.next_probe_at:
-            watch.next_probe_at = now + service.health_check_interval_s
+            watch.next_probe_at = now + max(MIN_PROBE_INTERVAL_S, service.health_check_interval_s)
             watch.probing = asyncio.create_task(self._probe(endpoint, route, watch, service))
             watch.probing.add_done_callback(lambda _: self.wake())
 
@@ -343,10 +436,19 @@ class Reconciler:
     async def _probe(
         self, endpoint: Endpoint, route: Route, watch: _Watch, service: ModelService
     ) -> Probe:
-        """Start the model service if it may not run, then probe it (never raises)."""
+        """Start the model service if it may not run, then probe it (never raises); at most
+        :data:`MAX_PROBES_IN_FLIGHT` at once."""
+        async with self._probes:
+            return await self._probe_now(endpoint, route, watch, service)
+
+    async def _probe_now(
+        self, endpoint: Endpoint, route: Route, watch: _Watch, service: ModelService
+    ) -> Probe:
         timeout_s = min(MAX_PROBE_TIMEOUT_S, max(2.0, service.health_check_interval_s))
         try:
-            if not watch.service_started or watch.failures:
+            now = self.clock()
+            if (not watch.service_started or watch.failures) and now >= watch.next_start_at:
+                watch.next_start_at = now + START_SERVICE_EVERY_S
                 result = await self.router.execution.call(
                     route.session_id, "start_service", *start_model_service(endpoint.spec, service)
                 )
@@ -467,11 +569,18 @@ class Reconciler:
         watch.create_error, watch.create_attempts = None, 0
         self._sessions.pop(route.session_id, None)
 
+    def _hold(self, endpoint: Endpoint) -> Hold | None:
+        return replacement_hold(
+            endpoint, self.wall_ms(), base_s=self.backoff_s, max_failures=self.max_failures
+        )
+
     async def _creation(self, endpoint: Endpoint, route: Route) -> Any:
         """The route's session creation, once its owner may still run it: their keypair,
-        user and domain active, the model folder still there, ready, and theirs to read,
-        and the scaling group isolating them (the gateway checked all this at create; an
-        endpoint lives on, so each replica is judged again)."""
+        user and domain active, still a member of the endpoint's project, the scaling group
+        still theirs and taking inference sessions, the image still known, the model
+        folder still there, ready, and theirs to read, the scaling group isolating them,
+        and their keypair below its open-session cap (the gateway checked all this at
+        create; an endpoint lives on, so each replica is judged again)."""
         spec = endpoint.spec
         keypair = await self.lookups.keypair(spec.access_key)
         user = await self.lookups.user(str(spec.owner))
@@ -482,6 +591,41 @@ class Reconciler:
         domain = await self.lookups.domain(spec.domain)
         if domain is not None and not domain.get("is_active", True):
             raise _Refused("the endpoint's domain is not active")
+        role = str(user.get("role", "user"))
+        owner = _Owner(
+            access_key=spec.access_key,
+            domain=str(user.get("domain", spec.domain)),
+            is_superadmin=role == "superadmin",
+            may_act_for_others=role in ("superadmin", "admin") or bool(keypair.get("is_admin")),
+        )
+        project = await self.lookups.project(str(spec.project_id))
+        refusal = creation_refusal(owner, str(spec.owner), owner.domain, spec.domain, project)
+        if refusal is not None:
+            raise _Refused(f"the endpoint's owner may no longer create in its project: {refusal}")
+        image = await self.lookups.image(spec.image)
+        if image is None:
+            raise _Refused(f"the endpoint's image {spec.image!r} is no longer known")
+        try:
+            await scaling_group_for(
+                self.lookups,
+                session_type=SessionType.INFERENCE,
+                requested=spec.scaling_group,
+                domain=spec.domain,
+                project_id=str(spec.project_id),
+                access_key=spec.access_key,
+                image_role=role_of_image(image),
+            )
+        except DomainError as exc:
+            raise _Refused(
+                f"the scaling group {spec.scaling_group!r} no longer takes the owner's "
+                f"inference sessions: {exc.msg or exc}"
+            ) from None
+        cap = open_session_cap()
+        held = (await self.models.sessions(owner=spec.access_key, statuses=LIVE, limit=1)).total
+        if held >= cap:
+            raise _Refused(
+                f"the owner's keypair already has {held} open sessions, the cap of {cap}"
+            )
         record = await self.folders.folder(str(spec.model))
         if record is None or record.get("status", "ready") != "ready":
             raise _Refused("the model folder is gone or in the trash")
@@ -491,7 +635,7 @@ class Reconciler:
         permission = permission_of(
             folder_state(record),
             spec.owner,
-            role=str(user.get("role", "user")),
+            role=role,
             domain=str(user.get("domain", spec.domain)),
             project_ids=projects,
         )

@@ -10,7 +10,8 @@ of the sessions' streams (a replica's session started, ended, failed), and resta
 Methods (the contract of issue 31): ``ready()``; ``endpoint(command)`` runs one endpoint
 command (the gateway's create, scale, rm, traffic ratio, token) and reconciles at once;
 ``sync(endpoint_id)`` probes every route now and reconciles; ``report(endpoint_id)`` is the
-reconciler's view (each route's last probes).
+reconciler's view (each route's last probes, and whether failing replicas' replacements
+are held back). ``backoff_s`` and ``max_failures`` tune that hold (tests shorten it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import ray
 
 from actors.domain.commands.endpoints import EndpointCommand
+from actors.domain.endpoints import BACKOFF_BASE_S, MAX_FAILURES
 from actors.endpoints.reconciler import Reconciler
 from actors.endpoints.writer import EndpointService
 from actors.runtime.metrics import ActorMetrics
@@ -48,6 +50,8 @@ class ServingActor(Follower):
         master_key_path: str,
         prefix: str = "kh",
         tick_s: float = 1.0,
+        backoff_s: float = BACKOFF_BASE_S,
+        max_failures: int = MAX_FAILURES,
     ) -> None:
         self.store = RedisEventStore.from_url(redis_url, prefix=prefix)
         self.follower_name = "serving"
@@ -60,6 +64,8 @@ class ServingActor(Follower):
             vfolder_root=vfolder_root_for(Path(master_key_path)),
             tick_s=tick_s,
             on_change=self._changed,
+            backoff_s=backoff_s,
+            max_failures=max_failures,
         )
         self._loop: asyncio.Task[None] | None = None
         self._boot = boot(self._start())
