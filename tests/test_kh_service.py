@@ -657,6 +657,12 @@ async def test_kh_why_finds_an_endpoint_by_id_or_name_in_a_real_log(
 class Lab:
     def __init__(self, stack: Stack, bob: dict[str, str]) -> None:
         self.stack, self.bob = stack, bob
+        self.mount = "/models" if stack.backend == "docker" else "/home/work/models"
+        """Where the model folder goes: the process backend mounts only under /home/work."""
+
+    def create(self, *args: str) -> Any:
+        """``kh service create`` with the model folder where this backend mounts it."""
+        return self.kh("service", "create", *args, "--model-mount-destination", self.mount)
 
     def kh(self, *args: str, **env: str) -> Any:
         done = self.stack.kh(*args, "--json", **env)
@@ -704,7 +710,7 @@ def model_folder(lab: Lab, name: str) -> None:
     work = lab.stack.workdir / name
     work.mkdir()
     (work / "server.py").write_text(MODEL_SERVER)
-    (work / "model-definition.yaml").write_text(model_definition())
+    (work / "model-definition.yaml").write_text(model_definition().replace("/models", lab.mount))
     lab.kh("vfolder", "create", name, "-m", "model")
     uploaded = lab.kh(
         "vfolder", "upload", name, "server.py", "model-definition.yaml", "-b", str(work)
@@ -726,7 +732,7 @@ def replicas_answering(url: str, token: str, calls: int) -> set[str]:
 @pytest.mark.timeout(900)
 def test_kh_service_serves_scales_and_removes_an_endpoint_and_why_tells_it(lab: Lab) -> None:
     model_folder(lab, "echo-model")
-    created = lab.kh("service", "create", "python", "echo-model", "1", "-t", "echo", "--wait",
+    created = lab.create("python", "echo-model", "1", "-t", "echo", "--wait",
                      "--max-wait", "150")  # fmt: skip
     endpoint_id = created["endpoint_id"]
     assert created["name"] == "echo" and created["is_public"] is False
@@ -808,7 +814,7 @@ def test_downscale_route_drains_that_route_and_no_other(lab: Lab) -> None:
     """``downscale-route``: one replica fewer, and the one named the one that goes; the other
     keeps serving throughout (never drained, no replacement started)."""
     model_folder(lab, "pair-model")
-    created = lab.kh("service", "create", "python", "pair-model", "2", "-t", "pair", "--wait",
+    created = lab.create("python", "pair-model", "2", "-t", "pair", "--wait",
                      "--max-wait", "150", "--public")  # fmt: skip
     endpoint_id = created["endpoint_id"]
     goes, stays = (r["route_id"] for r in created["active_routes"])
