@@ -390,3 +390,15 @@ def test_answers_are_counted_per_endpoint_and_made_up_ids_make_no_series(
     assert any(endpoint_id in k and "bad-answer" in k for k in errors), errors
     assert any("unknown" in k for k in served), served
     assert not [k for k in snapshot for e in made_up if e in k]  # no series per made-up id
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_the_unsigned_path_reaches_no_other_route(hostile: tuple[Lab, str]) -> None:
+    """The proxy is exempt from keypair signing by its matched route, never by a path prefix:
+    a path that starts ``/serving/`` but resolves elsewhere is signed like any other."""
+    _, url = hostile
+    base = url.split("/serving/", 1)[0]
+    for path in ("/serving/../folders", "/serving/x/../../folders", "/serving/%2e%2e/folders"):
+        status, _, body = _raw(base + path)
+        assert status in (400, 401, 404), (path, status, body)  # refused, never a listing
