@@ -224,7 +224,7 @@ def _endpoint(lab: Lab, name: str, count: int = 1, public: bool = False) -> str:
     return lab.endpoints[name]
 
 
-def _wait_healthy(lab: Lab, endpoint_id: str, count: int = 1, timeout: float = 240) -> dict:
+def _wait_healthy(lab: Lab, endpoint_id: str, count: int = 1, timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     info: Any = None
     while time.monotonic() < deadline:
@@ -234,7 +234,8 @@ def _wait_healthy(lab: Lab, endpoint_id: str, count: int = 1, timeout: float = 2
         if len(healthy) >= count:
             return dict(info)
         time.sleep(1)
-    raise AssertionError(f"no {count} HEALTHY routes in {timeout} s: {info}")
+    why = lab.stack.kh("why", endpoint_id, **lab.bob.keys)  # the endpoint's history, to debug
+    raise AssertionError(f"no {count} HEALTHY routes in {timeout} s: {info}\n{why.stdout}")
 
 
 def _call(url: str, token: str | None = None, data: bytes | None = None) -> tuple[int, Any]:
