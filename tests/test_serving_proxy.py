@@ -34,6 +34,7 @@ from actors.gateway.serving_proxy import (
     _parse_head,
     _pick,
     _read_body,
+    _read_size,
 )
 
 from .khstack import Stack, exchange, second_tenant
@@ -70,6 +71,17 @@ class Handler(BaseHTTPRequestHandler):
             self.raw(b"zz\\r\\n")
             self.close_connection = True
             return
+        if p == "/neg-chunk":
+            self.raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n")
+            for _ in range(16):
+                self.raw(b"A" * 2**20)
+            self.close_connection = True
+            return
+        if p == "/poison":
+            return self.raw(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK"
+                b"HTTP/1.1 200 OK\r\nX-Poison: 1\r\nContent-Length: 9\r\n\r\nPOISONED!"
+            )
         if p == "/until-close":
             self.raw(b"HTTP/1.1 200 OK\\r\\nConnection: close\\r\\n\\r\\nall of it")
             self.close_connection = True
@@ -86,6 +98,10 @@ class Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         body = json.dumps({"path": p, "headers": headers}).encode()
         self.raw(b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(body) + body)
+
+    def do_HEAD(self):
+        # a sloppy server: a body after a HEAD's answer
+        self.raw(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nPOISONED!")
 
     def do_POST(self):
         size = int(self.headers.get("Content-Length") or 0)
@@ -175,6 +191,32 @@ def test_bodies_are_decoded_and_bounded_by_their_framing() -> None:
         asyncio.run(_collect(b"zz\r\n", chunked))
     with pytest.raises(asyncio.IncompleteReadError):
         asyncio.run(_collect(b"ab", sized))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("size", [b"-1", b"+1", b"0x1", b"1_0", b" 1", b"-0", b""])
+def test_a_chunk_size_that_is_not_plain_hex_is_refused_before_any_read(size: bytes) -> None:
+    """Review S14: ``int("-1", 16)`` made ``read(-1)`` read the replica's whole stream into
+    one buffer (one tenant could OOM the shared gateway). Nothing may be yielded."""
+    chunked = _Answer(200, "", [], None, True, True)
+    got: list[bytes] = []
+
+    async def drain() -> None:
+        async for chunk in _read_body(_reader(size + b"\r\n" + b"A" * (4 * 2**20)), chunked):
+            got.append(chunk)
+
+    with pytest.raises(ReplicaFailed):
+        asyncio.run(drain())
+    assert got == []
+
+
+@pytest.mark.unit
+def test_no_read_asks_for_a_non_positive_size() -> None:
+    with pytest.raises(ReplicaFailed):
+        _read_size(0)
+    with pytest.raises(ReplicaFailed):
+        _read_size(-1)
+    assert _read_size(10) == 10 and _read_size(2**40) == 2**16
 
 
 @pytest.mark.unit
@@ -268,6 +310,32 @@ def test_a_broken_body_cuts_the_answer_not_the_gateway(hostile: tuple[Lab, str])
     with pytest.raises((http.client.IncompleteRead, ConnectionError)):
         _raw(url + "/bad-chunk")
     assert _raw(url + "/echo")[0] == 200
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_a_negative_chunk_size_is_a_502_not_a_buffered_stream(hostile: tuple[Lab, str]) -> None:
+    """Review S14 live: ``-1`` then megabytes must not be read whole into the gateway."""
+    _, url = hostile
+    status, _, body = _raw(url + "/neg-chunk")
+    assert status == 502 and b"AAAA" not in body, (status, body[:200])
+    assert _raw(url + "/echo")[0] == 200
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_bytes_past_an_answer_never_reach_the_next_caller(hostile: tuple[Lab, str]) -> None:
+    """Review S8: bytes after the framed answer (or after a HEAD's answer) must not be read
+    as the next caller's answer on a kept-alive connection."""
+    _, url = hostile
+    for _ in range(5):
+        status, headers, body = _raw(url + "/poison")
+        assert (status, body) == (200, b"OK")
+        status, headers, body = _raw(url + "/innocent")
+        assert b"POISONED" not in body and "X-Poison" not in headers, body
+        assert _raw(url + "/x", "HEAD")[0] == 200
+        status, headers, body = _raw(url + "/innocent")
+        assert b"POISONED" not in body and json.loads(body)["path"] == "/innocent", body
 
 
 @pytest.mark.e2e

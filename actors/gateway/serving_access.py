@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import time
 import uuid
 from pathlib import Path
@@ -47,6 +46,7 @@ from ..domain.model_definition import (
     InvalidModelDefinition,
     parse_model_definition,
 )
+from ..domain.mount_paths import model_mount_path
 from .auth import Caller
 from .context import GatewayContext
 from .folders_access import Folder
@@ -65,30 +65,6 @@ __all__ = [
 
 DEFAULT_MOUNT = "/models"
 _READ_YOUR_WRITES_S = 10.0
-_SYSTEM_DIRS = frozenset(
-    {
-        "bin",
-        "boot",
-        "dev",
-        "etc",
-        "lib",
-        "lib32",
-        "lib64",
-        "libx32",
-        "proc",
-        "root",
-        "run",
-        "sbin",
-        "sys",
-        "tmp",
-        "usr",
-        "var",
-        "opt",
-    }
-)
-"""Top directories of an image a model folder may not cover (the runner and the image's own
-tools live there)."""
-_COMPONENT = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
 
 async def _owner_role(ctx: GatewayContext, record: dict[str, Any]) -> str | None:
@@ -231,23 +207,12 @@ def listed(ctx: GatewayContext, origin: str | None, record: dict[str, Any]) -> d
 
 # ---- create-time checks ---------------------------------------------------------------------
 def mount_destination(value: str | None) -> str:
-    """Where the model folder goes in each replica: an absolute path of plain components,
-    not ``/`` and not over the image's system directories (``/models`` when unset)."""
-    field = "config.model_mount_destination"
+    """Where the model folder goes in each replica (``/models`` when unset), judged by
+    :func:`~actors.domain.mount_paths.model_mount_path`, the agent's own check: a
+    destination the gateway accepts but every replica then fails on (``/home``,
+    ``/home/work/.ssh``) would be a 200 followed by failing replicas for ever (review S2)."""
     raw = DEFAULT_MOUNT if value is None or not value.strip() else value
-    if not raw.startswith("/"):
-        raise InvalidAPIParameters(f"{field}: an absolute path, e.g. {DEFAULT_MOUNT}")
-    parts = [p for p in raw.split("/") if p not in ("", ".")]
-    if not parts or len(parts) > 8 or len(raw) > 256:
-        raise InvalidAPIParameters(f"{field}: a directory of 1-8 levels under /, e.g. /models")
-    for part in parts:
-        if part == ".." or not _COMPONENT.match(part):
-            raise InvalidAPIParameters(
-                f"{field}: each part is letters, digits, '_', '-' or '.', and never '..'"
-            )
-    if parts[0] in _SYSTEM_DIRS:
-        raise InvalidAPIParameters(f"{field}: /{parts[0]} belongs to the image; choose another")
-    return "/" + "/".join(parts)
+    return model_mount_path(raw, "config.model_mount_destination")
 
 
 def _read_definition(path: Path) -> tuple[str, bytes] | None:

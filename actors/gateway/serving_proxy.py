@@ -106,6 +106,7 @@ _NOT_ANSWERED = _HOP_BY_HOP | {"set-cookie", "content-security-policy", "server"
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}$")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _STATUS = re.compile(rb"^HTTP/1\.([01]) ([1-5][0-9][0-9])(?: ([^\r\n]*))?$")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
 _AUTH = re.compile(r"^(?:BackendAI|Bearer)\s+(\S+)$", re.IGNORECASE)
 
 SERVING_PATHS = frozenset({"/serving/{endpoint_id}", "/serving/{endpoint_id}/{tail}"})
@@ -172,10 +173,19 @@ class _Conn:
 
     def alive(self) -> bool:
         return (
-            not self.reader.at_eof()
+            _drained(self)
+            and not self.reader.at_eof()
             and not self.writer.is_closing()
             and time.monotonic() - self.used_at < IDLE_S
         )
+
+
+def _drained(conn: _Conn) -> bool:
+    """Nothing is buffered past the answer just read. A kept-alive connection with bytes
+    waiting would hand them to the next caller as *its* answer (review S8): such a
+    connection, like one after a HEAD, 204 or 304 answer (whose body a sloppy server may
+    send anyway), is closed, never pooled."""
+    return not getattr(conn.reader, "_buffer", b"")
 
 
 @dataclass
@@ -472,11 +482,27 @@ class ServingProxy:
         response.headers["Content-Security-Policy"] = "sandbox"
         if answer.length is not None:
             response.content_length = answer.length
+        body = _read_body(conn.reader, answer)
+        try:
+            # the first piece before the head goes out: a body broken from its start (a bad
+            # chunk size) is a clean 502, not a cut answer
+            first: bytes | None = await anext(body, None)
+        except (ReplicaFailed, asyncio.IncompleteReadError):
+            conn.close()
+            raise ReplicaFailed("the replica's answer body is malformed") from None
+        except TimeoutError:
+            conn.close()
+            raise ReplicaTimeout("the replica's answer body stalled") from None
+        except BaseException:
+            conn.close()
+            raise
         complete = False
         try:
             await response.prepare(request)
-            async for chunk in _read_body(conn.reader, answer):
-                await asyncio.wait_for(response.write(chunk), STALL_S)
+            if first is not None:
+                await asyncio.wait_for(response.write(first), STALL_S)
+                async for chunk in body:
+                    await asyncio.wait_for(response.write(chunk), STALL_S)
             complete = True
             await response.write_eof()
         except (ReplicaFailed, TimeoutError, ConnectionError, asyncio.IncompleteReadError):
@@ -484,7 +510,7 @@ class ServingProxy:
             if request.transport is not None:
                 request.transport.abort()  # a short answer: the caller sees it cut
         finally:
-            if complete and answer.keep_alive:
+            if complete and answer.keep_alive and not answer.bodiless and _drained(conn):
                 self.pool.give(route_id, conn)
             else:
                 conn.close()
@@ -544,6 +570,16 @@ def _parse_head(raw: bytes, method: str) -> _Answer:
     )
 
 
+def _read_size(left: int) -> int:
+    """How much one read may ask for: never ``read(-1)`` or ``read(0)`` (``-1`` reads to the
+    end, whatever the stream's limit: a replica could make the gateway hold its whole
+    stream)."""
+    size = min(left, _CHUNK)
+    if size <= 0:
+        raise ReplicaFailed("the replica's body framing is invalid")
+    return size
+
+
 async def _read_body(reader: asyncio.StreamReader, answer: _Answer) -> AsyncIterator[bytes]:
     """The answer's body as it arrives (a chunked one decoded), each read within
     :data:`STALL_S`."""
@@ -552,20 +588,18 @@ async def _read_body(reader: asyncio.StreamReader, answer: _Answer) -> AsyncIter
     if answer.chunked:
         while True:
             line = await asyncio.wait_for(reader.readuntil(b"\r\n"), STALL_S)
-            size_text = line.split(b";", 1)[0].strip()
-            if not size_text or len(size_text) > 15:
+            size_text = line[:-2].split(b";", 1)[0].rstrip(b" \t")
+            if not _CHUNK_SIZE.fullmatch(size_text):
+                # 1*HEXDIG (RFC 9112): int(x, 16) would take "-1", "+1", "0x1", "1_0"
                 raise ReplicaFailed("the replica's chunk size is invalid")
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise ReplicaFailed("the replica's chunk size is invalid") from None
+            size = int(size_text, 16)
             if size == 0:
                 for _ in range(MAX_RESPONSE_HEADERS + 1):  # trailers, dropped
                     if await asyncio.wait_for(reader.readuntil(b"\r\n"), STALL_S) == b"\r\n":
                         return
                 raise ReplicaFailed("the replica sent too many trailers")
-            while size:
-                chunk = await asyncio.wait_for(reader.read(min(size, _CHUNK)), STALL_S)
+            while size > 0:
+                chunk = await asyncio.wait_for(reader.read(_read_size(size)), STALL_S)
                 if not chunk:
                     raise asyncio.IncompleteReadError(b"", size)
                 size -= len(chunk)
@@ -574,8 +608,8 @@ async def _read_body(reader: asyncio.StreamReader, answer: _Answer) -> AsyncIter
                 raise ReplicaFailed("the replica's chunk is not terminated")
     elif answer.length is not None:
         left = answer.length
-        while left:
-            chunk = await asyncio.wait_for(reader.read(min(left, _CHUNK)), STALL_S)
+        while left > 0:
+            chunk = await asyncio.wait_for(reader.read(_read_size(left)), STALL_S)
             if not chunk:
                 raise asyncio.IncompleteReadError(b"", left)
             left -= len(chunk)
