@@ -53,7 +53,7 @@ from kernelhub.redis_server import EmbeddedRedis
 from kernelhub.sdk import AuthenticationFailed, Client, ClientConfig, NotFound, PendingTimeout
 from kernelhub.sdk.services import Services, call_endpoint
 
-from .khstack import KH, Stack, kh_up, second_tenant
+from .khstack import KH, Stack, second_tenant
 from .serving_assets import MODEL_SERVER, model_definition
 
 PROBLEM = "application/problem+json"
@@ -699,16 +699,17 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    with kh_up() as stack:
-        access_key, secret_key = asyncio.run(second_tenant(stack, "bob"))
-        yield Lab(stack, {"BACKEND_ACCESS_KEY": access_key, "BACKEND_SECRET_KEY": secret_key})
+def lab(serving_stack: Stack) -> Iterator[Lab]:
+    """The serving modules' shared stack (tests/conftest.py), acting as a tenant of this
+    module's own."""
+    access_key, secret_key = asyncio.run(second_tenant(serving_stack, "clibob"))
+    yield Lab(serving_stack, {"BACKEND_ACCESS_KEY": access_key, "BACKEND_SECRET_KEY": secret_key})
 
 
 def model_folder(lab: Lab, name: str) -> None:
     """A model folder holding the stdlib model server and its definition."""
-    work = lab.stack.workdir / name
-    work.mkdir()
+    work = lab.stack.workdir / "kh-service" / name
+    work.mkdir(parents=True)
     (work / "server.py").write_text(MODEL_SERVER)
     (work / "model-definition.yaml").write_text(model_definition().replace("/models", lab.mount))
     lab.kh("vfolder", "create", name, "-m", "model")
