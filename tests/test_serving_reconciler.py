@@ -581,3 +581,184 @@ def _added_order(spec: EndpointCreated, route_id: str) -> int:
         if uuid.uuid5(spec.endpoint_id, f"route/{n}") == uuid.UUID(route_id):
             return n
     raise AssertionError(route_id)
+
+
+# ---- a hostile tenant's endpoints (review S1, S3, S4) ----------------------------------------
+TUNED_BACKOFF_S, TUNED_MAX_FAILURES, TUNED_OPEN_CAP = 1.0, 3, 3
+
+
+@pytest.fixture
+def tuned_stack(
+    ray_local: None,
+    docker: None,
+    redis_server: EmbeddedRedis,
+    store: RedisEventStore,
+    tmp_path: Path,
+) -> Iterator[Installation]:
+    """The stack with its ``serving`` actor made first (``start_actors`` finds it by name):
+    a short replacement backoff (1 s, stopped after 3) and an open-session cap of 3 in the
+    actor's environment (``KH_MAX_OPEN_SESSIONS``, read where the replicas are created)."""
+    from actors.hosts.serving import ServingActor
+    from actors.hosts.start import install_shard_count
+
+    namespace = f"t-{uuid.uuid4().hex[:8]}"
+    master_key = str(tmp_path / "master.key")
+    serving = ServingActor.options(  # type: ignore[attr-defined]
+        name="serving",
+        namespace=namespace,
+        num_cpus=0,
+        runtime_env={"env_vars": {"KH_MAX_OPEN_SESSIONS": str(TUNED_OPEN_CAP)}},
+    ).remote(
+        redis_server.url,
+        (install_shard_count(redis_server.url, "kh", 1), namespace),
+        master_key,
+        "kh",
+        0.5,
+        backoff_s=TUNED_BACKOFF_S,
+        max_failures=TUNED_MAX_FAILURES,
+    )
+    installation = start_actors(
+        redis_server.url,
+        namespace=namespace,
+        backend="docker",
+        work_root=str(tmp_path / "kernels"),
+        agents=[("i-hostile", {"cpu": 8, "mem": 8 * G})],
+        shards=1,
+        master_key_path=master_key,
+        gateway_port=0,
+        safety_tick_s=0.5,
+        heartbeat_interval_s=0.5,
+        reconcile_interval_s=0.5,
+        serving_tick_s=0.5,
+    )
+    assert installation.serving is not None
+    try:
+        yield installation
+    finally:
+        installation.kill()
+        del serving  # held until here: a handle let go ends a named (non-detached) actor
+        for line in _docker("ps", "-aq", "--filter", "label=ai.backend.session-id").split():
+            subprocess.run(["docker", "rm", "-f", line], capture_output=True)
+
+
+@pytest.fixture
+async def tuned_lab(tuned_stack: Installation, store: RedisEventStore, tmp_path: Path) -> Lab:
+    admin = await bootstrap(store, SecretBox.from_file(tmp_path / "master.key"))
+    lookups = TenancyLookups(store)
+    await eventually(lambda: lookups.keypair(admin.access_key), 20, message="projected")
+    return Lab(tuned_stack, store, admin, tmp_path)
+
+
+@pytest.mark.ray
+@pytest.mark.docker
+@pytest.mark.hostile
+@pytest.mark.timeout(600)
+async def test_a_hostile_tenants_endpoints_cost_a_bounded_number_of_sessions(
+    tuned_lab: Lab,
+) -> None:
+    import ray
+
+    lab = tuned_lab
+    model, path = lab.folder("evil-model")
+    (path / "server.py").write_text(SERVER)
+    (path / "model-definition.yaml").write_text(DEFINITION)
+
+    # S1: every replica fails (its bootstrap script exits 1). Unfixed, each was replaced at
+    # once, for ever (~2.5 sessions a second); now 1 s, 2 s, then no more: 3 in all
+    churn = lab.endpoint(model, "churn", 1).model_copy(update={"bootstrap_script": "exit 1\n"})
+    await lab.command(churn)
+    started = time.monotonic()
+
+    async def stopped_or_churning() -> tuple[dict[str, Any], list[uuid.UUID]] | None:
+        report = await lab.call("report", str(churn.endpoint_id))
+        routes, _ = await lab.sessions_of(churn.endpoint_id)
+        stopped = report.get("replacements", {}).get("stopped")
+        return (report, routes) if stopped or len(routes) > TUNED_MAX_FAILURES else None
+
+    report, routes = await eventually(stopped_or_churning, 120, 0.5, "stopped or churning")
+    print(f"stopped after {time.monotonic() - started:.1f} s")
+    await asyncio.sleep(3)  # and nothing more after
+    routes, _ = await lab.sessions_of(churn.endpoint_id)
+    history = [
+        (e.position_ms % 100_000, e.type, getattr(e.data, "status", ""))
+        for e in await lab.store.read_stream(stream_of(churn.endpoint_id))
+    ]
+    assert len(routes) == TUNED_MAX_FAILURES, (report, history)
+    assert report["failures_in_a_row"] == TUNED_MAX_FAILURES and report["routes"] == {}
+    assert "until the owner scales" in report["note"]
+
+    # the memory is the log's: a restarted serving actor starts nothing either
+    ray.kill(lab.serving, no_restart=False)
+    report = await lab.until(
+        churn.endpoint_id,
+        lambda r: r.get("replacements", {}).get("stopped"),
+        60,
+        "still stopped after a restart",
+    )
+    await asyncio.sleep(3)
+    routes, _ = await lab.sessions_of(churn.endpoint_id)
+    assert len(routes) == TUNED_MAX_FAILURES, routes
+
+    # the owner asks again (sync): replicas are tried afresh, and stop again
+    await lab.call("sync", str(churn.endpoint_id))
+    await lab.until(
+        churn.endpoint_id,
+        lambda r: r.get("replacements", {}).get("stopped") and r["changes"].get("lost", 0) >= 3,
+        60,
+        "tried afresh, stopped again",
+    )
+    routes, _ = await lab.sessions_of(churn.endpoint_id)
+    assert len(routes) == 2 * TUNED_MAX_FAILURES, routes
+    await lab.command(EndpointDestroying(endpoint_id=churn.endpoint_id))
+
+    # S4: each replica is judged as the gateway judged the endpoint: a project the owner
+    # is not in (here: gone), a scaling group not theirs, an image no longer known: no
+    # session is ever created for it (unfixed: each was created)
+    refused = {
+        "project": (
+            lab.endpoint(model, "no-project", 1).model_copy(update={"project_id": uuid.uuid4()}),
+            "may no longer create in its project",
+        ),
+        "group": (
+            lab.endpoint(model, "no-group", 1).model_copy(update={"scaling_group": "nowhere"}),
+            "the scaling group 'nowhere' no longer takes",
+        ),
+        "image": (
+            lab.endpoint(model, "no-image", 1).model_copy(update={"image": "nosuch/image:1"}),
+            "image 'nosuch/image:1' is no longer known",
+        ),
+    }
+    for spec, _ in refused.values():
+        await lab.command(spec)
+    for what, (spec, why) in refused.items():
+        report = await lab.until(
+            spec.endpoint_id,
+            lambda r: any(x["create_error"] for x in r["routes"].values()),
+            30,
+            f"the {what} refused",
+        )
+        (route,) = report["routes"].values()
+        assert why in route["create_error"], (what, route)
+        routes, enqueued = await lab.sessions_of(spec.endpoint_id)
+        assert len(routes) == 1 and routes[0] not in enqueued, what
+        await lab.command(EndpointDestroying(endpoint_id=spec.endpoint_id))
+
+    # S3: replicas are sessions under the keypair's open-session cap (3 here): 5 wanted,
+    # 3 created, the other 2 refused and shown (unfixed: 5)
+    async def churn_gone() -> bool:
+        events = await lab.store.read_stream(stream_of(churn.endpoint_id))
+        return any(e.type == "endpoint_destroyed" for e in events)
+
+    await eventually(churn_gone, timeout=60, interval=0.5, message="churn destroyed")
+    many = lab.endpoint(model, "many", 5)
+    await lab.command(many)
+    report = await lab.until(
+        many.endpoint_id,
+        lambda r: sum("cap of 3" in (x["create_error"] or "") for x in r["routes"].values()) == 2,
+        60,
+        "two replicas over the cap refused",
+    )
+    await asyncio.sleep(2)
+    routes, enqueued = await lab.sessions_of(many.endpoint_id)
+    assert len(routes) == 5 and len(set(routes) & set(enqueued)) == TUNED_OPEN_CAP, report
+    await lab.command(EndpointDestroying(endpoint_id=many.endpoint_id))

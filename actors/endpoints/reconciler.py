@@ -97,7 +97,7 @@ from actors.domain.endpoints import (
 from actors.domain.errors import DomainError, EndpointNotFound
 from actors.domain.session import SessionType
 from actors.domain.session_aggregate import SessionAggregate
-from actors.domain.statuses import SessionStatus
+from actors.domain.statuses import DEAD_SESSION_STATUSES, SessionStatus
 from actors.domain.vfolders import permission_of
 from actors.gateway.context import LIVE
 from actors.gateway.folders_access import folder_state
@@ -182,6 +182,8 @@ class _Watch:
     service_error: str | None = None
     next_start_at: float = 0.0
     """When ``start_service`` may be called again (monotonic)."""
+    created: bool = False
+    """Its session was created by this reconciler (the read model may not show it yet)."""
 
 
 def _wall_ms() -> int:
@@ -566,7 +568,7 @@ class Reconciler:
             watch.next_create_at = now + min(CREATE_BACKOFF_MAX_S, 2.0**watch.create_attempts)
             log.warning("replica not created", route=str(route.route_id), why=watch.create_error)
             return
-        watch.create_error, watch.create_attempts = None, 0
+        watch.create_error, watch.create_attempts, watch.created = None, 0, True
         self._sessions.pop(route.session_id, None)
 
     def _hold(self, endpoint: Endpoint) -> Hold | None:
@@ -621,7 +623,7 @@ class Reconciler:
                 f"inference sessions: {exc.msg or exc}"
             ) from None
         cap = open_session_cap()
-        held = (await self.models.sessions(owner=spec.access_key, statuses=LIVE, limit=1)).total
+        held = await self._open_sessions(spec.access_key)
         if held >= cap:
             raise _Refused(
                 f"the owner's keypair already has {held} open sessions, the cap of {cap}"
@@ -659,6 +661,27 @@ class Reconciler:
             model_usage_mode=str(record.get("usage_mode") or "model"),
             max_containers_per_session=int(policy.get("max_containers_per_session") or 0),
         )
+
+    async def _open_sessions(self, access_key: str) -> int:
+        """The keypair's open sessions, as the gateway's cap counts them (the read model),
+        with its replicas counted from what this reconciler knows when that is more (it
+        creates several in one pass, faster than the read model shows them; an inference
+        session is only ever a replica)."""
+        page = await self.models.sessions(owner=access_key, statuses=LIVE, limit=1)
+        projected = await self.models.sessions(
+            owner=access_key, statuses=LIVE, session_type=SessionType.INFERENCE.value, limit=1
+        )
+        known = 0
+        for endpoint in self.writer.state.live():
+            if endpoint.spec.access_key != access_key:
+                continue
+            for route in endpoint.routes.values():
+                session = self._sessions.get(route.session_id)
+                if session is not None:
+                    known += session.status not in DEAD_SESSION_STATUSES
+                elif (watch := self.watches.get(route.route_id)) is not None and watch.created:
+                    known += 1
+        return page.total - projected.total + max(projected.total, known)
 
     # ---- memory -----------------------------------------------------------------------------
     def _watch(self, route_id: uuid.UUID) -> _Watch:
