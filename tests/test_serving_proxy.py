@@ -18,6 +18,7 @@ import concurrent.futures
 import http.client
 import json
 import os
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,16 +27,22 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from actors.gateway.serving_proxy import (
+from actors.gateway.serving_http import (
     MAX_REQUEST_BODY,
     MAX_RESPONSE_HEAD,
+    REPLAY_BYTES,
+    Answer,
+    BodyTooLarge,
     ReplicaFailed,
-    _Answer,
-    _parse_head,
-    _pick,
-    _read_body,
-    _read_size,
+    Upload,
+    UploadTooSlow,
+    answered,
+    forwarded,
+    parse_head,
+    read_body,
+    read_size,
 )
+from actors.gateway.serving_proxy import GatewayBusy, InFlight, TooBusy, _pick
 
 from .khstack import Stack, exchange, second_tenant
 from .test_services_api import IMAGE, Lab, Tenant, client_binary, remove_endpoints
@@ -72,15 +79,15 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if p == "/neg-chunk":
-            self.raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n")
+            self.raw(b"HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n-1\\r\\n")
             for _ in range(16):
                 self.raw(b"A" * 2**20)
             self.close_connection = True
             return
         if p == "/poison":
             return self.raw(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK"
-                b"HTTP/1.1 200 OK\r\nX-Poison: 1\r\nContent-Length: 9\r\n\r\nPOISONED!"
+                b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nOK"
+                b"HTTP/1.1 200 OK\\r\\nX-Poison: 1\\r\\nContent-Length: 9\\r\\n\\r\\nPOISONED!"
             )
         if p == "/until-close":
             self.raw(b"HTTP/1.1 200 OK\\r\\nConnection: close\\r\\n\\r\\nall of it")
@@ -93,6 +100,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.raw(
                 b"HTTP/1.1 200 OK\\r\\nSet-Cookie: session=stolen; Path=/\\r\\n"
                 b"Content-Security-Policy: default-src *\\r\\nX-Bad\\x01: 1\\r\\n"
+                b"Clear-Site-Data: \\"*\\"\\r\\nAccess-Control-Allow-Origin: *\\r\\n"
+                b"WWW-Authenticate: Basic\\r\\nRefresh: 0;url=http://evil.example/\\r\\n"
                 b"Content-Length: 2\\r\\n\\r\\nok"
             )
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -101,9 +110,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self):
         # a sloppy server: a body after a HEAD's answer
-        self.raw(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nPOISONED!")
+        self.raw(b"HTTP/1.1 200 OK\\r\\nContent-Length: 9\\r\\n\\r\\nPOISONED!")
 
     def do_POST(self):
+        if self.path == "/early":  # answers after the first MiB, the rest unread
+            got = len(self.rfile.read(2**20))
+            self.close_connection = True
+            body = json.dumps({"received": got}).encode()
+            return self.raw(
+                b"HTTP/1.1 200 OK\\r\\nConnection: close\\r\\nContent-Length: %d\\r\\n\\r\\n"
+                % len(body) + body
+            )
         size = int(self.headers.get("Content-Length") or 0)
         got = 0
         while got < size:
@@ -136,13 +153,13 @@ def _reader(data: bytes) -> asyncio.StreamReader:
     return reader
 
 
-async def _collect(data: bytes, answer: _Answer) -> bytes:
-    return b"".join([chunk async for chunk in _read_body(_reader(data), answer)])
+async def _collect(data: bytes, answer: Answer) -> bytes:
+    return b"".join([chunk async for chunk in read_body(_reader(data), answer)])
 
 
 @pytest.mark.unit
 def test_a_head_is_read_with_its_framing() -> None:
-    answer = _parse_head(
+    answer = parse_head(
         b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\nConnection: keep-alive\r\n"
         b"Set-Cookie: a=b\r\nX-Ok: yes\r\nBad Name: x\r\n\r\n",
         "POST",
@@ -154,9 +171,9 @@ def test_a_head_is_read_with_its_framing() -> None:
         True,
     )
     assert answer.headers == [("X-Ok", "yes")]  # hop-by-hop, cookies, malformed: dropped
-    assert not _parse_head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", "GET").keep_alive
-    assert not _parse_head(b"HTTP/1.1 200 OK\r\n\r\n", "GET").keep_alive  # read to the end
-    assert _parse_head(b"HTTP/1.1 204 No Content\r\n\r\n", "GET").bodiless
+    assert not parse_head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", "GET").keep_alive
+    assert not parse_head(b"HTTP/1.1 200 OK\r\n\r\n", "GET").keep_alive  # read to the end
+    assert parse_head(b"HTTP/1.1 204 No Content\r\n\r\n", "GET").bodiless
 
 
 @pytest.mark.unit
@@ -175,15 +192,15 @@ def test_a_head_is_read_with_its_framing() -> None:
 )
 def test_a_head_the_proxy_cannot_trust_is_a_502(head: bytes) -> None:
     with pytest.raises(ReplicaFailed):
-        _parse_head(head, "GET")
+        parse_head(head, "GET")
 
 
 @pytest.mark.unit
 def test_bodies_are_decoded_and_bounded_by_their_framing() -> None:
-    chunked = _Answer(200, "", [], None, True, True)
+    chunked = Answer(200, "", [], None, True, True)
     body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT"
     assert asyncio.run(_collect(body, chunked)) == b"hello world"
-    sized = _Answer(200, "", [], 4, False, True)
+    sized = Answer(200, "", [], 4, False, True)
     assert asyncio.run(_collect(b"abcdEXTRA", sized)) == b"abcd"
     with pytest.raises(ReplicaFailed):
         asyncio.run(_collect(b"fffffffffffffffff\r\n", chunked))  # a chunk of 2**68 bytes
@@ -198,11 +215,11 @@ def test_bodies_are_decoded_and_bounded_by_their_framing() -> None:
 def test_a_chunk_size_that_is_not_plain_hex_is_refused_before_any_read(size: bytes) -> None:
     """Review S14: ``int("-1", 16)`` made ``read(-1)`` read the replica's whole stream into
     one buffer (one tenant could OOM the shared gateway). Nothing may be yielded."""
-    chunked = _Answer(200, "", [], None, True, True)
+    chunked = Answer(200, "", [], None, True, True)
     got: list[bytes] = []
 
     async def drain() -> None:
-        async for chunk in _read_body(_reader(size + b"\r\n" + b"A" * (4 * 2**20)), chunked):
+        async for chunk in read_body(_reader(size + b"\r\n" + b"A" * (4 * 2**20)), chunked):
             got.append(chunk)
 
     with pytest.raises(ReplicaFailed):
@@ -213,10 +230,149 @@ def test_a_chunk_size_that_is_not_plain_hex_is_refused_before_any_read(size: byt
 @pytest.mark.unit
 def test_no_read_asks_for_a_non_positive_size() -> None:
     with pytest.raises(ReplicaFailed):
-        _read_size(0)
+        read_size(0)
     with pytest.raises(ReplicaFailed):
-        _read_size(-1)
-    assert _read_size(10) == 10 and _read_size(2**40) == 2**16
+        read_size(-1)
+    assert read_size(10) == 10 and read_size(2**40) == 2**16
+
+
+def _stream(data: bytes = b"", eof: bool = True) -> asyncio.StreamReader:
+    stream = asyncio.StreamReader()
+    stream.feed_data(data)
+    if eof:
+        stream.feed_eof()
+    return stream
+
+
+async def _upload(data: bytes, length: int | None, **limits: Any) -> tuple[Upload, bytes, bytes]:
+    upload = Upload(_stream(data), length, **limits)
+    await upload.start()
+    return upload, upload.kept, b"".join([piece async for piece in upload.rest()])
+
+
+@pytest.mark.unit
+def test_a_body_is_streamed_and_only_its_first_64_kib_kept() -> None:
+    """Review S6: the body was read whole (16 MiB x 512 requests per endpoint in gateway
+    memory). Now only :data:`REPLAY_BYTES` are held, and only a body that small may be
+    sent again."""
+    small, kept, rest = asyncio.run(_upload(b"x" * 100, 100))
+    assert (kept, rest, small.replayable, small.header()) == (
+        b"x" * 100,
+        b"",
+        True,
+        "Content-Length: 100",
+    )
+
+    async def big() -> tuple[Upload, int, list[int]]:
+        upload = Upload(_stream(b"y" * (3 * 2**20)), 3 * 2**20)
+        await upload.start()
+        sizes = [len(piece) async for piece in upload.rest()]
+        return upload, len(upload.kept), sizes
+
+    upload, kept_size, sizes = asyncio.run(big())
+    assert kept_size == REPLAY_BYTES and not upload.replayable
+    assert max(sizes) <= 2**16 and sum(sizes) + kept_size == 3 * 2**20
+
+
+@pytest.mark.unit
+def test_a_body_without_a_length_goes_chunked() -> None:
+    upload, kept, rest = asyncio.run(_upload(b"hello", None))
+    assert upload.header() == "Transfer-Encoding: chunked"
+    assert kept + rest == b"5\r\nhello\r\n0\r\n\r\n"
+    empty, kept, rest = asyncio.run(_upload(b"", None))
+    assert (kept, rest, empty.header()) == (b"", b"", None)
+
+
+@pytest.mark.unit
+def test_a_body_past_the_cap_is_refused_as_it_comes() -> None:
+    with pytest.raises(BodyTooLarge):
+        asyncio.run(_upload(b"", MAX_REQUEST_BODY + 1))
+    with pytest.raises(BodyTooLarge):  # no length announced: counted as it comes
+        asyncio.run(_upload(b"z" * 300_000, None, cap=200_000))
+
+
+@pytest.mark.unit
+def test_a_caller_trickling_its_body_is_cut() -> None:
+    """Review S12: one byte a minute held a slot (and a socket) for ever; now the body must
+    average a minimum rate after a grace period."""
+
+    async def trickle() -> None:
+        stream = _stream(b"a", eof=False)
+        upload = Upload(stream, 1000, grace_s=0.3, rate=1000)
+
+        async def feed() -> None:
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                stream.feed_data(b"a")
+
+        feeder = asyncio.create_task(feed())
+        try:
+            await upload.start()
+        finally:
+            feeder.cancel()
+
+    started = time.monotonic()
+    with pytest.raises(UploadTooSlow):
+        asyncio.run(trickle())
+    assert time.monotonic() - started < 3
+
+
+@pytest.mark.unit
+def test_requests_in_flight_are_capped_gateway_wide() -> None:
+    """Review S12: the only cap was per endpoint (16 endpoints x 512 for one tenant)."""
+    flight = InFlight(total=3, per_endpoint=2)
+    with flight.slot("a"), flight.slot("a"):
+        with pytest.raises(TooBusy):
+            with flight.slot("a"):
+                pass
+        with flight.slot("b"):
+            with pytest.raises(GatewayBusy):
+                with flight.slot("c"):
+                    pass
+    assert flight.count == 0 and flight.counts == {}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Cookie",
+        "Forwarded",
+        "X-Real-IP",
+        "X-Forwarded-Host",
+        "X-BackendAI-Version",
+        "Authorization",
+        "Proxy-Authorization",
+    ],
+)
+def test_the_callers_cookies_and_forwarding_claims_stay_behind(name: str) -> None:
+    """Review S10."""
+    assert not forwarded(name) and forwarded("X-Custom") and forwarded("Content-Type")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Clear-Site-Data",
+        "Access-Control-Allow-Origin",
+        "Access-Control-Allow-Credentials",
+        "Refresh",
+        "WWW-Authenticate",
+        "Strict-Transport-Security",
+        "X-BackendAI-Anything",
+        "X-Kernelhub-Proxy",
+        "Set-Cookie",
+        "X-Content-Type-Options",
+    ],
+)
+def test_replica_headers_that_act_on_the_gateways_origin_are_dropped(name: str) -> None:
+    """Review S9: the answer comes from the gateway's own origin."""
+    answer = parse_head(
+        b"HTTP/1.1 200 OK\r\n%b: x\r\nContent-Length: 0\r\n\r\n" % name.encode(), "GET"
+    )
+    assert answer.headers == [] and not answered(name)
+    assert answered("Content-Type") and answered("Location") and answered("Retry-After")
 
 
 @pytest.mark.unit
@@ -340,6 +496,28 @@ def test_bytes_past_an_answer_never_reach_the_next_caller(hostile: tuple[Lab, st
 
 @pytest.mark.e2e
 @pytest.mark.timeout(900)
+def test_the_body_is_streamed_to_the_replica_not_buffered(hostile: tuple[Lab, str]) -> None:
+    """Review S6: the caller sends 1 MiB of a 4 MiB body and waits. A proxy that holds the
+    body until it is whole never asks the replica; a streaming one gets its early answer."""
+    _, url = hostile
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(
+            f"POST {parts.path}/early HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Length: {4 * 2**20}\r\n\r\n".encode()
+            + b"b" * 2**20
+        )
+        answer = b""
+        while b"received" not in answer:
+            piece = sock.recv(65536)
+            assert piece, answer
+            answer += piece
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert b'"received": 1048576' in answer, answer
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
 def test_a_replica_that_never_answers_is_a_504(hostile: tuple[Lab, str]) -> None:
     _, url = hostile
     started = time.monotonic()
@@ -357,6 +535,9 @@ def test_the_replica_sets_no_cookie_on_the_gateways_origin(hostile: tuple[Lab, s
     lowered = {k.lower(): v for k, v in headers.items()}
     assert "set-cookie" not in lowered and "x-bad\x01" not in lowered
     assert lowered["content-security-policy"] == "sandbox"
+    assert lowered["x-content-type-options"] == "nosniff"
+    for name in ("clear-site-data", "access-control-allow-origin", "www-authenticate", "refresh"):
+        assert name not in lowered, lowered  # review S9
 
 
 @pytest.mark.e2e
@@ -371,6 +552,11 @@ def test_hop_by_hop_headers_and_credentials_stay_behind(hostile: tuple[Lab, str]
             "Authorization": "BackendAI not-for-the-replica",
             "X-Custom": "passed",
             "TE": "trailers",
+            "Cookie": "kh_session=victim",
+            "Forwarded": "for=6.6.6.6",
+            "X-Real-IP": "6.6.6.6",
+            "X-Forwarded-Host": "evil.example",
+            "X-BackendAI-Version": "v9",
         },
     )
     assert status == 200
@@ -378,7 +564,16 @@ def test_hop_by_hop_headers_and_credentials_stay_behind(hostile: tuple[Lab, str]
     assert seen["path"] == "/echo?a=1&b=%2F"
     headers = seen["headers"]
     assert headers["x-custom"] == "passed"
-    for name in ("proxy-authorization", "authorization", "te"):
+    for name in (
+        "proxy-authorization",
+        "authorization",
+        "te",
+        "cookie",
+        "forwarded",
+        "x-real-ip",
+        "x-forwarded-host",
+        "x-backendai-version",
+    ):
         assert name not in headers, headers
     assert headers["x-forwarded-for"] == "127.0.0.1"
 

@@ -15,14 +15,21 @@ HEALTHY replica of the endpoint through its kernel runner's tunnel (containers k
   connection that fails before the replica answered a byte is tried again: a kept-alive one
   the replica had closed is replaced by a new one, a tunnel that would not open is tried
   once more on another route where there is one (three tries at most).
-- **What is passed.** The request body up to :data:`MAX_REQUEST_BODY` (413 past it), the
-  headers but hop-by-hop ones and ``Authorization``, ``X-Forwarded-*`` added. The replica is
+- **What is passed.** The request body, streamed (:class:`.serving_http.Upload`: up to
+  16 MiB, 413 past it; 408 when it comes slower than 64 KiB/s after 10 s; only its first
+  64 KiB kept, so only a body that small is ever sent again to another replica), the
+  headers but hop-by-hop ones, ``Authorization``, ``Cookie``, forwarding claims and
+  ``X-BackendAI-*``; ``X-Forwarded-For/Proto`` added. At most :data:`MAX_IN_FLIGHT`
+  requests at once in the whole gateway worker, :data:`MAX_IN_FLIGHT_PER_ENDPOINT` per
+  endpoint (503 past either). The replica is
   the tenant's code and is not trusted: its status line and headers are read within
   :data:`MAX_RESPONSE_HEAD` bytes and :data:`MAX_RESPONSE_HEADERS` headers (502 otherwise),
   malformed headers dropped, its body streamed (never held whole), each read within
   :data:`STALL_S` and the answer's head within :data:`ANSWER_S` (504). It answers on the
   gateway's own origin, so it may not set cookies there (``Set-Cookie`` dropped) and what
-  it sends is sandboxed (``Content-Security-Policy: sandbox``).
+  it sends is sandboxed (``Content-Security-Policy: sandbox``, ``X-Content-Type-Options:
+  nosniff``); headers that would act on that origin (``Clear-Site-Data``, CORS,
+  ``Refresh``, ``WWW-Authenticate``, ...: :data:`.serving_http.NOT_ANSWERED`) are dropped.
 - **Metrics.** Each answer is counted per endpoint and status, timed, and failures counted by
   reason (:attr:`GatewayContext.observe_serving`, the gateway actor's metrics).
 """
@@ -37,7 +44,7 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,13 +58,27 @@ from ..domain.errors import DomainError, EndpointNotFound
 from .apps import open_tunnel, tunnel_of
 from .context import GatewayContext
 from .problems import GatewayError
+from .serving_http import (
+    BAD_VALUE,
+    MAX_RESPONSE_HEAD,
+    STALL_S,
+    Answer,
+    BodyTooLarge,
+    ReplicaFailed,
+    ReplicaTimeout,
+    Upload,
+    UploadTooSlow,
+    forwarded,
+    parse_head,
+    read_body,
+)
 from .serving_tokens import PURPOSE, EndpointTokens, InvalidEndpointToken
 
 __all__ = [
     "ANSWER_S",
-    "MAX_REQUEST_BODY",
-    "MAX_RESPONSE_HEAD",
+    "MAX_IN_FLIGHT",
     "SERVING_PATHS",
+    "InFlight",
     "ServingProxy",
     "install_serving",
     "serving_routes",
@@ -65,14 +86,8 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-MAX_REQUEST_BODY = 16 * 2**20
-MAX_RESPONSE_HEAD = 64 * 2**10
-"""The replica's status line and headers together."""
-MAX_RESPONSE_HEADERS = 128
 ANSWER_S = float(os.environ.get("KH_SERVING_TIMEOUT_S") or 300.0)
 """How long a replica may take to start answering (a model may think for minutes)."""
-STALL_S = 60.0
-"""How long one read of the caller's body, or of the replica's answer, may wait."""
 TUNNEL_S = 20.0
 RESOLVE_TTL_S = 0.5
 TUNNEL_TTL_S = 30.0
@@ -82,31 +97,10 @@ MAX_IDLE_PER_ROUTE = 64
 MAX_IN_FLIGHT_PER_ENDPOINT = 512
 """Requests one endpoint may have under way at once; more answer 503 (one endpoint's
 callers cannot take every connection the gateway has)."""
+MAX_IN_FLIGHT = 256
+"""Requests the whole gateway (this worker) proxies at once; more answer 503 (review S12: a
+tenant's 16 endpoints x 512 slow requests would take every descriptor the gateway has)."""
 _CACHE_BOUND = 10_000
-_CHUNK = 2**16
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-        "expect",
-    }
-)
-_NOT_FORWARDED = _HOP_BY_HOP | {"authorization", "x-forwarded-for", "x-forwarded-proto"}
-_NOT_ANSWERED = _HOP_BY_HOP | {"set-cookie", "content-security-policy", "server"}
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}$")
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_STATUS = re.compile(rb"^HTTP/1\.([01]) ([1-5][0-9][0-9])(?: ([^\r\n]*))?$")
-_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
 _AUTH = re.compile(r"^(?:BackendAI|Bearer)\s+(\S+)$", re.IGNORECASE)
 
 SERVING_PATHS = frozenset({"/serving/{endpoint_id}", "/serving/{endpoint_id}/{tail}"})
@@ -128,21 +122,12 @@ class TooBusy(GatewayError):
     title = "Too many requests to this endpoint are under way."
 
 
-class ReplicaFailed(GatewayError):
-    status, error_type, title = 502, "bad-gateway", "The replica failed to answer."
+class GatewayBusy(TooBusy):
+    title = "The gateway is busy: too many requests to endpoints are under way."
 
 
 class ReplicaUnreachable(ReplicaFailed):
     title = "No replica of this endpoint could be reached."
-
-
-class ReplicaTimeout(GatewayError):
-    status, error_type, title = 504, "gateway-timeout", "The replica did not answer in time."
-
-
-class BodyTooLarge(GatewayError):
-    status, error_type = 413, "request-too-large"
-    title = f"The request body is larger than {MAX_REQUEST_BODY // 2**20} MiB."
 
 
 _REASONS: dict[type[GatewayError], str] = {
@@ -152,6 +137,8 @@ _REASONS: dict[type[GatewayError], str] = {
     ReplicaTimeout: "timeout",
     BodyTooLarge: "too-large",
     TooBusy: "busy",
+    GatewayBusy: "busy",
+    UploadTooSlow: "timeout",
 }
 """The ``reason`` of ``kernelhub_serving_errors_total`` for each failure (a refused token
 is no failure: it is counted by its status)."""
@@ -188,16 +175,33 @@ def _drained(conn: _Conn) -> bool:
     return not getattr(conn.reader, "_buffer", b"")
 
 
-@dataclass
-class _Answer:
-    status: int
-    reason: str
-    headers: list[tuple[str, str]]
-    length: int | None
-    chunked: bool
-    keep_alive: bool
-    bodiless: bool = False
-    """A HEAD's answer, 204 or 304: no body follows, whatever its headers say."""
+class InFlight:
+    """Requests under way, in the whole gateway worker and per endpoint: past
+    :data:`MAX_IN_FLIGHT` a request is :class:`GatewayBusy`, past
+    :data:`MAX_IN_FLIGHT_PER_ENDPOINT` for its endpoint :class:`TooBusy` (both 503)."""
+
+    def __init__(
+        self, total: int = MAX_IN_FLIGHT, per_endpoint: int = MAX_IN_FLIGHT_PER_ENDPOINT
+    ) -> None:
+        self.total, self.per_endpoint = total, per_endpoint
+        self.count = 0
+        self.counts: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def slot(self, key: str) -> Iterator[None]:
+        if self.count >= self.total:
+            raise GatewayBusy()
+        if self.counts.get(key, 0) >= self.per_endpoint:
+            raise TooBusy()
+        self.count += 1
+        self.counts[key] = self.counts.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            self.count -= 1
+            self.counts[key] -= 1
+            if not self.counts[key]:
+                del self.counts[key]
 
 
 class _Pool:
@@ -286,7 +290,7 @@ class ServingProxy:
         self.pool = _Pool()
         self._endpoints: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._tunnels: dict[str, tuple[float, KernelSocket]] = {}
-        self._in_flight: dict[str, int] = {}
+        self.in_flight = InFlight()
 
     # ---- lookups ---------------------------------------------------------------------------
     async def endpoint(self, endpoint_id: str) -> dict[str, Any] | None:
@@ -329,29 +333,40 @@ class ServingProxy:
         return _Conn(reader, writer), False
 
     # ---- one exchange ----------------------------------------------------------------------
-    def _head(self, request: web.Request, target: str, length: int) -> bytes:
+    def _head(self, request: web.Request, target: str, upload: Upload) -> bytes:
         lines = [f"{request.method} {target} HTTP/1.1", f"Host: {request.host}"]
         for name, value in request.headers.items():
-            if name.lower() in _NOT_FORWARDED or _BAD_VALUE.search(value):
+            if not forwarded(name) or BAD_VALUE.search(value):
                 continue
             lines.append(f"{name}: {value}")
-        forwarded = request.headers.get("X-Forwarded-For")
+        claimed = request.headers.get("X-Forwarded-For")
         peer = request.remote or "unknown"
-        lines.append(f"X-Forwarded-For: {forwarded + ', ' if forwarded else ''}{peer}")
+        lines.append(f"X-Forwarded-For: {claimed + ', ' if claimed else ''}{peer}")
         lines.append(f"X-Forwarded-Proto: {request.scheme}")
-        if length or request.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
-            lines.append(f"Content-Length: {length}")
+        framing = upload.header()
+        if framing is not None:
+            lines.append(framing)
+        elif request.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            lines.append("Content-Length: 0")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
 
-    async def _exchange(self, conn: _Conn, head: bytes, body: bytes, method: str) -> _Answer:
-        """Send the request and read the answer's head. :class:`_Unsent` when the replica
-        answered nothing (closed, reset)."""
+    async def _exchange(self, conn: _Conn, head: bytes, upload: Upload, method: str) -> Answer:
+        """Send the request (its body streamed while the replica may already answer) and
+        read the answer's head. :class:`_Unsent` when the replica answered nothing (closed,
+        reset). An answer that comes before the body was all sent ends the upload, and the
+        connection is not kept."""
+        sender: asyncio.Task[None] | None = None
+        reading: asyncio.Future[bytes] | None = None
         try:
-            conn.writer.write(head + body if len(body) < _CHUNK else head)
-            if len(body) >= _CHUNK:
-                conn.writer.write(body)
+            conn.writer.write(head + upload.kept)
             await asyncio.wait_for(conn.writer.drain(), STALL_S)
-            raw = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), ANSWER_S)
+            reading = asyncio.ensure_future(conn.reader.readuntil(b"\r\n\r\n"))
+            if not upload.ended:
+                sender = asyncio.create_task(self._send_rest(conn, upload))
+                await asyncio.wait({reading, sender}, return_when=asyncio.FIRST_COMPLETED)
+                if sender.done():
+                    sender.result()  # the caller's failure (too slow, too large) stops it all
+            raw = await asyncio.wait_for(reading, ANSWER_S)
         except asyncio.IncompleteReadError as exc:
             if not exc.partial:
                 raise _Unsent("the replica closed the connection") from None
@@ -362,22 +377,25 @@ class ServingProxy:
             ) from None
         except (ConnectionError, BrokenPipeError) as exc:
             raise _Unsent(f"the connection failed: {exc}") from None
-        return _parse_head(raw, method)
+        finally:
+            if reading is not None and not reading.done():
+                reading.cancel()
+            if sender is not None and not sender.done():
+                sender.cancel()
+        answer = parse_head(raw, method)
+        if not upload.ended:
+            answer.keep_alive = False  # the rest of the body is not sent: never reused
+        return answer
 
-    async def _body(self, request: web.Request) -> bytes:
-        if request.content_length is not None and request.content_length > MAX_REQUEST_BODY:
-            raise BodyTooLarge()
-        data = bytearray()
-        while True:
-            try:
-                chunk = await asyncio.wait_for(request.content.read(_CHUNK), STALL_S)
-            except TimeoutError:
-                raise ReplicaTimeout("the request body stalled") from None
-            if not chunk:
-                return bytes(data)
-            data += chunk
-            if len(data) > MAX_REQUEST_BODY:
-                raise BodyTooLarge()
+    async def _send_rest(self, conn: _Conn, upload: Upload) -> None:
+        """The body past :attr:`Upload.kept`, to the replica as it comes. A replica that
+        stops reading or closes only stops this (its answer, or its silence, decides)."""
+        try:
+            async for piece in upload.rest():
+                conn.writer.write(piece)
+                await asyncio.wait_for(conn.writer.drain(), STALL_S)
+        except (ConnectionError, BrokenPipeError, TimeoutError):
+            return  # the replica's answer (or its silence, within ANSWER_S) decides
 
     # ---- the handler -----------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -425,21 +443,15 @@ class ServingProxy:
         if not port or _pick(routes, set()) is None:
             raise NoHealthyReplica()
         key = str(endpoint_id)
-        if self._in_flight.get(key, 0) >= MAX_IN_FLIGHT_PER_ENDPOINT:
-            raise TooBusy()
-        self._in_flight[key] = self._in_flight.get(key, 0) + 1
-        try:
-            body = await self._body(request)
-            return await self._forward(request, routes, port, body)
-        finally:
-            self._in_flight[key] -= 1
-            if not self._in_flight[key]:
-                del self._in_flight[key]
+        with self.in_flight.slot(key):
+            upload = Upload(request.content, request.content_length)
+            await upload.start()
+            return await self._forward(request, routes, port, upload)
 
     async def _forward(
-        self, request: web.Request, routes: list[dict[str, Any]], port: int, body: bytes
+        self, request: web.Request, routes: list[dict[str, Any]], port: int, upload: Upload
     ) -> web.StreamResponse:
-        head = self._head(request, _target(request), len(body))
+        head = self._head(request, _target(request), upload)
         avoid: set[str] = set()
         last: _Unsent | None = None
         for _attempt in range(3):
@@ -454,9 +466,12 @@ class ServingProxy:
                 avoid.add(route_id)
                 continue
             try:
-                answer = await self._exchange(conn, head, body, request.method)
+                answer = await self._exchange(conn, head, upload, request.method)
             except _Unsent as exc:
                 conn.close()
+                if not upload.replayable:
+                    # more than the kept part was sent: the body cannot be sent again
+                    raise ReplicaFailed(f"the replica did not answer ({exc})") from None
                 last = exc
                 if not reused:
                     avoid.add(route_id)
@@ -472,7 +487,7 @@ class ServingProxy:
         raise ReplicaUnreachable(f"no replica could be reached ({last})")
 
     async def _relay(
-        self, request: web.Request, route_id: str, conn: _Conn, answer: _Answer
+        self, request: web.Request, route_id: str, conn: _Conn, answer: Answer
     ) -> web.StreamResponse:
         """The answer's head to the caller, then its body as it arrives; the connection
         back to the pool when the answer was read whole and may be kept."""
@@ -480,9 +495,10 @@ class ServingProxy:
         for name, value in answer.headers:
             response.headers.add(name, value)
         response.headers["Content-Security-Policy"] = "sandbox"
+        response.headers["X-Content-Type-Options"] = "nosniff"
         if answer.length is not None:
             response.content_length = answer.length
-        body = _read_body(conn.reader, answer)
+        body = read_body(conn.reader, answer)
         try:
             # the first piece before the head goes out: a body broken from its start (a bad
             # chunk size) is a clean 502, not a cut answer
@@ -518,105 +534,6 @@ class ServingProxy:
 
     def close(self) -> None:
         self.pool.close()
-
-
-def _parse_head(raw: bytes, method: str) -> _Answer:
-    lines = raw[:-4].split(b"\r\n")
-    match = _STATUS.match(lines[0])
-    if match is None:
-        raise ReplicaFailed("the replica's status line is not HTTP/1.x")
-    minor, code, reason = match.group(1), int(match.group(2)), match.group(3) or b""
-    if len(lines) - 1 > MAX_RESPONSE_HEADERS:
-        raise ReplicaFailed(f"the replica sent more than {MAX_RESPONSE_HEADERS} headers")
-    headers: list[tuple[str, str]] = []
-    length: int | None = None
-    chunked, close = False, minor == b"0"
-    for line in lines[1:]:
-        name_b, colon, value_b = line.partition(b":")
-        name, value = name_b.decode("latin-1"), value_b.decode("latin-1").strip()
-        if not colon or not _TOKEN.match(name) or _BAD_VALUE.search(value):
-            continue  # malformed: dropped
-        lower = name.lower()
-        if lower == "content-length":
-            if not value.isdecimal() or len(value) > 18 or (length is not None):
-                raise ReplicaFailed("the replica's Content-Length is invalid")
-            length = int(value)
-        elif lower == "transfer-encoding":
-            chunked = value.lower().endswith("chunked")
-        elif lower == "connection":
-            tokens = {t.strip().lower() for t in value.split(",")}
-            close = "close" in tokens or (minor == b"0" and "keep-alive" not in tokens)
-        if lower not in _NOT_ANSWERED:
-            headers.append((name, value))
-    if code < 200:
-        raise ReplicaFailed("the replica answered an interim status")
-    bodiless = method == "HEAD" or code in (204, 304)
-    if bodiless:
-        chunked = False
-        length = length if method == "HEAD" else None
-    elif chunked:
-        length = None
-    elif length is None:
-        close = True  # read to the end: the connection cannot be kept
-    reason_text = reason.decode("latin-1")
-    return _Answer(
-        status=code,
-        reason="" if _BAD_VALUE.search(reason_text) else reason_text[:128],
-        headers=headers,
-        length=length,
-        chunked=chunked,
-        keep_alive=not close,
-        bodiless=bodiless,
-    )
-
-
-def _read_size(left: int) -> int:
-    """How much one read may ask for: never ``read(-1)`` or ``read(0)`` (``-1`` reads to the
-    end, whatever the stream's limit: a replica could make the gateway hold its whole
-    stream)."""
-    size = min(left, _CHUNK)
-    if size <= 0:
-        raise ReplicaFailed("the replica's body framing is invalid")
-    return size
-
-
-async def _read_body(reader: asyncio.StreamReader, answer: _Answer) -> AsyncIterator[bytes]:
-    """The answer's body as it arrives (a chunked one decoded), each read within
-    :data:`STALL_S`."""
-    if answer.bodiless:
-        return
-    if answer.chunked:
-        while True:
-            line = await asyncio.wait_for(reader.readuntil(b"\r\n"), STALL_S)
-            size_text = line[:-2].split(b";", 1)[0].rstrip(b" \t")
-            if not _CHUNK_SIZE.fullmatch(size_text):
-                # 1*HEXDIG (RFC 9112): int(x, 16) would take "-1", "+1", "0x1", "1_0"
-                raise ReplicaFailed("the replica's chunk size is invalid")
-            size = int(size_text, 16)
-            if size == 0:
-                for _ in range(MAX_RESPONSE_HEADERS + 1):  # trailers, dropped
-                    if await asyncio.wait_for(reader.readuntil(b"\r\n"), STALL_S) == b"\r\n":
-                        return
-                raise ReplicaFailed("the replica sent too many trailers")
-            while size > 0:
-                chunk = await asyncio.wait_for(reader.read(_read_size(size)), STALL_S)
-                if not chunk:
-                    raise asyncio.IncompleteReadError(b"", size)
-                size -= len(chunk)
-                yield chunk
-            if await asyncio.wait_for(reader.readexactly(2), STALL_S) != b"\r\n":
-                raise ReplicaFailed("the replica's chunk is not terminated")
-    elif answer.length is not None:
-        left = answer.length
-        while left > 0:
-            chunk = await asyncio.wait_for(reader.read(_read_size(left)), STALL_S)
-            if not chunk:
-                raise asyncio.IncompleteReadError(b"", left)
-            left -= len(chunk)
-            yield chunk
-    else:
-        while chunk := await asyncio.wait_for(reader.read(_CHUNK), STALL_S):
-            yield chunk
 
 
 SERVING_PROXY = web.AppKey("kh_serving_proxy", ServingProxy)
