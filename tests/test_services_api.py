@@ -345,6 +345,11 @@ def test_graphql_answers_the_clients_fields(lab: Lab) -> None:
         ({"config": {"model_mount_destination": "/home/work/.bashrc"}}, "model_mount_destination"),
         ({"config": {"model_version": "latest"}}, "model_version"),
         ({"config": {"environ": {"BACKENDAI_X": "1"}}}, "config.environ"),
+        ({"config": {"environ": {f"V{i}": "1" for i in range(65)}}}, "config.environ"),
+        (  # with the definition's MODEL_NAME: 65 (review S15)
+            {"config": {"environ": {f"V{i}": "1" for i in range(64)}}},
+            "config.environ",
+        ),
         ({"config": {"resource_opts": {"gpu_mode": 1}}}, "resource_opts"),
         ({"config": {"bogus": 1}}, "config.bogus"),
     ],
@@ -369,7 +374,9 @@ def test_a_folder_that_is_not_a_model_folder_is_refused(lab: Lab) -> None:
     assert status == 400 and "usage mode 'model'" in body["msg"], body
 
 
-@pytest.mark.parametrize("kind", ["missing", "symlink", "huge", "invalid", "fifo"])
+@pytest.mark.parametrize(
+    "kind", ["missing", "symlink", "huge", "invalid", "fifo", "reserved-env", "multiline-env"]
+)
 def test_a_bad_model_definition_is_refused_naming_the_file(lab: Lab, kind: str) -> None:
     name = f"bad{kind}"
     path = lab.folder(lab.bob, name)
@@ -385,13 +392,19 @@ def test_a_bad_model_definition_is_refused_naming_the_file(lab: Lab, kind: str) 
         definition.write_text("models: [{service: {port: 'eighty'}}]\n")
     elif kind == "fifo":
         os.mkfifo(definition)
+    elif kind == "reserved-env":  # review S13: once a 200, then no replica ever created
+        definition.write_text(DEFINITION + "      KERNELHUB_RUNNER_SOCKET: /tmp/x\n")
+    elif kind == "multiline-env":
+        definition.write_text(DEFINITION + '      A: "x\\ny"\n')
     status, body = lab.bob.rest("POST", "/services", _create_body(name))
     assert status == 400, body
     assert "model-definition" in body["msg"], body
     if kind == "symlink":
         assert "links are not followed" in body["msg"], body
     if kind == "huge":
-        assert "larger than 64 KiB" in body["msg"], body
+        assert "larger than 16 KiB" in body["msg"], body
+    if kind.endswith("-env"):
+        assert "model-definition.yaml's environ" in body["msg"], body
 
 
 def test_another_tenants_model_folder_reads_as_a_missing_one(lab: Lab) -> None:

@@ -9,6 +9,7 @@ import base64
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -116,3 +117,29 @@ def test_lifetimes_out_of_bounds_are_refused_naming_the_field(
 ) -> None:
     with pytest.raises(InvalidAPIParameters, match=field):
         token_expiry(duration, valid_until, NOW)
+
+
+@pytest.mark.parametrize(
+    "bend",
+    [
+        lambda t: t + "!!",
+        lambda t: t + "==",
+        lambda t: t[:-20] + "***" + t[-20:],
+        lambda t: t.replace(".", ".=", 1),
+        lambda t: " " + t,
+        lambda t: t[:10] + "\n" + t[10:],
+        lambda t: t.replace("-", "+").replace("_", "/"),
+    ],
+)
+def test_a_token_has_exactly_one_spelling(bend: Any) -> None:
+    """Review S11: the lenient base64 decoder verified a genuine token with junk appended or
+    inserted, so one token had many strings (a deny-list or log keyed on it was bypassed)."""
+    endpoint = uuid.uuid4()
+    tokens = EndpointTokens(KEY)
+    token = tokens.sign(endpoint, uuid.uuid4(), NOW + timedelta(days=1))
+    assert tokens.verify(token, endpoint, now=NOW.timestamp())
+    bent = bend(token)
+    if bent == token:  # no '-' or '_' in this token to swap
+        return
+    with pytest.raises(InvalidEndpointToken):
+        tokens.verify(bent, endpoint, now=NOW.timestamp())

@@ -30,15 +30,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from events.catalogue.endpoint import ModelService
+from events.catalogue.endpoint import MAX_ENDPOINT_ENV, ModelService
 
 from .errors import InvalidAPIParameters
+from .session import check_environ
 
 __all__ = ["DEFINITION_NAMES", "MAX_DEFINITION_BYTES", "parse_model_definition"]
 
 DEFINITION_NAMES = ("model-definition.yaml", "model-definition.yml", "model-definition.json")
 """Where a definition is looked for, in this order, at the top of the model folder."""
-MAX_DEFINITION_BYTES = 64 * 2**10
+MAX_DEFINITION_BYTES = 16 * 2**10
+"""A definition is a few hundred bytes; parsing even 64 KiB of pure-Python YAML took ~0.7 s
+(review S7)."""
 
 
 class InvalidModelDefinition(InvalidAPIParameters):
@@ -50,7 +53,9 @@ def _load(text: str, name: str) -> Any:
         return json.loads(text)
     import yaml
 
-    return yaml.safe_load(text)
+    # libyaml's safe loader where it is there (many times faster); the same safe constructors
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(text, Loader=loader)
 
 
 def _first_model(document: Any) -> dict[str, Any]:
@@ -71,6 +76,23 @@ def _command(value: Any) -> list[str]:
     if isinstance(value, list) and all(isinstance(part, str) for part in value):
         return list(value)
     raise InvalidModelDefinition("the model's start_command is a string or a list of strings")
+
+
+def _environ(environ: dict[str, str], name: str) -> dict[str, str]:
+    """The definition's environ as a replica can be given it: the same check as a session's
+    ``config.environ`` (names, reserved prefixes, one-line values) and at most
+    :data:`MAX_ENDPOINT_ENV` variables, refused here (a 400 naming the file's key) rather
+    than by every replica's creation later, where nobody sees it (review S13)."""
+    if len(environ) > MAX_ENDPOINT_ENV:
+        raise InvalidModelDefinition(
+            f"{name}'s environ: at most {MAX_ENDPOINT_ENV} variables ({len(environ)} given)"
+        )
+    try:
+        check_environ(environ)
+    except InvalidAPIParameters as exc:
+        detail = exc.msg.removeprefix("config.environ: ")
+        raise InvalidModelDefinition(f"{name}'s environ: {detail}") from None
+    return environ
 
 
 def parse_model_definition(raw: bytes, name: str = "model-definition.yaml") -> ModelService:
@@ -114,7 +136,7 @@ def parse_model_definition(raw: bytes, name: str = "model-definition.yaml") -> M
             isinstance(k, plain) and isinstance(v, plain) for k, v in environ.items()
         ):  # never str() a nested value: YAML aliases make those exponentially large
             raise InvalidModelDefinition("the model's environ maps names to plain values")
-        fields["environ"] = {str(k): str(v) for k, v in environ.items()}
+        fields["environ"] = _environ({str(k): str(v) for k, v in environ.items()}, name)
     try:
         return ModelService.model_validate(fields, strict=False)
     except ValidationError as exc:

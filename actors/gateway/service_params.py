@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, StrictInt, field_validator
 
-from events.catalogue.endpoint import MAX_CLUSTER_SIZE, MAX_REPLICAS
+from events.catalogue.endpoint import MAX_CLUSTER_SIZE, MAX_ENDPOINT_ENV, MAX_REPLICAS
 
-from .params import MAX_ENV, EnvValue, Name, Options, Path, Script, Tag, Url, _Strict
+from .params import EnvValue, Name, Options, Path, Script, Tag, Url, _Strict
 
 __all__ = [
     "UNHONOURED",
@@ -36,7 +36,9 @@ class ServiceConfig(_Strict):
     """23.3.5 keeps it as an int; the client sends its ``--model-version`` text (or null)."""
     model_mount_destination: Path | None = None
     """Where the model folder is mounted in each replica (``/models`` when null)."""
-    environ: dict[Name, EnvValue] | None = Field(default=None, max_length=MAX_ENV)
+    environ: dict[Name, EnvValue] | None = Field(default=None, max_length=MAX_ENDPOINT_ENV)
+    """At most what an endpoint keeps (64; a session takes 128): more was a 500 (review
+    S15)."""
     scaling_group: Name | None = None
     resources: dict[str, Any] | None = None
     """Bounded slot by slot by :func:`actors.domain.bounds.requested_slots`."""

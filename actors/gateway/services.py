@@ -34,6 +34,7 @@ from events.catalogue import (
     EndpointTokenIssued,
     EndpointTrafficRatioChanged,
 )
+from events.catalogue.endpoint import MAX_ENDPOINT_ENV
 from projections.endpoint_queries import EndpointLookups
 
 from ..domain.endpoints import check_name
@@ -160,6 +161,11 @@ async def create(request: web.Request) -> web.Response:
         ctx, await _owner_caller(ctx, caller, access_key), config.model, project_id
     )
     service = await model_service(folder)
+    if len({**service.environ, **environ}) > MAX_ENDPOINT_ENV:
+        raise InvalidAPIParameters(
+            f"config.environ: with the model definition's environ, more than "
+            f"{MAX_ENDPOINT_ENV} variables (each replica is given both)"
+        )
     requested = await _slots(ctx, config.resources, image, resource_opts["shmem"])
     check_shmem(resource_opts["shmem"], requested.get("mem", Decimal(0)))
     policy = await ctx.lookups.policy(str(owner.get("resource_policy") or "default")) or {}

@@ -246,16 +246,23 @@ async def model_service(folder: Folder) -> ModelService:
     if folder.host_path is None:
         raise InvalidAPIParameters("config.model: this installation serves no folders")
     try:
-        found = await asyncio.to_thread(_read_definition, folder.host_path)
+        # read and parsed in one thread: parsing the tenant's text must not hold the
+        # gateway's event loop (review S7)
+        return await asyncio.to_thread(_definition, folder.host_path, folder.name)
     except VFolderOperationFailed:
         raise
     except OSError as exc:
         raise InternalServerError(
             f"the model folder could not be read: {os.strerror(exc.errno or 0)}"
         ) from None
+
+
+def _definition(path: Path, folder_name: str) -> ModelService:
+    """The folder's definition, read and parsed (blocking: run in a thread)."""
+    found = _read_definition(path)
     if found is None:
         raise InvalidModelDefinition(
-            f"the model folder {folder.name!r} has no model definition at its top "
+            f"the model folder {folder_name!r} has no model definition at its top "
             f"({', '.join(DEFINITION_NAMES)})"
         )
     name, raw = found

@@ -20,6 +20,7 @@ import binascii
 import hashlib
 import hmac
 import math
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,9 @@ MAX_TOKEN = 512
 MAX_TOKEN_LIFETIME = timedelta(days=365)
 """The longest a token may live: a leaked token stops working within a year at worst."""
 MIN_TOKEN_LIFETIME = timedelta(seconds=1)
+_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,400}\.[A-Za-z0-9_-]{43}")
+"""base64url without padding: the claims, a dot, the 32-byte HMAC-SHA256."""
+_CLAIMS = re.compile(r"[0-9a-f]{32}\|[0-9a-f]{32}\|[0-9]{1,12}")
 
 
 class InvalidEndpointToken(Exception):
@@ -116,17 +120,19 @@ class EndpointTokens:
         :class:`InvalidEndpointToken`."""
         if not token or len(token) > MAX_TOKEN:
             raise InvalidEndpointToken("missing or too long")
-        body, dot, mac = token.partition(".")
-        if not dot or not body or not mac:
+        if not _SHAPE.fullmatch(token):
+            # the exact shape first: base64's lenient decoder would take a genuine token
+            # with "!!", "==" or junk inside as the same token (review S11)
             raise InvalidEndpointToken("malformed")
-        try:
-            given = _unb64(mac)
-        except (binascii.Error, ValueError):
-            raise InvalidEndpointToken("malformed") from None
-        if not hmac.compare_digest(given, self._mac(body)):
+        body, _, mac = token.partition(".")
+        # compared on the canonical text: one token has exactly one spelling
+        if not hmac.compare_digest(mac.encode(), _b64(self._mac(body)).encode()):
             raise InvalidEndpointToken("the signature does not match")
         try:
-            endpoint_hex, token_hex, expiry = _unb64(body).decode().split("|")
+            claims_text = _unb64(body).decode()
+            if _b64(claims_text.encode()) != body or not _CLAIMS.fullmatch(claims_text):
+                raise ValueError(claims_text)
+            endpoint_hex, token_hex, expiry = claims_text.split("|")
             claims = TokenClaims(uuid.UUID(hex=endpoint_hex), uuid.UUID(hex=token_hex), int(expiry))
         except (binascii.Error, ValueError):
             raise InvalidEndpointToken("the claims are malformed") from None
