@@ -15,6 +15,7 @@ time), and an endpoint without a model service starting nothing."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 import subprocess
@@ -742,6 +743,40 @@ async def test_a_hostile_tenants_endpoints_cost_a_bounded_number_of_sessions(
         routes, enqueued = await lab.sessions_of(spec.endpoint_id)
         assert len(routes) == 1 and routes[0] not in enqueued, what
         await lab.command(EndpointDestroying(endpoint_id=spec.endpoint_id))
+
+    # S18: a definition asking probes every 0.2 s of a model that never answers 2xx: probed
+    # at most every 0.5 s, the service started again at most every 5 s (unfixed: a probe
+    # and a start_service call every 0.2 s)
+    fast = DEFINITION.replace("interval: 0.5", "interval: 0.2")
+    fast = fast.replace("initial_delay: 30", "initial_delay: 60")
+    sick = lab.endpoint(model, "sick-fast", 1).model_copy(
+        update={
+            "service": parse_model_definition(fast.encode(), "model-definition.yaml"),
+            "environ": {"MODEL_SICK": "1"},
+        }
+    )
+    assert sick.service is not None and sick.service.health_check_interval_s == 0.2
+    await lab.command(sick)
+    report = await lab.until(
+        sick.endpoint_id,
+        lambda r: any(len(x["probes"]) >= 10 for x in r["routes"].values()),
+        90,
+        "ten probes",
+    )
+    (route,) = report["routes"].values()
+    times = [p["at"] for p in route["probes"]]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 0.45, gaps
+    assert all(p["status"] == 503 for p in route["probes"][-3:]), route["probes"]
+    spent = times[-1] - times[0]
+    assert 1 <= route["service_starts"] <= 2 + spent / 5, (route["service_starts"], spent)
+    await lab.command(EndpointDestroying(endpoint_id=sick.endpoint_id))
+
+    async def sick_gone() -> bool:
+        events = await lab.store.read_stream(stream_of(sick.endpoint_id))
+        return any(e.type == "endpoint_destroyed" for e in events)
+
+    await eventually(sick_gone, timeout=60, interval=0.5, message="sick-fast destroyed")
 
     # S3: replicas are sessions under the keypair's open-session cap (3 here): 5 wanted,
     # 3 created, the other 2 refused and shown (unfixed: 5)

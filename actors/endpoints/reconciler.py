@@ -170,6 +170,8 @@ class _Watch:
     running_since: float | None = None
     """When its session was first seen RUNNING (monotonic)."""
     service_started: bool = False
+    service_starts: int = 0
+    """``start_service`` calls made for it (the report shows them)."""
     failures: int = 0
     """Probes failed in a row."""
     probes: deque[Probe] = field(default_factory=lambda: deque(maxlen=PROBES_KEPT))
@@ -316,6 +318,7 @@ class Reconciler:
                 "session_status": session.status.name if session is not None else None,
                 "failures_in_a_row": watch.failures,
                 "service_started": watch.service_started,
+                "service_starts": watch.service_starts,
                 "service_error": watch.service_error,
                 "create_error": watch.create_error,
                 "probes": [p.to_json() for p in watch.probes],
@@ -451,6 +454,7 @@ class Reconciler:
             now = self.clock()
             if (not watch.service_started or watch.failures) and now >= watch.next_start_at:
                 watch.next_start_at = now + START_SERVICE_EVERY_S
+                watch.service_starts += 1
                 result = await self.router.execution.call(
                     route.session_id, "start_service", *start_model_service(endpoint.spec, service)
                 )
