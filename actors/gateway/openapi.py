@@ -26,6 +26,7 @@ from .folder_params import (
 )
 from .login import AuthorizeParams, UpdatePasswordParams
 from .params import CreateParams, ExecuteParams
+from .service_params import ScaleService, ServiceCreate, TokenRequest, TrafficRatio
 
 __all__ = ["openapi_document"]
 
@@ -176,6 +177,59 @@ def _folder_paths() -> dict[str, Any]:
     }
 
 
+_SERVICE = {
+    "name": "service_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+    "description": "An endpoint's id (another tenant's answers as a made-up one: 404)",
+}
+_ROUTE = {
+    "name": "route_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+}
+
+
+def _services_paths() -> dict[str, Any]:
+    """The model-serving routes (:mod:`.services`). The inference proxy itself
+    (``/serving/{endpoint_id}/...``, any method, an endpoint token instead of the signature)
+    forwards whatever the tenant's model answers, so it is no part of this document."""
+    one, both = [_SERVICE], [_SERVICE, _ROUTE]
+    success = _json_object("{success: true}")
+    return {
+        "/services": {
+            "post": _op(
+                "Create an inference endpoint (replicas of a model folder)",
+                body=_body(ServiceCreate),
+            ),
+            "get": _op("The caller's own live endpoints", params=_query("name")),
+        },
+        "/services/{service_id}": {
+            "get": _op("An endpoint and its routes", params=one),
+            "delete": _op("Remove an endpoint (its replicas drained)", params=one, answer=success),
+        },
+        "/services/{service_id}/scale": {
+            "post": _op("Change the number of replicas", params=one, body=_body(ScaleService))
+        },
+        "/services/{service_id}/sync": {
+            "post": _op("Probe and reconcile the endpoint now", params=one, answer=success)
+        },
+        "/services/{service_id}/token": {
+            "post": _op(
+                "A token for a private endpoint (duration or valid_until)",
+                params=one,
+                body=_body(TokenRequest),
+            )
+        },
+        "/services/{service_id}/routings/{route_id}": {
+            "put": _op("A route's traffic ratio", params=both, body=_body(TrafficRatio)),
+            "delete": _op("Scale down by this route (drained)", params=both, answer=success),
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     one = [_REF, _OWNER]
     no_content = {"description": "Done"}
@@ -286,6 +340,7 @@ def openapi_document() -> dict[str, Any]:
         },
     }
     paths.update(_folder_paths())
+    paths.update(_services_paths())
     return {
         "openapi": "3.0.3",
         "info": {"title": "kernelhub gateway (Backend.AI API)", "version": API_VERSION},
