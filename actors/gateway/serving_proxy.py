@@ -94,7 +94,7 @@ TUNNEL_TTL_S = 30.0
 IDLE_S = 30.0
 """How long an unused kept-alive connection to a replica is kept."""
 MAX_IDLE_PER_ROUTE = 64
-MAX_IN_FLIGHT_PER_ENDPOINT = 512
+MAX_IN_FLIGHT_PER_ENDPOINT = 128
 """Requests one endpoint may have under way at once; more answer 503 (one endpoint's
 callers cannot take every connection the gateway has)."""
 MAX_IN_FLIGHT = 256
@@ -315,10 +315,12 @@ class ServingProxy:
         self._tunnels[session_id] = (now + TUNNEL_TTL_S, target)
         return target
 
-    async def _connect(self, route: dict[str, Any], port: int) -> tuple[_Conn, bool]:
-        """A connection to the route's replica: a kept-alive one, else a new tunnel. A new
-        one that fails raises :class:`_Unsent`."""
-        conn = self.pool.take(str(route["route_id"]))
+    async def _connect(
+        self, route: dict[str, Any], port: int, *, fresh: bool = False
+    ) -> tuple[_Conn, bool]:
+        """A connection to the route's replica: a kept-alive one (unless ``fresh``), else a
+        new tunnel. A new one that fails raises :class:`_Unsent`."""
+        conn = None if fresh else self.pool.take(str(route["route_id"]))
         if conn is not None:
             return conn, True
         session_id = str(route["session_id"])
@@ -460,7 +462,9 @@ class ServingProxy:
                 raise NoHealthyReplica()
             route_id = str(route["route_id"])
             try:
-                conn, reused = await self._connect(route, port)
+                # a body that cannot be sent twice never rides a kept-alive connection the
+                # replica may have closed meanwhile: a new tunnel fails before sending
+                conn, reused = await self._connect(route, port, fresh=not upload.replayable)
             except _Unsent as exc:
                 last = exc
                 avoid.add(route_id)
