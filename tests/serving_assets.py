@@ -12,7 +12,7 @@ from __future__ import annotations
 
 MODEL_PORT = 8000
 
-MODEL_SERVER = '''\
+MODEL_SERVER = """\
 import json, os, socket, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -55,11 +55,15 @@ class Handler(BaseHTTPRequestHandler):
 
 port = int(sys.argv[1]) if len(sys.argv) > 1 else 8000
 ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
-'''
+"""
 
 
 def model_definition(
-    *, port: int = MODEL_PORT, interval: float = 0.5, max_retries: int = 2, initial_delay: float = 30
+    *,
+    port: int = MODEL_PORT,
+    interval: float = 0.5,
+    max_retries: int = 2,
+    initial_delay: float = 30,
 ) -> str:
     """The definition of :data:`MODEL_SERVER` served from ``/models`` (fast probes for tests)."""
     return (
