@@ -98,9 +98,11 @@ def _for_annotation(annotation: Any) -> st.SearchStrategy[Any]:
             st.sampled_from(["cpu", "mem", "cuda.device"]), _for_annotation(args[1])
         )
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return st.fixed_dictionaries(
-            {n: _for_field(i) for n, i in annotation.model_fields.items()}
-        ).map(lambda values: annotation(**values))
+        return (
+            st.fixed_dictionaries({n: _for_field(i) for n, i in annotation.model_fields.items()})
+            .filter(_accepted_by(annotation))  # a nested model's own bounds (ModelService)
+            .map(lambda values: annotation(**values))
+        )
     if annotation is bool:
         return st.booleans()
     if annotation is float:
