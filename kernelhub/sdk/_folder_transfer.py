@@ -34,6 +34,14 @@ MAX_RETRIES = 5
 _TUS = {"Tus-Resumable": "1.0.0"}
 
 
+class _OffsetMoved(Exception):
+    """A PATCH refused because the upload is further than this client thought."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__("the upload's offset moved")
+        self.response = response
+
+
 def _raise_for(response: httpx.Response) -> None:
     if response.status_code >= 400:
         raise api_error(response.status_code, response.content)
@@ -73,11 +81,17 @@ async def upload_file(
             response = await http.patch(
                 url, params={"token": token}, content=chunk, headers=headers
             )
+            if response.status_code == 409 and failures:
+                # after a break the server may still have been writing the cut PATCH when
+                # HEAD answered: the offset it names now is the one to go on from
+                raise _OffsetMoved(response)
             _raise_for(response)
             offset = int(response.headers.get("Upload-Offset", offset + len(chunk)))
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, _OffsetMoved) as exc:
             failures += 1
             if failures > MAX_RETRIES:
+                if isinstance(exc, _OffsetMoved):
+                    _raise_for(exc.response)
                 raise ConnectionFailed(f"uploading {source.name} broke: {exc}") from None
             head = await http.head(url, params={"token": token}, headers=_TUS)
             _raise_for(head)
