@@ -22,20 +22,18 @@ problem's own error, as every SDK call does.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ._blocking import BlockingTwin
 from .errors import InvalidRequest, NotFound
 
 if TYPE_CHECKING:
     from .aio import AsyncClient
-    from .sync import Client
 
 __all__ = ["JSON_FIELDS", "Admin", "AdminPage", "AsyncAdmin", "decode_record"]
 
@@ -929,26 +927,9 @@ def _association(name: str, kind: str, target: str, *, dissociate: bool) -> tupl
     raise ValueError(f"a scaling group is associated with one of {', '.join(ASSOCIATION_KINDS)}")
 
 
-class Admin:
+class Admin(BlockingTwin):
     """The blocking twin of :class:`AsyncAdmin` over a :class:`~kernelhub.sdk.sync.Client`:
     every ``AsyncAdmin`` method, run on the client's event loop. Delegated rather than
     written twice, so the two cannot drift (as :mod:`kernelhub.sdk.sync` does for sessions)."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self._async = AsyncAdmin(client._async)
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self._async, name)
-        if name.startswith("_") or not inspect.iscoroutinefunction(method):
-            raise AttributeError(name)
-
-        @functools.wraps(method)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return self.client._call(method, *args, **kwargs)
-
-        return call
-
-    def __dir__(self) -> list[str]:
-        public = [n for n in dir(AsyncAdmin) if not n.startswith("_")]
-        return sorted({*super().__dir__(), *public})
+    async_class = AsyncAdmin

@@ -25,22 +25,20 @@ token (``Authorization: BackendAI <token>``), never a keypair.
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
+from ._blocking import BlockingTwin
 from ._wire import CORRELATION_HEADER
 from .errors import ClientError, ConnectionFailed, NotFound, PendingTimeout, api_error
 
 if TYPE_CHECKING:
     from .aio import AsyncClient
-    from .sync import Client
 
 __all__ = [
     "AsyncServices",
@@ -423,25 +421,8 @@ def _checked(response: httpx.Response, raise_refusal: bool) -> httpx.Response:
     return response
 
 
-class Services:
+class Services(BlockingTwin):
     """The blocking twin of :class:`AsyncServices` over a :class:`~kernelhub.sdk.sync.Client`
     (each method run on the client's event loop; delegated, so the two cannot drift)."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self._async = AsyncServices(client._async)
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self._async, name)
-        if name.startswith("_") or not inspect.iscoroutinefunction(method):
-            raise AttributeError(name)
-
-        @functools.wraps(method)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return self.client._call(method, *args, **kwargs)
-
-        return call
-
-    def __dir__(self) -> list[str]:
-        public = [n for n in dir(AsyncServices) if not n.startswith("_")]
-        return sorted({*super().__dir__(), *public})
+    async_class = AsyncServices

@@ -18,22 +18,20 @@ ranged ``GET``), resuming after a broken connection (:mod:`._folder_transfer`).
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 import httpx
 
+from ._blocking import BlockingTwin
 from ._folder_transfer import CHUNK_SIZE, Progress, download_file, upload_file
 from .errors import ClientError
 
 if TYPE_CHECKING:
     from .aio import AsyncClient
-    from .sync import Client
 
 __all__ = ["AsyncVFolders", "VFolders"]
 
@@ -295,25 +293,8 @@ class AsyncVFolders:
         return written
 
 
-class VFolders:
+class VFolders(BlockingTwin):
     """The blocking twin of :class:`AsyncVFolders` over a :class:`~kernelhub.sdk.sync.Client`
     (each method run on the client's event loop; delegated, so the two cannot drift)."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self._async = AsyncVFolders(client._async)
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self._async, name)
-        if name.startswith("_") or not inspect.iscoroutinefunction(method):
-            raise AttributeError(name)
-
-        @functools.wraps(method)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return self.client._call(method, *args, **kwargs)
-
-        return call
-
-    def __dir__(self) -> Names:
-        public = [n for n in dir(AsyncVFolders) if not n.startswith("_")]
-        return sorted({*super().__dir__(), *public})
+    async_class = AsyncVFolders
