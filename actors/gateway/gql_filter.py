@@ -61,6 +61,7 @@ __all__ = [
     "legacy_order",
     "like",
     "like_wildcards",
+    "moment_of",
     "parse_filter",
     "parse_order",
     "select",
@@ -181,7 +182,9 @@ Row = Mapping[str, Any]
 
 
 # ---- the rows ------------------------------------------------------------------------------
-def _time(value: Any) -> datetime | None:
+def moment_of(value: Any) -> datetime | None:
+    """A record's ISO time as an aware datetime (a time without a zone is UTC); ``None``
+    for none or for text that is no time: what filters and orders compare."""
     if not value:
         return None
     try:
@@ -223,10 +226,10 @@ def session_row(
         "status": record.get("status"),
         "status_info": record.get("status_info") or None,
         "result": str(record.get("result") or "undefined").upper(),
-        "created_at": _time(record.get("created_at")),
-        "terminated_at": _time(record.get("terminated_at")),
-        "starts_at": _time(record.get("starts_at")),
-        "scheduled_at": _time((record.get("status_history") or {}).get("SCHEDULED")),
+        "created_at": moment_of(record.get("created_at")),
+        "terminated_at": moment_of(record.get("terminated_at")),
+        "starts_at": moment_of(record.get("starts_at")),
+        "scheduled_at": moment_of((record.get("status_history") or {}).get("SCHEDULED")),
         "startup_command": record.get("startup_command"),
     }
 
@@ -462,7 +465,7 @@ def _scalar(
                 return candidate
         raise refuse(f"expected one of {', '.join(field.names)} or their lower-case names")
     if field.kind == "time":
-        moment = _time(value) if isinstance(value, str) else None
+        moment = moment_of(value) if isinstance(value, str) else None
         if moment is None:
             raise refuse("expected an ISO 8601 time")
         return moment

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from projections.endpoint_queries import EndpointLookups
 
-from ..gql_filter import FieldSpec, parse_filter, parse_order, select
+from ..gql_filter import FieldSpec, moment_of, parse_filter, parse_order, select
 from ..serving_access import may_act_on, service_endpoint
 from .base import AdminArea, AdminCall, Resolvers, check_page
 from .people_views import parse_uuid
@@ -76,16 +75,6 @@ ENDPOINT_FIELDS: Mapping[str, FieldSpec] = {
     "created_at": FieldSpec("time"),
 }
 """What ``endpoint_list``'s ``filter`` and ``order`` may name."""
-
-
-def _moment(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _routings(record: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -147,7 +136,7 @@ def endpoint_view(record: Mapping[str, Any], url: str) -> dict[str, Any]:
 def _row(view: Mapping[str, Any]) -> dict[str, Any]:
     row = {name: view.get(name) for name in ENDPOINT_FIELDS}
     row["open_to_public"] = "true" if view.get("open_to_public") else "false"
-    row["created_at"] = _moment(view.get("created_at"))
+    row["created_at"] = moment_of(view.get("created_at"))
     return row
 
 

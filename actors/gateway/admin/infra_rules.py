@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ...domain.errors import GenericBadRequest, InvalidAPIParameters
 from ...domain.scheduling.plugins import make_plugin
 from ...domain.session import parse_duration
-from ..gql_filter import FieldSpec
+from ..gql_filter import FieldSpec, moment_of
 from ..scope import Viewer, creation_refusal
 
 __all__ = [
@@ -413,22 +412,12 @@ def node_live_stat(
     return {"node": node, "devices": per_device}
 
 
-def _moment(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def agent_row(record: Mapping[str, Any]) -> dict[str, Any]:
     """An agent's :data:`AGENT_FIELDS`, typed for the filter and the order to compare."""
     row: dict[str, Any] = {name: record.get(name) for name in AGENT_FIELDS}
     for name, spec in AGENT_FIELDS.items():
         if spec.kind == "time":
-            row[name] = _moment(record.get(name))
+            row[name] = moment_of(record.get(name))
     return row
 
 

@@ -23,13 +23,19 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from ...domain.commands.tenancy import DeleteKeypair, IssueKeypair, UpdateKeypair
 from ...domain.errors import GenericBadRequest, ObjectNotFound
 from ..context import LIVE
-from ..gql_filter import FieldSpec, QueryLanguageError, parse_filter, parse_order, select
+from ..gql_filter import (
+    FieldSpec,
+    QueryLanguageError,
+    moment_of,
+    parse_filter,
+    parse_order,
+    select,
+)
 from .base import AdminArea, AdminCall, Resolvers, check_page
 from .keys_rules import (
     DEFAULT_POLICY,
@@ -103,16 +109,6 @@ with ``== true``/``== false`` (``is true`` is refused: the filter's ``is`` is id
 _IS_ON_FLAG = re.compile(r"\b(?:is_active|is_admin)\s+(?:is|isnot)\b")
 
 
-def _moment(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def filter_row(record: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
     """The columns of :data:`FILTER_COLUMNS` for one keypair and its owner."""
     return {
@@ -123,9 +119,9 @@ def filter_row(record: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
         "is_active": "TRUE" if record.get("is_active", True) else "FALSE",
         "is_admin": "TRUE" if record.get("is_admin") else "FALSE",
         "resource_policy": record.get("resource_policy"),
-        "created_at": _moment(record.get("created_at")),
-        "modified_at": _moment(record.get("modified_at")),
-        "last_used": _moment(record.get("last_used")),
+        "created_at": moment_of(record.get("created_at")),
+        "modified_at": moment_of(record.get("modified_at")),
+        "last_used": moment_of(record.get("last_used")),
         "rate_limit": record.get("rate_limit"),
         "num_queries": record.get("num_queries", 0),
     }

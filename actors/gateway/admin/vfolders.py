@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from projections.vfolder_queries import VFolderLookups
@@ -27,7 +26,7 @@ from projections.vfolder_queries import VFolderLookups
 from ...domain.errors import InvalidAPIParameters
 from ..folder_listing import folders_in_scope
 from ..folder_views import mine
-from ..gql_filter import FieldSpec, parse_filter, parse_order, select
+from ..gql_filter import FieldSpec, moment_of, parse_filter, parse_order, select
 from .base import AdminArea, AdminCall, Resolvers, check_page
 
 __all__ = ["AREA", "VFOLDER_FIELDS"]
@@ -76,16 +75,6 @@ VFOLDER_FIELDS: Mapping[str, FieldSpec] = {
 """What ``vfolder_list``'s ``filter`` and ``order`` may name."""
 
 
-def _moment(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _uid(value: Any) -> str | None:
     return None if value in (None, "") else str(uuid.UUID(str(value)))
 
@@ -128,8 +117,8 @@ def _row(view: Mapping[str, Any]) -> dict[str, Any]:
     row["permission"] = _PERMISSIONS.get(str(view.get("permission")), "READ_WRITE")
     row["ownership_type"] = str(view.get("ownership_type") or "").upper()
     row["status"] = _STATUSES.get(str(view.get("status")), str(view.get("status")).upper())
-    row["created_at"] = _moment(view.get("created_at"))
-    row["last_used"] = _moment(view.get("last_used"))
+    row["created_at"] = moment_of(view.get("created_at"))
+    row["last_used"] = moment_of(view.get("last_used"))
     row["cloneable"] = "true" if view.get("cloneable") else "false"
     return row
 
