@@ -113,6 +113,13 @@ class EmbeddedRedis:
         return self.data_dir / "redis.log"
 
     @property
+    def pid_path(self) -> Path:
+        """Written by redis-server itself once it runs, removed when it stops cleanly: how
+        ``kh status`` and ``kh down`` find the current server (its pid changes on each
+        supervised restart)."""
+        return self.data_dir / "redis.pid"
+
+    @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
@@ -143,6 +150,10 @@ class EmbeddedRedis:
             "notice",
             "--logfile",
             str(self.log_path),
+            "--pidfile",
+            str(self.pid_path),
+            "--aof-load-truncated",
+            "yes",
         ]
         if self.port is None:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
