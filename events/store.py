@@ -38,6 +38,7 @@ from .install import FollowerPositions, InstallFacts
 from .keys import DEFAULT_PREFIX, KeySpace
 from .ratelimit import RequestCounter
 from .readmodels import ReadModelStorage
+from .server import ServerMark
 from .subscription import Subscription
 from .telemetry import Clock, IdleActivity, Telemetry
 
@@ -60,6 +61,12 @@ NO_STREAM = 0
 """Expected version of a stream that has no events yet."""
 
 _READ_PAGE = 1000
+SOCKET_TIMEOUT_S = 5.0
+"""How long one command may wait for Redis's answer before it fails with ``TimeoutError``
+(a stopped server, SIGSTOP, never answers: without a bound every caller would hang; the
+gateway answers 503 instead). Longer than any ``XREAD BLOCK`` here (at most 1 s)."""
+CONNECT_TIMEOUT_S = 2.0
+"""How long connecting may take (a server whose backlog is full never accepts)."""
 
 
 class Durability(enum.StrEnum):
@@ -139,9 +146,17 @@ class RedisEventStore:
 
         Connections come from a blocking pool: a burst of concurrent commands waits for a
         free connection instead of failing (blocking reads each hold one while they wait).
+        After Redis restarts, the pool checks each connection it hands out and connects
+        again when the old one was closed under it, so the next command after an outage
+        reaches the new server; every command is bounded (:data:`SOCKET_TIMEOUT_S`).
         """
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, decode_responses=False, max_connections=max_connections, timeout=30
+            url,
+            decode_responses=False,
+            max_connections=max_connections,
+            timeout=30,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
         )
         return cls(aioredis.Redis(connection_pool=pool), **kwargs)
 
@@ -166,6 +181,18 @@ class RedisEventStore:
     async def server_info(self) -> dict[str, Any]:
         """Redis's ``INFO`` (version, memory, ...), for operators."""
         return dict(await self.redis.info())
+
+    async def server_mark(self) -> ServerMark:
+        """The Redis process serving the log and the log's head there, in one round trip
+        (see :func:`events.server.needs_reload`)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.info("server")
+        pipe.xinfo_stream(self.keys.log)
+        info, stream = await pipe.execute(raise_on_error=False)
+        if isinstance(info, Exception):
+            raise info
+        head = "0-0" if isinstance(stream, Exception) else _s(stream["last-generated-id"])
+        return ServerMark(run_id=_s(info["run_id"]), head=head)
 
     async def appendfsync(self) -> str | None:
         """When an acknowledged append is on disk (``everysec``/``always``)."""

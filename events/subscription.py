@@ -26,6 +26,7 @@ __all__ = ["Subscription"]
 log = structlog.get_logger(__name__)
 
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+_FIRST_BACKOFF_S = 0.05
 _MAX_BACKOFF_S = 1.0
 
 
@@ -53,7 +54,7 @@ class Subscription:
         self._batch = batch
         self._buffer: deque[Event] = deque()
         self._closed = False
-        self._backoff = 0.05
+        self._backoff = _FIRST_BACKOFF_S
         self.position: Position | None = None if after == "$" else after
         """Position of the last event handed out (``None`` before the first, with ``"$"``)."""
         self.reconnects = 0
@@ -98,16 +99,16 @@ class Subscription:
                 # here would lose the cancellation and leave the follower running forever
                 raise asyncio.CancelledError from exc
             self.reconnects += 1
-            log.warning(
-                "log subscription lost Redis; retrying",
-                error=str(exc),
-                after=self._after,
-                backoff_s=self._backoff,
-            )
+            if self._backoff == _FIRST_BACKOFF_S:  # once per outage, not once per try
+                log.warning(
+                    "log subscription lost Redis; retrying", error=str(exc), after=self._after
+                )
             await asyncio.sleep(self._backoff)
             self._backoff = min(self._backoff * 2, _MAX_BACKOFF_S)
             return
-        self._backoff = 0.05
+        if self._backoff != _FIRST_BACKOFF_S:
+            log.info("log subscription reached Redis again", after=self._after)
+        self._backoff = _FIRST_BACKOFF_S
         markers = self._markers
         for _key, entries in reply or ():
             for raw_position, fields in entries:

@@ -11,6 +11,12 @@ passed it and raises an alarm: it is never skipped.
 Rebuild builds a new generation from position 0 in memory, bulk-writes it, catches up to
 the head, flips the active pointer and unlinks the old generation in the background; the
 old one serves reads until the flip.
+
+After Redis was away (or restarted, and may have lost its last second) the projector
+*realigns* before it folds on: the checkpoints are read again from Redis (the ones in
+memory may be ahead of what survived), and a projection whose stored checkpoint is past the
+log's head (its records were kept somewhere the lost tail was not) is rebuilt rather than
+left skipping whatever is appended up to that checkpoint.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ log = structlog.get_logger(__name__)
 _OUTAGES: tuple[type[Exception], ...] = (*SERVER_GONE, ConnectionError, OSError)
 """Redis gone for a while: waited out, never a reason to halt a projection."""
 _OUTAGE_BACKOFF_S = (0.05, 2.0)
+_REALIGN_REBUILDS = "rebuilt: its checkpoint was past the log's head"
 
 CommitHook = Callable[[str, Sequence[StoredEvent], float], None]
 ProgressHook = Callable[[int, int], None]
@@ -114,6 +121,36 @@ class Projector:
         self.on_commit = on_commit
         self.states: dict[str, ProjectionState] = {}
         self._cleanup: set[asyncio.Task[None]] = set()
+        self._realign = False
+        self.realigned = 0
+        """How many times the checkpoints were read again after an outage or a restart."""
+
+    def realign_soon(self) -> None:
+        """Read the checkpoints again (and rebuild any past the head) before the next fold:
+        the log changed under the projector (Redis restarted)."""
+        self._realign = True
+
+    async def realign(self) -> list[str]:
+        """Read each projection's generation and checkpoint again from Redis; rebuild those
+        whose checkpoint is past the log's head. The names rebuilt."""
+        for state in self.states.values():
+            await self._reload(state)
+        head = position_key(await self.store.head())
+        behind = [
+            name
+            for name, state in self.states.items()
+            if state.running and position_key(state.checkpoint) > head
+        ]
+        for name in behind:
+            log.warning(
+                "projection checkpoint past the log's head; rebuilding",
+                projection=name,
+                checkpoint=self.states[name].checkpoint,
+            )
+        if behind:
+            await self.rebuild_many(behind)
+        self.realigned += 1
+        return behind
 
     # ---- generations ----------------------------------------------------------------------
     async def _active_generation(self, name: str) -> int:
@@ -152,23 +189,30 @@ class Projector:
         """Tail the log until ``stop`` is set; return early if every projection halted. A
         Redis outage is waited out: the checkpoints are re-read and folding goes on."""
         backoff = _OUTAGE_BACKOFF_S[0]
+        away: float | None = None
         while not (stop and stop.is_set()):
             if self.states and not any(s.running for s in self.states.values()):
                 return
             try:
                 if not self.states:
                     await self.load()
+                if self._realign:
+                    self._realign = False
+                    await self.realign()
                 processed = await self.step()
                 if processed == 0:
                     await self._wait_for_more()
             except _OUTAGES as exc:
-                log.warning("projector lost Redis; retrying", error=repr(exc), backoff_s=backoff)
+                if away is None:  # once per outage, not once per try
+                    away = time.monotonic()
+                    log.warning("projector lost Redis; waiting for it", error=repr(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _OUTAGE_BACKOFF_S[1])
-                with contextlib.suppress(*_OUTAGES):  # a commit may have landed unacknowledged
-                    for state in self.states.values():
-                        await self._reload(state)
+                self._realign = True  # a commit may have landed unacknowledged, or been lost
                 continue
+            if away is not None:
+                log.info("projector reached Redis again", down_s=round(time.monotonic() - away, 2))
+                away = None
             backoff = _OUTAGE_BACKOFF_S[0]
 
     async def catch_up(self) -> int:

@@ -323,6 +323,18 @@ class Agent:
     async def register(self) -> None:
         """Announce capacity and liveness; a drained agent stays drained across restarts
         (the flag comes back from its stream), and kernels left running are adopted."""
+        await self.announce()
+        adopted = await self.backend.adopt()
+        await self._restore_adopted(adopted)
+        for kernel_id in adopted:
+            self.background.spawn(self._resume(kernel_id))
+        if self._watcher is None:  # after adopting: it also reports adopted kernels that ended
+            self._watcher = asyncio.create_task(self.backend.watch(self))
+
+    async def announce(self) -> None:
+        """Append the registration and ``agent_started`` at the stream's version, and beat
+        once: at start, and again when the agent's stream lost them (Redis restarted and
+        lost its last second) so that the scheduler still sees this agent."""
         events = await self.store.read_stream(self.stream)
         registered = [e.data for e in events if isinstance(e.data, AgentRegistered)]
         if registered:
@@ -332,12 +344,19 @@ class Agent:
         batch = events_for_command(command, payloads, actor=self.agent_id)
         await self.store.append(self.stream, batch, len(events))
         await self.heartbeat()
-        adopted = await self.backend.adopt()
-        await self._restore_adopted(adopted)
-        for kernel_id in adopted:
-            self.background.spawn(self._resume(kernel_id))
-        if self._watcher is None:  # after adopting: it also reports adopted kernels that ended
-            self._watcher = asyncio.create_task(self.backend.watch(self))
+
+    async def announce_if_lost(self) -> bool:
+        """After the log changed under the agent: announce again if its stream no longer
+        holds a registration. Whether it did."""
+        if any(
+            isinstance(e.data, AgentRegistered) for e in await self.store.read_stream(self.stream)
+        ):
+            return False
+        log.warning(
+            "the agent's registration is gone from the log; announcing again", agent=self.agent_id
+        )
+        await self.announce()
+        return True
 
     # ---- what the backend hears of (KernelObserver) ----------------------------------------
     def kernel_exited(self, kernel_id: uuid.UUID, exit_code: int, oom_killed: bool) -> None:

@@ -16,7 +16,9 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from actors.runtime.outage import Outages
 from events.correlation import correlated, parse_correlation
+from events.server import log_unreachable
 
 from ..domain.errors import DomainError, GenericBadRequest
 from . import API_VERSION, MANAGER_VERSION
@@ -34,9 +36,11 @@ from .open_streams import remember_response
 from .openapi import openapi_document
 from .params import MAX_JSON_BODY
 from .problems import (
+    RETRY_AFTER_S,
     AuthorizationFailed,
     InternalServerError,
     InvalidAuthParameters,
+    LogUnreachable,
     MethodNotAllowed,
     URLNotFound,
     problem,
@@ -110,10 +114,19 @@ async def _answer_correlation(request: web.Request, response: web.StreamResponse
         response.headers[CORRELATION_HEADER] = str(correlation_id)
 
 
+_OUTAGE_KEY = web.AppKey("log_outages", Outages)
+
+
 @web.middleware
 async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes a Backend.AI problem body: never a traceback, never HTML. Every
-    answer, errors too, says where its keypair stands against the rate limit."""
+    answer, errors too, says where its keypair stands against the rate limit.
+
+    While the log cannot be reached (:func:`events.server.log_unreachable`: Redis down,
+    restarting, loading, stopped and timing out, here or in an actor the request reached)
+    every request that needs it is a 503 with ``Retry-After``, logged once per outage; the
+    next request after Redis is back goes through (the pool connects again by itself)."""
+    outages = request.app[_OUTAGE_KEY]
     try:
         response = await handler(request)
     except DomainError as exc:
@@ -126,9 +139,16 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         if exc.status < 400:
             raise
         response = problem(GenericBadRequest(exc.reason or "Bad request."))
-    except Exception:
-        log.exception("request failed", method=request.method, path=request.path)
-        response = problem(InternalServerError())
+    except Exception as exc:
+        if log_unreachable(exc):
+            outages.failed(exc)
+            response = problem(LogUnreachable(), headers={"Retry-After": str(RETRY_AFTER_S)})
+        else:
+            log.exception("request failed", method=request.method, path=request.path)
+            response = problem(InternalServerError())
+    else:
+        if outages.down and response.status < 500:
+            outages.succeeded()
     if not response.prepared:  # a stream (websocket, SSE) sent its headers already
         limit, remaining = request.get("rate", (UNAUTHENTICATED_LIMIT, UNAUTHENTICATED_LIMIT))
         response.headers.update(
@@ -219,6 +239,7 @@ def make_app(ctx: GatewayContext) -> web.Application:
         client_max_size=MAX_JSON_BODY,  # over it: read() raises 413, a 400 problem
     )
     app["ctx"] = ctx
+    app[_OUTAGE_KEY] = Outages("gateway requests")
     app.on_response_prepare.append(_answer_correlation)
     app.on_response_prepare.append(remember_response)  # a revoked websocket is closed
     app.cleanup_ctx.append(follow_revocations)  # revocations from the log, before any request

@@ -40,6 +40,7 @@ from graphql import (
     validate,
 )
 
+from events.server import log_unreachable
 from projections.live_stats import KernelTelemetry, metric_values, read_kernel_stats
 from projections.queries import TooManyToScan
 
@@ -446,6 +447,15 @@ def _refusal(result: ExecutionResult) -> DomainError | None:
     return None
 
 
+def _raise_outage(result: ExecutionResult) -> None:
+    """A resolver that failed because the log cannot be reached fails the request (a 503
+    with ``Retry-After``, by the ``problems`` middleware) rather than a 200 whose ``errors``
+    would name Redis's address."""
+    for error in result.errors or ():
+        if error.original_error is not None and log_unreachable(error.original_error):
+            raise error.original_error
+
+
 async def gql(request: web.Request) -> web.Response:
     raw = await request.content.read(_MAX_BODY + 1)  # never more, whatever it announces
     if len(raw) > _MAX_BODY:
@@ -485,6 +495,7 @@ async def gql(request: web.Request) -> web.Response:
             refusal = _refusal(result)
             if refusal is not None:
                 raise refusal
+            _raise_outage(result)
     answer: dict[str, Any] = {"data": result.data}
     if result.errors:
         answer["errors"] = [_without_values(error) for error in result.errors]

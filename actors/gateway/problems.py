@@ -32,6 +32,7 @@ __all__ = [
     "InsufficientPrivilege",
     "InternalServerError",
     "InvalidAuthParameters",
+    "LogUnreachable",
     "MethodNotAllowed",
     "QueryNotImplemented",
     "SessionAlreadyExists",
@@ -100,6 +101,21 @@ class MethodNotAllowed(GatewayError):
 
 class InternalServerError(GatewayError):
     status, error_type, title = 500, "internal-server-error", "Internal server error."
+
+
+class LogUnreachable(GatewayError):
+    """The log (Redis) cannot be reached right now: down, restarting, loading its AOF, or
+    not answering in time. Nothing was lost by refusing; the caller tries again after
+    :data:`RETRY_AFTER_S` (the answer's ``Retry-After``). Its body names no internal detail
+    (no address, no traceback)."""
+
+    status, error_type = 503, "service-unavailable"
+    title = "Service unavailable: the event log cannot be reached; retry shortly."
+
+
+RETRY_AFTER_S = 1
+"""Seconds a caller of a refused request waits before trying again (a Redis restart takes
+about that; clients that back off do so from there)."""
 
 
 class QueryNotImplemented(GatewayError):

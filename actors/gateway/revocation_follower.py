@@ -25,7 +25,7 @@ import contextlib
 import time
 from bisect import bisect_right
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import structlog
 from aiohttp import web
@@ -62,13 +62,14 @@ class RevocationFollower:
         """The last event read (``None`` before the first)."""
 
     async def start(self) -> RevocationFollower:
-        head = await self.store.head()  # pinned first: the subscription resumes after it
+        head: Position | Literal["$"] = "$"
         try:
             async with asyncio.timeout(_START_TIMEOUT_S):
+                head = await self.store.head()  # pinned first: the subscription resumes after it
                 for event in await self._unfolded(head):
                     self.apply(event)
-        except Exception:  # Redis away at start: follow from the head, refuse as it comes
-            log.exception("revocations not caught up at start")
+        except Exception as exc:  # Redis away at start: follow from the head, refuse as it comes
+            log.warning("revocations not caught up at start", error=repr(exc))
         self._tasks = [
             asyncio.create_task(self._follow(head), name="gateway-revocations"),
             asyncio.create_task(self._settle(), name="gateway-revocations-settle"),
@@ -117,13 +118,16 @@ class RevocationFollower:
                     found.append(event)
         return sorted(found, key=lambda e: position_key(e.position))
 
-    async def _follow(self, after: Position) -> None:
-        """Follow from ``after`` for the gateway's life: a subscription that fails (Redis
-        restarted, a connection dropped) is opened again after the last event applied, so
-        no revocation is skipped and none stops taking effect (review F14)."""
+    async def _follow(self, after: Position | Literal["$"]) -> None:
+        """Follow from ``after`` (``"$"``: the head when Redis first answers) for the
+        gateway's life: a subscription that fails (Redis restarted, a connection dropped) is
+        opened again after the last event applied, so no revocation is skipped and none
+        stops taking effect (review F14)."""
         backoff = _RETRY_MIN_S
         while True:
-            if self.position is not None and position_key(self.position) > position_key(after):
+            if self.position is not None and (
+                after == "$" or position_key(self.position) > position_key(after)
+            ):
                 after = self.position
             subscription = self.store.subscribe(
                 after, block_ms=1000, types=TYPES, streams=lambda s: s in STREAMS

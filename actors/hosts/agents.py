@@ -16,9 +16,12 @@ import ray
 import structlog
 
 from actors.runtime.metrics import ActorMetrics
+from actors.runtime.outage import Outages
+from actors.runtime.restarts import RestartWatch
 from actors.sessions.execution import KERNEL_OPERATIONS
 from actors.sessions.routing import ShardRouter
 from events import Event, RedisEventStore
+from events.server import log_unreachable
 
 from ..agents.accelerators import make_accelerators
 from ..agents.agent import AGENTS_REACT_TO, Agent, dispatch
@@ -78,17 +81,29 @@ class AgentsActor(Follower):
         self.reconcile_interval_s = reconcile_interval_s
         self.sample_interval_s = sample_interval_s
         self._loops: list[asyncio.Task[None]] = []
-        self._boot = boot(self._start())
+        self._registered: set[str] = set()
+        self.restarts = RestartWatch(self.store, self._reload, name=name)
+        self._boot = boot(self._start, watch=self.restarts)
 
     async def _start(self) -> None:
         await self._start_following()
+        for agent_id, agent in self.agents.items():
+            if agent_id not in self._registered:  # a start retried after an outage
+                await agent.register()
+                self._registered.add(agent_id)
+        if not self._loops:
+            self._loops = [
+                asyncio.create_task(self._heartbeat()),
+                asyncio.create_task(self._reconcile()),
+                asyncio.create_task(self._sample()),
+            ]
+
+    async def _reload(self) -> None:
+        """The log changed under the agents (Redis restarted and may have lost its last
+        second): an agent whose registration is gone announces itself again. What runs
+        here against what the log now says is the reconciliation's to judge."""
         for agent in self.agents.values():
-            await agent.register()
-        self._loops = [
-            asyncio.create_task(self._heartbeat()),
-            asyncio.create_task(self._reconcile()),
-            asyncio.create_task(self._sample()),
-        ]
+            await agent.announce_if_lost()
 
     async def react(self, event: Event) -> None:
         await dispatch(self.shard, self.agents, event)
@@ -127,29 +142,35 @@ class AgentsActor(Follower):
         except KeyError:
             raise ValueError(f"{self.follower_name} hosts no agent {agent_id!r}") from None
 
+    async def _each_agent(self, what: str, step: Any, outages: Outages) -> float:
+        """``step(agent)`` for every hosted agent; the seconds to wait before the next round
+        beyond its interval. The log being away stops the round (every other agent would
+        fail the same way; one warning for the outage, not one per agent and tick); any
+        other failure is one agent's, logged, and the others go on."""
+        for agent in self.agents.values():
+            try:
+                await step(agent)
+            except Exception as exc:
+                if log_unreachable(exc):
+                    return outages.failed(exc)
+                log.exception(f"{what} failed", agent=agent.agent_id)
+        outages.succeeded()
+        return 0.0
+
     async def _heartbeat(self) -> None:
+        outages = Outages("heartbeats", host=self.follower_name)
         while True:
-            for agent in self.agents.values():
-                try:
-                    await agent.heartbeat()
-                except Exception:
-                    log.exception("heartbeat failed", agent=agent.agent_id)
-            await asyncio.sleep(self.heartbeat_interval_s)
+            extra = await self._each_agent("heartbeat", lambda a: a.heartbeat(), outages)
+            await asyncio.sleep(self.heartbeat_interval_s + extra)
 
     async def _sample(self) -> None:
+        outages = Outages("utilization samples", host=self.follower_name)
         while True:
             await asyncio.sleep(self.sample_interval_s)
-            for agent in self.agents.values():
-                try:
-                    await agent.sample_utilization()
-                except Exception:
-                    log.exception("utilization sample failed", agent=agent.agent_id)
+            await self._each_agent("utilization sample", lambda a: a.sample_utilization(), outages)
 
     async def _reconcile(self) -> None:
+        outages = Outages("reconciliation", host=self.follower_name)
         while True:
             await asyncio.sleep(self.reconcile_interval_s)
-            for agent in self.agents.values():
-                try:
-                    await agent.reconcile()
-                except Exception:
-                    log.exception("reconciliation failed", agent=agent.agent_id)
+            await self._each_agent("reconciliation", lambda a: a.reconcile(), outages)

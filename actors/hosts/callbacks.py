@@ -27,10 +27,10 @@ class CallbacksActor:
         self.dispatcher = CallbackDispatcher(
             self.store, policy or CallbackPolicy(), on_outcome=self._outcome
         )
-        self._boot = boot(self._start())
+        self._boot = boot(self._start)
 
     async def _start(self) -> None:
-        await self.dispatcher.start()
+        await self.dispatcher.start()  # positions only: a log that went back costs nothing
 
     def _outcome(self, outcome: str) -> None:
         self.metrics.inc("kernelhub_callbacks_total", outcome=outcome)

@@ -85,7 +85,8 @@ class GatewayActor:
         )
         self.host, self.port = host, port
         self.runner: web.AppRunner | None = None
-        self._boot = boot(self._serve())
+        self._site: web.TCPSite | None = None
+        self._boot = boot(self._serve)
 
     def _observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.metrics.inc(
@@ -107,17 +108,23 @@ class GatewayActor:
         return self.metrics.snapshot()
 
     async def _serve(self) -> None:
-        self.runner = web.AppRunner(make_app(self.ctx), access_log=None)
-        await self.runner.setup()
-        chosen = self.port
-        if chosen == 0:  # a restart: the port the first incarnation took, if it is free
-            chosen = await self.store.install.gateway_port() or 0
-        try:
-            site = await self._bind(chosen)
-        except OSError:
-            if chosen == self.port:
-                raise
-            site = await self._bind(self.port)  # taken meanwhile: a new free one
+        """Listen (run again by :func:`boot` while Redis is away at start: each step is done
+        once; a port remembered from before is waited for, so a restart keeps its port)."""
+        if self.runner is None:
+            runner = web.AppRunner(make_app(self.ctx), access_log=None)
+            await runner.setup()
+            self.runner = runner
+        if self._site is None:
+            chosen = self.port
+            if chosen == 0:  # a restart: the port the first incarnation took, if it is free
+                chosen = await self.store.install.gateway_port() or 0
+            try:
+                self._site = await self._bind(chosen)
+            except OSError:
+                if chosen == self.port:
+                    raise
+                self._site = await self._bind(self.port)  # taken meanwhile: a new free one
+        site = self._site
         sockets = [s.getsockname() for s in site._server.sockets]  # type: ignore[union-attr]
         bound = int(sockets[0][1])
         if self.port == 0:

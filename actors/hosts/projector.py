@@ -11,6 +11,8 @@ import ray
 import structlog
 
 from actors.runtime.metrics import ActorMetrics
+from actors.runtime.outage import Outages
+from actors.runtime.restarts import RestartWatch
 from events import RedisEventStore
 from projections.queries import ReadModels
 
@@ -46,7 +48,8 @@ class ProjectorActor:
         )
         self.gauge_interval_s = gauge_interval_s
         self._tasks: list[asyncio.Task[None]] = []
-        self._boot = boot(self._start())
+        self.restarts = RestartWatch(self.store, self._reload, name="projector")
+        self._boot = boot(self._start, watch=self.restarts)
 
     def _committed(self, name: str, events: Any, committed_at: float) -> None:
         lag = committed_at * 1000 - events[-1].position_ms
@@ -89,20 +92,29 @@ class ProjectorActor:
         self.metrics.set("kernelhub_redis_used_memory_bytes", float(memory))
 
     async def _gauges(self) -> None:
+        outages = Outages("measuring the cluster")
         while True:
             try:
                 await self.count_sessions()
                 await self.measure_cluster()
-            except Exception:
-                log.exception("measuring the cluster failed")
+            except Exception as exc:
+                outages.failed(exc)
+            else:
+                outages.succeeded()
             await asyncio.sleep(self.gauge_interval_s)
 
     async def _start(self) -> None:
         await self.projector.load()
-        self._tasks = [
-            asyncio.create_task(self.projector.run()),
-            asyncio.create_task(self._gauges()),
-        ]
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self.projector.run()),
+                asyncio.create_task(self._gauges()),
+            ]
+
+    async def _reload(self) -> None:
+        """The log changed under the projector (Redis restarted): its checkpoints are read
+        again, and a read model whose checkpoint is past the log's head is rebuilt."""
+        self.projector.realign_soon()
 
     async def rebuild(self, names: list[str]) -> dict[str, int]:
         """Fold the named read models again from the start of the log and switch to them

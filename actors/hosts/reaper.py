@@ -9,6 +9,7 @@ import ray
 
 from actors.idle.reaper import REAPER_REACTS_TO, Reaper
 from actors.runtime.metrics import ActorMetrics
+from actors.runtime.restarts import RestartWatch
 from actors.sessions.routing import ShardRouter
 from events import Event, RedisEventStore
 
@@ -40,11 +41,17 @@ class ReaperActor(Follower):
             on_reclaim=self._reclaimed,
         )
         self._loop: asyncio.Task[None] | None = None
-        self._boot = boot(self._start())
+        self.restarts = RestartWatch(self.store, self._reload, name=self.follower_name)
+        self._boot = boot(self._start, watch=self.restarts)
 
     async def _start(self) -> None:
         await self._start_following()
-        self._loop = asyncio.create_task(self.reaper.run())
+        if self._loop is None:
+            self._loop = asyncio.create_task(self.reaper.run())
+
+    async def _reload(self) -> None:
+        """The log changed under the reaper: what it noted is forgotten, and it judges now."""
+        self.reaper.forget()
 
     async def react_many(self, events: list[Event]) -> None:
         await self.reaper.on_events(events)

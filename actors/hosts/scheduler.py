@@ -17,10 +17,13 @@ import ray
 import structlog
 
 from actors.runtime.metrics import ActorMetrics
+from actors.runtime.outage import Outages
+from actors.runtime.restarts import RestartWatch
 from actors.scheduling.liveness import LivenessMonitor
 from actors.scheduling.scheduler import SCHEDULER_REACTS_TO, WAKES_SCHEDULER, Scheduler
 from actors.sessions.routing import ShardRouter
 from events import Event, RedisEventStore
+from events.server import log_unreachable
 
 from ..domain.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, DEFAULT_LOST_TIMEOUT_S
 from ._follower import Follower, boot
@@ -70,11 +73,24 @@ class SchedulerActor(Follower):
             "kernelhub_pending_sessions",
             "kernelhub_scheduling_passes_total",
         )
-        self._boot = boot(self._start())
+        self.restarts = RestartWatch(self.store, self._reload, name=self.follower_name)
+        self._boot = boot(self._start, watch=self.restarts)
 
     async def _start(self) -> None:
         await self._start_following()
-        self._loops = [asyncio.create_task(self._schedule()), asyncio.create_task(self._watch())]
+        if not self._loops:
+            self._loops = [
+                asyncio.create_task(self._schedule()),
+                asyncio.create_task(self._watch()),
+            ]
+        self._wake.set()
+
+    async def _reload(self) -> None:
+        """The log changed under the scheduler: the ledger, the agents and the sessions it
+        knew are read again from the log by the next pass, which starts now."""
+        self.scheduler.forget()
+        self.liveness.forget()
+        self._reach = None
         self._wake.set()
 
     async def react_many(self, events: list[Event]) -> None:
@@ -84,10 +100,13 @@ class SchedulerActor(Follower):
             self._wake.set()
         try:
             await self.scheduler.on_events(events)
-        except Exception:
+        except Exception as exc:
+            if log_unreachable(exc):
+                raise  # the follower reacts again once the log is back: no release is lost
             log.exception("ledger reaction failed", position=events[-1].position)
 
     async def _schedule(self) -> None:
+        outages = Outages("scheduling pass", scaling_group=self.group)
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.safety_tick_s)
@@ -96,15 +115,24 @@ class SchedulerActor(Follower):
                 continue
             try:
                 await self.run_pass()
-            except Exception:
-                log.exception("scheduling pass failed; retrying on the next wake-up")
+            except Exception as exc:  # retried on the next wake-up (or after the outage)
+                await asyncio.sleep(outages.failed(exc))
+                if outages.down:
+                    self._wake.set()  # try again as soon as the backoff allows
+            else:
+                outages.succeeded()
 
     async def _watch(self) -> None:
+        outages = Outages("liveness check", scaling_group=self.group)
         while True:
             try:
                 await self.liveness.check()
-            except Exception:
-                log.exception("liveness check failed")
+            except Exception as exc:
+                await asyncio.sleep(outages.failed(exc))
+                if outages.down:
+                    self.liveness.deaf()  # the agents could not beat either
+            else:
+                outages.succeeded()
             await asyncio.sleep(self.liveness_interval_s)
 
     async def set_paused(self, paused: bool) -> None:

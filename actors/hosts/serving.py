@@ -27,6 +27,7 @@ from actors.domain.endpoints import BACKOFF_BASE_S, MAX_FAILURES
 from actors.endpoints.reconciler import Reconciler
 from actors.endpoints.writer import EndpointService
 from actors.runtime.metrics import ActorMetrics
+from actors.runtime.restarts import RestartWatch
 from actors.sessions.routing import ShardRouter
 from events import AnyPayload, Event, RedisEventStore
 
@@ -68,7 +69,8 @@ class ServingActor(Follower):
             max_failures=max_failures,
         )
         self._loop: asyncio.Task[None] | None = None
-        self._boot = boot(self._start())
+        self.restarts = RestartWatch(self.store, self._reload, name="serving")
+        self._boot = boot(self._start, watch=self.restarts)
 
     def follows_stream(self, stream: str) -> bool:
         return stream.startswith(_SESSION_STREAM)
@@ -76,7 +78,14 @@ class ServingActor(Follower):
     async def _start(self) -> None:
         await self.writer.load()
         await self._start_following()
-        self._loop = asyncio.create_task(self.reconciler.run())
+        if self._loop is None:
+            self._loop = asyncio.create_task(self.reconciler.run())
+        self.reconciler.wake()
+
+    async def _reload(self) -> None:
+        """The log changed under the writer (Redis restarted): it folds the endpoints
+        afresh, and the reconciler looks at each at once."""
+        await self.writer.reload()
         self.reconciler.wake()
 
     async def react_many(self, events: list[Event]) -> None:

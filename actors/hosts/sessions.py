@@ -14,6 +14,7 @@ from actors.domain.commands.sessions import (
     ShardCommand,
 )
 from actors.runtime.metrics import ActorMetrics
+from actors.runtime.restarts import RestartWatch
 from actors.sessions.shard import SHARD_REACTS_TO, SessionShard
 from events import Event, RedisEventStore
 
@@ -34,7 +35,12 @@ class SessionsActor(Follower):
         self.metrics = ActorMetrics(
             "kernelhub_session_commands_total", "kernelhub_session_events_total"
         )
-        self._boot = boot(self._start_following())
+        self.restarts = RestartWatch(self.store, self._reload, name=self.follower_name)
+        self._boot = boot(self._start_following, watch=self.restarts)
+
+    async def _reload(self) -> None:
+        """The log changed under the shard: its sessions are folded afresh when next used."""
+        self.shard.forget()
 
     def follows_stream(self, stream: str) -> bool:
         """Only this shard's sessions: the other shards' are never decoded here."""

@@ -16,6 +16,7 @@ import ray
 
 from actors.domain.commands.tenancy import TenancyCommand
 from actors.domain.commands.vfolders import VFolderCommand
+from actors.runtime.restarts import RestartWatch
 from actors.tenancy.writer import TenancyService
 from actors.vfolders.writer import VFolderService
 from events import RedisEventStore
@@ -36,11 +37,17 @@ class TenancyActor:
         box = SecretBox.from_file(Path(master_key_path), create=True)
         self.service = TenancyService(self.store, box)
         self.vfolders = VFolderService(self.store, mounted_by=self._mounting)
-        self._boot = boot(self._load())
+        self.restarts = RestartWatch(self.store, self._reload, name="tenancy")
+        self._boot = boot(self._load, watch=self.restarts)
 
     async def _load(self) -> None:
         await self.service.load()
         await self.vfolders.load()
+
+    async def _reload(self) -> None:
+        """The log changed under the writers (Redis restarted): both fold afresh."""
+        await self.service.load()
+        await self.vfolders.reload()
 
     async def _mounting(self, folder_id: uuid.UUID) -> list[str]:
         """The live sessions that mount a folder (the writer refuses to trash it under

@@ -94,6 +94,12 @@ class Reaper:
         for warning in self.config.warnings:
             log.warning("idle configuration", problem=warning)
 
+    def forget(self) -> None:
+        """The log changed under the reaper (Redis restarted): what it noted as appended may
+        be gone, so each running session's access is noted again; it judges at once."""
+        self._noted.clear()
+        self._wake.set()
+
     async def now(self) -> float:
         return await self.idle_facts.now()
 

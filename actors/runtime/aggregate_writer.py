@@ -52,6 +52,13 @@ class AggregateWriter(Generic[S]):
         for stream in await self.store.streams_named(self.prefix):
             await self._refresh(stream)
 
+    async def reload(self) -> None:
+        """Fold every stream afresh, between two decisions: the log changed under the writer
+        (Redis restarted and may have lost its last second, leaving versions held here
+        ahead of the streams)."""
+        async with self._lock:
+            await self._load_streams()
+
     async def _refresh(self, stream: str) -> None:
         try:
             aggregate_id: uuid.UUID | None = uuid.UUID(hex=stream.removeprefix(self.prefix))
@@ -88,7 +95,9 @@ class AggregateWriter(Generic[S]):
                     result = await self.store.append(
                         stream, batch, self.state.version(aggregate_id)
                     )
-                except WrongExpectedVersionError:
+                except WrongExpectedVersionError as conflict:
+                    if conflict.actual < conflict.expected:  # the log went back under us
+                        await self._load_streams()
                     continue  # another writer appended: read it and decide again
                 await self._refresh(stream)
                 if result.duplicate:

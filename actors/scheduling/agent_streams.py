@@ -69,6 +69,8 @@ class AgentStreams:
         lengths = await self.store.stream_versions([f"agent-{a}" for a in agent_ids])
         for agent_id, length in zip(agent_ids, lengths, strict=True):
             facts = self.agents.setdefault(agent_id, AgentFacts(agent_id))
+            if int(length) < facts.version:  # the log went back (a lost tail): fold afresh
+                facts = self.agents[agent_id] = AgentFacts(agent_id)
             if int(length) <= facts.version:
                 continue
             for event in await self.store.read_stream(f"agent-{agent_id}", facts.version + 1):

@@ -24,6 +24,7 @@ from actors.domain.liveness import (
     liveness_command_id,
     lost_for_too_long,
 )
+from actors.domain.statuses import AgentStatus
 from actors.scheduling.agent_streams import AgentStreams
 from events import RedisEventStore, WrongExpectedVersionError, events_for_command
 from projections.queries import ReadModels
@@ -63,10 +64,27 @@ class LivenessMonitor:
         self._reclaimed: set[tuple[str, int]] = set()
         self.streams = AgentStreams(store)
         """(agent, version of its LOST event) whose sessions were already destroyed."""
+        self._deaf = False
+        self._heard_from = 0.0
+        """Redis time from which silence counts: after the log was away, agents could not
+        beat either, so their silence is counted from when heartbeats could be heard again."""
+
+    def deaf(self) -> None:
+        """The monitor could not read heartbeats for a while (the log was away, or Redis
+        restarted): no agent is judged lost for the silence up to the next check."""
+        self._deaf = True
+
+    def forget(self) -> None:
+        """The log changed under the monitor (Redis restarted): the agents' streams are
+        read afresh at the next check, and no agent is lost for the restart's silence."""
+        self.streams = AgentStreams(self.store)
+        self.deaf()
 
     async def check(self) -> list[tuple[str, str]]:
         """One round; returns the (agent, event type) changes it appended."""
         now = await self.store.clock.now()
+        if self._deaf:
+            self._deaf, self._heard_from = False, now
         beats = await self.store.telemetry.heartbeats()
         agent_ids = [agent_id for agent_id, _ in beats]
         views = await self.streams.refresh(agent_ids)
@@ -74,7 +92,10 @@ class LivenessMonitor:
         for known, (_, last_seen) in zip(views, beats, strict=True):
             agent_id = known.agent_id
             stream = f"agent-{agent_id}"
-            decided = decide_liveness(known.status, float(last_seen), now, self.lost_timeout_s)
+            heard = float(last_seen)
+            if known.status is AgentStatus.ALIVE:  # the grace spares the living, revives no one
+                heard = max(heard, self._heard_from)
+            decided = decide_liveness(known.status, heard, now, self.lost_timeout_s)
             if not decided:
                 lost_since = known.changed_ms / 1000
                 if lost_for_too_long(known.status, lost_since, now, self.terminate_after_s):

@@ -270,6 +270,17 @@ class Scheduler:
         self._ledger_current = False
         await self._sync_ledger(await self._agents())
 
+    def forget(self) -> None:
+        """The log changed under the scheduler (Redis restarted and may have lost its last
+        second): the ledger is loaded again by the next pass, and the agents and the
+        sessions it knew are read again (none of them may be what it folded)."""
+        self._ledger_current = False
+        self.agent_streams = AgentStreams(self.store)
+        self._agent_infos.clear()
+        self._specs.clear()
+        self._statuses.clear()
+        self._limits.clear()
+
     # ---- a pass --------------------------------------------------------------------------------
     async def _agents(self) -> list[AgentInfo]:
         """This group's agents, from their own streams

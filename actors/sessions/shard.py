@@ -64,6 +64,7 @@ from events import (
 )
 from events.catalogue import SessionCreationSpec, SessionEnqueued
 from events.catalogue.session import VFolderMountSpec
+from events.server import log_unreachable
 
 __all__ = [
     "SHARD_REACTS_TO",
@@ -215,9 +216,35 @@ class SessionShard:
             else:
                 continue
             reactions.append(_on_behalf_of(event, self.handle(command)))
+        away: Exception | None = None
         for outcome in await asyncio.gather(*reactions, return_exceptions=True):
             if isinstance(outcome, Exception):
-                log.error("shard reaction failed", error=repr(outcome))
+                if log_unreachable(outcome):
+                    away = outcome
+                else:
+                    log.error("shard reaction failed", error=repr(outcome))
+        if away is not None:  # the follower reacts again once the log is back (idempotent)
+            raise away
+
+    def forget(self) -> None:
+        """Drop every active session: the log changed under the shard (Redis restarted and
+        may have lost its last second), so each is folded afresh from its stream when next
+        used. Commands in flight finish on the aggregate they hold; their append is fenced
+        by the stream's version like any other."""
+        self.active.clear()
+
+    def _behind(self, session_id: uuid.UUID, conflict: WrongExpectedVersionError) -> None:
+        """A conflict that says the stream is *shorter* than the version held: the log went
+        back under the shard (a lost tail), so the session is folded afresh; an ordinary
+        conflict (someone appended) is a catch-up."""
+        if conflict.actual < conflict.expected:
+            log.warning(
+                "session stream behind what the shard held; folding it afresh",
+                session=str(session_id),
+                held=conflict.expected,
+                stream=conflict.actual,
+            )
+            self.active.pop(session_id, None)
 
     async def _catch_up(self, session_id: uuid.UUID) -> SessionAggregate:
         aggregate = self.active.get(session_id) or SessionAggregate(session_id)
@@ -244,7 +271,8 @@ class SessionShard:
                     result = await self.store.append(
                         session_stream(session_id), batch, aggregate.version
                     )
-                except WrongExpectedVersionError:
+                except WrongExpectedVersionError as conflict:
+                    self._behind(session_id, conflict)
                     continue  # the scheduler (or a retry) wrote first: look again
                 if result.duplicate:
                     await self._catch_up(session_id)  # someone else's copy: read what is there
@@ -284,7 +312,12 @@ class SessionShard:
                 if batches:
                     results = await self.store.append_multi(batches)
                     fallback = any(r.duplicate for r in results)  # a retry: read what is there
-            except (WrongExpectedVersionError, DomainError):
+            except WrongExpectedVersionError as conflict:
+                stream = conflict.stream.removeprefix("session-")
+                with contextlib.suppress(ValueError):
+                    self._behind(uuid.UUID(stream), conflict)
+                fallback = True
+            except DomainError:
                 fallback = True
         if fallback:  # one at a time, each with its own retries and refusals
             return [

@@ -64,9 +64,10 @@ class TenancyService:
         self.state = TenancyState()
 
     async def load(self) -> TenancyService:
-        self.state = TenancyState()
-        for stream in TENANCY_STREAMS:
-            await self._refresh(stream)
+        """Fold the tenancy streams afresh (at start, and when the log changed under the
+        writer: Redis restarted and may have lost its last second); the state is swapped in
+        whole, so a decision never sees it half read."""
+        self.state = await load_tenancy(self.store)
         return self
 
     async def _refresh(self, stream: str) -> None:
@@ -93,8 +94,11 @@ class TenancyService:
             )
             try:
                 result = await self.store.append(stream, batch, self.state.versions.get(stream, 0))
-            except WrongExpectedVersionError:
-                await self._refresh(stream)  # another writer got there first: look again
+            except WrongExpectedVersionError as conflict:
+                if conflict.actual < conflict.expected:  # the log went back under us
+                    await self.load()
+                else:
+                    await self._refresh(stream)  # another writer got there first: look again
                 continue
             await self._refresh(stream)
             if result.duplicate:
