@@ -41,11 +41,13 @@ def temporary_redis(
     port: int | None = None,
     binary: str | None = None,
 ) -> Iterator[EmbeddedRedis]:
-    """A fresh ``redis-server`` in a short-lived temp dir (short path: unix socket limits)."""
+    """A fresh ``redis-server`` in a short-lived temp dir (short path: unix socket limits),
+    killed on the way out, even when its start was cut short (a timeout mid-start would
+    otherwise leave a server nobody stops)."""
     with tempfile.TemporaryDirectory(prefix="kh-") as data_dir:
         server = EmbeddedRedis(data_dir, port=port, durability=durability, binary=binary)
-        server.start()
         try:
+            server.start()
             yield server
         finally:
             server.kill()

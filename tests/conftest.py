@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +14,8 @@ from events import RedisEventStore
 from kernelhub.logging import configure_logging
 from kernelhub.redis_server import EmbeddedRedis
 from kernelhub.testing import docker_missing, docker_required, temporary_redis
+
+from . import leftovers
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 configure_logging(os.environ.get("KH_TEST_LOG_LEVEL", "WARNING"), json=False)
@@ -93,24 +94,66 @@ def ray_local() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_kernel_outlives_the_suite() -> Iterator[None]:
+def no_kernel_outlives_the_suite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Kernel runners started by tests live in their own sessions (as kernels do), so an
-    actor killed by a test leaves them behind; the suite stops what it started."""
+    actor killed by a test leaves them behind; the suite stops what it started (this run's
+    only: the ones under its own base temp dir, not another pytest's on the machine)."""
+    base = os.path.join(str(tmp_path_factory.getbasetemp()), "")
     yield
-    import signal
+    kernels = [
+        left
+        for left in leftovers.processes(leftovers.run_mark(), [base])
+        if "kernel_runner" in left.what
+    ]
+    leftovers.kill(kernels)
 
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ours = b"kernel_runner" in cmdline and b"/pytest-of-" in cmdline
-        if ours and b"BACKENDAI_KERNEL_ID=" in environ:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(entry.name), signal.SIGKILL)
+
+_LEFT_KEY = pytest.StashKey[list[leftovers.Leftover]]()
+_MARKED_OUTSIDE = leftovers.MARK in os.environ
+"""``.ci/run`` marked the run and checks again after it; a run of our own cleans its list."""
+
+
+def _run_dirs(session: pytest.Session) -> list[str]:
+    """The directories whose mention makes a process the run's: pytest's base temp dir and
+    each ``kh up``'s root (khstack tracks them)."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        leftovers.track(factory.getbasetemp())
+    return leftovers.roots()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Mark the run's environment (every process the suite starts inherits it) and note what
+    already carries the mark, so the check at the end names only what the suite started."""
+    mark = leftovers.run_mark()
+    session.stash[_LEFT_KEY] = leftovers.leftovers(mark, _run_dirs(session), group=os.getpgid(0))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The suite leaves nothing behind: after every fixture's teardown (this runs after
+    pytest's own, which tears down what ``-x`` or an interrupt left set up), anything of
+    kernelhub's the run started and that still runs fails the run, named, and is killed."""
+    mark = leftovers.run_mark()
+    before = session.stash.get(_LEFT_KEY, [])
+    found = leftovers.leftovers(mark, _run_dirs(session), before, group=os.getpgid(0))
+    if not _MARKED_OUTSIDE:
+        leftovers.forget(mark)
+    if not found:
+        return
+    lines = "\n".join(f"  {left}" for left in found)
+    message = (
+        f"\nkernelhub: the test run left {len(found)} thing(s) running (killed now); "
+        f"the fixture that started each must stop it, even when its test fails:\n{lines}\n"
+    )
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(message, red=True, bold=True)
+    else:
+        sys.stderr.write(message)
+    leftovers.kill(found)
+    if exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,8 @@ from kernelhub.sdk._wire import signed_headers
 from kernelhub.testing import docker_missing, docker_required, eventually
 from projections.tenancy_queries import TenancyLookups
 
+from . import leftovers
+
 ROOT = Path(__file__).parents[1]
 KH = [sys.executable, "-m", "kernelhub.cli"]
 
@@ -68,8 +70,10 @@ class Stack:
 
 @contextmanager
 def kh_up(**env: str) -> Iterator[Stack]:
-    with tempfile.TemporaryDirectory(prefix="kh-e2e-") as path:
-        root = Path(path)
+    """``kh up`` in a fresh temporary root, and everything it started stopped on the way
+    out: ``kh down`` and then whatever still names the root, even when ``kh up`` failed or
+    was cut half-way (by pytest-timeout, say) after starting Redis or Ray."""
+    with stack_root("kh-e2e-") as root:
         environ = {
             **os.environ,
             "KH_DATA_DIR": str(root / "data"),
@@ -79,30 +83,57 @@ def kh_up(**env: str) -> Iterator[Stack]:
             **env,
         }
         environ.pop("KH_REDIS_URL", None)
-        up = subprocess.run(
-            [*KH, "up", *_backend(environ)],
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert up.returncode == 0, up.stderr
-        lines = [line for line in up.stdout.splitlines() if line.startswith("export ")]
-        exports = dict(line.removeprefix("export ").split("=", 1) for line in lines)
-        assert exports["BACKEND_ENDPOINT"].startswith("http://127.0.0.1:")
-        actors = next(line for line in up.stdout.splitlines() if line.startswith("  actors"))
-        backend = actors.rsplit("(", 1)[1].split()[0]
         try:
+            up = subprocess.run(
+                [*KH, "up", *_backend(environ)],
+                env=environ,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert up.returncode == 0, up.stderr
+            lines = [line for line in up.stdout.splitlines() if line.startswith("export ")]
+            exports = dict(line.removeprefix("export ").split("=", 1) for line in lines)
+            assert exports["BACKEND_ENDPOINT"].startswith("http://127.0.0.1:")
+            actors = next(line for line in up.stdout.splitlines() if line.startswith("  actors"))
+            backend = actors.rsplit("(", 1)[1].split()[0]
             yield Stack(root, exports, backend)
         finally:
-            subprocess.run([*KH, "down"], env=environ, capture_output=True, timeout=120)
-            kill_what_mentions(root)
+            stop_stack(root, environ)
+
+
+@contextmanager
+def stack_root(prefix: str) -> Iterator[Path]:
+    """A temporary root for a stack, tracked as the run's (the suite's final check names
+    what still mentions it) and killed clean before it is removed."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as path:
+        leftovers.track(path)
+        try:
+            yield Path(path)
+        finally:
+            kill_what_mentions(Path(path))
+
+
+def stop_stack(root: Path, environ: dict[str, str]) -> None:
+    """``kh down`` for the stack under ``root`` (whatever state it is in), then a kill of
+    whatever still names the root: process kernels outlive ``kh down`` by design, and a
+    stack whose ``kh up`` failed half-way may be one ``kh down`` does not know."""
+    with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+        subprocess.run([*KH, "down"], env=environ, capture_output=True, timeout=120)
+    kill_what_mentions(root)
 
 
 def kill_what_mentions(root: Path) -> None:
-    """Kill what still runs from a stack under ``root``: process kernels outlive ``kh down``
-    (to be adopted by the next ``kh up``), and their command line and environment name the
-    stack's temporary directory, which nothing else does."""
+    """Kill what still runs from a stack under ``root``: its processes (:func:`kill_processes_
+    mentioning`) and its kernel containers (they bind the root's directories, and outlive
+    ``kh down`` as process kernels do, to be adopted by the next ``kh up``)."""
+    kill_processes_mentioning(root)
+    leftovers.kill(leftovers.containers([os.path.join(str(root), "")]))
+
+
+def kill_processes_mentioning(root: Path) -> None:
+    """SIGKILL every process whose command line or environment names ``root`` (a stack's
+    temporary directory, which nothing else names): process kernels outlive ``kh down``."""
     needle = str(root).encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -56,7 +58,11 @@ class RunnerProcess:
                 env={"PATH": os.environ["PATH"], "HOME": str(self.work), **(env or {})},
             )
         self.sock: socket.socket | None = None
-        self.connect()
+        try:
+            self.connect()
+        except BaseException:
+            self.stop()  # a runner that never answered is still a process to stop
+            raise
 
     def connect(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -108,13 +114,17 @@ class RunnerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> int:
+        """Stop the runner, then whatever it left in its process group (a service it
+        started, a user's background ``sleep``): they are this test's processes too."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(5)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         return self.process.returncode
 
 

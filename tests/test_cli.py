@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,8 @@ import redis
 
 from kernelhub.testing import docker_missing
 
+from .khstack import stack_root, stop_stack
+
 pytestmark = pytest.mark.redis
 
 KH = [sys.executable, "-m", "kernelhub.cli"]
@@ -23,9 +24,11 @@ KH = [sys.executable, "-m", "kernelhub.cli"]
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="kh-cli-") as path:
-        yield Path(path)
-        subprocess.run([*KH, "down"], env={**os.environ, "KH_DATA_DIR": path}, capture_output=True)
+    with stack_root("kh-cli-") as root:
+        try:
+            yield root
+        finally:
+            stop_stack(root, {**os.environ, "KH_DATA_DIR": str(root)})
 
 
 def kh(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

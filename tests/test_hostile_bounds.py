@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,7 +46,7 @@ from events import RedisEventStore
 from kernelhub.testing import docker_missing, docker_required, eventually
 from projections.queries import ReadModels
 
-from .khstack import KH, Stack, kh_up, second_tenant, signed_request
+from .khstack import KH, Stack, kh_up, second_tenant, signed_request, stack_root, stop_stack
 
 pytestmark = pytest.mark.hostile
 
@@ -110,8 +109,7 @@ class Tenant:
 def sim_up() -> Iterator[Stack]:
     """``kh up --backend sim`` in a temporary directory (as ``khstack.kh_up``, simulated
     kernels: the requests, the log and the scheduler are real)."""
-    with tempfile.TemporaryDirectory(prefix="kh-bounds-") as path:
-        root = Path(path)
+    with stack_root("kh-bounds-") as root:
         environ = {
             **os.environ,
             "KH_DATA_DIR": str(root / "data"),
@@ -120,20 +118,20 @@ def sim_up() -> Iterator[Stack]:
             "KH_STOP_GRACE_S": "1",
         }
         environ.pop("KH_REDIS_URL", None)
-        up = subprocess.run(
-            [*KH, "up", "--backend", "sim"],
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert up.returncode == 0, up.stderr
-        lines = [line for line in up.stdout.splitlines() if line.startswith("export ")]
-        exports = dict(line.removeprefix("export ").split("=", 1) for line in lines)
         try:
+            up = subprocess.run(
+                [*KH, "up", "--backend", "sim"],
+                env=environ,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert up.returncode == 0, up.stderr
+            lines = [line for line in up.stdout.splitlines() if line.startswith("export ")]
+            exports = dict(line.removeprefix("export ").split("=", 1) for line in lines)
             yield Stack(root, exports)
         finally:
-            subprocess.run([*KH, "down"], env=environ, capture_output=True, timeout=120)
+            stop_stack(root, environ)
 
 
 def _tenant(stack: Stack, name: str) -> Tenant:

@@ -45,7 +45,7 @@ from kernelhub.unisolated import opt_in_asked, warning
 from projections.queries import ReadModels
 from projections.tenancy_queries import TenancyLookups
 
-from .khstack import KH, ROOT, Stack, kill_what_mentions, second_tenant
+from .khstack import KH, ROOT, Stack, second_tenant, stack_root, stop_stack
 
 pytestmark = pytest.mark.hostile
 G = 2**30
@@ -276,8 +276,7 @@ class NoDockerStack(Stack):
 
 @pytest.fixture(scope="module")
 def nodocker(namespaces: None) -> Iterator[NoDockerStack]:
-    with tempfile.TemporaryDirectory(prefix="kh-nd-") as path:
-        root = Path(path)
+    with stack_root("kh-nd-") as root:
         environ = _no_docker_env(
             KH_DATA_DIR=str(root / "data"),
             KH_CONFIG_DIR=str(root / "cfg"),
@@ -292,8 +291,7 @@ def nodocker(namespaces: None) -> Iterator[NoDockerStack]:
             exports = dict(line.removeprefix("export ").split("=", 1) for line in lines)
             yield NoDockerStack(root, exports, up, environ)
         finally:
-            subprocess.run([*KH, "down"], env=environ, capture_output=True, timeout=120)
-            kill_what_mentions(root)
+            stop_stack(root, environ)
 
 
 @pytest.mark.timeout(900)

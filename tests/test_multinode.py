@@ -36,7 +36,7 @@ from kernelhub.sdk import ClientConfig
 from kernelhub.testing import temporary_redis
 from projections.queries import ReadModels
 
-from .khstack import KH
+from .khstack import KH, kill_what_mentions
 
 pytestmark = [pytest.mark.multinode, pytest.mark.timeout(600)]
 
@@ -171,6 +171,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
             yield running
         finally:
             cluster.shutdown()
+            kill_what_mentions(root)  # kernels the agents started outlive the cluster
 
 
 def test_head_actors_on_the_head_node_and_one_agent_per_worker(nodes: Nodes) -> None:

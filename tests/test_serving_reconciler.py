@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -214,6 +215,7 @@ class FakeTunnel:
 
     def close(self) -> None:
         self.server.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     @property
     def target(self) -> KernelSocket:
