@@ -1,0 +1,187 @@
+"""A real ``kh up`` for a chaos or soak run: simulated agents plus one process agent (sim
+agents run no code; executions need a real one), in a temporary data dir, with
+``appendfsync always`` so "acknowledged" means "durable".
+
+Everything runs through the ``kh`` CLI as an operator would run it; the stack's facts
+(Redis URL, Ray address, dashboard, gateway, the superadmin keypair) are read from what
+``kh up`` printed and recorded (``embedded.json``, ``config.toml``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kernelhub.errors import KernelhubError
+
+__all__ = ["ChaosStack", "kill_what_mentions", "redis_pid"]
+
+KH = [sys.executable, "-m", "kernelhub.cli"]
+PROCESS_AGENT = "i-proc"
+
+
+@dataclass
+class ChaosStack:
+    root: Path
+    environ: dict[str, str]
+    exports: dict[str, str]
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    def state(self) -> dict[str, Any]:
+        """What ``kh up`` recorded (``embedded.json``), re-read on each call: a supervised
+        Redis restart changes its pid there."""
+        raw: dict[str, Any] = json.loads((self.data_dir / "embedded.json").read_text())
+        return raw
+
+    @property
+    def redis_url(self) -> str:
+        return self.exports["KH_REDIS_URL"]
+
+    @property
+    def endpoint(self) -> str:
+        return self.exports["BACKEND_ENDPOINT"]
+
+    @property
+    def access_key(self) -> str:
+        return self.exports["BACKEND_ACCESS_KEY"]
+
+    @property
+    def secret_key(self) -> str:
+        return self.exports["BACKEND_SECRET_KEY"]
+
+    @property
+    def ledger(self) -> Path:
+        """The file every execution appends its token to (the process agent's kernels run
+        as the operator, so they can write here; see :func:`.workload.exec_code`)."""
+        return self.root / "exec-ledger.txt"
+
+    def kh(self, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*KH, *args],
+            env={**self.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    # ---- life -------------------------------------------------------------------------------
+    @classmethod
+    def up(cls, *, sim_agents: int = 2, shards: int = 2) -> ChaosStack:
+        root = Path(tempfile.mkdtemp(prefix="kh-chaos-"))
+        environ = {
+            **os.environ,
+            "KH_DATA_DIR": str(root / "data"),
+            "KH_CONFIG_DIR": str(root / "cfg"),
+            "KH_GATEWAY_PORT": "0",
+            "KH_STOP_GRACE_S": "1",
+            "KH_DURABILITY": "always",
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        }
+        for key in [k for k in environ if k.startswith("BACKEND_")] + ["KH_REDIS_URL"]:
+            environ.pop(key, None)
+        stack = cls(root, environ, {})
+        try:
+            done = stack.kh(
+                "up",
+                "--backend",
+                "sim",
+                "--agents",
+                str(sim_agents),
+                "--shards",
+                str(shards),
+                "--durability",
+                "always",
+            )
+            if done.returncode != 0:
+                raise KernelhubError(f"kh up failed: {done.stderr.strip()[-2000:]}")
+            lines = [x for x in done.stdout.splitlines() if x.startswith("export ")]
+            stack.exports = dict(x.removeprefix("export ").split("=", 1) for x in lines)
+            stack.exports.setdefault("KH_REDIS_URL", stack.state()["redis_url"])
+            if "BACKEND_SECRET_KEY" not in stack.exports:
+                stack.exports.update(stack._keypair_from_config())
+            stack.start_process_agent()
+        except BaseException:
+            stack.down()
+            raise
+        return stack
+
+    def _keypair_from_config(self) -> dict[str, str]:
+        config = tomllib.loads((self.root / "cfg" / "config.toml").read_text())
+        flat = {**config, **config.get("client", {})}
+        return {
+            "BACKEND_ACCESS_KEY": str(flat["access_key"]),
+            "BACKEND_SECRET_KEY": str(flat["secret_key"]),
+        }
+
+    def start_process_agent(self) -> None:
+        """``kh agent start`` on the head's node: an agent whose kernels are processes."""
+        done = self.kh(
+            "agent",
+            "start",
+            "--address",
+            str(self.state()["ray_address"]),
+            "--backend",
+            "process",
+            "--agent-id",
+            PROCESS_AGENT,
+            "--accelerator",
+            "none",
+            KH_REDIS_URL=self.redis_url,
+        )
+        if done.returncode != 0:
+            raise KernelhubError(f"kh agent start failed: {done.stderr.strip()[-2000:]}")
+
+    def down(self) -> None:
+        """``kh down``, then whatever still mentions the run's directory (process kernels,
+        a Redis the driver restarted by hand), then the directory."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.kh("down", timeout=120)
+        kill_what_mentions(self.root)
+        subprocess.run(["rm", "-rf", str(self.root)], check=False)
+
+
+def redis_pid(url: str, timeout: float = 2.0) -> int | None:
+    """The running server's pid from ``INFO server`` (None when it does not answer)."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        return int(client.info("server")["process_id"])
+    except (redis.RedisError, OSError):
+        return None
+    finally:
+        client.close()
+
+
+def kill_what_mentions(root: Path) -> None:
+    """SIGKILL what still runs from the run under ``root`` (its command line or environment
+    names the run's temporary directory, which nothing else does)."""
+    needle = str(root).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
