@@ -1,7 +1,8 @@
 """Chaos under load: a real ``kh up`` (simulated agents and one process agent,
 ``appendfsync always``), a workload of sessions created, executed into and destroyed
 through the gateway, and faults at random times from a seed (SIGKILL of a random
-kernelhub actor's worker, SIGKILL of ``redis-server``, SIGSTOP/SIGCONT of it); then quiet,
+kernelhub actor's worker, SIGKILL of ``redis-server``, SIGSTOP/SIGCONT of it; with
+``--nodes N``, a Ray worker node's death and replacement); then quiet,
 settle, and the checker's verdict from the log and the client's record
 (:mod:`kernelhub.chaos`, docs/reliability.md).
 
@@ -11,7 +12,7 @@ session RUNNING), ``projections_p50_s``/``projections_p99_s`` (to the read model
 up), ``findings`` by rule, ``seed``, plus ``machine``. Targets: 0 lost, 0 stuck over >= 200
 faults, recovery p99 <= 10 s. The seed is printed first (stderr); ``--seed`` replays it.
 
-    .venv/bin/python bench/chaos.py [--minutes 5] [--seed S] [--keep DIR]
+    .venv/bin/python bench/chaos.py [--minutes 5] [--seed S] [--nodes N] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ async def main(options: argparse.Namespace) -> dict[str, object]:
         seed=options.seed,
         mean_gap_s=options.gap,
         faults=not options.no_faults,
+        nodes=options.nodes,
         workload=WorkloadSpec(rate_per_s=options.rate, concurrency=options.concurrency),
         record_dir=Path(options.keep) if options.keep else None,
     )
@@ -58,6 +60,7 @@ if __name__ == "__main__":
     parser.add_argument("--gap", type=float, default=3.0, help="mean seconds between faults")
     parser.add_argument("--rate", type=float, default=1.0, help="sessions started per second")
     parser.add_argument("--concurrency", type=int, default=6)
+    parser.add_argument("--nodes", type=int, default=0, help="Ray worker nodes that may die")
     parser.add_argument("--no-faults", action="store_true")
     parser.add_argument("--keep", default=None, help="keep the record and faults here")
     options = parser.parse_args()

@@ -31,7 +31,7 @@ def test_the_fault_schedule_replays_from_its_seed() -> None:
     first = list(itertools.islice(schedule(42, 3.0), 50))
     assert first == list(itertools.islice(schedule(42, 3.0), 50))
     assert first != list(itertools.islice(schedule(43, 3.0), 50))
-    assert {f.kind for f in first} == {"kill_actor", "kill_redis", "stop_redis"}
+    assert {f.kind for f in first} == {"kill_actor", "kill_redis", "stop_redis", "kill_node"}
 
 
 @pytest.mark.unit

@@ -41,6 +41,8 @@ class ChaosConfig:
     max_faults: int | None = None
     workload: WorkloadSpec = field(default_factory=WorkloadSpec)
     sim_agents: int = 2
+    nodes: int = 0
+    """Ray worker nodes (each with a simulated agent) whose death is a fault kind."""
     settle_s: float = 90.0
     stuck_after_s: float = 60.0
     record_dir: Path | None = None
@@ -102,6 +104,8 @@ async def run_chaos(config: ChaosConfig, stack: ChaosStack | None = None) -> Cha
     if stack is None:
         stack = await asyncio.to_thread(ChaosStack.up, sim_agents=config.sim_agents)
     try:
+        for n in range(config.nodes - len(stack.nodes)):
+            await asyncio.to_thread(stack.add_node, f"i-node{n + 1}")
         return await _run(config, seed, stack)
     finally:
         if own:

@@ -29,9 +29,11 @@ from .stack import ChaosStack, redis_pid, wait_for
 
 __all__ = ["FAULT_KINDS", "Fault", "FaultInjector", "Injected", "schedule"]
 
-FAULT_KINDS = ("kill_actor", "kill_redis", "stop_redis")
-WEIGHTS = (0.7, 0.15, 0.15)
-"""Actors are many and each is a different recovery path; Redis is one, but the worst."""
+FAULT_KINDS = ("kill_actor", "kill_redis", "stop_redis", "kill_node")
+WEIGHTS = (0.6, 0.15, 0.15, 0.1)
+"""Actors are many and each is a different recovery path; Redis is one, but the worst. A
+node's death needs a multi-node stack; without one it is an actor's kill instead (drawn
+all the same, so a seed's schedule is the same either way)."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,28 @@ class FaultInjector:
             return self._kill_actor(fault)
         if fault.kind == "kill_redis":
             return self._kill_redis(fault)
+        if fault.kind == "kill_node":
+            if not self.stack.nodes:
+                return self._kill_actor(fault)
+            return self._kill_node(fault)
         return self._stop_redis(fault)
+
+    def _kill_node(self, fault: Fault) -> Injected:
+        """A worker node dies with its agent; a node takes its place and the same agent id
+        is started there (as an operator replaces a machine)."""
+        nodes = self.stack.nodes
+        node = nodes[min(int(fault.pick * len(nodes)), len(nodes) - 1)]
+        started = time.time()
+        self.stack.kill_node(node)
+        ended = time.time()
+        self.stack.add_node(node.agent_id)
+        return Injected(
+            fault,
+            f"node:{node.agent_id}",
+            started,
+            ended,
+            {"node": node.node_id, "replaced_after_s": round(time.time() - started, 3)},
+        )
 
     def _kill_actor(self, fault: Fault) -> Injected:
         actors = self.actors()

@@ -18,16 +18,26 @@ import sys
 import tempfile
 import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kernelhub.errors import KernelhubError
 
-__all__ = ["ChaosStack", "kill_what_mentions", "redis_pid"]
+__all__ = ["ChaosStack", "WorkerNode", "kill_what_mentions", "redis_pid"]
 
 KH = [sys.executable, "-m", "kernelhub.cli"]
 PROCESS_AGENT = "i-proc"
+
+
+@dataclass
+class WorkerNode:
+    """A Ray worker node on this machine (``ray start --address --block``, a process group
+    we own) with a simulated agent pinned to it: what a node's death takes away."""
+
+    agent_id: str
+    process: subprocess.Popen[bytes]
+    node_id: str
 
 
 @dataclass
@@ -35,6 +45,7 @@ class ChaosStack:
     root: Path
     environ: dict[str, str]
     exports: dict[str, str]
+    nodes: list[WorkerNode] = field(default_factory=list)
 
     @property
     def data_dir(self) -> Path:
@@ -144,11 +155,85 @@ class ChaosStack:
         if done.returncode != 0:
             raise KernelhubError(f"kh agent start failed: {done.stderr.strip()[-2000:]}")
 
+    # ---- worker nodes -----------------------------------------------------------------------
+    def add_node(self, agent_id: str) -> WorkerNode:
+        """A worker node joined to the stack's Ray head, and agent ``agent_id`` on it."""
+        from kernelhub import ray_head
+
+        state = self.state()
+        known = set(self._node_ids())
+        logs = self.root / "logs"
+        logs.mkdir(exist_ok=True)
+        with open(logs / f"{agent_id}.log", "ab") as log:
+            process = subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("ray")),
+                    "start",
+                    f"--address={state['ray_address']}",
+                    "--node-ip-address=127.0.0.1",
+                    "--num-cpus=2",
+                    "--block",
+                    "--disable-usage-stats",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env={**self.environ, **ray_head.RAY_ENV},
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        fresh = set(self._node_ids()) - known
+        while not fresh:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise KernelhubError(f"the worker node for {agent_id} did not join within 60 s")
+            time.sleep(0.5)
+            fresh = set(self._node_ids()) - known
+        node = WorkerNode(agent_id, process, fresh.pop())
+        done = self.kh(
+            "agent",
+            "start",
+            "--address",
+            str(state["ray_address"]),
+            "--backend",
+            "sim",
+            "--agent-id",
+            agent_id,
+            "--node-id",
+            node.node_id,
+            "--accelerator",
+            "none",
+            KH_REDIS_URL=self.redis_url,
+        )
+        if done.returncode != 0:
+            raise KernelhubError(f"kh agent start on {node.node_id}: {done.stderr.strip()[-800:]}")
+        self.nodes.append(node)
+        return node
+
+    def _node_ids(self) -> list[str]:
+        from kernelhub import ray_head
+
+        ray_head.use_env_for(str(self.state()["ray_address"]))
+        from ray.util.state import list_nodes
+
+        found = list_nodes(address=str(self.state()["dashboard_url"]), limit=1000)
+        return [str(n.node_id) for n in found if n.state == "ALIVE"]
+
+    def kill_node(self, node: WorkerNode) -> None:
+        """The node's death: its whole process group (raylet, workers, the agent) SIGKILLed."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(node.process.pid, signal.SIGKILL)
+        node.process.wait(30)
+        self.nodes.remove(node)
+
     def down(self) -> None:
         """``kh down``, then whatever still mentions the run's directory (process kernels,
         a Redis the driver restarted by hand), then the directory."""
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.kh("down", timeout=120)
+        for node in list(self.nodes):
+            with contextlib.suppress(Exception):
+                self.kill_node(node)
         kill_what_mentions(self.root)
         subprocess.run(["rm", "-rf", str(self.root)], check=False)
 
