@@ -8,7 +8,8 @@ commands, under one typer app.
 The server's modules (Redis, Ray, the actors) are imported when a command runs, never when
 ``kh`` starts, so ``kh ps`` starts quickly. Every failure a user can cause ends in one line
 on stderr and exit 1, never a traceback (``KH_DEBUG=1`` shows the traceback for bug
-reports); ``kh status`` exits 3 when nothing runs.
+reports); ``kh status`` exits 3 when nothing runs and 4 when only part of the embedded
+stack does (``kh up`` repairs it).
 """
 
 from __future__ import annotations
@@ -254,6 +255,8 @@ def _print_connect(
         f"             redis-server {facts['redis_version']} ({state.redis_binary}), "
         f"pid {state.redis_pid}, appendfsync {facts['appendfsync']}, noeviction"
     )
+    if state.supervisor_pid:
+        print(f"             restarted when it dies by supervisor pid {state.supervisor_pid}")
     print(f"  data dir   {settings.data_dir}")
     print(f"  log        {facts['events']} events, head {facts['head']}")
     if state.ray_address:
@@ -397,21 +400,26 @@ def up(
             raise KernelhubError(
                 "KH_REDIS_URL points at an external Redis; `kh up` runs the embedded one: unset it"
             )
-    state, started = embedded.up(settings)
-    keys = asyncio.run(_prepare(settings, state.redis_url))
-    allowed = asyncio.run(unisolated.record(state.redis_url, settings.key_prefix, asked))
     accelerators = accelerators_of(accelerator)
-    state = embedded.start_ray(
-        settings,
-        state,
-        backend=resolve_backend_kind(backend.value),
-        agents=agents,
-        shards=shards,
-        accelerators=accelerators,
-    )
+    with embedded.locked(settings):  # a second `kh up` waits: never two heads
+        state, done = embedded.up(settings)
+        keys = asyncio.run(_prepare(settings, state.redis_url))
+        allowed = asyncio.run(unisolated.record(state.redis_url, settings.key_prefix, asked))
+        state, ray_done = embedded.start_ray(
+            settings,
+            state,
+            backend=resolve_backend_kind(backend.value),
+            agents=agents,
+            shards=shards,
+            accelerators=accelerators,
+        )
     write_client_config(settings.client_config_path, keys, state.endpoint)
     facts = asyncio.run(_log_facts(state.redis_url, settings.key_prefix))
-    print("kernelhub is up" + ("" if started else " (already running)"))
+    repaired = [step for step in done + ray_done if step != "started"]
+    if repaired:
+        print(f"kernelhub is up (repaired: {', '.join(repaired)})")
+    else:
+        print("kernelhub is up" + ("" if "started" in done else " (already running)"))
     _print_connect(settings, state, facts, keys)
     warn_unisolated(state.backend, allowed)
     if foreground:
@@ -421,7 +429,7 @@ def up(
         print("kernelhub is down")
 
 
-@app.command(help="Stop what `kh up` started.")
+@app.command(help="Stop what `kh up` started (all of it, also when half of it died).")
 @operator_command
 def down(data_dir: DataDir = None) -> None:
     from . import cluster, embedded
@@ -441,7 +449,7 @@ def down(data_dir: DataDir = None) -> None:
     print(f"nothing was running (data dir {settings.data_dir})")
 
 
-@app.command(help="The cluster at a glance (exit 3: nothing runs).")
+@app.command(help="The cluster at a glance (exit 3: nothing runs; 4: part of it runs).")
 @operator_command
 def status(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
     from . import cluster, ray_head
@@ -449,7 +457,14 @@ def status(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
 
     settings = installation_settings(data_dir=data_dir)
     url = settings.redis_url
-    state = status_view.own_stack(settings)  # kh up's own, also under its exported URL
+    health = status_view.own_health(settings)  # kh up's own, also under its exported URL
+    if health is not None and health.verdict == "degraded":
+        if as_json:
+            print(json.dumps(status_view.degraded_report(health), sort_keys=True))
+        else:
+            print("\n".join(status_view.render_degraded(health)))
+        raise typer.Exit(4)
+    state = health.state if health is not None else None
     if state:
         url = state.redis_url
     if not url:
@@ -466,8 +481,11 @@ def status(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
         **facts,
         **on_store(url, settings.key_prefix, status_view.cluster_summary),
     }
-    if state:
-        report["redis_pid"] = state.redis_pid
+    if state and health is not None:
+        report["redis_pid"] = health.redis.pid
+        report["supervisor_pid"] = health.redis.supervisor_pid
+        report["redis_restarts"] = health.redis.restarts
+        report["stack"] = health.to_json()
         report["ray_address"] = state.ray_address
         if state.dashboard_url:
             os.environ.update(ray_head.RAY_ENV)  # the token mode, before Ray is imported

@@ -4,10 +4,19 @@ Everything binds to 127.0.0.1 (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` keeps Ray
 rewriting loopback to the machine's address) on explicit ports. ``--block`` makes the head a
 single process to stop: SIGTERM to it stops every Ray process it started, and nothing else
 (``ray stop`` would stop every Ray on the machine).
+
+The head leads a Unix session of its own (``start_new_session``): the GCS, the raylet, the
+dashboard and every actor's worker are in it, and stay in it when the head process itself
+is killed. So :func:`stop_sessions` stops all of them, orphans included, and nothing else
+(a process kernel leads a session of its own and is adopted by the next ``kh up``).
+:func:`find_heads` finds such a session again without the pid recorded in ``embedded.json``:
+the head writes to ``<data dir>/logs/ray-head.log``, and the GCS and raylet carry
+``KH_EMBEDDED_STACK=<data dir>`` in their environment.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -17,10 +26,28 @@ import sys
 import time
 from pathlib import Path
 
+from . import procs
 from .errors import KernelhubError
 from .redis_server import free_loopback_port
 
-__all__ = ["RAY_ENV", "connect", "process_alive", "start_head", "stop_head", "use_env_for"]
+__all__ = [
+    "RAY_ENV",
+    "STACK_ENV",
+    "connect",
+    "find_heads",
+    "gcs_answers",
+    "process_alive",
+    "ray_processes",
+    "start_head",
+    "stop_head",
+    "stop_sessions",
+    "use_env_for",
+]
+
+STACK_ENV = "KH_EMBEDDED_STACK"
+"""Set to the data dir in the environment of what ``kh up`` starts (the Ray head and
+everything it starts, the Redis supervisor): how ``kh down`` recognises them."""
+_RAY_DAEMONS = ("gcs_server", "raylet")
 
 
 def _ray_executable() -> str:
@@ -29,10 +56,14 @@ def _ray_executable() -> str:
 
 
 def start_head(
-    log_dir: Path, *, dashboard_port: int = 8265, timeout: float = 60.0
+    log_dir: Path,
+    *,
+    dashboard_port: int = 8265,
+    timeout: float = 60.0,
+    stack: Path | None = None,
 ) -> tuple[int, str, str, str]:
     """Start the head; returns (pid, GCS address, dashboard URL, Prometheus metrics URL)
-    once a driver can connect."""
+    once a driver can connect. ``stack``: the data dir it belongs to (:data:`STACK_ENV`)."""
     port = free_loopback_port()
     metrics_port = free_loopback_port()
     agent_port = free_loopback_port()  # not Ray's fixed 52365: another Ray may hold it
@@ -40,6 +71,8 @@ def start_head(
         dashboard_port = free_loopback_port()
     ensure_auth_token()
     env = {**os.environ, **RAY_ENV}
+    if stack is not None:
+        env[STACK_ENV] = str(stack.resolve())
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "ray-head.log", "ab") as log:
         process = subprocess.Popen(
@@ -162,6 +195,65 @@ def stop_head(pid: int, timeout: float = 30.0) -> None:
             return
         time.sleep(0.2)
     os.kill(pid, signal.SIGKILL)
+
+
+def gcs_answers(address: str, timeout: float = 1.0) -> bool:
+    """Whether the GCS at ``host:port`` accepts a connection (the head serves)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def find_heads(data_dir: Path) -> set[int]:
+    """The Unix sessions of the Ray heads ``kh up`` started for ``data_dir`` that still have
+    a process, found from ``/proc`` alone (the record of them may be stale or lost)."""
+    root = data_dir.resolve()
+    log = str(root / "logs" / "ray-head.log")
+    mark = f"{STACK_ENV}={root}"
+    found: set[int] = set()
+    for p in procs.scan():
+        if p.pid == p.sid and p.fd_target(1) == log:
+            found.add(p.sid)
+        elif p.comm in _RAY_DAEMONS and p.environ_has(mark):
+            found.add(p.sid)
+    return found
+
+
+def ray_processes(sids: set[int]) -> list[int]:
+    """The live processes of these head sessions; a session with no Ray daemon or worker in
+    it is not a head's (its pid was reused) and counts for nothing."""
+    return [p.pid for p in _ray_members(sids)]
+
+
+def _ray_members(sids: set[int]) -> list[procs.Proc]:
+    members = procs.session_members(sids)
+    ray_like = {
+        p.sid
+        for p in members
+        if p.comm in _RAY_DAEMONS or p.comm.startswith("ray") or " start --head " in p.cmdline
+    }
+    return [p for p in members if p.sid in ray_like]
+
+
+def stop_sessions(sids: set[int], timeout: float = 30.0) -> list[int]:
+    """Stop these heads and everything in their sessions: SIGTERM to each head still there
+    (it stops what it started) and to each orphan whose head is gone, then SIGKILL what is
+    left after ``timeout``. Returns what needed SIGKILL."""
+    members = _ray_members(sids)
+    heads = {p.pid for p in members if p.pid == p.sid}
+    for p in members:
+        if p.pid in heads or p.sid not in heads:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while ray_processes(sids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return procs.terminate(ray_processes(sids), timeout=5.0)
 
 
 def process_alive(pid: int) -> bool:

@@ -52,6 +52,7 @@ __all__ = [
     "launch",
     "main",
     "read_supervisor",
+    "want_durability",
 ]
 
 STATE_FILE = "supervisor.json"
@@ -76,6 +77,8 @@ class SupervisorState(BaseModel):
     """Why the last restart happened, or why the server cannot start (``failed``)."""
     since: float = 0.0
     """When ``state`` last changed (seconds since the epoch)."""
+    url: str | None = None
+    """Where the server listens (the same across restarts)."""
 
 
 def read_supervisor(redis_dir: Path) -> SupervisorState | None:
@@ -138,6 +141,7 @@ class Supervisor:
         self.ready_timeout = ready_timeout
         self.backoff = backoff or Backoff()
         self.server: EmbeddedRedis | None = None
+        self.url = EmbeddedRedis(redis_dir, port=port, binary=binary).url
         self.stopping = False
         self.restarts = 0
         self.last_why: str | None = None
@@ -156,6 +160,7 @@ class Supervisor:
             restarts=self.restarts,
             why=why,
             since=time.time(),
+            url=self.url,
         )
         tmp = self.redis_dir / f".{STATE_FILE}.tmp"
         tmp.write_text(body.model_dump_json())
@@ -271,6 +276,13 @@ def _running_server(redis_dir: Path) -> int | None:
     return pid if found is not None and found.comm == "redis-server" else None
 
 
+def want_durability(redis_dir: Path, durability: Durability) -> None:
+    """The ``appendfsync`` every later (re)start of the server uses (``kh up`` sets it on the
+    running server too)."""
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    (redis_dir / DURABILITY_FILE).write_text(durability.value)
+
+
 def launch(
     redis_dir: Path,
     *,
@@ -282,8 +294,7 @@ def launch(
     max_failures: int = 6,
 ) -> SupervisorState:
     """Start a detached supervisor and wait until its server answers (``kh up``)."""
-    redis_dir.mkdir(parents=True, exist_ok=True)
-    (redis_dir / DURABILITY_FILE).write_text(durability.value)
+    want_durability(redis_dir, durability)
     command = [sys.executable, "-m", MODULE, "--dir", str(redis_dir), "--binary", binary]
     command += ["--durability", durability.value, "--max-failures", str(max_failures)]
     if port is not None:

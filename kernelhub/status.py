@@ -1,5 +1,8 @@
 """``kh status``: the cluster at a glance, from the read models, telemetry and Ray's state API.
 
+- The embedded stack's own health first: when only part of it runs (Redis dead or restarting
+  while Ray runs, or the reverse), it says exactly which part, and nothing else (exit 4).
+
 - The log: events, head, durability, Redis memory.
 - The projections: state and lag.
 - The agents: status, slots used of offered, accelerators with their live utilization.
@@ -26,9 +29,18 @@ from .projections_cli import projection_rows
 
 if TYPE_CHECKING:
     from .config import Settings
-    from .embedded import EmbeddedState
+    from .embedded import EmbeddedState, StackHealth
 
-__all__ = ["cluster_summary", "kernelhub_actors", "own_stack", "render", "same_redis"]
+__all__ = [
+    "cluster_summary",
+    "degraded_report",
+    "kernelhub_actors",
+    "own_health",
+    "own_stack",
+    "render",
+    "render_degraded",
+    "same_redis",
+]
 
 
 def same_redis(a: str, b: str) -> bool:
@@ -54,10 +66,46 @@ def own_stack(settings: Settings) -> EmbeddedState | None:
     or names that stack's own Redis (the ``export KH_REDIS_URL=...`` line ``kh up``
     printed): its Ray address, dashboard and metrics are then ours to show. A
     ``KH_REDIS_URL`` naming another Redis is an external stack: None."""
-    state = embedded.read_state(settings)
-    if state is None or not settings.redis_url:
-        return state
-    return state if same_redis(settings.redis_url, state.redis_url) else None
+    health = own_health(settings)
+    return health.state if health is not None else None
+
+
+def own_health(settings: Settings) -> StackHealth | None:
+    """The health of the embedded stack of this data dir when it is ours to show (as
+    :func:`own_stack`), and some of it runs; None otherwise (a stale record is dropped)."""
+    health = embedded.inspect(settings)
+    if health.verdict == "stopped":
+        embedded.read_state(settings)
+        return None
+    state, url = health.state, settings.redis_url
+    if url and (state is None or not same_redis(url, state.redis_url)):
+        return None
+    return health
+
+
+def degraded_report(health: StackHealth) -> dict[str, Any]:
+    """``kh status --json`` of a half-alive stack: the same as the text, as fields."""
+    state = health.state
+    return {
+        "running": False,
+        "degraded": True,
+        "summary": health.summary(),
+        "data_dir": health.data_dir,
+        "redis_url": state.redis_url if state else None,
+        "ray_address": state.ray_address if state else None,
+        **health.to_json(),
+    }
+
+
+def render_degraded(health: StackHealth) -> list[str]:
+    redis = health.redis
+    lines = [health.summary()]
+    if redis.supervisor_pid or redis.restarts:
+        supervisor = f"pid {redis.supervisor_pid}" if redis.supervisor_pid else "gone"
+        last = f" (last: {redis.supervisor.why})" if redis.supervisor and redis.restarts else ""
+        lines.append(f"  redis supervisor {supervisor}, {redis.restarts} restarts{last}")
+    lines.append("Repair it: kh up    Stop all of it: kh down")
+    return lines
 
 
 async def cluster_summary(store: RedisEventStore) -> dict[str, Any]:
@@ -146,6 +194,15 @@ def render(report: dict[str, Any]) -> list[str]:
         ),
         f"agents     {len(report['agents'])}",
     ]
+    if report.get("supervisor_pid"):
+        restarts = report.get("redis_restarts") or 0
+        last = (report.get("stack") or {}).get("redis", {}).get("last_restart_why")
+        lines.insert(
+            2,
+            f"redis      pid {report.get('redis_pid')}, supervised by pid "
+            f"{report['supervisor_pid']}, {restarts} restarts"
+            + (f" (last: {last})" if restarts and last else ""),
+        )
     for agent in report["agents"][:20]:
         offered = sorted(agent["available_slots"].items())
         slots = "  ".join(
