@@ -181,3 +181,37 @@ def test_gateway_bench_prints_its_figures() -> None:
     for key in ("ours_rps", "hello_rps", "p99_ms"):
         assert figures[key] > 0, key
     assert abs(figures["ratio"] - figures["ours_rps"] / figures["hello_rps"]) <= 0.01
+
+
+def test_chaos_bench_prints_its_figures() -> None:
+    """A half-minute chaos run: faults injected, the checker's verdict in the figures."""
+    result = subprocess.run(
+        [sys.executable, "bench/chaos.py", "--minutes", "0.5", "--seed", "5", "--gap", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "chaos: seed 5" in result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["seed"] == 5 and figures["faults"] >= 1 and figures["sessions"] >= 1
+    assert figures["acked_lost"] == 0 and figures["stuck"] == 0 and figures["verify_ok"]
+    assert sum(figures["faults_by_kind"].values()) == figures["faults"]
+    assert figures["machine"]["nproc"] >= 1
+
+
+def test_soak_bench_prints_its_figures() -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/soak.py", "--minutes", "0.5", "--sample", "2", "--warmup", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["sessions"] >= 1 and figures["log_bytes_per_session"] is not None
+    growth = figures["rss_growth_mb_per_h"]
+    assert {"gateway", "projector", "sessions:0"} <= set(growth), growth
+    assert figures["redis_rss_growth_mb_per_h"] is not None

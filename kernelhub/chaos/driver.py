@@ -65,7 +65,7 @@ class ChaosResult:
         caught = [r.projections_s for r in self.recoveries if r.projections_s is not None]
         by_kind: dict[str, int] = {}
         for item in self.injected:
-            by_kind[item.fault.kind] = by_kind.get(item.fault.kind, 0) + 1
+            by_kind[item.kind] = by_kind.get(item.kind, 0) + 1
         never = sum(1 for r in self.recoveries if r.running_s is None)
         return {
             "seed": self.seed,
@@ -140,7 +140,7 @@ async def _run(config: ChaosConfig, seed: int, stack: ChaosStack) -> ChaosResult
                 recovery = await measure(item, workload, store)
                 recoveries.append(recovery)
                 _say(
-                    f"fault {fault.index} {fault.kind} {item.target}: running after "
+                    f"fault {fault.index} {item.kind} {item.target}: running after "
                     f"{recovery.running_s} s, projections after {recovery.projections_s} s"
                 )
         remaining = config.seconds - (time.monotonic() - started)

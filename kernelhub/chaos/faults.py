@@ -72,6 +72,13 @@ class Injected:
     ended: float = 0.0
     detail: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def kind(self) -> str:
+        """What was done: a ``kill_node`` drawn without worker nodes was an actor's kill."""
+        if self.fault.kind == "kill_node" and not self.target.startswith("node:"):
+            return "kill_actor"
+        return self.fault.kind
+
 
 class FaultInjector:
     def __init__(self, stack: ChaosStack) -> None:

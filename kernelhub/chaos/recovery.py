@@ -43,7 +43,7 @@ async def projections_caught_up(store: RedisEventStore, head: str) -> bool:
 async def measure(
     injected: Injected, workload: Workload, store: RedisEventStore, timeout: float = 90.0
 ) -> Recovery:
-    since = injected.ended if injected.fault.kind == "stop_redis" else injected.started
+    since = injected.ended if injected.kind == "stop_redis" else injected.started
     deadline = time.monotonic() + timeout
     running_at: float | None = None
     probes = 0
@@ -72,7 +72,7 @@ async def measure(
             pass
         await asyncio.sleep(0.1)
     return Recovery(
-        injected.fault.kind,
+        injected.kind,
         injected.target,
         None if running_at is None else round(running_at - since, 3),
         None if projections_at is None else round(projections_at - since, 3),
