@@ -28,6 +28,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from ._canonical import canonical_dumps, loads
@@ -146,9 +149,13 @@ class RedisEventStore:
 
         Connections come from a blocking pool: a burst of concurrent commands waits for a
         free connection instead of failing (blocking reads each hold one while they wait).
-        After Redis restarts, the pool checks each connection it hands out and connects
-        again when the old one was closed under it, so the next command after an outage
-        reaches the new server; every command is bounded (:data:`SOCKET_TIMEOUT_S`).
+        After Redis restarts, a connection the pool kept may have been closed under it
+        (the pool's check on hand-out does not always see it: the write is what fails), so
+        a command that fails on its connection is sent once more on a new one, and the
+        first command after an outage reaches the new server instead of failing on the old
+        socket. Once only, and never after a timeout: a server that is away or stopped
+        fails the call at once, bounded by :data:`SOCKET_TIMEOUT_S`. Sending again is
+        safe: appends are recognised by their event ids.
         """
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
@@ -157,6 +164,7 @@ class RedisEventStore:
             timeout=30,
             socket_timeout=SOCKET_TIMEOUT_S,
             socket_connect_timeout=CONNECT_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         return cls(aioredis.Redis(connection_pool=pool), **kwargs)
 

@@ -104,6 +104,7 @@ from actors.gateway.folders_access import folder_state
 from actors.gateway.scaling import role_of_image, scaling_group_for
 from actors.gateway.scope import creation_refusal
 from actors.gateway.sessions import open_session_cap
+from actors.runtime.outage import Outages
 from actors.sessions.isolation import check_create
 from actors.sessions.shard import catch_up, load_session
 from events import AnyPayload, RedisEventStore
@@ -116,6 +117,7 @@ from events.catalogue import (
 )
 from events.catalogue.endpoint import ModelService, RouteStatus
 from events.catalogue.reasons import KernelLifecycleEventReason
+from events.server import log_unreachable
 from projections.queries import ReadModels
 from projections.tenancy_queries import TenancyLookups
 from projections.vfolder_queries import VFolderLookups
@@ -254,6 +256,7 @@ class Reconciler:
 
     async def run(self) -> None:
         """Passes for ever: on a wake, and every ``tick_s`` (probes fall due)."""
+        outages = Outages("reconcile pass")
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.tick_s)
@@ -262,15 +265,19 @@ class Reconciler:
             self._wake.clear()
             try:
                 await self.reconcile_all()
-            except Exception:  # one bad pass must not end the loop
-                log.exception("reconcile pass failed")
+            except Exception as exc:  # one bad pass must not end the loop
+                await asyncio.sleep(outages.failed(exc))
+            else:
+                outages.succeeded()
 
     async def reconcile_all(self) -> None:
         async with self._lock:
             for endpoint in list(self.writer.state.live()):
                 try:
                     await self._reconcile(endpoint.endpoint_id)
-                except Exception:
+                except Exception as exc:
+                    if log_unreachable(exc):
+                        raise  # every endpoint would fail the same way: the pass waits
                     log.exception("reconciling an endpoint failed", endpoint=str(endpoint))
 
     async def sync(self, endpoint_id: uuid.UUID) -> None:

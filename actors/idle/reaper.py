@@ -35,6 +35,7 @@ from actors.domain.commands.sessions import (
 )
 from actors.domain.idle import IdleConfig, activity_note_id, idle_reclaim_id, review
 from actors.idle.facts import APP_STALE_S, IdleFacts
+from actors.runtime.outage import Outages
 from events import Event, RedisEventStore
 from projections.queries import ReadModels
 
@@ -213,6 +214,7 @@ class Reaper:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Sleep until the earliest check time (or a new session), judge, repeat."""
+        outages = Outages("idle check")
         while not (stop and stop.is_set()):
             try:
                 await self.run_once()
@@ -220,9 +222,10 @@ class Reaper:
                 wait = self.max_sleep_s
                 if head is not None:
                     wait = max(0.0, min(wait, head - await self.now()))
-            except Exception:
-                log.exception("idle check failed; retrying")
-                wait = self.max_sleep_s
+            except Exception as exc:  # logged once per outage, each time for a bug
+                wait = self.max_sleep_s + outages.failed(exc)
+            else:
+                outages.succeeded()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
