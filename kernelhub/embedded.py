@@ -145,8 +145,7 @@ class StackHealth:
                 out.append(f"Redis is not answering: redis-server pid {redis.pid} is stopped")
             elif redis.supervisor_pid and redis.supervisor_stopped:
                 out.append(
-                    f"Redis is not running and its supervisor pid {redis.supervisor_pid} "
-                    "is stopped"
+                    f"Redis is not running and its supervisor pid {redis.supervisor_pid} is stopped"
                 )
             elif (
                 redis.supervisor_pid
@@ -290,8 +289,9 @@ def _answers(url: str | None) -> str | None:
         return str(exc)
 
 
-def inspect(settings: Settings) -> StackHealth:
-    """The stack of this data dir as it is now: the record, the processes, the answers."""
+def inspect(settings: Settings, *, probe: bool = True) -> StackHealth:
+    """The stack of this data dir as it is now: the record, the processes, the answers
+    (``probe=False``: processes only, nothing answers; enough to tell "stopped")."""
     state = _load(settings)
     supervisor = read_supervisor(_redis_dir(settings))
     supervisor_pid = _supervisor_pid(
@@ -304,7 +304,10 @@ def inspect(settings: Settings) -> StackHealth:
         [supervisor.redis_pid if supervisor else None, state.redis_pid if state else None],
         url,
     )
-    why = _answers(url) if (redis is not None or state is not None) else "not running"
+    if not probe:
+        why: str | None = "not probed"
+    else:
+        why = _answers(url) if (redis is not None or state is not None) else "not running"
     sessions = ray_head.find_heads(settings.data_dir)
     if state is not None and state.ray_pid:
         sessions.add(state.ray_pid)
@@ -327,7 +330,7 @@ def inspect(settings: Settings) -> StackHealth:
         ),
         ray=RayHealth(
             expected=bool(address),
-            answers=bool(address) and ray_head.gcs_answers(address or ""),
+            answers=probe and bool(address) and ray_head.gcs_answers(address or ""),
             head_pid=head,
             address=address,
             sessions=frozenset(sessions),
@@ -342,7 +345,7 @@ def read_state(settings: Settings) -> EmbeddedState | None:
     state = _load(settings)
     if state is None:
         return None
-    if inspect(settings).verdict != "stopped":
+    if inspect(settings, probe=False).verdict != "stopped":
         return state
     _state_path(settings.data_dir).unlink(missing_ok=True)
     return None
@@ -476,6 +479,7 @@ def start_ray(
         if ray_head.ray_processes(leftovers):
             ray_head.stop_sessions(leftovers)
             done.append("a dead Ray head's leftovers stopped")
+        ray_head.forget_dead_heads(settings.data_dir)
         if state.ray_address:
             done.append("Ray head started again")
         pid, address, dashboard, metrics = ray_head.start_head(
@@ -558,6 +562,7 @@ def down(settings: Settings, timeout: float = 15.0) -> StackHealth | None:
         if health.redis.pid:
             procs.terminate([health.redis.pid], timeout=timeout)
         left = inspect(settings)
+        ray_head.forget_dead_heads(settings.data_dir)
         if left.verdict != "stopped":
             raise KernelhubError(f"kh down left some of it running: {left.summary()}")
         _state_path(settings.data_dir).unlink(missing_ok=True)

@@ -10,8 +10,8 @@ dashboard and every actor's worker are in it, and stay in it when the head proce
 is killed. So :func:`stop_sessions` stops all of them, orphans included, and nothing else
 (a process kernel leads a session of its own and is adopted by the next ``kh up``).
 :func:`find_heads` finds such a session again without the pid recorded in ``embedded.json``:
-the head writes to ``<data dir>/logs/ray-head.log``, and the GCS and raylet carry
-``KH_EMBEDDED_STACK=<data dir>`` in their environment.
+the head writes to ``<data dir>/logs/ray-head.log``, and its processes (GCS, raylet,
+agents, workers) carry ``KH_EMBEDDED_STACK=<data dir>`` in their environment.
 """
 
 from __future__ import annotations
@@ -97,6 +97,8 @@ def start_head(
             env=env,
             start_new_session=True,
         )
+    if stack is not None:
+        remember_head(stack, process.pid)
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -211,17 +213,48 @@ def gcs_answers(address: str, timeout: float = 1.0) -> bool:
 
 def find_heads(data_dir: Path) -> set[int]:
     """The Unix sessions of the Ray heads ``kh up`` started for ``data_dir`` that still have
-    a process, found from ``/proc`` alone (the record of them may be stale or lost)."""
+    a process, found without ``embedded.json`` (it may be stale or lost): the sessions noted
+    by :func:`remember_head`, and from ``/proc``, a head writing to ``logs/ray-head.log``
+    (also one started before heads were noted) or a Ray process with this stack's mark."""
     root = data_dir.resolve()
     log = str(root / "logs" / "ray-head.log")
     mark = f"{STACK_ENV}={root}"
-    found: set[int] = set()
+    found = {p.sid for p in _ray_members(remembered_heads(data_dir))}
     for p in procs.scan():
         if p.pid == p.sid and p.fd_target(1) == log:
             found.add(p.sid)
-        elif p.comm in _RAY_DAEMONS and p.environ_has(mark):
+        elif _ray_like(p) and p.environ_has(mark):
             found.add(p.sid)
     return found
+
+
+def _heads_file(data_dir: Path) -> Path:
+    return data_dir / "ray-heads"
+
+
+def remember_head(data_dir: Path, pid: int) -> None:
+    """Note a head's session beside the data, apart from ``embedded.json``: Ray's workers
+    and agents rewrite their command line and environment (setproctitle), so once their
+    head is gone nothing in ``/proc`` ties them to this data dir but their session id."""
+    with open(_heads_file(data_dir), "a") as out:
+        out.write(f"{pid}\n")
+
+
+def remembered_heads(data_dir: Path) -> set[int]:
+    try:
+        text = _heads_file(data_dir).read_text()
+    except OSError:
+        return set()
+    return {int(line) for line in text.split() if line.isdigit()}
+
+
+def forget_dead_heads(data_dir: Path) -> None:
+    """Keep only the heads with a process left (the file goes with the last)."""
+    live = {p.sid for p in _ray_members(remembered_heads(data_dir))}
+    if live:
+        _heads_file(data_dir).write_text("".join(f"{sid}\n" for sid in sorted(live)))
+    else:
+        _heads_file(data_dir).unlink(missing_ok=True)
 
 
 def ray_processes(sids: set[int]) -> list[int]:
@@ -232,12 +265,15 @@ def ray_processes(sids: set[int]) -> list[int]:
 
 def _ray_members(sids: set[int]) -> list[procs.Proc]:
     members = procs.session_members(sids)
-    ray_like = {
-        p.sid
-        for p in members
-        if p.comm in _RAY_DAEMONS or p.comm.startswith("ray") or " start --head " in p.cmdline
-    }
+    ray_like = {p.sid for p in members if _ray_like(p)}
     return [p for p in members if p.sid in ray_like]
+
+
+def _ray_like(p: procs.Proc) -> bool:
+    """A Ray daemon, worker (``ray::Name``), agent or the head itself: what may carry this
+    stack's mark once its head is gone (the GCS and raylet die with the head; the agents
+    and workers may not)."""
+    return p.comm in _RAY_DAEMONS or p.comm.startswith("ray") or " start --head " in p.cmdline
 
 
 def stop_sessions(sids: set[int], timeout: float = 30.0) -> list[int]:
