@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass
 
 from events import RedisEventStore, position_key
@@ -49,7 +50,8 @@ async def measure(
     probes = 0
     while time.monotonic() < deadline and running_at is None:
         probes += 1
-        ack = await workload.create(f"chaos-probe-{injected.fault.index:04d}-{probes}", "probe")
+        name = f"chaos-probe-{injected.fault.index:04d}-{probes}-{uuid.uuid4().hex[:6]}"
+        ack = await workload.create(name, "probe")
         if ack.session_id is None:
             await asyncio.sleep(0.5)
             continue
