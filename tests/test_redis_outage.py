@@ -303,13 +303,36 @@ async def test_redis_stopped_requests_get_503_not_a_hang_then_resume(stack: Stac
     await wait_status(stack, after, "TERMINATED")
 
 
-def _aof_dir(server: EmbeddedRedis) -> Path:
-    return server.data_dir / "appendonlydir"
+def _aof_files(server: EmbeddedRedis) -> list[Path]:
+    """The AOF as Redis keeps it: a directory of parts (Redis 7), else one file."""
+    parts = server.data_dir / "appendonlydir"
+    if parts.is_dir():
+        return [parts]
+    return [path for path in server.data_dir.iterdir() if path.name.endswith(".aof")]
 
 
 def _aof_holds(server: EmbeddedRedis, text: str) -> bool:
     needle = text.encode()
-    return any(needle in path.read_bytes() for path in _aof_dir(server).iterdir())
+    files = [p for f in _aof_files(server) for p in (f.iterdir() if f.is_dir() else [f])]
+    return any(needle in path.read_bytes() for path in files)
+
+
+def _copy_aof(server: EmbeddedRedis, into: Path) -> None:
+    into.mkdir()
+    for path in _aof_files(server):
+        copy = shutil.copytree if path.is_dir() else shutil.copy2
+        copy(path, into / path.name)
+
+
+def _put_back_aof(server: EmbeddedRedis, copy: Path) -> None:
+    for path in _aof_files(server):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    for path in copy.iterdir():
+        put = shutil.copytree if path.is_dir() else shutil.copy2
+        put(path, server.data_dir / path.name)
 
 
 @pytest.mark.fault
@@ -328,15 +351,14 @@ async def test_a_lost_tail_is_noticed_and_reloaded_without_restarting_an_actor(
     pending = (await stack.client.create_session("python", name="kept", wait=False)).id
     await eventually(lambda: _aof_holds(stack.redis, str(pending)), timeout=30, message="in AOF")
     copy = tmp_path / "aof-copy"
-    shutil.copytree(_aof_dir(stack.redis), copy)
+    _copy_aof(stack.redis, copy)
     await stack.actors.scheduler.set_paused.remote(False)
     await wait_status(stack, pending, "RUNNING")
     lost = await create_when_back(stack, "lost")
     head_before = await stack.store.head()
 
     stack.redis.kill()
-    shutil.rmtree(_aof_dir(stack.redis))
-    shutil.copytree(copy, _aof_dir(stack.redis))
+    _put_back_aof(stack.redis, copy)
     stack.redis.restart()
     head_after = await eventually(stack.store.head, timeout=30, message="Redis back")
     assert position_key(head_after) < position_key(head_before), "the log did not go back"

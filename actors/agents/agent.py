@@ -90,6 +90,10 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 AGENTS_REACT_TO = frozenset({"session_preparing", "session_terminating", "session_status_changed"})
+_NOT_STARTED_IN_LOG = frozenset(
+    {KernelStatus.SCHEDULED, KernelStatus.PREPARING, KernelStatus.BUILDING, KernelStatus.PULLING}
+)
+"""Kernel statuses before ``kernel_started``: the log has not seen the kernel run."""
 
 RUNNER_START_TIMEOUT_S = 30.0
 BOOTSTRAP_TIMEOUT_S = 300.0
@@ -226,6 +230,7 @@ class Agent:
         if not mine:
             return
         if event.type == "session_preparing":
+            self._recreate_leftovers(session, mine)
             self._spawn_creation(session, [k.kernel_id for k in mine])
         elif event.type == "session_status_changed":
             ids = [k.kernel_id for k in mine if k.status is KernelStatus.RESTARTING]
@@ -274,6 +279,43 @@ class Agent:
             )
             for kernel_id in kernel_ids
         ]
+
+    def _recreate_leftovers(self, session: Any, kernels: Iterable[Any]) -> None:
+        """Kernels the log asks to create that already run here, though the log never saw
+        them start: leftovers of a history the log no longer has (Redis restarted and lost
+        its last second, after this agent had started them). Each is stopped and created
+        afresh, so what runs is what the log says; one the log saw start (a reaction
+        replayed after a restart) is left alone."""
+        known = self.backend.known()
+        leftover = [
+            k.kernel_id
+            for k in kernels
+            if k.status in _NOT_STARTED_IN_LOG
+            and k.kernel_id in known
+            and k.kernel_id not in self._starting
+        ]
+        if not leftover:
+            return
+        log.warning(
+            "kernels the log never saw start run here; creating them afresh",
+            agent=self.agent_id,
+            session=str(session.session_id),
+            kernels=[str(k) for k in leftover],
+        )
+        self._starting.update(leftover)
+        launches = self._launches(session, leftover)
+
+        async def replace() -> None:
+            try:
+                for kernel_id in leftover:
+                    await self._stop_kernel(kernel_id, note="kernelhub-agent: recreated\n")
+                    self._stopped.discard(kernel_id)  # stopped to start again, not for good
+            except BaseException:
+                self._starting.difference_update(leftover)
+                raise
+            await self.create_kernels(session.session_id, launches)
+
+        self.background.spawn(replace())
 
     def _spawn_creation(self, session: Any, kernel_ids: list[uuid.UUID]) -> None:
         """Create kernels not already being created or known here: the log's reaction and
