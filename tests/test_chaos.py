@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -37,8 +38,9 @@ def stack() -> Iterator[ChaosStack]:
         chaos.down()
 
 
-def _explain(result: ChaosResult) -> str:
-    return f"seed {result.seed}: {result.verdict.summary()}"
+def _explain(result: ChaosResult, kept: Path | None = None) -> str:
+    where = f" (kept in {kept})" if kept else ""
+    return f"seed {result.seed}{where}: {result.verdict.summary()}"
 
 
 async def test_a_fixed_seed_run_loses_nothing_and_sticks_nowhere(stack: ChaosStack) -> None:
@@ -49,13 +51,22 @@ async def test_a_fixed_seed_run_loses_nothing_and_sticks_nowhere(stack: ChaosSta
     assert result.verdict.ok, _explain(result)
 
 
-async def test_a_random_seed_run_loses_nothing_and_sticks_nowhere(stack: ChaosStack) -> None:
+async def test_a_random_seed_run_loses_nothing_and_sticks_nowhere(
+    stack: ChaosStack, tmp_path: Path
+) -> None:
     seed = random.SystemRandom().randrange(2**32)
     print(f"chaos seed {seed} (replay: bench/chaos.py --seed {seed})")
-    config = ChaosConfig(seconds=35, seed=seed, mean_gap_s=1.5, workload=SMALL, settle_s=60)
+    config = ChaosConfig(
+        seconds=35,
+        seed=seed,
+        mean_gap_s=1.5,
+        workload=SMALL,
+        settle_s=60,
+        record_dir=tmp_path,  # the record, the faults, and on a failure what explains it
+    )
     result = await run_chaos(config, stack)
     assert result.injected, "no fault was injected"
-    assert result.verdict.ok, _explain(result)
+    assert result.verdict.ok, _explain(result, tmp_path)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

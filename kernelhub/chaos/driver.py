@@ -22,6 +22,7 @@ from events import RedisEventStore
 
 from .checker import Verdict, check
 from .client import GatewayClient
+from .diagnose import diagnose
 from .faults import FaultInjector, Injected, schedule
 from .record import ClientRecord
 from .recovery import Recovery, measure, percentile, projections_caught_up
@@ -156,6 +157,8 @@ async def _run(config: ChaosConfig, seed: int, stack: ChaosStack) -> ChaosResult
     _say(f"faults over after {elapsed:.0f} s; settling")
     await settle(store, config.settle_s)
     verdict = await check(store, record, stack.ledger, stuck_after_s=config.stuck_after_s)
+    if config.record_dir is not None and not verdict.ok:
+        await asyncio.to_thread(diagnose, stack, verdict, config.record_dir)
     version = None
     with contextlib.suppress(Exception):
         version = str((await store.server_info()).get("redis_version"))

@@ -270,3 +270,22 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def ray_session_dir(root: Path) -> Path | None:
+    """The Ray session directory of the stack under ``root`` (its raylet's command line
+    names it; the raylet's environment names the stack's data dir)."""
+    needle = str(root).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (entry / "cmdline").read_bytes()
+            if b"raylet" not in cmdline.split(b"\0", 1)[0]:
+                continue
+            if needle not in (entry / "environ").read_bytes() + cmdline:
+                continue
+            for arg in cmdline.decode(errors="replace").split("\0"):
+                if arg.startswith("--session_dir="):
+                    return Path(arg.removeprefix("--session_dir="))
+    return None
