@@ -60,6 +60,10 @@ class Follower:
     _boot: asyncio.Task[None]
     _subscription: Subscription | None = None
     _task: asyncio.Task[None] | None = None
+    restarts: RestartWatch | None = None
+    """The actor's watch for Redis restarts: checked before the first batch read after the
+    subscription had to reconnect, so no reaction is decided on memory the restart made
+    stale (the watch's own loop may only ask a second later)."""
 
     async def _start_following(self) -> None:
         """Follow from the recorded position (safe to call again: a boot retried after an
@@ -86,8 +90,12 @@ class Follower:
         subscription = self._subscription
         assert subscription is not None
         outages = Outages(f"{self.follower_name}: following the log")
+        reconnects = subscription.reconnects
         async for event in subscription:
             batch = [event, *subscription.take_buffered()]
+            if subscription.reconnects != reconnects and self.restarts is not None:
+                reconnects = subscription.reconnects
+                await until_reachable(f"{self.follower_name}: restart check", self.restarts.check)
             while True:
                 try:
                     await self.react_many(batch)

@@ -52,6 +52,7 @@ class RestartWatch:
         self.reloads = 0
         """How many times the log changed under this actor and it reloaded."""
         self._task: asyncio.Task[None] | None = None
+        self._checking = asyncio.Lock()
 
     async def baseline(self) -> None:
         """The mark to compare with: taken before the actor reads the log at start."""
@@ -68,7 +69,12 @@ class RestartWatch:
             self._task = None
 
     async def check(self) -> bool:
-        """Ask once; reload if the log changed. Whether it reloaded."""
+        """Ask once; reload if the log changed. Whether it reloaded. One check at a time
+        (the loop's and a follower's, :meth:`Follower._follow`): a restart reloads once."""
+        async with self._checking:
+            return await self._check()
+
+    async def _check(self) -> bool:
         mark = await self.store.server_mark()
         if not needs_reload(self.seen, mark):
             self.seen = mark
