@@ -159,6 +159,7 @@ class ChaosStack:
     def add_node(self, agent_id: str) -> WorkerNode:
         """A worker node joined to the stack's Ray head, and agent ``agent_id`` on it."""
         from kernelhub import ray_head
+        from kernelhub.redis_server import free_loopback_port
 
         state = self.state()
         known = set(self._node_ids())
@@ -172,6 +173,9 @@ class ChaosStack:
                     f"--address={state['ray_address']}",
                     "--node-ip-address=127.0.0.1",
                     "--num-cpus=2",
+                    # not Ray's fixed ports: another Ray on this machine may hold them
+                    f"--dashboard-agent-listen-port={free_loopback_port()}",
+                    f"--metrics-export-port={free_loopback_port()}",
                     "--block",
                     "--disable-usage-stats",
                 ],
