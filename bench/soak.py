@@ -35,7 +35,9 @@ async def main(options: argparse.Namespace) -> dict[str, object]:
         sample_every_s=options.sample,
         warmup_s=options.warmup,
         seed=options.seed,
-        workload=WorkloadSpec(rate_per_s=options.rate, concurrency=options.concurrency),
+        workload=WorkloadSpec(
+            rate_per_s=options.rate, concurrency=options.concurrency, probe_interval_s=30.0
+        ),
     )
     figures = await run_soak(config)
     return {
