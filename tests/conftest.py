@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -33,28 +34,123 @@ _LAYER_ORDER = [
     "hostile",
     "bench_smoke",
     "e2e",
+    "chaos",
     "multinode",
     "gpu",
 ]
 
 
-SHARED_SERVING_STACK = "serving_stack"
-"""The session fixture the serving modules share (one ``kh up`` for all of them)."""
+SHARED_STACKS: dict[str, dict[str, str]] = {
+    "process_stack": {"KH_ALLOW_UNISOLATED": "1", "DOCKER_HOST": "tcp://127.0.0.1:9"},
+    "shared_stack": {"KH_SERVING_TIMEOUT_S": "5"},
+}
+"""The ``kh up`` stacks modules share (a stack costs 15-30 s to start): the process backend
+(no containers, tenants allowed on it), and the default one (Docker where it runs; with
+``KH_SERVING_TIMEOUT_S`` short, so a stuck serving replica is a 504 in seconds). A module
+that needs other settings (idle checkers, quotas, callbacks) keeps a ``kh up`` of its own.
+Each sharing module makes its own tenants (users, domains, policies, scaling groups) with
+names no other sharing module uses, and changes nothing the others rely on; the sessions it
+leaves open are destroyed and the superadmin's folders purged when it ends (they count
+against one ``max_vfolder_count``)."""
+
+SERVING = "serving_stack"
+"""The serving modules' name for the shared stack: they run last, and their endpoints'
+replicas are left alone between them (the reconciler would only start them again)."""
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def _shared_rank(item: pytest.Item) -> int:
+    """0: no shared stack; then each shared stack's users together, the serving ones last."""
+    names = getattr(item, "fixturenames", ())
+    if SERVING in names:
+        return len(SHARED_STACKS) + 1
+    for rank, name in enumerate(SHARED_STACKS, start=1):
+        if name in names:
+            return rank
+    return 0
+
+
+def _layer(item: pytest.Item) -> int:
+    for rank, name in enumerate(_LAYER_ORDER):
+        if item.get_closest_marker(name):
+            return rank
+    return len(_LAYER_ORDER)
+
+
+_LAST_USER = pytest.StashKey[dict[str, str]]()
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
     """Run the fast pure layer first, so a broken domain fails the run in seconds; the
-    tests sharing the serving stack run last, together, so that stack (which lives until
-    the session ends) never runs beside another module's."""
+    tests sharing a stack run after the rest, each stack's users together and one module
+    after another (a module's own fixtures are set up once), so a shared stack is up once
+    and never runs beside another module's ``kh up``; the last of its users stops it."""
+    modules: dict[Any, int] = {}
+    for item in items:
+        modules.setdefault(getattr(item, "module", None), len(modules))
 
-    def layer(item: pytest.Item) -> tuple[int, int]:
-        shared = int(SHARED_SERVING_STACK in getattr(item, "fixturenames", ()))
-        for rank, name in enumerate(_LAYER_ORDER):
-            if item.get_closest_marker(name):
-                return shared, rank
-        return shared, len(_LAYER_ORDER)
+    def order(item: pytest.Item) -> tuple[int, int, int]:
+        shared = _shared_rank(item)
+        if shared:
+            return shared, modules[getattr(item, "module", None)], 0
+        return 0, _layer(item), 0
 
-    items.sort(key=layer)
+    items.sort(key=order)
+    last: dict[str, str] = {}
+    for item in items:
+        for name in SHARED_STACKS:
+            if name in getattr(item, "fixturenames", ()):
+                last[name] = item.nodeid
+    config.stash[_LAST_USER] = last
+
+
+class _SharedStacks:
+    """The shared stacks, started on first use and stopped after their last user."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, tuple[contextlib.ExitStack, Any]] = {}
+
+    def get(self, name: str) -> Any:
+        if name not in self._open:
+            from .khstack import kh_up
+
+            exits = contextlib.ExitStack()
+            stack = exits.enter_context(kh_up(**SHARED_STACKS[name]))
+            self._open[name] = (exits, stack)
+        return self._open[name][1]
+
+    def running(self, name: str) -> Any | None:
+        opened = self._open.get(name)
+        return opened[1] if opened else None
+
+    def close(self, name: str) -> None:
+        opened = self._open.pop(name, None)
+        if opened is not None:
+            opened[0].close()
+
+
+_SHARED = _SharedStacks()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After a module that shared a stack (its own fixtures torn down by now): the sessions
+    it left open are destroyed, the superadmin's folders purged; after a stack's last user,
+    the stack is stopped."""
+    yield
+    names = getattr(item, "fixturenames", ())
+    leaving = nextitem is None or getattr(nextitem, "module", None) is not item.module
+    last = item.config.stash.get(_LAST_USER, {})
+    for name in SHARED_STACKS:
+        if name not in names:
+            continue
+        if last.get(name) == item.nodeid:
+            _SHARED.close(name)
+        elif leaving and SERVING not in names and (stack := _SHARED.running(name)):
+            from .khstack import hand_over
+
+            hand_over(stack)
 
 
 @pytest.fixture(scope="session")
@@ -157,15 +253,28 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.fixture(scope="session")
-def serving_stack() -> Iterator[Any]:
-    """One ``kh up`` (Docker where it runs) for every serving module: a stack costs 20-40 s
-    and the serving tests need the same one (replicas, the proxy, ``KH_SERVING_TIMEOUT_S``
-    short so a stuck replica is a 504 in seconds). Each module makes its own tenants and
-    endpoints; none changes what the others rely on."""
-    from .khstack import kh_up
+def shared_stack() -> Iterator[Any]:
+    """The default ``kh up`` (Docker where it runs), shared (see ``SHARED_STACKS``)."""
+    try:
+        yield _SHARED.get("shared_stack")
+    finally:
+        _SHARED.close("shared_stack")
 
-    with kh_up(KH_SERVING_TIMEOUT_S="5") as stack:
-        yield stack
+
+@pytest.fixture(scope="session")
+def process_stack() -> Iterator[Any]:
+    """``kh up`` on the process backend (no containers), shared (see ``SHARED_STACKS``)."""
+    try:
+        yield _SHARED.get("process_stack")
+    finally:
+        _SHARED.close("process_stack")
+
+
+@pytest.fixture(scope="session")
+def serving_stack(shared_stack: Any) -> Any:
+    """The shared stack, as the serving modules know it (they need replicas, the proxy, and
+    ``KH_SERVING_TIMEOUT_S`` short); each makes its own tenants and endpoints."""
+    return shared_stack
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ second tenants it opts in to running them unisolated, as an operator would have 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -17,6 +18,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -129,6 +131,78 @@ def kill_what_mentions(root: Path) -> None:
     ``kh down`` as process kernels do, to be adopted by the next ``kh up``)."""
     kill_processes_mentioning(root)
     leftovers.kill(leftovers.containers([os.path.join(str(root), "")]))
+
+
+def hand_over(stack: Stack) -> None:
+    """What a module sharing the stack does before the next one gets it: as a stack of its
+    own would be, with the agent's slots free (:func:`close_open_sessions`) and no folder of
+    the superadmin's (:func:`purge_admin_folders`: they count against one quota)."""
+    close_open_sessions(stack)
+    purge_admin_folders(stack)
+
+
+def purge_admin_folders(stack: Stack) -> list[str]:
+    """Trash and purge every folder the superadmin owns (the shared keypair's
+    ``max_vfolder_count`` would otherwise fill up across modules)."""
+    listed = stack.kh("vfolder", "list", "--json")
+    if listed.returncode != 0:
+        return []
+    owned = [
+        str(folder["id"])
+        for folder in json.loads(listed.stdout).get("items", [])
+        if folder.get("is_owner") and folder.get("ownership_type") == "user"
+    ]
+    for folder_id in owned:
+        stack.kh("vfolder", "delete", folder_id)
+        stack.kh("vfolder", "purge", folder_id, "--yes")
+    return owned
+
+
+def close_open_sessions(stack: Stack, timeout: float = 60.0) -> list[str]:
+    """Destroy (forced, through the gateway as the superadmin, on behalf of each owner)
+    every session of the stack's still holding or awaiting resources, and wait until none
+    is left (a warning names those that do not end). The operator's ``kh session destroy``
+    would need the stack's Ray token, which a test's ``HOME`` does not hold."""
+    from actors.domain.statuses import DEAD_SESSION_STATUSES, SessionStatus
+    from projections.queries import ReadModels
+
+    wanted = [s.name for s in SessionStatus if s not in DEAD_SESSION_STATUSES]
+
+    async def open_sessions() -> list[tuple[str, str, str]]:
+        store = RedisEventStore.from_url(stack.exports["KH_REDIS_URL"])
+        try:
+            page = await ReadModels(store).sessions(statuses=wanted, limit=1000)
+            return [(str(r["id"]), str(r["access_key"]), str(r["status"])) for r in page.items]
+        finally:
+            await store.close()
+
+    def open_sessions_now() -> list[tuple[str, str, str]]:
+        return asyncio.run(open_sessions())
+
+    found = open_sessions_now()
+    endpoint = stack.exports["BACKEND_ENDPOINT"]
+    admin = (stack.exports["BACKEND_ACCESS_KEY"], stack.exports["BACKEND_SECRET_KEY"])
+    answers = {}
+    for session_id, owner, _ in found:
+        path = f"/session/{session_id}?forced=true&owner_access_key={owner}"
+        answers[session_id] = signed_request(endpoint, "DELETE", path, *admin)[0]
+
+    async def all_ended() -> bool:
+        return not await open_sessions()
+
+    if found:
+        try:
+            asyncio.run(eventually(all_ended, timeout=timeout, interval=0.2, message="ended"))
+        except AssertionError:  # said, not raised: the module's own tests all ran
+            now = open_sessions_now()
+            left = [f"{i} {status} (DELETE: {answers.get(i)})" for i, _, status in now]
+            warnings.warn(
+                f"sessions left open on the shared stack did not end {timeout:.0f} s after a "
+                f"forced destroy: {'; '.join(left)}",
+                pytest.PytestWarning,
+                stacklevel=1,
+            )
+    return [session_id for session_id, _, _ in found]
 
 
 def kill_processes_mentioning(root: Path) -> None:

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from events.secrets import SecretBox
 from kernelhub.testing import eventually
 from projections.tenancy_queries import TenancyLookups
 
-from .khstack import ROOT, Stack, kh_up, signed_request
+from .khstack import ROOT, Stack, signed_request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -115,16 +114,16 @@ async def _tenants(stack: Stack) -> tuple[dict[str, tuple[str, str]], str]:
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
+def lab(shared_stack: Stack) -> Lab:
     if not client_binary().exists():
         reason = f"the official client is not installed at {client_binary()}"
         if os.environ.get("KH_REQUIRE_CLIENT") == "1":
             pytest.fail(f"KH_REQUIRE_CLIENT=1 but {reason}")
         pytest.skip(reason)
-    with kh_up() as running:
-        stack = Lab(running.root, running.exports, running.backend)
-        stack.keys, stack.secret_project = asyncio.run(_tenants(stack))
-        yield stack
+    running = shared_stack  # its scaling group is "infra-gpu" here: kh_admin's is "gpu"
+    stack = Lab(running.root, running.exports, running.backend)
+    stack.keys, stack.secret_project = asyncio.run(_tenants(stack))
+    return stack
 
 
 def _json(done: subprocess.CompletedProcess[str]) -> Any:
@@ -138,43 +137,43 @@ def _names(items: list[dict[str, Any]]) -> list[str]:
 
 # ---- scaling groups -----------------------------------------------------------------------
 def test_a_scaling_group_from_add_to_delete_with_the_official_client(lab: Lab) -> None:
-    added = lab.bai("admin", "scaling", "add", "gpu", "-d", "GPU nodes", "-p")
+    added = lab.bai("admin", "scaling", "add", "infra-gpu", "-d", "GPU nodes", "-p")
     assert added.returncode == 0, (added.stdout, added.stderr)
     listed = lab.bai("admin", "scaling", "list")
-    assert listed.returncode == 0 and "gpu" in listed.stdout and "GPU nodes" in listed.stdout
-    info = _json(lab.bai("--output", "json", "admin", "scaling", "info", "gpu"))
+    assert listed.returncode == 0 and "infra-gpu" in listed.stdout and "GPU nodes" in listed.stdout
+    info = _json(lab.bai("--output", "json", "admin", "scaling", "info", "infra-gpu"))
     item = info["items"][0]
     assert item["is_public"] is False and item["driver"] == "static"
     assert item["wsproxy_addr"] is None and item["scheduler"] == "fifo"
     assert item["scheduler_opts"]["allowed_session_types"] == ["interactive", "batch"]
 
     updated = lab.bai(
-        "admin", "scaling", "update", "gpu", "-d", "GPU", "-p", "--scheduler", "drf",
+        "admin", "scaling", "update", "infra-gpu", "-d", "GPU", "-p", "--scheduler", "drf",
         "--scheduler-opts", '{"pending_timeout": "10m", "config": {"drf_share": "sum"}}',
     )  # fmt: skip
     assert updated.returncode == 0, (updated.stdout, updated.stderr)
-    info = _json(lab.bai("--output", "json", "admin", "scaling", "info", "gpu"))
+    info = _json(lab.bai("--output", "json", "admin", "scaling", "info", "infra-gpu"))
     item = info["items"][0]
     assert item["description"] == "GPU" and item["scheduler"] == "drf"
     assert item["scheduler_opts"]["pending_timeout"] == 600.0
     assert item["scheduler_opts"]["config"] == {"drf_share": "sum"}
 
-    associated = lab.bai("admin", "scaling", "associate-scaling", "gpu", "lab2")
+    associated = lab.bai("admin", "scaling", "associate-scaling", "infra-gpu", "lab2")
     assert associated.returncode == 0, (associated.stdout, associated.stderr)
     _, data = lab.gql("super", '{ scaling_groups_for_domain(domain: "lab2") { name } }')
-    assert _names(data["data"]["scaling_groups_for_domain"]) == ["gpu"]
-    dissociated = lab.bai("admin", "scaling", "dissociate-scaling", "gpu", "lab2")
+    assert _names(data["data"]["scaling_groups_for_domain"]) == ["infra-gpu"]
+    dissociated = lab.bai("admin", "scaling", "dissociate-scaling", "infra-gpu", "lab2")
     # the 23.3.12 CLI asks for `ok msg` and then prints `scaling_group` it never asked for:
     # it raises KeyError after the dissociation succeeded (against 23.03 too)
     assert dissociated.returncode == 0 or "KeyError: 'scaling_group'" in dissociated.stderr
     _, data = lab.gql("super", '{ scaling_groups_for_domain(domain: "lab2") { name } }')
     assert data["data"]["scaling_groups_for_domain"] == []
 
-    deleted = lab.bai("admin", "scaling", "delete", "gpu")
+    deleted = lab.bai("admin", "scaling", "delete", "infra-gpu")
     assert deleted.returncode == 0, (deleted.stdout, deleted.stderr)
     listed = _json(lab.bai("--output", "json", "admin", "scaling", "list"))
-    assert "gpu" not in _names(listed["items"])
-    again = lab.bai("admin", "scaling", "delete", "gpu")
+    assert "infra-gpu" not in _names(listed["items"])
+    again = lab.bai("admin", "scaling", "delete", "infra-gpu")
     assert again.returncode != 0 and "No such scaling group" in again.stdout + again.stderr
 
 

@@ -18,7 +18,6 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from events.secrets import SecretBox
 from kernelhub.testing import eventually
 from projections.tenancy_queries import TenancyLookups
 
-from .khstack import ROOT, Stack, kh_up, signed_request
+from .khstack import ROOT, Stack, signed_request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -60,12 +59,10 @@ def client() -> Path:
 
 
 @pytest.fixture(scope="module")
-def world() -> Iterator[World]:
+def world(process_stack: Stack) -> World:
     if not client().exists():
         pytest.skip(f"the official client is not installed at {client()}")
-    env = {"KH_ALLOW_UNISOLATED": "1", "DOCKER_HOST": "tcp://127.0.0.1:9"}  # process backend
-    with kh_up(**env) as stack:
-        yield asyncio.run(_populate(stack))
+    return asyncio.run(_populate(process_stack))  # the shared stack, on the process backend
 
 
 async def _populate(stack: Stack) -> World:

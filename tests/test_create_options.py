@@ -47,7 +47,7 @@ from kernelhub.testing import eventually
 from projections.queries import ReadModels
 from projections.tenancy_queries import TenancyLookups
 
-from .khstack import kh_up, second_tenant, signed_request
+from .khstack import Stack, second_tenant, signed_request
 from .test_official_client import BaiStack, client_binary
 
 M = 2**20
@@ -417,14 +417,16 @@ class Walk:
 
 
 @pytest.fixture(scope="module")
-def walk() -> Iterator[Walk]:
+def walk(shared_stack: Stack) -> Iterator[Walk]:
     if not client_binary().exists():
         pytest.skip(f"the official client is not installed at {client_binary()}")
-    with kh_up() as running:
-        stack = BaiStack(running.root, running.exports, running.backend)
-        user = asyncio.run(second_tenant(stack, "walker"))
-        log = redis.Redis.from_url(stack.exports["KH_REDIS_URL"])
+    running = shared_stack
+    stack = BaiStack(running.root, running.exports, running.backend)
+    user = asyncio.run(second_tenant(stack, "walker"))
+    log = redis.Redis.from_url(stack.exports["KH_REDIS_URL"])
+    try:
         yield Walk(stack, user, log, f"{os.environ.get('KH_KEY_PREFIX', 'kh')}:log")
+    finally:
         log.close()
 
 

@@ -18,7 +18,6 @@ import os
 import subprocess
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from events.secrets import SecretBox
 from kernelhub.testing import eventually
 from projections.tenancy_queries import TenancyLookups
 
-from .khstack import ROOT, Stack, kh_up, second_tenant, signed_request
+from .khstack import ROOT, Stack, second_tenant, signed_request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -116,20 +115,20 @@ async def _rival_admin(stack: Stack) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
+def lab(shared_stack: Stack) -> Lab:
     if not client_binary().exists():
         pytest.skip(f"the official client is not installed at {client_binary()}")
-    with kh_up() as stack:
-        admin = Tenant(
-            stack,
-            stack.exports["BACKEND_ACCESS_KEY"],
-            stack.exports["BACKEND_SECRET_KEY"],
-            "admin@kernelhub.local",
-        )
-        bob = Tenant(stack, *asyncio.run(second_tenant(stack, "bob")), "bob@kernelhub.local")
-        carol_keys = asyncio.run(second_tenant(stack, "carol", policy={"max_vfolder_count": 2}))
-        carol = Tenant(stack, *carol_keys, "carol@kernelhub.local")
-        yield Lab(stack, admin, bob, carol)
+    stack = shared_stack  # bob is "fbob" here: kh_vfolder's bob shares the stack
+    admin = Tenant(
+        stack,
+        stack.exports["BACKEND_ACCESS_KEY"],
+        stack.exports["BACKEND_SECRET_KEY"],
+        "admin@kernelhub.local",
+    )
+    bob = Tenant(stack, *asyncio.run(second_tenant(stack, "fbob")), "fbob@kernelhub.local")
+    carol_keys = asyncio.run(second_tenant(stack, "carol", policy={"max_vfolder_count": 2}))
+    carol = Tenant(stack, *carol_keys, "carol@kernelhub.local")
+    return Lab(stack, admin, bob, carol)
 
 
 def _listed(tenant: Tenant) -> list[dict[str, Any]]:

@@ -21,7 +21,6 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ from projections.queries import ReadModels, TooManyToScan
 from projections.runtime import Projector
 from projections.tenancy_queries import TenancyLookups
 
-from .khstack import ROOT, Stack, kh_up, second_tenant, signed_request
+from .khstack import ROOT, Stack, second_tenant, signed_request
 
 unit = pytest.mark.unit
 
@@ -282,10 +281,8 @@ def on_stack(test: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def world() -> Iterator[World]:
-    env = {"KH_ALLOW_UNISOLATED": "1", "DOCKER_HOST": "tcp://127.0.0.1:9"}  # process backend
-    with kh_up(**env) as stack:
-        yield asyncio.run(_populate(stack))
+def world(process_stack: Stack) -> World:
+    return asyncio.run(_populate(process_stack))  # the shared stack, on the process backend
 
 
 async def _populate(stack: Stack) -> World:

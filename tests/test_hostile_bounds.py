@@ -46,7 +46,7 @@ from events import RedisEventStore
 from kernelhub.testing import docker_missing, docker_required, eventually
 from projections.queries import ReadModels
 
-from .khstack import KH, Stack, kh_up, second_tenant, signed_request, stack_root, stop_stack
+from .khstack import KH, Stack, second_tenant, signed_request, stack_root, stop_stack
 
 pytestmark = pytest.mark.hostile
 
@@ -467,15 +467,16 @@ class TestFrontDoor:
 
 # ---- attack 3 on Docker: the container's limits ----------------------------------------------
 @pytest.fixture(scope="module")
-def docker_tenant() -> Iterator[Tenant]:
+def docker_tenant(shared_stack: Stack) -> Iterator[Tenant]:
     missing = docker_missing()
     if missing is not None:
         if docker_required():
             pytest.fail(f"KH_REQUIRE_DOCKER=1 but {missing}")
         pytest.skip(missing)
-    with kh_up() as stack:
-        victim = _tenant(stack, "memzero")
+    victim = _tenant(shared_stack, "memzero")
+    try:
         yield victim
+    finally:
         victim.log.close()
 
 

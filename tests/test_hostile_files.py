@@ -721,10 +721,9 @@ def test_file_operation_slots_are_refused_past_either_cap_and_given_back() -> No
 
 
 @pytest.fixture(scope="module")
-def cheap_stack() -> Iterator[Stack]:
-    """``kh up`` on the process backend (no containers needed), as the gateway tests run."""
-    with kh_up(KH_ALLOW_UNISOLATED="1", DOCKER_HOST="tcp://127.0.0.1:9") as stack:
-        yield stack
+def cheap_stack(process_stack: Stack) -> Stack:
+    """The shared ``kh up`` on the process backend (no containers needed)."""
+    return process_stack
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,7 +22,7 @@ from kernelhub.client_cli.admin_common import parse_duration, parse_size, parse_
 from kernelhub.sdk import AsyncClient, ClientConfig
 from kernelhub.sdk.admin import AdminPage, AsyncAdmin, decode_record
 
-from .khstack import Stack, kh_up
+from .khstack import Stack
 
 # ---- without a stack ------------------------------------------------------------------------
 GROUPS = {
@@ -208,9 +207,8 @@ PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    with kh_up() as running:
-        yield running
+def stack(shared_stack: Stack) -> Stack:
+    return shared_stack
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,15 +35,14 @@ from kernelhub.sdk import (
 )
 from kernelhub.testing import eventually
 
-from .khstack import KH, Stack, kh_up, second_tenant
+from .khstack import KH, Stack, second_tenant
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    with kh_up() as running:
-        yield running
+def stack(shared_stack: Stack) -> Stack:
+    return shared_stack
 
 
 def config_of(stack: Stack, **overrides: str) -> ClientConfig:

@@ -29,7 +29,7 @@ from kernelhub.config import Settings
 from kernelhub.sdk import ClientConfig, InvalidRequest
 from kernelhub.status import own_stack, same_redis
 
-from .khstack import KH, ROOT, Stack, kh_up
+from .khstack import KH, ROOT, Stack
 
 REFUSAL = {
     "type": "https://api.backend.ai/probs/invalid-api-params",
@@ -279,9 +279,8 @@ def test_a_redis_url_is_recognised_in_its_spellings() -> None:
 
 # ---- end to end through kh up -------------------------------------------------------------
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    with kh_up() as running:
-        yield running
+def stack(shared_stack: Stack) -> Stack:
+    return shared_stack
 
 
 def bai(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 from kernelhub.sdk import Client, ClientConfig, NotFound, PermissionDenied
 from kernelhub.sdk.vfolders import VFolders
 
-from .khstack import Stack, kh_up, second_tenant
+from .khstack import Stack, second_tenant
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -43,10 +42,9 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    with kh_up() as stack:
-        access_key, secret_key = asyncio.run(second_tenant(stack, "bob"))
-        yield Lab(stack, {"BACKEND_ACCESS_KEY": access_key, "BACKEND_SECRET_KEY": secret_key})
+def lab(shared_stack: Stack) -> Lab:
+    access_key, secret_key = asyncio.run(second_tenant(shared_stack, "bob"))
+    return Lab(shared_stack, {"BACKEND_ACCESS_KEY": access_key, "BACKEND_SECRET_KEY": secret_key})
 
 
 def test_kh_vfolder_keeps_files_between_upload_and_download(lab: Lab, tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ from events.secrets import SecretBox
 from kernelhub.testing import eventually
 from projections.tenancy_queries import TenancyLookups
 
-from .khstack import Stack, exchange, kh_up, signed_request
+from .khstack import Stack, exchange, signed_request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -62,11 +61,10 @@ async def _user(stack: Stack, name: str, password: str, **extra: Any) -> tuple[s
 
 
 @pytest.fixture(scope="module")
-def world() -> Iterator[World]:
-    env = {"KH_ALLOW_UNISOLATED": "1", "DOCKER_HOST": "tcp://127.0.0.1:9"}  # process backend
-    with kh_up(**env) as stack:
-        access_key, secret_key = asyncio.run(_user(stack, "lena", PASSWORD))
-        yield World(stack, "lena@kernelhub.local", access_key, secret_key)
+def world(process_stack: Stack) -> World:
+    stack = process_stack  # the shared one, on the process backend
+    access_key, secret_key = asyncio.run(_user(stack, "lena", PASSWORD))
+    return World(stack, "lena@kernelhub.local", access_key, secret_key)
 
 
 def authorize(world: World, email: str, password: str, domain: str = "default") -> tuple[int, dict]:
