@@ -4,6 +4,7 @@ a local cluster runs it when a test passes ``agent_class=HookedAgent``)."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from actors.agents.agent import Agent
 from actors.agents.backends.base import KernelLaunch
@@ -18,6 +19,15 @@ class HookedAgent(Agent):
     """The next kernel creation fails as an agent error would."""
     heartbeating = True
     """False: the agent stops heartbeating, as a hung node would (a "frozen" agent)."""
+
+    deaf_to_endings = False
+    """True: ``session_terminating`` is not acted on, as when the agent was killed after its
+    follower recorded the event and before it stopped the kernels."""
+
+    async def on_event(self, event: Any, session: Any = None) -> None:
+        if self.deaf_to_endings and event.type == "session_terminating":
+            return
+        await super().on_event(event, session)
 
     async def heartbeat(self) -> None:
         if self.heartbeating:

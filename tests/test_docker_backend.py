@@ -242,7 +242,12 @@ async def test_a_restarted_agent_reattaches_and_still_executes(
     assert container_of(cluster) == container
     assert (await run(cluster, sid, "print(kept)")).strip() == "42"
     for _ in range(3):
-        assert await new.reconcile() == {"stray": set(), "missing": set(), "stalled": set()}
+        assert await new.reconcile() == {
+            "stray": set(),
+            "missing": set(),
+            "stalled": set(),
+            "unstopped": set(),
+        }
 
 
 async def test_a_container_that_ended_while_no_agent_watched_is_reported(
@@ -371,7 +376,12 @@ async def test_a_container_the_log_does_not_know_is_stopped_as_a_stray(
             image=BASE_IMAGE,
         )
     )
-    assert await agent.reconcile() == {"stray": set(), "missing": set(), "stalled": set()}
+    assert await agent.reconcile() == {
+        "stray": set(),
+        "missing": set(),
+        "stalled": set(),
+        "unstopped": set(),
+    }
     assert (await agent.reconcile())["stray"] == {stray}
     assert agent.backend.known() == set()
     assert docker_cli("ps", "-aq", "--filter", f"label={OWNER_LABEL}={AGENT}").strip() == ""

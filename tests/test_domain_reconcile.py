@@ -43,13 +43,15 @@ def twice(expected: dict[uuid.UUID, dict[str, Any]], **seen: Any) -> Reconciliat
     sides: dict[str, Any] = {"running": set(), "known": set(), "starting": set(), "stopped": set()}
     sides.update(seen)
     first = judge(expected, suspects=Suspects(), **sides)
-    assert not (first.stray or first.missing or first.stalled)  # once is not enough
+    assert not (
+        first.stray or first.missing or first.stalled or first.unstopped
+    )  # once: not enough
     return judge(expected, suspects=first.suspects, **sides)
 
 
 def test_a_kernel_running_that_the_log_does_not_expect_is_a_stray() -> None:
     found = twice({}, running={A}, known={A})
-    assert found.acted() == {"stray": {A}, "missing": set(), "stalled": set()}
+    assert found.acted() == {"stray": {A}, "missing": set(), "stalled": set(), "unstopped": set()}
     assert found.stray_reports == {}  # unknown to the log: stopped, nothing to report
 
 
@@ -76,9 +78,29 @@ def test_a_kernel_the_log_calls_live_is_no_stray(status: str) -> None:
     assert not twice({A: record(status)}, running={A}, known={A}).stray
 
 
+def test_a_kernel_terminating_that_nobody_stops_is_unstopped_with_its_sessions_reason() -> None:
+    """The agent was killed after its follower recorded ``session_terminating`` but before
+    the kernel's end was reported: without this the session stays TERMINATING for good."""
+    ending = {**record("TERMINATING", "TERMINATING"), "status_info": "user-requested"}
+    found = twice({A: ending, B: record("RUNNING")}, running={A, B}, known={A, B})
+    assert found.acted() == {"stray": set(), "missing": set(), "stalled": set(), "unstopped": {A}}
+    assert found.unstopped_by_session == {SESSION: ((A,), "user-requested")}
+
+
+def test_a_kernel_being_stopped_now_is_not_unstopped() -> None:
+    ending = record("TERMINATING", "TERMINATING")
+    assert not twice({A: ending}, running={A}, known={A}, stopping={A}).unstopped
+
+
+def test_an_unstopped_kernel_with_no_lifecycle_reason_is_reported_for_an_unknown_one() -> None:
+    ending = {**record("TERMINATING", "TERMINATING"), "status_info": "$(reboot)"}
+    found = twice({A: ending}, running=set(), known=set())
+    assert found.unstopped_by_session == {SESSION: ((A,), "unknown")}
+
+
 def test_a_kernel_the_log_calls_running_that_the_backend_lost_is_missing() -> None:
     found = twice({A: record("RUNNING"), B: record("RUNNING")}, running={B}, known={B})
-    assert found.acted() == {"stray": set(), "missing": {A}, "stalled": set()}
+    assert found.acted() == {"stray": set(), "missing": {A}, "stalled": set(), "unstopped": set()}
     (report,) = found.missing_reports
     terminated = report.report
     assert isinstance(terminated, KernelTerminated) and report.session_id == SESSION
@@ -131,7 +153,7 @@ def test_preparing_kernels_of_a_session_no_longer_preparing_are_not_stalled() ->
 def test_a_kernel_being_started_is_none_of_stray_missing_or_stalled() -> None:
     expected = {A: record("RUNNING"), B: record("PREPARING", "PREPARING")}
     found = twice({**expected}, running={C}, known={C}, starting={A, B, C})
-    assert found.acted() == {"stray": set(), "missing": set(), "stalled": set()}
+    assert found.acted() == {"stray": set(), "missing": set(), "stalled": set(), "unstopped": set()}
 
 
 def test_a_difference_seen_once_is_suspected_and_gone_the_next_round_is_forgotten() -> None:

@@ -287,7 +287,12 @@ async def test_a_restarted_agent_adopts_the_kernels_that_survived_it(
     agent = await replace_agent(cluster, "i-p1", tmp_path)
     assert agent.backend.running() == {kernel_id}
     for _ in range(3):
-        assert await agent.reconcile() == {"stray": set(), "missing": set(), "stalled": set()}
+        assert await agent.reconcile() == {
+            "stray": set(),
+            "missing": set(),
+            "stalled": set(),
+            "unstopped": set(),
+        }
     if batch:  # the new agent waits for the command in place of the old one
         await reach(cluster, sid, "TERMINATED")
         outcome = [
@@ -306,3 +311,31 @@ async def test_a_restarted_agent_adopts_the_kernels_that_survived_it(
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
     await eventually(stopped, message="kernel process gone")
+
+
+async def test_a_session_whose_agent_died_while_ending_it_is_ended_by_reconciliation(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    """The agent was killed after the log said ``session_terminating`` (its follower had
+    recorded the event) but before it stopped the kernel and reported it: reconciliation
+    stops the kernel and ends the session, where it used to stay TERMINATING for good
+    (found by the chaos run, seed 1807472983)."""
+    await cluster.agents["i-p2"].set_schedulable(False)
+    agent = hooked(cluster, "i-p1")
+    sid = await cluster.shard.handle(CreateSession(**options()))
+    await reach(cluster, sid, "RUNNING")
+    kernel_id = uuid.uuid5(sid, "kernel-0")
+    agent.deaf_to_endings = True
+    await cluster.shard.handle(DestroySession(session_id=sid))
+    await reach(cluster, sid, "TERMINATING")
+
+    async def projected_terminating() -> bool:
+        record = await ReadModels(store).kernel(str(kernel_id))
+        return bool(record and record["status"] == "TERMINATING")
+
+    await eventually(projected_terminating, message="the read model has it terminating")
+    assert agent.backend.running() == {kernel_id}
+    assert (await agent.reconcile())["unstopped"] == set()  # once may be a stop under way
+    assert (await agent.reconcile())["unstopped"] == {kernel_id}
+    await reach(cluster, sid, "TERMINATED")
+    await eventually(lambda: not agent.backend.running(), message="the kernel stopped")

@@ -209,6 +209,8 @@ class Agent:
         self._session_of: dict[uuid.UUID, uuid.UUID] = {}
         """The session of each kernel started (or resumed) here."""
         self._watcher: asyncio.Task[None] | None = None
+        self._stopping: set[uuid.UUID] = set()
+        """Kernels being stopped right now (never "unstopped" while their stop is under way)."""
         self._stopped: set[uuid.UUID] = set()
         """Kernels this agent stopped itself (their end is reported, or being reported):
         never "missing" while the read model still shows them running."""
@@ -239,9 +241,15 @@ class Agent:
         else:
             stopping = [k.kernel_id for k in mine if k.status is KernelStatus.TERMINATING]
             if stopping:
-                self.background.spawn(
-                    self.destroy_kernels(session.session_id, stopping, str(data.reason))
-                )
+                self._spawn_destroy(session.session_id, stopping, str(data.reason))
+
+    def _spawn_destroy(
+        self, session_id: uuid.UUID, kernel_ids: list[uuid.UUID], reason: str
+    ) -> None:
+        """Stop kernels in the background, marked as being stopped from now on (so that a
+        reconciliation round in between does not call them "unstopped")."""
+        self._stopping.update(kernel_ids)
+        self.background.spawn(self.destroy_kernels(session_id, kernel_ids, reason))
 
     def _launches(self, session: Any, kernel_ids: Iterable[uuid.UUID]) -> list[KernelLaunch]:
         spec = session.spec or {}
@@ -516,6 +524,7 @@ class Agent:
             starting=self._starting,
             stopped=self._stopped,
             suspects=self._suspects,
+            stopping=self._stopping,
         )
         self._suspects = found.suspects
         self._stopped &= found.stopped  # forgotten once the log no longer places them here
@@ -528,6 +537,14 @@ class Agent:
             await self.shard.handle(missing)
         for session_id, kernel_ids in found.stalled_by_session.items():
             self._spawn_creation(await self.shard.load(session_id), list(kernel_ids))
+        for session_id, (kernel_ids, reason) in found.unstopped_by_session.items():
+            log.warning(
+                "terminating kernels nobody was stopping; stopping them",
+                agent=self.agent_id,
+                session=str(session_id),
+                kernels=[str(k) for k in kernel_ids],
+            )
+            self._spawn_destroy(session_id, list(kernel_ids), reason)
         return found.acted()
 
     async def _restore_adopted(self, kernel_ids: set[uuid.UUID]) -> None:
@@ -793,6 +810,16 @@ class Agent:
 
     async def destroy_kernels(
         self, session_id: uuid.UUID, kernel_ids: Iterable[uuid.UUID], reason: str
+    ) -> None:
+        kernel_ids = list(kernel_ids)
+        self._stopping.update(kernel_ids)
+        try:
+            await self._destroy_kernels(session_id, kernel_ids, reason)
+        finally:
+            self._stopping.difference_update(kernel_ids)
+
+    async def _destroy_kernels(
+        self, session_id: uuid.UUID, kernel_ids: list[uuid.UUID], reason: str
     ) -> None:
         for kernel_id in kernel_ids:
             exit_code = await self._stop_kernel(kernel_id)

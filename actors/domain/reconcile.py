@@ -7,8 +7,12 @@ way): a kernel running that the log does not expect is a **stray** (stopped, and
 ``terminated-unknown-container`` when the log knows it); a kernel the log calls running that
 the backend lost is **missing** (reported ``already-terminated``); a kernel the log is
 preparing here that nobody is starting (the agent restarted mid-start) is **stalled**
-(started). Kernels being started right now are none of these, nor is a kernel the agent
-stopped itself while the read model still shows it running.
+(started); a kernel the log has TERMINATING here that nobody is stopping (the agent was
+killed after its follower had recorded the ``session_terminating`` but before the kernel's
+end was reported, or the report failed) is **unstopped** (stopped again and reported, so
+the session ends instead of staying TERMINATING for good). Kernels being started or
+stopped right now are none of these, nor is a kernel the agent stopped itself while the
+read model still shows it running.
 
 Pure: the agent (:mod:`actors.agents.agent`) reads the log and the backend, and does what
 the judgement says.
@@ -50,7 +54,7 @@ STARTED_IN_LOG = frozenset({"RUNNING"})
 _STALLED_IN_LOG = frozenset({"SCHEDULED", "PREPARING"})
 """Kernel statuses under which, in a PREPARING session, some agent should be starting it."""
 
-KINDS = ("stray", "missing", "stalled")
+KINDS = ("stray", "missing", "stalled", "unstopped")
 
 
 # ---- command ids -------------------------------------------------------------------------------
@@ -102,6 +106,7 @@ class Suspects:
     stray: frozenset[uuid.UUID] = frozenset()
     missing: frozenset[uuid.UUID] = frozenset()
     stalled: frozenset[uuid.UUID] = frozenset()
+    unstopped: frozenset[uuid.UUID] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,8 @@ class Reconciliation:
     """Running by the log, unknown to the backend: to be reported ended."""
     stalled: frozenset[uuid.UUID]
     """Being prepared here by the log, started by nobody: to be started."""
+    unstopped: frozenset[uuid.UUID]
+    """Terminating here by the log, stopped by nobody: to be stopped and reported ended."""
     suspects: Suspects
     """Seen this round for the first time: the next round's :class:`Suspects`."""
     stopped: frozenset[uuid.UUID]
@@ -126,6 +133,11 @@ class Reconciliation:
     """Each missing kernel's report to its session."""
     stalled_by_session: Mapping[uuid.UUID, tuple[uuid.UUID, ...]] = field(default_factory=dict)
     """The stalled kernels, by session (a session's kernels are started together)."""
+    unstopped_by_session: Mapping[uuid.UUID, tuple[tuple[uuid.UUID, ...], str]] = field(
+        default_factory=dict
+    )
+    """The unstopped kernels, by session, with the reason their session is ending (what
+    their report will carry)."""
 
     def acted(self) -> dict[str, set[uuid.UUID]]:
         """What the round acts on, by kind."""
@@ -133,6 +145,7 @@ class Reconciliation:
             "stray": set(self.stray),
             "missing": set(self.missing),
             "stalled": set(self.stalled),
+            "unstopped": set(self.unstopped),
         }
 
 
@@ -144,12 +157,13 @@ def judge(
     starting: Set[uuid.UUID],
     stopped: Set[uuid.UUID],
     suspects: Suspects,
+    stopping: Set[uuid.UUID] = frozenset(),
 ) -> Reconciliation:
     """One round. ``expected``: the kernels the log places on the agent, with their read
-    model records (``status``, ``session_status``, ``session_id``); ``running`` and
-    ``known``: what the backend runs and tracks; ``starting``: kernels being created or
-    restarted now; ``stopped``: kernels the agent stopped itself; ``suspects``: the last
-    round's."""
+    model records (``status``, ``session_status``, ``session_id``, ``status_info``);
+    ``running`` and ``known``: what the backend runs and tracks; ``starting``: kernels being
+    created or restarted now; ``stopped``: kernels the agent stopped itself; ``suspects``:
+    the last round's; ``stopping``: kernels being stopped now."""
     live = {k for k, r in expected.items() if r["status"] in LIVE_IN_LOG}
     started = {k for k, r in expected.items() if r["status"] in STARTED_IN_LOG}
     stalled_now = {
@@ -162,6 +176,9 @@ def judge(
         "stray": set(running) - live - starting,
         "missing": started - known - starting - still_stopped,
         "stalled": stalled_now - known - starting,
+        "unstopped": {k for k, r in expected.items() if r["status"] == "TERMINATING"}
+        - set(stopping)
+        - starting,
     }
     confirmed = {kind: frozenset(seen[kind] & getattr(suspects, kind)) for kind in KINDS}
     stray_reports = {
@@ -193,17 +210,30 @@ def judge(
     by_session: dict[uuid.UUID, list[uuid.UUID]] = {}
     for kernel_id in confirmed["stalled"]:
         by_session.setdefault(uuid.UUID(expected[kernel_id]["session_id"]), []).append(kernel_id)
+    unstopped: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for kernel_id in confirmed["unstopped"]:
+        if expected[kernel_id].get("session_id") is not None:
+            unstopped.setdefault(uuid.UUID(expected[kernel_id]["session_id"]), []).append(kernel_id)
     return Reconciliation(
         stray=confirmed["stray"],
         missing=confirmed["missing"],
         stalled=confirmed["stalled"],
-        suspects=Suspects(
-            stray=frozenset(seen["stray"] - confirmed["stray"]),
-            missing=frozenset(seen["missing"] - confirmed["missing"]),
-            stalled=frozenset(seen["stalled"] - confirmed["stalled"]),
-        ),
+        unstopped=confirmed["unstopped"],
+        suspects=Suspects(**{kind: frozenset(seen[kind] - confirmed[kind]) for kind in KINDS}),
         stopped=still_stopped,
         stray_reports=stray_reports,
         missing_reports=missing_reports,
         stalled_by_session={sid: tuple(ids) for sid, ids in by_session.items()},
+        unstopped_by_session={
+            sid: (tuple(ids), _ending_reason(expected[ids[0]])) for sid, ids in unstopped.items()
+        },
     )
+
+
+def _ending_reason(record: Mapping[str, Any]) -> str:
+    """Why a terminating kernel is ending, as its ``kernel_terminating`` said (the read
+    model's ``status_info``); ``unknown`` for anything that is not a lifecycle reason."""
+    try:
+        return KernelLifecycleEventReason(record.get("status_info") or "unknown").value
+    except ValueError:
+        return KernelLifecycleEventReason.UNKNOWN.value
