@@ -81,3 +81,29 @@ def test_domain_errors_name_no_http_status() -> None:
             assert "status" not in vars(cls), f"{cls.__module__}.{cls.__name__}"
             seen += 1
     assert seen >= 10
+
+
+@pytest.mark.parametrize("dead", ["RayActorError", "ActorUnavailableError"])
+async def test_an_actor_restarting_past_the_routers_retries_is_a_503_to_retry(dead: str) -> None:
+    """A request whose actor died (Ray is restarting it, the routers' retries ran out) is told
+    to come back, as during a Redis outage: never a 500 that reads as a bug."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+    from ray import exceptions
+
+    from actors.gateway import app as gateway_app
+    from actors.runtime.outage import Outages
+
+    async def handler(request: web.Request) -> web.Response:
+        if dead == "ActorUnavailableError":
+            raise exceptions.ActorUnavailableError("the actor is restarting", None)
+        raise exceptions.RayActorError()
+
+    application = web.Application(middlewares=[gateway_app.problems])
+    application[gateway_app._OUTAGE_KEY] = Outages("test requests")
+    application.router.add_get("/x", handler)
+    async with TestClient(TestServer(application)) as client:
+        reply = await client.get("/x")
+        body = await reply.json()
+    assert reply.status == 503 and reply.headers["Retry-After"] == "1"
+    assert body["type"].endswith("/service-unavailable") and "restarting" in body["title"]

@@ -42,6 +42,7 @@ from .problems import (
     InvalidAuthParameters,
     LogUnreachable,
     MethodNotAllowed,
+    ServiceRestarting,
     URLNotFound,
     problem,
 )
@@ -117,6 +118,14 @@ async def _answer_correlation(request: web.Request, response: web.StreamResponse
 _OUTAGE_KEY = web.AppKey("log_outages", Outages)
 
 
+def actor_restarting(error: BaseException) -> bool:
+    """Whether ``error`` is Ray saying an actor died or cannot be reached right now (the
+    routers' own retries ran out while Ray restarts it): a 503 to retry, not a bug."""
+    from ray.exceptions import ActorUnavailableError, RayActorError
+
+    return isinstance(error, RayActorError | ActorUnavailableError)
+
+
 @web.middleware
 async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes a Backend.AI problem body: never a traceback, never HTML. Every
@@ -143,6 +152,11 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
         if log_unreachable(exc):
             outages.failed(exc)
             response = problem(LogUnreachable(), headers={"Retry-After": str(RETRY_AFTER_S)})
+        elif actor_restarting(exc):
+            log.warning(
+                "request failed: an actor is restarting", path=request.path, error=repr(exc)
+            )
+            response = problem(ServiceRestarting(), headers={"Retry-After": str(RETRY_AFTER_S)})
         else:
             log.exception("request failed", method=request.method, path=request.path)
             response = problem(InternalServerError())

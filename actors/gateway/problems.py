@@ -35,6 +35,7 @@ __all__ = [
     "LogUnreachable",
     "MethodNotAllowed",
     "QueryNotImplemented",
+    "ServiceRestarting",
     "SessionAlreadyExists",
     "SessionNotFound",
     "TooManySessionsMatched",
@@ -111,6 +112,15 @@ class LogUnreachable(GatewayError):
 
     status, error_type = 503, "service-unavailable"
     title = "Service unavailable: the event log cannot be reached; retry shortly."
+
+
+class ServiceRestarting(GatewayError):
+    """A kernelhub actor the request needed died and is being restarted by Ray (its state
+    comes back from the log): a command sent to it keeps its id, so trying again after
+    :data:`RETRY_AFTER_S` never doubles an effect."""
+
+    status, error_type = 503, "service-unavailable"
+    title = "Service unavailable: a kernelhub service is restarting; retry shortly."
 
 
 RETRY_AFTER_S = 1
