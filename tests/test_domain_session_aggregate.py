@@ -185,3 +185,40 @@ def test_an_idle_reclaim_is_a_destroy_that_records_its_evidence() -> None:
     (terminating,) = [p for p in decided if p.type == "session_terminating"]
     assert terminating.idle == evidence and terminating.reason == "idle-timeout"  # type: ignore[union-attr]
     assert session.decide_idle_destroy("idle-timeout") == plain  # no evidence: a plain destroy
+
+
+def test_a_forced_destroy_of_a_preparing_session_ends_it_at_once() -> None:
+    """Its kernels are recorded TERMINATED straight away and no agent will report them, so
+    the session must end in the same decision (chaos seed 32 found one TERMINATING for good)."""
+    session = running(["a"])
+    preparing = SessionAggregate(session.session_id)
+    sid = session.session_id
+    kernel = next(iter(session.kernels))
+    spec = SessionCreationSpec(
+        name="p",
+        access_key="AK",
+        scaling_group="default",
+        kernels=[KernelCreationSpec(kernel_id=kernel, requested_slots={"cpu": 1})],
+    )
+    apply_all(
+        preparing,
+        [
+            SessionEnqueued(session_id=sid, creation_id="c", spec=spec),
+            SessionScheduled(
+                session_id=sid,
+                creation_id="c",
+                placements=[KernelPlacement(kernel_id=kernel, agent_id="a")],
+            ),
+            SessionPreparing(session_id=sid, creation_id="c"),
+        ],
+    )
+    types = apply_all(preparing, preparing.decide_destroy_events(forced=True))
+    assert types == ["session_terminating", "kernel_terminated", "session_terminated"]
+    assert preparing.status is SessionStatus.TERMINATED
+
+
+def test_a_destroy_that_waits_for_its_agents_does_not_end_the_session_yet() -> None:
+    session = running(["a"])
+    types = apply_all(session, session.decide_destroy_events())
+    assert types == ["session_terminating", "kernel_terminating"]
+    assert session.status is SessionStatus.TERMINATING

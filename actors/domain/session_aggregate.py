@@ -228,12 +228,26 @@ class SessionAggregate:
             reason=reason,
         )
 
+    def decide_destroy_events(
+        self, *, forced: bool = False, reason: str | None = None
+    ) -> list[AnyPayload]:
+        """A destroy's events, with the session's end when they leave no kernel to wait for:
+        a forced destroy ends SCHEDULED/PREPARING kernels at once, and no agent reports them
+        again (the chaos run found such sessions TERMINATING for good)."""
+        plan = self.decide_destroy(forced=forced, reason=reason)
+        if plan.session_status is not SessionStatus.TERMINATING:
+            return plan.events
+        after = copy.deepcopy(self)
+        for payload in plan.events:
+            after.apply(payload, after.version)
+        return plan.events + after._session_follows(plan.reason)
+
     def decide_idle_destroy(
         self, reason: str, evidence: dict[str, Any] | None = None
     ) -> list[AnyPayload]:
         """The reaper's reclaim: a destroy for ``reason``, the checkers' ``evidence`` (when
         given) recorded on its ``session_terminating``."""
-        events = self.decide_destroy(reason=reason).events
+        events = self.decide_destroy_events(reason=reason)
         if evidence is None:
             return events
         return [

@@ -453,7 +453,7 @@ class SessionShard:
         return await self._decide(
             command.session_id,
             command.command_id,
-            lambda s: s.decide_destroy(forced=command.forced, reason=command.reason).events,
+            lambda s: s.decide_destroy_events(forced=command.forced, reason=command.reason),
         )
 
     @_handle.register
