@@ -9,8 +9,10 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from actors.agents.agent import Agent
 from actors.agents.backends.base import KernelLaunch
@@ -339,3 +341,38 @@ async def test_a_session_whose_agent_died_while_ending_it_is_ended_by_reconcilia
     assert (await agent.reconcile())["unstopped"] == {kernel_id}
     await reach(cluster, sid, "TERMINATED")
     await eventually(lambda: not agent.backend.running(), message="the kernel stopped")
+
+
+class _OutageOnce:
+    """The way to the shards, cut once when a kernel's start is reported (as a Redis
+    restart cuts it): what reaches the shard is the real command, sent again or not."""
+
+    def __init__(self, shard: Any) -> None:
+        self.shard = shard
+        self.cut = False
+
+    async def handle(self, command: Any) -> Any:
+        report = getattr(command, "report", None)
+        if not self.cut and getattr(report, "type", "") == "kernel_started":
+            self.cut = True
+            raise redis.exceptions.ConnectionError("Connection closed by server.")
+        return await self.shard.handle(command)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.shard, name)
+
+
+async def test_a_start_report_cut_by_an_outage_is_sent_again_and_the_session_runs(
+    cluster: LocalCluster,
+) -> None:
+    """The agent started the kernel and Redis went away as it reported it: the report waits
+    the outage out (the same command), where the agent used to stop the kernel it had just
+    started and the session stayed PREPARING for good (chaos seed 32)."""
+    await cluster.agents["i-p2"].set_schedulable(False)
+    agent = cluster.agents["i-p1"]
+    cut = _OutageOnce(agent.shard)
+    agent.shard = cut
+    sid = await cluster.shard.handle(CreateSession(**options()))
+    await reach(cluster, sid, "RUNNING")
+    assert cut.cut
+    assert agent.backend.running() == {uuid.uuid5(sid, "kernel-0")}

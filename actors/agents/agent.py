@@ -39,6 +39,7 @@ from actors.domain.commands.sessions import (
     StartFailed,
 )
 from actors.runtime.background import Background
+from actors.runtime.outage import until_reachable
 from actors.sessions.isolation import UnisolatedRefused, agent_refusal, check_kernel
 from events import AnyPayload, Event, RedisEventStore, events_for_command
 from events.catalogue import (
@@ -251,6 +252,13 @@ class Agent:
         self._stopping.update(kernel_ids)
         self.background.spawn(self.destroy_kernels(session_id, kernel_ids, reason))
 
+    async def _report(self, command: Any) -> Any:
+        """Send the shards what happened here, waiting out a log that cannot be reached (the
+        same command, so the same id: a report that landed before the outage is not doubled).
+        A report lost to an outage would leave its session where the log last saw it: a
+        kernel started but PREPARING, stopped but TERMINATING, for good."""
+        return await until_reachable("agent report", lambda: self.shard.handle(command))
+
     def _launches(self, session: Any, kernel_ids: Iterable[uuid.UUID]) -> list[KernelLaunch]:
         spec = session.spec or {}
         kernels = {k["kernel_id"]: k for k in spec.get("kernels", [])}
@@ -458,7 +466,7 @@ class Agent:
         path noticing the same end, reports it once)."""
         if self.metrics is not None:
             self.metrics.inc("kernelhub_kernels_terminated_total", agent=self.agent_id)
-        await self.shard.handle(
+        await self._report(
             ReportKernel(
                 session_id=session_id,
                 report=KernelTerminated(
@@ -532,9 +540,9 @@ class Agent:
             await self._stop_kernel(kernel_id)
             report = found.stray_reports.get(kernel_id)
             if report is not None:  # a kernel the log knows, in an ended session
-                await self.shard.handle(report)
+                await self._report(report)
         for missing in found.missing_reports:
-            await self.shard.handle(missing)
+            await self._report(missing)
         for session_id, kernel_ids in found.stalled_by_session.items():
             self._spawn_creation(await self.shard.load(session_id), list(kernel_ids))
         for session_id, (kernel_ids, reason) in found.unstopped_by_session.items():
@@ -591,12 +599,12 @@ class Agent:
             self.store, isolation=self.isolation, access_key=owner, agent_id=self.agent_id
         )
         if refused is not None:  # no tenant's code runs unisolated, whatever path it took
-            await self.shard.handle(StartFailed(session_id=session_id, error=refused))
+            await self._report(StartFailed(session_id=session_id, error=refused))
             return
         try:
             for launch in kernels:
                 await self._pull(session_id, launch)
-                await self.shard.handle(
+                await self._report(
                     ReportKernel(
                         session_id=session_id,
                         report=KernelCreating(kernel_id=launch.kernel_id, session_id=session_id),
@@ -616,7 +624,7 @@ class Agent:
                     kernel=str(launch.kernel_id),
                     session=str(session_id),
                 )
-                await self.shard.handle(
+                await self._report(
                     ReportKernel(
                         session_id=session_id,
                         report=KernelStarted(
@@ -636,7 +644,7 @@ class Agent:
                     kernel_log=tail.decode("utf-8", "replace"),
                 )
                 await self._stop_kernel(launch.kernel_id)
-            await self.shard.handle(StartFailed(session_id=session_id, error=self._error(exc)))
+            await self._report(StartFailed(session_id=session_id, error=self._error(exc)))
             if isinstance(
                 exc, ImageNotAvailable | DeviceAllocationError | BootstrapFailed | MountRefused
             ):
@@ -674,7 +682,7 @@ class Agent:
             pulling = KernelPulling(
                 kernel_id=launch.kernel_id, session_id=session_id, reason=launch.image
             )
-            await self.shard.handle(ReportKernel(session_id=session_id, report=pulling))
+            await self._report(ReportKernel(session_id=session_id, report=pulling))
             await self.backend.pull(launch.image)
 
     async def _start(self, launch: KernelLaunch) -> dict[str, Any]:
@@ -734,7 +742,7 @@ class Agent:
             result = SessionFailure(
                 session_id=session_id, reason="task-failed", exit_code=exit_code
             )
-        await self.shard.handle(
+        await self._report(
             RecordBatchResult(
                 session_id=session_id, result=result, command_id=batch_result_command_id(kernel_id)
             )
@@ -785,7 +793,7 @@ class Agent:
                     kernel=str(launch.kernel_id),
                     session=str(session.session_id),
                 )
-                await self.shard.handle(
+                await self._report(
                     ReportKernel(
                         session_id=session.session_id,
                         report=KernelStarted(
@@ -798,12 +806,12 @@ class Agent:
                     )
                 )
         except UnisolatedRefused as refused:  # stopped, and not started again: the opt-in went
-            await self.shard.handle(RestartFailed(session_id=session.session_id, msg=str(refused)))
+            await self._report(RestartFailed(session_id=session.session_id, msg=str(refused)))
         except BootstrapFailed as failed:  # the session's own script: ERROR, with its reason
             msg = f"{failed}; its output ended with:\n{failed.tail}" if failed.tail else str(failed)
-            await self.shard.handle(RestartFailed(session_id=session.session_id, msg=msg))
+            await self._report(RestartFailed(session_id=session.session_id, msg=msg))
         except Exception as exc:
-            await self.shard.handle(RestartFailed(session_id=session.session_id, msg=repr(exc)))
+            await self._report(RestartFailed(session_id=session.session_id, msg=repr(exc)))
             raise
         finally:
             self._starting.difference_update(kernel_ids)
@@ -834,7 +842,7 @@ class Agent:
             )
             if known and self.metrics is not None:
                 self.metrics.inc("kernelhub_kernels_terminated_total", agent=self.agent_id)
-            await self.shard.handle(
+            await self._report(
                 ReportKernel(
                     session_id=session_id,
                     report=KernelTerminated(
