@@ -13,8 +13,11 @@ against a rebuild from the log). The invariants, each a ``rule`` on its findings
 - ``not_ended``: a session whose destroy was acknowledged that is not TERMINATED or
   CANCELLED (verify's ``once`` covers "exactly one" end).
 - ``stuck``: a session in a transitional status (PENDING, SCHEDULED, PREPARING, PULLING,
-  TERMINATING, RESTARTING) whose last status event is older than ``stuck_after_s`` at the
-  log's head.
+  TERMINATING, RESTARTING) whose last status event is older than ``stuck_after_s`` by the
+  log's clock now (Redis ``TIME``, never earlier than the head: once the system settled the
+  head is the last session's own event, and a session stuck since then would never age).
+  One younger than that is not judged yet: :attr:`Verdict.undecided_s` says how long until
+  it is, and the driver checks again after it.
 - ``duplicate_create``: two sessions in the log under one name the workload created once
   (a retried create that was not recognised as a retry).
 - ``exec_twice``: an execution that returned a result whose token is not in the ledger
@@ -75,6 +78,9 @@ class Verdict:
     running: int = 0
     executions_checked: int = 0
     projections_checked: list[str] = field(default_factory=list)
+    undecided_s: float = 0.0
+    """How long until the youngest session still in a transitional status passes its
+    deadline (0: none is waiting to be judged)."""
 
     @property
     def ok(self) -> bool:
@@ -126,8 +132,10 @@ async def check(
 ) -> Verdict:
     verdict = Verdict()
     sessions, event_ids, head_ms = await _read_log(store, verdict)
+    seconds, micros = await store.redis.time()
+    now_ms = max(head_ms, int(seconds) * 1000 + int(micros) // 1000)
     _judge_acks(record, sessions, event_ids, verdict)
-    _judge_statuses(record, sessions, head_ms, stuck_after_s, verdict)
+    _judge_statuses(record, sessions, now_ms, stuck_after_s, verdict)
     _judge_executions(record, ledger, verdict)
     if projections:
         await _judge_projections(store, verdict)
@@ -212,7 +220,7 @@ def _judge_acks(
 def _judge_statuses(
     record: ClientRecord,
     sessions: dict[str, _Session],
-    head_ms: int,
+    now_ms: int,
     stuck_after_s: float,
     verdict: Verdict,
 ) -> None:
@@ -235,11 +243,15 @@ def _judge_statuses(
             verdict.findings.append(
                 Finding("not_ended", sid, f"{state.name} destroyed, still {state.status}")
             )
-        age_s = (head_ms - state.changed_ms) / 1000
-        if state.status in TRANSITIONAL and age_s > stuck_after_s:
+        age_s = (now_ms - state.changed_ms) / 1000
+        if state.status not in TRANSITIONAL:
+            continue
+        if age_s > stuck_after_s:
             verdict.findings.append(
                 Finding("stuck", sid, f"{state.name} {state.status} for {age_s:.0f} s")
             )
+        else:
+            verdict.undecided_s = max(verdict.undecided_s, stuck_after_s - age_s)
 
 
 def _judge_executions(record: ClientRecord, ledger: Path | None, verdict: Verdict) -> None:

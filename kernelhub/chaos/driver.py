@@ -156,6 +156,12 @@ async def _run(config: ChaosConfig, seed: int, stack: ChaosStack) -> ChaosResult
     elapsed = time.monotonic() - started
     _say(f"faults over after {elapsed:.0f} s; settling")
     await settle(store, config.settle_s)
+    early = await check(
+        store, record, stack.ledger, stuck_after_s=config.stuck_after_s, projections=False
+    )
+    if early.undecided_s > 0:  # a session still transitional: stuck only past its deadline
+        _say(f"a session is still on its way; judging it in {early.undecided_s:.0f} s")
+        await asyncio.sleep(early.undecided_s + 1)
     verdict = await check(store, record, stack.ledger, stuck_after_s=config.stuck_after_s)
     if config.record_dir is not None and not verdict.ok:
         await asyncio.to_thread(diagnose, stack, verdict, config.record_dir)
