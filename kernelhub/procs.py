@@ -79,13 +79,36 @@ def proc(pid: int) -> Proc | None:
 
 
 def scan() -> Iterator[Proc]:
-    """Every live process this user may see (but this one)."""
+    """Every live process of this user in this pid namespace (but this one).
+
+    Only those: a container's processes show in the host's ``/proc`` too, with whatever
+    command line and environment its tenant gave them, and a tenant must not be able to
+    pass one off as part of the stack (to be signalled by ``kh down``, or to make ``kh up``
+    believe a dead supervisor still runs)."""
     own = os.getpid()
+    try:
+        namespace: str | None = _pid_namespace("self")
+    except OSError:  # no namespaces to read (an unusual /proc): the uid check stands alone
+        namespace = None
+    uid = os.getuid()
     for entry in _PROC.iterdir():
-        if entry.name.isdigit() and int(entry.name) != own:
-            found = proc(int(entry.name))
-            if found is not None:
-                yield found
+        if not entry.name.isdigit() or int(entry.name) == own:
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            if namespace is not None and _pid_namespace(entry.name) != namespace:
+                continue
+        except OSError:
+            continue
+        found = proc(int(entry.name))
+        if found is not None:
+            yield found
+
+
+def _pid_namespace(pid: str) -> str:
+    """The pid namespace ``pid`` lives in (``pid:[inode]``)."""
+    return os.readlink(_PROC / pid / "ns" / "pid")
 
 
 def alive(pid: int | None) -> bool:

@@ -296,3 +296,53 @@ async def test_kh_down_stops_all_of_it_from_a_stale_and_lost_record(stack: Heal)
     assert not (stack.data / "embedded.json").exists()
     stopped = stack.kh("status")
     assert stopped.returncode == 3 and "not running" in stopped.stdout
+
+
+@pytest.mark.docker
+@pytest.mark.hostile
+def test_a_tenants_container_process_is_never_taken_for_part_of_the_stack() -> None:
+    """A container's processes show in the host's /proc with whatever command line its
+    tenant gives them: one that names the supervisor and the data dir must not be found
+    (``kh up`` would believe a dead supervisor runs; ``kh down`` would signal it)."""
+    from kernelhub.testing import BASE_IMAGE, docker_missing, docker_required
+
+    missing = docker_missing()
+    if missing is not None:
+        if docker_required():
+            pytest.fail(f"KH_REQUIRE_DOCKER=1 but {missing}")
+        pytest.skip(missing)
+    marker = f"kernelhub.redis_supervisor --data-dir /tmp/kh-fake-{os.getpid()}"
+    started = subprocess.run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--rm",
+            "--network",
+            "none",
+            "--user",
+            "0",  # root, as the agent: only the pid namespace tells it apart
+            BASE_IMAGE,
+            "sh",
+            "-c",
+            "sleep 60",
+            marker,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    container = started.stdout.strip()
+    try:
+
+        def seen_on_the_host() -> bool:
+            found = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
+            return bool(found.stdout.strip())
+
+        import asyncio
+
+        asyncio.run(eventually(seen_on_the_host, timeout=30, message="the container runs"))
+        assert [p.pid for p in procs.scan() if marker in p.cmdline] == []
+    finally:
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True, timeout=60)

@@ -126,6 +126,12 @@ def actor_restarting(error: BaseException) -> bool:
     return isinstance(error, RayActorError | ActorUnavailableError)
 
 
+def _restarting_now(error: BaseException) -> bool:
+    from ray.exceptions import ActorUnavailableError
+
+    return isinstance(error, ActorUnavailableError)
+
+
 @web.middleware
 async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes a Backend.AI problem body: never a traceback, never HTML. Every
@@ -153,9 +159,10 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
             outages.failed(exc)
             response = problem(LogUnreachable(), headers={"Retry-After": str(RETRY_AFTER_S)})
         elif actor_restarting(exc):
-            log.warning(
-                "request failed: an actor is restarting", path=request.path, error=repr(exc)
-            )
+            # unavailable: Ray is restarting it; died: no restart came within the routers'
+            # retries (restarts used up, its node gone), which an operator must hear about
+            level = log.warning if _restarting_now(exc) else log.error
+            level("request failed: an actor is unavailable", path=request.path, error=repr(exc))
             response = problem(ServiceRestarting(), headers={"Retry-After": str(RETRY_AFTER_S)})
         else:
             log.exception("request failed", method=request.method, path=request.path)

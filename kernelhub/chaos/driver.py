@@ -60,6 +60,9 @@ class ChaosResult:
     verdict: Verdict
     driver_restarts: int
     redis_version: str | None = None
+    skipped: list[str] = field(default_factory=list)
+    """Faults that could not be injected (the target vanished, Ray's state API was busy):
+    said, counted, not a verdict on the system."""
 
     def figures(self) -> dict[str, Any]:
         running = [r.running_s for r in self.recoveries if r.running_s is not None]
@@ -73,6 +76,7 @@ class ChaosResult:
             "seconds": round(self.seconds, 1),
             "faults": len(self.injected),
             "faults_by_kind": by_kind,
+            "faults_skipped": len(self.skipped),
             "sessions": self.verdict.sessions,
             "executions": self.verdict.executions_checked,
             "acked_lost": self.verdict.acked_lost,
@@ -122,6 +126,7 @@ async def _run(config: ChaosConfig, seed: int, stack: ChaosStack) -> ChaosResult
     )
     injector = FaultInjector(stack)
     injected: list[Injected] = []
+    skipped: list[str] = []
     recoveries: list[Recovery] = []
     stop = asyncio.Event()
     started = time.monotonic()
@@ -136,7 +141,12 @@ async def _run(config: ChaosConfig, seed: int, stack: ChaosStack) -> ChaosResult
                 await asyncio.sleep(fault.gap_s)
                 if time.monotonic() - started >= config.seconds:
                     break
-                item = await asyncio.to_thread(injector.inject, fault)
+                try:
+                    item = await asyncio.to_thread(injector.inject, fault)
+                except Exception as exc:  # the injector's trouble is not the system's
+                    skipped.append(f"fault {fault.index}: {exc!r}"[:300])
+                    _say(f"fault {fault.index} skipped: {exc!r}"[:300])
+                    continue
                 injected.append(item)
                 recovery = await measure(item, workload, store)
                 recoveries.append(recovery)
@@ -171,7 +181,15 @@ async def _run(config: ChaosConfig, seed: int, stack: ChaosStack) -> ChaosResult
     await client.aclose()
     await store.close()
     result = ChaosResult(
-        seed, elapsed, injected, recoveries, record, verdict, injector.driver_restarts, version
+        seed,
+        elapsed,
+        injected,
+        recoveries,
+        record,
+        verdict,
+        injector.driver_restarts,
+        version,
+        skipped,
     )
     if config.record_dir is not None:
         _keep(config.record_dir, result)
