@@ -273,7 +273,13 @@ def _running_server(redis_dir: Path) -> int | None:
     except (OSError, ValueError):
         return None
     found = procs.proc(pid)
-    return pid if found is not None and found.comm == "redis-server" else None
+    if found is None or found.comm != "redis-server":
+        return None
+    try:  # the pid may have been reused by another data dir's server: ours runs in ``--dir``
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return None
+    return pid if cwd == str(redis_dir.resolve()) else None
 
 
 def want_durability(redis_dir: Path, durability: Durability) -> None:
