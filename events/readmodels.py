@@ -315,6 +315,11 @@ class ReadModelStorage:
     def generation(self, name: str, number: int) -> Generation:
         return Generation(self._redis, self._keys, name, number)
 
+    async def dump(self, name: str, number: int) -> dict[str, Any]:
+        """Generation ``number`` of ``name`` in full (:func:`dump_generation`): what a
+        checker compares with a rebuild."""
+        return await dump_generation(self._redis, self._keys.projection_generation(name, number))
+
     async def active_number(self, name: str) -> int | None:
         """The generation of ``name`` that serves reads (``None``: it never ran)."""
         active = await self._redis.get(self._keys.projection_active(name))

@@ -16,6 +16,7 @@ __all__ = [
     "ServerMark",
     "log_unreachable",
     "needs_reload",
+    "server_pid",
     "server_probe",
 ]
 
@@ -68,6 +69,18 @@ def server_probe(
         return "still loading its AOF"
     except (redis.exceptions.ConnectionError, OSError) as exc:
         return str(exc)
+    finally:
+        client.close()
+
+
+def server_pid(url: str, timeout: float = 2.0) -> int | None:
+    """The pid of the Redis serving ``url`` (``INFO server``'s ``process_id``), or None when
+    it does not answer: what a tool signals (the chaos driver) or watches (the soak)."""
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        return int(client.info("server")["process_id"])
+    except (redis.RedisError, OSError):
+        return None
     finally:
         client.close()
 

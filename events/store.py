@@ -186,6 +186,12 @@ class RedisEventStore:
             await self.redis.config_set("appendonly", "yes")
             await self.redis.config_set("appendfsync", durability.value)
 
+    async def server_time(self) -> float:
+        """The log's clock (Redis ``TIME``), in seconds since the epoch: what ages are
+        judged by, whatever this machine's clock says."""
+        seconds, micros = await self.redis.time()
+        return float(seconds) + micros / 1e6
+
     async def server_info(self) -> dict[str, Any]:
         """Redis's ``INFO`` (version, memory, ...), for operators."""
         return dict(await self.redis.info())

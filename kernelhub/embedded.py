@@ -117,12 +117,13 @@ class StackHealth:
 
     data_dir: str
     state: EmbeddedState | None
-    redis: RedisHealth
+    log_server: RedisHealth
+    """The Redis that holds the log, with its supervisor."""
     ray: RayHealth
 
     @property
     def verdict(self) -> Verdict:
-        redis, ray = self.redis, self.ray
+        redis, ray = self.log_server, self.ray
         if not (redis.answers or redis.pid or redis.supervisor_pid or ray.answers):
             if not ray.processes:
                 return "stopped"
@@ -136,7 +137,7 @@ class StackHealth:
         out: list[str] = []
         if self.verdict == "stopped":
             return out
-        redis, ray = self.redis, self.ray
+        redis, ray = self.log_server, self.ray
         said = redis.supervisor.why if redis.supervisor else None
         if redis.answers and not redis.supervisor_pid:
             out.append("Redis answers but nothing restarts it if it dies (no supervisor)")
@@ -182,8 +183,10 @@ class StackHealth:
     def working(self) -> list[str]:
         """What is up, one phrase each (beside the problems when degraded)."""
         out: list[str] = []
-        if self.redis.answers:
-            out.append(f"Redis up (pid {self.redis.pid})" if self.redis.pid else "Redis up")
+        if self.log_server.answers:
+            out.append(
+                f"Redis up (pid {self.log_server.pid})" if self.log_server.pid else "Redis up"
+            )
         if self.ray.answers:
             head = f"pid {self.ray.head_pid} " if self.ray.head_pid else ""
             out.append(f"Ray head {head}up")
@@ -197,18 +200,18 @@ class StackHealth:
         return f"kernelhub is degraded (data dir {self.data_dir}): {parts}"
 
     def to_json(self) -> dict[str, Any]:
-        supervisor = self.redis.supervisor
+        supervisor = self.log_server.supervisor
         return {
             "verdict": self.verdict,
             "problems": self.problems,
             "redis": {
-                "answers": self.redis.answers,
-                "why": self.redis.why,
-                "pid": self.redis.pid,
-                "stopped": self.redis.stopped,
-                "supervisor_pid": self.redis.supervisor_pid,
+                "answers": self.log_server.answers,
+                "why": self.log_server.why,
+                "pid": self.log_server.pid,
+                "stopped": self.log_server.stopped,
+                "supervisor_pid": self.log_server.supervisor_pid,
                 "supervisor_state": supervisor.state if supervisor else None,
-                "restarts": self.redis.restarts,
+                "restarts": self.log_server.restarts,
                 "last_restart_why": supervisor.why if supervisor else None,
             },
             "ray": {
@@ -317,7 +320,7 @@ def inspect(settings: Settings, *, probe: bool = True) -> StackHealth:
     return StackHealth(
         data_dir=str(settings.data_dir),
         state=state,
-        redis=RedisHealth(
+        log_server=RedisHealth(
             answers=why is None,
             why=why,
             pid=redis.pid if redis else None,
@@ -410,23 +413,23 @@ def up(settings: Settings) -> tuple[EmbeddedState, list[str]]:
     redis_dir = _redis_dir(settings)
     if health.verdict == "stopped":
         state = None  # a stale record: start afresh, on the address asked now
-    if state is None and health.redis.supervisor is not None and health.verdict != "stopped":
-        url = health.redis.supervisor.url or ""  # the record was lost: rebuild it
+    if state is None and health.log_server.supervisor is not None and health.verdict != "stopped":
+        url = health.log_server.supervisor.url or ""  # the record was lost: rebuild it
         state = EmbeddedState(
             redis_url=url,
-            redis_pid=health.redis.pid or 0,
+            redis_pid=health.log_server.pid or 0,
             redis_binary=str(find_redis_server()),
             durability=settings.durability.value,
             data_dir=str(settings.data_dir),
         )
     done: list[str] = []
     want_durability(redis_dir, settings.durability)
-    if state is not None and health.redis.supervisor_pid:
-        if not health.redis.answers:
+    if state is not None and health.log_server.supervisor_pid:
+        if not health.log_server.answers:
             _await_restart(settings, state.redis_url)
-    if state is None or _supervisor_pid(settings, [health.redis.supervisor_pid]) is None:
-        if health.redis.pid:  # a server nothing restarts: stop it, then run it supervised
-            procs.terminate([health.redis.pid], timeout=15)
+    if state is None or _supervisor_pid(settings, [health.log_server.supervisor_pid]) is None:
+        if health.log_server.pid:  # a server nothing restarts: stop it, then run it supervised
+            procs.terminate([health.log_server.pid], timeout=15)
             done.append("unsupervised Redis stopped")
         port = settings.redis_port if state is None else _port_of(state.redis_url)
         binary = state.redis_binary if state is not None else None
@@ -557,10 +560,10 @@ def down(settings: Settings, timeout: float = 15.0) -> StackHealth | None:
             return None
         if health.ray.sessions:
             ray_head.stop_sessions(set(health.ray.sessions))  # the log keeps the actors' state
-        if health.redis.supervisor_pid:
-            procs.terminate([health.redis.supervisor_pid], timeout=timeout + 5)
-        if health.redis.pid:
-            procs.terminate([health.redis.pid], timeout=timeout)
+        if health.log_server.supervisor_pid:
+            procs.terminate([health.log_server.supervisor_pid], timeout=timeout + 5)
+        if health.log_server.pid:
+            procs.terminate([health.log_server.pid], timeout=timeout)
         left = inspect(settings)
         ray_head.forget_dead_heads(settings.data_dir)
         if left.verdict != "stopped":

@@ -482,9 +482,9 @@ def status(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
         **on_store(url, settings.key_prefix, status_view.cluster_summary),
     }
     if state and health is not None:
-        report["redis_pid"] = health.redis.pid
-        report["supervisor_pid"] = health.redis.supervisor_pid
-        report["redis_restarts"] = health.redis.restarts
+        report["redis_pid"] = health.log_server.pid
+        report["supervisor_pid"] = health.log_server.supervisor_pid
+        report["redis_restarts"] = health.log_server.restarts
         report["stack"] = health.to_json()
         report["ray_address"] = state.ray_address
         if state.dashboard_url:

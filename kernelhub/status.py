@@ -98,7 +98,7 @@ def degraded_report(health: StackHealth) -> dict[str, Any]:
 
 
 def render_degraded(health: StackHealth) -> list[str]:
-    redis = health.redis
+    redis = health.log_server
     lines = [health.summary()]
     if redis.supervisor_pid or redis.restarts:
         supervisor = f"pid {redis.supervisor_pid}" if redis.supervisor_pid else "gone"

@@ -48,7 +48,7 @@ def test_an_exit_is_said_in_words() -> None:
 
 
 def _health(redis: RedisHealth, ray: RayHealth) -> StackHealth:
-    return StackHealth(data_dir="/d", state=None, redis=redis, ray=ray)
+    return StackHealth(data_dir="/d", state=None, log_server=redis, ray=ray)
 
 
 _RAY_UP = RayHealth(expected=True, answers=True, head_pid=7, address="127.0.0.1:1", processes=30)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from events.server import server_pid
 from kernelhub.errors import KernelhubError
 
 __all__ = ["ChaosStack", "WorkerNode", "kill_what_mentions", "redis_pid"]
@@ -244,15 +245,7 @@ class ChaosStack:
 
 def redis_pid(url: str, timeout: float = 2.0) -> int | None:
     """The running server's pid from ``INFO server`` (None when it does not answer)."""
-    import redis
-
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-    try:
-        return int(client.info("server")["process_id"])
-    except (redis.RedisError, OSError):
-        return None
-    finally:
-        client.close()
+    return server_pid(url, timeout)
 
 
 def kill_what_mentions(root: Path) -> None:
