@@ -143,6 +143,7 @@ def start_agent(
             backend=backend,
             work_root=str(settings.data_dir / "kernels"),
             heartbeat_interval_s=settings.heartbeat_interval_s,
+            reconcile_interval_s=settings.reconcile_interval_s,
             stop_grace_s=settings.stop_grace_s,
         )
     except (LookupError, ValueError, TimeoutError) as exc:

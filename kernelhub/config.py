@@ -71,6 +71,13 @@ class Settings(BaseModel):
         le=86400,
         description="Heartbeat silence after which an agent is LOST (23.3.1's 40 s).",
     )
+    reconcile_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How often each agent compares what its backend runs with what the log "
+        "says runs there (a difference seen twice is acted on).",
+    )
     idle: dict[str, Any] = Field(
         default_factory=dict,
         description="Backend.AI's config/idle as JSON: enabled checkers and their settings.",
@@ -111,6 +118,7 @@ class Settings(BaseModel):
             ("gateway_host", "KH_GATEWAY_HOST"),
             ("heartbeat_interval_s", "KH_HEARTBEAT_INTERVAL_S"),
             ("lost_timeout_s", "KH_LOST_TIMEOUT_S"),
+            ("reconcile_interval_s", "KH_RECONCILE_INTERVAL_S"),
             ("idle", "KH_IDLE"),
         ):
             if env.get(var):

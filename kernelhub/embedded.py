@@ -535,6 +535,7 @@ def actor_settings(settings: Settings) -> dict[str, Any]:
         "gateway_port": settings.gateway_port,
         "heartbeat_interval_s": settings.heartbeat_interval_s,
         "lost_timeout_s": settings.lost_timeout_s,
+        "reconcile_interval_s": settings.reconcile_interval_s,
     }
 
 

@@ -95,7 +95,7 @@ async def _tenants(stack: Stack) -> tuple[dict[str, tuple[str, str]], str]:
             ("otheradmin", "lab2", "admin"),
         ):
             user = await tenancy.handle(
-                CreateUser(username=name, email=f"{name}@lab.test", domain=domain, role=role)
+                CreateUser(username=name, email=f"{name}@infra.test", domain=domain, role=role)
             )
             if domain == "default":
                 await tenancy.handle(AddMember(project_id=uuid.UUID(DEFAULT_PROJECT), user_id=user))

@@ -37,8 +37,10 @@ def test_environment_and_overrides() -> None:
         "KH_STOP_GRACE_S": "1.5",
         "KH_HEARTBEAT_INTERVAL_S": "1",
         "KH_LOST_TIMEOUT_S": "3",
+        "KH_RECONCILE_INTERVAL_S": "5",
     }
     settings = Settings.from_env(env)
+    assert settings.reconcile_interval_s == 5.0
     assert (settings.heartbeat_interval_s, settings.lost_timeout_s) == (1.0, 3.0)
     assert settings.stop_grace_s == 1.5
     assert settings.data_dir == Path("/srv/kh")

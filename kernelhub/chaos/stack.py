@@ -99,6 +99,9 @@ class ChaosStack:
             "KH_CONFIG_DIR": str(root / "cfg"),
             "KH_GATEWAY_PORT": "0",
             "KH_STOP_GRACE_S": "1",
+            # a difference between an agent and the log is acted on in two rounds: 10 s,
+            # well inside the checker's deadline for a transitional status
+            "KH_RECONCILE_INTERVAL_S": "5",
             "KH_DURABILITY": "always",
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         }
