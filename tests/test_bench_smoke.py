@@ -203,7 +203,7 @@ def test_chaos_bench_prints_its_figures() -> None:
 
 def test_soak_bench_prints_its_figures() -> None:
     result = subprocess.run(
-        [sys.executable, "bench/soak.py", "--minutes", "0.5", "--sample", "2", "--warmup", "0"],
+        [sys.executable, "bench/soak.py", "--minutes", "0.25", "--sample", "2", "--warmup", "0"],
         cwd=ROOT,
         capture_output=True,
         text=True,
