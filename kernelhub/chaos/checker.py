@@ -36,7 +36,7 @@ from typing import Any
 
 from events import RedisEventStore, position_key
 from events.archive import merged_entries
-from kernelhub.history.verify import LogVerifier
+from kernelhub.history.verify import STATUS_AFTER, LogVerifier
 
 from .record import ClientRecord
 from .workload import PROBE_STREAM_PREFIX
@@ -47,16 +47,6 @@ TRANSITIONAL = frozenset(
     {"PENDING", "SCHEDULED", "PREPARING", "PULLING", "TERMINATING", "RESTARTING"}
 )
 ENDED = frozenset({"TERMINATED", "CANCELLED"})
-_BECOMES = {
-    "session_enqueued": "PENDING",
-    "session_scheduled": "SCHEDULED",
-    "session_preparing": "PREPARING",
-    "kernel_pulling": "PULLING",
-    "session_started": "RUNNING",
-    "session_terminating": "TERMINATING",
-    "session_terminated": "TERMINATED",
-    "session_cancelled": "CANCELLED",
-}
 _ENDING = frozenset({"session_terminating", "session_terminated", "session_cancelled"})
 
 
@@ -166,7 +156,7 @@ async def _read_log(
             state.name = getattr(spec, "name", None)
         if kind in _ENDING:
             state.ending = True
-        status = _BECOMES.get(kind)
+        status = STATUS_AFTER.get(kind)
         if kind == "session_status_changed":
             status = str(getattr(event.data, "status", "") or "") or None
         if status:

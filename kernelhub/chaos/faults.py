@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kernelhub import procs
+
 from .stack import ChaosStack, redis_pid, wait_for
 
 __all__ = ["FAULT_KINDS", "Fault", "FaultInjector", "Injected", "schedule"]
@@ -153,7 +155,7 @@ class FaultInjector:
             raise RuntimeError("Redis does not answer before its fault")
         started = time.time()
         _signal(pid, signal.SIGKILL)
-        wait_for(lambda: not _alive(pid), 5)
+        wait_for(lambda: not procs.alive(pid), 5)
         supervised = self._supervised()
         back = wait_for(lambda: redis_pid(url) not in (None, pid), 30 if supervised else 10)
         detail: dict[str, Any] = {"pid": pid, "supervised": supervised}
@@ -195,20 +197,6 @@ class FaultInjector:
         state = self.stack.state()
         state["redis_pid"] = server.pid
         path.write_text(json.dumps(state, indent=2))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "\nState:\tZ" not in status
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

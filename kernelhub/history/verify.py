@@ -29,7 +29,7 @@ from typing import Any
 from events import Event, EventCodec, default_codec
 from events.errors import EventDecodeError
 
-__all__ = ["LogVerifier", "Violation"]
+__all__ = ["STATUS_AFTER", "LogVerifier", "Violation"]
 
 _ZERO = Decimal(0)
 _NEW = "NEW"
@@ -60,7 +60,7 @@ _MAY_FOLLOW: Mapping[str, frozenset[str]] = {
     "session_cancelled": frozenset({"PENDING", "SCHEDULED", "PREPARING", "PULLING"}),
 }
 """Which statuses a session may be in when each status event is appended."""
-_BECOMES = {
+STATUS_AFTER = {
     "session_enqueued": "PENDING",
     "session_scheduled": "SCHEDULED",
     "session_preparing": "PREPARING",
@@ -70,6 +70,8 @@ _BECOMES = {
     "session_terminated": "TERMINATED",
     "session_cancelled": "CANCELLED",
 }
+"""The session status each status event leaves behind (``session_status_changed`` carries
+its own): shared by verify, ``kh why`` and the chaos checker."""
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,7 @@ class LogVerifier:
         if current in _ENDED:
             return  # the end stands: nothing after it changes the status
         data: Any = event.data
-        becomes = str(data.status) if kind == "session_status_changed" else _BECOMES[kind]
+        becomes = str(data.status) if kind == "session_status_changed" else STATUS_AFTER[kind]
         self._status[sid] = becomes
         if becomes in _ENDED:
             self._ended_ms[sid] = event.position_ms

@@ -21,19 +21,9 @@ from typing import Any
 from events import Event
 
 from .positions import iso_ms
+from .verify import STATUS_AFTER
 
 __all__ = ["Explanation", "explain"]
-
-_STATUS_OF = {
-    "session_enqueued": "PENDING",
-    "session_scheduled": "SCHEDULED",
-    "session_preparing": "PREPARING",
-    "kernel_pulling": "PULLING",
-    "session_started": "RUNNING",
-    "session_terminating": "TERMINATING",
-    "session_terminated": "TERMINATED",
-    "session_cancelled": "CANCELLED",
-}
 
 
 @dataclass
@@ -67,7 +57,7 @@ def explain(events: Sequence[Event], now_ms: int) -> Explanation:
     spec = getattr(first, "spec", None)
     status, since_ms = "PENDING", events[0].position_ms
     for event in events:
-        new = _STATUS_OF.get(event.type)
+        new = STATUS_AFTER.get(event.type)
         if event.type == "session_status_changed":
             new = str(event.data.status)  # type: ignore[union-attr]
         if new is not None and new != status:
