@@ -7,13 +7,16 @@ appends. Nothing is faked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
+import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 from events import Durability, Event
@@ -26,6 +29,7 @@ __all__ = [
     "docker_missing",
     "docker_required",
     "eventually",
+    "kill_processes_mentioning",
     "temporary_redis",
 ]
 
@@ -101,3 +105,15 @@ def assert_event_types(events: Sequence[Event], expected: Sequence[str]) -> None
         raise AssertionError(
             f"event types differ:\n  expected {list(expected)}\n  actual   {actual}"
         )
+
+
+def kill_processes_mentioning(root: os.PathLike[str] | str) -> None:
+    """SIGKILL every process whose command line or environment names ``root`` (a stack's
+    temporary directory, which nothing else names): process kernels outlive ``kh down``."""
+    needle = str(root).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,12 @@ from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
 from events.secrets import SecretBox
 from kernelhub.sdk._wire import signed_headers
-from kernelhub.testing import docker_missing, docker_required, eventually
+from kernelhub.testing import (
+    docker_missing,
+    docker_required,
+    eventually,
+    kill_processes_mentioning,
+)
 from projections.tenancy_queries import TenancyLookups
 
 from . import leftovers
@@ -203,18 +207,6 @@ def close_open_sessions(stack: Stack, timeout: float = 60.0) -> list[str]:
                 stacklevel=1,
             )
     return [session_id for session_id, _, _ in found]
-
-
-def kill_processes_mentioning(root: Path) -> None:
-    """SIGKILL every process whose command line or environment names ``root`` (a stack's
-    temporary directory, which nothing else names): process kernels outlive ``kh down``."""
-    needle = str(root).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if needle in (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes():
-                os.kill(int(entry.name), signal.SIGKILL)
 
 
 def _backend(environ: dict[str, str]) -> list[str]:

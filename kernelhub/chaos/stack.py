@@ -24,8 +24,9 @@ from typing import Any
 
 from events.server import server_pid
 from kernelhub.errors import KernelhubError
+from kernelhub.testing import kill_processes_mentioning
 
-__all__ = ["ChaosStack", "WorkerNode", "kill_what_mentions", "redis_pid"]
+__all__ = ["ChaosStack", "WorkerNode", "redis_pid"]
 
 KH = [sys.executable, "-m", "kernelhub.cli"]
 PROCESS_AGENT = "i-proc"
@@ -242,25 +243,13 @@ class ChaosStack:
         for node in list(self.nodes):
             with contextlib.suppress(Exception):
                 self.kill_node(node)
-        kill_what_mentions(self.root)
+        kill_processes_mentioning(self.root)
         subprocess.run(["rm", "-rf", str(self.root)], check=False)
 
 
 def redis_pid(url: str, timeout: float = 2.0) -> int | None:
     """The running server's pid from ``INFO server`` (None when it does not answer)."""
     return server_pid(url, timeout)
-
-
-def kill_what_mentions(root: Path) -> None:
-    """SIGKILL what still runs from the run under ``root`` (its command line or environment
-    names the run's temporary directory, which nothing else does)."""
-    needle = str(root).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if needle in (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes():
-                os.kill(int(entry.name), signal.SIGKILL)
 
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
