@@ -42,8 +42,10 @@ if [ ! -s "$ROOTFS_TAR" ]; then
   mv "$ROOTFS_TAR.part" "$ROOTFS_TAR"
 fi
 
-# a tarball cached before `python` was linked gets the link appended (seconds, no debootstrap)
-if ! tar -tf "$ROOTFS_TAR" | grep -qx './usr/bin/python'; then
+# a tarball cached before `python` was linked gets the link appended (seconds, no debootstrap);
+# grep reads the whole listing (not -q: under pipefail, tar killed by SIGPIPE after an early
+# match failed the test, and a fresh tarball got a second ./usr/bin/python docker refuses)
+if ! tar -tf "$ROOTFS_TAR" | grep -x './usr/bin/python' >/dev/null; then
   link=$(mktemp -d)
   mkdir -p "$link/usr/bin"
   ln -s python3 "$link/usr/bin/python"
