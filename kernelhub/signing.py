@@ -23,6 +23,8 @@ __all__ = [
     "parse_authorization",
     "parse_date",
     "sign",
+    "sign_with_key",
+    "signing_key",
     "string_to_sign",
 ]
 
@@ -93,11 +95,22 @@ def string_to_sign(
 def sign(secret_key: str, date: datetime, host: str, text: str, hash_type: str = "sha256") -> str:
     """The hex signature: keys derived from the secret, the day of the date (in the date's
     own zone, as the reference server does; clients send UTC), the host."""
+    return sign_with_key(signing_key(secret_key, date, host, hash_type), text, hash_type)
+
+
+def signing_key(secret_key: str, date: datetime, host: str, hash_type: str = "sha256") -> bytes:
+    """The key a request is signed with: derived from the secret, the day of the date and
+    the host only, so a server may keep it for the day (two of the signature's three HMACs,
+    :class:`actors.gateway.auth.Authenticator`)."""
     digest = getattr(hashlib, hash_type)
     day = date.strftime("%Y%m%d").encode()
     k_date = hmac.new(_bytes(secret_key), day, digest).digest()
-    k_host = hmac.new(k_date, _bytes(host), digest).digest()
-    return hmac.new(k_host, _bytes(text), digest).hexdigest()
+    return hmac.new(k_date, _bytes(host), digest).digest()
+
+
+def sign_with_key(key: bytes, text: str, hash_type: str = "sha256") -> str:
+    """The hex signature of ``text`` under a :func:`signing_key`."""
+    return hmac.new(key, _bytes(text), getattr(hashlib, hash_type)).hexdigest()
 
 
 def _bytes(text: str) -> bytes:

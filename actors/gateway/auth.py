@@ -29,14 +29,29 @@ from aiohttp import web
 
 from actors.tenancy.cache import RefreshingCache
 from events.secrets import SecretBox, SecretError
-from kernelhub.signing import SignatureError, parse_authorization, parse_date, sign, string_to_sign
+from kernelhub.signing import (
+    SignatureError,
+    parse_authorization,
+    parse_date,
+    sign_with_key,
+    signing_key,
+    string_to_sign,
+)
 from projections.tenancy_queries import TenancyLookups
 
 from .open_streams import OpenStream, OpenStreams
 from .problems import AuthorizationFailed, InvalidAuthParameters
 from .revocation import Change, Revoked
 
-__all__ = ["MAX_SKEW", "Authenticator", "Caller", "NotCached", "networks_of", "peer_allowed"]
+__all__ = [
+    "MAX_SKEW",
+    "Authenticator",
+    "Caller",
+    "NotCached",
+    "SigningKeys",
+    "networks_of",
+    "peer_allowed",
+]
 
 MAX_SKEW = timedelta(minutes=15)
 _ACCESS_KEY = re.compile(r"^[!-~]{1,128}$")
@@ -45,6 +60,8 @@ _SIGNATURE = re.compile(r"^[0-9a-f]{32,128}$")
 """A hex digest (MD5 to SHA-512)."""
 MAX_ABSENT_KEYS = 1_000
 """Unknown access keys remembered at most (each for ``ttl_s``)."""
+MAX_SIGNING_KEYS = 4_096
+"""Derived signing keys held at most (:class:`SigningKeys`)."""
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -77,6 +94,30 @@ def peer_allowed(peer: str | None, networks: tuple[Network, ...] | None) -> bool
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return any(address in network for network in networks)
+
+
+class SigningKeys:
+    """The derived key each keypair signs with on a given day for a given host
+    (:func:`kernelhub.signing.signing_key`): two of a signature's three HMACs, the same for
+    every request of the day, so computed once. Bounded: past ``max_keys`` (a caller may
+    send any ``Host``) the table starts again empty; what is forgotten is derived anew."""
+
+    def __init__(self, max_keys: int = MAX_SIGNING_KEYS) -> None:
+        self.max_keys = max_keys
+        self._keys: dict[tuple[str, int, int, int, str, str], bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def key(self, secret: str, date: datetime, host: str, hash_type: str) -> bytes:
+        # the day of the date in its own zone, as signing_key reads it
+        wanted = (secret, date.year, date.month, date.day, host, hash_type)
+        found = self._keys.get(wanted)
+        if found is None:
+            if len(self._keys) >= self.max_keys:
+                self._keys.clear()
+            found = self._keys[wanted] = signing_key(secret, date, host, hash_type)
+        return found
 
 
 class NotCached(AuthorizationFailed):
@@ -120,6 +161,7 @@ class Authenticator:
         self._cache: RefreshingCache[str, tuple[str, Caller] | None] = RefreshingCache(
             self._load, ttl_s, absent_ttl_s=ttl_s, max_absent=max_absent
         )
+        self.signing_keys = SigningKeys()
         self.revoked = Revoked()
         """Keypairs and users refused now, from the log (:mod:`.revocation`)."""
         self.open_streams = OpenStreams()
@@ -246,7 +288,8 @@ class Authenticator:
         text = string_to_sign(
             request.method, request.raw_path, raw_date, request.host, request.content_type, version
         )
-        expected = sign(secret, date, request.host, text, credential.hash_type)
+        key = self.signing_keys.key(secret, date, request.host, credential.hash_type)
+        expected = sign_with_key(key, text, credential.hash_type)
         if not _SIGNATURE.match(credential.signature) or not hmac.compare_digest(
             expected.encode(), credential.signature.encode()
         ):

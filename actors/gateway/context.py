@@ -20,6 +20,7 @@ from ..domain.errors import GenericForbidden, InvalidAPIParameters
 from ..domain.slots import SlotType
 from ..domain.statuses import DEAD_SESSION_STATUSES, SessionStatus
 from .auth import Authenticator, Caller
+from .coalesce import Coalescer
 from .log_tail import LogTail
 from .problems import SessionNotFound, TooManySessionsMatched
 from .ratelimit import PeerLimiter, RateLimiter
@@ -76,6 +77,25 @@ class GatewayContext:
     """When the slot types the cluster knows were last read, and what they were (the
     create route's cache, :func:`actors.gateway.sessions._known_slots`): it lives and dies
     with this context, so another installation's context never inherits it."""
+    _records: Coalescer[str, dict[str, Any] | None] = field(init=False, repr=False)
+    """Session records by id, the lookups of one turn of the loop read together."""
+
+    def __post_init__(self) -> None:
+        self._records = Coalescer(self._sessions_by_id)
+
+    async def _sessions_by_id(self, ids: list[str]) -> list[dict[str, Any] | None]:
+        """Each id's record (``None``: unknown), read in one round trip; an id asked twice
+        is read twice, so no two requests share (and could change) one record."""
+        found = iter(await self.models.sessions_by_id(ids))
+        record = next(found, None)
+        answers: list[dict[str, Any] | None] = []
+        for session_id in ids:  # the records come in the order asked, unknown ones left out
+            if record is not None and str(record.get("id")) == session_id:
+                answers.append(record)
+                record = next(found, None)
+            else:
+                answers.append(None)
+        return answers
 
     async def manager_status(self) -> str:
         """``running`` or ``frozen``, re-read at most once a second."""
@@ -139,7 +159,7 @@ class GatewayContext:
         except ValueError:
             session_id = None
         if session_id is not None:
-            record = await self.models.session(session_id)
+            record = await self._records(session_id)
             if record is not None and record.get("access_key") == access_key:
                 if allow_stale or record.get("status") not in DEAD:
                     return [record]

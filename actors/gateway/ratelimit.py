@@ -1,7 +1,9 @@
 """Requests per keypair over a rolling 15-minute window (23.03's ``manager/api/ratelimit.py``;
 docs/gateway.md), counted beside the log with one round trip (``store.rate_limits``,
 :mod:`events.ratelimit`: what left the window is dropped, this request recorded at Redis's
-own clock, and how many are in it answered).
+own clock, and how many are in it answered). The requests of one turn of the event loop
+share that round trip (:mod:`.coalesce`): each is still counted in Redis, in order, so the
+count stays exact per keypair across every gateway.
 
 A request that fails authentication has no keypair to count against, so those are counted
 per peer address (:class:`PeerLimiter`), in the gateway's memory: a flood of bad requests
@@ -15,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .coalesce import Coalescer
 from .problems import GatewayError
 
 if TYPE_CHECKING:
@@ -42,10 +45,14 @@ class RateLimitExceeded(GatewayError):
 class RateLimiter:
     def __init__(self, counter: RequestCounter) -> None:
         self._counter = counter
+        self._hits: Coalescer[str, int] = Coalescer(self._count)
 
     async def hit(self, access_key: str) -> int:
         """Count this request; the requests of the keypair in the window, this one included."""
-        return await self._counter.hit(access_key, WINDOW_S)
+        return await self._hits(access_key)
+
+    async def _count(self, access_keys: list[str]) -> list[int]:
+        return await self._counter.hits(access_keys, WINDOW_S)
 
 
 class PeerRateLimited(RateLimitExceeded):
