@@ -7,6 +7,13 @@
    ``--rate`` events/s for ``--seconds``; lag = commit time of the batch holding an event
    minus the event's stream-ID time, p99. Last line: one JSON object.
 
+Where a rebuild's time goes: ``rebuild_stage_us_per_event`` splits the timed rebuilds by
+stage (``read``: waiting for the log; ``decode``; ``fold:<projection>``; ``write:<projection>``:
+encoding and bulk-writing the generation; ``catch_up:<projection>``; clock reads per page, so
+they cost nothing measurable), and ``cost_us_by_type`` gives, for each event type, its count
+and the CPU microseconds per event of decoding it and of each projection's fold (one untimed
+pass, each event timed on its own; ``skipped``: events no projection reads, not decoded).
+
     .venv/bin/python bench/replay.py [--events 200000] [--rate 1000] [--seconds 30]
 """
 
@@ -25,12 +32,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._baselines import machine, raw_read_decode
-from events import RedisEventStore
+from events import RedisEventStore, StoredEvent
 from kernelhub.logging import configure_logging
 from kernelhub.testing import temporary_redis
 from kernelhub.workload import Workload, append_steps
+from projections.base import WorkingSet
 from projections.models import default_projections
-from projections.runtime import Projector
+from projections.runtime import Projector, unread_types
 
 TARGETS = {"ratio": 0.3, "rebuild_events_per_s": 30_000}
 LAG_TARGET_MS = 200
@@ -73,6 +81,44 @@ def _live_projector(url: str, lags: Any, ready: Any, stop: Any) -> None:
     asyncio.run(main())
 
 
+async def cost_by_type(store: RedisEventStore) -> dict[str, dict[str, float]]:
+    """Per event type: count, and microseconds per event to decode and to fold in each
+    projection (every event timed on its own, in a pass of its own)."""
+    projections = default_projections()
+    working = {p.name: WorkingSet(complete=True) for p in projections}
+    codec, clock = store.codec, time.perf_counter_ns
+    unread = codec.stored_tails(unread_types(projections))
+    totals: dict[str, dict[str, float]] = {}
+    after = "0-0"
+    while entries := await store.read_raw(after, 5000):
+        after = entries[-1][0]
+        for position, fields in entries:
+            if fields[b"e"].endswith(unread):
+                skipped = codec.decode_stored(position, fields).type  # to name it: untimed
+                row = totals.setdefault(skipped, {"count": 0, "skipped": 0})
+                row["count"] += 1
+                row["skipped"] += 1
+                continue
+            started = clock()
+            event: StoredEvent = codec.decode_stored(position, fields)
+            row = totals.setdefault(event.type, {"count": 0})
+            row["count"] += 1
+            row["decode"] = row.get("decode", 0) + clock() - started
+            for projection in projections:
+                if projection.types is not None and event.type not in projection.types:
+                    continue
+                started = clock()
+                projection.apply(event, working[projection.name])
+                row[projection.name] = row.get(projection.name, 0) + clock() - started
+    return {
+        kind: {
+            k: (v if k in ("count", "skipped") else round(v / row["count"] / 1000, 2))
+            for k, v in row.items()
+        }
+        for kind, row in sorted(totals.items(), key=lambda item: -item[1]["count"])
+    }
+
+
 async def live_lag(url: str, rate: int, seconds: float, seed: int) -> tuple[float, int]:
     manager = mp.Manager()
     lags, ready, stop = manager.list(), manager.Event(), manager.Event()
@@ -105,6 +151,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         events = await generate(store, args.events, args.seed)
         rebuild_rates, raw_rates = [], []
         projector = Projector(store, default_projections())
+        costs: dict[str, float] = {}
+        projector.costs = costs
         for round_ in range(args.rounds):
             order = ["ours", "raw"] if round_ % 2 == 0 else ["raw", "ours"]
             for who in order:
@@ -116,6 +164,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 else:
                     count = await raw_read_decode(store.redis, store.keys.log)
                     raw_rates.append(count / (time.perf_counter() - start))
+        by_type = await cost_by_type(store)
         redis_version = (await store.redis.info("server"))["redis_version"]
         await store.redis.flushall()
         await store.close()
@@ -132,6 +181,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "live_lag_ms": round(p99, 1),
         "live_events": live_events,
         "live_rate_per_s": args.rate,
+        "rebuild_stage_us_per_event": {
+            stage: round(seconds / events / args.rounds * 1e6, 2)
+            for stage, seconds in sorted(costs.items())
+        },
+        "cost_us_by_type": by_type,
     }
     out["targets_met"] = (
         all(out[k] >= v for k, v in TARGETS.items()) and out["live_lag_ms"] <= LAG_TARGET_MS

@@ -8,11 +8,13 @@ it is encoded, so the bytes in the log are exactly the bytes the writer validate
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 from pydantic_core import from_json
 
@@ -22,7 +24,7 @@ from .envelope import Event, Initiator, NewEvent, StoredEvent
 from .errors import EventDecodeError, InvalidEventError, UnknownEventTypeError
 from .upcasting import UpcasterRegistry, default_upcasters
 
-__all__ = ["EventCodec", "default_codec"]
+__all__ = ["EventCodec", "default_codec", "parse_json"]
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -130,7 +132,7 @@ class EventCodec:
                 stream, version, raw_body = fields[b"s"], fields[b"v"], fields[b"e"]
             except KeyError:
                 stream, version, raw_body = fields["s"], fields["v"], fields["e"]
-            body = from_json(raw_body)
+            body = parse_json(raw_body)
             stream = stream.decode() if isinstance(stream, bytes) else str(stream)
             version = int(version)
         except (KeyError, ValueError, TypeError) as exc:
@@ -153,7 +155,24 @@ class EventCodec:
         if not isinstance(data, dict):
             raise EventDecodeError(position, "the event has no data object")
         ms = int(position.partition("-")[0])
-        return StoredEvent(position, ms, stream, version, event_type, data, body)
+        return _stored_event(position, ms, stream, version, event_type, data, body)
+
+    def stored_tails(self, types: Iterable[str]) -> tuple[bytes, ...]:
+        """How a body of each of ``types`` ends as this code stores it, to recognise events
+        of those types without parsing them (``raw.endswith(tails)``: one C call).
+
+        The store writes bodies as canonical JSON (keys sorted, no spaces), whose last two
+        members are ``schema_version`` and ``type``: ``...,"schema_version":1,"type":"x"}``.
+        Only current types at their current version with no upcaster step have a tail
+        here, so a body ending in one is, as :meth:`decode_stored` would read it, an event
+        of that type (its payload not looked at: for a reader that skips the type, there is
+        nothing to look at)."""
+        return tuple(
+            f',"schema_version":{_CURRENT_VERSIONS[name]},"type":"{name}"}}'.encode()
+            for name in sorted(set(types))
+            if name in _CURRENT_VERSIONS
+            and not self.upcasters.has_step(name, _CURRENT_VERSIONS[name])
+        )
 
     def decode_body(self, body: Any, *, stream: str, version: int, position: str) -> Event:
         if not isinstance(body, dict):
@@ -213,6 +232,50 @@ def _stored_body_adapter() -> TypeAdapter[Any]:
 _STORED_BODY = _stored_body_adapter()
 _EVENT_FIELDS = frozenset(Event.model_fields)
 _CURRENT_VERSIONS = {name: cls.SCHEMA_VERSION for name, cls in PAYLOAD_TYPES.items()}
+_decode_json = msgspec.json.Decoder().decode
+
+
+def parse_json(raw: str | bytes) -> Any:
+    """JSON text to Python values, as pydantic-core's ``from_json`` reads it (which the read
+    path used before), about 1.5x faster: msgspec's decoder, and ``from_json`` for whatever
+    msgspec refuses (``NaN``, numbers out of a float's range, lone surrogates), so the same
+    texts decode, to the same values, and the same texts fail."""
+    try:
+        return _decode_json(raw)
+    except (msgspec.MsgspecError, TypeError):
+        return from_json(raw)
+
+
+def _stored_event_factory() -> Callable[..., StoredEvent]:
+    """:class:`StoredEvent`'s constructor, without the frozen dataclass's ``__init__`` when
+    its fields are slots: that one sets each field through ``object.__setattr__`` (the
+    price of ``frozen``), a third of decoding a small event; this sets the same slots
+    directly. Any other shape of the class gets its own constructor."""
+    names = [f.name for f in dataclasses.fields(StoredEvent)]
+    setters: list[Any] = [getattr(vars(StoredEvent).get(n), "__set__", None) for n in names]
+    expected = ["position", "position_ms", "stream", "version", "type", "data", "body"]
+    if names != expected or not all(setters) or hasattr(StoredEvent, "__post_init__"):
+        return StoredEvent
+    new = StoredEvent.__new__
+    s_position, s_ms, s_stream, s_version, s_type, s_data, s_body = setters
+
+    def make(
+        position: str, ms: int, stream: str, version: int, type_: str, data: Any, body: Any
+    ) -> StoredEvent:
+        event = new(StoredEvent)
+        s_position(event, position)
+        s_ms(event, ms)
+        s_stream(event, stream)
+        s_version(event, version)
+        s_type(event, type_)
+        s_data(event, data)
+        s_body(event, body)
+        return event
+
+    return make
+
+
+_stored_event = _stored_event_factory()
 
 
 def _version_message(event_type: str, schema_version: Any) -> str:

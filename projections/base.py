@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from events import StoredEvent, canonical_dumps
+from events import StoredEvent
+from events.readmodels import decode_record, encode_record
 
 __all__ = [
     "IndexEntries",
@@ -44,11 +45,16 @@ Op = tuple[Any, ...]
 ``("hdel", key, field)``."""
 
 
-@functools.lru_cache(maxsize=4096)
 def iso_of(position_ms: int) -> str:
     """An event's time (its log position) as ISO 8601 UTC with milliseconds."""
-    moment = datetime.fromtimestamp(position_ms / 1000, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return f"{_iso_second(position_ms // 1000)}.{position_ms % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=1024)
+def _iso_second(second: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of a Unix second: events come many to a second, so the date
+    is formatted once per second of log, not once per event."""
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 @dataclass
@@ -74,15 +80,13 @@ class WorkingSet:
     ) -> Iterator[tuple[RecordRef, Record | None, Record | None, str | None]]:
         """(ref, old, new, new canonical JSON) for every record that differs from its load,
         after ``finalize`` completed each record's derived fields."""
-        from events._canonical import loads
-
         for ref, record in self.current.items():
             if record is not None and finalize is not None:
                 finalize(ref, record)
-            encoded = None if record is None else canonical_dumps(record)
+            encoded = None if record is None else encode_record(record)
             before = self.original.get(ref)
             if encoded != before:
-                old = None if before is None else loads(before)
+                old = None if before is None else decode_record(before)
                 yield ref, old, record, encoded
 
 
@@ -92,6 +96,10 @@ class Projection(ABC):
     name: ClassVar[str]
     version: ClassVar[int] = 1
     """Bump when the fold changes: the stored generation then no longer matches."""
+    types: ClassVar[frozenset[str] | None] = None
+    """The event types the fold reads (``None``: it may read any). The runtime hands it
+    only these, and does not decode an event no projection reads: ``refs`` and ``apply``
+    must do nothing with any other type."""
 
     @abstractmethod
     def refs(self, event: StoredEvent) -> Iterable[RecordRef]:
@@ -109,6 +117,11 @@ class Projection(ABC):
     def index_ops(self, ref: RecordRef, old: Record | None, new: Record | None) -> Iterable[Op]:
         """Secondary-index changes implied by one record's change."""
         return ()
+
+    def initial_index_ops(self, ref: RecordRef, record: Record) -> Iterable[Op]:
+        """The index entries of ``record`` in a fresh generation (a rebuild): its change from
+        nothing, in any order."""
+        return self.index_ops(ref, None, record)
 
 
 IndexEntries = dict[tuple[str, str], Any]
@@ -147,4 +160,16 @@ class IndexedProjection(Projection):
         for (key, field_), value in sorted(new_h.items()):
             if old_h.get((key, field_)) != value:
                 ops.append(("hset", key, field_, value))
+        return ops
+
+    def initial_index_ops(self, ref: RecordRef, record: Record) -> list[Op]:
+        """:meth:`index_ops` from nothing, without the diff and the sort."""
+        ops: list[Op] = [
+            ("zadd", key, score, member)
+            for (key, member), score in self.zset_entries(ref, record).items()
+        ]
+        ops += [
+            ("hset", key, field_, value)
+            for (key, field_), value in self.hash_entries(ref, record).items()
+        ]
         return ops

@@ -18,7 +18,7 @@ from events import StoredEvent
 from events.keys import AgentIndexes as Index
 
 from ..base import IndexedProjection, IndexEntries, Record, RecordRef, WorkingSet, iso_of
-from ..slots import add_slots, slots_json, sub_slots
+from ..slots import replace_slots, slots_json, sub_slots
 
 __all__ = ["AgentsProjection"]
 
@@ -67,13 +67,13 @@ def _hold(record: Record, kernel_id: str, slots: dict[str, str]) -> None:
     """Replace a kernel's hold (reserve or settle), keeping the total in step."""
     previous = record["holds"].get(kernel_id, {})
     record["holds"][kernel_id] = slots
-    remaining = sub_slots(record["occupied_slots"], previous, drop_zero=True)
-    record["occupied_slots"] = add_slots(remaining, slots, drop_zero=True)
+    record["occupied_slots"] = replace_slots(record["occupied_slots"], previous, slots)
 
 
 class AgentsProjection(IndexedProjection):
     name = "agents"
     version = 1
+    types = _FOLDED
 
     def refs(self, event: StoredEvent) -> Iterable[RecordRef]:
         data = event.data
@@ -99,8 +99,18 @@ class AgentsProjection(IndexedProjection):
     @staticmethod
     def _fold(record: Record, event: StoredEvent, agent_id: str) -> None:
         data = event.data
-        at = iso_of(event.position_ms)
-        if event.type == "agent_registered":
+        if event.type == "alloc_settled":  # the commonest first
+            _hold(record, data["kernel_id"], slots_json(data["actual"]))
+        elif event.type == "alloc_released":
+            # give back exactly what was held (idempotent: a second release finds nothing)
+            held = record["holds"].pop(data["kernel_id"], None)
+            if held:
+                record["occupied_slots"] = sub_slots(record["occupied_slots"], held, drop_zero=True)
+        elif event.type == "alloc_reserved":
+            for allocation in data["allocations"]:
+                if allocation["agent_id"] == agent_id:
+                    _hold(record, allocation["kernel_id"], slots_json(allocation["slots"]))
+        elif event.type == "agent_registered":
             record.update(
                 scaling_group=data.get("scaling_group", "default"),
                 architecture=data.get("architecture", "x86_64"),
@@ -115,25 +125,16 @@ class AgentsProjection(IndexedProjection):
             )
         elif event.type == "agent_started":
             if record["status"] != "ALIVE":
+                at = iso_of(event.position_ms)
                 record.update(status="ALIVE", status_changed=at, lost_at=None)
         elif event.type == "agent_terminated":
             reason = data.get("reason", "")
             status = {"agent-lost": "LOST", "agent-restart": "RESTARTING"}.get(reason, "TERMINATED")
             if record["status"] != status:
+                at = iso_of(event.position_ms)
                 record.update(status=status, status_changed=at)
                 if status in ("LOST", "TERMINATED"):
                     record["lost_at"] = at
-        elif event.type == "alloc_reserved":
-            for allocation in data["allocations"]:
-                if allocation["agent_id"] == agent_id:
-                    _hold(record, allocation["kernel_id"], slots_json(allocation["slots"]))
-        elif event.type == "alloc_settled":
-            _hold(record, data["kernel_id"], slots_json(data["actual"]))
-        elif event.type == "alloc_released":
-            # give back exactly what was held (idempotent: a second release finds nothing)
-            held = record["holds"].pop(data["kernel_id"], None)
-            if held:
-                record["occupied_slots"] = sub_slots(record["occupied_slots"], held, drop_zero=True)
 
     def zset_entries(self, ref: RecordRef, record: Record) -> IndexEntries:
         agent_id = record["id"]

@@ -395,6 +395,7 @@ def usage_scopes(record: Record) -> list[str]:
 class SessionsProjection(IndexedProjection):
     name = "sessions"
     version = 6
+    types = frozenset(_HANDLERS)
 
     def refs(self, event: StoredEvent) -> Iterable[RecordRef]:
         if event.type not in _HANDLERS:
@@ -409,12 +410,12 @@ class SessionsProjection(IndexedProjection):
         record = records.get(KIND, session_id)
         if record is None:
             record = _new_session(session_id, event)
+            records.put(KIND, session_id, record)  # changed in place from here on
         handler(record, event)
-        record["version"] = record["version"] + 1
+        record["version"] += 1
         record["position"] = event.position
         if event.stream == f"session-{session_id}":
             record["stream_version"] = event.version  # the writers' expected version
-        records.put(KIND, session_id, record)
 
     def finalize(self, ref: RecordRef, record: Record) -> None:
         record["occupying_slots"] = _occupying(record)

@@ -210,6 +210,7 @@ def _fold_endpoint(event: StoredEvent, records: WorkingSet) -> None:
 class TenancyProjection(IndexedProjection):
     name = "tenancy"
     version = 6
+    types = frozenset(_KEY)
 
     def refs(self, event: StoredEvent) -> Iterable[RecordRef]:
         key = _KEY.get(event.type)
