@@ -9,7 +9,10 @@ official client signs them; each is served from the read model with the keypair 
 and counted against the keypair's rate limit (one Redis round trip).
 
 Last line JSON: ``ours_rps``, ``hello_rps``, ``ratio`` (= ours/hello), ``p99_ms`` (ours).
-Targets: ``ratio >= 0.35``, ``p99_ms <= 25``.
+Targets: ``ratio >= 0.35``, ``p99_ms <= 25``. Where the CPU goes, per request, over the
+measured rounds (``/proc``'s counters, read between rounds): ``cpu_ms_per_request`` with the
+gateway actor's process, Redis and this client (which signs) for ours, and the hello world's
+process for the baseline (docs/gateway.md, "What a request costs").
 
     .venv/bin/python bench/gateway.py [--requests 20000] [--rounds 3] [--connections 32]
 """
@@ -153,11 +156,51 @@ async def prepare(url: str, master_key: Path) -> tuple[Installation, Signer, str
     return installation, Signer(endpoint, access_key, secret_key), f"/session/{sid}"
 
 
+def cpu_ms(pid: int | None) -> float:
+    """CPU time (user + system) a process has used so far, in ms (0 when unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU ms of named processes, summed over the spans measured (:meth:`span`)."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = pids
+        self.used = dict.fromkeys(pids, 0.0)
+
+    def start(self) -> dict[str, float]:
+        return {name: self._now(name) for name in self.pids}
+
+    def stop(self, started: dict[str, float]) -> None:
+        for name in self.pids:
+            self.used[name] += self._now(name) - started[name]
+
+    def _now(self, name: str) -> float:
+        if name == "client":
+            return time.process_time() * 1000
+        return cpu_ms(self.pids[name])
+
+
 async def measure(
-    url: str, master_key: Path, hello_url: str, args: argparse.Namespace
+    url: str,
+    master_key: Path,
+    hello_url: str,
+    args: argparse.Namespace,
+    pids: dict[str, int | None],
 ) -> dict[str, float]:
     installation, signer, path = await prepare(url, master_key)
     endpoint = installation.gateway_endpoint() or ""
+    assert installation.gateway is not None
+    gateway_pid = await installation.gateway.process_id.remote()
+    ours_cpu = CpuMeter({"gateway": gateway_pid, "redis": pids["redis"], "client": None})
+    hello_cpu = CpuMeter({"hello": pids["hello"]})
 
     async def up() -> bool:
         try:
@@ -171,16 +214,23 @@ async def measure(
     await drive(hello_url, 500, args.connections, None, "/")
     ours, baseline, latencies = [], [], []
     for _ in range(args.rounds):
+        started = ours_cpu.start()
         rate, lat = await drive(endpoint, args.requests, args.connections, signer, path)
+        ours_cpu.stop(started)
         ours.append(rate)
         latencies += lat
+        started = hello_cpu.start()
         baseline.append((await drive(hello_url, args.requests, args.connections, None, "/"))[0])
+        hello_cpu.stop(started)
     latencies.sort()
+    served = args.requests * args.rounds
     return {
         "ours_rps": statistics.median(ours),
         "hello_rps": statistics.median(baseline),
         "p50_ms": latencies[len(latencies) // 2],
         "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
+        **{f"cpu_ms_per_request.{k}": v / served for k, v in ours_cpu.used.items()},
+        **{f"cpu_ms_per_request.{k}": v / served for k, v in hello_cpu.used.items()},
     }
 
 
@@ -195,8 +245,11 @@ def main() -> None:
     hello = subprocess.Popen([sys.executable, "-c", HELLO, str(port)])
     try:
         with local_ray(), temporary_redis() as server, tempfile.TemporaryDirectory() as tmp:
+            pids = {"redis": server.pid, "hello": hello.pid}
             figures = asyncio.run(
-                measure(server.url, Path(tmp) / "master.key", f"http://127.0.0.1:{port}", args)
+                measure(
+                    server.url, Path(tmp) / "master.key", f"http://127.0.0.1:{port}", args, pids
+                )
             )
             redis_version = redis_version_at(server.url)
     finally:
@@ -210,7 +263,10 @@ def main() -> None:
                 "requests": args.requests,
                 "rounds": args.rounds,
                 "connections": args.connections,
-                **{k: round(v, 2) for k, v in figures.items()},
+                **{k: round(v, 2) for k, v in figures.items() if "." not in k},
+                "cpu_ms_per_request": {
+                    k.partition(".")[2]: round(v, 3) for k, v in figures.items() if "." in k
+                },
                 "ratio": round(ratio, 3),
                 "targets_met": ratio >= TARGET_RATIO and figures["p99_ms"] <= TARGET_P99_MS,
                 "machine": machine(redis_version),
