@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic_core import from_json
@@ -78,16 +79,19 @@ def machine(redis_version: str | None = None) -> dict[str, object]:
     }
 
 
-async def raw_read_decode(client: aioredis.Redis, key: str, page: int = 5000) -> int:
-    """Read the whole log with XRANGE pages and decode every body with the JSON parser the
-    read path uses (pydantic-core's, about twice as fast as ``json.loads``): the floor any
-    replay has to pay."""
+async def raw_read_decode(
+    client: aioredis.Redis, key: str, page: int = 5000, parse: Callable[[bytes], Any] = from_json
+) -> int:
+    """Read the whole log with XRANGE pages and decode every body with ``parse``: the
+    floor any replay has to pay. Give it the JSON parser the read path uses
+    (``events.codec.parse_json``: msgspec, about 1.8x faster than pydantic-core's
+    ``from_json``, the default, which is twice as fast as ``json.loads``)."""
     after, count = "-", 0
     while True:
         entries = await client.xrange(key, min=after, count=page)
         if not entries:
             return count
         for _, fields in entries:
-            from_json(fields[b"e"])
+            parse(fields[b"e"])
         count += len(entries)
         after = "(" + entries[-1][0].decode()

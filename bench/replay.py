@@ -7,6 +7,10 @@
    ``--rate`` events/s for ``--seconds``; lag = commit time of the batch holding an event
    minus the event's stream-ID time, p99. Last line: one JSON object.
 
+The raw read decodes with the read path's JSON parser (msgspec, ``events.codec.parse_json``);
+``ratio_vs_from_json`` compares with the same read decoded by pydantic-core's ``from_json``
+(the read path's parser, and the baseline's, before issue 33), for figures over time.
+
 Where a rebuild's time goes: ``rebuild_stage_us_per_event`` splits the timed rebuilds by
 stage (``read``: waiting for the log; ``decode``; ``fold:<projection>``; ``write:<projection>``:
 encoding and bulk-writing the generation; ``catch_up:<projection>``; clock reads per page, so
@@ -33,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._baselines import machine, raw_read_decode
 from events import RedisEventStore, StoredEvent
+from events.codec import parse_json
 from kernelhub.logging import configure_logging
 from kernelhub.testing import temporary_redis
 from kernelhub.workload import Workload, append_steps
@@ -149,7 +154,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with temporary_redis() as server:
         store = RedisEventStore.from_url(server.url)
         events = await generate(store, args.events, args.seed)
-        rebuild_rates, raw_rates = [], []
+        rebuild_rates, raw_rates, from_json_rates = [], [], []
         projector = Projector(store, default_projections())
         costs: dict[str, float] = {}
         projector.costs = costs
@@ -162,8 +167,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await projector.wait_cleanup()
                     rebuild_rates.append(events / (time.perf_counter() - start))
                 else:
-                    count = await raw_read_decode(store.redis, store.keys.log)
+                    count = await raw_read_decode(store.redis, store.keys.log, parse=parse_json)
                     raw_rates.append(count / (time.perf_counter() - start))
+                    start = time.perf_counter()
+                    count = await raw_read_decode(store.redis, store.keys.log)
+                    from_json_rates.append(count / (time.perf_counter() - start))
         by_type = await cost_by_type(store)
         redis_version = (await store.redis.info("server"))["redis_version"]
         await store.redis.flushall()
@@ -178,6 +186,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "rebuild_events_per_s": rebuild,
         "raw_read_events_per_s": raw,
         "ratio": round(rebuild / raw, 3),
+        "raw_read_from_json_events_per_s": round(statistics.median(from_json_rates)),
+        "ratio_vs_from_json": round(rebuild / statistics.median(from_json_rates), 3),
         "live_lag_ms": round(p99, 1),
         "live_events": live_events,
         "live_rate_per_s": args.rate,
