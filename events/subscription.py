@@ -21,7 +21,7 @@ from .envelope import Event, Position
 if TYPE_CHECKING:
     from .store import RedisEventStore
 
-__all__ = ["Subscription"]
+__all__ = ["Subscription", "entry_type"]
 
 log = structlog.get_logger(__name__)
 
@@ -42,13 +42,20 @@ class Subscription:
         batch: int = 500,
         types: frozenset[str] | None = None,
         streams: Callable[[str], bool] | None = None,
+        select: Callable[[str, str], bool] | None = None,
     ) -> None:
         self._store = store
         self._streams = streams
         """Entries of streams this refuses are skipped undecoded (a shard's own sessions)."""
+        self._types = types
+        """Entries of other types are skipped undecoded: an actor that reacts to a few event
+        types does not validate every event of the log."""
         self._markers = None if types is None else [f'"type":"{t}"'.encode() for t in types]
-        """Entries whose body holds none of these bytes are skipped undecoded: an actor that
-        reacts to a few event types does not validate every event of the log."""
+        """The same check on the body's bytes, for a body whose type :func:`entry_type`
+        cannot read (never one the store wrote)."""
+        self._select = select
+        """A last say on an entry (its stream and type) before it is decoded: a shard
+        decodes a status change only while someone waits on that session."""
         self._after: str = after
         self._block_ms = block_ms
         self._batch = batch
@@ -109,15 +116,48 @@ class Subscription:
         if self._backoff != _FIRST_BACKOFF_S:
             log.info("log subscription reached Redis again", after=self._after)
         self._backoff = _FIRST_BACKOFF_S
-        markers = self._markers
+        types, markers, streams, select = self._types, self._markers, self._streams, self._select
         for _key, entries in reply or ():
             for raw_position, fields in entries:
                 position = raw_position.decode()
                 self._after = position
-                if markers is not None:
+                if types is not None or select is not None:
                     body = fields.get(b"e", b"")
-                    if not any(marker in body for marker in markers):
-                        continue  # canonical JSON: the type is spelled exactly so
-                if self._streams is not None and not self._streams(fields.get(b"s", b"").decode()):
-                    continue
+                    event_type = entry_type(body)
+                    if event_type is None:
+                        if markers is not None and not any(m in body for m in markers):
+                            continue
+                    elif types is not None and event_type not in types:
+                        continue
+                else:
+                    event_type = None
+                if streams is not None or select is not None:
+                    stream = fields.get(b"s", b"").decode()
+                    if streams is not None and not streams(stream):
+                        continue
+                    if select is not None and event_type is not None:
+                        if not select(stream, event_type):
+                            continue
                 self._buffer.append(self._store.codec.decode(position, fields))
+
+
+_TYPE_KEY = b',"type":"'
+
+
+def entry_type(body: bytes) -> str | None:
+    """The event type of a log entry's body without parsing it, or ``None`` when the body
+    is not in the store's canonical form. The store writes canonical JSON (sorted keys, no
+    spaces): ``type`` is the envelope's last key, so the body ends ``,"type":"<t>"}``; a
+    ``"type":"`` inside a string value is escaped (``\\"type\\":\\"``) and never matches."""
+    if not body.endswith(b'"}'):
+        return None
+    start = body.rfind(_TYPE_KEY)
+    if start < 0:
+        return None
+    name = body[start + len(_TYPE_KEY) : -2]
+    if b'"' in name or b"\\" in name:
+        return None
+    try:
+        return name.decode("ascii")
+    except UnicodeDecodeError:
+        return None

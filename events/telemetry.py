@@ -72,6 +72,20 @@ class Telemetry:
             pipe.set(self._keys.kernel_stats(kernel_id), stats, ex=ttl_s)
         await pipe.execute()
 
+    async def beat_many(
+        self, at: float, beats: Sequence[tuple[str, Mapping[str, str]]], ttl_s: int
+    ) -> None:
+        """Many agents' heartbeats at ``at`` (a host of simulated agents beats for all of
+        them at once), each with its kernels' live stats, in one round trip."""
+        if not beats:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zadd(self._keys.heartbeats, {agent_id: at for agent_id, _ in beats})
+        for _, kernel_stats in beats:
+            for kernel_id, stats in kernel_stats.items():
+                pipe.set(self._keys.kernel_stats(kernel_id), stats, ex=ttl_s)
+        await pipe.execute()
+
     async def kernels_measured(
         self, kernel_ids: Sequence[str]
     ) -> list[tuple[str | None, str | None]]:

@@ -127,3 +127,42 @@ async def test_filters_skip_other_types_and_streams_but_keep_the_position(
     seen = await take(subscription, 2)
     assert [e.data.creation_id for e in seen] == ["b", "d"]  # type: ignore[union-attr]
     assert subscription.position == await store.head()
+
+
+async def test_a_tenant_string_cannot_pass_for_the_event_type(store: RedisEventStore) -> None:
+    """The type is read from the entry's bytes before decoding: a value a tenant chose that
+    spells a ``"type"`` key must not make the entry pass for another type."""
+    from events.subscription import entry_type
+
+    forged = 'x","type":"session_cancelled"}'
+    start = await store.head()
+    await store.append("session-forged", [event(forged)], None)
+    entries = await store.redis.xrange(store.keys.log, "-", "+")
+    body = entries[-1][1][b"e"]
+    assert forged.encode() not in body  # escaped in canonical JSON
+    assert entry_type(body) == "session_enqueued"
+    assert entry_type(b'{"type": "session_cancelled"}') is None  # not canonical: decoded
+    cancelled = store.subscribe(start, block_ms=100, types=frozenset({"session_cancelled"}))
+    with pytest.raises(TimeoutError):
+        await take(cancelled, 1, timeout=1)
+    (seen,) = await take(store.subscribe(start, block_ms=100), 1)
+    assert seen.data.creation_id == forged  # type: ignore[union-attr]
+
+
+async def test_select_sees_each_entrys_stream_and_type_before_it_is_decoded(
+    store: RedisEventStore,
+) -> None:
+    asked: list[tuple[str, str]] = []
+
+    def select(stream: str, event_type: str) -> bool:
+        asked.append((stream, event_type))
+        return stream == "session-wanted"
+
+    start = await store.head()
+    await store.append("session-other", [event("a")], None)
+    await store.append("session-wanted", [event("b")], None)
+    subscription = store.subscribe(start, block_ms=100, select=select)
+    (seen,) = await take(subscription, 1)
+    assert seen.data.creation_id == "b"  # type: ignore[union-attr]
+    assert asked == [("session-other", "session_enqueued"), ("session-wanted", "session_enqueued")]
+    assert subscription.position == await store.head()

@@ -50,13 +50,18 @@ class AgentTelemetry:
 
     async def heartbeat(self) -> None:
         now = await self.store.clock.now()
+        await self.store.telemetry.beat(self.agent_id, now, self.live_stats(now), self.stats_ttl_s)
+
+    def live_stats(self, now: float) -> dict[str, str]:
+        """What a heartbeat at ``now`` (server time) carries: each running kernel's live
+        stats (kernel id -> JSON)."""
         stats_of: dict[str, str] = {}
         for kernel_id in self.backend.running():
             stats = self.backend.stats(kernel_id)
             if stats is not None:
                 sample = {**stats, "at": int(now), "agent": self.agent_id}
                 stats_of[str(kernel_id)] = canonical_dumps(sample)
-        await self.store.telemetry.beat(self.agent_id, now, stats_of, self.stats_ttl_s)
+        return stats_of
 
     async def sample_utilization(self) -> int:
         """One utilization sample of every running kernel, to telemetry; returns how many."""

@@ -57,6 +57,9 @@ class Follower:
         """Whether events of ``stream`` concern this actor (all, unless narrowed)."""
         return True
 
+    selects: Callable[[str, str], bool] | None = None
+    """A last say on an event (its stream and type) before it is decoded, when set."""
+
     _boot: asyncio.Task[None]
     _subscription: Subscription | None = None
     _task: asyncio.Task[None] | None = None
@@ -75,7 +78,11 @@ class Follower:
             after = await self.store.head()
             await self.store.followers.set(self.follower_name, after)
         self._subscription = self.store.subscribe(
-            after, block_ms=200, types=self.interests, streams=self.follows_stream
+            after,
+            block_ms=200,
+            types=self.interests,
+            streams=self.follows_stream,
+            select=self.selects,
         )
         self._task = asyncio.create_task(self._follow())
 

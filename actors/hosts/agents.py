@@ -35,6 +35,8 @@ __all__ = ["DEFAULT_RECONCILE_INTERVAL_S", "AgentsActor"]
 log = structlog.get_logger(__name__)
 
 DEFAULT_RECONCILE_INTERVAL_S = 30.0
+BEATS_PER_ROUND_TRIP = 250
+"""Agents whose heartbeats share one pipeline (bounded: a pipeline's replies are buffered)."""
 
 
 @ray.remote(max_restarts=-1)
@@ -160,8 +162,32 @@ class AgentsActor(Follower):
     async def _heartbeat(self) -> None:
         outages = Outages("heartbeats", host=self.follower_name)
         while True:
-            extra = await self._each_agent("heartbeat", lambda a: a.heartbeat(), outages)
+            try:
+                await self._beat_all()
+            except Exception as exc:
+                extra = outages.failed(exc)
+            else:
+                outages.succeeded()
+                extra = 0.0
             await asyncio.sleep(self.heartbeat_interval_s + extra)
+
+    async def _beat_all(self) -> None:
+        """Every hosted agent's heartbeat at one server time, :data:`BEATS_PER_ROUND_TRIP`
+        agents per round trip (a host of a thousand simulated agents made two thousand
+        round trips per interval: a fifth of its CPU). An agent whose stats cannot be read
+        is logged and skipped; the others beat."""
+        now = await self.store.clock.now()
+        beats: list[tuple[str, dict[str, str]]] = []
+        ttl_s = 60
+        for agent in self.agents.values():
+            try:
+                beats.append((agent.agent_id, agent.telemetry.live_stats(now)))
+                ttl_s = agent.telemetry.stats_ttl_s
+            except Exception:
+                log.exception("heartbeat failed", agent=agent.agent_id)
+        for first in range(0, len(beats), BEATS_PER_ROUND_TRIP):
+            chunk = beats[first : first + BEATS_PER_ROUND_TRIP]
+            await self.store.telemetry.beat_many(now, chunk, ttl_s)
 
     async def _sample(self) -> None:
         outages = Outages("utilization samples", host=self.follower_name)

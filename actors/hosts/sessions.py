@@ -32,6 +32,7 @@ class SessionsActor(Follower):
         self.follower_name = f"sessions:{index}"
         self.interests = SHARD_REACTS_TO
         self.shard = SessionShard(self.store, actor=self.follower_name, index=index, count=count)
+        self.selects = self.shard.decodes
         self.metrics = ActorMetrics(
             "kernelhub_session_commands_total", "kernelhub_session_events_total"
         )
