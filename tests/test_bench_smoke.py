@@ -107,6 +107,7 @@ def test_schedule_bench_prints_its_figures() -> None:
     cpu = figures["open_loop_cpu_ms_per_session"]  # where the open loop's CPU went
     assert {"SessionsActor", "SchedulerActor", "AgentsActor", "redis"} <= set(cpu), cpu
     assert all(ms >= 0 for ms in cpu.values()) and sum(cpu.values()) > 0
+    assert figures["cpu_ms_per_session"] == pytest.approx(sum(cpu.values()), abs=0.1)
 
 
 def test_idle_bench_prints_its_figures() -> None:
