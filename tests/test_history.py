@@ -426,6 +426,12 @@ async def test_tail_follow_prints_new_events_as_they_are_appended(
 
     await append_steps(store, Workload(sessions=2, agents=1, seed=1).steps())
     environ = {**os.environ, "KH_REDIS_URL": redis_server.url, "NO_COLOR": "1"}
+
+    async def reading_the_log() -> int:
+        clients = await store.redis.client_list()
+        return sum(1 for c in clients if c.get("cmd") == "xread")
+
+    readers = await reading_the_log()
     follower = subprocess.Popen(  # noqa: ASYNC220 (started once, read in a thread)
         [
             sys.executable,
@@ -445,7 +451,12 @@ async def test_tail_follow_prints_new_events_as_they_are_appended(
         text=True,
     )
     try:
-        await asyncio.sleep(2.0)  # it subscribed (from the head: nothing old is shown)
+        # it subscribed (from the head: nothing old is shown) once it blocks on the log
+        async def subscribed() -> bool:
+            assert follower.poll() is None, f"kh events tail exited: {follower.stderr}"
+            return await reading_the_log() > readers
+
+        await eventually(subscribed, timeout=60, message="kh events tail subscribed")
         await append_steps(store, Workload(sessions=3, agents=1, seed=2).steps())
         lines: list[str] = []
         assert follower.stdout is not None
