@@ -284,3 +284,51 @@ async def test_an_image_to_pull_shows_pulling_once_per_agent(store: RedisEventSt
         assert history["PREPARING"] <= history["PULLING"] <= history["RUNNING"]
     finally:
         await local.stop()
+
+
+async def test_a_kernel_started_at_once_is_reported_in_one_call_and_a_slow_one_twice(
+    store: RedisEventStore,
+) -> None:
+    """Creating and started reach the shard in one ``ReportKernels`` when the backend starts
+    at once (the same events, each decided on its own); a slow start is told first, so the
+    log says the kernel is being created while it starts."""
+    from actors.domain.commands.sessions import ReportKernel, ReportKernels
+
+    slow = SimBackend(start_delay=1.5)
+    local = LocalCluster(
+        store,
+        [("i-fast", {"cpu": 2, "mem": 4 * G}), ("i-slow", {"cpu": 1, "mem": 2 * G})],
+        safety_tick_s=0.5,
+        backend=lambda agent_id: slow if agent_id == "i-slow" else SimBackend(),
+    )
+    calls: list[str] = []
+    handle = local.shard.handle
+
+    async def counted(command: object) -> object:
+        if isinstance(command, ReportKernel | ReportKernels):
+            calls.append(type(command).__name__)
+        return await handle(command)  # type: ignore[arg-type]
+
+    local.shard.handle = counted  # type: ignore[method-assign]
+    await local.start()
+    try:
+        fast = await create(local, requested=[ResourceSlot(cpu=2, mem=G)])
+        await wait_status(local, fast, "RUNNING")
+        assert calls == ["ReportKernels"]
+        sid = await create(local)
+
+        async def creating() -> bool:
+            types = await types_of(store, f"session-{sid}")
+            return "kernel_creating" in types and "kernel_started" not in types
+
+        await eventually(creating, timeout=20, message="kernel_creating logged while it starts")
+        await wait_status(local, sid, "RUNNING")
+        assert calls == ["ReportKernels", "ReportKernel", "ReportKernel"]
+        for session in (fast, sid):
+            assert (await types_of(store, f"session-{session}"))[3:6] == [
+                "kernel_creating",
+                "kernel_started",
+                "session_started",
+            ]
+    finally:
+        await local.stop()

@@ -34,6 +34,7 @@ import structlog
 from actors.domain.commands.sessions import (
     RecordBatchResult,
     ReportKernel,
+    ReportKernels,
     RestartFailed,
     SessionClient,
     StartFailed,
@@ -70,7 +71,7 @@ from ..domain.session_aggregate import SessionAggregate
 from ..domain.statuses import KernelStatus
 from .accelerators import Accelerators
 from .backends import isolation_of
-from .backends.base import Backend, ImageNotAvailable, KernelLaunch
+from .backends.base import Backend, ImageNotAvailable, KernelLaunch, starts_at_once
 from .backends.sim import SimBackend
 from .execution import ExecutionProxy, keep_logs
 from .kernel_env import kernel_environ, user_environ
@@ -602,14 +603,15 @@ class Agent:
             await self._report(StartFailed(session_id=session_id, error=refused))
             return
         try:
+            at_once = starts_at_once(self.backend)
             for launch in kernels:
                 await self._pull(session_id, launch)
-                await self._report(
-                    ReportKernel(
-                        session_id=session_id,
-                        report=KernelCreating(kernel_id=launch.kernel_id, session_id=session_id),
-                    )
+                creating = ReportKernel(
+                    session_id=session_id,
+                    report=KernelCreating(kernel_id=launch.kernel_id, session_id=session_id),
                 )
+                if not at_once:  # CREATING is worth telling while a start takes a while
+                    await self._report(creating)
                 log.info(
                     "kernel starting",
                     agent=self.agent_id,
@@ -624,14 +626,13 @@ class Agent:
                     kernel=str(launch.kernel_id),
                     session=str(session_id),
                 )
-                await self._report(
-                    ReportKernel(
-                        session_id=session_id,
-                        report=KernelStarted(
-                            kernel_id=launch.kernel_id, session_id=session_id, creation_info=info
-                        ),
-                    )
+                started = ReportKernel(
+                    session_id=session_id,
+                    report=KernelStarted(
+                        kernel_id=launch.kernel_id, session_id=session_id, creation_info=info
+                    ),
                 )
+                await self._report(ReportKernels(items=(creating, started)) if at_once else started)
                 if self.metrics is not None:
                     self.metrics.inc("kernelhub_kernels_started_total", agent=self.agent_id)
         except Exception as exc:

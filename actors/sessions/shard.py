@@ -38,6 +38,7 @@ from actors.domain.commands.sessions import (
     PrepareSession,
     RecordBatchResult,
     ReportKernel,
+    ReportKernels,
     RestartFailed,
     RestartSession,
     SchedulingFailed,
@@ -487,6 +488,12 @@ class SessionShard:
         return await self._decide(
             command.session_id, command.command_id, lambda s: s.decide_report(command.report)
         )
+
+    @_handle.register
+    async def _reports(self, command: ReportKernels) -> list[Decided]:
+        """In order, one decision each: a later report is decided on what the earlier
+        ones appended (``kernel_started`` after its ``kernel_creating``)."""
+        return [await self._report(report) for report in command.items]
 
     @_handle.register
     async def _destroy(self, command: DestroySession) -> Decided:

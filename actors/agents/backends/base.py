@@ -155,8 +155,18 @@ class Backend(Protocol):
         """Let go of connections (kernels keep running)."""
 
 
+def starts_at_once(backend: Backend) -> bool:
+    """Whether ``backend`` starts a kernel as soon as asked (its agent then reports the
+    kernel creating and started in one call; :attr:`BackendBase.starts_at_once`)."""
+    return bool(getattr(backend, "starts_at_once", False))
+
+
 class BackendBase:
     """What most backends do about images, events and connections: nothing."""
+
+    starts_at_once = False
+    """A backend whose start is immediate says so: nobody would see the kernel CREATING,
+    so its agent reports creating and started in one call (one hop to the shard, not two)."""
 
     isolation = UNISOLATED
     """What the backend's kernels are isolated by, as its agent registers it

@@ -22,7 +22,10 @@ from ...domain.session import is_reserved_env_name
 from ..kernel_sockets import KernelSocket
 from .base import BackendBase, KernelLaunch
 
-__all__ = ["SimBackend"]
+__all__ = ["AT_ONCE_S", "SimBackend"]
+
+AT_ONCE_S = 0.1
+"""A simulated start no longer than this counts as immediate (``starts_at_once``)."""
 
 
 class SimBackend(BackendBase):
@@ -49,6 +52,11 @@ class SimBackend(BackendBase):
         self._running: set[uuid.UUID] = set()
         self._notes: dict[uuid.UUID, bytes] = {}
         """Each kernel's log: the options it was launched with and could not apply."""
+
+    @property
+    def starts_at_once(self) -> bool:  # type: ignore[override]
+        """Its default start (20 ms) is immediate; a slowed-down one is reported creating first."""
+        return self.start_delay <= AT_ONCE_S
 
     async def start(self, launch: KernelLaunch) -> dict[str, Any]:
         await asyncio.sleep(self.start_delay)

@@ -45,6 +45,7 @@ __all__ = [
     "PrepareSession",
     "RecordBatchResult",
     "ReportKernel",
+    "ReportKernels",
     "RestartFailed",
     "RestartSession",
     "SchedulingFailed",
@@ -193,6 +194,14 @@ class ReportKernel(SessionCommand[Decided]):
     routed_by: ClassVar[str | None] = "report"
 
     report: KernelReport
+
+
+class ReportKernels(SessionBatch[ReportKernel, Decided]):
+    """Several kernel reports in one call, decided in item order, each on its own (its own
+    id and append): a kernel its backend starts at once is reported creating and started
+    in one hop where two calls were made."""
+
+    verb: ClassVar[str] = "report"
 
 
 class StartFailed(SessionCommand[Decided]):
