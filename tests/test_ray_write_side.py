@@ -241,7 +241,12 @@ async def test_a_burst_of_enqueues_is_coalesced_into_few_passes(
         assert (await types_of(store, sid)).count("session_scheduled") == 1
     after = await stack.scheduler.metrics_snapshot.remote()
     passes = after[key] - passes_before
-    assert passes < 50  # 100 wake-ups, coalesced (must-test 25)
+    # 100 wake-ups, coalesced (must-test 25): a pass per wake-up would be 100. The burst
+    # reaches the scheduler over several of its follower's reads (more, smaller ones on a
+    # loaded machine, and since the shards no longer read before appending: 52 seen once),
+    # so the bound leaves room for timing while still failing a scheduler that does not
+    # coalesce.
+    assert passes < 75
     await asyncio.gather(*(router.handle(DestroySession(session_id=sid)) for sid in sids))
 
 
