@@ -47,6 +47,7 @@ from actors.endpoints.replicas import (
     start_model_service,
 )
 from actors.endpoints.writer import EndpointService
+from actors.gateway.context import LIVE
 from actors.hosts import Installation, start_actors
 from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
@@ -60,6 +61,7 @@ from events.secrets import SecretBox
 from kernelhub.bootstrap import BASE_IMAGE, Bootstrap, bootstrap
 from kernelhub.redis_server import EmbeddedRedis
 from kernelhub.testing import eventually
+from projections.queries import ReadModels
 from projections.tenancy_queries import TenancyLookups
 
 from .khstack import signed_request
@@ -787,6 +789,16 @@ async def test_a_hostile_tenants_endpoints_cost_a_bounded_number_of_sessions(
         return any(e.type == "endpoint_destroyed" for e in events)
 
     await eventually(churn_gone, timeout=60, interval=0.5, message="churn destroyed")
+    # the cap counts what the read model shows open; the replicas above may still be ending
+    # there (a loaded machine takes its time to remove their containers), and with them
+    # open every route would be refused and tried again only after a growing backoff
+    models = ReadModels(lab.store)
+
+    async def none_open() -> bool:
+        page = await models.sessions(owner=lab.admin.access_key, statuses=LIVE, limit=1)
+        return page.total == 0
+
+    await eventually(none_open, timeout=120, interval=0.5, message="no session open")
     many = lab.endpoint(model, "many", 5)
     await lab.command(many)
     report = await lab.until(
