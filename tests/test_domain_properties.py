@@ -43,7 +43,11 @@ sessions_strategy = st.lists(
 )
 
 
-def build(agent_specs: list, session_specs: list) -> tuple[list[AgentInfo], list[PendingSession]]:  # type: ignore[type-arg]
+def build(
+    agent_specs: list,  # type: ignore[type-arg]
+    session_specs: list,  # type: ignore[type-arg]
+    first: int = 0,
+) -> tuple[list[AgentInfo], list[PendingSession]]:
     agents = [
         AgentInfo(f"a{i:02d}", ResourceSlot({"cpu": cpu, "mem": mem * G, "cuda.device": gpu}))
         for i, (cpu, mem, gpu) in enumerate(agent_specs)
@@ -52,11 +56,13 @@ def build(agent_specs: list, session_specs: list) -> tuple[list[AgentInfo], list
     for n, (key, cpu, mem, gpu, size, multi) in enumerate(session_specs):
         request = ResourceSlot({"cpu": cpu, "mem": mem * G, "cuda.device": gpu})
         spec = SessionSpec(
-            session_id=uuid.UUID(int=n + 1),
+            session_id=uuid.UUID(int=first + n + 1),
             name=f"s{n}",
             access_key=f"AK{key}",
             kernels=expand_cluster(
-                size, [request], kernel_ids=[uuid.UUID(int=1000 * (n + 1) + i) for i in range(size)]
+                size,
+                [request],
+                kernel_ids=[uuid.UUID(int=1000 * (first + n + 1) + i) for i in range(size)],
             ),
             created_at=T0 + timedelta(seconds=n),
             cluster_mode=ClusterMode.MULTI_NODE if multi else ClusterMode.SINGLE_NODE,
@@ -162,3 +168,90 @@ def test_drf_always_picks_a_keypair_with_the_lowest_dominant_share(
     assert picked is not None
     lowest = min(shares.get(p.spec.access_key, Decimal(0)) for p in queue)
     assert shares.get(queue[picked].spec.access_key, Decimal(0)) == lowest
+
+
+@given(
+    agents_strategy,
+    st.lists(
+        st.tuples(
+            sessions_strategy,
+            st.sets(st.integers(0, 24), max_size=10),  # sessions of earlier passes to end
+            st.integers(0, 3),  # 0: nothing; 1: resize an agent; 2: drop one; 3: add one
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.sampled_from(["fifo", "lifo", "drf", "mof"]),
+    st.sampled_from([None, "concentrated", "dispersed", "round-robin"]),
+)
+def test_an_index_kept_across_passes_decides_as_one_built_for_each(
+    agent_specs: list,  # type: ignore[type-arg]
+    passes: list,  # type: ignore[type-arg]
+    scheduler: str,
+    selector: str | None,
+) -> None:
+    """The scheduler keeps its agent index from pass to pass and updates only the agents
+    whose occupancy changed: every pass must decide exactly what a freshly built index
+    would, through reservations, releases, resized, dropped and added agents."""
+    from actors.domain.scheduling.kept_index import KeptIndex
+
+    agents, _ = build(agent_specs, [])
+    group = ScalingGroup(
+        "g",
+        scheduler=scheduler,
+        agent_selector=selector,
+        scheduler_config={"num_retries_to_skip": 1} if scheduler == "fifo" else {},
+    )
+    kept_ledger = Ledger({a.agent_id: a.capacity for a in agents})
+    fresh_ledger = Ledger({a.agent_id: a.capacity for a in agents})
+    kept, last_kept, last_fresh = KeptIndex(), None, None
+    placed: list[uuid.UUID] = []
+    for step, (session_specs, ending, change) in enumerate(passes):
+        _, sessions = build(agent_specs, session_specs, first=(step + 1) * 1000)
+        decided = []
+        for ledger, index, last in (
+            (kept_ledger, kept, last_kept),
+            (fresh_ledger, None, last_fresh),
+        ):
+            result = schedule_pass(
+                group=group,
+                pending=sessions,
+                existing=[],
+                agents=agents,
+                ctx=context(),
+                ledger=ledger,
+                round_robin_last=last,
+                kept=index,
+            )
+            if index is None:
+                last_fresh = result.round_robin_last
+            else:
+                last_kept = result.round_robin_last
+            decided.append(
+                [
+                    (d.session_id, [(a.kernel_id, a.agent_id) for a in d.reservation.allocations])
+                    for d in result.decisions
+                ]
+            )
+        assert decided[0] == decided[1], step
+        placed.extend(session_id for session_id, _ in decided[0])
+        for n in sorted(ending):
+            if n < len(placed):
+                kept_ledger.release_session(placed[n])
+                fresh_ledger.release_session(placed[n])
+        if change == 1:  # an agent resized: a new capacity, as its registration says
+            a = agents[0]
+            agents[0] = AgentInfo(a.agent_id, a.capacity + ResourceSlot({"cpu": 1}))
+            for ledger in (kept_ledger, fresh_ledger):
+                ledger.set_capacity(a.agent_id, agents[0].capacity)
+        elif change == 2 and len(agents) > 1:
+            agents.pop()
+        elif change == 3:
+            new = AgentInfo(f"b{step:02d}", ResourceSlot({"cpu": 4, "mem": 8 * G}))
+            agents.append(new)
+            for ledger in (kept_ledger, fresh_ledger):
+                ledger.set_capacity(new.agent_id, new.capacity)
+    for ledger in (kept_ledger, fresh_ledger):
+        for a in agents:
+            assert all(v >= 0 for v in ledger.occupied[a.agent_id].values())
+    assert kept_ledger.holds() == fresh_ledger.holds()

@@ -18,6 +18,7 @@ from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster
 from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
+from events.catalogue import AllocReserved
 from events.secrets import SecretBox
 from kernelhub.testing import eventually
 from projections.queries import ReadModels
@@ -330,5 +331,39 @@ async def test_a_kernel_started_at_once_is_reported_in_one_call_and_a_slow_one_t
                 "kernel_started",
                 "session_started",
             ]
+    finally:
+        await local.stop()
+
+
+async def test_round_robin_takes_turns_across_passes(
+    store: RedisEventStore, tmp_path: Path
+) -> None:
+    """A round-robin group hands each new session to the next agent in turn, also when
+    every session is placed by a pass of its own (the scheduler carries the turn from pass
+    to pass; each pass started again from the first agent before)."""
+    from projections.tenancy_queries import TenancyLookups
+
+    agents = [(f"i-{n}", {"cpu": 8, "mem": 16 * G}) for n in "abc"]
+    local = await LocalCluster(store, agents, safety_tick_s=0.5).start()
+    try:
+        tenancy = await TenancyService(
+            store, SecretBox.from_file(tmp_path / "k", create=True)
+        ).load()
+        await tenancy.handle(SetScalingGroup(name="default", agent_selector="round-robin"))
+        lookups = TenancyLookups(store)
+
+        async def projected() -> bool:
+            group = await lookups.scaling_group("default")
+            return (group or {}).get("agent_selector") == "round-robin"
+
+        await eventually(projected, timeout=20, message="the group projected")
+        for n in range(6):
+            await wait_status(local, await create(local, name=f"rr{n}"), "RUNNING")
+        chosen = [
+            e.data.allocations[0].agent_id  # type: ignore[union-attr]
+            for e in await store.read_stream("alloc-default")
+            if isinstance(e.data, AllocReserved)
+        ]
+        assert chosen == ["i-a", "i-b", "i-c", "i-a", "i-b", "i-c"], chosen
     finally:
         await local.stop()

@@ -39,6 +39,7 @@ from actors.domain.scheduling import (
     Decision,
     ExistingSession,
     FailedAttempt,
+    KeptIndex,
     Ledger,
     PendingSession,
     known_slot_types,
@@ -152,6 +153,13 @@ class Scheduler:
         self._pending_specs: dict[uuid.UUID, SessionSpec] = {}
         self.batch_size = DECISIONS_PER_APPEND
         self._lock = asyncio.Lock()
+        self.kept_index = KeptIndex()
+        """The agent index from pass to pass: a pass updates the agents whose occupancy
+        changed instead of indexing every agent again (rebuilt whenever the ledger is
+        reloaded or the group's agents change)."""
+        self._round_robin_last: str | None = None
+        """Round-robin's turn (the agent chosen last), carried from pass to pass; a restart
+        begins again from the first agent, as 23.09 does when its stored turn is gone."""
 
     # ---- the ledger --------------------------------------------------------------------------
     @property
@@ -275,6 +283,7 @@ class Scheduler:
         second): the ledger is loaded again by the next pass, and the agents and the
         sessions it knew are read again (none of them may be what it folded)."""
         self._ledger_current = False
+        self.kept_index.forget()
         self.agent_streams = AgentStreams(self.store)
         self._agent_infos.clear()
         self._specs.clear()
@@ -363,7 +372,10 @@ class Scheduler:
             agents=agents,
             ctx=ctx,
             ledger=self.ledger,
+            round_robin_last=self._round_robin_last,
+            kept=self.kept_index,
         )
+        self._round_robin_last = result.round_robin_last
         result.failures.extend(unreadable)
         scheduled = await self._commit_all(result.decisions, records)
         for failure in result.failures:

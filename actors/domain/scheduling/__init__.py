@@ -1,6 +1,7 @@
 """The scheduler's pure core: plugins, agent selection, the ledger and one pass."""
 
 from .agents import AgentIndex, AgentState, selection_key
+from .kept_index import KeptIndex
 from .ledger import Allocation, Ledger, Reservation
 from .plugins import (
     DRFScheduler,
@@ -34,6 +35,7 @@ __all__ = [
     "ExistingSession",
     "FIFOScheduler",
     "FailedAttempt",
+    "KeptIndex",
     "LIFOScheduler",
     "Ledger",
     "MOFScheduler",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -88,15 +89,23 @@ def selection_key(name: str) -> SelectionKey:
 
 
 class _Group:
-    """Agents of one architecture and signature in a lazy heap."""
+    """Agents of one architecture and signature in a lazy heap.
+
+    Every entry pushed gets a number never used before in this group, and ``version`` maps
+    each agent still in the group to its current entry's number: an entry is stale when
+    the numbers differ (an agent that left as exhausted and came back can never be taken
+    for one of its old entries, with an old key). A heap kept from pass to pass gathers
+    stale entries; it is rebuilt from the current ones when they are under half."""
 
     def __init__(self, agents: Iterable[AgentState], key: SelectionKey) -> None:
         self.key = key
         self.version: dict[str, int] = {}
         self.heap: list[tuple[tuple[int, ...], str, int, AgentState]] = []
+        self._numbers = itertools.count()
         for agent in agents:
-            self.version[agent.agent_id] = 0
-            self.heap.append((key(agent), agent.agent_id, 0, agent))
+            number = next(self._numbers)
+            self.version[agent.agent_id] = number
+            self.heap.append((key(agent), agent.agent_id, number, agent))
         heapq.heapify(self.heap)
 
     def best_fit(
@@ -124,15 +133,25 @@ class _Group:
         return None
 
     def rekey(self, agent: AgentState) -> None:
-        version = self.version.get(agent.agent_id)
-        if version is None:
-            return
-        self.version[agent.agent_id] = version + 1
-        heapq.heappush(self.heap, (self.key(agent), agent.agent_id, version + 1, agent))
+        """Re-place an agent whose occupancy changed (one that left as exhausted, too)."""
+        number = next(self._numbers)
+        self.version[agent.agent_id] = number
+        heapq.heappush(self.heap, (self.key(agent), agent.agent_id, number, agent))
+        if len(self.heap) > 2 * len(self.version) + 64:
+            self._compact()
+
+    def _compact(self) -> None:
+        current = {}
+        for entry in self.heap:
+            if self.version.get(entry[1]) == entry[2]:
+                current[entry[1]] = entry
+        self.heap = list(current.values())
+        heapq.heapify(self.heap)
 
 
 class AgentIndex:
-    """Candidate agents of one scaling group for one pass."""
+    """Candidate agents of one scaling group: built for one pass, or kept across passes
+    while the candidates and their capacities stay the same (:class:`KeptIndex`)."""
 
     def __init__(
         self,
@@ -156,13 +175,16 @@ class AgentIndex:
             by_kind.setdefault((agent.architecture, agent.signature), []).append(agent)
         self.groups = {kind: _Group(members, key) for kind, members in by_kind.items()}
         self._intrinsic = [layout.names.index(n) for n in ("cpu", "mem") if n in layout.names]
+        self.architectures = frozenset(a.architecture for a in agents)
+        width = len(layout.names)
+        self._total = tuple(sum(a.capacity[i] for a in agents) for i in range(width))
 
     def _exhausted(self, agent: AgentState) -> bool:
         return any(agent.capacity[i] - agent.occupied[i] <= 0 for i in self._intrinsic)
 
     def total_capacity(self) -> Units:
-        width = len(self.layout.names)
-        return tuple(sum(a.capacity[i] for a in self.agents.values()) for i in range(width))
+        """Every agent's capacity summed (capacities are fixed for an index's life)."""
+        return self._total
 
     def pick(
         self,
@@ -211,9 +233,11 @@ class AgentIndex:
 
     def release(self, agent: AgentState, amount: Units) -> None:
         agent.release(amount)
-        group = self.groups[(agent.architecture, agent.signature)]
-        if agent.agent_id not in group.version:  # it had left as exhausted: it may fit again
-            group.version[agent.agent_id] = 0
-            heapq.heappush(group.heap, (group.key(agent), agent.agent_id, 0, agent))
-        else:
-            group.rekey(agent)
+        self.groups[(agent.architecture, agent.signature)].rekey(agent)
+
+    def update(self, agent_id: str, occupied: Units) -> None:
+        """Set an agent's occupancy to what the ledger now says (an index kept across
+        passes learns only what changed since it last looked)."""
+        agent = self.agents[agent_id]
+        agent.occupied = list(occupied)
+        self.groups[(agent.architecture, agent.signature)].rekey(agent)

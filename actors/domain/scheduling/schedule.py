@@ -35,7 +35,8 @@ from ..scaling_groups import ScalingGroup
 from ..session import ClusterMode, SessionSpec
 from ..slots import INTRINSIC_SLOTS, ResourceSlot, SlotLayout, SlotType
 from ..statuses import USER_RESOURCE_OCCUPYING_SESSION_STATUSES
-from .agents import AgentIndex, AgentState, selection_key
+from .agents import AgentIndex, AgentState
+from .kept_index import KeptIndex
 from .ledger import Ledger, Reservation
 from .plugins import ExistingSession, PendingSession, SchedulerPlugin, make_plugin
 
@@ -106,9 +107,12 @@ def schedule_pass(
     ctx: PredicateContext,
     ledger: Ledger | None = None,
     round_robin_last: str | None = None,
+    kept: KeptIndex | None = None,
 ) -> PassResult:
     """Place what can be placed now. ``ctx.occupancy`` and ``ledger`` are updated in place
-    as sessions are placed (a new ``Ledger`` is built from ``agents`` when none is given)."""
+    as sessions are placed (a new ``Ledger`` is built from ``agents`` when none is given).
+    ``kept``: the caller's index from earlier passes over the same ``ledger``, brought up to
+    date rather than rebuilt (it is updated in place by the pass)."""
     result = PassResult()
     candidates = [a for a in agents if a.alive and a.schedulable]
     layout = SlotLayout(ctx.known_slot_types)
@@ -119,19 +123,10 @@ def schedule_pass(
             ledger.occupied[agent.agent_id] = agent.occupied
     plugin = make_plugin(group.scheduler, group.scheduler_config)
     round_robin = group.agent_selector == "round-robin"
-    key = selection_key(
-        plugin.agent_key if round_robin else group.agent_selector or plugin.agent_key
-    )
-    index = AgentIndex(
-        [
-            AgentState(
-                a.agent_id,
-                a.architecture,
-                layout.to_units(a.capacity),
-                list(layout.to_units(ledger.occupied[a.agent_id])),
-            )
-            for a in sorted(candidates, key=lambda a: a.agent_id)
-        ],
+    key = plugin.agent_key if round_robin else group.agent_selector or plugin.agent_key
+    index = (kept or KeptIndex()).index_for(
+        sorted(candidates, key=lambda a: a.agent_id),
+        ledger,
         layout,
         key,
         prefer_fewer_extras=plugin.prefer_fewer_extras and group.agent_selector is None,
@@ -277,7 +272,7 @@ def _place(
         if len(architectures) > 1:
             return None, "All kernels of a single-node session must have the same architecture"
         (arch,) = architectures
-        if not any(a.architecture == arch for a in index.agents.values()):
+        if arch not in index.architectures:
             return None, f"No agents found to be compatible with the image architecture ({arch})"
         request = layout.to_units(spec.requested_slots)
         designated = spec.main_kernel.agent
