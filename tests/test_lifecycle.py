@@ -9,13 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from actors.agents.agent import dispatch
 from actors.agents.backends.base import KernelLaunch
 from actors.agents.backends.sim import SimBackend
 from actors.domain.commands.sessions import CreateSession, DestroySession
 from actors.domain.commands.tenancy import SetScalingGroup
 from actors.domain.session import ClusterMode, SessionType
+from actors.domain.session_aggregate import SessionAggregate
 from actors.domain.slots import ResourceSlot
 from actors.hosts.local import LocalCluster
+from actors.sessions.shard import SessionShard
 from actors.tenancy.writer import TenancyService
 from events import RedisEventStore
 from events.catalogue import AllocReserved
@@ -367,3 +370,41 @@ async def test_round_robin_takes_turns_across_passes(
         assert chosen == ["i-a", "i-b", "i-c", "i-a", "i-b", "i-c"], chosen
     finally:
         await local.stop()
+
+
+class CountingShard(SessionShard):
+    """The real shard, counting the sessions agents load from it."""
+
+    loads: list[uuid.UUID]
+
+    async def load(self, session_id: uuid.UUID) -> SessionAggregate:
+        self.loads.append(session_id)
+        return await super().load(session_id)
+
+
+async def test_a_host_skips_the_sessions_of_agents_it_does_not_hold(
+    cluster: LocalCluster, store: RedisEventStore
+) -> None:
+    """``session_preparing`` and ``session_terminating`` name the agents of the session's
+    kernels: a host none of whose agents is named reads nothing of the session (before, every
+    host folded every session's stream twice), and a named host still acts."""
+    sid = await create(cluster, cluster_size=2, cluster_mode=ClusterMode.MULTI_NODE)
+    await wait_status(cluster, sid, "RUNNING")
+    await cluster.shard.handle(DestroySession(session_id=sid))
+    await wait_status(cluster, sid, "TERMINATED")
+    acted = [
+        e
+        for e in await store.read_stream(f"session-{sid}")
+        if e.type in ("session_preparing", "session_terminating")
+    ]
+    assert [e.data.agents for e in acted] == [["i-a", "i-b"]] * 2  # type: ignore[union-attr]
+
+    shard = CountingShard(store)
+    shard.loads = []
+    others = {"i-z": cluster.agents["i-a"]}
+    for event in acted:
+        await dispatch(shard, others, event)
+    assert shard.loads == []
+    named = {"i-b": cluster.agents["i-b"]}
+    await dispatch(shard, named, acted[1])  # the terminating one: a no-op once ended
+    assert shard.loads == [sid]

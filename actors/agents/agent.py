@@ -891,9 +891,13 @@ def _concerns_agents(event: Event) -> bool:
 async def dispatch(shard: SessionClient, agents: Mapping[str, Agent], event: Event) -> None:
     """Hand an event to the hosted agents it concerns: the session is folded once per host,
     not once per agent (a host of a thousand simulated agents would otherwise read the
-    stream a thousand times)."""
+    stream a thousand times), and not at all by a host whose agents the event does not
+    name (with two hosts, half of all the folds were of the other host's sessions)."""
     if not _concerns_agents(event):
         return
+    named = getattr(event.data, "agents", None)  # on events since issue 33; None before
+    if named is not None and not any(agent_id in agents for agent_id in named):
+        return  # another host's session: its stream is not read here
     session = await shard.load(event.data.session_id)  # type: ignore[union-attr]
     for agent_id in dict.fromkeys(k.agent for k in session.kernels.values()):
         agent = agents.get(agent_id) if agent_id else None

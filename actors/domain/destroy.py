@@ -45,6 +45,7 @@ class KernelView:
     kernel_id: uuid.UUID
     status: KernelStatus
     cluster_role: str = DEFAULT_ROLE
+    agent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,8 @@ def plan_destroy(
         events.append(SessionCancelled(session_id=session_id, creation_id=creation_id, reason=why))
         return DestroyPlan(SessionStatus.CANCELLED, kernel_statuses, events, why)
 
-    events.append(SessionTerminating(session_id=session_id, reason=why))
+    agents = sorted({k.agent for k in kernels if k.agent})
+    events.append(SessionTerminating(session_id=session_id, reason=why, agents=agents))
     termination_reason = (
         KernelLifecycleEventReason.from_value(why) or KernelLifecycleEventReason.UNKNOWN
     )

@@ -79,7 +79,7 @@ class KernelState:
 
     @property
     def view(self) -> KernelView:
-        return KernelView(self.kernel_id, self.status, self.cluster_role)
+        return KernelView(self.kernel_id, self.status, self.cluster_role, self.agent)
 
 
 @dataclass
@@ -174,7 +174,12 @@ class SessionAggregate:
     def decide_prepare(self) -> list[AnyPayload]:
         if self.status is not SessionStatus.SCHEDULED:
             return []
-        return [SessionPreparing(session_id=self.session_id, creation_id=self.creation_id)]
+        agents = sorted({k.agent for k in self.kernels.values() if k.agent})
+        return [
+            SessionPreparing(
+                session_id=self.session_id, creation_id=self.creation_id, agents=agents
+            )
+        ]
 
     def decide_report(self, report: KernelReport) -> list[AnyPayload]:
         """A kernel's progress from its agent; duplicates and reports that would move a

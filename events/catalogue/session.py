@@ -152,8 +152,14 @@ class SessionScheduled(_SessionCreationArgs):
     placements: list[KernelPlacement] | None = added_later()
 
 
+AgentIds = Annotated[list[Short], Field(max_length=MAX_KERNELS)]
+"""The agents a session's kernels were placed on, on the events that agents act on: a host
+skips a session none of its agents holds without reading the session's stream."""
+
+
 class SessionPreparing(_SessionCreationArgs):
     type: Literal["session_preparing"] = "session_preparing"
+    agents: AgentIds | None = added_later()
 
 
 class SessionCancelled(_SessionCreationArgs):
@@ -173,6 +179,7 @@ class _SessionTerminationArgs(EventPayload):
 
 class SessionTerminating(_SessionTerminationArgs):
     type: Literal["session_terminating"] = "session_terminating"
+    agents: AgentIds | None = added_later()
     idle: JsonObject | None = added_later()
     """For a reclaim by the reaper, its evidence: the checker that fired, every checker's
     report, the last access judged on and when it judged (Redis time)."""
