@@ -196,6 +196,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.timeout(300)  # some thirty CLI processes after a `kh up`: 100-120 s under load
 def test_session_commands_run_a_session_through_its_life(data_dir: Path) -> None:
     assert kh(data_dir, "up", "--accelerator", "sim:2").returncode == 0
     created = kh(
