@@ -1,14 +1,15 @@
 """The write side on Ray with real processes: the process backend on two ``agent:<id>``
 actors, two session shards. Exact event sequences for single-node, multi-node and batch
-sessions; create-and-wait; commands retried across a killed shard; an agent actor killed
-with its kernel running (the restarted one adopts it); coalesced scheduling of a burst; the
-tenancy actor; the metrics each actor registers."""
+sessions; create-and-wait; coalesced scheduling of a burst; the tenancy actor; the metrics
+each actor registers; code and files through the agent actor. One installation serves the
+module (each test keeps to its own sessions); the tests that kill actors have their own, in
+test_ray_write_side_faults.py."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,34 +23,59 @@ from actors.hosts import Installation, start_actors
 from actors.sessions.shard import shard_of
 from events import RedisEventStore
 from kernelhub.redis_server import EmbeddedRedis
-from kernelhub.testing import eventually
+from kernelhub.testing import eventually, temporary_redis
 
 pytestmark = [pytest.mark.ray, pytest.mark.redis]
 G = 2**30
 SMALL = ResourceSlot(cpu="0.5", mem=G // 8)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def own_redis() -> Iterator[EmbeddedRedis]:
+    """A Redis of this module's own: its tests share one installation, so the log is not
+    flushed between them (the suite's ``store`` flushes the shared server per test)."""
+    with temporary_redis() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def stack(
-    ray_local: None, redis_server: EmbeddedRedis, store: RedisEventStore, tmp_path: Path
+    ray_local: None, own_redis: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Installation]:
-    installation = start_actors(
-        redis_server.url,
-        namespace=f"t-{uuid.uuid4().hex[:8]}",
-        backend="process",
-        work_root=str(tmp_path / "kernels"),
-        shards=2,
-        safety_tick_s=0.5,
-        heartbeat_interval_s=0.5,
-        lost_timeout_s=5.0,
-        reconcile_interval_s=0.5,
-        master_key_path=str(tmp_path / "master.key"),
-        agents=[("i-p1", {"cpu": 4, "mem": 4 * G}), ("i-p2", {"cpu": 4, "mem": 4 * G})],
-    )
+    """One installation for the module: its tests kill nothing and keep to their own
+    sessions (the ones that kill actors are in test_ray_write_side_faults.py)."""
+    root = tmp_path_factory.mktemp("write-side")
+    installation = start_actors(own_redis.url, **stack_options(root))
     try:
         yield installation
     finally:
         installation.kill()
+
+
+@pytest.fixture
+async def store(own_redis: EmbeddedRedis) -> AsyncIterator[RedisEventStore]:
+    event_store = RedisEventStore.from_url(own_redis.url)
+    try:
+        yield event_store
+    finally:
+        await event_store.close()
+
+
+def stack_options(root: Path) -> dict[str, Any]:
+    """The installation both write-side modules start: the process backend on two agents,
+    two shards, short ticks."""
+    return {
+        "namespace": f"t-{uuid.uuid4().hex[:8]}",
+        "backend": "process",
+        "work_root": str(root / "kernels"),
+        "shards": 2,
+        "safety_tick_s": 0.5,
+        "heartbeat_interval_s": 0.5,
+        "lost_timeout_s": 5.0,
+        "reconcile_interval_s": 0.5,
+        "master_key_path": str(root / "master.key"),
+        "agents": [("i-p1", {"cpu": 4, "mem": 4 * G}), ("i-p2", {"cpu": 4, "mem": 4 * G})],
+    }
 
 
 def options(name: str = "s", **extra: Any) -> dict[str, Any]:
@@ -176,53 +202,6 @@ async def test_create_and_wait_wakes_when_a_pending_session_is_destroyed(
     enqueued = (await store.read_stream(f"session-{sid}"))[0]
     assert cancelled.type == "session_cancelled"
     assert cancelled.data.creation_id == enqueued.data.creation_id  # type: ignore[union-attr]
-
-
-async def test_commands_retried_across_a_killed_shard_have_one_effect(
-    stack: Installation, store: RedisEventStore
-) -> None:
-    import ray
-
-    router = stack.router(store)
-    command = uuid.uuid4()
-    sid = await router.handle(CreateSession(command_id=command, **options("retry")))
-    ray.kill(router.actor_for(sid), no_restart=False)  # the acknowledgement may have been lost
-    assert await router.handle(CreateSession(command_id=command, **options("retry"))) == sid
-    assert await router.wait(sid, 30) == "RUNNING"
-    destroy = uuid.uuid4()
-    await router.handle(DestroySession(session_id=sid, command_id=destroy))
-    ray.kill(router.actor_for(sid), no_restart=False)
-    await router.handle(DestroySession(session_id=sid, command_id=destroy))
-    await ends_with(store, sid, "session_terminated")
-    types = await types_of(store, sid)
-    assert types.count("session_enqueued") == 1 and types.count("session_terminating") == 1
-
-
-async def test_a_killed_agent_reports_the_kernels_that_died_with_it(
-    stack: Installation, store: RedisEventStore
-) -> None:
-    """Ray kills a dead worker's child processes, so a process-backend kernel ends with its
-    agent's actor; the restarted agent finds the log calling it RUNNING and says it ended
-    (``already-terminated``), which frees its slots. (Kernels that do survive, such as
-    containers, are adopted instead: tests/test_write_side_operations.py.)"""
-    import ray
-
-    router = stack.router(store)
-    sid = await router.handle(CreateSession(**options("lost-with-agent")))
-    assert await router.wait(sid, 30) == "RUNNING"
-    kernel = (await store.read_stream(f"session-{sid}"))[4].data
-    agent_id = kernel.creation_info["agent"]  # type: ignore[union-attr]
-    ray.kill(stack.agent_host(agent_id), no_restart=False)
-    await ends_with(store, sid, "session_terminated", timeout=60)
-    events = await store.read_stream(f"session-{sid}")
-    terminated = [e.data for e in events if e.type == "kernel_terminated"]
-    assert [str(t.reason) for t in terminated] == ["already-terminated"]  # type: ignore[union-attr]
-
-    async def released() -> bool:  # the scheduler releases in reaction to the end
-        ledger = [e.type for e in await store.read_stream("alloc-default")]
-        return ledger.count("alloc_released") == ledger.count("alloc_reserved")
-
-    await eventually(released, timeout=30, message="slots released")
 
 
 async def test_a_burst_of_enqueues_is_coalesced_into_few_passes(

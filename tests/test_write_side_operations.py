@@ -279,9 +279,9 @@ async def test_a_restarted_agent_adopts_the_kernels_that_survived_it(
     cluster: LocalCluster, store: RedisEventStore, tmp_path: Path, batch: bool
 ) -> None:
     await cluster.agents["i-p2"].set_schedulable(False)
-    extra = (
-        {"session_type": SessionType.BATCH, "startup_command": "sleep 4; exit 7"} if batch else {}
-    )
+    go = tmp_path / "go"  # the batch ends once the test says so, not after a guessed time
+    command = f"while [ ! -e {go} ]; do sleep 0.1; done; exit 7"
+    extra = {"session_type": SessionType.BATCH, "startup_command": command} if batch else {}
     sid = await cluster.shard.handle(CreateSession(**options(**extra)))
     await reach(cluster, sid, "RUNNING")
     kernel_id = uuid.uuid5(sid, "kernel-0")
@@ -296,6 +296,7 @@ async def test_a_restarted_agent_adopts_the_kernels_that_survived_it(
             "unstopped": set(),
         }
     if batch:  # the new agent waits for the command in place of the old one
+        go.touch()
         await reach(cluster, sid, "TERMINATED")
         outcome = [
             e.data for e in await store.read_stream(f"session-{sid}") if e.type == "session_failure"
