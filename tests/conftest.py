@@ -85,23 +85,24 @@ def pytest_collection_modifyitems(
     """Run the fast pure layer first, so a broken domain fails the run in seconds; the
     tests sharing a stack run after the rest, each stack's users together and one module
     after another, so a shared stack is up once and never runs beside another module's
-    ``kh up``; the last of its users stops it. A module's other tests run together too, at
-    the layer of its lowest one: split by layer, a module's own ``kh up`` (module-scoped)
-    was started again for each part (up to five times)."""
+    ``kh up``; the last of its users stops it. A module's tests past the pure layer run
+    together, at the layer of the lowest of them: split by layer, a module's own ``kh up``
+    (module-scoped) was started again for each part (up to five times)."""
     modules: dict[Any, int] = {}
     layers: dict[Any, int] = {}
     for item in items:
         module = getattr(item, "module", None)
         modules.setdefault(module, len(modules))
-        if not _shared_rank(item):
-            layers[module] = min(layers.get(module, len(_LAYER_ORDER)), _layer(item))
+        if not _shared_rank(item) and (layer := _layer(item)) > 0:
+            layers[module] = min(layers.get(module, len(_LAYER_ORDER)), layer)
 
     def order(item: pytest.Item) -> tuple[int, int, int]:
         module = getattr(item, "module", None)
         shared = _shared_rank(item)
         if shared:
             return shared, modules[module], 0
-        return 0, layers[module], modules[module]
+        layer = _layer(item)
+        return 0, layer if layer == 0 else layers[module], modules[module]
 
     items.sort(key=order)
     last: dict[str, str] = {}

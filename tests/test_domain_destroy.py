@@ -83,3 +83,21 @@ def test_pending_timeout_cancels_the_kernels_too() -> None:
         ("kernel_cancelled", "pending-timeout"),
         ("session_cancelled", "pending-timeout"),
     ]
+
+
+def test_terminating_names_the_agents_of_the_kernels_and_none_past_the_bound() -> None:
+    """Hosts skip a session their agents are not named on; an agent id longer than the log
+    bounds a name (registration does not bound it) names none, so every host reads the
+    stream, and the session still ends (a name past the bound failed the event before)."""
+    running = [
+        KernelView(uuid.uuid4(), K.RUNNING, "main", "i-b"),
+        KernelView(uuid.uuid4(), K.RUNNING, "sub", "i-a"),
+        KernelView(uuid.uuid4(), K.RUNNING, "sub", "i-b"),
+    ]
+    plan = plan_destroy(SID, "c", S.RUNNING, running)
+    assert plan.events[0].agents == ["i-a", "i-b"]  # type: ignore[union-attr]
+    long_named = [KernelView(uuid.uuid4(), K.RUNNING, "main", "i-" + "x" * 2000)]
+    plan = plan_destroy(SID, "c", S.RUNNING, long_named)
+    assert plan.session_status is S.TERMINATING
+    assert plan.events[0].type == "session_terminating"
+    assert plan.events[0].agents is None  # type: ignore[union-attr]

@@ -311,3 +311,41 @@ class TestOccupancy:
         assert ResourceSlot.total(parts) == parts[0] + parts[1] + ResourceSlot(parts[2])
         assert list(ResourceSlot.total(parts)) == ["cpu", "cuda.device", "mem"]
         assert ResourceSlot.total([]) == ResourceSlot()
+
+
+def test_an_index_kept_for_long_stays_small_and_picks_as_a_fresh_one() -> None:
+    """An index kept across passes gathers a stale heap entry per change; it is compacted
+    (bounded by about twice its agents), and every pick still equals a fresh index's, also
+    for agents that left as exhausted and came back."""
+    import random
+
+    from actors.domain.scheduling import AgentIndex, AgentState, selection_key
+    from actors.domain.slots import INTRINSIC_SLOTS, SlotLayout
+
+    layout = SlotLayout(INTRINSIC_SLOTS)
+    width = len(layout.names)
+    capacity = tuple(8 if name == "cpu" else 8 * G if name == "mem" else 0 for name in layout.names)
+
+    def states(occupied: dict[str, list[int]]) -> list[AgentState]:
+        return [AgentState(a, "x86_64", capacity, list(occupied[a])) for a in sorted(occupied)]
+
+    occupied = {f"a{n}": [0] * width for n in range(5)}
+    kept = AgentIndex(states(occupied), layout, selection_key("least-occupied"))
+    request = tuple(1 if name == "cpu" else G if name == "mem" else 0 for name in layout.names)
+    rng = random.Random(7)
+    for _ in range(2000):
+        fresh = AgentIndex(states(occupied), layout, selection_key("least-occupied"))
+        want, got = fresh.pick(request), kept.pick(request)
+        assert (want and want.agent_id) == (got and got.agent_id)
+        if got is not None and rng.random() < 0.6:
+            kept.reserve(got, request)
+            occupied[got.agent_id] = list(got.occupied)
+        else:  # kernels end here and there: the ledger says so, the kept index is told
+            busy = [a for a, used in occupied.items() if any(used)]
+            for name in rng.choices(busy, k=20) if busy else []:
+                occupied[name] = [
+                    max(0, u - r) for u, r in zip(occupied[name], request, strict=True)
+                ]
+                kept.update(name, tuple(occupied[name]))
+        for group in kept.groups.values():
+            assert len(group.heap) <= 2 * len(group.version) + 65

@@ -227,6 +227,8 @@ async def test_a_burst_of_enqueues_is_coalesced_into_few_passes(
     # coalesce.
     assert passes < 75
     await asyncio.gather(*(router.handle(DestroySession(session_id=sid)) for sid in sids))
+    for sid in sids:  # the installation is the module's: the next test gets it quiet
+        await ends_with(store, sid, "session_terminated", timeout=60)
 
 
 async def test_the_tenancy_actor_runs_commands_and_refuses_others(
@@ -242,7 +244,18 @@ async def test_the_tenancy_actor_runs_commands_and_refuses_others(
 
 
 async def test_actors_register_their_metrics(stack: Installation, store: RedisEventStore) -> None:
+    """Each actor counts what it did: the counters grow by this test's session (the
+    installation is the module's, so they are compared before and after)."""
     router = stack.router(store)
+    decisions = "kernelhub_scheduling_decisions_total{scaling_group=default}"
+    started = [f"kernelhub_kernels_started_total{{agent={n}}}" for n in ("i-p1", "i-p2")]
+
+    async def kernels_started() -> float:
+        snapshots = [await h.metrics_snapshot.remote() for h in stack.agent_hosts.values()]
+        return sum(a.get(key, 0) for a in snapshots for key in started)
+
+    decided_before = (await stack.scheduler.metrics_snapshot.remote()).get(decisions, 0)
+    started_before = await kernels_started()
     sid = await router.handle(CreateSession(**options("m")))
     assert await router.wait(sid, 30) == "RUNNING"
 
@@ -256,17 +269,10 @@ async def test_actors_register_their_metrics(stack: Installation, store: RedisEv
     shard = await router.actor_for(sid).metrics_snapshot.remote()
     assert shard["kernelhub_session_commands_total{command=create}"] >= 1
     scheduler = await stack.scheduler.metrics_snapshot.remote()
-    assert scheduler["kernelhub_scheduling_decisions_total{scaling_group=default}"] >= 1
-    agents = [await h.metrics_snapshot.remote() for h in stack.agent_hosts.values()]
-    assert (
-        sum(
-            a.get(f"kernelhub_kernels_started_total{{agent={n}}}", 0)
-            for a in agents
-            for n in ("i-p1", "i-p2")
-        )
-        >= 1
-    )
+    assert scheduler[decisions] >= decided_before + 1
+    assert await kernels_started() >= started_before + 1
     await router.handle(DestroySession(session_id=sid))
+    await ends_with(store, sid, "session_terminated")
 
 
 async def test_code_and_files_reach_the_main_kernel_through_its_agent_actor(

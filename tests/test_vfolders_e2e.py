@@ -55,14 +55,19 @@ class Lab(Stack):
 
 
 @pytest.fixture(scope="module")
-def lab(shared_stack: Stack) -> Lab:
-    """The shared default stack (tests/conftest.py, ``SHARED_STACKS``): the superadmin's
-    folders made here are purged when the module ends."""
+def client_installed() -> None:
+    """Skip (or fail, where ``KH_REQUIRE_CLIENT=1``) before any stack is started for it."""
     if not client_binary().exists():
         reason = f"the official client is not installed at {client_binary()}"
         if os.environ.get("KH_REQUIRE_CLIENT") == "1":
             pytest.fail(f"KH_REQUIRE_CLIENT=1 but {reason}")
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def lab(client_installed: None, shared_stack: Stack) -> Lab:
+    """The shared default stack (tests/conftest.py, ``SHARED_STACKS``): the superadmin's
+    folders made here are purged when the module ends."""
     return Lab(shared_stack.root, shared_stack.exports, shared_stack.backend)
 
 

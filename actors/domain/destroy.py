@@ -8,7 +8,7 @@ report finishes them (and ``transit_session_status`` the session).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from events.catalogue import (
@@ -38,6 +38,19 @@ _ONLY_FORCED_SESSION = frozenset(
 _FORCED_STRAIGHT_TO_TERMINATED = frozenset(
     {KernelStatus.SCHEDULED, KernelStatus.PREPARING, KernelStatus.TERMINATING, KernelStatus.ERROR}
 )
+
+
+MAX_NAMED_AGENT = 1024
+"""The longest agent id an event's ``agents`` list holds (the log's bound on a short name)."""
+
+
+def named_agents(agents: Iterable[str | None]) -> list[str] | None:
+    """The agents to name on an event agents act on (``session_preparing``,
+    ``session_terminating``), or ``None`` when an id is past the log's bound (registration
+    does not bound it): hosts then read the session's stream, as they do for events written
+    before the field existed."""
+    named = sorted({agent for agent in agents if agent})
+    return None if any(len(agent) > MAX_NAMED_AGENT for agent in named) else named
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +106,7 @@ def plan_destroy(
         events.append(SessionCancelled(session_id=session_id, creation_id=creation_id, reason=why))
         return DestroyPlan(SessionStatus.CANCELLED, kernel_statuses, events, why)
 
-    agents = sorted({k.agent for k in kernels if k.agent})
+    agents = named_agents(k.agent for k in kernels)
     events.append(SessionTerminating(session_id=session_id, reason=why, agents=agents))
     termination_reason = (
         KernelLifecycleEventReason.from_value(why) or KernelLifecycleEventReason.UNKNOWN

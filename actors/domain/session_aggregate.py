@@ -36,7 +36,7 @@ from events.catalogue import (
 )
 from events.catalogue.reasons import KernelLifecycleEventReason
 
-from .destroy import DestroyPlan, KernelView, plan_destroy
+from .destroy import DestroyPlan, KernelView, named_agents, plan_destroy
 from .errors import GenericForbidden
 from .lifecycle import DEFAULT_ROLE, kernel_accepts_termination, transit_session_status
 from .statuses import (
@@ -174,10 +174,11 @@ class SessionAggregate:
     def decide_prepare(self) -> list[AnyPayload]:
         if self.status is not SessionStatus.SCHEDULED:
             return []
-        agents = sorted({k.agent for k in self.kernels.values() if k.agent})
         return [
             SessionPreparing(
-                session_id=self.session_id, creation_id=self.creation_id, agents=agents
+                session_id=self.session_id,
+                creation_id=self.creation_id,
+                agents=named_agents(k.agent for k in self.kernels.values()),
             )
         ]
 

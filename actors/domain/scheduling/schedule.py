@@ -155,6 +155,8 @@ def schedule_pass(
             blocks = _attempt(spec, ctx, index, layout, group, ledger, plugin, result)
         except Exception as exc:  # one session's trouble is its own: the pass goes on
             ledger.release_session(spec.session_id)  # nothing half-reserved stays behind
+            if kept is not None:  # nor in an index kept for the next pass
+                kept.forget()
             result.failures.append(
                 FailedAttempt(
                     spec.session_id,
@@ -294,26 +296,30 @@ def _place(
     trial: list[tuple[AgentState, tuple[int, ...]]] = []
     used: set[str] = set()
     message = None
-    for kernel in spec.kernels:
-        request = layout.to_units(kernel.requested_slots)
-        if kernel.agent is not None:
-            agent = index.agents.get(kernel.agent)
-            if agent is None or kernel.agent in used or not agent.fits(request):
-                agent = None
-        else:
-            agent = index.pick(request, architecture=kernel.architecture, exclude=frozenset(used))
-        if agent is None:
-            message = (
-                f"Could not find an agent for kernel {kernel.cluster_hostname} of session "
-                f"{spec.session_id} (resource group: {group.name})"
-            )
-            break
-        index.reserve(agent, request)
-        trial.append((agent, request))
-        used.add(agent.agent_id)
-        chosen.append((kernel.kernel_id, agent.agent_id, kernel.requested_slots))
-    for agent, request in trial:  # the caller reserves for real; undo the trial either way
-        index.release(agent, request)
+    try:
+        for kernel in spec.kernels:
+            request = layout.to_units(kernel.requested_slots)
+            if kernel.agent is not None:
+                agent = index.agents.get(kernel.agent)
+                if agent is None or kernel.agent in used or not agent.fits(request):
+                    agent = None
+            else:
+                agent = index.pick(
+                    request, architecture=kernel.architecture, exclude=frozenset(used)
+                )
+            if agent is None:
+                message = (
+                    f"Could not find an agent for kernel {kernel.cluster_hostname} of session "
+                    f"{spec.session_id} (resource group: {group.name})"
+                )
+                break
+            index.reserve(agent, request)
+            trial.append((agent, request))
+            used.add(agent.agent_id)
+            chosen.append((kernel.kernel_id, agent.agent_id, kernel.requested_slots))
+    finally:  # the caller reserves for real; the trial is undone whatever happened
+        for agent, request in trial:
+            index.release(agent, request)
     return (chosen, None) if message is None else (None, message)
 
 
