@@ -204,6 +204,7 @@ async def test_create_and_wait_wakes_when_a_pending_session_is_destroyed(
     assert cancelled.data.creation_id == enqueued.data.creation_id  # type: ignore[union-attr]
 
 
+@pytest.mark.timeout(300)  # 100 process kernels started and stopped: 45-120 s under load
 async def test_a_burst_of_enqueues_is_coalesced_into_few_passes(
     stack: Installation, store: RedisEventStore
 ) -> None:
