@@ -20,6 +20,7 @@ from events.catalogue import (
     SessionCancelled,
     SessionTerminating,
 )
+from events.catalogue._base import MAX_SHORT
 
 from .errors import GenericForbidden
 from .lifecycle import DEFAULT_ROLE
@@ -40,17 +41,13 @@ _FORCED_STRAIGHT_TO_TERMINATED = frozenset(
 )
 
 
-MAX_NAMED_AGENT = 1024
-"""The longest agent id an event's ``agents`` list holds (the log's bound on a short name)."""
-
-
 def named_agents(agents: Iterable[str | None]) -> list[str] | None:
     """The agents to name on an event agents act on (``session_preparing``,
     ``session_terminating``), or ``None`` when an id is past the log's bound (registration
     does not bound it): hosts then read the session's stream, as they do for events written
     before the field existed."""
     named = sorted({agent for agent in agents if agent})
-    return None if any(len(agent) > MAX_NAMED_AGENT for agent in named) else named
+    return None if any(len(agent) > MAX_SHORT for agent in named) else named
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,10 @@ JsonObject = dict[str, JsonValue]
 Slots = dict[str, PlainDecimal]
 """Resource slots on the wire: ``{"cpu": "1.5", "mem": "1073741824"}`` (plain decimals)."""
 
-Short = Annotated[str, StringConstraints(max_length=1024)]
+MAX_SHORT = 1024
+"""The longest name or reference an event holds (:data:`Short`)."""
+
+Short = Annotated[str, StringConstraints(max_length=MAX_SHORT)]
 """A name or reference in an event (the gateway allows far less; this is the log's own
 bound, its last line of defence against a writer that forgot to check)."""
 

@@ -37,10 +37,7 @@ _Agent = tuple[str, str, ResourceSlot]
 
 
 class KeptIndex:
-    """The scheduler's agent index across passes (one per scaling group).
-
-    ``rebuilds`` and ``updates`` count what keeping it saved and cost (shown in tests and
-    benchmarks)."""
+    """The scheduler's agent index across passes (one per scaling group)."""
 
     def __init__(self) -> None:
         self._index: AgentIndex | None = None
@@ -48,8 +45,6 @@ class KeptIndex:
         self._agents: list[AgentInfo] = []
         self._ledger: Ledger | None = None
         self._seen: dict[str, ResourceSlot] = {}
-        self.rebuilds = 0
-        self.updates = 0
 
     def forget(self) -> None:
         """Drop the index: the next pass builds it afresh."""
@@ -83,7 +78,6 @@ class KeptIndex:
                 if occupied is not self._seen[agent.agent_id]:
                     index.update(agent.agent_id, layout.to_units(occupied))
                     self._seen[agent.agent_id] = occupied
-                    self.updates += 1
         index.last_chosen = last_chosen
         return index
 
@@ -122,7 +116,6 @@ class KeptIndex:
         )
         self._index, self._shape, self._ledger = index, shape, ledger
         self._agents = list(candidates)
-        self.rebuilds += 1
         return index
 
 
