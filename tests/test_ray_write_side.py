@@ -102,6 +102,24 @@ async def ends_with(store: RedisEventStore, sid: uuid.UUID, last: str, timeout: 
     await eventually(done, timeout=timeout, message=f"{sid} ends with {last}")
 
 
+async def all_terminated(store: RedisEventStore, sids: list[uuid.UUID], timeout: float) -> None:
+    """Every session terminated within one deadline; what the others' streams end with is in
+    the failure (a stuck session and a slow machine read differently there)."""
+    left = set(sids)
+
+    async def done() -> bool:
+        for sid in list(left):
+            if "session_terminated" in await types_of(store, sid):
+                left.discard(sid)
+        return not left
+
+    try:
+        await eventually(done, timeout=timeout, interval=0.2, message="all sessions terminated")
+    except AssertionError:
+        tails = {str(sid): (await types_of(store, sid))[-4:] for sid in sorted(left)[:5]}
+        raise AssertionError(f"{len(left)} of {len(sids)} not terminated: {tails}") from None
+
+
 async def test_single_node_session_through_two_shards_and_process_agents(
     stack: Installation, store: RedisEventStore
 ) -> None:
@@ -228,8 +246,8 @@ async def test_a_burst_of_enqueues_is_coalesced_into_few_passes(
     # coalesce.
     assert passes < 75
     await asyncio.gather(*(router.handle(DestroySession(session_id=sid)) for sid in sids))
-    for sid in sids:  # the installation is the module's: the next test gets it quiet
-        await ends_with(store, sid, "session_terminated", timeout=60)
+    # the installation is the module's: the next test gets it quiet
+    await all_terminated(store, sids, timeout=150)
 
 
 async def test_the_tenancy_actor_runs_commands_and_refuses_others(
