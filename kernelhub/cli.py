@@ -15,7 +15,15 @@ from typing import Any
 
 import typer
 
-from . import agent_cli, events_cli, operator_cli, projections_cli, session_cli, trace_cli
+from . import (
+    agent_cli,
+    events_cli,
+    operator_cli,
+    projections_cli,
+    session_cli,
+    trace_cli,
+    whatif_cli,
+)
 from .client_cli.admin import app as admin_app
 from .client_cli.app import EXIT
 from .client_cli.app import app as client_app
@@ -41,6 +49,7 @@ app.add_typer(projections_cli.app, name="projections")
 app.add_typer(events_cli.app, name="events")
 app.add_typer(events_cli.history_app)  # replay, why
 app.add_typer(trace_cli.app)  # trace
+app.add_typer(whatif_cli.app)  # whatif, import-trace
 app.add_typer(admin_app, name="admin")
 app.add_typer(vfolder_app, name="vfolder")
 app.add_typer(service_app, name="service")

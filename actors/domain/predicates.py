@@ -71,6 +71,17 @@ class Occupancy:
         self.project[session.project_id] = self.project[session.project_id] + used
         self.domain[session.domain] = self.domain[session.domain] + used
 
+    def remove(self, session: SessionSpec, slots: ResourceSlot | None = None) -> None:
+        """What :meth:`add` added, taken back (a session that ended: what-if's replays)."""
+        if session.is_private:
+            self.sftp_sessions[session.access_key] -= 1
+            return
+        used = session.requested_slots if slots is None else slots
+        self.sessions[session.access_key] -= 1
+        self.keypair[session.access_key] = self.keypair[session.access_key] - used
+        self.project[session.project_id] = self.project[session.project_id] - used
+        self.domain[session.domain] = self.domain[session.domain] - used
+
     @classmethod
     def of(cls, sessions: Sequence[SessionSpec]) -> Occupancy:
         occupancy = cls()

@@ -8,11 +8,14 @@ and then an agent joining, leaving or being resized. So the index is kept while 
 candidates and the pass's shape (slot layout, selection policy) stay the same, and only the
 agents whose ledger occupancy changed are brought up to date; anything else rebuilds it.
 
-Changes are found by identity: the ledger replaces an agent's occupancy value whenever it
-changes (:class:`~.ledger.Ledger` never mutates a :class:`ResourceSlot` in place), so an
-unchanged agent costs one ``is`` per pass. The index itself is updated in place by the pass
-that uses it; the next pass sets every changed agent back to what the ledger says, so a
-pass whose decisions never landed leaves nothing wrong behind once the ledger is reloaded.
+Changes are found from the ledger's record of the agents it changed
+(:meth:`~.ledger.Ledger.touched_since`), and confirmed by identity: the ledger replaces an
+agent's occupancy value whenever it changes (it never mutates a :class:`ResourceSlot` in
+place), so an unchanged agent costs nothing and a changed one an ``is``. The candidates are
+kept too when the caller passes the same tuple of agents again (a tuple cannot have changed
+under us). The index itself is updated in place by the pass that uses it; the next pass
+sets every changed agent back to what the ledger says, so a pass whose decisions never
+landed leaves nothing wrong behind once the ledger is reloaded.
 """
 
 from __future__ import annotations
@@ -45,6 +48,18 @@ class KeptIndex:
         self._agents: list[AgentInfo] = []
         self._ledger: Ledger | None = None
         self._seen: dict[str, ResourceSlot] = {}
+        self._cursor = 0
+        self._given: tuple[AgentInfo, ...] | None = None
+        self._candidates: list[AgentInfo] = []
+
+    def candidates(self, agents: Sequence[AgentInfo]) -> list[AgentInfo]:
+        """The schedulable, live agents of ``agents``, by id (kept for the same tuple)."""
+        if isinstance(agents, tuple) and agents is self._given:
+            return self._candidates
+        chosen = sorted((a for a in agents if a.alive and a.schedulable), key=lambda a: a.agent_id)
+        if isinstance(agents, tuple):
+            self._given, self._candidates = agents, chosen
+        return chosen
 
     def forget(self) -> None:
         """Drop the index: the next pass builds it afresh."""
@@ -69,15 +84,19 @@ class KeptIndex:
             index is None
             or shape != self._shape
             or ledger is not self._ledger
-            or not self._same_agents(candidates)
+            or (candidates is not self._agents and not self._same_agents(candidates))
         ):
             index = self._build(candidates, ledger, layout, key, shape)
         else:
-            for agent in candidates:
-                occupied = ledger.occupied[agent.agent_id]
-                if occupied is not self._seen[agent.agent_id]:
-                    index.update(agent.agent_id, layout.to_units(occupied))
-                    self._seen[agent.agent_id] = occupied
+            touched, self._cursor = ledger.touched_since(self._cursor)
+            for agent_id in touched if touched is not None else list(self._seen):
+                seen = self._seen.get(agent_id)
+                if seen is None:
+                    continue  # not a candidate
+                occupied = ledger.occupied[agent_id]
+                if occupied is not seen:
+                    index.update(agent_id, layout.to_units(occupied))
+                    self._seen[agent_id] = occupied
         index.last_chosen = last_chosen
         return index
 
@@ -98,6 +117,7 @@ class KeptIndex:
         key: str,
         shape: _Shape,
     ) -> AgentIndex:
+        _, self._cursor = ledger.touched_since(0)
         self._seen = {a.agent_id: ledger.occupied[a.agent_id] for a in candidates}
         index = AgentIndex(
             [
@@ -115,7 +135,7 @@ class KeptIndex:
             round_robin=shape[3],
         )
         self._index, self._shape, self._ledger = index, shape, ledger
-        self._agents = list(candidates)
+        self._agents = candidates if candidates is self._candidates else list(candidates)
         return index
 
 

@@ -49,15 +49,43 @@ class _Hold:
     slots: ResourceSlot
 
 
+_MAX_TOUCHED = 65_536
+
+
 class Ledger:
     def __init__(self, capacity: Mapping[str, ResourceSlot] | None = None) -> None:
         self.capacity: dict[str, ResourceSlot] = dict(capacity or {})
         self.occupied: dict[str, ResourceSlot] = {a: ResourceSlot() for a in self.capacity}
         self._holds: dict[uuid.UUID, _Hold] = {}
+        self._kernels_of: dict[uuid.UUID, dict[uuid.UUID, None]] = {}
+        """Each holding session's kernels: releasing a session must not scan every hold."""
+        self._touched: list[str] = []
+        self._touched_base = 0
 
     def set_capacity(self, agent_id: str, capacity: ResourceSlot) -> None:
         self.capacity[agent_id] = capacity
         self.occupied.setdefault(agent_id, ResourceSlot())
+        self._touch(agent_id)
+
+    def touched_since(self, cursor: int) -> tuple[set[str] | None, int]:
+        """The agents whose occupancy or capacity changed since ``cursor`` (a value this
+        returned before; 0 at first), and the cursor for next time. ``None`` when the
+        record no longer goes back that far: the caller then looks at every agent.
+
+        What lets a kept agent index look at the few agents a pass changed instead of all
+        of them (a thousand agents cost a replay of the Alibaba trace 1.6 ms a pass). Only
+        changes made through the ledger's methods are recorded."""
+        end = self._touched_base + len(self._touched)
+        if cursor < self._touched_base:
+            return None, end
+        return set(self._touched[cursor - self._touched_base :]), end
+
+    def _touch(self, agent_id: str) -> None:
+        self._touched.append(agent_id)
+        if len(self._touched) > _MAX_TOUCHED:  # a reader this far behind scans instead
+            drop = len(self._touched) // 2
+            del self._touched[:drop]
+            self._touched_base += drop
 
     def free(self, agent_id: str) -> ResourceSlot:
         return self.capacity[agent_id] - self.occupied[agent_id]
@@ -117,7 +145,9 @@ class Ledger:
         self, session_id: uuid.UUID, kernel_id: uuid.UUID, agent_id: str, slots: ResourceSlot
     ) -> None:
         self.occupied[agent_id] = self.occupied[agent_id] + slots
+        self._touch(agent_id)
         self._holds[kernel_id] = _Hold(session_id, agent_id, slots)
+        self._kernels_of.setdefault(session_id, {})[kernel_id] = None
 
     def apply_reservation(
         self, session_id: uuid.UUID, placements: Sequence[tuple[uuid.UUID, str, ResourceSlot]]
@@ -141,11 +171,15 @@ class Ledger:
         hold = self._holds.pop(kernel_id, None)
         if hold is None:
             return None
+        kernels = self._kernels_of[hold.session_id]
+        del kernels[kernel_id]
+        if not kernels:
+            del self._kernels_of[hold.session_id]
         self._set_occupied(hold.agent_id, self.occupied[hold.agent_id] - hold.slots)
         return hold.slots
 
     def release_session(self, session_id: uuid.UUID) -> list[uuid.UUID]:
-        kernels = [k for k, h in self._holds.items() if h.session_id == session_id]
+        kernels = list(self._kernels_of.get(session_id, ()))
         for kernel_id in kernels:
             self.release(kernel_id)
         return kernels
@@ -154,3 +188,4 @@ class Ledger:
         if any(v < 0 for v in value.values()):
             raise ValueError(f"occupancy of agent {agent_id} would go negative: {value.to_json()}")
         self.occupied[agent_id] = value
+        self._touch(agent_id)

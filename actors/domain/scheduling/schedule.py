@@ -114,7 +114,9 @@ def schedule_pass(
     ``kept``: the caller's index from earlier passes over the same ``ledger``, brought up to
     date rather than rebuilt (it is updated in place by the pass)."""
     result = PassResult()
-    candidates = [a for a in agents if a.alive and a.schedulable]
+    if kept is None:
+        kept = KeptIndex()
+    candidates = kept.candidates(agents)
     layout = SlotLayout(ctx.known_slot_types)
     if ledger is None:
         ledger = Ledger()
@@ -124,8 +126,8 @@ def schedule_pass(
     plugin = make_plugin(group.scheduler, group.scheduler_config)
     round_robin = group.agent_selector == "round-robin"
     key = plugin.agent_key if round_robin else group.agent_selector or plugin.agent_key
-    index = (kept or KeptIndex()).index_for(
-        sorted(candidates, key=lambda a: a.agent_id),
+    index = kept.index_for(
+        candidates,
         ledger,
         layout,
         key,
@@ -136,10 +138,13 @@ def schedule_pass(
     plugin.begin(layout.from_units(index.total_capacity()), existing)
 
     queue: list[PendingSession] = []
-    for session in sorted(pending, key=lambda p: (p.spec.created_at, str(p.spec.session_id))):
-        if any(ledger.holder(k.kernel_id) is not None for k in session.spec.kernels):
+    holder = ledger.holder
+    times_out = group.pending_timeout > 0
+    # a UUID orders as its str does (fixed-width hex), without making a string per session
+    for session in sorted(pending, key=lambda p: (p.spec.created_at, p.spec.session_id)):
+        if any(holder(k.kernel_id) is not None for k in session.spec.kernels):
             continue  # already reserved: the pending list (a read model) is behind the ledger
-        if _expired(session.spec, group, ctx.now):
+        if times_out and _expired(session.spec, group, ctx.now):
             result.cancellations.append(
                 Cancellation(session.spec.session_id, KernelLifecycleEventReason.PENDING_TIMEOUT)
             )
@@ -155,8 +160,7 @@ def schedule_pass(
             blocks = _attempt(spec, ctx, index, layout, group, ledger, plugin, result)
         except Exception as exc:  # one session's trouble is its own: the pass goes on
             ledger.release_session(spec.session_id)  # nothing half-reserved stays behind
-            if kept is not None:  # nor in an index kept for the next pass
-                kept.forget()
+            kept.forget()  # nor in an index kept for the next pass
             result.failures.append(
                 FailedAttempt(
                     spec.session_id,

@@ -1,0 +1,310 @@
+"""``kh import-trace FORMAT DIR`` and ``kh whatif WORKLOAD``: recorded demand replayed
+through the real scheduler under other policies (docs/whatif.md).
+
+Nothing here touches an installation: a workload file in, figures out (and a plot). The
+replay is :func:`actors.domain.whatif.simulate`, pure and as fast as the CPU goes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from .errors import KernelhubError
+from .operator_cli import operator_command
+
+if TYPE_CHECKING:  # imported when a command runs: `kh` starts without the server's modules
+    from actors.domain.whatif import Policy, SimResult, Workload, WorkloadAgent
+
+__all__ = ["app", "load_workload", "parse_agents", "parse_duration", "window"]
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None)
+"""``kh whatif``, ``kh import-trace``: top-level commands (:mod:`kernelhub.cli` merges them)."""
+
+MAX_WORKLOAD_BYTES = 512 * 2**20
+SELECTORS = ("concentrated", "dispersed", "round-robin", "largest", "least-occupied")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, option: str) -> float:
+    """``90``, ``90s``, ``15m``, ``2h``, ``30d``: seconds from the workload's start."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise KernelhubError(f"{option}: {text[:40]!r} is not a time (like 3600, 90m, 2h, 30d)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def load_workload(path: Path) -> Workload:
+    from pydantic import ValidationError
+
+    from actors.domain.whatif import Workload
+
+    if not path.is_file():
+        raise KernelhubError(f"{path}: no such workload file (kh import-trace writes one)")
+    if path.stat().st_size > MAX_WORKLOAD_BYTES:
+        raise KernelhubError(f"{path}: larger than {MAX_WORKLOAD_BYTES // 2**20} MiB")
+    try:
+        return Workload.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise KernelhubError(f"{path}: not a workload: {where}: {first['msg']}") from None
+
+
+def parse_agents(spec: str, workload: Workload) -> list[WorkloadAgent]:
+    """``--agents``: ``scale:F`` keeps that share of the recorded agents (every k-th in id
+    order, so the mix of node types stays), or a JSON file with a list of agents."""
+    from pydantic import ValidationError
+
+    from actors.domain.whatif import WorkloadAgent
+
+    if spec.startswith("scale:"):
+        try:
+            share = float(spec.removeprefix("scale:"))
+        except ValueError:
+            share = -1.0
+        if not 0 < share <= 1:
+            raise KernelhubError(f"--agents {spec!r}: scale must be a share in (0, 1]")
+        ordered = sorted(workload.agents, key=lambda a: a.agent_id)
+        step = 1 / share
+        return [ordered[int(i * step)] for i in range(max(1, int(len(ordered) * share)))]
+    path = Path(spec)
+    if not path.is_file():
+        raise KernelhubError(f"--agents {spec!r}: neither scale:F nor an agents file")
+    try:
+        raw = json.loads(path.read_text())
+        if not isinstance(raw, list):
+            raise ValueError("not a list")
+        return [WorkloadAgent.model_validate(a) for a in raw[:100_000]]
+    except (ValueError, ValidationError) as exc:
+        raise KernelhubError(f"--agents {spec}: not a list of agents: {str(exc)[:200]}") from None
+
+
+def window(workload: Workload, start: float | None, end: float | None) -> Workload:
+    """The jobs that arrived in [start, end), with time counted from ``start``."""
+    lo = start or 0.0
+    hi = end if end is not None else max(workload.span_s, lo)
+    if hi <= lo:
+        raise KernelhubError("--to must be after --from")
+    jobs = [
+        j.model_copy(update={"arrival_s": j.arrival_s - lo})
+        for j in workload.jobs
+        if lo <= j.arrival_s < hi
+    ]
+    return workload.model_copy(update={"jobs": jobs, "span_s": hi - lo})
+
+
+def _policy(scheduler: str, selector: str | None, config: dict[str, Any]) -> Policy:
+    from actors.domain.scheduling import make_plugin
+    from actors.domain.scheduling.agents import selection_key
+    from actors.domain.whatif import Policy
+
+    try:
+        make_plugin(scheduler, config)
+    except (ValueError, KeyError) as exc:
+        raise KernelhubError(f"--policy {scheduler!r}: {exc}") from None
+    if selector is not None and selector != "round-robin":
+        try:
+            selection_key(selector)
+        except ValueError:
+            raise KernelhubError(
+                f"--selector {selector!r}: one of {', '.join(SELECTORS)}"
+            ) from None
+    return Policy(scheduler, selector, config)
+
+
+def run_whatif(
+    workload: Workload, policies: list[Policy], samples: int = 500
+) -> tuple[dict[str, Any], list[SimResult], dict[str, float]]:
+    """The record's figures, each policy's, and each replay's seconds."""
+    from actors.domain.whatif import (
+        Fragmentation,
+        accelerator_slot,
+        demand_mix,
+        recorded,
+        simulate,
+    )
+
+    accelerator = accelerator_slot(workload)
+    probe = None
+    if accelerator is not None:
+        names = sorted(workload.slot_types)
+        probe = Fragmentation(
+            demand_mix(workload.jobs, names, accelerator), names.index(accelerator)
+        )
+    results, seconds = [], {}
+    for policy in policies:
+        began = time.perf_counter()
+        results.append(simulate(workload, policy, samples=samples, fragmentation=probe))
+        seconds[policy.label] = time.perf_counter() - began
+    return recorded(workload), results, seconds
+
+
+_ROWS = (
+    ("started", "started"),
+    ("never_started", "never started"),
+    ("wait_p50_s", "wait p50 (s)"),
+    ("wait_p95_s", "wait p95 (s)"),
+    ("wait_p99_s", "wait p99 (s)"),
+    ("jct_p50_s", "completion p50 (s)"),
+    ("jct_p95_s", "completion p95 (s)"),
+    ("jct_p99_s", "completion p99 (s)"),
+    ("gpu_alloc_pct", "accelerators allocated (%)"),
+    ("frag_gpus_mean", "fragmented accelerators"),
+    ("queue_mean", "queue length (mean)"),
+    ("fairness_jain", "fairness (Jain)"),
+    ("share_min", "served share min"),
+    ("share_max", "served share max"),
+)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:,.0f}"
+    return str(value)
+
+
+def render(columns: list[dict[str, Any]]) -> str:
+    """The figures side by side, one column per policy (the record first)."""
+    header = ["", *(c["policy"] for c in columns)]
+    rows = [header] + [[label, *(_cell(c.get(key)) for c in columns)] for key, label in _ROWS]
+    reasons = sorted({r for c in columns for r in c.get("pending_reasons", {})})
+    rows += [
+        [f"pending: {r}"[:40], *(_cell(c.get("pending_reasons", {}).get(r)) for c in columns)]
+        for r in reasons
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    )
+
+
+def plot(path: Path, results: list[SimResult], accelerator: str | None) -> None:
+    """Allocation and queue length over time, one line per policy."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise KernelhubError("--plot needs matplotlib: pip install 'kernelhub[plot]'") from None
+    slot = accelerator or "cpu"
+    figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(10, 6))
+    for result in results:
+        days = [s.t / 86400 for s in result.samples]
+        total = result.capacity.get(slot) or 1.0
+        top.plot(
+            days,
+            [100 * s.allocated[slot] / total for s in result.samples],
+            label=result.policy.label,
+        )
+        bottom.plot(days, [s.pending for s in result.samples], label=result.policy.label)
+    top.set_ylabel(f"{slot} allocated (%)")
+    bottom.set_ylabel("pending sessions")
+    bottom.set_xlabel("days")
+    top.legend(loc="upper right")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+@app.command("whatif")
+@operator_command
+def whatif(
+    workload_file: Annotated[
+        Path, typer.Argument(metavar="WORKLOAD", help="A workload file (kh import-trace).")
+    ],
+    policy: Annotated[
+        list[str] | None,
+        typer.Option("--policy", help="fifo, lifo, drf or mof; repeat to compare."),
+    ] = None,
+    selector: Annotated[
+        str | None, typer.Option(help=f"Agent selector: {', '.join(SELECTORS)}.")
+    ] = None,
+    config: Annotated[str | None, typer.Option(help="The scheduler's config, as JSON.")] = None,
+    agents: Annotated[
+        str | None, typer.Option(help="scale:F (a share of the agents) or an agents JSON file.")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="Replay demand from (90m, 2h, 30d).")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Replay demand until.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    plot_file: Annotated[Path | None, typer.Option("--plot", help="Write FILE.png.")] = None,
+) -> None:
+    """Replay recorded demand under other policies and compare with what happened."""
+    workload = load_workload(workload_file)
+    try:
+        scheduler_config = json.loads(config) if config else {}
+    except ValueError:
+        raise KernelhubError("--config: not JSON") from None
+    if not isinstance(scheduler_config, dict):
+        raise KernelhubError("--config: a JSON object")
+    policies = [_policy(p, selector, scheduler_config) for p in (policy or ["fifo"])][:8]
+    if agents is not None:
+        workload = workload.model_copy(update={"agents": parse_agents(agents, workload)})
+    if start is not None or end is not None:
+        workload = window(
+            workload,
+            parse_duration(start, "--from") if start else None,
+            parse_duration(end, "--to") if end else None,
+        )
+    if not workload.jobs:
+        raise KernelhubError("no jobs to replay in that window")
+    from actors.domain.whatif import accelerator_slot, summarize
+
+    what_happened, results, seconds = run_whatif(workload, policies)
+    accelerator = accelerator_slot(workload)
+    columns = [what_happened, *(summarize(r, accelerator) for r in results)]
+    if plot_file is not None:
+        plot(plot_file, results, accelerator)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "workload": workload.source,
+                    "jobs": len(workload.jobs),
+                    "agents": len(workload.agents),
+                    "sim_seconds": seconds,
+                    "columns": columns,
+                }
+            )
+        )
+        return
+    print(f"{len(workload.jobs)} jobs on {len(workload.agents)} agents ({workload.source})")
+    print(render(columns))
+    if plot_file is not None:
+        print(f"plot: {plot_file}")
+
+
+@app.command("import-trace")
+@operator_command
+def import_trace_command(
+    trace_format: Annotated[
+        str, typer.Argument(metavar="FORMAT", help="One of: alibaba-gpu-v2023.")
+    ],
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="The trace's folder.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The workload file to write.")
+    ] = Path("workload.json"),
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N tasks.")] = None,
+) -> None:
+    """Turn a public trace into a workload file for kh whatif."""
+    from .traces import import_trace
+
+    workload = import_trace(trace_format, folder, limit)
+    output.write_text(workload.model_dump_json())
+    print(f"{len(workload.jobs)} jobs, {len(workload.agents)} agents -> {output}", file=sys.stderr)

@@ -1,0 +1,114 @@
+"""``kh import-trace`` and ``kh whatif`` as a user runs them: real processes, the trace's
+first 500 tasks (tests/data), figures side by side, JSON, a plot, and one-line refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+TRACE_HEAD = Path(__file__).parent / "data" / "alibaba-gpu-v2023-head"
+
+
+def kh(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kernelhub.cli", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def workload_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("whatif") / "alibaba.json"
+    done = kh("import-trace", "alibaba-gpu-v2023", TRACE_HEAD, "-o", out, cwd=out.parent)
+    assert done.returncode == 0, done.stderr
+    assert "500 jobs, 1523 agents" in done.stderr
+    return out
+
+
+def test_whatif_prints_each_policy_beside_what_happened(workload_file: Path) -> None:
+    done = kh(
+        "whatif",
+        workload_file,
+        "--policy",
+        "fifo",
+        "--policy",
+        "drf",
+        "--agents",
+        "scale:0.05",
+        "--to",
+        "30d",
+        cwd=workload_file.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("500 jobs on 76 agents") or "jobs on 76 agents" in lines[0]
+    header = lines[1].split()
+    assert header == ["recorded", "fifo/default", "drf/default"]
+    rows = {line[:28].strip(): line[28:].split() for line in lines[2:]}
+    assert set(rows) >= {"wait p99 (s)", "accelerators allocated (%)", "fairness (Jain)"}
+    assert len(rows["wait p99 (s)"]) == 3
+
+
+def test_json_and_plot(workload_file: Path, tmp_path: Path) -> None:
+    png = tmp_path / "alloc.png"
+    done = kh(
+        "whatif",
+        workload_file,
+        "--policy",
+        "fifo",
+        "--selector",
+        "dispersed",
+        "--json",
+        "--plot",
+        png,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    recorded, replay = figures["columns"]
+    assert recorded["policy"] == "recorded" and replay["policy"] == "fifo/dispersed"
+    assert replay["jobs"] == 500 and replay["started"] > 0
+    assert replay["gpu_alloc_pct"] > 0 and replay["frag_gpus_mean"] >= 0
+    assert figures["sim_seconds"]["fifo/dispersed"] > 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--policy", "sjf"], "--policy 'sjf'"),
+        (["--selector", "anywhere"], "--selector 'anywhere'"),
+        (["--agents", "scale:7"], "scale must be a share"),
+        (["--from", "yesterday"], "--from: 'yesterday' is not a time"),
+        (["--from", "10d", "--to", "1d"], "--to must be after --from"),
+        (["--config", "[1]"], "--config: a JSON object"),
+        (["--policy", "fifo", "--config", '{"num_retries_to_skip": -1}'], "--policy 'fifo'"),
+    ],
+)
+def test_bad_options_are_refused_in_one_line(
+    workload_file: Path, args: list[str], message: str
+) -> None:
+    done = kh("whatif", workload_file, *args, cwd=workload_file.parent)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert message in done.stderr
+
+
+def test_a_file_that_is_not_a_workload_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "w.json"
+    bad.write_text('{"agents": [], "jobs": [{"job_id": "x", "arrival_s": -1, "requested": {}}]}')
+    done = kh("whatif", bad, cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "not a workload: jobs.0.arrival_s" in done.stderr
+    missing = kh("whatif", tmp_path / "none.json", cwd=tmp_path)
+    assert missing.returncode == 1 and "no such workload file" in missing.stderr
