@@ -217,3 +217,33 @@ def test_soak_bench_prints_its_figures() -> None:
     growth = figures["rss_growth_mb_per_h"]
     assert {"gateway", "projector", "sessions:0"} <= set(growth), growth
     assert figures["redis_rss_growth_mb_per_h"] is not None
+
+
+def test_whatif_bench_prints_its_figures() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "bench/whatif.py",
+            "--trace",
+            "tests/data/alibaba-gpu-v2023-head",
+            "--limit",
+            "200",
+            "--agents",
+            "scale:0.05",
+            "--samples",
+            "50",
+            "--policy",
+            "fifo/concentrated",
+            "--policy",
+            "drf/default",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (figures["tasks"], figures["nodes"]) == (200, 76)
+    assert set(figures["policies"]) == {"fifo/concentrated", "drf/default"}
+    assert all(p["gpu_alloc_pct"] > 0 for p in figures["policies"].values())

@@ -151,7 +151,11 @@ def summarize(result: SimResult, accelerator: str | None) -> dict[str, Any]:
     outcomes = result.outcomes
     started = [o for o in outcomes if o.start_s is not None]
     waits = [o.wait_s for o in started if o.wait_s is not None]
-    jcts = [o.end_s - o.job.arrival_s for o in started if o.end_s is not None]
+    jcts = [  # a job the record left running "ends" at the horizon: not a completion
+        o.end_s - o.job.arrival_s
+        for o in started
+        if o.end_s is not None and not o.job.censored and o.job.run_s is not None
+    ]
     shares = _share_by_user(_served(o, result.horizon_s) for o in outcomes)
     samples = result.samples
     alloc = {
