@@ -17,12 +17,22 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .errors import KernelhubError
-from .operator_cli import operator_command
+from .operator_cli import DataDir, installation_settings, operator_command, with_store
 
 if TYPE_CHECKING:  # imported when a command runs: `kh` starts without the server's modules
     from actors.domain.whatif import Policy, SimResult, Workload, WorkloadAgent
+    from events import RedisEventStore
 
-__all__ = ["app", "load_workload", "parse_agents", "parse_duration", "window"]
+    from .config import Settings
+
+__all__ = [
+    "app",
+    "load_workload",
+    "parse_agents",
+    "parse_duration",
+    "window",
+    "workload_of_log",
+]
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 """``kh whatif``, ``kh import-trace``: top-level commands (:mod:`kernelhub.cli` merges them)."""
@@ -56,6 +66,23 @@ def load_workload(path: Path) -> Workload:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise KernelhubError(f"{path}: not a workload: {where}: {first['msg']}") from None
+
+
+def workload_of_log(settings: Settings, group: str) -> Workload:
+    """The installation's recorded demand in ``group`` (every event in the live log)."""
+    from actors.domain.whatif.from_log import INTERESTS, LogWorkload
+
+    fold = LogWorkload(scaling_group=group)
+
+    async def read(store: RedisEventStore) -> None:
+        async for event in store.iter_log():
+            if event.type in INTERESTS:
+                fold.apply(event)
+
+    with_store(settings, read)
+    if not fold.agents:
+        raise KernelhubError(f"the log has no agent in resource group {group!r}")
+    return fold.workload(f"log of {settings.data_dir} (group {group})")
 
 
 def parse_agents(spec: str, workload: Workload) -> list[WorkloadAgent]:
@@ -162,6 +189,7 @@ _ROWS = (
     ("fairness_jain", "fairness (Jain)"),
     ("share_min", "served share min"),
     ("share_max", "served share max"),
+    ("same_placement", "placed as recorded"),
 )
 
 
@@ -225,8 +253,12 @@ def plot(path: Path, results: list[SimResult], accelerator: str | None) -> None:
 @operator_command
 def whatif(
     workload_file: Annotated[
-        Path, typer.Argument(metavar="WORKLOAD", help="A workload file (kh import-trace).")
-    ],
+        Path | None,
+        typer.Argument(
+            metavar="[WORKLOAD]",
+            help="A workload file (kh import-trace); none: the installation's own log.",
+        ),
+    ] = None,
     policy: Annotated[
         list[str] | None,
         typer.Option("--policy", help="fifo, lifo, drf or mof; repeat to compare."),
@@ -244,9 +276,16 @@ def whatif(
     end: Annotated[str | None, typer.Option("--to", help="Replay demand until.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
     plot_file: Annotated[Path | None, typer.Option("--plot", help="Write FILE.png.")] = None,
+    group: Annotated[
+        str, typer.Option(help="From the log: the resource group whose demand is replayed.")
+    ] = "default",
+    data_dir: DataDir = None,
 ) -> None:
     """Replay recorded demand under other policies and compare with what happened."""
-    workload = load_workload(workload_file)
+    if workload_file is not None:
+        workload = load_workload(workload_file)
+    else:
+        workload = workload_of_log(installation_settings(data_dir=data_dir), group)
     try:
         scheduler_config = json.loads(config) if config else {}
     except ValueError:

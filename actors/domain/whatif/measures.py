@@ -167,6 +167,7 @@ def summarize(result: SimResult, accelerator: str | None) -> dict[str, Any]:
         for name, total in result.capacity.items()
     }
     reasons = sorted(result.pending_reasons.items(), key=lambda kv: -kv[1])[:5]
+    placed = [o for o in outcomes if o.job.observed_agents is not None]
     return {
         "policy": result.policy.label,
         "jobs": len(outcomes),
@@ -180,6 +181,10 @@ def summarize(result: SimResult, accelerator: str | None) -> dict[str, Any]:
         **_fairness(shares),
         "pending_reasons": dict(reasons),
         "passes": result.passes,
+        "same_placement": (
+            sum(1 for o in placed if o.agents == o.job.observed_agents) if placed else None
+        ),
+        "recorded_placements": len(placed) if placed else None,
     }
 
 
