@@ -38,7 +38,14 @@ app = typer.Typer(add_completion=False, rich_markup_mode=None)
 """``kh whatif``, ``kh import-trace``: top-level commands (:mod:`kernelhub.cli` merges them)."""
 
 MAX_WORKLOAD_BYTES = 512 * 2**20
-SELECTORS = ("concentrated", "dispersed", "round-robin", "largest", "least-occupied")
+SELECTORS = (
+    "concentrated",
+    "dispersed",
+    "round-robin",
+    "fragmentation",
+    "largest",
+    "least-occupied",
+)
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 

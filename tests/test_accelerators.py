@@ -263,3 +263,56 @@ async def test_an_agent_restarted_under_a_running_kernel_keeps_its_device_held(
         await cluster.shard.handle(DestroySession(session_id=first))
         await status_of(cluster, first, "TERMINATED", timeout=30)
         assert reborn.accelerators.maps["cuda"].free() == {"0": Decimal(1), "1": Decimal(0)}
+
+
+@pytest.mark.parametrize(
+    ("selector", "second_half_on", "second_whole"),
+    [("fragmentation", "i-gpu-roomy", "RUNNING"), ("concentrated", "i-gpu-tight", "PENDING")],
+)
+async def test_the_fragmentation_selector_keeps_a_whole_gpu_for_whole_gpu_work(
+    store: RedisEventStore, tmp_path: Path, selector: str, second_half_on: str, second_whole: str
+) -> None:
+    """Two agents of one fractional GPU each; the roomy one has more CPU. After a whole-GPU
+    session and a half on the roomy agent, a second half goes where it strands nothing: onto
+    the roomy agent's free half (fragmentation), where concentrated (fewest free CPUs first)
+    splits the tight agent's whole GPU and the next whole-GPU session waits."""
+    from actors.domain.commands.tenancy import SetScalingGroup
+    from actors.tenancy.writer import TenancyService
+    from events.secrets import SecretBox
+    from projections.tenancy_queries import TenancyLookups
+
+    async with LocalCluster(
+        store,
+        [("i-gpu-roomy", {"cpu": 16, "mem": 64 * G}), ("i-gpu-tight", {"cpu": 8, "mem": 64 * G})],
+        safety_tick_s=0.3,
+        accelerators=sim_devices(devices=1, mode="fractional"),
+    ) as cluster:
+        tenancy = await TenancyService(
+            store, SecretBox.from_file(tmp_path / "k", create=True)
+        ).load()
+        await tenancy.handle(SetScalingGroup(name="default", agent_selector=selector))
+
+        async def projected() -> bool:
+            group = await TenancyLookups(store).scaling_group("default")
+            return (group or {}).get("agent_selector") == selector
+
+        await eventually(projected, timeout=20, message="the group projected")
+        whole = await create(cluster, "whole", **{"cuda.shares": 1})
+        await status_of(cluster, whole, "RUNNING")
+        assert (await devices_of(cluster, whole))[0] == "i-gpu-tight"  # fewer free CPUs
+        half = await create(cluster, "half", **{"cuda.shares": "0.5"})
+        await status_of(cluster, half, "RUNNING")
+        assert (await devices_of(cluster, half))[0] == "i-gpu-roomy"  # the only room
+        await cluster.shard.handle(DestroySession(session_id=whole))
+        await status_of(cluster, whole, "TERMINATED")
+        second = await create(cluster, "half2", **{"cuda.shares": "0.5"})
+        await status_of(cluster, second, "RUNNING")
+        assert (await devices_of(cluster, second))[0] == second_half_on
+        again = await create(cluster, "whole2", **{"cuda.shares": 1})
+        if second_whole == "RUNNING":
+            await status_of(cluster, again, "RUNNING")
+            assert (await devices_of(cluster, again))[0] == "i-gpu-tight"
+        else:
+            await asyncio.sleep(1.0)  # several passes: no agent has a whole GPU free
+            record = await ReadModels(cluster.store).session(str(again))
+            assert record is not None and record["status"] == "PENDING"

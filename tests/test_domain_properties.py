@@ -182,7 +182,7 @@ def test_drf_always_picks_a_keypair_with_the_lowest_dominant_share(
         max_size=6,
     ),
     st.sampled_from(["fifo", "lifo", "drf", "mof"]),
-    st.sampled_from([None, "concentrated", "dispersed", "round-robin"]),
+    st.sampled_from([None, "concentrated", "dispersed", "round-robin", "fragmentation"]),
 )
 def test_an_index_kept_across_passes_decides_as_one_built_for_each(
     agent_specs: list,  # type: ignore[type-arg]
@@ -206,6 +206,7 @@ def test_an_index_kept_across_passes_decides_as_one_built_for_each(
     fresh_ledger = Ledger({a.agent_id: a.capacity for a in agents})
     kept, last_kept, last_fresh = KeptIndex(), None, None
     placed: list[uuid.UUID] = []
+    frozen = tuple(agents)  # the same tuple until the agents change: the kept candidates
     for step, (session_specs, ending, change) in enumerate(passes):
         _, sessions = build(agent_specs, session_specs, first=(step + 1) * 1000)
         decided = []
@@ -217,7 +218,7 @@ def test_an_index_kept_across_passes_decides_as_one_built_for_each(
                 group=group,
                 pending=sessions,
                 existing=[],
-                agents=agents,
+                agents=frozen,
                 ctx=context(),
                 ledger=ledger,
                 round_robin_last=last,
@@ -251,6 +252,8 @@ def test_an_index_kept_across_passes_decides_as_one_built_for_each(
             agents.append(new)
             for ledger in (kept_ledger, fresh_ledger):
                 ledger.set_capacity(new.agent_id, new.capacity)
+        if change:
+            frozen = tuple(agents)
     for ledger in (kept_ledger, fresh_ledger):
         for a in agents:
             assert all(v >= 0 for v in ledger.occupied[a.agent_id].values())

@@ -262,3 +262,53 @@ class TestAlibabaImport:
             import_trace("slurm", tmp_path)
         with pytest.raises(TraceError, match="not found"):
             import_trace("alibaba-gpu-v2023", tmp_path / "nowhere")
+
+
+class TestFragmentationSelector:
+    """The ``fragmentation`` selector (after FGD): the choice that strands least."""
+
+    def run(self, selector: str, agents: list, requests: list[ResourceSlot]) -> list[str]:  # type: ignore[type-arg]
+        from actors.domain.predicates import Occupancy, PredicateContext
+        from actors.domain.scaling_groups import ScalingGroup
+        from actors.domain.scheduling import schedule_pass
+        from actors.domain.slots import SlotType
+
+        from .domain_builders import T0, make_session, pending
+
+        known = {"cpu": SlotType.COUNT, "mem": SlotType.BYTES, "cuda.shares": SlotType.COUNT}
+        ctx = PredicateContext(now=T0, known_slot_types=known, occupancy=Occupancy())
+        sessions = [make_session(request=r) for r in requests]
+        result = schedule_pass(
+            group=ScalingGroup("g", agent_selector=selector),
+            pending=pending(*sessions),
+            existing=[],
+            agents=agents,
+            ctx=ctx,
+        )
+        by_session = {d.session_id: d.reservation.allocations[0].agent_id for d in result.decisions}
+        return [by_session.get(s.session_id, "-") for s in sessions]
+
+    def test_a_half_gpu_fills_a_half_used_gpu_rather_than_splitting_a_whole_one(self) -> None:
+        from actors.domain.scheduling import AgentInfo
+
+        half = ResourceSlot({"cpu": 1, "mem": G, "cuda.shares": "0.5"})
+        whole = ResourceSlot({"cpu": 1, "mem": G, "cuda.shares": 1})
+        agents = [
+            AgentInfo("a-roomy", ResourceSlot({"cpu": 16, "mem": 64 * G, "cuda.shares": "0.5"})),
+            AgentInfo("b-tight", ResourceSlot({"cpu": 8, "mem": 64 * G, "cuda.shares": 1})),
+        ]
+        # concentrated compares cpu first: the half GPU goes to b, and the whole one that
+        # follows fits nowhere; fragmentation keeps b's GPU whole for it
+        assert self.run("concentrated", agents, [half, whole]) == ["b-tight", "-"]
+        assert self.run("fragmentation", agents, [half, whole]) == ["a-roomy", "b-tight"]
+
+    def test_the_mix_counts_only_what_it_cannot_fit(self) -> None:
+        from actors.domain.scheduling.fragmentation import DemandMix
+
+        # units: (cpu, gpu) with gpu at index 1
+        mix = DemandMix([(1, 2), (1, 2), (4, 1), (1, 0)], accelerators=[1])
+        assert [w for _, w in mix.types] == [2 / 3, 1 / 3]  # a cpu-only request is no type
+        assert mix.fragmented((8, 2)) == 0
+        assert mix.fragmented((2, 2)) == pytest.approx(2 / 3)  # only (4, 1) does not fit
+        assert mix.fragmented((8, 1)) == pytest.approx(2 / 3)  # (1, 2) does not fit
+        assert mix.fragmented((0, 0)) == 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -46,6 +47,7 @@ from actors.domain.scheduling import (
     occupancy_of,
     schedule_pass,
 )
+from actors.domain.scheduling.fragmentation import DemandMix, demand_mix
 from actors.domain.scheduling.ledger_stream import (
     LEDGER_MOVES,
     LEDGER_SNAPSHOT_SCHEMA,
@@ -68,6 +70,7 @@ from actors.domain.scheduling.records import (
     spec_of,
 )
 from actors.domain.session import SessionResult, SessionSpec
+from actors.domain.slots import ResourceSlot
 from actors.domain.statuses import AgentStatus, SessionStatus
 from actors.scheduling.agent_streams import AgentStreams
 from actors.sessions.shard import session_stream
@@ -112,6 +115,9 @@ SCHEDULER_REACTS_TO = (
     }
 )
 """What the scheduler's actor reads from the log (the rest is never decoded there)."""
+RECENT_DEMAND = 1000
+"""Kernels of the latest sessions seen pending that the ``fragmentation`` selector's mix is
+made of."""
 DECISIONS_PER_APPEND = 100
 """Decisions committed per ``append_multi`` (the ledger plus one stream per session)."""
 
@@ -157,6 +163,11 @@ class Scheduler:
         """The agent index from pass to pass: a pass updates the agents whose occupancy
         changed instead of indexing every agent again (rebuilt whenever the ledger is
         reloaded or the group's agents change)."""
+        self._recent_demand: deque[ResourceSlot] = deque(maxlen=RECENT_DEMAND)
+        """The latest requests seen pending (per kernel): the mix the ``fragmentation``
+        selector expects (docs/whatif.md)."""
+        self._demand_seen: dict[uuid.UUID, None] = {}
+        self._demand_mix: tuple[int, DemandMix] | None = None
         self._round_robin_last: str | None = None
         """Round-robin's turn (the agent chosen last), carried from pass to pass; a restart
         begins again from the first agent, as 23.09 does when its stored turn is gone."""
@@ -365,6 +376,9 @@ class Scheduler:
             return 0
         existing = await self._existing()
         ctx = await self._context(pending, existing, agents, now)
+        demand = (
+            self._expected_demand(pending, ctx) if group.agent_selector == "fragmentation" else None
+        )
         result = schedule_pass(
             group=group,
             pending=pending,
@@ -374,6 +388,7 @@ class Scheduler:
             ledger=self.ledger,
             round_robin_last=self._round_robin_last,
             kept=self.kept_index,
+            demand=demand,
         )
         self._round_robin_last = result.round_robin_last
         result.failures.extend(unreadable)
@@ -455,6 +470,24 @@ class Scheduler:
             domain_limits=domains,
             dependencies=dependencies,
         )
+
+    def _expected_demand(self, pending: list[PendingSession], ctx: PredicateContext) -> DemandMix:
+        """The recent requests (the last :data:`RECENT_DEMAND` kernels seen pending), as
+        the ``fragmentation`` selector's mix; rebuilt only when a new one was seen."""
+        added = False
+        for session in pending:
+            if session.spec.session_id in self._demand_seen:
+                continue
+            self._demand_seen[session.spec.session_id] = None
+            if len(self._demand_seen) > 4 * RECENT_DEMAND:
+                del self._demand_seen[next(iter(self._demand_seen))]
+            self._recent_demand.extend(k.requested_slots for k in session.spec.kernels)
+            added = True
+        known = len(ctx.known_slot_types)
+        if added or self._demand_mix is None or self._demand_mix[0] != known:
+            mix = demand_mix(self._recent_demand, ctx.known_slot_types)
+            self._demand_mix = (known, mix)
+        return self._demand_mix[1]
 
     def _decision_events(
         self, decision: Decision, record: dict[str, Any], version: int

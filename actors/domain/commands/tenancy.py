@@ -290,7 +290,9 @@ class SetScalingGroup(TenancyCommand[None]):
     )
     pending_timeout: float = 0.0
     scheduler_config: JsonObject = Field(default_factory=dict)
-    agent_selector: Literal["concentrated", "dispersed", "round-robin"] | None = None
+    agent_selector: Literal["concentrated", "dispersed", "round-robin", "fragmentation"] | None = (
+        None
+    )
     use_host_network: bool = False
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..slots import SlotLayout
+from .fragmentation import DemandMix, FragmentationPlacer
 
 __all__ = ["AgentIndex", "AgentState", "SelectionKey", "selection_key"]
 
@@ -76,12 +77,14 @@ def selection_key(name: str) -> SelectionKey:
     * ``dispersed`` (extension, 23.09): the most free capacity first (spreading).
 
     ``round-robin`` (extension, 23.09) is not a key but a turn: see ``AgentIndex``.
+    ``fragmentation`` (kernelhub) is not a key either but a judgement of each choice
+    (:mod:`.fragmentation`); its heaps are kept in the concentrated order.
     """
     if name == "largest":
         return lambda a: tuple(-c for c in a.capacity)
     if name == "least-occupied":
         return lambda a: tuple(a.occupied)
-    if name == "concentrated":
+    if name in ("concentrated", "fragmentation"):
         return lambda a: a.free()
     if name == "dispersed":
         return lambda a: tuple(-f for f in a.free())
@@ -162,6 +165,7 @@ class AgentIndex:
         prefer_fewer_extras: bool = False,
         round_robin: bool = False,
         last_chosen: str | None = None,
+        demand: DemandMix | None = None,
     ) -> None:
         self.layout = layout
         self.round_robin = round_robin
@@ -178,6 +182,17 @@ class AgentIndex:
         self.architectures = frozenset(a.architecture for a in agents)
         width = len(layout.names)
         self._total = tuple(sum(a.capacity[i] for a in agents) for i in range(width))
+        self.placer: FragmentationPlacer | None = None
+        """With the ``fragmentation`` selector (a demand mix given): its placer."""
+        if demand is not None:
+            self.placer = FragmentationPlacer(demand)
+            for agent in agents:
+                self.placer.add(agent.agent_id, agent.architecture, agent.free())
+
+    def set_demand(self, demand: DemandMix) -> None:
+        """The mix the ``fragmentation`` selector judges by, for this pass."""
+        if self.placer is not None:
+            self.placer.set_mix(demand)
 
     def _exhausted(self, agent: AgentState) -> bool:
         return any(agent.capacity[i] - agent.occupied[i] <= 0 for i in self._intrinsic)
@@ -194,6 +209,9 @@ class AgentIndex:
         exclude: frozenset[str] = frozenset(),
     ) -> AgentState | None:
         """The preferred agent that fits ``request`` (and the architecture), or ``None``."""
+        if self.placer is not None:
+            chosen = self.placer.pick(request, architecture, exclude)
+            return None if chosen is None else self.agents[chosen]
         if self.round_robin:
             return self._next_in_turn(request, architecture, exclude)
         used = {i for i, r in enumerate(request) if r > 0}
@@ -228,16 +246,28 @@ class AgentIndex:
         return None
 
     def reserve(self, agent: AgentState, request: Units) -> None:
+        self._unplace(agent)
         agent.reserve(request)
-        self.groups[(agent.architecture, agent.signature)].rekey(agent)
+        self._rekey(agent)
 
     def release(self, agent: AgentState, amount: Units) -> None:
+        self._unplace(agent)
         agent.release(amount)
+        self._rekey(agent)
+
+    def _unplace(self, agent: AgentState) -> None:
+        if self.placer is not None:
+            self.placer.remove(agent.agent_id, agent.architecture, agent.free())
+
+    def _rekey(self, agent: AgentState) -> None:
         self.groups[(agent.architecture, agent.signature)].rekey(agent)
+        if self.placer is not None:
+            self.placer.add(agent.agent_id, agent.architecture, agent.free())
 
     def update(self, agent_id: str, occupied: Units) -> None:
         """Set an agent's occupancy to what the ledger now says (an index kept across
         passes learns only what changed since it last looked)."""
         agent = self.agents[agent_id]
+        self._unplace(agent)
         agent.occupied = list(occupied)
-        self.groups[(agent.architecture, agent.signature)].rekey(agent)
+        self._rekey(agent)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from ..slots import ResourceSlot, SlotLayout
 from .agents import AgentIndex, AgentState, selection_key
+from .fragmentation import DemandMix
 from .ledger import Ledger
 
 if TYPE_CHECKING:
@@ -32,9 +33,10 @@ if TYPE_CHECKING:
 
 __all__ = ["KeptIndex"]
 
-_Shape = tuple[tuple[str, ...], str, bool, bool]
+_Shape = tuple[tuple[str, ...], str, bool, bool, bool]
 """What an index is built for besides its agents: slot names, selection key, whether it
-prefers agents without unused accelerators, and round-robin."""
+prefers agents without unused accelerators, round-robin, and whether it judges
+fragmentation."""
 
 _Agent = tuple[str, str, ResourceSlot]
 
@@ -75,10 +77,11 @@ class KeptIndex:
         prefer_fewer_extras: bool,
         round_robin: bool,
         last_chosen: str | None,
+        demand: DemandMix | None = None,
     ) -> AgentIndex:
         """The index for a pass over ``candidates`` (sorted by agent id) at the ledger's
-        current occupancy."""
-        shape = (tuple(layout.names), key, prefer_fewer_extras, round_robin)
+        current occupancy (``demand``: the mix the fragmentation selector judges by)."""
+        shape = (tuple(layout.names), key, prefer_fewer_extras, round_robin, demand is not None)
         index = self._index
         if (
             index is None
@@ -86,8 +89,10 @@ class KeptIndex:
             or ledger is not self._ledger
             or (candidates is not self._agents and not self._same_agents(candidates))
         ):
-            index = self._build(candidates, ledger, layout, key, shape)
+            index = self._build(candidates, ledger, layout, key, shape, demand)
         else:
+            if demand is not None:
+                index.set_demand(demand)
             touched, self._cursor = ledger.touched_since(self._cursor)
             for agent_id in touched if touched is not None else list(self._seen):
                 seen = self._seen.get(agent_id)
@@ -116,6 +121,7 @@ class KeptIndex:
         layout: SlotLayout,
         key: str,
         shape: _Shape,
+        demand: DemandMix | None,
     ) -> AgentIndex:
         _, self._cursor = ledger.touched_since(0)
         self._seen = {a.agent_id: ledger.occupied[a.agent_id] for a in candidates}
@@ -133,6 +139,7 @@ class KeptIndex:
             selection_key(key),
             prefer_fewer_extras=shape[2],
             round_robin=shape[3],
+            demand=demand,
         )
         self._index, self._shape, self._ledger = index, shape, ledger
         self._agents = candidates if candidates is self._candidates else list(candidates)

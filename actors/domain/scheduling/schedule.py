@@ -36,6 +36,7 @@ from ..session import ClusterMode, SessionSpec
 from ..slots import INTRINSIC_SLOTS, ResourceSlot, SlotLayout, SlotType
 from ..statuses import USER_RESOURCE_OCCUPYING_SESSION_STATUSES
 from .agents import AgentIndex, AgentState
+from .fragmentation import DemandMix
 from .kept_index import KeptIndex
 from .ledger import Ledger, Reservation
 from .plugins import ExistingSession, PendingSession, SchedulerPlugin, make_plugin
@@ -108,11 +109,14 @@ def schedule_pass(
     ledger: Ledger | None = None,
     round_robin_last: str | None = None,
     kept: KeptIndex | None = None,
+    demand: DemandMix | None = None,
 ) -> PassResult:
     """Place what can be placed now. ``ctx.occupancy`` and ``ledger`` are updated in place
     as sessions are placed (a new ``Ledger`` is built from ``agents`` when none is given).
     ``kept``: the caller's index from earlier passes over the same ``ledger``, brought up to
-    date rather than rebuilt (it is updated in place by the pass)."""
+    date rather than rebuilt (it is updated in place by the pass). ``demand``: the requests
+    the ``fragmentation`` selector expects (:func:`.fragmentation.demand_mix`); without it,
+    the pending sessions' own."""
     result = PassResult()
     if kept is None:
         kept = KeptIndex()
@@ -126,6 +130,13 @@ def schedule_pass(
     plugin = make_plugin(group.scheduler, group.scheduler_config)
     round_robin = group.agent_selector == "round-robin"
     key = plugin.agent_key if round_robin else group.agent_selector or plugin.agent_key
+    if group.agent_selector == "fragmentation" and demand is None:
+        demand = DemandMix(
+            (layout.to_units(k.requested_slots) for p in pending for k in p.spec.kernels),
+            [i for i, name in enumerate(layout.names) if name not in INTRINSIC_SLOTS],
+        )
+    elif group.agent_selector != "fragmentation":
+        demand = None
     index = kept.index_for(
         candidates,
         ledger,
@@ -134,6 +145,7 @@ def schedule_pass(
         prefer_fewer_extras=plugin.prefer_fewer_extras and group.agent_selector is None,
         round_robin=round_robin,
         last_chosen=round_robin_last,
+        demand=demand,
     )
     plugin.begin(layout.from_units(index.total_capacity()), existing)
 

@@ -25,6 +25,7 @@ from typing import Any
 from ..predicates import Occupancy, PredicateContext
 from ..scaling_groups import ScalingGroup
 from ..scheduling import AgentInfo, ExistingSession, KeptIndex, PendingSession, schedule_pass
+from ..scheduling.fragmentation import DemandMix, demand_mix
 from ..scheduling.ledger import Ledger
 from ..session import ClusterMode, SessionResult, SessionSpec, SessionType, expand_cluster
 from ..slots import ResourceSlot
@@ -32,6 +33,11 @@ from ..statuses import SessionStatus
 from .workload import Workload, WorkloadJob
 
 __all__ = ["JobOutcome", "Policy", "Sample", "SimResult", "job_session_id", "simulate"]
+
+RECENT_DEMAND = 1000
+"""Arrivals the ``fragmentation`` selector's expected mix is made of (the latest ones)."""
+MIX_EVERY = 100
+"""Arrivals between two rebuilds of that mix."""
 
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 """Simulated time zero (any instant would do: nothing reads the real clock)."""
@@ -241,6 +247,9 @@ def simulate(
     arrivals = workload.jobs
     next_arrival = 0
     sequence = 0
+    judges_fragmentation = policy.selector == "fragmentation"
+    mix: DemandMix | None = None
+    mixed_at = -MIX_EVERY
 
     def measure_until(t: float) -> None:
         nonlocal next_sample
@@ -276,6 +285,10 @@ def simulate(
             pending[spec.session_id] = PendingSession(spec)
         if not pending or now >= horizon:
             continue  # what ends at the horizon ends; nothing starts there
+        if judges_fragmentation and next_arrival - mixed_at >= MIX_EVERY:
+            recent = arrivals[max(0, next_arrival - RECENT_DEMAND) : next_arrival]
+            mix = demand_mix((ResourceSlot(j.requested) for j in recent), workload.slot_types)
+            mixed_at = next_arrival
         ctx = PredicateContext(
             now=EPOCH + timedelta(seconds=now),
             known_slot_types=workload.slot_types,
@@ -290,6 +303,7 @@ def simulate(
             ctx=ctx,
             ledger=ledger,
             kept=kept,
+            demand=mix,
         )
         result.passes += 1
         for decision in passed.decisions:

@@ -84,7 +84,7 @@ SCHEDULER_CONFIG_KEYS: Mapping[str, frozenset[str]] = {
     "mof": frozenset(),
 }
 """The ``scheduler_opts.config`` keys each plugin reads; any other is refused."""
-AGENT_SELECTORS = ("concentrated", "dispersed", "round-robin")
+AGENT_SELECTORS = ("concentrated", "dispersed", "round-robin", "fragmentation")
 AGENT_STATUSES = ("ALIVE", "LOST", "RESTARTING", "TERMINATED")
 AGENT_FIELDS: Mapping[str, FieldSpec] = {
     "id": FieldSpec("str"),

@@ -1,0 +1,112 @@
+"""The ``fragmentation`` agent selector: place a session where it least reduces the
+cluster's ability to hold what is expected next (after Weng et al., ATC'23, "Beware of
+Fragmentation: Scheduling GPU-Sharing Workloads with Fragmentation Gradient Descent").
+
+An agent's **fragmentation** under a demand mix is the free accelerator capacity that the
+mix cannot use there: for each request type (weighted by how often it is asked for) that
+does not fit the agent's free slots, all its free accelerators. Placing a request on an
+agent changes that agent's fragmentation and no other's, so the selector picks the agent
+whose fragmentation grows least (it may shrink: filling a half-used GPU agent removes the
+stranded half), then the least free room (bin packing), then the smallest id.
+
+The mix is the demand the caller expects (the scheduler: its pending queue and the recent
+requests; what-if: the last arrivals), kept to its most common types. Agents with the same
+free slots are judged once: a thousand agents are a few dozen distinct states.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+
+from ..slots import INTRINSIC_SLOTS, SlotLayout, SlotType
+
+__all__ = ["MAX_MIX_TYPES", "DemandMix", "FragmentationPlacer", "demand_mix"]
+
+Units = tuple[int, ...]
+MAX_MIX_TYPES = 32
+
+
+class DemandMix:
+    """The expected requests, as (units, weight) pairs over the most common types."""
+
+    def __init__(self, requests: Iterable[Units], accelerators: Sequence[int]) -> None:
+        counts = Counter(r for r in requests if any(r[i] > 0 for i in accelerators))
+        top = counts.most_common(MAX_MIX_TYPES)
+        total = sum(c for _, c in top) or 1
+        self.types: tuple[tuple[Units, float], ...] = tuple((r, c / total) for r, c in top)
+        self.accelerators = tuple(accelerators)
+
+    def fragmented(self, free: Units) -> float:
+        """Free accelerator units on an agent with ``free`` that the mix cannot use."""
+        stranded = sum(free[i] for i in self.accelerators)
+        if stranded <= 0:
+            return 0.0
+        unusable = 0.0
+        for request, weight in self.types:
+            for r, f in zip(request, free, strict=True):
+                if r > f:
+                    unusable += weight
+                    break
+        return stranded * unusable
+
+
+class FragmentationPlacer:
+    """Agents by their free slots, and the choice that grows fragmentation least."""
+
+    def __init__(self, mix: DemandMix) -> None:
+        self.mix = mix
+        self.by_free: dict[tuple[str, Units], dict[str, None]] = {}
+        self._frag: dict[Units, float] = {}
+
+    def add(self, agent_id: str, architecture: str, free: Units) -> None:
+        self.by_free.setdefault((architecture, free), {})[agent_id] = None
+
+    def remove(self, agent_id: str, architecture: str, free: Units) -> None:
+        key = (architecture, free)
+        members = self.by_free.get(key)
+        if members is not None:
+            members.pop(agent_id, None)
+            if not members:
+                del self.by_free[key]
+
+    def set_mix(self, mix: DemandMix) -> None:
+        if mix.types != self.mix.types:
+            self.mix = mix
+            self._frag.clear()
+
+    def _fragmented(self, free: Units) -> float:
+        value = self._frag.get(free)
+        if value is None:
+            if len(self._frag) > 65_536:
+                self._frag.clear()
+            value = self._frag[free] = self.mix.fragmented(free)
+        return value
+
+    def pick(self, request: Units, architecture: str | None, exclude: frozenset[str]) -> str | None:
+        best: tuple[float, Units, str] | None = None
+        for (arch, free), members in self.by_free.items():
+            if architecture is not None and arch != architecture:
+                continue
+            if any(r > f for r, f in zip(request, free, strict=True)):
+                continue
+            allowed = [a for a in members if a not in exclude] if exclude else members
+            if not allowed:
+                continue
+            agent_id = min(allowed)
+            after = tuple(f - r for f, r in zip(free, request, strict=True))
+            growth = self._fragmented(after) - self._fragmented(free)
+            candidate = (growth, free, agent_id)
+            if best is None or candidate < best:
+                best = candidate
+        return None if best is None else best[2]
+
+
+def demand_mix(
+    requests: Iterable[Mapping[str, Decimal]], known_slot_types: Mapping[str, SlotType]
+) -> DemandMix:
+    """A mix from per-kernel requests, in the units of a pass over ``known_slot_types``."""
+    layout = SlotLayout(known_slot_types)
+    accelerators = [i for i, n in enumerate(layout.names) if n not in INTRINSIC_SLOTS]
+    return DemandMix((layout.to_units(r) for r in requests), accelerators)
