@@ -268,7 +268,10 @@ def whatif(
     ] = None,
     policy: Annotated[
         list[str] | None,
-        typer.Option("--policy", help="fifo, lifo, drf or mof; repeat to compare."),
+        typer.Option(
+            "--policy",
+            help="fifo, lifo, drf or mof (drf/dispersed: with a selector); repeat to compare.",
+        ),
     ] = None,
     selector: Annotated[
         str | None, typer.Option(help=f"Agent selector: {', '.join(SELECTORS)}.")
@@ -299,7 +302,11 @@ def whatif(
         raise KernelhubError("--config: not JSON") from None
     if not isinstance(scheduler_config, dict):
         raise KernelhubError("--config: a JSON object")
-    policies = [_policy(p, selector, scheduler_config) for p in (policy or ["fifo"])][:8]
+    policies = []
+    for given in (policy or ["fifo"])[:8]:  # fifo, or fifo/fragmentation: its own selector
+        scheduler, _, own = given.partition("/")
+        chosen = selector if not own else (None if own == "default" else own)
+        policies.append(_policy(scheduler, chosen, scheduler_config))
     if agents is not None:
         workload = workload.model_copy(update={"agents": parse_agents(agents, workload)})
     if start is not None or end is not None:
