@@ -38,18 +38,24 @@ class DemandMix:
         self.types: tuple[tuple[Units, float], ...] = tuple((r, c / total) for r, c in top)
         self.accelerators = tuple(accelerators)
 
+    def unfit(self, free: Units) -> int:
+        """The request types that do not fit ``free``, as a bit mask over :attr:`types`
+        (what depends only on the types, not their weights: kept while the weights move)."""
+        mask = 0
+        for bit, (request, _) in enumerate(self.types):
+            for r, f in zip(request, free, strict=True):
+                if r > f:
+                    mask |= 1 << bit
+                    break
+        return mask
+
+    def weight(self, mask: int) -> float:
+        return sum(w for bit, (_, w) in enumerate(self.types) if mask >> bit & 1)
+
     def fragmented(self, free: Units) -> float:
         """Free accelerator units on an agent with ``free`` that the mix cannot use."""
         stranded = sum(free[i] for i in self.accelerators)
-        if stranded <= 0:
-            return 0.0
-        unusable = 0.0
-        for request, weight in self.types:
-            for r, f in zip(request, free, strict=True):
-                if r > f:
-                    unusable += weight
-                    break
-        return stranded * unusable
+        return stranded * self.weight(self.unfit(free)) if stranded > 0 else 0.0
 
 
 class FragmentationPlacer:
@@ -58,7 +64,8 @@ class FragmentationPlacer:
     def __init__(self, mix: DemandMix) -> None:
         self.mix = mix
         self.by_free: dict[tuple[str, Units], dict[str, None]] = {}
-        self._frag: dict[Units, float] = {}
+        self._unfit: dict[Units, int] = {}
+        self._weights: dict[int, float] = {}
 
     def add(self, agent_id: str, architecture: str, free: Units) -> None:
         self.by_free.setdefault((architecture, free), {})[agent_id] = None
@@ -72,17 +79,28 @@ class FragmentationPlacer:
                 del self.by_free[key]
 
     def set_mix(self, mix: DemandMix) -> None:
-        if mix.types != self.mix.types:
-            self.mix = mix
-            self._frag.clear()
+        if mix.types == self.mix.types:
+            return
+        if tuple(r for r, _ in mix.types) != tuple(r for r, _ in self.mix.types):
+            self._unfit.clear()  # other types: what fits where must be judged again
+        self._weights.clear()
+        self.mix = mix
 
     def _fragmented(self, free: Units) -> float:
-        value = self._frag.get(free)
-        if value is None:
-            if len(self._frag) > 65_536:
-                self._frag.clear()
-            value = self._frag[free] = self.mix.fragmented(free)
-        return value
+        stranded = 0
+        for i in self.mix.accelerators:
+            stranded += free[i]
+        if stranded <= 0:
+            return 0.0
+        mask = self._unfit.get(free)
+        if mask is None:
+            if len(self._unfit) > 65_536:
+                self._unfit.clear()
+            mask = self._unfit[free] = self.mix.unfit(free)
+        weight = self._weights.get(mask)
+        if weight is None:
+            weight = self._weights[mask] = self.mix.weight(mask)
+        return stranded * weight
 
     def pick(self, request: Units, architecture: str | None, exclude: frozenset[str]) -> str | None:
         best: tuple[float, Units, str] | None = None
