@@ -27,23 +27,35 @@ __all__ = ["FORMATS", "TraceError", "import_alibaba_gpu_v2023", "import_trace"]
 T = TypeVar("T")
 MIB = 2**20
 MAX_FILE_BYTES = 256 * 2**20
+MAX_NUMBER = Decimal(10**12)
+"""Milli-CPUs, MiB, GPUs, seconds: no trace field is larger."""
 
 
 class TraceError(KernelhubError):
     pass
 
 
-def _rows(path: Path, limit: int) -> Iterator[tuple[int, dict[str, str]]]:
+def _rows(path: Path, limit: int, first: int | None = None) -> Iterator[tuple[int, dict[str, str]]]:
+    """The file's rows (its ``first`` only, when asked; at most ``limit``: one more is
+    refused, not dropped), each with its line number; a row csv cannot read (a field over
+    128 KiB, bytes that are not UTF-8) is refused with its line."""
     if not path.is_file():
         raise TraceError(f"{path}: not found (is this the trace's folder?)")
     if path.stat().st_size > MAX_FILE_BYTES:
         raise TraceError(f"{path}: larger than {MAX_FILE_BYTES // MIB} MiB")
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        for n, row in enumerate(reader):
-            if n >= limit:
-                return
-            yield reader.line_num, row
+        line = 1
+        try:
+            for n, row in enumerate(reader):
+                line = reader.line_num
+                if first is not None and n >= first:
+                    return
+                if n >= limit:
+                    raise TraceError(f"{path.name}: more than {limit} rows")
+                yield line, row
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise TraceError(f"{path.name}:{line + 1}: unreadable: {str(exc)[:120]}") from None
 
 
 def _number(path: Path, line: int, row: dict[str, str], column: str) -> Decimal:
@@ -52,8 +64,8 @@ def _number(path: Path, line: int, row: dict[str, str], column: str) -> Decimal:
         value = Decimal(text)
     except InvalidOperation:
         raise TraceError(f"{path.name}:{line}: {column} is not a number: {text[:40]!r}") from None
-    if not value.is_finite() or value < 0:
-        raise TraceError(f"{path.name}:{line}: {column} is not a non-negative number")
+    if not value.is_finite() or value < 0 or value > MAX_NUMBER:
+        raise TraceError(f"{path.name}:{line}: {column} is not a number from 0 to {MAX_NUMBER}")
     return value
 
 
@@ -89,7 +101,7 @@ def import_alibaba_gpu_v2023(folder: Path, limit: int | None = None) -> Workload
         )
     jobs = []
     span = Decimal(0)
-    for line, row in _rows(pods_csv, min(limit or MAX_JOBS, MAX_JOBS)):
+    for line, row in _rows(pods_csv, MAX_JOBS, first=limit):
         created = _number(pods_csv, line, row, "creation_time")
         scheduled = _optional(pods_csv, line, row, "scheduled_time")
         deleted = _optional(pods_csv, line, row, "deletion_time")

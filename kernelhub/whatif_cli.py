@@ -8,6 +8,7 @@ replay is :func:`actors.domain.whatif.simulate`, pure and as fast as the CPU goe
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 import time
@@ -38,6 +39,9 @@ app = typer.Typer(add_completion=False, rich_markup_mode=None)
 """``kh whatif``, ``kh import-trace``: top-level commands (:mod:`kernelhub.cli` merges them)."""
 
 MAX_WORKLOAD_BYTES = 512 * 2**20
+MAX_AGENTS_FILE_BYTES = 64 * 2**20
+MAX_POLICIES = 8
+MAX_SECONDS = 1e10
 SELECTORS = (
     "concentrated",
     "dispersed",
@@ -52,10 +56,13 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def parse_duration(text: str, option: str) -> float:
     """``90``, ``90s``, ``15m``, ``2h``, ``30d``: seconds from the workload's start."""
-    match = _DURATION.match(text.strip())
-    if match is None:
-        raise KernelhubError(f"{option}: {text[:40]!r} is not a time (like 3600, 90m, 2h, 30d)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    match = _DURATION.match(text.strip()[:40])
+    seconds = float(match.group(1)) * _UNITS[match.group(2)] if match else math.inf
+    if not seconds <= MAX_SECONDS:
+        raise KernelhubError(
+            f"{option}: {text[:40]!r} is not a time (like 3600, 90m, 2h, 30d; at most 300 years)"
+        )
+    return seconds
 
 
 def load_workload(path: Path) -> Workload:
@@ -87,6 +94,8 @@ def workload_of_log(settings: Settings, group: str) -> Workload:
                 fold.apply(event)
 
     with_store(settings, read)
+    if fold.skipped:
+        print(f"kh: the log's first {len(fold.sessions)} sessions only", file=sys.stderr)
     if not fold.agents:
         raise KernelhubError(f"the log has no agent in resource group {group!r}")
     return fold.workload(f"log of {settings.data_dir} (group {group})")
@@ -97,14 +106,15 @@ def parse_agents(spec: str, workload: Workload) -> list[WorkloadAgent]:
     order, so the mix of node types stays), or a JSON file with a list of agents."""
     from pydantic import ValidationError
 
-    from actors.domain.whatif import WorkloadAgent
+    from actors.domain.whatif import Workload, WorkloadAgent
+    from actors.domain.whatif.workload import MAX_AGENTS
 
     if spec.startswith("scale:"):
         try:
             share = float(spec.removeprefix("scale:"))
         except ValueError:
             share = -1.0
-        if not 0 < share <= 1:
+        if not 0 < share <= 1:  # NaN too
             raise KernelhubError(f"--agents {spec!r}: scale must be a share in (0, 1]")
         ordered = sorted(workload.agents, key=lambda a: a.agent_id)
         step = 1 / share
@@ -112,11 +122,16 @@ def parse_agents(spec: str, workload: Workload) -> list[WorkloadAgent]:
     path = Path(spec)
     if not path.is_file():
         raise KernelhubError(f"--agents {spec!r}: neither scale:F nor an agents file")
+    if path.stat().st_size > MAX_AGENTS_FILE_BYTES:
+        raise KernelhubError(f"--agents {spec}: larger than {MAX_AGENTS_FILE_BYTES // 2**20} MiB")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_bytes())
         if not isinstance(raw, list):
             raise ValueError("not a list")
-        return [WorkloadAgent.model_validate(a) for a in raw[:100_000]]
+        if len(raw) > MAX_AGENTS:
+            raise ValueError(f"more than {MAX_AGENTS} agents")
+        agents = [WorkloadAgent.model_validate(a) for a in raw]
+        return Workload(agents=agents, jobs=[]).agents  # the same checks (ids unique)
     except (ValueError, ValidationError) as exc:
         raise KernelhubError(f"--agents {spec}: not a list of agents: {str(exc)[:200]}") from None
 
@@ -124,13 +139,21 @@ def parse_agents(spec: str, workload: Workload) -> list[WorkloadAgent]:
 def window(workload: Workload, start: float | None, end: float | None) -> Workload:
     """The jobs that arrived in [start, end), with time counted from ``start``."""
     lo = start or 0.0
-    hi = end if end is not None else max(workload.span_s, lo)
+    hi = end if end is not None else workload.span_s
+    if end is None and lo >= hi:
+        raise KernelhubError(f"--from is past the record's end ({workload.span_s:.0f} s)")
     if hi <= lo:
         raise KernelhubError("--to must be after --from")
-    jobs = [
-        j.model_copy(update={"arrival_s": j.arrival_s - lo})
-        for j in workload.jobs
-        if lo <= j.arrival_s < hi
+    inside = [j for j in workload.jobs if lo <= j.arrival_s < hi]
+    kept = {j.job_id for j in inside}
+    jobs = [  # a dependency on a job before the window was met before it (it is not replayed)
+        j.model_copy(
+            update={
+                "arrival_s": j.arrival_s - lo,
+                "dependencies": tuple(d for d in j.dependencies if d in kept),
+            }
+        )
+        for j in inside
     ]
     return workload.model_copy(update={"jobs": jobs, "span_s": hi - lo})
 
@@ -139,17 +162,28 @@ def _policy(scheduler: str, selector: str | None, config: dict[str, Any]) -> Pol
     from actors.domain.scheduling import make_plugin
     from actors.domain.scheduling.agents import selection_key
     from actors.domain.whatif import Policy
+    from actors.gateway.admin.infra_rules import SCHEDULER_CONFIG_KEYS
 
+    if scheduler not in SCHEDULER_CONFIG_KEYS:
+        known = ", ".join(SCHEDULER_CONFIG_KEYS)
+        raise KernelhubError(f"--policy {scheduler[:40]!r}: one of {known}")
+    unknown = sorted(set(config) - SCHEDULER_CONFIG_KEYS[scheduler])
+    if unknown:
+        reads = ", ".join(sorted(SCHEDULER_CONFIG_KEYS[scheduler])) or "nothing"
+        raise KernelhubError(
+            f"--config: the {scheduler} scheduler does not read {', '.join(unknown)[:200]}"
+            f" (it reads {reads})"
+        )
     try:
         make_plugin(scheduler, config)
-    except (ValueError, KeyError) as exc:
-        raise KernelhubError(f"--policy {scheduler!r}: {exc}") from None
+    except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+        raise KernelhubError(f"--policy {scheduler!r}: {str(exc)[:200]}") from None
     if selector is not None and selector != "round-robin":
         try:
             selection_key(selector)
         except ValueError:
             raise KernelhubError(
-                f"--selector {selector!r}: one of {', '.join(SELECTORS)}"
+                f"--selector {selector[:40]!r}: one of {', '.join(SELECTORS)}"
             ) from None
     return Policy(scheduler, selector, config)
 
@@ -302,8 +336,12 @@ def whatif(
         raise KernelhubError("--config: not JSON") from None
     if not isinstance(scheduler_config, dict):
         raise KernelhubError("--config: a JSON object")
+    if len(policy or ()) > MAX_POLICIES:
+        raise KernelhubError(f"--policy: at most {MAX_POLICIES} to compare")
+    if plot_file is not None and not plot_file.parent.is_dir():
+        raise KernelhubError(f"--plot {plot_file}: no such folder")
     policies = []
-    for given in (policy or ["fifo"])[:8]:  # fifo, or fifo/fragmentation: its own selector
+    for given in policy or ["fifo"]:  # fifo, or fifo/fragmentation: its own selector
         scheduler, _, own = given.partition("/")
         chosen = selector if not own else (None if own == "default" else own)
         policies.append(_policy(scheduler, chosen, scheduler_config))
@@ -358,6 +396,8 @@ def import_trace_command(
     """Turn a public trace into a workload file for kh whatif."""
     from .traces import import_trace
 
+    if not output.parent.is_dir():
+        raise KernelhubError(f"--output {output}: no such folder")
     workload = import_trace(trace_format, folder, limit)
     output.write_text(workload.model_dump_json())
     print(f"{len(workload.jobs)} jobs, {len(workload.agents)} agents -> {output}", file=sys.stderr)

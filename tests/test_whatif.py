@@ -86,7 +86,7 @@ class TestReplay:
         assert skipping["small"].start_s == 2  # type: ignore[attr-defined]
 
     def test_the_selector_decides_where_sessions_go(self) -> None:
-        jobs = [job(f"j{n}", n, 1, run=None) for n in range(4)]
+        jobs = [job(f"j{n}", n, 1, run=50) for n in range(4)]
         w = workload([agent("a1"), agent("a2")], jobs, span=100)
         packed = by_id(simulate(w, Policy("fifo", "concentrated")))
         spread = by_id(simulate(w, Policy("fifo", "dispersed")))
@@ -307,7 +307,7 @@ class TestFragmentationSelector:
 
         # units: (cpu, gpu) with gpu at index 1
         mix = DemandMix([(1, 2), (1, 2), (4, 1), (1, 0)], accelerators=[1])
-        assert [w for _, w in mix.types] == [2 / 3, 1 / 3]  # a cpu-only request is no type
+        assert [c for _, c in mix.types] == [2, 1]  # a cpu-only request is no type
         assert mix.fragmented((8, 2)) == 0
         assert mix.fragmented((2, 2)) == pytest.approx(2 / 3)  # only (4, 1) does not fit
         assert mix.fragmented((8, 1)) == pytest.approx(2 / 3)  # (1, 2) does not fit

@@ -167,7 +167,7 @@ class Scheduler:
         """The latest requests seen pending (per kernel): the mix the ``fragmentation``
         selector expects (docs/whatif.md)."""
         self._demand_seen: dict[uuid.UUID, None] = {}
-        self._demand_mix: tuple[int, DemandMix] | None = None
+        self._demand_mix: tuple[tuple[tuple[str, str], ...], DemandMix] | None = None
         self._round_robin_last: str | None = None
         """Round-robin's turn (the agent chosen last), carried from pass to pass; a restart
         begins again from the first agent, as 23.09 does when its stored turn is gone."""
@@ -483,7 +483,7 @@ class Scheduler:
                 del self._demand_seen[next(iter(self._demand_seen))]
             self._recent_demand.extend(k.requested_slots for k in session.spec.kernels)
             added = True
-        known = len(ctx.known_slot_types)
+        known = tuple(sorted((k, str(v)) for k, v in ctx.known_slot_types.items()))
         if added or self._demand_mix is None or self._demand_mix[0] != known:
             mix = demand_mix(self._recent_demand, ctx.known_slot_types)
             self._demand_mix = (known, mix)

@@ -22,20 +22,22 @@ from decimal import Decimal
 
 from ..slots import INTRINSIC_SLOTS, SlotLayout, SlotType
 
-__all__ = ["MAX_MIX_TYPES", "DemandMix", "FragmentationPlacer", "demand_mix"]
+__all__ = ["MAX_MIX_TYPES", "DemandMix", "FragmentationPlacer", "demand_mix", "units_or_none"]
 
 Units = tuple[int, ...]
 MAX_MIX_TYPES = 32
 
 
 class DemandMix:
-    """The expected requests, as (units, weight) pairs over the most common types."""
+    """The expected requests, as (units, count) pairs over the most common types (counts,
+    not shares: fragmentation compared in integers has no rounding to break ties with)."""
 
-    def __init__(self, requests: Iterable[Units], accelerators: Sequence[int]) -> None:
-        counts = Counter(r for r in requests if any(r[i] > 0 for i in accelerators))
-        top = counts.most_common(MAX_MIX_TYPES)
-        total = sum(c for _, c in top) or 1
-        self.types: tuple[tuple[Units, float], ...] = tuple((r, c / total) for r, c in top)
+    def __init__(self, requests: Iterable[Units | None], accelerators: Sequence[int]) -> None:
+        counts = Counter(
+            r for r in requests if r is not None and any(r[i] > 0 for i in accelerators)
+        )
+        self.types: tuple[tuple[Units, int], ...] = tuple(counts.most_common(MAX_MIX_TYPES))
+        self.total = sum(c for _, c in self.types)
         self.accelerators = tuple(accelerators)
 
     def unfit(self, free: Units) -> int:
@@ -49,13 +51,15 @@ class DemandMix:
                     break
         return mask
 
-    def weight(self, mask: int) -> float:
-        return sum(w for bit, (_, w) in enumerate(self.types) if mask >> bit & 1)
+    def weight(self, mask: int) -> int:
+        return sum(c for bit, (_, c) in enumerate(self.types) if mask >> bit & 1)
 
     def fragmented(self, free: Units) -> float:
         """Free accelerator units on an agent with ``free`` that the mix cannot use."""
         stranded = sum(free[i] for i in self.accelerators)
-        return stranded * self.weight(self.unfit(free)) if stranded > 0 else 0.0
+        if stranded <= 0 or not self.total:
+            return 0.0
+        return stranded * self.weight(self.unfit(free)) / self.total
 
 
 class FragmentationPlacer:
@@ -65,7 +69,7 @@ class FragmentationPlacer:
         self.mix = mix
         self.by_free: dict[tuple[str, Units], dict[str, None]] = {}
         self._unfit: dict[Units, int] = {}
-        self._weights: dict[int, float] = {}
+        self._weights: dict[int, int] = {}
 
     def add(self, agent_id: str, architecture: str, free: Units) -> None:
         self.by_free.setdefault((architecture, free), {})[agent_id] = None
@@ -86,12 +90,13 @@ class FragmentationPlacer:
         self._weights.clear()
         self.mix = mix
 
-    def _fragmented(self, free: Units) -> float:
+    def _fragmented(self, free: Units) -> int:
+        """:meth:`DemandMix.fragmented` times the mix's total count: exact, for comparing."""
         stranded = 0
         for i in self.mix.accelerators:
             stranded += free[i]
         if stranded <= 0:
-            return 0.0
+            return 0
         mask = self._unfit.get(free)
         if mask is None:
             if len(self._unfit) > 65_536:
@@ -103,7 +108,7 @@ class FragmentationPlacer:
         return stranded * weight
 
     def pick(self, request: Units, architecture: str | None, exclude: frozenset[str]) -> str | None:
-        best: tuple[float, Units, str] | None = None
+        best: tuple[int, Units, str] | None = None
         for (arch, free), members in self.by_free.items():
             if architecture is not None and arch != architecture:
                 continue
@@ -127,4 +132,23 @@ def demand_mix(
     """A mix from per-kernel requests, in the units of a pass over ``known_slot_types``."""
     layout = SlotLayout(known_slot_types)
     accelerators = [i for i, n in enumerate(layout.names) if n not in INTRINSIC_SLOTS]
-    return DemandMix((layout.to_units(r) for r in requests), accelerators)
+    return DemandMix((units_or_none(layout, r) for r in requests), accelerators)
+
+
+def units_or_none(layout: SlotLayout, slots: Mapping[str, Decimal]) -> Units | None:
+    """A request in units, or None for one no agent could ever hold (a slot the group does
+    not know, a NaN, a negative or unbounded amount: the log may hold one written before
+    requests were bounded). Such a request is no part of what the mix expects, and must
+    not fail the pass that judges by it: the pass records it as the session's failure."""
+    for name, value in slots.items():
+        if value is None or not value.is_finite() or value < 0 or value > _MAX_AMOUNT:
+            return None
+        if name not in layout.names and value != 0:
+            return None
+    try:
+        return layout.to_units(slots)
+    except (ArithmeticError, ValueError, TypeError):
+        return None
+
+
+_MAX_AMOUNT = Decimal(2**64)

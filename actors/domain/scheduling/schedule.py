@@ -36,7 +36,7 @@ from ..session import ClusterMode, SessionSpec
 from ..slots import INTRINSIC_SLOTS, ResourceSlot, SlotLayout, SlotType
 from ..statuses import USER_RESOURCE_OCCUPYING_SESSION_STATUSES
 from .agents import AgentIndex, AgentState
-from .fragmentation import DemandMix
+from .fragmentation import DemandMix, units_or_none
 from .kept_index import KeptIndex
 from .ledger import Ledger, Reservation
 from .plugins import ExistingSession, PendingSession, SchedulerPlugin, make_plugin
@@ -132,7 +132,7 @@ def schedule_pass(
     key = plugin.agent_key if round_robin else group.agent_selector or plugin.agent_key
     if group.agent_selector == "fragmentation" and demand is None:
         demand = DemandMix(
-            (layout.to_units(k.requested_slots) for p in pending for k in p.spec.kernels),
+            (units_or_none(layout, k.requested_slots) for p in pending for k in p.spec.kernels),
             [i for i, name in enumerate(layout.names) if name not in INTRINSIC_SLOTS],
         )
     elif group.agent_selector != "fragmentation":

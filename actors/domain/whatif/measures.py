@@ -173,6 +173,7 @@ def summarize(result: SimResult, accelerator: str | None) -> dict[str, Any]:
         "jobs": len(outcomes),
         "started": len(started),
         "never_started": len(outcomes) - len(started),
+        "left_out": result.left_out,
         **_delays(waits, jcts),
         "alloc_pct": alloc,
         "gpu_alloc_pct": alloc.get(accelerator) if accelerator else None,

@@ -92,6 +92,8 @@ class SimResult:
     passes: int = 0
     pending_reasons: dict[str, int] = field(default_factory=dict)
     """Failed attempts by reason, over the whole replay."""
+    left_out: int = 0
+    """Jobs that ended in the record without ever being placed (not replayed)."""
 
 
 FragmentationProbe = Callable[[Sequence[tuple[float, ...]]], float]
@@ -197,6 +199,15 @@ class _Holders:
         return chosen
 
 
+def _default_horizon(workload: Workload) -> float:
+    """The record's span; when unknown (0), until every job could have ended."""
+    if workload.span_s > 0:
+        return workload.span_s
+    last = workload.jobs[-1].arrival_s if workload.jobs else 0.0
+    longest = max((j.run_s or 0.0 for j in workload.jobs), default=0.0)
+    return last + longest + 1.0
+
+
 def simulate(
     workload: Workload,
     policy: Policy,
@@ -209,11 +220,8 @@ def simulate(
     """Replay ``workload`` under ``policy`` until ``horizon_s`` (default: the record's span,
     or the last arrival). ``samples`` evenly spaced instants are measured (allocation,
     queue, and ``fragmentation`` when given)."""
-    horizon = (
-        horizon_s
-        if horizon_s is not None
-        else max(workload.span_s, workload.jobs[-1].arrival_s if workload.jobs else 0.0)
-    )
+    horizon = horizon_s if horizon_s is not None else _default_horizon(workload)
+
     group = ScalingGroup(
         "default",
         scheduler=policy.scheduler,
@@ -235,16 +243,20 @@ def simulate(
     dependencies: dict[uuid.UUID, tuple[str, SessionResult]] = {
         job_session_id(j.job_id): (j.job_id[:64], SessionResult.UNDEFINED) for j in workload.jobs
     }
-    outcomes = {job_session_id(j.job_id): JobOutcome(j) for j in workload.jobs}
+    # a job that ended without ever being placed (failed, cancelled) says nothing of how
+    # long it would run: left out, as the log's own workload leaves cancelled ones out
+    jobs = [j for j in workload.jobs if j.run_s is not None or j.censored]
+    outcomes = {job_session_id(j.job_id): JobOutcome(j) for j in jobs}
     specs: dict[uuid.UUID, SessionSpec] = {}
     pending: dict[uuid.UUID, PendingSession] = {}
     holders = _Holders(workload.capacity(), policy.config.get("drf_share") == "sum", exact_existing)
     held: dict[uuid.UUID, list[tuple[str, ResourceSlot]]] = {}
     departures: list[tuple[float, int, uuid.UUID]] = []
     result = SimResult(policy, list(outcomes.values()), [], capacity, horizon)
+    result.left_out = len(workload.jobs) - len(jobs)
     sample_times = [horizon * (i + 0.5) / samples for i in range(samples)] if samples else []
     next_sample = 0
-    arrivals = workload.jobs
+    arrivals = jobs
     next_arrival = 0
     sequence = 0
     judges_fragmentation = policy.selector == "fragmentation"

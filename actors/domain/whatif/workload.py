@@ -11,10 +11,18 @@ request) is refused with the field's name.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from ..slots import INTRINSIC_SLOTS, ResourceSlot, SlotType
 
@@ -31,11 +39,16 @@ FORMAT = "kernelhub-workload/1"
 MAX_AGENTS = 100_000
 MAX_JOBS = 2_000_000
 MAX_CLUSTER_SIZE = 64
+MAX_SECONDS = 1e10
+"""About 317 years: any time or duration past it is not a record of a cluster."""
+MAX_SLOTS = 64
+MAX_DEPENDENCIES = 64
 """Kernels of one multi-node session (the gateway's own bound on ``cluster_size``)."""
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 SlotName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
-Slots = dict[SlotName, Decimal]
+Slots = Annotated[dict[SlotName, Decimal], Field(max_length=MAX_SLOTS)]
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
 
 
 def _bounded(slots: Slots) -> Slots:
@@ -65,7 +78,7 @@ class WorkloadJob(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     job_id: Name
-    arrival_s: float = Field(ge=0)
+    arrival_s: Seconds
     """Seconds from the workload's start."""
     owner: Name = "default"
     """Who asked (an access key): DRF's and the fairness measures' user."""
@@ -75,16 +88,16 @@ class WorkloadJob(BaseModel):
     """Per kernel."""
     cluster_size: int = Field(default=1, ge=1, le=MAX_CLUSTER_SIZE)
     multi_node: bool = False
-    run_s: float | None = Field(default=None, ge=0)
+    run_s: Seconds | None = None
     """How long it ran once started; None: it never started, or never ended (see below)."""
     censored: bool = False
     """It was still running (or still pending) when the record ends: ``run_s`` is a lower
     bound, and a replay keeps it until the horizon."""
-    dependencies: tuple[Name, ...] = ()
+    dependencies: Annotated[tuple[Name, ...], Field(max_length=MAX_DEPENDENCIES)] = ()
     """Jobs that had to succeed first (``job_id``s)."""
-    observed_wait_s: float | None = Field(default=None, ge=0)
+    observed_wait_s: Seconds | None = None
     """What the recorded scheduler made it wait; None when it never started."""
-    observed_agents: tuple[Name, ...] | None = None
+    observed_agents: Annotated[tuple[Name, ...], Field(max_length=MAX_CLUSTER_SIZE)] | None = None
     """Where the recorded scheduler placed it (a log's workload; a trace has none)."""
 
     _check = field_validator("requested")(_bounded)
@@ -105,19 +118,44 @@ class Workload(BaseModel):
     format: Literal["kernelhub-workload/1"] = "kernelhub-workload/1"
     source: Annotated[str, StringConstraints(max_length=1024)] = ""
     """Where it came from (a trace's name and folder, an installation's log)."""
-    span_s: float = Field(default=0, ge=0)
-    """How long the record lasted: censored jobs run until then."""
-    slot_types: dict[SlotName, SlotType] = Field(default_factory=lambda: dict(INTRINSIC_SLOTS))
+    span_s: Seconds = 0
+    """How long the record lasted: censored jobs run until then (0: unknown; a replay then
+    runs until every job could have ended)."""
+    slot_types: Annotated[dict[SlotName, SlotType], Field(max_length=MAX_SLOTS)] = Field(
+        default_factory=lambda: dict(INTRINSIC_SLOTS)
+    )
     agents: list[WorkloadAgent] = Field(max_length=MAX_AGENTS)
     jobs: list[WorkloadJob] = Field(max_length=MAX_JOBS)
 
     @field_validator("jobs")
     @classmethod
     def _in_arrival_order(cls, jobs: list[WorkloadJob]) -> list[WorkloadJob]:
+        _unique("job_id", (j.job_id for j in jobs))
         return sorted(jobs, key=lambda j: (j.arrival_s, j.job_id))
+
+    @field_validator("agents")
+    @classmethod
+    def _unique_agents(cls, agents: list[WorkloadAgent]) -> list[WorkloadAgent]:
+        _unique("agent_id", (a.agent_id for a in agents))
+        return agents
+
+    @model_validator(mode="after")
+    def _arrivals_within_the_record(self) -> Workload:
+        last = self.jobs[-1].arrival_s if self.jobs else 0.0
+        if self.span_s and last > self.span_s:
+            raise ValueError(f"span_s {self.span_s} ends before the last arrival ({last})")
+        return self
 
     def capacity(self) -> ResourceSlot:
         total = ResourceSlot()
         for agent in self.agents:
             total = total + ResourceSlot(agent.capacity)
         return total
+
+
+def _unique(field: str, values: Iterable[str]) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{field} {value[:80]!r} appears twice")
+        seen.add(value)
