@@ -9,7 +9,7 @@ refusal names the file, the line and the column: a trace is input like any other
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,8 +43,8 @@ def _rows(path: Path, limit: int, first: int | None = None) -> Iterator[tuple[in
         raise TraceError(f"{path}: not found (is this the trace's folder?)")
     if path.stat().st_size > MAX_FILE_BYTES:
         raise TraceError(f"{path}: larger than {MAX_FILE_BYTES // MIB} MiB")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    with path.open("rb") as f:
+        reader = csv.DictReader(_decoded(path, f))
         line = 1
         try:
             for n, row in enumerate(reader):
@@ -54,8 +54,18 @@ def _rows(path: Path, limit: int, first: int | None = None) -> Iterator[tuple[in
                 if n >= limit:
                     raise TraceError(f"{path.name}: more than {limit} rows")
                 yield line, row
-        except (csv.Error, UnicodeDecodeError) as exc:
+        except csv.Error as exc:
             raise TraceError(f"{path.name}:{line + 1}: unreadable: {str(exc)[:120]}") from None
+
+
+def _decoded(path: Path, lines: Iterable[bytes]) -> Iterator[str]:
+    """Each line as text, or a refusal naming the line that is not UTF-8 (decoding the
+    whole buffer would name a line thousands before it)."""
+    for number, raw in enumerate(lines, 1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise TraceError(f"{path.name}:{number}: unreadable: {exc.reason}") from None
 
 
 def _number(path: Path, line: int, row: dict[str, str], column: str) -> Decimal:

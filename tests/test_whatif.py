@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from actors.domain.scheduling import AgentInfo
 from actors.domain.scheduling.ledger import Ledger
 from actors.domain.slots import ResourceSlot
 from actors.domain.whatif import (
@@ -289,8 +290,6 @@ class TestFragmentationSelector:
         return [by_session.get(s.session_id, "-") for s in sessions]
 
     def test_a_half_gpu_fills_a_half_used_gpu_rather_than_splitting_a_whole_one(self) -> None:
-        from actors.domain.scheduling import AgentInfo
-
         half = ResourceSlot({"cpu": 1, "mem": G, "cuda.shares": "0.5"})
         whole = ResourceSlot({"cpu": 1, "mem": G, "cuda.shares": 1})
         agents = [
@@ -301,6 +300,16 @@ class TestFragmentationSelector:
         # follows fits nowhere; fragmentation keeps b's GPU whole for it
         assert self.run("concentrated", agents, [half, whole]) == ["b-tight", "-"]
         assert self.run("fragmentation", agents, [half, whole]) == ["a-roomy", "b-tight"]
+
+    def test_a_request_no_agent_could_hold_fails_alone_not_the_pass(self) -> None:
+        """The log may hold a request from before requests were bounded (a NaN): it is its
+        session's failure, as with every other selector, and the mix leaves it out."""
+        from decimal import Decimal
+
+        agents = [AgentInfo("a1", ResourceSlot({"cpu": 8, "mem": 64 * G, "cuda.shares": 1}))]
+        broken = ResourceSlot({"cpu": Decimal("NaN"), "mem": G, "cuda.shares": 1})
+        fine = ResourceSlot({"cpu": 1, "mem": G, "cuda.shares": "0.5"})
+        assert self.run("fragmentation", agents, [broken, fine]) == ["-", "a1"]
 
     def test_the_mix_counts_only_what_it_cannot_fit(self) -> None:
         from actors.domain.scheduling.fragmentation import DemandMix

@@ -92,6 +92,12 @@ def test_json_and_plot(workload_file: Path, tmp_path: Path) -> None:
         (["--from", "10d", "--to", "1d"], "--to must be after --from"),
         (["--config", "[1]"], "--config: a JSON object"),
         (["--policy", "fifo", "--config", '{"num_retries_to_skip": -1}'], "--policy 'fifo'"),
+        (["--policy", "fifo", "--config", '{"num_retries_to_skip": 1e400}'], "--policy 'fifo'"),
+        (["--policy", "fifo", "--config", '{"drf_share": "sum"}'], "does not read drf_share"),
+        (["--policy", "fifo"] * 9, "at most 8"),
+        (["--to", "1" + "0" * 400], "is not a time"),
+        (["--agents", "scale:nan"], "scale must be a share"),
+        (["--plot", "/nonexistent/alloc.png"], "no such folder"),
     ],
 )
 def test_bad_options_are_refused_in_one_line(
@@ -112,3 +118,33 @@ def test_a_file_that_is_not_a_workload_is_refused(tmp_path: Path) -> None:
     assert "not a workload: jobs.0.arrival_s" in done.stderr
     missing = kh("whatif", tmp_path / "none.json", cwd=tmp_path)
     assert missing.returncode == 1 and "no such workload file" in missing.stderr
+    twice = {"agents": [], "jobs": [{"job_id": "x", "arrival_s": 1, "requested": {}}] * 2}
+    bad.write_text(json.dumps(twice))
+    done = kh("whatif", bad, cwd=tmp_path)
+    assert done.returncode == 1 and "job_id 'x' appears twice" in done.stderr
+    late = {"span_s": 1e11, "agents": [], "jobs": []}
+    bad.write_text(json.dumps(late))
+    done = kh("whatif", bad, cwd=tmp_path)
+    assert done.returncode == 1 and "not a workload: span_s" in done.stderr
+
+
+def test_an_unreadable_trace_is_refused_by_file_and_line(tmp_path: Path) -> None:
+    for name in ("openb_node_list_all_node.csv", "openb_pod_list_default.csv"):
+        (tmp_path / name).write_bytes((TRACE_HEAD / name).read_bytes())
+    pods = tmp_path / "openb_pod_list_default.csv"
+    rows = pods.read_bytes().splitlines()
+    pods.write_bytes(b"\n".join([*rows[:3], b"openb-pod-x,\xff\xfe,1,1,1,,LS,Running,1,2,1"]))
+    done = kh(
+        "import-trace", "alibaba-gpu-v2023", tmp_path, "-o", tmp_path / "w.json", cwd=tmp_path
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "openb_pod_list_default.csv:4: unreadable" in done.stderr
+    pods.write_bytes(b"\n".join([*rows[:3], b"openb-pod-x,9e999999,1,1,1,,LS,Running,1,2,1"]))
+    done = kh(
+        "import-trace", "alibaba-gpu-v2023", tmp_path, "-o", tmp_path / "w.json", cwd=tmp_path
+    )
+    assert done.returncode == 1 and "openb_pod_list_default.csv:4: cpu_milli" in done.stderr
+    gone = kh(
+        "import-trace", "alibaba-gpu-v2023", tmp_path, "-o", "/nonexistent/w.json", cwd=tmp_path
+    )
+    assert gone.returncode == 1 and "no such folder" in gone.stderr

@@ -9,8 +9,8 @@ agent changes that agent's fragmentation and no other's, so the selector picks t
 whose fragmentation grows least (it may shrink: filling a half-used GPU agent removes the
 stranded half), then the least free room (bin packing), then the smallest id.
 
-The mix is the demand the caller expects (the scheduler: its pending queue and the recent
-requests; what-if: the last arrivals), kept to its most common types. Agents with the same
+The mix is the demand the caller expects (the scheduler: the last kernels it saw pending;
+what-if: the last arrivals), kept to its most common types. Agents with the same
 free slots are judged once: a thousand agents are a few dozen distinct states.
 """
 
