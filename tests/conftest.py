@@ -167,6 +167,15 @@ def redis_server() -> Iterator[EmbeddedRedis]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def own_redis() -> Iterator[EmbeddedRedis]:
+    """A Redis of the module's own: for a module whose tests share one installation, so its
+    log is not flushed between them (``store`` flushes the shared server per test). A module
+    may define its own (test_redis_outage kills it)."""
+    with temporary_redis() as server:
+        yield server
+
+
 @pytest.fixture
 async def store(redis_server: EmbeddedRedis) -> AsyncIterator[RedisEventStore]:
     event_store = RedisEventStore.from_url(redis_server.url)

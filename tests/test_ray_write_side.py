@@ -23,19 +23,11 @@ from actors.hosts import Installation, start_actors
 from actors.sessions.shard import shard_of
 from events import RedisEventStore
 from kernelhub.redis_server import EmbeddedRedis
-from kernelhub.testing import eventually, temporary_redis
+from kernelhub.testing import eventually
 
 pytestmark = [pytest.mark.ray, pytest.mark.redis]
 G = 2**30
 SMALL = ResourceSlot(cpu="0.5", mem=G // 8)
-
-
-@pytest.fixture(scope="module")
-def own_redis() -> Iterator[EmbeddedRedis]:
-    """A Redis of this module's own: its tests share one installation, so the log is not
-    flushed between them (the suite's ``store`` flushes the shared server per test)."""
-    with temporary_redis() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from actors.domain.whatif.from_log import INTERESTS, LogWorkload
 from actors.hosts import Installation, start_actors
 from events import RedisEventStore
 from kernelhub.redis_server import EmbeddedRedis
-from kernelhub.testing import eventually, temporary_redis
+from kernelhub.testing import eventually
 
 pytestmark = [pytest.mark.ray, pytest.mark.redis]
 
@@ -33,12 +33,6 @@ AGENTS = [
     ("i-c", {"cpu": 4, "mem": 8 * G}),
     ("i-d", {"cpu": 2, "mem": 4 * G}),
 ]
-
-
-@pytest.fixture(scope="module")
-def own_redis() -> Iterator[EmbeddedRedis]:
-    with temporary_redis() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

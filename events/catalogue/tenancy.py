@@ -247,7 +247,9 @@ class ScalingGroupSet(EventPayload):
     )
     pending_timeout: float = Field(default=0.0, ge=0)
     scheduler_config: JsonObject = Field(default_factory=dict)
-    agent_selector: Literal["concentrated", "dispersed", "round-robin", "fragmentation"] | None = None
+    agent_selector: Literal["concentrated", "dispersed", "round-robin", "fragmentation"] | None = (
+        None
+    )
     use_host_network: bool = False
 
 

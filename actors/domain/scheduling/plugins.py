@@ -17,6 +17,7 @@ from ..slots import ResourceSlot
 from ..statuses import SessionStatus
 
 __all__ = [
+    "SCHEDULER_CONFIG_KEYS",
     "DRFScheduler",
     "ExistingSession",
     "FIFOScheduler",
@@ -24,6 +25,7 @@ __all__ = [
     "MOFScheduler",
     "PendingSession",
     "SchedulerPlugin",
+    "check_scheduler_config",
     "make_plugin",
 ]
 
@@ -179,3 +181,29 @@ def make_plugin(name: str, config: Mapping[str, Any] | None = None) -> Scheduler
         return _PLUGINS[name](config)
     except KeyError:
         raise ValueError(f"unknown scheduler {name!r}: use one of {sorted(_PLUGINS)}") from None
+
+
+SCHEDULER_CONFIG_KEYS: Mapping[str, frozenset[str]] = {
+    "fifo": frozenset({"num_retries_to_skip"}),
+    "lifo": frozenset(),
+    "drf": frozenset({"drf_share"}),
+    "mof": frozenset(),
+}
+"""The config keys each plugin reads; any other is refused."""
+
+
+def check_scheduler_config(scheduler: str, config: Mapping[str, Any]) -> None:
+    """Refuse (``ValueError``, naming it) a key ``scheduler`` does not read, or a value its
+    plugin refuses: a group's ``scheduler_opts`` and ``kh whatif --config`` alike."""
+    if scheduler not in SCHEDULER_CONFIG_KEYS:
+        raise ValueError(f"unknown scheduler {scheduler[:40]!r}: use one of {sorted(_PLUGINS)}")
+    unknown = sorted(set(config) - SCHEDULER_CONFIG_KEYS[scheduler])
+    if unknown:
+        known = ", ".join(sorted(SCHEDULER_CONFIG_KEYS[scheduler])) or "none"
+        raise ValueError(
+            f"the {scheduler} scheduler does not read {', '.join(unknown)} (it reads: {known})"
+        )
+    try:
+        make_plugin(scheduler, config)
+    except (TypeError, ArithmeticError) as exc:  # 1e400 in JSON is an int(inf)
+        raise ValueError(str(exc)) from None

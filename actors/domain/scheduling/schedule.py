@@ -36,7 +36,7 @@ from ..session import ClusterMode, SessionSpec
 from ..slots import INTRINSIC_SLOTS, ResourceSlot, SlotLayout, SlotType
 from ..statuses import USER_RESOURCE_OCCUPYING_SESSION_STATUSES
 from .agents import AgentIndex, AgentState
-from .fragmentation import DemandMix, units_or_none
+from .fragmentation import DemandMix, demand_mix
 from .kept_index import KeptIndex
 from .ledger import Ledger, Reservation
 from .plugins import ExistingSession, PendingSession, SchedulerPlugin, make_plugin
@@ -131,9 +131,8 @@ def schedule_pass(
     round_robin = group.agent_selector == "round-robin"
     key = plugin.agent_key if round_robin else group.agent_selector or plugin.agent_key
     if group.agent_selector == "fragmentation" and demand is None:
-        demand = DemandMix(
-            (units_or_none(layout, k.requested_slots) for p in pending for k in p.spec.kernels),
-            [i for i, name in enumerate(layout.names) if name not in INTRINSIC_SLOTS],
+        demand = demand_mix(
+            (k.requested_slots for p in pending for k in p.spec.kernels), ctx.known_slot_types
         )
     elif group.agent_selector != "fragmentation":
         demand = None

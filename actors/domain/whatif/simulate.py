@@ -217,11 +217,10 @@ def simulate(
     fragmentation: FragmentationProbe | None = None,
     exact_existing: bool = False,
 ) -> SimResult:
-    """Replay ``workload`` under ``policy`` until ``horizon_s`` (default: the record's span,
-    or the last arrival). ``samples`` evenly spaced instants are measured (allocation,
-    queue, and ``fragmentation`` when given)."""
+    """Replay ``workload`` under ``policy`` until ``horizon_s`` (default: the record's span;
+    when unknown, until every job could have ended). ``samples`` evenly spaced instants are
+    measured (allocation, queue, and ``fragmentation`` when given)."""
     horizon = horizon_s if horizon_s is not None else _default_horizon(workload)
-
     group = ScalingGroup(
         "default",
         scheduler=policy.scheduler,
