@@ -12,6 +12,7 @@ import os
 import sys
 import uuid
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -376,19 +377,15 @@ class Replayed(StrEnum):
     session = "session"
     agent = "agent"
     cluster = "cluster"
+    decisions = "decisions"
 
 
-@history_app.command(help="The read models as they were at a past time or position.")
+@history_app.command(
+    help="The read models as they were at a past time or position (--as-of); or every"
+    " recorded scheduling decision decided again (kh replay decisions [--from] [--to])."
+)
 @operator_command
 def replay(
-    as_of: Annotated[
-        str,
-        typer.Option(
-            metavar="TIME|POSITION",
-            help="2026-12-01T12:00:00Z, 10m (ago) or a log position",
-            show_default=False,
-        ),
-    ],
     what: Annotated[Replayed, typer.Argument(metavar="WHAT", show_default=False)],
     id_: Annotated[
         str | None,
@@ -396,9 +393,42 @@ def replay(
             metavar="[ID]", help="the session (id or name) or agent", show_default=False
         ),
     ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TIME|POSITION",
+            help="2026-12-01T12:00:00Z, 10m (ago) or a log position",
+            show_default=False,
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--from", metavar="TIME|POSITION", help="decisions: passes from here"),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--to", metavar="TIME|POSITION", help="decisions: passes up to here"),
+    ] = None,
+    group: Annotated[
+        str | None, typer.Option(help="decisions: one resource group's passes only")
+    ] = None,
     data_dir: DataDir = None,
     as_json: JsonFlag = False,
 ) -> None:
+    if what is Replayed.decisions:
+        if as_of is not None or id_ is not None:
+            raise typer.BadParameter("kh replay decisions takes --from/--to, not --as-of or an id")
+        with_store(
+            installation_settings(data_dir=data_dir),
+            partial(_replay_decisions, since=since, until=until, group=group, as_json=as_json),
+        )
+        return
+    if since is not None or until is not None or group is not None:
+        raise typer.BadParameter("--from, --to and --group are for kh replay decisions")
+    if as_of is None:
+        raise typer.BadParameter("needs a time or position", param_hint="--as-of")
+    moment = as_of
+
     def need() -> str:
         if not id_:
             raise KernelhubError(f"kh replay ... {what.value} needs an id")
@@ -407,7 +437,7 @@ def replay(
     async def run(store: RedisEventStore) -> None:
         from .history.asof import agent_as_of, cluster_as_of, session_as_of
 
-        cutoff = await _cutoff(store, as_of)
+        cutoff = await _cutoff(store, moment)
         if what is Replayed.cluster:
             state: dict[str, Any] | None = await cluster_as_of(store, cutoff)
         elif what is Replayed.session:
@@ -425,6 +455,39 @@ def replay(
             print(f"  {line}")
 
     with_store(installation_settings(data_dir=data_dir), run)
+
+
+async def _replay_decisions(
+    store: RedisEventStore,
+    *,
+    since: str | None,
+    until: str | None,
+    group: str | None,
+    as_json: bool,
+) -> None:
+    """Every recorded pass run again; exit 1 when any decision comes out otherwise."""
+    from .history.decisions import replay_decisions
+
+    report = await replay_decisions(
+        store,
+        since=await _cutoff(store, since) if since else None,
+        until=await _cutoff(store, until) if until else None,
+        group=group,
+    )
+    if as_json:
+        print(json.dumps(report.as_json(), sort_keys=True))
+    else:
+        print(
+            f"{report.passes} passes replayed, {report.decisions} decisions:"
+            f" {report.agreed} the same, {len(report.disagreements)} not"
+            + (f", {len(report.unreplayable)} passes not replayable" if report.unreplayable else "")
+        )
+        for disagreement in report.disagreements:
+            print(f"  {disagreement.line()}")
+        for why in report.unreplayable:
+            print(f"  not replayable: {why}")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def _summary(what: str, state: dict[str, Any]) -> list[str]:

@@ -68,6 +68,8 @@ KERNELHUB_EVENTS = {
     "alloc_reserved",
     "alloc_settled",
     "alloc_released",
+    "scheduling_pass",
+    "starts_estimated",
     "domain_created",
     "domain_updated",
     "project_created",

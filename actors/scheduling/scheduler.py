@@ -16,6 +16,7 @@ appends are pure, in :mod:`actors.domain.scheduling`; this class does the reads 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections import deque
@@ -62,6 +63,7 @@ from actors.domain.scheduling.outcomes import (
     session_command_id,
     status_after,
 )
+from actors.domain.scheduling.pass_record import OwnerKey, PassInputs, record_pass
 from actors.domain.scheduling.records import (
     agent_info_of,
     failure_key,
@@ -82,7 +84,7 @@ from events import (
     correlated,
     events_for_command,
 )
-from events.catalogue import AllocReserved
+from events.catalogue import AllocReserved, SchedulingPass
 from projections.queries import ReadModels
 from projections.tenancy_queries import TenancyLookups
 
@@ -169,6 +171,13 @@ class Scheduler:
         self._demand_seen: dict[uuid.UUID, None] = {}
         self._demand_mix: tuple[tuple[tuple[str, str], ...], DemandMix] | None = None
         self._round_robin_last: str | None = None
+        self._chain = uuid.uuid4()
+        self._recorded_agents: dict[str, int] = {}
+        """Agents' stream versions as the chain's last ``scheduling_pass`` recorded them."""
+        self._unwritten_pass: SchedulingPass | None = None
+        self._pass_id: uuid.UUID | None = None
+        """The pass being committed (each ``session_scheduled`` names it)."""
+        self._owner_limits: dict[OwnerKey, dict[str, Any] | None] = {}
         """Round-robin's turn (the agent chosen last), carried from pass to pass; a restart
         begins again from the first agent, as 23.09 does when its stored turn is gone."""
 
@@ -300,6 +309,7 @@ class Scheduler:
         self._specs.clear()
         self._statuses.clear()
         self._limits.clear()
+        self._chain, self._recorded_agents = uuid.uuid4(), {}
 
     # ---- a pass --------------------------------------------------------------------------------
     async def _agents(self) -> list[AgentInfo]:
@@ -349,7 +359,8 @@ class Scheduler:
     async def _run_pass(self, now: datetime | None, reach: str | None) -> int:
         # The queue must show what woke the pass (or, unasked, all appended before it);
         # agents come from their own streams, so a drain acknowledged before is always seen.
-        await self._read_models_reach(reach or await self.store.head(), ("sessions",))
+        position = reach or await self.store.head()
+        await self._read_models_reach(position, ("sessions",))
         records = {
             r["id"]: r
             for r in (await self.models.pending_queue(self.group_name, limit=100_000)).items
@@ -379,6 +390,8 @@ class Scheduler:
         demand = (
             self._expected_demand(pending, ctx) if group.agent_selector == "fragmentation" else None
         )
+        held = list(self.ledger.occupying_by_session())
+        turn = self._round_robin_last
         result = schedule_pass(
             group=group,
             pending=pending,
@@ -386,11 +399,32 @@ class Scheduler:
             agents=agents,
             ctx=ctx,
             ledger=self.ledger,
-            round_robin_last=self._round_robin_last,
+            round_robin_last=turn,
             kept=self.kept_index,
             demand=demand,
         )
         self._round_robin_last = result.round_robin_last
+        self._unwritten_pass = self._pass_id = None
+        if result.decisions:
+            self._unwritten_pass = self._pass_record(
+                PassInputs(
+                    pass_id=uuid.uuid4(),
+                    chain=self._chain,
+                    position=position,
+                    group=group,
+                    pending=pending,
+                    existing=existing,
+                    held=held,
+                    ctx=ctx,
+                    owners=self._owner_limits,
+                    agents_changed={},
+                    agents_full=False,
+                    round_robin_last=turn,
+                    recent_demand=list(self._recent_demand) if demand is not None else None,
+                    decisions=len(result.decisions),
+                )
+            )
+            self._pass_id = self._unwritten_pass.pass_id
         result.failures.extend(unreadable)
         scheduled = await self._commit_all(result.decisions, records)
         for failure in result.failures:
@@ -444,8 +478,10 @@ class Scheduler:
         known = known_slot_types(agents)
         policies, projects, domains = {}, {}, {}
         owners = {(p.spec.access_key, p.spec.project_id, p.spec.domain) for p in pending}
+        self._owner_limits = {}
         for access_key, project_id, domain in owners:  # once per owner, not per session
             limits = await self._limits_of(access_key, project_id)
+            self._owner_limits[(access_key, project_id, domain)] = limits
             if limits:
                 policies[access_key] = quota_policy(limits["policy"])
                 projects[project_id] = limits["project_slots"]
@@ -489,6 +525,34 @@ class Scheduler:
             self._demand_mix = (known, mix)
         return self._demand_mix[1]
 
+    def _pass_record(self, inputs: PassInputs) -> SchedulingPass:
+        """The pass's ``scheduling_pass``: the agents listed are those whose stream moved
+        since the chain's last recorded pass (all of them on its first)."""
+        versions = {a: f.version for a, f in self.agent_streams.agents.items()}
+        full = not self._recorded_agents
+        changed = {
+            a: v for a, v in sorted(versions.items()) if full or self._recorded_agents.get(a) != v
+        }
+        return record_pass(dataclasses.replace(inputs, agents_changed=changed, agents_full=full))
+
+    def _ledger_entries(self, reservations: list[Any]) -> list[Any]:
+        """A batch's ledger payloads: the pass's record before its first reservation."""
+        if self._unwritten_pass is None:
+            return reservations
+        return [self._unwritten_pass, *reservations]
+
+    def _pass_written(self, entries: list[Any]) -> None:
+        """The batch of ``entries`` landed: the record (if it was one of them) is written,
+        and the chain's agents are those it listed."""
+        record = self._unwritten_pass
+        if record is None or not entries or entries[0] is not record:
+            return
+        self._unwritten_pass = None
+        if record.recorded:
+            if record.agents_full:
+                self._recorded_agents = {}
+            self._recorded_agents.update((a.agent_id, a.version) for a in record.agents)
+
     def _decision_events(
         self, decision: Decision, record: dict[str, Any], version: int
     ) -> tuple[AllocReserved, StreamBatch, uuid.UUID]:
@@ -497,7 +561,10 @@ class Scheduler:
         session_id = decision.reservation.session_id
         command = scheduled_command_id(session_id, version)
         reserved, scheduled = placement_events(
-            decision.reservation, self.group_name, record["creation_id"] or ""
+            decision.reservation,
+            self.group_name,
+            record["creation_id"] or "",
+            pass_id=self._pass_id,
         )
         session = StreamBatch(
             session_stream(session_id),
@@ -526,12 +593,11 @@ class Scheduler:
                 )
                 for d in chunk
             ]
+            entries = self._ledger_entries([p[0] for p in parts])
             ledger = StreamBatch(
                 self.stream,
                 events_for_command(
-                    ledger_command_id(parts[0][2], len(parts)),
-                    [p[0] for p in parts],
-                    actor=self.actor,
+                    ledger_command_id(parts[0][2], len(parts)), entries, actor=self.actor
                 ),
                 self.book.version,
             )
@@ -548,7 +614,8 @@ class Scheduler:
                         return committed
                     committed += outcome
                 continue
-            self._committed(chunk)
+            self._committed(chunk, len(entries))
+            self._pass_written(entries)
             self._log_scheduled(chunk, records)
             committed += len(chunk)
         return committed
@@ -565,8 +632,8 @@ class Scheduler:
             agents=[sorted({a.agent_id for a in d.reservation.allocations}) for d in decisions],
         )
 
-    def _committed(self, decisions: list[Decision]) -> None:
-        self.book.committed(len(decisions))  # one ledger entry per decision
+    def _committed(self, decisions: list[Decision], entries: int) -> None:
+        self.book.committed(entries)  # one ledger entry per decision, and the pass's record
         for decision in decisions:  # their holds are in the ledger since the pass reserved them
             self.retries.pop(decision.session_id, None)
             spec = self._pending_specs.get(decision.session_id)
@@ -584,9 +651,10 @@ class Scheduler:
             self._ledger_current = False  # the in-memory reservation never lands
             return 0
         reserved, session, scheduled = self._decision_events(decision, record, aggregate.version)
+        entries = self._ledger_entries([reserved])
         ledger = StreamBatch(
             self.stream,
-            events_for_command(ledger_command_id(scheduled, 1), [reserved], actor=self.actor),
+            events_for_command(ledger_command_id(scheduled, 1), entries, actor=self.actor),
             self.book.version,
         )
         try:
@@ -595,6 +663,7 @@ class Scheduler:
             log.info("scheduling decision lost a race", session=str(session_id), stream=exc.stream)
             self._ledger_current = False
             return None if exc.stream == self.stream else 0
-        self._committed([decision])
+        self._committed([decision], len(entries))
+        self._pass_written(entries)
         self._log_scheduled([decision], {str(session_id): record})
         return 1

@@ -64,6 +64,7 @@ from .kernelhub import (
     SessionStatusChanged,
 )
 from .reasons import KernelLifecycleEventReason, LogSeverity
+from .scheduling import SchedulingPass, StartsEstimated
 from .session import (
     KernelCreationSpec,
     KernelPlacement,
@@ -150,6 +151,8 @@ AnyPayload = Annotated[
         AllocReserved,
         AllocSettled,
         AllocReleased,
+        SchedulingPass,
+        StartsEstimated,
         DomainCreated,
         DomainUpdated,
         ProjectCreated,
@@ -287,6 +290,7 @@ __all__ = [
     "ScalingGroupDeleted",
     "ScalingGroupDissociated",
     "ScalingGroupSet",
+    "SchedulingPass",
     "SessionActivity",
     "SessionCancelled",
     "SessionCreationSpec",
@@ -301,6 +305,7 @@ __all__ = [
     "SessionTerminated",
     "SessionTerminating",
     "Slots",
+    "StartsEstimated",
     "UserCreated",
     "UserPurged",
     "UserUpdated",

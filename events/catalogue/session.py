@@ -150,6 +150,8 @@ class SessionScheduled(_SessionCreationArgs):
     type: Literal["session_scheduled"] = "session_scheduled"
     scaling_group: str | None = added_later()
     placements: list[KernelPlacement] | None = added_later()
+    pass_id: UUID | None = added_later()
+    """The scheduling pass that decided it (its ``scheduling_pass`` on the group's ledger)."""
 
 
 AgentIds = Annotated[list[Short], Field(max_length=MAX_KERNELS)]

@@ -47,10 +47,14 @@ def session_command_id(scheduled: uuid.UUID) -> uuid.UUID:
 
 
 def placement_events(
-    reservation: Reservation, scaling_group: str, creation_id: str
+    reservation: Reservation,
+    scaling_group: str,
+    creation_id: str,
+    *,
+    pass_id: uuid.UUID | None = None,
 ) -> tuple[AllocReserved, SessionScheduled]:
     """A placement as the log records it: the ledger's reservation (with each agent's free
-    capacity at decision time) and the session's ``session_scheduled``."""
+    capacity at decision time) and the session's ``session_scheduled`` (naming the pass)."""
     reserved = AllocReserved(
         session_id=reservation.session_id,
         scaling_group=scaling_group,
@@ -73,6 +77,7 @@ def placement_events(
             KernelPlacement(kernel_id=a.kernel_id, agent_id=a.agent_id)
             for a in reservation.allocations
         ],
+        pass_id=pass_id,
     )
     return reserved, scheduled
 
