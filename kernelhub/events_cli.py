@@ -490,6 +490,99 @@ async def _replay_decisions(
         raise typer.Exit(1)
 
 
+@history_app.command(
+    help="Pending sessions' estimated starts; --calibration: how right past estimates were."
+)
+@operator_command
+def eta(
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibration", help="median absolute error and share within ±50% of the wait"
+        ),
+    ] = False,
+    min_wait: Annotated[
+        float, typer.Option(min=0, max=1e9, help="calibration: sessions that waited this long")
+    ] = 60.0,
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    async def run(store: RedisEventStore) -> None:
+        from projections.queries import ReadModels
+
+        from .history.eta import calibration
+
+        models = ReadModels(store)
+        if calibrate:
+            records = []
+            for offset in range(0, 100_000, 1000):  # the newest 100,000 sessions at most
+                page = await models.sessions(offset=offset, limit=1000)
+                records += page.items
+                if len(page.items) < 1000:
+                    break
+            report = calibration(records, min_wait)
+            if as_json:
+                print(json.dumps(report, sort_keys=True))
+                return
+            if not report["judged"]:
+                print(f"no session with an estimate waited {min_wait:g}s or more yet")
+                return
+            print(
+                f"{report['judged']} sessions that waited {min_wait:g}s or more:"
+                f" median absolute error {report['median_abs_error_s']}s,"
+                f" {100 * report['within_50pct']:.0f}% within ±50% of the wait"
+            )
+            return
+        pending = (
+            await models.sessions(statuses=["PENDING"], limit=1000, newest_first=False)
+        ).items
+        shown = [
+            {"id": r["id"], "name": r["name"], "estimate": r.get("start_estimate")} for r in pending
+        ]
+        if as_json:
+            print(json.dumps(shown, sort_keys=True))
+            return
+        now_ms = await _now_ms(store)
+        for row in shown:
+            line = (
+                _estimate_line(row["estimate"], now_ms) if row["estimate"] else "not estimated yet"
+            )
+            print(f"{row['id'][:8]} {row['name']}: {line}")
+
+    with_store(installation_settings(data_dir=data_dir), run)
+
+
+async def _start_estimate(store: RedisEventStore, session_id: str) -> dict[str, Any] | None:
+    from projections.queries import ReadModels
+
+    record = await ReadModels(store).session(session_id)
+    estimate = (record or {}).get("start_estimate")
+    return estimate if isinstance(estimate, dict) else None
+
+
+def _estimate_line(estimate: dict[str, Any], now_ms: int) -> str:
+    """``expected to start at ... (in ~4m; between 2m and 9m), run times from history``."""
+    from datetime import datetime
+
+    def after(moment: str | None) -> str:
+        if not moment:
+            return "?"
+        ms = datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp() * 1000
+        seconds = max(0, int((ms - now_ms) / 1000))
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if seconds >= size:
+                return f"{seconds // size}{unit}"
+        return f"{seconds}s"
+
+    if not estimate.get("at"):
+        return "no start time can be foreseen (nothing running is expected to make room)"
+    return (
+        f"expected to start at {estimate['at']} (in ~{after(estimate['at'])};"
+        f" between {after(estimate.get('earliest'))} and {after(estimate.get('latest'))}),"
+        f" run times from {estimate.get('basis', 'default')}"
+    )
+
+
 def _summary(what: str, state: dict[str, Any]) -> list[str]:
     if what == "cluster":
         lines = [
@@ -585,8 +678,14 @@ def why(
         if not events:
             raise KernelhubError(f"{stream} has no events")
         explanation = explain(events, await _now_ms(store))
+        estimate = await _start_estimate(store, stream.removeprefix("session-"))
+        if estimate and explanation.status == "PENDING":
+            explanation.lines.append(_estimate_line(estimate, await _now_ms(store)))
         if as_json:
-            print(json.dumps(explanation.as_json(), sort_keys=True))
+            shown = explanation.as_json()
+            if explanation.status == "PENDING":
+                shown["start_estimate"] = estimate
+            print(json.dumps(shown, sort_keys=True))
             return
         name = f" ({explanation.name})" if explanation.name else ""
         print(

@@ -20,7 +20,17 @@ pytestmark = pytest.mark.unit
 
 CLIENT = ("run", "ps", "info", "rm", "logs", "exec", "upload", "download", "ls", "app", "watch")
 OPERATOR = ("up", "down", "status", "session", "agent", "projections", "events")
-OPERATOR += ("replay", "why", "trace", "whatif", "import-trace", "admin", "vfolder", "service")
+OPERATOR += (
+    "replay",
+    "why",
+    "eta",
+    "trace",
+    "whatif",
+    "import-trace",
+    "admin",
+    "vfolder",
+    "service",
+)
 
 
 def test_kh_help_lists_every_command_and_group() -> None:

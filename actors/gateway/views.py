@@ -8,7 +8,7 @@ import json
 import time
 from typing import Any
 
-__all__ = ["compute_container", "compute_session", "session_info"]
+__all__ = ["compute_container", "compute_session", "session_info", "start_estimate"]
 
 _JSON = json.dumps
 
@@ -68,6 +68,23 @@ def session_info(
             {k: m.get(k) for k in ("name", "vfid", "kernel_path", "mount_perm", "usage_mode")}
             for m in record.get("mounts") or ()
         ],
+        **start_estimate(record),
+    }
+
+
+def start_estimate(record: dict[str, Any]) -> dict[str, Any]:
+    """kernelhub's addition for a PENDING session: when the scheduler expects to place it
+    (``estimatedStartAt``, ISO time; null when it cannot foresee it) and the interval
+    (``estimatedStartInterval``: earliest, latest), with what the run times it assumed
+    came from (``estimateBasis``: history, limit or default). Absent once it started."""
+    estimate = record.get("start_estimate")
+    if record.get("status") != "PENDING" or not estimate:
+        return {}
+    return {
+        "estimatedStartAt": estimate.get("at"),
+        "estimatedStartInterval": [estimate.get("earliest"), estimate.get("latest")],
+        "estimateBasis": estimate.get("basis"),
+        "estimatedOn": estimate.get("made_at"),
     }
 
 
@@ -111,6 +128,7 @@ def compute_session(record: dict[str, Any]) -> dict[str, Any]:
     session_id = str(record.get("id"))
     main = _main_kernel(record)
     status = record.get("status", "")
+    estimated = start_estimate(record)
     return {
         "id": session_id,
         "session_id": session_id,
@@ -154,4 +172,7 @@ def compute_session(record: dict[str, Any]) -> dict[str, Any]:
             compute_container(k, session_id) for k in (record.get("kernels") or {}).values()
         ],
         "dependencies": [],
+        "estimated_start_at": estimated.get("estimatedStartAt"),
+        "estimated_start_interval": estimated.get("estimatedStartInterval"),
+        "estimate_basis": estimated.get("estimateBasis"),
     }

@@ -48,6 +48,14 @@ from actors.domain.scheduling import (
     occupancy_of,
     schedule_pass,
 )
+from actors.domain.scheduling.estimate import (
+    Estimate,
+    Expected,
+    RunTimes,
+    estimate_starts,
+    image_of,
+    moved,
+)
 from actors.domain.scheduling.fragmentation import DemandMix, demand_mix
 from actors.domain.scheduling.ledger_stream import (
     LEDGER_MOVES,
@@ -84,7 +92,8 @@ from events import (
     correlated,
     events_for_command,
 )
-from events.catalogue import AllocReserved, SchedulingPass
+from events.catalogue import AllocReserved, SchedulingPass, StartsEstimated
+from events.catalogue.scheduling import MAX_ESTIMATES, StartEstimate
 from projections.queries import ReadModels
 from projections.tenancy_queries import TenancyLookups
 
@@ -111,6 +120,7 @@ SCHEDULER_REACTS_TO = (
     | LEDGER_MOVES
     | _AGENT_EVENTS
     | {
+        "session_scheduled",
         "session_started",
         "session_terminating",
         "session_status_changed",
@@ -120,6 +130,14 @@ SCHEDULER_REACTS_TO = (
 RECENT_DEMAND = 1000
 """Kernels of the latest sessions seen pending that the ``fragmentation`` selector's mix is
 made of."""
+ESTIMATE_EVERY_S = 10.0
+"""How often the start times of sessions still pending are estimated again (a session
+without an estimate gets one after the next pass)."""
+ESTIMATE_BUDGET_S = 0.25
+"""The most a round of estimates may take (the pass waits for it): a longer queue gets
+estimates for the sessions reached, the rest in later rounds."""
+ESTIMATE_AT_MOST_EVERY_S = 2.0
+"""Even with sessions never estimated (a burst), a round at most this often."""
 DECISIONS_PER_APPEND = 100
 """Decisions committed per ``append_multi`` (the ledger plus one stream per session)."""
 
@@ -178,6 +196,12 @@ class Scheduler:
         self._pass_id: uuid.UUID | None = None
         """The pass being committed (each ``session_scheduled`` names it)."""
         self._owner_limits: dict[OwnerKey, dict[str, Any] | None] = {}
+        self.run_times = RunTimes()
+        """Run times learned from the sessions seen to end (start-time estimates)."""
+        self._scheduled_s: dict[uuid.UUID, float] = {}
+        """When each session holding slots was scheduled (log time, seconds)."""
+        self._estimates: dict[uuid.UUID, Estimate] = {}
+        self._estimated_at = 0.0
         """Round-robin's turn (the agent chosen last), carried from pass to pass; a restart
         begins again from the first agent, as 23.09 does when its stored turn is gone."""
 
@@ -259,10 +283,20 @@ class Scheduler:
 
     def _track_status(self, event: Event) -> None:
         data: Any = event.data
+        if event.type == "session_scheduled":
+            self._scheduled_s.setdefault(data.session_id, event.position_ms / 1000)
+            if len(self._scheduled_s) > 1_000_000:  # bounded: the oldest forgotten
+                del self._scheduled_s[next(iter(self._scheduled_s))]
+            return
         status = status_after(data)
         if status is None:
             return
         if status in (SessionStatus.TERMINATED, SessionStatus.CANCELLED):
+            began = self._scheduled_s.pop(data.session_id, None)
+            spec = self._specs.get(data.session_id)
+            if status is SessionStatus.TERMINATED and began is not None and spec is not None:
+                ran = event.position_ms / 1000 - began
+                self.run_times.add(spec.access_key, image_of(spec), ran)
             self._statuses.pop(data.session_id, None)
             self._specs.pop(data.session_id, None)
         elif data.session_id in self._specs:
@@ -451,6 +485,10 @@ class Scheduler:
                         DestroySession, session_id=cancel.session_id, reason=str(cancel.reason)
                     ),
                 )
+        placed = {d.session_id for d in result.decisions}
+        placed.update(c.session_id for c in result.cancellations)
+        still = [p for p in pending if p.spec.session_id not in placed]
+        await self._estimate(group, still, agents, ctx)
         return scheduled
 
     async def _for_one(
@@ -506,6 +544,82 @@ class Scheduler:
             domain_limits=domains,
             dependencies=dependencies,
         )
+
+    async def _estimate(
+        self,
+        group: ScalingGroup,
+        pending: list[PendingSession],
+        agents: list[AgentInfo],
+        ctx: PredicateContext,
+    ) -> None:
+        """Estimate when the sessions still pending start (every
+        :data:`ESTIMATE_EVERY_S`, or at once for one never estimated) and record the
+        estimates that are new or moved (docs/whatif.md). An estimate that cannot be made
+        or recorded is logged and left for the next round: it never fails the pass."""
+        waiting = {p.spec.session_id for p in pending}
+        for gone in [sid for sid in self._estimates if sid not in waiting]:
+            del self._estimates[gone]
+        fresh = any(sid not in self._estimates for sid in waiting)
+        clock = time.monotonic()
+        since = clock - self._estimated_at
+        due = since >= ESTIMATE_EVERY_S or (fresh and since >= ESTIMATE_AT_MOST_EVERY_S)
+        if not pending or not due:
+            return
+        self._estimated_at = clock
+        try:
+            existing = await self._existing()
+            now_s = ctx.now.timestamp()
+            specs = [p.spec for p in pending] + [e.spec for e in existing]
+            expected = {spec.session_id: self._expected(spec) for spec in specs}
+            elapsed = {
+                e.spec.session_id: max(0.0, now_s - self._scheduled_s.get(e.spec.session_id, now_s))
+                for e in existing
+            }
+            found = estimate_starts(
+                group=group,
+                pending=pending,
+                existing=existing,
+                agents=agents,
+                ledger=self.ledger,
+                ctx=ctx,
+                elapsed_s=elapsed,
+                expected=expected,
+                deadline=lambda: time.monotonic() - clock > ESTIMATE_BUDGET_S,
+            )
+            changed = [
+                (sid, new)
+                for sid, new in found.items()
+                if moved(self._estimates.get(sid), new, ctx.now)
+            ]
+            for start in range(0, len(changed), MAX_ESTIMATES):
+                chunk = changed[start : start + MAX_ESTIMATES]
+                payload = StartsEstimated(
+                    scaling_group=self.group_name,
+                    estimates=[
+                        StartEstimate(
+                            session_id=sid,
+                            at=e.at,
+                            earliest=e.earliest,
+                            latest=e.latest,
+                            basis=e.basis,
+                        )
+                        for sid, e in chunk
+                    ],
+                )
+                command = uuid.uuid5(self._chain, f"estimate@{clock}:{start}")
+                batch = events_for_command(command, [payload], actor=self.actor)
+                await self.store.append(f"estimate-{self.group_name}", batch, None)
+                self._estimates.update(chunk)
+        except Exception as exc:
+            log.warning("start times not estimated", error=f"{type(exc).__name__}: {exc}"[:500])
+
+    def _expected(self, spec: SessionSpec) -> Expected:
+        """A session's expected run time: history, else its keypair's session lifetime."""
+        limits = self._owner_limits.get((spec.access_key, spec.project_id, spec.domain)) or {}
+        policy = limits.get("policy") or {}
+        lifetime = policy.get("max_session_lifetime") if isinstance(policy, dict) else None
+        limit = float(lifetime) if isinstance(lifetime, int | float) and lifetime > 0 else None
+        return self.run_times.expected(spec.access_key, image_of(spec), limit)
 
     def _expected_demand(self, pending: list[PendingSession], ctx: PredicateContext) -> DemandMix:
         """The recent requests (the last :data:`RECENT_DEMAND` kernels seen pending), as
@@ -640,6 +754,7 @@ class Scheduler:
             if spec is not None:
                 self._specs[decision.session_id] = spec
                 self._statuses[decision.session_id] = SessionStatus.SCHEDULED
+            self._scheduled_s.setdefault(decision.session_id, time.time())
 
     async def _commit_one(self, decision: Decision, record: dict[str, Any]) -> int | None:
         """One decision at the session's current stream version: 1 if committed, 0 if the

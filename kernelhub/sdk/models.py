@@ -122,6 +122,15 @@ class SessionInfo(_Model):
     occupying_slots: dict[str, str] = Field(default_factory=dict)
     kernels: list[Kernel] = Field(default_factory=list)
     idle_checks: dict[str, Any] = Field(default_factory=dict)
+    estimated_start_at: datetime | None = Field(
+        default=None, description="while PENDING: when the scheduler expects to place it"
+    )
+    estimated_start_interval: tuple[datetime | None, datetime | None] | None = Field(
+        default=None, description="earliest and latest of that estimate"
+    )
+    estimate_basis: str | None = Field(
+        default=None, description="where the run times it assumed came from"
+    )
 
     @property
     def is_live(self) -> bool:
@@ -191,7 +200,18 @@ class SessionInfo(_Model):
             occupying_slots=slots("occupying_slots"),
             kernels=[Kernel.from_graphql(k) for k in item.get("containers") or []],
             idle_checks=_json_field(item.get("idle_checks")) or {},
+            estimated_start_at=when("estimated_start_at"),
+            estimated_start_interval=_interval(item.get("estimated_start_interval")),
+            estimate_basis=item.get("estimate_basis"),
         )
+
+
+def _interval(value: Any) -> tuple[datetime | None, datetime | None] | None:
+    """``[earliest, latest]`` ISO times (either may be null)."""
+    if not isinstance(value, list) or len(value) != 2:
+        return None
+    parsed = [datetime.fromisoformat(str(v).replace("Z", "+00:00")) if v else None for v in value]
+    return parsed[0], parsed[1]
 
 
 class SessionPage(_Model):

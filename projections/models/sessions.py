@@ -29,6 +29,7 @@ the name rule (no space), so the space parts a name from its id.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 from events import StoredEvent, canonical_dumps
@@ -216,6 +217,12 @@ def _on_scheduled(record: Record, event: StoredEvent) -> None:
     data = event.data
     at = iso_of(event.position_ms)
     _set_status(record, "SCHEDULED", at, "scheduled")
+    first = record.get("first_start_estimate")
+    if first and first.get("at"):
+        # how far off the first estimate was (positive: it started later than foreseen)
+        started_s = event.position_ms / 1000
+        record["start_estimate_error_s"] = round(started_s - _seconds_of(first["at"]), 3)
+        record["waited_s"] = round((event.position_ms - record["created_ms"]) / 1000, 3)
     record["status_data"] = {}
     if data.get("scaling_group"):
         record["scaling_group"] = data["scaling_group"]
@@ -226,6 +233,26 @@ def _on_scheduled(record: Record, event: StoredEvent) -> None:
     for kernel in record["kernels"].values():
         _set_status(kernel, "SCHEDULED", at, "scheduled")
         kernel["status_data"] = {}
+
+
+def _seconds_of(moment: str) -> float:
+    return datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()
+
+
+def _on_estimated(record: Record, estimate: dict[str, Any], event: StoredEvent) -> None:
+    """A start-time estimate for a pending session: the latest shown, the first kept (the
+    one its error is measured on when it starts)."""
+    made = iso_of(event.position_ms)
+    shown = {
+        "at": estimate.get("at"),
+        "earliest": estimate.get("earliest"),
+        "latest": estimate.get("latest"),
+        "basis": estimate.get("basis", "default"),
+        "made_at": made,
+    }
+    record["start_estimate"] = shown
+    if not record.get("first_start_estimate") and shown["at"]:
+        record["first_start_estimate"] = shown
 
 
 def _on_preparing(record: Record, event: StoredEvent) -> None:
@@ -395,14 +422,24 @@ def usage_scopes(record: Record) -> list[str]:
 class SessionsProjection(IndexedProjection):
     name = "sessions"
     version = 6
-    types = frozenset(_HANDLERS)
+    types = frozenset(_HANDLERS) | {"starts_estimated"}
 
     def refs(self, event: StoredEvent) -> Iterable[RecordRef]:
+        if event.type == "starts_estimated":
+            return [(KIND, e["session_id"]) for e in event.data["estimates"]]
         if event.type not in _HANDLERS:
             return ()
         return ((KIND, event.data["session_id"]),)
 
     def apply(self, event: StoredEvent, records: WorkingSet) -> None:
+        if event.type == "starts_estimated":
+            for estimate in event.data["estimates"]:
+                found = records.get(KIND, estimate["session_id"])
+                if found is not None and found["status"] == "PENDING":
+                    _on_estimated(found, estimate, event)
+                    found["version"] += 1
+                    found["position"] = event.position
+            return
         handler = _HANDLERS.get(event.type)
         if handler is None:
             return

@@ -62,6 +62,15 @@ class Ledger:
         self._touched: list[str] = []
         self._touched_base = 0
 
+    def copy(self) -> Ledger:
+        """An independent ledger with the same capacities and holds (what a forward
+        simulation changes without touching the scheduler's own)."""
+        twin = Ledger(self.capacity)
+        twin.occupied = dict(self.occupied)
+        twin._holds = {k: _Hold(h.session_id, h.agent_id, h.slots) for k, h in self._holds.items()}
+        twin._kernels_of = {s: dict(k) for s, k in self._kernels_of.items()}
+        return twin
+
     def set_capacity(self, agent_id: str, capacity: ResourceSlot) -> None:
         self.capacity[agent_id] = capacity
         self.occupied.setdefault(agent_id, ResourceSlot())

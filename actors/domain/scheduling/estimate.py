@@ -1,0 +1,250 @@
+"""When will a pending session start? The scheduler's own pass, run forward in simulated time.
+
+From what the scheduler holds when a pass ends (the agents, the ledger's holds, the sessions
+still pending), each running session is expected to end after its expected run time, and
+the real :func:`~.schedule.schedule_pass` runs at each expected end until every pending
+session is placed: the moment one is placed is its estimated start. Arrivals yet to come are
+not foreseen (a later session that overtakes is what makes an estimate late).
+
+Expected run times are learned from history (:class:`RunTimes`: per owner and image, then
+per image, then the group) and fall back to the session's limits (a batch timeout, the
+keypair's maximum lifetime), then to :data:`DEFAULT_RUN_S`. The interval runs the same
+forward pass with the shorter and the longer run times the history holds (its quartiles).
+"""
+
+from __future__ import annotations
+
+import statistics
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from ..predicates import PredicateContext
+from ..scaling_groups import ScalingGroup
+from ..session import SessionSpec
+from ..statuses import SessionStatus
+from .ledger import Ledger
+from .plugins import ExistingSession, PendingSession
+from .schedule import AgentInfo, occupancy_of, schedule_pass
+
+__all__ = [
+    "DEFAULT_RUN_S",
+    "Estimate",
+    "Expected",
+    "RunTimes",
+    "estimate_starts",
+    "moved",
+]
+
+DEFAULT_RUN_S = 3600.0
+"""A session's expected run time when neither history nor a limit says anything."""
+HISTORY = 50
+"""Run times kept per owner and image (and per image, and for the group)."""
+MIN_SAMPLES = 3
+"""Fewer than this many runs is no history to learn from."""
+MAX_STEPS = 100
+"""Expected ends a forward run goes through; a session not placed by then has no estimate."""
+MAX_PENDING = 200
+"""Pending sessions estimated per round (the oldest; the rest wait for the next round)."""
+
+Basis = Literal["history", "limit", "default"]
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """Run time in seconds: ``mid`` is the estimate, ``low`` and ``high`` its interval."""
+
+    low: float
+    mid: float
+    high: float
+    basis: Basis
+
+
+@dataclass
+class RunTimes:
+    """Recent run times (scheduled to ended, seconds), kept per owner and image, per image,
+    and for the whole group."""
+
+    by_owner_image: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
+    by_image: dict[str, deque[float]] = field(default_factory=dict)
+    overall: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+
+    def add(self, access_key: str, image: str, seconds: float) -> None:
+        if not 0 <= seconds < 1e9:
+            return
+        self.by_owner_image.setdefault((access_key, image), deque(maxlen=HISTORY)).append(seconds)
+        self.by_image.setdefault(image, deque(maxlen=HISTORY)).append(seconds)
+        self.overall.append(seconds)
+        if len(self.by_owner_image) > 10_000:  # bounded: the oldest owner forgotten
+            del self.by_owner_image[next(iter(self.by_owner_image))]
+        if len(self.by_image) > 1000:
+            del self.by_image[next(iter(self.by_image))]
+
+    def expected(self, access_key: str, image: str, limit_s: float | None) -> Expected:
+        for runs in (
+            self.by_owner_image.get((access_key, image)),
+            self.by_image.get(image),
+            self.overall,
+        ):
+            if runs is not None and len(runs) >= MIN_SAMPLES:
+                q1, q2, q3 = statistics.quantiles(runs, n=4, method="inclusive")
+                mid = q2 if limit_s is None else min(q2, limit_s)
+                high = q3 if limit_s is None else min(q3, limit_s)
+                return Expected(min(q1, mid), mid, max(high, mid), "history")
+        if limit_s is not None and limit_s > 0:
+            return Expected(limit_s / 4, limit_s / 2, limit_s, "limit")
+        return Expected(DEFAULT_RUN_S / 4, DEFAULT_RUN_S, 4 * DEFAULT_RUN_S, "default")
+
+
+def image_of(spec: SessionSpec) -> str:
+    return spec.kernels[0].image if spec.kernels else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    at: datetime | None
+    earliest: datetime | None
+    latest: datetime | None
+    basis: Basis
+
+
+def _forward(
+    *,
+    group: ScalingGroup,
+    pending: Sequence[PendingSession],
+    existing: Sequence[ExistingSession],
+    agents: Sequence[AgentInfo],
+    ledger: Ledger,
+    ctx: PredicateContext,
+    ends_s: Mapping[uuid.UUID, float],
+    runs_s: Mapping[uuid.UUID, float],
+    deadline: Callable[[], bool],
+) -> tuple[dict[uuid.UUID, float], bool]:
+    """Seconds from ``ctx.now`` until each pending session is placed (absent: not within
+    :data:`MAX_STEPS` expected ends, or the ``deadline`` came first), and whether the run
+    went as far as it could (False: cut short, an absent session says nothing).
+    ``ledger`` is a copy: changed in place."""
+    waiting = {p.spec.session_id: p for p in pending}
+    running = {e.spec.session_id: e for e in existing}
+    ends = dict(ends_s)
+    started: dict[uuid.UUID, float] = {}
+    t = 0.0
+    for _ in range(MAX_STEPS):
+        if deadline():
+            return started, False
+        step_ctx = PredicateContext(
+            now=ctx.now + timedelta(seconds=t),
+            known_slot_types=ctx.known_slot_types,
+            occupancy=occupancy_of(list(running.values())),
+            keypair_policies=ctx.keypair_policies,
+            project_limits=ctx.project_limits,
+            domain_limits=ctx.domain_limits,
+            dependencies=ctx.dependencies,
+        )
+        result = schedule_pass(
+            group=group,
+            pending=list(waiting.values()),
+            existing=list(running.values()),
+            agents=agents,
+            ctx=step_ctx,
+            ledger=ledger,
+        )
+        for decision in result.decisions:
+            session = waiting.pop(decision.session_id)
+            started[decision.session_id] = t
+            running[decision.session_id] = ExistingSession(
+                session.spec, SessionStatus.RUNNING, session.spec.requested_slots
+            )
+            ends[decision.session_id] = t + runs_s.get(decision.session_id, DEFAULT_RUN_S)
+        for cancelled in result.cancellations:
+            waiting.pop(cancelled.session_id, None)
+        if not waiting:
+            break
+        upcoming = [e for sid, e in ends.items() if sid in running]
+        if not upcoming:
+            break
+        t = max(t, min(upcoming))
+        for sid in [sid for sid, e in ends.items() if e <= t and sid in running]:
+            running.pop(sid)
+            ledger.release_session(sid)
+            ends.pop(sid)
+    return started, True
+
+
+def estimate_starts(
+    *,
+    group: ScalingGroup,
+    pending: Sequence[PendingSession],
+    existing: Sequence[ExistingSession],
+    agents: Sequence[AgentInfo],
+    ledger: Ledger,
+    ctx: PredicateContext,
+    elapsed_s: Mapping[uuid.UUID, float],
+    expected: Mapping[uuid.UUID, Expected],
+    deadline: Callable[[], bool] = lambda: False,
+) -> dict[uuid.UUID, Estimate]:
+    """Each pending session's estimated start and interval. ``elapsed_s``: how long each
+    running session has run; ``expected``: every session's expected run time (pending and
+    running alike). A running session past its expected run time is expected to run half
+    as long again as it has (what has run long tends to run long). ``ledger`` is left as
+    it was. A session the forward run did not reach before ``deadline`` gets no estimate
+    (it is absent); one it could not place at all gets ``at=None``."""
+    pending = sorted(pending, key=lambda p: (p.spec.created_at, p.spec.session_id.int))[
+        :MAX_PENDING
+    ]
+    outcomes: list[dict[uuid.UUID, float]] = []
+    complete = True
+    for pick in ("low", "mid", "high"):
+        runs = {sid: getattr(e, pick) for sid, e in expected.items()}
+        ends = {}
+        for holder in existing:
+            sid = holder.spec.session_id
+            run = runs.get(sid, DEFAULT_RUN_S)
+            done = elapsed_s.get(sid, 0.0)
+            ends[sid] = run - done if run > done else done / 2
+        found, whole = _forward(
+            group=group,
+            pending=pending,
+            existing=existing,
+            agents=agents,
+            ledger=ledger.copy(),
+            ctx=ctx,
+            ends_s=ends,
+            runs_s=runs,
+            deadline=deadline,
+        )
+        outcomes.append(found)
+        complete = complete and whole
+    low, mid, high = outcomes
+    estimates = {}
+    for session in pending:
+        sid = session.spec.session_id
+        if sid not in mid and not complete:
+            continue  # not reached in time: no estimate rather than a wrong one
+
+        def moment(found: dict[uuid.UUID, float], sid: uuid.UUID = sid) -> datetime | None:
+            return None if sid not in found else ctx.now + timedelta(seconds=found[sid])
+
+        times = [m for m in (moment(low), moment(mid), moment(high)) if m is not None]
+        basis = expected[sid].basis if sid in expected else "default"
+        estimates[sid] = Estimate(
+            moment(mid), min(times, default=None), max(times, default=None), basis
+        )
+    return estimates
+
+
+def moved(old: Estimate | None, new: Estimate, now: datetime) -> bool:
+    """Whether ``new`` is worth recording over ``old``: a first estimate, or one that moved
+    by more than a minute and more than a fifth of the wait it foresees."""
+    if old is None:
+        return True
+    if (old.at is None) != (new.at is None):
+        return True
+    if old.at is None or new.at is None:
+        return False
+    shift = abs((new.at - old.at).total_seconds())
+    wait = max((new.at - now).total_seconds(), 0.0)
+    return shift > 60 and shift > wait / 5

@@ -1,0 +1,114 @@
+"""Start-time estimates, pure: the real pass run forward in simulated time over expected
+run times (learned, or from limits), and when an estimate is worth recording again."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+import pytest
+
+from actors.domain.scaling_groups import ScalingGroup
+from actors.domain.scheduling.estimate import (
+    DEFAULT_RUN_S,
+    Estimate,
+    Expected,
+    RunTimes,
+    estimate_starts,
+    moved,
+)
+from actors.domain.scheduling.ledger import Ledger
+from actors.domain.scheduling.plugins import ExistingSession
+from actors.domain.statuses import SessionStatus
+
+from .domain_builders import agent, context, make_session, pending, slots
+
+pytestmark = pytest.mark.unit
+
+
+def test_run_times_come_from_the_closest_history_then_the_limit_then_a_default() -> None:
+    book = RunTimes()
+    assert book.expected("AK1", "py", None) == Expected(
+        DEFAULT_RUN_S / 4, DEFAULT_RUN_S, 4 * DEFAULT_RUN_S, "default"
+    )
+    assert book.expected("AK1", "py", 600).basis == "limit"
+    for seconds in (100, 200, 300, 400, 500):
+        book.add("AK2", "py", seconds)
+    mine = book.expected("AK2", "py", None)
+    assert (mine.basis, mine.low, mine.mid, mine.high) == ("history", 200, 300, 400)
+    other = book.expected("AK1", "py", None)  # the image's history when the owner has none
+    assert other.mid == 300 and other.basis == "history"
+    capped = book.expected("AK2", "py", 250)  # never past the lifetime the policy allows
+    assert capped.mid == 250 and capped.high == 250
+    book.add("AK2", "py", float("nan"))  # nonsense is not learned
+    assert book.expected("AK2", "py", None).mid == 300
+
+
+def test_the_queue_is_estimated_behind_what_runs_and_what_goes_first() -> None:
+    node = agent("i-a", cpu=4)
+    ledger = Ledger({"i-a": node.capacity})
+    running = make_session(request=slots(cpu=4))
+    ledger.reserve(
+        running.session_id, [(running.kernels[0].kernel_id, "i-a", running.requested_slots)]
+    )
+    first, second = make_session(request=slots(cpu=4)), make_session(request=slots(cpu=4))
+    second = dataclasses.replace(second, created_at=first.created_at + timedelta(seconds=1))
+    ctx = context()
+    expected = {
+        running.session_id: Expected(30, 60, 90, "history"),
+        first.session_id: Expected(100, 200, 300, "history"),
+        second.session_id: Expected(100, 200, 300, "history"),
+    }
+    found = estimate_starts(
+        group=ScalingGroup("default"),
+        pending=pending(first, second),
+        existing=[ExistingSession(running, SessionStatus.RUNNING, running.requested_slots)],
+        agents=[node],
+        ledger=ledger,
+        ctx=ctx,
+        elapsed_s={running.session_id: 10},
+        expected=expected,
+    )
+    assert found[first.session_id].at == ctx.now + timedelta(seconds=50)
+    assert found[second.session_id].at == ctx.now + timedelta(seconds=250)
+    assert found[second.session_id].earliest == ctx.now + timedelta(seconds=20 + 100)
+    assert found[second.session_id].latest == ctx.now + timedelta(seconds=80 + 300)
+    assert found[first.session_id].basis == "history"
+    assert ledger.free("i-a") == node.capacity - running.requested_slots  # left as it was
+
+
+def test_a_session_no_agent_can_hold_has_no_start_and_one_not_reached_no_estimate() -> None:
+    node = agent("i-a", cpu=4)
+    huge = make_session(request=slots(cpu=64))
+    found = estimate_starts(
+        group=ScalingGroup("default"),
+        pending=pending(huge),
+        existing=[],
+        agents=[node],
+        ledger=Ledger({"i-a": node.capacity}),
+        ctx=context(),
+        elapsed_s={},
+        expected={},
+    )
+    assert found[huge.session_id] == Estimate(None, None, None, "default")
+    cut = estimate_starts(
+        group=ScalingGroup("default"),
+        pending=pending(huge),
+        existing=[],
+        agents=[node],
+        ledger=Ledger({"i-a": node.capacity}),
+        ctx=context(),
+        elapsed_s={},
+        expected={},
+        deadline=lambda: True,
+    )
+    assert cut == {}
+
+
+def test_an_estimate_is_recorded_again_only_when_it_moved_enough() -> None:
+    now = context().now
+    old = Estimate(now + timedelta(seconds=600), None, None, "history")
+    assert moved(None, old, now)
+    assert not moved(old, Estimate(now + timedelta(seconds=650), None, None, "history"), now)
+    assert moved(old, Estimate(now + timedelta(seconds=900), None, None, "history"), now)
+    assert moved(old, Estimate(None, None, None, "history"), now)
