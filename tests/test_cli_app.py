@@ -22,8 +22,8 @@ CLIENT = ("run", "ps", "info", "rm", "logs", "exec", "upload", "download", "ls",
 OPERATOR = ("up", "down", "status", "session", "agent", "projections", "events")
 OPERATOR += (
     "replay",
-    "why",
     "eta",
+    "why",
     "trace",
     "whatif",
     "import-trace",
