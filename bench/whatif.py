@@ -4,24 +4,33 @@ replayed through the real scheduler under each policy and selector (docs/whatif.
 Per policy: the replay's seconds (``sim_seconds``: simulated days per wall second is the
 point: no Ray, no Redis, no clock), ``gpu_alloc_pct``, ``frag_gpus_mean``, ``wait_p99_s``
 and the record's own ``wait_p99_s`` beside them. The baseline is the record itself (what
-the trace's scheduler did), measured from the same workload in the same run. Last line: one
-JSON object.
+the trace's scheduler did), measured from the same workload in the same run.
+
+Start-time estimates (``eta_*``): on the same trace with its nodes scaled down
+(``--eta-agents``, default ``scale:0.05``: at the trace's own size nothing waits), the jobs
+that waited at least a minute in the ``--eta-policy`` replay are estimated at their arrival
+by the scheduler's own estimator, knowing only the past (``actors.domain.whatif.eta``), and
+each estimate is compared with the wait the replay gave: ``eta_within_50pct`` (the share
+within ±50% of the wait; no estimate counts as a miss) and ``eta_median_abs_err_s``. Last
+line: one JSON object.
 
     .venv/bin/python bench/whatif.py [--trace DIR] [--limit N] [--agents scale:F]
-        [--policy fifo/concentrated ...]
+        [--policy fifo/concentrated ...] [--eta-agents scale:F] [--eta-sample N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actors.domain.whatif import Policy, summarize
+from actors.domain.whatif import Policy, Workload, summarize
 from bench._baselines import machine
 from kernelhub.traces import import_trace
 from kernelhub.whatif_cli import parse_agents, run_whatif
@@ -50,6 +59,9 @@ def main() -> None:
     parser.add_argument("--agents", default=None, help="scale:F")
     parser.add_argument("--policy", action="append", default=None)
     parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--eta-agents", default="scale:0.05")
+    parser.add_argument("--eta-policy", default="fifo/concentrated")
+    parser.add_argument("--eta-sample", type=int, default=100, help="0: no estimates")
     args = parser.parse_args()
 
     began = time.perf_counter()
@@ -92,6 +104,7 @@ def main() -> None:
         ]
         if peers and min(peers) > 0:
             reduction = round(1 - new["frag_gpus_mean"] / min(peers), 3)
+    eta = estimates(workload, args) if args.eta_sample else {}
     print(
         json.dumps(
             {
@@ -107,10 +120,42 @@ def main() -> None:
                 "frag_reduction_vs_best": reduction,
                 "frag_reduction_target": 0.2,
                 "policies": per_policy,
+                **eta,
                 "machine": machine(),
             }
         )
     )
+
+
+def estimates(workload: Workload, args: argparse.Namespace) -> dict[str, Any]:
+    """Start-time estimates judged against a replay of the loaded trace (module doc)."""
+    from actors.domain.whatif import simulate
+    from actors.domain.whatif.eta import judge_estimates
+
+    loaded = workload.model_copy(update={"agents": parse_agents(args.eta_agents, workload)})
+    scheduler, _, selector = args.eta_policy.partition("/")
+    policy = Policy(scheduler, None if selector in ("", "default") else selector)
+    result = simulate(loaded, policy, samples=0)
+    began = time.perf_counter()
+    judged = judge_estimates(loaded, result, min_wait_s=60.0, sample=args.eta_sample)
+    seconds = time.perf_counter() - began
+    errors = [j.error_s for j in judged if j.error_s is not None]
+    within = sum(1 for j in judged if j.error_s is not None and j.error_s <= 0.5 * j.waited_s)
+    figures = {
+        "eta_agents": args.eta_agents,
+        "eta_policy": policy.label,
+        "eta_judged": len(judged),
+        "eta_estimated": len(errors),
+        "eta_within_50pct": round(within / len(judged), 3) if judged else None,
+        "eta_within_50pct_target": 0.6,
+        "eta_median_abs_err_s": round(statistics.median(errors), 1) if errors else None,
+        "eta_median_wait_s": round(statistics.median(j.waited_s for j in judged), 1)
+        if judged
+        else None,
+        "eta_seconds": round(seconds, 2),
+    }
+    print(f"estimates                {json.dumps(figures)}", file=sys.stderr)
+    return figures
 
 
 if __name__ == "__main__":

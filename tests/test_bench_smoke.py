@@ -247,3 +247,5 @@ def test_whatif_bench_prints_its_figures() -> None:
     assert (figures["tasks"], figures["nodes"]) == (200, 76)
     assert set(figures["policies"]) == {"fifo/concentrated", "drf/default"}
     assert all(p["gpu_alloc_pct"] > 0 for p in figures["policies"].values())
+    assert figures["eta_policy"] == "fifo/concentrated"  # estimates judged on a replay
+    assert figures["eta_judged"] == 0 or figures["eta_within_50pct"] is not None

@@ -112,3 +112,37 @@ def test_an_estimate_is_recorded_again_only_when_it_moved_enough() -> None:
     assert not moved(old, Estimate(now + timedelta(seconds=650), None, None, "history"), now)
     assert moved(old, Estimate(now + timedelta(seconds=900), None, None, "history"), now)
     assert moved(old, Estimate(None, None, None, "history"), now)
+
+
+def test_kaplan_meier_counts_the_runs_still_going_and_conditions_on_the_run_so_far() -> None:
+    from actors.domain.scheduling.estimate import km_quartiles
+
+    # ended at 10, 20, 30; two still running at 100: survival 0.8, 0.6, 0.4 and no lower
+    assert km_quartiles([10, 20, 30], [100, 100]) == (20, 30, None)
+    assert km_quartiles([10, 20, 30], []) == (10, 20, 30)  # nothing running: plain quartiles
+    assert km_quartiles([10, 20, 30], [100, 100], after=25) == (30, None, None)
+    book = RunTimes()
+    for seconds in (10, 20, 30):
+        book.add("AK1", "py", seconds)
+    # a session already past every ended run is expected to run as long again
+    far = book.expected("AK1", "py", None, ran_s=500, running=[500])
+    assert (far.low, far.mid, far.high) == (1000, 1000, 1000)
+
+
+def test_estimates_are_judged_against_a_replay_of_a_loaded_trace() -> None:
+    from pathlib import Path
+
+    from actors.domain.whatif import Policy, simulate
+    from actors.domain.whatif.eta import judge_estimates
+    from kernelhub.traces import import_trace
+    from kernelhub.whatif_cli import parse_agents
+
+    head = Path(__file__).parent / "data" / "alibaba-gpu-v2023-head"
+    workload = import_trace("alibaba-gpu-v2023", head, None)
+    loaded = workload.model_copy(update={"agents": parse_agents("scale:0.01", workload)})
+    replay = simulate(loaded, Policy("fifo", "concentrated"), samples=0)
+    judged = judge_estimates(loaded, replay, sample=5)
+    waited = [o for o in replay.outcomes if (o.wait_s or 0) >= 60]
+    assert len(judged) == min(5, len(waited)) > 0
+    assert all(j.waited_s >= 60 for j in judged)
+    assert all(j.estimated_wait_s is not None and j.estimated_wait_s >= 0 for j in judged)

@@ -50,7 +50,7 @@ from actors.domain.scheduling import (
 )
 from actors.domain.scheduling.estimate import (
     Estimate,
-    Expected,
+    Judged,
     RunTimes,
     estimate_starts,
     image_of,
@@ -569,12 +569,14 @@ class Scheduler:
         try:
             existing = await self._existing()
             now_s = ctx.now.timestamp()
-            specs = [p.spec for p in pending] + [e.spec for e in existing]
-            expected = {spec.session_id: self._expected(spec) for spec in specs}
             elapsed = {
                 e.spec.session_id: max(0.0, now_s - self._scheduled_s.get(e.spec.session_id, now_s))
                 for e in existing
             }
+            expected = self.run_times.expectations(
+                [self._judged(e.spec, elapsed[e.spec.session_id]) for e in existing]
+                + [self._judged(p.spec, None) for p in pending]
+            )
             found = estimate_starts(
                 group=group,
                 pending=pending,
@@ -585,6 +587,9 @@ class Scheduler:
                 elapsed_s=elapsed,
                 expected=expected,
                 deadline=lambda: time.monotonic() - clock > ESTIMATE_BUDGET_S,
+                demand=self._demand_mix[1]
+                if group.agent_selector == "fragmentation" and self._demand_mix
+                else None,
             )
             changed = [
                 (sid, new)
@@ -613,13 +618,14 @@ class Scheduler:
         except Exception as exc:
             log.warning("start times not estimated", error=f"{type(exc).__name__}: {exc}"[:500])
 
-    def _expected(self, spec: SessionSpec) -> Expected:
-        """A session's expected run time: history, else its keypair's session lifetime."""
+    def _judged(self, spec: SessionSpec, ran_s: float | None) -> Judged:
+        """A session as its run time is expected: its owner, image, its keypair's session
+        lifetime (the limit), and how long it ran so far (None: pending)."""
         limits = self._owner_limits.get((spec.access_key, spec.project_id, spec.domain)) or {}
         policy = limits.get("policy") or {}
         lifetime = policy.get("max_session_lifetime") if isinstance(policy, dict) else None
         limit = float(lifetime) if isinstance(lifetime, int | float) and lifetime > 0 else None
-        return self.run_times.expected(spec.access_key, image_of(spec), limit)
+        return (spec.session_id, spec.access_key, image_of(spec), limit, ran_s)
 
     def _expected_demand(self, pending: list[PendingSession], ctx: PredicateContext) -> DemandMix:
         """The recent requests (the last :data:`RECENT_DEMAND` kernels seen pending), as

@@ -14,7 +14,6 @@ forward pass with the shorter and the longer run times the history holds (its qu
 
 from __future__ import annotations
 
-import statistics
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +25,7 @@ from ..predicates import PredicateContext
 from ..scaling_groups import ScalingGroup
 from ..session import SessionSpec
 from ..statuses import SessionStatus
+from .fragmentation import DemandMix
 from .ledger import Ledger
 from .plugins import ExistingSession, PendingSession
 from .schedule import AgentInfo, occupancy_of, schedule_pass
@@ -51,6 +51,8 @@ MAX_PENDING = 200
 """Pending sessions estimated per round (the oldest; the rest wait for the next round)."""
 
 Basis = Literal["history", "limit", "default"]
+Judged = tuple[uuid.UUID, str, str, "float | None", "float | None"]
+"""A session whose run time is expected: (id, owner, image, limit, run so far or None)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,20 +85,124 @@ class RunTimes:
         if len(self.by_image) > 1000:
             del self.by_image[next(iter(self.by_image))]
 
-    def expected(self, access_key: str, image: str, limit_s: float | None) -> Expected:
-        for runs in (
-            self.by_owner_image.get((access_key, image)),
-            self.by_image.get(image),
-            self.overall,
-        ):
-            if runs is not None and len(runs) >= MIN_SAMPLES:
-                q1, q2, q3 = statistics.quantiles(runs, n=4, method="inclusive")
-                mid = q2 if limit_s is None else min(q2, limit_s)
-                high = q3 if limit_s is None else min(q3, limit_s)
-                return Expected(min(q1, mid), mid, max(high, mid), "history")
+    def pool(self, access_key: str, image: str) -> tuple[str, ...]:
+        """Which history a session is judged by: its owner's with its image, else its
+        image's, else the group's (the first with :data:`MIN_SAMPLES` runs); ``()`` none."""
+        if len(self.by_owner_image.get((access_key, image), ())) >= MIN_SAMPLES:
+            return ("owner", access_key, image)
+        if len(self.by_image.get(image, ())) >= MIN_SAMPLES:
+            return ("image", image)
+        return ("group",) if len(self.overall) >= MIN_SAMPLES else ()
+
+    def _runs(self, pool: tuple[str, ...]) -> Sequence[float]:
+        if pool[0] == "owner":
+            return self.by_owner_image[(pool[1], pool[2])]
+        return self.by_image[pool[1]] if pool[0] == "image" else self.overall
+
+    def expected(
+        self,
+        access_key: str,
+        image: str,
+        limit_s: float | None,
+        *,
+        ran_s: float = 0.0,
+        running: Sequence[float] = (),
+    ) -> Expected:
+        """The total run time of a session of ``access_key`` with ``image`` that has run
+        ``ran_s`` already: the quartiles of its history's run times given that it lasted
+        that long (Kaplan-Meier, with ``running``, the run times so far of the sessions of
+        the same history still running, as runs not yet ended: learning from ended runs
+        alone would expect every run to be short). Never past ``limit_s``."""
+        pool = self.pool(access_key, image)
+        if pool:
+            curve = km_curve(self._runs(pool), running)
+            return self._from_curve(pool, curve, limit_s, ran_s)
+        return self._without_history(limit_s)
+
+    def expectations(self, sessions: Sequence[Judged]) -> dict[uuid.UUID, Expected]:
+        """:meth:`expected` for many sessions at once (one curve per history): each as
+        (id, owner, image, limit, run so far, None while pending)."""
+        running: dict[tuple[str, ...], list[float]] = {}
+        for _, access_key, image, _, ran in sessions:
+            if ran is not None:
+                running.setdefault(self.pool(access_key, image), []).append(ran)
+        curves: dict[tuple[str, ...], Curve] = {}
+        found = {}
+        for sid, access_key, image, limit_s, ran in sessions:
+            pool = self.pool(access_key, image)
+            if not pool:
+                found[sid] = self._without_history(limit_s)
+                continue
+            if pool not in curves:
+                curves[pool] = km_curve(self._runs(pool), running.get(pool, ()))
+            found[sid] = self._from_curve(pool, curves[pool], limit_s, ran or 0.0)
+        return found
+
+    def _from_curve(
+        self, pool: tuple[str, ...], curve: Curve, limit_s: float | None, ran_s: float
+    ) -> Expected:
+        """Quartiles past ``ran_s``; where the curve never falls that far, twice the run
+        so far or twice the longest ended run (what has run long tends to run long)."""
+        longest = max(self._runs(pool))
+        low, mid, high = (
+            q if q is not None else max(2 * ran_s, 2 * longest)
+            for q in curve_quartiles(curve, ran_s)
+        )
+        if limit_s is not None:
+            low, mid, high = (min(v, max(limit_s, ran_s)) for v in (low, mid, high))
+        return Expected(low, mid, high, "history")
+
+    @staticmethod
+    def _without_history(limit_s: float | None) -> Expected:
         if limit_s is not None and limit_s > 0:
             return Expected(limit_s / 4, limit_s / 2, limit_s, "limit")
         return Expected(DEFAULT_RUN_S / 4, DEFAULT_RUN_S, 4 * DEFAULT_RUN_S, "default")
+
+
+Curve = list[tuple[float, float]]
+"""Kaplan-Meier: (run time, share of runs lasting longer), at each time a run ended."""
+
+
+def km_quartiles(
+    ended: Sequence[float], running: Sequence[float], after: float = 0.0
+) -> tuple[float | None, float | None, float | None]:
+    """Run-time quartiles of the Kaplan-Meier curve over ``ended`` runs and ``running``
+    ones (censored at their time so far), given a run that lasted ``after``: None where the
+    curve never falls that far (too few runs ended that long)."""
+    return curve_quartiles(km_curve(ended, running), after)
+
+
+def km_curve(ended: Sequence[float], running: Sequence[float]) -> Curve:
+    points = sorted([(t, 1) for t in ended] + [(t, 0) for t in running])
+    at_risk = len(points)
+    survival = 1.0
+    curve: list[tuple[float, float]] = []
+    i = 0
+    while i < len(points):
+        t = points[i][0]
+        ended_here = censored_here = 0
+        while i < len(points) and points[i][0] == t:
+            ended_here += points[i][1]
+            censored_here += 1 - points[i][1]
+            i += 1
+        if ended_here:
+            survival *= 1 - ended_here / at_risk
+            curve.append((t, survival))
+        at_risk -= ended_here + censored_here
+    return curve
+
+
+def curve_quartiles(curve: Curve, after: float) -> tuple[float | None, float | None, float | None]:
+    lasted = 1.0
+    for t, s in curve:
+        if t > after:
+            break
+        lasted = s
+    found: list[float | None] = []
+    for q in (0.25, 0.5, 0.75):
+        target = lasted * (1 - q)
+        found.append(next((t for t, s in curve if t > after and s <= target + 1e-12), None))
+    return found[0], found[1], found[2]
 
 
 def image_of(spec: SessionSpec) -> str:
@@ -122,6 +228,7 @@ def _forward(
     ends_s: Mapping[uuid.UUID, float],
     runs_s: Mapping[uuid.UUID, float],
     deadline: Callable[[], bool],
+    demand: DemandMix | None,
 ) -> tuple[dict[uuid.UUID, float], bool]:
     """Seconds from ``ctx.now`` until each pending session is placed (absent: not within
     :data:`MAX_STEPS` expected ends, or the ``deadline`` came first), and whether the run
@@ -151,6 +258,7 @@ def _forward(
             agents=agents,
             ctx=step_ctx,
             ledger=ledger,
+            demand=demand,
         )
         for decision in result.decisions:
             session = waiting.pop(decision.session_id)
@@ -185,12 +293,14 @@ def estimate_starts(
     elapsed_s: Mapping[uuid.UUID, float],
     expected: Mapping[uuid.UUID, Expected],
     deadline: Callable[[], bool] = lambda: False,
+    demand: DemandMix | None = None,
 ) -> dict[uuid.UUID, Estimate]:
     """Each pending session's estimated start and interval. ``elapsed_s``: how long each
     running session has run; ``expected``: every session's expected run time (pending and
     running alike). A running session past its expected run time is expected to run half
     as long again as it has (what has run long tends to run long). ``ledger`` is left as
-    it was. A session the forward run did not reach before ``deadline`` gets no estimate
+    it was. ``demand``: the ``fragmentation`` selector's mix, as the pass had it. A session
+    the forward run did not reach before ``deadline`` gets no estimate
     (it is absent); one it could not place at all gets ``at=None``."""
     pending = sorted(pending, key=lambda p: (p.spec.created_at, p.spec.session_id.int))[
         :MAX_PENDING
@@ -215,6 +325,7 @@ def estimate_starts(
             ends_s=ends,
             runs_s=runs,
             deadline=deadline,
+            demand=demand,
         )
         outcomes.append(found)
         complete = complete and whole

@@ -32,7 +32,7 @@ from ..slots import ResourceSlot
 from ..statuses import SessionStatus
 from .workload import Workload, WorkloadJob
 
-__all__ = ["JobOutcome", "Policy", "Sample", "SimResult", "job_session_id", "simulate"]
+__all__ = ["JobOutcome", "Policy", "Sample", "SimResult", "job_session_id", "job_spec", "simulate"]
 
 RECENT_DEMAND = 1000
 """Arrivals the ``fragmentation`` selector's expected mix is made of (the latest ones)."""
@@ -104,7 +104,7 @@ def job_session_id(job_id: str) -> uuid.UUID:
     return uuid.uuid5(_IDS, job_id)
 
 
-def _spec(job: WorkloadJob) -> SessionSpec:
+def job_spec(job: WorkloadJob) -> SessionSpec:
     session_id = job_session_id(job.job_id)
     kernels = expand_cluster(
         job.cluster_size,
@@ -292,7 +292,7 @@ def simulate(
         while next_arrival < len(arrivals) and arrivals[next_arrival].arrival_s <= now:
             job = arrivals[next_arrival]
             next_arrival += 1
-            spec = specs[job_session_id(job.job_id)] = _spec(job)
+            spec = specs[job_session_id(job.job_id)] = job_spec(job)
             pending[spec.session_id] = PendingSession(spec)
         if not pending or now >= horizon:
             continue  # what ends at the horizon ends; nothing starts there
