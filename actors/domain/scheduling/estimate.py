@@ -116,7 +116,7 @@ class RunTimes:
         pool = self.pool(access_key, image)
         if pool:
             curve = km_curve(self._runs(pool), running)
-            return self._from_curve(pool, curve, limit_s, ran_s)
+            return self._from_curve(pool, curve, limit_s, ran_s, max(running, default=0.0))
         return self._without_history(limit_s)
 
     def expectations(self, sessions: Sequence[Judged]) -> dict[uuid.UUID, Expected]:
@@ -135,15 +135,22 @@ class RunTimes:
                 continue
             if pool not in curves:
                 curves[pool] = km_curve(self._runs(pool), running.get(pool, ()))
-            found[sid] = self._from_curve(pool, curves[pool], limit_s, ran or 0.0)
+            longest_running = max(running.get(pool, ()), default=0.0)
+            found[sid] = self._from_curve(pool, curves[pool], limit_s, ran or 0.0, longest_running)
         return found
 
     def _from_curve(
-        self, pool: tuple[str, ...], curve: Curve, limit_s: float | None, ran_s: float
+        self,
+        pool: tuple[str, ...],
+        curve: Curve,
+        limit_s: float | None,
+        ran_s: float,
+        longest_running: float,
     ) -> Expected:
         """Quartiles past ``ran_s``; where the curve never falls that far, twice the run
-        so far or twice the longest ended run (what has run long tends to run long)."""
-        longest = max(self._runs(pool))
+        so far or twice the longest run seen, ended or still going (what has run long
+        tends to run long; a history most of whose runs never ended says "long")."""
+        longest = max(max(self._runs(pool)), longest_running)
         low, mid, high = (
             q if q is not None else max(2 * ran_s, 2 * longest)
             for q in curve_quartiles(curve, ran_s)
