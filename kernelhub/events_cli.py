@@ -42,7 +42,17 @@ app = operator_group("The event log: tail, show, verify, export, import, archive
 history_app = typer.Typer(add_completion=False, rich_markup_mode=None)
 """``kh replay`` and ``kh why``: top-level commands (:mod:`kernelhub.cli` merges them)."""
 
-_STREAM_PREFIXES = ("session-", "agent-", "alloc-", "tenancy-", "image-", "endpoint-", "config")
+_STREAM_PREFIXES = (
+    "session-",
+    "agent-",
+    "alloc-",
+    "pass-",
+    "estimate-",
+    "tenancy-",
+    "image-",
+    "endpoint-",
+    "config",
+)
 _PAGE = 2000
 
 
@@ -575,7 +585,7 @@ def _estimate_line(estimate: dict[str, Any], now_ms: int) -> str:
         return f"{seconds}s"
 
     if not estimate.get("at"):
-        return "no start time can be foreseen (nothing running is expected to make room)"
+        return "no start foreseen within the next 100 expected ends of running sessions"
     return (
         f"expected to start at {estimate['at']} (in ~{after(estimate['at'])};"
         f" between {after(estimate.get('earliest'))} and {after(estimate.get('latest'))}),"

@@ -146,3 +146,34 @@ def test_estimates_are_judged_against_a_replay_of_a_loaded_trace() -> None:
     assert len(judged) == min(5, len(waited)) > 0
     assert all(j.waited_s >= 60 for j in judged)
     assert all(j.estimated_wait_s is not None and j.estimated_wait_s >= 0 for j in judged)
+
+
+def test_the_estimate_itself_is_run_first_and_the_interval_only_with_time_left() -> None:
+    node = agent("i-a", cpu=4)
+    ledger = Ledger({"i-a": node.capacity})
+    running = make_session(request=slots(cpu=4))
+    ledger.reserve(
+        running.session_id, [(running.kernels[0].kernel_id, "i-a", running.requested_slots)]
+    )
+    waiting = make_session(request=slots(cpu=4))
+    calls = 0
+
+    def after_the_first_run() -> bool:  # the mid run checks once before and once per step
+        nonlocal calls
+        calls += 1
+        return calls > 3
+
+    found = estimate_starts(
+        group=ScalingGroup("default"),
+        pending=pending(waiting),
+        existing=[ExistingSession(running, SessionStatus.RUNNING, running.requested_slots)],
+        agents=[node],
+        ledger=ledger,
+        ctx=context(),
+        elapsed_s={running.session_id: 0},
+        expected={running.session_id: Expected(10, 60, 90, "history")},
+        deadline=after_the_first_run,
+    )
+    estimate = found[waiting.session_id]
+    assert estimate.at == context().now + timedelta(seconds=60)
+    assert estimate.earliest == estimate.latest == estimate.at  # no time for the interval

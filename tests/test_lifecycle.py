@@ -92,7 +92,7 @@ async def test_single_kernel_session_from_enqueue_to_termination(
 
     async def released() -> bool:
         ledger = await types_of(store, "alloc-default")
-        return ledger == ["scheduling_pass", "alloc_reserved", "alloc_released"]  # as reserved
+        return ledger == ["alloc_reserved", "alloc_released"]  # nothing to settle: as reserved
 
     await eventually(released, timeout=10, message="hold released")
     occupied = cluster.scheduler.ledger.occupied.values()
@@ -191,11 +191,7 @@ async def test_an_agent_error_cancels_the_session_and_frees_its_slots(
     assert events[-1].data.reason == "failed-to-start"  # type: ignore[union-attr]
 
     async def released() -> bool:
-        return (await types_of(store, "alloc-default")) == [
-            "scheduling_pass",
-            "alloc_reserved",
-            "alloc_released",
-        ]
+        return (await types_of(store, "alloc-default")) == ["alloc_reserved", "alloc_released"]
 
     await eventually(released, timeout=10, message="slots released")
 
@@ -245,11 +241,7 @@ async def test_an_allocation_other_than_reserved_is_settled(store: RedisEventSto
         await wait_status(local, sid, "RUNNING")
 
         async def settled() -> bool:
-            return await types_of(store, "alloc-default") == [
-                "scheduling_pass",
-                "alloc_reserved",
-                "alloc_settled",
-            ]
+            return await types_of(store, "alloc-default") == ["alloc_reserved", "alloc_settled"]
 
         await eventually(settled, message="settled to the actual allocation")
 

@@ -189,7 +189,7 @@ async def test_every_recorded_decision_is_decided_again_the_same_and_an_altered_
     made = await record_workload(store, tmp_path)
     passes = [
         e.data
-        for e in await store.read_stream("alloc-default")
+        for e in await store.read_stream("pass-default")
         if isinstance(e.data, SchedulingPass)
     ]
     assert {p.scheduler for p in passes} == {"fifo", "lifo", "drf", "mof"}
@@ -215,7 +215,7 @@ async def test_every_recorded_decision_is_decided_again_the_same_and_an_altered_
     assert json.loads(done.stdout)["agreed"] == scheduled
 
     # a window: only the passes from the last wave's first one on
-    last_wave = [e for e in await store.read_stream("alloc-default") if e.type == "scheduling_pass"]
+    last_wave = [e for e in await store.read_stream("pass-default") if e.type == "scheduling_pass"]
     start = next(e for e in last_wave if e.data.agent_selector == "concentrated")  # type: ignore[union-attr]
     since = Cutoff(until=start.position, shown=start.position, exact=True)
     windowed = await replay_decisions(store, since=since)

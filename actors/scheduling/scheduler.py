@@ -49,6 +49,9 @@ from actors.domain.scheduling import (
     schedule_pass,
 )
 from actors.domain.scheduling.estimate import (
+    MAX_PENDING as MAX_ESTIMATED,
+)
+from actors.domain.scheduling.estimate import (
     Estimate,
     Judged,
     RunTimes,
@@ -63,6 +66,7 @@ from actors.domain.scheduling.ledger_stream import (
     LedgerFold,
     ledger_command_id,
     ledger_stream,
+    pass_stream,
 )
 from actors.domain.scheduling.outcomes import (
     failure_report,
@@ -194,6 +198,12 @@ class Scheduler:
         """Agents' stream versions as the chain's last ``scheduling_pass`` recorded them."""
         self._unwritten_pass: SchedulingPass | None = None
         self._pass_id: uuid.UUID | None = None
+        self._pass_versions: dict[str, int] = {}
+        """The group's agents' stream versions as the pass read them."""
+        self._all_versions: dict[str, int] = {}
+        self._absent: list[uuid.UUID] = []
+        """Sessions the ledger held that the pass did not count (seen ended)."""
+        self._pass_now_s = 0.0
         """The pass being committed (each ``session_scheduled`` names it)."""
         self._owner_limits: dict[OwnerKey, dict[str, Any] | None] = {}
         self.run_times = RunTimes()
@@ -201,6 +211,8 @@ class Scheduler:
         self._scheduled_s: dict[uuid.UUID, float] = {}
         """When each session holding slots was scheduled (log time, seconds)."""
         self._estimates: dict[uuid.UUID, Estimate] = {}
+        self._tried: set[uuid.UUID] = set()
+        """Pending sessions a round of estimates has tried (reached in time or not)."""
         self._estimated_at = 0.0
         """Round-robin's turn (the agent chosen last), carried from pass to pass; a restart
         begins again from the first agent, as 23.09 does when its stored turn is gone."""
@@ -311,6 +323,7 @@ class Scheduler:
             sid = uuid.UUID(record["id"])
             self._specs[sid] = spec_of(record)
             self._statuses.setdefault(sid, SessionStatus[record["status"]])
+        self._absent = [sid for sid in occupying if sid not in self._specs]
         return [
             ExistingSession(self._specs[sid], self._statuses.get(sid, SessionStatus.RUNNING), held)
             for sid, held in occupying.items()
@@ -357,6 +370,8 @@ class Scheduler:
         else:
             known = await streams.refresh(await streams.known_ids())
         agents = []
+        self._all_versions = {f.agent_id: f.version for f in known}
+        self._pass_versions = {}
         for facts in known:
             registration = facts.registration
             if registration is None or registration.scaling_group != self.group_name:
@@ -367,6 +382,7 @@ class Scheduler:
                 info = agent_info_of(facts.agent_id, registration, alive=alive)
                 cached = self._agent_infos[facts.agent_id] = (facts.version, info)
             agents.append(cached[1])
+            self._pass_versions[facts.agent_id] = cached[0]
         return agents
 
     async def _group(self) -> ScalingGroup:
@@ -424,8 +440,8 @@ class Scheduler:
         demand = (
             self._expected_demand(pending, ctx) if group.agent_selector == "fragmentation" else None
         )
-        held = list(self.ledger.occupying_by_session())
         turn = self._round_robin_last
+        self._pass_now_s = ctx.now.timestamp()
         result = schedule_pass(
             group=group,
             pending=pending,
@@ -448,7 +464,8 @@ class Scheduler:
                     group=group,
                     pending=pending,
                     existing=existing,
-                    held=held,
+                    absent=self._absent,
+                    ledger_version=self.book.version,
                     ctx=ctx,
                     owners=self._owner_limits,
                     agents_changed={},
@@ -458,7 +475,7 @@ class Scheduler:
                     decisions=len(result.decisions),
                 )
             )
-            self._pass_id = self._unwritten_pass.pass_id
+            self._pass_id = self._unwritten_pass.pass_id if self._unwritten_pass else None
         result.failures.extend(unreadable)
         scheduled = await self._commit_all(result.decisions, records)
         for failure in result.failures:
@@ -556,16 +573,20 @@ class Scheduler:
         :data:`ESTIMATE_EVERY_S`, or at once for one never estimated) and record the
         estimates that are new or moved (docs/whatif.md). An estimate that cannot be made
         or recorded is logged and left for the next round: it never fails the pass."""
+        pending = sorted(pending, key=lambda p: (p.spec.created_at, p.spec.session_id.int))
+        pending = pending[:MAX_ESTIMATED]  # the oldest: the later ones wait behind them
         waiting = {p.spec.session_id for p in pending}
         for gone in [sid for sid in self._estimates if sid not in waiting]:
             del self._estimates[gone]
-        fresh = any(sid not in self._estimates for sid in waiting)
+        self._tried.intersection_update(waiting)
+        fresh = bool(waiting - self._tried)  # never tried (one tried and not reached waits)
         clock = time.monotonic()
         since = clock - self._estimated_at
         due = since >= ESTIMATE_EVERY_S or (fresh and since >= ESTIMATE_AT_MOST_EVERY_S)
         if not pending or not due:
             return
         self._estimated_at = clock
+        self._tried.update(waiting)
         try:
             existing = await self._existing()
             now_s = ctx.now.timestamp()
@@ -645,30 +666,49 @@ class Scheduler:
             self._demand_mix = (known, mix)
         return self._demand_mix[1]
 
-    def _pass_record(self, inputs: PassInputs) -> SchedulingPass:
-        """The pass's ``scheduling_pass``: the agents listed are those whose stream moved
-        since the chain's last recorded pass (all of them on its first)."""
-        versions = {a: f.version for a, f in self.agent_streams.agents.items()}
+    def _pass_record(self, inputs: PassInputs) -> SchedulingPass | None:
+        """The pass's ``scheduling_pass``. The agents listed are the group's (and those
+        that left it since the chain's last record), at the versions the pass read, when
+        they moved since that record (all of them on the chain's first). A record that
+        cannot be built is logged, and the pass commits without one: the audit names its
+        decisions unrecorded rather than the pass failing."""
+        versions = dict(self._pass_versions)
+        versions.update(
+            (a, self._all_versions.get(a, v))
+            for a, v in self._recorded_agents.items()
+            if a not in versions  # left the group: the version that says so
+        )
         full = not self._recorded_agents
         changed = {
             a: v for a, v in sorted(versions.items()) if full or self._recorded_agents.get(a) != v
         }
-        return record_pass(dataclasses.replace(inputs, agents_changed=changed, agents_full=full))
+        try:
+            return record_pass(
+                dataclasses.replace(inputs, agents_changed=changed, agents_full=full)
+            )
+        except (ValueError, TypeError) as exc:
+            log.warning("pass not recorded", error=f"{type(exc).__name__}: {exc}"[:500])
+            return None
 
-    def _ledger_entries(self, reservations: list[Any]) -> list[Any]:
-        """A batch's ledger payloads: the pass's record before its first reservation."""
-        if self._unwritten_pass is None:
-            return reservations
-        return [self._unwritten_pass, *reservations]
-
-    def _pass_written(self, entries: list[Any]) -> None:
-        """The batch of ``entries`` landed: the record (if it was one of them) is written,
-        and the chain's agents are those it listed."""
+    def _pass_batches(self) -> list[StreamBatch]:
+        """The pass's record, for the first append of its decisions (its own stream, in the
+        same ``append_multi``: it lands with them or not at all)."""
         record = self._unwritten_pass
-        if record is None or not entries or entries[0] is not record:
+        if record is None:
+            return []
+        events = events_for_command(
+            uuid.uuid5(record.pass_id, "record"), [record], actor=self.actor
+        )
+        return [StreamBatch(pass_stream(self.group_name), events, None)]
+
+    def _pass_written(self, batches: list[StreamBatch]) -> None:
+        """An append with ``batches`` landed: the record (if among them) is written, and the
+        chain's agents are those it listed (unless the chain began again meanwhile)."""
+        record = self._unwritten_pass
+        if record is None or not batches:
             return
         self._unwritten_pass = None
-        if record.recorded:
+        if record.recorded and record.chain == self._chain:
             if record.agents_full:
                 self._recorded_agents = {}
             self._recorded_agents.update((a.agent_id, a.version) for a in record.agents)
@@ -713,16 +753,18 @@ class Scheduler:
                 )
                 for d in chunk
             ]
-            entries = self._ledger_entries([p[0] for p in parts])
             ledger = StreamBatch(
                 self.stream,
                 events_for_command(
-                    ledger_command_id(parts[0][2], len(parts)), entries, actor=self.actor
+                    ledger_command_id(parts[0][2], len(parts)),
+                    [p[0] for p in parts],
+                    actor=self.actor,
                 ),
                 self.book.version,
             )
+            with_record = self._pass_batches()
             try:
-                await self.store.append_multi([ledger, *(p[1] for p in parts)])
+                await self.store.append_multi([*with_record, ledger, *(p[1] for p in parts)])
             except WrongExpectedVersionError as exc:
                 if exc.stream == self.stream:
                     log.info("the ledger moved under the pass", stream=exc.stream)
@@ -734,8 +776,8 @@ class Scheduler:
                         return committed
                     committed += outcome
                 continue
-            self._committed(chunk, len(entries))
-            self._pass_written(entries)
+            self._committed(chunk)
+            self._pass_written(with_record)
             self._log_scheduled(chunk, records)
             committed += len(chunk)
         return committed
@@ -752,15 +794,15 @@ class Scheduler:
             agents=[sorted({a.agent_id for a in d.reservation.allocations}) for d in decisions],
         )
 
-    def _committed(self, decisions: list[Decision], entries: int) -> None:
-        self.book.committed(entries)  # one ledger entry per decision, and the pass's record
+    def _committed(self, decisions: list[Decision]) -> None:
+        self.book.committed(len(decisions))  # one ledger entry per decision
         for decision in decisions:  # their holds are in the ledger since the pass reserved them
             self.retries.pop(decision.session_id, None)
             spec = self._pending_specs.get(decision.session_id)
             if spec is not None:
                 self._specs[decision.session_id] = spec
                 self._statuses[decision.session_id] = SessionStatus.SCHEDULED
-            self._scheduled_s.setdefault(decision.session_id, time.time())
+            self._scheduled_s.setdefault(decision.session_id, self._pass_now_s)
 
     async def _commit_one(self, decision: Decision, record: dict[str, Any]) -> int | None:
         """One decision at the session's current stream version: 1 if committed, 0 if the
@@ -772,19 +814,19 @@ class Scheduler:
             self._ledger_current = False  # the in-memory reservation never lands
             return 0
         reserved, session, scheduled = self._decision_events(decision, record, aggregate.version)
-        entries = self._ledger_entries([reserved])
         ledger = StreamBatch(
             self.stream,
-            events_for_command(ledger_command_id(scheduled, 1), entries, actor=self.actor),
+            events_for_command(ledger_command_id(scheduled, 1), [reserved], actor=self.actor),
             self.book.version,
         )
+        with_record = self._pass_batches()
         try:
-            await self.store.append_multi([ledger, session])
+            await self.store.append_multi([*with_record, ledger, session])
         except WrongExpectedVersionError as exc:
             log.info("scheduling decision lost a race", session=str(session_id), stream=exc.stream)
             self._ledger_current = False
             return None if exc.stream == self.stream else 0
-        self._committed([decision], len(entries))
-        self._pass_written(entries)
+        self._committed([decision])
+        self._pass_written(with_record)
         self._log_scheduled([decision], {str(session_id): record})
         return 1

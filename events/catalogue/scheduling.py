@@ -71,13 +71,14 @@ class DemandCount(Record):
 
 
 class SchedulingPass(EventPayload):
-    """The inputs of a scheduling pass that placed sessions, on the group's ledger stream
-    right before its first reservation (one append: the record and the decisions land
-    together or not at all). What the log holds anyway is named, not copied: the ledger
-    (this event's version minus one), the sessions' specs (their ``session_enqueued``),
-    the agents (their stream versions, listed when they changed since the ``chain``'s last
-    pass). What only the scheduler's memory held is copied: the pending set, retries,
-    round-robin's turn, the demand mix, the limits read through a cache."""
+    """The inputs of a scheduling pass that placed sessions (stream ``pass-<group>``),
+    appended with its first reservation (one ``append_multi``: the record and the decisions
+    land together or not at all, the record first). What the log holds anyway is named,
+    not copied: the ledger (at ``ledger_version``), the sessions' specs (their
+    ``session_enqueued``), the agents (their stream versions, listed when they changed
+    since the ``chain``'s last pass). What only the scheduler's memory held is copied:
+    the pending set, retries, round-robin's turn, the demand mix, the limits read through
+    a cache."""
 
     type: Literal["scheduling_pass"] = "scheduling_pass"
     pass_id: UUID
@@ -86,6 +87,8 @@ class SchedulingPass(EventPayload):
     scaling_group: Short
     position: Short
     """The log position the pass's read models had reached."""
+    ledger_version: int = Field(ge=0)
+    """The group's ledger stream version the pass planned on (its decisions follow it)."""
     now: datetime
     scheduler: Short
     scheduler_config: JsonObject = Field(default_factory=dict)

@@ -148,9 +148,12 @@ class _Fold:
         elif stream.startswith("alloc-"):
             event = store.codec.decode(position, fields)
             ledger = self.ledgers.setdefault(stream[len("alloc-") :], LedgerFold())
-            if isinstance(event.data, SchedulingPass):
-                self._pass(event.data, ledger, position)
             ledger.apply(event.version, event.data)
+        elif stream.startswith("pass-"):
+            event = store.codec.decode(position, fields)
+            if isinstance(event.data, SchedulingPass):
+                group = event.data.scaling_group
+                self._pass(event.data, self.ledgers.setdefault(group, LedgerFold()), position)
         elif stored.type == "session_scheduled" and stored.data.get("pass_id"):
             data = store.codec.decode(position, fields).data
             assert isinstance(data, SessionScheduled)
@@ -181,20 +184,24 @@ class _Fold:
     def _pass(self, record: SchedulingPass, book: LedgerFold, position: str) -> None:
         if self.group not in (None, record.scaling_group):
             return
-        if not record.recorded:
+        if not record.recorded:  # the chain's next record is relative to its last recorded
             self.replayed.append(_Replayed(record, position, None, "its inputs were too many"))
-            self.chains.pop(record.chain, None)
             return
         agents = self._agents_of(record)
+        if book.version != record.ledger_version:
+            why = f"its ledger (version {record.ledger_version}) is not the log's ({book.version})"
+            self.replayed.append(_Replayed(record, position, None, why))
+            return
         capacities: dict[str, ResourceSlot] = {a.agent_id: a.capacity for a in agents}
         ledger = LedgerFold.restore(capacities, book.snapshot(), book.version).ledger
         for agent in agents:
             ledger.set_capacity(agent.agent_id, agent.capacity)
         try:
-            needed = [*record.pending, *ledger.occupying_by_session()]
-            specs = {sid: self._spec(sid) for sid in needed}
+            absent = set(record.absent)
+            held = [sid for sid in ledger.occupying_by_session() if sid not in absent]
+            specs = {sid: self._spec(sid) for sid in [*record.pending, *held]}
             result = replay_pass(record, specs=specs, agents=agents, ledger=ledger)
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
             self.replayed.append(_Replayed(record, position, None, str(exc)[:300]))
             return
         placements = {

@@ -421,7 +421,7 @@ def usage_scopes(record: Record) -> list[str]:
 
 class SessionsProjection(IndexedProjection):
     name = "sessions"
-    version = 6
+    version = 7
     types = frozenset(_HANDLERS) | {"starts_estimated"}
 
     def refs(self, event: StoredEvent) -> Iterable[RecordRef]:

@@ -126,17 +126,18 @@ class RunTimes:
         for _, access_key, image, _, ran in sessions:
             if ran is not None:
                 running.setdefault(self.pool(access_key, image), []).append(ran)
-        curves: dict[tuple[str, ...], Curve] = {}
+        curves: dict[tuple[str, ...], tuple[Curve, float]] = {}
         found = {}
         for sid, access_key, image, limit_s, ran in sessions:
             pool = self.pool(access_key, image)
             if not pool:
                 found[sid] = self._without_history(limit_s)
                 continue
-            if pool not in curves:
-                curves[pool] = km_curve(self._runs(pool), running.get(pool, ()))
-            longest_running = max(running.get(pool, ()), default=0.0)
-            found[sid] = self._from_curve(pool, curves[pool], limit_s, ran or 0.0, longest_running)
+            if pool not in curves:  # once per history, not per session
+                going = running.get(pool, [])
+                curves[pool] = (km_curve(self._runs(pool), going), max(going, default=0.0))
+            curve, longest = curves[pool]
+            found[sid] = self._from_curve(pool, curve, limit_s, ran or 0.0, longest)
         return found
 
     def _from_curve(
@@ -305,16 +306,19 @@ def estimate_starts(
     """Each pending session's estimated start and interval. ``elapsed_s``: how long each
     running session has run; ``expected``: every session's expected run time (pending and
     running alike). A running session past its expected run time is expected to run half
-    as long again as it has (what has run long tends to run long). ``ledger`` is left as
-    it was. ``demand``: the ``fragmentation`` selector's mix, as the pass had it. A session
-    the forward run did not reach before ``deadline`` gets no estimate
-    (it is absent); one it could not place at all gets ``at=None``."""
+    as long again as it has. ``ledger`` is left as it was. ``demand``: the
+    ``fragmentation`` selector's mix, as the pass had it. The estimate's own forward run
+    goes first, then the interval's two: a session the first did not reach before
+    ``deadline`` gets no estimate (it is absent), one it reached gets the interval the others
+    found in time; one it could not place within :data:`MAX_STEPS` ends gets ``at=None``."""
     pending = sorted(pending, key=lambda p: (p.spec.created_at, p.spec.session_id.int))[
         :MAX_PENDING
     ]
-    outcomes: list[dict[uuid.UUID, float]] = []
+    outcomes: dict[str, dict[uuid.UUID, float]] = {}
     complete = True
-    for pick in ("low", "mid", "high"):
+    for pick in ("mid", "low", "high"):
+        if deadline():
+            break
         runs = {sid: getattr(e, pick) for sid, e in expected.items()}
         ends = {}
         for holder in existing:
@@ -334,19 +338,20 @@ def estimate_starts(
             deadline=deadline,
             demand=demand,
         )
-        outcomes.append(found)
-        complete = complete and whole
-    low, mid, high = outcomes
+        outcomes[pick] = found
+        if pick == "mid":
+            complete = whole
+    mid = outcomes.get("mid", {})
     estimates = {}
     for session in pending:
         sid = session.spec.session_id
-        if sid not in mid and not complete:
+        if sid not in mid and (not complete or not outcomes):
             continue  # not reached in time: no estimate rather than a wrong one
 
         def moment(found: dict[uuid.UUID, float], sid: uuid.UUID = sid) -> datetime | None:
             return None if sid not in found else ctx.now + timedelta(seconds=found[sid])
 
-        times = [m for m in (moment(low), moment(mid), moment(high)) if m is not None]
+        times = [m for m in map(moment, outcomes.values()) if m is not None]
         basis = expected[sid].basis if sid in expected else "default"
         estimates[sid] = Estimate(
             moment(mid), min(times, default=None), max(times, default=None), basis

@@ -36,6 +36,7 @@ __all__ = [
     "LedgerFold",
     "ledger_command_id",
     "ledger_stream",
+    "pass_stream",
 ]
 
 LEDGER_SNAPSHOT_SCHEMA = "ledger-v1"
@@ -55,6 +56,12 @@ def ledger_command_id(first: uuid.UUID, count: int) -> uuid.UUID:
     event of a batch, or the first decision of a committed batch) and how many entries it
     carries, so a replay after a restart is recognised as the same command."""
     return uuid.uuid5(first, f"ledger/{count}")
+
+
+def pass_stream(scaling_group: str) -> str:
+    """Where a group's scheduling passes are recorded (``scheduling_pass``), beside its
+    ledger: apart from it, so loading the ledger never reads them."""
+    return f"pass-{scaling_group}"
 
 
 class LedgerFold:

@@ -16,7 +16,7 @@ round-robin's turn, the demand mix of the ``fragmentation`` selector, the owners
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -68,8 +68,9 @@ class PassInputs:
     group: ScalingGroup
     pending: Sequence[PendingSession]
     existing: Sequence[ExistingSession]
-    held: Iterable[uuid.UUID]
-    """Every session the ledger held when the pass began."""
+    absent: Sequence[uuid.UUID]
+    """Sessions the ledger held that the pass did not count (seen ended, not released)."""
+    ledger_version: int
     ctx: PredicateContext
     owners: Mapping[OwnerKey, dict[str, Any] | None]
     agents_changed: Mapping[str, int]
@@ -86,13 +87,12 @@ def record_pass(inputs: PassInputs) -> SchedulingPass:
     threshold = skip_threshold(group)
     pending = [p.spec.session_id for p in inputs.pending]
     skipping = [p.spec.session_id for p in inputs.pending if threshold and p.retries >= threshold]
-    counted = {e.spec.session_id for e in inputs.existing}
     holders = [
         HolderStatus(session_id=e.spec.session_id, status=e.status.name)
         for e in inputs.existing
         if e.status is not SessionStatus.RUNNING
     ]
-    absent = [sid for sid in inputs.held if sid not in counted]
+    absent = list(inputs.absent)
     dependencies = [
         DependencyResult(session_id=sid, name=name[:1024], result=result.value)
         for sid, (name, result) in ctx.dependencies.items()
@@ -113,6 +113,7 @@ def record_pass(inputs: PassInputs) -> SchedulingPass:
         "chain": inputs.chain,
         "scaling_group": group.name,
         "position": inputs.position,
+        "ledger_version": inputs.ledger_version,
         "now": ctx.now,
         "scheduler": group.scheduler,
         "scheduler_config": dict(group.scheduler_config),
