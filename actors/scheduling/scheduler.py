@@ -89,6 +89,7 @@ from actors.domain.statuses import AgentStatus, SessionStatus
 from actors.scheduling.agent_streams import AgentStreams
 from actors.sessions.shard import session_stream
 from events import (
+    DuplicateBatchError,
     Event,
     RedisEventStore,
     StreamBatch,
@@ -765,6 +766,15 @@ class Scheduler:
             with_record = self._pass_batches()
             try:
                 await self.store.append_multi([*with_record, ledger, *(p[1] for p in parts)])
+            except DuplicateBatchError:
+                if not with_record:
+                    raise
+                # Everything but this pass's own record is stored: a rival scheduler on the
+                # same ledger committed these very decisions (their ids are the commands').
+                # Nothing was written; as when the ledger moved, the next pass starts anew.
+                log.info("a rival scheduler committed these decisions", stream=self.stream)
+                self._ledger_current = False
+                return committed
             except WrongExpectedVersionError as exc:
                 if exc.stream == self.stream:
                     log.info("the ledger moved under the pass", stream=exc.stream)

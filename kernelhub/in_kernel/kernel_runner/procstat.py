@@ -143,7 +143,13 @@ class ProcessMonitor:
         with self._lock:
             previous: dict[int, ProcStat] = {}
             for snapshot in self.history:
-                previous.update(snapshot)
+                for pid, stat in snapshot.items():
+                    seen = previous.get(pid)
+                    # a zombie (killed, not yet reaped) has lost its command line and
+                    # memory: the earlier view of the same process says what it was
+                    if stat.status == "Z" and seen and seen.started_s == stat.started_s:
+                        continue
+                    previous[pid] = stat
         for _ in range(self.polls):
             vanished = [pid for pid, stat in previous.items() if _gone(pid, stat)]
             if vanished:
