@@ -7,11 +7,12 @@ and the record's own ``wait_p99_s`` beside them. The baseline is the record itse
 the trace's scheduler did), measured from the same workload in the same run.
 
 Start-time estimates (``eta_*``): on the same trace with its nodes scaled down
-(``--eta-agents``, default ``scale:0.05``: at the trace's own size nothing waits), the jobs
-that waited at least a minute in the ``--eta-policy`` replay are estimated at their arrival
-by the scheduler's own estimator, knowing only the past (``actors.domain.whatif.eta``), and
-each estimate is compared with the wait the replay gave: ``eta_within_50pct`` (the share
-within ±50% of the wait; no estimate counts as a miss) and ``eta_median_abs_err_s``. Last
+(``--eta-agents``, default ``scale:0.005``, seven nodes: the trace's jobs are short, and
+at its own size, or even a twentieth of it, nothing waits), the jobs that waited at
+least a minute in the ``--eta-policy`` replay are estimated at their arrival by the
+scheduler's own estimator, knowing only the past (``actors.domain.whatif.eta``), and each
+estimate is compared with the wait the replay gave: ``eta_within_50pct`` (the share within
+±50% of the wait; no estimate counts as a miss) and ``eta_median_abs_err_s``. Last
 line: one JSON object.
 
     .venv/bin/python bench/whatif.py [--trace DIR] [--limit N] [--agents scale:F]
@@ -59,7 +60,7 @@ def main() -> None:
     parser.add_argument("--agents", default=None, help="scale:F")
     parser.add_argument("--policy", action="append", default=None)
     parser.add_argument("--samples", type=int, default=500)
-    parser.add_argument("--eta-agents", default="scale:0.05")
+    parser.add_argument("--eta-agents", default="scale:0.005")
     parser.add_argument("--eta-policy", default="fifo/concentrated")
     parser.add_argument("--eta-sample", type=int, default=100, help="0: no estimates")
     args = parser.parse_args()

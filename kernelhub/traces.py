@@ -109,13 +109,16 @@ def import_alibaba_gpu_v2023(folder: Path, limit: int | None = None) -> Workload
                 model=(row.get("model") or "")[:64],
             )
         )
-    jobs = []
+    rows = []
     span = Decimal(0)
     for line, row in _rows(pods_csv, MAX_JOBS, first=limit):
         created = _number(pods_csv, line, row, "creation_time")
         scheduled = _optional(pods_csv, line, row, "scheduled_time")
         deleted = _optional(pods_csv, line, row, "deletion_time")
         span = max(span, created, deleted or Decimal(0))
+        rows.append((line, row, created, scheduled, deleted))
+    jobs = []
+    for line, row, created, scheduled, deleted in rows:
         num_gpu = _number(pods_csv, line, row, "num_gpu")
         gpu_milli = _number(pods_csv, line, row, "gpu_milli")
         requested = {
@@ -126,8 +129,11 @@ def import_alibaba_gpu_v2023(folder: Path, limit: int | None = None) -> Workload
             requested["cuda.shares"] = gpu_milli / 1000
         elif num_gpu:
             requested["cuda.shares"] = num_gpu
-        phase = (row.get("pod_phase") or "").strip()
         qos = (row.get("qos") or "").strip() or "none"
+        # ``pod_phase`` is the phase a task was deleted in: a Running task with a deletion
+        # time ran until then (a service taken down), one deleted when the record ends was
+        # still running (censored). A task never scheduled was withdrawn while pending (in
+        # minutes): it has no run time, and a replay leaves it out.
         ran = scheduled is not None and deleted is not None
         jobs.append(
             _valid(
@@ -140,7 +146,7 @@ def import_alibaba_gpu_v2023(folder: Path, limit: int | None = None) -> Workload
                 session_type="batch" if qos == "BE" else "interactive",
                 requested=requested,
                 run_s=float(deleted - scheduled) if ran else None,  # type: ignore[operator]
-                censored=phase in ("Running", "Pending"),
+                censored=scheduled is not None and (deleted is None or deleted >= span),
                 observed_wait_s=(
                     float(max(Decimal(0), scheduled - created)) if scheduled is not None else None
                 ),

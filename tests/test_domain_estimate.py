@@ -139,7 +139,7 @@ def test_estimates_are_judged_against_a_replay_of_a_loaded_trace() -> None:
 
     head = Path(__file__).parent / "data" / "alibaba-gpu-v2023-head"
     workload = import_trace("alibaba-gpu-v2023", head, None)
-    loaded = workload.model_copy(update={"agents": parse_agents("scale:0.01", workload)})
+    loaded = workload.model_copy(update={"agents": parse_agents("scale:0.005", workload)})
     replay = simulate(loaded, Policy("fifo", "concentrated"), samples=0)
     judged = judge_estimates(loaded, replay, sample=5)
     waited = [o for o in replay.outcomes if (o.wait_s or 0) >= 60]

@@ -237,10 +237,16 @@ class TestAlibabaImport:
         first = w.jobs[0]  # openb-pod-0000: 12 cores, 16 GiB, one whole GPU, LS
         assert first.job_id == "openb-pod-0000"
         assert first.requested == {"cpu": 12, "mem": 16 * G, "cuda.shares": 1}
-        assert (first.owner, first.session_type, first.censored) == ("LS", "interactive", True)
+        # Deleted while Running, months before the record ends: it ran, and ended.
+        assert (first.owner, first.session_type, first.censored) == ("LS", "interactive", False)
+        assert first.run_s == 12537496
         shared = next(j for j in w.jobs if j.job_id == "openb-pod-0001")
         assert shared.requested["cuda.shares"] == Decimal("0.46")
         assert shared.run_s == 12902960 - 427061
+        assert shared.censored  # deleted when the record ends: still running then
+        withdrawn = [j for j in w.jobs if j.observed_wait_s is None]
+        assert withdrawn and all(j.run_s is None and not j.censored for j in withdrawn)
+        assert sum(j.censored for j in w.jobs) < len(w.jobs) // 10
         assert w.span_s >= max(j.arrival_s for j in w.jobs)
         per_owner: dict[str, int] = defaultdict(int)
         for j in w.jobs:

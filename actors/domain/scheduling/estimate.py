@@ -46,9 +46,11 @@ HISTORY = 50
 MIN_SAMPLES = 3
 """Fewer than this many runs is no history to learn from."""
 MAX_STEPS = 100
-"""Expected ends a forward run goes through; a session not placed by then has no estimate."""
-MAX_PENDING = 200
-"""Pending sessions estimated per round (the oldest; the rest wait for the next round)."""
+"""Passes a forward run makes (at expected ends; a queue deeper than that is walked several
+ends at a time); a session not placed by then has no estimate."""
+MAX_PENDING = 1000
+"""Pending sessions estimated per round (the oldest; the rest wait for the next round). The
+live scheduler's time budget cuts a round short before this does."""
 
 Basis = Literal["history", "limit", "default"]
 Judged = tuple[uuid.UUID, str, str, "float | None", "float | None"]
@@ -148,14 +150,14 @@ class RunTimes:
         ran_s: float,
         longest_running: float,
     ) -> Expected:
-        """Quartiles past ``ran_s``; where the curve never falls that far, twice the run
-        so far or twice the longest run seen, ended or still going (what has run long
-        tends to run long; a history most of whose runs never ended says "long")."""
+        """The mean (:func:`curve_mean`) and quartiles past ``ran_s``; where the curve
+        never falls that far, twice the run so far or twice the longest run seen, ended or
+        still going (what has run long tends to run long; a history most of whose runs
+        never ended says "long")."""
         longest = max(max(self._runs(pool)), longest_running)
-        low, mid, high = (
-            q if q is not None else max(2 * ran_s, 2 * longest)
-            for q in curve_quartiles(curve, ran_s)
-        )
+        beyond = max(2 * ran_s, 2 * longest)
+        low, _, high = (q if q is not None else beyond for q in curve_quartiles(curve, ran_s))
+        mid = curve_mean(curve, ran_s, beyond)
         if limit_s is not None:
             low, mid, high = (min(v, max(limit_s, ran_s)) for v in (low, mid, high))
         return Expected(low, mid, high, "history")
@@ -213,6 +215,26 @@ def curve_quartiles(curve: Curve, after: float) -> tuple[float | None, float | N
     return found[0], found[1], found[2]
 
 
+def curve_mean(curve: Curve, after: float, beyond: float) -> float:
+    """The mean run time given a run that lasted ``after``, the share of runs the curve
+    never saw end counted at ``beyond``. The mean, not the median, is the estimate: a wait
+    is a sum of the runs ahead, and run times are skewed (most short, a few very long), so
+    medians would add up to a wait far too short."""
+    lasted = 1.0
+    for t, s in curve:
+        if t > after:
+            break
+        lasted = s
+    if lasted <= 0:
+        return beyond
+    total, left = 0.0, lasted
+    for t, s in curve:
+        if t > after:
+            total += t * (left - s)
+            left = s
+    return (total + beyond * left) / lasted
+
+
 def image_of(spec: SessionSpec) -> str:
     return spec.kernels[0].image if spec.kernels else ""
 
@@ -247,7 +269,7 @@ def _forward(
     ends = dict(ends_s)
     started: dict[uuid.UUID, float] = {}
     t = 0.0
-    for _ in range(MAX_STEPS):
+    for step in range(MAX_STEPS):
         if deadline():
             return started, False
         step_ctx = PredicateContext(
@@ -279,10 +301,14 @@ def _forward(
             waiting.pop(cancelled.session_id, None)
         if not waiting:
             break
-        upcoming = [e for sid, e in ends.items() if sid in running]
+        upcoming = sorted(e for sid, e in ends.items() if sid in running)
         if not upcoming:
             break
-        t = max(t, min(upcoming))
+        # A queue deeper than the steps left is walked several ends at a time (each end
+        # places about one session), so its last session is reached too: one placed at
+        # the k-th end is estimated at it, a few ends late at most.
+        k = -(-len(waiting) // (MAX_STEPS - step))
+        t = max(t, upcoming[min(k, len(upcoming)) - 1])
         for sid in [sid for sid, e in ends.items() if e <= t and sid in running]:
             running.pop(sid)
             ledger.release_session(sid)
