@@ -177,3 +177,49 @@ def test_the_estimate_itself_is_run_first_and_the_interval_only_with_time_left()
     estimate = found[waiting.session_id]
     assert estimate.at == context().now + timedelta(seconds=60)
     assert estimate.earliest == estimate.latest == estimate.at  # no time for the interval
+
+
+def test_the_expected_run_is_the_mean_so_skewed_runs_add_up_to_a_long_wait() -> None:
+    book = RunTimes()
+    for seconds in (10, 10, 10, 10, 1000):
+        book.add("AK1", "py", seconds)
+    skewed = book.expected("AK1", "py", None)
+    assert (skewed.low, skewed.high) == (10, 10)  # the quartiles: most runs are short
+    assert skewed.mid == pytest.approx(208)  # a queue of five waits about 5 x 208 s
+
+
+def test_a_queue_deeper_than_the_forward_steps_is_reached_to_its_last_session() -> None:
+    from actors.domain.scheduling.estimate import MAX_STEPS
+
+    node = agent("i-a", cpu=10)  # ten run side by side: each step releases several
+    ledger = Ledger({"i-a": node.capacity})
+    running = [make_session(request=slots(cpu=1)) for _ in range(10)]
+    for holder in running:
+        ledger.reserve(
+            holder.session_id, [(holder.kernels[0].kernel_id, "i-a", holder.requested_slots)]
+        )
+    first = make_session(request=slots(cpu=1))
+    queue = [
+        dataclasses.replace(
+            make_session(request=slots(cpu=1)), created_at=first.created_at + timedelta(seconds=n)
+        )
+        for n in range(3 * MAX_STEPS)
+    ]
+    ctx = context()
+    expected = {s.session_id: Expected(10, 10, 10, "history") for s in [*running, *queue]}
+    found = estimate_starts(
+        group=ScalingGroup("default"),
+        pending=pending(*queue),
+        existing=[ExistingSession(r, SessionStatus.RUNNING, r.requested_slots) for r in running],
+        agents=[node],
+        ledger=ledger,
+        ctx=ctx,
+        elapsed_s={r.session_id: n * 0.5 for n, r in enumerate(running)},  # ends apart
+        expected=expected,
+    )
+    last = found[queue[-1].session_id].at
+    assert last is not None  # 100 passes reach the 300th in line (one end a pass would not)
+    # 300 runs of 10 s, ten at a time: the last starts after 29 rounds (less the head
+    # start of the first ten, 0 to 4.5 s); walking three ends a pass makes each start a
+    # little late, and the lateness adds up along the queue: within a tenth
+    assert 285.5 <= (last - ctx.now).total_seconds() <= 1.1 * 290

@@ -14,6 +14,7 @@ forward pass with the shorter and the longer run times the history holds (its qu
 
 from __future__ import annotations
 
+import heapq
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -202,12 +203,18 @@ def km_curve(ended: Sequence[float], running: Sequence[float]) -> Curve:
     return curve
 
 
-def curve_quartiles(curve: Curve, after: float) -> tuple[float | None, float | None, float | None]:
+def _lasted(curve: Curve, after: float) -> float:
+    """The share of runs that lasted ``after``."""
     lasted = 1.0
     for t, s in curve:
         if t > after:
             break
         lasted = s
+    return lasted
+
+
+def curve_quartiles(curve: Curve, after: float) -> tuple[float | None, float | None, float | None]:
+    lasted = _lasted(curve, after)
     found: list[float | None] = []
     for q in (0.25, 0.5, 0.75):
         target = lasted * (1 - q)
@@ -220,11 +227,7 @@ def curve_mean(curve: Curve, after: float, beyond: float) -> float:
     never saw end counted at ``beyond``. The mean, not the median, is the estimate: a wait
     is a sum of the runs ahead, and run times are skewed (most short, a few very long), so
     medians would add up to a wait far too short."""
-    lasted = 1.0
-    for t, s in curve:
-        if t > after:
-            break
-        lasted = s
+    lasted = _lasted(curve, after)
     if lasted <= 0:
         return beyond
     total, left = 0.0, lasted
@@ -301,14 +304,15 @@ def _forward(
             waiting.pop(cancelled.session_id, None)
         if not waiting:
             break
-        upcoming = sorted(e for sid, e in ends.items() if sid in running)
+        # A queue deeper than the steps left is walked several ends at a time, so where
+        # many sessions run side by side its last session is reached too: one placed at
+        # the k-th end is estimated at it, a little late (lateness that adds up along the queue). (Runs one after another
+        # still place one session a step: such a queue is reached MAX_STEPS deep.)
+        k = -(-len(waiting) // (MAX_STEPS - step))
+        upcoming = heapq.nsmallest(k, (e for sid, e in ends.items() if sid in running))
         if not upcoming:
             break
-        # A queue deeper than the steps left is walked several ends at a time (each end
-        # places about one session), so its last session is reached too: one placed at
-        # the k-th end is estimated at it, a few ends late at most.
-        k = -(-len(waiting) // (MAX_STEPS - step))
-        t = max(t, upcoming[min(k, len(upcoming)) - 1])
+        t = max(t, upcoming[-1])
         for sid in [sid for sid, e in ends.items() if e <= t and sid in running]:
             running.pop(sid)
             ledger.release_session(sid)
