@@ -306,8 +306,9 @@ def _forward(
             break
         # A queue deeper than the steps left is walked several ends at a time, so where
         # many sessions run side by side its last session is reached too: one placed at
-        # the k-th end is estimated at it, a little late (lateness that adds up along the queue). (Runs one after another
-        # still place one session a step: such a queue is reached MAX_STEPS deep.)
+        # the k-th end is estimated at it, a little late (and the lateness adds up along
+        # the queue). Runs one after another still place one session a step: such a
+        # queue is reached MAX_STEPS deep.
         k = -(-len(waiting) // (MAX_STEPS - step))
         upcoming = heapq.nsmallest(k, (e for sid, e in ends.items() if sid in running))
         if not upcoming:
