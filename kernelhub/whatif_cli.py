@@ -178,9 +178,10 @@ def _policy(scheduler: str, selector: str | None, config: dict[str, Any]) -> Pol
 
 
 def run_whatif(
-    workload: Workload, policies: list[Policy], samples: int = 500
+    workload: Workload, policies: list[Policy], samples: int = 500, patience: int | None = None
 ) -> tuple[dict[str, Any], list[SimResult], dict[str, float]]:
-    """The record's figures, each policy's, and each replay's seconds."""
+    """The record's figures, each policy's, and each replay's seconds (``patience``: see
+    :func:`~actors.domain.whatif.simulate`)."""
     from actors.domain.whatif import (
         Fragmentation,
         accelerator_slot,
@@ -199,7 +200,9 @@ def run_whatif(
     results, seconds = [], {}
     for policy in policies:
         began = time.perf_counter()
-        results.append(simulate(workload, policy, samples=samples, fragmentation=probe))
+        results.append(
+            simulate(workload, policy, samples=samples, fragmentation=probe, patience=patience)
+        )
         seconds[policy.label] = time.perf_counter() - began
     return recorded(workload), results, seconds
 
@@ -207,6 +210,7 @@ def run_whatif(
 _ROWS = (
     ("started", "started"),
     ("never_started", "never started"),
+    ("withdrawn", "turned away (--inflate)"),
     ("wait_p50_s", "wait p50 (s)"),
     ("wait_p95_s", "wait p95 (s)"),
     ("wait_p99_s", "wait p99 (s)"),
@@ -214,6 +218,7 @@ _ROWS = (
     ("jct_p95_s", "completion p95 (s)"),
     ("jct_p99_s", "completion p99 (s)"),
     ("gpu_alloc_pct", "accelerators allocated (%)"),
+    ("gpu_alloc_peak_pct", "accelerators allocated, peak (%)"),
     ("frag_gpus_mean", "fragmented accelerators"),
     ("queue_mean", "queue length (mean)"),
     ("fairness_jain", "fairness (Jain)"),
@@ -234,7 +239,11 @@ def _cell(value: Any) -> str:
 def render(columns: list[dict[str, Any]]) -> str:
     """The figures side by side, one column per policy (the record first)."""
     header = ["", *(c["policy"] for c in columns)]
-    rows = [header] + [[label, *(_cell(c.get(key)) for c in columns)] for key, label in _ROWS]
+    rows = [header] + [
+        [label, *(_cell(c.get(key)) for c in columns)]
+        for key, label in _ROWS
+        if key != "withdrawn" or any(c.get(key) is not None for c in columns)
+    ]
     reasons = sorted({r for c in columns for r in c.get("pending_reasons", {})})
     rows += [
         [f"pending: {r}"[:40], *(_cell(c.get("pending_reasons", {}).get(r)) for c in columns)]
@@ -250,8 +259,15 @@ def render(columns: list[dict[str, Any]]) -> str:
     )
 
 
-def plot(path: Path, results: list[SimResult], accelerator: str | None) -> None:
-    """Allocation and queue length over time, one line per policy."""
+def plot(
+    path: Path,
+    results: list[SimResult],
+    accelerator: str | None,
+    inflated: Workload | None = None,
+) -> None:
+    """Allocation and queue length over time, one line per policy; for an ``inflated``
+    workload, allocation and fragmented accelerators against the demand arrived (the FGD
+    paper's axes: nothing queues there, what does not fit is turned away)."""
     try:
         import matplotlib
 
@@ -259,21 +275,33 @@ def plot(path: Path, results: list[SimResult], accelerator: str | None) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise KernelhubError("--plot needs matplotlib: pip install 'kernelhub[plot]'") from None
+    from actors.domain.whatif.inflate import arrived_demand
+
     slot = accelerator or "cpu"
     figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(10, 6))
+    arrived = arrived_demand(inflated, slot) if inflated is not None else None
     for result in results:
-        days = [s.t / 86400 for s in result.samples]
+        if arrived is not None:
+            xs = [100 * arrived(s.t) for s in result.samples]
+            ys = [s.fragmented for s in result.samples]
+        else:
+            xs = [s.t / 86400 for s in result.samples]
+            ys = [float(s.pending) for s in result.samples]
         total = result.capacity.get(slot) or 1.0
         top.plot(
-            days,
+            xs,
             [100 * s.allocated[slot] / total for s in result.samples],
             label=result.policy.label,
         )
-        bottom.plot(days, [s.pending for s in result.samples], label=result.policy.label)
+        bottom.plot(xs, ys, label=result.policy.label)
     top.set_ylabel(f"{slot} allocated (%)")
-    bottom.set_ylabel("pending sessions")
-    bottom.set_xlabel("days")
-    top.legend(loc="upper right")
+    if arrived is not None:
+        bottom.set_ylabel(f"fragmented {slot}")
+        bottom.set_xlabel(f"{slot} asked for by the tasks arrived (% of the cluster's)")
+    else:
+        bottom.set_ylabel("pending sessions")
+        bottom.set_xlabel("days")
+    top.legend(loc="upper left")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
@@ -312,6 +340,15 @@ def whatif(
     group: Annotated[
         str, typer.Option(help="From the log: the resource group whose demand is replayed.")
     ] = "default",
+    inflate: Annotated[
+        float | None,
+        typer.Option(
+            help="Instead of the recorded timing: tasks drawn from its mix arrive one a second"
+            " and never leave, what does not fit is turned away, until they ask for this share"
+            " of the accelerators (1.0: all).",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="--inflate: the draw's seed.")] = 0,
     data_dir: DataDir = None,
 ) -> None:
     """Replay recorded demand under other policies and compare with what happened."""
@@ -346,11 +383,18 @@ def whatif(
         raise KernelhubError("no jobs to replay in that window")
     from actors.domain.whatif import accelerator_slot, summarize
 
-    what_happened, results, seconds = run_whatif(workload, policies)
     accelerator = accelerator_slot(workload)
-    columns = [what_happened, *(summarize(r, accelerator) for r in results)]
+    inflated = None
+    if inflate is not None:
+        workload = inflated = inflated_workload(workload, accelerator, inflate, seed)
+    what_happened, results, seconds = run_whatif(
+        workload, policies, patience=1 if inflated is not None else None
+    )
+    columns = [summarize(r, accelerator) for r in results]
+    if inflated is None:  # an inflated workload was drawn, not recorded: nothing happened
+        columns.insert(0, what_happened)
     if plot_file is not None:
-        plot(plot_file, results, accelerator)
+        plot(plot_file, results, accelerator, inflated)
     if as_json:
         print(
             json.dumps(
@@ -368,6 +412,24 @@ def whatif(
     print(render(columns))
     if plot_file is not None:
         print(f"plot: {plot_file}")
+
+
+def inflated_workload(
+    workload: Workload, accelerator: str | None, demand: float, seed: int
+) -> Workload:
+    """``--inflate``: the FGD paper's loaded benchmark (docs/whatif.md)."""
+    from actors.domain.whatif.inflate import MAX_DEMAND, inflate
+
+    if not 0 < demand <= MAX_DEMAND:  # NaN too
+        raise KernelhubError(
+            f"--inflate {demand}: a share of the accelerators in (0, {MAX_DEMAND}]"
+        )
+    if accelerator is None:
+        raise KernelhubError("--inflate: the workload's agents have no accelerator")
+    try:
+        return inflate(workload, accelerator, demand=demand, seed=seed)
+    except ValueError as exc:
+        raise KernelhubError(f"--inflate: {exc}") from None
 
 
 @app.command("import-trace")

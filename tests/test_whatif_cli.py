@@ -84,6 +84,37 @@ def test_json_and_plot(workload_file: Path, tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_inflate_replays_a_drawn_load_without_a_recorded_column(
+    workload_file: Path, tmp_path: Path
+) -> None:
+    png = tmp_path / "inflated.png"
+    args = ["--policy", "fifo/fragmentation", "--policy", "fifo/concentrated"]
+    done = kh(
+        "whatif", workload_file, *args, "--agents", "scale:0.05", "--inflate", "1",
+        "--plot", png, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "inflated to 1 of its cuda.shares (seed 0)" in lines[0]
+    assert lines[1].split() == ["fifo/fragmentation", "fifo/concentrated"]  # nothing recorded
+    rows = {line[:34].strip(): line[34:].split() for line in lines[2:]}
+    turned_away = [int(n) for n in rows["turned away (--inflate)"]]
+    assert rows["never started"] == rows["turned away (--inflate)"] and min(turned_away) > 0
+    assert all(float(p) > 90 for p in rows["accelerators allocated, peak (%)"])
+    assert rows["queue length (mean)"] == ["0.000", "0.000"]  # turned away, not queued
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    seeded = kh(
+        "whatif", workload_file, "--agents", "scale:0.05", "--inflate", "0.5", "--seed", "7",
+        "--json", cwd=tmp_path,
+    )  # fmt: skip
+    figures = json.loads(seeded.stdout)
+    assert "seed 7" in figures["workload"] and [c["policy"] for c in figures["columns"]] == [
+        "fifo/default"
+    ]
+    plain = kh("whatif", workload_file, "--agents", "scale:0.05", "--to", "30d", cwd=tmp_path)
+    assert "turned away" not in plain.stdout  # a recorded replay turns nothing away
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -100,6 +131,9 @@ def test_json_and_plot(workload_file: Path, tmp_path: Path) -> None:
         (["--to", "1" + "0" * 400], "is not a time"),
         (["--agents", "scale:nan"], "scale must be a share"),
         (["--plot", "/nonexistent/alloc.png"], "no such folder"),
+        (["--inflate", "0"], "--inflate 0.0: a share of the accelerators"),
+        (["--inflate", "nan"], "a share of the accelerators"),
+        (["--inflate", "11"], "a share of the accelerators in (0, 10.0]"),
     ],
 )
 def test_bad_options_are_refused_in_one_line(

@@ -173,10 +173,16 @@ def summarize(result: SimResult, accelerator: str | None) -> dict[str, Any]:
         "jobs": len(outcomes),
         "started": len(started),
         "never_started": len(outcomes) - len(started),
+        "withdrawn": result.withdrawn if result.patience is not None else None,
         "left_out": result.left_out,
         **_delays(waits, jcts),
         "alloc_pct": alloc,
         "gpu_alloc_pct": alloc.get(accelerator) if accelerator else None,
+        "gpu_alloc_peak_pct": (
+            100 * result.peak_allocated.get(accelerator, 0.0) / result.capacity[accelerator]
+            if accelerator and result.capacity.get(accelerator)
+            else None
+        ),
         "frag_gpus_mean": (sum(s.fragmented for s in samples) / len(samples) if samples else None),
         "queue_mean": sum(s.pending for s in samples) / len(samples) if samples else None,
         **_fairness(shares),

@@ -94,6 +94,11 @@ class SimResult:
     """Failed attempts by reason, over the whole replay."""
     left_out: int = 0
     """Jobs that ended in the record without ever being placed (not replayed)."""
+    patience: int | None = None
+    withdrawn: int = 0
+    """Jobs turned away after ``patience`` failed passes (never started)."""
+    peak_allocated: dict[str, float] = field(default_factory=dict)
+    """The most allocated at once, per slot type (after a pass)."""
 
 
 FragmentationProbe = Callable[[Sequence[tuple[float, ...]]], float]
@@ -216,10 +221,15 @@ def simulate(
     samples: int = 500,
     fragmentation: FragmentationProbe | None = None,
     exact_existing: bool = False,
+    patience: int | None = None,
 ) -> SimResult:
     """Replay ``workload`` under ``policy`` until ``horizon_s`` (default: the record's span;
     when unknown, until every job could have ended). ``samples`` evenly spaced instants are
-    measured (allocation, queue, and ``fragmentation`` when given)."""
+    measured (allocation, queue, and ``fragmentation`` when given). With ``patience``, a job
+    that failed that many passes is withdrawn (the inflation benchmark turns away what
+    does not fit, :mod:`.inflate`); without, it waits as a session does."""
+    if patience is not None and patience < 1:
+        raise ValueError(f"patience {patience}: at least one pass")
     horizon = horizon_s if horizon_s is not None else _default_horizon(workload)
     group = ScalingGroup(
         "default",
@@ -253,6 +263,7 @@ def simulate(
     departures: list[tuple[float, int, uuid.UUID]] = []
     result = SimResult(policy, list(outcomes.values()), [], capacity, horizon)
     result.left_out = len(workload.jobs) - len(jobs)
+    result.patience = patience
     sample_times = [horizon * (i + 0.5) / samples for i in range(samples)] if samples else []
     next_sample = 0
     arrivals = jobs
@@ -331,13 +342,23 @@ def simulate(
             end = horizon if job.censored or job.run_s is None else now + job.run_s
             sequence += 1
             heapq.heappush(departures, (max(end, now), sequence, session_id))
+        if passed.decisions:
+            peak = result.peak_allocated
+            for name, amount in cluster.allocated.items():
+                if amount > peak.get(name, 0.0):
+                    peak[name] = amount
         for failure in passed.failures:
             reason = failure.failed_predicates[0][0] if failure.failed_predicates else None
             reason = reason or failure.status_info
             outcomes[failure.session_id].reason = reason
             result.pending_reasons[reason] = result.pending_reasons.get(reason, 0) + 1
             entry = pending.get(failure.session_id)
-            if entry is not None:
+            if entry is None:
+                continue
+            if patience is not None and entry.retries + 1 >= patience:
+                del pending[failure.session_id]
+                result.withdrawn += 1
+            else:
                 pending[failure.session_id] = PendingSession(entry.spec, entry.retries + 1)
         for cancelled in passed.cancellations:
             pending.pop(cancelled.session_id, None)
