@@ -36,6 +36,7 @@ __all__ = [
     "archive_files",
     "archived_entries",
     "archived_stream",
+    "entry_fields",
     "merged_entries",
     "write_archive",
 ]
@@ -77,17 +78,27 @@ def write_archive(path: Path, entries: list[dict[str, Any]]) -> None:
     temporary.rename(path)
 
 
+def entry_fields(entry: Mapping[str, Any]) -> dict[str, str]:
+    """An export-shaped entry (an archive's or an export's line) back as the log's fields:
+    the body's stored bytes when the line kept them, else its canonical form, and the
+    hash-chain link when it has one (docs/audit.md)."""
+    stored = entry.get("stored_body")
+    fields = {
+        "s": str(entry["stream"]),
+        "v": str(entry["version"]),
+        "e": stored if isinstance(stored, str) else canonical_dumps(entry["body"]),
+    }
+    if isinstance(entry.get("chain"), str):
+        fields["h"] = entry["chain"]
+    return fields
+
+
 def _file_entries(path: Path) -> Iterator[RawEntry]:
     with gzip.open(path, "rt", encoding="utf-8") as source:
         for line in source:
             if line.strip():
                 entry = json.loads(line)
-                fields = {
-                    "s": entry["stream"],
-                    "v": str(entry["version"]),
-                    "e": canonical_dumps(entry["body"]),
-                }
-                yield str(entry["position"]), fields
+                yield str(entry["position"]), entry_fields(entry)
 
 
 async def archive_files(redis: Any, key: str) -> list[ArchiveFile]:
@@ -105,24 +116,33 @@ async def archive_files(redis: Any, key: str) -> list[ArchiveFile]:
     return sorted(files, key=lambda f: position_key(f.first))
 
 
-def archived_entries(files: list[ArchiveFile], until: str | None = None) -> Iterator[RawEntry]:
-    """Every archived entry (up to ``until``), in log order across the files."""
+def archived_entries(
+    files: list[ArchiveFile], until: str | None = None, after: str | None = None
+) -> Iterator[RawEntry]:
+    """Every archived entry (after ``after``, up to ``until``), in log order across the
+    files."""
     limit = position_key(until) if until else None
-    streams = [_file_entries(f.path) for f in files if f.path.exists()]
+    start = position_key(after) if after else None
+    streams = [
+        _file_entries(f.path)
+        for f in files
+        if f.path.exists() and (start is None or position_key(f.last) > start)
+    ]
     for position, fields in heapq.merge(*streams, key=lambda item: position_key(item[0])):
         if limit is not None and position_key(position) > limit:
             return
-        yield position, fields
+        if start is None or position_key(position) > start:
+            yield position, fields
 
 
 async def merged_entries(
-    store: Any, until: str | None = None, page: int = 2000
+    store: Any, until: str | None = None, page: int = 2000, after: str | None = None
 ) -> AsyncIterator[RawEntry]:
-    """Archive and live log together, in log order (up to ``until``)."""
+    """Archive and live log together, in log order (after ``after``, up to ``until``)."""
     files = await archive_files(store.redis, store.keys.archive)
-    cold = archived_entries(files, until)
+    cold = archived_entries(files, until, after)
     pending = next(cold, None)
-    after = "0-0"
+    after = after or "0-0"
     while True:
         live = await store.read_raw(after, page, until=until)
         for position, fields in live:

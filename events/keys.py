@@ -5,8 +5,11 @@
 ==========================  ======  ===================================================
 key                         type    holds
 ==========================  ======  ===================================================
-``<p>:log``                 stream  the global log; entry = {s: stream, v: version, e: body}
+``<p>:log``                 stream  the global log; entry = {s: stream, v: version, e: body,
+                                    h: chain link}
 ``<p>:ids``                 hash    event_id -> "<position> <version>" (retry detection)
+``<p>:chain``               string  "<position> <hash>" of the log's last entry: the hash
+                                    chain's head (entries carry ``h``, docs/audit.md)
 ``<p>:s:<stream>``          list    global positions of the stream's events, in version order
 ``<p>:snap:<stream>``       hash    latest snapshot: version, schema, state (canonical JSON)
 ``<p>:p:<name>:active``     string  the generation of projection ``<name>`` that serves reads
@@ -68,6 +71,7 @@ DEFAULT_PREFIX = "kh"
 TOP_SEGMENTS = (
     "log",
     "ids",
+    "chain",
     "s",
     "snap",
     "p",
@@ -251,6 +255,10 @@ class KeySpace:
     @property
     def event_ids(self) -> str:
         return f"{self.prefix}:ids"
+
+    @property
+    def chain(self) -> str:
+        return f"{self.prefix}:chain"
 
     def stream_index(self, stream: str) -> str:
         return f"{self.prefix}:s:{stream}"

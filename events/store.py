@@ -253,7 +253,7 @@ class RedisEventStore:
         ]
         if not items:
             return []
-        keys = [self.keys.log, self.keys.event_ids]
+        keys = [self.keys.log, self.keys.event_ids, self.keys.chain]
         head: list[Any] = [len(items)]
         tail: list[Any] = []
         seen_streams: set[str] = set()
@@ -337,6 +337,10 @@ class RedisEventStore:
         """Like :meth:`read_stream`, decoded for folding (see :class:`StoredEvent`)."""
         entries = await self._stream_entries(stream, 1, None)
         return [self.codec.decode_stored(pos, fields) for pos, fields in entries]
+
+    async def read_stream_raw(self, stream: str) -> list[tuple[Position, Mapping[Any, Any]]]:
+        """A stream's log entries, undecoded (an archive copies them as they are)."""
+        return await self._stream_entries(stream, 1, None)
 
     async def archived_stream(self, stream: str) -> list[StoredEvent]:
         """An archived stream's events (``kh events archive``), decoded for folding."""
@@ -486,6 +490,24 @@ class RedisEventStore:
             pipe.rpush(self.keys.stream_index(stream), position)
             pipe.hset(self.keys.event_ids, event_id, f"{position} {version}")
         await pipe.execute()
+
+    async def restore_chain_head(self) -> None:
+        """After an import: the hash chain's head is the last entry's link (none: the next
+        append starts a chain after it)."""
+        last = await self.read_raw_backwards(None, 1)
+        link = last[0][1].get(b"h") if last else None
+        if link is None:
+            await self.redis.delete(self.keys.chain)
+        else:
+            await self.redis.set(self.keys.chain, f"{last[0][0]} {_s(link)}")
+
+    async def chain_head(self) -> tuple[Position, str] | None:
+        """The hash chain's head: the last entry's position and link (docs/audit.md)."""
+        raw = await self.redis.get(self.keys.chain)
+        if raw is None:
+            return None
+        position, _, link = _s(raw).partition(" ")
+        return position, link
 
     # ---- snapshots --------------------------------------------------------------------------
 

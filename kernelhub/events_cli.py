@@ -241,29 +241,56 @@ def show(
     with_store(installation_settings(context), run)
 
 
-@app.command(help="Fold the whole log and check its invariants (exit 1: a violation).")
+@app.command(
+    help="Fold the whole log and check its invariants and its hash chain (exit 1: a violation)."
+)
 @operator_command
 def verify(
     context: typer.Context,
     grace: Annotated[
         float, typer.Option(help="seconds an ended session's releases may still be on the way")
     ] = 10.0,
+    from_checkpoint: Annotated[
+        bool,
+        typer.Option(
+            "--from-checkpoint",
+            help="only the hash chain, from the newest signed checkpoint (kh events checkpoint)",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
+    from .history.audit import CHECKPOINT_FILE, checkpoint_key, read_checkpoint_file
+
+    settings = installation_settings(context)
+    key = checkpoint_key(settings.master_key_path)
+    records = read_checkpoint_file(settings.data_dir / CHECKPOINT_FILE)
+    if from_checkpoint:
+        exit_with(with_store(settings, partial(_verify_from_checkpoint, key, records, as_json)))
+        return
+
     async def run(store: RedisEventStore) -> int:
         from events.archive import merged_entries
 
         from .history.verify import LogVerifier
 
-        verifier = LogVerifier(store.codec, grace_ms=int(grace * 1000))
+        verifier = LogVerifier(
+            store.codec,
+            grace_ms=int(grace * 1000),
+            checkpoint_key=key,
+            file_checkpoints=records,
+        )
         async for position, fields in merged_entries(store):  # the archive too: the whole log
             verifier.feed(position, fields)
         violations = verifier.finish()
+        chain = verifier.chain
         if as_json:
             print(
                 json.dumps(
                     {
                         "events": verifier.events,
+                        "chained": chain.chained,
+                        "unchained": chain.unchained,
+                        "checkpoints_signed": key is not None,
                         "ok": not violations,
                         "violations": [v.as_json() for v in violations],
                     },
@@ -274,10 +301,121 @@ def verify(
             for violation in violations:
                 print(violation.line())
             verdict = "ok" if not violations else f"{len(violations)} violation(s)"
-            print(f"{verifier.events} events verified: {verdict}")
+            before = f", {chain.unchained} before the chain" if chain.unchained else ""
+            print(f"{verifier.events} events verified ({chain.chained} chained{before}): {verdict}")
+            if key is None:
+                print("kh: no master key here: checkpoint signatures not judged", file=sys.stderr)
         return 1 if violations else 0
 
-    exit_with(with_store(installation_settings(context), run))
+    exit_with(with_store(settings, run))
+
+
+async def _verify_from_checkpoint(
+    key: bytes | None, records: list[dict[str, Any]], as_json: bool, store: RedisEventStore
+) -> int:
+    from .history.audit import newest_valid_checkpoint, verify_chain
+
+    if key is None:
+        raise KernelhubError("--from-checkpoint needs the master key (run on the installation)")
+    start = newest_valid_checkpoint(key, records)
+    if start is None:
+        raise KernelhubError("no signed checkpoint to start from: run kh events checkpoint")
+    chain, breaks, anchored = await verify_chain(store, start)
+    problems = [f"chain      {b.position}  {b.stream} v{b.version}: {b.why}" for b in breaks]
+    if not anchored:
+        problems.insert(
+            0,
+            f"checkpoint {start['position']}: the entry no longer carries the signed link "
+            "(removed or rewritten)",
+        )
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "from": start["position"],
+                    "chained": chain.chained,
+                    "ok": not problems,
+                    "violations": problems,
+                },
+                sort_keys=True,
+            )
+        )
+    else:
+        for line in problems:
+            print(line)
+        verdict = "ok" if not problems else f"{len(problems)} violation(s)"
+        print(f"{chain.chained} events after checkpoint {start['position']} verified: {verdict}")
+    return 1 if problems else 0
+
+
+@app.command(help="Sign the hash chain's head (a checkpoint verify can start from).")
+@operator_command
+def checkpoint(context: typer.Context, as_json: JsonFlag = False) -> None:
+    from .history.audit import CHECKPOINT_FILE, checkpoint_key, make_checkpoint
+
+    settings = installation_settings(context)
+    key = checkpoint_key(settings.master_key_path)
+    if key is None:
+        raise KernelhubError(
+            f"no master key at {settings.master_key_path}: checkpoints are signed with it"
+        )
+
+    async def run(store: RedisEventStore) -> None:
+        try:
+            record = await make_checkpoint(store, key, settings.data_dir / CHECKPOINT_FILE)
+        except ValueError as exc:
+            raise KernelhubError(str(exc)) from None
+        _say(as_json, record, f"checkpoint {record['position']} {record['hash']} signed")
+
+    with_store(settings, run)
+
+
+@app.command(help="Who changed what: administrative events, with who asked and from where.")
+@operator_command
+def audit(
+    context: typer.Context,
+    who: Annotated[
+        str | None, typer.Option(help="part of the initiator: email, access key, peer")
+    ] = None,
+    what: Annotated[
+        str | None, typer.Option(help="an event type, or a prefix ending in * (keypair_*)")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(metavar="TIME|POSITION", help="from this on (2026-12-01T12:00:00Z, 7d ago)"),
+    ] = None,
+    about: Annotated[
+        str | None, typer.Option(help="text the event's data mentions (bob@lab.org)")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    from .history.audit import AuditQuery, audit_trail
+
+    for name, value in (("--who", who), ("--what", what), ("--about", about)):
+        if value is not None and not 0 < len(value) <= 256:
+            raise KernelhubError(f"{name}: 1 to 256 characters")
+
+    async def run(store: RedisEventStore) -> None:
+        from .history.positions import iso_ms
+
+        since_ms = (await _cutoff(store, since)).ms if since else None
+        query = AuditQuery(who=who, what=what, since_ms=since_ms, about=about)
+        found = 0
+        async for row in audit_trail(store, query):
+            found += 1
+            if as_json:
+                print(json.dumps(row, sort_keys=True, default=str), flush=True)
+                continue
+            data = json.dumps(row["data"], sort_keys=True, default=str)
+            print(
+                f"{iso_ms(row['time'])}  {row['who'] or '?'}  {row['type']}  "
+                f"{row['stream']}  {data[:300]}",
+                flush=True,
+            )
+        if not as_json and not found:
+            print("no administrative event matches", file=sys.stderr)
+
+    with_store(installation_settings(context), run)
 
 
 @app.command(help="The log as JSON lines (secrets redacted).")
@@ -364,9 +502,15 @@ def archive(
 
     async def run(store: RedisEventStore) -> None:
         from .history.archive import archive_before
+        from .history.audit import CHECKPOINT_FILE, checkpoint_key, make_checkpoint
 
         cutoff = await _cutoff(store, before)
         result = await archive_before(store, cutoff, directory)
+        key = checkpoint_key(settings.master_key_path)
+        if result.file is not None and key is not None:
+            # the log's head signed as the archive leaves: verify --from-checkpoint can
+            # start here without reading the files
+            await make_checkpoint(store, key, settings.data_dir / CHECKPOINT_FILE)
         if result.file is None:
             _say(as_json, result.as_json(), f"nothing to archive ended before {cutoff.shown}")
             return

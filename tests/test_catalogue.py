@@ -70,6 +70,7 @@ KERNELHUB_EVENTS = {
     "alloc_released",
     "scheduling_pass",
     "starts_estimated",
+    "log_checkpointed",
     "domain_created",
     "domain_updated",
     "project_created",

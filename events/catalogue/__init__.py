@@ -31,6 +31,7 @@ from pydantic import Field, TypeAdapter
 from ..secrets import REDACTED, is_secret_field
 from ._base import EventPayload, JsonObject, Slots
 from .agent import AgentError, AgentStarted, AgentTerminated
+from .audit import LogCheckpointed
 from .bgtask import BgtaskCancelled, BgtaskDone, BgtaskFailed
 from .endpoint import (
     EndpointCreated,
@@ -153,6 +154,7 @@ AnyPayload = Annotated[
         AllocReleased,
         SchedulingPass,
         StartsEstimated,
+        LogCheckpointed,
         DomainCreated,
         DomainUpdated,
         ProjectCreated,
@@ -276,6 +278,7 @@ __all__ = [
     "KeypairPolicyDeleted",
     "KeypairPolicySet",
     "KeypairUpdated",
+    "LogCheckpointed",
     "LogSeverity",
     "ManagerStatusSet",
     "PredicateFailure",

@@ -104,7 +104,10 @@ async def archive_before(store: RedisEventStore, cutoff: Cutoff, directory: Path
     entries: list[dict[str, Any]] = []
     for stream, _ in moving:
         entries += [
-            event_json(e, with_secrets=True) for e in await store.read_stream_stored(stream)
+            event_json(
+                store.codec.decode_stored(position, fields), with_secrets=True, fields=fields
+            )
+            for position, fields in await store.read_stream_raw(stream)
         ]
     entries.sort(key=lambda e: position_key(e["position"]))
     first, last = entries[0]["position"], entries[-1]["position"]

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
-from events import StoredEvent
+from events import StoredEvent, canonical_dumps
 from events.catalogue import redact
 
 from .positions import iso_ms
@@ -93,16 +94,30 @@ def initiator_text(initiator: Any) -> str | None:
     return f"{who or 'unknown'}@{peer}" if peer else who or None
 
 
-def event_json(event: StoredEvent, *, with_secrets: bool = False) -> dict[str, Any]:
+def event_json(
+    event: StoredEvent, *, with_secrets: bool = False, fields: Mapping[Any, Any] | None = None
+) -> dict[str, Any]:
     """The event as the log holds it (``position``, ``stream``, ``version``, ``body``),
-    secrets redacted unless asked for: the export format and ``--json``."""
+    secrets redacted unless asked for: the export format and ``--json``. Given the entry's
+    raw ``fields``, its hash-chain link too (``chain``), and, with secrets, the body's
+    stored bytes when they are not the body's canonical form (an event an upcaster read:
+    the link is over the bytes as stored, so a copy keeps them)."""
     body = dict(event.body)
     if not with_secrets:
         body["data"] = redact(event.type, event.data)
-    return {
+    entry: dict[str, Any] = {
         "position": event.position,
         "stream": event.stream,
         "version": event.version,
         "time": iso_ms(event.position_ms),
         "body": body,
     }
+    if fields is not None:
+        link = fields.get(b"h", fields.get("h"))
+        if link is not None:
+            entry["chain"] = link.decode() if isinstance(link, bytes) else str(link)
+        raw = fields.get(b"e", fields.get("e"))
+        stored = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if with_secrets and stored != canonical_dumps(body):
+            entry["stored_body"] = stored
+    return entry

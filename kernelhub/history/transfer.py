@@ -24,8 +24,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from events import RedisEventStore, canonical_dumps, position_key
-from events.archive import merged_entries
+from events import RedisEventStore, position_key
+from events.archive import entry_fields, merged_entries
 from events.catalogue import SECRET_FIELDS
 from events.secrets import REDACTED
 
@@ -55,7 +55,8 @@ async def export_log(
     done = 0
     async for position, fields in merged_entries(store):
         event = store.codec.decode_stored(position, fields)
-        out.write(json.dumps(event_json(event, with_secrets=with_secrets), sort_keys=True))
+        entry = event_json(event, with_secrets=with_secrets, fields=fields)
+        out.write(json.dumps(entry, sort_keys=True))
         out.write("\n")
         done += 1
         if progress and (done % _PAGE == 0 or done == total):
@@ -80,11 +81,7 @@ def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _fields(entry: dict[str, Any]) -> dict[Any, Any]:
-    return {
-        "s": str(entry["stream"]),
-        "v": str(entry["version"]),
-        "e": canonical_dumps(entry["body"]),
-    }
+    return entry_fields(entry)
 
 
 def _check(store: RedisEventStore, path: Path) -> int:
@@ -153,4 +150,5 @@ async def import_log(store: RedisEventStore, path: Path, progress: Progress | No
         done += len(batch)
         if progress:
             progress(done, total)
+    await store.restore_chain_head()
     return done

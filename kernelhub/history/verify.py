@@ -13,6 +13,12 @@
 - **release**: every kernel of an ended session had its hold released. Ends within
   ``grace_ms`` of the log's last event are not judged, since their releases may be on the
   way.
+- **chain**: every entry's hash-chain link is what its content and place make it
+  (:mod:`events.chain`): an entry edited, removed, inserted or moved behind the store's
+  back is named.
+- **checkpoint**: every signed checkpoint (``log_checkpointed`` in the log, and the file
+  beside the master key) has a valid signature and agrees with the chain at its position;
+  one in the file is in the log too. A chain recomputed after an edit fails here.
 
 The verifier is fed raw log entries in order and keeps only what the checks need (per
 stream: its version; per session: its status; per agent: capacity and holds), so memory
@@ -21,17 +27,22 @@ grows with the number of aggregates, not with the log.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from events import Event, EventCodec, default_codec
+from events.chain import ChainVerifier, signature_holds
 from events.errors import EventDecodeError
 
 __all__ = ["STATUS_AFTER", "LogVerifier", "Violation"]
 
 _ZERO = Decimal(0)
+_RECENT_LINKS = 100_000
+"""Links remembered for the log's own checkpoints (each signs a head read just before it
+was appended: a few entries back, unless the log was very busy)."""
 _NEW = "NEW"
 _ENDED = frozenset({"TERMINATED", "CANCELLED"})
 _LIVE = frozenset(
@@ -114,10 +125,29 @@ class LogVerifier:
     _used: dict[str, dict[str, Decimal]] = field(default_factory=dict)
     """Per agent, the sum of its holds (kept with them, so a check never walks them all)."""
     _last_ms: int = 0
+    checkpoint_key: bytes | None = None
+    """The checkpoints' signing key (None: no master key here, signatures not judged)."""
+    file_checkpoints: Sequence[Mapping[str, Any]] = ()
+    """The checkpoint file's records (``position``, ``hash``, ``signature``)."""
+    chain: ChainVerifier = field(default_factory=ChainVerifier)
+    _recent: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    _logged_checkpoints: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.chain.watch({str(c.get("position")) for c in self.file_checkpoints})
 
     # ---- feeding ------------------------------------------------------------------------------
     def feed(self, position: str, fields: Mapping[Any, Any]) -> None:
         self.events += 1
+        broken = self.chain.feed(position, fields)
+        if broken is not None:
+            version = int(broken.version) if broken.version.isdigit() else None
+            self._flag("chain", position, broken.stream, version, None, broken.why)
+        link = fields.get(b"h", fields.get("h"))
+        if link is not None:
+            self._recent[position] = link.decode() if isinstance(link, bytes) else str(link)
+            if len(self._recent) > _RECENT_LINKS:
+                self._recent.popitem(last=False)
         try:
             event = self.codec.decode(position, fields)
         except (EventDecodeError, ValueError) as exc:
@@ -129,9 +159,14 @@ class LogVerifier:
             self._check_session(event)
         if event.type.startswith("alloc_") or event.type == "agent_registered":
             self._check_ledger(event)
+        if event.type == "log_checkpointed":
+            self._check_checkpoint(event)
 
     def finish(self) -> list[Violation]:
-        """The end-of-log checks (releases); every violation found, in log order."""
+        """The end-of-log checks (releases, the checkpoint file); every violation found, in
+        log order."""
+        for record in self.file_checkpoints:
+            self._check_file_checkpoint(record)
         for kernel, hold in sorted(self._holds.items(), key=lambda item: item[1].position):
             ended = self._ended_ms.get(hold.session)
             if ended is not None and self._last_ms - ended > self.grace_ms:
@@ -169,6 +204,60 @@ class LogVerifier:
                 "versions", event, f"version {event.version} where {expected} was next ({what})"
             )
         self._versions[event.stream] = max(event.version, self._versions.get(event.stream, 0))
+
+    def _check_checkpoint(self, event: Event) -> None:
+        data: Any = event.data
+        record = {"position": data.position, "hash": data.hash, "signature": data.signature}
+        self._logged_checkpoints.add(data.position)
+        if self.checkpoint_key is not None and not signature_holds(self.checkpoint_key, record):
+            self._flag_event(
+                "checkpoint", event, "its signature does not hold: not signed with this key"
+            )
+            return
+        stored = self._recent.get(data.position)
+        if stored is not None and stored != data.hash:
+            self._flag_event(
+                "checkpoint",
+                event,
+                f"the chain at {data.position} is {stored[:12]}..., the checkpoint signed "
+                f"{data.hash[:12]}...: the log before it was rewritten",
+            )
+
+    def _check_file_checkpoint(self, record: Mapping[str, Any]) -> None:
+        position = str(record.get("position"))
+        where = "checkpoints-file"
+        if self.checkpoint_key is not None and not signature_holds(self.checkpoint_key, record):
+            self._flag("checkpoint", position, where, None, None, "signature does not hold")
+            return
+        stored = self.chain.links.get(position)
+        if stored is None:
+            self._flag(
+                "checkpoint",
+                position,
+                where,
+                None,
+                None,
+                "the log has no entry with a link at this checkpoint's position: removed",
+            )
+        elif stored != record.get("hash"):
+            self._flag(
+                "checkpoint",
+                position,
+                where,
+                None,
+                None,
+                f"the chain here is {stored[:12]}..., the checkpoint signed "
+                f"{str(record.get('hash'))[:12]}...: the log before it was rewritten",
+            )
+        if position not in self._logged_checkpoints:
+            self._flag(
+                "checkpoint",
+                position,
+                where,
+                None,
+                None,
+                "this signed checkpoint is in the file but not in the log: removed from Redis",
+            )
 
     def _check_session(self, event: Event) -> None:
         sid = event.stream.removeprefix("session-")
