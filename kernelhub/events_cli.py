@@ -382,7 +382,10 @@ def audit(
     ] = None,
     since: Annotated[
         str | None,
-        typer.Option(metavar="TIME|POSITION", help="from this on (2026-12-01T12:00:00Z, 7d ago)"),
+        typer.Option(
+            metavar="TIME|POSITION",
+            help="from this on (2026-12-01T12:00:00Z, a position, or a while ago: 7d)",
+        ),
     ] = None,
     about: Annotated[
         str | None, typer.Option(help="text the event's data mentions (bob@lab.org)")

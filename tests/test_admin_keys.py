@@ -686,3 +686,35 @@ def test_a_domain_admin_learns_nothing_of_other_domains_access_keys(world: World
     assert "acts only within the domain" in json.dumps(theirs[1])
     status, body = call(world, world.root, "GET", path + "AKIANOSUCHKEY0000000")
     assert status == 400 and "unknown owner access key" in json.dumps(body)
+
+
+def test_the_audit_trail_names_who_changed_bobs_keypair_and_from_where(world: World) -> None:
+    """``kh events audit``: the superadmin's change through the gateway, with their email,
+    access key and the request's peer; eve's refused attempt left nothing to find; and the
+    live log's chain verifies from a checkpoint signed after it."""
+    root, bob = world.root, world.bob
+    data(world, root, MODIFY, access_key=bob.access_key, input={"rate_limit": 4321})
+    status, _ = gql(world, world.eve, MODIFY, access_key=bob.access_key, input={"rate_limit": 1})
+    assert status in (401, 403)
+    audit = world.stack.kh(
+        "events", "audit", "--what", "keypair_*", "--about", bob.access_key, "--json"
+    )
+    assert audit.returncode == 0, audit.stderr
+    rows = [json.loads(line) for line in audit.stdout.splitlines()]
+    change = [r for r in rows if r["data"].get("rate_limit") == 4321]
+    assert len(change) == 1 and change[0]["type"] == "keypair_updated"
+    who = change[0]["initiator"]
+    assert (who["email"], who["access_key"], who["peer"]) == (
+        root.email,
+        root.access_key,
+        "127.0.0.1",
+    )
+    assert not [r for r in rows if r["data"].get("rate_limit") == 1]  # refused: not logged
+    by_eve = world.stack.kh("events", "audit", "--who", world.eve.email)
+    assert by_eve.returncode == 0 and bob.access_key not in by_eve.stdout
+
+    data_dir = str(world.stack.root / "data")
+    signed = world.stack.kh("events", "checkpoint", KH_DATA_DIR=data_dir)
+    assert signed.returncode == 0, signed.stderr
+    verified = world.stack.kh("events", "verify", "--from-checkpoint", KH_DATA_DIR=data_dir)
+    assert verified.returncode == 0 and verified.stdout.strip().endswith("ok"), verified.stdout
