@@ -30,6 +30,14 @@ PID = "7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c2d"
 UID = "3b0f7a4e-8d1c-4c2b-9e6f-5a4d3c2b1a09"
 REALISTIC: dict[str, dict[str, object]] = {
     "session_activity": {"session_id": SID, "last_access": 1795599990.25},
+    "session_idle_warning": {
+        "session_id": SID,
+        "checker": "network_timeout",
+        "reason": "idle-timeout",
+        "deadline": 1795600590.25,
+        "remaining": 600.0,
+        "last_access": 1795599990.25,
+    },
     "vfolder_renamed": {"folder_id": KID, "name": "datasets-2026"},
     "vfolder_created": {
         "folder_id": KID,

@@ -168,7 +168,9 @@ def test_the_body_is_23_03s_session_lifecycle_for_each_session_event() -> None:
         "session_terminated",
         "session_success",
         "session_failure",
+        "session_idle_warning",  # kernelhub's: a reclaim ahead (docs/idle.md)
     }
+    assert callback_body("session_idle_warning", "1b4c", 0)["event"] == "idle_warning"
     body = callback_body("session_terminated", "1b4c", 1_796_126_536_855)
     assert body == {
         "type": "session_lifecycle",
@@ -544,6 +546,34 @@ async def test_a_redirect_is_not_followed(store: RedisEventStore, receiver: Rece
         await _destroy_running(cluster, sid)
     assert [r["body"]["event"] for r in receiver.got("/redirect/a")][:1] == ["enqueued"]
     assert receiver.got("/ok/landed") == []  # where it pointed: never asked
+
+
+@pytest.mark.redis
+async def test_an_idle_warning_reaches_the_callback_before_the_reclaim(
+    store: RedisEventStore, receiver: Receiver
+) -> None:
+    from actors.domain.idle import IdleConfig
+
+    idle = IdleConfig.parse(
+        {
+            "enabled": "network_timeout",
+            "warning-lead": "1s",
+            "checkers": {"network_timeout": {"threshold": "2s"}},
+        }
+    )
+    local = LocalCluster(store, safety_tick_s=0.5, callback_policy=LOCAL, idle=idle)
+    await local.start()
+    try:
+        await _create(local, receiver.url("/ok/idle"))
+
+        def reclaimed() -> bool:
+            return "terminated" in receiver.events("/ok/idle")
+
+        await eventually(reclaimed, timeout=30, message="reclaimed and told")
+    finally:
+        await local.stop()
+    told = receiver.events("/ok/idle")
+    assert told.index("started") < told.index("idle_warning") < told.index("terminating")
 
 
 @pytest.mark.redis

@@ -71,6 +71,7 @@ KERNELHUB_EVENTS = {
     "scheduling_pass",
     "starts_estimated",
     "log_checkpointed",
+    "session_idle_warning",
     "domain_created",
     "domain_updated",
     "project_created",

@@ -14,6 +14,7 @@ from actors.domain.idle import (
     activity_note_id,
     calculate_remaining_time,
     idle_reclaim_id,
+    idle_warning_id,
     judge,
     network_timeout,
     review,
@@ -243,3 +244,70 @@ def test_reaper_command_ids_are_derived_as_the_log_already_records_them() -> Non
     sid = uuid.UUID(int=3)
     assert idle_reclaim_id(sid, "idle-timeout") == uuid.uuid5(sid, "idle/idle-timeout")
     assert activity_note_id(sid, 1.5) == uuid.uuid5(sid, "activity@1.5")
+
+
+# ---- warnings before a reclaim (kernelhub's) ---------------------------------------------------
+WARNED = IdleConfig.parse(
+    {
+        "enabled": "network_timeout",
+        "warning-lead": "2m",
+        "checkers": {"network_timeout": {"threshold": "10m"}},
+    }
+)
+
+
+def test_the_warning_lead_is_read_and_bounded() -> None:
+    assert WARNED.warning_lead == 120 and NETWORK.warning_lead == 0
+    with pytest.raises(ValueError, match="warning_lead"):
+        IdleConfig.parse({"warning-lead": "30d"})
+
+
+def test_a_review_warns_within_the_lead_and_looks_again_when_the_lead_begins() -> None:
+    early = review(facts(), WARNED, T0 + 400, running_since=T0, noted=None)
+    assert early.warning is None
+    assert early.next_check == T0 + 480  # the deadline (T0 + 600) less the lead
+    due = review(facts(), WARNED, T0 + 500, running_since=T0, noted=None)
+    assert due.warning is not None and due.reclaim is None
+    assert (due.warning.checker, due.warning.reason) == ("network_timeout", "idle-timeout")
+    assert (due.warning.deadline, due.warning.remaining) == (T0 + 600, 100)
+    assert due.next_check == T0 + 600  # then the deadline itself
+    # the same deadline, seen again later: the same warning (one command id for both)
+    again = review(facts(), WARNED, T0 + 550.123, running_since=T0, noted=None)
+    assert again.warning is not None and again.warning.deadline == due.warning.deadline
+    # activity moves the deadline: no warning until the new lead begins
+    used = review(facts(last_access=T0 + 500), WARNED, T0 + 500, running_since=T0, noted=None)
+    assert used.warning is None and used.next_check == T0 + 980
+    # without a lead, nothing is ever warned
+    assert review(facts(), NETWORK, T0 + 590, running_since=T0, noted=None).warning is None
+
+
+def test_the_soonest_reclaim_is_the_one_warned_of() -> None:
+    lifetime_first = facts(policy_max_session_lifetime=560)  # lifetime ends before the timer
+    seen = review(lifetime_first, WARNED, T0 + 500, running_since=T0, noted=None)
+    assert seen.warning is not None and seen.warning.checker == "session_lifetime"
+    assert (seen.warning.reason, seen.warning.deadline) == ("idle-session-lifetime", T0 + 560)
+    # utilization has no deadline to warn of: a session it judges alone is never warned
+    only_util = IdleConfig.parse({"enabled": "utilization", "warning-lead": "1h"})
+    assert review(sampled(0, 0), only_util, T0 + 400, running_since=T0, noted=None).warning is None
+
+
+def test_a_warning_is_appended_once_per_deadline_while_the_session_runs() -> None:
+    from actors.domain.session_aggregate import SessionAggregate
+    from actors.domain.statuses import SessionStatus
+    from events.catalogue import SessionIdleWarning
+
+    sid = uuid.UUID(int=9)
+    aggregate = SessionAggregate(session_id=sid)
+    warning = SessionIdleWarning(
+        session_id=sid, checker="network_timeout", reason="idle-timeout", deadline=5, remaining=2
+    )
+    assert aggregate.decide_idle_warning(warning) == []  # not running
+    aggregate.status = SessionStatus.RUNNING
+    assert aggregate.decide_idle_warning(warning) == [warning]
+    aggregate.apply(warning, 9)
+    assert aggregate.decide_idle_warning(warning) == []  # told already
+    later = warning.model_copy(update={"deadline": 9.0})
+    assert aggregate.decide_idle_warning(later) == [later]  # a new deadline: told again
+    assert idle_warning_id(sid, "network_timeout", 5.0) == uuid.uuid5(
+        sid, "idle-warning/network_timeout@5.0"
+    )

@@ -377,3 +377,87 @@ async def test_activity_is_noted_in_the_log_coalesced_and_the_reclaim_says_why(
     assert evidence["reports"]["network_timeout"]["remaining"] == -1
     record = await ReadModels(store).session(str(sid))
     assert record is not None and record["last_activity"] == last
+
+
+async def test_a_warning_comes_before_the_reclaim_and_activity_after_it_cancels_it(
+    store: RedisEventStore,
+) -> None:
+    """``warning-lead``: the session is told (``session_idle_warning``) before the network
+    timer reclaims it; used after the warning, it outlives that deadline; left alone, it is
+    warned again of the new deadline and then reclaimed."""
+    import asyncio
+
+    warned = IdleConfig.parse(
+        {
+            "enabled": "network_timeout",
+            "warning-lead": "2s",
+            "checkers": {"network_timeout": {"threshold": "3s"}},
+        }
+    )
+    local = LocalCluster(
+        store, [("i-a", {"cpu": 8, "mem": 16 * G})], safety_tick_s=0.5, idle=warned
+    )
+    await local.start()
+    try:
+        sid = await running(local)
+
+        async def warnings() -> list[Any]:
+            events = await store.read_stream(f"session-{sid}")
+            return [e for e in events if e.type == "session_idle_warning"]
+
+        first = (await eventually(warnings, timeout=10, message="warned"))[0].data
+        assert (first.checker, first.reason) == ("network_timeout", "idle-timeout")
+        assert 0 < first.remaining <= 2
+        assert (await local.shard.get(sid)).status.name == "RUNNING"
+        models = ReadModels(store)
+
+        async def shown() -> Any:
+            return ((await models.session(str(sid))) or {}).get("idle_warning")
+
+        assert (await eventually(shown, timeout=5, message="in the read model"))["checker"] == (
+            "network_timeout"
+        )
+        await told_as_the_api_and_the_stream_tell_it(models, sid, events_of_warning=warnings)
+        await touch(store, sid)  # used after the warning: that reclaim is off
+        clock = await store.clock.now()
+        await asyncio.sleep(max(0.0, first.deadline - clock) + 0.8)
+        assert (await local.shard.get(sid)).status.name == "RUNNING"
+
+        assert await ended_with(store, sid) == "idle-timeout"
+        events = await store.read_stream(f"session-{sid}")
+        kinds = [e.type for e in events]
+        told = [e.data for e in events if e.type == "session_idle_warning"]
+        assert len(told) == 2 and told[1].deadline > first.deadline  # warned of each deadline
+        assert kinds.index("session_terminating") > max(
+            i for i, k in enumerate(kinds) if k == "session_idle_warning"
+        )
+    finally:
+        await local.stop()
+
+
+async def told_as_the_api_and_the_stream_tell_it(
+    models: ReadModels, sid: uuid.UUID, events_of_warning: Any
+) -> None:
+    """The warning as ``GET /session/{id}`` (``idleWarning``), GraphQL and the SDK
+    (``idle_warning``), ``kh info`` and the SSE stream (``session_idle_warning``) show it."""
+    from actors.gateway.events import FORWARDED, _payloads
+    from actors.gateway.views import compute_session, session_info
+    from kernelhub.client_cli.app import describe_idle_warning
+    from kernelhub.sdk.models import SessionInfo
+
+    record = await models.session(str(sid))
+    assert record is not None
+    rest = session_info(record)["idleWarning"]
+    assert rest["checker"] == "network_timeout" and rest["reason"] == "idle-timeout"
+    assert rest["reclaimAt"].endswith("Z") and rest["warnedAt"] <= rest["reclaimAt"]
+    sdk = SessionInfo.from_graphql(json.loads(json.dumps(compute_session(record), default=str)))
+    assert sdk.idle_warning == rest
+    assert describe_idle_warning(rest).startswith(
+        f"network_timeout reclaims it at {rest['reclaimAt']} unless it is used"
+    )
+    event = (await events_of_warning())[0]
+    assert "session_idle_warning" in FORWARDED
+    ((name, payload),) = _payloads(event.type, event.data, record)
+    assert name == "session_idle_warning" and payload["reason"] == "idle-timeout"
+    assert payload["checker"] == "network_timeout" and payload["sessionId"] == str(sid)
+    assert payload["reclaimAt"][:19] == rest["reclaimAt"][:19]

@@ -70,9 +70,11 @@ CALLBACK_EVENTS: Mapping[str, str] = {
     "session_terminated": "terminated",
     "session_success": "success",
     "session_failure": "failure",
+    "session_idle_warning": "idle_warning",
 }
-"""The log's event type -> the ``event`` a receiver is told (23.03's set and names). There
-is no callback for PULLING: 23.03 has no session-level pulling event to send one for."""
+"""The log's event type -> the ``event`` a receiver is told (23.03's set and names, and
+kernelhub's ``idle_warning``: a reclaim ahead, docs/idle.md). There is no callback for
+PULLING: 23.03 has no session-level pulling event to send one for."""
 
 _SCHEMES = frozenset({"http", "https"})
 _NUMERIC_HOST = re.compile(r"^[0-9a-fA-Fx.]+$")

@@ -25,6 +25,7 @@ __all__ = [
     "CHECKER_OF",
     "IDLE_TIMEOUT_VALUE",
     "IdleConfig",
+    "IdleWarning",
     "Judgment",
     "Review",
     "SessionFacts",
@@ -32,6 +33,7 @@ __all__ = [
     "activity_note_id",
     "calculate_remaining_time",
     "idle_reclaim_id",
+    "idle_warning_id",
     "judge",
     "network_timeout",
     "review",
@@ -42,6 +44,8 @@ __all__ = [
 
 IDLE_TIMEOUT_VALUE = -1.0
 """What a report shows once the time is up."""
+MAX_WARNING_LEAD_S = 7 * 86400.0
+"""A week: a warning further ahead than that is no warning."""
 CHECK_INTERVAL_S = 15.0
 """23.03's ``DEFAULT_CHECK_INTERVAL``: the utilization window is counted in these."""
 _CHECKERS = ("network_timeout", "utilization")
@@ -99,6 +103,9 @@ class IdleConfig(BaseModel):
     """``checkers.network_timeout.threshold`` (default 10 min)."""
     utilization: UtilizationConfig = Field(default_factory=UtilizationConfig)
     user_initial_grace_period: float | None = None
+    warning_lead: float = Field(0.0, ge=0, le=MAX_WARNING_LEAD_S)
+    """``warning-lead``: how long before a reclaim the session gets a ``session_idle_warning``
+    (0: none). kernelhub's; 23.03 reclaims without a word."""
     warnings: tuple[str, ...] = ()
     """What was accepted but deserves a loud word (the old ``timeout`` name, unknown names)."""
 
@@ -125,11 +132,13 @@ class IdleConfig(BaseModel):
             checkers["network_timeout"] = checkers.pop("timeout")
         network = checkers.get("network_timeout") or {}
         grace = (checkers.get("user_grace_period") or {}).get("user_initial_grace_period")
+        lead = raw.get("warning-lead", 0)
         return cls(
             enabled=tuple(enabled),
             network_threshold=_seconds(network.get("threshold", "10m")),
             utilization=UtilizationConfig.model_validate(checkers.get("utilization") or {}),
             user_initial_grace_period=None if grace is None else _seconds(grace),
+            warning_lead=_seconds(lead) if lead else 0.0,
             warnings=tuple(warnings),
         )
 
@@ -314,10 +323,33 @@ def idle_reclaim_id(session_id: uuid.UUID, reason: str) -> uuid.UUID:
     return uuid.uuid5(session_id, f"idle/{reason}")
 
 
+def idle_warning_id(session_id: uuid.UUID, checker: str, deadline: float) -> uuid.UUID:
+    """The command id of warning a session that ``checker`` reclaims it at ``deadline``:
+    once per deadline (activity that moves the deadline earns a new warning later)."""
+    return uuid.uuid5(session_id, f"idle-warning/{checker}@{deadline!r}")
+
+
 def activity_note_id(session_id: uuid.UUID, last_access: float) -> uuid.UUID:
     """The command id of noting a session's activity in the log: once per access time (a
     repeat after a restart is a no-op)."""
     return uuid.uuid5(session_id, f"activity@{last_access!r}")
+
+
+WARNED_CHECKERS = {"session_lifetime": "idle-session-lifetime", "network_timeout": "idle-timeout"}
+"""The checkers whose reclaim has a deadline to warn of. ``utilization`` has none: it
+reclaims when a window of samples averages under its thresholds, which the next sample
+may change either way."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdleWarning:
+    """A reclaim ahead: ``checker`` reclaims the session at ``deadline`` unless (for the
+    network timer) it is used first."""
+
+    checker: str
+    reason: str
+    deadline: float
+    remaining: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +368,8 @@ class Review:
     next_check: float | None = None
     """When to look again (``None`` after a reclaim, or when nothing measures the session:
     a touch brings it back)."""
+    warning: IdleWarning | None = None
+    """A reclaim within the configured lead time (the soonest, if several)."""
 
 
 def review(
@@ -364,7 +398,26 @@ def review(
     waits = [r["remaining"] for r in reports.values() if (r["remaining"] or 0) > 0]
     if "utilization" in reports:  # samples keep coming: look again each interval
         waits.append(config.utilization.interval)
-    return Review(reports, note=note, next_check=now + min(waits) if waits else None)
+    warning = _warning(reports, config.warning_lead, now)
+    if config.warning_lead > 0:  # and again when a deadline comes within the lead
+        waits += [w - config.warning_lead for w in waits if w > config.warning_lead]
+    return Review(
+        reports, note=note, next_check=now + min(waits) if waits else None, warning=warning
+    )
+
+
+def _warning(reports: dict[str, dict[str, Any]], lead: float, now: float) -> IdleWarning | None:
+    """The soonest deadline within ``lead`` of a checker that has one (none with no lead)."""
+    if lead <= 0:
+        return None
+    ahead = [  # the deadline to the millisecond: the same from one look to the next
+        IdleWarning(checker, WARNED_CHECKERS[checker], round(now + remaining, 3), remaining)
+        for checker, report in reports.items()
+        if checker in WARNED_CHECKERS
+        and (remaining := report.get("remaining")) is not None
+        and 0 < remaining <= lead
+    ]
+    return min(ahead, key=lambda w: w.remaining, default=None)
 
 
 def _worth_noting(

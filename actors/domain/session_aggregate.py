@@ -26,6 +26,7 @@ from events.catalogue import (
     SessionActivity,
     SessionCancelled,
     SessionFailure,
+    SessionIdleWarning,
     SessionPreparing,
     SessionSchedulingFailed,
     SessionStarted,
@@ -99,6 +100,8 @@ class SessionAggregate:
     """What the last ``session_scheduling_failed`` said (appended only when it changes)."""
     last_activity: float | None = None
     """The latest access a ``session_activity`` noted (Redis time, s)."""
+    warned: tuple[str, float] | None = None
+    """The last ``session_idle_warning``'s checker and deadline."""
 
     # ---- fold ------------------------------------------------------------------------------
     def apply(self, payload: AnyPayload, version: int, command_id: uuid.UUID | None = None) -> None:
@@ -154,6 +157,8 @@ class SessionAggregate:
             self.last_failure = _failure_signature(payload)  # type: ignore[arg-type]
         elif kind == "session_activity":
             self.last_activity = payload.last_access  # type: ignore[union-attr]
+        elif kind == "session_idle_warning":
+            self.warned = (payload.checker, payload.deadline)  # type: ignore[union-attr]
         elif kind == "session_success":
             self.result = "success"
         elif kind == "session_failure":
@@ -291,6 +296,14 @@ class SessionAggregate:
         if self.last_activity is not None and last_access <= self.last_activity:
             return []
         return [SessionActivity(session_id=self.session_id, last_access=last_access)]
+
+    def decide_idle_warning(self, warning: SessionIdleWarning) -> list[AnyPayload]:
+        """A reclaim ahead, told once per checker and deadline, while the session runs."""
+        if self.status is not SessionStatus.RUNNING:
+            return []
+        if self.warned == (warning.checker, warning.deadline):
+            return []
+        return [warning]
 
     def decide_scheduling_failed(self, failure: SessionSchedulingFailed) -> list[AnyPayload]:
         """Only a change of what the user would see is worth an event."""

@@ -20,6 +20,7 @@ import asyncio
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -51,10 +52,13 @@ FORWARDED = frozenset(
         "kernel_cancelled",
         "kernel_terminating",
         "kernel_terminated",
+        "session_idle_warning",
     }
 )
-"""The 15 event names 23.03 forwards; ``kernel_preparing`` is told for each kernel of a
-session when it is prepared (kernelhub's log has ``session_preparing`` for that)."""
+"""The 15 event names 23.03 forwards, and kernelhub's ``session_idle_warning`` (a reclaim
+ahead: ``reason``, ``checker`` and ``reclaimAt``); ``kernel_preparing`` is told for each
+kernel of a session when it is prepared (kernelhub's log has ``session_preparing`` for
+that)."""
 _FROM_LOG = (FORWARDED - {"kernel_preparing"}) | {"session_preparing"}
 _ENDS = frozenset({"session_terminated", "session_cancelled", "session_success", "session_failure"})
 _PING_S = 15.0
@@ -129,6 +133,9 @@ def _payloads(kind: str, data: Any, record: dict[str, Any]) -> list[tuple[str, d
     kernels = record.get("kernels") or {}
     if kind == "session_preparing":
         return [("kernel_preparing", {**base, **_kernel(k)}) for k in kernels.values()]
+    if kind == "session_idle_warning":
+        reclaim_at = datetime.fromtimestamp(data.deadline, UTC).isoformat().replace("+00:00", "Z")
+        return [(kind, {**base, "checker": data.checker, "reclaimAt": reclaim_at})]
     kernel_id = getattr(data, "kernel_id", None)
     if kernel_id is not None:
         return [(kind, {**base, **_kernel(kernels.get(str(kernel_id), {"id": str(kernel_id)}))})]

@@ -107,6 +107,7 @@ type ComputeSession {
   occupying_slots: String occupied_slots: String requested_slots: String
   num_queries: Int containers: [ComputeContainer] dependencies: [ComputeSession]
   estimated_start_at: String estimated_start_interval: [String] estimate_basis: String
+  idle_warning: String
 }
 
 type ComputeSessionList { items: [ComputeSession]! total_count: Int! }

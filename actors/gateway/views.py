@@ -69,6 +69,24 @@ def session_info(
             for m in record.get("mounts") or ()
         ],
         **start_estimate(record),
+        **idle_warning(record),
+    }
+
+
+def idle_warning(record: dict[str, Any]) -> dict[str, Any]:
+    """kernelhub's addition for a RUNNING session warned of a reclaim ahead (docs/idle.md):
+    ``idleWarning`` {checker, reason, reclaimAt, warnedAt}; absent when none stands (none
+    given, or the session was used since)."""
+    warning = record.get("idle_warning")
+    if record.get("status") != "RUNNING" or not warning:
+        return {}
+    return {
+        "idleWarning": {
+            "checker": warning.get("checker"),
+            "reason": warning.get("reason"),
+            "reclaimAt": warning.get("reclaim_at"),
+            "warnedAt": warning.get("warned_at"),
+        }
     }
 
 
@@ -175,4 +193,7 @@ def compute_session(record: dict[str, Any]) -> dict[str, Any]:
         "estimated_start_at": estimated.get("estimatedStartAt"),
         "estimated_start_interval": estimated.get("estimatedStartInterval"),
         "estimate_basis": estimated.get("estimateBasis"),
+        "idle_warning": _JSON(warned)
+        if (warned := idle_warning(record).get("idleWarning"))
+        else None,
     }

@@ -32,8 +32,16 @@ from actors.domain.commands.sessions import (
     NoteActivities,
     NoteActivity,
     SessionClient,
+    WarnIdle,
+    WarnIdleMany,
 )
-from actors.domain.idle import IdleConfig, activity_note_id, idle_reclaim_id, review
+from actors.domain.idle import (
+    IdleConfig,
+    activity_note_id,
+    idle_reclaim_id,
+    idle_warning_id,
+    review,
+)
 from actors.idle.facts import APP_STALE_S, IdleFacts
 from actors.runtime.outage import Outages
 from events import Event, RedisEventStore
@@ -142,6 +150,7 @@ class Reaper:
         batch = self.store.idle.batch()
         destroys: list[DestroyIfIdle] = []
         notes: list[NoteActivity] = []
+        warnings: list[WarnIdle] = []
         reclaimed: list[tuple[str, str]] = []
         for session_id in due:
             record = records.get(session_id)
@@ -186,6 +195,19 @@ class Reaper:
                         command_id=activity_note_id(sid, seen.note),
                     )
                 )
+            if seen.warning is not None:
+                warning = seen.warning
+                warnings.append(
+                    WarnIdle(
+                        session_id=sid,
+                        checker=warning.checker,
+                        reason=warning.reason,
+                        deadline=warning.deadline,
+                        remaining=warning.remaining,
+                        last_access=facts.last_access or None,
+                        command_id=idle_warning_id(sid, warning.checker, warning.deadline),
+                    )
+                )
             if seen.next_check is not None:  # the earliest moment its verdict could change
                 batch.schedule(session_id, seen.next_check)
             else:  # nothing measures it (no policy, timer off): a touch brings it back
@@ -199,7 +221,26 @@ class Reaper:
                     self.on_reclaim(reason)
         if notes:
             await self._note(notes)
+        if warnings:
+            await self._warn(warnings)
         return reclaimed
+
+    async def _warn(self, warnings: list[WarnIdle]) -> None:
+        """Reclaims ahead into the log (``session_idle_warning``), once per deadline (the
+        command id and the aggregate both say so). History, not a decision: a failure is
+        logged, and a later look before the deadline (if any) tries again."""
+        try:
+            await self.shard.handle(WarnIdleMany(items=tuple(warnings)))
+        except Exception as exc:
+            log.warning("idle warnings not appended", sessions=len(warnings), error=repr(exc))
+            return
+        for warning in warnings:
+            log.info(
+                "session warned",
+                session=str(warning.session_id),
+                checker=warning.checker,
+                remaining=round(warning.remaining, 1),
+            )
 
     async def _note(self, notes: list[NoteActivity]) -> None:
         """Coalesced activity into the log: the latest access of each session judged alive,

@@ -44,6 +44,8 @@ from actors.domain.commands.sessions import (
     SchedulingFailed,
     ShardCommand,
     StartFailed,
+    WarnIdle,
+    WarnIdleMany,
 )
 from actors.domain.errors import DomainError, InvalidAPIParameters
 from actors.domain.session import (
@@ -63,7 +65,7 @@ from events import (
     correlated,
     events_for_command,
 )
-from events.catalogue import SessionCreationSpec, SessionEnqueued
+from events.catalogue import SessionCreationSpec, SessionEnqueued, SessionIdleWarning
 from events.catalogue.session import VFolderMountSpec
 from events.server import log_unreachable
 
@@ -115,6 +117,18 @@ def _idle_destroy(
 
 def _note_decision(last_access: float) -> Callable[[SessionAggregate], list[Any]]:
     return lambda aggregate: aggregate.decide_note_activity(last_access)
+
+
+def _warning_decision(command: WarnIdle) -> Callable[[SessionAggregate], list[Any]]:
+    warning = SessionIdleWarning(
+        session_id=command.session_id,
+        checker=command.checker,
+        reason=command.reason,
+        deadline=command.deadline,
+        remaining=command.remaining,
+        last_access=command.last_access,
+    )
+    return lambda aggregate: aggregate.decide_idle_warning(warning)
 
 
 def _prepare(aggregate: SessionAggregate) -> list[Any]:
@@ -559,6 +573,19 @@ class SessionShard:
         """One ``session_activity`` each for running sessions used since their last note."""
         return await self._decide_many(
             [(n.session_id, n.command_id, _note_decision(n.last_access)) for n in command.items]
+        )
+
+    @_handle.register
+    async def _warn_idle(self, command: WarnIdle) -> Decided:
+        (outcome,) = await self.handle(WarnIdleMany(items=(command,)))
+        return outcome
+
+    @_handle.register
+    async def _warn_idle_many(self, command: WarnIdleMany) -> list[Decided]:
+        """A ``session_idle_warning`` each, for running sessions not yet warned of that
+        deadline."""
+        return await self._decide_many(
+            [(w.session_id, w.command_id, _warning_decision(w)) for w in command.items]
         )
 
     @_handle.register

@@ -61,6 +61,7 @@ from .kernelhub import (
     AllocSettled,
     PredicateFailure,
     SessionActivity,
+    SessionIdleWarning,
     SessionSchedulingFailed,
     SessionStatusChanged,
 )
@@ -148,6 +149,7 @@ AnyPayload = Annotated[
         SessionStatusChanged,
         SessionSchedulingFailed,
         SessionActivity,
+        SessionIdleWarning,
         AgentRegistered,
         AllocReserved,
         AllocSettled,
@@ -299,6 +301,7 @@ __all__ = [
     "SessionCreationSpec",
     "SessionEnqueued",
     "SessionFailure",
+    "SessionIdleWarning",
     "SessionPreparing",
     "SessionScheduled",
     "SessionSchedulingFailed",

@@ -22,6 +22,7 @@ __all__ = [
     "Allocation",
     "PredicateFailure",
     "SessionActivity",
+    "SessionIdleWarning",
     "SessionSchedulingFailed",
     "SessionStatusChanged",
 ]
@@ -47,6 +48,25 @@ class SessionActivity(EventPayload):
     session_id: UUID
     last_access: float
     """When the session was last used (Redis time, unix seconds)."""
+
+
+class SessionIdleWarning(EventPayload):
+    """An idle or lifetime checker will reclaim the session soon unless something changes
+    (docs/idle.md, "Warnings"): appended once per checker and deadline, the configured lead
+    time before it. Activity after it moves an idle deadline as usual (a lifetime does not
+    move). Backend.AI has no such event (its request for one is open)."""
+
+    type: Literal["session_idle_warning"] = "session_idle_warning"
+    session_id: UUID
+    checker: Literal["network_timeout", "session_lifetime"]
+    reason: Literal["idle-timeout", "idle-session-lifetime"]
+    """The reclaim's reason, as its ``session_terminating`` would say it."""
+    deadline: float = Field(ge=0, le=1e11)
+    """When the checker would reclaim it (Redis time, unix seconds)."""
+    remaining: float = Field(ge=0, le=1e10)
+    """Seconds left when the warning was judged."""
+    last_access: float | None = Field(default=None, ge=0, le=1e11)
+    """The last activity the judgment saw (the network timer's start)."""
 
 
 class PredicateFailure(Record):

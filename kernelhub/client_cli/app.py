@@ -334,6 +334,14 @@ def _age(info: SessionInfo) -> str:
     return f"{max(seconds, 0)}s"
 
 
+def describe_idle_warning(warning: dict[str, Any]) -> str:
+    """``kh info``'s line for a reclaim ahead (``idleWarning``)."""
+    line = f"{warning.get('checker')} reclaims it at {warning.get('reclaimAt')}"
+    if warning.get("checker") == "network_timeout":
+        line += " unless it is used"
+    return f"{line} (warned {warning.get('warnedAt')})"
+
+
 @app.command(help="Show one session: status, why it waits, kernels, slots, idle checks.")
 @handled
 def info(ref: SessionRef, as_json: JsonFlag = False) -> None:
@@ -369,6 +377,8 @@ def info(ref: SessionRef, as_json: JsonFlag = False) -> None:
                 "not measured" if remaining is None else f"{float(remaining):.0f}s left",
             )
         )
+    if found.idle_warning:
+        rows.append(("idle warning", describe_idle_warning(found.idle_warning)))
     for key, value in rows:
         if value:
             print(f"{key:12} {value}")

@@ -57,7 +57,7 @@ StatusCallback = Callable[[SessionInfo], None]
 _SESSION_FIELDS = """id name type image status status_info status_data status_history
   tag architecture starts_at created_at terminated_at result exit_code access_key
   scaling_group startup_command occupying_slots requested_slots idle_checks
-  estimated_start_at estimated_start_interval estimate_basis
+  estimated_start_at estimated_start_interval estimate_basis idle_warning
   containers { id cluster_role cluster_hostname agent status status_info status_data
                container_id occupied_slots }"""
 _GET = "query($id: UUID!) { compute_session(id: $id) { " + _SESSION_FIELDS + " } }"

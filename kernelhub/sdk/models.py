@@ -131,6 +131,10 @@ class SessionInfo(_Model):
     estimate_basis: str | None = Field(
         default=None, description="where the run times it assumed came from"
     )
+    idle_warning: dict[str, Any] | None = Field(
+        default=None,
+        description="while RUNNING: a reclaim ahead (checker, reason, reclaimAt, warnedAt)",
+    )
 
     @property
     def is_live(self) -> bool:
@@ -203,6 +207,7 @@ class SessionInfo(_Model):
             estimated_start_at=when("estimated_start_at"),
             estimated_start_interval=_interval(item.get("estimated_start_interval")),
             estimate_basis=item.get("estimate_basis"),
+            idle_warning=_json_field(item.get("idle_warning")),
         )
 
 

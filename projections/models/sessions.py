@@ -359,6 +359,20 @@ def _on_status_changed(record: Record, event: StoredEvent) -> None:
 
 def _on_activity(record: Record, event: StoredEvent) -> None:
     record["last_activity"] = event.data["last_access"]
+    warning = record.get("idle_warning")
+    if warning and event.data["last_access"] * 1000 > warning["warned_ms"]:
+        del record["idle_warning"]  # used since the warning: that reclaim is off
+
+
+def _on_idle_warning(record: Record, event: StoredEvent) -> None:
+    data = event.data
+    record["idle_warning"] = {
+        "checker": data["checker"],
+        "reason": data["reason"],
+        "reclaim_at": iso_of(int(data["deadline"] * 1000)),
+        "warned_at": iso_of(event.position_ms),
+        "warned_ms": event.position_ms,
+    }
 
 
 def _on_scheduling_failed(record: Record, event: StoredEvent) -> None:
@@ -403,6 +417,7 @@ _HANDLERS: dict[str, Callable[[Record, StoredEvent], None]] = {
     "session_scheduling_failed": _on_scheduling_failed,
     "alloc_settled": _on_alloc_settled,
     "session_activity": _on_activity,
+    "session_idle_warning": _on_idle_warning,
 }
 
 
@@ -421,7 +436,7 @@ def usage_scopes(record: Record) -> list[str]:
 
 class SessionsProjection(IndexedProjection):
     name = "sessions"
-    version = 7
+    version = 8
     types = frozenset(_HANDLERS) | {"starts_estimated"}
 
     def refs(self, event: StoredEvent) -> Iterable[RecordRef]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -54,6 +54,8 @@ __all__ = [
     "SessionCommand",
     "ShardCommand",
     "StartFailed",
+    "WarnIdle",
+    "WarnIdleMany",
 ]
 
 R = TypeVar("R")
@@ -282,6 +284,25 @@ class NoteActivities(SessionBatch[NoteActivity, Decided]):
     """Several :class:`NoteActivity` in one ``append_multi`` per shard."""
 
     verb: ClassVar[str] = "note_activity"
+
+
+class WarnIdle(SessionCommand[Decided]):
+    """The reaper's warning: ``checker`` reclaims the session at ``deadline`` (Redis time)
+    unless something changes; one ``session_idle_warning`` per checker and deadline."""
+
+    verb: ClassVar[str] = "warn_idle"
+
+    checker: Literal["network_timeout", "session_lifetime"]
+    reason: Literal["idle-timeout", "idle-session-lifetime"]
+    deadline: float = Field(ge=0, le=1e11)
+    remaining: float = Field(ge=0, le=1e10)
+    last_access: float | None = Field(default=None, ge=0, le=1e11)
+
+
+class WarnIdleMany(SessionBatch[WarnIdle, Decided]):
+    """Several :class:`WarnIdle` in one ``append_multi`` per shard."""
+
+    verb: ClassVar[str] = "warn_idle"
 
 
 class SessionClient(Protocol):
