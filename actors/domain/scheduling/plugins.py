@@ -15,12 +15,14 @@ from typing import Any, ClassVar
 from ..session import SessionSpec
 from ..slots import ResourceSlot
 from ..statuses import SessionStatus
+from .fairshare import FairFactor, FairShareConfig, FairUsage, fair_factors
 
 __all__ = [
     "SCHEDULER_CONFIG_KEYS",
     "DRFScheduler",
     "ExistingSession",
     "FIFOScheduler",
+    "FairShareScheduler",
     "LIFOScheduler",
     "MOFScheduler",
     "PendingSession",
@@ -171,8 +173,45 @@ class DRFScheduler(SchedulerPlugin):
         self._count(session.access_key, session.requested_slots)
 
 
+class FairShareScheduler(SchedulerPlugin):
+    """Fair share over time (:mod:`.fairshare`, docs/fairshare.md): the session whose user
+    and project used least, decayed by ``half_life`` and weighted by ``weights``, goes
+    next; ties (equal factors) to the oldest. The usage comes from the caller (the
+    scheduler folds it from the sessions read model, what-if from its own replay): set
+    :attr:`usage` before the pass. Never blocks on a session that fits nowhere."""
+
+    name = "fair_share"
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        super().__init__(config)
+        self.fair = FairShareConfig.from_config(self.config)
+        self.usage = FairUsage()
+        self.users: dict[str, FairFactor] = {}
+        self.projects: dict[str, FairFactor] = {}
+
+    def rank(self, pending: Sequence[PendingSession]) -> list[int]:
+        """Indexes of ``pending`` (oldest first) in the order this policy tries them."""
+        owners = {p.spec.access_key for p in pending}
+        projects = {str(p.spec.project_id) for p in pending if p.spec.project_id}
+        self.users, self.projects = fair_factors(self.usage, owners, projects)
+
+        def priority(index: int) -> tuple[float, int]:
+            spec = pending[index].spec
+            user = self.users[spec.access_key].factor
+            project = self.projects[str(spec.project_id)].factor if spec.project_id else 1.0
+            return -(user * project), index
+
+        return sorted(range(len(pending)), key=priority)
+
+    def pick_session(self, pending: Sequence[PendingSession]) -> int | None:
+        if not pending:
+            return None
+        return self.rank(pending)[0]
+
+
 _PLUGINS: dict[str, type[SchedulerPlugin]] = {
-    cls.name: cls for cls in (FIFOScheduler, LIFOScheduler, DRFScheduler, MOFScheduler)
+    cls.name: cls
+    for cls in (FIFOScheduler, LIFOScheduler, DRFScheduler, MOFScheduler, FairShareScheduler)
 }
 
 
@@ -188,6 +227,7 @@ SCHEDULER_CONFIG_KEYS: Mapping[str, frozenset[str]] = {
     "lifo": frozenset(),
     "drf": frozenset({"drf_share"}),
     "mof": frozenset(),
+    "fair_share": frozenset({"half_life", "weights"}),
 }
 """The config keys each plugin reads; any other is refused."""
 

@@ -36,10 +36,17 @@ from ..session import ClusterMode, SessionSpec
 from ..slots import INTRINSIC_SLOTS, ResourceSlot, SlotLayout, SlotType
 from ..statuses import USER_RESOURCE_OCCUPYING_SESSION_STATUSES
 from .agents import AgentIndex, AgentState
+from .fairshare import FairUsage
 from .fragmentation import DemandMix, demand_mix
 from .kept_index import KeptIndex
 from .ledger import Ledger, Reservation
-from .plugins import ExistingSession, PendingSession, SchedulerPlugin, make_plugin
+from .plugins import (
+    ExistingSession,
+    FairShareScheduler,
+    PendingSession,
+    SchedulerPlugin,
+    make_plugin,
+)
 
 __all__ = [
     "AgentInfo",
@@ -110,13 +117,15 @@ def schedule_pass(
     round_robin_last: str | None = None,
     kept: KeptIndex | None = None,
     demand: DemandMix | None = None,
+    usage: FairUsage | None = None,
 ) -> PassResult:
     """Place what can be placed now. ``ctx.occupancy`` and ``ledger`` are updated in place
     as sessions are placed (a new ``Ledger`` is built from ``agents`` when none is given).
     ``kept``: the caller's index from earlier passes over the same ``ledger``, brought up to
     date rather than rebuilt (it is updated in place by the pass). ``demand``: the requests
     the ``fragmentation`` selector expects (:func:`.fragmentation.demand_mix`); without it,
-    the pending sessions' own."""
+    the pending sessions' own. ``usage``: the decayed usage the ``fair_share`` policy ranks
+    by (:mod:`.fairshare`; none: nobody used anything, oldest first)."""
     result = PassResult()
     if kept is None:
         kept = KeptIndex()
@@ -128,6 +137,8 @@ def schedule_pass(
             ledger.set_capacity(agent.agent_id, agent.capacity)
             ledger.occupied[agent.agent_id] = agent.occupied
     plugin = make_plugin(group.scheduler, group.scheduler_config)
+    if isinstance(plugin, FairShareScheduler) and usage is not None:
+        plugin.usage = usage
     round_robin = group.agent_selector == "round-robin"
     key = plugin.agent_key if round_robin else group.agent_selector or plugin.agent_key
     if group.agent_selector == "fragmentation" and demand is None:

@@ -25,6 +25,7 @@ from typing import Any
 from ..predicates import Occupancy, PredicateContext
 from ..scaling_groups import ScalingGroup
 from ..scheduling import AgentInfo, ExistingSession, KeptIndex, PendingSession, schedule_pass
+from ..scheduling.fairshare import DecayingUsage, FairShareConfig
 from ..scheduling.fragmentation import DemandMix, demand_mix
 from ..scheduling.ledger import Ledger
 from ..session import ClusterMode, SessionResult, SessionSpec, SessionType, expand_cluster
@@ -204,6 +205,10 @@ class _Holders:
         return chosen
 
 
+def _project(spec: SessionSpec) -> str | None:
+    return str(spec.project_id) if spec.project_id else None
+
+
 def _default_horizon(workload: Workload) -> float:
     """The record's span; when unknown (0), until every job could have ended."""
     if workload.span_s > 0:
@@ -269,6 +274,12 @@ def simulate(
     arrivals = jobs
     next_arrival = 0
     sequence = 0
+    # fair_share ranks by decayed usage: the replay's own, kept as its jobs start and end
+    fair = (
+        DecayingUsage(FairShareConfig.from_config(policy.config))
+        if policy.scheduler == "fair_share"
+        else None
+    )
     judges_fragmentation = policy.selector == "fragmentation"
     mix: DemandMix | None = None
     mixed_at = -MIX_EVERY
@@ -290,9 +301,13 @@ def simulate(
             break
         now = min(candidates)
         measure_until(now)
+        if fair is not None:
+            fair.advance(now)
         while departures and departures[0][0] <= now:
             _, _, session_id = heapq.heappop(departures)
             ended = holders.remove(session_id)
+            if fair is not None:
+                fair.held(ended.spec.access_key, _project(ended.spec), ended.occupying, -1.0)
             ledger.release_session(session_id)
             occupancy.remove(ended.spec)
             outcome = outcomes[session_id]
@@ -326,6 +341,7 @@ def simulate(
             ledger=ledger,
             kept=kept,
             demand=mix,
+            usage=fair.usage() if fair is not None else None,
         )
         result.passes += 1
         for decision in passed.decisions:
@@ -338,6 +354,8 @@ def simulate(
             for agent_id, slots in held[session_id]:
                 cluster.take(agent_id, slots, 1.0)
             holders.add(ExistingSession(spec, SessionStatus.RUNNING, spec.requested_slots))
+            if fair is not None:
+                fair.held(spec.access_key, _project(spec), spec.requested_slots, 1.0)
             job = outcome.job
             end = horizon if job.censored or job.run_s is None else now + job.run_s
             sequence += 1
