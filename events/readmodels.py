@@ -346,6 +346,13 @@ class Generation:
         raw: list[Any] = await self._redis.zrangebyscore(self.key(index), min_score, "+inf")
         return [_s(m) for m in raw]
 
+    async def members_newest_from(self, index: str, min_score: float, limit: int) -> list[str]:
+        """At most ``limit`` members scored ``min_score`` or more, highest score first."""
+        raw: list[Any] = await self._redis.zrevrangebyscore(
+            self.key(index), "+inf", min_score, start=0, num=limit
+        )
+        return [_s(m) for m in raw]
+
     async def size(self, index: str) -> int:
         return int(await self._redis.zcard(self.key(index)))
 

@@ -648,6 +648,83 @@ async def _replay_decisions(
 
 
 @history_app.command(
+    help="Fair share: each user's and project's usage, share and factor, and the pending ranking."
+)
+@operator_command
+def fairshare(
+    group: Annotated[str, typer.Option(help="the scaling group")] = "default",
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of", metavar="TIME|POSITION", help="as it stood then (a time, position, 7d)"
+        ),
+    ] = None,
+    half_life: Annotated[
+        str | None, typer.Option(help="instead of the group's: a duration (7d, 12h)")
+    ] = None,
+    weight: Annotated[
+        list[str] | None,
+        typer.Option(help="instead of the group's: SLOT=CHARGE (repeat; cuda.device=10)"),
+    ] = None,
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    overrides: dict[str, Any] = {}
+    if half_life is not None:
+        overrides["half_life"] = half_life[:40]
+    if weight:
+        weights: dict[str, float] = {}
+        for item in weight[:64]:
+            slot, sep, value = item.partition("=")
+            try:
+                weights[slot.strip()] = float(value) if sep else float("nan")
+            except ValueError:
+                weights[slot.strip()] = float("nan")
+        overrides["weights"] = weights
+    if overrides:
+        from actors.domain.scheduling.fairshare import FairShareConfig
+
+        try:
+            FairShareConfig.from_config(overrides)
+        except ValueError as exc:
+            raise KernelhubError(f"--half-life/--weight: {str(exc)[:200]}") from None
+
+    async def run(store: RedisEventStore) -> None:
+        from .history.fairshare import fairshare_report
+        from .history.positions import parse_cutoff
+
+        now_ms = await _now_ms(store)
+        if as_of is None:
+            cutoff, at_ms = parse_cutoff(await store.head(), now_ms), now_ms
+        else:
+            cutoff = await _cutoff(store, as_of)
+            at_ms = cutoff.ms
+        report = await fairshare_report(store, cutoff, at_ms, group[:200], overrides)
+        if as_json:
+            print(json.dumps(report, sort_keys=True))
+            return
+        note = "" if report["scheduler"] == "fair_share" else f" (it runs {report['scheduler']})"
+        print(
+            f"group {group}{note}, as of {report['as_of']}: half-life "
+            f"{report['half_life_s'] / 3600:g}h, weights {report['weights']}"
+        )
+        print(f"{'':8} {'name':40} {'usage':>14} {'used':>7} {'share':>7} {'factor':>7}")
+        for level, rows in (("user", report["users"]), ("project", report["projects"])):
+            for name, f in rows.items():
+                print(
+                    f"{level:8} {name[:40]:40} {f['usage']:14.1f} {f['usage_share']:7.3f} "
+                    f"{f['share']:7.3f} {f['factor']:7.3f}"
+                )
+        for row in report["pending"]:
+            print(
+                f"pending  #{row['rank']} {row['name'] or row['session']} ({row['owner']}) "
+                f"priority {row['priority']:.3f}"
+            )
+
+    with_store(installation_settings(data_dir=data_dir), run)
+
+
+@history_app.command(
     help="Pending sessions' estimated starts; --calibration: how right past estimates were."
 )
 @operator_command
@@ -715,6 +792,15 @@ async def _start_estimate(store: RedisEventStore, session_id: str) -> dict[str, 
     record = await ReadModels(store).session(session_id)
     estimate = (record or {}).get("start_estimate")
     return estimate if isinstance(estimate, dict) else None
+
+
+def _rank_line(rank: dict[str, Any]) -> str:
+    """``fair share: #3 of 7 (priority 0.250); ahead: a (AK1, 1.000), ...``."""
+    ahead = ", ".join(
+        f"{r['name'] or r['session']} ({r['owner']}, {r['priority']:.3f})" for r in rank["ahead"]
+    )
+    line = f"fair share: #{rank['rank']} of {rank['of']} (priority {rank['priority']:.3f})"
+    return f"{line}; ahead: {ahead}" if ahead else f"{line}: next in line"
 
 
 def _estimate_line(estimate: dict[str, Any], now_ms: int) -> str:
@@ -838,10 +924,18 @@ def why(
         estimate = await _start_estimate(store, stream.removeprefix("session-"))
         if estimate and explanation.status == "PENDING":
             explanation.lines.append(_estimate_line(estimate, await _now_ms(store)))
+        rank = None
+        if explanation.status == "PENDING":
+            from .history.fairshare import live_rank
+
+            rank = await live_rank(store, stream.removeprefix("session-"), await _now_ms(store))
+            if rank is not None:
+                explanation.lines.append(_rank_line(rank))
         if as_json:
             shown = explanation.as_json()
             if explanation.status == "PENDING":
                 shown["start_estimate"] = estimate
+                shown["fair_share"] = rank
             print(json.dumps(shown, sort_keys=True))
             return
         name = f" ({explanation.name})" if explanation.name else ""

@@ -321,7 +321,8 @@ def whatif(
         list[str] | None,
         typer.Option(
             "--policy",
-            help="fifo, lifo, drf or mof (drf/dispersed: with a selector); repeat to compare.",
+            help="fifo, lifo, drf, mof or fair_share (drf/dispersed: with a selector); repeat"
+            " to compare.",
         ),
     ] = None,
     selector: Annotated[

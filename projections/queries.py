@@ -50,6 +50,10 @@ class UsageBin:
     slot_seconds: dict[str, str]
 
 
+MAX_USAGE_INTERVALS = 100_000
+"""Ended holds a fair-share read takes (the latest: older ones weigh least)."""
+
+
 class ReadModels:
     def __init__(self, store: RedisEventStore) -> None:
         self.storage = store.read_models
@@ -356,6 +360,21 @@ class ReadModels:
         }
 
     # ---- usage ------------------------------------------------------------------------------
+    async def usage_intervals(
+        self, scope: str, since_ms: int, limit: int = MAX_USAGE_INTERVALS
+    ) -> list[dict[str, Any]]:
+        """The holds of one usage scope (``group:<name>`` for fair share): the running
+        ones, and at most ``limit`` of those that ended at ``since_ms`` or later, the
+        latest first (``{session, owner, project, start, end, slots}``, times in ms)."""
+        active = await self._active("sessions")
+        if active is None:
+            return []
+        closed = await active.members_newest_from(
+            SessionIndexes.usage_closed(scope), since_ms, limit
+        )
+        open_ = await active.values(SessionIndexes.usage_open(scope))
+        return [loads(c) for c in closed] + [loads(o) for o in open_]
+
     async def usage(
         self, scope: str, start_ms: int, end_ms: int, now_ms: int, bin_s: int = USAGE_BIN_S
     ) -> list[UsageBin]:

@@ -59,6 +59,12 @@ from actors.domain.scheduling.estimate import (
     image_of,
     moved,
 )
+from actors.domain.scheduling.fairshare import (
+    FairShareConfig,
+    FairUsage,
+    decayed_usage,
+    interval_of_hold,
+)
 from actors.domain.scheduling.fragmentation import DemandMix, demand_mix
 from actors.domain.scheduling.ledger_stream import (
     LEDGER_MOVES,
@@ -119,6 +125,8 @@ WAKES_SCHEDULER = frozenset(
 log = structlog.get_logger(__name__)
 
 _LIMITS_TTL_S = 1.0
+FAIR_USAGE_REFRESH_S = 5.0
+"""How long a ``fair_share`` group's decayed usage is reused before it is read again."""
 _AGENT_EVENTS = frozenset({"agent_registered", "agent_started", "agent_terminated"})
 SCHEDULER_REACTS_TO = (
     WAKES_SCHEDULER
@@ -205,6 +213,7 @@ class Scheduler:
         self._absent: list[uuid.UUID] = []
         """Sessions the ledger held that the pass did not count (seen ended)."""
         self._pass_now_s = 0.0
+        self._fair_cache: tuple[FairShareConfig, FairUsage] | None = None
         """The pass being committed (each ``session_scheduled`` names it)."""
         self._owner_limits: dict[OwnerKey, dict[str, Any] | None] = {}
         self.run_times = RunTimes()
@@ -443,6 +452,11 @@ class Scheduler:
         )
         turn = self._round_robin_last
         self._pass_now_s = ctx.now.timestamp()
+        usage = (
+            await self._fair_usage(group, self._pass_now_s)
+            if group.scheduler == "fair_share"
+            else None
+        )
         result = schedule_pass(
             group=group,
             pending=pending,
@@ -453,6 +467,7 @@ class Scheduler:
             round_robin_last=turn,
             kept=self.kept_index,
             demand=demand,
+            usage=usage,
         )
         self._round_robin_last = result.round_robin_last
         self._unwritten_pass = self._pass_id = None
@@ -474,6 +489,7 @@ class Scheduler:
                     round_robin_last=turn,
                     recent_demand=list(self._recent_demand) if demand is not None else None,
                     decisions=len(result.decisions),
+                    fair_usage=usage,
                 )
             )
             self._pass_id = self._unwritten_pass.pass_id if self._unwritten_pass else None
@@ -648,6 +664,25 @@ class Scheduler:
         lifetime = policy.get("max_session_lifetime") if isinstance(policy, dict) else None
         limit = float(lifetime) if isinstance(lifetime, int | float) and lifetime > 0 else None
         return (spec.session_id, spec.access_key, image_of(spec), limit, ran_s)
+
+    async def _fair_usage(self, group: ScalingGroup, now_s: float) -> FairUsage:
+        """The group's decayed usage per user and project (``fair_share``), folded from the
+        sessions read model's holds (``group:<name>``), at most every
+        ``FAIR_USAGE_REFRESH_S``: usage moves by the second, a ranking hardly does."""
+        config = FairShareConfig.from_config(group.scheduler_config)
+        cached = self._fair_cache
+        if (
+            cached is not None
+            and cached[0] == config
+            and now_s - cached[1].at_s < FAIR_USAGE_REFRESH_S
+        ):
+            return cached[1]
+        since_ms = int((now_s - config.window_s) * 1000)
+        raw = await self.models.usage_intervals(f"group:{group.name}", since_ms)
+        intervals = [i for i in map(interval_of_hold, raw) if i is not None]
+        usage = decayed_usage(intervals, config, now_s)
+        self._fair_cache = (config, usage)
+        return usage
 
     def _expected_demand(self, pending: list[PendingSession], ctx: PredicateContext) -> DemandMix:
         """The recent requests (the last :data:`RECENT_DEMAND` kernels seen pending), as

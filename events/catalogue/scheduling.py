@@ -9,17 +9,18 @@ Neither has an upstream counterpart: Backend.AI keeps neither. Everything here i
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import Field
 
-from ._base import EventPayload, JsonObject, Record, Short, Slots
+from ._base import EventPayload, JsonObject, Record, Short, Slots, added_later
 
 __all__ = [
     "AgentAt",
     "DemandCount",
     "DependencyResult",
+    "FairUsageAt",
     "HolderStatus",
     "OwnerLimits",
     "SchedulingPass",
@@ -33,6 +34,8 @@ saw more records none of them and is named unreplayable (``recorded: false``).""
 MAX_PASS_AGENTS = 10_000
 MAX_PASS_OWNERS = 1000
 MAX_DEMAND_TYPES = 1000
+MAX_FAIR_USAGE = 4000
+"""Users and projects a ``fair_share`` pass records the decayed usage of."""
 MAX_ESTIMATES = 1000
 """Estimates one ``starts_estimated`` event carries (a longer queue: several events)."""
 
@@ -68,6 +71,14 @@ class HolderStatus(Record):
 class DemandCount(Record):
     slots: Slots
     count: int = Field(ge=1, le=MAX_DEMAND_TYPES)
+
+
+class FairUsageAt(Record):
+    """One user's (access key) or project's decayed usage as a ``fair_share`` pass saw it."""
+
+    kind: Literal["user", "project"]
+    name: Short
+    usage: float = Field(ge=0, le=1e30)
 
 
 class SchedulingPass(EventPayload):
@@ -111,6 +122,12 @@ class SchedulingPass(EventPayload):
     demand: list[DemandCount] | None = Field(default=None, max_length=MAX_DEMAND_TYPES)
     decisions: int = Field(ge=0)
     """How many sessions it placed (a replay that places another number disagrees)."""
+    fair_usage: Annotated[list[FairUsageAt], Field(max_length=MAX_FAIR_USAGE)] | None = (
+        added_later()
+    )
+    """``fair_share``: the decayed usage it ranked by (read through the sessions read model),
+    and when (``fair_usage_at``, Redis time, s)."""
+    fair_usage_at: float | None = added_later()
 
 
 class StartEstimate(Record):

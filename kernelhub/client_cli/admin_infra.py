@@ -46,8 +46,10 @@ SGROUP_COLUMNS: list[Column] = [
     ("DRIVER", field("driver")),
     ("DESCRIPTION", field("description")),
 ]
-SCHEDULERS = ("fifo", "lifo", "drf", "mof")
-Scheduler = Annotated[str | None, typer.Option("--scheduler", help="fifo, lifo, drf or mof")]
+SCHEDULERS = ("fifo", "lifo", "drf", "mof", "fair_share")
+Scheduler = Annotated[
+    str | None, typer.Option("--scheduler", help="fifo, lifo, drf, mof or fair_share")
+]
 JsonOpts = Annotated[str | None, typer.Option(help="a JSON object")]
 WsproxyAddr = Annotated[str | None, typer.Option("--wsproxy-addr", help="app proxy address")]
 WsproxyToken = Annotated[str | None, typer.Option("--wsproxy-api-token")]

@@ -21,6 +21,7 @@ from .positions import Cutoff
 __all__ = [
     "agent_as_of",
     "cluster_as_of",
+    "fold_events",
     "session_as_of",
     "stored_events_until",
     "stream_history",
@@ -38,7 +39,7 @@ async def stream_history(store: RedisEventStore, stream: str) -> list[StoredEven
     return await store.read_stream_stored(stream) or await store.archived_stream(stream)
 
 
-def _fold(projections: list[Projection], events: list[StoredEvent]) -> dict[str, WorkingSet]:
+def fold_events(projections: list[Projection], events: list[StoredEvent]) -> dict[str, WorkingSet]:
     working = {p.name: WorkingSet(complete=True) for p in projections}
     for event in events:
         for projection in projections:
@@ -54,19 +55,19 @@ async def session_as_of(store: RedisEventStore, session_id: str, cutoff: Cutoff)
     """The session's read-model record as of the cutoff (None: it did not exist yet)."""
     history = await stream_history(store, f"session-{session_id}")
     events = [e for e in history if cutoff.includes(e.position)]
-    return _fold([SessionsProjection()], events)["sessions"].get("session", session_id)
+    return fold_events([SessionsProjection()], events)["sessions"].get("session", session_id)
 
 
 async def agent_as_of(store: RedisEventStore, agent_id: str, cutoff: Cutoff) -> Record | None:
     events = await stored_events_until(store, cutoff)
-    return _fold([AgentsProjection()], events)["agents"].get("agent", agent_id)
+    return fold_events([AgentsProjection()], events)["agents"].get("agent", agent_id)
 
 
 async def cluster_as_of(store: RedisEventStore, cutoff: Cutoff) -> dict[str, Any]:
     """Sessions by status, agents by status with their capacity and occupancy, and the
     number of events folded, as of the cutoff."""
     events = await stored_events_until(store, cutoff)
-    working = _fold(default_projections(), events)
+    working = fold_events(default_projections(), events)
     sessions = [
         r
         for (kind, _), r in working["sessions"].current.items()

@@ -13,7 +13,7 @@ creation time); ``i:pending:<group>`` (PENDING sessions in
 scheduling order); ``i:name:<ak>`` (name -> latest id); ``i:kernel`` (kernel id -> session
 id); ``i:usage:open:<scope>`` (running: id -> interval) and ``i:usage:closed:<scope>``
 (ended intervals scored by their end), for scopes ``keypair:``, ``user:``, ``project:``,
-``domain:``.
+``domain:`` and ``group:`` (the scaling group: what ``fair_share`` charges).
 
 Two lexicographic indexes (every score 0, read by ``ZRANGEBYLEX``) resolve references the
 way 23.03 does: ``i:refs:name:<ak>`` holds ``<name> <id>`` for each session of a keypair (so
@@ -428,6 +428,7 @@ def usage_scopes(record: Record) -> list[str]:
         ("user", "user_id"),
         ("project", "project_id"),
         ("domain", "domain"),
+        ("group", "scaling_group"),
     ):
         if record.get(key):
             scopes.append(f"{kind}:{record[key]}")
@@ -503,6 +504,8 @@ class SessionsProjection(IndexedProjection):
             interval = canonical_dumps(
                 {
                     "session": sid,
+                    "owner": record["access_key"],
+                    "project": record["project_id"],
                     "start": record["running_since_ms"],
                     "end": record["ended_ms"],
                     "slots": record["usage_slots"] or record["requested_slots"],
@@ -521,6 +524,8 @@ class SessionsProjection(IndexedProjection):
             interval = canonical_dumps(
                 {
                     "session": sid,
+                    "owner": record["access_key"],
+                    "project": record["project_id"],
                     "start": record["running_since_ms"],
                     "slots": record["usage_slots"] or record["requested_slots"],
                 }

@@ -284,7 +284,7 @@ class SetScalingGroup(TenancyCommand[None]):
     is_active: bool = True
     is_public: bool = True
     driver: str = "static"
-    scheduler: Literal["fifo", "lifo", "drf", "mof"] = "fifo"
+    scheduler: Literal["fifo", "lifo", "drf", "mof", "fair_share"] = "fifo"
     allowed_session_types: list[SessionTypeName] = Field(
         default_factory=lambda: list(DEFAULT_SESSION_TYPES)
     )

@@ -37,6 +37,8 @@ __all__ = [
     "decayed",
     "decayed_usage",
     "fair_factors",
+    "interval_of_hold",
+    "priority_of",
 ]
 
 DEFAULT_HALF_LIFE_S = 7 * 86400.0
@@ -237,3 +239,31 @@ def fair_factors(
         _level(usage.users, owners),
         _level(usage.projects, (p for p in projects if p)),
     )
+
+
+def interval_of_hold(hold: Mapping[str, Any]) -> UsageInterval | None:
+    """A hold as the sessions read model keeps it (``{owner, project, start, end, slots}``,
+    times in ms; ``end`` absent while it runs); ``None`` for one without an owner (kept
+    before holds named theirs)."""
+    if not hold.get("owner"):
+        return None
+    end = hold.get("end")
+    return UsageInterval(
+        str(hold["owner"]),
+        str(hold["project"]) if hold.get("project") else None,
+        hold["start"] / 1000,
+        end / 1000 if end is not None else None,
+        hold.get("slots") or {},
+    )
+
+
+def priority_of(
+    users: Mapping[str, FairFactor],
+    projects: Mapping[str, FairFactor],
+    owner: str,
+    project: str | None,
+) -> float:
+    """A session's priority: its user's factor times its project's (1 for one not counted)."""
+    user = users[owner].factor if owner in users else 1.0
+    group = projects.get(project) if project else None
+    return user * (group.factor if group is not None else 1.0)

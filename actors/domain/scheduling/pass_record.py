@@ -24,12 +24,14 @@ from typing import Any
 from events.catalogue import SchedulingPass
 from events.catalogue.scheduling import (
     MAX_DEMAND_TYPES,
+    MAX_FAIR_USAGE,
     MAX_PASS_AGENTS,
     MAX_PASS_OWNERS,
     MAX_PASS_SESSIONS,
     AgentAt,
     DemandCount,
     DependencyResult,
+    FairUsageAt,
     HolderStatus,
     OwnerLimits,
 )
@@ -40,6 +42,7 @@ from ..scaling_groups import ScalingGroup
 from ..session import SessionResult, SessionSpec
 from ..slots import ResourceSlot
 from ..statuses import SessionStatus
+from .fairshare import FairUsage
 from .fragmentation import demand_mix
 from .ledger import Ledger
 from .plugins import ExistingSession, PendingSession
@@ -78,6 +81,7 @@ class PassInputs:
     round_robin_last: str | None
     recent_demand: Sequence[Mapping[str, Decimal]] | None
     decisions: int
+    fair_usage: FairUsage | None = None
 
 
 def record_pass(inputs: PassInputs) -> SchedulingPass:
@@ -102,11 +106,13 @@ def record_pass(inputs: PassInputs) -> SchedulingPass:
         for (ak, project, domain), limits in inputs.owners.items()
     ]
     demand = None if inputs.recent_demand is None else _demand_counts(inputs.recent_demand)
+    fair = _fair_usage(inputs.fair_usage)
     fits = (
         max(len(pending), len(holders), len(absent), len(dependencies)) <= MAX_PASS_SESSIONS
         and len(inputs.agents_changed) <= MAX_PASS_AGENTS
         and len(owners) <= MAX_PASS_OWNERS
         and (demand is None or len(demand) <= MAX_DEMAND_TYPES)
+        and (fair is None or len(fair) <= MAX_FAIR_USAGE)
     )
     common: dict[str, Any] = {
         "pass_id": inputs.pass_id,
@@ -135,7 +141,18 @@ def record_pass(inputs: PassInputs) -> SchedulingPass:
         owners=owners,
         dependencies=dependencies,
         demand=demand,
+        fair_usage=fair,
+        fair_usage_at=inputs.fair_usage.at_s if inputs.fair_usage is not None else None,
     )
+
+
+def _fair_usage(usage: FairUsage | None) -> list[FairUsageAt] | None:
+    if usage is None:
+        return None
+    return [
+        *(FairUsageAt(kind="user", name=n, usage=u) for n, u in sorted(usage.users.items())),
+        *(FairUsageAt(kind="project", name=n, usage=u) for n, u in sorted(usage.projects.items())),
+    ]
 
 
 def _demand_counts(requests: Sequence[Mapping[str, Decimal]]) -> list[DemandCount]:
@@ -198,6 +215,13 @@ def replay_pass(
     if record.demand is not None:
         requests = [ResourceSlot(d.slots) for d in record.demand for _ in range(d.count)]
         demand = demand_mix(requests, known)
+    usage = None
+    if record.fair_usage is not None:
+        usage = FairUsage(
+            {u.name: u.usage for u in record.fair_usage if u.kind == "user"},
+            {u.name: u.usage for u in record.fair_usage if u.kind == "project"},
+            record.fair_usage_at or 0.0,
+        )
     return schedule_pass(
         group=group,
         pending=pending,
@@ -207,4 +231,5 @@ def replay_pass(
         ledger=ledger,
         round_robin_last=record.round_robin_last,
         demand=demand,
+        usage=usage,
     )

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from ..session import SessionSpec
 from ..slots import ResourceSlot
 from ..statuses import SessionStatus
-from .fairshare import FairFactor, FairShareConfig, FairUsage, fair_factors
+from .fairshare import FairFactor, FairShareConfig, FairUsage, fair_factors, priority_of
 
 __all__ = [
     "SCHEDULER_CONFIG_KEYS",
@@ -188,25 +188,33 @@ class FairShareScheduler(SchedulerPlugin):
         self.usage = FairUsage()
         self.users: dict[str, FairFactor] = {}
         self.projects: dict[str, FairFactor] = {}
+        self._ranked = False
 
-    def rank(self, pending: Sequence[PendingSession]) -> list[int]:
-        """Indexes of ``pending`` (oldest first) in the order this policy tries them."""
+    def _factors(self, pending: Sequence[PendingSession]) -> None:
+        """The factors, once per pass: of everyone with usage and everyone waiting when the
+        pass began (placing a session changes neither within the pass)."""
+        if self._ranked:
+            return
         owners = {p.spec.access_key for p in pending}
         projects = {str(p.spec.project_id) for p in pending if p.spec.project_id}
         self.users, self.projects = fair_factors(self.usage, owners, projects)
+        self._ranked = True
 
-        def priority(index: int) -> tuple[float, int]:
-            spec = pending[index].spec
-            user = self.users[spec.access_key].factor
-            project = self.projects[str(spec.project_id)].factor if spec.project_id else 1.0
-            return -(user * project), index
+    def priority(self, spec: SessionSpec) -> float:
+        """The user's factor times the project's (1 without a project)."""
+        project = str(spec.project_id) if spec.project_id else None
+        return priority_of(self.users, self.projects, spec.access_key, project)
 
-        return sorted(range(len(pending)), key=priority)
+    def rank(self, pending: Sequence[PendingSession]) -> list[int]:
+        """Indexes of ``pending`` (oldest first) in the order this policy tries them."""
+        self._factors(pending)
+        return sorted(range(len(pending)), key=lambda i: (-self.priority(pending[i].spec), i))
 
     def pick_session(self, pending: Sequence[PendingSession]) -> int | None:
         if not pending:
             return None
-        return self.rank(pending)[0]
+        self._factors(pending)
+        return min(range(len(pending)), key=lambda i: (-self.priority(pending[i].spec), i))
 
 
 _PLUGINS: dict[str, type[SchedulerPlugin]] = {

@@ -74,7 +74,7 @@ def require_no_preset_names(name: str, presets: Sequence[Mapping[str, Any]]) -> 
         )
 
 
-SCHEDULERS = ("fifo", "lifo", "drf", "mof")
+SCHEDULERS = ("fifo", "lifo", "drf", "mof", "fair_share")
 """The scheduler plugins kernelhub runs (:mod:`actors.domain.scheduling.plugins`)."""
 SESSION_TYPES = ("interactive", "batch", "inference")
 AGENT_SELECTORS = ("concentrated", "dispersed", "round-robin", "fragmentation")
