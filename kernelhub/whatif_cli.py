@@ -350,9 +350,48 @@ def whatif(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="--inflate: the draw's seed.")] = 0,
+    checker: Annotated[
+        str | None,
+        typer.Option(help="kh whatif idle: network_timeout or session_lifetime."),
+    ] = None,
+    threshold: Annotated[
+        str | None, typer.Option(help="kh whatif idle: the checker's threshold (30m, 8h).")
+    ] = None,
+    came_back: Annotated[
+        str | None,
+        typer.Option(help="kh whatif idle: an owner back within this counts (default 30m)."),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Replay recorded demand under other policies and compare with what happened."""
+    """Replay recorded demand under other policies and compare with what happened.
+    ``kh whatif idle --checker C --threshold T``: the recorded activity under another idle
+    or lifetime check (what it would reclaim, free, and how many owners came back)."""
+    idle_options = {"--checker": checker, "--threshold": threshold, "--came-back": came_back}
+    if workload_file == Path("idle") and not workload_file.exists():
+        others = {
+            "--policy": policy,
+            "--selector": selector,
+            "--config": config,
+            "--agents": agents,
+            "--plot": plot_file,
+            "--inflate": inflate,
+        }
+        for name, value in others.items():
+            if value:
+                raise KernelhubError(f"{name}: not with kh whatif idle (it replays activity)")
+        idle_whatif(
+            installation_settings(data_dir=data_dir),
+            group,
+            checker or "network_timeout",
+            threshold,
+            came_back or "30m",
+            (start, end),
+            as_json,
+        )
+        return
+    for name, value in idle_options.items():
+        if value is not None:
+            raise KernelhubError(f"{name}: only with kh whatif idle")
     if workload_file is not None:
         workload = load_workload(workload_file)
     else:
@@ -413,6 +452,72 @@ def whatif(
     print(render(columns))
     if plot_file is not None:
         print(f"plot: {plot_file}")
+
+
+def idle_whatif(
+    settings: Settings,
+    group: str,
+    checker: str,
+    threshold: str | None,
+    came_back: str,
+    window: tuple[str | None, str | None],
+    as_json: bool,
+) -> None:
+    """``kh whatif idle``: the log's activity under another idle check (docs/idle.md)."""
+    from actors.domain.whatif.idle import IDLE_INTERESTS, LogActivity, idle_what_if
+
+    if checker not in ("network_timeout", "session_lifetime"):
+        raise KernelhubError(
+            f"--checker {checker[:40]!r}: network_timeout or session_lifetime (utilization"
+            " samples are telemetry, not in the log)"
+        )
+    if threshold is None:
+        raise KernelhubError("--threshold: the checker's threshold is needed (like 30m)")
+    threshold_s = parse_duration(threshold, "--threshold")
+    came_back_s = parse_duration(came_back, "--came-back")
+    if threshold_s <= 0:
+        raise KernelhubError("--threshold: more than 0")
+    fold = LogActivity(scaling_group=group)
+
+    async def read(store: RedisEventStore) -> None:
+        from events.archive import merged_entries
+
+        tails = store.codec.stored_tails(IDLE_INTERESTS)
+        every = len(tails) < len(IDLE_INTERESTS)  # one has an upcaster: no tail to match
+        async for position, fields in merged_entries(store):
+            raw = fields.get(b"e", fields.get("e", b""))
+            body = raw if isinstance(raw, bytes) else str(raw).encode()
+            if every or body.endswith(tails):
+                event = store.codec.decode(position, fields)
+                if event.type in IDLE_INTERESTS:
+                    fold.apply(event)
+
+    with_store(settings, read)
+    sessions = list(fold.sessions.values())
+    first = min((s.created_s for s in sessions), default=0.0)
+    start, end = window
+    low = first + parse_duration(start, "--from") if start else None
+    high = first + parse_duration(end, "--to") if end else None
+    if low is not None and high is not None and high <= low:
+        raise KernelhubError("--to must be after --from")
+    chosen = [
+        s
+        for s in sessions
+        if (low is None or s.created_s >= low) and (high is None or s.created_s < high)
+    ]
+    report = idle_what_if(chosen, checker, threshold_s, came_back_s, fold.last_s)  # type: ignore[arg-type]
+    facts = report.as_json()
+    if as_json:
+        print(json.dumps({"group": group, **facts}, sort_keys=True))
+        return
+    freed = ", ".join(f"{k} {v:,.1f}" for k, v in facts["slot_hours_freed"].items()) or "nothing"
+    share = facts["came_back_share"]
+    print(
+        f"{checker} at {threshold}: {facts['would_reclaim']} of {facts['sessions_judged']}"
+        f" sessions reclaimed (the record: {facts['recorded_reclaims']}); slot-hours freed:"
+        f" {freed}; owners back within {came_back}: {facts['came_back']}"
+        + (f" ({100 * share:.0f}%)" if share is not None else "")
+    )
 
 
 def inflated_workload(

@@ -76,6 +76,15 @@ def test_the_sdks_nulls_are_not_given() -> None:
         ({"scheduler_opts": '{"config": {"num_retries_to_skip": -2}}'}, "config"),
         ({"scheduler_opts": '{"config": {"num_retries": 2}}'}, "num_retries"),
         ({"scheduler": "drf", "scheduler_opts": '{"config": {"drf_share": "x"}}'}, "drf_share"),
+        (
+            {"scheduler": "fair_share", "scheduler_opts": '{"config": {"half_life": "1s"}}'},
+            "half_life",
+        ),
+        (
+            {"scheduler": "fair_share", "scheduler_opts": '{"config": {"weights": {"cpu": -1}}}'},
+            "weights",
+        ),
+        ({"scheduler": "fifo", "scheduler_opts": '{"config": {"half_life": "1d"}}'}, "half_life"),
         ({"scheduler_opts": "[1]"}, "scheduler_opts"),
         ({"scheduler_opts": "{nope"}, "scheduler_opts"),
         ({"scheduler_opts": {"a": 1}}, "scheduler_opts"),
@@ -111,6 +120,15 @@ def test_scheduler_opts_are_read_as_23_03_reads_them() -> None:
         "agent_selector": "dispersed",
     }
     assert view["wsproxy_addr"] is None and json.loads(view["driver_opts"]) == {}
+
+
+def test_fair_share_takes_its_half_life_and_weights() -> None:
+    opts = {"config": {"half_life": "1d", "weights": {"cuda.device": 20, "cpu": 1}}}
+    settings = scaling_group_settings(
+        {**CLI_ADD, "scheduler": "fair_share", "scheduler_opts": json.dumps(opts)}
+    )
+    assert settings["scheduler"] == "fair_share"
+    assert settings["scheduler_config"] == opts["config"]
 
 
 def test_modify_overlays_what_it_is_given_on_the_current_record() -> None:
