@@ -107,6 +107,30 @@ class ChainVerifier:
         """position -> stored link, for the positions :meth:`watch` asked about."""
         self._watched: set[str] = set()
 
+    def judge_head(self, head: tuple[str, str] | None) -> ChainBreak | None:
+        """After the last entry: the chain's head (read before the entries were) must be an
+        entry seen with that link. A head further on than the log, or with another link,
+        means entries were removed from the log's end (or the head rewritten); no head at
+        all while entries are chained means it was removed."""
+        if head is None:
+            if self.chained:
+                return ChainBreak("-", "", "", "the chain's head is gone: removed behind the store")
+            return None
+        position, link_hash = head
+        seen = self.links.get(position)
+        if seen is None:
+            return ChainBreak(
+                position,
+                "",
+                "",
+                "the log has no entry at its chain's head: entries removed from its end",
+            )
+        if not hmac.compare_digest(seen, link_hash):
+            return ChainBreak(
+                position, "", "", "the entry at the chain's head has another link: rewritten"
+            )
+        return None
+
     def watch(self, positions: set[str]) -> None:
         """Remember the stored links at these positions (the checkpoints to compare)."""
         self._watched |= positions

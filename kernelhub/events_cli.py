@@ -278,6 +278,7 @@ def verify(
             grace_ms=int(grace * 1000),
             checkpoint_key=key,
             file_checkpoints=records,
+            head=await store.chain_head(),  # before the entries: its entry is among them
         )
         async for position, fields in merged_entries(store):  # the archive too: the whole log
             verifier.feed(position, fields)
@@ -510,7 +511,7 @@ def archive(
         cutoff = await _cutoff(store, before)
         result = await archive_before(store, cutoff, directory)
         key = checkpoint_key(settings.master_key_path)
-        if result.file is not None and key is not None:
+        if result.file is not None and key is not None and await store.chain_head():
             # the log's head signed as the archive leaves: verify --from-checkpoint can
             # start here without reading the files
             await make_checkpoint(store, key, settings.data_dir / CHECKPOINT_FILE)

@@ -311,3 +311,62 @@ def test_a_warning_is_appended_once_per_deadline_while_the_session_runs() -> Non
     assert idle_warning_id(sid, "network_timeout", 5.0) == uuid.uuid5(
         sid, "idle-warning/network_timeout@5.0"
     )
+
+
+def test_a_lead_as_long_as_the_timer_is_refused_and_utilization_keeps_its_pace() -> None:
+    with pytest.raises(ValueError, match="shorter than the network_timeout threshold"):
+        IdleConfig.parse(
+            {
+                "enabled": "network_timeout",
+                "warning-lead": "10m",
+                "checkers": {"network_timeout": {"threshold": "5m"}},
+            }
+        )
+    with pytest.raises(ValueError, match="warning-lead must be a duration"):
+        IdleConfig.parse({"warning-lead": True})
+    sampled_too = IdleConfig.parse(
+        {
+            "enabled": "network_timeout,utilization",
+            "warning-lead": "14s",
+            "checkers": {"network_timeout": {"threshold": "10m"}},
+        }
+    )
+    seen = review(facts(), sampled_too, T0 + 10, running_since=T0, noted=None)
+    assert seen.next_check is not None and seen.next_check >= T0 + 10 + 14  # not 1 s
+
+
+def test_activity_withdraws_a_network_warning_but_not_a_lifetime_one() -> None:
+    """The sessions read model: a later ``session_activity`` clears an idle-timeout
+    warning (the deadline moved) and leaves a lifetime one (it does not move)."""
+    from events import NewEvent, default_codec
+    from events.catalogue import SessionActivity, SessionIdleWarning
+    from projections.models.sessions import _on_activity, _on_idle_warning
+
+    sid = uuid.UUID(int=11)
+
+    def stored(payload: object, ms: int) -> object:
+        fields = {
+            "s": f"session-{sid}",
+            "v": "1",
+            "e": default_codec.encode(NewEvent(data=payload)),
+        }  # type: ignore[arg-type]
+        return default_codec.decode_stored(f"{ms}-0", fields)
+
+    for checker, reason, kept in (
+        ("network_timeout", "idle-timeout", False),
+        ("session_lifetime", "idle-session-lifetime", True),
+    ):
+        record: dict[str, object] = {}
+        warning = SessionIdleWarning(
+            session_id=sid,
+            checker=checker,
+            reason=reason,
+            deadline=T0 + 60,
+            remaining=30,  # type: ignore[arg-type]
+        )
+        _on_idle_warning(record, stored(warning, int(T0 * 1000)))  # type: ignore[arg-type]
+        _on_activity(
+            record,
+            stored(SessionActivity(session_id=sid, last_access=T0 + 5), int(T0 * 1000) + 6000),
+        )  # type: ignore[arg-type]
+        assert ("idle_warning" in record) is kept, checker

@@ -265,3 +265,68 @@ async def test_audit_finds_who_changed_what(
     assert "gpu-bob" in later.stdout
     bad = kh(redis_server, data, "audit", "--since", "whenever")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
+
+
+async def test_entries_cut_from_the_end_and_a_removed_head_are_named(
+    store: RedisEventStore, redis_server: EmbeddedRedis, data: Path
+) -> None:
+    await some_history(store)
+    assert kh(redis_server, data, "checkpoint").returncode == 0
+    await some_history(store, sessions=3)
+    log = await entries(store)
+    await store.redis.xdel(store.keys.log, *[p for p, _ in log[-3:]])  # the newest, gone
+    code, report = verify(redis_server, data)
+    assert code == 1
+    assert any("removed from its end" in v["message"] for v in report["violations"])
+    code, report = verify(redis_server, data, "--from-checkpoint")
+    assert code == 1 and any("removed from its end" in v for v in report["violations"])
+
+
+async def test_a_missing_head_is_named_and_the_next_append_links_on(
+    store: RedisEventStore, redis_server: EmbeddedRedis, data: Path
+) -> None:
+    await some_history(store)
+    await store.redis.delete(store.keys.chain)
+    code, report = verify(redis_server, data)
+    assert code == 1 and [v["message"] for v in report["violations"]] == [
+        "the chain's head is gone: removed behind the store"
+    ]
+    await store.append(f"session-{uuid.uuid4()}", enqueued(1), 0)  # links to the last entry
+    assert verify(redis_server, data)[0] == 0
+    await store.redis.set(store.keys.chain, "garbage")  # an unreadable head: writes go on
+    await store.append(f"session-{uuid.uuid4()}", enqueued(1), 0)
+    assert verify(redis_server, data)[0] == 0
+
+
+async def test_from_a_checkpoint_its_own_entry_is_judged_too(
+    store: RedisEventStore, redis_server: EmbeddedRedis, data: Path
+) -> None:
+    """The signed entry's body edited while it keeps its link: the walk from the entry
+    before it names it."""
+    await some_history(store)
+    signed = json.loads(kh(redis_server, data, "checkpoint", "--json").stdout)
+    await some_history(store, sessions=2)
+    fields = dict((await entries(store))[[p for p, _ in await entries(store)].index(
+        signed["position"]
+    )][1])  # fmt: skip
+    body = json.loads(fields[b"e"])
+    body["data"]["creation_id"] = "forged"
+    await rewrite(
+        store, {signed["position"]: {b"e": json.dumps(body, separators=(",", ":")).encode()}}
+    )
+    code, report = verify(redis_server, data, "--from-checkpoint")
+    assert code == 1 and any(signed["position"] in v for v in report["violations"])
+
+
+async def test_a_logged_checkpoint_whose_entry_is_gone_is_named_without_the_file(
+    store: RedisEventStore, redis_server: EmbeddedRedis, data: Path
+) -> None:
+    await some_history(store)
+    signed = json.loads(kh(redis_server, data, "checkpoint", "--json").stdout)
+    await some_history(store, sessions=2)
+    (data / "log-checkpoints.jsonl").unlink()  # a crash between the log and the file
+    await store.redis.xdel(store.keys.log, signed["position"])
+    await rewrite(store, {(await entries(store))[0][0]: {}}, relink=True)
+    code, report = verify(redis_server, data)
+    messages = [v["message"] for v in report["violations"]]
+    assert code == 1 and any("no chained entry at" in m for m in messages), messages

@@ -133,12 +133,21 @@ class IdleConfig(BaseModel):
         network = checkers.get("network_timeout") or {}
         grace = (checkers.get("user_grace_period") or {}).get("user_initial_grace_period")
         lead = raw.get("warning-lead", 0)
+        if isinstance(lead, bool) or not isinstance(lead, int | float | str):
+            raise ValueError("warning-lead must be a duration (10m) or seconds")
+        lead_s = _seconds(lead) if lead else 0.0
+        threshold = _seconds(network.get("threshold", "10m"))
+        if "network_timeout" in enabled and 0 < threshold <= lead_s:
+            raise ValueError(
+                "warning-lead must be shorter than the network_timeout threshold "
+                "(or every look would warn)"
+            )
         return cls(
             enabled=tuple(enabled),
-            network_threshold=_seconds(network.get("threshold", "10m")),
+            network_threshold=threshold,
             utilization=UtilizationConfig.model_validate(checkers.get("utilization") or {}),
             user_initial_grace_period=None if grace is None else _seconds(grace),
-            warning_lead=_seconds(lead) if lead else 0.0,
+            warning_lead=lead_s,
             warnings=tuple(warnings),
         )
 
@@ -399,8 +408,15 @@ def review(
     if "utilization" in reports:  # samples keep coming: look again each interval
         waits.append(config.utilization.interval)
     warning = _warning(reports, config.warning_lead, now)
-    if config.warning_lead > 0:  # and again when a deadline comes within the lead
-        waits += [w - config.warning_lead for w in waits if w > config.warning_lead]
+    lead = config.warning_lead
+    if lead > 0:  # and again when a deadline comes within the lead
+        waits += [
+            remaining - lead
+            for checker, report in reports.items()
+            if checker in WARNED_CHECKERS
+            and (remaining := report.get("remaining")) is not None
+            and remaining > lead
+        ]
     return Review(
         reports, note=note, next_check=now + min(waits) if waits else None, warning=warning
     )

@@ -213,8 +213,9 @@ class Scheduler:
         self._absent: list[uuid.UUID] = []
         """Sessions the ledger held that the pass did not count (seen ended)."""
         self._pass_now_s = 0.0
-        self._fair_cache: tuple[FairShareConfig, FairUsage] | None = None
         """The pass being committed (each ``session_scheduled`` names it)."""
+        self._fair_cache: tuple[FairShareConfig, FairUsage] | None = None
+        """A ``fair_share`` group's decayed usage and the config it was folded with."""
         self._owner_limits: dict[OwnerKey, dict[str, Any] | None] = {}
         self.run_times = RunTimes()
         """Run times learned from the sessions seen to end (start-time estimates)."""

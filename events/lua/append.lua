@@ -70,12 +70,19 @@ end
 
 -- 3. write: the log entry (chained), the stream index, the id record, the chain's head
 local head = redis.call('GET', chain_key)
-local prev_pos, prev_h = '', ''
-if head then
-  prev_pos, prev_h = string.match(head, '^(%S+) (%S+)$')
-else
+local prev_pos, prev_h
+if head then prev_pos, prev_h = string.match(head, '^(%S+) (%S+)$') end
+if not prev_pos then
+  -- no head (a log from before the chain) or an unreadable one: the last entry's own link
+  prev_pos, prev_h = '', ''
   local last = redis.call('XREVRANGE', log_key, '+', '-', 'COUNT', 1)
-  if last[1] then prev_pos = last[1][1] end
+  if last[1] then
+    prev_pos = last[1][1]
+    local fields = last[1][2]
+    for f = 1, #fields, 2 do
+      if fields[f] == 'h' then prev_h = fields[f + 1] end
+    end
+  end
 end
 local out = {}
 local ev = first

@@ -111,22 +111,53 @@ async def verify_chain(
     store: RedisEventStore, start: Mapping[str, Any] | None
 ) -> tuple[ChainVerifier, list[ChainBreak], bool]:
     """The chain alone, from ``start`` (a checkpoint) or the first entry: the verifier (its
-    counts), the breaks, and whether the checkpoint's own entry still carries its link."""
-    begin = (str(start["position"]), str(start["hash"])) if start else None
+    counts), the breaks (the log's end against the chain's head too), and whether the
+    checkpoint's own entry still carries the signed link. The checkpoint's entry is judged
+    with the rest: the walk starts at the entry before it."""
+    head = await store.chain_head()  # before the entries: its entry is among them
+    begin = None
+    after = None
+    if start is not None:
+        position = str(start["position"])
+        before = await _entry_before(store, position)
+        if before is not None:
+            link = before[1].get(b"h", before[1].get("h"))
+            text = link.decode() if isinstance(link, bytes) else str(link or "")
+            begin, after = (before[0], text), position_before(before[0])
+        else:
+            after = position_before(position)
     chain = ChainVerifier(begin)
+    if head is not None:
+        chain.watch({head[0]})
     breaks: list[ChainBreak] = []
     anchored = start is None
-    after = position_before(begin[0]) if begin is not None else None
     async for position, fields in merged_entries(store, after=after):
-        if begin is not None and position == begin[0]:
-            # the checkpoint's entry itself must still carry the link that was signed
+        if start is not None and position == str(start["position"]):
             link = fields.get(b"h", fields.get("h"))
             text = link.decode() if isinstance(link, bytes) else link
-            anchored = text == begin[1]
+            anchored = text == str(start["hash"])
         broken = chain.feed(position, fields)
         if broken is not None:
             breaks.append(broken)
+    cut = chain.judge_head(head)
+    if cut is not None:
+        breaks.append(cut)
     return chain, breaks, anchored
+
+
+async def _entry_before(
+    store: RedisEventStore, position: str
+) -> tuple[str, Mapping[Any, Any]] | None:
+    """The log's entry just before ``position``, live or archived."""
+    from events.archive import archived_entries
+
+    live = await store.read_raw_backwards(position, 1)
+    found = live[0] if live else None
+    files = await store.archive_files()
+    for entry in archived_entries(files, until=position_before(position)):
+        if found is None or position_key(entry[0]) > position_key(found[0]):
+            found = entry
+    return found
 
 
 @dataclass(frozen=True)

@@ -32,18 +32,22 @@ from .positions import Cutoff
 __all__ = ["fairshare_report", "intervals_of"]
 
 
-def intervals_of(sessions: list[dict[str, Any]], group: str) -> list[UsageInterval]:
-    """The holds of ``group``'s sessions: from running to ended (or still running)."""
+def intervals_of(sessions: list[dict[str, Any]], group: str, since_s: float) -> list[UsageInterval]:
+    """The holds of ``group``'s sessions (from running to ended, or still running) that the
+    scheduler reads: owned, and ended at ``since_s`` or later."""
     return [
         UsageInterval(
-            str(r.get("access_key") or ""),
+            str(r["access_key"]),
             str(r["project_id"]) if r.get("project_id") else None,
             r["running_since_ms"] / 1000,
             r["ended_ms"] / 1000 if r.get("ended_ms") is not None else None,
             r.get("usage_slots") or r.get("requested_slots") or {},
         )
         for r in sessions
-        if r.get("scaling_group") == group and r.get("running_since_ms") is not None
+        if r.get("scaling_group") == group
+        and r.get("access_key")
+        and r.get("running_since_ms") is not None
+        and (r.get("ended_ms") is None or r["ended_ms"] / 1000 >= since_s)
     ]
 
 
@@ -67,7 +71,7 @@ async def fairshare_report(
     base = dict(settings.scheduler_config) if settings.scheduler == "fair_share" else {}
     config = FairShareConfig.from_config({**base, **overrides})
     now_s = at_ms / 1000
-    usage = decayed_usage(intervals_of(sessions, group), config, now_s)
+    usage = decayed_usage(intervals_of(sessions, group, now_s - config.window_s), config, now_s)
     waiting = sorted(
         (r for r in sessions if r.get("status") == "PENDING" and r.get("scaling_group") == group),
         key=lambda r: (r.get("created_ms") or 0, r["id"]),
@@ -124,7 +128,8 @@ async def live_rank(store: RedisEventStore, session_id: str, now_ms: int) -> dic
     raw = await models.usage_intervals(f"group:{group}", int((now_s - config.window_s) * 1000))
     intervals = [i for i in map(interval_of_hold, raw) if i is not None]
     usage = decayed_usage(intervals, config, now_s)
-    waiting = (await models.pending_queue(group, limit=10_000)).items
+    queue = (await models.pending_queue(group, limit=100_000)).items
+    waiting = [r for r in queue if r.get("status") == "PENDING"]  # as the scheduler reads it
     owners = {str(r.get("access_key")) for r in waiting}
     projects = {str(r["project_id"]) for r in waiting if r.get("project_id")}
     users, project_factors = fair_factors(usage, owners, projects)

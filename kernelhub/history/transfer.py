@@ -107,7 +107,10 @@ def _check(store: RedisEventStore, path: Path) -> int:
             )
         versions[event.stream] = event.version
         secret = SECRET_FIELDS.get(event.type) or ()
-        data = entry["body"].get("data") or {}
+        data = event.data.data_dict()  # what will be stored (a line's stored_body, if any)
+        body = entry.get("body")
+        if not isinstance(body, dict) or str(event.event_id) != str(body.get("event_id")):
+            raise ImportRefused(f"line {number}: its stored bytes are another event's")
         if any(data.get(name) == REDACTED for name in secret):
             raise ImportRefused(
                 f"line {number}: {event.type} has its secrets redacted: import "

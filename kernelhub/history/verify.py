@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from events import Event, EventCodec, default_codec
+from events import Event, EventCodec, default_codec, position_key
 from events.chain import ChainVerifier, signature_holds
 from events.errors import EventDecodeError
 
@@ -133,8 +133,17 @@ class LogVerifier:
     _recent: OrderedDict[str, str] = field(default_factory=OrderedDict)
     _logged_checkpoints: set[str] = field(default_factory=set)
 
+    head: tuple[str, str] | None = None
+    """The chain's head as read before the entries (its entry must be among them)."""
+    _first: tuple[int, int] | None = None
+    _forgotten: tuple[int, int] | None = None
+    """The newest position dropped from the remembered links (older ones are not judged)."""
+
     def __post_init__(self) -> None:
-        self.chain.watch({str(c.get("position")) for c in self.file_checkpoints})
+        watched = {str(c.get("position")) for c in self.file_checkpoints}
+        if self.head is not None:
+            watched.add(self.head[0])
+        self.chain.watch(watched)
 
     # ---- feeding ------------------------------------------------------------------------------
     def feed(self, position: str, fields: Mapping[Any, Any]) -> None:
@@ -143,11 +152,14 @@ class LogVerifier:
         if broken is not None:
             version = int(broken.version) if broken.version.isdigit() else None
             self._flag("chain", position, broken.stream, version, None, broken.why)
+        if self._first is None:
+            self._first = position_key(position)
         link = fields.get(b"h", fields.get("h"))
         if link is not None:
             self._recent[position] = link.decode() if isinstance(link, bytes) else str(link)
             if len(self._recent) > _RECENT_LINKS:
-                self._recent.popitem(last=False)
+                dropped, _ = self._recent.popitem(last=False)
+                self._forgotten = position_key(dropped)
         try:
             event = self.codec.decode(position, fields)
         except (EventDecodeError, ValueError) as exc:
@@ -167,6 +179,9 @@ class LogVerifier:
         log order."""
         for record in self.file_checkpoints:
             self._check_file_checkpoint(record)
+        cut = self.chain.judge_head(self.head)
+        if cut is not None:
+            self._flag("chain", cut.position, "log", None, None, cut.why)
         for kernel, hold in sorted(self._holds.items(), key=lambda item: item[1].position):
             ended = self._ended_ms.get(hold.session)
             if ended is not None and self._last_ms - ended > self.grace_ms:
@@ -215,7 +230,15 @@ class LogVerifier:
             )
             return
         stored = self._recent.get(data.position)
-        if stored is not None and stored != data.hash:
+        where = position_key(data.position)
+        judged = self._first is not None and where >= self._first
+        if stored is None and judged and (self._forgotten is None or where > self._forgotten):
+            self._flag_event(
+                "checkpoint",
+                event,
+                f"the log has no chained entry at {data.position}: removed or rewritten",
+            )
+        elif stored is not None and stored != data.hash:
             self._flag_event(
                 "checkpoint",
                 event,

@@ -360,7 +360,11 @@ def _on_status_changed(record: Record, event: StoredEvent) -> None:
 def _on_activity(record: Record, event: StoredEvent) -> None:
     record["last_activity"] = event.data["last_access"]
     warning = record.get("idle_warning")
-    if warning and event.data["last_access"] * 1000 > warning["warned_ms"]:
+    if (
+        warning
+        and warning["checker"] == "network_timeout"  # a lifetime does not move
+        and event.data["last_access"] * 1000 > warning["warned_ms"]
+    ):
         del record["idle_warning"]  # used since the warning: that reclaim is off
 
 

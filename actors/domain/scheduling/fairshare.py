@@ -126,8 +126,8 @@ def decayed(
     end = now_s if end_s is None else min(end_s, now_s)
     if end <= start_s or rate <= 0:
         return 0.0
-    k = math.log(2) / half_life_s
-    return rate / k * (math.exp(-k * (now_s - end)) - math.exp(-k * (now_s - start_s)))
+    k = math.log(2) / half_life_s  # expm1: no cancellation for short runs, long half-lives
+    return rate / k * math.exp(-k * (now_s - end)) * -math.expm1(-k * (end - start_s))
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +180,7 @@ class DecayingUsage:
 
     def _advance(self, values: dict[str, float], rates: dict[str, float], dt: float) -> None:
         decay = math.exp(-self._k * dt)
-        grow = (1 - decay) / self._k
+        grow = -math.expm1(-self._k * dt) / self._k
         for name in set(values) | set(rates):
             values[name] = values.get(name, 0.0) * decay + rates.get(name, 0.0) * grow
 

@@ -205,11 +205,6 @@ class FairShareScheduler(SchedulerPlugin):
         project = str(spec.project_id) if spec.project_id else None
         return priority_of(self.users, self.projects, spec.access_key, project)
 
-    def rank(self, pending: Sequence[PendingSession]) -> list[int]:
-        """Indexes of ``pending`` (oldest first) in the order this policy tries them."""
-        self._factors(pending)
-        return sorted(range(len(pending)), key=lambda i: (-self.priority(pending[i].spec), i))
-
     def pick_session(self, pending: Sequence[PendingSession]) -> int | None:
         if not pending:
             return None

@@ -6,7 +6,8 @@ The log knows when each session started and ended, who asked for it and for whic
 and its activity as the reaper noted it (``session_activity``: the last access at each
 judgment, coalesced). Replayed under ``network_timeout`` with another threshold, a session
 is reclaimed at the first gap in its known activity longer than the threshold; under
-``session_lifetime``, once it has run that long. For each reclaim: the slot-hours it would
+``session_lifetime``, once that long has passed since it was created (as the checker counts;
+the new-user grace period is not replayed). For each reclaim: the slot-hours it would
 have freed (until its recorded end), and whether its owner **came back** within a window:
 activity on that session after the reclaim (an execution it would have refused) or a new
 session of the same owner on the same image (a user starting over). That share is the
@@ -149,8 +150,9 @@ _REASON = {"network_timeout": "idle-timeout", "session_lifetime": "idle-session-
 def _reclaim_at(session: IdleSession, checker: str, threshold: float, end: float) -> float | None:
     start = session.started_s
     assert start is not None
-    if checker == "session_lifetime":
-        return start + threshold if end - start > threshold else None
+    if checker == "session_lifetime":  # counted from creation, as the checker counts it
+        deadline = session.created_s + threshold
+        return max(deadline, start) if end > deadline else None
     known = sorted(a for a in session.activity if start <= a <= end)
     last = start
     for moment in [*known, end]:
