@@ -37,7 +37,9 @@ if TYPE_CHECKING:
 
 __all__ = ["app", "history_app"]
 
-app = operator_group("The event log: tail, show, verify, export, import, archive.")
+app = operator_group(
+    "The event log: tail, show, verify, checkpoint, audit, export, import, archive."
+)
 """``kh events ...``."""
 history_app = typer.Typer(add_completion=False, rich_markup_mode=None)
 """``kh replay`` and ``kh why``: top-level commands (:mod:`kernelhub.cli` merges them)."""

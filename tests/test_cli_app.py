@@ -22,6 +22,7 @@ CLIENT = ("run", "ps", "info", "rm", "logs", "exec", "upload", "download", "ls",
 OPERATOR = ("up", "down", "status", "session", "agent", "projections", "events")
 OPERATOR += (
     "replay",
+    "fairshare",
     "eta",
     "why",
     "trace",
@@ -48,7 +49,10 @@ def test_kh_help_lists_every_command_and_group() -> None:
         ("session", ["create", "destroy", "restart", "exec", "logs", "show", "list"]),
         ("agent", ["drain", "undrain", "start"]),
         ("projections", ["status", "rebuild", "run"]),
-        ("events", ["tail", "show", "verify", "export", "import", "archive"]),
+        (
+            "events",
+            ["tail", "show", "verify", "checkpoint", "audit", "export", "import", "archive"],
+        ),
     ],
 )
 def test_each_group_has_its_commands_and_a_data_dir(group: str, commands: list[str]) -> None:
