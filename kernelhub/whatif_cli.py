@@ -349,7 +349,7 @@ def whatif(
             " of the accelerators (1.0: all).",
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="--inflate: the draw's seed.")] = 0,
+    seed: Annotated[int | None, typer.Option(help="--inflate: the draw's seed (0).")] = None,
     checker: Annotated[
         str | None,
         typer.Option(help="kh whatif idle: network_timeout or session_lifetime."),
@@ -375,9 +375,10 @@ def whatif(
             "--agents": agents,
             "--plot": plot_file,
             "--inflate": inflate,
+            "--seed": seed,
         }
         for name, value in others.items():
-            if value:
+            if value is not None:
                 raise KernelhubError(f"{name}: not with kh whatif idle (it replays activity)")
         idle_whatif(
             installation_settings(data_dir=data_dir),
@@ -425,8 +426,10 @@ def whatif(
 
     accelerator = accelerator_slot(workload)
     inflated = None
+    if seed is not None and inflate is None:
+        raise KernelhubError("--seed: only with --inflate")
     if inflate is not None:
-        workload = inflated = inflated_workload(workload, accelerator, inflate, seed)
+        workload = inflated = inflated_workload(workload, accelerator, inflate, seed or 0)
     what_happened, results, seconds = run_whatif(
         workload, policies, patience=1 if inflated is not None else None
     )

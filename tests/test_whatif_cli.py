@@ -134,6 +134,7 @@ def test_inflate_replays_a_drawn_load_without_a_recorded_column(
         (["--inflate", "0"], "--inflate 0.0: a share of the accelerators"),
         (["--inflate", "nan"], "a share of the accelerators"),
         (["--inflate", "11"], "a share of the accelerators in (0, 10.0]"),
+        (["--seed", "3"], "--seed: only with --inflate"),
     ],
 )
 def test_bad_options_are_refused_in_one_line(
