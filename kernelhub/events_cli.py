@@ -674,10 +674,14 @@ def fairshare(
 ) -> None:
     overrides: dict[str, Any] = {}
     if half_life is not None:
-        overrides["half_life"] = half_life[:40]
+        if len(half_life) > 40:
+            raise KernelhubError("--half-life: a duration like 7d or 12h")
+        overrides["half_life"] = half_life
     if weight:
+        if len(weight) > 64:
+            raise KernelhubError("--weight: at most 64 slots")
         weights: dict[str, float] = {}
-        for item in weight[:64]:
+        for item in weight:
             slot, sep, value = item.partition("=")
             try:
                 weights[slot.strip()] = float(value) if sep else float("nan")
