@@ -281,6 +281,7 @@ def verify(
             checkpoint_key=key,
             file_checkpoints=records,
             head=await store.chain_head(),  # before the entries: its entry is among them
+            judges_head=True,
         )
         async for position, fields in merged_entries(store):  # the archive too: the whole log
             verifier.feed(position, fields)

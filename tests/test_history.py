@@ -77,7 +77,9 @@ async def verify(store: RedisEventStore, grace_ms: int = 0) -> list[Any]:
     """What ``kh events verify`` says: the whole log, the archive in its place."""
     from events.archive import merged_entries
 
-    verifier = LogVerifier(store.codec, grace_ms=grace_ms)
+    verifier = LogVerifier(
+        store.codec, grace_ms=grace_ms, head=await store.chain_head(), judges_head=True
+    )
     async for position, fields in merged_entries(store):
         verifier.feed(position, fields)
     return verifier.finish()

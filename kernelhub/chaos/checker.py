@@ -133,7 +133,7 @@ async def check(
 async def _read_log(
     store: RedisEventStore, verdict: Verdict
 ) -> tuple[dict[str, _Session], dict[str, str], int]:
-    verifier = LogVerifier(store.codec)
+    verifier = LogVerifier(store.codec, head=await store.chain_head(), judges_head=True)
     sessions: dict[str, _Session] = {}
     event_ids: dict[str, str] = {}
     last_ms = 0

@@ -135,6 +135,8 @@ class LogVerifier:
 
     head: tuple[str, str] | None = None
     """The chain's head as read before the entries (its entry must be among them)."""
+    judges_head: bool = False
+    """Whether ``head`` was read (then ``None`` means there was none: judged too)."""
     _first: tuple[int, int] | None = None
     _forgotten: tuple[int, int] | None = None
     """The newest position dropped from the remembered links (older ones are not judged)."""
@@ -179,7 +181,7 @@ class LogVerifier:
         log order."""
         for record in self.file_checkpoints:
             self._check_file_checkpoint(record)
-        cut = self.chain.judge_head(self.head)
+        cut = self.chain.judge_head(self.head) if self.judges_head else None
         if cut is not None:
             self._flag("chain", cut.position, "log", None, None, cut.why)
         for kernel, hold in sorted(self._holds.items(), key=lambda item: item[1].position):
