@@ -62,8 +62,7 @@ from actors.domain.scheduling.estimate import (
 from actors.domain.scheduling.fairshare import (
     FairShareConfig,
     FairUsage,
-    decayed_usage,
-    interval_of_hold,
+    usage_of_holds,
 )
 from actors.domain.scheduling.fragmentation import DemandMix, demand_mix
 from actors.domain.scheduling.ledger_stream import (
@@ -680,8 +679,7 @@ class Scheduler:
             return cached[1]
         since_ms = int((now_s - config.window_s) * 1000)
         raw = await self.models.usage_intervals(f"group:{group.name}", since_ms)
-        intervals = [i for i in map(interval_of_hold, raw) if i is not None]
-        usage = decayed_usage(intervals, config, now_s)
+        usage = usage_of_holds(raw, config, now_s)
         self._fair_cache = (config, usage)
         return usage
 

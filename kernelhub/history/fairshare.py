@@ -15,12 +15,14 @@ from dataclasses import asdict
 from typing import Any
 
 from actors.domain.scheduling.fairshare import (
+    FairFactor,
     FairShareConfig,
+    FairUsage,
     UsageInterval,
     decayed_usage,
     fair_factors,
-    interval_of_hold,
     priority_of,
+    usage_of_holds,
 )
 from actors.domain.scheduling.records import scaling_group_of
 from events import RedisEventStore
@@ -29,7 +31,7 @@ from projections.models import SessionsProjection, TenancyProjection
 from .asof import fold_events, stored_events_until
 from .positions import Cutoff
 
-__all__ = ["fairshare_report", "intervals_of"]
+__all__ = ["fairshare_report", "intervals_of", "live_rank", "rank_pending"]
 
 
 def intervals_of(sessions: list[dict[str, Any]], group: str, since_s: float) -> list[UsageInterval]:
@@ -76,15 +78,7 @@ async def fairshare_report(
         (r for r in sessions if r.get("status") == "PENDING" and r.get("scaling_group") == group),
         key=lambda r: (r.get("created_ms") or 0, r["id"]),
     )
-    owners = {str(r.get("access_key")) for r in waiting}
-    projects = {str(r["project_id"]) for r in waiting if r.get("project_id")}
-    users, project_factors = fair_factors(usage, owners, projects)
-
-    def priority(record: dict[str, Any]) -> float:
-        project = str(record["project_id"]) if record.get("project_id") else None
-        return priority_of(users, project_factors, str(record.get("access_key")), project)
-
-    ranked = sorted(range(len(waiting)), key=lambda i: (-priority(waiting[i]), i))
+    users, project_factors, ranked = rank_pending(usage, waiting)
     return {
         "as_of": cutoff.shown,
         "at": at_ms,
@@ -97,15 +91,40 @@ async def fairshare_report(
         "pending": [
             {
                 "rank": rank,
-                "session": waiting[i]["id"],
-                "name": waiting[i].get("name"),
-                "owner": waiting[i].get("access_key"),
-                "project": waiting[i].get("project_id"),
-                "priority": priority(waiting[i]),
+                "session": r["id"],
+                "name": r.get("name"),
+                "owner": r.get("access_key"),
+                "project": r.get("project_id"),
+                "priority": priority,
             }
-            for rank, i in enumerate(ranked, 1)
+            for rank, (r, priority) in enumerate(ranked, 1)
         ],
     }
+
+
+def rank_pending(
+    usage: FairUsage, waiting: list[dict[str, Any]]
+) -> tuple[dict[str, FairFactor], dict[str, FairFactor], list[tuple[dict[str, Any], float]]]:
+    """The factors of the users and projects waiting (and of those with usage), and the
+    waiting sessions (oldest first) in the order ``fair_share`` tries them, with their
+    priorities: the plugin's rule on read-model records."""
+    owners = {str(r.get("access_key")) for r in waiting}
+    projects = {str(r["project_id"]) for r in waiting if r.get("project_id")}
+    users, project_factors = fair_factors(usage, owners, projects)
+    scored = [
+        (
+            r,
+            priority_of(
+                users,
+                project_factors,
+                str(r.get("access_key")),
+                str(r["project_id"]) if r.get("project_id") else None,
+            ),
+        )
+        for r in waiting
+    ]
+    order = sorted(range(len(scored)), key=lambda i: (-scored[i][1], i))
+    return users, project_factors, [scored[i] for i in order]
 
 
 async def live_rank(store: RedisEventStore, session_id: str, now_ms: int) -> dict[str, Any] | None:
@@ -126,34 +145,24 @@ async def live_rank(store: RedisEventStore, session_id: str, now_ms: int) -> dic
     config = FairShareConfig.from_config(settings.scheduler_config)
     now_s = now_ms / 1000
     raw = await models.usage_intervals(f"group:{group}", int((now_s - config.window_s) * 1000))
-    intervals = [i for i in map(interval_of_hold, raw) if i is not None]
-    usage = decayed_usage(intervals, config, now_s)
+    usage = usage_of_holds(raw, config, now_s)
     queue = (await models.pending_queue(group, limit=100_000)).items
     waiting = [r for r in queue if r.get("status") == "PENDING"]  # as the scheduler reads it
-    owners = {str(r.get("access_key")) for r in waiting}
-    projects = {str(r["project_id"]) for r in waiting if r.get("project_id")}
-    users, project_factors = fair_factors(usage, owners, projects)
-
-    def priority(r: dict[str, Any]) -> float:
-        project = str(r["project_id"]) if r.get("project_id") else None
-        return priority_of(users, project_factors, str(r.get("access_key")), project)
-
-    order = sorted(range(len(waiting)), key=lambda i: (-priority(waiting[i]), i))
-    ranked = [waiting[i] for i in order]
-    place = next((n for n, r in enumerate(ranked) if r["id"] == session_id), None)
+    _, _, ranked = rank_pending(usage, waiting)
+    place = next((n for n, (r, _) in enumerate(ranked) if r["id"] == session_id), None)
     if place is None:
         return None
     return {
         "rank": place + 1,
         "of": len(ranked),
-        "priority": priority(ranked[place]),
+        "priority": ranked[place][1],
         "ahead": [
             {
                 "session": r["id"],
                 "name": r.get("name"),
                 "owner": r.get("access_key"),
-                "priority": priority(r),
+                "priority": priority,
             }
-            for r in ranked[:place][:5]
+            for r, priority in ranked[:place][:5]
         ],
     }

@@ -250,39 +250,23 @@ class LogVerifier:
 
     def _check_file_checkpoint(self, record: Mapping[str, Any]) -> None:
         position = str(record.get("position"))
-        where = "checkpoints-file"
+
+        def flag(message: str) -> None:
+            self._flag("checkpoint", position, "checkpoints-file", None, None, message)
+
         if self.checkpoint_key is not None and not signature_holds(self.checkpoint_key, record):
-            self._flag("checkpoint", position, where, None, None, "signature does not hold")
+            flag("signature does not hold")
             return
         stored = self.chain.links.get(position)
         if stored is None:
-            self._flag(
-                "checkpoint",
-                position,
-                where,
-                None,
-                None,
-                "the log has no entry with a link at this checkpoint's position: removed",
-            )
+            flag("the log has no entry with a link at this checkpoint's position: removed")
         elif stored != record.get("hash"):
-            self._flag(
-                "checkpoint",
-                position,
-                where,
-                None,
-                None,
+            flag(
                 f"the chain here is {stored[:12]}..., the checkpoint signed "
-                f"{str(record.get('hash'))[:12]}...: the log before it was rewritten",
+                f"{str(record.get('hash'))[:12]}...: the log before it was rewritten"
             )
         if position not in self._logged_checkpoints:
-            self._flag(
-                "checkpoint",
-                position,
-                where,
-                None,
-                None,
-                "this signed checkpoint is in the file but not in the log: removed from Redis",
-            )
+            flag("this signed checkpoint is in the file but not in the log: removed from Redis")
 
     def _check_session(self, event: Event) -> None:
         sid = event.stream.removeprefix("session-")

@@ -39,6 +39,7 @@ __all__ = [
     "fair_factors",
     "interval_of_hold",
     "priority_of",
+    "usage_of_holds",
 ]
 
 DEFAULT_HALF_LIFE_S = 7 * 86400.0
@@ -267,3 +268,10 @@ def priority_of(
     user = users[owner].factor if owner in users else 1.0
     group = projects.get(project) if project else None
     return user * (group.factor if group is not None else 1.0)
+
+
+def usage_of_holds(
+    holds: Iterable[Mapping[str, Any]], config: FairShareConfig, now_s: float
+) -> FairUsage:
+    """Decayed usage from holds as the sessions read model keeps them (:func:`interval_of_hold`)."""
+    return decayed_usage((i for i in map(interval_of_hold, holds) if i is not None), config, now_s)
