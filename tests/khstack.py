@@ -285,3 +285,15 @@ def signed_request(
     )
     headers["Content-Type"] = content_type
     return exchange(endpoint + path, method, headers, data, timeout)
+
+
+def kh_on_log(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``kh ARGS`` against the log at ``url`` alone (no installation's variables)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KH_", "BACKEND_"))}
+    return subprocess.run(
+        [*KH, *args],
+        env={**env, "KH_REDIS_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from kernelhub.history.decisions import replay_decisions
 from kernelhub.redis_server import EmbeddedRedis
 from kernelhub.testing import eventually
 from projections.tenancy_queries import TenancyLookups
+from tests.khstack import kh_on_log as kh
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(300)]
 G = 2**30
@@ -38,17 +36,6 @@ def create(name: str, owner: str) -> CreateSession:
         scaling_group="default",
         image="kernelhub/python:3.11",
         requested=[ResourceSlot(cpu=1, mem=G)],
-    )
-
-
-def kh(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KH_", "BACKEND_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "kernelhub.cli", *args],
-        env={**env, "KH_REDIS_URL": url},
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
 
 

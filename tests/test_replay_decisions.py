@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -32,6 +29,7 @@ from kernelhub.redis_server import EmbeddedRedis
 from kernelhub.testing import eventually, temporary_redis
 from projections.tenancy_queries import TenancyLookups
 from tests.agent_hooks import HookedAgent, hooked
+from tests.khstack import kh_on_log as kh
 
 pytestmark = [pytest.mark.redis]
 
@@ -169,17 +167,6 @@ async def replayed_from(path: Path, lines: list[str]) -> DecisionReport:
             return await replay_decisions(imported)
         finally:
             await imported.close()
-
-
-def kh(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KH_", "BACKEND_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "kernelhub.cli", *args],
-        env={**env, "KH_REDIS_URL": url},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.mark.timeout(420)

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import uuid
 from datetime import datetime
 
@@ -25,6 +22,7 @@ from kernelhub.redis_server import EmbeddedRedis
 from kernelhub.sdk.models import SessionInfo
 from kernelhub.testing import eventually
 from projections.queries import ReadModels
+from tests.khstack import kh_on_log as kh
 
 pytestmark = [pytest.mark.redis]
 
@@ -39,17 +37,6 @@ def create(name: str) -> CreateSession:
         scaling_group="default",
         image="kernelhub/python:3.11",
         requested=[FULL],
-    )
-
-
-def kh(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KH_", "BACKEND_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "kernelhub.cli", *args],
-        env={**env, "KH_REDIS_URL": url},
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
 
 

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from actors.domain.idle import IdleConfig
 from actors.domain.whatif.idle import IdleSession, idle_what_if
+from tests.khstack import kh_on_log as kh
 
 M = 60.0
 
@@ -78,17 +76,6 @@ def test_a_lifetime_reclaims_what_ran_longer_whatever_its_activity() -> None:
         "batch": 480 * M,
     }
     assert [r.came_back for r in report.reclaims] == [True, False]  # long was still in use
-
-
-def kh(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KH_", "BACKEND_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "kernelhub.cli", *args],
-        env={**env, "KH_REDIS_URL": url},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.mark.redis
