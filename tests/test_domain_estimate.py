@@ -188,9 +188,13 @@ def test_the_expected_run_is_the_mean_so_skewed_runs_add_up_to_a_long_wait() -> 
     assert skewed.mid == pytest.approx(208)  # a queue of five waits about 5 x 208 s
 
 
-def test_a_queue_deeper_than_the_forward_steps_is_reached_to_its_last_session() -> None:
-    from actors.domain.scheduling.estimate import MAX_STEPS
+def test_a_queue_deeper_than_the_forward_steps_is_reached_to_its_last_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from actors.domain.scheduling import estimate
 
+    MAX_STEPS = 100  # fewer steps than the real bound, so that a queue of 300 is deeper
+    monkeypatch.setattr(estimate, "MAX_STEPS", MAX_STEPS)
     node = agent("i-a", cpu=10)  # ten run side by side: each step releases several
     ledger = Ledger({"i-a": node.capacity})
     running = [make_session(request=slots(cpu=1)) for _ in range(10)]
@@ -223,3 +227,79 @@ def test_a_queue_deeper_than_the_forward_steps_is_reached_to_its_last_session() 
     # start of the first ten, 0 to 4.5 s); walking three ends a pass makes each start a
     # little late, and the lateness adds up along the queue: within a tenth
     assert 285.5 <= (last - ctx.now).total_seconds() <= 1.1 * 290
+
+
+def test_a_wait_behind_independent_runs_is_the_first_of_them_to_end_not_their_mean() -> None:
+    """Half the runs take 10 s, half 1,000 s. A session waits for either of two running
+    sessions to end: three times in four one of them is short, so it starts in about 10 s.
+    Expecting each run at its mean (505 s, what the estimator did before it drew runs)
+    foresaw a start eight minutes later than it most likely is."""
+    book = RunTimes()
+    for seconds in [10.0] * 20 + [1000.0] * 20:
+        book.add("AK1", "py", seconds)
+    node = agent("i-a", cpu=4)
+    ledger = Ledger({"i-a": node.capacity})
+    running = [make_session(request=slots(cpu=2)) for _ in range(2)]
+    for holder in running:
+        ledger.reserve(
+            holder.session_id, [(holder.kernels[0].kernel_id, "i-a", holder.requested_slots)]
+        )
+    waiting = make_session(request=slots(cpu=2))
+    expected = book.expectations(
+        [(r.session_id, "AK1", "py", "", None, 0.0) for r in running]
+        + [(waiting.session_id, "AK1", "py", "", None, None)]
+    )
+    assert all(len(e.draws) == 16 for e in expected.values())
+    ctx = context()
+    found = estimate_starts(
+        group=ScalingGroup("default"),
+        pending=pending(waiting),
+        existing=[ExistingSession(r, SessionStatus.RUNNING, r.requested_slots) for r in running],
+        agents=[node],
+        ledger=ledger,
+        ctx=ctx,
+        elapsed_s={r.session_id: 0.0 for r in running},
+        expected=expected,
+    )
+    estimate = found[waiting.session_id]
+    assert estimate.at == ctx.now + timedelta(seconds=10)
+    assert estimate.earliest == ctx.now + timedelta(seconds=10)
+    assert estimate.latest == ctx.now + timedelta(seconds=1000)  # both long: one time in four
+
+
+def test_draws_take_one_run_from_each_slice_in_an_order_of_the_sessions_own() -> None:
+    from actors.domain.scheduling.estimate import draw_levels
+
+    first, again, other = draw_levels(1), draw_levels(1), draw_levels(2)
+    assert first == again  # an estimate does not jitter from one round to the next
+    assert sorted(first) == sorted(other) == [(i + 0.5) / 16 for i in range(16)]
+    assert first != other  # two sessions' runs are drawn independently
+
+
+def test_a_run_longer_than_its_history_is_drawn_from_a_tail_as_long_as_it_ran() -> None:
+    from actors.domain.scheduling.estimate import curve_draws, km_curve
+
+    curve = km_curve([10, 20, 30], [])
+    assert curve_draws(curve, 0.0, [0.1, 0.5, 0.9]) == [10, 20, 30]
+    # past every ended run: half the draws at least twice the run so far, a tenth ten times
+    beyond = sorted(curve_draws(curve, 500.0, [(i + 0.5) / 10 for i in range(10)]))
+    assert beyond[0] > 500 and beyond[4] < 1000 < beyond[5]
+    assert beyond[-1] == pytest.approx(10_000)
+
+
+def test_the_shape_of_a_request_tells_its_runs_apart_from_the_same_owners_others() -> None:
+    from actors.domain.scheduling.estimate import shape_of
+
+    notebook = make_session(request=slots(cpu=2, cuda_shares=1))
+    training = make_session(request=slots(cpu=8, cuda_shares=8), size=2)
+    assert shape_of(notebook) == "1x cuda.shares=1"
+    assert shape_of(training) == "2x cuda.shares=8"
+    book = RunTimes()
+    for _ in range(10):
+        book.add("AK1", "py", 86_400.0, shape_of(notebook))  # kept open for a day
+        book.add("AK1", "py", 600.0, shape_of(training))  # a ten-minute job
+    assert book.expected("AK1", "py", None, shape=shape_of(training)).mid == 600
+    assert book.expected("AK1", "py", None, shape=shape_of(notebook)).mid == 86_400
+    # a shape never seen is judged by the owner's runs with the image, all shapes together
+    assert book.expected("AK1", "py", None, shape="1x").basis == "history"
+    assert book.pool("AK1", "py", "1x") == ("owner", "AK1", "py")

@@ -58,6 +58,7 @@ from actors.domain.scheduling.estimate import (
     estimate_starts,
     image_of,
     moved,
+    shape_of,
 )
 from actors.domain.scheduling.fairshare import (
     FairShareConfig,
@@ -318,7 +319,7 @@ class Scheduler:
             spec = self._specs.get(data.session_id)
             if status is SessionStatus.TERMINATED and began is not None and spec is not None:
                 ran = event.position_ms / 1000 - began
-                self.run_times.add(spec.access_key, image_of(spec), ran)
+                self.run_times.add(spec.access_key, image_of(spec), ran, shape_of(spec))
             self._statuses.pop(data.session_id, None)
             self._specs.pop(data.session_id, None)
         elif data.session_id in self._specs:
@@ -657,13 +658,13 @@ class Scheduler:
             log.warning("start times not estimated", error=f"{type(exc).__name__}: {exc}"[:500])
 
     def _judged(self, spec: SessionSpec, ran_s: float | None) -> Judged:
-        """A session as its run time is expected: its owner, image, its keypair's session
+        """A session as its run time is expected: its owner, image, shape, its keypair's session
         lifetime (the limit), and how long it ran so far (None: pending)."""
         limits = self._owner_limits.get((spec.access_key, spec.project_id, spec.domain)) or {}
         policy = limits.get("policy") or {}
         lifetime = policy.get("max_session_lifetime") if isinstance(policy, dict) else None
         limit = float(lifetime) if isinstance(lifetime, int | float) and lifetime > 0 else None
-        return (spec.session_id, spec.access_key, image_of(spec), limit, ran_s)
+        return (spec.session_id, spec.access_key, image_of(spec), shape_of(spec), limit, ran_s)
 
     async def _fair_usage(self, group: ScalingGroup, now_s: float) -> FairUsage:
         """The group's decayed usage per user and project (``fair_share``), folded from the

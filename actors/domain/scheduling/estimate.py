@@ -15,6 +15,8 @@ forward pass with the shorter and the longer run times the history holds (its qu
 from __future__ import annotations
 
 import heapq
+import math
+import random
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +29,7 @@ from ..scaling_groups import ScalingGroup
 from ..session import SessionSpec
 from ..statuses import SessionStatus
 from .fragmentation import DemandMix
+from .kept_index import KeptIndex
 from .ledger import Ledger
 from .plugins import ExistingSession, PendingSession
 from .schedule import AgentInfo, occupancy_of, schedule_pass
@@ -38,15 +41,19 @@ __all__ = [
     "RunTimes",
     "estimate_starts",
     "moved",
+    "shape_of",
 ]
 
+DRAWS = 16
+"""Forward runs of an estimate where the history says how long runs take, each over run
+times drawn from it (:func:`draw_levels`); the estimate is their median start."""
 DEFAULT_RUN_S = 3600.0
 """A session's expected run time when neither history nor a limit says anything."""
 HISTORY = 50
 """Run times kept per owner and image (and per image, and for the group)."""
 MIN_SAMPLES = 3
 """Fewer than this many runs is no history to learn from."""
-MAX_STEPS = 100
+MAX_STEPS = 1000
 """Passes a forward run makes (at expected ends; a queue deeper than that is walked several
 ends at a time); a session not placed by then has no estimate."""
 MAX_PENDING = 1000
@@ -54,8 +61,23 @@ MAX_PENDING = 1000
 live scheduler's time budget cuts a round short before this does."""
 
 Basis = Literal["history", "limit", "default"]
-Judged = tuple[uuid.UUID, str, str, "float | None", "float | None"]
-"""A session whose run time is expected: (id, owner, image, limit, run so far or None)."""
+Judged = tuple[uuid.UUID, str, str, str, "float | None", "float | None"]
+"""A session whose run time is expected: (id, owner, image, shape, limit, run so far or
+None)."""
+Pool = tuple[str, ...]
+"""A history: ("shape", owner, image, shape), ("owner", owner, image), ("image", image)
+or ("group",)."""
+MAX_POOLS = 20_000
+"""Histories kept (the oldest forgotten first; the group's never)."""
+
+
+def _pools(access_key: str, image: str, shape: str) -> tuple[Pool, ...]:
+    return (
+        ("shape", access_key, image, shape),
+        ("owner", access_key, image),
+        ("image", image),
+        ("group",),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,41 +88,46 @@ class Expected:
     mid: float
     high: float
     basis: Basis
+    draws: tuple[float, ...] = ()
+    """Run times drawn from the history, one per forward run (:data:`DRAWS`; empty: no
+    history, every run takes ``mid``)."""
 
 
 @dataclass
 class RunTimes:
-    """Recent run times (scheduled to ended, seconds), kept per owner and image, per image,
-    and for the whole group."""
+    """Recent run times (scheduled to ended, seconds), kept per owner, image and shape (what
+    the session asks for: its kernels and accelerators), per owner and image, per image,
+    and for the whole group. The shape comes first because it tells runs apart that owner
+    and image do not: on a shared cluster an eight-GPU job and a notebook of the same owner
+    and image are different work (on the Alibaba trace, where owners are four service
+    classes, the one-GPU runs of a class last from a minute to months, its eight-GPU ones
+    hours at most)."""
 
-    by_owner_image: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
-    by_image: dict[str, deque[float]] = field(default_factory=dict)
-    overall: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    runs: dict[Pool, deque[float]] = field(default_factory=dict)
 
-    def add(self, access_key: str, image: str, seconds: float) -> None:
+    def add(self, access_key: str, image: str, seconds: float, shape: str = "") -> None:
         if not 0 <= seconds < 1e9:
             return
-        self.by_owner_image.setdefault((access_key, image), deque(maxlen=HISTORY)).append(seconds)
-        self.by_image.setdefault(image, deque(maxlen=HISTORY)).append(seconds)
-        self.overall.append(seconds)
-        if len(self.by_owner_image) > 10_000:  # bounded: the oldest owner forgotten
-            del self.by_owner_image[next(iter(self.by_owner_image))]
-        if len(self.by_image) > 1000:
-            del self.by_image[next(iter(self.by_image))]
+        for pool in _pools(access_key, image, shape):
+            kept = self.runs.get(pool)
+            if kept is None:
+                kept = self.runs[pool] = deque(maxlen=HISTORY)
+                if len(self.runs) > MAX_POOLS:  # bounded: the oldest history forgotten
+                    del self.runs[next(p for p in self.runs if p != ("group",))]
+            kept.append(seconds)
 
-    def pool(self, access_key: str, image: str) -> tuple[str, ...]:
-        """Which history a session is judged by: its owner's with its image, else its
-        image's, else the group's (the first with :data:`MIN_SAMPLES` runs); ``()`` none."""
-        if len(self.by_owner_image.get((access_key, image), ())) >= MIN_SAMPLES:
-            return ("owner", access_key, image)
-        if len(self.by_image.get(image, ())) >= MIN_SAMPLES:
-            return ("image", image)
-        return ("group",) if len(self.overall) >= MIN_SAMPLES else ()
+    @property
+    def overall(self) -> Sequence[float]:
+        return self.runs.get(("group",), ())
 
-    def _runs(self, pool: tuple[str, ...]) -> Sequence[float]:
-        if pool[0] == "owner":
-            return self.by_owner_image[(pool[1], pool[2])]
-        return self.by_image[pool[1]] if pool[0] == "image" else self.overall
+    def pool(self, access_key: str, image: str, shape: str = "") -> Pool | None:
+        """Which history a session is judged by: the first of its owner's with its image
+        and shape, its owner's with its image, its image's, the group's that holds
+        :data:`MIN_SAMPLES` runs; None: none does."""
+        for pool in _pools(access_key, image, shape):
+            if len(self.runs.get(pool, ())) >= MIN_SAMPLES:
+                return pool
+        return None
 
     def expected(
         self,
@@ -110,37 +137,48 @@ class RunTimes:
         *,
         ran_s: float = 0.0,
         running: Sequence[float] = (),
+        seed: int = 0,
+        shape: str = "",
     ) -> Expected:
-        """The total run time of a session of ``access_key`` with ``image`` that has run
-        ``ran_s`` already: the quartiles of its history's run times given that it lasted
-        that long (Kaplan-Meier, with ``running``, the run times so far of the sessions of
-        the same history still running, as runs not yet ended: learning from ended runs
-        alone would expect every run to be short). Never past ``limit_s``."""
-        pool = self.pool(access_key, image)
-        if pool:
-            curve = km_curve(self._runs(pool), running)
-            return self._from_curve(pool, curve, limit_s, ran_s, max(running, default=0.0))
-        return self._without_history(limit_s)
+        """The total run time of a session of ``access_key`` with ``image`` (and ``shape``)
+        that has run ``ran_s`` already: the quartiles of its history's run times given that
+        it lasted that long (Kaplan-Meier, with ``running``, the run times so far of the
+        sessions of the same history still running, as runs not yet ended: learning from
+        ended runs alone would expect every run to be short), and runs drawn from that
+        distribution at the session's own levels (``seed``, :func:`draw_levels`). Never
+        past ``limit_s``."""
+        pool = self.pool(access_key, image, shape)
+        if pool is None:
+            return self._without_history(limit_s)
+        curve = km_curve(self.runs[pool], running)
+        return self._from_curve(
+            pool, curve, limit_s, ran_s, max(running, default=0.0), draw_levels(seed)
+        )
 
     def expectations(self, sessions: Sequence[Judged]) -> dict[uuid.UUID, Expected]:
         """:meth:`expected` for many sessions at once (one curve per history): each as
-        (id, owner, image, limit, run so far, None while pending)."""
-        running: dict[tuple[str, ...], list[float]] = {}
-        for _, access_key, image, _, ran in sessions:
-            if ran is not None:
-                running.setdefault(self.pool(access_key, image), []).append(ran)
-        curves: dict[tuple[str, ...], tuple[Curve, float]] = {}
+        (id, owner, image, shape, limit, run so far, None while pending); each session's
+        draws seeded by its id."""
+        pools = {s[0]: self.pool(s[1], s[2], s[3]) for s in sessions}
+        running: dict[Pool, list[float]] = {}
+        for sid, *_, ran in sessions:
+            pool = pools[sid]
+            if ran is not None and pool is not None:
+                running.setdefault(pool, []).append(ran)
+        curves: dict[Pool, tuple[Curve, float]] = {}
         found = {}
-        for sid, access_key, image, limit_s, ran in sessions:
-            pool = self.pool(access_key, image)
-            if not pool:
+        for sid, _, _, _, limit_s, ran in sessions:
+            pool = pools[sid]
+            if pool is None:
                 found[sid] = self._without_history(limit_s)
                 continue
             if pool not in curves:  # once per history, not per session
                 going = running.get(pool, [])
-                curves[pool] = (km_curve(self._runs(pool), going), max(going, default=0.0))
+                curves[pool] = (km_curve(self.runs[pool], going), max(going, default=0.0))
             curve, longest = curves[pool]
-            found[sid] = self._from_curve(pool, curve, limit_s, ran or 0.0, longest)
+            found[sid] = self._from_curve(
+                pool, curve, limit_s, ran or 0.0, longest, draw_levels(sid.int)
+            )
         return found
 
     def _from_curve(
@@ -150,18 +188,22 @@ class RunTimes:
         limit_s: float | None,
         ran_s: float,
         longest_running: float,
+        levels: Sequence[float] = (),
     ) -> Expected:
         """The mean (:func:`curve_mean`) and quartiles past ``ran_s``; where the curve
         never falls that far, twice the run so far or twice the longest run seen, ended or
         still going (what has run long tends to run long; a history most of whose runs
-        never ended says "long")."""
-        longest = max(max(self._runs(pool)), longest_running)
+        never ended says "long"). ``draws``: the run times at ``levels`` (:func:`curve_draws`)."""
+        longest = max(max(self.runs[pool]), longest_running)
         beyond = max(2 * ran_s, 2 * longest)
         low, _, high = (q if q is not None else beyond for q in curve_quartiles(curve, ran_s))
         mid = curve_mean(curve, ran_s, beyond)
+        draws = curve_draws(curve, ran_s, levels)
         if limit_s is not None:
-            low, mid, high = (min(v, max(limit_s, ran_s)) for v in (low, mid, high))
-        return Expected(low, mid, high, "history")
+            cap = max(limit_s, ran_s)
+            low, mid, high = (min(v, cap) for v in (low, mid, high))
+            draws = [min(v, cap) for v in draws]
+        return Expected(low, mid, high, "history", tuple(draws))
 
     @staticmethod
     def _without_history(limit_s: float | None) -> Expected:
@@ -238,8 +280,54 @@ def curve_mean(curve: Curve, after: float, beyond: float) -> float:
     return (total + beyond * left) / lasted
 
 
+def draw_levels(seed: int, draws: int = DRAWS) -> list[float]:
+    """``draws`` levels of a distribution, one from each of as many equally likely slices
+    (their middles), in an order of the session's own (``seed``): a Latin hypercube, so
+    that a few forward runs see a session's short and long runs alike while two sessions'
+    runs stay independent of each other (the same order for all would make one forward run
+    all short runs, another all long ones: the interval of the old low/high runs, far too
+    wide, and a median that misses what a queue is, a race between independent ends)."""
+    levels = [(i + 0.5) / draws for i in range(draws)]
+    random.Random(seed).shuffle(levels)
+    return levels
+
+
+def curve_draws(curve: Curve, after: float, levels: Sequence[float]) -> list[float]:
+    """The run times at ``levels`` (shares of runs, 0 to 1) of the curve's distribution
+    given a run that lasted ``after``. Past the curve's end (runs no ended run was as long
+    as: still going, or longer than the history) the tail is a Pareto one of index 1
+    from where the curve ends: what has run t tends to run as long again (half the runs that
+    got that far last twice as long, a tenth ten times)."""
+    lasted = _lasted(curve, after)
+    ahead = [(t, s) for t, s in curve if t > after]
+    floor = max(after, ahead[-1][0] if ahead else after, 1.0)
+    tail = ahead[-1][1] / lasted if ahead and lasted > 0 else 1.0
+    found = []
+    for level in levels:
+        if level < 1 - tail:
+            target = lasted * (1 - level)
+            found.append(next(t for t, s in ahead if s <= target + 1e-12))
+        else:
+            within = (level - (1 - tail)) / tail if tail > 0 else 0.0
+            found.append(floor / max(1.0 - within, 1e-3))
+    return found
+
+
 def image_of(spec: SessionSpec) -> str:
     return spec.kernels[0].image if spec.kernels else ""
+
+
+def shape_of(spec: SessionSpec) -> str:
+    """What a session asks for, as its run-time history tells it apart: how many kernels,
+    and the accelerators of its first (``2x cuda.device=1``); CPU and memory are left out,
+    which users set loosely and which say less about how long the work runs."""
+    if not spec.kernels:
+        return ""
+    slots = spec.kernels[0].requested_slots
+    accelerators = ",".join(
+        f"{k}={format(slots[k].normalize(), 'f')}" for k in sorted(slots) if "." in k
+    )
+    return f"{len(spec.kernels)}x {accelerators}".strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +357,9 @@ def _forward(
     ``ledger`` is a copy: changed in place."""
     waiting = {p.spec.session_id: p for p in pending}
     running = {e.spec.session_id: e for e in existing}
+    # the index is kept from step to step as the scheduler keeps it from pass to pass (over
+    # the same tuple of agents and the one ledger): a step then costs what changed
+    kept, candidates = KeptIndex(), tuple(agents)
     ends = dict(ends_s)
     started: dict[uuid.UUID, float] = {}
     t = 0.0
@@ -288,9 +379,10 @@ def _forward(
             group=group,
             pending=list(waiting.values()),
             existing=list(running.values()),
-            agents=agents,
+            agents=candidates,
             ctx=step_ctx,
             ledger=ledger,
+            kept=kept,
             demand=demand,
         )
         for decision in result.decisions:
@@ -338,19 +430,33 @@ def estimate_starts(
     running session has run; ``expected``: every session's expected run time (pending and
     running alike). A running session past its expected run time is expected to run half
     as long again as it has. ``ledger`` is left as it was. ``demand``: the
-    ``fragmentation`` selector's mix, as the pass had it. The estimate's own forward run
-    goes first, then the interval's two: a session the first did not reach before
-    ``deadline`` gets no estimate (it is absent), one it reached gets the interval the others
-    found in time; one it could not place within :data:`MAX_STEPS` ends gets ``at=None``."""
+    ``fragmentation`` selector's mix, as the pass had it.
+
+    Where run times were drawn (:attr:`Expected.draws`), one forward run per draw: the
+    estimate is the median start, the interval the runs' tenth to ninetieth percentile (a
+    session placed in fewer than half of them has ``at=None``). Otherwise three: the
+    expected run times (the estimate), then the shorter and the longer ones (the interval).
+    Runs stop at ``deadline``: a run cut short says nothing of the sessions it did not
+    reach; when not even the first ran whole, only the sessions it reached are estimated."""
     pending = sorted(pending, key=lambda p: (p.spec.created_at, p.spec.session_id.int))[
         :MAX_PENDING
     ]
-    outcomes: dict[str, dict[uuid.UUID, float]] = {}
-    complete = True
-    for pick in ("mid", "low", "high"):
+    count = max((len(e.draws) for e in expected.values()), default=0)
+    if count:
+        scenarios = [
+            {sid: e.draws[i % len(e.draws)] if e.draws else e.mid for sid, e in expected.items()}
+            for i in range(count)
+        ]
+    else:
+        scenarios = [
+            {sid: getattr(e, pick) for sid, e in expected.items()}
+            for pick in ("mid", "low", "high")
+        ]
+    outcomes: list[dict[uuid.UUID, float]] = []
+    partial: dict[uuid.UUID, float] | None = None
+    for runs in scenarios:
         if deadline():
             break
-        runs = {sid: getattr(e, pick) for sid, e in expected.items()}
         ends = {}
         for holder in existing:
             sid = holder.spec.session_id
@@ -369,25 +475,51 @@ def estimate_starts(
             deadline=deadline,
             demand=demand,
         )
-        outcomes[pick] = found
-        if pick == "mid":
-            complete = whole
-    mid = outcomes.get("mid", {})
+        if not whole:
+            if not outcomes:
+                partial = found
+            break
+        outcomes.append(found)
+    if not outcomes and partial is None:
+        return {}
     estimates = {}
     for session in pending:
         sid = session.spec.session_id
-        if sid not in mid and (not complete or not outcomes):
-            continue  # not reached in time: no estimate rather than a wrong one
-
-        def moment(found: dict[uuid.UUID, float], sid: uuid.UUID = sid) -> datetime | None:
-            return None if sid not in found else ctx.now + timedelta(seconds=found[sid])
-
-        times = [m for m in map(moment, outcomes.values()) if m is not None]
         basis = expected[sid].basis if sid in expected else "default"
-        estimates[sid] = Estimate(
-            moment(mid), min(times, default=None), max(times, default=None), basis
-        )
+        if not outcomes:
+            assert partial is not None
+            if sid in partial:
+                at = ctx.now + timedelta(seconds=partial[sid])
+                estimates[sid] = Estimate(at, at, at, basis)
+            continue  # not reached in time: no estimate rather than a wrong one
+        times = [found.get(sid) for found in outcomes]
+        if count:
+            at_s, earliest_s, latest_s = _spread(times)
+        else:
+            at_s = times[0]
+            known = [t for t in times if t is not None]
+            earliest_s, latest_s = min(known, default=None), max(known, default=None)
+
+        def moment(seconds: float | None) -> datetime | None:
+            return None if seconds is None else ctx.now + timedelta(seconds=seconds)
+
+        estimates[sid] = Estimate(moment(at_s), moment(earliest_s), moment(latest_s), basis)
     return estimates
+
+
+def _spread(times: Sequence[float | None]) -> tuple[float | None, float | None, float | None]:
+    """The median and the tenth and ninetieth percentiles of the forward runs' starts,
+    a run that never placed the session counting as later than any (None where the share
+    falls among those)."""
+    ordered = sorted(times, key=lambda t: float("inf") if t is None else t)
+    n = len(ordered)
+
+    def rank(share: float) -> float | None:
+        return ordered[min(n - 1, max(0, math.ceil(share * n) - 1))]
+
+    low, high = ordered[(n - 1) // 2], ordered[n // 2]
+    middle = None if low is None or high is None else (low + high) / 2
+    return middle, rank(0.1), rank(0.9)
 
 
 def moved(old: Estimate | None, new: Estimate, now: datetime) -> bool:

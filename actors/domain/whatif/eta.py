@@ -19,7 +19,7 @@ from datetime import timedelta
 from ..predicates import Occupancy, PredicateContext
 from ..scaling_groups import ScalingGroup
 from ..scheduling import AgentInfo, ExistingSession, PendingSession
-from ..scheduling.estimate import RunTimes, estimate_starts
+from ..scheduling.estimate import RunTimes, estimate_starts, shape_of
 from ..scheduling.ledger import Ledger
 from ..slots import ResourceSlot
 from ..statuses import SessionStatus
@@ -69,8 +69,11 @@ def judge_estimates(
         key=lambda o: o.end_s or 0.0,
     )
     ends = [o.end_s or 0.0 for o in ended]
+    shapes = {o.job.job_id: shape_of(job_spec(o.job)) for o in ended}
     return [
-        _judge_one(workload, result, group, agents, ended[: bisect_right(ends, o.job.arrival_s)], o)
+        _judge_one(
+            workload, result, group, agents, ended[: bisect_right(ends, o.job.arrival_s)], o, shapes
+        )
         for o in waited
     ]
 
@@ -82,11 +85,12 @@ def _judge_one(
     agents: list[AgentInfo],
     history: list[JobOutcome],
     target: JobOutcome,
+    shapes: dict[str, str],
 ) -> EtaSample:
     t = target.job.arrival_s
     book = RunTimes()
     for done in history[-5000:]:
-        book.add(done.job.owner, "", done.job.run_s or 0.0)
+        book.add(done.job.owner, "", done.job.run_s or 0.0, shapes[done.job.job_id])
     ledger = Ledger({a.agent_id: a.capacity for a in agents})
     existing: list[ExistingSession] = []
     pending: list[PendingSession] = []
@@ -111,10 +115,20 @@ def _judge_one(
             pending.append(PendingSession(job_spec(job)))
     expected = book.expectations(
         [
-            (e.spec.session_id, e.spec.access_key, "", None, elapsed[e.spec.session_id])
+            (
+                e.spec.session_id,
+                e.spec.access_key,
+                "",
+                shape_of(e.spec),
+                None,
+                elapsed[e.spec.session_id],
+            )
             for e in existing
         ]
-        + [(p.spec.session_id, p.spec.access_key, "", None, None) for p in pending]
+        + [
+            (p.spec.session_id, p.spec.access_key, "", shape_of(p.spec), None, None)
+            for p in pending
+        ]
     )
     ctx = PredicateContext(
         now=EPOCH + timedelta(seconds=t),
