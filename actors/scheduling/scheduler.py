@@ -319,7 +319,9 @@ class Scheduler:
             spec = self._specs.get(data.session_id)
             if status is SessionStatus.TERMINATED and began is not None and spec is not None:
                 ran = event.position_ms / 1000 - began
-                self.run_times.add(spec.access_key, image_of(spec), ran, shape_of(spec))
+                self.run_times.add(
+                    spec.access_key, image_of(spec), ran, shape_of(spec), event.position_ms / 1000
+                )
             self._statuses.pop(data.session_id, None)
             self._specs.pop(data.session_id, None)
         elif data.session_id in self._specs:
@@ -614,7 +616,8 @@ class Scheduler:
             }
             expected = self.run_times.expectations(
                 [self._judged(e.spec, elapsed[e.spec.session_id]) for e in existing]
-                + [self._judged(p.spec, None) for p in pending]
+                + [self._judged(p.spec, None) for p in pending],
+                now=now_s,
             )
             found = estimate_starts(
                 group=group,

@@ -104,17 +104,52 @@ class RunTimes:
     hours at most)."""
 
     runs: dict[Pool, deque[float]] = field(default_factory=dict)
+    ended_at: dict[Pool, deque[float]] = field(default_factory=dict)
+    """When each kept run ended (where the caller said: :meth:`cohort`)."""
 
-    def add(self, access_key: str, image: str, seconds: float, shape: str = "") -> None:
+    def add(
+        self,
+        access_key: str,
+        image: str,
+        seconds: float,
+        shape: str = "",
+        ended_at: float | None = None,
+    ) -> None:
         if not 0 <= seconds < 1e9:
             return
         for pool in _pools(access_key, image, shape):
             kept = self.runs.get(pool)
             if kept is None:
                 kept = self.runs[pool] = deque(maxlen=HISTORY)
+                self.ended_at[pool] = deque(maxlen=HISTORY)
                 if len(self.runs) > MAX_POOLS:  # bounded: the oldest history forgotten
-                    del self.runs[next(p for p in self.runs if p != ("group",))]
+                    oldest = next(p for p in self.runs if p != ("group",))
+                    del self.runs[oldest], self.ended_at[oldest]
             kept.append(seconds)
+            if ended_at is not None:
+                self.ended_at[pool].append(ended_at)
+            else:
+                self.ended_at[pool].clear()  # the window is unknown from now on
+
+    def cohort(
+        self, pool: Pool, running: Sequence[float], now: float | None
+    ) -> tuple[list[float], list[float]]:
+        """The runs a curve is drawn from: the sessions that *started* since the oldest kept
+        run ended, those that ended and those still running. Without the window the running
+        sessions would be length-biased: at any moment the sessions still running are
+        mostly long ones (a service up for months is running whenever one looks; a
+        ten-minute job rarely), and counting all of them beside the last few ended runs
+        makes every new session look like a service. Without ``now`` or end times (or
+        with too few runs in the window), every kept run and every running session."""
+        runs, ends = self.runs[pool], self.ended_at.get(pool, ())
+        if now is None or len(ends) != len(runs):
+            return list(runs), list(running)
+        since = min(ends)
+        ended = [r for r, e in zip(runs, ends, strict=True) if e - r >= since]
+        going = [r for r in running if now - r >= since]
+        if len(ended) < MIN_SAMPLES:
+            return list(runs), list(running)
+        return ended, going
 
     @property
     def overall(self) -> Sequence[float]:
@@ -151,14 +186,18 @@ class RunTimes:
         if pool is None:
             return self._without_history(limit_s)
         curve = km_curve(self.runs[pool], running)
+        size = len(self.runs[pool]) + len(running)
         return self._from_curve(
-            pool, curve, limit_s, ran_s, max(running, default=0.0), draw_levels(seed)
+            pool, curve, limit_s, ran_s, max(running, default=0.0), draw_levels(seed), size
         )
 
-    def expectations(self, sessions: Sequence[Judged]) -> dict[uuid.UUID, Expected]:
+    def expectations(
+        self, sessions: Sequence[Judged], now: float | None = None
+    ) -> dict[uuid.UUID, Expected]:
         """:meth:`expected` for many sessions at once (one curve per history): each as
         (id, owner, image, shape, limit, run so far, None while pending); each session's
-        draws seeded by its id."""
+        draws seeded by its id. ``now`` (on the clock of ``ended_at``): each curve from its
+        history's :meth:`cohort`."""
         pools = {s[0]: self.pool(s[1], s[2], s[3]) for s in sessions}
         running: dict[Pool, list[float]] = {}
         for sid, *_, ran in sessions:
@@ -166,6 +205,7 @@ class RunTimes:
             if ran is not None and pool is not None:
                 running.setdefault(pool, []).append(ran)
         curves: dict[Pool, tuple[Curve, float]] = {}
+        sizes: dict[Pool, int] = {}
         found = {}
         for sid, _, _, _, limit_s, ran in sessions:
             pool = pools[sid]
@@ -174,10 +214,12 @@ class RunTimes:
                 continue
             if pool not in curves:  # once per history, not per session
                 going = running.get(pool, [])
-                curves[pool] = (km_curve(self.runs[pool], going), max(going, default=0.0))
+                ended, censored = self.cohort(pool, going, now)
+                curves[pool] = (km_curve(ended, censored), max(going, default=0.0))
+                sizes[pool] = len(ended) + len(censored)
             curve, longest = curves[pool]
             found[sid] = self._from_curve(
-                pool, curve, limit_s, ran or 0.0, longest, draw_levels(sid.int)
+                pool, curve, limit_s, ran or 0.0, longest, draw_levels(sid.int), sizes[pool]
             )
         return found
 
@@ -189,6 +231,7 @@ class RunTimes:
         ran_s: float,
         longest_running: float,
         levels: Sequence[float] = (),
+        runs: int = 0,
     ) -> Expected:
         """The mean (:func:`curve_mean`) and quartiles past ``ran_s``; where the curve
         never falls that far, twice the run so far or twice the longest run seen, ended or
@@ -198,7 +241,7 @@ class RunTimes:
         beyond = max(2 * ran_s, 2 * longest)
         low, _, high = (q if q is not None else beyond for q in curve_quartiles(curve, ran_s))
         mid = curve_mean(curve, ran_s, beyond)
-        draws = curve_draws(curve, ran_s, levels)
+        draws = curve_draws(curve, ran_s, levels, runs)
         if limit_s is not None:
             cap = max(limit_s, ran_s)
             low, mid, high = (min(v, cap) for v in (low, mid, high))
@@ -292,20 +335,26 @@ def draw_levels(seed: int, draws: int = DRAWS) -> list[float]:
     return levels
 
 
-def curve_draws(curve: Curve, after: float, levels: Sequence[float]) -> list[float]:
+def curve_draws(curve: Curve, after: float, levels: Sequence[float], runs: int = 0) -> list[float]:
     """The run times at ``levels`` (shares of runs, 0 to 1) of the curve's distribution
     given a run that lasted ``after``. Past the curve's end (runs no ended run was as long
     as: still going, or longer than the history) the tail is a Pareto one of index 1
     from where the curve ends: what has run t tends to run as long again (half the runs that
-    got that far last twice as long, a tenth ten times)."""
+    got that far last twice as long, a tenth ten times). A curve made of ``runs`` runs
+    keeps at least one chance in ``runs + 1`` for a run longer than any of them: a few
+    ended runs do not prove that none runs longer."""
     lasted = _lasted(curve, after)
     ahead = [(t, s) for t, s in curve if t > after]
     floor = max(after, ahead[-1][0] if ahead else after, 1.0)
-    tail = ahead[-1][1] / lasted if ahead and lasted > 0 else 1.0
+    seen = ahead[-1][1] / lasted if ahead and lasted > 0 else 1.0
+    tail = seen
+    if runs and lasted > 0:
+        tail = min(1.0, max(seen, 1 / ((runs + 1) * lasted)))
     found = []
     for level in levels:
         if level < 1 - tail:
-            target = lasted * (1 - level)
+            # the curve's levels squeezed below the (widened) tail
+            target = lasted * (1 - level * (1 - seen) / (1 - tail))
             found.append(next(t for t, s in ahead if s <= target + 1e-12))
         else:
             within = (level - (1 - tail)) / tail if tail > 0 else 0.0

@@ -90,7 +90,7 @@ def _judge_one(
     t = target.job.arrival_s
     book = RunTimes()
     for done in history[-5000:]:
-        book.add(done.job.owner, "", done.job.run_s or 0.0, shapes[done.job.job_id])
+        book.add(done.job.owner, "", done.job.run_s or 0.0, shapes[done.job.job_id], done.end_s)
     ledger = Ledger({a.agent_id: a.capacity for a in agents})
     existing: list[ExistingSession] = []
     pending: list[PendingSession] = []
@@ -128,7 +128,8 @@ def _judge_one(
         + [
             (p.spec.session_id, p.spec.access_key, "", shape_of(p.spec), None, None)
             for p in pending
-        ]
+        ],
+        now=t,
     )
     ctx = PredicateContext(
         now=EPOCH + timedelta(seconds=t),
