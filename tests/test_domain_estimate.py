@@ -4,6 +4,7 @@ run times (learned, or from limits), and when an estimate is worth recording aga
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -303,3 +304,32 @@ def test_the_shape_of_a_request_tells_its_runs_apart_from_the_same_owners_others
     # a shape never seen is judged by the owner's runs with the image, all shapes together
     assert book.expected("AK1", "py", None, shape="1x").basis == "history"
     assert book.pool("AK1", "py", "1x") == ("owner", "AK1", "py")
+
+
+def test_services_up_for_months_do_not_make_every_new_session_look_like_one() -> None:
+    """Ten-minute jobs end all day; five services have run for a month. Whenever one looks,
+    the services are running (they are always there to be seen), so counting them beside
+    the last runs that ended would give each new session one chance in three of being a
+    service. Only sessions that started within the history's window count: the services
+    did not."""
+    book = RunTimes()
+    for n in range(10):
+        book.add("AK1", "py", 600.0, "", ended_at=100_000.0 + 600 * n)
+    services = [30 * 86_400.0] * 5
+    sessions = [(uuid.uuid4(), "AK1", "py", "", None, ran) for ran in services]
+    newcomer = uuid.uuid4()
+    expected = book.expectations(
+        [*sessions, (newcomer, "AK1", "py", "", None, None)], now=110_000.0
+    )
+    assert sum(d > 600 for d in expected[newcomer].draws) <= 2  # the tail: one in ten
+    # the services themselves are still expected to run on: as long again, or so
+    assert all(min(expected[s[0]].draws) > 30 * 86_400.0 for s in sessions)
+
+
+def test_a_few_ended_runs_leave_a_chance_of_a_longer_one() -> None:
+    book = RunTimes()
+    for seconds in (10, 20, 30):
+        book.add("AK1", "py", seconds)
+    draws = book.expected("AK1", "py", None).draws
+    assert 3 <= sum(d > 30 for d in draws) <= 5  # one chance in four: four of sixteen
+    assert max(draws) <= 30 * 16  # the tail starts where the runs end
