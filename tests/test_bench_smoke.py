@@ -249,3 +249,5 @@ def test_whatif_bench_prints_its_figures() -> None:
     assert all(p["gpu_alloc_pct"] > 0 for p in figures["policies"].values())
     assert figures["eta_policy"] == "fifo/concentrated"  # estimates judged on a replay
     assert figures["eta_judged"] == 0 or figures["eta_within_50pct"] is not None
+    assert list(figures["eta_by_agents"]) == ["scale:0.01", "scale:0.005"]  # two loads
+    assert figures["eta_agents"] == "scale:0.01"  # the first is the headline

@@ -349,3 +349,56 @@ def test_an_index_kept_for_long_stays_small_and_picks_as_a_fresh_one() -> None:
                 kept.update(name, tuple(occupied[name]))
         for group in kept.groups.values():
             assert len(group.heap) <= 2 * len(group.version) + 65
+
+
+def test_the_largest_key_picks_from_its_tree_what_the_heap_picked() -> None:
+    """``largest`` ranks agents by capacity alone, so its index keeps them in a fixed order
+    with a tree of what each run of them has free (the heap popped past full big agents
+    at its top on every pick). Over random requests, exclusions, reservations and ends,
+    each pick equals the heap's: the first by capacity, then id, that fits."""
+    import random
+
+    from actors.domain.scheduling import AgentIndex, AgentState, selection_key
+    from actors.domain.scheduling.agents import _Group, _SortedGroup, largest_first
+    from actors.domain.slots import INTRINSIC_SLOTS, SlotLayout, SlotType
+
+    layout = SlotLayout({**INTRINSIC_SLOTS, "cuda.device": SlotType.COUNT})
+    rng = random.Random(11)
+    sizes = [(8, 32, 0), (16, 64, 4), (32, 128, 8), (16, 64, 4)]  # equal capacities: ids decide
+
+    def capacity(cpu: int, mem: int, gpu: int) -> tuple[int, ...]:
+        amounts = {"cpu": cpu, "mem": mem * G, "cuda.device": gpu}
+        return tuple(amounts.get(name, 0) for name in layout.names)
+
+    agents = {f"i-{n:03}": capacity(*rng.choice(sizes)) for n in range(60)}
+
+    def states() -> list[AgentState]:
+        return [AgentState(a, "x86_64", c) for a, c in sorted(agents.items())]
+
+    tree = AgentIndex(states(), layout, selection_key("largest"))
+    heap = AgentIndex(states(), layout, lambda a: largest_first(a))  # same order, a heap
+    assert all(isinstance(g, _SortedGroup) for g in tree.groups.values())
+    assert all(isinstance(g, _Group) for g in heap.groups.values())
+    placed = 0
+    for _ in range(3000):
+        request = capacity(rng.choice([1, 2, 4, 8]), rng.choice([1, 4, 16]), rng.choice([0, 0, 1]))
+        exclude = frozenset(rng.sample(sorted(agents), k=rng.choice([0, 0, 3])))
+        want, got = heap.pick(request, exclude=exclude), tree.pick(request, exclude=exclude)
+        assert (want and want.agent_id) == (got and got.agent_id)
+        if got is not None and want is not None and rng.random() < 0.7:
+            tree.reserve(got, request)
+            heap.reserve(want, request)
+            placed += 1
+        else:  # some end: both are told the ledger's occupancy
+            for name in rng.sample(sorted(agents), k=5):
+                freed = tuple(
+                    rng.randint(0, used) for used in tree.agents[name].occupied
+                )  # part of what it holds
+                left = tuple(u - f for u, f in zip(tree.agents[name].occupied, freed, strict=True))
+                tree.update(name, left)
+                heap.update(name, left)
+    assert placed > 500  # the cluster filled and emptied, many times over
+    for group in tree.groups.values():  # and the tree says what a fresh one would
+        assert isinstance(group, _SortedGroup)
+        fresh = _SortedGroup(group.order, group.key, tree._exhausted)
+        assert fresh._tree == group._tree

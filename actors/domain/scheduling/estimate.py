@@ -1,15 +1,19 @@
 """When will a pending session start? The scheduler's own pass, run forward in simulated time.
 
 From what the scheduler holds when a pass ends (the agents, the ledger's holds, the sessions
-still pending), each running session is expected to end after its expected run time, and
-the real :func:`~.schedule.schedule_pass` runs at each expected end until every pending
-session is placed: the moment one is placed is its estimated start. Arrivals yet to come are
-not foreseen (a later session that overtakes is what makes an estimate late).
+still pending), each running session is expected to end after a run time drawn from its
+history, and the real :func:`~.schedule.schedule_pass` runs at each expected end until every
+pending session is placed: the moment one is placed is its start in that run. :data:`DRAWS`
+such runs, each over other draws, make the estimate (their median start) and its interval
+(their tenth to ninetieth percentile): a wait is a race between independent ends, which
+expected values get wrong (the first of two runs to end is sooner than either's mean).
+Arrivals yet to come are not foreseen (a later session that overtakes is what makes an
+estimate late).
 
-Expected run times are learned from history (:class:`RunTimes`: per owner and image, then
-per image, then the group) and fall back to the session's limits (a batch timeout, the
-keypair's maximum lifetime), then to :data:`DEFAULT_RUN_S`. The interval runs the same
-forward pass with the shorter and the longer run times the history holds (its quartiles).
+Run times are learned from history (:class:`RunTimes`: per owner, image and shape, then per
+owner and image, per image, the group). Without any, the session's limits (the keypair's
+maximum lifetime) and :data:`DEFAULT_RUN_S` give three runs: the expected run times, the
+shorter and the longer.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ times drawn from it (:func:`draw_levels`); the estimate is their median start.""
 DEFAULT_RUN_S = 3600.0
 """A session's expected run time when neither history nor a limit says anything."""
 HISTORY = 50
-"""Run times kept per owner and image (and per image, and for the group)."""
+"""Run times kept per history (:data:`Pool`)."""
 MIN_SAMPLES = 3
 """Fewer than this many runs is no history to learn from."""
 MAX_STEPS = 1000
