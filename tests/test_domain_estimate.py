@@ -240,7 +240,12 @@ def test_a_wait_behind_independent_runs_is_the_first_of_them_to_end_not_their_me
         book.add("AK1", "py", seconds)
     node = agent("i-a", cpu=4)
     ledger = Ledger({"i-a": node.capacity})
-    running = [make_session(request=slots(cpu=2)) for _ in range(2)]
+    # fixed ids (each session's draws are ordered by its id): in five of the sixteen runs
+    # both draw a long run (four in sixteen, expected), in eleven at least one a short one
+    running = [
+        dataclasses.replace(make_session(request=slots(cpu=2)), session_id=uuid.UUID(int=n))
+        for n in (1, 2)
+    ]
     for holder in running:
         ledger.reserve(
             holder.session_id, [(holder.kernels[0].kernel_id, "i-a", holder.requested_slots)]
@@ -333,3 +338,86 @@ def test_a_few_ended_runs_leave_a_chance_of_a_longer_one() -> None:
     draws = book.expected("AK1", "py", None).draws
     assert 3 <= sum(d > 30 for d in draws) <= 5  # one chance in four: four of sixteen
     assert max(draws) <= 30 * 16  # the tail starts where the runs end
+
+
+def test_with_time_for_one_forward_run_the_estimate_is_the_expected_runs() -> None:
+    """The live scheduler has a quarter of a second a round: the run over the expected run
+    times goes first, so a round cut short after it still says what the mean says, and
+    the draws are added only when at least half of them could be run."""
+    book = RunTimes()
+    for seconds in [10.0] * 20 + [1000.0] * 20:
+        book.add("AK1", "py", seconds)
+    node = agent("i-a", cpu=2)
+    ledger = Ledger({"i-a": node.capacity})
+    running = make_session(request=slots(cpu=2))
+    ledger.reserve(
+        running.session_id, [(running.kernels[0].kernel_id, "i-a", running.requested_slots)]
+    )
+    waiting = make_session(request=slots(cpu=2))
+    expected = book.expectations(
+        [
+            (running.session_id, "AK1", "py", "", None, 0.0),
+            (waiting.session_id, "AK1", "py", "", None, None),
+        ]
+    )
+    calls = 0
+
+    def after_the_first_run() -> bool:  # checked before each run and at each of its steps
+        nonlocal calls
+        calls += 1
+        return calls > 3
+
+    ctx = context()
+    found = estimate_starts(
+        group=ScalingGroup("default"),
+        pending=pending(waiting),
+        existing=[ExistingSession(running, SessionStatus.RUNNING, running.requested_slots)],
+        agents=[node],
+        ledger=ledger,
+        ctx=ctx,
+        elapsed_s={running.session_id: 0.0},
+        expected=expected,
+        deadline=after_the_first_run,
+    )
+    mean = expected[running.session_id].mid
+    assert 480 < mean < 530  # between the two kinds of run, nearer the long one's half
+    assert found[waiting.session_id].at == ctx.now + timedelta(seconds=mean)
+
+
+def test_a_shape_is_short_whatever_amount_the_log_holds() -> None:
+    from decimal import Decimal
+
+    from actors.domain.scheduling.estimate import shape_of
+    from actors.domain.slots import ResourceSlot
+
+    session = make_session(request=slots(cpu=1, cuda_shares=1))
+    for amount, shape in [
+        ("1E+999999", "1x"),  # from before the gateway bounded requests: left out
+        ("0", "1x"),  # nothing asked for: as a slot not asked for
+        ("0.50", "1x cuda.shares=0.5"),
+        ("10", "1x cuda.shares=10"),
+    ]:
+        kernel = dataclasses.replace(
+            session.kernels[0],
+            requested_slots=ResourceSlot({"cpu": "1", "cuda.shares": Decimal(amount)}),
+        )
+        assert shape_of(dataclasses.replace(session, kernels=(kernel,))) == shape
+
+
+def test_histories_are_forgotten_by_when_they_last_grew_and_keep_their_window() -> None:
+    from actors.domain.scheduling import estimate
+
+    book = RunTimes()
+    busy = ("shape", "AK1", "py", "1x")
+    book.add("AK1", "py", 60.0, "1x", ended_at=1000.0)
+    for n in range(estimate.MAX_POOLS):  # many histories, each grown once
+        book.add(f"AK-{n}", "other", 60.0, "1x", ended_at=2000.0)
+        if n % 1000 == 0:  # the busy one keeps growing
+            book.add("AK1", "py", 60.0, "1x", ended_at=2000.0 + n)
+    assert len(book.runs) <= estimate.MAX_POOLS
+    assert busy in book.runs and ("group",) in book.runs
+    assert ("shape", "AK-0", "other", "1x") not in book.runs  # grew longest ago
+    assert all(len(book.runs[p]) == len(book.ended_at[p]) for p in book.runs)
+    book.add("AK1", "py", 60.0, "1x")  # an end without a time: the window is unknown again
+    ended, going = book.cohort(busy, [10.0, 1e6], now=5000.0)
+    assert len(ended) == len(book.runs[busy]) and going == [10.0, 1e6]

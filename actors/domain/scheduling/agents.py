@@ -214,8 +214,8 @@ class _SortedGroup:
                 continue  # nobody below has enough of some slot
             if node >= leaves:
                 agent = self.order[node - leaves]
-                if agent.agent_id not in exclude:
-                    return agent
+                if agent.agent_id not in exclude and agent.fits(request):
+                    return agent  # (fits: the occupancy itself, as the heap judges it)
                 continue
             stack.append(2 * node + 1)
             stack.append(2 * node)  # the left (earlier in order) first

@@ -11,9 +11,10 @@ Arrivals yet to come are not foreseen (a later session that overtakes is what ma
 estimate late).
 
 Run times are learned from history (:class:`RunTimes`: per owner, image and shape, then per
-owner and image, per image, the group). Without any, the session's limits (the keypair's
-maximum lifetime) and :data:`DEFAULT_RUN_S` give three runs: the expected run times, the
-shorter and the longer.
+owner and image, per image, the group). A session without any takes its limits (the
+keypair's maximum lifetime) or :data:`DEFAULT_RUN_S`: a shorter, an expected and a longer
+run time. The first forward run takes every session's expected run time: when the time
+budget allows no more, its starts are the estimates.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ Pool = tuple[str, ...]
 """A history: ("shape", owner, image, shape), ("owner", owner, image), ("image", image)
 or ("group",)."""
 MAX_POOLS = 20_000
-"""Histories kept (the oldest forgotten first; the group's never)."""
+"""Histories kept (the one that grew longest ago forgotten first)."""
 
 
 def _pools(access_key: str, image: str, shape: str) -> tuple[Pool, ...]:
@@ -122,18 +123,19 @@ class RunTimes:
         if not 0 <= seconds < 1e9:
             return
         for pool in _pools(access_key, image, shape):
-            kept = self.runs.get(pool)
-            if kept is None:
-                kept = self.runs[pool] = deque(maxlen=HISTORY)
-                self.ended_at[pool] = deque(maxlen=HISTORY)
-                if len(self.runs) > MAX_POOLS:  # bounded: the oldest history forgotten
-                    oldest = next(p for p in self.runs if p != ("group",))
-                    del self.runs[oldest], self.ended_at[oldest]
+            kept = self.runs.pop(pool, None)  # back in at the end: the latest to grow
+            ends = self.ended_at.pop(pool, None)
+            if kept is None or ends is None:
+                kept, ends = deque(maxlen=HISTORY), deque(maxlen=HISTORY)
+            self.runs[pool], self.ended_at[pool] = kept, ends
+            if len(self.runs) > MAX_POOLS:  # bounded: the history that grew longest ago
+                stale = next(iter(self.runs))
+                del self.runs[stale], self.ended_at[stale]
             kept.append(seconds)
             if ended_at is not None:
-                self.ended_at[pool].append(ended_at)
+                ends.append(ended_at)
             else:
-                self.ended_at[pool].clear()  # the window is unknown from now on
+                ends.clear()  # the window is unknown until the history is whole again
 
     def cohort(
         self, pool: Pool, running: Sequence[float], now: float | None
@@ -184,8 +186,10 @@ class RunTimes:
         it lasted that long (Kaplan-Meier, with ``running``, the run times so far of the
         sessions of the same history still running, as runs not yet ended: learning from
         ended runs alone would expect every run to be short), and runs drawn from that
-        distribution at the session's own levels (``seed``, :func:`draw_levels`). Never
-        past ``limit_s``."""
+        distribution at the session's own levels (``seed``, :func:`draw_levels`: give each
+        session its own, or their draws move together). Never past ``limit_s``. One
+        session, all the history: :meth:`expectations` is what the scheduler asks, with
+        the window of :meth:`cohort`."""
         pool = self.pool(access_key, image, shape)
         if pool is None:
             return self._without_history(limit_s)
@@ -198,7 +202,7 @@ class RunTimes:
     def expectations(
         self, sessions: Sequence[Judged], now: float | None = None
     ) -> dict[uuid.UUID, Expected]:
-        """:meth:`expected` for many sessions at once (one curve per history): each as
+        """What :meth:`expected` says, for many sessions at once (one curve per history): each as
         (id, owner, image, shape, limit, run so far, None while pending); each session's
         draws seeded by its id. ``now`` (on the clock of ``ended_at``): each curve from its
         history's :meth:`cohort`."""
@@ -373,14 +377,19 @@ def image_of(spec: SessionSpec) -> str:
 def shape_of(spec: SessionSpec) -> str:
     """What a session asks for, as its run-time history tells it apart: how many kernels,
     and the accelerators of its first (``2x cuda.device=1``); CPU and memory are left out,
-    which users set loosely and which say less about how long the work runs."""
+    which users set loosely and which say less about how long the work runs. An amount of
+    nothing is left out too (as a slot not asked for), and so is one no agent could hold
+    (the log may keep a request from before the gateway bounded them: its shape must not
+    be a megabyte of digits, nor fail)."""
     if not spec.kernels:
         return ""
     slots = spec.kernels[0].requested_slots
-    accelerators = ",".join(
-        f"{k}={format(slots[k].normalize(), 'f')}" for k in sorted(slots) if "." in k
-    )
-    return f"{len(spec.kernels)}x {accelerators}".strip()
+    amounts = []
+    for name in sorted(slots):
+        amount = slots[name]
+        if "." in name and amount.is_finite() and amount > 0 and abs(amount.adjusted()) <= 12:
+            amounts.append(f"{name}={format(amount.normalize(), 'f')}")
+    return f"{len(spec.kernels)}x {','.join(amounts)}".strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,25 +494,25 @@ def estimate_starts(
     as long again as it has. ``ledger`` is left as it was. ``demand``: the
     ``fragmentation`` selector's mix, as the pass had it.
 
-    Where run times were drawn (:attr:`Expected.draws`), one forward run per draw: the
-    estimate is the median start, the interval the runs' tenth to ninetieth percentile (a
-    session placed in fewer than half of them has ``at=None``). Otherwise three: the
-    expected run times (the estimate), then the shorter and the longer ones (the interval).
-    Runs stop at ``deadline``: a run cut short says nothing of the sessions it did not
-    reach; when not even the first ran whole, only the sessions it reached are estimated."""
+    The first forward run takes the expected run times. Where run times were drawn
+    (:attr:`Expected.draws`), one more run per draw follows: with at least half of them done,
+    the estimate is their median start and the interval their tenth to ninetieth
+    percentile (a session placed in fewer than half of them has ``at=None``). Otherwise (no
+    draws, or ``deadline`` came first) the estimate is the first run's start and the
+    interval spans what the runs done found (without draws: the shorter and the longer run
+    times). Runs stop at ``deadline``: a run cut short says nothing of the sessions it did
+    not reach; when not even the first ran whole, only the sessions it reached are
+    estimated."""
     pending = sorted(pending, key=lambda p: (p.spec.created_at, p.spec.session_id.int))[
         :MAX_PENDING
     ]
     count = max((len(e.draws) for e in expected.values()), default=0)
+    scenarios = [{sid: e.mid for sid, e in expected.items()}]  # the expected run times
     if count:
-        scenarios = [
-            {sid: e.draws[i % len(e.draws)] if e.draws else e.mid for sid, e in expected.items()}
-            for i in range(count)
-        ]
+        scenarios += [{sid: _drawn(sid, e, i) for sid, e in expected.items()} for i in range(count)]
     else:
-        scenarios = [
-            {sid: getattr(e, pick) for sid, e in expected.items()}
-            for pick in ("mid", "low", "high")
+        scenarios += [
+            {sid: getattr(e, pick) for sid, e in expected.items()} for pick in ("low", "high")
         ]
     outcomes: list[dict[uuid.UUID, float]] = []
     partial: dict[uuid.UUID, float] | None = None
@@ -546,9 +555,9 @@ def estimate_starts(
                 estimates[sid] = Estimate(at, at, at, basis)
             continue  # not reached in time: no estimate rather than a wrong one
         times = [found.get(sid) for found in outcomes]
-        if count:
-            at_s, earliest_s, latest_s = _spread(times)
-        else:
+        if count and len(times) - 1 >= count // 2:
+            at_s, earliest_s, latest_s = _spread(times[1:])
+        else:  # the expected run's start; what other runs found in time, its interval
             at_s = times[0]
             known = [t for t in times if t is not None]
             earliest_s, latest_s = min(known, default=None), max(known, default=None)
@@ -560,10 +569,20 @@ def estimate_starts(
     return estimates
 
 
+def _drawn(sid: uuid.UUID, expected: Expected, i: int) -> float:
+    """The ``i``-th drawn run time of a session; one without draws (no history: its limit
+    or the default) takes its shorter, expected or longer run time by its own levels, so
+    that it widens the interval as it did when every session had three runs."""
+    if expected.draws:
+        return expected.draws[i % len(expected.draws)]
+    level = draw_levels(sid.int)[i % DRAWS]
+    return expected.low if level < 0.25 else expected.high if level >= 0.75 else expected.mid
+
+
 def _spread(times: Sequence[float | None]) -> tuple[float | None, float | None, float | None]:
     """The median and the tenth and ninetieth percentiles of the forward runs' starts,
     a run that never placed the session counting as later than any (None where the share
-    falls among those)."""
+    falls among those: the median is None when fewer than half placed it)."""
     ordered = sorted(times, key=lambda t: float("inf") if t is None else t)
     n = len(ordered)
 
@@ -571,7 +590,7 @@ def _spread(times: Sequence[float | None]) -> tuple[float | None, float | None, 
         return ordered[min(n - 1, max(0, math.ceil(share * n) - 1))]
 
     low, high = ordered[(n - 1) // 2], ordered[n // 2]
-    middle = None if low is None or high is None else (low + high) / 2
+    middle = low if low is None or high is None else (low + high) / 2
     return middle, rank(0.1), rank(0.9)
 
 
