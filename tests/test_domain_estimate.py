@@ -421,3 +421,38 @@ def test_histories_are_forgotten_by_when_they_last_grew_and_keep_their_window() 
     book.add("AK1", "py", 60.0, "1x")  # an end without a time: the window is unknown again
     ended, going = book.cohort(busy, [10.0, 1e6], now=5000.0)
     assert len(ended) == len(book.runs[busy]) and going == [10.0, 1e6]
+
+
+def test_a_keypair_that_may_run_one_session_at_a_time_is_estimated_one_after_another() -> None:
+    """The forward run keeps the keypair's usage as sessions start and end: the first in
+    line starts when the running one ends, the second when the first does, though the
+    agent has room for all three at once."""
+    from actors.domain.predicates import QuotaPolicy
+
+    node = agent("i-a", cpu=16)
+    ledger = Ledger({"i-a": node.capacity})
+    running = make_session(request=slots(cpu=1))
+    ledger.reserve(
+        running.session_id, [(running.kernels[0].kernel_id, "i-a", running.requested_slots)]
+    )
+    first = make_session(request=slots(cpu=1))
+    second = dataclasses.replace(
+        make_session(request=slots(cpu=1)), created_at=first.created_at + timedelta(seconds=1)
+    )
+    ctx = context(policies={"AK1": QuotaPolicy(max_concurrent_sessions=1)})
+    found = estimate_starts(
+        group=ScalingGroup("default"),
+        pending=pending(first, second),
+        existing=[ExistingSession(running, SessionStatus.RUNNING, running.requested_slots)],
+        agents=[node],
+        ledger=ledger,
+        ctx=ctx,
+        elapsed_s={running.session_id: 0.0},
+        expected={
+            running.session_id: Expected(60, 60, 60, "history"),
+            first.session_id: Expected(100, 100, 100, "history"),
+            second.session_id: Expected(100, 100, 100, "history"),
+        },
+    )
+    assert found[first.session_id].at == ctx.now + timedelta(seconds=60)
+    assert found[second.session_id].at == ctx.now + timedelta(seconds=160)

@@ -32,7 +32,7 @@ from typing import Literal
 from ..predicates import PredicateContext
 from ..scaling_groups import ScalingGroup
 from ..session import SessionSpec
-from ..statuses import SessionStatus
+from ..statuses import USER_RESOURCE_OCCUPYING_SESSION_STATUSES, SessionStatus
 from .fragmentation import DemandMix
 from .kept_index import KeptIndex
 from .ledger import Ledger
@@ -52,6 +52,9 @@ __all__ = [
 DRAWS = 16
 """Forward runs of an estimate where the history says how long runs take, each over run
 times drawn from it (:func:`draw_levels`); the estimate is their median start."""
+MIN_DRAWS = 4
+"""Drawn forward runs an estimate needs before their median replaces the expected run's
+start (the live budget may allow fewer than :data:`DRAWS`)."""
 DEFAULT_RUN_S = 3600.0
 """A session's expected run time when neither history nor a limit says anything."""
 HISTORY = 50
@@ -422,6 +425,9 @@ def _forward(
     # the index is kept from step to step as the scheduler keeps it from pass to pass (over
     # the same tuple of agents and the one ledger): a step then costs what changed
     kept, candidates = KeptIndex(), tuple(agents)
+    # the usage quotas count, kept as sessions start (the pass adds them) and end (taken
+    # back here) rather than summed afresh at every step
+    occupancy = occupancy_of(list(running.values()))
     ends = dict(ends_s)
     started: dict[uuid.UUID, float] = {}
     t = 0.0
@@ -431,7 +437,7 @@ def _forward(
         step_ctx = PredicateContext(
             now=ctx.now + timedelta(seconds=t),
             known_slot_types=ctx.known_slot_types,
-            occupancy=occupancy_of(list(running.values())),
+            occupancy=occupancy,
             keypair_policies=ctx.keypair_policies,
             project_limits=ctx.project_limits,
             domain_limits=ctx.domain_limits,
@@ -469,7 +475,9 @@ def _forward(
             break
         t = max(t, upcoming[-1])
         for sid in [sid for sid, e in ends.items() if e <= t and sid in running]:
-            running.pop(sid)
+            ended = running.pop(sid)
+            if ended.status in USER_RESOURCE_OCCUPYING_SESSION_STATUSES:
+                occupancy.remove(ended.spec, ended.occupying)
             ledger.release_session(sid)
             ends.pop(sid)
     return started, True
@@ -555,7 +563,7 @@ def estimate_starts(
                 estimates[sid] = Estimate(at, at, at, basis)
             continue  # not reached in time: no estimate rather than a wrong one
         times = [found.get(sid) for found in outcomes]
-        if count and len(times) - 1 >= count // 2:
+        if count and len(times) - 1 >= min(MIN_DRAWS, count):
             at_s, earliest_s, latest_s = _spread(times[1:])
         else:  # the expected run's start; what other runs found in time, its interval
             at_s = times[0]
