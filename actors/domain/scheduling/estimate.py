@@ -503,7 +503,7 @@ def estimate_starts(
     ``fragmentation`` selector's mix, as the pass had it.
 
     The first forward run takes the expected run times. Where run times were drawn
-    (:attr:`Expected.draws`), one more run per draw follows: with at least half of them done,
+    (:attr:`Expected.draws`), one more run per draw follows: with :data:`MIN_DRAWS` of them done,
     the estimate is their median start and the interval their tenth to ninetieth
     percentile (a session placed in fewer than half of them has ``at=None``). Otherwise (no
     draws, or ``deadline`` came first) the estimate is the first run's start and the
