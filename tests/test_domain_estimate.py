@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 
 from actors.domain.scaling_groups import ScalingGroup
+from actors.domain.scheduling import AgentInfo
 from actors.domain.scheduling.estimate import (
     DEFAULT_RUN_S,
     Estimate,
@@ -20,11 +22,35 @@ from actors.domain.scheduling.estimate import (
 )
 from actors.domain.scheduling.ledger import Ledger
 from actors.domain.scheduling.plugins import ExistingSession
+from actors.domain.session import SessionSpec
 from actors.domain.statuses import SessionStatus
 
 from .domain_builders import agent, context, make_session, pending, slots
 
 pytestmark = pytest.mark.unit
+
+
+def holding(node: AgentInfo, *running: SessionSpec) -> Ledger:
+    """A ledger of ``node`` with each of ``running`` holding its request there."""
+    ledger = Ledger({node.agent_id: node.capacity})
+    for session in running:
+        ledger.reserve(
+            session.session_id,
+            [(session.kernels[0].kernel_id, node.agent_id, session.requested_slots)],
+        )
+    return ledger
+
+
+def after_calls(calls: int) -> Callable[[], bool]:
+    """A deadline that comes after it was asked ``calls`` times."""
+    asked = 0
+
+    def deadline() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked > calls
+
+    return deadline
 
 
 def test_run_times_come_from_the_closest_history_then_the_limit_then_a_default() -> None:
@@ -47,11 +73,8 @@ def test_run_times_come_from_the_closest_history_then_the_limit_then_a_default()
 
 def test_the_queue_is_estimated_behind_what_runs_and_what_goes_first() -> None:
     node = agent("i-a", cpu=4)
-    ledger = Ledger({"i-a": node.capacity})
     running = make_session(request=slots(cpu=4))
-    ledger.reserve(
-        running.session_id, [(running.kernels[0].kernel_id, "i-a", running.requested_slots)]
-    )
+    ledger = holding(node, running)
     first, second = make_session(request=slots(cpu=4)), make_session(request=slots(cpu=4))
     second = dataclasses.replace(second, created_at=first.created_at + timedelta(seconds=1))
     ctx = context()
@@ -151,18 +174,10 @@ def test_estimates_are_judged_against_a_replay_of_a_loaded_trace() -> None:
 
 def test_the_estimate_itself_is_run_first_and_the_interval_only_with_time_left() -> None:
     node = agent("i-a", cpu=4)
-    ledger = Ledger({"i-a": node.capacity})
     running = make_session(request=slots(cpu=4))
-    ledger.reserve(
-        running.session_id, [(running.kernels[0].kernel_id, "i-a", running.requested_slots)]
-    )
+    ledger = holding(node, running)
     waiting = make_session(request=slots(cpu=4))
-    calls = 0
-
-    def after_the_first_run() -> bool:  # the mid run checks once before and once per step
-        nonlocal calls
-        calls += 1
-        return calls > 3
+    after_the_first_run = after_calls(3)  # the mid run checks once before and once per step
 
     found = estimate_starts(
         group=ScalingGroup("default"),
@@ -197,12 +212,8 @@ def test_a_queue_deeper_than_the_forward_steps_is_reached_to_its_last_session(
     MAX_STEPS = 100  # fewer steps than the real bound, so that a queue of 300 is deeper
     monkeypatch.setattr(estimate, "MAX_STEPS", MAX_STEPS)
     node = agent("i-a", cpu=10)  # ten run side by side: each step releases several
-    ledger = Ledger({"i-a": node.capacity})
     running = [make_session(request=slots(cpu=1)) for _ in range(10)]
-    for holder in running:
-        ledger.reserve(
-            holder.session_id, [(holder.kernels[0].kernel_id, "i-a", holder.requested_slots)]
-        )
+    ledger = holding(node, *running)
     first = make_session(request=slots(cpu=1))
     queue = [
         dataclasses.replace(
@@ -239,17 +250,13 @@ def test_a_wait_behind_independent_runs_is_the_first_of_them_to_end_not_their_me
     for seconds in [10.0] * 20 + [1000.0] * 20:
         book.add("AK1", "py", seconds)
     node = agent("i-a", cpu=4)
-    ledger = Ledger({"i-a": node.capacity})
     # fixed ids (each session's draws are ordered by its id): in five of the sixteen runs
     # both draw a long run (four in sixteen, expected), in eleven at least one a short one
     running = [
         dataclasses.replace(make_session(request=slots(cpu=2)), session_id=uuid.UUID(int=n))
         for n in (1, 2)
     ]
-    for holder in running:
-        ledger.reserve(
-            holder.session_id, [(holder.kernels[0].kernel_id, "i-a", holder.requested_slots)]
-        )
+    ledger = holding(node, *running)
     waiting = make_session(request=slots(cpu=2))
     expected = book.expectations(
         [(r.session_id, "AK1", "py", "", None, 0.0) for r in running]
@@ -348,11 +355,8 @@ def test_with_time_for_one_forward_run_the_estimate_is_the_expected_runs() -> No
     for seconds in [10.0] * 20 + [1000.0] * 20:
         book.add("AK1", "py", seconds)
     node = agent("i-a", cpu=2)
-    ledger = Ledger({"i-a": node.capacity})
     running = make_session(request=slots(cpu=2))
-    ledger.reserve(
-        running.session_id, [(running.kernels[0].kernel_id, "i-a", running.requested_slots)]
-    )
+    ledger = holding(node, running)
     waiting = make_session(request=slots(cpu=2))
     expected = book.expectations(
         [
@@ -360,12 +364,7 @@ def test_with_time_for_one_forward_run_the_estimate_is_the_expected_runs() -> No
             (waiting.session_id, "AK1", "py", "", None, None),
         ]
     )
-    calls = 0
-
-    def after_the_first_run() -> bool:  # checked before each run and at each of its steps
-        nonlocal calls
-        calls += 1
-        return calls > 3
+    after_the_first_run = after_calls(3)  # checked before each run and at each of its steps
 
     ctx = context()
     found = estimate_starts(
@@ -430,11 +429,8 @@ def test_a_keypair_that_may_run_one_session_at_a_time_is_estimated_one_after_ano
     from actors.domain.predicates import QuotaPolicy
 
     node = agent("i-a", cpu=16)
-    ledger = Ledger({"i-a": node.capacity})
     running = make_session(request=slots(cpu=1))
-    ledger.reserve(
-        running.session_id, [(running.kernels[0].kernel_id, "i-a", running.requested_slots)]
-    )
+    ledger = holding(node, running)
     first = make_session(request=slots(cpu=1))
     second = dataclasses.replace(
         make_session(request=slots(cpu=1)), created_at=first.created_at + timedelta(seconds=1)

@@ -318,9 +318,9 @@ class Scheduler:
             began = self._scheduled_s.pop(data.session_id, None)
             spec = self._specs.get(data.session_id)
             if status is SessionStatus.TERMINATED and began is not None and spec is not None:
-                ran = event.position_ms / 1000 - began
+                ended = event.position_ms / 1000
                 self.run_times.add(
-                    spec.access_key, image_of(spec), ran, shape_of(spec), event.position_ms / 1000
+                    spec.access_key, image_of(spec), ended - began, shape_of(spec), ended
                 )
             self._statuses.pop(data.session_id, None)
             self._specs.pop(data.session_id, None)

@@ -517,7 +517,8 @@ def estimate_starts(
     count = max((len(e.draws) for e in expected.values()), default=0)
     scenarios = [{sid: e.mid for sid, e in expected.items()}]  # the expected run times
     if count:
-        scenarios += [{sid: _drawn(sid, e, i) for sid, e in expected.items()} for i in range(count)]
+        drawn = {sid: _drawn(sid, e) for sid, e in expected.items()}
+        scenarios += [{sid: d[i % len(d)] for sid, d in drawn.items()} for i in range(count)]
     else:
         scenarios += [
             {sid: getattr(e, pick) for sid, e in expected.items()} for pick in ("low", "high")
@@ -577,14 +578,16 @@ def estimate_starts(
     return estimates
 
 
-def _drawn(sid: uuid.UUID, expected: Expected, i: int) -> float:
-    """The ``i``-th drawn run time of a session; one without draws (no history: its limit
-    or the default) takes its shorter, expected or longer run time by its own levels, so
-    that it widens the interval as it did when every session had three runs."""
+def _drawn(sid: uuid.UUID, expected: Expected) -> tuple[float, ...]:
+    """A session's drawn run times; one without draws (no history: its limit or the
+    default) takes its shorter, expected or longer run time by its own levels, so that it
+    widens the interval as it did when every session had three runs."""
     if expected.draws:
-        return expected.draws[i % len(expected.draws)]
-    level = draw_levels(sid.int)[i % DRAWS]
-    return expected.low if level < 0.25 else expected.high if level >= 0.75 else expected.mid
+        return expected.draws
+    return tuple(
+        expected.low if level < 0.25 else expected.high if level >= 0.75 else expected.mid
+        for level in draw_levels(sid.int)
+    )
 
 
 def _spread(times: Sequence[float | None]) -> tuple[float | None, float | None, float | None]:
